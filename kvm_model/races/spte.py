@@ -8,7 +8,8 @@ from __future__ import annotations
 
 PRESENT = 1 << 0
 WRITABLE = 1 << 1  # the W bit: the guest may write through this entry now
-ACCESSED = 1 << 5
+ACCESSED_BIT = 5
+ACCESSED = 1 << ACCESSED_BIT
 DIRTY = 1 << 6
 HOST_WRITEABLE = 1 << 10  # the host maps the gfn's page writable
 MMU_WRITEABLE = 1 << 11  # the guest may write and no shadow-page write protection forbids it

@@ -1,0 +1,97 @@
+"""The invariants a run must keep, one function per rule, checked on the final state and the write history.
+
+Each check returns the violations it found; :func:`check` runs them all.  A violation names its invariant,
+so a test can assert exactly which rule a race breaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .kvm import GuestWrite, Kvm, WriteProtected
+from .spte import DIRTY, is_present, spte_pfn
+
+INVARIANTS = {
+    "dirty-log": "no dirty page missing from the bitmap: every gfn the guest wrote while dirty logging was "
+    "on has its bit set in the memslot's dirty bitmap",
+    "dirty-bit": "dirty bit never lost: every page the guest wrote through an spte is known dirty to the "
+    "host (kvm_set_pfn_dirty was called for it, or an spte still maps it with D = 1)",
+    "write-protect": "no write through a read-only mapping: once rmap_write_protect of a gfn has returned, "
+    "with any TLB flush it asked for, no vCPU completes a write to that gfn through a TLB entry or an spte",
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant: str  # a key of INVARIANTS
+    detail: str
+
+
+def _writes(kvm: Kvm) -> list[GuestWrite]:
+    return [event for event in kvm.history if isinstance(event, GuestWrite)]
+
+
+def check_dirty_log(kvm: Kvm) -> list[Violation]:
+    """Every gfn written by the guest (through its mappings or the emulator) is set in the dirty bitmap."""
+    logged = kvm.memslot.dirty_gfns()
+    missing: dict[int, GuestWrite] = {}
+    for write in _writes(kvm):
+        if write.gfn is not None and write.gfn not in logged:
+            missing.setdefault(write.gfn, write)
+    return [
+        Violation(
+            "dirty-log",
+            f"gfn {gfn} was written by {w.vcpu} (through pfn {w.pfn:#x}) but its bit in the dirty bitmap is "
+            f"clear; the bitmap holds {_gfns(logged)}",
+        )
+        for gfn, w in missing.items()
+    ]
+
+
+def check_dirty_bit(kvm: Kvm) -> list[Violation]:
+    """Every frame written through an spte has reached the host as dirty, or still has D = 1 in an spte."""
+    still_dirty = {spte_pfn(v) for cell in kvm.sp.sptes if is_present(v := cell.load()) and v & DIRTY}
+    lost: dict[int, GuestWrite] = {}
+    for write in _writes(kvm):
+        if write.via != "emulator" and write.pfn not in kvm.host.dirty | still_dirty:
+            lost.setdefault(write.pfn, write)
+    return [
+        Violation(
+            "dirty-bit",
+            f"{w.vcpu} wrote pfn {pfn:#x} (gfn {w.gfn}) through an spte, but no spte maps it with D = 1 any "
+            f"more and kvm_set_pfn_dirty({pfn:#x}) was never called: the host may drop the data",
+        )
+        for pfn, w in lost.items()
+    ]
+
+
+def check_write_protect(kvm: Kvm) -> list[Violation]:
+    """No write through a mapping completes after the write protection of its gfn has returned."""
+    protected: set[int] = set()
+    found = []
+    for event in kvm.history:
+        if isinstance(event, WriteProtected):
+            protected.add(event.gfn)
+        elif event.via != "emulator" and event.gfn in protected:
+            found.append(
+                Violation(
+                    "write-protect",
+                    f"{event.vcpu} wrote gfn {event.gfn} through "
+                    f"{'its TLB' if event.via == 'tlb' else 'the spte'} "
+                    f"after rmap_write_protect(gfn {event.gfn}) had returned",
+                )
+            )
+    return found
+
+
+CHECKS: tuple[Callable[[Kvm], list[Violation]], ...] = (check_dirty_log, check_dirty_bit, check_write_protect)
+
+
+def check(kvm: Kvm) -> list[Violation]:
+    """All violations of all invariants, in the order of :data:`INVARIANTS`."""
+    return [violation for rule in CHECKS for violation in rule(kvm)]
+
+
+def _gfns(gfns: list[int]) -> str:
+    return "{" + ", ".join(f"gfn {g}" for g in gfns) + "}" if gfns else "nothing"

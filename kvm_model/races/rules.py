@@ -1,0 +1,44 @@
+"""The switches of the model: which version of each fast-page-fault rule of locking.txt it runs.
+
+Each race flips one switch away from the rule that prevents it (the defaults, as in Linux 3.10)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+VolatileRule = Literal["3.4", "3.10"]
+FastPathRule = Literal["indirect", "direct-only", "pin-pfn"]
+FlushRule = Literal["caller-read", "mmu_spte_update"]
+
+_WORDS = {
+    "3.4": "volatile sptes: the 3.4 rule (A clear, or W set and D clear): an spte the fast path may make "
+    "writable can still be overwritten by a plain store",
+    "3.10": "volatile sptes: the 3.10 rule: an spte the fast path may change is always updated with xchg",
+    "indirect": "fast page fault: allowed on indirect shadow pages, trusting the gfn in sp->gfns",
+    "direct-only": "fast page fault: direct shadow pages only (their gfn is fixed by position)",
+    "pin-pfn": "fast page fault: on indirect pages only after pinning gfn -> pfn with gfn_to_pfn_atomic",
+    "caller-read": "TLB flush on W -> read-only: decided from the caller's earlier plain read of the spte",
+    "mmu_spte_update": "TLB flush on W -> read-only: decided by mmu_spte_update from the value it replaced",
+}
+
+
+@dataclass(frozen=True)
+class Rules:
+    """One choice per rule.
+
+    ``volatile``: F1 (``"3.4"``) or F2 (``"3.10"``) definition of an spte with volatile bits, which decides
+    between a plain store and ``xchg`` when an spte is changed under ``mmu_lock``.
+    ``fast_path``: G1 (``"indirect"``), G2 (``"direct-only"``) or the documented alternative to G2,
+    ``"pin-pfn"``.
+    ``flush``: whether a W -> read-only change asks for a TLB flush from a stale read or from the value it
+    replaced.
+    """
+
+    volatile: VolatileRule = "3.10"
+    fast_path: FastPathRule = "direct-only"
+    flush: FlushRule = "mmu_spte_update"
+
+    def describe(self) -> list[str]:
+        """One line per rule, in words."""
+        return [_WORDS[self.volatile], _WORDS[self.fast_path], _WORDS[self.flush]]
