@@ -14,9 +14,6 @@ class Memslot:
         self.npages = npages
         self._bitmap = [Atomic64() for _ in range((npages + 63) // 64)]
 
-    def contains(self, gfn: int) -> bool:
-        return self.base_gfn <= gfn < self.base_gfn + self.npages
-
     def mark_dirty(self, gfn: int) -> None:
         """Set ``gfn``'s bit (an atomic ``set_bit``, since vCPUs mark pages without any lock)."""
         index = gfn - self.base_gfn
