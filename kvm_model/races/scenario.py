@@ -50,9 +50,9 @@ class Outcome:
         return {v.invariant for v in self.violations}
 
 
-def run(race: Race, rules: Rules, policy: Policy, *, timeout: float = 5.0) -> Outcome:
+def run(race: Race, rules: Rules, policy: Policy) -> Outcome:
     """Run ``race`` once under ``rules``, choosing steps with ``policy`` (see :class:`~.sched.Scheduler`)."""
-    sched = Scheduler(timeout=timeout)
+    sched = Scheduler()
     kvm = Kvm(sched, rules, direct=race.direct)
     race.build(kvm)
     trace = sched.run(policy)
