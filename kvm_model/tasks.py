@@ -1,0 +1,79 @@
+"""The model's threads: started under the names of the kernel tasks they stand for.
+
+The thread name is what a splat prints as the task (``kswapd0``, ``CPU 0/KVM``), so every thread
+of the model is started through :meth:`Tasks.spawn`.  A thread that dies with an exception does
+not take the run down silently: the failure is kept in :attr:`Tasks.errors`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+TIMEOUT = 60.0  # seconds any one phase of a run may take before the run is declared stuck
+
+
+class ModelError(RuntimeError):
+    """The model itself went wrong (a phase never finished, a thread crashed)."""
+
+
+class Tasks:
+    """The threads of one run and the failures they ended with."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.failed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def spawn(self, name: str, fn: Callable[..., Any], *args: Any) -> threading.Thread:
+        """Start ``fn(*args)`` in a new thread called ``name``."""
+        thread = threading.Thread(target=self._run, args=(fn, args), name=name, daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+        return thread
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # every failure must reach the run's result
+            if isinstance(exc, ModelError) and self.failed.is_set():
+                return  # a consequence of the first failure, which is already recorded
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            self.fail(f"thread {threading.current_thread().name!r} failed: "
+                      f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})")
+
+    def fail(self, message: str) -> None:
+        """Record a failure; every thread waiting in :meth:`wait_for` gives up."""
+        with self._lock:
+            self.errors.append(message)
+        self.failed.set()
+
+    def wait_for(self, event: threading.Event, what: str, timeout: float = TIMEOUT) -> None:
+        """Wait for ``event`` unless the run failed; raise :class:`ModelError` on failure or timeout."""
+        deadline = time.monotonic() + timeout
+        while not event.wait(0.05):
+            if self.failed.is_set():
+                raise ModelError(f"gave up waiting for {what}: the run failed")
+            if time.monotonic() > deadline:
+                raise ModelError(f"{what} did not happen within {timeout:.0f}s")
+
+    def join_all(self, timeout: float = TIMEOUT) -> None:
+        """Wait for every thread; raise :class:`ModelError` naming those still running."""
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout)
+        stuck = [t.name for t in threads if t.is_alive()]
+        if stuck:
+            raise ModelError(f"threads still running after {timeout:.0f}s: {', '.join(stuck)}")
+
+
+def wait_for(event: threading.Event, what: str, timeout: float = TIMEOUT) -> None:
+    """Wait for ``event``; raise :class:`ModelError` saying ``what`` did not happen in time."""
+    if not event.wait(timeout):
+        raise ModelError(f"{what} did not happen within {timeout:.0f}s")
