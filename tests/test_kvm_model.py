@@ -1,0 +1,140 @@
+"""The verdict of each kernel configuration, as kvm-history.md section 10 expects it."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kvm_model
+import kvm_model.cli
+import kvm_model.notifier
+import kvm_model.races
+from kvm_model.run import REQUIRED_EVENTS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def result(config: str, preempt_rt: bool) -> kvm_model.RunResult:
+    """One default-sized run per configuration, shared by the tests that read it."""
+    return kvm_model.run(config, preempt_rt=preempt_rt)
+
+
+def frames(text: str) -> list[str]:
+    """The function names of a splat's call trace, innermost first."""
+    lines = text.split("Call Trace:", 1)[1].splitlines()
+    return [line.strip().split("+")[0] for line in lines if line.startswith(" ") and "<" not in line]
+
+
+def test_seed_config_on_rt_reports_sleeping_mmu_lock_under_raw_kvm_lock():
+    r = result("e935b8372cf8", True)
+    assert [rep.kind for rep in r.reports] == ["invalid_wait_context", "sleep_in_atomic"]
+    assert r.exit_code == 1 and not r.violations and not r.errors
+    splat = r.reports[1]
+    assert splat.title.startswith("BUG: sleeping function called from invalid context at ")
+    assert {"kvm_lock", "&kvm->mmu_lock"} <= set(splat.classes)
+    text = splat.text
+    assert "in_atomic(): 1, irqs_disabled(): 0" in text
+    assert "name: kswapd0" in text
+    held = text.split("locks held by", 1)[1].split("Preemption disabled at:", 1)[0]
+    assert "(kvm_lock)" in held and "-{2:2}" in held.split("(kvm_lock)", 1)[1].splitlines()[0]
+    assert "mmu_shrink+" in text.split("Preemption disabled at:", 1)[1].splitlines()[1]
+    trace = frames(text)
+    assert trace.index("mmu_shrink") < trace.index("shrink_slab") < trace.index("balance_pgdat") \
+        < trace.index("kswapd")
+
+
+def test_seed_config_on_rt_reports_the_wait_context_of_the_same_nesting_first():
+    report = result("e935b8372cf8", True).reports[0]
+    assert report.title == "[ BUG: Invalid wait context ]"
+    assert report.classes == ("shrinker_rwsem", "kvm_lock", "&kvm->srcu", "&kvm->mmu_lock")
+
+
+def test_seed_config_without_rt_reports_invalid_wait_context_at_mmu_lock():
+    r = result("e935b8372cf8", False)
+    assert [rep.kind for rep in r.reports] == ["invalid_wait_context"]
+    assert r.exit_code == 1
+    text = r.reports[0].text
+    assert "kswapd0/" in text and "is trying to lock:" in text
+    trying = text.split("is trying to lock:", 1)[1].splitlines()[1]
+    assert "(&kvm->mmu_lock)" in trying and "-{3:3}" in trying and "mmu_shrink+" in trying
+    assert "context-{5:5}" in text
+    held = text.split("locks held by", 1)[1]
+    assert "(kvm_lock)" in held and "-{2:2}" in held.split("(kvm_lock)", 1)[1].splitlines()[0]
+    assert frames(text)[:4] == ["mmu_shrink", "shrink_slab", "balance_pgdat", "kswapd"]
+
+
+def test_naive_revert_on_rt_reports_sleeping_kvm_lock_in_cpu_hotplug_with_irqs_off():
+    r = result("naive-revert", True)
+    assert r.reports and {rep.kind for rep in r.reports} == {"sleep_in_atomic"}
+    assert all(rep.classes == ("kvm_lock",) for rep in r.reports)
+    assert r.exit_code == 1 and not r.violations and not r.errors
+    first = r.reports[0].text
+    assert "irqs_disabled(): 1" in first and "name: migration/1" in first
+    assert frames(first)[2:5] == ["hardware_disable", "kvm_cpu_hotplug", "Hotplug.notify"]
+
+
+def test_naive_revert_without_rt_is_clean():
+    r = result("naive-revert", False)
+    assert (r.reports, r.violations, r.errors, r.exit_code) == ([], [], [], 0)
+
+
+@pytest.mark.parametrize("preempt_rt", [False, True], ids=["no-rt", "rt"])
+def test_fix_is_clean_and_keeps_its_invariants(preempt_rt):
+    r = result("2f303b74a6", preempt_rt)
+    assert (r.reports, r.violations, r.errors, r.exit_code) == ([], [], [], 0)
+
+
+@pytest.mark.parametrize("config,preempt_rt", [("e935b8372cf8", True), ("2f303b74a6", True)])
+def test_every_path_runs_in_every_run(config, preempt_rt):
+    events = result(config, preempt_rt).events
+    assert all(events.get(name, 0) >= 1 for name in REQUIRED_EVENTS), events
+
+
+@pytest.mark.parametrize("seed,vms,vcpus", [(1, 1, 1), (2, 3, 2), (3, 2, 4)])
+def test_verdict_does_not_depend_on_seed_or_size(seed, vms, vcpus):
+    r = kvm_model.run("e935b8372cf8", preempt_rt=True, seed=seed, vms=vms, vcpus=vcpus, iterations=1)
+    assert [rep.kind for rep in r.reports] == ["invalid_wait_context", "sleep_in_atomic"]
+    assert not r.violations and not r.errors
+
+
+def test_a_kvm_that_ignores_invalidation_breaks_the_invariants(monkeypatch):
+    monkeypatch.setattr(kvm_model.notifier, "kvm_unmap_hva_range", lambda kvm, slots, start, end: False)
+    r = kvm_model.run("2f303b74a6")
+    assert r.exit_code == 2
+    assert any("with the VMs alive: VM" in v and "SPTE of gfn" in v for v in r.violations), r.violations
+
+
+def test_command_line_prints_the_splat_and_exits_1():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "kvm_model", "--config", "e935b8372cf8", "--preempt-rt"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "[ BUG: Invalid wait context ]" in proc.stdout
+    assert "BUG: sleeping function called from invalid context at " in proc.stdout
+    assert "in_atomic(): 1, irqs_disabled(): 0" in proc.stdout
+    assert "exit 1" in proc.stderr
+
+
+def test_command_line_exits_0_for_the_fix(capsys):
+    assert kvm_model.cli.main(["--config", "2f303b74a6", "--preempt-rt", "--iterations", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "lockdep reports: none; exit 0" in err
+
+
+def test_race_subcommand_is_handed_to_the_race_models(monkeypatch):
+    seen = []
+    monkeypatch.setattr(kvm_model.races, "main", lambda argv: seen.append(argv) or 7)
+    assert kvm_model.cli.main(["race", "aba", "--fixed"]) == 7
+    assert seen == [["aba", "--fixed"]]
+
+
+def test_command_line_rejects_an_unknown_config(capsys):
+    with pytest.raises(SystemExit) as exc:
+        kvm_model.cli.main(["--config", "v3.99"])
+    assert exc.value.code == 2
