@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pylockdep
 
 from .locktable import LockTable
-from .tasks import Tasks, wait_for
+from .tasks import Tasks
 
 if TYPE_CHECKING:
     from .kvm import KvmModule
@@ -40,6 +40,7 @@ class Cpus:
     """
 
     def __init__(self, n: int, tasks: Tasks) -> None:
+        self.tasks = tasks
         self.online: set[int] = set(range(n))
         self.tsc_khz: dict[int, int] = dict.fromkeys(range(n), 2_000_000)
         self.ipis = 0
@@ -88,21 +89,21 @@ def on_each_cpu(cpus: Cpus, func: CpuFunc) -> None:
         with pylockdep.irqs_disabled():
             func(THIS_CPU)
         for done in pending:
-            wait_for(done, "an IPI")
+            cpus.tasks.wait_for(done, "an IPI")
 
 
 def smp_call_function_single(cpus: Cpus, cpu: int, func: CpuFunc) -> None:
     """Run ``func`` on ``cpu`` by IPI and wait; nothing happens if the CPU is offline."""
     if cpu in cpus.online:
-        wait_for(cpus.send_ipi(cpu, func), "an IPI")
+        cpus.tasks.wait_for(cpus.send_ipi(cpu, func), "an IPI")
 
 
 class Hotplug:
     """CPU hotplug: ``cpu_hotplug.lock`` held by the initiator, and the notifier chain."""
 
-    def __init__(self, table: LockTable, cpus: Cpus, tasks: Tasks) -> None:
+    def __init__(self, table: LockTable, cpus: Cpus) -> None:
         self.lock = table.new("cpu_hotplug.lock")
-        self.cpus, self.tasks = cpus, tasks
+        self.cpus = cpus
         self.notifiers: list[Callable[[str, int], None]] = []
         self.events: list[tuple[str, int]] = []
 
@@ -116,7 +117,7 @@ class Hotplug:
 def cpu_down(hotplug: Hotplug, cpu: int) -> None:
     """Take ``cpu`` offline: under the hotplug lock, stop_machine runs the dying step on it."""
     with hotplug.lock:
-        stopper = hotplug.tasks.spawn(f"migration/{cpu}", take_cpu_down, hotplug, cpu)
+        stopper = hotplug.cpus.tasks.spawn(f"migration/{cpu}", take_cpu_down, hotplug, cpu)
         stopper.join()
 
 
@@ -131,7 +132,7 @@ def cpu_up(hotplug: Hotplug, cpu: int) -> None:
     """Bring ``cpu`` online: under the hotplug lock, the CPU starts and runs CPU_STARTING."""
     with hotplug.lock:
         done = hotplug.cpus.run_idle(cpu, functools.partial(start_secondary, hotplug, cpu))
-        wait_for(done, f"CPU {cpu} coming online")
+        hotplug.cpus.tasks.wait_for(done, f"CPU {cpu} coming online")
 
 
 def start_secondary(hotplug: Hotplug, cpu: int) -> None:

@@ -165,13 +165,11 @@ def get_user_pages(mm: HostMM, hva: int) -> int:
                 return pfn
         new = mm.memory.alloc_page()
         with mm.ptl:
-            pfn = mm.ptes.get(hva)
-            if pfn is None:
-                mm.ptes[hva] = pfn = new
+            pfn = mm.ptes.setdefault(hva, new)
+            if pfn == new:
                 mm.memory.lru_add(new, mm, hva)
-                new = -1
             mm.memory.get_page(pfn)
-        if new >= 0:
+        if pfn != new:  # another thread faulted the page in meanwhile
             mm.memory.put_page(new)
         return pfn
 

@@ -90,6 +90,7 @@ class Vcpu:
         self.requests: set[str] = set()
         self.mmu_page_cache: list[int] = []
         self.srcu_idx = -1
+        self.clock_khz = 0
         self.stat: Counter[str] = Counter()
 
     def make_request(self, request: str) -> None:
@@ -181,7 +182,7 @@ class KvmModule:
         self.usage_count = 0
         self.hardware_enabled: set[int] = set()
         self.total_used_mmu_pages = UsedPagesCounter()
-        self.events: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()  # how often each path ran; only ever compared with 0
         self.shrunk = threading.Event()  # set once the shrinker has zapped a shadow page
 
 
@@ -203,8 +204,8 @@ def kvm_destroy_vm(kvm: Kvm) -> None:
     module = kvm.module
     with module.kvm_lock:
         module.vm_list.remove(kvm)
-    kvm.mm.notifiers.remove(kvm.mmu_notifier)
     kvm.mmu_notifier.release(kvm.mm)
+    kvm.mm.notifiers.remove(kvm.mmu_notifier)
     for vcpu in kvm.vcpus:
         while vcpu.mmu_page_cache:
             module.memory.put_page(vcpu.mmu_page_cache.pop())

@@ -122,7 +122,7 @@ class Model:
                                  self.vmscan.wakeup_kswapd)
         self.vmscan.memory = self.memory
         self.cpus = Cpus(NR_CPUS, self.tasks)
-        self.hotplug = Hotplug(table, self.cpus, self.tasks)
+        self.hotplug = Hotplug(table, self.cpus)
         self.module = KvmModule(config, table, self.memory, self.cpus)
         self.vmms = [Vmm(i, HostMM(self.memory, table)) for i in range(vms)]
         self.busy = threading.Event()

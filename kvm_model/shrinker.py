@@ -75,12 +75,6 @@ def register_shrinker(vmscan: Vmscan, shrinker: Shrinker) -> None:
         vmscan.shrinkers.append(shrinker)
 
 
-def unregister_shrinker(vmscan: Vmscan, shrinker: Shrinker) -> None:
-    """Remove a shrinker from the list."""
-    with vmscan.shrinker_rwsem.write():
-        vmscan.shrinkers.remove(shrinker)
-
-
 def kswapd(vmscan: Vmscan) -> None:
     """The node's reclaim thread: balance the node each time it is woken, until stopped."""
     while True:

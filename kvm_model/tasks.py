@@ -71,9 +71,3 @@ class Tasks:
         stuck = [t.name for t in threads if t.is_alive()]
         if stuck:
             raise ModelError(f"threads still running after {timeout:.0f}s: {', '.join(stuck)}")
-
-
-def wait_for(event: threading.Event, what: str, timeout: float = TIMEOUT) -> None:
-    """Wait for ``event``; raise :class:`ModelError` saying ``what`` did not happen in time."""
-    if not event.wait(timeout):
-        raise ModelError(f"{what} did not happen within {timeout:.0f}s")

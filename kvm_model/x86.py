@@ -37,7 +37,7 @@ def kvm_arch_vcpu_postcreate(vcpu: Vcpu) -> None:
 def kvm_guest_time_update(vcpu: Vcpu, cpus: Cpus) -> None:
     """Refresh the guest's clock from the frequency of the CPU the vCPU runs on (irqs off)."""
     with pylockdep.irqs_disabled():
-        vcpu.stat["clock_khz"] = cpus.tsc_khz[vcpu.cpu]
+        vcpu.clock_khz = cpus.tsc_khz[vcpu.cpu]
 
 
 def tsc_khz_changed(cpus: Cpus, khz: int, cpu: int) -> None:
