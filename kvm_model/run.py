@@ -224,10 +224,10 @@ class Model:
     def _memory_hog(self) -> None:
         """``stress --vm``: take memory down to the low watermark, then one page more after each
         kswapd pass until KVM has been shrunk, then exit (freeing it all)."""
-        memory, pages = self.memory, []
+        memory, seen = self.memory, self.vmscan.balance_runs
+        pages = [memory.alloc_page()]
         while memory.nr_free >= memory.low:
             pages.append(memory.alloc_page())
-        seen = self.vmscan.balance_runs
         while not self.module.shrunk.wait(0.005) and not self.tasks.failed.is_set():
             if self.vmscan.balance_runs != seen and memory.nr_free > HOG_RESERVE:
                 seen = self.vmscan.balance_runs
