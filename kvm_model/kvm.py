@@ -13,20 +13,17 @@ import dataclasses
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pylockdep
 
 from .config import Config
-from .hardware import hardware_disable_all, hardware_enable_all
+from .hardware import Cpus, hardware_disable_all, hardware_enable_all
 from .hostmm import HostMemory, HostMM
 from .locktable import LockTable
 from .mmu import KvmMmu, kvm_arch_flush_shadow_memslot
 from .notifier import KvmMmuNotifier
 from .x86 import kvm_arch_vcpu_postcreate
-
-if TYPE_CHECKING:
-    from .hardware import Cpus
 
 
 @dataclasses.dataclass(frozen=True)
