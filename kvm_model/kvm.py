@@ -112,6 +112,7 @@ class Kvm:
         self.memslots = Memslots(0)
         self.buses: tuple[IoDevice, ...] = ()
         self.irq_routing: tuple[str, ...] = ()
+        self.irq_ack_notifiers: tuple[str, ...] = ()
         self.mmu = KvmMmu(module.memory)
         self.vcpus: list[Vcpu] = []
         self.arch_tsc = {"last_tsc_write": 0, "last_tsc_nsec": 0, "last_tsc_offset": 0}
@@ -264,6 +265,20 @@ def kvm_create_irqchip(kvm: Kvm, devices: tuple[IoDevice, ...]) -> None:
             for dev in devices:
                 kvm_io_bus_register_dev(kvm, dev)
         kvm_set_irq_routing(kvm, tuple(dev.name for dev in devices))
+
+
+def kvm_register_irq_ack_notifier(kvm: Kvm, name: str) -> None:
+    """Have device ``name`` told when the guest acknowledges its interrupt (under ``irq_lock``)."""
+    with kvm.irq_lock:
+        kvm.irq_ack_notifiers = kvm.irq_ack_notifiers + (name,)
+
+
+def kvm_create_pit(kvm: Kvm, dev: IoDevice) -> None:
+    """KVM_CREATE_PIT2: under ``slots_lock``, put the timer on the bus and register its irq ack
+    notifier, so ``irq_lock`` nests inside ``slots_lock``."""
+    with kvm.slots_lock:
+        kvm_io_bus_register_dev(kvm, dev)
+        kvm_register_irq_ack_notifier(kvm, dev.name)
 
 
 def kvm_io_bus_write(vcpu: Vcpu, gfn: int) -> bool:

@@ -6,7 +6,7 @@ verdicts depend on runs at least once whatever the timing:
 1. *boot*: the kvm module registers its shrinker and hotplug notifier; ``kswapd0`` and the CPUs'
    idle tasks start.
 2. *VMs*: each VMM (``qemu-system-x86``) creates a VM (virtualization enabled by IPI on every CPU
-   for the first one), its irqchip, memslots and vCPUs; the vCPUs (``CPU n/KVM``) run and fault
+   for the first one), its irqchip, PIT, memslots and vCPUs; the vCPUs (``CPU n/KVM``) run and fault
    in all guest RAM.
 3. *reclaim*: a memory hog (``stress``) pushes free memory under the low watermark until
    ``kswapd0`` has aged the VMs' pages (MMU notifier under ``ptl``) and ``mmu_shrink`` has zapped a
@@ -36,6 +36,7 @@ from .kvm import (
     KvmModule,
     Memslot,
     kvm_create_irqchip,
+    kvm_create_pit,
     kvm_create_vm,
     kvm_destroy_vm,
     kvm_set_memory_region,
@@ -56,7 +57,8 @@ RAM_PAGES = 256  # guest RAM frames per VM: enough shadow pages for the shrinker
 FB_PAGES = 16
 LAYOUT = GuestLayout(ram=range(0, RAM_PAGES), fb=range(RAM_PAGES, RAM_PAGES + FB_PAGES),
                      mmio=range(0x1000, 0x1004))
-IRQCHIP = (IoDevice("ioapic", 0x1000, 1), IoDevice("hpet", 0x1001, 1))
+IRQCHIP = (IoDevice("pic", 0x1000, 1), IoDevice("ioapic", 0x1001, 1))
+PIT = IoDevice("pit", 0x1002, 1)
 FB_SLOT = Memslot(1, LAYOUT.fb.start, FB_PAGES, userspace_addr=0x10000 + LAYOUT.fb.start)
 RAM_SLOT = Memslot(0, LAYOUT.ram.start, RAM_PAGES, userspace_addr=0x10000)
 LOW_WATERMARK, HIGH_WATERMARK = 32, 48
@@ -187,6 +189,7 @@ class Model:
         """A VMM's main thread, through the whole life of its VM."""
         kvm = vmm.kvm = kvm_create_vm(self.module, vmm.vm_id, vmm.mm)
         kvm_create_irqchip(kvm, IRQCHIP)
+        kvm_create_pit(kvm, PIT)
         kvm_set_memory_region(kvm, RAM_SLOT)
         kvm_set_memory_region(kvm, FB_SLOT)
         for n in range(self.nr_vcpus):
