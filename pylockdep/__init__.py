@@ -1,1 +1,37 @@
-"""pylockdep: a runtime lock-dependency validator modelled on the Linux kernel's lockdep."""
+"""pylockdep: a runtime lock-dependency validator modelled on the Linux kernel's lockdep.
+
+Locks carry the kernel lock type they model; every acquisition is checked against the order of
+lock classes seen so far, the wait type its context allows, and the irq states the classes were
+used in.  A deadlock that *could* happen is reported from a run in which it did not.
+
+See ``API.md`` for the promises; the names below are the public API.
+"""
+
+from ._context import (
+    hardirq,
+    irqs_disabled,
+    local_bh_disable,
+    local_bh_enable,
+    local_irq_disable,
+    local_irq_enable,
+    lockdep_assert_held,
+    might_sleep,
+    preempt_disable,
+    preempt_disabled,
+    preempt_enable,
+    softirq,
+)
+from ._locks import Mutex, RawSpinLock, RWLock, RWSemaphore, SpinLock
+from ._rcu import SRCU, rcu_dereference, rcu_read, rcu_read_lock, rcu_read_unlock
+from ._report import DeadlockError, LockdepViolation, Report
+from ._validator import Validator, configure, current, validate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SRCU", "DeadlockError", "LockdepViolation", "Mutex", "RWLock", "RWSemaphore", "RawSpinLock", "Report",
+    "SpinLock", "Validator", "configure", "current", "hardirq", "irqs_disabled", "local_bh_disable",
+    "local_bh_enable", "local_irq_disable", "local_irq_enable", "lockdep_assert_held", "might_sleep",
+    "preempt_disable", "preempt_disabled", "preempt_enable", "rcu_dereference", "rcu_read", "rcu_read_lock",
+    "rcu_read_unlock", "softirq", "validate",
+]

@@ -1,0 +1,172 @@
+"""Lock keys and lock classes.
+
+A *key* stands for every lock initialised the same way: by one source line under one name, or by
+an explicit ``key=``, as a ``spin_lock_init()`` call site is in the kernel.  Keys outlive
+validators.  A *class* is a key (plus a subclass from ``.nested(n)``) as seen by one validator: it
+is the graph node, carries the irq usage bits, and is what reports name.
+"""
+
+from __future__ import annotations
+
+import _thread
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+from ._frames import Site, Stack, format_file_line
+from ._locktypes import LockType
+
+if TYPE_CHECKING:
+    from ._graph import Edge
+
+MAX_SUBCLASSES = 8
+
+# Irq usage bits, in the kernel's order: for each irq state, "used in" (the lock is irq-safe) and
+# "enabled" (taken with that irq enabled: irq-unsafe), each in a write and a read flavour.
+USED_IN_HARDIRQ = 1 << 0
+USED_IN_HARDIRQ_READ = 1 << 1
+ENABLED_HARDIRQ = 1 << 2
+ENABLED_HARDIRQ_READ = 1 << 3
+USED_IN_SOFTIRQ = 1 << 4
+USED_IN_SOFTIRQ_READ = 1 << 5
+ENABLED_SOFTIRQ = 1 << 6
+ENABLED_SOFTIRQ_READ = 1 << 7
+USED = 1 << 8
+USED_READ = 1 << 9
+
+IRQ_STATES = ("HARDIRQ", "SOFTIRQ")
+USAGE_NAMES = {
+    USED_IN_HARDIRQ: "IN-HARDIRQ-W",
+    USED_IN_HARDIRQ_READ: "IN-HARDIRQ-R",
+    ENABLED_HARDIRQ: "HARDIRQ-ON-W",
+    ENABLED_HARDIRQ_READ: "HARDIRQ-ON-R",
+    USED_IN_SOFTIRQ: "IN-SOFTIRQ-W",
+    USED_IN_SOFTIRQ_READ: "IN-SOFTIRQ-R",
+    ENABLED_SOFTIRQ: "SOFTIRQ-ON-W",
+    ENABLED_SOFTIRQ_READ: "SOFTIRQ-ON-R",
+    USED: "INITIAL USE",
+    USED_READ: "INITIAL READ USE",
+}
+
+
+def usage_state(bit: int) -> str:
+    """``HARDIRQ`` or ``SOFTIRQ`` for an irq usage bit."""
+    return IRQ_STATES[(bit.bit_length() - 1) // 4]
+
+
+def is_used_in(bit: int) -> bool:
+    """True for a USED_IN (irq-safe) bit, false for an ENABLED (irq-unsafe) one."""
+    return (bit.bit_length() - 1) % 4 < 2
+
+
+def is_read_bit(bit: int) -> bool:
+    """True for the read flavour of a usage bit."""
+    return (bit.bit_length() - 1) % 2 == 1
+
+
+def clashing_bits(bit: int) -> int:
+    """The usage bits that may not coexist with ``bit`` on one class.
+
+    Taking a lock inside an irq handler and also with that irq enabled can deadlock: the irq may
+    arrive while the lock is held.  The one exception is a reader in the handler and a reader with
+    the irq enabled, which both hold the lock shared.
+    """
+    index = bit.bit_length() - 1
+    base = 1 << (index - index % 4)  # USED_IN_<state>
+    used_in, used_in_read, enabled, enabled_read = base, base << 1, base << 2, base << 3
+    return {
+        used_in: enabled | enabled_read,
+        used_in_read: enabled,
+        enabled: used_in | used_in_read,
+        enabled_read: used_in,
+    }[bit]
+
+
+def usage_string(usage: int) -> str:
+    """The kernel's 4-character usage string, ``{+.+.}`` for a mutex taken in process context."""
+    chars = []
+    for base in (USED_IN_HARDIRQ, USED_IN_SOFTIRQ):
+        for used_in in (base, base << 1):
+            enabled = used_in << 2
+            if usage & used_in:
+                chars.append("?" if usage & enabled else "-")
+            else:
+                chars.append("+" if usage & enabled else ".")
+    return "".join(chars)
+
+
+class LockKey:
+    """Identity of a family of locks (a kernel ``lock_class_key``).
+
+    ``validator`` and ``classes`` cache the classes the last validator that saw this key made from
+    it, one per subclass, so the acquire path finds its class without a dictionary lookup.
+    """
+
+    __slots__ = ("name", "ltype", "site", "explicit", "validator", "classes")
+
+    def __init__(self, name: str, ltype: LockType, site: Site | None, explicit: Hashable | None) -> None:
+        self.name = name
+        self.ltype = ltype
+        self.site = site
+        self.explicit = explicit
+        self.validator: Any = None
+        self.classes: list[LockClass | None] = [None] * MAX_SUBCLASSES
+
+    def __repr__(self) -> str:
+        where = f" at {format_file_line(self.site)}" if self.site else ""
+        return f"<LockKey {self.name} ({self.ltype.name}){where}>"
+
+
+_keys: dict[Hashable, LockKey] = {}
+_keys_lock = _thread.allocate_lock()
+
+
+def key_for(name: str, ltype: LockType, site: Site | None, explicit: Hashable | None = None) -> LockKey:
+    """The key shared by every lock of ``ltype`` named ``name`` created at ``site``, or by ``explicit``."""
+    ident = ("key", explicit) if explicit is not None else (ltype, name, site)
+    key = _keys.get(ident)
+    if key is None:
+        with _keys_lock:
+            key = _keys.get(ident)
+            if key is None:
+                key = _keys[ident] = LockKey(name, ltype, site, explicit)
+    return key
+
+
+class LockClass:
+    """A graph node: one key and subclass as seen by one validator.
+
+    ``after``/``before`` map neighbour classes to the :class:`~pylockdep._graph.Edge` between them,
+    in insertion order.  ``usage`` holds the irq usage bits and ``usage_stacks`` where each bit was
+    first set.  ``ord`` is the class's place in the graph's topological order.
+    """
+
+    __slots__ = (
+        "id", "key", "subclass", "name", "ltype", "usage", "usage_stacks", "after", "before", "ord",
+        "variants", "validated", "spins",
+    )
+
+    def __init__(self, ident: int, key: LockKey, subclass: int, name: str) -> None:
+        self.id = ident
+        self.key = key
+        self.subclass = subclass
+        self.name = name
+        self.ltype = key.ltype
+        self.usage = 0
+        self.usage_stacks: dict[int, Stack] = {}
+        self.after: dict[LockClass, Edge] = {}
+        self.before: dict[LockClass, Edge] = {}
+        self.ord = ident
+        # Chain-key ingredients, one per way of taking the lock (see _task.VARIANT_*).
+        self.variants = tuple(ident * 8 + v for v in range(8))
+        # RCU's read-side map is tracked but adds no dependencies (lockdep's check=0).
+        self.validated = key.ltype.lock_fn != "rcu_read_lock"
+        # Whether taking it disables preemption; set by the validator for its kernel flavour.
+        self.spins = False
+
+    @property
+    def bare_name(self) -> str:
+        """The name the lock was given, without lockdep's ``#N`` and ``/subclass`` suffixes."""
+        return self.key.name
+
+    def __repr__(self) -> str:
+        return f"<LockClass {self.name} ({self.ltype.name})>"

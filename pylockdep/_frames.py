@@ -1,0 +1,89 @@
+"""Python frames as lockdep shows code: creation sites, acquisition sites and call traces.
+
+A *site* is ``(code, lineno)``; it prints as ``function+file:line``.  Frames inside pylockdep (and,
+for instrumented standard-library locks, inside :mod:`threading`) are skipped when looking for the
+place that created or took a lock, so a site names the user's code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from types import CodeType, FrameType
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_THREADING_FILE = threading.__file__
+
+Site = tuple[CodeType, int]
+Stack = tuple[Site, ...]
+
+
+def is_internal(filename: str, skip_threading: bool = False) -> bool:
+    """True for pylockdep's own files (and :mod:`threading` when ``skip_threading``)."""
+    return filename.startswith(_PACKAGE_DIR) or (skip_threading and filename == _THREADING_FILE)
+
+
+def outside_frame(frame: FrameType | None, skip_threading: bool = False) -> FrameType | None:
+    """The first frame, walking outwards from ``frame``, that is not pylockdep's (nor threading's)."""
+    while frame is not None and is_internal(frame.f_code.co_filename, skip_threading):
+        frame = frame.f_back
+    return frame
+
+
+def caller_site(skip_threading: bool = False) -> Site:
+    """The site of the first frame outside pylockdep that led to this call."""
+    frame = outside_frame(sys._getframe(1), skip_threading)
+    if frame is None:  # pragma: no cover - only when called from pylockdep's top level
+        return (sys._getframe(0).f_code, 0)
+    return (frame.f_code, frame.f_lineno)
+
+
+def capture_stack(frame: FrameType | None = None, limit: int = 64) -> Stack:
+    """The call stack outside pylockdep, innermost first, as sites (at most ``limit`` of them)."""
+    frame = outside_frame(frame if frame is not None else sys._getframe(1))
+    sites = []
+    while frame is not None and len(sites) < limit:
+        if not is_internal(frame.f_code.co_filename):
+            sites.append((frame.f_code, frame.f_lineno))
+        frame = frame.f_back
+    return tuple(sites)
+
+
+_short_names: dict[str, str] = {}
+
+
+def short_filename(filename: str) -> str:
+    """``filename`` relative to the ``sys.path`` entry that holds it (``queue.py``, ``kvm_model/mmu.py``)."""
+    short = _short_names.get(filename)
+    if short is None:
+        short = filename
+        best = ""
+        for entry in sys.path:
+            entry = os.path.abspath(entry or os.curdir) + os.sep
+            if filename.startswith(entry) and len(entry) > len(best):
+                best = entry
+        if best:
+            short = filename[len(best):]
+        _short_names[filename] = short
+    return short
+
+
+def format_site(site: Site | None) -> str:
+    """``function+file:line`` for a site, the way lockdep prints ``symbol+offset/length``."""
+    if site is None:
+        return "?"
+    code, lineno = site
+    return f"{code.co_qualname}+{short_filename(code.co_filename)}:{lineno}"
+
+
+def format_file_line(site: Site | None) -> str:
+    """``file:line`` of a site."""
+    if site is None:
+        return "?"
+    return f"{short_filename(site[0].co_filename)}:{site[1]}"
+
+
+def format_stack(stack: Stack, indent: str = " ") -> list[str]:
+    """One line per frame of ``stack``, innermost first, each prefixed by ``indent``."""
+    return [indent + format_site(site) for site in stack]

@@ -1,0 +1,264 @@
+"""The dependency graph of lock classes.
+
+An edge ``prev -> next`` records that ``next`` was taken while ``prev`` was held.  Each edge
+remembers which of four kinds of dependency it has seen (lockdep's ``-(SR)->``, ``-(ER)->``,
+``-(SN)->``, ``-(EN)->``: the first letter says whether ``prev`` was held Exclusively or Shared,
+the second whether ``next`` was taken as a Recursive reader or Not) and where it was first made.
+
+Only *strong* paths can deadlock: a path in which no ``*R`` edge is followed by an ``S*`` edge.
+:meth:`Graph.find_path` is lockdep's breadth-first search over strong paths.
+
+To keep a new edge cheap in a large graph the classes carry an incremental topological order
+(Pearce and Kelly, "A dynamic topological sort algorithm for directed acyclic graphs", 2006): an
+edge that agrees with the order cannot close a cycle, so no search is needed.  Edges that do close
+a cycle (a reported one, or a harmless weak one) are kept aside in :attr:`Graph.unordered`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from ._classes import LockClass, LockKey
+from ._frames import Stack
+
+# Dependency kinds, as bits of Edge.types.
+DEP_SR = 1
+DEP_ER = 2
+DEP_SN = 4
+DEP_EN = 8
+DEP_NAMES = {DEP_SR: "SR", DEP_ER: "ER", DEP_SN: "SN", DEP_EN: "EN"}
+_S_STAR = DEP_SR | DEP_SN
+_STAR_N = DEP_SN | DEP_EN
+
+
+def dep_kind(prev_read: int, next_read: int) -> int:
+    """The dependency bit for ``next`` (read mode ``next_read``) taken under ``prev`` (``prev_read``).
+
+    Read modes: 0 exclusive, 1 non-recursive reader, 2 recursive reader.
+    """
+    exclusive = prev_read == 0
+    non_recursive = next_read != 2
+    return 1 << (exclusive + 2 * non_recursive)
+
+
+def _backwards(types: int) -> int:
+    """Dependency bits of an edge as seen when walking it backwards.
+
+    Walking ``prev <- next``, the roles swap: "is the lock we come from held exclusively" is now
+    "was ``next`` taken non-recursively", so ER and SN trade places.
+    """
+    swapped = types & (DEP_SR | DEP_EN)
+    if types & DEP_ER:
+        swapped |= DEP_SN
+    if types & DEP_SN:
+        swapped |= DEP_ER
+    return swapped
+
+
+@dataclass(eq=False)
+class Edge:
+    """One dependency ``prev -> next`` with every kind seen and where it was first established."""
+
+    prev: LockClass
+    next: LockClass
+    types: int
+    stack: Stack
+    thread: str
+    origin: str | None = None
+    ordered: bool = True
+
+    @property
+    def kinds(self) -> str:
+        """The dependency kinds seen, like ``EN`` or ``SR|EN``."""
+        return "|".join(name for bit, name in DEP_NAMES.items() if self.types & bit)
+
+
+@dataclass
+class PathStep:
+    """A class reached by a search, with the edge that led to it (``None`` at the start)."""
+
+    cls: LockClass
+    edge: Edge | None
+    only_recursive: bool
+    parent: PathStep | None = field(default=None, repr=False)
+
+    def walk(self) -> list[PathStep]:
+        """The steps from the search's start to this one."""
+        steps = []
+        step: PathStep | None = self
+        while step is not None:
+            steps.append(step)
+            step = step.parent
+        steps.reverse()
+        return steps
+
+
+class LimitExceeded(Exception):
+    """A capacity limit set by the user was reached; the message is the kernel's ``BUG:`` line."""
+
+
+class Graph:
+    """Lock classes and the dependencies between them, for one validator.
+
+    Not thread-safe: the validator serialises every change under its graph lock.
+    """
+
+    def __init__(self, max_classes: int | None = None, max_dependencies: int | None = None) -> None:
+        self.classes: list[LockClass] = []
+        self.nr_edges = 0
+        self.unordered: list[Edge] = []
+        self.max_classes = max_classes
+        self.max_dependencies = max_dependencies
+        self._name_counts: dict[str, int] = {}
+
+    # -- classes -------------------------------------------------------------------------------
+
+    def new_class(self, key: LockKey, subclass: int) -> LockClass:
+        """Register the class of ``key``/``subclass``; it goes last in the topological order."""
+        if self.max_classes is not None and len(self.classes) >= self.max_classes:
+            raise LimitExceeded("BUG: MAX_LOCKDEP_KEYS too low!")
+        if subclass == 0 or not any(c.key is key for c in self.classes):
+            count = self._name_counts.get(key.name, 0) + 1
+            self._name_counts[key.name] = count
+            base = key.name if count == 1 else f"{key.name}#{count}"
+        else:
+            base = next(c.name.split("/")[0] for c in self.classes if c.key is key)
+        name = f"{base}/{subclass}" if subclass else base
+        cls = LockClass(len(self.classes), key, subclass, name)
+        self.classes.append(cls)
+        return cls
+
+    # -- edges ---------------------------------------------------------------------------------
+
+    def add_edge(self, prev: LockClass, nxt: LockClass, kind: int, stack: Stack, thread: str,
+                 origin: str | None, closes_cycle: bool) -> Edge:
+        """Store the new dependency ``prev -> nxt`` and keep the topological order valid.
+
+        ``closes_cycle`` says the caller already knows ``nxt`` reaches ``prev``; such an edge can
+        have no place in the order and is kept in :attr:`unordered`.
+        """
+        if self.max_dependencies is not None and self.nr_edges >= self.max_dependencies:
+            raise LimitExceeded("BUG: MAX_LOCKDEP_ENTRIES too low!")
+        edge = Edge(prev, nxt, kind, stack, thread, origin)
+        if prev is not nxt and (closes_cycle or not self._reorder(prev, nxt)):
+            edge.ordered = False
+            self.unordered.append(edge)
+        prev.after[nxt] = edge
+        nxt.before[prev] = edge
+        self.nr_edges += 1
+        return edge
+
+    def may_reach(self, src: LockClass, dst: LockClass) -> bool:
+        """False only when no path leads from ``src`` to ``dst``; cheap in the common case.
+
+        Paths made of ordered edges only climb the topological order, so from ``src`` they reach
+        nothing ordered before it.  A path may still use an unordered edge whose tail is at or
+        after ``src``; when there is one the answer is a conservative True.
+        """
+        if src is dst:
+            return True
+        if src.ord < dst.ord and self._ordered_reach(src, dst):
+            return True
+        return any(e.prev.ord >= src.ord for e in self.unordered)
+
+    def _ordered_reach(self, src: LockClass, dst: LockClass) -> bool:
+        """Whether ordered edges lead from ``src`` to ``dst`` (only classes up to ``dst.ord`` visited)."""
+        limit = dst.ord
+        seen = {src}
+        stack = [src]
+        while stack:
+            for nxt, edge in stack.pop().after.items():
+                if not edge.ordered:
+                    continue
+                if nxt is dst:
+                    return True
+                if nxt not in seen and nxt.ord < limit:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return False
+
+    def _reorder(self, prev: LockClass, nxt: LockClass) -> bool:
+        """Pearce-Kelly: make room for ``prev -> nxt`` in the order; False if it closes a cycle.
+
+        Only the classes between the two positions that are reachable from ``nxt`` (forwards) or
+        reach ``prev`` (backwards) move; they swap into the positions they already occupy.
+        """
+        lower, upper = nxt.ord, prev.ord
+        if lower > upper:
+            return True
+        forward: list[LockClass] = []
+        seen = {nxt}
+        stack = [nxt]
+        while stack:
+            cls = stack.pop()
+            forward.append(cls)
+            for succ, edge in cls.after.items():
+                if not edge.ordered:
+                    continue
+                if succ is prev:
+                    return False
+                if succ not in seen and succ.ord < upper:
+                    seen.add(succ)
+                    stack.append(succ)
+        backward: list[LockClass] = []
+        seen_back = {prev}
+        stack = [prev]
+        while stack:
+            cls = stack.pop()
+            backward.append(cls)
+            for pred, edge in cls.before.items():
+                if edge.ordered and pred not in seen_back and pred.ord > lower:
+                    seen_back.add(pred)
+                    stack.append(pred)
+        forward.sort(key=_by_ord)
+        backward.sort(key=_by_ord)
+        moved = backward + forward
+        slots = sorted(cls.ord for cls in moved)
+        for cls, slot in zip(moved, slots, strict=True):
+            cls.ord = slot
+        return True
+
+    # -- searches ------------------------------------------------------------------------------
+
+    def find_path(self, start: LockClass, only_recursive: bool, match: Callable[[PathStep], bool],
+                  backwards: bool = False) -> PathStep | None:
+        """Breadth-first search along strong paths from ``start``; the first step ``match`` accepts.
+
+        ``only_recursive`` says how ``start`` itself is held: as lockdep's ``only_xr``, true when
+        the dependency into it is a recursive read (forwards) or it is held shared (backwards).
+        Each class is expanded once, on first arrival, even when that arrival is not strong, as
+        lockdep does; the path found is a shortest one.
+        """
+        root = PathStep(start, None, only_recursive)
+        seen = {start}
+        if match(root):
+            return root
+        queue = deque([root])
+        while queue:
+            step = queue.popleft()
+            neighbours = step.cls.before if backwards else step.cls.after
+            for cls, edge in neighbours.items():
+                if cls in seen:
+                    continue
+                seen.add(cls)
+                types = _backwards(edge.types) if backwards else edge.types
+                if step.only_recursive:
+                    types &= ~_S_STAR
+                if not types:
+                    continue
+                nxt = PathStep(cls, edge, not types & _STAR_N, step)
+                if match(nxt):
+                    return nxt
+                queue.append(nxt)
+        return None
+
+    def edges(self) -> Iterator[Edge]:
+        """Every edge, grouped by tail class."""
+        for cls in self.classes:
+            yield from cls.after.values()
+
+
+def _by_ord(cls: LockClass) -> int:
+    return cls.ord

@@ -1,0 +1,478 @@
+"""The lock types: real locks that threads block on, validated as the kernel types they model.
+
+The fast path of every acquisition is :func:`_acquire` (and :func:`_release`): find the thread's
+state and the lock's class, fold the lock into the chain key, and if that chain was validated
+before, do nothing else but take the lock and push it.  A new chain goes to
+:meth:`Validator.validate_chain`; a wait goes to :func:`pylockdep._waitfor.wait`.
+"""
+
+from __future__ import annotations
+
+import _thread
+import sys
+import threading
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from . import _locktypes, _waitfor
+from ._classes import MAX_SUBCLASSES, LockKey, key_for
+from ._frames import caller_site
+from ._task import H_LOCK, Task
+from ._validator import Validator, active
+
+_Condition = threading.Condition  # CPython's own, whatever instrumentation does later
+
+
+def _task(v: Validator) -> Task:
+    try:
+        return v.local.task
+    except AttributeError:
+        return v.new_task()
+
+
+def _acquire(lock: Any, read: int, subclass: int, frame: Any) -> None:
+    """Take ``lock`` (blocking) as ``read`` (0 write, 1 reader, 2 recursive reader): validate, wait, push."""
+    v = active.validator
+    if v.off:
+        if not lock._try(read):
+            _waitfor.wait(v, _task(v), lock, read, lambda s: lock._timed(read, s))
+        return
+    try:
+        t = v.local.task
+    except AttributeError:
+        t = v.new_task()
+    if t.foreign_releases:
+        v.drop_foreign(t)
+    key = lock._key
+    cls = key.classes[subclass] if key.validator is v else None
+    if cls is None:
+        cls = v.class_for(key, subclass)
+    chain_key = hash((t.key, t.ctx, cls.variants[read]))
+    if chain_key not in v.chains:
+        v.validate_chain(t, lock, cls, read, False, chain_key, frame.f_code, frame.f_lineno)
+    if not lock._try(read):
+        _waitfor.wait(v, t, lock, read, lambda s: lock._timed(read, s))
+    lock._owner = t
+    lock._validator = v
+    spins = cls.spins
+    if spins:
+        t.spins += 1
+    t.held.append((lock, cls, read, False, frame.f_code, frame.f_lineno, t.key, t.irq, spins, t.ctx))
+    t.key = chain_key
+    if len(t.held) >= v.max_lock_depth:
+        v.depth_exceeded(t)
+
+
+def _trylock(lock: Any, read: int, subclass: int, frame: Any) -> bool:
+    """Try to take ``lock`` without waiting; on success validate it as a trylock and push it."""
+    if not lock._try(read):
+        return False
+    v = active.validator
+    if v.off:
+        return True
+    t = _task(v)
+    if t.foreign_releases:
+        v.drop_foreign(t)
+    cls = v.class_for(lock._key, subclass)
+    chain_key = hash((t.key, t.ctx, cls.variants[read + 3]))
+    if chain_key not in v.chains:
+        v.validate_chain(t, lock, cls, read, True, chain_key, frame.f_code, frame.f_lineno)
+    lock._owner = t
+    lock._validator = v
+    spins = cls.spins
+    if spins:
+        t.spins += 1
+    t.held.append((lock, cls, read, True, frame.f_code, frame.f_lineno, t.key, t.irq, spins, t.ctx))
+    t.key = chain_key
+    if len(t.held) >= v.max_lock_depth:
+        v.depth_exceeded(t)
+    return True
+
+
+def _release(lock: Any, read: int) -> None:
+    """Release ``lock``: pop it (or find it deeper in the stack), then release the real lock."""
+    v = active.validator
+    if not v.off:
+        try:
+            t = v.local.task
+        except AttributeError:
+            t = v.new_task()
+        held = t.held
+        if held and held[-1][H_LOCK] is lock and not t.foreign_releases:
+            entry = held.pop()
+            t.key = entry[6]
+            if entry[8]:
+                t.spins -= 1
+        elif not _release_slow(v, t, lock, read):
+            return
+    elif not lock._is_held(read):
+        return
+    lock._owner = None
+    lock._unlock(read)
+
+
+def _release_slow(v: Validator, t: Task, lock: Any, read: int) -> bool:
+    """A release that is not of the most recent lock.  Returns whether to release the real lock."""
+    if t.foreign_releases:
+        v.drop_foreign(t)
+    index = v.find_held(t, lock)
+    if index >= 0:
+        v.remove_held(t, index)
+        return True
+    if not lock._is_held(read):
+        v.bad_unlock(t, lock, lock.name)
+        return False
+    v.release_unheld(t, lock, lock.name, owner_may_differ=not lock._owned)
+    return True
+
+
+class _Validated:
+    """A named object whose class (key) pylockdep tracks: the base of every lock type.
+
+    Subclasses provide the real primitive through ``_try``, ``_timed``, ``_is_held``, ``_unlock``
+    and ``_blockers``, which the fast path and the deadlock check call.
+    """
+
+    _ltype: _locktypes.LockType = _locktypes.MUTEX
+    _owned = True
+    __slots__ = ("_key", "_owner", "_validator", "__weakref__")
+
+    def __init__(self, name: str, *, key: Hashable | None = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a lock needs a non-empty name (str), not {name!r}")
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(f"key must be hashable, not {type(key).__name__}") from None
+        self._key: LockKey = key_for(name, self._ltype, caller_site(), key)
+        self._owner: Task | None = None
+        self._validator: Validator | None = None
+
+    @property
+    def name(self) -> str:
+        """The name the lock class was registered under."""
+        return self._key.name
+
+    def locked(self) -> bool:
+        """Whether some thread holds it."""
+        return self._is_held(0)
+
+    def __repr__(self) -> str:
+        state = "locked" if self.locked() else "unlocked"
+        return f"<{type(self).__name__} {self.name!r} ({self._ltype.name}) {state} at {id(self):#x}>"
+
+
+class _Lock(_Validated):
+    """A lock with the kernel's and Python's spellings: acquire/release, lock/unlock, trylock, with."""
+
+    __slots__ = ("_real",)
+
+    def __init__(self, name: str, *, key: Hashable | None = None) -> None:
+        super().__init__(name, key=key)
+        self._real = _thread.allocate_lock()
+
+    # The real lock, for the fast path.  ``read`` is ignored by exclusive-only locks.
+    def _try(self, read: int) -> bool:
+        return self._real.acquire(False)
+
+    def _timed(self, read: int, seconds: float) -> bool:
+        return self._real.acquire(True, seconds)
+
+    def _is_held(self, read: int) -> bool:
+        return self._real.locked()
+
+    def _unlock(self, read: int) -> None:
+        self._real.release()
+
+    def _blockers(self, mode: int, ident: int) -> list[int]:
+        owner = self._owner
+        return [owner.ident] if owner is not None else []
+
+    def acquire(self) -> bool:
+        """Take the lock, waiting as long as needed (``spin_lock``/``mutex_lock``); returns True."""
+        _acquire(self, 0, 0, sys._getframe(1))
+        return True
+
+    def release(self) -> None:
+        """Release the lock (``spin_unlock``/``mutex_unlock``)."""
+        _release(self, 0)
+
+    def trylock(self) -> bool:
+        """Take the lock if it is free; True on success.  A trylock adds no dependency into it."""
+        return _trylock(self, 0, 0, sys._getframe(1))
+
+    lock = acquire
+    unlock = release
+
+    def __enter__(self) -> _Lock:
+        _acquire(self, 0, 0, sys._getframe(1))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _release(self, 0)
+
+    @contextmanager
+    def nested(self, subclass: int) -> Iterator[_Lock]:
+        """Hold the lock as subclass ``subclass`` (1..7), like ``spin_lock_nested``/``mutex_lock_nested``."""
+        _check_subclass(subclass)
+        _acquire(self, 0, subclass, sys._getframe(2))
+        try:
+            yield self
+        finally:
+            _release(self, 0)
+
+
+def _check_subclass(subclass: int) -> None:
+    if not isinstance(subclass, int) or not 0 <= subclass < MAX_SUBCLASSES:
+        raise ValueError(f"subclass must be an int from 0 to {MAX_SUBCLASSES - 1}, not {subclass!r}")
+
+
+class _SpinningLock(_Lock):
+    """Locks with ``_irqsave``/``_irq``/``_bh`` forms."""
+
+    __slots__ = ()
+
+    @contextmanager
+    def irqsave(self) -> Iterator[_SpinningLock]:
+        """``spin_lock_irqsave``: disable hard interrupts (not on PREEMPT_RT for ``spinlock_t``), then lock."""
+        from ._context import irqs_saved_for
+
+        with irqs_saved_for(self._ltype):
+            _acquire(self, 0, 0, sys._getframe(2))
+            try:
+                yield self
+            finally:
+                _release(self, 0)
+
+    irq = irqsave
+
+    @contextmanager
+    def bh(self) -> Iterator[_SpinningLock]:
+        """``spin_lock_bh``: disable bottom halves, then lock."""
+        from ._context import bh_disabled
+
+        with bh_disabled():
+            _acquire(self, 0, 0, sys._getframe(2))
+            try:
+                yield self
+            finally:
+                _release(self, 0)
+
+
+class RawSpinLock(_SpinningLock):
+    """``raw_spinlock_t``: spins on every kernel, so it disables preemption and nests only spinning locks."""
+
+    _ltype = _locktypes.RAW_SPINLOCK
+    __slots__ = ()
+
+
+class SpinLock(_SpinningLock):
+    """``spinlock_t``: spins on a normal kernel; on PREEMPT_RT a sleeping rt_mutex."""
+
+    _ltype = _locktypes.SPINLOCK
+    __slots__ = ()
+
+
+class Mutex(_Lock):
+    """``struct mutex``: a sleeping lock with an owner."""
+
+    _ltype = _locktypes.MUTEX
+    __slots__ = ()
+
+
+class _RWCore:
+    """Readers and a writer, with writer preference: a waiting writer holds back new readers that
+    are not recursive.  Holders are thread idents."""
+
+    __slots__ = ("_cond", "writer", "readers", "waiting_writers")
+
+    def __init__(self) -> None:
+        self._cond = _Condition(_thread.allocate_lock())
+        self.writer: int | None = None
+        self.readers: dict[int, int] = {}
+        self.waiting_writers: dict[int, int] = {}
+
+    def _can(self, read: int) -> bool:
+        if self.writer is not None:
+            return False
+        if read:
+            return read == 2 or not self.waiting_writers
+        return not self.readers
+
+    def _take(self, read: int, ident: int) -> None:
+        if read:
+            self.readers[ident] = self.readers.get(ident, 0) + 1
+        else:
+            self.writer = ident
+
+    def try_acquire(self, read: int) -> bool:
+        ident = _thread.get_ident()
+        with self._cond:
+            if not self._can(read):
+                return False
+            self._take(read, ident)
+            return True
+
+    def timed_acquire(self, read: int, seconds: float) -> bool:
+        ident = _thread.get_ident()
+        with self._cond:
+            if not read:
+                self.waiting_writers[ident] = self.waiting_writers.get(ident, 0) + 1
+            try:
+                if not self._cond.wait_for(lambda: self._can(read), seconds):
+                    return False
+                self._take(read, ident)
+                return True
+            finally:
+                if not read:
+                    count = self.waiting_writers.pop(ident) - 1
+                    if count:
+                        self.waiting_writers[ident] = count
+
+    def is_held(self, read: int) -> bool:
+        with self._cond:
+            return bool(self.readers) if read else self.writer is not None
+
+    def release(self, read: int) -> None:
+        ident = _thread.get_ident()
+        with self._cond:
+            if read:
+                holder = ident if ident in self.readers else next(iter(self.readers))
+                count = self.readers.pop(holder) - 1
+                if count:
+                    self.readers[holder] = count
+            else:
+                self.writer = None
+            self._cond.notify_all()
+
+    def blockers(self, read: int) -> list[int]:
+        with self._cond:
+            found = [self.writer] if self.writer is not None else []
+            if read:
+                if read != 2:
+                    found += list(self.waiting_writers)
+            else:
+                found += list(self.readers)
+            return found
+
+
+class _RWLockBase(_Lock):
+    """Shared behaviour of the reader-writer locks."""
+
+    __slots__ = ("_rw",)
+
+    def __init__(self, name: str, *, key: Hashable | None = None) -> None:
+        super().__init__(name, key=key)
+        self._rw = _RWCore()
+
+    def _try(self, read: int) -> bool:
+        return self._rw.try_acquire(read)
+
+    def _timed(self, read: int, seconds: float) -> bool:
+        # Keep waiting writers registered across the polls of the deadlock check.
+        return self._rw.timed_acquire(read, seconds)
+
+    def _is_held(self, read: int) -> bool:
+        return self._rw.is_held(read)
+
+    def _unlock(self, read: int) -> None:
+        self._rw.release(read)
+
+    def _blockers(self, mode: int, ident: int) -> list[int]:
+        return self._rw.blockers(mode)
+
+    def locked(self) -> bool:
+        return self._rw.is_held(0) or self._rw.is_held(1)
+
+    def _read_mode(self) -> int:
+        return 1
+
+    @contextmanager
+    def read(self) -> Iterator[_RWLockBase]:
+        """Hold the read side for the block."""
+        read = self._read_mode()
+        _acquire(self, read, 0, sys._getframe(2))
+        try:
+            yield self
+        finally:
+            _release(self, read)
+
+    @contextmanager
+    def write(self) -> Iterator[_RWLockBase]:
+        """Hold the write side for the block."""
+        _acquire(self, 0, 0, sys._getframe(2))
+        try:
+            yield self
+        finally:
+            _release(self, 0)
+
+
+class RWLock(_RWLockBase, _SpinningLock):
+    """``rwlock_t``: readers and writers that spin on a normal kernel and sleep on PREEMPT_RT.
+
+    As with queued rwlocks, a reader is recursive (never waits behind a waiting writer) only in
+    interrupt context.
+    """
+
+    _ltype = _locktypes.RWLOCK
+    __slots__ = ()
+
+    def _read_mode(self) -> int:
+        t = active.validator.task()
+        return 2 if (t.hardirq or t.softirq or t.bh) else 1
+
+    def read_lock(self) -> None:
+        """``read_lock``."""
+        _acquire(self, self._read_mode(), 0, sys._getframe(1))
+
+    def read_unlock(self) -> None:
+        """``read_unlock``."""
+        _release(self, 1)
+
+    def write_lock(self) -> None:
+        """``write_lock``."""
+        _acquire(self, 0, 0, sys._getframe(1))
+
+    def write_unlock(self) -> None:
+        """``write_unlock``."""
+        _release(self, 0)
+
+    def read_trylock(self) -> bool:
+        """``read_trylock``: True if the read side was taken."""
+        return _trylock(self, self._read_mode(), 0, sys._getframe(1))
+
+    def write_trylock(self) -> bool:
+        """``write_trylock``: True if the write side was taken."""
+        return _trylock(self, 0, 0, sys._getframe(1))
+
+
+class RWSemaphore(_RWLockBase):
+    """``struct rw_semaphore``: sleeping readers and writers; readers are not recursive."""
+
+    _ltype = _locktypes.RWSEM
+    __slots__ = ()
+
+    def down_read(self) -> None:
+        """``down_read``."""
+        _acquire(self, 1, 0, sys._getframe(1))
+
+    def up_read(self) -> None:
+        """``up_read``."""
+        _release(self, 1)
+
+    def down_write(self) -> None:
+        """``down_write``."""
+        _acquire(self, 0, 0, sys._getframe(1))
+
+    def up_write(self) -> None:
+        """``up_write``."""
+        _release(self, 0)
+
+    def down_read_trylock(self) -> bool:
+        """``down_read_trylock``: True if the read side was taken."""
+        return _trylock(self, 1, 0, sys._getframe(1))
+
+    def down_write_trylock(self) -> bool:
+        """``down_write_trylock``: True if the write side was taken."""
+        return _trylock(self, 0, 0, sys._getframe(1))

@@ -1,0 +1,55 @@
+"""What a validator reports: :class:`Report`, and the exceptions it raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Report:
+    """One problem found, as the splat that describes it.
+
+    ``kind`` is one of the names in the API table (``circular``, ``recursive``, ...), ``title`` the
+    splat's header line in the kernel's wording, ``text`` the whole splat as printed, ``classes`` the
+    bare names of every lock class involved (for a cycle, every class on it).  ``threads`` names
+    the threads involved (``name/ident``), ``sites`` the places in the source (``file:line``), and
+    ``origin`` what the validator was told was running (a pytest test id, for instance).
+    """
+
+    kind: str
+    title: str
+    text: str
+    classes: tuple[str, ...]
+    threads: tuple[str, ...] = ()
+    sites: tuple[str, ...] = ()
+    origin: str | None = None
+    details: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def as_dict(self) -> dict:
+        """The report as plain data (for JSON output)."""
+        return {
+            "kind": self.kind, "title": self.title, "classes": list(self.classes),
+            "threads": list(self.threads), "sites": list(self.sites), "origin": self.origin,
+            "text": self.text,
+        }
+
+
+class LockdepViolation(AssertionError):
+    """Raised on leaving ``validate()`` when reports were made; ``.reports`` lists them."""
+
+    def __init__(self, reports: list[Report]) -> None:
+        self.reports = list(reports)
+        kinds = ", ".join(r.kind for r in self.reports)
+        body = "\n".join(r.text for r in self.reports)
+        super().__init__(f"pylockdep found {len(self.reports)} problem(s): {kinds}\n{body}")
+
+
+class DeadlockError(RuntimeError):
+    """Raised instead of blocking for ever: the wait could never end (the report says why)."""
+
+    def __init__(self, message: str, report: Report | None = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -1,0 +1,319 @@
+"""Turn findings into splats: the text lockdep would print, in its layout.
+
+Every function here only formats; the checks in :mod:`pylockdep._checks` decide.  Sites print as
+``function+file:line`` where the kernel prints ``symbol+offset/length``; threads as ``name/ident``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from ._classes import LockClass, usage_string
+from ._frames import Site, Stack, capture_stack, format_file_line, format_site, format_stack
+from ._graph import PathStep
+from ._locktypes import effective_wait
+from ._task import H_CLASS, H_LOCK, H_READ, Task, held_site
+
+if TYPE_CHECKING:
+    from ._validator import Validator
+
+VERSION = "pylockdep 0.1.0"
+SCENARIO_CPU1 = " " * 31
+
+
+def lock_name(cls: LockClass) -> str:
+    """``name`` as the scenario lines print it."""
+    return cls.name
+
+
+def wait_suffix(v: Validator, cls: LockClass) -> str:
+    """``-{outer:inner}`` with the wait values the validator's configuration uses."""
+    nesting = v.nesting
+    return f"-{{{effective_wait(cls.ltype.outer, nesting)}:{effective_wait(cls.ltype.inner, nesting)}}}"
+
+
+def lname(v: Validator, cls: LockClass) -> str:
+    """`` (name){usage}-{o:i}``: a class without instance or site."""
+    return f" ({cls.name}){{{usage_string(cls.usage)}}}{wait_suffix(v, cls)}"
+
+
+def hline(v: Validator, cls: LockClass, lock: object, site: Site | None) -> str:
+    """A held-lock line: instance address, class, usage, wait types and where it was taken."""
+    return f"{id(lock):016x}{lname(v, cls)}, at: {format_site(site)}"
+
+
+def held_lines(v: Validator, t: Task) -> list[str]:
+    """The task's held locks, oldest first, or the kernel's 'no locks held' line."""
+    if not t.held:
+        return [f"no locks held by {t.comm}."]
+    n = len(t.held)
+    lines = [f"{n} lock{'s' if n > 1 else ''} held by {t.comm}:"]
+    for i, entry in enumerate(t.held):
+        lines.append(f" #{i}: {hline(v, entry[H_CLASS], entry[H_LOCK], held_site(entry))}")
+    return lines
+
+
+def banner(v: Validator, title: str, width: int) -> list[str]:
+    """Empty line, rule, title, identity line, rule."""
+    return ["", "=" * width, title, f"{VERSION} Python {sys.version.split()[0]} {v.taint}", "-" * width]
+
+
+def backtrace(v: Validator, t: Task, stack: Stack | None = None, header: str = "stack backtrace:",
+              functions: Iterable[str] = ()) -> list[str]:
+    """The dump that ends a splat: the task, then its Python call trace, innermost first."""
+    if stack is None:
+        stack = capture_stack()
+    lines = [header] if header else []
+    lines.append(f"CPU: 0 UID: 0 PID: {t.ident} Comm: {t.name} {v.taint} {VERSION}")
+    lines.append("Call Trace:")
+    lines.append(" <TASK>")
+    lines.extend(f" {fn}" for fn in functions)
+    lines.extend(format_stack(stack))
+    lines.append(" </TASK>")
+    return lines
+
+
+def scenario_two_cpus(cpu0_first: str, cpu1: list[str], cpu0_last: str) -> list[str]:
+    """The 'Possible unsafe locking scenario' table for two CPUs."""
+    lines = [" Possible unsafe locking scenario:", "", "       CPU0                    CPU1",
+             "       ----                    ----", f"  {cpu0_first}"]
+    lines.extend(SCENARIO_CPU1 + line for line in cpu1)
+    lines.append(f"  {cpu0_last}")
+    lines += ["", " *** DEADLOCK ***", ""]
+    return lines
+
+
+def circular(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClass, nxt_lock: object,
+             nxt_read: int, nxt_site: Site, path: PathStep, sync: bool) -> list[str]:
+    """'possible circular locking dependency detected': the new edge closes a strong cycle.
+
+    ``path`` runs from the class being taken to the held class ``prev_entry`` along existing edges.
+    """
+    prev_cls = prev_entry[H_CLASS]
+    steps = path.walk()
+    lines = banner(v, "WARNING: possible circular locking dependency detected", 54)
+    lines += [f"{t.comm} is trying to acquire lock:", hline(v, nxt_cls, nxt_lock, nxt_site), "",
+              "but task is already holding lock:",
+              hline(v, prev_cls, prev_entry[H_LOCK], held_site(prev_entry)), "",
+              "which lock already depends on the new lock.", "", "",
+              "the existing dependency chain (in reverse order) is:"]
+    current = capture_stack()
+    for depth in range(len(steps) - 1, -1, -1):
+        step = steps[depth]
+        edge_stack = step.edge.stack if step.edge is not None else current
+        lines += ["", f"-> #{depth}{lname(v, step.cls)}:"]
+        if step.edge is not None and step.edge.origin:
+            lines.append(f"       [in {step.edge.origin}, thread {step.edge.thread}]")
+        elif step.edge is not None:
+            lines.append(f"       [thread {step.edge.thread}]")
+        lines += format_stack(edge_stack, " " * 7)
+    lines += ["", "other info that might help us debug this:", ""]
+    parent = steps[-2].cls if len(steps) >= 2 else nxt_cls
+    if parent is not nxt_cls:
+        lines += ["Chain exists of:", f"  {nxt_cls.name} --> {parent.name} --> {prev_cls.name}", ""]
+    first = f"{'rlock' if prev_entry[H_READ] else 'lock'}({prev_cls.name});"
+    last_fn = "sync" if sync else ("rlock" if nxt_read else "lock")
+    lines += scenario_two_cpus(first, [f"lock({parent.name});", f"lock({prev_cls.name});"],
+                               f"{last_fn}({nxt_cls.name});")
+    lines += held_lines(v, t) + [""] + backtrace(v, t, current)
+    return lines
+
+
+def recursive(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClass, nxt_lock: object,
+              nxt_site: Site) -> list[str]:
+    """'possible recursive locking detected': a class is taken while already held."""
+    prev_cls = prev_entry[H_CLASS]
+    lines = banner(v, "WARNING: possible recursive locking detected", 44)
+    lines += [f"{t.comm} is trying to acquire lock:", hline(v, nxt_cls, nxt_lock, nxt_site), "",
+              "but task is already holding lock:",
+              hline(v, prev_cls, prev_entry[H_LOCK], held_site(prev_entry)), "",
+              "other info that might help us debug this:", " Possible unsafe locking scenario:", "",
+              "       CPU0", "       ----", f"  lock({prev_cls.name});", f"  lock({nxt_cls.name});", "",
+              " *** DEADLOCK ***", "", " May be due to missing lock nesting notation", ""]
+    return lines + held_lines(v, t) + [""] + backtrace(v, t)
+
+
+def invalid_wait_context(v: Validator, t: Task, cls: LockClass, lock: object, site: Site,
+                         context: int) -> list[str]:
+    """'[ BUG: Invalid wait context ]': a lock that may wait longer than its context allows."""
+    lines = banner(v, "[ BUG: Invalid wait context ]", 29)
+    lines += [f"{t.comm} is trying to lock:", hline(v, cls, lock, site),
+              "other info that might help us debug this:", f"context-{{{context}:{context}}}"]
+    return lines + held_lines(v, t) + backtrace(v, t)
+
+
+def sleep_in_atomic(v: Validator, t: Task, site: Site, in_atomic: int, preempt_count: int,
+                    expected_rcu: int, atomic_site: Site | None, functions: list[str]) -> list[str]:
+    """'BUG: sleeping function called from invalid context': the scheduler's might_sleep() check."""
+    lines = [f"BUG: sleeping function called from invalid context at {format_file_line(site)}",
+             f"in_atomic(): {in_atomic}, irqs_disabled(): {int(t.irqs_off)}, pid: {t.ident}, name: {t.name}",
+             f"preempt_count: {preempt_count:x}, expected: 0"]
+    if t.rcu:
+        lines.append(f"RCU nest depth: {t.rcu}, expected: {expected_rcu}")
+    lines += held_lines(v, t)
+    if t.irqs_off:
+        lines.append(f"hardirqs last disabled at: {format_site(t.irqs_off_site)}")
+    if atomic_site is not None:
+        lines += ["Preemption disabled at:", f"[<{id(atomic_site[0]):016x}>] {format_site(atomic_site)}"]
+    return lines + backtrace(v, t, header="", functions=functions)
+
+
+def inconsistent(v: Validator, t: Task, cls: LockClass, lock: object, site: Site, old_name: str,
+                 new_name: str, old_stack: Stack, ctx_flags: str) -> list[str]:
+    """'inconsistent lock state': one class both irq-safe and irq-unsafe."""
+    lines = banner(v, "WARNING: inconsistent lock state", 32)
+    lines += [f"inconsistent {{{old_name}}} -> {{{new_name}}} usage.", f"{t.comm} {ctx_flags} takes:",
+              hline(v, cls, lock, site), f"{{{old_name}}} state was registered at:"]
+    lines += format_stack(old_stack, "  ")
+    lines += ["", "other info that might help us debug this:", " Possible unsafe locking scenario:", "",
+              "       CPU0", "       ----", f"  lock({cls.name});", "  <Interrupt>", f"    lock({cls.name});",
+              "", " *** DEADLOCK ***", ""]
+    return lines + held_lines(v, t) + [""] + backtrace(v, t)
+
+
+def irq_scenario(safe: LockClass, middle: LockClass, unsafe: LockClass) -> list[str]:
+    """The interrupt scenario shared by the inversion and safe->unsafe reports."""
+    lines = []
+    if middle is not unsafe:
+        lines += ["Chain exists of:", f"  {safe.name} --> {middle.name} --> {unsafe.name}", ""]
+    lines += [" Possible interrupt unsafe locking scenario:", "", "       CPU0                    CPU1",
+              "       ----                    ----", f"  lock({unsafe.name});",
+              SCENARIO_CPU1 + "local_irq_disable();", SCENARIO_CPU1 + f"lock({safe.name});",
+              SCENARIO_CPU1 + f"lock({middle.name});", "  <Interrupt>", f"    lock({safe.name});", "",
+              " *** DEADLOCK ***", ""]
+    return lines
+
+
+def dependency_path(v: Validator, path: PathStep, indent_start: int = 0) -> list[str]:
+    """The path a search found, one class per block, with usage and the edge's stack."""
+    lines = []
+    for depth, step in enumerate(path.walk()):
+        pad = " " * (indent_start + depth)
+        lines.append(f"{pad}->{lname(v, step.cls)} {{")
+        for bit, stack in step.cls.usage_stacks.items():
+            from ._classes import USAGE_NAMES
+
+            lines.append(f"{pad}   {USAGE_NAMES[bit]} at:")
+            lines += format_stack(stack, pad + "    ")
+        lines.append(f"{pad} }}")
+        lines.append(f"{pad} ... key      at: {format_site(step.cls.key.site)}")
+        if step.edge is not None:
+            lines.append(f"{pad} ... acquired at:")
+            lines += format_stack(step.edge.stack, pad + "    ")
+        lines.append("")
+    return lines
+
+
+def irq_inversion(v: Validator, t: Task, cls: LockClass, lock: object, site: Site, state: str,
+                  forwards: bool, path: PathStep) -> list[str]:
+    """'possible irq lock inversion dependency detected'."""
+    other = path.cls
+    lines = banner(v, "WARNING: possible irq lock inversion dependency detected", 56)
+    lines += [f"{t.comm} just changed the state of lock:", hline(v, cls, lock, site)]
+    if forwards:
+        lines.append(f"but this lock took another, {state}-unsafe lock in the past:")
+        safe, unsafe = cls, other
+    else:
+        lines.append(f"but this lock was taken by another, {state}-safe lock in the past:")
+        safe, unsafe = other, cls
+    steps = path.walk()
+    if forwards:
+        middle = steps[1].cls if len(steps) > 1 else unsafe
+    else:
+        middle = steps[-2].cls if len(steps) > 1 else unsafe
+    lines += [lname(v, other), "", "", "and interrupts could create inverse lock ordering between them.", "",
+              "", "other info that might help us debug this:"]
+    lines += irq_scenario(safe, middle, unsafe)
+    lines += held_lines(v, t) + ["", "the shortest dependencies between 2nd lock and 1st lock:"]
+    lines += dependency_path(v, path, 1)
+    return lines + backtrace(v, t)
+
+
+def irq_unsafe_order(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClass, nxt_lock: object,
+                     nxt_site: Site, state: str, safe_path: PathStep, unsafe_path: PathStep,
+                     safe_bit_name: str, unsafe_bit_name: str, ctx_flags: str) -> list[str]:
+    """'<STATE>-safe -> <STATE>-unsafe lock order detected'."""
+    prev_cls = prev_entry[H_CLASS]
+    safe, unsafe = safe_path.cls, unsafe_path.cls
+    lines = banner(v, f"WARNING: {state}-safe -> {state}-unsafe lock order detected", 53)
+    lines += [f"{t.comm} {ctx_flags} is trying to acquire:", hline(v, nxt_cls, nxt_lock, nxt_site), "",
+              "and this task is already holding:", hline(v, prev_cls, prev_entry[H_LOCK], held_site(prev_entry)),
+              "which would create a new lock dependency:", f"{lname(v, prev_cls)} ->{lname(v, nxt_cls)}", "",
+              f"but this new dependency connects a {state}-irq-safe lock:", lname(v, safe), "",
+              f"... which became {state}-irq-safe at:"]
+    lines += format_stack(safe.usage_stacks.get(_bit_by_name(safe_bit_name), ()), "  ")
+    lines += ["", f"to a {state}-irq-unsafe lock:", lname(v, unsafe), "",
+              f"... which became {state}-irq-unsafe at:", "..."]
+    lines += format_stack(unsafe.usage_stacks.get(_bit_by_name(unsafe_bit_name), ()), "  ")
+    middle = prev_cls if safe is not prev_cls else nxt_cls
+    lines += ["", "other info that might help us debug this:", ""]
+    lines += irq_scenario(safe, middle, unsafe)
+    lines += held_lines(v, t)
+    lines += ["", f"the dependencies between {state}-irq-safe lock and the holding lock:"]
+    lines += dependency_path(v, safe_path)
+    lines += ["", "the dependencies between the lock to be acquired", f" and {state}-irq-unsafe lock:"]
+    lines += dependency_path(v, unsafe_path)
+    return lines + backtrace(v, t)
+
+
+def _bit_by_name(name: str) -> int:
+    from ._classes import USAGE_NAMES
+
+    return next(bit for bit, n in USAGE_NAMES.items() if n == name)
+
+
+def bad_unlock_balance(v: Validator, t: Task, name: str, site: Site) -> list[str]:
+    """'bad unlock balance detected!': a release of a lock this thread does not hold."""
+    lines = banner(v, "WARNING: bad unlock balance detected!", 37)
+    lines += [f"{t.comm} is trying to release lock ({name}) at:", f"[<{id(site[0]):016x}>] {format_site(site)}",
+              "but there are no more locks to release!", "", "other info that might help us debug this:"]
+    return lines + held_lines(v, t) + [""] + backtrace(v, t)
+
+
+def suspicious_rcu(v: Validator, t: Task, site: Site, message: str) -> list[str]:
+    """'suspicious RCU usage': an RCU-protected access outside the read side that protects it."""
+    lines = banner(v, "WARNING: suspicious RCU usage", 29)
+    lines += [f"{format_file_line(site)} {message}!", "", "other info that might help us debug this:", "", "",
+              f"rcu_scheduler_active = 2, debug_locks = {int(not v.off)}"]
+    return lines + held_lines(v, t) + [""] + backtrace(v, t)
+
+
+def assert_held(v: Validator, t: Task, cls: LockClass | None, name: str, site: Site, what: str) -> list[str]:
+    """'lockdep_assert_held() failed': a lock (or data it guards) used without holding it."""
+    title = "WARNING: lockdep_assert_held() failed"
+    lines = banner(v, title, len(title))
+    described = lname(v, cls) if cls is not None else f" ({name})"
+    lines += [f"{t.comm} {what} without holding lock:", described, f"at: {format_site(site)}", ""]
+    return lines + held_lines(v, t) + [""] + backtrace(v, t)
+
+
+def locks_held_at_exit(v: Validator, t: Task) -> list[str]:
+    """'<comm> still has locks held!': a thread ended holding locks."""
+    lines = banner(v, f"WARNING: {t.comm} still has locks held!", 36)
+    return lines + held_lines(v, t)
+
+
+def limit_reached(v: Validator, t: Task, message: str, extra: list[str]) -> list[str]:
+    """A capacity limit was reached: validation stops rather than give wrong verdicts."""
+    lines = [message, "turning off the locking correctness validator.", *extra]
+    lines += held_lines(v, t) + ["INFO: lockdep is turned off."]
+    return lines + backtrace(v, t, header="")
+
+
+def context_imbalance(v: Validator, t: Task, what: str, site: Site) -> list[str]:
+    """An enable without its disable (preemption, interrupts, bottom halves, RCU)."""
+    title = f"WARNING: unbalanced {what}"
+    lines = banner(v, title, len(title))
+    lines += [f"{t.comm} called {what} at {format_site(site)} more often than its counterpart.", ""]
+    return lines + held_lines(v, t) + [""] + backtrace(v, t)
+
+
+def srcu_bad_index(v: Validator, t: Task, name: str, idx: object, site: Site) -> list[str]:
+    """srcu_read_unlock() given an index that no read side of this thread holds."""
+    lines = banner(v, "WARNING: bad unlock balance detected!", 37)
+    lines += [f"{t.comm} is trying to release lock ({name}) at:", f"[<{id(site[0]):016x}>] {format_site(site)}",
+              f"but srcu_read_unlock() was given index {idx!r}, which no read side of this task holds!", "",
+              "other info that might help us debug this:"]
+    return lines + held_lines(v, t) + [""] + backtrace(v, t)

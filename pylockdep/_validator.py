@@ -1,0 +1,370 @@
+"""The validator: one dependency graph, its chain cache, the threads it has seen and its reports.
+
+The acquire and release fast paths live in :mod:`pylockdep._locks`; they call in here only for a
+chain of held locks not seen before (:meth:`Validator.validate_chain`), a release that is not of
+the most recent lock (:meth:`Validator.release_slow`), or a wait (:mod:`pylockdep._waitfor`).
+Everything that changes the graph runs under :attr:`Validator.graph_lock`; reports are handed to
+listeners only after it is dropped, so user code (a print, a logger) never runs under it.
+"""
+
+from __future__ import annotations
+
+import _thread
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Iterable
+from typing import IO, Any
+
+import structlog
+
+from . import _checks, _splat
+from ._classes import LockClass, LockKey
+from ._frames import Site, caller_site
+from ._graph import Graph, LimitExceeded
+from ._report import LockdepViolation, Report
+from ._task import H_CLASS, H_CODE, H_CTX, H_LINE, H_LOCK, H_READ, H_TRYLOCK, Task
+
+_log = structlog.get_logger("pylockdep")
+
+KERNEL_MAX_LOCK_DEPTH = 48
+
+
+class Validator:
+    """One lockdep instance: the graph, the chain cache, per-thread state and the reports.
+
+    Options mirror kernel configurations: ``preempt_rt`` (PREEMPT_RT: ``spinlock_t`` and
+    ``rwlock_t`` sleep), ``prove_raw_lock_nesting`` (CONFIG_PROVE_RAW_LOCK_NESTING; always on with
+    ``preempt_rt``).  ``max_classes``, ``max_dependencies`` and ``max_lock_depth`` are limits (None:
+    unlimited); reaching one stops validation with a report, never with a wrong verdict.
+    ``stream`` receives every splat as it is made.
+    """
+
+    def __init__(self, *, preempt_rt: bool = False, prove_raw_lock_nesting: bool = True,
+                 raise_on_report: bool = True, stream: IO[str] | None = None,
+                 max_classes: int | None = None, max_dependencies: int | None = None,
+                 max_lock_depth: int | None = KERNEL_MAX_LOCK_DEPTH) -> None:
+        for name, value in (("max_classes", max_classes), ("max_dependencies", max_dependencies),
+                            ("max_lock_depth", max_lock_depth)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, not {value!r}")
+        self.preempt_rt = bool(preempt_rt)
+        self.prove_raw_lock_nesting = bool(prove_raw_lock_nesting)
+        self.nesting = self.prove_raw_lock_nesting or self.preempt_rt
+        self.raise_on_report = raise_on_report
+        self.stream = stream
+        self.max_lock_depth = max_lock_depth if max_lock_depth is not None else sys.maxsize
+        self.graph = Graph(max_classes, max_dependencies)
+        self.graph_lock = _thread.RLock()
+        self.chains: set[int] = set()
+        self.reports: list[Report] = []
+        self.listeners: list[Callable[[Report], None]] = []
+        self.local = threading.local()
+        self.tasks: dict[int, Task] = {}
+        self.off = False
+        self.any_irq_usage = False
+        self.origin: str | None = None
+        self.taint = "Not tainted"
+        self._seen: set[Hashable] = set()
+        self._pending: list[Report] = []
+
+    # -- threads -------------------------------------------------------------------------------
+
+    def task(self) -> Task:
+        """The calling thread's state, created on first use."""
+        try:
+            return self.local.task
+        except AttributeError:
+            return self.new_task()
+
+    def new_task(self) -> Task:
+        """Create the calling thread's state and arrange to hear when the thread ends."""
+        t = Task(threading.current_thread())
+        self.local.task = t
+        self.local.exit_sentinel = sentinel = _ExitSentinel()
+        weakref.finalize(sentinel, self._thread_exited, t)
+        self.tasks[id(t)] = t
+        return t
+
+    def _thread_exited(self, t: Task) -> None:
+        """A thread ended: locks it still holds are reported, as lockdep does at task exit."""
+        self.tasks.pop(id(t), None)
+        if t.held and not self.off:
+            with self.graph_lock:
+                lines = _splat.locks_held_at_exit(self, t)
+                classes = tuple(entry[H_CLASS] for entry in t.held)
+                self.report("lock_held_at_exit", lines[2], lines, classes, dedupe=(id(t),))
+            self.flush()
+
+    def class_for(self, key: LockKey, subclass: int = 0) -> LockClass:
+        """The class of ``key``/``subclass`` in this validator, registering it on first use."""
+        if key.validator is self:
+            cls = key.classes[subclass]
+            if cls is not None:
+                return cls
+        with self.graph_lock:
+            if key.validator is not self:
+                key.classes = [None] * len(key.classes)
+                key.validator = self
+            cls = key.classes[subclass]
+            if cls is None:
+                try:
+                    cls = self.graph.new_class(key, subclass)
+                except LimitExceeded as exc:
+                    self.limit_reached(self.task(), str(exc), [])
+                    cls = LockClass(-1, key, subclass, key.name)
+                cls.spins = key.ltype.spins_under(self.preempt_rt)
+                key.classes[subclass] = cls
+        return cls
+
+    # -- the rare path of an acquisition -------------------------------------------------------
+
+    def validate_chain(self, t: Task, lock: object, cls: LockClass, read: int, trylock: bool,
+                       chain_key: int, code: Any, line: int, sync: bool = False) -> None:
+        """Run every rule for an acquisition whose chain of held locks is new, then remember it."""
+        if t.busy or self.off:
+            return
+        with self.graph_lock:
+            if chain_key in self.chains:
+                return
+            try:
+                _checks.check_acquire(self, t, lock, cls, read, trylock, sync, (code, line))
+            except LimitExceeded as exc:
+                self.limit_reached(t, str(exc), [])
+            self.chains.add(chain_key)
+        self.flush()
+
+    def depth_exceeded(self, t: Task) -> None:
+        """The held stack outgrew ``max_lock_depth``: stop validating, as lockdep does."""
+        limit = self.max_lock_depth
+        with self.graph_lock:
+            self.limit_reached(t, "BUG: MAX_LOCK_DEPTH too low!", [f"depth: {len(t.held)}  max: {limit}!"])
+        self.flush()
+
+    def limit_reached(self, t: Task, message: str, extra: list[str]) -> None:
+        """Report a capacity limit and turn validation off for good."""
+        if self.off:
+            return
+        lines = _splat.limit_reached(self, t, message, extra)
+        self.report("limit_exceeded", message, lines, (), dedupe=(message,))
+        self.off = True
+
+    # -- releases ------------------------------------------------------------------------------
+
+    def find_held(self, t: Task, lock: object) -> int:
+        """Index of ``lock`` in the task's held stack, searching from the top; -1 if absent."""
+        held = t.held
+        for i in range(len(held) - 1, -1, -1):
+            if held[i][H_LOCK] is lock:
+                return i
+        return -1
+
+    def remove_held(self, t: Task, index: int) -> tuple:
+        """Remove a held lock from anywhere in the stack, replaying the ones above it.
+
+        Only the order of acquisition matters, so the locks above are taken again, in order, on
+        top of the ones below: their chain keys change and new dependencies may be learned.
+        """
+        held = t.held
+        entry = held[index]
+        above = held[index + 1:]
+        del held[index:]
+        if entry[8]:
+            t.spins -= 1
+        t.key = entry[6]
+        for again in above:
+            cls = again[H_CLASS]
+            read, trylock = again[H_READ], again[H_TRYLOCK]
+            variant = cls.variants[read + (3 if trylock else 0)]
+            chain_key = hash((t.key, again[H_CTX], variant))
+            if chain_key not in self.chains:
+                self.validate_chain(t, again[H_LOCK], cls, read, trylock, chain_key,
+                                    again[H_CODE], again[H_LINE])
+            held.append(again[:6] + (t.key,) + again[7:])
+            t.key = chain_key
+        return entry
+
+    def drop_foreign(self, t: Task) -> None:
+        """Forget the locks other threads released on this thread's behalf."""
+        while t.foreign_releases:
+            lock = t.foreign_releases.pop()
+            index = self.find_held(t, lock)
+            if index >= 0:
+                self.remove_held(t, index)
+
+    def release_unheld(self, t: Task, lock: Any, name: str, owner_may_differ: bool) -> None:
+        """A release of a lock that is not on this thread's stack.
+
+        If another thread holds it, that thread forgets it (and, for a lock with an owner, the
+        release is a bad unlock balance, as the kernel says of a mutex released by another
+        task).  A lock taken before this validator started is ignored.
+        """
+        owner = getattr(lock, "_owner", None)
+        if owner is not None and owner is not t and id(owner) in self.tasks:
+            owner.foreign_releases.append(lock)
+            if owner_may_differ:
+                return
+        elif getattr(lock, "_validator", None) is not self:
+            return
+        self.bad_unlock(t, lock, name)
+
+    def bad_unlock(self, t: Task, lock: object, name: str, site: Site | None = None) -> None:
+        """Report a release of a lock this thread does not hold."""
+        if self.off or t.busy:
+            return
+        with self.graph_lock:
+            _checks.check_unlock(self, t, lock, name, site or caller_site())
+        self.flush()
+
+    # -- reports -------------------------------------------------------------------------------
+
+    def report(self, kind: str, title: str, lines: Iterable[str], classes: Iterable[LockClass], *,
+               site: Site | None = None, dedupe: tuple = ()) -> Report | None:
+        """Record a report unless the same problem (kind, classes, ``dedupe``) was reported before.
+
+        Called under the graph lock; the report reaches listeners at the next :meth:`flush`.
+        """
+        classes = tuple(classes)
+        key = (kind, tuple(c.id for c in classes), dedupe)
+        if key in self._seen:
+            return None
+        self._seen.add(key)
+        t = self.task()
+        from ._frames import format_file_line
+
+        report = Report(
+            kind=kind, title=title, text="\n".join(lines).strip("\n"),
+            classes=tuple(c.bare_name for c in classes), threads=(t.comm,),
+            sites=(format_file_line(site),) if site else (), origin=self.origin,
+        )
+        self.reports.append(report)
+        self._pending.append(report)
+        return report
+
+    def flush(self) -> None:
+        """Hand new reports to the stream, listeners and (once the application configured
+        structlog) one structured log event each, outside the graph lock."""
+        if not self._pending:
+            return
+        t = self.task()
+        t.busy = True  # locks taken while printing are not validated (lockdep_recursion)
+        try:
+            while self._pending:
+                report = self._pending.pop(0)
+                if self.stream is not None:
+                    self.stream.write(report.text + "\n\n")
+                    self.stream.flush()
+                if structlog.is_configured():
+                    _log.warning("lockdep_report", kind=report.kind, title=report.title,
+                                 classes=list(report.classes), threads=list(report.threads),
+                                 sites=list(report.sites), origin=report.origin)
+                for listener in list(self.listeners):
+                    listener(report)
+        finally:
+            t.busy = False
+
+    def report_now(self, kind: str, build: Callable[[Task], list[str]], classes: Iterable[LockClass], *,
+                   site: Site | None = None, dedupe: tuple = ()) -> None:
+        """Build and record a report from outside the acquisition path (context checks, RCU, ...)."""
+        if self.off:
+            return
+        t = self.task()
+        if t.busy:
+            return
+        with self.graph_lock:
+            lines = build(t)
+            title = next((line for line in lines if line and not line.startswith("=")), kind)
+            if lines and lines[0] == "":
+                title = lines[2]
+            self.report(kind, title, lines, classes, site=site, dedupe=dedupe)
+        self.flush()
+
+    def check(self) -> None:
+        """Raise :class:`LockdepViolation` if anything was reported."""
+        if self.reports:
+            raise LockdepViolation(self.reports)
+
+
+class _ExitSentinel:
+    """Lives in a thread's local storage; its finalizer runs when the thread ends."""
+
+
+class _Active:
+    """Which validator is in force for the whole process."""
+
+    validator: Validator
+
+
+active = _Active()
+default = Validator(stream=sys.stderr, raise_on_report=False)
+active.validator = default
+_validate_lock = _thread.allocate_lock()
+
+
+class validate:  # noqa: N801 - a context manager named as the API promises
+    """Validate everything that runs inside the block with a fresh validator (empty graph).
+
+    Threads started inside are validated too.  On exit the previous validator is back in force
+    and, if anything was reported and ``raise_on_report`` is true, :class:`LockdepViolation` is
+    raised (unless the block is already raising).  ``as v`` gives the :class:`Validator`, whose
+    ``reports`` list what it found.  Other options are those of :class:`Validator`.
+    """
+
+    def __init__(self, *, preempt_rt: bool = False, prove_raw_lock_nesting: bool = True,
+                 raise_on_report: bool = True, stream: IO[str] | None = None,
+                 max_classes: int | None = None, max_dependencies: int | None = None,
+                 max_lock_depth: int | None = KERNEL_MAX_LOCK_DEPTH) -> None:
+        self.validator = Validator(
+            preempt_rt=preempt_rt, prove_raw_lock_nesting=prove_raw_lock_nesting,
+            raise_on_report=raise_on_report, stream=stream, max_classes=max_classes,
+            max_dependencies=max_dependencies, max_lock_depth=max_lock_depth,
+        )
+        self._previous: Validator | None = None
+
+    def __enter__(self) -> Validator:
+        with _validate_lock:
+            self._previous = active.validator
+            active.validator = self.validator
+        return self.validator
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        with _validate_lock:
+            if active.validator is self.validator:
+                active.validator = self._previous or default
+        if exc_type is None and self.validator.raise_on_report:
+            self.validator.check()
+
+
+def configure(*, preempt_rt: bool | None = None, prove_raw_lock_nesting: bool | None = None,
+              stream: IO[str] | None = None, max_classes: int | None = None,
+              max_dependencies: int | None = None, max_lock_depth: int | None = None) -> Validator:
+    """Set the options of the process-wide default validator (the one outside every ``validate()``).
+
+    Options left as None keep their value.  Changing the kernel flavour forgets the chain cache,
+    since cached verdicts depended on it.  Returns the default validator.
+    """
+    v = default
+    with v.graph_lock:
+        if preempt_rt is not None:
+            v.preempt_rt = bool(preempt_rt)
+        if prove_raw_lock_nesting is not None:
+            v.prove_raw_lock_nesting = bool(prove_raw_lock_nesting)
+        v.nesting = v.prove_raw_lock_nesting or v.preempt_rt
+        if stream is not None:
+            v.stream = stream
+        if max_classes is not None:
+            v.graph.max_classes = max_classes
+        if max_dependencies is not None:
+            v.graph.max_dependencies = max_dependencies
+        if max_lock_depth is not None:
+            v.max_lock_depth = max_lock_depth
+        for cls in v.graph.classes:
+            cls.spins = cls.ltype.spins_under(v.preempt_rt)
+        v.chains.clear()
+    return v
+
+
+def current() -> Validator:
+    """The validator in force now."""
+    return active.validator
+
