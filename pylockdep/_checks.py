@@ -77,7 +77,8 @@ def check_might_sleep(v: Validator, t: Task, site: Site, functions: list[str], r
     classes = held + ((lock_cls,) if lock_cls is not None else ())
     atomic_site = _atomic_site(t)
     lines = _splat.sleep_in_atomic(v, t, site, int(atomic > 0), atomic, rcu_allowed, atomic_site, functions)
-    v.report("sleep_in_atomic", lines[0], lines, classes, site=site, dedupe=(site,))
+    # One report per set of classes; a bare might_sleep() (no lock) is told apart by its call site.
+    v.report("sleep_in_atomic", lines[0], lines, classes, site=site, dedupe=() if classes else (site,))
     v.taint = "Tainted: G        W"
 
 

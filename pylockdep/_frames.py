@@ -7,6 +7,7 @@ place that created or took a lock, so a site names the user's code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -14,14 +15,16 @@ from types import CodeType, FrameType
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _THREADING_FILE = threading.__file__
+_CONTEXTLIB_FILE = contextlib.__file__  # @contextmanager wrappers around our context managers
 
 Site = tuple[CodeType, int]
 Stack = tuple[Site, ...]
 
 
 def is_internal(filename: str, skip_threading: bool = False) -> bool:
-    """True for pylockdep's own files (and :mod:`threading` when ``skip_threading``)."""
-    return filename.startswith(_PACKAGE_DIR) or (skip_threading and filename == _THREADING_FILE)
+    """True for pylockdep's own files and :mod:`contextlib` (and :mod:`threading` when ``skip_threading``)."""
+    return (filename.startswith(_PACKAGE_DIR) or filename == _CONTEXTLIB_FILE
+            or (skip_threading and filename == _THREADING_FILE))
 
 
 def outside_frame(frame: FrameType | None, skip_threading: bool = False) -> FrameType | None:
