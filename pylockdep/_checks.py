@@ -354,5 +354,7 @@ def check_acquire(v: Validator, t: Task, lock: object, cls: LockClass, read: int
 def check_unlock(v: Validator, t: Task, lock: object, name: str, site: Site) -> None:
     """Releasing a lock this thread does not hold is a bad unlock balance."""
     lines = _splat.bad_unlock_balance(v, t, name, site)
-    v.report("bad_unlock_balance", lines[2], lines, (), site=site, dedupe=(name, site))
+    key = getattr(lock, "_key", None)
+    classes = (v.class_for(key),) if key is not None else ()
+    v.report("bad_unlock_balance", lines[2], lines, classes, site=site, dedupe=(name, site))
 
