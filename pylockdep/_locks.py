@@ -9,16 +9,16 @@ before, do nothing else but take the lock and push it.  A new chain goes to
 from __future__ import annotations
 
 import _thread
-import sys
 import threading
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
+from sys import _getframe
 from typing import Any
 
 from . import _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._frames import caller_site
-from ._task import H_LOCK, Task
+from ._task import Task
 from ._validator import Validator, active
 
 _Condition = threading.Condition  # CPython's own, whatever instrumentation does later
@@ -31,13 +31,20 @@ def _task(v: Validator) -> Task:
         return v.new_task()
 
 
-def _acquire(lock: Any, read: int, subclass: int, frame: Any) -> None:
-    """Take ``lock`` (blocking) as ``read`` (0 write, 1 reader, 2 recursive reader): validate, wait, push."""
+def _acquire(lock: Any, read: int, subclass: int, frame: Any, trylock: bool = False) -> bool:
+    """Take ``lock`` as ``read`` (0 write, 1 reader, 2 recursive reader): validate, wait, push.
+
+    A ``trylock`` takes the lock only if it is free and is validated only when it succeeds (a
+    failed trylock changes nothing); returns whether the lock was taken.  ``frame`` is the
+    caller's, for the acquisition site.
+    """
+    if trylock and not lock._try(read):
+        return False
     v = active.validator
     if v.off:
-        if not lock._try(read):
+        if not trylock and not lock._try(read):
             _waitfor.wait(v, _task(v), lock, read, lambda s: lock._timed(read, s))
-        return
+        return True
     try:
         t = v.local.task
     except AttributeError:
@@ -48,42 +55,16 @@ def _acquire(lock: Any, read: int, subclass: int, frame: Any) -> None:
     cls = key.classes[subclass] if key.validator is v else None
     if cls is None:
         cls = v.class_for(key, subclass)
-    chain_key = hash((t.key, t.ctx, cls.variants[read]))
+    chain_key = hash((t.key, t.ctx, cls.variants[read + 3 if trylock else read]))
     if chain_key not in v.chains:
-        v.validate_chain(t, lock, cls, read, False, chain_key, frame.f_code, frame.f_lineno)
-    if not lock._try(read):
+        v.validate_chain(t, lock, cls, read, trylock, chain_key, frame.f_code, frame.f_lineno)
+    if not trylock and not lock._try(read):
         _waitfor.wait(v, t, lock, read, lambda s: lock._timed(read, s))
     lock._owner = t
-    lock._validator = v
     spins = cls.spins
     if spins:
         t.spins += 1
-    t.held.append((lock, cls, read, False, frame.f_code, frame.f_lineno, t.key, t.irq, spins, t.ctx))
-    t.key = chain_key
-    if len(t.held) >= v.max_lock_depth:
-        v.depth_exceeded(t)
-
-
-def _trylock(lock: Any, read: int, subclass: int, frame: Any) -> bool:
-    """Try to take ``lock`` without waiting; on success validate it as a trylock and push it."""
-    if not lock._try(read):
-        return False
-    v = active.validator
-    if v.off:
-        return True
-    t = _task(v)
-    if t.foreign_releases:
-        v.drop_foreign(t)
-    cls = v.class_for(lock._key, subclass)
-    chain_key = hash((t.key, t.ctx, cls.variants[read + 3]))
-    if chain_key not in v.chains:
-        v.validate_chain(t, lock, cls, read, True, chain_key, frame.f_code, frame.f_lineno)
-    lock._owner = t
-    lock._validator = v
-    spins = cls.spins
-    if spins:
-        t.spins += 1
-    t.held.append((lock, cls, read, True, frame.f_code, frame.f_lineno, t.key, t.irq, spins, t.ctx))
+    t.held.append((lock, cls, read, trylock, frame.f_code, frame.f_lineno, t.key, t.irq, spins, t.ctx))
     t.key = chain_key
     if len(t.held) >= v.max_lock_depth:
         v.depth_exceeded(t)
@@ -99,7 +80,7 @@ def _release(lock: Any, read: int) -> None:
         except AttributeError:
             t = v.new_task()
         held = t.held
-        if held and held[-1][H_LOCK] is lock and not t.foreign_releases:
+        if held and held[-1][0] is lock and not t.foreign_releases:  # 0: H_LOCK
             entry = held.pop()
             t.key = entry[6]
             if entry[8]:
@@ -136,7 +117,7 @@ class _Validated:
 
     _ltype: _locktypes.LockType = _locktypes.MUTEX
     _owned = True
-    __slots__ = ("_key", "_owner", "_validator", "__weakref__")
+    __slots__ = ("_key", "_owner", "__weakref__")
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
         if not isinstance(name, str) or not name:
@@ -147,7 +128,6 @@ class _Validated:
             raise TypeError(f"key must be hashable, not {type(key).__name__}") from None
         self._key: LockKey = key_for(name, self._ltype, caller_site(), key)
         self._owner: Task | None = None
-        self._validator: Validator | None = None
 
     @property
     def name(self) -> str:
@@ -166,16 +146,16 @@ class _Validated:
 class _Lock(_Validated):
     """A lock with the kernel's and Python's spellings: acquire/release, lock/unlock, trylock, with."""
 
-    __slots__ = ("_real",)
+    __slots__ = ("_real", "_try")
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
         super().__init__(name, key=key)
         self._real = _thread.allocate_lock()
+        # ``_try(read)`` on an exclusive lock is the real lock's acquire(blocking=False): ``read``
+        # is always 0 there.  Binding it per instance saves a call on every acquisition.
+        self._try = self._real.acquire
 
-    # The real lock, for the fast path.  ``read`` is ignored by exclusive-only locks.
-    def _try(self, read: int) -> bool:
-        return self._real.acquire(False)
-
+    # The real lock, for the fast path (``_try`` is bound in __init__).
     def _timed(self, read: int, seconds: float) -> bool:
         return self._real.acquire(True, seconds)
 
@@ -191,7 +171,7 @@ class _Lock(_Validated):
 
     def acquire(self) -> bool:
         """Take the lock, waiting as long as needed (``spin_lock``/``mutex_lock``); returns True."""
-        _acquire(self, 0, 0, sys._getframe(1))
+        _acquire(self, 0, 0, _getframe(1))
         return True
 
     def release(self) -> None:
@@ -200,13 +180,13 @@ class _Lock(_Validated):
 
     def trylock(self) -> bool:
         """Take the lock if it is free; True on success.  A trylock adds no dependency into it."""
-        return _trylock(self, 0, 0, sys._getframe(1))
+        return _acquire(self, 0, 0, _getframe(1), trylock=True)
 
     lock = acquire
     unlock = release
 
     def __enter__(self) -> _Lock:
-        _acquire(self, 0, 0, sys._getframe(1))
+        _acquire(self, 0, 0, _getframe(1))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -216,7 +196,7 @@ class _Lock(_Validated):
     def nested(self, subclass: int) -> Iterator[_Lock]:
         """Hold the lock as subclass ``subclass`` (1..7), like ``spin_lock_nested``/``mutex_lock_nested``."""
         _check_subclass(subclass)
-        _acquire(self, 0, subclass, sys._getframe(2))
+        _acquire(self, 0, subclass, _getframe(2))
         try:
             yield self
         finally:
@@ -239,7 +219,7 @@ class _SpinningLock(_Lock):
         from ._context import irqs_saved_for
 
         with irqs_saved_for(self._ltype):
-            _acquire(self, 0, 0, sys._getframe(2))
+            _acquire(self, 0, 0, _getframe(2))
             try:
                 yield self
             finally:
@@ -253,7 +233,7 @@ class _SpinningLock(_Lock):
         from ._context import bh_disabled
 
         with bh_disabled():
-            _acquire(self, 0, 0, sys._getframe(2))
+            _acquire(self, 0, 0, _getframe(2))
             try:
                 yield self
             finally:
@@ -365,9 +345,7 @@ class _RWLockBase(_Lock):
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
         super().__init__(name, key=key)
         self._rw = _RWCore()
-
-    def _try(self, read: int) -> bool:
-        return self._rw.try_acquire(read)
+        self._try = self._rw.try_acquire
 
     def _timed(self, read: int, seconds: float) -> bool:
         # Keep waiting writers registered across the polls of the deadlock check.
@@ -392,7 +370,7 @@ class _RWLockBase(_Lock):
     def read(self) -> Iterator[_RWLockBase]:
         """Hold the read side for the block."""
         read = self._read_mode()
-        _acquire(self, read, 0, sys._getframe(2))
+        _acquire(self, read, 0, _getframe(2))
         try:
             yield self
         finally:
@@ -401,7 +379,7 @@ class _RWLockBase(_Lock):
     @contextmanager
     def write(self) -> Iterator[_RWLockBase]:
         """Hold the write side for the block."""
-        _acquire(self, 0, 0, sys._getframe(2))
+        _acquire(self, 0, 0, _getframe(2))
         try:
             yield self
         finally:
@@ -424,7 +402,7 @@ class RWLock(_RWLockBase, _SpinningLock):
 
     def read_lock(self) -> None:
         """``read_lock``."""
-        _acquire(self, self._read_mode(), 0, sys._getframe(1))
+        _acquire(self, self._read_mode(), 0, _getframe(1))
 
     def read_unlock(self) -> None:
         """``read_unlock``."""
@@ -432,7 +410,7 @@ class RWLock(_RWLockBase, _SpinningLock):
 
     def write_lock(self) -> None:
         """``write_lock``."""
-        _acquire(self, 0, 0, sys._getframe(1))
+        _acquire(self, 0, 0, _getframe(1))
 
     def write_unlock(self) -> None:
         """``write_unlock``."""
@@ -440,11 +418,11 @@ class RWLock(_RWLockBase, _SpinningLock):
 
     def read_trylock(self) -> bool:
         """``read_trylock``: True if the read side was taken."""
-        return _trylock(self, self._read_mode(), 0, sys._getframe(1))
+        return _acquire(self, self._read_mode(), 0, _getframe(1), trylock=True)
 
     def write_trylock(self) -> bool:
         """``write_trylock``: True if the write side was taken."""
-        return _trylock(self, 0, 0, sys._getframe(1))
+        return _acquire(self, 0, 0, _getframe(1), trylock=True)
 
 
 class RWSemaphore(_RWLockBase):
@@ -455,7 +433,7 @@ class RWSemaphore(_RWLockBase):
 
     def down_read(self) -> None:
         """``down_read``."""
-        _acquire(self, 1, 0, sys._getframe(1))
+        _acquire(self, 1, 0, _getframe(1))
 
     def up_read(self) -> None:
         """``up_read``."""
@@ -463,7 +441,7 @@ class RWSemaphore(_RWLockBase):
 
     def down_write(self) -> None:
         """``down_write``."""
-        _acquire(self, 0, 0, sys._getframe(1))
+        _acquire(self, 0, 0, _getframe(1))
 
     def up_write(self) -> None:
         """``up_write``."""
@@ -471,8 +449,8 @@ class RWSemaphore(_RWLockBase):
 
     def down_read_trylock(self) -> bool:
         """``down_read_trylock``: True if the read side was taken."""
-        return _trylock(self, 1, 0, sys._getframe(1))
+        return _acquire(self, 1, 0, _getframe(1), trylock=True)
 
     def down_write_trylock(self) -> bool:
         """``down_write_trylock``: True if the write side was taken."""
-        return _trylock(self, 0, 0, sys._getframe(1))
+        return _acquire(self, 0, 0, _getframe(1), trylock=True)

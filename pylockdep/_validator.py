@@ -200,12 +200,12 @@ class Validator:
         task).  A lock taken before this validator started is ignored.
         """
         owner = getattr(lock, "_owner", None)
-        if owner is not None and owner is not t and id(owner) in self.tasks:
+        if owner is None or self.tasks.get(id(owner)) is not owner:
+            return  # taken before this validator, or while validation was off
+        if owner is not t:
             owner.foreign_releases.append(lock)
             if owner_may_differ:
                 return
-        elif getattr(lock, "_validator", None) is not self:
-            return
         self.bad_unlock(t, lock, name)
 
     def bad_unlock(self, t: Task, lock: object, name: str, site: Site | None = None) -> None:
