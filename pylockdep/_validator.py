@@ -67,6 +67,9 @@ class Validator:
         self.taint = "Not tainted"
         self._seen: set[Hashable] = set()
         self._pending: list[Report] = []
+        # This validator's classes per key; a key caches only the last validator's list, so a
+        # validator that is active again (after a nested validate()) gets its classes back.
+        self._key_classes: dict[LockKey, list[LockClass | None]] = {}
 
     # -- threads -------------------------------------------------------------------------------
 
@@ -104,7 +107,7 @@ class Validator:
                 return cls
         with self.graph_lock:
             if key.validator is not self:
-                key.classes = [None] * len(key.classes)
+                key.classes = self._key_classes.setdefault(key, [None] * len(key.classes))
                 key.validator = self
             cls = key.classes[subclass]
             if cls is None:

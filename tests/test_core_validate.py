@@ -1,0 +1,292 @@
+"""The validation scope: validate(), the default validator, per-thread checks, bad input and limits."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import pylockdep
+from pylockdep import Mutex
+
+CIRCULAR = "WARNING: possible circular locking dependency detected"
+
+
+def mutexes(*names: str) -> list[Mutex]:
+    """One Mutex per name, all made at this line: same name, same class."""
+    return [Mutex(name) for name in names]
+
+
+def abba(a: Mutex, b: Mutex) -> None:
+    with a, b:
+        pass
+    with b, a:
+        pass
+
+
+# -- validate() -----------------------------------------------------------------------------------
+
+
+def test_validate_raises_lockdep_violation_with_every_splat():
+    a, b, c = mutexes("A", "B", "C")
+    c1, c2 = mutexes("C", "C")
+    with pytest.raises(pylockdep.LockdepViolation) as info:
+        with pylockdep.validate() as v:
+            abba(a, b)
+            with c1, c2:
+                pass
+    err = info.value
+    assert isinstance(err, AssertionError)
+    assert [r.kind for r in err.reports] == ["circular", "recursive"]
+    assert err.reports == v.reports
+    for report in err.reports:
+        assert report.text in str(err)
+
+
+def test_validate_without_reports_does_not_raise():
+    a, b = mutexes("A", "B")
+    with pylockdep.validate() as v:
+        with a, b:
+            pass
+    assert v.reports == []
+
+
+def test_validate_does_not_mask_the_blocks_own_exception():
+    a, b = mutexes("A", "B")
+    with pytest.raises(KeyError):
+        with pylockdep.validate():
+            abba(a, b)
+            raise KeyError("mine")
+
+
+def test_nested_validate_uses_a_fresh_graph_and_restores_the_outer_one():
+    a, b = mutexes("A", "B")
+    with pylockdep.validate(raise_on_report=False) as outer:
+        with a, b:
+            pass
+        with pylockdep.validate(raise_on_report=False) as inner:
+            assert pylockdep.current() is inner
+            with b, a:  # A -> B is the outer graph's
+                pass
+        assert pylockdep.current() is outer
+        with b, a:
+            pass
+    assert inner.reports == []
+    assert [r.kind for r in outer.reports] == ["circular"]
+
+
+def test_releases_of_locks_taken_before_validate_are_ignored():
+    a, b = mutexes("A", "B")
+    with pylockdep.validate(raise_on_report=False) as before:
+        a.acquire()
+        with pylockdep.validate(raise_on_report=False) as v:
+            with b:  # A is not held as far as this validator knows: no A -> B
+                pass
+            a.release()
+            with b, a:
+                pass
+    assert v.reports == []
+    assert before.reports == []
+
+
+def test_threads_started_inside_validate_are_validated():
+    a, b = mutexes("A", "B")
+    with pylockdep.validate(raise_on_report=False) as v:
+        for first, second in ((a, b), (b, a)):
+            def run(x: Mutex = first, y: Mutex = second) -> None:
+                with x, y:
+                    pass
+            worker = threading.Thread(target=run)
+            worker.start()
+            worker.join()
+    assert [r.kind for r in v.reports] == ["circular"]
+
+
+def test_validate_stream_receives_each_splat():
+    a, b = mutexes("A", "B")
+    stream = io.StringIO()
+    with pylockdep.validate(raise_on_report=False, stream=stream) as v:
+        abba(a, b)
+        abba(a, b)
+    assert stream.getvalue().count(CIRCULAR) == 1
+    assert v.reports[0].text in stream.getvalue()
+
+
+# -- the default validator ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_default_validator_prints_each_splat_once_to_stderr():
+    script = textwrap.dedent("""
+        import pylockdep
+        a, b = pylockdep.Mutex("A"), pylockdep.Mutex("B")
+        for _ in range(3):
+            with a, b:
+                pass
+            with b, a:
+                pass
+        print(len(pylockdep.current().reports))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+    assert done.stderr.count(CIRCULAR) == 1
+    assert "  A --> B" not in done.stderr  # two classes: no chain block
+
+
+def test_configure_sets_the_default_validators_stream():
+    a, b = mutexes("configure_A", "configure_B")
+    default = pylockdep.current()
+    old_stream = default.stream
+    stream = io.StringIO()
+    try:
+        assert pylockdep.configure(stream=stream) is default
+        abba(a, b)
+    finally:
+        pylockdep.configure(stream=old_stream)
+    assert stream.getvalue().count(CIRCULAR) == 1
+    assert "configure_A" in stream.getvalue()
+
+
+# -- per-thread checks ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_thread_ending_with_a_lock_held_is_reported():
+    a, b = mutexes("A", "B")
+    with pylockdep.validate(raise_on_report=False) as v:
+        worker = threading.Thread(target=lambda: (a.acquire(), b.acquire()), name="holder")
+        worker.start()
+        worker.join()
+    assert [r.kind for r in v.reports] == ["lock_held_at_exit"]
+    report = v.reports[0]
+    assert report.title == f"WARNING: holder/{worker.ident} still has locks held!"
+    assert report.classes == ("A", "B")
+    assert f"2 locks held by holder/{worker.ident}:" in report.text
+
+
+@pytest.mark.timeout(20)
+def test_thread_ending_with_no_lock_held_is_not_reported():
+    (a,) = mutexes("A")
+    with pylockdep.validate(raise_on_report=False) as v:
+        worker = threading.Thread(target=lambda: a.acquire() and a.release())
+        worker.start()
+        worker.join()
+    assert v.reports == []
+
+
+def test_lockdep_assert_held():
+    a, b = mutexes("A", "B")
+    with pylockdep.validate(raise_on_report=False) as v:
+        with a:
+            pylockdep.lockdep_assert_held(a)
+            pylockdep.lockdep_assert_held(b)
+    assert [r.kind for r in v.reports] == ["assert_held"]
+    assert v.reports[0].title == "WARNING: lockdep_assert_held() failed"
+    assert v.reports[0].classes == ("B",)
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [123, None, b"A", ""])
+def test_lock_name_must_be_a_non_empty_str(name):
+    with pytest.raises(TypeError, match="name"):
+        Mutex(name)
+
+
+def test_lock_key_must_be_hashable():
+    with pytest.raises(TypeError, match="key must be hashable"):
+        Mutex("A", key=["unhashable"])
+
+
+def test_assert_held_on_a_non_lock_is_a_type_error():
+    with pylockdep.validate(raise_on_report=False):
+        with pytest.raises(TypeError, match="lockdep_assert_held"):
+            pylockdep.lockdep_assert_held(threading.Lock())
+
+
+@pytest.mark.parametrize("option", ["max_classes", "max_dependencies", "max_lock_depth"])
+@pytest.mark.parametrize("value", [0, -1, 1.5])
+def test_limits_must_be_positive_ints(option, value):
+    with pytest.raises(ValueError, match=option):
+        pylockdep.validate(**{option: value})
+
+
+# -- limits ---------------------------------------------------------------------------------------
+
+
+def _only_limit_report(v: pylockdep.Validator, message: str) -> pylockdep.Report:
+    assert [r.kind for r in v.reports] == ["limit_exceeded"], [r.text for r in v.reports]
+    report = v.reports[0]
+    assert report.title == message
+    assert report.text.startswith(f"{message}\nturning off the locking correctness validator.")
+    return report
+
+
+def test_lock_depth_48_reports_and_stops_validation_but_locks_keep_working():
+    locks = [Mutex(f"L{i}") for i in range(60)]
+    a, b = mutexes("A", "B")
+    with pylockdep.validate(raise_on_report=False) as v:
+        for lock in locks[:47]:
+            lock.acquire()
+        assert v.reports == []
+        locks[47].acquire()
+        report = _only_limit_report(v, "BUG: MAX_LOCK_DEPTH too low!")
+        assert "depth: 48  max: 48!" in report.text
+        assert "48 locks held by" in report.text
+        assert "INFO: lockdep is turned off." in report.text
+        for lock in locks[48:]:
+            lock.acquire()
+        for lock in reversed(locks):
+            lock.release()
+        assert not any(lock.locked() for lock in locks)
+        abba(a, b)  # validation is off: no verdict at all rather than a wrong one
+    assert len(v.reports) == 1
+
+
+def test_lock_depth_limit_is_configurable():
+    locks = [Mutex(f"L{i}") for i in range(3)]
+    with pylockdep.validate(raise_on_report=False, max_lock_depth=3) as v:
+        for lock in locks:
+            lock.acquire()
+        for lock in reversed(locks):
+            lock.release()
+    report = _only_limit_report(v, "BUG: MAX_LOCK_DEPTH too low!")
+    assert "depth: 3  max: 3!" in report.text
+
+
+def test_max_classes_limit_stops_validation():
+    a, b, c, d = mutexes("A", "B", "C", "D")
+    with pylockdep.validate(raise_on_report=False, max_classes=2) as v:
+        with a, b:
+            pass
+        assert v.reports == []
+        with c:
+            pass
+        abba(a, d)
+        abba(a, b)
+    _only_limit_report(v, "BUG: MAX_LOCKDEP_KEYS too low!")
+
+
+def test_max_dependencies_limit_stops_validation():
+    a, b, c = mutexes("A", "B", "C")
+    with pylockdep.validate(raise_on_report=False, max_dependencies=1) as v:
+        with a, b:
+            pass
+        with b, c:
+            pass
+        abba(a, b)
+    _only_limit_report(v, "BUG: MAX_LOCKDEP_ENTRIES too low!")
+
+
+def test_limit_report_raises_from_validate():
+    a, b, c = mutexes("A", "B", "C")
+    with pytest.raises(pylockdep.LockdepViolation, match="MAX_LOCKDEP_KEYS too low"):
+        with pylockdep.validate(max_classes=1):
+            with a, b:
+                pass
