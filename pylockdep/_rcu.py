@@ -1,13 +1,13 @@
-"""SRCU and RCU: read sides that never block writers' readers, and grace periods.
+"""SRCU and RCU: read sides that never wait, and grace periods that wait for them.
 
 An SRCU read side is, to lockdep, a recursive read acquisition of the SRCU's class with no wait
 type: valid in any context, and sleeping inside is allowed.  ``synchronize()`` is an empty write
 section of the same class (the kernel's ``lock_sync()``), so a lock held around it and taken inside
-a read side closes a cycle.  The grace period is real: two reader counters, flipped by each
-synchronize, which waits until the readers of the old counter are gone.
+a read side closes a cycle.  The grace period is real: readers count themselves in one of two
+counters, and a synchronizer flips which one new readers use, then waits for the old one to drain.
 
 RCU's read side is tracked (it shows among held locks, and sleeping inside it is reported) but
-adds no dependencies, as in the kernel.
+adds no dependencies, as in the kernel, where ``rcu_read_lock()``'s map is taken with check=0.
 """
 
 from __future__ import annotations
@@ -15,17 +15,21 @@ from __future__ import annotations
 import _thread
 import sys
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from . import _checks, _locktypes, _splat, _waitfor
-from ._frames import caller_site
+from ._classes import LockClass
+from ._frames import Site, caller_site, outside_frame
 from ._locks import _acquire, _Condition, _release, _task, _Validated
-from ._task import H_LOCK
-from ._validator import active
+from ._task import VARIANT_SYNC, Task
+from ._validator import Validator, active
 
 T = TypeVar("T")
+
+DEREFERENCE_CHECK = "suspicious rcu_dereference_check() usage"
+DEREFERENCE_PROTECTED = "suspicious rcu_dereference_protected() usage"
 
 
 class SRCU(_Validated):
@@ -34,10 +38,14 @@ class SRCU(_Validated):
     ``idx = s.read_lock()`` / ``s.read_unlock(idx)`` (or ``with s.read():``) mark a read side;
     ``s.synchronize()`` waits for every reader that started before it and for no later one;
     ``s.dereference(value)`` returns ``value`` and reports suspicious RCU usage outside a read side.
+
+    Grace periods: readers register in counter ``_idx`` (per thread, so a wait can name them).
+    One synchronizer at a time first waits out any readers left in the other counter (by a grace
+    period that was abandoned), then flips ``_idx`` and waits until the previous counter drains.
     """
 
     _ltype = _locktypes.SRCU
-    __slots__ = ("_cond", "_idx", "_readers", "_sync_owner", "_old", "_tls")
+    __slots__ = ("_cond", "_idx", "_readers", "_sync_owner", "_draining", "_flipped", "_tls")
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
         super().__init__(name, key=key)
@@ -45,15 +53,21 @@ class SRCU(_Validated):
         self._idx = 0
         self._readers: tuple[dict[int, int], dict[int, int]] = ({}, {})
         self._sync_owner: int | None = None
-        self._old = 0
+        self._draining = 1
+        self._flipped = False
         self._tls = threading.local()
 
     def _stack(self) -> list[int]:
+        """The indexes of this thread's open read sides, innermost last."""
         try:
             return self._tls.stack
         except AttributeError:
             self._tls.stack = stack = []
             return stack
+
+    def reading(self) -> bool:
+        """Whether the calling thread is inside a read side of this SRCU (``srcu_read_lock_held``)."""
+        return bool(self._stack())
 
     # The primitive, as the fast path sees it: a read side always gets in.
     def _try(self, read: int) -> bool:
@@ -66,7 +80,7 @@ class SRCU(_Validated):
         return True
 
     def _is_held(self, read: int) -> bool:
-        return bool(self._stack()) if read else self._sync_owner is not None
+        return self.reading() if read else self._sync_owner is not None
 
     def _unlock(self, read: int) -> None:
         """The counters are dropped by :meth:`read_unlock`, which knows the index."""
@@ -76,25 +90,27 @@ class SRCU(_Validated):
             owner = self._sync_owner
             if owner is not None and owner != ident:
                 return [owner]
-            return list(self._readers[self._old if owner == ident else self._idx ^ 1])
+            return list(self._readers[self._draining if owner == ident else self._idx ^ 1])
 
     def read_lock(self) -> int:
-        """Enter a read side; returns the index to hand to :meth:`read_unlock`."""
+        """Enter a read side (``srcu_read_lock``); returns the index to hand to :meth:`read_unlock`."""
         _acquire(self, 2, 0, sys._getframe(1))
         return self._stack()[-1]
 
     def read_unlock(self, idx: int) -> None:
-        """Leave the read side entered by the :meth:`read_lock` that returned ``idx``."""
+        """Leave the read side entered by the :meth:`read_lock` that returned ``idx``.
+
+        An index that no read side of this thread holds (another thread's, one already handed
+        back, a made-up one) is reported as a bad unlock balance and changes nothing.
+        """
         stack = self._stack()
         if idx not in stack:
-            v = active.validator
-            site = caller_site()
-            v.report_now("bad_unlock_balance",
-                         lambda t: _splat.srcu_bad_index(v, t, self.name, idx, site), (),
-                         site=site, dedupe=(self.name, site))
+            self._bad_index(idx)
             return
+        v = active.validator
+        if v.off or v.find_held(_task(v), self) >= 0:  # not a read side from before this validator
+            _release(self, 2)
         del stack[len(stack) - 1 - stack[::-1].index(idx)]
-        _release(self, 2)
         ident = _thread.get_ident()
         with self._cond:
             readers = self._readers[idx]
@@ -102,6 +118,15 @@ class SRCU(_Validated):
             if count:
                 readers[ident] = count
             self._cond.notify_all()
+
+    def _bad_index(self, idx: object) -> None:
+        v = active.validator
+        if v.off:
+            return
+        site = caller_site()
+        cls = v.class_for(self._key)
+        v.report_now("bad_unlock_balance", lambda t: _splat.srcu_bad_index(v, t, self.name, idx, site), (cls,),
+                     site=site, dedupe=(site,))
 
     @contextmanager
     def read(self) -> Iterator[int]:
@@ -116,9 +141,11 @@ class SRCU(_Validated):
     def synchronize(self) -> None:
         """Wait for the end of every read side that started before this call (``synchronize_srcu``).
 
-        Sleeps, so it is checked like any sleeping call; validated as an empty write section of
-        this SRCU's class.  Called inside its own read side it would wait for ever: that is
-        reported and raises :class:`DeadlockError`.
+        Checked as the kernel does, in its order: an empty write section of this SRCU's class
+        (``lock_sync``: recursive inside its own read side, circular with a lock taken inside
+        one); a suspicious-RCU warning inside an RCU read side; then ``might_sleep()``.  A wait
+        that can never end (inside its own read side, or in a cycle of waiting threads) raises
+        :class:`DeadlockError` instead of hanging.
         """
         v = active.validator
         t = _task(v)
@@ -126,12 +153,15 @@ class SRCU(_Validated):
             frame = sys._getframe(1)
             site = (frame.f_code, frame.f_lineno)
             cls = v.class_for(self._key)
+            chain_key = hash((t.key, t.ctx, cls.variants[VARIANT_SYNC]))
+            if chain_key not in v.chains:
+                v.validate_chain(t, self, cls, 0, False, chain_key, frame.f_code, frame.f_lineno, sync=True)
+            if _checks.rcu_depth(v, t):
+                _suspicious(v, site, "Illegal synchronize_srcu() in same-type SRCU (or in RCU) read-side "
+                            "critical section", (cls, _rcu_class(v)))
             with v.graph_lock:
                 _checks.check_might_sleep(v, t, site, ["__might_sleep", "synchronize_srcu"], 0, cls)
             v.flush()
-            chain_key = hash((t.key, t.ctx, cls.variants[6]))
-            if chain_key not in v.chains:
-                v.validate_chain(t, self, cls, 0, False, chain_key, frame.f_code, frame.f_lineno, sync=True)
         ident = _thread.get_ident()
         try:
             if not self._grace_period(ident, 0):
@@ -144,37 +174,45 @@ class SRCU(_Validated):
             raise
 
     def _grace_period(self, ident: int, seconds: float) -> bool:
-        """One step of synchronize: become the synchronizer, flip the counters, await the old readers."""
+        """Advance this thread's grace period, waiting at most ``seconds`` per step; True when done."""
         with self._cond:
             if self._sync_owner != ident:
                 if not self._cond.wait_for(lambda: self._sync_owner is None, seconds):
                     return False
                 self._sync_owner = ident
-                self._old = self._idx
+                self._draining = self._idx ^ 1
+                self._flipped = False
+            while True:
+                if not self._cond.wait_for(lambda: not self._readers[self._draining], seconds):
+                    return False
+                if self._flipped:
+                    break
+                self._flipped = True
+                self._draining = self._idx
                 self._idx ^= 1
-            if not self._cond.wait_for(lambda: not self._readers[self._old], seconds):
-                return False
             self._sync_owner = None
             self._cond.notify_all()
             return True
 
     def dereference(self, value: T) -> T:
-        """Return ``value``; outside a read side of this SRCU, report suspicious RCU usage."""
+        """Return ``value`` (``srcu_dereference``); outside a read side of this SRCU, report
+        suspicious RCU usage."""
         v = active.validator
-        t = _task(v)
-        if not any(entry[H_LOCK] is self for entry in t.held) and not self._stack():
-            _suspicious(v, "suspicious srcu_dereference_check() usage")
+        if not v.off and not self.reading():
+            _suspicious(v, caller_site(), DEREFERENCE_CHECK, (v.class_for(self._key),))
         return value
 
 
-def _suspicious(v: Any, message: str) -> None:
-    site = caller_site()
-    v.report_now("suspicious_rcu_usage", lambda t: _splat.suspicious_rcu(v, t, site, message), (),
-                 site=site, dedupe=(site,))
+def _suspicious(v: Validator, site: Site, message: str, classes: Iterable[LockClass],
+                info: Iterable[str] = ()) -> None:
+    """Report suspicious RCU usage at ``site``, once per call site and message, as the kernel warns."""
+    info = list(info)
+    v.report_now("suspicious_rcu_usage", lambda t: _splat.suspicious_rcu(v, t, site, message, info), classes,
+                 site=site, dedupe=(site, message))
 
 
 class _RCUMap(_Validated):
-    """The map ``rcu_read_lock()`` acquires, one for the whole process."""
+    """The map ``rcu_read_lock()`` acquires, one for the whole process (exported as ``RCU``)."""
 
     _ltype = _locktypes.RCU
     __slots__ = ()
@@ -191,31 +229,53 @@ class _RCUMap(_Validated):
     def _blockers(self, mode: int, ident: int) -> list[int]:
         return []
 
+    def reading(self) -> bool:
+        """Whether the calling thread is inside an RCU read side (``rcu_read_lock_held``).
 
-_rcu_map = _RCUMap("rcu_read_lock", key="rcu_read_lock")
+        On PREEMPT_RT a held ``spinlock_t`` is one too, since taking it enters an RCU read side.
+        """
+        v = active.validator
+        return _checks.rcu_depth(v, _task(v)) > 0
+
+    def __repr__(self) -> str:
+        return "<pylockdep.RCU (rcu_read_lock)>"
+
+
+RCU = _RCUMap("rcu_read_lock", key="rcu_read_lock")
+_nesting = threading.local()  # per thread, across validators: read sides opened before one began
+
+
+def _thread_depth() -> int:
+    return getattr(_nesting, "depth", 0)
+
+
+def _rcu_class(v: Validator) -> LockClass:
+    return v.class_for(RCU._key)
 
 
 def rcu_read_lock() -> None:
     """Enter an RCU read-side critical section."""
-    _acquire(_rcu_map, 2, 0, sys._getframe(1))
+    _acquire(RCU, 2, 0, outside_frame(sys._getframe(1)) or sys._getframe(1))
+    _nesting.depth = _thread_depth() + 1
     t = active.validator.task()
     t.rcu += 1
     t.update_ctx()
 
 
 def rcu_read_unlock() -> None:
-    """Leave the innermost RCU read-side critical section."""
+    """Leave the innermost RCU read-side critical section; without one, a bad unlock balance."""
     v = active.validator
-    t = v.task()
+    t: Task = v.task()
+    depth = _thread_depth()
+    if depth:
+        _nesting.depth = depth - 1
     if not t.rcu:
-        site = caller_site()
-        v.report_now("context_imbalance",
-                     lambda task: _splat.context_imbalance(v, task, "rcu_read_unlock()", site), (),
-                     site=site, dedupe=("rcu_read_unlock", site))
+        if not depth:
+            v.bad_unlock(t, RCU, RCU.name, caller_site())
         return
     t.rcu -= 1
     t.update_ctx()
-    _release(_rcu_map, 2)
+    _release(RCU, 2)
 
 
 @contextmanager
@@ -231,6 +291,6 @@ def rcu_read() -> Iterator[None]:
 def rcu_dereference(value: T) -> T:
     """Return ``value``; outside an RCU read side, report suspicious RCU usage."""
     v = active.validator
-    if not v.task().rcu:
-        _suspicious(v, "suspicious rcu_dereference_check() usage")
+    if not v.off and not RCU.reading():
+        _suspicious(v, caller_site(), DEREFERENCE_CHECK, (_rcu_class(v),))
     return value

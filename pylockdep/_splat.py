@@ -272,11 +272,15 @@ def bad_unlock_balance(v: Validator, t: Task, name: str, site: Site) -> list[str
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
-def suspicious_rcu(v: Validator, t: Task, site: Site, message: str) -> list[str]:
-    """'suspicious RCU usage': an RCU-protected access outside the read side that protects it."""
+def suspicious_rcu(v: Validator, t: Task, site: Site, message: str, info: Iterable[str] = ()) -> list[str]:
+    """'suspicious RCU usage': an RCU-protected access outside the read side that protects it.
+
+    ``info`` lines go where the kernel puts its optional remarks, before ``rcu_scheduler_active``.
+    """
     lines = banner(v, "WARNING: suspicious RCU usage", 29)
-    lines += [f"{format_file_line(site)} {message}!", "", "other info that might help us debug this:", "", "",
-              f"rcu_scheduler_active = 2, debug_locks = {int(not v.off)}"]
+    lines += [f"{format_file_line(site)} {message}!", "", "other info that might help us debug this:", "", ""]
+    lines += info
+    lines.append(f"rcu_scheduler_active = 2, debug_locks = {int(not v.off)}")
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
