@@ -1,0 +1,256 @@
+"""A validator's dependency graph as data: Graphviz DOT, plain data, and graphs merged across processes.
+
+:func:`graph_to_data` turns a validator's graph into plain lists and dicts (JSON- and
+execnet-serialisable).  Classes are named by a *stable id* built from what makes the class (lock
+type, name, creation site or explicit key, subclass), so the same class seen by two processes of
+one test run gets the same id.  :func:`merge` builds one :class:`pylockdep._graph.Graph` from the
+data of several processes, remembering which process saw each edge, and :func:`strong_cycles` finds
+the cycles lockdep would report in any graph.  :func:`graph_to_dot` draws a graph with the edges of
+its cycles marked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import _locktypes, _splat
+from ._classes import LockClass, LockKey
+from ._frames import format_file_line, format_stack
+from ._graph import DEP_EN, DEP_ER, DEP_NAMES, DEP_SR, Edge, Graph
+from ._report import Report
+
+if TYPE_CHECKING:
+    from ._validator import Validator
+
+_EXCLUSIVE = DEP_ER | DEP_EN  # the tail was held exclusively
+_RECURSIVE = DEP_SR | DEP_ER  # the head was taken as a recursive reader
+_STABLE_KEYS = (str, int, float, bytes, bool, type(None))
+_TYPES_BY_NAME = {t.name: t for t in vars(_locktypes).values() if isinstance(t, _locktypes.LockType)}
+
+
+def class_id(cls: LockClass) -> str:
+    """A name for ``cls`` that is the same in every process running the same code.
+
+    Made of the lock type, the class name, the subclass and either the explicit key (when its
+    ``repr`` is stable: strings, numbers, tuples of them) or the file and line that created it.
+    """
+    key = cls.key
+    explicit = key.explicit
+    if explicit is not None and _is_stable(explicit):
+        origin = f"key={explicit!r}"
+    elif key.site is not None:
+        origin = f"{key.site[0].co_filename}:{key.site[1]}"
+    else:
+        origin = "?"
+    return f"{cls.ltype.name}|{key.name}|{origin}|{cls.subclass}"
+
+
+def _is_stable(value: object) -> bool:
+    if isinstance(value, tuple):
+        return all(_is_stable(v) for v in value)
+    return isinstance(value, _STABLE_KEYS)
+
+
+def graph_to_data(v: Validator) -> dict:
+    """The validator's classes and dependencies as plain data.
+
+    Returns ``{"classes": [...], "edges": [...]}``; a class is ``{"id", "name", "subclass",
+    "type", "site"}`` (``id`` from :func:`class_id`, ``site`` as ``file:line``), an edge is
+    ``{"prev", "next", "types", "origin", "thread", "stack"}`` (class ids, the dependency kinds
+    as bits of :attr:`Edge.types`, the test or other origin that first made it, its thread, and
+    its stack as printed lines, innermost first).
+    """
+    with v.graph_lock:
+        classes = list(v.graph.classes)
+        edges = list(v.graph.edges())
+    ids = {cls: class_id(cls) for cls in classes}
+    return {
+        "classes": [
+            {"id": ids[cls], "name": cls.key.name, "subclass": cls.subclass, "type": cls.ltype.name,
+             "site": format_file_line(cls.key.site) if cls.key.site else "?"}
+            for cls in classes
+        ],
+        "edges": [
+            {"prev": ids[e.prev], "next": ids[e.next], "types": e.types, "origin": e.origin,
+             "thread": e.thread, "stack": format_stack(e.stack, "")}
+            for e in edges
+        ],
+    }
+
+
+@dataclass
+class EdgeSources:
+    """Where a merged edge came from: the processes that saw it and the first one's stack."""
+
+    sources: list[str] = field(default_factory=list)
+    stack: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MergedGraph:
+    """Several processes' graphs as one :class:`Graph`.
+
+    ``sites`` gives each class's creation site (``file:line``); ``edge_sources`` says which
+    sources (an xdist worker id, say) saw each edge, and its stack as printed lines.
+    """
+
+    graph: Graph = field(default_factory=Graph)
+    sites: dict[LockClass, str] = field(default_factory=dict)
+    edge_sources: dict[Edge, EdgeSources] = field(default_factory=dict)
+    by_id: dict[str, LockClass] = field(default_factory=dict)
+
+    def add(self, source: str, data: dict) -> None:
+        """Merge ``data`` (from :func:`graph_to_data`) seen by ``source`` into the graph."""
+        for c in data["classes"]:
+            if c["id"] not in self.by_id:
+                ltype = _TYPES_BY_NAME.get(c["type"]) or _locktypes.LockType(c["type"], 0, 0)
+                key = LockKey(c["name"], ltype, None, c["id"])
+                cls = self.graph.new_class(key, c["subclass"])
+                self.by_id[c["id"]] = cls
+                self.sites[cls] = c["site"]
+        for e in data["edges"]:
+            prev, nxt = self.by_id[e["prev"]], self.by_id[e["next"]]
+            edge = prev.after.get(nxt)
+            if edge is None:
+                edge = self.graph.add_edge(prev, nxt, e["types"], (), e["thread"], e["origin"], closes_cycle=False)
+                self.edge_sources[edge] = EdgeSources(stack=list(e["stack"]))
+            edge.types |= e["types"]
+            sources = self.edge_sources[edge].sources
+            if source not in sources:
+                sources.append(source)
+
+
+def merge(datas: Iterable[tuple[str, dict]]) -> MergedGraph:
+    """One graph from ``(source, data)`` pairs, data as :func:`graph_to_data` returns it."""
+    merged = MergedGraph()
+    for source, data in datas:
+        merged.add(source, data)
+    return merged
+
+
+def strong_cycles(graph: Graph) -> list[list[Edge]]:
+    """The distinct strong cycles lockdep's search finds in ``graph``, each as its list of edges.
+
+    Every cycle holds at least one edge that is out of the graph's topological order, so only those
+    are tried as the edge that closes it: from its head, lockdep's breadth-first search over strong
+    paths (:meth:`Graph.find_path`) looks for its tail, once per kind of dependency the edge has.
+    A cycle is listed once per set of classes, closing edge first, then the path back to its tail.
+    """
+    cycles: list[list[Edge]] = []
+    seen: set[frozenset[LockClass]] = set()
+    for closing in list(graph.unordered):
+        for bit in DEP_NAMES:
+            if not closing.types & bit:
+                continue
+            tail = closing.prev
+            exclusive = bool(bit & _EXCLUSIVE)
+
+            def reaches_tail(step, tail=tail, exclusive=exclusive) -> bool:
+                return step.cls is tail and (exclusive or not step.only_recursive)
+
+            path = graph.find_path(closing.next, bool(bit & _RECURSIVE), reaches_tail)
+            if path is None:
+                continue
+            edges = [closing] + [step.edge for step in path.walk()[1:]]
+            classes = frozenset(e.prev for e in edges)
+            if classes not in seen:
+                seen.add(classes)
+                cycles.append(edges)
+            break
+    return cycles
+
+
+def cycle_report(merged: MergedGraph, cycle: list[Edge]) -> Report:
+    """A circular-locking report for a cycle of the merged graph, in the layout of lockdep's splat.
+
+    ``cycle`` is as :func:`strong_cycles` gives it.  Every dependency on it is listed with the
+    origin (test id), source (worker) and thread that made it, and its stack.
+    """
+    closing = cycle[0]
+    tail, head = closing.prev, closing.next
+    sources = sorted({s for e in cycle for s in merged.edge_sources[e].sources})
+    title = "WARNING: possible circular locking dependency detected"
+    lines = ["", "=" * 54, title, f"{_splat.VERSION} merged graph of {', '.join(sources)}", "-" * 54,
+             "no single process saw this cycle; the union of their graphs closes it.", "",
+             f"{closing.thread} ({_made_by(merged, closing, thread=False)}) acquired lock:",
+             _describe(merged, head), "",
+             "while holding lock:", _describe(merged, tail), "", "which lock already depends on the new lock.",
+             "", "", "the existing dependency chain (in reverse order) is:"]
+    # Entry #0 is the head with the closing edge; #k the k-th class after it, with the edge into it.
+    entries = [(head, closing)] + [(e.next, e) for e in cycle[1:]]
+    for depth in range(len(entries) - 1, -1, -1):
+        cls, edge = entries[depth]
+        lines += ["", f"-> #{depth}{_describe(merged, cls)}:", f"       [{_made_by(merged, edge)}]"]
+        lines += ["       " + frame for frame in merged.edge_sources[edge].stack]
+    lines += ["", "other info that might help us debug this:", ""]
+    parent = entries[-2][0] if len(entries) >= 2 else head
+    if parent is not head:
+        lines += ["Chain exists of:", f"  {head.name} --> {parent.name} --> {tail.name}", ""]
+    first = "lock" if closing.types & _EXCLUSIVE else "rlock"
+    last = "lock" if closing.types & ~_RECURSIVE else "rlock"
+    lines += _splat.scenario_two_cpus(f"{first}({tail.name});", [f"lock({parent.name});", f"lock({tail.name});"],
+                                      f"{last}({head.name});")
+    classes = [head] + [e.next for e in cycle[1:]]
+    return Report(kind="circular", title=title, text="\n".join(lines).strip("\n"),
+                  classes=tuple(cls.key.name for cls in classes),
+                  threads=tuple(dict.fromkeys(e.thread for e in cycle)),
+                  details={"sources": sources})
+
+
+def _describe(merged: MergedGraph, cls: LockClass) -> str:
+    """`` (name) [type, file:line]``: a merged class, which has no usage bits to print."""
+    return f" ({cls.name}) [{cls.ltype.name}, {merged.sites.get(cls, '?')}]"
+
+
+def _made_by(merged: MergedGraph, edge: Edge, thread: bool = True) -> str:
+    """``in <origin>, <sources>[, thread <thread>]``: who made an edge of the merged graph."""
+    parts = [f"in {edge.origin}"] if edge.origin else []
+    parts.append(", ".join(merged.edge_sources[edge].sources))
+    if thread:
+        parts.append(f"thread {edge.thread}")
+    return ", ".join(parts)
+
+
+def graph_to_dot(source: Validator | MergedGraph) -> str:
+    """The graph in Graphviz DOT: one box per class, one arrow per dependency.
+
+    Arrows are labelled with their dependency kinds (``EN``, ``SR|EN``, ...) and carry the origin
+    that first made them as a tooltip; edges on a strong cycle (what lockdep reports as circular)
+    are drawn red and bold.
+    """
+    if isinstance(source, MergedGraph):
+        graph, sites = source.graph, source.sites
+    else:
+        graph = source.graph
+        sites = {cls: format_file_line(cls.key.site) if cls.key.site else "?" for cls in graph.classes}
+    with _graph_lock(source):
+        classes = list(graph.classes)
+        edges = list(graph.edges())
+        on_cycle = {id(e) for cycle in strong_cycles(graph) for e in cycle}
+    lines = ["digraph lockdep {", '  node [shape=box, fontname="monospace"];']
+    for cls in classes:
+        label = "\\n".join(_escape(part) for part in (cls.name, cls.ltype.name, sites.get(cls, "?")))
+        lines.append(f'  c{cls.id} [label="{label}"];')
+    for e in edges:
+        attrs = [f'label="{e.kinds}"']
+        if e.origin:
+            attrs.append(f'tooltip="{_escape(e.origin)}"')
+        if id(e) in on_cycle:
+            attrs += ["color=red", "penwidth=2", "style=bold"]
+        lines.append(f"  c{e.prev.id} -> c{e.next.id} [{', '.join(attrs)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape(text: str) -> str:
+    """``text`` as the contents of a DOT string."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _graph_lock(source: object):
+    """The validator's graph lock, or nothing for a merged graph (owned by its caller)."""
+    lock = getattr(source, "graph_lock", None)
+    return lock if lock is not None else nullcontext()
