@@ -1,0 +1,64 @@
+"""Cost of a validated acquire+release on a chain already seen, against ``threading.Lock``.
+
+Run: ``python benchmarks/overhead.py``.  Each figure is the best of several repeats of a ``with``
+block (depth 1) or four nested ``with`` blocks (depth 4), timed in the same run as the same code on
+``threading.Lock``.  Goals (issue 2): at most 4x at depth 1 and at most 5x per lock at depth 4.
+"""
+
+from __future__ import annotations
+
+import threading
+import timeit
+from collections.abc import Callable
+
+import pylockdep
+
+LOOPS = 50_000
+REPEATS = 7
+GOALS = {1: 4.0, 4: 5.0}
+
+
+def depth1(lock: object) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(LOOPS):
+            with lock:
+                pass
+    return run
+
+
+def depth4(a: object, b: object, c: object, d: object) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(LOOPS):
+            with a, b, c, d:
+                pass
+    return run
+
+
+def best(fn: Callable[[], None]) -> float:
+    """Seconds per loop iteration, best of REPEATS."""
+    fn()  # warm up: the chain is validated once here
+    return min(timeit.repeat(fn, number=1, repeat=REPEATS)) / LOOPS
+
+
+def main() -> int:
+    plain = [threading.Lock() for _ in range(4)]
+    base = {1: best(depth1(plain[0])), 4: best(depth4(*plain))}
+    print(f"threading.Lock: depth 1 {base[1] * 1e9:7.0f} ns   depth 4 {base[4] * 1e9:7.0f} ns")
+    failed = 0
+    with pylockdep.validate() as v:
+        for kind in (pylockdep.Mutex, pylockdep.SpinLock):
+            locks = [kind(f"bench_{kind.__name__}_{i}") for i in range(4)]
+            for depth, fn in ((1, depth1(locks[0])), (4, depth4(*locks))):
+                cost = best(fn)
+                ratio = cost / base[depth]
+                ok = ratio <= GOALS[depth]
+                failed += not ok
+                per = "per lock " if depth > 1 else ""
+                print(f"{kind.__name__:9} depth {depth}: {cost * 1e9:7.0f} ns  ratio {per}{ratio:5.2f}x "
+                      f"(goal <= {GOALS[depth]:.0f}x) {'ok' if ok else 'MISSED'}")
+    assert not v.reports
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
