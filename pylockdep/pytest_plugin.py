@@ -1,6 +1,377 @@
-"""pytest plugin for pylockdep (work in progress: issue 7)."""
+"""pytest plugin: one lockdep validator for the whole test session.
+
+Off unless ``pytest --lockdep`` (or the ini option ``lockdep = true``).  When on:
+
+- A fresh validator (:func:`pylockdep.validate`, ``raise_on_report=False``) is in force from the
+  start of the session to its end, so its graph keeps every dependency any test taught it, as the
+  kernel's graph lives for its uptime.  ``--lockdep-rt`` checks with PREEMPT_RT rules;
+  ``--lockdep-threading`` runs the session inside :func:`pylockdep.instrument_threading`.
+- The validator's ``origin`` is the running test's node id during its setup, call and teardown,
+  so each dependency (and each report) remembers which test made it; a cycle closed by a later
+  test's edge prints the earlier test's id next to the edge it made.
+- A report made during a test's setup, call or teardown fails that phase of the test, with the
+  whole splat in its failure text.  ``@pytest.mark.lockdep_expect("kind", ...)`` turns that
+  around: each kind named must have been reported by the end of the test's call phase, and
+  reports of those kinds do not fail it (any other kind still does).  The ``lockdep`` fixture is
+  the live list of the reports made during the test.
+- Tests that open their own ``pylockdep.validate()`` block are validated by that validator while
+  it is in force; its reports are theirs to judge and never reach the session.
+  ``@pytest.mark.lockdep_off`` runs a test under whatever validator was in force before the
+  session (the process-wide default), as without the plugin: for tests of that default itself.
+- Reports made outside every test (while collecting, say) are listed in the summary and make the
+  session exit non-zero.
+- The terminal summary counts the reports by kind and the classes and dependencies learned;
+  ``--lockdep-graph=FILE.dot`` writes the graph (edges on a cycle in red) and
+  ``--lockdep-json=FILE`` the reports, one JSON object (``Report.as_dict()``) per line.
+- Under pytest-xdist each worker sends its graph and reports to the controller when it finishes.
+  The controller merges the graphs, reports every cycle that no single worker saw (a worker
+  reported the others itself) with a splat of the merged graph, and makes the session exit
+  non-zero.  Summary and files then describe the whole run.
+- Under pytest-timeout a watchdog fires shortly before a test's timeout (a quarter of it, at most
+  one second, early) and prints, on the process's standard error, every thread's held locks and
+  the lock each thread is blocked on, in the layout of the kernel's "Showing all locks held in the
+  system".  pytest's capture collects it, and pytest-timeout prints what was captured before it
+  ends the test or the process.  A test that finishes after all still passes.
+"""
+
+from __future__ import annotations
+
+import _thread
+import json
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import pylockdep
+
+from . import _export, _hang
+from ._report import Report
+from ._validator import Validator, active, validate
+
+_SESSION = pytest.StashKey["_Session | _Controller"]()
+_TEST = pytest.StashKey["_Test"]()
+_WATCHDOG = pytest.StashKey["_Watchdog"]()
+_SUBOPTIONS = ("lockdep_rt", "lockdep_threading", "lockdep_graph", "lockdep_json")
 
 
-def pytest_addoption(parser):
-    group = parser.getgroup("lockdep")
-    group.addoption("--lockdep", action="store_true", default=False, help="validate lock usage with pylockdep")
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lockdep", "lock dependency validation (pylockdep)")
+    group.addoption("--lockdep", action="store_true", default=False,
+                    help="validate lock usage with pylockdep: one graph for the session; a test that "
+                         "breaks a lock rule fails")
+    group.addoption("--lockdep-rt", action="store_true", default=False,
+                    help="check as a PREEMPT_RT kernel would run (spinlock_t and rwlock_t sleep)")
+    group.addoption("--lockdep-threading", action="store_true", default=False,
+                    help="validate Python's threading locks created during the session too")
+    group.addoption("--lockdep-graph", metavar="FILE.dot", default=None,
+                    help="write the dependency graph in Graphviz DOT, cycle edges in red")
+    group.addoption("--lockdep-json", metavar="FILE", default=None,
+                    help="write the reports as JSON lines")
+    parser.addini("lockdep", "validate lock usage with pylockdep (as --lockdep)", type="bool", default=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "lockdep_expect(*kinds): the test must make pylockdep reports of these kinds (and no others)")
+    config.addinivalue_line(
+        "markers", "lockdep_off: run the test under the validator in force before the session, not the session's")
+    if not (config.getoption("lockdep") or config.getini("lockdep")):
+        given = [name for name in _SUBOPTIONS if config.getoption(name)]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise pytest.UsageError(f"{flags}: needs --lockdep (or the ini option lockdep = true)")
+        return
+    if config.getoption("lockdep_threading") and not hasattr(pylockdep, "instrument_threading"):
+        raise pytest.UsageError("--lockdep-threading: this pylockdep has no instrument_threading() "
+                                "(Python's threading locks cannot be validated yet)")
+    is_worker = hasattr(config, "workerinput")
+    if not is_worker and getattr(config.option, "dist", "no") != "no":
+        plugin: _Session | _Controller = _Controller(config)
+    else:
+        plugin = _Session(config)
+    config.stash[_SESSION] = plugin
+    config.pluginmanager.register(plugin, "lockdep-session")
+
+
+@pytest.fixture
+def lockdep(request: pytest.FixtureRequest) -> Iterator[list[Report]]:
+    """The reports made during this test, as a list that grows while the test runs.
+
+    Under ``--lockdep`` these are the session validator's reports from this test's setup on;
+    without it, those of the validator in force when the fixture was set up (usually the
+    process-wide default) while the fixture is alive.
+    """
+    test = request.node.stash.get(_TEST, None)
+    if test is not None:
+        yield test.reports
+        return
+    reports: list[Report] = []
+    v = pylockdep.current()
+    v.listeners.append(reports.append)
+    try:
+        yield reports
+    finally:
+        v.listeners.remove(reports.append)
+
+
+@dataclass
+class _Test:
+    """What the session knows about the running test."""
+
+    nodeid: str
+    expected: frozenset[str] | None  # kinds named by lockdep_expect, None without the marker
+    reports: list[Report] = field(default_factory=list)
+    judged: int = 0  # reports already attributed to a phase
+
+
+class _Session:
+    """The plugin in a process that runs tests (no xdist, or an xdist worker)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.scope = validate(preempt_rt=config.getoption("lockdep_rt"), raise_on_report=False)
+        self.validator: Validator = self.scope.validator
+        self.validator.listeners.append(self._on_report)
+        self.instrumentation: Any = None
+        if config.getoption("lockdep_threading"):
+            self.instrumentation = pylockdep.instrument_threading()
+        self.outer: Validator | None = None  # the validator in force before the session
+        self.test: _Test | None = None
+        self.outside: list[Report] = []
+        self.is_worker = hasattr(config, "workerinput")
+
+    # -- the session -------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.outer = pylockdep.current()
+        self.scope.__enter__()
+        if self.instrumentation is not None:
+            self.instrumentation.__enter__()
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.instrumentation is not None:
+            self.instrumentation.__exit__(None, None, None)
+        self.scope.__exit__(None, None, None)
+        if self.is_worker:
+            self.config.workeroutput["lockdep"] = {  # type: ignore[attr-defined]
+                "graph": _export.graph_to_data(self.validator),
+                "reports": [r.as_dict() for r in self.validator.reports],
+                "outside": [r.as_dict() for r in self.outside],
+            }
+            return
+        if self.outside and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        write_files(self.config, lambda: _export.graph_to_dot(self.validator),
+                    [r.as_dict() for r in self.validator.reports])
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_worker:
+            return
+        graph = self.validator.graph
+        summarize(terminalreporter, [r.as_dict() for r in self.validator.reports], len(graph.classes),
+                  graph.nr_edges, [r.as_dict() for r in self.outside], [])
+
+    def _on_report(self, report: Report) -> None:
+        test = self.test
+        if test is not None and report.origin == test.nodeid:
+            test.reports.append(report)
+        else:
+            self.outside.append(report)
+
+    # -- each test ---------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+        marker = item.get_closest_marker("lockdep_expect")
+        test = _Test(item.nodeid, frozenset(marker.args) if marker is not None else None)
+        item.stash[_TEST] = test
+        off = item.get_closest_marker("lockdep_off") is not None
+        if off:
+            active.validator = self.outer or active.validator
+        self.test = test
+        self.validator.origin = item.nodeid
+        try:
+            return (yield)
+        finally:
+            self.validator.origin = None
+            self.test = None
+            if off:
+                active.validator = self.validator
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
+        rep = yield
+        test = item.stash.get(_TEST, None)
+        if test is None or test is not self.test:
+            return rep
+        new = test.reports[test.judged:]
+        test.judged += len(new)
+        problems = []
+        unexpected = [r for r in new if test.expected is None or r.kind not in test.expected]
+        if unexpected:
+            problems.append(describe_reports(unexpected, call.when, item.nodeid))
+        if test.expected and call.when == "call" and not rep.skipped:
+            missing = sorted(test.expected - {r.kind for r in test.reports})
+            if missing:
+                made = ", ".join(r.kind for r in test.reports) or "none"
+                problems.append(f"pylockdep: {item.nodeid} expected report(s) of kind {', '.join(missing)}; "
+                                f"made: {made}")
+        if problems:
+            fail_report(rep, "\n\n".join(problems))
+        return rep
+
+    # -- pytest-timeout ----------------------------------------------------------------------
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> None:
+        timeout = float(settings.timeout)
+        early = timeout - min(1.0, timeout / 4)
+        started = time.monotonic()
+
+        def dump() -> None:
+            header = (f"INFO: {item.nodeid} still running after {time.monotonic() - started:.1f} s; "
+                      f"pytest-timeout stops it at {timeout:g} s.")
+            _hang.print_dump(pylockdep.current(), header)
+
+        item.stash[_WATCHDOG] = _Watchdog(early, dump)
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_timeout_cancel_timer(self, item: pytest.Item) -> None:
+        watchdog = item.stash.get(_WATCHDOG, None)
+        if watchdog is not None:
+            del item.stash[_WATCHDOG]
+            watchdog.cancel()
+
+
+class _Controller:
+    """The plugin in an xdist controller: gathers the workers' graphs and reports, merges them."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.workers: list[tuple[str, dict]] = []
+        self.merged: _export.MergedGraph | None = None
+        self.cycles: list[Report] = []
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        data = getattr(node, "workeroutput", {}).get("lockdep")
+        if data is not None:
+            self.workers.append((node.gateway.id, data))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        merged = self.merged = _export.merge((worker, data["graph"]) for worker, data in self.workers)
+        for cycle in _export.strong_cycles(merged.graph):
+            common = set(merged.edge_sources[cycle[0]].sources)
+            for edge in cycle[1:]:
+                common &= set(merged.edge_sources[edge].sources)
+            if not common:  # a cycle one worker saw whole, that worker reported
+                self.cycles.append(_export.cycle_report(merged, cycle))
+        if (self.cycles or self._outside()) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        write_files(self.config, lambda: _export.graph_to_dot(merged),
+                    self._reports() + [r.as_dict() for r in self.cycles])
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        merged = self.merged
+        if merged is None:
+            return
+        summarize(terminalreporter, self._reports(), len(merged.graph.classes), merged.graph.nr_edges,
+                  self._outside(), self.cycles, workers=len(self.workers))
+
+    def _reports(self) -> list[dict]:
+        return [dict(r, worker=worker) for worker, data in self.workers for r in data["reports"]]
+
+    def _outside(self) -> list[dict]:
+        return [dict(r, worker=worker) for worker, data in self.workers for r in data["outside"]]
+
+
+# -- helpers shared by both roles ------------------------------------------------------------
+
+
+def describe_reports(reports: list[Report], when: str, nodeid: str) -> str:
+    """The failure text for reports made during one phase of a test: a header and each splat."""
+    kinds = ", ".join(r.kind for r in reports)
+    header = f"pylockdep: {len(reports)} report(s) during the {when} of {nodeid}: {kinds}"
+    return "\n\n".join([header] + [r.text for r in reports])
+
+
+def fail_report(rep: pytest.TestReport, text: str) -> None:
+    """Make ``rep`` a failure showing ``text`` (after its own failure text, if it already failed)."""
+    longrepr = rep.longrepr
+    if rep.failed and hasattr(longrepr, "addsection"):
+        longrepr.addsection("pylockdep", text)
+    elif rep.failed and longrepr is not None:
+        rep.longrepr = f"{longrepr}\n\n{text}"
+    else:
+        rep.outcome = "failed"
+        rep.longrepr = text
+
+
+def write_files(config: pytest.Config, dot: Callable[[], str], reports: list[dict]) -> None:
+    """Write ``--lockdep-graph`` (DOT, built only if asked for) and ``--lockdep-json`` (JSON lines)."""
+    graph_path = config.getoption("lockdep_graph")
+    if graph_path:
+        with open(graph_path, "w", encoding="utf-8") as f:
+            f.write(dot())
+    json_path = config.getoption("lockdep_json")
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in reports)
+
+
+def summarize(tr: Any, reports: list[dict], nr_classes: int, nr_edges: int, outside: list[dict],
+              cycles: list[Report], workers: int | None = None) -> None:
+    """The ``lockdep`` section of the terminal summary."""
+    tr.section("lockdep")
+    kinds = Counter(r["kind"] for r in reports) + Counter(r.kind for r in cycles)
+    total = sum(kinds.values())
+    if total:
+        tr.line(f"{total} report(s): " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())))
+    else:
+        tr.line("no reports")
+    merged = f" (graphs of {workers} xdist workers merged)" if workers is not None else ""
+    tr.line(f"{nr_classes} lock classes, {nr_edges} dependencies learned{merged}")
+    if outside:
+        tr.line(f"{len(outside)} report(s) made outside any test:", red=True)
+        for r in outside:
+            tr.line(r["text"])
+    if cycles:
+        tr.line(f"{len(cycles)} cycle(s) that only the merged graph shows:", red=True)
+        for r in cycles:
+            tr.line(r.text)
+    for option, what in (("lockdep_graph", "graph"), ("lockdep_json", "reports")):
+        path = tr.config.getoption(option)
+        if path:
+            tr.line(f"{what} written to {path}")
+
+
+class _Watchdog:
+    """Runs ``action`` once ``delay`` seconds have passed, unless cancelled first.
+
+    It runs on a raw ``_thread`` thread with a raw lock, so that it never shows up among the
+    threads and locks it reports on (not even with threading instrumented).
+    """
+
+    def __init__(self, delay: float, action: Callable[[], None]) -> None:
+        self._cancelled = _thread.allocate_lock()
+        self._cancelled.acquire()
+        _thread.start_new_thread(self._run, (delay, action))
+
+    def _run(self, delay: float, action: Callable[[], None]) -> None:
+        if not self._cancelled.acquire(timeout=delay):
+            try:
+                action()
+            except Exception:  # a raw thread would print it without context
+                print("pylockdep: the hang dump failed:", file=sys.__stderr__)
+                traceback.print_exc(file=sys.__stderr__)
+
+    def cancel(self) -> None:
+        """Stop the watchdog if it has not fired yet."""
+        if self._cancelled.locked():
+            self._cancelled.release()
