@@ -172,13 +172,16 @@ def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bi
     cls.usage_stacks[bit] = capture_stack()
     if not clash:
         return
-    v.any_irq_usage = True
+    if is_used_in(bit):
+        # Only once some class is irq-safe can an edge or a new irq-unsafe class be wrong.
+        v.any_irq_usage = True
     for old in _bits_of(cls.usage & clash):
         lines = _splat.inconsistent(v, t, cls, lock, site, USAGE_NAMES[old], USAGE_NAMES[bit],
                                     cls.usage_stacks.get(old, ()), irq_flags(t))
         v.report("inconsistent_lock_state", lines[2], lines, (cls,), dedupe=(old, bit))
         return
-    check_usage_inversion(v, t, cls, lock, read, bit, site)
+    if v.any_irq_usage:
+        check_usage_inversion(v, t, cls, lock, read, bit, site)
 
 
 def check_usage_inversion(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int,
