@@ -65,7 +65,7 @@ class SRCU(_Validated):
             self._tls.stack = stack = []
             return stack
 
-    def reading(self) -> bool:
+    def read_lock_held(self) -> bool:
         """Whether the calling thread is inside a read side of this SRCU (``srcu_read_lock_held``)."""
         return bool(self._stack())
 
@@ -80,7 +80,7 @@ class SRCU(_Validated):
         return True
 
     def _is_held(self, read: int) -> bool:
-        return self.reading() if read else self._sync_owner is not None
+        return self.read_lock_held() if read else self._sync_owner is not None
 
     def _unlock(self, read: int) -> None:
         """The counters are dropped by :meth:`read_unlock`, which knows the index."""
@@ -198,7 +198,7 @@ class SRCU(_Validated):
         """Return ``value`` (``srcu_dereference``); outside a read side of this SRCU, report
         suspicious RCU usage."""
         v = active.validator
-        if not v.off and not self.reading():
+        if not v.off and not self.read_lock_held():
             _suspicious(v, caller_site(), DEREFERENCE_CHECK, (v.class_for(self._key),))
         return value
 
@@ -229,7 +229,7 @@ class _RCUMap(_Validated):
     def _blockers(self, mode: int, ident: int) -> list[int]:
         return []
 
-    def reading(self) -> bool:
+    def read_lock_held(self) -> bool:
         """Whether the calling thread is inside an RCU read side (``rcu_read_lock_held``).
 
         On PREEMPT_RT a held ``spinlock_t`` is one too, since taking it enters an RCU read side.
@@ -291,6 +291,6 @@ def rcu_read() -> Iterator[None]:
 def rcu_dereference(value: T) -> T:
     """Return ``value``; outside an RCU read side, report suspicious RCU usage."""
     v = active.validator
-    if not v.off and not RCU.reading():
+    if not v.off and not RCU.read_lock_held():
         _suspicious(v, caller_site(), DEREFERENCE_CHECK, (_rcu_class(v),))
     return value
