@@ -31,7 +31,7 @@ from ._classes import (
 from ._frames import Site, capture_stack
 from ._graph import PathStep, dep_kind
 from ._locktypes import WAIT_CONFIG, WAIT_INV, WAIT_MAX, WAIT_SPIN, effective_wait
-from ._task import H_CLASS, H_IRQ, H_READ, H_SPIN, H_TRYLOCK, Task
+from ._task import H_CLASS, H_IRQ, H_READ, H_SPIN, H_TRYLOCK, Task, held_site
 
 if TYPE_CHECKING:
     from ._validator import Validator
@@ -42,22 +42,35 @@ USED_IN_ALL = USED_IN_HARDIRQ | USED_IN_HARDIRQ_READ | USED_IN_SOFTIRQ | USED_IN
 ENABLED_ALL = ENABLED_HARDIRQ | ENABLED_HARDIRQ_READ | ENABLED_SOFTIRQ | ENABLED_SOFTIRQ_READ
 
 
-def in_atomic_count(v: Validator, t: Task) -> int:
-    """The preempt count ``in_atomic()`` reads: preemption, spinning locks and interrupt levels.
+# Units of the kernel's preempt_count(), as might_sleep() prints it.
+PREEMPT_OFFSET = 0x1
+SOFTIRQ_OFFSET = 0x100  # serving a softirq
+SOFTIRQ_DISABLE_OFFSET = 0x200  # per local_bh_disable()
+HARDIRQ_OFFSET = 0x10000  # per hard interrupt level
 
-    On PREEMPT_RT softirqs and bottom-half sections run in preemptible threads and do not count.
+
+def preempt_count(v: Validator, t: Task) -> int:
+    """The kernel's ``preempt_count()``: preemption, spinning locks, softirq and hardirq levels.
+
+    On PREEMPT_RT softirqs and bottom-half sections run in preemptible threads and do not count,
+    and neither does a ``spinlock_t`` (``t.spins`` only counts locks that disable preemption).
     """
-    count = t.preempt + t.spins + t.hardirq
+    count = (t.preempt + t.spins) * PREEMPT_OFFSET + t.hardirq * HARDIRQ_OFFSET
     if not v.preempt_rt:
-        count += t.softirq + t.bh
+        count += t.softirq * SOFTIRQ_OFFSET + t.bh * SOFTIRQ_DISABLE_OFFSET
     return count
 
 
 def rcu_depth(v: Validator, t: Task) -> int:
-    """RCU read-side nesting; on PREEMPT_RT a held ``spinlock_t`` is an RCU read section too."""
+    """RCU read-side nesting (``rcu_preempt_depth()``).
+
+    On PREEMPT_RT taking a ``spinlock_t``/``rwlock_t`` enters an RCU read side, and so does the
+    first ``local_bh_disable()`` (which softirq processing also goes through).
+    """
     depth = t.rcu
     if v.preempt_rt:
         depth += sum(1 for entry in t.held if entry[H_CLASS].ltype.sleeps_on_rt)
+        depth += bool(t.bh or t.softirq)
     return depth
 
 
@@ -66,31 +79,41 @@ def check_might_sleep(v: Validator, t: Task, site: Site, functions: list[str], r
     """A function that may sleep must be called preemptible, with interrupts on and no RCU reader.
 
     This is the scheduler's ``__might_sleep()``: it runs for every sleeping lock, for
-    ``spinlock_t`` on PREEMPT_RT (allowing the RCU nesting such locks bring), for SRCU's
-    synchronize, and for explicit ``might_sleep()`` calls.
+    ``spinlock_t`` on PREEMPT_RT (allowing the RCU nesting such locks bring: ``rcu_allowed``), for
+    SRCU's synchronize, and for explicit ``might_sleep()`` calls.
     """
-    atomic = in_atomic_count(v, t)
+    count = preempt_count(v, t)
     depth = rcu_depth(v, t)
-    if atomic == 0 and not t.irqs_off and depth <= rcu_allowed:
+    if count == 0 and not t.irqs_off and depth == rcu_allowed:
         return
     held = tuple(entry[H_CLASS] for entry in t.held)
     classes = held + ((lock_cls,) if lock_cls is not None else ())
-    atomic_site = _atomic_site(t)
-    lines = _splat.sleep_in_atomic(v, t, site, int(atomic > 0), atomic, rcu_allowed, atomic_site, functions)
+    atomic_site = atomic_section_site(v, t) if count else None
+    lines = _splat.sleep_in_atomic(v, t, site, count, depth, rcu_allowed, atomic_site, functions)
     # One report per set of classes; a bare might_sleep() (no lock) is told apart by its call site.
     v.report("sleep_in_atomic", lines[0], lines, classes, site=site, dedupe=() if classes else (site,))
     v.taint = "Tainted: G        W"
 
 
-def _atomic_site(t: Task) -> Site | None:
-    """Where the current atomic section began: the first spinning lock, or preempt_disable()."""
+def nonlock_atomic(v: Validator, t: Task) -> bool:
+    """Whether something other than a held spinning lock makes the thread atomic right now."""
+    return bool(t.preempt or t.hardirq or (not v.preempt_rt and (t.softirq or t.bh)))
+
+
+def atomic_section_site(v: Validator, t: Task) -> Site | None:
+    """Where the current atomic section began (``Preemption disabled at:``).
+
+    That is the earlier of the first held lock that disabled preemption and the call
+    (``preempt_disable()``, ``local_bh_disable()``, an interrupt handler) that made the count
+    non-zero while no such lock was counted.
+    """
     first_spin = next((i for i, e in enumerate(t.held) if e[H_SPIN]), None)
-    if t.atomic_site is not None and (first_spin is None or t.atomic_depth <= first_spin):
+    nonlock = nonlock_atomic(v, t)
+    if nonlock and t.atomic_site is not None and (first_spin is None or t.atomic_depth <= first_spin):
         return t.atomic_site
     if first_spin is not None:
-        entry = t.held[first_spin]
-        return (entry[4], entry[5])
-    return t.atomic_site
+        return held_site(t.held[first_spin])
+    return t.atomic_site if nonlock else None
 
 
 def task_wait_context(t: Task) -> int:
@@ -136,10 +159,15 @@ def _irq_segment(t: Task) -> list[tuple]:
 
 
 def irq_flags(t: Task) -> str:
-    """``[HC0[0]:SC0[0]:HE1:SE1]``: in hardirq/softirq (with depth), hard/soft irqs enabled."""
+    """``[HC0[0]:SC0[0]:HE1:SE1]``: in a hardirq / softirq (with the kernel's counts), hard / soft irqs enabled.
+
+    The softirq count is that of ``softirq_count()``: one per softirq being served, two per
+    ``local_bh_disable()``.  Softirqs being enabled does not depend on hard irqs.
+    """
     he = int(not t.irqs_off)
-    se = int(not (t.bh or t.softirq) and he)
-    return f"[HC{int(t.hardirq > 0)}[{t.hardirq}]:SC{int(t.softirq > 0)}[{t.softirq}]:HE{he}:SE{se}]"
+    se = int(not (t.bh or t.softirq))
+    return (f"[HC{int(t.hardirq > 0)}[{t.hardirq}]:SC{int(t.softirq > 0)}[{t.softirq + 2 * t.bh}]"
+            f":HE{he}:SE{se}]")
 
 
 def acquire_usage(v: Validator, t: Task, read: int, trylock: bool, sync: bool, checked: bool) -> list[int]:
@@ -175,6 +203,7 @@ def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bi
     if is_used_in(bit):
         # Only once some class is irq-safe can an edge or a new irq-unsafe class be wrong.
         v.any_irq_usage = True
+        v.graph.mark_irq_safe(cls, bit)
     for old in _bits_of(cls.usage & clash):
         lines = _splat.inconsistent(v, t, cls, lock, site, USAGE_NAMES[old], USAGE_NAMES[bit],
                                     cls.usage_stacks.get(old, ()), irq_flags(t))
@@ -199,7 +228,7 @@ def check_usage_inversion(v: Validator, t: Task, cls: LockClass, lock: object, r
     write_form = base << 2 if forwards else base
     state = usage_state(bit) + ("" if path.cls.usage & write_form else "-READ")
     lines = _splat.irq_inversion(v, t, cls, lock, site, state, forwards, path)
-    v.report("irq_inversion", lines[2], lines, (cls, path.cls), dedupe=(forwards,))
+    v.report("irq_inversion", lines[2], lines, (step.cls for step in path.walk()), dedupe=(forwards,))
 
 
 def _usage_match(mask: int):
@@ -267,7 +296,7 @@ def check_prev_add(v: Validator, t: Task, prev_entry: tuple, cls: LockClass, loc
             lines = _splat.circular(v, t, prev_entry, cls, lock, read, site, path, sync)
             classes = tuple(step.cls for step in path.walk())
             v.report("circular", lines[2], lines, classes, site=site)
-    if v.any_irq_usage:
+    if graph.irq_safe_reaching(prev):  # else no irq-safe class stands behind prev
         check_irq_usage(v, t, prev_entry, cls, lock, read, site)
     if edge is not None:
         edge.types |= kind
@@ -315,9 +344,10 @@ def check_irq_usage(v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lo
     safe_bit, unsafe_bit = pair
     state = usage_state(safe_bit) + ("-READ" if is_read_bit(safe_bit) else "")
     lines = _splat.irq_unsafe_order(v, t, prev_entry, cls, lock, site, state, backward, forward,
-                                    USAGE_NAMES[safe_bit], USAGE_NAMES[unsafe_bit], irq_flags(t))
-    v.report("irq_unsafe_order", lines[2], lines, (backward.cls, prev, cls, forward.cls), site=site,
-             dedupe=(state,))
+                                    safe_bit, unsafe_bit, irq_flags(t))
+    # Every class involved: the safe one down to the held lock, then the new lock out to the unsafe one.
+    involved = [step.cls for step in reversed(backward.walk())] + [step.cls for step in forward.walk()]
+    v.report("irq_unsafe_order", lines[2], lines, dict.fromkeys(involved), site=site, dedupe=(state,))
 
 
 def _exclusive_match(safe_usage: int, unsafe_usage: int) -> tuple[int, int] | None:

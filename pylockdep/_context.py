@@ -14,7 +14,7 @@ from . import _checks, _splat
 from ._classes import ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ
 from ._frames import Site, caller_site
 from ._locktypes import LockType
-from ._task import H_CLASS, H_LOCK, H_READ, Task
+from ._task import H_CLASS, H_LOCK, H_READ, Task, held_site
 from ._validator import Validator, active
 
 
@@ -23,14 +23,15 @@ def _here() -> tuple[Validator, Task]:
     return v, v.task()
 
 
-def _imbalance(v: Validator, t: Task, what: str) -> None:
+def _imbalance(v: Validator, t: Task, title: str, detail: str) -> None:
+    """Report a context call that has nothing to undo (or is not allowed here); change nothing."""
     site = caller_site()
-    v.report_now("context_imbalance", lambda task: _splat.context_imbalance(v, task, what, site), (),
-                 site=site, dedupe=(what, site))
+    v.report_now("context_imbalance", lambda task: _splat.context_imbalance(v, task, title, detail, site), (),
+                 site=site, dedupe=(title, site))
 
 
-def _mark_held(v: Validator, t: Task, write_bit: int, read_bit: int, site: Site) -> None:
-    """Interrupts were just enabled: every held validated lock is now held with them on."""
+def _mark_held(v: Validator, t: Task, write_bit: int, read_bit: int) -> None:
+    """Interrupts are being enabled: every held validated lock is now held with them on."""
     if v.off or t.busy or not t.held:
         return
     with v.graph_lock:
@@ -38,33 +39,72 @@ def _mark_held(v: Validator, t: Task, write_bit: int, read_bit: int, site: Site)
             cls = entry[H_CLASS]
             if cls.validated:
                 bit = read_bit if entry[H_READ] else write_bit
-                _checks.mark_lock(v, t, cls, entry[H_LOCK], entry[H_READ], bit, site)
+                _checks.mark_lock(v, t, cls, entry[H_LOCK], entry[H_READ], bit, held_site(entry))
     v.flush()
 
+
+# -- irq event stamps: where interrupts were last turned on and off -----------------------------
+
+def _hardirqs_off(t: Task, site: Site) -> None:
+    if not t.irqs_off:
+        trace = t.irqtrace
+        trace.events += 1
+        trace.hardirq_disable_event, trace.hardirq_disable_site = trace.events, site
+    t.irqs_off = True
+
+
+def _hardirqs_on(t: Task, site: Site) -> None:
+    if t.irqs_off:
+        trace = t.irqtrace
+        trace.events += 1
+        trace.hardirq_enable_event, trace.hardirq_enable_site = trace.events, site
+    t.irqs_off = False
+
+
+def _softirqs_changed(t: Task, was_enabled: bool, site: Site) -> None:
+    """Record a softirq on/off transition after ``bh``/``softirq`` changed."""
+    enabled = _softirqs_enabled(t)
+    if enabled != was_enabled:
+        trace = t.irqtrace
+        trace.events += 1
+        if enabled:
+            trace.softirq_enable_event, trace.softirq_enable_site = trace.events, site
+        else:
+            trace.softirq_disable_event, trace.softirq_disable_site = trace.events, site
+
+
+def _softirqs_enabled(t: Task) -> bool:
+    return not (t.bh or t.softirq)
+
+
+# -- hard interrupts ---------------------------------------------------------------------------
 
 def local_irq_disable() -> None:
     """Disable hard interrupts on this (simulated) CPU."""
     v, t = _here()
-    if not t.irqs_off:
-        t.irqs_off_site = caller_site()
-    t.irqs_off = True
+    _hardirqs_off(t, caller_site())
     t.update_ctx()
 
 
 def local_irq_enable() -> None:
-    """Enable hard interrupts; the locks held now become taken-with-irqs-enabled."""
+    """Enable hard interrupts; the locks held now become taken-with-irqs-enabled.
+
+    Not allowed inside a hard interrupt handler (the handler returns with interrupts off): that is
+    reported as a context imbalance and changes nothing.
+    """
     v, t = _here()
     if t.hardirq:
-        _imbalance(v, t, "local_irq_enable() in hardirq context")
+        _imbalance(v, t, "local_irq_enable() in hardirq context",
+                   "but interrupts stay disabled until the hardirq handler returns!")
         return
-    was_off = t.irqs_off
-    t.irqs_off = False
+    if not t.irqs_off:
+        return
+    # As lockdep does, the held locks are marked before the irq state flips (a splat says HE0).
+    _mark_held(v, t, ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ)
+    if _softirqs_enabled(t):
+        _mark_held(v, t, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ)
+    _hardirqs_on(t, caller_site())
     t.update_ctx()
-    if was_off:
-        site = caller_site()
-        _mark_held(v, t, ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ, site)
-        if not (t.bh or t.softirq):
-            _mark_held(v, t, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ, site)
 
 
 @contextmanager
@@ -91,11 +131,17 @@ def irqs_saved_for(ltype: LockType) -> Iterator[None]:
         yield
 
 
+# -- bottom halves -----------------------------------------------------------------------------
+
 def local_bh_disable() -> None:
     """Disable softirqs (bottom halves) on this CPU."""
     v, t = _here()
-    _note_atomic(t)
+    site = caller_site()
+    if not v.preempt_rt:
+        _note_atomic(v, t, site)
+    was_enabled = _softirqs_enabled(t)
     t.bh += 1
+    _softirqs_changed(t, was_enabled, site)
     t.update_ctx()
 
 
@@ -103,12 +149,16 @@ def local_bh_enable() -> None:
     """Re-enable softirqs; with hard irqs on, held locks become taken-with-softirqs-enabled."""
     v, t = _here()
     if not t.bh:
-        _imbalance(v, t, "local_bh_enable()")
+        _imbalance(v, t, "unbalanced local_bh_enable()", "but bottom halves are not disabled!")
         return
+    site = caller_site()
+    was_enabled = _softirqs_enabled(t)
     t.bh -= 1
+    _softirqs_changed(t, was_enabled, site)
     t.update_ctx()
-    if not t.bh and not t.softirq and not t.irqs_off:
-        _mark_held(v, t, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ, caller_site())
+    # Unlike hard irqs, softirqs count as enabled before the held locks are marked.
+    if _softirqs_enabled(t) and not t.irqs_off:
+        _mark_held(v, t, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ)
 
 
 @contextmanager
@@ -121,17 +171,22 @@ def bh_disabled() -> Iterator[None]:
         local_bh_enable()
 
 
-def _note_atomic(t: Task) -> None:
-    """Remember where an atomic section starts (for 'Preemption disabled at:')."""
-    if not (t.preempt or t.spins or t.hardirq or t.softirq or t.bh):
-        t.atomic_site = caller_site()
+# -- preemption --------------------------------------------------------------------------------
+
+def _note_atomic(v: Validator, t: Task, site: Site) -> None:
+    """Remember where an atomic section that is not a spinning lock starts ('Preemption disabled at:').
+
+    Called just before the counter that makes the thread atomic goes up.
+    """
+    if not _checks.nonlock_atomic(v, t):
+        t.atomic_site = site
         t.atomic_depth = len(t.held)
 
 
 def preempt_disable() -> None:
     """Disable preemption: nothing that sleeps is allowed until ``preempt_enable()``."""
     v, t = _here()
-    _note_atomic(t)
+    _note_atomic(v, t, caller_site())
     t.preempt += 1
     t.update_ctx()
 
@@ -140,7 +195,7 @@ def preempt_enable() -> None:
     """Re-enable preemption."""
     v, t = _here()
     if not t.preempt:
-        _imbalance(v, t, "preempt_enable()")
+        _imbalance(v, t, "unbalanced preempt_enable()", "but preemption is not disabled!")
         return
     t.preempt -= 1
     t.update_ctx()
@@ -156,6 +211,8 @@ def preempt_disabled() -> Iterator[None]:
         preempt_enable()
 
 
+# -- interrupt handlers ------------------------------------------------------------------------
+
 @contextmanager
 def hardirq(threaded: bool = False) -> Iterator[None]:
     """Run the block as a hard interrupt handler.
@@ -166,12 +223,12 @@ def hardirq(threaded: bool = False) -> Iterator[None]:
     """
     v, t = _here()
     as_thread = threaded and v.preempt_rt
-    saved = (t.irqs_off, t.irqs_off_site)
+    was_off = t.irqs_off
+    site = caller_site()
     if not as_thread:
-        _note_atomic(t)
+        _note_atomic(v, t, site)
+        _hardirqs_off(t, site)
         t.hardirq += 1
-        t.irqs_off = True
-        t.irqs_off_site = caller_site()
     if threaded:
         t.hardirq_threaded += 1
     t.update_ctx()
@@ -180,7 +237,8 @@ def hardirq(threaded: bool = False) -> Iterator[None]:
     finally:
         if not as_thread:
             t.hardirq -= 1
-            t.irqs_off, t.irqs_off_site = saved
+            if not was_off:
+                _hardirqs_on(t, site)
         if threaded:
             t.hardirq_threaded -= 1
         t.update_ctx()
@@ -190,14 +248,18 @@ def hardirq(threaded: bool = False) -> Iterator[None]:
 def softirq() -> Iterator[None]:
     """Run the block as a softirq handler: hard interrupts stay enabled, bottom halves are off."""
     v, t = _here()
+    site = caller_site()
     if not v.preempt_rt:
-        _note_atomic(t)
+        _note_atomic(v, t, site)
+    was_enabled = _softirqs_enabled(t)
     t.softirq += 1
+    _softirqs_changed(t, was_enabled, site)
     t.update_ctx()
     try:
         yield
     finally:
         t.softirq -= 1
+        _softirqs_changed(t, False, site)
         t.update_ctx()
 
 

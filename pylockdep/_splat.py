@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ._classes import LockClass, usage_string
+from ._classes import USAGE_NAMES, LockClass, usage_string
 from ._frames import Site, Stack, capture_stack, format_file_line, format_site, format_stack
 from ._graph import PathStep
 from ._locktypes import effective_wait
@@ -144,19 +144,23 @@ def invalid_wait_context(v: Validator, t: Task, cls: LockClass, lock: object, si
     return lines + held_lines(v, t) + backtrace(v, t)
 
 
-def sleep_in_atomic(v: Validator, t: Task, site: Site, in_atomic: int, preempt_count: int,
-                    expected_rcu: int, atomic_site: Site | None, functions: list[str]) -> list[str]:
-    """'BUG: sleeping function called from invalid context': the scheduler's might_sleep() check."""
+def sleep_in_atomic(v: Validator, t: Task, site: Site, preempt_count: int, rcu_depth: int, expected_rcu: int,
+                    atomic_site: Site | None, functions: list[str]) -> list[str]:
+    """'BUG: sleeping function called from invalid context': the scheduler's might_sleep() check.
+
+    ``preempt_count`` is in the kernel's units; a non-zero one also prints where the atomic
+    section began (``atomic_site``).
+    """
     lines = [f"BUG: sleeping function called from invalid context at {format_file_line(site)}",
-             f"in_atomic(): {in_atomic}, irqs_disabled(): {int(t.irqs_off)}, pid: {t.ident}, name: {t.name}",
-             f"preempt_count: {preempt_count:x}, expected: 0"]
-    if t.rcu:
-        lines.append(f"RCU nest depth: {t.rcu}, expected: {expected_rcu}")
+             f"in_atomic(): {int(preempt_count != 0)}, irqs_disabled(): {int(t.irqs_off)}, non_block: 0, "
+             f"pid: {t.ident}, name: {t.name}",
+             f"preempt_count: {preempt_count:x}, expected: 0",
+             f"RCU nest depth: {rcu_depth}, expected: {expected_rcu}"]
     lines += held_lines(v, t)
     if t.irqs_off:
-        lines.append(f"hardirqs last disabled at: {format_site(t.irqs_off_site)}")
-    if atomic_site is not None:
-        lines += ["Preemption disabled at:", f"[<{id(atomic_site[0]):016x}>] {format_site(atomic_site)}"]
+        lines += irq_stamps(t)
+    if preempt_count:
+        lines += ["Preemption disabled at:", ip_sym(atomic_site)]
     return lines + backtrace(v, t, header="", functions=functions)
 
 
@@ -167,10 +171,28 @@ def inconsistent(v: Validator, t: Task, cls: LockClass, lock: object, site: Site
     lines += [f"inconsistent {{{old_name}}} -> {{{new_name}}} usage.", f"{t.comm} {ctx_flags} takes:",
               hline(v, cls, lock, site), f"{{{old_name}}} state was registered at:"]
     lines += format_stack(old_stack, "  ")
+    lines += irq_stamps(t)
     lines += ["", "other info that might help us debug this:", " Possible unsafe locking scenario:", "",
               "       CPU0", "       ----", f"  lock({cls.name});", "  <Interrupt>", f"    lock({cls.name});",
               "", " *** DEADLOCK ***", ""]
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
+
+
+def ip_sym(site: Site | None) -> str:
+    """``[<address>] symbol`` for a code site, as the kernel prints an instruction pointer (0 when unknown)."""
+    if site is None:
+        return "[<0000000000000000>] 0x0"
+    return f"[<{id(site[0]):016x}>] {format_site(site)}"
+
+
+def irq_stamps(t: Task) -> list[str]:
+    """The irq event stamps: when (event number) and where the thread last turned hard and soft irqs on and off."""
+    trace = t.irqtrace
+    return [f"irq event stamp: {trace.events}",
+            f"hardirqs last  enabled at ({trace.hardirq_enable_event}): {ip_sym(trace.hardirq_enable_site)}",
+            f"hardirqs last disabled at ({trace.hardirq_disable_event}): {ip_sym(trace.hardirq_disable_site)}",
+            f"softirqs last  enabled at ({trace.softirq_enable_event}): {ip_sym(trace.softirq_enable_site)}",
+            f"softirqs last disabled at ({trace.softirq_disable_event}): {ip_sym(trace.softirq_disable_site)}"]
 
 
 def irq_scenario(safe: LockClass, middle: LockClass, unsafe: LockClass) -> list[str]:
@@ -186,29 +208,62 @@ def irq_scenario(safe: LockClass, middle: LockClass, unsafe: LockClass) -> list[
     return lines
 
 
-def dependency_path(v: Validator, path: PathStep, indent_start: int = 0) -> list[str]:
-    """The path a search found, one class per block, with usage and the edge's stack."""
-    lines = []
-    for depth, step in enumerate(path.walk()):
-        pad = " " * (indent_start + depth)
-        lines.append(f"{pad}->{lname(v, step.cls)} {{")
-        for bit, stack in step.cls.usage_stacks.items():
-            from ._classes import USAGE_NAMES
+def _class_header(v: Validator, cls: LockClass, depth: int) -> list[str]:
+    """One class of a printed dependency path: its usage bits, each with where it was first set, and its key."""
+    pad = " " * depth
+    lines = [f"{pad}->{lname(v, cls)} {{"]
+    for bit in sorted(cls.usage_stacks):
+        name = USAGE_NAMES[bit]
+        lines.append(f"{pad}   {name} at:")
+        # The kernel indents these stacks by the length of what it printed before them.
+        lines += format_stack(cls.usage_stacks[bit], " " * (2 * depth + len(name) + 8))
+    key = f"[<{id(cls.key):016x}>] {format_site(cls.key.site)}"
+    return lines + [f"{pad} }}", f"{pad} ... key      at: {key}"]
 
-            lines.append(f"{pad}   {USAGE_NAMES[bit]} at:")
-            lines += format_stack(stack, pad + "    ")
-        lines.append(f"{pad} }}")
-        lines.append(f"{pad} ... key      at: {format_site(step.cls.key.site)}")
-        if step.edge is not None:
-            lines.append(f"{pad} ... acquired at:")
-            lines += format_stack(step.edge.stack, pad + "    ")
+
+def dependencies(v: Validator, path: PathStep, start_stack: Stack) -> list[str]:
+    """The path a search found, from the class it found back to the one it started from.
+
+    Each class is indented by its distance from the start and followed by the stack of the
+    dependency that reached it (``start_stack`` for the start itself), then an empty line.
+    """
+    steps = path.walk()
+    lines = []
+    for depth in range(len(steps) - 1, -1, -1):
+        step = steps[depth]
+        lines += _class_header(v, step.cls, depth)
+        lines.append(f"{' ' * depth} ... acquired at:")
+        lines += format_stack(step.edge.stack if step.edge is not None else start_stack, "   ")
         lines.append("")
+    return lines
+
+
+def dependencies_backwards(v: Validator, path: PathStep) -> list[str]:
+    """A backward search's path, printed in dependency order: from the class found to the start.
+
+    Each class after the first is followed by the stack of the dependency from the class before.
+    """
+    steps = path.walk()
+    lines = []
+    stack = None
+    for depth in range(len(steps) - 1, -1, -1):
+        step = steps[depth]
+        lines += _class_header(v, step.cls, depth)
+        if stack is not None:
+            lines.append(f"{' ' * depth} ... acquired at:")
+            lines += format_stack(stack, "   ")
+            lines.append("")
+        stack = step.edge.stack if step.edge is not None else None
     return lines
 
 
 def irq_inversion(v: Validator, t: Task, cls: LockClass, lock: object, site: Site, state: str,
                   forwards: bool, path: PathStep) -> list[str]:
-    """'possible irq lock inversion dependency detected'."""
+    """'possible irq lock inversion dependency detected'.
+
+    ``cls`` just gained a usage bit; ``path`` leads from it (forwards: to an irq-unsafe class;
+    backwards: to an irq-safe one) along existing dependencies.
+    """
     other = path.cls
     lines = banner(v, "WARNING: possible irq lock inversion dependency detected", 56)
     lines += [f"{t.comm} just changed the state of lock:", hline(v, cls, lock, site)]
@@ -218,23 +273,27 @@ def irq_inversion(v: Validator, t: Task, cls: LockClass, lock: object, site: Sit
     else:
         lines.append(f"but this lock was taken by another, {state}-safe lock in the past:")
         safe, unsafe = other, cls
-    steps = path.walk()
-    if forwards:
-        middle = steps[1].cls if len(steps) > 1 else unsafe
-    else:
-        middle = steps[-2].cls if len(steps) > 1 else unsafe
+    # The scenario's middle lock is the one next to this lock on the path.
+    middle = path.walk()[1].cls
+    if middle is safe:
+        middle = unsafe
     lines += [lname(v, other), "", "", "and interrupts could create inverse lock ordering between them.", "",
               "", "other info that might help us debug this:"]
     lines += irq_scenario(safe, middle, unsafe)
+    current = capture_stack()
     lines += held_lines(v, t) + ["", "the shortest dependencies between 2nd lock and 1st lock:"]
-    lines += dependency_path(v, path, 1)
-    return lines + backtrace(v, t)
+    lines += dependencies(v, path, current)
+    return lines + [""] + backtrace(v, t, current)
 
 
 def irq_unsafe_order(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClass, nxt_lock: object,
                      nxt_site: Site, state: str, safe_path: PathStep, unsafe_path: PathStep,
-                     safe_bit_name: str, unsafe_bit_name: str, ctx_flags: str) -> list[str]:
-    """'<STATE>-safe -> <STATE>-unsafe lock order detected'."""
+                     safe_bit: int, unsafe_bit: int, ctx_flags: str) -> list[str]:
+    """'<STATE>-safe -> <STATE>-unsafe lock order detected'.
+
+    ``safe_path`` leads backwards from the held lock to an irq-safe class, ``unsafe_path``
+    forwards from the lock being taken to an irq-unsafe one; the bits are the clashing pair.
+    """
     prev_cls = prev_entry[H_CLASS]
     safe, unsafe = safe_path.cls, unsafe_path.cls
     lines = banner(v, f"WARNING: {state}-safe -> {state}-unsafe lock order detected", 53)
@@ -243,25 +302,20 @@ def irq_unsafe_order(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClas
               "which would create a new lock dependency:", f"{lname(v, prev_cls)} ->{lname(v, nxt_cls)}", "",
               f"but this new dependency connects a {state}-irq-safe lock:", lname(v, safe), "",
               f"... which became {state}-irq-safe at:"]
-    lines += format_stack(safe.usage_stacks.get(_bit_by_name(safe_bit_name), ()), "  ")
+    lines += format_stack(safe.usage_stacks.get(safe_bit, ()), "  ")
     lines += ["", f"to a {state}-irq-unsafe lock:", lname(v, unsafe), "",
               f"... which became {state}-irq-unsafe at:", "..."]
-    lines += format_stack(unsafe.usage_stacks.get(_bit_by_name(unsafe_bit_name), ()), "  ")
+    lines += format_stack(unsafe.usage_stacks.get(unsafe_bit, ()), "  ")
     middle = prev_cls if safe is not prev_cls else nxt_cls
     lines += ["", "other info that might help us debug this:", ""]
     lines += irq_scenario(safe, middle, unsafe)
     lines += held_lines(v, t)
     lines += ["", f"the dependencies between {state}-irq-safe lock and the holding lock:"]
-    lines += dependency_path(v, safe_path)
+    lines += dependencies_backwards(v, safe_path)
+    current = capture_stack()
     lines += ["", "the dependencies between the lock to be acquired", f" and {state}-irq-unsafe lock:"]
-    lines += dependency_path(v, unsafe_path)
-    return lines + backtrace(v, t)
-
-
-def _bit_by_name(name: str) -> int:
-    from ._classes import USAGE_NAMES
-
-    return next(bit for bit, n in USAGE_NAMES.items() if n == name)
+    lines += dependencies(v, unsafe_path, current)
+    return lines + [""] + backtrace(v, t, current)
 
 
 def bad_unlock_balance(v: Validator, t: Task, name: str, site: Site) -> list[str]:
@@ -306,11 +360,12 @@ def limit_reached(v: Validator, t: Task, message: str, extra: list[str]) -> list
     return lines + backtrace(v, t, header="")
 
 
-def context_imbalance(v: Validator, t: Task, what: str, site: Site) -> list[str]:
-    """An enable without its disable (preemption, interrupts, bottom halves, RCU)."""
-    title = f"WARNING: unbalanced {what}"
+def context_imbalance(v: Validator, t: Task, title: str, detail: str, site: Site) -> list[str]:
+    """A context call with nothing to undo, or not allowed where it is made (preempt_enable() without
+    preempt_disable(), local_irq_enable() in a hardirq handler, ...): ``detail`` says what is wrong."""
+    title = f"WARNING: {title}"
     lines = banner(v, title, len(title))
-    lines += [f"{t.comm} called {what} at {format_site(site)} more often than its counterpart.", ""]
+    lines += [f"{t.comm} is calling it at:", ip_sym(site), detail, "", "other info that might help us debug this:"]
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 

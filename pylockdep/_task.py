@@ -42,6 +42,27 @@ def held_site(entry: tuple) -> Site:
     return (entry[H_CODE], entry[H_LINE])
 
 
+class IrqTrace:
+    """When this thread last turned hard and soft interrupts on and off (the kernel's ``irqtrace_events``).
+
+    ``events`` counts every on/off transition; each ``*_event`` is the count at that transition and
+    each ``*_site`` where it happened (None: never).
+    """
+
+    __slots__ = ("events", "hardirq_enable_event", "hardirq_enable_site", "hardirq_disable_event",
+                 "hardirq_disable_site", "softirq_enable_event", "softirq_enable_site",
+                 "softirq_disable_event", "softirq_disable_site")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.hardirq_enable_event = self.hardirq_disable_event = 0
+        self.softirq_enable_event = self.softirq_disable_event = 0
+        self.hardirq_enable_site: Site | None = None
+        self.hardirq_disable_site: Site | None = None
+        self.softirq_enable_site: Site | None = None
+        self.softirq_disable_site: Site | None = None
+
+
 class Task:
     """One thread's locks and context, for one validator.
 
@@ -53,7 +74,7 @@ class Task:
 
     __slots__ = (
         "held", "key", "ctx", "name", "ident", "thread", "preempt", "hardirq", "hardirq_threaded",
-        "softirq", "bh", "irqs_off", "rcu", "atomic_site", "atomic_depth", "irqs_off_site",
+        "softirq", "bh", "irqs_off", "rcu", "atomic_site", "atomic_depth", "irqtrace",
         "foreign_releases", "waiting", "busy", "srcu_reads", "spins", "irq", "__weakref__",
     )
 
@@ -74,7 +95,7 @@ class Task:
         self.irq = 0  # 2 * (in a hard interrupt) + (in a softirq), lockdep's irq_context
         self.atomic_site: Site | None = None  # where preempt_disable() went from 0 to 1
         self.atomic_depth = 0  # how many locks were held then
-        self.irqs_off_site: Site | None = None
+        self.irqtrace = IrqTrace()
         self.foreign_releases: list[Any] = []
         self.waiting: Any = None
         self.busy = False
