@@ -10,6 +10,7 @@ listeners only after it is dropped, so user code (a print, a logger) never runs 
 from __future__ import annotations
 
 import _thread
+import os
 import sys
 import threading
 import weakref
@@ -85,18 +86,27 @@ class Validator:
         t = Task(threading.current_thread())
         self.local.task = t
         self.local.exit_sentinel = sentinel = _ExitSentinel()
-        weakref.finalize(sentinel, self._thread_exited, t)
+        weakref.finalize(sentinel, self._thread_exited, t, os.getpid())
         self.tasks[id(t)] = t
         return t
 
-    def _thread_exited(self, t: Task) -> None:
-        """A thread ended: locks it still holds are reported, as lockdep does at task exit."""
+    def _thread_exited(self, t: Task, pid: int) -> None:
+        """A thread ended: locks it still holds are reported, as lockdep does at task exit.
+
+        Only locks with an owner count: a ``threading.Lock`` may still be released by another
+        thread (and those other threads already released are forgotten).  In a child process
+        the threads that did not follow ``fork()`` did not end: they live on in the parent.
+        """
         self.tasks.pop(id(t), None)
-        if t.held and not self.off:
+        if pid != os.getpid():
+            return
+        released = {id(lock) for lock in t.foreign_releases}
+        t.held = [entry for entry in t.held if id(entry[H_LOCK]) not in released]
+        owned = tuple(entry[H_CLASS] for entry in t.held if entry[H_CLASS].ltype.owned)
+        if owned and not self.off:
             with self.graph_lock:
                 lines = _splat.locks_held_at_exit(self, t)
-                classes = tuple(entry[H_CLASS] for entry in t.held)
-                self.report("lock_held_at_exit", lines[2], lines, classes, dedupe=(id(t),))
+                self.report("lock_held_at_exit", lines[2], lines, owned, dedupe=(id(t),))
             self.flush()
 
     def class_for(self, key: LockKey, subclass: int = 0) -> LockClass:
