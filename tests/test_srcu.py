@@ -378,3 +378,40 @@ def test_thread_ending_inside_a_read_side_reports_locks_held_at_exit():
     with pylockdep.validate(raise_on_report=False) as v:
         join(run_thread(s.read_lock))
     assert kinds(v) == ["lock_held_at_exit"] and v.reports[0].classes == ("srcu_S",)
+
+
+def test_no_reader_that_was_inside_when_synchronize_began_is_still_inside_when_it_returns():
+    s = srcu()
+    inside: set[int] = set()
+    guard = threading.Lock()
+    violations: list[set[int]] = []
+    tokens = iter(range(10**9))
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            with s.read():
+                with guard:
+                    token = next(tokens)
+                    inside.add(token)
+                time.sleep(0)
+                with guard:
+                    inside.discard(token)
+
+    def updater() -> None:
+        for _ in range(50):
+            with guard:
+                before = set(inside)
+            s.synchronize()
+            with guard:
+                if before & inside:
+                    violations.append(before & inside)
+
+    with pylockdep.validate() as v:
+        readers = [run_thread(reader) for _ in range(3)]
+        updaters = [run_thread(updater) for _ in range(2)]
+        join(*updaters)
+        stop.set()
+        join(*readers)
+    assert violations == []
+    assert v.reports == []
