@@ -24,6 +24,7 @@ from ._context import (
 from ._locks import Mutex, RawSpinLock, RWLock, RWSemaphore, SpinLock
 from ._rcu import SRCU, rcu_dereference, rcu_read, rcu_read_lock, rcu_read_unlock
 from ._report import DeadlockError, LockdepViolation, Report
+from ._threading import instrument_threading
 from ._validator import Validator, configure, current, validate
 
 __version__ = "0.1.0"
@@ -35,3 +36,4 @@ __all__ = [
     "preempt_disable", "preempt_disabled", "preempt_enable", "rcu_dereference", "rcu_read", "rcu_read_lock",
     "rcu_read_unlock", "softirq", "validate",
 ]
+__all__ += ["instrument_threading"]  # Python's own locks

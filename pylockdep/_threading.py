@@ -1,0 +1,423 @@
+"""Python's own locks, validated: :class:`instrument_threading` and the lock types it installs.
+
+While instrumentation is installed, ``threading.Lock()`` and ``threading.RLock()`` make a
+:class:`Lock` or :class:`RLock`: drop-in replacements for CPython's ``_thread.lock`` and
+``_thread.RLock`` (same behaviour, argument checks, exceptions, ``repr`` shape, weak references,
+Condition helpers) that the validator checks as sleeping locks (lock types ``PY_LOCK`` and
+``PY_RLOCK``).  Everything in :mod:`threading` that builds on them (``Condition``, ``Event``,
+``Semaphore``, ``BoundedSemaphore``, ``Barrier``, ``Timer``) and the standard library around it
+(``queue``, ``logging``, ``concurrent.futures``) is covered through them; ``Condition.wait()``'s
+private waiter lock comes from ``threading._allocate_lock``, which is left alone.
+
+Python's semantics win where they differ from the kernel's (``API.md``, "Python's own locks"):
+
+- A ``Lock`` has no owner: any thread may release it, which takes it off the acquirer's held
+  stack.  Blocking on a ``Lock`` the thread holds is reported ``recursive`` but waits, since
+  another thread may release it; such waits never raise :class:`~pylockdep.DeadlockError`.
+- ``acquire(False)`` and timed acquires are trylocks: validated only when they succeed, and no
+  dependency leads into them.
+- ``RLock`` re-entry by its owner is not an acquisition: no edge, no report.
+- Misuse that CPython rejects with an exception (releasing an unlocked ``Lock``, or an ``RLock``
+  the thread does not own) raises that exception and is not reported.
+- ``_at_fork_reinit()`` and ``os.fork()`` make the child forget the locks other threads held.
+
+A lock's class is its type plus the first frame outside :mod:`threading` and pylockdep, named
+``KIND@file:line``; KIND is ``Lock`` or ``RLock``, or the :mod:`threading` type that made the lock
+(``Condition``, ``Event``, ``Semaphore``, ...).  So every ``queue.Queue`` mutex is one class
+(``Lock@queue.py:NN``) and ``threading.Event()`` takes its caller's line.  Locks that
+:mod:`threading` makes for its own bookkeeping (a ``Thread``'s "started" event, the locks it
+rebuilds after ``fork()``) and locks made before instrumentation stay CPython's.
+"""
+
+from __future__ import annotations
+
+import _thread
+import operator
+import os
+import sys
+import threading
+from time import monotonic
+from types import FrameType
+from typing import Any
+
+import wrapt
+
+from . import _classes, _locktypes
+from ._classes import LockKey, key_for
+from ._frames import format_file_line, is_internal, outside_frame
+from ._locks import _acquire, _release
+from ._locktypes import LockType
+from ._validator import active, default
+
+__all__ = ["Lock", "RLock", "install", "installed", "instrument_threading", "uninstall"]
+
+_allocate = _thread.allocate_lock
+_get_ident = _thread.get_ident
+_getframe = sys._getframe
+# The file name as threading's code objects carry it, for one cheap comparison per acquisition.
+_THREADING_FILE = threading.Condition.__init__.__code__.co_filename
+_WRAPT_DIR = os.path.dirname(wrapt.__file__) + os.sep
+# Code in threading that makes locks for threading's own use: they stay plain.
+_PLAIN_MAKERS = frozenset({threading.Thread.__init__.__code__, threading._after_fork.__code__})
+
+
+# -- where a lock is made and taken ------------------------------------------------------------
+
+
+def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> LockKey | None:
+    """The key of a lock made by a factory called from ``frame``, or None to keep it plain.
+
+    The class is named ``KIND@file:line`` after the first frame outside threading and pylockdep;
+    KIND is the outermost threading type on the way there (``Event`` for an Event's lock), else
+    ``kind``.  None when threading makes the lock for its own bookkeeping.
+    """
+    while frame is not None and frame.f_code.co_filename.startswith(_WRAPT_DIR):
+        frame = frame.f_back
+    while frame is not None and is_internal(frame.f_code.co_filename, skip_threading=True):
+        code = frame.f_code
+        if code in _PLAIN_MAKERS:
+            return None
+        if code.co_filename == _THREADING_FILE:
+            kind = code.co_qualname.partition(".")[0]
+        frame = frame.f_back
+    if frame is None:
+        return None
+    site = (frame.f_code, frame.f_lineno)
+    return key_for(f"{kind}@{format_file_line(site)}", ltype, site)
+
+
+def _outside_threading(frame: FrameType) -> FrameType:
+    """Where threading's own code (a Condition, an Event, ...) was called from: the site to show."""
+    return outside_frame(frame, skip_threading=True) or frame
+
+
+# -- acquiring ---------------------------------------------------------------------------------
+
+
+def _check_acquire_args(blocking: Any, timeout: Any) -> None:
+    """Raise what CPython's ``acquire()`` raises for these arguments: a free lock parses them."""
+    _allocate().acquire(blocking, timeout)
+
+
+def _take(lock: Lock | RLock, blocking: Any, timeout: Any, frame: FrameType) -> bool:
+    """``acquire(blocking, timeout)`` by a thread that does not hold ``lock``; True when taken.
+
+    A blocking acquire without timeout is validated before it waits; the others are trylocks.
+    """
+    if frame.f_code.co_filename == _THREADING_FILE:
+        frame = _outside_threading(frame)
+    if timeout == -1:
+        if blocking:
+            _acquire(lock, 0, 0, frame)
+            return True
+        return _acquire(lock, 0, 0, frame, True)
+    _check_acquire_args(blocking, timeout)
+    seconds = timeout if isinstance(timeout, float) else operator.index(timeout)
+    deadline = monotonic() + seconds
+    real = lock._real
+    while not _acquire(lock, 0, 0, frame, True):
+        remaining = min(deadline - monotonic(), _thread.TIMEOUT_MAX)
+        if remaining <= 0 or not real.acquire(True, remaining):
+            return False
+        # It came free: give it back and take it again as a validated trylock.  Another thread
+        # may win it first (then wait for the rest of the timeout), or release it meanwhile,
+        # which a Lock allows.
+        try:
+            real.release()
+        except RuntimeError:
+            pass
+    return True
+
+
+def _forget(lock: Lock | RLock) -> None:
+    """Take a reinitialised ``lock`` off the held stack of the thread that took it."""
+    owner, lock._owner = lock._owner, None
+    v = active.validator
+    if owner is None or v.tasks.get(id(owner)) is not owner:
+        return
+    if owner is getattr(v.local, "task", None):
+        index = v.find_held(owner, lock)
+        if index >= 0:
+            v.remove_held(owner, index)
+    else:
+        owner.foreign_releases.append(lock)
+
+
+def _unpicklable(self: Lock | RLock, protocol: int) -> Any:
+    name = f"{type(self).__module__}.{type(self).__qualname__}"
+    raise TypeError(f"cannot pickle {name!r} object")
+
+
+# -- the lock types ----------------------------------------------------------------------------
+
+
+class Lock:
+    """``threading.Lock``, validated as a sleeping lock without an owner (``PY_LOCK``).
+
+    Behaves as ``_thread.lock``: ``acquire(blocking=True, timeout=-1) -> bool``, ``release()``
+    (RuntimeError when unlocked), ``locked()``, ``with``, ``_at_fork_reinit()``.  Made by
+    ``threading.Lock()`` while :class:`instrument_threading` is active, not directly.
+    """
+
+    _owned = False
+    __slots__ = ("_real", "_try", "_key", "_owner", "__weakref__")
+
+    def __init__(self, key: LockKey) -> None:
+        self._real = _allocate()
+        self._try = self._real.acquire  # the fast path calls _try(0): acquire(blocking=False)
+        self._key = key
+        self._owner: Any = None
+
+    @property
+    def name(self) -> str:
+        """The lock class's name, ``Lock@file:line``."""
+        return self._key.name
+
+    # The primitive the fast path and the deadlock check use.
+    def _timed(self, read: int, seconds: float) -> bool:
+        return self._real.acquire(True, seconds)
+
+    def _is_held(self, read: int) -> bool:
+        return self._real.locked()
+
+    def _unlock(self, read: int) -> None:
+        self._real.release()
+
+    def _blockers(self, mode: int, ident: int) -> list[int]:
+        return []  # no owner: any thread may still release it
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock (as ``_thread.lock.acquire``); True if it was taken."""
+        return _take(self, blocking, timeout, _getframe(1))
+
+    def __enter__(self) -> bool:
+        frame = _getframe(1)
+        if frame.f_code.co_filename == _THREADING_FILE:
+            frame = _outside_threading(frame)
+        _acquire(self, 0, 0, frame)
+        return True
+
+    def release(self) -> None:
+        """Release the lock, whichever thread took it; RuntimeError if it is not locked."""
+        if not self._real.locked():
+            raise RuntimeError("release unlocked lock")
+        _release(self, 0)
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._real.locked():
+            raise RuntimeError("release unlocked lock")
+        _release(self, 0)
+
+    def locked(self) -> bool:
+        """Whether the lock is taken."""
+        return self._real.locked()
+
+    acquire_lock = acquire
+    release_lock = release
+    locked_lock = locked
+
+    def _at_fork_reinit(self) -> None:
+        _forget(self)
+        self._real._at_fork_reinit()
+
+    def __repr__(self) -> str:
+        state = "locked" if self._real.locked() else "unlocked"
+        return f"<{state} {type(self).__module__}.{type(self).__qualname__} object at {id(self):#x}>"
+
+    __reduce_ex__ = _unpicklable
+
+
+class RLock:
+    """``threading.RLock``, validated as a sleeping lock with an owner (``PY_RLOCK``).
+
+    Behaves as ``_thread.RLock``: the owner may take it again (not a new acquisition: no edge, no
+    report) and must release it as many times; ``_is_owned``, ``_release_save``,
+    ``_acquire_restore`` and ``_recursion_count`` serve ``Condition``.  Made by
+    ``threading.RLock()`` (or ``threading.Condition()``) while :class:`instrument_threading` is
+    active.
+    """
+
+    _owned = True
+    __slots__ = ("_real", "_try", "_key", "_owner", "_ident", "_count", "__weakref__")
+
+    def __init__(self, key: LockKey) -> None:
+        self._real = _allocate()
+        self._try = self._real.acquire
+        self._key = key
+        self._owner: Any = None
+        self._ident: int | None = None
+        self._count = 0
+
+    name = Lock.name
+    _timed = Lock._timed
+    _is_held = Lock._is_held
+    _unlock = Lock._unlock
+
+    def _blockers(self, mode: int, ident: int) -> list[int]:
+        owner = self._ident
+        return [owner] if owner is not None else []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock, or take it once more if this thread owns it; True if it was taken."""
+        me = _get_ident()
+        if self._ident == me:
+            if timeout != -1:
+                _check_acquire_args(blocking, timeout)
+            self._count += 1
+            return True
+        if not _take(self, blocking, timeout, _getframe(1)):
+            return False
+        self._ident = me
+        self._count = 1
+        return True
+
+    __enter__ = acquire
+
+    def release(self) -> None:
+        """Release once; the last release of the owner frees it.  RuntimeError if not the owner."""
+        if self._ident != _get_ident():
+            raise RuntimeError("cannot release un-acquired lock")
+        self._count = count = self._count - 1
+        if not count:
+            self._ident = None
+            _release(self, 0)
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _is_owned(self) -> bool:
+        return self._ident == _get_ident()
+
+    def _recursion_count(self) -> int:
+        return self._count if self._ident == _get_ident() else 0
+
+    def _release_save(self) -> tuple[int, int | None]:
+        """Release fully for ``Condition.wait()``; returns the state to restore."""
+        if not self._count:
+            raise RuntimeError("cannot release un-acquired lock")
+        state = (self._count, self._ident)
+        self._count = 0
+        self._ident = None
+        _release(self, 0)
+        return state
+
+    def _acquire_restore(self, state: tuple[int, int | None]) -> None:
+        """Take the lock again after ``Condition.wait()`` and restore the recursion state."""
+        _acquire(self, 0, 0, _outside_threading(_getframe(1)))
+        self._count, self._ident = state
+
+    def _at_fork_reinit(self) -> None:
+        _forget(self)
+        self._real._at_fork_reinit()
+        self._ident = None
+        self._count = 0
+
+    def __repr__(self) -> str:
+        state = "locked" if self._real.locked() else "unlocked"
+        return (f"<{state} {type(self).__module__}.{type(self).__qualname__} object owner={self._ident or 0} "
+                f"count={self._count} at {id(self):#x}>")
+
+    __reduce_ex__ = _unpicklable
+
+
+# -- installing --------------------------------------------------------------------------------
+
+
+def _lock_factory(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    if args or kwargs:
+        return wrapped(*args, **kwargs)  # CPython's own TypeError
+    key = _new_key(_locktypes.PY_LOCK, "Lock", _getframe(1))
+    return wrapped() if key is None else Lock(key)
+
+
+def _rlock_factory(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    key = _new_key(_locktypes.PY_RLOCK, "RLock", _getframe(1))
+    return wrapped(*args, **kwargs) if key is None else RLock(key)
+
+
+_FACTORIES = {"Lock": _lock_factory, "RLock": _rlock_factory}
+_state_lock = _allocate()
+_installed: dict[str, Any] = {}  # attribute of threading -> the wrapper put there
+_depth = 0
+
+
+def install() -> None:
+    """Make ``threading.Lock()`` and ``threading.RLock()`` return validated locks from now on.
+
+    Calls nest: each needs an :func:`uninstall`.
+    """
+    global _depth
+    with _state_lock:
+        _depth += 1
+        if _depth == 1:
+            for name, factory in _FACTORIES.items():
+                _installed[name] = wrapt.wrap_function_wrapper(threading, name, factory)
+
+
+def uninstall() -> None:
+    """Undo one :func:`install`; the last one puts CPython's factories back.
+
+    Locks already made stay validated.  A factory that someone else wrapped over ours is left
+    as it is.
+    """
+    global _depth
+    with _state_lock:
+        if not _depth:
+            raise RuntimeError("threading is not instrumented")
+        _depth -= 1
+        if not _depth:
+            for name, wrapper in _installed.items():
+                if getattr(threading, name) is wrapper:
+                    setattr(threading, name, wrapper.__wrapped__)
+            _installed.clear()
+
+
+def installed() -> bool:
+    """Whether ``threading.Lock()`` and ``threading.RLock()`` make validated locks now."""
+    return _depth > 0
+
+
+class instrument_threading:  # noqa: N801 - a context manager named as the API promises
+    """Validate ``threading.Lock``, ``RLock`` and ``Condition`` (and what is built on them) made
+    inside the block; see the module's documentation for the semantics.
+
+    ``with pylockdep.instrument_threading(): ...`` for a block (blocks nest), or
+    ``pylockdep.instrument_threading().install()`` for the rest of the process.  Locks made while
+    it is active stay validated after it ends.
+    """
+
+    def install(self) -> None:
+        """Instrument from now on, for the process (until a matching :meth:`uninstall`)."""
+        install()
+
+    def uninstall(self) -> None:
+        """Undo :meth:`install`."""
+        uninstall()
+
+    def __enter__(self) -> instrument_threading:
+        install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        uninstall()
+
+
+# -- fork --------------------------------------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    """Only the thread that forked lives on in the child: forget every other thread and the locks
+    it held, and renew the validators' internal locks, which another thread may have held."""
+    _classes._keys_lock._at_fork_reinit()
+    for v in {active.validator, default}:
+        v.graph_lock._at_fork_reinit()
+        me = getattr(v.local, "task", None)
+        v.tasks.clear()
+        if me is not None:
+            me.ident = _get_ident()
+            me.waiting = None
+            v.tasks[id(me)] = me
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
