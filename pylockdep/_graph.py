@@ -12,6 +12,8 @@ To keep a new edge cheap in a large graph the classes carry an incremental topol
 (Pearce and Kelly, "A dynamic topological sort algorithm for directed acyclic graphs", 2006): an
 edge that agrees with the order cannot close a cycle, so no search is needed.  Edges that do close
 a cycle (a reported one, or a harmless weak one) are kept aside in :attr:`Graph.unordered`.
+For the same reason each class knows which irq-safe usage bits reach it along any path
+(:meth:`Graph.irq_safe_reaching`), so a new edge far from every irq-safe class needs no search.
 """
 
 from __future__ import annotations
@@ -112,6 +114,8 @@ class Graph:
         self.max_classes = max_classes
         self.max_dependencies = max_dependencies
         self._name_counts: dict[str, int] = {}
+        # Irq-safe usage bits of each class and of every class with a path to it.
+        self._safe_reaching: dict[LockClass, int] = {}
 
     # -- classes -------------------------------------------------------------------------------
 
@@ -148,7 +152,37 @@ class Graph:
         prev.after[nxt] = edge
         nxt.before[prev] = edge
         self.nr_edges += 1
+        bits = self._safe_reaching.get(prev, 0)
+        if bits:
+            self._spread_safe(nxt, bits)
         return edge
+
+    def mark_irq_safe(self, cls: LockClass, bits: int) -> None:
+        """Note that ``cls`` gained irq-safe (USED_IN) usage ``bits``."""
+        self._spread_safe(cls, bits)
+
+    def irq_safe_reaching(self, cls: LockClass) -> int:
+        """The irq-safe usage bits of ``cls`` and of every class with a path (of any kind) to it.
+
+        A superset of what lockdep's backward search over strong paths can find, so zero proves
+        that no irq-safe class stands behind ``cls``.
+        """
+        return self._safe_reaching.get(cls, 0)
+
+    def _spread_safe(self, start: LockClass, bits: int) -> None:
+        """Add ``bits`` to ``start`` and everything it reaches, stopping where they are known.
+
+        A class gains each bit once, so keeping this up to date costs O(edges) over the graph's life.
+        """
+        known = self._safe_reaching
+        stack = [start]
+        while stack:
+            cls = stack.pop()
+            have = known.get(cls, 0)
+            if not bits & ~have:
+                continue
+            known[cls] = have | bits
+            stack.extend(cls.after)
 
     def may_reach(self, src: LockClass, dst: LockClass) -> bool:
         """False only when no path leads from ``src`` to ``dst``; cheap in the common case.
