@@ -138,6 +138,7 @@ def test_default_validator_prints_each_splat_once_to_stderr():
     assert "  A --> B" not in done.stderr  # two classes: no chain block
 
 
+@pytest.mark.lockdep_off  # under pytest --lockdep: this test is about the process-wide default validator
 def test_configure_sets_the_default_validators_stream():
     a, b = mutexes("configure_A", "configure_B")
     default = pylockdep.current()
