@@ -44,22 +44,34 @@ def show_all_locks(v: Validator, header: str = "") -> list[str]:
     return lines
 
 
-def print_dump(v: Validator, header: str = "") -> None:
-    """Write :func:`show_all_locks` to the process's standard error (which pytest's capture collects)."""
+def print_dump(v: Validator, header: str = "", trailer: str = "") -> None:
+    """Write :func:`show_all_locks`, then ``trailer``, to the process's standard error.
+
+    That is the real stream even while pytest captures ``sys.stderr``; pytest's file-descriptor
+    capture (its default) still collects it.
+    """
     stream = sys.__stderr__
     if stream is None:
         return
-    stream.write("\n".join(show_all_locks(v, header)) + "\n")
+    stream.write("\n".join(show_all_locks(v, header)) + "\n" + (trailer + "\n" if trailer else ""))
     stream.flush()
 
 
 def _blockers(lock: Any, mode: int, ident: int) -> list[int]:
-    """Idents of the threads ``lock`` makes a waiter in ``mode`` wait for, as far as it knows."""
+    """Idents of the threads a waiter for ``lock`` in ``mode`` waits for, as far as is known.
+
+    A lock without an owner (``threading.Lock``) names none, since any thread may release it;
+    the thread that took it is named then.
+    """
     blockers = getattr(lock, "_blockers", None)
     try:
-        return list(blockers(mode, ident)) if blockers is not None else []
+        idents = list(blockers(mode, ident)) if blockers is not None else []
     except Exception:  # another thread changed the lock under us; the dump is best effort
-        return []
+        idents = []
+    taker = getattr(lock, "_owner", None)
+    if not idents and taker is not None:
+        idents = [taker.ident]
+    return idents
 
 
 def _lock_line(v: Validator, lock: Any) -> str:

@@ -216,7 +216,7 @@ class _Session:
         problems = []
         unexpected = [r for r in new if test.expected is None or r.kind not in test.expected]
         if unexpected:
-            problems.append(describe_reports(unexpected, call.when, item.nodeid))
+            problems.append(describe_reports(unexpected, f"the {call.when} of {item.nodeid}"))
         if test.expected and call.when == "call" and not rep.skipped:
             missing = sorted(test.expected - {r.kind for r in test.reports})
             if missing:
@@ -238,7 +238,9 @@ class _Session:
         def dump() -> None:
             header = (f"INFO: {item.nodeid} still running after {time.monotonic() - started:.1f} s; "
                       f"pytest-timeout stops it at {timeout:g} s.")
-            _hang.print_dump(pylockdep.current(), header)
+            test = item.stash.get(_TEST, None)
+            made = describe_reports(test.reports, f"{item.nodeid} so far") if test and test.reports else ""
+            _hang.print_dump(pylockdep.current(), header, made)
 
         item.stash[_WATCHDOG] = _Watchdog(early, dump)
 
@@ -294,10 +296,10 @@ class _Controller:
 # -- helpers shared by both roles ------------------------------------------------------------
 
 
-def describe_reports(reports: list[Report], when: str, nodeid: str) -> str:
-    """The failure text for reports made during one phase of a test: a header and each splat."""
+def describe_reports(reports: list[Report], during: str) -> str:
+    """A header saying how many reports of which kinds were made ``during`` what, then each splat."""
     kinds = ", ".join(r.kind for r in reports)
-    header = f"pylockdep: {len(reports)} report(s) during the {when} of {nodeid}: {kinds}"
+    header = f"pylockdep: {len(reports)} report(s) during {during}: {kinds}"
     return "\n\n".join([header] + [r.text for r in reports])
 
 
