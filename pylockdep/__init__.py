@@ -21,8 +21,9 @@ from ._context import (
     preempt_enable,
     softirq,
 )
+from ._guarded import Guarded, guarded_by
 from ._locks import Mutex, RawSpinLock, RWLock, RWSemaphore, SpinLock
-from ._rcu import SRCU, rcu_dereference, rcu_read, rcu_read_lock, rcu_read_unlock
+from ._rcu import RCU, SRCU, rcu_dereference, rcu_read, rcu_read_lock, rcu_read_unlock
 from ._report import DeadlockError, LockdepViolation, Report
 from ._threading import instrument_threading
 from ._validator import Validator, configure, current, validate
@@ -36,4 +37,5 @@ __all__ = [
     "preempt_disable", "preempt_disabled", "preempt_enable", "rcu_dereference", "rcu_read", "rcu_read_lock",
     "rcu_read_unlock", "softirq", "validate",
 ]
+__all__ += ["RCU", "Guarded", "guarded_by"]  # guarded data (the "Protects" column)
 __all__ += ["instrument_threading"]  # Python's own locks

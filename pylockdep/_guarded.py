@@ -1,0 +1,182 @@
+"""Guarded data: the "Protects" column of a locking table, checked on every access.
+
+A class declares which lock, SRCU or RCU protects an attribute::
+
+    class KVM:
+        memslots = pylockdep.guarded_by("srcu", writer="slots_lock")  # kvm->srcu; slots_lock for updates
+        online_vcpus = pylockdep.guarded_by("lock")                    # kvm->lock
+        devices = pylockdep.guarded_by(lambda kvm: kvm.lock)
+        vm_list = pylockdep.guarded_by(kvm_lock)                       # a lock shared by every instance
+
+Reading or writing the attribute then checks that the calling thread holds the protection, and
+reports like the kernel's own checks would: ``suspicious_rcu_usage`` when an SRCU or RCU protects
+it (as ``srcu_dereference_check()``/``rcu_dereference_protected()`` do), ``assert_held`` when a lock
+does (as ``lockdep_assert_held()``).  The first assignment (normally in ``__init__``, before the
+object is shared) is never checked.  With validation off an access costs one extra test.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from . import _splat
+from ._frames import caller_site
+from ._locks import _task, _Validated
+from ._rcu import DEREFERENCE_CHECK, DEREFERENCE_PROTECTED, RCU, SRCU, _RCUMap, _suspicious
+from ._task import H_LOCK, H_READ, Task
+from ._validator import Validator, active
+
+Protector = str | Callable[[Any], Any] | _Validated
+"""What :func:`guarded_by` accepts: the name of an attribute of the same instance holding the lock
+(dotted names follow attributes: ``"kvm.srcu"``), a callable taking the instance and returning the
+lock, a lock itself, or :data:`pylockdep.RCU`."""
+
+
+def _holds(t: Task, lock: _Validated, exclusive: bool) -> bool:
+    """Whether the thread holds ``lock`` (for writing, when ``exclusive``); SRCU and RCU count
+    their read sides, having nothing else a thread could hold."""
+    if isinstance(lock, (SRCU, _RCUMap)):
+        return lock.read_lock_held()
+    for entry in t.held:
+        if entry[H_LOCK] is lock and not (exclusive and entry[H_READ]):
+            return True
+    return False
+
+
+def _describe(lock: _Validated) -> str:
+    if lock is RCU:
+        return "an RCU read side"
+    if isinstance(lock, SRCU):
+        return f"a read side of {lock.name}"
+    return f"{lock.name} held"
+
+
+class Guarded:
+    """A data descriptor for an attribute protected by a lock, an SRCU or RCU.
+
+    Made by :func:`guarded_by`; ``protector`` and ``writer`` are as given there, ``name`` is the
+    attribute's name and ``qualname`` the owner class's name with it.  The value lives in the
+    instance's ``__dict__`` under the same name, so instances need a ``__dict__``.
+
+    A read needs ``protector`` held in any mode (an SRCU's or RCU's read side, an rwlock's read or
+    write side) or ``writer`` held.  A write needs ``writer`` held for writing when one was given,
+    else ``protector`` held for writing (for SRCU and RCU, their read side).  The report names the
+    classes that would have made the access valid.
+    """
+
+    __slots__ = ("protector", "writer", "name", "qualname", "_lock_of", "_writer_of")
+
+    def __init__(self, protector: Protector, writer: Protector | None = None) -> None:
+        if writer is RCU:
+            raise TypeError("RCU has no update-side lock; name the lock its updaters hold as writer=")
+        self.protector = protector
+        self.writer = writer
+        self._lock_of = _resolver(protector)
+        self._writer_of = _resolver(writer) if writer is not None else None
+        self.name = ""
+        self.qualname = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.qualname = f"{owner.__qualname__}.{name}"
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        try:
+            value = instance.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(f"{type(instance).__name__!r} object has no attribute {self.name!r}") from None
+        if not active.validator.off:
+            self._check(instance, False)
+        return value
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        try:
+            values = instance.__dict__
+        except AttributeError:
+            raise TypeError(f"{self.qualname} is guarded, so its instances need a __dict__") from None
+        if self.name in values and not active.validator.off:
+            self._check(instance, True)
+        values[self.name] = value
+
+    def __delete__(self, instance: Any) -> None:
+        if self.name not in instance.__dict__:
+            raise AttributeError(f"{type(instance).__name__!r} object has no attribute {self.name!r}")
+        if not active.validator.off:
+            self._check(instance, True)
+        del instance.__dict__[self.name]
+
+    def _lock(self, resolve: Callable[[Any], Any], instance: Any, spec: Protector) -> _Validated:
+        try:
+            lock = resolve(instance)
+        except AttributeError as exc:
+            raise TypeError(f"cannot find the lock {spec!r} that guards {self.qualname}: {exc}") from None
+        if not isinstance(lock, _Validated):
+            raise TypeError(f"{self.qualname} is guarded by {spec!r}, which is {lock!r}, not a pylockdep lock")
+        return lock
+
+    def _check(self, instance: Any, write: bool) -> None:
+        """Report the access unless the calling thread holds what it needs."""
+        v = active.validator
+        t = _task(v)
+        if t.busy:
+            return
+        lock = self._lock(self._lock_of, instance, self.protector)
+        writer = self._lock(self._writer_of, instance, self.writer) if self._writer_of is not None else None
+        if write:
+            needed = [writer if writer is not None else lock]
+            if _holds(t, needed[0], exclusive=True):
+                return
+        else:
+            needed = [lock] + ([writer] if writer is not None else [])
+            if any(_holds(t, candidate, exclusive=False) for candidate in needed):
+                return
+        self._report(v, t, lock, needed, write)
+
+    def _report(self, v: Validator, t: Task, lock: _Validated, needed: list[_Validated], write: bool) -> None:
+        site = caller_site()
+        classes = tuple(v.class_for(candidate._key) for candidate in needed)
+        verb = "writing" if write else "reading"
+        if isinstance(lock, (SRCU, _RCUMap)):
+            info = [f"{verb} {self.qualname} needs " + " or ".join(_describe(c) for c in needed)]
+            if write and self.writer is None:
+                info[0] += " (declare writer= for the lock its updaters hold)"
+            message = DEREFERENCE_PROTECTED if write else DEREFERENCE_CHECK
+            _suspicious(v, site, message, classes, info)
+            return
+        what = f"{'writes' if write else 'reads'} {self.qualname}"
+        if write and _holds(t, needed[0], exclusive=False):
+            what += " (write side needed)"
+        cls, name = classes[0], needed[0].name
+        v.report_now("assert_held", lambda task: _splat.assert_held(v, task, cls, name, site, what), classes,
+                     site=site, dedupe=(site, self.qualname, write))
+
+
+def _resolver(spec: Protector) -> Callable[[Any], Any]:
+    """A function from an instance to the lock ``spec`` names."""
+    if isinstance(spec, _Validated):
+        return lambda instance: spec
+    if isinstance(spec, str):
+        if not spec or not all(part.isidentifier() for part in spec.split(".")):
+            raise ValueError(f"not an attribute name: {spec!r}")
+        return operator.attrgetter(spec)
+    if callable(spec):
+        return spec
+    raise TypeError(f"guarded_by() takes an attribute name, a callable or a pylockdep lock, not {spec!r}")
+
+
+def guarded_by(protector: Protector, *, writer: Protector | None = None) -> Any:
+    """Declare, in a class body, the lock, SRCU or RCU that protects an attribute.
+
+    ``protector`` and ``writer`` are each an attribute name of the instance (``"srcu"``,
+    ``"kvm.mmu_lock"``), a callable from the instance to the lock, a lock, or :data:`RCU`.
+    ``writer`` names the update-side lock of data read under SRCU or RCU (``kvm->slots_lock`` for
+    ``kvm->memslots``): holding it allows reads too, and writes require it.
+
+    Returns a :class:`Guarded` descriptor, typed ``Any`` so that ``memslots: Memslots =
+    guarded_by("srcu")`` keeps the attribute's own type for type checkers.
+    """
+    return Guarded(protector, writer)
