@@ -34,6 +34,7 @@ from ._validator import validate
 
 REPORT_STATUS = 1
 _VALUE_OPTIONS = ("--json", "--dot")
+_RUNNER_FILES = (__file__, runpy.run_path.__code__.co_filename)
 
 
 def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -100,9 +101,9 @@ def _run_program(program: Callable[[], object]) -> int:
         return _exit_status(exc.code)
     except BaseException as exc:
         tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-            tb = tb.tb_next  # the traceback starts where Python's own would
-        sys.excepthook(type(exc), exc, tb)
+        while tb is not None and tb.tb_frame.f_code.co_filename in _RUNNER_FILES:
+            tb = tb.tb_next  # start the traceback in the program, as Python's own does
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
         return 1
     return 0
 
