@@ -1,0 +1,314 @@
+"""The pytest plugin (``pytest --lockdep``), run on small test suites with pytester, in process.
+
+Each inner run happens inside a throwaway ``pylockdep.validate()`` block, so whatever the inner
+tests do (with the plugin off, under the process-wide validator) never reaches the validator of
+the session running these tests, were it started with ``--lockdep`` too.
+"""
+
+from __future__ import annotations
+
+import json
+from textwrap import dedent
+
+import pytest
+
+import pylockdep
+
+CIRCULAR = "WARNING: possible circular locking dependency detected"
+
+LOCKS = """\
+import pylockdep
+A = pylockdep.Mutex("A")
+B = pylockdep.Mutex("B")
+"""
+
+ABBA = LOCKS + dedent("""
+    def test_ab():
+        with A, B:
+            pass
+
+    def test_ba():
+        with B, A:
+            pass
+
+    def test_clean():
+        with A:
+            pass
+""")
+
+
+# hypothesis's plugin costs most of an inner run's time and plays no part here.
+QUIET = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """Run pytest in process on the pytester directory, isolated from the outer validator."""
+    with pylockdep.validate(raise_on_report=False):
+        return pytester.runpytest(*QUIET, *args)
+
+
+def failure_text(result: pytest.RunResult) -> str:
+    return "\n".join(result.outlines)
+
+
+# -- on and off ---------------------------------------------------------------------------------
+
+
+def test_off_without_the_option(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_abba=ABBA)
+    result = run(pytester)
+    result.assert_outcomes(passed=3)
+    assert "= lockdep =" not in failure_text(result)
+
+
+def test_the_option_fails_the_test_that_closes_the_cycle(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_abba=ABBA)
+    result = run(pytester, "--lockdep")
+    result.assert_outcomes(passed=2, failed=1)
+    out = failure_text(result)
+    assert "FAILED test_abba.py::test_ba" in out
+    assert "pylockdep: 1 report(s) during the call of test_abba.py::test_ba: circular" in out
+    assert CIRCULAR in out
+    # The earlier test made the other edge, and the splat says so.
+    assert "[in test_abba.py::test_ab, thread MainThread/" in out
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_the_ini_option_turns_it_on(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nlockdep = true\n")
+    pytester.makepyfile(test_abba=ABBA)
+    result = run(pytester)
+    result.assert_outcomes(passed=2, failed=1)
+    assert CIRCULAR in failure_text(result)
+
+
+def test_suboptions_without_lockdep_are_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_abba=ABBA)
+    result = run(pytester, "--lockdep-rt", "--lockdep-json=r.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--lockdep-rt, --lockdep-json: needs --lockdep*"])
+
+
+def test_cycle_across_test_files_names_both_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(locks=LOCKS)
+    pytester.makepyfile(test_first="from locks import A, B\ndef test_ab():\n    with A, B:\n        pass\n")
+    pytester.makepyfile(test_second="from locks import A, B\ndef test_ba():\n    with B, A:\n        pass\n")
+    result = run(pytester, "--lockdep", "test_first.py", "test_second.py")
+    result.assert_outcomes(passed=1, failed=1)
+    out = failure_text(result)
+    assert "during the call of test_second.py::test_ba: circular" in out
+    assert "[in test_first.py::test_ab, thread " in out
+
+
+# -- phases -------------------------------------------------------------------------------------
+
+
+def test_a_report_in_a_fixture_teardown_fails_that_phase(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_teardown=LOCKS + dedent("""
+        import pytest
+
+        @pytest.fixture
+        def takes_ba():
+            yield
+            with B, A:
+                pass
+
+        def test_ab():
+            with A, B:
+                pass
+
+        def test_uses_fixture(takes_ba):
+            pass
+    """))
+    result = run(pytester, "--lockdep", "-p", "no:randomly")
+    result.assert_outcomes(passed=2, errors=1)
+    out = failure_text(result)
+    assert "ERROR at teardown of test_uses_fixture" in out
+    assert "during the teardown of test_teardown.py::test_uses_fixture: circular" in out
+
+
+def test_a_failing_test_keeps_its_own_failure_and_gains_the_splat(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_both=LOCKS + dedent("""
+        def test_ab():
+            with A, B:
+                pass
+
+        def test_ba_then_assert():
+            with B, A:
+                pass
+            assert 1 == 2, "its own failure"
+    """))
+    result = run(pytester, "--lockdep")
+    result.assert_outcomes(passed=1, failed=1)
+    out = failure_text(result)
+    assert "its own failure" in out
+    assert CIRCULAR in out
+
+
+# -- lockdep_expect, the lockdep fixture, nested validators, lockdep_off -------------------------
+
+
+def test_lockdep_expect_accepts_the_named_kind_and_fails_without_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_expect=LOCKS + dedent("""
+        import pytest
+
+        def test_ab():
+            with A, B:
+                pass
+
+        @pytest.mark.lockdep_expect("circular")
+        def test_ba_expected(lockdep):
+            with B, A:
+                pass
+            assert [r.kind for r in lockdep] == ["circular"]
+            assert lockdep[0].classes == ("A", "B")
+            assert lockdep[0].origin == "test_expect.py::test_ba_expected"
+
+        @pytest.mark.lockdep_expect("circular")
+        def test_nothing_made():
+            with A, B:
+                pass
+    """))
+    result = run(pytester, "--lockdep", "-p", "no:randomly")
+    result.assert_outcomes(passed=2, failed=1)
+    out = failure_text(result)
+    assert "FAILED test_expect.py::test_nothing_made" in out
+    assert "test_expect.py::test_nothing_made expected report(s) of kind circular; made: none" in out
+
+
+def test_lockdep_expect_still_fails_on_other_kinds(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_other=LOCKS + dedent("""
+        import pytest
+
+        def make(name):
+            return pylockdep.Mutex(name)
+
+        @pytest.mark.lockdep_expect("circular")
+        def test_recursive_instead():
+            x, y = make("X"), make("X")
+            with x, y:
+                pass
+    """))
+    result = run(pytester, "--lockdep")
+    result.assert_outcomes(failed=1)
+    out = failure_text(result)
+    assert "pylockdep: 1 report(s) during the call of test_other.py::test_recursive_instead: recursive" in out
+    assert "expected report(s) of kind circular; made: recursive" in out
+
+
+def test_the_fixture_without_the_plugin_lists_the_reports_of_the_validator_in_force(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_fixture=LOCKS + dedent("""
+        def test_abba(lockdep):
+            with A, B:
+                pass
+            with B, A:
+                pass
+            assert [(r.kind, r.classes) for r in lockdep] == [("circular", ("A", "B"))]
+    """))
+    result = run(pytester)
+    result.assert_outcomes(passed=1)
+
+
+def test_own_validate_blocks_are_judged_by_the_test_not_the_session(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_nested=LOCKS + dedent("""
+        def test_checks_pylockdep_itself():
+            with pylockdep.validate(raise_on_report=False) as v:
+                with A, B:
+                    pass
+                with B, A:
+                    pass
+            assert [r.kind for r in v.reports] == ["circular"]
+
+        def test_ba_later():
+            with B, A:
+                pass
+    """))
+    result = run(pytester, "--lockdep")
+    # The nested validator's A -> B never reached the session graph: B -> A later is no cycle.
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*no reports*"])
+
+
+def test_lockdep_off_runs_a_test_under_the_validator_from_before_the_session(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_off=LOCKS + dedent("""
+        import pytest
+
+        @pytest.mark.lockdep_off
+        def test_outside():
+            with A, B:
+                pass
+            with B, A:
+                pass
+
+        def test_ab_in_session():
+            with A, B:
+                pass
+    """))
+    with pylockdep.validate(raise_on_report=False) as before:
+        result = pytester.runpytest(*QUIET, "--lockdep")
+    result.assert_outcomes(passed=2)
+    assert [(r.kind, r.origin) for r in before.reports] == [("circular", None)]
+
+
+# -- options, summary and files -----------------------------------------------------------------
+
+
+def test_lockdep_rt_checks_with_preempt_rt_rules(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_rt="""
+        import pylockdep
+        RAW = pylockdep.RawSpinLock("raw")
+        SPIN = pylockdep.SpinLock("spin")
+
+        def test_spinlock_inside_raw():
+            with RAW, SPIN:
+                pass
+    """)
+    plain = run(pytester, "--lockdep")
+    plain.assert_outcomes(failed=1)
+    assert "during the call of test_rt.py::test_spinlock_inside_raw: invalid_wait_context" in failure_text(plain)
+    rt = run(pytester, "--lockdep", "--lockdep-rt")
+    rt.assert_outcomes(failed=1)
+    out = failure_text(rt)
+    assert "BUG: sleeping function called from invalid context" in out
+    assert "invalid_wait_context" in out
+
+
+def test_summary_and_output_files(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_abba=ABBA)
+    result = run(pytester, "--lockdep", "--lockdep-graph=graph.dot", "--lockdep-json=reports.json")
+    result.stdout.fnmatch_lines([
+        "*= lockdep =*",
+        "1 report(s): circular 1",
+        "2 lock classes, 2 dependencies learned",
+        "graph written to graph.dot",
+        "reports written to reports.json",
+    ])
+    dot = (pytester.path / "graph.dot").read_text()
+    assert dot.startswith("digraph lockdep {")
+    assert dot.count("color=red") == 2  # A -> B and B -> A
+    assert 'tooltip="test_abba.py::test_ab"' in dot
+    lines = (pytester.path / "reports.json").read_text().splitlines()
+    reports = [json.loads(line) for line in lines]
+    assert [(r["kind"], r["classes"], r["origin"]) for r in reports] == [
+        ("circular", ["A", "B"], "test_abba.py::test_ba")]
+    assert CIRCULAR in reports[0]["text"]
+
+
+def test_a_report_outside_every_test_fails_the_session(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_at_import=LOCKS + dedent("""
+        def _collection_time_abba():
+            with A, B:
+                pass
+            with B, A:
+                pass
+
+        _collection_time_abba()
+
+        def test_fine():
+            pass
+    """))
+    result = run(pytester, "--lockdep")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*1 report(s) made outside any test:*", f"*{CIRCULAR}*"])
