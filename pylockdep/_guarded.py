@@ -127,14 +127,14 @@ class Guarded:
         lock = self._lock(self._lock_of, instance, self.protector)
         writer = self._lock(self._writer_of, instance, self.writer) if self._writer_of is not None else None
         if write:
-            needed = [writer if writer is not None else lock]
-            if _holds(t, needed[0], exclusive=True):
-                return
-        else:
-            needed = [lock] + ([writer] if writer is not None else [])
-            if any(_holds(t, candidate, exclusive=False) for candidate in needed):
-                return
-        self._report(v, t, lock, needed, write)
+            needed = writer if writer is not None else lock
+            if not _holds(t, needed, exclusive=True):
+                self._report(v, t, lock, [needed], write)
+        elif not _holds(t, lock, exclusive=False):
+            if writer is None:
+                self._report(v, t, lock, [lock], write)
+            elif not _holds(t, writer, exclusive=False):
+                self._report(v, t, lock, [lock, writer], write)
 
     def _report(self, v: Validator, t: Task, lock: _Validated, needed: list[_Validated], write: bool) -> None:
         site = caller_site()

@@ -238,7 +238,7 @@ class Validator:
         Called under the graph lock; the report reaches listeners at the next :meth:`flush`.
         """
         classes = tuple(classes)
-        key = (kind, tuple(c.id for c in classes), dedupe)
+        key = _problem(kind, classes, dedupe)
         if key in self._seen:
             return None
         self._seen.add(key)
@@ -284,6 +284,9 @@ class Validator:
         t = self.task()
         if t.busy:
             return
+        classes = tuple(classes)
+        if _problem(kind, classes, dedupe) in self._seen:
+            return  # reported before: spare building the splat
         with self.graph_lock:
             lines = build(t)
             title = next((line for line in lines if line and not line.startswith("=")), kind)
@@ -296,6 +299,11 @@ class Validator:
         """Raise :class:`LockdepViolation` if anything was reported."""
         if self.reports:
             raise LockdepViolation(self.reports)
+
+
+def _problem(kind: str, classes: tuple[LockClass, ...], dedupe: tuple) -> tuple:
+    """What makes two reports the same problem: kind, lock classes and the caller's ``dedupe``."""
+    return (kind, tuple(c.id for c in classes), dedupe)
 
 
 class _ExitSentinel:
