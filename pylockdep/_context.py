@@ -219,13 +219,16 @@ def hardirq(threaded: bool = False) -> Iterator[None]:
 
     A true hard interrupt (an IPI, a timer) runs with interrupts off and only really spinning
     locks are valid in it.  ``threaded=True`` is a device handler that PREEMPT_RT runs in a
-    thread: ``spinlock_t`` is allowed; on PREEMPT_RT it is preemptible, with interrupts on.
+    thread: ``spinlock_t`` is allowed; on PREEMPT_RT it is preemptible, with interrupts on and,
+    as the kernel's forced-threaded handlers run, with bottom halves disabled.
     """
     v, t = _here()
     as_thread = threaded and v.preempt_rt
     was_off = t.irqs_off
     site = caller_site()
-    if not as_thread:
+    if as_thread:
+        local_bh_disable()
+    else:
         _note_atomic(v, t, site)
         _hardirqs_off(t, site)
         t.hardirq += 1
@@ -235,12 +238,14 @@ def hardirq(threaded: bool = False) -> Iterator[None]:
     try:
         yield
     finally:
-        if not as_thread:
+        if threaded:
+            t.hardirq_threaded -= 1
+        if as_thread:
+            local_bh_enable()
+        else:
             t.hardirq -= 1
             if not was_off:
                 _hardirqs_on(t, site)
-        if threaded:
-            t.hardirq_threaded -= 1
         t.update_ctx()
 
 
