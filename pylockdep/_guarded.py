@@ -18,23 +18,35 @@ object is shared) is never checked.  With validation off an access costs one ext
 from __future__ import annotations
 
 import operator
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from . import _splat
+from ._classes import LockKey
 from ._frames import caller_site
 from ._locks import _task, _Validated
 from ._rcu import DEREFERENCE_CHECK, DEREFERENCE_PROTECTED, RCU, SRCU, _RCUMap, _suspicious
 from ._task import H_LOCK, H_READ, Task
 from ._validator import Validator, active
 
-Protector = str | Callable[[Any], Any] | _Validated
+
+class _PythonLock(Protocol):
+    """``threading.Lock``, ``RLock`` or ``Condition``: validated when threading is instrumented."""
+
+    def acquire(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def release(self) -> None: ...
+
+
+Protector = str | Callable[[Any], Any] | _Validated | _PythonLock
 """What :func:`guarded_by` accepts: the name of an attribute of the same instance holding the lock
 (dotted names follow attributes: ``"kvm.srcu"``), a callable taking the instance and returning the
-lock, a lock itself, or :data:`pylockdep.RCU`."""
+lock, a lock itself, or :data:`pylockdep.RCU`.  Python's ``threading`` locks and conditions count
+when :func:`pylockdep.instrument_threading` made them, and are not checked when it did not."""
 
 
-def _holds(t: Task, lock: _Validated, exclusive: bool) -> bool:
+def _holds(t: Task, lock: Any, exclusive: bool) -> bool:
     """Whether the thread holds ``lock`` (for writing, when ``exclusive``); SRCU and RCU count
     their read sides, having nothing else a thread could hold."""
     if isinstance(lock, (SRCU, _RCUMap)):
@@ -45,7 +57,7 @@ def _holds(t: Task, lock: _Validated, exclusive: bool) -> bool:
     return False
 
 
-def _describe(lock: _Validated) -> str:
+def _describe(lock: Any) -> str:
     if lock is RCU:
         return "an RCU read side"
     if isinstance(lock, SRCU):
@@ -109,14 +121,19 @@ class Guarded:
             self._check(instance, True)
         del instance.__dict__[self.name]
 
-    def _lock(self, resolve: Callable[[Any], Any], instance: Any, spec: Protector) -> _Validated:
+    def _lock(self, resolve: Callable[[Any], Any], instance: Any, spec: Protector) -> Any:
+        """The lock ``spec`` names for ``instance``; None for a lock pylockdep does not validate."""
         try:
             lock = resolve(instance)
         except AttributeError as exc:
             raise TypeError(f"cannot find the lock {spec!r} that guards {self.qualname}: {exc}") from None
-        if not isinstance(lock, _Validated):
-            raise TypeError(f"{self.qualname} is guarded by {spec!r}, which is {lock!r}, not a pylockdep lock")
-        return lock
+        if isinstance(lock, threading.Condition):
+            lock = lock._lock  # what a with-statement on the condition takes
+        if isinstance(getattr(lock, "_key", None), LockKey):
+            return lock
+        if callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None)):
+            return None  # CPython's own (threading not instrumented): nothing to check against
+        raise TypeError(f"{self.qualname} is guarded by {spec!r}, which is {lock!r}, not a lock")
 
     def _check(self, instance: Any, write: bool) -> None:
         """Report the access unless the calling thread holds what it needs."""
@@ -126,6 +143,8 @@ class Guarded:
             return
         lock = self._lock(self._lock_of, instance, self.protector)
         writer = self._lock(self._writer_of, instance, self.writer) if self._writer_of is not None else None
+        if lock is None or (writer is None and self._writer_of is not None):
+            return
         if write:
             needed = writer if writer is not None else lock
             if not _holds(t, needed, exclusive=True):
@@ -136,7 +155,7 @@ class Guarded:
             elif not _holds(t, writer, exclusive=False):
                 self._report(v, t, lock, [lock, writer], write)
 
-    def _report(self, v: Validator, t: Task, lock: _Validated, needed: list[_Validated], write: bool) -> None:
+    def _report(self, v: Validator, t: Task, lock: Any, needed: list[Any], write: bool) -> None:
         site = caller_site()
         classes = tuple(v.class_for(candidate._key) for candidate in needed)
         verb = "writing" if write else "reading"
@@ -157,7 +176,7 @@ class Guarded:
 
 def _resolver(spec: Protector) -> Callable[[Any], Any]:
     """A function from an instance to the lock ``spec`` names."""
-    if isinstance(spec, _Validated):
+    if isinstance(spec, _Validated) or callable(getattr(spec, "acquire", None)):
         return lambda instance: spec
     if isinstance(spec, str):
         if not spec or not all(part.isidentifier() for part in spec.split(".")):

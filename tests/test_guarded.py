@@ -279,7 +279,7 @@ def test_misdeclared_protectors_are_clear_errors():
     with pylockdep.validate():
         with pytest.raises(TypeError, match="Broken.missing"):
             _ = broken.missing
-        with pytest.raises(TypeError, match="not a pylockdep lock"):
+        with pytest.raises(TypeError, match="not a lock"):
             _ = broken.not_a_lock
 
 
@@ -290,3 +290,28 @@ def test_slotted_classes_are_refused_at_first_assignment():
 
     with pytest.raises(TypeError, match="__dict__"):
         Slotted().value = 1
+
+
+def test_python_locks_are_checked_when_instrumented_and_left_alone_otherwise():
+    class Queue:
+        items = guarded_by("mutex")
+        waiters = guarded_by("not_empty")
+
+        def __init__(self) -> None:
+            self.mutex = threading.Lock()
+            self.not_empty = threading.Condition(threading.RLock())
+            self.items = []
+            self.waiters = 0
+
+    plain = Queue()
+    with pylockdep.instrument_threading():
+        instrumented = Queue()
+    with pylockdep.validate(raise_on_report=False) as v:
+        with instrumented.mutex, instrumented.not_empty:
+            instrumented.items = [1]
+            instrumented.waiters += 1
+        _ = plain.items  # CPython's own lock: nothing to check against
+        _ = instrumented.items
+        _ = instrumented.waiters
+    assert [r.kind for r in v.reports] == ["assert_held", "assert_held"]
+    assert [r.classes[0].split("@")[0] for r in v.reports] == ["Lock", "RLock"]
