@@ -1,0 +1,457 @@
+"""instrument_threading(): Python's own locks validated with Python's semantics (API.md, "Python's own locks")."""
+
+from __future__ import annotations
+
+import _thread
+import concurrent.futures
+import copy
+import io
+import logging
+import pickle
+import queue
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import weakref
+
+import pytest
+
+import pylockdep
+from pylockdep._frames import short_filename
+from pylockdep._threading import Lock, RLock
+
+pytestmark = pytest.mark.timeout(60)
+FILE = short_filename(__file__)  # as class names show it
+
+
+def line() -> int:
+    """The caller's line number: ``x = threading.Lock(); n = line()`` on one line names x's class."""
+    return sys._getframe(1).f_lineno
+
+
+def name_of(lock: object) -> str:
+    return lock._key.name
+
+
+def run_in_thread(fn, *args) -> None:
+    t = threading.Thread(target=fn, args=args)
+    t.start()
+    t.join()
+
+
+def task_of(v: pylockdep.Validator, thread: threading.Thread):
+    return next(t for t in list(v.tasks.values()) if t.ident == thread.ident)
+
+
+def edges(v: pylockdep.Validator) -> set[tuple[str, str]]:
+    return {(e.prev.name, e.next.name) for e in v.graph.edges()}
+
+
+@pytest.fixture
+def v():
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        yield v
+
+
+# -- the rules -----------------------------------------------------------------------------------
+
+
+def test_abba_between_two_locks_in_threads_run_one_after_the_other_is_circular(v):
+    a = threading.Lock(); a_line = line()  # noqa: E702
+    b = threading.Lock(); b_line = line()  # noqa: E702
+
+    def ab():
+        with a, b:
+            pass
+
+    def ba():
+        with b, a:
+            pass
+
+    run_in_thread(ab)
+    run_in_thread(ba)
+    (report,) = v.reports
+    assert report.kind == "circular"
+    assert sorted(report.classes) == sorted([f"Lock@{FILE}:{a_line}", f"Lock@{FILE}:{b_line}"])
+    assert f"lock(Lock@{FILE}:{a_line});" in report.text
+
+
+def test_rlock_reentry_is_not_a_new_acquisition(v):
+    r = threading.RLock()
+    other = threading.Lock()
+    with r, other, r, r:
+        assert r._recursion_count() == 3
+    assert edges(v) == {(name_of(r), name_of(other))}
+    assert v.reports == []
+
+
+def test_condition_default_lock_is_an_rlock_named_after_the_condition(v):
+    cond = threading.Condition(); n = line()  # noqa: E702
+    assert isinstance(cond._lock, RLock)
+    assert name_of(cond._lock) == f"Condition@{FILE}:{n}"
+    with cond, cond:
+        pass
+    assert v.reports == []
+
+
+def wait_until_waiting(v: pylockdep.Validator, thread: threading.Thread) -> None:
+    """Poll until ``thread`` is blocked in a validated wait (no timing assumption, only progress)."""
+    while True:
+        tasks = [t for t in list(v.tasks.values()) if t.ident == thread.ident]
+        if tasks and tasks[0].waiting is not None:
+            return
+        threading.Event().wait(0.005)
+
+
+def test_blocking_on_a_held_lock_is_recursive_and_waits_for_another_thread_to_release_it(v):
+    lock = threading.Lock()
+    lock.acquire()
+    me = threading.current_thread()
+
+    def release_when_main_waits():
+        wait_until_waiting(v, me)
+        lock.release()
+
+    helper = threading.Thread(target=release_when_main_waits)
+    helper.start()
+    assert lock.acquire() is True  # waits, then gets it from the helper's release
+    helper.join()
+    lock.release()
+    assert [r.kind for r in v.reports] == ["recursive"]
+    assert v.reports[0].classes == (name_of(lock),)
+    assert task_of(v, me).held == []
+
+
+def test_lock_released_by_another_thread_leaves_the_acquirers_held_stack(v):
+    a = threading.Lock()
+    b = threading.Lock()
+    a.acquire()
+    run_in_thread(a.release)
+    with b:  # a is no longer held: no a -> b
+        pass
+    assert not a.locked()
+    assert edges(v) == set()
+    assert task_of(v, threading.current_thread()).held == []
+    assert v.reports == []
+
+
+def test_nonblocking_and_timed_acquires_are_trylocks_with_no_dependency_into_them(v):
+    a = threading.Lock()
+    b = threading.Lock()
+    c = threading.Lock()
+    with a:
+        assert b.acquire(False)
+        assert c.acquire(timeout=5)
+        c.release()
+        b.release()
+    with b, a:
+        pass
+    with c, a:
+        pass
+    assert (name_of(a), name_of(b)) not in edges(v)
+    assert v.reports == []
+
+
+def test_timed_acquire_of_a_busy_lock_waits_and_times_out_or_gets_it(v):
+    lock = threading.Lock()
+    taken, go = threading.Event(), threading.Event()
+
+    def holder():
+        with lock:
+            taken.set()
+            go.wait()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    taken.wait()
+    assert lock.acquire(timeout=0.01) is False
+    assert lock.acquire(blocking=False) is False
+    go.set()
+    assert lock.acquire(timeout=30) is True
+    lock.release()
+    t.join()
+    assert v.reports == []
+
+
+def test_acquire_checks_its_arguments_as_cpython_does(v):
+    plain = _thread.allocate_lock()
+    cases = [((False, 1), {}), ((), {"timeout": -100}), ((), {"timeout": 1e100}), ((), {"timeout": None}),
+             ((), {"timeout": float("nan")}), ((), {"timeout": _thread.TIMEOUT_MAX + 1})]
+    for lock in (threading.Lock(), threading.RLock()):
+        for args, kwargs in cases:
+            with pytest.raises(Exception) as expected:
+                plain.acquire(*args, **kwargs)
+            with pytest.raises(expected.type, match=re.escape(str(expected.value))):
+                lock.acquire(*args, **kwargs)
+        assert lock.acquire(timeout=_thread.TIMEOUT_MAX)
+        if isinstance(lock, RLock):  # re-entry checks them too
+            with pytest.raises(ValueError):
+                lock.acquire(False, 1)
+        lock.release()
+        assert not lock._real.locked()
+    assert v.reports == []
+
+
+def test_misuse_cpython_rejects_raises_and_is_not_reported(v):
+    lock, rlock = threading.Lock(), threading.RLock()
+    with pytest.raises(RuntimeError, match="release unlocked lock"):
+        lock.release()
+    with pytest.raises(RuntimeError, match="cannot release un-acquired lock"):
+        rlock.release()
+    with pytest.raises(RuntimeError, match="cannot release un-acquired lock"):
+        rlock._release_save()
+    rlock.acquire()
+    errors = []
+
+    def release_other_threads_rlock():
+        try:
+            rlock.release()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    run_in_thread(release_other_threads_rlock)
+    rlock.release()
+    assert len(errors) == 1
+    assert v.reports == []
+
+
+def test_rlock_cycle_of_waiting_threads_raises_deadlock_error_instead_of_hanging(v):
+    r1 = threading.RLock()
+    r2 = threading.RLock()
+    one_in, two_in = threading.Event(), threading.Event()
+    errors = []
+
+    def take(first, second, mine, theirs):
+        with first:
+            mine.set()
+            theirs.wait()
+            try:
+                with second:
+                    pass
+            except pylockdep.DeadlockError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=take, args=(r1, r2, one_in, two_in)),
+               threading.Thread(target=take, args=(r2, r1, two_in, one_in))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors  # the thread that closed the cycle (both, if they saw it at once)
+    assert [r.kind for r in v.reports] == ["circular"]
+
+
+# -- drop-in behaviour ---------------------------------------------------------------------------
+
+
+def test_repr_has_cpythons_shape(v):
+    lock, rlock = threading.Lock(), threading.RLock()
+    assert re.fullmatch(r"<unlocked pylockdep\._threading\.Lock object at 0x[0-9a-f]+>", repr(lock))
+    with lock, rlock, rlock:
+        assert re.fullmatch(r"<locked \S+\.Lock object at 0x[0-9a-f]+>", repr(lock))
+        assert re.fullmatch(rf"<locked \S+\.RLock object owner={threading.get_ident()} count=2 at 0x[0-9a-f]+>",
+                            repr(rlock))
+    assert re.fullmatch(r"<unlocked \S+\.RLock object owner=0 count=0 at 0x[0-9a-f]+>", repr(rlock))
+
+
+def test_weak_references_and_no_pickling_or_copying(v):
+    for factory in (threading.Lock, threading.RLock):
+        lock = factory()
+        ref = weakref.ref(lock)
+        assert ref() is lock
+        with pytest.raises(TypeError, match="cannot pickle"):
+            pickle.dumps(lock)
+        with pytest.raises(TypeError, match="cannot pickle"):
+            copy.copy(lock)
+        del lock
+        assert ref() is None
+
+
+def test_with_returns_true_and_locked_reports_state(v):
+    lock = threading.Lock()
+    with lock as got:
+        assert got is True
+        assert lock.locked() and lock.locked_lock()
+    assert not lock.locked()
+    assert lock.acquire_lock() is True
+    lock.release_lock()
+
+
+def test_condition_wait_and_notify_over_lock_and_rlock_keep_the_waiter_lock_plain(v):
+    for cond in (threading.Condition(threading.Lock()), threading.Condition()):
+        ready, waiting_held = [], []
+        me = threading.current_thread()
+
+        def waiter(cond=cond, ready=ready):
+            with cond:
+                cond.wait_for(lambda: ready)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        with cond:
+            while not cond._waiters:  # the waiter is inside wait(): it dropped the lock
+                cond.wait(0.005)
+            assert all(type(w) is _thread.LockType for w in cond._waiters)
+            waiting_held.append(list(task_of(v, t).held))
+            ready.append(True)
+            cond.notify_all()
+        t.join()
+        assert waiting_held == [[]]
+        assert task_of(v, me).held == []
+    assert v.reports == []
+
+
+def test_semaphores_are_not_tracked_as_locks(v):
+    a = threading.Lock()
+    sem = threading.BoundedSemaphore(1)
+    with a:
+        sem.acquire()
+    sem.release()
+    with sem, a:
+        pass
+    assert v.reports == []
+
+
+def test_at_fork_reinit_unlocks_and_forgets_a_held_lock(v):
+    for lock in (threading.Lock(), threading.RLock()):
+        other = threading.Lock()
+        lock.acquire()
+        lock._at_fork_reinit()
+        assert repr(lock).startswith("<unlocked")
+        assert task_of(v, threading.current_thread()).held == []
+        with other, lock:
+            pass
+    assert v.reports == []
+
+
+FORK_CHILD = textwrap.dedent("""
+    import os, threading, pylockdep
+    pylockdep.instrument_threading().install()
+    v = pylockdep.current()
+    r, other = threading.RLock(), threading.Lock()
+    held, done = threading.Event(), threading.Event()
+    def holder():
+        with r:
+            held.set()
+            done.wait()
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        ok = len(v.tasks) == 1 and not v.reports
+        with other:
+            pass
+        os._exit(0 if ok and not v.reports else 3)
+    _, status = os.waitpid(pid, 0)
+    done.set()
+    t.join()
+    raise SystemExit(os.waitstatus_to_exitcode(status) or len(v.reports))
+""")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_fork_child_forgets_the_locks_other_threads_held():
+    result = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# -- classes -------------------------------------------------------------------------------------
+
+
+def test_class_is_the_type_and_the_first_frame_outside_threading(v):
+    lock = threading.Lock(); n = line()  # noqa: E702
+    rlock = threading.RLock(); m = line()  # noqa: E702
+    event = threading.Event(); e = line()  # noqa: E702
+    sem = threading.Semaphore(); s = line()  # noqa: E702
+    barrier = threading.Barrier(1); b = line()  # noqa: E702
+    assert name_of(lock) == f"Lock@{FILE}:{n}"
+    assert name_of(rlock) == f"RLock@{FILE}:{m}"
+    assert name_of(event._cond._lock) == f"Event@{FILE}:{e}"
+    assert name_of(sem._cond._lock) == f"Semaphore@{FILE}:{s}"
+    assert name_of(barrier._cond._lock) == f"Barrier@{FILE}:{b}"
+    twins = [threading.Lock() for _ in range(2)]
+    assert twins[0]._key is twins[1]._key
+
+
+def test_standard_library_locks_take_their_line_in_the_library(v):
+    q1, q2 = queue.Queue(), queue.Queue()
+    assert q1.mutex._key is q2.mutex._key  # one class per line of queue.py
+    assert re.fullmatch(r"Lock@queue\.py:\d+", name_of(q1.mutex))
+    handler = logging.StreamHandler(io.StringIO())
+    assert re.fullmatch(r"RLock@logging/__init__\.py:\d+", name_of(handler.lock))
+
+
+def test_threadings_own_bookkeeping_locks_stay_plain(v):
+    t = threading.Thread(target=lambda: None)
+    assert type(t._started._cond._lock) is _thread.LockType
+    t.start()
+    t.join()
+
+
+def test_locks_made_before_or_after_instrumentation_stay_plain():
+    before = threading.Lock()
+    with pylockdep.instrument_threading():
+        inside = threading.Lock()
+        nested = pylockdep.instrument_threading()
+        with nested:
+            pass
+        assert isinstance(threading.Lock(), Lock)  # still on after an inner block
+    after = threading.Lock()
+    assert type(before) is type(after) is _thread.LockType
+    assert isinstance(inside, Lock)
+    assert threading.Lock is _thread.allocate_lock
+
+
+def test_process_wide_install_and_uninstall():
+    inst = pylockdep.instrument_threading()
+    inst.install()
+    try:
+        assert isinstance(threading.RLock(), RLock)
+    finally:
+        inst.uninstall()
+    assert type(threading.RLock()) is _thread.RLock
+    with pytest.raises(RuntimeError):
+        inst.uninstall()
+
+
+# -- real programs -------------------------------------------------------------------------------
+
+
+def test_program_using_logging_queue_futures_and_condition_runs_clean(v):
+    log = logging.getLogger("pylockdep-test-program")
+    log.addHandler(logging.StreamHandler(io.StringIO()))
+    log.setLevel(logging.INFO)
+    work: queue.Queue[int | None] = queue.Queue(maxsize=4)
+    results: list[int] = []
+    cond = threading.Condition()
+
+    def consumer():
+        while (item := work.get()) is not None:
+            log.info("item %d", item)
+            with cond:
+                results.append(item * item)
+                cond.notify_all()
+            work.task_done()
+        work.task_done()
+
+    consumers = [threading.Thread(target=consumer) for _ in range(2)]
+    for t in consumers:
+        t.start()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        for item in pool.map(lambda i: i + 1, range(20)):
+            work.put(item)
+        futures = [pool.submit(log.info, "done %d", i) for i in range(5)]
+        for f in futures:
+            f.result()
+    with cond:
+        cond.wait_for(lambda: len(results) == 20)
+    for _ in consumers:
+        work.put(None)
+    work.join()
+    for t in consumers:
+        t.join()
+    assert sorted(results) == [i * i for i in range(1, 21)]
+    assert v.reports == []
