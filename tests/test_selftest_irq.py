@@ -285,10 +285,6 @@ CASES = [(label, order, irq, col) for label, group in GROUPS.items() for order i
          for irq in group.flavours for col in group.columns]
 
 
-def _lockdep_reports(v: pylockdep.Validator) -> list[pylockdep.Report]:
-    return list(v.reports)
-
-
 @pytest.mark.parametrize(("label", "order", "irq", "col"), CASES,
                          ids=[f"{label}/{order}-{irq.name}-{col}" for label, order, irq, col in CASES])
 def test_irq_groups(label: str, order: str, irq: Irq, col: str) -> None:
