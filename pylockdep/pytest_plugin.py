@@ -267,6 +267,7 @@ class _Controller:
             self.workers.append((node.gateway.id, data))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.workers.sort(key=lambda pair: (len(pair[0]), pair[0]))  # gw0, gw1, ..., gw10: a stable merge
         merged = self.merged = _export.merge((worker, data["graph"]) for worker, data in self.workers)
         for cycle in _export.strong_cycles(merged.graph):
             common = set(merged.edge_sources[cycle[0]].sources)
