@@ -415,3 +415,11 @@ def test_no_reader_that_was_inside_when_synchronize_began_is_still_inside_when_i
         join(*readers)
     assert violations == []
     assert v.reports == []
+
+
+def test_two_srcus_of_one_class_report_recursive_without_a_real_deadlock():
+    first, second = [SRCU("srcu_same") for _ in range(2)]  # one init site: one class
+    with pylockdep.validate(raise_on_report=False) as v:
+        with first.read():
+            second.synchronize()  # no reader of this instance: returns
+    assert kinds(v) == ["recursive"] and v.reports[0].classes == ("srcu_same",)
