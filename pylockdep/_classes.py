@@ -97,19 +97,29 @@ def usage_string(usage: int) -> str:
 class LockKey:
     """Identity of a family of locks (a kernel ``lock_class_key``).
 
-    ``validator`` and ``classes`` cache the classes the last validator that saw this key made from
-    it, one per subclass, so the acquire path finds its class without a dictionary lookup.
+    ``cache`` is ``(validator, classes)``: the classes the last validator that saw this key made
+    from it, one per subclass, so the acquire path finds its class without a dictionary lookup.
+    It is one tuple, replaced whole, so a thread never pairs one validator with another's classes.
     """
 
-    __slots__ = ("name", "ltype", "site", "explicit", "validator", "classes")
+    __slots__ = ("name", "ltype", "site", "explicit", "cache")
 
     def __init__(self, name: str, ltype: LockType, site: Site | None, explicit: Hashable | None) -> None:
         self.name = name
         self.ltype = ltype
         self.site = site
         self.explicit = explicit
-        self.validator: Any = None
-        self.classes: list[LockClass | None] = [None] * MAX_SUBCLASSES
+        self.cache: tuple[Any, list[LockClass | None]] = (None, [None] * MAX_SUBCLASSES)
+
+    @property
+    def validator(self) -> Any:
+        """The validator whose classes :attr:`classes` holds."""
+        return self.cache[0]
+
+    @property
+    def classes(self) -> list[LockClass | None]:
+        """The cached classes, indexed by subclass."""
+        return self.cache[1]
 
     def __repr__(self) -> str:
         where = f" at {format_file_line(self.site)}" if self.site else ""

@@ -42,6 +42,22 @@ def caller_site(skip_threading: bool = False) -> Site:
     return (frame.f_code, frame.f_lineno)
 
 
+_lines: dict[tuple[CodeType, int], int] = {}
+
+
+def line_at(code: CodeType, lasti: int) -> int:
+    """The source line of the instruction at byte offset ``lasti`` in ``code`` (a frame's ``f_lasti``)."""
+    line = _lines.get((code, lasti))
+    if line is None:
+        line = code.co_firstlineno
+        for start, end, number in code.co_lines():
+            if start <= lasti < end:
+                line = number if number is not None else line
+                break
+        _lines[(code, lasti)] = line
+    return line
+
+
 def capture_stack(frame: FrameType | None = None, limit: int = 64) -> Stack:
     """The call stack outside pylockdep, innermost first, as sites (at most ``limit`` of them)."""
     frame = outside_frame(frame if frame is not None else sys._getframe(1))

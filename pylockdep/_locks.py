@@ -51,10 +51,10 @@ def _acquire(lock: Any, read: int, subclass: int, frame: Any, trylock: bool = Fa
         t = v.new_task()
     if t.foreign_releases:
         v.drop_foreign(t)
-    key = lock._key
-    cls = key.classes[subclass] if key.validator is v else None
+    owner, classes = lock._key.cache
+    cls = classes[subclass] if owner is v else None
     if cls is None:
-        cls = v.class_for(key, subclass)
+        cls = v.class_for(lock._key, subclass)
     chain_key = hash((t.key, t.ctx, cls.variants[read + 3 if trylock else read]))
     if chain_key not in v.chains:
         v.validate_chain(t, lock, cls, read, trylock, chain_key, frame.f_code, frame.f_lineno)
@@ -64,7 +64,9 @@ def _acquire(lock: Any, read: int, subclass: int, frame: Any, trylock: bool = Fa
     spins = cls.spins
     if spins:
         t.spins += 1
-    t.held.append((lock, cls, read, trylock, frame.f_code, frame.f_lineno, t.key, t.irq, spins, t.ctx))
+    # The instruction offset, not f_lineno: finding the line costs time proportional to the
+    # function's length, so it is worked out only when a report prints the site.
+    t.held.append((lock, cls, read, trylock, frame.f_code, frame.f_lasti, t.key, t.irq, spins, t.ctx))
     t.key = chain_key
     if len(t.held) >= v.max_lock_depth:
         v.depth_exceeded(t)

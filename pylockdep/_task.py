@@ -13,15 +13,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ._frames import Site
+from ._frames import Site, line_at
 
 # Fields of a held-lock tuple.
 H_LOCK = 0  # the lock instance
 H_CLASS = 1  # its LockClass
 H_READ = 2  # 0 exclusive, 1 non-recursive reader, 2 recursive reader
 H_TRYLOCK = 3  # taken by a trylock
-H_CODE = 4  # code object and line where it was taken
-H_LINE = 5
+H_CODE = 4  # code object where it was taken
+H_LASTI = 5  # (instruction offset in the code: see held_site)
 H_PREV_KEY = 6  # chain key before this lock was pushed
 H_IRQ = 7  # irq context it was taken in: 2 * in hardirq + in softirq
 H_SPIN = 8  # whether taking it disabled preemption
@@ -38,8 +38,8 @@ CHAIN_ROOT = 0x5EED
 
 
 def held_site(entry: tuple) -> Site:
-    """Where a held lock was taken."""
-    return (entry[H_CODE], entry[H_LINE])
+    """Where a held lock was taken, as (code, line)."""
+    return (entry[H_CODE], line_at(entry[H_CODE], entry[H_LASTI]))
 
 
 class IrqTrace:

@@ -20,11 +20,11 @@ from typing import IO, Any
 import structlog
 
 from . import _checks, _splat
-from ._classes import LockClass, LockKey
+from ._classes import MAX_SUBCLASSES, LockClass, LockKey
 from ._frames import Site, caller_site
 from ._graph import Graph, LimitExceeded
 from ._report import LockdepViolation, Report
-from ._task import H_CLASS, H_CODE, H_CTX, H_LINE, H_LOCK, H_READ, H_TRYLOCK, Task
+from ._task import H_CLASS, H_CTX, H_LOCK, H_READ, H_TRYLOCK, Task, held_site
 
 _log = structlog.get_logger("pylockdep")
 
@@ -111,15 +111,15 @@ class Validator:
 
     def class_for(self, key: LockKey, subclass: int = 0) -> LockClass:
         """The class of ``key``/``subclass`` in this validator, registering it on first use."""
-        if key.validator is self:
-            cls = key.classes[subclass]
+        owner, classes = key.cache
+        if owner is self:
+            cls = classes[subclass]
             if cls is not None:
                 return cls
         with self.graph_lock:
-            if key.validator is not self:
-                key.classes = self._key_classes.setdefault(key, [None] * len(key.classes))
-                key.validator = self
-            cls = key.classes[subclass]
+            classes = self._key_classes.setdefault(key, [None] * MAX_SUBCLASSES)
+            key.cache = (self, classes)
+            cls = classes[subclass]
             if cls is None:
                 try:
                     cls = self.graph.new_class(key, subclass)
@@ -127,7 +127,7 @@ class Validator:
                     self.limit_reached(self.task(), str(exc), [])
                     cls = LockClass(-1, key, subclass, key.name)
                 cls.spins = key.ltype.spins_under(self.preempt_rt)
-                key.classes[subclass] = cls
+                classes[subclass] = cls
         return cls
 
     # -- the rare path of an acquisition -------------------------------------------------------
@@ -191,8 +191,7 @@ class Validator:
             variant = cls.variants[read + (3 if trylock else 0)]
             chain_key = hash((t.key, again[H_CTX], variant))
             if chain_key not in self.chains:
-                self.validate_chain(t, again[H_LOCK], cls, read, trylock, chain_key,
-                                    again[H_CODE], again[H_LINE])
+                self.validate_chain(t, again[H_LOCK], cls, read, trylock, chain_key, *held_site(again))
             held.append(again[:6] + (t.key,) + again[7:])
             t.key = chain_key
         return entry

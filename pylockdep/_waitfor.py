@@ -9,6 +9,7 @@ thread is a cycle of threads, and the wait raises :class:`DeadlockError`.  Locks
 
 from __future__ import annotations
 
+import _thread
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from ._validator import Validator
 
 POLL_SECONDS = 0.05
+_waits = _thread.allocate_lock()
 
 
 def find_wait_cycle(v: Validator, t: Task) -> list[tuple[Task, Any]] | None:
@@ -53,10 +55,15 @@ def wait(v: Validator, t: Task, lock: Any, mode: int, acquire_timed: Callable[[f
     The cycle is checked before blocking and again every :data:`POLL_SECONDS`, so a cycle that
     forms while threads race into their waits is still found.
     """
-    t.waiting = (lock, mode)
     try:
         while True:
-            cycle = find_wait_cycle(v, t) if lock._owned else None
+            with _waits:
+                # Marking this thread as waiting, checking for a cycle and, on one, giving up the
+                # wait happen together, so of the threads that close a cycle exactly one refuses.
+                t.waiting = (lock, mode)
+                cycle = find_wait_cycle(v, t) if lock._owned else None
+                if cycle is not None:
+                    t.waiting = None
             if cycle is not None:
                 raise DeadlockError(describe_cycle(cycle))
             if acquire_timed(POLL_SECONDS):
