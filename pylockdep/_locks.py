@@ -148,7 +148,7 @@ class _Validated:
 class _Lock(_Validated):
     """A lock with the kernel's and Python's spellings: acquire/release, lock/unlock, trylock, with."""
 
-    __slots__ = ("_real", "_try")
+    __slots__ = ("_real", "_try", "_unlock")
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
         super().__init__(name, key=key)
@@ -156,6 +156,8 @@ class _Lock(_Validated):
         # ``_try(read)`` on an exclusive lock is the real lock's acquire(blocking=False): ``read``
         # is always 0 there.  Binding it per instance saves a call on every acquisition.
         self._try = self._real.acquire
+        # ``_unlock(read)``: the real lock's ``__exit__`` releases it and ignores its arguments.
+        self._unlock = self._real.__exit__
 
     # The real lock, for the fast path (``_try`` is bound in __init__).
     def _timed(self, read: int, seconds: float) -> bool:
@@ -163,9 +165,6 @@ class _Lock(_Validated):
 
     def _is_held(self, read: int) -> bool:
         return self._real.locked()
-
-    def _unlock(self, read: int) -> None:
-        self._real.release()
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         owner = self._owner
@@ -348,6 +347,7 @@ class _RWLockBase(_Lock):
         super().__init__(name, key=key)
         self._rw = _RWCore()
         self._try = self._rw.try_acquire
+        self._unlock = self._rw.release
 
     def _timed(self, read: int, seconds: float) -> bool:
         # Keep waiting writers registered across the polls of the deadlock check.
@@ -355,9 +355,6 @@ class _RWLockBase(_Lock):
 
     def _is_held(self, read: int) -> bool:
         return self._rw.is_held(read)
-
-    def _unlock(self, read: int) -> None:
-        self._rw.release(read)
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         return self._rw.blockers(mode)
