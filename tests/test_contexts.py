@@ -1,0 +1,141 @@
+"""Execution contexts: unbalanced context calls, and what each context changes for the checks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+import pylockdep
+
+
+def _hardirq_enable() -> None:
+    with pylockdep.hardirq():
+        pylockdep.local_irq_enable()
+
+
+def _softirq_bh_enable() -> None:
+    with pylockdep.softirq():
+        pylockdep.local_bh_enable()
+
+
+# call: (report kind, title, the line saying what is wrong)
+UNBALANCED: dict[str, tuple[Callable[[], None], str, str, str]] = {
+    "preempt_enable": (pylockdep.preempt_enable, "context_imbalance", "WARNING: unbalanced preempt_enable()",
+                       "but preemption is not disabled!"),
+    "local_bh_enable": (pylockdep.local_bh_enable, "context_imbalance", "WARNING: unbalanced local_bh_enable()",
+                        "but bottom halves are not disabled!"),
+    "local_bh_enable_in_softirq": (_softirq_bh_enable, "context_imbalance",
+                                   "WARNING: unbalanced local_bh_enable()", "but bottom halves are not disabled!"),
+    "local_irq_enable_in_hardirq": (_hardirq_enable, "context_imbalance",
+                                    "WARNING: local_irq_enable() in hardirq context",
+                                    "but interrupts stay disabled until the hardirq handler returns!"),
+    # lockdep itself reports this one: releasing rcu_read_lock()'s map, which is not held.
+    "rcu_read_unlock": (pylockdep.rcu_read_unlock, "bad_unlock_balance", "WARNING: bad unlock balance detected!",
+                        "but there are no more locks to release!"),
+}
+
+
+@pytest.mark.parametrize("rt", [False, True], ids=["nort", "rt"])
+@pytest.mark.parametrize("name", list(UNBALANCED))
+def test_unbalanced_context_call_is_reported_and_changes_nothing(name: str, rt: bool) -> None:
+    call, kind, title, detail = UNBALANCED[name]
+    lock, mutex = pylockdep.SpinLock("ctx_lock"), pylockdep.Mutex("ctx_mutex")
+    with pylockdep.validate(preempt_rt=rt, raise_on_report=False) as v:
+        for _ in range(2):  # the same call site twice: reported once
+            call()
+        # The context is as it was: process context, preemptible, irqs and softirqs on.
+        with lock:
+            pass
+        with mutex:
+            pylockdep.might_sleep()
+        with pylockdep.hardirq():
+            pass
+    (report,) = v.reports
+    assert (report.kind, report.title) == (kind, title)
+    assert report.classes == (("rcu_read_lock",) if kind == "bad_unlock_balance" else ())
+    assert detail in report.text.splitlines()
+
+
+def test_unbalanced_calls_in_a_thread_do_not_crash_it() -> None:
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            for call, *_ in UNBALANCED.values():
+                call()
+        except BaseException as exc:  # pragma: no cover - the failure being tested for
+            errors.append(exc)
+
+    with pylockdep.validate(raise_on_report=False) as v:
+        t = threading.Thread(target=body, name="unbalanced")
+        t.start()
+        t.join(timeout=30)
+    assert not t.is_alive() and errors == []
+    assert sorted(r.kind for r in v.reports) == ["bad_unlock_balance"] + ["context_imbalance"] * 4
+    assert all(r.threads[0].startswith("unbalanced/") for r in v.reports)
+
+
+def test_local_irq_enable_in_hardirq_leaves_irqs_disabled() -> None:
+    """A lock taken in the handler after the refused enable is still taken with irqs off: it is
+    irq-safe only, with no clash."""
+    lock = pylockdep.RawSpinLock("handler_lock")
+    with pylockdep.validate(raise_on_report=False) as v:
+        with pylockdep.hardirq():
+            pylockdep.local_irq_enable()
+            with lock:
+                pass
+            pylockdep.might_sleep()
+    assert [r.kind for r in v.reports] == ["context_imbalance", "sleep_in_atomic"]
+    assert "in_atomic(): 1, irqs_disabled(): 1," in v.reports[1].text
+
+
+def test_rwlock_readers_are_recursive_only_in_interrupt_context() -> None:
+    """Queued rwlocks: a second read_lock() of one class is recursive locking in process context
+    (a queued writer would block it), fine with bottom halves disabled or in an irq handler (a
+    threaded one: rwlock_t is not valid in a true hard irq with raw-lock nesting checks)."""
+    x1, x2 = (pylockdep.RWLock("rwlock_X") for _ in range(2))
+    with pylockdep.validate(raise_on_report=False) as v:
+        for context in (pylockdep.softirq, lambda: pylockdep.hardirq(threaded=True)):
+            with context(), x1.read(), x2.read():
+                pass
+        pylockdep.local_bh_disable()
+        with x1.read(), x2.read():
+            pass
+        pylockdep.local_bh_enable()
+        assert v.reports == []
+        with x1.read(), x2.read():
+            pass
+    (report,) = v.reports
+    assert (report.kind, report.classes) == ("recursive", ("rwlock_X",))
+
+
+def test_rt_threaded_handler_allows_spinlock_but_not_mutex() -> None:
+    """On PREEMPT_RT a threaded handler is a thread with bottom halves disabled: a spinlock_t is
+    fine in it, a mutex is an invalid wait context and sleeps inside an RCU read side."""
+    spin, mutex = pylockdep.SpinLock("dev_lock"), pylockdep.Mutex("dev_mutex")
+    with pylockdep.validate(preempt_rt=True, raise_on_report=False) as v:
+        with pylockdep.hardirq(threaded=True), spin:
+            pass
+        assert v.reports == []
+        with pylockdep.hardirq(threaded=True), mutex:
+            pass
+    assert [r.kind for r in v.reports] == ["sleep_in_atomic", "invalid_wait_context"]
+    assert "context-{3:3}" in v.reports[1].text.splitlines()
+
+
+@pytest.mark.parametrize("rt", [False, True], ids=["nort", "rt"])
+def test_softirq_keeps_hard_irqs_enabled(rt: bool) -> None:
+    """A lock taken in a softirq is softirq-safe and, since hard irqs stay on, hardirq-unsafe: taking
+    it in a hard irq too is inconsistent."""
+    lock = pylockdep.SpinLock("net_lock")
+    with pylockdep.validate(preempt_rt=rt, raise_on_report=False) as v:
+        with pylockdep.softirq(), lock:
+            pass
+        with pylockdep.hardirq(), lock:
+            pass
+    kinds = [r.kind for r in v.reports]
+    assert "inconsistent_lock_state" in kinds
+    report = v.reports[kinds.index("inconsistent_lock_state")]
+    assert "inconsistent {HARDIRQ-ON-W} -> {IN-HARDIRQ-W} usage." in report.text
