@@ -108,6 +108,8 @@ def circular(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClass, nxt_l
             lines.append(f"       [in {step.edge.origin}, thread {step.edge.thread}]")
         elif step.edge is not None:
             lines.append(f"       [thread {step.edge.thread}]")
+        elif v.origin:  # the new dependency, being made now
+            lines.append(f"       [in {v.origin}, thread {t.comm}]")
         lines += format_stack(edge_stack, " " * 7)
     lines += ["", "other info that might help us debug this:", ""]
     parent = steps[-2].cls if len(steps) >= 2 else nxt_cls

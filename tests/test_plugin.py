@@ -69,8 +69,9 @@ def test_the_option_fails_the_test_that_closes_the_cycle(pytester: pytest.Pytest
     assert "FAILED test_abba.py::test_ba" in out
     assert "pylockdep: 1 report(s) during the call of test_abba.py::test_ba: circular" in out
     assert CIRCULAR in out
-    # The earlier test made the other edge, and the splat says so.
+    # Each dependency on the cycle is shown with the test that made it.
     assert "[in test_abba.py::test_ab, thread MainThread/" in out
+    assert "[in test_abba.py::test_ba, thread MainThread/" in out
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
