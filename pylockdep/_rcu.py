@@ -15,6 +15,7 @@ from __future__ import annotations
 import _thread
 import sys
 import threading
+import weakref
 from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -23,10 +24,12 @@ from . import _checks, _locktypes, _splat, _waitfor
 from ._classes import LockClass
 from ._frames import Site, caller_site, outside_frame
 from ._locks import _acquire, _Condition, _release, _task, _Validated
+from ._report import DeadlockError
 from ._task import VARIANT_SYNC, Task
 from ._validator import Validator, active
 
 T = TypeVar("T")
+_Reader = int | tuple[str, int]
 
 DEREFERENCE_CHECK = "suspicious rcu_dereference_check() usage"
 DEREFERENCE_PROTECTED = "suspicious rcu_dereference_protected() usage"
@@ -51,7 +54,8 @@ class SRCU(_Validated):
         super().__init__(name, key=key)
         self._cond = _Condition(_thread.allocate_lock())
         self._idx = 0
-        self._readers: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        # Per counter: reader thread ident (or ("ended", ident), see _thread_ended) -> open read sides.
+        self._readers: tuple[dict[_Reader, int], dict[_Reader, int]] = ({}, {})
         self._sync_owner: int | None = None
         self._draining = 1
         self._flipped = False
@@ -63,6 +67,9 @@ class SRCU(_Validated):
             return self._tls.stack
         except AttributeError:
             self._tls.stack = stack = []
+            # Dropped with the thread's locals when the thread ends: see _thread_ended.
+            self._tls.sentinel = sentinel = _Sentinel()
+            weakref.finalize(sentinel, _thread_ended, weakref.ref(self), _thread.get_ident())
             return stack
 
     def read_lock_held(self) -> bool:
@@ -90,7 +97,8 @@ class SRCU(_Validated):
             owner = self._sync_owner
             if owner is not None and owner != ident:
                 return [owner]
-            return list(self._readers[self._draining if owner == ident else self._idx ^ 1])
+            readers = self._readers[self._draining if owner == ident else self._idx ^ 1]
+            return [reader for reader in readers if isinstance(reader, int)]
 
     def read_lock(self) -> int:
         """Enter a read side (``srcu_read_lock``); returns the index to hand to :meth:`read_unlock`."""
@@ -184,6 +192,9 @@ class SRCU(_Validated):
                 self._flipped = False
             while True:
                 if not self._cond.wait_for(lambda: not self._readers[self._draining], seconds):
+                    if all(isinstance(reader, tuple) for reader in self._readers[self._draining]):
+                        raise DeadlockError(f"deadlock: synchronize() of {self.name!r} waits for read sides "
+                                            "that threads left open when they ended")
                     return False
                 if self._flipped:
                     break
@@ -201,6 +212,27 @@ class SRCU(_Validated):
         if not v.off and not self.read_lock_held():
             _suspicious(v, caller_site(), DEREFERENCE_CHECK, (v.class_for(self._key),))
         return value
+
+
+class _Sentinel:
+    """Lives in a thread's locals for one SRCU; its finalizer runs when the thread ends."""
+
+
+def _thread_ended(ref: weakref.ref[SRCU], ident: int) -> None:
+    """A thread ended: read sides it left open can never end, so they stop counting as its.
+
+    They stay in the counters under ``("ended", ident)``, where a later thread reusing the ident
+    cannot close them, and a synchronize waiting only for such readers raises DeadlockError.
+    """
+    s = ref()
+    if s is None:
+        return
+    with s._cond:
+        for readers in s._readers:
+            count = readers.pop(ident, 0)
+            if count:
+                readers[("ended", ident)] = readers.get(("ended", ident), 0) + count
+        s._cond.notify_all()
 
 
 def _suspicious(v: Validator, site: Site, message: str, classes: Iterable[LockClass],

@@ -423,3 +423,13 @@ def test_two_srcus_of_one_class_report_recursive_without_a_real_deadlock():
         with first.read():
             second.synchronize()  # no reader of this instance: returns
     assert kinds(v) == ["recursive"] and v.reports[0].classes == ("srcu_same",)
+
+
+def test_synchronize_waiting_for_a_thread_that_ended_inside_a_read_side_raises():
+    s = srcu()
+    with pylockdep.validate(raise_on_report=False) as v:
+        join(run_thread(s.read_lock))
+        with pytest.raises(pylockdep.DeadlockError, match="threads left open when they ended"):
+            s.synchronize()
+        assert not s.read_lock_held()
+    assert kinds(v) == ["lock_held_at_exit"]
