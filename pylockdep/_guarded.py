@@ -73,19 +73,21 @@ class Guarded:
     instance's ``__dict__`` under the same name, so instances need a ``__dict__``.
 
     A read needs ``protector`` held in any mode (an SRCU's or RCU's read side, an rwlock's read or
-    write side) or ``writer`` held.  A write needs ``writer`` held for writing when one was given,
-    else ``protector`` held for writing (for SRCU and RCU, their read side).  The report names the
-    classes that would have made the access valid.
+    write side) or ``writer`` held; without a ``protector`` reads are not checked.  A write needs
+    ``writer`` held for writing when one was given, else ``protector`` held for writing (for SRCU
+    and RCU, their read side).  The report names the classes that would have made the access valid.
     """
 
     __slots__ = ("protector", "writer", "name", "qualname", "_lock_of", "_writer_of")
 
-    def __init__(self, protector: Protector, writer: Protector | None = None) -> None:
+    def __init__(self, protector: Protector | None, writer: Protector | None = None) -> None:
+        if protector is None and writer is None:
+            raise TypeError("guarded_by() needs a protector, a writer= or both")
         if writer is RCU:
             raise TypeError("RCU has no update-side lock; name the lock its updaters hold as writer=")
         self.protector = protector
         self.writer = writer
-        self._lock_of = _resolver(protector)
+        self._lock_of = _resolver(protector) if protector is not None else None
         self._writer_of = _resolver(writer) if writer is not None else None
         self.name = ""
         self.qualname = ""
@@ -121,7 +123,7 @@ class Guarded:
             self._check(instance, True)
         del instance.__dict__[self.name]
 
-    def _lock(self, resolve: Callable[[Any], Any], instance: Any, spec: Protector) -> Any:
+    def _lock(self, resolve: Callable[[Any], Any], instance: Any, spec: object) -> Any:
         """The lock ``spec`` names for ``instance``; None for a lock pylockdep does not validate."""
         try:
             lock = resolve(instance)
@@ -136,23 +138,24 @@ class Guarded:
         raise TypeError(f"{self.qualname} is guarded by {spec!r}, which is {lock!r}, not a lock")
 
     def _check(self, instance: Any, write: bool) -> None:
-        """Report the access unless the calling thread holds what it needs."""
+        """Report the access unless the calling thread holds what it needs.
+
+        A lock that resolves to None (CPython's own) cannot be checked: the access passes.
+        """
         v = active.validator
         t = _task(v)
         if t.busy:
             return
-        lock = self._lock(self._lock_of, instance, self.protector)
+        lock = self._lock(self._lock_of, instance, self.protector) if self._lock_of is not None else None
         writer = self._lock(self._writer_of, instance, self.writer) if self._writer_of is not None else None
-        if lock is None or (writer is None and self._writer_of is not None):
-            return
         if write:
-            needed = writer if writer is not None else lock
-            if not _holds(t, needed, exclusive=True):
-                self._report(v, t, lock, [needed], write)
-        elif not _holds(t, lock, exclusive=False):
-            if writer is None:
+            needed = writer if self._writer_of is not None else lock
+            if needed is not None and not _holds(t, needed, exclusive=True):
+                self._report(v, t, lock if lock is not None else needed, [needed], write)
+        elif lock is not None and not _holds(t, lock, exclusive=False):
+            if self._writer_of is None:
                 self._report(v, t, lock, [lock], write)
-            elif not _holds(t, writer, exclusive=False):
+            elif writer is not None and not _holds(t, writer, exclusive=False):
                 self._report(v, t, lock, [lock, writer], write)
 
     def _report(self, v: Validator, t: Task, lock: Any, needed: list[Any], write: bool) -> None:
@@ -187,13 +190,14 @@ def _resolver(spec: Protector) -> Callable[[Any], Any]:
     raise TypeError(f"guarded_by() takes an attribute name, a callable or a pylockdep lock, not {spec!r}")
 
 
-def guarded_by(protector: Protector, *, writer: Protector | None = None) -> Any:
+def guarded_by(protector: Protector | None = None, *, writer: Protector | None = None) -> Any:
     """Declare, in a class body, the lock, SRCU or RCU that protects an attribute.
 
     ``protector`` and ``writer`` are each an attribute name of the instance (``"srcu"``,
     ``"kvm.mmu_lock"``), a callable from the instance to the lock, a lock, or :data:`RCU`.
     ``writer`` names the update-side lock of data read under SRCU or RCU (``kvm->slots_lock`` for
-    ``kvm->memslots``): holding it allows reads too, and writes require it.
+    ``kvm->memslots``): holding it allows reads too, and writes require it.  With ``writer`` alone
+    (``guarded_by(writer="lock")``) reads are lockless and not checked; writes need the lock.
 
     Returns a :class:`Guarded` descriptor, typed ``Any`` so that ``memslots: Memslots =
     guarded_by("srcu")`` keeps the attribute's own type for type checkers.

@@ -315,3 +315,22 @@ def test_python_locks_are_checked_when_instrumented_and_left_alone_otherwise():
         _ = instrumented.waiters
     assert [r.kind for r in v.reports] == ["assert_held", "assert_held"]
     assert [r.classes[0].split("@")[0] for r in v.reports] == ["Lock", "RLock"]
+
+
+def test_writer_alone_leaves_reads_lockless_and_checks_writes():
+    class Vm:
+        vcpus = guarded_by(writer="lock")  # kvm_get_vcpu() reads without kvm->lock
+
+        def __init__(self) -> None:
+            self.lock = Mutex("kvm->lock")
+            self.vcpus = ()
+
+    vm = Vm()
+    with pylockdep.validate(raise_on_report=False) as v:
+        _ = vm.vcpus
+        with vm.lock:
+            vm.vcpus = ("vcpu0",)
+        vm.vcpus = ()
+    assert reports(v) == [("assert_held", ("kvm->lock",))]
+    with pytest.raises(TypeError, match="protector"):
+        guarded_by()
