@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from . import _checks, _splat
 from ._classes import ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ
-from ._frames import Site, caller_site
+from ._frames import caller_site
 from ._locktypes import LockType
 from ._task import H_CLASS, H_LOCK, H_READ, Task, held_site
 from ._validator import Validator, active
@@ -44,33 +44,34 @@ def _mark_held(v: Validator, t: Task, write_bit: int, read_bit: int) -> None:
 
 
 # -- irq event stamps: where interrupts were last turned on and off -----------------------------
+# The call site (a frame walk) is only looked up when the state really changes.
 
-def _hardirqs_off(t: Task, site: Site) -> None:
+def _hardirqs_off(t: Task) -> None:
     if not t.irqs_off:
         trace = t.irqtrace
         trace.events += 1
-        trace.hardirq_disable_event, trace.hardirq_disable_site = trace.events, site
-    t.irqs_off = True
+        trace.hardirq_disable_event, trace.hardirq_disable_site = trace.events, caller_site()
+        t.irqs_off = True
 
 
-def _hardirqs_on(t: Task, site: Site) -> None:
+def _hardirqs_on(t: Task) -> None:
     if t.irqs_off:
         trace = t.irqtrace
         trace.events += 1
-        trace.hardirq_enable_event, trace.hardirq_enable_site = trace.events, site
-    t.irqs_off = False
+        trace.hardirq_enable_event, trace.hardirq_enable_site = trace.events, caller_site()
+        t.irqs_off = False
 
 
-def _softirqs_changed(t: Task, was_enabled: bool, site: Site) -> None:
+def _softirqs_changed(t: Task, was_enabled: bool) -> None:
     """Record a softirq on/off transition after ``bh``/``softirq`` changed."""
     enabled = _softirqs_enabled(t)
     if enabled != was_enabled:
         trace = t.irqtrace
         trace.events += 1
         if enabled:
-            trace.softirq_enable_event, trace.softirq_enable_site = trace.events, site
+            trace.softirq_enable_event, trace.softirq_enable_site = trace.events, caller_site()
         else:
-            trace.softirq_disable_event, trace.softirq_disable_site = trace.events, site
+            trace.softirq_disable_event, trace.softirq_disable_site = trace.events, caller_site()
 
 
 def _softirqs_enabled(t: Task) -> bool:
@@ -82,8 +83,9 @@ def _softirqs_enabled(t: Task) -> bool:
 def local_irq_disable() -> None:
     """Disable hard interrupts on this (simulated) CPU."""
     v, t = _here()
-    _hardirqs_off(t, caller_site())
-    t.update_ctx()
+    if not t.irqs_off:
+        _hardirqs_off(t)
+        t.update_ctx()
 
 
 def local_irq_enable() -> None:
@@ -103,7 +105,7 @@ def local_irq_enable() -> None:
     _mark_held(v, t, ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ)
     if _softirqs_enabled(t):
         _mark_held(v, t, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ)
-    _hardirqs_on(t, caller_site())
+    _hardirqs_on(t)
     t.update_ctx()
 
 
@@ -136,12 +138,11 @@ def irqs_saved_for(ltype: LockType) -> Iterator[None]:
 def local_bh_disable() -> None:
     """Disable softirqs (bottom halves) on this CPU."""
     v, t = _here()
-    site = caller_site()
     if not v.preempt_rt:
-        _note_atomic(v, t, site)
+        _note_atomic(v, t)
     was_enabled = _softirqs_enabled(t)
     t.bh += 1
-    _softirqs_changed(t, was_enabled, site)
+    _softirqs_changed(t, was_enabled)
     t.update_ctx()
 
 
@@ -151,10 +152,9 @@ def local_bh_enable() -> None:
     if not t.bh:
         _imbalance(v, t, "unbalanced local_bh_enable()", "but bottom halves are not disabled!")
         return
-    site = caller_site()
     was_enabled = _softirqs_enabled(t)
     t.bh -= 1
-    _softirqs_changed(t, was_enabled, site)
+    _softirqs_changed(t, was_enabled)
     t.update_ctx()
     # Unlike hard irqs, softirqs count as enabled before the held locks are marked.
     if _softirqs_enabled(t) and not t.irqs_off:
@@ -173,20 +173,20 @@ def bh_disabled() -> Iterator[None]:
 
 # -- preemption --------------------------------------------------------------------------------
 
-def _note_atomic(v: Validator, t: Task, site: Site) -> None:
+def _note_atomic(v: Validator, t: Task) -> None:
     """Remember where an atomic section that is not a spinning lock starts ('Preemption disabled at:').
 
     Called just before the counter that makes the thread atomic goes up.
     """
     if not _checks.nonlock_atomic(v, t):
-        t.atomic_site = site
+        t.atomic_site = caller_site()
         t.atomic_depth = len(t.held)
 
 
 def preempt_disable() -> None:
     """Disable preemption: nothing that sleeps is allowed until ``preempt_enable()``."""
     v, t = _here()
-    _note_atomic(v, t, caller_site())
+    _note_atomic(v, t)
     t.preempt += 1
     t.update_ctx()
 
@@ -225,12 +225,11 @@ def hardirq(threaded: bool = False) -> Iterator[None]:
     v, t = _here()
     as_thread = threaded and v.preempt_rt
     was_off = t.irqs_off
-    site = caller_site()
     if as_thread:
         local_bh_disable()
     else:
-        _note_atomic(v, t, site)
-        _hardirqs_off(t, site)
+        _note_atomic(v, t)
+        _hardirqs_off(t)
         t.hardirq += 1
     if threaded:
         t.hardirq_threaded += 1
@@ -245,7 +244,7 @@ def hardirq(threaded: bool = False) -> Iterator[None]:
         else:
             t.hardirq -= 1
             if not was_off:
-                _hardirqs_on(t, site)
+                _hardirqs_on(t)
         t.update_ctx()
 
 
@@ -253,18 +252,17 @@ def hardirq(threaded: bool = False) -> Iterator[None]:
 def softirq() -> Iterator[None]:
     """Run the block as a softirq handler: hard interrupts stay enabled, bottom halves are off."""
     v, t = _here()
-    site = caller_site()
     if not v.preempt_rt:
-        _note_atomic(v, t, site)
+        _note_atomic(v, t)
     was_enabled = _softirqs_enabled(t)
     t.softirq += 1
-    _softirqs_changed(t, was_enabled, site)
+    _softirqs_changed(t, was_enabled)
     t.update_ctx()
     try:
         yield
     finally:
         t.softirq -= 1
-        _softirqs_changed(t, False, site)
+        _softirqs_changed(t, False)
         t.update_ctx()
 
 
