@@ -99,17 +99,12 @@ def _check_acquire_args(blocking: Any, timeout: Any) -> None:
     _allocate().acquire(blocking, timeout)
 
 
-def _take(lock: Lock | RLock, blocking: Any, timeout: Any, frame: FrameType) -> bool:
-    """``acquire(blocking, timeout)`` by a thread that does not hold ``lock``; True when taken.
-
-    A blocking acquire without timeout is validated before it waits; the others are trylocks.
-    """
+def _take_slow(lock: Lock | RLock, blocking: Any, timeout: Any, frame: FrameType) -> bool:
+    """``acquire(blocking, timeout)``, not blocking or with a timeout, by a thread that does not
+    hold ``lock``: a trylock, validated when it succeeds.  True when the lock was taken."""
     if frame.f_code.co_filename == _THREADING_FILE:
         frame = _outside_threading(frame)
     if timeout == -1:
-        if blocking:
-            _acquire(lock, 0, 0, frame)
-            return True
         return _acquire(lock, 0, 0, frame, True)
     _check_acquire_args(blocking, timeout)
     seconds = timeout if isinstance(timeout, float) else operator.index(timeout)
@@ -160,11 +155,14 @@ class Lock:
     """
 
     _owned = False
-    __slots__ = ("_real", "_try", "_key", "_owner", "__weakref__")
+    __slots__ = ("_real", "_try", "_unlock", "_key", "_owner", "__weakref__")
 
     def __init__(self, key: LockKey) -> None:
-        self._real = _allocate()
-        self._try = self._real.acquire  # the fast path calls _try(0): acquire(blocking=False)
+        self._real = real = _allocate()
+        # Bound per instance, saving a call on every acquisition: the fast path calls _try(0),
+        # that is acquire(blocking=False), and _unlock(0), which the real __exit__ ignores.
+        self._try = real.acquire
+        self._unlock = real.__exit__
         self._key = key
         self._owner: Any = None
 
@@ -180,15 +178,18 @@ class Lock:
     def _is_held(self, read: int) -> bool:
         return self._real.locked()
 
-    def _unlock(self, read: int) -> None:
-        self._real.release()
-
     def _blockers(self, mode: int, ident: int) -> list[int]:
         return []  # no owner: any thread may still release it
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock (as ``_thread.lock.acquire``); True if it was taken."""
-        return _take(self, blocking, timeout, _getframe(1))
+        if timeout == -1 and blocking:
+            frame = _getframe(1)
+            if frame.f_code.co_filename == _THREADING_FILE:
+                frame = _outside_threading(frame)
+            _acquire(self, 0, 0, frame)
+            return True
+        return _take_slow(self, blocking, timeout, _getframe(1))
 
     def __enter__(self) -> bool:
         frame = _getframe(1)
@@ -238,11 +239,12 @@ class RLock:
     """
 
     _owned = True
-    __slots__ = ("_real", "_try", "_key", "_owner", "_ident", "_count", "__weakref__")
+    __slots__ = ("_real", "_try", "_unlock", "_key", "_owner", "_ident", "_count", "__weakref__")
 
     def __init__(self, key: LockKey) -> None:
-        self._real = _allocate()
-        self._try = self._real.acquire
+        self._real = real = _allocate()
+        self._try = real.acquire
+        self._unlock = real.__exit__
         self._key = key
         self._owner: Any = None
         self._ident: int | None = None
@@ -251,7 +253,6 @@ class RLock:
     name = Lock.name
     _timed = Lock._timed
     _is_held = Lock._is_held
-    _unlock = Lock._unlock
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         owner = self._ident
@@ -265,7 +266,12 @@ class RLock:
                 _check_acquire_args(blocking, timeout)
             self._count += 1
             return True
-        if not _take(self, blocking, timeout, _getframe(1)):
+        if timeout == -1 and blocking:
+            frame = _getframe(1)
+            if frame.f_code.co_filename == _THREADING_FILE:
+                frame = _outside_threading(frame)
+            _acquire(self, 0, 0, frame)
+        elif not _take_slow(self, blocking, timeout, _getframe(1)):
             return False
         self._ident = me
         self._count = 1
@@ -283,7 +289,12 @@ class RLock:
             _release(self, 0)
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        if self._ident != _get_ident():
+            raise RuntimeError("cannot release un-acquired lock")
+        self._count = count = self._count - 1
+        if not count:
+            self._ident = None
+            _release(self, 0)
 
     def _is_owned(self) -> bool:
         return self._ident == _get_ident()
