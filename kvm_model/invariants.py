@@ -76,7 +76,8 @@ def _spte_violations(kvm: Kvm, gfn: int, pfn: int, refcount: dict[int, int]) -> 
     where = f"VM {kvm.vm_id}: SPTE of gfn {gfn}"
     if pfn not in refcount:
         return [f"{where} points at freed page {pfn}"]
-    slot = kvm.memslots.gfn_to_memslot(gfn)
+    with kvm.srcu.read():
+        slot = kvm.srcu.dereference(kvm.memslots).gfn_to_memslot(gfn)
     if slot is None:
         return [f"{where} maps a frame outside every memslot"]
     host = kvm.mm.ptes.get(slot.gfn_to_hva(gfn))

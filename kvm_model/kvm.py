@@ -98,7 +98,12 @@ class Vcpu:
 class Kvm:
     """One VM (``struct kvm``).  Field guards: ``memslots``/``buses`` by ``srcu`` (readers) and
     ``slots_lock`` (writers), ``mmu`` by ``mmu_lock``, ``vcpus`` by ``lock``, ``arch_tsc`` by
-    ``tsc_write_lock``."""
+    ``tsc_write_lock``.  The table's "Protects" entries for ``kvm->srcu`` and ``tsc_write_lock``
+    are checked on every access (:func:`pylockdep.guarded_by`)."""
+
+    memslots = pylockdep.guarded_by("srcu", writer="slots_lock")
+    buses = pylockdep.guarded_by("srcu", writer="slots_lock")
+    arch_tsc = pylockdep.guarded_by("tsc_write_lock")
 
     def __init__(self, module: KvmModule, vm_id: int, mm: HostMM) -> None:
         table = module.table
