@@ -8,7 +8,11 @@ without locking anything, so it can run while they are stuck (and may be a momen
 
 from __future__ import annotations
 
+import _thread
 import sys
+import time
+import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _splat
@@ -87,3 +91,62 @@ def _class_of(v: Validator, lock: Any) -> LockClass | None:
     if key is None or key.validator is not v:
         return None
     return next((cls for cls in key.classes if cls is not None), None)
+
+
+class Watchdog:
+    """A thread that runs an action once an armed deadline passes, unless disarmed first.
+
+    One thread serves every deadline, armed and disarmed in turn (one per test, say), so that
+    starting and ending threads does not change the thread counts that tests may check.  It is a
+    raw ``_thread`` thread waiting on raw locks: it never appears in ``threading.enumerate()``,
+    and never among the threads and locks it reports on (not even with threading instrumented).
+    """
+
+    def __init__(self) -> None:
+        self._mutex = _thread.allocate_lock()  # guards the fields below
+        self._wake = _thread.allocate_lock()  # held while the thread has nothing new to look at
+        self._wake.acquire()
+        self._deadline: float | None = None
+        self._action: Callable[[], None] | None = None
+        self._stopped = False
+        _thread.start_new_thread(self._run, ())
+
+    def arm(self, delay: float, action: Callable[[], None]) -> None:
+        """Run ``action`` (on the watchdog's thread) ``delay`` seconds from now; replaces any armed one."""
+        self._set(time.monotonic() + delay, action)
+
+    def disarm(self) -> None:
+        """Forget the armed action, if it has not run yet."""
+        self._set(None, None)
+
+    def stop(self) -> None:
+        """End the thread; the watchdog cannot be armed again."""
+        with self._mutex:
+            self._stopped = True
+        self._set(None, None)
+
+    def _set(self, deadline: float | None, action: Callable[[], None] | None) -> None:
+        with self._mutex:
+            self._deadline, self._action = deadline, action
+            if self._wake.locked():
+                self._wake.release()
+
+    def _run(self) -> None:
+        while True:
+            with self._mutex:
+                if self._stopped:
+                    return
+                deadline, action = self._deadline, self._action
+                if action is not None and deadline is not None and time.monotonic() >= deadline:
+                    self._deadline = self._action = None
+                else:
+                    action = None
+            if action is not None:
+                try:
+                    action()
+                except Exception:  # a raw thread would print it without context
+                    print("pylockdep: the watchdog's action failed:", file=sys.__stderr__)
+                    traceback.print_exc(file=sys.__stderr__)
+                continue
+            wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+            self._wake.acquire(timeout=wait)

@@ -27,20 +27,21 @@ Off unless ``pytest --lockdep`` (or the ini option ``lockdep = true``).  When on
   The controller merges the graphs, reports every cycle that no single worker saw (a worker
   reported the others itself) with a splat of the merged graph, and makes the session exit
   non-zero.  Summary and files then describe the whole run.
-- Under pytest-timeout a watchdog fires shortly before a test's timeout (a quarter of it, at most
-  one second, early) and prints, on the process's standard error, every thread's held locks and
-  the lock each thread is blocked on, in the layout of the kernel's "Showing all locks held in the
-  system".  pytest's capture collects it, and pytest-timeout prints what was captured before it
-  ends the test or the process.  A test that finishes after all still passes.
+- Under pytest-timeout (any method) a watchdog fires shortly before a test's timeout (a quarter of
+  it, at most one second, early) and prints, on the process's standard error, every thread's held
+  locks and the lock each thread is blocked on, in the layout of the kernel's "Showing all locks
+  held in the system", then the reports the test made so far.  pytest's capture collects it, and
+  pytest-timeout prints what was captured before it ends the test or the process.  A test that
+  finishes after all still passes.  The watchdog is armed and disarmed through pytest-timeout's
+  ``pytest_timeout_set_timer``/``pytest_timeout_cancel_timer`` hooks (leaving its own timer
+  alone) and is one raw thread for the whole session, started with the first watched test, so it
+  changes no thread count a test can observe between its start and its end.
 """
 
 from __future__ import annotations
 
-import _thread
 import json
-import sys
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -56,7 +57,6 @@ from ._validator import Validator, active, validate
 
 _SESSION = pytest.StashKey["_Session | _Controller"]()
 _TEST = pytest.StashKey["_Test"]()
-_WATCHDOG = pytest.StashKey["_Watchdog"]()
 _SUBOPTIONS = ("lockdep_rt", "lockdep_threading", "lockdep_graph", "lockdep_json")
 
 
@@ -145,6 +145,7 @@ class _Session:
         self.test: _Test | None = None
         self.outside: list[Report] = []
         self.is_worker = hasattr(config, "workerinput")
+        self.watchdog: _hang.Watchdog | None = None  # started for the first test pytest-timeout watches
 
     # -- the session -------------------------------------------------------------------------
 
@@ -156,6 +157,8 @@ class _Session:
             self.instrumentation.__enter__()
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.instrumentation is not None:
             self.instrumentation.__exit__(None, None, None)
         self.scope.__exit__(None, None, None)
@@ -242,14 +245,14 @@ class _Session:
             made = describe_reports(test.reports, f"{item.nodeid} so far") if test and test.reports else ""
             _hang.print_dump(pylockdep.current(), header, made)
 
-        item.stash[_WATCHDOG] = _Watchdog(early, dump)
+        if self.watchdog is None:
+            self.watchdog = _hang.Watchdog()
+        self.watchdog.arm(early, dump)
 
     @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_timeout_cancel_timer(self, item: pytest.Item) -> None:
-        watchdog = item.stash.get(_WATCHDOG, None)
-        if watchdog is not None:
-            del item.stash[_WATCHDOG]
-            watchdog.cancel()
+        if self.watchdog is not None:
+            self.watchdog.disarm()
 
 
 class _Controller:
@@ -352,29 +355,3 @@ def summarize(tr: Any, reports: list[dict], nr_classes: int, nr_edges: int, outs
         path = tr.config.getoption(option)
         if path:
             tr.line(f"{what} written to {path}")
-
-
-class _Watchdog:
-    """Runs ``action`` once ``delay`` seconds have passed, unless cancelled first.
-
-    It runs on a raw ``_thread`` thread with a raw lock, so that it never shows up among the
-    threads and locks it reports on (not even with threading instrumented).
-    """
-
-    def __init__(self, delay: float, action: Callable[[], None]) -> None:
-        self._cancelled = _thread.allocate_lock()
-        self._cancelled.acquire()
-        _thread.start_new_thread(self._run, (delay, action))
-
-    def _run(self, delay: float, action: Callable[[], None]) -> None:
-        if not self._cancelled.acquire(timeout=delay):
-            try:
-                action()
-            except Exception:  # a raw thread would print it without context
-                print("pylockdep: the hang dump failed:", file=sys.__stderr__)
-                traceback.print_exc(file=sys.__stderr__)
-
-    def cancel(self) -> None:
-        """Stop the watchdog if it has not fired yet."""
-        if self._cancelled.locked():
-            self._cancelled.release()
