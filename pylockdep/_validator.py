@@ -17,16 +17,12 @@ import weakref
 from collections.abc import Callable, Hashable, Iterable
 from typing import IO, Any
 
-import structlog
-
 from . import _checks, _splat
 from ._classes import MAX_SUBCLASSES, LockClass, LockKey
 from ._frames import Site, caller_site
 from ._graph import Graph, LimitExceeded
 from ._report import LockdepViolation, Report
 from ._task import H_CLASS, H_CTX, H_LOCK, H_READ, H_TRYLOCK, Task, held_site
-
-_log = structlog.get_logger("pylockdep")
 
 KERNEL_MAX_LOCK_DEPTH = 48
 
@@ -266,10 +262,13 @@ class Validator:
                 if self.stream is not None:
                     self.stream.write(report.text + "\n\n")
                     self.stream.flush()
-                if structlog.is_configured():
-                    _log.warning("lockdep_report", kind=report.kind, title=report.title,
-                                 classes=list(report.classes), threads=list(report.threads),
-                                 sites=list(report.sites), origin=report.origin)
+                # Only an application that imported structlog can have configured it; not importing
+                # it here keeps logging's own locks out of pylockdep's imports (``pylockdep run``).
+                structlog = sys.modules.get("structlog")
+                if structlog is not None and structlog.is_configured():
+                    structlog.get_logger("pylockdep").warning(
+                        "lockdep_report", kind=report.kind, title=report.title, classes=list(report.classes),
+                        threads=list(report.threads), sites=list(report.sites), origin=report.origin)
                 for listener in list(self.listeners):
                     listener(report)
         finally:
