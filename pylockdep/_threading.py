@@ -32,15 +32,15 @@ rebuilds after ``fork()``) and locks made before instrumentation stay CPython's.
 from __future__ import annotations
 
 import _thread
+import functools
 import operator
 import os
 import sys
 import threading
+from collections.abc import Callable
 from time import monotonic
 from types import FrameType
 from typing import Any
-
-import wrapt
 
 from . import _classes, _locktypes
 from ._classes import LockKey, key_for
@@ -56,7 +56,6 @@ _get_ident = _thread.get_ident
 _getframe = sys._getframe
 # The file name as threading's code objects carry it, for one cheap comparison per acquisition.
 _THREADING_FILE = threading.Condition.__init__.__code__.co_filename
-_WRAPT_DIR = os.path.dirname(wrapt.__file__) + os.sep
 # Code in threading that makes locks for threading's own use: they stay plain.
 _PLAIN_MAKERS = frozenset({threading.Thread.__init__.__code__, threading._after_fork.__code__})
 
@@ -71,8 +70,6 @@ def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> LockKey | N
     KIND is the outermost threading type on the way there (``Event`` for an Event's lock), else
     ``kind``.  None when threading makes the lock for its own bookkeeping.
     """
-    while frame is not None and frame.f_code.co_filename.startswith(_WRAPT_DIR):
-        frame = frame.f_back
     while frame is not None and is_internal(frame.f_code.co_filename, skip_threading=True):
         code = frame.f_code
         if code in _PLAIN_MAKERS:
@@ -334,21 +331,25 @@ class RLock:
 # -- installing --------------------------------------------------------------------------------
 
 
-def _lock_factory(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    if args or kwargs:
-        return wrapped(*args, **kwargs)  # CPython's own TypeError
-    key = _new_key(_locktypes.PY_LOCK, "Lock", _getframe(1))
-    return wrapped() if key is None else Lock(key)
+# Module attributes are replaced with a plain setattr, not wrapt: importing wrapt imports asyncio,
+# logging and more, which would make their module-level locks before a program's first line.
+def _stand_in(original: Callable[..., Any], lock_type: type[Lock] | type[RLock], ltype: LockType,
+              takes_args: bool) -> Callable[..., Any]:
+    """What to put in place of ``threading.Lock``/``RLock``: it makes a ``lock_type`` unless
+    threading makes the lock for itself, and it looks like ``original`` (``__wrapped__`` too)."""
+    kind = lock_type.__name__
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        if (args or kwargs) and not takes_args:
+            return original(*args, **kwargs)  # CPython's own TypeError
+        key = _new_key(ltype, kind, _getframe(1))
+        return original(*args, **kwargs) if key is None else lock_type(key)
+
+    return functools.update_wrapper(make, original)
 
 
-def _rlock_factory(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    key = _new_key(_locktypes.PY_RLOCK, "RLock", _getframe(1))
-    return wrapped(*args, **kwargs) if key is None else RLock(key)
-
-
-_FACTORIES = {"Lock": _lock_factory, "RLock": _rlock_factory}
 _state_lock = _allocate()
-_installed: dict[str, Any] = {}  # attribute of threading -> the wrapper put there
+_installed: dict[str, Any] = {}  # attribute of threading -> the stand-in put there
 _depth = 0
 
 
@@ -361,14 +362,18 @@ def install() -> None:
     with _state_lock:
         _depth += 1
         if _depth == 1:
-            for name, factory in _FACTORIES.items():
-                _installed[name] = wrapt.wrap_function_wrapper(threading, name, factory)
+            # C's RLock() ignores any arguments; allocate_lock() refuses them.
+            for lock_type, ltype, takes_args in ((Lock, _locktypes.PY_LOCK, False),
+                                                 (RLock, _locktypes.PY_RLOCK, True)):
+                name = lock_type.__name__
+                _installed[name] = _stand_in(getattr(threading, name), lock_type, ltype, takes_args)
+                setattr(threading, name, _installed[name])
 
 
 def uninstall() -> None:
     """Undo one :func:`install`; the last one puts CPython's factories back.
 
-    Locks already made stay validated.  A factory that someone else wrapped over ours is left
+    Locks already made stay validated.  A factory that someone else replaced after ours is left
     as it is.
     """
     global _depth
