@@ -155,6 +155,21 @@ def test_threads_still_running_when_main_ends_are_waited_for_and_validated(tmp_p
     assert "circular" in result.stderr
 
 
+def test_locks_are_instrumented_from_the_programs_first_line(tmp_path):
+    write(tmp_path / "first.py", """\
+        import logging, sys
+        print(logging._lock._key.name, logging.StreamHandler().lock._key.name)
+        print("asyncio" in sys.modules)
+    """)
+    result = pylockdep_run("first.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    module_lock, handler_lock, asyncio_loaded = result.stdout.split()
+    assert module_lock.startswith("RLock@logging/__init__.py:")  # two classes: the module's lock...
+    assert handler_lock.startswith("RLock@logging/__init__.py:")  # ...and every handler's
+    assert module_lock != handler_lock
+    assert asyncio_loaded == "False"  # pylockdep itself imported nothing that makes locks
+
+
 def test_kernel_flavour_options(tmp_path):
     write(tmp_path / "nesting.py", """\
         import pylockdep

@@ -420,6 +420,17 @@ def test_process_wide_install_and_uninstall():
 # -- real programs -------------------------------------------------------------------------------
 
 
+def test_waiting_for_several_futures_is_recursive_locking_as_the_kernel_would_say(v):
+    """as_completed() and wait() take every future's lock at once, in set order; all are one class
+    (a line of concurrent/futures/_base.py) with no nesting annotation: lockdep's recursive locking."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(pow, 2, i) for i in range(4)]
+        assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == [1, 2, 4, 8]
+    (report,) = v.reports
+    assert report.kind == "recursive"
+    assert re.fullmatch(r"Condition@concurrent/futures/_base\.py:\d+", report.classes[0])
+
+
 def test_program_using_logging_queue_futures_and_condition_runs_clean(v):
     log = logging.getLogger("pylockdep-test-program")
     log.addHandler(logging.StreamHandler(io.StringIO()))
