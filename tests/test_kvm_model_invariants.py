@@ -26,7 +26,8 @@ def state():
     with module.kvm_lock:
         module.vm_list.add(kvm)
     module.usage_count = 1
-    kvm.memslots = Memslots(1, (Memslot(0, 0, 8, HVA),))
+    with kvm.slots_lock:  # memslots are guarded data: writers hold slots_lock
+        kvm.memslots = Memslots(1, (Memslot(0, 0, 8, HVA),))
     page = memory.alloc_page()
     mm.ptes[HVA + 3] = page
     sp = ShadowPage(0, memory.alloc_page(), {3: Spte(page)})
@@ -66,7 +67,8 @@ def test_spte_disagreeing_with_the_host_page_table(state):
 
 def test_spte_outside_every_memslot(state):
     module, mm, kvm, _ = state
-    kvm.memslots = Memslots(2)
+    with kvm.slots_lock:
+        kvm.memslots = Memslots(2)
     assert check_invariants(module, [mm]) == ["VM 0: SPTE of gfn 3 maps a frame outside every memslot"]
 
 
