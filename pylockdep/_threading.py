@@ -49,7 +49,7 @@ from ._locks import _acquire, _release
 from ._locktypes import LockType
 from ._validator import active, default
 
-__all__ = ["Lock", "RLock", "install", "installed", "instrument_threading", "uninstall"]
+__all__ = ["Lock", "RLock", "install", "instrument_threading", "uninstall"]
 
 _allocate = _thread.allocate_lock
 _get_ident = _thread.get_ident
@@ -386,11 +386,6 @@ def uninstall() -> None:
                 if getattr(threading, name) is wrapper:
                     setattr(threading, name, wrapper.__wrapped__)
             _installed.clear()
-
-
-def installed() -> bool:
-    """Whether ``threading.Lock()`` and ``threading.RLock()`` make validated locks now."""
-    return _depth > 0
 
 
 class instrument_threading:  # noqa: N801 - a context manager named as the API promises
