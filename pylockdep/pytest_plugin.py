@@ -55,7 +55,6 @@ from . import _export, _hang
 from ._report import Report
 from ._validator import Validator, active, validate
 
-_SESSION = pytest.StashKey["_Session | _Controller"]()
 _TEST = pytest.StashKey["_Test"]()
 _SUBOPTIONS = ("lockdep_rt", "lockdep_threading", "lockdep_graph", "lockdep_json")
 
@@ -87,15 +86,11 @@ def pytest_configure(config: pytest.Config) -> None:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise pytest.UsageError(f"{flags}: needs --lockdep (or the ini option lockdep = true)")
         return
-    if config.getoption("lockdep_threading") and not hasattr(pylockdep, "instrument_threading"):
-        raise pytest.UsageError("--lockdep-threading: this pylockdep has no instrument_threading() "
-                                "(Python's threading locks cannot be validated yet)")
     is_worker = hasattr(config, "workerinput")
     if not is_worker and getattr(config.option, "dist", "no") != "no":
         plugin: _Session | _Controller = _Controller(config)
     else:
         plugin = _Session(config)
-    config.stash[_SESSION] = plugin
     config.pluginmanager.register(plugin, "lockdep-session")
 
 
@@ -112,12 +107,13 @@ def lockdep(request: pytest.FixtureRequest) -> Iterator[list[Report]]:
         yield test.reports
         return
     reports: list[Report] = []
+    listener = reports.append
     v = pylockdep.current()
-    v.listeners.append(reports.append)
+    v.listeners.append(listener)
     try:
         yield reports
     finally:
-        v.listeners.remove(reports.append)
+        v.listeners.remove(listener)
 
 
 @dataclass
