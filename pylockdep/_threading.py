@@ -142,19 +142,30 @@ def _unpicklable(self: Lock | RLock, protocol: int) -> Any:
 
 # -- the lock types ----------------------------------------------------------------------------
 
+# The class of an RLock made directly with no frame outside threading and pylockdep to name it.
+_ORPHAN_RLOCK_KEY = key_for("RLock", _locktypes.PY_RLOCK, None)
+
+
 
 class Lock:
     """``threading.Lock``, validated as a sleeping lock without an owner (``PY_LOCK``).
 
     Behaves as ``_thread.lock``: ``acquire(blocking=True, timeout=-1) -> bool``, ``release()``
-    (RuntimeError when unlocked), ``locked()``, ``with``, ``_at_fork_reinit()``.  Made by
-    ``threading.Lock()`` while :class:`instrument_threading` is active, not directly.
+    (RuntimeError when unlocked), ``locked()``, ``with``, ``_at_fork_reinit()``.  Only
+    ``threading.Lock()`` makes one, while :class:`instrument_threading` is active: like
+    ``_thread.lock``, the type refuses to be instantiated.
     """
 
     _owned = False
     __slots__ = ("_real", "_try", "_unlock", "_key", "_owner", "__weakref__")
 
-    def __init__(self, key: LockKey) -> None:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Lock:
+        raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
+
+    @classmethod
+    def _new(cls, key: LockKey) -> Lock:
+        """A new unlocked lock of class ``key``."""
+        self = object.__new__(cls)
         self._real = real = _allocate()
         # Bound per instance, saving a call on every acquisition: the fast path calls _try(0),
         # that is acquire(blocking=False), and _unlock(0), which the real __exit__ ignores.
@@ -162,6 +173,7 @@ class Lock:
         self._unlock = real.__exit__
         self._key = key
         self._owner: Any = None
+        return self
 
     @property
     def name(self) -> str:
@@ -232,13 +244,15 @@ class RLock:
     report) and must release it as many times; ``_is_owned``, ``_release_save``,
     ``_acquire_restore`` and ``_recursion_count`` serve ``Condition``.  Made by
     ``threading.RLock()`` (or ``threading.Condition()``) while :class:`instrument_threading` is
-    active.
+    active; like ``_thread.RLock``, ``RLock()`` makes one too (class from the caller's line).
     """
 
     _owned = True
     __slots__ = ("_real", "_try", "_unlock", "_key", "_owner", "_ident", "_count", "__weakref__")
 
-    def __init__(self, key: LockKey) -> None:
+    def __init__(self, key: LockKey | None = None) -> None:
+        if key is None:
+            key = _new_key(_locktypes.PY_RLOCK, "RLock", _getframe(1)) or _ORPHAN_RLOCK_KEY
         self._real = real = _allocate()
         self._try = real.acquire
         self._unlock = real.__exit__
@@ -246,6 +260,11 @@ class RLock:
         self._owner: Any = None
         self._ident: int | None = None
         self._count = 0
+
+    @classmethod
+    def _new(cls, key: LockKey) -> RLock:
+        """A new unlocked RLock of class ``key``."""
+        return cls(key)
 
     name = Lock.name
     _timed = Lock._timed
@@ -343,7 +362,7 @@ def _stand_in(original: Callable[..., Any], lock_type: type[Lock] | type[RLock],
         if (args or kwargs) and not takes_args:
             return original(*args, **kwargs)  # CPython's own TypeError
         key = _new_key(ltype, kind, _getframe(1))
-        return original(*args, **kwargs) if key is None else lock_type(key)
+        return original(*args, **kwargs) if key is None else lock_type._new(key)
 
     return functools.update_wrapper(make, original)
 

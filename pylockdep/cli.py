@@ -5,7 +5,8 @@
 ``python -m MODULE ARGS`` would (same ``sys.argv``, ``sys.path[0]`` and ``__main__``), with
 :class:`~pylockdep.instrument_threading` installed before its first line and a fresh validator
 in force.  Splats go to stderr as they are found.  Once the program is done, its non-daemon
-threads are waited for, as the interpreter does at exit, so what they do is validated too.
+threads are waited for, as the interpreter does at exit, so what they do is validated too; then
+the main thread ends, and the locks with an owner it still holds are reported, as for any thread.
 
 Exit status: :data:`REPORT_STATUS` (1) when a report was made, otherwise the program's own status
 (``sys.exit()`` codes as Python maps them, 1 for an uncaught exception).
@@ -30,7 +31,7 @@ from typing import IO
 from ._export import graph_to_dot
 from ._report import Report
 from ._threading import instrument_threading
-from ._validator import validate
+from ._validator import Validator, validate
 
 REPORT_STATUS = 1
 _VALUE_OPTIONS = ("--json", "--dot")
@@ -108,10 +109,14 @@ def _run_program(program: Callable[[], object]) -> int:
     return 0
 
 
-def _wait_for_threads() -> None:
+def _end_program(v: Validator) -> None:
     """What the interpreter does before it exits: run threading's exit hooks (executors shut down)
-    and join non-daemon threads."""
+    and join non-daemon threads.  Then the main thread is done: the locks it still holds are
+    reported now, as any thread's are when it ends, not after the verdict at interpreter exit."""
     threading._shutdown()  # type: ignore[attr-defined]
+    main = getattr(v.local, "task", None)
+    if main is not None:
+        v._thread_exited(main, os.getpid())
 
 
 def run(options: argparse.Namespace, runner: Callable[[], object]) -> int:
@@ -125,7 +130,7 @@ def run(options: argparse.Namespace, runner: Callable[[], object]) -> int:
             v.listeners.append(_json_writer(stack.enter_context(open(options.json, "w", encoding="utf-8"))))
         with instrument_threading():
             status = _run_program(runner)
-            _wait_for_threads()
+            _end_program(v)
     if dot_path:
         with open(dot_path, "w", encoding="utf-8") as f:
             f.write(graph_to_dot(v))

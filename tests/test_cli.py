@@ -170,6 +170,17 @@ def test_locks_are_instrumented_from_the_programs_first_line(tmp_path):
     assert asyncio_loaded == "False"  # pylockdep itself imported nothing that makes locks
 
 
+@pytest.mark.parametrize(("factory", "status"), [("RLock", 1), ("Lock", 0)])
+def test_main_thread_ending_with_a_lock_held(tmp_path, factory, status):
+    write(tmp_path / "held.py", f"import threading\nthreading.{factory}().acquire()\n")
+    result = pylockdep_run("held.py", cwd=tmp_path)
+    assert result.returncode == status
+    assert ("MainThread" in result.stderr and "still has locks held!" in result.stderr) == bool(status)
+    assert result.stderr.count("still has locks held!") == status
+    if status:  # once, before the verdict
+        assert result.stderr.index("still has locks held!") < result.stderr.index("pylockdep: 1 report(s)")
+
+
 def test_kernel_flavour_options(tmp_path):
     write(tmp_path / "nesting.py", """\
         import pylockdep

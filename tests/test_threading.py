@@ -269,6 +269,15 @@ def test_weak_references_and_no_pickling_or_copying(v):
         assert ref() is None
 
 
+def test_lock_type_refuses_instantiation_and_rlock_type_allows_it_as_cpythons_do(v):
+    with pytest.raises(TypeError, match=r"cannot create 'pylockdep\._threading\.Lock' instances"):
+        type(threading.Lock())()
+    rlock = type(threading.RLock())(); n = line()  # noqa: E702
+    assert name_of(rlock) == f"RLock@{FILE}:{n}"
+    with rlock:
+        pass
+
+
 def test_with_returns_true_and_locked_reports_state(v):
     lock = threading.Lock()
     with lock as got:
