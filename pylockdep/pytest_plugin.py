@@ -99,11 +99,11 @@ def lockdep(request: pytest.FixtureRequest) -> Iterator[list[Report]]:
     """The reports made during this test, as a list that grows while the test runs.
 
     Under ``--lockdep`` these are the session validator's reports from this test's setup on;
-    without it, those of the validator in force when the fixture was set up (usually the
-    process-wide default) while the fixture is alive.
+    without it (or with ``lockdep_off``), those of the validator in force when the fixture was
+    set up (usually the process-wide default) while the fixture is alive.
     """
     test = request.node.stash.get(_TEST, None)
-    if test is not None:
+    if test is not None and request.node.get_closest_marker("lockdep_off") is None:
         yield test.reports
         return
     reports: list[Report] = []

@@ -236,11 +236,12 @@ def test_lockdep_off_runs_a_test_under_the_validator_from_before_the_session(pyt
         import pytest
 
         @pytest.mark.lockdep_off
-        def test_outside():
+        def test_outside(lockdep):
             with A, B:
                 pass
             with B, A:
                 pass
+            assert [r.kind for r in lockdep] == ["circular"]
 
         def test_ab_in_session():
             with A, B:
