@@ -213,7 +213,7 @@ class Lock:
             raise RuntimeError("release unlocked lock")
         _release(self, 0)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: object) -> None:  # release(), inlined: one call fewer per with-block
         if not self._real.locked():
             raise RuntimeError("release unlocked lock")
         _release(self, 0)
@@ -304,7 +304,7 @@ class RLock:
             self._ident = None
             _release(self, 0)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: object) -> None:  # release(), inlined: one call fewer per with-block
         if self._ident != _get_ident():
             raise RuntimeError("cannot release un-acquired lock")
         self._count = count = self._count - 1
