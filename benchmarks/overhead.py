@@ -8,36 +8,12 @@ block (depth 1) or four nested ``with`` blocks (depth 4), timed in the same run 
 from __future__ import annotations
 
 import threading
-import timeit
-from collections.abc import Callable
+
+from _timing import best, depth1, depth4
 
 import pylockdep
 
-LOOPS = 50_000
-REPEATS = 7
 GOALS = {1: 4.0, 4: 5.0}
-
-
-def depth1(lock: object) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(LOOPS):
-            with lock:
-                pass
-    return run
-
-
-def depth4(a: object, b: object, c: object, d: object) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(LOOPS):
-            with a, b, c, d:
-                pass
-    return run
-
-
-def best(fn: Callable[[], None]) -> float:
-    """Seconds per loop iteration, best of REPEATS."""
-    fn()  # warm up: the chain is validated once here
-    return min(timeit.repeat(fn, number=1, repeat=REPEATS)) / LOOPS
 
 
 def main() -> int:

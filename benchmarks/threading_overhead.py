@@ -8,35 +8,11 @@ a ``with lock:`` block on a chain already validated (depth 1), or of four nested
 from __future__ import annotations
 
 import threading
-import timeit
 from collections.abc import Callable
 
+from _timing import best, depth1, depth4
+
 import pylockdep
-
-LOOPS = 50_000
-REPEATS = 7
-
-
-def depth1(lock: object) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(LOOPS):
-            with lock:
-                pass
-    return run
-
-
-def depth4(a: object, b: object, c: object, d: object) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(LOOPS):
-            with a, b, c, d:
-                pass
-    return run
-
-
-def best(fn: Callable[[], None]) -> float:
-    """Seconds per loop iteration, best of REPEATS."""
-    fn()  # warm up: the chain is validated once here
-    return min(timeit.repeat(fn, number=1, repeat=REPEATS)) / LOOPS
 
 
 def four(factory: Callable[[], object]) -> list[object]:
