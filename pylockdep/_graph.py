@@ -193,12 +193,16 @@ class Graph:
         """
         if src is dst:
             return True
-        if src.ord < dst.ord and self._ordered_reach(src, dst):
+        if src.ord < dst.ord and self._ordered_descendants(src, dst) is None:
             return True
         return any(e.prev.ord >= src.ord for e in self.unordered)
 
-    def _ordered_reach(self, src: LockClass, dst: LockClass) -> bool:
-        """Whether ordered edges lead from ``src`` to ``dst`` (only classes up to ``dst.ord`` visited)."""
+    def _ordered_descendants(self, src: LockClass, dst: LockClass) -> set[LockClass] | None:
+        """What ordered edges lead to from ``src`` (``src`` included), or None if they lead to ``dst``.
+
+        Only classes ordered before ``dst`` are visited: ordered edges climb the order, so no path of
+        them to ``dst`` passes a class placed after it.
+        """
         limit = dst.ord
         seen = {src}
         stack = [src]
@@ -207,11 +211,11 @@ class Graph:
                 if not edge.ordered:
                     continue
                 if nxt is dst:
-                    return True
+                    return None
                 if nxt not in seen and nxt.ord < limit:
                     seen.add(nxt)
                     stack.append(nxt)
-        return False
+        return seen
 
     def _reorder(self, prev: LockClass, nxt: LockClass) -> bool:
         """Pearce-Kelly: make room for ``prev -> nxt`` in the order; False if it closes a cycle.
@@ -222,20 +226,9 @@ class Graph:
         lower, upper = nxt.ord, prev.ord
         if lower > upper:
             return True
-        forward: list[LockClass] = []
-        seen = {nxt}
-        stack = [nxt]
-        while stack:
-            cls = stack.pop()
-            forward.append(cls)
-            for succ, edge in cls.after.items():
-                if not edge.ordered:
-                    continue
-                if succ is prev:
-                    return False
-                if succ not in seen and succ.ord < upper:
-                    seen.add(succ)
-                    stack.append(succ)
+        forward = self._ordered_descendants(nxt, prev)
+        if forward is None:
+            return False
         backward: list[LockClass] = []
         seen_back = {prev}
         stack = [prev]
@@ -246,9 +239,8 @@ class Graph:
                 if edge.ordered and pred not in seen_back and pred.ord > lower:
                     seen_back.add(pred)
                     stack.append(pred)
-        forward.sort(key=_by_ord)
         backward.sort(key=_by_ord)
-        moved = backward + forward
+        moved = backward + sorted(forward, key=_by_ord)
         slots = sorted(cls.ord for cls in moved)
         for cls, slot in zip(moved, slots, strict=True):
             cls.ord = slot
