@@ -7,8 +7,8 @@ with interrupts on, and ``might_sleep()`` is the scheduler's atomicity check.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 from . import _checks, _splat
 from ._classes import ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ
@@ -28,6 +28,16 @@ def _imbalance(v: Validator, t: Task, title: str, detail: str) -> None:
     site = caller_site()
     v.report_now("context_imbalance", lambda task: _splat.context_imbalance(v, task, title, detail, site), (),
                  site=site, dedupe=(title, site))
+
+
+@contextmanager
+def _between(enter: Callable[[], None], leave: Callable[[], None]) -> Iterator[None]:
+    """Run the block after ``enter()``; ``leave()`` runs after it however it ends."""
+    enter()
+    try:
+        yield
+    finally:
+        leave()
 
 
 def _mark_held(v: Validator, t: Task, write_bit: int, read_bit: int) -> None:
@@ -161,14 +171,9 @@ def local_bh_enable() -> None:
         _mark_held(v, t, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ)
 
 
-@contextmanager
-def bh_disabled() -> Iterator[None]:
+def bh_disabled() -> AbstractContextManager[None]:
     """Bottom halves disabled for the block."""
-    local_bh_disable()
-    try:
-        yield
-    finally:
-        local_bh_enable()
+    return _between(local_bh_disable, local_bh_enable)
 
 
 # -- preemption --------------------------------------------------------------------------------
@@ -201,14 +206,9 @@ def preempt_enable() -> None:
     t.update_ctx()
 
 
-@contextmanager
-def preempt_disabled() -> Iterator[None]:
+def preempt_disabled() -> AbstractContextManager[None]:
     """Preemption disabled for the block."""
-    preempt_disable()
-    try:
-        yield
-    finally:
-        preempt_enable()
+    return _between(preempt_disable, preempt_enable)
 
 
 # -- interrupt handlers ------------------------------------------------------------------------
