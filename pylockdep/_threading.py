@@ -297,14 +297,9 @@ class RLock:
 
     def release(self) -> None:
         """Release once; the last release of the owner frees it.  RuntimeError if not the owner."""
-        if self._ident != _get_ident():
-            raise RuntimeError("cannot release un-acquired lock")
-        self._count = count = self._count - 1
-        if not count:
-            self._ident = None
-            _release(self, 0)
+        self.__exit__()
 
-    def __exit__(self, *exc: object) -> None:  # release(), inlined: one call fewer per with-block
+    def __exit__(self, *exc: object) -> None:  # the body of release(): a with-block, the usual case, saves a call
         if self._ident != _get_ident():
             raise RuntimeError("cannot release un-acquired lock")
         self._count = count = self._count - 1
