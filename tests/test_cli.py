@@ -10,24 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _abba import ABBA_PROGRAM as ABBA
 
 pytestmark = pytest.mark.timeout(120)
-
-ABBA = """\
-import threading
-a = threading.Lock()
-b = threading.Lock()
-def ab():
-    with a, b:
-        pass
-def ba():
-    with b, a:
-        pass
-for fn in (ab, ba):
-    t = threading.Thread(target=fn)
-    t.start()
-    t.join()
-"""
 
 CLEAN_PROGRAM = """\
 import concurrent.futures, logging, queue, threading

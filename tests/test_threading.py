@@ -17,6 +17,7 @@ import threading
 import weakref
 
 import pytest
+from _abba import take_ab_then_ba
 
 import pylockdep
 from pylockdep._frames import short_filename
@@ -61,17 +62,7 @@ def v():
 def test_abba_between_two_locks_in_threads_run_one_after_the_other_is_circular(v):
     a = threading.Lock(); a_line = line()  # noqa: E702
     b = threading.Lock(); b_line = line()  # noqa: E702
-
-    def ab():
-        with a, b:
-            pass
-
-    def ba():
-        with b, a:
-            pass
-
-    run_in_thread(ab)
-    run_in_thread(ba)
+    take_ab_then_ba(a, b)
     (report,) = v.reports
     assert report.kind == "circular"
     assert sorted(report.classes) == sorted([f"Lock@{FILE}:{a_line}", f"Lock@{FILE}:{b_line}"])
