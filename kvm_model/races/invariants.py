@@ -28,42 +28,41 @@ class Violation:
     detail: str
 
 
-def _writes(kvm: Kvm) -> list[GuestWrite]:
-    return [event for event in kvm.history if isinstance(event, GuestWrite)]
+def _per_first_write(kvm: Kvm, invariant: str, key: Callable[[GuestWrite], int | None],
+                     detail: Callable[[int, GuestWrite], str]) -> list[Violation]:
+    """One violation of ``invariant`` per value of ``key`` over the guest's writes, told by ``detail``.
+
+    ``key`` maps a write that breaks the rule to what it broke it for (a gfn, a pfn) and a sound write
+    to None; ``detail(value, write)`` describes the first write that broke it for ``value``.
+    """
+    first: dict[int, GuestWrite] = {}
+    for event in kvm.history:
+        if isinstance(event, GuestWrite) and (value := key(event)) is not None:
+            first.setdefault(value, event)
+    return [Violation(invariant, detail(value, write)) for value, write in first.items()]
 
 
 def check_dirty_log(kvm: Kvm) -> list[Violation]:
     """Every gfn written by the guest (through its mappings or the emulator) is set in the dirty bitmap."""
     logged = kvm.memslot.dirty_gfns()
-    missing: dict[int, GuestWrite] = {}
-    for write in _writes(kvm):
-        if write.gfn is not None and write.gfn not in logged:
-            missing.setdefault(write.gfn, write)
-    return [
-        Violation(
-            "dirty-log",
-            f"gfn {gfn} was written by {w.vcpu} (through pfn {w.pfn:#x}) but its bit in the dirty bitmap is "
-            f"clear; the bitmap holds {_gfns(logged)}",
-        )
-        for gfn, w in missing.items()
-    ]
+    return _per_first_write(
+        kvm, "dirty-log",
+        lambda w: w.gfn if w.gfn is not None and w.gfn not in logged else None,
+        lambda gfn, w: f"gfn {gfn} was written by {w.vcpu} (through pfn {w.pfn:#x}) but its bit in the dirty "
+        f"bitmap is clear; the bitmap holds {_gfns(logged)}",
+    )
 
 
 def check_dirty_bit(kvm: Kvm) -> list[Violation]:
     """Every frame written through an spte has reached the host as dirty, or still has D = 1 in an spte."""
     still_dirty = {spte_pfn(v) for cell in kvm.sp.sptes if is_present(v := cell.load()) and v & DIRTY}
-    lost: dict[int, GuestWrite] = {}
-    for write in _writes(kvm):
-        if write.via != "emulator" and write.pfn not in kvm.host.dirty | still_dirty:
-            lost.setdefault(write.pfn, write)
-    return [
-        Violation(
-            "dirty-bit",
-            f"{w.vcpu} wrote pfn {pfn:#x} (gfn {w.gfn}) through an spte, but no spte maps it with D = 1 any "
-            f"more and kvm_set_pfn_dirty({pfn:#x}) was never called: the host may drop the data",
-        )
-        for pfn, w in lost.items()
-    ]
+    known_dirty = kvm.host.dirty | still_dirty
+    return _per_first_write(
+        kvm, "dirty-bit",
+        lambda w: w.pfn if w.via != "emulator" and w.pfn not in known_dirty else None,
+        lambda pfn, w: f"{w.vcpu} wrote pfn {pfn:#x} (gfn {w.gfn}) through an spte, but no spte maps it with D = 1 "
+        f"any more and kvm_set_pfn_dirty({pfn:#x}) was never called: the host may drop the data",
+    )
 
 
 def check_write_protect(kvm: Kvm) -> list[Violation]:
