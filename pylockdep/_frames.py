@@ -2,7 +2,9 @@
 
 A *site* is ``(code, lineno)``; it prints as ``function+file:line``.  Frames inside pylockdep (and,
 for instrumented standard-library locks, inside :mod:`threading`) are skipped when looking for the
-place that created or took a lock, so a site names the user's code.
+place that created or took a lock, so a site names the user's code.  Call traces also leave out
+the frames of test harnesses and program runners (pytest, pluggy, runpy), which say nothing about
+the user's locking.
 """
 
 from __future__ import annotations
@@ -25,6 +27,24 @@ def is_internal(filename: str, skip_threading: bool = False) -> bool:
     """True for pylockdep's own files and :mod:`contextlib` (and :mod:`threading` when ``skip_threading``)."""
     return (filename.startswith(_PACKAGE_DIR) or filename == _CONTEXTLIB_FILE
             or (skip_threading and filename == _THREADING_FILE))
+
+
+# Test harnesses and program runners (``python -m``, ``pylockdep run``): packages, and runpy's files.
+_HARNESS_PACKAGES = ("_pytest", "pytest", "pluggy", "xdist", "execnet")
+_RUNPY_FILES = frozenset({"<frozen runpy>", os.path.join(os.path.dirname(os.__file__), "runpy.py")})
+_harness_files: dict[str, bool] = {}
+
+
+def is_harness(filename: str) -> bool:
+    """True for the files of pytest (with pluggy, pytest-xdist and execnet) and of runpy."""
+    harness = _harness_files.get(filename)
+    if harness is None:
+        # A frame of one of these packages means it is imported: its directory is known.
+        dirs = tuple(os.path.dirname(module.__file__) + os.sep for name in _HARNESS_PACKAGES
+                     if (module := sys.modules.get(name)) is not None and getattr(module, "__file__", None))
+        harness = filename in _RUNPY_FILES or filename.startswith(dirs)
+        _harness_files[filename] = harness
+    return harness
 
 
 def outside_frame(frame: FrameType | None, skip_threading: bool = False) -> FrameType | None:
@@ -59,14 +79,24 @@ def line_at(code: CodeType, lasti: int) -> int:
 
 
 def capture_stack(frame: FrameType | None = None, limit: int = 64) -> Stack:
-    """The call stack outside pylockdep, innermost first, as sites (at most ``limit`` of them)."""
+    """The call stack outside pylockdep, innermost first, as sites (at most ``limit`` of them).
+
+    Harness frames (:func:`is_harness`) are left out, and so is all that lies outside the outermost
+    of them (the console script or ``python -m`` that started the harness): under pytest the stack
+    ends with the test function; in a thread, with threading's bootstrap.  Walks the whole stack:
+    for the slow path only (a new dependency, a new usage, a report).
+    """
     frame = outside_frame(frame if frame is not None else sys._getframe(1))
-    sites = []
-    while frame is not None and len(sites) < limit:
-        if not is_internal(frame.f_code.co_filename):
+    sites: list[Site] = []
+    end = None  # how many sites lie inside the outermost harness frame seen so far
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if is_harness(filename):
+            end = len(sites)
+        elif not is_internal(filename):
             sites.append((frame.f_code, frame.f_lineno))
         frame = frame.f_back
-    return tuple(sites)
+    return tuple(sites[:limit if end is None else min(end, limit)])
 
 
 _short_names: dict[str, str] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import traceback
 
 import pylockdep
 from pylockdep import Mutex
@@ -81,6 +82,24 @@ def test_circular_splat_layout():
                          "Call Trace:", " <TASK>"]
     assert re.fullmatch(" take_ba" + r"\+\S+:\d+", held[6])
     assert held[-1] == " </TASK>"
+
+
+def test_call_traces_under_pytest_leave_out_pytest_and_end_with_the_test_function():
+    test = "test_call_traces_under_pytest_leave_out_pytest_and_end_with_the_test_function"
+    assert any("_pytest" in f.filename for f in traceback.extract_stack())  # pytest is running this test
+    a, b = mutexes("A", "B")
+    with pylockdep.validate(raise_on_report=False) as v:
+        take_ab(a, b)
+        take_ba(b, a)
+    (report,) = v.reports
+    chain = report.text.split("the existing dependency chain (in reverse order) is:\n", 1)[1]
+    edge_stacks, backtrace = chain.split("other info that might help us debug this:", 1)
+    stacks = [entry.splitlines()[1:] for entry in edge_stacks.strip("\n").split("\n\n")]
+    stacks.append(backtrace.split(" <TASK>\n", 1)[1].split("\n </TASK>", 1)[0].splitlines())
+    stacks = [[line.strip() for line in stack if re.fullmatch(rf"\s+{SITE}", line)] for stack in stacks]
+    assert [(stack[0].partition("+")[0], stack[-1].partition("+")[0]) for stack in stacks] == [
+        ("take_ab", test), ("take_ba", test), ("take_ba", test)]
+    assert not [site for stack in stacks for site in stack if "_pytest/" in site or "pluggy/" in site]
 
 
 def test_circular_splat_names_the_chain_for_three_classes():
