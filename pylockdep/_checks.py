@@ -91,7 +91,7 @@ def check_might_sleep(v: Validator, t: Task, site: Site, functions: list[str], r
     atomic_site = atomic_section_site(v, t) if count else None
     lines = _splat.sleep_in_atomic(v, t, site, count, depth, rcu_allowed, atomic_site, functions)
     # One report per set of classes; a bare might_sleep() (no lock) is told apart by its call site.
-    v.report("sleep_in_atomic", lines[0], lines, classes, site=site, dedupe=() if classes else (site,))
+    v.report("sleep_in_atomic", lines, classes, site=site, dedupe=() if classes else (site,))
     v.taint = "Tainted: G        W"
 
 
@@ -146,7 +146,7 @@ def check_wait_context(v: Validator, t: Task, cls: LockClass, lock: object, site
         return
     lines = _splat.invalid_wait_context(v, t, cls, lock, site, effective_wait(context, nesting))
     held = tuple(e[H_CLASS] for e in _irq_segment(t))
-    v.report("invalid_wait_context", lines[2], lines, held + (cls,), site=site)
+    v.report("invalid_wait_context", lines, held + (cls,), site=site)
 
 
 def _irq_segment(t: Task) -> list[tuple]:
@@ -207,7 +207,7 @@ def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bi
     for old in _bits_of(cls.usage & clash):
         lines = _splat.inconsistent(v, t, cls, lock, site, USAGE_NAMES[old], USAGE_NAMES[bit],
                                     cls.usage_stacks.get(old, ()), irq_flags(t))
-        v.report("inconsistent_lock_state", lines[2], lines, (cls,), dedupe=(old, bit))
+        v.report("inconsistent_lock_state", lines, (cls,), dedupe=(old, bit))
         return
     if v.any_irq_usage:
         check_usage_inversion(v, t, cls, lock, read, bit, site)
@@ -228,7 +228,7 @@ def check_usage_inversion(v: Validator, t: Task, cls: LockClass, lock: object, r
     write_form = base << 2 if forwards else base
     state = usage_state(bit) + ("" if path.cls.usage & write_form else "-READ")
     lines = _splat.irq_inversion(v, t, cls, lock, site, state, forwards, path)
-    v.report("irq_inversion", lines[2], lines, (step.cls for step in path.walk()), dedupe=(forwards,))
+    v.report("irq_inversion", lines, (step.cls for step in path.walk()), dedupe=(forwards,))
 
 
 def _usage_match(mask: int):
@@ -251,7 +251,7 @@ def check_deadlock(v: Validator, t: Task, cls: LockClass, lock: object, read: in
         if read == 2 and entry[H_READ]:
             continue
         lines = _splat.recursive(v, t, entry, cls, lock, site)
-        v.report("recursive", lines[2], lines, (cls,), site=site)
+        v.report("recursive", lines, (cls,), site=site)
         return False
     return True
 
@@ -295,7 +295,7 @@ def check_prev_add(v: Validator, t: Task, prev_entry: tuple, cls: LockClass, loc
         if path is not None:
             lines = _splat.circular(v, t, prev_entry, cls, lock, read, site, path, sync)
             classes = tuple(step.cls for step in path.walk())
-            v.report("circular", lines[2], lines, classes, site=site)
+            v.report("circular", lines, classes, site=site)
     if graph.irq_safe_reaching(prev):  # else no irq-safe class stands behind prev
         check_irq_usage(v, t, prev_entry, cls, lock, read, site)
     if edge is not None:
@@ -347,7 +347,7 @@ def check_irq_usage(v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lo
                                     safe_bit, unsafe_bit, irq_flags(t))
     # Every class involved: the safe one down to the held lock, then the new lock out to the unsafe one.
     involved = [step.cls for step in reversed(backward.walk())] + [step.cls for step in forward.walk()]
-    v.report("irq_unsafe_order", lines[2], lines, dict.fromkeys(involved), site=site, dedupe=(state,))
+    v.report("irq_unsafe_order", lines, dict.fromkeys(involved), site=site, dedupe=(state,))
 
 
 def _exclusive_match(safe_usage: int, unsafe_usage: int) -> tuple[int, int] | None:
@@ -389,5 +389,5 @@ def check_unlock(v: Validator, t: Task, lock: object, name: str, site: Site) -> 
     lines = _splat.bad_unlock_balance(v, t, name, site)
     key = getattr(lock, "_key", None)
     classes = (v.class_for(key),) if key is not None else ()
-    v.report("bad_unlock_balance", lines[2], lines, classes, site=site, dedupe=(name, site))
+    v.report("bad_unlock_balance", lines, classes, site=site, dedupe=(name, site))
 

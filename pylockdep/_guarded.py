@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from . import _splat
 from ._classes import LockKey
 from ._frames import caller_site
-from ._locks import _task, _Validated
+from ._locks import _Validated
 from ._rcu import DEREFERENCE_CHECK, DEREFERENCE_PROTECTED, RCU, SRCU, _RCUMap, _suspicious
 from ._task import H_LOCK, H_READ, Task
 from ._validator import Validator, active
@@ -143,7 +143,7 @@ class Guarded:
         A lock that resolves to None (CPython's own) cannot be checked: the access passes.
         """
         v = active.validator
-        t = _task(v)
+        t = v.task()
         if t.busy:
             return
         lock = self._lock(self._lock_of, instance, self.protector) if self._lock_of is not None else None

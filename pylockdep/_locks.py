@@ -24,13 +24,6 @@ from ._validator import Validator, active
 _Condition = threading.Condition  # CPython's own, whatever instrumentation does later
 
 
-def _task(v: Validator) -> Task:
-    try:
-        return v.local.task
-    except AttributeError:
-        return v.new_task()
-
-
 def _acquire(lock: Any, read: int, subclass: int, frame: Any, trylock: bool = False) -> bool:
     """Take ``lock`` as ``read`` (0 write, 1 reader, 2 recursive reader): validate, wait, push.
 
@@ -43,7 +36,7 @@ def _acquire(lock: Any, read: int, subclass: int, frame: Any, trylock: bool = Fa
     v = active.validator
     if v.off:
         if not trylock and not lock._try(read):
-            _waitfor.wait(v, _task(v), lock, read, lambda s: lock._timed(read, s))
+            _waitfor.wait(v, v.task(), lock, read, lambda s: lock._timed(read, s))
         return True
     try:
         t = v.local.task

@@ -23,7 +23,7 @@ from typing import TypeVar
 from . import _checks, _locktypes, _splat, _waitfor
 from ._classes import LockClass
 from ._frames import Site, caller_site, outside_frame
-from ._locks import _acquire, _Condition, _release, _task, _Validated
+from ._locks import _acquire, _Condition, _release, _Validated
 from ._report import DeadlockError
 from ._task import VARIANT_SYNC, Task
 from ._validator import Validator, active
@@ -116,7 +116,7 @@ class SRCU(_Validated):
             self._bad_index(idx)
             return
         v = active.validator
-        if v.off or v.find_held(_task(v), self) >= 0:  # not a read side from before this validator
+        if v.off or v.find_held(v.task(), self) >= 0:  # not a read side from before this validator
             _release(self, 2)
         del stack[len(stack) - 1 - stack[::-1].index(idx)]
         ident = _thread.get_ident()
@@ -156,7 +156,7 @@ class SRCU(_Validated):
         :class:`DeadlockError` instead of hanging.
         """
         v = active.validator
-        t = _task(v)
+        t = v.task()
         if not v.off and not t.busy:
             frame = sys._getframe(1)
             site = (frame.f_code, frame.f_lineno)
@@ -267,7 +267,7 @@ class _RCUMap(_Validated):
         On PREEMPT_RT a held ``spinlock_t`` is one too, since taking it enters an RCU read side.
         """
         v = active.validator
-        return _checks.rcu_depth(v, _task(v)) > 0
+        return _checks.rcu_depth(v, v.task()) > 0
 
     def __repr__(self) -> str:
         return "<pylockdep.RCU (rcu_read_lock)>"

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from . import _checks, _splat
 from ._classes import MAX_SUBCLASSES, LockClass, LockKey
-from ._frames import Site, caller_site
+from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
 from ._report import LockdepViolation, Report
 from ._task import H_CLASS, H_CTX, H_LOCK, H_READ, H_TRYLOCK, Task, held_site
@@ -102,7 +102,7 @@ class Validator:
         if owned and not self.off:
             with self.graph_lock:
                 lines = _splat.locks_held_at_exit(self, t)
-                self.report("lock_held_at_exit", lines[2], lines, owned, dedupe=(id(t),))
+                self.report("lock_held_at_exit", lines, owned, dedupe=(id(t),))
             self.flush()
 
     def class_for(self, key: LockKey, subclass: int = 0) -> LockClass:
@@ -155,7 +155,7 @@ class Validator:
         if self.off:
             return
         lines = _splat.limit_reached(self, t, message, extra)
-        self.report("limit_exceeded", message, lines, (), dedupe=(message,))
+        self.report("limit_exceeded", lines, (), dedupe=(message,))
         self.off = True
 
     # -- releases ------------------------------------------------------------------------------
@@ -226,11 +226,13 @@ class Validator:
 
     # -- reports -------------------------------------------------------------------------------
 
-    def report(self, kind: str, title: str, lines: Iterable[str], classes: Iterable[LockClass], *,
+    def report(self, kind: str, lines: list[str], classes: Iterable[LockClass], *,
                site: Site | None = None, dedupe: tuple = ()) -> Report | None:
         """Record a report unless the same problem (kind, classes, ``dedupe``) was reported before.
 
-        Called under the graph lock; the report reaches listeners at the next :meth:`flush`.
+        ``lines`` is the splat; its title is the line after the banner's rule, or the first line of
+        a splat without a banner.  Called under the graph lock; the report reaches listeners at the
+        next :meth:`flush`.
         """
         classes = tuple(classes)
         key = _problem(kind, classes, dedupe)
@@ -238,10 +240,8 @@ class Validator:
             return None
         self._seen.add(key)
         t = self.task()
-        from ._frames import format_file_line
-
         report = Report(
-            kind=kind, title=title, text="\n".join(lines).strip("\n"),
+            kind=kind, title=lines[2] if lines[0] == "" else lines[0], text="\n".join(lines).strip("\n"),
             classes=tuple(c.bare_name for c in classes), threads=(t.comm,),
             sites=(format_file_line(site),) if site else (), origin=self.origin,
         )
@@ -286,11 +286,7 @@ class Validator:
         if _problem(kind, classes, dedupe) in self._seen:
             return  # reported before: spare building the splat
         with self.graph_lock:
-            lines = build(t)
-            title = next((line for line in lines if line and not line.startswith("=")), kind)
-            if lines and lines[0] == "":
-                title = lines[2]
-            self.report(kind, title, lines, classes, site=site, dedupe=dedupe)
+            self.report(kind, build(t), classes, site=site, dedupe=dedupe)
         self.flush()
 
     def check(self) -> None:
