@@ -376,8 +376,7 @@ def check_acquire(v: Validator, t: Task, lock: object, cls: LockClass, read: int
     for bit in acquire_usage(v, t, read, trylock, sync, cls.validated):
         mark_lock(v, t, cls, lock, read, bit, site)
     if not trylock and cls.validated and check_deadlock(v, t, cls, lock, read, site):
-        if any(entry[H_IRQ] == t.irq for entry in t.held[-1:]):
-            check_prevs_add(v, t, cls, lock, read, site, sync)
+        check_prevs_add(v, t, cls, lock, read, site, sync)  # a chain head (no lock in this irq context) adds none
     if sleeping and not ltype.sleeps:
         # PREEMPT_RT's spinlock_t: lockdep first, then a might_sleep that tolerates the RCU
         # nesting the held spinlock_t sections bring.
