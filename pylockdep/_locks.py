@@ -17,6 +17,7 @@ from typing import Any
 
 from . import _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
+from ._fastpath import accelerate
 from ._frames import caller_site
 from ._task import Task
 from ._validator import Validator, active
@@ -446,3 +447,6 @@ class RWSemaphore(_RWLockBase):
     def down_write_trylock(self) -> bool:
         """``down_write_trylock``: True if the write side was taken."""
         return _acquire(self, 0, 0, _getframe(1), trylock=True)
+
+
+accelerate(_Lock, enter_returns_self=True)

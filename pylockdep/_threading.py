@@ -44,6 +44,7 @@ from typing import Any
 
 from . import _classes, _locktypes
 from ._classes import LockKey, key_for
+from ._fastpath import accelerate
 from ._frames import format_file_line, is_internal, outside_frame
 from ._locks import _acquire, _release
 from ._locktypes import LockType
@@ -235,6 +236,11 @@ class Lock:
         return f"<{state} {type(self).__module__}.{type(self).__qualname__} object at {id(self):#x}>"
 
     __reduce_ex__ = _unpicklable
+
+
+# Calls made from threading.py itself (Condition, for one) take the Python path, which names the
+# caller outside threading as the site.
+accelerate(Lock, enter_returns_self=False, skip_file=_THREADING_FILE)
 
 
 class RLock:

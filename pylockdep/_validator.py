@@ -37,6 +37,9 @@ class Validator:
     ``stream`` receives every splat as it is made.
     """
 
+    # The attributes the acquire fast path reads are slots (the C fast path reads them in place).
+    __slots__ = ("off", "local", "chains", "max_lock_depth", "__dict__", "__weakref__")
+
     def __init__(self, *, preempt_rt: bool = False, prove_raw_lock_nesting: bool = True,
                  raise_on_report: bool = True, stream: IO[str] | None = None,
                  max_classes: int | None = None, max_dependencies: int | None = None,
@@ -307,6 +310,7 @@ class _ExitSentinel:
 class _Active:
     """Which validator is in force for the whole process."""
 
+    __slots__ = ("validator",)
     validator: Validator
 
 

@@ -1,0 +1,60 @@
+"""The optional C fast path (``pylockdep/_speedups.c``) and where it is plugged in.
+
+The C module runs the common case of ``with lock:``, ``acquire()`` and ``release()`` (an
+exclusive acquisition on a chain already validated, the release of the most recent lock) and
+hands every other call, untouched, to the Python method it wraps.  The Python methods and
+:func:`pylockdep._locks._acquire`/``_release`` remain the definition of what happens; the C code
+reads and writes the same objects.
+
+Set ``PYLOCKDEP_PURE_PYTHON=1`` to run without it; :data:`ACCELERATED` tells which is in use.
+Where the extension could not be built, pylockdep runs in pure Python.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+from ._classes import LockClass, LockKey
+from ._task import Task
+from ._validator import Validator, active
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get("PYLOCKDEP_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _speedups
+    except ImportError:
+        return None
+    _speedups.setup(active, Validator, Task, LockKey, LockClass)
+    return _speedups
+
+
+_speedups = _load()
+
+#: Whether lock fast paths run in C.
+ACCELERATED = _speedups is not None
+
+
+def accelerate(cls: type, *, enter_returns_self: bool, skip_file: str | None = None) -> None:
+    """Give ``cls`` C versions of its ``__enter__``, ``acquire``, ``__exit__`` and ``release``.
+
+    Each wraps the Python method defined in ``cls`` itself (and replaces every alias of it, such as
+    ``lock = acquire``).  ``__enter__`` returns the lock when ``enter_returns_self``, else True.
+    Acquisitions from code in ``skip_file`` always take the Python path (threading's own callers,
+    whose site is found further up the stack).  Does nothing when the C module is not in use.
+    """
+    if _speedups is None:
+        return
+    own = vars(cls)
+    fast = {
+        "__enter__": _speedups.Acquire(own["__enter__"], cls, enter_returns_self, skip_file),
+        "acquire": _speedups.Acquire(own["acquire"], cls, False, skip_file),
+        "__exit__": _speedups.Release(own["__exit__"], cls, -1),
+        "release": _speedups.Release(own["release"], cls, 1),
+    }
+    replacing = {id(own[method]): replacement for method, replacement in fast.items()}
+    for name, value in list(own.items()):
+        if id(value) in replacing:
+            setattr(cls, name, replacing[id(value)])

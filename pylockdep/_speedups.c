@@ -1,0 +1,561 @@
+/*
+ * pylockdep._speedups: the acquire/release fast path in C.
+ *
+ * This is an accelerator, not a second validator.  It handles exactly one case, the common one:
+ * a thread takes a lock exclusively, in a chain of held locks that the validator has already
+ * checked, and later releases the lock it took last.  It reads the same Python objects as
+ * pylockdep._locks._acquire/_release (the active validator, the thread's Task, the lock's class)
+ * and makes the same changes to them: a held-lock tuple pushed or popped, the chain key updated.
+ *
+ * Everything else (validation off, a thread seen for the first time, a chain not seen before, a
+ * contended lock, a release out of order, other arguments) is handed, untouched, to the Python
+ * method the accelerated one wraps.  The Python code stays the definition of the semantics;
+ * PYLOCKDEP_PURE_PYTHON=1 runs without this module, and the test suite runs both ways.
+ *
+ * The objects it makes are method descriptors: ``Acquire(slow, returns_self, skip_file)`` for
+ * ``__enter__``/``acquire`` and ``Release(slow, arity)`` for ``__exit__``/``release``.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <frameobject.h>
+#include <structmember.h>
+
+/* Field indexes of a held-lock tuple: keep in step with pylockdep/_task.py (H_*). */
+enum { H_LOCK, H_CLASS, H_READ, H_TRYLOCK, H_CODE, H_LASTI, H_PREV_KEY, H_IRQ, H_SPIN, H_CTX, H_FIELDS };
+
+/*
+ * Slots are read at their offsets in the instance, found once from the classes' member
+ * descriptors, after checking the instance's type: a generic attribute lookup costs ten times
+ * more, and this path is nothing but lookups.
+ */
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t offset[8];
+} Layout;
+
+#define SLOT(obj, layout, i) (*(PyObject **)((char *)(obj) + (layout).offset[i]))
+
+static int
+layout_init(Layout *layout, PyObject *type, const char *const *names)
+{
+    if (!PyType_Check(type)) {
+        PyErr_Format(PyExc_TypeError, "expected a class, not %.100s", Py_TYPE(type)->tp_name);
+        return -1;
+    }
+    for (int i = 0; names[i] != NULL; i++) {
+        PyObject *descr = PyObject_GetAttrString(type, names[i]);
+        if (descr == NULL)
+            return -1;
+        if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ attribute", ((PyTypeObject *)type)->tp_name,
+                         names[i]);
+            Py_DECREF(descr);
+            return -1;
+        }
+        layout->offset[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);
+    }
+    Py_XSETREF(layout->type, (PyTypeObject *)Py_NewRef(type));
+    return 0;
+}
+
+/* Slot i of obj, replacing the old value (a new reference is taken). */
+static inline void
+slot_set(PyObject *obj, Py_ssize_t offset, PyObject *value)
+{
+    PyObject **slot = (PyObject **)((char *)obj + offset);
+    Py_XSETREF(*slot, Py_NewRef(value));
+}
+
+/* The classes whose slots the fast path reads (set by setup()). */
+static PyObject *g_active;
+static Layout active_layout, validator_layout, task_layout, key_layout, class_layout;
+enum { ACTIVE_VALIDATOR };
+static const char *const active_slots[] = {"validator", NULL};
+enum { V_OFF, V_LOCAL, V_CHAINS, V_MAX_LOCK_DEPTH };
+static const char *const validator_slots[] = {"off", "local", "chains", "max_lock_depth", NULL};
+enum { T_HELD, T_KEY, T_CTX, T_IRQ, T_SPINS, T_FOREIGN_RELEASES };
+static const char *const task_slots[] = {"held", "key", "ctx", "irq", "spins", "foreign_releases", NULL};
+enum { K_CACHE };
+static const char *const key_slots[] = {"cache", NULL};
+enum { C_VARIANTS, C_SPINS };
+static const char *const class_slots[] = {"variants", "spins", NULL};
+/* A lock type's slots: each accelerated method has the layout of the class it was made for. */
+enum { L_KEY, L_TRY, L_UNLOCK, L_OWNER };
+static const char *const lock_slots[] = {"_key", "_try", "_unlock", "_owner", NULL};
+
+static PyObject *g_zero, *g_one, *g_minus_one, *s_task, *s_depth_exceeded;
+
+#define IS(obj, layout) ((obj) != NULL && PyObject_TypeCheck((obj), (layout).type))
+
+/* The calling thread's validator and Task, borrowed; 0 when the fast path does not apply:
+ * validation is off or the thread has no Task yet. */
+static int
+current_task(PyObject **v_out, PyObject **t_out)
+{
+    PyObject *v, *local, *t;
+
+    if (g_active == NULL)
+        return 0;  /* setup() not called, or failed */
+    v = SLOT(g_active, active_layout, ACTIVE_VALIDATOR);
+    if (!IS(v, validator_layout) || SLOT(v, validator_layout, V_OFF) != Py_False)
+        return 0;
+    local = SLOT(v, validator_layout, V_LOCAL);
+    if (local == NULL)
+        return 0;
+    t = PyObject_GetAttr(local, s_task);
+    if (t == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(t);  /* the thread's local storage keeps it */
+    if (!IS(t, task_layout))
+        return 0;
+    *v_out = v;
+    *t_out = t;
+    return 1;
+}
+
+/* Whether other threads have released locks this thread holds (the slow path sorts them out). */
+static int
+has_foreign_releases(PyObject *t)
+{
+    PyObject *fr = SLOT(t, task_layout, T_FOREIGN_RELEASES);
+    return fr == NULL || !PyList_Check(fr) || PyList_GET_SIZE(fr) != 0;
+}
+
+/* t.spins += delta. */
+static int
+add_spins(PyObject *t, PyObject *delta)
+{
+    PyObject *old = SLOT(t, task_layout, T_SPINS), *new;
+
+    if (old == NULL)
+        return -1;
+    new = PyNumber_Add(old, delta);
+    if (new == NULL)
+        return -1;
+    slot_set(t, task_layout.offset[T_SPINS], new);
+    Py_DECREF(new);
+    return 0;
+}
+
+/*
+ * Take ``lock`` exclusively on a known chain, as _locks._acquire(lock, 0, 0, frame) would.
+ * Returns 1 when the lock is taken and pushed, 0 when the caller must take the slow path (nothing
+ * has changed), -1 with an exception set (nothing has changed either).
+ */
+static int
+fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame)
+{
+    PyObject *v, *t, *key, *cache, *classes, *cls, *variants, *tkey, *ctx, *chains, *spins, *irq, *held, *maxd,
+        *try_;
+    PyObject *tup = NULL, *chain = NULL, *code = NULL, *lasti = NULL, *entry = NULL, *ok = NULL;
+    Py_hash_t h;
+    Py_ssize_t limit;
+    int result = 0, taken;
+
+    if (!current_task(&v, &t) || has_foreign_releases(t))
+        return 0;
+    key = SLOT(lock, *lk, L_KEY);
+    if (!IS(key, key_layout))
+        return 0;
+    cache = SLOT(key, key_layout, K_CACHE);
+    if (cache == NULL || !PyTuple_Check(cache) || PyTuple_GET_SIZE(cache) != 2 || PyTuple_GET_ITEM(cache, 0) != v)
+        return 0;
+    classes = PyTuple_GET_ITEM(cache, 1);
+    if (!PyList_Check(classes) || PyList_GET_SIZE(classes) == 0)
+        return 0;
+    cls = PyList_GET_ITEM(classes, 0);
+    if (!IS(cls, class_layout))
+        return 0;
+    variants = SLOT(cls, class_layout, C_VARIANTS);
+    spins = SLOT(cls, class_layout, C_SPINS);
+    tkey = SLOT(t, task_layout, T_KEY);
+    ctx = SLOT(t, task_layout, T_CTX);
+    irq = SLOT(t, task_layout, T_IRQ);
+    held = SLOT(t, task_layout, T_HELD);
+    chains = SLOT(v, validator_layout, V_CHAINS);
+    maxd = SLOT(v, validator_layout, V_MAX_LOCK_DEPTH);
+    try_ = SLOT(lock, *lk, L_TRY);
+    if (variants == NULL || !PyTuple_Check(variants) || PyTuple_GET_SIZE(variants) == 0 || spins == NULL
+        || tkey == NULL || ctx == NULL || irq == NULL || held == NULL || !PyList_Check(held) || chains == NULL
+        || !PyAnySet_Check(chains) || maxd == NULL || !PyLong_Check(maxd) || try_ == NULL)
+        return 0;
+
+    /* The chain key is hash((t.key, t.ctx, variant)), exactly as the Python path computes it. */
+    tup = PyTuple_Pack(3, tkey, ctx, PyTuple_GET_ITEM(variants, 0));
+    if (tup == NULL || (h = PyObject_Hash(tup)) == -1 || (chain = PyLong_FromSsize_t(h)) == NULL
+        || PySet_Contains(chains, chain) != 1)
+        goto fallback;
+    /* A known chain: build the held entry before taking the lock, so nothing can fail after. */
+    limit = PyLong_AsSsize_t(maxd);
+    code = (PyObject *)PyFrame_GetCode(frame);
+    lasti = PyLong_FromLong(PyFrame_GetLasti(frame));
+    if (limit == -1 || lasti == NULL)
+        goto fallback;
+    entry = PyTuple_Pack(H_FIELDS, lock, cls, g_zero, Py_False, code, lasti, tkey, irq, spins, ctx);
+    if (entry == NULL)
+        goto fallback;
+    /* The entry owns what the rest needs (lock, cls, t.key, t.ctx) while _try may run Python code. */
+    Py_INCREF(v);
+    Py_INCREF(t);
+    ok = PyObject_CallOneArg(try_, g_zero);
+    taken = ok == NULL ? -1 : PyObject_IsTrue(ok);
+    if (taken < 0) {
+        result = -1;  /* the real lock raised: report that, as Python would */
+    } else if (taken == 0) {
+        result = 0;  /* contended: the slow path waits (and checks for a deadlock) */
+    } else if (PyList_Append(held, entry) < 0
+               || (PyObject_IsTrue(spins) == 1 && add_spins(t, g_one) < 0)) {
+        result = -1;  /* out of memory, in practice */
+    } else {
+        slot_set(lock, lk->offset[L_OWNER], t);
+        slot_set(t, task_layout.offset[T_KEY], chain);
+        result = 1;
+        if (PyList_GET_SIZE(held) >= limit) {
+            PyObject *r = PyObject_CallMethodOneArg(v, s_depth_exceeded, t);
+            if (r == NULL)
+                result = -1;
+            Py_XDECREF(r);
+        }
+    }
+    Py_DECREF(v);
+    Py_DECREF(t);
+    goto done;
+
+fallback:
+    /* Anything odd goes to the slow path, which either handles it or raises the real error. */
+    PyErr_Clear();
+    result = 0;
+done:
+    Py_XDECREF(tup); Py_XDECREF(chain); Py_XDECREF(code); Py_XDECREF(lasti); Py_XDECREF(entry); Py_XDECREF(ok);
+    return result;
+}
+
+/*
+ * Release ``lock`` when it is the thread's most recent lock, as _locks._release(lock, 0) would.
+ * Returns 1 when done, 0 for the slow path (nothing changed), -1 with an exception set by the real
+ * lock's release.
+ */
+static int
+fast_unlock(PyObject *lock, const Layout *lk)
+{
+    PyObject *v, *t, *held, *top, *unlock, *r;
+    Py_ssize_t n;
+    int result;
+
+    if (!current_task(&v, &t) || has_foreign_releases(t))
+        return 0;
+    held = SLOT(t, task_layout, T_HELD);
+    unlock = SLOT(lock, *lk, L_UNLOCK);
+    if (held == NULL || !PyList_Check(held) || (n = PyList_GET_SIZE(held)) == 0 || unlock == NULL)
+        return 0;
+    top = PyList_GET_ITEM(held, n - 1);
+    if (!PyTuple_Check(top) || PyTuple_GET_SIZE(top) != H_FIELDS || PyTuple_GET_ITEM(top, H_LOCK) != lock)
+        return 0;
+    Py_INCREF(top);
+    Py_INCREF(t);
+    Py_INCREF(unlock);
+    if (PyList_SetSlice(held, n - 1, n, NULL) < 0
+        || (PyObject_IsTrue(PyTuple_GET_ITEM(top, H_SPIN)) == 1 && add_spins(t, g_minus_one) < 0)) {
+        result = -1;
+    } else {
+        slot_set(t, task_layout.offset[T_KEY], PyTuple_GET_ITEM(top, H_PREV_KEY));
+        slot_set(lock, lk->offset[L_OWNER], Py_None);
+        r = PyObject_CallOneArg(unlock, g_zero);
+        result = r == NULL ? -1 : 1;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(top);
+    Py_DECREF(t);
+    Py_DECREF(unlock);
+    return result;
+}
+
+/* -- the method descriptors --------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *slow;       /* the Python method this one accelerates */
+    Layout lock;          /* where the lock class keeps _key, _try, _unlock and _owner */
+    PyObject *skip_file;  /* Acquire: callers in this file take the slow path (or NULL) */
+    int returns_self;     /* Acquire: return the lock (__enter__) or True (acquire) */
+    Py_ssize_t arity;     /* Release: the positional argument count it takes fast, -1 any */
+    vectorcallfunc vectorcall;
+} FastMethod;
+
+static PyObject *
+slow_call(FastMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return PyObject_Vectorcall(self->slow, args, PyVectorcall_NARGS(nargsf), kwnames);
+}
+
+static PyObject *
+acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    FastMethod *self = (FastMethod *)op;
+    PyFrameObject *frame;
+    int r;
+
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL)
+        return slow_call(self, args, nargsf, kwnames);
+    frame = PyEval_GetFrame();  /* the caller: a C method has no frame of its own */
+    if (frame == NULL)
+        return slow_call(self, args, nargsf, kwnames);
+    if (self->skip_file != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        int same = code->co_filename == self->skip_file
+                   || PyUnicode_Compare(code->co_filename, self->skip_file) == 0;
+        Py_DECREF(code);
+        if (same)
+            return slow_call(self, args, nargsf, kwnames);
+    }
+    if (!IS(args[0], self->lock))
+        return slow_call(self, args, nargsf, kwnames);
+    r = fast_lock(args[0], &self->lock, frame);
+    if (r < 0)
+        return NULL;
+    if (r == 0)
+        return slow_call(self, args, nargsf, kwnames);
+    return Py_NewRef(self->returns_self ? args[0] : Py_True);
+}
+
+static PyObject *
+release_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    FastMethod *self = (FastMethod *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    int r;
+
+    if (nargs < 1 || kwnames != NULL || (self->arity >= 0 && nargs != self->arity))
+        return slow_call(self, args, nargsf, kwnames);
+    if (!IS(args[0], self->lock))
+        return slow_call(self, args, nargsf, kwnames);
+    r = fast_unlock(args[0], &self->lock);
+    if (r < 0)
+        return NULL;
+    if (r == 0)
+        return slow_call(self, args, nargsf, kwnames);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+fastmethod_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static int
+fastmethod_traverse(FastMethod *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->slow);
+    Py_VISIT(self->skip_file);
+    Py_VISIT(self->lock.type);
+    return 0;
+}
+
+static int
+fastmethod_clear(FastMethod *self)
+{
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->skip_file);
+    Py_CLEAR(self->lock.type);
+    return 0;
+}
+
+static void
+fastmethod_dealloc(FastMethod *self)
+{
+    PyObject_GC_UnTrack(self);
+    fastmethod_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+fastmethod_repr(FastMethod *self)
+{
+    return PyUnicode_FromFormat("<%s of %R>", Py_TYPE(self)->tp_name, self->slow);
+}
+
+/* __doc__, __name__, __qualname__ and __module__ are the wrapped method's. */
+static PyObject *
+fastmethod_getattro(PyObject *op, PyObject *name)
+{
+    FastMethod *self = (FastMethod *)op;
+    if (PyUnicode_Check(name) && (PyUnicode_CompareWithASCIIString(name, "__doc__") == 0
+                                  || PyUnicode_CompareWithASCIIString(name, "__name__") == 0
+                                  || PyUnicode_CompareWithASCIIString(name, "__qualname__") == 0
+                                  || PyUnicode_CompareWithASCIIString(name, "__module__") == 0))
+        return PyObject_GetAttr(self->slow, name);
+    return PyObject_GenericGetAttr(op, name);
+}
+
+static PyMemberDef fastmethod_members[] = {
+    {"__wrapped__", T_OBJECT, offsetof(FastMethod, slow), READONLY, "The Python method this one accelerates."},
+    {NULL},
+};
+
+static FastMethod *
+fastmethod_new(PyTypeObject *type, PyObject *slow, PyObject *lock_type, vectorcallfunc call)
+{
+    FastMethod *self;
+
+    if (!PyCallable_Check(slow)) {
+        PyErr_Format(PyExc_TypeError, "%s needs a callable, not %.100s", type->tp_name, Py_TYPE(slow)->tp_name);
+        return NULL;
+    }
+    self = (FastMethod *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->slow = Py_NewRef(slow);
+    self->vectorcall = call;
+    if (layout_init(&self->lock, lock_type, lock_slots) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return self;
+}
+
+static PyObject *
+acquire_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"slow", "lock_type", "returns_self", "skip_file", NULL};
+    PyObject *slow, *lock_type, *skip_file = Py_None;
+    int returns_self;
+    FastMethod *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOp|O:Acquire", kwlist, &slow, &lock_type, &returns_self,
+                                     &skip_file))
+        return NULL;
+    if (skip_file != Py_None && !PyUnicode_Check(skip_file)) {
+        PyErr_SetString(PyExc_TypeError, "skip_file must be a str or None");
+        return NULL;
+    }
+    self = fastmethod_new(type, slow, lock_type, acquire_vectorcall);
+    if (self == NULL)
+        return NULL;
+    self->returns_self = returns_self;
+    self->skip_file = skip_file == Py_None ? NULL : Py_NewRef(skip_file);
+    return (PyObject *)self;
+}
+
+static PyObject *
+release_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"slow", "lock_type", "arity", NULL};
+    PyObject *slow, *lock_type;
+    Py_ssize_t arity;
+    FastMethod *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOn:Release", kwlist, &slow, &lock_type, &arity))
+        return NULL;
+    self = fastmethod_new(type, slow, lock_type, release_vectorcall);
+    if (self == NULL)
+        return NULL;
+    self->arity = arity;
+    return (PyObject *)self;
+}
+
+#define FASTMETHOD_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL \
+                          | Py_TPFLAGS_METHOD_DESCRIPTOR)
+
+static PyTypeObject AcquireType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pylockdep._speedups.Acquire",
+    .tp_doc = "Acquire(slow, lock_type, returns_self, skip_file=None): an __enter__/acquire method of "
+              "``lock_type`` whose known-chain case runs in C; every other call goes to ``slow``.",
+    .tp_basicsize = sizeof(FastMethod),
+    .tp_flags = FASTMETHOD_FLAGS,
+    .tp_new = acquire_new,
+    .tp_vectorcall_offset = offsetof(FastMethod, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = fastmethod_get,
+    .tp_dealloc = (destructor)fastmethod_dealloc,
+    .tp_traverse = (traverseproc)fastmethod_traverse,
+    .tp_clear = (inquiry)fastmethod_clear,
+    .tp_repr = (reprfunc)fastmethod_repr,
+    .tp_getattro = fastmethod_getattro,
+    .tp_members = fastmethod_members,
+};
+
+static PyTypeObject ReleaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pylockdep._speedups.Release",
+    .tp_doc = "Release(slow, lock_type, arity): an __exit__/release method of ``lock_type`` whose "
+              "most-recent-lock case runs in C; "
+              "every other call goes to ``slow``.  ``arity`` is the argument count (self included) "
+              "taken fast, -1 for any.",
+    .tp_basicsize = sizeof(FastMethod),
+    .tp_flags = FASTMETHOD_FLAGS,
+    .tp_new = release_new,
+    .tp_vectorcall_offset = offsetof(FastMethod, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = fastmethod_get,
+    .tp_dealloc = (destructor)fastmethod_dealloc,
+    .tp_traverse = (traverseproc)fastmethod_traverse,
+    .tp_clear = (inquiry)fastmethod_clear,
+    .tp_repr = (reprfunc)fastmethod_repr,
+    .tp_getattro = fastmethod_getattro,
+    .tp_members = fastmethod_members,
+};
+
+static PyObject *
+setup(PyObject *module, PyObject *args)
+{
+    PyObject *active, *validator_type, *task_type, *key_type, *class_type;
+
+    if (!PyArg_ParseTuple(args, "OOOOO:setup", &active, &validator_type, &task_type, &key_type, &class_type))
+        return NULL;
+    if (layout_init(&active_layout, (PyObject *)Py_TYPE(active), active_slots) < 0
+        || layout_init(&validator_layout, validator_type, validator_slots) < 0
+        || layout_init(&task_layout, task_type, task_slots) < 0
+        || layout_init(&key_layout, key_type, key_slots) < 0
+        || layout_init(&class_layout, class_type, class_slots) < 0)
+        return NULL;
+    Py_XSETREF(g_active, Py_NewRef(active));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef speedups_methods[] = {
+    {"setup", setup, METH_VARARGS,
+     "setup(active, Validator, Task, LockKey, LockClass): the object whose ``validator`` slot is the "
+     "active validator, and the classes whose slots the fast path reads."},
+    {NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "pylockdep._speedups",
+    .m_doc = "The acquire/release fast path of pylockdep in C (optional; see pylockdep/_fastpath.py).",
+    .m_size = -1,
+    .m_methods = speedups_methods,
+};
+
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    PyObject *m;
+
+    INTERN(s_task, "task");
+    INTERN(s_depth_exceeded, "depth_exceeded");
+    if ((g_zero = PyLong_FromLong(0)) == NULL || (g_one = PyLong_FromLong(1)) == NULL
+        || (g_minus_one = PyLong_FromLong(-1)) == NULL)
+        return NULL;
+    if (PyType_Ready(&AcquireType) < 0 || PyType_Ready(&ReleaseType) < 0)
+        return NULL;
+    m = PyModule_Create(&speedups_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Acquire", (PyObject *)&AcquireType) < 0
+        || PyModule_AddObjectRef(m, "Release", (PyObject *)&ReleaseType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
