@@ -13,19 +13,28 @@ Where the extension could not be built, pylockdep runs in pure Python.
 from __future__ import annotations
 
 import os
+import warnings
 from types import ModuleType
 
 from ._classes import LockClass, LockKey
 from ._task import Task
 from ._validator import Validator, active
 
+#: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
+SPEEDUPS_ABI = 1
+
 
 def _load() -> ModuleType | None:
+    """The C module, set up, or None: turned off, not built, or built from another version."""
     if os.environ.get("PYLOCKDEP_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
         from . import _speedups
     except ImportError:
+        return None
+    if getattr(_speedups, "ABI", None) != SPEEDUPS_ABI:
+        warnings.warn(f"pylockdep: ignoring {_speedups.__file__}, built from another version; "
+                      "reinstall pylockdep to rebuild it", RuntimeWarning, stacklevel=2)
         return None
     _speedups.setup(active, Validator, Task, LockKey, LockClass)
     return _speedups
@@ -44,6 +53,10 @@ def accelerate(cls: type, *, enter_returns_self: bool, skip_file: str | None = N
     ``lock = acquire``).  ``__enter__`` returns the lock when ``enter_returns_self``, else True.
     Acquisitions from code in ``skip_file`` always take the Python path (threading's own callers,
     whose site is found further up the stack).  Does nothing when the C module is not in use.
+
+    ``cls`` must keep ``_key``, ``_try``, ``_unlock`` and ``_owner`` in ``__slots__``, and so must
+    its subclasses (the C code reads them in place); a subclass that redefines one of them as a
+    method or property would be misread.
     """
     if _speedups is None:
         return

@@ -552,7 +552,10 @@ PyInit__speedups(void)
     m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Acquire", (PyObject *)&AcquireType) < 0
+    /* Incremented whenever the objects this file reads change shape: _fastpath ignores a build that
+     * does not match its own SPEEDUPS_ABI (a stale build in a source tree, say). */
+    if (PyModule_AddIntConstant(m, "ABI", 1) < 0
+        || PyModule_AddObjectRef(m, "Acquire", (PyObject *)&AcquireType) < 0
         || PyModule_AddObjectRef(m, "Release", (PyObject *)&ReleaseType) < 0) {
         Py_DECREF(m);
         return NULL;

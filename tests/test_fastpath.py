@@ -1,0 +1,337 @@
+"""The C fast path (pylockdep/_speedups.c): same state and reports as the Python path, every other
+case handed to Python, no leaks, safe under threads.
+
+The rest of the suite runs once with the C module and once with PYLOCKDEP_PURE_PYTHON=1 (see the
+README's test command); these tests look at the seam between the two.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+import threading
+import tracemalloc
+
+import pytest
+
+import pylockdep
+from pylockdep import _fastpath, _locks, _threading
+from pylockdep._task import H_CODE, H_LOCK, H_PREV_KEY, held_site
+from pylockdep._validator import active
+
+PURE = os.environ.get("PYLOCKDEP_PURE_PYTHON", "") not in ("", "0")
+needs_c = pytest.mark.skipif(not _fastpath.ACCELERATED, reason="the C fast path is not in use")
+
+
+def test_the_c_module_is_built_and_used_unless_turned_off():
+    # A machine with a C compiler (CI's) must build it: a silent fallback would hide a broken build.
+    assert _fastpath.ACCELERATED is not PURE
+    enter = pylockdep.Mutex.__enter__
+    assert (type(enter).__name__ == "Acquire") is not PURE
+
+
+def test_pure_python_switch_in_a_fresh_process():
+    code = ("import pylockdep, pylockdep._fastpath as f, inspect; "
+            "print(f.ACCELERATED, inspect.isfunction(pylockdep.Mutex.__enter__))")
+    env = dict(os.environ, PYLOCKDEP_PURE_PYTHON="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
+class SlowCalls:
+    """Counts the calls that reach the Python acquire/release paths."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.acquires = self.releases = 0
+        acquire, release = _locks._acquire, _locks._release
+
+        def counted_acquire(*args, **kwargs):
+            self.acquires += 1
+            return acquire(*args, **kwargs)
+
+        def counted_release(*args, **kwargs):
+            self.releases += 1
+            return release(*args, **kwargs)
+
+        monkeypatch.setattr(_locks, "_acquire", counted_acquire)
+        monkeypatch.setattr(_locks, "_release", counted_release)
+
+
+@needs_c
+def test_a_known_chain_never_reaches_python(monkeypatch):
+    slow = SlowCalls(monkeypatch)
+    a, b = pylockdep.Mutex("fp_A"), pylockdep.SpinLock("fp_B")
+    with pylockdep.validate() as v:
+        with a, b:  # new chains: validated in Python
+            pass
+        assert (slow.acquires, slow.releases) == (2, 0)
+        for _ in range(10):
+            with a, b:
+                pass
+            a.acquire()
+            a.release()
+        assert (slow.acquires, slow.releases) == (2, 0)
+        # Out of order: the release of a (not the most recent lock) goes to Python.
+        a.lock()
+        b.lock()
+        a.unlock()
+        b.unlock()
+        assert slow.releases == 1
+    assert v.reports == []
+
+
+@needs_c
+def test_each_odd_case_goes_to_python(monkeypatch):
+    slow = SlowCalls(monkeypatch)
+    a = pylockdep.Mutex("fp_odd")
+    with pylockdep.validate() as v:
+        with a:
+            pass
+        seen = slow.acquires
+        with a.nested(1):  # another subclass
+            pass
+        assert a.trylock()  # a trylock
+        a.release()
+        assert slow.acquires == seen + 2
+        v.off = True  # validation off
+        with a:
+            pass
+        assert (slow.acquires, slow.releases) == (seen + 3, 2)  # nested() and validation off
+        v.off = False
+    with pylockdep.validate():  # another validator: the key's cached classes are not its own
+        with a:
+            pass
+        assert slow.acquires == seen + 4
+    done = []
+
+    def other_thread():  # a thread with no state yet
+        with a:
+            done.append(True)
+
+    with pylockdep.validate():
+        with a:
+            pass
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert done == [True]
+
+
+def entries(v: pylockdep.Validator) -> list[tuple]:
+    """The held stack without the code positions, which differ between the two ways of calling."""
+    return [e[:H_CODE] + e[H_CODE + 2:] for e in v.task().held]
+
+
+@needs_c
+def test_fast_and_slow_paths_leave_the_same_state():
+    locks = [pylockdep.Mutex("fp_m1"), pylockdep.SpinLock("fp_s2"), pylockdep.RWLock("fp_rw3")]
+    with pylockdep.validate(preempt_rt=False) as v:
+        for lock in locks:  # validate the chain
+            lock.__enter__()
+        for lock in reversed(locks):
+            lock.__exit__(None, None, None)
+        states = {}
+        for way in ("fast", "slow"):
+            steps = []
+            for lock in locks:
+                enter = type(lock).__enter__
+                (enter if way == "fast" else enter.__wrapped__)(lock)
+                t = v.task()
+                steps.append((entries(v), t.key, t.spins, t.preempt, lock._owner is t))
+            for lock in reversed(locks):
+                leave = type(lock).__exit__
+                (leave if way == "fast" else leave.__wrapped__)(lock, None, None, None)
+                t = v.task()
+                steps.append((entries(v), t.key, t.spins, t.preempt, lock._owner))
+            states[way] = steps
+        assert states["fast"] == states["slow"]
+        assert [step[2] for step in states["fast"][:3]] == [0, 1, 2]  # spinning locks are counted
+    assert v.reports == []
+
+
+@needs_c
+def test_a_fast_acquisition_records_its_own_line(monkeypatch):
+    slow = SlowCalls(monkeypatch)
+    a, b = pylockdep.Mutex("fp_site_A"), pylockdep.Mutex("fp_site_B")
+    a1, a2 = pylockdep.Mutex("fp_site_C"), pylockdep.Mutex("fp_site_C")  # one class
+    with pylockdep.validate(raise_on_report=False) as v:
+        for _ in range(2):
+            with a:
+                line = sys._getframe().f_lineno
+                assert held_site(v.task().held[-1])[1] == line - 1
+                with b:
+                    pass
+        assert slow.acquires == 2
+        # A report printed while the lock is held shows the line of the fast acquisition.
+        for _ in range(2):
+            with a1:
+                pass
+        with a1:
+            taken_at = sys._getframe().f_lineno - 1
+            with a2:
+                pass
+    (report,) = v.reports
+    assert report.kind == "recursive"
+    assert f"test_fastpath.py:{taken_at}" in report.text
+
+
+@needs_c
+def test_depth_limit_is_checked_on_the_fast_path():
+    locks = [pylockdep.Mutex(f"fp_depth_{i}", key=("fp_depth", i)) for i in range(3)]
+    with pylockdep.validate(raise_on_report=False, max_lock_depth=3) as v:
+        with locks[0], locks[1]:
+            pass
+        v.reports.clear()
+        with locks[0], locks[1]:  # depth 2: both on the fast path
+            pass
+        assert v.reports == []
+        with locks[0], locks[1], locks[2]:
+            pass
+    assert [r.kind for r in v.reports] == ["limit_exceeded"]
+    assert "MAX_LOCK_DEPTH too low" in v.reports[0].text
+
+
+def test_contended_fast_acquisition_waits_and_detects_self_deadlock():
+    a = pylockdep.Mutex("fp_contended")
+    with pylockdep.validate(raise_on_report=False) as v:
+        with a:
+            pass
+        holding, release = threading.Event(), threading.Event()
+
+        def holder():
+            with a:
+                holding.set()
+                release.wait()
+
+        thread = threading.Thread(target=holder)
+        thread.start()
+        holding.wait()
+        threading.Timer(0.05, release.set).start()
+        with a:  # known chain, lock taken: waits in Python until the holder lets go
+            assert a._owner is v.task()
+        thread.join()
+        with a:
+            with pytest.raises(pylockdep.DeadlockError):
+                a.acquire()
+    assert [r.kind for r in v.reports] == ["recursive"]
+
+
+def test_wrong_arguments_are_refused_as_in_python():
+    a = pylockdep.Mutex("fp_args")
+    with pylockdep.validate(raise_on_report=False) as v:
+        with pytest.raises(TypeError):
+            a.acquire(True)
+        with pytest.raises(TypeError):
+            a.release(1)
+        with pytest.raises(TypeError):
+            a.acquire(blocking=True)
+        with pytest.raises((AttributeError, TypeError)):
+            pylockdep.Mutex.__enter__(object())
+        with pytest.raises(TypeError):
+            pylockdep.Mutex.__enter__()
+        assert not a.locked()
+        # A release of a lock nobody holds is a report, not a crash, on either path.
+        a.release()
+    assert [r.kind for r in v.reports] == ["bad_unlock_balance"]
+
+
+def test_accelerated_methods_keep_their_python_face():
+    for method in (pylockdep.Mutex.acquire, pylockdep.Mutex.__enter__, pylockdep.SpinLock.release,
+                   pylockdep.Mutex.__exit__):
+        python = getattr(method, "__wrapped__", method)
+        assert method.__doc__ == python.__doc__
+        assert method.__name__ == python.__name__
+        assert inspect.signature(method) == inspect.signature(python)
+    assert pylockdep.Mutex.lock is pylockdep.Mutex.acquire
+    assert pylockdep.Mutex.unlock is pylockdep.Mutex.release
+    a = pylockdep.Mutex("fp_face")
+    with pylockdep.validate():
+        assert a.acquire() is True
+        a.release()
+        with a as entered:
+            assert entered is a
+
+
+def test_instrumented_threading_lock_uses_the_caller_outside_threading():
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        lock = threading.Lock()
+        cond = threading.Condition(lock)
+        for _ in range(2):
+            assert lock.__enter__() is True
+            lock.__exit__(None, None, None)
+            with cond:  # Condition.__enter__ calls lock.__enter__ from threading.py
+                line = sys._getframe().f_lineno - 1
+                (entry,) = v.task().held
+                assert held_site(entry)[0].co_filename == __file__
+                assert held_site(entry)[1] == line
+        with pytest.raises(RuntimeError):
+            lock.release()
+        assert isinstance(lock, _threading.Lock)
+    assert v.reports == []
+
+
+def test_no_memory_is_kept_per_acquisition():
+    a, b = pylockdep.Mutex("fp_leak_A"), pylockdep.SpinLock("fp_leak_B")
+    with pylockdep.validate():
+        def loop(n):
+            for _ in range(n):
+                with a, b:
+                    pass
+        loop(100)
+        refs = sys.getrefcount(a), sys.getrefcount(active.validator), sys.getrefcount(v_task := active.validator.task())
+        tracemalloc.start()
+        try:
+            loop(1000)
+            before = tracemalloc.get_traced_memory()[0]
+            loop(20_000)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert (sys.getrefcount(a), sys.getrefcount(active.validator)) == refs[:2]
+        assert sys.getrefcount(v_task) == refs[2]
+        # Leaking one small object per acquisition would be over 600 kB here.
+        assert grown < 64 * 1024
+
+
+def test_many_threads_on_shared_locks_stay_consistent():
+    locks = [pylockdep.Mutex("fp_shared_A"), pylockdep.SpinLock("fp_shared_B"), pylockdep.RWLock("fp_shared_C")]
+    counter = [0]
+    errors = []
+
+    def worker():
+        try:
+            for i in range(2000):
+                first = locks[i % 2]
+                with first, locks[2]:
+                    counter[0] += 1
+        except BaseException as exc:  # noqa: BLE001 - any failure of the validator is the test's
+            errors.append(exc)
+
+    with pylockdep.validate() as v:
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert all(not t.held for t in v.tasks.values())
+    assert errors == []
+    assert counter[0] == 8000
+    assert v.reports == []
+    assert not any(lock.locked() for lock in locks)
+
+
+def test_held_entries_chain_their_keys():
+    a, b = pylockdep.Mutex("fp_keys_A"), pylockdep.Mutex("fp_keys_B")
+    with pylockdep.validate() as v:
+        for _ in range(2):
+            with a, b:
+                t = v.task()
+                first, second = t.held
+                assert first[H_LOCK] is a and second[H_LOCK] is b
+                assert second[H_PREV_KEY] != first[H_PREV_KEY]
+                inner_key = t.key
+            assert t.key == first[H_PREV_KEY]
+        with a, b:
+            assert v.task().key == inner_key
