@@ -275,8 +275,16 @@ class Model:
         cpu_up(self.hotplug, HOTPLUG_CPU)
 
     def _invariants(self, when: str) -> list[str]:
-        """The violated invariants, each prefixed with ``when`` they were checked."""
-        return [f"{when}: {v}" for v in check_invariants(self.module, [vmm.mm for vmm in self.vmms])]
+        """The violated invariants, each prefixed with ``when`` they were checked.
+
+        Every other thread has stopped but kswapd0, which an allocation may wake at any time: it
+        is parked while the state is read, or a shrink half done would look like a broken invariant.
+        """
+        self.tasks.wait_for(self.vmscan.kthread_park(), "kswapd0 parking")
+        try:
+            return [f"{when}: {v}" for v in check_invariants(self.module, [vmm.mm for vmm in self.vmms])]
+        finally:
+            self.vmscan.kthread_unpark()
 
     def _events(self) -> dict[str, int]:
         """Every path counter of the run."""

@@ -57,6 +57,9 @@ class Vmscan:
         self.memory: HostMemory | None = None
         self.kswapd_wait = threading.Event()
         self.stop = threading.Event()
+        self.park_request = threading.Event()
+        self.parked = threading.Event()  # kswapd is parked, between two passes
+        self.unparked = threading.Event()
         self.balance_runs = 0
 
     def wakeup_kswapd(self) -> None:
@@ -67,6 +70,21 @@ class Vmscan:
         """Ask kswapd to exit."""
         self.stop.set()
         self.kswapd_wait.set()
+        self.unparked.set()
+
+    def kthread_park(self) -> threading.Event:
+        """Ask kswapd to stop between two passes (``kthread_park``); returns the event it sets once
+        it has.  It stays parked until :meth:`kthread_unpark`."""
+        self.unparked.clear()
+        self.park_request.set()
+        self.kswapd_wait.set()
+        return self.parked
+
+    def kthread_unpark(self) -> None:
+        """Let a parked kswapd run again; it looks at the watermarks at once."""
+        self.park_request.clear()
+        self.parked.clear()
+        self.unparked.set()
 
 
 def register_shrinker(vmscan: Vmscan, shrinker: Shrinker) -> None:
@@ -81,6 +99,10 @@ def kswapd(vmscan: Vmscan) -> None:
         vmscan.kswapd_wait.wait()
         if vmscan.stop.is_set():
             return
+        if vmscan.park_request.is_set():
+            vmscan.parked.set()
+            vmscan.unparked.wait()
+            continue
         vmscan.kswapd_wait.clear()
         balance_pgdat(vmscan)
         vmscan.balance_runs += 1

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+import time
+
 import pytest
 
+import kvm_model
 from kvm_model import CONFIGS, check_invariants
 from kvm_model.hardware import Cpus
 from kvm_model.hostmm import HostMemory, HostMM
 from kvm_model.kvm import Kvm, KvmModule, Memslot, Memslots
 from kvm_model.mmu import ShadowPage, Spte, kvm_mod_used_mmu_pages
 from kvm_model.tasks import Tasks
+
+run_module = importlib.import_module("kvm_model.run")  # kvm_model.run is also the function
 
 HVA = 100
 
@@ -93,3 +99,21 @@ def test_usage_count_and_hardware_state(state):
     module.hardware_enabled.add(2)
     assert check_invariants(module, [mm]) == ["kvm_usage_count is 0 with 1 VMs",
                                               "virtualization is on for CPUs [2], expected []"]
+
+
+def test_kswapd_is_parked_while_the_invariants_are_read(monkeypatch):
+    passes_during_checks = []
+    real_check = run_module.check_invariants
+
+    def check_while_kswapd_is_woken(module, mms):
+        vmscan = module.memory._on_low.__self__
+        before = vmscan.balance_runs
+        vmscan.wakeup_kswapd()  # as an allocation below the low watermark may, at any time
+        time.sleep(0.1)  # time for a pass, were kswapd free to make one
+        passes_during_checks.append(vmscan.balance_runs - before)
+        return real_check(module, mms)
+
+    monkeypatch.setattr(run_module, "check_invariants", check_while_kswapd_is_woken)
+    r = kvm_model.run("2f303b74a6", iterations=1)
+    assert r.exit_code == 0, (r.violations, r.errors)
+    assert passes_during_checks == [0, 0]
