@@ -46,13 +46,16 @@ _speedups = _load()
 ACCELERATED = _speedups is not None
 
 
-def accelerate(cls: type, *, enter_returns_self: bool, skip_file: str | None = None) -> None:
+def accelerate(cls: type, *, enter_returns_self: bool, skip_file: str | None = None,
+               recursive: bool = False) -> None:
     """Give ``cls`` C versions of its ``__enter__``, ``acquire``, ``__exit__`` and ``release``.
 
     Each wraps the Python method defined in ``cls`` itself (and replaces every alias of it, such as
     ``lock = acquire``).  ``__enter__`` returns the lock when ``enter_returns_self``, else True.
     Acquisitions from code in ``skip_file`` always take the Python path (threading's own callers,
-    whose site is found further up the stack).  Does nothing when the C module is not in use.
+    whose site is found further up the stack).  ``recursive``: the owner may take the lock again,
+    counted in ``_count`` with the owner's thread ident in ``_ident`` (``threading.RLock``).  Does
+    nothing when the C module is not in use.
 
     ``cls`` must keep ``_key``, ``_try``, ``_unlock`` and ``_owner`` in ``__slots__``, and so must
     its subclasses (the C code reads them in place); a subclass that redefines one of them as a
@@ -62,10 +65,10 @@ def accelerate(cls: type, *, enter_returns_self: bool, skip_file: str | None = N
         return
     own = vars(cls)
     fast = {
-        "__enter__": _speedups.Acquire(own["__enter__"], cls, enter_returns_self, skip_file),
-        "acquire": _speedups.Acquire(own["acquire"], cls, False, skip_file),
-        "__exit__": _speedups.Release(own["__exit__"], cls, -1),
-        "release": _speedups.Release(own["release"], cls, 1),
+        "__enter__": _speedups.Acquire(own["__enter__"], cls, enter_returns_self, skip_file, recursive),
+        "acquire": _speedups.Acquire(own["acquire"], cls, False, skip_file, recursive),
+        "__exit__": _speedups.Release(own["__exit__"], cls, -1, recursive),
+        "release": _speedups.Release(own["release"], cls, 1, recursive),
     }
     replacing = {id(own[method]): replacement for method, replacement in fast.items()}
     for name, value in list(own.items()):

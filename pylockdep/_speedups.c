@@ -31,6 +31,7 @@ enum { H_LOCK, H_CLASS, H_READ, H_TRYLOCK, H_CODE, H_LASTI, H_PREV_KEY, H_IRQ, H
 typedef struct {
     PyTypeObject *type;
     Py_ssize_t offset[8];
+    int recursive;  /* a lock's layout: threading.RLock's, with an owner ident and a count */
 } Layout;
 
 #define SLOT(obj, layout, i) (*(PyObject **)((char *)(obj) + (layout).offset[i]))
@@ -82,8 +83,9 @@ static const char *const key_slots[] = {"cache", NULL};
 enum { C_VARIANTS, C_SPINS };
 static const char *const class_slots[] = {"variants", "spins", NULL};
 /* A lock type's slots: each accelerated method has the layout of the class it was made for. */
-enum { L_KEY, L_TRY, L_UNLOCK, L_OWNER };
+enum { L_KEY, L_TRY, L_UNLOCK, L_OWNER, L_IDENT, L_COUNT };
 static const char *const lock_slots[] = {"_key", "_try", "_unlock", "_owner", NULL};
+static const char *const rlock_slots[] = {"_key", "_try", "_unlock", "_owner", "_ident", "_count", NULL};
 
 static PyObject *g_zero, *g_one, *g_minus_one, *s_task, *s_depth_exceeded;
 
@@ -235,7 +237,8 @@ done:
 }
 
 /*
- * Release ``lock`` when it is the thread's most recent lock, as _locks._release(lock, 0) would.
+ * Release ``lock`` when it is the thread's most recent lock, as _locks._release(lock, 0) would
+ * (for an RLock, the owner's last release: its owner and count are reset too).
  * Returns 1 when done, 0 for the slow path (nothing changed), -1 with an exception set by the real
  * lock's release.
  */
@@ -264,6 +267,10 @@ fast_unlock(PyObject *lock, const Layout *lk)
     } else {
         slot_set(t, task_layout.offset[T_KEY], PyTuple_GET_ITEM(top, H_PREV_KEY));
         slot_set(lock, lk->offset[L_OWNER], Py_None);
+        if (lk->recursive) {  /* the owner's last release: nobody owns it from here */
+            slot_set(lock, lk->offset[L_COUNT], g_zero);
+            slot_set(lock, lk->offset[L_IDENT], Py_None);
+        }
         r = PyObject_CallOneArg(unlock, g_zero);
         result = r == NULL ? -1 : 1;
         Py_XDECREF(r);
@@ -272,6 +279,53 @@ fast_unlock(PyObject *lock, const Layout *lk)
     Py_DECREF(t);
     Py_DECREF(unlock);
     return result;
+}
+
+/* Whether the calling thread owns the RLock ``lock`` (its ``_ident`` is the thread's ident). */
+static int
+owned_by_caller(PyObject *lock, const Layout *lk)
+{
+    PyObject *ident = SLOT(lock, *lk, L_IDENT);
+    unsigned long value;
+
+    if (ident == NULL || !PyLong_CheckExact(ident))
+        return 0;
+    value = PyLong_AsUnsignedLong(ident);
+    if (value == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return value == PyThread_get_thread_ident();
+}
+
+/* The RLock's recursion count, or -1 when it is not a small int. */
+static long
+rlock_count(PyObject *lock, const Layout *lk)
+{
+    PyObject *count = SLOT(lock, *lk, L_COUNT);
+    long value;
+
+    if (count == NULL || !PyLong_CheckExact(count))
+        return -1;
+    value = PyLong_AsLong(count);
+    if (value == -1 && PyErr_Occurred())
+        PyErr_Clear();
+    return value;
+}
+
+/* Set the RLock's count (and, when ``ident`` is not NULL, its owner). */
+static int
+rlock_set(PyObject *lock, const Layout *lk, long count, PyObject *ident)
+{
+    PyObject *value = PyLong_FromLong(count);
+
+    if (value == NULL)
+        return -1;
+    if (ident != NULL)
+        slot_set(lock, lk->offset[L_IDENT], ident);
+    slot_set(lock, lk->offset[L_COUNT], value);
+    Py_DECREF(value);
+    return 0;
 }
 
 /* -- the method descriptors --------------------------------------------------------------------- */
@@ -301,6 +355,14 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL)
         return slow_call(self, args, nargsf, kwnames);
+    if (self->lock.recursive && IS(args[0], self->lock) && owned_by_caller(args[0], &self->lock)) {
+        long count = rlock_count(args[0], &self->lock);  /* the owner again: count, nothing more */
+        if (count < 1)
+            return slow_call(self, args, nargsf, kwnames);
+        if (rlock_set(args[0], &self->lock, count + 1, NULL) < 0)
+            return NULL;
+        Py_RETURN_TRUE;
+    }
     frame = PyEval_GetFrame();  /* the caller: a C method has no frame of its own */
     if (frame == NULL)
         return slow_call(self, args, nargsf, kwnames);
@@ -319,6 +381,13 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         return NULL;
     if (r == 0)
         return slow_call(self, args, nargsf, kwnames);
+    if (self->lock.recursive) {  /* a new owner */
+        PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+        r = ident == NULL ? -1 : rlock_set(args[0], &self->lock, 1, ident);
+        Py_XDECREF(ident);
+        if (r < 0)
+            return NULL;
+    }
     return Py_NewRef(self->returns_self ? args[0] : Py_True);
 }
 
@@ -333,6 +402,16 @@ release_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         return slow_call(self, args, nargsf, kwnames);
     if (!IS(args[0], self->lock))
         return slow_call(self, args, nargsf, kwnames);
+    if (self->lock.recursive) {
+        long count = rlock_count(args[0], &self->lock);
+        if (!owned_by_caller(args[0], &self->lock) || count < 1)
+            return slow_call(self, args, nargsf, kwnames);  /* it raises */
+        if (count > 1) {
+            if (rlock_set(args[0], &self->lock, count - 1, NULL) < 0)
+                return NULL;
+            Py_RETURN_NONE;
+        }
+    }
     r = fast_unlock(args[0], &self->lock);
     if (r < 0)
         return NULL;
@@ -400,7 +479,7 @@ static PyMemberDef fastmethod_members[] = {
 };
 
 static FastMethod *
-fastmethod_new(PyTypeObject *type, PyObject *slow, PyObject *lock_type, vectorcallfunc call)
+fastmethod_new(PyTypeObject *type, PyObject *slow, PyObject *lock_type, int recursive, vectorcallfunc call)
 {
     FastMethod *self;
 
@@ -413,7 +492,8 @@ fastmethod_new(PyTypeObject *type, PyObject *slow, PyObject *lock_type, vectorca
         return NULL;
     self->slow = Py_NewRef(slow);
     self->vectorcall = call;
-    if (layout_init(&self->lock, lock_type, lock_slots) < 0) {
+    self->lock.recursive = recursive;
+    if (layout_init(&self->lock, lock_type, recursive ? rlock_slots : lock_slots) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -423,19 +503,19 @@ fastmethod_new(PyTypeObject *type, PyObject *slow, PyObject *lock_type, vectorca
 static PyObject *
 acquire_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"slow", "lock_type", "returns_self", "skip_file", NULL};
+    static char *kwlist[] = {"slow", "lock_type", "returns_self", "skip_file", "recursive", NULL};
     PyObject *slow, *lock_type, *skip_file = Py_None;
-    int returns_self;
+    int returns_self, recursive = 0;
     FastMethod *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOp|O:Acquire", kwlist, &slow, &lock_type, &returns_self,
-                                     &skip_file))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOp|Op:Acquire", kwlist, &slow, &lock_type, &returns_self,
+                                     &skip_file, &recursive))
         return NULL;
     if (skip_file != Py_None && !PyUnicode_Check(skip_file)) {
         PyErr_SetString(PyExc_TypeError, "skip_file must be a str or None");
         return NULL;
     }
-    self = fastmethod_new(type, slow, lock_type, acquire_vectorcall);
+    self = fastmethod_new(type, slow, lock_type, recursive, acquire_vectorcall);
     if (self == NULL)
         return NULL;
     self->returns_self = returns_self;
@@ -446,14 +526,15 @@ acquire_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static PyObject *
 release_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"slow", "lock_type", "arity", NULL};
+    static char *kwlist[] = {"slow", "lock_type", "arity", "recursive", NULL};
     PyObject *slow, *lock_type;
     Py_ssize_t arity;
+    int recursive = 0;
     FastMethod *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOn:Release", kwlist, &slow, &lock_type, &arity))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOn|p:Release", kwlist, &slow, &lock_type, &arity, &recursive))
         return NULL;
-    self = fastmethod_new(type, slow, lock_type, release_vectorcall);
+    self = fastmethod_new(type, slow, lock_type, recursive, release_vectorcall);
     if (self == NULL)
         return NULL;
     self->arity = arity;
@@ -466,8 +547,9 @@ release_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static PyTypeObject AcquireType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pylockdep._speedups.Acquire",
-    .tp_doc = "Acquire(slow, lock_type, returns_self, skip_file=None): an __enter__/acquire method of "
-              "``lock_type`` whose known-chain case runs in C; every other call goes to ``slow``.",
+    .tp_doc = "Acquire(slow, lock_type, returns_self, skip_file=None, recursive=False): an __enter__/acquire "
+              "method of ``lock_type`` whose known-chain case runs in C; every other call goes to ``slow``.  "
+              "``recursive``: the owner may take the lock again (threading.RLock).",
     .tp_basicsize = sizeof(FastMethod),
     .tp_flags = FASTMETHOD_FLAGS,
     .tp_new = acquire_new,
@@ -485,7 +567,7 @@ static PyTypeObject AcquireType = {
 static PyTypeObject ReleaseType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pylockdep._speedups.Release",
-    .tp_doc = "Release(slow, lock_type, arity): an __exit__/release method of ``lock_type`` whose "
+    .tp_doc = "Release(slow, lock_type, arity, recursive=False): an __exit__/release method of ``lock_type`` whose "
               "most-recent-lock case runs in C; "
               "every other call goes to ``slow``.  ``arity`` is the argument count (self included) "
               "taken fast, -1 for any.",

@@ -348,6 +348,9 @@ class RLock:
     __reduce_ex__ = _unpicklable
 
 
+accelerate(RLock, enter_returns_self=False, skip_file=_THREADING_FILE, recursive=True)
+
+
 # -- installing --------------------------------------------------------------------------------
 
 

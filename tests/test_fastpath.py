@@ -55,8 +55,9 @@ class SlowCalls:
             self.releases += 1
             return release(*args, **kwargs)
 
-        monkeypatch.setattr(_locks, "_acquire", counted_acquire)
-        monkeypatch.setattr(_locks, "_release", counted_release)
+        for module in (_locks, _threading):
+            monkeypatch.setattr(module, "_acquire", counted_acquire)
+            monkeypatch.setattr(module, "_release", counted_release)
 
 
 @needs_c
@@ -335,3 +336,41 @@ def test_held_entries_chain_their_keys():
             assert t.key == first[H_PREV_KEY]
         with a, b:
             assert v.task().key == inner_key
+
+
+def test_instrumented_rlock_counts_reentry_and_checks_the_owner(monkeypatch):
+    slow = SlowCalls(monkeypatch)
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        rlock = threading.RLock()
+        for _ in range(2):
+            with rlock:
+                assert rlock.acquire() is True  # the owner again: counted, not a new acquisition
+                assert rlock._recursion_count() == 2
+                assert len(v.task().held) == 1
+                rlock.release()
+                assert rlock._is_owned()
+            assert not rlock._is_owned() and rlock._recursion_count() == 0 and not v.task().held
+        if _fastpath.ACCELERATED:
+            assert (slow.acquires, slow.releases) == (1, 0)
+        errors = []
+
+        def stranger():
+            try:
+                rlock.release()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+        with rlock:
+            thread = threading.Thread(target=stranger)
+            thread.start()
+            thread.join()
+            assert rlock._recursion_count() == 1
+        assert errors == ["cannot release un-acquired lock"]
+        with pytest.raises(RuntimeError):
+            rlock.release()
+        # Condition.wait() releases the RLock fully and takes it back with its count.
+        cond = threading.Condition(rlock)
+        with cond, cond:
+            assert not cond.wait(0.01)
+            assert rlock._recursion_count() == 2 and len(v.task().held) == 1
+    assert v.reports == []
