@@ -12,8 +12,10 @@
  * method the accelerated one wraps.  The Python code stays the definition of the semantics;
  * PYLOCKDEP_PURE_PYTHON=1 runs without this module, and the test suite runs both ways.
  *
- * The objects it makes are method descriptors: ``Acquire(slow, returns_self, skip_file)`` for
- * ``__enter__``/``acquire`` and ``Release(slow, arity)`` for ``__exit__``/``release``.
+ * The objects it makes are method descriptors, installed by pylockdep/_fastpath.py:
+ * ``Acquire(slow, lock_type, returns_self, skip_file, recursive)`` for ``__enter__``/``acquire``
+ * and ``Release(slow, lock_type, arity, recursive)`` for ``__exit__``/``release``.  With
+ * ``recursive`` (threading.RLock) the owner's re-entry and inner releases only count.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
