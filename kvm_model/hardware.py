@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import functools
 import queue
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pylockdep
 
 from .locktable import LockTable
-from .tasks import Tasks
+from .tasks import Event, Tasks
 
 if TYPE_CHECKING:
     from .kvm import KvmModule
@@ -35,8 +34,10 @@ class Cpus:
     """The simulated CPUs ``0 .. n-1``: online mask, per-CPU TSC frequency, idle tasks.
 
     Work for a CPU goes through its idle task's queue, one item at a time, so a CPU never runs
-    two handlers at once.  The online mask changes only in hotplug, which the model never runs
-    together with an :func:`on_each_cpu` caller.
+    two handlers at once.  The queues (``queue.SimpleQueue``, a C type) and completions
+    (:class:`~kvm_model.tasks.Event`) are hardware: no lock of theirs shows in the lock graph, and
+    waiting for an IPI under a raw spinlock is a spin, as ``csd_lock_wait`` is.  The online mask
+    changes only in hotplug, which the model never runs together with an :func:`on_each_cpu` caller.
     """
 
     def __init__(self, n: int, tasks: Tasks) -> None:
@@ -44,9 +45,9 @@ class Cpus:
         self.online: set[int] = set(range(n))
         self.tsc_khz: dict[int, int] = dict.fromkeys(range(n), 2_000_000)
         self.ipis = 0
-        self._queues: list[queue.Queue[tuple[Callable[[], None], threading.Event] | None]] = []
+        self._queues: list[queue.SimpleQueue[tuple[Callable[[], None], Event] | None]] = []
         for cpu in range(n):
-            self._queues.append(queue.Queue())
+            self._queues.append(queue.SimpleQueue())
             tasks.spawn(f"swapper/{cpu}", self._idle, cpu)
 
     def _idle(self, cpu: int) -> None:
@@ -57,17 +58,17 @@ class Cpus:
             finally:
                 done.set()
 
-    def _queue(self, cpu: int, work: Callable[[], None]) -> threading.Event:
-        done = threading.Event()
+    def _queue(self, cpu: int, work: Callable[[], None]) -> Event:
+        done = Event()
         self._queues[cpu].put((work, done))
         return done
 
-    def send_ipi(self, cpu: int, func: CpuFunc) -> threading.Event:
+    def send_ipi(self, cpu: int, func: CpuFunc) -> Event:
         """Interrupt ``cpu`` to run ``func(cpu)`` in hard interrupt context; returns its completion."""
         self.ipis += 1
         return self._queue(cpu, functools.partial(_ipi_handler, func, cpu))
 
-    def run_idle(self, cpu: int, work: Callable[[], None]) -> threading.Event:
+    def run_idle(self, cpu: int, work: Callable[[], None]) -> Event:
         """Have ``cpu``'s idle task run ``work`` (a CPU coming up runs its start-up this way)."""
         return self._queue(cpu, work)
 

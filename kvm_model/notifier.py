@@ -8,11 +8,11 @@ nest ``ptl -> kvm->srcu (read) -> kvm->mmu_lock``.
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 from .hostmm import HostMM, zap_page_range
 from .mmu import kvm_age_hva, kvm_flush_remote_tlbs, kvm_mmu_zap_all, kvm_unmap_hva_range
+from .tasks import Event
 
 if TYPE_CHECKING:
     from .kvm import Kvm
@@ -60,7 +60,7 @@ class KvmMmuNotifier:
                 kvm_mmu_zap_all(kvm)
 
 
-def virtio_balloon(kvm: Kvm, ram_hva: int, ranges: list[tuple[int, int]], stop: threading.Event) -> None:
+def virtio_balloon(kvm: Kvm, ram_hva: int, ranges: list[tuple[int, int]], stop: Event) -> None:
     """The VMM's balloon: the guest gave back guest RAM frames ``[start, end)`` of each range, so
     the VMM discards the host pages behind them (``madvise(MADV_DONTNEED)`` at ``ram_hva + start``)."""
     for start, end in ranges:

@@ -47,7 +47,7 @@ from .kvm import (
 from .mmu import MMU_CACHE_MIN, SPTES_PER_PAGE
 from .notifier import virtio_balloon
 from .shrinker import Vmscan, kswapd, kvm_mmu_module_init
-from .tasks import ModelError, Tasks
+from .tasks import Event, ModelError, Tasks
 from .vcpu import GuestLayout, GuestProgram, vcpu_thread
 from .x86 import kvmclock_cpufreq_notifier
 
@@ -100,12 +100,12 @@ class Vmm:
     mm: HostMM
     kvm: Kvm | None = None
     vcpu_threads: list[threading.Thread] = dataclasses.field(default_factory=list)
-    populated: list[threading.Event] = dataclasses.field(default_factory=list)
-    created: threading.Event = dataclasses.field(default_factory=threading.Event)
-    busy_done: threading.Event = dataclasses.field(default_factory=threading.Event)
-    stop_vcpus: threading.Event = dataclasses.field(default_factory=threading.Event)
-    vcpus_stopped: threading.Event = dataclasses.field(default_factory=threading.Event)
-    destroyed: threading.Event = dataclasses.field(default_factory=threading.Event)
+    populated: list[Event] = dataclasses.field(default_factory=list)
+    created: Event = dataclasses.field(default_factory=Event)
+    busy_done: Event = dataclasses.field(default_factory=Event)
+    stop_vcpus: Event = dataclasses.field(default_factory=Event)
+    vcpus_stopped: Event = dataclasses.field(default_factory=Event)
+    destroyed: Event = dataclasses.field(default_factory=Event)
 
 
 class Model:
@@ -127,8 +127,8 @@ class Model:
         self.hotplug = Hotplug(table, self.cpus)
         self.module = KvmModule(config, table, self.memory, self.cpus)
         self.vmms = [Vmm(i, HostMM(self.memory, table)) for i in range(vms)]
-        self.busy = threading.Event()
-        self.teardown = threading.Event()
+        self.busy = Event()
+        self.teardown = Event()
         self.stat_reads = 0
 
     def run(self) -> tuple[list[str], list[str], dict[str, int]]:
@@ -196,7 +196,7 @@ class Model:
             vcpu = kvm_vm_ioctl_create_vcpu(kvm, cpu=(vmm.vm_id * self.nr_vcpus + n) % NR_CPUS)
             share = list(LAYOUT.ram[n::self.nr_vcpus])
             program = GuestProgram(LAYOUT, share, random.Random(f"{self.seed}/{vmm.vm_id}/{n}"))
-            populated = threading.Event()
+            populated = Event()
             vmm.populated.append(populated)
             vmm.vcpu_threads.append(self.tasks.spawn(f"CPU {n}/KVM", vcpu_thread, vcpu, program,
                                                      self.cpus, populated, vmm.stop_vcpus))

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .hostmm import HostMemory, page_referenced
 from .locktable import LockTable
 from .mmu import ShadowPage, kvm_mmu_commit_zap_page, kvm_mmu_remove_some_alloc_mmu_pages
+from .tasks import Event
 
 if TYPE_CHECKING:
     from .kvm import Kvm, KvmModule
@@ -55,11 +55,11 @@ class Vmscan:
         self.shrinker_rwsem = table.new("shrinker_rwsem")
         self.shrinkers: list[Shrinker] = []
         self.memory: HostMemory | None = None
-        self.kswapd_wait = threading.Event()
-        self.stop = threading.Event()
-        self.park_request = threading.Event()
-        self.parked = threading.Event()  # kswapd is parked, between two passes
-        self.unparked = threading.Event()
+        self.kswapd_wait = Event()
+        self.stop = Event()
+        self.park_request = Event()
+        self.parked = Event()  # kswapd is parked, between two passes
+        self.unparked = Event()
         self.balance_runs = 0
 
     def wakeup_kswapd(self) -> None:
@@ -72,7 +72,7 @@ class Vmscan:
         self.kswapd_wait.set()
         self.unparked.set()
 
-    def kthread_park(self) -> threading.Event:
+    def kthread_park(self) -> Event:
         """Ask kswapd to stop between two passes (``kthread_park``); returns the event it sets once
         it has.  It stays parked until :meth:`kthread_unpark`."""
         self.unparked.clear()

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import threading
 
 from .hardware import Cpus
 from .kvm import Vcpu, kvm_io_bus_write
 from .mmu import SPTES_PER_PAGE, tdp_page_fault
+from .tasks import Event
 from .x86 import kvm_guest_time_update, kvm_write_tsc
 
 EXITS_PER_RUN = 32  # exits handled before KVM_RUN returns to the VMM (a signal, say)
@@ -78,8 +78,8 @@ def guest_access(vcpu: Vcpu, gfn: int) -> bool:
     return True
 
 
-def vcpu_thread(vcpu: Vcpu, program: GuestProgram, cpus: Cpus, populated: threading.Event,
-                stop: threading.Event) -> None:
+def vcpu_thread(vcpu: Vcpu, program: GuestProgram, cpus: Cpus, populated: Event,
+                stop: Event) -> None:
     """The VMM's vCPU thread: ``KVM_RUN`` until told to stop; signals once its RAM is populated."""
     while not stop.is_set():
         kvm_vcpu_ioctl_run(vcpu, program, cpus, stop)
@@ -87,13 +87,13 @@ def vcpu_thread(vcpu: Vcpu, program: GuestProgram, cpus: Cpus, populated: thread
             populated.set()
 
 
-def kvm_vcpu_ioctl_run(vcpu: Vcpu, program: GuestProgram, cpus: Cpus, stop: threading.Event) -> None:
+def kvm_vcpu_ioctl_run(vcpu: Vcpu, program: GuestProgram, cpus: Cpus, stop: Event) -> None:
     """``KVM_RUN``: load the vCPU (its mutex) and run it for a bounded number of exits."""
     with vcpu.mutex:
         __vcpu_run(vcpu, program, cpus, stop)
 
 
-def __vcpu_run(vcpu: Vcpu, program: GuestProgram, cpus: Cpus, stop: threading.Event) -> None:
+def __vcpu_run(vcpu: Vcpu, program: GuestProgram, cpus: Cpus, stop: Event) -> None:
     """The run loop, inside the VM's SRCU read side except while the guest runs."""
     srcu = vcpu.kvm.srcu
     vcpu.srcu_idx = srcu.read_lock()
