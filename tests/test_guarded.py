@@ -292,6 +292,7 @@ def test_slotted_classes_are_refused_at_first_assignment():
         Slotted().value = 1
 
 
+@pytest.mark.usefixtures("plain_threading")
 def test_python_locks_are_checked_when_instrumented_and_left_alone_otherwise():
     class Queue:
         items = guarded_by("mutex")

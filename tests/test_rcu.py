@@ -158,6 +158,7 @@ def test_suspicious_usage_is_reported_once_per_call_site():
     assert kinds(v) == ["suspicious_rcu_usage"] * 2
 
 
+@pytest.mark.usefixtures("plain_threading")
 def test_read_side_belongs_to_the_thread_that_entered_it():
     entered, checked = threading.Event(), threading.Event()
 

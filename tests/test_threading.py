@@ -391,6 +391,7 @@ def test_threadings_own_bookkeeping_locks_stay_plain(v):
     t.join()
 
 
+@pytest.mark.usefixtures("plain_threading")
 def test_locks_made_before_or_after_instrumentation_stay_plain():
     before = threading.Lock()
     with pylockdep.instrument_threading():
@@ -405,6 +406,7 @@ def test_locks_made_before_or_after_instrumentation_stay_plain():
     assert threading.Lock is _thread.allocate_lock
 
 
+@pytest.mark.usefixtures("plain_threading")
 def test_process_wide_install_and_uninstall():
     inst = pylockdep.instrument_threading()
     inst.install()
