@@ -23,7 +23,19 @@ from ._context import (
 )
 from ._guarded import Guarded, guarded_by
 from ._locks import Mutex, RawSpinLock, RWLock, RWSemaphore, SpinLock
-from ._rcu import RCU, SRCU, rcu_dereference, rcu_read, rcu_read_lock, rcu_read_unlock
+from ._rcu import (
+    RCU,
+    RCU_SCHED,
+    SRCU,
+    rcu_dereference,
+    rcu_dereference_sched,
+    rcu_read,
+    rcu_read_lock,
+    rcu_read_lock_sched,
+    rcu_read_sched,
+    rcu_read_unlock,
+    rcu_read_unlock_sched,
+)
 from ._report import DeadlockError, LockdepViolation, Report
 from ._threading import instrument_threading
 from ._validator import Validator, configure, current, validate
@@ -39,3 +51,5 @@ __all__ = [
 ]
 __all__ += ["RCU", "Guarded", "guarded_by"]  # guarded data (the "Protects" column)
 __all__ += ["instrument_threading"]  # Python's own locks
+__all__ += ["RCU_SCHED", "rcu_dereference_sched", "rcu_read_lock_sched", "rcu_read_sched",
+            "rcu_read_unlock_sched"]  # RCU-sched read sides

@@ -168,8 +168,8 @@ class LockClass:
         self.ord = ident
         # Chain-key ingredients, one per way of taking the lock (see _task.VARIANT_*).
         self.variants = tuple(ident * 8 + v for v in range(8))
-        # RCU's read-side map is tracked but adds no dependencies (lockdep's check=0).
-        self.validated = key.ltype.lock_fn != "rcu_read_lock"
+        # RCU's read-side maps are tracked but add no dependencies (lockdep's check=0).
+        self.validated = key.ltype.check
         # Whether taking it disables preemption; set by the validator for its kernel flavour.
         self.spins = False
 

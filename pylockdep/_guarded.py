@@ -26,7 +26,7 @@ from . import _splat
 from ._classes import LockKey
 from ._frames import caller_site
 from ._locks import _Validated
-from ._rcu import DEREFERENCE_CHECK, DEREFERENCE_PROTECTED, RCU, SRCU, _RCUMap, _suspicious
+from ._rcu import DEREFERENCE_CHECK, DEREFERENCE_PROTECTED, RCU, RCU_SCHED, SRCU, _RCUMap, _suspicious
 from ._task import H_LOCK, H_READ, Task
 from ._validator import Validator, active
 
@@ -60,6 +60,8 @@ def _holds(t: Task, lock: Any, exclusive: bool) -> bool:
 def _describe(lock: Any) -> str:
     if lock is RCU:
         return "an RCU read side"
+    if lock is RCU_SCHED:
+        return "an RCU-sched read side"
     if isinstance(lock, SRCU):
         return f"a read side of {lock.name}"
     return f"{lock.name} held"
@@ -83,7 +85,7 @@ class Guarded:
     def __init__(self, protector: Protector | None, writer: Protector | None = None) -> None:
         if protector is None and writer is None:
             raise TypeError("guarded_by() needs a protector, a writer= or both")
-        if writer is RCU:
+        if isinstance(writer, _RCUMap):
             raise TypeError("RCU has no update-side lock; name the lock its updaters hold as writer=")
         self.protector = protector
         self.writer = writer

@@ -35,6 +35,8 @@ class LockType:
     ``spins`` is true when the lock spins (and so disables preemption) on a normal kernel;
     ``sleeps_on_rt`` when PREEMPT_RT turns it into a sleeping rt_mutex; ``sleeps`` when it always
     sleeps.  ``owned`` locks have an owner thread, so a wait on them can be proven to be for ever.
+    ``check`` is false for lockdep's check=0 maps (the RCU readers): tracked, held, printed and
+    wait-context checked, but they add no dependencies.
     ``lock_fn``/``rt_lock_fn`` name the kernel function that takes it, for call traces.
     """
 
@@ -45,6 +47,7 @@ class LockType:
     sleeps_on_rt: bool = False
     sleeps: bool = False
     owned: bool = True
+    check: bool = True
     lock_fn: str = "lock_acquire"
     rt_lock_fn: str = ""
 
@@ -73,7 +76,9 @@ RWLOCK = LockType(
 MUTEX = LockType("struct mutex", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, lock_fn="mutex_lock")
 RWSEM = LockType("struct rw_semaphore", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, lock_fn="down_write")
 SRCU = LockType("struct srcu_struct", WAIT_INV, WAIT_INV, lock_fn="synchronize_srcu")
-RCU = LockType("rcu_read_lock", WAIT_CONFIG, WAIT_FREE, lock_fn="rcu_read_lock")
+RCU = LockType("rcu_read_lock", WAIT_CONFIG, WAIT_FREE, check=False, lock_fn="rcu_read_lock")
+# rcu_read_lock_sched(): preemption off, and only truly spinning locks inside (inner SPIN).
+RCU_SCHED = LockType("rcu_read_lock_sched", WAIT_SPIN, WAIT_FREE, check=False, lock_fn="rcu_read_lock_sched")
 # Python's threading.Lock: a sleeping lock without an owner (any thread may release it).
 PY_LOCK = LockType("threading.Lock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, owned=False, lock_fn="Lock.acquire")
 PY_RLOCK = LockType("threading.RLock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, lock_fn="RLock.acquire")

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from . import _checks, _locktypes, _splat, _waitfor
 from ._classes import LockClass
+from ._context import preempt_disable, preempt_enable
 from ._frames import Site, caller_site, outside_frame
 from ._locks import _acquire, _Condition, _release, _Validated
 from ._report import DeadlockError
@@ -325,4 +326,71 @@ def rcu_dereference(value: T) -> T:
     v = active.validator
     if not v.off and not RCU.read_lock_held():
         _suspicious(v, caller_site(), DEREFERENCE_CHECK, (_rcu_class(v),))
+    return value
+
+
+# -- RCU-sched ---------------------------------------------------------------------------------
+
+class _RCUSchedMap(_RCUMap):
+    """The map ``rcu_read_lock_sched()`` acquires (exported as ``RCU_SCHED``).
+
+    Its wait types are {1:2}: it may be entered anywhere, but only truly spinning locks
+    (``raw_spinlock_t``) and RCU read sides may be taken inside, as preemption is off.
+    """
+
+    _ltype = _locktypes.RCU_SCHED
+    __slots__ = ()
+
+    def _is_held(self, read: int) -> bool:
+        v = active.validator
+        return v.find_held(v.task(), self) >= 0
+
+    def read_lock_held(self) -> bool:
+        """``rcu_read_lock_sched_held()``: inside an RCU-sched read side, or with preemption or
+        interrupts off, which the kernel counts as one."""
+        v = active.validator
+        t = v.task()
+        return self._is_held(0) or _checks.preempt_count(v, t) > 0 or t.irqs_off
+
+    def __repr__(self) -> str:
+        return "<pylockdep.RCU_SCHED (rcu_read_lock_sched)>"
+
+
+RCU_SCHED = _RCUSchedMap("rcu_read_lock_sched", key="rcu_read_lock_sched")
+
+
+def rcu_read_lock_sched() -> None:
+    """Enter an RCU-sched read side: preemption off, then the ``rcu_read_lock_sched`` map."""
+    preempt_disable()
+    _acquire(RCU_SCHED, 2, 0, outside_frame(sys._getframe(1)) or sys._getframe(1))
+
+
+def rcu_read_unlock_sched() -> None:
+    """Leave the innermost RCU-sched read side; without one, a bad unlock balance (and preemption
+    stays as it is)."""
+    v = active.validator
+    t = v.task()
+    if not v.off and v.find_held(t, RCU_SCHED) < 0:
+        v.bad_unlock(t, RCU_SCHED, RCU_SCHED.name, caller_site())
+        return
+    _release(RCU_SCHED, 2)
+    preempt_enable()
+
+
+@contextmanager
+def rcu_read_sched() -> Iterator[None]:
+    """An RCU-sched read side for the block."""
+    rcu_read_lock_sched()
+    try:
+        yield
+    finally:
+        rcu_read_unlock_sched()
+
+
+def rcu_dereference_sched(value: T) -> T:
+    """Return ``value``; outside an RCU-sched read side (or a section with preemption or interrupts
+    off), report suspicious RCU usage."""
+    v = active.validator
+    if not v.off and not RCU_SCHED.read_lock_held():
+        _suspicious(v, caller_site(), DEREFERENCE_CHECK, (v.class_for(RCU_SCHED._key),))
     return value

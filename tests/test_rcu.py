@@ -199,3 +199,93 @@ def test_assert_held_of_rcu_outside_a_read_side():
     with pylockdep.validate(raise_on_report=False) as v:
         pylockdep.lockdep_assert_held(pylockdep.RCU)
     assert kinds(v) == ["assert_held"] and v.reports[0].classes == ("rcu_read_lock",)
+
+
+# -- RCU-sched ---------------------------------------------------------------------------------
+
+
+def test_rcu_sched_read_side_allows_only_spinning_locks_and_adds_no_dependencies():
+    raw, spin = pylockdep.RawSpinLock("sched_raw"), pylockdep.SpinLock("sched_spin")
+    with pylockdep.validate(raise_on_report=False) as v:
+        with pylockdep.rcu_read_sched(), raw:
+            t = pylockdep.current().task()
+            assert (t.preempt, t.spins) == (1, 1)  # rcu_read_lock_sched(), then the raw spinlock
+        with raw, pylockdep.rcu_read_sched():  # the other order: a check=0 map makes no cycle
+            pass
+        assert v.reports == []
+        with pylockdep.rcu_read_sched():
+            with spin:
+                pass
+    (report,) = v.reports
+    assert report.kind == "invalid_wait_context"
+    assert report.classes == ("rcu_read_lock_sched", "sched_spin")
+    assert "(rcu_read_lock_sched){....}-{1:2}" in report.text
+
+
+def test_sleeping_in_an_rcu_sched_read_side_names_where_preemption_was_disabled():
+    mutex = pylockdep.Mutex("sched_mutex")
+    with pylockdep.validate(raise_on_report=False) as v:
+        with pylockdep.rcu_read_sched():
+            line = sys._getframe().f_lineno - 1
+            with mutex:
+                pass
+    assert [r.kind for r in v.reports] == ["sleep_in_atomic", "invalid_wait_context"]
+    text = v.reports[0].text
+    assert "in_atomic(): 1, irqs_disabled(): 0" in text
+    assert "RCU nest depth: 0, expected: 0" in text  # RCU-sched is not a preemptible-RCU reader
+    after = text.split("Preemption disabled at:\n", 1)[1].splitlines()[0]
+    assert after.endswith(f"test_rcu.py:{line}")
+
+
+def test_rcu_dereference_sched_needs_a_sched_read_side_or_preemption_off():
+    with pylockdep.validate(raise_on_report=False) as v:
+        with pylockdep.rcu_read_sched():
+            pylockdep.rcu_dereference_sched(1)
+        with pylockdep.preempt_disabled():
+            pylockdep.rcu_dereference_sched(2)
+        with pylockdep.irqs_disabled():
+            pylockdep.rcu_dereference_sched(3)
+        assert v.reports == []
+        with pylockdep.rcu_read():  # a plain RCU reader is not an RCU-sched one
+            assert pylockdep.rcu_dereference_sched(4) == 4
+            line = sys._getframe().f_lineno - 1
+        with pylockdep.rcu_read_sched():
+            pylockdep.rcu_dereference(5)  # nor the other way round
+    assert [r.kind for r in v.reports] == ["suspicious_rcu_usage", "suspicious_rcu_usage"]
+    assert f"test_rcu.py:{line} suspicious rcu_dereference_check() usage!" in v.reports[0].text
+    assert v.reports[1].classes == ("rcu_read_lock",)
+
+
+def test_unbalanced_rcu_read_unlock_sched_leaves_preemption_alone():
+    with pylockdep.validate(raise_on_report=False) as v:
+        pylockdep.preempt_disable()
+        pylockdep.rcu_read_unlock_sched()
+        assert pylockdep.current().task().preempt == 1
+        pylockdep.preempt_enable()
+    (report,) = v.reports
+    assert report.kind == "bad_unlock_balance"
+    assert "is trying to release lock (rcu_read_lock_sched) at:" in report.text
+
+
+def test_data_guarded_by_rcu_sched_is_read_in_its_read_side():
+    class Table:
+        entries = pylockdep.guarded_by(pylockdep.RCU_SCHED, writer="lock")
+
+        def __init__(self) -> None:
+            self.lock = Mutex("sched_table_lock")
+            self.entries = []
+
+    table = Table()
+    with pylockdep.validate(raise_on_report=False) as v:
+        with pylockdep.rcu_read_sched():
+            assert table.entries == []
+        with table.lock:
+            table.entries = [1]
+        assert v.reports == []
+        assert table.entries == [1]
+    (report,) = v.reports
+    assert report.kind == "suspicious_rcu_usage"
+    assert "reading test_data_guarded_by_rcu_sched_is_read_in_its_read_side.<locals>.Table.entries needs an " \
+           "RCU-sched read side or sched_table_lock held" in report.text
+    with pytest.raises(TypeError, match="no update-side lock"):
+        pylockdep.guarded_by("lock", writer=pylockdep.RCU_SCHED)

@@ -56,7 +56,7 @@ ROWS: dict[str, tuple[Callable[[Locks], AbstractContextManager], tuple[str, ...]
     "in softirq context": (lambda lk: pylockdep.softirq(), (), "ok ok ok F"),
     "in RCU context": (lambda lk: pylockdep.rcu_read(), ("rcu_read_lock",), "ok ok ok F"),
     "in RCU-bh context": (lambda lk: _rcu_bh(), ("rcu_read_lock",), "ok ok ok F"),
-    "in RCU-sched context": (lambda lk: pylockdep.preempt_disabled(), ("rcu_read_lock_sched",), "ok ok F F"),
+    "in RCU-sched context": (lambda lk: pylockdep.rcu_read_sched(), ("rcu_read_lock_sched",), "ok ok F F"),
     "in RAW_SPINLOCK context": (lambda lk: lk.raw["A"], ("raw_lock_A",), "ok ok F F"),
     "in SPINLOCK context": (lambda lk: lk.spin["A"], ("lock_A",), "ok ok ok F"),
     "in MUTEX context": (lambda lk: lk.mutex["A"], ("mutex_A",), "ok ok ok ok"),
@@ -65,11 +65,11 @@ ROWS: dict[str, tuple[Callable[[Locks], AbstractContextManager], tuple[str, ...]
 # Outer contexts that are atomic (a sleeping lock inside them also fails might_sleep()) on each kernel.
 _ATOMIC = {
     False: {"in hardirq context", "in hardirq context (not threaded)", "in softirq context", "in RCU context",
-            "in RCU-bh context", "in RAW_SPINLOCK context", "in SPINLOCK context"},
+            "in RCU-bh context", "in RCU-sched context", "in RAW_SPINLOCK context", "in SPINLOCK context"},
     # On PREEMPT_RT: real hardirqs and raw spinlocks; the rest are RCU read sides (threaded handlers and
     # softirqs run with bottom halves disabled, a spinlock_t holder is an RCU reader), which only
     # a sleeping lock that does not expect that RCU nesting (a mutex) trips over.
-    True: {"in hardirq context (not threaded)", "in RAW_SPINLOCK context"},
+    True: {"in hardirq context (not threaded)", "in RCU-sched context", "in RAW_SPINLOCK context"},
 }
 _RCU_READER_ON_RT = {"in hardirq context", "in softirq context", "in RCU context", "in RCU-bh context",
                      "in SPINLOCK context"}
@@ -95,9 +95,6 @@ def _expected_kinds(row: str, inner: str, rt: bool) -> list[str]:
 @pytest.mark.parametrize(("row", "inner", "rt"), CELLS,
                          ids=[f"{row}-{inner}-{'rt' if rt else 'nort'}" for row, inner, rt in CELLS])
 def test_wait_context_matrix(row: str, inner: str, rt: bool) -> None:
-    if row == "in RCU-sched context":
-        pytest.skip("no rcu_read_lock_sched() in the API: preempt_disable() alone does not lower the wait "
-                    "context, and no RCU read side with the sched map's {1:2} wait types exists")
     enter, held, _ = ROWS[row]
     locks = Locks()
     with pylockdep.validate(preempt_rt=rt, prove_raw_lock_nesting=True, raise_on_report=False) as v:
