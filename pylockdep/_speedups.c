@@ -543,49 +543,40 @@ release_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-#define FASTMETHOD_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL \
-                          | Py_TPFLAGS_METHOD_DESCRIPTOR)
+/* The two types differ only in name, documentation and constructor. */
+#define FASTMETHOD_TYPE(NAME, DOC, NEW)                                                              \
+    {                                                                                                \
+        PyVarObject_HEAD_INIT(NULL, 0)                                                               \
+        .tp_name = "pylockdep._speedups." NAME,                                                      \
+        .tp_doc = DOC,                                                                               \
+        .tp_basicsize = sizeof(FastMethod),                                                          \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL             \
+                    | Py_TPFLAGS_METHOD_DESCRIPTOR,                                                  \
+        .tp_new = NEW,                                                                               \
+        .tp_vectorcall_offset = offsetof(FastMethod, vectorcall),                                    \
+        .tp_call = PyVectorcall_Call,                                                                \
+        .tp_descr_get = fastmethod_get,                                                              \
+        .tp_dealloc = (destructor)fastmethod_dealloc,                                                \
+        .tp_traverse = (traverseproc)fastmethod_traverse,                                            \
+        .tp_clear = (inquiry)fastmethod_clear,                                                       \
+        .tp_repr = (reprfunc)fastmethod_repr,                                                        \
+        .tp_getattro = fastmethod_getattro,                                                          \
+        .tp_members = fastmethod_members,                                                            \
+    }
 
-static PyTypeObject AcquireType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "pylockdep._speedups.Acquire",
-    .tp_doc = "Acquire(slow, lock_type, returns_self, skip_file=None, recursive=False): an __enter__/acquire "
-              "method of ``lock_type`` whose known-chain case runs in C; every other call goes to ``slow``.  "
-              "``recursive``: the owner may take the lock again (threading.RLock).",
-    .tp_basicsize = sizeof(FastMethod),
-    .tp_flags = FASTMETHOD_FLAGS,
-    .tp_new = acquire_new,
-    .tp_vectorcall_offset = offsetof(FastMethod, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_descr_get = fastmethod_get,
-    .tp_dealloc = (destructor)fastmethod_dealloc,
-    .tp_traverse = (traverseproc)fastmethod_traverse,
-    .tp_clear = (inquiry)fastmethod_clear,
-    .tp_repr = (reprfunc)fastmethod_repr,
-    .tp_getattro = fastmethod_getattro,
-    .tp_members = fastmethod_members,
-};
+static PyTypeObject AcquireType = FASTMETHOD_TYPE(
+    "Acquire",
+    "Acquire(slow, lock_type, returns_self, skip_file=None, recursive=False): an __enter__/acquire method of "
+    "``lock_type`` whose known-chain case runs in C; every other call goes to ``slow``.  ``recursive``: the "
+    "owner may take the lock again (threading.RLock).",
+    acquire_new);
 
-static PyTypeObject ReleaseType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "pylockdep._speedups.Release",
-    .tp_doc = "Release(slow, lock_type, arity, recursive=False): an __exit__/release method of ``lock_type`` whose "
-              "most-recent-lock case runs in C; "
-              "every other call goes to ``slow``.  ``arity`` is the argument count (self included) "
-              "taken fast, -1 for any.",
-    .tp_basicsize = sizeof(FastMethod),
-    .tp_flags = FASTMETHOD_FLAGS,
-    .tp_new = release_new,
-    .tp_vectorcall_offset = offsetof(FastMethod, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_descr_get = fastmethod_get,
-    .tp_dealloc = (destructor)fastmethod_dealloc,
-    .tp_traverse = (traverseproc)fastmethod_traverse,
-    .tp_clear = (inquiry)fastmethod_clear,
-    .tp_repr = (reprfunc)fastmethod_repr,
-    .tp_getattro = fastmethod_getattro,
-    .tp_members = fastmethod_members,
-};
+static PyTypeObject ReleaseType = FASTMETHOD_TYPE(
+    "Release",
+    "Release(slow, lock_type, arity, recursive=False): an __exit__/release method of ``lock_type`` whose "
+    "most-recent-lock case runs in C; every other call goes to ``slow``.  ``arity`` is the argument count "
+    "(self included) taken fast, -1 for any.",
+    release_new);
 
 static PyObject *
 setup(PyObject *module, PyObject *args)
