@@ -369,14 +369,9 @@ class _RWLockBase(_Lock):
         finally:
             _release(self, read)
 
-    @contextmanager
-    def write(self) -> Iterator[_RWLockBase]:
-        """Hold the write side for the block."""
-        _acquire(self, 0, 0, _getframe(2))
-        try:
-            yield self
-        finally:
-            _release(self, 0)
+    def write(self) -> _RWLockBase:
+        """Hold the write side for the block: ``with l.write():`` is ``with l:``."""
+        return self
 
 
 class RWLock(_RWLockBase, _SpinningLock):
