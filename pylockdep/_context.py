@@ -30,14 +30,28 @@ def _imbalance(v: Validator, t: Task, title: str, detail: str) -> None:
                  site=site, dedupe=(title, site))
 
 
-@contextmanager
-def _between(enter: Callable[[], None], leave: Callable[[], None]) -> Iterator[None]:
+class _Between:
+    """A with-block that runs ``enter()`` before and ``leave()`` after, however it ends.
+
+    A class rather than a generator: these blocks sit on paths a program takes very often.
+    """
+
+    __slots__ = ("_enter", "_leave")
+
+    def __init__(self, enter: Callable[[], None], leave: Callable[[], None]) -> None:
+        self._enter = enter
+        self._leave = leave
+
+    def __enter__(self) -> None:
+        self._enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._leave()
+
+
+def _between(enter: Callable[[], None], leave: Callable[[], None]) -> AbstractContextManager[None]:
     """Run the block after ``enter()``; ``leave()`` runs after it however it ends."""
-    enter()
-    try:
-        yield
-    finally:
-        leave()
+    return _Between(enter, leave)
 
 
 def _mark_held(v: Validator, t: Task, write_bit: int, read_bit: int) -> None:
@@ -119,28 +133,42 @@ def local_irq_enable() -> None:
     t.update_ctx()
 
 
-@contextmanager
-def irqs_disabled() -> Iterator[None]:
-    """``local_irq_save()`` ... ``local_irq_restore()``: interrupts off for the block."""
-    v, t = _here()
-    was_off = t.irqs_off
+def local_irq_save() -> bool:
+    """Disable hard interrupts; returns whether they were on, for :func:`local_irq_restore`."""
+    was_on = not active.validator.task().irqs_off
     local_irq_disable()
-    try:
-        yield
-    finally:
-        if not was_off:
-            local_irq_enable()
+    return was_on
 
 
-@contextmanager
-def irqs_saved_for(ltype: LockType) -> Iterator[None]:
-    """The irq half of ``spin_lock_irqsave``: a no-op for ``spinlock_t`` on PREEMPT_RT."""
-    v = active.validator
-    if v.preempt_rt and ltype.sleeps_on_rt:
-        yield
-        return
-    with irqs_disabled():
-        yield
+def local_irq_restore(was_on: bool) -> None:
+    """Turn hard interrupts back on if :func:`local_irq_save` found them on."""
+    if was_on:
+        local_irq_enable()
+
+
+class _IrqsSaved:
+    """``local_irq_save()`` ... ``local_irq_restore()`` around a with-block."""
+
+    __slots__ = ("_was_on",)
+
+    def __enter__(self) -> None:
+        self._was_on = local_irq_save()
+
+    def __exit__(self, *exc: object) -> None:
+        local_irq_restore(self._was_on)
+
+
+def irqs_disabled() -> AbstractContextManager[None]:
+    """``local_irq_save()`` ... ``local_irq_restore()``: interrupts off for the block."""
+    return _IrqsSaved()
+
+
+def irq_save_for(ltype: LockType) -> bool:
+    """The irq half of ``spin_lock_irqsave``, a no-op for ``spinlock_t`` on PREEMPT_RT: returns
+    whether interrupts must be turned back on when the lock is released."""
+    if active.validator.preempt_rt and ltype.sleeps_on_rt:
+        return False
+    return local_irq_save()
 
 
 # -- bottom halves -----------------------------------------------------------------------------

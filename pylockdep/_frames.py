@@ -23,10 +23,17 @@ Site = tuple[CodeType, int]
 Stack = tuple[Site, ...]
 
 
+_internal_files: dict[str, bool] = {}
+
+
 def is_internal(filename: str, skip_threading: bool = False) -> bool:
     """True for pylockdep's own files and :mod:`contextlib` (and :mod:`threading` when ``skip_threading``)."""
-    return (filename.startswith(_PACKAGE_DIR) or filename == _CONTEXTLIB_FILE
-            or (skip_threading and filename == _THREADING_FILE))
+    if skip_threading and filename == _THREADING_FILE:
+        return True
+    internal = _internal_files.get(filename)
+    if internal is None:
+        internal = _internal_files[filename] = filename.startswith(_PACKAGE_DIR) or filename == _CONTEXTLIB_FILE
+    return internal
 
 
 # Test harnesses and program runners (``python -m``, ``pylockdep run``): packages, and runpy's files.

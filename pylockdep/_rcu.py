@@ -16,13 +16,13 @@ import _thread
 import sys
 import threading
 import weakref
-from collections.abc import Hashable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Hashable, Iterable
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 from . import _checks, _locktypes, _splat, _waitfor
 from ._classes import LockClass
-from ._context import preempt_disable, preempt_enable
+from ._context import _between, preempt_disable, preempt_enable
 from ._frames import Site, caller_site, outside_frame
 from ._locks import _acquire, _Condition, _release, _Validated
 from ._report import DeadlockError
@@ -137,15 +137,9 @@ class SRCU(_Validated):
         v.report_now("bad_unlock_balance", lambda t: _splat.srcu_bad_index(v, t, self.name, idx, site), (cls,),
                      site=site, dedupe=(site,))
 
-    @contextmanager
-    def read(self) -> Iterator[int]:
-        """A read side for the block; yields its index."""
-        _acquire(self, 2, 0, sys._getframe(2))
-        idx = self._stack()[-1]
-        try:
-            yield idx
-        finally:
-            self.read_unlock(idx)
+    def read(self) -> AbstractContextManager[int]:
+        """A read side for the block; ``with s.read() as idx`` gives its index."""
+        return _SRCUReadSide(self)
 
     def synchronize(self) -> None:
         """Wait for the end of every read side that started before this call (``synchronize_srcu``).
@@ -213,6 +207,23 @@ class SRCU(_Validated):
         if not v.off and not self.read_lock_held():
             _suspicious(v, caller_site(), DEREFERENCE_CHECK, (v.class_for(self._key),))
         return value
+
+
+class _SRCUReadSide:
+    """``with s.read():`` a read side of ``s`` for the block (a class, not a generator: hot path)."""
+
+    __slots__ = ("_srcu", "_idx")
+
+    def __init__(self, srcu: SRCU) -> None:
+        self._srcu = srcu
+
+    def __enter__(self) -> int:
+        _acquire(self._srcu, 2, 0, sys._getframe(1))
+        self._idx = idx = self._srcu._stack()[-1]
+        return idx
+
+    def __exit__(self, *exc: object) -> None:
+        self._srcu.read_unlock(self._idx)
 
 
 class _Sentinel:
@@ -311,14 +322,9 @@ def rcu_read_unlock() -> None:
     _release(RCU, 2)
 
 
-@contextmanager
-def rcu_read() -> Iterator[None]:
+def rcu_read() -> AbstractContextManager[None]:
     """An RCU read-side critical section for the block."""
-    rcu_read_lock()
-    try:
-        yield
-    finally:
-        rcu_read_unlock()
+    return _between(rcu_read_lock, rcu_read_unlock)
 
 
 def rcu_dereference(value: T) -> T:
@@ -377,14 +383,9 @@ def rcu_read_unlock_sched() -> None:
     preempt_enable()
 
 
-@contextmanager
-def rcu_read_sched() -> Iterator[None]:
+def rcu_read_sched() -> AbstractContextManager[None]:
     """An RCU-sched read side for the block."""
-    rcu_read_lock_sched()
-    try:
-        yield
-    finally:
-        rcu_read_unlock_sched()
+    return _between(rcu_read_lock_sched, rcu_read_unlock_sched)
 
 
 def rcu_dereference_sched(value: T) -> T:

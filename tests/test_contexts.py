@@ -139,3 +139,39 @@ def test_softirq_keeps_hard_irqs_enabled(rt: bool) -> None:
     assert "inconsistent_lock_state" in kinds
     report = v.reports[kinds.index("inconsistent_lock_state")]
     assert "inconsistent {HARDIRQ-ON-W} -> {IN-HARDIRQ-W} usage." in report.text
+
+
+@pytest.mark.parametrize("form", ["irqsave", "bh", "nested"])
+def test_a_lock_section_that_fails_to_take_its_lock_restores_the_context(form: str) -> None:
+    lock = pylockdep.RawSpinLock("section")
+    with pylockdep.validate(raise_on_report=False) as v:
+        t = v.task()
+        section = (lambda: lock.nested(1)) if form == "nested" else getattr(lock, form)
+        with lock:  # held: taking it again can only wait for ever
+            with pytest.raises(pylockdep.DeadlockError):
+                with section():
+                    pass
+            assert (t.irqs_off, t.bh, t.preempt, t.spins) == (False, 0, 0, 1)
+        assert not t.held and t.spins == 0
+        with section() as taken:  # and the section still works afterwards
+            assert taken is lock
+            assert (t.irqs_off, t.bh) == ((form == "irqsave"), int(form == "bh"))
+        assert (t.irqs_off, t.bh, t.held) == (False, 0, [])
+    # A second subclass is another class: only the real wait, not the class graph, shows the deadlock.
+    assert [r.kind for r in v.reports] == ([] if form == "nested" else ["recursive"])
+
+
+def test_irqsave_inside_irqs_off_leaves_them_off() -> None:
+    lock = pylockdep.RawSpinLock("nested_irqsave")
+    with pylockdep.validate() as v:
+        t = v.task()
+        with pylockdep.irqs_disabled():
+            with lock.irqsave():
+                assert t.irqs_off
+            assert t.irqs_off  # restored to off, as local_irq_restore() does
+        assert not t.irqs_off
+        section = lock.irqsave()
+        for _ in range(2):  # one section object, entered twice
+            with section:
+                assert t.irqs_off and t.held
+            assert not t.irqs_off and not t.held
