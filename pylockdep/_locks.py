@@ -290,13 +290,16 @@ class _RWCore:
     """Readers and a writer, with writer preference: a waiting writer holds back new readers that
     are not recursive.  Holders are thread idents."""
 
-    __slots__ = ("_cond", "writer", "readers", "waiting_writers")
+    __slots__ = ("_mutex", "_cond", "writer", "readers", "waiting_writers", "sleepers")
 
     def __init__(self) -> None:
-        self._cond = _Condition(_thread.allocate_lock())
+        # The fast operations take the bare mutex; only waits go through the condition.
+        self._mutex = _thread.allocate_lock()
+        self._cond = _Condition(self._mutex)
         self.writer: int | None = None
         self.readers: dict[int, int] = {}
         self.waiting_writers: dict[int, int] = {}
+        self.sleepers = 0  # threads waiting on the condition: a release wakes them
 
     def _can(self, read: int) -> bool:
         if self.writer is not None:
@@ -313,7 +316,7 @@ class _RWCore:
 
     def try_acquire(self, read: int) -> bool:
         ident = _thread.get_ident()
-        with self._cond:
+        with self._mutex:
             if not self._can(read):
                 return False
             self._take(read, ident)
@@ -324,24 +327,26 @@ class _RWCore:
         with self._cond:
             if not read:
                 self.waiting_writers[ident] = self.waiting_writers.get(ident, 0) + 1
+            self.sleepers += 1
             try:
                 if not self._cond.wait_for(lambda: self._can(read), seconds):
                     return False
                 self._take(read, ident)
                 return True
             finally:
+                self.sleepers -= 1
                 if not read:
                     count = self.waiting_writers.pop(ident) - 1
                     if count:
                         self.waiting_writers[ident] = count
 
     def is_held(self, read: int) -> bool:
-        with self._cond:
+        with self._mutex:
             return bool(self.readers) if read else self.writer is not None
 
     def release(self, read: int) -> None:
         ident = _thread.get_ident()
-        with self._cond:
+        with self._mutex:
             if read:
                 holder = ident if ident in self.readers else next(iter(self.readers))
                 count = self.readers.pop(holder) - 1
@@ -349,10 +354,11 @@ class _RWCore:
                     self.readers[holder] = count
             else:
                 self.writer = None
-            self._cond.notify_all()
+            if self.sleepers:
+                self._cond.notify_all()
 
     def blockers(self, read: int) -> list[int]:
-        with self._cond:
+        with self._mutex:
             found = [self.writer] if self.writer is not None else []
             if read:
                 if read != 2:

@@ -374,3 +374,37 @@ def test_instrumented_rlock_counts_reentry_and_checks_the_owner(monkeypatch):
             assert not cond.wait(0.01)
             assert rlock._recursion_count() == 2 and len(v.task().held) == 1
     assert v.reports == []
+
+
+@pytest.mark.parametrize("kind", [pylockdep.RWLock, pylockdep.RWSemaphore])
+def test_readers_and_writers_under_contention_all_get_through(kind):
+    lock = kind("fp_rw_contended")
+    state = {"value": 0, "readers": 0, "max_readers": 0}
+    errors = []
+
+    def worker(n):
+        try:
+            for i in range(300):
+                if (i + n) % 3:
+                    with lock.read():
+                        state["readers"] += 1
+                        state["max_readers"] = max(state["max_readers"], state["readers"])
+                        assert state["value"] >= 0
+                        state["readers"] -= 1
+                else:
+                    with lock.write():
+                        assert state["readers"] == 0
+                        state["value"] += 1
+        except BaseException as exc:  # noqa: BLE001 - any failure of the lock is the test's
+            errors.append(exc)
+
+    with pylockdep.validate() as v:
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert state["value"] == 400
+    assert not lock.locked()
+    assert v.reports == []
