@@ -4,6 +4,10 @@ The fast path of every acquisition is :func:`_acquire` (and :func:`_release`): f
 state and the lock's class, fold the lock into the chain key, and if that chain was validated
 before, do nothing else but take the lock and push it.  A new chain goes to
 :meth:`Validator.validate_chain`; a wait goes to :func:`pylockdep._waitfor.wait`.
+
+``pylockdep/_speedups.c`` repeats the known-chain case of both (exclusive, subclass 0) in C for
+``with``, ``acquire()`` and ``release()`` (see :mod:`pylockdep._fastpath`): a change to what the
+fast path reads or writes here must be made there too.
 """
 
 from __future__ import annotations

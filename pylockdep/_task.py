@@ -5,7 +5,8 @@ lockdep and the scheduler's atomicity checks read).  Only its own thread changes
 :attr:`Task.foreign_releases`, which other threads may append to.
 
 Held locks are plain tuples, indexed by the ``H_*`` constants, because they are built on every
-acquisition; :func:`held_fields` names the fields for the rare path.
+acquisition.  ``pylockdep/_speedups.c`` builds and reads them too (and reads the Task's slots by
+name): keep its ``H_*`` list in step.
 """
 
 from __future__ import annotations

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import subprocess
 import sys
 import threading
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
 import pylockdep
-from pylockdep import _fastpath, _locks, _threading
+from pylockdep import _fastpath, _locks, _task, _threading
 from pylockdep._task import H_CODE, H_LOCK, H_PREV_KEY, held_site
 from pylockdep._validator import active
 
@@ -408,3 +410,11 @@ def test_readers_and_writers_under_contention_all_get_through(kind):
     assert state["value"] == 400
     assert not lock.locked()
     assert v.reports == []
+
+
+def test_the_c_module_builds_held_tuples_with_the_python_layout():
+    source = (Path(_fastpath.__file__).parent / "_speedups.c").read_text()
+    names = [name.strip() for name in re.search(r"enum \{ (H_LOCK[^}]*) \};", source).group(1).split(",")]
+    python = sorted((value, name) for name, value in vars(_task).items() if re.fullmatch(r"H_[A-Z_]+", name))
+    assert names == [name for _, name in python] + ["H_FIELDS"]
+    assert [value for value, _ in python] == list(range(len(python)))
