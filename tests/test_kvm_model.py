@@ -14,6 +14,7 @@ import kvm_model
 import kvm_model.cli
 import kvm_model.notifier
 import kvm_model.races
+import pylockdep
 from kvm_model.run import REQUIRED_EVENTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,3 +139,14 @@ def test_command_line_rejects_an_unknown_config(capsys):
     with pytest.raises(SystemExit) as exc:
         kvm_model.cli.main(["--config", "v3.99"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(("config", "expected"), [("2f303b74a6", []),
+                                                  ("e935b8372cf8", ["invalid_wait_context", "sleep_in_atomic"])])
+def test_python_locks_validated_too_leave_the_verdict_alone(config, expected):
+    # As under `pytest --lockdep-threading` or `pylockdep run`: the model's harness (events, IPI
+    # queues, page refcounts) is built on bare locks and must not show in the lock graph.
+    with pylockdep.instrument_threading():
+        r = kvm_model.run(config, preempt_rt=True, iterations=1)
+    assert [rep.kind for rep in r.reports] == expected
+    assert not r.violations and not r.errors
