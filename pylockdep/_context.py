@@ -49,11 +49,6 @@ class _Between:
         self._leave()
 
 
-def _between(enter: Callable[[], None], leave: Callable[[], None]) -> AbstractContextManager[None]:
-    """Run the block after ``enter()``; ``leave()`` runs after it however it ends."""
-    return _Between(enter, leave)
-
-
 def _mark_held(v: Validator, t: Task, write_bit: int, read_bit: int) -> None:
     """Interrupts are being enabled: every held validated lock is now held with them on."""
     if v.off or t.busy or not t.held:
@@ -199,11 +194,6 @@ def local_bh_enable() -> None:
         _mark_held(v, t, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ)
 
 
-def bh_disabled() -> AbstractContextManager[None]:
-    """Bottom halves disabled for the block."""
-    return _between(local_bh_disable, local_bh_enable)
-
-
 # -- preemption --------------------------------------------------------------------------------
 
 def _note_atomic(v: Validator, t: Task) -> None:
@@ -236,7 +226,7 @@ def preempt_enable() -> None:
 
 def preempt_disabled() -> AbstractContextManager[None]:
     """Preemption disabled for the block."""
-    return _between(preempt_disable, preempt_enable)
+    return _Between(preempt_disable, preempt_enable)
 
 
 # -- interrupt handlers ------------------------------------------------------------------------

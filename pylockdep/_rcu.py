@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from . import _checks, _locktypes, _splat, _waitfor
 from ._classes import LockClass
-from ._context import _between, preempt_disable, preempt_enable
+from ._context import _Between, preempt_disable, preempt_enable
 from ._frames import Site, caller_site, outside_frame
 from ._locks import _acquire, _Condition, _release, _Validated
 from ._report import DeadlockError
@@ -324,7 +324,7 @@ def rcu_read_unlock() -> None:
 
 def rcu_read() -> AbstractContextManager[None]:
     """An RCU read-side critical section for the block."""
-    return _between(rcu_read_lock, rcu_read_unlock)
+    return _Between(rcu_read_lock, rcu_read_unlock)
 
 
 def rcu_dereference(value: T) -> T:
@@ -385,7 +385,7 @@ def rcu_read_unlock_sched() -> None:
 
 def rcu_read_sched() -> AbstractContextManager[None]:
     """An RCU-sched read side for the block."""
-    return _between(rcu_read_lock_sched, rcu_read_unlock_sched)
+    return _Between(rcu_read_lock_sched, rcu_read_unlock_sched)
 
 
 def rcu_dereference_sched(value: T) -> T:
