@@ -150,3 +150,24 @@ def test_python_locks_validated_too_leave_the_verdict_alone(config, expected):
         r = kvm_model.run(config, preempt_rt=True, iterations=1)
     assert [rep.kind for rep in r.reports] == expected
     assert not r.violations and not r.errors
+
+
+def test_the_harness_event_wakes_waiters_and_times_out():
+    import threading
+
+    from kvm_model.tasks import Event
+
+    event = Event()
+    assert not event.is_set() and event.wait(0.01) is False
+    woken = []
+    waiters = [threading.Thread(target=lambda: woken.append(event.wait(30))) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    event.set()
+    for waiter in waiters:
+        waiter.join(30)
+    assert woken == [True, True, True]
+    assert event.wait() is True and event.wait(0) is True
+    event.clear()
+    assert not event.is_set() and event.wait(0.01) is False
+    assert event._waiters == []  # a waiter that timed out leaves nothing behind
