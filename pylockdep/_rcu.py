@@ -203,9 +203,7 @@ class SRCU(_Validated):
     def dereference(self, value: T) -> T:
         """Return ``value`` (``srcu_dereference``); outside a read side of this SRCU, report
         suspicious RCU usage."""
-        v = active.validator
-        if not v.off and not self.read_lock_held():
-            _suspicious(v, caller_site(), DEREFERENCE_CHECK, (v.class_for(self._key),))
+        _check_dereference(self)
         return value
 
 
@@ -245,6 +243,14 @@ def _thread_ended(ref: weakref.ref[SRCU], ident: int) -> None:
             if count:
                 readers[("ended", ident)] = readers.get(("ended", ident), 0) + count
         s._cond.notify_all()
+
+
+def _check_dereference(reader: SRCU | _RCUMap) -> None:
+    """A dereference must be inside a read side of ``reader`` (``*_dereference_check()``): report
+    suspicious RCU usage at the caller's site when it is not."""
+    v = active.validator
+    if not v.off and not reader.read_lock_held():
+        _suspicious(v, caller_site(), DEREFERENCE_CHECK, (v.class_for(reader._key),))
 
 
 def _suspicious(v: Validator, site: Site, message: str, classes: Iterable[LockClass],
@@ -329,9 +335,7 @@ def rcu_read() -> AbstractContextManager[None]:
 
 def rcu_dereference(value: T) -> T:
     """Return ``value``; outside an RCU read side, report suspicious RCU usage."""
-    v = active.validator
-    if not v.off and not RCU.read_lock_held():
-        _suspicious(v, caller_site(), DEREFERENCE_CHECK, (_rcu_class(v),))
+    _check_dereference(RCU)
     return value
 
 
@@ -391,7 +395,5 @@ def rcu_read_sched() -> AbstractContextManager[None]:
 def rcu_dereference_sched(value: T) -> T:
     """Return ``value``; outside an RCU-sched read side (or a section with preemption or interrupts
     off), report suspicious RCU usage."""
-    v = active.validator
-    if not v.off and not RCU_SCHED.read_lock_held():
-        _suspicious(v, caller_site(), DEREFERENCE_CHECK, (v.class_for(RCU_SCHED._key),))
+    _check_dereference(RCU_SCHED)
     return value

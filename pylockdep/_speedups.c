@@ -355,9 +355,9 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     PyFrameObject *frame;
     int r;
 
-    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL)
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !IS(args[0], self->lock))
         return slow_call(self, args, nargsf, kwnames);
-    if (self->lock.recursive && IS(args[0], self->lock) && owned_by_caller(args[0], &self->lock)) {
+    if (self->lock.recursive && owned_by_caller(args[0], &self->lock)) {
         long count = rlock_count(args[0], &self->lock);  /* the owner again: count, nothing more */
         if (count < 1)
             return slow_call(self, args, nargsf, kwnames);
@@ -376,8 +376,6 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         if (same)
             return slow_call(self, args, nargsf, kwnames);
     }
-    if (!IS(args[0], self->lock))
-        return slow_call(self, args, nargsf, kwnames);
     r = fast_lock(args[0], &self->lock, frame);
     if (r < 0)
         return NULL;
@@ -400,9 +398,7 @@ release_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     int r;
 
-    if (nargs < 1 || kwnames != NULL || (self->arity >= 0 && nargs != self->arity))
-        return slow_call(self, args, nargsf, kwnames);
-    if (!IS(args[0], self->lock))
+    if (nargs < 1 || kwnames != NULL || (self->arity >= 0 && nargs != self->arity) || !IS(args[0], self->lock))
         return slow_call(self, args, nargsf, kwnames);
     if (self->lock.recursive) {
         long count = rlock_count(args[0], &self->lock);
