@@ -15,19 +15,23 @@ REPEATS = 7
 
 def depth1(lock: object) -> Callable[[], None]:
     """A loop of LOOPS ``with lock:`` blocks."""
+
     def run() -> None:
         for _ in range(LOOPS):
             with lock:
                 pass
+
     return run
 
 
 def depth4(a: object, b: object, c: object, d: object) -> Callable[[], None]:
     """A loop of LOOPS ``with a, b, c, d:`` blocks."""
+
     def run() -> None:
         for _ in range(LOOPS):
             with a, b, c, d:
                 pass
+
     return run
 
 

@@ -82,15 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     worst_ms = max(costs) * 1e3
     p99_ms = statistics.quantiles(costs, n=100)[98] * 1e3
     irq = ", one class irq-safe" if args.irq else ""
-    print(f"{args.classes} classes, {args.edges} edges (random DAG, random insertion order{irq}), "
-          f"{total:.1f} s in all")
+    print(f"{args.classes} classes, {args.edges} edges (random DAG, random insertion order{irq}), {total:.1f} s in all")
     print(f"new-edge cost: median {median_ms * 1e3:.0f} us, p99 {p99_ms * 1e3:.0f} us, max {worst_ms:.1f} ms")
-    print(f"median of first {window} edges {first_ms * 1e3:.0f} us, of last {window} {last_ms * 1e3:.0f} us: "
-          f"growth {growth:.2f}x")
+    print(
+        f"median of first {window} edges {first_ms * 1e3:.0f} us, of last {window} {last_ms * 1e3:.0f} us: "
+        f"growth {growth:.2f}x"
+    )
     ok_median = median_ms < GOAL_MEDIAN_MS
     ok_growth = growth < GOAL_GROWTH
-    print(f"goal median < {GOAL_MEDIAN_MS:g} ms: {'ok' if ok_median else 'MISSED'}; "
-          f"goal growth < {GOAL_GROWTH:g}x: {'ok' if ok_growth else 'MISSED'}")
+    print(
+        f"goal median < {GOAL_MEDIAN_MS:g} ms: {'ok' if ok_median else 'MISSED'}; "
+        f"goal growth < {GOAL_GROWTH:g}x: {'ok' if ok_growth else 'MISSED'}"
+    )
     return 0 if ok_median and ok_growth else 1
 
 

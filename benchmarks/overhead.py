@@ -33,8 +33,10 @@ def main() -> int:
                 ok = ratio <= GOALS[depth]
                 failed += not ok
                 per = "per lock " if depth > 1 else ""
-                print(f"{kind.__name__:9} depth {depth}: {cost * 1e9:7.0f} ns  ratio {per}{ratio:5.2f}x "
-                      f"(goal <= {GOALS[depth]:.0f}x) {'ok' if ok else 'MISSED'}")
+                print(
+                    f"{kind.__name__:9} depth {depth}: {cost * 1e9:7.0f} ns  ratio {per}{ratio:5.2f}x "
+                    f"(goal <= {GOALS[depth]:.0f}x) {'ok' if ok else 'MISSED'}"
+                )
     assert not v.reports
     return 1 if failed else 0
 

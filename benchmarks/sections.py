@@ -19,10 +19,12 @@ from pylockdep._fastpath import ACCELERATED
 
 def loop(section: Callable[[], AbstractContextManager[object]]) -> Callable[[], None]:
     """A loop of LOOPS ``with section():`` blocks."""
+
     def run() -> None:
         for _ in range(LOOPS):
             with section():
                 pass
+
     return run
 
 

@@ -38,8 +38,10 @@ def main() -> int:
                 instrumented = measure(kind)
             for depth in (1, 4):
                 ratio = instrumented[depth] / plain[depth]
-                print(f"threading.{kind:5} depth {depth}: plain {plain[depth] * 1e9:6.0f} ns  instrumented "
-                      f"{instrumented[depth] * 1e9:6.0f} ns  ratio {ratio:5.2f}x")
+                print(
+                    f"threading.{kind:5} depth {depth}: plain {plain[depth] * 1e9:6.0f} ns  instrumented "
+                    f"{instrumented[depth] * 1e9:6.0f} ns  ratio {ratio:5.2f}x"
+                )
     assert not v.reports
     return 0
 

@@ -14,5 +14,4 @@ from .invariants import check_invariants
 from .locktable import LockRecord, LockTable, load_records
 from .run import RunResult, run
 
-__all__ = ["CONFIGS", "Config", "LockRecord", "LockTable", "RunResult", "check_invariants", "load_records",
-           "run"]
+__all__ = ["CONFIGS", "Config", "LockRecord", "LockTable", "RunResult", "check_invariants", "load_records", "run"]

@@ -23,13 +23,21 @@ def _parser() -> argparse.ArgumentParser:
         "CONFIG. Exit status: 1 when lockdep reported something, 0 when not, 2 when the model failed. "
         "'python -m kvm_model race --help' describes the SPTE race models.",
     )
-    parser.add_argument("--config", required=True, choices=list(CONFIGS),
-                        help="; ".join(f"{c.name}: {c.summary}" for c in CONFIGS.values()))
+    parser.add_argument(
+        "--config",
+        required=True,
+        choices=list(CONFIGS),
+        help="; ".join(f"{c.name}: {c.summary}" for c in CONFIGS.values()),
+    )
     parser.add_argument("--preempt-rt", action="store_true", help="check as a PREEMPT_RT kernel runs")
     parser.add_argument("--vms", type=int, default=2, help="number of VMs (default 2)")
     parser.add_argument("--vcpus", type=int, default=2, help="vCPUs per VM (default 2)")
-    parser.add_argument("--iterations", type=int, default=3,
-                        help="memslot updates, balloon ranges, stat reads and cpufreq changes (default 3)")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=3,
+        help="memslot updates, balloon ranges, stat reads and cpufreq changes (default 3)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the guests' accesses (default 0)")
     return parser
 
@@ -52,8 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("vms", "vcpus", "iterations"):
         if getattr(args, name) < 1:
             _parser().error(f"--{name} must be at least 1")
-    result = run(args.config, preempt_rt=args.preempt_rt, vms=args.vms, vcpus=args.vcpus,
-                 iterations=args.iterations, seed=args.seed)
+    result = run(
+        args.config,
+        preempt_rt=args.preempt_rt,
+        vms=args.vms,
+        vcpus=args.vcpus,
+        iterations=args.iterations,
+        seed=args.seed,
+    )
     for report in result.reports:
         print(report.text, flush=True)
     for error in result.errors:

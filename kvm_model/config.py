@@ -41,8 +41,9 @@ class Config:
 
     def apply(self, records: Iterable[LockRecord]) -> list[LockRecord]:
         """The records as this configuration has them."""
-        return [dataclasses.replace(r, type=self.types.get(r.name, r.type))
-                for r in records if r.name not in self.absent]
+        return [
+            dataclasses.replace(r, type=self.types.get(r.name, r.type)) for r in records if r.name not in self.absent
+        ]
 
     def lock_table(self) -> LockTable:
         """The shipped records with this configuration applied."""
@@ -50,14 +51,19 @@ class Config:
 
 
 CONFIGS: Mapping[str, Config] = {
-    c.name: c for c in (
-        Config("e935b8372cf8",
-               "kvm_lock is a raw_spinlock_t and also guards hardware enable and the usage count",
-               types={"kvm_lock": "raw_spinlock_t"}, absent=frozenset({"kvm_count_lock"})),
-        Config("naive-revert",
-               "kvm_lock is a spinlock_t again but still guards hardware enable (no kvm_count_lock)",
-               absent=frozenset({"kvm_count_lock"})),
-        Config("2f303b74a6",
-               "kvm_lock is a spinlock_t; the raw kvm_count_lock guards hardware enable (the fix)"),
+    c.name: c
+    for c in (
+        Config(
+            "e935b8372cf8",
+            "kvm_lock is a raw_spinlock_t and also guards hardware enable and the usage count",
+            types={"kvm_lock": "raw_spinlock_t"},
+            absent=frozenset({"kvm_count_lock"}),
+        ),
+        Config(
+            "naive-revert",
+            "kvm_lock is a spinlock_t again but still guards hardware enable (no kvm_count_lock)",
+            absent=frozenset({"kvm_count_lock"}),
+        ),
+        Config("2f303b74a6", "kvm_lock is a spinlock_t; the raw kvm_count_lock guards hardware enable (the fix)"),
     )
 }

@@ -203,4 +203,3 @@ def hardware_disable(module: KvmModule, cpu: int) -> None:
 def register_kvm_cpu_notifier(module: KvmModule, hotplug: Hotplug) -> None:
     """Module init: KVM follows CPU hotplug."""
     hotplug.notifiers.append(functools.partial(kvm_cpu_hotplug, module))
-

@@ -34,11 +34,14 @@ def check_invariants(module: KvmModule, mms: Sequence[HostMM]) -> list[str]:
         mmu = kvm.mmu
         total_used += mmu.n_used_mmu_pages
         if mmu.n_used_mmu_pages != len(mmu.pages):
-            violations.append(f"VM {kvm.vm_id}: n_used_mmu_pages is {mmu.n_used_mmu_pages} "
-                              f"but {len(mmu.pages)} shadow pages are active")
+            violations.append(
+                f"VM {kvm.vm_id}: n_used_mmu_pages is {mmu.n_used_mmu_pages} "
+                f"but {len(mmu.pages)} shadow pages are active"
+            )
         if mmu.notifier_count:
-            violations.append(f"VM {kvm.vm_id}: mmu_notifier_count is {mmu.notifier_count} with no "
-                              "invalidation running")
+            violations.append(
+                f"VM {kvm.vm_id}: mmu_notifier_count is {mmu.notifier_count} with no invalidation running"
+            )
         for vcpu in kvm.vcpus:
             owners.update(vcpu.mmu_page_cache)
         for sp in mmu.pages.values():
@@ -47,8 +50,9 @@ def check_invariants(module: KvmModule, mms: Sequence[HostMM]) -> list[str]:
                 violations += _spte_violations(kvm, gfn, spte.pfn, memory.refcount)
 
     if module.total_used_mmu_pages.value != total_used:
-        violations.append(f"kvm_total_used_mmu_pages is {module.total_used_mmu_pages.value} but the VMs "
-                          f"use {total_used} shadow pages")
+        violations.append(
+            f"kvm_total_used_mmu_pages is {module.total_used_mmu_pages.value} but the VMs use {total_used} shadow pages"
+        )
     for pfn, expected in sorted(owners.items()):
         actual = memory.refcount.get(pfn, 0)
         if actual == 0:
@@ -59,15 +63,15 @@ def check_invariants(module: KvmModule, mms: Sequence[HostMM]) -> list[str]:
     if leaked:
         violations.append(f"{len(leaked)} pages are allocated with no owner (leaked), e.g. page {leaked[0]}")
     if memory.nr_free + len(memory.refcount) != memory.total:
-        violations.append(f"{memory.nr_free} free + {len(memory.refcount)} allocated pages "
-                          f"!= {memory.total} pages")
+        violations.append(f"{memory.nr_free} free + {len(memory.refcount)} allocated pages != {memory.total} pages")
 
     if module.usage_count != len(vms):
         violations.append(f"kvm_usage_count is {module.usage_count} with {len(vms)} VMs")
     expected_on = set(module.cpus.online) if vms else set()
     if module.hardware_enabled != expected_on:
-        violations.append(f"virtualization is on for CPUs {sorted(module.hardware_enabled)}, "
-                          f"expected {sorted(expected_on)}")
+        violations.append(
+            f"virtualization is on for CPUs {sorted(module.hardware_enabled)}, expected {sorted(expected_on)}"
+        )
     return violations
 
 

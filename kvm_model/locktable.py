@@ -101,7 +101,7 @@ def reference_section(text: str) -> str:
     match = re.search(r"^3\. Reference\s*$", text, re.MULTILINE)
     if match is None:
         raise ValueError("locking.txt has no '3. Reference' section")
-    return text[match.end():]
+    return text[match.end() :]
 
 
 def load_records() -> list[LockRecord]:

@@ -55,8 +55,7 @@ NR_CPUS = 4
 HOTPLUG_CPU = 1
 RAM_PAGES = 256  # guest RAM frames per VM: enough shadow pages for the shrinker to scan a batch
 FB_PAGES = 16
-LAYOUT = GuestLayout(ram=range(0, RAM_PAGES), fb=range(RAM_PAGES, RAM_PAGES + FB_PAGES),
-                     mmio=range(0x1000, 0x1004))
+LAYOUT = GuestLayout(ram=range(0, RAM_PAGES), fb=range(RAM_PAGES, RAM_PAGES + FB_PAGES), mmio=range(0x1000, 0x1004))
 IRQCHIP = (IoDevice("pic", 0x1000, 1), IoDevice("ioapic", 0x1001, 1))
 PIT = IoDevice("pit", 0x1002, 1)
 FB_SLOT = Memslot(1, LAYOUT.fb.start, FB_PAGES, userspace_addr=0x10000 + LAYOUT.fb.start)
@@ -67,9 +66,22 @@ HOG_RESERVE = 8  # pages the memory hog leaves free so that vCPUs can still faul
 BALLOON_PAGES = 8
 
 # Paths every run must have executed, with the counter that proves it.
-REQUIRED_EVENTS = ("vm_create", "vm_destroy", "memslot_update", "shrinker_zap", "notifier_young",
-                   "notifier_invalidate", "balloon_zap", "cpufreq_notifier", "stat_read", "ipi",
-                   "cpu_dying", "cpu_starting", "tsc_write", "pf_fixed")
+REQUIRED_EVENTS = (
+    "vm_create",
+    "vm_destroy",
+    "memslot_update",
+    "shrinker_zap",
+    "notifier_young",
+    "notifier_invalidate",
+    "balloon_zap",
+    "cpufreq_notifier",
+    "stat_read",
+    "ipi",
+    "cpu_dying",
+    "cpu_starting",
+    "tsc_write",
+    "pf_fixed",
+)
 
 
 @dataclasses.dataclass
@@ -120,8 +132,7 @@ class Model:
         self.vmscan = Vmscan(table)
         guest_pages = RAM_PAGES + FB_PAGES
         per_vm = guest_pages + -(-guest_pages // SPTES_PER_PAGE) + vcpus * MMU_CACHE_MIN
-        self.memory = HostMemory(vms * per_vm + HEADROOM, LOW_WATERMARK, HIGH_WATERMARK,
-                                 self.vmscan.wakeup_kswapd)
+        self.memory = HostMemory(vms * per_vm + HEADROOM, LOW_WATERMARK, HIGH_WATERMARK, self.vmscan.wakeup_kswapd)
         self.vmscan.memory = self.memory
         self.cpus = Cpus(NR_CPUS, self.tasks)
         self.hotplug = Hotplug(table, self.cpus)
@@ -194,12 +205,13 @@ class Model:
         kvm_set_memory_region(kvm, FB_SLOT)
         for n in range(self.nr_vcpus):
             vcpu = kvm_vm_ioctl_create_vcpu(kvm, cpu=(vmm.vm_id * self.nr_vcpus + n) % NR_CPUS)
-            share = list(LAYOUT.ram[n::self.nr_vcpus])
+            share = list(LAYOUT.ram[n :: self.nr_vcpus])
             program = GuestProgram(LAYOUT, share, random.Random(f"{self.seed}/{vmm.vm_id}/{n}"))
             populated = Event()
             vmm.populated.append(populated)
-            vmm.vcpu_threads.append(self.tasks.spawn(f"CPU {n}/KVM", vcpu_thread, vcpu, program,
-                                                     self.cpus, populated, vmm.stop_vcpus))
+            vmm.vcpu_threads.append(
+                self.tasks.spawn(f"CPU {n}/KVM", vcpu_thread, vcpu, program, self.cpus, populated, vmm.stop_vcpus)
+            )
         vmm.created.set()
 
         self.tasks.wait_for(self.busy, "the busy phase")
@@ -241,14 +253,16 @@ class Model:
     def _busy(self) -> None:
         """Memslot updates, balloon, statistics and cpufreq, all at once; wait for them all."""
         self.busy.set()
-        workers = [self.tasks.spawn("kvm_stat", self._kvm_stat),
-                   self.tasks.spawn("kworker/0:1", self._cpufreq)]
+        workers = [self.tasks.spawn("kvm_stat", self._kvm_stat), self.tasks.spawn("kworker/0:1", self._cpufreq)]
         for vmm in self.vmms:
             assert vmm.kvm is not None
             starts = [i * 5 * BALLOON_PAGES % (RAM_PAGES - BALLOON_PAGES) for i in range(self.iterations)]
             ranges = [(start, start + BALLOON_PAGES) for start in starts]
-            workers.append(self.tasks.spawn("qemu-system-x86", virtio_balloon, vmm.kvm,
-                                            RAM_SLOT.userspace_addr, ranges, self.tasks.failed))
+            workers.append(
+                self.tasks.spawn(
+                    "qemu-system-x86", virtio_balloon, vmm.kvm, RAM_SLOT.userspace_addr, ranges, self.tasks.failed
+                )
+            )
         for worker in workers:
             worker.join()
         for vmm in self.vmms:
@@ -300,8 +314,9 @@ class Model:
         return events
 
 
-def run(config: str | Config, *, preempt_rt: bool = False, vms: int = 2, vcpus: int = 2,
-        iterations: int = 3, seed: int = 0) -> RunResult:
+def run(
+    config: str | Config, *, preempt_rt: bool = False, vms: int = 2, vcpus: int = 2, iterations: int = 3, seed: int = 0
+) -> RunResult:
     """Run the model once as kernel state ``config`` under a fresh pylockdep validator.
 
     The validator checks as CONFIG_PROVE_RAW_LOCK_NESTING does, and as PREEMPT_RT when
@@ -309,7 +324,6 @@ def run(config: str | Config, *, preempt_rt: bool = False, vms: int = 2, vcpus: 
     configuration name, ``ValueError`` for counts below 1.
     """
     cfg = CONFIGS[config] if isinstance(config, str) else config
-    with pylockdep.validate(preempt_rt=preempt_rt, prove_raw_lock_nesting=True,
-                            raise_on_report=False) as validator:
+    with pylockdep.validate(preempt_rt=preempt_rt, prove_raw_lock_nesting=True, raise_on_report=False) as validator:
         errors, violations, events = Model(cfg, vms, vcpus, iterations, seed).run()
     return RunResult(cfg.name, preempt_rt, list(validator.reports), violations, errors, events)

@@ -90,8 +90,10 @@ class Tasks:
             if isinstance(exc, ModelError) and self.failed.is_set():
                 return  # a consequence of the first failure, which is already recorded
             where = traceback.extract_tb(exc.__traceback__)[-1]
-            self.fail(f"thread {threading.current_thread().name!r} failed: "
-                      f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})")
+            self.fail(
+                f"thread {threading.current_thread().name!r} failed: "
+                f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
+            )
 
     def fail(self, message: str) -> None:
         """Record a failure; every thread waiting in :meth:`wait_for` gives up."""

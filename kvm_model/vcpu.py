@@ -78,8 +78,7 @@ def guest_access(vcpu: Vcpu, gfn: int) -> bool:
     return True
 
 
-def vcpu_thread(vcpu: Vcpu, program: GuestProgram, cpus: Cpus, populated: Event,
-                stop: Event) -> None:
+def vcpu_thread(vcpu: Vcpu, program: GuestProgram, cpus: Cpus, populated: Event, stop: Event) -> None:
     """The VMM's vCPU thread: ``KVM_RUN`` until told to stop; signals once its RAM is populated."""
     while not stop.is_set():
         kvm_vcpu_ioctl_run(vcpu, program, cpus, stop)

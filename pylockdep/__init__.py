@@ -43,13 +43,42 @@ from ._validator import Validator, configure, current, validate
 __version__ = "0.1.0"
 
 __all__ = [
-    "SRCU", "DeadlockError", "LockdepViolation", "Mutex", "RWLock", "RWSemaphore", "RawSpinLock", "Report",
-    "SpinLock", "Validator", "configure", "current", "hardirq", "irqs_disabled", "local_bh_disable",
-    "local_bh_enable", "local_irq_disable", "local_irq_enable", "lockdep_assert_held", "might_sleep",
-    "preempt_disable", "preempt_disabled", "preempt_enable", "rcu_dereference", "rcu_read", "rcu_read_lock",
-    "rcu_read_unlock", "softirq", "validate",
+    "SRCU",
+    "DeadlockError",
+    "LockdepViolation",
+    "Mutex",
+    "RWLock",
+    "RWSemaphore",
+    "RawSpinLock",
+    "Report",
+    "SpinLock",
+    "Validator",
+    "configure",
+    "current",
+    "hardirq",
+    "irqs_disabled",
+    "local_bh_disable",
+    "local_bh_enable",
+    "local_irq_disable",
+    "local_irq_enable",
+    "lockdep_assert_held",
+    "might_sleep",
+    "preempt_disable",
+    "preempt_disabled",
+    "preempt_enable",
+    "rcu_dereference",
+    "rcu_read",
+    "rcu_read_lock",
+    "rcu_read_unlock",
+    "softirq",
+    "validate",
 ]
 __all__ += ["RCU", "Guarded", "guarded_by"]  # guarded data (the "Protects" column)
 __all__ += ["instrument_threading"]  # Python's own locks
-__all__ += ["RCU_SCHED", "rcu_dereference_sched", "rcu_read_lock_sched", "rcu_read_sched",
-            "rcu_read_unlock_sched"]  # RCU-sched read sides
+__all__ += [
+    "RCU_SCHED",
+    "rcu_dereference_sched",
+    "rcu_read_lock_sched",
+    "rcu_read_sched",
+    "rcu_read_unlock_sched",
+]  # RCU-sched read sides

@@ -74,8 +74,9 @@ def rcu_depth(v: Validator, t: Task) -> int:
     return depth
 
 
-def check_might_sleep(v: Validator, t: Task, site: Site, functions: list[str], rcu_allowed: int,
-                      lock_cls: LockClass | None = None) -> None:
+def check_might_sleep(
+    v: Validator, t: Task, site: Site, functions: list[str], rcu_allowed: int, lock_cls: LockClass | None = None
+) -> None:
     """A function that may sleep must be called preemptible, with interrupts on and no RCU reader.
 
     This is the scheduler's ``__might_sleep()``: it runs for every sleeping lock, for
@@ -166,8 +167,7 @@ def irq_flags(t: Task) -> str:
     """
     he = int(not t.irqs_off)
     se = int(not (t.bh or t.softirq))
-    return (f"[HC{int(t.hardirq > 0)}[{t.hardirq}]:SC{int(t.softirq > 0)}[{t.softirq + 2 * t.bh}]"
-            f":HE{he}:SE{se}]")
+    return f"[HC{int(t.hardirq > 0)}[{t.hardirq}]:SC{int(t.softirq > 0)}[{t.softirq + 2 * t.bh}]:HE{he}:SE{se}]"
 
 
 def acquire_usage(v: Validator, t: Task, read: int, trylock: bool, sync: bool, checked: bool) -> list[int]:
@@ -205,16 +205,16 @@ def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bi
         v.any_irq_usage = True
         v.graph.mark_irq_safe(cls, bit)
     for old in _bits_of(cls.usage & clash):
-        lines = _splat.inconsistent(v, t, cls, lock, site, USAGE_NAMES[old], USAGE_NAMES[bit],
-                                    cls.usage_stacks.get(old, ()), irq_flags(t))
+        lines = _splat.inconsistent(
+            v, t, cls, lock, site, USAGE_NAMES[old], USAGE_NAMES[bit], cls.usage_stacks.get(old, ()), irq_flags(t)
+        )
         v.report("inconsistent_lock_state", lines, (cls,), dedupe=(old, bit))
         return
     if v.any_irq_usage:
         check_usage_inversion(v, t, cls, lock, read, bit, site)
 
 
-def check_usage_inversion(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int,
-                          site: Site) -> None:
+def check_usage_inversion(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site) -> None:
     """A new irq-safe bit must not reach irq-unsafe classes, nor a new unsafe bit be reached by safe ones."""
     base = 1 << ((bit.bit_length() - 1) // 4 * 4)  # USED_IN_<state>
     forwards = is_used_in(bit)
@@ -235,6 +235,7 @@ def _usage_match(mask: int):
     def match(step: PathStep) -> bool:
         usage = step.cls.usage & (WRITE_BITS if step.only_recursive else ~0)
         return bool(usage & mask)
+
     return match
 
 
@@ -256,8 +257,7 @@ def check_deadlock(v: Validator, t: Task, cls: LockClass, lock: object, read: in
     return True
 
 
-def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: int, site: Site,
-                    sync: bool) -> None:
+def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: int, site: Site, sync: bool) -> None:
     """Add an edge from each held lock that the new one now depends on.
 
     Walking down the held stack within the current irq context, every validated lock gets an
@@ -274,8 +274,9 @@ def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: i
             break
 
 
-def check_prev_add(v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lock: object, read: int,
-                   site: Site, sync: bool) -> None:
+def check_prev_add(
+    v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lock: object, read: int, site: Site, sync: bool
+) -> None:
     """Record ``prev -> next`` after proving it closes no strong cycle and joins no irq-safe lock
     to an irq-unsafe one."""
     prev = prev_entry[H_CLASS]
@@ -314,8 +315,9 @@ def _with_both_flavours(mask: int) -> int:
     return mask | (mask & READ_BITS) >> 1 | (mask & WRITE_BITS) << 1
 
 
-def check_irq_usage(v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lock: object, read: int,
-                    site: Site) -> None:
+def check_irq_usage(
+    v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lock: object, read: int, site: Site
+) -> None:
     """A new edge must not lead from an irq-safe class (``prev`` or behind it) to an irq-unsafe one
     (``next`` or beyond): the irq could then interrupt the unsafe holder and wait for it."""
     prev = prev_entry[H_CLASS]
@@ -343,8 +345,9 @@ def check_irq_usage(v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lo
         return
     safe_bit, unsafe_bit = pair
     state = usage_state(safe_bit) + ("-READ" if is_read_bit(safe_bit) else "")
-    lines = _splat.irq_unsafe_order(v, t, prev_entry, cls, lock, site, state, backward, forward,
-                                    safe_bit, unsafe_bit, irq_flags(t))
+    lines = _splat.irq_unsafe_order(
+        v, t, prev_entry, cls, lock, site, state, backward, forward, safe_bit, unsafe_bit, irq_flags(t)
+    )
     # Every class involved: the safe one down to the held lock, then the new lock out to the unsafe one.
     involved = [step.cls for step in reversed(backward.walk())] + [step.cls for step in forward.walk()]
     v.report("irq_unsafe_order", lines, dict.fromkeys(involved), site=site, dedupe=(state,))
@@ -362,8 +365,9 @@ def _exclusive_match(safe_usage: int, unsafe_usage: int) -> tuple[int, int] | No
     return None
 
 
-def check_acquire(v: Validator, t: Task, lock: object, cls: LockClass, read: int, trylock: bool,
-                  sync: bool, site: Site) -> None:
+def check_acquire(
+    v: Validator, t: Task, lock: object, cls: LockClass, read: int, trylock: bool, sync: bool, site: Site
+) -> None:
     """Every rule for an acquisition on a chain not validated before, in lockdep's order."""
     ltype = cls.ltype
     rt = v.preempt_rt
@@ -389,4 +393,3 @@ def check_unlock(v: Validator, t: Task, lock: object, name: str, site: Site) -> 
     key = getattr(lock, "_key", None)
     classes = (v.class_for(key),) if key is not None else ()
     v.report("bad_unlock_balance", lines, classes, site=site, dedupe=(name, site))
-

@@ -151,8 +151,19 @@ class LockClass:
     """
 
     __slots__ = (
-        "id", "key", "subclass", "name", "ltype", "usage", "usage_stacks", "after", "before", "ord",
-        "variants", "validated", "spins",
+        "id",
+        "key",
+        "subclass",
+        "name",
+        "ltype",
+        "usage",
+        "usage_stacks",
+        "after",
+        "before",
+        "ord",
+        "variants",
+        "validated",
+        "spins",
     )
 
     def __init__(self, ident: int, key: LockKey, subclass: int, name: str) -> None:

@@ -26,8 +26,13 @@ def _here() -> tuple[Validator, Task]:
 def _imbalance(v: Validator, t: Task, title: str, detail: str) -> None:
     """Report a context call that has nothing to undo (or is not allowed here); change nothing."""
     site = caller_site()
-    v.report_now("context_imbalance", lambda task: _splat.context_imbalance(v, task, title, detail, site), (),
-                 site=site, dedupe=(title, site))
+    v.report_now(
+        "context_imbalance",
+        lambda task: _splat.context_imbalance(v, task, title, detail, site),
+        (),
+        site=site,
+        dedupe=(title, site),
+    )
 
 
 class _Between:
@@ -65,6 +70,7 @@ def _mark_held(v: Validator, t: Task, write_bit: int, read_bit: int) -> None:
 # -- irq event stamps: where interrupts were last turned on and off -----------------------------
 # The call site (a frame walk) is only looked up when the state really changes.
 
+
 def _hardirqs_off(t: Task) -> None:
     if not t.irqs_off:
         trace = t.irqtrace
@@ -99,6 +105,7 @@ def _softirqs_enabled(t: Task) -> bool:
 
 # -- hard interrupts ---------------------------------------------------------------------------
 
+
 def local_irq_disable() -> None:
     """Disable hard interrupts on this (simulated) CPU."""
     v, t = _here()
@@ -115,8 +122,12 @@ def local_irq_enable() -> None:
     """
     v, t = _here()
     if t.hardirq:
-        _imbalance(v, t, "local_irq_enable() in hardirq context",
-                   "but interrupts stay disabled until the hardirq handler returns!")
+        _imbalance(
+            v,
+            t,
+            "local_irq_enable() in hardirq context",
+            "but interrupts stay disabled until the hardirq handler returns!",
+        )
         return
     if not t.irqs_off:
         return
@@ -168,6 +179,7 @@ def irq_save_for(ltype: LockType) -> bool:
 
 # -- bottom halves -----------------------------------------------------------------------------
 
+
 def local_bh_disable() -> None:
     """Disable softirqs (bottom halves) on this CPU."""
     v, t = _here()
@@ -195,6 +207,7 @@ def local_bh_enable() -> None:
 
 
 # -- preemption --------------------------------------------------------------------------------
+
 
 def _note_atomic(v: Validator, t: Task) -> None:
     """Remember where an atomic section that is not a spinning lock starts ('Preemption disabled at:').
@@ -230,6 +243,7 @@ def preempt_disabled() -> AbstractContextManager[None]:
 
 
 # -- interrupt handlers ------------------------------------------------------------------------
+
 
 @contextmanager
 def hardirq(threaded: bool = False) -> Iterator[None]:
@@ -305,6 +319,10 @@ def lockdep_assert_held(lock: object) -> None:
         raise TypeError(f"lockdep_assert_held() needs a pylockdep lock, not {type(lock).__name__}")
     cls = v.class_for(key)
     site = caller_site()
-    v.report_now("assert_held", lambda task: _splat.assert_held(v, task, cls, key.name, site, "is running"),
-                 (cls,), site=site, dedupe=(site,))
-
+    v.report_now(
+        "assert_held",
+        lambda task: _splat.assert_held(v, task, cls, key.name, site, "is running"),
+        (cls,),
+        site=site,
+        dedupe=(site,),
+    )

@@ -69,13 +69,24 @@ def graph_to_data(v: Validator) -> dict:
     ids = {cls: class_id(cls) for cls in classes}
     return {
         "classes": [
-            {"id": ids[cls], "name": cls.key.name, "subclass": cls.subclass, "type": cls.ltype.name,
-             "site": format_file_line(cls.key.site) if cls.key.site else "?"}
+            {
+                "id": ids[cls],
+                "name": cls.key.name,
+                "subclass": cls.subclass,
+                "type": cls.ltype.name,
+                "site": format_file_line(cls.key.site) if cls.key.site else "?",
+            }
             for cls in classes
         ],
         "edges": [
-            {"prev": ids[e.prev], "next": ids[e.next], "types": e.types, "origin": e.origin,
-             "thread": e.thread, "stack": format_stack(e.stack, "")}
+            {
+                "prev": ids[e.prev],
+                "next": ids[e.next],
+                "types": e.types,
+                "origin": e.origin,
+                "thread": e.thread,
+                "stack": format_stack(e.stack, ""),
+            }
             for e in edges
         ],
     }
@@ -173,12 +184,25 @@ def cycle_report(merged: MergedGraph, cycle: list[Edge]) -> Report:
     tail, head = closing.prev, closing.next
     sources = sorted({s for e in cycle for s in merged.edge_sources[e].sources})
     title = "WARNING: possible circular locking dependency detected"
-    lines = ["", "=" * 54, title, f"{_splat.VERSION} merged graph of {', '.join(sources)}", "-" * 54,
-             "no single process saw this cycle; the union of their graphs closes it.", "",
-             f"{closing.thread} ({_made_by(merged, closing, thread=False)}) acquired lock:",
-             _describe(merged, head), "",
-             "while holding lock:", _describe(merged, tail), "", "which lock already depends on the new lock.",
-             "", "", "the existing dependency chain (in reverse order) is:"]
+    lines = [
+        "",
+        "=" * 54,
+        title,
+        f"{_splat.VERSION} merged graph of {', '.join(sources)}",
+        "-" * 54,
+        "no single process saw this cycle; the union of their graphs closes it.",
+        "",
+        f"{closing.thread} ({_made_by(merged, closing, thread=False)}) acquired lock:",
+        _describe(merged, head),
+        "",
+        "while holding lock:",
+        _describe(merged, tail),
+        "",
+        "which lock already depends on the new lock.",
+        "",
+        "",
+        "the existing dependency chain (in reverse order) is:",
+    ]
     # Entry #0 is the head with the closing edge; #k the k-th class after it, with the edge into it.
     entries = [(head, closing)] + [(e.next, e) for e in cycle[1:]]
     for depth in range(len(entries) - 1, -1, -1):
@@ -191,13 +215,18 @@ def cycle_report(merged: MergedGraph, cycle: list[Edge]) -> Report:
         lines += ["Chain exists of:", f"  {head.name} --> {parent.name} --> {tail.name}", ""]
     first = "lock" if closing.types & _EXCLUSIVE else "rlock"
     last = "lock" if closing.types & ~_RECURSIVE else "rlock"
-    lines += _splat.scenario_two_cpus(f"{first}({tail.name});", [f"lock({parent.name});", f"lock({tail.name});"],
-                                      f"{last}({head.name});")
+    lines += _splat.scenario_two_cpus(
+        f"{first}({tail.name});", [f"lock({parent.name});", f"lock({tail.name});"], f"{last}({head.name});"
+    )
     classes = [head] + [e.next for e in cycle[1:]]
-    return Report(kind="circular", title=title, text="\n".join(lines).strip("\n"),
-                  classes=tuple(cls.key.name for cls in classes),
-                  threads=tuple(dict.fromkeys(e.thread for e in cycle)),
-                  details={"sources": sources})
+    return Report(
+        kind="circular",
+        title=title,
+        text="\n".join(lines).strip("\n"),
+        classes=tuple(cls.key.name for cls in classes),
+        threads=tuple(dict.fromkeys(e.thread for e in cycle)),
+        details={"sources": sources},
+    )
 
 
 def _describe(merged: MergedGraph, cls: LockClass) -> str:

@@ -33,8 +33,11 @@ def _load() -> ModuleType | None:
     except ImportError:
         return None
     if getattr(_speedups, "ABI", None) != SPEEDUPS_ABI:
-        warnings.warn(f"pylockdep: ignoring {_speedups.__file__}, built from another version; "
-                      "reinstall pylockdep to rebuild it", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"pylockdep: ignoring {_speedups.__file__}, built from another version; reinstall pylockdep to rebuild it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
     _speedups.setup(active, Validator, Task, LockKey, LockClass)
     return _speedups
@@ -46,8 +49,7 @@ _speedups = _load()
 ACCELERATED = _speedups is not None
 
 
-def accelerate(cls: type, *, enter_returns_self: bool, skip_file: str | None = None,
-               recursive: bool = False) -> None:
+def accelerate(cls: type, *, enter_returns_self: bool, skip_file: str | None = None, recursive: bool = False) -> None:
     """Give ``cls`` C versions of its ``__enter__``, ``acquire``, ``__exit__`` and ``release``.
 
     Each wraps the Python method defined in ``cls`` itself (and replaces every alias of it, such as

@@ -47,8 +47,11 @@ def is_harness(filename: str) -> bool:
     harness = _harness_files.get(filename)
     if harness is None:
         # A frame of one of these packages means it is imported: its directory is known.
-        dirs = tuple(os.path.dirname(module.__file__) + os.sep for name in _HARNESS_PACKAGES
-                     if (module := sys.modules.get(name)) is not None and getattr(module, "__file__", None))
+        dirs = tuple(
+            os.path.dirname(module.__file__) + os.sep
+            for name in _HARNESS_PACKAGES
+            if (module := sys.modules.get(name)) is not None and getattr(module, "__file__", None)
+        )
         harness = filename in _RUNPY_FILES or filename.startswith(dirs)
         _harness_files[filename] = harness
     return harness
@@ -103,7 +106,7 @@ def capture_stack(frame: FrameType | None = None, limit: int = 64) -> Stack:
         elif not is_internal(filename):
             sites.append((frame.f_code, frame.f_lineno))
         frame = frame.f_back
-    return tuple(sites[:limit if end is None else min(end, limit)])
+    return tuple(sites[: limit if end is None else min(end, limit)])
 
 
 _short_names: dict[str, str] = {}
@@ -120,7 +123,7 @@ def short_filename(filename: str) -> str:
             if filename.startswith(entry) and len(entry) > len(best):
                 best = entry
         if best:
-            short = filename[len(best):]
+            short = filename[len(best) :]
         _short_names[filename] = short
     return short
 

@@ -136,8 +136,16 @@ class Graph:
 
     # -- edges ---------------------------------------------------------------------------------
 
-    def add_edge(self, prev: LockClass, nxt: LockClass, kind: int, stack: Stack, thread: str,
-                 origin: str | None, closes_cycle: bool) -> Edge:
+    def add_edge(
+        self,
+        prev: LockClass,
+        nxt: LockClass,
+        kind: int,
+        stack: Stack,
+        thread: str,
+        origin: str | None,
+        closes_cycle: bool,
+    ) -> Edge:
         """Store the new dependency ``prev -> nxt`` and keep the topological order valid.
 
         ``closes_cycle`` says the caller already knows ``nxt`` reaches ``prev``; such an edge can
@@ -248,8 +256,9 @@ class Graph:
 
     # -- searches ------------------------------------------------------------------------------
 
-    def find_path(self, start: LockClass, only_recursive: bool, match: Callable[[PathStep], bool],
-                  backwards: bool = False) -> PathStep | None:
+    def find_path(
+        self, start: LockClass, only_recursive: bool, match: Callable[[PathStep], bool], backwards: bool = False
+    ) -> PathStep | None:
         """Breadth-first search along strong paths from ``start``; the first step ``match`` accepts.
 
         ``only_recursive`` says how ``start`` itself is held: as lockdep's ``only_xr``, true when

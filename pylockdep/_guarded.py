@@ -175,8 +175,13 @@ class Guarded:
         if write and _holds(t, needed[0], exclusive=False):
             what += " (write side needed)"
         cls, name = classes[0], needed[0].name
-        v.report_now("assert_held", lambda task: _splat.assert_held(v, task, cls, name, site, what), classes,
-                     site=site, dedupe=(site, self.qualname, write))
+        v.report_now(
+            "assert_held",
+            lambda task: _splat.assert_held(v, task, cls, name, site, what),
+            classes,
+            site=site,
+            dedupe=(site, self.qualname, write),
+        )
 
 
 def _resolver(spec: Protector) -> Callable[[Any], Any]:

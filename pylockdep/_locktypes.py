@@ -66,12 +66,22 @@ class LockType:
 
 RAW_SPINLOCK = LockType("raw_spinlock_t", WAIT_SPIN, WAIT_SPIN, spins=True, lock_fn="_raw_spin_lock")
 SPINLOCK = LockType(
-    "spinlock_t", WAIT_CONFIG, WAIT_CONFIG, spins=True, sleeps_on_rt=True,
-    lock_fn="_raw_spin_lock", rt_lock_fn="rt_spin_lock",
+    "spinlock_t",
+    WAIT_CONFIG,
+    WAIT_CONFIG,
+    spins=True,
+    sleeps_on_rt=True,
+    lock_fn="_raw_spin_lock",
+    rt_lock_fn="rt_spin_lock",
 )
 RWLOCK = LockType(
-    "rwlock_t", WAIT_CONFIG, WAIT_CONFIG, spins=True, sleeps_on_rt=True,
-    lock_fn="_raw_write_lock", rt_lock_fn="rt_write_lock",
+    "rwlock_t",
+    WAIT_CONFIG,
+    WAIT_CONFIG,
+    spins=True,
+    sleeps_on_rt=True,
+    lock_fn="_raw_write_lock",
+    rt_lock_fn="rt_write_lock",
 )
 MUTEX = LockType("struct mutex", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, lock_fn="mutex_lock")
 RWSEM = LockType("struct rw_semaphore", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, lock_fn="down_write")

@@ -134,8 +134,13 @@ class SRCU(_Validated):
             return
         site = caller_site()
         cls = v.class_for(self._key)
-        v.report_now("bad_unlock_balance", lambda t: _splat.srcu_bad_index(v, t, self.name, idx, site), (cls,),
-                     site=site, dedupe=(site,))
+        v.report_now(
+            "bad_unlock_balance",
+            lambda t: _splat.srcu_bad_index(v, t, self.name, idx, site),
+            (cls,),
+            site=site,
+            dedupe=(site,),
+        )
 
     def read(self) -> AbstractContextManager[int]:
         """A read side for the block; ``with s.read() as idx`` gives its index."""
@@ -160,8 +165,12 @@ class SRCU(_Validated):
             if chain_key not in v.chains:
                 v.validate_chain(t, self, cls, 0, False, chain_key, frame.f_code, frame.f_lineno, sync=True)
             if _checks.rcu_depth(v, t):
-                _suspicious(v, site, "Illegal synchronize_srcu() in same-type SRCU (or in RCU) read-side "
-                            "critical section", (cls, _rcu_class(v)))
+                _suspicious(
+                    v,
+                    site,
+                    "Illegal synchronize_srcu() in same-type SRCU (or in RCU) read-side critical section",
+                    (cls, _rcu_class(v)),
+                )
             with v.graph_lock:
                 _checks.check_might_sleep(v, t, site, ["__might_sleep", "synchronize_srcu"], 0, cls)
             v.flush()
@@ -188,8 +197,10 @@ class SRCU(_Validated):
             while True:
                 if not self._cond.wait_for(lambda: not self._readers[self._draining], seconds):
                     if all(isinstance(reader, tuple) for reader in self._readers[self._draining]):
-                        raise DeadlockError(f"deadlock: synchronize() of {self.name!r} waits for read sides "
-                                            "that threads left open when they ended")
+                        raise DeadlockError(
+                            f"deadlock: synchronize() of {self.name!r} waits for read sides "
+                            "that threads left open when they ended"
+                        )
                     return False
                 if self._flipped:
                     break
@@ -253,12 +264,16 @@ def _check_dereference(reader: SRCU | _RCUMap) -> None:
         _suspicious(v, caller_site(), DEREFERENCE_CHECK, (v.class_for(reader._key),))
 
 
-def _suspicious(v: Validator, site: Site, message: str, classes: Iterable[LockClass],
-                info: Iterable[str] = ()) -> None:
+def _suspicious(v: Validator, site: Site, message: str, classes: Iterable[LockClass], info: Iterable[str] = ()) -> None:
     """Report suspicious RCU usage at ``site``, once per call site and message, as the kernel warns."""
     info = list(info)
-    v.report_now("suspicious_rcu_usage", lambda t: _splat.suspicious_rcu(v, t, site, message, info), classes,
-                 site=site, dedupe=(site, message))
+    v.report_now(
+        "suspicious_rcu_usage",
+        lambda t: _splat.suspicious_rcu(v, t, site, message, info),
+        classes,
+        site=site,
+        dedupe=(site, message),
+    )
 
 
 class _RCUMap(_Validated):
@@ -340,6 +355,7 @@ def rcu_dereference(value: T) -> T:
 
 
 # -- RCU-sched ---------------------------------------------------------------------------------
+
 
 class _RCUSchedMap(_RCUMap):
     """The map ``rcu_read_lock_sched()`` acquires (exported as ``RCU_SCHED``).

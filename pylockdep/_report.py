@@ -31,8 +31,12 @@ class Report:
     def as_dict(self) -> dict:
         """The report as plain data (for JSON output)."""
         return {
-            "kind": self.kind, "title": self.title, "classes": list(self.classes),
-            "threads": list(self.threads), "sites": list(self.sites), "origin": self.origin,
+            "kind": self.kind,
+            "title": self.title,
+            "classes": list(self.classes),
+            "threads": list(self.threads),
+            "sites": list(self.sites),
+            "origin": self.origin,
             "text": self.text,
         }
 

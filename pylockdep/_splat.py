@@ -60,8 +60,9 @@ def banner(v: Validator, title: str, width: int) -> list[str]:
     return ["", "=" * width, title, f"{VERSION} Python {sys.version.split()[0]} {v.taint}", "-" * width]
 
 
-def backtrace(v: Validator, t: Task, stack: Stack | None = None, header: str = "stack backtrace:",
-              functions: Iterable[str] = ()) -> list[str]:
+def backtrace(
+    v: Validator, t: Task, stack: Stack | None = None, header: str = "stack backtrace:", functions: Iterable[str] = ()
+) -> list[str]:
     """The dump that ends a splat: the task, then its Python call trace, innermost first."""
     if stack is None:
         stack = capture_stack()
@@ -77,16 +78,30 @@ def backtrace(v: Validator, t: Task, stack: Stack | None = None, header: str = "
 
 def scenario_two_cpus(cpu0_first: str, cpu1: list[str], cpu0_last: str) -> list[str]:
     """The 'Possible unsafe locking scenario' table for two CPUs."""
-    lines = [" Possible unsafe locking scenario:", "", "       CPU0                    CPU1",
-             "       ----                    ----", f"  {cpu0_first}"]
+    lines = [
+        " Possible unsafe locking scenario:",
+        "",
+        "       CPU0                    CPU1",
+        "       ----                    ----",
+        f"  {cpu0_first}",
+    ]
     lines.extend(SCENARIO_CPU1 + line for line in cpu1)
     lines.append(f"  {cpu0_last}")
     lines += ["", " *** DEADLOCK ***", ""]
     return lines
 
 
-def circular(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClass, nxt_lock: object,
-             nxt_read: int, nxt_site: Site, path: PathStep, sync: bool) -> list[str]:
+def circular(
+    v: Validator,
+    t: Task,
+    prev_entry: tuple,
+    nxt_cls: LockClass,
+    nxt_lock: object,
+    nxt_read: int,
+    nxt_site: Site,
+    path: PathStep,
+    sync: bool,
+) -> list[str]:
     """'possible circular locking dependency detected': the new edge closes a strong cycle.
 
     ``path`` runs from the class being taken to the held class ``prev_entry`` along existing edges.
@@ -94,11 +109,18 @@ def circular(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClass, nxt_l
     prev_cls = prev_entry[H_CLASS]
     steps = path.walk()
     lines = banner(v, "WARNING: possible circular locking dependency detected", 54)
-    lines += [f"{t.comm} is trying to acquire lock:", hline(v, nxt_cls, nxt_lock, nxt_site), "",
-              "but task is already holding lock:",
-              hline(v, prev_cls, prev_entry[H_LOCK], held_site(prev_entry)), "",
-              "which lock already depends on the new lock.", "", "",
-              "the existing dependency chain (in reverse order) is:"]
+    lines += [
+        f"{t.comm} is trying to acquire lock:",
+        hline(v, nxt_cls, nxt_lock, nxt_site),
+        "",
+        "but task is already holding lock:",
+        hline(v, prev_cls, prev_entry[H_LOCK], held_site(prev_entry)),
+        "",
+        "which lock already depends on the new lock.",
+        "",
+        "",
+        "the existing dependency chain (in reverse order) is:",
+    ]
     current = capture_stack()
     for depth in range(len(steps) - 1, -1, -1):
         step = steps[depth]
@@ -117,47 +139,76 @@ def circular(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClass, nxt_l
         lines += ["Chain exists of:", f"  {nxt_cls.name} --> {parent.name} --> {prev_cls.name}", ""]
     first = f"{'rlock' if prev_entry[H_READ] else 'lock'}({prev_cls.name});"
     last_fn = "sync" if sync else ("rlock" if nxt_read else "lock")
-    lines += scenario_two_cpus(first, [f"lock({parent.name});", f"lock({prev_cls.name});"],
-                               f"{last_fn}({nxt_cls.name});")
+    lines += scenario_two_cpus(
+        first, [f"lock({parent.name});", f"lock({prev_cls.name});"], f"{last_fn}({nxt_cls.name});"
+    )
     lines += held_lines(v, t) + [""] + backtrace(v, t, current)
     return lines
 
 
-def recursive(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClass, nxt_lock: object,
-              nxt_site: Site) -> list[str]:
+def recursive(
+    v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClass, nxt_lock: object, nxt_site: Site
+) -> list[str]:
     """'possible recursive locking detected': a class is taken while already held."""
     prev_cls = prev_entry[H_CLASS]
     lines = banner(v, "WARNING: possible recursive locking detected", 44)
-    lines += [f"{t.comm} is trying to acquire lock:", hline(v, nxt_cls, nxt_lock, nxt_site), "",
-              "but task is already holding lock:",
-              hline(v, prev_cls, prev_entry[H_LOCK], held_site(prev_entry)), "",
-              "other info that might help us debug this:", " Possible unsafe locking scenario:", "",
-              "       CPU0", "       ----", f"  lock({prev_cls.name});", f"  lock({nxt_cls.name});", "",
-              " *** DEADLOCK ***", "", " May be due to missing lock nesting notation", ""]
+    lines += [
+        f"{t.comm} is trying to acquire lock:",
+        hline(v, nxt_cls, nxt_lock, nxt_site),
+        "",
+        "but task is already holding lock:",
+        hline(v, prev_cls, prev_entry[H_LOCK], held_site(prev_entry)),
+        "",
+        "other info that might help us debug this:",
+        " Possible unsafe locking scenario:",
+        "",
+        "       CPU0",
+        "       ----",
+        f"  lock({prev_cls.name});",
+        f"  lock({nxt_cls.name});",
+        "",
+        " *** DEADLOCK ***",
+        "",
+        " May be due to missing lock nesting notation",
+        "",
+    ]
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
-def invalid_wait_context(v: Validator, t: Task, cls: LockClass, lock: object, site: Site,
-                         context: int) -> list[str]:
+def invalid_wait_context(v: Validator, t: Task, cls: LockClass, lock: object, site: Site, context: int) -> list[str]:
     """'[ BUG: Invalid wait context ]': a lock that may wait longer than its context allows."""
     lines = banner(v, "[ BUG: Invalid wait context ]", 29)
-    lines += [f"{t.comm} is trying to lock:", hline(v, cls, lock, site),
-              "other info that might help us debug this:", f"context-{{{context}:{context}}}"]
+    lines += [
+        f"{t.comm} is trying to lock:",
+        hline(v, cls, lock, site),
+        "other info that might help us debug this:",
+        f"context-{{{context}:{context}}}",
+    ]
     return lines + held_lines(v, t) + backtrace(v, t)
 
 
-def sleep_in_atomic(v: Validator, t: Task, site: Site, preempt_count: int, rcu_depth: int, expected_rcu: int,
-                    atomic_site: Site | None, functions: list[str]) -> list[str]:
+def sleep_in_atomic(
+    v: Validator,
+    t: Task,
+    site: Site,
+    preempt_count: int,
+    rcu_depth: int,
+    expected_rcu: int,
+    atomic_site: Site | None,
+    functions: list[str],
+) -> list[str]:
     """'BUG: sleeping function called from invalid context': the scheduler's might_sleep() check.
 
     ``preempt_count`` is in the kernel's units; a non-zero one also prints where the atomic
     section began (``atomic_site``).
     """
-    lines = [f"BUG: sleeping function called from invalid context at {format_file_line(site)}",
-             f"in_atomic(): {int(preempt_count != 0)}, irqs_disabled(): {int(t.irqs_off)}, non_block: 0, "
-             f"pid: {t.ident}, name: {t.name}",
-             f"preempt_count: {preempt_count:x}, expected: 0",
-             f"RCU nest depth: {rcu_depth}, expected: {expected_rcu}"]
+    lines = [
+        f"BUG: sleeping function called from invalid context at {format_file_line(site)}",
+        f"in_atomic(): {int(preempt_count != 0)}, irqs_disabled(): {int(t.irqs_off)}, non_block: 0, "
+        f"pid: {t.ident}, name: {t.name}",
+        f"preempt_count: {preempt_count:x}, expected: 0",
+        f"RCU nest depth: {rcu_depth}, expected: {expected_rcu}",
+    ]
     lines += held_lines(v, t)
     if t.irqs_off:
         lines += irq_stamps(t)
@@ -166,17 +217,41 @@ def sleep_in_atomic(v: Validator, t: Task, site: Site, preempt_count: int, rcu_d
     return lines + backtrace(v, t, header="", functions=functions)
 
 
-def inconsistent(v: Validator, t: Task, cls: LockClass, lock: object, site: Site, old_name: str,
-                 new_name: str, old_stack: Stack, ctx_flags: str) -> list[str]:
+def inconsistent(
+    v: Validator,
+    t: Task,
+    cls: LockClass,
+    lock: object,
+    site: Site,
+    old_name: str,
+    new_name: str,
+    old_stack: Stack,
+    ctx_flags: str,
+) -> list[str]:
     """'inconsistent lock state': one class both irq-safe and irq-unsafe."""
     lines = banner(v, "WARNING: inconsistent lock state", 32)
-    lines += [f"inconsistent {{{old_name}}} -> {{{new_name}}} usage.", f"{t.comm} {ctx_flags} takes:",
-              hline(v, cls, lock, site), f"{{{old_name}}} state was registered at:"]
+    lines += [
+        f"inconsistent {{{old_name}}} -> {{{new_name}}} usage.",
+        f"{t.comm} {ctx_flags} takes:",
+        hline(v, cls, lock, site),
+        f"{{{old_name}}} state was registered at:",
+    ]
     lines += format_stack(old_stack, "  ")
     lines += irq_stamps(t)
-    lines += ["", "other info that might help us debug this:", " Possible unsafe locking scenario:", "",
-              "       CPU0", "       ----", f"  lock({cls.name});", "  <Interrupt>", f"    lock({cls.name});",
-              "", " *** DEADLOCK ***", ""]
+    lines += [
+        "",
+        "other info that might help us debug this:",
+        " Possible unsafe locking scenario:",
+        "",
+        "       CPU0",
+        "       ----",
+        f"  lock({cls.name});",
+        "  <Interrupt>",
+        f"    lock({cls.name});",
+        "",
+        " *** DEADLOCK ***",
+        "",
+    ]
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
@@ -190,11 +265,13 @@ def ip_sym(site: Site | None) -> str:
 def irq_stamps(t: Task) -> list[str]:
     """The irq event stamps: when (event number) and where the thread last turned hard and soft irqs on and off."""
     trace = t.irqtrace
-    return [f"irq event stamp: {trace.events}",
-            f"hardirqs last  enabled at ({trace.hardirq_enable_event}): {ip_sym(trace.hardirq_enable_site)}",
-            f"hardirqs last disabled at ({trace.hardirq_disable_event}): {ip_sym(trace.hardirq_disable_site)}",
-            f"softirqs last  enabled at ({trace.softirq_enable_event}): {ip_sym(trace.softirq_enable_site)}",
-            f"softirqs last disabled at ({trace.softirq_disable_event}): {ip_sym(trace.softirq_disable_site)}"]
+    return [
+        f"irq event stamp: {trace.events}",
+        f"hardirqs last  enabled at ({trace.hardirq_enable_event}): {ip_sym(trace.hardirq_enable_site)}",
+        f"hardirqs last disabled at ({trace.hardirq_disable_event}): {ip_sym(trace.hardirq_disable_site)}",
+        f"softirqs last  enabled at ({trace.softirq_enable_event}): {ip_sym(trace.softirq_enable_site)}",
+        f"softirqs last disabled at ({trace.softirq_disable_event}): {ip_sym(trace.softirq_disable_site)}",
+    ]
 
 
 def irq_scenario(safe: LockClass, middle: LockClass, unsafe: LockClass) -> list[str]:
@@ -202,11 +279,21 @@ def irq_scenario(safe: LockClass, middle: LockClass, unsafe: LockClass) -> list[
     lines = []
     if middle is not unsafe:
         lines += ["Chain exists of:", f"  {safe.name} --> {middle.name} --> {unsafe.name}", ""]
-    lines += [" Possible interrupt unsafe locking scenario:", "", "       CPU0                    CPU1",
-              "       ----                    ----", f"  lock({unsafe.name});",
-              SCENARIO_CPU1 + "local_irq_disable();", SCENARIO_CPU1 + f"lock({safe.name});",
-              SCENARIO_CPU1 + f"lock({middle.name});", "  <Interrupt>", f"    lock({safe.name});", "",
-              " *** DEADLOCK ***", ""]
+    lines += [
+        " Possible interrupt unsafe locking scenario:",
+        "",
+        "       CPU0                    CPU1",
+        "       ----                    ----",
+        f"  lock({unsafe.name});",
+        SCENARIO_CPU1 + "local_irq_disable();",
+        SCENARIO_CPU1 + f"lock({safe.name});",
+        SCENARIO_CPU1 + f"lock({middle.name});",
+        "  <Interrupt>",
+        f"    lock({safe.name});",
+        "",
+        " *** DEADLOCK ***",
+        "",
+    ]
     return lines
 
 
@@ -259,8 +346,9 @@ def dependencies_backwards(v: Validator, path: PathStep) -> list[str]:
     return lines
 
 
-def irq_inversion(v: Validator, t: Task, cls: LockClass, lock: object, site: Site, state: str,
-                  forwards: bool, path: PathStep) -> list[str]:
+def irq_inversion(
+    v: Validator, t: Task, cls: LockClass, lock: object, site: Site, state: str, forwards: bool, path: PathStep
+) -> list[str]:
     """'possible irq lock inversion dependency detected'.
 
     ``cls`` just gained a usage bit; ``path`` leads from it (forwards: to an irq-unsafe class;
@@ -279,8 +367,15 @@ def irq_inversion(v: Validator, t: Task, cls: LockClass, lock: object, site: Sit
     middle = path.walk()[1].cls
     if middle is safe:
         middle = unsafe
-    lines += [lname(v, other), "", "", "and interrupts could create inverse lock ordering between them.", "",
-              "", "other info that might help us debug this:"]
+    lines += [
+        lname(v, other),
+        "",
+        "",
+        "and interrupts could create inverse lock ordering between them.",
+        "",
+        "",
+        "other info that might help us debug this:",
+    ]
     lines += irq_scenario(safe, middle, unsafe)
     current = capture_stack()
     lines += held_lines(v, t) + ["", "the shortest dependencies between 2nd lock and 1st lock:"]
@@ -288,9 +383,20 @@ def irq_inversion(v: Validator, t: Task, cls: LockClass, lock: object, site: Sit
     return lines + [""] + backtrace(v, t, current)
 
 
-def irq_unsafe_order(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClass, nxt_lock: object,
-                     nxt_site: Site, state: str, safe_path: PathStep, unsafe_path: PathStep,
-                     safe_bit: int, unsafe_bit: int, ctx_flags: str) -> list[str]:
+def irq_unsafe_order(
+    v: Validator,
+    t: Task,
+    prev_entry: tuple,
+    nxt_cls: LockClass,
+    nxt_lock: object,
+    nxt_site: Site,
+    state: str,
+    safe_path: PathStep,
+    unsafe_path: PathStep,
+    safe_bit: int,
+    unsafe_bit: int,
+    ctx_flags: str,
+) -> list[str]:
     """'<STATE>-safe -> <STATE>-unsafe lock order detected'.
 
     ``safe_path`` leads backwards from the held lock to an irq-safe class, ``unsafe_path``
@@ -299,14 +405,29 @@ def irq_unsafe_order(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClas
     prev_cls = prev_entry[H_CLASS]
     safe, unsafe = safe_path.cls, unsafe_path.cls
     lines = banner(v, f"WARNING: {state}-safe -> {state}-unsafe lock order detected", 53)
-    lines += [f"{t.comm} {ctx_flags} is trying to acquire:", hline(v, nxt_cls, nxt_lock, nxt_site), "",
-              "and this task is already holding:", hline(v, prev_cls, prev_entry[H_LOCK], held_site(prev_entry)),
-              "which would create a new lock dependency:", f"{lname(v, prev_cls)} ->{lname(v, nxt_cls)}", "",
-              f"but this new dependency connects a {state}-irq-safe lock:", lname(v, safe), "",
-              f"... which became {state}-irq-safe at:"]
+    lines += [
+        f"{t.comm} {ctx_flags} is trying to acquire:",
+        hline(v, nxt_cls, nxt_lock, nxt_site),
+        "",
+        "and this task is already holding:",
+        hline(v, prev_cls, prev_entry[H_LOCK], held_site(prev_entry)),
+        "which would create a new lock dependency:",
+        f"{lname(v, prev_cls)} ->{lname(v, nxt_cls)}",
+        "",
+        f"but this new dependency connects a {state}-irq-safe lock:",
+        lname(v, safe),
+        "",
+        f"... which became {state}-irq-safe at:",
+    ]
     lines += format_stack(safe.usage_stacks.get(safe_bit, ()), "  ")
-    lines += ["", f"to a {state}-irq-unsafe lock:", lname(v, unsafe), "",
-              f"... which became {state}-irq-unsafe at:", "..."]
+    lines += [
+        "",
+        f"to a {state}-irq-unsafe lock:",
+        lname(v, unsafe),
+        "",
+        f"... which became {state}-irq-unsafe at:",
+        "...",
+    ]
     lines += format_stack(unsafe.usage_stacks.get(unsafe_bit, ()), "  ")
     middle = prev_cls if safe is not prev_cls else nxt_cls
     lines += ["", "other info that might help us debug this:", ""]
@@ -323,8 +444,13 @@ def irq_unsafe_order(v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClas
 def bad_unlock_balance(v: Validator, t: Task, name: str, site: Site) -> list[str]:
     """'bad unlock balance detected!': a release of a lock this thread does not hold."""
     lines = banner(v, "WARNING: bad unlock balance detected!", 37)
-    lines += [f"{t.comm} is trying to release lock ({name}) at:", f"[<{id(site[0]):016x}>] {format_site(site)}",
-              "but there are no more locks to release!", "", "other info that might help us debug this:"]
+    lines += [
+        f"{t.comm} is trying to release lock ({name}) at:",
+        f"[<{id(site[0]):016x}>] {format_site(site)}",
+        "but there are no more locks to release!",
+        "",
+        "other info that might help us debug this:",
+    ]
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
@@ -374,7 +500,11 @@ def context_imbalance(v: Validator, t: Task, title: str, detail: str, site: Site
 def srcu_bad_index(v: Validator, t: Task, name: str, idx: object, site: Site) -> list[str]:
     """srcu_read_unlock() given an index that no read side of this thread holds."""
     lines = banner(v, "WARNING: bad unlock balance detected!", 37)
-    lines += [f"{t.comm} is trying to release lock ({name}) at:", f"[<{id(site[0]):016x}>] {format_site(site)}",
-              f"but srcu_read_unlock() was given index {idx!r}, which no read side of this task holds!", "",
-              "other info that might help us debug this:"]
+    lines += [
+        f"{t.comm} is trying to release lock ({name}) at:",
+        f"[<{id(site[0]):016x}>] {format_site(site)}",
+        f"but srcu_read_unlock() was given index {idx!r}, which no read side of this task holds!",
+        "",
+        "other info that might help us debug this:",
+    ]
     return lines + held_lines(v, t) + [""] + backtrace(v, t)

@@ -50,9 +50,17 @@ class IrqTrace:
     each ``*_site`` where it happened (None: never).
     """
 
-    __slots__ = ("events", "hardirq_enable_event", "hardirq_enable_site", "hardirq_disable_event",
-                 "hardirq_disable_site", "softirq_enable_event", "softirq_enable_site",
-                 "softirq_disable_event", "softirq_disable_site")
+    __slots__ = (
+        "events",
+        "hardirq_enable_event",
+        "hardirq_enable_site",
+        "hardirq_disable_event",
+        "hardirq_disable_site",
+        "softirq_enable_event",
+        "softirq_enable_site",
+        "softirq_disable_event",
+        "softirq_disable_site",
+    )
 
     def __init__(self) -> None:
         self.events = 0
@@ -74,9 +82,29 @@ class Task:
     """
 
     __slots__ = (
-        "held", "key", "ctx", "name", "ident", "thread", "preempt", "hardirq", "hardirq_threaded",
-        "softirq", "bh", "irqs_off", "rcu", "atomic_site", "atomic_depth", "irqtrace",
-        "foreign_releases", "waiting", "busy", "srcu_reads", "spins", "irq", "__weakref__",
+        "held",
+        "key",
+        "ctx",
+        "name",
+        "ident",
+        "thread",
+        "preempt",
+        "hardirq",
+        "hardirq_threaded",
+        "softirq",
+        "bh",
+        "irqs_off",
+        "rcu",
+        "atomic_site",
+        "atomic_depth",
+        "irqtrace",
+        "foreign_releases",
+        "waiting",
+        "busy",
+        "srcu_reads",
+        "spins",
+        "irq",
+        "__weakref__",
     )
 
     def __init__(self, thread: threading.Thread) -> None:
@@ -112,8 +140,9 @@ class Task:
     def update_ctx(self) -> None:
         """Recompute the context signature and irq context after a context counter changed."""
         self.irq = 2 * (self.hardirq > 0) + (self.softirq > 0)
-        self.ctx = hash((self.preempt, self.hardirq, self.hardirq_threaded, self.softirq, self.bh,
-                         self.irqs_off, self.rcu))
+        self.ctx = hash(
+            (self.preempt, self.hardirq, self.hardirq_threaded, self.softirq, self.bh, self.irqs_off, self.rcu)
+        )
 
     def in_interrupt(self) -> bool:
         """The kernel's ``in_interrupt()``: hardirq, softirq, or bottom halves disabled."""

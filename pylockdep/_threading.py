@@ -147,7 +147,6 @@ def _unpicklable(self: Lock | RLock, protocol: int) -> Any:
 _ORPHAN_RLOCK_KEY = key_for("RLock", _locktypes.PY_RLOCK, None)
 
 
-
 class Lock:
     """``threading.Lock``, validated as a sleeping lock without an owner (``PY_LOCK``).
 
@@ -342,8 +341,10 @@ class RLock:
 
     def __repr__(self) -> str:
         state = "locked" if self._real.locked() else "unlocked"
-        return (f"<{state} {type(self).__module__}.{type(self).__qualname__} object owner={self._ident or 0} "
-                f"count={self._count} at {id(self):#x}>")
+        return (
+            f"<{state} {type(self).__module__}.{type(self).__qualname__} object owner={self._ident or 0} "
+            f"count={self._count} at {id(self):#x}>"
+        )
 
     __reduce_ex__ = _unpicklable
 
@@ -356,8 +357,9 @@ accelerate(RLock, enter_returns_self=False, skip_file=_THREADING_FILE, recursive
 
 # Module attributes are replaced with a plain setattr, not wrapt: importing wrapt imports asyncio,
 # logging and more, which would make their module-level locks before a program's first line.
-def _stand_in(original: Callable[..., Any], lock_type: type[Lock] | type[RLock], ltype: LockType,
-              takes_args: bool) -> Callable[..., Any]:
+def _stand_in(
+    original: Callable[..., Any], lock_type: type[Lock] | type[RLock], ltype: LockType, takes_args: bool
+) -> Callable[..., Any]:
     """What to put in place of ``threading.Lock``/``RLock``: it makes a ``lock_type`` unless
     threading makes the lock for itself, and it looks like ``original`` (``__wrapped__`` too)."""
     kind = lock_type.__name__
@@ -386,8 +388,7 @@ def install() -> None:
         _depth += 1
         if _depth == 1:
             # C's RLock() ignores any arguments; allocate_lock() refuses them.
-            for lock_type, ltype, takes_args in ((Lock, _locktypes.PY_LOCK, False),
-                                                 (RLock, _locktypes.PY_RLOCK, True)):
+            for lock_type, ltype, takes_args in ((Lock, _locktypes.PY_LOCK, False), (RLock, _locktypes.PY_RLOCK, True)):
                 name = lock_type.__name__
                 _installed[name] = _stand_in(getattr(threading, name), lock_type, ltype, takes_args)
                 setattr(threading, name, _installed[name])

@@ -40,12 +40,22 @@ class Validator:
     # The attributes the acquire fast path reads are slots (the C fast path reads them in place).
     __slots__ = ("off", "local", "chains", "max_lock_depth", "__dict__", "__weakref__")
 
-    def __init__(self, *, preempt_rt: bool = False, prove_raw_lock_nesting: bool = True,
-                 raise_on_report: bool = True, stream: IO[str] | None = None,
-                 max_classes: int | None = None, max_dependencies: int | None = None,
-                 max_lock_depth: int | None = KERNEL_MAX_LOCK_DEPTH) -> None:
-        for name, value in (("max_classes", max_classes), ("max_dependencies", max_dependencies),
-                            ("max_lock_depth", max_lock_depth)):
+    def __init__(
+        self,
+        *,
+        preempt_rt: bool = False,
+        prove_raw_lock_nesting: bool = True,
+        raise_on_report: bool = True,
+        stream: IO[str] | None = None,
+        max_classes: int | None = None,
+        max_dependencies: int | None = None,
+        max_lock_depth: int | None = KERNEL_MAX_LOCK_DEPTH,
+    ) -> None:
+        for name, value in (
+            ("max_classes", max_classes),
+            ("max_dependencies", max_dependencies),
+            ("max_lock_depth", max_lock_depth),
+        ):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, not {value!r}")
         self.preempt_rt = bool(preempt_rt)
@@ -131,8 +141,18 @@ class Validator:
 
     # -- the rare path of an acquisition -------------------------------------------------------
 
-    def validate_chain(self, t: Task, lock: object, cls: LockClass, read: int, trylock: bool,
-                       chain_key: int, code: Any, line: int, sync: bool = False) -> None:
+    def validate_chain(
+        self,
+        t: Task,
+        lock: object,
+        cls: LockClass,
+        read: int,
+        trylock: bool,
+        chain_key: int,
+        code: Any,
+        line: int,
+        sync: bool = False,
+    ) -> None:
         """Run every rule for an acquisition whose chain of held locks is new, then remember it."""
         if t.busy or self.off:
             return
@@ -179,7 +199,7 @@ class Validator:
         """
         held = t.held
         entry = held[index]
-        above = held[index + 1:]
+        above = held[index + 1 :]
         del held[index:]
         if entry[8]:
             t.spins -= 1
@@ -229,8 +249,9 @@ class Validator:
 
     # -- reports -------------------------------------------------------------------------------
 
-    def report(self, kind: str, lines: list[str], classes: Iterable[LockClass], *,
-               site: Site | None = None, dedupe: tuple = ()) -> Report | None:
+    def report(
+        self, kind: str, lines: list[str], classes: Iterable[LockClass], *, site: Site | None = None, dedupe: tuple = ()
+    ) -> Report | None:
         """Record a report unless the same problem (kind, classes, ``dedupe``) was reported before.
 
         ``lines`` is the splat; its title is the line after the banner's rule, or the first line of
@@ -244,9 +265,13 @@ class Validator:
         self._seen.add(key)
         t = self.task()
         report = Report(
-            kind=kind, title=lines[2] if lines[0] == "" else lines[0], text="\n".join(lines).strip("\n"),
-            classes=tuple(c.bare_name for c in classes), threads=(t.comm,),
-            sites=(format_file_line(site),) if site else (), origin=self.origin,
+            kind=kind,
+            title=lines[2] if lines[0] == "" else lines[0],
+            text="\n".join(lines).strip("\n"),
+            classes=tuple(c.bare_name for c in classes),
+            threads=(t.comm,),
+            sites=(format_file_line(site),) if site else (),
+            origin=self.origin,
         )
         self.reports.append(report)
         self._pending.append(report)
@@ -270,15 +295,28 @@ class Validator:
                 structlog = sys.modules.get("structlog")
                 if structlog is not None and structlog.is_configured():
                     structlog.get_logger("pylockdep").warning(
-                        "lockdep_report", kind=report.kind, title=report.title, classes=list(report.classes),
-                        threads=list(report.threads), sites=list(report.sites), origin=report.origin)
+                        "lockdep_report",
+                        kind=report.kind,
+                        title=report.title,
+                        classes=list(report.classes),
+                        threads=list(report.threads),
+                        sites=list(report.sites),
+                        origin=report.origin,
+                    )
                 for listener in list(self.listeners):
                     listener(report)
         finally:
             t.busy = False
 
-    def report_now(self, kind: str, build: Callable[[Task], list[str]], classes: Iterable[LockClass], *,
-                   site: Site | None = None, dedupe: tuple = ()) -> None:
+    def report_now(
+        self,
+        kind: str,
+        build: Callable[[Task], list[str]],
+        classes: Iterable[LockClass],
+        *,
+        site: Site | None = None,
+        dedupe: tuple = (),
+    ) -> None:
         """Build and record a report from outside the acquisition path (context checks, RCU, ...)."""
         if self.off:
             return
@@ -329,14 +367,25 @@ class validate:  # noqa: N801 - a context manager named as the API promises
     ``reports`` list what it found.  Other options are those of :class:`Validator`.
     """
 
-    def __init__(self, *, preempt_rt: bool = False, prove_raw_lock_nesting: bool = True,
-                 raise_on_report: bool = True, stream: IO[str] | None = None,
-                 max_classes: int | None = None, max_dependencies: int | None = None,
-                 max_lock_depth: int | None = KERNEL_MAX_LOCK_DEPTH) -> None:
+    def __init__(
+        self,
+        *,
+        preempt_rt: bool = False,
+        prove_raw_lock_nesting: bool = True,
+        raise_on_report: bool = True,
+        stream: IO[str] | None = None,
+        max_classes: int | None = None,
+        max_dependencies: int | None = None,
+        max_lock_depth: int | None = KERNEL_MAX_LOCK_DEPTH,
+    ) -> None:
         self.validator = Validator(
-            preempt_rt=preempt_rt, prove_raw_lock_nesting=prove_raw_lock_nesting,
-            raise_on_report=raise_on_report, stream=stream, max_classes=max_classes,
-            max_dependencies=max_dependencies, max_lock_depth=max_lock_depth,
+            preempt_rt=preempt_rt,
+            prove_raw_lock_nesting=prove_raw_lock_nesting,
+            raise_on_report=raise_on_report,
+            stream=stream,
+            max_classes=max_classes,
+            max_dependencies=max_dependencies,
+            max_lock_depth=max_lock_depth,
         )
         self._previous: Validator | None = None
 
@@ -354,9 +403,15 @@ class validate:  # noqa: N801 - a context manager named as the API promises
             self.validator.check()
 
 
-def configure(*, preempt_rt: bool | None = None, prove_raw_lock_nesting: bool | None = None,
-              stream: IO[str] | None = None, max_classes: int | None = None,
-              max_dependencies: int | None = None, max_lock_depth: int | None = None) -> Validator:
+def configure(
+    *,
+    preempt_rt: bool | None = None,
+    prove_raw_lock_nesting: bool | None = None,
+    stream: IO[str] | None = None,
+    max_classes: int | None = None,
+    max_dependencies: int | None = None,
+    max_lock_depth: int | None = None,
+) -> Validator:
     """Set the options of the process-wide default validator (the one outside every ``validate()``).
 
     Options left as None keep their value.  Changing the kernel flavour forgets the chain cache,
@@ -386,4 +441,3 @@ def configure(*, preempt_rt: bool | None = None, prove_raw_lock_nesting: bool | 
 def current() -> Validator:
     """The validator in force now."""
     return active.validator
-

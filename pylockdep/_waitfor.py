@@ -76,7 +76,8 @@ def describe_cycle(cycle: list[tuple[Task, Any]]) -> str:
     """One line per waiting thread: who waits for which lock held by whom."""
     if len(cycle) == 1:
         task, lock = cycle[0]
-        return (f"deadlock: {task.comm} would wait for ever on {lock.name!r}, which it holds itself "
-                f"(or which waits for it)")
+        return (
+            f"deadlock: {task.comm} would wait for ever on {lock.name!r}, which it holds itself (or which waits for it)"
+        )
     parts = [f"{task.comm} waits for {lock.name!r}" for task, lock in cycle]
     return "deadlock: " + " -> ".join(parts) + f" -> held by {cycle[0][0].comm}"

@@ -41,19 +41,25 @@ _RUNNER_FILES = (__file__, runpy.run_path.__code__.co_filename)
 def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The command's parser and its ``run`` subcommand's."""
     parser = argparse.ArgumentParser(
-        prog="pylockdep", description="Runtime lock-dependency validation for Python programs.")
+        prog="pylockdep", description="Runtime lock-dependency validation for Python programs."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
-        "run", help="run a program with threading locks validated",
+        "run",
+        help="run a program with threading locks validated",
         usage="pylockdep run [OPTIONS] (SCRIPT | -m MODULE) [ARGS...]",
         description="Run SCRIPT (or -m MODULE) with threading.Lock/RLock/Condition validated from its "
-                    f"first line; splats go to stderr.  Exits {REPORT_STATUS} when a report was made, "
-                    "else with the program's own status.")
+        f"first line; splats go to stderr.  Exits {REPORT_STATUS} when a report was made, "
+        "else with the program's own status.",
+    )
     run.add_argument("--json", metavar="FILE", help="write each report as a JSON line to FILE")
     run.add_argument("--dot", metavar="FILE", help="write the lock-class graph as Graphviz DOT to FILE")
     run.add_argument("--preempt-rt", action="store_true", help="check as a PREEMPT_RT kernel would run")
-    run.add_argument("--no-raw-nesting", action="store_true",
-                     help="no CONFIG_PROVE_RAW_LOCK_NESTING checks (spinlock_t inside raw_spinlock_t)")
+    run.add_argument(
+        "--no-raw-nesting",
+        action="store_true",
+        help="no CONFIG_PROVE_RAW_LOCK_NESTING checks (spinlock_t inside raw_spinlock_t)",
+    )
     return parser, run
 
 
@@ -64,7 +70,7 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     while i < len(argv):
         arg = argv[i]
         if arg == "--":
-            return list(argv[:i]), list(argv[i + 1:])
+            return list(argv[:i]), list(argv[i + 1 :])
         if arg == "-m" or not arg.startswith("-"):
             return list(argv[:i]), list(argv[i:])
         i += 2 if arg in _VALUE_OPTIONS else 1
@@ -123,9 +129,14 @@ def run(options: argparse.Namespace, runner: Callable[[], object]) -> int:
     """``pylockdep run``: run the program, then the interpreter's exit steps; the exit status."""
     dot_path = os.path.abspath(options.dot) if options.dot else None  # the program may chdir
     with contextlib.ExitStack() as stack:
-        v = stack.enter_context(validate(
-            preempt_rt=options.preempt_rt, prove_raw_lock_nesting=not options.no_raw_nesting,
-            raise_on_report=False, stream=sys.stderr))
+        v = stack.enter_context(
+            validate(
+                preempt_rt=options.preempt_rt,
+                prove_raw_lock_nesting=not options.no_raw_nesting,
+                raise_on_report=False,
+                stream=sys.stderr,
+            )
+        )
         if options.json:
             v.listeners.append(_json_writer(stack.enter_context(open(options.json, "w", encoding="utf-8"))))
         with instrument_threading():
@@ -143,9 +154,11 @@ def run(options: argparse.Namespace, runner: Callable[[], object]) -> int:
 
 def _json_writer(f: IO[str]) -> Callable[[Report], None]:
     """A listener writing each report as one JSON line."""
+
     def write(report: Report) -> None:
         f.write(json.dumps(report.as_dict()) + "\n")
         f.flush()
+
     return write
 
 

@@ -61,25 +61,41 @@ _SUBOPTIONS = ("lockdep_rt", "lockdep_threading", "lockdep_graph", "lockdep_json
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lockdep", "lock dependency validation (pylockdep)")
-    group.addoption("--lockdep", action="store_true", default=False,
-                    help="validate lock usage with pylockdep: one graph for the session; a test that "
-                         "breaks a lock rule fails")
-    group.addoption("--lockdep-rt", action="store_true", default=False,
-                    help="check as a PREEMPT_RT kernel would run (spinlock_t and rwlock_t sleep)")
-    group.addoption("--lockdep-threading", action="store_true", default=False,
-                    help="validate Python's threading locks created during the session too")
-    group.addoption("--lockdep-graph", metavar="FILE.dot", default=None,
-                    help="write the dependency graph in Graphviz DOT, cycle edges in red")
-    group.addoption("--lockdep-json", metavar="FILE", default=None,
-                    help="write the reports as JSON lines")
+    group.addoption(
+        "--lockdep",
+        action="store_true",
+        default=False,
+        help="validate lock usage with pylockdep: one graph for the session; a test that breaks a lock rule fails",
+    )
+    group.addoption(
+        "--lockdep-rt",
+        action="store_true",
+        default=False,
+        help="check as a PREEMPT_RT kernel would run (spinlock_t and rwlock_t sleep)",
+    )
+    group.addoption(
+        "--lockdep-threading",
+        action="store_true",
+        default=False,
+        help="validate Python's threading locks created during the session too",
+    )
+    group.addoption(
+        "--lockdep-graph",
+        metavar="FILE.dot",
+        default=None,
+        help="write the dependency graph in Graphviz DOT, cycle edges in red",
+    )
+    group.addoption("--lockdep-json", metavar="FILE", default=None, help="write the reports as JSON lines")
     parser.addini("lockdep", "validate lock usage with pylockdep (as --lockdep)", type="bool", default=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "lockdep_expect(*kinds): the test must make pylockdep reports of these kinds (and no others)")
+        "markers", "lockdep_expect(*kinds): the test must make pylockdep reports of these kinds (and no others)"
+    )
     config.addinivalue_line(
-        "markers", "lockdep_off: run the test under the validator in force before the session, not the session's")
+        "markers", "lockdep_off: run the test under the validator in force before the session, not the session's"
+    )
     if not (config.getoption("lockdep") or config.getini("lockdep")):
         given = [name for name in _SUBOPTIONS if config.getoption(name)]
         if given:
@@ -167,15 +183,22 @@ class _Session:
             return
         if self.outside and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        write_files(self.config, lambda: _export.graph_to_dot(self.validator),
-                    [r.as_dict() for r in self.validator.reports])
+        write_files(
+            self.config, lambda: _export.graph_to_dot(self.validator), [r.as_dict() for r in self.validator.reports]
+        )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:
             return
         graph = self.validator.graph
-        summarize(terminalreporter, [r.as_dict() for r in self.validator.reports], len(graph.classes),
-                  graph.nr_edges, [r.as_dict() for r in self.outside], [])
+        summarize(
+            terminalreporter,
+            [r.as_dict() for r in self.validator.reports],
+            len(graph.classes),
+            graph.nr_edges,
+            [r.as_dict() for r in self.outside],
+            [],
+        )
 
     def _on_report(self, report: Report) -> None:
         test = self.test
@@ -210,7 +233,7 @@ class _Session:
         test = item.stash.get(_TEST, None)
         if test is None or test is not self.test:
             return rep
-        new = test.reports[test.judged:]
+        new = test.reports[test.judged :]
         test.judged += len(new)
         problems = []
         unexpected = [r for r in new if test.expected is None or r.kind not in test.expected]
@@ -220,8 +243,9 @@ class _Session:
             missing = sorted(test.expected - {r.kind for r in test.reports})
             if missing:
                 made = ", ".join(r.kind for r in test.reports) or "none"
-                problems.append(f"pylockdep: {item.nodeid} expected report(s) of kind {', '.join(missing)}; "
-                                f"made: {made}")
+                problems.append(
+                    f"pylockdep: {item.nodeid} expected report(s) of kind {', '.join(missing)}; made: {made}"
+                )
         if problems:
             fail_report(rep, "\n\n".join(problems))
         return rep
@@ -235,8 +259,10 @@ class _Session:
         started = time.monotonic()
 
         def dump() -> None:
-            header = (f"INFO: {item.nodeid} still running after {time.monotonic() - started:.1f} s; "
-                      f"pytest-timeout stops it at {timeout:g} s.")
+            header = (
+                f"INFO: {item.nodeid} still running after {time.monotonic() - started:.1f} s; "
+                f"pytest-timeout stops it at {timeout:g} s."
+            )
             test = item.stash.get(_TEST, None)
             made = describe_reports(test.reports, f"{item.nodeid} so far") if test and test.reports else ""
             _hang.print_dump(pylockdep.current(), header, made)
@@ -276,15 +302,23 @@ class _Controller:
                 self.cycles.append(_export.cycle_report(merged, cycle))
         if (self.cycles or self._outside()) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        write_files(self.config, lambda: _export.graph_to_dot(merged),
-                    self._reports() + [r.as_dict() for r in self.cycles])
+        write_files(
+            self.config, lambda: _export.graph_to_dot(merged), self._reports() + [r.as_dict() for r in self.cycles]
+        )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         merged = self.merged
         if merged is None:
             return
-        summarize(terminalreporter, self._reports(), len(merged.graph.classes), merged.graph.nr_edges,
-                  self._outside(), self.cycles, workers=len(self.workers))
+        summarize(
+            terminalreporter,
+            self._reports(),
+            len(merged.graph.classes),
+            merged.graph.nr_edges,
+            self._outside(),
+            self.cycles,
+            workers=len(self.workers),
+        )
 
     def _reports(self) -> list[dict]:
         return [dict(r, worker=worker) for worker, data in self.workers for r in data["reports"]]
@@ -327,8 +361,15 @@ def write_files(config: pytest.Config, dot: Callable[[], str], reports: list[dic
             f.writelines(json.dumps(r) + "\n" for r in reports)
 
 
-def summarize(tr: Any, reports: list[dict], nr_classes: int, nr_edges: int, outside: list[dict],
-              cycles: list[Report], workers: int | None = None) -> None:
+def summarize(
+    tr: Any,
+    reports: list[dict],
+    nr_classes: int,
+    nr_edges: int,
+    outside: list[dict],
+    cycles: list[Report],
+    workers: int | None = None,
+) -> None:
     """The ``lockdep`` section of the terminal summary."""
     tr.section("lockdep")
     kinds = Counter(r["kind"] for r in reports) + Counter(r.kind for r in cycles)

@@ -11,6 +11,7 @@ def take_ab_then_ba(a: object, b: object) -> None:
 
     The two orders make a circular dependency, but the threads never overlap, so nothing hangs.
     """
+
     def ab():
         with a, b:
             pass
@@ -26,5 +27,8 @@ def take_ab_then_ba(a: object, b: object) -> None:
 
 
 # A program (for ``pylockdep run``) whose two locks are made on its lines 2 and 3.
-ABBA_PROGRAM = ("import threading\na = threading.Lock()\nb = threading.Lock()\n"
-                + inspect.getsource(take_ab_then_ba) + "take_ab_then_ba(a, b)\n")
+ABBA_PROGRAM = (
+    "import threading\na = threading.Lock()\nb = threading.Lock()\n"
+    + inspect.getsource(take_ab_then_ba)
+    + "take_ab_then_ba(a, b)\n"
+)

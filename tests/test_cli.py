@@ -45,8 +45,9 @@ log.info("sum %d", sum(results))
 
 def pylockdep_run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``python -m pylockdep run ARGS`` in ``cwd``."""
-    return subprocess.run([sys.executable, "-m", "pylockdep", "run", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=100)
+    return subprocess.run(
+        [sys.executable, "-m", "pylockdep", "run", *args], cwd=cwd, capture_output=True, text=True, timeout=100
+    )
 
 
 def write(path: Path, text: str) -> Path:
@@ -76,34 +77,49 @@ def test_a_program_using_logging_queue_futures_and_condition_runs_clean(tmp_path
 
 def test_script_gets_argv_path_and_main_as_python_gives_them(tmp_path):
     (tmp_path / "sub").mkdir()
-    write(tmp_path / "sub" / "show.py", """\
+    write(
+        tmp_path / "sub" / "show.py",
+        """\
         import json, sys
         print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "name": __name__}))
-    """)
+    """,
+    )
     result = pylockdep_run(os.path.join("sub", "show.py"), "a", "-v", "--json", "x", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
-    assert seen == {"argv": [os.path.join("sub", "show.py"), "a", "-v", "--json", "x"],
-                    "path0": str((tmp_path / "sub").resolve()), "name": "__main__"}
+    assert seen == {
+        "argv": [os.path.join("sub", "show.py"), "a", "-v", "--json", "x"],
+        "path0": str((tmp_path / "sub").resolve()),
+        "name": "__main__",
+    }
 
 
 def test_module_gets_argv_path_and_main_as_python_gives_them(tmp_path):
-    write(tmp_path / "showmod.py", """\
+    write(
+        tmp_path / "showmod.py",
+        """\
         import json, sys
         print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "name": __name__}))
-    """)
+    """,
+    )
     result = pylockdep_run("-m", "showmod", "-x", "y", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"argv": [str(tmp_path / "showmod.py"), "-x", "y"],
-                                         "path0": str(tmp_path), "name": "__main__"}
+    assert json.loads(result.stdout) == {
+        "argv": [str(tmp_path / "showmod.py"), "-x", "y"],
+        "path0": str(tmp_path),
+        "name": "__main__",
+    }
 
 
-@pytest.mark.parametrize(("body", "status", "stderr"), [
-    ("pass", 0, ""),
-    ("raise SystemExit(7)", 7, ""),
-    ("import sys; sys.exit('bye')", 1, "bye"),
-    ("raise ValueError('boom')", 1, 'File "fails.py", line 1'),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "stderr"),
+    [
+        ("pass", 0, ""),
+        ("raise SystemExit(7)", 7, ""),
+        ("import sys; sys.exit('bye')", 1, "bye"),
+        ("raise ValueError('boom')", 1, 'File "fails.py", line 1'),
+    ],
+)
 def test_without_reports_the_programs_own_status(tmp_path, body, status, stderr):
     write(tmp_path / "fails.py", body + "\n")
     result = pylockdep_run("fails.py", cwd=tmp_path)
@@ -118,7 +134,9 @@ def test_a_report_wins_over_the_programs_status(tmp_path):
 
 
 def test_threads_still_running_when_main_ends_are_waited_for_and_validated(tmp_path):
-    write(tmp_path / "late.py", """\
+    write(
+        tmp_path / "late.py",
+        """\
         import concurrent.futures, threading
         a = threading.Lock()
         b = threading.Lock()
@@ -134,18 +152,22 @@ def test_threads_still_running_when_main_ends_are_waited_for_and_validated(tmp_p
         threading.Thread(target=ba).start()
         pool = concurrent.futures.ThreadPoolExecutor()  # never shut down: the exit hooks do it
         pool.submit(go.set)
-    """)
+    """,
+    )
     result = pylockdep_run("late.py", cwd=tmp_path)
     assert result.returncode == 1
     assert "circular" in result.stderr
 
 
 def test_locks_are_instrumented_from_the_programs_first_line(tmp_path):
-    write(tmp_path / "first.py", """\
+    write(
+        tmp_path / "first.py",
+        """\
         import logging, sys
         print(logging._lock._key.name, logging.StreamHandler().lock._key.name)
         print("asyncio" in sys.modules)
-    """)
+    """,
+    )
     result = pylockdep_run("first.py", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     module_lock, handler_lock, asyncio_loaded = result.stdout.split()
@@ -167,13 +189,16 @@ def test_main_thread_ending_with_a_lock_held(tmp_path, factory, status):
 
 
 def test_kernel_flavour_options(tmp_path):
-    write(tmp_path / "nesting.py", """\
+    write(
+        tmp_path / "nesting.py",
+        """\
         import pylockdep
         raw = pylockdep.RawSpinLock("raw")
         spin = pylockdep.SpinLock("spin")
         with raw, spin:
             pass
-    """)
+    """,
+    )
     assert pylockdep_run("nesting.py", cwd=tmp_path).returncode == 1
     assert pylockdep_run("--no-raw-nesting", "nesting.py", cwd=tmp_path).returncode == 0
     assert pylockdep_run("--no-raw-nesting", "--preempt-rt", "nesting.py", cwd=tmp_path).returncode == 1
@@ -191,14 +216,19 @@ def test_console_script(tmp_path):
     if not script.exists():
         pytest.skip("the pylockdep console script is not installed next to this interpreter")
     write(tmp_path / "abba.py", ABBA)
-    assert subprocess.run([str(script), "run", "abba.py"], cwd=tmp_path, capture_output=True,
-                          timeout=100).returncode == 1
+    assert (
+        subprocess.run([str(script), "run", "abba.py"], cwd=tmp_path, capture_output=True, timeout=100).returncode == 1
+    )
 
 
 def test_cpython_queue_tests_run_clean():
     pytest.importorskip("test.test_queue", reason="CPython's test package is not installed")
-    result = subprocess.run([sys.executable, "-m", "pylockdep", "run", "-m", "unittest", "test.test_queue"],
-                            capture_output=True, text=True, timeout=110)
+    result = subprocess.run(
+        [sys.executable, "-m", "pylockdep", "run", "-m", "unittest", "test.test_queue"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK" in result.stderr
     assert "WARNING" not in result.stderr and "BUG" not in result.stderr

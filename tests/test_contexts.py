@@ -22,18 +22,37 @@ def _softirq_bh_enable() -> None:
 
 # call: (report kind, title, the line saying what is wrong)
 UNBALANCED: dict[str, tuple[Callable[[], None], str, str, str]] = {
-    "preempt_enable": (pylockdep.preempt_enable, "context_imbalance", "WARNING: unbalanced preempt_enable()",
-                       "but preemption is not disabled!"),
-    "local_bh_enable": (pylockdep.local_bh_enable, "context_imbalance", "WARNING: unbalanced local_bh_enable()",
-                        "but bottom halves are not disabled!"),
-    "local_bh_enable_in_softirq": (_softirq_bh_enable, "context_imbalance",
-                                   "WARNING: unbalanced local_bh_enable()", "but bottom halves are not disabled!"),
-    "local_irq_enable_in_hardirq": (_hardirq_enable, "context_imbalance",
-                                    "WARNING: local_irq_enable() in hardirq context",
-                                    "but interrupts stay disabled until the hardirq handler returns!"),
+    "preempt_enable": (
+        pylockdep.preempt_enable,
+        "context_imbalance",
+        "WARNING: unbalanced preempt_enable()",
+        "but preemption is not disabled!",
+    ),
+    "local_bh_enable": (
+        pylockdep.local_bh_enable,
+        "context_imbalance",
+        "WARNING: unbalanced local_bh_enable()",
+        "but bottom halves are not disabled!",
+    ),
+    "local_bh_enable_in_softirq": (
+        _softirq_bh_enable,
+        "context_imbalance",
+        "WARNING: unbalanced local_bh_enable()",
+        "but bottom halves are not disabled!",
+    ),
+    "local_irq_enable_in_hardirq": (
+        _hardirq_enable,
+        "context_imbalance",
+        "WARNING: local_irq_enable() in hardirq context",
+        "but interrupts stay disabled until the hardirq handler returns!",
+    ),
     # lockdep itself reports this one: releasing rcu_read_lock()'s map, which is not held.
-    "rcu_read_unlock": (pylockdep.rcu_read_unlock, "bad_unlock_balance", "WARNING: bad unlock balance detected!",
-                        "but there are no more locks to release!"),
+    "rcu_read_unlock": (
+        pylockdep.rcu_read_unlock,
+        "bad_unlock_balance",
+        "WARNING: bad unlock balance detected!",
+        "but there are no more locks to release!",
+    ),
 }
 
 

@@ -33,8 +33,10 @@ def run_abba_threads(a: Mutex, b: Mutex) -> dict[str, str]:
         except pylockdep.DeadlockError as exc:
             outcome[name] = f"deadlock: {exc}"
 
-    threads = [threading.Thread(target=worker, args=("ab", "ba", a, b), name="ab"),
-               threading.Thread(target=worker, args=("ba", "ab", b, a), name="ba")]
+    threads = [
+        threading.Thread(target=worker, args=("ab", "ba", a, b), name="ab"),
+        threading.Thread(target=worker, args=("ba", "ab", b, a), name="ba"),
+    ]
     for t in threads:
         t.start()
     for t in threads:

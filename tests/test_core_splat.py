@@ -48,8 +48,13 @@ def test_circular_splat_layout():
     assert re.fullmatch(hline("A", "take_ba"), lines[5])
     assert lines[6:8] == ["", "but task is already holding lock:"]
     assert re.fullmatch(hline("B", "take_ba"), lines[8])
-    assert lines[9:14] == ["", "which lock already depends on the new lock.", "", "",
-                           "the existing dependency chain (in reverse order) is:"]
+    assert lines[9:14] == [
+        "",
+        "which lock already depends on the new lock.",
+        "",
+        "",
+        "the existing dependency chain (in reverse order) is:",
+    ]
     text = report.text
     chain = text.split("the existing dependency chain (in reverse order) is:\n", 1)[1]
     chain = chain.split("\nother info that might help us debug this:", 1)[0]
@@ -77,9 +82,14 @@ def test_circular_splat_layout():
     assert scenario in text
     held = text.split(f"1 lock held by {comm}:\n", 1)[1].splitlines()
     assert re.fullmatch(" #0: " + hline("B", "take_ba"), held[0])
-    assert held[1:6] == ["", "stack backtrace:", f"CPU: 0 UID: 0 PID: {threading.get_ident()} Comm: "
-                         f"{threading.current_thread().name} Not tainted {lines[2].split(' Python')[0]}",
-                         "Call Trace:", " <TASK>"]
+    assert held[1:6] == [
+        "",
+        "stack backtrace:",
+        f"CPU: 0 UID: 0 PID: {threading.get_ident()} Comm: "
+        f"{threading.current_thread().name} Not tainted {lines[2].split(' Python')[0]}",
+        "Call Trace:",
+        " <TASK>",
+    ]
     assert re.fullmatch(" take_ba" + r"\+\S+:\d+", held[6])
     assert held[-1] == " </TASK>"
 
@@ -98,7 +108,10 @@ def test_call_traces_under_pytest_leave_out_pytest_and_end_with_the_test_functio
     stacks.append(backtrace.split(" <TASK>\n", 1)[1].split("\n </TASK>", 1)[0].splitlines())
     stacks = [[line.strip() for line in stack if re.fullmatch(rf"\s+{SITE}", line)] for stack in stacks]
     assert [(stack[0].partition("+")[0], stack[-1].partition("+")[0]) for stack in stacks] == [
-        ("take_ab", test), ("take_ba", test), ("take_ba", test)]
+        ("take_ab", test),
+        ("take_ba", test),
+        ("take_ba", test),
+    ]
     assert not [site for stack in stacks for site in stack if "_pytest/" in site or "pluggy/" in site]
 
 
@@ -143,9 +156,11 @@ def test_recursive_splat_layout():
     assert re.fullmatch(hline("X", "take_ab"), lines[5])
     assert re.fullmatch(hline("X", "take_ab"), lines[8])
     assert lines[5][:16] == f"{id(x2):016x}" and lines[8][:16] == f"{id(x1):016x}"
-    assert ("other info that might help us debug this:\n Possible unsafe locking scenario:\n\n"
-            "       CPU0\n       ----\n  lock(X);\n  lock(X);\n\n *** DEADLOCK ***\n\n"
-            " May be due to missing lock nesting notation\n\n1 lock held by ") in report.text
+    assert (
+        "other info that might help us debug this:\n Possible unsafe locking scenario:\n\n"
+        "       CPU0\n       ----\n  lock(X);\n  lock(X);\n\n *** DEADLOCK ***\n\n"
+        " May be due to missing lock nesting notation\n\n1 lock held by "
+    ) in report.text
     assert "\n\nstack backtrace:\n" in report.text
 
 
@@ -162,6 +177,10 @@ def test_bad_unlock_splat_layout():
     assert lines[3] == "-" * 37
     assert lines[4] == f"{comm} is trying to release lock (A) at:"
     assert re.fullmatch(r"\[<[0-9a-f]{16}>\] " + SITE, lines[5])
-    assert lines[6:10] == ["but there are no more locks to release!", "", "other info that might help us debug this:",
-                           f"no locks held by {comm}."]
+    assert lines[6:10] == [
+        "but there are no more locks to release!",
+        "",
+        "other info that might help us debug this:",
+        f"no locks held by {comm}.",
+    ]
     assert lines[10:12] == ["", "stack backtrace:"]

@@ -98,9 +98,11 @@ def test_threads_started_inside_validate_are_validated():
     a, b = mutexes("A", "B")
     with pylockdep.validate(raise_on_report=False) as v:
         for first, second in ((a, b), (b, a)):
+
             def run(x: Mutex = first, y: Mutex = second) -> None:
                 with x, y:
                     pass
+
             worker = threading.Thread(target=run)
             worker.start()
             worker.join()

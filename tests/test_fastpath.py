@@ -35,8 +35,10 @@ def test_the_c_module_is_built_and_used_unless_turned_off():
 
 
 def test_pure_python_switch_in_a_fresh_process():
-    code = ("import pylockdep, pylockdep._fastpath as f, inspect; "
-            "print(f.ACCELERATED, inspect.isfunction(pylockdep.Mutex.__enter__))")
+    code = (
+        "import pylockdep, pylockdep._fastpath as f, inspect; "
+        "print(f.ACCELERATED, inspect.isfunction(pylockdep.Mutex.__enter__))"
+    )
     env = dict(os.environ, PYLOCKDEP_PURE_PYTHON="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
@@ -124,7 +126,7 @@ def test_each_odd_case_goes_to_python(monkeypatch):
 
 def entries(v: pylockdep.Validator) -> list[tuple]:
     """The held stack without the code positions, which differ between the two ways of calling."""
-    return [e[:H_CODE] + e[H_CODE + 2:] for e in v.task().held]
+    return [e[:H_CODE] + e[H_CODE + 2 :] for e in v.task().held]
 
 
 @needs_c
@@ -241,8 +243,12 @@ def test_wrong_arguments_are_refused_as_in_python():
 
 
 def test_accelerated_methods_keep_their_python_face():
-    for method in (pylockdep.Mutex.acquire, pylockdep.Mutex.__enter__, pylockdep.SpinLock.release,
-                   pylockdep.Mutex.__exit__):
+    for method in (
+        pylockdep.Mutex.acquire,
+        pylockdep.Mutex.__enter__,
+        pylockdep.SpinLock.release,
+        pylockdep.Mutex.__exit__,
+    ):
         python = getattr(method, "__wrapped__", method)
         assert method.__doc__ == python.__doc__
         assert method.__name__ == python.__name__
@@ -278,10 +284,12 @@ def test_instrumented_threading_lock_uses_the_caller_outside_threading():
 def test_no_memory_is_kept_per_acquisition():
     a, b = pylockdep.Mutex("fp_leak_A"), pylockdep.SpinLock("fp_leak_B")
     with pylockdep.validate():
+
         def loop(n):
             for _ in range(n):
                 with a, b:
                     pass
+
         loop(100)
         refs = sys.getrefcount(a), sys.getrefcount(active.validator), sys.getrefcount(v_task := active.validator.task())
         tracemalloc.start()

@@ -88,8 +88,10 @@ def test_srcu_guarded_read_outside_the_read_side_is_suspicious_rcu_usage():
     with pylockdep.validate(raise_on_report=False) as v:
         assert kvm.memslots == ["slot0"]  # the value is still returned
         _ = kvm.buses
-    assert reports(v) == [("suspicious_rcu_usage", ("kvm->srcu", "kvm->slots_lock")),
-                          ("suspicious_rcu_usage", ("kvm->srcu",))]
+    assert reports(v) == [
+        ("suspicious_rcu_usage", ("kvm->srcu", "kvm->slots_lock")),
+        ("suspicious_rcu_usage", ("kvm->srcu",)),
+    ]
     text = v.reports[0].text
     assert "test_guarded.py:" in text and "suspicious rcu_dereference_check() usage!" in text
     assert "reading KVM.memslots needs a read side of kvm->srcu or kvm->slots_lock held" in text
@@ -147,8 +149,11 @@ def test_global_callable_and_dotted_protectors():
         _ = kvm.vm_list
         _ = kvm.devices
         _ = vcpu.run_state
-    assert reports(v) == [("assert_held", ("kvm_lock",)), ("assert_held", ("kvm->lock",)),
-                          ("assert_held", ("kvm->lock",))]
+    assert reports(v) == [
+        ("assert_held", ("kvm_lock",)),
+        ("assert_held", ("kvm->lock",)),
+        ("assert_held", ("kvm->lock",)),
+    ]
 
 
 @pytest.mark.parametrize("attr, lock", [("regions", "mmap_sem"), ("rwdata", "rwlock")])
@@ -179,8 +184,7 @@ def test_holding_the_lock_in_one_thread_does_not_cover_another():
         read.set()
 
     with pylockdep.validate(raise_on_report=False) as v:
-        threads = [threading.Thread(target=holder, name="holder"),
-                   threading.Thread(target=intruder, name="intruder")]
+        threads = [threading.Thread(target=holder, name="holder"), threading.Thread(target=intruder, name="intruder")]
         for t in threads:
             t.start()
         for t in threads:
@@ -204,8 +208,10 @@ def test_readers_in_several_threads_inside_and_outside_the_srcu_read_side():
                 _ = kvm.memslots
 
     with pylockdep.validate(raise_on_report=False) as v:
-        threads = [threading.Thread(target=reader, args=(inside,), name=f"r{i}")
-                   for i, inside in enumerate([True, True, True, False])]
+        threads = [
+            threading.Thread(target=reader, args=(inside,), name=f"r{i}")
+            for i, inside in enumerate([True, True, True, False])
+        ]
         for t in threads:
             t.start()
         for t in threads:

@@ -46,8 +46,7 @@ def test_seed_config_on_rt_reports_sleeping_mmu_lock_under_raw_kvm_lock():
     assert "(kvm_lock)" in held and "-{2:2}" in held.split("(kvm_lock)", 1)[1].splitlines()[0]
     assert "mmu_shrink+" in text.split("Preemption disabled at:", 1)[1].splitlines()[1]
     trace = frames(text)
-    assert trace.index("mmu_shrink") < trace.index("shrink_slab") < trace.index("balance_pgdat") \
-        < trace.index("kswapd")
+    assert trace.index("mmu_shrink") < trace.index("shrink_slab") < trace.index("balance_pgdat") < trace.index("kswapd")
 
 
 def test_seed_config_on_rt_reports_the_wait_context_of_the_same_nesting_first():
@@ -113,8 +112,14 @@ def test_a_kvm_that_ignores_invalidation_breaks_the_invariants(monkeypatch):
 
 def test_command_line_prints_the_splat_and_exits_1():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "kvm_model", "--config", "e935b8372cf8", "--preempt-rt"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvm_model", "--config", "e935b8372cf8", "--preempt-rt"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "[ BUG: Invalid wait context ]" in proc.stdout
     assert "BUG: sleeping function called from invalid context at " in proc.stdout
@@ -141,8 +146,9 @@ def test_command_line_rejects_an_unknown_config(capsys):
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize(("config", "expected"), [("2f303b74a6", []),
-                                                  ("e935b8372cf8", ["invalid_wait_context", "sleep_in_atomic"])])
+@pytest.mark.parametrize(
+    ("config", "expected"), [("2f303b74a6", []), ("e935b8372cf8", ["invalid_wait_context", "sleep_in_atomic"])]
+)
 def test_python_locks_validated_too_leave_the_verdict_alone(config, expected):
     # As under `pytest --lockdep-threading` or `pylockdep run`: the model's harness (events, IPI
     # queues, page refcounts) is built on bare locks and must not show in the lock graph.

@@ -68,7 +68,8 @@ def test_spte_disagreeing_with_the_host_page_table(state):
     mm.ptes[HVA + 4] = other
     mm.ptes[HVA + 3], mm.ptes[HVA + 4] = other, page
     assert check_invariants(module, [mm]) == [
-        f"VM 0: SPTE of gfn 3 maps page {page} but the host maps that address to {other}"]
+        f"VM 0: SPTE of gfn 3 maps page {page} but the host maps that address to {other}"
+    ]
 
 
 def test_spte_outside_every_memslot(state):
@@ -83,22 +84,24 @@ def test_used_page_counts_that_do_not_add_up(state):
     kvm.mmu.n_used_mmu_pages += 1
     assert check_invariants(module, [mm]) == [
         "VM 0: n_used_mmu_pages is 2 but 1 shadow pages are active",
-        "kvm_total_used_mmu_pages is 1 but the VMs use 2 shadow pages"]
+        "kvm_total_used_mmu_pages is 1 but the VMs use 2 shadow pages",
+    ]
 
 
 def test_leaked_page(state):
     module, mm, _, _ = state
     leaked = module.memory.alloc_page()
-    assert check_invariants(module, [mm]) == [
-        f"1 pages are allocated with no owner (leaked), e.g. page {leaked}"]
+    assert check_invariants(module, [mm]) == [f"1 pages are allocated with no owner (leaked), e.g. page {leaked}"]
 
 
 def test_usage_count_and_hardware_state(state):
     module, mm, _, _ = state
     module.usage_count = 0
     module.hardware_enabled.add(2)
-    assert check_invariants(module, [mm]) == ["kvm_usage_count is 0 with 1 VMs",
-                                              "virtualization is on for CPUs [2], expected []"]
+    assert check_invariants(module, [mm]) == [
+        "kvm_usage_count is 0 with 1 VMs",
+        "virtualization is on for CPUs [2], expected []",
+    ]
 
 
 def test_kswapd_is_parked_while_the_invariants_are_read(monkeypatch):

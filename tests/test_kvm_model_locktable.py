@@ -28,8 +28,16 @@ def test_reference_table_of_locking_txt_is_read_record_by_record():
 
 def test_model_records_name_the_locks_as_the_kernel_does():
     names = [r.lockdep_name for r in load_records()[5:]]
-    assert names == ["&kvm->lock", "&kvm->slots_lock", "&kvm->irq_lock", "&vcpu->mutex", "shrinker_rwsem",
-                     "&mm->mmap_sem", "&page->ptl", "cpu_hotplug.lock"]
+    assert names == [
+        "&kvm->lock",
+        "&kvm->slots_lock",
+        "&kvm->irq_lock",
+        "&vcpu->mutex",
+        "shrinker_rwsem",
+        "&mm->mmap_sem",
+        "&page->ptl",
+        "cpu_hotplug.lock",
+    ]
 
 
 def test_parser_rejects_unknown_types_and_missing_sections():
@@ -44,8 +52,9 @@ def test_configurations_change_only_types(name):
     base = {r.name: r for r in load_records()}
     table = CONFIGS[name].lock_table()
     for record in table.records.values():
-        assert record == LockRecord(record.name, record.type, base[record.name].arch,
-                                    base[record.name].protects, base[record.name].comment)
+        assert record == LockRecord(
+            record.name, record.type, base[record.name].arch, base[record.name].protects, base[record.name].comment
+        )
     changed = {n: r.type for n, r in table.records.items() if r.type != base[n].type}
     missing = set(base) - set(table.records)
     expected = {

@@ -82,15 +82,19 @@ def test_might_sleep_in_context(name: str, rt: bool) -> None:
     assert lines[0].startswith("BUG: sleeping function called from invalid context at ")
     assert lines[0].endswith(f"test_might_sleep.py:{line + 1}")
     assert report.title == lines[0]
-    assert lines[1].startswith(f"in_atomic(): {expected.in_atomic}, irqs_disabled(): {expected.irqs_disabled}, "
-                               "non_block: 0, pid: ")
+    assert lines[1].startswith(
+        f"in_atomic(): {expected.in_atomic}, irqs_disabled(): {expected.irqs_disabled}, non_block: 0, pid: "
+    )
     assert lines[2] == f"preempt_count: {expected.preempt_count}, expected: 0"
     assert lines[3] == f"RCU nest depth: {expected.rcu_depth}, expected: 0"
     assert ("irq event stamp: " in report.text) == bool(expected.irqs_disabled)
     if expected.in_atomic:
         # The code that made the section atomic: the ``with`` line, or the helper that disabled bottom halves.
-        where = ("_bh_disabled.__enter__+test_might_sleep.py:" if name == "bh_disabled"
-                 else f"test_might_sleep_in_context+test_might_sleep.py:{line - 1}")
+        where = (
+            "_bh_disabled.__enter__+test_might_sleep.py:"
+            if name == "bh_disabled"
+            else f"test_might_sleep_in_context+test_might_sleep.py:{line - 1}"
+        )
         at = lines.index("Preemption disabled at:")
         assert where in lines[at + 1]
     else:
@@ -146,8 +150,9 @@ def test_spinlock_inside_raw_spinlock_on_rt_is_a_sleep_in_atomic() -> None:
     assert lines[2:4] == ["preempt_count: 1, expected: 0", "RCU nest depth: 0, expected: 0"]
     assert "1 lock held by " in lines[4]
     at = lines.index("Preemption disabled at:")
-    assert lines[at + 1].endswith(f"test_spinlock_inside_raw_spinlock_on_rt_is_a_sleep_in_atomic"
-                                  f"+test_might_sleep.py:{line}")
+    assert lines[at + 1].endswith(
+        f"test_spinlock_inside_raw_spinlock_on_rt_is_a_sleep_in_atomic+test_might_sleep.py:{line}"
+    )
     assert " rt_spin_lock" in lines  # the call trace starts in the kernel function that slept
 
 

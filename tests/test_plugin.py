@@ -105,7 +105,9 @@ def test_cycle_across_test_files_names_both_tests(pytester: pytest.Pytester) -> 
 
 
 def test_a_report_in_a_fixture_teardown_fails_that_phase(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_teardown=LOCKS + dedent("""
+    pytester.makepyfile(
+        test_teardown=LOCKS
+        + dedent("""
         import pytest
 
         @pytest.fixture
@@ -120,7 +122,8 @@ def test_a_report_in_a_fixture_teardown_fails_that_phase(pytester: pytest.Pytest
 
         def test_uses_fixture(takes_ba):
             pass
-    """))
+    """)
+    )
     result = run(pytester, "--lockdep", "-p", "no:randomly")
     result.assert_outcomes(passed=2, errors=1)
     out = failure_text(result)
@@ -129,7 +132,9 @@ def test_a_report_in_a_fixture_teardown_fails_that_phase(pytester: pytest.Pytest
 
 
 def test_a_failing_test_keeps_its_own_failure_and_gains_the_splat(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_both=LOCKS + dedent("""
+    pytester.makepyfile(
+        test_both=LOCKS
+        + dedent("""
         def test_ab():
             with A, B:
                 pass
@@ -138,7 +143,8 @@ def test_a_failing_test_keeps_its_own_failure_and_gains_the_splat(pytester: pyte
             with B, A:
                 pass
             assert 1 == 2, "its own failure"
-    """))
+    """)
+    )
     result = run(pytester, "--lockdep")
     result.assert_outcomes(passed=1, failed=1)
     out = failure_text(result)
@@ -150,7 +156,9 @@ def test_a_failing_test_keeps_its_own_failure_and_gains_the_splat(pytester: pyte
 
 
 def test_lockdep_expect_accepts_the_named_kind_and_fails_without_it(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_expect=LOCKS + dedent("""
+    pytester.makepyfile(
+        test_expect=LOCKS
+        + dedent("""
         import pytest
 
         def test_ab():
@@ -169,7 +177,8 @@ def test_lockdep_expect_accepts_the_named_kind_and_fails_without_it(pytester: py
         def test_nothing_made():
             with A, B:
                 pass
-    """))
+    """)
+    )
     result = run(pytester, "--lockdep", "-p", "no:randomly")
     result.assert_outcomes(passed=2, failed=1)
     out = failure_text(result)
@@ -178,7 +187,9 @@ def test_lockdep_expect_accepts_the_named_kind_and_fails_without_it(pytester: py
 
 
 def test_lockdep_expect_still_fails_on_other_kinds(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_other=LOCKS + dedent("""
+    pytester.makepyfile(
+        test_other=LOCKS
+        + dedent("""
         import pytest
 
         def make(name):
@@ -189,7 +200,8 @@ def test_lockdep_expect_still_fails_on_other_kinds(pytester: pytest.Pytester) ->
             x, y = make("X"), make("X")
             with x, y:
                 pass
-    """))
+    """)
+    )
     result = run(pytester, "--lockdep")
     result.assert_outcomes(failed=1)
     out = failure_text(result)
@@ -197,22 +209,26 @@ def test_lockdep_expect_still_fails_on_other_kinds(pytester: pytest.Pytester) ->
     assert "expected report(s) of kind circular; made: recursive" in out
 
 
-def test_the_fixture_without_the_plugin_lists_the_reports_of_the_validator_in_force(
-        pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_fixture=LOCKS + dedent("""
+def test_the_fixture_without_the_plugin_lists_the_reports_of_the_validator_in_force(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_fixture=LOCKS
+        + dedent("""
         def test_abba(lockdep):
             with A, B:
                 pass
             with B, A:
                 pass
             assert [(r.kind, r.classes) for r in lockdep] == [("circular", ("A", "B"))]
-    """))
+    """)
+    )
     result = run(pytester)
     result.assert_outcomes(passed=1)
 
 
 def test_own_validate_blocks_are_judged_by_the_test_not_the_session(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_nested=LOCKS + dedent("""
+    pytester.makepyfile(
+        test_nested=LOCKS
+        + dedent("""
         def test_checks_pylockdep_itself():
             with pylockdep.validate(raise_on_report=False) as v:
                 with A, B:
@@ -224,7 +240,8 @@ def test_own_validate_blocks_are_judged_by_the_test_not_the_session(pytester: py
         def test_ba_later():
             with B, A:
                 pass
-    """))
+    """)
+    )
     result = run(pytester, "--lockdep")
     # The nested validator's A -> B never reached the session graph: B -> A later is no cycle.
     result.assert_outcomes(passed=2)
@@ -232,7 +249,9 @@ def test_own_validate_blocks_are_judged_by_the_test_not_the_session(pytester: py
 
 
 def test_lockdep_off_runs_a_test_under_the_validator_from_before_the_session(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_off=LOCKS + dedent("""
+    pytester.makepyfile(
+        test_off=LOCKS
+        + dedent("""
         import pytest
 
         @pytest.mark.lockdep_off
@@ -246,7 +265,8 @@ def test_lockdep_off_runs_a_test_under_the_validator_from_before_the_session(pyt
         def test_ab_in_session():
             with A, B:
                 pass
-    """))
+    """)
+    )
     with pylockdep.validate(raise_on_report=False) as before:
         result = pytester.runpytest(*QUIET, "--lockdep")
     result.assert_outcomes(passed=2)
@@ -257,7 +277,8 @@ def test_lockdep_off_runs_a_test_under_the_validator_from_before_the_session(pyt
 
 
 def test_lockdep_rt_checks_with_preempt_rt_rules(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_rt="""
+    pytester.makepyfile(
+        test_rt="""
         import pylockdep
         RAW = pylockdep.RawSpinLock("raw")
         SPIN = pylockdep.SpinLock("spin")
@@ -265,7 +286,8 @@ def test_lockdep_rt_checks_with_preempt_rt_rules(pytester: pytest.Pytester) -> N
         def test_spinlock_inside_raw():
             with RAW, SPIN:
                 pass
-    """)
+    """
+    )
     plain = run(pytester, "--lockdep")
     plain.assert_outcomes(failed=1)
     assert "during the call of test_rt.py::test_spinlock_inside_raw: invalid_wait_context" in failure_text(plain)
@@ -279,13 +301,15 @@ def test_lockdep_rt_checks_with_preempt_rt_rules(pytester: pytest.Pytester) -> N
 def test_summary_and_output_files(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_abba=ABBA)
     result = run(pytester, "--lockdep", "--lockdep-graph=graph.dot", "--lockdep-json=reports.json")
-    result.stdout.fnmatch_lines([
-        "*= lockdep =*",
-        "1 report(s): circular 1",
-        "2 lock classes, 2 dependencies learned",
-        "graph written to graph.dot",
-        "reports written to reports.json",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*= lockdep =*",
+            "1 report(s): circular 1",
+            "2 lock classes, 2 dependencies learned",
+            "graph written to graph.dot",
+            "reports written to reports.json",
+        ]
+    )
     dot = (pytester.path / "graph.dot").read_text()
     assert dot.startswith("digraph lockdep {")
     assert dot.count("color=red") == 2  # A -> B and B -> A
@@ -293,12 +317,15 @@ def test_summary_and_output_files(pytester: pytest.Pytester) -> None:
     lines = (pytester.path / "reports.json").read_text().splitlines()
     reports = [json.loads(line) for line in lines]
     assert [(r["kind"], r["classes"], r["origin"]) for r in reports] == [
-        ("circular", ["A", "B"], "test_abba.py::test_ba")]
+        ("circular", ["A", "B"], "test_abba.py::test_ba")
+    ]
     assert CIRCULAR in reports[0]["text"]
 
 
 def test_a_report_outside_every_test_fails_the_session(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_at_import=LOCKS + dedent("""
+    pytester.makepyfile(
+        test_at_import=LOCKS
+        + dedent("""
         def _collection_time_abba():
             with A, B:
                 pass
@@ -309,7 +336,8 @@ def test_a_report_outside_every_test_fails_the_session(pytester: pytest.Pytester
 
         def test_fine():
             pass
-    """))
+    """)
+    )
     result = run(pytester, "--lockdep")
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED

@@ -11,13 +11,24 @@ from pylockdep._graph import DEP_EN, DEP_ER, DEP_SN
 
 
 def cls(name: str) -> dict:
-    return {"id": f"struct mutex|{name}|x.py:1|0", "name": name, "subclass": 0, "type": "struct mutex",
-            "site": "x.py:1"}
+    return {
+        "id": f"struct mutex|{name}|x.py:1|0",
+        "name": name,
+        "subclass": 0,
+        "type": "struct mutex",
+        "site": "x.py:1",
+    }
 
 
 def edge(prev: str, nxt: str, types: int, origin: str) -> dict:
-    return {"prev": f"struct mutex|{prev}|x.py:1|0", "next": f"struct mutex|{nxt}|x.py:1|0", "types": types,
-            "origin": origin, "thread": "MainThread/1", "stack": [f"{origin}+x.py:2"]}
+    return {
+        "prev": f"struct mutex|{prev}|x.py:1|0",
+        "next": f"struct mutex|{nxt}|x.py:1|0",
+        "types": types,
+        "origin": origin,
+        "thread": "MainThread/1",
+        "stack": [f"{origin}+x.py:2"],
+    }
 
 
 def data(*edges: dict) -> dict:
@@ -43,8 +54,12 @@ def test_data_is_plain_and_names_classes_by_what_makes_them() -> None:
 
 
 def test_merge_joins_classes_by_id_and_finds_a_cycle_no_source_had() -> None:
-    merged = _export.merge([("gw0", data(edge("A", "B", DEP_EN, "t1"), edge("B", "C", DEP_EN, "t1"))),
-                            ("gw1", data(edge("C", "A", DEP_EN, "t2"), edge("A", "B", DEP_EN, "t3")))])
+    merged = _export.merge(
+        [
+            ("gw0", data(edge("A", "B", DEP_EN, "t1"), edge("B", "C", DEP_EN, "t1"))),
+            ("gw1", data(edge("C", "A", DEP_EN, "t2"), edge("A", "B", DEP_EN, "t3"))),
+        ]
+    )
     assert len(merged.graph.classes) == 3
     assert merged.graph.nr_edges == 3
     [cycle] = _export.strong_cycles(merged.graph)

@@ -24,8 +24,9 @@ BA = "from locks import A, B\n\ndef test_ba():\n    with B, A:\n        pass\n"
 
 def run_xdist(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     """Two workers, one test file each (``--dist loadfile``)."""
-    return pytester.runpytest_subprocess(*QUIET, "-p", "xdist", "-n", "2", "--dist", "loadfile", "--lockdep",
-                                         *args, timeout=120)
+    return pytester.runpytest_subprocess(
+        *QUIET, "-p", "xdist", "-n", "2", "--dist", "loadfile", "--lockdep", *args, timeout=120
+    )
 
 
 @pytest.mark.timeout(150)
@@ -53,16 +54,16 @@ def test_xdist_controller_reports_a_cycle_only_the_union_shows(pytester: pytest.
 
 @pytest.mark.timeout(150)
 def test_xdist_controller_leaves_a_cycle_one_worker_saw_to_that_worker(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(locks=LOCKS, test_one=AB + "\n\n" + BA.split("\n\n", 1)[1],
-                        test_two="def test_clean():\n    pass\n")
+    pytester.makepyfile(
+        locks=LOCKS, test_one=AB + "\n\n" + BA.split("\n\n", 1)[1], test_two="def test_clean():\n    pass\n"
+    )
     result = run_xdist(pytester, "--lockdep-json=reports.json")
     out = "\n".join(result.outlines)
     result.assert_outcomes(passed=2, failed=1)
     assert "FAILED test_one.py::test_ba" in out
     assert MERGED_ONLY not in out
     reports = [json.loads(line) for line in (pytester.path / "reports.json").read_text().splitlines()]
-    assert [(r["kind"], r["origin"], r["worker"][:2]) for r in reports] == [
-        ("circular", "test_one.py::test_ba", "gw")]
+    assert [(r["kind"], r["origin"], r["worker"][:2]) for r in reports] == [("circular", "test_one.py::test_ba", "gw")]
 
 
 HANG_ON_MUTEX = """
@@ -110,8 +111,7 @@ def test_abba_hangs():
 @pytest.mark.parametrize("method", ["thread", "signal"])
 def test_hung_test_prints_held_locks_before_pytest_timeout_ends_it(pytester: pytest.Pytester, method: str) -> None:
     pytester.makepyfile(test_hang=HANG_ON_MUTEX)
-    result = pytester.runpytest_subprocess(*QUIET, "--lockdep", "--timeout=4", f"--timeout-method={method}",
-                                           timeout=50)
+    result = pytester.runpytest_subprocess(*QUIET, "--lockdep", "--timeout=4", f"--timeout-method={method}", timeout=50)
     out = "\n".join(result.outlines + result.errlines)
     assert result.ret != 0
     if method == "signal":  # the test fails and the session goes on
@@ -133,8 +133,9 @@ def test_hung_test_prints_held_locks_before_pytest_timeout_ends_it(pytester: pyt
 @pytest.mark.timeout(60)
 def test_hang_dump_with_instrumented_threading_shows_the_abba(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_thr=HANG_ON_THREADING)
-    result = pytester.runpytest_subprocess(*QUIET, "--lockdep", "--lockdep-threading", "--timeout=4",
-                                           "--timeout-method=thread", timeout=50)
+    result = pytester.runpytest_subprocess(
+        *QUIET, "--lockdep", "--lockdep-threading", "--timeout=4", "--timeout-method=thread", timeout=50
+    )
     out = "\n".join(result.outlines + result.errlines)
     assert result.ret != 0
     assert "Showing all locks held in the system:" in out

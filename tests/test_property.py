@@ -84,7 +84,7 @@ class Oracle:
                 if op.action == "unlock":
                     # Releasing from the middle takes the locks above again, in order.
                     i = instances.index(op.index)
-                    above = held[i + 1:]
+                    above = held[i + 1 :]
                     del held[i:]
                     del instances[i]
                     for cls, trylock in above:

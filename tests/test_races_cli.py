@@ -53,9 +53,7 @@ def test_explore_of_the_fixed_rule_exits_0(capsys: pytest.CaptureFixture[str]) -
 
 def test_a_schedule_that_cannot_be_followed_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tlb", "--schedule", "vcpu0:fast.cmpxchg"]) == 2
-    assert "error: schedule entry 1 'vcpu0:fast.cmpxchg': vcpu0 is at step 'guest.write'" in (
-        capsys.readouterr().out
-    )
+    assert "error: schedule entry 1 'vcpu0:fast.cmpxchg': vcpu0 is at step 'guest.write'" in (capsys.readouterr().out)
 
 
 def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

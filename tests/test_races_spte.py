@@ -30,9 +30,7 @@ def test_lockless_fix_needs_both_writeable_bits() -> None:
 
 
 def test_format_names_the_set_bits() -> None:
-    assert format_spte(make_spte(0x101, PRESENT | ACCESSED | HOST_WRITEABLE | MMU_WRITEABLE)) == (
-        "pfn 0x101|P|A|HW|MW"
-    )
+    assert format_spte(make_spte(0x101, PRESENT | ACCESSED | HOST_WRITEABLE | MMU_WRITEABLE)) == ("pfn 0x101|P|A|HW|MW")
     assert format_spte(0) == "0"
 
 

@@ -40,8 +40,11 @@ def test_read_sides_nest_and_show_among_held_locks_at_the_users_line():
     (report,) = v.reports
     held = [line for line in report.text.splitlines() if line.startswith(" #")]
     assert len(held) == 2
-    assert re.fullmatch(r" #1: [0-9a-f]{16} \(rcu_read_lock\)\{\.\.\.\.\}-\{1:3\}, at: "
-                        rf"test_read_sides_nest\S*\+\S*test_rcu\.py:{line}", held[1])
+    assert re.fullmatch(
+        r" #1: [0-9a-f]{16} \(rcu_read_lock\)\{\.\.\.\.\}-\{1:3\}, at: "
+        rf"test_read_sides_nest\S*\+\S*test_rcu\.py:{line}",
+        held[1],
+    )
 
 
 def test_read_side_adds_no_dependencies():
@@ -91,8 +94,7 @@ def test_might_sleep_inside_a_read_side_is_reported():
             pylockdep.might_sleep()
     (report,) = v.reports
     assert report.kind == "sleep_in_atomic" and report.classes == ("rcu_read_lock",)
-    assert re.fullmatch(rf"BUG: sleeping function called from invalid context at \S*test_rcu\.py:{line}",
-                        report.title)
+    assert re.fullmatch(rf"BUG: sleeping function called from invalid context at \S*test_rcu\.py:{line}", report.title)
 
 
 def test_srcu_synchronize_inside_a_read_side_is_illegal_and_sleeps():
@@ -103,8 +105,7 @@ def test_srcu_synchronize_inside_a_read_side_is_illegal_and_sleeps():
     # The kernel's order: lock_sync() (silent here), the RCU warning, then might_sleep().
     assert kinds(v) == ["suspicious_rcu_usage", "sleep_in_atomic"]
     assert v.reports[0].classes == ("srcu_S", "rcu_read_lock")
-    assert ("Illegal synchronize_srcu() in same-type SRCU (or in RCU) read-side critical section!"
-            in v.reports[0].text)
+    assert "Illegal synchronize_srcu() in same-type SRCU (or in RCU) read-side critical section!" in v.reports[0].text
 
 
 def test_rcu_dereference_outside_a_read_side_is_a_kernel_format_splat():
@@ -119,9 +120,14 @@ def test_rcu_dereference_outside_a_read_side_is_a_kernel_format_splat():
     lines = report.text.splitlines()
     assert lines[:2] == ["=" * 29, "WARNING: suspicious RCU usage"] and lines[3] == "-" * 29
     assert re.fullmatch(rf"\S*test_rcu\.py:{line} suspicious rcu_dereference_check\(\) usage!", lines[4])
-    assert lines[5:11] == ["", "other info that might help us debug this:", "", "",
-                           "rcu_scheduler_active = 2, debug_locks = 1",
-                           f"1 lock held by {threading.current_thread().name}/{threading.get_ident()}:"]
+    assert lines[5:11] == [
+        "",
+        "other info that might help us debug this:",
+        "",
+        "",
+        "rcu_scheduler_active = 2, debug_locks = 1",
+        f"1 lock held by {threading.current_thread().name}/{threading.get_ident()}:",
+    ]
     assert re.fullmatch(r" #0: [0-9a-f]{16} \(mutex_M\)\{\+\.\+\.\}-\{4:4\}, at: \S+", lines[11])
     assert lines[12:14] == ["", "stack backtrace:"]
     assert " <TASK>" in lines and any(re.search(rf"test_rcu\.py:{line}$", x) for x in lines[14:])
@@ -285,7 +291,9 @@ def test_data_guarded_by_rcu_sched_is_read_in_its_read_side():
         assert table.entries == [1]
     (report,) = v.reports
     assert report.kind == "suspicious_rcu_usage"
-    assert "reading test_data_guarded_by_rcu_sched_is_read_in_its_read_side.<locals>.Table.entries needs an " \
-           "RCU-sched read side or sched_table_lock held" in report.text
+    assert (
+        "reading test_data_guarded_by_rcu_sched_is_read_in_its_read_side.<locals>.Table.entries needs an "
+        "RCU-sched read side or sched_table_lock held" in report.text
+    )
     with pytest.raises(TypeError, match="no update-side lock"):
         pylockdep.guarded_by("lock", writer=pylockdep.RCU_SCHED)

@@ -215,19 +215,29 @@ def _before(order: str, first: str, second: str) -> bool:
 
 def _inconsistent(safe_event: str, unsafe_event: str, unsafe_bit: str) -> Verdict:
     """Lock A both irq-safe (taken in the handler) and irq-unsafe (``unsafe_bit``, e.g. ``ON-W``)."""
+
     def verdict(order: str, c: Case) -> Expected:
         safe, unsafe = f"IN-{c.irq.state}-W", f"{c.irq.state}-{unsafe_bit}"
         old, new = (safe, unsafe) if _before(order, safe_event, unsafe_event) else (unsafe, safe)
         return Expected("inconsistent_lock_state", (c.name("A"),), f"inconsistent {{{old}}} -> {{{new}}} usage.")
+
     return verdict
 
 
-def _inverted(edge: str, unsafe: str, safe: str, safe_cls: Callable[[Case], str],
-              unsafe_cls: Callable[[Case], str], forward_read: bool, backward_read: bool,
-              order_read: bool) -> Verdict:
+def _inverted(
+    edge: str,
+    unsafe: str,
+    safe: str,
+    safe_cls: Callable[[Case], str],
+    unsafe_cls: Callable[[Case], str],
+    forward_read: bool,
+    backward_read: bool,
+    order_read: bool,
+) -> Verdict:
     """A class taken in the handler (event ``safe``) leads to one taken with irqs on (``unsafe``)
     through the dependency made by event ``edge``; which report fires depends on which comes last.
     The ``*_read`` flags say which states lockdep names with ``-READ``."""
+
     def verdict(order: str, c: Case) -> Expected:
         state = c.irq.state
         s, u = safe_cls(c), unsafe_cls(c)
@@ -240,6 +250,7 @@ def _inverted(edge: str, unsafe: str, safe: str, safe_cls: Callable[[Case], str]
             return Expected("irq_inversion", (s, u), f"but this lock took another, {rs}-unsafe lock in the past:")
         rs = state + ("-READ" if backward_read else "")
         return Expected("irq_inversion", (u, s), f"but this lock was taken by another, {rs}-safe lock in the past:")
+
     return verdict
 
 
@@ -256,24 +267,40 @@ class Group:
 
 GROUPS = {
     "irqs-on + irq-safe-A": Group((_irq_lock_a, _lock_a), ("spin", "wlock"), _inconsistent("1", "2", "ON-W")),
-    "safe-A + irqs-on": Group((_irq_lock_a, _irqs_off_lock_a_enable_held), ("spin", "wlock"),
-                              _inconsistent("1", "2", "ON-W")),
-    "safe-A + unsafe-B #1": Group((_lock_a_b, _lock_b, _irq_lock_a), ("spin", "wlock"),
-                                  _inconsistent("3", "1", "ON-W")),
-    "safe-A + unsafe-B #2": Group((_irqs_off_lock_a_b, _lock_b, _irq_lock_a), ("spin", "wlock"),
-                                  _inverted("1", "2", "3", lambda c: c.name("A"), lambda c: c.name("B"),
-                                            False, False, False)),
-    "irq lock-inversion": Group((_irqs_off_write_a_lock_b, _lock_b, _irq_read_a), ("spin", "wlock"),
-                                _inverted("1", "2", "3", lambda c: "rwlock_A", lambda c: c.name("B"),
-                                          False, True, True)),
-    "irq read-recursion": Group((_irqs_off_write_a, _read_a, _irq_lock_a_spin_b), ("wlock",),
-                                _inconsistent("3", "2", "ON-R"), columns=("wlock", "rlock")),
-    "irq read-recursion #2": Group((_irqs_off_spin_b_lock_a, _read_a, _irq_spin_b), ("wlock",),
-                                   _inverted("1", "2", "3", lambda c: "lock_B", lambda c: "rwlock_A",
-                                             True, False, False), columns=("wlock", "rlock")),
-    "irq read-recursion #3": Group((_irqs_off_write_b_lock_a, _read_a, _irq_read_b), ("wlock",),
-                                   _inverted("1", "2", "3", lambda c: "rwlock_B", lambda c: "rwlock_A",
-                                             True, True, True), columns=("wlock", "rlock")),
+    "safe-A + irqs-on": Group(
+        (_irq_lock_a, _irqs_off_lock_a_enable_held), ("spin", "wlock"), _inconsistent("1", "2", "ON-W")
+    ),
+    "safe-A + unsafe-B #1": Group(
+        (_lock_a_b, _lock_b, _irq_lock_a), ("spin", "wlock"), _inconsistent("3", "1", "ON-W")
+    ),
+    "safe-A + unsafe-B #2": Group(
+        (_irqs_off_lock_a_b, _lock_b, _irq_lock_a),
+        ("spin", "wlock"),
+        _inverted("1", "2", "3", lambda c: c.name("A"), lambda c: c.name("B"), False, False, False),
+    ),
+    "irq lock-inversion": Group(
+        (_irqs_off_write_a_lock_b, _lock_b, _irq_read_a),
+        ("spin", "wlock"),
+        _inverted("1", "2", "3", lambda c: "rwlock_A", lambda c: c.name("B"), False, True, True),
+    ),
+    "irq read-recursion": Group(
+        (_irqs_off_write_a, _read_a, _irq_lock_a_spin_b),
+        ("wlock",),
+        _inconsistent("3", "2", "ON-R"),
+        columns=("wlock", "rlock"),
+    ),
+    "irq read-recursion #2": Group(
+        (_irqs_off_spin_b_lock_a, _read_a, _irq_spin_b),
+        ("wlock",),
+        _inverted("1", "2", "3", lambda c: "lock_B", lambda c: "rwlock_A", True, False, False),
+        columns=("wlock", "rlock"),
+    ),
+    "irq read-recursion #3": Group(
+        (_irqs_off_write_b_lock_a, _read_a, _irq_read_b),
+        ("wlock",),
+        _inverted("1", "2", "3", lambda c: "rwlock_B", lambda c: "rwlock_A", True, True, True),
+        columns=("wlock", "rlock"),
+    ),
 }
 
 
@@ -281,12 +308,20 @@ def _orders(n: int) -> list[str]:
     return ["".join(str(i + 1) for i in perm) for perm in itertools.permutations(range(n))]
 
 
-CASES = [(label, order, irq, col) for label, group in GROUPS.items() for order in _orders(len(group.events))
-         for irq in group.flavours for col in group.columns]
+CASES = [
+    (label, order, irq, col)
+    for label, group in GROUPS.items()
+    for order in _orders(len(group.events))
+    for irq in group.flavours
+    for col in group.columns
+]
 
 
-@pytest.mark.parametrize(("label", "order", "irq", "col"), CASES,
-                         ids=[f"{label}/{order}-{irq.name}-{col}" for label, order, irq, col in CASES])
+@pytest.mark.parametrize(
+    ("label", "order", "irq", "col"),
+    CASES,
+    ids=[f"{label}/{order}-{irq.name}-{col}" for label, order, irq, col in CASES],
+)
 def test_irq_groups(label: str, order: str, irq: Irq, col: str) -> None:
     group = GROUPS[label]
     c = Case(irq, col)
@@ -321,8 +356,9 @@ def test_softirq_safe_lock_with_hardirqs_enabled(order: str, col: str) -> None:
         c.UNLOCK("A")
 
     with pylockdep.validate(raise_on_report=False) as v:
-        for event in (in_softirq, enable_hardirqs_holding_a) if order == "12" else (enable_hardirqs_holding_a,
-                                                                                     in_softirq):
+        for event in (
+            (in_softirq, enable_hardirqs_holding_a) if order == "12" else (enable_hardirqs_holding_a, in_softirq)
+        ):
             event()
     if col == "rlock":
         assert v.reports == []
@@ -334,6 +370,7 @@ def test_softirq_safe_lock_with_hardirqs_enabled(order: str, col: str) -> None:
 
 
 # -- 7.8: queued read-lock cases (read_lock() recursive only in interrupt context, as pylockdep's) ---
+
 
 def test_hardirq_read_lock_then_lock_is_circular() -> None:
     """``hardirq read-lock/lock-read``: the handler's recursive reader A -> B and a process-context

@@ -56,12 +56,17 @@ COLUMNS = [
     Column("spin", lambda n: pylockdep.SpinLock(n), lambda lk: lk.lock(), lambda lk: lk.unlock()),
     Column("raw", lambda n: pylockdep.RawSpinLock(n), lambda lk: lk.lock(), lambda lk: lk.unlock()),
     Column("wlock", lambda n: pylockdep.RWLock(n), lambda lk: lk.write_lock(), lambda lk: lk.write_unlock()),
-    Column("rlock", lambda n: pylockdep.RWLock(n), lambda lk: lk.read_lock(), lambda lk: lk.read_unlock(),
-           reads=True, recursive_reads=True),
+    Column(
+        "rlock",
+        lambda n: pylockdep.RWLock(n),
+        lambda lk: lk.read_lock(),
+        lambda lk: lk.read_unlock(),
+        reads=True,
+        recursive_reads=True,
+    ),
     Column("mutex", lambda n: pylockdep.Mutex(n), lambda lk: lk.lock(), lambda lk: lk.unlock()),
     Column("wsem", lambda n: pylockdep.RWSemaphore(n), lambda lk: lk.down_write(), lambda lk: lk.up_write()),
-    Column("rsem", lambda n: pylockdep.RWSemaphore(n), lambda lk: lk.down_read(), lambda lk: lk.up_read(),
-           reads=True),
+    Column("rsem", lambda n: pylockdep.RWSemaphore(n), lambda lk: lk.down_read(), lambda lk: lk.up_read(), reads=True),
 ]
 COLUMN_IDS = [c.name for c in COLUMNS]
 
@@ -117,8 +122,7 @@ def test_cycle_rows(col: Column, label: str) -> None:
         parent = names[1]
     fn = "rlock" if col.reads else "lock"
     cpu1 = " " * 31
-    assert (f"  {fn}({prev});\n{cpu1}lock({parent});\n{cpu1}lock({prev});\n  {fn}({nxt});\n\n *** DEADLOCK ***"
-            in text)
+    assert f"  {fn}({prev});\n{cpu1}lock({parent});\n{cpu1}lock({prev});\n  {fn}({nxt});\n\n *** DEADLOCK ***" in text
 
 
 @pytest.mark.parametrize("col", COLUMNS, ids=COLUMN_IDS)
@@ -181,10 +185,18 @@ RLOCK, RSEM = (c for c in COLUMNS if c.name in ("rlock", "rsem"))
 def _rw_ops(col: Column) -> dict[str, Callable[[Any], None]]:
     """The selftests' ``RL``/``WL`` (and unlocks) for the rlock or rsem column."""
     if col is RLOCK:
-        return {"R": lambda lk: lk.read_lock(), "W": lambda lk: lk.write_lock(),
-                "RU": lambda lk: lk.read_unlock(), "WU": lambda lk: lk.write_unlock()}
-    return {"R": lambda lk: lk.down_read(), "W": lambda lk: lk.down_write(),
-            "RU": lambda lk: lk.up_read(), "WU": lambda lk: lk.up_write()}
+        return {
+            "R": lambda lk: lk.read_lock(),
+            "W": lambda lk: lk.write_lock(),
+            "RU": lambda lk: lk.read_unlock(),
+            "WU": lambda lk: lk.write_unlock(),
+        }
+    return {
+        "R": lambda lk: lk.down_read(),
+        "W": lambda lk: lk.down_write(),
+        "RU": lambda lk: lk.up_read(),
+        "WU": lambda lk: lk.up_write(),
+    }
 
 
 def _y_lock(col: Column, name: str) -> Any:
@@ -203,8 +215,7 @@ RW_ROWS = {
     "mixed write-lock/lock-write ABBA": (["W1 L", "L W1"], {"rlock": "circular", "rsem": "circular"}),
     "chain cached mixed R-L/L-W ABBA": (["R1 L", "L R1", "L W1"], {"rlock": "circular"}),
 }
-RW_CASES = [(label, col) for label, (_, verdicts) in RW_ROWS.items() for col in (RLOCK, RSEM)
-            if col.name in verdicts]
+RW_CASES = [(label, col) for label, (_, verdicts) in RW_ROWS.items() for col in (RLOCK, RSEM) if col.name in verdicts]
 
 
 @pytest.mark.parametrize(("label", "col"), RW_CASES, ids=[f"{label}-{col.name}" for label, col in RW_CASES])
@@ -247,8 +258,11 @@ RLOCK_GROUPS = {
 GROUP_CASES = [(label, order) for label in RLOCK_GROUPS for order in itertools.permutations(range(3))]
 
 
-@pytest.mark.parametrize(("label", "order"), GROUP_CASES,
-                         ids=[f"{label}/{''.join(str(i + 1) for i in order)}" for label, order in GROUP_CASES])
+@pytest.mark.parametrize(
+    ("label", "order"),
+    GROUP_CASES,
+    ids=[f"{label}/{''.join(str(i + 1) for i in order)}" for label, order in GROUP_CASES],
+)
 def test_rlock_three_lock_groups(label: str, order: tuple[int, ...]) -> None:
     events, verdict = RLOCK_GROUPS[label]
     locks = {letter: RLOCK.new(letter) for letter in "XYZ"}

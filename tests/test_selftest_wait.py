@@ -64,15 +64,28 @@ ROWS: dict[str, tuple[Callable[[Locks], AbstractContextManager], tuple[str, ...]
 
 # Outer contexts that are atomic (a sleeping lock inside them also fails might_sleep()) on each kernel.
 _ATOMIC = {
-    False: {"in hardirq context", "in hardirq context (not threaded)", "in softirq context", "in RCU context",
-            "in RCU-bh context", "in RCU-sched context", "in RAW_SPINLOCK context", "in SPINLOCK context"},
+    False: {
+        "in hardirq context",
+        "in hardirq context (not threaded)",
+        "in softirq context",
+        "in RCU context",
+        "in RCU-bh context",
+        "in RCU-sched context",
+        "in RAW_SPINLOCK context",
+        "in SPINLOCK context",
+    },
     # On PREEMPT_RT: real hardirqs and raw spinlocks; the rest are RCU read sides (threaded handlers and
     # softirqs run with bottom halves disabled, a spinlock_t holder is an RCU reader), which only
     # a sleeping lock that does not expect that RCU nesting (a mutex) trips over.
     True: {"in hardirq context (not threaded)", "in RCU-sched context", "in RAW_SPINLOCK context"},
 }
-_RCU_READER_ON_RT = {"in hardirq context", "in softirq context", "in RCU context", "in RCU-bh context",
-                     "in SPINLOCK context"}
+_RCU_READER_ON_RT = {
+    "in hardirq context",
+    "in softirq context",
+    "in RCU context",
+    "in RCU-bh context",
+    "in SPINLOCK context",
+}
 
 CELLS = [(row, inner, rt) for row in ROWS for inner in INNER for rt in (False, True)]
 _INNER_CLASS = {"rcu": "rcu_read_lock", "raw": "raw_lock_B", "spin": "lock_B", "mutex": "mutex_B"}
@@ -81,8 +94,11 @@ _CONTEXT_VALUE = {"in hardirq context": 3, "in hardirq context (not threaded)": 
 
 def _expected_kinds(row: str, inner: str, rt: bool) -> list[str]:
     verdict = ROWS[row][2].split()[INNER.index(inner)]
-    sleeps = (inner == "mutex" and (row in _ATOMIC[rt] or (rt and row in _RCU_READER_ON_RT))
-              or (inner == "spin" and rt and row in _ATOMIC[rt]))
+    sleeps = (
+        inner == "mutex"
+        and (row in _ATOMIC[rt] or (rt and row in _RCU_READER_ON_RT))
+        or (inner == "spin" and rt and row in _ATOMIC[rt])
+    )
     if verdict == "ok":
         assert not sleeps
         return []
@@ -92,8 +108,9 @@ def _expected_kinds(row: str, inner: str, rt: bool) -> list[str]:
     return ["invalid_wait_context", "sleep_in_atomic"] if sleeps else ["invalid_wait_context"]
 
 
-@pytest.mark.parametrize(("row", "inner", "rt"), CELLS,
-                         ids=[f"{row}-{inner}-{'rt' if rt else 'nort'}" for row, inner, rt in CELLS])
+@pytest.mark.parametrize(
+    ("row", "inner", "rt"), CELLS, ids=[f"{row}-{inner}-{'rt' if rt else 'nort'}" for row, inner, rt in CELLS]
+)
 def test_wait_context_matrix(row: str, inner: str, rt: bool) -> None:
     enter, held, _ = ROWS[row]
     locks = Locks()

@@ -264,7 +264,7 @@ def test_synchronize_of_another_srcu_inside_a_read_side_is_fine():
 def scenario(report: pylockdep.Report) -> list[str]:
     lines = report.text.splitlines()
     start = lines.index("       ----                    ----") + 1
-    return lines[start:lines.index(" *** DEADLOCK ***") - 1]
+    return lines[start : lines.index(" *** DEADLOCK ***") - 1]
 
 
 def test_mutex_around_synchronize_and_inside_a_reader_sync_last():
@@ -277,8 +277,12 @@ def test_mutex_around_synchronize_and_inside_a_reader_sync_last():
             s.synchronize()
     (report,) = v.reports
     assert report.kind == "circular" and sorted(report.classes) == ["mutex_M", "srcu_S"]
-    assert scenario(report) == ["  lock(mutex_M);", " " * 31 + "lock(srcu_S);", " " * 31 + "lock(mutex_M);",
-                                "  sync(srcu_S);"]
+    assert scenario(report) == [
+        "  lock(mutex_M);",
+        " " * 31 + "lock(srcu_S);",
+        " " * 31 + "lock(mutex_M);",
+        "  sync(srcu_S);",
+    ]
 
 
 def test_mutex_around_synchronize_and_inside_a_reader_reader_last():
@@ -291,8 +295,12 @@ def test_mutex_around_synchronize_and_inside_a_reader_reader_last():
                 pass
     (report,) = v.reports
     assert report.kind == "circular" and sorted(report.classes) == ["mutex_M", "srcu_S"]
-    assert scenario(report) == ["  rlock(srcu_S);", " " * 31 + "lock(mutex_M);", " " * 31 + "lock(srcu_S);",
-                                "  lock(mutex_M);"]
+    assert scenario(report) == [
+        "  rlock(srcu_S);",
+        " " * 31 + "lock(mutex_M);",
+        " " * 31 + "lock(srcu_S);",
+        "  lock(mutex_M);",
+    ]
 
 
 @pytest.mark.parametrize("reader_takes", ["read", "write"])

@@ -60,8 +60,10 @@ def v():
 
 
 def test_abba_between_two_locks_in_threads_run_one_after_the_other_is_circular(v):
-    a = threading.Lock(); a_line = line()  # noqa: E702
-    b = threading.Lock(); b_line = line()  # noqa: E702
+    a = threading.Lock()
+    a_line = line() - 1  # the line above
+    b = threading.Lock()
+    b_line = line() - 1  # the line above
     take_ab_then_ba(a, b)
     (report,) = v.reports
     assert report.kind == "circular"
@@ -79,7 +81,8 @@ def test_rlock_reentry_is_not_a_new_acquisition(v):
 
 
 def test_condition_default_lock_is_an_rlock_named_after_the_condition(v):
-    cond = threading.Condition(); n = line()  # noqa: E702
+    cond = threading.Condition()
+    n = line() - 1  # the line above
     assert isinstance(cond._lock, RLock)
     assert name_of(cond._lock) == f"Condition@{FILE}:{n}"
     with cond, cond:
@@ -168,8 +171,14 @@ def test_timed_acquire_of_a_busy_lock_waits_and_times_out_or_gets_it(v):
 
 def test_acquire_checks_its_arguments_as_cpython_does(v):
     plain = _thread.allocate_lock()
-    cases = [((False, 1), {}), ((), {"timeout": -100}), ((), {"timeout": 1e100}), ((), {"timeout": None}),
-             ((), {"timeout": float("nan")}), ((), {"timeout": _thread.TIMEOUT_MAX + 1})]
+    cases = [
+        ((False, 1), {}),
+        ((), {"timeout": -100}),
+        ((), {"timeout": 1e100}),
+        ((), {"timeout": None}),
+        ((), {"timeout": float("nan")}),
+        ((), {"timeout": _thread.TIMEOUT_MAX + 1}),
+    ]
     for lock in (threading.Lock(), threading.RLock()):
         for args, kwargs in cases:
             with pytest.raises(Exception) as expected:
@@ -224,8 +233,10 @@ def test_rlock_cycle_of_waiting_threads_raises_deadlock_error_instead_of_hanging
             except pylockdep.DeadlockError as exc:
                 errors.append(exc)
 
-    threads = [threading.Thread(target=take, args=(r1, r2, one_in, two_in)),
-               threading.Thread(target=take, args=(r2, r1, two_in, one_in))]
+    threads = [
+        threading.Thread(target=take, args=(r1, r2, one_in, two_in)),
+        threading.Thread(target=take, args=(r2, r1, two_in, one_in)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -242,8 +253,9 @@ def test_repr_has_cpythons_shape(v):
     assert re.fullmatch(r"<unlocked pylockdep\._threading\.Lock object at 0x[0-9a-f]+>", repr(lock))
     with lock, rlock, rlock:
         assert re.fullmatch(r"<locked \S+\.Lock object at 0x[0-9a-f]+>", repr(lock))
-        assert re.fullmatch(rf"<locked \S+\.RLock object owner={threading.get_ident()} count=2 at 0x[0-9a-f]+>",
-                            repr(rlock))
+        assert re.fullmatch(
+            rf"<locked \S+\.RLock object owner={threading.get_ident()} count=2 at 0x[0-9a-f]+>", repr(rlock)
+        )
     assert re.fullmatch(r"<unlocked \S+\.RLock object owner=0 count=0 at 0x[0-9a-f]+>", repr(rlock))
 
 
@@ -263,7 +275,8 @@ def test_weak_references_and_no_pickling_or_copying(v):
 def test_lock_type_refuses_instantiation_and_rlock_type_allows_it_as_cpythons_do(v):
     with pytest.raises(TypeError, match=r"cannot create 'pylockdep\._threading\.Lock' instances"):
         type(threading.Lock())()
-    rlock = type(threading.RLock())(); n = line()  # noqa: E702
+    rlock = type(threading.RLock())()
+    n = line() - 1  # the line above
     assert name_of(rlock) == f"RLock@{FILE}:{n}"
     with rlock:
         pass
@@ -362,11 +375,16 @@ def test_fork_child_forgets_the_locks_other_threads_held():
 
 
 def test_class_is_the_type_and_the_first_frame_outside_threading(v):
-    lock = threading.Lock(); n = line()  # noqa: E702
-    rlock = threading.RLock(); m = line()  # noqa: E702
-    event = threading.Event(); e = line()  # noqa: E702
-    sem = threading.Semaphore(); s = line()  # noqa: E702
-    barrier = threading.Barrier(1); b = line()  # noqa: E702
+    lock = threading.Lock()
+    n = line() - 1  # the line above
+    rlock = threading.RLock()
+    m = line() - 1  # the line above
+    event = threading.Event()
+    e = line() - 1  # the line above
+    sem = threading.Semaphore()
+    s = line() - 1  # the line above
+    barrier = threading.Barrier(1)
+    b = line() - 1  # the line above
     assert name_of(lock) == f"Lock@{FILE}:{n}"
     assert name_of(rlock) == f"RLock@{FILE}:{m}"
     assert name_of(event._cond._lock) == f"Event@{FILE}:{e}"

@@ -28,8 +28,9 @@ class Violation:
     detail: str
 
 
-def _per_first_write(kvm: Kvm, invariant: str, key: Callable[[GuestWrite], int | None],
-                     detail: Callable[[int, GuestWrite], str]) -> list[Violation]:
+def _per_first_write(
+    kvm: Kvm, invariant: str, key: Callable[[GuestWrite], int | None], detail: Callable[[int, GuestWrite], str]
+) -> list[Violation]:
     """One violation of ``invariant`` per value of ``key`` over the guest's writes, told by ``detail``.
 
     ``key`` maps a write that breaks the rule to what it broke it for (a gfn, a pfn) and a sound write
@@ -46,10 +47,13 @@ def check_dirty_log(kvm: Kvm) -> list[Violation]:
     """Every gfn written by the guest (through its mappings or the emulator) is set in the dirty bitmap."""
     logged = kvm.memslot.dirty_gfns()
     return _per_first_write(
-        kvm, "dirty-log",
+        kvm,
+        "dirty-log",
         lambda w: w.gfn if w.gfn is not None and w.gfn not in logged else None,
-        lambda gfn, w: f"gfn {gfn} was written by {w.vcpu} (through pfn {w.pfn:#x}) but its bit in the dirty "
-        f"bitmap is clear; the bitmap holds {_gfns(logged)}",
+        lambda gfn, w: (
+            f"gfn {gfn} was written by {w.vcpu} (through pfn {w.pfn:#x}) but its bit in the dirty "
+            f"bitmap is clear; the bitmap holds {_gfns(logged)}"
+        ),
     )
 
 
@@ -58,10 +62,13 @@ def check_dirty_bit(kvm: Kvm) -> list[Violation]:
     still_dirty = {spte_pfn(v) for cell in kvm.sp.sptes if is_present(v := cell.load()) and v & DIRTY}
     known_dirty = kvm.host.dirty | still_dirty
     return _per_first_write(
-        kvm, "dirty-bit",
+        kvm,
+        "dirty-bit",
         lambda w: w.pfn if w.via != "emulator" and w.pfn not in known_dirty else None,
-        lambda pfn, w: f"{w.vcpu} wrote pfn {pfn:#x} (gfn {w.gfn}) through an spte, but no spte maps it with D = 1 "
-        f"any more and kvm_set_pfn_dirty({pfn:#x}) was never called: the host may drop the data",
+        lambda pfn, w: (
+            f"{w.vcpu} wrote pfn {pfn:#x} (gfn {w.gfn}) through an spte, but no spte maps it with D = 1 "
+            f"any more and kvm_set_pfn_dirty({pfn:#x}) was never called: the host may drop the data"
+        ),
     )
 
 

@@ -286,8 +286,7 @@ class Scheduler:
         where = f"step {t.record.step!r}"
         if not calm:
             raise ScheduleTimeout(
-                f"{t.name} neither reached its next point nor ended"
-                f" within {self.timeout} s of starting {where}"
+                f"{t.name} neither reached its next point nor ended within {self.timeout} s of starting {where}"
             )
         if t.error is not None:
             raise ModelThreadError(f"{t.name} raised {t.error!r} during {where}") from t.error
