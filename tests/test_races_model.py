@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kvm_model.races.host import FIRST_PFN, HostMemory
-from kvm_model.races.memslot import Memslot
+from kvm_model.races.dirtylog import DirtyLog
+from kvm_model.races.host import FIRST_PFN, HostFrames
 from kvm_model.races.mmu import spte_has_volatile_bits
 from kvm_model.races.spte import ACCESSED, DIRTY, HOST_WRITEABLE, MMU_WRITEABLE, PRESENT, WRITABLE, make_spte
 
@@ -31,7 +31,7 @@ def test_volatile_rule_of_each_version(flags: int, under_3_4: bool, under_3_10: 
 
 
 def test_a_freed_frame_is_handed_out_again_first() -> None:
-    host = HostMemory()
+    host = HostFrames()
     pfn = host.gfn_to_pfn(1)
     assert pfn == FIRST_PFN and host.owner(pfn) == 1
     assert host.unmap(1) == pfn and host.owner(pfn) is None
@@ -40,7 +40,7 @@ def test_a_freed_frame_is_handed_out_again_first() -> None:
 
 
 def test_a_pinned_frame_is_not_reused_until_unpinned() -> None:
-    host = HostMemory()
+    host = HostFrames()
     pfn = host.gfn_to_pfn(1)
     assert host.gfn_to_pfn_atomic(1) == pfn
     host.unmap(1)
@@ -51,11 +51,11 @@ def test_a_pinned_frame_is_not_reused_until_unpinned() -> None:
 
 
 def test_atomic_lookup_does_not_fault_pages_in() -> None:
-    assert HostMemory().gfn_to_pfn_atomic(7) is None
+    assert HostFrames().gfn_to_pfn_atomic(7) is None
 
 
 def test_dirty_bitmap_holds_the_marked_gfns() -> None:
-    slot = Memslot(base_gfn=64, npages=130)
+    slot = DirtyLog(base_gfn=64, npages=130)
     for gfn in (64, 130, 193):
         slot.mark_dirty(gfn)
     assert slot.dirty_gfns() == [64, 130, 193]

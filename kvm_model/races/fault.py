@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import enum
 
-from .kvm import GuestWrite, Kvm, Vcpu
 from .mmu import mmu_set_spte
 from .spte import WRITABLE, format_spte, is_locklessly_modifiable, is_present, is_writable, spte_pfn
+from .vm import GuestCpu, GuestWrite, RaceVm
 
 
 class Fault(enum.Enum):
@@ -24,78 +24,78 @@ class Fault(enum.Enum):
     EMULATED = "emulated"  # KVM performed the write itself; the access is complete
 
 
-def fast_page_fault(kvm: Kvm, gva: int) -> Fault:
+def fast_page_fault(vm: RaceVm, gva: int) -> Fault:
     """Try to fix a write fault on ``gva`` without ``mmu_lock``.
 
     Steps: ``fast.walk`` reads the spte once and decides, and reads the gfn it maps; ``fast.pin`` (only
     under the ``pin-pfn`` rule, on an indirect page) pins gfn -> pfn; ``fast.cmpxchg`` sets W if the spte
     still holds the value read, and then marks the gfn dirty.
     """
-    sp, cell = kvm.sp, kvm.sp.sptes[gva]
-    kvm.point("fast.walk")
+    sp, cell = vm.sp, vm.sp.sptes[gva]
+    vm.point("fast.walk")
     spte = cell.load()
-    kvm.note(f"fast_page_fault: old_spte = *spte = {format_spte(spte)}")
+    vm.note(f"fast_page_fault: old_spte = *spte = {format_spte(spte)}")
     if not is_present(spte):
-        kvm.note("spte is gone: retry the access")
+        vm.note("spte is gone: retry the access")
         return Fault.RETRY
     if is_writable(spte):
-        kvm.note("already writable (fixed by someone else): retry the access")
+        vm.note("already writable (fixed by someone else): retry the access")
         return Fault.RETRY
     if not is_locklessly_modifiable(spte):
-        kvm.note("HW or MW clear: not fixable without mmu_lock")
+        vm.note("HW or MW clear: not fixable without mmu_lock")
         return Fault.SLOW
-    if not sp.direct and kvm.rules.fast_path == "direct-only":
-        kvm.note("indirect shadow page: no fast path")
+    if not sp.direct and vm.rules.fast_path == "direct-only":
+        vm.note("indirect shadow page: no fast path")
         return Fault.SLOW
     gfn = sp.gfn_at(gva)
-    kvm.note(f"gfn = {'sp->gfn + index' if sp.direct else 'sp->gfns[index]'} = gfn {gfn}")
+    vm.note(f"gfn = {'sp->gfn + index' if sp.direct else 'sp->gfns[index]'} = gfn {gfn}")
     pinned = None
-    if not sp.direct and kvm.rules.fast_path == "pin-pfn":
-        kvm.point("fast.pin")
-        pinned = kvm.host.gfn_to_pfn_atomic(gfn)
-        kvm.note(f"gfn_to_pfn_atomic(gfn {gfn}) = {'none' if pinned is None else f'{pinned:#x} (pinned)'}")
+    if not sp.direct and vm.rules.fast_path == "pin-pfn":
+        vm.point("fast.pin")
+        pinned = vm.host.gfn_to_pfn_atomic(gfn)
+        vm.note(f"gfn_to_pfn_atomic(gfn {gfn}) = {'none' if pinned is None else f'{pinned:#x} (pinned)'}")
         if pinned != spte_pfn(spte):
             if pinned is not None:
-                kvm.host.release_pfn(pinned)
-            kvm.note("gfn is no longer backed by the spte's pfn: take the slow path")
+                vm.host.release_pfn(pinned)
+            vm.note("gfn is no longer backed by the spte's pfn: take the slow path")
             return Fault.SLOW
-    kvm.point("fast.cmpxchg")
+    vm.point("fast.cmpxchg")
     won = cell.cmpxchg(spte, spte | WRITABLE)
-    kvm.note(f"cmpxchg(spte, old_spte, old_spte | W) {'succeeded' if won else 'failed'}")
+    vm.note(f"cmpxchg(spte, old_spte, old_spte | W) {'succeeded' if won else 'failed'}")
     if won:
-        kvm.mark_page_dirty(gfn)
+        vm.mark_page_dirty(gfn)
     if pinned is not None:
-        kvm.host.release_pfn(pinned)
+        vm.host.release_pfn(pinned)
     return Fault.RETRY if won else Fault.SLOW
 
 
-def slow_page_fault(kvm: Kvm, vcpu: Vcpu, gva: int, *, write: bool) -> Fault:
+def slow_page_fault(vm: RaceVm, vcpu: GuestCpu, gva: int, *, write: bool) -> Fault:
     """Handle a fault under ``mmu_lock``: find the gfn the guest means, get its frame and build the spte.
 
     A write to a guest page table is emulated instead.  The frame is looked up inside the lock; the kernel
     looks it up before and retries if an MMU notifier ran meanwhile, which ends the same way.
     """
-    with kvm.mmu_lock:
-        gfn = kvm.guest_gfn(gva)
-        pfn = kvm.host.gfn_to_pfn(gfn)
-        kvm.note(f"spin_lock(mmu_lock); slow path: gva {gva} -> gfn {gfn} -> pfn {pfn:#x}")
-        if write and gfn in kvm.shadowed:
-            kvm.host.set_dirty(pfn)
-            kvm.mark_page_dirty(gfn)
-            kvm.history.append(GuestWrite(vcpu.name, gva, pfn, gfn, "emulator"))
-            kvm.note(f"gfn {gfn} is a guest page table: write emulated; spin_unlock(mmu_lock)")
+    with vm.mmu_lock:
+        gfn = vm.guest_gfn(gva)
+        pfn = vm.host.gfn_to_pfn(gfn)
+        vm.note(f"spin_lock(mmu_lock); slow path: gva {gva} -> gfn {gfn} -> pfn {pfn:#x}")
+        if write and gfn in vm.shadowed:
+            vm.host.set_dirty(pfn)
+            vm.mark_page_dirty(gfn)
+            vm.history.append(GuestWrite(vcpu.name, gva, pfn, gfn, "emulator"))
+            vm.note(f"gfn {gfn} is a guest page table: write emulated; spin_unlock(mmu_lock)")
             return Fault.EMULATED
-        mmu_set_spte(kvm, gva, gfn, pfn, writable=write)
+        mmu_set_spte(vm, gva, gfn, pfn, writable=write)
         if write:
-            kvm.mark_page_dirty(gfn)
-        kvm.note("spin_unlock(mmu_lock)")
+            vm.mark_page_dirty(gfn)
+        vm.note("spin_unlock(mmu_lock)")
     return Fault.RETRY
 
 
-def page_fault(kvm: Kvm, vcpu: Vcpu, gva: int, *, write: bool, present: bool) -> Fault:
+def page_fault(vm: RaceVm, vcpu: GuestCpu, gva: int, *, write: bool, present: bool) -> Fault:
     """Handle a fault: a write to a present spte first tries the fast path."""
     if write and present:
-        result = fast_page_fault(kvm, gva)
+        result = fast_page_fault(vm, gva)
         if result is not Fault.SLOW:
             return result
-    return slow_page_fault(kvm, vcpu, gva, write=write)
+    return slow_page_fault(vm, vcpu, gva, write=write)

@@ -8,7 +8,7 @@ from collections import Counter
 FIRST_PFN = 0x101
 
 
-class HostMemory:
+class HostFrames:
     """Page frames backing the guest's memory.
 
     A gfn is backed by at most one pfn.  Reclaim is two calls, as in the kernel: :meth:`unmap` takes the page

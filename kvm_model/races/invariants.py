@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .kvm import GuestWrite, Kvm, WriteProtected
 from .spte import DIRTY, is_present, spte_pfn
+from .vm import GuestWrite, RaceVm, WriteProtected
 
 INVARIANTS = {
     "dirty-log": "no dirty page missing from the bitmap: every gfn the guest wrote while dirty logging was "
@@ -29,7 +29,7 @@ class Violation:
 
 
 def _per_first_write(
-    kvm: Kvm, invariant: str, key: Callable[[GuestWrite], int | None], detail: Callable[[int, GuestWrite], str]
+    vm: RaceVm, invariant: str, key: Callable[[GuestWrite], int | None], detail: Callable[[int, GuestWrite], str]
 ) -> list[Violation]:
     """One violation of ``invariant`` per value of ``key`` over the guest's writes, told by ``detail``.
 
@@ -37,17 +37,17 @@ def _per_first_write(
     to None; ``detail(value, write)`` describes the first write that broke it for ``value``.
     """
     first: dict[int, GuestWrite] = {}
-    for event in kvm.history:
+    for event in vm.history:
         if isinstance(event, GuestWrite) and (value := key(event)) is not None:
             first.setdefault(value, event)
     return [Violation(invariant, detail(value, write)) for value, write in first.items()]
 
 
-def check_dirty_log(kvm: Kvm) -> list[Violation]:
+def check_dirty_log(vm: RaceVm) -> list[Violation]:
     """Every gfn written by the guest (through its mappings or the emulator) is set in the dirty bitmap."""
-    logged = kvm.memslot.dirty_gfns()
+    logged = vm.dirty_log.dirty_gfns()
     return _per_first_write(
-        kvm,
+        vm,
         "dirty-log",
         lambda w: w.gfn if w.gfn is not None and w.gfn not in logged else None,
         lambda gfn, w: (
@@ -57,12 +57,12 @@ def check_dirty_log(kvm: Kvm) -> list[Violation]:
     )
 
 
-def check_dirty_bit(kvm: Kvm) -> list[Violation]:
+def check_dirty_bit(vm: RaceVm) -> list[Violation]:
     """Every frame written through an spte has reached the host as dirty, or still has D = 1 in an spte."""
-    still_dirty = {spte_pfn(v) for cell in kvm.sp.sptes if is_present(v := cell.load()) and v & DIRTY}
-    known_dirty = kvm.host.dirty | still_dirty
+    still_dirty = {spte_pfn(v) for cell in vm.sp.sptes if is_present(v := cell.load()) and v & DIRTY}
+    known_dirty = vm.host.dirty | still_dirty
     return _per_first_write(
-        kvm,
+        vm,
         "dirty-bit",
         lambda w: w.pfn if w.via != "emulator" and w.pfn not in known_dirty else None,
         lambda pfn, w: (
@@ -72,11 +72,11 @@ def check_dirty_bit(kvm: Kvm) -> list[Violation]:
     )
 
 
-def check_write_protect(kvm: Kvm) -> list[Violation]:
+def check_write_protect(vm: RaceVm) -> list[Violation]:
     """No write through a mapping completes after the write protection of its gfn has returned."""
     protected: set[int] = set()
     found = []
-    for event in kvm.history:
+    for event in vm.history:
         if isinstance(event, WriteProtected):
             protected.add(event.gfn)
         elif event.via != "emulator" and event.gfn in protected:
@@ -91,12 +91,12 @@ def check_write_protect(kvm: Kvm) -> list[Violation]:
     return found
 
 
-CHECKS: tuple[Callable[[Kvm], list[Violation]], ...] = (check_dirty_log, check_dirty_bit, check_write_protect)
+CHECKS: tuple[Callable[[RaceVm], list[Violation]], ...] = (check_dirty_log, check_dirty_bit, check_write_protect)
 
 
-def check(kvm: Kvm) -> list[Violation]:
+def check(vm: RaceVm) -> list[Violation]:
     """All violations of all invariants, in the order of :data:`INVARIANTS`."""
-    return [violation for rule in CHECKS for violation in rule(kvm)]
+    return [violation for rule in CHECKS for violation in rule(vm)]
 
 
 def _gfns(gfns: list[int]) -> str:

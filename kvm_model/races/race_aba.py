@@ -11,38 +11,38 @@ frame cannot be reused.
 from __future__ import annotations
 
 from .guest import guest_read, guest_set_gpte, guest_write
-from .kvm import Kvm, Vcpu
 from .mmu import kvm_mmu_notifier_invalidate_page
 from .rules import Rules
 from .scenario import Race
 from .spte import ACCESSED, HOST_WRITEABLE, MMU_WRITEABLE, PRESENT
+from .vm import GuestCpu, RaceVm
 
 GVA, GFN1, GFN2 = 0, 1, 2
 
 
-def _swap_out(kvm: Kvm, gfn: int) -> None:
+def _swap_out(vm: RaceVm, gfn: int) -> None:
     """Host reclaim of ``gfn``'s page: unmap it from the host, let KVM zap its sptes, free the frame."""
-    kvm.point("unmap")
-    pfn = kvm.host.unmap(gfn)
-    kvm.note(f"host reclaims gfn {gfn}: its page pfn {pfn:#x} is unmapped")
-    kvm_mmu_notifier_invalidate_page(kvm, gfn)
-    kvm.point("free")
-    freed = kvm.host.free(pfn)
-    kvm.note(f"pfn {pfn:#x} {'freed' if freed else 'is pinned: it will be freed only when unpinned'}")
+    vm.point("unmap")
+    pfn = vm.host.unmap(gfn)
+    vm.note(f"host reclaims gfn {gfn}: its page pfn {pfn:#x} is unmapped")
+    kvm_mmu_notifier_invalidate_page(vm, gfn)
+    vm.point("free")
+    freed = vm.host.free(pfn)
+    vm.note(f"pfn {pfn:#x} {'freed' if freed else 'is pinned: it will be freed only when unpinned'}")
 
 
-def _repoint_and_read(kvm: Kvm, vcpu: Vcpu) -> None:
+def _repoint_and_read(vm: RaceVm, vcpu: GuestCpu) -> None:
     """Another vCPU of the guest points the pte of ``GVA`` at ``GFN2`` and reads the page."""
-    guest_set_gpte(kvm, GVA, GFN2)
-    guest_read(kvm, vcpu, GVA)
+    guest_set_gpte(vm, GVA, GFN2)
+    guest_read(vm, vcpu, GVA)
 
 
-def _build(kvm: Kvm) -> None:
-    vcpu0, vcpu1 = kvm.add_vcpu("vcpu0"), kvm.add_vcpu("vcpu1")
-    kvm.map_at_start(GVA, GFN1, PRESENT | ACCESSED | HOST_WRITEABLE | MMU_WRITEABLE)
-    kvm.sched.spawn("vcpu0", lambda: guest_write(kvm, vcpu0, GVA))
-    kvm.sched.spawn("reclaim", lambda: _swap_out(kvm, GFN1))
-    kvm.sched.spawn("vcpu1", lambda: _repoint_and_read(kvm, vcpu1))
+def _build(vm: RaceVm) -> None:
+    vcpu0, vcpu1 = vm.add_vcpu("vcpu0"), vm.add_vcpu("vcpu1")
+    vm.map_at_start(GVA, GFN1, PRESENT | ACCESSED | HOST_WRITEABLE | MMU_WRITEABLE)
+    vm.sched.spawn("vcpu0", lambda: guest_write(vm, vcpu0, GVA))
+    vm.sched.spawn("reclaim", lambda: _swap_out(vm, GFN1))
+    vm.sched.spawn("vcpu1", lambda: _repoint_and_read(vm, vcpu1))
 
 
 RACE = Race(

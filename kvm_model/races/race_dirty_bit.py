@@ -11,21 +11,21 @@ volatile.
 from __future__ import annotations
 
 from .guest import guest_write
-from .kvm import Kvm
-from .mmu import kvm_age_hva, kvm_mmu_notifier_invalidate_page
+from .mmu import age_gfn, kvm_mmu_notifier_invalidate_page
 from .rules import Rules
 from .scenario import Race
 from .spte import ACCESSED, HOST_WRITEABLE, MMU_WRITEABLE, PRESENT
+from .vm import RaceVm
 
 GVA = GFN = 1
 
 
-def _build(kvm: Kvm) -> None:
-    vcpu = kvm.add_vcpu("vcpu0")
-    kvm.map_at_start(GVA, GFN, PRESENT | ACCESSED | HOST_WRITEABLE | MMU_WRITEABLE)
-    kvm.sched.spawn("notifier", lambda: kvm_mmu_notifier_invalidate_page(kvm, GFN))
-    kvm.sched.spawn("vcpu0", lambda: guest_write(kvm, vcpu, GVA))
-    kvm.sched.spawn("aging", lambda: kvm_age_hva(kvm, GFN))
+def _build(vm: RaceVm) -> None:
+    vcpu = vm.add_vcpu("vcpu0")
+    vm.map_at_start(GVA, GFN, PRESENT | ACCESSED | HOST_WRITEABLE | MMU_WRITEABLE)
+    vm.sched.spawn("notifier", lambda: kvm_mmu_notifier_invalidate_page(vm, GFN))
+    vm.sched.spawn("vcpu0", lambda: guest_write(vm, vcpu, GVA))
+    vm.sched.spawn("aging", lambda: age_gfn(vm, GFN))
 
 
 RACE = Race(

@@ -10,25 +10,25 @@ actually replaced (an ``xchg``, given the 3.10 volatile rule), and its callers m
 from __future__ import annotations
 
 from .guest import guest_write
-from .kvm import Kvm, Vcpu
 from .mmu import write_protect_guest_page_table
 from .rules import Rules
 from .scenario import Race
 from .spte import ACCESSED, HOST_WRITEABLE, MMU_WRITEABLE, PRESENT
+from .vm import GuestCpu, RaceVm
 
 GVA = GFN = 1
 
 
-def _write_twice(kvm: Kvm, vcpu: Vcpu) -> None:
-    guest_write(kvm, vcpu, GVA)
-    guest_write(kvm, vcpu, GVA)
+def _write_twice(vm: RaceVm, vcpu: GuestCpu) -> None:
+    guest_write(vm, vcpu, GVA)
+    guest_write(vm, vcpu, GVA)
 
 
-def _build(kvm: Kvm) -> None:
-    vcpu = kvm.add_vcpu("vcpu0")
-    kvm.map_at_start(GVA, GFN, PRESENT | ACCESSED | HOST_WRITEABLE | MMU_WRITEABLE)
-    kvm.sched.spawn("protect", lambda: write_protect_guest_page_table(kvm, GFN))
-    kvm.sched.spawn("vcpu0", lambda: _write_twice(kvm, vcpu))
+def _build(vm: RaceVm) -> None:
+    vcpu = vm.add_vcpu("vcpu0")
+    vm.map_at_start(GVA, GFN, PRESENT | ACCESSED | HOST_WRITEABLE | MMU_WRITEABLE)
+    vm.sched.spawn("protect", lambda: write_protect_guest_page_table(vm, GFN))
+    vm.sched.spawn("vcpu0", lambda: _write_twice(vm, vcpu))
 
 
 RACE = Race(

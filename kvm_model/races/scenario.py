@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .invariants import Violation, check
-from .kvm import Kvm
 from .rules import Rules
 from .sched import Policy, Replay, Scheduler, Trace
+from .vm import RaceVm
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Race:
     direct: bool  # whether the shadow page is direct
     start: str
     walkthrough: tuple[str, ...]
-    build: Callable[[Kvm], None]
+    build: Callable[[RaceVm], None]
     fixed: Rules = field(default_factory=Rules)
 
 
@@ -53,10 +53,10 @@ class Outcome:
 def run(race: Race, rules: Rules, policy: Policy) -> Outcome:
     """Run ``race`` once under ``rules``, choosing steps with ``policy`` (see :class:`~.sched.Scheduler`)."""
     sched = Scheduler()
-    kvm = Kvm(sched, rules, direct=race.direct)
-    race.build(kvm)
+    vm = RaceVm(sched, rules, direct=race.direct)
+    race.build(vm)
     trace = sched.run(policy)
-    return Outcome(race, rules, trace, check(kvm))
+    return Outcome(race, rules, trace, check(vm))
 
 
 def replay(race: Race, rules: Rules) -> Outcome:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .atomic import Atomic64
 
 
-class Memslot:
+class DirtyLog:
     """Guest frames ``base_gfn .. base_gfn + npages - 1`` with dirty logging enabled."""
 
     def __init__(self, base_gfn: int, npages: int) -> None:

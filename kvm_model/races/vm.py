@@ -1,5 +1,11 @@
-"""The modelled VM: its memslot, host memory, one last-level shadow page, vCPUs, ``mmu_lock`` and the history
-of guest writes that the invariants are checked against."""
+"""The world of one race run: a dirty log, host frames, one last-level page of SPTE words, guest CPUs with
+TLBs, ``mmu_lock`` and the history of guest writes that the invariants are checked against.
+
+These are not :mod:`kvm_model`'s ``Kvm``/``Vcpu``/``ShadowPage``/``Memslot``: the threaded lock model
+works at the level of locks and whole shadow pages, this one at the level of single SPTE words and the
+atomic operations on them, so its names say so (:class:`RaceVm`, :class:`GuestCpu`, :class:`SptePage`,
+:class:`~.dirtylog.DirtyLog`).  Function names of the kernel appear in the notes a run prints.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .atomic import Atomic64
-from .host import HostMemory
-from .memslot import Memslot
+from .dirtylog import DirtyLog
+from .host import HostFrames
 from .rules import Rules
 from .sched import Scheduler
 from .spte import make_spte
@@ -33,7 +39,7 @@ class WriteProtected:
     gfn: int
 
 
-Event = GuestWrite | WriteProtected
+HistoryEntry = GuestWrite | WriteProtected  # one entry of RaceVm.history (not a synchronisation event)
 
 
 @dataclass(frozen=True)
@@ -44,16 +50,16 @@ class TlbEntry:
     writable: bool
 
 
-class Vcpu:
-    """A simulated CPU: its name and its TLB, ``gva -> TlbEntry``, emptied by a remote TLB flush."""
+class GuestCpu:
+    """A guest CPU as the race sees it: its name and its TLB, ``gva -> TlbEntry``, emptied by a remote TLB flush."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.tlb: dict[int, TlbEntry] = {}
 
 
-class ShadowPage:
-    """A last-level shadow page table; entry ``i`` translates guest page ``gva i``.
+class SptePage:
+    """A last-level shadow page table made of atomic SPTE words; entry ``i`` translates guest page ``gva i``.
 
     A direct page maps gfn ``i`` at entry ``i``.  An indirect page shadows a guest page table, so the gfn of
     each entry depends on the guest pte it was built from and is remembered per entry (``sp->gfns``).
@@ -79,25 +85,25 @@ class ShadowPage:
         self._gfns[index] = gfn
 
 
-class Kvm:
-    """All the state of one model run.  Functions of :mod:`.mmu`, :mod:`.fault` and :mod:`.guest` act on it
+class RaceVm:
+    """All the state of one race run.  Functions of :mod:`.mmu`, :mod:`.fault` and :mod:`.guest` act on it
     from model threads; ``point`` and ``note`` forward to the scheduler."""
 
     def __init__(self, sched: Scheduler, rules: Rules, *, direct: bool, npages: int = 4) -> None:
         self.sched = sched
         self.rules = rules
-        self.memslot = Memslot(0, npages)
-        self.host = HostMemory()
+        self.dirty_log = DirtyLog(0, npages)
+        self.host = HostFrames()
         self.mmu_lock = sched.lock("mmu_lock")
-        self.sp = ShadowPage(direct=direct, size=npages)
+        self.sp = SptePage(direct=direct, size=npages)
         self.guest_pt: dict[int, int] = {}  # the guest's own page table (gva -> gfn), for an indirect page
         self.rmap: dict[int, set[int]] = {}  # gfn -> entries of self.sp that map it
         self.shadowed: set[int] = set()  # gfns that are guest page tables: KVM emulates writes to them
-        self.vcpus: dict[str, Vcpu] = {}
-        self.history: list[Event] = []
+        self.vcpus: dict[str, GuestCpu] = {}
+        self.history: list[HistoryEntry] = []
 
-    def add_vcpu(self, name: str) -> Vcpu:
-        vcpu = self.vcpus[name] = Vcpu(name)
+    def add_vcpu(self, name: str) -> GuestCpu:
+        vcpu = self.vcpus[name] = GuestCpu(name)
         return vcpu
 
     def point(self, step: str) -> None:
@@ -112,7 +118,7 @@ class Kvm:
 
     def mark_page_dirty(self, gfn: int) -> None:
         """Log ``gfn`` in its memslot's dirty bitmap."""
-        self.memslot.mark_dirty(gfn)
+        self.dirty_log.mark_dirty(gfn)
         self.note(f"mark_page_dirty(gfn {gfn})")
 
     def map_at_start(self, gva: int, gfn: int, flags: int) -> int:
