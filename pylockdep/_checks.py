@@ -30,8 +30,9 @@ from ._classes import (
 )
 from ._frames import Site, capture_stack
 from ._graph import PathStep, dep_kind
+from ._held import H_CLASS, H_IRQ, H_READ, H_SPIN, H_TRYLOCK, held_site
 from ._locktypes import WAIT_CONFIG, WAIT_INV, WAIT_MAX, WAIT_SPIN, effective_wait
-from ._task import H_CLASS, H_IRQ, H_READ, H_SPIN, H_TRYLOCK, Task, held_site
+from ._task import Task
 
 if TYPE_CHECKING:
     from ._validator import Validator

@@ -13,8 +13,9 @@ from contextlib import AbstractContextManager, contextmanager
 from . import _checks, _splat
 from ._classes import ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ
 from ._frames import caller_site
+from ._held import H_CLASS, H_LOCK, H_READ, held_site
 from ._locktypes import LockType
-from ._task import H_CLASS, H_LOCK, H_READ, Task, held_site
+from ._task import Task
 from ._validator import Validator, active
 
 

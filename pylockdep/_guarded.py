@@ -25,9 +25,10 @@ from typing import Any, Protocol
 from . import _splat
 from ._classes import LockKey
 from ._frames import caller_site
+from ._held import H_LOCK, H_READ
 from ._locks import _Validated
 from ._rcu import DEREFERENCE_CHECK, DEREFERENCE_PROTECTED, RCU, RCU_SCHED, SRCU, _RCUMap, _suspicious
-from ._task import H_LOCK, H_READ, Task
+from ._task import Task
 from ._validator import Validator, active
 
 

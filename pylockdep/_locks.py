@@ -17,19 +17,21 @@ import threading
 from collections.abc import Hashable
 from contextlib import AbstractContextManager
 from sys import _getframe
+from types import FrameType
 from typing import Any
 
 from . import _context, _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import accelerate
 from ._frames import caller_site
+from ._held import VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
 from ._task import Task
 from ._validator import Validator, active
 
 _Condition = threading.Condition  # CPython's own, whatever instrumentation does later
 
 
-def _acquire(lock: Any, read: int, subclass: int, frame: Any, trylock: bool = False) -> bool:
+def _acquire(lock: Any, read: int, subclass: int, frame: FrameType, trylock: bool = False) -> bool:
     """Take ``lock`` as ``read`` (0 write, 1 reader, 2 recursive reader): validate, wait, push.
 
     A ``trylock`` takes the lock only if it is free and is validated only when it succeeds (a
@@ -48,24 +50,20 @@ def _acquire(lock: Any, read: int, subclass: int, frame: Any, trylock: bool = Fa
     except AttributeError:
         t = v.new_task()
     if t.foreign_releases:
-        v.drop_foreign(t)
+        drop_foreign(v, t)
     owner, classes = lock._key.cache
     cls = classes[subclass] if owner is v else None
     if cls is None:
         cls = v.class_for(lock._key, subclass)
-    chain_key = hash((t.key, t.ctx, cls.variants[read + 3 if trylock else read]))
-    if chain_key not in v.chains:
-        v.validate_chain(t, lock, cls, read, trylock, chain_key, frame.f_code, frame.f_lineno)
+    key = chain_key(t.key, t.ctx, cls.variants[read + VARIANT_TRY if trylock else read])
+    if key not in v.chains:
+        v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno)
     if not trylock and not lock._try(read):
         _waitfor.wait(v, t, lock, read, lambda s: lock._timed(read, s))
     lock._owner = t
-    spins = cls.spins
-    if spins:
-        t.spins += 1
     # The instruction offset, not f_lineno: finding the line costs time proportional to the
     # function's length, so it is worked out only when a report prints the site.
-    t.held.append((lock, cls, read, trylock, frame.f_code, frame.f_lasti, t.key, t.irq, spins, t.ctx))
-    t.key = chain_key
+    push(t, lock, cls, read, trylock, frame.f_code, frame.f_lasti, key)
     if len(t.held) >= v.max_lock_depth:
         v.depth_exceeded(t)
     return True
@@ -80,11 +78,8 @@ def _release(lock: Any, read: int) -> None:
         except AttributeError:
             t = v.new_task()
         held = t.held
-        if held and held[-1][0] is lock and not t.foreign_releases:  # 0: H_LOCK
-            entry = held.pop()
-            t.key = entry[6]
-            if entry[8]:
-                t.spins -= 1
+        if held and held[-1].lock is lock and not t.foreign_releases:
+            pop(t)
         elif not _release_slow(v, t, lock, read):
             return
     elif not lock._is_held(read):
@@ -96,10 +91,10 @@ def _release(lock: Any, read: int) -> None:
 def _release_slow(v: Validator, t: Task, lock: Any, read: int) -> bool:
     """A release that is not of the most recent lock.  Returns whether to release the real lock."""
     if t.foreign_releases:
-        v.drop_foreign(t)
-    index = v.find_held(t, lock)
+        drop_foreign(v, t)
+    index = find(t, lock)
     if index >= 0:
-        v.remove_held(t, index)
+        remove(v, t, index)
         return True
     if not lock._is_held(read):
         v.bad_unlock(t, lock, lock.name)

@@ -20,13 +20,13 @@ from collections.abc import Hashable, Iterable
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
-from . import _checks, _locktypes, _splat, _waitfor
+from . import _checks, _held, _locktypes, _splat, _waitfor
 from ._classes import LockClass
 from ._context import _Between, preempt_disable, preempt_enable
 from ._frames import Site, caller_site, outside_frame
 from ._locks import _acquire, _Condition, _release, _Validated
 from ._report import DeadlockError
-from ._task import VARIANT_SYNC, Task
+from ._task import Task
 from ._validator import Validator, active
 
 T = TypeVar("T")
@@ -117,7 +117,7 @@ class SRCU(_Validated):
             self._bad_index(idx)
             return
         v = active.validator
-        if v.off or v.find_held(v.task(), self) >= 0:  # not a read side from before this validator
+        if v.off or _held.find(v.task(), self) >= 0:  # not a read side from before this validator
             _release(self, 2)
         del stack[len(stack) - 1 - stack[::-1].index(idx)]
         ident = _thread.get_ident()
@@ -161,7 +161,7 @@ class SRCU(_Validated):
             frame = sys._getframe(1)
             site = (frame.f_code, frame.f_lineno)
             cls = v.class_for(self._key)
-            chain_key = hash((t.key, t.ctx, cls.variants[VARIANT_SYNC]))
+            chain_key = _held.chain_key(t.key, t.ctx, cls.variants[_held.VARIANT_SYNC])
             if chain_key not in v.chains:
                 v.validate_chain(t, self, cls, 0, False, chain_key, frame.f_code, frame.f_lineno, sync=True)
             if _checks.rcu_depth(v, t):
@@ -369,7 +369,7 @@ class _RCUSchedMap(_RCUMap):
 
     def _is_held(self, read: int) -> bool:
         v = active.validator
-        return v.find_held(v.task(), self) >= 0
+        return _held.find(v.task(), self) >= 0
 
     def read_lock_held(self) -> bool:
         """``rcu_read_lock_sched_held()``: inside an RCU-sched read side, or with preemption or
@@ -396,7 +396,7 @@ def rcu_read_unlock_sched() -> None:
     stays as it is)."""
     v = active.validator
     t = v.task()
-    if not v.off and v.find_held(t, RCU_SCHED) < 0:
+    if not v.off and _held.find(t, RCU_SCHED) < 0:
         v.bad_unlock(t, RCU_SCHED, RCU_SCHED.name, caller_site())
         return
     _release(RCU_SCHED, 2)

@@ -5,7 +5,8 @@
  * a thread takes a lock exclusively, in a chain of held locks that the validator has already
  * checked, and later releases the lock it took last.  It reads the same Python objects as
  * pylockdep._locks._acquire/_release (the active validator, the thread's Task, the lock's class)
- * and makes the same changes to them: a held-lock tuple pushed or popped, the chain key updated.
+ * and makes the same changes to them, as pylockdep._held's push() and pop() do: a held-lock entry
+ * (a pylockdep._held.HeldLock) pushed or popped, the chain key updated as chain_key() computes it.
  *
  * Everything else (validation off, a thread seen for the first time, a chain not seen before, a
  * contended lock, a release out of order, other arguments) is handed, untouched, to the Python
@@ -22,8 +23,8 @@
 #include <frameobject.h>
 #include <structmember.h>
 
-/* Field indexes of a held-lock tuple: keep in step with pylockdep/_task.py (H_*). */
-enum { H_LOCK, H_CLASS, H_READ, H_TRYLOCK, H_CODE, H_LASTI, H_PREV_KEY, H_IRQ, H_SPIN, H_CTX, H_FIELDS };
+/* SPEEDUPS_ABI and the held entry's fields (H_*, held_fields), generated from the Python code. */
+#include "_held_layout.h"
 
 /*
  * Slots are read at their offsets in the instance, found once from the classes' member
@@ -71,8 +72,9 @@ slot_set(PyObject *obj, Py_ssize_t offset, PyObject *value)
     Py_XSETREF(*slot, Py_NewRef(value));
 }
 
-/* The classes whose slots the fast path reads (set by setup()). */
+/* The classes whose slots the fast path reads, and the held entries' type (set by setup()). */
 static PyObject *g_active;
+static PyTypeObject *g_held_type;
 static Layout active_layout, validator_layout, task_layout, key_layout, class_layout;
 enum { ACTIVE_VALIDATOR };
 static const char *const active_slots[] = {"validator", NULL};
@@ -146,6 +148,66 @@ add_spins(PyObject *t, PyObject *delta)
 }
 
 /*
+ * Held entries that nothing refers to any more, kept to be filled again: a HeldLock is a tuple
+ * subclass, which CPython allocates and frees far more slowly than a plain tuple.  A spare's
+ * fields are None, so it keeps nothing alive.
+ */
+#define MAX_SPARE_ENTRIES 32
+static PyObject *spare_entries[MAX_SPARE_ENTRIES];
+static int n_spare_entries;
+
+/* A HeldLock of the fields given in order (H_*), as pylockdep._held.push() builds it. */
+static PyObject *
+held_entry(PyObject *lock, PyObject *cls, PyObject *read, PyObject *trylock, PyObject *code, PyObject *lasti,
+           PyObject *prev_key, PyObject *irq, PyObject *spins, PyObject *ctx)
+{
+    PyObject *fields[H_FIELDS], *entry;
+
+    fields[H_LOCK] = lock;
+    fields[H_CLASS] = cls;
+    fields[H_READ] = read;
+    fields[H_TRYLOCK] = trylock;
+    fields[H_CODE] = code;
+    fields[H_LASTI] = lasti;
+    fields[H_PREV_KEY] = prev_key;
+    fields[H_IRQ] = irq;
+    fields[H_SPIN] = spins;
+    fields[H_CTX] = ctx;
+    while (n_spare_entries > 0) {
+        entry = spare_entries[--n_spare_entries];
+        if (Py_REFCNT(entry) != 1) {  /* gc.get_objects() found it: it is someone else's now */
+            Py_DECREF(entry);
+            continue;
+        }
+        for (int i = 0; i < H_FIELDS; i++)
+            Py_SETREF(PyTuple_GET_ITEM(entry, i), Py_NewRef(fields[i]));  /* replaces None */
+        return entry;
+    }
+    entry = g_held_type->tp_alloc(g_held_type, H_FIELDS);
+    if (entry == NULL)
+        return NULL;
+    for (int i = 0; i < H_FIELDS; i++)
+        PyTuple_SET_ITEM(entry, i, Py_NewRef(fields[i]));
+    return entry;
+}
+
+/* Drop a reference to a held entry; the last one makes it a spare (while there is room). */
+static void
+held_entry_drop(PyObject *entry)
+{
+    if (Py_REFCNT(entry) != 1 || n_spare_entries == MAX_SPARE_ENTRIES) {
+        Py_DECREF(entry);
+        return;
+    }
+    for (int i = 0; i < H_FIELDS; i++)  /* may run a finalizer, which may take or drop entries */
+        Py_SETREF(PyTuple_GET_ITEM(entry, i), Py_NewRef(Py_None));
+    if (Py_REFCNT(entry) == 1 && n_spare_entries < MAX_SPARE_ENTRIES)
+        spare_entries[n_spare_entries++] = entry;
+    else
+        Py_DECREF(entry);
+}
+
+/*
  * Take ``lock`` exclusively on a known chain, as _locks._acquire(lock, 0, 0, frame) would.
  * Returns 1 when the lock is taken and pushed, 0 when the caller must take the slow path (nothing
  * has changed), -1 with an exception set (nothing has changed either).
@@ -188,7 +250,7 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame)
         || !PyAnySet_Check(chains) || maxd == NULL || !PyLong_Check(maxd) || try_ == NULL)
         return 0;
 
-    /* The chain key is hash((t.key, t.ctx, variant)), exactly as the Python path computes it. */
+    /* The chain key is pylockdep._held.chain_key(t.key, t.ctx, variant): hash((t.key, t.ctx, variant)). */
     tup = PyTuple_Pack(3, tkey, ctx, PyTuple_GET_ITEM(variants, 0));
     if (tup == NULL || (h = PyObject_Hash(tup)) == -1 || (chain = PyLong_FromSsize_t(h)) == NULL
         || PySet_Contains(chains, chain) != 1)
@@ -199,7 +261,7 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame)
     lasti = PyLong_FromLong(PyFrame_GetLasti(frame));
     if (limit == -1 || lasti == NULL)
         goto fallback;
-    entry = PyTuple_Pack(H_FIELDS, lock, cls, g_zero, Py_False, code, lasti, tkey, irq, spins, ctx);
+    entry = held_entry(lock, cls, g_zero, Py_False, code, lasti, tkey, irq, spins, ctx);
     if (entry == NULL)
         goto fallback;
     /* The entry owns what the rest needs (lock, cls, t.key, t.ctx) while _try may run Python code. */
@@ -234,7 +296,9 @@ fallback:
     PyErr_Clear();
     result = 0;
 done:
-    Py_XDECREF(tup); Py_XDECREF(chain); Py_XDECREF(code); Py_XDECREF(lasti); Py_XDECREF(entry); Py_XDECREF(ok);
+    Py_XDECREF(tup); Py_XDECREF(chain); Py_XDECREF(code); Py_XDECREF(lasti); Py_XDECREF(ok);
+    if (entry != NULL)
+        held_entry_drop(entry);
     return result;
 }
 
@@ -258,7 +322,7 @@ fast_unlock(PyObject *lock, const Layout *lk)
     if (held == NULL || !PyList_Check(held) || (n = PyList_GET_SIZE(held)) == 0 || unlock == NULL)
         return 0;
     top = PyList_GET_ITEM(held, n - 1);
-    if (!PyTuple_Check(top) || PyTuple_GET_SIZE(top) != H_FIELDS || PyTuple_GET_ITEM(top, H_LOCK) != lock)
+    if (!Py_IS_TYPE(top, g_held_type) || PyTuple_GET_SIZE(top) != H_FIELDS || PyTuple_GET_ITEM(top, H_LOCK) != lock)
         return 0;
     Py_INCREF(top);
     Py_INCREF(t);
@@ -277,7 +341,7 @@ fast_unlock(PyObject *lock, const Layout *lk)
         result = r == NULL ? -1 : 1;
         Py_XDECREF(r);
     }
-    Py_DECREF(top);
+    held_entry_drop(top);
     Py_DECREF(t);
     Py_DECREF(unlock);
     return result;
@@ -574,27 +638,59 @@ static PyTypeObject ReleaseType = FASTMETHOD_TYPE(
     "(self included) taken fast, -1 for any.",
     release_new);
 
+/* Whether ``type`` is a tuple subclass without a __dict__ whose _fields are held_fields, in order. */
+static int
+check_held_type(PyObject *type)
+{
+    PyObject *fields;
+    int same;
+
+    if (!PyType_Check(type) || !PyType_IsSubtype((PyTypeObject *)type, &PyTuple_Type)
+        || ((PyTypeObject *)type)->tp_dictoffset != 0) {
+        PyErr_SetString(PyExc_TypeError, "the held-lock type must be a tuple subclass without a __dict__");
+        return -1;
+    }
+    fields = PyObject_GetAttrString(type, "_fields");
+    if (fields == NULL)
+        PyErr_Clear();
+    same = fields != NULL && PyTuple_Check(fields) && PyTuple_GET_SIZE(fields) == H_FIELDS;
+    for (int i = 0; same && i < H_FIELDS; i++) {
+        PyObject *name = PyTuple_GET_ITEM(fields, i);
+        same = PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, held_fields[i]) == 0;
+    }
+    Py_XDECREF(fields);
+    if (!same) {
+        PyErr_Format(PyExc_TypeError, "%s._fields differ from those this module was built with",
+                     ((PyTypeObject *)type)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 setup(PyObject *module, PyObject *args)
 {
-    PyObject *active, *validator_type, *task_type, *key_type, *class_type;
+    PyObject *active, *validator_type, *task_type, *key_type, *class_type, *held_type;
 
-    if (!PyArg_ParseTuple(args, "OOOOO:setup", &active, &validator_type, &task_type, &key_type, &class_type))
+    if (!PyArg_ParseTuple(args, "OOOOOO:setup", &active, &validator_type, &task_type, &key_type, &class_type,
+                          &held_type))
         return NULL;
-    if (layout_init(&active_layout, (PyObject *)Py_TYPE(active), active_slots) < 0
+    if (check_held_type(held_type) < 0
+        || layout_init(&active_layout, (PyObject *)Py_TYPE(active), active_slots) < 0
         || layout_init(&validator_layout, validator_type, validator_slots) < 0
         || layout_init(&task_layout, task_type, task_slots) < 0
         || layout_init(&key_layout, key_type, key_slots) < 0
         || layout_init(&class_layout, class_type, class_slots) < 0)
         return NULL;
+    Py_XSETREF(g_held_type, (PyTypeObject *)Py_NewRef(held_type));
     Py_XSETREF(g_active, Py_NewRef(active));
     Py_RETURN_NONE;
 }
 
 static PyMethodDef speedups_methods[] = {
     {"setup", setup, METH_VARARGS,
-     "setup(active, Validator, Task, LockKey, LockClass): the object whose ``validator`` slot is the "
-     "active validator, and the classes whose slots the fast path reads."},
+     "setup(active, Validator, Task, LockKey, LockClass, HeldLock): the object whose ``validator`` slot is "
+     "the active validator, the classes whose slots the fast path reads, and the held entries' type."},
     {NULL},
 };
 
@@ -623,9 +719,8 @@ PyInit__speedups(void)
     m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
-    /* Incremented whenever the objects this file reads change shape: _fastpath ignores a build that
-     * does not match its own SPEEDUPS_ABI (a stale build in a source tree, say). */
-    if (PyModule_AddIntConstant(m, "ABI", 1) < 0
+    /* _fastpath ignores a build whose ABI is not its own SPEEDUPS_ABI (a stale build in a source tree). */
+    if (PyModule_AddIntConstant(m, "ABI", SPEEDUPS_ABI) < 0
         || PyModule_AddObjectRef(m, "Acquire", (PyObject *)&AcquireType) < 0
         || PyModule_AddObjectRef(m, "Release", (PyObject *)&ReleaseType) < 0) {
         Py_DECREF(m);

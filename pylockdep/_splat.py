@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 from ._classes import USAGE_NAMES, LockClass, usage_string
 from ._frames import Site, Stack, capture_stack, format_file_line, format_site, format_stack
 from ._graph import PathStep
+from ._held import H_CLASS, H_LOCK, H_READ, held_site
 from ._locktypes import effective_wait
-from ._task import H_CLASS, H_LOCK, H_READ, Task, held_site
+from ._task import Task
 
 if TYPE_CHECKING:
     from ._validator import Validator

@@ -1,46 +1,18 @@
-"""Per-thread state: the held-lock stack and the execution context.
+"""Holder state: the held-lock stack and the execution context.
 
-A :class:`Task` is one thread as one validator sees it (the kernel's ``task_struct`` fields that
-lockdep and the scheduler's atomicity checks read).  Only its own thread changes it, except for
-:attr:`Task.foreign_releases`, which other threads may append to.
-
-Held locks are plain tuples, indexed by the ``H_*`` constants, because they are built on every
-acquisition.  ``pylockdep/_speedups.c`` builds and reads them too (and reads the Task's slots by
-name): keep its ``H_*`` list in step.
+A :class:`Task` is one *holder* of locks as one validator sees it (the kernel's ``task_struct``
+fields that lockdep and the scheduler's atomicity checks read); :mod:`pylockdep._held` says what a
+holder is and owns the entries of the held stack and the operations on it.  Today each Task is a
+thread's.  Only the holder itself changes it, except for :attr:`Task.foreign_releases`, which
+other threads may append to.  ``pylockdep/_speedups.c`` reads and writes a Task's slots by name.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-from ._frames import Site, line_at
-
-# Fields of a held-lock tuple.
-H_LOCK = 0  # the lock instance
-H_CLASS = 1  # its LockClass
-H_READ = 2  # 0 exclusive, 1 non-recursive reader, 2 recursive reader
-H_TRYLOCK = 3  # taken by a trylock
-H_CODE = 4  # code object where it was taken
-H_LASTI = 5  # (instruction offset in the code: see held_site)
-H_PREV_KEY = 6  # chain key before this lock was pushed
-H_IRQ = 7  # irq context it was taken in: 2 * in hardirq + in softirq
-H_SPIN = 8  # whether taking it disabled preemption
-H_CTX = 9  # context signature when it was taken
-
-# Ways of taking a lock, mixed into the chain key (LockClass.variants).
-VARIANT_WRITE = 0
-VARIANT_READ = 1
-VARIANT_RECURSIVE_READ = 2
-VARIANT_TRY = 3  # + read mode
-VARIANT_SYNC = 6
-
-CHAIN_ROOT = 0x5EED
-
-
-def held_site(entry: tuple) -> Site:
-    """Where a held lock was taken, as (code, line)."""
-    return (entry[H_CODE], line_at(entry[H_CODE], entry[H_LASTI]))
+from ._frames import Site
+from ._held import CHAIN_ROOT, HeldLock
 
 
 class IrqTrace:
@@ -73,7 +45,7 @@ class IrqTrace:
 
 
 class Task:
-    """One thread's locks and context, for one validator.
+    """One holder's locks and context (today always a thread's), for one validator.
 
     Context counters follow the kernel: ``preempt`` counts preempt_disable() and held spinning
     locks, ``hardirq``/``softirq`` the interrupt handlers being run, ``bh`` local_bh_disable()
@@ -87,7 +59,6 @@ class Task:
         "ctx",
         "name",
         "ident",
-        "thread",
         "preempt",
         "hardirq",
         "hardirq_threaded",
@@ -107,12 +78,13 @@ class Task:
         "__weakref__",
     )
 
-    def __init__(self, thread: threading.Thread) -> None:
-        self.held: list[tuple] = []
+    def __init__(self, name: str, ident: int) -> None:
+        """A holder with nothing held, named ``name``; ``ident`` is the thread ident of a thread's
+        Task (what a lock's ``_blockers()`` names its holders by)."""
+        self.held: list[HeldLock] = []
         self.key = CHAIN_ROOT
-        self.name = thread.name
-        self.ident = thread.ident or 0
-        self.thread = thread
+        self.name = name
+        self.ident = ident
         self.preempt = 0
         self.hardirq = 0
         self.hardirq_threaded = 0

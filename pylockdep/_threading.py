@@ -42,7 +42,7 @@ from time import monotonic
 from types import FrameType
 from typing import Any
 
-from . import _classes, _locktypes
+from . import _classes, _held, _locktypes
 from ._classes import LockKey, key_for
 from ._fastpath import accelerate
 from ._frames import format_file_line, is_internal, outside_frame
@@ -129,9 +129,9 @@ def _forget(lock: Lock | RLock) -> None:
     if owner is None or v.tasks.get(id(owner)) is not owner:
         return
     if owner is getattr(v.local, "task", None):
-        index = v.find_held(owner, lock)
+        index = _held.find(owner, lock)
         if index >= 0:
-            v.remove_held(owner, index)
+            _held.remove(v, owner, index)
     else:
         owner.foreign_releases.append(lock)
 

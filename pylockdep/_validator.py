@@ -1,8 +1,9 @@
 """The validator: one dependency graph, its chain cache, the threads it has seen and its reports.
 
-The acquire and release fast paths live in :mod:`pylockdep._locks`; they call in here only for a
-chain of held locks not seen before (:meth:`Validator.validate_chain`), a release that is not of
-the most recent lock (:meth:`Validator.release_slow`), or a wait (:mod:`pylockdep._waitfor`).
+The acquire and release fast paths live in :mod:`pylockdep._locks` (the held stack they push and
+pop in :mod:`pylockdep._held`); they call in here only for a chain of held locks not seen before
+(:meth:`Validator.validate_chain`), a release of a lock the thread does not hold
+(:meth:`Validator.release_unheld`, :meth:`Validator.bad_unlock`), or a wait (:mod:`pylockdep._waitfor`).
 Everything that changes the graph runs under :attr:`Validator.graph_lock`; reports are handed to
 listeners only after it is dropped, so user code (a print, a logger) never runs under it.
 """
@@ -22,7 +23,7 @@ from ._classes import MAX_SUBCLASSES, LockClass, LockKey
 from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
 from ._report import LockdepViolation, Report
-from ._task import H_CLASS, H_CTX, H_LOCK, H_READ, H_TRYLOCK, Task, held_site
+from ._task import Task
 
 KERNEL_MAX_LOCK_DEPTH = 48
 
@@ -91,8 +92,9 @@ class Validator:
             return self.new_task()
 
     def new_task(self) -> Task:
-        """Create the calling thread's state and arrange to hear when the thread ends."""
-        t = Task(threading.current_thread())
+        """Create the calling thread's holder and arrange to hear when the thread ends."""
+        thread = threading.current_thread()
+        t = Task(thread.name, thread.ident or 0)
         self.local.task = t
         self.local.exit_sentinel = sentinel = _ExitSentinel()
         weakref.finalize(sentinel, self._thread_exited, t, os.getpid())
@@ -110,8 +112,8 @@ class Validator:
         if pid != os.getpid():
             return
         released = {id(lock) for lock in t.foreign_releases}
-        t.held = [entry for entry in t.held if id(entry[H_LOCK]) not in released]
-        owned = tuple(entry[H_CLASS] for entry in t.held if entry[H_CLASS].ltype.owned)
+        t.held = [entry for entry in t.held if id(entry.lock) not in released]
+        owned = tuple(entry.cls for entry in t.held if entry.cls.ltype.owned)
         if owned and not self.off:
             with self.graph_lock:
                 lines = _splat.locks_held_at_exit(self, t)
@@ -182,46 +184,6 @@ class Validator:
         self.off = True
 
     # -- releases ------------------------------------------------------------------------------
-
-    def find_held(self, t: Task, lock: object) -> int:
-        """Index of ``lock`` in the task's held stack, searching from the top; -1 if absent."""
-        held = t.held
-        for i in range(len(held) - 1, -1, -1):
-            if held[i][H_LOCK] is lock:
-                return i
-        return -1
-
-    def remove_held(self, t: Task, index: int) -> tuple:
-        """Remove a held lock from anywhere in the stack, replaying the ones above it.
-
-        Only the order of acquisition matters, so the locks above are taken again, in order, on
-        top of the ones below: their chain keys change and new dependencies may be learned.
-        """
-        held = t.held
-        entry = held[index]
-        above = held[index + 1 :]
-        del held[index:]
-        if entry[8]:
-            t.spins -= 1
-        t.key = entry[6]
-        for again in above:
-            cls = again[H_CLASS]
-            read, trylock = again[H_READ], again[H_TRYLOCK]
-            variant = cls.variants[read + (3 if trylock else 0)]
-            chain_key = hash((t.key, again[H_CTX], variant))
-            if chain_key not in self.chains:
-                self.validate_chain(t, again[H_LOCK], cls, read, trylock, chain_key, *held_site(again))
-            held.append(again[:6] + (t.key,) + again[7:])
-            t.key = chain_key
-        return entry
-
-    def drop_foreign(self, t: Task) -> None:
-        """Forget the locks other threads released on this thread's behalf."""
-        while t.foreign_releases:
-            lock = t.foreign_releases.pop()
-            index = self.find_held(t, lock)
-            if index >= 0:
-                self.remove_held(t, index)
 
     def release_unheld(self, t: Task, lock: Any, name: str, owner_may_differ: bool) -> None:
         """A release of a lock that is not on this thread's stack.

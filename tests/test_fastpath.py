@@ -15,12 +15,14 @@ import sys
 import threading
 import tracemalloc
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 import pylockdep
-from pylockdep import _fastpath, _locks, _task, _threading
-from pylockdep._task import H_CODE, H_LOCK, H_PREV_KEY, held_site
+from pylockdep import _fastpath, _held, _locks, _task, _threading
+from pylockdep._classes import LockClass, LockKey
+from pylockdep._held import HeldLock, chain_key, held_site, variant
 from pylockdep._validator import active
 
 PURE = os.environ.get("PYLOCKDEP_PURE_PYTHON", "") not in ("", "0")
@@ -124,9 +126,11 @@ def test_each_odd_case_goes_to_python(monkeypatch):
     assert done == [True]
 
 
-def entries(v: pylockdep.Validator) -> list[tuple]:
+def entries(v: pylockdep.Validator) -> list[HeldLock]:
     """The held stack without the code positions, which differ between the two ways of calling."""
-    return [e[:H_CODE] + e[H_CODE + 2 :] for e in v.task().held]
+    held = v.task().held
+    assert all(type(e) is HeldLock for e in held)
+    return [e._replace(code=None, lasti=None) for e in held]
 
 
 @needs_c
@@ -144,6 +148,8 @@ def test_fast_and_slow_paths_leave_the_same_state():
                 enter = type(lock).__enter__
                 (enter if way == "fast" else enter.__wrapped__)(lock)
                 t = v.task()
+                top = t.held[-1]
+                assert t.key == chain_key(top.prev_key, top.ctx, variant(top.cls, top.read, top.trylock))
                 steps.append((entries(v), t.key, t.spins, t.preempt, lock._owner is t))
             for lock in reversed(locks):
                 leave = type(lock).__exit__
@@ -340,10 +346,10 @@ def test_held_entries_chain_their_keys():
             with a, b:
                 t = v.task()
                 first, second = t.held
-                assert first[H_LOCK] is a and second[H_LOCK] is b
-                assert second[H_PREV_KEY] != first[H_PREV_KEY]
+                assert first.lock is a and second.lock is b
+                assert second.prev_key != first.prev_key
                 inner_key = t.key
-            assert t.key == first[H_PREV_KEY]
+            assert t.key == first.prev_key
         with a, b:
             assert v.task().key == inner_key
 
@@ -420,9 +426,55 @@ def test_readers_and_writers_under_contention_all_get_through(kind):
     assert v.reports == []
 
 
-def test_the_c_module_builds_held_tuples_with_the_python_layout():
+def test_the_c_module_reads_held_entries_through_the_generated_layout():
+    # One source: _held.HeldLock (fields) and _fastpath.SPEEDUPS_ABI, written into the header.
+    assert _fastpath.LAYOUT_HEADER.read_text() == _fastpath.layout_header(), "run tools/layout_header.py"
     source = (Path(_fastpath.__file__).parent / "_speedups.c").read_text()
-    names = [name.strip() for name in re.search(r"enum \{ (H_LOCK[^}]*) \};", source).group(1).split(",")]
-    python = sorted((value, name) for name, value in vars(_task).items() if re.fullmatch(r"H_[A-Z_]+", name))
-    assert names == [name for _, name in python] + ["H_FIELDS"]
-    assert [value for value, _ in python] == list(range(len(python)))
+    assert '#include "_held_layout.h"' in source
+    assert not re.search(r"enum \{ H_|ABI\", \d", source)  # no layout or ABI number of its own
+    header = _fastpath.layout_header()
+    enum = re.search(r"enum \{ (H_LOCK[^}]*) \};", header).group(1).split(", ")
+    python = sorted((value, name) for name, value in vars(_held).items() if re.fullmatch(r"H_[A-Z_]+", name))
+    assert enum == [name for _, name in python] + ["H_FIELDS"]
+    assert [getattr(_held, name) for name in enum[:-1]] == list(range(len(HeldLock._fields)))
+    assert re.search(r"held_fields\[\] = \{(.*), NULL\}", header).group(1).split(", ") == [
+        f'"{name}"' for name in HeldLock._fields
+    ]
+
+
+@needs_c
+def test_the_c_module_refuses_a_held_type_it_was_not_built_for():
+    class Reordered(NamedTuple):
+        cls: object
+        lock: object
+
+    speedups = _fastpath._speedups
+    assert speedups.ABI == _fastpath.SPEEDUPS_ABI
+    args = (active, pylockdep.Validator, _task.Task, LockKey, LockClass)
+    fields = [(name, object) for name in HeldLock._fields]
+    renamed = NamedTuple("Renamed", fields[:-1] + [("context", object)])
+    for wrong in (Reordered, renamed, list, tuple):
+        with pytest.raises(TypeError):
+            speedups.setup(*args, wrong)
+    speedups.setup(*args, HeldLock)  # the module is still set up for the real one
+    a = pylockdep.Mutex("fp_refused")
+    with pylockdep.validate() as v:
+        for _ in range(2):
+            with a:
+                assert type(v.task().held[-1]) is HeldLock
+
+
+@needs_c
+def test_an_entry_someone_keeps_is_never_reused():
+    a, b = pylockdep.Mutex("fp_kept_A"), pylockdep.Mutex("fp_kept_B")
+    with pylockdep.validate() as v:
+        for _ in range(2):
+            with a:
+                pass
+        with a:
+            kept = v.task().held[-1]
+            before = tuple(kept)
+        for _ in range(100):
+            with a, b:
+                pass
+        assert tuple(kept) == before and kept.lock is a

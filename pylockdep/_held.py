@@ -1,0 +1,159 @@
+"""Holders and what they hold: the held-lock entry, the chain key, and the held stack's operations.
+
+**Holders.**  A *holder* is whatever takes locks, and so has a stack of held locks and a chain key:
+the kernel's task.  In pylockdep a holder is a :class:`pylockdep._task.Task`; today every holder
+stands for one thread and is found through the validator's thread-local storage
+(:meth:`Validator.task`, read directly by the fast paths).  Nothing below, and nothing in the rules
+(:mod:`pylockdep._checks`), depends on how a holder was found or on its being a thread: they read
+only its held stack (``held``), chain key (``key``), execution context (``ctx``, ``irq``, the
+counters) and name.  So:
+
+- an asyncio task can be a holder of its own: a ``Task`` made for it (:meth:`Task.__init__` takes a
+  name and an ident, not a thread) and found from ``asyncio.current_task()`` by the asyncio lock
+  types, which then push and pop on it exactly as the thread locks do on theirs;
+- a *pseudo-lock map* (the kernel's ``lockdep_map`` without a lock, as RCU's read-side maps are
+  today and thread or work completions will be) is any :class:`pylockdep._primitive.LockMap`
+  pushed and popped on a holder's stack with :func:`push`/:func:`pop`: the rules see an ordinary
+  lock class.
+
+**The held entry.**  Each held lock is one :class:`HeldLock`, a named tuple built on every
+acquisition.  ``pylockdep/_speedups.c`` builds and reads the same entries; it knows their fields
+by the ``H_*`` positions below, through the header ``_held_layout.h`` that
+``python -m pylockdep._fastpath`` generates from :class:`HeldLock` (a test checks it is current,
+and the C module refuses a ``HeldLock`` whose fields differ from those it was built with).
+
+**The chain key** of a holder names its stack of held locks as lockdep's ``chain_key`` does: each
+push folds the new lock's class and way of taking it (a *variant*, from ``LockClass.variants``) and
+the holder's context into the key before it (:func:`chain_key`).  A chain key seen before needs no
+validation.
+"""
+
+from __future__ import annotations
+
+from types import CodeType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._frames import Site, line_at
+
+if TYPE_CHECKING:
+    from ._classes import LockClass
+    from ._task import Task
+    from ._validator import Validator
+
+
+class HeldLock(NamedTuple):
+    """One lock on a holder's stack: what was taken, how, where, and the state it was taken in."""
+
+    lock: Any  #: the lock instance (a :class:`pylockdep._primitive.LockMap`)
+    cls: LockClass  #: its class, subclass included
+    read: int  #: 0 exclusive, 1 non-recursive reader, 2 recursive reader
+    trylock: bool  #: taken by a trylock
+    code: CodeType  #: the code that took it ...
+    lasti: int  #: ... and the instruction offset in it (see :func:`held_site`)
+    prev_key: int  #: the holder's chain key before this lock was pushed
+    irq: int  #: irq context it was taken in: 2 * in hardirq + in softirq
+    spins: bool  #: whether taking it disabled preemption
+    ctx: int  #: the holder's context signature when it was taken
+
+
+# Field positions, for code that indexes entries (the C module's come from the same fields).
+H_LOCK = HeldLock._fields.index("lock")
+H_CLASS = HeldLock._fields.index("cls")
+H_READ = HeldLock._fields.index("read")
+H_TRYLOCK = HeldLock._fields.index("trylock")
+H_CODE = HeldLock._fields.index("code")
+H_LASTI = HeldLock._fields.index("lasti")
+H_PREV_KEY = HeldLock._fields.index("prev_key")
+H_IRQ = HeldLock._fields.index("irq")
+H_SPIN = HeldLock._fields.index("spins")
+H_CTX = HeldLock._fields.index("ctx")
+
+# Offsets into ``LockClass.variants``: the way of taking a lock that is mixed into the chain key.
+VARIANT_TRY = 3  # a trylock: VARIANT_TRY + read mode
+VARIANT_SYNC = 6  # an empty write section (lock_sync: synchronize_srcu)
+
+#: The chain key of an empty stack.
+CHAIN_ROOT = 0x5EED
+
+# ``tuple.__new__(HeldLock, values)`` skips the Python-level ``HeldLock.__new__``: it is called on
+# every acquisition.
+_new_entry = tuple.__new__
+
+
+def chain_key(prev: int, ctx: int, variant: int) -> int:
+    """The chain key after a lock taken in ``variant`` (from its class's ``variants``) and context
+    ``ctx`` is pushed on a stack whose key is ``prev``.
+
+    ``pylockdep/_speedups.c`` computes the same (``hash((prev, ctx, variant))``); a test holds the
+    two in step.
+    """
+    return hash((prev, ctx, variant))
+
+
+def variant(cls: LockClass, read: int, trylock: bool) -> int:
+    """The chain-key ingredient of taking ``cls`` in mode ``read``, by trylock or not."""
+    return cls.variants[read + VARIANT_TRY if trylock else read]
+
+
+def push(t: Task, lock: Any, cls: LockClass, read: int, trylock: bool, code: CodeType, lasti: int, key: int) -> None:
+    """Push ``lock`` on the holder's stack; ``key`` is the new chain key (from :func:`chain_key`)."""
+    spins = cls.spins
+    if spins:
+        t.spins += 1
+    t.held.append(_new_entry(HeldLock, (lock, cls, read, trylock, code, lasti, t.key, t.irq, spins, t.ctx)))
+    t.key = key
+
+
+def pop(t: Task) -> HeldLock:
+    """Pop the most recent lock off the holder's stack and restore the chain key from before it."""
+    entry = t.held.pop()
+    t.key = entry.prev_key
+    if entry.spins:
+        t.spins -= 1
+    return entry
+
+
+def find(t: Task, lock: object) -> int:
+    """Index of ``lock`` in the holder's stack, searching from the most recent; -1 if absent."""
+    held = t.held
+    for i in range(len(held) - 1, -1, -1):
+        if held[i].lock is lock:
+            return i
+    return -1
+
+
+def remove(v: Validator, t: Task, index: int) -> HeldLock:
+    """Take the entry at ``index`` out of the holder's stack (lockdep's ``__lock_release`` of a
+    lock that is not the most recent), replaying the ones above it.
+
+    Only the order of acquisition matters, so the locks above are pushed again, in order, on top
+    of the ones below: their chain keys change, and a new chain is validated as an acquisition
+    would be (new dependencies may be learned).
+    """
+    held = t.held
+    entry = held[index]
+    above = held[index + 1 :]
+    del held[index:]
+    if entry.spins:
+        t.spins -= 1
+    t.key = entry.prev_key
+    for again in above:
+        key = chain_key(t.key, again.ctx, variant(again.cls, again.read, again.trylock))
+        if key not in v.chains:
+            v.validate_chain(t, again.lock, again.cls, again.read, again.trylock, key, *held_site(again))
+        held.append(again._replace(prev_key=t.key))
+        t.key = key
+    return entry
+
+
+def drop_foreign(v: Validator, t: Task) -> None:
+    """Take off the holder's stack the locks other threads released on its behalf."""
+    while t.foreign_releases:
+        index = find(t, t.foreign_releases.pop())
+        if index >= 0:
+            remove(v, t, index)
+
+
+def held_site(entry: HeldLock) -> Site:
+    """Where a held lock was taken, as (code, line)."""
+    return (entry.code, line_at(entry.code, entry.lasti))

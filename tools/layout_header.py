@@ -1,0 +1,15 @@
+"""Write ``pylockdep/_held_layout.h``, the header that tells ``_speedups.c`` what it shares with the
+Python code (see :func:`pylockdep._fastpath.layout_header`).  Run it after changing
+``pylockdep._held.HeldLock`` or ``pylockdep._fastpath.SPEEDUPS_ABI``, then reinstall to rebuild.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"  # a build that is stale until the header is written is expected
+
+from pylockdep import _fastpath  # noqa: E402 - after the switch above
+
+_fastpath.LAYOUT_HEADER.write_text(_fastpath.layout_header())
+print(f"wrote {_fastpath.LAYOUT_HEADER}")
