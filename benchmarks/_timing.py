@@ -1,44 +1,115 @@
-"""Timing helpers shared by the lock-overhead benchmarks.
+"""Timing that a busy machine cannot fool: baseline and subject alternate over many short rounds.
 
-Each benchmark times the same loop on plain and validated locks in one run; these helpers build
-the loops (a ``with`` block at depth 1, four nested ``with`` blocks at depth 4) and time them.
+A round times ``loops`` iterations of the baseline and then of the subject (the order swaps every
+round, so a drift in machine load weighs on both alike).  The figures are the ratio of the
+minima (the least disturbed rounds) and the ratio of the medians, with the number of rounds.
+
+:func:`instructions` counts the machine instructions of a loop under valgrind's callgrind
+instead, for a figure without noise: each side runs in its own process at two loop counts, and
+the difference divided by the difference of counts is the cost of one iteration.
 """
 
 from __future__ import annotations
 
-import timeit
-from collections.abc import Callable
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from time import perf_counter_ns
 
-LOOPS = 50_000
-REPEATS = 7
-
-
-def depth1(lock: object) -> Callable[[], None]:
-    """A loop of LOOPS ``with lock:`` blocks."""
-
-    def run() -> None:
-        for _ in range(LOOPS):
-            with lock:
-                pass
-
-    return run
+#: A loop body run ``n`` times by the benchmark: ``loop(n)``.
+Loop = Callable[[int], None]
 
 
-def depth4(a: object, b: object, c: object, d: object) -> Callable[[], None]:
-    """A loop of LOOPS ``with a, b, c, d:`` blocks."""
+@dataclass
+class Ratio:
+    """Subject against baseline: ratio of minima and of medians over ``rounds`` rounds."""
 
-    def run() -> None:
-        for _ in range(LOOPS):
-            with a, b, c, d:
-                pass
+    minimum: float
+    median: float
+    rounds: int
+    base_ns: float  # baseline, best round, per iteration
+    subject_ns: float  # subject, best round, per iteration
 
-    return run
+
+def _round(loop: Loop, loops: int) -> float:
+    start = perf_counter_ns()
+    loop(loops)
+    return (perf_counter_ns() - start) / loops
 
 
-def best(fn: Callable[[], None]) -> float:
-    """Seconds per loop iteration of ``fn``, best of REPEATS, after one untimed warm-up run.
+def alternate(baseline: Loop, subject: Loop, *, rounds: int, loops: int) -> Ratio:
+    """Time ``baseline`` and ``subject`` in alternation, after one untimed warm-up round of each.
 
-    The warm-up lets the validator see (and cache) the lock chain before timing starts.
+    The warm-up lets the validator see (and cache) the chains the subject takes.
     """
-    fn()
-    return min(timeit.repeat(fn, number=1, repeat=REPEATS)) / LOOPS
+    baseline(loops)
+    subject(loops)
+    base: list[float] = []
+    subj: list[float] = []
+    for i in range(rounds):
+        if i % 2:
+            subj.append(_round(subject, loops))
+            base.append(_round(baseline, loops))
+        else:
+            base.append(_round(baseline, loops))
+            subj.append(_round(subject, loops))
+    return Ratio(
+        minimum=min(subj) / min(base),
+        median=statistics.median(subj) / statistics.median(base),
+        rounds=rounds,
+        base_ns=min(base),
+        subject_ns=min(subj),
+    )
+
+
+def have_callgrind() -> bool:
+    """Whether valgrind is installed (``--instructions`` needs it)."""
+    return shutil.which("valgrind") is not None
+
+
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def _callgrind(argv: Sequence[str], env: dict[str, str]) -> int:
+    """Instructions executed by ``argv`` under callgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    found = _COLLECTED.search(out.stderr)
+    if found is None:
+        raise RuntimeError(f"callgrind printed no instruction count:\n{out.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def instructions(argv_for: Callable[[int], Sequence[str]], *, low: int, high: int, env: dict[str, str]) -> float:
+    """Instructions per iteration of a loop: ``argv_for(n)`` runs a process that loops ``n`` times.
+
+    Running it at two loop counts cancels the cost of starting Python and setting up.
+    """
+    return (_callgrind(argv_for(high), env) - _callgrind(argv_for(low), env)) / (high - low)
+
+
+def python_env(pure: bool) -> dict[str, str]:
+    """The environment of a child Python on the C path (``pure`` False) or the pure one."""
+    env = dict(os.environ)
+    env.pop("PYLOCKDEP_PURE_PYTHON", None)
+    if pure:
+        env["PYLOCKDEP_PURE_PYTHON"] = "1"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+#: The interpreter children run on: this one.
+PYTHON = sys.executable

@@ -1,0 +1,127 @@
+"""Real programs, plain against under ``pylockdep run``: wall and CPU time, in alternation.
+
+``python -m benchmarks.programs pool|queue [N]`` is the program itself: ``pool`` runs N tiny
+tasks on a ``ThreadPoolExecutor`` (each ``Future`` makes a ``Condition``; the workers take the
+queue's locks), ``queue`` passes N items from a producer thread to a consumer through a bounded
+``queue.Queue``.  The third program is CPython's own ``test.test_queue``.
+
+:func:`measure` runs each program as ``python -m ...`` and as ``python -m pylockdep run -m ...``,
+alternating the two ``rounds`` times, and reports the ratios of the minima and medians of wall
+time and of CPU time (user + system, from the children's resource usage).
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from queue import Queue
+from typing import Any
+
+from ._timing import PYTHON, python_env
+
+#: name -> (label, the module command line after ``-m``, goal on the wall ratio)
+PROGRAMS: dict[str, tuple[str, Sequence[str], float | None]] = {
+    "pool": ("ThreadPoolExecutor, {n} tiny tasks", ("benchmarks.programs", "pool", "{n}"), 1.3),
+    "queue": ("queue.Queue producer/consumer, {n} items", ("benchmarks.programs", "queue", "{n}"), 2.0),
+    "test_queue": ("CPython's test.test_queue", ("test.test_queue",), None),
+}
+DEFAULT_SIZE = 100_000
+
+
+def _tiny(i: int) -> int:
+    return i + 1
+
+
+def pool(n: int) -> None:
+    """``n`` tiny tasks on a thread pool, each waited for."""
+    with ThreadPoolExecutor() as executor:
+        futures = [executor.submit(_tiny, i) for i in range(n)]
+        assert sum(f.result() for f in futures) == n * (n + 1) // 2
+
+
+def producer_consumer(n: int) -> None:
+    """``n`` items from one thread to another through a ``Queue`` of 100."""
+    q: Queue[int | None] = Queue(maxsize=100)
+    got = []
+
+    def consume() -> None:
+        total = 0
+        while (item := q.get()) is not None:
+            total += item
+        got.append(total)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for i in range(n):
+        q.put(i)
+    q.put(None)
+    consumer.join()
+    assert got == [n * (n - 1) // 2]
+
+
+def _run(argv: Sequence[str], pure: bool) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds and exit status of one run of ``argv``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=python_env(pure), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr.decode()[-2000:]}")
+    return wall, cpu, done.returncode
+
+
+def measure(name: str, rounds: int, size: int, pure: bool) -> list[dict[str, Any]]:
+    """Rows for program ``name``: the wall ratio and the CPU ratio under ``pylockdep run``."""
+    label, module_argv, goal = PROGRAMS[name]
+    module_argv = [a.format(n=size) for a in module_argv]
+    plain = [PYTHON, "-m", *module_argv]
+    validated = [PYTHON, "-m", "pylockdep", "run", "-m", *module_argv]
+    samples: dict[str, list[tuple[float, float]]] = {"plain": [], "validated": []}
+    statuses = set()
+    for i in range(rounds):
+        order = ("plain", "validated") if i % 2 == 0 else ("validated", "plain")
+        for side in order:
+            wall, cpu, status = _run(plain if side == "plain" else validated, pure)
+            if side == "plain" and status:
+                raise RuntimeError(f"{' '.join(plain)} failed on its own")
+            if side == "validated":
+                statuses.add(status)
+            samples[side].append((wall, cpu))
+    reported = " (pylockdep reported)" if 1 in statuses else ""
+    rows = []
+    for what, index, row_goal in (("wall", 0, goal), ("CPU", 1, None)):
+        base = [s[index] for s in samples["plain"]]
+        subj = [s[index] for s in samples["validated"]]
+        rows.append(
+            {
+                "name": f"pylockdep run: {label.format(n=size)}, {what}",
+                "group": "programs",
+                "goal": row_goal,
+                "figure": min(subj) / min(base),
+                "median": statistics.median(subj) / statistics.median(base),
+                "rounds": rounds,
+                "path": "pure" if pure else "C",
+                "note": f"{min(subj):.2f} s vs {min(base):.2f} s{reported}",
+                "higher_is_better": False,
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    which, n = args[0], int(args[1]) if len(args) > 1 else DEFAULT_SIZE
+    {"pool": pool, "queue": producer_consumer}[which](n)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""The benchmark harness runs: ``python -m benchmarks --smoke`` prints a row for every measure.
+
+Tiny sizes, no timing assertions: the figures of a smoke run mean nothing, only that every
+benchmark still runs against the current code (on both paths where the C module is built).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks import micro, programs
+from benchmarks.graph_scale import measure
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """The table's rows by measure name (the header and rule left out)."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] != "measure":
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_smoke_run_prints_every_measure():
+    env = {k: v for k, v in os.environ.items() if k != "PYLOCKDEP_PURE_PYTHON"}
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = table_rows(out.stdout)
+    expected = [m.name for m in micro.measures()]
+    expected += [f"memory per {kind}" for kind in ("Mutex", "threading.Lock (instrumented)")]
+    expected += ["8 threads vs 1, own Mutex each (vs plain's)"]
+    expected += [f"pylockdep run: ThreadPoolExecutor, 200 tiny tasks, {what}" for what in ("wall", "CPU")]
+    expected += [f"pylockdep run: queue.Queue producer/consumer, 200 items, {what}" for what in ("wall", "CPU")]
+    assert set(expected) <= set(rows), sorted(set(expected) - set(rows))
+    assert any(name.startswith("new edge, 100 classes, 1000 edges") for name in rows)
+    assert any(name.startswith("re-sorting edges") for name in rows)
+    c_ran = ", paths C" in out.stdout.splitlines()[0]
+    figure, goal, verdict = (2, 1, 9) if c_ran else (6, 5, 10)
+    for name in expected:
+        cells = rows[name]
+        float(cells[figure])  # a figure for the path that ran
+        assert cells[verdict] == "-" if cells[goal] == "-" else cells[verdict] in ("met", "MISSED"), cells
+
+
+def test_the_harness_says_which_path_ran():
+    # Python code of pylockdep that runs per operation is counted, so a section that misses the C
+    # path shows it; a plain lock runs none.
+    import threading
+
+    plain = threading.Lock()
+    assert micro.python_calls_per_op(micro.with_block(plain)) == 0
+    mutex = __import__("pylockdep").Mutex("bench_test_path")
+    assert micro.python_calls_per_op(micro.with_call(lambda: mutex.nested(1)), n=5) > 0
+
+
+def test_graph_growth_counts_only_edges_that_re_sort():
+    s = measure(classes=60, edges=600, seed=3)
+    assert s.early_count > 0 and s.late_count > 0
+    assert s.early_count <= 60 and s.late_count <= 60  # each window is a tenth of the edges
+
+
+def test_programs_are_the_work_they_claim():
+    programs.pool(50)
+    programs.producer_consumer(50)
