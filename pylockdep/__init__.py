@@ -7,6 +7,7 @@ used in.  A deadlock that *could* happen is reported from a run in which it did 
 See ``API.md`` for the promises; the names below are the public API.
 """
 
+from ._annotate import lockdep_off, nested, set_class
 from ._context import (
     hardirq,
     irqs_disabled,
@@ -74,7 +75,7 @@ __all__ = [
     "validate",
 ]
 __all__ += ["RCU", "Guarded", "guarded_by"]  # guarded data (the "Protects" column)
-__all__ += ["instrument_threading"]  # Python's own locks
+__all__ += ["instrument_threading", "lockdep_off", "nested", "set_class"]  # Python's own locks
 __all__ += [
     "RCU_SCHED",
     "rcu_dereference_sched",

@@ -14,6 +14,8 @@ class Report:
     bare names of every lock class involved (for a cycle, every class on it).  ``threads`` names
     the threads involved (``name/ident``), ``sites`` the places in the source (``file:line``), and
     ``origin`` what the validator was told was running (a pytest test id, for instance).
+    ``suppressed`` is true for a report that a suppression or the baseline silenced (``suppressed_by``
+    says which): it is kept and counted, but prints no splat and fails nothing.
     """
 
     kind: str
@@ -24,6 +26,8 @@ class Report:
     sites: tuple[str, ...] = ()
     origin: str | None = None
     details: dict = field(default_factory=dict, compare=False, repr=False)
+    suppressed: bool = False
+    suppressed_by: str | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -38,7 +42,30 @@ class Report:
             "sites": list(self.sites),
             "origin": self.origin,
             "text": self.text,
+            "suppressed": self.suppressed,
+            "suppressed_by": self.suppressed_by,
         }
+
+
+#: Every kind of report, as ``Report.kind`` names it (the API's table, and capacity limits).
+KINDS = frozenset(
+    {
+        "circular",
+        "recursive",
+        "invalid_wait_context",
+        "sleep_in_atomic",
+        "inconsistent_lock_state",
+        "irq_inversion",
+        "irq_unsafe_order",
+        "bad_unlock_balance",
+        "context_imbalance",
+        "suspicious_rcu_usage",
+        "assert_held",
+        "lock_held_at_exit",
+        "scheduling_while_atomic",
+        "limit_exceeded",
+    }
+)
 
 
 class LockdepViolation(AssertionError):

@@ -99,7 +99,7 @@ class Task:
         self.irqtrace = IrqTrace()
         self.foreign_releases: list[Any] = []
         self.waiting: Any = None
-        self.busy = False
+        self.busy = 0  # lockdep_recursion: while non-zero, nothing this thread does is validated
         self.srcu_reads: dict[Any, list[int]] = {}
         self.ctx = 0
         self.update_ctx()

@@ -46,11 +46,11 @@ from . import _classes, _held, _locktypes
 from ._classes import LockKey, key_for
 from ._fastpath import accelerate
 from ._frames import format_file_line, is_internal, outside_frame
-from ._locks import _acquire, _release
+from ._locks import _acquire, _check_subclass, _release
 from ._locktypes import LockType
 from ._validator import active, default
 
-__all__ = ["Lock", "RLock", "install", "instrument_threading", "uninstall"]
+__all__ = ["Lock", "RLock", "install", "instrument_threading", "Nested", "uninstall"]
 
 _allocate = _thread.allocate_lock
 _get_ident = _thread.get_ident
@@ -350,6 +350,35 @@ class RLock:
 
 
 accelerate(RLock, enter_returns_self=False, skip_file=_THREADING_FILE, recursive=True)
+
+
+class Nested:
+    """A with-block holding a :class:`Lock` or :class:`RLock` as a nesting subclass (what
+    :func:`pylockdep.nested` returns for them); an RLock its owner holds is only entered again."""
+
+    __slots__ = ("_lock", "_subclass")
+
+    def __init__(self, lock: Lock | RLock, subclass: int) -> None:
+        _check_subclass(subclass)
+        self._lock = lock
+        self._subclass = subclass
+
+    def __enter__(self) -> Lock | RLock:
+        lock = self._lock
+        if isinstance(lock, RLock):
+            me = _get_ident()
+            if lock._ident == me:
+                lock._count += 1
+                return lock
+            _acquire(lock, 0, self._subclass, _getframe(1))
+            lock._ident = me
+            lock._count = 1
+        else:
+            _acquire(lock, 0, self._subclass, _getframe(1))
+        return lock
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 # -- installing --------------------------------------------------------------------------------

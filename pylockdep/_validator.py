@@ -11,12 +11,13 @@ listeners only after it is dropped, so user code (a print, a logger) never runs 
 from __future__ import annotations
 
 import _thread
+import dataclasses
 import os
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import _checks, _splat
 from ._classes import MAX_SUBCLASSES, LockClass, LockKey
@@ -24,6 +25,9 @@ from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
 from ._report import LockdepViolation, Report
 from ._task import Task
+
+if TYPE_CHECKING:
+    from ._suppress import Suppressions
 
 KERNEL_MAX_LOCK_DEPTH = 48
 
@@ -69,6 +73,9 @@ class Validator:
         self.graph_lock = _thread.RLock()
         self.chains: set[int] = set()
         self.reports: list[Report] = []
+        # Reports that a suppression or the baseline silenced: kept and counted, never printed.
+        self.suppressed: list[Report] = []
+        self.suppress: Suppressions | None = None
         self.listeners: list[Callable[[Report], None]] = []
         self.local = threading.local()
         self.tasks: dict[int, Task] = {}
@@ -235,20 +242,32 @@ class Validator:
             sites=(format_file_line(site),) if site else (),
             origin=self.origin,
         )
-        self.reports.append(report)
+        why = self.suppress.reason(report) if self.suppress is not None else None
+        if why is not None:
+            report = dataclasses.replace(report, suppressed=True, suppressed_by=why)
+            self.suppressed.append(report)
+        else:
+            self.reports.append(report)
         self._pending.append(report)
         return report
 
     def flush(self) -> None:
         """Hand new reports to the stream, listeners and (once the application configured
-        structlog) one structured log event each, outside the graph lock."""
+        structlog) one structured log event each, outside the graph lock.
+
+        A suppressed report reaches the listeners only (flagged ``suppressed``): no splat, no log.
+        """
         if not self._pending:
             return
         t = self.task()
-        t.busy = True  # locks taken while printing are not validated (lockdep_recursion)
+        t.busy += 1  # locks taken while printing are not validated (lockdep_recursion)
         try:
             while self._pending:
                 report = self._pending.pop(0)
+                if report.suppressed:
+                    for listener in list(self.listeners):
+                        listener(report)
+                    continue
                 if self.stream is not None:
                     self.stream.write(report.text + "\n\n")
                     self.stream.flush()
@@ -268,7 +287,7 @@ class Validator:
                 for listener in list(self.listeners):
                     listener(report)
         finally:
-            t.busy = False
+            t.busy -= 1
 
     def report_now(
         self,

@@ -14,6 +14,12 @@ Exit status: :data:`REPORT_STATUS` (1) when a report was made, otherwise the pro
 Options: ``--json FILE`` writes each report as a JSON line (:meth:`pylockdep.Report.as_dict`),
 ``--dot FILE`` the lock-class dependency graph as Graphviz DOT, ``--preempt-rt`` and
 ``--no-raw-nesting`` set the validator's kernel flavour (:func:`pylockdep.validate`).
+
+Configuration comes from ``[tool.pylockdep]`` of the nearest ``pyproject.toml`` (or ``--config
+FILE``): validator options, which the flags above override, suppressions and a baseline.  A
+report that a suppression or the baseline (``--baseline FILE``) silences prints no splat and does
+not change the exit status; the final summary counts and lists it.  ``--write-baseline FILE``
+also writes the run's reports (those the baseline silenced included) as the new baseline.
 """
 
 from __future__ import annotations
@@ -28,13 +34,17 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import IO
 
+from ._config import Config, ConfigError
+from ._config import load as load_config
 from ._export import graph_to_dot
 from ._report import Report
+from ._suppress import Suppressions, summary_lines
+from ._suppress import write_baseline as write_baseline_file
 from ._threading import instrument_threading
 from ._validator import Validator, validate
 
 REPORT_STATUS = 1
-_VALUE_OPTIONS = ("--json", "--dot")
+_VALUE_OPTIONS = ("--json", "--dot", "--config", "--baseline", "--write-baseline")
 _RUNNER_FILES = (__file__, runpy.run_path.__code__.co_filename)
 
 
@@ -60,6 +70,9 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         action="store_true",
         help="no CONFIG_PROVE_RAW_LOCK_NESTING checks (spinlock_t inside raw_spinlock_t)",
     )
+    run.add_argument("--config", metavar="FILE", help="read [tool.pylockdep] from FILE, not the nearest pyproject.toml")
+    run.add_argument("--baseline", metavar="FILE", help="report only what is not in this baseline file")
+    run.add_argument("--write-baseline", metavar="FILE", help="write this run's reports to FILE as the baseline")
     return parser, run
 
 
@@ -125,18 +138,27 @@ def _end_program(v: Validator) -> None:
         v._thread_exited(main, os.getpid())
 
 
-def run(options: argparse.Namespace, runner: Callable[[], object]) -> int:
-    """``pylockdep run``: run the program, then the interpreter's exit steps; the exit status."""
+def run(
+    options: argparse.Namespace,
+    runner: Callable[[], object],
+    config: Config | None = None,
+    suppress: Suppressions | None = None,
+) -> int:
+    """``pylockdep run``: run the program, then the interpreter's exit steps; the exit status.
+
+    ``config`` gives validator options (the flags in ``options`` win), ``suppress`` what to silence.
+    """
     dot_path = os.path.abspath(options.dot) if options.dot else None  # the program may chdir
+    config = config or Config()
+    flavour = dict(config.options)
+    if options.preempt_rt:
+        flavour["preempt_rt"] = True
+    if options.no_raw_nesting:
+        flavour["prove_raw_lock_nesting"] = False
+    write_baseline = os.path.abspath(options.write_baseline) if options.write_baseline else None
     with contextlib.ExitStack() as stack:
-        v = stack.enter_context(
-            validate(
-                preempt_rt=options.preempt_rt,
-                prove_raw_lock_nesting=not options.no_raw_nesting,
-                raise_on_report=False,
-                stream=sys.stderr,
-            )
-        )
+        v = stack.enter_context(validate(**flavour, raise_on_report=False, stream=sys.stderr))
+        v.suppress = suppress
         if options.json:
             v.listeners.append(_json_writer(stack.enter_context(open(options.json, "w", encoding="utf-8"))))
         with instrument_threading():
@@ -145,6 +167,12 @@ def run(options: argparse.Namespace, runner: Callable[[], object]) -> int:
     if dot_path:
         with open(dot_path, "w", encoding="utf-8") as f:
             f.write(graph_to_dot(v))
+    for line in summary_lines(v.suppressed):
+        print(f"pylockdep: {line}", file=sys.stderr)
+    if write_baseline:
+        known = v.reports + [r for r in v.suppressed if r.suppressed_by == "baseline"]
+        written = write_baseline_file(write_baseline, known)
+        print(f"pylockdep: {written} report(s) written to the baseline {options.write_baseline}", file=sys.stderr)
     if v.reports:
         kinds = ", ".join(sorted({r.kind for r in v.reports}))
         print(f"pylockdep: {len(v.reports)} report(s): {kinds}", file=sys.stderr)
@@ -175,4 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_parser.error("argument -m: expected a module name")
     if not program:
         run_parser.error("a SCRIPT or -m MODULE is required")
-    return run(options, _runner(program))
+    try:
+        config = load_config(options.config)
+        suppress = config.suppressions(options.baseline)
+    except ConfigError as exc:
+        run_parser.error(str(exc))
+    return run(options, _runner(program), config, suppress)

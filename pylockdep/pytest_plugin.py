@@ -23,6 +23,12 @@ Off unless ``pytest --lockdep`` (or the ini option ``lockdep = true``).  When on
 - The terminal summary counts the reports by kind and the classes and dependencies learned;
   ``--lockdep-graph=FILE.dot`` writes the graph (edges on a cycle in red) and
   ``--lockdep-json=FILE`` the reports, one JSON object (``Report.as_dict()``) per line.
+- Configuration comes from ``[tool.pylockdep]`` of the nearest ``pyproject.toml`` above the
+  directory pytest was started in (or ``--lockdep-config FILE``): validator options, suppressions
+  and a baseline (``--lockdep-baseline FILE`` names another).  A report they silence fails no
+  test and prints no splat; the summary counts and lists it, and the JSON output keeps it with
+  ``"suppressed": true``.  ``--lockdep-write-baseline FILE`` writes the session's reports (those
+  the baseline silenced included) as the new baseline; the session is judged as usual.
 - Under pytest-xdist each worker sends its graph and reports to the controller when it finishes.
   The controller merges the graphs, reports every cycle that no single worker saw (a worker
   reported the others itself) with a splat of the merged graph, and makes the session exit
@@ -40,6 +46,7 @@ Off unless ``pytest --lockdep`` (or the ini option ``lockdep = true``).  When on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -52,11 +59,22 @@ import pytest
 import pylockdep
 
 from . import _export, _hang
+from ._config import Config, ConfigError
+from ._config import load as load_config
 from ._report import Report
+from ._suppress import Suppressions, summary_lines, write_baseline
 from ._validator import Validator, active, validate
 
 _TEST = pytest.StashKey["_Test"]()
-_SUBOPTIONS = ("lockdep_rt", "lockdep_threading", "lockdep_graph", "lockdep_json")
+_SUBOPTIONS = (
+    "lockdep_rt",
+    "lockdep_threading",
+    "lockdep_graph",
+    "lockdep_json",
+    "lockdep_config",
+    "lockdep_baseline",
+    "lockdep_write_baseline",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,6 +104,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write the dependency graph in Graphviz DOT, cycle edges in red",
     )
     group.addoption("--lockdep-json", metavar="FILE", default=None, help="write the reports as JSON lines")
+    group.addoption(
+        "--lockdep-config",
+        metavar="FILE",
+        default=None,
+        help="read [tool.pylockdep] from FILE instead of the nearest pyproject.toml",
+    )
+    group.addoption(
+        "--lockdep-baseline", metavar="FILE", default=None, help="report only what this baseline file does not list"
+    )
+    group.addoption(
+        "--lockdep-write-baseline", metavar="FILE", default=None, help="write the session's reports as a baseline"
+    )
     parser.addini("lockdep", "validate lock usage with pylockdep (as --lockdep)", type="bool", default=False)
 
 
@@ -102,11 +132,16 @@ def pytest_configure(config: pytest.Config) -> None:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise pytest.UsageError(f"{flags}: needs --lockdep (or the ini option lockdep = true)")
         return
+    try:
+        settings = load_config(config.getoption("lockdep_config"), str(config.invocation_params.dir))
+        suppress = settings.suppressions(config.getoption("lockdep_baseline"))
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pylockdep: {exc}") from None
     is_worker = hasattr(config, "workerinput")
     if not is_worker and getattr(config.option, "dist", "no") != "no":
-        plugin: _Session | _Controller = _Controller(config)
+        plugin: _Session | _Controller = _Controller(config, suppress)
     else:
-        plugin = _Session(config)
+        plugin = _Session(config, settings, suppress)
     config.pluginmanager.register(plugin, "lockdep-session")
 
 
@@ -145,10 +180,14 @@ class _Test:
 class _Session:
     """The plugin in a process that runs tests (no xdist, or an xdist worker)."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, settings: Config, suppress: Suppressions) -> None:
         self.config = config
-        self.scope = validate(preempt_rt=config.getoption("lockdep_rt"), raise_on_report=False)
+        options = dict(settings.options)
+        if config.getoption("lockdep_rt"):
+            options["preempt_rt"] = True
+        self.scope = validate(**options, raise_on_report=False)
         self.validator: Validator = self.scope.validator
+        self.validator.suppress = suppress
         self.validator.listeners.append(self._on_report)
         self.instrumentation: Any = None
         if config.getoption("lockdep_threading"):
@@ -179,13 +218,13 @@ class _Session:
                 "graph": _export.graph_to_data(self.validator),
                 "reports": [r.as_dict() for r in self.validator.reports],
                 "outside": [r.as_dict() for r in self.outside],
+                "suppressed": [r.as_dict() for r in self.validator.suppressed],
             }
             return
         if self.outside and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        write_files(
-            self.config, lambda: _export.graph_to_dot(self.validator), [r.as_dict() for r in self.validator.reports]
-        )
+        reports = [r.as_dict() for r in self.validator.reports + self.validator.suppressed]
+        write_files(self.config, lambda: _export.graph_to_dot(self.validator), reports)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:
@@ -198,9 +237,12 @@ class _Session:
             graph.nr_edges,
             [r.as_dict() for r in self.outside],
             [],
+            [r.as_dict() for r in self.validator.suppressed],
         )
 
     def _on_report(self, report: Report) -> None:
+        if report.suppressed:
+            return  # counted in the validator's ``suppressed``; it fails nothing
         test = self.test
         if test is not None and report.origin == test.nodeid:
             test.reports.append(report)
@@ -280,11 +322,13 @@ class _Session:
 class _Controller:
     """The plugin in an xdist controller: gathers the workers' graphs and reports, merges them."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, suppress: Suppressions) -> None:
         self.config = config
+        self.suppress = suppress
         self.workers: list[tuple[str, dict]] = []
         self.merged: _export.MergedGraph | None = None
         self.cycles: list[Report] = []
+        self.silenced: list[Report] = []  # merged-graph cycles that the configuration suppresses
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         data = getattr(node, "workeroutput", {}).get("lockdep")
@@ -299,11 +343,18 @@ class _Controller:
             for edge in cycle[1:]:
                 common &= set(merged.edge_sources[edge].sources)
             if not common:  # a cycle one worker saw whole, that worker reported
-                self.cycles.append(_export.cycle_report(merged, cycle))
+                report = _export.cycle_report(merged, cycle)
+                why = self.suppress.reason(report)
+                if why is None:
+                    self.cycles.append(report)
+                else:
+                    self.silenced.append(dataclasses.replace(report, suppressed=True, suppressed_by=why))
         if (self.cycles or self._outside()) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         write_files(
-            self.config, lambda: _export.graph_to_dot(merged), self._reports() + [r.as_dict() for r in self.cycles]
+            self.config,
+            lambda: _export.graph_to_dot(merged),
+            self._reports() + [r.as_dict() for r in self.cycles] + self._suppressed(),
         )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -317,11 +368,16 @@ class _Controller:
             merged.graph.nr_edges,
             self._outside(),
             self.cycles,
+            self._suppressed(),
             workers=len(self.workers),
         )
 
     def _reports(self) -> list[dict]:
         return [dict(r, worker=worker) for worker, data in self.workers for r in data["reports"]]
+
+    def _suppressed(self) -> list[dict]:
+        found = [dict(r, worker=worker) for worker, data in self.workers for r in data.get("suppressed", [])]
+        return found + [r.as_dict() for r in self.silenced]
 
     def _outside(self) -> list[dict]:
         return [dict(r, worker=worker) for worker, data in self.workers for r in data["outside"]]
@@ -350,7 +406,8 @@ def fail_report(rep: pytest.TestReport, text: str) -> None:
 
 
 def write_files(config: pytest.Config, dot: Callable[[], str], reports: list[dict]) -> None:
-    """Write ``--lockdep-graph`` (DOT, built only if asked for) and ``--lockdep-json`` (JSON lines)."""
+    """Write ``--lockdep-graph`` (DOT, built only if asked for), ``--lockdep-json`` (JSON lines) and
+    ``--lockdep-write-baseline`` (every report but those a suppression silenced)."""
     graph_path = config.getoption("lockdep_graph")
     if graph_path:
         with open(graph_path, "w", encoding="utf-8") as f:
@@ -359,6 +416,10 @@ def write_files(config: pytest.Config, dot: Callable[[], str], reports: list[dic
     if json_path:
         with open(json_path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in reports)
+    baseline_path = config.getoption("lockdep_write_baseline")
+    if baseline_path:
+        known = [r for r in reports if not r.get("suppressed") or r.get("suppressed_by") == "baseline"]
+        write_baseline(baseline_path, known)
 
 
 def summarize(
@@ -368,6 +429,7 @@ def summarize(
     nr_edges: int,
     outside: list[dict],
     cycles: list[Report],
+    suppressed: list[dict],
     workers: int | None = None,
 ) -> None:
     """The ``lockdep`` section of the terminal summary."""
@@ -380,6 +442,8 @@ def summarize(
         tr.line("no reports")
     merged = f" (graphs of {workers} xdist workers merged)" if workers is not None else ""
     tr.line(f"{nr_classes} lock classes, {nr_edges} dependencies learned{merged}")
+    for line in summary_lines(suppressed):
+        tr.line(line)
     if outside:
         tr.line(f"{len(outside)} report(s) made outside any test:", red=True)
         for r in outside:
@@ -388,7 +452,8 @@ def summarize(
         tr.line(f"{len(cycles)} cycle(s) that only the merged graph shows:", red=True)
         for r in cycles:
             tr.line(r.text)
-    for option, what in (("lockdep_graph", "graph"), ("lockdep_json", "reports")):
+    outputs = (("lockdep_graph", "graph"), ("lockdep_json", "reports"), ("lockdep_write_baseline", "baseline"))
+    for option, what in outputs:
         path = tr.config.getoption(option)
         if path:
             tr.line(f"{what} written to {path}")

@@ -1,0 +1,80 @@
+"""Annotations a program makes about its locks: :func:`set_class`, :func:`nested`, :class:`lockdep_off`.
+
+These teach the validator what it cannot see for itself, as the kernel's ``lockdep_set_class()``,
+``mutex_lock_nested()`` and ``lockdep_off()`` do.  Each accepts locks pylockdep does not validate
+(CPython's own, made before or without instrumentation) and then does nothing, so annotated code
+runs the same with and without pylockdep.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+from . import _locktypes
+from ._classes import LockKey, key_for
+from ._frames import caller_site, format_file_line
+from ._task import Task
+from ._threading import Lock, Nested, RLock
+from ._validator import active
+
+__all__ = ["lockdep_off", "nested", "set_class"]
+
+_PYTHON_TYPES = (_locktypes.PY_LOCK, _locktypes.PY_RLOCK)
+L = TypeVar("L")
+
+
+def set_class(lock: Any, name: str) -> None:
+    """Give ``lock`` its own lock class, named ``name`` (the kernel's ``lockdep_set_class()``).
+
+    Every lock of one type given the same ``name`` shares that class, wherever it was made; the
+    class is the lock's from its next acquisition on.  A Python lock's class name gets the site of
+    the first ``set_class()`` call for it, ``NAME@file.py:LINE`` (so suppressions and outside
+    tools can match it); a kernel lock type's is ``name`` as given.  A lock pylockdep does not
+    validate is left alone.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a lock class needs a non-empty name (str), not {name!r}")
+    key = getattr(lock, "_key", None)
+    if not isinstance(key, LockKey):
+        return
+    ltype = key.ltype
+    site = caller_site()
+    shown = f"{name}@{format_file_line(site)}" if ltype in _PYTHON_TYPES else name
+    lock._key = key_for(shown, ltype, site, ("set_class", ltype.name, name))
+
+
+def nested(lock: L, subclass: int) -> AbstractContextManager[L]:
+    """Hold ``lock`` for a with-block as nesting subclass ``subclass`` (1..7), as ``.nested()``
+    does for the kernel lock types (``mutex_lock_nested()``).
+
+    Works for instrumented ``threading.Lock``/``RLock`` (an RLock its owner holds is only entered
+    again) and for the kernel lock types; any other lock is simply held.
+    """
+    if isinstance(lock, (Lock, RLock)):
+        return Nested(lock, subclass)
+    method = getattr(lock, "nested", None)
+    if method is not None and isinstance(getattr(lock, "_key", None), LockKey):
+        return method(subclass)
+    return lock  # type: ignore[return-value]  # CPython's own locks are context managers
+
+
+class lockdep_off:  # noqa: N801 - a context manager named as the API promises
+    """Suspend validation for the calling thread inside the block (the kernel's ``lockdep_off()``).
+
+    Nothing the thread does in the block is checked or learned: no dependency, no report.  Locks
+    it takes there are still tracked as held, so releasing them after the block is fine, and a
+    lock held across the block's end orders the locks taken after it as usual.  A wait that would
+    never end still raises :class:`~pylockdep.DeadlockError`.  Blocks nest; other threads are not
+    affected.  It applies to the validator in force when the block starts.
+    """
+
+    __slots__ = ("_task",)
+
+    def __enter__(self) -> None:
+        t: Task = active.validator.task()
+        t.busy += 1
+        self._task = t
+
+    def __exit__(self, *exc: object) -> None:
+        self._task.busy -= 1

@@ -1,0 +1,140 @@
+"""Annotations for Python's locks: set_class(), nested() and lockdep_off() (API.md, "precision, annotations")."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from _abba import take_ab_then_ba
+
+import pylockdep
+from pylockdep._frames import short_filename
+
+pytestmark = pytest.mark.timeout(60)
+FILE = short_filename(__file__)
+
+
+@pytest.fixture
+def v():
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        yield v
+
+
+def two_locks_from_one_line(factory):
+    return [factory() for _ in range(2)]
+
+
+# -- set_class ---------------------------------------------------------------------------------
+
+
+def test_set_class_splits_locks_of_one_creation_site_so_abba_between_them_is_circular(v):
+    a, b = two_locks_from_one_line(threading.Lock)
+    pylockdep.set_class(a, "Account.lock")
+    line_a = a._key.site[1]
+    pylockdep.set_class(b, "Bank.lock")
+    take_ab_then_ba(a, b)
+    (report,) = v.reports
+    assert report.kind == "circular"
+    assert sorted(report.classes) == [f"Account.lock@{FILE}:{line_a}", f"Bank.lock@{FILE}:{line_a + 2}"]
+
+
+def test_set_class_with_one_name_gives_locks_of_two_sites_one_class(v):
+    a = threading.RLock()
+    b = threading.RLock()
+    for lock in (a, b):
+        pylockdep.set_class(lock, "Shared")
+    assert a._key is b._key
+    with a, b:  # one class nested: the kernel rule calls that recursive
+        pass
+    assert [r.kind for r in v.reports] == ["recursive"]
+    assert v.reports[0].classes[0].startswith("Shared@")
+
+
+def test_set_class_keeps_a_kernel_lock_types_name_bare_and_leaves_plain_locks_alone(v):
+    m = pylockdep.Mutex("m")
+    pylockdep.set_class(m, "other")
+    assert m.name == "other"
+    plain = threading._allocate_lock()  # CPython's own: nothing to set
+    pylockdep.set_class(plain, "ignored")
+    with pytest.raises(TypeError):
+        pylockdep.set_class(m, "")
+
+
+# -- nested ------------------------------------------------------------------------------------
+
+
+def test_nested_takes_a_python_lock_of_the_held_class_as_a_subclass(v):
+    outer, inner = two_locks_from_one_line(threading.Lock)
+    with outer, pylockdep.nested(inner, 1):
+        assert inner.locked()
+    assert not inner.locked() and not outer.locked()
+    assert v.reports == []
+    (edge,) = v.graph.edges()
+    assert (edge.prev.subclass, edge.next.subclass) == (0, 1)
+
+
+def test_nested_enters_an_owned_rlock_again_and_releases_it_once(v):
+    r = threading.RLock()
+    with r, pylockdep.nested(r, 1):
+        assert r._recursion_count() == 2
+    assert not r._is_owned() and v.reports == []
+
+
+def test_nested_of_a_kernel_lock_is_its_own_nested_and_a_plain_lock_is_just_held(v):
+    a, b = two_locks_from_one_line(lambda: pylockdep.Mutex("m"))
+    with a, pylockdep.nested(b, 1):
+        pass
+    plain = threading._allocate_lock()
+    with pylockdep.nested(plain, 1):
+        assert plain.locked()
+    assert v.reports == []
+    with pytest.raises(ValueError):
+        pylockdep.nested(threading.Lock(), 8)
+
+
+# -- lockdep_off -------------------------------------------------------------------------------
+
+
+def test_lockdep_off_learns_and_reports_nothing_in_the_region(v):
+    a = threading.Lock()
+    b = threading.Lock()
+    with a, b:
+        pass
+    with pylockdep.lockdep_off(), b, a:  # the inverse order, unseen
+        pass
+    assert v.reports == []
+    assert len(list(v.graph.edges())) == 1
+
+
+def test_lockdep_off_is_per_thread_and_ends_with_its_block(v):
+    a = threading.Lock()
+    b = threading.Lock()
+    with pylockdep.lockdep_off():
+        with a, b:
+            pass
+        with pylockdep.lockdep_off():  # regions nest
+            pass
+
+        def other_thread():
+            with b, a:
+                pass
+
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+    assert v.reports == [] and len(list(v.graph.edges())) == 1  # b -> a, from the other thread
+    with a, b:  # after the block: validated again, closing the cycle
+        pass
+    assert [r.kind for r in v.reports] == ["circular"]
+
+
+def test_a_lock_taken_in_the_region_may_be_released_after_it(v):
+    a = threading.Lock()
+    b = threading.Lock()
+    with pylockdep.lockdep_off():
+        a.acquire()
+    with b:  # a is still held, and orders b after it
+        pass
+    a.release()
+    assert v.reports == []
+    assert [(e.prev.name, e.next.name) for e in v.graph.edges()] == [(a.name, b.name)]
