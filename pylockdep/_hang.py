@@ -13,10 +13,11 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import _splat
 from ._classes import LockClass
+from ._primitive import LockMap, Primitive
 
 if TYPE_CHECKING:
     from ._validator import Validator
@@ -61,34 +62,33 @@ def print_dump(v: Validator, header: str = "", trailer: str = "") -> None:
     stream.flush()
 
 
-def _blockers(lock: Any, mode: int, ident: int) -> list[int]:
+def _blockers(lock: Primitive, mode: int, ident: int) -> list[int]:
     """Idents of the threads a waiter for ``lock`` in ``mode`` waits for, as far as is known.
 
     A lock without an owner (``threading.Lock``) names none, since any thread may release it;
     the thread that took it is named then.
     """
-    blockers = getattr(lock, "_blockers", None)
     try:
-        idents = list(blockers(mode, ident)) if blockers is not None else []
+        idents = list(lock._blockers(mode, ident))
     except Exception:  # another thread changed the lock under us; the dump is best effort
         idents = []
-    taker = getattr(lock, "_owner", None)
+    taker = lock._owner
     if not idents and taker is not None:
         idents = [taker.ident]
     return idents
 
 
-def _lock_line(v: Validator, lock: Any) -> str:
+def _lock_line(v: Validator, lock: LockMap) -> str:
     """`` <addr> (name){usage}-{o:i}`` for the lock a thread waits for (no site: not taken yet)."""
     cls = _class_of(v, lock)
     if cls is None:
-        return f" {id(lock):016x} ({getattr(lock, 'name', type(lock).__name__)})"
+        return f" {id(lock):016x} ({lock.name})"
     return f" {id(lock):016x}{_splat.lname(v, cls)}"
 
 
-def _class_of(v: Validator, lock: Any) -> LockClass | None:
-    key = getattr(lock, "_key", None)
-    if key is None or key.validator is not v:
+def _class_of(v: Validator, lock: LockMap) -> LockClass | None:
+    key = lock._key
+    if key.validator is not v:
         return None
     return next((cls for cls in key.classes if cls is not None), None)
 

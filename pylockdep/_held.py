@@ -31,12 +31,13 @@ validation.
 from __future__ import annotations
 
 from types import CodeType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ._frames import Site, line_at
 
 if TYPE_CHECKING:
     from ._classes import LockClass
+    from ._primitive import LockMap
     from ._task import Task
     from ._validator import Validator
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 class HeldLock(NamedTuple):
     """One lock on a holder's stack: what was taken, how, where, and the state it was taken in."""
 
-    lock: Any  #: the lock instance (a :class:`pylockdep._primitive.LockMap`)
+    lock: LockMap  #: the lock instance
     cls: LockClass  #: its class, subclass included
     read: int  #: 0 exclusive, 1 non-recursive reader, 2 recursive reader
     trylock: bool  #: taken by a trylock
@@ -95,7 +96,9 @@ def variant(cls: LockClass, read: int, trylock: bool) -> int:
     return cls.variants[read + VARIANT_TRY if trylock else read]
 
 
-def push(t: Task, lock: Any, cls: LockClass, read: int, trylock: bool, code: CodeType, lasti: int, key: int) -> None:
+def push(
+    t: Task, lock: LockMap, cls: LockClass, read: int, trylock: bool, code: CodeType, lasti: int, key: int
+) -> None:
     """Push ``lock`` on the holder's stack; ``key`` is the new chain key (from :func:`chain_key`)."""
     spins = cls.spins
     if spins:

@@ -25,13 +25,14 @@ from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import accelerate
 from ._frames import caller_site
 from ._held import VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
+from ._primitive import Primitive
 from ._task import Task
 from ._validator import Validator, active
 
 _Condition = threading.Condition  # CPython's own, whatever instrumentation does later
 
 
-def _acquire(lock: Any, read: int, subclass: int, frame: FrameType, trylock: bool = False) -> bool:
+def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, trylock: bool = False) -> bool:
     """Take ``lock`` as ``read`` (0 write, 1 reader, 2 recursive reader): validate, wait, push.
 
     A ``trylock`` takes the lock only if it is free and is validated only when it succeeds (a
@@ -69,7 +70,7 @@ def _acquire(lock: Any, read: int, subclass: int, frame: FrameType, trylock: boo
     return True
 
 
-def _release(lock: Any, read: int) -> None:
+def _release(lock: Primitive, read: int) -> None:
     """Release ``lock``: pop it (or find it deeper in the stack), then release the real lock."""
     v = active.validator
     if not v.off:
@@ -88,7 +89,7 @@ def _release(lock: Any, read: int) -> None:
     lock._unlock(read)
 
 
-def _release_slow(v: Validator, t: Task, lock: Any, read: int) -> bool:
+def _release_slow(v: Validator, t: Task, lock: Primitive, read: int) -> bool:
     """A release that is not of the most recent lock.  Returns whether to release the real lock."""
     if t.foreign_releases:
         drop_foreign(v, t)
@@ -103,16 +104,30 @@ def _release_slow(v: Validator, t: Task, lock: Any, read: int) -> bool:
     return True
 
 
-class _Validated:
-    """A named object whose class (key) pylockdep tracks: the base of every lock type.
+class _Tracked:
+    """A lock pylockdep tracks: the :class:`pylockdep._primitive.LockMap` part every lock type shares.
 
-    Subclasses provide the real primitive through ``_try``, ``_timed``, ``_is_held``, ``_unlock``
-    and ``_blockers``, which the fast path and the deadlock check call.
+    Subclasses make it a :class:`pylockdep._primitive.Primitive` by providing the real lock
+    (``_try``, ``_timed``, ``_is_held``, ``_unlock`` and ``_blockers``).
     """
 
-    _ltype: _locktypes.LockType = _locktypes.MUTEX
     _owned = True
     __slots__ = ("_key", "_owner", "__weakref__")
+    _key: LockKey
+    _owner: Task | None
+
+    @property
+    def name(self) -> str:
+        """The name the lock class was registered under."""
+        return self._key.name
+
+
+class _Validated(_Tracked):
+    """The base of pylockdep's own lock types (the kernel's, SRCU, RCU): made with a name (and
+    optionally a key), of the kernel lock type ``_ltype``."""
+
+    _ltype: _locktypes.LockType = _locktypes.MUTEX
+    __slots__ = ()
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
         if not isinstance(name, str) or not name:
@@ -121,13 +136,8 @@ class _Validated:
             hash(key)
         except TypeError:
             raise TypeError(f"key must be hashable, not {type(key).__name__}") from None
-        self._key: LockKey = key_for(name, self._ltype, caller_site(), key)
-        self._owner: Task | None = None
-
-    @property
-    def name(self) -> str:
-        """The name the lock class was registered under."""
-        return self._key.name
+        self._key = key_for(name, self._ltype, caller_site(), key)
+        self._owner = None
 
     def locked(self) -> bool:
         """Whether some thread holds it."""
@@ -138,26 +148,39 @@ class _Validated:
         return f"<{type(self).__name__} {self.name!r} ({self._ltype.name}) {state} at {id(self):#x}>"
 
 
-class _Lock(_Validated):
-    """A lock with the kernel's and Python's spellings: acquire/release, lock/unlock, trylock, with."""
+class _RealLock(_Tracked):
+    """A tracked lock over one ``_thread`` lock (``_real``): the kernel's exclusive locks and
+    :mod:`threading`'s stand-ins.
+
+    ``_try`` and ``_unlock`` are slots bound per instance, by :meth:`_bind`: the fast path (the C
+    one reads them in place) then calls the real lock's methods directly.  ``_try(read)`` is the
+    real ``acquire(blocking=False)`` (``read`` is always 0 here), and ``_unlock(read)`` the real
+    ``__exit__``, which releases and ignores its arguments.
+    """
 
     __slots__ = ("_real", "_try", "_unlock")
 
-    def __init__(self, name: str, *, key: Hashable | None = None) -> None:
-        super().__init__(name, key=key)
-        self._real = _thread.allocate_lock()
-        # ``_try(read)`` on an exclusive lock is the real lock's acquire(blocking=False): ``read``
-        # is always 0 there.  Binding it per instance saves a call on every acquisition.
-        self._try = self._real.acquire
-        # ``_unlock(read)``: the real lock's ``__exit__`` releases it and ignores its arguments.
-        self._unlock = self._real.__exit__
+    def _bind(self, real: Any) -> None:
+        """Make ``real`` (a ``_thread.lock``) this lock's primitive."""
+        self._real = real
+        self._try = real.acquire
+        self._unlock = real.__exit__
 
-    # The real lock, for the fast path (``_try`` is bound in __init__).
     def _timed(self, read: int, seconds: float) -> bool:
         return self._real.acquire(True, seconds)
 
     def _is_held(self, read: int) -> bool:
         return self._real.locked()
+
+
+class _Lock(_Validated, _RealLock):
+    """A lock with the kernel's and Python's spellings: acquire/release, lock/unlock, trylock, with."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, *, key: Hashable | None = None) -> None:
+        super().__init__(name, key=key)
+        self._bind(_thread.allocate_lock())
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         owner = self._owner
@@ -209,13 +232,13 @@ class _Held:
 
     __slots__ = ("_lock", "_read", "_subclass", "_context", "_mode", "_irqs_were_on")
 
-    def __init__(self, lock: Any, read: int, subclass: int, context: int = 0) -> None:
+    def __init__(self, lock: _Lock, read: int, subclass: int, context: int = 0) -> None:
         self._lock = lock
         self._read = read
         self._subclass = subclass
         self._context = context
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> _Lock:
         lock = self._lock
         context = self._context
         if context == _IRQSAVE:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ._frames import Site
 from ._held import CHAIN_ROOT, HeldLock
+from ._primitive import LockMap, Primitive
 
 
 class IrqTrace:
@@ -97,8 +98,8 @@ class Task:
         self.atomic_site: Site | None = None  # where preempt_disable() went from 0 to 1
         self.atomic_depth = 0  # how many locks were held then
         self.irqtrace = IrqTrace()
-        self.foreign_releases: list[Any] = []
-        self.waiting: Any = None
+        self.foreign_releases: list[LockMap] = []
+        self.waiting: tuple[Primitive, int] | None = None  # the lock it waits for, and the mode
         self.busy = 0  # lockdep_recursion: while non-zero, nothing this thread does is validated
         self.srcu_reads: dict[Any, list[int]] = {}
         self.ctx = 0

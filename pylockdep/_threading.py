@@ -46,7 +46,7 @@ from . import _classes, _held, _locktypes
 from ._classes import LockKey, key_for
 from ._fastpath import accelerate
 from ._frames import format_file_line, is_internal, outside_frame
-from ._locks import _acquire, _check_subclass, _release
+from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
 from ._validator import active, default
 
@@ -147,7 +147,7 @@ def _unpicklable(self: Lock | RLock, protocol: int) -> Any:
 _ORPHAN_RLOCK_KEY = key_for("RLock", _locktypes.PY_RLOCK, None)
 
 
-class Lock:
+class Lock(_RealLock):
     """``threading.Lock``, validated as a sleeping lock without an owner (``PY_LOCK``).
 
     Behaves as ``_thread.lock``: ``acquire(blocking=True, timeout=-1) -> bool``, ``release()``
@@ -157,35 +157,19 @@ class Lock:
     """
 
     _owned = False
-    __slots__ = ("_real", "_try", "_unlock", "_key", "_owner", "__weakref__")
+    __slots__ = ()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Lock:
         raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
 
     @classmethod
     def _new(cls, key: LockKey) -> Lock:
-        """A new unlocked lock of class ``key``."""
+        """A new unlocked lock of class ``key`` (named ``Lock@file:line``)."""
         self = object.__new__(cls)
-        self._real = real = _allocate()
-        # Bound per instance, saving a call on every acquisition: the fast path calls _try(0),
-        # that is acquire(blocking=False), and _unlock(0), which the real __exit__ ignores.
-        self._try = real.acquire
-        self._unlock = real.__exit__
+        self._bind(_allocate())
         self._key = key
-        self._owner: Any = None
+        self._owner = None
         return self
-
-    @property
-    def name(self) -> str:
-        """The lock class's name, ``Lock@file:line``."""
-        return self._key.name
-
-    # The primitive the fast path and the deadlock check use.
-    def _timed(self, read: int, seconds: float) -> bool:
-        return self._real.acquire(True, seconds)
-
-    def _is_held(self, read: int) -> bool:
-        return self._real.locked()
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         return []  # no owner: any thread may still release it
@@ -242,7 +226,7 @@ class Lock:
 accelerate(Lock, enter_returns_self=False, skip_file=_THREADING_FILE)
 
 
-class RLock:
+class RLock(_RealLock):
     """``threading.RLock``, validated as a sleeping lock with an owner (``PY_RLOCK``).
 
     Behaves as ``_thread.RLock``: the owner may take it again (not a new acquisition: no edge, no
@@ -252,17 +236,14 @@ class RLock:
     active; like ``_thread.RLock``, ``RLock()`` makes one too (class from the caller's line).
     """
 
-    _owned = True
-    __slots__ = ("_real", "_try", "_unlock", "_key", "_owner", "_ident", "_count", "__weakref__")
+    __slots__ = ("_ident", "_count")
 
     def __init__(self, key: LockKey | None = None) -> None:
         if key is None:
             key = _new_key(_locktypes.PY_RLOCK, "RLock", _getframe(1)) or _ORPHAN_RLOCK_KEY
-        self._real = real = _allocate()
-        self._try = real.acquire
-        self._unlock = real.__exit__
+        self._bind(_allocate())
         self._key = key
-        self._owner: Any = None
+        self._owner = None
         self._ident: int | None = None
         self._count = 0
 
@@ -270,10 +251,6 @@ class RLock:
     def _new(cls, key: LockKey) -> RLock:
         """A new unlocked RLock of class ``key``."""
         return cls(key)
-
-    name = Lock.name
-    _timed = Lock._timed
-    _is_held = Lock._is_held
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         owner = self._ident

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import _thread
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._primitive import Primitive
 from ._report import DeadlockError
 from ._task import Task
 
@@ -23,10 +24,10 @@ POLL_SECONDS = 0.05
 _waits = _thread.allocate_lock()
 
 
-def find_wait_cycle(v: Validator, t: Task) -> list[tuple[Task, Any]] | None:
+def find_wait_cycle(v: Validator, t: Task) -> list[tuple[Task, Primitive]] | None:
     """The cycle of (task, lock it waits for) that starts and ends at ``t``, if there is one."""
     by_ident = {task.ident: task for task in list(v.tasks.values())}
-    path: list[tuple[Task, Any]] = []
+    path: list[tuple[Task, Primitive]] = []
     seen: set[int] = set()
 
     def visit(task: Task) -> bool:
@@ -49,7 +50,7 @@ def find_wait_cycle(v: Validator, t: Task) -> list[tuple[Task, Any]] | None:
     return path if visit(t) else None
 
 
-def wait(v: Validator, t: Task, lock: Any, mode: int, acquire_timed: Callable[[float], bool]) -> None:
+def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Callable[[float], bool]) -> None:
     """Block until ``acquire_timed`` succeeds, unless the wait closes a cycle of waiting threads.
 
     The cycle is checked before blocking and again every :data:`POLL_SECONDS`, so a cycle that
@@ -72,7 +73,7 @@ def wait(v: Validator, t: Task, lock: Any, mode: int, acquire_timed: Callable[[f
         t.waiting = None
 
 
-def describe_cycle(cycle: list[tuple[Task, Any]]) -> str:
+def describe_cycle(cycle: list[tuple[Task, Primitive]]) -> str:
     """One line per waiting thread: who waits for which lock held by whom."""
     if len(cycle) == 1:
         task, lock = cycle[0]
