@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from .config import CONFIGS
 from .run import RunResult, run
@@ -18,16 +19,23 @@ from .run import RunResult, run
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m kvm_model",
-        description="Run a threaded model of KVM's VMs, shadow MMU, shrinker, MMU notifier, hardware "
-        "enabling and CPU hotplug under pylockdep (CONFIG_PROVE_RAW_LOCK_NESTING), as the kernel was at "
-        "CONFIG. Exit status: 1 when lockdep reported something, 0 when not, 2 when the model failed. "
-        "'python -m kvm_model race --help' describes the SPTE race models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="configurations (kernel version): what they are [the verdict each gives]:\n"
+        + "\n".join(f"  {c.help_line}" for c in CONFIGS.values()),
+        description=textwrap.fill(
+            "Run a threaded model of KVM's VMs, shadow MMU, shrinker, MMU notifier, hardware "
+            "enabling and CPU hotplug under pylockdep (CONFIG_PROVE_RAW_LOCK_NESTING), as the kernel was at "
+            "CONFIG (a later bug: the threads of its chain). Exit status: 1 when lockdep reported something, "
+            "0 when not, 2 when the model failed. "
+            "'python -m kvm_model race --help' describes the SPTE race models."
+        ),
     )
     parser.add_argument(
         "--config",
         required=True,
         choices=list(CONFIGS),
-        help="; ".join(f"{c.name}: {c.summary}" for c in CONFIGS.values()),
+        metavar="CONFIG",
+        help="the kernel state to run as (see the list below)",
     )
     parser.add_argument("--preempt-rt", action="store_true", help="check as a PREEMPT_RT kernel runs")
     parser.add_argument("--vms", type=int, default=2, help="number of VMs (default 2)")

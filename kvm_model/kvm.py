@@ -18,10 +18,10 @@ from typing import Any
 import pylockdep
 
 from .config import Config
-from .hardware import Cpus, hardware_disable_all, hardware_enable_all
+from .hardware import Cpus, Hotplug, get_online_cpus, hardware_disable_all, hardware_enable_all, put_online_cpus
 from .hostmm import HostMemory, HostMM
 from .locktable import LockTable
-from .mmu import KvmMmu, kvm_arch_flush_shadow_memslot
+from .mmu import OUTSIDE_GUEST_MODE, KvmMmu, kvm_mmu_zap_all
 from .notifier import KvmMmuNotifier
 from .tasks import Event
 from .x86 import kvm_arch_vcpu_postcreate
@@ -80,15 +80,18 @@ class IoDevice:
 
 
 class Vcpu:
-    """One vCPU: its mutex, pending requests, MMU page cache and the simulated CPU it runs on."""
+    """One vCPU: its mutex, pending requests, MMU page cache, the simulated CPU it runs on and
+    whether it is in the guest (``mode``: a remote TLB flush IPIs only the vCPUs in the guest)."""
 
     def __init__(self, kvm: Kvm, vcpu_id: int, cpu: int) -> None:
         self.kvm, self.vcpu_id, self.cpu = kvm, vcpu_id, cpu
         self.mutex = kvm.module.table.new("vcpu->mutex")
+        self.mode = OUTSIDE_GUEST_MODE
         self.requests: set[str] = set()
         self.mmu_page_cache: list[int] = []
         self.srcu_idx = -1
         self.clock_khz = 0
+        self.master_clock = 0
         self.stat: Counter[str] = Counter()
 
     def make_request(self, request: str) -> None:
@@ -112,6 +115,9 @@ class Kvm:
         self.mmu_lock = table.new("kvm->mmu_lock")
         self.srcu = table.new("kvm->srcu")
         self.tsc_write_lock = table.new("kvm_arch::tsc_write_lock")
+        self.pvclock_gtod_sync_lock = (
+            table.new("kvm_arch::pvclock_gtod_sync_lock") if "kvm_arch::pvclock_gtod_sync_lock" in table else None
+        )
         self.lock = table.new("kvm->lock")
         self.slots_lock = table.new("kvm->slots_lock")
         self.irq_lock = table.new("kvm->irq_lock")
@@ -124,6 +130,8 @@ class Kvm:
         self.arch_tsc = {"last_tsc_write": 0, "last_tsc_nsec": 0, "last_tsc_offset": 0}
         self.stat: Counter[str] = Counter()
         self.mmu_notifier = KvmMmuNotifier(self)
+        self.pit_lock: Any = None
+        self.nr_vcpus_matched_tsc = 0  # the master clock's state, under pvclock_gtod_sync_lock
 
     def __repr__(self) -> str:
         return f"<Kvm {self.vm_id}>"
@@ -180,8 +188,11 @@ class KvmModule:
     it guards ``usage_count`` and ``hardware_enabled`` (the CPUs with virtualization on).
     """
 
-    def __init__(self, config: Config, table: LockTable, memory: HostMemory, cpus: Cpus) -> None:
-        self.config, self.table, self.memory, self.cpus = config, table, memory, cpus
+    def __init__(self, config: Config, table: LockTable, memory: HostMemory, cpus: Cpus, hotplug: Hotplug) -> None:
+        self.config, self.table, self.memory, self.cpus, self.hotplug = config, table, memory, cpus, hotplug
+        self.jump_label_mutex = table.new("jump_label_mutex")
+        self.text_mutex = table.new("text_mutex")
+        self.apic_sw_disabled = 0  # the static key's count
         self.kvm_lock = table.new("kvm_lock")
         self.count_lock = self.kvm_lock if config.count_lock == "kvm_lock" else table.new("kvm_count_lock")
         self.vm_list = VmList(self.kvm_lock)
@@ -220,12 +231,38 @@ def kvm_destroy_vm(kvm: Kvm) -> None:
 
 
 def kvm_vm_ioctl_create_vcpu(kvm: Kvm, cpu: int) -> Vcpu:
-    """KVM_CREATE_VCPU: add a vCPU under ``kvm->lock``, then its post-create TSC write."""
+    """KVM_CREATE_VCPU: create the vCPU and its local APIC, add it under ``kvm->lock``, then its
+    post-create TSC write."""
+    vcpu = Vcpu(kvm, len(kvm.vcpus), cpu)
+    kvm_create_lapic(vcpu)
     with kvm.lock:
-        vcpu = Vcpu(kvm, len(kvm.vcpus), cpu)
         kvm.vcpus.append(vcpu)
     kvm_arch_vcpu_postcreate(vcpu)
     return vcpu
+
+
+def kvm_create_lapic(vcpu: Vcpu) -> None:
+    """A new local APIC starts software-disabled: count it on the ``apic_sw_disabled`` static key."""
+    static_key_slow_inc(vcpu.kvm.module)
+
+
+def static_key_slow_inc(module: KvmModule) -> None:
+    """Count a static key user; the first one patches the kernel text (``jump_label_lock``, then
+    ``arch_jump_label_transform``: ``get_online_cpus`` and ``text_mutex``)."""
+    with module.jump_label_mutex:
+        if module.apic_sw_disabled == 0:
+            arch_jump_label_transform(module)
+        module.apic_sw_disabled += 1
+
+
+def arch_jump_label_transform(module: KvmModule) -> None:
+    """Patch the jump sites with the online CPUs kept stable."""
+    get_online_cpus(module.hotplug)
+    try:
+        with module.text_mutex:
+            module.events["text_poke"] += 1
+    finally:
+        put_online_cpus(module.hotplug)
 
 
 def install_new_memslots(kvm: Kvm, slots: Memslots) -> None:
@@ -238,18 +275,25 @@ def install_new_memslots(kvm: Kvm, slots: Memslots) -> None:
 def kvm_set_memory_region(kvm: Kvm, slot: Memslot, delete: bool = False) -> None:
     """KVM_SET_USER_MEMORY_REGION: create slot ``slot.id``, or delete it when ``delete``.
 
-    A deletion first publishes the slot as invalid (faults on it stop), zaps its shadow pages,
-    and only then publishes the generation without it.
+    A deletion first publishes the slot as invalid (faults on it stop), zaps the shadow MMU (all
+    of it, as 3.x does: ``kvm_arch_flush_shadow``), and only then publishes the generation
+    without it.
     """
     with kvm.slots_lock:
         old = kvm.memslots
         if delete:
             install_new_memslots(kvm, old.replace(slot.id, dataclasses.replace(slot, invalid=True)))
-            kvm_arch_flush_shadow_memslot(kvm, slot)
+            kvm_arch_flush_shadow_all(kvm)
             install_new_memslots(kvm, kvm.memslots.replace(slot.id, None))
         else:
             install_new_memslots(kvm, old.replace(slot.id, slot))
     kvm.module.events["memslot_update"] += 1
+
+
+def kvm_arch_flush_shadow_all(kvm: Kvm) -> None:
+    """Drop every shadow page of the VM (a memslot went away)."""
+    with kvm.mmu_lock:
+        kvm_mmu_zap_all(kvm)
 
 
 def kvm_io_bus_register_dev(kvm: Kvm, dev: IoDevice) -> None:
@@ -281,12 +325,20 @@ def kvm_register_irq_ack_notifier(kvm: Kvm, name: str) -> None:
         kvm.irq_ack_notifiers = kvm.irq_ack_notifiers + (name,)
 
 
-def kvm_create_pit(kvm: Kvm, dev: IoDevice) -> None:
-    """KVM_CREATE_PIT2: under ``slots_lock``, put the timer on the bus and register its irq ack
-    notifier, so ``irq_lock`` nests inside ``slots_lock``."""
+def kvm_arch_vm_ioctl_create_pit(kvm: Kvm, dev: IoDevice) -> None:
+    """KVM_CREATE_PIT2: the ioctl creates the PIT with ``slots_lock`` held."""
     with kvm.slots_lock:
-        kvm_io_bus_register_dev(kvm, dev)
+        kvm_create_pit(kvm, dev)
+
+
+def kvm_create_pit(kvm: Kvm, dev: IoDevice) -> None:
+    """Set the PIT up under its own ``pit_state.lock`` (registering its irq ack notifier, so
+    ``irq_lock`` nests inside it), then put it on the I/O bus."""
+    pylockdep.lockdep_assert_held(kvm.slots_lock)
+    kvm.pit_lock = kvm.module.table.new("pit->pit_state.lock")
+    with kvm.pit_lock:
         kvm_register_irq_ack_notifier(kvm, dev.name)
+    kvm_io_bus_register_dev(kvm, dev)
 
 
 def kvm_io_bus_write(vcpu: Vcpu, gfn: int) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pylockdep
 
-FIELDS = ("name", "type", "arch", "protects", "comment")
+FIELDS = ("name", "type", "arch", "protects", "comment", "since", "until")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,13 @@ class LockRecord:
     arch: str
     protects: str
     comment: str = ""
+    since: str = ""  # first kernel version that has the lock ("" = every modelled version)
+    until: str = ""  # first kernel version that no longer has it ("" = still there)
+
+    def exists_in(self, version: str) -> bool:
+        """Whether kernel ``version`` (``"3.10"``) has this lock."""
+        v = parse_version(version)
+        return (not self.since or parse_version(self.since) <= v) and (not self.until or v < parse_version(self.until))
 
     @property
     def lockdep_name(self) -> str:
@@ -43,24 +50,31 @@ class LockRecord:
         return self.name
 
 
+def parse_version(version: str) -> tuple[int, ...]:
+    """``"3.10"`` as ``(3, 10)``, so that versions compare as numbers."""
+    return tuple(int(part) for part in version.split("."))
+
+
 # Structures that the kernel embeds in another one, spelled as the path from the outer object.
-_EMBEDDED_IN = {"kvm_arch": "kvm->arch"}
+_EMBEDDED_IN = {"kvm_arch": "kvm->arch", "vcpu_arch": "vcpu->arch"}
 
 # Type spellings of the table, mapped to the pylockdep class that models them.
 LOCK_CLASSES: Mapping[str, type[Any]] = {
     "raw_spinlock_t": pylockdep.RawSpinLock,
     "raw_spinlock": pylockdep.RawSpinLock,
     "spinlock_t": pylockdep.SpinLock,
+    "rwlock_t": pylockdep.RWLock,
     "mutex": pylockdep.Mutex,
     "rw_semaphore": pylockdep.RWSemaphore,
     "srcu lock": pylockdep.SRCU,
 }
 
-_FIELD_LINE = re.compile(r"^(Name|Type|Arch|Protects|Comment):\s*(.*)$")
+_FIELD_LINE = re.compile(r"^(Name|Type|Arch|Protects|Comment|Since|Until):\s*(.*)$")
 
 
 def parse_records(text: str) -> list[LockRecord]:
-    """Parse every ``Name:``/``Type:``/``Arch:``/``Protects:``/``Comment:`` record in ``text``.
+    """Parse every ``Name:``/``Type:``/``Arch:``/``Protects:``/``Comment:`` record in ``text``
+    (the model's own records add ``Since:``/``Until:``, the kernel versions that have the lock).
 
     A record starts at a ``Name:`` line; a line that starts no field continues the previous
     field, and a blank line ends the record.  Raises ``ValueError`` for a record without a type

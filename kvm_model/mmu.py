@@ -14,12 +14,16 @@ from typing import TYPE_CHECKING
 
 import pylockdep
 
+from .hardware import smp_call_function_many
 from .hostmm import HostMemory, get_user_page
 
 if TYPE_CHECKING:
-    from .kvm import Kvm, Memslot, Memslots, Vcpu
+    from .kvm import Kvm, Memslots, Vcpu
 
 SPTES_PER_PAGE = 8
+# vcpu->mode: a remote TLB flush kicks only the vCPUs that are not outside the guest.
+OUTSIDE_GUEST_MODE = "OUTSIDE_GUEST_MODE"
+IN_GUEST_MODE = "IN_GUEST_MODE"
 MMU_CACHE_MIN = 2  # pages a vCPU keeps ready so that no allocation happens under mmu_lock
 
 
@@ -136,10 +140,25 @@ def kvm_mmu_commit_zap_page(kvm: Kvm, invalid_list: list[ShadowPage]) -> None:
 
 
 def kvm_flush_remote_tlbs(kvm: Kvm) -> None:
-    """Ask every vCPU to flush its TLB before it next enters the guest."""
-    for vcpu in list(kvm.vcpus):
-        vcpu.make_request("tlb_flush")
+    """Ask every vCPU to flush its TLB before it next enters the guest, and kick the ones in the
+    guest now: an IPI, waited for, to each CPU running one (``make_all_cpus_request``)."""
+    make_all_cpus_request(kvm, "tlb_flush")
     kvm.stat["remote_tlb_flush"] += 1
+
+
+def make_all_cpus_request(kvm: Kvm, request: str) -> None:
+    """Post ``request`` to every vCPU; IPI (wait=1) the other CPUs whose vCPU is in guest mode."""
+    with pylockdep.preempt_disabled():  # get_cpu()
+        cpus = set()
+        for vcpu in list(kvm.vcpus):
+            vcpu.make_request(request)
+            if vcpu.mode != OUTSIDE_GUEST_MODE:
+                cpus.add(vcpu.cpu)
+        smp_call_function_many(kvm.module.cpus, cpus, ack_flush)
+
+
+def ack_flush(cpu: int) -> None:
+    """The flush IPI's handler: nothing; the interrupt alone made the vCPU leave the guest."""
 
 
 def kvm_mmu_remove_some_alloc_mmu_pages(kvm: Kvm, invalid_list: list[ShadowPage]) -> None:
@@ -154,16 +173,6 @@ def kvm_mmu_zap_all(kvm: Kvm) -> None:
     for sp in list(kvm.mmu.pages.values()):
         kvm_mmu_prepare_zap_page(kvm, sp, invalid_list)
     kvm_mmu_commit_zap_page(kvm, invalid_list)
-
-
-def kvm_arch_flush_shadow_memslot(kvm: Kvm, slot: Memslot) -> None:
-    """Zap the shadow pages that map frames of ``slot`` (the slot is being deleted)."""
-    with kvm.mmu_lock:
-        invalid_list: list[ShadowPage] = []
-        for sp in list(kvm.mmu.pages.values()):
-            if any(slot.contains(gfn) for gfn in range(sp.gfn, sp.gfn + SPTES_PER_PAGE)):
-                kvm_mmu_prepare_zap_page(kvm, sp, invalid_list)
-        kvm_mmu_commit_zap_page(kvm, invalid_list)
 
 
 def _sptes_of_hva_range(kvm: Kvm, slots: Memslots, start: int, end: int) -> Iterator[tuple[ShadowPage, int]]:

@@ -35,8 +35,8 @@ from .kvm import (
     Kvm,
     KvmModule,
     Memslot,
+    kvm_arch_vm_ioctl_create_pit,
     kvm_create_irqchip,
-    kvm_create_pit,
     kvm_create_vm,
     kvm_destroy_vm,
     kvm_set_memory_region,
@@ -44,6 +44,7 @@ from .kvm import (
     vcpu_stat_get,
     vm_stat_get,
 )
+from .later import run_scenario
 from .mmu import MMU_CACHE_MIN, SPTES_PER_PAGE
 from .notifier import virtio_balloon
 from .shrinker import Vmscan, kswapd, kvm_mmu_module_init
@@ -64,6 +65,9 @@ LOW_WATERMARK, HIGH_WATERMARK = 32, 48
 HEADROOM = 96  # free pages left once every VM is fully populated
 HOG_RESERVE = 8  # pages the memory hog leaves free so that vCPUs can still fault
 BALLOON_PAGES = 8
+KSWAPD_PID = 55  # as in the seed report
+KWORKER_PID = 21
+VMM_THREADS = 16  # pids reserved per VMM: its main thread, its vCPU threads, its balloon thread
 
 # Paths every run must have executed, with the counter that proves it.
 REQUIRED_EVENTS = (
@@ -82,6 +86,14 @@ REQUIRED_EVENTS = (
     "tsc_write",
     "pf_fixed",
 )
+
+
+def check_sizes(vms: int, vcpus: int, iterations: int) -> None:
+    """``ValueError`` unless the sizes are at least 1 and the vCPUs fit the pids a VMM has."""
+    if vms < 1 or vcpus < 1 or iterations < 1:
+        raise ValueError("vms, vcpus and iterations must be at least 1")
+    if vcpus > VMM_THREADS - 2:
+        raise ValueError(f"at most {VMM_THREADS - 2} vCPUs per VM")
 
 
 @dataclasses.dataclass
@@ -110,6 +122,7 @@ class Vmm:
 
     vm_id: int
     mm: HostMM
+    pid: int
     kvm: Kvm | None = None
     vcpu_threads: list[threading.Thread] = dataclasses.field(default_factory=list)
     populated: list[Event] = dataclasses.field(default_factory=list)
@@ -124,8 +137,7 @@ class Model:
     """The machine and kernel of one run, and the phases that drive it (see the module doc)."""
 
     def __init__(self, config: Config, vms: int, vcpus: int, iterations: int, seed: int) -> None:
-        if vms < 1 or vcpus < 1 or iterations < 1:
-            raise ValueError("vms, vcpus and iterations must be at least 1")
+        check_sizes(vms, vcpus, iterations)
         self.config, self.nr_vcpus, self.iterations, self.seed = config, vcpus, iterations, seed
         self.tasks = Tasks()
         table = config.lock_table()
@@ -134,10 +146,10 @@ class Model:
         per_vm = guest_pages + -(-guest_pages // SPTES_PER_PAGE) + vcpus * MMU_CACHE_MIN
         self.memory = HostMemory(vms * per_vm + HEADROOM, LOW_WATERMARK, HIGH_WATERMARK, self.vmscan.wakeup_kswapd)
         self.vmscan.memory = self.memory
-        self.cpus = Cpus(NR_CPUS, self.tasks)
+        self.cpus = Cpus(NR_CPUS, self.tasks, config.version)
         self.hotplug = Hotplug(table, self.cpus)
-        self.module = KvmModule(config, table, self.memory, self.cpus)
-        self.vmms = [Vmm(i, HostMM(self.memory, table)) for i in range(vms)]
+        self.module = KvmModule(config, table, self.memory, self.cpus, self.hotplug)
+        self.vmms = [Vmm(i, HostMM(self.memory, table), 2000 + VMM_THREADS * i) for i in range(vms)]
         self.busy = Event()
         self.teardown = Event()
         self.stat_reads = 0
@@ -181,7 +193,7 @@ class Model:
         """Load the kvm module (shrinker, hotplug notifier), start kswapd0."""
         init = self.tasks.spawn("modprobe", self._kvm_init)
         init.join()
-        self.tasks.spawn("kswapd0", kswapd, self.vmscan)
+        self.tasks.spawn("kswapd0", kswapd, self.vmscan, pid=KSWAPD_PID, kthread=True)
 
     def _kvm_init(self) -> None:
         kvm_mmu_module_init(self.module, self.vmscan)
@@ -190,7 +202,7 @@ class Model:
     def _start_vms(self) -> None:
         """Start every VMM and wait until each VM exists and its vCPUs touched all its RAM."""
         for vmm in self.vmms:
-            self.tasks.spawn("qemu-system-x86", self._vmm_main, vmm)
+            self.tasks.spawn("qemu-system-x86", self._vmm_main, vmm, pid=vmm.pid)
         for vmm in self.vmms:
             self.tasks.wait_for(vmm.created, f"creation of VM {vmm.vm_id}")
             for n, populated in enumerate(vmm.populated):
@@ -200,7 +212,7 @@ class Model:
         """A VMM's main thread, through the whole life of its VM."""
         kvm = vmm.kvm = kvm_create_vm(self.module, vmm.vm_id, vmm.mm)
         kvm_create_irqchip(kvm, IRQCHIP)
-        kvm_create_pit(kvm, PIT)
+        kvm_arch_vm_ioctl_create_pit(kvm, PIT)
         kvm_set_memory_region(kvm, RAM_SLOT)
         kvm_set_memory_region(kvm, FB_SLOT)
         for n in range(self.nr_vcpus):
@@ -210,7 +222,17 @@ class Model:
             populated = Event()
             vmm.populated.append(populated)
             vmm.vcpu_threads.append(
-                self.tasks.spawn(f"CPU {n}/KVM", vcpu_thread, vcpu, program, self.cpus, populated, vmm.stop_vcpus)
+                self.tasks.spawn(
+                    f"CPU {n}/KVM",
+                    vcpu_thread,
+                    vcpu,
+                    program,
+                    self.cpus,
+                    populated,
+                    vmm.stop_vcpus,
+                    pid=vmm.pid + 1 + n,
+                    cpu=vcpu.cpu,
+                )
             )
         vmm.created.set()
 
@@ -253,14 +275,23 @@ class Model:
     def _busy(self) -> None:
         """Memslot updates, balloon, statistics and cpufreq, all at once; wait for them all."""
         self.busy.set()
-        workers = [self.tasks.spawn("kvm_stat", self._kvm_stat), self.tasks.spawn("kworker/0:1", self._cpufreq)]
+        workers = [
+            self.tasks.spawn("kvm_stat", self._kvm_stat),
+            self.tasks.spawn("kworker/0:1", self._cpufreq, pid=KWORKER_PID, kthread=True),
+        ]
         for vmm in self.vmms:
             assert vmm.kvm is not None
             starts = [i * 5 * BALLOON_PAGES % (RAM_PAGES - BALLOON_PAGES) for i in range(self.iterations)]
             ranges = [(start, start + BALLOON_PAGES) for start in starts]
             workers.append(
                 self.tasks.spawn(
-                    "qemu-system-x86", virtio_balloon, vmm.kvm, RAM_SLOT.userspace_addr, ranges, self.tasks.failed
+                    "qemu-system-x86",
+                    virtio_balloon,
+                    vmm.kvm,
+                    RAM_SLOT.userspace_addr,
+                    ranges,
+                    self.tasks.failed,
+                    pid=vmm.pid + VMM_THREADS - 1,
                 )
             )
         for worker in workers:
@@ -320,10 +351,15 @@ def run(
     """Run the model once as kernel state ``config`` under a fresh pylockdep validator.
 
     The validator checks as CONFIG_PROVE_RAW_LOCK_NESTING does, and as PREEMPT_RT when
-    ``preempt_rt``; it never raises, its reports are in the result.  ``KeyError`` for an unknown
-    configuration name, ``ValueError`` for counts below 1.
+    ``preempt_rt``; it never raises, its reports are in the result.  A configuration with a
+    scenario (a later bug) runs that scenario's tasks instead of the 3.x machine; the sizes do not
+    apply to it.  ``KeyError`` for an unknown configuration name, ``ValueError`` for counts below 1.
     """
     cfg = CONFIGS[config] if isinstance(config, str) else config
+    check_sizes(vms, vcpus, iterations)
     with pylockdep.validate(preempt_rt=preempt_rt, prove_raw_lock_nesting=True, raise_on_report=False) as validator:
-        errors, violations, events = Model(cfg, vms, vcpus, iterations, seed).run()
+        if cfg.scenario is not None:
+            errors, violations, events = run_scenario(cfg), [], {}
+        else:
+            errors, violations, events = Model(cfg, vms, vcpus, iterations, seed).run()
     return RunResult(cfg.name, preempt_rt, list(validator.reports), violations, errors, events)

@@ -1,7 +1,10 @@
-"""The model's threads: started under the names of the kernel tasks they stand for.
+"""The model's threads: started under the names, pids and CPUs of the kernel tasks they stand for.
 
 The thread name is what a splat prints as the task (``kswapd0``, ``CPU 0/KVM``), so every thread
-of the model is started through :meth:`Tasks.spawn`.  A thread that dies with an exception does
+of the model is started through :meth:`Tasks.spawn`, which also gives it a small kernel-like pid
+(kernel threads the pid a booted machine gives them, ``kswapd0`` the seed's 55; user tasks from
+1000 up) and the simulated CPU it runs on; pylockdep prints both.  A kernel thread's trace ends in
+``kthread``, a user task's in the system call it made.  A thread that dies with an exception does
 not take the run down silently: the failure is kept in :attr:`Tasks.errors`.
 """
 
@@ -15,6 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 TIMEOUT = 60.0  # seconds any one phase of a run may take before the run is declared stuck
+FIRST_USER_PID = 1000
+
+
+def current_cpu() -> int:
+    """``smp_processor_id()``: the simulated CPU the calling model thread runs on (0 outside the model)."""
+    return getattr(threading.current_thread(), "cpu", 0)
 
 
 class Event:
@@ -74,11 +83,22 @@ class Tasks:
         self.failed = Event()
         self._threads: list[threading.Thread] = []
         self._lock = _thread.allocate_lock()
+        self._next_pid = FIRST_USER_PID
 
-    def spawn(self, name: str, fn: Callable[..., Any], *args: Any) -> threading.Thread:
-        """Start ``fn(*args)`` in a new thread called ``name``."""
-        thread = threading.Thread(target=self._run, args=(fn, args), name=name, daemon=True)
+    def spawn(
+        self, name: str, fn: Callable[..., Any], *args: Any, pid: int | None = None, cpu: int = 0, kthread: bool = False
+    ) -> threading.Thread:
+        """Start ``fn(*args)`` in a new thread called ``name``, as task ``pid`` on simulated ``cpu``.
+
+        Without ``pid`` the task gets the next free user pid.  ``kthread`` marks a kernel thread
+        (its trace ends in ``kthread``).  The thread carries ``pid``, ``cpu`` and ``kthread`` as
+        attributes, which pylockdep's splats read.
+        """
         with self._lock:
+            if pid is None:
+                pid, self._next_pid = self._next_pid, self._next_pid + 1
+            thread = threading.Thread(target=self._run, args=(fn, args), name=name, daemon=True)
+            thread.pid, thread.cpu, thread.kthread = pid, cpu, kthread  # type: ignore[attr-defined]
             self._threads.append(thread)
         thread.start()
         return thread

@@ -14,7 +14,7 @@ import random
 
 from .hardware import Cpus
 from .kvm import Vcpu, kvm_io_bus_write
-from .mmu import SPTES_PER_PAGE, tdp_page_fault
+from .mmu import IN_GUEST_MODE, OUTSIDE_GUEST_MODE, SPTES_PER_PAGE, tdp_page_fault
 from .tasks import Event
 from .x86 import kvm_guest_time_update, kvm_write_tsc
 
@@ -121,6 +121,7 @@ def vcpu_enter_guest(vcpu: Vcpu, program: GuestProgram) -> tuple[str, int]:
     """Run the guest (SRCU dropped) until it exits; returns the exit reason and its argument."""
     srcu = vcpu.kvm.srcu
     srcu.read_unlock(vcpu.srcu_idx)
+    vcpu.mode = IN_GUEST_MODE
     try:
         vcpu.stat["exits"] += 1
         for _ in range(ACCESSES_PER_ENTRY):
@@ -131,6 +132,7 @@ def vcpu_enter_guest(vcpu: Vcpu, program: GuestProgram) -> tuple[str, int]:
         tsc = program.tsc_value()
         return ("wrmsr_tsc", tsc) if tsc is not None else ("preemption_timer", 0)
     finally:
+        vcpu.mode = OUTSIDE_GUEST_MODE
         vcpu.srcu_idx = srcu.read_lock()
 
 

@@ -25,6 +25,9 @@ def kvm_write_tsc(vcpu: Vcpu, data: int) -> None:
     ns = time.monotonic_ns()
     with kvm.tsc_write_lock.irqsave():
         kvm.arch_tsc.update(last_tsc_write=data, last_tsc_nsec=ns, last_tsc_offset=data - ns)
+    if kvm.pvclock_gtod_sync_lock is not None:  # 3.10+: the master clock's TSC matching
+        with kvm.pvclock_gtod_sync_lock:
+            kvm.nr_vcpus_matched_tsc += 1
     vcpu.stat["tsc_write"] += 1
 
 
@@ -35,7 +38,12 @@ def kvm_arch_vcpu_postcreate(vcpu: Vcpu) -> None:
 
 
 def kvm_guest_time_update(vcpu: Vcpu, cpus: Cpus) -> None:
-    """Refresh the guest's clock from the frequency of the CPU the vCPU runs on (irqs off)."""
+    """Refresh the guest's clock: read the master clock (3.10+, under ``pvclock_gtod_sync_lock``),
+    then the frequency of the CPU the vCPU runs on, with interrupts off."""
+    ka = vcpu.kvm
+    if ka.pvclock_gtod_sync_lock is not None:
+        with ka.pvclock_gtod_sync_lock:
+            vcpu.master_clock = ka.nr_vcpus_matched_tsc
     with pylockdep.irqs_disabled():
         vcpu.clock_khz = cpus.tsc_khz[vcpu.cpu]
 

@@ -9,7 +9,7 @@ import pytest
 
 import kvm_model
 from kvm_model import CONFIGS, check_invariants
-from kvm_model.hardware import Cpus
+from kvm_model.hardware import Cpus, Hotplug
 from kvm_model.hostmm import HostMemory, HostMM
 from kvm_model.kvm import Kvm, KvmModule, Memslot, Memslots
 from kvm_model.mmu import ShadowPage, Spte, kvm_mod_used_mmu_pages
@@ -26,7 +26,8 @@ def state():
     config = CONFIGS["2f303b74a6"]
     table = config.lock_table()
     memory = HostMemory(64, 4, 8, lambda: None)
-    module = KvmModule(config, table, memory, Cpus(0, Tasks()))
+    cpus = Cpus(0, Tasks())
+    module = KvmModule(config, table, memory, cpus, Hotplug(table, cpus))
     mm = HostMM(memory, table)
     kvm = Kvm(module, 0, mm)
     with module.kvm_lock:

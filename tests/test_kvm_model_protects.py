@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pylockdep
 from kvm_model import CONFIGS
-from kvm_model.hardware import Cpus
+from kvm_model.hardware import Cpus, Hotplug
 from kvm_model.hostmm import HostMemory, HostMM
 from kvm_model.kvm import Kvm, KvmModule, Memslot, Memslots, install_new_memslots
 from kvm_model.tasks import Tasks
@@ -14,7 +14,8 @@ def new_kvm() -> Kvm:
     config = CONFIGS["2f303b74a6"]
     table = config.lock_table()
     memory = HostMemory(64, 4, 8, lambda: None)
-    module = KvmModule(config, table, memory, Cpus(0, Tasks()))
+    cpus = Cpus(0, Tasks())
+    module = KvmModule(config, table, memory, cpus, Hotplug(table, cpus))
     return Kvm(module, 0, HostMM(memory, table))
 
 

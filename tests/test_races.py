@@ -95,3 +95,35 @@ def test_tlb_race_also_follows_the_volatile_rule() -> None:
     # "was it writable" comes from a stale read: the flush is missed and D is wiped as well.
     outcome = replay(RACES["tlb"], Rules(volatile="3.4"))
     assert outcome.broken_invariants == {"write-protect", "dirty-bit"}
+
+
+def test_aba_buggy_rules_remove_the_lockless_walk_and_the_direct_only_fast_path() -> None:
+    buggy = RACES["aba"].buggy
+    assert (buggy.walk, buggy.fast_path) == ("unprotected", "indirect")
+    assert any("does not wait" in line for line in buggy.describe())
+
+
+@pytest.mark.parametrize("fix", ["direct-only", "pin-pfn", "irqs-off-walk"])
+def test_each_remedy_of_the_aba_alone_prevents_it(fix: str) -> None:
+    rules = RACES["aba"].fixes[fix]
+    assert replay(RACES["aba"], rules).violations == []
+    assert explore(RACES["aba"], rules, runs=RANDOM_RUNS_FIXED, seed=4).found is None
+
+
+def test_in_3_10_the_flush_ipi_waits_for_the_walker_so_the_walkthrough_cannot_run() -> None:
+    # Strictly replayed under the interrupts-off walk, reclaim cannot free the frame while vcpu0 sits
+    # between its read of the spte and its cmpxchg: its flush IPI waits for vcpu0.
+    from kvm_model.races.sched import ScheduleError
+
+    with pytest.raises(ScheduleError, match="'reclaim:free': reclaim is at step 'flush.ipi', not 'free'"):
+        run(RACES["aba"], RACES["aba"].fixes["irqs-off-walk"], Replay(RACES["aba"].walkthrough))
+
+
+def test_the_walker_leaves_its_walk_before_the_flush_completes() -> None:
+    outcome = replay(RACES["aba"], RACES["aba"].fixes["irqs-off-walk"])
+    steps = [(r.thread, r.step) for r in outcome.trace.records if r.scheduled]
+    assert (
+        steps.index(("vcpu0", "fast.cmpxchg"))
+        < steps.index(("reclaim", "flush.ipi"))
+        < steps.index(("reclaim", "free"))
+    )

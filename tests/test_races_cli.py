@@ -68,3 +68,15 @@ def test_runs_as_a_module() -> None:
     )
     assert done.returncode == 1
     assert "OOPS!!! invariant broken: dirty-bit" in done.stdout
+
+
+@pytest.mark.parametrize("fix", ["direct-only", "pin-pfn", "irqs-off-walk"])
+def test_each_named_remedy_of_the_aba_exits_0(fix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["aba", "--fix", fix]) == 0
+    out = capsys.readouterr().out
+    assert f"rules ({fix}):" in out and "no invariant broken" in out
+
+
+def test_an_unknown_remedy_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tlb", "--fix", "pin-pfn"]) == 2
+    assert "race tlb has no remedy 'pin-pfn'" in capsys.readouterr().out

@@ -136,7 +136,7 @@ def test_deadlock_is_reported_not_waited_for() -> None:
 
     sched.spawn("ab", ab)
     sched.spawn("ba", ba)
-    with pytest.raises(ScheduleError, match="deadlock: every live thread waits for a lock"):
+    with pytest.raises(ScheduleError, match="deadlock: every live thread waits for another"):
         sched.run(Replay(["ab:first", "ba:second"]))
 
 

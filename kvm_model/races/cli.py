@@ -18,7 +18,13 @@ def _parser() -> argparse.ArgumentParser:
         "Exit status: 1 when an invariant breaks, 0 when none does, 2 on a usage or schedule error.",
     )
     parser.add_argument("race", choices=sorted(RACES), help="which race")
-    parser.add_argument("--fixed", action="store_true", help="run with the rule that prevents the race")
+    fix = parser.add_mutually_exclusive_group()
+    fix.add_argument("--fixed", action="store_true", help="run with Linux 3.10's rules, which prevent the race")
+    fix.add_argument(
+        "--fix",
+        metavar="NAME",
+        help="run with one other remedy of the race alone (aba: direct-only, pin-pfn, irqs-off-walk)",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--explore", type=int, metavar="N", help="try up to N random schedules instead")
     group.add_argument(
@@ -38,7 +44,10 @@ def main(argv: list[str]) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
     race = RACES[args.race]
-    rules = race.fixed if args.fixed else race.buggy
+    if args.fix is not None and args.fix not in race.fixes:
+        print(f"error: race {race.name} has no remedy {args.fix!r} (it has: {', '.join(race.fixes) or 'none'})")
+        return 2
+    rules = race.fixes[args.fix] if args.fix else race.fixed if args.fixed else race.buggy
     lines = describe_setup(race, rules)
     try:
         if args.explore is not None:

@@ -24,15 +24,37 @@ class Fault(enum.Enum):
     EMULATED = "emulated"  # KVM performed the write itself; the access is complete
 
 
-def fast_page_fault(vm: RaceVm, gva: int) -> Fault:
-    """Try to fix a write fault on ``gva`` without ``mmu_lock``.
+def fast_page_fault(vm: RaceVm, vcpu: GuestCpu, gva: int) -> Fault:
+    """Try to fix a write fault on ``gva`` without ``mmu_lock``, inside a lockless walk.
 
     Steps: ``fast.walk`` reads the spte once and decides, and reads the gfn it maps; ``fast.pin`` (only
     under the ``pin-pfn`` rule, on an indirect page) pins gfn -> pfn; ``fast.cmpxchg`` sets W if the spte
-    still holds the value read, and then marks the gfn dirty.
+    still holds the value read, and then marks the gfn dirty.  Under the ``irqs-off`` walk rule the CPU
+    has interrupts off from the walk to the end, so no remote TLB flush completes meanwhile.
     """
-    sp, cell = vm.sp, vm.sp.sptes[gva]
     vm.point("fast.walk")
+    walk_shadow_page_lockless_begin(vm, vcpu)
+    try:
+        return _fast_page_fault(vm, gva)
+    finally:
+        walk_shadow_page_lockless_end(vm, vcpu)
+
+
+def walk_shadow_page_lockless_begin(vm: RaceVm, vcpu: GuestCpu) -> None:
+    """Interrupts off and the CPU marked as reading shadow page tables (under the ``irqs-off`` rule)."""
+    if vm.rules.walk == "irqs-off":
+        vcpu.lockless_walk = True
+        vm.note("walk_shadow_page_lockless_begin: local_irq_disable()")
+
+
+def walk_shadow_page_lockless_end(vm: RaceVm, vcpu: GuestCpu) -> None:
+    if vcpu.lockless_walk:
+        vcpu.lockless_walk = False
+        vm.note("walk_shadow_page_lockless_end: local_irq_enable()")
+
+
+def _fast_page_fault(vm: RaceVm, gva: int) -> Fault:
+    sp, cell = vm.sp, vm.sp.sptes[gva]
     spte = cell.load()
     vm.note(f"fast_page_fault: old_spte = *spte = {format_spte(spte)}")
     if not is_present(spte):
@@ -95,7 +117,7 @@ def slow_page_fault(vm: RaceVm, vcpu: GuestCpu, gva: int, *, write: bool) -> Fau
 def page_fault(vm: RaceVm, vcpu: GuestCpu, gva: int, *, write: bool, present: bool) -> Fault:
     """Handle a fault: a write to a present spte first tries the fast path."""
     if write and present:
-        result = fast_page_fault(vm, gva)
+        result = fast_page_fault(vm, vcpu, gva)
         if result is not Fault.SLOW:
             return result
     return slow_page_fault(vm, vcpu, gva, write=write)

@@ -118,10 +118,22 @@ def mmu_set_spte(vm: RaceVm, index: int, gfn: int, pfn: int, *, writable: bool) 
 
 def flush_tlbs_and_wait(vm: RaceVm) -> None:
     """``kvm_flush_remote_tlbs`` at the SPTE level: empty every guest CPU's TLB.  It stands for the
-    kernel's IPI-and-wait: when it returns, no CPU can use a translation cached before it."""
+    kernel's IPI-and-wait: when it returns, no CPU can use a translation cached before it.  A CPU in a
+    lockless walk with interrupts off takes the IPI only once it leaves the walk, so the flush waits for it
+    (step ``flush.ipi``, only when there is such a CPU)."""
+    me = vm.sched.current()
+    if any(c.lockless_walk for c in vm.vcpus.values() if c.name != me):
+        vm.note("kvm_flush_remote_tlbs(): IPI to a CPU with interrupts off in its lockless walk: wait")
+        vm.sched.point("flush.ipi", until=lambda: _in_lockless_walk(vm, me))
     for vcpu in vm.vcpus.values():
         vcpu.tlb.clear()
     vm.note("kvm_flush_remote_tlbs()")
+
+
+def _in_lockless_walk(vm: RaceVm, me: str) -> str | None:
+    """The first CPU other than ``me`` still in a lockless walk, described; None when there is none."""
+    busy = next((c.name for c in vm.vcpus.values() if c.lockless_walk and c.name != me), None)
+    return None if busy is None else f"{busy} (interrupts off in its lockless walk)"
 
 
 def kvm_unmap_rmapp(vm: RaceVm, gfn: int) -> bool:

@@ -3,9 +3,15 @@
 The fast path reads the spte and the gfn it was built for, then sets W with ``cmpxchg``.  Meanwhile the host
 reclaims the page, the guest re-points its pte at another gfn, and the freed frame comes back for that gfn:
 the rebuilt spte has the very same value, the ``cmpxchg`` succeeds, and the old gfn is logged dirty while the
-new one, which the guest then writes, is not.  A direct page cannot be fooled (its gfn is its position), so
-3.10 allows the fast path only there; pinning gfn -> pfn before the ``cmpxchg`` would work too, since a pinned
-frame cannot be reused.
+new one, which the guest then writes, is not.
+
+That walkthrough is locking.txt's hypothetical.  In 3.10 it cannot run at all: the fast path walks with
+interrupts off, and the host cannot free the frame before KVM's remote TLB flush, whose IPI waits for the
+walker to finish.  So the buggy variant removes two protections: that lockless walk (``walk="unprotected"``)
+and the restriction of the fast path to direct shadow pages, without pinning.  Each of these alone fixes it:
+3.10's own remedy (no fast path for indirect pages: their gfn can change, a direct page's is its position),
+the documentation's other one (pin gfn -> pfn with ``gfn_to_pfn_atomic`` before the ``cmpxchg``, so the frame
+cannot be reused), and the interrupts-off walk itself.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ RACE = Race(
     name="aba",
     title="ABA on gfn -> pfn in the fast page fault (locking.txt, fast page fault case 1)",
     invariant="dirty-log",
-    buggy=Rules(fast_path="indirect"),
+    buggy=Rules(fast_path="indirect", walk="unprotected"),
     direct=False,
     start=(
         f"indirect shadow page; gpte of gva {GVA} -> gfn {GFN1} -> pfn 0x101; spte = pfn 0x101|P|A|HW|MW "
@@ -70,4 +76,9 @@ RACE = Race(
         "vcpu0:guest.write",
     ),
     build=_build,
+    fixes={
+        "direct-only": Rules(walk="unprotected"),
+        "pin-pfn": Rules(fast_path="pin-pfn", walk="unprotected"),
+        "irqs-off-walk": Rules(fast_path="indirect"),
+    },
 )

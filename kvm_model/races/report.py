@@ -13,7 +13,8 @@ _STEP_WIDTH = 14
 
 def describe_setup(race: Race, rules: Rules) -> list[str]:
     """The race, the rules in force and the starting state."""
-    variant = "buggy" if rules == race.buggy else "fixed" if rules == race.fixed else "custom"
+    named = [name for name, fix in race.fixes.items() if fix == rules]
+    variant = "buggy" if rules == race.buggy else "fixed" if rules == race.fixed else named[0] if named else "custom"
     return [
         f"race {race.name}: {race.title}",
         f"rules ({variant}):",

@@ -10,6 +10,7 @@ from typing import Literal
 VolatileRule = Literal["3.4", "3.10"]
 FastPathRule = Literal["indirect", "direct-only", "pin-pfn"]
 FlushRule = Literal["caller-read", "mmu_spte_update"]
+WalkRule = Literal["irqs-off", "unprotected"]
 
 _WORDS = {
     "3.4": "volatile sptes: the 3.4 rule (A clear, or W set and D clear): an spte the fast path may make "
@@ -20,6 +21,10 @@ _WORDS = {
     "pin-pfn": "fast page fault: on indirect pages only after pinning gfn -> pfn with gfn_to_pfn_atomic",
     "caller-read": "TLB flush on W -> read-only: decided from the caller's earlier plain read of the spte",
     "mmu_spte_update": "TLB flush on W -> read-only: decided by mmu_spte_update from the value it replaced",
+    "irqs-off": "lockless walk: interrupts off between reading the spte and its cmpxchg "
+    "(walk_shadow_page_lockless_begin/end), so a remote TLB flush, and the free it precedes, waits for it",
+    "unprotected": "lockless walk: unprotected (locking.txt's hypothetical): a remote TLB flush does not wait "
+    "for a CPU between reading the spte and its cmpxchg",
 }
 
 
@@ -33,12 +38,15 @@ class Rules:
     ``"pin-pfn"``.
     ``flush``: whether a W -> read-only change asks for a TLB flush from a stale read or from the value it
     replaced.
+    ``walk``: whether the fast path's lockless walk runs with interrupts off (3.10), which makes the flush
+    IPI that must come before a shadow page or frame is freed wait until the walker has done its cmpxchg.
     """
 
     volatile: VolatileRule = "3.10"
     fast_path: FastPathRule = "direct-only"
     flush: FlushRule = "mmu_spte_update"
+    walk: WalkRule = "irqs-off"
 
     def describe(self) -> list[str]:
         """One line per rule, in words."""
-        return [_WORDS[self.volatile], _WORDS[self.fast_path], _WORDS[self.flush]]
+        return [_WORDS[self.volatile], _WORDS[self.fast_path], _WORDS[self.flush], _WORDS[self.walk]]

@@ -18,7 +18,8 @@ class Race:
 
     ``build`` sets up the starting state described by ``start`` and spawns the threads; ``walkthrough`` is the
     schedule (``thread:step`` entries) that makes the ``buggy`` rules break ``invariant``; ``fixed`` are the
-    rules under which no schedule may break any invariant.
+    rules (Linux 3.10's) under which no schedule may break any invariant, and ``fixes`` other sets of rules
+    that each prevent the race on their own.
     """
 
     name: str
@@ -30,6 +31,7 @@ class Race:
     walkthrough: tuple[str, ...]
     build: Callable[[RaceVm], None]
     fixed: Rules = field(default_factory=Rules)
+    fixes: dict[str, Rules] = field(default_factory=dict)  # other rules that each prevent it, by name
 
 
 @dataclass(frozen=True)

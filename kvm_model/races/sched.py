@@ -8,7 +8,9 @@ runs, until its next point or its end, so every step is atomic with respect to t
 the possible interleavings are exactly the orders of steps.  The same choices give the same run, every time.
 
 A :class:`SchedLock` is a lock the driver knows about: a thread waiting for it is simply not runnable, so no
-schedule can break its mutual exclusion and no real thread ever blocks on it.
+schedule can break its mutual exclusion and no real thread ever blocks on it.  A point may also wait for a
+condition other threads make true (``until``): an IPI sender that must wait until the target CPU has
+interrupts on again is not runnable while that CPU's thread keeps them off.
 
 Nothing can hang the caller: the driver waits for a running step at most ``timeout`` seconds, and a schedule
 that names a finished thread, a thread at another step or a thread waiting for a lock fails at once with a
@@ -47,7 +49,7 @@ class _Aborted(BaseException):
 @dataclass(frozen=True)
 class Pending:
     """A thread stopped at a point: the step it will run next and, if that step takes a :class:`SchedLock`
-    that is held, the thread holding it (``blocked_by``)."""
+    that is held or waits for another thread (``until``), what it waits for (``blocked_by``)."""
 
     thread: str
     step: str
@@ -123,7 +125,7 @@ def _entry_problem(entry: str, pending: Sequence[Pending], *, check_step: bool) 
     if check_step and step and step != found.step:
         return f"{thread} is at step {found.step!r}, not {step!r}"
     if not found.runnable:
-        return f"{thread} is waiting at {found.step!r} for a lock held by {found.blocked_by}"
+        return f"{thread} is waiting at {found.step!r} for {found.blocked_by}"
     return None
 
 
@@ -165,6 +167,7 @@ class _ModelThread:
     state: str = "new"  # new -> running <-> waiting -> done
     step: str | None = None
     wants: SchedLock | None = None
+    until: Callable[[], str | None] | None = None
     error: BaseException | None = None
 
 
@@ -200,25 +203,30 @@ class Scheduler:
 
     # --- called by model threads ----------------------------------------------------------------------
 
-    def point(self, step: str, *, lock: SchedLock | None = None) -> None:
+    def point(self, step: str, *, lock: SchedLock | None = None, until: Callable[[], str | None] | None = None) -> None:
         """Stop the calling model thread before ``step`` until the driver lets it run.  With ``lock``, the
-        step takes that lock: it is runnable only while the lock is free, and returns holding it."""
+        step takes that lock: it is runnable only while the lock is free, and returns holding it.  With
+        ``until``, it is runnable only while ``until()`` returns None (else the thread it waits for)."""
         me = self._current()
         with self._cond:
-            me.state, me.step, me.wants = "waiting", step, lock
+            me.state, me.step, me.wants, me.until = "waiting", step, lock, until
             self._cond.notify_all()
             while self._granted is not me and not self._aborted:
                 self._cond.wait()
             if self._aborted:
                 raise _Aborted
             self._granted = None
-            me.state, me.wants = "running", None
+            me.state, me.wants, me.until = "running", None, None
             if lock is not None:
                 lock.owner = me.name
 
     def note(self, text: str) -> None:
         """Attach a line describing what the calling thread's current step did (kept in the trace)."""
         self._current().record.notes.append(text)
+
+    def current(self) -> str:
+        """The name of the calling model thread."""
+        return self._current().name
 
     def _current(self) -> _ModelThread:
         me = self._by_ident.get(threading.get_ident())
@@ -247,8 +255,8 @@ class Scheduler:
                 self._settle(t)
             while pending := self._pending():
                 if not any(p.runnable for p in pending):
-                    waits = ", ".join(f"{p.thread} at {p.step!r} (held by {p.blocked_by})" for p in pending)
-                    raise ScheduleError(f"deadlock: every live thread waits for a lock: {waits}")
+                    waits = ", ".join(f"{p.thread} at {p.step!r} (waiting for {p.blocked_by})" for p in pending)
+                    raise ScheduleError(f"deadlock: every live thread waits for another: {waits}")
                 self._grant(self._chosen(policy, pending))
         finally:
             self._abandon()
@@ -256,11 +264,16 @@ class Scheduler:
 
     def _pending(self) -> list[Pending]:
         with self._cond:
-            return [
-                Pending(t.name, t.step or "", t.wants.owner if t.wants is not None else None)
-                for t in self._threads
-                if t.state == "waiting"
-            ]
+            return [Pending(t.name, t.step or "", self._blocker(t)) for t in self._threads if t.state == "waiting"]
+
+    @staticmethod
+    def _blocker(t: _ModelThread) -> str | None:
+        """The thread ``t`` waits for at its point, or None if it can run."""
+        if t.wants is not None and t.wants.owner is not None:
+            return f"a lock held by {t.wants.owner}"
+        if t.until is not None and (other := t.until()) is not None:
+            return other
+        return None
 
     def _chosen(self, policy: Policy, pending: Sequence[Pending]) -> _ModelThread:
         name = policy.choose(pending)

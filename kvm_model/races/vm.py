@@ -51,11 +51,13 @@ class TlbEntry:
 
 
 class GuestCpu:
-    """A guest CPU as the race sees it: its name and its TLB, ``gva -> TlbEntry``, emptied by a remote TLB flush."""
+    """A guest CPU as the race sees it: its name (that of the model thread running it), its TLB,
+    ``gva -> TlbEntry``, emptied by a remote TLB flush, and whether it is in a lockless walk."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.tlb: dict[int, TlbEntry] = {}
+        self.lockless_walk = False  # between walk_shadow_page_lockless_begin and _end, interrupts off
 
 
 class SptePage:
