@@ -17,10 +17,13 @@ current); the slots it reads are looked up by name when :func:`_load` sets it up
 
 from __future__ import annotations
 
+import _thread
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from . import _held
 from ._classes import LockClass, LockKey
@@ -85,6 +88,11 @@ _speedups = _load()
 
 #: Whether lock fast paths run in C.
 ACCELERATED = _speedups is not None
+
+#: Makes what a validated lock blocks on: the C module's ``RealLock``, which behaves as
+#: ``_thread.allocate_lock()``'s lock and which the fast path takes and releases without a call, or
+#: CPython's own lock in pure Python.
+new_real_lock: Callable[[], Any] = _speedups.RealLock if _speedups is not None else _thread.allocate_lock
 
 
 def accelerate(cls: type, *, enter_returns_self: bool, skip_file: str | None = None, recursive: bool = False) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import _context, _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
-from ._fastpath import accelerate
+from ._fastpath import accelerate, new_real_lock
 from ._frames import caller_site
 from ._held import VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
 from ._primitive import Primitive
@@ -161,7 +161,7 @@ class _RealLock(_Tracked):
     __slots__ = ("_real", "_try", "_unlock")
 
     def _bind(self, real: Any) -> None:
-        """Make ``real`` (a ``_thread.lock``) this lock's primitive."""
+        """Make ``real`` (a lock as ``_thread.allocate_lock()`` makes) this lock's primitive."""
         self._real = real
         self._try = real.acquire
         self._unlock = real.__exit__
@@ -180,7 +180,7 @@ class _Lock(_Validated, _RealLock):
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
         super().__init__(name, key=key)
-        self._bind(_thread.allocate_lock())
+        self._bind(new_real_lock())
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         owner = self._owner

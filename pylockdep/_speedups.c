@@ -91,16 +91,95 @@ enum { L_KEY, L_TRY, L_UNLOCK, L_OWNER, L_IDENT, L_COUNT };
 static const char *const lock_slots[] = {"_key", "_try", "_unlock", "_owner", NULL};
 static const char *const rlock_slots[] = {"_key", "_try", "_unlock", "_owner", "_ident", "_count", NULL};
 
-static PyObject *g_zero, *g_one, *g_minus_one, *s_task, *s_depth_exceeded;
+static PyObject *g_zero, *g_one, *g_minus_one, *s_task, *s_depth_exceeded, *s_cache_key;
+/* The arguments of ``_try(0)`` and ``_unlock(0)``, made once: a call through PyObject_Call with a
+ * ready tuple makes none for a C method that takes its arguments as a tuple (_thread.lock's). */
+static PyObject *g_args_zero;
 
 #define IS(obj, layout) ((obj) != NULL && PyObject_TypeCheck((obj), (layout).type))
 
-/* The calling thread's validator and Task, borrowed; 0 when the fast path does not apply:
+/*
+ * What the fast path keeps per thread, in the thread state's dict (so it goes when the thread does):
+ * the thread's Task for one validator, found once through the validator's threading.local, and the
+ * ints it made last (chain keys, instruction offsets), to be used again rather than made anew.
+ * ``local`` is a strong reference, so while it matches the active validator's, ``task`` is the
+ * Task that ``v.local.task`` would give (only Validator.new_task() sets it, once per thread).
+ */
+#define N_INTS 16
+typedef struct {
+    PyObject_HEAD
+    PyObject *local;
+    PyObject *task;
+    PyObject *ident;  /* the thread's ident as an int, made on first use */
+    PyObject *ints[N_INTS];
+    Py_ssize_t values[N_INTS];
+    int next_int;
+} ThreadCache;
+
+static int
+threadcache_traverse(ThreadCache *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->local);
+    Py_VISIT(self->task);
+    Py_VISIT(self->ident);
+    return 0;
+}
+
+static int
+threadcache_clear(ThreadCache *self)
+{
+    Py_CLEAR(self->local);
+    Py_CLEAR(self->task);
+    Py_CLEAR(self->ident);
+    for (int i = 0; i < N_INTS; i++)
+        Py_CLEAR(self->ints[i]);
+    return 0;
+}
+
+static void
+threadcache_dealloc(ThreadCache *self)
+{
+    PyObject_GC_UnTrack(self);
+    threadcache_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject ThreadCacheType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pylockdep._speedups.ThreadCache",
+    .tp_doc = "The fast path's per-thread state (private).",
+    .tp_basicsize = sizeof(ThreadCache),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)threadcache_dealloc,
+    .tp_traverse = (traverseproc)threadcache_traverse,
+    .tp_clear = (inquiry)threadcache_clear,
+};
+
+/* A new reference to an int of ``value``: one this thread made recently, or a new one kept for later. */
+static PyObject *
+cached_int(ThreadCache *c, Py_ssize_t value)
+{
+    PyObject *made;
+
+    for (int i = 0; i < N_INTS; i++)
+        if (c->values[i] == value && c->ints[i] != NULL)
+            return Py_NewRef(c->ints[i]);
+    made = PyLong_FromSsize_t(value);
+    if (made == NULL)
+        return NULL;
+    Py_XSETREF(c->ints[c->next_int], Py_NewRef(made));
+    c->values[c->next_int] = value;
+    c->next_int = (c->next_int + 1) % N_INTS;
+    return made;
+}
+
+/* The calling thread's validator, Task and cache, borrowed; 0 when the fast path does not apply:
  * validation is off or the thread has no Task yet. */
 static int
-current_task(PyObject **v_out, PyObject **t_out)
+current_task(PyObject **v_out, PyObject **t_out, ThreadCache **c_out)
 {
-    PyObject *v, *local, *t;
+    PyObject *v, *local, *t, *tdict;
+    ThreadCache *c;
 
     if (g_active == NULL)
         return 0;  /* setup() not called, or failed */
@@ -108,19 +187,80 @@ current_task(PyObject **v_out, PyObject **t_out)
     if (!IS(v, validator_layout) || SLOT(v, validator_layout, V_OFF) != Py_False)
         return 0;
     local = SLOT(v, validator_layout, V_LOCAL);
-    if (local == NULL)
+    tdict = PyThreadState_GetDict();
+    if (local == NULL || tdict == NULL)
         return 0;
-    t = PyObject_GetAttr(local, s_task);
-    if (t == NULL) {
-        PyErr_Clear();
+    c = (ThreadCache *)PyDict_GetItemWithError(tdict, s_cache_key);
+    if (c == NULL) {
+        if (PyErr_Occurred())
+            goto fail;
+        c = PyObject_GC_New(ThreadCache, &ThreadCacheType);
+        if (c == NULL)
+            goto fail;
+        c->local = c->task = c->ident = NULL;
+        for (int i = 0; i < N_INTS; i++)
+            c->ints[i] = NULL;
+        c->next_int = 0;
+        PyObject_GC_Track(c);
+        if (PyDict_SetItem(tdict, s_cache_key, (PyObject *)c) < 0) {
+            Py_DECREF(c);
+            goto fail;
+        }
+        Py_DECREF(c);  /* the thread's dict keeps it */
+    } else if (!Py_IS_TYPE(c, &ThreadCacheType)) {
         return 0;
     }
-    Py_DECREF(t);  /* the thread's local storage keeps it */
-    if (!IS(t, task_layout))
-        return 0;
+    if (c->local != local || c->task == NULL) {
+        t = PyObject_GetAttr(local, s_task);
+        if (t == NULL)
+            goto fail;
+        if (!IS(t, task_layout)) {
+            Py_DECREF(t);
+            return 0;
+        }
+        Py_XSETREF(c->task, t);
+        Py_XSETREF(c->local, Py_NewRef(local));
+    }
     *v_out = v;
-    *t_out = t;
+    *t_out = c->task;
+    *c_out = c;
     return 1;
+fail:
+    PyErr_Clear();
+    return 0;
+}
+
+/* hash((a, b, c)) for three objects, as CPython's tuple hash computes it, without making the tuple. */
+#if SIZEOF_PY_UHASH_T > 4
+#define XXPRIME_1 ((Py_uhash_t)11400714785074694791ULL)
+#define XXPRIME_2 ((Py_uhash_t)14029467366897019727ULL)
+#define XXPRIME_5 ((Py_uhash_t)2870177450012600261ULL)
+#define XXROTATE(x) ((x << 31) | (x >> 33))
+#else
+#define XXPRIME_1 ((Py_uhash_t)2654435761UL)
+#define XXPRIME_2 ((Py_uhash_t)2246822519UL)
+#define XXPRIME_5 ((Py_uhash_t)374761393UL)
+#define XXROTATE(x) ((x << 13) | (x >> 19))
+#endif
+
+static Py_hash_t
+hash3(PyObject *a, PyObject *b, PyObject *c)
+{
+    PyObject *items[3] = {a, b, c};
+    Py_uhash_t acc = XXPRIME_5;
+
+    for (int i = 0; i < 3; i++) {
+        Py_uhash_t lane = (Py_uhash_t)PyObject_Hash(items[i]);
+        if (lane == (Py_uhash_t)-1)
+            return -1;
+        acc += lane * XXPRIME_2;
+        acc = XXROTATE(acc);
+        acc *= XXPRIME_1;
+    }
+    acc += 3 ^ (XXPRIME_5 ^ 3527539UL);
+    if (acc == (Py_uhash_t)-1)
+        return 1546275796;
+    return (Py_hash_t)acc;
 }
 
 /* Whether other threads have released locks this thread holds (the slow path sorts them out). */
@@ -207,23 +347,266 @@ held_entry_drop(PyObject *entry)
         Py_DECREF(entry);
 }
 
+/* -- the real lock ---------------------------------------------------------------------------- */
+
+/*
+ * RealLock: what a validated lock blocks on, as _thread.allocate_lock() makes (acquire(blocking=True,
+ * timeout=-1), release(), locked(), with, _at_fork_reinit()), with one difference that matters
+ * here: the fast path takes and releases it without a call or an argument to parse.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+    char locked;
+} RealLock;
+
+static PyTypeObject RealLockType;
+static PyObject *g_monotonic;  /* time.monotonic, for a timed wait interrupted by a signal */
+
+/* Take it if it is free, without waiting: 1 taken, 0 not. */
+static inline int
+reallock_try(RealLock *self)
+{
+    if (PyThread_acquire_lock_timed(self->lock, 0, 0) != PY_LOCK_ACQUIRED)
+        return 0;
+    self->locked = 1;
+    return 1;
+}
+
+static inline void
+reallock_release(RealLock *self)
+{
+    self->locked = 0;
+    PyThread_release_lock(self->lock);
+}
+
+static PyObject *
+reallock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    RealLock *self;
+
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "RealLock() takes no arguments");
+        return NULL;
+    }
+    self = (RealLock *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->locked = 0;
+    self->lock = PyThread_allocate_lock();
+    if (self->lock == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static void
+reallock_dealloc(RealLock *self)
+{
+    if (self->lock != NULL) {
+        if (self->locked)
+            PyThread_release_lock(self->lock);
+        PyThread_free_lock(self->lock);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Seconds now, on the monotonic clock; -1 with an exception set. */
+static double
+monotonic(void)
+{
+    PyObject *now = PyObject_CallNoArgs(g_monotonic);
+    double value;
+
+    if (now == NULL)
+        return -1;
+    value = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    return value;
+}
+
+/* Wait for the lock for ``seconds`` (< 0: for ever), with the GIL released, running signal handlers
+ * when a signal interrupts the wait (as _thread.lock does).  1 taken, 0 timed out, -1 raised. */
+static int
+reallock_wait(RealLock *self, double seconds)
+{
+    double deadline = 0;
+    PyLockStatus r;
+
+    if (reallock_try(self))
+        return 1;
+    if (seconds == 0)
+        return 0;
+    if (seconds > 0 && (deadline = monotonic()) < 0)
+        return -1;
+    deadline += seconds;
+    for (;;) {
+        PY_TIMEOUT_T us = seconds < 0 ? -1 : (PY_TIMEOUT_T)(seconds * 1e6 + 0.999);
+        Py_BEGIN_ALLOW_THREADS
+        r = PyThread_acquire_lock_timed(self->lock, us, 1);
+        Py_END_ALLOW_THREADS
+        if (r == PY_LOCK_ACQUIRED) {
+            self->locked = 1;
+            return 1;
+        }
+        if (r == PY_LOCK_FAILURE)
+            return 0;
+        if (Py_MakePendingCalls() < 0)  /* PY_LOCK_INTR: a signal handler may raise */
+            return -1;
+        if (reallock_try(self))
+            return 1;
+        if (seconds > 0) {
+            double now = monotonic();
+            if (now < 0)
+                return -1;
+            if ((seconds = deadline - now) <= 0)
+                return 0;
+        }
+    }
+}
+
+static PyObject *
+reallock_acquire(RealLock *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"blocking", "timeout"};
+    PyObject *given[2] = {NULL, NULL};
+    int blocking = 1, r;
+    double timeout = -1;
+
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "acquire() takes at most 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        given[i] = args[i];
+    for (Py_ssize_t i = 0; kwnames != NULL && i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        int which = PyUnicode_CompareWithASCIIString(name, names[0]) == 0   ? 0
+                    : PyUnicode_CompareWithASCIIString(name, names[1]) == 0 ? 1
+                                                                            : -1;
+        if (which < 0 || given[which] != NULL) {
+            PyErr_Format(PyExc_TypeError, "acquire() got an unexpected or repeated keyword argument '%U'", name);
+            return NULL;
+        }
+        given[which] = args[nargs + i];
+    }
+    if (given[0] != NULL && (blocking = PyObject_IsTrue(given[0])) < 0)
+        return NULL;
+    if (given[1] != NULL && ((timeout = PyFloat_AsDouble(given[1])) == -1 && PyErr_Occurred()))
+        return NULL;
+    if (!blocking && timeout != -1) {
+        PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
+        return NULL;
+    }
+    if (timeout < 0 && timeout != -1) {
+        PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
+        return NULL;
+    }
+    if (timeout >= (double)PY_TIMEOUT_MAX / 1e6) {
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+        return NULL;
+    }
+    r = reallock_wait(self, blocking ? timeout : 0);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+reallock_release_method(RealLock *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* Also __exit__, whose arguments it ignores. */
+    if (!self->locked) {
+        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+        return NULL;
+    }
+    reallock_release(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+reallock_locked(RealLock *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->locked);
+}
+
+static PyObject *
+reallock_at_fork_reinit(RealLock *self, PyObject *Py_UNUSED(ignored))
+{
+    /* After fork() the old lock may be held by a thread that is gone: leave it, make a new one. */
+    PyThread_type_lock lock = PyThread_allocate_lock();
+    if (lock == NULL)
+        return PyErr_NoMemory();
+    self->lock = lock;
+    self->locked = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+reallock_repr(RealLock *self)
+{
+    return PyUnicode_FromFormat("<%s %s object at %p>", self->locked ? "locked" : "unlocked", Py_TYPE(self)->tp_name,
+                                self);
+}
+
+static PyMethodDef reallock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))reallock_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire(blocking=True, timeout=-1) -> bool: take the lock, as _thread.lock.acquire()."},
+    {"__enter__", (PyCFunction)(void (*)(void))reallock_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "Take the lock, waiting as long as needed."},
+    {"release", (PyCFunction)(void (*)(void))reallock_release_method, METH_FASTCALL,
+     "Release the lock; RuntimeError if it is not locked."},
+    {"__exit__", (PyCFunction)(void (*)(void))reallock_release_method, METH_FASTCALL, "Release the lock."},
+    {"locked", (PyCFunction)reallock_locked, METH_NOARGS, "Whether the lock is taken."},
+    {"_at_fork_reinit", (PyCFunction)reallock_at_fork_reinit, METH_NOARGS, "Make the lock new and free."},
+    {NULL},
+};
+
+static PyTypeObject RealLockType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pylockdep._speedups.RealLock",
+    .tp_doc = "RealLock(): a lock as _thread.allocate_lock() makes, that the fast path takes without a call.",
+    .tp_basicsize = sizeof(RealLock),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = reallock_new,
+    .tp_dealloc = (destructor)reallock_dealloc,
+    .tp_repr = (reprfunc)reallock_repr,
+    .tp_methods = reallock_methods,
+};
+
+/* The RealLock a ``_try`` or ``_unlock`` slot is a bound method of, or NULL. */
+static inline RealLock *
+bound_reallock(PyObject *method)
+{
+    PyObject *self;
+
+    if (method == NULL || !PyCFunction_Check(method))
+        return NULL;
+    self = PyCFunction_GET_SELF(method);
+    return self != NULL && Py_IS_TYPE(self, &RealLockType) ? (RealLock *)self : NULL;
+}
+
 /*
  * Take ``lock`` exclusively on a known chain, as _locks._acquire(lock, 0, 0, frame) would.
  * Returns 1 when the lock is taken and pushed, 0 when the caller must take the slow path (nothing
  * has changed), -1 with an exception set (nothing has changed either).
  */
 static int
-fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame)
+fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **c_out)
 {
     PyObject *v, *t, *key, *cache, *classes, *cls, *variants, *tkey, *ctx, *chains, *spins, *irq, *held, *maxd,
         *try_;
-    PyObject *tup = NULL, *chain = NULL, *code = NULL, *lasti = NULL, *entry = NULL, *ok = NULL;
+    PyObject *chain = NULL, *code = NULL, *lasti = NULL, *entry = NULL, *ok = NULL;
+    ThreadCache *c;
+    RealLock *real;
     Py_hash_t h;
     Py_ssize_t limit;
     int result = 0, taken;
 
-    if (!current_task(&v, &t) || has_foreign_releases(t))
+    if (!current_task(&v, &t, &c) || has_foreign_releases(t))
         return 0;
+    *c_out = c;
     key = SLOT(lock, *lk, L_KEY);
     if (!IS(key, key_layout))
         return 0;
@@ -251,14 +634,13 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame)
         return 0;
 
     /* The chain key is pylockdep._held.chain_key(t.key, t.ctx, variant): hash((t.key, t.ctx, variant)). */
-    tup = PyTuple_Pack(3, tkey, ctx, PyTuple_GET_ITEM(variants, 0));
-    if (tup == NULL || (h = PyObject_Hash(tup)) == -1 || (chain = PyLong_FromSsize_t(h)) == NULL
+    if ((h = hash3(tkey, ctx, PyTuple_GET_ITEM(variants, 0))) == -1 || (chain = cached_int(c, h)) == NULL
         || PySet_Contains(chains, chain) != 1)
         goto fallback;
     /* A known chain: build the held entry before taking the lock, so nothing can fail after. */
     limit = PyLong_AsSsize_t(maxd);
     code = (PyObject *)PyFrame_GetCode(frame);
-    lasti = PyLong_FromLong(PyFrame_GetLasti(frame));
+    lasti = cached_int(c, PyFrame_GetLasti(frame));
     if (limit == -1 || lasti == NULL)
         goto fallback;
     entry = held_entry(lock, cls, g_zero, Py_False, code, lasti, tkey, irq, spins, ctx);
@@ -267,8 +649,12 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame)
     /* The entry owns what the rest needs (lock, cls, t.key, t.ctx) while _try may run Python code. */
     Py_INCREF(v);
     Py_INCREF(t);
-    ok = PyObject_CallOneArg(try_, g_zero);
-    taken = ok == NULL ? -1 : PyObject_IsTrue(ok);
+    if ((real = bound_reallock(try_)) != NULL) {
+        taken = reallock_try(real);
+    } else {
+        ok = PyObject_Call(try_, g_args_zero, NULL);
+        taken = ok == NULL ? -1 : PyObject_IsTrue(ok);
+    }
     if (taken < 0) {
         result = -1;  /* the real lock raised: report that, as Python would */
     } else if (taken == 0) {
@@ -296,7 +682,7 @@ fallback:
     PyErr_Clear();
     result = 0;
 done:
-    Py_XDECREF(tup); Py_XDECREF(chain); Py_XDECREF(code); Py_XDECREF(lasti); Py_XDECREF(ok);
+    Py_XDECREF(chain); Py_XDECREF(code); Py_XDECREF(lasti); Py_XDECREF(ok);
     if (entry != NULL)
         held_entry_drop(entry);
     return result;
@@ -312,10 +698,12 @@ static int
 fast_unlock(PyObject *lock, const Layout *lk)
 {
     PyObject *v, *t, *held, *top, *unlock, *r;
+    RealLock *real;
+    ThreadCache *c;
     Py_ssize_t n;
     int result;
 
-    if (!current_task(&v, &t) || has_foreign_releases(t))
+    if (!current_task(&v, &t, &c) || has_foreign_releases(t))
         return 0;
     held = SLOT(t, task_layout, T_HELD);
     unlock = SLOT(lock, *lk, L_UNLOCK);
@@ -337,9 +725,14 @@ fast_unlock(PyObject *lock, const Layout *lk)
             slot_set(lock, lk->offset[L_COUNT], g_zero);
             slot_set(lock, lk->offset[L_IDENT], Py_None);
         }
-        r = PyObject_CallOneArg(unlock, g_zero);
-        result = r == NULL ? -1 : 1;
-        Py_XDECREF(r);
+        if ((real = bound_reallock(unlock)) != NULL && real->locked) {
+            reallock_release(real);
+            result = 1;
+        } else {
+            r = PyObject_Call(unlock, g_args_zero, NULL);
+            result = r == NULL ? -1 : 1;
+            Py_XDECREF(r);
+        }
     }
     held_entry_drop(top);
     Py_DECREF(t);
@@ -417,6 +810,7 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
 {
     FastMethod *self = (FastMethod *)op;
     PyFrameObject *frame;
+    ThreadCache *c;
     int r;
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !IS(args[0], self->lock))
@@ -440,16 +834,15 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         if (same)
             return slow_call(self, args, nargsf, kwnames);
     }
-    r = fast_lock(args[0], &self->lock, frame);
+    r = fast_lock(args[0], &self->lock, frame, &c);
     if (r < 0)
         return NULL;
     if (r == 0)
         return slow_call(self, args, nargsf, kwnames);
     if (self->lock.recursive) {  /* a new owner */
-        PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-        r = ident == NULL ? -1 : rlock_set(args[0], &self->lock, 1, ident);
-        Py_XDECREF(ident);
-        if (r < 0)
+        if (c->ident == NULL && (c->ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident())) == NULL)
+            return NULL;
+        if (rlock_set(args[0], &self->lock, 1, c->ident) < 0)
             return NULL;
     }
     return Py_NewRef(self->returns_self ? args[0] : Py_True);
@@ -710,11 +1103,23 @@ PyInit__speedups(void)
     PyObject *m;
 
     INTERN(s_task, "task");
+    INTERN(s_cache_key, "pylockdep._speedups.ThreadCache");
     INTERN(s_depth_exceeded, "depth_exceeded");
     if ((g_zero = PyLong_FromLong(0)) == NULL || (g_one = PyLong_FromLong(1)) == NULL
+        || (g_args_zero = PyTuple_Pack(1, g_zero)) == NULL
         || (g_minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;
-    if (PyType_Ready(&AcquireType) < 0 || PyType_Ready(&ReleaseType) < 0)
+    {
+        PyObject *time = PyImport_ImportModule("time");
+        if (time == NULL)
+            return NULL;
+        g_monotonic = PyObject_GetAttrString(time, "monotonic");
+        Py_DECREF(time);
+        if (g_monotonic == NULL)
+            return NULL;
+    }
+    if (PyType_Ready(&AcquireType) < 0 || PyType_Ready(&ReleaseType) < 0 || PyType_Ready(&ThreadCacheType) < 0
+        || PyType_Ready(&RealLockType) < 0)
         return NULL;
     m = PyModule_Create(&speedups_module);
     if (m == NULL)
@@ -722,7 +1127,8 @@ PyInit__speedups(void)
     /* _fastpath ignores a build whose ABI is not its own SPEEDUPS_ABI (a stale build in a source tree). */
     if (PyModule_AddIntConstant(m, "ABI", SPEEDUPS_ABI) < 0
         || PyModule_AddObjectRef(m, "Acquire", (PyObject *)&AcquireType) < 0
-        || PyModule_AddObjectRef(m, "Release", (PyObject *)&ReleaseType) < 0) {
+        || PyModule_AddObjectRef(m, "Release", (PyObject *)&ReleaseType) < 0
+        || PyModule_AddObjectRef(m, "RealLock", (PyObject *)&RealLockType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -44,7 +44,7 @@ from typing import Any
 
 from . import _classes, _held, _locktypes
 from ._classes import LockKey, key_for
-from ._fastpath import accelerate
+from ._fastpath import accelerate, new_real_lock
 from ._frames import format_file_line, is_internal, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
@@ -166,7 +166,7 @@ class Lock(_RealLock):
     def _new(cls, key: LockKey) -> Lock:
         """A new unlocked lock of class ``key`` (named ``Lock@file:line``)."""
         self = object.__new__(cls)
-        self._bind(_allocate())
+        self._bind(new_real_lock())
         self._key = key
         self._owner = None
         return self
@@ -241,7 +241,7 @@ class RLock(_RealLock):
     def __init__(self, key: LockKey | None = None) -> None:
         if key is None:
             key = _new_key(_locktypes.PY_RLOCK, "RLock", _getframe(1)) or _ORPHAN_RLOCK_KEY
-        self._bind(_allocate())
+        self._bind(new_real_lock())
         self._key = key
         self._owner = None
         self._ident: int | None = None

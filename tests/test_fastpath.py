@@ -7,9 +7,11 @@ README's test command); these tests look at the seam between the two.
 
 from __future__ import annotations
 
+import _thread
 import inspect
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -478,3 +480,105 @@ def test_an_entry_someone_keeps_is_never_reused():
             with a, b:
                 pass
         assert tuple(kept) == before and kept.lock is a
+
+
+REAL_LOCKS = [_thread.allocate_lock] + ([_fastpath.new_real_lock] if _fastpath.ACCELERATED else [])
+
+
+@pytest.mark.parametrize("make", REAL_LOCKS, ids=lambda make: make.__name__)
+def test_the_real_lock_behaves_as_cpythons(make):
+    # The C module's RealLock stands where CPython's lock stood: the same calls, results and errors.
+    lock = make()
+    assert lock.acquire() is True and lock.locked()
+    assert lock.acquire(False) is False and lock.acquire(blocking=False) is False
+    assert lock.acquire(True, 0.01) is False and lock.acquire(timeout=0) is False
+    lock.release()
+    assert not lock.locked()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    with lock:
+        assert lock.locked()
+    assert not lock.locked()
+    for args, error in (((False, 1), ValueError), ((True, -2), ValueError), ((True, 1e300), OverflowError)):
+        with pytest.raises(error):
+            lock.acquire(*args)
+    with pytest.raises(TypeError):
+        lock.acquire(1, 2, 3)
+    lock.acquire()
+    lock._at_fork_reinit()
+    assert not lock.locked()
+    lock.acquire()
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(lock.acquire(True, 30)))
+    waiter.start()
+    lock.release()
+    waiter.join()
+    assert got == [True] and lock.locked()
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+@pytest.mark.parametrize("make", REAL_LOCKS, ids=lambda make: make.__name__)
+def test_a_signal_interrupts_a_wait_on_the_real_lock(make):
+    # A handler that raises ends the wait with its exception; one that returns lets it go on.
+    lock = make()
+    lock.acquire()
+    calls = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(KeyboardInterrupt):
+            lock.acquire(True, 30)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        assert lock.acquire(True, 0.3) is False
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(calls) == 2
+
+
+@needs_c
+def test_validated_locks_block_on_the_c_real_lock():
+    with pylockdep.instrument_threading():
+        locks = [pylockdep.Mutex("fp_real_M"), pylockdep.RWLock("fp_real_RW"), threading.Lock(), threading.RLock()]
+    assert [type(lock._real).__name__ for lock in locks] == ["RealLock"] * 4
+
+
+@needs_c
+def test_the_fast_path_follows_the_active_validator_and_thread(monkeypatch):
+    # The C module keeps each thread's Task per validator: switching validators, or threads, must
+    # never push on another validator's or thread's stack.
+    a = pylockdep.Mutex("fp_switch_A")
+    with pylockdep.validate() as outer:
+        for _ in range(2):
+            with a:
+                assert [e.lock for e in outer.task().held] == [a]
+        with pylockdep.validate() as inner:
+            slow = SlowCalls(monkeypatch)
+            for _ in range(2):
+                with a:
+                    assert [e.lock for e in inner.task().held] == [a]
+                    assert outer.task().held == []
+            assert slow.acquires == 1  # a new chain for the inner validator, then the fast path
+            seen = []
+
+            def other_thread():
+                with a:
+                    seen.append([e.lock for e in inner.task().held])
+                with a:
+                    seen.append([e.lock for e in inner.task().held])
+                seen.append(inner.task() is not main_task)
+
+            main_task = inner.task()
+            thread = threading.Thread(target=other_thread)
+            thread.start()
+            thread.join()
+            assert seen == [[a], [a], True] and main_task.held == []
+        with a:
+            assert [e.lock for e in outer.task().held] == [a]
+    assert outer.reports == [] and inner.reports == []
