@@ -1,13 +1,18 @@
-"""The rules, one function each, in the order an acquisition meets them.
+"""The rules, one ``check_*`` function each, its docstring stating the rule.
 
-Each check decides whether a rule is broken and, if so, hands the validator a splat built by
-:mod:`pylockdep._splat`.  They run on the rare path only (a chain of held locks not seen before),
-under the validator's graph lock, and never call user code.
+The acquisition rules come first, in the order an acquisition meets them; then the rules of
+releases, context changes, RCU, guarded data, thread exit and capacity limits.  Every check runs
+through :meth:`Validator.run_check <pylockdep._validator.Validator.run_check>` (under the graph
+lock, never while the thread is printing a report), decides whether its rule is broken and, if
+so, calls :meth:`Validator.report <pylockdep._validator.Validator.report>` with the report kind
+and a function that builds the splat (:mod:`pylockdep._splat`): the validator deduplicates
+first and builds the splat only for a new problem.  Checks never call user code.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import _splat
 from ._classes import (
@@ -28,10 +33,10 @@ from ._classes import (
     is_used_in,
     usage_state,
 )
-from ._frames import Site, capture_stack
+from ._frames import Site, capture_stack, format_file_line
 from ._graph import PathStep, dep_kind
-from ._held import H_CLASS, H_IRQ, H_READ, H_SPIN, H_TRYLOCK, held_site
-from ._locktypes import WAIT_CONFIG, WAIT_INV, WAIT_MAX, WAIT_SPIN, effective_wait
+from ._held import H_CLASS, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, held_site
+from ._locktypes import RCU, RCU_SCHED, SRCU, WAIT_INV, effective_wait
 from ._task import Task
 
 if TYPE_CHECKING:
@@ -42,37 +47,10 @@ WRITE_BITS = USED_IN_HARDIRQ | ENABLED_HARDIRQ | USED_IN_SOFTIRQ | ENABLED_SOFTI
 USED_IN_ALL = USED_IN_HARDIRQ | USED_IN_HARDIRQ_READ | USED_IN_SOFTIRQ | USED_IN_SOFTIRQ_READ
 ENABLED_ALL = ENABLED_HARDIRQ | ENABLED_HARDIRQ_READ | ENABLED_SOFTIRQ | ENABLED_SOFTIRQ_READ
 
-
-# Units of the kernel's preempt_count(), as might_sleep() prints it.
-PREEMPT_OFFSET = 0x1
-SOFTIRQ_OFFSET = 0x100  # serving a softirq
-SOFTIRQ_DISABLE_OFFSET = 0x200  # per local_bh_disable()
-HARDIRQ_OFFSET = 0x10000  # per hard interrupt level
-
-
-def preempt_count(v: Validator, t: Task) -> int:
-    """The kernel's ``preempt_count()``: preemption, spinning locks, softirq and hardirq levels.
-
-    On PREEMPT_RT softirqs and bottom-half sections run in preemptible threads and do not count,
-    and neither does a ``spinlock_t`` (``t.spins`` only counts locks that disable preemption).
-    """
-    count = (t.preempt + t.spins) * PREEMPT_OFFSET + t.hardirq * HARDIRQ_OFFSET
-    if not v.preempt_rt:
-        count += t.softirq * SOFTIRQ_OFFSET + t.bh * SOFTIRQ_DISABLE_OFFSET
-    return count
-
-
-def rcu_depth(v: Validator, t: Task) -> int:
-    """RCU read-side nesting (``rcu_preempt_depth()``).
-
-    On PREEMPT_RT taking a ``spinlock_t``/``rwlock_t`` enters an RCU read side, and so does the
-    first ``local_bh_disable()`` (which softirq processing also goes through).
-    """
-    depth = t.rcu
-    if v.preempt_rt:
-        depth += sum(1 for entry in t.held if entry[H_CLASS].ltype.sleeps_on_rt)
-        depth += bool(t.bh or t.softirq)
-    return depth
+# Lock types with only read sides: a thread holds one when it is inside a read side.
+READ_SIDE_ONLY = (SRCU, RCU, RCU_SCHED)
+DEREFERENCE_CHECK = "suspicious rcu_dereference_check() usage"
+DEREFERENCE_PROTECTED = "suspicious rcu_dereference_protected() usage"
 
 
 def check_might_sleep(
@@ -84,48 +62,23 @@ def check_might_sleep(
     ``spinlock_t`` on PREEMPT_RT (allowing the RCU nesting such locks bring: ``rcu_allowed``), for
     SRCU's synchronize, and for explicit ``might_sleep()`` calls.
     """
-    count = preempt_count(v, t)
-    depth = rcu_depth(v, t)
+    count = t.preempt_count(v.preempt_rt)
+    depth = t.rcu_depth(v.preempt_rt)
     if count == 0 and not t.irqs_off and depth == rcu_allowed:
         return
     held = tuple(entry[H_CLASS] for entry in t.held)
     classes = held + ((lock_cls,) if lock_cls is not None else ())
-    atomic_site = atomic_section_site(v, t) if count else None
-    lines = _splat.sleep_in_atomic(v, t, site, count, depth, rcu_allowed, atomic_site, functions)
+    atomic_site = t.atomic_section_site(v.preempt_rt) if count else None
     # One report per set of classes; a bare might_sleep() (no lock) is told apart by its call site.
-    v.report("sleep_in_atomic", lines, classes, site=site, dedupe=() if classes else (site,))
+    v.report(
+        "sleep_in_atomic",
+        classes,
+        lambda title: _splat.sleep_in_atomic(v, t, title, site, count, depth, rcu_allowed, atomic_site, functions),
+        site=site,
+        dedupe=() if classes else (site,),
+        title={"site": format_file_line(site)},
+    )
     v.taint = "Tainted: G        W"
-
-
-def nonlock_atomic(v: Validator, t: Task) -> bool:
-    """Whether something other than a held spinning lock makes the thread atomic right now."""
-    return bool(t.preempt or t.hardirq or (not v.preempt_rt and (t.softirq or t.bh)))
-
-
-def atomic_section_site(v: Validator, t: Task) -> Site | None:
-    """Where the current atomic section began (``Preemption disabled at:``).
-
-    That is the earlier of the first held lock that disabled preemption and the call
-    (``preempt_disable()``, ``local_bh_disable()``, an interrupt handler) that made the count
-    non-zero while no such lock was counted.
-    """
-    first_spin = next((i for i, e in enumerate(t.held) if e[H_SPIN]), None)
-    nonlock = nonlock_atomic(v, t)
-    if nonlock and t.atomic_site is not None and (first_spin is None or t.atomic_depth <= first_spin):
-        return t.atomic_site
-    if first_spin is not None:
-        return held_site(t.held[first_spin])
-    return t.atomic_site if nonlock else None
-
-
-def task_wait_context(t: Task) -> int:
-    """The wait type the task's context allows: SPIN in a hard interrupt, CONFIG in a threaded
-    handler or a softirq, anything (MAX) in process context."""
-    if t.hardirq:
-        return WAIT_CONFIG if t.hardirq_threaded else WAIT_SPIN
-    if t.hardirq_threaded or t.softirq:
-        return WAIT_CONFIG
-    return WAIT_MAX
 
 
 def check_wait_context(v: Validator, t: Task, cls: LockClass, lock: object, site: Site) -> None:
@@ -138,37 +91,21 @@ def check_wait_context(v: Validator, t: Task, cls: LockClass, lock: object, site
     if cls.ltype.inner == WAIT_INV:
         return
     nesting = v.nesting
-    context = task_wait_context(t)
+    context = t.wait_context()
     allowed = effective_wait(context, nesting)
-    for entry in _irq_segment(t):
+    for entry in t.irq_segment():
         inner = entry[H_CLASS].ltype.inner
         if inner != WAIT_INV:
             allowed = min(allowed, effective_wait(inner, nesting))
     if effective_wait(cls.ltype.outer, nesting) <= allowed:
         return
-    lines = _splat.invalid_wait_context(v, t, cls, lock, site, effective_wait(context, nesting))
-    held = tuple(e[H_CLASS] for e in _irq_segment(t))
-    v.report("invalid_wait_context", lines, held + (cls,), site=site)
-
-
-def _irq_segment(t: Task) -> list[tuple]:
-    """The held locks taken in the task's current irq context (lockdep's irq segment)."""
-    held = t.held
-    i = len(held)
-    while i and held[i - 1][H_IRQ] == t.irq:
-        i -= 1
-    return held[i:]
-
-
-def irq_flags(t: Task) -> str:
-    """``[HC0[0]:SC0[0]:HE1:SE1]``: in a hardirq / softirq (with the kernel's counts), hard / soft irqs enabled.
-
-    The softirq count is that of ``softirq_count()``: one per softirq being served, two per
-    ``local_bh_disable()``.  Softirqs being enabled does not depend on hard irqs.
-    """
-    he = int(not t.irqs_off)
-    se = int(not (t.bh or t.softirq))
-    return f"[HC{int(t.hardirq > 0)}[{t.hardirq}]:SC{int(t.softirq > 0)}[{t.softirq + 2 * t.bh}]:HE{he}:SE{se}]"
+    held = tuple(e[H_CLASS] for e in t.irq_segment())
+    v.report(
+        "invalid_wait_context",
+        held + (cls,),
+        lambda title: _splat.invalid_wait_context(v, t, title, cls, lock, site, effective_wait(context, nesting)),
+        site=site,
+    )
 
 
 def acquire_usage(v: Validator, t: Task, read: int, trylock: bool, sync: bool, checked: bool) -> list[int]:
@@ -188,12 +125,8 @@ def acquire_usage(v: Validator, t: Task, read: int, trylock: bool, sync: bool, c
 
 
 def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site) -> None:
-    """Set a usage bit on a class and check that it agrees with the class and its dependencies.
-
-    Irq-safe and irq-unsafe use of one class is an inconsistent lock state.  A class becoming
-    irq-safe must not reach an irq-unsafe class through the graph, and one becoming irq-unsafe
-    must not be reached from an irq-safe one: an interrupt could invert the order.
-    """
+    """Set a usage bit on a class, then check the rules a new irq usage must keep
+    (:func:`check_inconsistent_state`, then :func:`check_usage_inversion`)."""
     if cls.usage & bit:
         return
     clash = clashing_bits(bit) if bit < USED else 0
@@ -205,18 +138,37 @@ def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bi
         # Only once some class is irq-safe can an edge or a new irq-unsafe class be wrong.
         v.any_irq_usage = True
         v.graph.mark_irq_safe(cls, bit)
-    for old in _bits_of(cls.usage & clash):
-        lines = _splat.inconsistent(
-            v, t, cls, lock, site, USAGE_NAMES[old], USAGE_NAMES[bit], cls.usage_stacks.get(old, ()), irq_flags(t)
-        )
-        v.report("inconsistent_lock_state", lines, (cls,), dedupe=(old, bit))
-        return
-    if v.any_irq_usage:
+    if check_inconsistent_state(v, t, cls, lock, bit, clash, site) and v.any_irq_usage:
         check_usage_inversion(v, t, cls, lock, read, bit, site)
 
 
+def check_inconsistent_state(
+    v: Validator, t: Task, cls: LockClass, lock: object, bit: int, clash: int, site: Site
+) -> bool:
+    """One class may not be both irq-safe and irq-unsafe: an interrupt taking it could wait for the
+    code it interrupted.  ``bit`` was just set; ``clash`` holds the bits it clashes with.  Returns
+    False when it reported."""
+    clashing = _bits_of(cls.usage & clash)
+    if not clashing:
+        return True
+    old = clashing[0]
+    flags = t.irq_flags()
+    old_stack = cls.usage_stacks.get(old, ())
+    v.report(
+        "inconsistent_lock_state",
+        (cls,),
+        lambda title: _splat.inconsistent(
+            v, t, title, cls, lock, site, USAGE_NAMES[old], USAGE_NAMES[bit], old_stack, flags
+        ),
+        dedupe=(old, bit),
+    )
+    return False
+
+
 def check_usage_inversion(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site) -> None:
-    """A new irq-safe bit must not reach irq-unsafe classes, nor a new unsafe bit be reached by safe ones."""
+    """A class becoming irq-safe must not reach an irq-unsafe class through the graph, and one
+    becoming irq-unsafe must not be reached from an irq-safe one: an interrupt could invert the
+    order."""
     base = 1 << ((bit.bit_length() - 1) // 4 * 4)  # USED_IN_<state>
     forwards = is_used_in(bit)
     want = (base << 2 | base << 3) if forwards else (base | base << 1)
@@ -228,8 +180,12 @@ def check_usage_inversion(v: Validator, t: Task, cls: LockClass, lock: object, r
         return
     write_form = base << 2 if forwards else base
     state = usage_state(bit) + ("" if path.cls.usage & write_form else "-READ")
-    lines = _splat.irq_inversion(v, t, cls, lock, site, state, forwards, path)
-    v.report("irq_inversion", lines, (step.cls for step in path.walk()), dedupe=(forwards,))
+    v.report(
+        "irq_inversion",
+        (step.cls for step in path.walk()),
+        lambda title: _splat.irq_inversion(v, t, title, cls, lock, site, state, forwards, path),
+        dedupe=(forwards,),
+    )
 
 
 def _usage_match(mask: int):
@@ -247,15 +203,11 @@ def _bits_of(mask: int) -> list[int]:
 def check_deadlock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, site: Site) -> bool:
     """Taking a class that this thread already holds is recursive locking, unless both are readers
     and the new one is recursive.  Returns False when it reported."""
-    for entry in t.held:
-        if entry[H_CLASS] is not cls:
-            continue
-        if read == 2 and entry[H_READ]:
-            continue
-        lines = _splat.recursive(v, t, entry, cls, lock, site)
-        v.report("recursive", lines, (cls,), site=site)
-        return False
-    return True
+    held = next((e for e in t.held if e[H_CLASS] is cls and not (read == 2 and e[H_READ])), None)
+    if held is None:
+        return True
+    v.report("recursive", (cls,), lambda title: _splat.recursive(v, t, title, held, cls, lock, site), site=site)
+    return False
 
 
 def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: int, site: Site, sync: bool) -> None:
@@ -278,32 +230,48 @@ def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: i
 def check_prev_add(
     v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lock: object, read: int, site: Site, sync: bool
 ) -> None:
-    """Record ``prev -> next`` after proving it closes no strong cycle and joins no irq-safe lock
-    to an irq-unsafe one."""
+    """Record ``prev -> next`` after checking the rules a new dependency must keep
+    (:func:`check_noncircular`, :func:`check_irq_usage`)."""
     prev = prev_entry[H_CLASS]
     kind = dep_kind(prev_entry[H_READ], read)
     edge = prev.after.get(cls)
     if edge is not None and edge.types & kind:
         return
     graph = v.graph
-    path = None
-    if prev is not cls and graph.may_reach(cls, prev):
-        prev_read = prev_entry[H_READ]
-
-        def conflict(step: PathStep) -> bool:
-            return step.cls is prev and (prev_read == 0 or not step.only_recursive)
-
-        path = graph.find_path(cls, read == 2, conflict)
-        if path is not None:
-            lines = _splat.circular(v, t, prev_entry, cls, lock, read, site, path, sync)
-            classes = tuple(step.cls for step in path.walk())
-            v.report("circular", lines, classes, site=site)
+    closes_cycle = not check_noncircular(v, t, prev_entry, cls, lock, read, site, sync)
     if graph.irq_safe_reaching(prev):  # else no irq-safe class stands behind prev
         check_irq_usage(v, t, prev_entry, cls, lock, read, site)
     if edge is not None:
         edge.types |= kind
     else:
-        graph.add_edge(prev, cls, kind, capture_stack(), t.comm, v.origin, closes_cycle=path is not None)
+        graph.add_edge(prev, cls, kind, capture_stack(), t.comm, v.origin, closes_cycle=closes_cycle)
+
+
+def check_noncircular(
+    v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lock: object, read: int, site: Site, sync: bool
+) -> bool:
+    """A new dependency ``prev -> next`` must not close a strong cycle: no path may lead from
+    ``next`` back to ``prev`` on which every step could block (a path through recursive readers
+    only counts where the held lock is a writer).  Returns False when it reported."""
+    prev = prev_entry[H_CLASS]
+    graph = v.graph
+    if prev is cls or not graph.may_reach(cls, prev):
+        return True
+    prev_read = prev_entry[H_READ]
+
+    def conflict(step: PathStep) -> bool:
+        return step.cls is prev and (prev_read == 0 or not step.only_recursive)
+
+    path = graph.find_path(cls, read == 2, conflict)
+    if path is None:
+        return True
+    v.report(
+        "circular",
+        (step.cls for step in path.walk()),
+        lambda title: _splat.circular(v, t, title, prev_entry, cls, lock, read, site, path, sync),
+        site=site,
+    )
+    return False
 
 
 def _invert_dir(mask: int) -> int:
@@ -346,12 +314,19 @@ def check_irq_usage(
         return
     safe_bit, unsafe_bit = pair
     state = usage_state(safe_bit) + ("-READ" if is_read_bit(safe_bit) else "")
-    lines = _splat.irq_unsafe_order(
-        v, t, prev_entry, cls, lock, site, state, backward, forward, safe_bit, unsafe_bit, irq_flags(t)
-    )
+    flags = t.irq_flags()
     # Every class involved: the safe one down to the held lock, then the new lock out to the unsafe one.
     involved = [step.cls for step in reversed(backward.walk())] + [step.cls for step in forward.walk()]
-    v.report("irq_unsafe_order", lines, dict.fromkeys(involved), site=site, dedupe=(state,))
+    v.report(
+        "irq_unsafe_order",
+        dict.fromkeys(involved),
+        lambda title: _splat.irq_unsafe_order(
+            v, t, title, prev_entry, cls, lock, site, state, backward, forward, safe_bit, unsafe_bit, flags
+        ),
+        site=site,
+        dedupe=(state,),
+        title={"state": state},
+    )
 
 
 def _exclusive_match(safe_usage: int, unsafe_usage: int) -> tuple[int, int] | None:
@@ -364,6 +339,25 @@ def _exclusive_match(safe_usage: int, unsafe_usage: int) -> tuple[int, int] | No
         if unsafe_usage & (enabled << 1):
             return bit, enabled << 1
     return None
+
+
+def check_new_chain(
+    v: Validator,
+    t: Task,
+    lock: object,
+    cls: LockClass,
+    read: int,
+    trylock: bool,
+    sync: bool,
+    chain_key: int,
+    site: Site,
+) -> None:
+    """Each chain of held locks is validated once: every rule of :func:`check_acquire` for an
+    acquisition whose chain is new, which is then remembered."""
+    if chain_key in v.chains:
+        return
+    check_acquire(v, t, lock, cls, read, trylock, sync, site)
+    v.chains.add(chain_key)
 
 
 def check_acquire(
@@ -385,12 +379,196 @@ def check_acquire(
     if sleeping and not ltype.sleeps:
         # PREEMPT_RT's spinlock_t: lockdep first, then a might_sleep that tolerates the RCU
         # nesting the held spinlock_t sections bring.
-        check_might_sleep(v, t, site, functions, rcu_depth(v, t), cls)
+        check_might_sleep(v, t, site, functions, t.rcu_depth(rt), cls)
 
 
 def check_unlock(v: Validator, t: Task, lock: object, name: str, site: Site) -> None:
-    """Releasing a lock this thread does not hold is a bad unlock balance."""
-    lines = _splat.bad_unlock_balance(v, t, name, site)
+    """Releasing a lock this thread does not hold is a bad unlock balance (the caller found it
+    is not on the thread's held stack)."""
     key = getattr(lock, "_key", None)
     classes = (v.class_for(key),) if key is not None else ()
-    v.report("bad_unlock_balance", lines, classes, site=site, dedupe=(name, site))
+    v.report(
+        "bad_unlock_balance",
+        classes,
+        lambda title: _splat.bad_unlock_balance(v, t, title, name, site),
+        site=site,
+        dedupe=(name, site),
+    )
+
+
+def check_srcu_unlock_index(v: Validator, t: Task, srcu: Any, idx: object, site: Site) -> None:
+    """``srcu_read_unlock()`` must be given the index of a read side this thread holds (the caller
+    found it is not): a bad unlock balance that changes nothing."""
+    v.report(
+        "bad_unlock_balance",
+        (v.class_for(srcu._key),),
+        lambda title: _splat.srcu_bad_index(v, t, title, srcu.name, idx, site),
+        site=site,
+        dedupe=(site,),
+    )
+
+
+def mark_held_locks(v: Validator, t: Task, write_bit: int, read_bit: int) -> None:
+    """Interrupts are being enabled: every held validated lock is now held with them on
+    (``write_bit`` for a writer, ``read_bit`` for a reader), each checked as :func:`mark_lock` does."""
+    for entry in list(t.held):
+        cls = entry[H_CLASS]
+        if cls.validated:
+            bit = read_bit if entry[H_READ] else write_bit
+            mark_lock(v, t, cls, entry[H_LOCK], entry[H_READ], bit, held_site(entry))
+
+
+def check_context_call(v: Validator, t: Task, call: str, detail: str, site: Site) -> None:
+    """A context call must undo something done before (``preempt_enable()`` after
+    ``preempt_disable()``, ...) and be allowed where it is made (no ``local_irq_enable()`` in a hard
+    interrupt handler).  :mod:`pylockdep._context` found ``call`` was not; ``detail`` says why.
+    Such a call is reported as a context imbalance and changes nothing."""
+    v.report(
+        "context_imbalance",
+        (),
+        lambda title: _splat.context_imbalance(v, t, title, detail, site),
+        site=site,
+        dedupe=(call, site),
+        title={"call": call},
+    )
+
+
+def check_assert_held(v: Validator, t: Task, lock: Any, site: Site) -> None:
+    """``lockdep_assert_held(lock)``: the calling thread must hold ``lock``."""
+    if any(entry[H_LOCK] is lock for entry in t.held):
+        return
+    cls = v.class_for(lock._key)
+    v.report(
+        "assert_held",
+        (cls,),
+        lambda title: _splat.assert_held(v, t, title, cls, lock._key.name, site, "is running"),
+        site=site,
+        dedupe=(site,),
+    )
+
+
+def check_guarded_access(
+    v: Validator, t: Task, qualname: str, write: bool, lock: Any, writer: Any, has_writer: bool, site: Site
+) -> None:
+    """Guarded data may be read only under its protection (or its writer lock, when it has one)
+    and written only under its writer lock (or its protection, when it has none).
+
+    Reads are allowed under the read side of an ``RWLock``/``RWSemaphore``, writes need the write
+    side; SRCU and RCU count their read sides.  ``lock`` and ``writer`` are the protection and
+    writer lock of this instance (None: one of CPython's own locks, which cannot be checked).
+    """
+    if write:
+        needed = writer if has_writer else lock
+        if needed is not None and not t.holds(needed, exclusive=True):
+            _guarded_report(v, t, qualname, write, has_writer, lock if lock is not None else needed, [needed], site)
+    elif lock is not None and not t.holds(lock, exclusive=False):
+        if not has_writer:
+            _guarded_report(v, t, qualname, write, has_writer, lock, [lock], site)
+        elif writer is not None and not t.holds(writer, exclusive=False):
+            _guarded_report(v, t, qualname, write, has_writer, lock, [lock, writer], site)
+
+
+def _guarded_report(
+    v: Validator, t: Task, qualname: str, write: bool, has_writer: bool, lock: Any, needed: list[Any], site: Site
+) -> None:
+    """Report an access to guarded data without ``needed``: suspicious RCU usage when ``lock`` is an
+    SRCU or RCU, a failed assert-held otherwise."""
+    classes = tuple(v.class_for(candidate._key) for candidate in needed)
+    verb = "writing" if write else "reading"
+    if getattr(lock, "_ltype", None) in READ_SIDE_ONLY:
+        info = [f"{verb} {qualname} needs " + " or ".join(_describe_protection(c) for c in needed)]
+        if write and not has_writer:
+            info[0] += " (declare writer= for the lock its updaters hold)"
+        report_suspicious_rcu(v, t, site, DEREFERENCE_PROTECTED if write else DEREFERENCE_CHECK, classes, info)
+        return
+    what = f"{'writes' if write else 'reads'} {qualname}"
+    if write and t.holds(needed[0], exclusive=False):
+        what += " (write side needed)"
+    cls, name = classes[0], needed[0].name
+    v.report(
+        "assert_held",
+        classes,
+        lambda title: _splat.assert_held(v, t, title, cls, name, site, what),
+        site=site,
+        dedupe=(site, qualname, write),
+    )
+
+
+def _describe_protection(lock: Any) -> str:
+    """What holding ``lock`` means, as a guarded-data report says it."""
+    ltype = getattr(lock, "_ltype", None)
+    if ltype is RCU:
+        return "an RCU read side"
+    if ltype is RCU_SCHED:
+        return "an RCU-sched read side"
+    if ltype is SRCU:
+        return f"a read side of {lock.name}"
+    return f"{lock.name} held"
+
+
+def check_rcu_dereference(v: Validator, t: Task, reader: Any, site: Site) -> None:
+    """A dereference of RCU-protected data (``rcu_dereference()``, ``srcu_dereference()``, ...)
+    must be inside a read side of ``reader`` (``*_dereference_check()``)."""
+    if not reader.read_lock_held():
+        report_suspicious_rcu(v, t, site, DEREFERENCE_CHECK, (v.class_for(reader._key),))
+
+
+def check_synchronize_srcu(v: Validator, t: Task, cls: LockClass, rcu_cls: LockClass, site: Site) -> None:
+    """``synchronize_srcu()`` (of SRCU class ``cls``) may not be called inside an RCU read side
+    (class ``rcu_cls``; on PREEMPT_RT also under a ``spinlock_t``), and it may sleep
+    (:func:`check_might_sleep`)."""
+    if t.rcu_depth(v.preempt_rt):
+        message = "Illegal synchronize_srcu() in same-type SRCU (or in RCU) read-side critical section"
+        report_suspicious_rcu(v, t, site, message, (cls, rcu_cls))
+    check_might_sleep(v, t, site, ["__might_sleep", "synchronize_srcu"], 0, cls)
+
+
+def report_suspicious_rcu(
+    v: Validator, t: Task, site: Site, message: str, classes: Iterable[LockClass], info: Iterable[str] = ()
+) -> None:
+    """Report suspicious RCU usage at ``site``, once per call site and message, as the kernel warns."""
+    info = list(info)
+    v.report(
+        "suspicious_rcu_usage",
+        classes,
+        lambda title: _splat.suspicious_rcu(v, t, title, site, message, info),
+        site=site,
+        dedupe=(site, message),
+    )
+
+
+def check_held_at_exit(v: Validator, t: Task) -> None:
+    """A thread must not end holding a lock with an owner (a ``threading.Lock``, which any thread
+    may release, is not one): what it still holds is reported, as lockdep does at task exit."""
+    owned = tuple(entry[H_CLASS] for entry in t.held if entry[H_CLASS].ltype.owned)
+    if owned:
+        v.report(
+            "lock_held_at_exit",
+            owned,
+            lambda title: _splat.locks_held_at_exit(v, t, title),
+            dedupe=(id(t),),
+            title={"comm": t.comm},
+        )
+
+
+def check_lock_depth(v: Validator, t: Task) -> None:
+    """A thread must hold fewer than ``max_lock_depth`` locks at once (the kernel's MAX_LOCK_DEPTH):
+    at that depth validation stops, with a report."""
+    limit = v.max_lock_depth
+    if len(t.held) >= limit:
+        check_limit(v, t, "BUG: MAX_LOCK_DEPTH too low!", [f"depth: {len(t.held)}  max: {limit}!"])
+
+
+def check_limit(v: Validator, t: Task, message: str, extra: list[str]) -> None:
+    """A capacity limit (``message`` says which) stops validation for good rather than let it give a
+    wrong verdict; the first limit met is reported."""
+    if v.off:
+        return
+    v.report(
+        "limit_exceeded",
+        (),
+        lambda title: _splat.limit_reached(v, t, title, extra),
+        dedupe=(message,),
+        title={"message": message},
+    )
+    v.off = True

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from . import _checks, _splat
+from . import _checks
 from ._classes import ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ
 from ._frames import caller_site
-from ._held import H_CLASS, H_LOCK, H_READ, held_site
+from ._held import H_LOCK
 from ._locktypes import LockType
 from ._task import Task
 from ._validator import Validator, active
@@ -24,16 +24,9 @@ def _here() -> tuple[Validator, Task]:
     return v, v.task()
 
 
-def _imbalance(v: Validator, t: Task, title: str, detail: str) -> None:
+def _imbalance(v: Validator, t: Task, call: str, detail: str) -> None:
     """Report a context call that has nothing to undo (or is not allowed here); change nothing."""
-    site = caller_site()
-    v.report_now(
-        "context_imbalance",
-        lambda task: _splat.context_imbalance(v, task, title, detail, site),
-        (),
-        site=site,
-        dedupe=(title, site),
-    )
+    v.run_check(t, _checks.check_context_call, call, detail, caller_site())
 
 
 class _Between:
@@ -57,15 +50,8 @@ class _Between:
 
 def _mark_held(v: Validator, t: Task, write_bit: int, read_bit: int) -> None:
     """Interrupts are being enabled: every held validated lock is now held with them on."""
-    if v.off or t.busy or not t.held:
-        return
-    with v.graph_lock:
-        for entry in list(t.held):
-            cls = entry[H_CLASS]
-            if cls.validated:
-                bit = read_bit if entry[H_READ] else write_bit
-                _checks.mark_lock(v, t, cls, entry[H_LOCK], entry[H_READ], bit, held_site(entry))
-    v.flush()
+    if t.held:
+        v.run_check(t, _checks.mark_held_locks, write_bit, read_bit)
 
 
 # -- irq event stamps: where interrupts were last turned on and off -----------------------------
@@ -215,7 +201,7 @@ def _note_atomic(v: Validator, t: Task) -> None:
 
     Called just before the counter that makes the thread atomic goes up.
     """
-    if not _checks.nonlock_atomic(v, t):
+    if not t.nonlock_atomic(v.preempt_rt):
         t.atomic_site = caller_site()
         t.atomic_depth = len(t.held)
 
@@ -302,12 +288,7 @@ def softirq() -> Iterator[None]:
 def might_sleep() -> None:
     """Check that the caller may sleep here: preemptible, interrupts on, outside RCU readers."""
     v, t = _here()
-    if v.off or t.busy:
-        return
-    site = caller_site()
-    with v.graph_lock:
-        _checks.check_might_sleep(v, t, site, ["__might_sleep", "might_sleep"], 0)
-    v.flush()
+    v.run_check(t, _checks.check_might_sleep, caller_site(), ["__might_sleep", "might_sleep"], 0)
 
 
 def lockdep_assert_held(lock: object) -> None:
@@ -315,15 +296,6 @@ def lockdep_assert_held(lock: object) -> None:
     v, t = _here()
     if v.off or t.busy or any(entry[H_LOCK] is lock for entry in t.held):
         return
-    key = getattr(lock, "_key", None)
-    if key is None:
+    if getattr(lock, "_key", None) is None:
         raise TypeError(f"lockdep_assert_held() needs a pylockdep lock, not {type(lock).__name__}")
-    cls = v.class_for(key)
-    site = caller_site()
-    v.report_now(
-        "assert_held",
-        lambda task: _splat.assert_held(v, task, cls, key.name, site, "is running"),
-        (cls,),
-        site=site,
-        dedupe=(site,),
-    )
+    v.run_check(t, _checks.check_assert_held, lock, caller_site())

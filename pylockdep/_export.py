@@ -183,13 +183,9 @@ def cycle_report(merged: MergedGraph, cycle: list[Edge]) -> Report:
     closing = cycle[0]
     tail, head = closing.prev, closing.next
     sources = sorted({s for e in cycle for s in merged.edge_sources[e].sources})
-    title = "WARNING: possible circular locking dependency detected"
-    lines = [
-        "",
-        "=" * 54,
-        title,
-        f"{_splat.VERSION} merged graph of {', '.join(sources)}",
-        "-" * 54,
+    title = _splat.title("circular")
+    lines = _splat.framed(title, f"{_splat.VERSION} merged graph of {', '.join(sources)}", 54)
+    lines += [
         "no single process saw this cycle; the union of their graphs closes it.",
         "",
         f"{closing.thread} ({_made_by(merged, closing, thread=False)}) acquired lock:",
@@ -198,10 +194,7 @@ def cycle_report(merged: MergedGraph, cycle: list[Edge]) -> Report:
         "while holding lock:",
         _describe(merged, tail),
         "",
-        "which lock already depends on the new lock.",
-        "",
-        "",
-        "the existing dependency chain (in reverse order) is:",
+        *_splat.DEPENDS_ON_NEW,
     ]
     # Entry #0 is the head with the closing edge; #k the k-th class after it, with the edge into it.
     entries = [(head, closing)] + [(e.next, e) for e in cycle[1:]]
@@ -209,15 +202,11 @@ def cycle_report(merged: MergedGraph, cycle: list[Edge]) -> Report:
         cls, edge = entries[depth]
         lines += ["", f"-> #{depth}{_describe(merged, cls)}:", f"       [{_made_by(merged, edge)}]"]
         lines += ["       " + frame for frame in merged.edge_sources[edge].stack]
-    lines += ["", "other info that might help us debug this:", ""]
     parent = entries[-2][0] if len(entries) >= 2 else head
-    if parent is not head:
-        lines += ["Chain exists of:", f"  {head.name} --> {parent.name} --> {tail.name}", ""]
     first = "lock" if closing.types & _EXCLUSIVE else "rlock"
     last = "lock" if closing.types & ~_RECURSIVE else "rlock"
-    lines += _splat.scenario_two_cpus(
-        f"{first}({tail.name});", [f"lock({parent.name});", f"lock({tail.name});"], f"{last}({head.name});"
-    )
+    via = parent.name if parent is not head else None
+    lines += _splat.circular_scenario(first, head.name, via, tail.name, last)
     classes = [head] + [e.next for e in cycle[1:]]
     return Report(
         kind="circular",
@@ -225,7 +214,6 @@ def cycle_report(merged: MergedGraph, cycle: list[Edge]) -> Report:
         text="\n".join(lines).strip("\n"),
         classes=tuple(cls.key.name for cls in classes),
         threads=tuple(dict.fromkeys(e.thread for e in cycle)),
-        details={"sources": sources},
     )
 
 

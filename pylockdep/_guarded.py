@@ -22,14 +22,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import _splat
+from . import _checks
 from ._classes import LockKey
 from ._frames import caller_site
-from ._held import H_LOCK, H_READ
 from ._locks import _Validated
-from ._rcu import DEREFERENCE_CHECK, DEREFERENCE_PROTECTED, RCU, RCU_SCHED, SRCU, _RCUMap, _suspicious
-from ._task import Task
-from ._validator import Validator, active
+from ._rcu import _RCUMap
+from ._validator import active
 
 
 class _PythonLock(Protocol):
@@ -45,27 +43,6 @@ Protector = str | Callable[[Any], Any] | _Validated | _PythonLock
 (dotted names follow attributes: ``"kvm.srcu"``), a callable taking the instance and returning the
 lock, a lock itself, or :data:`pylockdep.RCU`.  Python's ``threading`` locks and conditions count
 when :func:`pylockdep.instrument_threading` made them, and are not checked when it did not."""
-
-
-def _holds(t: Task, lock: Any, exclusive: bool) -> bool:
-    """Whether the thread holds ``lock`` (for writing, when ``exclusive``); SRCU and RCU count
-    their read sides, having nothing else a thread could hold."""
-    if isinstance(lock, (SRCU, _RCUMap)):
-        return lock.read_lock_held()
-    for entry in t.held:
-        if entry[H_LOCK] is lock and not (exclusive and entry[H_READ]):
-            return True
-    return False
-
-
-def _describe(lock: Any) -> str:
-    if lock is RCU:
-        return "an RCU read side"
-    if lock is RCU_SCHED:
-        return "an RCU-sched read side"
-    if isinstance(lock, SRCU):
-        return f"a read side of {lock.name}"
-    return f"{lock.name} held"
 
 
 class Guarded:
@@ -141,7 +118,7 @@ class Guarded:
         raise TypeError(f"{self.qualname} is guarded by {spec!r}, which is {lock!r}, not a lock")
 
     def _check(self, instance: Any, write: bool) -> None:
-        """Report the access unless the calling thread holds what it needs.
+        """Check the access against its protection (:func:`pylockdep._checks.check_guarded_access`).
 
         A lock that resolves to None (CPython's own) cannot be checked: the access passes.
         """
@@ -151,38 +128,8 @@ class Guarded:
             return
         lock = self._lock(self._lock_of, instance, self.protector) if self._lock_of is not None else None
         writer = self._lock(self._writer_of, instance, self.writer) if self._writer_of is not None else None
-        if write:
-            needed = writer if self._writer_of is not None else lock
-            if needed is not None and not _holds(t, needed, exclusive=True):
-                self._report(v, t, lock if lock is not None else needed, [needed], write)
-        elif lock is not None and not _holds(t, lock, exclusive=False):
-            if self._writer_of is None:
-                self._report(v, t, lock, [lock], write)
-            elif writer is not None and not _holds(t, writer, exclusive=False):
-                self._report(v, t, lock, [lock, writer], write)
-
-    def _report(self, v: Validator, t: Task, lock: Any, needed: list[Any], write: bool) -> None:
-        site = caller_site()
-        classes = tuple(v.class_for(candidate._key) for candidate in needed)
-        verb = "writing" if write else "reading"
-        if isinstance(lock, (SRCU, _RCUMap)):
-            info = [f"{verb} {self.qualname} needs " + " or ".join(_describe(c) for c in needed)]
-            if write and self.writer is None:
-                info[0] += " (declare writer= for the lock its updaters hold)"
-            message = DEREFERENCE_PROTECTED if write else DEREFERENCE_CHECK
-            _suspicious(v, site, message, classes, info)
-            return
-        what = f"{'writes' if write else 'reads'} {self.qualname}"
-        if write and _holds(t, needed[0], exclusive=False):
-            what += " (write side needed)"
-        cls, name = classes[0], needed[0].name
-        v.report_now(
-            "assert_held",
-            lambda task: _splat.assert_held(v, task, cls, name, site, what),
-            classes,
-            site=site,
-            dedupe=(site, self.qualname, write),
-        )
+        has_writer = self._writer_of is not None
+        v.run_check(t, _checks.check_guarded_access, self.qualname, write, lock, writer, has_writer, caller_site())
 
 
 def _resolver(spec: Protector) -> Callable[[Any], Any]:

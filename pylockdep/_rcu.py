@@ -16,14 +16,14 @@ import _thread
 import sys
 import threading
 import weakref
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
-from . import _checks, _held, _locktypes, _splat, _waitfor
+from . import _checks, _held, _locktypes, _waitfor
 from ._classes import LockClass
 from ._context import _Between, preempt_disable, preempt_enable
-from ._frames import Site, caller_site, outside_frame
+from ._frames import caller_site, outside_frame
 from ._locks import _acquire, _Condition, _release, _Validated
 from ._report import DeadlockError
 from ._task import Task
@@ -31,9 +31,6 @@ from ._validator import Validator, active
 
 T = TypeVar("T")
 _Reader = int | tuple[str, int]
-
-DEREFERENCE_CHECK = "suspicious rcu_dereference_check() usage"
-DEREFERENCE_PROTECTED = "suspicious rcu_dereference_protected() usage"
 
 
 class SRCU(_Validated):
@@ -133,17 +130,7 @@ class SRCU(_Validated):
 
     def _bad_index(self, idx: object) -> None:
         v = active.validator
-        if v.off:
-            return
-        site = caller_site()
-        cls = v.class_for(self._key)
-        v.report_now(
-            "bad_unlock_balance",
-            lambda t: _splat.srcu_bad_index(v, t, self.name, idx, site),
-            (cls,),
-            site=site,
-            dedupe=(site,),
-        )
+        v.run_check(v.task(), _checks.check_srcu_unlock_index, self, idx, caller_site())
 
     def read(self) -> AbstractContextManager[int]:
         """A read side for the block; ``with s.read() as idx`` gives its index."""
@@ -167,16 +154,7 @@ class SRCU(_Validated):
             chain_key = _held.chain_key(t.key, t.ctx, cls.variants[_held.VARIANT_SYNC])
             if chain_key not in v.chains:
                 v.validate_chain(t, self, cls, 0, False, chain_key, frame.f_code, frame.f_lineno, sync=True)
-            if _checks.rcu_depth(v, t):
-                _suspicious(
-                    v,
-                    site,
-                    "Illegal synchronize_srcu() in same-type SRCU (or in RCU) read-side critical section",
-                    (cls, _rcu_class(v)),
-                )
-            with v.graph_lock:
-                _checks.check_might_sleep(v, t, site, ["__might_sleep", "synchronize_srcu"], 0, cls)
-            v.flush()
+            v.run_check(t, _checks.check_synchronize_srcu, cls, _rcu_class(v), site)
         ident = _thread.get_ident()
         try:
             if not self._grace_period(ident, 0):
@@ -263,20 +241,8 @@ def _check_dereference(reader: SRCU | _RCUMap) -> None:
     """A dereference must be inside a read side of ``reader`` (``*_dereference_check()``): report
     suspicious RCU usage at the caller's site when it is not."""
     v = active.validator
-    if not v.off and not reader.read_lock_held():
-        _suspicious(v, caller_site(), DEREFERENCE_CHECK, (v.class_for(reader._key),))
-
-
-def _suspicious(v: Validator, site: Site, message: str, classes: Iterable[LockClass], info: Iterable[str] = ()) -> None:
-    """Report suspicious RCU usage at ``site``, once per call site and message, as the kernel warns."""
-    info = list(info)
-    v.report_now(
-        "suspicious_rcu_usage",
-        lambda t: _splat.suspicious_rcu(v, t, site, message, info),
-        classes,
-        site=site,
-        dedupe=(site, message),
-    )
+    if not v.off:
+        v.run_check(v.task(), _checks.check_rcu_dereference, reader, caller_site())
 
 
 class _RCUMap(_Validated):
@@ -306,7 +272,7 @@ class _RCUMap(_Validated):
         On PREEMPT_RT a held ``spinlock_t`` is one too, since taking it enters an RCU read side.
         """
         v = active.validator
-        return _checks.rcu_depth(v, v.task()) > 0
+        return v.task().rcu_depth(v.preempt_rt) > 0
 
     def __repr__(self) -> str:
         return "<pylockdep.RCU (rcu_read_lock)>"
@@ -382,7 +348,7 @@ class _RCUSchedMap(_RCUMap):
         interrupts off, which the kernel counts as one."""
         v = active.validator
         t = v.task()
-        return self._is_held(0) or _checks.preempt_count(v, t) > 0 or t.irqs_off
+        return self._is_held(0) or t.preempt_count(v.preempt_rt) > 0 or t.irqs_off
 
     def __repr__(self) -> str:
         return "<pylockdep.RCU_SCHED (rcu_read_lock_sched)>"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,6 @@ class Report:
     threads: tuple[str, ...] = ()
     sites: tuple[str, ...] = ()
     origin: str | None = None
-    details: dict = field(default_factory=dict, compare=False, repr=False)
     suppressed: bool = False
     suppressed_by: str | None = None
 

@@ -24,9 +24,28 @@ VERSION = "pylockdep 0.1.0"
 SCENARIO_CPU1 = " " * 31
 
 
-def lock_name(cls: LockClass) -> str:
-    """``name`` as the scenario lines print it."""
-    return cls.name
+# The title line of each report kind, in the kernel's wording; ``{fields}`` are filled in by
+# :func:`title`.  A report's title is made from its kind here, never read back from a splat.
+TITLES: dict[str, str] = {
+    "circular": "WARNING: possible circular locking dependency detected",
+    "recursive": "WARNING: possible recursive locking detected",
+    "invalid_wait_context": "[ BUG: Invalid wait context ]",
+    "sleep_in_atomic": "BUG: sleeping function called from invalid context at {site}",
+    "inconsistent_lock_state": "WARNING: inconsistent lock state",
+    "irq_inversion": "WARNING: possible irq lock inversion dependency detected",
+    "irq_unsafe_order": "WARNING: {state}-safe -> {state}-unsafe lock order detected",
+    "bad_unlock_balance": "WARNING: bad unlock balance detected!",
+    "suspicious_rcu_usage": "WARNING: suspicious RCU usage",
+    "assert_held": "WARNING: lockdep_assert_held() failed",
+    "lock_held_at_exit": "WARNING: {comm} still has locks held!",
+    "context_imbalance": "WARNING: {call}",
+    "limit_exceeded": "{message}",
+}
+
+
+def title(kind: str, **fields: object) -> str:
+    """The title line of a report of ``kind`` (a key of :data:`TITLES`) with its ``fields``."""
+    return TITLES[kind].format(**fields)
 
 
 def wait_suffix(v: Validator, cls: LockClass) -> str:
@@ -57,8 +76,34 @@ def held_lines(v: Validator, t: Task) -> list[str]:
 
 
 def banner(v: Validator, title: str, width: int) -> list[str]:
-    """Empty line, rule, title, identity line, rule."""
-    return ["", "=" * width, title, f"{VERSION} Python {sys.version.split()[0]} {v.taint}", "-" * width]
+    """Empty line, rule, title, identity line (this pylockdep, Python, taint), rule."""
+    return framed(title, f"{VERSION} Python {sys.version.split()[0]} {v.taint}", width)
+
+
+def framed(title: str, identity: str, width: int) -> list[str]:
+    """Empty line, rule ``width`` wide, title, identity line, rule: how a lockdep splat opens."""
+    return ["", "=" * width, title, identity, "-" * width]
+
+
+# What a circular splat says between the two locks and the chain of dependencies.
+DEPENDS_ON_NEW = [
+    "which lock already depends on the new lock.",
+    "",
+    "",
+    "the existing dependency chain (in reverse order) is:",
+]
+
+
+def circular_scenario(first: str, nxt: str, parent: str | None, prev: str, last: str) -> list[str]:
+    """The end of a circular splat: the chain ``nxt --> parent --> prev`` when the cycle has a
+    ``parent`` class between the two locks (None: it has not), then the two-CPU scenario
+    (``first``/``last`` are the lock functions used)."""
+    lines = ["", "other info that might help us debug this:", ""]
+    if parent is not None:
+        lines += ["Chain exists of:", f"  {nxt} --> {parent} --> {prev}", ""]
+    else:
+        parent = nxt
+    return lines + scenario_two_cpus(f"{first}({prev});", [f"lock({parent});", f"lock({prev});"], f"{last}({nxt});")
 
 
 def backtrace(
@@ -95,6 +140,7 @@ def scenario_two_cpus(cpu0_first: str, cpu1: list[str], cpu0_last: str) -> list[
 def circular(
     v: Validator,
     t: Task,
+    title: str,
     prev_entry: tuple,
     nxt_cls: LockClass,
     nxt_lock: object,
@@ -109,7 +155,7 @@ def circular(
     """
     prev_cls = prev_entry[H_CLASS]
     steps = path.walk()
-    lines = banner(v, "WARNING: possible circular locking dependency detected", 54)
+    lines = banner(v, title, 54)
     lines += [
         f"{t.comm} is trying to acquire lock:",
         hline(v, nxt_cls, nxt_lock, nxt_site),
@@ -117,10 +163,7 @@ def circular(
         "but task is already holding lock:",
         hline(v, prev_cls, prev_entry[H_LOCK], held_site(prev_entry)),
         "",
-        "which lock already depends on the new lock.",
-        "",
-        "",
-        "the existing dependency chain (in reverse order) is:",
+        *DEPENDS_ON_NEW,
     ]
     current = capture_stack()
     for depth in range(len(steps) - 1, -1, -1):
@@ -134,25 +177,21 @@ def circular(
         elif v.origin:  # the new dependency, being made now
             lines.append(f"       [in {v.origin}, thread {t.comm}]")
         lines += format_stack(edge_stack, " " * 7)
-    lines += ["", "other info that might help us debug this:", ""]
     parent = steps[-2].cls if len(steps) >= 2 else nxt_cls
-    if parent is not nxt_cls:
-        lines += ["Chain exists of:", f"  {nxt_cls.name} --> {parent.name} --> {prev_cls.name}", ""]
-    first = f"{'rlock' if prev_entry[H_READ] else 'lock'}({prev_cls.name});"
-    last_fn = "sync" if sync else ("rlock" if nxt_read else "lock")
-    lines += scenario_two_cpus(
-        first, [f"lock({parent.name});", f"lock({prev_cls.name});"], f"{last_fn}({nxt_cls.name});"
-    )
+    first = "rlock" if prev_entry[H_READ] else "lock"
+    last = "sync" if sync else ("rlock" if nxt_read else "lock")
+    via = parent.name if parent is not nxt_cls else None
+    lines += circular_scenario(first, nxt_cls.name, via, prev_cls.name, last)
     lines += held_lines(v, t) + [""] + backtrace(v, t, current)
     return lines
 
 
 def recursive(
-    v: Validator, t: Task, prev_entry: tuple, nxt_cls: LockClass, nxt_lock: object, nxt_site: Site
+    v: Validator, t: Task, title: str, prev_entry: tuple, nxt_cls: LockClass, nxt_lock: object, nxt_site: Site
 ) -> list[str]:
     """'possible recursive locking detected': a class is taken while already held."""
     prev_cls = prev_entry[H_CLASS]
-    lines = banner(v, "WARNING: possible recursive locking detected", 44)
+    lines = banner(v, title, 44)
     lines += [
         f"{t.comm} is trying to acquire lock:",
         hline(v, nxt_cls, nxt_lock, nxt_site),
@@ -176,9 +215,11 @@ def recursive(
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
-def invalid_wait_context(v: Validator, t: Task, cls: LockClass, lock: object, site: Site, context: int) -> list[str]:
+def invalid_wait_context(
+    v: Validator, t: Task, title: str, cls: LockClass, lock: object, site: Site, context: int
+) -> list[str]:
     """'[ BUG: Invalid wait context ]': a lock that may wait longer than its context allows."""
-    lines = banner(v, "[ BUG: Invalid wait context ]", 29)
+    lines = banner(v, title, 29)
     lines += [
         f"{t.comm} is trying to lock:",
         hline(v, cls, lock, site),
@@ -191,6 +232,7 @@ def invalid_wait_context(v: Validator, t: Task, cls: LockClass, lock: object, si
 def sleep_in_atomic(
     v: Validator,
     t: Task,
+    title: str,
     site: Site,
     preempt_count: int,
     rcu_depth: int,
@@ -204,7 +246,7 @@ def sleep_in_atomic(
     section began (``atomic_site``).
     """
     lines = [
-        f"BUG: sleeping function called from invalid context at {format_file_line(site)}",
+        title,
         f"in_atomic(): {int(preempt_count != 0)}, irqs_disabled(): {int(t.irqs_off)}, non_block: 0, "
         f"pid: {t.ident}, name: {t.name}",
         f"preempt_count: {preempt_count:x}, expected: 0",
@@ -221,6 +263,7 @@ def sleep_in_atomic(
 def inconsistent(
     v: Validator,
     t: Task,
+    title: str,
     cls: LockClass,
     lock: object,
     site: Site,
@@ -230,7 +273,7 @@ def inconsistent(
     ctx_flags: str,
 ) -> list[str]:
     """'inconsistent lock state': one class both irq-safe and irq-unsafe."""
-    lines = banner(v, "WARNING: inconsistent lock state", 32)
+    lines = banner(v, title, 32)
     lines += [
         f"inconsistent {{{old_name}}} -> {{{new_name}}} usage.",
         f"{t.comm} {ctx_flags} takes:",
@@ -348,7 +391,15 @@ def dependencies_backwards(v: Validator, path: PathStep) -> list[str]:
 
 
 def irq_inversion(
-    v: Validator, t: Task, cls: LockClass, lock: object, site: Site, state: str, forwards: bool, path: PathStep
+    v: Validator,
+    t: Task,
+    title: str,
+    cls: LockClass,
+    lock: object,
+    site: Site,
+    state: str,
+    forwards: bool,
+    path: PathStep,
 ) -> list[str]:
     """'possible irq lock inversion dependency detected'.
 
@@ -356,7 +407,7 @@ def irq_inversion(
     backwards: to an irq-safe one) along existing dependencies.
     """
     other = path.cls
-    lines = banner(v, "WARNING: possible irq lock inversion dependency detected", 56)
+    lines = banner(v, title, 56)
     lines += [f"{t.comm} just changed the state of lock:", hline(v, cls, lock, site)]
     if forwards:
         lines.append(f"but this lock took another, {state}-unsafe lock in the past:")
@@ -387,6 +438,7 @@ def irq_inversion(
 def irq_unsafe_order(
     v: Validator,
     t: Task,
+    title: str,
     prev_entry: tuple,
     nxt_cls: LockClass,
     nxt_lock: object,
@@ -405,7 +457,7 @@ def irq_unsafe_order(
     """
     prev_cls = prev_entry[H_CLASS]
     safe, unsafe = safe_path.cls, unsafe_path.cls
-    lines = banner(v, f"WARNING: {state}-safe -> {state}-unsafe lock order detected", 53)
+    lines = banner(v, title, 53)
     lines += [
         f"{t.comm} {ctx_flags} is trying to acquire:",
         hline(v, nxt_cls, nxt_lock, nxt_site),
@@ -442,9 +494,9 @@ def irq_unsafe_order(
     return lines + [""] + backtrace(v, t, current)
 
 
-def bad_unlock_balance(v: Validator, t: Task, name: str, site: Site) -> list[str]:
+def bad_unlock_balance(v: Validator, t: Task, title: str, name: str, site: Site) -> list[str]:
     """'bad unlock balance detected!': a release of a lock this thread does not hold."""
-    lines = banner(v, "WARNING: bad unlock balance detected!", 37)
+    lines = banner(v, title, 37)
     lines += [
         f"{t.comm} is trying to release lock ({name}) at:",
         f"[<{id(site[0]):016x}>] {format_site(site)}",
@@ -455,36 +507,37 @@ def bad_unlock_balance(v: Validator, t: Task, name: str, site: Site) -> list[str
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
-def suspicious_rcu(v: Validator, t: Task, site: Site, message: str, info: Iterable[str] = ()) -> list[str]:
+def suspicious_rcu(v: Validator, t: Task, title: str, site: Site, message: str, info: Iterable[str] = ()) -> list[str]:
     """'suspicious RCU usage': an RCU-protected access outside the read side that protects it.
 
     ``info`` lines go where the kernel puts its optional remarks, before ``rcu_scheduler_active``.
     """
-    lines = banner(v, "WARNING: suspicious RCU usage", 29)
+    lines = banner(v, title, 29)
     lines += [f"{format_file_line(site)} {message}!", "", "other info that might help us debug this:", "", ""]
     lines += info
     lines.append(f"rcu_scheduler_active = 2, debug_locks = {int(not v.off)}")
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
-def assert_held(v: Validator, t: Task, cls: LockClass | None, name: str, site: Site, what: str) -> list[str]:
+def assert_held(
+    v: Validator, t: Task, title: str, cls: LockClass | None, name: str, site: Site, what: str
+) -> list[str]:
     """'lockdep_assert_held() failed': a lock (or data it guards) used without holding it."""
-    title = "WARNING: lockdep_assert_held() failed"
     lines = banner(v, title, len(title))
     described = lname(v, cls) if cls is not None else f" ({name})"
     lines += [f"{t.comm} {what} without holding lock:", described, f"at: {format_site(site)}", ""]
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
-def locks_held_at_exit(v: Validator, t: Task) -> list[str]:
+def locks_held_at_exit(v: Validator, t: Task, title: str) -> list[str]:
     """'<comm> still has locks held!': a thread ended holding locks."""
-    lines = banner(v, f"WARNING: {t.comm} still has locks held!", 36)
+    lines = banner(v, title, 36)
     return lines + held_lines(v, t)
 
 
-def limit_reached(v: Validator, t: Task, message: str, extra: list[str]) -> list[str]:
-    """A capacity limit was reached: validation stops rather than give wrong verdicts."""
-    lines = [message, "turning off the locking correctness validator.", *extra]
+def limit_reached(v: Validator, t: Task, title: str, extra: list[str]) -> list[str]:
+    """A capacity limit was reached (``title`` says which): validation stops rather than give wrong verdicts."""
+    lines = [title, "turning off the locking correctness validator.", *extra]
     lines += held_lines(v, t) + ["INFO: lockdep is turned off."]
     return lines + backtrace(v, t, header="")
 
@@ -492,15 +545,14 @@ def limit_reached(v: Validator, t: Task, message: str, extra: list[str]) -> list
 def context_imbalance(v: Validator, t: Task, title: str, detail: str, site: Site) -> list[str]:
     """A context call with nothing to undo, or not allowed where it is made (preempt_enable() without
     preempt_disable(), local_irq_enable() in a hardirq handler, ...): ``detail`` says what is wrong."""
-    title = f"WARNING: {title}"
     lines = banner(v, title, len(title))
     lines += [f"{t.comm} is calling it at:", ip_sym(site), detail, "", "other info that might help us debug this:"]
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
-def srcu_bad_index(v: Validator, t: Task, name: str, idx: object, site: Site) -> list[str]:
+def srcu_bad_index(v: Validator, t: Task, title: str, name: str, idx: object, site: Site) -> list[str]:
     """srcu_read_unlock() given an index that no read side of this thread holds."""
-    lines = banner(v, "WARNING: bad unlock balance detected!", 37)
+    lines = banner(v, title, 37)
     lines += [
         f"{t.comm} is trying to release lock ({name}) at:",
         f"[<{id(site[0]):016x}>] {format_site(site)}",

@@ -12,8 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from ._frames import Site
-from ._held import CHAIN_ROOT, HeldLock
+from ._held import CHAIN_ROOT, H_CLASS, H_IRQ, H_LOCK, H_READ, H_SPIN, HeldLock, held_site
+from ._locktypes import RCU, RCU_SCHED, SRCU, WAIT_CONFIG, WAIT_MAX, WAIT_SPIN
 from ._primitive import LockMap, Primitive
+
+# Units of the kernel's preempt_count(), as might_sleep() prints it.
+PREEMPT_OFFSET = 0x1
+SOFTIRQ_OFFSET = 0x100  # serving a softirq
+SOFTIRQ_DISABLE_OFFSET = 0x200  # per local_bh_disable()
+HARDIRQ_OFFSET = 0x10000  # per hard interrupt level
 
 
 class IrqTrace:
@@ -73,7 +80,6 @@ class Task:
         "foreign_releases",
         "waiting",
         "busy",
-        "srcu_reads",
         "spins",
         "irq",
         "__weakref__",
@@ -101,7 +107,6 @@ class Task:
         self.foreign_releases: list[LockMap] = []
         self.waiting: tuple[Primitive, int] | None = None  # the lock it waits for, and the mode
         self.busy = 0  # lockdep_recursion: while non-zero, nothing this thread does is validated
-        self.srcu_reads: dict[Any, list[int]] = {}
         self.ctx = 0
         self.update_ctx()
 
@@ -117,6 +122,82 @@ class Task:
             (self.preempt, self.hardirq, self.hardirq_threaded, self.softirq, self.bh, self.irqs_off, self.rcu)
         )
 
-    def in_interrupt(self) -> bool:
-        """The kernel's ``in_interrupt()``: hardirq, softirq, or bottom halves disabled."""
-        return bool(self.hardirq or self.softirq or self.bh)
+    def holds(self, lock: Any, exclusive: bool) -> bool:
+        """Whether this holder holds ``lock`` (for writing, when ``exclusive``); SRCU and RCU count
+        their read sides (``read_lock_held()``), having nothing else a holder could hold."""
+        if getattr(lock, "_ltype", None) in (SRCU, RCU, RCU_SCHED):
+            return lock.read_lock_held()
+        return any(entry[H_LOCK] is lock and not (exclusive and entry[H_READ]) for entry in self.held)
+
+    # -- what the context counters mean (read by the rules in _checks) ---------------------------
+
+    def preempt_count(self, preempt_rt: bool) -> int:
+        """The kernel's ``preempt_count()``: preemption, spinning locks, softirq and hardirq levels.
+
+        On PREEMPT_RT softirqs and bottom-half sections run in preemptible threads and do not count,
+        and neither does a ``spinlock_t`` (``spins`` only counts locks that disable preemption).
+        """
+        count = (self.preempt + self.spins) * PREEMPT_OFFSET + self.hardirq * HARDIRQ_OFFSET
+        if not preempt_rt:
+            count += self.softirq * SOFTIRQ_OFFSET + self.bh * SOFTIRQ_DISABLE_OFFSET
+        return count
+
+    def rcu_depth(self, preempt_rt: bool) -> int:
+        """RCU read-side nesting (``rcu_preempt_depth()``).
+
+        On PREEMPT_RT taking a ``spinlock_t``/``rwlock_t`` enters an RCU read side, and so does the
+        first ``local_bh_disable()`` (which softirq processing also goes through).
+        """
+        depth = self.rcu
+        if preempt_rt:
+            depth += sum(1 for entry in self.held if entry[H_CLASS].ltype.sleeps_on_rt)
+            depth += bool(self.bh or self.softirq)
+        return depth
+
+    def nonlock_atomic(self, preempt_rt: bool) -> bool:
+        """Whether something other than a held spinning lock makes the holder atomic right now."""
+        return bool(self.preempt or self.hardirq or (not preempt_rt and (self.softirq or self.bh)))
+
+    def atomic_section_site(self, preempt_rt: bool) -> Site | None:
+        """Where the current atomic section began (``Preemption disabled at:``).
+
+        That is the earlier of the first held lock that disabled preemption and the call
+        (``preempt_disable()``, ``local_bh_disable()``, an interrupt handler) that made the count
+        non-zero while no such lock was counted.
+        """
+        held = self.held
+        first_spin = next((i for i, e in enumerate(held) if e[H_SPIN]), None)
+        nonlock = self.nonlock_atomic(preempt_rt)
+        if nonlock and self.atomic_site is not None and (first_spin is None or self.atomic_depth <= first_spin):
+            return self.atomic_site
+        if first_spin is not None:
+            return held_site(held[first_spin])
+        return self.atomic_site if nonlock else None
+
+    def wait_context(self) -> int:
+        """The wait type the context allows: SPIN in a hard interrupt, CONFIG in a threaded
+        handler or a softirq, anything (MAX) in process context."""
+        if self.hardirq:
+            return WAIT_CONFIG if self.hardirq_threaded else WAIT_SPIN
+        if self.hardirq_threaded or self.softirq:
+            return WAIT_CONFIG
+        return WAIT_MAX
+
+    def irq_segment(self) -> list[HeldLock]:
+        """The held locks taken in the current irq context (lockdep's irq segment)."""
+        held = self.held
+        i = len(held)
+        while i and held[i - 1][H_IRQ] == self.irq:
+            i -= 1
+        return held[i:]
+
+    def irq_flags(self) -> str:
+        """``[HC0[0]:SC0[0]:HE1:SE1]``: in a hardirq / softirq (with the kernel's counts), hard / soft irqs enabled.
+
+        The softirq count is that of ``softirq_count()``: one per softirq being served, two per
+        ``local_bh_disable()``.  Softirqs being enabled does not depend on hard irqs.
+        """
+        he = int(not self.irqs_off)
+        se = int(not (self.bh or self.softirq))
+        hc, sc = self.hardirq, self.softirq
+        return f"[HC{int(hc > 0)}[{hc}]:SC{int(sc > 0)}[{sc + 2 * self.bh}]:HE{he}:SE{se}]"

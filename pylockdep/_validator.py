@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from . import _checks, _splat
@@ -120,12 +120,7 @@ class Validator:
             return
         released = {id(lock) for lock in t.foreign_releases}
         t.held = [entry for entry in t.held if id(entry.lock) not in released]
-        owned = tuple(entry.cls for entry in t.held if entry.cls.ltype.owned)
-        if owned and not self.off:
-            with self.graph_lock:
-                lines = _splat.locks_held_at_exit(self, t)
-                self.report("lock_held_at_exit", lines, owned, dedupe=(id(t),))
-            self.flush()
+        self.run_check(t, _checks.check_held_at_exit)
 
     def class_for(self, key: LockKey, subclass: int = 0) -> LockClass:
         """The class of ``key``/``subclass`` in this validator, registering it on first use."""
@@ -142,7 +137,7 @@ class Validator:
                 try:
                     cls = self.graph.new_class(key, subclass)
                 except LimitExceeded as exc:
-                    self.limit_reached(self.task(), str(exc), [])
+                    self.limit_reached(self.task(), exc)
                     cls = LockClass(-1, key, subclass, key.name)
                 cls.spins = key.ltype.spins_under(self.preempt_rt)
                 classes[subclass] = cls
@@ -163,32 +158,15 @@ class Validator:
         sync: bool = False,
     ) -> None:
         """Run every rule for an acquisition whose chain of held locks is new, then remember it."""
-        if t.busy or self.off:
-            return
-        with self.graph_lock:
-            if chain_key in self.chains:
-                return
-            try:
-                _checks.check_acquire(self, t, lock, cls, read, trylock, sync, (code, line))
-            except LimitExceeded as exc:
-                self.limit_reached(t, str(exc), [])
-            self.chains.add(chain_key)
-        self.flush()
+        self.run_check(t, _checks.check_new_chain, lock, cls, read, trylock, sync, chain_key, (code, line))
 
     def depth_exceeded(self, t: Task) -> None:
         """The held stack outgrew ``max_lock_depth``: stop validating, as lockdep does."""
-        limit = self.max_lock_depth
-        with self.graph_lock:
-            self.limit_reached(t, "BUG: MAX_LOCK_DEPTH too low!", [f"depth: {len(t.held)}  max: {limit}!"])
-        self.flush()
+        self.run_check(t, _checks.check_lock_depth)
 
-    def limit_reached(self, t: Task, message: str, extra: list[str]) -> None:
-        """Report a capacity limit and turn validation off for good."""
-        if self.off:
-            return
-        lines = _splat.limit_reached(self, t, message, extra)
-        self.report("limit_exceeded", lines, (), dedupe=(message,))
-        self.off = True
+    def limit_reached(self, t: Task, exc: LimitExceeded) -> None:
+        """Report a capacity limit and turn validation off for good (under the graph lock)."""
+        _checks.check_limit(self, t, exc.args[0], [])
 
     # -- releases ------------------------------------------------------------------------------
 
@@ -210,33 +188,56 @@ class Validator:
 
     def bad_unlock(self, t: Task, lock: object, name: str, site: Site | None = None) -> None:
         """Report a release of a lock this thread does not hold."""
-        if self.off or t.busy:
-            return
-        with self.graph_lock:
-            _checks.check_unlock(self, t, lock, name, site or caller_site())
-        self.flush()
+        self.run_check(t, _checks.check_unlock, lock, name, site or caller_site())
 
     # -- reports -------------------------------------------------------------------------------
 
-    def report(
-        self, kind: str, lines: list[str], classes: Iterable[LockClass], *, site: Site | None = None, dedupe: tuple = ()
-    ) -> Report | None:
-        """Record a report unless the same problem (kind, classes, ``dedupe``) was reported before.
+    def run_check(self, t: Task, check: Callable[..., object], *args: Any) -> None:
+        """The one path from a rule to a printed report.
 
-        ``lines`` is the splat; its title is the line after the banner's rule, or the first line of
-        a splat without a banner.  Called under the graph lock; the report reaches listeners at the
-        next :meth:`flush`.
+        Unless validation is off or ``t`` is busy printing, run ``check(self, t, *args)`` under the
+        graph lock; the check decides whether its rule is broken and, if so, calls :meth:`report`.
+        A capacity limit met on the way is reported and turns validation off.  Reports made reach
+        the stream and listeners after the graph lock is dropped (:meth:`flush`).
+        """
+        if self.off or t.busy:
+            return
+        with self.graph_lock:
+            try:
+                check(self, t, *args)
+            except LimitExceeded as exc:
+                self.limit_reached(t, exc)
+        self.flush()
+
+    def report(
+        self,
+        kind: str,
+        classes: Iterable[LockClass],
+        splat: Callable[[str], list[str]],
+        *,
+        site: Site | None = None,
+        dedupe: tuple = (),
+        title: Mapping[str, object] | None = None,
+    ) -> Report | None:
+        """Record a report of ``kind`` unless the same problem (kind, classes, ``dedupe``) was
+        reported before; only then is the splat built.
+
+        Called by a check under :meth:`run_check` (the graph lock held).  The report's title is
+        that of ``kind`` (:func:`pylockdep._splat.title`, filled in with ``title``);
+        ``splat(title)`` builds the text around it.  The report reaches listeners at the next
+        :meth:`flush`.
         """
         classes = tuple(classes)
-        key = _problem(kind, classes, dedupe)
+        key = (kind, tuple(c.id for c in classes), dedupe)
         if key in self._seen:
             return None
         self._seen.add(key)
+        heading = _splat.title(kind, **(title or {}))
         t = self.task()
         report = Report(
             kind=kind,
-            title=lines[2] if lines[0] == "" else lines[0],
-            text="\n".join(lines).strip("\n"),
+            title=heading,
+            text="\n".join(splat(heading)).strip("\n"),
             classes=tuple(c.bare_name for c in classes),
             threads=(t.comm,),
             sites=(format_file_line(site),) if site else (),
@@ -289,37 +290,10 @@ class Validator:
         finally:
             t.busy -= 1
 
-    def report_now(
-        self,
-        kind: str,
-        build: Callable[[Task], list[str]],
-        classes: Iterable[LockClass],
-        *,
-        site: Site | None = None,
-        dedupe: tuple = (),
-    ) -> None:
-        """Build and record a report from outside the acquisition path (context checks, RCU, ...)."""
-        if self.off:
-            return
-        t = self.task()
-        if t.busy:
-            return
-        classes = tuple(classes)
-        if _problem(kind, classes, dedupe) in self._seen:
-            return  # reported before: spare building the splat
-        with self.graph_lock:
-            self.report(kind, build(t), classes, site=site, dedupe=dedupe)
-        self.flush()
-
     def check(self) -> None:
         """Raise :class:`LockdepViolation` if anything was reported."""
         if self.reports:
             raise LockdepViolation(self.reports)
-
-
-def _problem(kind: str, classes: tuple[LockClass, ...], dedupe: tuple) -> tuple:
-    """What makes two reports the same problem: kind, lock classes and the caller's ``dedupe``."""
-    return (kind, tuple(c.id for c in classes), dedupe)
 
 
 class _ExitSentinel:
