@@ -104,7 +104,8 @@ class Validator:
         t = Task(thread.name, thread.ident or 0)
         self.local.task = t
         self.local.exit_sentinel = sentinel = _ExitSentinel()
-        weakref.finalize(sentinel, self._thread_exited, t, os.getpid())
+        # Not at interpreter exit: a daemon thread still running then has not ended holding anything.
+        weakref.finalize(sentinel, self._thread_exited, t, os.getpid()).atexit = False
         self.tasks[id(t)] = t
         return t
 

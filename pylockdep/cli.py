@@ -4,36 +4,44 @@
 (also ``python -m pylockdep run ...``) run the program as ``python SCRIPT ARGS`` or
 ``python -m MODULE ARGS`` would (same ``sys.argv``, ``sys.path[0]`` and ``__main__``), with
 :class:`~pylockdep.instrument_threading` installed before its first line and a fresh validator
-in force.  Splats go to stderr as they are found.  Once the program is done, its non-daemon
-threads are waited for, as the interpreter does at exit, so what they do is validated too; then
-the main thread ends, and the locks with an owner it still holds are reported, as for any thread.
+in force.  Once the program is done, the interpreter's exit steps run as Python runs them
+(threading's exit hooks, the non-daemon threads joined, ``atexit`` functions), still validated;
+then the main thread ends, and the locks with an owner it still holds are reported, as for any
+thread.  Only then is the verdict given, so every report counts.
 
-Exit status: :data:`REPORT_STATUS` (1) when a report was made, otherwise the program's own status
+Splats are written, as they are found, to the standard error the command started with (a copy of
+file descriptor 2 taken before the program runs): a program that captures ``sys.stderr`` or even
+redirects descriptor 2, as pytest does, does not hide them.
+
+Exit status: 2 for a usage error (a script that does not exist included); :data:`REPORT_STATUS`
+(66, or ``--exit-code N``) when a report was made; otherwise the program's own status
 (``sys.exit()`` codes as Python maps them, 1 for an uncaught exception).
 
-Options: ``--json FILE`` writes each report as a JSON line (:meth:`pylockdep.Report.as_dict`),
-``--dot FILE`` the lock-class dependency graph as Graphviz DOT, ``--preempt-rt`` and
-``--no-raw-nesting`` set the validator's kernel flavour (:func:`pylockdep.validate`).
+Every output file is opened before the program starts, so a path that cannot be written is a
+usage error, not a traceback after the whole run.
 
 Configuration comes from ``[tool.pylockdep]`` of the nearest ``pyproject.toml`` (or ``--config
-FILE``): validator options, which the flags above override, suppressions and a baseline.  A
-report that a suppression or the baseline (``--baseline FILE``) silences prints no splat and does
-not change the exit status; the final summary counts and lists it.  ``--write-baseline FILE``
-also writes the run's reports (those the baseline silenced included) as the new baseline.
+FILE``): validator options, which the flags override, suppressions and a baseline.  A report that a
+suppression or the baseline (``--baseline FILE``) silences prints no splat and does not change the
+exit status; the final summary counts and lists it.  ``--write-baseline FILE`` also writes the
+run's reports (those the baseline silenced included) as the new baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
 import runpy
+import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import IO
 
+from . import _hang
 from ._config import Config, ConfigError
 from ._config import load as load_config
 from ._export import graph_to_dot
@@ -43,8 +51,18 @@ from ._suppress import write_baseline as write_baseline_file
 from ._threading import instrument_threading
 from ._validator import Validator, validate
 
-REPORT_STATUS = 1
-_VALUE_OPTIONS = ("--json", "--dot", "--config", "--baseline", "--write-baseline")
+REPORT_STATUS = 66  # what sanitizers exit with: no ordinary program uses it
+_OUTPUTS = ("json", "report_file", "dot", "write_baseline")  # options naming a file written by the run
+_VALUE_OPTIONS = (
+    "--json",
+    "--dot",
+    "--report-file",
+    "--exit-code",
+    "--hang-timeout",
+    "--config",
+    "--baseline",
+    "--write-baseline",
+)
 _RUNNER_FILES = (__file__, runpy.run_path.__code__.co_filename)
 
 
@@ -59,11 +77,27 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="run a program with threading locks validated",
         usage="pylockdep run [OPTIONS] (SCRIPT | -m MODULE) [ARGS...]",
         description="Run SCRIPT (or -m MODULE) with threading.Lock/RLock/Condition validated from its "
-        f"first line; splats go to stderr.  Exits {REPORT_STATUS} when a report was made, "
-        "else with the program's own status.",
+        "first line; splats go to the standard error pylockdep started with.  Exits "
+        f"{REPORT_STATUS} (--exit-code) when a report was made, 2 for a usage error, else with the "
+        "program's own status.",
     )
     run.add_argument("--json", metavar="FILE", help="write each report as a JSON line to FILE")
+    run.add_argument("--report-file", metavar="FILE", help="write each splat to FILE too, as it is made")
     run.add_argument("--dot", metavar="FILE", help="write the lock-class graph as Graphviz DOT to FILE")
+    run.add_argument(
+        "--exit-code",
+        metavar="N",
+        type=int,
+        default=REPORT_STATUS,
+        help=f"exit status when a report was made (default {REPORT_STATUS})",
+    )
+    run.add_argument(
+        "--hang-timeout",
+        metavar="S",
+        type=float,
+        help="after S seconds, print every thread's held locks and waits and end the program "
+        "with the --exit-code status (SIGUSR1 prints the same at any time)",
+    )
     run.add_argument("--preempt-rt", action="store_true", help="check as a PREEMPT_RT kernel would run")
     run.add_argument(
         "--no-raw-nesting",
@@ -129,65 +163,163 @@ def _run_program(program: Callable[[], object]) -> int:
 
 
 def _end_program(v: Validator) -> None:
-    """What the interpreter does before it exits: run threading's exit hooks (executors shut down)
-    and join non-daemon threads.  Then the main thread is done: the locks it still holds are
-    reported now, as any thread's are when it ends, not after the verdict at interpreter exit."""
+    """What the interpreter does before it exits, done now so that it is validated and counted:
+    threading's exit hooks (executors shut down), joining non-daemon threads, then the program's
+    ``atexit`` functions.  Then the main thread is done: the locks it still holds are reported
+    now, as any thread's are when it ends."""
     threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
     main = getattr(v.local, "task", None)
     if main is not None:
         v._thread_exited(main, os.getpid())
 
 
+def real_stderr() -> IO[str]:
+    """A stream on a copy of file descriptor 2 as it is now: later redirections of descriptor 2
+    (pytest's capture, a program's ``dup2``) and replacements of ``sys.stderr`` do not reach it."""
+    try:
+        fd = os.dup(2)
+    except OSError:  # no descriptor 2 at all: fall back to whatever Python has
+        return sys.__stderr__ or sys.stderr
+    return open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=True)  # noqa: SIM115
+
+
+def _open_outputs(options: argparse.Namespace, run_parser: argparse.ArgumentParser) -> dict[str, IO[str]]:
+    """Open every output file the options name, before the program runs; a usage error if one
+    cannot be written (the program may also change directory later: the files are open already)."""
+    files: dict[str, IO[str]] = {}
+    for name in _OUTPUTS:
+        path = getattr(options, name)
+        if not path:
+            continue
+        try:
+            files[name] = open(os.path.abspath(path), "w", encoding="utf-8")  # noqa: SIM115 - closed by run()
+        except OSError as exc:
+            for f in files.values():
+                f.close()
+            flag = "--" + name.replace("_", "-")
+            run_parser.error(f"argument {flag}: cannot write {path!r}: {exc.strerror}")
+    return files
+
+
+class _Verdict:
+    """Counts the reports of a run and writes them to the report file and as JSON lines (the
+    validator prints the splats); reports made after the verdict still end the process with the
+    report status."""
+
+    def __init__(self, v: Validator, out: IO[str], files: dict[str, IO[str]], exit_code: int) -> None:
+        self.v, self.out, self.files, self.exit_code = v, out, files, exit_code
+        self.given = -1  # reports counted by the verdict; -1 until it is given
+
+    def deliver(self, report: Report) -> None:
+        """The validator's listener: the report file gets the splat (unless suppressed), the JSON
+        output every report."""
+        if "report_file" in self.files and not report.suppressed:
+            _write(self.files["report_file"], report.text + "\n\n")
+        if "json" in self.files:
+            _write(self.files["json"], json.dumps(report.as_dict()) + "\n")
+
+    def summary(self, status: int) -> int:
+        """Print the verdict line; the exit status (``status`` when there were no reports)."""
+        for line in summary_lines(self.v.suppressed):
+            _write(self.out, f"pylockdep: {line}\n")
+        reports = list(self.v.reports)
+        self.given = len(reports)
+        if not reports:
+            return status
+        kinds = ", ".join(sorted({r.kind for r in reports}))
+        _write(self.out, f"pylockdep: {len(reports)} report(s): {kinds}\n")
+        return self.exit_code
+
+    def at_exit(self) -> None:
+        """The last exit hook: reports made while the interpreter shut down (a daemon thread, a
+        finalizer) were not in the verdict; say so and end with the report status."""
+        late = len(self.v.reports) - self.given
+        if self.given < 0 or late <= 0:
+            return
+        _write(self.out, f"pylockdep: {late} more report(s) made while the interpreter shut down\n")
+        for f in (sys.stdout, sys.stderr, *self.files.values()):
+            with contextlib.suppress(Exception):
+                f.flush()
+        os._exit(self.exit_code)
+
+    def hang(self, seconds: float) -> None:
+        """The ``--hang-timeout`` action: the dump, then end the process with the report status."""
+        header = f"INFO: pylockdep: the program is still running after {seconds:g} s (--hang-timeout)."
+        _dump(self.v, self.out, header)
+        _write(self.out, f"pylockdep: ended after {seconds:g} s; {len(self.v.reports)} report(s) before\n")
+        for f in (sys.stdout, sys.stderr, *self.files.values()):
+            with contextlib.suppress(Exception):
+                f.flush()
+        os._exit(self.exit_code)
+
+
+def _write(f: IO[str], text: str) -> None:
+    """Write and flush; a stream that fails (a closed pipe) never breaks the program."""
+    with contextlib.suppress(Exception):
+        f.write(text)
+        f.flush()
+
+
+def _dump(v: Validator, out: IO[str], header: str) -> None:
+    """Every thread's held locks and what each waits for, then every thread's Python stack."""
+    _write(out, "\n".join(_hang.show_all_locks(v, header)) + "\n")
+    with contextlib.suppress(Exception):
+        import faulthandler
+
+        faulthandler.dump_traceback(out, all_threads=True)
+    _write(out, "\n")
+
+
 def run(
     options: argparse.Namespace,
     runner: Callable[[], object],
+    files: dict[str, IO[str]] | None = None,
     config: Config | None = None,
     suppress: Suppressions | None = None,
 ) -> int:
     """``pylockdep run``: run the program, then the interpreter's exit steps; the exit status.
 
+    ``files`` are the output files already opened (:func:`_open_outputs`), by option name;
     ``config`` gives validator options (the flags in ``options`` win), ``suppress`` what to silence.
     """
-    dot_path = os.path.abspath(options.dot) if options.dot else None  # the program may chdir
-    config = config or Config()
-    flavour = dict(config.options)
+    files = dict(files or {})
+    out = real_stderr()
+    flavour = dict((config or Config()).options)
     if options.preempt_rt:
         flavour["preempt_rt"] = True
     if options.no_raw_nesting:
         flavour["prove_raw_lock_nesting"] = False
-    write_baseline = os.path.abspath(options.write_baseline) if options.write_baseline else None
-    with contextlib.ExitStack() as stack:
-        v = stack.enter_context(validate(**flavour, raise_on_report=False, stream=sys.stderr))
-        v.suppress = suppress
-        if options.json:
-            v.listeners.append(_json_writer(stack.enter_context(open(options.json, "w", encoding="utf-8"))))
-        with instrument_threading():
-            status = _run_program(runner)
-            _end_program(v)
-    if dot_path:
-        with open(dot_path, "w", encoding="utf-8") as f:
-            f.write(graph_to_dot(v))
-    for line in summary_lines(v.suppressed):
-        print(f"pylockdep: {line}", file=sys.stderr)
-    if write_baseline:
+    # Never left: the validator stays in force while the interpreter shuts down, so reports made
+    # then are counted (_Verdict.at_exit); the report files stay open for them too.
+    v = validate(**flavour, raise_on_report=False, stream=out).__enter__()
+    v.suppress = suppress
+    verdict = _Verdict(v, out, files, options.exit_code)
+    v.listeners.append(verdict.deliver)
+    watchdog = None
+    if options.hang_timeout is not None:
+        watchdog = _hang.Watchdog()
+        watchdog.arm(options.hang_timeout, lambda: verdict.hang(options.hang_timeout))
+    if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, lambda signum, frame: _dump(v, out, "INFO: pylockdep: SIGUSR1"))
+    with instrument_threading():
+        status = _run_program(runner)
+        _end_program(v)
+    if watchdog is not None:
+        watchdog.stop()
+    dot = files.pop("dot", None)
+    if dot is not None:
+        with dot:
+            dot.write(graph_to_dot(v))
+    baseline = files.pop("write_baseline", None)
+    if baseline is not None:
+        baseline.close()
         known = v.reports + [r for r in v.suppressed if r.suppressed_by == "baseline"]
-        written = write_baseline_file(write_baseline, known)
-        print(f"pylockdep: {written} report(s) written to the baseline {options.write_baseline}", file=sys.stderr)
-    if v.reports:
-        kinds = ", ".join(sorted({r.kind for r in v.reports}))
-        print(f"pylockdep: {len(v.reports)} report(s): {kinds}", file=sys.stderr)
-        return REPORT_STATUS
+        written = write_baseline_file(baseline.name, known)
+        _write(out, f"pylockdep: {written} report(s) written to the baseline {options.write_baseline}\n")
+    status = verdict.summary(status)
+    atexit.register(verdict.at_exit)  # registered after the program's own hooks ran: runs last
     return status
-
-
-def _json_writer(f: IO[str]) -> Callable[[Report], None]:
-    """A listener writing each report as one JSON line."""
-
-    def write(report: Report) -> None:
-        f.write(json.dumps(report.as_dict()) + "\n")
-        f.flush()
-
-    return write
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,14 +330,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args(argv)  # help, or the error for a missing or unknown command
         return 2
     ours, program = _split(argv[1:])
-    options = parser.parse_args(["run", *ours])
+    options = run_parser.parse_args(ours)  # run's own usage in its errors
     if program[:1] == ["-m"] and len(program) < 2:
         run_parser.error("argument -m: expected a module name")
     if not program:
         run_parser.error("a SCRIPT or -m MODULE is required")
+    if program[0] != "-m" and not os.path.isfile(program[0]):
+        run_parser.error(f"can't open file {program[0]!r}: no such file")
+    if options.hang_timeout is not None and options.hang_timeout <= 0:
+        run_parser.error("argument --hang-timeout: must be a positive number of seconds")
     try:
         config = load_config(options.config)
         suppress = config.suppressions(options.baseline)
     except ConfigError as exc:
         run_parser.error(str(exc))
-    return run(options, _runner(program), config, suppress)
+    files = _open_outputs(options, run_parser)
+    return run(options, _runner(program), files, config, suppress)

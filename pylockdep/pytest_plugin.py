@@ -20,15 +20,23 @@ Off unless ``pytest --lockdep`` (or the ini option ``lockdep = true``).  When on
   session (the process-wide default), as without the plugin: for tests of that default itself.
 - Reports made outside every test (while collecting, say) are listed in the summary and make the
   session exit non-zero.
-- The terminal summary counts the reports by kind and the classes and dependencies learned;
-  ``--lockdep-graph=FILE.dot`` writes the graph (edges on a cycle in red) and
-  ``--lockdep-json=FILE`` the reports, one JSON object (``Report.as_dict()``) per line.
+- The terminal summary counts the reports by kind and the classes and dependencies learned, and
+  says so when Python's threading locks are not validated (``--lockdep`` alone checks only
+  pylockdep's own lock types).  ``--lockdep-dot=FILE.dot`` (also spelled ``--lockdep-graph``)
+  writes the graph and ``--lockdep-json=FILE`` the reports, one JSON object (``Report.as_dict()``)
+  per line: the CLI's ``--dot`` and ``--json`` with the plugin's prefix.  Output paths are checked
+  when the session starts: one that cannot be written is a usage error.
 - Configuration comes from ``[tool.pylockdep]`` of the nearest ``pyproject.toml`` above the
   directory pytest was started in (or ``--lockdep-config FILE``): validator options, suppressions
   and a baseline (``--lockdep-baseline FILE`` names another).  A report they silence fails no
   test and prints no splat; the summary counts and lists it, and the JSON output keeps it with
   ``"suppressed": true``.  ``--lockdep-write-baseline FILE`` writes the session's reports (those
   the baseline silenced included) as the new baseline; the session is judged as usual.
+- ``lockdep_expect`` naming a kind that does not exist is a usage error at collection; the marker
+  used without ``--lockdep`` is a warning (nothing checks it then).
+- A report made after the session's verdict (by a thread a test left running) still fails the
+  session: it is printed on the real standard error when pytest unconfigures, or, if such a
+  thread is still running then, when the interpreter exits (which then exits with status 1).
 - Under pytest-xdist each worker sends its graph and reports to the controller when it finishes.
   The controller merges the graphs, reports every cycle that no single worker saw (a worker
   reported the others itself) with a splat of the merged graph, and makes the session exit
@@ -46,9 +54,14 @@ Off unless ``pytest --lockdep`` (or the ini option ``lockdep = true``).  When on
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
+import os
+import sys
+import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -61,20 +74,13 @@ import pylockdep
 from . import _export, _hang
 from ._config import Config, ConfigError
 from ._config import load as load_config
-from ._report import Report
+from ._report import KINDS, Report
 from ._suppress import Suppressions, summary_lines, write_baseline
 from ._validator import Validator, active, validate
 
 _TEST = pytest.StashKey["_Test"]()
-_SUBOPTIONS = (
-    "lockdep_rt",
-    "lockdep_threading",
-    "lockdep_graph",
-    "lockdep_json",
-    "lockdep_config",
-    "lockdep_baseline",
-    "lockdep_write_baseline",
-)
+_OUTPUTS = ("lockdep_dot", "lockdep_json", "lockdep_write_baseline")  # options naming files the session writes
+_SUBOPTIONS = ("lockdep_rt", "lockdep_threading", "lockdep_config", "lockdep_baseline", *_OUTPUTS)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -98,10 +104,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="validate Python's threading locks created during the session too",
     )
     group.addoption(
+        "--lockdep-dot",
         "--lockdep-graph",
+        dest="lockdep_dot",
         metavar="FILE.dot",
         default=None,
-        help="write the dependency graph in Graphviz DOT, cycle edges in red",
+        help="write the dependency graph in Graphviz DOT, cycle edges in red (as pylockdep run --dot)",
     )
     group.addoption("--lockdep-json", metavar="FILE", default=None, help="write the reports as JSON lines")
     group.addoption(
@@ -126,7 +134,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "lockdep_off: run the test under the validator in force before the session, not the session's"
     )
-    if not (config.getoption("lockdep") or config.getini("lockdep")):
+    if not enabled(config):
         given = [name for name in _SUBOPTIONS if config.getoption(name)]
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
@@ -138,11 +146,56 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"pylockdep: {exc}") from None
     is_worker = hasattr(config, "workerinput")
+    if not is_worker:
+        check_outputs(config)
     if not is_worker and getattr(config.option, "dist", "no") != "no":
         plugin: _Session | _Controller = _Controller(config, suppress)
     else:
         plugin = _Session(config, settings, suppress)
     config.pluginmanager.register(plugin, "lockdep-session")
+
+
+def enabled(config: pytest.Config) -> bool:
+    """Whether the session validates locks (``--lockdep`` or the ini option)."""
+    return bool(config.getoption("lockdep") or config.getini("lockdep"))
+
+
+def check_outputs(config: pytest.Config) -> None:
+    """Refuse, before any test runs, an output file that cannot be written."""
+    for name in _OUTPUTS:
+        path = config.getoption(name)
+        if not path:
+            continue
+        try:
+            with open(path, "w", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            flag = "--" + name.replace("_", "-")
+            raise pytest.UsageError(f"{flag}: cannot write {path!r}: {exc.strerror}") from None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``lockdep_expect`` must name known report kinds; without ``--lockdep`` nothing checks it: say so."""
+    marked = 0
+    for item in items:
+        for marker in item.iter_markers("lockdep_expect"):
+            unknown = [kind for kind in marker.args if kind not in KINDS]
+            if unknown or not marker.args:
+                given = ", ".join(map(repr, marker.args)) or "no kind"
+                raise pytest.UsageError(
+                    f"{item.nodeid}: lockdep_expect({given}): "
+                    + (f"unknown report kind {', '.join(map(repr, unknown))}; " if unknown else "")
+                    + f"the kinds are {', '.join(sorted(KINDS))}"
+                )
+            marked += 1
+    if marked and not enabled(config):
+        warnings.warn(
+            pytest.PytestWarning(
+                f"{marked} test(s) marked lockdep_expect, but lock validation is off: "
+                "their expectations are not checked (run pytest with --lockdep)"
+            ),
+            stacklevel=1,
+        )
 
 
 @pytest.fixture
@@ -197,12 +250,17 @@ class _Session:
         self.outside: list[Report] = []
         self.is_worker = hasattr(config, "workerinput")
         self.watchdog: _hang.Watchdog | None = None  # started for the first test pytest-timeout watches
+        self.threads_before: set[threading.Thread] = set()
+        self.session: pytest.Session | None = None
+        self.given: int | None = None  # reports counted by the session's verdict, once given
+        self.scope_open = False  # the session validator is still in force after the verdict
 
     # -- the session -------------------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.outer = pylockdep.current()
+        self.threads_before = set(threading.enumerate())
         self.scope.__enter__()
         if self.instrumentation is not None:
             self.instrumentation.__enter__()
@@ -212,7 +270,12 @@ class _Session:
             self.watchdog.stop()
         if self.instrumentation is not None:
             self.instrumentation.__exit__(None, None, None)
-        self.scope.__exit__(None, None, None)
+        self.session = session
+        self.given = len(self.validator.reports)
+        if self._left_running() and not self.is_worker:
+            self.scope_open = True  # what those threads do is still the session's
+        else:
+            self.scope.__exit__(None, None, None)
         if self.is_worker:
             self.config.workeroutput["lockdep"] = {  # type: ignore[attr-defined]
                 "graph": _export.graph_to_data(self.validator),
@@ -229,16 +292,53 @@ class _Session:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:
             return
+        reports = list(self.validator.reports)
+        if self.given is not None and len(reports) > self.given:  # made since the verdict: they count
+            self.given = len(reports)
+            if self.session is not None and self.session.exitstatus == pytest.ExitCode.OK:
+                self.session.exitstatus = pytest.ExitCode.TESTS_FAILED
         graph = self.validator.graph
         summarize(
             terminalreporter,
-            [r.as_dict() for r in self.validator.reports],
+            [r.as_dict() for r in reports],
             len(graph.classes),
             graph.nr_edges,
             [r.as_dict() for r in self.outside],
             [],
             [r.as_dict() for r in self.validator.suppressed],
         )
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """Reports made after the verdict fail the session; while threads the tests left are still
+        running, the validator stays in force and the interpreter's exit judges what they do."""
+        if self.given is None or not self.scope_open:
+            return
+        self._judge_late()
+        if self._left_running():
+            atexit.register(self._judge_late, at_exit=True)
+        else:
+            self.scope.__exit__(None, None, None)
+
+    def _left_running(self) -> list[threading.Thread]:
+        """Threads started during the session and still running."""
+        return [t for t in threading.enumerate() if t not in self.threads_before and t.is_alive()]
+
+    def _judge_late(self, at_exit: bool = False) -> None:
+        """Print the reports made since the verdict; they fail the session (at exit: the process)."""
+        assert self.given is not None
+        late = self.validator.reports[self.given :]
+        if not late:
+            return
+        self.given += len(late)
+        stream = sys.__stderr__
+        if stream is not None:
+            when = "while the interpreter exited" if at_exit else "after the session's verdict"
+            stream.write(describe_reports(late, f"threads left running by the tests, {when}") + "\n")
+            stream.flush()
+        if at_exit:
+            os._exit(pytest.ExitCode.TESTS_FAILED)
+        if self.session is not None and self.session.exitstatus == pytest.ExitCode.OK:
+            self.session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _on_report(self, report: Report) -> None:
         if report.suppressed:
@@ -406,9 +506,9 @@ def fail_report(rep: pytest.TestReport, text: str) -> None:
 
 
 def write_files(config: pytest.Config, dot: Callable[[], str], reports: list[dict]) -> None:
-    """Write ``--lockdep-graph`` (DOT, built only if asked for), ``--lockdep-json`` (JSON lines) and
+    """Write ``--lockdep-dot`` (DOT, built only if asked for), ``--lockdep-json`` (JSON lines) and
     ``--lockdep-write-baseline`` (every report but those a suppression silenced)."""
-    graph_path = config.getoption("lockdep_graph")
+    graph_path = config.getoption("lockdep_dot")
     if graph_path:
         with open(graph_path, "w", encoding="utf-8") as f:
             f.write(dot())
@@ -452,7 +552,13 @@ def summarize(
         tr.line(f"{len(cycles)} cycle(s) that only the merged graph shows:", red=True)
         for r in cycles:
             tr.line(r.text)
-    outputs = (("lockdep_graph", "graph"), ("lockdep_json", "reports"), ("lockdep_write_baseline", "baseline"))
+    if not tr.config.getoption("lockdep_threading"):
+        tr.line(
+            "Python's threading locks were not validated: only pylockdep's own lock types were checked "
+            "(--lockdep-threading validates threading.Lock, RLock and Condition too)",
+            yellow=True,
+        )
+    outputs = (("lockdep_dot", "graph"), ("lockdep_json", "reports"), ("lockdep_write_baseline", "baseline"))
     for option, what in outputs:
         path = tr.config.getoption(option)
         if path:

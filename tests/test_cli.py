@@ -55,10 +55,10 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def test_abba_is_reported_and_exits_1_with_json_and_dot(tmp_path):
+def test_abba_is_reported_and_exits_66_with_json_and_dot(tmp_path):
     write(tmp_path / "abba.py", ABBA)
     result = pylockdep_run("--json", "reports.jsonl", "--dot", "graph.dot", "abba.py", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 66
     assert "WARNING: possible circular locking dependency detected" in result.stderr
     (report,) = [json.loads(line) for line in (tmp_path / "reports.jsonl").read_text().splitlines()]
     assert report["kind"] == "circular"
@@ -130,7 +130,7 @@ def test_without_reports_the_programs_own_status(tmp_path, body, status, stderr)
 
 def test_a_report_wins_over_the_programs_status(tmp_path):
     write(tmp_path / "abba_exit.py", ABBA + "raise SystemExit(0)\n")
-    assert pylockdep_run("abba_exit.py", cwd=tmp_path).returncode == 1
+    assert pylockdep_run("abba_exit.py", cwd=tmp_path).returncode == 66
 
 
 def test_threads_still_running_when_main_ends_are_waited_for_and_validated(tmp_path):
@@ -155,7 +155,7 @@ def test_threads_still_running_when_main_ends_are_waited_for_and_validated(tmp_p
     """,
     )
     result = pylockdep_run("late.py", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 66
     assert "circular" in result.stderr
 
 
@@ -177,13 +177,13 @@ def test_locks_are_instrumented_from_the_programs_first_line(tmp_path):
     assert asyncio_loaded == "False"  # pylockdep itself imported nothing that makes locks
 
 
-@pytest.mark.parametrize(("factory", "status"), [("RLock", 1), ("Lock", 0)])
+@pytest.mark.parametrize(("factory", "status"), [("RLock", 66), ("Lock", 0)])
 def test_main_thread_ending_with_a_lock_held(tmp_path, factory, status):
     write(tmp_path / "held.py", f"import threading\nthreading.{factory}().acquire()\n")
     result = pylockdep_run("held.py", cwd=tmp_path)
     assert result.returncode == status
     assert ("MainThread" in result.stderr and "still has locks held!" in result.stderr) == bool(status)
-    assert result.stderr.count("still has locks held!") == status
+    assert result.stderr.count("still has locks held!") == bool(status)
     if status:  # once, before the verdict
         assert result.stderr.index("still has locks held!") < result.stderr.index("pylockdep: 1 report(s)")
 
@@ -199,9 +199,9 @@ def test_kernel_flavour_options(tmp_path):
             pass
     """,
     )
-    assert pylockdep_run("nesting.py", cwd=tmp_path).returncode == 1
+    assert pylockdep_run("nesting.py", cwd=tmp_path).returncode == 66
     assert pylockdep_run("--no-raw-nesting", "nesting.py", cwd=tmp_path).returncode == 0
-    assert pylockdep_run("--no-raw-nesting", "--preempt-rt", "nesting.py", cwd=tmp_path).returncode == 1
+    assert pylockdep_run("--no-raw-nesting", "--preempt-rt", "nesting.py", cwd=tmp_path).returncode == 66
 
 
 @pytest.mark.parametrize("args", [[], ["-m"], ["--json"]])
@@ -217,7 +217,7 @@ def test_console_script(tmp_path):
         pytest.skip("the pylockdep console script is not installed next to this interpreter")
     write(tmp_path / "abba.py", ABBA)
     assert (
-        subprocess.run([str(script), "run", "abba.py"], cwd=tmp_path, capture_output=True, timeout=100).returncode == 1
+        subprocess.run([str(script), "run", "abba.py"], cwd=tmp_path, capture_output=True, timeout=100).returncode == 66
     )
 
 
@@ -232,3 +232,182 @@ def test_cpython_queue_tests_run_clean():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK" in result.stderr
     assert "WARNING" not in result.stderr and "BUG" not in result.stderr
+
+
+# -- conventions: exit statuses, usage, where splats go (issue 19's first paragraph) ----------
+
+
+def test_exit_code_sets_the_report_status(tmp_path):
+    write(tmp_path / "abba.py", ABBA)
+    assert pylockdep_run("--exit-code", "3", "abba.py", cwd=tmp_path).returncode == 3
+
+
+def test_a_missing_script_is_a_usage_error_not_a_report(tmp_path):
+    result = pylockdep_run("nonexistent.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "usage: pylockdep run" in result.stderr and "nonexistent.py" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("option", ["--json", "--dot", "--report-file"])
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_program_runs(tmp_path, option):
+    write(tmp_path / "prog.py", "print('the program ran')\n")
+    result = pylockdep_run(option, str(tmp_path / "missing-dir" / "out"), "prog.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"argument {option}: cannot write" in result.stderr and "missing-dir" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "the program ran" not in result.stdout
+
+
+def test_an_unknown_option_shows_runs_usage(tmp_path):
+    write(tmp_path / "prog.py", "pass\n")
+    result = pylockdep_run("--bogus", "prog.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "usage: pylockdep run" in result.stderr and "--bogus" in result.stderr
+
+
+def test_splats_reach_the_real_stderr_when_pytest_captures_it(tmp_path):
+    write(
+        tmp_path / "test_abba.py",
+        """\
+        import threading
+        a = threading.Lock()
+        b = threading.Lock()
+        def test_ab():
+            with a, b:
+                pass
+        def test_ba():
+            with b, a:
+                pass
+    """,
+    )
+    result = pylockdep_run("-m", "pytest", "-q", "-p", "no:cacheprovider", "test_abba.py", cwd=tmp_path)
+    assert result.returncode == 66
+    assert "2 passed" in result.stdout  # pytest saw nothing wrong: the splat went around its capture
+    assert "WARNING: possible circular locking dependency detected" in result.stderr
+    assert "Lock@test_abba.py:2" in result.stderr and "Lock@test_abba.py:3" in result.stderr
+
+
+def test_report_file_gets_every_splat(tmp_path):
+    write(tmp_path / "abba.py", ABBA)
+    result = pylockdep_run("--report-file", "splats.txt", "abba.py", cwd=tmp_path)
+    assert result.returncode == 66
+    text = (tmp_path / "splats.txt").read_text()
+    assert text.count("WARNING: possible circular locking dependency detected") == 1
+    assert text.strip() in result.stderr
+
+
+def test_reports_made_by_exit_hooks_count(tmp_path):
+    write(
+        tmp_path / "atexit_ba.py",
+        """\
+        import atexit, threading
+        a = threading.Lock()
+        b = threading.Lock()
+        with a, b:
+            pass
+        @atexit.register
+        def close():
+            with b, a:
+                pass
+    """,
+    )
+    result = pylockdep_run("atexit_ba.py", cwd=tmp_path)
+    assert result.returncode == 66
+    splat = result.stderr.index("possible circular locking dependency")
+    assert splat < result.stderr.index("pylockdep: 1 report(s): circular")
+
+
+def test_a_report_made_after_the_verdict_still_sets_the_exit_status(tmp_path):
+    # A daemon thread closes a cycle only once the verdict was given (the program wraps it to
+    # say when), while the interpreter shuts down.
+    write(
+        tmp_path / "daemon.py",
+        """\
+        import sys, threading, time
+        a = threading.Lock()
+        b = threading.Lock()
+        with a, b:
+            pass
+        go = threading.Event()
+        def ba():
+            go.wait()
+            with b, a:
+                pass
+        threading.Thread(target=ba, daemon=True, name="late").start()
+        Verdict = sys.modules["pylockdep.cli"]._Verdict
+        summary = Verdict.summary
+        def summary_then_a_late_report(self, status):
+            status = summary(self, status)
+            go.set()
+            while len(self.v.reports) == self.given:
+                time.sleep(0.01)
+            return status
+        Verdict.summary = summary_then_a_late_report
+    """,
+    )
+    result = pylockdep_run("daemon.py", cwd=tmp_path)
+    assert "possible circular locking dependency" in result.stderr and "Comm: late" in result.stderr
+    assert "pylockdep: 1 more report(s) made while the interpreter shut down" in result.stderr
+    assert result.returncode == 66
+
+
+def test_a_daemon_thread_still_running_at_exit_has_not_ended_holding_anything(tmp_path):
+    write(
+        tmp_path / "daemon_holds.py",
+        """\
+        import threading
+        r = threading.RLock()
+        started = threading.Event()
+        def hold():
+            with r:
+                started.set()
+                threading.Event().wait()
+        threading.Thread(target=hold, daemon=True, name="bg").start()
+        started.wait()
+    """,
+    )
+    result = pylockdep_run("daemon_holds.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "still has locks held" not in result.stderr
+
+
+# -- hangs -----------------------------------------------------------------------------------
+
+HANGS = """\
+import threading
+a = threading.Lock()
+with a:
+    threading.Thread(target=a.acquire, name="waiter", daemon=True).start()
+    threading.Event().wait()  # nobody sets it
+"""
+
+
+def test_hang_timeout_dumps_held_locks_and_waits_then_exits_with_the_report_status(tmp_path):
+    write(tmp_path / "hangs.py", HANGS)
+    result = pylockdep_run("--hang-timeout", "1", "hangs.py", cwd=tmp_path)
+    assert result.returncode == 66
+    err = result.stderr
+    assert "still running after 1 s (--hang-timeout)" in err
+    assert "INFO: task waiter/" in err and "blocked on lock:" in err and "(Lock@hangs.py:2)" in err
+    assert "held by: MainThread/" in err
+    assert "Showing all locks held in the system:" in err
+    assert 'File "hangs.py", line 5' in err  # every thread's Python stack
+
+
+def test_sigusr1_dumps_held_locks_and_the_program_goes_on(tmp_path):
+    write(
+        tmp_path / "usr1.py",
+        """\
+        import os, signal, threading
+        r = threading.RLock()
+        with r:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        print("went on")
+    """,
+    )
+    result = pylockdep_run("usr1.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "went on\n"
+    assert "INFO: pylockdep: SIGUSR1" in result.stderr
+    assert "1 lock held by MainThread/" in result.stderr and "(RLock@usr1.py:2)" in result.stderr

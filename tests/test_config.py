@@ -153,7 +153,7 @@ def test_cli_config_option_names_the_file_and_a_bad_one_is_a_usage_error(tmp_pat
     (tmp_path / "abba.py").write_text(ABBA_PROGRAM)
     (tmp_path / "mine.toml").write_text(SUPPRESS_ABBA)
     assert pylockdep_run("--config", "mine.toml", "abba.py", cwd=tmp_path).returncode == 0
-    assert pylockdep_run("abba.py", cwd=tmp_path).returncode == 1  # no file found: reported
+    assert pylockdep_run("abba.py", cwd=tmp_path).returncode == 66  # no file found: reported
     (tmp_path / "bad.toml").write_text("[tool.pylockdep]\nnope = 1\n")
     result = pylockdep_run("--config", "bad.toml", "abba.py", cwd=tmp_path)
     assert result.returncode == 2 and "nope: unknown key" in result.stderr
@@ -162,7 +162,7 @@ def test_cli_config_option_names_the_file_and_a_bad_one_is_a_usage_error(tmp_pat
 def test_cli_baseline_reports_only_what_is_new(tmp_path):
     (tmp_path / "abba.py").write_text(ABBA_PROGRAM)
     first = pylockdep_run("--write-baseline", "base.json", "abba.py", cwd=tmp_path)
-    assert first.returncode == 1 and "1 report(s) written to the baseline" in first.stderr
+    assert first.returncode == 66 and "1 report(s) written to the baseline" in first.stderr
     again = pylockdep_run("--baseline", "base.json", "abba.py", cwd=tmp_path)
     assert again.returncode == 0 and "WARNING" not in again.stderr, again.stderr
     assert "(baseline)" in again.stderr
@@ -172,7 +172,7 @@ def test_cli_baseline_reports_only_what_is_new(tmp_path):
     )
     c_line = ABBA_PROGRAM.count("\n") + 1
     new = pylockdep_run("--baseline", "base.json", "--json", "new.jsonl", "abba.py", cwd=tmp_path)
-    assert new.returncode == 1
+    assert new.returncode == 66
     found = [json.loads(x) for x in (tmp_path / "new.jsonl").read_text().splitlines()]
     assert sorted((r["suppressed"], tuple(sorted(r["classes"]))) for r in found) == [
         (False, (f"Lock@abba.py:{c_line}", f"Lock@abba.py:{c_line + 1}")),

@@ -342,3 +342,103 @@ def test_a_report_outside_every_test_fails_the_session(pytester: pytest.Pytester
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*1 report(s) made outside any test:*", f"*{CIRCULAR}*"])
+
+
+# -- conventions (issue 19) ----------------------------------------------------------------------
+
+
+def test_lockdep_expect_with_an_unknown_kind_is_a_usage_error_at_collection(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_typo=dedent("""
+        import pytest
+
+        @pytest.mark.lockdep_expect("circullar")
+        def test_abba():
+            pass
+    """)
+    )
+    for args in (("--lockdep",), ()):
+        result = run(pytester, *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["*test_typo.py::test_abba: lockdep_expect('circullar'): unknown report kind*"])
+        assert "circular" in result.stderr.str()  # the known kinds are listed
+        assert "passed" not in result.stdout.str()
+
+
+def test_expectation_markers_without_lockdep_are_a_warning(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_marked=dedent("""
+        import pytest
+
+        @pytest.mark.lockdep_expect("circular")
+        def test_abba():
+            pass
+    """)
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*1 test(s) marked lockdep_expect, but lock validation is off*--lockdep*"])
+    assert "lock validation is off" not in "\n".join(run(pytester, "--lockdep").outlines)
+
+
+def test_lockdep_without_threading_says_python_locks_are_not_checked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_abba=ABBA)
+    note = "Python's threading locks were not validated*--lockdep-threading*"
+    run(pytester, "--lockdep").stdout.fnmatch_lines(["*= lockdep =*", note])
+    assert "were not validated" not in "\n".join(run(pytester, "--lockdep", "--lockdep-threading").outlines)
+
+
+@pytest.mark.parametrize("option", ["--lockdep-dot", "--lockdep-graph", "--lockdep-json"])
+def test_an_output_path_that_cannot_be_written_is_a_usage_error_at_startup(pytester: pytest.Pytester, option) -> None:
+    pytester.makepyfile(test_abba=ABBA)
+    result = run(pytester, "--lockdep", f"{option}=missing-dir/out")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{option.replace('graph', 'dot')}: cannot write 'missing-dir/out'*"])
+    assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
+    assert "passed" not in result.stdout.str()  # no test ran
+
+
+def test_lockdep_dot_names_the_same_output_as_the_clis_dot(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_abba=ABBA)
+    run(pytester, "--lockdep", "--lockdep-dot=graph.dot").stdout.fnmatch_lines(["graph written to graph.dot"])
+    assert (pytester.path / "graph.dot").read_text().startswith("digraph lockdep {")
+
+
+def test_a_report_made_by_a_thread_after_the_last_test_fails_the_session(pytester: pytest.Pytester) -> None:
+    # The thread closes the cycle once the summary said "no reports" (a conftest hook running
+    # after the plugin's tells it when); it is still running when the session ends.
+    pytester.makeconftest(
+        dedent("""
+        import threading, pytest
+        go = threading.Event()
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_terminal_summary(terminalreporter):
+            go.set()
+    """)
+    )
+    pytester.makepyfile(
+        test_late=dedent("""
+        import threading
+        from conftest import go
+
+        a = threading.Lock()
+        b = threading.Lock()
+
+        def test_ab():
+            with a, b:
+                pass
+
+        def test_leaves_a_thread_running():
+            def ba():
+                go.wait()
+                with b, a:
+                    pass
+            threading.Thread(target=ba, name="late").start()
+    """)
+    )
+    result = pytester.runpytest_subprocess(*QUIET, "--lockdep", "--lockdep-threading")
+    result.stdout.fnmatch_lines(["*= lockdep =*", "no reports"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stderr.fnmatch_lines(["pylockdep: 1 report(s) during threads left running by the tests*: circular"])
+    assert CIRCULAR in result.stderr.str()
