@@ -24,6 +24,7 @@ from ._context import (
 )
 from ._guarded import Guarded, guarded_by
 from ._locks import Mutex, RawSpinLock, RWLock, RWSemaphore, SpinLock
+from ._options import Options
 from ._rcu import (
     RCU,
     RCU_SCHED,
@@ -48,6 +49,7 @@ __all__ = [
     "DeadlockError",
     "LockdepViolation",
     "Mutex",
+    "Options",
     "RWLock",
     "RWSemaphore",
     "RawSpinLock",

@@ -17,59 +17,35 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from . import _checks, _splat
 from ._classes import MAX_SUBCLASSES, LockClass, LockKey
 from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
+from ._options import Options
 from ._report import LockdepViolation, Report
 from ._task import Task
 
 if TYPE_CHECKING:
     from ._suppress import Suppressions
 
-KERNEL_MAX_LOCK_DEPTH = 48
-
 
 class Validator:
     """One lockdep instance: the graph, the chain cache, per-thread state and the reports.
 
-    Options mirror kernel configurations: ``preempt_rt`` (PREEMPT_RT: ``spinlock_t`` and
-    ``rwlock_t`` sleep), ``prove_raw_lock_nesting`` (CONFIG_PROVE_RAW_LOCK_NESTING; always on with
-    ``preempt_rt``).  ``max_classes``, ``max_dependencies`` and ``max_lock_depth`` are limits (None:
-    unlimited); reaching one stops validation with a report, never with a wrong verdict.
-    ``stream`` receives every splat as it is made.
+    Made from :class:`~pylockdep._options.Options` (``options``), changed by the option names
+    given as keywords (``Validator(preempt_rt=True)``); a wrong option raises here.  The options
+    in force are :attr:`options`.
     """
 
     # The attributes the acquire fast path reads are slots (the C fast path reads them in place).
     __slots__ = ("off", "local", "chains", "max_lock_depth", "__dict__", "__weakref__")
 
-    def __init__(
-        self,
-        *,
-        preempt_rt: bool = False,
-        prove_raw_lock_nesting: bool = True,
-        raise_on_report: bool = True,
-        stream: IO[str] | None = None,
-        max_classes: int | None = None,
-        max_dependencies: int | None = None,
-        max_lock_depth: int | None = KERNEL_MAX_LOCK_DEPTH,
-    ) -> None:
-        for name, value in (
-            ("max_classes", max_classes),
-            ("max_dependencies", max_dependencies),
-            ("max_lock_depth", max_lock_depth),
-        ):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive int or None, not {value!r}")
-        self.preempt_rt = bool(preempt_rt)
-        self.prove_raw_lock_nesting = bool(prove_raw_lock_nesting)
-        self.nesting = self.prove_raw_lock_nesting or self.preempt_rt
-        self.raise_on_report = raise_on_report
-        self.stream = stream
-        self.max_lock_depth = max_lock_depth if max_lock_depth is not None else sys.maxsize
-        self.graph = Graph(max_classes, max_dependencies)
+    def __init__(self, options: Options | None = None, /, **changes: Any) -> None:
+        options = (options or Options()).replace(**changes)
+        self.graph = Graph()
+        self.apply(options)
         self.graph_lock = _thread.RLock()
         self.chains: set[int] = set()
         self.reports: list[Report] = []
@@ -88,6 +64,19 @@ class Validator:
         # This validator's classes per key; a key caches only the last validator's list, so a
         # validator that is active again (after a nested validate()) gets its classes back.
         self._key_classes: dict[LockKey, list[LockClass | None]] = {}
+
+    def apply(self, options: Options) -> None:
+        """Put ``options`` in force.  The C fast path reads ``max_lock_depth`` and the checks read
+        ``preempt_rt``, ``nesting``, ``stream`` and ``raise_on_report`` as attributes."""
+        self.options = options
+        self.preempt_rt = options.preempt_rt
+        self.prove_raw_lock_nesting = options.prove_raw_lock_nesting
+        self.nesting = options.nesting
+        self.raise_on_report = options.raise_on_report
+        self.stream = options.stream
+        self.max_lock_depth = options.max_lock_depth if options.max_lock_depth is not None else sys.maxsize
+        self.graph.max_classes = options.max_classes
+        self.graph.max_dependencies = options.max_dependencies
 
     # -- threads -------------------------------------------------------------------------------
 
@@ -323,26 +312,8 @@ class validate:  # noqa: N801 - a context manager named as the API promises
     ``reports`` list what it found.  Other options are those of :class:`Validator`.
     """
 
-    def __init__(
-        self,
-        *,
-        preempt_rt: bool = False,
-        prove_raw_lock_nesting: bool = True,
-        raise_on_report: bool = True,
-        stream: IO[str] | None = None,
-        max_classes: int | None = None,
-        max_dependencies: int | None = None,
-        max_lock_depth: int | None = KERNEL_MAX_LOCK_DEPTH,
-    ) -> None:
-        self.validator = Validator(
-            preempt_rt=preempt_rt,
-            prove_raw_lock_nesting=prove_raw_lock_nesting,
-            raise_on_report=raise_on_report,
-            stream=stream,
-            max_classes=max_classes,
-            max_dependencies=max_dependencies,
-            max_lock_depth=max_lock_depth,
-        )
+    def __init__(self, options: Options | None = None, /, **changes: Any) -> None:
+        self.validator = Validator(options, **changes)
         self._previous: Validator | None = None
 
     def __enter__(self) -> Validator:
@@ -359,35 +330,17 @@ class validate:  # noqa: N801 - a context manager named as the API promises
             self.validator.check()
 
 
-def configure(
-    *,
-    preempt_rt: bool | None = None,
-    prove_raw_lock_nesting: bool | None = None,
-    stream: IO[str] | None = None,
-    max_classes: int | None = None,
-    max_dependencies: int | None = None,
-    max_lock_depth: int | None = None,
-) -> Validator:
-    """Set the options of the process-wide default validator (the one outside every ``validate()``).
+def configure(**changes: Any) -> Validator:
+    """Set options (:class:`~pylockdep._options.Options` names) of the process-wide default
+    validator, the one outside every ``validate()``.
 
-    Options left as None keep their value.  Changing the kernel flavour forgets the chain cache,
-    since cached verdicts depended on it.  Returns the default validator.
+    Options left out or given as None keep their value; a wrong value raises here and changes
+    nothing.  Changing the kernel flavour forgets the chain cache, since cached verdicts depended
+    on it.  Returns the default validator.
     """
     v = default
     with v.graph_lock:
-        if preempt_rt is not None:
-            v.preempt_rt = bool(preempt_rt)
-        if prove_raw_lock_nesting is not None:
-            v.prove_raw_lock_nesting = bool(prove_raw_lock_nesting)
-        v.nesting = v.prove_raw_lock_nesting or v.preempt_rt
-        if stream is not None:
-            v.stream = stream
-        if max_classes is not None:
-            v.graph.max_classes = max_classes
-        if max_dependencies is not None:
-            v.graph.max_dependencies = max_dependencies
-        if max_lock_depth is not None:
-            v.max_lock_depth = max_lock_depth
+        v.apply(v.options.replace(**{name: value for name, value in changes.items() if value is not None}))
         for cls in v.graph.classes:
             cls.spins = cls.ltype.spins_under(v.preempt_rt)
         v.chains.clear()

@@ -221,6 +221,50 @@ def test_limits_must_be_positive_ints(option, value):
         pylockdep.validate(**{option: value})
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("max_classes", "x", ValueError),
+        ("max_dependencies", 2.0, ValueError),
+        ("max_lock_depth", -5, ValueError),
+        ("max_lock_depth", True, ValueError),
+        ("preempt_rt", "yes", TypeError),
+        ("prove_raw_lock_nesting", 1, TypeError),
+        ("stream", "stderr", TypeError),
+    ],
+)
+def test_configure_rejects_a_wrong_option_at_the_call_and_changes_nothing(option, value, error):
+    default = pylockdep.configure()
+    before = default.options
+    with pytest.raises(error, match=option):
+        pylockdep.configure(**{option: value})
+    assert default.options == before
+    assert default.graph.max_classes == before.max_classes
+    assert default.max_lock_depth == before.max_lock_depth
+
+
+@pytest.mark.parametrize("make", [pylockdep.validate, pylockdep.Validator, pylockdep.configure])
+def test_an_unknown_option_is_a_type_error_naming_it(make):
+    with pytest.raises(TypeError, match="max_lock_dept"):
+        make(max_lock_dept=4)
+
+
+def test_configure_changes_only_the_options_given_and_validate_takes_an_options_object():
+    default = pylockdep.configure()
+    before = default.options
+    try:
+        assert pylockdep.configure(max_classes=500).options == before.replace(max_classes=500)
+        assert default.graph.max_classes == 500
+        assert pylockdep.configure(max_classes=None).options.max_classes == 500  # None: unchanged
+    finally:
+        pylockdep.configure(max_classes=before.max_classes or 10**9)
+        default.apply(before)
+    options = pylockdep.Options(raise_on_report=False, max_lock_depth=3)
+    with pylockdep.validate(options, preempt_rt=True) as v:
+        assert v.options == options.replace(preempt_rt=True)
+        assert (v.max_lock_depth, v.preempt_rt, v.nesting, v.raise_on_report) == (3, True, True, False)
+
+
 # -- limits ---------------------------------------------------------------------------------------
 
 
