@@ -40,6 +40,8 @@ from ._rcu import (
 )
 from ._report import DeadlockError, LockdepViolation, Report
 from ._threading import instrument_threading
+
+instrument = instrument_threading  # the general name: threading's and asyncio's locks
 from ._validator import Validator, configure, current, validate
 
 __version__ = "0.1.0"
@@ -77,7 +79,7 @@ __all__ = [
     "validate",
 ]
 __all__ += ["RCU", "Guarded", "guarded_by"]  # guarded data (the "Protects" column)
-__all__ += ["instrument_threading", "lockdep_off", "nested", "set_class"]  # Python's own locks
+__all__ += ["instrument", "instrument_threading", "lockdep_off", "nested", "set_class"]  # Python's own locks
 __all__ += [
     "RCU_SCHED",
     "rcu_dereference_sched",

@@ -33,10 +33,10 @@ from ._classes import (
     is_used_in,
     usage_state,
 )
-from ._frames import Site, capture_stack, format_file_line
+from ._frames import Site, Stack, capture_stack, format_file_line
 from ._graph import PathStep, dep_kind
 from ._held import H_CLASS, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, held_site
-from ._locktypes import RCU, RCU_SCHED, SRCU, WAIT_INV, effective_wait
+from ._locktypes import RCU, RCU_SCHED, SRCU, WAIT_INV, LockType, effective_wait
 from ._task import Task
 
 if TYPE_CHECKING:
@@ -538,8 +538,9 @@ def report_suspicious_rcu(
 
 
 def check_held_at_exit(v: Validator, t: Task) -> None:
-    """A thread must not end holding a lock with an owner (a ``threading.Lock``, which any thread
-    may release, is not one): what it still holds is reported, as lockdep does at task exit."""
+    """A thread or an asyncio task must not end holding a lock with an owner (a ``threading.Lock``,
+    which any thread may release, is not one): what it still holds is reported, as lockdep does at
+    task exit."""
     owned = tuple(entry[H_CLASS] for entry in t.held if entry[H_CLASS].ltype.owned)
     if owned:
         v.report(
@@ -549,6 +550,32 @@ def check_held_at_exit(v: Validator, t: Task) -> None:
             dedupe=(id(t),),
             title={"comm": t.comm},
         )
+
+
+def blocks_thread(ltype: LockType) -> bool:
+    """Whether waiting for a lock of this type blocks the thread (every lock but asyncio's own, and
+    the read sides of RCU and SRCU, which never wait)."""
+    return not ltype.suspends and ltype.check and ltype.inner != WAIT_INV
+
+
+def check_scheduling_while_atomic(v: Validator, t: Task, suspended: Stack) -> None:
+    """An asyncio task must not suspend at an ``await`` while holding a lock that blocks the thread.
+
+    The suspension is the kernel's ``schedule()``: another task of the same loop that takes the
+    lock blocks the loop's only thread, and the holder can never run again to release it.
+    ``suspended`` is where the task waits, innermost first.  The count in the title stands for the
+    kernel's preempt_count: one per such lock.
+    """
+    blocking = [entry for entry in t.held if blocks_thread(entry[H_CLASS].ltype)]
+    if not blocking:
+        return
+    v.report(
+        "scheduling_while_atomic",
+        (entry[H_CLASS] for entry in blocking),
+        lambda title: _splat.scheduling_while_atomic(v, t, title, blocking, suspended),
+        site=held_site(blocking[0]),
+        title={"comm": t.comm, "count": t.preempt + len(blocking)},
+    )
 
 
 def check_lock_depth(v: Validator, t: Task) -> None:

@@ -38,12 +38,17 @@ def is_internal(filename: str, skip_threading: bool = False) -> bool:
 
 # Test harnesses and program runners (``python -m``, ``pylockdep run``): packages, and runpy's files.
 _HARNESS_PACKAGES = ("_pytest", "pytest", "pluggy", "xdist", "execnet")
-_RUNPY_FILES = frozenset({"<frozen runpy>", os.path.join(os.path.dirname(os.__file__), "runpy.py")})
+# asyncio's event loop counts as a runner: a task's stack ends with its outermost coroutine.
+_RUNPY_FILES = frozenset(
+    ["<frozen runpy>", os.path.join(os.path.dirname(os.__file__), "runpy.py")]
+    + [os.path.join(os.path.dirname(os.__file__), "asyncio", f) for f in ("events.py", "base_events.py", "runners.py")]
+)
 _harness_files: dict[str, bool] = {}
 
 
 def is_harness(filename: str) -> bool:
-    """True for the files of pytest (with pluggy, pytest-xdist and execnet) and of runpy."""
+    """True for the files of pytest (with pluggy, pytest-xdist and execnet), of runpy, and of asyncio's
+    event loop."""
     harness = _harness_files.get(filename)
     if harness is None:
         # A frame of one of these packages means it is imported: its directory is known.

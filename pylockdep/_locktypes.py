@@ -35,6 +35,7 @@ class LockType:
     ``spins`` is true when the lock spins (and so disables preemption) on a normal kernel;
     ``sleeps_on_rt`` when PREEMPT_RT turns it into a sleeping rt_mutex; ``sleeps`` when it always
     sleeps.  ``owned`` locks have an owner thread, so a wait on them can be proven to be for ever.
+    ``suspends`` marks asyncio's locks, whose waits suspend a task instead of blocking the thread.
     ``check`` is false for lockdep's check=0 maps (the RCU readers): tracked, held, printed and
     wait-context checked, but they add no dependencies.
     ``lock_fn``/``rt_lock_fn`` name the kernel function that takes it, for call traces.
@@ -48,6 +49,7 @@ class LockType:
     sleeps: bool = False
     owned: bool = True
     check: bool = True
+    suspends: bool = False
     lock_fn: str = "lock_acquire"
     rt_lock_fn: str = ""
 
@@ -92,3 +94,5 @@ RCU_SCHED = LockType("rcu_read_lock_sched", WAIT_SPIN, WAIT_FREE, check=False, l
 # Python's threading.Lock: a sleeping lock without an owner (any thread may release it).
 PY_LOCK = LockType("threading.Lock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, owned=False, lock_fn="Lock.acquire")
 PY_RLOCK = LockType("threading.RLock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, lock_fn="RLock.acquire")
+# asyncio.Lock: a sleeping lock owned by the asyncio task that took it; waiting suspends the task.
+ASYNC_LOCK = LockType("asyncio.Lock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, suspends=True, lock_fn="Lock.acquire")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ._classes import USAGE_NAMES, LockClass, usage_string
 from ._frames import Site, Stack, capture_stack, format_file_line, format_site, format_stack
 from ._graph import PathStep
-from ._held import H_CLASS, H_LOCK, H_READ, held_site
+from ._held import H_CLASS, H_LOCK, H_READ, HeldLock, held_site
 from ._locktypes import effective_wait
 from ._task import Task
 
@@ -40,6 +40,7 @@ TITLES: dict[str, str] = {
     "lock_held_at_exit": "WARNING: {comm} still has locks held!",
     "context_imbalance": "WARNING: {call}",
     "limit_exceeded": "{message}",
+    "scheduling_while_atomic": "BUG: scheduling while atomic: {comm}/0x{count:08x}",
 }
 
 
@@ -561,3 +562,23 @@ def srcu_bad_index(v: Validator, t: Task, title: str, name: str, idx: object, si
         "other info that might help us debug this:",
     ]
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
+
+
+def scheduling_while_atomic(
+    v: Validator, t: Task, title: str, blocking: list[HeldLock], suspended: Stack
+) -> list[str]:
+    """'BUG: scheduling while atomic': an asyncio task suspended holding locks that block its thread.
+
+    The first of ``blocking`` is printed where the kernel prints where preemption was disabled,
+    then where the task suspended (``suspended``, innermost first).
+    """
+    first = blocking[0]
+    lines = [title]
+    lines += held_lines(v, t)
+    lines += [
+        f"{first.cls.name} (a lock that blocks the loop's thread) taken at:",
+        ip_sym(held_site(first)),
+        f"{t.comm} suspended at:",
+    ]
+    lines += format_stack(suspended)
+    return lines + backtrace(v, t, suspended, header="", functions=["__schedule_bug", "schedule"])

@@ -49,6 +49,7 @@ from ._frames import format_file_line, is_internal, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
 from ._validator import active, default
+from ._when_imported import Hook, when_imported
 
 __all__ = ["Lock", "RLock", "install", "instrument_threading", "Nested", "uninstall"]
 
@@ -382,14 +383,16 @@ def _stand_in(
 _state_lock = _allocate()
 _installed: dict[str, Any] = {}  # attribute of threading -> the stand-in put there
 _depth = 0
+_asyncio_hook: Hook | None = None  # waiting for asyncio to be imported
 
 
 def install() -> None:
-    """Make ``threading.Lock()`` and ``threading.RLock()`` return validated locks from now on.
+    """Make ``threading.Lock()`` and ``threading.RLock()`` return validated locks from now on, and
+    asyncio's locks too (now, or once asyncio is imported: :mod:`pylockdep._asyncio`).
 
     Calls nest: each needs an :func:`uninstall`.
     """
-    global _depth
+    global _depth, _asyncio_hook
     with _state_lock:
         _depth += 1
         if _depth == 1:
@@ -398,6 +401,7 @@ def install() -> None:
                 name = lock_type.__name__
                 _installed[name] = _stand_in(getattr(threading, name), lock_type, ltype, takes_args)
                 setattr(threading, name, _installed[name])
+            _asyncio_hook = when_imported("asyncio", _instrument_asyncio)
 
 
 def uninstall() -> None:
@@ -406,7 +410,7 @@ def uninstall() -> None:
     Locks already made stay validated.  A factory that someone else replaced after ours is left
     as it is.
     """
-    global _depth
+    global _depth, _asyncio_hook
     with _state_lock:
         if not _depth:
             raise RuntimeError("threading is not instrumented")
@@ -416,6 +420,19 @@ def uninstall() -> None:
                 if getattr(threading, name) is wrapper:
                     setattr(threading, name, wrapper.__wrapped__)
             _installed.clear()
+            if _asyncio_hook is not None:
+                _asyncio_hook.remove()
+                _asyncio_hook = None
+            asyncio_locks = sys.modules.get("pylockdep._asyncio")
+            if asyncio_locks is not None:
+                asyncio_locks.uninstall()
+
+
+def _instrument_asyncio(module: object) -> None:
+    """Instrument asyncio's locks (:mod:`pylockdep._asyncio`), once asyncio is imported."""
+    from . import _asyncio
+
+    _asyncio.install()
 
 
 class instrument_threading:  # noqa: N801 - a context manager named as the API promises

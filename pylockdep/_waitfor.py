@@ -54,8 +54,10 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
     """Block until ``acquire_timed`` succeeds, unless the wait closes a cycle of waiting threads.
 
     The cycle is checked before blocking and again every :data:`POLL_SECONDS`, so a cycle that
-    forms while threads race into their waits is still found.
+    forms while threads race into their waits is still found.  A lock held by a suspended asyncio
+    task of the event loop that runs on this very thread can never come free: that raises at once.
     """
+    check_own_loop(t, lock)
     try:
         while True:
             with _waits:
@@ -82,3 +84,16 @@ def describe_cycle(cycle: list[tuple[Task, Primitive]]) -> str:
         )
     parts = [f"{task.comm} waits for {lock.name!r}" for task, lock in cycle]
     return "deadlock: " + " -> ".join(parts) + f" -> held by {cycle[0][0].comm}"
+
+
+def check_own_loop(t: Task, lock: Any) -> None:
+    """Refuse to block a thread on a lock that a suspended asyncio task of the thread's own event
+    loop holds: only the blocked thread could run that task again (the task's suspension was
+    reported as ``scheduling_while_atomic``)."""
+    owner = getattr(lock, "_owner", None)
+    if owner is None or owner is t or getattr(owner, "loop_thread", None) != _thread.get_ident() or owner.running:
+        return
+    raise DeadlockError(
+        f"deadlock: {t.comm} would block the event loop's thread for ever on {lock.name!r}, held by "
+        f"{owner.comm}, a task of that loop suspended while holding it"
+    )

@@ -1,0 +1,399 @@
+"""asyncio's locks, validated, with the asyncio task as the holder.
+
+The kernel picture maps directly: the event loop's thread is a CPU, an asyncio task is a task, and
+an ``await`` that suspends the task is ``schedule()``.  While instrumentation is installed
+(:func:`install`, which :func:`pylockdep.instrument_threading` calls):
+
+- ``asyncio.Lock``, ``Semaphore``, ``BoundedSemaphore``, ``Condition`` and ``Event`` make the
+  subclasses below.  Each *is* CPython's own class of the running Python, so waiting, fairness,
+  cancellation, ``locked()`` and the ``repr`` shape are exactly CPython's; the subclass only adds the
+  bookkeeping around them.
+- Every step of an asyncio task runs with the task's own holder (:class:`TaskHolder`, a
+  :class:`pylockdep._task.Task` made for the asyncio task) as the thread's current holder: whatever
+  the step takes, an ``asyncio.Lock`` or a ``threading.Lock`` alike, goes on the task's held stack
+  and into the one graph shared with threads.  The switch happens in ``asyncio.events.Handle._run``,
+  through which every loop of the standard library runs a task's steps.
+
+What each type is to the validator:
+
+- ``Lock`` (and a ``Condition``'s lock) is a sleeping lock with an owner, the task that took it
+  (lock type ``asyncio.Lock``): ordered, checked for recursion and for real wait cycles among tasks.
+  CPython lets another task release it; that release takes it off the taker's stack, with no report.
+- ``Semaphore`` and ``BoundedSemaphore`` are counters, not owner locks, and the kernel's lockdep does
+  not track ``struct semaphore`` either: they get no class, no held entry and no dependencies.
+  ``acquire()`` is checked as the kernel's ``down()`` is, as a function that may sleep.
+- ``Event.wait()`` may sleep too, and is checked the same way.
+"""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import os
+import weakref
+from asyncio import events
+from sys import _getframe
+from types import FrameType
+from typing import Any
+
+from . import _checks, _locktypes, _waitfor
+from ._classes import LockKey, key_for
+from ._frames import Site, Stack, format_file_line, is_internal
+from ._report import DeadlockError
+from ._held import chain_key, drop_foreign, find, pop, push, remove
+from ._task import Task
+from ._validator import Validator, active
+
+__all__ = ["BoundedSemaphore", "Condition", "Event", "Lock", "Semaphore", "TaskHolder", "install", "uninstall"]
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+_current_task = asyncio.current_task
+_get_ident = _thread.get_ident
+
+# CPython's own classes, whatever instrumentation does to the asyncio namespace later.
+_PlainLock = asyncio.locks.Lock
+_PlainSemaphore = asyncio.locks.Semaphore
+_PlainBoundedSemaphore = asyncio.locks.BoundedSemaphore
+_PlainCondition = asyncio.locks.Condition
+_PlainEvent = asyncio.locks.Event
+_plain_run = events.Handle._run
+
+
+# -- holders -----------------------------------------------------------------------------------
+
+
+class TaskHolder(Task):
+    """An asyncio task as a holder of locks: its own held stack and context, for one validator.
+
+    ``comm`` prints ``task name/id`` (the id is the asyncio task's ``id()``).  ``loop_thread`` is the
+    ident of the thread whose loop runs the task; ``running`` whether one of its steps is running.
+    """
+
+    __slots__ = ("task_ref", "loop_thread", "running")
+
+    def __init__(self, task: asyncio.Task, holders: dict[int, TaskHolder]) -> None:
+        super().__init__(task.get_name(), id(task))
+        key = id(task)
+        # Forget the holder when the task object goes (a task destroyed while pending included).
+        self.task_ref = weakref.ref(task, lambda _ref: holders.pop(key, None))
+        self.loop_thread = _get_ident()
+        self.running = False
+
+
+def _holders(v: Validator) -> dict[int, TaskHolder]:
+    """The validator's holders of asyncio tasks, by ``id()`` of the task."""
+    try:
+        return v.async_holders  # type: ignore[attr-defined,no-any-return]
+    except AttributeError:
+        v.async_holders = holders = {}  # type: ignore[attr-defined]
+        return holders
+
+
+def holder_of(v: Validator, task: asyncio.Task) -> TaskHolder:
+    """The holder of ``task`` in validator ``v``, made (and registered with ``v``) on first use."""
+    holders = _holders(v)
+    h = holders.get(id(task))
+    if h is None:
+        h = holders[id(task)] = TaskHolder(task, holders)
+        v.tasks[id(h)] = h
+    return h
+
+
+def _current_holder(v: Validator) -> Task:
+    """The holder of whatever runs now: the current asyncio task's, else the thread's Task."""
+    t = getattr(v.local, "task", None)
+    try:
+        task = _current_task()
+    except RuntimeError:  # no running loop: a plain thread
+        task = None
+    if task is None:
+        return t if t is not None and type(t) is not TaskHolder else v.task()
+    if type(t) is TaskHolder and t.ident == id(task):
+        return t
+    return holder_of(v, task)
+
+
+def _step(handle: events.Handle) -> None:
+    """``Handle._run`` while instrumented: a task's step runs with the task's holder current.
+
+    After the step, a task that finished is checked for locks it still holds, and one that
+    suspended for thread locks held across the ``await``.
+    """
+    task = getattr(handle._callback, "__self__", None)
+    if not isinstance(task, asyncio.Task):
+        return _plain_run(handle)
+    v = active.validator
+    if v.off:
+        return _plain_run(handle)
+    local = v.local
+    outer = v.task()  # the thread's own Task, made first so that the thread's exit is seen
+    h = holder_of(v, task)
+    local.task = h
+    h.running = True
+    try:
+        _plain_run(handle)
+    finally:
+        h.running = False
+        try:
+            if task.done():
+                _task_exited(v, h)
+            elif h.held:
+                _task_suspended(v, h, task)
+        finally:
+            local.task = outer
+
+
+def _task_exited(v: Validator, h: TaskHolder) -> None:
+    """The task finished (returned, raised or was cancelled): report the owned locks it still holds."""
+    _holders(v).pop(h.ident, None)
+    v.tasks.pop(id(h), None)
+    if h.held:
+        v.run_check(h, _checks.check_held_at_exit)
+
+
+def _task_suspended(v: Validator, h: TaskHolder, task: asyncio.Task) -> None:
+    """The task yielded to its loop: locks that block the thread must not be held across that."""
+    if any(_checks.blocks_thread(entry.cls.ltype) for entry in h.held):
+        v.run_check(h, _checks.check_scheduling_while_atomic, suspended_stack(task))
+
+
+def suspended_stack(task: asyncio.Task) -> Stack:
+    """Where a suspended task waits: its chain of awaiting coroutines, innermost first."""
+    sites: list[Site] = []
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        if not is_internal(frame.f_code.co_filename):
+            sites.append((frame.f_code, frame.f_lineno))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    sites.reverse()
+    return tuple(sites)
+
+
+# -- acquiring and releasing -------------------------------------------------------------------
+
+
+def _site_frame(frame: FrameType) -> FrameType:
+    """The first frame outside pylockdep and asyncio from ``frame`` out (a Condition's wait() re-takes
+    its lock from inside asyncio: the site is the caller's)."""
+    while True:
+        filename = frame.f_code.co_filename
+        if not (filename.startswith(_ASYNCIO_DIR) or is_internal(filename)):
+            return frame
+        back = frame.f_back
+        if back is None:
+            return frame
+        frame = back
+
+
+def _new_key(kind: str, frame: FrameType | None) -> LockKey:
+    """The key of an asyncio lock made from ``frame``: ``KIND@file:line`` of the first frame outside
+    pylockdep and asyncio."""
+    if frame is not None:
+        frame = _site_frame(frame)
+    site = (frame.f_code, frame.f_lineno) if frame is not None else None
+    return key_for(f"{kind}@{format_file_line(site)}", _locktypes.ASYNC_LOCK, site)
+
+
+def _validate(lock: Lock, frame: FrameType) -> Task | None:
+    """Check the acquisition of ``lock`` at ``frame`` by the current holder, before it waits.
+
+    Returns the holder (None when validation is off).  If the lock is held, the holder is marked
+    as waiting for it; a wait that closes a cycle of waiting holders raises
+    :class:`DeadlockError` (after lockdep's report, made on validation).
+    """
+    v = active.validator
+    if v.off:
+        return None
+    t = getattr(v.local, "task", None)
+    if type(t) is not TaskHolder or t.ident != id(_current_task()):
+        t = _current_holder(v)
+    if t.busy:
+        return None
+    if t.foreign_releases:
+        drop_foreign(v, t)
+    owner, classes = lock._key.cache
+    cls = classes[0] if owner is v else None
+    if cls is None:
+        cls = v.class_for(lock._key)
+    key = chain_key(t.key, t.ctx, cls.variants[0])
+    if key not in v.chains:
+        if frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
+            frame = _site_frame(frame)
+        v.validate_chain(t, lock, cls, 0, False, key, frame.f_code, frame.f_lineno)
+    holder = lock._owner
+    if holder is not None:
+        t.waiting = (lock, 0)
+        # A cycle needs the holder to wait too; the last holder to wait is the one that closes it.
+        if holder is t or holder.waiting is not None:
+            cycle = _waitfor.find_wait_cycle(v, t)
+            if cycle is not None:
+                t.waiting = None
+                raise DeadlockError(_waitfor.describe_cycle(cycle))
+    return t
+
+
+def _push(lock: Lock, t: Task, frame: FrameType) -> None:
+    """Record ``lock`` as held by ``t``, taken at ``frame``."""
+    v = active.validator
+    if frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
+        frame = _site_frame(frame)
+    owner, classes = lock._key.cache
+    cls = classes[0] if owner is v else v.class_for(lock._key)
+    lock._owner = t
+    push(t, lock, cls, 0, False, frame.f_code, frame.f_lasti, chain_key(t.key, t.ctx, cls.variants[0]))
+    if len(t.held) >= v.max_lock_depth:
+        v.depth_exceeded(t)
+
+
+def _pop(lock: Lock) -> None:
+    """Take ``lock`` off the stack of the holder that took it."""
+    owner = lock._owner
+    if owner is None:
+        return
+    lock._owner = None
+    held = owner.held
+    if held and held[-1].lock is lock:
+        pop(owner)
+        return
+    index = find(owner, lock)
+    if index >= 0:
+        remove(active.validator, owner, index)
+
+
+def _might_sleep(what: str) -> None:
+    """The kernel's ``might_sleep()`` for an asyncio wait (``down()``, waiting for an event)."""
+    v = active.validator
+    if v.off:
+        return
+    t = _current_holder(v)
+    if not (t.preempt or t.spins or t.hardirq or t.softirq or t.bh or t.irqs_off or t.rcu):
+        return
+    frame = _site_frame(_getframe(2))
+    v.run_check(t, _checks.check_might_sleep, (frame.f_code, frame.f_lineno), ["__might_sleep", what], 0)
+
+
+# -- the types ---------------------------------------------------------------------------------
+
+
+class Lock(_PlainLock):
+    """``asyncio.Lock``, validated as a sleeping lock owned by the task that took it."""
+
+    def __init__(self, *, _key: LockKey | None = None) -> None:
+        super().__init__()
+        self._key = _key if _key is not None else _new_key("Lock", _getframe(1))
+        self._owner: Task | None = None
+
+    @property
+    def name(self) -> str:
+        """The lock class's name, ``Lock@file:line``."""
+        return self._key.name
+
+    _owned = True
+
+    def _blockers(self, mode: int, ident: int) -> list[int]:
+        owner = self._owner
+        return [owner.ident] if owner is not None else []
+
+    async def acquire(self) -> bool:
+        """Take the lock (as ``asyncio.Lock.acquire``), after validating the acquisition."""
+        frame = _getframe(1)
+        t = _validate(self, frame)
+        if t is None:
+            return await super().acquire()
+        try:
+            await super().acquire()
+        finally:
+            t.waiting = None
+        _push(self, t, frame)
+        return True
+
+    async def __aenter__(self) -> None:
+        frame = _getframe(1)
+        t = _validate(self, frame)
+        if t is None:
+            await super().acquire()
+            return None
+        try:
+            await super().acquire()
+        finally:
+            t.waiting = None
+        _push(self, t, frame)
+        return None
+
+    def release(self) -> None:
+        """Release the lock (RuntimeError when it is not locked), whichever task took it."""
+        super().release()
+        _pop(self)
+
+    async def __aexit__(self, *exc: object) -> None:
+        super().release()
+        _pop(self)
+
+
+class Condition(_PlainCondition):
+    """``asyncio.Condition``; made without a lock, its lock is a validated :class:`Lock` of class
+    ``Condition@file:line``."""
+
+    def __init__(self, lock: Any = None) -> None:
+        if lock is None:
+            lock = Lock(_key=_new_key("Condition", _getframe(1)))
+        super().__init__(lock)
+
+
+class Semaphore(_PlainSemaphore):
+    """``asyncio.Semaphore``: not an owner lock, so not in the graph; ``acquire()`` may sleep."""
+
+    async def acquire(self) -> bool:
+        """Take one unit (as ``asyncio.Semaphore.acquire``)."""
+        _might_sleep("down")
+        return await super().acquire()
+
+
+class BoundedSemaphore(_PlainBoundedSemaphore):
+    """``asyncio.BoundedSemaphore``: as :class:`Semaphore`."""
+
+    async def acquire(self) -> bool:
+        """Take one unit (as ``asyncio.BoundedSemaphore.acquire``)."""
+        _might_sleep("down")
+        return await super().acquire()
+
+
+class Event(_PlainEvent):
+    """``asyncio.Event``: ``wait()`` may sleep."""
+
+    async def wait(self) -> bool:
+        """Wait until the event is set (as ``asyncio.Event.wait``)."""
+        _might_sleep("wait_for_completion")
+        return await super().wait()
+
+
+# -- installing --------------------------------------------------------------------------------
+
+_REPLACED = {
+    "Lock": Lock,
+    "Condition": Condition,
+    "Semaphore": Semaphore,
+    "BoundedSemaphore": BoundedSemaphore,
+    "Event": Event,
+}
+
+
+def install() -> None:
+    """Make asyncio's lock types the validated ones and run task steps with their holders."""
+    for module in (asyncio, asyncio.locks):
+        for name, replacement in _REPLACED.items():
+            setattr(module, name, replacement)
+    events.Handle._run = _step  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    """Put CPython's types and ``Handle._run`` back (locks already made stay validated)."""
+    for module in (asyncio, asyncio.locks):
+        for name, replacement in _REPLACED.items():
+            if getattr(module, name) is replacement:
+                setattr(module, name, replacement.__mro__[1])
+    if events.Handle._run is _step:
+        events.Handle._run = _plain_run  # type: ignore[method-assign]

@@ -1,0 +1,537 @@
+"""asyncio's locks under validation: the task is the holder (specifications of each rule).
+
+Every test runs its program under a fresh validator with instrumentation installed, so
+``asyncio.Lock()`` and friends are the validated types and every task step runs with its holder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+import pylockdep
+from pylockdep import _asyncio
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, Any]]) -> list[pylockdep.Report]:
+    """Run ``main()`` in a new event loop, validated and instrumented; the reports it made."""
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        asyncio.run(main())
+    return v.reports
+
+
+def kinds(reports: list[pylockdep.Report]) -> list[str]:
+    return [r.kind for r in reports]
+
+
+# -- instrumentation -------------------------------------------------------------------------
+
+
+def test_instrumentation_makes_the_validated_types_and_puts_cpythons_back():
+    plain = asyncio.Lock
+    with pylockdep.instrument_threading():
+        assert asyncio.Lock is _asyncio.Lock and asyncio.locks.Lock is _asyncio.Lock
+        for name in ("Condition", "Semaphore", "BoundedSemaphore", "Event"):
+            made = getattr(asyncio, name)()
+            assert type(made) is getattr(_asyncio, name)
+            assert isinstance(made, getattr(_asyncio, name).__mro__[1])  # CPython's own class
+    assert asyncio.Lock is plain and asyncio.events.Handle._run is _asyncio._plain_run
+
+
+def test_the_general_name_instrument_is_the_same_context_manager():
+    assert pylockdep.instrument is pylockdep.instrument_threading
+
+
+def test_repr_and_locked_have_cpythons_shape():
+    async def main():
+        lock = asyncio.Lock()
+        assert lock.locked() is False
+        assert repr(lock).endswith(" [unlocked]>") and repr(lock).startswith("<pylockdep._asyncio.Lock object at 0x")
+        async with lock:
+            assert lock.locked() is True
+            assert repr(lock).endswith(" [locked]>")
+        sem = asyncio.BoundedSemaphore(2)
+        assert repr(sem).endswith(" [unlocked, value:2]>")
+
+    assert run(main) == []
+
+
+def test_asyncio_imported_after_install_is_instrumented(pytester: pytest.Pytester):
+    """``pylockdep run`` installs before the program imports asyncio: the import is hooked."""
+    pytester.makepyfile(
+        prog="""
+        import sys
+        assert "asyncio" not in sys.modules
+        import asyncio
+        print(type(asyncio.Lock()).__module__)
+        """
+    )
+    result = pytester.run(sys.executable, "-m", "pylockdep", "run", "prog.py")
+    assert result.ret == 0, result.stderr.str()
+    assert result.stdout.lines == ["pylockdep._asyncio"]
+
+
+# -- circular ----------------------------------------------------------------------------------
+
+
+def test_two_tasks_taking_two_locks_in_both_orders_is_circular():
+    async def main():
+        a = asyncio.Lock()
+        b = asyncio.Lock()
+
+        async def ab():
+            async with a:
+                async with b:
+                    await asyncio.sleep(0)
+
+        async def ba():
+            async with b:
+                async with a:
+                    pass
+
+        await asyncio.create_task(ab(), name="ab")
+        await asyncio.create_task(ba(), name="ba")  # never overlaps with ab: no hang, still a report
+
+    reports = run(main)
+    assert kinds(reports) == ["circular"]
+    text = reports[0].text
+    assert any(line.startswith("ba/") and line.endswith(" is trying to acquire lock:") for line in text.splitlines())
+    assert sorted(reports[0].classes) == sorted(c for c in reports[0].classes if c.startswith("Lock@test_asyncio.py:"))
+    assert "[thread ab/" in text  # the earlier dependency was made by task ab
+
+
+def test_a_cycle_through_a_threading_lock_and_an_asyncio_lock_is_found():
+    async def main():
+        alock = asyncio.Lock()
+        tlock = threading.Lock()
+
+        async def first():
+            async with alock:
+                with tlock:
+                    pass
+
+        async def second():
+            with tlock:
+                async with alock:  # free: taking it does not suspend, so tlock is not held across a suspension
+                    pass
+
+        await asyncio.create_task(first())
+        await asyncio.create_task(second())
+
+    reports = run(main)
+    assert kinds(reports) == ["circular"]
+    assert sorted(c.split("@")[0] for c in reports[0].classes) == ["Lock", "Lock"]
+    assert len(set(reports[0].classes)) == 2
+
+
+# -- recursive and real deadlocks --------------------------------------------------------------
+
+
+def test_a_task_taking_its_own_lock_again_is_recursive_and_raises_deadlock_error():
+    caught: list[BaseException] = []
+
+    async def main():
+        lock = asyncio.Lock()
+        async with lock:
+            try:
+                await lock.acquire()
+            except pylockdep.DeadlockError as exc:
+                caught.append(exc)
+        assert not lock.locked()
+
+    reports = run(main)
+    assert kinds(reports) == ["recursive"]
+    assert len(caught) == 1 and "which it holds itself" in str(caught[0])
+
+
+def test_a_real_deadlock_among_tasks_raises_in_the_task_that_closes_the_cycle():
+    outcome: dict[str, str] = {}
+
+    async def main():
+        l1 = asyncio.Lock()
+        l2 = asyncio.Lock()
+        both_hold = asyncio.Event()
+        holding = 0
+
+        async def worker(name: str, first: asyncio.Lock, second: asyncio.Lock) -> None:
+            nonlocal holding
+            async with first:
+                holding += 1
+                if holding == 2:
+                    both_hold.set()
+                await both_hold.wait()
+                try:
+                    async with second:
+                        outcome[name] = "took both"
+                except pylockdep.DeadlockError:
+                    outcome[name] = "deadlock"
+
+        await asyncio.gather(
+            asyncio.create_task(worker("A", l1, l2), name="A"), asyncio.create_task(worker("B", l2, l1), name="B")
+        )
+
+    reports = run(main)
+    assert kinds(reports) == ["circular"]
+    # B sets the event and goes on to wait for l1 at once; A, woken later, closes the cycle and
+    # gives up, which lets B through.
+    assert outcome == {"A": "deadlock", "B": "took both"}
+
+
+def test_a_task_blocking_the_thread_on_a_lock_a_suspended_task_holds_raises():
+    caught: list[BaseException] = []
+
+    async def main():
+        tlock = threading.Lock()
+        held = asyncio.Event()
+
+        async def holder():
+            with tlock:
+                held.set()
+                await asyncio.sleep(0.01)  # suspends holding a thread lock
+
+        async def blocker():
+            await held.wait()
+            try:
+                with tlock:  # would block the loop's only thread for ever
+                    pass
+            except pylockdep.DeadlockError as exc:
+                caught.append(exc)
+
+        await asyncio.gather(holder(), blocker())
+
+    reports = run(main)
+    assert kinds(reports) == ["scheduling_while_atomic"]
+    assert len(caught) == 1 and "event loop's thread" in str(caught[0])
+
+
+# -- held at exit ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ending", ["returns", "raises", "cancelled"])
+def test_a_task_ending_with_an_asyncio_lock_held_is_reported(ending: str):
+    async def main():
+        lock = asyncio.Lock()
+
+        async def leaky():
+            await lock.acquire()
+            if ending == "raises":
+                raise ValueError("boom")
+            if ending == "cancelled":
+                await asyncio.sleep(10)
+
+        task = asyncio.create_task(leaky(), name="leaky")
+        await asyncio.sleep(0)
+        if ending == "cancelled":
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert lock.locked()
+
+    reports = run(main)
+    assert kinds(reports) == ["lock_held_at_exit"]
+    assert reports[0].title.startswith("WARNING: leaky/") and reports[0].title.endswith("still has locks held!")
+    assert reports[0].classes[0].startswith("Lock@test_asyncio.py:")
+
+
+def test_a_lock_handed_to_another_task_to_release_is_not_held_at_exit():
+    async def main():
+        lock = asyncio.Lock()
+
+        async def taker():
+            await lock.acquire()
+
+        await asyncio.create_task(taker())  # ends holding it ...
+        lock.release()  # ... which is reported; another task may still release it (CPython allows it)
+        async with lock:
+            pass
+
+    assert kinds(run(main)) == ["lock_held_at_exit"]
+
+
+# -- scheduling while atomic -------------------------------------------------------------------
+
+
+def test_a_threading_lock_held_across_a_suspending_await_is_scheduling_while_atomic():
+    async def main():
+        tlock = threading.Lock()
+
+        async def worker():
+            with tlock:
+                await asyncio.sleep(0)
+
+        await asyncio.create_task(worker(), name="worker")
+
+    reports = run(main)
+    assert kinds(reports) == ["scheduling_while_atomic"]
+    report = reports[0]
+    lines = report.text.splitlines()
+    assert lines[0].startswith("BUG: scheduling while atomic: worker/") and lines[0].endswith("/0x00000001")
+    assert report.title == lines[0]
+    assert report.classes[0].startswith("Lock@test_asyncio.py:")
+    assert "1 lock held by worker/" in lines[1]
+    taken = lines.index(f"{report.classes[0]} (a lock that blocks the loop's thread) taken at:")
+    assert "worker+tests/test_asyncio.py:" in lines[taken + 1] or "worker+test_asyncio.py:" in lines[taken + 1]
+    suspended = next(i for i, line in enumerate(lines) if line.startswith("worker/") and "suspended at" in line)
+    # innermost first: asyncio.sleep(0)'s own frames, then the task's coroutine that awaited it
+    functions = [line.split("+")[0].strip() for line in lines[suspended + 1 : suspended + 4]]
+    assert functions[:2] == ["__sleep0", "sleep"] and functions[2].endswith("<locals>.worker")
+    assert " __schedule_bug" in lines and " schedule" in lines
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: threading.RLock(), lambda: pylockdep.RawSpinLock("spin"), lambda: pylockdep.Mutex("m")],
+    ids=["RLock", "RawSpinLock", "Mutex"],
+)
+def test_every_lock_that_blocks_the_thread_counts(make):
+    async def main():
+        lock = make()
+
+        async def worker():
+            with lock:
+                await asyncio.sleep(0)
+
+        await asyncio.create_task(worker())
+
+    assert kinds(run(main)) == ["scheduling_while_atomic"]
+
+
+def test_a_thread_lock_held_across_an_await_that_does_not_suspend_is_fine():
+    async def main():
+        tlock = threading.Lock()
+
+        async def no_suspension():
+            return 1
+
+        async def worker():
+            with tlock:
+                await no_suspension()
+                await asyncio.sleep(0) if False else None
+            await asyncio.sleep(0)
+
+        await asyncio.create_task(worker())
+
+    assert run(main) == []
+
+
+def test_loguru_0_7_0_coroutine_sink_completion_holds_its_handler_lock_across_await():
+    """loguru 0.7.0's ``Handler.complete_queue``/``_CoroutineSink``: the handler's threading lock was
+    held while awaiting the coroutine sink's pending tasks (fixed in 0.7.1 by awaiting outside it)."""
+
+    class Handler:
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+            self._tasks: list[asyncio.Task] = []
+
+        def emit(self, message: str) -> None:
+            with self._lock:
+                self._tasks.append(asyncio.get_running_loop().create_task(self._sink(message)))
+
+        async def _sink(self, message: str) -> None:
+            await asyncio.sleep(0)
+
+        async def complete_0_7_0(self) -> None:
+            with self._lock:
+                for task in self._tasks:
+                    await task
+
+        async def complete_0_7_1(self) -> None:
+            with self._lock:
+                tasks = list(self._tasks)
+            for task in tasks:
+                await task
+
+    async def fixed():
+        handler = Handler()
+        handler.emit("hello")
+        await handler.complete_0_7_1()
+
+    async def broken():
+        handler = Handler()
+        handler.emit("hello")
+        await handler.complete_0_7_0()
+
+    assert run(fixed) == []
+    reports = run(broken)
+    assert kinds(reports) == ["scheduling_while_atomic"]
+    assert "complete_0_7_0+" in reports[0].text
+
+
+# -- semaphores, conditions, events --------------------------------------------------------------
+
+
+def test_semaphores_are_not_owner_locks_and_add_no_dependencies():
+    async def main():
+        sem = asyncio.Semaphore(1)
+        lock = asyncio.Lock()
+
+        async def one():
+            async with sem:
+                async with lock:
+                    pass
+
+        async def other():
+            async with lock:
+                async with sem:
+                    pass
+
+        await asyncio.create_task(one())
+        await asyncio.create_task(other())
+
+    assert run(main) == []
+
+
+def test_waiting_on_a_semaphore_under_a_spinning_lock_may_sleep_in_atomic_context():
+    async def main():
+        spin = pylockdep.SpinLock("spin")
+        sem = asyncio.BoundedSemaphore(1)
+        with spin:
+            await sem.acquire()
+        sem.release()
+
+    assert kinds(run(main)) == ["sleep_in_atomic"]
+
+
+def test_a_condition_lock_is_validated_and_wait_notify_is_clean():
+    async def main():
+        cond = asyncio.Condition()
+        items: list[int] = []
+
+        async def consumer():
+            async with cond:
+                await cond.wait_for(lambda: items)
+                return items.pop()
+
+        task = asyncio.create_task(consumer())
+        await asyncio.sleep(0)
+        async with cond:
+            items.append(1)
+            cond.notify()
+        assert await task == 1
+        assert cond._lock.name.startswith("Condition@test_asyncio.py:")
+        # its lock is on the task's stack while held
+        async with cond:
+            holder = _asyncio.holder_of(pylockdep.current(), asyncio.current_task())
+            assert [entry[0] for entry in holder.held] == [cond._lock]
+        assert holder.held == []
+
+    assert run(main) == []
+
+
+# -- clean counterparts ------------------------------------------------------------------------
+
+
+def test_ordered_locking_across_many_tasks_is_clean():
+    async def main():
+        # Three classes (one line each): locks made by one line share a class, and nesting two
+        # of them is recursive under the kernel's rule.
+        first = asyncio.Lock()
+        second = asyncio.Lock()
+        third = asyncio.Lock()
+        locks = [first, second, third]
+
+        async def worker(i: int):
+            for _ in range(3):
+                async with locks[0]:
+                    async with locks[1]:
+                        await asyncio.sleep(0)
+                        async with locks[2]:
+                            await asyncio.sleep(0)
+
+        await asyncio.gather(*(worker(i) for i in range(20)))
+        assert not any(lock.locked() for lock in locks)
+
+    assert run(main) == []
+
+
+def test_queue_producer_consumer_with_a_lock_is_clean():
+    async def main():
+        queue: asyncio.Queue[int] = asyncio.Queue(maxsize=4)
+        lock = asyncio.Lock()
+        total = 0
+
+        async def producer():
+            for i in range(100):
+                await queue.put(i)
+            await queue.put(-1)
+
+        async def consumer():
+            nonlocal total
+            while (item := await queue.get()) != -1:
+                async with lock:
+                    total += item
+                    await asyncio.sleep(0)
+
+        await asyncio.gather(producer(), consumer())
+        assert total == sum(range(100))
+
+    assert run(main) == []
+
+
+def test_taskgroup_with_shared_locks_is_clean():
+    async def main():
+        a = asyncio.Lock()
+        b = asyncio.Lock()
+
+        async def worker():
+            async with a:
+                await asyncio.sleep(0)
+                async with b:
+                    await asyncio.sleep(0)
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(10):
+                tg.create_task(worker())
+
+    assert run(main) == []
+
+
+def test_cancellation_while_waiting_for_a_lock_leaves_no_held_entry():
+    async def main():
+        v = pylockdep.current()
+        lock = asyncio.Lock()
+        await lock.acquire()
+        waiter = asyncio.create_task(lock.acquire())
+        await asyncio.sleep(0)
+        waiter_holder = _asyncio.holder_of(v, waiter)
+        assert waiter_holder.waiting is not None and waiter_holder.waiting[0] is lock
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert waiter_holder.held == [] and waiter_holder.waiting is None
+        assert waiter_holder not in v.tasks.values()
+        me = _asyncio.holder_of(v, asyncio.current_task())
+        assert [entry[0] for entry in me.held] == [lock]
+        lock.release()
+        assert me.held == []
+        async with lock:  # taken again, cleanly
+            pass
+
+    assert run(main) == []
+
+
+def test_timeout_around_a_lock_wait_is_clean():
+    async def main():
+        lock = asyncio.Lock()
+        await lock.acquire()
+
+        async def impatient():
+            try:
+                async with asyncio.timeout(0.01):
+                    await lock.acquire()
+            except TimeoutError:
+                return "timed out"
+            lock.release()
+            return "took it"
+
+        assert await asyncio.create_task(impatient()) == "timed out"
+        lock.release()
+        assert await asyncio.create_task(impatient()) == "took it"
+
+    assert run(main) == []
