@@ -40,9 +40,9 @@ from ._rcu import (
 )
 from ._report import DeadlockError, LockdepViolation, Report
 from ._threading import instrument_threading
+from ._validator import Validator, configure, current, validate
 
 instrument = instrument_threading  # the general name: threading's and asyncio's locks
-from ._validator import Validator, configure, current, validate
 
 __version__ = "0.1.0"
 

@@ -33,14 +33,14 @@ import os
 import weakref
 from asyncio import events
 from sys import _getframe
-from types import FrameType
+from types import BuiltinFunctionType, FrameType
 from typing import Any
 
 from . import _checks, _locktypes, _waitfor
 from ._classes import LockKey, key_for
-from ._frames import Site, Stack, format_file_line, is_internal
-from ._report import DeadlockError
+from ._frames import Site, Stack, format_file_line, is_harness, is_internal
 from ._held import chain_key, drop_foreign, find, pop, push, remove
+from ._report import DeadlockError
 from ._task import Task
 from ._validator import Validator, active
 
@@ -48,6 +48,14 @@ __all__ = ["BoundedSemaphore", "Condition", "Event", "Lock", "Semaphore", "TaskH
 
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 _current_task = asyncio.current_task
+if not isinstance(_current_task, BuiltinFunctionType):  # 3.11 has it in Python: read what it reads
+    _running_loop = events._get_running_loop
+    _current_tasks = asyncio.tasks._current_tasks
+
+    def _current_task() -> asyncio.Task | None:  # type: ignore[misc]
+        return _current_tasks.get(_running_loop())
+
+
 _get_ident = _thread.get_ident
 
 # CPython's own classes, whatever instrumentation does to the asyncio namespace later.
@@ -177,15 +185,20 @@ def suspended_stack(task: asyncio.Task) -> Stack:
 
 def _site_frame(frame: FrameType) -> FrameType:
     """The first frame outside pylockdep and asyncio from ``frame`` out (a Condition's wait() re-takes
-    its lock from inside asyncio: the site is the caller's)."""
+    its lock from inside asyncio: the site is the caller's), but no further than the task's outermost
+    coroutine (the event loop's frames lie beyond it): a task whose coroutine is ``acquire()`` or
+    ``Condition.wait()`` itself took the lock there."""
+    last = frame
     while True:
         filename = frame.f_code.co_filename
+        if is_harness(filename):
+            return last
         if not (filename.startswith(_ASYNCIO_DIR) or is_internal(filename)):
             return frame
         back = frame.f_back
         if back is None:
             return frame
-        frame = back
+        last, frame = frame, back
 
 
 def _new_key(kind: str, frame: FrameType | None) -> LockKey:
@@ -220,8 +233,6 @@ def _validate(lock: Lock, frame: FrameType) -> Task | None:
         cls = v.class_for(lock._key)
     key = chain_key(t.key, t.ctx, cls.variants[0])
     if key not in v.chains:
-        if frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
-            frame = _site_frame(frame)
         v.validate_chain(t, lock, cls, 0, False, key, frame.f_code, frame.f_lineno)
     holder = lock._owner
     if holder is not None:
@@ -231,6 +242,7 @@ def _validate(lock: Lock, frame: FrameType) -> Task | None:
             cycle = _waitfor.find_wait_cycle(v, t)
             if cycle is not None:
                 t.waiting = None
+                lock._get_loop()  # what CPython raises before it would wait (a lock of another loop) comes first
                 raise DeadlockError(_waitfor.describe_cycle(cycle))
     return t
 
@@ -238,8 +250,6 @@ def _validate(lock: Lock, frame: FrameType) -> Task | None:
 def _push(lock: Lock, t: Task, frame: FrameType) -> None:
     """Record ``lock`` as held by ``t``, taken at ``frame``."""
     v = active.validator
-    if frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
-        frame = _site_frame(frame)
     owner, classes = lock._key.cache
     cls = classes[0] if owner is v else v.class_for(lock._key)
     lock._owner = t
@@ -248,16 +258,8 @@ def _push(lock: Lock, t: Task, frame: FrameType) -> None:
         v.depth_exceeded(t)
 
 
-def _pop(lock: Lock) -> None:
-    """Take ``lock`` off the stack of the holder that took it."""
-    owner = lock._owner
-    if owner is None:
-        return
-    lock._owner = None
-    held = owner.held
-    if held and held[-1].lock is lock:
-        pop(owner)
-        return
+def _remove(owner: Task, lock: Lock) -> None:
+    """Take ``lock`` off its holder's stack when it is not the most recent lock there."""
     index = find(owner, lock)
     if index >= 0:
         remove(active.validator, owner, index)
@@ -297,40 +299,66 @@ class Lock(_PlainLock):
         owner = self._owner
         return [owner.ident] if owner is not None else []
 
-    async def acquire(self) -> bool:
-        """Take the lock (as ``asyncio.Lock.acquire``), after validating the acquisition."""
-        frame = _getframe(1)
+    async def _take(self, frame: FrameType) -> None:
+        """Validate, wait as CPython's ``acquire()`` does (same fairness and cancellation), push."""
+        if frame.f_code.co_filename.startswith(_ASYNCIO_DIR):  # a Condition, or a task running acquire() itself
+            frame = _site_frame(_getframe(1))
         t = _validate(self, frame)
         if t is None:
-            return await super().acquire()
+            await _PlainLock.acquire(self)
+            return
         try:
-            await super().acquire()
+            await _PlainLock.acquire(self)
         finally:
             t.waiting = None
         _push(self, t, frame)
+
+    async def acquire(self) -> bool:
+        """Take the lock (as ``asyncio.Lock.acquire``), after validating the acquisition."""
+        await self.__aenter__()
         return True
 
     async def __aenter__(self) -> None:
+        # The fast path: the lock is free with no waiter queued (what CPython's acquire() takes
+        # without suspending, so taking it here spares a coroutine), the current task's holder is
+        # in place and this chain of held locks was validated before.  Anything else: _take().
         frame = _getframe(1)
-        t = _validate(self, frame)
-        if t is None:
-            await super().acquire()
-            return None
-        try:
-            await super().acquire()
-        finally:
-            t.waiting = None
-        _push(self, t, frame)
-        return None
+        if frame.f_code is _ACQUIRE_CODE:
+            frame = frame.f_back  # type: ignore[assignment]
+        if not (self._locked or self._waiters):
+            v = active.validator
+            t = getattr(v.local, "task", None)
+            if type(t) is TaskHolder and t.ident == id(_current_task()) and not (v.off or t.busy or t.foreign_releases):
+                owner, classes = self._key.cache
+                cls = classes[0] if owner is v else None
+                if cls is not None and not frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
+                    key = chain_key(t.key, t.ctx, cls.variants[0])
+                    if key in v.chains:
+                        self._locked = True
+                        self._owner = t
+                        push(t, self, cls, 0, False, frame.f_code, frame.f_lasti, key)
+                        if len(t.held) >= v.max_lock_depth:
+                            v.depth_exceeded(t)
+                        return
+        await self._take(frame)
 
     def release(self) -> None:
         """Release the lock (RuntimeError when it is not locked), whichever task took it."""
-        super().release()
-        _pop(self)
+        _PlainLock.release(self)
+        owner = self._owner
+        if owner is not None:
+            self._owner = None
+            held = owner.held
+            if held and held[-1].lock is self:
+                pop(owner)
+            else:
+                _remove(owner, self)
 
     async def __aexit__(self, *exc: object) -> None:
-        super().release()
-        _pop(self)
+        self.release()
+
+
+_ACQUIRE_CODE = Lock.acquire.__code__
 
 
 class Condition(_PlainCondition):

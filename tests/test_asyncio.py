@@ -535,3 +535,100 @@ def test_timeout_around_a_lock_wait_is_clean():
         assert await asyncio.create_task(impatient()) == "took it"
 
     assert run(main) == []
+
+
+# -- where instrumentation reaches -------------------------------------------------------------
+
+ASYNC_ABBA = """
+import asyncio
+
+async def main():
+    a = asyncio.Lock()
+    b = asyncio.Lock()
+
+    async def ab():
+        async with a:
+            async with b:
+                await asyncio.sleep(0)
+
+    async def ba():
+        async with b:
+            async with a:
+                pass
+
+    await asyncio.create_task(ab(), name="ab")
+    await asyncio.create_task(ba(), name="ba")
+
+asyncio.run(main())
+"""
+
+
+def test_pylockdep_run_validates_asyncio_locks_from_the_first_line(pytester: pytest.Pytester):
+    pytester.makepyfile(prog=ASYNC_ABBA)
+    result = pytester.run(sys.executable, "-m", "pylockdep", "run", "prog.py")
+    assert result.ret == 1  # pylockdep's status for "reports were made"
+    err = result.stderr.str()
+    assert "WARNING: possible circular locking dependency detected" in err
+    lines = pytester.path.joinpath("prog.py").read_text().splitlines()
+    a_line, b_line = (lines.index(f"    {name} = asyncio.Lock()") + 1 for name in "ab")
+    assert "ba/" in err and f"(Lock@prog.py:{a_line})" in err and f"(Lock@prog.py:{b_line})" in err
+
+
+QUIET = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+
+
+def test_the_plugin_covers_tests_run_by_pytest_asyncio(pytester: pytest.Pytester):
+    pytest.importorskip("pytest_asyncio")
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(
+        test_async="""
+        import asyncio
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_ab_then_ba():
+            a = asyncio.Lock()
+            b = asyncio.Lock()
+            async with a:
+                async with b:
+                    pass
+            async with b:
+                async with a:
+                    pass
+
+        @pytest.mark.asyncio
+        async def test_clean():
+            lock = asyncio.Lock()
+            async with lock:
+                await asyncio.sleep(0)
+        """
+    )
+    with pylockdep.validate(raise_on_report=False):
+        result = pytester.runpytest(*QUIET, "-p", "asyncio", "--lockdep", "--lockdep-threading")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "possible circular locking dependency" in "\n".join(result.outlines)
+
+
+def test_the_plugin_covers_tests_run_by_anyio_on_asyncio(pytester: pytest.Pytester):
+    pytest.importorskip("anyio")
+    pytester.makepyfile(
+        test_async="""
+        import asyncio
+        import threading
+        import pytest
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+        @pytest.mark.anyio
+        async def test_thread_lock_across_await():
+            lock = threading.Lock()
+            with lock:
+                await asyncio.sleep(0)
+        """
+    )
+    with pylockdep.validate(raise_on_report=False):
+        result = pytester.runpytest(*QUIET, "-p", "anyio", "--lockdep", "--lockdep-threading")
+    result.assert_outcomes(failed=1)
+    assert "BUG: scheduling while atomic" in "\n".join(result.outlines)

@@ -1,0 +1,82 @@
+"""CPython's own asyncio lock tests (``test.test_asyncio.test_locks`` and ``test_pep492``) on the
+instrumented types.
+
+Each test of CPython's classes runs under a fresh validator with instrumentation installed, so the
+``asyncio.Lock()``, ``Condition()``, ``Semaphore()``, ``BoundedSemaphore()`` and ``Event()`` the tests
+make are pylockdep's.  Each test must pass and make exactly the reports the rules call for
+(:data:`EXPECTED`), no other.
+"""
+
+from __future__ import annotations
+
+import sys
+import unittest
+
+import pytest
+
+import pylockdep
+
+test_locks = pytest.importorskip("test.test_asyncio.test_locks", reason="CPython's test package is not installed")
+test_pep492 = pytest.importorskip("test.test_asyncio.test_pep492", reason="CPython's test package is not installed")
+
+pytestmark = pytest.mark.timeout(120)
+
+# Reports the rules call for, by test.  CPython's tests hand locks from task to task: a task (often
+# the test method's own, which IsolatedAsyncioTestCase runs as a task) ends holding a lock that the
+# test releases later, or never.  That is a task ending with a lock held, ``lock_held_at_exit``.
+# test_ambiguous_loops re-takes a lock its task holds (to see CPython refuse a lock of another loop):
+# ``recursive``, and CPython's RuntimeError still wins over DeadlockError.
+EXPECTED: dict[str, list[str]] = {
+    "LockTests.test_acquire": ["lock_held_at_exit"],
+    "LockTests.test_acquire_cancel": ["lock_held_at_exit"],
+    "LockTests.test_cancel_release_race": ["lock_held_at_exit"],
+    "LockTests.test_finished_waiter_cancelled": ["lock_held_at_exit"],
+    "LockTests.test_repr": ["lock_held_at_exit"],
+    "ConditionTests.test_ambiguous_loops": ["recursive"],
+    "ConditionTests.test_repr": ["lock_held_at_exit"],
+    "ConditionTests.test_wait": ["lock_held_at_exit"],
+    "ConditionTests.test_wait_cancel": ["lock_held_at_exit"],
+    "ConditionTests.test_wait_cancel_contested": ["lock_held_at_exit"],
+}
+if sys.version_info < (3, 12):
+    # 3.11's wait_for() runs cond.wait() in a task of its own; cancelled by the timeout, that task
+    # takes the lock back before it ends, and the test releases it.
+    EXPECTED["ConditionTests.test_timeout_in_block"] = ["lock_held_at_exit"]
+
+
+class Instrumented(unittest.TestCase):
+    """Run each test inside validate() and instrumentation; check its reports after."""
+
+    def setUp(self) -> None:
+        self._validation = pylockdep.validate(raise_on_report=False)
+        self.validator = self._validation.__enter__()
+        self._instrumentation = pylockdep.instrument().__enter__()
+        self.addCleanup(self._check_reports)
+        super().setUp()
+
+    def _check_reports(self) -> None:
+        self._instrumentation.__exit__(None, None, None)
+        self._validation.__exit__(None, None, None)
+        expected = EXPECTED.get(f"{type(self).__name__}.{self._testMethodName}", [])
+        kinds = [r.kind for r in self.validator.reports]
+        self.assertEqual(kinds, expected, "\n".join(r.text for r in self.validator.reports))
+
+
+class LockTests(Instrumented, test_locks.LockTests):
+    pass
+
+
+class EventTests(Instrumented, test_locks.EventTests):
+    pass
+
+
+class ConditionTests(Instrumented, test_locks.ConditionTests):
+    pass
+
+
+class SemaphoreTests(Instrumented, test_locks.SemaphoreTests):
+    pass
+
+
+class PEP492LockTests(Instrumented, test_pep492.LockTests):
+    pass
