@@ -249,9 +249,36 @@ def _threading_rows() -> list[Measure]:
     ]
 
 
+def async_with_block(lock: Any, event_loop: Any) -> Loop:
+    """``async with lock: pass``, n times, in one task of ``event_loop``."""
+
+    async def body(n: int) -> None:
+        for _ in range(n):
+            async with lock:
+                pass
+
+    def loop(n: int) -> None:
+        event_loop.run_until_complete(body(n))
+
+    return loop
+
+
+def _asyncio_rows() -> list[Measure]:
+    def uncontended(stack: ExitStack) -> tuple[Loop, Loop]:
+        import asyncio  # here: importing asyncio makes locks of its own, which no other measure wants
+
+        base = asyncio.Lock()
+        _instrumented(stack)
+        event_loop = asyncio.new_event_loop()
+        stack.callback(event_loop.close)
+        return async_with_block(base, event_loop), async_with_block(asyncio.Lock(), event_loop)
+
+    return [Measure("async with asyncio.Lock (instrumented), uncontended", "asyncio", 3.0, 3.0, uncontended)]
+
+
 def measures() -> list[Measure]:
     """Every timed measure, in table order."""
-    return _lock_rows() + _section_rows() + _creation_rows() + _threading_rows()
+    return _lock_rows() + _section_rows() + _creation_rows() + _threading_rows() + _asyncio_rows()
 
 
 # -- which path ran ----------------------------------------------------------------------------
@@ -449,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--loops", type=int, default=1000, help="iterations per round, for a 1000-loop measure")
-    parser.add_argument("--groups", default="locks,sections,creation,threading,memory,scaling")
+    parser.add_argument("--groups", default="locks,sections,creation,threading,asyncio,memory,scaling")
     parser.add_argument("--only", default="", help="run only measures whose name contains this text")
     parser.add_argument("--list", action="store_true", help="print the measures' names")
     parser.add_argument("--one", help="run one side of one measure (for --instructions)")

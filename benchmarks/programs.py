@@ -1,9 +1,10 @@
 """Real programs, plain against under ``pylockdep run``: wall and CPU time, in alternation.
 
-``python -m benchmarks.programs pool|queue [N]`` is the program itself: ``pool`` runs N tiny
+``python -m benchmarks.programs pool|queue|asyncio [N]`` is the program itself: ``pool`` runs N tiny
 tasks on a ``ThreadPoolExecutor`` (each ``Future`` makes a ``Condition``; the workers take the
 queue's locks), ``queue`` passes N items from a producer thread to a consumer through a bounded
-``queue.Queue``.  The third program is CPython's own ``test.test_queue``.
+``queue.Queue``, ``asyncio`` the same between two tasks through an ``asyncio.Queue``.  The last
+program is CPython's own ``test.test_queue``.
 
 :func:`measure` runs each program as ``python -m ...`` and as ``python -m pylockdep run -m ...``,
 alternating the two ``rounds`` times, and reports the ratios of the minima and medians of wall
@@ -29,6 +30,11 @@ from ._timing import PYTHON, python_env
 PROGRAMS: dict[str, tuple[str, Sequence[str], float | None]] = {
     "pool": ("ThreadPoolExecutor, {n} tiny tasks", ("benchmarks.programs", "pool", "{n}"), 1.3),
     "queue": ("queue.Queue producer/consumer, {n} items", ("benchmarks.programs", "queue", "{n}"), 2.0),
+    "asyncio": (
+        "asyncio.Queue producer/consumer with an asyncio.Lock, {n} items",
+        ("benchmarks.programs", "asyncio", "{n}"),
+        2.0,
+    ),
     "test_queue": ("CPython's test.test_queue", ("test.test_queue",), None),
 }
 DEFAULT_SIZE = 100_000
@@ -63,6 +69,32 @@ def producer_consumer(n: int) -> None:
     q.put(None)
     consumer.join()
     assert got == [n * (n - 1) // 2]
+
+
+def asyncio_producer_consumer(n: int) -> None:
+    """``n`` items from one task to another through an ``asyncio.Queue`` of 100; the consumer adds
+    them up under an ``asyncio.Lock``."""
+    import asyncio  # here: the threaded programs do not import it
+
+    async def main() -> int:
+        q: asyncio.Queue[int | None] = asyncio.Queue(maxsize=100)
+        lock = asyncio.Lock()
+        total = 0
+
+        async def consume() -> None:
+            nonlocal total
+            while (item := await q.get()) is not None:
+                async with lock:
+                    total += item
+
+        consumer = asyncio.create_task(consume())
+        for i in range(n):
+            await q.put(i)
+        await q.put(None)
+        await consumer
+        return total
+
+    assert asyncio.run(main()) == n * (n - 1) // 2
 
 
 def _run(argv: Sequence[str], pure: bool) -> tuple[float, float, int]:
@@ -119,7 +151,7 @@ def measure(name: str, rounds: int, size: int, pure: bool) -> list[dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     which, n = args[0], int(args[1]) if len(args) > 1 else DEFAULT_SIZE
-    {"pool": pool, "queue": producer_consumer}[which](n)
+    {"pool": pool, "queue": producer_consumer, "asyncio": asyncio_producer_consumer}[which](n)
     return 0
 
 

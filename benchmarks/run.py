@@ -12,7 +12,7 @@ operation ran in C alone or how many of pylockdep's Python functions it still ca
     python -m benchmarks --instructions       # also instruction counts under callgrind
     python -m benchmarks --smoke              # tiny sizes: checks the harness runs, not the figures
 
-Groups: locks, sections, creation, threading, memory, scaling (micro-benchmarks), graph, programs.
+Groups: locks, sections, creation, threading, asyncio, memory, scaling (micro-benchmarks), graph, programs.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: benchmarks/run.py
 from benchmarks import programs
 from benchmarks._timing import PYTHON, have_callgrind, instructions, python_env
 
-MICRO_GROUPS = ("locks", "sections", "creation", "threading", "memory", "scaling")
+MICRO_GROUPS = ("locks", "sections", "creation", "threading", "asyncio", "memory", "scaling")
 GROUPS = (*MICRO_GROUPS, "graph", "programs")
 
 

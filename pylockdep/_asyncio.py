@@ -33,7 +33,7 @@ import os
 import weakref
 from asyncio import events
 from sys import _getframe
-from types import BuiltinFunctionType, FrameType
+from types import FrameType
 from typing import Any
 
 from . import _checks, _locktypes, _waitfor
@@ -48,12 +48,10 @@ __all__ = ["BoundedSemaphore", "Condition", "Event", "Lock", "Semaphore", "TaskH
 
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 _current_task = asyncio.current_task
-if not isinstance(_current_task, BuiltinFunctionType):  # 3.11 has it in Python: read what it reads
-    _running_loop = events._get_running_loop
-    _current_tasks = asyncio.tasks._current_tasks
-
-    def _current_task() -> asyncio.Task | None:  # type: ignore[misc]
-        return _current_tasks.get(_running_loop())
+# What current_task() reads, without a Python call (3.11's current_task() is Python): the task of
+# each running loop (asyncio's C module keeps this dict on 3.11 to 3.13).
+_running_loop = events._get_running_loop
+_current_tasks_get = asyncio.tasks._current_tasks.get
 
 
 _get_ident = _thread.get_ident
@@ -328,7 +326,11 @@ class Lock(_PlainLock):
         if not (self._locked or self._waiters):
             v = active.validator
             t = getattr(v.local, "task", None)
-            if type(t) is TaskHolder and t.ident == id(_current_task()) and not (v.off or t.busy or t.foreign_releases):
+            if (
+                type(t) is TaskHolder
+                and t.ident == id(_current_tasks_get(_running_loop()))
+                and not (v.off or t.busy or t.foreign_releases)
+            ):
                 owner, classes = self._key.cache
                 cls = classes[0] if owner is v else None
                 if cls is not None and not frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
@@ -354,8 +356,16 @@ class Lock(_PlainLock):
             else:
                 _remove(owner, self)
 
-    async def __aexit__(self, *exc: object) -> None:
-        self.release()
+    async def __aexit__(self, *exc: object) -> None:  # release(), inlined: one call fewer per block
+        _PlainLock.release(self)
+        owner = self._owner
+        if owner is not None:
+            self._owner = None
+            held = owner.held
+            if held and held[-1].lock is self:
+                pop(owner)
+            else:
+                _remove(owner, self)
 
 
 _ACQUIRE_CODE = Lock.acquire.__code__

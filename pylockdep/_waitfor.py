@@ -86,7 +86,7 @@ def describe_cycle(cycle: list[tuple[Task, Primitive]]) -> str:
     return "deadlock: " + " -> ".join(parts) + f" -> held by {cycle[0][0].comm}"
 
 
-def check_own_loop(t: Task, lock: Any) -> None:
+def check_own_loop(t: Task, lock: Primitive) -> None:
     """Refuse to block a thread on a lock that a suspended asyncio task of the thread's own event
     loop holds: only the blocked thread could run that task again (the task's suspension was
     reported as ``scheduling_while_atomic``)."""

@@ -44,6 +44,10 @@ def test_smoke_run_prints_every_measure():
     expected += ["8 threads vs 1, own Mutex each (vs plain's)"]
     expected += [f"pylockdep run: ThreadPoolExecutor, 200 tiny tasks, {what}" for what in ("wall", "CPU")]
     expected += [f"pylockdep run: queue.Queue producer/consumer, 200 items, {what}" for what in ("wall", "CPU")]
+    expected += [
+        f"pylockdep run: asyncio.Queue producer/consumer with an asyncio.Lock, 200 items, {what}"
+        for what in ("wall", "CPU")
+    ]
     assert set(expected) <= set(rows), sorted(set(expected) - set(rows))
     assert any(name.startswith("new edge, 100 classes, 1000 edges") for name in rows)
     assert any(name.startswith("re-sorting edges") for name in rows)
