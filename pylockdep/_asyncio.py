@@ -38,6 +38,7 @@ from typing import Any
 
 from . import _checks, _locktypes, _waitfor
 from ._classes import LockKey, key_for
+from ._fastpath import holder_changed
 from ._frames import Site, Stack, format_file_line, is_harness, is_internal
 from ._held import chain_key, drop_foreign, find, pop, push, remove
 from ._report import DeadlockError
@@ -135,6 +136,7 @@ def _step(handle: events.Handle) -> None:
     outer = v.task()  # the thread's own Task, made first so that the thread's exit is seen
     h = holder_of(v, task)
     local.task = h
+    holder_changed()
     h.running = True
     try:
         _plain_run(handle)
@@ -147,6 +149,7 @@ def _step(handle: events.Handle) -> None:
                 _task_suspended(v, h, task)
         finally:
             local.task = outer
+            holder_changed()
 
 
 def _task_exited(v: Validator, h: TaskHolder) -> None:

@@ -33,7 +33,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 2
+SPEEDUPS_ABI = 3
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -93,6 +93,13 @@ ACCELERATED = _speedups is not None
 #: ``_thread.allocate_lock()``'s lock and which the fast path takes and releases without a call, or
 #: CPython's own lock in pure Python.
 new_real_lock: Callable[[], Any] = _speedups.RealLock if _speedups is not None else _thread.allocate_lock
+
+
+def holder_changed() -> None:
+    """The calling thread's ``v.local.task`` was replaced (an asyncio task's step swaps its holder in
+    and out): the C fast path, which caches it per thread, must read it again."""
+    if _speedups is not None:
+        _speedups.forget_task()
 
 
 def accelerate(cls: type, *, enter_returns_self: bool, skip_file: str | None = None, recursive: bool = False) -> None:

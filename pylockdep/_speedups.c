@@ -103,7 +103,8 @@ static PyObject *g_args_zero;
  * the thread's Task for one validator, found once through the validator's threading.local, and the
  * ints it made last (chain keys, instruction offsets), to be used again rather than made anew.
  * ``local`` is a strong reference, so while it matches the active validator's, ``task`` is the
- * Task that ``v.local.task`` would give (only Validator.new_task() sets it, once per thread).
+ * Task that ``v.local.task`` would give (Validator.new_task() sets it, once per thread; an asyncio
+ * task's step swaps its holder in and out, and forget_task() drops ``task`` each time).
  */
 #define N_INTS 16
 typedef struct {
@@ -1080,7 +1081,30 @@ setup(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Forget the calling thread's cached Task: the next fast path reads ``v.local.task`` again.  Called
+ * whenever that changes after the thread's first lock (an asyncio task's step swaps its holder in). */
+static PyObject *
+forget_task(PyObject *self, PyObject *unused)
+{
+    PyObject *tdict = PyThreadState_GetDict();
+    ThreadCache *c;
+
+    if (tdict == NULL)
+        Py_RETURN_NONE;
+    c = (ThreadCache *)PyDict_GetItemWithError(tdict, s_cache_key);
+    if (c == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (Py_IS_TYPE(c, &ThreadCacheType))
+        Py_CLEAR(c->task);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"forget_task", forget_task, METH_NOARGS,
+     "forget_task(): the calling thread's holder changed; look ``v.local.task`` up again."},
     {"setup", setup, METH_VARARGS,
      "setup(active, Validator, Task, LockKey, LockClass, HeldLock): the object whose ``validator`` slot is "
      "the active validator, the classes whose slots the fast path reads, and the held entries' type."},

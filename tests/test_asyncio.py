@@ -284,6 +284,29 @@ def test_a_threading_lock_held_across_a_suspending_await_is_scheduling_while_ato
     assert " __schedule_bug" in lines and " schedule" in lines
 
 
+def test_a_thread_lock_on_a_chain_already_validated_is_still_held_by_the_task():
+    """The second time round the chain is known, so the C fast path takes the lock: it too must
+    push it on the task's stack, not on the thread's."""
+
+    async def main():
+        tlock = threading.Lock()
+
+        async def worker():
+            with tlock:
+                await asyncio.sleep(0)
+
+        with tlock:  # the loop's thread itself, outside any task: chain validated, no report
+            pass
+        await asyncio.create_task(worker(), name="worker")
+
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        lock = threading.Lock()
+        with lock:  # the thread's first lock: its Task is made (and cached by the C fast path)
+            pass
+        asyncio.run(main())
+    assert kinds(v.reports) == ["scheduling_while_atomic"]
+
+
 @pytest.mark.parametrize(
     "make",
     [lambda: threading.RLock(), lambda: pylockdep.RawSpinLock("spin"), lambda: pylockdep.Mutex("m")],
