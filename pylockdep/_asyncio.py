@@ -157,7 +157,7 @@ def _task_exited(v: Validator, h: TaskHolder) -> None:
     _holders(v).pop(h.ident, None)
     v.tasks.pop(id(h), None)
     if h.held:
-        v.run_check(h, _checks.check_held_at_exit)
+        v.run_check(h, _checks.check_held_at_exit, False)
 
 
 def _task_suspended(v: Validator, h: TaskHolder, task: asyncio.Task) -> None:

@@ -537,17 +537,18 @@ def report_suspicious_rcu(
     )
 
 
-def check_held_at_exit(v: Validator, t: Task) -> None:
+def check_held_at_exit(v: Validator, t: Task, each_holder: bool = True) -> None:
     """A thread or an asyncio task must not end holding a lock with an owner (a ``threading.Lock``,
     which any thread may release, is not one): what it still holds is reported, as lockdep does at
-    task exit."""
+    task exit.  Each thread is reported; asyncio tasks, which come and go by the thousand, once per
+    set of classes (``each_holder`` false)."""
     owned = tuple(entry[H_CLASS] for entry in t.held if entry[H_CLASS].ltype.owned)
     if owned:
         v.report(
             "lock_held_at_exit",
             owned,
             lambda title: _splat.locks_held_at_exit(v, t, title),
-            dedupe=(id(t),),
+            dedupe=(id(t),) if each_holder else (),
             title={"comm": t.comm},
         )
 

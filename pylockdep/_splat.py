@@ -564,9 +564,7 @@ def srcu_bad_index(v: Validator, t: Task, title: str, name: str, idx: object, si
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
-def scheduling_while_atomic(
-    v: Validator, t: Task, title: str, blocking: list[HeldLock], suspended: Stack
-) -> list[str]:
+def scheduling_while_atomic(v: Validator, t: Task, title: str, blocking: list[HeldLock], suspended: Stack) -> list[str]:
     """'BUG: scheduling while atomic': an asyncio task suspended holding locks that block its thread.
 
     The first of ``blocking`` is printed where the kernel prints where preemption was disabled,
