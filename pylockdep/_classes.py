@@ -177,7 +177,7 @@ class LockClass:
         self.after: dict[LockClass, Edge] = {}
         self.before: dict[LockClass, Edge] = {}
         self.ord = ident
-        # Chain-key ingredients, one per way of taking the lock (see _task.VARIANT_*).
+        # Chain-key ingredients, one per way of taking the lock (see _held.variant).
         self.variants = tuple(ident * 8 + v for v in range(8))
         # RCU's read-side maps are tracked but add no dependencies (lockdep's check=0).
         self.validated = key.ltype.check

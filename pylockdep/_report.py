@@ -78,8 +78,4 @@ class LockdepViolation(AssertionError):
 
 
 class DeadlockError(RuntimeError):
-    """Raised instead of blocking for ever: the wait could never end (the report says why)."""
-
-    def __init__(self, message: str, report: Report | None = None) -> None:
-        super().__init__(message)
-        self.report = report
+    """Raised instead of blocking for ever: the wait could never end (the message says why)."""

@@ -4,8 +4,9 @@ The acquire and release fast paths live in :mod:`pylockdep._locks` (the held sta
 pop in :mod:`pylockdep._held`); they call in here only for a chain of held locks not seen before
 (:meth:`Validator.validate_chain`), a release of a lock the thread does not hold
 (:meth:`Validator.release_unheld`, :meth:`Validator.bad_unlock`), or a wait (:mod:`pylockdep._waitfor`).
-Everything that changes the graph runs under :attr:`Validator.graph_lock`; reports are handed to
-listeners only after it is dropped, so user code (a print, a logger) never runs under it.
+Every rule (:mod:`pylockdep._checks`) runs through :meth:`Validator.run_check`, under
+:attr:`Validator.graph_lock`, and reports through :meth:`Validator.report`; reports are handed to
+listeners only after the lock is dropped, so user code (a print, a logger) never runs under it.
 """
 
 from __future__ import annotations
