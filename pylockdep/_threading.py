@@ -37,7 +37,7 @@ import operator
 import os
 import sys
 import threading
-from collections.abc import Callable
+import warnings
 from time import monotonic
 from types import FrameType
 from typing import Any
@@ -364,20 +364,64 @@ class Nested:
 
 # Module attributes are replaced with a plain setattr, not wrapt: importing wrapt imports asyncio,
 # logging and more, which would make their module-level locks before a program's first line.
-def _stand_in(
-    original: Callable[..., Any], lock_type: type[Lock] | type[RLock], ltype: LockType, takes_args: bool
-) -> Callable[..., Any]:
+def _stand_in(original: Any, lock_type: type[Lock] | type[RLock], ltype: LockType, takes_args: bool) -> Any:
     """What to put in place of ``threading.Lock``/``RLock``: it makes a ``lock_type`` unless
-    threading makes the lock for itself, and it looks like ``original`` (``__wrapped__`` too)."""
+    threading makes the lock for itself, and it looks like ``original`` (``__wrapped__`` too).
+
+    Where ``original`` is a class (``threading.Lock`` from 3.13 on), so is the stand-in: calling
+    it makes a lock, ``isinstance``/``issubclass`` accept CPython's locks and ours alike (locks made
+    before instrumentation included), and ``threading.Lock | None`` still works in annotations.
+    Elsewhere it is a function, as CPython's factory is.
+    """
     kind = lock_type.__name__
+    deprecated_args = takes_args and sys.version_info >= (3, 13)
 
     def make(*args: Any, **kwargs: Any) -> Any:
-        if (args or kwargs) and not takes_args:
-            return original(*args, **kwargs)  # CPython's own TypeError
+        if args or kwargs:
+            if not takes_args:
+                return original(*args, **kwargs)  # CPython's own TypeError
+            if deprecated_args:
+                warnings.warn(_RLOCK_ARGS_DEPRECATION, DeprecationWarning, stacklevel=2)
         key = _new_key(ltype, kind, _getframe(1))
         return original(*args, **kwargs) if key is None else lock_type._new(key)
 
-    return functools.update_wrapper(make, original)
+    if not isinstance(original, type):
+        return functools.update_wrapper(make, original)
+    return _StandInType(
+        original.__name__,
+        (),
+        {
+            "__module__": original.__module__,
+            "__qualname__": original.__qualname__,
+            "__doc__": original.__doc__,
+            "__wrapped__": original,
+            "_kinds": (original, lock_type),
+            "_make": staticmethod(make),
+        },
+    )
+
+
+# 3.13's threading.RLock() warns about arguments; the stand-in warns alike, at the caller.
+_RLOCK_ARGS_DEPRECATION = "Passing arguments to RLock is deprecated and will be removed in 3.15"
+
+
+class _StandInType(type):
+    """The metaclass of a class-shaped stand-in: calling the class makes a lock, and instance and
+    subclass checks accept both CPython's lock type and pylockdep's."""
+
+    _kinds: tuple[type, ...]
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._make(*args, **kwargs)
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        return isinstance(obj, cls._kinds)
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        return issubclass(sub, cls._kinds)
+
+    def __repr__(cls) -> str:
+        return repr(cls.__wrapped__)
 
 
 _state_lock = _allocate()

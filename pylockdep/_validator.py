@@ -28,6 +28,8 @@ from ._options import Options
 from ._report import LockdepViolation, Report
 from ._task import Task
 
+_get_ident = _thread.get_ident  # bound once: programs may wrap threading.get_ident
+
 if TYPE_CHECKING:
     from ._suppress import Suppressions
 
@@ -90,8 +92,11 @@ class Validator:
 
     def new_task(self) -> Task:
         """Create the calling thread's holder and arrange to hear when the thread ends."""
-        thread = threading.current_thread()
-        t = Task(thread.name, thread.ident or 0)
+        ident = _get_ident()
+        # Not threading.current_thread(): for a thread that threading did not start, that would
+        # make a _DummyThread as a side effect, one that 3.13 tears down noisily at exit.
+        thread = threading._active.get(ident)
+        t = Task(thread.name if thread is not None else f"thread-{ident}", ident)
         self.local.task = t
         self.local.exit_sentinel = sentinel = _ExitSentinel()
         # Not at interpreter exit: a daemon thread still running then has not ended holding anything.

@@ -411,6 +411,7 @@ def test_threadings_own_bookkeeping_locks_stay_plain(v):
 
 @pytest.mark.usefixtures("plain_threading")
 def test_locks_made_before_or_after_instrumentation_stay_plain():
+    original = threading.Lock
     before = threading.Lock()
     with pylockdep.instrument_threading():
         inside = threading.Lock()
@@ -421,7 +422,47 @@ def test_locks_made_before_or_after_instrumentation_stay_plain():
     after = threading.Lock()
     assert type(before) is type(after) is _thread.LockType
     assert isinstance(inside, Lock)
-    assert threading.Lock is _thread.allocate_lock
+    assert threading.Lock is original
+
+
+@pytest.mark.usefixtures("plain_threading")
+def test_stand_ins_have_the_shape_of_this_pythons_factories():
+    plain = threading.Lock()
+    lock_is_a_class = isinstance(threading.Lock, type)  # 3.13 on
+    assert lock_is_a_class == (sys.version_info >= (3, 13))
+    with pylockdep.instrument_threading():
+        assert isinstance(threading.Lock, type) == lock_is_a_class
+        made = threading.Lock()
+        assert isinstance(made, Lock)
+        if lock_is_a_class:
+            assert isinstance(made, threading.Lock)
+            assert isinstance(plain, threading.Lock)  # made before instrumentation
+            assert not isinstance(threading.RLock(), threading.Lock)
+            assert issubclass(Lock, threading.Lock) and issubclass(_thread.LockType, threading.Lock)
+            assert (threading.Lock | None) == (threading.Lock | None)  # usable in annotations
+            assert repr(threading.Lock) == "<class '_thread.lock'>"
+            assert threading.Lock.__name__ == "lock" and threading.Lock.__module__ == "_thread"
+        else:
+            with pytest.raises(TypeError):
+                isinstance(made, threading.Lock)
+        with pytest.raises(TypeError):
+            threading.Lock(1)
+
+
+@pytest.mark.usefixtures("plain_threading")
+def test_rlock_arguments_warn_exactly_where_cpython_warns():
+    import warnings
+
+    with pylockdep.instrument_threading(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lock = threading.RLock(1)
+        assert isinstance(lock, RLock)
+    if sys.version_info >= (3, 13):
+        (warning,) = caught
+        assert warning.category is DeprecationWarning
+        assert warning.filename == __file__
+    else:
+        assert caught == []
 
 
 @pytest.mark.usefixtures("plain_threading")
