@@ -16,6 +16,7 @@ import pytest
 
 import pylockdep
 from pylockdep import _asyncio
+from pylockdep.cli import REPORT_STATUS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -589,7 +590,7 @@ asyncio.run(main())
 def test_pylockdep_run_validates_asyncio_locks_from_the_first_line(pytester: pytest.Pytester):
     pytester.makepyfile(prog=ASYNC_ABBA)
     result = pytester.run(sys.executable, "-m", "pylockdep", "run", "prog.py")
-    assert result.ret == 1  # pylockdep's status for "reports were made"
+    assert result.ret == REPORT_STATUS  # pylockdep's status for "reports were made"
     err = result.stderr.str()
     assert "WARNING: possible circular locking dependency detected" in err
     lines = pytester.path.joinpath("prog.py").read_text().splitlines()
