@@ -24,9 +24,9 @@ def _parser() -> argparse.ArgumentParser:
         + "\n".join(f"  {c.help_line}" for c in CONFIGS.values()),
         description=textwrap.fill(
             "Run a threaded model of KVM's VMs, shadow MMU, shrinker, MMU notifier, hardware "
-            "enabling and CPU hotplug under pylockdep (CONFIG_PROVE_RAW_LOCK_NESTING), as the kernel was at "
-            "CONFIG (a later bug: the threads of its chain). Exit status: 1 when lockdep reported something, "
-            "0 when not, 2 when the model failed. "
+            "enabling and CPU hotplug under pylockdep, as the kernel was at CONFIG (a later bug: the "
+            "threads of its chain), checked and printed as that kernel's lockdep did (--modern: as "
+            "today's). Exit status: 1 when lockdep reported something, 0 when not, 2 when the model failed. "
             "'python -m kvm_model race --help' describes the SPTE race models."
         ),
     )
@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the kernel state to run as (see the list below)",
     )
     parser.add_argument("--preempt-rt", action="store_true", help="check as a PREEMPT_RT kernel runs")
+    parser.add_argument(
+        "--modern",
+        action="store_true",
+        help="check and print as today's lockdep (CONFIG_PROVE_RAW_LOCK_NESTING: invalid wait context), "
+        "not as the configuration's kernel did",
+    )
     parser.add_argument("--vms", type=int, default=2, help="number of VMs (default 2)")
     parser.add_argument("--vcpus", type=int, default=2, help="vCPUs per VM (default 2)")
     parser.add_argument(
@@ -52,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def describe(result: RunResult) -> str:
     """The closing summary line of a run, for stderr."""
-    rt = " --preempt-rt" if result.preempt_rt else ""
+    rt = (" --preempt-rt" if result.preempt_rt else "") + (" --modern" if result.modern else "")
     kinds = ", ".join(r.kind for r in result.reports) or "none"
     return f"kvm_model --config {result.config}{rt}: lockdep reports: {kinds}; exit {result.exit_code}"
 
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(
         args.config,
         preempt_rt=args.preempt_rt,
+        modern=args.modern,
         vms=args.vms,
         vcpus=args.vcpus,
         iterations=args.iterations,

@@ -26,7 +26,9 @@ class Config:
     ``version`` is the modelled kernel (``"3.4"``); ``types`` changes record types; ``absent``
     removes records the version would otherwise have; ``scenario`` names the later-bug scenario of
     :mod:`kvm_model.later` (None: the whole 3.x machine); ``verdict`` maps ``preempt_rt`` to the
-    report kinds the run prints, in order.
+    report kinds the run prints, in order, checked and printed as that kernel's lockdep did.
+    ``modern_first`` are the kinds today's lockdep (``--modern``: invalid wait context with
+    CONFIG_PROVE_RAW_LOCK_NESTING) prints before those, for a kernel older than that check.
     """
 
     name: str
@@ -36,6 +38,19 @@ class Config:
     types: Mapping[str, str] = dataclasses.field(default_factory=dict)
     absent: frozenset[str] = frozenset()
     scenario: str | None = None
+    modern_first: tuple[str, ...] = ()
+
+    @property
+    def era(self) -> str:
+        """The lockdep this kernel had, as pylockdep's ``era`` option names it: ``"3.4"`` (up to
+        3.9: the ``Pid:`` dump line), ``"3.10"`` (3.10 to 5.6), ``"modern"`` (wait types, 5.7 on)."""
+        if self.at_least("5.7"):
+            return "modern"
+        return "3.10" if self.at_least("3.10") else "3.4"
+
+    def expected(self, preempt_rt: bool, modern: bool = False) -> tuple[str, ...]:
+        """The report kinds a run must print, in order (``modern``: as today's lockdep checks)."""
+        return (self.modern_first if modern else ()) + tuple(self.verdict[preempt_rt])
 
     @property
     def count_lock(self) -> str:
@@ -65,6 +80,8 @@ class Config:
         for rt in (False, True):
             kinds = ", ".join(self.verdict[rt]) or "clean"
             verdicts.append(f"{'RT' if rt else 'no RT'}: {kinds}")
+        if self.modern_first:
+            verdicts.append(f"--modern adds first: {', '.join(self.modern_first)}")
         return f"{self.name} ({self.version}): {self.summary} [{'; '.join(verdicts)}]"
 
     def apply(self, records: Iterable[LockRecord]) -> list[LockRecord]:
@@ -90,9 +107,10 @@ CONFIGS: Mapping[str, Config] = {
             "e935b8372cf8",
             "kvm_lock is a raw_spinlock_t and also guards hardware enable; the seed's 3.4-rt splat",
             "3.4",
-            {False: ("invalid_wait_context",), True: ("invalid_wait_context", SLEEP)},
+            {False: (), True: (SLEEP,)},
             types={"kvm_lock": "raw_spinlock_t"},
             absent=frozenset({"kvm_count_lock"}),
+            modern_first=("invalid_wait_context",),
         ),
         Config(
             "naive-revert",

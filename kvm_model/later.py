@@ -27,6 +27,7 @@ Scenarios, by :attr:`~kvm_model.config.Config.scenario`:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -80,7 +81,7 @@ def run_pvclock(s: Scenario) -> None:
 def kvm_vcpu_ioctl_run_preempted(vm: VmLocks, rq_lock: Any, pvclock_lock: Any) -> None:
     """KVM_RUN (``vcpu->mutex``, preempt notifier registered by ``vcpu_load``) until preempted."""
     with vm.vcpu_mutexes[0]:
-        schedule(rq_lock, lambda: kvm_sched_out(pvclock_lock))
+        schedule(rq_lock, functools.partial(kvm_sched_out, pvclock_lock))
 
 
 def schedule(rq_lock: Any, sched_out_notifiers: Callable[[], None]) -> None:

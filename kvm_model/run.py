@@ -102,6 +102,7 @@ class RunResult:
 
     config: str
     preempt_rt: bool
+    modern: bool
     reports: list[pylockdep.Report]
     violations: list[str]
     errors: list[str]
@@ -346,20 +347,32 @@ class Model:
 
 
 def run(
-    config: str | Config, *, preempt_rt: bool = False, vms: int = 2, vcpus: int = 2, iterations: int = 3, seed: int = 0
+    config: str | Config,
+    *,
+    preempt_rt: bool = False,
+    modern: bool = False,
+    vms: int = 2,
+    vcpus: int = 2,
+    iterations: int = 3,
+    seed: int = 0,
 ) -> RunResult:
     """Run the model once as kernel state ``config`` under a fresh pylockdep validator.
 
-    The validator checks as CONFIG_PROVE_RAW_LOCK_NESTING does, and as PREEMPT_RT when
-    ``preempt_rt``; it never raises, its reports are in the result.  A configuration with a
+    The validator checks and prints as the configuration's kernel did (its ``era``: no wait-context
+    check before 5.7, the layout of the time), or as today's lockdep with
+    CONFIG_PROVE_RAW_LOCK_NESTING when ``modern``; as PREEMPT_RT when ``preempt_rt``.  Like the
+    kernel it reports once: after the first lockdep report only "sleeping function called" BUGs
+    follow.  It never raises; its reports are in the result.  A configuration with a
     scenario (a later bug) runs that scenario's tasks instead of the 3.x machine; the sizes do not
     apply to it.  ``KeyError`` for an unknown configuration name, ``ValueError`` for counts below 1.
     """
     cfg = CONFIGS[config] if isinstance(config, str) else config
     check_sizes(vms, vcpus, iterations)
-    with pylockdep.validate(preempt_rt=preempt_rt, prove_raw_lock_nesting=True, raise_on_report=False) as validator:
+    era = "modern" if modern else cfg.era
+    options = {"era": era, "report_once": True, "prove_raw_lock_nesting": era == "modern"}
+    with pylockdep.validate(preempt_rt=preempt_rt, raise_on_report=False, **options) as validator:
         if cfg.scenario is not None:
             errors, violations, events = run_scenario(cfg), [], {}
         else:
             errors, violations, events = Model(cfg, vms, vcpus, iterations, seed).run()
-    return RunResult(cfg.name, preempt_rt, list(validator.reports), violations, errors, events)
+    return RunResult(cfg.name, preempt_rt, era == "modern", list(validator.reports), violations, errors, events)

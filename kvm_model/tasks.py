@@ -17,13 +17,16 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import pylockdep
+
 TIMEOUT = 60.0  # seconds any one phase of a run may take before the run is declared stuck
 FIRST_USER_PID = 1000
 
 
 def current_cpu() -> int:
     """``smp_processor_id()``: the simulated CPU the calling model thread runs on (0 outside the model)."""
-    return getattr(threading.current_thread(), "cpu", 0)
+    identity = pylockdep.identity_of(threading.current_thread())
+    return identity.cpu if identity is not None else 0
 
 
 class Event:
@@ -91,14 +94,14 @@ class Tasks:
         """Start ``fn(*args)`` in a new thread called ``name``, as task ``pid`` on simulated ``cpu``.
 
         Without ``pid`` the task gets the next free user pid.  ``kthread`` marks a kernel thread
-        (its trace ends in ``kthread``).  The thread carries ``pid``, ``cpu`` and ``kthread`` as
-        attributes, which pylockdep's splats read.
+        (its trace ends in ``kthread``).  pylockdep's splats print the pid and CPU, and end the
+        trace at ``fn`` (:func:`pylockdep.identify_thread`).
         """
         with self._lock:
             if pid is None:
                 pid, self._next_pid = self._next_pid, self._next_pid + 1
             thread = threading.Thread(target=self._run, args=(fn, args), name=name, daemon=True)
-            thread.pid, thread.cpu, thread.kthread = pid, cpu, kthread  # type: ignore[attr-defined]
+            pylockdep.identify_thread(thread, pid=pid, cpu=cpu, kthread=kthread, entry=fn)
             self._threads.append(thread)
         thread.start()
         return thread

@@ -23,6 +23,7 @@ from ._context import (
     softirq,
 )
 from ._guarded import Guarded, guarded_by
+from ._identity import TaskIdentity, identify_thread, identity_of
 from ._locks import Mutex, RawSpinLock, RWLock, RWSemaphore, SpinLock
 from ._options import Options
 from ._rcu import (
@@ -87,3 +88,4 @@ __all__ += [
     "rcu_read_sched",
     "rcu_read_unlock_sched",
 ]  # RCU-sched read sides
+__all__ += ["TaskIdentity", "identify_thread", "identity_of"]  # the task a thread stands for in splats

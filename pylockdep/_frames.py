@@ -23,18 +23,16 @@ Site = tuple[CodeType, int]
 Stack = tuple[Site, ...]
 
 
-#: Which files are pylockdep's own (or contextlib's), filled as :func:`is_internal` meets them; the
-#: C fast path reads it to site a lock taken inside threading without asking Python.
-internal_files: dict[str, bool] = {}
+_internal_files: dict[str, bool] = {}
 
 
 def is_internal(filename: str, skip_threading: bool = False) -> bool:
     """True for pylockdep's own files and :mod:`contextlib` (and :mod:`threading` when ``skip_threading``)."""
     if skip_threading and filename == _THREADING_FILE:
         return True
-    internal = internal_files.get(filename)
+    internal = _internal_files.get(filename)
     if internal is None:
-        internal = internal_files[filename] = filename.startswith(_PACKAGE_DIR) or filename == _CONTEXTLIB_FILE
+        internal = _internal_files[filename] = filename.startswith(_PACKAGE_DIR) or filename == _CONTEXTLIB_FILE
     return internal
 
 
@@ -76,8 +74,7 @@ def caller_site(skip_threading: bool = False) -> Site:
     frame = outside_frame(sys._getframe(1), skip_threading)
     if frame is None:  # pragma: no cover - only when called from pylockdep's top level
         return (sys._getframe(0).f_code, 0)
-    # The line from the instruction offset, cached per offset: f_lineno scans the line table.
-    return (frame.f_code, line_at(frame.f_code, frame.f_lasti))
+    return (frame.f_code, frame.f_lineno)
 
 
 _lines: dict[tuple[CodeType, int], int] = {}
@@ -154,3 +151,14 @@ def format_file_line(site: Site | None) -> str:
 def format_stack(stack: Stack, indent: str = " ") -> list[str]:
     """One line per frame of ``stack``, innermost first, each prefixed by ``indent``."""
     return [indent + format_site(site) for site in stack]
+
+
+def split_at_entry(stack: Stack, entry: CodeType | None) -> tuple[Stack, Stack]:
+    """``stack`` cut below the frame of ``entry`` (a thread's entry function): the frames down to it,
+    innermost first, and the Python frames that called it.  Without ``entry``, or when no frame runs
+    it, everything is in the first part."""
+    if entry is not None:
+        for i, (code, _line) in enumerate(stack):
+            if code is entry:
+                return stack[: i + 1], stack[i + 1 :]
+    return stack, ()

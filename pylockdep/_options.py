@@ -14,7 +14,8 @@ from typing import IO, Any
 
 KERNEL_MAX_LOCK_DEPTH = 48
 
-_BOOLS = ("preempt_rt", "prove_raw_lock_nesting", "raise_on_report")
+_BOOLS = ("preempt_rt", "prove_raw_lock_nesting", "raise_on_report", "report_once")
+ERAS = ("modern", "3.4", "3.10")
 _LIMITS = ("max_classes", "max_dependencies", "max_lock_depth")
 
 
@@ -28,6 +29,11 @@ class Options:
     anything was reported.  ``stream``: receives every splat as it is made (None: none).
     ``max_classes``, ``max_dependencies``, ``max_lock_depth``: capacity limits, positive ints or
     None (unlimited); reaching one stops validation with a report, never with a wrong verdict.
+    ``era``: which kernels' lockdep to check and print as: ``"modern"`` (today's), ``"3.4"`` or
+    ``"3.10"`` (no wait-context check, the 3.x splat layout; 3.10 from its dump line on).
+    ``report_once``: as the kernel (``debug_locks_off()``), stop lockdep reports after the first;
+    "sleeping function called from invalid context" still prints, with ``INFO: lockdep is turned
+    off.`` where the held locks were.  Off by default: pylockdep carries on and reports each problem.
     """
 
     preempt_rt: bool = False
@@ -37,6 +43,8 @@ class Options:
     max_classes: int | None = None
     max_dependencies: int | None = None
     max_lock_depth: int | None = KERNEL_MAX_LOCK_DEPTH
+    era: str = "modern"
+    report_once: bool = False
 
     def __post_init__(self) -> None:
         for name in _BOOLS:
@@ -47,6 +55,8 @@ class Options:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, not {value!r}")
+        if self.era not in ERAS:
+            raise ValueError(f"era must be one of {', '.join(ERAS)}, not {self.era!r}")
         if self.stream is not None and not callable(getattr(self.stream, "write", None)):
             raise TypeError(f"stream must be a text stream (with write()) or None, not {self.stream!r}")
 

@@ -1,7 +1,14 @@
 """Turn findings into splats: the text lockdep would print, in its layout.
 
 Every function here only formats; the checks in :mod:`pylockdep._checks` decide.  Sites print as
-``function+file:line`` where the kernel prints ``symbol+offset/length``; threads as ``name/ident``.
+``function+file:line`` where the kernel prints ``symbol+offset/length``; threads as ``name/pid``
+(the pid a program gave the thread with :func:`pylockdep.identify_thread`, else its ident).
+
+The layout is that of the validator's *era* (``v.era``): ``"modern"`` is today's lockdep; ``"3.4"``
+and ``"3.10"`` are the 3.x kernels: bracketed titles, six usage characters and no wait types,
+``[<address>] symbol`` frames (``[<file:line>] function`` here), and the dump line of 3.4
+(``Pid: N, comm: C``) or of 3.10 (``CPU: N PID: N Comm: C``).  Lines pylockdep adds to the
+kernel's start with ``pylockdep:``.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ._classes import USAGE_NAMES, LockClass, usage_string
-from ._frames import Site, Stack, capture_stack, format_file_line, format_site, format_stack
+from ._frames import Site, Stack, capture_stack, format_file_line, format_site, format_stack, split_at_entry
 from ._graph import PathStep
 from ._held import H_CLASS, H_LOCK, H_READ, HeldLock, held_site
 from ._locktypes import effective_wait
@@ -44,29 +51,63 @@ TITLES: dict[str, str] = {
 }
 
 
-def title(kind: str, **fields: object) -> str:
-    """The title line of a report of ``kind`` (a key of :data:`TITLES`) with its ``fields``."""
-    return TITLES[kind].format(**fields)
+# How the 3.x kernels titled the reports they had (the rest kept today's wording).
+TITLES_3X: dict[str, str] = {
+    "circular": "[ INFO: possible circular locking dependency detected ]",
+    "recursive": "[ INFO: possible recursive locking detected ]",
+    "inconsistent_lock_state": "[ INFO: inconsistent lock state ]",
+    "irq_inversion": "[ INFO: possible irq lock inversion dependency detected ]",
+    "irq_unsafe_order": "[ INFO: {state}-safe -> {state}-unsafe lock order detected ]",
+    "bad_unlock_balance": "[ BUG: bad unlock balance detected! ]",
+    "suspicious_rcu_usage": "[ INFO: suspicious RCU usage. ]",
+    "lock_held_at_exit": "[ BUG: {comm} still has locks held! ]",
+}
+
+
+# Report once (the validator's ``report_once``): the kinds after which the kernel's lockdep turns
+# itself off (``debug_locks_off()``), and the kinds still printed once it is off (the scheduler's,
+# which show ``INFO: lockdep is turned off.`` instead of the held locks).
+LOCKDEP_OFF_AFTER = frozenset(TITLES) - {"sleep_in_atomic", "suspicious_rcu_usage", "assert_held"}
+PRINTED_WHEN_LOCKDEP_OFF = frozenset({"sleep_in_atomic", "scheduling_while_atomic"})
+_THREAD_START = {"3.4": "kernel_thread_helper", "3.10": "ret_from_fork", "modern": "ret_from_fork"}
+PYTHON_FRAMES = "pylockdep: Python frames below the task's entry:"
+
+
+def title(kind: str, era: str = "modern", **fields: object) -> str:
+    """The title line of a report of ``kind`` (a key of :data:`TITLES`) with its ``fields``, as the
+    kernels of ``era`` printed it."""
+    table = TITLES_3X if era != "modern" and kind in TITLES_3X else TITLES
+    return table[kind].format(**fields)
 
 
 def wait_suffix(v: Validator, cls: LockClass) -> str:
-    """``-{outer:inner}`` with the wait values the validator's configuration uses."""
+    """``-{outer:inner}`` with the wait values the validator's configuration uses (none before 5.7)."""
+    if v.era != "modern":
+        return ""
     nesting = v.nesting
     return f"-{{{effective_wait(cls.ltype.outer, nesting)}:{effective_wait(cls.ltype.inner, nesting)}}}"
 
 
 def lname(v: Validator, cls: LockClass) -> str:
-    """`` (name){usage}-{o:i}``: a class without instance or site."""
-    return f" ({cls.name}){{{usage_string(cls.usage)}}}{wait_suffix(v, cls)}"
+    """`` (name){usage}-{o:i}``: a class without instance or site (3.x: six usage characters, the
+    reclaim-fs pair not tracked, and no wait types)."""
+    usage = usage_string(cls.usage) + ("" if v.era == "modern" else "..")
+    return f" ({cls.name}){{{usage}}}{wait_suffix(v, cls)}"
 
 
 def hline(v: Validator, cls: LockClass, lock: object, site: Site | None) -> str:
-    """A held-lock line: instance address, class, usage, wait types and where it was taken."""
+    """A held-lock line: instance address, class, usage, wait types and where it was taken (3.x:
+    no instance address, the site as an instruction pointer)."""
+    if v.era != "modern":
+        return f"{lname(v, cls)}, at: {ip_sym(v, site)}"
     return f"{id(lock):016x}{lname(v, cls)}, at: {format_site(site)}"
 
 
 def held_lines(v: Validator, t: Task) -> list[str]:
-    """The task's held locks, oldest first, or the kernel's 'no locks held' line."""
+    """The task's held locks, oldest first, or the kernel's 'no locks held' line; once lockdep has
+    turned itself off (report once), the line saying so instead."""
+    if not v.debug_locks:
+        return ["INFO: lockdep is turned off."]
     if not t.held:
         return [f"no locks held by {t.comm}."]
     n = len(t.held)
@@ -77,7 +118,10 @@ def held_lines(v: Validator, t: Task) -> list[str]:
 
 
 def banner(v: Validator, title: str, width: int) -> list[str]:
-    """Empty line, rule, title, identity line (this pylockdep, Python, taint), rule."""
+    """Empty line, rule, title, identity line (this pylockdep, Python, taint), rule (3.x: the rules
+    as wide as the title)."""
+    if v.era != "modern":
+        width = len(title)
     return framed(title, f"{VERSION} Python {sys.version.split()[0]} {v.taint}", width)
 
 
@@ -110,16 +154,41 @@ def circular_scenario(first: str, nxt: str, parent: str | None, prev: str, last:
 def backtrace(
     v: Validator, t: Task, stack: Stack | None = None, header: str = "stack backtrace:", functions: Iterable[str] = ()
 ) -> list[str]:
-    """The dump that ends a splat: the task, then its Python call trace, innermost first."""
+    """The dump that ends a splat: the task and its CPU, then its call trace, innermost first.
+
+    ``functions`` are kernel functions pylockdep stands in for (``__might_sleep``), printed first.
+    For a thread with an identity the trace ends at its entry function, followed for a kernel
+    thread by ``kthread`` and the era's thread-start frame; the Python frames below the entry
+    follow a ``pylockdep:`` separator.
+    """
     if stack is None:
         stack = capture_stack()
+    identity = t.identity
+    task_part, python_part = split_at_entry(stack, identity.entry if identity is not None else None)
+    tail = ["kthread", _THREAD_START[v.era]] if identity is not None and identity.kthread else []
+    if v.era == "modern" and tail:
+        tail.append("ret_from_fork_asm")
     lines = [header] if header else []
-    lines.append(f"CPU: 0 UID: 0 PID: {t.ident} Comm: {t.name} {v.taint} {VERSION}")
+    if v.era == "3.4":
+        lines.append(f"Pid: {t.pid}, comm: {t.name} {v.taint} {VERSION}")
+    elif v.era == "3.10":
+        lines.append(f"CPU: {t.cpu} PID: {t.pid} Comm: {t.name} {v.taint} {VERSION}")
+    else:
+        lines.append(f"CPU: {t.cpu} UID: 0 PID: {t.pid} Comm: {t.name} {v.taint} {VERSION}")
     lines.append("Call Trace:")
-    lines.append(" <TASK>")
-    lines.extend(f" {fn}" for fn in functions)
-    lines.extend(format_stack(stack))
-    lines.append(" </TASK>")
+    if v.era == "modern":
+        lines.append(" <TASK>")
+        lines.extend(f" {fn}" for fn in functions)
+        lines.extend(format_stack(task_part))
+        lines.extend(f" {fn}" for fn in tail)
+        lines.append(" </TASK>")
+    else:
+        lines.extend(f" [<pylockdep>] {fn}" for fn in functions)
+        lines.extend(f" {ip_sym(v, site)}" for site in task_part)
+        lines.extend(f" [<thread start>] {fn}" for fn in tail)
+    if python_part:
+        lines.append(PYTHON_FRAMES)
+        lines.extend(format_stack(python_part) if v.era == "modern" else [f" {ip_sym(v, s)}" for s in python_part])
     return lines
 
 
@@ -240,24 +309,37 @@ def sleep_in_atomic(
     expected_rcu: int,
     atomic_site: Site | None,
     functions: list[str],
+    taking: LockClass | None = None,
 ) -> list[str]:
     """'BUG: sleeping function called from invalid context': the scheduler's might_sleep() check.
 
     ``preempt_count`` is in the kernel's units; a non-zero one also prints where the atomic
-    section began (``atomic_site``).
+    section began (``atomic_site``).  ``taking`` is the lock being taken, which pylockdep names on
+    a line of its own (the kernel does not).  The 3.x layout has neither ``non_block`` nor the
+    count and RCU lines, and prints the preemption site on the same line.
     """
-    lines = [
-        title,
-        f"in_atomic(): {int(preempt_count != 0)}, irqs_disabled(): {int(t.irqs_off)}, non_block: 0, "
-        f"pid: {t.ident}, name: {t.name}",
-        f"preempt_count: {preempt_count:x}, expected: 0",
-        f"RCU nest depth: {rcu_depth}, expected: {expected_rcu}",
-    ]
+    lines = [title]
+    if v.era == "modern":
+        lines += [
+            f"in_atomic(): {int(preempt_count != 0)}, irqs_disabled(): {int(t.irqs_off)}, non_block: 0, "
+            f"pid: {t.pid}, name: {t.name}",
+            f"preempt_count: {preempt_count:x}, expected: 0",
+            f"RCU nest depth: {rcu_depth}, expected: {expected_rcu}",
+        ]
+    else:
+        lines.append(
+            f"in_atomic(): {int(preempt_count != 0)}, irqs_disabled(): {int(t.irqs_off)}, pid: {t.pid}, name: {t.name}"
+        )
+    if taking is not None:
+        lines.append(f"pylockdep: the lock being taken is {taking.name}, at {format_site(site)}")
     lines += held_lines(v, t)
     if t.irqs_off:
-        lines += irq_stamps(t)
+        lines += irq_stamps(v, t)
     if preempt_count:
-        lines += ["Preemption disabled at:", ip_sym(atomic_site)]
+        if v.era == "modern":
+            lines += ["Preemption disabled at:", ip_sym(v, atomic_site)]
+        else:
+            lines.append(f"Preemption disabled at:{ip_sym(v, atomic_site)}")
     return lines + backtrace(v, t, header="", functions=functions)
 
 
@@ -282,7 +364,7 @@ def inconsistent(
         f"{{{old_name}}} state was registered at:",
     ]
     lines += format_stack(old_stack, "  ")
-    lines += irq_stamps(t)
+    lines += irq_stamps(v, t)
     lines += [
         "",
         "other info that might help us debug this:",
@@ -300,22 +382,27 @@ def inconsistent(
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
-def ip_sym(site: Site | None) -> str:
-    """``[<address>] symbol`` for a code site, as the kernel prints an instruction pointer (0 when unknown)."""
+def ip_sym(v: Validator, site: Site | None) -> str:
+    """``[<address>] symbol`` for a code site, as the kernel prints an instruction pointer (0 when
+    unknown); in the 3.x layout the address is the site's Python location: ``[<file:line>] function``."""
+    if v.era != "modern":
+        if site is None:
+            return "[<          (null)>]           (null)"
+        return f"[<{format_file_line(site)}>] {site[0].co_qualname}"
     if site is None:
         return "[<0000000000000000>] 0x0"
     return f"[<{id(site[0]):016x}>] {format_site(site)}"
 
 
-def irq_stamps(t: Task) -> list[str]:
+def irq_stamps(v: Validator, t: Task) -> list[str]:
     """The irq event stamps: when (event number) and where the thread last turned hard and soft irqs on and off."""
     trace = t.irqtrace
     return [
         f"irq event stamp: {trace.events}",
-        f"hardirqs last  enabled at ({trace.hardirq_enable_event}): {ip_sym(trace.hardirq_enable_site)}",
-        f"hardirqs last disabled at ({trace.hardirq_disable_event}): {ip_sym(trace.hardirq_disable_site)}",
-        f"softirqs last  enabled at ({trace.softirq_enable_event}): {ip_sym(trace.softirq_enable_site)}",
-        f"softirqs last disabled at ({trace.softirq_disable_event}): {ip_sym(trace.softirq_disable_site)}",
+        f"hardirqs last  enabled at ({trace.hardirq_enable_event}): {ip_sym(v, trace.hardirq_enable_site)}",
+        f"hardirqs last disabled at ({trace.hardirq_disable_event}): {ip_sym(v, trace.hardirq_disable_site)}",
+        f"softirqs last  enabled at ({trace.softirq_enable_event}): {ip_sym(v, trace.softirq_enable_site)}",
+        f"softirqs last disabled at ({trace.softirq_disable_event}): {ip_sym(v, trace.softirq_disable_site)}",
     ]
 
 
@@ -547,7 +634,7 @@ def context_imbalance(v: Validator, t: Task, title: str, detail: str, site: Site
     """A context call with nothing to undo, or not allowed where it is made (preempt_enable() without
     preempt_disable(), local_irq_enable() in a hardirq handler, ...): ``detail`` says what is wrong."""
     lines = banner(v, title, len(title))
-    lines += [f"{t.comm} is calling it at:", ip_sym(site), detail, "", "other info that might help us debug this:"]
+    lines += [f"{t.comm} is calling it at:", ip_sym(v, site), detail, "", "other info that might help us debug this:"]
     return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
@@ -575,7 +662,7 @@ def scheduling_while_atomic(v: Validator, t: Task, title: str, blocking: list[He
     lines += held_lines(v, t)
     lines += [
         f"{first.cls.name} (a lock that blocks the loop's thread) taken at:",
-        ip_sym(held_site(first)),
+        ip_sym(v, held_site(first)),
         f"{t.comm} suspended at:",
     ]
     lines += format_stack(suspended)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ._frames import Site
 from ._held import CHAIN_ROOT, H_CLASS, H_IRQ, H_LOCK, H_READ, H_SPIN, HeldLock, held_site
+from ._identity import TaskIdentity
 from ._locktypes import RCU, RCU_SCHED, SRCU, WAIT_CONFIG, WAIT_MAX, WAIT_SPIN
 from ._primitive import LockMap, Primitive
 
@@ -67,6 +68,7 @@ class Task:
         "ctx",
         "name",
         "ident",
+        "identity",
         "preempt",
         "hardirq",
         "hardirq_threaded",
@@ -85,13 +87,15 @@ class Task:
         "__weakref__",
     )
 
-    def __init__(self, name: str, ident: int) -> None:
+    def __init__(self, name: str, ident: int, identity: TaskIdentity | None = None) -> None:
         """A holder with nothing held, named ``name``; ``ident`` is the thread ident of a thread's
-        Task (what a lock's ``_blockers()`` names its holders by)."""
+        Task (what a lock's ``_blockers()`` names its holders by); ``identity`` the task the thread
+        stands for in splats, if the program gave one (:func:`pylockdep.identify_thread`)."""
         self.held: list[HeldLock] = []
         self.key = CHAIN_ROOT
         self.name = name
         self.ident = ident
+        self.identity = identity
         self.preempt = 0
         self.hardirq = 0
         self.hardirq_threaded = 0
@@ -111,9 +115,19 @@ class Task:
         self.update_ctx()
 
     @property
+    def pid(self) -> int:
+        """The pid splats print: the identity's, else the thread ident."""
+        return self.identity.pid if self.identity is not None else self.ident
+
+    @property
+    def cpu(self) -> int:
+        """The CPU splats print: the identity's, else 0."""
+        return self.identity.cpu if self.identity is not None else 0
+
+    @property
     def comm(self) -> str:
-        """``name/ident`` as splats print a task."""
-        return f"{self.name}/{self.ident}"
+        """``name/pid`` as splats print a task."""
+        return f"{self.name}/{self.pid}"
 
     def update_ctx(self) -> None:
         """Recompute the context signature and irq context after a context counter changed."""

@@ -224,7 +224,7 @@ class Lock(_RealLock):
 
 # Calls made from threading.py itself (Condition, for one) take the Python path, which names the
 # caller outside threading as the site.
-accelerate(Lock, enter_returns_self=False, skip_file=_THREADING_FILE, blocking_arg=True)
+accelerate(Lock, enter_returns_self=False, skip_file=_THREADING_FILE)
 
 
 class RLock(_RealLock):

@@ -24,6 +24,7 @@ from . import _checks, _splat
 from ._classes import MAX_SUBCLASSES, LockClass, LockKey
 from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
+from ._identity import identity_of
 from ._options import Options
 from ._report import LockdepViolation, Report
 from ._task import Task
@@ -59,6 +60,7 @@ class Validator:
         self.local = threading.local()
         self.tasks: dict[int, Task] = {}
         self.off = False
+        self.debug_locks = True  # cleared by the first lockdep report when the option report_once is on
         self.any_irq_usage = False
         self.origin: str | None = None
         self.taint = "Not tainted"
@@ -80,6 +82,8 @@ class Validator:
         self.max_lock_depth = options.max_lock_depth if options.max_lock_depth is not None else sys.maxsize
         self.graph.max_classes = options.max_classes
         self.graph.max_dependencies = options.max_dependencies
+        self.era = options.era
+        self.report_once = options.report_once
 
     # -- threads -------------------------------------------------------------------------------
 
@@ -96,7 +100,7 @@ class Validator:
         # Not threading.current_thread(): for a thread that threading did not start, that would
         # make a _DummyThread as a side effect, one that 3.13 tears down noisily at exit.
         thread = threading._active.get(ident)
-        t = Task(thread.name if thread is not None else f"thread-{ident}", ident)
+        t = Task(thread.name if thread is not None else f"thread-{ident}", ident, identity_of(thread))
         self.local.task = t
         self.local.exit_sentinel = sentinel = _ExitSentinel()
         # Not at interpreter exit: a daemon thread still running then has not ended holding anything.
@@ -221,14 +225,18 @@ class Validator:
         Called by a check under :meth:`run_check` (the graph lock held).  The report's title is
         that of ``kind`` (:func:`pylockdep._splat.title`, filled in with ``title``);
         ``splat(title)`` builds the text around it.  The report reaches listeners at the next
-        :meth:`flush`.
+        :meth:`flush`.  With the option ``report_once``, the first lockdep report (not a suppressed
+        one) turns lockdep's reports off, as the kernel's ``debug_locks_off()`` does; only the
+        kinds of :data:`pylockdep._splat.PRINTED_WHEN_LOCKDEP_OFF` are made after that.
         """
+        if not self.debug_locks and kind not in _splat.PRINTED_WHEN_LOCKDEP_OFF:
+            return None
         classes = tuple(classes)
         key = (kind, tuple(c.id for c in classes), dedupe)
         if key in self._seen:
             return None
         self._seen.add(key)
-        heading = _splat.title(kind, **(title or {}))
+        heading = _splat.title(kind, self.era, **(title or {}))
         t = self.task()
         report = Report(
             kind=kind,
@@ -245,6 +253,8 @@ class Validator:
             self.suppressed.append(report)
         else:
             self.reports.append(report)
+            if self.report_once and kind in _splat.LOCKDEP_OFF_AFTER:
+                self.debug_locks = False  # debug_locks_off(): the kernel's lockdep reports once
         self._pending.append(report)
         return report
 
