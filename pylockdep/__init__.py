@@ -7,6 +7,7 @@ used in.  A deadlock that *could* happen is reported from a run in which it did 
 See ``API.md`` for the promises; the names below are the public API.
 """
 
+from . import _fork  # noqa: F401 - registers the after-fork reset
 from ._annotate import lockdep_off, nested, set_class
 from ._context import (
     hardirq,

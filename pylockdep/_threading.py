@@ -19,7 +19,8 @@ Python's semantics win where they differ from the kernel's (``API.md``, "Python'
 - ``RLock`` re-entry by its owner is not an acquisition: no edge, no report.
 - Misuse that CPython rejects with an exception (releasing an unlocked ``Lock``, or an ``RLock``
   the thread does not own) raises that exception and is not reported.
-- ``_at_fork_reinit()`` and ``os.fork()`` make the child forget the locks other threads held.
+- ``_at_fork_reinit()`` and ``os.fork()`` make the child forget the locks other threads held
+  (:mod:`pylockdep._fork`).
 
 A lock's class is its type plus the first frame outside :mod:`threading` and pylockdep, named
 ``KIND@file:line``; KIND is ``Lock`` or ``RLock``, or the :mod:`threading` type that made the lock
@@ -34,7 +35,6 @@ from __future__ import annotations
 import _thread
 import functools
 import operator
-import os
 import sys
 import threading
 import warnings
@@ -42,13 +42,13 @@ from time import monotonic
 from types import FrameType
 from typing import Any
 
-from . import _classes, _held, _locktypes
+from . import _held, _locktypes
 from ._classes import LockKey, key_for
 from ._fastpath import accelerate, new_real_lock
 from ._frames import format_file_line, is_internal, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
-from ._validator import active, default
+from ._validator import active
 from ._when_imported import Hook, when_imported
 
 __all__ = ["Lock", "RLock", "install", "instrument_threading", "Nested", "uninstall"]
@@ -85,9 +85,13 @@ def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> LockKey | N
     return key_for(f"{kind}@{format_file_line(site)}", ltype, site)
 
 
-def _outside_threading(frame: FrameType) -> FrameType:
-    """Where threading's own code (a Condition, an Event, ...) was called from: the site to show."""
-    return outside_frame(frame, skip_threading=True) or frame
+def _acquirer(frame: FrameType) -> FrameType:
+    """The frame to name as where a lock was taken, given the frame that called ``acquire()``:
+    that frame, unless it is threading's own code (a Condition, an Event, ...), and then the
+    first frame outside threading and pylockdep, which called it."""
+    if frame.f_code.co_filename == _THREADING_FILE:
+        return outside_frame(frame, skip_threading=True) or frame
+    return frame
 
 
 # -- acquiring ---------------------------------------------------------------------------------
@@ -101,8 +105,7 @@ def _check_acquire_args(blocking: Any, timeout: Any) -> None:
 def _take_slow(lock: Lock | RLock, blocking: Any, timeout: Any, frame: FrameType) -> bool:
     """``acquire(blocking, timeout)``, not blocking or with a timeout, by a thread that does not
     hold ``lock``: a trylock, validated when it succeeds.  True when the lock was taken."""
-    if frame.f_code.co_filename == _THREADING_FILE:
-        frame = _outside_threading(frame)
+    frame = _acquirer(frame)
     if timeout == -1:
         return _acquire(lock, 0, 0, frame, True)
     _check_acquire_args(blocking, timeout)
@@ -178,18 +181,12 @@ class Lock(_RealLock):
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock (as ``_thread.lock.acquire``); True if it was taken."""
         if timeout == -1 and blocking:
-            frame = _getframe(1)
-            if frame.f_code.co_filename == _THREADING_FILE:
-                frame = _outside_threading(frame)
-            _acquire(self, 0, 0, frame)
+            _acquire(self, 0, 0, _acquirer(_getframe(1)))
             return True
         return _take_slow(self, blocking, timeout, _getframe(1))
 
     def __enter__(self) -> bool:
-        frame = _getframe(1)
-        if frame.f_code.co_filename == _THREADING_FILE:
-            frame = _outside_threading(frame)
-        _acquire(self, 0, 0, frame)
+        _acquire(self, 0, 0, _acquirer(_getframe(1)))
         return True
 
     def release(self) -> None:
@@ -266,10 +263,7 @@ class RLock(_RealLock):
             self._count += 1
             return True
         if timeout == -1 and blocking:
-            frame = _getframe(1)
-            if frame.f_code.co_filename == _THREADING_FILE:
-                frame = _outside_threading(frame)
-            _acquire(self, 0, 0, frame)
+            _acquire(self, 0, 0, _acquirer(_getframe(1)))
         elif not _take_slow(self, blocking, timeout, _getframe(1)):
             return False
         self._ident = me
@@ -308,7 +302,7 @@ class RLock(_RealLock):
 
     def _acquire_restore(self, state: tuple[int, int | None]) -> None:
         """Take the lock again after ``Condition.wait()`` and restore the recursion state."""
-        _acquire(self, 0, 0, _outside_threading(_getframe(1)))
+        _acquire(self, 0, 0, _acquirer(_getframe(1)))
         self._count, self._ident = state
 
     def _at_fork_reinit(self) -> None:
@@ -502,24 +496,3 @@ class instrument_threading:  # noqa: N801 - a context manager named as the API p
 
     def __exit__(self, *exc: object) -> None:
         uninstall()
-
-
-# -- fork --------------------------------------------------------------------------------------
-
-
-def _after_fork_in_child() -> None:
-    """Only the thread that forked lives on in the child: forget every other thread and the locks
-    it held, and renew the validators' internal locks, which another thread may have held."""
-    _classes._keys_lock._at_fork_reinit()
-    for v in {active.validator, default}:
-        v.graph_lock._at_fork_reinit()
-        me = getattr(v.local, "task", None)
-        v.tasks.clear()
-        if me is not None:
-            me.ident = _get_ident()
-            me.waiting = None
-            v.tasks[id(me)] = me
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

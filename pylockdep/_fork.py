@@ -1,0 +1,33 @@
+"""After ``fork()``: only the thread that forked lives on in the child.
+
+Every other thread's state is forgotten with the locks it held, and every internal lock of
+pylockdep that one of them may have held at the moment of the fork is renewed, so that the child
+never waits for a thread it does not have.  A module that adds an internal lock renews it here.
+(Locks of the program itself follow Python's rules: ``threading`` reinitialises its own, and an
+instrumented lock's ``_at_fork_reinit()`` forgets it on the holder's stack.)
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+
+from . import _classes
+from ._validator import active, default
+
+
+def after_fork_in_child() -> None:
+    """Forget the threads that did not follow the fork and renew pylockdep's internal locks."""
+    _classes._keys_lock._at_fork_reinit()
+    for v in {active.validator, default}:
+        v.graph_lock._at_fork_reinit()
+        me = getattr(v.local, "task", None)
+        v.tasks.clear()
+        if me is not None:
+            me.ident = _thread.get_ident()
+            me.waiting = None
+            v.tasks[id(me)] = me
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=after_fork_in_child)
