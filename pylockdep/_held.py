@@ -1,25 +1,27 @@
 """Holders and what they hold: the held-lock entry, the chain key, and the held stack's operations.
 
 **Holders.**  A *holder* is whatever takes locks, and so has a stack of held locks and a chain key:
-the kernel's task.  In pylockdep a holder is a :class:`pylockdep._task.Task`; today every holder
-stands for one thread and is found through the validator's thread-local storage
-(:meth:`Validator.task`, read directly by the fast paths).  Nothing below, and nothing in the rules
-(:mod:`pylockdep._checks`), depends on how a holder was found or on its being a thread: they read
-only its held stack (``held``), chain key (``key``), execution context (``ctx``, ``irq``, the
+the kernel's task.  In pylockdep a holder is a :class:`pylockdep._task.Task`.  Each thread has a
+*current* holder, the kernel's ``current``: the Task in the validator's thread-local storage
+(``v.local.task``, read by both fast paths; :meth:`Validator.task` creates it on first use).
+Today that is always the thread's own Task.  Nothing below, and nothing in the rules
+(:mod:`pylockdep._checks`), depends on how the holder was found or on its being a thread: they
+read only its held stack (``held``), chain key (``key``), context (``ctx``, ``irq`` and the
 counters) and name.  So:
 
-- an asyncio task can be a holder of its own: a ``Task`` made for it (:meth:`Task.__init__` takes a
-  name and an ident, not a thread) and found from ``asyncio.current_task()`` by the asyncio lock
-  types, which then push and pop on it exactly as the thread locks do on theirs;
-- a *pseudo-lock map* (the kernel's ``lockdep_map`` without a lock, as RCU's read-side maps are
-  today and thread or work completions will be) is any :class:`pylockdep._primitive.LockMap`
-  pushed and popped on a holder's stack with :func:`push`/:func:`pop`: the rules see an ordinary
-  lock class.
+- an asyncio task can be a holder of its own: a ``Task`` made for it (:class:`Task` takes a name
+  and an ident, not a thread) that becomes the loop thread's current holder while the task runs,
+  as the kernel switches ``current`` on a context switch; every lock taken meanwhile, asyncio's
+  or threading's, is then pushed on the task's stack by the same code;
+- a *pseudo-lock* (the kernel's bare ``lockdep_map``: RCU's read-side maps today, the completion
+  maps of a thread or a work item for a wait) is a :class:`pylockdep._locks._PseudoLock`, taken
+  and released through the same acquire and release paths, with nothing beneath: the rules see an
+  ordinary lock class.
 
 **The held entry.**  Each held lock is one :class:`HeldLock`, a named tuple built on every
 acquisition.  ``pylockdep/_speedups.c`` builds and reads the same entries; it knows their fields
 by the ``H_*`` positions below, through the header ``_held_layout.h`` that
-``python -m pylockdep._fastpath`` generates from :class:`HeldLock` (a test checks it is current,
+``tools/layout_header.py`` generates from them and :class:`HeldLock` (a test checks it is current,
 and the C module refuses a ``HeldLock`` whose fields differ from those it was built with).
 
 **The chain key** of a holder names its stack of held locks as lockdep's ``chain_key`` does: each

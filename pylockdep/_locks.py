@@ -148,6 +148,32 @@ class _Validated(_Tracked):
         return f"<{type(self).__name__} {self.name!r} ({self._ltype.name}) {state} at {id(self):#x}>"
 
 
+class _PseudoLock(_Validated):
+    """A lock map with no lock beneath (the kernel's bare ``lockdep_map``): taking it succeeds at
+    once and releasing it frees nothing, but it is pushed on the holder's stack and validated like
+    any lock, so the rules see an ordinary class.  RCU's read-side maps are pseudo-locks; so are
+    the completion maps a wait for a thread or for work would touch (taken and released at once).
+    """
+
+    __slots__ = ()
+
+    def _try(self, read: int) -> bool:
+        return True
+
+    def _timed(self, read: int, seconds: float) -> bool:
+        return True
+
+    def _is_held(self, read: int) -> bool:
+        """Whether the calling thread's current holder holds it."""
+        return find(active.validator.task(), self) >= 0
+
+    def _unlock(self, read: int) -> None:
+        """Nothing to release."""
+
+    def _blockers(self, mode: int, ident: int) -> list[int]:
+        return []
+
+
 class _RealLock(_Tracked):
     """A tracked lock over one ``_thread`` lock (``_real``): the kernel's exclusive locks and
     :mod:`threading`'s stand-ins.

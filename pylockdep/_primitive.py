@@ -10,7 +10,8 @@ Two levels, as the kernel separates a ``struct lockdep_map`` from the lock it is
   (:mod:`pylockdep._waitfor`) and the hang dump (:mod:`pylockdep._hang`) drive it.  Every
   operation takes the mode the lock is taken or released in (``read``: 0 write, 1 reader,
   2 recursive reader) so that reader-writer locks and SRCU fit the same calls; exclusive locks
-  ignore it.  A pseudo-lock's primitive always succeeds and releases nothing (``_RCUMap``).
+  ignore it.  A pseudo-lock's primitive always succeeds and releases nothing
+  (:class:`pylockdep._locks._PseudoLock`).
 
 The kernel lock types (:mod:`pylockdep._locks`), SRCU and RCU (:mod:`pylockdep._rcu`) and the
 threading stand-ins (:mod:`pylockdep._threading`) all derive from :class:`pylockdep._locks._Validated`,

@@ -24,7 +24,7 @@ from . import _checks, _held, _locktypes, _waitfor
 from ._classes import LockClass
 from ._context import _Between, preempt_disable, preempt_enable
 from ._frames import caller_site, outside_frame
-from ._locks import _acquire, _Condition, _release, _Validated
+from ._locks import _acquire, _Condition, _PseudoLock, _release, _Validated
 from ._report import DeadlockError
 from ._task import Task
 from ._validator import Validator, active
@@ -245,26 +245,14 @@ def _check_dereference(reader: SRCU | _RCUMap) -> None:
         v.run_check(v.task(), _checks.check_rcu_dereference, reader, caller_site())
 
 
-class _RCUMap(_Validated):
+class _RCUMap(_PseudoLock):
     """The map ``rcu_read_lock()`` acquires, one for the whole process (exported as ``RCU``)."""
 
     _ltype = _locktypes.RCU
     __slots__ = ()
 
-    def _try(self, read: int) -> bool:
-        return True
-
-    def _timed(self, read: int, seconds: float) -> bool:
-        return True
-
     def _is_held(self, read: int) -> bool:
         return active.validator.task().rcu > 0
-
-    def _unlock(self, read: int) -> None:
-        """Nothing to release: RCU readers take no lock."""
-
-    def _blockers(self, mode: int, ident: int) -> list[int]:
-        return []
 
     def read_lock_held(self) -> bool:
         """Whether the calling thread is inside an RCU read side (``rcu_read_lock_held``).
@@ -339,9 +327,7 @@ class _RCUSchedMap(_RCUMap):
     _ltype = _locktypes.RCU_SCHED
     __slots__ = ()
 
-    def _is_held(self, read: int) -> bool:
-        v = active.validator
-        return _held.find(v.task(), self) >= 0
+    _is_held = _PseudoLock._is_held
 
     def read_lock_held(self) -> bool:
         """``rcu_read_lock_sched_held()``: inside an RCU-sched read side, or with preemption or

@@ -3,12 +3,13 @@ and behaves as it says, whatever kind of lock it is."""
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
 
 import pylockdep
-from pylockdep import _rcu
+from pylockdep import _locks, _rcu
 from pylockdep._primitive import LockMap, Primitive
 from pylockdep._threading import Lock, RLock
 
@@ -21,13 +22,32 @@ def instrumented() -> list[object]:
 
 
 def test_every_lock_type_is_a_primitive():
-    locks = [kind(f"prim_{kind.__name__}") for kind in KERNEL_TYPES]
-    locks += [pylockdep.SRCU("prim_srcu"), pylockdep.RCU, _rcu.RCU_SCHED, *instrumented()]
-    for lock in locks:
+    fresh = [kind(f"prim_{kind.__name__}") for kind in KERNEL_TYPES]
+    fresh += [pylockdep.SRCU("prim_srcu"), *instrumented()]
+    for lock in [*fresh, pylockdep.RCU, _rcu.RCU_SCHED]:
         assert isinstance(lock, Primitive), lock
         assert isinstance(lock.name, str) and lock.name
-        assert lock._owner is None
+    assert all(lock._owner is None for lock in fresh)
     assert not isinstance(object(), LockMap)
+
+
+def test_a_pseudo_lock_is_validated_like_a_lock_with_nothing_beneath():
+    class Completion(_locks._PseudoLock):
+        __slots__ = ()
+
+    done, lock = Completion("prim_completion"), pylockdep.Mutex("prim_completion_lock")
+    with pylockdep.validate(raise_on_report=False) as v:
+        assert done._try(0) and done._timed(0, 0) and done._blockers(0, 0) == []
+        with lock:
+            _locks._acquire(done, 0, 0, sys._getframe())  # a wait for the work, under the lock
+            assert done._is_held(0)
+            _locks._release(done, 0)
+        assert not done._is_held(0)
+        _locks._acquire(done, 0, 0, sys._getframe())  # the work takes the lock
+        with lock:
+            pass
+        _locks._release(done, 0)
+    assert [(r.kind, r.classes) for r in v.reports] == [("circular", ("prim_completion_lock", "prim_completion"))]
 
 
 @pytest.mark.parametrize("make", [*KERNEL_TYPES, "Lock", "RLock"])
