@@ -43,10 +43,9 @@ from ._rcu import (
 from ._report import DeadlockError, LockdepViolation, Report
 from ._threading import instrument_threading
 from ._validator import Validator, configure, current, validate
+from ._version import __version__ as __version__
 
 instrument = instrument_threading  # the general name: threading's and asyncio's locks
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SRCU",

@@ -23,11 +23,12 @@ from ._graph import PathStep
 from ._held import H_CLASS, H_LOCK, H_READ, HeldLock, held_site
 from ._locktypes import effective_wait
 from ._task import Task
+from ._version import __version__
 
 if TYPE_CHECKING:
     from ._validator import Validator
 
-VERSION = "pylockdep 0.1.0"
+VERSION = f"pylockdep {__version__}"
 SCENARIO_CPU1 = " " * 31
 
 

@@ -184,3 +184,17 @@ def test_bad_unlock_splat_layout():
         f"no locks held by {comm}.",
     ]
     assert lines[10:12] == ["", "stack backtrace:"]
+
+
+def test_the_version_is_written_once():
+    import importlib.metadata
+    from pathlib import Path
+
+    from pylockdep import _splat
+
+    assert importlib.metadata.version("pylockdep") == pylockdep.__version__
+    assert _splat.VERSION == f"pylockdep {pylockdep.__version__}"
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject
+    assert 'version = { attr = "pylockdep._version.__version__" }' in pyproject
+    assert pyproject.count(f'"{pylockdep.__version__}"') == 0
