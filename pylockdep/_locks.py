@@ -175,8 +175,8 @@ class _PseudoLock(_Validated):
 
 
 class _RealLock(_Tracked):
-    """A tracked lock over one ``_thread`` lock (``_real``): the kernel's exclusive locks and
-    :mod:`threading`'s stand-ins.
+    """A tracked lock over one plain lock (``_real``, from :func:`pylockdep._fastpath.new_real_lock`):
+    the kernel's exclusive locks and :mod:`threading`'s stand-ins.
 
     ``_try`` and ``_unlock`` are slots bound per instance, by :meth:`_bind`: the fast path (the C
     one reads them in place) then calls the real lock's methods directly.  ``_try(read)`` is the
