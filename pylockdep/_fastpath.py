@@ -25,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import _held
+from . import _frames, _held
 from ._classes import LockClass, LockKey
 from ._held import HeldLock
 from ._task import Task
@@ -33,7 +33,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 3
+SPEEDUPS_ABI = 4
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -102,15 +102,26 @@ def holder_changed() -> None:
         _speedups.forget_task()
 
 
-def accelerate(cls: type, *, enter_returns_self: bool, skip_file: str | None = None, recursive: bool = False) -> None:
+def accelerate(
+    cls: type,
+    *,
+    enter_returns_self: bool,
+    skip_file: str | None = None,
+    recursive: bool = False,
+    blocking_arg: bool = False,
+) -> None:
     """Give ``cls`` C versions of its ``__enter__``, ``acquire``, ``__exit__`` and ``release``.
 
     Each wraps the Python method defined in ``cls`` itself (and replaces every alias of it, such as
     ``lock = acquire``).  ``__enter__`` returns the lock when ``enter_returns_self``, else True.
-    Acquisitions from code in ``skip_file`` always take the Python path (threading's own callers,
-    whose site is found further up the stack).  ``recursive``: the owner may take the lock again,
-    counted in ``_count`` with the owner's thread ident in ``_ident`` (``threading.RLock``).  Does
-    nothing when the C module is not in use.
+    Acquisitions from code in ``skip_file`` (threading's own, a ``Condition`` taking its lock) are
+    sited at the first frame outside it, as the Python path does, when that frame's file is one the
+    Python path already knows is not pylockdep's (``_frames``' cache of :func:`is_internal`);
+    otherwise they take the Python path.  ``recursive``: the owner may take the lock again,
+    counted in ``_count`` with the owner's thread ident in ``_ident`` (``threading.RLock``).
+    ``blocking_arg``: ``acquire`` takes ``blocking`` first, and ``acquire(False)`` of a lock that is
+    taken (a trylock that fails and changes nothing) is answered in C.  Does nothing when the C
+    module is not in use.
 
     ``cls`` must keep ``_key``, ``_try``, ``_unlock`` and ``_owner`` in ``__slots__``, and so must
     its subclasses (the C code reads them in place); a subclass that redefines one of them as a
@@ -118,10 +129,11 @@ def accelerate(cls: type, *, enter_returns_self: bool, skip_file: str | None = N
     """
     if _speedups is None:
         return
+    known = _frames.internal_files if skip_file is not None else None
     own = vars(cls)
     fast = {
-        "__enter__": _speedups.Acquire(own["__enter__"], cls, enter_returns_self, skip_file, recursive),
-        "acquire": _speedups.Acquire(own["acquire"], cls, False, skip_file, recursive),
+        "__enter__": _speedups.Acquire(own["__enter__"], cls, enter_returns_self, skip_file, recursive, known),
+        "acquire": _speedups.Acquire(own["acquire"], cls, False, skip_file, recursive, known, blocking_arg),
         "__exit__": _speedups.Release(own["__exit__"], cls, -1, recursive),
         "release": _speedups.Release(own["release"], cls, 1, recursive),
     }

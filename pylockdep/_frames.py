@@ -23,16 +23,18 @@ Site = tuple[CodeType, int]
 Stack = tuple[Site, ...]
 
 
-_internal_files: dict[str, bool] = {}
+#: Which files are pylockdep's own (or contextlib's), filled as :func:`is_internal` meets them; the
+#: C fast path reads it to site a lock taken inside threading without asking Python.
+internal_files: dict[str, bool] = {}
 
 
 def is_internal(filename: str, skip_threading: bool = False) -> bool:
     """True for pylockdep's own files and :mod:`contextlib` (and :mod:`threading` when ``skip_threading``)."""
     if skip_threading and filename == _THREADING_FILE:
         return True
-    internal = _internal_files.get(filename)
+    internal = internal_files.get(filename)
     if internal is None:
-        internal = _internal_files[filename] = filename.startswith(_PACKAGE_DIR) or filename == _CONTEXTLIB_FILE
+        internal = internal_files[filename] = filename.startswith(_PACKAGE_DIR) or filename == _CONTEXTLIB_FILE
     return internal
 
 
@@ -74,7 +76,8 @@ def caller_site(skip_threading: bool = False) -> Site:
     frame = outside_frame(sys._getframe(1), skip_threading)
     if frame is None:  # pragma: no cover - only when called from pylockdep's top level
         return (sys._getframe(0).f_code, 0)
-    return (frame.f_code, frame.f_lineno)
+    # The line from the instruction offset, cached per offset: f_lineno scans the line table.
+    return (frame.f_code, line_at(frame.f_code, frame.f_lasti))
 
 
 _lines: dict[tuple[CodeType, int], int] = {}

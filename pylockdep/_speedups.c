@@ -272,15 +272,26 @@ has_foreign_releases(PyObject *t)
     return fr == NULL || !PyList_Check(fr) || PyList_GET_SIZE(fr) != 0;
 }
 
-/* t.spins += delta. */
+/* Whether ``flag`` (a bool, as a rule) is true; an error counts as false. */
+static inline int
+is_true(PyObject *flag)
+{
+    return flag == Py_True || (flag != Py_False && PyObject_IsTrue(flag) == 1);
+}
+
+/* t.spins += delta (a count small enough for CPython's cached ints: nothing is allocated). */
 static int
 add_spins(PyObject *t, PyObject *delta)
 {
     PyObject *old = SLOT(t, task_layout, T_SPINS), *new;
+    long value;
 
     if (old == NULL)
         return -1;
-    new = PyNumber_Add(old, delta);
+    if (PyLong_CheckExact(old) && PyLong_CheckExact(delta) && (value = PyLong_AsLong(old)) >= 0 && value < 256)
+        new = PyLong_FromLong(value + PyLong_AsLong(delta));
+    else
+        new = PyNumber_Add(old, delta);
     if (new == NULL)
         return -1;
     slot_set(t, task_layout.offset[T_SPINS], new);
@@ -661,7 +672,7 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **
     } else if (taken == 0) {
         result = 0;  /* contended: the slow path waits (and checks for a deadlock) */
     } else if (PyList_Append(held, entry) < 0
-               || (PyObject_IsTrue(spins) == 1 && add_spins(t, g_one) < 0)) {
+               || (is_true(spins) && add_spins(t, g_one) < 0)) {
         result = -1;  /* out of memory, in practice */
     } else {
         slot_set(lock, lk->offset[L_OWNER], t);
@@ -717,7 +728,7 @@ fast_unlock(PyObject *lock, const Layout *lk)
     Py_INCREF(t);
     Py_INCREF(unlock);
     if (PyList_SetSlice(held, n - 1, n, NULL) < 0
-        || (PyObject_IsTrue(PyTuple_GET_ITEM(top, H_SPIN)) == 1 && add_spins(t, g_minus_one) < 0)) {
+        || (is_true(PyTuple_GET_ITEM(top, H_SPIN)) && add_spins(t, g_minus_one) < 0)) {
         result = -1;
     } else {
         slot_set(t, task_layout.offset[T_KEY], PyTuple_GET_ITEM(top, H_PREV_KEY));
@@ -794,8 +805,10 @@ typedef struct {
     PyObject_HEAD
     PyObject *slow;       /* the Python method this one accelerates */
     Layout lock;          /* where the lock class keeps _key, _try, _unlock and _owner */
-    PyObject *skip_file;  /* Acquire: callers in this file take the slow path (or NULL) */
+    PyObject *skip_file;  /* Acquire: the site is the first frame outside this file (or NULL) */
+    PyObject *known_files;  /* Acquire: filename -> whether it is pylockdep's own (or NULL) */
     int returns_self;     /* Acquire: return the lock (__enter__) or True (acquire) */
+    int blocking_arg;     /* Acquire: the method takes ``blocking`` first (threading's acquire()) */
     Py_ssize_t arity;     /* Release: the positional argument count it takes fast, -1 any */
     vectorcallfunc vectorcall;
 } FastMethod;
@@ -806,6 +819,48 @@ slow_call(FastMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwna
     return PyObject_Vectorcall(self->slow, args, PyVectorcall_NARGS(nargsf), kwnames);
 }
 
+/* Whether ``frame`` runs code of the file ``filename``. */
+static int
+in_file(PyFrameObject *frame, PyObject *filename)
+{
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    int same = code->co_filename == filename || PyUnicode_Compare(code->co_filename, filename) == 0;
+
+    Py_DECREF(code);
+    return same;
+}
+
+/*
+ * The frame that called into ``skip_file`` (threading.py: a Condition taking its lock), which the
+ * Python path names as the site: a new reference, or NULL (no exception) to let Python find it,
+ * when that frame's file is not known to be outside pylockdep (``known_files``, the Python path's
+ * cache of which files are its own, says so once Python has seen it).
+ */
+static PyFrameObject *
+outside_skip_file(FastMethod *self, PyFrameObject *frame)
+{
+    PyFrameObject *f = (PyFrameObject *)Py_NewRef(frame), *back;
+    PyCodeObject *code;
+    PyObject *internal;
+
+    while (in_file(f, self->skip_file)) {
+        back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        if (back == NULL)
+            return NULL;
+        f = back;
+    }
+    code = PyFrame_GetCode(f);
+    internal = self->known_files == NULL ? NULL : PyDict_GetItemWithError(self->known_files, code->co_filename);
+    Py_DECREF(code);
+    if (internal != Py_False) {
+        PyErr_Clear();
+        Py_DECREF(f);
+        return NULL;
+    }
+    return f;
+}
+
 static PyObject *
 acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -814,6 +869,15 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     ThreadCache *c;
     int r;
 
+    if (self->blocking_arg && PyVectorcall_NARGS(nargsf) == 2 && kwnames == NULL && !self->lock.recursive
+        && (args[1] == Py_False || args[1] == g_zero) && IS(args[0], self->lock)) {
+        /* acquire(False) of a lock that is taken (Condition._is_owned asks so): a trylock that fails,
+         * which changes nothing.  A RealLock is marked taken only while it is. */
+        RealLock *real = bound_reallock(SLOT(args[0], self->lock, L_TRY));
+        if (real != NULL && real->locked)
+            Py_RETURN_FALSE;
+        return slow_call(self, args, nargsf, kwnames);
+    }
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !IS(args[0], self->lock))
         return slow_call(self, args, nargsf, kwnames);
     if (self->lock.recursive && owned_by_caller(args[0], &self->lock)) {
@@ -827,15 +891,15 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     frame = PyEval_GetFrame();  /* the caller: a C method has no frame of its own */
     if (frame == NULL)
         return slow_call(self, args, nargsf, kwnames);
-    if (self->skip_file != NULL) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
-        int same = code->co_filename == self->skip_file
-                   || PyUnicode_Compare(code->co_filename, self->skip_file) == 0;
-        Py_DECREF(code);
-        if (same)
+    if (self->skip_file != NULL && in_file(frame, self->skip_file)) {
+        PyFrameObject *outside = outside_skip_file(self, frame);
+        if (outside == NULL)
             return slow_call(self, args, nargsf, kwnames);
+        r = fast_lock(args[0], &self->lock, outside, &c);
+        Py_DECREF(outside);
+    } else {
+        r = fast_lock(args[0], &self->lock, frame, &c);
     }
-    r = fast_lock(args[0], &self->lock, frame, &c);
     if (r < 0)
         return NULL;
     if (r == 0)
@@ -889,6 +953,7 @@ fastmethod_traverse(FastMethod *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->slow);
     Py_VISIT(self->skip_file);
+    Py_VISIT(self->known_files);
     Py_VISIT(self->lock.type);
     return 0;
 }
@@ -898,6 +963,7 @@ fastmethod_clear(FastMethod *self)
 {
     Py_CLEAR(self->slow);
     Py_CLEAR(self->skip_file);
+    Py_CLEAR(self->known_files);
     Py_CLEAR(self->lock.type);
     return 0;
 }
@@ -959,23 +1025,26 @@ fastmethod_new(PyTypeObject *type, PyObject *slow, PyObject *lock_type, int recu
 static PyObject *
 acquire_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"slow", "lock_type", "returns_self", "skip_file", "recursive", NULL};
-    PyObject *slow, *lock_type, *skip_file = Py_None;
-    int returns_self, recursive = 0;
+    static char *kwlist[] = {"slow",      "lock_type",   "returns_self", "skip_file", "recursive",
+                             "known_files", "blocking_arg", NULL};
+    PyObject *slow, *lock_type, *skip_file = Py_None, *known_files = Py_None;
+    int returns_self, recursive = 0, blocking_arg = 0;
     FastMethod *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOp|Op:Acquire", kwlist, &slow, &lock_type, &returns_self,
-                                     &skip_file, &recursive))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOp|OpOp:Acquire", kwlist, &slow, &lock_type, &returns_self,
+                                     &skip_file, &recursive, &known_files, &blocking_arg))
         return NULL;
-    if (skip_file != Py_None && !PyUnicode_Check(skip_file)) {
-        PyErr_SetString(PyExc_TypeError, "skip_file must be a str or None");
+    if ((skip_file != Py_None && !PyUnicode_Check(skip_file)) || (known_files != Py_None && !PyDict_Check(known_files))) {
+        PyErr_SetString(PyExc_TypeError, "skip_file must be a str or None, known_files a dict or None");
         return NULL;
     }
     self = fastmethod_new(type, slow, lock_type, recursive, acquire_vectorcall);
     if (self == NULL)
         return NULL;
     self->returns_self = returns_self;
+    self->blocking_arg = blocking_arg;
     self->skip_file = skip_file == Py_None ? NULL : Py_NewRef(skip_file);
+    self->known_files = known_files == Py_None ? NULL : Py_NewRef(known_files);
     return (PyObject *)self;
 }
 
@@ -1020,9 +1089,11 @@ release_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 static PyTypeObject AcquireType = FASTMETHOD_TYPE(
     "Acquire",
-    "Acquire(slow, lock_type, returns_self, skip_file=None, recursive=False): an __enter__/acquire method of "
-    "``lock_type`` whose known-chain case runs in C; every other call goes to ``slow``.  ``recursive``: the "
-    "owner may take the lock again (threading.RLock).",
+    "Acquire(slow, lock_type, returns_self, skip_file=None, recursive=False, known_files=None): an "
+    "__enter__/acquire method of ``lock_type`` whose known-chain case runs in C; every other call goes to "
+    "``slow``.  Called from ``skip_file``, the site is the first frame outside it, if ``known_files`` (filename "
+    "-> whether pylockdep's own) says it is not pylockdep's.  ``recursive``: the owner may take the lock again "
+    "(threading.RLock).  ``blocking_arg``: acquire(False) of a taken lock returns False at once.",
     acquire_new);
 
 static PyTypeObject ReleaseType = FASTMETHOD_TYPE(

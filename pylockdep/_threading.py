@@ -221,7 +221,7 @@ class Lock(_RealLock):
 
 # Calls made from threading.py itself (Condition, for one) take the Python path, which names the
 # caller outside threading as the site.
-accelerate(Lock, enter_returns_self=False, skip_file=_THREADING_FILE)
+accelerate(Lock, enter_returns_self=False, skip_file=_THREADING_FILE, blocking_arg=True)
 
 
 class RLock(_RealLock):

@@ -582,3 +582,46 @@ def test_the_fast_path_follows_the_active_validator_and_thread(monkeypatch):
         with a:
             assert [e.lock for e in outer.task().held] == [a]
     assert outer.reports == [] and inner.reports == []
+
+
+@needs_c
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_a_condition_takes_its_lock_on_the_fast_path_sited_at_its_caller(monkeypatch, kind):
+    # Condition.__enter__ takes the lock from threading.py: C finds the caller outside threading,
+    # as the Python path does, once Python has seen that caller's file.
+    with pylockdep.validate() as v, pylockdep.instrument_threading():
+        cond = threading.Condition(getattr(threading, kind)())
+        with cond:  # a new chain: Python
+            pass
+        slow = SlowCalls(monkeypatch)
+        for _ in range(3):
+            with cond:
+                line = sys._getframe().f_lineno - 1
+                (entry,) = v.task().held
+                assert (held_site(entry)[0].co_filename, held_site(entry)[1]) == (__file__, line)
+        assert (slow.acquires, slow.releases) == (0, 0)
+    assert v.reports == []
+
+
+@needs_c
+def test_a_failed_trylock_of_a_threading_lock_is_answered_in_c(monkeypatch):
+    # Condition._is_owned() asks lock.acquire(False) of a Lock: when it is taken, nothing changes.
+    with pylockdep.validate() as v, pylockdep.instrument_threading():
+        lock = threading.Lock()
+        slow = SlowCalls(monkeypatch)
+        with lock:
+            before = list(v.task().held), v.task().key
+            assert lock.acquire(False) is False and lock.acquire(0) is False
+            assert (list(v.task().held), v.task().key) == before
+            assert slow.acquires == 1  # the with-block's first, new chain
+        assert lock.acquire(False) is True  # free: Python's trylock takes and records it
+        assert slow.acquires == 2 and [e.trylock for e in v.task().held] == [True]
+        lock.release()
+        cond = threading.Condition(lock)
+        with cond:
+            cond.notify()  # owned: no RuntimeError
+        with pytest.raises(RuntimeError):
+            cond.notify()
+    with pytest.raises(TypeError):
+        pylockdep.Mutex("fp_try_M").acquire(False)  # the kernel types' acquire() takes no argument
+    assert v.reports == []
