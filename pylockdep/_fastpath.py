@@ -33,7 +33,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 4
+SPEEDUPS_ABI = 5
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -85,6 +85,8 @@ def _load() -> ModuleType | None:
 
 
 _speedups = _load()
+if _speedups is not None:
+    _frames.c_outside_site = _speedups.outside_site
 
 #: Whether lock fast paths run in C.
 ACCELERATED = _speedups is not None

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Callable
 from types import CodeType, FrameType
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -71,8 +72,17 @@ def outside_frame(frame: FrameType | None, skip_threading: bool = False) -> Fram
     return frame
 
 
+#: The C module's walk for :func:`caller_site` (``_speedups.outside_site``), set by
+#: :mod:`pylockdep._fastpath` when it is in use: it answers from :data:`internal_files`, or None.
+c_outside_site: Callable[[dict[str, bool], str | None], tuple[CodeType, int] | None] | None = None
+
+
 def caller_site(skip_threading: bool = False) -> Site:
     """The site of the first frame outside pylockdep that led to this call."""
+    if c_outside_site is not None:
+        found = c_outside_site(internal_files, _THREADING_FILE if skip_threading else None)
+        if found is not None:
+            return (found[0], line_at(found[0], found[1]))
     frame = outside_frame(sys._getframe(1), skip_threading)
     if frame is None:  # pragma: no cover - only when called from pylockdep's top level
         return (sys._getframe(0).f_code, 0)

@@ -1173,7 +1173,65 @@ forget_task(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/*
+ * outside_site(internal_files, skip_file): where the Python function calling this was called
+ * from, outside pylockdep: ``(code, lasti)`` of the first frame out from its caller whose file
+ * ``internal_files`` (pylockdep._frames' cache: filename -> whether it is pylockdep's) says is not
+ * pylockdep's, also skipping ``skip_file`` (threading.py) when given; None when a file on the way is
+ * not in the cache yet, or the stack ends (the Python walk then decides).
+ */
+static PyObject *
+outside_site(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyFrameObject *frame, *back;
+    PyObject *internal_files, *skip_file, *result = NULL;
+
+    if (nargs != 2 || !PyDict_Check(args[0]) || (args[1] != Py_None && !PyUnicode_Check(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "outside_site(internal_files: dict, skip_file: str | None)");
+        return NULL;
+    }
+    internal_files = args[0];
+    skip_file = args[1] == Py_None ? NULL : args[1];
+    frame = PyEval_GetFrame();  /* the Python function that called this one */
+    if (frame == NULL)
+        Py_RETURN_NONE;
+    frame = PyFrame_GetBack(frame);  /* its caller: where the walk starts */
+    while (frame != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        PyObject *internal = Py_True;
+
+        if (skip_file == NULL || !(code->co_filename == skip_file
+                                   || PyUnicode_Compare(code->co_filename, skip_file) == 0)) {
+            internal = PyDict_GetItemWithError(internal_files, code->co_filename);
+            if (internal == NULL) {  /* not seen yet (or an error): Python decides */
+                Py_DECREF(code);
+                Py_DECREF(frame);
+                if (PyErr_Occurred())
+                    return NULL;
+                Py_RETURN_NONE;
+            }
+        }
+        if (internal == Py_False) {
+            PyObject *lasti = PyLong_FromLong(PyFrame_GetLasti(frame));
+            if (lasti != NULL)
+                result = PyTuple_Pack(2, (PyObject *)code, lasti);
+            Py_XDECREF(lasti);
+            Py_DECREF(code);
+            Py_DECREF(frame);
+            return result;
+        }
+        Py_DECREF(code);
+        back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"outside_site", (PyCFunction)(void (*)(void))outside_site, METH_FASTCALL,
+     "outside_site(internal_files, skip_file): (code, lasti) of the first frame outside pylockdep that "
+     "called the caller, or None when Python must look (pylockdep._frames.caller_site)."},
     {"forget_task", forget_task, METH_NOARGS,
      "forget_task(): the calling thread's holder changed; look ``v.local.task`` up again."},
     {"setup", setup, METH_VARARGS,

@@ -8,6 +8,7 @@ README's test command); these tests look at the seam between the two.
 from __future__ import annotations
 
 import _thread
+import contextlib
 import inspect
 import os
 import re
@@ -625,3 +626,34 @@ def test_a_failed_trylock_of_a_threading_lock_is_answered_in_c(monkeypatch):
     with pytest.raises(TypeError):
         pylockdep.Mutex("fp_try_M").acquire(False)  # the kernel types' acquire() takes no argument
     assert v.reports == []
+
+
+@needs_c
+def test_the_c_walk_for_caller_site_finds_what_python_finds(monkeypatch):
+    from pylockdep import _frames
+
+    # A frame in threading.py (skipped with skip_threading) asking for its caller's site.
+    namespace: dict = {}
+    code = "def ask(frames):\n    return frames.caller_site(), frames.caller_site(skip_threading=True)\n"
+    exec(compile(code, threading.__file__, "exec"), namespace)
+
+    def sites():
+        return namespace["ask"](_frames), pylockdep.Mutex("fp_site_M")._key.site, via_contextlib()
+
+    @contextlib.contextmanager
+    def section():
+        yield namespace["ask"](_frames)
+
+    def via_contextlib():
+        with section() as found:
+            return found
+
+    in_c = sites()
+    monkeypatch.setattr(_frames, "c_outside_site", None)
+    in_python = sites()
+    assert in_c == in_python
+    (inside, outside), _, _ = in_c
+    assert inside[0].co_filename == threading.__file__ and outside[0].co_name == "sites"
+    # A file Python has not classified yet: C leaves the answer to the Python walk.
+    exec(compile("def call(f): return f({}, None)", "<never-seen>", "exec"), namespace)
+    assert namespace["call"](_fastpath._speedups.outside_site) is None
