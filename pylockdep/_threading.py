@@ -45,9 +45,10 @@ from typing import Any
 from . import _held, _locktypes
 from ._classes import LockKey, key_for
 from ._fastpath import accelerate, new_real_lock
-from ._frames import format_file_line, is_internal, outside_frame
+from ._frames import is_internal, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
+from ._sites import class_name, creation_frame
 from ._validator import active
 from ._when_imported import Hook, when_imported
 
@@ -68,8 +69,9 @@ _PLAIN_MAKERS = frozenset({threading.Thread.__init__.__code__, threading._after_
 def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> LockKey | None:
     """The key of a lock made by a factory called from ``frame``, or None to keep it plain.
 
-    The class is named ``KIND@file:line`` after the first frame outside threading and pylockdep;
-    KIND is the outermost threading type on the way there (``Event`` for an Event's lock), else
+    The class is the creation site (:mod:`pylockdep._sites`) reached from the first frame outside
+    threading and pylockdep; its name is ``Owner.attr@file:line`` or ``KIND@file:line``, KIND
+    being the outermost threading type on the way there (``Event`` for an Event's lock), else
     ``kind``.  None when threading makes the lock for its own bookkeeping.
     """
     while frame is not None and is_internal(frame.f_code.co_filename, skip_threading=True):
@@ -81,8 +83,8 @@ def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> LockKey | N
         frame = frame.f_back
     if frame is None:
         return None
-    site = (frame.f_code, frame.f_lineno)
-    return key_for(f"{kind}@{format_file_line(site)}", ltype, site)
+    frame = creation_frame(frame)
+    return key_for(class_name(kind, frame), ltype, (frame.f_code, frame.f_lineno))
 
 
 def _acquirer(frame: FrameType) -> FrameType:

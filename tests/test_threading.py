@@ -275,7 +275,8 @@ def test_weak_references_and_no_pickling_or_copying(v):
 def test_lock_type_refuses_instantiation_and_rlock_type_allows_it_as_cpythons_do(v):
     with pytest.raises(TypeError, match=r"cannot create 'pylockdep\._threading\.Lock' instances"):
         type(threading.Lock())()
-    rlock = type(threading.RLock())()
+    rlock_type = type(threading.RLock())
+    rlock = rlock_type()
     n = line() - 1  # the line above
     assert name_of(rlock) == f"RLock@{FILE}:{n}"
     with rlock:
@@ -396,10 +397,10 @@ def test_class_is_the_type_and_the_first_frame_outside_threading(v):
 
 def test_standard_library_locks_take_their_line_in_the_library(v):
     q1, q2 = queue.Queue(), queue.Queue()
-    assert q1.mutex._key is q2.mutex._key  # one class per line of queue.py
-    assert re.fullmatch(r"Lock@queue\.py:\d+", name_of(q1.mutex))
+    assert q1.mutex._key is q2.mutex._key  # one class per site in queue.py, named for where it lives
+    assert re.fullmatch(r"Queue\.mutex@queue\.py:\d+", name_of(q1.mutex))
     handler = logging.StreamHandler(io.StringIO())
-    assert re.fullmatch(r"RLock@logging/__init__\.py:\d+", name_of(handler.lock))
+    assert re.fullmatch(r"Handler\.lock@logging/__init__\.py:\d+", name_of(handler.lock))
 
 
 def test_threadings_own_bookkeeping_locks_stay_plain(v):

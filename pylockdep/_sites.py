@@ -1,0 +1,90 @@
+"""Where a Python lock is made, and the class name that says so.
+
+A ``threading.Lock()`` call's class is its *creation site*: the call instruction, not just the
+line, so two calls on one line make two classes.  A function that only makes a lock and returns
+it (``def _create_lock(self): return RLock()``) is not the site: its caller is, so each attribute
+assigned from such a helper is a class of its own.
+
+The class name says where the lock lives when the code shows it: ``Owner.attr@file.py:LINE`` for
+``self.attr = ...`` in a method of ``Owner``, else ``KIND@file.py:LINE`` (``Lock``, ``RLock``, or the
+threading type that made the lock).  A second site on a line already naming a class of the same
+name adds its column, ``...@file.py:LINE:COL``.  Every name keeps ``file.py:LINE``, which
+suppressions and outside tools match on.
+
+All of this reads the calling code's bytecode once per site, on the slow path of lock creation.
+"""
+
+from __future__ import annotations
+
+import dis
+from types import CodeType, FrameType
+
+from ._frames import format_file_line, is_internal
+
+# (code, offset of the call) -> what follows the call: ("return",), ("attr", owner, name) or ().
+_after_call: dict[tuple[CodeType, int], tuple[str, ...]] = {}
+# (code, offset of the call) -> class name; (code, line, name) -> the call offset that took it first.
+_names: dict[tuple[CodeType, int], str] = {}
+_first_on_line: dict[tuple[CodeType, int, str], int] = {}
+
+
+def _call_at(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int | None]:
+    """The call a frame is in (its offset), what the code does with the result, and its column.
+
+    ``lasti`` is the frame's ``f_lasti``, which may point into the call's inline caches: the call
+    is the last instruction at or before it.
+    """
+    instructions = list(dis.get_instructions(code))
+    index = max((i for i, ins in enumerate(instructions) if ins.offset <= lasti), default=0)
+    call = instructions[index]
+    following = [ins for ins in instructions[index + 1 : index + 3] if ins.opname != "NOT_TAKEN"]
+    column = call.positions.col_offset if call.positions is not None else None
+    after: tuple[str, ...] = ()
+    if following and following[0].opname == "RETURN_VALUE":
+        after = ("return",)
+    elif (
+        len(following) == 2
+        and following[0].opname == "LOAD_FAST"
+        and code.co_argcount
+        and following[0].argval == code.co_varnames[0]
+        and following[1].opname == "STORE_ATTR"
+    ):
+        owner = code.co_qualname.rpartition(".")[0].rpartition(".")[2]
+        if owner and not owner.startswith("<"):
+            after = ("attr", owner, following[1].argval)
+    return call.offset, after, column
+
+
+def _what_follows(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int | None]:
+    key = (code, lasti)
+    found = _after_call.get(key)
+    if found is None:
+        found = _after_call[key] = _call_at(code, lasti)  # type: ignore[assignment]
+    return found  # type: ignore[return-value]
+
+
+def creation_frame(frame: FrameType) -> FrameType:
+    """The frame that made a lock, from the first frame outside threading and pylockdep: callers of
+    helpers that only return the lock they made take their place."""
+    while True:
+        caller = frame.f_back
+        if caller is None or is_internal(caller.f_code.co_filename, skip_threading=True):
+            return frame
+        if _what_follows(frame.f_code, frame.f_lasti)[1] != ("return",):
+            return frame
+        frame = caller
+
+
+def class_name(kind: str, frame: FrameType) -> str:
+    """The class name of a lock of ``kind`` made by ``frame`` (a :func:`creation_frame`)."""
+    code = frame.f_code
+    offset, after, column = _what_follows(code, frame.f_lasti)
+    name = _names.get((code, offset))
+    if name is None:
+        base = f"{after[1]}.{after[2]}" if after[:1] == ("attr",) else kind
+        name = f"{base}@{format_file_line((code, frame.f_lineno))}"
+        first = _first_on_line.setdefault((code, frame.f_lineno, name), offset)
+        if first != offset and column is not None:
+            name = f"{name}:{column + 1}"
+        _names[(code, offset)] = name
+    return name
