@@ -35,7 +35,7 @@ from ._classes import (
 )
 from ._frames import Site, Stack, capture_stack, format_file_line
 from ._graph import PathStep, dep_kind
-from ._held import H_CLASS, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, held_site
+from ._held import H_CLASS, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, find, held_site
 from ._locktypes import RCU, RCU_SCHED, SRCU, WAIT_INV, LockType, effective_wait
 from ._task import Task
 
@@ -205,12 +205,70 @@ def _bits_of(mask: int) -> list[int]:
 
 def check_deadlock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, site: Site) -> bool:
     """Taking a class that this thread already holds is recursive locking, unless both are readers
-    and the new one is recursive.  Returns False when it reported."""
+    and the new one is recursive.  Returns False when it reported.
+
+    Python's lock types are judged per instance instead: another instance of a held class is for
+    :func:`check_instance_order`, and a ``threading.Lock`` the thread holds itself is judged only
+    if the thread ends up waiting for it for ever (:mod:`pylockdep._waitfor`), since another
+    thread may release it.
+    """
+    if cls.ltype.python:
+        return True
     held = next((e for e in t.held if e[H_CLASS] is cls and not (read == 2 and e[H_READ])), None)
     if held is None:
         return True
     v.report("recursive", (cls,), lambda title: _splat.recursive(v, t, title, held, cls, lock, site), site=site)
     return False
+
+
+def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, site: Site) -> bool:
+    """Instances of one class of Python's locks must always nest in one order: taking ``lock``
+    while holding another instance of its class must not close a cycle of instances (``x`` then
+    ``y`` here, ``y`` then ``x`` anywhere, any time).  Returns whether another instance of the
+    class is held: such a chain is judged anew each time, never cached."""
+    same = [entry for entry in t.held if entry[H_CLASS] is cls and entry[H_LOCK] is not lock]
+    if not same:
+        return False
+    order = v.instances
+    nxt = order.node(lock)
+    stack = None
+    for entry in same:
+        prev = order.node(entry[H_LOCK])
+        if nxt in prev.after:
+            continue
+        path = order.find_path(nxt, prev)
+        if stack is None:
+            stack = capture_stack()
+        if path is not None:
+            v.report(
+                "circular",
+                (cls, cls),
+                lambda title, entry=entry, path=path, stack=stack: _splat.instance_cycle(
+                    v, t, title, entry, cls, lock, site, path, stack
+                ),
+                site=site,
+                dedupe=("instances",),
+            )
+        order.add(prev, nxt, stack, t.comm, v.origin)
+    return True
+
+
+def check_handoff(cls: LockClass) -> bool:
+    """A ``threading.Lock`` that some thread other than its acquirer released is a hand-off signal,
+    not a mutex, and orders nothing (the kernel does not track semaphores either): no dependency
+    leads into or out of its class.  Returns True for such a class."""
+    return cls.key.handoff
+
+
+def check_self_deadlock(v: Validator, t: Task, lock: Any, site: Site) -> None:
+    """A thread that waits for a ``threading.Lock`` it holds itself, with no other thread left
+    that could release it, deadlocks: recursive locking (then :class:`DeadlockError`)."""
+    index = find(t, lock)
+    if index < 0:
+        return
+    entry = t.held[index]
+    cls = entry[H_CLASS]
+    v.report("recursive", (cls,), lambda title: _splat.recursive(v, t, title, entry, cls, lock, site), site=site)
 
 
 def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: int, site: Site, sync: bool) -> None:
@@ -225,7 +283,8 @@ def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: i
             break
         if not entry[H_CLASS].validated:
             continue
-        check_prev_add(v, t, entry, cls, lock, read, site, sync)
+        if entry[H_CLASS] is not cls and not entry[H_CLASS].key.handoff:  # see check_handoff
+            check_prev_add(v, t, entry, cls, lock, read, site, sync)
         if not entry[H_TRYLOCK]:
             break
 
@@ -356,17 +415,23 @@ def check_new_chain(
     site: Site,
 ) -> None:
     """Each chain of held locks is validated once: every rule of :func:`check_acquire` for an
-    acquisition whose chain is new, which is then remembered."""
+    acquisition whose chain is new, which is then remembered (unless the verdict depends on
+    which instances are held: :func:`check_instance_order`)."""
     if chain_key in v.chains:
         return
-    check_acquire(v, t, lock, cls, read, trylock, sync, site)
-    v.chains.add(chain_key)
+    if check_acquire(v, t, lock, cls, read, trylock, sync, site):
+        v.chains.add(chain_key)
 
 
 def check_acquire(
     v: Validator, t: Task, lock: object, cls: LockClass, read: int, trylock: bool, sync: bool, site: Site
-) -> None:
-    """Every rule for an acquisition on a chain not validated before, in lockdep's order."""
+) -> bool:
+    """Every rule for an acquisition on a chain not validated before, in lockdep's order.
+
+    Returns whether the verdict holds for the chain (it may be cached): not when it depends on
+    which instances are held.
+    """
+    cacheable = True
     ltype = cls.ltype
     rt = v.preempt_rt
     sleeping = not trylock and ltype.sleeps_under(rt)
@@ -377,12 +442,15 @@ def check_acquire(
         check_wait_context(v, t, cls, lock, site)
     for bit in acquire_usage(v, t, read, trylock, sync, cls.validated):
         mark_lock(v, t, cls, lock, read, bit, site)
-    if not trylock and cls.validated and check_deadlock(v, t, cls, lock, read, site):
+    if not trylock and cls.validated and ltype.python:
+        cacheable = not check_instance_order(v, t, cls, lock, site)
+    if not trylock and cls.validated and check_deadlock(v, t, cls, lock, read, site) and not check_handoff(cls):
         check_prevs_add(v, t, cls, lock, read, site, sync)  # a chain head (no lock in this irq context) adds none
     if sleeping and not ltype.sleeps:
         # PREEMPT_RT's spinlock_t: lockdep first, then a might_sleep that tolerates the RCU
         # nesting the held spinlock_t sections bring.
         check_might_sleep(v, t, site, functions, t.rcu_depth(rt), cls)
+    return cacheable
 
 
 def check_unlock(v: Validator, t: Task, lock: object, name: str, site: Site) -> None:

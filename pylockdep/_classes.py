@@ -102,7 +102,7 @@ class LockKey:
     It is one tuple, replaced whole, so a thread never pairs one validator with another's classes.
     """
 
-    __slots__ = ("name", "ltype", "site", "explicit", "cache")
+    __slots__ = ("name", "ltype", "site", "explicit", "cache", "handoff")
 
     def __init__(self, name: str, ltype: LockType, site: Site | None, explicit: Hashable | None) -> None:
         self.name = name
@@ -110,6 +110,9 @@ class LockKey:
         self.site = site
         self.explicit = explicit
         self.cache: tuple[Any, list[LockClass | None]] = (None, [None] * MAX_SUBCLASSES)
+        # A threading.Lock of this key was released by a thread other than its acquirer: locks
+        # made here are hand-off signals, not mutexes (no dependencies, no owner to wait for).
+        self.handoff = False
 
     @property
     def validator(self) -> Any:

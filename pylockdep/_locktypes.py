@@ -39,6 +39,9 @@ class LockType:
     ``check`` is false for lockdep's check=0 maps (the RCU readers): tracked, held, printed and
     wait-context checked, but they add no dependencies.
     ``lock_fn``/``rt_lock_fn`` name the kernel function that takes it, for call traces.
+    ``python`` marks Python's own lock types, where Python's semantics win: instances of one class
+    may nest in a consistent order (:mod:`pylockdep._instances`), and a ``threading.Lock``
+    released by another thread is a hand-off signal.
     """
 
     name: str
@@ -52,6 +55,7 @@ class LockType:
     suspends: bool = False
     lock_fn: str = "lock_acquire"
     rt_lock_fn: str = ""
+    python: bool = False
 
     def spins_under(self, preempt_rt: bool) -> bool:
         """True when taking this lock disables preemption on the configured kernel."""
@@ -92,7 +96,9 @@ RCU = LockType("rcu_read_lock", WAIT_CONFIG, WAIT_FREE, check=False, lock_fn="rc
 # rcu_read_lock_sched(): preemption off, and only truly spinning locks inside (inner SPIN).
 RCU_SCHED = LockType("rcu_read_lock_sched", WAIT_SPIN, WAIT_FREE, check=False, lock_fn="rcu_read_lock_sched")
 # Python's threading.Lock: a sleeping lock without an owner (any thread may release it).
-PY_LOCK = LockType("threading.Lock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, owned=False, lock_fn="Lock.acquire")
-PY_RLOCK = LockType("threading.RLock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, lock_fn="RLock.acquire")
+PY_LOCK = LockType(
+    "threading.Lock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, owned=False, lock_fn="Lock.acquire", python=True
+)
+PY_RLOCK = LockType("threading.RLock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, lock_fn="RLock.acquire", python=True)
 # asyncio.Lock: a sleeping lock owned by the asyncio task that took it; waiting suspends the task.
 ASYNC_LOCK = LockType("asyncio.Lock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, suspends=True, lock_fn="Lock.acquire")

@@ -26,6 +26,7 @@ from ._task import Task
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._instances import InstanceEdge
     from ._validator import Validator
 
 VERSION = f"pylockdep {__version__}"
@@ -254,6 +255,46 @@ def circular(
     via = parent.name if parent is not nxt_cls else None
     lines += circular_scenario(first, nxt_cls.name, via, prev_cls.name, last)
     lines += held_lines(v, t) + [""] + backtrace(v, t, current)
+    return lines
+
+
+def instance_cycle(
+    v: Validator,
+    t: Task,
+    title: str,
+    prev_entry: tuple,
+    cls: LockClass,
+    lock: object,
+    site: Site,
+    path: list[InstanceEdge],
+    stack: Stack,
+) -> list[str]:
+    """'possible circular locking dependency detected' between instances of one Python lock class.
+
+    ``lock`` is taken while ``prev_entry``'s instance is held; ``path`` is the existing chain of
+    instance-order edges from ``lock`` back to it.
+    """
+    held = prev_entry[H_LOCK]
+    lines = banner(v, title, 54)
+    lines += [
+        f"{t.comm} is trying to acquire lock:",
+        hline(v, cls, lock, site),
+        "",
+        "but task is already holding another instance of its class:",
+        hline(v, cls, held, held_site(prev_entry)),
+        "",
+        "and elsewhere the instance being taken was already held when the held one was taken:",
+        "",
+        "the existing instance order is:",
+    ]
+    for edge in path:
+        where = f"in {edge.origin}, thread {edge.thread}" if edge.origin else f"thread {edge.thread}"
+        lines += ["", f"-> {edge.prev.address:016x} then {edge.next.address:016x} ({cls.name}):", f"       [{where}]"]
+        lines += format_stack(edge.stack, " " * 7)
+    x, y = f"{cls.name}#{id(held):x}", f"{cls.name}#{id(lock):x}"
+    lines += ["", "other info that might help us debug this:", ""]
+    lines += scenario_two_cpus(f"lock({x});", [f"lock({y});", f"lock({x});"], f"lock({y});")
+    lines += held_lines(v, t) + [""] + backtrace(v, t, stack)
     return lines
 
 

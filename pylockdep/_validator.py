@@ -25,6 +25,7 @@ from ._classes import MAX_SUBCLASSES, LockClass, LockKey
 from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
 from ._identity import identity_of
+from ._instances import InstanceOrder
 from ._options import Options
 from ._report import LockdepViolation, Report
 from ._task import Task
@@ -49,6 +50,7 @@ class Validator:
     def __init__(self, options: Options | None = None, /, **changes: Any) -> None:
         options = (options or Options()).replace(**changes)
         self.graph = Graph()
+        self.instances = InstanceOrder()  # how instances of one class of Python's locks nest
         self.apply(options)
         self.graph_lock = _thread.RLock()
         self.chains: set[int] = set()
@@ -183,8 +185,13 @@ class Validator:
         if owner is not t:
             owner.foreign_releases.append(lock)
             if owner_may_differ:
+                lock._key.handoff = True  # a threading.Lock used as a signal
                 return
         self.bad_unlock(t, lock, name)
+
+    def self_deadlock(self, t: Task, lock: Any) -> None:
+        """Report a thread waiting for ever for a ``threading.Lock`` it holds (then it raises)."""
+        self.run_check(t, _checks.check_self_deadlock, lock, caller_site(skip_threading=True))
 
     def bad_unlock(self, t: Task, lock: object, name: str, site: Site | None = None) -> None:
         """Report a release of a lock this thread does not hold."""

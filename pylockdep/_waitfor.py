@@ -3,13 +3,18 @@
 Lockdep proves what *could* deadlock.  When a thread is about to block, this module also asks
 whether it *will* block for ever: the lock's holders (or, for readers and writers, whoever it
 queues behind) are followed through what each of them waits for; coming back to the waiting
-thread is a cycle of threads, and the wait raises :class:`DeadlockError`.  Locks without an owner
-(``threading.Lock``) never count: any thread may still release them.
+thread is a cycle of threads, and the wait raises :class:`DeadlockError`.
+
+A ``threading.Lock`` has no owner, but one that only its acquirers ever released waits for its
+acquirer, like a mutex (``Lock._blockers``); a hand-off signal (released by another thread at
+least once) waits for nobody in particular.  A thread waiting for a Lock it holds itself is a
+hand-off in the making unless no other thread is left that could release it.
 """
 
 from __future__ import annotations
 
 import _thread
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -64,15 +69,38 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
                 # Marking this thread as waiting, checking for a cycle and, on one, giving up the
                 # wait happen together, so of the threads that close a cycle exactly one refuses.
                 t.waiting = (lock, mode)
-                cycle = find_wait_cycle(v, t) if lock._owned else None
+                self_wait = not lock._owned and getattr(lock, "_owner", None) is t
+                if self_wait:  # a Lock it holds itself: a hand-off, unless nobody is left to release it
+                    cycle = None if others_may_release(v, t) else [(t, lock)]
+                else:
+                    cycle = find_wait_cycle(v, t)
                 if cycle is not None:
                     t.waiting = None
             if cycle is not None:
+                if self_wait:
+                    v.self_deadlock(t, lock)
                 raise DeadlockError(describe_cycle(cycle))
             if acquire_timed(POLL_SECONDS):
                 return
     finally:
         t.waiting = None
+
+
+def others_may_release(v: Validator, t: Task) -> bool:
+    """Whether a live thread other than ``t`` could still release a lock ``t`` holds: one that is
+    not itself waiting for a lock ``t`` holds.  Threads started with ``_thread`` directly are not
+    seen."""
+    me = t.ident
+    waits = {task.ident: task.waiting for task in list(v.tasks.values()) if task.waiting is not None}
+    for thread in threading.enumerate():
+        ident = thread.ident
+        if ident == me or ident is None or not thread.is_alive():
+            continue
+        waiting = waits.get(ident)
+        if waiting is not None and me in waiting[0]._blockers(waiting[1], ident):
+            continue
+        return True
+    return False
 
 
 def describe_cycle(cycle: list[tuple[Task, Primitive]]) -> str:

@@ -44,9 +44,8 @@ def test_set_class_with_one_name_gives_locks_of_two_sites_one_class(v):
     for lock in (a, b):
         pylockdep.set_class(lock, "Shared")
     assert a._key is b._key
-    with a, b:  # one class nested: the kernel rule calls that recursive
-        pass
-    assert [r.kind for r in v.reports] == ["recursive"]
+    take_ab_then_ba(a, b)  # one class, two instances in both orders
+    assert [r.kind for r in v.reports] == ["circular"]
     assert v.reports[0].classes[0].startswith("Shared@")
 
 

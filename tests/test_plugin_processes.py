@@ -85,11 +85,17 @@ def test_hangs():
 """
 
 HANG_ON_THREADING = """
-import threading
+import threading, pylockdep
 
 def test_abba_hangs():
     a = threading.Lock()
     b = threading.Lock()
+    a.acquire(); handoff = threading.Thread(target=a.release); handoff.start(); handoff.join()
+    m, n = pylockdep.Mutex("m"), pylockdep.Mutex("n")
+    with m, n:
+        pass
+    with n, m:  # a report made before the hang
+        pass
     got_a = threading.Event()
 
     def ab():
@@ -101,7 +107,7 @@ def test_abba_hangs():
     with b:
         threading.Thread(target=ab, name="ab", daemon=True).start()
         got_a.wait()
-        with a:  # a threading.Lock has no owner: pylockdep reports but lets it wait
+        with a:  # a hand-off signal (released by another thread): nobody in particular must release it
             pass
 """
 
@@ -144,5 +150,5 @@ def test_hang_dump_with_instrumented_threading_shows_the_abba(pytester: pytest.P
     assert "1 lock held by ab/" in out
     assert out.count("blocked on lock:") == 2
     assert "(Lock@test_thr.py:4)" in out and "(Lock@test_thr.py:5)" in out
-    # The circular report made before the hang is printed with it.
+    # The circular report made before the hang (of the mutexes) is printed with it.
     assert "pylockdep: 1 report(s) during test_thr.py::test_abba_hangs so far: circular" in out

@@ -4,6 +4,11 @@ failed before and is clean now; true findings stay found."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import io
+import logging
+import logging.handlers
 import threading
 
 import pytest
@@ -63,3 +68,224 @@ def test_instances_of_one_site_share_a_class():
     with pylockdep.instrument_threading():
         locks = [Scheduler() for _ in range(2)]
     assert locks[0]._jobstores_lock._key is locks[1]._jobstores_lock._key
+
+
+# -- same-class nesting, judged per instance ---------------------------------------------------
+
+
+class Account:
+    def __init__(self, balance: int) -> None:
+        self.lock = threading.Lock()
+        self.balance = balance
+
+
+def transfer_sorted(src: Account, dst: Account, amount: int) -> None:
+    """The textbook fix: take both accounts' locks in one global order (by id)."""
+    first, second = sorted((src, dst), key=id)
+    with first.lock, second.lock:
+        src.balance -= amount
+        dst.balance += amount
+
+
+def transfer_naive(src: Account, dst: Account, amount: int) -> None:
+    with src.lock, dst.lock:
+        src.balance -= amount
+        dst.balance += amount
+
+
+def test_instances_of_one_class_taken_in_one_consistent_order_are_clean(v):
+    accounts = [Account(100) for _ in range(4)]
+    for i, a in enumerate(accounts):
+        for b in accounts[i + 1 :]:
+            run_both_ways(transfer_sorted, a, b)
+    assert v.reports == []
+    assert sum(a.balance for a in accounts) == 400
+
+
+def test_two_instances_taken_in_both_orders_are_circular_naming_both(v):
+    a, b = Account(1), Account(2)
+    run_both_ways(transfer_naive, a, b)
+    (report,) = v.reports
+    assert report.kind == "circular"
+    line = Account.__init__.__code__.co_firstlineno + 1
+    assert report.classes == (f"Account.lock@{FILE}:{line}",) * 2
+    assert f"{id(a.lock):016x}" in report.text and f"{id(b.lock):016x}" in report.text
+
+
+def test_a_ring_of_instances_is_circular_as_dining_philosophers_make_it(v):
+    forks = [Account(0) for _ in range(3)]
+    for i in range(3):
+        with forks[i].lock, forks[(i + 1) % 3].lock:
+            pass
+    assert [r.kind for r in v.reports] == ["circular"]
+
+
+def test_kernel_lock_types_keep_the_kernels_rule_for_one_class():
+    with pylockdep.validate(raise_on_report=False) as v:
+        a, b = [pylockdep.Mutex("m") for _ in range(2)]
+        with a, b:
+            pass
+    assert kinds(v) == ["recursive"]
+
+
+def run_both_ways(fn, a, b) -> None:
+    for args in ((a, b, 1), (b, a, 1)):
+        t = threading.Thread(target=fn, args=args)
+        t.start()
+        t.join()
+
+
+def test_futures_wait_and_as_completed_on_many_futures_are_clean(v):
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(pow, 2, i) for i in range(6)]
+        assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == [2**i for i in range(6)]
+        done, _ = concurrent.futures.wait(futures[::-1])
+        assert len(done) == 6
+    assert v.reports == []
+
+
+def test_memory_handler_flushing_into_its_target_is_clean(v):
+    stream = io.StringIO()
+    target = logging.StreamHandler(stream)
+    memory = logging.handlers.MemoryHandler(capacity=2, target=target)
+    log = logging.getLogger("pylockdep-test-memory-handler")
+    log.propagate = False
+    log.addHandler(memory)
+    try:
+        for i in range(5):
+            log.warning("message %d", i)
+        memory.flush()
+    finally:
+        log.removeHandler(memory)
+        memory.close()
+    assert stream.getvalue().count("message") == 5
+    assert v.reports == []
+
+
+def test_fasteners_style_locked_over_a_list_of_locks_is_clean(v):
+    """fasteners' ``@locked(lock=[...])`` takes every lock of the list, in list order."""
+
+    class Resource:
+        def __init__(self) -> None:
+            self._locks = [threading.Lock() for _ in range(3)]
+
+        def locked(self, fn):
+            with contextlib.ExitStack() as stack:
+                for lock in self._locks:
+                    stack.enter_context(lock)
+                return fn()
+
+    r = Resource()
+    for _ in range(3):
+        run_in_threads(lambda: r.locked(lambda: None), 2)
+    assert v.reports == []
+
+
+def test_two_reader_writer_locks_held_at_once_in_one_order_are_clean(v):
+    class RWLock:
+        def __init__(self) -> None:
+            self._cond = threading.Condition(threading.Lock())
+            self._readers = 0
+
+        def read(self):
+            return _Reading(self)
+
+    class _Reading:
+        def __init__(self, rw) -> None:
+            self.rw = rw
+
+        def __enter__(self):
+            with self.rw._cond:
+                self.rw._readers += 1
+
+        def __exit__(self, *exc):
+            with self.rw._cond:
+                self.rw._readers -= 1
+                self.rw._cond.notify_all()
+
+    first, second = RWLock(), RWLock()
+
+    def both():
+        with first._cond, second._cond:
+            pass
+
+    run_in_threads(both, 2)
+    assert v.reports == []
+
+
+def run_in_threads(fn, n: int) -> None:
+    threads = [threading.Thread(target=fn) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+# -- hand-off locks ------------------------------------------------------------------------------
+
+
+class SqliteMultithreadStyle:
+    """sqlitedict's worker: a Lock taken by the caller and released by the worker when it is ready."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Lock()
+        self.ready.acquire()
+        self.worker = threading.Thread(target=self.ready.release)
+
+    def wait_ready(self) -> None:
+        self.worker.start()
+        self.ready.acquire()  # blocks until the worker releases it
+        self.ready.release()
+        self.worker.join()
+
+
+def test_a_lock_released_by_another_thread_is_a_hand_off_signal_with_no_report(v):
+    for _ in range(3):
+        SqliteMultithreadStyle().wait_ready()
+    assert v.reports == []
+
+
+def test_a_hand_off_signal_orders_nothing(v):
+    signal = threading.Lock()
+    other = threading.Lock()
+    signal.acquire()
+    run_in_threads(signal.release, 1)  # the hand-off marks the site
+    with other, signal:
+        pass
+    with signal, other:
+        pass
+    assert v.reports == []
+
+
+def test_a_real_self_deadlock_on_a_plain_lock_is_reported_and_raises_instead_of_hanging(v):
+    lock = threading.Lock()
+    lock.acquire()
+    with pytest.raises(pylockdep.DeadlockError):
+        lock.acquire()  # nobody else is left to release it
+    (report,) = v.reports
+    assert report.kind == "recursive" and report.classes == (lock.name,)
+    lock.release()
+
+
+def test_real_abba_on_plain_locks_raises_in_the_thread_closing_the_wait_cycle(v):
+    a = threading.Lock()
+    b = threading.Lock()
+    both_hold_one = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def take(first, second):
+        with first:
+            both_hold_one.wait()
+            try:
+                with second:
+                    pass
+            except pylockdep.DeadlockError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=take, args=pair) for pair in ((a, b), (b, a))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 1  # exactly one thread refuses; the other then gets its lock
+    assert "circular" in kinds(v)

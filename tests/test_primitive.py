@@ -77,7 +77,14 @@ def test_owned_says_who_may_release():
         with lock, rlock:
             me = threading.get_ident()
             assert rlock._blockers(0, 0) == [me]
-            assert lock._blockers(0, 0) == []  # no owner: any thread may release it
+            assert lock._blockers(0, 0) == [me]  # only its acquirer released it so far: a mutex
+        lock.acquire()
+        handoff = threading.Thread(target=lock.release)
+        handoff.start()
+        handoff.join()
+        lock.acquire()
+        assert lock._blockers(0, 0) == []  # released by another thread: a signal, anyone may release it
+        lock.release()
 
 
 def test_threading_stand_ins_add_no_methods_cpython_lacks():
