@@ -25,18 +25,19 @@ Keys may be spelled with ``-`` or ``_``.  An unknown key or a value of the wrong
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._options import Options
 from ._suppress import Baseline, ConfigError, Suppression, Suppressions
 
 __all__ = ["Config", "ConfigError", "find", "load"]
 
-# Validator options the table may set, with the types each accepts (None: unlimited).
-_BOOL_OPTIONS = ("preempt_rt", "prove_raw_lock_nesting")
-_LIMIT_OPTIONS = ("max_classes", "max_dependencies", "max_lock_depth")
+# Validator options the table may set (the others, a stream and raising, belong to the caller).
+_OPTIONS = tuple(f.name for f in dataclasses.fields(Options) if f.name not in ("stream", "raise_on_report"))
 
 
 @dataclass
@@ -111,26 +112,26 @@ def _table(data: dict[str, Any], path: str, explicit: bool) -> dict[str, Any] | 
 
 def _parse(table: Mapping[str, Any], path: str) -> Config:
     config = Config(path=path)
+    where = f"{path}: [tool.pylockdep]"
     for raw_key, value in table.items():
         key = raw_key.replace("-", "_")
-        where = f"{path}: [tool.pylockdep] {raw_key}"
-        if key in _BOOL_OPTIONS:
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where} must be true or false, not {value!r}")
-            config.options[key] = value
-        elif key in _LIMIT_OPTIONS:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{where} must be a positive integer, not {value!r}")
+        if key in _OPTIONS:
             config.options[key] = value
         elif key == "baseline":
             if not isinstance(value, str) or not value:
-                raise ConfigError(f"{where} must be a file name, not {value!r}")
+                raise ConfigError(f"{where} {raw_key} must be a file name, not {value!r}")
             config.baseline = os.path.join(os.path.dirname(path), value)
         elif key == "suppress":
             if not isinstance(value, list):
-                raise ConfigError(f"{where} must be an array of tables ([[tool.pylockdep.suppress]])")
-            config.suppress = tuple(Suppression.from_table(entry, f"{where}[{i}]") for i, entry in enumerate(value))
+                raise ConfigError(f"{where} {raw_key} must be an array of tables ([[tool.pylockdep.suppress]])")
+            config.suppress = tuple(
+                Suppression.from_table(entry, f"{where} {raw_key}[{i}]") for i, entry in enumerate(value)
+            )
         else:
-            allowed = ", ".join((*_BOOL_OPTIONS, *_LIMIT_OPTIONS, "baseline", "suppress"))
-            raise ConfigError(f"{where}: unknown key (allowed: {allowed})")
+            allowed = ", ".join((*_OPTIONS, "baseline", "suppress"))
+            raise ConfigError(f"{where} {raw_key}: unknown key (allowed: {allowed})")
+    try:
+        Options(**config.options)  # the validator's own checks, once, with the file named
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     return config

@@ -68,8 +68,8 @@ def test_a_named_file_may_be_a_plain_table_and_the_baseline_is_relative_to_it(tm
     ("text", "message"),
     [
         ("[tool.pylockdep]\nmax_clases = 3\n", "max_clases: unknown key"),
-        ("[tool.pylockdep]\npreempt_rt = 1\n", "must be true or false"),
-        ("[tool.pylockdep]\nmax_classes = 0\n", "positive integer"),
+        ("[tool.pylockdep]\npreempt_rt = 1\n", "preempt_rt must be True or False"),
+        ("[tool.pylockdep]\nmax_classes = 0\n", "max_classes must be a positive integer"),
         ('[[tool.pylockdep.suppress]]\nkind = "circle"\nclasses = ["*"]\n', "kind must be one of"),
         ('[[tool.pylockdep.suppress]]\nkind = "circular"\nclasses = []\n', "non-empty list"),
         ('[[tool.pylockdep.suppress]]\nkind = "circular"\nclass = ["x"]\n', "unknown key(s) class"),
