@@ -33,7 +33,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 5
+SPEEDUPS_ABI = 6
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -120,7 +120,8 @@ def accelerate(
     sited at the first frame outside it, as the Python path does, when that frame's file is one the
     Python path already knows is not pylockdep's (``_frames``' cache of :func:`is_internal`);
     otherwise they take the Python path.  ``recursive``: the owner may take the lock again,
-    counted in ``_count`` with the owner's thread ident in ``_ident`` (``threading.RLock``).
+    counted in ``_count`` with the owner's thread ident in ``_ident`` (``threading.RLock``), and
+    its ``_release_save`` and ``_acquire_restore`` (``Condition.wait()``'s) get C versions too.
     ``blocking_arg``: ``acquire`` takes ``blocking`` first, and ``acquire(False)`` of a lock that is
     taken (a trylock that fails and changes nothing) is answered in C.  Does nothing when the C
     module is not in use.
@@ -139,6 +140,11 @@ def accelerate(
         "__exit__": _speedups.Release(own["__exit__"], cls, -1, recursive),
         "release": _speedups.Release(own["release"], cls, 1, recursive),
     }
+    if recursive:  # Condition.wait()'s full release and re-acquisition of an RLock
+        fast["_release_save"] = _speedups.Release(own["_release_save"], cls, 1, recursive, True)
+        fast["_acquire_restore"] = _speedups.Acquire(
+            own["_acquire_restore"], cls, False, skip_file, recursive, known, False, True
+        )
     replacing = {id(own[method]): replacement for method, replacement in fast.items()}
     for name, value in list(own.items()):
         if id(value) in replacing:

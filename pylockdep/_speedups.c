@@ -940,6 +940,70 @@ release_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     Py_RETURN_NONE;
 }
 
+/*
+ * RLock._release_save(), for Condition.wait(): the owner's full release on the fast path, returning
+ * (count, ident) as the Python method does.  Anything else goes to the Python method.
+ */
+static PyObject *
+release_save_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    FastMethod *self = (FastMethod *)op;
+    PyObject *count, *ident, *state;
+    int r;
+
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !self->lock.recursive || !IS(args[0], self->lock)
+        || !owned_by_caller(args[0], &self->lock) || rlock_count(args[0], &self->lock) < 1)
+        return slow_call(self, args, nargsf, kwnames);
+    count = Py_NewRef(SLOT(args[0], self->lock, L_COUNT));
+    ident = Py_NewRef(SLOT(args[0], self->lock, L_IDENT));
+    state = PyTuple_Pack(2, count, ident);
+    Py_DECREF(count);
+    Py_DECREF(ident);
+    if (state == NULL)
+        return NULL;
+    r = fast_unlock(args[0], &self->lock);  /* the last release: count 0, no owner */
+    if (r == 1)
+        return state;
+    Py_DECREF(state);
+    return r < 0 ? NULL : slow_call(self, args, nargsf, kwnames);
+}
+
+/*
+ * RLock._acquire_restore(state), for Condition.wait(): take the lock again on the fast path, sited
+ * as __enter__ sites a call from threading.py, then restore (count, ident).
+ */
+static PyObject *
+acquire_restore_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    FastMethod *self = (FastMethod *)op;
+    PyFrameObject *frame, *outside;
+    PyObject *state;
+    ThreadCache *c;
+    int r;
+
+    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL || !self->lock.recursive || !IS(args[0], self->lock))
+        return slow_call(self, args, nargsf, kwnames);
+    state = args[1];
+    if (!PyTuple_CheckExact(state) || PyTuple_GET_SIZE(state) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(state, 0))
+        || (frame = PyEval_GetFrame()) == NULL)
+        return slow_call(self, args, nargsf, kwnames);
+    if (self->skip_file != NULL && in_file(frame, self->skip_file)) {
+        if ((outside = outside_skip_file(self, frame)) == NULL)
+            return slow_call(self, args, nargsf, kwnames);
+    } else {
+        outside = (PyFrameObject *)Py_NewRef(frame);
+    }
+    r = fast_lock(args[0], &self->lock, outside, &c);
+    Py_DECREF(outside);
+    if (r < 0)
+        return NULL;
+    if (r == 0)
+        return slow_call(self, args, nargsf, kwnames);
+    slot_set(args[0], self->lock.offset[L_COUNT], PyTuple_GET_ITEM(state, 0));
+    slot_set(args[0], self->lock.offset[L_IDENT], PyTuple_GET_ITEM(state, 1));
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 fastmethod_get(PyObject *self, PyObject *obj, PyObject *type)
 {
@@ -1025,20 +1089,20 @@ fastmethod_new(PyTypeObject *type, PyObject *slow, PyObject *lock_type, int recu
 static PyObject *
 acquire_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"slow",      "lock_type",   "returns_self", "skip_file", "recursive",
-                             "known_files", "blocking_arg", NULL};
+    static char *kwlist[] = {"slow",        "lock_type",    "returns_self", "skip_file", "recursive",
+                             "known_files", "blocking_arg", "restore",      NULL};
     PyObject *slow, *lock_type, *skip_file = Py_None, *known_files = Py_None;
-    int returns_self, recursive = 0, blocking_arg = 0;
+    int returns_self, recursive = 0, blocking_arg = 0, restore = 0;
     FastMethod *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOp|OpOp:Acquire", kwlist, &slow, &lock_type, &returns_self,
-                                     &skip_file, &recursive, &known_files, &blocking_arg))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOp|OpOpp:Acquire", kwlist, &slow, &lock_type, &returns_self,
+                                     &skip_file, &recursive, &known_files, &blocking_arg, &restore))
         return NULL;
     if ((skip_file != Py_None && !PyUnicode_Check(skip_file)) || (known_files != Py_None && !PyDict_Check(known_files))) {
         PyErr_SetString(PyExc_TypeError, "skip_file must be a str or None, known_files a dict or None");
         return NULL;
     }
-    self = fastmethod_new(type, slow, lock_type, recursive, acquire_vectorcall);
+    self = fastmethod_new(type, slow, lock_type, recursive, restore ? acquire_restore_vectorcall : acquire_vectorcall);
     if (self == NULL)
         return NULL;
     self->returns_self = returns_self;
@@ -1051,15 +1115,16 @@ acquire_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static PyObject *
 release_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"slow", "lock_type", "arity", "recursive", NULL};
+    static char *kwlist[] = {"slow", "lock_type", "arity", "recursive", "save", NULL};
     PyObject *slow, *lock_type;
     Py_ssize_t arity;
-    int recursive = 0;
+    int recursive = 0, save = 0;
     FastMethod *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOn|p:Release", kwlist, &slow, &lock_type, &arity, &recursive))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOn|pp:Release", kwlist, &slow, &lock_type, &arity, &recursive,
+                                     &save))
         return NULL;
-    self = fastmethod_new(type, slow, lock_type, recursive, release_vectorcall);
+    self = fastmethod_new(type, slow, lock_type, recursive, save ? release_save_vectorcall : release_vectorcall);
     if (self == NULL)
         return NULL;
     self->arity = arity;
@@ -1093,14 +1158,15 @@ static PyTypeObject AcquireType = FASTMETHOD_TYPE(
     "__enter__/acquire method of ``lock_type`` whose known-chain case runs in C; every other call goes to "
     "``slow``.  Called from ``skip_file``, the site is the first frame outside it, if ``known_files`` (filename "
     "-> whether pylockdep's own) says it is not pylockdep's.  ``recursive``: the owner may take the lock again "
-    "(threading.RLock).  ``blocking_arg``: acquire(False) of a taken lock returns False at once.",
+    "(threading.RLock).  ``blocking_arg``: acquire(False) of a taken lock returns False at once.  ``restore``: "
+    "the method is RLock._acquire_restore(state).",
     acquire_new);
 
 static PyTypeObject ReleaseType = FASTMETHOD_TYPE(
     "Release",
     "Release(slow, lock_type, arity, recursive=False): an __exit__/release method of ``lock_type`` whose "
     "most-recent-lock case runs in C; every other call goes to ``slow``.  ``arity`` is the argument count "
-    "(self included) taken fast, -1 for any.",
+    "(self included) taken fast, -1 for any.  ``save``: the method is RLock._release_save().",
     release_new);
 
 /* Whether ``type`` is a tuple subclass without a __dict__ whose _fields are held_fields, in order. */

@@ -657,3 +657,25 @@ def test_the_c_walk_for_caller_site_finds_what_python_finds(monkeypatch):
     # A file Python has not classified yet: C leaves the answer to the Python walk.
     exec(compile("def call(f): return f({}, None)", "<never-seen>", "exec"), namespace)
     assert namespace["call"](_fastpath._speedups.outside_site) is None
+
+
+@needs_c
+def test_condition_wait_releases_and_restores_an_rlock_on_the_fast_path(monkeypatch):
+    # Condition.wait() calls the RLock's _release_save() and _acquire_restore(): in C on a known
+    # chain, with the recursion count and owner restored and the site at the wait's caller.
+    with pylockdep.validate() as v, pylockdep.instrument_threading():
+        cond = threading.Condition()
+        rlock = cond._lock
+        for _ in range(2):  # the first round learns the chains in Python
+            slow = SlowCalls(monkeypatch)
+            with cond, cond:
+                assert cond.wait(0) is False
+                line = sys._getframe().f_lineno - 1
+                assert (rlock._count, rlock._ident) == (2, threading.get_ident())
+                (entry,) = v.task().held
+                assert (held_site(entry)[0].co_filename, held_site(entry)[1]) == (__file__, line)
+            assert (rlock._count, rlock._ident) == (0, None) and not rlock._real.locked()
+        assert (slow.acquires, slow.releases) == (0, 0)
+        with pytest.raises(RuntimeError):
+            rlock._release_save()  # not held: the Python method's error
+    assert v.reports == []
