@@ -1,18 +1,16 @@
-"""A validator's dependency graph as data: Graphviz DOT, plain data, and graphs merged across processes.
+"""A validator's dependency graph as plain data, and graphs merged across processes.
 
 :func:`graph_to_data` turns a validator's graph into plain lists and dicts (JSON- and
 execnet-serialisable).  Classes are named by a *stable id* built from what makes the class (lock
 type, name, creation site or explicit key, subclass), so the same class seen by two processes of
 one test run gets the same id.  :func:`merge` builds one :class:`pylockdep._graph.Graph` from the
 data of several processes, remembering which process saw each edge, and :func:`strong_cycles` finds
-the cycles lockdep would report in any graph.  :func:`graph_to_dot` draws a graph with the edges of
-its cycles marked.
+the cycles lockdep would report in any graph (:mod:`pylockdep._picture` draws them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -229,45 +227,3 @@ def _made_by(merged: MergedGraph, edge: Edge, thread: bool = True) -> str:
     if thread:
         parts.append(f"thread {edge.thread}")
     return ", ".join(parts)
-
-
-def graph_to_dot(source: Validator | MergedGraph) -> str:
-    """The graph in Graphviz DOT: one box per class, one arrow per dependency.
-
-    Arrows are labelled with their dependency kinds (``EN``, ``SR|EN``, ...) and carry the origin
-    that first made them as a tooltip; edges on a strong cycle (what lockdep reports as circular)
-    are drawn red and bold.
-    """
-    if isinstance(source, MergedGraph):
-        graph, sites = source.graph, source.sites
-    else:
-        graph = source.graph
-        sites = {cls: format_file_line(cls.key.site) if cls.key.site else "?" for cls in graph.classes}
-    with _graph_lock(source):
-        classes = list(graph.classes)
-        edges = list(graph.edges())
-        on_cycle = {id(e) for cycle in strong_cycles(graph) for e in cycle}
-    lines = ["digraph lockdep {", '  node [shape=box, fontname="monospace"];']
-    for cls in classes:
-        label = "\\n".join(_escape(part) for part in (cls.name, cls.ltype.name, sites.get(cls, "?")))
-        lines.append(f'  c{cls.id} [label="{label}"];')
-    for e in edges:
-        attrs = [f'label="{e.kinds}"']
-        if e.origin:
-            attrs.append(f'tooltip="{_escape(e.origin)}"')
-        if id(e) in on_cycle:
-            attrs += ["color=red", "penwidth=2", "style=bold"]
-        lines.append(f"  c{e.prev.id} -> c{e.next.id} [{', '.join(attrs)}];")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def _escape(text: str) -> str:
-    """``text`` as the contents of a DOT string."""
-    return text.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _graph_lock(source: object):
-    """The validator's graph lock, or nothing for a merged graph (owned by its caller)."""
-    lock = getattr(source, "graph_lock", None)
-    return lock if lock is not None else nullcontext()

@@ -44,7 +44,7 @@ from typing import IO
 from . import _hang
 from ._config import Config, ConfigError
 from ._config import load as load_config
-from ._export import graph_to_dot
+from ._picture import graphviz, write_pictures
 from ._report import Report
 from ._suppress import Suppressions, summary_lines
 from ._suppress import write_baseline as write_baseline_file
@@ -52,10 +52,12 @@ from ._threading import instrument_threading
 from ._validator import Validator, validate
 
 REPORT_STATUS = 66  # what sanitizers exit with: no ordinary program uses it
-_OUTPUTS = ("json", "report_file", "dot", "write_baseline")  # options naming a file written by the run
+_OUTPUTS = ("json", "report_file", "dot", "svg", "html", "write_baseline")  # options naming a file written by the run
 _VALUE_OPTIONS = (
     "--json",
     "--dot",
+    "--svg",
+    "--html",
     "--report-file",
     "--exit-code",
     "--hang-timeout",
@@ -84,6 +86,10 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     run.add_argument("--json", metavar="FILE", help="write each report as a JSON line to FILE")
     run.add_argument("--report-file", metavar="FILE", help="write each splat to FILE too, as it is made")
     run.add_argument("--dot", metavar="FILE", help="write the lock-class graph as Graphviz DOT to FILE")
+    run.add_argument("--svg", metavar="FILE", help="write the graph as SVG to FILE (needs Graphviz's dot)")
+    run.add_argument(
+        "--html", metavar="FILE", help="write a page with the graph next to every splat to FILE (SVG with Graphviz)"
+    )
     run.add_argument(
         "--exit-code",
         metavar="N",
@@ -307,10 +313,11 @@ def run(
         _end_program(v)
     if watchdog is not None:
         watchdog.stop()
-    dot = files.pop("dot", None)
-    if dot is not None:
-        with dot:
-            dot.write(graph_to_dot(v))
+    pictures = {name: files.pop(name) for name in ("dot", "svg", "html") if name in files}
+    reports = [r.as_dict() for r in v.reports + v.suppressed]
+    write_pictures(v, reports, "pylockdep run " + " ".join(sys.argv), pictures)
+    for f in pictures.values():
+        f.close()
     baseline = files.pop("write_baseline", None)
     if baseline is not None:
         baseline.close()
@@ -344,5 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         suppress = config.suppressions(options.baseline)
     except ConfigError as exc:
         run_parser.error(str(exc))
+    if options.svg and graphviz() is None:
+        run_parser.error("argument --svg: needs Graphviz's dot program (apt-get install graphviz)")
     files = _open_outputs(options, run_parser)
     return run(options, _runner(program), files, config, suppress)

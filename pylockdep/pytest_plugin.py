@@ -55,6 +55,7 @@ Off unless ``pytest --lockdep`` (or the ini option ``lockdep = true``).  When on
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import json
 import os
@@ -63,7 +64,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,7 @@ import pytest
 
 import pylockdep
 
-from . import _export, _hang
+from . import _export, _hang, _picture
 from ._config import Config, ConfigError
 from ._config import load as load_config
 from ._report import KINDS, Report
@@ -79,7 +80,13 @@ from ._suppress import Suppressions, summary_lines, write_baseline
 from ._validator import Validator, active, validate
 
 _TEST = pytest.StashKey["_Test"]()
-_OUTPUTS = ("lockdep_dot", "lockdep_json", "lockdep_write_baseline")  # options naming files the session writes
+_OUTPUTS = (
+    "lockdep_dot",
+    "lockdep_svg",
+    "lockdep_html",
+    "lockdep_json",
+    "lockdep_write_baseline",
+)  # options naming files the session writes
 _SUBOPTIONS = ("lockdep_rt", "lockdep_threading", "lockdep_config", "lockdep_baseline", *_OUTPUTS)
 
 
@@ -110,6 +117,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="FILE.dot",
         default=None,
         help="write the dependency graph in Graphviz DOT, cycle edges in red (as pylockdep run --dot)",
+    )
+    group.addoption(
+        "--lockdep-svg", metavar="FILE", default=None, help="write the graph as SVG (as pylockdep run --svg; Graphviz)"
+    )
+    group.addoption(
+        "--lockdep-html",
+        metavar="FILE",
+        default=None,
+        help="write a page with the graph next to every splat (as pylockdep run --html)",
     )
     group.addoption("--lockdep-json", metavar="FILE", default=None, help="write the reports as JSON lines")
     group.addoption(
@@ -161,7 +177,9 @@ def enabled(config: pytest.Config) -> bool:
 
 
 def check_outputs(config: pytest.Config) -> None:
-    """Refuse, before any test runs, an output file that cannot be written."""
+    """Refuse, before any test runs, an output file that cannot be written (or an SVG without Graphviz)."""
+    if config.getoption("lockdep_svg") and _picture.graphviz() is None:
+        raise pytest.UsageError("--lockdep-svg: needs Graphviz's dot program (apt-get install graphviz)")
     for name in _OUTPUTS:
         path = config.getoption(name)
         if not path:
@@ -287,7 +305,7 @@ class _Session:
         if self.outside and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         reports = [r.as_dict() for r in self.validator.reports + self.validator.suppressed]
-        write_files(self.config, lambda: _export.graph_to_dot(self.validator), reports)
+        write_files(self.config, self.validator, reports)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:
@@ -453,7 +471,7 @@ class _Controller:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         write_files(
             self.config,
-            lambda: _export.graph_to_dot(merged),
+            merged,
             self._reports() + [r.as_dict() for r in self.cycles] + self._suppressed(),
         )
 
@@ -505,13 +523,16 @@ def fail_report(rep: pytest.TestReport, text: str) -> None:
         rep.longrepr = text
 
 
-def write_files(config: pytest.Config, dot: Callable[[], str], reports: list[dict]) -> None:
-    """Write ``--lockdep-dot`` (DOT, built only if asked for), ``--lockdep-json`` (JSON lines) and
-    ``--lockdep-write-baseline`` (every report but those a suppression silenced)."""
-    graph_path = config.getoption("lockdep_dot")
-    if graph_path:
-        with open(graph_path, "w", encoding="utf-8") as f:
-            f.write(dot())
+def write_files(config: pytest.Config, graph: Validator | _export.MergedGraph, reports: list[dict]) -> None:
+    """Write ``--lockdep-dot``/``-svg``/``-html`` (the pictures of ``graph``), ``--lockdep-json``
+    (JSON lines) and ``--lockdep-write-baseline`` (every report but those a suppression silenced)."""
+    with contextlib.ExitStack() as stack:
+        pictures = {
+            kind: stack.enter_context(open(path, "w", encoding="utf-8"))
+            for kind in ("dot", "svg", "html")
+            if (path := config.getoption(f"lockdep_{kind}"))
+        }
+        _picture.write_pictures(graph, reports, "pytest " + " ".join(config.invocation_params.args), pictures)
     json_path = config.getoption("lockdep_json")
     if json_path:
         with open(json_path, "w", encoding="utf-8") as f:
@@ -558,7 +579,13 @@ def summarize(
             "(--lockdep-threading validates threading.Lock, RLock and Condition too)",
             yellow=True,
         )
-    outputs = (("lockdep_dot", "graph"), ("lockdep_json", "reports"), ("lockdep_write_baseline", "baseline"))
+    outputs = (
+        ("lockdep_dot", "graph"),
+        ("lockdep_svg", "graph (SVG)"),
+        ("lockdep_html", "graph and splats (HTML)"),
+        ("lockdep_json", "reports"),
+        ("lockdep_write_baseline", "baseline"),
+    )
     for option, what in outputs:
         path = tr.config.getoption(option)
         if path:

@@ -442,3 +442,12 @@ def test_a_report_made_by_a_thread_after_the_last_test_fails_the_session(pyteste
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stderr.fnmatch_lines(["pylockdep: 1 report(s) during threads left running by the tests*: circular"])
     assert CIRCULAR in result.stderr.str()
+
+
+def test_lockdep_html_writes_the_graph_next_to_the_splats(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_abba=ABBA)
+    result = run(pytester, "--lockdep", "--lockdep-html=page.html")
+    result.stdout.fnmatch_lines(["graph and splats (HTML) written to page.html"])
+    page = (pytester.path / "page.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "1 report(s)" in page
+    assert CIRCULAR in page and "test_abba.py::test_ba" in page

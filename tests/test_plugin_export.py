@@ -6,7 +6,7 @@ import json
 import sys
 
 import pylockdep
-from pylockdep import _export
+from pylockdep import _export, _picture
 from pylockdep._graph import DEP_EN, DEP_ER, DEP_SN
 
 
@@ -93,7 +93,7 @@ def test_dot_marks_only_the_edges_on_a_cycle() -> None:
             pass
         with b, c:
             pass
-    dot = _export.graph_to_dot(v)
+    dot = _picture.graph_to_dot(v)
     assert dot.startswith("digraph lockdep {\n") and dot.endswith("}\n")
     red = [line for line in dot.splitlines() if "color=red" in line]
     assert sorted(line.split(" [")[0].strip() for line in red) == ["c0 -> c1", "c1 -> c0"]
