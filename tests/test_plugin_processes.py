@@ -49,7 +49,7 @@ def test_xdist_controller_reports_a_cycle_only_the_union_shows(pytester: pytest.
     reports = [json.loads(line) for line in (pytester.path / "reports.json").read_text().splitlines()]
     assert [(r["kind"], sorted(r["classes"])) for r in reports] == [("circular", ["A", "B"])]
     dot = (pytester.path / "graph.dot").read_text()
-    assert dot.count("color=red") == 2
+    assert dot.count(" color=red") == 2
 
 
 @pytest.mark.timeout(150)
