@@ -313,7 +313,7 @@ def test_summary_and_output_files(pytester: pytest.Pytester) -> None:
     dot = (pytester.path / "graph.dot").read_text()
     assert dot.startswith("digraph lockdep {")
     assert dot.count(" color=red") == 2  # A -> B and B -> A
-    assert 'tooltip="test_abba.py::test_ab"' in dot
+    assert 'tooltip="test_abba.py::test_ab, thread MainThread/' in dot
     lines = (pytester.path / "reports.json").read_text().splitlines()
     reports = [json.loads(line) for line in lines]
     assert [(r["kind"], r["classes"], r["origin"]) for r in reports] == [
