@@ -624,6 +624,24 @@ def check_held_at_exit(v: Validator, t: Task, each_holder: bool = True) -> None:
         )
 
 
+def check_leaked_locks(v: Validator, t: Task) -> None:
+    """A ``threading.Lock`` still held when validation ends, whose acquirer has ended and that no
+    thread released since, is leaked: reported as held at its acquirer's exit.  A thread still
+    running has not exited, so what it holds is not judged."""
+    for ended in v.ended_holding:
+        leaked = [e for e in ended.held if not e.cls.ltype.owned and e.lock._owner is ended and e.lock._is_held(0)]
+        if leaked:
+            ended.held = leaked
+            v.report(
+                "lock_held_at_exit",
+                tuple(e.cls for e in leaked),
+                lambda title, ended=ended: _splat.locks_held_at_exit(v, ended, title),
+                dedupe=(id(ended), "leaked"),
+                title={"comm": ended.comm},
+            )
+    v.ended_holding.clear()
+
+
 def blocks_thread(ltype: LockType) -> bool:
     """Whether waiting for a lock of this type blocks the thread (every lock but asyncio's own, and
     the read sides of RCU and SRCU, which never wait)."""

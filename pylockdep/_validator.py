@@ -61,6 +61,9 @@ class Validator:
         self.listeners: list[Callable[[Report], None]] = []
         self.local = threading.local()
         self.tasks: dict[int, Task] = {}
+        # Threads that ended holding threading.Locks (which another thread may still release):
+        # judged when validation ends (check_leaked_locks).
+        self.ended_holding: list[Task] = []
         self.off = False
         self.debug_locks = True  # cleared by the first lockdep report when the option report_once is on
         self.any_irq_usage = False
@@ -123,6 +126,14 @@ class Validator:
         released = {id(lock) for lock in t.foreign_releases}
         t.held = [entry for entry in t.held if id(entry.lock) not in released]
         self.run_check(t, _checks.check_held_at_exit)
+        if any(not entry.cls.ltype.owned for entry in t.held):
+            self.ended_holding.append(t)
+
+    def finish(self) -> None:
+        """Validation ends (``validate()`` exits, the program or the test session is done): report
+        the ``threading.Lock``s that threads which ended still hold and nobody released."""
+        if self.ended_holding:
+            self.run_check(self.task(), _checks.check_leaked_locks)
 
     def class_for(self, key: LockKey, subclass: int = 0) -> LockClass:
         """The class of ``key``/``subclass`` in this validator, registering it on first use."""
@@ -349,6 +360,7 @@ class validate:  # noqa: N801 - a context manager named as the API promises
         with _validate_lock:
             if active.validator is self.validator:
                 active.validator = self._previous or default
+        self.validator.finish()
         if exc_type is None and self.validator.raise_on_report:
             self.validator.check()
 

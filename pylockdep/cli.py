@@ -172,12 +172,14 @@ def _end_program(v: Validator) -> None:
     """What the interpreter does before it exits, done now so that it is validated and counted:
     threading's exit hooks (executors shut down), joining non-daemon threads, then the program's
     ``atexit`` functions.  Then the main thread is done: the locks it still holds are reported
-    now, as any thread's are when it ends."""
+    now, as any thread's are when it ends, and so are the ``threading.Lock``s that ended threads
+    left held (:meth:`Validator.finish`)."""
     threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     main = getattr(v.local, "task", None)
     if main is not None:
         v._thread_exited(main, os.getpid())
+    v.finish()
 
 
 def real_stderr() -> IO[str]:

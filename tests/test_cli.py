@@ -177,7 +177,8 @@ def test_locks_are_instrumented_from_the_programs_first_line(tmp_path):
     assert asyncio_loaded == "False"  # pylockdep itself imported nothing that makes locks
 
 
-@pytest.mark.parametrize(("factory", "status"), [("RLock", 66), ("Lock", 0)])
+# A Lock left held by the main thread at the end, which nobody released, is leaked: reported too.
+@pytest.mark.parametrize(("factory", "status"), [("RLock", 66), ("Lock", 66)])
 def test_main_thread_ending_with_a_lock_held(tmp_path, factory, status):
     write(tmp_path / "held.py", f"import threading\nthreading.{factory}().acquire()\n")
     result = pylockdep_run("held.py", cwd=tmp_path)

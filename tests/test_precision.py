@@ -289,3 +289,37 @@ def test_real_abba_on_plain_locks_raises_in_the_thread_closing_the_wait_cycle(v)
         t.join()
     assert len(errors) == 1  # exactly one thread refuses; the other then gets its lock
     assert "circular" in kinds(v)
+
+
+# -- leaked Locks ----------------------------------------------------------------------------------
+
+
+def test_a_lock_left_held_by_a_thread_that_ended_is_reported_when_validation_ends():
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        command = threading.Lock()  # pigpio 1.40: a failed socket read leaves the command lock locked
+        released_later = threading.Lock()
+        run_in_threads(command.acquire, 1)
+        run_in_threads(released_later.acquire, 1)
+        released_later.release()  # another thread released it: not a leak
+        assert v.reports == []  # the thread's end alone proves nothing: someone may release it
+    (report,) = v.reports
+    assert report.kind == "lock_held_at_exit" and report.classes == (command.name,)
+
+
+def test_a_lock_held_by_a_thread_still_running_is_not_leaked():
+    stop = threading.Event()
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        lock = threading.Lock()
+        started = threading.Event()
+
+        def hold():
+            with lock:
+                started.set()
+                stop.wait()
+
+        t = threading.Thread(target=hold)
+        t.start()
+        started.wait()
+    stop.set()
+    t.join()
+    assert v.reports == []
