@@ -363,9 +363,15 @@ class Nested:
 
 # Module attributes are replaced with a plain setattr, not wrapt: importing wrapt imports asyncio,
 # logging and more, which would make their module-level locks before a program's first line.
-def _stand_in(original: Any, lock_type: type[Lock] | type[RLock], ltype: LockType, takes_args: bool) -> Any:
+def _stand_in(
+    original: Any, lock_type: type[Lock] | type[RLock], ltype: LockType, takes_args: bool, prebound: bool = False
+) -> Any:
     """What to put in place of ``threading.Lock``/``RLock``: it makes a ``lock_type`` unless
     threading makes the lock for itself, and it looks like ``original`` (``__wrapped__`` too).
+
+    ``prebound``: the stand-in replaces a name bound before instrumentation (``_thread.RLock``,
+    ``functools.RLock``, ``threading._allocate_lock``, ...), which threading's own code, importlib
+    and pylockdep also call: for those callers it makes CPython's lock.
 
     Where ``original`` is a class (``threading.Lock`` from 3.13 on), so is the stand-in: calling
     it makes a lock, ``isinstance``/``issubclass`` accept CPython's locks and ours alike (locks made
@@ -376,6 +382,12 @@ def _stand_in(original: Any, lock_type: type[Lock] | type[RLock], ltype: LockTyp
     deprecated_args = takes_args and sys.version_info >= (3, 13)
 
     def make(*args: Any, **kwargs: Any) -> Any:
+        if prebound:
+            caller = _getframe(1)
+            if caller.f_code is _STAND_IN_CALL:
+                caller = caller.f_back
+            if caller is None or _keeps_plain(caller.f_code.co_filename):
+                return original(*args, **kwargs)
         if args or kwargs:
             if not takes_args:
                 return original(*args, **kwargs)  # CPython's own TypeError
@@ -398,6 +410,12 @@ def _stand_in(original: Any, lock_type: type[Lock] | type[RLock], ltype: LockTyp
             "_make": staticmethod(make),
         },
     )
+
+
+def _keeps_plain(filename: str) -> bool:
+    """Whether a lock factory called from code in ``filename`` makes CPython's own lock: threading's
+    bookkeeping (a Condition's waiter), importlib's module locks, pylockdep's own locks."""
+    return filename == _THREADING_FILE or filename.startswith("<frozen importlib") or is_internal(filename)
 
 
 # 3.13's threading.RLock() warns about arguments; the stand-in warns alike, at the caller.
@@ -423,8 +441,10 @@ class _StandInType(type):
         return repr(cls.__wrapped__)
 
 
+_STAND_IN_CALL = _StandInType.__call__.__code__
 _state_lock = _allocate()
 _installed: dict[str, Any] = {}  # attribute of threading -> the stand-in put there
+_rebound: list[tuple[Any, str, Any]] = []  # (module, attribute, stand-in) bound before instrumentation
 _depth = 0
 _asyncio_hook: Hook | None = None  # waiting for asyncio to be imported
 
@@ -444,6 +464,7 @@ def install() -> None:
                 name = lock_type.__name__
                 _installed[name] = _stand_in(getattr(threading, name), lock_type, ltype, takes_args)
                 setattr(threading, name, _installed[name])
+            _rebind_prebound()
             _asyncio_hook = when_imported("asyncio", _instrument_asyncio)
 
 
@@ -463,12 +484,55 @@ def uninstall() -> None:
                 if getattr(threading, name) is wrapper:
                     setattr(threading, name, wrapper.__wrapped__)
             _installed.clear()
+            for module, attr, wrapper in _rebound:
+                if getattr(module, attr, None) is wrapper:
+                    setattr(module, attr, wrapper.__wrapped__)
+            _rebound.clear()
             if _asyncio_hook is not None:
                 _asyncio_hook.remove()
                 _asyncio_hook = None
             asyncio_locks = sys.modules.get("pylockdep._asyncio")
             if asyncio_locks is not None:
                 asyncio_locks.uninstall()
+
+
+def _rebind_prebound() -> None:
+    """Rebind, in every module imported so far, the names bound to CPython's lock factories before
+    instrumentation (``from _thread import RLock`` as 3.11's ``functools`` does for
+    ``cached_property``, ``from threading import RLock`` in ``bz2`` or an application,
+    ``threading._allocate_lock``/``_CRLock``), as gevent's monkey patching does: locks they make
+    from now on are validated.  Locks made before stay CPython's, and so do the ``_thread``
+    module's own names: ``_thread.allocate_lock()`` is the way to make a lock pylockdep must not
+    see (kvm_model's harness does).  pylockdep's own names are left alone too."""
+    makers = {
+        id(_thread.allocate_lock): (_thread.allocate_lock, Lock, _locktypes.PY_LOCK, False),
+        id(_thread.RLock): (_thread.RLock, RLock, _locktypes.PY_RLOCK, True),
+    }
+    for name, lock_type, ltype, takes_args in (
+        ("Lock", Lock, _locktypes.PY_LOCK, False),
+        ("RLock", RLock, _locktypes.PY_RLOCK, True),
+    ):
+        original = _installed[name].__wrapped__
+        makers.setdefault(id(original), (original, lock_type, ltype, takes_args))
+    stand_ins: dict[int, Any] = {}
+    for module_name, module in list(sys.modules.items()):
+        if module is None or module is _thread or module_name.partition(".")[0] == "pylockdep":
+            continue
+        try:
+            names = [(attr, value) for attr, value in vars(module).items() if id(value) in makers]
+        except TypeError:
+            continue
+        for attr, value in names:
+            if attr == "LockType" or (module is threading and attr in _installed):
+                continue
+            original, lock_type, ltype, takes_args = makers[id(value)]
+            if value is not original:
+                continue
+            wrapper = stand_ins.get(id(original))
+            if wrapper is None:
+                wrapper = stand_ins[id(original)] = _stand_in(original, lock_type, ltype, takes_args, prebound=True)
+            setattr(module, attr, wrapper)
+            _rebound.append((module, attr, wrapper))
 
 
 def _instrument_asyncio(module: object) -> None:

@@ -4,17 +4,22 @@ failed before and is clean now; true findings stay found."""
 
 from __future__ import annotations
 
+import _thread
 import concurrent.futures
 import contextlib
+import functools
 import io
 import logging
 import logging.handlers
+import sys
 import threading
+import types
 
 import pytest
 from _abba import take_ab_then_ba
 
 import pylockdep
+from pylockdep._classes import LockKey
 from pylockdep._frames import short_filename
 
 pytestmark = pytest.mark.timeout(60)
@@ -323,3 +328,51 @@ def test_a_lock_held_by_a_thread_still_running_is_not_leaked():
     stop.set()
     t.join()
     assert v.reports == []
+
+
+# -- locks bound before instrumentation --------------------------------------------------------------
+
+
+def test_names_bound_before_instrumentation_make_validated_locks_and_are_restored_after():
+    prebound = types.ModuleType("prebound_locks")
+    prebound.RLock = _thread.RLock  # as functools (3.11) and bz2 bind them at import
+    prebound.allocate_lock = _thread.allocate_lock
+    sys.modules["prebound_locks"] = prebound
+    try:
+        with pylockdep.validate(raise_on_report=False), pylockdep.instrument_threading():
+            made = [prebound.RLock(), prebound.allocate_lock(), threading._allocate_lock()]
+            assert all(isinstance(lock._key, LockKey) for lock in made)
+            assert not hasattr(_thread.allocate_lock(), "_key")  # the _thread module's own: the way to stay unseen
+            cond = threading.Condition()
+            with cond:
+                cond.wait(0.001)  # its waiter lock stays CPython's
+        assert prebound.RLock is _thread.RLock and prebound.allocate_lock is _thread.allocate_lock
+        assert not hasattr(_thread.RLock(), "_key")
+    finally:
+        del sys.modules["prebound_locks"]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="cached_property has had no lock since 3.12")
+def test_cached_property_lock_of_3_11_is_validated_and_its_lock_order_bug_found(v):
+    """cpython#87634: the lock is the descriptor's, for every instance, and held while computing."""
+
+    class Left:
+        def __init__(self, right=None):
+            self.right = right
+
+        @functools.cached_property
+        def value(self):
+            return self.right.value if self.right else 1
+
+    class Right:
+        def __init__(self, left=None):
+            self.left = left
+
+        @functools.cached_property
+        def value(self):
+            return self.left.value if self.left else 2
+
+    assert isinstance(Left.__dict__["value"].lock._key, LockKey)
+    run_in_threads(lambda: Left(Right()).value, 1)  # Left's lock, then Right's
+    run_in_threads(lambda: Right(Left()).value, 1)  # Right's lock, then Left's
+    assert kinds(v) == ["circular"]
