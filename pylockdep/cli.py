@@ -17,6 +17,11 @@ Exit status: 2 for a usage error (a script that does not exist included); :data:
 (66, or ``--exit-code N``) when a report was made; otherwise the program's own status
 (``sys.exit()`` codes as Python maps them, 1 for an uncaught exception).
 
+``--record FILE`` writes the run's lock graph as a recording (``.gz``: compressed);
+``pylockdep merge FILE...`` joins recordings of many runs (CI jobs, shards, Pythons) and reports,
+in the usual splat layout, every cycle that no single run saw whole, naming the run each dependency
+came from; its exit status and picture options are those of ``run``.
+
 Every output file is opened before the program starts, so a path that cannot be written is a
 usage error, not a traceback after the whole run.
 
@@ -41,7 +46,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import IO
 
-from . import _hang
+from . import _hang, _record
 from ._config import Config, ConfigError
 from ._config import load as load_config
 from ._picture import graphviz, write_pictures
@@ -52,7 +57,15 @@ from ._threading import instrument_threading
 from ._validator import Validator, validate
 
 REPORT_STATUS = 66  # what sanitizers exit with: no ordinary program uses it
-_OUTPUTS = ("json", "report_file", "dot", "svg", "html", "write_baseline")  # options naming a file written by the run
+_OUTPUTS = (
+    "json",
+    "report_file",
+    "dot",
+    "svg",
+    "html",
+    "write_baseline",
+    "record",
+)  # options naming a file written by the run
 _VALUE_OPTIONS = (
     "--json",
     "--dot",
@@ -64,12 +77,13 @@ _VALUE_OPTIONS = (
     "--config",
     "--baseline",
     "--write-baseline",
+    "--record",
 )
 _RUNNER_FILES = (__file__, runpy.run_path.__code__.co_filename)
 
 
-def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    """The command's parser and its ``run`` subcommand's."""
+def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The command's parser and its ``run`` and ``merge`` subcommands'."""
     parser = argparse.ArgumentParser(
         prog="pylockdep", description="Runtime lock-dependency validation for Python programs."
     )
@@ -113,7 +127,30 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     run.add_argument("--config", metavar="FILE", help="read [tool.pylockdep] from FILE, not the nearest pyproject.toml")
     run.add_argument("--baseline", metavar="FILE", help="report only what is not in this baseline file")
     run.add_argument("--write-baseline", metavar="FILE", help="write this run's reports to FILE as the baseline")
-    return parser, run
+    run.add_argument(
+        "--record", metavar="FILE", help="write the run's lock graph to FILE, for pylockdep merge (.gz: compressed)"
+    )
+    merge = commands.add_parser(
+        "merge",
+        help="report the cycles that only the union of recorded runs shows",
+        usage="pylockdep merge [OPTIONS] FILE...",
+        description="Join lock graphs recorded by pylockdep run --record or pytest --lockdep-record and "
+        "report every cycle that no single recording holds whole.  Exits "
+        f"{REPORT_STATUS} (--exit-code) when there is one, 2 for a usage error, else 0.",
+    )
+    merge.add_argument("files", metavar="FILE", nargs="+", help="recordings")
+    merge.add_argument("--json", metavar="FILE", help="write each report as a JSON line to FILE")
+    merge.add_argument("--dot", metavar="FILE", help="write the merged graph as Graphviz DOT to FILE")
+    merge.add_argument("--svg", metavar="FILE", help="write the merged graph as SVG to FILE (needs Graphviz's dot)")
+    merge.add_argument("--html", metavar="FILE", help="write a page with the merged graph next to the splats")
+    merge.add_argument(
+        "--exit-code",
+        metavar="N",
+        type=int,
+        default=REPORT_STATUS,
+        help=f"exit status when a cycle was found (default {REPORT_STATUS})",
+    )
+    return parser, run, merge
 
 
 def _split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -192,21 +229,26 @@ def real_stderr() -> IO[str]:
     return open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=True)  # noqa: SIM115
 
 
-def _open_outputs(options: argparse.Namespace, run_parser: argparse.ArgumentParser) -> dict[str, IO[str]]:
+def _open_outputs(options: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, IO[str]]:
     """Open every output file the options name, before the program runs; a usage error if one
     cannot be written (the program may also change directory later: the files are open already)."""
     files: dict[str, IO[str]] = {}
+    if getattr(options, "svg", None) and graphviz() is None:
+        parser.error("argument --svg: needs Graphviz's dot program (apt-get install graphviz)")
     for name in _OUTPUTS:
-        path = getattr(options, name)
+        path = getattr(options, name, None)
         if not path:
             continue
         try:
-            files[name] = open(os.path.abspath(path), "w", encoding="utf-8")  # noqa: SIM115 - closed by run()
+            if name == "record":
+                files[name] = _record.open_for_writing(os.path.abspath(path))
+            else:
+                files[name] = open(os.path.abspath(path), "w", encoding="utf-8")  # noqa: SIM115 - closed by run()
         except OSError as exc:
             for f in files.values():
                 f.close()
             flag = "--" + name.replace("_", "-")
-            run_parser.error(f"argument {flag}: cannot write {path!r}: {exc.strerror}")
+            parser.error(f"argument {flag}: cannot write {path!r}: {exc.strerror}")
     return files
 
 
@@ -320,6 +362,10 @@ def run(
     write_pictures(v, reports, "pylockdep run " + " ".join(sys.argv), pictures)
     for f in pictures.values():
         f.close()
+    recording = files.pop("record", None)
+    if recording is not None:
+        with recording:
+            _record.record(v, recording, os.path.basename(options.record))
     baseline = files.pop("write_baseline", None)
     if baseline is not None:
         baseline.close()
@@ -331,10 +377,40 @@ def run(
     return status
 
 
+def merge(options: argparse.Namespace, files: dict[str, IO[str]]) -> int:
+    """``pylockdep merge``: the cycles only the union of the recordings shows; the exit status."""
+    try:
+        merged, cycles = _record.merge_files(options.files)
+    except _record.RecordingError as exc:
+        print(f"pylockdep merge: error: {exc}", file=sys.stderr)
+        return 2
+    for report in cycles:
+        print(report.text + "\n", file=sys.stderr)
+    reports = [r.as_dict() for r in cycles]
+    if "json" in files:
+        with files.pop("json") as f:
+            f.writelines(json.dumps(r) + "\n" for r in reports)
+    pictures = {name: files.pop(name) for name in ("dot", "svg", "html") if name in files}
+    write_pictures(merged, reports, f"pylockdep merge of {len(options.files)} recording(s)", pictures)
+    for f in pictures.values():
+        f.close()
+    sources = len({s for e in merged.edge_sources.values() for s in e.sources})
+    print(
+        f"pylockdep: merged {len(options.files)} recording(s) ({sources} source(s)): "
+        f"{len(merged.graph.classes)} lock classes, {merged.graph.nr_edges} dependencies; "
+        f"{len(cycles)} cycle(s) that no single run saw",
+        file=sys.stderr,
+    )
+    return options.exit_code if cycles else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pylockdep`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, run_parser = _parsers()
+    parser, run_parser, merge_parser = _parsers()
+    if argv[:1] == ["merge"]:
+        options = merge_parser.parse_args(argv[1:])
+        return merge(options, _open_outputs(options, merge_parser))
     if argv[:1] != ["run"]:
         parser.parse_args(argv)  # help, or the error for a missing or unknown command
         return 2
@@ -353,7 +429,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         suppress = config.suppressions(options.baseline)
     except ConfigError as exc:
         run_parser.error(str(exc))
-    if options.svg and graphviz() is None:
-        run_parser.error("argument --svg: needs Graphviz's dot program (apt-get install graphviz)")
     files = _open_outputs(options, run_parser)
     return run(options, _runner(program), files, config, suppress)

@@ -72,7 +72,7 @@ import pytest
 
 import pylockdep
 
-from . import _export, _hang, _picture
+from . import _export, _hang, _picture, _record
 from ._config import Config, ConfigError
 from ._config import load as load_config
 from ._report import KINDS, Report
@@ -86,6 +86,7 @@ _OUTPUTS = (
     "lockdep_html",
     "lockdep_json",
     "lockdep_write_baseline",
+    "lockdep_record",
 )  # options naming files the session writes
 _SUBOPTIONS = ("lockdep_rt", "lockdep_threading", "lockdep_config", "lockdep_baseline", *_OUTPUTS)
 
@@ -128,6 +129,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write a page with the graph next to every splat (as pylockdep run --html)",
     )
     group.addoption("--lockdep-json", metavar="FILE", default=None, help="write the reports as JSON lines")
+    group.addoption(
+        "--lockdep-record",
+        metavar="FILE",
+        default=None,
+        help="write the session's lock graph to FILE, for pylockdep merge (as pylockdep run --record)",
+    )
     group.addoption(
         "--lockdep-config",
         metavar="FILE",
@@ -456,17 +463,12 @@ class _Controller:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.workers.sort(key=lambda pair: (len(pair[0]), pair[0]))  # gw0, gw1, ..., gw10: a stable merge
         merged = self.merged = _export.merge((worker, data["graph"]) for worker, data in self.workers)
-        for cycle in _export.strong_cycles(merged.graph):
-            common = set(merged.edge_sources[cycle[0]].sources)
-            for edge in cycle[1:]:
-                common &= set(merged.edge_sources[edge].sources)
-            if not common:  # a cycle one worker saw whole, that worker reported
-                report = _export.cycle_report(merged, cycle)
-                why = self.suppress.reason(report)
-                if why is None:
-                    self.cycles.append(report)
-                else:
-                    self.silenced.append(dataclasses.replace(report, suppressed=True, suppressed_by=why))
+        for report in _record.union_cycles(merged):  # a cycle one worker saw whole, that worker reported
+            why = self.suppress.reason(report)
+            if why is None:
+                self.cycles.append(report)
+            else:
+                self.silenced.append(dataclasses.replace(report, suppressed=True, suppressed_by=why))
         if (self.cycles or self._outside()) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         write_files(
@@ -537,6 +539,10 @@ def write_files(config: pytest.Config, graph: Validator | _export.MergedGraph, r
     if json_path:
         with open(json_path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in reports)
+    record_path = config.getoption("lockdep_record")
+    if record_path:
+        with _record.open_for_writing(record_path) as f:
+            _record.record(graph, f, os.path.basename(record_path))
     baseline_path = config.getoption("lockdep_write_baseline")
     if baseline_path:
         known = [r for r in reports if not r.get("suppressed") or r.get("suppressed_by") == "baseline"]
@@ -585,6 +591,7 @@ def summarize(
         ("lockdep_html", "graph and splats (HTML)"),
         ("lockdep_json", "reports"),
         ("lockdep_write_baseline", "baseline"),
+        ("lockdep_record", "lock graph (recording)"),
     )
     for option, what in outputs:
         path = tr.config.getoption(option)

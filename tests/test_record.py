@@ -1,0 +1,128 @@
+"""Recorded lock graphs and ``pylockdep merge``: a cycle split across runs is found in their union."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pylockdep import _record
+
+PROGRAM = """\
+import sys, threading
+a = threading.Lock()
+b = threading.Lock()
+if sys.argv[1] == "ab":
+    with a, b:
+        pass
+elif sys.argv[1] == "ba":
+    with b, a:
+        pass
+else:
+    with a, b:
+        pass
+    with b, a:
+        pass
+"""
+
+CIRCULAR = "WARNING: possible circular locking dependency detected"
+
+
+def pylockdep(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pylockdep", *args], cwd=cwd, capture_output=True, text=True, timeout=100
+    )
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> Path:
+    """Two runs of one program, one taking a then b, the other b then a: neither sees a cycle."""
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    assert pylockdep("run", "--record", "job1.json", "prog.py", "ab", cwd=tmp_path).returncode == 0
+    assert pylockdep("run", "--record", "job2.json.gz", "prog.py", "ba", cwd=tmp_path).returncode == 0
+    return tmp_path
+
+
+def test_recording_is_versioned_data_with_stable_class_names(recorded: Path) -> None:
+    data = _record.load(str(recorded / "job1.json"))
+    assert (data["format"], data["version"], data["source"]) == ("pylockdep-graph", 1, "job1.json")
+    names = sorted(c["name"] for c in data["graph"]["classes"])
+    assert names == ["Lock@prog.py:2", "Lock@prog.py:3"]
+    (edge,) = data["graph"]["edges"]
+    assert edge["stack"] == ["<module>+prog.py:5"]
+
+
+def test_merge_reports_the_cycle_only_the_union_shows_naming_each_run(recorded: Path) -> None:
+    result = pylockdep("merge", "--json", "cycles.jsonl", "job1.json", "job2.json.gz", cwd=recorded)
+    assert result.returncode == 66
+    assert result.stderr.count(CIRCULAR) == 1
+    assert "merged graph of job1.json, job2.json.gz" in result.stderr
+    assert "[job1.json, thread MainThread/" in result.stderr and "<module>+prog.py:5" in result.stderr
+    assert "[job2.json.gz, thread MainThread/" in result.stderr and "<module>+prog.py:8" in result.stderr
+    assert "1 cycle(s) that no single run saw" in result.stderr
+    (report,) = [json.loads(line) for line in (recorded / "cycles.jsonl").read_text().splitlines()]
+    assert report["kind"] == "circular" and sorted(report["classes"]) == ["Lock@prog.py:2", "Lock@prog.py:3"]
+
+
+def test_merge_leaves_a_cycle_one_run_saw_whole_to_that_run(tmp_path: Path) -> None:
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    alone = pylockdep("run", "--record", "both.json", "prog.py", "both", cwd=tmp_path)
+    assert alone.returncode == 66 and CIRCULAR in alone.stderr  # that run reported it itself
+    pylockdep("run", "--record", "ab.json", "prog.py", "ab", cwd=tmp_path)
+    result = pylockdep("merge", "both.json", "ab.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert CIRCULAR not in result.stderr
+
+
+def test_merge_exit_code_and_pictures(recorded: Path) -> None:
+    result = pylockdep(
+        "merge", "--exit-code", "9", "--dot", "m.dot", "--html", "m.html", "job1.json", "job2.json.gz", cwd=recorded
+    )
+    assert result.returncode == 9
+    assert (recorded / "m.dot").read_text().count(" color=red") == 2
+    assert CIRCULAR in (recorded / "m.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("not json", "cannot read a recording"), ('{"format": "other"}', "not a pylockdep recording")],
+)
+def test_merge_of_something_else_is_a_usage_error(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "bad.json").write_text(content)
+    result = pylockdep("merge", "bad.json", cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_newer_recording_version_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "new.json").write_text(json.dumps({"format": "pylockdep-graph", "version": 2, "graph": {}}))
+    result = pylockdep("merge", "new.json", cwd=tmp_path)
+    assert result.returncode == 2 and "recording version 2" in result.stderr
+
+
+def test_plugin_records_sessions_that_merge_into_a_cycle(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_locks="""
+        import threading
+        a = threading.Lock()
+        b = threading.Lock()
+
+        def test_ab():
+            with a, b:
+                pass
+
+        def test_ba():
+            with b, a:
+                pass
+        """
+    )
+    quiet = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--lockdep", "--lockdep-threading")
+    for name in ("ab", "ba"):
+        result = pytester.runpytest_subprocess(*quiet, "-k", f"test_{name}", f"--lockdep-record=shard-{name}.json")
+        result.assert_outcomes(passed=1, deselected=1)
+        result.stdout.fnmatch_lines([f"lock graph (recording) written to shard-{name}.json"])
+    merged = pylockdep("merge", "shard-ab.json", "shard-ba.json", cwd=pytester.path)
+    assert merged.returncode == 66 and CIRCULAR in merged.stderr
+    assert "in test_locks.py::test_ab, shard-ab.json" in merged.stderr
