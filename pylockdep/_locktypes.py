@@ -102,3 +102,6 @@ PY_LOCK = LockType(
 PY_RLOCK = LockType("threading.RLock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, lock_fn="RLock.acquire", python=True)
 # asyncio.Lock: a sleeping lock owned by the asyncio task that took it; waiting suspends the task.
 ASYNC_LOCK = LockType("asyncio.Lock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, suspends=True, lock_fn="Lock.acquire")
+# A completion map: the pseudo-lock a thread, a work item, a pool or a queue's consumers hold while
+# they work, and that waiting for them touches (pylockdep._waits).  Waiting sleeps; no wait type.
+COMPLETION = LockType("completion", WAIT_INV, WAIT_INV, sleeps=True, owned=False, lock_fn="wait_for_completion")

@@ -42,7 +42,7 @@ from time import monotonic
 from types import FrameType
 from typing import Any
 
-from . import _held, _locktypes
+from . import _held, _locktypes, _waits
 from ._classes import LockKey, key_for
 from ._fastpath import accelerate, new_real_lock
 from ._frames import is_internal, outside_frame
@@ -466,6 +466,7 @@ def install() -> None:
                 setattr(threading, name, _installed[name])
             _rebind_prebound()
             _asyncio_hook = when_imported("asyncio", _instrument_asyncio)
+            _waits.install()
 
 
 def uninstall() -> None:
@@ -480,6 +481,7 @@ def uninstall() -> None:
             raise RuntimeError("threading is not instrumented")
         _depth -= 1
         if not _depth:
+            _waits.uninstall()
             for name, wrapper in _installed.items():
                 if getattr(threading, name) is wrapper:
                     setattr(threading, name, wrapper.__wrapped__)

@@ -30,27 +30,50 @@ _waits = _thread.allocate_lock()
 
 
 def find_wait_cycle(v: Validator, t: Task) -> list[tuple[Task, Primitive]] | None:
-    """The cycle of (task, lock it waits for) that starts and ends at ``t``, if there is one."""
+    """The cycle of (task, lock it waits for) that starts and ends at ``t``, if there is one.
+
+    A wait usually ends when any one of its blockers moves: it is stuck for ever when one of them
+    leads back to ``t``.  A wait whose ``_needs_all`` is true after its ``_blockers()`` call (work
+    queued behind a full pool, which any worker may pick up) is stuck only when every blocker is:
+    each one leads back to ``t`` or is already on the path being followed.
+    """
     by_ident = {task.ident: task for task in list(v.tasks.values())}
     path: list[tuple[Task, Primitive]] = []
     seen: set[int] = set()
+    on_path: set[int] = set()
 
     def visit(task: Task) -> bool:
         waiting = task.waiting
         if waiting is None:
             return False
         lock, mode = waiting
+        mark = len(path)
         path.append((task, lock))
-        for ident in lock._blockers(mode, task.ident):
-            if ident == t.ident:
-                return True
-            holder = by_ident.get(ident)
-            if holder is not None and ident not in seen:
-                seen.add(ident)
-                if visit(holder):
-                    return True
-        path.pop()
-        return False
+        on_path.add(task.ident)
+        blockers = lock._blockers(mode, task.ident)
+        if getattr(lock, "_needs_all", False):
+            found = bool(blockers) and all(stuck(ident) for ident in blockers)
+        else:
+            found = any(reaches(ident) for ident in blockers)
+        on_path.discard(task.ident)
+        if not found:
+            del path[mark:]
+        return found
+
+    def reaches(ident: int) -> bool:
+        if ident == t.ident:
+            return True
+        holder = by_ident.get(ident)
+        if holder is None or ident in seen:
+            return False
+        seen.add(ident)
+        return visit(holder)
+
+    def stuck(ident: int) -> bool:
+        if ident == t.ident or ident in on_path:
+            return True
+        holder = by_ident.get(ident)
+        return holder is not None and visit(holder)
 
     return path if visit(t) else None
 

@@ -145,9 +145,11 @@ def test_hang_dump_with_instrumented_threading_shows_the_abba(pytester: pytest.P
     out = "\n".join(result.outlines + result.errlines)
     assert result.ret != 0
     assert "Showing all locks held in the system:" in out
-    # Each thread holds one lock and waits for the other's.
+    # Each thread holds one lock and waits for the other's; the thread "ab" also runs under its
+    # completion map, listed first as the kernel lists a work item's maps.
     assert "1 lock held by MainThread/" in out
-    assert "1 lock held by ab/" in out
+    assert "2 locks held by ab/" in out
+    assert " #0: " in out and "((thread)test_thr.py:" in out
     assert out.count("blocked on lock:") == 2
     assert "(Lock@test_thr.py:4)" in out and "(Lock@test_thr.py:5)" in out
     # The circular report made before the hang (of the mutexes) is printed with it.

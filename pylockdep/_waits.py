@@ -1,0 +1,700 @@
+"""Waits are dependencies: completion maps for threads, thread-pool work and queues.
+
+The commonest Python deadlock is not two locks taken in opposite orders but a thread waiting for
+other work while it holds a lock that work needs.  The kernel solved this for workqueues, and this
+module follows its model.  A work item runs *holding* a pseudo-lock (a lockdep map with no lock
+behind it) that stands for its completion, and one for its queue; whoever waits for the work
+(``flush_work()``, ``flush_workqueue()``) acquires and at once releases the same map.  So a lock
+held by the waiter and taken inside the work is an ordinary cycle in the one lock graph, found from
+a run in which nothing hung: the waiter touches the map even when the work is long done.
+
+Maps here (:class:`CompletionMap`, lock type :data:`~pylockdep._locktypes.COMPLETION`), each named
+after the source line that made what it stands for:
+
+- ``(thread)FILE:LINE``: a :class:`threading.Thread` made there.  ``run()`` executes holding it;
+  ``join()``, with or without a timeout, touches it.
+- ``(work_completion)FILE:LINE``: work given to a :class:`concurrent.futures.ThreadPoolExecutor`
+  by a ``submit()`` (or ``map()``) called there.  The work runs holding it;
+  ``Future.result()``/``exception()``, ``concurrent.futures.wait()`` and ``as_completed()`` on
+  its futures touch it.
+- ``(wq_completion)FILE:LINE``: a thread pool made there.  Every work item runs holding it too;
+  ``shutdown(wait=True)`` (and so leaving ``with executor:``) touches it, as ``flush_workqueue()``
+  does.  Waiting for a future of a pool touches the pool's map as well when the pool has a single
+  worker (the kernel's ordered workqueue) or when the waiter is itself a work item of that pool:
+  the kernel's "flush from inside the same workqueue", reported as recursive locking.  Such a
+  wait deadlocks as soon as every worker does it, and at once with ``max_workers=1``.
+- ``(queue)FILE:LINE``: a :class:`queue.Queue` made there.  A consumer holds it from ``get()``
+  until the matching ``task_done()`` (its spans nest: one map per thread, counted); ``join()``
+  touches it.
+
+Threads of a pool run no map of their own: their work items carry the pool's and the work's.
+``ProcessPoolExecutor``'s management thread and its queues' feeder threads are plain threads, so
+their joins are covered.  Waits with a timeout count as waits: one that can only end by timing
+out is a stall, and an error path, in production.
+
+Two instances of one map class are judged apart, as Python's locks are: waiting for a thread
+while running another thread made by the same line adds no dependency.
+
+``Event.wait()`` and ``Condition.wait()`` are *not* modelled as completions.  The kernel tried
+exactly that in 2017 (cross-release) and reverted it: a condition may be signalled by any thread,
+so treating each wait as a dependency on one class of waker gave false reports no annotation could
+silence.  The waits above each have one known completer, which is why they are sound.
+
+A wait that really would hang for ever raises :class:`~pylockdep.DeadlockError` instead: joining
+a thread (or waiting for a future, or ``Queue.join()``) while a thread that must finish first is
+itself waiting, directly or through others, for the caller; for a future still queued, only when
+every worker of its pool is so stuck.  :mod:`pylockdep._waitfor` finds these cycles.
+
+The mechanism is generic: :func:`hold`, :func:`release` and :func:`touch` take any map and work on
+the calling holder, so other kinds of work (asyncio tasks) can reuse it.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from time import monotonic
+from types import FrameType, ModuleType
+from typing import Any
+
+from . import _waitfor
+from ._classes import LockKey, key_for
+from ._frames import format_file_line, is_internal
+from ._held import VARIANT_SYNC, chain_key, find
+from ._locks import _acquire, _PseudoLock, _release
+from ._locktypes import COMPLETION
+from ._validator import active
+from ._when_imported import Hook, when_imported
+
+__all__ = ["CompletionMap", "hold", "install", "release", "touch", "uninstall"]
+
+_getframe = sys._getframe
+_get_ident = _thread.get_ident
+
+
+# -- the maps ----------------------------------------------------------------------------------
+
+
+class CompletionMap(_PseudoLock):
+    """A pseudo-lock that stands for the completion of some work (the kernel's ``lockdep_map``
+    of a work item or workqueue, with no lock behind it).
+
+    Held by whoever does the work (:func:`hold`/:func:`release`), touched by whoever waits for it
+    (:func:`touch`).  Maps made by one source line for one kind of work share one class, named
+    ``(kind)file:line``, of lock type :data:`~pylockdep._locktypes.COMPLETION`.
+    """
+
+    _ltype = COMPLETION
+    _owned = False  # any thread may end a span (Queue.task_done() from another thread)
+    __slots__ = ()
+
+    def __init__(self, key: LockKey) -> None:
+        self._key = key
+        self._owner = None
+
+    def _is_held(self, read: int) -> bool:
+        """Always: a release of a map held before the validator started is forgotten quietly."""
+        return True
+
+    def __repr__(self) -> str:
+        return f"<CompletionMap {self.name} at {id(self):#x}>"
+
+
+def map_key(kind: str, frame: FrameType | None) -> LockKey | None:
+    """The key of a ``(kind)`` map made for work created at ``frame`` (walked out of pylockdep,
+    threading, concurrent.futures and queue to the line that asked for it), or None when no such
+    line exists (threading's own threads)."""
+    frame = _user_frame(frame)
+    if frame is None:
+        return None
+    site = (frame.f_code, frame.f_lineno)
+    return key_for(f"({kind}){format_file_line(site)}", COMPLETION, site)
+
+
+_STDLIB_WORK_FILES = tuple(
+    os.path.dirname(threading.__file__) + os.sep + name
+    for name in ("threading.py", "queue.py", os.path.join("concurrent", "futures") + os.sep)
+)
+
+
+def _user_frame(frame: FrameType | None) -> FrameType | None:
+    """The first frame outside pylockdep and the standard library's threads, pools and queues."""
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not is_internal(filename) and not filename.startswith(_STDLIB_WORK_FILES):
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def _waiter_frame(frame: FrameType) -> FrameType:
+    """Where a wait is shown as made: the user's line, else the first frame outside pylockdep."""
+    found = _user_frame(frame)
+    if found is not None:
+        return found
+    while is_internal(frame.f_code.co_filename) and frame.f_back is not None:
+        frame = frame.f_back
+    return frame
+
+
+# -- holding and touching ----------------------------------------------------------------------
+
+
+def hold(m: CompletionMap, frame: FrameType) -> None:
+    """The calling holder starts the work ``m`` stands for: push ``m``, taken at ``frame``, so
+    every lock taken until :func:`release` depends on it.
+
+    Starting work never waits, so nothing already held comes to depend on ``m``: it is pushed as
+    a trylock is (a consumer that opens a queue span while running a thread adds no
+    thread -> queue dependency), and the locks taken inside still depend on what lies below it.
+    """
+    _acquire(m, 0, 0, frame, True)
+
+
+def release(m: CompletionMap) -> None:
+    """The calling holder is done with the work ``m`` stands for."""
+    _release(m, 0)
+
+
+def touch(m: CompletionMap, frame: FrameType) -> None:
+    """The calling holder waits for the work ``m`` stands for: acquire and release ``m`` at once
+    (the kernel's ``lock_map_acquire(); lock_map_release()`` in ``flush_work()``).
+
+    Every lock held now gets a dependency on ``m``, checked as any acquisition is (a lock the
+    work takes closes a cycle; waiting inside the work itself is recursive).  Holding another
+    instance of ``m``'s class (another thread made by the same line) adds nothing: instances are
+    judged apart.
+    """
+    v = active.validator
+    if v.off:
+        return
+    t = v.task()
+    if t.busy:
+        return
+    cls = v.class_for(m._key)
+    for entry in t.held:
+        if entry.cls is cls and entry.lock is not m:
+            return
+    key = chain_key(t.key, t.ctx, cls.variants[VARIANT_SYNC])
+    if key not in v.chains:
+        v.validate_chain(t, m, cls, 0, False, key, frame.f_code, frame.f_lineno, sync=True)
+
+
+def _holds(m: CompletionMap) -> bool:
+    """Whether the calling holder holds ``m`` itself."""
+    v = active.validator
+    return not v.off and find(v.task(), m) >= 0
+
+
+# -- waiting without hanging -------------------------------------------------------------------
+
+
+class _Wait:
+    """What a thread waits for, as the deadlock check sees it: the threads that must move first.
+
+    ``_blockers`` names them; ``_needs_all`` (set by each ``_blockers`` call) says whether the wait
+    ends when any of them moves (False: a thread to join, a running work item) or only stays for
+    ever when all of them are stuck (True: work queued behind a saturated pool).
+    """
+
+    _owned = True
+    __slots__ = ("_key", "_idents", "_needs_all")
+
+    def __init__(self, m: CompletionMap | None, idents: Callable[[], tuple[list[int], bool]]) -> None:
+        self._key = m._key if m is not None else None
+        self._idents = idents
+        self._needs_all = False
+
+    @property
+    def name(self) -> str:
+        return self._key.name if self._key is not None else "(thread)"
+
+    def _blockers(self, mode: int, ident: int) -> list[int]:
+        idents, self._needs_all = self._idents()
+        return idents
+
+
+def _wait(what: _Wait, done: Callable[[float], bool], timeout: float | None) -> None:
+    """Block until ``done(seconds)`` (which waits at most ``seconds``) says the work is done, or
+    until ``timeout`` passes; raise DeadlockError if the wait closes a cycle of waiting threads."""
+    v = active.validator
+    if timeout is not None:
+        deadline = monotonic() + max(timeout, 0)
+
+        def step(seconds: float) -> bool:
+            return done(min(seconds, max(deadline - monotonic(), 0))) or monotonic() >= deadline
+    else:
+        step = done
+    if v.off:
+        while not step(_waitfor.POLL_SECONDS):
+            pass
+        return
+    _waitfor.wait(v, v.task(), what, 0, step)
+
+
+# -- threading.Thread --------------------------------------------------------------------------
+
+_UNSET = object()
+_MAP = "_lockdep_map"  # a Thread's map: a CompletionMap, or None for a pool's worker
+_spawning = threading.local()  # .pool: the executor whose _adjust_thread_count is running
+
+
+def _thread_init(original: Callable[..., None]) -> Callable[..., None]:
+    def __init__(self: threading.Thread, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if getattr(_spawning, "pool", None) is not None:
+            self.__dict__[_MAP] = None  # a pool's worker: its work items carry the maps
+            return
+        key = map_key("thread", _getframe(1))
+        if key is not None:
+            self.__dict__[_MAP] = CompletionMap(key)
+
+    return __init__
+
+
+def _thread_bootstrap_inner(original: Callable[[threading.Thread], None]) -> Callable[[threading.Thread], None]:
+    def _bootstrap_inner(self: threading.Thread) -> None:
+        m = self.__dict__.get(_MAP)
+        if m is None:
+            original(self)
+            return
+        own_run = self.__dict__.get("run", _UNSET)
+        run = self.run
+
+        def run_holding_map() -> None:
+            hold(m, _getframe(1))  # at threading's _bootstrap_inner, as the kernel shows process_one_work
+            try:
+                run()
+            finally:
+                release(m)
+
+        self.run = run_holding_map  # type: ignore[method-assign]
+        try:
+            original(self)
+        finally:
+            if own_run is _UNSET:
+                self.__dict__.pop("run", None)
+            else:
+                self.run = own_run  # type: ignore[method-assign]
+
+    return _bootstrap_inner
+
+
+def _thread_join(original: Callable[..., None]) -> Callable[..., None]:
+    def join(self: threading.Thread, timeout: float | None = None) -> None:
+        m = self.__dict__.get(_MAP, _UNSET)
+        if m is _UNSET or not self._started.is_set() or self is threading.current_thread():
+            original(self, timeout)  # not ours, or CPython's own RuntimeError
+            return
+        if m is not None:
+            touch(m, _waiter_frame(_getframe(1)))
+        if not self.is_alive():
+            original(self, timeout)
+            return
+
+        def blockers() -> tuple[list[int], bool]:
+            ident = self.ident
+            return ([ident] if ident is not None and self.is_alive() else []), False
+
+        def ended(seconds: float) -> bool:
+            original(self, seconds)
+            return not self.is_alive()
+
+        _wait(_Wait(m, blockers), ended, timeout)
+
+    return join
+
+
+# -- concurrent.futures ------------------------------------------------------------------------
+
+_WORK = "_lockdep_work"  # on a _WorkItem and its Future: the _Work
+_submitting = threading.local()  # .work: (executor, key) while submit() runs
+
+
+class _Work:
+    """What pylockdep knows of one work item of a thread pool: its map, its pool's, and who runs it."""
+
+    __slots__ = ("map", "pool", "executor", "runner")
+
+    def __init__(self, m: CompletionMap, executor: Any) -> None:
+        self.map = m
+        self.executor = executor
+        self.pool: CompletionMap = executor.__dict__[_MAP]
+        self.runner: int | None = None
+
+    def blockers(self) -> tuple[list[int], bool]:
+        """The threads the work's waiter waits for: its runner, else (queued) every worker of a
+        saturated pool, all of which must be stuck for the wait to be."""
+        runner = self.runner
+        if runner is not None:
+            return [runner], False
+        executor = self.executor
+        workers = [w.ident for w in list(executor._threads) if w.ident is not None]
+        if len(workers) < executor._max_workers:
+            return [], False  # the pool can still start a worker for it
+        return workers, True
+
+
+def _touch_work(work: _Work, frame: FrameType) -> None:
+    """A waiter waits for ``work``: touch its map, and its pool's when that pool runs one item at a
+    time or the waiter is one of the pool's own items."""
+    touch(work.map, frame)
+    if work.executor._max_workers == 1 or _holds(work.pool):
+        touch(work.pool, frame)
+
+
+def _pool_init(original: Callable[..., None]) -> Callable[..., None]:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        key = map_key("wq_completion", _getframe(1))
+        if key is not None:
+            self.__dict__[_MAP] = CompletionMap(key)
+
+    return __init__
+
+
+def _pool_submit(original: Callable[..., Any]) -> Callable[..., Any]:
+    def submit(self: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        previous = getattr(_submitting, "work", None)
+        _submitting.work = (self, map_key("work_completion", _getframe(1))) if _MAP in self.__dict__ else None
+        try:
+            return original(self, fn, *args, **kwargs)
+        finally:
+            _submitting.work = previous
+
+    return submit
+
+
+def _pool_adjust_thread_count(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    def _adjust_thread_count(self: Any) -> None:
+        previous = getattr(_spawning, "pool", None)
+        _spawning.pool = self
+        try:
+            original(self)
+        finally:
+            _spawning.pool = previous
+
+    return _adjust_thread_count
+
+
+def _pool_shutdown(original: Callable[..., None]) -> Callable[..., None]:
+    def shutdown(self: Any, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        m = self.__dict__.get(_MAP)
+        if wait and m is not None:
+            touch(m, _waiter_frame(_getframe(1)))
+        original(self, wait, cancel_futures=cancel_futures)
+
+    return shutdown
+
+
+def _work_item_init(original: Callable[..., None]) -> Callable[..., None]:
+    def __init__(self: Any, future: Any, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        original(self, future, fn, args, kwargs)
+        submitting = getattr(_submitting, "work", None)
+        if submitting is not None and submitting[1] is not None:
+            executor, key = submitting
+            self.__dict__[_WORK] = future.__dict__[_WORK] = _Work(CompletionMap(key), executor)
+
+    return __init__
+
+
+def _work_item_run(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    def run(self: Any) -> None:
+        work = self.__dict__.get(_WORK)
+        if work is None:
+            original(self)
+            return
+        frame = _getframe(1)  # the pool's _worker, as the kernel shows process_one_work
+        hold(work.pool, frame)
+        hold(work.map, frame)
+        work.runner = _get_ident()
+        try:
+            original(self)
+        finally:
+            release(work.map)
+            release(work.pool)
+
+    return run
+
+
+def _future_done(future: Any, seconds: float) -> bool:
+    """Wait at most ``seconds`` for ``future`` to finish or be cancelled; whether it has."""
+    with future._condition:
+        if future._state not in _DONE_STATES:
+            future._condition.wait(seconds)
+        return future._state in _DONE_STATES
+
+
+_DONE_STATES: frozenset[str] = frozenset()
+
+
+def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Future.result`` or ``Future.exception``: touch the work, then wait for it without hanging."""
+
+    def wait_then(self: Any, timeout: float | None = None) -> Any:
+        work = self.__dict__.get(_WORK)
+        if work is None:
+            return original(self, timeout)
+        _touch_work(work, _waiter_frame(_getframe(1)))
+        if self._state not in _DONE_STATES:
+            _wait(_Wait(work.map, work.blockers), lambda s: _future_done(self, s), timeout)
+            return original(self, 0)  # done, or CPython's TimeoutError
+        return original(self, timeout)
+
+    wait_then.__name__ = original.__name__
+    wait_then.__qualname__ = original.__qualname__
+    wait_then.__doc__ = original.__doc__
+    return wait_then
+
+
+def _touch_futures(fs: Iterable[Any], frame: FrameType) -> None:
+    seen: set[int] = set()
+    for future in fs:
+        work = getattr(future, "__dict__", {}).get(_WORK)
+        if work is not None and id(work.map._key) not in seen:
+            seen.add(id(work.map._key))
+            _touch_work(work, frame)
+
+
+def _futures_wait(original: Callable[..., Any]) -> Callable[..., Any]:
+    def wait(fs: Iterable[Any], timeout: float | None = None, return_when: str = "ALL_COMPLETED") -> Any:
+        fs = set(fs)
+        _touch_futures(fs, _waiter_frame(_getframe(1)))
+        return original(fs, timeout, return_when)
+
+    wait.__doc__ = original.__doc__
+    return wait
+
+
+def _futures_as_completed(original: Callable[..., Any]) -> Callable[..., Any]:
+    def as_completed(fs: Iterable[Any], timeout: float | None = None) -> Any:
+        fs = list(fs)
+        _touch_futures(fs, _waiter_frame(_getframe(1)))
+        return original(fs, timeout)
+
+    as_completed.__doc__ = original.__doc__
+    return as_completed
+
+
+# -- queue.Queue -------------------------------------------------------------------------------
+
+_SPANS = "_lockdep_spans"  # on a Queue: thread ident -> its open _Span on that queue
+_spans_lock = _thread.allocate_lock()  # guards every queue's spans and every _Span's count
+_current_span = threading.local()  # .span: the calling thread's open _Span, if any
+
+
+class _Span:
+    """A consumer thread's open ``get()``..``task_done()`` span on one queue: it holds the queue's
+    map until ``count`` items are marked done (or it opens a span on another queue)."""
+
+    __slots__ = ("map", "spans", "holder", "count")
+
+    def __init__(self, m: CompletionMap, spans: dict[int, _Span], holder: Any) -> None:
+        self.map = m
+        self.spans = spans
+        self.holder = holder
+        self.count = 1
+
+
+def _queue_init(original: Callable[..., None]) -> Callable[..., None]:
+    def __init__(self: Any, maxsize: int = 0) -> None:
+        original(self, maxsize)
+        key = map_key("queue", _getframe(1))
+        if key is not None:
+            self.__dict__[_MAP] = CompletionMap(key)
+            self.__dict__[_SPANS] = {}
+
+    return __init__
+
+
+def _queue_get(original: Callable[..., Any]) -> Callable[..., Any]:
+    def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
+        item = original(self, block, timeout)
+        m = self.__dict__.get(_MAP)
+        if m is not None and not active.validator.off:
+            _open_span(self.__dict__[_SPANS], m, _getframe(1))
+        return item
+
+    return get
+
+
+def _open_span(spans: dict[int, _Span], m: CompletionMap, frame: FrameType) -> None:
+    """The calling thread took an item from a queue: count it in its open span there, or open one.
+
+    A thread has one span open at a time: one on another queue (whose items it took and never
+    marked done) is closed first, so spans left open by consumers that never call
+    ``task_done()`` neither pile up nor outlive the thread's next ``get()`` elsewhere.
+    """
+    ident = _get_ident()
+    with _spans_lock:
+        span = spans.get(ident)
+        if span is not None:
+            span.count += 1
+            return
+    previous = getattr(_current_span, "span", None)
+    if previous is not None:
+        _close(previous, ident)
+    hold(m, _waiter_frame(frame))
+    span = _Span(m, spans, active.validator.task())
+    with _spans_lock:
+        spans[ident] = span
+    _current_span.span = span
+
+
+def _close(span: _Span, ident: int) -> None:
+    """Close ``span`` (the thread ``ident``'s) unless it is closed already."""
+    with _spans_lock:
+        if span.spans.get(ident) is not span:
+            return
+        del span.spans[ident]
+    if ident == _get_ident():
+        _current_span.span = None
+        release(span.map)
+    else:
+        span.holder.foreign_releases.append(span.map)
+
+
+def _queue_task_done(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    def task_done(self: Any) -> None:
+        spans = self.__dict__.get(_SPANS)
+        if spans is not None:
+            _end_one(spans)
+        original(self)
+
+    return task_done
+
+
+def _end_one(spans: dict[int, _Span]) -> None:
+    """One item of a queue is done: count it off the caller's open span there, else any thread's."""
+    ident = _get_ident()
+    with _spans_lock:
+        if ident not in spans:
+            ident = next(iter(spans), -1)
+        span = spans.get(ident)
+        if span is None:
+            return
+        span.count -= 1
+        if span.count:
+            return
+    _close(span, ident)
+
+
+def _queue_join(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    def join(self: Any) -> None:
+        m = self.__dict__.get(_MAP)
+        if m is None:
+            original(self)
+            return
+        touch(m, _waiter_frame(_getframe(1)))
+        spans: dict[int, _Span] = self.__dict__[_SPANS]
+
+        def blockers() -> tuple[list[int], bool]:
+            with _spans_lock:
+                return list(spans), False
+
+        def finished(seconds: float) -> bool:
+            with self.all_tasks_done:
+                if self.unfinished_tasks:
+                    self.all_tasks_done.wait(seconds)
+                return not self.unfinished_tasks
+
+        if self.unfinished_tasks:
+            _wait(_Wait(m, blockers), finished, None)
+
+    return join
+
+
+# -- installing --------------------------------------------------------------------------------
+
+# module name -> [(owner attribute path, attribute, wrapper factory)]
+_PATCHES: dict[str, list[tuple[str, str, Callable[[Any], Any]]]] = {
+    "threading": [
+        ("Thread", "__init__", _thread_init),
+        ("Thread", "_bootstrap_inner", _thread_bootstrap_inner),
+        ("Thread", "join", _thread_join),
+    ],
+    "concurrent.futures._base": [
+        ("Future", "result", _future_wait),
+        ("Future", "exception", _future_wait),
+        ("", "wait", _futures_wait),
+        ("", "as_completed", _futures_as_completed),
+    ],
+    "concurrent.futures.thread": [
+        ("ThreadPoolExecutor", "__init__", _pool_init),
+        ("ThreadPoolExecutor", "submit", _pool_submit),
+        ("ThreadPoolExecutor", "_adjust_thread_count", _pool_adjust_thread_count),
+        ("ThreadPoolExecutor", "shutdown", _pool_shutdown),
+        ("_WorkItem", "__init__", _work_item_init),
+        ("_WorkItem", "run", _work_item_run),
+    ],
+    "queue": [
+        ("Queue", "__init__", _queue_init),
+        ("Queue", "get", _queue_get),
+        ("Queue", "task_done", _queue_task_done),
+        ("Queue", "join", _queue_join),
+    ],
+}
+# Names that modules re-export from a patched one: (module, name, source module).
+_REEXPORTS = (
+    ("concurrent.futures", "wait", "concurrent.futures._base"),
+    ("concurrent.futures", "as_completed", "concurrent.futures._base"),
+)
+
+_undo: list[tuple[Any, str, Any, Any]] = []  # (owner, attribute, original, wrapper)
+
+
+def _patch(module: ModuleType) -> None:
+    """Put the wrappers in ``module`` (one of :data:`_PATCHES`)."""
+    global _DONE_STATES
+    if module.__name__ == "concurrent.futures._base":
+        _DONE_STATES = frozenset({module.CANCELLED, module.CANCELLED_AND_NOTIFIED, module.FINISHED})
+    for owner_name, attribute, factory in _PATCHES[module.__name__]:
+        owner = getattr(module, owner_name) if owner_name else module
+        original = owner.__dict__[attribute]
+        wrapper = factory(original)
+        if wrapper.__doc__ is None:
+            wrapper.__doc__ = original.__doc__
+        setattr(owner, attribute, wrapper)
+        _undo.append((owner, attribute, original, wrapper))
+    # A package importing the names while it is being imported gets the wrappers; one imported
+    # already has the originals.
+    for name, attribute, source in _REEXPORTS:
+        reexporting = sys.modules.get(name)
+        if source == module.__name__ and reexporting is not None:
+            _set_reexport(reexporting, attribute, module)
+
+
+def _set_reexport(module: ModuleType, attribute: str, source: ModuleType) -> None:
+    original = module.__dict__.get(attribute)
+    wrapper = source.__dict__[attribute]
+    if original is not None and original is not wrapper:
+        setattr(module, attribute, wrapper)
+        _undo.append((module, attribute, original, wrapper))
+
+
+_hooks: list[Hook] = []  # waiting for the modules not imported yet
+
+
+def install() -> None:
+    """Model waits from now on: patch the modules already imported, the others once imported
+    (instrumenting imports nothing, so it makes no lock before the program does).
+
+    Called by :func:`pylockdep._threading.install`, under its lock, once per nesting.
+    """
+    for name in _PATCHES:
+        hook = when_imported(name, _patch)
+        if hook is not None:
+            _hooks.append(hook)
+
+
+def uninstall() -> None:
+    """Put back every patched attribute; objects made meanwhile keep their maps, unused."""
+    while _hooks:
+        _hooks.pop().remove()
+    while _undo:
+        owner, attribute, original, wrapper = _undo.pop()
+        if owner.__dict__.get(attribute) is wrapper:
+            setattr(owner, attribute, original)
