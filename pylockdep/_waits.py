@@ -73,6 +73,7 @@ __all__ = ["CompletionMap", "hold", "install", "release", "touch", "uninstall"]
 
 _getframe = sys._getframe
 _get_ident = _thread.get_ident
+_allocate = _thread.allocate_lock
 
 
 # -- the maps ----------------------------------------------------------------------------------
@@ -420,12 +421,18 @@ def _work_item_run(original: Callable[[Any], None]) -> Callable[[Any], None]:
     return run
 
 
-def _future_done(future: Any, seconds: float) -> bool:
-    """Wait at most ``seconds`` for ``future`` to finish or be cancelled; whether it has."""
-    with future._condition:
-        if future._state not in _DONE_STATES:
-            future._condition.wait(seconds)
-        return future._state in _DONE_STATES
+def _when_done(future: Any) -> Callable[[float], bool]:
+    """What waits at most ``seconds`` for ``future`` to finish or be cancelled, saying whether it has.
+
+    It waits on a bare lock that a done-callback releases, never on the future's condition: a
+    thread marked as waiting must not hold, even for a moment, a lock that the thread it waits
+    for needs to finish (``set_result()`` takes the condition), or the deadlock check would see
+    a cycle that is not there.
+    """
+    signal = _allocate()
+    signal.acquire()
+    future.add_done_callback(lambda _: signal.release())
+    return lambda seconds: signal.acquire(True, seconds)
 
 
 _DONE_STATES: frozenset[str] = frozenset()
@@ -440,7 +447,7 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, timeout)
         _touch_work(work, _waiter_frame(_getframe(1)))
         if self._state not in _DONE_STATES:
-            _wait(_Wait(work.map, work.blockers), lambda s: _future_done(self, s), timeout)
+            _wait(_Wait(work.map, work.blockers), _when_done(self), timeout)
             return original(self, 0)  # done, or CPython's TimeoutError
         return original(self, timeout)
 
