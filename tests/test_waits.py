@@ -19,6 +19,7 @@ import pytest
 
 import pylockdep
 from pylockdep._frames import short_filename
+from pylockdep.cli import REPORT_STATUS
 
 pytestmark = pytest.mark.timeout(60)
 FILE = short_filename(__file__)
@@ -251,7 +252,7 @@ def test_otel_real_logging_dictconfig_under_pylockdep_run(tmp_path):
             timeout=50,
         )
     buggy, fixed = results["buggy"], results["fixed"]
-    assert buggy.returncode == 1, buggy.stderr
+    assert buggy.returncode == REPORT_STATUS, buggy.stderr
     assert "WARNING: possible circular locking dependency detected" in buggy.stderr
     assert "(work_completion)otel.py:" in buggy.stderr and "RLock@logging/__init__.py:" in buggy.stderr
     assert "refused: deadlock" in buggy.stdout
@@ -413,7 +414,7 @@ def test_the_standard_librarys_process_pool_as_pylockdep_run_sees_it(tmp_path):
     assert "pickling error" in result.stdout, result.stderr
     affected = (3, 12, 0) <= sys.version_info[:3] <= (3, 12, 7) or sys.version_info[:3] == (3, 13, 0)
     if affected:
-        assert result.returncode == 1, result.stderr
+        assert result.returncode == REPORT_STATUS, result.stderr
         assert "(thread)multiprocessing/queues.py:" in result.stderr
         assert "Lock@concurrent/futures/process.py:" in result.stderr
     else:
