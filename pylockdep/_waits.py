@@ -112,7 +112,13 @@ def map_key(kind: str, frame: FrameType | None) -> LockKey | None:
     if frame is None:
         return None
     site = (frame.f_code, frame.f_lineno)
-    return key_for(f"({kind}){format_file_line(site)}", COMPLETION, site)
+    key = _map_keys.get((kind, site))
+    if key is None:
+        key = _map_keys[kind, site] = key_for(f"({kind}){format_file_line(site)}", COMPLETION, site)
+    return key
+
+
+_map_keys: dict[tuple[str, tuple[Any, int]], LockKey] = {}  # (kind, site) -> key: spares the name
 
 
 _STDLIB_WORK_FILES = tuple(
@@ -218,10 +224,19 @@ class _Wait:
         return idents
 
 
+# Most waits end quickly: the first slice of one is waited for without the deadlock check, whose
+# cost (marking the thread waiting, searching for a cycle) would otherwise dominate short waits.
+# A cycle is then found at most this much later; waits on locks, which are often uncontended
+# and so never wait at all, check before they block.
+FIRST_SLICE_SECONDS = 0.01
+
+
 def _wait(what: _Wait, done: Callable[[float], bool], timeout: float | None) -> None:
     """Block until ``done(seconds)`` (which waits at most ``seconds``) says the work is done, or
     until ``timeout`` passes; raise DeadlockError if the wait closes a cycle of waiting threads."""
     v = active.validator
+    if done(FIRST_SLICE_SECONDS if timeout is None else min(max(timeout, 0), FIRST_SLICE_SECONDS)):
+        return
     if timeout is not None:
         deadline = monotonic() + max(timeout, 0)
 
