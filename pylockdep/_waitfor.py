@@ -130,6 +130,8 @@ def describe_cycle(cycle: list[tuple[Task, Primitive]]) -> str:
     """One line per waiting thread: who waits for which lock held by whom."""
     if len(cycle) == 1:
         task, lock = cycle[0]
+        if getattr(lock, "_needs_all", False):
+            return f"deadlock: {task.comm} would wait for ever on {lock.name!r}, queued behind itself in a full pool"
         return (
             f"deadlock: {task.comm} would wait for ever on {lock.name!r}, which it holds itself (or which waits for it)"
         )
