@@ -98,6 +98,43 @@ def put_get(q: Any) -> Loop:
     return loop
 
 
+def submit_result(pool: Any) -> Loop:
+    """``pool.submit(int).result()``, n times: hand work to a pool and wait for it."""
+
+    def loop(n: int) -> None:
+        for _ in range(n):
+            pool.submit(int).result()
+
+    return loop
+
+
+def start_join() -> Loop:
+    """Make, start and join a thread that does nothing, n times."""
+
+    def loop(n: int) -> None:
+        for _ in range(n):
+            t = threading.Thread(target=int)
+            t.start()
+            t.join()
+
+    return loop
+
+
+def uninstrumented(loop: Loop) -> Loop:
+    """``loop`` with threading's instrumentation off while it runs (waits are modelled by
+    patching Thread, the pools and Queue for the whole process, so a plain baseline needs it)."""
+
+    def run(n: int) -> None:
+        instrumentation = pylockdep.instrument_threading()
+        instrumentation.uninstall()
+        try:
+            loop(n)
+        finally:
+            instrumentation.install()
+
+    return run
+
+
 def notify_wait(cond: Any) -> Loop:
     """``with cond: cond.notify(); cond.wait(0)``, n times: a wait that times out at once."""
 
@@ -243,9 +280,25 @@ def _threading_rows() -> list[Measure]:
         _instrumented(stack)
         return notify_wait(base), notify_wait(threading.Condition())
 
+    def pool(stack: ExitStack) -> tuple[Loop, Loop]:
+        from concurrent.futures import ThreadPoolExecutor  # here: it imports logging, with its locks
+
+        base = ThreadPoolExecutor(max_workers=1)
+        stack.callback(base.shutdown)
+        _instrumented(stack)
+        subject = ThreadPoolExecutor(max_workers=1)
+        stack.callback(subject.shutdown)
+        return uninstrumented(submit_result(base)), submit_result(subject)
+
+    def threads(stack: ExitStack) -> tuple[Loop, Loop]:
+        _instrumented(stack)
+        return uninstrumented(start_join()), start_join()
+
     return [
         Measure("queue.Queue put+get (instrumented)", "threading", 2.0, 2.0, queue),
         Measure("Condition notify+wait(0) (instrumented)", "threading", 2.0, 2.0, condition),
+        Measure("ThreadPoolExecutor submit+result (instrumented)", "threading", 2.0, 2.0, pool, loops=200),
+        Measure("Thread start+join (instrumented)", "threading", 1.5, 1.5, threads, loops=100),
     ]
 
 
