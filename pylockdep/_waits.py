@@ -63,7 +63,7 @@ from typing import Any
 from . import _waitfor
 from ._classes import LockKey, key_for
 from ._frames import format_file_line, is_internal
-from ._held import VARIANT_SYNC, chain_key, find
+from ._held import VARIANT_SYNC, chain_key, drop_foreign, find
 from ._locks import _acquire, _PseudoLock, _release
 from ._locktypes import COMPLETION
 from ._validator import active
@@ -181,6 +181,8 @@ def touch(m: CompletionMap, frame: FrameType) -> None:
     t = v.task()
     if t.busy:
         return
+    if t.foreign_releases:
+        drop_foreign(v, t)  # locks other threads released for this one are not held any more
     cls = v.class_for(m._key)
     for entry in t.held:
         if entry.cls is cls and entry.lock is not m:

@@ -126,8 +126,7 @@ def test_lock_released_by_another_thread_leaves_the_acquirers_held_stack(v):
     with b:  # a is no longer held: no a -> b
         pass
     assert not a.locked()
-    # The only dependency: a was held while the thread that released it was joined.
-    assert edges(v) == {(name_of(a), f"(thread){FILE}:{run_in_thread.__code__.co_firstlineno + 1}")}
+    assert edges(v) == set()
     assert task_of(v, threading.current_thread()).held == []
     assert v.reports == []
 

@@ -110,7 +110,7 @@ def test_rich_live_stop_joining_the_refresh_thread_under_its_lock_is_circular(v)
     assert live.refreshed.wait(20)
     live.stop()  # the thread has finished refreshing: nothing hangs
     assert kinds_and_classes(v) == [
-        ("circular", {f"(thread){FILE}:{REFRESH_THREAD_LINE}", f"RLock@{FILE}:{live.lock_line}"})
+        ("circular", {f"(thread){FILE}:{REFRESH_THREAD_LINE}", f"Live._lock@{FILE}:{live.lock_line}"})
     ]
     (report,) = v.reports
     # Both stacks: where the thread took the lock, and where stop() waited for the thread.
@@ -317,7 +317,10 @@ def test_apscheduler_shutdown_waiting_for_jobs_under_the_jobstores_lock_is_circu
     scheduler.add_job(scheduler.get_jobs).result()
     scheduler.shutdown()  # the job is done: nothing hangs
     assert kinds_and_classes(v) == [
-        ("circular", {f"(wq_completion){FILE}:{scheduler.pool_line}", f"RLock@{FILE}:{scheduler.lock_line}"})
+        (
+            "circular",
+            {f"(wq_completion){FILE}:{scheduler.pool_line}", f"Scheduler._jobstores_lock@{FILE}:{scheduler.lock_line}"},
+        )
     ]
     assert "Scheduler.shutdown+" in v.reports[0].text and "Scheduler.get_jobs+" in v.reports[0].text
 
@@ -416,7 +419,7 @@ def test_the_standard_librarys_process_pool_as_pylockdep_run_sees_it(tmp_path):
     if affected:
         assert result.returncode == REPORT_STATUS, result.stderr
         assert "(thread)multiprocessing/queues.py:" in result.stderr
-        assert "Lock@concurrent/futures/process.py:" in result.stderr
+        assert "@concurrent/futures/process.py:" in result.stderr  # the executor's _shutdown_lock
     else:
         assert result.returncode == 0, result.stderr
 
