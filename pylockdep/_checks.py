@@ -629,7 +629,11 @@ def check_leaked_locks(v: Validator, t: Task) -> None:
     thread released since, is leaked: reported as held at its acquirer's exit.  A thread still
     running has not exited, so what it holds is not judged."""
     for ended in v.ended_holding:
-        leaked = [e for e in ended.held if not e.cls.ltype.owned and e.lock._owner is ended and e.lock._is_held(0)]
+        leaked = [
+            e
+            for e in ended.held
+            if not e.cls.ltype.owned and not e.cls.ltype.pseudo and e.lock._owner is ended and e.lock._is_held(0)
+        ]
         if leaked:
             ended.held = leaked
             v.report(

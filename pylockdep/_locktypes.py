@@ -37,7 +37,8 @@ class LockType:
     sleeps.  ``owned`` locks have an owner thread, so a wait on them can be proven to be for ever.
     ``suspends`` marks asyncio's locks, whose waits suspend a task instead of blocking the thread.
     ``check`` is false for lockdep's check=0 maps (the RCU readers): tracked, held, printed and
-    wait-context checked, but they add no dependencies.
+    wait-context checked, but they add no dependencies.  ``pseudo`` marks completion maps (the
+    work a thread, a pool or a queue consumer is doing): held, never locked, so never leaked.
     ``lock_fn``/``rt_lock_fn`` name the kernel function that takes it, for call traces.
     ``python`` marks Python's own lock types, where Python's semantics win: instances of one class
     may nest in a consistent order (:mod:`pylockdep._instances`), and a ``threading.Lock``
@@ -53,6 +54,7 @@ class LockType:
     owned: bool = True
     check: bool = True
     suspends: bool = False
+    pseudo: bool = False
     lock_fn: str = "lock_acquire"
     rt_lock_fn: str = ""
     python: bool = False
@@ -104,4 +106,6 @@ PY_RLOCK = LockType("threading.RLock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, lock
 ASYNC_LOCK = LockType("asyncio.Lock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, suspends=True, lock_fn="Lock.acquire")
 # A completion map: the pseudo-lock a thread, a work item, a pool or a queue's consumers hold while
 # they work, and that waiting for them touches (pylockdep._waits).  Waiting sleeps; no wait type.
-COMPLETION = LockType("completion", WAIT_INV, WAIT_INV, sleeps=True, owned=False, lock_fn="wait_for_completion")
+COMPLETION = LockType(
+    "completion", WAIT_INV, WAIT_INV, sleeps=True, owned=False, pseudo=True, lock_fn="wait_for_completion"
+)
