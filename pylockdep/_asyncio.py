@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import concurrent.futures
 import os
 import weakref
 from asyncio import events
@@ -411,6 +412,48 @@ class Event(_PlainEvent):
         return await super().wait()
 
 
+# -- waiting on the loop's own thread ------------------------------------------------------------
+
+_plain_run_coroutine_threadsafe = asyncio.tasks.run_coroutine_threadsafe
+
+
+class _LoopFuture(concurrent.futures.Future):
+    """The future of :func:`run_coroutine_threadsafe`: waiting for it, without a timeout, on the
+    thread that runs its loop would never end, so it is reported and refused."""
+
+    _pylockdep_loop: asyncio.AbstractEventLoop
+
+    def result(self, timeout: float | None = None) -> Any:
+        """As ``concurrent.futures.Future.result``."""
+        if timeout is None:
+            self._refuse_own_loop("result")
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """As ``concurrent.futures.Future.exception``."""
+        if timeout is None:
+            self._refuse_own_loop("exception")
+        return super().exception(timeout)
+
+    def _refuse_own_loop(self, method: str) -> None:
+        if self.done() or _running_loop() is not self._pylockdep_loop:
+            return
+        v = active.validator
+        t = _current_holder(v)
+        frame = _site_frame(_getframe(2))
+        what = f"Future.{method}() of run_coroutine_threadsafe() on {self._pylockdep_loop!r}"
+        v.run_check(t, _checks.check_wait_in_own_loop, what, (frame.f_code, frame.f_lineno))
+        raise DeadlockError(f"deadlock: {t.comm} would wait for ever for {what}, on that loop's own thread")
+
+
+def run_coroutine_threadsafe(coro: Any, loop: asyncio.AbstractEventLoop) -> concurrent.futures.Future:
+    """``asyncio.run_coroutine_threadsafe``, whose future refuses a wait on the loop's own thread."""
+    future = _plain_run_coroutine_threadsafe(coro, loop)
+    future.__class__ = _LoopFuture
+    future._pylockdep_loop = loop  # type: ignore[attr-defined]
+    return future
+
+
 # -- installing --------------------------------------------------------------------------------
 
 _REPLACED = {
@@ -423,18 +466,24 @@ _REPLACED = {
 
 
 def install() -> None:
-    """Make asyncio's lock types the validated ones and run task steps with their holders."""
+    """Make asyncio's lock types the validated ones, run task steps with their holders and watch
+    ``run_coroutine_threadsafe()``'s futures."""
     for module in (asyncio, asyncio.locks):
         for name, replacement in _REPLACED.items():
             setattr(module, name, replacement)
+    for module in (asyncio, asyncio.tasks):
+        module.run_coroutine_threadsafe = run_coroutine_threadsafe  # type: ignore[attr-defined]
     events.Handle._run = _step  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
-    """Put CPython's types and ``Handle._run`` back (locks already made stay validated)."""
+    """Put CPython's types, functions and ``Handle._run`` back (locks already made stay validated)."""
     for module in (asyncio, asyncio.locks):
         for name, replacement in _REPLACED.items():
             if getattr(module, name) is replacement:
                 setattr(module, name, replacement.__mro__[1])
+    for module in (asyncio, asyncio.tasks):
+        if module.run_coroutine_threadsafe is run_coroutine_threadsafe:  # type: ignore[attr-defined]
+            module.run_coroutine_threadsafe = _plain_run_coroutine_threadsafe  # type: ignore[attr-defined]
     if events.Handle._run is _step:
         events.Handle._run = _plain_run  # type: ignore[method-assign]

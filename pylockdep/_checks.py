@@ -672,6 +672,19 @@ def check_scheduling_while_atomic(v: Validator, t: Task, suspended: Stack) -> No
     )
 
 
+def check_wait_in_own_loop(v: Validator, t: Task, what: str, site: Site) -> None:
+    """The thread that runs an event loop must not block waiting for ``what``, which only that
+    loop can complete (the caller found it cannot be done yet): the wait would never end."""
+    v.report(
+        "loop_blocked",
+        (),
+        lambda title: _splat.loop_blocked(v, t, title, what, site),
+        site=site,
+        dedupe=(site,),
+        title={"comm": t.comm},
+    )
+
+
 def check_lock_depth(v: Validator, t: Task) -> None:
     """A thread must hold fewer than ``max_lock_depth`` locks at once (the kernel's MAX_LOCK_DEPTH):
     at that depth validation stops, with a report."""

@@ -43,7 +43,9 @@ def test_instrumentation_makes_the_validated_types_and_puts_cpythons_back():
             made = getattr(asyncio, name)()
             assert type(made) is getattr(_asyncio, name)
             assert isinstance(made, getattr(_asyncio, name).__mro__[1])  # CPython's own class
+        assert asyncio.run_coroutine_threadsafe is _asyncio.run_coroutine_threadsafe
     assert asyncio.Lock is plain and asyncio.events.Handle._run is _asyncio._plain_run
+    assert asyncio.run_coroutine_threadsafe is _asyncio._plain_run_coroutine_threadsafe
 
 
 def test_the_general_name_instrument_is_the_same_context_manager():
@@ -210,6 +212,42 @@ def test_a_task_blocking_the_thread_on_a_lock_a_suspended_task_holds_raises():
     reports = run(main)
     assert kinds(reports) == ["scheduling_while_atomic"]
     assert len(caught) == 1 and "event loop's thread" in str(caught[0])
+
+
+def test_waiting_on_the_loops_thread_for_run_coroutine_threadsafe_is_reported_and_raises():
+    caught: list[BaseException] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        future = asyncio.run_coroutine_threadsafe(asyncio.sleep(0, "done"), loop)
+        try:
+            future.result()  # only this thread can run the coroutine: it would wait for ever
+        except pylockdep.DeadlockError as exc:
+            caught.append(exc)
+        assert await asyncio.wrap_future(future) == "done"
+        assert future.result() == "done"  # done: no wait, nothing to refuse
+
+    reports = run(main)
+    assert kinds(reports) == ["loop_blocked"]
+    assert reports[0].title.startswith("BUG: Task-") and reports[0].title.endswith(
+        " blocks its own event loop's thread for ever"
+    )
+    assert "run_coroutine_threadsafe" in reports[0].text
+    assert len(caught) == 1
+
+
+def test_run_coroutine_threadsafe_waited_for_from_another_thread_is_clean():
+    async def main():
+        loop = asyncio.get_running_loop()
+        results = []
+
+        def other_thread():
+            results.append(asyncio.run_coroutine_threadsafe(asyncio.sleep(0, "done"), loop).result())
+
+        await asyncio.to_thread(other_thread)
+        assert results == ["done"]
+
+    assert run(main) == []
 
 
 # -- held at exit ------------------------------------------------------------------------------
