@@ -441,7 +441,7 @@ class _LoopFuture(concurrent.futures.Future):
         v = active.validator
         t = _current_holder(v)
         frame = _site_frame(_getframe(2))
-        what = f"Future.{method}() of run_coroutine_threadsafe() on {self._pylockdep_loop!r}"
+        what = f"Future.{method}() of run_coroutine_threadsafe()"
         v.run_check(t, _checks.check_wait_in_own_loop, what, (frame.f_code, frame.f_lineno))
         raise DeadlockError(f"deadlock: {t.comm} would wait for ever for {what}, on that loop's own thread")
 

@@ -62,6 +62,7 @@ KINDS = frozenset(
         "assert_held",
         "lock_held_at_exit",
         "scheduling_while_atomic",
+        "loop_blocked",
         "limit_exceeded",
     }
 )

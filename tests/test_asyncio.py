@@ -187,6 +187,22 @@ def test_a_real_deadlock_among_tasks_raises_in_the_task_that_closes_the_cycle():
     assert outcome == {"A": "deadlock", "B": "took both"}
 
 
+def test_awaiting_a_task_while_holding_a_lock_it_does_not_take_is_clean():
+    async def main():
+        lock = asyncio.Lock()
+        other = asyncio.Lock()
+
+        async def child():
+            async with other:
+                await asyncio.sleep(0)
+
+        async with lock:
+            await asyncio.create_task(child())
+            await asyncio.gather(child(), child())
+
+    assert run(main) == []
+
+
 def test_a_task_blocking_the_thread_on_a_lock_a_suspended_task_holds_raises():
     caught: list[BaseException] = []
 
