@@ -36,9 +36,24 @@ from ._timing import Loop, Ratio, alternate
 
 _PACKAGE_DIR = os.path.dirname(pylockdep.__file__)
 #: CPython's factories, whatever instrumentation does later.
-PLAIN_LOCK = threading.Lock
-PLAIN_RLOCK = threading.RLock
-PLAIN_CONDITION = threading.Condition
+#: Kept in a tuple rather than as module names: instrumentation rebinds every module-level name bound
+#: to CPython's lock factories, and the baselines must stay plain while it is installed.
+_PLAIN_FACTORIES = (threading.Lock, threading.RLock)
+
+
+def plain_lock() -> Any:
+    """A CPython ``threading.Lock()``, even while instrumentation is installed."""
+    return _PLAIN_FACTORIES[0]()
+
+
+def plain_rlock() -> Any:
+    """A CPython ``threading.RLock()``, even while instrumentation is installed."""
+    return _PLAIN_FACTORIES[1]()
+
+
+def plain_condition() -> Any:
+    """A ``threading.Condition`` over a CPython ``RLock``, even while instrumentation is installed."""
+    return threading.Condition(plain_rlock())
 
 
 # -- loop shapes: the baseline and the subject run the same code on different objects -----------
@@ -168,7 +183,7 @@ def _instrumented(stack: ExitStack) -> None:
 
 def _lock_rows() -> list[Measure]:
     rows = []
-    plain = [PLAIN_LOCK() for _ in range(4)]
+    plain = [plain_lock() for _ in range(4)]
     for label, factory in (
         ("Mutex", lambda i: pylockdep.Mutex(f"bench_mutex_{i}")),
         ("SpinLock", lambda i: pylockdep.SpinLock(f"bench_spin_{i}")),
@@ -186,10 +201,10 @@ def _lock_rows() -> list[Measure]:
 
     def rlock_first(stack: ExitStack) -> tuple[Loop, Loop]:
         _instrumented(stack)
-        return with_block(PLAIN_RLOCK()), with_block(threading.RLock())
+        return with_block(plain_rlock()), with_block(threading.RLock())
 
     def rlock_again(stack: ExitStack) -> tuple[Loop, Loop]:
-        base = PLAIN_RLOCK()
+        base = plain_rlock()
         _instrumented(stack)
         subject = threading.RLock()
         for lock in (base, subject):
@@ -215,7 +230,7 @@ def _four(stack: ExitStack, factory: Callable[[int], Any] | None) -> list[Any]:
 
 
 def _section_rows() -> list[Measure]:
-    plain = PLAIN_LOCK()
+    plain = plain_lock()
     spin = pylockdep.SpinLock("bench_section_spin")
     mutex = pylockdep.Mutex("bench_section_mutex")
     rwlock = pylockdep.RWLock("bench_section_rwlock")
@@ -256,10 +271,10 @@ def _creation_rows() -> list[Measure]:
     for label, factory in kinds:
 
         def make(stack: ExitStack, factory: Any = factory) -> tuple[Loop, Loop]:
-            return calls(lambda: PLAIN_LOCK()), calls(factory)
+            return calls(lambda: plain_lock()), calls(factory)
 
         rows.append(Measure(f"new {label}", "creation", 3.0, 3.0, make))
-    for label, plain_factory in (("Lock", PLAIN_LOCK), ("RLock", PLAIN_RLOCK), ("Condition", PLAIN_CONDITION)):
+    for label, plain_factory in (("Lock", plain_lock), ("RLock", plain_rlock), ("Condition", plain_condition)):
 
         def make_threading(stack: ExitStack, label: str = label, plain_factory: Any = plain_factory) -> Any:
             _instrumented(stack)
@@ -276,7 +291,7 @@ def _threading_rows() -> list[Measure]:
         return put_get(base), put_get(Queue())
 
     def condition(stack: ExitStack) -> tuple[Loop, Loop]:
-        base = PLAIN_CONDITION()
+        base = plain_condition()
         _instrumented(stack)
         return notify_wait(base), notify_wait(threading.Condition())
 
@@ -370,7 +385,7 @@ class PlainWrapper:
     __slots__ = ("_lock", "__weakref__")
 
     def __init__(self) -> None:
-        self._lock = PLAIN_LOCK()
+        self._lock = plain_lock()
 
 
 def bytes_per_instance(make: Callable[[], Any], count: int = 2000) -> float:
@@ -446,7 +461,7 @@ def _per_op_cpu(lock_for: Callable[[int], Any], threads: int, loops: int) -> flo
 def scaling_row(rounds: int, loops: int) -> dict[str, Any]:
     """Throughput per thread-second with 8 threads on their own Mutexes against 1 thread,
     divided by the same ratio for plain locks (goal >= 0.9)."""
-    plain = lambda i: PLAIN_LOCK()  # noqa: E731
+    plain = lambda i: plain_lock()  # noqa: E731
     mutex = lambda i: pylockdep.Mutex("bench_scaling")  # noqa: E731
     samples: dict[tuple[str, int], list[float]] = {(k, n): [] for k in ("plain", "mutex") for n in (1, 8)}
     for _ in range(rounds):

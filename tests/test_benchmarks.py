@@ -79,3 +79,15 @@ def test_graph_growth_counts_only_edges_that_re_sort():
 def test_programs_are_the_work_they_claim():
     programs.pool(50)
     programs.producer_consumer(50)
+
+
+def test_the_baselines_stay_plain_while_threading_is_instrumented():
+    import _thread
+
+    import pylockdep
+
+    with pylockdep.instrument_threading():
+        assert type(micro.plain_lock()) is _thread.LockType
+        assert type(micro.plain_rlock()) is _thread.RLock
+        assert type(micro.plain_condition()._lock) is _thread.RLock
+        assert type(micro.PlainWrapper()._lock) is _thread.LockType
