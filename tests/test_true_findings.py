@@ -1,0 +1,158 @@
+"""Real deadlocks stay found with Python's locks judged per instance and hand-off: small faithful
+programs of the bugs issue 14 lists (pebble's waitforqueues, logging's dictConfig against
+Handler.close, paho-mqtt's callback and out-message mutexes)."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import textwrap
+import threading
+from types import MethodType
+
+import pytest
+
+import pylockdep
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def v():
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        yield v
+
+
+def in_thread(fn) -> None:
+    t = threading.Thread(target=fn)
+    t.start()
+    t.join()
+
+
+# pebble 4.x ``waitforqueues``: each queue's ``_put`` is patched to notify a condition, so a put
+# (which holds the queue's mutex) takes the condition; the waiter holds the condition and asks
+# each queue ``empty()``, which takes the queue's mutex.
+
+
+def waitforqueues(queues, timeout=None):
+    lock = threading.Condition(threading.Lock())
+    for q in queues:
+        q._pebble_lock = lock
+        with q.mutex:
+            q._pebble_old_method = q._put
+            q._put = MethodType(_put_and_notify, q)
+    try:
+        with lock:
+            if not any(not q.empty() for q in queues):
+                lock.wait(timeout)
+    finally:
+        for q in queues:
+            with q.mutex:
+                q._put = q._pebble_old_method
+    return [q for q in queues if not q.empty()]
+
+
+def _put_and_notify(self, *args):
+    self._pebble_old_method(*args)
+    with self._pebble_lock:
+        self._pebble_lock.notify_all()
+
+
+def test_pebble_waitforqueues_lock_inversion_is_circular(v):
+    queues = [queue.Queue(), queue.Queue()]
+    waiter = threading.Thread(target=waitforqueues, args=(queues,))
+    waiter.start()
+    while not hasattr(queues[-1], "_pebble_old_method"):  # every queue patched
+        threading.Event().wait(0.001)
+    in_thread(lambda: queues[-1].put(1))  # queue mutex, then the condition
+    waiter.join()
+    (report,) = v.reports
+    assert report.kind == "circular"
+    assert any(name.startswith("Queue.mutex@queue.py:") for name in report.classes)
+
+
+# paho-mqtt 1.x: the network loop holds the out-message mutex and calls on_publish under the
+# callback mutex; a callback (run under the callback mutex) that publishes takes the out-message
+# mutex.
+
+
+class MqttClient:
+    def __init__(self) -> None:
+        self._callback_mutex = threading.RLock()
+        self._out_message_mutex = threading.RLock()
+        self._out_messages: list[str] = []
+        self.on_publish = None
+        self.on_message = None
+
+    def publish(self, payload: str) -> None:
+        with self._out_message_mutex:
+            self._out_messages.append(payload)
+
+    def _handle_puback(self) -> None:  # the network loop, for an acknowledged message
+        with self._out_message_mutex:
+            if self._out_messages:
+                self._out_messages.pop(0)
+                with self._callback_mutex:
+                    if self.on_publish:
+                        self.on_publish()
+
+    def _handle_on_message(self, payload: str) -> None:
+        with self._callback_mutex:
+            if self.on_message:
+                self.on_message(payload)
+
+
+def test_paho_callback_mutex_against_out_message_mutex_is_circular(v):
+    client = MqttClient()
+    client.on_publish = lambda: None
+    client.on_message = lambda payload: client.publish("reply to " + payload)
+    client.publish("hello")
+    in_thread(client._handle_puback)
+    in_thread(lambda: client._handle_on_message("ping"))
+    (report,) = v.reports
+    assert report.kind == "circular"
+    assert sorted(name.split("@")[0] for name in report.classes) == [
+        "MqttClient._callback_mutex",
+        "MqttClient._out_message_mutex",
+    ]
+
+
+# CPython's logging: dictConfig() holds the module lock while it shuts the old handlers down,
+# taking each handler's lock; logging.shutdown() holds a handler's lock and Handler.close() takes
+# the module lock.  logging's module lock is made when logging is imported, so the program runs
+# under ``pylockdep run``, which instruments threading before that.
+
+LOGGING_PROGRAM = """\
+import logging, logging.config, threading
+
+config = {
+    "version": 1,
+    "handlers": {"h": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"}},
+    "root": {"handlers": ["h"], "level": "INFO"},
+}
+logging.config.dictConfig(config)
+handler = logging.getLogger().handlers[0]
+
+def shut_down():
+    logging.shutdown([lambda: handler])  # holds the handler's lock, then close() takes logging's
+
+t = threading.Thread(target=shut_down)
+t.start()
+t.join()
+logging.config.dictConfig(config)  # logging's lock, then the old handlers' locks
+"""
+
+
+def test_logging_dictconfig_against_handler_close_is_circular(tmp_path):
+    (tmp_path / "logging_bug.py").write_text(textwrap.dedent(LOGGING_PROGRAM))
+    result = subprocess.run(
+        [sys.executable, "-m", "pylockdep", "run", "--json", "out.jsonl", "logging_bug.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert "WARNING: possible circular locking dependency detected" in result.stderr, result.stderr
+    names = (tmp_path / "out.jsonl").read_text()
+    assert "Handler.lock@logging/__init__.py:" in names and "RLock@logging/__init__.py:" in names
