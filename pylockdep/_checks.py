@@ -624,16 +624,17 @@ def check_held_at_exit(v: Validator, t: Task, each_holder: bool = True) -> None:
         )
 
 
+def is_plain_lock(ltype: LockType) -> bool:
+    """Whether ``ltype`` is ``threading.Lock``'s: Python's, without an owner (not a pseudo-lock)."""
+    return ltype.python and not ltype.owned
+
+
 def check_leaked_locks(v: Validator, t: Task) -> None:
     """A ``threading.Lock`` still held when validation ends, whose acquirer has ended and that no
     thread released since, is leaked: reported as held at its acquirer's exit.  A thread still
     running has not exited, so what it holds is not judged."""
     for ended in v.ended_holding:
-        leaked = [
-            e
-            for e in ended.held
-            if not e.cls.ltype.owned and not e.cls.ltype.pseudo and e.lock._owner is ended and e.lock._is_held(0)
-        ]
+        leaked = [e for e in ended.held if is_plain_lock(e.cls.ltype) and e.lock._owner is ended and e.lock._is_held(0)]
         if leaked:
             ended.held = leaked
             v.report(

@@ -126,7 +126,7 @@ class Validator:
         released = {id(lock) for lock in t.foreign_releases}
         t.held = [entry for entry in t.held if id(entry.lock) not in released]
         self.run_check(t, _checks.check_held_at_exit)
-        if any(not entry.cls.ltype.owned for entry in t.held):
+        if any(_checks.is_plain_lock(entry.cls.ltype) for entry in t.held):
             self.ended_holding.append(t)
 
     def finish(self) -> None:
