@@ -625,3 +625,23 @@ def test_threads_joined_in_a_loop_and_threads_joining_their_siblings_are_clean(v
         t.join()
     assert len(done) == 5
     assert v.reports == []
+
+
+def test_dot_draws_completion_maps_apart_from_locks(v):
+    from pylockdep._picture import graph_to_dot, lock_family
+
+    lock = threading.Lock()
+
+    def take():
+        with lock:
+            pass
+
+    t = threading.Thread(target=take)
+    t_line = line() - 1
+    t.start()
+    t.join()
+    families = {cls.name: lock_family(cls) for cls in v.graph.classes}
+    assert families == {f"(thread){FILE}:{t_line}": "wait", f"Lock@{FILE}:{lock_line(take)}": "python"}
+    dot = graph_to_dot(v)
+    (node,) = [row for row in dot.splitlines() if "(thread)" in row and "->" not in row]
+    assert "shape=ellipse" in node and "dashed" in node
