@@ -460,7 +460,9 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
 
     def wait_then(self: Any, timeout: float | None = None) -> Any:
         work = self.__dict__.get(_WORK)
-        if work is None:
+        if work is None or self._condition._is_owned():
+            # Not pool work; or called by concurrent.futures.wait() itself, which holds every
+            # future's condition (released by any real wait) and was accounted for on entry.
             return original(self, timeout)
         _touch_work(work, _waiter_frame(_getframe(1)))
         if self._state not in _DONE_STATES:

@@ -555,6 +555,17 @@ def test_ordinary_as_completed_and_wait_over_many_futures_add_no_report_of_their
     assert all(about_future_conditions(r) for r in v.reports)
 
 
+def test_wait_for_the_first_exception_over_done_futures_is_clean(v):
+    # wait() asks done futures for their exception() while it holds every future's condition,
+    # which the work itself takes to finish: not a wait of the caller's.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(int), pool.submit(int, "x")]
+        concurrent.futures.wait(futures)
+        done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        assert done == set(futures)
+    assert v.reports == []
+
+
 def test_producer_consumer_queue_with_join_is_clean(v):
     q: queue.Queue = queue.Queue(maxsize=10)
     results = queue.Queue()
