@@ -40,6 +40,7 @@ from ._rcu import (
     rcu_read_unlock,
     rcu_read_unlock_sched,
 )
+from ._record import record_graph
 from ._report import DeadlockError, LockdepViolation, Report
 from ._threading import instrument_threading
 from ._validator import Validator, configure, current, validate
@@ -89,3 +90,4 @@ __all__ += [
     "rcu_read_unlock_sched",
 ]  # RCU-sched read sides
 __all__ += ["TaskIdentity", "identify_thread", "identity_of"]  # the task a thread stands for in splats
+__all__ += ["record_graph"]  # recorded graphs, for pylockdep merge

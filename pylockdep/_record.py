@@ -13,13 +13,14 @@ reverse seen only in another is a deadlock no single job reports.
 
 from __future__ import annotations
 
-import gzip
 import json
+import os
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
 from ._export import MergedGraph, cycle_report, graph_to_data, strong_cycles
 from ._report import Report
+from ._validator import current
 
 if TYPE_CHECKING:
     from ._validator import Validator
@@ -30,6 +31,20 @@ VERSION = 1
 
 class RecordingError(ValueError):
     """A file is not a recording this version of pylockdep can read (the message says why)."""
+
+
+def record_graph(path: str, validator: Validator | None = None, source: str | None = None) -> None:
+    """Write the lock graph of ``validator`` (default: the one in force) to ``path`` as a recording
+    for ``pylockdep merge``, as ``pylockdep run --record`` does; gzip-compressed when ``path`` ends
+    in ``.gz``.  ``source`` names the run in merged reports (default: the file's name).
+
+    For code validated with ``validate()``: ``with pylockdep.validate() as v: ...`` then
+    ``pylockdep.record_graph("job3.json", v)``.
+    """
+    if validator is None:
+        validator = current()
+    with open_for_writing(path) as f:
+        record(validator, f, source or os.path.basename(path))
 
 
 def record(graph: Validator | MergedGraph, f: IO[str], source: str) -> None:
@@ -71,6 +86,8 @@ def merged_to_data(merged: MergedGraph) -> dict:
 def open_for_writing(path: str) -> IO[str]:
     """``path`` opened for a recording (gzip-compressed when the name ends in ``.gz``)."""
     if path.endswith(".gz"):
+        import gzip  # only for compressed recordings: importing pylockdep stays cheap
+
         return gzip.open(path, "wt", encoding="utf-8")
     return open(path, "w", encoding="utf-8")
 
@@ -78,7 +95,12 @@ def open_for_writing(path: str) -> IO[str]:
 def load(path: str) -> dict[str, Any]:
     """The recording in ``path``; :class:`RecordingError` when it is not one (or a newer version)."""
     try:
-        opener = gzip.open if path.endswith(".gz") else open
+        if path.endswith(".gz"):
+            import gzip
+
+            opener = gzip.open
+        else:
+            opener = open
         with opener(path, "rt", encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError) as exc:

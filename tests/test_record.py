@@ -126,3 +126,18 @@ def test_plugin_records_sessions_that_merge_into_a_cycle(pytester: pytest.Pytest
     merged = pylockdep("merge", "shard-ab.json", "shard-ba.json", cwd=pytester.path)
     assert merged.returncode == 66 and CIRCULAR in merged.stderr
     assert "in test_locks.py::test_ab, shard-ab.json" in merged.stderr
+
+
+def test_record_graph_writes_a_validate_blocks_graph(tmp_path: Path) -> None:
+    import threading
+
+    import pylockdep
+    from _abba import take_ab_then_ba
+
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        a, b = threading.Lock(), threading.Lock()
+        take_ab_then_ba(a, b)
+    pylockdep.record_graph(str(tmp_path / "block.json.gz"), v)
+    data = _record.load(str(tmp_path / "block.json.gz"))
+    assert data["source"] == "block.json.gz"
+    assert len(data["graph"]["classes"]) == 2 and len(data["graph"]["edges"]) == 2
