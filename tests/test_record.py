@@ -131,8 +131,9 @@ def test_plugin_records_sessions_that_merge_into_a_cycle(pytester: pytest.Pytest
 def test_record_graph_writes_a_validate_blocks_graph(tmp_path: Path) -> None:
     import threading
 
-    import pylockdep
     from _abba import take_ab_then_ba
+
+    import pylockdep
 
     with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
         a, b = threading.Lock(), threading.Lock()
