@@ -23,8 +23,8 @@ from ._frames import format_file_line, is_internal
 
 # (code, offset of the call) -> what follows the call: ("return",), ("attr", owner, name) or ().
 _after_call: dict[tuple[CodeType, int], tuple[str, ...]] = {}
-# (code, offset of the call) -> class name; (code, line, name) -> the call offset that took it first.
-_names: dict[tuple[CodeType, int], str] = {}
+# (code, f_lasti, kind) -> class name; (code, line, name) -> the call offset that took it first.
+_names: dict[tuple[CodeType, int, str], str] = {}
 _first_on_line: dict[tuple[CodeType, int, str], int] = {}
 
 
@@ -78,13 +78,13 @@ def creation_frame(frame: FrameType) -> FrameType:
 def class_name(kind: str, frame: FrameType) -> str:
     """The class name of a lock of ``kind`` made by ``frame`` (a :func:`creation_frame`)."""
     code = frame.f_code
-    offset, after, column = _what_follows(code, frame.f_lasti)
-    name = _names.get((code, offset))
+    name = _names.get((code, frame.f_lasti, kind))
     if name is None:
+        offset, after, column = _what_follows(code, frame.f_lasti)
         base = f"{after[1]}.{after[2]}" if after[:1] == ("attr",) else kind
         name = f"{base}@{format_file_line((code, frame.f_lineno))}"
         first = _first_on_line.setdefault((code, frame.f_lineno, name), offset)
         if first != offset and column is not None:
             name = f"{name}:{column + 1}"
-        _names[(code, offset)] = name
+        _names[(code, frame.f_lasti, kind)] = name
     return name
