@@ -130,7 +130,9 @@ class LockKey:
 
 
 _keys: dict[Hashable, LockKey] = {}
-_keys_lock = _thread.allocate_lock()
+# Re-entrant: a signal handler, a finalizer or a trace hook may make a lock while its own thread
+# is registering one (the inner call then finds or adds its key; the outer keeps the first made).
+_keys_lock = _thread.RLock()
 
 
 def key_for(name: str, ltype: LockType, site: Site | None, explicit: Hashable | None = None) -> LockKey:
@@ -139,9 +141,7 @@ def key_for(name: str, ltype: LockType, site: Site | None, explicit: Hashable | 
     key = _keys.get(ident)
     if key is None:
         with _keys_lock:
-            key = _keys.get(ident)
-            if key is None:
-                key = _keys[ident] = LockKey(name, ltype, site, explicit)
+            key = _keys.setdefault(ident, LockKey(name, ltype, site, explicit))
     return key
 
 

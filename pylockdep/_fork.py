@@ -12,14 +12,16 @@ from __future__ import annotations
 import _thread
 import os
 
-from . import _classes
-from ._validator import active, default
+from . import _classes, _validator, _waitfor
 
 
 def after_fork_in_child() -> None:
-    """Forget the threads that did not follow the fork and renew pylockdep's internal locks."""
+    """Forget the threads that did not follow the fork and renew pylockdep's internal locks: the
+    key registry's, the wait bookkeeping's, ``validate()``'s and every validator's graph lock."""
     _classes._keys_lock._at_fork_reinit()
-    for v in {active.validator, default}:
+    _waitfor._waits._at_fork_reinit()
+    _validator._validate_lock._at_fork_reinit()
+    for v in list(_validator.every_validator):
         v.graph_lock._at_fork_reinit()
         me = getattr(v.local, "task", None)
         v.tasks.clear()

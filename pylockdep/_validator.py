@@ -35,6 +35,9 @@ _get_ident = _thread.get_ident  # bound once: programs may wrap threading.get_id
 if TYPE_CHECKING:
     from ._suppress import Suppressions
 
+#: Every validator alive (the after-fork reset renews each one's graph lock).
+every_validator: weakref.WeakSet[Validator] = weakref.WeakSet()
+
 
 class Validator:
     """One lockdep instance: the graph, the chain cache, per-thread state and the reports.
@@ -71,9 +74,12 @@ class Validator:
         self.taint = "Not tainted"
         self._seen: set[Hashable] = set()
         self._pending: list[Report] = []
+        # Sinks that failed to take a report (see flush): sink -> the first error.
+        self.delivery_failures: dict[str, str] = {}
         # This validator's classes per key; a key caches only the last validator's list, so a
         # validator that is active again (after a nested validate()) gets its classes back.
         self._key_classes: dict[LockKey, list[LockClass | None]] = {}
+        every_validator.add(self)
 
     def apply(self, options: Options) -> None:
         """Put ``options`` in force.  The C fast path reads ``max_lock_depth`` and the checks read
@@ -213,18 +219,28 @@ class Validator:
     def run_check(self, t: Task, check: Callable[..., object], *args: Any) -> None:
         """The one path from a rule to a printed report.
 
-        Unless validation is off or ``t`` is busy printing, run ``check(self, t, *args)`` under the
-        graph lock; the check decides whether its rule is broken and, if so, calls :meth:`report`.
-        A capacity limit met on the way is reported and turns validation off.  Reports made reach
-        the stream and listeners after the graph lock is dropped (:meth:`flush`).
+        Unless validation is off or the thread is already inside pylockdep (``busy``: checking or
+        printing), run ``check(self, t, *args)`` under the graph lock; the check decides whether
+        its rule is broken and, if so, calls :meth:`report`.  A capacity limit met on the way is
+        reported and turns validation off.  Reports made reach the stream and listeners after the
+        graph lock is dropped (:meth:`flush`).
+
+        This is lockdep's recursion guard: a signal handler, finalizer or trace hook that runs
+        while its thread checks takes and releases its locks for real and they are tracked, but
+        no rule is run for them, so a search never sees the graph change under it.
         """
-        if self.off or t.busy:
+        me = self.task()
+        if self.off or t.busy or me.busy:
             return
-        with self.graph_lock:
-            try:
-                check(self, t, *args)
-            except LimitExceeded as exc:
-                self.limit_reached(t, exc)
+        me.busy += 1
+        try:
+            with self.graph_lock:
+                try:
+                    check(self, t, *args)
+                except LimitExceeded as exc:
+                    self.limit_reached(t, exc)
+        finally:
+            me.busy -= 1
         self.flush()
 
     def report(
@@ -281,6 +297,9 @@ class Validator:
         structlog) one structured log event each, outside the graph lock.
 
         A suppressed report reaches the listeners only (flagged ``suppressed``): no splat, no log.
+        Delivery never raises into the program: the report is already recorded, every sink that
+        works gets it, and a sink that fails (a closed pipe, a raising log processor or listener)
+        is named once on the process's stderr, if that works.
         """
         if not self._pending:
             return
@@ -289,35 +308,61 @@ class Validator:
         try:
             while self._pending:
                 report = self._pending.pop(0)
-                if report.suppressed:
-                    for listener in list(self.listeners):
-                        listener(report)
-                    continue
-                if self.stream is not None:
-                    self.stream.write(report.text + "\n\n")
-                    self.stream.flush()
-                # Only an application that imported structlog can have configured it; not importing
-                # it here keeps logging's own locks out of pylockdep's imports (``pylockdep run``).
-                structlog = sys.modules.get("structlog")
-                if structlog is not None and structlog.is_configured():
-                    structlog.get_logger("pylockdep").warning(
-                        "lockdep_report",
-                        kind=report.kind,
-                        title=report.title,
-                        classes=list(report.classes),
-                        threads=list(report.threads),
-                        sites=list(report.sites),
-                        origin=report.origin,
-                    )
+                if not report.suppressed:
+                    if self.stream is not None:
+                        self._deliver("stream", _write_splat, report, self.stream)
+                    # Only an application that imported structlog can have configured it; not
+                    # importing it here keeps logging's own locks out of pylockdep's imports.
+                    structlog = sys.modules.get("structlog")
+                    if structlog is not None:
+                        self._deliver("structlog", _log_event, report, structlog)
                 for listener in list(self.listeners):
-                    listener(report)
+                    self._deliver(f"listener {listener!r}", listener, report)
         finally:
             t.busy -= 1
+
+    def _deliver(self, sink: str, send: Callable[..., object], report: Report, *args: Any) -> None:
+        """``send(report, *args)``; a failure is recorded in :attr:`delivery_failures` and said once
+        per sink, never raised."""
+        try:
+            send(report, *args)
+        except Exception as exc:  # noqa: BLE001 - whatever a sink raises, the program goes on
+            if sink not in self.delivery_failures:
+                self.delivery_failures[sink] = f"{type(exc).__name__}: {exc}"
+                _say(f"pylockdep: could not deliver a report to the {sink}: {type(exc).__name__}: {exc}")
 
     def check(self) -> None:
         """Raise :class:`LockdepViolation` if anything was reported."""
         if self.reports:
             raise LockdepViolation(self.reports)
+
+
+def _write_splat(report: Report, stream: Any) -> None:
+    """Print a report's splat on ``stream``."""
+    stream.write(report.text + "\n\n")
+    stream.flush()
+
+
+def _log_event(report: Report, structlog: Any) -> None:
+    """One structured log event for a report, once the application configured structlog."""
+    if structlog.is_configured():
+        structlog.get_logger("pylockdep").warning(
+            "lockdep_report",
+            kind=report.kind,
+            title=report.title,
+            classes=list(report.classes),
+            threads=list(report.threads),
+            sites=list(report.sites),
+            origin=report.origin,
+        )
+
+
+def _say(message: str) -> None:
+    """Write one line on the process's standard error (fd 2), ignoring any failure."""
+    try:
+        os.write(2, (message + "\n").encode(errors="replace"))
+    except OSError:
+        pass
 
 
 class _ExitSentinel:

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from ._validator import Validator
 
 POLL_SECONDS = 0.05
-_waits = _thread.allocate_lock()
+# Re-entrant: a signal handler may wait for a lock while its thread is inside this bookkeeping.
+_waits = _thread.RLock()
 
 
 def find_wait_cycle(v: Validator, t: Task) -> list[tuple[Task, Primitive]] | None:
@@ -86,6 +87,8 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
     task of the event loop that runs on this very thread can never come free: that raises at once.
     """
     check_own_loop(t, lock)
+    # A signal handler or finalizer may wait inside this thread's own wait: put the outer wait back.
+    outer = t.waiting
     try:
         while True:
             with _waits:
@@ -106,7 +109,7 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
             if acquire_timed(POLL_SECONDS):
                 return
     finally:
-        t.waiting = None
+        t.waiting = outer
 
 
 def others_may_release(v: Validator, t: Task) -> bool:
