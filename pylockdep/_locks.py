@@ -443,6 +443,18 @@ class _RWLockBase(_Lock):
     def _read_mode(self) -> int:
         return 1
 
+    def _unlock_side(self, read: int, op: str) -> None:
+        """Release the side ``read`` names, for the unlock call ``op``.  Releasing the side nobody
+        holds while the other side is held (``write_lock(); read_unlock()``) is a bad unlock
+        balance: reported, refused with :class:`RuntimeError`, and the lock (real and as
+        validated) left as it was.  Releasing a free lock is reported as for any lock."""
+        if not self._rw.is_held(read) and self._rw.is_held(0 if read else 1):
+            v = active.validator
+            v.bad_unlock(v.task(), self, self.name)
+            side = "reading" if read else "writing"
+            raise RuntimeError(f"{op}() of {self.name!r}, which no thread holds for {side}")
+        _release(self, read)
+
     def read(self) -> AbstractContextManager[_RWLockBase]:
         """Hold the read side for the block."""
         return _Held(self, _READ_MODE, 0)
@@ -471,16 +483,16 @@ class RWLock(_RWLockBase, _SpinningLock):
         _acquire(self, self._read_mode(), 0, _getframe(1))
 
     def read_unlock(self) -> None:
-        """``read_unlock``."""
-        _release(self, 1)
+        """``read_unlock``; RuntimeError if the read side is not held."""
+        self._unlock_side(1, "read_unlock")
 
     def write_lock(self) -> None:
         """``write_lock``."""
         _acquire(self, 0, 0, _getframe(1))
 
     def write_unlock(self) -> None:
-        """``write_unlock``."""
-        _release(self, 0)
+        """``write_unlock``; RuntimeError if the write side is not held."""
+        self._unlock_side(0, "write_unlock")
 
     def read_trylock(self) -> bool:
         """``read_trylock``: True if the read side was taken."""
@@ -502,16 +514,16 @@ class RWSemaphore(_RWLockBase):
         _acquire(self, 1, 0, _getframe(1))
 
     def up_read(self) -> None:
-        """``up_read``."""
-        _release(self, 1)
+        """``up_read``; RuntimeError if the read side is not held."""
+        self._unlock_side(1, "up_read")
 
     def down_write(self) -> None:
         """``down_write``."""
         _acquire(self, 0, 0, _getframe(1))
 
     def up_write(self) -> None:
-        """``up_write``."""
-        _release(self, 0)
+        """``up_write``; RuntimeError if the write side is not held."""
+        self._unlock_side(0, "up_write")
 
     def down_read_trylock(self) -> bool:
         """``down_read_trylock``: True if the read side was taken."""

@@ -12,8 +12,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import IO, Any
 
-KERNEL_MAX_LOCK_DEPTH = 48
-
 _BOOLS = ("preempt_rt", "prove_raw_lock_nesting", "raise_on_report", "report_once")
 ERAS = ("modern", "3.4", "3.10")
 _LIMITS = ("max_classes", "max_dependencies", "max_lock_depth")
@@ -28,7 +26,9 @@ class Options:
     ``raise_on_report``: ``validate()`` raises :class:`~pylockdep.LockdepViolation` on exit when
     anything was reported.  ``stream``: receives every splat as it is made (None: none).
     ``max_classes``, ``max_dependencies``, ``max_lock_depth``: capacity limits, positive ints or
-    None (unlimited); reaching one stops validation with a report, never with a wrong verdict.
+    None (unlimited, the default: no fixed limit, held-lock depth included, as ``API.md`` promises;
+    the kernel's MAX_LOCK_DEPTH is 48); reaching one stops validation with a report, never with a
+    wrong verdict.
     ``era``: which kernels' lockdep to check and print as: ``"modern"`` (today's), ``"3.4"`` or
     ``"3.10"`` (no wait-context check, the 3.x splat layout; 3.10 from its dump line on).
     ``report_once``: as the kernel (``debug_locks_off()``), stop lockdep reports after the first;
@@ -42,7 +42,7 @@ class Options:
     stream: IO[str] | None = None
     max_classes: int | None = None
     max_dependencies: int | None = None
-    max_lock_depth: int | None = KERNEL_MAX_LOCK_DEPTH
+    max_lock_depth: int | None = None
     era: str = "modern"
     report_once: bool = False
 

@@ -105,12 +105,14 @@ def _check_acquire_args(blocking: Any, timeout: Any) -> None:
 
 
 def _take_slow(lock: Lock | RLock, blocking: Any, timeout: Any, frame: FrameType) -> bool:
-    """``acquire(blocking, timeout)``, not blocking or with a timeout, by a thread that does not
-    hold ``lock``: a trylock, validated when it succeeds.  True when the lock was taken."""
+    """``acquire(blocking, timeout)`` with other arguments than ``blocking=True`` and no timeout,
+    by a thread that does not hold ``lock``: the arguments are checked as this Python's own
+    ``acquire()`` checks them (3.11 refuses ``acquire(None)``, 3.12 takes it as false); then a
+    blocking acquisition, or a trylock validated when it succeeds.  True when the lock was taken."""
+    _check_acquire_args(blocking, timeout)
     frame = _acquirer(frame)
     if timeout == -1:
-        return _acquire(lock, 0, 0, frame, True)
-    _check_acquire_args(blocking, timeout)
+        return _acquire(lock, 0, 0, frame, not blocking)
     seconds = timeout if isinstance(timeout, float) else operator.index(timeout)
     deadline = monotonic() + seconds
     real = lock._real
@@ -185,7 +187,7 @@ class Lock(_RealLock):
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock (as ``_thread.lock.acquire``); True if it was taken."""
-        if timeout == -1 and blocking:
+        if timeout == -1 and blocking is True:
             _acquire(self, 0, 0, _acquirer(_getframe(1)))
             return True
         return _take_slow(self, blocking, timeout, _getframe(1))
@@ -263,11 +265,11 @@ class RLock(_RealLock):
         """Take the lock, or take it once more if this thread owns it; True if it was taken."""
         me = _get_ident()
         if self._ident == me:
-            if timeout != -1:
+            if timeout != -1 or blocking is not True:
                 _check_acquire_args(blocking, timeout)
             self._count += 1
             return True
-        if timeout == -1 and blocking:
+        if timeout == -1 and blocking is True:
             _acquire(self, 0, 0, _acquirer(_getframe(1)))
         elif not _take_slow(self, blocking, timeout, _getframe(1)):
             return False

@@ -35,6 +35,9 @@ _get_ident = _thread.get_ident  # bound once: programs may wrap threading.get_id
 if TYPE_CHECKING:
     from ._suppress import Suppressions
 
+#: Chain keys a validator remembers at most: some 60 bytes each, so about 16 MB.
+CHAIN_CACHE_SIZE = 1 << 18
+
 #: Every validator alive (the after-fork reset renews each one's graph lock).
 every_validator: weakref.WeakSet[Validator] = weakref.WeakSet()
 
@@ -115,7 +118,8 @@ class Validator:
         self.local.task = t
         self.local.exit_sentinel = sentinel = _ExitSentinel()
         # Not at interpreter exit: a daemon thread still running then has not ended holding anything.
-        weakref.finalize(sentinel, self._thread_exited, t, os.getpid()).atexit = False
+        # The finalizer holds the validator weakly: a thread that used it must not keep it alive.
+        weakref.finalize(sentinel, _on_thread_exit, weakref.ref(self), t, os.getpid()).atexit = False
         self.tasks[id(t)] = t
         return t
 
@@ -176,8 +180,15 @@ class Validator:
         line: int,
         sync: bool = False,
     ) -> None:
-        """Run every rule for an acquisition whose chain of held locks is new, then remember it."""
+        """Run every rule for an acquisition whose chain of held locks is new, then remember it.
+
+        The chain cache only saves work: when it reaches :data:`CHAIN_CACHE_SIZE` keys it starts
+        again empty (chains seen again are validated again, with the same verdicts), so a long run
+        whose graph stopped growing stops growing too.
+        """
         self.run_check(t, _checks.check_new_chain, lock, cls, read, trylock, sync, chain_key, (code, line))
+        if len(self.chains) >= CHAIN_CACHE_SIZE:
+            self.chains.clear()
 
     def depth_exceeded(self, t: Task) -> None:
         """The held stack outgrew ``max_lock_depth``: stop validating, as lockdep does."""
@@ -197,8 +208,14 @@ class Validator:
         task).  A lock taken before this validator started is ignored.
         """
         owner = getattr(lock, "_owner", None)
-        if owner is None or self.tasks.get(id(owner)) is not owner:
-            return  # taken before this validator, or while validation was off
+        if owner is None:
+            return  # taken before pylockdep saw it, or while validation was off
+        if self.tasks.get(id(owner)) is not owner:
+            # Taken under another validator: the one that pushed it forgets it at its holder's
+            # next lock operation, rather than keep a stale entry (foreign_releases is a list
+            # that only its holder's thread empties, so appending from here is safe).
+            owner.foreign_releases.append(lock)
+            return
         if owner is not t:
             owner.foreign_releases.append(lock)
             if owner_may_differ:
@@ -365,6 +382,13 @@ def _say(message: str) -> None:
         pass
 
 
+def _on_thread_exit(ref: weakref.ref[Validator], t: Task, pid: int) -> None:
+    """The finalizer of a thread's sentinel: tell the validator, if it still exists."""
+    v = ref()
+    if v is not None:
+        v._thread_exited(t, pid)
+
+
 class _ExitSentinel:
     """Lives in a thread's local storage; its finalizer runs when the thread ends."""
 
@@ -382,32 +406,49 @@ active.validator = default
 _validate_lock = _thread.allocate_lock()
 
 
+# One [validator, previous] pair per open validate() block, oldest first (under _validate_lock).
+_entered: list[list[Validator]] = []
+
+
 class validate:  # noqa: N801 - a context manager named as the API promises
     """Validate everything that runs inside the block with a fresh validator (empty graph).
 
-    Threads started inside are validated too.  On exit the previous validator is back in force
-    and, if anything was reported and ``raise_on_report`` is true, :class:`LockdepViolation` is
-    raised (unless the block is already raising).  ``as v`` gives the :class:`Validator`, whose
-    ``reports`` list what it found.  Other options are those of :class:`Validator`.
+    The validator in force is process-wide: while the block is open it is in force for every
+    thread, threads started inside included.  With several blocks open at once (entered by
+    several threads, or the same ``validate()`` entered twice), the most recently entered block
+    that is still open is in force; when a block exits, the one in force before it is again,
+    unless that one has exited meanwhile (then the one in force before *that*, and so on, down to
+    the default validator).  A finished validator is never in force again.
+
+    On exit, if anything was reported and ``raise_on_report`` is true, :class:`LockdepViolation`
+    is raised (unless the block is already raising).  ``as v`` gives the :class:`Validator`,
+    whose ``reports`` list what it found.  Other options are those of :class:`Validator`.
     """
 
     def __init__(self, options: Options | None = None, /, **changes: Any) -> None:
         self.validator = Validator(options, **changes)
-        self._previous: Validator | None = None
 
     def __enter__(self) -> Validator:
         with _validate_lock:
-            self._previous = active.validator
+            _entered.append([self.validator, active.validator])
             active.validator = self.validator
         return self.validator
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        v = self.validator
         with _validate_lock:
-            if active.validator is self.validator:
-                active.validator = self._previous or default
-        self.validator.finish()
-        if exc_type is None and self.validator.raise_on_report:
-            self.validator.check()
+            index = next((i for i in range(len(_entered) - 1, -1, -1) if _entered[i][0] is v), None)
+            if index is not None:
+                _, previous = _entered.pop(index)
+                # Blocks entered after this one go back, when they exit, to what this one replaced.
+                for later in _entered[index:]:
+                    if later[1] is v:
+                        later[1] = previous
+                if active.validator is v:
+                    active.validator = previous
+        v.finish()
+        if exc_type is None and v.raise_on_report:
+            v.check()
 
 
 def configure(**changes: Any) -> Validator:

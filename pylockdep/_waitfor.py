@@ -55,14 +55,15 @@ def find_wait_cycle(v: Validator, t: Task) -> list[tuple[Task, Primitive]] | Non
         if getattr(lock, "_needs_all", False):
             found = bool(blockers) and all(stuck(ident) for ident in blockers)
         else:
-            found = any(reaches(ident) for ident in blockers)
+            found = any(reaches(ident, lock) for ident in blockers)
         on_path.discard(task.ident)
         if not found:
             del path[mark:]
         return found
 
-    def reaches(ident: int) -> bool:
-        if ident == t.ident:
+    def reaches(ident: int, lock: Primitive) -> bool:
+        # A lock held under t's ident by a thread that ended (its ident reused by t) is not t's.
+        if ident == t.ident and t.holds(lock, False):
             return True
         holder = by_ident.get(ident)
         if holder is None or ident in seen:

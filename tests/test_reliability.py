@@ -7,16 +7,20 @@ the path the suite is testing.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import weakref
 
 import pytest
 
 import pylockdep
-from pylockdep import _waitfor
+from pylockdep import _validator, _waitfor
 
 
 def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -241,3 +245,208 @@ def test_fork_while_another_thread_is_inside_pylockdep() -> None:
         print("child", os.waitstatus_to_exitcode(status))
     """)
     assert result.stdout == "child 0\n", result.stderr
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+WRONG_SIDE = [
+    (pylockdep.RWLock, "write_lock", "read_unlock", "write_unlock", 0),
+    (pylockdep.RWLock, "read_lock", "write_unlock", "read_unlock", 1),
+    (pylockdep.RWSemaphore, "down_write", "up_read", "up_write", 0),
+    (pylockdep.RWSemaphore, "down_read", "up_write", "up_read", 1),
+]
+
+
+@pytest.mark.parametrize(("kind", "take", "wrong", "right", "mode"), WRONG_SIDE)
+def test_releasing_the_other_side_is_refused_and_changes_nothing(
+    kind: type, take: str, wrong: str, right: str, mode: int
+) -> None:
+    with pylockdep.validate(raise_on_report=False) as v:
+        lock = kind("rw")
+        getattr(lock, take)()
+        with pytest.raises(RuntimeError, match=f"{wrong}.*'rw'"):
+            getattr(lock, wrong)()
+        assert [(r.kind, r.classes) for r in v.reports] == [("bad_unlock_balance", ("rw",))]
+        assert lock._rw.is_held(mode) and not lock._rw.is_held(1 - mode)
+        assert [entry.lock for entry in v.task().held] == [lock]
+        getattr(lock, right)()
+        assert not lock.locked() and not v.task().held
+        assert len(v.reports) == 1
+
+
+def _outcome(lock: object, *args: object) -> object:
+    try:
+        return lock.acquire(*args)  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - the outcome compared is the exception's type
+        return type(exc)
+
+
+@pytest.mark.parametrize("args", [(None,), ("x",), (1,), (0,), (True, "a"), (False, 1), (None, 0.1)])
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_acquire_arguments_as_cpython_checks_them(kind: str, args: tuple, plain_threading: None) -> None:
+    import _thread
+
+    plain = _outcome(getattr(_thread, "allocate_lock" if kind == "Lock" else "RLock")(), *args)
+    with pylockdep.validate(), pylockdep.instrument_threading():
+        lock = getattr(threading, kind)()
+        ours = _outcome(lock, *args)
+        assert ours == plain
+        if ours is True:
+            assert lock.locked() if kind == "Lock" else lock._is_owned()
+            lock.release()
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+
+def test_no_held_lock_depth_limit_by_default() -> None:
+    # Requests that each take a lock and are dropped while it is held pile up on the held stack.
+    with pylockdep.validate(raise_on_report=False) as v:
+        assert v.options.max_lock_depth is None
+        for i in range(80):
+            pylockdep.Mutex("request", key=("request", i)).acquire()
+        a, b = pylockdep.Mutex("a"), pylockdep.Mutex("b")
+        with a, b:
+            pass
+        with b, a:
+            pass
+        assert [r.kind for r in v.reports] == ["circular"]
+        assert not v.off
+        v.task().held.clear()
+
+
+# -- scopes and lifetimes -----------------------------------------------------------------------
+
+
+def _abba(v: pylockdep.Validator) -> list[str]:
+    a, b = pylockdep.Mutex("a"), pylockdep.Mutex("b")
+    with a, b:
+        pass
+    with b, a:
+        pass
+    return [r.kind for r in v.reports]
+
+
+def test_validate_blocks_of_two_threads_overlapping() -> None:
+    # Thread 1 enters, thread 2 enters, thread 1 exits, thread 2 exits: neither stays in force.
+    first, second = pylockdep.validate(raise_on_report=False), pylockdep.validate(raise_on_report=False)
+    before = pylockdep.current()
+    steps = [
+        lambda: first.__enter__(),
+        lambda: second.__enter__(),
+        lambda: first.__exit__(None, None, None),
+        lambda: second.__exit__(None, None, None),
+    ]
+    in_force = []
+    for i, step in enumerate(steps):
+        worker = threading.Thread(target=step, name=f"thread-{i % 2 + 1}")
+        worker.start()
+        worker.join()
+        in_force.append(pylockdep.current())
+    assert in_force == [first.validator, second.validator, second.validator, before]
+    assert _abba(pylockdep.Validator()) == []  # a fresh one, not in force: nothing recorded
+    assert first.validator.reports == second.validator.reports == []
+
+
+def test_the_same_validate_entered_twice() -> None:
+    before = pylockdep.current()
+    scope = pylockdep.validate(raise_on_report=False)
+    with scope as v:
+        with scope:
+            assert pylockdep.current() is v
+        assert pylockdep.current() is v
+    assert pylockdep.current() is before
+
+
+def test_a_release_under_another_validator_leaves_no_stale_entry() -> None:
+    with pylockdep.validate(raise_on_report=False) as outer:
+        a, b = pylockdep.Mutex("A"), pylockdep.Mutex("B")
+        a.acquire()
+        with pylockdep.validate(raise_on_report=False) as inner:
+            a.release()
+        with b:
+            pass
+        with b, a:
+            pass
+        assert not outer.task().held
+        assert outer.reports == inner.reports == []
+
+
+def test_validators_are_not_kept_alive_by_the_threads_that_used_them() -> None:
+    refs = []
+    for _ in range(50):
+        with pylockdep.validate() as v:
+            with pylockdep.Mutex("m"):
+                pass
+        refs.append(weakref.ref(v))
+    del v
+    gc.collect()
+    # The last one may stay cached by the lock's key and the fast path's per-thread cache.
+    assert sum(ref() is not None for ref in refs) <= 2
+
+
+def test_a_lock_held_by_an_ended_thread_whose_ident_is_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A thread ended holding m; this thread got its ident and waits until a third releases m.
+    from pylockdep._task import Task
+
+    with pylockdep.validate(raise_on_report=False) as v:
+        m = pylockdep.Mutex("m")
+        me = v.task()
+        ended = Task("ended", me.ident)
+        v.tasks[id(ended)] = ended
+        m._real.acquire()
+        m._owner = ended
+
+        def release_later() -> None:
+            time.sleep(0.2)
+            m._owner = None
+            m._real.release()
+
+        releaser = threading.Thread(target=release_later)
+        releaser.start()
+        m.acquire()  # waits, and is not refused as a deadlock
+        m.release()
+        releaser.join()
+        assert v.reports == []
+
+
+def test_a_thread_waiting_for_a_mutex_it_holds_is_still_refused() -> None:
+    with pylockdep.validate(raise_on_report=False) as v:
+        m = pylockdep.Mutex("m")
+        m.acquire()
+        with pytest.raises(pylockdep.DeadlockError):
+            m.acquire()
+        m.release()
+        assert [r.kind for r in v.reports] == ["recursive"]
+
+
+def test_the_chain_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_validator, "CHAIN_CACHE_SIZE", 16)
+    with pylockdep.validate(raise_on_report=False) as v:
+        locks = [pylockdep.Mutex(f"l{i}") for i in range(12)]
+        for i in range(12):
+            for j in range(i + 1, 12):
+                with locks[i], locks[j]:
+                    pass
+                assert len(v.chains) < 16
+        with locks[11], locks[0]:  # the verdicts do not depend on the cache
+            pass
+        assert [(r.kind, r.classes) for r in v.reports] == [("circular", ("l0", "l11"))]
+
+
+def test_daemon_threads_running_at_exit_have_not_ended() -> None:
+    result = run_python("""
+        import threading, time, pylockdep
+        held = threading.Event()
+        def daemon():
+            with pylockdep.Mutex(f"daemon"):
+                held.set()
+                time.sleep(60)
+        for _ in range(4):
+            threading.Thread(target=daemon, daemon=True).start()
+            held.wait()
+            held.clear()
+        print("exiting")
+    """)
+    assert result.stdout == "exiting\n"
+    assert "locks held" not in result.stderr, result.stderr
