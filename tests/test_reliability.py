@@ -450,3 +450,53 @@ def test_daemon_threads_running_at_exit_have_not_ended() -> None:
     """)
     assert result.stdout == "exiting\n"
     assert "locks held" not in result.stderr, result.stderr
+
+
+# -- the stress, short ----------------------------------------------------------------------------
+
+
+def test_stress_short_variant() -> None:
+    # benchmarks/stress.py for 3 seconds: handlers and finalizers making and taking locks inside
+    # pylockdep, threads nesting thousands of classes consistently.  Nothing may be reported.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    args = ["--seconds", "3", "--threads", "4", "--classes", "300"]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks.stress", *args], cwd=root, capture_output=True, text=True, timeout=240
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"hung: {exc.stdout!r} {exc.stderr!r}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reports 0, exceptions 0" in result.stdout
+
+
+def test_a_program_that_wraps_threading_get_ident_under_pylockdep_run(tmp_path: object) -> None:
+    # pebble replaces threading.get_ident with a function that takes a lock.
+    script = os.path.join(str(tmp_path), "wraps_get_ident.py")
+    with open(script, "w") as f:
+        f.write(
+            textwrap.dedent("""
+            import threading, queue, concurrent.futures
+            _original, _lock, calls = threading.get_ident, threading.Lock(), []
+            def get_ident():
+                with _lock:
+                    calls.append(1)
+                return _original()
+            threading.get_ident = get_ident
+            def work(i):
+                queue.Queue().put(i)
+                with threading.Condition():
+                    return threading.current_thread().name
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                assert len(list(pool.map(work, range(50)))) == 50
+            rlock = threading.RLock()
+            with rlock, rlock:
+                pass
+            print("ok", bool(calls))
+            """)
+        )
+    result = subprocess.run(
+        [sys.executable, "-m", "pylockdep", "run", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout == "ok True\n", result.stderr
+    assert result.returncode == 0
