@@ -210,6 +210,28 @@ def scenario_two_cpus(cpu0_first: str, cpu1: list[str], cpu0_last: str) -> list[
     return lines
 
 
+def taking_while_holding(
+    v: Validator,
+    t: Task,
+    cls: LockClass,
+    lock: object,
+    site: Site,
+    prev_entry: tuple,
+    holding: str = "lock",
+    held_cls: LockClass | None = None,
+) -> list[str]:
+    """The opening of a lock-conflict splat: the lock being taken and the held one it clashes with
+    (shown as ``held_cls`` when given, else as the class it was taken as)."""
+    return [
+        f"{t.comm} is trying to acquire lock:",
+        hline(v, cls, lock, site),
+        "",
+        f"but task is already holding {holding}:",
+        hline(v, held_cls or prev_entry[H_CLASS], prev_entry[H_LOCK], held_site(prev_entry)),
+        "",
+    ]
+
+
 def circular(
     v: Validator,
     t: Task,
@@ -229,15 +251,8 @@ def circular(
     prev_cls = prev_entry[H_CLASS]
     steps = path.walk()
     lines = banner(v, title, 54)
-    lines += [
-        f"{t.comm} is trying to acquire lock:",
-        hline(v, nxt_cls, nxt_lock, nxt_site),
-        "",
-        "but task is already holding lock:",
-        hline(v, prev_cls, prev_entry[H_LOCK], held_site(prev_entry)),
-        "",
-        *DEPENDS_ON_NEW,
-    ]
+    lines += taking_while_holding(v, t, nxt_cls, nxt_lock, nxt_site, prev_entry)
+    lines += DEPENDS_ON_NEW
     current = capture_stack()
     for depth in range(len(steps) - 1, -1, -1):
         step = steps[depth]
@@ -277,13 +292,8 @@ def instance_cycle(
     """
     held = prev_entry[H_LOCK]
     lines = banner(v, title, 54)
+    lines += taking_while_holding(v, t, cls, lock, site, prev_entry, "another instance of its class", cls)
     lines += [
-        f"{t.comm} is trying to acquire lock:",
-        hline(v, cls, lock, site),
-        "",
-        "but task is already holding another instance of its class:",
-        hline(v, cls, held, held_site(prev_entry)),
-        "",
         "and elsewhere the instance being taken was already held when the held one was taken:",
         "",
         "the existing instance order is:",
@@ -305,13 +315,8 @@ def recursive(
     """'possible recursive locking detected': a class is taken while already held."""
     prev_cls = prev_entry[H_CLASS]
     lines = banner(v, title, 44)
+    lines += taking_while_holding(v, t, nxt_cls, nxt_lock, nxt_site, prev_entry)
     lines += [
-        f"{t.comm} is trying to acquire lock:",
-        hline(v, nxt_cls, nxt_lock, nxt_site),
-        "",
-        "but task is already holding lock:",
-        hline(v, prev_cls, prev_entry[H_LOCK], held_site(prev_entry)),
-        "",
         "other info that might help us debug this:",
         " Possible unsafe locking scenario:",
         "",
