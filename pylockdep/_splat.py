@@ -267,7 +267,9 @@ def circular(
         lines += format_stack(edge_stack, " " * 7)
     parent = steps[-2].cls if len(steps) >= 2 else nxt_cls
     first = "rlock" if prev_entry[H_READ] else "lock"
-    last = "sync" if sync else ("rlock" if nxt_read else "lock")
+    # lock_sync() waits (SRCU) print "sync"; a wait for work touches its completion map with an
+    # ordinary acquire and release, as the kernel's flush_work() does, so it prints "lock".
+    last = "sync" if sync and not nxt_cls.ltype.pseudo else ("rlock" if nxt_read else "lock")
     via = parent.name if parent is not nxt_cls else None
     lines += circular_scenario(first, nxt_cls.name, via, prev_cls.name, last)
     lines += held_lines(v, t) + [""] + backtrace(v, t, current)

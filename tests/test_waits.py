@@ -116,6 +116,15 @@ def test_rich_live_stop_joining_the_refresh_thread_under_its_lock_is_circular(v)
     # Both stacks: where the thread took the lock, and where stop() waited for the thread.
     assert "RefreshThread.run+" in report.text and "Live.stop+" in report.text
     assert f"is trying to acquire lock:\n{id(live.thread.__dict__['_lockdep_map']):016x} ((thread){FILE}" in report.text
+    # The scenario waits as the kernel's flush_work() splats show it: an ordinary lock() of the
+    # map, not the sync() of an SRCU synchronize.
+    thread_map = f"(thread){FILE}:{REFRESH_THREAD_LINE}"
+    assert report.text.split(" *** DEADLOCK ***")[0].rstrip().splitlines()[-4:] == [
+        f"  lock(Live._lock@{FILE}:{live.lock_line});",
+        f"                               lock({thread_map});",
+        f"                               lock(Live._lock@{FILE}:{live.lock_line});",
+        f"  lock({thread_map});",
+    ]
 
 
 def test_rich_live_stop_joining_after_releasing_the_lock_is_clean(v):
