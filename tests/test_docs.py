@@ -81,6 +81,15 @@ def test_every_report_kind_has_an_example_and_a_page_section() -> None:
     assert KINDS - shown <= {"limit_exceeded", "scheduling_while_atomic"}
 
 
+def test_every_example_program_is_included_in_a_page() -> None:
+    """Each program is shown through a well-formed snippet line (a formatter that rewrote
+    ``--8<-- "x.py"`` as Python would leave the page showing that line instead of the program)."""
+    pages = "\n".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    for program in PROGRAMS:
+        assert f'--8<-- "{program.name}"' in pages, program.name
+    assert "--8 <" not in pages
+
+
 def test_the_api_page_is_the_api_promise() -> None:
     promise = ROOT.parent / "shared" / "API.md"
     if not promise.exists():
