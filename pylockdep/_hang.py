@@ -66,13 +66,13 @@ def _blockers(lock: Primitive, mode: int, ident: int) -> list[int]:
     """Idents of the threads a waiter for ``lock`` in ``mode`` waits for, as far as is known.
 
     A lock without an owner (``threading.Lock``) names none, since any thread may release it;
-    the thread that took it is named then.
+    the thread that took it is named then.  A wait for work (a join, a future) has no taker at all.
     """
     try:
         idents = list(lock._blockers(mode, ident))
     except Exception:  # another thread changed the lock under us; the dump is best effort
         idents = []
-    taker = lock._owner
+    taker = getattr(lock, "_owner", None)
     if not idents and taker is not None:
         idents = [taker.ident]
     return idents
@@ -87,8 +87,8 @@ def _lock_line(v: Validator, lock: LockMap) -> str:
 
 
 def _class_of(v: Validator, lock: LockMap) -> LockClass | None:
-    key = lock._key
-    if key.validator is not v:
+    key = lock._key  # None for a wait for a pool's worker thread, which has no map of its own
+    if key is None or key.validator is not v:
         return None
     return next((cls for cls in key.classes if cls is not None), None)
 

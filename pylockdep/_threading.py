@@ -33,6 +33,7 @@ rebuilds after ``fork()``) and locks made before instrumentation stay CPython's.
 from __future__ import annotations
 
 import _thread
+import copyreg
 import functools
 import operator
 import sys
@@ -444,6 +445,32 @@ class _StandInType(type):
 
 
 _STAND_IN_CALL = _StandInType.__call__.__code__
+
+
+# pickle saves a class or function by name, and refuses one that is not what its name finds
+# (multiprocessing's managers pickle a registry holding threading.Lock and threading.RLock).
+def _reduce_class_stand_in(cls: _StandInType) -> tuple[Any, tuple[type]]:
+    """A class-shaped stand-in pickles as the CPython class it stands for: loading calls
+    ``copy.copy()``, which returns a class unchanged, on that class (found by its own name)."""
+    import copy  # only when pickling: importing pylockdep stays cheap
+
+    return copy.copy, (cls.__wrapped__,)
+
+
+copyreg.pickle(_StandInType, _reduce_class_stand_in)
+
+
+def _pickled_as(stand_in: Any, module: str, attr: str) -> None:
+    """Let pickle find a function-shaped stand-in bound at ``module.attr``: it keeps the
+    original's name while that name finds the stand-in (its first binding), else takes this one.
+    A process that loads it gets what ``module.attr`` is there."""
+    if isinstance(stand_in, type):
+        return
+    home = sys.modules.get(stand_in.__module__)
+    if getattr(home, stand_in.__qualname__, None) is not stand_in:
+        stand_in.__module__, stand_in.__qualname__ = module, attr
+
+
 _state_lock = _allocate()
 _installed: dict[str, Any] = {}  # attribute of threading -> the stand-in put there
 _rebound: list[tuple[Any, str, Any]] = []  # (module, attribute, stand-in) bound before instrumentation
@@ -466,6 +493,7 @@ def install() -> None:
                 name = lock_type.__name__
                 _installed[name] = _stand_in(getattr(threading, name), lock_type, ltype, takes_args)
                 setattr(threading, name, _installed[name])
+                _pickled_as(_installed[name], "threading", name)
             _rebind_prebound()
             _asyncio_hook = when_imported("asyncio", _instrument_asyncio)
             _waits.install()
@@ -536,6 +564,7 @@ def _rebind_prebound() -> None:
             if wrapper is None:
                 wrapper = stand_ins[id(original)] = _stand_in(original, lock_type, ltype, takes_args, prebound=True)
             setattr(module, attr, wrapper)
+            _pickled_as(wrapper, module.__name__, attr)
             _rebound.append((module, attr, wrapper))
 
 

@@ -55,6 +55,7 @@ import _thread
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from time import monotonic
 from types import FrameType, ModuleType
@@ -333,13 +334,18 @@ _submitting = threading.local()  # .work: (executor, key) while submit() runs
 
 
 class _Work:
-    """What pylockdep knows of one work item of a thread pool: its map, its pool's, and who runs it."""
+    """What pylockdep knows of one work item of a thread pool: its map, its pool's, and who runs it.
 
-    __slots__ = ("map", "pool", "executor", "runner")
+    The pool is held weakly: a future (which carries this) must not keep its executor alive, since
+    a collected executor is how a pool dropped without ``shutdown()`` lets its workers end.
+    """
+
+    __slots__ = ("map", "pool", "executor", "max_workers", "runner")
 
     def __init__(self, m: CompletionMap, executor: Any) -> None:
         self.map = m
-        self.executor = executor
+        self.executor = weakref.ref(executor)
+        self.max_workers: int = executor._max_workers
         self.pool: CompletionMap = executor.__dict__[_MAP]
         self.runner: int | None = None
 
@@ -349,9 +355,11 @@ class _Work:
         runner = self.runner
         if runner is not None:
             return [runner], False
-        executor = self.executor
+        executor = self.executor()
+        if executor is None:
+            return [], False  # the pool was dropped: its workers finish what is queued, then end
         workers = [w.ident for w in list(executor._threads) if w.ident is not None]
-        if len(workers) < executor._max_workers:
+        if len(workers) < self.max_workers:
             return [], False  # the pool can still start a worker for it
         return workers, True
 
@@ -360,7 +368,7 @@ def _touch_work(work: _Work, frame: FrameType) -> None:
     """A waiter waits for ``work``: touch its map, and its pool's when that pool runs one item at a
     time or the waiter is one of the pool's own items."""
     touch(work.map, frame)
-    if work.executor._max_workers == 1 or _holds(work.pool):
+    if work.max_workers == 1 or _holds(work.pool):
         touch(work.pool, frame)
 
 

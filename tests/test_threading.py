@@ -272,6 +272,30 @@ def test_weak_references_and_no_pickling_or_copying(v):
         assert ref() is None
 
 
+def test_the_factories_pickle_by_reference_as_cpythons_do(v):
+    """multiprocessing's managers pickle a registry that holds threading.Lock and RLock."""
+    for factory in (threading.Lock, threading.RLock):
+        loaded = pickle.loads(pickle.dumps(factory))
+        assert loaded in (factory, factory.__wrapped__)
+        lock = loaded()
+        assert lock.acquire()
+        lock.release()
+
+
+@pytest.mark.timeout(100)
+def test_a_spawned_multiprocessing_manager_serves_locks(v):
+    import multiprocessing
+
+    manager = multiprocessing.get_context("spawn").Manager()
+    try:
+        remote = manager.Lock()
+        with remote:
+            pass
+    finally:
+        manager.shutdown()
+    assert v.reports == []
+
+
 def test_lock_type_refuses_instantiation_and_rlock_type_allows_it_as_cpythons_do(v):
     with pytest.raises(TypeError, match=r"cannot create 'pylockdep\._threading\.Lock' instances"):
         type(threading.Lock())()

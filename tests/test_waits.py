@@ -665,3 +665,37 @@ def test_dot_draws_completion_maps_apart_from_locks(v):
     dot = graph_to_dot(v)
     (node,) = [row for row in dot.splitlines() if "(thread)" in row and "->" not in row]
     assert "shape=ellipse" in node and "dashed" in node
+
+
+def test_the_hang_dump_shows_a_thread_blocked_in_a_join(v):
+    from pylockdep._hang import show_all_locks
+
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait, name="worker")
+    worker.start()
+    joiner = threading.Thread(target=worker.join, name="joiner")
+    joiner.start()
+    wait_until_blocked(v, joiner)
+    try:
+        dump = show_all_locks(v)
+    finally:
+        release.set()
+        joiner.join()
+    blocked = dump.index(next(line for line in dump if line.startswith("INFO: task joiner/")))
+    assert dump[blocked].endswith("blocked on lock:")
+    assert f"((thread){FILE}:" in dump[blocked + 1]
+    assert dump[blocked + 2].startswith(" held by: worker/")
+
+
+def test_a_pool_dropped_without_shutdown_is_collected_and_its_workers_end(v):
+    """The futures of pending work must not keep their executor alive: dropping the last reference
+    to a pool is how its workers learn to end (CPython's test_del_shutdown)."""
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=5)
+    results = executor.map(abs, range(-5, 5))
+    threads = list(executor._threads)
+    del executor
+    for t in threads:
+        t.join(20)
+        assert not t.is_alive()
+    assert list(results) == [abs(n) for n in range(-5, 5)]
+    assert v.reports == []
