@@ -235,6 +235,32 @@ def test_cpython_queue_tests_run_clean():
     assert "WARNING" not in result.stderr and "BUG" not in result.stderr
 
 
+@pytest.mark.timeout(300)
+def test_cpython_thread_pool_tests_run_clean():
+    """CPython's test_concurrent_futures, its thread-pool half: waits on futures, map, shutdown,
+    pools dropped without shutdown (shipped here with 3.13 only)."""
+    pytest.importorskip("test.test_concurrent_futures", reason="CPython's test package has no test_concurrent_futures")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pylockdep",
+            "run",
+            "-m",
+            "unittest",
+            "test.test_concurrent_futures",
+            "-k",
+            "ThreadPool",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "OK" in result.stderr
+    assert "WARNING" not in result.stderr and "BUG" not in result.stderr
+
+
 # -- conventions: exit statuses, usage, where splats go (issue 19's first paragraph) ----------
 
 
