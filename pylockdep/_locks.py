@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _thread
 import threading
+import weakref
 from collections.abc import Hashable
 from contextlib import AbstractContextManager
 from sys import _getframe
@@ -334,11 +335,15 @@ class Mutex(_Lock):
     __slots__ = ()
 
 
+# Every reader-writer core, for renewing their internal mutexes in a forked child (pylockdep._fork).
+every_rw_core: weakref.WeakSet[_RWCore] = weakref.WeakSet()
+
+
 class _RWCore:
     """Readers and a writer, with writer preference: a waiting writer holds back new readers that
     are not recursive.  Holders are thread idents."""
 
-    __slots__ = ("_mutex", "_cond", "writer", "readers", "waiting_writers", "sleepers")
+    __slots__ = ("_mutex", "_cond", "writer", "readers", "waiting_writers", "sleepers", "__weakref__")
 
     def __init__(self) -> None:
         # The fast operations take the bare mutex; only waits go through the condition.
@@ -348,6 +353,16 @@ class _RWCore:
         self.readers: dict[int, int] = {}
         self.waiting_writers: dict[int, int] = {}
         self.sleepers = 0  # threads waiting on the condition: a release wakes them
+        every_rw_core.add(self)
+
+    def _at_fork_reinit(self) -> None:
+        """In a forked child: a new internal mutex (a thread that did not follow the fork may have
+        held it) and no waiters (they did not follow either).  Holders stay: the lock stays held
+        by a thread that is gone, as a ``threading.Lock`` does."""
+        self._mutex = _thread.allocate_lock()
+        self._cond = _Condition(self._mutex)
+        self.waiting_writers = {}
+        self.sleepers = 0
 
     def _can(self, read: int) -> bool:
         if self.writer is not None:

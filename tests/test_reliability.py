@@ -247,6 +247,45 @@ def test_fork_while_another_thread_is_inside_pylockdep() -> None:
     assert result.stdout == "child 0\n", result.stderr
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_fork_while_another_thread_is_inside_a_reader_writer_lock() -> None:
+    """The internal mutex of an RWLock and an RWSemaphore, held by another thread at the fork, is
+    renewed in the child; a writer left waiting in the parent holds back no reader in the child."""
+    result = run_python("""
+        import os, threading, pylockdep
+        rw, sem = pylockdep.RWLock("rw"), pylockdep.RWSemaphore("sem")
+        inside, done = threading.Event(), threading.Event()
+        def busy():
+            with rw._rw._mutex, sem._rw._mutex:
+                inside.set()
+                done.wait()
+        sem.down_read()
+        def write():
+            with sem.write():
+                pass
+        writer = threading.Thread(target=write)  # waits behind the reader
+        writer.start()
+        while not sem._rw.waiting_writers:
+            pass
+        threading.Thread(target=busy).start()
+        inside.wait()
+        pid = os.fork()
+        if pid == 0:
+            with rw.write():
+                pass
+            sem.up_read()
+            with sem.write():  # the writer waiting in the parent is not in the child
+                pass
+            os._exit(0)
+        done.set()
+        _, status = os.waitpid(pid, 0)
+        sem.up_read()
+        writer.join()
+        print("child", os.waitstatus_to_exitcode(status))
+    """)
+    assert result.stdout == "child 0\n", result.stderr
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 WRONG_SIDE = [
