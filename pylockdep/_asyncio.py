@@ -23,6 +23,12 @@ What each type is to the validator:
   not track ``struct semaphore`` either: they get no class, no held entry and no dependencies.
   ``acquire()`` is checked as the kernel's ``down()`` is, as a function that may sleep.
 - ``Event.wait()`` may sleep too, and is checked the same way.
+
+Awaiting a task is a wait for work, modelled as :mod:`pylockdep._waits` models joining a thread: a
+task runs holding a completion map of its own, ``(task)function@file:line`` after its coroutine
+function's definition, and a task that suspends awaiting another task (directly, through ``gather()``, or
+through ``wait_for()`` from 3.12 on) while it holds locks touches the awaited task's map.  A lock
+held by the awaiter that the awaited task takes is then an ordinary cycle in the graph.
 """
 
 from __future__ import annotations
@@ -37,10 +43,10 @@ from sys import _getframe
 from types import FrameType
 from typing import Any
 
-from . import _checks, _locktypes, _waitfor
+from . import _checks, _locktypes, _waitfor, _waits
 from ._classes import LockKey, key_for
 from ._fastpath import holder_changed
-from ._frames import Site, Stack, format_file_line, is_harness, is_internal
+from ._frames import Site, Stack, format_file_line, is_harness, is_internal, stack_standing_in
 from ._held import chain_key, drop_foreign, find, pop, push, remove
 from ._report import DeadlockError
 from ._task import Task
@@ -77,7 +83,7 @@ class TaskHolder(Task):
     ident of the thread whose loop runs the task; ``running`` whether one of its steps is running.
     """
 
-    __slots__ = ("task_ref", "loop_thread", "running")
+    __slots__ = ("task_ref", "loop_thread", "running", "work", "working")
 
     def __init__(self, task: asyncio.Task, holders: dict[int, TaskHolder]) -> None:
         super().__init__(task.get_name(), id(task))
@@ -86,6 +92,8 @@ class TaskHolder(Task):
         self.task_ref = weakref.ref(task, lambda _ref: holders.pop(key, None))
         self.loop_thread = _get_ident()
         self.running = False
+        self.work = _task_map(task)  # the task's completion map (None: not a coroutine's task)
+        self.working = False  # whether its steps have started: it holds ``work`` from then on
 
 
 def _holders(v: Validator) -> dict[int, TaskHolder]:
@@ -138,6 +146,10 @@ def _step(handle: events.Handle) -> None:
     h = holder_of(v, task)
     local.task = h
     holder_changed()
+    work = h.work
+    if work is not None and not h.working:
+        h.working = True
+        _waits.hold(work, _coro_frame(task) or _getframe())
     h.running = True
     try:
         _plain_run(handle)
@@ -145,6 +157,8 @@ def _step(handle: events.Handle) -> None:
         h.running = False
         try:
             if task.done():
+                if h.working:
+                    _waits.release(work)
                 _task_exited(v, h)
             elif h.held:
                 _task_suspended(v, h, task)
@@ -162,9 +176,67 @@ def _task_exited(v: Validator, h: TaskHolder) -> None:
 
 
 def _task_suspended(v: Validator, h: TaskHolder, task: asyncio.Task) -> None:
-    """The task yielded to its loop: locks that block the thread must not be held across that."""
-    if any(_checks.blocks_thread(entry.cls.ltype) for entry in h.held):
+    """The task yielded to its loop: locks that block the thread must not be held across that, and
+    while it holds locks, the tasks it awaits wait for them (their maps are touched)."""
+    held = h.held
+    if any(_checks.blocks_thread(entry.cls.ltype) for entry in held):
         v.run_check(h, _checks.check_scheduling_while_atomic, suspended_stack(task))
+    if any(not entry.cls.ltype.pseudo for entry in held):
+        awaited = _awaited_maps(v, task._fut_waiter)
+        if awaited:
+            frame = _coro_frame(task, innermost=True)
+            with stack_standing_in(suspended_stack(task)):
+                for work in awaited:
+                    _waits.touch(work, frame)  # type: ignore[arg-type]
+
+
+def _task_map(task: asyncio.Task) -> _waits.CompletionMap | None:
+    """A new completion map for ``task``: of class ``(task)function@file:line``, the definition of
+    its coroutine function (None for a task of some other awaitable)."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    if code is None:
+        return None
+    key = _task_keys.get(code)
+    if key is None:
+        site = (code, code.co_firstlineno)
+        name = f"(task){code.co_name}@{format_file_line(site)}"
+        key = _task_keys[code] = key_for(name, _locktypes.COMPLETION, site)
+    return _waits.CompletionMap(key)
+
+
+_task_keys: dict[Any, LockKey] = {}  # coroutine code -> the key of its tasks' maps
+
+
+def _awaited_maps(v: Validator, waiter: object) -> list[_waits.CompletionMap]:
+    """The maps of the tasks a suspended task waits for through ``waiter`` (its ``_fut_waiter``):
+    a task itself, or the tasks ``gather()`` gathers.  Other futures stand for no known work."""
+    if isinstance(waiter, asyncio.Task):
+        tasks = [waiter]
+    else:
+        tasks = [c for c in getattr(waiter, "_children", ()) if isinstance(c, asyncio.Task)]
+    found = []
+    for awaited in tasks:
+        work = holder_of(v, awaited).work
+        if work is not None:
+            found.append(work)
+    return found
+
+
+def _coro_frame(task: asyncio.Task, innermost: bool = False) -> FrameType | None:
+    """The frame of ``task``'s coroutine, or with ``innermost`` the innermost frame outside
+    pylockdep and asyncio of the chain of coroutines it awaits (where it is suspended)."""
+    found = None
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        if not (is_internal(frame.f_code.co_filename) or frame.f_code.co_filename.startswith(_ASYNCIO_DIR)):
+            found = frame
+        if not innermost:
+            break
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return found
 
 
 def suspended_stack(task: asyncio.Task) -> Stack:

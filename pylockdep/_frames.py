@@ -13,7 +13,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import CodeType, FrameType
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -106,6 +106,25 @@ def line_at(code: CodeType, lasti: int) -> int:
     return line
 
 
+class _StandIn(threading.local):
+    stack: Stack | None = None  # what capture_stack() returns in this thread instead of its stack
+
+
+_stand_in = _StandIn()
+
+
+@contextlib.contextmanager
+def stack_standing_in(stack: Stack) -> Iterator[None]:
+    """Within the block, :func:`capture_stack` called without a frame returns ``stack``: for work
+    done on behalf of a holder whose frames are not on the thread's stack (a suspended asyncio
+    task, whose waits are checked after its step)."""
+    _stand_in.stack = stack
+    try:
+        yield
+    finally:
+        _stand_in.stack = None
+
+
 def capture_stack(frame: FrameType | None = None, limit: int = 64) -> Stack:
     """The call stack outside pylockdep, innermost first, as sites (at most ``limit`` of them).
 
@@ -114,6 +133,8 @@ def capture_stack(frame: FrameType | None = None, limit: int = 64) -> Stack:
     ends with the test function; in a thread, with threading's bootstrap.  Walks the whole stack:
     for the slow path only (a new dependency, a new usage, a report).
     """
+    if frame is None and _stand_in.stack is not None:
+        return _stand_in.stack[:limit]
     frame = outside_frame(frame if frame is not None else sys._getframe(1))
     sites: list[Site] = []
     end = None  # how many sites lie inside the outermost harness frame seen so far
