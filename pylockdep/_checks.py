@@ -11,7 +11,9 @@ first and builds the splat only for a new problem.  Checks never call user code.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from . import _splat
@@ -35,7 +37,7 @@ from ._classes import (
 )
 from ._frames import Site, Stack, capture_stack, format_file_line
 from ._graph import PathStep, dep_kind
-from ._held import H_CLASS, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, find, held_site
+from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, find, held_site
 from ._locktypes import RCU, RCU_SCHED, SRCU, WAIT_INV, LockType, effective_wait
 from ._task import Task
 
@@ -300,6 +302,8 @@ def check_prev_add(
     if edge is not None and edge.types & kind:
         return
     graph = v.graph
+    if is_plain_lock(prev.ltype) and not prev.key.token and check_token_held(prev_entry):
+        prev.key.token = True
     closes_cycle = not check_noncircular(v, t, prev_entry, cls, lock, read, site, sync)
     if graph.irq_safe_reaching(prev):  # else no irq-safe class stands behind prev
         check_irq_usage(v, t, prev_entry, cls, lock, read, site)
@@ -327,13 +331,36 @@ def check_noncircular(
     path = graph.find_path(cls, read == 2, conflict)
     if path is None:
         return True
+    classes = [step.cls for step in path.walk()]
     v.report(
         "circular",
-        (step.cls for step in path.walk()),
+        classes,
         lambda title: _splat.circular(v, t, title, prev_entry, cls, lock, read, site, path, sync),
         site=site,
+        until_handoff=tuple(c for c in classes if c.key.token and is_plain_lock(c.ltype)),
     )
     return False
+
+
+def check_token_held(entry: tuple) -> bool:
+    """A ``threading.Lock`` still held after the function that took it returned may be a token
+    that another thread hands back (a readers-writers counter's resource lock: the first reader
+    takes it, the last one, perhaps another thread, releases it), not a mutex.  Its class is marked
+    so when a new dependency leaves such a held lock; a cycle through a marked class is held back
+    until validation ends, and dropped if the class has by then been released by a thread other
+    than its acquirer (:func:`check_handoff`).  Returns True for an entry of a plain Lock, not
+    known as a hand-off, taken by code no longer running.
+    """
+    cls = entry[H_CLASS]
+    if cls.key.handoff:
+        return False
+    code = entry[H_CODE]
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return False
+        frame = frame.f_back
+    return True
 
 
 def _invert_dir(mask: int) -> int:

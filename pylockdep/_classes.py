@@ -102,7 +102,7 @@ class LockKey:
     It is one tuple, replaced whole, so a thread never pairs one validator with another's classes.
     """
 
-    __slots__ = ("name", "ltype", "site", "explicit", "cache", "handoff")
+    __slots__ = ("name", "ltype", "site", "explicit", "cache", "handoff", "token")
 
     def __init__(self, name: str, ltype: LockType, site: Site | None, explicit: Hashable | None) -> None:
         self.name = name
@@ -113,6 +113,10 @@ class LockKey:
         # A threading.Lock of this key was released by a thread other than its acquirer: locks
         # made here are hand-off signals, not mutexes (no dependencies, no owner to wait for).
         self.handoff = False
+        # A threading.Lock of this key was held on after the function that took it returned, when
+        # a dependency left it: it may be a token that another thread hands back (see
+        # pylockdep._checks.check_token_held).
+        self.token = False
 
     @property
     def validator(self) -> Any:

@@ -181,10 +181,12 @@ class Lock(_RealLock):
         return self
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
-        # Only a Lock of a site that hands locks off may be released by another thread: one that
-        # only its acquirers ever released waits for its acquirer, as a mutex does.
+        # Only a Lock of a site that hands locks off, or may (a token held on after the function
+        # that took it returned, see _checks.check_token_held), may be released by another
+        # thread: one that only its acquirers ever released waits for its acquirer, as a mutex does.
         owner = self._owner
-        return [] if owner is None or self._key.handoff else [owner.ident]
+        key = self._key
+        return [] if owner is None or key.handoff or key.token else [owner.ident]
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock (as ``_thread.lock.acquire``); True if it was taken."""

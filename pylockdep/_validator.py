@@ -70,6 +70,9 @@ class Validator:
         # Threads that ended holding threading.Locks (which another thread may still release):
         # judged when validation ends (check_leaked_locks).
         self.ended_holding: list[Task] = []
+        # Reports waiting for validation to end, each with the threading.Lock classes whose hand-off
+        # would drop it (see report()).
+        self.held_back: list[tuple[Report, tuple[LockClass, ...]]] = []
         self.off = False
         self.debug_locks = True  # cleared by the first lockdep report when the option report_once is on
         self.any_irq_usage = False
@@ -141,9 +144,17 @@ class Validator:
 
     def finish(self) -> None:
         """Validation ends (``validate()`` exits, the program or the test session is done): report
-        the ``threading.Lock``s that threads which ended still hold and nobody released."""
+        the ``threading.Lock``s that threads which ended still hold and nobody released, and the
+        reports held back for a ``threading.Lock`` that never proved to be a hand-off signal."""
         if self.ended_holding:
             self.run_check(self.task(), _checks.check_leaked_locks)
+        if self.held_back:
+            with self.graph_lock:
+                held_back, self.held_back = self.held_back, []
+                for report, tokens in held_back:
+                    if not any(cls.key.handoff for cls in tokens):
+                        self._publish(report)
+            self.flush()
 
     def class_for(self, key: LockKey, subclass: int = 0) -> LockClass:
         """The class of ``key``/``subclass`` in this validator, registering it on first use."""
@@ -211,9 +222,12 @@ class Validator:
         if owner is None:
             return  # taken before pylockdep saw it, or while validation was off
         if self.tasks.get(id(owner)) is not owner:
-            # Taken under another validator: the one that pushed it forgets it at its holder's
-            # next lock operation, rather than keep a stale entry (foreign_releases is a list
-            # that only its holder's thread empties, so appending from here is safe).
+            # Taken by a thread that has ended, or under another validator: the one that pushed
+            # it forgets it at its holder's next lock operation, rather than keep a stale entry
+            # (foreign_releases is a list that only its holder's thread empties, so appending
+            # from here is safe).
+            if owner_may_differ and any(ended is owner for ended in self.ended_holding):
+                lock._key.handoff = True  # handed back for a thread that ended holding it
             owner.foreign_releases.append(lock)
             return
         if owner is not t:
@@ -269,9 +283,14 @@ class Validator:
         site: Site | None = None,
         dedupe: tuple = (),
         title: Mapping[str, object] | None = None,
+        until_handoff: tuple[LockClass, ...] = (),
     ) -> Report | None:
         """Record a report of ``kind`` unless the same problem (kind, classes, ``dedupe``) was
         reported before; only then is the splat built.
+
+        With ``until_handoff`` (``threading.Lock`` classes), the report is built now but held back
+        until validation ends (:meth:`finish`), and dropped if by then one of the classes has shown
+        itself a hand-off signal (:func:`pylockdep._checks.check_handoff`).
 
         Called by a check under :meth:`run_check` (the graph lock held).  The report's title is
         that of ``kind`` (:func:`pylockdep._splat.title`, filled in with ``title``);
@@ -298,6 +317,15 @@ class Validator:
             sites=(format_file_line(site),) if site else (),
             origin=self.origin,
         )
+        if until_handoff:
+            self.held_back.append((report, until_handoff))
+            return report
+        self._publish(report)
+        return report
+
+    def _publish(self, report: Report) -> None:
+        """Record a built report as made (or suppressed); it reaches listeners at :meth:`flush`."""
+        kind = report.kind
         why = self.suppress.reason(report) if self.suppress is not None else None
         if why is not None:
             report = dataclasses.replace(report, suppressed=True, suppressed_by=why)
@@ -307,7 +335,6 @@ class Validator:
             if self.report_once and kind in _splat.LOCKDEP_OFF_AFTER:
                 self.debug_locks = False  # debug_locks_off(): the kernel's lockdep reports once
         self._pending.append(report)
-        return report
 
     def flush(self) -> None:
         """Hand new reports to the stream, listeners and (once the application configured

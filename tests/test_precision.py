@@ -8,11 +8,13 @@ import _thread
 import concurrent.futures
 import contextlib
 import functools
+import inspect
 import io
 import logging
 import logging.handlers
 import sys
 import threading
+import time
 import types
 
 import pytest
@@ -224,6 +226,161 @@ def run_in_threads(fn, n: int) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+# -- readers-writers with a counter --------------------------------------------------------------
+
+
+class CountedRWLock:
+    """readerwriterlock's RWLockRead: the first reader takes the resource lock under the counter's
+    lock, the last reader (perhaps another thread) releases it, each in a method of its own."""
+
+    def __init__(self) -> None:
+        self.readers = 0
+        self.resource = threading.Lock()
+        self.counter = threading.Lock()
+
+    def acquire_read(self) -> None:
+        with self.counter:
+            self.readers += 1
+            if self.readers == 1:
+                self.resource.acquire()
+
+    def release_read(self) -> None:
+        with self.counter:
+            self.readers -= 1
+            if self.readers == 0:
+                self.resource.release()
+
+    def acquire_write(self) -> None:
+        self.resource.acquire()
+
+    def release_write(self) -> None:
+        self.resource.release()
+
+
+def one_after_another(*steps) -> None:
+    """Run each step in a thread of its own, one thread after the other."""
+    for step in steps:
+        t = threading.Thread(target=step)
+        t.start()
+        t.join()
+
+
+def test_readers_writers_counter_whose_last_reader_releases_the_resource_is_clean():
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        rw = CountedRWLock()
+        rw.acquire_read()  # alone: the reader that took the resource releases it (a cycle, held back)
+        rw.release_read()
+        # Two readers overlap; the second releases the resource the first (now ended) took.
+        one_after_another(rw.acquire_read, rw.acquire_read, rw.release_read, rw.release_read)
+        rw.acquire_write()
+        rw.release_write()
+        assert v.reports == []
+    assert v.reports == []
+    assert rw.resource._key.handoff
+
+
+def test_a_wait_cycle_through_a_token_lock_waits_for_its_hand_off():
+    """readerwriterlock's RWLockFairD: a reader holds the writers' Lock for the readers (a token,
+    taken in a function that returned) and waits for a Lock that a writer holds, while the writer
+    waits for the token.  Another reader hands the token back: no DeadlockError, and no report."""
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        token, gate = threading.Lock(), threading.Lock()
+        errors: list[BaseException] = []
+
+        def take_token() -> None:
+            token.acquire()
+
+        def guarded(fn):
+            def run() -> None:
+                try:
+                    fn()
+                except BaseException as exc:  # noqa: BLE001 - the test reports what a thread raised
+                    errors.append(exc)
+
+            return threading.Thread(target=run)
+
+        def writer() -> None:
+            with gate:
+                blocked.wait()
+                with token:
+                    pass
+
+        def reader() -> None:
+            take_token()
+            with gate:  # waits for the writer, which waits for the token this reader holds
+                pass
+
+        blocked = threading.Event()
+        w, r = guarded(writer), guarded(reader)
+        w.start()
+        while not gate.locked():
+            pass
+        r.start()
+        wait_until_waiting(v, r)
+        blocked.set()
+        wait_until_waiting(v, w)
+        token.release()  # the last reader hands the token back
+        w.join(20)
+        r.join(20)
+        assert not w.is_alive() and not r.is_alive()
+        assert errors == []
+    assert v.reports == []
+
+
+def wait_until_waiting(v: pylockdep.Validator, thread: threading.Thread) -> None:
+    """Wait until ``thread`` waits for a lock, as the validator sees it."""
+    deadline = time.monotonic() + 20
+    while not any(t.ident == thread.ident and t.waiting is not None for t in list(v.tasks.values())):
+        assert thread.is_alive() and time.monotonic() < deadline, f"{thread.name} never waited"
+        time.sleep(0.005)
+
+
+class Ledger:
+    """A lock taken in one method and released in another, in both orders with a second lock: a
+    real ABBA that nothing hands off."""
+
+    def __init__(self) -> None:
+        self.entries = threading.Lock()
+        self.audit = threading.Lock()
+
+    def begin(self) -> None:
+        self.entries.acquire()
+
+    def end(self) -> None:
+        with self.audit:
+            self.entries.release()
+
+    def audit_then_entries(self) -> None:
+        with self.audit, self.entries:
+            pass
+
+
+def test_a_real_cycle_through_a_lock_held_across_methods_is_reported_when_validation_ends():
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        ledger = Ledger()
+        ledger.audit_then_entries()
+        ledger.begin()
+        ledger.end()  # entries held since begin() returned, then audit taken: the cycle closes
+        assert v.reports == []  # held back: entries could yet prove to be a hand-off signal
+    assert [(r.kind, sorted(r.classes)) for r in v.reports] == [
+        (
+            "circular",
+            sorted(
+                [
+                    "Ledger.audit@" + file_line_of(Ledger, "self.audit ="),
+                    "Ledger.entries@" + file_line_of(Ledger, "self.entries ="),
+                ]
+            ),
+        )
+    ]
+
+
+def file_line_of(cls: type, text: str) -> str:
+    """``file.py:LINE`` of the line of ``cls``'s source holding ``text``."""
+    lines, first = inspect.getsourcelines(cls)
+    return f"{FILE}:{first + next(i for i, line in enumerate(lines) if text in line)}"
 
 
 # -- hand-off locks ------------------------------------------------------------------------------
