@@ -26,9 +26,10 @@ What each type is to the validator:
 
 Awaiting a task is a wait for work, modelled as :mod:`pylockdep._waits` models joining a thread: a
 task runs holding a completion map of its own, ``(task)function@file:line`` after its coroutine
-function's definition, and a task that suspends awaiting another task (directly, through ``gather()``, or
-through ``wait_for()`` from 3.12 on) while it holds locks touches the awaited task's map.  A lock
-held by the awaiter that the awaited task takes is then an ordinary cycle in the graph.
+function's definition, and a task that suspends awaiting other tasks (directly, through ``gather()``,
+``wait_for()``, ``asyncio.wait()`` or a ``TaskGroup``'s exit) while it holds locks touches the awaited
+tasks' maps when it resumes, with the locks it held all through the wait.  A lock held by the
+awaiter that the awaited task takes is then an ordinary cycle in the graph.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ import _thread
 import asyncio
 import concurrent.futures
 import os
+import sys
 import weakref
 from asyncio import events
+from collections.abc import Callable
 from sys import _getframe
 from types import FrameType
 from typing import Any
@@ -83,7 +86,7 @@ class TaskHolder(Task):
     ident of the thread whose loop runs the task; ``running`` whether one of its steps is running.
     """
 
-    __slots__ = ("task_ref", "loop_thread", "running", "work", "working")
+    __slots__ = ("task_ref", "loop_thread", "running", "work", "working", "awaiting")
 
     def __init__(self, task: asyncio.Task, holders: dict[int, TaskHolder]) -> None:
         super().__init__(task.get_name(), id(task))
@@ -94,6 +97,7 @@ class TaskHolder(Task):
         self.running = False
         self.work = _task_map(task)  # the task's completion map (None: not a coroutine's task)
         self.working = False  # whether its steps have started: it holds ``work`` from then on
+        self.awaiting: list[_waits.CompletionMap] = []  # maps of the tasks it waits for while suspended
 
 
 def _holders(v: Validator) -> dict[int, TaskHolder]:
@@ -150,6 +154,8 @@ def _step(handle: events.Handle) -> None:
     if work is not None and not h.working:
         h.working = True
         _waits.hold(work, _coro_frame(task) or _getframe())
+    if h.awaiting:
+        _waited(h, task)
     h.running = True
     try:
         _plain_run(handle)
@@ -177,17 +183,28 @@ def _task_exited(v: Validator, h: TaskHolder) -> None:
 
 def _task_suspended(v: Validator, h: TaskHolder, task: asyncio.Task) -> None:
     """The task yielded to its loop: locks that block the thread must not be held across that, and
-    while it holds locks, the tasks it awaits wait for them (their maps are touched)."""
+    while it holds locks, the tasks it awaits are noted, to be touched when it resumes."""
     held = h.held
     if any(_checks.blocks_thread(entry.cls.ltype) for entry in held):
         v.run_check(h, _checks.check_scheduling_while_atomic, suspended_stack(task))
     if any(not entry.cls.ltype.pseudo for entry in held):
-        awaited = _awaited_maps(v, task._fut_waiter)
-        if awaited:
-            frame = _coro_frame(task, innermost=True)
-            with stack_standing_in(suspended_stack(task)):
-                for work in awaited:
-                    _waits.touch(work, frame)  # type: ignore[arg-type]
+        h.awaiting = _awaited_maps(v, task)
+
+
+def _waited(h: TaskHolder, task: asyncio.Task) -> None:
+    """The task resumes after awaiting tasks: the locks it held all through the wait (those it
+    holds now, as a suspended task takes nothing) wait for them, so their maps are touched.
+
+    Touching on resumption rather than on suspension leaves out a lock that the awaited work
+    released for the awaiter meanwhile: 3.11's ``wait_for(cond.wait(), timeout)`` runs the
+    condition's wait, which gives the awaiter's lock back, in a task of its own.
+    """
+    awaited, h.awaiting = h.awaiting, []
+    if any(not entry.cls.ltype.pseudo for entry in h.held):
+        frame = _coro_frame(task, innermost=True)
+        with stack_standing_in(suspended_stack(task)):
+            for work in awaited:
+                _waits.touch(work, frame)  # type: ignore[arg-type]
 
 
 def _task_map(task: asyncio.Task) -> _waits.CompletionMap | None:
@@ -207,19 +224,58 @@ def _task_map(task: asyncio.Task) -> _waits.CompletionMap | None:
 _task_keys: dict[Any, LockKey] = {}  # coroutine code -> the key of its tasks' maps
 
 
-def _awaited_maps(v: Validator, waiter: object) -> list[_waits.CompletionMap]:
-    """The maps of the tasks a suspended task waits for through ``waiter`` (its ``_fut_waiter``):
-    a task itself, or the tasks ``gather()`` gathers.  Other futures stand for no known work."""
+def _awaited_maps(v: Validator, task: asyncio.Task) -> list[_waits.CompletionMap]:
+    """The maps of the tasks a suspended ``task`` waits for: the task it awaits, the tasks a
+    ``gather()`` it awaits gathers, or the tasks one of asyncio's waiting coroutines in its chain
+    waits for (:data:`_WAITING`).  Other futures stand for no known work."""
+    waiter = task._fut_waiter
     if isinstance(waiter, asyncio.Task):
-        tasks = [waiter]
+        tasks: Any = [waiter]
     else:
-        tasks = [c for c in getattr(waiter, "_children", ()) if isinstance(c, asyncio.Task)]
+        tasks = getattr(waiter, "_children", None)
+        if tasks is None:
+            tasks = _awaited_by_asyncio(task)
     found = []
     for awaited in tasks:
-        work = holder_of(v, awaited).work
-        if work is not None:
-            found.append(work)
+        if isinstance(awaited, asyncio.Task):
+            # A finished task has no holder any more; a map of its class stands for its own.
+            work = _task_map(awaited) if awaited.done() else holder_of(v, awaited).work
+            if work is not None:
+                found.append(work)
     return found
+
+
+def _awaited_by_asyncio(task: asyncio.Task) -> Any:
+    """The futures that the innermost of asyncio's waiting coroutines in ``task``'s chain of
+    awaits waits for (none when no such coroutine is suspended there)."""
+    found: Any = ()
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None)
+        if frame is None:
+            break
+        waits_for = _WAITING.get(frame.f_code)
+        if waits_for is not None:
+            found = waits_for(frame.f_locals)
+        coro = getattr(coro, "cr_await", None)
+    return found
+
+
+def _waiting_coroutines() -> dict[Any, Callable[[Any], Any]]:
+    """asyncio's coroutines that wait for tasks through a future of their own, each with what
+    reads the futures it waits for from its frame's locals: ``asyncio.wait()``'s ``_wait()``, a
+    ``TaskGroup``'s exit, and 3.11's ``wait_for()`` with a timeout (from 3.12 on, ``wait_for()``
+    awaits the task itself)."""
+    found: dict[Any, Callable[[Any], Any]] = {
+        asyncio.tasks._wait.__code__: lambda f: f.get("fs", ()),  # type: ignore[attr-defined]
+        asyncio.TaskGroup.__aexit__.__code__: lambda f: f["self"]._tasks,
+    }
+    if sys.version_info < (3, 12):
+        found[asyncio.tasks.wait_for.__code__] = lambda f: (f.get("fut"),)
+    return found
+
+
+_WAITING = _waiting_coroutines()
 
 
 def _coro_frame(task: asyncio.Task, innermost: bool = False) -> FrameType | None:
