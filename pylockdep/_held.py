@@ -101,20 +101,32 @@ def variant(cls: LockClass, read: int, trylock: bool) -> int:
 def push(
     t: Task, lock: LockMap, cls: LockClass, read: int, trylock: bool, code: CodeType, lasti: int, key: int
 ) -> None:
-    """Push ``lock`` on the holder's stack; ``key`` is the new chain key (from :func:`chain_key`)."""
+    """Push ``lock`` on the holder's stack; ``key`` is the new chain key (from :func:`chain_key`).
+
+    A signal handler, finalizer or trace hook that runs in between sees the entry before its chain
+    key and spin count: what it validates then depends on the lock too, which is true.
+    """
     spins = cls.spins
-    if spins:
-        t.spins += 1
     t.held.append(_new_entry(HeldLock, (lock, cls, read, trylock, code, lasti, t.key, t.irq, spins, t.ctx)))
     t.key = key
+    if spins:
+        t.spins += 1
 
 
 def pop(t: Task) -> HeldLock:
-    """Pop the most recent lock off the holder's stack and restore the chain key from before it."""
-    entry = t.held.pop()
-    t.key = entry.prev_key
+    """Pop the most recent lock off the holder's stack and restore the chain key from before it.
+
+    The key and spin count go back before the entry leaves: a handler, finalizer or trace hook that
+    runs in between sees the lock still held under the older key, so what it validates there
+    depends on the lock too (true: it is not released yet), and no chain is cached as validated
+    under a key that claims a lock the stack does not hold.
+    """
+    held = t.held
+    entry = held[-1]
     if entry.spins:
         t.spins -= 1
+    t.key = entry.prev_key
+    held.pop()
     return entry
 
 

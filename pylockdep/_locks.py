@@ -17,6 +17,7 @@ import threading
 import weakref
 from collections.abc import Hashable
 from contextlib import AbstractContextManager
+from functools import partial
 from sys import _getframe
 from types import FrameType
 from typing import Any
@@ -39,36 +40,76 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
     A ``trylock`` takes the lock only if it is free and is validated only when it succeeds (a
     failed trylock changes nothing); returns whether the lock was taken.  ``frame`` is the
     caller's, for the acquisition site.
+
+    An exception raised by a signal handler (KeyboardInterrupt) between taking the real lock and
+    recording it would leave the lock taken with nobody holding it.  So each real acquisition's
+    outcome is stored in ``got`` by one bytecode (a list display over ``map``, in which no
+    handler runs), and an acquisition interrupted after it is undone: as with CPython's own
+    lock, the exception means the lock was not taken.
     """
-    if trylock and not lock._try(read):
-        return False
-    v = active.validator
-    if v.off:
-        if not trylock and not lock._try(read):
-            _waitfor.wait(v, v.task(), lock, read, lambda s: lock._timed(read, s))
-        return True
+    got = _NOT_TAKEN
     try:
-        t = v.local.task
-    except AttributeError:
-        t = v.new_task()
-    if t.foreign_releases:
-        drop_foreign(v, t)
-    owner, classes = lock._key.cache
-    cls = classes[subclass] if owner is v else None
-    if cls is None:
-        cls = v.class_for(lock._key, subclass)
-    key = chain_key(t.key, t.ctx, cls.variants[read + VARIANT_TRY if trylock else read])
-    if key not in v.chains:
-        v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno)
-    if not trylock and not lock._try(read):
-        _waitfor.wait(v, t, lock, read, lambda s: lock._timed(read, s))
-    lock._owner = t
-    # The instruction offset, not f_lineno: finding the line costs time proportional to the
-    # function's length, so it is worked out only when a report prints the site.
-    push(t, lock, cls, read, trylock, frame.f_code, frame.f_lasti, key)
+        if trylock:
+            got = [*map(lock._try, _MODE_ARGS[read])]
+            if not got[0]:
+                return False
+        v = active.validator
+        if v.off:
+            if not trylock:
+                got = [*map(lock._try, _MODE_ARGS[read])]
+                if not got[0]:
+                    _waitfor.wait(v, v.task(), lock, read, partial(_timed_into, got, lock, read))
+            return True
+        try:
+            t = v.local.task
+        except AttributeError:
+            t = v.new_task()
+        if t.foreign_releases:
+            drop_foreign(v, t)
+        owner, classes = lock._key.cache
+        cls = classes[subclass] if owner is v else None
+        if cls is None:
+            cls = v.class_for(lock._key, subclass)
+        key = chain_key(t.key, t.ctx, cls.variants[read + VARIANT_TRY if trylock else read])
+        if key not in v.chains:
+            v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno)
+        if not trylock:
+            got = [*map(lock._try, _MODE_ARGS[read])]
+            if not got[0]:
+                _waitfor.wait(v, t, lock, read, partial(_timed_into, got, lock, read))
+        lock._owner = t
+        # The instruction offset, not f_lineno: finding the line costs time proportional to the
+        # function's length, so it is worked out only when a report prints the site.
+        push(t, lock, cls, read, trylock, frame.f_code, frame.f_lasti, key)
+    except BaseException:
+        if got[-1]:
+            _undo_acquire(lock, read)
+        raise
     if len(t.held) >= v.max_lock_depth:
         v.depth_exceeded(t)
     return True
+
+
+_NOT_TAKEN = [False]  # what an acquisition has got before its first real attempt
+_MODE_ARGS = ((0,), (1,), (2,))  # the argument of _try(read), by read mode
+
+
+def _timed_into(got: list[bool], lock: Primitive, read: int, seconds: float) -> bool:
+    """One timed attempt of a wait, its outcome appended to ``got`` (see :func:`_acquire`)."""
+    got.extend(map(lock._timed, _MODE_ARGS[read], (seconds,)))
+    return got[-1]
+
+
+def _undo_acquire(lock: Primitive, read: int) -> None:
+    """Forget and release ``lock``, which an interrupted acquisition took (and may have pushed)."""
+    v = active.validator
+    if not v.off:
+        t = v.task()
+        index = find(t, lock)
+        if index >= 0:
+            remove(v, t, index)
+    lock._owner = None
+    lock._unlock(read)
 
 
 def _release(lock: Primitive, read: int) -> None:
@@ -81,8 +122,16 @@ def _release(lock: Primitive, read: int) -> None:
             t = v.new_task()
         held = t.held
         if held and held[-1].lock is lock and not t.foreign_releases:
-            pop(t)
-        elif not _release_slow(v, t, lock, read):
+            entry = held[-1]
+            try:
+                pop(t)
+            finally:  # interrupted or not, the lock is released and off the stack
+                if held and held[-1] is entry:
+                    pop(t)
+                lock._owner = None
+                lock._unlock(read)
+            return
+        if not _release_slow(v, t, lock, read):
             return
     elif not lock._is_held(read):
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import io
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,7 @@ import pytest
 
 import pylockdep
 from pylockdep import _validator, _waitfor
+from pylockdep._fastpath import ACCELERATED
 
 
 def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -206,6 +208,116 @@ def test_a_raising_listener_or_log_processor_does_not_break_the_program(capfd: p
     err = capfd.readouterr().err
     assert "to the structlog: ValueError: processor failed" in err
     assert "RuntimeError: listener failed" in err
+
+
+def test_a_trace_hook_taking_a_lock_inside_a_release_leaves_the_chain_cache_sound() -> None:
+    """Pure path: a trace hook takes lock C at one line of the held-stack pop of A's release (each
+    line in turn, each time with new locks and a new validator).  Whatever it sees there must not
+    cache a chain as validated under a key that claims A while the stack lacks it: the later cycle
+    A -> C, C -> A is found every time."""
+    result = run_python("""
+        import os, sys
+        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
+        import pylockdep
+        from pylockdep import _held
+        found = []
+        for at_line in range(8):
+            A, C = pylockdep.Mutex(f"A{at_line}"), pylockdep.Mutex(f"C{at_line}")
+            lines = 0
+            def local(frame, event, arg):
+                global lines
+                if event == "line":
+                    lines += 1
+                    if lines == at_line + 1:
+                        with C:
+                            pass
+                return local
+            def calls(frame, event, arg):
+                return local if frame.f_code is _held.pop.__code__ and lines <= at_line else None
+            with pylockdep.validate(raise_on_report=False, stream=None) as v:
+                A.acquire()
+                sys.settrace(calls)
+                A.release()
+                sys.settrace(None)
+                with A:
+                    with C:
+                        pass
+                with C:
+                    with A:
+                        pass
+            found.append([r.kind for r in v.reports])
+        print(found)
+    """)
+    assert result.stdout == str([["circular"]] * 8) + "\n", result.stdout + result.stderr
+
+
+# -- asynchronous exceptions --------------------------------------------------------------------
+
+KEYBOARD_INTERRUPT_STORM = """
+    import os, signal, sys, threading
+    if sys.argv[1] == "pure":
+        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
+    import pylockdep
+    from pylockdep._fastpath import ACCELERATED
+    assert ACCELERATED == (sys.argv[1] == "c")
+    armed = False
+    def interrupt(signum, frame):  # at most one interrupt per arming, inside the try below
+        global armed
+        if armed:
+            armed = False
+            raise KeyboardInterrupt
+    signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.00002)
+    taken_unrecorded = recorded_unreleased = interrupted = 0
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        for run in range(12):
+            lock = pylockdep.Mutex(f"m{run}") if run % 2 else threading.Lock()
+            for _ in range(3000):
+                try:
+                    armed = True
+                    with lock:
+                        pass
+                    armed = False
+                except KeyboardInterrupt:
+                    interrupted += 1
+                except pylockdep.DeadlockError:  # the lock is still held by this thread
+                    armed = False
+                    break
+            held = v.task().held
+            recorded = any(e.lock is lock for e in held)
+            if lock.locked() and not recorded:
+                taken_unrecorded += 1
+            elif recorded:
+                recorded_unreleased += 1
+                held[:] = [e for e in held if e.lock is not lock]
+            if lock.locked():
+                lock._real.release()
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    print(taken_unrecorded, recorded_unreleased, interrupted)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer()")
+@pytest.mark.parametrize("path", ["c", "pure"])
+def test_keyboard_interrupts_never_leave_a_lock_taken_that_nobody_holds(path) -> None:
+    """A storm of KeyboardInterrupts on ``with lock:``.  The C path is as safe as CPython's lock.
+    The pure path never leaves the real lock taken unrecorded; an interrupt that lands as the
+    Python ``__exit__`` is entered leaves the lock held and recorded, as any context manager
+    written in Python would (documented)."""
+    if path == "c" and not ACCELERATED:
+        pytest.skip("the C module is not in use")
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(KEYBOARD_INTERRUPT_STORM), path],
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    taken_unrecorded, recorded_unreleased, interrupted = map(int, result.stdout.split())
+    assert interrupted > 100  # the storm did land
+    assert taken_unrecorded == 0
+    if path == "c":
+        assert recorded_unreleased == 0
 
 
 # -- fork ---------------------------------------------------------------------------------------
