@@ -6,8 +6,9 @@ it (``def _create_lock(self): return RLock()``) is not the site: its caller is, 
 assigned from such a helper is a class of its own.
 
 The class name says where the lock lives when the code shows it: ``Owner.attr@file.py:LINE`` for
-``self.attr = ...`` in a method of ``Owner``, else ``KIND@file.py:LINE`` (``Lock``, ``RLock``, or the
-threading type that made the lock).  A second site on a line already naming a class of the same
+``self.attr = ...`` in a method of ``Owner`` or ``attr = ...`` in the body of class ``Owner``,
+``name@file.py:LINE`` for a module's global ``name = ...``, else ``KIND@file.py:LINE`` (``Lock``,
+``RLock``, or the threading type that made the lock).  A second site on a line already naming a class of the same
 name adds its column, ``...@file.py:LINE:COL``.  Every name keeps ``file.py:LINE``, which
 suppressions and outside tools match on.
 
@@ -21,7 +22,8 @@ from types import CodeType, FrameType
 
 from ._frames import format_file_line, is_internal
 
-# (code, offset of the call) -> what follows the call: ("return",), ("attr", owner, name) or ().
+# (code, offset of the call) -> what follows the call: ("return",), ("attr", owner, name),
+# ("name", global or Class.attr) or ().
 _after_call: dict[tuple[CodeType, int], tuple[str, ...]] = {}
 # (code, f_lasti, kind) -> class name; (code, line, name) -> the call offset that took it first.
 _names: dict[tuple[CodeType, int, str], str] = {}
@@ -42,6 +44,12 @@ def _call_at(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int | No
     after: tuple[str, ...] = ()
     if following and following[0].opname == "RETURN_VALUE":
         after = ("return",)
+    elif following and following[0].opname == "STORE_GLOBAL":
+        after = ("name", following[0].argval)
+    elif following and following[0].opname == "STORE_NAME":
+        # A module's body binds a global; any other code that stores names is a class body.
+        owner = "" if code.co_name == "<module>" else f"{code.co_qualname}."
+        after = ("name", owner + following[0].argval)
     elif (
         len(following) == 2
         and following[0].opname == "LOAD_FAST"
@@ -81,7 +89,12 @@ def class_name(kind: str, frame: FrameType) -> str:
     name = _names.get((code, frame.f_lasti, kind))
     if name is None:
         offset, after, column = _what_follows(code, frame.f_lasti)
-        base = f"{after[1]}.{after[2]}" if after[:1] == ("attr",) else kind
+        if after[:1] == ("attr",):
+            base = f"{after[1]}.{after[2]}"
+        elif after[:1] == ("name",):
+            base = after[1]
+        else:
+            base = kind
         name = f"{base}@{format_file_line((code, frame.f_lineno))}"
         first = _first_on_line.setdefault((code, frame.f_lineno, name), offset)
         if first != offset and column is not None:

@@ -82,7 +82,7 @@ def test_svg_and_html_outputs_of_pylockdep_run(tmp_path: Path) -> None:
     )
     assert done.returncode == 66, done.stderr
     svg = (tmp_path / "g.svg").read_text()
-    assert svg.startswith("<svg") and "Lock@abba.py:2" in svg and 'id="class_0"' in svg
+    assert svg.startswith("<svg") and "a@abba.py:2" in svg and 'id="class_0"' in svg
     page = (tmp_path / "g.html").read_text()
     assert "<svg" in page and "WARNING: possible circular locking dependency detected" in page
 

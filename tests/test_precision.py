@@ -71,6 +71,32 @@ def test_two_creation_sites_on_one_line_are_two_classes_and_their_abba_is_circul
     assert sorted(report.classes) == sorted([f"Lock@{FILE}:{line}", f"Lock@{FILE}:{line}:30"])
 
 
+NAMED = """\
+import threading
+registry_lock = threading.Lock()
+class Cache:
+    lock = threading.RLock()
+def setup():
+    global late_lock
+    late_lock = threading.Lock()
+    local = threading.Lock()
+    return local
+setup()
+"""
+
+
+def test_globals_and_class_attributes_name_their_locks(v):
+    """A lock assigned to a module global (at the top level or through ``global``) or to a class
+    attribute in the class body is named after it; a local variable's keeps its type."""
+    namespace: dict = {"__name__": "named"}
+    exec(compile(NAMED, "named.py", "exec"), namespace)
+    local = namespace["setup"]()
+    assert namespace["registry_lock"].name == "registry_lock@named.py:2"
+    assert namespace["Cache"].lock.name == "Cache.lock@named.py:4"
+    assert namespace["late_lock"].name == "late_lock@named.py:7"
+    assert local.name == "Lock@named.py:8"
+
+
 def test_instances_of_one_site_share_a_class():
     with pylockdep.instrument_threading():
         locks = [Scheduler() for _ in range(2)]

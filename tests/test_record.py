@@ -50,7 +50,7 @@ def test_recording_is_versioned_data_with_stable_class_names(recorded: Path) -> 
     data = _record.load(str(recorded / "job1.json"))
     assert (data["format"], data["version"], data["source"]) == ("pylockdep-graph", 1, "job1.json")
     names = sorted(c["name"] for c in data["graph"]["classes"])
-    assert names == ["Lock@prog.py:2", "Lock@prog.py:3"]
+    assert names == ["a@prog.py:2", "b@prog.py:3"]
     (edge,) = data["graph"]["edges"]
     assert edge["stack"] == ["<module>+prog.py:5"]
 
@@ -64,7 +64,7 @@ def test_merge_reports_the_cycle_only_the_union_shows_naming_each_run(recorded: 
     assert "[job2.json.gz, thread MainThread/" in result.stderr and "<module>+prog.py:8" in result.stderr
     assert "1 cycle(s) that no single run saw" in result.stderr
     (report,) = [json.loads(line) for line in (recorded / "cycles.jsonl").read_text().splitlines()]
-    assert report["kind"] == "circular" and sorted(report["classes"]) == ["Lock@prog.py:2", "Lock@prog.py:3"]
+    assert report["kind"] == "circular" and sorted(report["classes"]) == ["a@prog.py:2", "b@prog.py:3"]
 
 
 def test_merge_leaves_a_cycle_one_run_saw_whole_to_that_run(tmp_path: Path) -> None:

@@ -155,4 +155,4 @@ def test_logging_dictconfig_against_handler_close_is_circular(tmp_path):
     )
     assert "WARNING: possible circular locking dependency detected" in result.stderr, result.stderr
     names = (tmp_path / "out.jsonl").read_text()
-    assert "Handler.lock@logging/__init__.py:" in names and "RLock@logging/__init__.py:" in names
+    assert "Handler.lock@logging/__init__.py:" in names and "_lock@logging/__init__.py:" in names

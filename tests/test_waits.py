@@ -263,7 +263,7 @@ def test_otel_real_logging_dictconfig_under_pylockdep_run(tmp_path):
     buggy, fixed = results["buggy"], results["fixed"]
     assert buggy.returncode == REPORT_STATUS, buggy.stderr
     assert "WARNING: possible circular locking dependency detected" in buggy.stderr
-    assert "(work_completion)otel.py:" in buggy.stderr and "RLock@logging/__init__.py:" in buggy.stderr
+    assert "(work_completion)otel.py:" in buggy.stderr and "_lock@logging/__init__.py:" in buggy.stderr
     assert "refused: deadlock" in buggy.stdout
     assert fixed.returncode == 0, fixed.stderr
     assert "flushed" in fixed.stdout
