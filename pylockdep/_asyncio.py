@@ -25,8 +25,8 @@ What each type is to the validator:
 - ``Event.wait()`` may sleep too, and is checked the same way.
 
 Awaiting a task is a wait for work, modelled as :mod:`pylockdep._waits` models joining a thread: a
-task runs holding a completion map of its own, ``(task)function@file:line`` after its coroutine
-function's definition, and a task that suspends awaiting other tasks (directly, through ``gather()``,
+task runs holding a completion map of its own, ``(task)file:line`` after the line that made the task
+(:func:`_create_task`), and a task that suspends awaiting other tasks (directly, through ``gather()``,
 ``wait_for()``, ``asyncio.wait()`` or a ``TaskGroup``'s exit) while it holds locks touches the awaited
 tasks' maps when it resumes, with the locks it held all through the wait.  A lock held by the
 awaiter that the awaited task takes is then an ordinary cycle in the graph.
@@ -52,6 +52,7 @@ from ._fastpath import holder_changed
 from ._frames import Site, Stack, format_file_line, is_harness, is_internal, stack_standing_in
 from ._held import chain_key, drop_foreign, find, pop, push, remove
 from ._report import DeadlockError
+from ._sites import creation_frame
 from ._task import Task
 from ._validator import Validator, active
 
@@ -74,6 +75,7 @@ _PlainBoundedSemaphore = asyncio.locks.BoundedSemaphore
 _PlainCondition = asyncio.locks.Condition
 _PlainEvent = asyncio.locks.Event
 _plain_run = events.Handle._run
+_plain_create_task = asyncio.base_events.BaseEventLoop.create_task
 
 
 # -- holders -----------------------------------------------------------------------------------
@@ -207,12 +209,47 @@ def _waited(h: TaskHolder, task: asyncio.Task) -> None:
                 _waits.touch(work, frame)  # type: ignore[arg-type]
 
 
+def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio.Task]:
+    """``BaseEventLoop.create_task``, which every standard way to make a task goes through: the
+    task's map is named after the line that asked for the task (``(task)file:line``, the first
+    line outside asyncio and pylockdep, with the precision rules of lock classes)."""
+
+    def create_task(self: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task:
+        task = original(self, coro, **kwargs)
+        if active.validator.off or task.done():
+            return task
+        frame = _getframe(1)
+        while frame is not None and (
+            frame.f_code.co_filename.startswith(_ASYNCIO_DIR) or is_internal(frame.f_code.co_filename)
+        ):
+            frame = frame.f_back
+        key = _waits.map_key("task", creation_frame(frame)) if frame is not None else None
+        if key is not None:
+            setattr(task, _MAP_KEY, key)
+            # An eager task (3.12+) ran its first step inside create_task(): its holder exists.
+            h = _holders(active.validator).get(id(task))
+            if h is not None and h.work is not None and not h.working:
+                h.work = _waits.CompletionMap(key)
+        return task
+
+    create_task.__doc__ = original.__doc__
+    return create_task
+
+
+_instrumented_create_task = _create_task(_plain_create_task)
+_MAP_KEY = "_lockdep_map_key"  # on a task made by create_task(): the key of its map's class
+
+
 def _task_map(task: asyncio.Task) -> _waits.CompletionMap | None:
     """A new completion map for ``task``: of class ``(task)function@file:line``, the definition of
-    its coroutine function (None for a task of some other awaitable)."""
+    its coroutine function (None for a task of some other awaitable).  A task made through
+    ``create_task`` gets one named after the line that made it instead (:func:`_create_task`)."""
     code = getattr(task.get_coro(), "cr_code", None)
     if code is None:
         return None
+    made_at = getattr(task, _MAP_KEY, None)
+    if made_at is not None:
+        return _waits.CompletionMap(made_at)
     key = _task_keys.get(code)
     if key is None:
         site = (code, code.co_firstlineno)
@@ -594,18 +631,20 @@ _REPLACED = {
 
 
 def install() -> None:
-    """Make asyncio's lock types the validated ones, run task steps with their holders and watch
-    ``run_coroutine_threadsafe()``'s futures."""
+    """Make asyncio's lock types the validated ones, run task steps with their holders, name tasks'
+    maps after the lines that make them and watch ``run_coroutine_threadsafe()``'s futures."""
     for module in (asyncio, asyncio.locks):
         for name, replacement in _REPLACED.items():
             setattr(module, name, replacement)
     for module in (asyncio, asyncio.tasks):
         module.run_coroutine_threadsafe = run_coroutine_threadsafe  # type: ignore[attr-defined]
     events.Handle._run = _step  # type: ignore[method-assign]
+    asyncio.base_events.BaseEventLoop.create_task = _instrumented_create_task  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
-    """Put CPython's types, functions and ``Handle._run`` back (locks already made stay validated)."""
+    """Put CPython's types, functions, ``Handle._run`` and ``create_task`` back (locks already made
+    stay validated)."""
     for module in (asyncio, asyncio.locks):
         for name, replacement in _REPLACED.items():
             if getattr(module, name) is replacement:
@@ -615,3 +654,5 @@ def uninstall() -> None:
             module.run_coroutine_threadsafe = _plain_run_coroutine_threadsafe  # type: ignore[attr-defined]
     if events.Handle._run is _step:
         events.Handle._run = _plain_run  # type: ignore[method-assign]
+    if asyncio.base_events.BaseEventLoop.create_task is _instrumented_create_task:
+        asyncio.base_events.BaseEventLoop.create_task = _plain_create_task  # type: ignore[method-assign]
