@@ -28,8 +28,9 @@ Awaiting a task is a wait for work, modelled as :mod:`pylockdep._waits` models j
 task runs holding a completion map of its own, ``(task)file:line`` after the line that made the task
 (:func:`_create_task`), and a task that suspends awaiting other tasks (directly, through ``gather()``,
 ``wait_for()``, ``asyncio.wait()`` or a ``TaskGroup``'s exit) while it holds locks touches the awaited
-tasks' maps when it resumes, with the locks it held all through the wait.  A lock held by the
-awaiter that the awaited task takes is then an ordinary cycle in the graph.
+tasks' maps when it resumes, with the locks it held all through the wait (at once, when an awaited
+task is waiting for one of those locks).  A lock held by the awaiter that the awaited task takes is
+then an ordinary cycle in the graph.
 """
 
 from __future__ import annotations
@@ -190,7 +191,9 @@ def _task_suspended(v: Validator, h: TaskHolder, task: asyncio.Task) -> None:
     if any(_checks.blocks_thread(entry.cls.ltype) for entry in held):
         v.run_check(h, _checks.check_scheduling_while_atomic, suspended_stack(task))
     if any(not entry.cls.ltype.pseudo for entry in held):
-        h.awaiting = _awaited_maps(v, task)
+        h.awaiting, stuck = _awaited_maps(v, h, task)
+        if stuck:
+            _waited(h, task)  # the wait cycle is closed now: the task may never resume to tell
 
 
 def _waited(h: TaskHolder, task: asyncio.Task) -> None:
@@ -240,6 +243,25 @@ _instrumented_create_task = _create_task(_plain_create_task)
 _MAP_KEY = "_lockdep_map_key"  # on a task made by create_task(): the key of its map's class
 
 
+def _awaiter_blocks(v: Validator, awaiter: TaskHolder) -> None:
+    """The calling task is about to wait for a lock that ``awaiter`` holds while it is suspended
+    awaiting the calling task: the wait may never end, and ``awaiter`` never resume to touch the
+    maps it awaits.  Touch them now, as ``awaiter`` (the locks it holds have been held all through
+    its wait so far), so that the cycle is reported while the tasks are stuck."""
+    task = awaiter.task_ref()
+    if task is None:
+        return
+    local = v.local
+    current = local.task
+    local.task = awaiter
+    holder_changed()
+    try:
+        _waited(awaiter, task)
+    finally:
+        local.task = current
+        holder_changed()
+
+
 def _task_map(task: asyncio.Task) -> _waits.CompletionMap | None:
     """A new completion map for ``task``: of class ``(task)function@file:line``, the definition of
     its coroutine function (None for a task of some other awaitable).  A task made through
@@ -261,10 +283,11 @@ def _task_map(task: asyncio.Task) -> _waits.CompletionMap | None:
 _task_keys: dict[Any, LockKey] = {}  # coroutine code -> the key of its tasks' maps
 
 
-def _awaited_maps(v: Validator, task: asyncio.Task) -> list[_waits.CompletionMap]:
-    """The maps of the tasks a suspended ``task`` waits for: the task it awaits, the tasks a
-    ``gather()`` it awaits gathers, or the tasks one of asyncio's waiting coroutines in its chain
-    waits for (:data:`_WAITING`).  Other futures stand for no known work."""
+def _awaited_maps(v: Validator, h: TaskHolder, task: asyncio.Task) -> tuple[list[_waits.CompletionMap], bool]:
+    """The maps of the tasks a suspended ``task`` (of holder ``h``) waits for: the task it awaits,
+    the tasks a ``gather()`` it awaits gathers, or the tasks one of asyncio's waiting coroutines in
+    its chain waits for (:data:`_WAITING`); other futures stand for no known work.  And whether
+    one of those tasks is waiting for a lock that ``h`` holds."""
     waiter = task._fut_waiter
     if isinstance(waiter, asyncio.Task):
         tasks: Any = [waiter]
@@ -273,13 +296,19 @@ def _awaited_maps(v: Validator, task: asyncio.Task) -> list[_waits.CompletionMap
         if tasks is None:
             tasks = _awaited_by_asyncio(task)
     found = []
+    stuck = False
     for awaited in tasks:
-        if isinstance(awaited, asyncio.Task):
-            # A finished task has no holder any more; a map of its class stands for its own.
-            work = _task_map(awaited) if awaited.done() else holder_of(v, awaited).work
-            if work is not None:
-                found.append(work)
-    return found
+        if not isinstance(awaited, asyncio.Task):
+            continue
+        if awaited.done():
+            work = _task_map(awaited)  # a finished task has no holder any more: one of its class
+        else:
+            a = holder_of(v, awaited)
+            work = a.work
+            stuck = stuck or (a.waiting is not None and getattr(a.waiting[0], "_owner", None) is h)
+        if work is not None:
+            found.append(work)
+    return found, stuck
 
 
 def _awaited_by_asyncio(task: asyncio.Task) -> Any:
@@ -403,6 +432,8 @@ def _validate(lock: Lock, frame: FrameType) -> Task | None:
         v.validate_chain(t, lock, cls, 0, False, key, frame.f_code, frame.f_lineno)
     holder = lock._owner
     if holder is not None:
+        if type(holder) is TaskHolder and type(t) is TaskHolder and any(m is t.work for m in holder.awaiting):
+            _awaiter_blocks(v, holder)
         t.waiting = (lock, 0)
         # A cycle needs the holder to wait too; the last holder to wait is the one that closes it.
         if holder is t or holder.waiting is not None:

@@ -292,32 +292,43 @@ def test_waiting_for_tasks_that_take_the_lock_while_holding_nothing_is_clean(how
     assert run(main) == []
 
 
-def test_the_lock_a_task_takes_after_being_awaited_under_it_closes_the_cycle():
-    """The other order: the awaiter holds the lock first and the task wants it later (the real
-    deadlock, which the task's timeout breaks here): reported when the awaiter resumes, still
-    holding the lock."""
+@pytest.mark.parametrize("first", ["awaiter", "task"])
+def test_the_lock_a_task_takes_after_being_awaited_under_it_closes_the_cycle(first: str):
+    """The other order: the awaiter holds the lock and the task wants it while awaited (the real
+    deadlock, which the task's timeout breaks here): reported as soon as both are stuck, whether
+    the awaiter or the task came to wait first, not only once the awaiter resumes."""
+    seen_while_stuck: list[list[str]] = []
 
     async def main():
         lock = asyncio.Lock()
-        stop = asyncio.Event()
+        start = asyncio.Event()
 
         async def late():
-            await stop.wait()
+            await start.wait()
             try:
                 async with asyncio.timeout(0.05):
                     await lock.acquire()
             except TimeoutError:
+                seen_while_stuck.append(kinds(pylockdep.current().reports))
                 return
             lock.release()
 
         task = asyncio.create_task(late())
         async with lock:
-            asyncio.get_running_loop().call_soon(stop.set)
+            if first == "awaiter":
+                asyncio.get_running_loop().call_soon(start.set)
+            else:
+                start.set()
+                while _asyncio.holder_of(pylockdep.current(), task).waiting is None:
+                    await asyncio.sleep(0)
             await task
 
     reports = run(main)
+    assert seen_while_stuck == [["circular"]]
     assert kinds(reports) == ["circular"]
     assert f"(task)test_asyncio.py:{line_of(main, 'task = asyncio.create_task(late())')}" in reports[0].classes
+    # told as the awaiter's wait for the task, where the awaiter was suspended
+    assert "main+test_asyncio.py:" in reports[0].text.split("-> #0")[1].split("other info")[0]
 
 
 def test_tasks_of_one_coroutine_made_by_two_lines_are_two_map_classes():

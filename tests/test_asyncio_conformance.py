@@ -26,22 +26,24 @@ pytestmark = pytest.mark.timeout(120)
 # test releases later, or never.  That is a task ending with a lock held, ``lock_held_at_exit``.
 # test_ambiguous_loops re-takes a lock its task holds (to see CPython refuse a lock of another loop):
 # ``recursive``, and CPython's RuntimeError still wins over DeadlockError.
-# test_acquire_cancel awaits, holding a lock, a task that must take that lock to finish: the task
-# waits for the lock and the test for the task, a deadlock that only the test's own way out breaks
-# (it cancels the task).  That is ``circular`` through the awaited task's completion map.  Tests
-# whose lock is released for them while they wait (by a call_soon() callback, or by the awaited
-# task's own Condition.wait()) did not hold it all through the wait: no dependency, no report.
+# Three tests await, holding a lock, a task that is waiting for that lock or comes to wait for it:
+# the task waits for the lock and the test for the task, a wait cycle that only the test's own way
+# out breaks (test_acquire_cancel cancels the task; test_cancel_release_race and
+# test_wait_cancel_contested release the lock from a call_soon() callback).  That is ``circular``
+# through the awaited task's completion map, reported as the cycle closes.  Tests whose lock is
+# released for them before the awaited task wants it (by the awaited task's own Condition.wait())
+# did not hold it all through the wait: no dependency, no report.
 EXPECTED: dict[str, list[str]] = {
     "LockTests.test_acquire": ["lock_held_at_exit"],
     "LockTests.test_acquire_cancel": ["circular", "lock_held_at_exit"],
-    "LockTests.test_cancel_release_race": ["lock_held_at_exit"],
+    "LockTests.test_cancel_release_race": ["circular", "lock_held_at_exit"],
     "LockTests.test_finished_waiter_cancelled": ["lock_held_at_exit"],
     "LockTests.test_repr": ["lock_held_at_exit"],
     "ConditionTests.test_ambiguous_loops": ["recursive"],
     "ConditionTests.test_repr": ["lock_held_at_exit"],
     "ConditionTests.test_wait": ["lock_held_at_exit"],
     "ConditionTests.test_wait_cancel": ["lock_held_at_exit"],
-    "ConditionTests.test_wait_cancel_contested": ["lock_held_at_exit"],
+    "ConditionTests.test_wait_cancel_contested": ["circular", "lock_held_at_exit"],
 }
 if sys.version_info < (3, 12):
     # 3.11's wait_for() runs cond.wait() in a task of its own; cancelled by the timeout, that task
