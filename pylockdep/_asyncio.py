@@ -65,6 +65,10 @@ _current_task = asyncio.current_task
 # each running loop (asyncio's C module keeps this dict on 3.11 to 3.13).
 _running_loop = events._get_running_loop
 _current_tasks_get = asyncio.tasks._current_tasks.get
+# Whether a task's step can run outside Handle._run (3.12's eager tasks run their first step inside
+# create_task(), within the creating task's step): only then can the holder in place be another
+# task's.  Before 3.12 every step goes through Handle._run, which puts the task's holder in place.
+_EAGER_TASKS = sys.version_info >= (3, 12)
 
 
 _get_ident = _thread.get_ident
@@ -528,7 +532,7 @@ class Lock(_PlainLock):
             t = getattr(v.local, "task", None)
             if (
                 type(t) is TaskHolder
-                and t.ident == id(_current_tasks_get(_running_loop()))
+                and (not _EAGER_TASKS or t.ident == id(_current_tasks_get(_running_loop())))
                 and not (v.off or t.busy or t.foreign_releases)
             ):
                 owner, classes = self._key.cache
@@ -557,7 +561,10 @@ class Lock(_PlainLock):
                 _remove(owner, self)
 
     async def __aexit__(self, *exc: object) -> None:  # release(), inlined: one call fewer per block
-        _PlainLock.release(self)
+        if self._locked and not self._waiters:
+            self._locked = False  # CPython's release() when no waiter is to be woken: two calls fewer
+        else:
+            _PlainLock.release(self)
         owner = self._owner
         if owner is not None:
             self._owner = None
