@@ -40,6 +40,7 @@ import asyncio
 import concurrent.futures
 import os
 import sys
+import threading
 import weakref
 from asyncio import events
 from collections.abc import Callable
@@ -137,7 +138,31 @@ def _current_holder(v: Validator) -> Task:
         return t if t is not None and type(t) is not TaskHolder else v.task()
     if type(t) is TaskHolder and t.ident == id(task):
         return t
-    return holder_of(v, task)
+    h = holder_of(v, task)
+    if not h.working and h.work is not None:
+        # A step that did not go through Handle._run: an eager task's first (3.12+), inside
+        # create_task().  Its work starts here, so that what it takes depends on its map.
+        _as_holder(v, h, lambda: _start_work(h, task))
+    return h
+
+
+def _as_holder(v: Validator, h: TaskHolder, action: Callable[[], None]) -> None:
+    """Run ``action`` with ``h`` as the thread's current holder, then put the current one back."""
+    local = v.local
+    current = v.task()
+    local.task = h
+    holder_changed()
+    try:
+        action()
+    finally:
+        local.task = current
+        holder_changed()
+
+
+def _start_work(h: TaskHolder, task: asyncio.Task) -> None:
+    """The task ``h`` (the current holder) starts its work: it holds its map from now on."""
+    h.working = True
+    _waits.hold(h.work, _coro_frame(task) or _getframe())  # type: ignore[arg-type]
 
 
 def _step(handle: events.Handle) -> None:
@@ -159,8 +184,7 @@ def _step(handle: events.Handle) -> None:
     holder_changed()
     work = h.work
     if work is not None and not h.working:
-        h.working = True
-        _waits.hold(work, _coro_frame(task) or _getframe())
+        _start_work(h, task)
     if h.awaiting:
         _waited(h, task)
     h.running = True
@@ -222,21 +246,30 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
     line outside asyncio and pylockdep, with the precision rules of lock classes)."""
 
     def create_task(self: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task:
-        task = original(self, coro, **kwargs)
-        if active.validator.off or task.done():
-            return task
+        v = active.validator
+        if v.off:
+            return original(self, coro, **kwargs)
         frame = _getframe(1)
         while frame is not None and (
             frame.f_code.co_filename.startswith(_ASYNCIO_DIR) or is_internal(frame.f_code.co_filename)
         ):
             frame = frame.f_back
         key = _waits.map_key("task", creation_frame(frame)) if frame is not None else None
+        # An eager task (3.12+) runs its first step inside, before the task is returned: its map
+        # is made from here then.
+        outer, _making.made = getattr(_making, "made", None), (coro, key)
+        try:
+            task = original(self, coro, **kwargs)
+        finally:
+            _making.made = outer
         if key is not None:
             setattr(task, _MAP_KEY, key)
-            # An eager task (3.12+) ran its first step inside create_task(): its holder exists.
-            h = _holders(active.validator).get(id(task))
-            if h is not None and h.work is not None and not h.working:
-                h.work = _waits.CompletionMap(key)
+        if task.done():
+            h = _holders(v).get(id(task))
+            if h is not None:  # an eager task that ran to its end inside create_task()
+                if h.working:
+                    _as_holder(v, h, lambda: _waits.release(h.work))  # type: ignore[arg-type]
+                _task_exited(v, h)
         return task
 
     create_task.__doc__ = original.__doc__
@@ -245,6 +278,7 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
 
 _instrumented_create_task = _create_task(_plain_create_task)
 _MAP_KEY = "_lockdep_map_key"  # on a task made by create_task(): the key of its map's class
+_making = threading.local()  # .made: (coroutine, key of its map) while create_task() makes its task
 
 
 def _awaiter_blocks(v: Validator, awaiter: TaskHolder) -> None:
@@ -274,6 +308,10 @@ def _task_map(task: asyncio.Task) -> _waits.CompletionMap | None:
     if code is None:
         return None
     made_at = getattr(task, _MAP_KEY, None)
+    if made_at is None:
+        made = getattr(_making, "made", None)
+        if made is not None and made[0] is task.get_coro():
+            made_at = made[1]
     if made_at is not None:
         return _waits.CompletionMap(made_at)
     key = _task_keys.get(code)

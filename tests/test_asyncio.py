@@ -331,6 +331,54 @@ def test_the_lock_a_task_takes_after_being_awaited_under_it_closes_the_cycle(fir
     assert "main+test_asyncio.py:" in reports[0].text.split("-> #0")[1].split("other info")[0]
 
 
+needs_eager_tasks = pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in 3.12")
+
+
+@needs_eager_tasks
+def test_an_eager_tasks_first_step_runs_under_its_map():
+    """An eager task takes the lock in its first step, inside create_task(): that step runs under
+    the task's map too, so awaiting the task under the lock is found."""
+
+    async def main():
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        lock = asyncio.Lock()
+        refreshed, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(refresher(lock, refreshed, stop))
+        assert refreshed.is_set()  # its first step took and released the lock already
+        async with lock:
+            asyncio.get_running_loop().call_soon(stop.set)
+            await task
+
+    (report,) = run(main)
+    assert report.kind == "circular"
+    assert f"(task)test_asyncio.py:{line_of(main, 'task = asyncio.create_task(')}" in report.classes
+
+
+@needs_eager_tasks
+def test_an_eager_task_that_ends_inside_create_task_is_seen_to_end():
+    async def main():
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        lock = asyncio.Lock()
+
+        async def quick():
+            async with lock:
+                pass
+
+        async def keeps():
+            await lock.acquire()
+
+        async with lock:
+            pass
+        v = pylockdep.current()
+        for coro in (quick(), keeps()):
+            task = asyncio.create_task(coro)
+            assert task.done() and id(task) not in _asyncio._holders(v)
+        lock.release()
+
+    # the task that ended holding the lock is told, the other is clean
+    assert kinds(run(main)) == ["lock_held_at_exit"]
+
+
 def test_tasks_of_one_coroutine_made_by_two_lines_are_two_map_classes():
     """A task's map is named after the line that made the task, as a thread's is: one worker
     function given a different lock by each line is two kinds of work.  Named after the function,
