@@ -287,17 +287,8 @@ def _awaiter_blocks(v: Validator, awaiter: TaskHolder) -> None:
     maps it awaits.  Touch them now, as ``awaiter`` (the locks it holds have been held all through
     its wait so far), so that the cycle is reported while the tasks are stuck."""
     task = awaiter.task_ref()
-    if task is None:
-        return
-    local = v.local
-    current = local.task
-    local.task = awaiter
-    holder_changed()
-    try:
-        _waited(awaiter, task)
-    finally:
-        local.task = current
-        holder_changed()
+    if task is not None:
+        _as_holder(v, awaiter, lambda: _waited(awaiter, task))
 
 
 def _task_map(task: asyncio.Task) -> _waits.CompletionMap | None:
