@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Hashable
 from contextlib import AbstractContextManager
 from functools import partial
+from operator import attrgetter
 from sys import _getframe
 from types import FrameType
 from typing import Any
@@ -123,13 +124,14 @@ def _release(lock: Primitive, read: int) -> None:
         held = t.held
         if held and held[-1].lock is lock and not t.foreign_releases:
             entry = held[-1]
+            unlock = lock._unlock  # looked up first: the release below runs no Python code
             try:
                 pop(t)
             finally:  # interrupted or not, the lock is released and off the stack
                 if held and held[-1] is entry:
                     pop(t)
                 lock._owner = None
-                lock._unlock(read)
+                unlock(read)
             return
         if not _release_slow(v, t, lock, read):
             return
@@ -228,19 +230,23 @@ class _RealLock(_Tracked):
     """A tracked lock over one plain lock (``_real``, from :func:`pylockdep._fastpath.new_real_lock`):
     the kernel's exclusive locks and :mod:`threading`'s stand-ins.
 
-    ``_try`` and ``_unlock`` are slots bound per instance, by :meth:`_bind`: the fast path (the C
-    one reads them in place) then calls the real lock's methods directly.  ``_try(read)`` is the
-    real ``acquire(blocking=False)`` (``read`` is always 0 here), and ``_unlock(read)`` the real
-    ``__exit__``, which releases and ignores its arguments.
+    ``_try`` and ``_unlock`` are the real lock's own methods, looked up on each use rather than
+    kept per instance: ``_try(read)`` is its ``acquire(blocking=False)`` (``read`` is always 0
+    here) and ``_unlock(read)`` its ``__exit__``, which releases and ignores its arguments.  Being
+    C methods, they take or release the lock with no Python code in between, where a signal handler
+    could run (see :func:`_acquire`).  The C fast path takes and releases ``_real`` directly; a
+    subclass with another primitive overrides both and keeps ``_real`` None.
     """
 
-    __slots__ = ("_real", "_try", "_unlock")
+    __slots__ = ("_real",)
 
     def _bind(self, real: Any) -> None:
         """Make ``real`` (a lock as ``_thread.allocate_lock()`` makes) this lock's primitive."""
         self._real = real
-        self._try = real.acquire
-        self._unlock = real.__exit__
+
+    # Properties whose getters are C (attrgetter): looking them up runs no Python code either.
+    _try = property(attrgetter("_real.acquire"))
+    _unlock = property(attrgetter("_real.__exit__"))
 
     def _timed(self, read: int, seconds: float) -> bool:
         return self._real.acquire(True, seconds)
@@ -486,10 +492,15 @@ class _RWLockBase(_Lock):
     __slots__ = ("_rw",)
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
-        super().__init__(name, key=key)
+        _Validated.__init__(self, name, key=key)
+        self._real = None  # its primitive is the reader-writer core
         self._rw = _RWCore()
-        self._try = self._rw.try_acquire
-        self._unlock = self._rw.release
+
+    def _try(self, read: int) -> bool:
+        return self._rw.try_acquire(read)
+
+    def _unlock(self, read: int) -> None:
+        self._rw.release(read)
 
     def _timed(self, read: int, seconds: float) -> bool:
         # Keep waiting writers registered across the polls of the deadlock check.

@@ -87,14 +87,11 @@ static const char *const key_slots[] = {"cache", NULL};
 enum { C_VARIANTS, C_SPINS };
 static const char *const class_slots[] = {"variants", "spins", NULL};
 /* A lock type's slots: each accelerated method has the layout of the class it was made for. */
-enum { L_KEY, L_TRY, L_UNLOCK, L_OWNER, L_IDENT, L_COUNT };
-static const char *const lock_slots[] = {"_key", "_try", "_unlock", "_owner", NULL};
-static const char *const rlock_slots[] = {"_key", "_try", "_unlock", "_owner", "_ident", "_count", NULL};
+enum { L_KEY, L_REAL, L_OWNER, L_IDENT, L_COUNT };
+static const char *const lock_slots[] = {"_key", "_real", "_owner", NULL};
+static const char *const rlock_slots[] = {"_key", "_real", "_owner", "_ident", "_count", NULL};
 
-static PyObject *g_zero, *g_one, *g_minus_one, *s_task, *s_depth_exceeded, *s_cache_key;
-/* The arguments of ``_try(0)`` and ``_unlock(0)``, made once: a call through PyObject_Call with a
- * ready tuple makes none for a C method that takes its arguments as a tuple (_thread.lock's). */
-static PyObject *g_args_zero;
+static PyObject *g_zero, *g_one, *g_minus_one, *s_task, *s_depth_exceeded, *s_cache_key, *s_try, *s_unlock;
 
 #define IS(obj, layout) ((obj) != NULL && PyObject_TypeCheck((obj), (layout).type))
 
@@ -587,16 +584,14 @@ static PyTypeObject RealLockType = {
     .tp_methods = reallock_methods,
 };
 
-/* The RealLock a ``_try`` or ``_unlock`` slot is a bound method of, or NULL. */
+/* The lock's ``_real`` slot as a RealLock, or NULL (unset, or another primitive: the lock's own
+ * ``_try`` and ``_unlock`` methods are called then). */
 static inline RealLock *
-bound_reallock(PyObject *method)
+real_of(PyObject *lock, const Layout *lk)
 {
-    PyObject *self;
+    PyObject *real = SLOT(lock, *lk, L_REAL);
 
-    if (method == NULL || !PyCFunction_Check(method))
-        return NULL;
-    self = PyCFunction_GET_SELF(method);
-    return self != NULL && Py_IS_TYPE(self, &RealLockType) ? (RealLock *)self : NULL;
+    return real != NULL && Py_IS_TYPE(real, &RealLockType) ? (RealLock *)real : NULL;
 }
 
 /*
@@ -607,8 +602,7 @@ bound_reallock(PyObject *method)
 static int
 fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **c_out)
 {
-    PyObject *v, *t, *key, *cache, *classes, *cls, *variants, *tkey, *ctx, *chains, *spins, *irq, *held, *maxd,
-        *try_;
+    PyObject *v, *t, *key, *cache, *classes, *cls, *variants, *tkey, *ctx, *chains, *spins, *irq, *held, *maxd;
     PyObject *chain = NULL, *code = NULL, *lasti = NULL, *entry = NULL, *ok = NULL;
     ThreadCache *c;
     RealLock *real;
@@ -639,10 +633,9 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **
     held = SLOT(t, task_layout, T_HELD);
     chains = SLOT(v, validator_layout, V_CHAINS);
     maxd = SLOT(v, validator_layout, V_MAX_LOCK_DEPTH);
-    try_ = SLOT(lock, *lk, L_TRY);
     if (variants == NULL || !PyTuple_Check(variants) || PyTuple_GET_SIZE(variants) == 0 || spins == NULL
         || tkey == NULL || ctx == NULL || irq == NULL || held == NULL || !PyList_Check(held) || chains == NULL
-        || !PyAnySet_Check(chains) || maxd == NULL || !PyLong_Check(maxd) || try_ == NULL)
+        || !PyAnySet_Check(chains) || maxd == NULL || !PyLong_Check(maxd))
         return 0;
 
     /* The chain key is pylockdep._held.chain_key(t.key, t.ctx, variant): hash((t.key, t.ctx, variant)). */
@@ -661,10 +654,10 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **
     /* The entry owns what the rest needs (lock, cls, t.key, t.ctx) while _try may run Python code. */
     Py_INCREF(v);
     Py_INCREF(t);
-    if ((real = bound_reallock(try_)) != NULL) {
+    if ((real = real_of(lock, lk)) != NULL) {
         taken = reallock_try(real);
     } else {
-        ok = PyObject_Call(try_, g_args_zero, NULL);
+        ok = PyObject_CallMethodOneArg(lock, s_try, g_zero);
         taken = ok == NULL ? -1 : PyObject_IsTrue(ok);
     }
     if (taken < 0) {
@@ -709,7 +702,7 @@ done:
 static int
 fast_unlock(PyObject *lock, const Layout *lk)
 {
-    PyObject *v, *t, *held, *top, *unlock, *r;
+    PyObject *v, *t, *held, *top, *r;
     RealLock *real;
     ThreadCache *c;
     Py_ssize_t n;
@@ -718,15 +711,13 @@ fast_unlock(PyObject *lock, const Layout *lk)
     if (!current_task(&v, &t, &c) || has_foreign_releases(t))
         return 0;
     held = SLOT(t, task_layout, T_HELD);
-    unlock = SLOT(lock, *lk, L_UNLOCK);
-    if (held == NULL || !PyList_Check(held) || (n = PyList_GET_SIZE(held)) == 0 || unlock == NULL)
+    if (held == NULL || !PyList_Check(held) || (n = PyList_GET_SIZE(held)) == 0)
         return 0;
     top = PyList_GET_ITEM(held, n - 1);
     if (!Py_IS_TYPE(top, g_held_type) || PyTuple_GET_SIZE(top) != H_FIELDS || PyTuple_GET_ITEM(top, H_LOCK) != lock)
         return 0;
     Py_INCREF(top);
     Py_INCREF(t);
-    Py_INCREF(unlock);
     if (PyList_SetSlice(held, n - 1, n, NULL) < 0
         || (is_true(PyTuple_GET_ITEM(top, H_SPIN)) && add_spins(t, g_minus_one) < 0)) {
         result = -1;
@@ -737,18 +728,17 @@ fast_unlock(PyObject *lock, const Layout *lk)
             slot_set(lock, lk->offset[L_COUNT], g_zero);
             slot_set(lock, lk->offset[L_IDENT], Py_None);
         }
-        if ((real = bound_reallock(unlock)) != NULL && real->locked) {
+        if ((real = real_of(lock, lk)) != NULL && real->locked) {
             reallock_release(real);
             result = 1;
         } else {
-            r = PyObject_Call(unlock, g_args_zero, NULL);
+            r = PyObject_CallMethodOneArg(lock, s_unlock, g_zero);
             result = r == NULL ? -1 : 1;
             Py_XDECREF(r);
         }
     }
     held_entry_drop(top);
     Py_DECREF(t);
-    Py_DECREF(unlock);
     return result;
 }
 
@@ -804,7 +794,7 @@ rlock_set(PyObject *lock, const Layout *lk, long count, PyObject *ident)
 typedef struct {
     PyObject_HEAD
     PyObject *slow;       /* the Python method this one accelerates */
-    Layout lock;          /* where the lock class keeps _key, _try, _unlock and _owner */
+    Layout lock;          /* where the lock class keeps _key, _real and _owner */
     PyObject *skip_file;  /* Acquire: the site is the first frame outside this file (or NULL) */
     PyObject *known_files;  /* Acquire: filename -> whether it is pylockdep's own (or NULL) */
     int returns_self;     /* Acquire: return the lock (__enter__) or True (acquire) */
@@ -873,7 +863,7 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         && (args[1] == Py_False || args[1] == g_zero) && IS(args[0], self->lock)) {
         /* acquire(False) of a lock that is taken (Condition._is_owned asks so): a trylock that fails,
          * which changes nothing.  A RealLock is marked taken only while it is. */
-        RealLock *real = bound_reallock(SLOT(args[0], self->lock, L_TRY));
+        RealLock *real = real_of(args[0], &self->lock);
         if (real != NULL && real->locked)
             Py_RETURN_FALSE;
         return slow_call(self, args, nargsf, kwnames);
@@ -1324,8 +1314,9 @@ PyInit__speedups(void)
     INTERN(s_task, "task");
     INTERN(s_cache_key, "pylockdep._speedups.ThreadCache");
     INTERN(s_depth_exceeded, "depth_exceeded");
+    INTERN(s_try, "_try");
+    INTERN(s_unlock, "_unlock");
     if ((g_zero = PyLong_FromLong(0)) == NULL || (g_one = PyLong_FromLong(1)) == NULL
-        || (g_args_zero = PyTuple_Pack(1, g_zero)) == NULL
         || (g_minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;
     {

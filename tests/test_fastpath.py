@@ -547,7 +547,8 @@ def test_a_signal_interrupts_a_wait_on_the_real_lock(make):
 def test_validated_locks_block_on_the_c_real_lock():
     with pylockdep.instrument_threading():
         locks = [pylockdep.Mutex("fp_real_M"), pylockdep.RWLock("fp_real_RW"), threading.Lock(), threading.RLock()]
-    assert [type(lock._real).__name__ for lock in locks] == ["RealLock"] * 4
+    assert [type(lock._real).__name__ for lock in locks] == ["RealLock", "NoneType", "RealLock", "RealLock"]
+    assert type(locks[1]._rw).__name__ == "_RWCore"  # a reader-writer lock's primitive
 
 
 @needs_c
