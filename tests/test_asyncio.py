@@ -235,6 +235,13 @@ async def wait_for_task(how: str, task: asyncio.Task, group: asyncio.TaskGroup) 
 WAYS_TO_WAIT = ["await", "gather", "wait_for", "wait", "taskgroup"]
 
 
+async def open_group() -> asyncio.TaskGroup:
+    """A TaskGroup entered, for a test to leave (or to wait for) when it chooses."""
+    group = asyncio.TaskGroup()
+    await group.__aenter__()
+    return group
+
+
 @pytest.mark.parametrize("how", WAYS_TO_WAIT)
 def test_awaiting_a_task_under_a_lock_the_task_takes_is_circular(how: str):
     """The task took the lock before the await and never waits for it again: nothing hangs in this
@@ -243,8 +250,7 @@ def test_awaiting_a_task_under_a_lock_the_task_takes_is_circular(how: str):
     async def main():
         lock = asyncio.Lock()
         refreshed, stop = asyncio.Event(), asyncio.Event()
-        group = asyncio.TaskGroup()
-        await group.__aenter__()
+        group = await open_group()
         task = group.create_task(refresher(lock, refreshed, stop))
         await refreshed.wait()
         async with lock:
@@ -280,8 +286,7 @@ def test_waiting_for_tasks_that_take_the_lock_while_holding_nothing_is_clean(how
     async def main():
         lock = asyncio.Lock()
         refreshed, stop = asyncio.Event(), asyncio.Event()
-        group = asyncio.TaskGroup()
-        await group.__aenter__()
+        group = await open_group()
         task = group.create_task(refresher(lock, refreshed, stop))
         group.create_task(refresher(lock, asyncio.Event(), stop))
         await refreshed.wait()
