@@ -302,7 +302,7 @@ def check_prev_add(
     if edge is not None and edge.types & kind:
         return
     graph = v.graph
-    if is_plain_lock(prev.ltype) and not prev.key.token and check_token_held(prev_entry):
+    if not prev.key.token and check_token_held(prev_entry):
         prev.key.token = True
     closes_cycle = not check_noncircular(v, t, prev_entry, cls, lock, read, site, sync)
     if graph.irq_safe_reaching(prev):  # else no irq-safe class stands behind prev
@@ -337,7 +337,7 @@ def check_noncircular(
         classes,
         lambda title: _splat.circular(v, t, title, prev_entry, cls, lock, read, site, path, sync),
         site=site,
-        until_handoff=tuple(c for c in classes if c.key.token and is_plain_lock(c.ltype)),
+        until_handoff=tuple(c for c in classes if c.key.token),  # only plain Locks are marked
     )
     return False
 
@@ -352,7 +352,7 @@ def check_token_held(entry: tuple) -> bool:
     known as a hand-off, taken by code no longer running.
     """
     cls = entry[H_CLASS]
-    if cls.key.handoff:
+    if not is_plain_lock(cls.ltype) or cls.key.handoff:
         return False
     code = entry[H_CODE]
     frame: FrameType | None = sys._getframe(1)

@@ -55,29 +55,27 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
             if not got[0]:
                 return False
         v = active.validator
-        if v.off:
-            if not trylock:
-                got = [*map(lock._try, _MODE_ARGS[read])]
-                if not got[0]:
-                    _waitfor.wait(v, v.task(), lock, read, partial(_timed_into, got, lock, read))
-            return True
-        try:
-            t = v.local.task
-        except AttributeError:
-            t = v.new_task()
-        if t.foreign_releases:
-            drop_foreign(v, t)
-        owner, classes = lock._key.cache
-        cls = classes[subclass] if owner is v else None
-        if cls is None:
-            cls = v.class_for(lock._key, subclass)
-        key = chain_key(t.key, t.ctx, cls.variants[read + VARIANT_TRY if trylock else read])
-        if key not in v.chains:
-            v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno)
+        off = v.off
+        if not off:
+            try:
+                t = v.local.task
+            except AttributeError:
+                t = v.new_task()
+            if t.foreign_releases:
+                drop_foreign(v, t)
+            owner, classes = lock._key.cache
+            cls = classes[subclass] if owner is v else None
+            if cls is None:
+                cls = v.class_for(lock._key, subclass)
+            key = chain_key(t.key, t.ctx, cls.variants[read + VARIANT_TRY if trylock else read])
+            if key not in v.chains:
+                v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno)
         if not trylock:
             got = [*map(lock._try, _MODE_ARGS[read])]
             if not got[0]:
-                _waitfor.wait(v, t, lock, read, partial(_timed_into, got, lock, read))
+                _waitfor.wait(v, v.task() if off else t, lock, read, partial(_timed_into, got, lock, read))
+        if off:
+            return True
         lock._owner = t
         # The instruction offset, not f_lineno: finding the line costs time proportional to the
         # function's length, so it is worked out only when a report prints the site.
