@@ -20,13 +20,13 @@ from contextlib import AbstractContextManager
 from functools import partial
 from operator import attrgetter
 from sys import _getframe
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from . import _context, _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import accelerate, new_real_lock
-from ._frames import caller_site
+from ._frames import caller_site, is_internal
 from ._held import VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
 from ._primitive import Primitive
 from ._task import Task
@@ -180,13 +180,7 @@ class _Validated(_Tracked):
     __slots__ = ()
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"a lock needs a non-empty name (str), not {name!r}")
-        try:
-            hash(key)
-        except TypeError:
-            raise TypeError(f"key must be hashable, not {type(key).__name__}") from None
-        self._key = key_for(name, self._ltype, caller_site(), key)
+        self._key = _creation_key(type(self), name, key, _getframe(1))
         self._owner = None
 
     def locked(self) -> bool:
@@ -196,6 +190,35 @@ class _Validated(_Tracked):
     def __repr__(self) -> str:
         state = "locked" if self.locked() else "unlocked"
         return f"<{type(self).__name__} {self.name!r} ({self._ltype.name}) {state} at {id(self):#x}>"
+
+
+# Sites that made locks: (id(code), offset, name, key, type) of the frame that called a lock type
+# -> (code, the locks' key).  A lock made again where one was made before costs this lookup, not
+# a walk of the stack.  Each entry holds its code object, so the id in its key stays that code's.
+_made_at: dict[tuple[Any, ...], tuple[CodeType, LockKey]] = {}
+
+
+def _creation_key(cls: type[_Validated], name: str, key: Hashable | None, frame: FrameType) -> LockKey:
+    """The key of a lock of type ``cls`` named ``name`` (or of the explicit ``key``) whose
+    constructor ``frame`` called: :func:`~pylockdep._classes.key_for` at the first frame outside
+    pylockdep (``frame`` itself unless it is pylockdep's).  TypeError for a bad name or key."""
+    code = frame.f_code
+    try:
+        found = _made_at.get((id(code), frame.f_lasti, name, key, cls))
+    except TypeError:  # an unhashable name or key, refused below
+        found = None
+    if found is not None:
+        return found[1]
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a lock needs a non-empty name (str), not {name!r}")
+    try:
+        hash(key)
+    except TypeError:
+        raise TypeError(f"key must be hashable, not {type(key).__name__}") from None
+    made = key_for(name, cls._ltype, caller_site(), key)
+    if not is_internal(code.co_filename):  # ``frame`` is the site: later calls from it may skip the walk
+        _made_at[id(code), frame.f_lasti, name, key, cls] = (code, made)
+    return made
 
 
 class _PseudoLock(_Validated):
@@ -237,10 +260,7 @@ class _RealLock(_Tracked):
     """
 
     __slots__ = ("_real",)
-
-    def _bind(self, real: Any) -> None:
-        """Make ``real`` (a lock as ``_thread.allocate_lock()`` makes) this lock's primitive."""
-        self._real = real
+    _real: Any  # a lock as ``_thread.allocate_lock()`` makes
 
     # Properties whose getters are C (attrgetter): looking them up runs no Python code either.
     _try = property(attrgetter("_real.acquire"))
@@ -258,9 +278,10 @@ class _Lock(_Validated, _RealLock):
 
     __slots__ = ()
 
-    def __init__(self, name: str, *, key: Hashable | None = None) -> None:
-        super().__init__(name, key=key)
-        self._bind(new_real_lock())
+    def __init__(self, name: str, *, key: Hashable | None = None) -> None:  # _Validated's, with the real lock
+        self._key = _creation_key(type(self), name, key, _getframe(1))
+        self._owner = None
+        self._real = new_real_lock()
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         owner = self._owner
@@ -490,7 +511,8 @@ class _RWLockBase(_Lock):
     __slots__ = ("_rw",)
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
-        _Validated.__init__(self, name, key=key)
+        self._key = _creation_key(type(self), name, key, _getframe(1))
+        self._owner = None
         self._real = None  # its primitive is the reader-writer core
         self._rw = _RWCore()
 

@@ -24,7 +24,7 @@ from . import _checks, _held, _locktypes, _waitfor
 from ._classes import LockClass
 from ._context import _Between, preempt_disable, preempt_enable
 from ._frames import caller_site, outside_frame
-from ._locks import _acquire, _Condition, _PseudoLock, _release, _Validated
+from ._locks import _acquire, _Condition, _creation_key, _PseudoLock, _release, _Validated
 from ._report import DeadlockError
 from ._task import Task
 from ._validator import Validator, active
@@ -49,7 +49,8 @@ class SRCU(_Validated):
     __slots__ = ("_cond", "_idx", "_readers", "_sync_owner", "_draining", "_flipped", "_tls")
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
-        super().__init__(name, key=key)
+        self._key = _creation_key(type(self), name, key, sys._getframe(1))  # _Validated's, from here
+        self._owner = None
         self._cond = _Condition(_thread.allocate_lock())
         self._idx = 0
         # Per counter: reader thread ident (or ("ended", ident), see _thread_ended) -> open read sides.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dis
 from types import CodeType, FrameType
+from typing import Any
 
 from ._frames import format_file_line, is_internal
 
@@ -74,13 +75,59 @@ def _what_follows(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int
 def creation_frame(frame: FrameType) -> FrameType:
     """The frame that made a lock, from the first frame outside threading and pylockdep: callers of
     helpers that only return the lock they made take their place."""
+    return creation_walk(frame)[0]
+
+
+def creation_walk(frame: FrameType) -> tuple[FrameType, int]:
+    """:func:`creation_frame` of ``frame``, and how many frames from ``frame`` outwards decided it
+    (their code and offsets alone: see :func:`remember`), or 0 when the stack ended on the way."""
+    looked = 1
     while True:
-        caller = frame.f_back
-        if caller is None or is_internal(caller.f_code.co_filename, skip_threading=True):
-            return frame
         if _what_follows(frame.f_code, frame.f_lasti)[1] != ("return",):
-            return frame
+            return frame, looked
+        caller = frame.f_back
+        if caller is None:
+            return frame, 0
+        if is_internal(caller.f_code.co_filename, skip_threading=True):
+            return frame, looked + 1
         frame = caller
+        looked += 1
+
+
+#: What :func:`recall` returns for a stack not remembered.
+UNKNOWN = object()
+
+# A memo of what was found by walking out from a frame, keyed by the frames the walk looked at:
+# a trie whose edges are one frame's ``(id(code), offset)``, each to ``(code, next node)`` or, on
+# the last frame looked at, ``(code, what was found)``.  Every entry holds its code object, so the
+# id in its edge stays that code's.
+SiteMemo = dict[tuple[int, int], tuple[CodeType, Any]]
+
+
+def recall(memo: SiteMemo, frame: FrameType | None) -> Any:
+    """What :func:`remember` stored for the frames from ``frame`` outwards, else :data:`UNKNOWN`."""
+    node: Any = memo
+    while frame is not None:
+        entry = node.get((id(frame.f_code), frame.f_lasti))
+        if entry is None:
+            return UNKNOWN
+        node = entry[1]
+        if type(node) is not dict:
+            return node
+        frame = frame.f_back
+    return UNKNOWN
+
+
+def remember(memo: SiteMemo, frame: FrameType, looked: int, found: Any) -> None:
+    """Store ``found`` (anything but a dict) for the ``looked`` frames from ``frame`` outwards,
+    which decided it by their code and offsets alone; nothing when ``looked`` is 0."""
+    node = memo
+    for _ in range(looked - 1):
+        code = frame.f_code
+        node = node.setdefault((id(code), frame.f_lasti), (code, {}))[1]
+        frame = frame.f_back  # type: ignore[assignment]
+    if looked:
+        node[id(frame.f_code), frame.f_lasti] = (frame.f_code, found)
 
 
 def class_name(kind: str, frame: FrameType) -> str:

@@ -49,7 +49,7 @@ from ._fastpath import accelerate, new_real_lock
 from ._frames import is_internal, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
-from ._sites import class_name, creation_frame
+from ._sites import UNKNOWN, SiteMemo, class_name, creation_walk, recall, remember
 from ._validator import active
 from ._when_imported import Hook, when_imported
 
@@ -67,25 +67,29 @@ _PLAIN_MAKERS = frozenset({threading.Thread.__init__.__code__, threading._after_
 # -- where a lock is made and taken ------------------------------------------------------------
 
 
-def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> LockKey | None:
-    """The key of a lock made by a factory called from ``frame``, or None to keep it plain.
+def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> tuple[LockKey | None, int]:
+    """The key of a lock made by a factory called from ``frame``, or None to keep it plain; and how
+    many frames from ``frame`` outwards decided it (0: not by their code and offsets alone).
 
     The class is the creation site (:mod:`pylockdep._sites`) reached from the first frame outside
     threading and pylockdep; its name is ``Owner.attr@file:line`` or ``KIND@file:line``, KIND
     being the outermost threading type on the way there (``Event`` for an Event's lock), else
     ``kind``.  None when threading makes the lock for its own bookkeeping.
     """
+    looked = 0
     while frame is not None and is_internal(frame.f_code.co_filename, skip_threading=True):
+        looked += 1
         code = frame.f_code
         if code in _PLAIN_MAKERS:
-            return None
+            return None, looked
         if code.co_filename == _THREADING_FILE:
             kind = code.co_qualname.partition(".")[0]
         frame = frame.f_back
     if frame is None:
-        return None
-    frame = creation_frame(frame)
-    return key_for(class_name(kind, frame), ltype, (frame.f_code, frame.f_lineno))
+        return None, 0
+    frame, more = creation_walk(frame)
+    key = key_for(class_name(kind, frame), ltype, (frame.f_code, frame.f_lineno))
+    return key, looked + more if more else 0
 
 
 def _acquirer(frame: FrameType) -> FrameType:
@@ -175,7 +179,7 @@ class Lock(_RealLock):
     def _new(cls, key: LockKey) -> Lock:
         """A new unlocked lock of class ``key`` (named ``Lock@file:line``)."""
         self = object.__new__(cls)
-        self._bind(new_real_lock())
+        self._real = new_real_lock()
         self._key = key
         self._owner = None
         return self
@@ -248,8 +252,8 @@ class RLock(_RealLock):
 
     def __init__(self, key: LockKey | None = None) -> None:
         if key is None:
-            key = _new_key(_locktypes.PY_RLOCK, "RLock", _getframe(1)) or _ORPHAN_RLOCK_KEY
-        self._bind(new_real_lock())
+            key = _new_key(_locktypes.PY_RLOCK, "RLock", _getframe(1))[0] or _ORPHAN_RLOCK_KEY
+        self._real = new_real_lock()
         self._key = key
         self._owner = None
         self._ident: int | None = None
@@ -257,8 +261,14 @@ class RLock(_RealLock):
 
     @classmethod
     def _new(cls, key: LockKey) -> RLock:
-        """A new unlocked RLock of class ``key``."""
-        return cls(key)
+        """A new unlocked RLock of class ``key`` (``__init__``'s work, a call fewer)."""
+        self = object.__new__(cls)
+        self._real = new_real_lock()
+        self._key = key
+        self._owner = None
+        self._ident = None
+        self._count = 0
+        return self
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         owner = self._ident
@@ -385,21 +395,27 @@ def _stand_in(
     """
     kind = lock_type.__name__
     deprecated_args = takes_args and sys.version_info >= (3, 13)
+    new = lock_type._new
+    # The key (or None: plain) found from each stack that called it: a lock made again where one
+    # was made before costs a lookup per frame the walk looked at, not the walk.
+    made_at: SiteMemo = {}
 
     def make(*args: Any, **kwargs: Any) -> Any:
-        if prebound:
-            caller = _getframe(1)
-            if caller.f_code is _STAND_IN_CALL:
-                caller = caller.f_back
-            if caller is None or _keeps_plain(caller.f_code.co_filename):
-                return original(*args, **kwargs)
+        caller = _getframe(1)
+        if caller.f_code is _STAND_IN_CALL:
+            caller = caller.f_back
+        if prebound and (caller is None or _keeps_plain(caller.f_code.co_filename)):
+            return original(*args, **kwargs)
         if args or kwargs:
             if not takes_args:
                 return original(*args, **kwargs)  # CPython's own TypeError
             if deprecated_args:
                 warnings.warn(_RLOCK_ARGS_DEPRECATION, DeprecationWarning, stacklevel=2)
-        key = _new_key(ltype, kind, _getframe(1))
-        return original(*args, **kwargs) if key is None else lock_type._new(key)
+        key = recall(made_at, caller)
+        if key is UNKNOWN:
+            key, looked = _new_key(ltype, kind, caller)
+            remember(made_at, caller, looked, key)
+        return original(*args, **kwargs) if key is None else new(key)
 
     if not isinstance(original, type):
         return functools.update_wrapper(make, original)

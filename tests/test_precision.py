@@ -103,6 +103,45 @@ def test_instances_of_one_site_share_a_class():
     assert locks[0]._jobstores_lock._key is locks[1]._jobstores_lock._key
 
 
+def _lock_from_a_helper():
+    return threading.Lock()
+
+
+def test_a_site_made_again_keeps_its_class_through_helpers_and_threading_types(v):
+    """Locks made again where locks were made before (the walk to the site is remembered) get
+    that site's class: a helper's callers stay two classes, a Condition's lock is its line's."""
+    first, second, conditions = [], [], []
+    for _ in range(3):
+        first.append(_lock_from_a_helper())
+        second.append(_lock_from_a_helper())
+        conditions.append((threading.Condition(), threading.Condition()))
+    line = inspect.currentframe().f_lineno - 4
+    assert {lock.name for lock in first} == {f"Lock@{FILE}:{line + 1}"}
+    assert {lock.name for lock in second} == {f"Lock@{FILE}:{line + 2}"}
+    assert {a._lock.name for a, _ in conditions} == {f"Condition@{FILE}:{line + 3}"}
+    assert {b._lock.name for _, b in conditions} == {f"Condition@{FILE}:{line + 3}:51"}
+    assert len({lock._key for lock in first + second}) == 2
+
+
+def test_threadings_own_locks_stay_plain_when_made_again(v):
+    for _ in range(3):
+        assert type(threading.Thread(target=lambda: None)._started._cond._lock) is _thread.LockType
+
+
+def test_kernel_locks_made_again_at_one_line_keep_a_class_per_name_and_key():
+    keys = {}
+    for name in ["A", "B", "A", "B"]:
+        for key in [None, "shared"]:
+            keys.setdefault((name, key), set()).add(pylockdep.Mutex(name, key=key)._key)
+    assert all(len(found) == 1 for found in keys.values())
+    assert len({found.pop() for (_, key), found in keys.items() if key is None}) == 2
+    made = []
+    with pytest.raises(TypeError, match="name"):  # a site that made a good lock still refuses a bad name
+        for name in ["A", "A", ""]:
+            made.append(pylockdep.Mutex(name))
+    assert len(made) == 2
+
+
 # -- same-class nesting, judged per instance ---------------------------------------------------
 
 
