@@ -250,18 +250,13 @@ class RLock(_RealLock):
 
     __slots__ = ("_ident", "_count")
 
-    def __init__(self, key: LockKey | None = None) -> None:
+    _ident: int | None
+    _count: int
+
+    def __new__(cls, key: LockKey | None = None) -> RLock:
+        """A new unlocked RLock of class ``key``, by default its caller's site."""
         if key is None:
             key = _new_key(_locktypes.PY_RLOCK, "RLock", _getframe(1))[0] or _ORPHAN_RLOCK_KEY
-        self._real = new_real_lock()
-        self._key = key
-        self._owner = None
-        self._ident: int | None = None
-        self._count = 0
-
-    @classmethod
-    def _new(cls, key: LockKey) -> RLock:
-        """A new unlocked RLock of class ``key`` (``__init__``'s work, a call fewer)."""
         self = object.__new__(cls)
         self._real = new_real_lock()
         self._key = key
@@ -269,6 +264,8 @@ class RLock(_RealLock):
         self._ident = None
         self._count = 0
         return self
+
+    _new = classmethod(__new__)  # as Lock._new: what threading.RLock() calls
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         owner = self._ident
