@@ -420,9 +420,10 @@ class _RWCore:
     __slots__ = ("_mutex", "_cond", "writer", "readers", "waiting_writers", "sleepers", "__weakref__")
 
     def __init__(self) -> None:
-        # The fast operations take the bare mutex; only waits go through the condition.
+        # The fast operations take the bare mutex; only waits go through the condition, made by
+        # the first (most locks never see one, and a Condition costs more than the rest together).
         self._mutex = _thread.allocate_lock()
-        self._cond = _Condition(self._mutex)
+        self._cond: threading.Condition | None = None
         self.writer: int | None = None
         self.readers: dict[int, int] = {}
         self.waiting_writers: dict[int, int] = {}
@@ -434,7 +435,7 @@ class _RWCore:
         held it) and no waiters (they did not follow either).  Holders stay: the lock stays held
         by a thread that is gone, as a ``threading.Lock`` does."""
         self._mutex = _thread.allocate_lock()
-        self._cond = _Condition(self._mutex)
+        self._cond = None
         self.waiting_writers = {}
         self.sleepers = 0
 
@@ -459,14 +460,25 @@ class _RWCore:
             self._take(read, ident)
             return True
 
+    def _condition(self) -> threading.Condition:
+        """The condition over the mutex that waiters sleep on, made on first use."""
+        cond = self._cond
+        if cond is None:
+            with self._mutex:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = _Condition(self._mutex)
+        return cond
+
     def timed_acquire(self, read: int, seconds: float) -> bool:
         ident = _thread.get_ident()
-        with self._cond:
+        cond = self._condition()
+        with cond:
             if not read:
                 self.waiting_writers[ident] = self.waiting_writers.get(ident, 0) + 1
             self.sleepers += 1
             try:
-                if not self._cond.wait_for(lambda: self._can(read), seconds):
+                if not cond.wait_for(lambda: self._can(read), seconds):
                     return False
                 self._take(read, ident)
                 return True
@@ -491,8 +503,8 @@ class _RWCore:
                     self.readers[holder] = count
             else:
                 self.writer = None
-            if self.sleepers:
-                self._cond.notify_all()
+            if self.sleepers:  # so the condition was made
+                self._cond.notify_all()  # type: ignore[union-attr]
 
     def blockers(self, read: int) -> list[int]:
         with self._mutex:
