@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, contextmanager
 
 from . import _checks
 from ._classes import ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ
-from ._frames import caller_site
+from ._frames import Site, caller_site
 from ._held import H_LOCK
 from ._locktypes import LockType
 from ._task import Task
@@ -55,35 +55,36 @@ def _mark_held(v: Validator, t: Task, write_bit: int, read_bit: int) -> None:
 
 
 # -- irq event stamps: where interrupts were last turned on and off -----------------------------
-# The call site (a frame walk) is only looked up when the state really changes.
+# ``site`` is the caller's site when the caller knows it (a lock section has its frame at hand);
+# None looks it up (a frame walk), only when the state really changes.
 
 
-def _hardirqs_off(t: Task) -> None:
+def _hardirqs_off(t: Task, site: Site | None) -> None:
     if not t.irqs_off:
         trace = t.irqtrace
         trace.events += 1
-        trace.hardirq_disable_event, trace.hardirq_disable_site = trace.events, caller_site()
+        trace.hardirq_disable_event, trace.hardirq_disable_site = trace.events, site or caller_site()
         t.irqs_off = True
 
 
-def _hardirqs_on(t: Task) -> None:
+def _hardirqs_on(t: Task, site: Site | None) -> None:
     if t.irqs_off:
         trace = t.irqtrace
         trace.events += 1
-        trace.hardirq_enable_event, trace.hardirq_enable_site = trace.events, caller_site()
+        trace.hardirq_enable_event, trace.hardirq_enable_site = trace.events, site or caller_site()
         t.irqs_off = False
 
 
-def _softirqs_changed(t: Task, was_enabled: bool) -> None:
+def _softirqs_changed(t: Task, was_enabled: bool, site: Site | None) -> None:
     """Record a softirq on/off transition after ``bh``/``softirq`` changed."""
     enabled = _softirqs_enabled(t)
     if enabled != was_enabled:
         trace = t.irqtrace
         trace.events += 1
         if enabled:
-            trace.softirq_enable_event, trace.softirq_enable_site = trace.events, caller_site()
+            trace.softirq_enable_event, trace.softirq_enable_site = trace.events, site or caller_site()
         else:
-            trace.softirq_disable_event, trace.softirq_disable_site = trace.events, caller_site()
+            trace.softirq_disable_event, trace.softirq_disable_site = trace.events, site or caller_site()
 
 
 def _softirqs_enabled(t: Task) -> bool:
@@ -95,9 +96,13 @@ def _softirqs_enabled(t: Task) -> bool:
 
 def local_irq_disable() -> None:
     """Disable hard interrupts on this (simulated) CPU."""
+    _irq_disable(None)
+
+
+def _irq_disable(site: Site | None) -> None:
     v, t = _here()
     if not t.irqs_off:
-        _hardirqs_off(t)
+        _hardirqs_off(t, site)
         t.update_ctx()
 
 
@@ -107,6 +112,10 @@ def local_irq_enable() -> None:
     Not allowed inside a hard interrupt handler (the handler returns with interrupts off): that is
     reported as a context imbalance and changes nothing.
     """
+    _irq_enable(None)
+
+
+def _irq_enable(site: Site | None) -> None:
     v, t = _here()
     if t.hardirq:
         _imbalance(
@@ -122,21 +131,26 @@ def local_irq_enable() -> None:
     _mark_held(v, t, ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ)
     if _softirqs_enabled(t):
         _mark_held(v, t, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ)
-    _hardirqs_on(t)
+    _hardirqs_on(t, site)
     t.update_ctx()
 
 
 def local_irq_save() -> bool:
     """Disable hard interrupts; returns whether they were on, for :func:`local_irq_restore`."""
     was_on = not active.validator.task().irqs_off
-    local_irq_disable()
+    _irq_disable(None)
     return was_on
 
 
 def local_irq_restore(was_on: bool) -> None:
     """Turn hard interrupts back on if :func:`local_irq_save` found them on."""
+    irq_restore_at(was_on, None)
+
+
+def irq_restore_at(was_on: bool, site: Site | None) -> None:
+    """:func:`local_irq_restore` called at ``site`` (None: the caller's)."""
     if was_on:
-        local_irq_enable()
+        _irq_enable(site)
 
 
 class _IrqsSaved:
@@ -156,12 +170,16 @@ def irqs_disabled() -> AbstractContextManager[None]:
     return _IrqsSaved()
 
 
-def irq_save_for(ltype: LockType) -> bool:
-    """The irq half of ``spin_lock_irqsave``, a no-op for ``spinlock_t`` on PREEMPT_RT: returns
-    whether interrupts must be turned back on when the lock is released."""
-    if active.validator.preempt_rt and ltype.sleeps_on_rt:
+def irq_save_for(ltype: LockType, site: Site | None) -> bool:
+    """The irq half of ``spin_lock_irqsave`` at ``site`` (None: the caller's), a no-op for
+    ``spinlock_t`` on PREEMPT_RT: returns whether interrupts must be turned back on when the lock
+    is released."""
+    v = active.validator
+    if v.preempt_rt and ltype.sleeps_on_rt:
         return False
-    return local_irq_save()
+    was_on = not v.task().irqs_off
+    _irq_disable(site)
+    return was_on
 
 
 # -- bottom halves -----------------------------------------------------------------------------
@@ -169,24 +187,34 @@ def irq_save_for(ltype: LockType) -> bool:
 
 def local_bh_disable() -> None:
     """Disable softirqs (bottom halves) on this CPU."""
+    bh_disable_at(None)
+
+
+def bh_disable_at(site: Site | None) -> None:
+    """:func:`local_bh_disable` called at ``site`` (None: the caller's)."""
     v, t = _here()
     if not v.preempt_rt:
-        _note_atomic(v, t)
+        _note_atomic(v, t, site)
     was_enabled = _softirqs_enabled(t)
     t.bh += 1
-    _softirqs_changed(t, was_enabled)
+    _softirqs_changed(t, was_enabled, site)
     t.update_ctx()
 
 
 def local_bh_enable() -> None:
     """Re-enable softirqs; with hard irqs on, held locks become taken-with-softirqs-enabled."""
+    bh_enable_at(None)
+
+
+def bh_enable_at(site: Site | None) -> None:
+    """:func:`local_bh_enable` called at ``site`` (None: the caller's)."""
     v, t = _here()
     if not t.bh:
         _imbalance(v, t, "unbalanced local_bh_enable()", "but bottom halves are not disabled!")
         return
     was_enabled = _softirqs_enabled(t)
     t.bh -= 1
-    _softirqs_changed(t, was_enabled)
+    _softirqs_changed(t, was_enabled, site)
     t.update_ctx()
     # Unlike hard irqs, softirqs count as enabled before the held locks are marked.
     if _softirqs_enabled(t) and not t.irqs_off:
@@ -196,20 +224,21 @@ def local_bh_enable() -> None:
 # -- preemption --------------------------------------------------------------------------------
 
 
-def _note_atomic(v: Validator, t: Task) -> None:
-    """Remember where an atomic section that is not a spinning lock starts ('Preemption disabled at:').
+def _note_atomic(v: Validator, t: Task, site: Site | None) -> None:
+    """Remember where an atomic section that is not a spinning lock starts ('Preemption disabled at:'):
+    ``site``, or the caller's when None.
 
     Called just before the counter that makes the thread atomic goes up.
     """
     if not t.nonlock_atomic(v.preempt_rt):
-        t.atomic_site = caller_site()
+        t.atomic_site = site or caller_site()
         t.atomic_depth = len(t.held)
 
 
 def preempt_disable() -> None:
     """Disable preemption: nothing that sleeps is allowed until ``preempt_enable()``."""
     v, t = _here()
-    _note_atomic(v, t)
+    _note_atomic(v, t, None)
     t.preempt += 1
     t.update_ctx()
 
@@ -247,8 +276,8 @@ def hardirq(threaded: bool = False) -> Iterator[None]:
     if as_thread:
         local_bh_disable()
     else:
-        _note_atomic(v, t)
-        _hardirqs_off(t)
+        _note_atomic(v, t, None)
+        _hardirqs_off(t, None)
         t.hardirq += 1
     if threaded:
         t.hardirq_threaded += 1
@@ -263,7 +292,7 @@ def hardirq(threaded: bool = False) -> Iterator[None]:
         else:
             t.hardirq -= 1
             if not was_off:
-                _hardirqs_on(t)
+                _hardirqs_on(t, None)
         t.update_ctx()
 
 
@@ -272,16 +301,16 @@ def softirq() -> Iterator[None]:
     """Run the block as a softirq handler: hard interrupts stay enabled, bottom halves are off."""
     v, t = _here()
     if not v.preempt_rt:
-        _note_atomic(v, t)
+        _note_atomic(v, t, None)
     was_enabled = _softirqs_enabled(t)
     t.softirq += 1
-    _softirqs_changed(t, was_enabled)
+    _softirqs_changed(t, was_enabled, None)
     t.update_ctx()
     try:
         yield
     finally:
         t.softirq -= 1
-        _softirqs_changed(t, False)
+        _softirqs_changed(t, False, None)
         t.update_ctx()
 
 

@@ -90,19 +90,22 @@ def caller_site(skip_threading: bool = False) -> Site:
     return (frame.f_code, line_at(frame.f_code, frame.f_lasti))
 
 
-_lines: dict[tuple[CodeType, int], int] = {}
+# (id(code), lasti) -> (code, line): keyed by id, as hashing a code object hashes its contents;
+# each entry holds its code object, so the id in its key stays that code's.
+_lines: dict[tuple[int, int], tuple[CodeType, int]] = {}
 
 
 def line_at(code: CodeType, lasti: int) -> int:
     """The source line of the instruction at byte offset ``lasti`` in ``code`` (a frame's ``f_lasti``)."""
-    line = _lines.get((code, lasti))
-    if line is None:
-        line = code.co_firstlineno
-        for start, end, number in code.co_lines():
-            if start <= lasti < end:
-                line = number if number is not None else line
-                break
-        _lines[(code, lasti)] = line
+    found = _lines.get((id(code), lasti))
+    if found is not None:
+        return found[1]
+    line = code.co_firstlineno
+    for start, end, number in code.co_lines():
+        if start <= lasti < end:
+            line = number if number is not None else line
+            break
+    _lines[id(code), lasti] = (code, line)
     return line
 
 

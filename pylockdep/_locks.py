@@ -26,7 +26,7 @@ from typing import Any
 from . import _context, _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import accelerate, new_real_lock
-from ._frames import caller_site, is_internal
+from ._frames import Site, caller_site, is_internal, line_at
 from ._held import VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
 from ._primitive import Primitive
 from ._task import Task
@@ -342,15 +342,16 @@ class _Held:
     def __enter__(self) -> _Lock:
         lock = self._lock
         context = self._context
+        frame = _getframe(1)
         if context == _IRQSAVE:
-            self._irqs_were_on = _context.irq_save_for(lock._ltype)
+            self._irqs_were_on = _context.irq_save_for(lock._ltype, _site_of(frame))
         elif context == _BH:
-            _context.local_bh_disable()
+            _context.bh_disable_at(_site_of(frame))
         self._mode = mode = lock._read_mode() if self._read == _READ_MODE else self._read
         try:
-            _acquire(lock, mode, self._subclass, _getframe(1))
+            _acquire(lock, mode, self._subclass, frame)
         except BaseException:
-            self._restore()
+            self._restore(frame)
             raise
         return lock
 
@@ -358,13 +359,21 @@ class _Held:
         try:
             _release(self._lock, self._mode)
         finally:
-            self._restore()
+            self._restore(_getframe(1))
 
-    def _restore(self) -> None:
+    def _restore(self, frame: FrameType) -> None:
+        """Undo the context change, for the block in ``frame``."""
         if self._context == _IRQSAVE:
-            _context.local_irq_restore(self._irqs_were_on)
+            _context.irq_restore_at(self._irqs_were_on, _site_of(frame))
         elif self._context == _BH:
-            _context.local_bh_enable()
+            _context.bh_enable_at(_site_of(frame))
+
+
+def _site_of(frame: FrameType) -> Site | None:
+    """The site of ``frame``'s current line, or None (look it up) when ``frame`` is pylockdep's:
+    what :func:`~pylockdep._frames.caller_site` finds from a call ``frame`` makes, without a walk."""
+    code = frame.f_code
+    return None if is_internal(code.co_filename) else (code, line_at(code, frame.f_lasti))
 
 
 def _check_subclass(subclass: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 from collections.abc import Callable
 
@@ -194,3 +196,23 @@ def test_irqsave_inside_irqs_off_leaves_them_off() -> None:
             with section:
                 assert t.irqs_off and t.held
             assert not t.irqs_off and not t.held
+
+
+def test_irq_event_stamps_of_a_section_name_the_line_of_its_with_block() -> None:
+    """``irqsave()`` and ``bh()`` stamp where interrupts and softirqs went off and on: the with
+    statement, whether the block enters the section itself or contextlib does it for the block."""
+    spin = pylockdep.SpinLock("stamped")
+    code = test_irq_event_stamps_of_a_section_name_the_line_of_its_with_block.__code__
+    with pylockdep.validate() as v:
+        trace = v.task().irqtrace
+        with spin.irqsave():
+            line = sys._getframe().f_lineno
+        assert (trace.hardirq_disable_site, trace.hardirq_enable_site) == ((code, line - 1), (code, line - 1))
+        with spin.bh():
+            line = sys._getframe().f_lineno
+        assert (trace.softirq_disable_site, trace.softirq_enable_site) == ((code, line - 1), (code, line - 1))
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(spin.irqsave())
+            line = sys._getframe().f_lineno
+        assert trace.hardirq_disable_site == (code, line - 1)
+        assert trace.hardirq_enable_site[0] is code
