@@ -127,7 +127,8 @@ class SRCU(_Validated):
             count = readers.pop(ident, 1) - 1
             if count:
                 readers[ident] = count
-            self._cond.notify_all()
+            if self._sync_owner is not None:  # only a grace period in progress waits on the counters
+                self._cond.notify_all()
 
     def _bad_index(self, idx: object) -> None:
         v = active.validator
