@@ -13,7 +13,6 @@ configuration (``kvm_lock`` before 4a937f96, the raw ``kvm_count_lock`` after).
 
 from __future__ import annotations
 
-import _thread
 import functools
 import queue
 import threading
@@ -21,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pylockdep
+from pylockdep import _plain
 
 from .locktable import LockTable, parse_version
 from .tasks import Event, Tasks, current_cpu
@@ -187,7 +187,7 @@ class _Rendezvous:
         tasks.wait_for(self._all, "every CPU entering stop_machine")
 
 
-_RENDEZVOUS_GUARD = _thread.allocate_lock()  # an atomic counter: hardware, outside the lock graph
+_RENDEZVOUS_GUARD = _plain.plain_lock()  # an atomic counter: hardware, outside the lock graph
 
 
 def stop_machine_cpu_stop(cpus: Cpus, steps: tuple[_Rendezvous, _Rendezvous], fn: Callable[[], None] | None) -> None:

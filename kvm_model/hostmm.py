@@ -10,11 +10,11 @@ functions below call as the kernel's mm code does.
 
 from __future__ import annotations
 
-import _thread
 from collections.abc import Callable
 from typing import Protocol
 
 import pylockdep
+from pylockdep import _plain
 
 from .locktable import LockTable
 
@@ -38,7 +38,7 @@ class HostMemory:
         # Page reference counts are atomics and the free list a spinning zone lock, usable under
         # any lock the model takes: a bare lock stands for them and stays out of the lock graph,
         # even when Python's own locks are validated too.
-        self._lock = _thread.allocate_lock()
+        self._lock = _plain.plain_lock()
         self._free = list(range(total - 1, -1, -1))
         self.refcount: dict[int, int] = {}
         self.lru: dict[int, tuple[HostMM, int]] = {}

@@ -9,13 +9,13 @@ new snapshot and wait for a grace period.
 
 from __future__ import annotations
 
-import _thread
 import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pylockdep
+from pylockdep import _plain
 
 from .config import Config
 from .hardware import Cpus, Hotplug, get_online_cpus, hardware_disable_all, hardware_enable_all, put_online_cpus
@@ -173,7 +173,7 @@ class UsedPagesCounter:
     def __init__(self) -> None:
         # A percpu_counter's updates are atomic in any context: a bare lock stands for that and,
         # never instrumented, stays out of the lock graph.
-        self._lock = _thread.allocate_lock()
+        self._lock = _plain.plain_lock()
         self.value = 0
 
     def add(self, delta: int) -> None:

@@ -10,7 +10,6 @@ not take the run down silently: the failure is kept in :attr:`Tasks.errors`.
 
 from __future__ import annotations
 
-import _thread
 import threading
 import time
 import traceback
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pylockdep
+from pylockdep import _plain
 
 TIMEOUT = 60.0  # seconds any one phase of a run may take before the run is declared stuck
 FIRST_USER_PID = 1000
@@ -30,7 +30,7 @@ def current_cpu() -> int:
 
 
 class Event:
-    """``threading.Event``, made of bare ``_thread`` locks, for the model's own signalling.
+    """``threading.Event``, made of bare CPython locks (:mod:`pylockdep._plain`), for the model's own signalling.
 
     The harness around the modelled kernel (phase signals, stop flags, IPI completions) is not
     part of the locking being modelled.  Built on locks that pylockdep never instruments, it stays
@@ -40,7 +40,7 @@ class Event:
     """
 
     def __init__(self) -> None:
-        self._lock = _thread.allocate_lock()
+        self._lock = _plain.plain_lock()
         self._waiters: list[Any] = []
         self._flag = False
 
@@ -63,7 +63,7 @@ class Event:
         with self._lock:
             if self._flag:
                 return True
-            waiter = _thread.allocate_lock()
+            waiter = _plain.plain_lock()
             waiter.acquire()
             self._waiters.append(waiter)
         if waiter.acquire(True, -1 if timeout is None else timeout):
@@ -85,7 +85,7 @@ class Tasks:
         self.errors: list[str] = []
         self.failed = Event()
         self._threads: list[threading.Thread] = []
-        self._lock = _thread.allocate_lock()
+        self._lock = _plain.plain_lock()
         self._next_pid = FIRST_USER_PID
 
     def spawn(

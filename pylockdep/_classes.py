@@ -8,12 +8,12 @@ is the graph node, carries the irq usage bits, and is what reports name.
 
 from __future__ import annotations
 
-import _thread
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from ._frames import Site, Stack, format_file_line
 from ._locktypes import LockType
+from ._plain import plain_rlock
 
 if TYPE_CHECKING:
     from ._graph import Edge
@@ -136,7 +136,7 @@ class LockKey:
 _keys: dict[Hashable, LockKey] = {}
 # Re-entrant: a signal handler, a finalizer or a trace hook may make a lock while its own thread
 # is registering one (the inner call then finds or adds its key; the outer keeps the first made).
-_keys_lock = _thread.RLock()
+_keys_lock = plain_rlock()
 
 
 def key_for(name: str, ltype: LockType, site: Site | None, explicit: Hashable | None = None) -> LockKey:

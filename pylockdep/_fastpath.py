@@ -17,7 +17,6 @@ current); the slots it reads are looked up by name when :func:`_load` sets it up
 
 from __future__ import annotations
 
-import _thread
 import os
 import warnings
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any
 from . import _frames, _held
 from ._classes import LockClass, LockKey
 from ._held import HeldLock
+from ._plain import plain_lock
 from ._task import Task
 from ._validator import Validator, active
 
@@ -94,7 +94,7 @@ ACCELERATED = _speedups is not None
 #: Makes what a validated lock blocks on: the C module's ``RealLock``, which behaves as
 #: ``_thread.allocate_lock()``'s lock and which the fast path takes and releases without a call, or
 #: CPython's own lock in pure Python.
-new_real_lock: Callable[[], Any] = _speedups.RealLock if _speedups is not None else _thread.allocate_lock
+new_real_lock: Callable[[], Any] = _speedups.RealLock if _speedups is not None else plain_lock
 
 
 def holder_changed() -> None:

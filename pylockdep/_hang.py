@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import _splat
 from ._classes import LockClass
+from ._plain import plain_lock
 from ._primitive import LockMap, Primitive
 
 if TYPE_CHECKING:
@@ -103,8 +104,8 @@ class Watchdog:
     """
 
     def __init__(self) -> None:
-        self._mutex = _thread.allocate_lock()  # guards the fields below
-        self._wake = _thread.allocate_lock()  # held while the thread has nothing new to look at
+        self._mutex = plain_lock()  # guards the fields below
+        self._wake = plain_lock()  # held while the thread has nothing new to look at
         self._wake.acquire()
         self._deadline: float | None = None
         self._action: Callable[[], None] | None = None

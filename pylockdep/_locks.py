@@ -28,6 +28,7 @@ from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import accelerate, new_real_lock
 from ._frames import Site, caller_site, is_internal, line_at
 from ._held import VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
+from ._plain import plain_lock
 from ._primitive import Primitive
 from ._task import Task
 from ._validator import Validator, active
@@ -431,7 +432,7 @@ class _RWCore:
     def __init__(self) -> None:
         # The fast operations take the bare mutex; only waits go through the condition, made by
         # the first (most locks never see one, and a Condition costs more than the rest together).
-        self._mutex = _thread.allocate_lock()
+        self._mutex = plain_lock()
         self._cond: threading.Condition | None = None
         self.writer: int | None = None
         self.readers: dict[int, int] = {}
@@ -443,7 +444,7 @@ class _RWCore:
         """In a forked child: a new internal mutex (a thread that did not follow the fork may have
         held it) and no waiters (they did not follow either).  Holders stay: the lock stays held
         by a thread that is gone, as a ``threading.Lock`` does."""
-        self._mutex = _thread.allocate_lock()
+        self._mutex = plain_lock()
         self._cond = None
         self.waiting_writers = {}
         self.sleepers = 0

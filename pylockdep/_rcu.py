@@ -25,6 +25,7 @@ from ._classes import LockClass
 from ._context import _Between, preempt_disable, preempt_enable
 from ._frames import caller_site, outside_frame
 from ._locks import _acquire, _Condition, _creation_key, _PseudoLock, _release, _Validated
+from ._plain import plain_lock
 from ._report import DeadlockError
 from ._task import Task
 from ._validator import Validator, active
@@ -51,7 +52,7 @@ class SRCU(_Validated):
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
         self._key = _creation_key(type(self), name, key, sys._getframe(1))  # _Validated's, from here
         self._owner = None
-        self._cond = _Condition(_thread.allocate_lock())
+        self._cond = _Condition(plain_lock())
         self._idx = 0
         # Per counter: reader thread ident (or ("ended", ident), see _thread_ended) -> open read sides.
         self._readers: tuple[dict[_Reader, int], dict[_Reader, int]] = ({}, {})

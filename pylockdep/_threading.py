@@ -6,8 +6,10 @@ While instrumentation is installed, ``threading.Lock()`` and ``threading.RLock()
 Condition helpers) that the validator checks as sleeping locks (lock types ``PY_LOCK`` and
 ``PY_RLOCK``).  Everything in :mod:`threading` that builds on them (``Condition``, ``Event``,
 ``Semaphore``, ``BoundedSemaphore``, ``Barrier``, ``Timer``) and the standard library around it
-(``queue``, ``logging``, ``concurrent.futures``) is covered through them; ``Condition.wait()``'s
-private waiter lock comes from ``threading._allocate_lock``, which is left alone.
+(``queue``, ``logging``, ``concurrent.futures``) is covered through them, and so are the other
+factories, ``_thread.allocate_lock``, ``_thread.RLock`` and the names modules bound to them before
+(``threading._allocate_lock``): those make CPython's lock when threading itself calls them
+(``Condition.wait()``'s private waiter lock), or importlib.
 
 Python's semantics win where they differ from the kernel's (``API.md``, "Python's own locks"):
 
@@ -27,7 +29,9 @@ A lock's class is its type plus the first frame outside :mod:`threading` and pyl
 (``Condition``, ``Event``, ``Semaphore``, ...).  So every ``queue.Queue`` mutex is one class
 (``Lock@queue.py:NN``) and ``threading.Event()`` takes its caller's line.  Locks that
 :mod:`threading` makes for its own bookkeeping (a ``Thread``'s "started" event, the locks it
-rebuilds after ``fork()``) and locks made before instrumentation stay CPython's.
+rebuilds after ``fork()``), importlib's module locks, pylockdep's own (:mod:`pylockdep._plain`) and
+locks made before instrumentation stay CPython's.  A thread's state lock, which ``join()`` waits on
+and the interpreter releases when the thread ends, is made in C: it never goes through a factory.
 """
 
 from __future__ import annotations
@@ -49,13 +53,13 @@ from ._fastpath import accelerate, new_real_lock
 from ._frames import is_internal, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
+from ._plain import plain_lock
 from ._sites import UNKNOWN, SiteMemo, class_name, creation_walk, recall, remember
 from ._validator import active
 from ._when_imported import Hook, when_imported
 
 __all__ = ["Lock", "RLock", "install", "instrument_threading", "Nested", "uninstall"]
 
-_allocate = _thread.allocate_lock
 _get_ident = _thread.get_ident
 _getframe = sys._getframe
 # The file name as threading's code objects carry it, for one cheap comparison per acquisition.
@@ -106,7 +110,7 @@ def _acquirer(frame: FrameType) -> FrameType:
 
 def _check_acquire_args(blocking: Any, timeout: Any) -> None:
     """Raise what CPython's ``acquire()`` raises for these arguments: a free lock parses them."""
-    _allocate().acquire(blocking, timeout)
+    plain_lock().acquire(blocking, timeout)
 
 
 def _take_slow(lock: Lock | RLock, blocking: Any, timeout: Any, frame: FrameType) -> bool:
@@ -382,8 +386,8 @@ def _stand_in(
     threading makes the lock for itself, and it looks like ``original`` (``__wrapped__`` too).
 
     ``prebound``: the stand-in replaces a name bound before instrumentation (``_thread.RLock``,
-    ``functools.RLock``, ``threading._allocate_lock``, ...), which threading's own code, importlib
-    and pylockdep also call: for those callers it makes CPython's lock.
+    ``functools.RLock``, ``threading._allocate_lock``, ...), which threading's own code and importlib
+    also call: for those callers it makes CPython's lock.
 
     Where ``original`` is a class (``threading.Lock`` from 3.13 on), so is the stand-in: calling
     it makes a lock, ``isinstance``/``issubclass`` accept CPython's locks and ours alike (locks made
@@ -432,8 +436,9 @@ def _stand_in(
 
 def _keeps_plain(filename: str) -> bool:
     """Whether a lock factory called from code in ``filename`` makes CPython's own lock: threading's
-    bookkeeping (a Condition's waiter), importlib's module locks, pylockdep's own locks."""
-    return filename == _THREADING_FILE or filename.startswith("<frozen importlib") or is_internal(filename)
+    bookkeeping (a Condition's waiter), importlib's module locks.  pylockdep never calls a factory
+    that instrumentation rebinds (its locks come from :mod:`pylockdep._plain`)."""
+    return filename == _THREADING_FILE or filename.startswith("<frozen importlib")
 
 
 # 3.13's threading.RLock() warns about arguments; the stand-in warns alike, at the caller.
@@ -486,7 +491,7 @@ def _pickled_as(stand_in: Any, module: str, attr: str) -> None:
         stand_in.__module__, stand_in.__qualname__ = module, attr
 
 
-_state_lock = _allocate()
+_state_lock = plain_lock()
 _installed: dict[str, Any] = {}  # attribute of threading -> the stand-in put there
 _rebound: list[tuple[Any, str, Any]] = []  # (module, attribute, stand-in) bound before instrumentation
 _depth = 0
@@ -543,14 +548,18 @@ def uninstall() -> None:
                 asyncio_locks.uninstall()
 
 
+# _thread's names of its lock type (3.13's threading.Lock is _thread.lock): a type, not a factory.
+_LOCK_TYPE_NAMES = ("LockType", "lock")
+
+
 def _rebind_prebound() -> None:
     """Rebind, in every module imported so far, the names bound to CPython's lock factories before
     instrumentation (``from _thread import RLock`` as 3.11's ``functools`` does for
     ``cached_property``, ``from threading import RLock`` in ``bz2`` or an application,
-    ``threading._allocate_lock``/``_CRLock``), as gevent's monkey patching does: locks they make
-    from now on are validated.  Locks made before stay CPython's, and so do the ``_thread``
-    module's own names: ``_thread.allocate_lock()`` is the way to make a lock pylockdep must not
-    see (kvm_model's harness does).  pylockdep's own names are left alone too."""
+    ``threading._allocate_lock``/``_CRLock``) and the ``_thread`` module's own factories
+    (``allocate_lock``, ``RLock``; not its lock types), as gevent's monkey patching does: locks they
+    make from now on are validated.  Locks made before stay CPython's.  pylockdep's own names are
+    left alone: its locks, and kvm_model's harness's, come from :mod:`pylockdep._plain`."""
     makers = {
         id(_thread.allocate_lock): (_thread.allocate_lock, Lock, _locktypes.PY_LOCK, False),
         id(_thread.RLock): (_thread.RLock, RLock, _locktypes.PY_RLOCK, True),
@@ -563,14 +572,14 @@ def _rebind_prebound() -> None:
         makers.setdefault(id(original), (original, lock_type, ltype, takes_args))
     stand_ins: dict[int, Any] = {}
     for module_name, module in list(sys.modules.items()):
-        if module is None or module is _thread or module_name.partition(".")[0] == "pylockdep":
+        if module is None or module_name.partition(".")[0] == "pylockdep":
             continue
         try:
             names = [(attr, value) for attr, value in vars(module).items() if id(value) in makers]
         except TypeError:
             continue
         for attr, value in names:
-            if attr == "LockType" or (module is threading and attr in _installed):
+            if (module is threading and attr in _installed) or attr in _LOCK_TYPE_NAMES:
                 continue
             original, lock_type, ltype, takes_args = makers[id(value)]
             if value is not original:

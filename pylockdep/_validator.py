@@ -27,6 +27,7 @@ from ._graph import Graph, LimitExceeded
 from ._identity import identity_of
 from ._instances import InstanceOrder
 from ._options import Options
+from ._plain import plain_lock, plain_rlock
 from ._report import LockdepViolation, Report
 from ._task import Task
 
@@ -58,7 +59,7 @@ class Validator:
         self.graph = Graph()
         self.instances = InstanceOrder()  # how instances of one class of Python's locks nest
         self.apply(options)
-        self.graph_lock = _thread.RLock()
+        self.graph_lock = plain_rlock()
         self.chains: set[int] = set()
         self.reports: list[Report] = []
         # Reports that a suppression or the baseline silenced: kept and counted, never printed.
@@ -430,7 +431,7 @@ class _Active:
 active = _Active()
 default = Validator(stream=sys.stderr, raise_on_report=False)
 active.validator = default
-_validate_lock = _thread.allocate_lock()
+_validate_lock = plain_lock()
 
 
 # One [validator, previous] pair per open validate() block, oldest first (under _validate_lock).

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._plain import plain_rlock
 from ._primitive import Primitive
 from ._report import DeadlockError
 from ._task import Task
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 POLL_SECONDS = 0.05
 # Re-entrant: a signal handler may wait for a lock while its thread is inside this bookkeeping.
-_waits = _thread.RLock()
+_waits = plain_rlock()
 
 
 def find_wait_cycle(v: Validator, t: Task) -> list[tuple[Task, Primitive]] | None:

@@ -67,6 +67,7 @@ from ._frames import format_file_line, is_internal
 from ._held import VARIANT_SYNC, chain_key, drop_foreign, find
 from ._locks import _acquire, _PseudoLock, _release
 from ._locktypes import COMPLETION
+from ._plain import plain_lock
 from ._validator import active
 from ._when_imported import Hook, when_imported
 
@@ -74,7 +75,6 @@ __all__ = ["CompletionMap", "hold", "install", "release", "touch", "uninstall"]
 
 _getframe = sys._getframe
 _get_ident = _thread.get_ident
-_allocate = _thread.allocate_lock
 
 
 # -- the maps ----------------------------------------------------------------------------------
@@ -454,7 +454,7 @@ def _when_done(future: Any) -> Callable[[float], bool]:
     for needs to finish (``set_result()`` takes the condition), or the deadlock check would see
     a cycle that is not there.
     """
-    signal = _allocate()
+    signal = plain_lock()
     signal.acquire()
     future.add_done_callback(lambda _: signal.release())
     return lambda seconds: signal.acquire(True, seconds)
@@ -516,7 +516,7 @@ def _futures_as_completed(original: Callable[..., Any]) -> Callable[..., Any]:
 # -- queue.Queue -------------------------------------------------------------------------------
 
 _SPANS = "_lockdep_spans"  # on a Queue: thread ident -> its open _Span on that queue
-_spans_lock = _thread.allocate_lock()  # guards every queue's spans and every _Span's count
+_spans_lock = plain_lock()  # guards every queue's spans and every _Span's count
 _current_span = threading.local()  # .span: the calling thread's open _Span, if any
 
 

@@ -556,22 +556,45 @@ def test_a_lock_held_by_a_thread_still_running_is_not_leaked():
 
 
 def test_names_bound_before_instrumentation_make_validated_locks_and_are_restored_after():
+    originals = (_thread.allocate_lock, _thread.RLock, threading._allocate_lock)
     prebound = types.ModuleType("prebound_locks")
     prebound.RLock = _thread.RLock  # as functools (3.11) and bz2 bind them at import
     prebound.allocate_lock = _thread.allocate_lock
     sys.modules["prebound_locks"] = prebound
     try:
-        with pylockdep.validate(raise_on_report=False), pylockdep.instrument_threading():
+        with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
             made = [prebound.RLock(), prebound.allocate_lock(), threading._allocate_lock()]
+            made += [_thread.allocate_lock(), _thread.RLock()]  # the _thread module's own names too
             assert all(isinstance(lock._key, LockKey) for lock in made)
-            assert not hasattr(_thread.allocate_lock(), "_key")  # the _thread module's own: the way to stay unseen
             cond = threading.Condition()
             with cond:
                 cond.wait(0.001)  # its waiter lock stays CPython's
+            assert isinstance(cond._lock._key, LockKey)
+        assert v.reports == []
         assert prebound.RLock is _thread.RLock and prebound.allocate_lock is _thread.allocate_lock
-        assert not hasattr(_thread.RLock(), "_key")
+        assert (_thread.allocate_lock, _thread.RLock, threading._allocate_lock) == originals
+        assert not hasattr(_thread.RLock(), "_key") and not hasattr(_thread.allocate_lock(), "_key")
     finally:
         del sys.modules["prebound_locks"]
+
+
+def test_locks_made_through_the_thread_module_after_instrumentation_take_part_in_a_cycle(v):
+    lock = _thread.allocate_lock()
+    rlock = _thread.RLock()
+    take_ab_then_ba(lock, rlock)
+    (report,) = v.reports
+    assert report.kind == "circular"
+    assert sorted(report.classes) == sorted([lock._key.name, rlock._key.name])
+    assert all(f"@{FILE}:" in name for name in report.classes)
+
+
+def test_pylockdep_and_threading_keep_their_own_locks_plain_while_the_thread_module_is_rebound(v):
+    assert not hasattr(pylockdep.Validator().graph_lock, "_key")  # made at run time, through _thread's RLock
+    done = threading.Event()
+    t = threading.Thread(target=done.set)
+    t.start()
+    t.join()  # joining waits on the thread's own state lock, released by the interpreter
+    assert done.is_set() and not t.is_alive() and v.reports == []
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="cached_property has had no lock since 3.12")

@@ -3,12 +3,12 @@
 The cell stands for one word of kernel memory (an SPTE, a word of a dirty bitmap).  Each operation says which
 machine access the kernel made: a plain ``load``/``store`` (two of them can interleave with anything), or an
 atomic read-modify-write (``cmpxchg``, ``xchg``, ``fetch_or``, ``clear_bit``).  Atomicity comes from a bare
-``_thread`` lock: these are atomics, not locks, so pylockdep must neither see nor validate them.
+CPython lock (:mod:`pylockdep._plain`): these are atomics, not locks, so pylockdep must neither see nor validate them.
 """
 
 from __future__ import annotations
 
-import _thread
+from pylockdep import _plain
 
 _MASK64 = (1 << 64) - 1
 
@@ -20,7 +20,7 @@ class Atomic64:
 
     def __init__(self, value: int = 0) -> None:
         self._value = value & _MASK64
-        self._guard = _thread.allocate_lock()
+        self._guard = _plain.plain_lock()
 
     def load(self) -> int:
         """A plain (volatile) read of the whole word."""

@@ -20,12 +20,13 @@ at a point are woken and unwound.
 
 from __future__ import annotations
 
-import _thread
 import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from pylockdep import _plain
 
 START = "<start>"  # name of the record holding what a thread does before its first point
 
@@ -177,8 +178,8 @@ class Scheduler:
 
     def __init__(self, *, timeout: float = 5.0) -> None:
         self.timeout = timeout
-        # A bare _thread lock: the driver's own synchronisation is not part of any lock graph being validated.
-        self._cond = threading.Condition(_thread.allocate_lock())
+        # A bare CPython lock: the driver's own synchronisation is not part of any lock graph being validated.
+        self._cond = threading.Condition(_plain.plain_lock())
         self._threads: list[_ModelThread] = []
         self._locks: list[SchedLock] = []
         self._by_ident: dict[int, _ModelThread] = {}
