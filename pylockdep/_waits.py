@@ -105,11 +105,20 @@ class CompletionMap(_PseudoLock):
         return f"<CompletionMap {self.name} at {id(self):#x}>"
 
 
-def map_key(kind: str, frame: FrameType | None) -> LockKey | None:
+def map_key(kind: str, frame: FrameType | None, made: object = None) -> LockKey | None:
     """The key of a ``(kind)`` map made for work created at ``frame`` (walked out of pylockdep,
     threading, concurrent.futures and queue to the line that asked for it), or None when no such
-    line exists (threading's own threads)."""
+    line exists (threading's own threads).
+
+    ``made`` is the object the map stands for (a thread, a pool, a queue) when one is being
+    constructed: the constructors of a subclass (``__init__`` methods running on ``made``, as
+    ``super().__init__()`` chains them) are walked out of too, so the site is the line that made
+    the object, not the subclass's call to its base (which every instance of every subclass of
+    that base would share).
+    """
     frame = _user_frame(frame)
+    while frame is not None and made is not None and _constructs(frame, made):
+        frame = _user_frame(frame.f_back)
     if frame is None:
         return None
     site = (frame.f_code, frame.f_lineno)
@@ -136,6 +145,12 @@ def _user_frame(frame: FrameType | None) -> FrameType | None:
             return frame
         frame = frame.f_back
     return None
+
+
+def _constructs(frame: FrameType, made: object) -> bool:
+    """Whether ``frame`` is an ``__init__`` method running on ``made``."""
+    code = frame.f_code
+    return code.co_name == "__init__" and code.co_argcount > 0 and frame.f_locals.get(code.co_varnames[0]) is made
 
 
 def _waiter_frame(frame: FrameType) -> FrameType:
@@ -267,7 +282,7 @@ def _thread_init(original: Callable[..., None]) -> Callable[..., None]:
         if getattr(_spawning, "pool", None) is not None:
             self.__dict__[_MAP] = None  # a pool's worker: its work items carry the maps
             return
-        key = map_key("thread", _getframe(1))
+        key = map_key("thread", _getframe(1), self)
         if key is not None:
             self.__dict__[_MAP] = CompletionMap(key)
 
@@ -375,7 +390,7 @@ def _touch_work(work: _Work, frame: FrameType) -> None:
 def _pool_init(original: Callable[..., None]) -> Callable[..., None]:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
-        key = map_key("wq_completion", _getframe(1))
+        key = map_key("wq_completion", _getframe(1), self)
         if key is not None:
             self.__dict__[_MAP] = CompletionMap(key)
 
@@ -536,7 +551,7 @@ class _Span:
 def _queue_init(original: Callable[..., None]) -> Callable[..., None]:
     def __init__(self: Any, maxsize: int = 0) -> None:
         original(self, maxsize)
-        key = map_key("queue", _getframe(1))
+        key = map_key("queue", _getframe(1), self)
         if key is not None:
             self.__dict__[_MAP] = CompletionMap(key)
             self.__dict__[_SPANS] = {}

@@ -77,9 +77,6 @@ class RefreshThread(threading.Thread):
                     self.live.refresh()
 
 
-REFRESH_THREAD_LINE = RefreshThread.__init__.__code__.co_firstlineno + 4  # its super().__init__()
-
-
 class Live:
     def __init__(self, join_under_lock: bool) -> None:
         self._lock = threading.RLock()
@@ -87,6 +84,7 @@ class Live:
         self.join_under_lock = join_under_lock
         self.refreshed = threading.Event()
         self.thread = RefreshThread(self)
+        self.thread_line = line() - 1  # the map is named after the line that made the thread
 
     def refresh(self) -> None:
         self.thread.interval = 60  # one refresh is enough: the next wait outlasts the test
@@ -110,7 +108,7 @@ def test_rich_live_stop_joining_the_refresh_thread_under_its_lock_is_circular(v)
     assert live.refreshed.wait(20)
     live.stop()  # the thread has finished refreshing: nothing hangs
     assert kinds_and_classes(v) == [
-        ("circular", {f"(thread){FILE}:{REFRESH_THREAD_LINE}", f"Live._lock@{FILE}:{live.lock_line}"})
+        ("circular", {f"(thread){FILE}:{live.thread_line}", f"Live._lock@{FILE}:{live.lock_line}"})
     ]
     (report,) = v.reports
     # Both stacks: where the thread took the lock, and where stop() waited for the thread.
@@ -118,7 +116,7 @@ def test_rich_live_stop_joining_the_refresh_thread_under_its_lock_is_circular(v)
     assert f"is trying to acquire lock:\n{id(live.thread.__dict__['_lockdep_map']):016x} ((thread){FILE}" in report.text
     # The scenario waits as the kernel's flush_work() splats show it: an ordinary lock() of the
     # map, not the sync() of an SRCU synchronize.
-    thread_map = f"(thread){FILE}:{REFRESH_THREAD_LINE}"
+    thread_map = f"(thread){FILE}:{live.thread_line}"
     assert report.text.split(" *** DEADLOCK ***")[0].rstrip().splitlines()[-4:] == [
         f"  lock(Live._lock@{FILE}:{live.lock_line});",
         f"                               lock({thread_map});",
@@ -133,6 +131,80 @@ def test_rich_live_stop_joining_after_releasing_the_lock_is_clean(v):
     assert live.refreshed.wait(20)
     live.stop()
     assert v.reports == []
+
+
+# -- watchdog 6.0: every thread class chains its __init__ up to one base's super().__init__() -----
+
+
+class BaseThread(threading.Thread):
+    """watchdog's BaseThread: the one place that calls threading.Thread.__init__."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stopped = threading.Event()
+
+
+class Emitter(BaseThread):
+    """Queues events; takes none of the observer's locks."""
+
+    def __init__(self, events: queue.Queue) -> None:
+        super().__init__()
+        self.events = events
+
+    def run(self) -> None:
+        self.events.put("created")
+        self.stopped.wait(20)
+
+
+class Observer(BaseThread):
+    """Dispatches events under its lock; unschedule_all() joins the emitters under the same lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.RLock()
+        self.events: queue.Queue = queue.Queue()
+        self.emitters: list[Emitter] = []
+        self.dispatched = threading.Event()
+
+    def schedule(self) -> None:
+        with self.lock:
+            emitter = Emitter(self.events)
+            self.emitters.append(emitter)
+            emitter.start()
+
+    def run(self) -> None:
+        self.events.get()
+        with self.lock:
+            self.dispatched.set()
+        self.stopped.wait(20)
+
+    def unschedule_all(self) -> None:
+        with self.lock:
+            for emitter in self.emitters:
+                emitter.stopped.set()
+                emitter.join()
+
+
+def test_joining_threads_of_one_base_class_under_a_lock_only_the_others_take_is_clean(v):
+    # Emitters and the observer are all made through BaseThread.__init__'s super().__init__():
+    # named after that line, they were one map class, and joining an emitter under the lock the
+    # observer takes was reported as circular.  Each is named after the line that made it.
+    observer = Observer()
+    made_at = line() - 1
+    observer.start()
+    observer.schedule()
+    assert observer.dispatched.wait(20)
+    observer.unschedule_all()
+    observer.stopped.set()
+    assert v.reports == []
+    with observer.lock:  # joining the observer itself under its lock is still found
+        observer.join()
+    assert kinds_and_classes(v) == [
+        (
+            "circular",
+            {f"(thread){FILE}:{made_at}", f"Observer.lock@{FILE}:{Observer.__init__.__code__.co_firstlineno + 2}"},
+        )
+    ]
 
 
 def test_joining_a_thread_blocked_on_a_lock_the_joiner_holds_raises_after_the_report(v):
