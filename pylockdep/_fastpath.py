@@ -33,7 +33,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 7
+SPEEDUPS_ABI = 8
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -149,3 +149,19 @@ def accelerate(
     for name, value in list(own.items()):
         if id(value) in replacing:
             setattr(cls, name, replacing[id(value)])
+
+
+def accelerate_section(cls: type, lock_type: type) -> None:
+    """Give the section class ``cls`` (:class:`pylockdep._locks._Held`) C versions of its
+    ``__enter__`` and ``__exit__`` for sections of ``lock_type`` locks that change no context.
+
+    Each wraps the Python method defined in ``cls``, which handles every other case.  ``cls`` must
+    keep ``_lock``, ``_read``, ``_subclass``, ``_context`` and ``_mode`` in ``__slots__`` (the C code
+    reads them in place; ``_read`` -1 is ``RWLock``'s read mode).  Does nothing when the C module is
+    not in use.
+    """
+    if _speedups is None:
+        return
+    own = vars(cls)
+    cls.__enter__ = _speedups.Section(own["__enter__"], cls, lock_type, True)
+    cls.__exit__ = _speedups.Section(own["__exit__"], cls, lock_type, False)

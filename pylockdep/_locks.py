@@ -25,7 +25,7 @@ from typing import Any
 
 from . import _context, _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
-from ._fastpath import accelerate, new_real_lock
+from ._fastpath import accelerate, accelerate_section, new_real_lock
 from ._frames import Site, caller_site, is_internal, line_at
 from ._held import VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
 from ._plain import plain_lock
@@ -320,7 +320,7 @@ class _Lock(_Validated, _RealLock):
 # What a _Held section changes around the lock.
 _IRQSAVE = 1  # hard interrupts off (spin_lock_irqsave)
 _BH = 2  # bottom halves off (spin_lock_bh)
-_READ_MODE = -1  # as ``read``: the lock's read mode in the context at acquisition (RWLock.read())
+_READ_MODE = -1  # as ``read``: RWLock's read mode in the context at acquisition (RWLock._read_mode)
 
 
 class _Held:
@@ -329,7 +329,8 @@ class _Held:
 
     ``context`` (``_IRQSAVE``, ``_BH`` or 0) is changed before the lock is taken and restored after
     it is released, even when taking or releasing it raises.  A class rather than a generator:
-    these blocks are taken as often as plain ``with lock:``.
+    these blocks are taken as often as plain ``with lock:``.  The C module runs the known-chain
+    case of the sections that change no context (see :func:`~pylockdep._fastpath.accelerate_section`).
     """
 
     __slots__ = ("_lock", "_read", "_subclass", "_context", "_mode", "_irqs_were_on")
@@ -557,9 +558,6 @@ class _RWLockBase(_Lock):
     def locked(self) -> bool:
         return self._rw.is_held(0) or self._rw.is_held(1)
 
-    def _read_mode(self) -> int:
-        return 1
-
     def _unlock_side(self, read: int, op: str) -> None:
         """Release the side ``read`` names, for the unlock call ``op``.  Releasing the side nobody
         holds while the other side is held (``write_lock(); read_unlock()``) is a bad unlock
@@ -574,7 +572,7 @@ class _RWLockBase(_Lock):
 
     def read(self) -> AbstractContextManager[_RWLockBase]:
         """Hold the read side for the block."""
-        return _Held(self, _READ_MODE, 0)
+        return _Held(self, 1, 0)
 
     def write(self) -> _RWLockBase:
         """Hold the write side for the block: ``with l.write():`` is ``with l:``."""
@@ -592,8 +590,14 @@ class RWLock(_RWLockBase, _SpinningLock):
     __slots__ = ()
 
     def _read_mode(self) -> int:
+        """A reader in interrupt context (hardirq, softirq, bottom halves off) is recursive.
+        ``_speedups.c`` makes the same choice for ``read()`` sections."""
         t = active.validator.task()
         return 2 if (t.hardirq or t.softirq or t.bh) else 1
+
+    def read(self) -> AbstractContextManager[RWLock]:
+        """Hold the read side for the block, recursive in interrupt context."""
+        return _Held(self, _READ_MODE, 0)
 
     def read_lock(self) -> None:
         """``read_lock``."""
@@ -652,3 +656,4 @@ class RWSemaphore(_RWLockBase):
 
 
 accelerate(_Lock, enter_returns_self=True)
+accelerate_section(_Held, _Lock)

@@ -80,8 +80,8 @@ enum { ACTIVE_VALIDATOR };
 static const char *const active_slots[] = {"validator", NULL};
 enum { V_OFF, V_LOCAL, V_CHAINS, V_MAX_LOCK_DEPTH };
 static const char *const validator_slots[] = {"off", "local", "chains", "max_lock_depth", NULL};
-enum { T_HELD, T_KEY, T_CTX, T_IRQ, T_SPINS, T_FOREIGN_RELEASES };
-static const char *const task_slots[] = {"held", "key", "ctx", "irq", "spins", "foreign_releases", NULL};
+enum { T_HELD, T_KEY, T_CTX, T_IRQ, T_SPINS, T_FOREIGN_RELEASES, T_BH };
+static const char *const task_slots[] = {"held", "key", "ctx", "irq", "spins", "foreign_releases", "bh", NULL};
 enum { K_CACHE };
 static const char *const key_slots[] = {"cache", NULL};
 enum { C_VARIANTS, C_SPINS };
@@ -91,7 +91,7 @@ enum { L_KEY, L_REAL, L_OWNER, L_IDENT, L_COUNT };
 static const char *const lock_slots[] = {"_key", "_real", "_owner", NULL};
 static const char *const rlock_slots[] = {"_key", "_real", "_owner", "_ident", "_count", NULL};
 
-static PyObject *g_zero, *g_one, *g_minus_one, *s_task, *s_depth_exceeded, *s_cache_key, *s_try, *s_unlock;
+static PyObject *g_zero, *g_one, *g_two, *g_minus_one, *s_task, *s_depth_exceeded, *s_cache_key, *s_try, *s_unlock;
 
 #define IS(obj, layout) ((obj) != NULL && PyObject_TypeCheck((obj), (layout).type))
 
@@ -594,13 +594,27 @@ real_of(PyObject *lock, const Layout *lk)
     return real != NULL && Py_IS_TYPE(real, &RealLockType) ? (RealLock *)real : NULL;
 }
 
+/* Read modes as _locks._acquire takes them, and READ_AS_RWLOCK: RWLock._read_mode()'s choice. */
+enum { READ_AS_RWLOCK = -1, READ_MAX = 2 };
+static PyObject **const read_objs[READ_MAX + 1] = {&g_zero, &g_one, &g_two};
+
+/* Whether the small int ``value`` is zero (anything else, or not an exact int, counts as not). */
+static inline int
+is_zero(PyObject *value)
+{
+    return value == g_zero || (value != NULL && PyLong_CheckExact(value) && PyLong_AsLong(value) == 0);
+}
+
 /*
- * Take ``lock`` exclusively on a known chain, as _locks._acquire(lock, 0, 0, frame) would.
- * Returns 1 when the lock is taken and pushed, 0 when the caller must take the slow path (nothing
- * has changed), -1 with an exception set (nothing has changed either).
+ * Take ``lock`` in mode ``read`` as subclass ``subclass`` on a known chain, as
+ * _locks._acquire(lock, read, subclass, frame) would; READ_AS_RWLOCK takes it as RWLock._read_mode()
+ * chooses (a recursive reader, 2, in hardirq, softirq or bottom-half context, else 1).  ``*read_out``
+ * is the mode taken.  Returns 1 when the lock is taken and pushed, 0 when the caller must take the
+ * slow path (nothing has changed), -1 with an exception set (nothing has changed either).
  */
 static int
-fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **c_out)
+fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **c_out, int read, int subclass,
+          int *read_out)
 {
     PyObject *v, *t, *key, *cache, *classes, *cls, *variants, *tkey, *ctx, *chains, *spins, *irq, *held, *maxd;
     PyObject *chain = NULL, *code = NULL, *lasti = NULL, *entry = NULL, *ok = NULL;
@@ -620,9 +634,9 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **
     if (cache == NULL || !PyTuple_Check(cache) || PyTuple_GET_SIZE(cache) != 2 || PyTuple_GET_ITEM(cache, 0) != v)
         return 0;
     classes = PyTuple_GET_ITEM(cache, 1);
-    if (!PyList_Check(classes) || PyList_GET_SIZE(classes) == 0)
+    if (!PyList_Check(classes) || PyList_GET_SIZE(classes) <= subclass)
         return 0;
-    cls = PyList_GET_ITEM(classes, 0);
+    cls = PyList_GET_ITEM(classes, subclass);
     if (!IS(cls, class_layout))
         return 0;
     variants = SLOT(cls, class_layout, C_VARIANTS);
@@ -633,13 +647,22 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **
     held = SLOT(t, task_layout, T_HELD);
     chains = SLOT(v, validator_layout, V_CHAINS);
     maxd = SLOT(v, validator_layout, V_MAX_LOCK_DEPTH);
-    if (variants == NULL || !PyTuple_Check(variants) || PyTuple_GET_SIZE(variants) == 0 || spins == NULL
+    if (read == READ_AS_RWLOCK) {
+        PyObject *bh = SLOT(t, task_layout, T_BH);
+        if (irq == NULL || bh == NULL)
+            return 0;
+        read = is_zero(irq) && is_zero(bh) ? 1 : 2;
+    }
+    if (read < 0 || read > READ_MAX || (read != 0 && real_of(lock, lk) != NULL))
+        return 0;  /* a plain lock has no read side */
+    *read_out = read;
+    if (variants == NULL || !PyTuple_Check(variants) || PyTuple_GET_SIZE(variants) <= read || spins == NULL
         || tkey == NULL || ctx == NULL || irq == NULL || held == NULL || !PyList_Check(held) || chains == NULL
         || !PyAnySet_Check(chains) || maxd == NULL || !PyLong_Check(maxd))
         return 0;
 
     /* The chain key is pylockdep._held.chain_key(t.key, t.ctx, variant): hash((t.key, t.ctx, variant)). */
-    if ((h = hash3(tkey, ctx, PyTuple_GET_ITEM(variants, 0))) == -1 || (chain = cached_int(c, h)) == NULL
+    if ((h = hash3(tkey, ctx, PyTuple_GET_ITEM(variants, read))) == -1 || (chain = cached_int(c, h)) == NULL
         || PySet_Contains(chains, chain) != 1)
         goto fallback;
     /* A known chain: build the held entry before taking the lock, so nothing can fail after. */
@@ -648,7 +671,7 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **
     lasti = cached_int(c, PyFrame_GetLasti(frame));
     if (limit == -1 || lasti == NULL)
         goto fallback;
-    entry = held_entry(lock, cls, g_zero, Py_False, code, lasti, tkey, irq, spins, ctx);
+    entry = held_entry(lock, cls, *read_objs[read], Py_False, code, lasti, tkey, irq, spins, ctx);
     if (entry == NULL)
         goto fallback;
     /* The entry owns what the rest needs (lock, cls, t.key, t.ctx) while _try may run Python code. */
@@ -657,7 +680,7 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **
     if ((real = real_of(lock, lk)) != NULL) {
         taken = reallock_try(real);
     } else {
-        ok = PyObject_CallMethodOneArg(lock, s_try, g_zero);
+        ok = PyObject_CallMethodOneArg(lock, s_try, *read_objs[read]);
         taken = ok == NULL ? -1 : PyObject_IsTrue(ok);
     }
     if (taken < 0) {
@@ -694,13 +717,13 @@ done:
 }
 
 /*
- * Release ``lock`` when it is the thread's most recent lock, as _locks._release(lock, 0) would
+ * Release ``lock`` when it is the thread's most recent lock, as _locks._release(lock, read) would
  * (for an RLock, the owner's last release: its owner and count are reset too).
  * Returns 1 when done, 0 for the slow path (nothing changed), -1 with an exception set by the real
  * lock's release.
  */
 static int
-fast_unlock(PyObject *lock, const Layout *lk)
+fast_unlock(PyObject *lock, const Layout *lk, PyObject *read)
 {
     PyObject *v, *t, *held, *top, *r;
     RealLock *real;
@@ -728,11 +751,11 @@ fast_unlock(PyObject *lock, const Layout *lk)
             slot_set(lock, lk->offset[L_COUNT], g_zero);
             slot_set(lock, lk->offset[L_IDENT], Py_None);
         }
-        if ((real = real_of(lock, lk)) != NULL && real->locked) {
+        if ((real = real_of(lock, lk)) != NULL && read == g_zero && real->locked) {
             reallock_release(real);
             result = 1;
         } else {
-            r = PyObject_CallMethodOneArg(lock, s_unlock, g_zero);
+            r = PyObject_CallMethodOneArg(lock, s_unlock, read);
             result = r == NULL ? -1 : 1;
             Py_XDECREF(r);
         }
@@ -800,6 +823,7 @@ typedef struct {
     int returns_self;     /* Acquire: return the lock (__enter__) or True (acquire) */
     int blocking_arg;     /* Acquire: the method takes ``blocking`` first (threading's acquire()) */
     Py_ssize_t arity;     /* Release: the positional argument count it takes fast, -1 any */
+    Layout section;       /* Section: where the section class keeps _lock, _read, _subclass, ... */
     vectorcallfunc vectorcall;
 } FastMethod;
 
@@ -857,7 +881,7 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     FastMethod *self = (FastMethod *)op;
     PyFrameObject *frame;
     ThreadCache *c;
-    int r;
+    int r, mode;
 
     if (self->blocking_arg && PyVectorcall_NARGS(nargsf) == 2 && kwnames == NULL && !self->lock.recursive
         && (args[1] == Py_False || args[1] == g_zero) && IS(args[0], self->lock)) {
@@ -885,10 +909,10 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         PyFrameObject *outside = outside_skip_file(self, frame);
         if (outside == NULL)
             return slow_call(self, args, nargsf, kwnames);
-        r = fast_lock(args[0], &self->lock, outside, &c);
+        r = fast_lock(args[0], &self->lock, outside, &c, 0, 0, &mode);
         Py_DECREF(outside);
     } else {
-        r = fast_lock(args[0], &self->lock, frame, &c);
+        r = fast_lock(args[0], &self->lock, frame, &c, 0, 0, &mode);
     }
     if (r < 0)
         return NULL;
@@ -922,7 +946,7 @@ release_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
             Py_RETURN_NONE;
         }
     }
-    r = fast_unlock(args[0], &self->lock);
+    r = fast_unlock(args[0], &self->lock, g_zero);
     if (r < 0)
         return NULL;
     if (r == 0)
@@ -951,7 +975,7 @@ release_save_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyOb
     Py_DECREF(ident);
     if (state == NULL)
         return NULL;
-    r = fast_unlock(args[0], &self->lock);  /* the last release: count 0, no owner */
+    r = fast_unlock(args[0], &self->lock, g_zero);  /* the last release: count 0, no owner */
     if (r == 1)
         return state;
     Py_DECREF(state);
@@ -969,7 +993,7 @@ acquire_restore_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, P
     PyFrameObject *frame, *outside;
     PyObject *state;
     ThreadCache *c;
-    int r;
+    int r, mode;
 
     if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL || !self->lock.recursive || !IS(args[0], self->lock))
         return slow_call(self, args, nargsf, kwnames);
@@ -983,7 +1007,7 @@ acquire_restore_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, P
     } else {
         outside = (PyFrameObject *)Py_NewRef(frame);
     }
-    r = fast_lock(args[0], &self->lock, outside, &c);
+    r = fast_lock(args[0], &self->lock, outside, &c, 0, 0, &mode);
     Py_DECREF(outside);
     if (r < 0)
         return NULL;
@@ -991,6 +1015,82 @@ acquire_restore_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, P
         return slow_call(self, args, nargsf, kwnames);
     slot_set(args[0], self->lock.offset[L_COUNT], PyTuple_GET_ITEM(state, 0));
     slot_set(args[0], self->lock.offset[L_IDENT], PyTuple_GET_ITEM(state, 1));
+    Py_RETURN_NONE;
+}
+
+/*
+ * Sections: the with-blocks of pylockdep._locks._Held (``nested()``, ``read()``), whose slots say
+ * how the lock is held.  The fast path takes the ones that change no context (``_context`` 0):
+ * __enter__ as _Held.__enter__ does it (the lock in the section's mode and subclass, the mode taken
+ * kept in ``_mode``), __exit__ the release of that mode.  Everything else goes to the Python method.
+ */
+enum { S_LOCK, S_READ, S_SUBCLASS, S_CONTEXT, S_MODE };
+static const char *const section_slots[] = {"_lock", "_read", "_subclass", "_context", "_mode", NULL};
+
+/* The small int in ``value`` if it is one from ``low`` to ``high``, else ``low - 1``. */
+static long
+small_int(PyObject *value, long low, long high)
+{
+    long found;
+
+    if (value == NULL || !PyLong_CheckExact(value))
+        return low - 1;
+    found = PyLong_AsLong(value);
+    if (found == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return low - 1;
+    }
+    return found < low || found > high ? low - 1 : found;
+}
+
+static PyObject *
+section_enter_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    FastMethod *self = (FastMethod *)op;
+    PyObject *section, *lock;
+    PyFrameObject *frame;
+    ThreadCache *c;
+    long read, subclass;
+    int r, mode;
+
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !IS(args[0], self->section))
+        return slow_call(self, args, nargsf, kwnames);
+    section = args[0];
+    lock = SLOT(section, self->section, S_LOCK);
+    read = small_int(SLOT(section, self->section, S_READ), READ_AS_RWLOCK, READ_MAX);
+    subclass = small_int(SLOT(section, self->section, S_SUBCLASS), 0, PY_SSIZE_T_MAX);
+    if (!IS(lock, self->lock) || !is_zero(SLOT(section, self->section, S_CONTEXT)) || read < READ_AS_RWLOCK
+        || subclass < 0 || (frame = PyEval_GetFrame()) == NULL)
+        return slow_call(self, args, nargsf, kwnames);
+    r = fast_lock(lock, &self->lock, frame, &c, (int)read, (int)subclass, &mode);
+    if (r < 0)
+        return NULL;
+    if (r == 0)
+        return slow_call(self, args, nargsf, kwnames);
+    slot_set(section, self->section.offset[S_MODE], *read_objs[mode]);
+    return Py_NewRef(lock);
+}
+
+static PyObject *
+section_exit_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    FastMethod *self = (FastMethod *)op;
+    PyObject *section, *lock, *mode;
+    int r;
+
+    if (PyVectorcall_NARGS(nargsf) < 1 || kwnames != NULL || !IS(args[0], self->section))
+        return slow_call(self, args, nargsf, kwnames);
+    section = args[0];
+    lock = SLOT(section, self->section, S_LOCK);
+    mode = SLOT(section, self->section, S_MODE);
+    if (!IS(lock, self->lock) || !is_zero(SLOT(section, self->section, S_CONTEXT))
+        || small_int(mode, 0, READ_MAX) < 0)
+        return slow_call(self, args, nargsf, kwnames);
+    r = fast_unlock(lock, &self->lock, mode);
+    if (r < 0)
+        return NULL;
+    if (r == 0)
+        return slow_call(self, args, nargsf, kwnames);
     Py_RETURN_NONE;
 }
 
@@ -1009,6 +1109,7 @@ fastmethod_traverse(FastMethod *self, visitproc visit, void *arg)
     Py_VISIT(self->skip_file);
     Py_VISIT(self->known_files);
     Py_VISIT(self->lock.type);
+    Py_VISIT(self->section.type);
     return 0;
 }
 
@@ -1019,6 +1120,7 @@ fastmethod_clear(FastMethod *self)
     Py_CLEAR(self->skip_file);
     Py_CLEAR(self->known_files);
     Py_CLEAR(self->lock.type);
+    Py_CLEAR(self->section.type);
     return 0;
 }
 
@@ -1121,7 +1223,27 @@ release_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-/* The two types differ only in name, documentation and constructor. */
+static PyObject *
+section_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"slow", "section_type", "lock_type", "enter", NULL};
+    PyObject *slow, *section_type, *lock_type;
+    int enter;
+    FastMethod *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOp:Section", kwlist, &slow, &section_type, &lock_type, &enter))
+        return NULL;
+    self = fastmethod_new(type, slow, lock_type, 0, enter ? section_enter_vectorcall : section_exit_vectorcall);
+    if (self == NULL)
+        return NULL;
+    if (layout_init(&self->section, section_type, section_slots) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* The three types differ only in name, documentation and constructor. */
 #define FASTMETHOD_TYPE(NAME, DOC, NEW)                                                              \
     {                                                                                                \
         PyVarObject_HEAD_INIT(NULL, 0)                                                               \
@@ -1158,6 +1280,13 @@ static PyTypeObject ReleaseType = FASTMETHOD_TYPE(
     "most-recent-lock case runs in C; every other call goes to ``slow``.  ``arity`` is the argument count "
     "(self included) taken fast, -1 for any.  ``save``: the method is RLock._release_save().",
     release_new);
+
+static PyTypeObject SectionType = FASTMETHOD_TYPE(
+    "Section",
+    "Section(slow, section_type, lock_type, enter): the __enter__ (``enter``) or __exit__ method of "
+    "``section_type`` (pylockdep._locks._Held) whose known-chain case, for a section of ``lock_type`` that "
+    "changes no context, runs in C; every other call goes to ``slow``.",
+    section_new);
 
 /* Whether ``type`` is a tuple subclass without a __dict__ whose _fields are held_fields, in order. */
 static int
@@ -1316,7 +1445,7 @@ PyInit__speedups(void)
     INTERN(s_depth_exceeded, "depth_exceeded");
     INTERN(s_try, "_try");
     INTERN(s_unlock, "_unlock");
-    if ((g_zero = PyLong_FromLong(0)) == NULL || (g_one = PyLong_FromLong(1)) == NULL
+    if ((g_zero = PyLong_FromLong(0)) == NULL || (g_one = PyLong_FromLong(1)) == NULL || (g_two = PyLong_FromLong(2)) == NULL
         || (g_minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;
     {
@@ -1328,7 +1457,7 @@ PyInit__speedups(void)
         if (g_monotonic == NULL)
             return NULL;
     }
-    if (PyType_Ready(&AcquireType) < 0 || PyType_Ready(&ReleaseType) < 0 || PyType_Ready(&ThreadCacheType) < 0
+    if (PyType_Ready(&AcquireType) < 0 || PyType_Ready(&ReleaseType) < 0 || PyType_Ready(&SectionType) < 0 || PyType_Ready(&ThreadCacheType) < 0
         || PyType_Ready(&RealLockType) < 0)
         return NULL;
     m = PyModule_Create(&speedups_module);
@@ -1338,6 +1467,7 @@ PyInit__speedups(void)
     if (PyModule_AddIntConstant(m, "ABI", SPEEDUPS_ABI) < 0
         || PyModule_AddObjectRef(m, "Acquire", (PyObject *)&AcquireType) < 0
         || PyModule_AddObjectRef(m, "Release", (PyObject *)&ReleaseType) < 0
+        || PyModule_AddObjectRef(m, "Section", (PyObject *)&SectionType) < 0
         || PyModule_AddObjectRef(m, "RealLock", (PyObject *)&RealLockType) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -108,7 +108,8 @@ def test_each_odd_case_goes_to_python(monkeypatch):
         v.off = True  # validation off
         with a:
             pass
-        assert (slow.acquires, slow.releases) == (seen + 3, 2)  # nested() and validation off
+        # nested() on a new chain and validation off; nested()'s release is of the most recent lock
+        assert (slow.acquires, slow.releases) == (seen + 3, 1)
         v.off = False
     with pylockdep.validate():  # another validator: the key's cached classes are not its own
         with a:
@@ -162,6 +163,68 @@ def test_fast_and_slow_paths_leave_the_same_state():
             states[way] = steps
         assert states["fast"] == states["slow"]
         assert [step[2] for step in states["fast"][:3]] == [0, 1, 2]  # spinning locks are counted
+    assert v.reports == []
+
+
+def sections(in_softirq: bool) -> list[tuple[str, object, object]]:
+    """(label, lock, section factory) for the sections that change no context; in softirq context
+    only those valid there (an RWLock reader, which is recursive there)."""
+    mutex, rwlock = pylockdep.Mutex("fp_sec_m"), pylockdep.RWLock("fp_sec_rw")
+    rwsem = pylockdep.RWSemaphore("fp_sec_rs")
+    made = [] if in_softirq else [("nested", mutex, lambda: mutex.nested(3)), ("rwsem.read", rwsem, rwsem.read)]
+    return [*made, ("rwlock.read", rwlock, rwlock.read)]  # sleeping locks first, as they may nest
+
+
+@needs_c
+@pytest.mark.parametrize("in_softirq", [False, True])
+def test_sections_on_a_known_chain_never_reach_python(monkeypatch, in_softirq):
+    slow = SlowCalls(monkeypatch)
+    outer = pylockdep.SpinLock("fp_sec_outer") if in_softirq else pylockdep.Mutex("fp_sec_outer")
+    with pylockdep.validate() as v, contextlib.ExitStack() as stack:
+        if in_softirq:
+            stack.enter_context(pylockdep.softirq())
+        for label, lock, section in sections(in_softirq):
+            with outer, section():
+                pass
+            seen = (slow.acquires, slow.releases)
+            for _ in range(5):
+                with outer, section() as got:
+                    assert got is lock
+                    top = v.task().held[-1]
+                    expected = 2 if in_softirq and label == "rwlock.read" else 1 if "read" in label else 0
+                    assert (top.lock, top.read, top.cls.subclass) == (lock, expected, 3 if label == "nested" else 0)
+            assert (slow.acquires, slow.releases) == seen, label
+    assert v.reports == []
+
+
+@needs_c
+@pytest.mark.parametrize("in_softirq", [False, True])
+def test_fast_and_slow_sections_leave_the_same_state(in_softirq):
+    with pylockdep.validate() as v, contextlib.ExitStack() as stack:
+        if in_softirq:
+            stack.enter_context(pylockdep.softirq())
+        made = sections(in_softirq)
+        blocks = [section() for _, _, section in made]
+        for block in blocks:  # validate the chain
+            block.__enter__()
+        for block in reversed(blocks):
+            block.__exit__(None, None, None)
+        t = v.task()
+        states = {}
+        for way in ("fast", "slow"):
+            steps, opened = [], []
+            for _, lock, section in made:
+                block = section()
+                enter = type(block).__enter__
+                assert (enter if way == "fast" else enter.__wrapped__)(block) is lock
+                opened.append(block)
+                steps.append((entries(v), t.key, t.spins, block._mode, lock._owner is t, lock.locked()))
+            for block in reversed(opened):
+                leave = type(block).__exit__
+                (leave if way == "fast" else leave.__wrapped__)(block, None, None, None)
+                steps.append((entries(v), t.key, t.spins, block._lock._owner, block._lock.locked()))
+            states[way] = steps
+        assert states["fast"] == states["slow"]
     assert v.reports == []
 
 
