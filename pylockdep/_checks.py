@@ -210,13 +210,15 @@ def check_deadlock(v: Validator, t: Task, cls: LockClass, lock: object, read: in
     and the new one is recursive.  Returns False when it reported.
 
     Python's lock types are judged per instance instead: another instance of a held class is for
-    :func:`check_instance_order`, and a ``threading.Lock`` the thread holds itself is judged only
-    if the thread ends up waiting for it for ever (:mod:`pylockdep._waitfor`), since another
-    thread may release it.
+    :func:`check_instance_order`; taking the very instance held is recursive for an owned lock (an
+    asyncio task taking its own ``asyncio.Lock``; an ``RLock``'s owner only enters it again), and
+    a ``threading.Lock`` the thread holds itself is judged only if the thread ends up waiting for
+    it for ever (:mod:`pylockdep._waitfor`), since another thread may release it.
     """
     if cls.ltype.python:
-        return True
-    held = next((e for e in t.held if e[H_CLASS] is cls and not (read == 2 and e[H_READ])), None)
+        held = next((e for e in t.held if e[H_LOCK] is lock), None) if cls.ltype.owned else None
+    else:
+        held = next((e for e in t.held if e[H_CLASS] is cls and not (read == 2 and e[H_READ])), None)
     if held is None:
         return True
     v.report("recursive", (cls,), lambda title: _splat.recursive(v, t, title, held, cls, lock, site), site=site)

@@ -40,9 +40,9 @@ class LockType:
     wait-context checked, but they add no dependencies.  ``pseudo`` marks completion maps (the
     work a thread, a pool or a queue consumer is doing): held, never locked, so never leaked.
     ``lock_fn``/``rt_lock_fn`` name the kernel function that takes it, for call traces.
-    ``python`` marks Python's own lock types, where Python's semantics win: instances of one class
-    may nest in a consistent order (:mod:`pylockdep._instances`), and a ``threading.Lock``
-    released by another thread is a hand-off signal.
+    ``python`` marks Python's own lock types (threading's and asyncio's), where Python's semantics
+    win: instances of one class may nest in a consistent order (:mod:`pylockdep._instances`), and a
+    ``threading.Lock`` released by another thread is a hand-off signal.
     """
 
     name: str
@@ -103,7 +103,10 @@ PY_LOCK = LockType(
 )
 PY_RLOCK = LockType("threading.RLock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, lock_fn="RLock.acquire", python=True)
 # asyncio.Lock: a sleeping lock owned by the asyncio task that took it; waiting suspends the task.
-ASYNC_LOCK = LockType("asyncio.Lock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, suspends=True, lock_fn="Lock.acquire")
+# Python's: instances of one class nest per instance, as threading's locks do.
+ASYNC_LOCK = LockType(
+    "asyncio.Lock", WAIT_SLEEP, WAIT_SLEEP, sleeps=True, suspends=True, lock_fn="Lock.acquire", python=True
+)
 # A completion map: the pseudo-lock a thread, a work item, a pool or a queue's consumers hold while
 # they work, and that waiting for them touches (pylockdep._waits).  Waiting sleeps; no wait type.
 COMPLETION = LockType(

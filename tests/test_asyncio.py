@@ -134,6 +134,46 @@ def test_a_cycle_through_a_threading_lock_and_an_asyncio_lock_is_found():
     assert len(set(reports[0].classes)) == 2
 
 
+# -- same-class nesting, judged per instance as for threading's locks ---------------------------
+
+
+def test_two_locks_of_one_site_nested_in_one_order_are_clean():
+    async def main():
+        outer, inner = [asyncio.Lock() for _ in range(2)]  # one creation site: one class
+        conds = [asyncio.Condition() for _ in range(2)]
+
+        async def nest():
+            async with outer, inner:
+                await asyncio.sleep(0)
+            async with conds[0], conds[1]:
+                pass
+
+        await asyncio.gather(*(nest() for _ in range(3)))
+
+    assert run(main) == []
+
+
+def test_two_locks_of_one_site_nested_in_both_orders_are_circular_naming_both():
+    async def main():
+        a, b = [asyncio.Lock() for _ in range(2)]
+
+        async def nest(first, second):
+            async with first, second:
+                pass
+
+        await asyncio.create_task(nest(a, b))
+        await asyncio.create_task(nest(b, a))
+        return a, b
+
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        a, b = asyncio.run(main())
+    (report,) = v.reports
+    line = test_two_locks_of_one_site_nested_in_both_orders_are_circular_naming_both.__code__.co_firstlineno + 2
+    assert report.kind == "circular"
+    assert report.classes == (f"Lock@test_asyncio.py:{line}",) * 2
+    assert f"{id(a):016x}" in report.text and f"{id(b):016x}" in report.text
+
+
 # -- recursive and real deadlocks --------------------------------------------------------------
 
 
@@ -751,8 +791,8 @@ def test_a_condition_lock_is_validated_and_wait_notify_is_clean():
 
 def test_ordered_locking_across_many_tasks_is_clean():
     async def main():
-        # Three classes (one line each): locks made by one line share a class, and nesting two
-        # of them is recursive under the kernel's rule.
+        # Three classes, one line each (locks made by one line share a class, and nest as
+        # instances of one class: in one order, as here, clean too).
         first = asyncio.Lock()
         second = asyncio.Lock()
         third = asyncio.Lock()
