@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from . import _locktypes
-from ._classes import LockKey, key_for
+from ._classes import LockKey, keep_made_at, key_for
 from ._frames import caller_site, format_file_line
 from ._task import Task
 from ._threading import Lock, Nested, RLock
@@ -30,8 +30,10 @@ def set_class(lock: Any, name: str) -> None:
     Every lock of one type given the same ``name`` shares that class, wherever it was made; the
     class is the lock's from its next acquisition on.  A Python lock's class name gets the site of
     the first ``set_class()`` call for it, ``NAME@file.py:LINE`` (so suppressions and outside
-    tools can match it); a kernel lock type's is ``name`` as given.  A lock pylockdep does not
-    validate is left alone.
+    tools can match it); a kernel lock type's is ``name`` as given.  Since one name may gather
+    locks made at many sites, a report names each such lock it shows with where that lock was
+    made (``, made at file.py:LINE`` on its line).  A lock pylockdep does not validate is left
+    alone.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"a lock class needs a non-empty name (str), not {name!r}")
@@ -41,6 +43,7 @@ def set_class(lock: Any, name: str) -> None:
     ltype = key.ltype
     site = caller_site()
     shown = f"{name}@{format_file_line(site)}" if ltype in _PYTHON_TYPES else name
+    keep_made_at(lock, key.site)
     lock._key = key_for(shown, ltype, site, ("set_class", ltype.name, name))
 
 

@@ -8,6 +8,7 @@ is the graph node, carries the irq usage bits, and is what reports name.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -147,6 +148,24 @@ def key_for(name: str, ltype: LockType, site: Site | None, explicit: Hashable | 
         with _keys_lock:
             key = _keys.setdefault(ident, LockKey(name, ltype, site, explicit))
     return key
+
+
+# Where each lock that set_class() moved to a named class was made (the site of its key before),
+# by id, for as long as the lock lives: one such class may hold locks made at many sites.
+_made_at: dict[int, Site] = {}
+
+
+def keep_made_at(lock: object, site: Site | None) -> None:
+    """Remember ``site`` as where ``lock`` was made (the first site kept for it stays)."""
+    if site is None or id(lock) in _made_at:
+        return
+    _made_at[id(lock)] = site
+    weakref.finalize(lock, _made_at.pop, id(lock), None)
+
+
+def made_at(lock: object) -> Site | None:
+    """Where ``lock`` was made, if :func:`pylockdep.set_class` gave it a class named elsewhere."""
+    return _made_at.get(id(lock))
 
 
 class LockClass:

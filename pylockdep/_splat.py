@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ._classes import USAGE_NAMES, LockClass, usage_string
+from ._classes import USAGE_NAMES, LockClass, made_at, usage_string
 from ._frames import Site, Stack, capture_stack, format_file_line, format_site, format_stack, split_at_entry
 from ._graph import PathStep
 from ._held import H_CLASS, H_LOCK, H_READ, HeldLock, held_site
@@ -100,10 +100,13 @@ def lname(v: Validator, cls: LockClass) -> str:
 
 def hline(v: Validator, cls: LockClass, lock: object, site: Site | None) -> str:
     """A held-lock line: instance address, class, usage, wait types and where it was taken (3.x:
-    no instance address, the site as an instruction pointer)."""
+    no instance address, the site as an instruction pointer); then, for a lock that
+    :func:`pylockdep.set_class` moved to a named class, where the lock was made."""
+    made = made_at(lock)
+    made_part = f", made at {format_file_line(made)}" if made is not None else ""
     if v.era != "modern":
-        return f"{lname(v, cls)}, at: {ip_sym(v, site)}"
-    return f"{id(lock):016x}{lname(v, cls)}, at: {format_site(site)}"
+        return f"{lname(v, cls)}, at: {ip_sym(v, site)}{made_part}"
+    return f"{id(lock):016x}{lname(v, cls)}, at: {format_site(site)}{made_part}"
 
 
 def held_lines(v: Validator, t: Task) -> list[str]:

@@ -49,6 +49,41 @@ def test_set_class_with_one_name_gives_locks_of_two_sites_one_class(v):
     assert v.reports[0].classes[0].startswith("Shared@")
 
 
+def shared_lock_from_one_site():
+    lock = threading.Lock()
+    pylockdep.set_class(lock, "Shared")
+    return lock
+
+
+def shared_lock_from_another_site():
+    lock = threading.Lock()
+    pylockdep.set_class(lock, "Shared")
+    return lock
+
+
+def test_one_name_given_at_two_sites_is_one_class_and_reports_name_each_instances_site(v):
+    a = shared_lock_from_one_site()
+    b = shared_lock_from_another_site()
+    assert a._key is b._key
+    take_ab_then_ba(a, b)
+    (report,) = v.reports
+    a_made, b_made = (f.__code__.co_firstlineno + 1 for f in (shared_lock_from_one_site, shared_lock_from_another_site))
+    assert report.kind == "circular"
+    assert report.classes == (f"Shared@{FILE}:{a_made + 1}",) * 2  # the class: where the name was first given
+    lines = report.text.splitlines()
+    taking = lines[next(i for i, x in enumerate(lines) if x.endswith("is trying to acquire lock:")) + 1]
+    held = lines[lines.index("but task is already holding another instance of its class:") + 1]
+    assert taking.startswith(f"{id(a):016x} (Shared@") and taking.endswith(f", made at {FILE}:{a_made}")
+    assert held.startswith(f"{id(b):016x} (Shared@") and held.endswith(f", made at {FILE}:{b_made}")
+
+
+def test_a_lock_that_keeps_its_own_class_shows_no_made_at(v):
+    a, b = threading.Lock(), threading.Lock()
+    take_ab_then_ba(a, b)
+    (report,) = v.reports
+    assert "made at" not in report.text
+
+
 def test_set_class_keeps_a_kernel_lock_types_name_bare_and_leaves_plain_locks_alone(v):
     m = pylockdep.Mutex("m")
     pylockdep.set_class(m, "other")
