@@ -11,6 +11,7 @@ first and builds the splat only for a new problem.  Checks never call user code.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Iterable
 from types import FrameType
@@ -35,9 +36,9 @@ from ._classes import (
     is_used_in,
     usage_state,
 )
-from ._frames import Site, Stack, capture_stack, format_file_line
+from ._frames import Site, Stack, capture_stack, format_file_line, is_internal
 from ._graph import PathStep, dep_kind
-from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, find, held_site
+from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, HeldLock, find, held_site
 from ._locktypes import RCU, RCU_SCHED, SRCU, WAIT_INV, LockType, effective_wait
 from ._task import Task
 
@@ -661,9 +662,14 @@ def is_plain_lock(ltype: LockType) -> bool:
 def check_leaked_locks(v: Validator, t: Task) -> None:
     """A ``threading.Lock`` still held when validation ends, whose acquirer has ended and that no
     thread released since, is leaked: reported as held at its acquirer's exit.  A thread still
-    running has not exited, so what it holds is not judged."""
+    running has not exited, so what it holds is not judged, and neither is a Lock that nothing
+    but pylockdep refers to any more: dropping a locked Lock is legal Python, and nobody can wait
+    for it."""
     for ended in v.ended_holding:
         leaked = [e for e in ended.held if is_plain_lock(e.cls.ltype) and e.lock._owner is ended and e.lock._is_held(0)]
+        if leaked:
+            referenced = _referenced_outside([e.lock for e in leaked])
+            leaked = [e for e in leaked if id(e.lock) in referenced]
         if leaked:
             ended.held = leaked
             v.report(
@@ -674,6 +680,25 @@ def check_leaked_locks(v: Validator, t: Task) -> None:
                 title={"comm": ended.comm},
             )
     v.ended_holding.clear()
+
+
+def _referenced_outside(locks: list[Any]) -> set[int]:
+    """The ids of those of ``locks`` that something other than pylockdep refers to: an object the
+    garbage collector tracks other than a held-lock entry (one scan of the heap for all of them),
+    or a local variable of a function running outside pylockdep, in any thread."""
+    ids = {id(lock) for lock in locks}
+    found: set[int] = set()
+    for referrer in gc.get_referrers(*locks):
+        if isinstance(referrer, HeldLock) or referrer is locks:
+            continue
+        found.update(id(obj) for obj in gc.get_referents(referrer) if id(obj) in ids)
+    frame: FrameType | None
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if not is_internal(frame.f_code.co_filename):
+                found.update(id(value) for value in frame.f_locals.values() if id(value) in ids)
+            frame = frame.f_back
+    return found
 
 
 def blocks_thread(ltype: LockType) -> bool:

@@ -44,7 +44,7 @@ import sys
 import threading
 import warnings
 from time import monotonic
-from types import FrameType
+from types import BuiltinFunctionType, FrameType
 from typing import Any
 
 from . import _held, _locktypes, _waits
@@ -392,7 +392,10 @@ def _stand_in(
     Where ``original`` is a class (``threading.Lock`` from 3.13 on), so is the stand-in: calling
     it makes a lock, ``isinstance``/``issubclass`` accept CPython's locks and ours alike (locks made
     before instrumentation included), and ``threading.Lock | None`` still works in annotations.
-    Elsewhere it is a function, as CPython's factory is.
+    Where ``original`` is a C function (``_thread.allocate_lock``, 3.11's and 3.12's
+    ``threading.Lock``), the stand-in is a callable that, like it, does not bind as a method: a
+    class attribute ``locktype = _thread.allocate_lock`` called as ``self.locktype()`` gets no
+    ``self``, as CPython's lock tests rely on.  Elsewhere it is a function, as CPython's factory is.
     """
     kind = lock_type.__name__
     deprecated_args = takes_args and sys.version_info >= (3, 13)
@@ -418,6 +421,8 @@ def _stand_in(
             remember(made_at, caller, looked, key)
         return original(*args, **kwargs) if key is None else new(key)
 
+    if isinstance(original, BuiltinFunctionType):  # _thread.allocate_lock: a C function
+        return functools.update_wrapper(_builtin_like(make), original)
     if not isinstance(original, type):
         return functools.update_wrapper(make, original)
     return _StandInType(
@@ -465,6 +470,24 @@ class _StandInType(type):
 
 
 _STAND_IN_CALL = _StandInType.__call__.__code__
+
+
+class _BuiltinLike:
+    """The shape of a stand-in for a factory that is a C function: callable, with the function's
+    names (``functools.update_wrapper``), its repr, pickled by name, and, having no ``__get__``,
+    never bound as a method (see :func:`_stand_in`)."""
+
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)  # type: ignore[attr-defined]
+
+    def __reduce__(self) -> str:
+        return self.__qualname__  # type: ignore[attr-defined,no-any-return]  # a global, found by name
+
+
+def _builtin_like(make: Any) -> Any:
+    """A :class:`_BuiltinLike` whose call is ``make`` itself (a static ``__call__``: the caller's
+    frame is ``make``'s caller, with no frame in between)."""
+    return type("stand_in", (_BuiltinLike,), {"__call__": staticmethod(make)})()
 
 
 # pickle saves a class or function by name, and refuses one that is not what its name finds

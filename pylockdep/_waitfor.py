@@ -14,8 +14,10 @@ hand-off in the making unless no other thread is left that could release it.
 from __future__ import annotations
 
 import _thread
+import sys
 import threading
 from collections.abc import Callable
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from ._plain import plain_rlock
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
     from ._validator import Validator
 
 POLL_SECONDS = 0.05
+# A thread just started with _thread.start_new_thread is seen nowhere until it runs: a thread
+# waiting for a Lock it holds itself must find itself alone this long before nobody is left.
+SELF_WAIT_GRACE_SECONDS = 0.25
 # Re-entrant: a signal handler may wait for a lock while its thread is inside this bookkeeping.
 _waits = plain_rlock()
 
@@ -91,6 +96,7 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
     check_own_loop(t, lock)
     # A signal handler or finalizer may wait inside this thread's own wait: put the outer wait back.
     outer = t.waiting
+    alone_since = None  # when a wait for a Lock it holds itself first found no other thread
     try:
         while True:
             with _waits:
@@ -99,7 +105,13 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
                 t.waiting = (lock, mode)
                 self_wait = not lock._owned and getattr(lock, "_owner", None) is t
                 if self_wait:  # a Lock it holds itself: a hand-off, unless nobody is left to release it
-                    cycle = None if others_may_release(v, t) else [(t, lock)]
+                    cycle = None
+                    if others_may_release(v, t):
+                        alone_since = None
+                    elif alone_since is None:
+                        alone_since = monotonic()
+                    elif monotonic() - alone_since >= SELF_WAIT_GRACE_SECONDS:
+                        cycle = [(t, lock)]
                 else:
                     cycle = find_wait_cycle(v, t)
                 if cycle is not None:
@@ -116,14 +128,19 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
 
 def others_may_release(v: Validator, t: Task) -> bool:
     """Whether a live thread other than ``t`` could still release a lock ``t`` holds: one that is
-    not itself waiting for a lock ``t`` holds.  Threads started with ``_thread`` directly are not
-    seen."""
+    not itself waiting for a lock ``t`` holds.  Threads started with ``_thread`` directly count
+    too: those running Python code are in the interpreter's list of frames, and one that is not
+    there yet (just started) or not at all is counted by ``_thread._count()`` and may release it.
+    """
     me = t.ident
     waits = {task.ident: task.waiting for task in list(v.tasks.values()) if task.waiting is not None}
-    for thread in threading.enumerate():
-        ident = thread.ident
-        if ident == me or ident is None or not thread.is_alive():
-            continue
+    alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
+    alive.update(sys._current_frames())
+    alive.discard(me)
+    alive.discard(None)
+    if _thread._count() > len(alive):  # threads other than the main one, against those seen
+        return True
+    for ident in alive:
         waiting = waits.get(ident)
         if waiting is not None and me in waiting[0]._blockers(waiting[1], ident):
             continue

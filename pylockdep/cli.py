@@ -190,19 +190,22 @@ def _runner(program: list[str]) -> Callable[[], object]:
     return lambda: runpy.run_path(script, run_name="__main__")
 
 
-def _run_program(program: Callable[[], object]) -> int:
-    """Run the program; its exit status, as the interpreter would give it."""
+def _run_program(program: Callable[[], object]) -> tuple[int, object]:
+    """Run the program; its exit status, as the interpreter would give it, and what keeps its
+    module's globals alive (its namespace, or the exception whose frames hold it): until the
+    program has ended (:func:`_end_program`) they are the program's, as ``__main__``'s are until
+    the interpreter exits, so a lock it keeps there is still referenced then."""
     try:
-        program()
+        namespace = program()
     except SystemExit as exc:
-        return _exit_status(exc.code)
+        return _exit_status(exc.code), exc
     except BaseException as exc:
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename in _RUNNER_FILES:
             tb = tb.tb_next  # start the traceback in the program, as Python's own does
         sys.excepthook(type(exc), exc.with_traceback(tb), tb)
-        return 1
-    return 0
+        return 1, exc
+    return 0, namespace
 
 
 def _end_program(v: Validator) -> None:
@@ -353,8 +356,9 @@ def run(
     if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGUSR1, lambda signum, frame: _dump(v, out, "INFO: pylockdep: SIGUSR1"))
     with instrument_threading():
-        status = _run_program(runner)
+        status, program_globals = _run_program(runner)
         _end_program(v)
+        del program_globals
     if watchdog is not None:
         watchdog.stop()
     pictures = {name: files.pop(name) for name in ("dot", "svg", "html") if name in files}

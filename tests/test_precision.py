@@ -12,6 +12,7 @@ import inspect
 import io
 import logging
 import logging.handlers
+import pickle
 import sys
 import threading
 import time
@@ -588,6 +589,31 @@ def test_locks_made_through_the_thread_module_after_instrumentation_take_part_in
     assert all(f"@{FILE}:" in name for name in report.classes)
 
 
+def test_c_function_factories_kept_as_class_attributes_are_not_bound_as_methods(v):
+    # CPython's lock tests keep ``locktype = _thread.allocate_lock`` and call self.locktype(): a C
+    # function does not bind, and neither may its stand-in.
+    class Tests:
+        allocate = _thread.allocate_lock
+        lock = threading.Lock
+        internal = threading._allocate_lock
+
+    made = [Tests().allocate(), Tests().lock(), Tests().internal()]
+    assert all(isinstance(lock._key, LockKey) for lock in made)
+    assert repr(_thread.allocate_lock) == "<built-in function allocate_lock>"
+    for factory in (_thread.allocate_lock, threading._allocate_lock):
+        assert pickle.loads(pickle.dumps(factory)) is factory
+
+
+def test_handing_a_held_lock_to_a_thread_started_with_the_thread_module_is_clean(v):
+    # test_thread's setUp takes done_mutex and the last of its _thread workers releases it: those
+    # threads are in no threading list, and may not have run yet when the waiter checks.
+    done = _thread.allocate_lock()
+    done.acquire()
+    _thread.start_new_thread(lambda: (time.sleep(0.05), done.release()), ())
+    done.acquire()  # waits for the worker, which hands the lock back
+    assert v.reports == []
+
+
 def test_pylockdep_and_threading_keep_their_own_locks_plain_while_the_thread_module_is_rebound(v):
     assert not hasattr(pylockdep.Validator().graph_lock, "_key")  # made at run time, through _thread's RLock
     done = threading.Event()
@@ -621,3 +647,14 @@ def test_cached_property_lock_of_3_11_is_validated_and_its_lock_order_bug_found(
     run_in_threads(lambda: Left(Right()).value, 1)  # Left's lock, then Right's
     run_in_threads(lambda: Right(Left()).value, 1)  # Right's lock, then Left's
     assert kinds(v) == ["circular"]
+
+
+def test_a_leaked_lock_that_nothing_refers_to_any_more_is_not_reported():
+    # CPython's lock tests drop locked locks; so may requests that each take a Lock.  Nobody can
+    # ever wait for such a Lock: not a leak.  The same Lock kept somewhere is one.
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        kept = threading.Lock()
+        run_in_threads(lambda: threading.Lock().acquire(), 1)
+        run_in_threads(kept.acquire, 1)
+    (report,) = v.reports
+    assert report.kind == "lock_held_at_exit" and report.classes == (kept.name,)
