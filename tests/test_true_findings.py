@@ -1,6 +1,7 @@
 """Real deadlocks stay found with Python's locks judged per instance and hand-off: small faithful
 programs of the bugs issue 14 lists (pebble's waitforqueues, logging's dictConfig against
-Handler.close, paho-mqtt's callback and out-message mutexes)."""
+Handler.close, paho-mqtt's callback and out-message mutexes), and the leak readerwriterlock's own
+test suite leaves."""
 
 from __future__ import annotations
 
@@ -156,3 +157,80 @@ def test_logging_dictconfig_against_handler_close_is_circular(tmp_path):
     assert "WARNING: possible circular locking dependency detected" in result.stderr, result.stderr
     names = (tmp_path / "out.jsonl").read_text()
     assert "Handler.lock@logging/__init__.py:" in names and "_lock@logging/__init__.py:" in names
+
+
+# readerwriterlock 1.0.10, RWLockReadD (readers first): the first reader takes the resource Lock
+# under the count's Lock, the last one releases it.  A reader handle keeps only a flag, so taking
+# one handle twice counts two readers and its one release takes one off.  downgrade() makes its
+# reader in a helper thread (RWLockReadD_Downgrade), which takes the resource and ends.  The
+# library's test_write_req14 takes its other reader handle again while it holds it: the count
+# stays at 1 and the resource Lock, taken by the ended helper, is never released (no writer gets
+# it again; RWLockWriteD and RWLockFairD are left the same way, but there the test's own thread,
+# still running, holds it).  The one report that suite gives under the plugin is this true leak.
+
+
+class ReaderFirstRWLock:
+    def __init__(self) -> None:
+        self.count = 0
+        self.count_lock = threading.Lock()
+        self.resource = threading.Lock()
+
+
+class Reader:
+    def __init__(self, rw: ReaderFirstRWLock) -> None:
+        self.rw = rw
+
+    def acquire(self) -> None:
+        with self.rw.count_lock:
+            self.rw.count += 1
+            if self.rw.count == 1:
+                self.rw.resource.acquire()
+
+    def release(self) -> None:
+        with self.rw.count_lock:
+            self.rw.count -= 1
+            if self.rw.count == 0:
+                self.rw.resource.release()
+
+
+def write_then_downgrade(rw: ReaderFirstRWLock) -> Reader:
+    """Take ``rw`` as a writer, then downgrade as readerwriterlock does: a helper thread becomes
+    the first reader as the writer lets go."""
+    rw.resource.acquire()
+    result = Reader(rw)
+    helper = threading.Thread(target=result.acquire, name="RWLockReadD_Downgrade")
+    helper.start()
+    rw.resource.release()
+    helper.join()
+    return result
+
+
+def test_readerwriterlock_test_taking_a_reader_handle_twice_leaks_the_resource_lock():
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        rw = ReaderFirstRWLock()
+        downgraded = write_then_downgrade(rw)
+        other = Reader(rw)
+        other.acquire()
+        downgraded.release()
+        other.acquire()  # the handle is held already: a second reader counted
+        other.release()
+        assert rw.count == 1 and rw.resource.locked()
+        assert v.reports == []  # judged when validation ends
+    (report,) = v.reports
+    assert report.kind == "lock_held_at_exit"
+    assert report.classes == (rw.resource._key.name,)
+    assert report.title.startswith("WARNING: RWLockReadD_Downgrade/")  # the helper thread, ended
+
+
+def test_readerwriterlock_downgrade_with_each_handle_released_once_is_clean():
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        rw = ReaderFirstRWLock()
+        downgraded = write_then_downgrade(rw)
+        other = Reader(rw)
+        other.acquire()
+        downgraded.release()
+        other.release()  # the last reader releases the resource the helper took: a hand-off
+        other.acquire()
+        other.release()
+        assert rw.count == 0 and not rw.resource.locked()
+    assert v.reports == []
