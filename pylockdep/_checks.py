@@ -230,10 +230,17 @@ def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, si
     """Instances of one class of Python's locks must always nest in one order: taking ``lock``
     while holding another instance of its class must not close a cycle of instances (``x`` then
     ``y`` here, ``y`` then ``x`` anywhere, any time).  Returns whether another instance of the
-    class is held: such a chain is judged anew each time, never cached."""
+    class is held: such a chain is judged anew each time, never cached.
+
+    A class of ``threading.Lock``s is judged as :func:`check_prev_add` judges one: known as a
+    hand-off (:func:`check_handoff`), it orders nothing; holding an instance taken by code no
+    longer running (:func:`check_token_held`) marks it, and a cycle of its instances waits for the
+    end of validation, dropped if the class has shown itself a hand-off by then."""
     same = [entry for entry in t.held if entry[H_CLASS] is cls and entry[H_LOCK] is not lock]
-    if not same:
+    if not same or check_handoff(cls):
         return False
+    if not cls.key.token and any(check_token_held(entry) for entry in same):
+        cls.key.token = True  # as check_prev_add marks a class: a cycle through it waits for finish()
     order = v.instances
     nxt = order.node(lock)
     stack = None
@@ -253,6 +260,7 @@ def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, si
                 ),
                 site=site,
                 dedupe=("instances",),
+                until_handoff=(cls,) if cls.key.token else (),
             )
         order.add(prev, nxt, stack, t.comm, v.origin)
     return True
@@ -688,8 +696,9 @@ def _referenced_outside(locks: list[Any]) -> set[int]:
     or a local variable of a function running outside pylockdep, in any thread."""
     ids = {id(lock) for lock in locks}
     found: set[int] = set()
-    for referrer in gc.get_referrers(*locks):
-        if isinstance(referrer, HeldLock) or referrer is locks:
+    args = tuple(locks)  # passed as it is: the call's own argument tuple is found as a referrer
+    for referrer in gc.get_referrers(*args):
+        if isinstance(referrer, HeldLock) or referrer is locks or referrer is args:
             continue
         found.update(id(obj) for obj in gc.get_referents(referrer) if id(obj) in ids)
     frame: FrameType | None

@@ -658,3 +658,27 @@ def test_a_leaked_lock_that_nothing_refers_to_any_more_is_not_reported():
         run_in_threads(kept.acquire, 1)
     (report,) = v.reports
     assert report.kind == "lock_held_at_exit" and report.classes == (kept.name,)
+
+
+def test_hand_off_locks_of_one_class_taken_again_in_another_order_are_no_instance_cycle(v):
+    # CPython 3.13's test_join_then_self_join: locks made and taken by one helper are signals that
+    # other threads release; taking one again while holding a later one is no inversion.
+    def make_lock():
+        lock = threading.Lock()
+        lock.acquire()
+        return lock
+
+    started, barrier = make_lock(), make_lock()  # held in this order
+
+    def worker():
+        time.sleep(0.05)
+        started.release()  # hands the lock back: a signal, not a mutex
+
+    t = threading.Thread(target=worker)
+    t.start()
+    started.acquire()  # while holding barrier: the other order of the two instances
+    t.join()
+    started.release()
+    barrier.release()
+    v.finish()
+    assert v.reports == []
