@@ -28,12 +28,12 @@ from . import _frames, _held
 from ._classes import LockClass, LockKey
 from ._held import HeldLock
 from ._plain import plain_lock
-from ._task import Task
+from ._task import IrqTrace, Task
 from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 8
+SPEEDUPS_ABI = 9
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -77,7 +77,9 @@ def _load() -> ModuleType | None:
         )
         return None
     try:
-        _speedups.setup(active, Validator, Task, LockKey, LockClass, HeldLock)
+        _speedups.setup(
+            active, Validator, Task, LockKey, LockClass, HeldLock, IrqTrace, _frames.internal_files, _frames._lines
+        )
     except TypeError as exc:  # a stale build whose ABI was not incremented
         warnings.warn(f"pylockdep: ignoring {_speedups.__file__}: {exc}", RuntimeWarning, stacklevel=2)
         return None
@@ -153,12 +155,15 @@ def accelerate(
 
 def accelerate_section(cls: type, lock_type: type) -> None:
     """Give the section class ``cls`` (:class:`pylockdep._locks._Held`) C versions of its
-    ``__enter__`` and ``__exit__`` for sections of ``lock_type`` locks that change no context.
+    ``__enter__`` and ``__exit__`` for sections of ``lock_type`` locks: a known chain, and a context
+    change (``irqsave()``, ``bh()``) that needs no check, on a normal kernel.
 
-    Each wraps the Python method defined in ``cls``, which handles every other case.  ``cls`` must
-    keep ``_lock``, ``_read``, ``_subclass``, ``_context`` and ``_mode`` in ``__slots__`` (the C code
-    reads them in place; ``_read`` -1 is ``RWLock``'s read mode).  Does nothing when the C module is
-    not in use.
+    Each wraps the Python method defined in ``cls``, which handles every other case; the C methods
+    call ``cls._take(frame)`` when they changed the context but cannot take the lock, and
+    ``cls._restore(frame)`` when they released it but cannot restore the context.  ``cls`` must keep
+    ``_lock``, ``_read``, ``_subclass``, ``_context``, ``_mode`` and ``_irqs_were_on`` in
+    ``__slots__`` (the C code reads them in place; ``_read`` -1 is ``RWLock``'s read mode).  Does
+    nothing when the C module is not in use.
     """
     if _speedups is None:
         return

@@ -342,13 +342,19 @@ class _Held:
         self._context = context
 
     def __enter__(self) -> _Lock:
-        lock = self._lock
         context = self._context
         frame = _getframe(1)
         if context == _IRQSAVE:
-            self._irqs_were_on = _context.irq_save_for(lock._ltype, _site_of(frame))
+            self._irqs_were_on = _context.irq_save_for(self._lock._ltype, _site_of(frame))
         elif context == _BH:
             _context.bh_disable_at(_site_of(frame))
+        return self._take(frame)
+
+    def _take(self, frame: FrameType) -> _Lock:
+        """Take the lock, the context changed, for the block in ``frame``; if that raises, restore
+        the context.  (The C ``__enter__`` calls it when it changed the context but cannot take the
+        lock itself.)"""
+        lock = self._lock
         self._mode = mode = lock._read_mode() if self._read == _READ_MODE else self._read
         try:
             _acquire(lock, mode, self._subclass, frame)
@@ -364,7 +370,8 @@ class _Held:
             self._restore(_getframe(1))
 
     def _restore(self, frame: FrameType) -> None:
-        """Undo the context change, for the block in ``frame``."""
+        """Undo the context change, for the block in ``frame`` (also called by the C methods, when
+        they cannot)."""
         if self._context == _IRQSAVE:
             _context.irq_restore_at(self._irqs_were_on, _site_of(frame))
         elif self._context == _BH:

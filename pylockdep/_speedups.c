@@ -33,7 +33,7 @@
  */
 typedef struct {
     PyTypeObject *type;
-    Py_ssize_t offset[8];
+    Py_ssize_t offset[16];
     int recursive;  /* a lock's layout: threading.RLock's, with an owner ident and a count */
 } Layout;
 
@@ -75,13 +75,29 @@ slot_set(PyObject *obj, Py_ssize_t offset, PyObject *value)
 /* The classes whose slots the fast path reads, and the held entries' type (set by setup()). */
 static PyObject *g_active;
 static PyTypeObject *g_held_type;
-static Layout active_layout, validator_layout, task_layout, key_layout, class_layout;
+static Layout active_layout, validator_layout, task_layout, key_layout, class_layout, trace_layout;
 enum { ACTIVE_VALIDATOR };
 static const char *const active_slots[] = {"validator", NULL};
 enum { V_OFF, V_LOCAL, V_CHAINS, V_MAX_LOCK_DEPTH };
 static const char *const validator_slots[] = {"off", "local", "chains", "max_lock_depth", NULL};
-enum { T_HELD, T_KEY, T_CTX, T_IRQ, T_SPINS, T_FOREIGN_RELEASES, T_BH };
-static const char *const task_slots[] = {"held", "key", "ctx", "irq", "spins", "foreign_releases", "bh", NULL};
+enum {
+    T_HELD, T_KEY, T_CTX, T_IRQ, T_SPINS, T_FOREIGN_RELEASES,
+    /* the context counters (Task.update_ctx() hashes them in this order), and what sections change */
+    T_PREEMPT, T_HARDIRQ, T_HARDIRQ_THREADED, T_SOFTIRQ, T_BH, T_IRQS_OFF, T_RCU,
+    T_IRQTRACE, T_ATOMIC_SITE, T_ATOMIC_DEPTH
+};
+static const char *const task_slots[] = {"held", "key", "ctx", "irq", "spins", "foreign_releases", "preempt",
+                                         "hardirq", "hardirq_threaded", "softirq", "bh", "irqs_off", "rcu",
+                                         "irqtrace", "atomic_site", "atomic_depth", NULL};
+#define N_CONTEXT_COUNTERS 7  /* T_PREEMPT .. T_RCU */
+enum {
+    TR_EVENTS, TR_HARDIRQ_ENABLE_EVENT, TR_HARDIRQ_ENABLE_SITE, TR_HARDIRQ_DISABLE_EVENT, TR_HARDIRQ_DISABLE_SITE,
+    TR_SOFTIRQ_ENABLE_EVENT, TR_SOFTIRQ_ENABLE_SITE, TR_SOFTIRQ_DISABLE_EVENT, TR_SOFTIRQ_DISABLE_SITE
+};
+static const char *const trace_slots[] = {"events", "hardirq_enable_event", "hardirq_enable_site",
+                                          "hardirq_disable_event", "hardirq_disable_site", "softirq_enable_event",
+                                          "softirq_enable_site", "softirq_disable_event", "softirq_disable_site",
+                                          NULL};
 enum { K_CACHE };
 static const char *const key_slots[] = {"cache", NULL};
 enum { C_VARIANTS, C_SPINS };
@@ -104,6 +120,7 @@ static PyObject *g_zero, *g_one, *g_two, *g_minus_one, *s_task, *s_depth_exceede
  * task's step swaps its holder in and out, and forget_task() drops ``task`` each time).
  */
 #define N_INTS 16
+#define N_SITES 8
 typedef struct {
     PyObject_HEAD
     PyObject *local;
@@ -112,6 +129,11 @@ typedef struct {
     PyObject *ints[N_INTS];
     Py_ssize_t values[N_INTS];
     int next_int;
+    /* sites (code, line) of with-blocks seen last, by code and instruction offset (see frame_site) */
+    PyObject *sites[N_SITES];
+    PyCodeObject *site_codes[N_SITES];  /* borrowed: sites[i] holds it */
+    int site_lastis[N_SITES];
+    int next_site;
 } ThreadCache;
 
 static int
@@ -120,6 +142,8 @@ threadcache_traverse(ThreadCache *self, visitproc visit, void *arg)
     Py_VISIT(self->local);
     Py_VISIT(self->task);
     Py_VISIT(self->ident);
+    for (int i = 0; i < N_SITES; i++)
+        Py_VISIT(self->sites[i]);
     return 0;
 }
 
@@ -131,6 +155,8 @@ threadcache_clear(ThreadCache *self)
     Py_CLEAR(self->ident);
     for (int i = 0; i < N_INTS; i++)
         Py_CLEAR(self->ints[i]);
+    for (int i = 0; i < N_SITES; i++)
+        Py_CLEAR(self->sites[i]);
     return 0;
 }
 
@@ -199,6 +225,11 @@ current_task(PyObject **v_out, PyObject **t_out, ThreadCache **c_out)
         for (int i = 0; i < N_INTS; i++)
             c->ints[i] = NULL;
         c->next_int = 0;
+        for (int i = 0; i < N_SITES; i++) {
+            c->sites[i] = NULL;
+            c->site_codes[i] = NULL;
+        }
+        c->next_site = 0;
         PyObject_GC_Track(c);
         if (PyDict_SetItem(tdict, s_cache_key, (PyObject *)c) < 0) {
             Py_DECREF(c);
@@ -228,7 +259,7 @@ fail:
     return 0;
 }
 
-/* hash((a, b, c)) for three objects, as CPython's tuple hash computes it, without making the tuple. */
+/* hash(tuple(items)), as CPython's tuple hash computes it, without making the tuple. */
 #if SIZEOF_PY_UHASH_T > 4
 #define XXPRIME_1 ((Py_uhash_t)11400714785074694791ULL)
 #define XXPRIME_2 ((Py_uhash_t)14029467366897019727ULL)
@@ -242,12 +273,11 @@ fail:
 #endif
 
 static Py_hash_t
-hash3(PyObject *a, PyObject *b, PyObject *c)
+hash_items(PyObject *const *items, Py_ssize_t n)
 {
-    PyObject *items[3] = {a, b, c};
     Py_uhash_t acc = XXPRIME_5;
 
-    for (int i = 0; i < 3; i++) {
+    for (Py_ssize_t i = 0; i < n; i++) {
         Py_uhash_t lane = (Py_uhash_t)PyObject_Hash(items[i]);
         if (lane == (Py_uhash_t)-1)
             return -1;
@@ -255,10 +285,19 @@ hash3(PyObject *a, PyObject *b, PyObject *c)
         acc = XXROTATE(acc);
         acc *= XXPRIME_1;
     }
-    acc += 3 ^ (XXPRIME_5 ^ 3527539UL);
+    acc += (Py_uhash_t)n ^ (XXPRIME_5 ^ 3527539UL);
     if (acc == (Py_uhash_t)-1)
         return 1546275796;
     return (Py_hash_t)acc;
+}
+
+/* hash((a, b, c)): pylockdep._held.chain_key(). */
+static Py_hash_t
+hash3(PyObject *a, PyObject *b, PyObject *c)
+{
+    PyObject *items[3] = {a, b, c};
+
+    return hash_items(items, 3);
 }
 
 /* Whether other threads have released locks this thread holds (the slow path sorts them out). */
@@ -1019,13 +1058,241 @@ acquire_restore_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, P
 }
 
 /*
- * Sections: the with-blocks of pylockdep._locks._Held (``nested()``, ``read()``), whose slots say
- * how the lock is held.  The fast path takes the ones that change no context (``_context`` 0):
- * __enter__ as _Held.__enter__ does it (the lock in the section's mode and subclass, the mode taken
- * kept in ``_mode``), __exit__ the release of that mode.  Everything else goes to the Python method.
+ * Sections: the with-blocks of pylockdep._locks._Held (``nested()``, ``read()``, ``irqsave()``,
+ * ``bh()``), whose slots say how the lock is held.  __enter__ does what _Held.__enter__ does: the
+ * context change (``_context``: CONTEXT_IRQSAVE turns hard interrupts off, remembering in
+ * ``_irqs_were_on`` whether they were on; CONTEXT_BH disables bottom halves), then the lock in the
+ * section's mode and subclass, the mode taken kept in ``_mode``; __exit__ releases that mode and
+ * undoes the context change.  The context changes run here only in their common case (a normal
+ * kernel, process context, no held lock to mark when interrupts come back on, the with-block's
+ * site known); otherwise the whole __enter__ (nothing changed yet) or the rest of it (_Held._take
+ * after the context change, _Held._restore after the release) goes to Python.
  */
-enum { S_LOCK, S_READ, S_SUBCLASS, S_CONTEXT, S_MODE };
-static const char *const section_slots[] = {"_lock", "_read", "_subclass", "_context", "_mode", NULL};
+enum { S_LOCK, S_READ, S_SUBCLASS, S_CONTEXT, S_MODE, S_IRQS_WERE_ON };
+static const char *const section_slots[] = {"_lock", "_read", "_subclass", "_context", "_mode", "_irqs_were_on",
+                                            NULL};
+enum { CONTEXT_NONE, CONTEXT_IRQSAVE, CONTEXT_BH };  /* _locks' 0, _IRQSAVE, _BH */
+
+/* _frames.internal_files (filename -> whether pylockdep's) and _frames._lines ((id(code), lasti) ->
+ * (code, line)), the Python path's caches, and the names this part calls. */
+static PyObject *g_internal_files, *g_lines, *s_preempt_rt, *s_take, *s_restore;
+
+/*
+ * The site (code, line) of ``frame``'s current instruction, as _locks._site_of() finds it,
+ * borrowed: from the thread's recent sites, else from _frames' line cache.  NULL (no exception)
+ * when Python must find it: the frame's file is pylockdep's or not seen yet, or its line not cached.
+ */
+static PyObject *
+frame_site(ThreadCache *c, PyFrameObject *frame)
+{
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    int lasti = PyFrame_GetLasti(frame), i;
+    PyObject *site = NULL, *id, *key;
+
+    for (i = 0; i < N_SITES; i++)
+        if (c->site_codes[i] == code && c->site_lastis[i] == lasti && c->sites[i] != NULL) {
+            site = c->sites[i];
+            goto done;
+        }
+    if (g_internal_files == NULL || PyDict_GetItemWithError(g_internal_files, code->co_filename) != Py_False)
+        goto done;
+    id = PyLong_FromVoidPtr(code);  /* id(code) */
+    key = id == NULL ? NULL : Py_BuildValue("(Ni)", id, lasti);
+    if (key == NULL)
+        goto done;
+    site = PyDict_GetItemWithError(g_lines, key);
+    Py_DECREF(key);
+    if (site == NULL || !PyTuple_CheckExact(site) || PyTuple_GET_SIZE(site) != 2
+        || PyTuple_GET_ITEM(site, 0) != (PyObject *)code) {
+        site = NULL;
+        goto done;
+    }
+    i = c->next_site;
+    Py_XSETREF(c->sites[i], Py_NewRef(site));
+    c->site_codes[i] = code;
+    c->site_lastis[i] = lasti;
+    c->next_site = (i + 1) % N_SITES;
+done:
+    PyErr_Clear();
+    Py_DECREF(code);
+    return site;
+}
+
+/* Task.update_ctx()'s context signature of ``t`` with ``irqs_off`` and ``bh`` in place of its own
+ * (a new reference), or NULL (an exception may be set).  The irq context does not depend on them. */
+static PyObject *
+context_with(ThreadCache *c, PyObject *t, PyObject *irqs_off, PyObject *bh)
+{
+    PyObject *items[N_CONTEXT_COUNTERS];
+    Py_hash_t h;
+
+    for (int i = 0; i < N_CONTEXT_COUNTERS; i++)
+        if ((items[i] = SLOT(t, task_layout, T_PREEMPT + i)) == NULL)
+            return NULL;
+    items[T_IRQS_OFF - T_PREEMPT] = irqs_off;
+    items[T_BH - T_PREEMPT] = bh;
+    if ((h = hash_items(items, N_CONTEXT_COUNTERS)) == -1)
+        return NULL;
+    return cached_int(c, h);
+}
+
+/* Whether the active validator models a PREEMPT_RT kernel (an error counts as yes: Python decides). */
+static int
+preempt_rt(PyObject *v)
+{
+    PyObject *rt = PyObject_GetAttr(v, s_preempt_rt);
+    int yes = rt != Py_False;
+
+    if (rt == NULL)
+        PyErr_Clear();
+    Py_XDECREF(rt);
+    return yes;
+}
+
+/*
+ * Change the context as ``change`` says, at ``site``, as _context does: the counter ``counter``
+ * (T_IRQS_OFF or T_BH) becomes ``value``, the irq event stamp ``event``/``event_site`` of the
+ * thread's IrqTrace is taken, and the context signature follows.  Everything that can fail is
+ * done before anything changes: 1 changed, 0 nothing changed (Python will).
+ */
+static int
+change_context(ThreadCache *c, PyObject *t, int counter, PyObject *value, int event, int event_site, PyObject *site)
+{
+    PyObject *trace = SLOT(t, task_layout, T_IRQTRACE), *events, *ctx, *irqs_off, *bh;
+
+    irqs_off = counter == T_IRQS_OFF ? value : SLOT(t, task_layout, T_IRQS_OFF);
+    bh = counter == T_BH ? value : SLOT(t, task_layout, T_BH);
+    if (!IS(trace, trace_layout) || (events = SLOT(trace, trace_layout, TR_EVENTS)) == NULL || irqs_off == NULL
+        || bh == NULL)
+        return 0;
+    if ((ctx = context_with(c, t, irqs_off, bh)) == NULL || (events = PyNumber_Add(events, g_one)) == NULL) {
+        Py_XDECREF(ctx);
+        PyErr_Clear();
+        return 0;
+    }
+    slot_set(trace, trace_layout.offset[TR_EVENTS], events);
+    slot_set(trace, trace_layout.offset[event], events);
+    slot_set(trace, trace_layout.offset[event_site], site);
+    slot_set(t, task_layout.offset[counter], value);
+    slot_set(t, task_layout.offset[T_CTX], ctx);
+    Py_DECREF(events);
+    Py_DECREF(ctx);
+    return 1;
+}
+
+/* _context.irq_save_for() on a normal kernel: hard interrupts off, ``*was_on`` whether they were
+ * on (borrowed).  1 done, 0 for Python (nothing changed). */
+static int
+irqs_off_fast(ThreadCache *c, PyObject *v, PyObject *t, PyFrameObject *frame, PyObject **was_on)
+{
+    PyObject *irqs_off = SLOT(t, task_layout, T_IRQS_OFF), *site;
+
+    if (preempt_rt(v))
+        return 0;  /* a spinlock_t leaves interrupts on there: Python knows the lock types */
+    *was_on = irqs_off == Py_False ? Py_True : Py_False;
+    if (irqs_off == Py_True)
+        return 1;  /* already off: nothing changes */
+    if (irqs_off != Py_False || (site = frame_site(c, frame)) == NULL)
+        return 0;
+    return change_context(c, t, T_IRQS_OFF, Py_True, TR_HARDIRQ_DISABLE_EVENT, TR_HARDIRQ_DISABLE_SITE, site);
+}
+
+/* _context.irq_restore_at(was_on) when there is nothing to check: interrupts were on, are off, not
+ * in a hard interrupt, no lock held to mark.  1 done, 0 for Python (nothing changed). */
+static int
+irqs_on_fast(ThreadCache *c, PyObject *t, PyFrameObject *frame, PyObject *was_on)
+{
+    PyObject *held = SLOT(t, task_layout, T_HELD), *site;
+
+    if (was_on == Py_False)
+        return 1;  /* they stay off */
+    if (was_on != Py_True || SLOT(t, task_layout, T_IRQS_OFF) != Py_True || !is_zero(SLOT(t, task_layout, T_HARDIRQ))
+        || held == NULL || !PyList_Check(held) || PyList_GET_SIZE(held) != 0 || (site = frame_site(c, frame)) == NULL)
+        return 0;
+    return change_context(c, t, T_IRQS_OFF, Py_False, TR_HARDIRQ_ENABLE_EVENT, TR_HARDIRQ_ENABLE_SITE, site);
+}
+
+/* _context.bh_disable_at() in process context on a normal kernel (bottom halves on, not atomic):
+ * the atomic section starts here.  1 done, 0 for Python (nothing changed). */
+static int
+bh_off_fast(ThreadCache *c, PyObject *v, PyObject *t, PyFrameObject *frame)
+{
+    PyObject *held = SLOT(t, task_layout, T_HELD), *site, *depth;
+
+    if (preempt_rt(v) || !is_zero(SLOT(t, task_layout, T_PREEMPT)) || !is_zero(SLOT(t, task_layout, T_HARDIRQ))
+        || !is_zero(SLOT(t, task_layout, T_SOFTIRQ)) || !is_zero(SLOT(t, task_layout, T_BH)) || held == NULL
+        || !PyList_Check(held) || (site = frame_site(c, frame)) == NULL
+        || (depth = PyLong_FromSsize_t(PyList_GET_SIZE(held))) == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_INCREF(site);  /* change_context() may drop the last other reference (the thread's site cache) */
+    if (!change_context(c, t, T_BH, g_one, TR_SOFTIRQ_DISABLE_EVENT, TR_SOFTIRQ_DISABLE_SITE, site)) {
+        Py_DECREF(site);
+        Py_DECREF(depth);
+        return 0;
+    }
+    slot_set(t, task_layout.offset[T_ATOMIC_SITE], site);
+    slot_set(t, task_layout.offset[T_ATOMIC_DEPTH], depth);
+    Py_DECREF(site);
+    Py_DECREF(depth);
+    return 1;
+}
+
+/* _context.bh_enable_at() for the last bottom-half section outside a softirq with no lock held to
+ * mark.  1 done, 0 for Python (nothing changed). */
+static int
+bh_on_fast(ThreadCache *c, PyObject *t, PyFrameObject *frame)
+{
+    PyObject *held = SLOT(t, task_layout, T_HELD), *bh = SLOT(t, task_layout, T_BH), *site;
+
+    if (bh == NULL || !PyLong_CheckExact(bh) || PyLong_AsLong(bh) != 1 || !is_zero(SLOT(t, task_layout, T_SOFTIRQ))
+        || held == NULL || !PyList_Check(held) || PyList_GET_SIZE(held) != 0 || (site = frame_site(c, frame)) == NULL)
+        return 0;
+    return change_context(c, t, T_BH, g_zero, TR_SOFTIRQ_ENABLE_EVENT, TR_SOFTIRQ_ENABLE_SITE, site);
+}
+
+/* With an exception set (taking or releasing the lock raised): call _Held._restore(frame), as the
+ * Python method's except/finally does; an exception it raises replaces the first, as its context. */
+static void
+restore_raising(PyObject *section, PyFrameObject *frame)
+{
+    PyObject *r;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException(), *next;
+
+    r = PyObject_CallMethodOneArg(section, s_restore, (PyObject *)frame);
+    if (r != NULL) {
+        Py_DECREF(r);
+        PyErr_SetRaisedException(exc);
+        return;
+    }
+    next = PyErr_GetRaisedException();
+    PyException_SetContext(next, exc);
+    PyErr_SetRaisedException(next);
+#else
+    PyObject *type, *value, *tb, *type2, *value2, *tb2;
+
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    r = PyObject_CallMethodOneArg(section, s_restore, (PyObject *)frame);
+    if (r != NULL) {
+        Py_DECREF(r);
+        PyErr_Restore(type, value, tb);
+        return;
+    }
+    PyErr_Fetch(&type2, &value2, &tb2);
+    PyErr_NormalizeException(&type2, &value2, &tb2);
+    if (tb2 != NULL)
+        PyException_SetTraceback(value2, tb2);
+    PyException_SetContext(value2, value);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    PyErr_Restore(type2, value2, tb2);
+#endif
+}
 
 /* The small int in ``value`` if it is one from ``low`` to ``high``, else ``low - 1``. */
 static long
@@ -1047,10 +1314,10 @@ static PyObject *
 section_enter_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     FastMethod *self = (FastMethod *)op;
-    PyObject *section, *lock;
+    PyObject *section, *lock, *v, *t, *was_on = NULL;
     PyFrameObject *frame;
     ThreadCache *c;
-    long read, subclass;
+    long read, subclass, context;
     int r, mode;
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !IS(args[0], self->section))
@@ -1059,14 +1326,32 @@ section_enter_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyO
     lock = SLOT(section, self->section, S_LOCK);
     read = small_int(SLOT(section, self->section, S_READ), READ_AS_RWLOCK, READ_MAX);
     subclass = small_int(SLOT(section, self->section, S_SUBCLASS), 0, PY_SSIZE_T_MAX);
-    if (!IS(lock, self->lock) || !is_zero(SLOT(section, self->section, S_CONTEXT)) || read < READ_AS_RWLOCK
-        || subclass < 0 || (frame = PyEval_GetFrame()) == NULL)
+    context = small_int(SLOT(section, self->section, S_CONTEXT), CONTEXT_NONE, CONTEXT_BH);
+    if (!IS(lock, self->lock) || read < READ_AS_RWLOCK || subclass < 0 || context < CONTEXT_NONE
+        || (frame = PyEval_GetFrame()) == NULL)
         return slow_call(self, args, nargsf, kwnames);
+    if (context != CONTEXT_NONE) {
+        if (!current_task(&v, &t, &c) || has_foreign_releases(t))
+            return slow_call(self, args, nargsf, kwnames);
+        if (context == CONTEXT_IRQSAVE) {
+            if (!irqs_off_fast(c, v, t, frame, &was_on))
+                return slow_call(self, args, nargsf, kwnames);
+            slot_set(section, self->section.offset[S_IRQS_WERE_ON], was_on);
+        } else if (!bh_off_fast(c, v, t, frame)) {
+            return slow_call(self, args, nargsf, kwnames);
+        }
+    }
+    /* The context is changed: from here on, what C cannot do goes to _Held._take, which undoes it
+     * when the acquisition raises. */
     r = fast_lock(lock, &self->lock, frame, &c, (int)read, (int)subclass, &mode);
-    if (r < 0)
+    if (r < 0) {
+        if (context != CONTEXT_NONE)
+            restore_raising(section, frame);
         return NULL;
+    }
     if (r == 0)
-        return slow_call(self, args, nargsf, kwnames);
+        return context == CONTEXT_NONE ? slow_call(self, args, nargsf, kwnames)
+                                       : PyObject_CallMethodOneArg(section, s_take, (PyObject *)frame);
     slot_set(section, self->section.offset[S_MODE], *read_objs[mode]);
     return Py_NewRef(lock);
 }
@@ -1075,7 +1360,10 @@ static PyObject *
 section_exit_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     FastMethod *self = (FastMethod *)op;
-    PyObject *section, *lock, *mode;
+    PyObject *section, *lock, *mode, *v, *t;
+    PyFrameObject *frame;
+    ThreadCache *c;
+    long context;
     int r;
 
     if (PyVectorcall_NARGS(nargsf) < 1 || kwnames != NULL || !IS(args[0], self->section))
@@ -1083,15 +1371,29 @@ section_exit_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyOb
     section = args[0];
     lock = SLOT(section, self->section, S_LOCK);
     mode = SLOT(section, self->section, S_MODE);
-    if (!IS(lock, self->lock) || !is_zero(SLOT(section, self->section, S_CONTEXT))
-        || small_int(mode, 0, READ_MAX) < 0)
+    context = small_int(SLOT(section, self->section, S_CONTEXT), CONTEXT_NONE, CONTEXT_BH);
+    if (!IS(lock, self->lock) || context < CONTEXT_NONE || small_int(mode, 0, READ_MAX) < 0
+        || (frame = PyEval_GetFrame()) == NULL)
         return slow_call(self, args, nargsf, kwnames);
     r = fast_unlock(lock, &self->lock, mode);
-    if (r < 0)
-        return NULL;
     if (r == 0)
         return slow_call(self, args, nargsf, kwnames);
-    Py_RETURN_NONE;
+    if (context == CONTEXT_NONE) {
+        if (r < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    /* Released (or the release raised): the context is restored however the release ended. */
+    if (r < 0) {
+        restore_raising(section, frame);
+        return NULL;
+    }
+    if (current_task(&v, &t, &c)
+        && (context == CONTEXT_IRQSAVE
+                ? (mode = SLOT(section, self->section, S_IRQS_WERE_ON)) != NULL && irqs_on_fast(c, t, frame, mode)
+                : bh_on_fast(c, t, frame)))
+        Py_RETURN_NONE;
+    return PyObject_CallMethodOneArg(section, s_restore, (PyObject *)frame);
 }
 
 static PyObject *
@@ -1284,8 +1586,8 @@ static PyTypeObject ReleaseType = FASTMETHOD_TYPE(
 static PyTypeObject SectionType = FASTMETHOD_TYPE(
     "Section",
     "Section(slow, section_type, lock_type, enter): the __enter__ (``enter``) or __exit__ method of "
-    "``section_type`` (pylockdep._locks._Held) whose known-chain case, for a section of ``lock_type`` that "
-    "changes no context, runs in C; every other call goes to ``slow``.",
+    "``section_type`` (pylockdep._locks._Held) whose common case (a known chain, a context change without "
+    "checks) runs in C for a section of ``lock_type``; every other call goes to ``slow``.",
     section_new);
 
 /* Whether ``type`` is a tuple subclass without a __dict__ whose _fields are held_fields, in order. */
@@ -1320,12 +1622,14 @@ check_held_type(PyObject *type)
 static PyObject *
 setup(PyObject *module, PyObject *args)
 {
-    PyObject *active, *validator_type, *task_type, *key_type, *class_type, *held_type;
+    PyObject *active, *validator_type, *task_type, *key_type, *class_type, *held_type, *trace_type, *internal_files,
+        *lines;
 
-    if (!PyArg_ParseTuple(args, "OOOOOO:setup", &active, &validator_type, &task_type, &key_type, &class_type,
-                          &held_type))
+    if (!PyArg_ParseTuple(args, "OOOOOOOO!O!:setup", &active, &validator_type, &task_type, &key_type, &class_type,
+                          &held_type, &trace_type, &PyDict_Type, &internal_files, &PyDict_Type, &lines))
         return NULL;
     if (check_held_type(held_type) < 0
+        || layout_init(&trace_layout, trace_type, trace_slots) < 0
         || layout_init(&active_layout, (PyObject *)Py_TYPE(active), active_slots) < 0
         || layout_init(&validator_layout, validator_type, validator_slots) < 0
         || layout_init(&task_layout, task_type, task_slots) < 0
@@ -1333,6 +1637,8 @@ setup(PyObject *module, PyObject *args)
         || layout_init(&class_layout, class_type, class_slots) < 0)
         return NULL;
     Py_XSETREF(g_held_type, (PyTypeObject *)Py_NewRef(held_type));
+    Py_XSETREF(g_internal_files, Py_NewRef(internal_files));
+    Py_XSETREF(g_lines, Py_NewRef(lines));
     Py_XSETREF(g_active, Py_NewRef(active));
     Py_RETURN_NONE;
 }
@@ -1420,8 +1726,9 @@ static PyMethodDef speedups_methods[] = {
     {"forget_task", forget_task, METH_NOARGS,
      "forget_task(): the calling thread's holder changed; look ``v.local.task`` up again."},
     {"setup", setup, METH_VARARGS,
-     "setup(active, Validator, Task, LockKey, LockClass, HeldLock): the object whose ``validator`` slot is "
-     "the active validator, the classes whose slots the fast path reads, and the held entries' type."},
+     "setup(active, Validator, Task, LockKey, LockClass, HeldLock, IrqTrace, internal_files, lines): the object "
+     "whose ``validator`` slot is the active validator, the classes whose slots the fast path reads, the held "
+     "entries' type, and pylockdep._frames' caches of its own files and of sites' lines."},
     {NULL},
 };
 
@@ -1445,6 +1752,9 @@ PyInit__speedups(void)
     INTERN(s_depth_exceeded, "depth_exceeded");
     INTERN(s_try, "_try");
     INTERN(s_unlock, "_unlock");
+    INTERN(s_preempt_rt, "preempt_rt");
+    INTERN(s_take, "_take");
+    INTERN(s_restore, "_restore");
     if ((g_zero = PyLong_FromLong(0)) == NULL || (g_one = PyLong_FromLong(1)) == NULL || (g_two = PyLong_FromLong(2)) == NULL
         || (g_minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;

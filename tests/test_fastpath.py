@@ -23,7 +23,7 @@ from typing import NamedTuple
 import pytest
 
 import pylockdep
-from pylockdep import _fastpath, _held, _locks, _task, _threading
+from pylockdep import _context, _fastpath, _frames, _held, _locks, _task, _threading
 from pylockdep._classes import LockClass, LockKey
 from pylockdep._held import HeldLock, chain_key, held_site, variant
 from pylockdep._validator import active
@@ -225,6 +225,152 @@ def test_fast_and_slow_sections_leave_the_same_state(in_softirq):
                 steps.append((entries(v), t.key, t.spins, block._lock._owner, block._lock.locked()))
             states[way] = steps
         assert states["fast"] == states["slow"]
+    assert v.reports == []
+
+
+def python_calls(block) -> int:
+    """How many of pylockdep's Python functions ``with block(): pass`` calls, the second time at
+    one line (the first teaches the C path its site)."""
+    package = os.path.dirname(pylockdep.__file__)
+    calls = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(package):
+            calls.append(frame.f_code.co_name)
+
+    for _ in range(2):
+        calls.clear()
+        sys.setprofile(profile)
+        try:
+            with block():
+                pass
+        finally:
+            sys.setprofile(None)
+    return len(calls)
+
+
+@needs_c
+def test_context_sections_on_a_known_chain_run_in_c_but_their_constructor():
+    spin = pylockdep.SpinLock("fp_ctx_spin")
+    with pylockdep.validate() as v:
+        for block in (spin.irqsave, spin.irq, spin.bh):
+            with block():  # the chain is learned
+                pass
+            assert python_calls(block) == 2, block  # the method and _Held.__init__
+        t = v.task()
+        assert (t.held, t.irqs_off, t.bh, t.irqtrace.events) == ([], False, 0, 18)
+        with_line = python_calls.__code__.co_firstlineno + 14
+        assert t.irqtrace.softirq_enable_site == (python_calls.__code__, with_line)
+    assert v.reports == []
+
+
+def context_state(v: pylockdep.Validator, events_before: int) -> tuple:
+    t = v.task()
+    trace = t.irqtrace
+    stamps = [getattr(trace, name) for name in _task.IrqTrace.__slots__ if name != "events"]
+    return (
+        entries(v),
+        t.key,
+        t.ctx,
+        t.irq,
+        t.irqs_off,
+        t.bh,
+        t.spins,
+        t.atomic_site,
+        t.atomic_depth,
+        trace.events - events_before,
+        [s - events_before if isinstance(s, int) and s else s for s in stamps],  # 0: never
+    )
+
+
+@needs_c
+@pytest.mark.parametrize("way", ["irqsave", "bh"])
+def test_fast_and_slow_context_sections_leave_the_same_state(way):
+    spin = pylockdep.SpinLock("fp_ctx_same")
+    with pylockdep.validate() as v:
+        states = {}
+        for path in ("fast", "fast", "slow"):  # the first learns the chain and the site
+            block = getattr(spin, way)()
+            enter, leave = type(block).__enter__, type(block).__exit__
+            if path == "slow":
+                enter, leave = enter.__wrapped__, leave.__wrapped__
+            before = v.task().irqtrace.events
+            assert enter(block) is spin
+            inside = context_state(v, before)
+            leave(block, None, None, None)
+            states[path] = (inside, context_state(v, before), getattr(block, "_irqs_were_on", None))
+        assert states["fast"] == states["slow"]
+        assert states["fast"][0][4:6] == ((True, 0) if way == "irqsave" else (False, 1))
+    assert v.reports == []
+
+
+class ContextCalls:
+    """Counts the calls of _context's section entry points (the C path makes none)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[str] = []
+        for name in ("irq_save_for", "irq_restore_at", "bh_disable_at", "bh_enable_at"):
+            real = getattr(_context, name)
+            monkeypatch.setattr(_context, name, self._counted(name, real))
+
+    def _counted(self, name, real):
+        def counted(*args):
+            self.calls.append(name)
+            return real(*args)
+
+        return counted
+
+
+@needs_c
+def test_a_context_section_hands_what_it_cannot_do_to_python(monkeypatch):
+    calls = ContextCalls(monkeypatch)
+    spin, inner, mutex = pylockdep.SpinLock("fp_hand_a"), pylockdep.SpinLock("fp_hand_b"), pylockdep.Mutex("fp_hand_m")
+    with pylockdep.validate() as v:
+        for _ in range(2):  # the second time at each line: the chains and the sites are known
+            del calls.calls[:]
+            with spin.irqsave(), inner.irqsave():  # the inner one: interrupts already off, in C
+                pass
+        assert calls.calls == []
+        for _ in range(2):
+            del calls.calls[:]
+            with mutex, spin.irqsave():  # interrupts back on with a lock held: Python marks it
+                pass
+        assert calls.calls == ["irq_restore_at"]
+        for _ in range(2):
+            del calls.calls[:]
+            with spin.bh(), inner.bh():  # bottom halves already off: Python
+                pass
+        assert calls.calls == ["bh_disable_at", "bh_enable_at"]
+    with pylockdep.validate(preempt_rt=True) as rt:
+        for _ in range(2):
+            del calls.calls[:]
+            with spin.irqsave():  # a sleeping lock there: Python knows interrupts stay on
+                pass
+        assert calls.calls == ["irq_save_for"]  # and nothing to restore: the C __exit__ sees that
+        assert rt.task().irqs_off is False
+    assert v.reports == rt.reports == []
+
+
+@pytest.mark.parametrize("way", ["irqsave", "bh"])
+def test_a_context_section_whose_lock_raises_restores_the_context(monkeypatch, way):
+    rwlock = pylockdep.RWLock("fp_ctx_raises")
+
+    def refuse(self, read):
+        raise OSError("the primitive failed")
+
+    raised = []
+    with pylockdep.validate() as v:
+        for attempt in range(3):  # the chain and the site are known by the third: the C path
+            if attempt == 2:
+                monkeypatch.setattr(pylockdep.RWLock, "_try", refuse)
+            try:
+                with getattr(rwlock, way)():
+                    pass
+            except OSError:
+                raised.append(attempt)
+        assert raised == [2]
+        t = v.task()
+        assert (t.held, t.irqs_off, t.bh, rwlock.locked()) == ([], False, 0, False)
     assert v.reports == []
 
 
@@ -519,10 +665,11 @@ def test_the_c_module_refuses_a_held_type_it_was_not_built_for():
     args = (active, pylockdep.Validator, _task.Task, LockKey, LockClass)
     fields = [(name, object) for name in HeldLock._fields]
     renamed = NamedTuple("Renamed", fields[:-1] + [("context", object)])
+    caches = (_task.IrqTrace, _frames.internal_files, _frames._lines)
     for wrong in (Reordered, renamed, list, tuple):
         with pytest.raises(TypeError):
-            speedups.setup(*args, wrong)
-    speedups.setup(*args, HeldLock)  # the module is still set up for the real one
+            speedups.setup(*args, wrong, *caches)
+    speedups.setup(*args, HeldLock, *caches)  # the module is still set up for the real one
     a = pylockdep.Mutex("fp_refused")
     with pylockdep.validate() as v:
         for _ in range(2):
