@@ -33,7 +33,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 9
+SPEEDUPS_ABI = 10
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -104,6 +104,19 @@ def holder_changed() -> None:
     and out): the C fast path, which caches it per thread, must read it again."""
     if _speedups is not None:
         _speedups.forget_task()
+
+
+def accelerate_new(
+    cls: type, made_at: dict[Any, Any], fields: tuple[tuple[str, Callable[[], Any] | None], ...]
+) -> None:
+    """Make ``cls(name)`` and ``cls(name, key=k)`` build the lock in C when ``made_at`` (the sites
+    that made locks, see :func:`pylockdep._locks._creation_key`) knows the calling frame's site:
+    ``_key`` from there, then each slot of ``fields`` set to ``factory()``, or None for a None
+    factory, which must be what ``cls.__init__`` sets.  Every other call (another site, other
+    arguments, a subclass of ``cls``) runs ``cls.__init__``.  Does nothing when the C module is not
+    in use."""
+    if _speedups is not None:
+        _speedups.accelerate_new(cls, made_at, fields)
 
 
 def accelerate(

@@ -25,7 +25,7 @@ from typing import Any
 
 from . import _context, _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
-from ._fastpath import accelerate, accelerate_section, new_real_lock
+from ._fastpath import accelerate, accelerate_new, accelerate_section, new_real_lock
 from ._frames import Site, caller_site, is_internal, line_at
 from ._held import VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
 from ._plain import plain_lock
@@ -282,7 +282,7 @@ class _Lock(_Validated, _RealLock):
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:  # _Validated's, with the real lock
         self._key = _creation_key(type(self), name, key, _getframe(1))
         self._owner = None
-        self._real = new_real_lock()
+        self._real = new_real_lock()  # accelerate_new() below repeats these assignments
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         owner = self._owner
@@ -664,3 +664,6 @@ class RWSemaphore(_RWLockBase):
 
 accelerate(_Lock, enter_returns_self=True)
 accelerate_section(_Held, _Lock)
+# A lock made again at a known site is built in C (when in use) as _Lock.__init__ builds it.
+for _made in (RawSpinLock, SpinLock, Mutex):
+    accelerate_new(_made, _made_at, (("_owner", None), ("_real", new_real_lock)))

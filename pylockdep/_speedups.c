@@ -17,6 +17,7 @@
  * ``Acquire(slow, lock_type, returns_self, skip_file, recursive)`` for ``__enter__``/``acquire``
  * and ``Release(slow, lock_type, arity, recursive)`` for ``__exit__``/``release``.  With
  * ``recursive`` (threading.RLock) the owner's re-entry and inner releases only count.
+ * accelerate_new() gives a kernel lock type a constructor for a lock made again at a known site.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -428,16 +429,12 @@ reallock_release(RealLock *self)
     PyThread_release_lock(self->lock);
 }
 
+/* A new free RealLock of ``type``. */
 static PyObject *
-reallock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+reallock_alloc(PyTypeObject *type)
 {
-    RealLock *self;
+    RealLock *self = (RealLock *)type->tp_alloc(type, 0);
 
-    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "RealLock() takes no arguments");
-        return NULL;
-    }
-    self = (RealLock *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
     self->locked = 0;
@@ -447,6 +444,16 @@ reallock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return PyErr_NoMemory();
     }
     return (PyObject *)self;
+}
+
+static PyObject *
+reallock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "RealLock() takes no arguments");
+        return NULL;
+    }
+    return reallock_alloc(type);
 }
 
 static void
@@ -631,6 +638,215 @@ real_of(PyObject *lock, const Layout *lk)
     PyObject *real = SLOT(lock, *lk, L_REAL);
 
     return real != NULL && Py_IS_TYPE(real, &RealLockType) ? (RealLock *)real : NULL;
+}
+
+/* -- making a lock ---------------------------------------------------------------------------- */
+
+/*
+ * ``Mutex("name")`` (or ``(name, key=k)``) where a lock of that type, name and key was made before:
+ * a kernel lock type's ``__init__`` looks its key up in pylockdep._locks._made_at, keyed by the
+ * calling frame's ``(id(code), f_lasti, name, key, type)``, and fills its slots.  accelerate_new()
+ * makes calls of one class (not of its subclasses: a type's vectorcall is not inherited) do the same
+ * here when the key is found, and hands every other call, untouched, to ``type.__call__``
+ * (``object.__new__`` and the Python ``__init__``, which finds or makes the key, or raises).
+ */
+#define MAX_MADE_TYPES 16
+#define MAX_MADE_FIELDS 8
+#define N_MADE_SITES 8
+
+/* A site _made_at answered for lately, by identity: ``made`` for the same code object, offset, name
+ * object and key object.  _made_at only grows, and an entry holds what it compares, so it stays true. */
+typedef struct {
+    PyObject *code, *name, *key, *made;
+    int lasti;
+} MadeSite;
+
+typedef struct {
+    PyTypeObject *type;
+    PyObject *made_at;                      /* the dict of sites */
+    Py_ssize_t key_offset;                  /* the ``_key`` slot */
+    int nfields;
+    Py_ssize_t offset[MAX_MADE_FIELDS];     /* the other slots ``__init__`` sets, ... */
+    PyObject *factory[MAX_MADE_FIELDS];     /* ... each to factory() (RealLock: made without a call) or None */
+    MadeSite recent[N_MADE_SITES];          /* the last sites _made_at answered for, reused in turn */
+    int next_site;
+} MadeType;
+
+static MadeType made_types[MAX_MADE_TYPES];
+static int n_made_types;
+static PyObject *s_key, *s_key_slot;
+
+static PyObject *
+new_slow(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *tuple = PyTuple_New(nargs), *kwargs = NULL, *result = NULL;
+
+    if (tuple == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+        if ((kwargs = PyDict_New()) == NULL)
+            goto done;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++)
+            if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+                goto done;
+    }
+    result = PyType_Type.tp_call(type, tuple, kwargs);  /* not PyObject_Call: it would come back here */
+done:
+    Py_DECREF(tuple);
+    Py_XDECREF(kwargs);
+    return result;
+}
+
+/* The key _made_at holds for a lock of ``m``'s type named ``name`` with ``key`` made by the running
+ * frame: a new reference, or NULL (no exception) when it is not there or anything is unusual. */
+static PyObject *
+made_key(MadeType *m, PyObject *name, PyObject *key)
+{
+    PyFrameObject *frame = PyEval_GetFrame();  /* the caller: a type's vectorcall has no frame of its own */
+    PyCodeObject *code;
+    PyObject *id, *lasti, *site = NULL, *found = NULL, *made;
+    MadeSite *recent;
+    int offset;
+
+    if (frame == NULL)
+        return NULL;
+    code = PyFrame_GetCode(frame);
+    offset = PyFrame_GetLasti(frame);
+    for (recent = m->recent; recent < m->recent + N_MADE_SITES; recent++)
+        if (recent->code == (PyObject *)code && recent->lasti == offset && recent->name == name && recent->key == key) {
+            Py_DECREF(code);
+            return Py_NewRef(recent->made);
+        }
+    id = PyLong_FromVoidPtr(code);
+    lasti = PyLong_FromLong(offset);
+    if (id != NULL && lasti != NULL && (site = PyTuple_Pack(5, id, lasti, name, key, (PyObject *)m->type)) != NULL)
+        found = PyDict_GetItemWithError(m->made_at, site);  /* an unhashable name or key raises */
+    Py_XDECREF(id);
+    Py_XDECREF(lasti);
+    Py_XDECREF(site);
+    if (found == NULL || !PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 2) {
+        Py_DECREF(code);
+        PyErr_Clear();
+        return NULL;
+    }
+    made = Py_NewRef(PyTuple_GET_ITEM(found, 1));
+    recent = &m->recent[m->next_site];
+    m->next_site = (m->next_site + 1) % N_MADE_SITES;
+    recent->lasti = -1;  /* no match while its references change (a decref may run Python code) */
+    Py_XSETREF(recent->code, (PyObject *)code);
+    Py_XSETREF(recent->name, Py_NewRef(name));
+    Py_XSETREF(recent->key, Py_NewRef(key));
+    Py_XSETREF(recent->made, Py_NewRef(made));
+    recent->lasti = offset;
+    return made;
+}
+
+static PyObject *
+new_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    MadeType *m = NULL;
+    PyObject *name, *key, *made, *lock, *value;
+
+    for (int i = 0; i < n_made_types; i++)
+        if (made_types[i].type == (PyTypeObject *)type)
+            m = &made_types[i];
+    if (m == NULL || PyVectorcall_NARGS(nargsf) != 1
+        || (kwnames != NULL
+            && (PyTuple_GET_SIZE(kwnames) != 1 || PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), s_key) != 0)))
+        return new_slow(type, args, nargsf, kwnames);
+    name = args[0];
+    key = kwnames != NULL ? args[1] : Py_None;
+    if ((made = made_key(m, name, key)) == NULL)
+        return new_slow(type, args, nargsf, kwnames);
+    lock = m->type->tp_alloc(m->type, 0);
+    if (lock == NULL) {
+        Py_DECREF(made);
+        return NULL;
+    }
+    *(PyObject **)((char *)lock + m->key_offset) = made;
+    for (int i = 0; i < m->nfields; i++) {
+        if (m->factory[i] == NULL)
+            value = Py_NewRef(Py_None);
+        else if (m->factory[i] == (PyObject *)&RealLockType)
+            value = reallock_alloc(&RealLockType);
+        else
+            value = PyObject_CallNoArgs(m->factory[i]);
+        if (value == NULL) {
+            Py_DECREF(lock);
+            return NULL;
+        }
+        *(PyObject **)((char *)lock + m->offset[i]) = value;
+    }
+    return lock;
+}
+
+/* The offset of the __slots__ attribute ``name`` of ``type``; -1 with an exception set. */
+static Py_ssize_t
+slot_offset(PyObject *type, PyObject *name)
+{
+    PyObject *descr = PyObject_GetAttr(type, name);
+    Py_ssize_t offset = -1;
+
+    if (descr == NULL)
+        return -1;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
+        offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+    else
+        PyErr_Format(PyExc_TypeError, "%R is not a __slots__ attribute", name);
+    Py_DECREF(descr);
+    return offset;
+}
+
+/*
+ * accelerate_new(cls, made_at, fields): calls of ``cls`` with a name (and ``key=``) whose key
+ * ``made_at`` holds make the lock here: ``_key`` from it, then each ``(slot, factory)`` of
+ * ``fields`` set to ``factory()``, or None when the factory is None, as ``cls.__init__`` does.
+ */
+static PyObject *
+accelerate_new(PyObject *module, PyObject *args)
+{
+    PyObject *cls, *made_at, *fields;
+    MadeType *m;
+
+    if (!PyArg_ParseTuple(args, "O!O!O!:accelerate_new", &PyType_Type, &cls, &PyDict_Type, &made_at, &PyTuple_Type,
+                          &fields))
+        return NULL;
+    if (!(((PyTypeObject *)cls)->tp_flags & Py_TPFLAGS_HEAPTYPE) || ((PyTypeObject *)cls)->tp_new != PyBaseObject_Type.tp_new
+        || PyTuple_GET_SIZE(fields) > MAX_MADE_FIELDS) {
+        PyErr_SetString(PyExc_TypeError, "accelerate_new: a class of ours with object's __new__ and few fields");
+        return NULL;
+    }
+    for (m = made_types; m < made_types + n_made_types; m++)
+        if (m->type == (PyTypeObject *)cls) {
+            PyErr_Format(PyExc_RuntimeError, "accelerate_new: %R is accelerated already", cls);
+            return NULL;
+        }
+    if (n_made_types == MAX_MADE_TYPES) {
+        PyErr_SetString(PyExc_RuntimeError, "accelerate_new: too many classes");
+        return NULL;
+    }
+    m = &made_types[n_made_types];  /* counted once filled in: an error leaves it unused */
+    if ((m->key_offset = slot_offset(cls, s_key_slot)) < 0)
+        return NULL;
+    for (m->nfields = 0; m->nfields < PyTuple_GET_SIZE(fields); m->nfields++) {
+        PyObject *field = PyTuple_GET_ITEM(fields, m->nfields), *factory;
+        if (!PyTuple_Check(field) || PyTuple_GET_SIZE(field) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(field, 0))) {
+            PyErr_SetString(PyExc_TypeError, "accelerate_new: fields are (slot name, factory or None)");
+            return NULL;
+        }
+        if ((m->offset[m->nfields] = slot_offset(cls, PyTuple_GET_ITEM(field, 0))) < 0)
+            return NULL;
+        factory = PyTuple_GET_ITEM(field, 1);
+        Py_XSETREF(m->factory[m->nfields], factory == Py_None ? NULL : Py_NewRef(factory));
+    }
+    Py_XSETREF(m->made_at, Py_NewRef(made_at));
+    m->type = (PyTypeObject *)Py_NewRef(cls);
+    m->type->tp_vectorcall = new_vectorcall;
+    n_made_types++;
+    Py_RETURN_NONE;
 }
 
 /* Read modes as _locks._acquire takes them, and READ_AS_RWLOCK: RWLock._read_mode()'s choice. */
@@ -1725,6 +1941,8 @@ static PyMethodDef speedups_methods[] = {
      "called the caller, or None when Python must look (pylockdep._frames.caller_site)."},
     {"forget_task", forget_task, METH_NOARGS,
      "forget_task(): the calling thread's holder changed; look ``v.local.task`` up again."},
+    {"accelerate_new", accelerate_new, METH_VARARGS,
+     "accelerate_new(cls, made_at, fields): make calls of ``cls`` at a known site in C (see pylockdep._locks)."},
     {"setup", setup, METH_VARARGS,
      "setup(active, Validator, Task, LockKey, LockClass, HeldLock, IrqTrace, internal_files, lines): the object "
      "whose ``validator`` slot is the active validator, the classes whose slots the fast path reads, the held "
@@ -1755,6 +1973,8 @@ PyInit__speedups(void)
     INTERN(s_preempt_rt, "preempt_rt");
     INTERN(s_take, "_take");
     INTERN(s_restore, "_restore");
+    INTERN(s_key, "key");
+    INTERN(s_key_slot, "_key");
     if ((g_zero = PyLong_FromLong(0)) == NULL || (g_one = PyLong_FromLong(1)) == NULL || (g_two = PyLong_FromLong(2)) == NULL
         || (g_minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;

@@ -890,3 +890,61 @@ def test_condition_wait_releases_and_restores_an_rlock_on_the_fast_path(monkeypa
         with pytest.raises(RuntimeError):
             rlock._release_save()  # not held: the Python method's error
     assert v.reports == []
+
+
+class CountedKeys:
+    """Counts the lock constructions that reach the Python ``__init__`` (its key lookup)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        creation_key = _locks._creation_key
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return creation_key(*args, **kwargs)
+
+        monkeypatch.setattr(_locks, "_creation_key", counted)
+
+
+@pytest.mark.parametrize("kind", [pylockdep.Mutex, pylockdep.SpinLock, pylockdep.RawSpinLock])
+def test_a_lock_made_again_at_its_site_is_made_as_python_makes_it(monkeypatch, kind):
+    counted = CountedKeys(monkeypatch)
+    made = [(kind("fp_made"), kind("fp_made", key="fp_made_key")) for _ in range(3)]
+    # In C only the first of each site and name reaches Python; in pure Python every one does.
+    assert counted.calls == (6 if PURE else 2)
+    for plain, keyed in made:
+        for lock, key in ((plain, made[0][0]._key), (keyed, made[0][1]._key)):
+            assert type(lock) is kind
+            assert lock._key is key
+            assert lock._owner is None
+            assert type(lock._real) is type(_fastpath.new_real_lock())
+            assert not lock.locked()
+    assert made[0][0]._key is not made[0][1]._key
+    assert len({id(lock._real) for pair in made for lock in pair}) == 6
+    with pylockdep.validate() as v:
+        for lock in [lock for pair in made for lock in pair]:
+            with lock:
+                pass
+    assert v.reports == []
+
+
+def test_other_calls_of_a_lock_type_reach_python_init(monkeypatch):
+    class Mine(pylockdep.Mutex):
+        __slots__ = ()
+
+    counted = CountedKeys(monkeypatch)
+    for _ in range(2):
+        Mine("fp_sub")  # a subclass is not accelerated
+    assert counted.calls == 2
+    names = [pylockdep.Mutex("".join(["fp_", "same"])) for _ in range(2)]  # equal names, two objects
+    assert counted.calls == (4 if PURE else 3)  # the second found by its equal name
+    assert names[0]._key is names[1]._key
+    for _ in range(2):
+        with pytest.raises(TypeError, match="positional"):
+            pylockdep.Mutex("fp_args", "key")
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            pylockdep.Mutex("fp_args", other=1)
+        with pytest.raises(TypeError, match="key must be hashable"):
+            pylockdep.Mutex("fp_args", key=[])
+        with pytest.raises(TypeError, match="name"):
+            pylockdep.Mutex(["fp_args"])
