@@ -11,7 +11,6 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from . import _locktypes
 from ._classes import LockKey, keep_made_at, key_for
 from ._frames import caller_site, format_file_line
 from ._task import Task
@@ -20,7 +19,6 @@ from ._validator import active
 
 __all__ = ["lockdep_off", "nested", "set_class"]
 
-_PYTHON_TYPES = (_locktypes.PY_LOCK, _locktypes.PY_RLOCK)
 L = TypeVar("L")
 
 
@@ -42,7 +40,7 @@ def set_class(lock: Any, name: str) -> None:
         return
     ltype = key.ltype
     site = caller_site()
-    shown = f"{name}@{format_file_line(site)}" if ltype in _PYTHON_TYPES else name
+    shown = f"{name}@{format_file_line(site)}" if ltype.python else name
     keep_made_at(lock, key.site)
     lock._key = key_for(shown, ltype, site, ("set_class", ltype.name, name))
 

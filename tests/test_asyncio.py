@@ -174,6 +174,17 @@ def test_two_locks_of_one_site_nested_in_both_orders_are_circular_naming_both():
     assert f"{id(a):016x}" in report.text and f"{id(b):016x}" in report.text
 
 
+def test_set_class_names_an_asyncio_lock_as_a_python_lock_with_its_site():
+    async def main():
+        lock = asyncio.Lock()
+        pylockdep.set_class(lock, "Cache.lock")
+        return lock._key.name
+
+    line = test_set_class_names_an_asyncio_lock_as_a_python_lock_with_its_site.__code__.co_firstlineno + 3
+    with pylockdep.validate(raise_on_report=False), pylockdep.instrument_threading():
+        assert asyncio.run(main()) == f"Cache.lock@test_asyncio.py:{line}"
+
+
 # -- recursive and real deadlocks --------------------------------------------------------------
 
 
