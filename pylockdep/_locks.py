@@ -43,41 +43,45 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
     failed trylock changes nothing); returns whether the lock was taken.  ``frame`` is the
     caller's, for the acquisition site.
 
-    An exception raised by a signal handler (KeyboardInterrupt) between taking the real lock and
-    recording it would leave the lock taken with nobody holding it.  So each real acquisition's
-    outcome is stored in ``got`` by one bytecode (a list display over ``map``, in which no
-    handler runs), and an acquisition interrupted after it is undone: as with CPython's own
-    lock, the exception means the lock was not taken.
+    Each real attempt stores its outcome in ``got`` and, when it took the lock, the taker as the
+    lock's owner, on one line that calls no Python code (a list display over ``map``), where no
+    signal handler, finalizer or trace hook runs.  So a hook that runs later, before the lock is
+    pushed, and waits for the same lock is seen waiting for its own thread (``DeadlockError``, not
+    a hang); and an acquisition interrupted by a signal handler's exception (KeyboardInterrupt)
+    after taking the real lock is undone: as with CPython's own lock, the exception means the lock
+    was not taken.
     """
     got = _NOT_TAKEN
     try:
-        if trylock:
+        v = active.validator
+        if v.off:
             got = [*map(lock._try, _MODE_ARGS[read])]
+            if not got[0]:
+                if trylock:
+                    return False
+                _waitfor.wait(v, v.task(), lock, read, partial(_timed_into, got, lock, read, None))
+            return True
+        try:
+            t = v.local.task
+        except AttributeError:
+            t = v.new_task()
+        if trylock:
+            lock._owner = t if (got := [*map(lock._try, _MODE_ARGS[read])])[0] else lock._owner
             if not got[0]:
                 return False
-        v = active.validator
-        off = v.off
-        if not off:
-            try:
-                t = v.local.task
-            except AttributeError:
-                t = v.new_task()
-            if t.foreign_releases:
-                drop_foreign(v, t)
-            owner, classes = lock._key.cache
-            cls = classes[subclass] if owner is v else None
-            if cls is None:
-                cls = v.class_for(lock._key, subclass)
-            key = chain_key(t.key, t.ctx, cls.variants[read + VARIANT_TRY if trylock else read])
-            if key not in v.chains:
-                v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno)
+        if t.foreign_releases:
+            drop_foreign(v, t)
+        owner, classes = lock._key.cache
+        cls = classes[subclass] if owner is v else None
+        if cls is None:
+            cls = v.class_for(lock._key, subclass)
+        key = chain_key(t.key, t.ctx, cls.variants[read + VARIANT_TRY if trylock else read])
+        if key not in v.chains:
+            v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno)
         if not trylock:
-            got = [*map(lock._try, _MODE_ARGS[read])]
+            lock._owner = t if (got := [*map(lock._try, _MODE_ARGS[read])])[0] else lock._owner
             if not got[0]:
-                _waitfor.wait(v, v.task() if off else t, lock, read, partial(_timed_into, got, lock, read))
-        if off:
-            return True
-        lock._owner = t
+                _waitfor.wait(v, t, lock, read, partial(_timed_into, got, lock, read, t))
         # The instruction offset, not f_lineno: finding the line costs time proportional to the
         # function's length, so it is worked out only when a report prints the site.
         push(t, lock, cls, read, trylock, frame.f_code, frame.f_lasti, key)
@@ -94,9 +98,11 @@ _NOT_TAKEN = [False]  # what an acquisition has got before its first real attemp
 _MODE_ARGS = ((0,), (1,), (2,))  # the argument of _try(read), by read mode
 
 
-def _timed_into(got: list[bool], lock: Primitive, read: int, seconds: float) -> bool:
-    """One timed attempt of a wait, its outcome appended to ``got`` (see :func:`_acquire`)."""
-    got.extend(map(lock._timed, _MODE_ARGS[read], (seconds,)))
+def _timed_into(got: list[bool], lock: Primitive, read: int, owner: Task | None, seconds: float) -> bool:
+    """One timed attempt of a wait, its outcome appended to ``got`` and, if it took the lock,
+    ``owner`` recorded as its owner, on one line (see :func:`_acquire`)."""
+    # extend() returns None; a handler that runs after it finds the outcome in got.
+    lock._owner = owner if got.extend(map(lock._timed, _MODE_ARGS[read], (seconds,))) or got[-1] else lock._owner
     return got[-1]
 
 
@@ -108,12 +114,19 @@ def _undo_acquire(lock: Primitive, read: int) -> None:
         index = find(t, lock)
         if index >= 0:
             remove(v, t, index)
-    lock._owner = None
+    owner = lock._owner
     lock._unlock(read)
+    lock._owner = None if lock._owner is owner else lock._owner  # see _release
 
 
 def _release(lock: Primitive, read: int) -> None:
-    """Release ``lock``: pop it (or find it deeper in the stack), then release the real lock."""
+    """Release ``lock``: pop it (or find it deeper in the stack), then release the real lock.
+
+    The lock stays its holder's (``_owner``) until the real lock is released: a hook that runs
+    between the pop and the release and waits for the lock is seen waiting for its own thread.
+    Then the owner is forgotten, unless another thread took the lock meanwhile, on a line of no
+    calls (no handler runs between reading and writing it).
+    """
     v = active.validator
     if not v.off:
         try:
@@ -129,15 +142,16 @@ def _release(lock: Primitive, read: int) -> None:
             finally:  # interrupted or not, the lock is released and off the stack
                 if held and held[-1] is entry:
                     pop(t)
-                lock._owner = None
                 unlock(read)
+                lock._owner = None if lock._owner is t else lock._owner
             return
         if not _release_slow(v, t, lock, read):
             return
     elif not lock._is_held(read):
         return
-    lock._owner = None
+    owner = lock._owner
     lock._unlock(read)
+    lock._owner = None if lock._owner is owner else lock._owner
 
 
 def _release_slow(v: Validator, t: Task, lock: Primitive, read: int) -> bool:

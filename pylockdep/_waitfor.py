@@ -68,8 +68,9 @@ def find_wait_cycle(v: Validator, t: Task) -> list[tuple[Task, Primitive]] | Non
         return found
 
     def reaches(ident: int, lock: Primitive) -> bool:
-        # A lock held under t's ident by a thread that ended (its ident reused by t) is not t's.
-        if ident == t.ident and t.holds(lock, False):
+        # A lock held under t's ident by a thread that ended (its ident reused by t) is not t's;
+        # one that t has taken and not pushed yet (a hook running in between waits) is.
+        if ident == t.ident and (t.holds(lock, False) or getattr(lock, "_owner", None) is t):
             return True
         holder = by_ident.get(ident)
         if holder is None or ident in seen:

@@ -7,6 +7,7 @@ the path the suite is testing.
 
 from __future__ import annotations
 
+import ast
 import gc
 import io
 import os
@@ -249,6 +250,77 @@ def test_a_trace_hook_taking_a_lock_inside_a_release_leaves_the_chain_cache_soun
         print(found)
     """)
     assert result.stdout == str([["circular"]] * 8) + "\n", result.stdout + result.stderr
+
+
+HOOK_AT_EVERY_LINE = """
+    import sys, pylockdep
+    from pylockdep import _held, _locks
+    HOOKED = {_locks.__file__, _held.__file__}
+    def run(op, at_line):  # a trace hook takes m at the at_line-th line pylockdep runs in op
+        m = pylockdep.Mutex("m")
+        state = {"lines": 0, "nested": None}
+        def local(frame, event, arg):
+            if event == "line" and state["nested"] is None:
+                state["lines"] += 1
+                if state["lines"] == at_line:
+                    try:
+                        with m:
+                            state["nested"] = "took"
+                    except pylockdep.DeadlockError:
+                        state["nested"] = "deadlock"
+            return local
+        def calls(frame, event, arg):
+            return local if frame.f_code.co_filename in HOOKED and state["nested"] is None else None
+        with pylockdep.validate(raise_on_report=False, stream=None) as v:
+            if op == "release":
+                m.acquire()
+            sys.settrace(calls)
+            if op == "release":
+                m.release()
+            elif op == "trylock":
+                assert m.trylock()
+            else:
+                m.acquire()
+            sys.settrace(None)
+            if op != "release":
+                m.release()
+            assert not m.locked() and m._owner is None and not v.task().held
+        return state["nested"], [r.kind for r in v.reports]
+    outcomes, at_line = [], 1
+    while True:
+        nested, kinds = run(sys.argv[1], at_line)
+        if nested is None:
+            break
+        outcomes.append(" ".join([nested, *kinds]))
+        at_line += 1
+    print(outcomes)
+"""
+
+
+@pytest.mark.parametrize("op", ["acquire", "trylock", "release"])
+def test_a_trace_hook_taking_the_same_lock_at_any_line_never_hangs(op: str) -> None:
+    """A trace hook takes Mutex m at one line of pylockdep's code run by ``m.acquire()``,
+    ``m.trylock()`` or ``m.release()`` (each line in turn).  Before the real lock is taken (after it
+    is released) the hook takes m; from the moment it is taken, whether or not it is recorded yet
+    (pushed), the hook's wait is a wait for its own thread: ``DeadlockError`` (with a recursive
+    report once m is on the held stack), never a hang.  Afterwards m is free and nothing is held."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(HOOK_AT_EVERY_LINE), op], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"hung: {exc.stdout!r} {exc.stderr!r}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcomes = ast.literal_eval(result.stdout)
+    assert set(outcomes) <= {"took", "deadlock", "deadlock recursive"}
+    refused = ["took" not in outcome for outcome in outcomes]
+    if op == "release":  # refused until the real lock is released; on the C path no line runs
+        assert refused == sorted(refused, reverse=True)
+        assert not outcomes or refused[0] and not refused[-1]
+    else:  # taken by the hook until the outer acquisition takes the real lock
+        assert refused == sorted(refused)
+        assert not refused[0] and refused[-1]
+        assert outcomes[-1] == "deadlock recursive"
 
 
 # -- asynchronous exceptions --------------------------------------------------------------------
