@@ -85,12 +85,12 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
         # The instruction offset, not f_lineno: finding the line costs time proportional to the
         # function's length, so it is worked out only when a report prints the site.
         push(t, lock, cls, read, trylock, frame.f_code, frame.f_lasti, key)
+        if len(t.held) >= v.max_lock_depth:  # a call: a handler may raise after it, still undone
+            v.depth_exceeded(t)
     except BaseException:
         if got[-1]:
             _undo_acquire(lock, read)
         raise
-    if len(t.held) >= v.max_lock_depth:
-        v.depth_exceeded(t)
     return True
 
 
@@ -282,7 +282,9 @@ class _RealLock(_Tracked):
     _unlock = property(attrgetter("_real.__exit__"))
 
     def _timed(self, read: int, seconds: float) -> bool:
-        return self._real.acquire(True, seconds)
+        # Taken inside a list display and returned with no call after: a signal handler's
+        # exception cannot come between taking the lock and reporting it taken.
+        return [*map(self._real.acquire, (True,), (seconds,))][0]
 
     def _is_held(self, read: int) -> bool:
         return self._real.locked()

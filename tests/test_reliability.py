@@ -392,6 +392,70 @@ def test_keyboard_interrupts_never_leave_a_lock_taken_that_nobody_holds(path) ->
         assert recorded_unreleased == 0
 
 
+KEYBOARD_INTERRUPTS_IN_WAITS = """
+    import signal, sys, threading, time, pylockdep
+    armed = False
+    def interrupt(signum, frame):  # at most one interrupt per arming, inside the try below
+        global armed
+        if armed:
+            armed = False
+            raise KeyboardInterrupt
+    signal.signal(signal.SIGALRM, interrupt)
+    lock = pylockdep.Mutex("m")
+    go, taken, released = threading.Semaphore(0), threading.Semaphore(0), threading.Semaphore(0)
+    def other():  # holds the lock a little while, once per round, so that the main thread waits
+        while go.acquire() and lock.acquire():
+            taken.release()
+            time.sleep(0.0003)
+            lock.release()
+            released.release()
+    threading.Thread(target=other, daemon=True).start()
+    taken_unrecorded = interrupted = 0
+    with pylockdep.validate(raise_on_report=False, stream=None) as v:
+        signal.setitimer(signal.ITIMER_REAL, 0.0001, float(sys.argv[1]))
+        for _ in range(600):
+            go.release()
+            taken.acquire()
+            try:
+                armed = True
+                lock.acquire()  # waits; interrupted while waiting or as it takes the lock
+                armed = False
+                lock.release()
+            except KeyboardInterrupt:
+                interrupted += 1
+            released.acquire()
+            if v.task().held:  # interrupted as acquire() returned, as CPython's lock can be
+                lock.release()
+            elif lock.locked():  # the other thread is done: taken by this one, and not recorded
+                taken_unrecorded += 1
+                lock._real.release()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    print(taken_unrecorded, interrupted)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer()")
+@pytest.mark.parametrize("interval", [0.0003, 0.001])
+def test_keyboard_interrupts_in_a_wait_never_leave_a_lock_taken_that_nobody_holds(interval: float) -> None:
+    """KeyboardInterrupts while ``acquire()`` waits for a lock another thread holds (the wait is
+    Python on both paths): interrupted as it waits or as it takes the lock, the acquisition raises
+    and the lock is not taken; never taken with nobody holding it.  (Interrupted as ``acquire()``
+    returns, the lock is held, as with CPython's own lock.)"""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(KEYBOARD_INTERRUPTS_IN_WAITS), str(interval)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"hung: {exc.stdout!r} {exc.stderr!r}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    taken_unrecorded, interrupted = map(int, result.stdout.split())
+    assert interrupted > 50  # the interrupts did land
+    assert taken_unrecorded == 0
+
+
 # -- fork ---------------------------------------------------------------------------------------
 
 
