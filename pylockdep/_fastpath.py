@@ -33,7 +33,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 10
+SPEEDUPS_ABI = 11
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -117,6 +117,26 @@ def accelerate_new(
     in use."""
     if _speedups is not None:
         _speedups.accelerate_new(cls, made_at, fields)
+
+
+def accelerate_stand_in(
+    make: Callable[..., Any],
+    memo: dict[Any, Any],
+    lock_type: type,
+    fields: tuple[tuple[str, Callable[[], Any] | None], ...],
+    skip_code: Any = None,
+) -> Callable[..., Any]:
+    """``make`` (a lock factory's stand-in, see :mod:`pylockdep._threading`), or a C callable that
+    answers its calls with no arguments from a stack that ``memo`` (its
+    :data:`pylockdep._sites.SiteMemo`) knows makes a lock of ``lock_type``: ``_key`` from ``memo``,
+    then each slot of ``fields`` set to ``factory()``, or None for a None factory, as
+    ``lock_type._new(key)`` does.  Every other call goes to ``make``; a call from ``skip_code`` is
+    sited at its caller.  Like a C function, the C callable does not bind as a method; it has a
+    ``__dict__`` (for :func:`functools.update_wrapper`), the repr of its ``__wrapped__`` and
+    pickles as the global its ``__qualname__`` names."""
+    if _speedups is None:
+        return make
+    return _speedups.StandIn(make, memo, lock_type, fields, skip_code)
 
 
 def accelerate(

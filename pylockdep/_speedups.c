@@ -661,13 +661,18 @@ typedef struct {
     int lasti;
 } MadeSite;
 
+/* How to build a lock of ``type`` with a given key, as its Python constructor does. */
 typedef struct {
     PyTypeObject *type;
-    PyObject *made_at;                      /* the dict of sites */
     Py_ssize_t key_offset;                  /* the ``_key`` slot */
     int nfields;
-    Py_ssize_t offset[MAX_MADE_FIELDS];     /* the other slots ``__init__`` sets, ... */
+    Py_ssize_t offset[MAX_MADE_FIELDS];     /* the other slots the constructor sets, ... */
     PyObject *factory[MAX_MADE_FIELDS];     /* ... each to factory() (RealLock: made without a call) or None */
+} LockMaker;
+
+typedef struct {
+    LockMaker maker;
+    PyObject *made_at;                      /* the dict of sites */
     MadeSite recent[N_MADE_SITES];          /* the last sites _made_at answered for, reused in turn */
     int next_site;
 } MadeType;
@@ -722,7 +727,7 @@ made_key(MadeType *m, PyObject *name, PyObject *key)
         }
     id = PyLong_FromVoidPtr(code);
     lasti = PyLong_FromLong(offset);
-    if (id != NULL && lasti != NULL && (site = PyTuple_Pack(5, id, lasti, name, key, (PyObject *)m->type)) != NULL)
+    if (id != NULL && lasti != NULL && (site = PyTuple_Pack(5, id, lasti, name, key, (PyObject *)m->maker.type)) != NULL)
         found = PyDict_GetItemWithError(m->made_at, site);  /* an unhashable name or key raises */
     Py_XDECREF(id);
     Py_XDECREF(lasti);
@@ -744,43 +749,49 @@ made_key(MadeType *m, PyObject *name, PyObject *key)
     return made;
 }
 
+/* A new lock of ``mk``'s type with key ``made`` (a reference this steals), its other slots filled. */
+static PyObject *
+build_lock(const LockMaker *mk, PyObject *made)
+{
+    PyObject *lock = mk->type->tp_alloc(mk->type, 0), *value;
+
+    if (lock == NULL) {
+        Py_DECREF(made);
+        return NULL;
+    }
+    *(PyObject **)((char *)lock + mk->key_offset) = made;
+    for (int i = 0; i < mk->nfields; i++) {
+        if (mk->factory[i] == NULL)
+            value = Py_NewRef(Py_None);
+        else if (mk->factory[i] == (PyObject *)&RealLockType)
+            value = reallock_alloc(&RealLockType);
+        else
+            value = PyObject_CallNoArgs(mk->factory[i]);
+        if (value == NULL) {
+            Py_DECREF(lock);
+            return NULL;
+        }
+        *(PyObject **)((char *)lock + mk->offset[i]) = value;
+    }
+    return lock;
+}
+
 static PyObject *
 new_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     MadeType *m = NULL;
-    PyObject *name, *key, *made, *lock, *value;
+    PyObject *made;
 
     for (int i = 0; i < n_made_types; i++)
-        if (made_types[i].type == (PyTypeObject *)type)
+        if (made_types[i].maker.type == (PyTypeObject *)type)
             m = &made_types[i];
     if (m == NULL || PyVectorcall_NARGS(nargsf) != 1
         || (kwnames != NULL
             && (PyTuple_GET_SIZE(kwnames) != 1 || PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), s_key) != 0)))
         return new_slow(type, args, nargsf, kwnames);
-    name = args[0];
-    key = kwnames != NULL ? args[1] : Py_None;
-    if ((made = made_key(m, name, key)) == NULL)
+    if ((made = made_key(m, args[0], kwnames != NULL ? args[1] : Py_None)) == NULL)
         return new_slow(type, args, nargsf, kwnames);
-    lock = m->type->tp_alloc(m->type, 0);
-    if (lock == NULL) {
-        Py_DECREF(made);
-        return NULL;
-    }
-    *(PyObject **)((char *)lock + m->key_offset) = made;
-    for (int i = 0; i < m->nfields; i++) {
-        if (m->factory[i] == NULL)
-            value = Py_NewRef(Py_None);
-        else if (m->factory[i] == (PyObject *)&RealLockType)
-            value = reallock_alloc(&RealLockType);
-        else
-            value = PyObject_CallNoArgs(m->factory[i]);
-        if (value == NULL) {
-            Py_DECREF(lock);
-            return NULL;
-        }
-        *(PyObject **)((char *)lock + m->offset[i]) = value;
-    }
-    return lock;
+    return build_lock(&m->maker, made);
 }
 
 /* The offset of the __slots__ attribute ``name`` of ``type``; -1 with an exception set. */
@@ -800,6 +811,51 @@ slot_offset(PyObject *type, PyObject *name)
     return offset;
 }
 
+/* Set ``mk`` up to build locks of ``cls`` as its constructor does: ``fields`` is ``((slot, factory or
+ * None), ...)`` for the slots it sets besides ``_key``.  -1 with an exception set. */
+static int
+maker_init(LockMaker *mk, PyObject *cls, PyObject *fields)
+{
+    if (!PyType_Check(cls) || !(((PyTypeObject *)cls)->tp_flags & Py_TPFLAGS_HEAPTYPE) || !PyTuple_Check(fields)
+        || PyTuple_GET_SIZE(fields) > MAX_MADE_FIELDS) {
+        PyErr_SetString(PyExc_TypeError, "a lock class of ours and a few (slot, factory or None) fields");
+        return -1;
+    }
+    if ((mk->key_offset = slot_offset(cls, s_key_slot)) < 0)
+        return -1;
+    for (mk->nfields = 0; mk->nfields < PyTuple_GET_SIZE(fields); mk->nfields++) {
+        PyObject *field = PyTuple_GET_ITEM(fields, mk->nfields), *factory;
+        if (!PyTuple_Check(field) || PyTuple_GET_SIZE(field) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(field, 0))) {
+            PyErr_SetString(PyExc_TypeError, "fields are (slot name, factory or None)");
+            return -1;
+        }
+        if ((mk->offset[mk->nfields] = slot_offset(cls, PyTuple_GET_ITEM(field, 0))) < 0)
+            return -1;
+        factory = PyTuple_GET_ITEM(field, 1);
+        Py_XSETREF(mk->factory[mk->nfields], factory == Py_None ? NULL : Py_NewRef(factory));
+    }
+    Py_XSETREF(mk->type, (PyTypeObject *)Py_NewRef(cls));
+    return 0;
+}
+
+static int
+maker_traverse(LockMaker *mk, visitproc visit, void *arg)
+{
+    Py_VISIT(mk->type);
+    for (int i = 0; i < mk->nfields; i++)
+        Py_VISIT(mk->factory[i]);
+    return 0;
+}
+
+static void
+maker_clear(LockMaker *mk)
+{
+    Py_CLEAR(mk->type);
+    for (int i = 0; i < mk->nfields; i++)
+        Py_CLEAR(mk->factory[i]);
+    mk->nfields = 0;
+}
+
 /*
  * accelerate_new(cls, made_at, fields): calls of ``cls`` with a name (and ``key=``) whose key
  * ``made_at`` holds make the lock here: ``_key`` from it, then each ``(slot, factory)`` of
@@ -811,16 +867,14 @@ accelerate_new(PyObject *module, PyObject *args)
     PyObject *cls, *made_at, *fields;
     MadeType *m;
 
-    if (!PyArg_ParseTuple(args, "O!O!O!:accelerate_new", &PyType_Type, &cls, &PyDict_Type, &made_at, &PyTuple_Type,
-                          &fields))
+    if (!PyArg_ParseTuple(args, "O!O!O:accelerate_new", &PyType_Type, &cls, &PyDict_Type, &made_at, &fields))
         return NULL;
-    if (!(((PyTypeObject *)cls)->tp_flags & Py_TPFLAGS_HEAPTYPE) || ((PyTypeObject *)cls)->tp_new != PyBaseObject_Type.tp_new
-        || PyTuple_GET_SIZE(fields) > MAX_MADE_FIELDS) {
-        PyErr_SetString(PyExc_TypeError, "accelerate_new: a class of ours with object's __new__ and few fields");
+    if (((PyTypeObject *)cls)->tp_new != PyBaseObject_Type.tp_new) {
+        PyErr_SetString(PyExc_TypeError, "accelerate_new: a class with object's __new__");
         return NULL;
     }
     for (m = made_types; m < made_types + n_made_types; m++)
-        if (m->type == (PyTypeObject *)cls) {
+        if (m->maker.type == (PyTypeObject *)cls) {
             PyErr_Format(PyExc_RuntimeError, "accelerate_new: %R is accelerated already", cls);
             return NULL;
         }
@@ -828,26 +882,277 @@ accelerate_new(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_RuntimeError, "accelerate_new: too many classes");
         return NULL;
     }
-    m = &made_types[n_made_types];  /* counted once filled in: an error leaves it unused */
-    if ((m->key_offset = slot_offset(cls, s_key_slot)) < 0)
+    m = &made_types[n_made_types];  /* counted once set up: an error leaves it unused */
+    if (maker_init(&m->maker, cls, fields) < 0)
         return NULL;
-    for (m->nfields = 0; m->nfields < PyTuple_GET_SIZE(fields); m->nfields++) {
-        PyObject *field = PyTuple_GET_ITEM(fields, m->nfields), *factory;
-        if (!PyTuple_Check(field) || PyTuple_GET_SIZE(field) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(field, 0))) {
-            PyErr_SetString(PyExc_TypeError, "accelerate_new: fields are (slot name, factory or None)");
-            return NULL;
-        }
-        if ((m->offset[m->nfields] = slot_offset(cls, PyTuple_GET_ITEM(field, 0))) < 0)
-            return NULL;
-        factory = PyTuple_GET_ITEM(field, 1);
-        Py_XSETREF(m->factory[m->nfields], factory == Py_None ? NULL : Py_NewRef(factory));
-    }
     Py_XSETREF(m->made_at, Py_NewRef(made_at));
-    m->type = (PyTypeObject *)Py_NewRef(cls);
-    m->type->tp_vectorcall = new_vectorcall;
+    ((PyTypeObject *)cls)->tp_vectorcall = new_vectorcall;
     n_made_types++;
     Py_RETURN_NONE;
 }
+
+/*
+ * StandIn(make, memo, lock_type, fields, skip_code): what instrumentation puts in place of
+ * ``threading.Lock``/``RLock`` (pylockdep._threading._stand_in).  ``make`` is the Python stand-in;
+ * a call with no arguments from a stack whose site ``memo`` (its pylockdep._sites.SiteMemo: a trie
+ * keyed by each frame's ``(id(code), f_lasti)``) already knows to be a validated lock's builds that
+ * lock here, as ``lock_type._new(key)`` does; every other call (arguments, a plain lock, a stack
+ * not seen before) goes to ``make``.  A call from ``skip_code`` (the class-shaped stand-in's
+ * ``__call__``) is sited from its caller.  The last stacks answered are kept by identity, so a hit
+ * builds no key.  It has a ``__dict__`` for functools.update_wrapper() and pickles by name.
+ */
+#define STAND_IN_DEPTH 4
+
+typedef struct {
+    PyObject *code[STAND_IN_DEPTH];
+    int lasti[STAND_IN_DEPTH];
+    int depth;       /* 0: unused */
+    PyObject *key;
+} StandInStack;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *dict;
+    PyObject *make, *memo, *skip_code;
+    LockMaker maker;
+    StandInStack recent[N_MADE_SITES];
+    int next_stack;
+    vectorcallfunc vectorcall;
+} StandIn;
+
+static void
+stand_in_forget(StandIn *self)
+{
+    for (int i = 0; i < N_MADE_SITES; i++) {
+        StandInStack *r = &self->recent[i];
+        r->depth = 0;
+        for (int d = 0; d < STAND_IN_DEPTH; d++)
+            Py_CLEAR(r->code[d]);
+        Py_CLEAR(r->key);
+    }
+}
+
+/* What ``memo`` holds for the stack from ``frame`` out, as _sites.recall() finds it: a new
+ * reference, or NULL (no exception) for "not known".  Records the stack in ``self->recent``. */
+static PyObject *
+stand_in_recall(StandIn *self, PyFrameObject *frame)
+{
+    PyObject *node = self->memo, *codes[STAND_IN_DEPTH], *found = NULL;
+    int lastis[STAND_IN_DEPTH], depth = 0;
+
+    Py_INCREF(frame);
+    while (frame != NULL && depth < STAND_IN_DEPTH) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        int lasti = PyFrame_GetLasti(frame);
+        PyObject *id = PyLong_FromVoidPtr(code), *off = PyLong_FromLong(lasti), *edge = NULL, *entry = NULL;
+        PyFrameObject *back;
+
+        if (id != NULL && off != NULL && (edge = PyTuple_Pack(2, id, off)) != NULL && PyDict_CheckExact(node))
+            entry = PyDict_GetItemWithError(node, edge);
+        Py_XDECREF(id);
+        Py_XDECREF(off);
+        Py_XDECREF(edge);
+        codes[depth] = (PyObject *)code;
+        lastis[depth++] = lasti;
+        if (entry == NULL || !PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2)
+            break;
+        node = PyTuple_GET_ITEM(entry, 1);
+        if (!PyDict_CheckExact(node)) {
+            found = Py_NewRef(node);
+            break;
+        }
+        back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    Py_XDECREF(frame);
+    PyErr_Clear();
+    if (found != NULL) {
+        StandInStack *r = &self->recent[self->next_stack];
+        self->next_stack = (self->next_stack + 1) % N_MADE_SITES;
+        r->depth = 0;  /* no match while its references change (a decref may run Python code) */
+        for (int d = 0; d < STAND_IN_DEPTH; d++) {
+            Py_XSETREF(r->code[d], d < depth ? Py_NewRef(codes[d]) : NULL);
+            r->lasti[d] = d < depth ? lastis[d] : -1;
+        }
+        Py_XSETREF(r->key, Py_NewRef(found));
+        r->depth = depth;
+    }
+    for (int d = 0; d < depth; d++)
+        Py_DECREF(codes[d]);
+    return found;
+}
+
+/* The key kept in ``self->recent`` for the stack from ``frame`` out (borrowed), or NULL. */
+static PyObject *
+stand_in_recent(StandIn *self, PyFrameObject *frame)
+{
+    for (int i = 0; i < N_MADE_SITES; i++) {
+        StandInStack *r = &self->recent[i];
+        PyFrameObject *f = frame;
+        int d = 0;
+
+        if (r->depth == 0)
+            continue;
+        Py_INCREF(f);
+        while (f != NULL && d < r->depth) {
+            PyCodeObject *code = PyFrame_GetCode(f);
+            PyFrameObject *back;
+            int same = (PyObject *)code == r->code[d] && PyFrame_GetLasti(f) == r->lasti[d];
+
+            Py_DECREF(code);
+            if (!same)
+                break;
+            d++;
+            back = d < r->depth ? PyFrame_GetBack(f) : NULL;
+            Py_DECREF(f);
+            f = back;
+        }
+        Py_XDECREF(f);
+        if (d == r->depth)
+            return r->key;
+    }
+    return NULL;
+}
+
+static PyObject *
+stand_in_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    StandIn *self = (StandIn *)op;
+    PyFrameObject *frame;
+    PyObject *key;
+
+    if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)
+        || (frame = PyEval_GetFrame()) == NULL)
+        return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
+    Py_INCREF(frame);
+    if (self->skip_code != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        if ((PyObject *)code == self->skip_code)
+            Py_SETREF(frame, PyFrame_GetBack(frame));
+        Py_DECREF(code);
+        if (frame == NULL)
+            return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
+    }
+    key = stand_in_recent(self, frame);
+    if (key != NULL)
+        Py_INCREF(key);
+    else
+        key = stand_in_recall(self, frame);
+    Py_DECREF(frame);
+    if (key == NULL || key == Py_None) {  /* not known, or a plain lock: make() decides */
+        Py_XDECREF(key);
+        return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
+    }
+    return build_lock(&self->maker, key);
+}
+
+static PyObject *
+stand_in_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"make", "memo", "lock_type", "fields", "skip_code", NULL};
+    PyObject *make, *memo, *lock_type, *fields, *skip_code = Py_None;
+    StandIn *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!OO|O:StandIn", kwlist, &make, &PyDict_Type, &memo, &lock_type,
+                                     &fields, &skip_code))
+        return NULL;
+    self = (StandIn *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (maker_init(&self->maker, lock_type, fields) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->make = Py_NewRef(make);
+    self->memo = Py_NewRef(memo);
+    self->skip_code = skip_code == Py_None ? NULL : Py_NewRef(skip_code);
+    self->vectorcall = stand_in_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+stand_in_traverse(StandIn *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dict);
+    Py_VISIT(self->make);
+    Py_VISIT(self->memo);
+    Py_VISIT(self->skip_code);
+    for (int i = 0; i < N_MADE_SITES; i++)
+        Py_VISIT(self->recent[i].key);
+    return maker_traverse(&self->maker, visit, arg);
+}
+
+static int
+stand_in_clear(StandIn *self)
+{
+    Py_CLEAR(self->dict);
+    Py_CLEAR(self->make);
+    Py_CLEAR(self->memo);
+    Py_CLEAR(self->skip_code);
+    stand_in_forget(self);
+    maker_clear(&self->maker);
+    return 0;
+}
+
+static void
+stand_in_dealloc(StandIn *self)
+{
+    PyObject_GC_UnTrack(self);
+    stand_in_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The repr of the function it stands for (``__wrapped__``), as pylockdep._threading._BuiltinLike's. */
+static PyObject *
+stand_in_repr(PyObject *self)
+{
+    PyObject *wrapped = PyObject_GetAttrString(self, "__wrapped__"), *repr;
+
+    if (wrapped == NULL)
+        return NULL;
+    repr = PyObject_Repr(wrapped);
+    Py_DECREF(wrapped);
+    return repr;
+}
+
+/* Pickled by reference, as the function it stands for: the name its __qualname__ gives. */
+static PyObject *
+stand_in_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyObject_GetAttrString(self, "__qualname__");
+}
+
+static PyMethodDef stand_in_methods[] = {
+    {"__reduce__", stand_in_reduce, METH_NOARGS, "Pickled by reference: its __qualname__."},
+    {NULL},
+};
+
+static PyGetSetDef stand_in_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject StandInType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pylockdep._speedups.StandIn",
+    .tp_doc = "StandIn(make, memo, lock_type, fields, skip_code=None): a lock factory stand-in whose calls at a "
+              "known site build the lock in C; every other call goes to ``make``.",
+    .tp_basicsize = sizeof(StandIn),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = stand_in_new,
+    .tp_vectorcall_offset = offsetof(StandIn, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_dictoffset = offsetof(StandIn, dict),
+    .tp_getattro = PyObject_GenericGetAttr,
+    .tp_setattro = PyObject_GenericSetAttr,
+    .tp_dealloc = (destructor)stand_in_dealloc,
+    .tp_repr = stand_in_repr,
+    .tp_traverse = (traverseproc)stand_in_traverse,
+    .tp_clear = (inquiry)stand_in_clear,
+    .tp_methods = stand_in_methods,
+    .tp_getset = stand_in_getset,
+};
 
 /* Read modes as _locks._acquire takes them, and READ_AS_RWLOCK: RWLock._read_mode()'s choice. */
 enum { READ_AS_RWLOCK = -1, READ_MAX = 2 };
@@ -1988,7 +2293,7 @@ PyInit__speedups(void)
             return NULL;
     }
     if (PyType_Ready(&AcquireType) < 0 || PyType_Ready(&ReleaseType) < 0 || PyType_Ready(&SectionType) < 0 || PyType_Ready(&ThreadCacheType) < 0
-        || PyType_Ready(&RealLockType) < 0)
+        || PyType_Ready(&RealLockType) < 0 || PyType_Ready(&StandInType) < 0)
         return NULL;
     m = PyModule_Create(&speedups_module);
     if (m == NULL)
@@ -1998,7 +2303,8 @@ PyInit__speedups(void)
         || PyModule_AddObjectRef(m, "Acquire", (PyObject *)&AcquireType) < 0
         || PyModule_AddObjectRef(m, "Release", (PyObject *)&ReleaseType) < 0
         || PyModule_AddObjectRef(m, "Section", (PyObject *)&SectionType) < 0
-        || PyModule_AddObjectRef(m, "RealLock", (PyObject *)&RealLockType) < 0) {
+        || PyModule_AddObjectRef(m, "RealLock", (PyObject *)&RealLockType) < 0
+        || PyModule_AddObjectRef(m, "StandIn", (PyObject *)&StandInType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -44,12 +44,12 @@ import sys
 import threading
 import warnings
 from time import monotonic
-from types import BuiltinFunctionType, FrameType
+from types import BuiltinFunctionType, FrameType, FunctionType
 from typing import Any
 
 from . import _held, _locktypes, _waits
 from ._classes import LockKey, key_for
-from ._fastpath import accelerate, new_real_lock
+from ._fastpath import accelerate, accelerate_stand_in, new_real_lock
 from ._frames import is_internal, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
@@ -182,7 +182,7 @@ class Lock(_RealLock):
     @classmethod
     def _new(cls, key: LockKey) -> Lock:
         """A new unlocked lock of class ``key`` (named ``Lock@file:line``)."""
-        self = object.__new__(cls)
+        self = object.__new__(cls)  # _MADE_FIELDS repeats these assignments, for the C stand-in
         self._real = new_real_lock()
         self._key = key
         self._owner = None
@@ -261,7 +261,7 @@ class RLock(_RealLock):
         """A new unlocked RLock of class ``key``, by default its caller's site."""
         if key is None:
             key = _new_key(_locktypes.PY_RLOCK, "RLock", _getframe(1))[0] or _ORPHAN_RLOCK_KEY
-        self = object.__new__(cls)
+        self = object.__new__(cls)  # _MADE_FIELDS repeats these assignments, for the C stand-in
         self._real = new_real_lock()
         self._key = key
         self._owner = None
@@ -345,6 +345,13 @@ class RLock(_RealLock):
 accelerate(RLock, enter_returns_self=False, skip_file=_THREADING_FILE, recursive=True)
 
 
+# The slots besides _key that Lock._new and RLock.__new__ set: (slot, factory, or None for None).
+_MADE_FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {
+    Lock: (("_owner", None), ("_real", new_real_lock)),
+    RLock: (("_owner", None), ("_real", new_real_lock), ("_ident", None), ("_count", int)),
+}
+
+
 class Nested:
     """A with-block holding a :class:`Lock` or :class:`RLock` as a nesting subclass (what
     :func:`pylockdep.nested` returns for them); an RLock its owner holds is only entered again."""
@@ -421,8 +428,10 @@ def _stand_in(
             remember(made_at, caller, looked, key)
         return original(*args, **kwargs) if key is None else new(key)
 
+    # A call at a known site builds the lock in C, when in use (only make() decides what stays plain).
+    fast = make if prebound else accelerate_stand_in(make, made_at, lock_type, _MADE_FIELDS[lock_type], _STAND_IN_CALL)
     if isinstance(original, BuiltinFunctionType):  # _thread.allocate_lock: a C function
-        return functools.update_wrapper(_builtin_like(make), original)
+        return functools.update_wrapper(_builtin_like(fast), original)
     if not isinstance(original, type):
         return functools.update_wrapper(make, original)
     return _StandInType(
@@ -434,7 +443,7 @@ def _stand_in(
             "__doc__": original.__doc__,
             "__wrapped__": original,
             "_kinds": (original, lock_type),
-            "_make": staticmethod(make),
+            "_make": staticmethod(fast),
         },
     )
 
@@ -485,8 +494,11 @@ class _BuiltinLike:
 
 
 def _builtin_like(make: Any) -> Any:
-    """A :class:`_BuiltinLike` whose call is ``make`` itself (a static ``__call__``: the caller's
-    frame is ``make``'s caller, with no frame in between)."""
+    """``make`` when it is the C stand-in (:func:`~pylockdep._fastpath.accelerate_stand_in`), which
+    never binds; else a :class:`_BuiltinLike` whose call is ``make`` itself (a static ``__call__``:
+    the caller's frame is ``make``'s caller, with no frame in between)."""
+    if not isinstance(make, FunctionType):
+        return make
     return type("stand_in", (_BuiltinLike,), {"__call__": staticmethod(make)})()
 
 

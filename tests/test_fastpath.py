@@ -948,3 +948,45 @@ def test_other_calls_of_a_lock_type_reach_python_init(monkeypatch):
             pylockdep.Mutex("fp_args", key=[])
         with pytest.raises(TypeError, match="name"):
             pylockdep.Mutex(["fp_args"])
+
+
+@pytest.mark.usefixtures("plain_threading")
+def test_threading_locks_made_again_at_a_site_are_made_as_python_makes_them(monkeypatch):
+    built = []
+    new = _threading.Lock.__dict__["_new"].__func__
+    monkeypatch.setattr(_threading.Lock, "_new", classmethod(lambda cls, key: built.append(key) or new(cls, key)))
+    with pylockdep.instrument_threading():
+        made = [threading.Lock() for _ in range(3)]
+        line = inspect.currentframe().f_lineno - 1
+        rlocks = [threading.RLock() for _ in range(3)]
+    # In C only the first reaches Python (Lock._new); in pure Python every one does.
+    assert len(built) == (3 if PURE else 1)
+    for lock in made:
+        assert type(lock) is _threading.Lock
+        assert lock._key is made[0]._key
+        assert lock.name == f"Lock@test_fastpath.py:{line}"
+        assert lock._owner is None
+        assert type(lock._real) is type(_fastpath.new_real_lock())
+        assert not lock.locked()
+    for rlock in rlocks:
+        assert type(rlock) is _threading.RLock
+        assert rlock._key is rlocks[0]._key
+        assert (rlock._owner, rlock._ident, rlock._count) == (None, None, 0)
+        assert type(rlock._real) is type(_fastpath.new_real_lock())
+    assert len({id(lock._real) for lock in made + rlocks}) == 6
+    with pylockdep.validate() as v:
+        for lock in made + rlocks:
+            with lock:
+                pass
+    assert v.reports == []
+
+
+@pytest.mark.usefixtures("plain_threading")
+def test_other_calls_of_a_threading_stand_in_reach_python():
+    with pylockdep.instrument_threading():
+        for _ in range(2):
+            with pytest.raises(TypeError):
+                threading.Lock(1)
+            # threading's own locks stay CPython's, made again or not
+            assert type(threading.Thread(target=len)._started._cond._lock) is _thread.LockType
+        assert repr(threading.Lock) == repr(threading.Lock.__wrapped__)
