@@ -28,7 +28,7 @@ from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import accelerate, accelerate_new, accelerate_section, new_real_lock
 from ._frames import Site, caller_site, is_internal, line_at
 from ._held import VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
-from ._plain import plain_lock
+from ._plain import plain_lock, plain_rlock
 from ._primitive import Primitive
 from ._task import Task
 from ._validator import Validator, active
@@ -551,6 +551,11 @@ class _RWCore:
             return found
 
 
+# Held while a reader-writer lock stores its first core (re-entrant: a finalizer or signal handler
+# that runs meanwhile may take another reader-writer lock for the first time).
+_first_core = plain_rlock()
+
+
 class _RWLockBase(_Lock):
     """Shared behaviour of the reader-writer locks."""
 
@@ -559,34 +564,49 @@ class _RWLockBase(_Lock):
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
         self._key = _creation_key(type(self), name, key, _getframe(1))
         self._owner = None
-        self._real = None  # its primitive is the reader-writer core
-        self._rw = _RWCore()
+        self._real = None  # its primitive is the reader-writer core, ...
+        self._rw: _RWCore | None = None  # ... made by the first use (see _core); _RW_FIELDS repeats these
+
+    def _core(self) -> _RWCore:
+        """The reader-writer core, made on first use: locks are often made in numbers and taken
+        by few, and a core costs three times the rest of the lock.  Two threads may both make one;
+        the first to store it wins."""
+        core = self._rw
+        if core is None:
+            made = _RWCore()
+            with _first_core:
+                core = self._rw
+                if core is None:
+                    core = self._rw = made
+        return core
 
     def _try(self, read: int) -> bool:
-        return self._rw.try_acquire(read)
+        return (self._rw or self._core()).try_acquire(read)
 
     def _unlock(self, read: int) -> None:
-        self._rw.release(read)
+        (self._rw or self._core()).release(read)
 
     def _timed(self, read: int, seconds: float) -> bool:
         # Keep waiting writers registered across the polls of the deadlock check.
-        return self._rw.timed_acquire(read, seconds)
+        return (self._rw or self._core()).timed_acquire(read, seconds)
 
     def _is_held(self, read: int) -> bool:
-        return self._rw.is_held(read)
+        return (self._rw or self._core()).is_held(read)
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
-        return self._rw.blockers(mode)
+        return (self._rw or self._core()).blockers(mode)
 
     def locked(self) -> bool:
-        return self._rw.is_held(0) or self._rw.is_held(1)
+        core = self._rw or self._core()
+        return core.is_held(0) or core.is_held(1)
 
     def _unlock_side(self, read: int, op: str) -> None:
         """Release the side ``read`` names, for the unlock call ``op``.  Releasing the side nobody
         holds while the other side is held (``write_lock(); read_unlock()``) is a bad unlock
         balance: reported, refused with :class:`RuntimeError`, and the lock (real and as
         validated) left as it was.  Releasing a free lock is reported as for any lock."""
-        if not self._rw.is_held(read) and self._rw.is_held(0 if read else 1):
+        core = self._rw or self._core()
+        if not core.is_held(read) and core.is_held(0 if read else 1):
             v = active.validator
             v.bad_unlock(v.task(), self, self.name)
             side = "reading" if read else "writing"
@@ -683,3 +703,6 @@ accelerate_section(_Held, _Lock)
 # A lock made again at a known site is built in C (when in use) as _Lock.__init__ builds it.
 for _made in (RawSpinLock, SpinLock, Mutex):
     accelerate_new(_made, _made_at, (("_owner", None), ("_real", new_real_lock)))
+_RW_FIELDS = (("_owner", None), ("_real", None), ("_rw", None))  # _RWLockBase.__init__'s
+for _made in (RWLock, RWSemaphore):
+    accelerate_new(_made, _made_at, _RW_FIELDS)

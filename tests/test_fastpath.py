@@ -758,7 +758,9 @@ def test_validated_locks_block_on_the_c_real_lock():
     with pylockdep.instrument_threading():
         locks = [pylockdep.Mutex("fp_real_M"), pylockdep.RWLock("fp_real_RW"), threading.Lock(), threading.RLock()]
     assert [type(lock._real).__name__ for lock in locks] == ["RealLock", "NoneType", "RealLock", "RealLock"]
-    assert type(locks[1]._rw).__name__ == "_RWCore"  # a reader-writer lock's primitive
+    assert locks[1]._rw is None  # a reader-writer lock's primitive, made by the first use
+    assert type(locks[1]._core()).__name__ == "_RWCore"
+    assert locks[1]._core() is locks[1]._rw
 
 
 @needs_c
@@ -906,7 +908,9 @@ class CountedKeys:
         monkeypatch.setattr(_locks, "_creation_key", counted)
 
 
-@pytest.mark.parametrize("kind", [pylockdep.Mutex, pylockdep.SpinLock, pylockdep.RawSpinLock])
+@pytest.mark.parametrize(
+    "kind", [pylockdep.Mutex, pylockdep.SpinLock, pylockdep.RawSpinLock, pylockdep.RWLock, pylockdep.RWSemaphore]
+)
 def test_a_lock_made_again_at_its_site_is_made_as_python_makes_it(monkeypatch, kind):
     counted = CountedKeys(monkeypatch)
     made = [(kind("fp_made"), kind("fp_made", key="fp_made_key")) for _ in range(3)]
@@ -917,10 +921,14 @@ def test_a_lock_made_again_at_its_site_is_made_as_python_makes_it(monkeypatch, k
             assert type(lock) is kind
             assert lock._key is key
             assert lock._owner is None
-            assert type(lock._real) is type(_fastpath.new_real_lock())
+            if issubclass(kind, _locks._RWLockBase):  # its primitive: a core made by the first use
+                assert (lock._real, lock._rw) == (None, None)
+            else:
+                assert type(lock._real) is type(_fastpath.new_real_lock())
             assert not lock.locked()
     assert made[0][0]._key is not made[0][1]._key
-    assert len({id(lock._real) for pair in made for lock in pair}) == 6
+    primitives = [lock._real if lock._real is not None else lock._core() for pair in made for lock in pair]
+    assert len({id(primitive) for primitive in primitives}) == 6
     with pylockdep.validate() as v:
         for lock in [lock for pair in made for lock in pair]:
             with lock:

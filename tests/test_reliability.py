@@ -504,7 +504,7 @@ def test_fork_while_another_thread_is_inside_a_reader_writer_lock() -> None:
         rw, sem = pylockdep.RWLock("rw"), pylockdep.RWSemaphore("sem")
         inside, done = threading.Event(), threading.Event()
         def busy():
-            with rw._rw._mutex, sem._rw._mutex:
+            with rw._core()._mutex, sem._core()._mutex:
                 inside.set()
                 done.wait()
         sem.down_read()
