@@ -527,6 +527,15 @@ def mark_held_locks(v: Validator, t: Task, write_bit: int, read_bit: int) -> Non
             mark_lock(v, t, cls, entry[H_LOCK], entry[H_READ], bit, held_site(entry))
 
 
+def held_unmarked(t: Task, write_bit: int, read_bit: int) -> bool:
+    """Whether :func:`mark_held_locks` has work to do: a held validated lock lacks its bit.  Usage
+    bits are only ever set, so a class seen with its bit, without the graph lock, keeps it."""
+    return any(
+        entry[H_CLASS].validated and not entry[H_CLASS].usage & (read_bit if entry[H_READ] else write_bit)
+        for entry in t.held
+    )
+
+
 def check_context_call(v: Validator, t: Task, call: str, detail: str, site: Site) -> None:
     """A context call must undo something done before (``preempt_enable()`` after
     ``preempt_disable()``, ...) and be allowed where it is made (no ``local_irq_enable()`` in a hard

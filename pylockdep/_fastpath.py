@@ -25,7 +25,14 @@ from types import ModuleType
 from typing import Any
 
 from . import _frames, _held
-from ._classes import LockClass, LockKey
+from ._classes import (
+    ENABLED_HARDIRQ,
+    ENABLED_HARDIRQ_READ,
+    ENABLED_SOFTIRQ,
+    ENABLED_SOFTIRQ_READ,
+    LockClass,
+    LockKey,
+)
 from ._held import HeldLock
 from ._plain import plain_lock
 from ._task import IrqTrace, Task
@@ -33,7 +40,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 11
+SPEEDUPS_ABI = 12
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -78,7 +85,16 @@ def _load() -> ModuleType | None:
         return None
     try:
         _speedups.setup(
-            active, Validator, Task, LockKey, LockClass, HeldLock, IrqTrace, _frames.internal_files, _frames._lines
+            active,
+            Validator,
+            Task,
+            LockKey,
+            LockClass,
+            HeldLock,
+            IrqTrace,
+            _frames.internal_files,
+            _frames._lines,
+            (ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ),
         )
     except TypeError as exc:  # a stale build whose ABI was not incremented
         warnings.warn(f"pylockdep: ignoring {_speedups.__file__}: {exc}", RuntimeWarning, stacklevel=2)

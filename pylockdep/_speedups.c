@@ -101,8 +101,8 @@ static const char *const trace_slots[] = {"events", "hardirq_enable_event", "har
                                           NULL};
 enum { K_CACHE };
 static const char *const key_slots[] = {"cache", NULL};
-enum { C_VARIANTS, C_SPINS };
-static const char *const class_slots[] = {"variants", "spins", NULL};
+enum { C_VARIANTS, C_SPINS, C_USAGE, C_VALIDATED };
+static const char *const class_slots[] = {"variants", "spins", "usage", "validated", NULL};
 /* A lock type's slots: each accelerated method has the layout of the class it was made for. */
 enum { L_KEY, L_REAL, L_OWNER, L_IDENT, L_COUNT };
 static const char *const lock_slots[] = {"_key", "_real", "_owner", NULL};
@@ -1597,6 +1597,38 @@ enum { CONTEXT_NONE, CONTEXT_IRQSAVE, CONTEXT_BH };  /* _locks' 0, _IRQSAVE, _BH
 /* _frames.internal_files (filename -> whether pylockdep's) and _frames._lines ((id(code), lasti) ->
  * (code, line)), the Python path's caches, and the names this part calls. */
 static PyObject *g_internal_files, *g_lines, *s_preempt_rt, *s_take, *s_restore;
+/* The usage bits enabling interrupts sets on held locks (_classes' ENABLED_*), set by setup(). */
+static long g_enabled_hardirq, g_enabled_hardirq_read, g_enabled_softirq, g_enabled_softirq_read;
+
+/* Whether every held validated lock already has the usage bit enabling interrupts would give it
+ * (``write_bit``, ``read_bit`` for a reader): _checks.held_unmarked() is false, nothing to mark. */
+static int
+held_marked(PyObject *held, long write_bit, long read_bit)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(held); i++) {
+        PyObject *entry = PyList_GET_ITEM(held, i), *cls, *validated, *usage;
+        long bits;
+
+        if (!Py_IS_TYPE(entry, g_held_type) || PyTuple_GET_SIZE(entry) != H_FIELDS)
+            return 0;
+        cls = PyTuple_GET_ITEM(entry, H_CLASS);
+        if (!IS(cls, class_layout) || (validated = SLOT(cls, class_layout, C_VALIDATED)) == NULL)
+            return 0;
+        if (validated == Py_False)
+            continue;
+        usage = SLOT(cls, class_layout, C_USAGE);
+        if (validated != Py_True || usage == NULL || !PyLong_CheckExact(usage))
+            return 0;
+        bits = PyLong_AsLong(usage);
+        if (bits == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (!(bits & (is_zero(PyTuple_GET_ITEM(entry, H_READ)) ? write_bit : read_bit)))
+            return 0;
+    }
+    return 1;
+}
 
 /*
  * The site (code, line) of ``frame``'s current instruction, as _locks._site_of() finds it,
@@ -1719,7 +1751,8 @@ irqs_off_fast(ThreadCache *c, PyObject *v, PyObject *t, PyFrameObject *frame, Py
 }
 
 /* _context.irq_restore_at(was_on) when there is nothing to check: interrupts were on, are off, not
- * in a hard interrupt, no lock held to mark.  1 done, 0 for Python (nothing changed). */
+ * in a hard interrupt, no held lock to mark (with hardirqs, and softirqs if those are on, enabled).
+ * 1 done, 0 for Python (nothing changed). */
 static int
 irqs_on_fast(ThreadCache *c, PyObject *t, PyFrameObject *frame, PyObject *was_on)
 {
@@ -1728,7 +1761,10 @@ irqs_on_fast(ThreadCache *c, PyObject *t, PyFrameObject *frame, PyObject *was_on
     if (was_on == Py_False)
         return 1;  /* they stay off */
     if (was_on != Py_True || SLOT(t, task_layout, T_IRQS_OFF) != Py_True || !is_zero(SLOT(t, task_layout, T_HARDIRQ))
-        || held == NULL || !PyList_Check(held) || PyList_GET_SIZE(held) != 0 || (site = frame_site(c, frame)) == NULL)
+        || held == NULL || !PyList_Check(held) || !held_marked(held, g_enabled_hardirq, g_enabled_hardirq_read)
+        || (is_zero(SLOT(t, task_layout, T_BH)) && is_zero(SLOT(t, task_layout, T_SOFTIRQ))
+            && !held_marked(held, g_enabled_softirq, g_enabled_softirq_read))
+        || (site = frame_site(c, frame)) == NULL)
         return 0;
     return change_context(c, t, T_IRQS_OFF, Py_False, TR_HARDIRQ_ENABLE_EVENT, TR_HARDIRQ_ENABLE_SITE, site);
 }
@@ -1760,15 +1796,18 @@ bh_off_fast(ThreadCache *c, PyObject *v, PyObject *t, PyFrameObject *frame)
     return 1;
 }
 
-/* _context.bh_enable_at() for the last bottom-half section outside a softirq with no lock held to
- * mark.  1 done, 0 for Python (nothing changed). */
+/* _context.bh_enable_at() for the last bottom-half section outside a softirq, with no held lock to
+ * mark (when hard interrupts are on).  1 done, 0 for Python (nothing changed). */
 static int
 bh_on_fast(ThreadCache *c, PyObject *t, PyFrameObject *frame)
 {
     PyObject *held = SLOT(t, task_layout, T_HELD), *bh = SLOT(t, task_layout, T_BH), *site;
+    PyObject *irqs_off = SLOT(t, task_layout, T_IRQS_OFF);
 
     if (bh == NULL || !PyLong_CheckExact(bh) || PyLong_AsLong(bh) != 1 || !is_zero(SLOT(t, task_layout, T_SOFTIRQ))
-        || held == NULL || !PyList_Check(held) || PyList_GET_SIZE(held) != 0 || (site = frame_site(c, frame)) == NULL)
+        || held == NULL || !PyList_Check(held) || (irqs_off != Py_True && irqs_off != Py_False)
+        || (irqs_off == Py_False && !held_marked(held, g_enabled_softirq, g_enabled_softirq_read))
+        || (site = frame_site(c, frame)) == NULL)
         return 0;
     return change_context(c, t, T_BH, g_zero, TR_SOFTIRQ_ENABLE_EVENT, TR_SOFTIRQ_ENABLE_SITE, site);
 }
@@ -2145,9 +2184,11 @@ setup(PyObject *module, PyObject *args)
 {
     PyObject *active, *validator_type, *task_type, *key_type, *class_type, *held_type, *trace_type, *internal_files,
         *lines;
+    long marks[4];
 
-    if (!PyArg_ParseTuple(args, "OOOOOOOO!O!:setup", &active, &validator_type, &task_type, &key_type, &class_type,
-                          &held_type, &trace_type, &PyDict_Type, &internal_files, &PyDict_Type, &lines))
+    if (!PyArg_ParseTuple(args, "OOOOOOOO!O!(llll):setup", &active, &validator_type, &task_type, &key_type,
+                          &class_type, &held_type, &trace_type, &PyDict_Type, &internal_files, &PyDict_Type, &lines,
+                          &marks[0], &marks[1], &marks[2], &marks[3]))
         return NULL;
     if (check_held_type(held_type) < 0
         || layout_init(&trace_layout, trace_type, trace_slots) < 0
@@ -2158,6 +2199,10 @@ setup(PyObject *module, PyObject *args)
         || layout_init(&class_layout, class_type, class_slots) < 0)
         return NULL;
     Py_XSETREF(g_held_type, (PyTypeObject *)Py_NewRef(held_type));
+    g_enabled_hardirq = marks[0];
+    g_enabled_hardirq_read = marks[1];
+    g_enabled_softirq = marks[2];
+    g_enabled_softirq_read = marks[3];
     Py_XSETREF(g_internal_files, Py_NewRef(internal_files));
     Py_XSETREF(g_lines, Py_NewRef(lines));
     Py_XSETREF(g_active, Py_NewRef(active));
@@ -2249,9 +2294,10 @@ static PyMethodDef speedups_methods[] = {
     {"accelerate_new", accelerate_new, METH_VARARGS,
      "accelerate_new(cls, made_at, fields): make calls of ``cls`` at a known site in C (see pylockdep._locks)."},
     {"setup", setup, METH_VARARGS,
-     "setup(active, Validator, Task, LockKey, LockClass, HeldLock, IrqTrace, internal_files, lines): the object "
-     "whose ``validator`` slot is the active validator, the classes whose slots the fast path reads, the held "
-     "entries' type, and pylockdep._frames' caches of its own files and of sites' lines."},
+     "setup(active, Validator, Task, LockKey, LockClass, HeldLock, IrqTrace, internal_files, lines, marks): the "
+     "object whose ``validator`` slot is the active validator, the classes whose slots the fast path reads, the "
+     "held entries' type, pylockdep._frames' caches of its own files and of sites' lines, and the usage bits "
+     "enabling interrupts sets (ENABLED_HARDIRQ, its _READ, ENABLED_SOFTIRQ, its _READ)."},
     {NULL},
 };
 

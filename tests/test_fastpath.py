@@ -23,7 +23,7 @@ from typing import NamedTuple
 import pytest
 
 import pylockdep
-from pylockdep import _context, _fastpath, _frames, _held, _locks, _task, _threading
+from pylockdep import _classes, _context, _fastpath, _frames, _held, _locks, _task, _threading
 from pylockdep._classes import LockClass, LockKey
 from pylockdep._held import HeldLock, chain_key, held_site, variant
 from pylockdep._validator import active
@@ -333,9 +333,17 @@ def test_a_context_section_hands_what_it_cannot_do_to_python(monkeypatch):
         assert calls.calls == []
         for _ in range(2):
             del calls.calls[:]
-            with mutex, spin.irqsave():  # interrupts back on with a lock held: Python marks it
+            with mutex, spin.irqsave():  # interrupts back on with a lock held that is marked so: C
                 pass
-        assert calls.calls == ["irq_restore_at"]
+        assert calls.calls == []
+        other = pylockdep.SpinLock("fp_hand_c")
+        with spin.irqsave():
+            other.acquire()  # taken with interrupts off
+        calls.calls.clear()
+        with inner.irqsave():  # interrupts back on with a lock held that is not marked so: Python
+            pass
+        other.release()
+        assert calls.calls == ["irq_save_for", "irq_restore_at"]  # a new site, then the marking
         for _ in range(2):
             del calls.calls[:]
             with spin.bh(), inner.bh():  # bottom halves already off: Python
@@ -665,7 +673,13 @@ def test_the_c_module_refuses_a_held_type_it_was_not_built_for():
     args = (active, pylockdep.Validator, _task.Task, LockKey, LockClass)
     fields = [(name, object) for name in HeldLock._fields]
     renamed = NamedTuple("Renamed", fields[:-1] + [("context", object)])
-    caches = (_task.IrqTrace, _frames.internal_files, _frames._lines)
+    marks = (
+        _classes.ENABLED_HARDIRQ,
+        _classes.ENABLED_HARDIRQ_READ,
+        _classes.ENABLED_SOFTIRQ,
+        _classes.ENABLED_SOFTIRQ_READ,
+    )
+    caches = (_task.IrqTrace, _frames.internal_files, _frames._lines, marks)
     for wrong in (Reordered, renamed, list, tuple):
         with pytest.raises(TypeError):
             speedups.setup(*args, wrong, *caches)
