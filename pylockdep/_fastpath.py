@@ -40,7 +40,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 12
+SPEEDUPS_ABI = 13
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -122,15 +122,18 @@ def holder_changed() -> None:
         _speedups.forget_task()
 
 
-def accelerate_new(
-    cls: type, made_at: dict[Any, Any], fields: tuple[tuple[str, Callable[[], Any] | None], ...]
-) -> None:
+#: The slots a lock's constructor sets besides ``_key``, for the C module to set alike: ``(slot,
+#: factory or value)``, set to ``factory()`` for a callable (a new object per lock), else to the
+#: value itself (None, 0, False: immutable, shared).
+Fields = tuple[tuple[str, Any], ...]
+
+
+def accelerate_new(cls: type, made_at: dict[Any, Any], fields: Fields) -> None:
     """Make ``cls(name)`` and ``cls(name, key=k)`` build the lock in C when ``made_at`` (the sites
     that made locks, see :func:`pylockdep._locks._creation_key`) knows the calling frame's site:
-    ``_key`` from there, then each slot of ``fields`` set to ``factory()``, or None for a None
-    factory, which must be what ``cls.__init__`` sets.  Every other call (another site, other
-    arguments, a subclass of ``cls``) runs ``cls.__init__``.  Does nothing when the C module is not
-    in use."""
+    ``_key`` from there, then the slots of ``fields``, which must be what ``cls.__init__`` sets.
+    Every other call (another site, other arguments, a subclass of ``cls``) runs ``cls.__init__``.
+    Does nothing when the C module is not in use."""
     if _speedups is not None:
         _speedups.accelerate_new(cls, made_at, fields)
 
@@ -139,17 +142,17 @@ def accelerate_stand_in(
     make: Callable[..., Any],
     memo: dict[Any, Any],
     lock_type: type,
-    fields: tuple[tuple[str, Callable[[], Any] | None], ...],
+    fields: Fields,
     skip_code: Any = None,
 ) -> Callable[..., Any]:
     """``make`` (a lock factory's stand-in, see :mod:`pylockdep._threading`), or a C callable that
     answers its calls with no arguments from a stack that ``memo`` (its
-    :data:`pylockdep._sites.SiteMemo`) knows makes a lock of ``lock_type``: ``_key`` from ``memo``,
-    then each slot of ``fields`` set to ``factory()``, or None for a None factory, as
-    ``lock_type._new(key)`` does.  Every other call goes to ``make``; a call from ``skip_code`` is
-    sited at its caller.  Like a C function, the C callable does not bind as a method; it has a
-    ``__dict__`` (for :func:`functools.update_wrapper`), the repr of its ``__wrapped__`` and
-    pickles as the global its ``__qualname__`` names."""
+    :data:`pylockdep._sites.SiteMemo`) knows makes a lock of ``lock_type``: ``_key`` from
+    ``memo``, then the slots of ``fields``, as ``lock_type._new(key)`` sets them.  Every other
+    call goes to ``make``; a call from ``skip_code`` is sited at its caller.  Like a C function,
+    the C callable does not bind as a method; it has a ``__dict__`` (for
+    :func:`functools.update_wrapper`), the repr of its ``__wrapped__`` and pickles as the global
+    its ``__qualname__`` names."""
     if _speedups is None:
         return make
     return _speedups.StandIn(make, memo, lock_type, fields, skip_code)

@@ -23,8 +23,9 @@ from typing import TypeVar
 from . import _checks, _held, _locktypes, _waitfor
 from ._classes import LockClass
 from ._context import _Between, preempt_disable, preempt_enable
+from ._fastpath import Fields, accelerate_new
 from ._frames import caller_site, outside_frame
-from ._locks import _acquire, _Condition, _creation_key, _PseudoLock, _release, _Validated
+from ._locks import _acquire, _Condition, _creation_key, _made_at, _PseudoLock, _release, _Validated
 from ._plain import plain_lock
 from ._report import DeadlockError
 from ._task import Task
@@ -47,28 +48,38 @@ class SRCU(_Validated):
     """
 
     _ltype = _locktypes.SRCU
-    __slots__ = ("_cond", "_idx", "_readers", "_sync_owner", "_draining", "_flipped", "_tls")
+    __slots__ = ("_mutex", "_cond", "_idx", "_readers", "_sync_owner", "_draining", "_flipped", "_tls")
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
         self._key = _creation_key(type(self), name, key, sys._getframe(1))  # _Validated's, from here
-        self._owner = None
-        self._cond = _Condition(plain_lock())
+        self._owner = None  # (_MADE_FIELDS repeats what follows, for the C constructor)
+        # Read sides take the bare mutex; a synchronizer waits on the condition over it, made by
+        # the first grace period (see _condition): most SRCUs see few, and a Condition costs more
+        # than the rest of the SRCU.
+        self._mutex = plain_lock()
+        self._cond: threading.Condition | None = None
         self._idx = 0
         # Per counter: reader thread ident (or ("ended", ident), see _thread_ended) -> open read sides.
         self._readers: tuple[dict[_Reader, int], dict[_Reader, int]] = ({}, {})
         self._sync_owner: int | None = None
         self._draining = 1
         self._flipped = False
-        self._tls = threading.local()
+        self._tls: threading.local | None = None  # the read sides' per-thread stacks, made by the first
 
     def _stack(self) -> list[int]:
         """The indexes of this thread's open read sides, innermost last."""
         try:
-            return self._tls.stack
+            return self._tls.stack  # type: ignore[union-attr]
         except AttributeError:
-            self._tls.stack = stack = []
+            tls = self._tls
+            if tls is None:
+                with self._mutex:  # one threading.local for every thread: the first stored
+                    tls = self._tls
+                    if tls is None:
+                        tls = self._tls = threading.local()
+            tls.stack = stack = []
             # Dropped with the thread's locals when the thread ends: see _thread_ended.
-            self._tls.sentinel = sentinel = _Sentinel()
+            tls.sentinel = sentinel = _Sentinel()
             weakref.finalize(sentinel, _thread_ended, weakref.ref(self), _thread.get_ident())
             return stack
 
@@ -79,7 +90,7 @@ class SRCU(_Validated):
     # The primitive, as the fast path sees it: a read side always gets in.
     def _try(self, read: int) -> bool:
         ident = _thread.get_ident()
-        with self._cond:
+        with self._mutex:
             idx = self._idx
             readers = self._readers[idx]
             readers[ident] = readers.get(ident, 0) + 1
@@ -96,7 +107,7 @@ class SRCU(_Validated):
         """The counters are dropped by :meth:`read_unlock`, which knows the index."""
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
-        with self._cond:
+        with self._mutex:
             owner = self._sync_owner
             if owner is not None and owner != ident:
                 return [owner]
@@ -123,13 +134,13 @@ class SRCU(_Validated):
             _release(self, 2)
         del stack[len(stack) - 1 - stack[::-1].index(idx)]
         ident = _thread.get_ident()
-        with self._cond:
+        with self._mutex:
             readers = self._readers[idx]
             count = readers.pop(ident, 1) - 1
             if count:
                 readers[ident] = count
             if self._sync_owner is not None:  # only a grace period in progress waits on the counters
-                self._cond.notify_all()
+                self._cond.notify_all()  # type: ignore[union-attr]  # made before it began
 
     def _bad_index(self, idx: object) -> None:
         v = active.validator
@@ -163,23 +174,24 @@ class SRCU(_Validated):
             if not self._grace_period(ident, 0):
                 _waitfor.wait(v, t, self, 0, lambda s: self._grace_period(ident, s))
         except BaseException:
-            with self._cond:
+            with self._mutex:
                 if self._sync_owner == ident:
                     self._sync_owner = None
-                    self._cond.notify_all()
+                    self._cond.notify_all()  # type: ignore[union-attr]  # made before it began
             raise
 
     def _grace_period(self, ident: int, seconds: float) -> bool:
         """Advance this thread's grace period, waiting at most ``seconds`` per step; True when done."""
-        with self._cond:
+        with self._mutex:
+            cond = self._condition()
             if self._sync_owner != ident:
-                if not self._cond.wait_for(lambda: self._sync_owner is None, seconds):
+                if not cond.wait_for(lambda: self._sync_owner is None, seconds):
                     return False
                 self._sync_owner = ident
                 self._draining = self._idx ^ 1
                 self._flipped = False
             while True:
-                if not self._cond.wait_for(lambda: not self._readers[self._draining], seconds):
+                if not cond.wait_for(lambda: not self._readers[self._draining], seconds):
                     if all(isinstance(reader, tuple) for reader in self._readers[self._draining]):
                         raise DeadlockError(
                             f"deadlock: synchronize() of {self.name!r} waits for read sides "
@@ -192,14 +204,38 @@ class SRCU(_Validated):
                 self._draining = self._idx
                 self._idx ^= 1
             self._sync_owner = None
-            self._cond.notify_all()
+            cond.notify_all()
             return True
+
+    def _condition(self) -> threading.Condition:
+        """The condition over the mutex that synchronizers wait on, made by the first; called with
+        the mutex held, which makes it once."""
+        cond = self._cond
+        if cond is None:
+            cond = self._cond = _Condition(self._mutex)
+        return cond
 
     def dereference(self, value: T) -> T:
         """Return ``value`` (``srcu_dereference``); outside a read side of this SRCU, report
         suspicious RCU usage."""
         _check_dereference(self)
         return value
+
+
+# What SRCU.__init__ sets besides _key (see _fastpath.Fields): an SRCU made again at a known site
+# is built in C, when in use.
+_MADE_FIELDS: Fields = (
+    ("_owner", None),
+    ("_mutex", plain_lock),
+    ("_cond", None),
+    ("_idx", 0),
+    ("_readers", lambda: ({}, {})),
+    ("_sync_owner", None),
+    ("_draining", 1),
+    ("_flipped", False),
+    ("_tls", None),
+)
+accelerate_new(SRCU, _made_at, _MADE_FIELDS)
 
 
 class _SRCUReadSide:
@@ -232,12 +268,13 @@ def _thread_ended(ref: weakref.ref[SRCU], ident: int) -> None:
     s = ref()
     if s is None:
         return
-    with s._cond:
+    with s._mutex:
         for readers in s._readers:
             count = readers.pop(ident, 0)
             if count:
                 readers[("ended", ident)] = readers.get(("ended", ident), 0) + count
-        s._cond.notify_all()
+        if s._cond is not None:  # else no synchronizer ever waited
+            s._cond.notify_all()
 
 
 def _check_dereference(reader: SRCU | _RCUMap) -> None:

@@ -651,7 +651,7 @@ real_of(PyObject *lock, const Layout *lk)
  * (``object.__new__`` and the Python ``__init__``, which finds or makes the key, or raises).
  */
 #define MAX_MADE_TYPES 16
-#define MAX_MADE_FIELDS 8
+#define MAX_MADE_FIELDS 12
 #define N_MADE_SITES 8
 
 /* A site _made_at answered for lately, by identity: ``made`` for the same code object, offset, name
@@ -667,7 +667,8 @@ typedef struct {
     Py_ssize_t key_offset;                  /* the ``_key`` slot */
     int nfields;
     Py_ssize_t offset[MAX_MADE_FIELDS];     /* the other slots the constructor sets, ... */
-    PyObject *factory[MAX_MADE_FIELDS];     /* ... each to factory() (RealLock: made without a call) or None */
+    PyObject *factory[MAX_MADE_FIELDS];     /* ... each to factory() (RealLock: made without a call), or to
+                                               the value itself when it is not callable (None, 0, ...) */
 } LockMaker;
 
 typedef struct {
@@ -761,12 +762,12 @@ build_lock(const LockMaker *mk, PyObject *made)
     }
     *(PyObject **)((char *)lock + mk->key_offset) = made;
     for (int i = 0; i < mk->nfields; i++) {
-        if (mk->factory[i] == NULL)
-            value = Py_NewRef(Py_None);
-        else if (mk->factory[i] == (PyObject *)&RealLockType)
+        if (mk->factory[i] == (PyObject *)&RealLockType)
             value = reallock_alloc(&RealLockType);
-        else
+        else if (PyCallable_Check(mk->factory[i]))
             value = PyObject_CallNoArgs(mk->factory[i]);
+        else
+            value = Py_NewRef(mk->factory[i]);
         if (value == NULL) {
             Py_DECREF(lock);
             return NULL;
@@ -812,13 +813,14 @@ slot_offset(PyObject *type, PyObject *name)
 }
 
 /* Set ``mk`` up to build locks of ``cls`` as its constructor does: ``fields`` is ``((slot, factory or
- * None), ...)`` for the slots it sets besides ``_key``.  -1 with an exception set. */
+ * value), ...)`` for the slots it sets besides ``_key``, each to ``factory()`` for a callable (a new
+ * object per lock), else to the value itself (None, 0, False: shared).  -1 with an exception set. */
 static int
 maker_init(LockMaker *mk, PyObject *cls, PyObject *fields)
 {
     if (!PyType_Check(cls) || !(((PyTypeObject *)cls)->tp_flags & Py_TPFLAGS_HEAPTYPE) || !PyTuple_Check(fields)
         || PyTuple_GET_SIZE(fields) > MAX_MADE_FIELDS) {
-        PyErr_SetString(PyExc_TypeError, "a lock class of ours and a few (slot, factory or None) fields");
+        PyErr_SetString(PyExc_TypeError, "a lock class of ours and a few (slot, factory or value) fields");
         return -1;
     }
     if ((mk->key_offset = slot_offset(cls, s_key_slot)) < 0)
@@ -826,13 +828,13 @@ maker_init(LockMaker *mk, PyObject *cls, PyObject *fields)
     for (mk->nfields = 0; mk->nfields < PyTuple_GET_SIZE(fields); mk->nfields++) {
         PyObject *field = PyTuple_GET_ITEM(fields, mk->nfields), *factory;
         if (!PyTuple_Check(field) || PyTuple_GET_SIZE(field) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(field, 0))) {
-            PyErr_SetString(PyExc_TypeError, "fields are (slot name, factory or None)");
+            PyErr_SetString(PyExc_TypeError, "fields are (slot name, factory or value)");
             return -1;
         }
         if ((mk->offset[mk->nfields] = slot_offset(cls, PyTuple_GET_ITEM(field, 0))) < 0)
             return -1;
         factory = PyTuple_GET_ITEM(field, 1);
-        Py_XSETREF(mk->factory[mk->nfields], factory == Py_None ? NULL : Py_NewRef(factory));
+        Py_XSETREF(mk->factory[mk->nfields], Py_NewRef(factory));
     }
     Py_XSETREF(mk->type, (PyTypeObject *)Py_NewRef(cls));
     return 0;
@@ -858,8 +860,8 @@ maker_clear(LockMaker *mk)
 
 /*
  * accelerate_new(cls, made_at, fields): calls of ``cls`` with a name (and ``key=``) whose key
- * ``made_at`` holds make the lock here: ``_key`` from it, then each ``(slot, factory)`` of
- * ``fields`` set to ``factory()``, or None when the factory is None, as ``cls.__init__`` does.
+ * ``made_at`` holds make the lock here: ``_key`` from it, then each ``(slot, factory or value)``
+ * of ``fields`` set as ``cls.__init__`` sets it (see maker_init).
  */
 static PyObject *
 accelerate_new(PyObject *module, PyObject *args)

@@ -49,7 +49,7 @@ from typing import Any
 
 from . import _held, _locktypes, _waits
 from ._classes import LockKey, key_for
-from ._fastpath import accelerate, accelerate_stand_in, new_real_lock
+from ._fastpath import Fields, accelerate, accelerate_stand_in, new_real_lock
 from ._frames import is_internal, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
@@ -345,10 +345,10 @@ class RLock(_RealLock):
 accelerate(RLock, enter_returns_self=False, skip_file=_THREADING_FILE, recursive=True)
 
 
-# The slots besides _key that Lock._new and RLock.__new__ set: (slot, factory, or None for None).
-_MADE_FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {
+# The slots besides _key that Lock._new and RLock.__new__ set (see _fastpath.Fields).
+_MADE_FIELDS: dict[type, Fields] = {
     Lock: (("_owner", None), ("_real", new_real_lock)),
-    RLock: (("_owner", None), ("_real", new_real_lock), ("_ident", None), ("_count", int)),
+    RLock: (("_owner", None), ("_real", new_real_lock), ("_ident", None), ("_count", 0)),
 }
 
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import pytest
 
 import pylockdep
-from pylockdep import _classes, _context, _fastpath, _frames, _held, _locks, _task, _threading
+from pylockdep import _classes, _context, _fastpath, _frames, _held, _locks, _rcu, _task, _threading
 from pylockdep._classes import LockClass, LockKey
 from pylockdep._held import HeldLock, chain_key, held_site, variant
 from pylockdep._validator import active
@@ -920,6 +920,7 @@ class CountedKeys:
             return creation_key(*args, **kwargs)
 
         monkeypatch.setattr(_locks, "_creation_key", counted)
+        monkeypatch.setattr(_rcu, "_creation_key", counted)
 
 
 @pytest.mark.parametrize(
@@ -947,6 +948,26 @@ def test_a_lock_made_again_at_its_site_is_made_as_python_makes_it(monkeypatch, k
         for lock in [lock for pair in made for lock in pair]:
             with lock:
                 pass
+    assert v.reports == []
+
+
+def test_an_srcu_made_again_at_its_site_is_made_as_python_makes_it(monkeypatch):
+    counted = CountedKeys(monkeypatch)
+    made = [pylockdep.SRCU("fp_srcu") for _ in range(3)]
+    assert counted.calls == (3 if PURE else 1)
+    for s in made:
+        assert type(s) is pylockdep.SRCU and s._key is made[0]._key
+        assert (s._owner, s._cond, s._sync_owner, s._tls) == (None, None, None, None)
+        assert (s._idx, s._draining, s._flipped) == (0, 1, False)
+        assert type(s._mutex) is type(_thread.allocate_lock()) and not s._mutex.locked()
+        assert s._readers == ({}, {}) and s._readers[0] is not s._readers[1]
+    assert len({id(obj) for s in made for obj in (s._mutex, s._readers, *s._readers)}) == 12
+    with pylockdep.validate() as v:
+        for s in made:
+            with s.read() as idx:
+                assert s._readers[idx] == {threading.get_ident(): 1}
+            s.synchronize()
+            assert s.read_lock_held() is False
     assert v.reports == []
 
 
