@@ -39,7 +39,7 @@ from ._classes import (
 from ._frames import Site, Stack, capture_stack, format_file_line, is_internal
 from ._graph import PathStep, dep_kind
 from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, HeldLock, find, held_site
-from ._locktypes import RCU, RCU_SCHED, SRCU, WAIT_INV, LockType, effective_wait
+from ._locktypes import PY_RLOCK, RCU, RCU_SCHED, SRCU, WAIT_INV, LockType, effective_wait
 from ._task import Task
 
 if TYPE_CHECKING:
@@ -659,8 +659,15 @@ def check_held_at_exit(v: Validator, t: Task, each_holder: bool = True) -> None:
     """A thread or an asyncio task must not end holding a lock with an owner (a ``threading.Lock``,
     which any thread may release, is not one): what it still holds is reported, as lockdep does at
     task exit.  Each thread is reported; asyncio tasks, which come and go by the thousand, once per
-    set of classes (``each_holder`` false)."""
-    owned = tuple(entry[H_CLASS] for entry in t.held if entry[H_CLASS].ltype.owned)
+    set of classes (``each_holder`` false).  A ``threading.RLock`` that nothing outside pylockdep
+    refers to any more is not judged: dropping a held lock is legal Python, and nobody can wait
+    for it."""
+    entries = [entry for entry in t.held if entry[H_CLASS].ltype.owned]
+    rlocks = [entry[H_LOCK] for entry in entries if entry[H_CLASS].ltype is PY_RLOCK]
+    if rlocks:
+        referenced = _referenced_outside(rlocks)
+        entries = [e for e in entries if e[H_CLASS].ltype is not PY_RLOCK or id(e[H_LOCK]) in referenced]
+    owned = tuple(entry[H_CLASS] for entry in entries)
     if owned:
         v.report(
             "lock_held_at_exit",

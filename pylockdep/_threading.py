@@ -465,6 +465,15 @@ class _StandInType(type):
 
     _kinds: tuple[type, ...]
 
+    def __new__(mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> Any:
+        """A class statement deriving from a stand-in derives from the CPython class it stands
+        for (its instances are CPython's, not validated), or fails as that would: 3.13's
+        ``threading.Lock`` accepts no subclasses."""
+        if any(isinstance(base, _StandInType) for base in bases):
+            bases = tuple(base.__wrapped__ if isinstance(base, _StandInType) else base for base in bases)
+            return type(name, bases, namespace, **kwargs)
+        return super().__new__(mcls, name, bases, namespace, **kwargs)
+
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         return cls._make(*args, **kwargs)
 

@@ -43,7 +43,8 @@ silence.  The waits above each have one known completer, which is why they are s
 A wait that really would hang for ever raises :class:`~pylockdep.DeadlockError` instead: joining
 a thread (or waiting for a future, or ``Queue.join()``) while a thread that must finish first is
 itself waiting, directly or through others, for the caller; for a future still queued, only when
-every worker of its pool is so stuck.  :mod:`pylockdep._waitfor` finds these cycles.
+every worker of its pool is so stuck.  :mod:`pylockdep._waitfor` finds these cycles.  A wait
+with a timeout ends by itself and never raises (its dependency is validated all the same).
 
 The mechanism is generic: :func:`hold`, :func:`release` and :func:`touch` take any map and work on
 the calling holder, so other kinds of work (asyncio tasks) can reuse it.
@@ -251,22 +252,23 @@ FIRST_SLICE_SECONDS = 0.01
 
 def _wait(what: _Wait, done: Callable[[float], bool], timeout: float | None) -> None:
     """Block until ``done(seconds)`` (which waits at most ``seconds``) says the work is done, or
-    until ``timeout`` passes; raise DeadlockError if the wait closes a cycle of waiting threads."""
-    v = active.validator
-    if done(FIRST_SLICE_SECONDS if timeout is None else min(max(timeout, 0), FIRST_SLICE_SECONDS)):
-        return
+    until ``timeout`` passes; raise DeadlockError if a wait without a timeout closes a cycle of
+    waiting threads.  A wait with a timeout ends by itself: it never raises (its dependency was
+    validated when it touched the map), and no other thread's wait is stuck behind it."""
     if timeout is not None:
         deadline = monotonic() + max(timeout, 0)
-
-        def step(seconds: float) -> bool:
-            return done(min(seconds, max(deadline - monotonic(), 0))) or monotonic() >= deadline
-    else:
-        step = done
+        while not done(min(_waitfor.POLL_SECONDS, max(deadline - monotonic(), 0))):
+            if monotonic() >= deadline:
+                return
+        return
+    if done(FIRST_SLICE_SECONDS):
+        return
+    v = active.validator
     if v.off:
-        while not step(_waitfor.POLL_SECONDS):
+        while not done(_waitfor.POLL_SECONDS):
             pass
         return
-    _waitfor.wait(v, v.task(), what, 0, step)
+    _waitfor.wait(v, v.task(), what, 0, done)
 
 
 # -- threading.Thread --------------------------------------------------------------------------

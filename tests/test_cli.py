@@ -185,6 +185,7 @@ def test_locks_are_instrumented_from_the_programs_first_line(tmp_path):
         ("lock = threading.RLock()\nlock.acquire()", 66),
         ("lock = threading.Lock()\nlock.acquire()", 66),
         ("threading.Lock().acquire()", 0),
+        ("threading.RLock().acquire()", 0),
     ],
 )
 def test_main_thread_ending_with_a_lock_held(tmp_path, program, status):

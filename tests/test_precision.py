@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import types
+import warnings
 
 import pytest
 from _abba import take_ab_then_ba
@@ -682,3 +683,39 @@ def test_hand_off_locks_of_one_class_taken_again_in_another_order_are_no_instanc
     barrier.release()
     v.finish()
     assert v.reports == []
+
+
+def test_subclassing_a_lock_class_stand_in_subclasses_cpythons_class(v):
+    # CPython 3.13's test_threading: threading.Lock takes no subclasses; _thread.RLock (3.13's
+    # threading._CRLock) takes them, with their own __init__ and no deprecation warning.
+    if isinstance(threading.Lock, type):
+        with pytest.raises(TypeError):
+
+            class MyLock(threading.Lock):  # type: ignore[misc]
+                pass
+
+    class CustomRLock(_thread.RLock):  # type: ignore[misc]
+        def __init__(self, a, *, b) -> None:
+            super().__init__()
+            self.a = a
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lock = CustomRLock(1, b=2)
+    assert type(lock) is CustomRLock and lock.a == 1 and isinstance(lock, _thread.RLock)
+    with lock:
+        assert lock._is_owned()
+
+
+def test_a_join_with_a_timeout_in_a_wait_cycle_times_out_instead_of_raising(v):
+    # CPython 3.13's test_join_with_timeout: the lock the thread waits for is released after the
+    # join has timed out.  The dependency is reported; the wait itself ends by itself.
+    lock = _thread.allocate_lock()
+    lock.acquire()
+    thread = threading.Thread(target=lock.acquire)
+    thread.start()
+    thread.join(timeout=0.05)
+    assert thread.is_alive()
+    lock.release()
+    thread.join()
+    assert kinds(v) == ["circular"]
