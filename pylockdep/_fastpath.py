@@ -205,20 +205,23 @@ def accelerate(
             setattr(cls, name, replacing[id(value)])
 
 
-def accelerate_section(cls: type, lock_type: type) -> None:
+def accelerate_section(cls: type, lock_type: type) -> Callable[[Any, int, int, int], Any]:
     """Give the section class ``cls`` (:class:`pylockdep._locks._Held`) C versions of its
     ``__enter__`` and ``__exit__`` for sections of ``lock_type`` locks: a known chain, and a context
-    change (``irqsave()``, ``bh()``) that needs no check, on a normal kernel.
+    change (``irqsave()``, ``bh()``) that needs no check, on a normal kernel.  Returns what makes a
+    section, ``make(lock, read, subclass, context)``: in C, as ``cls`` would (its ``__init__`` must
+    only store the four), or ``cls`` itself when the C module is not in use (then nothing else
+    changes).
 
-    Each wraps the Python method defined in ``cls``, which handles every other case; the C methods
+    Each C method wraps the Python method defined in ``cls``, which handles every other case; they
     call ``cls._take(frame)`` when they changed the context but cannot take the lock, and
     ``cls._restore(frame)`` when they released it but cannot restore the context.  ``cls`` must keep
     ``_lock``, ``_read``, ``_subclass``, ``_context``, ``_mode`` and ``_irqs_were_on`` in
-    ``__slots__`` (the C code reads them in place; ``_read`` -1 is ``RWLock``'s read mode).  Does
-    nothing when the C module is not in use.
+    ``__slots__`` (the C code reads them in place; ``_read`` -1 is ``RWLock``'s read mode).
     """
     if _speedups is None:
-        return
+        return cls
     own = vars(cls)
-    cls.__enter__ = _speedups.Section(own["__enter__"], cls, lock_type, True)
-    cls.__exit__ = _speedups.Section(own["__exit__"], cls, lock_type, False)
+    cls.__enter__ = _speedups.Section(own["__enter__"], cls, lock_type, "enter")
+    cls.__exit__ = _speedups.Section(own["__exit__"], cls, lock_type, "exit")
+    return _speedups.Section(cls, cls, lock_type, "new")

@@ -330,7 +330,7 @@ class _Lock(_Validated, _RealLock):
     def nested(self, subclass: int) -> AbstractContextManager[_Lock]:
         """Hold the lock as subclass ``subclass`` (1..7), like ``spin_lock_nested``/``mutex_lock_nested``."""
         _check_subclass(subclass)
-        return _Held(self, 0, subclass)
+        return _new_held(self, 0, subclass, 0)
 
 
 # What a _Held section changes around the lock.
@@ -345,13 +345,14 @@ class _Held:
 
     ``context`` (``_IRQSAVE``, ``_BH`` or 0) is changed before the lock is taken and restored after
     it is released, even when taking or releasing it raises.  A class rather than a generator:
-    these blocks are taken as often as plain ``with lock:``.  The C module runs the known-chain
-    case of the sections that change no context (see :func:`~pylockdep._fastpath.accelerate_section`).
+    these blocks are taken as often as plain ``with lock:``.  Made through ``_new_held``, which
+    the C module replaces, as it does the common case of entering and leaving one (see
+    :func:`~pylockdep._fastpath.accelerate_section`).
     """
 
     __slots__ = ("_lock", "_read", "_subclass", "_context", "_mode", "_irqs_were_on")
 
-    def __init__(self, lock: _Lock, read: int, subclass: int, context: int = 0) -> None:
+    def __init__(self, lock: _Lock, read: int, subclass: int, context: int) -> None:
         self._lock = lock
         self._read = read
         self._subclass = subclass
@@ -413,13 +414,13 @@ class _SpinningLock(_Lock):
 
     def irqsave(self) -> AbstractContextManager[_SpinningLock]:
         """``spin_lock_irqsave``: disable hard interrupts (not on PREEMPT_RT for ``spinlock_t``), then lock."""
-        return _Held(self, 0, 0, _IRQSAVE)
+        return _new_held(self, 0, 0, _IRQSAVE)
 
     irq = irqsave
 
     def bh(self) -> AbstractContextManager[_SpinningLock]:
         """``spin_lock_bh``: disable bottom halves, then lock."""
-        return _Held(self, 0, 0, _BH)
+        return _new_held(self, 0, 0, _BH)
 
 
 class RawSpinLock(_SpinningLock):
@@ -615,7 +616,7 @@ class _RWLockBase(_Lock):
 
     def read(self) -> AbstractContextManager[_RWLockBase]:
         """Hold the read side for the block."""
-        return _Held(self, 1, 0)
+        return _new_held(self, 1, 0, 0)
 
     def write(self) -> _RWLockBase:
         """Hold the write side for the block: ``with l.write():`` is ``with l:``."""
@@ -640,7 +641,7 @@ class RWLock(_RWLockBase, _SpinningLock):
 
     def read(self) -> AbstractContextManager[RWLock]:
         """Hold the read side for the block, recursive in interrupt context."""
-        return _Held(self, _READ_MODE, 0)
+        return _new_held(self, _READ_MODE, 0, 0)
 
     def read_lock(self) -> None:
         """``read_lock``."""
@@ -699,7 +700,7 @@ class RWSemaphore(_RWLockBase):
 
 
 accelerate(_Lock, enter_returns_self=True)
-accelerate_section(_Held, _Lock)
+_new_held = accelerate_section(_Held, _Lock)
 # A lock made again at a known site is built in C (when in use) as _Lock.__init__ builds it.
 for _made in (RawSpinLock, SpinLock, Mutex):
     accelerate_new(_made, _made_at, (("_owner", None), ("_real", new_real_lock)))

@@ -2087,17 +2087,51 @@ release_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/*
+ * A new section, as _Held(lock, read, subclass, context) makes it (its __init__ only stores the four),
+ * without running Python code; other arguments go to the class.
+ */
+static PyObject *
+section_make_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    FastMethod *self = (FastMethod *)op;
+    PyTypeObject *type = self->section.type;
+    PyObject *section;
+
+    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL)
+        return slow_call(self, args, nargsf, kwnames);
+    section = type->tp_alloc(type, 0);
+    if (section == NULL)
+        return NULL;
+    slot_set(section, self->section.offset[S_LOCK], args[0]);
+    slot_set(section, self->section.offset[S_READ], args[1]);
+    slot_set(section, self->section.offset[S_SUBCLASS], args[2]);
+    slot_set(section, self->section.offset[S_CONTEXT], args[3]);
+    return section;
+}
+
 static PyObject *
 section_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"slow", "section_type", "lock_type", "enter", NULL};
+    static char *kwlist[] = {"slow", "section_type", "lock_type", "role", NULL};
     PyObject *slow, *section_type, *lock_type;
-    int enter;
+    const char *role;
+    vectorcallfunc call;
     FastMethod *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOp:Section", kwlist, &slow, &section_type, &lock_type, &enter))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOs:Section", kwlist, &slow, &section_type, &lock_type, &role))
         return NULL;
-    self = fastmethod_new(type, slow, lock_type, 0, enter ? section_enter_vectorcall : section_exit_vectorcall);
+    if (strcmp(role, "enter") == 0)
+        call = section_enter_vectorcall;
+    else if (strcmp(role, "exit") == 0)
+        call = section_exit_vectorcall;
+    else if (strcmp(role, "new") == 0 && slow == section_type)
+        call = section_make_vectorcall;
+    else {
+        PyErr_Format(PyExc_ValueError, "Section role must be 'enter', 'exit' or 'new' (of the class), not %R", role);
+        return NULL;
+    }
+    self = fastmethod_new(type, slow, lock_type, 0, call);
     if (self == NULL)
         return NULL;
     if (layout_init(&self->section, section_type, section_slots) < 0) {
@@ -2147,9 +2181,10 @@ static PyTypeObject ReleaseType = FASTMETHOD_TYPE(
 
 static PyTypeObject SectionType = FASTMETHOD_TYPE(
     "Section",
-    "Section(slow, section_type, lock_type, enter): the __enter__ (``enter``) or __exit__ method of "
-    "``section_type`` (pylockdep._locks._Held) whose common case (a known chain, a context change without "
-    "checks) runs in C for a section of ``lock_type``; every other call goes to ``slow``.",
+    "Section(slow, section_type, lock_type, role): the __enter__ (``role`` 'enter') or __exit__ ('exit') method "
+    "of ``section_type`` (pylockdep._locks._Held) whose common case (a known chain, a context change without "
+    "checks) runs in C for a section of ``lock_type``; every other call goes to ``slow``.  Role 'new', with "
+    "``slow`` the class itself: makes a section from (lock, read, subclass, context) as the class does.",
     section_new);
 
 /* Whether ``type`` is a tuple subclass without a __dict__ whose _fields are held_fields, in order. */

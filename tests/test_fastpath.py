@@ -250,18 +250,30 @@ def python_calls(block) -> int:
 
 
 @needs_c
-def test_context_sections_on_a_known_chain_run_in_c_but_their_constructor():
+def test_context_sections_on_a_known_chain_run_in_c_but_the_method_making_them():
     spin = pylockdep.SpinLock("fp_ctx_spin")
     with pylockdep.validate() as v:
         for block in (spin.irqsave, spin.irq, spin.bh):
             with block():  # the chain is learned
                 pass
-            assert python_calls(block) == 2, block  # the method and _Held.__init__
+            assert python_calls(block) == 1, block  # the method: the section is made in C
         t = v.task()
         assert (t.held, t.irqs_off, t.bh, t.irqtrace.events) == ([], False, 0, 18)
         with_line = python_calls.__code__.co_firstlineno + 14
         assert t.irqtrace.softirq_enable_site == (python_calls.__code__, with_line)
     assert v.reports == []
+
+
+def test_a_section_is_made_as_its_class_makes_it():
+    lock = pylockdep.SpinLock("fp_made")
+    fields = ("_lock", "_read", "_subclass", "_context")
+    for args in ((lock, 0, 0, _locks._IRQSAVE), (lock, _locks._READ_MODE, 0, 0), (lock, 0, 3, 0)):
+        made, plain = _locks._new_held(*args), _locks._Held(*args)
+        assert type(made) is _locks._Held
+        assert [getattr(made, name) for name in fields] == [getattr(plain, name) for name in fields] == list(args)
+        assert not hasattr(made, "_mode") and not hasattr(made, "_irqs_were_on")
+    with pytest.raises(TypeError):  # other arguments go to the class, which refuses them as before
+        _locks._new_held(lock, 0, 0)
 
 
 def context_state(v: pylockdep.Validator, events_before: int) -> tuple:
