@@ -40,7 +40,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 13
+SPEEDUPS_ABI = 14
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -156,6 +156,14 @@ def accelerate_stand_in(
     if _speedups is None:
         return make
     return _speedups.StandIn(make, memo, lock_type, fields, skip_code)
+
+
+def accelerate_class_call(metaclass: type) -> None:
+    """Replace ``metaclass.__call__``, which must be ``return cls._make(*args, **kwargs)``, by the C
+    module's equivalent: no Python frame between the caller of a class whose metaclass it is and
+    that class's ``_make``.  Does nothing when the C module is not in use."""
+    if _speedups is not None:
+        metaclass.__call__ = _speedups.CallMake()  # type: ignore[method-assign]
 
 
 def accelerate(

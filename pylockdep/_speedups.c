@@ -1156,6 +1156,63 @@ static PyTypeObject StandInType = {
     .tp_getset = stand_in_getset,
 };
 
+/*
+ * CallMake(): the ``__call__`` of the class-shaped stand-ins' metaclass (pylockdep._threading's
+ * _StandInType), as its Python method does: ``cls(*args, **kwargs)`` is ``cls._make(*args,
+ * **kwargs)``, here with no Python frame in between.
+ */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+} CallMake;
+
+static PyObject *s_make;
+static PyObject *fastmethod_get(PyObject *self, PyObject *obj, PyObject *type);
+
+static PyObject *
+call_make_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *make, *result;
+
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "__call__() needs the class");
+        return NULL;
+    }
+    if ((make = PyObject_GetAttr(args[0], s_make)) == NULL)
+        return NULL;
+    result = PyObject_Vectorcall(make, args + 1, nargs - 1, kwnames);
+    Py_DECREF(make);
+    return result;
+}
+
+static PyObject *
+call_make_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    CallMake *self;
+
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "CallMake() takes no arguments");
+        return NULL;
+    }
+    if ((self = (CallMake *)type->tp_alloc(type, 0)) == NULL)
+        return NULL;
+    self->vectorcall = call_make_vectorcall;
+    return (PyObject *)self;
+}
+
+static PyTypeObject CallMakeType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pylockdep._speedups.CallMake",
+    .tp_doc = "CallMake(): a method whose call cls(*args) is cls._make(*args) (a class-shaped stand-in's __call__).",
+    .tp_basicsize = sizeof(CallMake),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_new = call_make_new,
+    .tp_vectorcall_offset = offsetof(CallMake, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = fastmethod_get,
+};
+
 /* Read modes as _locks._acquire takes them, and READ_AS_RWLOCK: RWLock._read_mode()'s choice. */
 enum { READ_AS_RWLOCK = -1, READ_MAX = 2 };
 static PyObject **const read_objs[READ_MAX + 1] = {&g_zero, &g_one, &g_two};
@@ -2363,6 +2420,7 @@ PyInit__speedups(void)
     INTERN(s_restore, "_restore");
     INTERN(s_key, "key");
     INTERN(s_key_slot, "_key");
+    INTERN(s_make, "_make");
     if ((g_zero = PyLong_FromLong(0)) == NULL || (g_one = PyLong_FromLong(1)) == NULL || (g_two = PyLong_FromLong(2)) == NULL
         || (g_minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;
@@ -2376,7 +2434,8 @@ PyInit__speedups(void)
             return NULL;
     }
     if (PyType_Ready(&AcquireType) < 0 || PyType_Ready(&ReleaseType) < 0 || PyType_Ready(&SectionType) < 0 || PyType_Ready(&ThreadCacheType) < 0
-        || PyType_Ready(&RealLockType) < 0 || PyType_Ready(&StandInType) < 0)
+        || PyType_Ready(&RealLockType) < 0 || PyType_Ready(&StandInType) < 0
+        || PyType_Ready(&CallMakeType) < 0)
         return NULL;
     m = PyModule_Create(&speedups_module);
     if (m == NULL)
@@ -2387,7 +2446,8 @@ PyInit__speedups(void)
         || PyModule_AddObjectRef(m, "Release", (PyObject *)&ReleaseType) < 0
         || PyModule_AddObjectRef(m, "Section", (PyObject *)&SectionType) < 0
         || PyModule_AddObjectRef(m, "RealLock", (PyObject *)&RealLockType) < 0
-        || PyModule_AddObjectRef(m, "StandIn", (PyObject *)&StandInType) < 0) {
+        || PyModule_AddObjectRef(m, "StandIn", (PyObject *)&StandInType) < 0
+        || PyModule_AddObjectRef(m, "CallMake", (PyObject *)&CallMakeType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

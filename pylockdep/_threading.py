@@ -49,7 +49,7 @@ from typing import Any
 
 from . import _held, _locktypes, _waits
 from ._classes import LockKey, key_for
-from ._fastpath import Fields, accelerate, accelerate_stand_in, new_real_lock
+from ._fastpath import Fields, accelerate, accelerate_class_call, accelerate_stand_in, new_real_lock
 from ._frames import is_internal, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
@@ -488,6 +488,7 @@ class _StandInType(type):
 
 
 _STAND_IN_CALL = _StandInType.__call__.__code__
+accelerate_class_call(_StandInType)  # the call above in C, when in use
 
 
 class _BuiltinLike:

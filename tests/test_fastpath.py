@@ -1016,6 +1016,8 @@ def test_threading_locks_made_again_at_a_site_are_made_as_python_makes_them(monk
         rlocks = [threading.RLock() for _ in range(3)]
     # In C only the first reaches Python (Lock._new); in pure Python every one does.
     assert len(built) == (3 if PURE else 1)
+    # A class-shaped stand-in (3.13's threading.Lock) is called through its metaclass's C __call__.
+    assert (type(vars(_threading._StandInType)["__call__"]).__name__ == "CallMake") is not PURE
     for lock in made:
         assert type(lock) is _threading.Lock
         assert lock._key is made[0]._key
