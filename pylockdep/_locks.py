@@ -460,8 +460,10 @@ class _RWCore:
         self._mutex = plain_lock()
         self._cond: threading.Condition | None = None
         self.writer: int | None = None
-        self.readers: dict[int, int] = {}
-        self.waiting_writers: dict[int, int] = {}
+        # Holders and waiters by thread ident, each map made when it gets its first entry (readers
+        # is dropped again when its last reader leaves): most locks are only ever written.
+        self.readers: dict[int, int] | None = None
+        self.waiting_writers: dict[int, int] | None = None
         self.sleepers = 0  # threads waiting on the condition: a release wakes them
         every_rw_core.add(self)
 
@@ -471,7 +473,7 @@ class _RWCore:
         by a thread that is gone, as a ``threading.Lock`` does."""
         self._mutex = plain_lock()
         self._cond = None
-        self.waiting_writers = {}
+        self.waiting_writers = None
         self.sleepers = 0
 
     def _can(self, read: int) -> bool:
@@ -483,7 +485,10 @@ class _RWCore:
 
     def _take(self, read: int, ident: int) -> None:
         if read:
-            self.readers[ident] = self.readers.get(ident, 0) + 1
+            readers = self.readers
+            if readers is None:
+                readers = self.readers = {}
+            readers[ident] = readers.get(ident, 0) + 1
         else:
             self.writer = ident
 
@@ -510,7 +515,10 @@ class _RWCore:
         cond = self._condition()
         with cond:
             if not read:
-                self.waiting_writers[ident] = self.waiting_writers.get(ident, 0) + 1
+                waiting = self.waiting_writers
+                if waiting is None:
+                    waiting = self.waiting_writers = {}
+                waiting[ident] = waiting.get(ident, 0) + 1
             self.sleepers += 1
             try:
                 if not cond.wait_for(lambda: self._can(read), seconds):
@@ -520,9 +528,10 @@ class _RWCore:
             finally:
                 self.sleepers -= 1
                 if not read:
-                    count = self.waiting_writers.pop(ident) - 1
+                    waiting = self.waiting_writers
+                    count = waiting.pop(ident) - 1  # type: ignore[union-attr]
                     if count:
-                        self.waiting_writers[ident] = count
+                        waiting[ident] = count  # type: ignore[index]
 
     def is_held(self, read: int) -> bool:
         with self._mutex:
@@ -532,10 +541,13 @@ class _RWCore:
         ident = _thread.get_ident()
         with self._mutex:
             if read:
-                holder = ident if ident in self.readers else next(iter(self.readers))
-                count = self.readers.pop(holder) - 1
+                readers = self.readers or {}
+                holder = ident if ident in readers else next(iter(readers))
+                count = readers.pop(holder) - 1
                 if count:
-                    self.readers[holder] = count
+                    readers[holder] = count
+                elif not readers:
+                    self.readers = None
             else:
                 self.writer = None
             if self.sleepers:  # so the condition was made
@@ -546,9 +558,9 @@ class _RWCore:
             found = [self.writer] if self.writer is not None else []
             if read:
                 if read != 2:
-                    found += list(self.waiting_writers)
+                    found += list(self.waiting_writers or ())
             else:
-                found += list(self.readers)
+                found += list(self.readers or ())
             return found
 
 
