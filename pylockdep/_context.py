@@ -51,7 +51,7 @@ class _Between:
 def _mark_held(v: Validator, t: Task, write_bit: int, read_bit: int) -> None:
     """Interrupts are being enabled: every held validated lock is now held with them on.  Only
     when one of them is not marked so yet does marking take the graph lock."""
-    if _checks.held_unmarked(t, write_bit, read_bit):
+    if t.held and _checks.held_unmarked(t, write_bit, read_bit):
         v.run_check(t, _checks.mark_held_locks, write_bit, read_bit)
 
 
