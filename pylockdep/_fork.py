@@ -12,16 +12,17 @@ from __future__ import annotations
 import _thread
 import os
 
-from . import _classes, _locks, _validator, _waitfor
+from . import _classes, _locks, _rcu, _validator, _waitfor
 
 
 def after_fork_in_child() -> None:
     """Forget the threads that did not follow the fork and renew pylockdep's internal locks: the
-    key registry's, the wait bookkeeping's, ``validate()``'s, every validator's graph lock and
-    every reader-writer lock's internal mutex."""
+    key registry's, the wait bookkeeping's, ``validate()``'s, every validator's graph lock, every
+    reader-writer lock's internal mutex and every SRCU's."""
     _classes._keys_lock._at_fork_reinit()
     for core in list(_locks.every_rw_core):
         core._at_fork_reinit()
+    _rcu.renew_after_fork()
     _waitfor._waits._at_fork_reinit()
     _validator._validate_lock._at_fork_reinit()
     for v in list(_validator.every_validator):

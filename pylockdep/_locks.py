@@ -28,7 +28,7 @@ from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import accelerate, accelerate_new, accelerate_section, new_real_lock
 from ._frames import Site, caller_site, is_internal, line_at
 from ._held import VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
-from ._plain import plain_lock, plain_rlock
+from ._plain import plain_rlock
 from ._primitive import Primitive
 from ._task import Task
 from ._validator import Validator, active
@@ -450,14 +450,20 @@ every_rw_core: weakref.WeakSet[_RWCore] = weakref.WeakSet()
 
 class _RWCore:
     """Readers and a writer, with writer preference: a waiting writer holds back new readers that
-    are not recursive.  Holders are thread idents."""
+    are not recursive.  Holders are thread idents.
+
+    The internal mutex is re-entrant: a signal handler, finalizer or trace hook may take a
+    reader-writer lock while its thread is inside this core.  Each change of state is made by
+    statements that call nothing (no point where such code runs), after any call the operation
+    makes, so nested code finds the state whole, and the operation reads it again after.
+    """
 
     __slots__ = ("_mutex", "_cond", "writer", "readers", "waiting_writers", "sleepers", "__weakref__")
 
     def __init__(self) -> None:
         # The fast operations take the bare mutex; only waits go through the condition, made by
         # the first (most locks never see one, and a Condition costs more than the rest together).
-        self._mutex = plain_lock()
+        self._mutex = plain_rlock()
         self._cond: threading.Condition | None = None
         self.writer: int | None = None
         # Holders and waiters by thread ident, each map made when it gets its first entry (readers
@@ -471,34 +477,33 @@ class _RWCore:
         """In a forked child: a new internal mutex (a thread that did not follow the fork may have
         held it) and no waiters (they did not follow either).  Holders stay: the lock stays held
         by a thread that is gone, as a ``threading.Lock`` does."""
-        self._mutex = plain_lock()
+        self._mutex = plain_rlock()
         self._cond = None
         self.waiting_writers = None
         self.sleepers = 0
 
-    def _can(self, read: int) -> bool:
+    def _take(self, read: int, ident: int) -> bool:
+        """Take the lock for ``ident`` in mode ``read`` if nothing holds it back; whether it did
+        (under the mutex).  The checks and the update call nothing (see the class)."""
         if self.writer is not None:
             return False
+        readers = self.readers
         if read:
-            return read == 2 or not self.waiting_writers
-        return not self.readers
-
-    def _take(self, read: int, ident: int) -> None:
-        if read:
-            readers = self.readers
+            if read == 1 and self.waiting_writers:
+                return False
             if readers is None:
                 readers = self.readers = {}
-            readers[ident] = readers.get(ident, 0) + 1
-        else:
-            self.writer = ident
+            readers[ident] = readers[ident] + 1 if ident in readers else 1
+            return True
+        if readers:
+            return False
+        self.writer = ident
+        return True
 
     def try_acquire(self, read: int) -> bool:
         ident = _thread.get_ident()
         with self._mutex:
-            if not self._can(read):
-                return False
-            self._take(read, ident)
-            return True
+            return self._take(read, ident)
 
     def _condition(self) -> threading.Condition:
         """The condition over the mutex that waiters sleep on, made on first use."""
@@ -518,20 +523,19 @@ class _RWCore:
                 waiting = self.waiting_writers
                 if waiting is None:
                     waiting = self.waiting_writers = {}
-                waiting[ident] = waiting.get(ident, 0) + 1
+                waiting[ident] = waiting[ident] + 1 if ident in waiting else 1
             self.sleepers += 1
             try:
-                if not cond.wait_for(lambda: self._can(read), seconds):
-                    return False
-                self._take(read, ident)
-                return True
+                return cond.wait_for(lambda: self._take(read, ident), seconds)
             finally:
                 self.sleepers -= 1
                 if not read:
                     waiting = self.waiting_writers
-                    count = waiting.pop(ident) - 1  # type: ignore[union-attr]
+                    count = waiting[ident] - 1  # type: ignore[index]
                     if count:
                         waiting[ident] = count  # type: ignore[index]
+                    else:
+                        del waiting[ident]  # type: ignore[union-attr]
 
     def is_held(self, read: int) -> bool:
         with self._mutex:
@@ -543,11 +547,13 @@ class _RWCore:
             if read:
                 readers = self.readers or {}
                 holder = ident if ident in readers else next(iter(readers))
-                count = readers.pop(holder) - 1
+                count = readers[holder] - 1
                 if count:
                     readers[holder] = count
-                elif not readers:
-                    self.readers = None
+                else:
+                    del readers[holder]
+                    if not readers:
+                        self.readers = None
             else:
                 self.writer = None
             if self.sleepers:  # so the condition was made

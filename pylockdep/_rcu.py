@@ -13,6 +13,7 @@ adds no dependencies, as in the kernel, where ``rcu_read_lock()``'s map is taken
 from __future__ import annotations
 
 import _thread
+import os
 import sys
 import threading
 import weakref
@@ -26,13 +27,18 @@ from ._context import _Between, preempt_disable, preempt_enable
 from ._fastpath import Fields, accelerate_new
 from ._frames import caller_site, outside_frame
 from ._locks import _acquire, _Condition, _creation_key, _made_at, _PseudoLock, _release, _Validated
-from ._plain import plain_lock
+from ._plain import plain_rlock
 from ._report import DeadlockError
 from ._task import Task
 from ._validator import Validator, active
 
 T = TypeVar("T")
 _Reader = int | tuple[str, int]
+
+# Every SRCU used (read or synchronized) in this process, for renewing their internal locks in a
+# forked child (pylockdep._fork); the process they were renewed for (see _thread_ended).
+every_srcu: weakref.WeakSet[SRCU] = weakref.WeakSet()
+_pid = os.getpid()
 
 
 class SRCU(_Validated):
@@ -55,8 +61,10 @@ class SRCU(_Validated):
         self._owner = None  # (_MADE_FIELDS repeats what follows, for the C constructor)
         # Read sides take the bare mutex; a synchronizer waits on the condition over it, made by
         # the first grace period (see _condition): most SRCUs see few, and a Condition costs more
-        # than the rest of the SRCU.
-        self._mutex = plain_lock()
+        # than the rest of the SRCU.  The mutex is re-entrant, as a reader-writer lock's is (see
+        # pylockdep._locks._RWCore): a handler or finalizer may enter a read side while its thread
+        # is inside this bookkeeping, whose changes of state call nothing.
+        self._mutex = plain_rlock()
         self._cond: threading.Condition | None = None
         self._idx = 0
         # Per counter: reader thread ident (or ("ended", ident), see _thread_ended) -> open read sides.
@@ -66,6 +74,21 @@ class SRCU(_Validated):
         self._flipped = False
         self._tls: threading.local | None = None  # the read sides' per-thread stacks, made by the first
 
+    def _at_fork_reinit(self) -> None:
+        """In a forked child: a new internal mutex (a thread that did not follow the fork may have
+        held it), its condition made again by the next grace period; read sides of threads that
+        did not follow count as left open by ended threads (a synchronize() waiting for them
+        raises instead of hanging), and a grace period one of them was running is abandoned."""
+        self._mutex = plain_rlock()
+        self._cond = None
+        me = _thread.get_ident()
+        if self._sync_owner != me:
+            self._sync_owner = None
+        for readers in self._readers:
+            for reader in [r for r in readers if isinstance(r, int) and r != me]:
+                gone = ("ended", reader)
+                readers[gone] = readers.get(gone, 0) + readers.pop(reader)
+
     def _stack(self) -> list[int]:
         """The indexes of this thread's open read sides, innermost last."""
         try:
@@ -73,6 +96,7 @@ class SRCU(_Validated):
         except AttributeError:
             tls = self._tls
             if tls is None:
+                every_srcu.add(self)  # its first read side: before it takes the mutex (see _try)
                 with self._mutex:  # one threading.local for every thread: the first stored
                     tls = self._tls
                     if tls is None:
@@ -90,11 +114,12 @@ class SRCU(_Validated):
     # The primitive, as the fast path sees it: a read side always gets in.
     def _try(self, read: int) -> bool:
         ident = _thread.get_ident()
+        stack = self._stack()  # first: it registers the SRCU for fork before the mutex is used
         with self._mutex:
             idx = self._idx
             readers = self._readers[idx]
-            readers[ident] = readers.get(ident, 0) + 1
-        self._stack().append(idx)
+            readers[ident] = readers[ident] + 1 if ident in readers else 1  # no call: see __init__
+        stack.append(idx)
         return True
 
     def _timed(self, read: int, seconds: float) -> bool:
@@ -136,9 +161,11 @@ class SRCU(_Validated):
         ident = _thread.get_ident()
         with self._mutex:
             readers = self._readers[idx]
-            count = readers.pop(ident, 1) - 1
+            count = readers[ident] - 1 if ident in readers else 0  # no call: see __init__
             if count:
                 readers[ident] = count
+            elif ident in readers:
+                del readers[ident]
             if self._sync_owner is not None:  # only a grace period in progress waits on the counters
                 self._cond.notify_all()  # type: ignore[union-attr]  # made before it began
 
@@ -159,6 +186,7 @@ class SRCU(_Validated):
         that can never end (inside its own read side, or in a cycle of waiting threads) raises
         :class:`DeadlockError` instead of hanging.
         """
+        every_srcu.add(self)  # before its grace period takes the mutex
         v = active.validator
         t = v.task()
         if not v.off and not t.busy:
@@ -226,7 +254,7 @@ class SRCU(_Validated):
 # is built in C, when in use.
 _MADE_FIELDS: Fields = (
     ("_owner", None),
-    ("_mutex", plain_lock),
+    ("_mutex", plain_rlock),
     ("_cond", None),
     ("_idx", 0),
     ("_readers", lambda: ({}, {})),
@@ -259,6 +287,14 @@ class _Sentinel:
     """Lives in a thread's locals for one SRCU; its finalizer runs when the thread ends."""
 
 
+def renew_after_fork() -> None:
+    """In a forked child: renew every SRCU used in the parent (see SRCU._at_fork_reinit)."""
+    global _pid
+    _pid = os.getpid()
+    for srcu in list(every_srcu):
+        srcu._at_fork_reinit()
+
+
 def _thread_ended(ref: weakref.ref[SRCU], ident: int) -> None:
     """A thread ended: read sides it left open can never end, so they stop counting as its.
 
@@ -266,7 +302,9 @@ def _thread_ended(ref: weakref.ref[SRCU], ident: int) -> None:
     cannot close them, and a synchronize waiting only for such readers raises DeadlockError.
     """
     s = ref()
-    if s is None:
+    # In a forked child the threads that did not follow end before the SRCUs are renewed, and a
+    # gone thread may hold the old mutex: SRCU._at_fork_reinit() does this work for them.
+    if s is None or _pid != os.getpid():
         return
     with s._mutex:
         for readers in s._readers:

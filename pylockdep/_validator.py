@@ -27,7 +27,7 @@ from ._graph import Graph, LimitExceeded
 from ._identity import identity_of
 from ._instances import InstanceOrder
 from ._options import Options
-from ._plain import plain_lock, plain_rlock
+from ._plain import plain_rlock
 from ._report import LockdepViolation, Report
 from ._task import Task
 
@@ -431,7 +431,7 @@ class _Active:
 active = _Active()
 default = Validator(stream=sys.stderr, raise_on_report=False)
 active.validator = default
-_validate_lock = plain_lock()
+_validate_lock = plain_rlock()  # re-entrant: a handler may open a validate() block inside another's bookkeeping
 
 
 # One [validator, previous] pair per open validate() block, oldest first (under _validate_lock).

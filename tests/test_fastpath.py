@@ -971,7 +971,7 @@ def test_an_srcu_made_again_at_its_site_is_made_as_python_makes_it(monkeypatch):
         assert type(s) is pylockdep.SRCU and s._key is made[0]._key
         assert (s._owner, s._cond, s._sync_owner, s._tls) == (None, None, None, None)
         assert (s._idx, s._draining, s._flipped) == (0, 1, False)
-        assert type(s._mutex) is type(_thread.allocate_lock()) and not s._mutex.locked()
+        assert type(s._mutex) is type(_thread.RLock()) and not s._mutex._is_owned()  # re-entrant (reliability)
         assert s._readers == ({}, {}) and s._readers[0] is not s._readers[1]
     assert len({id(obj) for s in made for obj in (s._mutex, s._readers, *s._readers)}) == 12
     with pylockdep.validate() as v:
