@@ -6,16 +6,24 @@ Every order is consistent (locks are always taken by increasing number; a handle
 finalizer's locks come after every ordinary one and never nest in each other), so a correct
 validator reports nothing, raises nothing, and its memory stops growing once the graph has.
 
-    python -m benchmarks.stress [--seconds 30] [--threads 16] [--classes 3000]
+The universe is bounded, so that the graph does stop growing: the threads nest the pool's locks
+in a fixed set of orders (``--orders``, spread over every class), and handlers and finalizers take
+their locks in a few fixed ways.  A warm-up, before the timed run, holds every lock set the run can
+hold (each order and, as out-of-order releases leave them, each of its subsequences) and runs every
+handler and finalizer body under it: every dependency and every chain is known before the clock
+starts, so over the run the graph and the chain cache must stay constant, and so must memory.
 
-Prints what it did and exits 1 on any report or exception.  Set PYLOCKDEP_PURE_PYTHON=1 for the
-pure-Python path.
+    python -m benchmarks.stress [--seconds 30] [--threads 16] [--classes 3000] [--orders 1500]
+
+Prints what it did (with RSS, dependencies and cached chains over time) and exits 1 on any report
+or exception.  Set PYLOCKDEP_PURE_PYTHON=1 for the pure-Python path.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import random
 import signal
@@ -26,6 +34,7 @@ import time
 import pylockdep
 
 WINDOW = 6  # a block nests locks at most this far apart in the order
+VARIANTS = 4  # the fixed ways a handler (and a finalizer) takes its locks
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -41,8 +50,14 @@ def rss_mb() -> float:
 class Stress:
     """The shared state of one run."""
 
-    def __init__(self, classes: int, seed: int) -> None:
+    def __init__(self, classes: int, orders: int, seed: int) -> None:
         self.pool = [pylockdep.Mutex(f"c{i}", key=("stress", i)) for i in range(classes)]
+        rng = random.Random(seed)
+        # The nesting orders: each a few neighbours in the order, starting all over the pool.
+        self.orders = [
+            sorted({base + rng.randrange(WINDOW) for _ in range(rng.randint(1, 4))})
+            for base in (i * (classes - WINDOW) // orders for i in range(orders))
+        ]
         self.finals = [pylockdep.Mutex(f"final{i}", key=("final", i)) for i in range(32)]
         self.handler_locks = [pylockdep.Mutex(f"signal{i}", key=("signal", i)) for i in range(16)]
         self.errors: list[str] = []
@@ -61,10 +76,7 @@ class Stress:
         try:
             while not self.stop.is_set():
                 for _ in range(200):
-                    # Neighbours in the order: the graph saturates, so memory must stop growing.
-                    base = rng.randrange(len(pool) - WINDOW)
-                    picks = sorted(set(base + rng.randrange(WINDOW) for _ in range(rng.randint(1, 4))))
-                    held = [pool[i] for i in picks]
+                    held = [pool[i] for i in rng.choice(self.orders)]
                     for lock in held:
                         lock.acquire()
                     if rng.random() < 0.3:
@@ -77,7 +89,7 @@ class Stress:
                         pool[i] = pylockdep.Mutex(f"c{i}", key=("stress", i))
                         made += 1
                     if rng.random() < 0.05:
-                        Finalized(self, rng.randrange(1 << 30))  # cyclic garbage with a __del__
+                        Finalized(self, rng.randrange(VARIANTS))  # cyclic garbage with a __del__
         except BaseException as exc:  # noqa: BLE001 - counted and printed: the run must have none
             self.errors.append(f"{threading.current_thread().name}: {type(exc).__name__}: {exc}")
         self.acquisitions += count
@@ -89,17 +101,49 @@ class Stress:
         self.inside.busy = True
         try:
             self.signals += 1
-            n = self.signals
-            made = pylockdep.Mutex(f"signal-made{n % 8}", key=("signal-made", n % 8))
-            first, second = sorted((n % 16, (n * 7 + 3) % 16))
-            with self.handler_locks[first]:
-                if second != first:
-                    with self.handler_locks[second]:
-                        pass
-            with made:
-                pass
+            self.handler_body(self.signals % VARIANTS)
         finally:
             self.inside.busy = False
+
+    def handler_body(self, n: int) -> None:
+        """What the signal handler does, in one of the fixed ways ``n``: makes a lock and takes
+        two of its own, nested."""
+        made = pylockdep.Mutex(f"signal-made{n}", key=("signal-made", n))
+        first, second = sorted((n % 16, (n * 7 + 3) % 16))
+        with self.handler_locks[first]:
+            if second != first:
+                with self.handler_locks[second]:
+                    pass
+        with made:
+            pass
+
+    def finalizer_body(self, n: int) -> None:
+        """What a finalizer does, in one of the fixed ways ``n``."""
+        first, second = sorted((n % 32, (n * 11 + 5) % 32))
+        with self.finals[first]:
+            if second != first:
+                with self.finals[second]:
+                    pass
+        with pylockdep.Mutex(f"final-made{n}", key=("final-made", n)):
+            pass
+
+    def warm_up(self) -> int:
+        """Hold every lock set the run can hold and run every handler and finalizer body under
+        it (and under none); returns how many sets."""
+        held_sets = {()}
+        for order in self.orders:
+            for size in range(1, len(order) + 1):
+                held_sets.update(itertools.combinations(order, size))
+        for held in sorted(held_sets):
+            locks = [self.pool[i] for i in held]
+            for lock in locks:
+                lock.acquire()
+            for n in range(VARIANTS):
+                self.handler_body(n)
+                self.finalizer_body(n)
+            for lock in reversed(locks):
+                lock.release()
+        return len(held_sets)
 
 
 class Finalized:
@@ -115,13 +159,7 @@ class Finalized:
             return
         s.inside.busy = True
         try:
-            first, second = sorted((self.n % 32, (self.n >> 5) % 32))
-            with s.finals[first]:
-                if second != first:
-                    with s.finals[second]:
-                        pass
-            with pylockdep.Mutex(f"final-made{self.n % 8}", key=("final-made", self.n % 8)):
-                pass
+            s.finalizer_body(self.n)
             s.finalized += 1
         except BaseException as exc:  # noqa: BLE001
             s.errors.append(f"finalizer: {type(exc).__name__}: {exc}")
@@ -134,23 +172,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--classes", type=int, default=3000)
+    parser.add_argument("--orders", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
 
     v = pylockdep.current()
-    stress = Stress(args.classes, args.seed)
+    stress = Stress(args.classes, args.orders, args.seed)
+    began = time.monotonic()
+    held_sets = stress.warm_up()
+    warm_up = (time.monotonic() - began, held_sets, v.graph.nr_edges, len(v.chains))
     gc.set_threshold(200)
     signal.signal(signal.SIGALRM, stress.on_signal)
     signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
     threads = [threading.Thread(target=stress.work, args=(i,), name=f"worker-{i}") for i in range(1, args.threads)]
     for t in threads:
         t.start()
-    samples: list[tuple[float, float, int]] = []
     start = time.monotonic()
+    samples: list[tuple[float, float, int, int]] = [(0.0, rss_mb(), v.graph.nr_edges, len(v.chains))]
 
     def sample() -> None:
         while not stress.stop.wait(args.seconds / 10):
-            samples.append((time.monotonic() - start, rss_mb(), len(v.chains)))
+            samples.append((time.monotonic() - start, rss_mb(), v.graph.nr_edges, len(v.chains)))
 
     sampler = threading.Thread(target=sample, name="sampler")
     sampler.start()
@@ -169,10 +211,17 @@ def main(argv: list[str] | None = None) -> int:
         f"  acquisition blocks {stress.acquisitions}, locks made {stress.made}, signals {stress.signals},"
         f" finalizers {stress.finalized}"
     )
+    print(
+        f"  warm-up {warm_up[0]:.1f} s: {warm_up[1]} lock sets held, dependencies {warm_up[2]},"
+        f" cached chains {warm_up[3]}"
+    )
     print(f"  classes {len(v.graph.classes)}, dependencies {v.graph.nr_edges}, cached chains {len(v.chains)}")
-    half = [rss for t, rss, _ in samples if t >= args.seconds / 2]
-    if samples:
-        print("  RSS MB over time: " + ", ".join(f"{t:.0f}s {rss:.0f}" for t, rss, _ in samples))
+    # What memory may grow with: the graph (until every dependency the program has was seen) and
+    # the chain cache (until CHAIN_CACHE_SIZE keys, then it starts again empty).
+    print("  over time: seconds, RSS MB, dependencies, cached chains")
+    for t, rss, edges, chains in samples:
+        print(f"    {t:5.1f} {rss:7.1f} {edges:8d} {chains:8d}")
+    half = [rss for t, rss, _, _ in samples if t >= args.seconds / 2]
     if half:
         print(f"  RSS growth over the second half: {half[-1] - half[0]:+.1f} MB")
     print(f"  reports {len(v.reports)}, exceptions {len(stress.errors)}")
