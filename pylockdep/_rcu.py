@@ -67,8 +67,9 @@ class SRCU(_Validated):
         self._mutex = plain_rlock()
         self._cond: threading.Condition | None = None
         self._idx = 0
-        # Per counter: reader thread ident (or ("ended", ident), see _thread_ended) -> open read sides.
-        self._readers: tuple[dict[_Reader, int], dict[_Reader, int]] = ({}, {})
+        # Per counter: reader thread ident (or ("ended", ident), see _thread_ended) -> open read
+        # sides; made by the first read side (see _readers_in).
+        self._readers: tuple[dict[_Reader, int], dict[_Reader, int]] | None = None
         self._sync_owner: int | None = None
         self._draining = 1
         self._flipped = False
@@ -84,7 +85,7 @@ class SRCU(_Validated):
         me = _thread.get_ident()
         if self._sync_owner != me:
             self._sync_owner = None
-        for readers in self._readers:
+        for readers in self._readers or ():
             for reader in [r for r in readers if isinstance(r, int) and r != me]:
                 gone = ("ended", reader)
                 readers[gone] = readers.get(gone, 0) + readers.pop(reader)
@@ -117,7 +118,10 @@ class SRCU(_Validated):
         stack = self._stack()  # first: it registers the SRCU for fork before the mutex is used
         with self._mutex:
             idx = self._idx
-            readers = self._readers[idx]
+            counters = self._readers
+            if counters is None:
+                counters = self._readers = ({}, {})
+            readers = counters[idx]
             readers[ident] = readers[ident] + 1 if ident in readers else 1  # no call: see __init__
         stack.append(idx)
         return True
@@ -136,8 +140,13 @@ class SRCU(_Validated):
             owner = self._sync_owner
             if owner is not None and owner != ident:
                 return [owner]
-            readers = self._readers[self._draining if owner == ident else self._idx ^ 1]
+            readers = self._readers_in(self._draining if owner == ident else self._idx ^ 1)
             return [reader for reader in readers if isinstance(reader, int)]
+
+    def _readers_in(self, idx: int) -> dict[_Reader, int]:
+        """Counter ``idx``'s readers: none before the first read side made the counters."""
+        counters = self._readers
+        return counters[idx] if counters is not None else {}
 
     def read_lock(self) -> int:
         """Enter a read side (``srcu_read_lock``); returns the index to hand to :meth:`read_unlock`."""
@@ -160,7 +169,7 @@ class SRCU(_Validated):
         del stack[len(stack) - 1 - stack[::-1].index(idx)]
         ident = _thread.get_ident()
         with self._mutex:
-            readers = self._readers[idx]
+            readers = self._readers[idx]  # type: ignore[index]  # made by the read side ending here
             count = readers[ident] - 1 if ident in readers else 0  # no call: see __init__
             if count:
                 readers[ident] = count
@@ -219,8 +228,8 @@ class SRCU(_Validated):
                 self._draining = self._idx ^ 1
                 self._flipped = False
             while True:
-                if not cond.wait_for(lambda: not self._readers[self._draining], seconds):
-                    if all(isinstance(reader, tuple) for reader in self._readers[self._draining]):
+                if not cond.wait_for(lambda: not self._readers_in(self._draining), seconds):
+                    if all(isinstance(reader, tuple) for reader in self._readers_in(self._draining)):
                         raise DeadlockError(
                             f"deadlock: synchronize() of {self.name!r} waits for read sides "
                             "that threads left open when they ended"
@@ -257,7 +266,7 @@ _MADE_FIELDS: Fields = (
     ("_mutex", plain_rlock),
     ("_cond", None),
     ("_idx", 0),
-    ("_readers", lambda: ({}, {})),
+    ("_readers", None),
     ("_sync_owner", None),
     ("_draining", 1),
     ("_flipped", False),
@@ -307,7 +316,7 @@ def _thread_ended(ref: weakref.ref[SRCU], ident: int) -> None:
     if s is None or _pid != os.getpid():
         return
     with s._mutex:
-        for readers in s._readers:
+        for readers in s._readers or ():
             count = readers.pop(ident, 0)
             if count:
                 readers[("ended", ident)] = readers.get(("ended", ident), 0) + count
