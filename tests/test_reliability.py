@@ -377,13 +377,9 @@ def test_a_trace_hook_taking_the_same_lock_at_any_line_never_hangs(op: str) -> N
 
 # -- asynchronous exceptions --------------------------------------------------------------------
 
-KEYBOARD_INTERRUPT_STORM = """
-    import os, signal, sys, threading
-    if sys.argv[1] == "pure":
-        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
-    import pylockdep
-    from pylockdep._fastpath import ACCELERATED
-    assert ACCELERATED == (sys.argv[1] == "c")
+# Both storms' SIGALRM handler (the scripts import signal first): at most one KeyboardInterrupt
+# per arming, so that each lands inside the try block that armed it.
+ARMED_INTERRUPT = """
     armed = False
     def interrupt(signum, frame):  # at most one interrupt per arming, inside the try below
         global armed
@@ -391,6 +387,19 @@ KEYBOARD_INTERRUPT_STORM = """
             armed = False
             raise KeyboardInterrupt
     signal.signal(signal.SIGALRM, interrupt)
+"""
+
+KEYBOARD_INTERRUPT_STORM = (
+    """
+    import os, signal, sys, threading
+    if sys.argv[1] == "pure":
+        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
+    import pylockdep
+    from pylockdep._fastpath import ACCELERATED
+    assert ACCELERATED == (sys.argv[1] == "c")
+"""
+    + ARMED_INTERRUPT
+    + """
     signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.00002)
     taken_unrecorded = recorded_unreleased = interrupted = 0
     with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
@@ -419,6 +428,7 @@ KEYBOARD_INTERRUPT_STORM = """
     signal.setitimer(signal.ITIMER_REAL, 0)
     print(taken_unrecorded, recorded_unreleased, interrupted)
 """
+)
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer()")
@@ -444,15 +454,12 @@ def test_keyboard_interrupts_never_leave_a_lock_taken_that_nobody_holds(path) ->
         assert recorded_unreleased == 0
 
 
-KEYBOARD_INTERRUPTS_IN_WAITS = """
+KEYBOARD_INTERRUPTS_IN_WAITS = (
+    """
     import signal, sys, threading, time, pylockdep
-    armed = False
-    def interrupt(signum, frame):  # at most one interrupt per arming, inside the try below
-        global armed
-        if armed:
-            armed = False
-            raise KeyboardInterrupt
-    signal.signal(signal.SIGALRM, interrupt)
+"""
+    + ARMED_INTERRUPT
+    + """
     lock = pylockdep.Mutex("m")
     go, taken, released = threading.Semaphore(0), threading.Semaphore(0), threading.Semaphore(0)
     def other():  # holds the lock a little while, once per round, so that the main thread waits
@@ -484,6 +491,7 @@ KEYBOARD_INTERRUPTS_IN_WAITS = """
         signal.setitimer(signal.ITIMER_REAL, 0)
     print(taken_unrecorded, interrupted)
 """
+)
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer()")
