@@ -114,9 +114,7 @@ def _undo_acquire(lock: Primitive, read: int) -> None:
         index = find(t, lock)
         if index >= 0:
             remove(v, t, index)
-    owner = lock._owner
-    lock._unlock(read)
-    lock._owner = None if lock._owner is owner else lock._owner  # see _release
+    _unlock_real(lock, read)
 
 
 def _release(lock: Primitive, read: int) -> None:
@@ -149,6 +147,12 @@ def _release(lock: Primitive, read: int) -> None:
             return
     elif not lock._is_held(read):
         return
+    _unlock_real(lock, read)
+
+
+def _unlock_real(lock: Primitive, read: int) -> None:
+    """Release the real lock, then forget its owner unless another thread took it meanwhile (the
+    owner stays until the release: see :func:`_release`)."""
     owner = lock._owner
     lock._unlock(read)
     lock._owner = None if lock._owner is owner else lock._owner
