@@ -188,7 +188,7 @@ def accelerate(
     taken (a trylock that fails and changes nothing) is answered in C.  Does nothing when the C
     module is not in use.
 
-    ``cls`` must keep ``_key``, ``_try``, ``_unlock`` and ``_owner`` in ``__slots__``, and so must
+    ``cls`` must keep ``_key``, ``_real`` and ``_owner`` in ``__slots__``, and so must
     its subclasses (the C code reads them in place); a subclass that redefines one of them as a
     method or property would be misread.
     """

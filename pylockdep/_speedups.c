@@ -48,6 +48,11 @@ layout_init(Layout *layout, PyObject *type, const char *const *names)
         return -1;
     }
     for (int i = 0; names[i] != NULL; i++) {
+        if (i >= (int)(sizeof layout->offset / sizeof layout->offset[0])) {
+            PyErr_Format(PyExc_TypeError, "%s: too many slots for the C fast path's layout",
+                         ((PyTypeObject *)type)->tp_name);
+            return -1;
+        }
         PyObject *descr = PyObject_GetAttrString(type, names[i]);
         if (descr == NULL)
             return -1;
@@ -1217,11 +1222,27 @@ static PyTypeObject CallMakeType = {
 enum { READ_AS_RWLOCK = -1, READ_MAX = 2 };
 static PyObject **const read_objs[READ_MAX + 1] = {&g_zero, &g_one, &g_two};
 
+/* The small int in ``value`` if it is one from ``low`` to ``high``, else ``low - 1``. */
+static long
+small_int(PyObject *value, long low, long high)
+{
+    long found;
+
+    if (value == NULL || !PyLong_CheckExact(value))
+        return low - 1;
+    found = PyLong_AsLong(value);
+    if (found == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return low - 1;
+    }
+    return found < low || found > high ? low - 1 : found;
+}
+
 /* Whether the small int ``value`` is zero (anything else, or not an exact int, counts as not). */
 static inline int
 is_zero(PyObject *value)
 {
-    return value == g_zero || (value != NULL && PyLong_CheckExact(value) && PyLong_AsLong(value) == 0);
+    return value == g_zero || small_int(value, 0, 0) == 0;
 }
 
 /*
@@ -1863,7 +1884,7 @@ bh_on_fast(ThreadCache *c, PyObject *t, PyFrameObject *frame)
     PyObject *held = SLOT(t, task_layout, T_HELD), *bh = SLOT(t, task_layout, T_BH), *site;
     PyObject *irqs_off = SLOT(t, task_layout, T_IRQS_OFF);
 
-    if (bh == NULL || !PyLong_CheckExact(bh) || PyLong_AsLong(bh) != 1 || !is_zero(SLOT(t, task_layout, T_SOFTIRQ))
+    if (small_int(bh, 1, 1) != 1 || !is_zero(SLOT(t, task_layout, T_SOFTIRQ))
         || held == NULL || !PyList_Check(held) || (irqs_off != Py_True && irqs_off != Py_False)
         || (irqs_off == Py_False && !held_marked(held, g_enabled_softirq, g_enabled_softirq_read))
         || (site = frame_site(c, frame)) == NULL)
@@ -1913,21 +1934,6 @@ restore_raising(PyObject *section, PyFrameObject *frame)
 #endif
 }
 
-/* The small int in ``value`` if it is one from ``low`` to ``high``, else ``low - 1``. */
-static long
-small_int(PyObject *value, long low, long high)
-{
-    long found;
-
-    if (value == NULL || !PyLong_CheckExact(value))
-        return low - 1;
-    found = PyLong_AsLong(value);
-    if (found == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return low - 1;
-    }
-    return found < low || found > high ? low - 1 : found;
-}
 
 static PyObject *
 section_enter_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
