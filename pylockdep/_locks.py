@@ -27,7 +27,7 @@ from . import _context, _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import accelerate, accelerate_new, accelerate_section, new_real_lock
 from ._frames import Site, caller_site, is_internal, line_at
-from ._held import VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
+from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, HeldLock, drop_foreign, find, new_entry, pop, remove
 from ._plain import plain_rlock
 from ._primitive import Primitive
 from ._task import Task
@@ -43,31 +43,33 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
     failed trylock changes nothing); returns whether the lock was taken.  ``frame`` is the
     caller's, for the acquisition site.
 
-    Each real attempt stores its outcome in ``got`` and, when it took the lock, the taker as the
-    lock's owner, on one line that calls no Python code (a list display over ``map``), where no
-    signal handler, finalizer or trace hook runs.  So a hook that runs later, before the lock is
-    pushed, and waits for the same lock is seen waiting for its own thread (``DeadlockError``, not
-    a hang); and an acquisition interrupted by a signal handler's exception (KeyboardInterrupt)
-    after taking the real lock is undone: as with CPython's own lock, the exception means the lock
-    was not taken.
+    Each real attempt stores its outcome (``taken``; a wait's attempts append theirs to
+    ``waited``) and, when it took the lock, the taker as the lock's owner, on one line that calls
+    no Python code (the test ``True in map(...)`` makes the attempt), where no signal handler,
+    finalizer or trace hook runs.  So a hook that runs later, before the lock is pushed, and
+    waits for the same lock is seen waiting for its own thread (``DeadlockError``, not a hang);
+    and an acquisition interrupted by a signal handler's exception (KeyboardInterrupt) after
+    taking the real lock is undone: as with CPython's own lock, the exception means the lock was
+    not taken.
     """
-    got = _NOT_TAKEN
+    taken = False
+    waited = _NOT_WAITED
     try:
         v = active.validator
         if v.off:
-            got = [*map(lock._try, _MODE_ARGS[read])]
-            if not got[0]:
+            if not (taken := True in map(lock._try, _MODE_ARGS[read])):
                 if trylock:
                     return False
-                _waitfor.wait(v, v.task(), lock, read, partial(_timed_into, got, lock, read, None))
+                waited = [False]
+                _waitfor.wait(v, v.task(), lock, read, partial(_timed_into, waited, lock, read, None))
             return True
         try:
             t = v.local.task
         except AttributeError:
             t = v.new_task()
         if trylock:
-            lock._owner = t if (got := [*map(lock._try, _MODE_ARGS[read])])[0] else lock._owner
-            if not got[0]:
+            lock._owner = t if (taken := True in map(lock._try, _MODE_ARGS[read])) else lock._owner
+            if not taken:
                 return False
         if t.foreign_releases:
             drop_foreign(v, t)
@@ -75,26 +77,34 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
         cls = classes[subclass] if owner is v else None
         if cls is None:
             cls = v.class_for(lock._key, subclass)
-        key = chain_key(t.key, t.ctx, cls.variants[read + VARIANT_TRY if trylock else read])
+        # chain_key(), inline (a call costs more than the hash)
+        key = hash((t.key, t.ctx, cls.variants[read + VARIANT_TRY if trylock else read]))
         if key not in v.chains:
             v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno)
         if not trylock:
-            lock._owner = t if (got := [*map(lock._try, _MODE_ARGS[read])])[0] else lock._owner
-            if not got[0]:
-                _waitfor.wait(v, t, lock, read, partial(_timed_into, got, lock, read, t))
-        # The instruction offset, not f_lineno: finding the line costs time proportional to the
-        # function's length, so it is worked out only when a report prints the site.
-        push(t, lock, cls, read, trylock, frame.f_code, frame.f_lasti, key)
-        if len(t.held) >= v.max_lock_depth:  # a call: a handler may raise after it, still undone
+            lock._owner = t if (taken := True in map(lock._try, _MODE_ARGS[read])) else lock._owner
+            if not taken:
+                waited = [False]
+                _waitfor.wait(v, t, lock, read, partial(_timed_into, waited, lock, read, t))
+        # _held.push(), inline.  The instruction offset, not f_lineno: finding the line costs time
+        # proportional to the function's length, so it is worked out only when a report prints the site.
+        spins = cls.spins
+        held = t.held
+        entry = (lock, cls, read, trylock, frame.f_code, frame.f_lasti, t.key, t.irq, spins, t.ctx)
+        held.append(new_entry(HeldLock, entry))
+        t.key = key
+        if spins:
+            t.spins += 1
+        if len(held) >= v.max_lock_depth:  # a call: a handler may raise after it, still undone
             v.depth_exceeded(t)
     except BaseException:
-        if got[-1]:
+        if taken or waited[-1]:
             _undo_acquire(lock, read)
         raise
     return True
 
 
-_NOT_TAKEN = [False]  # what an acquisition has got before its first real attempt
+_NOT_WAITED = [False]  # the outcomes of a wait's attempts (see _timed_into) before any wait
 _MODE_ARGS = ((0,), (1,), (2,))  # the argument of _try(read), by read mode
 
 
@@ -132,11 +142,13 @@ def _release(lock: Primitive, read: int) -> None:
         except AttributeError:
             t = v.new_task()
         held = t.held
-        if held and held[-1].lock is lock and not t.foreign_releases:
-            entry = held[-1]
+        if held and (entry := held[-1])[H_LOCK] is lock and not t.foreign_releases:
             unlock = lock._unlock  # looked up first: the release below runs no Python code
-            try:
-                pop(t)
+            try:  # _held.pop(), inline: key and spin count back before the entry leaves
+                if entry[H_SPIN]:
+                    t.spins -= 1
+                t.key = entry[H_PREV_KEY]
+                del held[-1]
             finally:  # interrupted or not, the lock is released and off the stack
                 if held and held[-1] is entry:
                     pop(t)
