@@ -1259,7 +1259,7 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **
     PyObject *v, *t, *key, *cache, *classes, *cls, *variants, *tkey, *ctx, *chains, *spins, *irq, *held, *maxd;
     PyObject *chain = NULL, *code = NULL, *lasti = NULL, *entry = NULL, *ok = NULL;
     ThreadCache *c;
-    RealLock *real;
+    RealLock *real = real_of(lock, lk);
     Py_hash_t h;
     Py_ssize_t limit;
     int result = 0, taken;
@@ -1293,7 +1293,7 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **
             return 0;
         read = is_zero(irq) && is_zero(bh) ? 1 : 2;
     }
-    if (read < 0 || read > READ_MAX || (read != 0 && real_of(lock, lk) != NULL))
+    if (read < 0 || read > READ_MAX || (read != 0 && real != NULL))
         return 0;  /* a plain lock has no read side */
     *read_out = read;
     if (variants == NULL || !PyTuple_Check(variants) || PyTuple_GET_SIZE(variants) <= read || spins == NULL
@@ -1317,7 +1317,7 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **
     /* The entry owns what the rest needs (lock, cls, t.key, t.ctx) while _try may run Python code. */
     Py_INCREF(v);
     Py_INCREF(t);
-    if ((real = real_of(lock, lk)) != NULL) {
+    if (real != NULL) {
         taken = reallock_try(real);
     } else {
         ok = PyObject_CallMethodOneArg(lock, s_try, *read_objs[read]);
