@@ -1245,28 +1245,43 @@ is_zero(PyObject *value)
     return value == g_zero || small_int(value, 0, 0) == 0;
 }
 
+/* The calling thread's validator, Task and cache (borrowed) when the fast path applies to it:
+ * current_task() found them and no other thread released a lock it holds.  0 otherwise. */
+static int
+fast_state(PyObject **v_out, PyObject **t_out, ThreadCache **c_out)
+{
+    return current_task(v_out, t_out, c_out) && !has_foreign_releases(*t_out);
+}
+
+/* RWLock._read_mode() for the Task ``t``: a recursive reader (2) in hardirq, softirq or
+ * bottom-half context, else 1; -1 when its counters are not there (Python decides). */
+static int
+rwlock_read_mode(PyObject *t)
+{
+    PyObject *irq = SLOT(t, task_layout, T_IRQ), *bh = SLOT(t, task_layout, T_BH);
+
+    if (irq == NULL || bh == NULL)
+        return -1;
+    return is_zero(irq) && is_zero(bh) ? 1 : 2;
+}
+
 /*
  * Take ``lock`` in mode ``read`` as subclass ``subclass`` on a known chain, as
- * _locks._acquire(lock, read, subclass, frame) would; READ_AS_RWLOCK takes it as RWLock._read_mode()
- * chooses (a recursive reader, 2, in hardirq, softirq or bottom-half context, else 1).  ``*read_out``
- * is the mode taken.  Returns 1 when the lock is taken and pushed, 0 when the caller must take the
+ * _locks._acquire(lock, read, subclass, frame) would, for the thread whose fast_state() is ``v``,
+ * ``t`` and ``c``.  Returns 1 when the lock is taken and pushed, 0 when the caller must take the
  * slow path (nothing has changed), -1 with an exception set (nothing has changed either).
  */
 static int
-fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **c_out, int read, int subclass,
-          int *read_out)
+take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layout *lk, PyFrameObject *frame,
+           int read, int subclass)
 {
-    PyObject *v, *t, *key, *cache, *classes, *cls, *variants, *tkey, *ctx, *chains, *spins, *irq, *held, *maxd;
+    PyObject *key, *cache, *classes, *cls, *variants, *tkey, *ctx, *chains, *spins, *irq, *held, *maxd;
     PyObject *chain = NULL, *code = NULL, *lasti = NULL, *entry = NULL, *ok = NULL;
-    ThreadCache *c;
     RealLock *real = real_of(lock, lk);
     Py_hash_t h;
     Py_ssize_t limit;
     int result = 0, taken;
 
-    if (!current_task(&v, &t, &c) || has_foreign_releases(t))
-        return 0;
-    *c_out = c;
     key = SLOT(lock, *lk, L_KEY);
     if (!IS(key, key_layout))
         return 0;
@@ -1287,15 +1302,8 @@ fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **
     held = SLOT(t, task_layout, T_HELD);
     chains = SLOT(v, validator_layout, V_CHAINS);
     maxd = SLOT(v, validator_layout, V_MAX_LOCK_DEPTH);
-    if (read == READ_AS_RWLOCK) {
-        PyObject *bh = SLOT(t, task_layout, T_BH);
-        if (irq == NULL || bh == NULL)
-            return 0;
-        read = is_zero(irq) && is_zero(bh) ? 1 : 2;
-    }
     if (read < 0 || read > READ_MAX || (read != 0 && real != NULL))
         return 0;  /* a plain lock has no read side */
-    *read_out = read;
     if (variants == NULL || !PyTuple_Check(variants) || PyTuple_GET_SIZE(variants) <= read || spins == NULL
         || tkey == NULL || ctx == NULL || irq == NULL || held == NULL || !PyList_Check(held) || chains == NULL
         || !PyAnySet_Check(chains) || maxd == NULL || !PyLong_Check(maxd))
@@ -1356,23 +1364,31 @@ done:
     return result;
 }
 
+/* take_known() of an exclusive lock for the calling thread; ``*c_out`` is its cache when taken. */
+static int
+fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **c_out)
+{
+    PyObject *v, *t;
+
+    if (!fast_state(&v, &t, c_out))
+        return 0;
+    return take_known(v, t, *c_out, lock, lk, frame, 0, 0);
+}
+
 /*
- * Release ``lock`` when it is the thread's most recent lock, as _locks._release(lock, read) would
- * (for an RLock, the owner's last release: its owner and count are reset too).
- * Returns 1 when done, 0 for the slow path (nothing changed), -1 with an exception set by the real
- * lock's release.
+ * Release ``lock`` when it is the most recent lock of the Task ``t`` (the calling thread's, from
+ * fast_state()), as _locks._release(lock, read) would (for an RLock, the owner's last release: its
+ * owner and count are reset too).  Returns 1 when done, 0 for the slow path (nothing changed), -1
+ * with an exception set by the real lock's release.
  */
 static int
-fast_unlock(PyObject *lock, const Layout *lk, PyObject *read)
+drop_top(PyObject *t, PyObject *lock, const Layout *lk, PyObject *read)
 {
-    PyObject *v, *t, *held, *top, *r;
+    PyObject *held, *top, *r;
     RealLock *real;
-    ThreadCache *c;
     Py_ssize_t n;
     int result;
 
-    if (!current_task(&v, &t, &c) || has_foreign_releases(t))
-        return 0;
     held = SLOT(t, task_layout, T_HELD);
     if (held == NULL || !PyList_Check(held) || (n = PyList_GET_SIZE(held)) == 0)
         return 0;
@@ -1403,6 +1419,16 @@ fast_unlock(PyObject *lock, const Layout *lk, PyObject *read)
     held_entry_drop(top);
     Py_DECREF(t);
     return result;
+}
+
+/* drop_top() for the calling thread. */
+static int
+fast_unlock(PyObject *lock, const Layout *lk, PyObject *read)
+{
+    PyObject *v, *t;
+    ThreadCache *c;
+
+    return fast_state(&v, &t, &c) ? drop_top(t, lock, lk, read) : 0;
 }
 
 /* Whether the calling thread owns the RLock ``lock`` (its ``_ident`` is the thread's ident). */
@@ -1521,7 +1547,7 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     FastMethod *self = (FastMethod *)op;
     PyFrameObject *frame;
     ThreadCache *c;
-    int r, mode;
+    int r;
 
     if (self->blocking_arg && PyVectorcall_NARGS(nargsf) == 2 && kwnames == NULL && !self->lock.recursive
         && (args[1] == Py_False || args[1] == g_zero) && IS(args[0], self->lock)) {
@@ -1549,10 +1575,10 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         PyFrameObject *outside = outside_skip_file(self, frame);
         if (outside == NULL)
             return slow_call(self, args, nargsf, kwnames);
-        r = fast_lock(args[0], &self->lock, outside, &c, 0, 0, &mode);
+        r = fast_lock(args[0], &self->lock, outside, &c);
         Py_DECREF(outside);
     } else {
-        r = fast_lock(args[0], &self->lock, frame, &c, 0, 0, &mode);
+        r = fast_lock(args[0], &self->lock, frame, &c);
     }
     if (r < 0)
         return NULL;
@@ -1633,7 +1659,7 @@ acquire_restore_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, P
     PyFrameObject *frame, *outside;
     PyObject *state;
     ThreadCache *c;
-    int r, mode;
+    int r;
 
     if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL || !self->lock.recursive || !IS(args[0], self->lock))
         return slow_call(self, args, nargsf, kwnames);
@@ -1647,7 +1673,7 @@ acquire_restore_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, P
     } else {
         outside = (PyFrameObject *)Py_NewRef(frame);
     }
-    r = fast_lock(args[0], &self->lock, outside, &c, 0, 0, &mode);
+    r = fast_lock(args[0], &self->lock, outside, &c);
     Py_DECREF(outside);
     if (r < 0)
         return NULL;
@@ -1955,20 +1981,19 @@ section_enter_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyO
     if (!IS(lock, self->lock) || read < READ_AS_RWLOCK || subclass < 0 || context < CONTEXT_NONE
         || (frame = PyEval_GetFrame()) == NULL)
         return slow_call(self, args, nargsf, kwnames);
-    if (context != CONTEXT_NONE) {
-        if (!current_task(&v, &t, &c) || has_foreign_releases(t))
+    if (!fast_state(&v, &t, &c))
+        return slow_call(self, args, nargsf, kwnames);
+    if (context == CONTEXT_IRQSAVE) {
+        if (!irqs_off_fast(c, v, t, frame, &was_on))
             return slow_call(self, args, nargsf, kwnames);
-        if (context == CONTEXT_IRQSAVE) {
-            if (!irqs_off_fast(c, v, t, frame, &was_on))
-                return slow_call(self, args, nargsf, kwnames);
-            slot_set(section, self->section.offset[S_IRQS_WERE_ON], was_on);
-        } else if (!bh_off_fast(c, v, t, frame)) {
-            return slow_call(self, args, nargsf, kwnames);
-        }
+        slot_set(section, self->section.offset[S_IRQS_WERE_ON], was_on);
+    } else if (context == CONTEXT_BH && !bh_off_fast(c, v, t, frame)) {
+        return slow_call(self, args, nargsf, kwnames);
     }
-    /* The context is changed: from here on, what C cannot do goes to _Held._take, which undoes it
-     * when the acquisition raises. */
-    r = fast_lock(lock, &self->lock, frame, &c, (int)read, (int)subclass, &mode);
+    /* The context is changed (no Python code ran: v, t and c stand): from here on, what C cannot do
+     * goes to _Held._take, which undoes it when the acquisition raises. */
+    mode = read == READ_AS_RWLOCK ? rwlock_read_mode(t) : (int)read;
+    r = mode < 0 ? 0 : take_known(v, t, c, lock, &self->lock, frame, mode, (int)subclass);
     if (r < 0) {
         if (context != CONTEXT_NONE)
             restore_raising(section, frame);
@@ -1989,7 +2014,7 @@ section_exit_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyOb
     PyFrameObject *frame;
     ThreadCache *c;
     long context;
-    int r;
+    int r, restored = 0;
 
     if (PyVectorcall_NARGS(nargsf) < 1 || kwnames != NULL || !IS(args[0], self->section))
         return slow_call(self, args, nargsf, kwnames);
@@ -1998,9 +2023,19 @@ section_exit_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyOb
     mode = SLOT(section, self->section, S_MODE);
     context = small_int(SLOT(section, self->section, S_CONTEXT), CONTEXT_NONE, CONTEXT_BH);
     if (!IS(lock, self->lock) || context < CONTEXT_NONE || small_int(mode, 0, READ_MAX) < 0
-        || (frame = PyEval_GetFrame()) == NULL)
+        || (frame = PyEval_GetFrame()) == NULL || !fast_state(&v, &t, &c))
         return slow_call(self, args, nargsf, kwnames);
-    r = fast_unlock(lock, &self->lock, mode);
+    /* The context is restored on the Task the lock was released from (held: a release that calls
+     * Python code, such as a reader-writer core's, may let it go). */
+    Py_INCREF(t);
+    Py_INCREF(c);
+    r = drop_top(t, lock, &self->lock, mode);
+    if (r == 1 && context == CONTEXT_IRQSAVE)
+        restored = (mode = SLOT(section, self->section, S_IRQS_WERE_ON)) != NULL && irqs_on_fast(c, t, frame, mode);
+    else if (r == 1 && context == CONTEXT_BH)
+        restored = bh_on_fast(c, t, frame);
+    Py_DECREF(t);
+    Py_DECREF(c);
     if (r == 0)
         return slow_call(self, args, nargsf, kwnames);
     if (context == CONTEXT_NONE) {
@@ -2013,10 +2048,7 @@ section_exit_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyOb
         restore_raising(section, frame);
         return NULL;
     }
-    if (current_task(&v, &t, &c)
-        && (context == CONTEXT_IRQSAVE
-                ? (mode = SLOT(section, self->section, S_IRQS_WERE_ON)) != NULL && irqs_on_fast(c, t, frame, mode)
-                : bh_on_fast(c, t, frame)))
+    if (restored)
         Py_RETURN_NONE;
     return PyObject_CallMethodOneArg(section, s_restore, (PyObject *)frame);
 }
