@@ -1706,10 +1706,11 @@ static PyObject *g_internal_files, *g_lines, *s_preempt_rt, *s_take, *s_restore;
 /* The usage bits enabling interrupts sets on held locks (_classes' ENABLED_*), set by setup(). */
 static long g_enabled_hardirq, g_enabled_hardirq_read, g_enabled_softirq, g_enabled_softirq_read;
 
-/* Whether every held validated lock already has the usage bit enabling interrupts would give it
- * (``write_bit``, ``read_bit`` for a reader): _checks.held_unmarked() is false, nothing to mark. */
+/* Whether every held validated lock already has the usage bits enabling interrupts would give it
+ * (all of ``write_bits``, or of ``read_bits`` for a reader): _checks.held_unmarked() is false for
+ * each of them, nothing to mark. */
 static int
-held_marked(PyObject *held, long write_bit, long read_bit)
+held_marked(PyObject *held, long write_bits, long read_bits)
 {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(held); i++) {
         PyObject *entry = PyList_GET_ITEM(held, i), *cls, *validated, *usage;
@@ -1730,7 +1731,8 @@ held_marked(PyObject *held, long write_bit, long read_bit)
             PyErr_Clear();
             return 0;
         }
-        if (!(bits & (is_zero(PyTuple_GET_ITEM(entry, H_READ)) ? write_bit : read_bit)))
+        long wanted = is_zero(PyTuple_GET_ITEM(entry, H_READ)) ? write_bits : read_bits;
+        if ((bits & wanted) != wanted)
             return 0;
     }
     return 1;
@@ -1863,13 +1865,16 @@ static int
 irqs_on_fast(ThreadCache *c, PyObject *t, PyFrameObject *frame, PyObject *was_on)
 {
     PyObject *held = SLOT(t, task_layout, T_HELD), *site;
+    long write_bits = g_enabled_hardirq, read_bits = g_enabled_hardirq_read;
 
     if (was_on == Py_False)
         return 1;  /* they stay off */
+    if (is_zero(SLOT(t, task_layout, T_BH)) && is_zero(SLOT(t, task_layout, T_SOFTIRQ))) {
+        write_bits |= g_enabled_softirq;  /* softirqs come on with them: both marks, in one walk */
+        read_bits |= g_enabled_softirq_read;
+    }
     if (was_on != Py_True || SLOT(t, task_layout, T_IRQS_OFF) != Py_True || !is_zero(SLOT(t, task_layout, T_HARDIRQ))
-        || held == NULL || !PyList_Check(held) || !held_marked(held, g_enabled_hardirq, g_enabled_hardirq_read)
-        || (is_zero(SLOT(t, task_layout, T_BH)) && is_zero(SLOT(t, task_layout, T_SOFTIRQ))
-            && !held_marked(held, g_enabled_softirq, g_enabled_softirq_read))
+        || held == NULL || !PyList_Check(held) || !held_marked(held, write_bits, read_bits)
         || (site = frame_site(c, frame)) == NULL)
         return 0;
     return change_context(c, t, T_IRQS_OFF, Py_False, TR_HARDIRQ_ENABLE_EVENT, TR_HARDIRQ_ENABLE_SITE, site);
