@@ -84,8 +84,8 @@ static PyTypeObject *g_held_type;
 static Layout active_layout, validator_layout, task_layout, key_layout, class_layout, trace_layout;
 enum { ACTIVE_VALIDATOR };
 static const char *const active_slots[] = {"validator", NULL};
-enum { V_OFF, V_LOCAL, V_CHAINS, V_MAX_LOCK_DEPTH };
-static const char *const validator_slots[] = {"off", "local", "chains", "max_lock_depth", NULL};
+enum { V_OFF, V_LOCAL, V_CHAINS, V_MAX_LOCK_DEPTH, V_PREEMPT_RT };
+static const char *const validator_slots[] = {"off", "local", "chains", "max_lock_depth", "preempt_rt", NULL};
 enum {
     T_HELD, T_KEY, T_CTX, T_IRQ, T_SPINS, T_FOREIGN_RELEASES,
     /* the context counters (Task.update_ctx() hashes them in this order), and what sections change */
@@ -1702,7 +1702,7 @@ enum { CONTEXT_NONE, CONTEXT_IRQSAVE, CONTEXT_BH };  /* _locks' 0, _IRQSAVE, _BH
 
 /* _frames.internal_files (filename -> whether pylockdep's) and _frames._lines ((id(code), lasti) ->
  * (code, line)), the Python path's caches, and the names this part calls. */
-static PyObject *g_internal_files, *g_lines, *s_preempt_rt, *s_take, *s_restore;
+static PyObject *g_internal_files, *g_lines, *s_take, *s_restore;
 /* The usage bits enabling interrupts sets on held locks (_classes' ENABLED_*), set by setup(). */
 static long g_enabled_hardirq, g_enabled_hardirq_read, g_enabled_softirq, g_enabled_softirq_read;
 
@@ -1797,17 +1797,12 @@ context_with(ThreadCache *c, PyObject *t, PyObject *irqs_off, PyObject *bh)
     return cached_int(c, h);
 }
 
-/* Whether the active validator models a PREEMPT_RT kernel (an error counts as yes: Python decides). */
-static int
+/* Whether the active validator models a PREEMPT_RT kernel (anything but False counts as yes: Python
+ * decides). */
+static inline int
 preempt_rt(PyObject *v)
 {
-    PyObject *rt = PyObject_GetAttr(v, s_preempt_rt);
-    int yes = rt != Py_False;
-
-    if (rt == NULL)
-        PyErr_Clear();
-    Py_XDECREF(rt);
-    return yes;
+    return SLOT(v, validator_layout, V_PREEMPT_RT) != Py_False;
 }
 
 /*
@@ -2458,7 +2453,6 @@ PyInit__speedups(void)
     INTERN(s_depth_exceeded, "depth_exceeded");
     INTERN(s_try, "_try");
     INTERN(s_unlock, "_unlock");
-    INTERN(s_preempt_rt, "preempt_rt");
     INTERN(s_take, "_take");
     INTERN(s_restore, "_restore");
     INTERN(s_key, "key");

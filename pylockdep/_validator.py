@@ -51,8 +51,8 @@ class Validator:
     in force are :attr:`options`.
     """
 
-    # The attributes the acquire fast path reads are slots (the C fast path reads them in place).
-    __slots__ = ("off", "local", "chains", "max_lock_depth", "__dict__", "__weakref__")
+    # The attributes the fast paths read are slots (the C fast path reads them in place).
+    __slots__ = ("off", "local", "chains", "max_lock_depth", "preempt_rt", "__dict__", "__weakref__")
 
     def __init__(self, options: Options | None = None, /, **changes: Any) -> None:
         options = (options or Options()).replace(**changes)
@@ -89,8 +89,8 @@ class Validator:
         every_validator.add(self)
 
     def apply(self, options: Options) -> None:
-        """Put ``options`` in force.  The C fast path reads ``max_lock_depth`` and the checks read
-        ``preempt_rt``, ``nesting``, ``stream`` and ``raise_on_report`` as attributes."""
+        """Put ``options`` in force.  The C fast path reads ``max_lock_depth`` and ``preempt_rt``, and
+        the checks read ``preempt_rt``, ``nesting``, ``stream`` and ``raise_on_report``, as attributes."""
         self.options = options
         self.preempt_rt = options.preempt_rt
         self.prove_raw_lock_nesting = options.prove_raw_lock_nesting
