@@ -40,6 +40,23 @@ typedef struct {
 
 #define SLOT(obj, layout, i) (*(PyObject **)((char *)(obj) + (layout).offset[i]))
 
+/* The offset of the __slots__ attribute ``name`` of the class ``type``; -1 with an exception set. */
+static Py_ssize_t
+slot_offset(PyObject *type, PyObject *name)
+{
+    PyObject *descr = PyObject_GetAttr(type, name);
+    Py_ssize_t offset = -1;
+
+    if (descr == NULL)
+        return -1;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
+        offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+    else
+        PyErr_Format(PyExc_TypeError, "%s.%U is not a __slots__ attribute", ((PyTypeObject *)type)->tp_name, name);
+    Py_DECREF(descr);
+    return offset;
+}
+
 static int
 layout_init(Layout *layout, PyObject *type, const char *const *names)
 {
@@ -48,23 +65,19 @@ layout_init(Layout *layout, PyObject *type, const char *const *names)
         return -1;
     }
     for (int i = 0; names[i] != NULL; i++) {
+        PyObject *name;
+
         if (i >= (int)(sizeof layout->offset / sizeof layout->offset[0])) {
             PyErr_Format(PyExc_TypeError, "%s: too many slots for the C fast path's layout",
                          ((PyTypeObject *)type)->tp_name);
             return -1;
         }
-        PyObject *descr = PyObject_GetAttrString(type, names[i]);
-        if (descr == NULL)
+        if ((name = PyUnicode_FromString(names[i])) == NULL)
             return -1;
-        if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)
-            || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ attribute", ((PyTypeObject *)type)->tp_name,
-                         names[i]);
-            Py_DECREF(descr);
+        layout->offset[i] = slot_offset(type, name);
+        Py_DECREF(name);
+        if (layout->offset[i] < 0)
             return -1;
-        }
-        layout->offset[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
-        Py_DECREF(descr);
     }
     Py_XSETREF(layout->type, (PyTypeObject *)Py_NewRef(type));
     return 0;
@@ -798,23 +811,6 @@ new_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *k
     if ((made = made_key(m, args[0], kwnames != NULL ? args[1] : Py_None)) == NULL)
         return new_slow(type, args, nargsf, kwnames);
     return build_lock(&m->maker, made);
-}
-
-/* The offset of the __slots__ attribute ``name`` of ``type``; -1 with an exception set. */
-static Py_ssize_t
-slot_offset(PyObject *type, PyObject *name)
-{
-    PyObject *descr = PyObject_GetAttr(type, name);
-    Py_ssize_t offset = -1;
-
-    if (descr == NULL)
-        return -1;
-    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
-        offset = ((PyMemberDescrObject *)descr)->d_member->offset;
-    else
-        PyErr_Format(PyExc_TypeError, "%R is not a __slots__ attribute", name);
-    Py_DECREF(descr);
-    return offset;
 }
 
 /* Set ``mk`` up to build locks of ``cls`` as its constructor does: ``fields`` is ``((slot, factory or
