@@ -83,6 +83,18 @@ layout_init(Layout *layout, PyObject *type, const char *const *names)
     return 0;
 }
 
+/* Whether a constructor of ``type`` got no arguments; 0 with TypeError set when it got some. */
+static int
+no_arguments(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    const char *dot = strrchr(type->tp_name, '.');
+
+    if (PyTuple_GET_SIZE(args) == 0 && (kwds == NULL || PyDict_GET_SIZE(kwds) == 0))
+        return 1;
+    PyErr_Format(PyExc_TypeError, "%s() takes no arguments", dot != NULL ? dot + 1 : type->tp_name);
+    return 0;
+}
+
 /* Slot i of obj, replacing the old value (a new reference is taken). */
 static inline void
 slot_set(PyObject *obj, Py_ssize_t offset, PyObject *value)
@@ -467,10 +479,8 @@ reallock_alloc(PyTypeObject *type)
 static PyObject *
 reallock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "RealLock() takes no arguments");
+    if (!no_arguments(type, args, kwds))
         return NULL;
-    }
     return reallock_alloc(type);
 }
 
@@ -1192,10 +1202,8 @@ call_make_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     CallMake *self;
 
-    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "CallMake() takes no arguments");
+    if (!no_arguments(type, args, kwds))
         return NULL;
-    }
     if ((self = (CallMake *)type->tp_alloc(type, 0)) == NULL)
         return NULL;
     self->vectorcall = call_make_vectorcall;
