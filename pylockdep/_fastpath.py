@@ -194,18 +194,17 @@ def accelerate(
     """
     if _speedups is None:
         return
-    known = _frames.internal_files if skip_file is not None else None
     own = vars(cls)
     fast = {
-        "__enter__": _speedups.Acquire(own["__enter__"], cls, enter_returns_self, skip_file, recursive, known),
-        "acquire": _speedups.Acquire(own["acquire"], cls, False, skip_file, recursive, known, blocking_arg),
+        "__enter__": _speedups.Acquire(own["__enter__"], cls, enter_returns_self, skip_file, recursive),
+        "acquire": _speedups.Acquire(own["acquire"], cls, False, skip_file, recursive, blocking_arg),
         "__exit__": _speedups.Release(own["__exit__"], cls, -1, recursive),
         "release": _speedups.Release(own["release"], cls, 1, recursive),
     }
     if recursive:  # Condition.wait()'s full release and re-acquisition of an RLock
         fast["_release_save"] = _speedups.Release(own["_release_save"], cls, 1, recursive, True)
         fast["_acquire_restore"] = _speedups.Acquire(
-            own["_acquire_restore"], cls, False, skip_file, recursive, known, False, True
+            own["_acquire_restore"], cls, False, skip_file, recursive, False, True
         )
     replacing = {id(own[method]): replacement for method, replacement in fast.items()}
     for name, value in list(own.items()):

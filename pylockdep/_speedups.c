@@ -1489,7 +1489,6 @@ typedef struct {
     PyObject *slow;       /* the Python method this one accelerates */
     Layout lock;          /* where the lock class keeps _key, _real and _owner */
     PyObject *skip_file;  /* Acquire: the site is the first frame outside this file (or NULL) */
-    PyObject *known_files;  /* Acquire: filename -> whether it is pylockdep's own (or NULL) */
     int returns_self;     /* Acquire: return the lock (__enter__) or True (acquire) */
     int blocking_arg;     /* Acquire: the method takes ``blocking`` first (threading's acquire()) */
     Py_ssize_t arity;     /* Release: the positional argument count it takes fast, -1 any */
@@ -1501,6 +1500,22 @@ static PyObject *
 slow_call(FastMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     return PyObject_Vectorcall(self->slow, args, PyVectorcall_NARGS(nargsf), kwnames);
+}
+
+/* _frames.internal_files (filename -> whether pylockdep's) and _frames._lines ((id(code), lasti) ->
+ * (code, line)), the Python path's caches, set by setup(). */
+static PyObject *g_internal_files, *g_lines;
+
+/* Whether the Python path knows ``code``'s file to be outside pylockdep (internal_files says False;
+ * a file it has not seen yet is not known). */
+static int
+known_outside(PyCodeObject *code)
+{
+    PyObject *internal = g_internal_files == NULL ? NULL : PyDict_GetItemWithError(g_internal_files, code->co_filename);
+
+    if (internal == NULL)
+        PyErr_Clear();
+    return internal == Py_False;
 }
 
 /* Whether ``frame`` runs code of the file ``filename``. */
@@ -1517,15 +1532,14 @@ in_file(PyFrameObject *frame, PyObject *filename)
 /*
  * The frame that called into ``skip_file`` (threading.py: a Condition taking its lock), which the
  * Python path names as the site: a new reference, or NULL (no exception) to let Python find it,
- * when that frame's file is not known to be outside pylockdep (``known_files``, the Python path's
- * cache of which files are its own, says so once Python has seen it).
+ * when that frame's file is not known_outside() pylockdep.
  */
 static PyFrameObject *
 outside_skip_file(FastMethod *self, PyFrameObject *frame)
 {
     PyFrameObject *f = (PyFrameObject *)Py_NewRef(frame), *back;
     PyCodeObject *code;
-    PyObject *internal;
+    int outside;
 
     while (in_file(f, self->skip_file)) {
         back = PyFrame_GetBack(f);
@@ -1535,10 +1549,9 @@ outside_skip_file(FastMethod *self, PyFrameObject *frame)
         f = back;
     }
     code = PyFrame_GetCode(f);
-    internal = self->known_files == NULL ? NULL : PyDict_GetItemWithError(self->known_files, code->co_filename);
+    outside = known_outside(code);
     Py_DECREF(code);
-    if (internal != Py_False) {
-        PyErr_Clear();
+    if (!outside) {
         Py_DECREF(f);
         return NULL;
     }
@@ -1704,9 +1717,8 @@ static const char *const section_slots[] = {"_lock", "_read", "_subclass", "_con
                                             NULL};
 enum { CONTEXT_NONE, CONTEXT_IRQSAVE, CONTEXT_BH };  /* _locks' 0, _IRQSAVE, _BH */
 
-/* _frames.internal_files (filename -> whether pylockdep's) and _frames._lines ((id(code), lasti) ->
- * (code, line)), the Python path's caches, and the names this part calls. */
-static PyObject *g_internal_files, *g_lines, *s_take, *s_restore;
+/* The names this part calls. */
+static PyObject *s_take, *s_restore;
 /* The usage bits enabling interrupts sets on held locks (_classes' ENABLED_*), set by setup(). */
 static long g_enabled_hardirq, g_enabled_hardirq_read, g_enabled_softirq, g_enabled_softirq_read;
 
@@ -1759,7 +1771,7 @@ frame_site(ThreadCache *c, PyFrameObject *frame)
             site = c->sites[i];
             goto done;
         }
-    if (g_internal_files == NULL || PyDict_GetItemWithError(g_internal_files, code->co_filename) != Py_False)
+    if (!known_outside(code))
         goto done;
     id = PyLong_FromVoidPtr(code);  /* id(code) */
     key = id == NULL ? NULL : Py_BuildValue("(Ni)", id, lasti);
@@ -2070,7 +2082,6 @@ fastmethod_traverse(FastMethod *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->slow);
     Py_VISIT(self->skip_file);
-    Py_VISIT(self->known_files);
     Py_VISIT(self->lock.type);
     Py_VISIT(self->section.type);
     return 0;
@@ -2081,7 +2092,6 @@ fastmethod_clear(FastMethod *self)
 {
     Py_CLEAR(self->slow);
     Py_CLEAR(self->skip_file);
-    Py_CLEAR(self->known_files);
     Py_CLEAR(self->lock.type);
     Py_CLEAR(self->section.type);
     return 0;
@@ -2144,17 +2154,17 @@ fastmethod_new(PyTypeObject *type, PyObject *slow, PyObject *lock_type, int recu
 static PyObject *
 acquire_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"slow",        "lock_type",    "returns_self", "skip_file", "recursive",
-                             "known_files", "blocking_arg", "restore",      NULL};
-    PyObject *slow, *lock_type, *skip_file = Py_None, *known_files = Py_None;
+    static char *kwlist[] = {"slow", "lock_type", "returns_self", "skip_file", "recursive", "blocking_arg", "restore",
+                             NULL};
+    PyObject *slow, *lock_type, *skip_file = Py_None;
     int returns_self, recursive = 0, blocking_arg = 0, restore = 0;
     FastMethod *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOp|OpOpp:Acquire", kwlist, &slow, &lock_type, &returns_self,
-                                     &skip_file, &recursive, &known_files, &blocking_arg, &restore))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOp|Oppp:Acquire", kwlist, &slow, &lock_type, &returns_self,
+                                     &skip_file, &recursive, &blocking_arg, &restore))
         return NULL;
-    if ((skip_file != Py_None && !PyUnicode_Check(skip_file)) || (known_files != Py_None && !PyDict_Check(known_files))) {
-        PyErr_SetString(PyExc_TypeError, "skip_file must be a str or None, known_files a dict or None");
+    if (skip_file != Py_None && !PyUnicode_Check(skip_file)) {
+        PyErr_SetString(PyExc_TypeError, "skip_file must be a str or None");
         return NULL;
     }
     self = fastmethod_new(type, slow, lock_type, recursive, restore ? acquire_restore_vectorcall : acquire_vectorcall);
@@ -2163,7 +2173,6 @@ acquire_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->returns_self = returns_self;
     self->blocking_arg = blocking_arg;
     self->skip_file = skip_file == Py_None ? NULL : Py_NewRef(skip_file);
-    self->known_files = known_files == Py_None ? NULL : Py_NewRef(known_files);
     return (PyObject *)self;
 }
 
@@ -2263,10 +2272,10 @@ section_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 static PyTypeObject AcquireType = FASTMETHOD_TYPE(
     "Acquire",
-    "Acquire(slow, lock_type, returns_self, skip_file=None, recursive=False, known_files=None): an "
+    "Acquire(slow, lock_type, returns_self, skip_file=None, recursive=False, blocking_arg=False, restore=False): an "
     "__enter__/acquire method of ``lock_type`` whose known-chain case runs in C; every other call goes to "
-    "``slow``.  Called from ``skip_file``, the site is the first frame outside it, if ``known_files`` (filename "
-    "-> whether pylockdep's own) says it is not pylockdep's.  ``recursive``: the owner may take the lock again "
+    "``slow``.  Called from ``skip_file``, the site is the first frame outside it, if pylockdep._frames' cache "
+    "of its own files says that frame's is not one.  ``recursive``: the owner may take the lock again "
     "(threading.RLock).  ``blocking_arg``: acquire(False) of a taken lock returns False at once.  ``restore``: "
     "the method is RLock._acquire_restore(state).",
     acquire_new);
