@@ -668,6 +668,33 @@ real_of(PyObject *lock, const Layout *lk)
     return real != NULL && Py_IS_TYPE(real, &RealLockType) ? (RealLock *)real : NULL;
 }
 
+/* -- sites ------------------------------------------------------------------------------------- */
+
+/* A new tuple ``(id(code), lasti, *more)``: the key the Python path files a frame's site under
+ * (_frames._lines and _sites' trie with nothing more, _locks._made_at with name, key and type).
+ * NULL with an exception set. */
+static PyObject *
+site_key(PyCodeObject *code, int lasti, PyObject *const *more, Py_ssize_t n_more)
+{
+    PyObject *key = PyTuple_New(2 + n_more), *item;
+
+    if (key == NULL)
+        return NULL;
+    if ((item = PyLong_FromVoidPtr(code)) == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(key, 0, item);
+    if ((item = PyLong_FromLong(lasti)) == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(key, 1, item);
+    for (Py_ssize_t i = 0; i < n_more; i++)
+        PyTuple_SET_ITEM(key, 2 + i, Py_NewRef(more[i]));
+    return key;
+}
+
 /* -- making a lock ---------------------------------------------------------------------------- */
 
 /*
@@ -741,7 +768,7 @@ made_key(MadeType *m, PyObject *name, PyObject *key)
 {
     PyFrameObject *frame = PyEval_GetFrame();  /* the caller: a type's vectorcall has no frame of its own */
     PyCodeObject *code;
-    PyObject *id, *lasti, *site = NULL, *found = NULL, *made;
+    PyObject *more[3] = {name, key, (PyObject *)m->maker.type}, *site, *found = NULL, *made;
     MadeSite *recent;
     int offset;
 
@@ -754,12 +781,8 @@ made_key(MadeType *m, PyObject *name, PyObject *key)
             Py_DECREF(code);
             return Py_NewRef(recent->made);
         }
-    id = PyLong_FromVoidPtr(code);
-    lasti = PyLong_FromLong(offset);
-    if (id != NULL && lasti != NULL && (site = PyTuple_Pack(5, id, lasti, name, key, (PyObject *)m->maker.type)) != NULL)
+    if ((site = site_key(code, offset, more, 3)) != NULL)
         found = PyDict_GetItemWithError(m->made_at, site);  /* an unhashable name or key raises */
-    Py_XDECREF(id);
-    Py_XDECREF(lasti);
     Py_XDECREF(site);
     if (found == NULL || !PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 2) {
         Py_DECREF(code);
@@ -957,13 +980,11 @@ stand_in_recall(StandIn *self, PyFrameObject *frame)
     while (frame != NULL && depth < STAND_IN_DEPTH) {
         PyCodeObject *code = PyFrame_GetCode(frame);
         int lasti = PyFrame_GetLasti(frame);
-        PyObject *id = PyLong_FromVoidPtr(code), *off = PyLong_FromLong(lasti), *edge = NULL, *entry = NULL;
+        PyObject *edge = NULL, *entry = NULL;
         PyFrameObject *back;
 
-        if (id != NULL && off != NULL && (edge = PyTuple_Pack(2, id, off)) != NULL && PyDict_CheckExact(node))
+        if (PyDict_CheckExact(node) && (edge = site_key(code, lasti, NULL, 0)) != NULL)
             entry = PyDict_GetItemWithError(node, edge);
-        Py_XDECREF(id);
-        Py_XDECREF(off);
         Py_XDECREF(edge);
         codes[depth] = (PyObject *)code;
         lastis[depth++] = lasti;
@@ -1764,7 +1785,7 @@ frame_site(ThreadCache *c, PyFrameObject *frame)
 {
     PyCodeObject *code = PyFrame_GetCode(frame);
     int lasti = PyFrame_GetLasti(frame), i;
-    PyObject *site = NULL, *id, *key;
+    PyObject *site = NULL, *key;
 
     for (i = 0; i < N_SITES; i++)
         if (c->site_codes[i] == code && c->site_lastis[i] == lasti && c->sites[i] != NULL) {
@@ -1773,9 +1794,7 @@ frame_site(ThreadCache *c, PyFrameObject *frame)
         }
     if (!known_outside(code))
         goto done;
-    id = PyLong_FromVoidPtr(code);  /* id(code) */
-    key = id == NULL ? NULL : Py_BuildValue("(Ni)", id, lasti);
-    if (key == NULL)
+    if ((key = site_key(code, lasti, NULL, 0)) == NULL)
         goto done;
     site = PyDict_GetItemWithError(g_lines, key);
     Py_DECREF(key);
