@@ -143,6 +143,99 @@ static PyObject *g_zero, *g_one, *g_two, *g_minus_one, *s_task, *s_depth_exceede
 #define IS(obj, layout) ((obj) != NULL && PyObject_TypeCheck((obj), (layout).type))
 
 /*
+ * Recent: the last few answers of a lookup, kept by what they were looked up from, compared by
+ * identity: up to RECENT_PARTS (object, number) parts, such as the (code object, instruction
+ * offset) of each frame of a stack, or a name.  An entry holds its objects, so an identity stays
+ * that object's; the lookups whose answers are kept only grow, so a kept answer stays true.  Entries
+ * are reused in turn.
+ */
+#define RECENT_PARTS 4
+#define N_RECENT 8
+
+typedef struct {
+    int n;  /* parts in use; 0: unused */
+    PyObject *obj[RECENT_PARTS];
+    int num[RECENT_PARTS];
+    PyObject *answer;
+} RecentEntry;
+
+typedef struct {
+    RecentEntry entries[N_RECENT];
+    int next;
+} Recent;
+
+/* The answer (borrowed) kept for parts that begin with an entry's parts (all of them, when every
+ * entry has as many), or NULL. */
+static PyObject *
+recent_find(const Recent *r, PyObject *const *obj, const int *num, int n)
+{
+    for (const RecentEntry *e = r->entries; e < r->entries + N_RECENT; e++) {
+        int i = 0;
+
+        if (e->n == 0 || e->n > n)
+            continue;
+        while (i < e->n && e->obj[i] == obj[i] && e->num[i] == num[i])
+            i++;
+        if (i == e->n)
+            return e->answer;
+    }
+    return NULL;
+}
+
+/* The most parts an entry has (how much of a stack recent_find() may compare). */
+static int
+recent_depth(const Recent *r)
+{
+    int most = 0;
+
+    for (const RecentEntry *e = r->entries; e < r->entries + N_RECENT; e++)
+        most = e->n > most ? e->n : most;
+    return most;
+}
+
+/* Keep ``answer`` for the ``n`` parts given, in place of the oldest entry. */
+static void
+recent_keep(Recent *r, PyObject *const *obj, const int *num, int n, PyObject *answer)
+{
+    RecentEntry *e = &r->entries[r->next];
+    PyObject *old[RECENT_PARTS + 1];
+
+    r->next = (r->next + 1) % N_RECENT;
+    for (int i = 0; i < RECENT_PARTS; i++) {
+        old[i] = e->obj[i];
+        e->obj[i] = i < n ? Py_NewRef(obj[i]) : NULL;
+        e->num[i] = i < n ? num[i] : 0;
+    }
+    old[RECENT_PARTS] = e->answer;
+    e->answer = Py_NewRef(answer);
+    e->n = n;
+    for (int i = 0; i <= RECENT_PARTS; i++)  /* last: a decref may run Python code */
+        Py_XDECREF(old[i]);
+}
+
+static int
+recent_traverse(Recent *r, visitproc visit, void *arg)
+{
+    for (RecentEntry *e = r->entries; e < r->entries + N_RECENT; e++) {
+        for (int i = 0; i < e->n; i++)
+            Py_VISIT(e->obj[i]);
+        Py_VISIT(e->answer);
+    }
+    return 0;
+}
+
+static void
+recent_clear(Recent *r)
+{
+    for (RecentEntry *e = r->entries; e < r->entries + N_RECENT; e++) {
+        e->n = 0;  /* no match while its references go (a decref may run Python code) */
+        for (int i = 0; i < RECENT_PARTS; i++)
+            Py_CLEAR(e->obj[i]);
+        Py_CLEAR(e->answer);
+    }
+}
+
+/*
  * What the fast path keeps per thread, in the thread state's dict (so it goes when the thread does):
  * the thread's Task for one validator, found once through the validator's threading.local, and the
  * ints it made last (chain keys, instruction offsets), to be used again rather than made anew.
@@ -151,7 +244,6 @@ static PyObject *g_zero, *g_one, *g_two, *g_minus_one, *s_task, *s_depth_exceede
  * task's step swaps its holder in and out, and forget_task() drops ``task`` each time).
  */
 #define N_INTS 16
-#define N_SITES 8
 typedef struct {
     PyObject_HEAD
     PyObject *local;
@@ -160,11 +252,7 @@ typedef struct {
     PyObject *ints[N_INTS];
     Py_ssize_t values[N_INTS];
     int next_int;
-    /* sites (code, line) of with-blocks seen last, by code and instruction offset (see frame_site) */
-    PyObject *sites[N_SITES];
-    PyCodeObject *site_codes[N_SITES];  /* borrowed: sites[i] holds it */
-    int site_lastis[N_SITES];
-    int next_site;
+    Recent sites;  /* sites (code, line) of with-blocks seen last, by code and instruction offset */
 } ThreadCache;
 
 static int
@@ -173,9 +261,7 @@ threadcache_traverse(ThreadCache *self, visitproc visit, void *arg)
     Py_VISIT(self->local);
     Py_VISIT(self->task);
     Py_VISIT(self->ident);
-    for (int i = 0; i < N_SITES; i++)
-        Py_VISIT(self->sites[i]);
-    return 0;
+    return recent_traverse(&self->sites, visit, arg);
 }
 
 static int
@@ -186,8 +272,7 @@ threadcache_clear(ThreadCache *self)
     Py_CLEAR(self->ident);
     for (int i = 0; i < N_INTS; i++)
         Py_CLEAR(self->ints[i]);
-    for (int i = 0; i < N_SITES; i++)
-        Py_CLEAR(self->sites[i]);
+    recent_clear(&self->sites);
     return 0;
 }
 
@@ -256,11 +341,7 @@ current_task(PyObject **v_out, PyObject **t_out, ThreadCache **c_out)
         for (int i = 0; i < N_INTS; i++)
             c->ints[i] = NULL;
         c->next_int = 0;
-        for (int i = 0; i < N_SITES; i++) {
-            c->sites[i] = NULL;
-            c->site_codes[i] = NULL;
-        }
-        c->next_site = 0;
+        memset(&c->sites, 0, sizeof c->sites);
         PyObject_GC_Track(c);
         if (PyDict_SetItem(tdict, s_cache_key, (PyObject *)c) < 0) {
             Py_DECREF(c);
@@ -707,14 +788,6 @@ site_key(PyCodeObject *code, int lasti, PyObject *const *more, Py_ssize_t n_more
  */
 #define MAX_MADE_TYPES 16
 #define MAX_MADE_FIELDS 12
-#define N_MADE_SITES 8
-
-/* A site _made_at answered for lately, by identity: ``made`` for the same code object, offset, name
- * object and key object.  _made_at only grows, and an entry holds what it compares, so it stays true. */
-typedef struct {
-    PyObject *code, *name, *key, *made;
-    int lasti;
-} MadeSite;
 
 /* How to build a lock of ``type`` with a given key, as its Python constructor does. */
 typedef struct {
@@ -729,8 +802,7 @@ typedef struct {
 typedef struct {
     LockMaker maker;
     PyObject *made_at;                      /* the dict of sites */
-    MadeSite recent[N_MADE_SITES];          /* the last sites _made_at answered for, reused in turn */
-    int next_site;
+    Recent recent;                          /* what _made_at answered lately, by (code, offset), name, key */
 } MadeType;
 
 static MadeType made_types[MAX_MADE_TYPES];
@@ -769,18 +841,18 @@ made_key(MadeType *m, PyObject *name, PyObject *key)
     PyFrameObject *frame = PyEval_GetFrame();  /* the caller: a type's vectorcall has no frame of its own */
     PyCodeObject *code;
     PyObject *more[3] = {name, key, (PyObject *)m->maker.type}, *site, *found = NULL, *made;
-    MadeSite *recent;
-    int offset;
+    PyObject *parts[3] = {NULL, name, key};
+    int nums[3] = {0, 0, 0}, offset;
 
     if (frame == NULL)
         return NULL;
     code = PyFrame_GetCode(frame);
-    offset = PyFrame_GetLasti(frame);
-    for (recent = m->recent; recent < m->recent + N_MADE_SITES; recent++)
-        if (recent->code == (PyObject *)code && recent->lasti == offset && recent->name == name && recent->key == key) {
-            Py_DECREF(code);
-            return Py_NewRef(recent->made);
-        }
+    parts[0] = (PyObject *)code;
+    nums[0] = offset = PyFrame_GetLasti(frame);
+    if ((made = recent_find(&m->recent, parts, nums, 3)) != NULL) {
+        Py_DECREF(code);
+        return Py_NewRef(made);
+    }
     if ((site = site_key(code, offset, more, 3)) != NULL)
         found = PyDict_GetItemWithError(m->made_at, site);  /* an unhashable name or key raises */
     Py_XDECREF(site);
@@ -790,14 +862,8 @@ made_key(MadeType *m, PyObject *name, PyObject *key)
         return NULL;
     }
     made = Py_NewRef(PyTuple_GET_ITEM(found, 1));
-    recent = &m->recent[m->next_site];
-    m->next_site = (m->next_site + 1) % N_MADE_SITES;
-    recent->lasti = -1;  /* no match while its references change (a decref may run Python code) */
-    Py_XSETREF(recent->code, (PyObject *)code);
-    Py_XSETREF(recent->name, Py_NewRef(name));
-    Py_XSETREF(recent->key, Py_NewRef(key));
-    Py_XSETREF(recent->made, Py_NewRef(made));
-    recent->lasti = offset;
+    recent_keep(&m->recent, parts, nums, 3, made);
+    Py_DECREF(code);
     return made;
 }
 
@@ -940,33 +1006,13 @@ accelerate_new(PyObject *module, PyObject *args)
 #define STAND_IN_DEPTH 4
 
 typedef struct {
-    PyObject *code[STAND_IN_DEPTH];
-    int lasti[STAND_IN_DEPTH];
-    int depth;       /* 0: unused */
-    PyObject *key;
-} StandInStack;
-
-typedef struct {
     PyObject_HEAD
     PyObject *dict;
     PyObject *make, *memo, *skip_code;
     LockMaker maker;
-    StandInStack recent[N_MADE_SITES];
-    int next_stack;
+    Recent recent;  /* what memo answered lately, by the (code, offset) of each frame of the stack */
     vectorcallfunc vectorcall;
 } StandIn;
-
-static void
-stand_in_forget(StandIn *self)
-{
-    for (int i = 0; i < N_MADE_SITES; i++) {
-        StandInStack *r = &self->recent[i];
-        r->depth = 0;
-        for (int d = 0; d < STAND_IN_DEPTH; d++)
-            Py_CLEAR(r->code[d]);
-        Py_CLEAR(r->key);
-    }
-}
 
 /* What ``memo`` holds for the stack from ``frame`` out, as _sites.recall() finds it: a new
  * reference, or NULL (no exception) for "not known".  Records the stack in ``self->recent``. */
@@ -1001,52 +1047,33 @@ stand_in_recall(StandIn *self, PyFrameObject *frame)
     }
     Py_XDECREF(frame);
     PyErr_Clear();
-    if (found != NULL) {
-        StandInStack *r = &self->recent[self->next_stack];
-        self->next_stack = (self->next_stack + 1) % N_MADE_SITES;
-        r->depth = 0;  /* no match while its references change (a decref may run Python code) */
-        for (int d = 0; d < STAND_IN_DEPTH; d++) {
-            Py_XSETREF(r->code[d], d < depth ? Py_NewRef(codes[d]) : NULL);
-            r->lasti[d] = d < depth ? lastis[d] : -1;
-        }
-        Py_XSETREF(r->key, Py_NewRef(found));
-        r->depth = depth;
-    }
+    if (found != NULL)
+        recent_keep(&self->recent, codes, lastis, depth, found);
     for (int d = 0; d < depth; d++)
         Py_DECREF(codes[d]);
     return found;
 }
 
-/* The key kept in ``self->recent`` for the stack from ``frame`` out (borrowed), or NULL. */
+/* The key kept in ``self->recent`` for the stack from ``frame`` out (a new reference), or NULL. */
 static PyObject *
 stand_in_recent(StandIn *self, PyFrameObject *frame)
 {
-    for (int i = 0; i < N_MADE_SITES; i++) {
-        StandInStack *r = &self->recent[i];
-        PyFrameObject *f = frame;
-        int d = 0;
+    PyObject *codes[STAND_IN_DEPTH], *key;
+    int lastis[STAND_IN_DEPTH], depth = 0, most = recent_depth(&self->recent);
+    PyFrameObject *f = (PyFrameObject *)Py_XNewRef(frame), *back;
 
-        if (r->depth == 0)
-            continue;
-        Py_INCREF(f);
-        while (f != NULL && d < r->depth) {
-            PyCodeObject *code = PyFrame_GetCode(f);
-            PyFrameObject *back;
-            int same = (PyObject *)code == r->code[d] && PyFrame_GetLasti(f) == r->lasti[d];
-
-            Py_DECREF(code);
-            if (!same)
-                break;
-            d++;
-            back = d < r->depth ? PyFrame_GetBack(f) : NULL;
-            Py_DECREF(f);
-            f = back;
-        }
-        Py_XDECREF(f);
-        if (d == r->depth)
-            return r->key;
+    while (f != NULL && depth < most) {  /* the frames the kept stacks may compare, no more */
+        codes[depth] = (PyObject *)PyFrame_GetCode(f);
+        lastis[depth++] = PyFrame_GetLasti(f);
+        back = depth < most ? PyFrame_GetBack(f) : NULL;
+        Py_DECREF(f);
+        f = back;
     }
-    return NULL;
+    Py_XDECREF(f);
+    key = Py_XNewRef(recent_find(&self->recent, codes, lastis, depth));
+    for (int d = 0; d < depth; d++)
+        Py_DECREF(codes[d]);
+    return key;
 }
 
 static PyObject *
@@ -1068,10 +1095,7 @@ stand_in_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
         if (frame == NULL)
             return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
     }
-    key = stand_in_recent(self, frame);
-    if (key != NULL)
-        Py_INCREF(key);
-    else
+    if ((key = stand_in_recent(self, frame)) == NULL)
         key = stand_in_recall(self, frame);
     Py_DECREF(frame);
     if (key == NULL || key == Py_None) {  /* not known, or a plain lock: make() decides */
@@ -1112,9 +1136,8 @@ stand_in_traverse(StandIn *self, visitproc visit, void *arg)
     Py_VISIT(self->make);
     Py_VISIT(self->memo);
     Py_VISIT(self->skip_code);
-    for (int i = 0; i < N_MADE_SITES; i++)
-        Py_VISIT(self->recent[i].key);
-    return maker_traverse(&self->maker, visit, arg);
+    int err = recent_traverse(&self->recent, visit, arg);
+    return err ? err : maker_traverse(&self->maker, visit, arg);
 }
 
 static int
@@ -1124,7 +1147,7 @@ stand_in_clear(StandIn *self)
     Py_CLEAR(self->make);
     Py_CLEAR(self->memo);
     Py_CLEAR(self->skip_code);
-    stand_in_forget(self);
+    recent_clear(&self->recent);
     maker_clear(&self->maker);
     return 0;
 }
@@ -1784,15 +1807,10 @@ static PyObject *
 frame_site(ThreadCache *c, PyFrameObject *frame)
 {
     PyCodeObject *code = PyFrame_GetCode(frame);
-    int lasti = PyFrame_GetLasti(frame), i;
-    PyObject *site = NULL, *key;
+    PyObject *part = (PyObject *)code, *site, *key;
+    int lasti = PyFrame_GetLasti(frame);
 
-    for (i = 0; i < N_SITES; i++)
-        if (c->site_codes[i] == code && c->site_lastis[i] == lasti && c->sites[i] != NULL) {
-            site = c->sites[i];
-            goto done;
-        }
-    if (!known_outside(code))
+    if ((site = recent_find(&c->sites, &part, &lasti, 1)) != NULL || !known_outside(code))
         goto done;
     if ((key = site_key(code, lasti, NULL, 0)) == NULL)
         goto done;
@@ -1803,11 +1821,7 @@ frame_site(ThreadCache *c, PyFrameObject *frame)
         site = NULL;
         goto done;
     }
-    i = c->next_site;
-    Py_XSETREF(c->sites[i], Py_NewRef(site));
-    c->site_codes[i] = code;
-    c->site_lastis[i] = lasti;
-    c->next_site = (i + 1) % N_SITES;
+    recent_keep(&c->sites, &part, &lasti, 1, site);
 done:
     PyErr_Clear();
     Py_DECREF(code);
