@@ -227,18 +227,27 @@ class _Validated(_Tracked):
 # -> (code, the locks' key).  A lock made again where one was made before costs this lookup, not
 # a walk of the stack.  Each entry holds its code object, so the id in its key stays that code's.
 _made_at: dict[tuple[Any, ...], tuple[CodeType, LockKey]] = {}
+# The last answer of _made_at, as (code, offset, name, key, type, the locks' key): a lock made again
+# where the last one was (a loop, a pool filling up) is recognised by identity, with no lookup.
+_last_made: tuple[Any, ...] = (None,) * 6
 
 
 def _creation_key(cls: type[_Validated], name: str, key: Hashable | None, frame: FrameType) -> LockKey:
     """The key of a lock of type ``cls`` named ``name`` (or of the explicit ``key``) whose
     constructor ``frame`` called: :func:`~pylockdep._classes.key_for` at the first frame outside
     pylockdep (``frame`` itself unless it is pylockdep's).  TypeError for a bad name or key."""
+    global _last_made
     code = frame.f_code
+    lasti = frame.f_lasti
+    last = _last_made
+    if last[0] is code and last[1] == lasti and last[2] is name and last[3] is key and last[4] is cls:
+        return last[5]  # type: ignore[no-any-return]
     try:
-        found = _made_at.get((id(code), frame.f_lasti, name, key, cls))
+        found = _made_at.get((id(code), lasti, name, key, cls))
     except TypeError:  # an unhashable name or key, refused below
         found = None
     if found is not None:
+        _last_made = (code, lasti, name, key, cls, found[1])
         return found[1]
     if not isinstance(name, str) or not name:
         raise TypeError(f"a lock needs a non-empty name (str), not {name!r}")
@@ -248,7 +257,8 @@ def _creation_key(cls: type[_Validated], name: str, key: Hashable | None, frame:
         raise TypeError(f"key must be hashable, not {type(key).__name__}") from None
     made = key_for(name, cls._ltype, caller_site(), key)
     if not is_internal(code.co_filename):  # ``frame`` is the site: later calls from it may skip the walk
-        _made_at[id(code), frame.f_lasti, name, key, cls] = (code, made)
+        _made_at[id(code), lasti, name, key, cls] = (code, made)
+        _last_made = (code, lasti, name, key, cls, made)
     return made
 
 
