@@ -67,7 +67,13 @@ def is_harness(filename: str) -> bool:
 
 def outside_frame(frame: FrameType | None, skip_threading: bool = False) -> FrameType | None:
     """The first frame, walking outwards from ``frame``, that is not pylockdep's (nor threading's)."""
-    while frame is not None and is_internal(frame.f_code.co_filename, skip_threading):
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        # is_internal(), its memo read inline: this walk runs for each lock threading takes.
+        internal = internal_files.get(filename)
+        if not (internal or (skip_threading and filename == _THREADING_FILE)):
+            if internal is not None or not is_internal(filename):
+                return frame
         frame = frame.f_back
     return frame
 

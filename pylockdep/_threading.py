@@ -118,10 +118,15 @@ def _take_slow(lock: Lock | RLock, blocking: Any, timeout: Any, frame: FrameType
     by a thread that does not hold ``lock``: the arguments are checked as this Python's own
     ``acquire()`` checks them (3.11 refuses ``acquire(None)``, 3.12 takes it as false); then a
     blocking acquisition, or a trylock validated when it succeeds.  True when the lock was taken."""
-    _check_acquire_args(blocking, timeout)
-    frame = _acquirer(frame)
+    if blocking is not False or timeout != -1:  # acquire(False), Condition._is_owned()'s, is valid
+        _check_acquire_args(blocking, timeout)
     if timeout == -1:
-        return _acquire(lock, 0, 0, frame, not blocking)
+        # A trylock of a taken lock fails and changes nothing: no site to find (the walk out of
+        # threading was most of the cost of Condition._is_owned(), a trylock of a held Lock).
+        if not blocking and lock._real.locked():
+            return False
+        return _acquire(lock, 0, 0, _acquirer(frame), not blocking)
+    frame = _acquirer(frame)
     seconds = timeout if isinstance(timeout, float) else operator.index(timeout)
     deadline = monotonic() + seconds
     real = lock._real
