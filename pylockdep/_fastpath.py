@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import _frames, _held
+from . import _frames, _held, _signals
 from ._classes import (
     ENABLED_HARDIRQ,
     ENABLED_HARDIRQ_READ,
@@ -108,6 +108,9 @@ if _speedups is not None:
 
 #: Whether lock fast paths run in C.
 ACCELERATED = _speedups is not None
+# In pure Python the lock types' with and release() are Python functions, where a signal handler
+# could run: the first use from the main thread makes them hold handlers back (pylockdep._signals).
+_signals.wanted = not ACCELERATED
 
 #: Makes what a validated lock blocks on: the C module's ``RealLock``, which behaves as
 #: ``_thread.allocate_lock()``'s lock and which the fast path takes and releases without a call, or

@@ -12,7 +12,7 @@ from __future__ import annotations
 import _thread
 import os
 
-from . import _classes, _locks, _rcu, _validator, _waitfor
+from . import _classes, _locks, _rcu, _signals, _validator, _waitfor
 
 
 def after_fork_in_child() -> None:
@@ -20,6 +20,7 @@ def after_fork_in_child() -> None:
     key registry's, the wait bookkeeping's, ``validate()``'s, every validator's graph lock, every
     reader-writer lock's internal mutex and every SRCU's."""
     _classes._keys_lock._at_fork_reinit()
+    _signals.deferred.clear()  # the parent's signals, held back by its main thread
     for core in list(_locks.every_rw_core):
         core._at_fork_reinit()
     _rcu.renew_after_fork()

@@ -30,6 +30,7 @@ from ._frames import Site, caller_site, is_internal, line_at
 from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, HeldLock, drop_foreign, find, new_entry, pop, remove
 from ._plain import plain_rlock
 from ._primitive import Primitive
+from ._signals import critical, deferred, run_deferred
 from ._task import Task
 from ._validator import Validator, active
 
@@ -335,9 +336,14 @@ class _Lock(_Validated, _RealLock):
         _acquire(self, 0, 0, _getframe(1))
         return True
 
+    @critical  # so are the other ways to release: a signal handler runs after the release
     def release(self) -> None:
         """Release the lock (``spin_unlock``/``mutex_unlock``)."""
-        _release(self, 0)
+        try:
+            _release(self, 0)
+        finally:
+            if deferred:
+                run_deferred()
 
     def trylock(self) -> bool:
         """Take the lock if it is free; True on success.  A trylock adds no dependency into it."""
@@ -350,8 +356,13 @@ class _Lock(_Validated, _RealLock):
         _acquire(self, 0, 0, _getframe(1))
         return self
 
+    @critical
     def __exit__(self, *exc: object) -> None:
-        _release(self, 0)
+        try:
+            _release(self, 0)
+        finally:
+            if deferred:
+                run_deferred()
 
     def nested(self, subclass: int) -> AbstractContextManager[_Lock]:
         """Hold the lock as subclass ``subclass`` (1..7), like ``spin_lock_nested``/``mutex_lock_nested``."""
@@ -406,11 +417,16 @@ class _Held:
             raise
         return lock
 
+    @critical
     def __exit__(self, *exc: object) -> None:
         try:
             _release(self._lock, self._mode)
         finally:
-            self._restore(_getframe(1))
+            try:
+                self._restore(_getframe(1))
+            finally:
+                if deferred:
+                    run_deferred()
 
     def _restore(self, frame: FrameType) -> None:
         """Undo the context change, for the block in ``frame`` (also called by the C methods, when
@@ -645,18 +661,23 @@ class _RWLockBase(_Lock):
         core = self._rw or self._core()
         return core.is_held(0) or core.is_held(1)
 
+    @critical
     def _unlock_side(self, read: int, op: str) -> None:
         """Release the side ``read`` names, for the unlock call ``op``.  Releasing the side nobody
         holds while the other side is held (``write_lock(); read_unlock()``) is a bad unlock
         balance: reported, refused with :class:`RuntimeError`, and the lock (real and as
         validated) left as it was.  Releasing a free lock is reported as for any lock."""
-        core = self._rw or self._core()
-        if not core.is_held(read) and core.is_held(0 if read else 1):
-            v = active.validator
-            v.bad_unlock(v.task(), self, self.name)
-            side = "reading" if read else "writing"
-            raise RuntimeError(f"{op}() of {self.name!r}, which no thread holds for {side}")
-        _release(self, read)
+        try:
+            core = self._rw or self._core()
+            if not core.is_held(read) and core.is_held(0 if read else 1):
+                v = active.validator
+                v.bad_unlock(v.task(), self, self.name)
+                side = "reading" if read else "writing"
+                raise RuntimeError(f"{op}() of {self.name!r}, which no thread holds for {side}")
+            _release(self, read)
+        finally:
+            if deferred:
+                run_deferred()
 
     def read(self) -> AbstractContextManager[_RWLockBase]:
         """Hold the read side for the block."""
@@ -691,6 +712,7 @@ class RWLock(_RWLockBase, _SpinningLock):
         """``read_lock``."""
         _acquire(self, self._read_mode(), 0, _getframe(1))
 
+    @critical  # its last call checks for handlers held back
     def read_unlock(self) -> None:
         """``read_unlock``; RuntimeError if the read side is not held."""
         self._unlock_side(1, "read_unlock")
@@ -699,6 +721,7 @@ class RWLock(_RWLockBase, _SpinningLock):
         """``write_lock``."""
         _acquire(self, 0, 0, _getframe(1))
 
+    @critical  # its last call checks for handlers held back
     def write_unlock(self) -> None:
         """``write_unlock``; RuntimeError if the write side is not held."""
         self._unlock_side(0, "write_unlock")
@@ -722,6 +745,7 @@ class RWSemaphore(_RWLockBase):
         """``down_read``."""
         _acquire(self, 1, 0, _getframe(1))
 
+    @critical  # its last call checks for handlers held back
     def up_read(self) -> None:
         """``up_read``; RuntimeError if the read side is not held."""
         self._unlock_side(1, "up_read")
@@ -730,6 +754,7 @@ class RWSemaphore(_RWLockBase):
         """``down_write``."""
         _acquire(self, 0, 0, _getframe(1))
 
+    @critical  # its last call checks for handlers held back
     def up_write(self) -> None:
         """``up_write``; RuntimeError if the write side is not held."""
         self._unlock_side(0, "up_write")

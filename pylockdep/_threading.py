@@ -54,6 +54,7 @@ from ._frames import is_internal, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
 from ._plain import plain_lock
+from ._signals import critical, deferred, run_deferred
 from ._sites import UNKNOWN, SiteMemo, class_name, creation_walk, recall, remember
 from ._validator import active
 from ._when_imported import Hook, when_imported
@@ -212,16 +213,26 @@ class Lock(_RealLock):
         _acquire(self, 0, 0, _acquirer(_getframe(1)))
         return True
 
+    @critical  # as every way to release: a signal handler runs after the release
     def release(self) -> None:
         """Release the lock, whichever thread took it; RuntimeError if it is not locked."""
-        if not self._real.locked():
-            raise RuntimeError("release unlocked lock")
-        _release(self, 0)
+        try:
+            if not self._real.locked():
+                raise RuntimeError("release unlocked lock")
+            _release(self, 0)
+        finally:
+            if deferred:
+                run_deferred()
 
+    @critical
     def __exit__(self, *exc: object) -> None:  # release(), inlined: one call fewer per with-block
-        if not self._real.locked():
-            raise RuntimeError("release unlocked lock")
-        _release(self, 0)
+        try:
+            if not self._real.locked():
+                raise RuntimeError("release unlocked lock")
+            _release(self, 0)
+        finally:
+            if deferred:
+                run_deferred()
 
     def locked(self) -> bool:
         """Whether the lock is taken."""
@@ -298,17 +309,23 @@ class RLock(_RealLock):
 
     __enter__ = acquire
 
+    @critical  # its last call checks for handlers held back
     def release(self) -> None:
         """Release once; the last release of the owner frees it.  RuntimeError if not the owner."""
         self.__exit__()
 
+    @critical
     def __exit__(self, *exc: object) -> None:  # the body of release(): a with-block, the usual case, saves a call
-        if self._ident != _get_ident():
-            raise RuntimeError("cannot release un-acquired lock")
-        self._count = count = self._count - 1
-        if not count:
-            self._ident = None
-            _release(self, 0)
+        try:
+            if self._ident != _get_ident():
+                raise RuntimeError("cannot release un-acquired lock")
+            self._count = count = self._count - 1
+            if not count:
+                self._ident = None
+                _release(self, 0)
+        finally:
+            if deferred:
+                run_deferred()
 
     def _is_owned(self) -> bool:
         return self._ident == _get_ident()
@@ -382,6 +399,7 @@ class Nested:
             _acquire(lock, 0, self._subclass, _getframe(1))
         return lock
 
+    @critical  # its last call checks for handlers held back
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
 

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import _checks, _splat
+from . import _checks, _signals, _splat
 from ._classes import MAX_SUBCLASSES, LockClass, LockKey
 from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
@@ -114,6 +114,8 @@ class Validator:
 
     def new_task(self) -> Task:
         """Create the calling thread's holder and arrange to hear when the thread ends."""
+        if _signals.wanted:  # before the holder is stored: done again if a handler interrupts it
+            _signals.install()
         ident = _get_ident()
         # Not threading.current_thread(): for a thread that threading did not start, that would
         # make a _DummyThread as a side effect, one that 3.13 tears down noisily at exit.

@@ -404,11 +404,20 @@ KEYBOARD_INTERRUPT_STORM = (
     taken_unrecorded = recorded_unreleased = interrupted = 0
     with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
         for run in range(12):
-            lock = pylockdep.Mutex(f"m{run}") if run % 2 else threading.Lock()
+            kind = run % 4  # each with its own __exit__ (a Python function on the pure path)
+            if kind == 0:
+                lock = block = pylockdep.Mutex(f"m{run}")
+            elif kind == 1:
+                lock = block = threading.Lock()
+            elif kind == 2:
+                lock = block = threading.RLock()
+            else:
+                lock = pylockdep.SpinLock(f"s{run}")
+                block = lock.irqsave()
             for _ in range(3000):
                 try:
                     armed = True
-                    with lock:
+                    with block:
                         pass
                     armed = False
                 except KeyboardInterrupt:
@@ -418,13 +427,17 @@ KEYBOARD_INTERRUPT_STORM = (
                     break
             held = v.task().held
             recorded = any(e.lock is lock for e in held)
-            if lock.locked() and not recorded:
+            if lock._real.locked() and not recorded:
                 taken_unrecorded += 1
             elif recorded:
                 recorded_unreleased += 1
                 held[:] = [e for e in held if e.lock is not lock]
-            if lock.locked():
+            if lock._real.locked():
                 lock._real.release()
+            if kind == 2:
+                lock._ident, lock._count = None, 0
+            if kind == 3 and v.task().irqs_off:
+                pylockdep.local_irq_enable()
     signal.setitimer(signal.ITIMER_REAL, 0)
     print(taken_unrecorded, recorded_unreleased, interrupted)
 """
@@ -433,11 +446,11 @@ KEYBOARD_INTERRUPT_STORM = (
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer()")
 @pytest.mark.parametrize("path", ["c", "pure"])
-def test_keyboard_interrupts_never_leave_a_lock_taken_that_nobody_holds(path) -> None:
-    """A storm of KeyboardInterrupts on ``with lock:``.  The C path is as safe as CPython's lock.
-    The pure path never leaves the real lock taken unrecorded; an interrupt that lands as the
-    Python ``__exit__`` is entered leaves the lock held and recorded, as any context manager
-    written in Python would (documented)."""
+def test_keyboard_interrupts_never_leave_a_with_block_lock_taken(path) -> None:
+    """A storm of KeyboardInterrupts on ``with lock:`` (a Mutex, threading's Lock and RLock, an
+    irqsave() section): both paths are as safe as CPython's lock, the lock is never left taken,
+    held or not.  In pure Python a handler that lands in the release code (as ``__exit__`` is
+    entered, say) runs once the lock is released."""
     if path == "c" and not ACCELERATED:
         pytest.skip("the C module is not in use")
     result = subprocess.run(
@@ -449,9 +462,83 @@ def test_keyboard_interrupts_never_leave_a_lock_taken_that_nobody_holds(path) ->
     assert result.returncode == 0, result.stderr[-3000:]
     taken_unrecorded, recorded_unreleased, interrupted = map(int, result.stdout.split())
     assert interrupted > 100  # the storm did land
-    assert taken_unrecorded == 0
-    if path == "c":
-        assert recorded_unreleased == 0
+    assert (taken_unrecorded, recorded_unreleased) == (0, 0)
+
+
+def test_signal_handlers_are_wrapped_where_the_program_does_not_see_it() -> None:
+    """What install() changes (the pure path does it at the first use from the main thread):
+    handlers in place are wrapped, from the main thread only, and so are handlers installed
+    later; signal.getsignal() and signal.signal() give the program's own handlers."""
+    result = run_python("""
+        import _signal, signal, threading
+        from pylockdep import _signals
+        def mine(signum, frame): pass
+        def other(signum, frame): pass
+        signal.signal(signal.SIGUSR1, mine)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        thread = threading.Thread(target=_signals.install)
+        thread.start()
+        thread.join()
+        assert _signal.getsignal(signal.SIGUSR1) is mine  # only the main thread may change them
+
+        _signals.install()
+        installed = _signal.getsignal(signal.SIGUSR1)
+        assert isinstance(installed, _signals.Deferring) and installed.handler is mine
+        assert signal.getsignal(signal.SIGUSR1) is mine
+        assert _signal.getsignal(signal.SIGINT).handler is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGUSR2) is signal.SIG_IGN
+
+        assert signal.signal(signal.SIGUSR1, other) is mine
+        assert signal.getsignal(signal.SIGUSR1) is other
+        assert _signal.getsignal(signal.SIGUSR1).handler is other
+        assert signal.signal(signal.SIGUSR1, signal.SIG_IGN) is other
+        assert _signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+        assert signal.signal(signal.SIGUSR1, signal.SIG_DFL) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+        print("ok")
+    """)
+    assert result.stdout == "ok\n", result.stderr
+
+
+@pytest.mark.parametrize("where", ["__exit__", "_release"])
+def test_a_signal_handler_landing_in_a_release_runs_after_it(where: str) -> None:
+    """Pure path: a handler called as ``__exit__`` starts (or what it calls, ``_release``) runs
+    once the lock is released, given ``__exit__``'s frame, and its KeyboardInterrupt comes out of
+    the with-statement; a handler called in the program's code runs at once.  (A trace hook calls
+    the installed handler at the function's first line, as CPython does when a signal came then.)"""
+    result = run_python(
+        """
+        import os, signal, sys, _signal
+        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
+        import pylockdep
+        seen = []
+        def handler(signum, frame):
+            seen.append((frame.f_code.co_name, lock.locked(), len(v.task().held)))
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGUSR1, handler)
+        def hook(frame, event, arg):
+            if event == "call" and frame.f_code.co_name == WHERE:
+                sys.settrace(None)
+                _signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, frame)
+        with pylockdep.validate(raise_on_report=False, stream=None) as v:
+            lock = pylockdep.Mutex("m")
+            try:
+                with lock:
+                    sys.settrace(hook)
+            except KeyboardInterrupt:
+                print("interrupted after", seen.pop(), lock.locked(), len(v.task().held))
+            sys.settrace(None)
+            try:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                print("not interrupted")
+            except KeyboardInterrupt:
+                print("interrupted at once", seen.pop())
+        """.replace("WHERE", repr(where))
+    )
+    assert result.stdout == (
+        "interrupted after ('__exit__', False, 0) False 0\ninterrupted at once ('<module>', False, 0)\n"
+    ), result.stderr
 
 
 KEYBOARD_INTERRUPTS_IN_WAITS = (

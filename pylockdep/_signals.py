@@ -1,0 +1,181 @@
+"""Signal handlers held back while pylockdep releases a lock (the pure-Python path).
+
+CPython runs a Python signal handler in the main thread at the next point where the interpreter
+checks for pending signals, and one such point is the first instruction of every Python function.
+A handler that raises (``KeyboardInterrupt``) as a Python ``__exit__`` is entered would leave the
+lock held, where CPython's C lock cannot be interrupted at all.  The kernel keeps interrupts off
+inside lockdep; this module does the same for the release code:
+
+- Functions that release a lock are marked :func:`critical` and end, on every way out, with
+  ``if deferred: run_deferred()``.
+- Every Python signal handler of the process is installed wrapped in a :class:`Deferring`
+  (those in place when the pure path is first used from the main thread, and those
+  ``signal.signal`` installs later).  Called while the interrupted frame is a critical function,
+  or pylockdep code that one calls, it records the program's handler in :data:`deferred` and
+  returns; the critical function runs it at its end, once the lock is released.  Otherwise it
+  calls the program's handler at once.
+- ``signal.signal`` and ``signal.getsignal`` are replaced by versions that wrap and unwrap, so
+  the program sees its own handlers (``signal.default_int_handler`` included).
+
+With the C module in use the lock types' ``with`` and ``release()`` are C and nothing is installed.
+"""
+
+from __future__ import annotations
+
+import _signal
+import _thread
+import functools
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import CodeType, FrameType
+from typing import Any, TypeVar
+
+Handler = Callable[[int, FrameType | None], Any]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: Handlers held back by critical functions, with their signal, in the order the signals came.
+deferred: list[tuple[Handler, int]] = []
+#: Whether :func:`install` is still to be done (set when the pure path is in use).
+wanted = False
+#: How many frames out from the interrupted one a handler looks for a critical function (from
+#: one, pylockdep's release code goes a few calls deep).
+WALK = 16
+
+# The critical functions' code, by qualified name (a str keeps its hash; a code object's hash is
+# computed at each lookup).
+_critical: dict[str, CodeType] = {}
+# pylockdep's source files, as its code objects name them: this file's directory.
+_here = os.path.dirname(__file__)
+_own_files = frozenset(os.path.join(_here, name) for name in os.listdir(_here))
+# Handlers of signals that came while a Deferring was deciding about an earlier one: that call
+# decides for them too (see Deferring.__call__).
+_nested: list[tuple[Handler, int]] = []
+
+_signal_signal = signal.signal  # the originals, whatever install() puts in their place
+_getsignal = signal.getsignal
+
+
+def critical(func: _F) -> _F:
+    """Mark ``func`` as release code: a signal handler that would run inside it (or inside
+    pylockdep code it calls) runs when it ends.  ``func`` must end every way out, an exception
+    included, with ``if deferred: run_deferred()`` (in a ``finally``), or with nothing but a call
+    of a function that does."""
+    code = func.__code__
+    if _critical.setdefault(code.co_qualname, code) is not code:
+        raise ValueError(f"two critical functions named {code.co_qualname}")
+    return func
+
+
+def run_deferred() -> None:
+    """Run the handlers held back, in order, given the caller (a critical function, at its end)
+    as their frame."""
+    _run(deferred, sys._getframe(1))
+
+
+def _run(pending: list[tuple[Handler, int]], frame: FrameType | None) -> None:
+    """Run the handlers in ``pending`` until none is left.  If one raises, the rest run as its
+    exception propagates, as CPython runs the handler of a second signal while the first one's
+    exception is being handled.  ``pending`` may grow meanwhile, and shrink: a handler may be
+    interrupted by a signal whose own handling runs the rest."""
+    while pending:
+        try:
+            handler, signum = pending.pop(0)
+        except IndexError:  # emptied since the test
+            return
+        try:
+            handler(signum, frame)
+        except BaseException:
+            if pending:
+                _run(pending, frame)
+            raise
+
+
+class Deferring:
+    """What is installed in place of the program's signal handler ``handler``."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    def __call__(self, signum: int, frame: FrameType | None) -> Any:
+        """Hold ``handler`` back if ``frame``, or a frame at most :data:`WALK` out from it through
+        pylockdep's own, is a critical function's; else call it.
+
+        A signal that comes while this runs calls another Deferring with this frame: that call
+        leaves its handler to this one, which decides for both (so such calls stay short, and do
+        not pile up under a storm of signals)."""
+        if frame is not None and frame.f_code is _DECIDING:
+            _nested.append((self.handler, signum))
+            return None
+        f = frame
+        left = WALK
+        while f is not None and left:
+            code = f.f_code
+            name = code.co_qualname
+            if name in _critical and _critical[name] is code:
+                deferred.append((self.handler, signum))
+                while _nested:
+                    deferred.append(_nested.pop(0))
+                return None
+            if code.co_filename not in _own_files:
+                break
+            f = f.f_back
+            left -= 1
+        try:
+            return self.handler(signum, frame)
+        finally:
+            if _nested:
+                _run(_nested, frame)
+
+    def __repr__(self) -> str:
+        return f"<pylockdep signal handler deferring {self.handler!r}>"
+
+
+_DECIDING = Deferring.__call__.__code__
+
+
+def _program_handler(installed: Any) -> Any:
+    return installed.handler if isinstance(installed, Deferring) else installed
+
+
+@functools.wraps(_signal_signal)
+def _signal_deferring(signalnum: Any, handler: Any) -> Any:
+    if callable(handler) and not isinstance(handler, Deferring):
+        handler = Deferring(handler)
+    return _program_handler(_signal_signal(signalnum, handler))
+
+
+@functools.wraps(_getsignal)
+def _getsignal_unwrapped(signalnum: Any) -> Any:
+    return _program_handler(_getsignal(signalnum))
+
+
+@critical
+def install() -> None:
+    """Wrap the process's Python signal handlers, and those ``signal.signal`` installs later, in
+    :class:`Deferring`.  Only the main thread may change handlers: called from another thread, it
+    does nothing (and stays :data:`wanted`).  A handler that interrupts it once its own is wrapped
+    runs when it ends; one that interrupts it before leaves it to be done again (what it did
+    stays done)."""
+    global wanted
+    # Not threading.current_thread(), which would make a _DummyThread for a thread threading did not start.
+    if _thread.get_ident() != threading.main_thread().ident:
+        return
+    try:
+        signal.signal = _signal_deferring
+        signal.getsignal = _getsignal_unwrapped
+        for signum in _signal.valid_signals():  # _signal's: ints, no enum made per signal
+            handler = _signal.getsignal(signum)
+            if callable(handler) and not isinstance(handler, Deferring):
+                try:
+                    _signal.signal(signum, Deferring(handler))
+                except ValueError:  # not the main interpreter: it cannot change handlers either
+                    break
+        wanted = False
+    finally:
+        if deferred:
+            run_deferred()
