@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Hashable
 from contextlib import AbstractContextManager
 from functools import partial
-from operator import attrgetter
+from operator import attrgetter, iadd
 from sys import _getframe
 from types import CodeType, FrameType
 from typing import Any
@@ -111,9 +111,11 @@ _MODE_ARGS = ((0,), (1,), (2,))  # the argument of _try(read), by read mode
 
 def _timed_into(got: list[bool], lock: Primitive, read: int, owner: Task | None, seconds: float) -> bool:
     """One timed attempt of a wait, its outcome appended to ``got`` and, if it took the lock,
-    ``owner`` recorded as its owner, on one line (see :func:`_acquire`)."""
-    # extend() returns None; a handler that runs after it finds the outcome in got.
-    lock._owner = owner if got.extend(map(lock._timed, _MODE_ARGS[read], (seconds,))) or got[-1] else lock._owner
+    ``owner`` recorded as its owner, on one line with no call after the attempt (see
+    :func:`_acquire`): ``map`` calls ``iadd`` from C, so a handler that runs later finds the
+    outcome in ``got``."""
+    attempt = map(lock._timed, _MODE_ARGS[read], (seconds,))  # lazy: the attempt is made below
+    lock._owner = owner if [*map(iadd, (got,), (attempt,))][0][-1] else lock._owner
     return got[-1]
 
 

@@ -22,7 +22,7 @@ import weakref
 import pytest
 
 import pylockdep
-from pylockdep import _validator, _waitfor
+from pylockdep import _locks, _validator, _waitfor
 from pylockdep._fastpath import ACCELERATED
 
 
@@ -601,6 +601,36 @@ def test_keyboard_interrupts_in_a_wait_never_leave_a_lock_taken_that_nobody_hold
     taken_unrecorded, interrupted = map(int, result.stdout.split())
     assert interrupted > 50  # the interrupts did land
     assert taken_unrecorded == 0
+
+
+@pytest.mark.parametrize("hook", [sys.setprofile, sys.settrace])
+def test_a_timed_attempt_records_the_owner_as_it_takes_the_lock(hook) -> None:
+    """A wait's timed attempt (``_timed_into``) takes the real lock and records its owner with
+    nothing in between where other code runs: at every profile event (a C call's return, where
+    CPython also runs signal handlers) and trace event in it, a taken lock is its taker's.  (It
+    recorded the owner after an ``extend()`` call.)"""
+    lock = pylockdep.Mutex("m")
+    owner = _validator.active.validator.task()
+    seen = []
+
+    def check(frame, event, arg):
+        if frame.f_code is _locks._timed_into.__code__:
+            seen.append((event, lock._real.locked(), lock._owner is owner))
+        return check
+
+    got = [False]
+    hook(check)
+    try:
+        _locks._timed_into(got, lock, 0, owner, 1.0)
+    finally:
+        hook(None)
+    try:
+        assert got == [False, True]
+        assert ("return", True, True) in seen
+        assert all(owned for _, taken, owned in seen if taken), seen
+    finally:
+        lock._owner = None
+        lock._real.release()
 
 
 # -- fork ---------------------------------------------------------------------------------------
