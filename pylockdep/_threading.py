@@ -210,7 +210,8 @@ class Lock(_RealLock):
         return _take_slow(self, blocking, timeout, _getframe(1))
 
     def __enter__(self) -> bool:
-        _acquire(self, 0, 0, _acquirer(_getframe(1)))
+        frame = _getframe(1)  # _acquirer(frame) only for threading's own code: a call fewer per block
+        _acquire(self, 0, 0, frame if frame.f_code.co_filename != _THREADING_FILE else _acquirer(frame))
         return True
 
     @critical  # as every way to release: a signal handler runs after the release
