@@ -59,17 +59,18 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from time import monotonic
-from types import FrameType, ModuleType
+from types import CodeType, FrameType, ModuleType
 from typing import Any
 
 from . import _waitfor
 from ._classes import LockKey, key_for
 from ._frames import format_file_line, is_internal
-from ._held import VARIANT_SYNC, chain_key, drop_foreign, find
+from ._held import VARIANT_SYNC, VARIANT_TRY, chain_key, drop_foreign, find, pop, push
 from ._locks import _acquire, _PseudoLock, _release
 from ._locktypes import COMPLETION
 from ._plain import plain_lock
-from ._validator import active
+from ._task import Task
+from ._validator import Validator, active
 from ._when_imported import Hook, when_imported
 
 __all__ = ["CompletionMap", "hold", "install", "release", "touch", "uninstall"]
@@ -117,6 +118,11 @@ def map_key(kind: str, frame: FrameType | None, made: object = None) -> LockKey 
     the object, not the subclass's call to its base (which every instance of every subclass of
     that base would share).
     """
+    if made is None and frame is not None:  # work created at a known site (a submit() per task)
+        found = _keys_at.get((kind, id(frame.f_code), frame.f_lasti))
+        if found is not None:
+            return found[1]
+    asked = frame
     frame = _user_frame(frame)
     while frame is not None and made is not None and _constructs(frame, made):
         frame = _user_frame(frame.f_back)
@@ -126,23 +132,32 @@ def map_key(kind: str, frame: FrameType | None, made: object = None) -> LockKey 
     key = _map_keys.get((kind, site))
     if key is None:
         key = _map_keys[kind, site] = key_for(f"({kind}){format_file_line(site)}", COMPLETION, site)
+    if made is None and frame is asked:  # the key follows from the frame's code and offset alone
+        _keys_at[kind, id(frame.f_code), frame.f_lasti] = (frame.f_code, key)
     return key
 
 
 _map_keys: dict[tuple[str, tuple[Any, int]], LockKey] = {}  # (kind, site) -> key: spares the name
+# (kind, id(code), offset) of a frame that is its own site -> (code, key): spares the walk.  Each
+# entry holds its code object, so the id in its key stays that code's.
+_keys_at: dict[tuple[str, int, int], tuple[CodeType, LockKey]] = {}
 
 
 _STDLIB_WORK_FILES = tuple(
     os.path.dirname(threading.__file__) + os.sep + name
     for name in ("threading.py", "queue.py", os.path.join("concurrent", "futures") + os.sep)
 )
+_user_files: dict[str, bool] = {}  # file name -> whether _user_frame stops at its frames
 
 
 def _user_frame(frame: FrameType | None) -> FrameType | None:
     """The first frame outside pylockdep and the standard library's threads, pools and queues."""
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not is_internal(filename) and not filename.startswith(_STDLIB_WORK_FILES):
+        user = _user_files.get(filename)
+        if user is None:
+            user = _user_files[filename] = not is_internal(filename) and not filename.startswith(_STDLIB_WORK_FILES)
+        if user:
             return frame
         frame = frame.f_back
     return None
@@ -174,18 +189,44 @@ def hold(m: CompletionMap, frame: FrameType) -> None:
     Starting work never waits, so nothing already held comes to depend on ``m``: it is pushed as
     a trylock is (a consumer that opens a queue span while running a thread adds no
     thread -> queue dependency), and the locks taken inside still depend on what lies below it.
+
+    A map has no lock beneath, so on a chain validated before this is only the push: done here,
+    as the C fast path does it for real locks; anything else is :func:`~pylockdep._locks._acquire`'s.
     """
+    v = active.validator
+    t = None if v.off else getattr(v.local, "task", None)
+    if t is not None and not t.foreign_releases:
+        owner, classes = m._key.cache
+        cls = classes[0] if owner is v else None
+        if cls is not None:
+            key = chain_key(t.key, t.ctx, cls.variants[VARIANT_TRY])
+            if key in v.chains and len(t.held) + 1 < v.max_lock_depth:
+                m._owner = t
+                push(t, m, cls, 0, True, frame.f_code, frame.f_lasti, key)
+                return
     _acquire(m, 0, 0, frame, True)
 
 
 def release(m: CompletionMap) -> None:
-    """The calling holder is done with the work ``m`` stands for."""
+    """The calling holder is done with the work ``m`` stands for.
+
+    Popping ``m`` off the top of the stack frees nothing: done here; anything else is
+    :func:`~pylockdep._locks._release`'s.
+    """
+    v = active.validator
+    t = None if v.off else getattr(v.local, "task", None)
+    if t is not None:
+        held = t.held
+        if held and held[-1].lock is m and not t.foreign_releases:
+            pop(t)
+            m._owner = None if m._owner is t else m._owner
+            return
     _release(m, 0)
 
 
 def touch(m: CompletionMap, frame: FrameType) -> None:
     """The calling holder waits for the work ``m`` stands for: acquire and release ``m`` at once
-    (the kernel's ``lock_map_acquire(); lock_map_release()`` in ``flush_work()``).
+    (the kernel's ``lock_map_acquire(); lock_map_release()`` in ``flush_work()``), at ``frame``.
 
     Every lock held now gets a dependency on ``m``, checked as any acquisition is (a lock the
     work takes closes a cycle; waiting inside the work itself is recursive).  Holding another
@@ -193,26 +234,37 @@ def touch(m: CompletionMap, frame: FrameType) -> None:
     judged apart.
     """
     v = active.validator
-    if v.off:
-        return
-    t = v.task()
+    if not v.off:
+        _touch(v, v.task(), m, frame, False)
+
+
+def _touch(v: Validator, t: Task, m: CompletionMap, frame: FrameType, waiter: bool) -> None:
+    """:func:`touch` by ``t``, the calling thread's holder in ``v``, at ``frame``; when ``waiter``,
+    at :func:`_waiter_frame` of ``frame`` (the call of a waiting method), walked to only when the
+    chain is new: most waits repeat one seen before."""
     if t.busy:
         return
     if t.foreign_releases:
         drop_foreign(v, t)  # locks other threads released for this one are not held any more
-    cls = v.class_for(m._key)
+    owner, classes = m._key.cache
+    cls = classes[0] if owner is v else None
+    if cls is None:
+        cls = v.class_for(m._key)
     for entry in t.held:
         if entry.cls is cls and entry.lock is not m:
             return
     key = chain_key(t.key, t.ctx, cls.variants[VARIANT_SYNC])
     if key not in v.chains:
+        if waiter:
+            frame = _waiter_frame(frame)
         v.validate_chain(t, m, cls, 0, False, key, frame.f_code, frame.f_lineno, sync=True)
 
 
-def _holds(m: CompletionMap) -> bool:
-    """Whether the calling holder holds ``m`` itself."""
+def _touch_waited(m: CompletionMap, caller: FrameType) -> None:
+    """:func:`touch` by a waiting method that ``caller`` called (the site is its :func:`_waiter_frame`)."""
     v = active.validator
-    return not v.off and find(v.task(), m) >= 0
+    if not v.off:
+        _touch(v, v.task(), m, caller, True)
 
 
 # -- waiting without hanging -------------------------------------------------------------------
@@ -275,13 +327,18 @@ def _wait(what: _Wait, done: Callable[[float], bool], timeout: float | None) -> 
 
 _UNSET = object()
 _MAP = "_lockdep_map"  # a Thread's map: a CompletionMap, or None for a pool's worker
-_spawning = threading.local()  # .pool: the executor whose _adjust_thread_count is running
+# The code of ThreadPoolExecutor._adjust_thread_count, which makes the pools' workers (once
+# concurrent.futures.thread is patched).
+_SPAWNING_CODE: CodeType | None = None
 
 
 def _thread_init(original: Callable[..., None]) -> Callable[..., None]:
     def __init__(self: threading.Thread, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
-        if getattr(_spawning, "pool", None) is not None:
+        maker = _getframe(1)
+        while maker is not None and _constructs(maker, self):
+            maker = maker.f_back  # a subclass's __init__, calling its base's
+        if maker is not None and maker.f_code is _SPAWNING_CODE:
             self.__dict__[_MAP] = None  # a pool's worker: its work items carry the maps
             return
         key = map_key("thread", _getframe(1), self)
@@ -326,7 +383,7 @@ def _thread_join(original: Callable[..., None]) -> Callable[..., None]:
             original(self, timeout)  # not ours, or CPython's own RuntimeError
             return
         if m is not None:
-            touch(m, _waiter_frame(_getframe(1)))
+            _touch_waited(m, _getframe(1))
         if not self.is_alive():
             original(self, timeout)
             return
@@ -346,24 +403,37 @@ def _thread_join(original: Callable[..., None]) -> Callable[..., None]:
 
 # -- concurrent.futures ------------------------------------------------------------------------
 
-_WORK = "_lockdep_work"  # on a _WorkItem and its Future: the _Work
+_WORK = "_lockdep_work"  # on a _WorkItem and its Future: the item's _WorkMap
 _submitting = threading.local()  # .work: (executor, key) while submit() runs
 
 
-class _Work:
-    """What pylockdep knows of one work item of a thread pool: its map, its pool's, and who runs it.
+class _PoolMap(CompletionMap):
+    """The map of a thread pool, which also knows the pool and how many workers it may run.
 
-    The pool is held weakly: a future (which carries this) must not keep its executor alive, since
-    a collected executor is how a pool dropped without ``shutdown()`` lets its workers end.
+    The pool is held weakly: a future (which carries the map of its work, and so this) must not
+    keep its executor alive, since a collected executor is how a pool dropped without
+    ``shutdown()`` lets its workers end.
     """
 
-    __slots__ = ("map", "pool", "executor", "max_workers", "runner")
+    __slots__ = ("executor", "max_workers")
 
-    def __init__(self, m: CompletionMap, executor: Any) -> None:
-        self.map = m
+    def __init__(self, key: LockKey, executor: Any) -> None:
+        self._key = key
+        self._owner = None
         self.executor = weakref.ref(executor)
         self.max_workers: int = executor._max_workers
-        self.pool: CompletionMap = executor.__dict__[_MAP]
+
+
+class _WorkMap(CompletionMap):
+    """The map of one work item of a thread pool, which also knows its pool's map and who runs it
+    (one object per item: a pool runs many)."""
+
+    __slots__ = ("pool", "runner")
+
+    def __init__(self, key: LockKey, pool: _PoolMap) -> None:
+        self._key = key  # CompletionMap's, inline: one is made per item
+        self._owner = None
+        self.pool = pool
         self.runner: int | None = None
 
     def blockers(self) -> tuple[list[int], bool]:
@@ -372,21 +442,26 @@ class _Work:
         runner = self.runner
         if runner is not None:
             return [runner], False
-        executor = self.executor()
+        executor = self.pool.executor()
         if executor is None:
             return [], False  # the pool was dropped: its workers finish what is queued, then end
         workers = [w.ident for w in list(executor._threads) if w.ident is not None]
-        if len(workers) < self.max_workers:
+        if len(workers) < self.pool.max_workers:
             return [], False  # the pool can still start a worker for it
         return workers, True
 
 
-def _touch_work(work: _Work, frame: FrameType) -> None:
-    """A waiter waits for ``work``: touch its map, and its pool's when that pool runs one item at a
-    time or the waiter is one of the pool's own items."""
-    touch(work.map, frame)
-    if work.max_workers == 1 or _holds(work.pool):
-        touch(work.pool, frame)
+def _touch_work(work: _WorkMap, caller: FrameType) -> None:
+    """A waiter waits for ``work``, in a waiting method that ``caller`` called: touch its map, and
+    its pool's when that pool runs one item at a time or the waiter is one of the pool's own items."""
+    v = active.validator
+    if v.off:
+        return
+    t = v.task()
+    _touch(v, t, work, caller, True)
+    pool = work.pool
+    if pool.max_workers == 1 or find(t, pool) >= 0:
+        _touch(v, t, pool, caller, True)
 
 
 def _pool_init(original: Callable[..., None]) -> Callable[..., None]:
@@ -394,7 +469,7 @@ def _pool_init(original: Callable[..., None]) -> Callable[..., None]:
         original(self, *args, **kwargs)
         key = map_key("wq_completion", _getframe(1), self)
         if key is not None:
-            self.__dict__[_MAP] = CompletionMap(key)
+            self.__dict__[_MAP] = _PoolMap(key, self)
 
     return __init__
 
@@ -411,23 +486,11 @@ def _pool_submit(original: Callable[..., Any]) -> Callable[..., Any]:
     return submit
 
 
-def _pool_adjust_thread_count(original: Callable[[Any], None]) -> Callable[[Any], None]:
-    def _adjust_thread_count(self: Any) -> None:
-        previous = getattr(_spawning, "pool", None)
-        _spawning.pool = self
-        try:
-            original(self)
-        finally:
-            _spawning.pool = previous
-
-    return _adjust_thread_count
-
-
 def _pool_shutdown(original: Callable[..., None]) -> Callable[..., None]:
     def shutdown(self: Any, wait: bool = True, *, cancel_futures: bool = False) -> None:
         m = self.__dict__.get(_MAP)
         if wait and m is not None:
-            touch(m, _waiter_frame(_getframe(1)))
+            _touch_waited(m, _getframe(1))
         original(self, wait, cancel_futures=cancel_futures)
 
     return shutdown
@@ -439,7 +502,7 @@ def _work_item_init(original: Callable[..., None]) -> Callable[..., None]:
         submitting = getattr(_submitting, "work", None)
         if submitting is not None and submitting[1] is not None:
             executor, key = submitting
-            self.__dict__[_WORK] = future.__dict__[_WORK] = _Work(CompletionMap(key), executor)
+            self.__dict__[_WORK] = future.__dict__[_WORK] = _WorkMap(key, executor.__dict__[_MAP])
 
     return __init__
 
@@ -452,12 +515,12 @@ def _work_item_run(original: Callable[[Any], None]) -> Callable[[Any], None]:
             return
         frame = _getframe(1)  # the pool's _worker, as the kernel shows process_one_work
         hold(work.pool, frame)
-        hold(work.map, frame)
+        hold(work, frame)
         work.runner = _get_ident()
         try:
             original(self)
         finally:
-            release(work.map)
+            release(work)
             release(work.pool)
 
     return run
@@ -489,9 +552,9 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
             # Not pool work; or called by concurrent.futures.wait() itself, which holds every
             # future's condition (released by any real wait) and was accounted for on entry.
             return original(self, timeout)
-        _touch_work(work, _waiter_frame(_getframe(1)))
+        _touch_work(work, _getframe(1))
         if self._state not in _DONE_STATES:
-            _wait(_Wait(work.map, work.blockers), _when_done(self), timeout)
+            _wait(_Wait(work, work.blockers), _when_done(self), timeout)
             return original(self, 0)  # done, or CPython's TimeoutError
         return original(self, timeout)
 
@@ -501,19 +564,19 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     return wait_then
 
 
-def _touch_futures(fs: Iterable[Any], frame: FrameType) -> None:
+def _touch_futures(fs: Iterable[Any], caller: FrameType) -> None:
     seen: set[int] = set()
     for future in fs:
         work = getattr(future, "__dict__", {}).get(_WORK)
-        if work is not None and id(work.map._key) not in seen:
-            seen.add(id(work.map._key))
-            _touch_work(work, frame)
+        if work is not None and id(work._key) not in seen:
+            seen.add(id(work._key))
+            _touch_work(work, caller)
 
 
 def _futures_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     def wait(fs: Iterable[Any], timeout: float | None = None, return_when: str = "ALL_COMPLETED") -> Any:
         fs = set(fs)
-        _touch_futures(fs, _waiter_frame(_getframe(1)))
+        _touch_futures(fs, _getframe(1))
         return original(fs, timeout, return_when)
 
     wait.__doc__ = original.__doc__
@@ -523,7 +586,7 @@ def _futures_wait(original: Callable[..., Any]) -> Callable[..., Any]:
 def _futures_as_completed(original: Callable[..., Any]) -> Callable[..., Any]:
     def as_completed(fs: Iterable[Any], timeout: float | None = None) -> Any:
         fs = list(fs)
-        _touch_futures(fs, _waiter_frame(_getframe(1)))
+        _touch_futures(fs, _getframe(1))
         return original(fs, timeout)
 
     as_completed.__doc__ = original.__doc__
@@ -639,7 +702,7 @@ def _queue_join(original: Callable[[Any], None]) -> Callable[[Any], None]:
         if m is None:
             original(self)
             return
-        touch(m, _waiter_frame(_getframe(1)))
+        _touch_waited(m, _getframe(1))
         spans: dict[int, _Span] = self.__dict__[_SPANS]
 
         def blockers() -> tuple[list[int], bool]:
@@ -676,7 +739,6 @@ _PATCHES: dict[str, list[tuple[str, str, Callable[[Any], Any]]]] = {
     "concurrent.futures.thread": [
         ("ThreadPoolExecutor", "__init__", _pool_init),
         ("ThreadPoolExecutor", "submit", _pool_submit),
-        ("ThreadPoolExecutor", "_adjust_thread_count", _pool_adjust_thread_count),
         ("ThreadPoolExecutor", "shutdown", _pool_shutdown),
         ("_WorkItem", "__init__", _work_item_init),
         ("_WorkItem", "run", _work_item_run),
@@ -699,9 +761,11 @@ _undo: list[tuple[Any, str, Any, Any]] = []  # (owner, attribute, original, wrap
 
 def _patch(module: ModuleType) -> None:
     """Put the wrappers in ``module`` (one of :data:`_PATCHES`)."""
-    global _DONE_STATES
+    global _DONE_STATES, _SPAWNING_CODE
     if module.__name__ == "concurrent.futures._base":
         _DONE_STATES = frozenset({module.CANCELLED, module.CANCELLED_AND_NOTIFIED, module.FINISHED})
+    elif module.__name__ == "concurrent.futures.thread":
+        _SPAWNING_CODE = module.ThreadPoolExecutor._adjust_thread_count.__code__
     for owner_name, attribute, factory in _PATCHES[module.__name__]:
         owner = getattr(module, owner_name) if owner_name else module
         original = owner.__dict__[attribute]
