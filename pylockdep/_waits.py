@@ -65,7 +65,18 @@ from typing import Any
 from . import _waitfor
 from ._classes import LockKey, key_for
 from ._frames import format_file_line, is_internal
-from ._held import VARIANT_SYNC, VARIANT_TRY, chain_key, drop_foreign, find, pop, push
+from ._held import (
+    H_LOCK,
+    H_PREV_KEY,
+    H_SPIN,
+    VARIANT_SYNC,
+    VARIANT_TRY,
+    HeldLock,
+    chain_key,
+    drop_foreign,
+    find,
+    new_entry,
+)
 from ._locks import _acquire, _PseudoLock, _release
 from ._locktypes import COMPLETION
 from ._plain import plain_lock
@@ -189,39 +200,62 @@ def hold(m: CompletionMap, frame: FrameType) -> None:
     Starting work never waits, so nothing already held comes to depend on ``m``: it is pushed as
     a trylock is (a consumer that opens a queue span while running a thread adds no
     thread -> queue dependency), and the locks taken inside still depend on what lies below it.
+    """
+    _hold_maps((m,), frame)
 
-    A map has no lock beneath, so on a chain validated before this is only the push: done here,
-    as the C fast path does it for real locks; anything else is :func:`~pylockdep._locks._acquire`'s.
+
+def _hold_maps(maps: tuple[CompletionMap, ...], frame: FrameType) -> None:
+    """:func:`hold` each of ``maps``, in order.
+
+    A map has no lock beneath, so on a chain validated before, holding it is only the push: done
+    here, as the C fast path does it for real locks; anything else is
+    :func:`~pylockdep._locks._acquire`'s.
     """
     v = active.validator
     t = None if v.off else getattr(v.local, "task", None)
-    if t is not None and not t.foreign_releases:
-        owner, classes = m._key.cache
-        cls = classes[0] if owner is v else None
-        if cls is not None:
-            key = chain_key(t.key, t.ctx, cls.variants[VARIANT_TRY])
-            if key in v.chains and len(t.held) + 1 < v.max_lock_depth:
-                m._owner = t
-                push(t, m, cls, 0, True, frame.f_code, frame.f_lasti, key)
-                return
-    _acquire(m, 0, 0, frame, True)
+    for m in maps:
+        if t is not None and not t.foreign_releases:
+            owner, classes = m._key.cache
+            cls = classes[0] if owner is v else None
+            if cls is not None:
+                key = hash((t.key, t.ctx, cls.variants[VARIANT_TRY]))  # chain_key(), inline
+                held = t.held
+                if key in v.chains and len(held) + 1 < v.max_lock_depth:
+                    m._owner = t
+                    spins = cls.spins  # _held.push(), inline
+                    entry = (m, cls, 0, True, frame.f_code, frame.f_lasti, t.key, t.irq, spins, t.ctx)
+                    held.append(new_entry(HeldLock, entry))
+                    t.key = key
+                    if spins:
+                        t.spins += 1
+                    continue
+        _acquire(m, 0, 0, frame, True)
 
 
 def release(m: CompletionMap) -> None:
-    """The calling holder is done with the work ``m`` stands for.
+    """The calling holder is done with the work ``m`` stands for."""
+    _release_maps((m,))
 
-    Popping ``m`` off the top of the stack frees nothing: done here; anything else is
+
+def _release_maps(maps: tuple[CompletionMap, ...]) -> None:
+    """:func:`release` each of ``maps``, in order.
+
+    Popping a map off the top of the stack frees nothing: done here; anything else is
     :func:`~pylockdep._locks._release`'s.
     """
     v = active.validator
     t = None if v.off else getattr(v.local, "task", None)
-    if t is not None:
-        held = t.held
-        if held and held[-1].lock is m and not t.foreign_releases:
-            pop(t)
-            m._owner = None if m._owner is t else m._owner
-            return
-    _release(m, 0)
+    for m in maps:
+        if t is not None:
+            held = t.held
+            if held and (entry := held[-1])[H_LOCK] is m and not t.foreign_releases:
+                if entry[H_SPIN]:  # _held.pop(), inline: key and spin count back before the entry leaves
+                    t.spins -= 1
+                t.key = entry[H_PREV_KEY]
+                del held[-1]
+                m._owner = None if m._owner is t else m._owner
+                continue
+        _release(m, 0)
 
 
 def touch(m: CompletionMap, frame: FrameType) -> None:
@@ -326,7 +360,12 @@ def _wait(what: _Wait, done: Callable[[float], bool], timeout: float | None) -> 
 # -- threading.Thread --------------------------------------------------------------------------
 
 _UNSET = object()
-_MAP = "_lockdep_map"  # a Thread's map: a CompletionMap, or None for a pool's worker
+_MAP = "_lockdep_map"  # a Thread's map: a CompletionMap, or None for a pool's worker; a pool's, a queue's
+# The maps of pools, work items and queues, whose methods run per item, are set with
+# object.__setattr__ and read with getattr, never through the instance's __dict__: on 3.11 and
+# 3.12, touching an object's __dict__ makes every later attribute access on it take a slower path
+# (a Queue's put() and get() cost 2,700 more instructions once its __dict__ was read).  What is
+# read is checked to be a map: a __getattr__ may answer for an object that has none.
 # The code of ThreadPoolExecutor._adjust_thread_count, which makes the pools' workers (once
 # concurrent.futures.thread is patched).
 _SPAWNING_CODE: CodeType | None = None
@@ -404,7 +443,7 @@ def _thread_join(original: Callable[..., None]) -> Callable[..., None]:
 # -- concurrent.futures ------------------------------------------------------------------------
 
 _WORK = "_lockdep_work"  # on a _WorkItem and its Future: the item's _WorkMap
-_submitting = threading.local()  # .work: (executor, key) while submit() runs
+_submitting = threading.local()  # .work: (the pool's map, the work's key) while submit() runs
 
 
 class _PoolMap(CompletionMap):
@@ -460,7 +499,7 @@ def _touch_work(work: _WorkMap, caller: FrameType) -> None:
     t = v.task()
     _touch(v, t, work, caller, True)
     pool = work.pool
-    if pool.max_workers == 1 or find(t, pool) >= 0:
+    if pool.max_workers == 1 or (t.held and find(t, pool) >= 0):
         _touch(v, t, pool, caller, True)
 
 
@@ -469,7 +508,7 @@ def _pool_init(original: Callable[..., None]) -> Callable[..., None]:
         original(self, *args, **kwargs)
         key = map_key("wq_completion", _getframe(1), self)
         if key is not None:
-            self.__dict__[_MAP] = _PoolMap(key, self)
+            object.__setattr__(self, _MAP, _PoolMap(key, self))
 
     return __init__
 
@@ -477,7 +516,8 @@ def _pool_init(original: Callable[..., None]) -> Callable[..., None]:
 def _pool_submit(original: Callable[..., Any]) -> Callable[..., Any]:
     def submit(self: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         previous = getattr(_submitting, "work", None)
-        _submitting.work = (self, map_key("work_completion", _getframe(1))) if _MAP in self.__dict__ else None
+        pool = getattr(self, _MAP, None)
+        _submitting.work = (pool, map_key("work_completion", _getframe(1))) if isinstance(pool, _PoolMap) else None
         try:
             return original(self, fn, *args, **kwargs)
         finally:
@@ -488,8 +528,8 @@ def _pool_submit(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _pool_shutdown(original: Callable[..., None]) -> Callable[..., None]:
     def shutdown(self: Any, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        m = self.__dict__.get(_MAP)
-        if wait and m is not None:
+        m = getattr(self, _MAP, None)
+        if wait and isinstance(m, _PoolMap):
             _touch_waited(m, _getframe(1))
         original(self, wait, cancel_futures=cancel_futures)
 
@@ -501,27 +541,28 @@ def _work_item_init(original: Callable[..., None]) -> Callable[..., None]:
         original(self, future, fn, args, kwargs)
         submitting = getattr(_submitting, "work", None)
         if submitting is not None and submitting[1] is not None:
-            executor, key = submitting
-            self.__dict__[_WORK] = future.__dict__[_WORK] = _WorkMap(key, executor.__dict__[_MAP])
+            pool, key = submitting
+            work = _WorkMap(key, pool)
+            object.__setattr__(self, _WORK, work)
+            object.__setattr__(future, _WORK, work)
 
     return __init__
 
 
 def _work_item_run(original: Callable[[Any], None]) -> Callable[[Any], None]:
     def run(self: Any) -> None:
-        work = self.__dict__.get(_WORK)
-        if work is None:
+        work = getattr(self, _WORK, None)
+        if not isinstance(work, _WorkMap):
             original(self)
             return
         frame = _getframe(1)  # the pool's _worker, as the kernel shows process_one_work
-        hold(work.pool, frame)
-        hold(work, frame)
+        pool = work.pool
+        _hold_maps((pool, work), frame)
         work.runner = _get_ident()
         try:
             original(self)
         finally:
-            release(work)
-            release(work.pool)
+            _release_maps((work, pool))
 
     return run
 
@@ -547,8 +588,8 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     """``Future.result`` or ``Future.exception``: touch the work, then wait for it without hanging."""
 
     def wait_then(self: Any, timeout: float | None = None) -> Any:
-        work = self.__dict__.get(_WORK)
-        if work is None or self._condition._is_owned():
+        work = getattr(self, _WORK, None)
+        if not isinstance(work, _WorkMap) or self._condition._is_owned():
             # Not pool work; or called by concurrent.futures.wait() itself, which holds every
             # future's condition (released by any real wait) and was accounted for on entry.
             return original(self, timeout)
@@ -567,8 +608,8 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
 def _touch_futures(fs: Iterable[Any], caller: FrameType) -> None:
     seen: set[int] = set()
     for future in fs:
-        work = getattr(future, "__dict__", {}).get(_WORK)
-        if work is not None and id(work._key) not in seen:
+        work = getattr(future, _WORK, None)
+        if isinstance(work, _WorkMap) and id(work._key) not in seen:
             seen.add(id(work._key))
             _touch_work(work, caller)
 
@@ -595,9 +636,19 @@ def _futures_as_completed(original: Callable[..., Any]) -> Callable[..., Any]:
 
 # -- queue.Queue -------------------------------------------------------------------------------
 
-_SPANS = "_lockdep_spans"  # on a Queue: thread ident -> its open _Span on that queue
 _spans_lock = plain_lock()  # guards every queue's spans and every _Span's count
 _current_span = threading.local()  # .span: the calling thread's open _Span, if any
+
+
+class _QueueMap(CompletionMap):
+    """The map of a queue, which also knows the consumers' open spans on it: thread ident ->
+    that thread's :class:`_Span`."""
+
+    __slots__ = ("spans",)
+
+    def __init__(self, key: LockKey) -> None:
+        super().__init__(key)
+        self.spans: dict[int, _Span] = {}
 
 
 class _Span:
@@ -618,8 +669,7 @@ def _queue_init(original: Callable[..., None]) -> Callable[..., None]:
         original(self, maxsize)
         key = map_key("queue", _getframe(1), self)
         if key is not None:
-            self.__dict__[_MAP] = CompletionMap(key)
-            self.__dict__[_SPANS] = {}
+            object.__setattr__(self, _MAP, _QueueMap(key))
 
     return __init__
 
@@ -627,15 +677,15 @@ def _queue_init(original: Callable[..., None]) -> Callable[..., None]:
 def _queue_get(original: Callable[..., Any]) -> Callable[..., Any]:
     def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
         item = original(self, block, timeout)
-        m = self.__dict__.get(_MAP)
-        if m is not None and not active.validator.off:
-            _open_span(self.__dict__[_SPANS], m, _getframe(1))
+        m = getattr(self, _MAP, None)
+        if isinstance(m, _QueueMap) and not active.validator.off:
+            _open_span(m, _getframe(1))
         return item
 
     return get
 
 
-def _open_span(spans: dict[int, _Span], m: CompletionMap, frame: FrameType) -> None:
+def _open_span(m: _QueueMap, frame: FrameType) -> None:
     """The calling thread took an item from a queue: count it in its open span there, or open one.
 
     A thread has one span open at a time: one on another queue (whose items it took and never
@@ -643,6 +693,7 @@ def _open_span(spans: dict[int, _Span], m: CompletionMap, frame: FrameType) -> N
     ``task_done()`` neither pile up nor outlive the thread's next ``get()`` elsewhere.
     """
     ident = _get_ident()
+    spans = m.spans
     with _spans_lock:
         span = spans.get(ident)
         if span is not None:
@@ -673,9 +724,9 @@ def _close(span: _Span, ident: int) -> None:
 
 def _queue_task_done(original: Callable[[Any], None]) -> Callable[[Any], None]:
     def task_done(self: Any) -> None:
-        spans = self.__dict__.get(_SPANS)
-        if spans is not None:
-            _end_one(spans)
+        m = getattr(self, _MAP, None)
+        if isinstance(m, _QueueMap):
+            _end_one(m.spans)
         original(self)
 
     return task_done
@@ -698,12 +749,12 @@ def _end_one(spans: dict[int, _Span]) -> None:
 
 def _queue_join(original: Callable[[Any], None]) -> Callable[[Any], None]:
     def join(self: Any) -> None:
-        m = self.__dict__.get(_MAP)
-        if m is None:
+        m = getattr(self, _MAP, None)
+        if not isinstance(m, _QueueMap):
             original(self)
             return
         _touch_waited(m, _getframe(1))
-        spans: dict[int, _Span] = self.__dict__[_SPANS]
+        spans = m.spans
 
         def blockers() -> tuple[list[int], bool]:
             with _spans_lock:
