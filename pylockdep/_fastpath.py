@@ -40,7 +40,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 15
+SPEEDUPS_ABI = 16
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -116,6 +116,25 @@ _signals.wanted = not ACCELERATED
 #: ``_thread.allocate_lock()``'s lock and which the fast path takes and releases without a call, or
 #: CPython's own lock in pure Python.
 new_real_lock: Callable[[], Any] = _speedups.RealLock if _speedups is not None else plain_lock
+
+
+#: The C reader-writer core (``pylockdep._speedups.RWCore``) to derive the locks' core from, or None.
+RWCore: type | None = _speedups.RWCore if _speedups is not None else None
+
+
+def accelerate_rw(lock_type: type, section_type: type, methods: dict[type, dict[str, Any]]) -> None:
+    """Make the reader-writer locks' common case C: ``lock_type`` (their base) keeps its core in
+    ``_rw``, which the C fast path takes and releases itself when it is an :data:`RWCore`; and each
+    ``{cls: {name: (role, mode)}}`` method defined in ``cls`` itself is replaced by a C method that
+    wraps it: role ``"lock"`` or ``"unlock"`` (side ``mode``) on a known chain, ``"section"`` (a
+    ``section_type`` in ``mode``) or ``"self"``.  Does nothing when the C module is not in use."""
+    if _speedups is None:
+        return
+    _speedups.accelerate_rw(lock_type)
+    for cls, named in methods.items():
+        own = vars(cls)
+        for name, (role, mode) in named.items():
+            setattr(cls, name, _speedups.RWMethod(own[name], lock_type, section_type, role, mode))
 
 
 def holder_changed() -> None:

@@ -5,9 +5,10 @@ state and the lock's class, fold the lock into the chain key, and if that chain 
 before, do nothing else but take the lock and push it.  A new chain goes to
 :meth:`Validator.validate_chain`; a wait goes to :func:`pylockdep._waitfor.wait`.
 
-``pylockdep/_speedups.c`` repeats the known-chain case of both (exclusive, subclass 0) in C for
-``with``, ``acquire()`` and ``release()`` (see :mod:`pylockdep._fastpath`): a change to what the
-fast path reads or writes here must be made there too.
+``pylockdep/_speedups.c`` repeats the known-chain case of both in C for ``with``, ``acquire()``
+and ``release()``, the sections and the reader-writer locks' methods, and keeps the reader-writer
+locks' state itself (see :mod:`pylockdep._fastpath`): a change to what the fast path reads or
+writes here must be made there too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import _thread
 import threading
 import weakref
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from functools import partial
 from operator import attrgetter, iadd
@@ -25,7 +26,7 @@ from typing import Any
 
 from . import _context, _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
-from ._fastpath import accelerate, accelerate_new, accelerate_section, new_real_lock
+from ._fastpath import RWCore, accelerate, accelerate_new, accelerate_rw, accelerate_section, new_real_lock
 from ._frames import Site, caller_site, is_internal, line_at
 from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, HeldLock, drop_foreign, find, new_entry, pop, remove
 from ._plain import plain_rlock
@@ -488,13 +489,47 @@ class Mutex(_Lock):
     __slots__ = ()
 
 
-# Every reader-writer core, for renewing their internal mutexes in a forked child (pylockdep._fork).
-every_rw_core: weakref.WeakSet[_RWCore] = weakref.WeakSet()
+# Every reader-writer core with an internal mutex, for renewing it in a forked child (pylockdep._fork).
+every_rw_core: weakref.WeakSet[_RWCore | _CRWCore] = weakref.WeakSet()
 
 
-class _RWCore:
+class _RWWaits:
+    """The wait of a reader-writer core, Python on both paths: the waiter sleeps on the core's
+    condition (its ``_condition()``), counted in ``sleepers`` (a release wakes them) and, if it
+    writes, in ``waiting_writers`` (which hold back new readers that are not recursive), until the
+    core's ``_take(read, ident)`` lets it in or ``seconds`` pass."""
+
+    __slots__ = ()
+    sleepers: int
+    waiting_writers: dict[int, int] | None
+
+    def timed_acquire(self, read: int, seconds: float) -> bool:
+        ident = _thread.get_ident()
+        cond = self._condition()  # type: ignore[attr-defined]
+        with cond:
+            if not read:
+                waiting = self.waiting_writers
+                if waiting is None:
+                    waiting = self.waiting_writers = {}
+                waiting[ident] = waiting[ident] + 1 if ident in waiting else 1
+            self.sleepers += 1
+            try:
+                return cond.wait_for(lambda: self._take(read, ident), seconds)  # type: ignore[attr-defined]
+            finally:
+                self.sleepers -= 1
+                if not read:
+                    waiting = self.waiting_writers
+                    count = waiting[ident] - 1  # type: ignore[index]
+                    if count:
+                        waiting[ident] = count  # type: ignore[index]
+                    else:
+                        del waiting[ident]  # type: ignore[union-attr]
+
+
+class _RWCore(_RWWaits):
     """Readers and a writer, with writer preference: a waiting writer holds back new readers that
-    are not recursive.  Holders are thread idents.
+    are not recursive.  Holders are thread idents.  The pure-Python core; with the C module,
+    :class:`_CRWCore` keeps the same state in C.
 
     The internal mutex is re-entrant: a signal handler, finalizer or trace hook may take a
     reader-writer lock while its thread is inside this core.  Each change of state is made by
@@ -559,37 +594,19 @@ class _RWCore:
                     cond = self._cond = _Condition(self._mutex)
         return cond
 
-    def timed_acquire(self, read: int, seconds: float) -> bool:
-        ident = _thread.get_ident()
-        cond = self._condition()
-        with cond:
-            if not read:
-                waiting = self.waiting_writers
-                if waiting is None:
-                    waiting = self.waiting_writers = {}
-                waiting[ident] = waiting[ident] + 1 if ident in waiting else 1
-            self.sleepers += 1
-            try:
-                return cond.wait_for(lambda: self._take(read, ident), seconds)
-            finally:
-                self.sleepers -= 1
-                if not read:
-                    waiting = self.waiting_writers
-                    count = waiting[ident] - 1  # type: ignore[index]
-                    if count:
-                        waiting[ident] = count  # type: ignore[index]
-                    else:
-                        del waiting[ident]  # type: ignore[union-attr]
-
     def is_held(self, read: int) -> bool:
         with self._mutex:
             return bool(self.readers) if read else self.writer is not None
 
     def release(self, read: int) -> None:
+        """Release mode ``read``: a reader releases its own hold, or another reader's when it has
+        none (a read side released by another thread; RuntimeError when there is no reader)."""
         ident = _thread.get_ident()
         with self._mutex:
             if read:
-                readers = self.readers or {}
+                readers = self.readers
+                if not readers:
+                    raise RuntimeError("release of a read side no thread holds")
                 holder = ident if ident in readers else next(iter(readers))
                 count = readers[holder] - 1
                 if count:
@@ -614,6 +631,40 @@ class _RWCore:
             return found
 
 
+if RWCore is not None:
+
+    class _CRWCore(RWCore, _RWWaits):
+        """The reader-writer core of the C module (``pylockdep._speedups.RWCore``): the state of
+        :class:`_RWCore`, taken and released by C code that calls nothing, so it needs no mutex;
+        only a wait does, made with its condition by the first wait (and forgotten in a forked
+        child, ``_at_fork_reinit``).  Its ``_take``, ``try_acquire``, ``release``, ``is_held`` and
+        ``blockers`` are :class:`_RWCore`'s; a release wakes sleepers with ``_wake()``."""
+
+        __slots__ = ()
+
+        def _condition(self) -> threading.Condition:
+            """The condition waiters sleep on, and its mutex, made by the first wait."""
+            cond = self._cond
+            if cond is None:
+                with _first_core:
+                    cond = self._cond
+                    if cond is None:
+                        every_rw_core.add(self)  # from here on its mutex is renewed after a fork
+                        mutex = self._mutex = plain_rlock()
+                        cond = self._cond = _Condition(mutex)
+            return cond
+
+        def _wake(self) -> None:
+            """Wake the waiters (called by a release that finds ``sleepers``)."""
+            cond = self._condition()
+            with cond:
+                cond.notify_all()
+
+    _new_core: type[_RWCore] | type[_CRWCore] = _CRWCore
+else:
+    _new_core = _RWCore
+
+
 # Held while a reader-writer lock stores its first core (re-entrant: a finalizer or signal handler
 # that runs meanwhile may take another reader-writer lock for the first time).
 _first_core = plain_rlock()
@@ -628,30 +679,34 @@ class _RWLockBase(_Lock):
         self._key = _creation_key(type(self), name, key, _getframe(1))
         self._owner = None
         self._real = None  # its primitive is the reader-writer core, ...
-        self._rw: _RWCore | None = None  # ... made by the first use (see _core); _RW_FIELDS repeats these
+        self._rw: _RWCore | _CRWCore | None = None  # ... made by the first use (see _core); _RW_FIELDS repeats these
 
-    def _core(self) -> _RWCore:
+    def _core(self) -> _RWCore | _CRWCore:
         """The reader-writer core, made on first use: locks are often made in numbers and taken
-        by few, and a core costs three times the rest of the lock.  Two threads may both make one;
-        the first to store it wins."""
+        by few.  Two threads may both make one; the first to store it wins."""
         core = self._rw
         if core is None:
-            made = _RWCore()
+            made = _new_core()
             with _first_core:
                 core = self._rw
                 if core is None:
                     core = self._rw = made
         return core
 
-    def _try(self, read: int) -> bool:
-        return (self._rw or self._core()).try_acquire(read)
+    # The core's own methods, looked up by properties: _acquire and _release call them with no
+    # Python code between the core's change and its caller's record of it when the core is C.
+    @property
+    def _try(self) -> Callable[[int], bool]:
+        return (self._rw or self._core()).try_acquire
 
-    def _unlock(self, read: int) -> None:
-        (self._rw or self._core()).release(read)
+    @property
+    def _unlock(self) -> Callable[[int], None]:
+        return (self._rw or self._core()).release
 
-    def _timed(self, read: int, seconds: float) -> bool:
+    @property
+    def _timed(self) -> Callable[[int, float], bool]:
         # Keep waiting writers registered across the polls of the deadlock check.
-        return (self._rw or self._core()).timed_acquire(read, seconds)
+        return (self._rw or self._core()).timed_acquire
 
     def _is_held(self, read: int) -> bool:
         return (self._rw or self._core()).is_held(read)
@@ -778,3 +833,24 @@ for _made in (RawSpinLock, SpinLock, Mutex):
 _RW_FIELDS = (("_owner", None), ("_real", None), ("_rw", None))  # _RWLockBase.__init__'s
 for _made in (RWLock, RWSemaphore):
     accelerate_new(_made, _made_at, _RW_FIELDS)
+# Their cores and their common methods in C (when in use); each wraps the Python method it replaces.
+accelerate_rw(
+    _RWLockBase,
+    _Held,
+    {
+        _RWLockBase: {"read": ("section", 1), "write": ("self", 0)},
+        RWLock: {
+            "read": ("section", _READ_MODE),
+            "read_lock": ("lock", _READ_MODE),
+            "read_unlock": ("unlock", 1),
+            "write_lock": ("lock", 0),
+            "write_unlock": ("unlock", 0),
+        },
+        RWSemaphore: {
+            "down_read": ("lock", 1),
+            "up_read": ("unlock", 1),
+            "down_write": ("lock", 0),
+            "up_write": ("unlock", 0),
+        },
+    },
+)

@@ -18,6 +18,8 @@
  * and ``Release(slow, lock_type, arity, recursive)`` for ``__exit__``/``release``.  With
  * ``recursive`` (threading.RLock) the owner's re-entry and inner releases only count.
  * accelerate_new() gives a kernel lock type a constructor for a lock made again at a known site.
+ * Reader-writer locks keep their state in an RWCore, which this module takes and releases without
+ * a call, and their methods (``read()``, ``read_lock()``, ``up_write()``...) are RWMethods.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -776,6 +778,410 @@ site_key(PyCodeObject *code, int lasti, PyObject *const *more, Py_ssize_t n_more
     return key;
 }
 
+/* -- the reader-writer core ------------------------------------------------------------------- */
+
+/*
+ * RWCore: the state of a reader-writer lock, as pylockdep._locks._RWCore keeps it (readers and a
+ * writer by thread ident, writer preference), in C.  Taking without waiting and releasing change the
+ * state with no Python code in between (no call that a signal handler, finalizer or trace hook could
+ * run in), so it needs no internal mutex; a wait (the Python ``timed_acquire`` of the subclass
+ * pylockdep._locks makes) sleeps on a condition over a mutex made by the first wait (``_cond``,
+ * ``_mutex``), keeps ``waiting_writers`` and ``sleepers``, and a release wakes the sleepers through
+ * the subclass's ``_wake()``.  One reader is kept inline; other readers at the same time in a dict
+ * (``more_readers``, made by the first of them).
+ */
+typedef struct {
+    PyObject_HEAD
+    unsigned long writer;       /* the writer's thread ident, when has_writer */
+    unsigned long reader;       /* a reader's thread ident, when reader_count > 0 */
+    Py_ssize_t reader_count;    /* its holds */
+    Py_ssize_t sleepers;        /* threads waiting on _cond (kept by the Python waits) */
+    PyObject *more_readers;     /* {ident: holds} of the other readers, or NULL */
+    PyObject *waiting_writers;  /* {ident: waits} of writers waiting, or NULL/None (kept by the Python waits) */
+    PyObject *mutex, *cond;     /* made by the first wait, forgotten in a forked child */
+    PyObject *weakreflist;      /* for pylockdep._locks.every_rw_core */
+    char has_writer;
+} RWCore;
+
+static PyTypeObject RWCoreType;
+static PyObject *s_wake;
+
+/* Whether the core's readers map holds a reader. */
+static inline int
+rwcore_more(RWCore *self)
+{
+    return self->more_readers != NULL && PyDict_GET_SIZE(self->more_readers) > 0;
+}
+
+/* Whether a writer is waiting (``waiting_writers`` not empty). */
+static inline int
+rwcore_writers_wait(RWCore *self)
+{
+    PyObject *w = self->waiting_writers;
+
+    return w != NULL && w != Py_None && (!PyDict_Check(w) || PyDict_GET_SIZE(w) > 0);
+}
+
+/* Add ``delta`` (+1 or -1) to the holds of ``ident`` in ``more_readers``: 0, or -1 with an exception. */
+static int
+rwcore_more_add(RWCore *self, unsigned long ident, long delta)
+{
+    PyObject *key = PyLong_FromUnsignedLong(ident), *count, *value;
+    long now;
+    int r;
+
+    if (key == NULL)
+        return -1;
+    count = PyDict_GetItemWithError(self->more_readers, key);
+    now = (count != NULL ? PyLong_AsLong(count) : 0) + delta;
+    if (now <= 0) {
+        r = count == NULL ? 0 : PyDict_DelItem(self->more_readers, key);
+    } else if ((value = PyLong_FromLong(now)) == NULL) {
+        r = -1;
+    } else {
+        r = PyDict_SetItem(self->more_readers, key, value);
+        Py_DECREF(value);
+    }
+    Py_DECREF(key);
+    return r;
+}
+
+/*
+ * Take the lock for thread ``ident`` in mode ``read`` (0 writer, 1 reader, 2 recursive reader) if
+ * nothing holds it back, as _RWCore._take does: 1 taken, 0 not, -1 with an exception (out of memory).
+ * Nothing in it runs Python code; the only allocation that could (a new readers map, a GC object) is
+ * made before anything is read, and the state is read after it.
+ */
+static int
+rwcore_take(RWCore *self, int read, unsigned long ident)
+{
+    if (read && self->more_readers == NULL && self->reader_count > 0 && self->reader != ident) {
+        PyObject *made = PyDict_New();  /* a second reader at the same time: the first needs the map */
+        if (made == NULL)
+            return -1;
+        if (self->more_readers == NULL)
+            self->more_readers = made;
+        else
+            Py_DECREF(made);
+    }
+    if (self->has_writer)
+        return 0;
+    if (!read) {
+        if (self->reader_count > 0 || rwcore_more(self))
+            return 0;
+        self->writer = ident;
+        self->has_writer = 1;
+        return 1;
+    }
+    if (read == 1 && rwcore_writers_wait(self))
+        return 0;
+    if (self->reader_count > 0 && self->reader == ident) {
+        self->reader_count++;
+        return 1;
+    }
+    if (self->reader_count == 0 && !rwcore_more(self)) {
+        self->reader = ident;
+        self->reader_count = 1;
+        return 1;
+    }
+    if (self->more_readers == NULL) {  /* made above, unless a finalizer dropped it since: never */
+        PyErr_SetString(PyExc_SystemError, "reader-writer core without its readers map");
+        return -1;
+    }
+    return rwcore_more_add(self, ident, 1) < 0 ? -1 : 1;
+}
+
+/*
+ * Release mode ``read`` for thread ``ident``, as _RWCore.release does: a reader releases its own
+ * hold, or another reader's when it has none (a read side released by another thread); then wake
+ * the sleepers, if any, through ``_wake()``.  0, or -1 with an exception.
+ */
+static int
+rwcore_release(RWCore *self, int read, unsigned long ident)
+{
+    if (!read) {
+        self->has_writer = 0;
+        self->writer = 0;
+    } else if (self->reader_count > 0 && self->reader == ident) {
+        self->reader_count--;
+    } else if (rwcore_more(self)) {
+        PyObject *key = PyLong_FromUnsignedLong(ident);
+        int mine;
+
+        if (key == NULL)
+            return -1;
+        mine = PyDict_Contains(self->more_readers, key);
+        Py_DECREF(key);
+        if (mine < 0)
+            return -1;
+        if (mine) {
+            if (rwcore_more_add(self, ident, -1) < 0)
+                return -1;
+        } else if (self->reader_count > 0) {
+            self->reader_count--;
+        } else {
+            Py_ssize_t pos = 0;
+            PyObject *first, *count;
+            unsigned long other;
+
+            PyDict_Next(self->more_readers, &pos, &first, &count);
+            other = PyLong_AsUnsignedLong(first);
+            if ((other == (unsigned long)-1 && PyErr_Occurred()) || rwcore_more_add(self, other, -1) < 0)
+                return -1;
+        }
+    } else if (self->reader_count > 0) {
+        self->reader_count--;
+    } else {
+        PyErr_SetString(PyExc_RuntimeError, "release of a read side no thread holds");
+        return -1;
+    }
+    if (self->sleepers > 0) {
+        PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self, s_wake);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* Whether mode ``read`` is held: by a writer (0) or by any reader (1, 2). */
+static inline int
+rwcore_is_held(RWCore *self, int read)
+{
+    return read ? self->reader_count > 0 || rwcore_more(self) : self->has_writer;
+}
+
+/* The mode argument of a core method: 0, 1 or 2; -1 with an exception. */
+static int
+rwcore_mode(PyObject *value)
+{
+    long mode = PyLong_AsLong(value);
+
+    if (mode == -1 && PyErr_Occurred())
+        return -1;
+    if (mode < 0 || mode > 2) {
+        PyErr_Format(PyExc_ValueError, "mode must be 0, 1 or 2, not %ld", mode);
+        return -1;
+    }
+    return (int)mode;
+}
+
+static PyObject *
+rwcore_take_method(RWCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int read, r;
+    unsigned long ident;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_take(read, ident) takes 2 arguments");
+        return NULL;
+    }
+    if ((read = rwcore_mode(args[0])) < 0)
+        return NULL;
+    ident = PyLong_AsUnsignedLong(args[1]);
+    if (ident == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    r = rwcore_take(self, read, ident);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static PyObject *
+rwcore_try_acquire(RWCore *self, PyObject *arg)
+{
+    int read = rwcore_mode(arg), r;
+
+    if (read < 0 || (r = rwcore_take(self, read, PyThread_get_thread_ident())) < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+rwcore_release_method(RWCore *self, PyObject *arg)
+{
+    int read = rwcore_mode(arg);
+
+    if (read < 0 || rwcore_release(self, read, PyThread_get_thread_ident()) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+rwcore_is_held_method(RWCore *self, PyObject *arg)
+{
+    int read = rwcore_mode(arg);
+
+    return read < 0 ? NULL : PyBool_FromLong(rwcore_is_held(self, read));
+}
+
+/* Append the thread ``ident`` to ``found``: 0, or -1 with an exception. */
+static int
+append_ident(PyObject *found, unsigned long ident)
+{
+    PyObject *value = PyLong_FromUnsignedLong(ident);
+    int r;
+
+    if (value == NULL)
+        return -1;
+    r = PyList_Append(found, value);
+    Py_DECREF(value);
+    return r;
+}
+
+/* blockers(read): the idents that hold back a taker in mode ``read``, as _RWCore.blockers. */
+static PyObject *
+rwcore_blockers(RWCore *self, PyObject *arg)
+{
+    int read = rwcore_mode(arg);
+    PyObject *found, *more;
+
+    if (read < 0 || (found = PyList_New(0)) == NULL)
+        return NULL;
+    if (self->has_writer && append_ident(found, self->writer) < 0)
+        goto fail;
+    more = read ? (read == 1 && rwcore_writers_wait(self) ? self->waiting_writers : NULL) : self->more_readers;
+    if (!read && self->reader_count > 0 && append_ident(found, self->reader) < 0)
+        goto fail;
+    if (more != NULL) {
+        PyObject *keys = PySequence_List(more);
+        if (keys == NULL)
+            goto fail;
+        Py_SETREF(found, PySequence_InPlaceConcat(found, keys));
+        Py_DECREF(keys);
+        if (found == NULL)
+            return NULL;
+    }
+    return found;
+fail:
+    Py_DECREF(found);
+    return NULL;
+}
+
+static PyObject *
+rwcore_at_fork_reinit(RWCore *self, PyObject *Py_UNUSED(ignored))
+{
+    /* A forked child: the mutex and condition are made again by the next wait, the waiters did not follow. */
+    Py_CLEAR(self->mutex);
+    Py_CLEAR(self->cond);
+    Py_CLEAR(self->waiting_writers);
+    self->sleepers = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+rwcore_get_writer(RWCore *self, void *Py_UNUSED(closure))
+{
+    if (!self->has_writer)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(self->writer);
+}
+
+/* ``readers``: {ident: holds} of every reader, or None when there is none (as _RWCore's). */
+static PyObject *
+rwcore_get_readers(RWCore *self, void *Py_UNUSED(closure))
+{
+    PyObject *readers;
+
+    if (self->reader_count == 0 && !rwcore_more(self))
+        Py_RETURN_NONE;
+    readers = PyDict_New();
+    if (readers == NULL)
+        return NULL;
+    if (self->reader_count > 0) {
+        PyObject *key = PyLong_FromUnsignedLong(self->reader), *value = PyLong_FromSsize_t(self->reader_count);
+        int r = key == NULL || value == NULL ? -1 : PyDict_SetItem(readers, key, value);
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+        if (r < 0)
+            goto fail;
+    }
+    if (self->more_readers != NULL && PyDict_Update(readers, self->more_readers) < 0)
+        goto fail;
+    return readers;
+fail:
+    Py_DECREF(readers);
+    return NULL;
+}
+
+static PyObject *
+rwcore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "a reader-writer core takes no arguments");
+        return NULL;
+    }
+    return type->tp_alloc(type, 0);  /* zeroed: free, no waiter */
+}
+
+static void
+rwcore_dealloc(RWCore *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    Py_CLEAR(self->more_readers);
+    Py_CLEAR(self->waiting_writers);
+    Py_CLEAR(self->mutex);
+    Py_CLEAR(self->cond);
+    type->tp_free((PyObject *)self);  /* a subclass's instance: subtype_dealloc drops the class */
+}
+
+static PyMethodDef rwcore_methods[] = {
+    {"_take", (PyCFunction)(void (*)(void))rwcore_take_method, METH_FASTCALL,
+     "_take(read, ident): take the lock for the thread ``ident`` in mode ``read`` if nothing holds it back."},
+    {"try_acquire", (PyCFunction)rwcore_try_acquire, METH_O, "try_acquire(read): take it now if it is free."},
+    {"release", (PyCFunction)rwcore_release_method, METH_O, "release(read): release mode ``read``, waking waiters."},
+    {"is_held", (PyCFunction)rwcore_is_held_method, METH_O, "is_held(read): whether a writer (0) or a reader holds it."},
+    {"blockers", (PyCFunction)rwcore_blockers, METH_O, "blockers(read): the idents a taker in mode ``read`` waits for."},
+    {"_at_fork_reinit", (PyCFunction)rwcore_at_fork_reinit, METH_NOARGS,
+     "In a forked child: no mutex, condition or waiters (the next wait makes them again)."},
+    {NULL},
+};
+
+static PyMemberDef rwcore_members[] = {
+    {"sleepers", T_PYSSIZET, offsetof(RWCore, sleepers), 0, "Threads waiting on the condition."},
+    {"waiting_writers", T_OBJECT, offsetof(RWCore, waiting_writers), 0, "{ident: waits} of waiting writers, or None."},
+    {"_mutex", T_OBJECT, offsetof(RWCore, mutex), 0, "The waits' mutex, or None before the first wait."},
+    {"_cond", T_OBJECT, offsetof(RWCore, cond), 0, "The condition over it, or None before the first wait."},
+    {NULL},
+};
+
+static PyGetSetDef rwcore_getset[] = {
+    {"writer", (getter)rwcore_get_writer, NULL, "The writer's thread ident, or None.", NULL},
+    {"readers", (getter)rwcore_get_readers, NULL, "A new {ident: holds} of the readers, or None.", NULL},
+    {NULL},
+};
+
+static PyTypeObject RWCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pylockdep._speedups.RWCore",
+    .tp_doc = "RWCore(): a reader-writer lock's state, taken and released in C (see pylockdep._locks._RWCore).",
+    .tp_basicsize = sizeof(RWCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_weaklistoffset = offsetof(RWCore, weakreflist),
+    .tp_new = rwcore_new,
+    .tp_dealloc = (destructor)rwcore_dealloc,
+    .tp_methods = rwcore_methods,
+    .tp_members = rwcore_members,
+    .tp_getset = rwcore_getset,
+};
+
+/* Where reader-writer locks keep their core (``_rw``): set by accelerate_rw(). */
+static Layout rw_layout;
+
+/* The core of ``lock`` when it is a reader-writer lock whose core is an RWCore: borrowed, or NULL (not
+ * one, or not made yet: the lock's own ``_try``/``_unlock`` are called then, or the slow path). */
+static RWCore *
+rwcore_of(PyObject *lock)
+{
+    PyObject *core;
+
+    if (rw_layout.type == NULL || !PyObject_TypeCheck(lock, rw_layout.type))
+        return NULL;
+    core = SLOT(lock, rw_layout, 0);
+    return core != NULL && PyObject_TypeCheck(core, &RWCoreType) ? (RWCore *)core : NULL;
+}
+
 /* -- making a lock ---------------------------------------------------------------------------- */
 
 /*
@@ -1326,6 +1732,7 @@ take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layou
     PyObject *key, *cache, *classes, *cls, *variants, *tkey, *ctx, *chains, *spins, *irq, *held, *maxd;
     PyObject *chain = NULL, *code = NULL, *lasti = NULL, *entry = NULL, *ok = NULL;
     RealLock *real = real_of(lock, lk);
+    RWCore *core;
     Py_hash_t h;
     Py_ssize_t limit;
     int result = 0, taken;
@@ -1375,6 +1782,8 @@ take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layou
     Py_INCREF(t);
     if (real != NULL) {
         taken = reallock_try(real);
+    } else if ((core = rwcore_of(lock)) != NULL) {
+        taken = rwcore_take(core, read, PyThread_get_thread_ident());
     } else {
         ok = PyObject_CallMethodOneArg(lock, s_try, *read_objs[read]);
         taken = ok == NULL ? -1 : PyObject_IsTrue(ok);
@@ -1434,7 +1843,9 @@ drop_top(PyObject *t, PyObject *lock, const Layout *lk, PyObject *read)
 {
     PyObject *held, *top, *r;
     RealLock *real;
+    RWCore *core;
     Py_ssize_t n;
+    long mode;
     int result;
 
     held = SLOT(t, task_layout, T_HELD);
@@ -1458,6 +1869,8 @@ drop_top(PyObject *t, PyObject *lock, const Layout *lk, PyObject *read)
         if ((real = real_of(lock, lk)) != NULL && read == g_zero && real->locked) {
             reallock_release(real);
             result = 1;
+        } else if ((core = rwcore_of(lock)) != NULL && (mode = small_int(read, 0, READ_MAX)) >= 0) {
+            result = rwcore_release(core, (int)mode, PyThread_get_thread_ident()) < 0 ? -1 : 1;
         } else {
             r = PyObject_CallMethodOneArg(lock, s_unlock, read);
             result = r == NULL ? -1 : 1;
@@ -1537,6 +1950,7 @@ typedef struct {
     int blocking_arg;     /* Acquire: the method takes ``blocking`` first (threading's acquire()) */
     Py_ssize_t arity;     /* Release: the positional argument count it takes fast, -1 any */
     Layout section;       /* Section: where the section class keeps _lock, _read, _subclass, ... */
+    int rw_role, rw_read;  /* RWMethod: what it does (RW_LOCK...) and in which mode */
     vectorcallfunc vectorcall;
 } FastMethod;
 
@@ -2233,22 +2647,26 @@ release_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
  * without running Python code; other arguments go to the class.
  */
 static PyObject *
-section_make_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+new_section(FastMethod *self, PyObject *lock, PyObject *read, PyObject *subclass, PyObject *context)
 {
-    FastMethod *self = (FastMethod *)op;
     PyTypeObject *type = self->section.type;
-    PyObject *section;
+    PyObject *section = type->tp_alloc(type, 0);
 
-    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL)
-        return slow_call(self, args, nargsf, kwnames);
-    section = type->tp_alloc(type, 0);
     if (section == NULL)
         return NULL;
-    slot_set(section, self->section.offset[S_LOCK], args[0]);
-    slot_set(section, self->section.offset[S_READ], args[1]);
-    slot_set(section, self->section.offset[S_SUBCLASS], args[2]);
-    slot_set(section, self->section.offset[S_CONTEXT], args[3]);
+    slot_set(section, self->section.offset[S_LOCK], lock);
+    slot_set(section, self->section.offset[S_READ], read);
+    slot_set(section, self->section.offset[S_SUBCLASS], subclass);
+    slot_set(section, self->section.offset[S_CONTEXT], context);
     return section;
+}
+
+static PyObject *
+section_make_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL)
+        return slow_call((FastMethod *)op, args, nargsf, kwnames);
+    return new_section((FastMethod *)op, args[0], args[1], args[2], args[3]);
 }
 
 static PyObject *
@@ -2327,6 +2745,123 @@ static PyTypeObject SectionType = FASTMETHOD_TYPE(
     "checks) runs in C for a section of ``lock_type``; every other call goes to ``slow``.  Role 'new', with "
     "``slow`` the class itself: makes a section from (lock, read, subclass, context) as the class does.",
     section_new);
+
+/* -- reader-writer methods -------------------------------------------------------------------- */
+
+/*
+ * RWMethod(slow, lock_type, section_type, role, mode): a method of the reader-writer locks (made for
+ * ``lock_type``, pylockdep._locks._RWLockBase) whose common case runs in C, every other call going to
+ * ``slow``, the Python method it wraps.  Roles:
+ * - 'lock' (``read_lock``, ``down_read``, ``down_write``...): take the lock in ``mode`` (0, 1, or -1 for
+ *   RWLock._read_mode()'s choice) on a known chain, uncontended, as _locks._acquire does; returns None;
+ * - 'unlock' (``read_unlock``, ``up_write``...): release side ``mode`` (0 writing, 1 reading) when the
+ *   lock is the thread's most recent and taken on that side (so not a bad unlock balance: see
+ *   _RWLockBase._unlock_side), as _locks._release does;
+ * - 'section' (``read()``): a new section of ``section_type`` holding the lock in ``mode``;
+ * - 'self' (``write()``): the lock itself.
+ */
+enum { RW_LOCK, RW_UNLOCK, RW_SECTION, RW_SELF };
+
+/* The read mode of the Task ``t``'s most recent held lock if it is ``lock``, else -1. */
+static long
+top_read(PyObject *t, PyObject *lock)
+{
+    PyObject *held = SLOT(t, task_layout, T_HELD), *top;
+    Py_ssize_t n;
+
+    if (held == NULL || !PyList_Check(held) || (n = PyList_GET_SIZE(held)) == 0)
+        return -1;
+    top = PyList_GET_ITEM(held, n - 1);
+    if (!Py_IS_TYPE(top, g_held_type) || PyTuple_GET_SIZE(top) != H_FIELDS || PyTuple_GET_ITEM(top, H_LOCK) != lock)
+        return -1;
+    return small_int(PyTuple_GET_ITEM(top, H_READ), 0, READ_MAX);
+}
+
+static PyObject *
+rwmethod_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    FastMethod *self = (FastMethod *)op;
+    PyFrameObject *frame;
+    PyObject *v, *t;
+    ThreadCache *c;
+    long held;
+    int r, mode;
+
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !IS(args[0], self->lock))
+        return slow_call(self, args, nargsf, kwnames);
+    switch (self->rw_role) {
+    case RW_SELF:
+        return Py_NewRef(args[0]);
+    case RW_SECTION:
+        return new_section(self, args[0], self->rw_read < 0 ? g_minus_one : *read_objs[self->rw_read], g_zero, g_zero);
+    case RW_LOCK:
+        if ((frame = PyEval_GetFrame()) == NULL || !fast_state(&v, &t, &c))
+            return slow_call(self, args, nargsf, kwnames);
+        mode = self->rw_read == READ_AS_RWLOCK ? rwlock_read_mode(t) : self->rw_read;
+        r = mode < 0 ? 0 : take_known(v, t, c, args[0], &self->lock, frame, mode, 0);
+        break;
+    default:  /* RW_UNLOCK */
+        if (!fast_state(&v, &t, &c) || (held = top_read(t, args[0])) < 0 || (held == 0) != (self->rw_read == 0))
+            return slow_call(self, args, nargsf, kwnames);
+        r = drop_top(t, args[0], &self->lock, *read_objs[self->rw_read]);
+    }
+    if (r < 0)
+        return NULL;
+    if (r == 0)
+        return slow_call(self, args, nargsf, kwnames);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+rwmethod_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"slow", "lock_type", "section_type", "role", "mode", NULL};
+    static const char *const roles[] = {"lock", "unlock", "section", "self", NULL};
+    PyObject *slow, *lock_type, *section_type;
+    const char *role;
+    int mode, which;
+    FastMethod *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOsi:RWMethod", kwlist, &slow, &lock_type, &section_type, &role,
+                                     &mode))
+        return NULL;
+    for (which = 0; roles[which] != NULL && strcmp(roles[which], role) != 0; which++)
+        ;
+    if (roles[which] == NULL || mode < READ_AS_RWLOCK || mode > 1 || (which == RW_UNLOCK && mode < 0)) {
+        PyErr_Format(PyExc_ValueError, "RWMethod: role '%s' (lock, unlock, section or self) and mode %d do not fit",
+                     role, mode);
+        return NULL;
+    }
+    self = fastmethod_new(type, slow, lock_type, 0, rwmethod_vectorcall);
+    if (self == NULL)
+        return NULL;
+    self->rw_role = which;
+    self->rw_read = mode;
+    if (layout_init(&self->section, section_type, section_slots) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static PyTypeObject RWMethodType = FASTMETHOD_TYPE(
+    "RWMethod",
+    "RWMethod(slow, lock_type, section_type, role, mode): a method of the reader-writer locks whose common case "
+    "runs in C ('lock' or 'unlock' in ``mode`` on a known chain, 'section' of ``section_type`` in ``mode``, "
+    "'self'); every other call goes to ``slow``.",
+    rwmethod_new);
+
+/* accelerate_rw(lock_type): reader-writer locks (``lock_type``) keep their core in ``_rw``, which the
+ * fast path takes and releases in C when it is an RWCore (once made, by the lock's first use). */
+static PyObject *
+accelerate_rw(PyObject *module, PyObject *lock_type)
+{
+    static const char *const rw_slots[] = {"_rw", NULL};
+
+    if (layout_init(&rw_layout, lock_type, rw_slots) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
 
 /* Whether ``type`` is a tuple subclass without a __dict__ whose _fields are held_fields, in order. */
 static int
@@ -2469,6 +3004,8 @@ static PyMethodDef speedups_methods[] = {
      "called the caller, or None when Python must look (pylockdep._frames.caller_site)."},
     {"forget_task", forget_task, METH_NOARGS,
      "forget_task(): the calling thread's holder changed; look ``v.local.task`` up again."},
+    {"accelerate_rw", accelerate_rw, METH_O,
+     "accelerate_rw(lock_type): take and release reader-writer locks' RWCore in C (see pylockdep._locks)."},
     {"accelerate_new", accelerate_new, METH_VARARGS,
      "accelerate_new(cls, made_at, fields): make calls of ``cls`` at a known site in C (see pylockdep._locks)."},
     {"setup", setup, METH_VARARGS,
@@ -2504,6 +3041,7 @@ PyInit__speedups(void)
     INTERN(s_key, "key");
     INTERN(s_key_slot, "_key");
     INTERN(s_make, "_make");
+    INTERN(s_wake, "_wake");
     if ((g_zero = PyLong_FromLong(0)) == NULL || (g_one = PyLong_FromLong(1)) == NULL || (g_two = PyLong_FromLong(2)) == NULL
         || (g_minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;
@@ -2518,7 +3056,7 @@ PyInit__speedups(void)
     }
     if (PyType_Ready(&AcquireType) < 0 || PyType_Ready(&ReleaseType) < 0 || PyType_Ready(&SectionType) < 0 || PyType_Ready(&ThreadCacheType) < 0
         || PyType_Ready(&RealLockType) < 0 || PyType_Ready(&StandInType) < 0
-        || PyType_Ready(&CallMakeType) < 0)
+        || PyType_Ready(&CallMakeType) < 0 || PyType_Ready(&RWCoreType) < 0 || PyType_Ready(&RWMethodType) < 0)
         return NULL;
     m = PyModule_Create(&speedups_module);
     if (m == NULL)
@@ -2530,7 +3068,9 @@ PyInit__speedups(void)
         || PyModule_AddObjectRef(m, "Section", (PyObject *)&SectionType) < 0
         || PyModule_AddObjectRef(m, "RealLock", (PyObject *)&RealLockType) < 0
         || PyModule_AddObjectRef(m, "StandIn", (PyObject *)&StandInType) < 0
-        || PyModule_AddObjectRef(m, "CallMake", (PyObject *)&CallMakeType) < 0) {
+        || PyModule_AddObjectRef(m, "CallMake", (PyObject *)&CallMakeType) < 0
+        || PyModule_AddObjectRef(m, "RWCore", (PyObject *)&RWCoreType) < 0
+        || PyModule_AddObjectRef(m, "RWMethod", (PyObject *)&RWMethodType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -82,7 +82,7 @@ def test_locks_taken_while_their_thread_is_inside_their_own_bookkeeping() -> Non
         from pylockdep import _validator
         with pylockdep.validate(raise_on_report=False) as v:
             for rw in (pylockdep.RWLock("rw"), pylockdep.RWSemaphore("sem")):
-                with rw._core()._mutex:
+                with rw._core()._condition():  # its mutex (the C core's has no other)
                     with rw.read():
                         pass
                     with rw.write():
@@ -681,7 +681,7 @@ def test_fork_while_another_thread_is_inside_a_reader_writer_lock() -> None:
         rw, sem = pylockdep.RWLock("rw"), pylockdep.RWSemaphore("sem")
         inside, done = threading.Event(), threading.Event()
         def busy():
-            with rw._core()._mutex, sem._core()._mutex:
+            with rw._core()._condition(), sem._core()._condition():  # their mutexes
                 inside.set()
                 done.wait()
         sem.down_read()
