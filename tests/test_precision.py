@@ -13,7 +13,9 @@ import io
 import logging
 import logging.handlers
 import pickle
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 import types
@@ -486,14 +488,31 @@ def test_a_hand_off_signal_orders_nothing(v):
     assert v.reports == []
 
 
-def test_a_real_self_deadlock_on_a_plain_lock_is_reported_and_raises_instead_of_hanging(v):
-    lock = threading.Lock()
-    lock.acquire()
-    with pytest.raises(pylockdep.DeadlockError):
-        lock.acquire()  # nobody else is left to release it
-    (report,) = v.reports
-    assert report.kind == "recursive" and report.classes == (lock.name,)
-    lock.release()
+def test_a_real_self_deadlock_on_a_plain_lock_is_reported_and_raises_instead_of_hanging():
+    # In a fresh interpreter, where no other thread is left to release the Lock: in this one
+    # pytest-xdist's workers run execnet's threads, any of which might (the wait then goes on).
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SELF_DEADLOCK_ON_A_PLAIN_LOCK)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout == "DeadlockError\nrecursive True\n", result.stderr
+
+
+SELF_DEADLOCK_ON_A_PLAIN_LOCK = """
+    import threading, pylockdep
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        lock = threading.Lock()
+        lock.acquire()
+        try:
+            lock.acquire()  # nobody else is left to release it
+        except pylockdep.DeadlockError:
+            print("DeadlockError")
+        (report,) = v.reports
+        print(report.kind, report.classes == (lock.name,))
+        lock.release()
+"""
 
 
 def test_real_abba_on_plain_locks_raises_in_the_thread_closing_the_wait_cycle(v):
