@@ -205,7 +205,8 @@ class Lock(_RealLock):
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock (as ``_thread.lock.acquire``); True if it was taken."""
         if timeout == -1 and blocking is True:
-            _acquire(self, 0, 0, _acquirer(_getframe(1)))
+            frame = _getframe(1)  # as in __enter__
+            _acquire(self, 0, 0, frame if frame.f_code.co_filename != _THREADING_FILE else _acquirer(frame))
             return True
         return _take_slow(self, blocking, timeout, _getframe(1))
 
@@ -301,7 +302,8 @@ class RLock(_RealLock):
             self._count += 1
             return True
         if timeout == -1 and blocking is True:
-            _acquire(self, 0, 0, _acquirer(_getframe(1)))
+            frame = _getframe(1)  # _acquirer(frame) only for threading's own code, as in Lock.__enter__
+            _acquire(self, 0, 0, frame if frame.f_code.co_filename != _THREADING_FILE else _acquirer(frame))
         elif not _take_slow(self, blocking, timeout, _getframe(1)):
             return False
         self._ident = me
