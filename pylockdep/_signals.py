@@ -71,8 +71,10 @@ def critical(func: _F) -> _F:
 
 def run_deferred() -> None:
     """Run the handlers held back, in order, given the caller (a critical function, at its end)
-    as their frame."""
-    _run(deferred, sys._getframe(1))
+    as their frame; in the main thread only, which held them back (another thread that ends a
+    critical function meanwhile leaves them to it)."""
+    if _thread.get_ident() == threading.main_thread().ident:
+        _run(deferred, sys._getframe(1))
 
 
 def _run(pending: list[tuple[Handler, int]], frame: FrameType | None) -> None:

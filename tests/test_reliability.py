@@ -541,6 +541,31 @@ def test_a_signal_handler_landing_in_a_release_runs_after_it(where: str) -> None
     ), result.stderr
 
 
+def test_a_handler_held_back_runs_in_the_main_thread_only() -> None:
+    """A handler that the main thread held back is run by the main thread's release, never by
+    another thread's release that ends first."""
+    result = run_python("""
+        import os, threading
+        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
+        import pylockdep
+        from pylockdep import _signals
+        ran = []
+        lock = pylockdep.Mutex("m")
+        _signals.deferred.append((lambda signum, frame: ran.append(threading.current_thread().name), 10))
+        def release_in_a_thread():
+            with lock:
+                pass
+        thread = threading.Thread(target=release_in_a_thread, name="other")
+        thread.start()
+        thread.join()
+        print(ran)
+        with lock:
+            pass
+        print(ran)
+    """)
+    assert result.stdout == "[]\n['MainThread']\n", result.stderr
+
+
 KEYBOARD_INTERRUPTS_IN_WAITS = (
     """
     import signal, sys, threading, time, pylockdep
