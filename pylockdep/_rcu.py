@@ -19,6 +19,7 @@ import threading
 import weakref
 from collections.abc import Hashable
 from contextlib import AbstractContextManager
+from types import FrameType
 from typing import TypeVar
 
 from . import _checks, _held, _locktypes, _waitfor
@@ -29,6 +30,7 @@ from ._frames import caller_site, outside_frame
 from ._locks import _acquire, _Condition, _creation_key, _made_at, _PseudoLock, _release, _Validated
 from ._plain import plain_rlock
 from ._report import DeadlockError
+from ._signals import critical, deferred, run_deferred
 from ._task import Task
 from ._validator import Validator, active
 
@@ -59,11 +61,12 @@ class SRCU(_Validated):
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
         self._key = _creation_key(type(self), name, key, sys._getframe(1))  # _Validated's, from here
         self._owner = None  # (_MADE_FIELDS repeats what follows, for the C constructor)
-        # Read sides take the bare mutex; a synchronizer waits on the condition over it, made by
+        # Grace periods take the mutex, and a synchronizer waits on the condition over it, made by
         # the first grace period (see _condition): most SRCUs see few, and a Condition costs more
-        # than the rest of the SRCU.  The mutex is re-entrant, as a reader-writer lock's is (see
-        # pylockdep._locks._RWCore): a handler or finalizer may enter a read side while its thread
-        # is inside this bookkeeping, whose changes of state call nothing.
+        # than the rest of the SRCU.  Read sides do not take it (see _enter), except to wake a
+        # synchronizer.  It is re-entrant, as a reader-writer lock's is (see
+        # pylockdep._locks._RWCore): a handler or finalizer may enter a read side or synchronize
+        # while its thread is inside this bookkeeping, whose changes of state call nothing.
         self._mutex = plain_rlock()
         self._cond: threading.Condition | None = None
         self._idx = 0
@@ -86,7 +89,7 @@ class SRCU(_Validated):
         if self._sync_owner != me:
             self._sync_owner = None
         for readers in self._readers or ():
-            for reader in [r for r in readers if isinstance(r, int) and r != me]:
+            for reader in [r for r in list(readers) if isinstance(r, int) and r != me]:
                 gone = ("ended", reader)
                 readers[gone] = readers.get(gone, 0) + readers.pop(reader)
 
@@ -112,18 +115,9 @@ class SRCU(_Validated):
         """Whether the calling thread is inside a read side of this SRCU (``srcu_read_lock_held``)."""
         return bool(self._stack())
 
-    # The primitive, as the fast path sees it: a read side always gets in.
+    # The primitive, as _locks._acquire sees it: the map of a read side always gets in; the read
+    # side itself is counted by _enter once the map is taken.
     def _try(self, read: int) -> bool:
-        ident = _thread.get_ident()
-        stack = self._stack()  # first: it registers the SRCU for fork before the mutex is used
-        with self._mutex:
-            idx = self._idx
-            counters = self._readers
-            if counters is None:
-                counters = self._readers = ({}, {})
-            readers = counters[idx]
-            readers[ident] = readers[ident] + 1 if ident in readers else 1  # no call: see __init__
-        stack.append(idx)
         return True
 
     def _timed(self, read: int, seconds: float) -> bool:
@@ -141,7 +135,7 @@ class SRCU(_Validated):
             if owner is not None and owner != ident:
                 return [owner]
             readers = self._readers_in(self._draining if owner == ident else self._idx ^ 1)
-            return [reader for reader in readers if isinstance(reader, int)]
+            return [reader for reader in list(readers) if isinstance(reader, int)]  # read sides do not wait
 
     def _readers_in(self, idx: int) -> dict[_Reader, int]:
         """Counter ``idx``'s readers: none before the first read side made the counters."""
@@ -150,33 +144,84 @@ class SRCU(_Validated):
 
     def read_lock(self) -> int:
         """Enter a read side (``srcu_read_lock``); returns the index to hand to :meth:`read_unlock`."""
-        _acquire(self, 2, 0, sys._getframe(1))
-        return self._stack()[-1]
+        return self._enter(sys._getframe(1))
 
+    def _enter(self, frame: FrameType) -> int:
+        """Enter a read side for the code in ``frame``: take the map (validated, pushed), then count
+        the reader; returns its index.
+
+        Counting is the last thing done, by statements that call nothing, from reading the index
+        to returning it: no signal handler, finalizer or trace hook runs there, nor another thread.
+        So a KeyboardInterrupt raised by a handler anywhere in here leaves the read side not
+        entered (an interrupted acquisition undoes the map), as the exception says, and a
+        synchronizer never sees a reader half counted.  Neither read sides nor their ends take the
+        mutex: each changes only its own thread's entries, and a grace period reads the counters
+        and flips the index with no call in between (see _grace_period).  (The C fast path, when
+        in use, does all of this in one step.)
+        """
+        stack = self._stack()  # first: it registers the SRCU for fork and for the thread's end
+        ident = _thread.get_ident()
+        _acquire(self, 2, 0, frame)
+        counters = self._readers
+        if counters is None:
+            counters = self._readers = ({}, {})
+        idx = self._idx
+        readers = counters[idx]
+        readers[ident] = readers[ident] + 1 if ident in readers else 1
+        stack += (idx,)
+        return idx
+
+    @critical  # pure path: a signal handler that would run in here runs after it (see _signals)
     def read_unlock(self, idx: int) -> None:
         """Leave the read side entered by the :meth:`read_lock` that returned ``idx``.
 
         An index that no read side of this thread holds (another thread's, one already handed
         back, a made-up one) is reported as a bad unlock balance and changes nothing.
+
+        The reader stops counting and, when it is the most recent lock, the map is popped, by
+        statements that call nothing (see :meth:`_enter`), so that nothing finds one done without
+        the other; and as with every release, a signal handler that would run in here in pure
+        Python runs when it ends (pylockdep._signals): the read side is left.
         """
-        stack = self._stack()
-        if idx not in stack:
-            self._bad_index(idx)
-            return
-        v = active.validator
-        if v.off or _held.find(v.task(), self) >= 0:  # not a read side from before this validator
-            _release(self, 2)
-        del stack[len(stack) - 1 - stack[::-1].index(idx)]
-        ident = _thread.get_ident()
-        with self._mutex:
+        try:
+            stack = self._stack()
+            if idx not in stack:
+                self._bad_index(idx)
+                return
+            ident = _thread.get_ident()
+            v = active.validator
+            top = recorded = False  # not recorded: a read side from before this validator
+            if not v.off:
+                try:
+                    t = v.local.task
+                except AttributeError:
+                    t = v.new_task()
+                held = t.held
+                top = bool(held) and held[-1].lock is self and not t.foreign_releases
+                recorded = top or _held.find(t, self) >= 0
+            at = len(stack) - 1 - stack[::-1].index(idx) if stack[-1] != idx else -1
             readers = self._readers[idx]  # type: ignore[index]  # made by the read side ending here
-            count = readers[ident] - 1 if ident in readers else 0  # no call: see __init__
+            count = readers[ident] - 1 if ident in readers else 0
             if count:
                 readers[ident] = count
             elif ident in readers:
                 del readers[ident]
+            del stack[at]
+            if top:  # _held.pop(t) and _locks._release's ending, with no call
+                entry = held[-1]
+                if entry.spins:
+                    t.spins -= 1
+                t.key = entry.prev_key
+                del held[-1]
+                self._owner = None if self._owner is t else self._owner
+            elif recorded:  # deeper in the stack: the locks above are replayed
+                _release(self, 2)
             if self._sync_owner is not None:  # only a grace period in progress waits on the counters
-                self._cond.notify_all()  # type: ignore[union-attr]  # made before it began
+                with self._mutex:
+                    self._cond.notify_all()  # type: ignore[union-attr]  # made before it began
+        finally:
+            if deferred:
+                run_deferred()
 
     def _bad_index(self, idx: object) -> None:
         v = active.validator
@@ -229,7 +274,7 @@ class SRCU(_Validated):
                 self._flipped = False
             while True:
                 if not cond.wait_for(lambda: not self._readers_in(self._draining), seconds):
-                    if all(isinstance(reader, tuple) for reader in self._readers_in(self._draining)):
+                    if all(isinstance(reader, tuple) for reader in list(self._readers_in(self._draining))):
                         raise DeadlockError(
                             f"deadlock: synchronize() of {self.name!r} waits for read sides "
                             "that threads left open when they ended"
@@ -284,12 +329,12 @@ class _SRCUReadSide:
         self._srcu = srcu
 
     def __enter__(self) -> int:
-        _acquire(self._srcu, 2, 0, sys._getframe(1))
-        self._idx = idx = self._srcu._stack()[-1]
+        self._idx = idx = self._srcu._enter(sys._getframe(1))  # no call after it: see SRCU._enter
         return idx
 
+    @critical
     def __exit__(self, *exc: object) -> None:
-        self._srcu.read_unlock(self._idx)
+        self._srcu.read_unlock(self._idx)  # nothing else: a critical function's call
 
 
 class _Sentinel:
@@ -358,7 +403,10 @@ _nesting = threading.local()  # per thread, across validators: read sides opened
 
 
 def _thread_depth() -> int:
-    return getattr(_nesting, "depth", 0)
+    try:
+        return _nesting.depth  # type: ignore[no-any-return]
+    except AttributeError:
+        return 0
 
 
 def _rcu_class(v: Validator) -> LockClass:
@@ -367,32 +415,67 @@ def _rcu_class(v: Validator) -> LockClass:
 
 def rcu_read_lock() -> None:
     """Enter an RCU read-side critical section."""
-    _acquire(RCU, 2, 0, outside_frame(sys._getframe(1)) or sys._getframe(1))
+    _rcu_enter(sys._getframe(1))
+
+
+def _rcu_enter(frame: FrameType) -> None:
+    """Enter an RCU read side for the code in ``frame`` (or the first frame out of it that is not
+    pylockdep's): take the map, then count the read side in the thread and its holder."""
+    _acquire(RCU, 2, 0, outside_frame(frame) or frame)
     _nesting.depth = _thread_depth() + 1
-    t = active.validator.task()
+    v = active.validator
+    try:
+        t = v.local.task
+    except AttributeError:
+        t = v.new_task()
     t.rcu += 1
     t.update_ctx()
 
 
+@critical  # pure path: a signal handler that would run in here runs after it (see _signals)
 def rcu_read_unlock() -> None:
     """Leave the innermost RCU read-side critical section; without one, a bad unlock balance."""
-    v = active.validator
-    t: Task = v.task()
-    depth = _thread_depth()
-    if depth:
-        _nesting.depth = depth - 1
-    if not t.rcu:
-        if not depth:
-            v.bad_unlock(t, RCU, RCU.name, caller_site())
-        return
-    t.rcu -= 1
-    t.update_ctx()
-    _release(RCU, 2)
+    try:
+        v = active.validator
+        try:
+            t: Task = v.local.task
+        except AttributeError:
+            t = v.new_task()
+        depth = _thread_depth()
+        if depth:
+            _nesting.depth = depth - 1
+        if not t.rcu:
+            if not depth:
+                v.bad_unlock(t, RCU, RCU.name, caller_site())
+            return
+        t.rcu -= 1
+        t.update_ctx()
+        _release(RCU, 2)
+    finally:
+        if deferred:
+            run_deferred()
+
+
+class _RCUReadSide:
+    """``with rcu_read():`` an RCU read side for the block.  It has no state: :func:`rcu_read`
+    returns the same one each time."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _rcu_enter(sys._getframe(1))
+
+    @critical
+    def __exit__(self, *exc: object) -> None:
+        rcu_read_unlock()  # nothing else: a critical function's call
+
+
+_RCU_READ_SIDE = _RCUReadSide()
 
 
 def rcu_read() -> AbstractContextManager[None]:
     """An RCU read-side critical section for the block."""
-    return _Between(rcu_read_lock, rcu_read_unlock)
+    return _RCU_READ_SIDE
 
 
 def rcu_dereference(value: T) -> T:

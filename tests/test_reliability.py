@@ -658,6 +658,61 @@ def test_a_timed_attempt_records_the_owner_as_it_takes_the_lock(hook) -> None:
         lock._real.release()
 
 
+SRCU_INTERRUPT_STORM = (
+    """
+    import signal, threading, pylockdep
+"""
+    + ARMED_INTERRUPT
+    + """
+    ident = threading.get_ident()
+    inconsistent = entered_but_failed = left_open_by_block = interrupted = 0
+    with pylockdep.validate(raise_on_report=False, stream=None) as v:
+        signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.00002)
+        for run in range(8):
+            srcu = pylockdep.SRCU(f"s{run}")
+            for _ in range(2500):
+                inside = False
+                try:
+                    armed = True
+                    if run % 2:
+                        with srcu.read():
+                            inside = True  # no point between __enter__'s return and here where a handler runs
+                    else:
+                        srcu.read_unlock(srcu.read_lock())  # read_lock() may be interrupted as it returns
+                    armed = False
+                except KeyboardInterrupt:
+                    interrupted += 1
+                counted = sum(readers.get(ident, 0) for readers in srcu._readers or ())
+                stacked = len(srcu._stack())
+                recorded = sum(e.lock is srcu for e in v.task().held)
+                if not counted == stacked == recorded:
+                    inconsistent += 1
+                elif counted and run % 2:
+                    entered_but_failed += not inside
+                    left_open_by_block += inside
+                while srcu._stack():  # leave what an interrupted exit left open
+                    srcu.read_unlock(srcu._stack()[-1])
+            srcu.synchronize()  # hung when an interrupted entry left this thread counted
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    print(inconsistent, entered_but_failed, left_open_by_block, interrupted, [r.kind for r in v.reports])
+"""
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer()")
+def test_keyboard_interrupts_never_leave_an_srcu_read_side_half_entered() -> None:
+    """A storm of KeyboardInterrupts on SRCU read sides: the reader's count, its thread's stack of
+    indexes and the map on the held stack always agree, and a ``with s.read():`` whose entry raised
+    is not entered (main: an interrupt inside the Python entry left the thread counted, and the
+    next ``synchronize()`` waited for it for ever), and one that ran is left."""
+    result = run_python(SRCU_INTERRUPT_STORM, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    inconsistent, entered_but_failed, left_open_by_block, interrupted, kinds = result.stdout.split(maxsplit=4)
+    assert int(interrupted) > 100  # the storm did land
+    assert (int(inconsistent), int(entered_but_failed), int(left_open_by_block)) == (0, 0, 0)
+    assert kinds.strip() == "[]"
+
+
 # -- fork ---------------------------------------------------------------------------------------
 
 
