@@ -40,7 +40,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 16
+SPEEDUPS_ABI = 17
 
 #: The header generated for ``_speedups.c`` by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
@@ -254,3 +254,44 @@ def accelerate_section(cls: type, lock_type: type) -> Callable[[Any, int, int, i
     cls.__enter__ = _speedups.Section(own["__enter__"], cls, lock_type, "enter")
     cls.__exit__ = _speedups.Section(own["__exit__"], cls, lock_type, "exit")
     return _speedups.Section(cls, cls, lock_type, "new")
+
+
+def accelerate_srcu(srcu_type: type, side_type: type) -> None:
+    """Give ``srcu_type`` (:class:`pylockdep._rcu.SRCU`) C versions of ``read``, ``read_lock`` and
+    ``read_unlock``, and ``side_type`` (the ``with s.read():`` block) of ``__enter__`` and
+    ``__exit__``: a known chain, a read side the thread has entered before, left in order with no
+    grace period waiting.  Each wraps the Python method defined in the class, which handles every
+    other case.  ``srcu_type`` must keep ``_key``, ``_owner``, ``_idx``, ``_readers``,
+    ``_sync_owner`` and ``_tls`` in ``__slots__``, ``side_type`` ``_srcu`` and ``_idx`` (``read``
+    makes a ``side_type`` storing only ``_srcu``, as its ``__init__`` must).  Does nothing when the
+    C module is not in use."""
+    if _speedups is None:
+        return
+    for cls, name, role in (
+        (srcu_type, "read", "srcu_read"),
+        (srcu_type, "read_lock", "srcu_lock"),
+        (srcu_type, "read_unlock", "srcu_unlock"),
+        (side_type, "__enter__", "srcu_enter"),
+        (side_type, "__exit__", "srcu_exit"),
+    ):
+        setattr(cls, name, _speedups.ReadSide(vars(cls)[name], role, srcu_type, side_type))
+
+
+def accelerate_rcu(
+    rcu: Any, nesting: Any, side_type: type, lock: Callable[[], None], unlock: Callable[[], None]
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``lock`` and ``unlock`` (``rcu_read_lock``/``rcu_read_unlock``), or C functions whose common
+    case (a known chain, the caller's file known not to be pylockdep's, the innermost read side
+    left) runs in C and that call them for every other; ``side_type`` (the ``with rcu_read():``
+    block) gets the same as ``__enter__`` and ``__exit__``.  ``rcu`` is the map they take, whose type
+    keeps ``_key`` and ``_owner`` in ``__slots__``; ``nesting`` the ``threading.local`` whose
+    ``depth`` counts the thread's read sides.  Does nothing when the C module is not in use."""
+    if _speedups is None:
+        return lock, unlock
+    map_type = type(rcu)
+    for name, role in (("__enter__", "rcu_enter"), ("__exit__", "rcu_exit")):
+        setattr(side_type, name, _speedups.ReadSide(vars(side_type)[name], role, map_type, None, rcu, nesting))
+    return (
+        _speedups.ReadSide(lock, "rcu_lock", map_type, None, rcu, nesting),
+        _speedups.ReadSide(unlock, "rcu_unlock", map_type, None, rcu, nesting),
+    )

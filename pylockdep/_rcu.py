@@ -25,7 +25,7 @@ from typing import TypeVar
 from . import _checks, _held, _locktypes, _waitfor
 from ._classes import LockClass
 from ._context import _Between, preempt_disable, preempt_enable
-from ._fastpath import Fields, accelerate_new
+from ._fastpath import Fields, accelerate_new, accelerate_rcu, accelerate_srcu
 from ._frames import caller_site, outside_frame
 from ._locks import _acquire, _Condition, _creation_key, _made_at, _PseudoLock, _release, _Validated
 from ._plain import plain_rlock
@@ -337,6 +337,9 @@ class _SRCUReadSide:
         self._srcu.read_unlock(self._idx)  # nothing else: a critical function's call
 
 
+accelerate_srcu(SRCU, _SRCUReadSide)
+
+
 class _Sentinel:
     """Lives in a thread's locals for one SRCU; its finalizer runs when the thread ends."""
 
@@ -471,6 +474,7 @@ class _RCUReadSide:
 
 
 _RCU_READ_SIDE = _RCUReadSide()
+rcu_read_lock, rcu_read_unlock = accelerate_rcu(RCU, _nesting, _RCUReadSide, rcu_read_lock, rcu_read_unlock)
 
 
 def rcu_read() -> AbstractContextManager[None]:

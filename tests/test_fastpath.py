@@ -1194,3 +1194,126 @@ def test_a_read_release_of_a_free_reader_writer_core_is_refused():
         with pytest.raises(RuntimeError, match="read side"):
             core.release(1)
         assert (core.writer, core.readers, core.is_held(0), core.is_held(1)) == (None, None, False, False)
+
+
+# -- SRCU and RCU read sides -------------------------------------------------------------------------
+
+
+def explicit_python_calls(enter, leave) -> int:
+    """How many of pylockdep's Python functions ``leave(enter())`` calls, the second time."""
+    package = os.path.dirname(pylockdep.__file__)
+    calls = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(package):
+            calls.append(frame.f_code.co_name)
+
+    for _ in range(2):
+        calls.clear()
+        sys.setprofile(profile)
+        try:
+            leave(enter())
+        finally:
+            sys.setprofile(None)
+    return len(calls)
+
+
+@needs_c
+def test_read_sides_on_a_known_chain_run_in_c():
+    s = pylockdep.SRCU("fp_srcu_c")
+    with pylockdep.validate() as v:
+        assert python_calls(s.read) == 0  # the read side is made in C too
+        assert python_calls(pylockdep.rcu_read) == 1  # rcu_read() itself
+        assert explicit_python_calls(s.read_lock, s.read_unlock) == 0
+        assert explicit_python_calls(pylockdep.rcu_read_lock, lambda _: pylockdep.rcu_read_unlock()) == 0
+        t = v.task()
+        assert (t.held, t.rcu, _rcu._thread_depth(), s._readers, s._stack()) == ([], 0, 0, ({}, {}), [])
+    assert v.reports == []
+
+
+def read_side_state(v: pylockdep.Validator, s: pylockdep.SRCU) -> tuple:
+    t = v.task()
+    counters = tuple(dict(readers) for readers in s._readers or ())
+    return (entries(v), t.key, t.ctx, t.irq, t.rcu, _rcu._thread_depth(), counters, list(s._stack()), s._owner is t)
+
+
+@needs_c
+def test_fast_and_slow_read_sides_leave_the_same_state():
+    s, outer = pylockdep.SRCU("fp_srcu_same"), pylockdep.Mutex("fp_srcu_outer")
+    srcu_side, rcu_side = s.read(), pylockdep.rcu_read()
+
+    def steps(fast: bool) -> list[tuple]:
+        def way(method):
+            return method if fast else method.__wrapped__
+
+        found = []
+        with outer:
+            found.append(read_side_state(v, s))
+            idx = way(type(srcu_side).__enter__)(srcu_side)
+            found.append((idx, *read_side_state(v, s)))
+            way(type(rcu_side).__enter__)(rcu_side)
+            found.append(read_side_state(v, s))
+            inner = way(pylockdep.SRCU.read_lock)(s)
+            found.append((inner, *read_side_state(v, s)))
+            way(pylockdep.rcu_read_lock)()
+            found.append(read_side_state(v, s))
+            way(pylockdep.rcu_read_unlock)()
+            found.append(read_side_state(v, s))
+            way(pylockdep.SRCU.read_unlock)(s, inner)
+            found.append(read_side_state(v, s))
+            way(type(rcu_side).__exit__)(rcu_side, None, None, None)
+            found.append(read_side_state(v, s))
+            way(type(srcu_side).__exit__)(srcu_side, None, None, None)
+            found.append(read_side_state(v, s))
+        return found
+
+    with pylockdep.validate() as v:
+        steps(fast=False)  # the chains are learned
+        assert steps(fast=True) == steps(fast=False)
+        assert explicit_python_calls(s.read_lock, s.read_unlock) == 0  # the fast way did run in C
+    assert v.reports == []
+
+
+def python_functions(run) -> list[str]:
+    """The names of pylockdep's Python functions that ``run()`` calls."""
+    package = os.path.dirname(pylockdep.__file__)
+    calls: list[str] = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(package):
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@needs_c
+def test_read_sides_hand_what_they_cannot_do_to_python():
+    s = pylockdep.SRCU("fp_srcu_slow")
+
+    def block():
+        with s.read():
+            pass
+
+    def nested():
+        with s.read(), s.read():
+            pass
+
+    with pylockdep.validate(raise_on_report=False, stream=None) as v:
+        assert "_enter" in python_functions(block)  # the thread's first read side makes its stack
+        assert python_functions(block) == []
+        assert "_enter" in python_functions(nested)  # a chain not known yet
+        assert python_functions(nested) == []
+        idx = s.read_lock()
+        s._sync_owner = -1  # as while a grace period waits: the end wakes it, in Python
+        s._cond = threading.Condition(s._mutex)
+        assert "read_unlock" in python_functions(lambda: s.read_unlock(idx))
+        s._sync_owner = None
+        assert "_bad_index" in python_functions(lambda: s.read_unlock(idx))  # no longer this thread's
+        assert (v.task().held, s._readers, s._stack()) == ([], ({}, {}), [])
+        assert "rcu_read_unlock" in python_functions(pylockdep.rcu_read_unlock)  # not inside one
+    assert [r.kind for r in v.reports] == ["bad_unlock_balance", "bad_unlock_balance"]
