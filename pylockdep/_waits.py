@@ -679,20 +679,27 @@ def _queue_get(original: Callable[..., Any]) -> Callable[..., Any]:
         item = original(self, block, timeout)
         m = getattr(self, _MAP, None)
         if isinstance(m, _QueueMap) and not active.validator.off:
-            _open_span(m, _getframe(1))
+            # Counted in the caller's open span there (the common case, inline), else one is opened.
+            ident = _get_ident()
+            with _spans_lock:
+                span = m.spans.get(ident)
+                if span is not None:
+                    span.count += 1
+            if span is None:
+                _open_span(m, ident, _getframe(1))
         return item
 
     return get
 
 
-def _open_span(m: _QueueMap, frame: FrameType) -> None:
-    """The calling thread took an item from a queue: count it in its open span there, or open one.
+def _open_span(m: _QueueMap, ident: int, frame: FrameType) -> None:
+    """The calling thread (``ident``) took an item from a queue: count it in its open span there,
+    or open one.
 
     A thread has one span open at a time: one on another queue (whose items it took and never
     marked done) is closed first, so spans left open by consumers that never call
     ``task_done()`` neither pile up nor outlive the thread's next ``get()`` elsewhere.
     """
-    ident = _get_ident()
     spans = m.spans
     with _spans_lock:
         span = spans.get(ident)
