@@ -278,9 +278,20 @@ threadcache_clear(ThreadCache *self)
     return 0;
 }
 
+/*
+ * The thread that thread_cache() answered for last, by its PyThreadState and that state's id (an id
+ * is never given to another thread state), and its cache, borrowed: the cache's dealloc forgets it.
+ * Most acquisitions are made by the thread that made the last one, which then needs no dict lookup.
+ */
+static PyThreadState *g_last_tstate;
+static uint64_t g_last_tstate_id;
+static ThreadCache *g_last_cache;
+
 static void
 threadcache_dealloc(ThreadCache *self)
 {
+    if (g_last_cache == self)
+        g_last_cache = NULL;
     PyObject_GC_UnTrack(self);
     threadcache_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -315,23 +326,19 @@ cached_int(ThreadCache *c, Py_ssize_t value)
     return made;
 }
 
-/* The calling thread's validator, Task and cache, borrowed; 0 when the fast path does not apply:
- * validation is off or the thread has no Task yet. */
-static int
-current_task(PyObject **v_out, PyObject **t_out, ThreadCache **c_out)
+/* The calling thread's cache (borrowed), found in its thread state's dict or made there; NULL (no
+ * exception) when it cannot be. */
+static ThreadCache *
+thread_cache(void)
 {
-    PyObject *v, *local, *t, *tdict;
+    PyThreadState *ts = PyThreadState_Get();
+    PyObject *tdict;
     ThreadCache *c;
 
-    if (g_active == NULL)
-        return 0;  /* setup() not called, or failed */
-    v = SLOT(g_active, active_layout, ACTIVE_VALIDATOR);
-    if (!IS(v, validator_layout) || SLOT(v, validator_layout, V_OFF) != Py_False)
-        return 0;
-    local = SLOT(v, validator_layout, V_LOCAL);
-    tdict = PyThreadState_GetDict();
-    if (local == NULL || tdict == NULL)
-        return 0;
+    if (ts == g_last_tstate && ts->id == g_last_tstate_id && g_last_cache != NULL)
+        return g_last_cache;
+    if ((tdict = PyThreadState_GetDict()) == NULL)
+        return NULL;
     c = (ThreadCache *)PyDict_GetItemWithError(tdict, s_cache_key);
     if (c == NULL) {
         if (PyErr_Occurred())
@@ -351,8 +358,32 @@ current_task(PyObject **v_out, PyObject **t_out, ThreadCache **c_out)
         }
         Py_DECREF(c);  /* the thread's dict keeps it */
     } else if (!Py_IS_TYPE(c, &ThreadCacheType)) {
-        return 0;
+        return NULL;
     }
+    g_last_tstate = ts;
+    g_last_tstate_id = ts->id;
+    g_last_cache = c;
+    return c;
+fail:
+    PyErr_Clear();
+    return NULL;
+}
+
+/* The calling thread's validator, Task and cache, borrowed; 0 when the fast path does not apply:
+ * validation is off or the thread has no Task yet. */
+static int
+current_task(PyObject **v_out, PyObject **t_out, ThreadCache **c_out)
+{
+    PyObject *v, *local, *t;
+    ThreadCache *c;
+
+    if (g_active == NULL)
+        return 0;  /* setup() not called, or failed */
+    v = SLOT(g_active, active_layout, ACTIVE_VALIDATOR);
+    if (!IS(v, validator_layout) || SLOT(v, validator_layout, V_OFF) != Py_False)
+        return 0;
+    if ((local = SLOT(v, validator_layout, V_LOCAL)) == NULL || (c = thread_cache()) == NULL)
+        return 0;
     if (c->local != local || c->task == NULL) {
         t = PyObject_GetAttr(local, s_task);
         if (t == NULL)
