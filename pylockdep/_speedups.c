@@ -445,6 +445,26 @@ hash3(PyObject *a, PyObject *b, PyObject *c)
     return hash_items(items, 3);
 }
 
+/* The value of ``obj`` in ``*value`` when it is an exact int of one digit at most (|value| < 2**30:
+ * read in place, with no call); 0 for anything else. */
+static inline int
+compact_value(PyObject *obj, long *value)
+{
+    if (obj == NULL || !PyLong_CheckExact(obj))
+        return 0;
+#if PY_VERSION_HEX >= 0x030C0000
+    if (!PyUnstable_Long_IsCompact((PyLongObject *)obj))
+        return 0;
+    *value = (long)PyUnstable_Long_CompactValue((PyLongObject *)obj);
+#else
+    Py_ssize_t size = Py_SIZE(obj);
+    if (size < -1 || size > 1)
+        return 0;
+    *value = (long)size * (long)((PyLongObject *)obj)->ob_digit[0];
+#endif
+    return 1;
+}
+
 /* Whether other threads have released locks this thread holds (the slow path sorts them out). */
 static int
 has_foreign_releases(PyObject *t)
@@ -465,12 +485,12 @@ static int
 add_spins(PyObject *t, PyObject *delta)
 {
     PyObject *old = SLOT(t, task_layout, T_SPINS), *new;
-    long value;
+    long value, by;
 
     if (old == NULL)
         return -1;
-    if (PyLong_CheckExact(old) && PyLong_CheckExact(delta) && (value = PyLong_AsLong(old)) >= 0 && value < 256)
-        new = PyLong_FromLong(value + PyLong_AsLong(delta));
+    if (compact_value(old, &value) && compact_value(delta, &by) && value >= 0 && value < 256)
+        new = PyLong_FromLong(value + by);
     else
         new = PyNumber_Add(old, delta);
     if (new == NULL)
@@ -522,6 +542,31 @@ held_entry(PyObject *lock, PyObject *cls, PyObject *read, PyObject *trylock, PyO
     for (int i = 0; i < H_FIELDS; i++)
         PyTuple_SET_ITEM(entry, i, Py_NewRef(fields[i]));
     return entry;
+}
+
+/* Append ``entry`` to the held list ``held``: in place while the list has room (it keeps the room
+ * its entries leave, see held_pop()).  -1 with an exception set. */
+static inline int
+held_push(PyObject *held, PyObject *entry)
+{
+    Py_ssize_t n = PyList_GET_SIZE(held);
+
+    if (n >= ((PyListObject *)held)->allocated)
+        return PyList_Append(held, entry);
+    PyList_SET_ITEM(held, n, Py_NewRef(entry));
+    Py_SET_SIZE(held, n + 1);
+    return 0;
+}
+
+/* Take the last entry off the held list ``held`` (not empty), with the list's reference to it, and
+ * keep the room (list.pop() would give the memory back as the stack empties and ask again). */
+static inline PyObject *
+held_pop(PyObject *held)
+{
+    Py_ssize_t n = PyList_GET_SIZE(held) - 1;
+
+    Py_SET_SIZE(held, n);
+    return PyList_GET_ITEM(held, n);
 }
 
 /* Drop a reference to a held entry; the last one makes it a spare (while there is room). */
@@ -1707,19 +1752,14 @@ static PyTypeObject CallMakeType = {
 enum { READ_AS_RWLOCK = -1, READ_MAX = 2 };
 static PyObject **const read_objs[READ_MAX + 1] = {&g_zero, &g_one, &g_two};
 
-/* The small int in ``value`` if it is one from ``low`` to ``high``, else ``low - 1``. */
+/* The small int in ``value`` (compact_value()) if it is one from ``low`` to ``high``, else ``low - 1``. */
 static long
 small_int(PyObject *value, long low, long high)
 {
     long found;
 
-    if (value == NULL || !PyLong_CheckExact(value))
+    if (!compact_value(value, &found))
         return low - 1;
-    found = PyLong_AsLong(value);
-    if (found == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return low - 1;
-    }
     return found < low || found > high ? low - 1 : found;
 }
 
@@ -1748,6 +1788,25 @@ rwlock_read_mode(PyObject *t)
     if (irq == NULL || bh == NULL)
         return -1;
     return is_zero(irq) && is_zero(bh) ? 1 : 2;
+}
+
+/* The value of max_lock_depth ``maxd``, or -1 (no exception): read once per int object. */
+static Py_ssize_t
+lock_depth_limit(PyObject *maxd)
+{
+    static PyObject *last;  /* the int read last (held: compared by identity) and its value */
+    static Py_ssize_t value;
+
+    if (maxd != last) {
+        Py_ssize_t read = PyLong_AsSsize_t(maxd);
+        if (read == -1) {
+            PyErr_Clear();
+            return -1;
+        }
+        Py_XSETREF(last, Py_NewRef(maxd));
+        value = read;
+    }
+    return value;
 }
 
 /*
@@ -1800,7 +1859,7 @@ take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layou
         || PySet_Contains(chains, chain) != 1)
         goto fallback;
     /* A known chain: build the held entry before taking the lock, so nothing can fail after. */
-    limit = PyLong_AsSsize_t(maxd);
+    limit = lock_depth_limit(maxd);
     code = (PyObject *)PyFrame_GetCode(frame);
     lasti = cached_int(c, PyFrame_GetLasti(frame));
     if (limit == -1 || lasti == NULL)
@@ -1823,8 +1882,7 @@ take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layou
         result = -1;  /* the real lock raised: report that, as Python would */
     } else if (taken == 0) {
         result = 0;  /* contended: the slow path waits (and checks for a deadlock) */
-    } else if (PyList_Append(held, entry) < 0
-               || (is_true(spins) && add_spins(t, g_one) < 0)) {
+    } else if (held_push(held, entry) < 0 || (is_true(spins) && add_spins(t, g_one) < 0)) {
         result = -1;  /* out of memory, in practice */
     } else {
         slot_set(lock, lk->offset[L_OWNER], t);
@@ -1885,10 +1943,9 @@ drop_top(PyObject *t, PyObject *lock, const Layout *lk, PyObject *read)
     top = PyList_GET_ITEM(held, n - 1);
     if (!Py_IS_TYPE(top, g_held_type) || PyTuple_GET_SIZE(top) != H_FIELDS || PyTuple_GET_ITEM(top, H_LOCK) != lock)
         return 0;
-    Py_INCREF(top);
     Py_INCREF(t);
-    if (PyList_SetSlice(held, n - 1, n, NULL) < 0
-        || (is_true(PyTuple_GET_ITEM(top, H_SPIN)) && add_spins(t, g_minus_one) < 0)) {
+    held_pop(held);  /* the list's reference to top is ours now */
+    if (is_true(PyTuple_GET_ITEM(top, H_SPIN)) && add_spins(t, g_minus_one) < 0) {
         result = -1;
     } else {
         slot_set(t, task_layout.offset[T_KEY], PyTuple_GET_ITEM(top, H_PREV_KEY));
