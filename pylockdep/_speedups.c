@@ -111,8 +111,9 @@ static PyTypeObject *g_held_type;
 static Layout active_layout, validator_layout, task_layout, key_layout, class_layout, trace_layout;
 enum { ACTIVE_VALIDATOR };
 static const char *const active_slots[] = {"validator", NULL};
-enum { V_OFF, V_LOCAL, V_CHAINS, V_MAX_LOCK_DEPTH, V_PREEMPT_RT };
-static const char *const validator_slots[] = {"off", "local", "chains", "max_lock_depth", "preempt_rt", NULL};
+enum { V_OFF, V_LOCAL, V_CHAINS, V_CHAINS_FORGOTTEN, V_MAX_LOCK_DEPTH, V_PREEMPT_RT };
+static const char *const validator_slots[] = {"off", "local", "chains", "chains_forgotten", "max_lock_depth",
+                                              "preempt_rt", NULL};
 enum {
     T_HELD, T_KEY, T_CTX, T_IRQ, T_SPINS, T_FOREIGN_RELEASES,
     /* the context counters (Task.update_ctx() hashes them in this order), and what sections change */
@@ -239,8 +240,9 @@ recent_clear(Recent *r)
 
 /*
  * What the fast path keeps per thread, in the thread state's dict (so it goes when the thread does):
- * the thread's Task for one validator, found once through the validator's threading.local, and the
- * ints it made last (chain keys, instruction offsets), to be used again rather than made anew.
+ * the thread's Task for one validator, found once through the validator's threading.local, the
+ * ints it made last (chain keys, instruction offsets), to be used again rather than made anew, and
+ * the chain keys it found in that validator's chain cache lately (see take_known).
  * ``local`` is a strong reference, so while it matches the active validator's, ``task`` is the
  * Task that ``v.local.task`` would give (Validator.new_task() sets it, once per thread; an asyncio
  * task's step swaps its holder in and out, and forget_task() drops ``task`` each time).
@@ -255,6 +257,7 @@ typedef struct {
     Py_ssize_t values[N_INTS];
     int next_int;
     Recent sites;  /* sites (code, line) of with-blocks seen last, by code and instruction offset */
+    Recent chains;  /* chain keys in local's validator's chains, by (prev key, ctx, variant) and era */
 } ThreadCache;
 
 static int
@@ -263,7 +266,8 @@ threadcache_traverse(ThreadCache *self, visitproc visit, void *arg)
     Py_VISIT(self->local);
     Py_VISIT(self->task);
     Py_VISIT(self->ident);
-    return recent_traverse(&self->sites, visit, arg);
+    int err = recent_traverse(&self->sites, visit, arg);
+    return err ? err : recent_traverse(&self->chains, visit, arg);
 }
 
 static int
@@ -275,6 +279,7 @@ threadcache_clear(ThreadCache *self)
     for (int i = 0; i < N_INTS; i++)
         Py_CLEAR(self->ints[i]);
     recent_clear(&self->sites);
+    recent_clear(&self->chains);
     return 0;
 }
 
@@ -351,6 +356,7 @@ thread_cache(void)
             c->ints[i] = NULL;
         c->next_int = 0;
         memset(&c->sites, 0, sizeof c->sites);
+        memset(&c->chains, 0, sizeof c->chains);
         PyObject_GC_Track(c);
         if (PyDict_SetItem(tdict, s_cache_key, (PyObject *)c) < 0) {
             Py_DECREF(c);
@@ -393,7 +399,10 @@ current_task(PyObject **v_out, PyObject **t_out, ThreadCache **c_out)
             return 0;
         }
         Py_XSETREF(c->task, t);
-        Py_XSETREF(c->local, Py_NewRef(local));
+        if (c->local != local) {  /* another validator: its chain cache is another */
+            recent_clear(&c->chains);
+            Py_XSETREF(c->local, Py_NewRef(local));
+        }
     }
     *v_out = v;
     *t_out = c->task;
@@ -434,15 +443,6 @@ hash_items(PyObject *const *items, Py_ssize_t n)
     if (acc == (Py_uhash_t)-1)
         return 1546275796;
     return (Py_hash_t)acc;
-}
-
-/* hash((a, b, c)): pylockdep._held.chain_key(). */
-static Py_hash_t
-hash3(PyObject *a, PyObject *b, PyObject *c)
-{
-    PyObject *items[3] = {a, b, c};
-
-    return hash_items(items, 3);
 }
 
 /* The value of ``obj`` in ``*value`` when it is an exact int of one digit at most (|value| < 2**30:
@@ -1810,6 +1810,41 @@ lock_depth_limit(PyObject *maxd)
 }
 
 /*
+ * The chain key after pushing a lock of variant ``variant`` on the stack of key ``tkey`` in context
+ * ``ctx``, pylockdep._held.chain_key(): hash((tkey, ctx, variant)), when the active validator
+ * ``v`` knows it (it is in v.chains): a new reference, or NULL (no exception).  One found is kept in
+ * the thread's cache ``c``, by the three ints it was made from, until the chain cache is emptied
+ * (v.chains_forgotten counts that; v.chains only grows in between).
+ */
+static PyObject *
+known_chain(PyObject *v, ThreadCache *c, PyObject *tkey, PyObject *ctx, PyObject *variant)
+{
+    PyObject *parts[3] = {tkey, ctx, variant}, *chains = SLOT(v, validator_layout, V_CHAINS), *chain;
+    int nums[3] = {-1, 0, 0};
+    Py_hash_t h;
+    long era;
+
+    if (compact_value(SLOT(v, validator_layout, V_CHAINS_FORGOTTEN), &era) && era >= 0 && era <= INT_MAX) {
+        nums[0] = (int)era;
+        if ((chain = recent_find(&c->chains, parts, nums, 3)) != NULL)
+            return Py_NewRef(chain);
+    }
+    if (chains == NULL || !PyAnySet_Check(chains) || (h = hash_items(parts, 3)) == -1
+        || (chain = cached_int(c, h)) == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (PySet_Contains(chains, chain) != 1) {
+        PyErr_Clear();
+        Py_DECREF(chain);
+        return NULL;
+    }
+    if (nums[0] >= 0)
+        recent_keep(&c->chains, parts, nums, 3, chain);  /* drops ints only: no Python code runs */
+    return chain;
+}
+
+/*
  * Take ``lock`` in mode ``read`` as subclass ``subclass`` on a known chain, as
  * _locks._acquire(lock, read, subclass, frame) would, for the thread whose fast_state() is ``v``,
  * ``t`` and ``c``.  Returns 1 when the lock is taken and pushed, 0 when the caller must take the
@@ -1823,7 +1858,6 @@ take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layou
     PyObject *chain = NULL, *code = NULL, *lasti = NULL, *entry = NULL, *ok = NULL;
     RealLock *real = real_of(lock, lk);
     RWCore *core;
-    Py_hash_t h;
     Py_ssize_t limit;
     int result = 0, taken;
 
@@ -1854,9 +1888,7 @@ take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layou
         || !PyAnySet_Check(chains) || maxd == NULL || !PyLong_Check(maxd))
         return 0;
 
-    /* The chain key is pylockdep._held.chain_key(t.key, t.ctx, variant): hash((t.key, t.ctx, variant)). */
-    if ((h = hash3(tkey, ctx, PyTuple_GET_ITEM(variants, read))) == -1 || (chain = cached_int(c, h)) == NULL
-        || PySet_Contains(chains, chain) != 1)
+    if ((chain = known_chain(v, c, tkey, ctx, PyTuple_GET_ITEM(variants, read))) == NULL)
         goto fallback;
     /* A known chain: build the held entry before taking the lock, so nothing can fail after. */
     limit = lock_depth_limit(maxd);
@@ -3000,7 +3032,6 @@ read_side_entry(PyObject *map, const Layout *ml, PyObject *v, PyObject *t, Threa
     PyObject *chains = SLOT(v, validator_layout, V_CHAINS), *maxd = SLOT(v, validator_layout, V_MAX_LOCK_DEPTH);
     PyObject *chain = NULL, *code = NULL, *lasti = NULL, *entry = NULL;
     Py_ssize_t limit;
-    Py_hash_t h;
 
     if (!IS(key, key_layout) || (cache = SLOT(key, key_layout, K_CACHE)) == NULL || !PyTuple_Check(cache)
         || PyTuple_GET_SIZE(cache) != 2 || PyTuple_GET_ITEM(cache, 0) != v)
@@ -3020,8 +3051,7 @@ read_side_entry(PyObject *map, const Layout *ml, PyObject *v, PyObject *t, Threa
         return NULL;  /* a map that spins would change the spin count: Python does that */
     limit = PyLong_AsSsize_t(maxd);
     if (limit == -1 || PyList_GET_SIZE(held) + 1 >= limit  /* Python reports the depth */
-        || (h = hash3(tkey, ctx, PyTuple_GET_ITEM(variants, 2))) == -1 || (chain = cached_int(c, h)) == NULL
-        || PySet_Contains(chains, chain) != 1)
+        || (chain = known_chain(v, c, tkey, ctx, PyTuple_GET_ITEM(variants, 2))) == NULL)
         goto fail;
     code = (PyObject *)PyFrame_GetCode(frame);
     if ((lasti = cached_int(c, PyFrame_GetLasti(frame))) == NULL)

@@ -52,7 +52,16 @@ class Validator:
     """
 
     # The attributes the fast paths read are slots (the C fast path reads them in place).
-    __slots__ = ("off", "local", "chains", "max_lock_depth", "preempt_rt", "__dict__", "__weakref__")
+    __slots__ = (
+        "off",
+        "local",
+        "chains",
+        "chains_forgotten",
+        "max_lock_depth",
+        "preempt_rt",
+        "__dict__",
+        "__weakref__",
+    )
 
     def __init__(self, options: Options | None = None, /, **changes: Any) -> None:
         options = (options or Options()).replace(**changes)
@@ -61,6 +70,9 @@ class Validator:
         self.apply(options)
         self.graph_lock = plain_rlock()
         self.chains: set[int] = set()
+        # Times the chain cache was emptied: the C fast path keeps the chains it found in it until
+        # this changes (the cache only grows in between), so it is emptied only by forget_chains().
+        self.chains_forgotten = 0
         self.reports: list[Report] = []
         # Reports that a suppression or the baseline silenced: kept and counted, never printed.
         self.suppressed: list[Report] = []
@@ -202,7 +214,13 @@ class Validator:
         """
         self.run_check(t, _checks.check_new_chain, lock, cls, read, trylock, sync, chain_key, (code, line))
         if len(self.chains) >= CHAIN_CACHE_SIZE:
-            self.chains.clear()
+            self.forget_chains()
+
+    def forget_chains(self) -> None:
+        """Empty the chain cache: every chain is validated again the next time it is taken.  (The C
+        fast path trusts the chains it found until ``chains_forgotten`` changes, just after.)"""
+        self.chains.clear()
+        self.chains_forgotten += 1
 
     def depth_exceeded(self, t: Task) -> None:
         """The held stack outgrew ``max_lock_depth``: stop validating, as lockdep does."""
@@ -494,7 +512,7 @@ def configure(**changes: Any) -> Validator:
         v.apply(v.options.replace(**{name: value for name, value in changes.items() if value is not None}))
         for cls in v.graph.classes:
             cls.spins = cls.ltype.spins_under(v.preempt_rt)
-        v.chains.clear()
+        v.forget_chains()
     return v
 
 

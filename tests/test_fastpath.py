@@ -94,6 +94,26 @@ def test_a_known_chain_never_reaches_python(monkeypatch):
 
 
 @needs_c
+def test_a_chain_the_cache_forgot_is_validated_again(monkeypatch):
+    slow = SlowCalls(monkeypatch)
+    a, b = pylockdep.Mutex("fp_forget_a"), pylockdep.Mutex("fp_forget_b")
+    with pylockdep.validate() as v:
+        for _ in range(2):  # the second time in C, which keeps the chains it found in the cache
+            with a, b:
+                pass
+        assert slow.acquires == 2
+        v.forget_chains()
+        with a, b:
+            pass
+        assert slow.acquires == 4  # validated in Python again, and cached again
+        assert len(v.chains) == 2
+        with a, b:
+            pass
+        assert slow.acquires == 4
+    assert v.reports == []
+
+
+@needs_c
 def test_each_odd_case_goes_to_python(monkeypatch):
     slow = SlowCalls(monkeypatch)
     a = pylockdep.Mutex("fp_odd")
