@@ -141,6 +141,17 @@ enum { L_KEY, L_REAL, L_OWNER, L_IDENT, L_COUNT };
 static const char *const lock_slots[] = {"_key", "_real", "_owner", NULL};
 static const char *const rlock_slots[] = {"_key", "_real", "_owner", "_ident", "_count", NULL};
 
+/* The ints 0 .. N_SMALL - 1, made once (counts of spinning locks and RLock re-entries are small). */
+#define N_SMALL 256
+static PyObject *g_small[N_SMALL];
+
+/* A new reference to the int ``value``, from g_small when it is there (nothing made then). */
+static inline PyObject *
+int_of(long value)
+{
+    return value >= 0 && value < N_SMALL ? Py_NewRef(g_small[value]) : PyLong_FromLong(value);
+}
+
 static PyObject *g_zero, *g_one, *g_two, *g_minus_one, *s_task, *s_depth_exceeded, *s_cache_key, *s_try, *s_unlock;
 
 #define IS(obj, layout) ((obj) != NULL && PyObject_TypeCheck((obj), (layout).type))
@@ -480,19 +491,23 @@ is_true(PyObject *flag)
     return flag == Py_True || (flag != Py_False && PyObject_IsTrue(flag) == 1);
 }
 
-/* t.spins += delta (a count small enough for CPython's cached ints: nothing is allocated). */
+/* t.spins += delta (a small count, read in place: nothing is made). */
 static int
-add_spins(PyObject *t, PyObject *delta)
+add_spins(PyObject *t, long delta)
 {
-    PyObject *old = SLOT(t, task_layout, T_SPINS), *new;
-    long value, by;
+    PyObject *old = SLOT(t, task_layout, T_SPINS), *new, *by;
+    long value;
 
     if (old == NULL)
         return -1;
-    if (compact_value(old, &value) && compact_value(delta, &by) && value >= 0 && value < 256)
-        new = PyLong_FromLong(value + by);
-    else
-        new = PyNumber_Add(old, delta);
+    if (compact_value(old, &value)) {
+        new = int_of(value + delta);
+    } else {
+        if ((by = PyLong_FromLong(delta)) == NULL)
+            return -1;
+        new = PyNumber_Add(old, by);
+        Py_DECREF(by);
+    }
     if (new == NULL)
         return -1;
     slot_set(t, task_layout.offset[T_SPINS], new);
@@ -1914,7 +1929,7 @@ take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layou
         result = -1;  /* the real lock raised: report that, as Python would */
     } else if (taken == 0) {
         result = 0;  /* contended: the slow path waits (and checks for a deadlock) */
-    } else if (held_push(held, entry) < 0 || (is_true(spins) && add_spins(t, g_one) < 0)) {
+    } else if (held_push(held, entry) < 0 || (is_true(spins) && add_spins(t, 1) < 0)) {
         result = -1;  /* out of memory, in practice */
     } else {
         slot_set(lock, lk->offset[L_OWNER], t);
@@ -1977,7 +1992,7 @@ drop_top(PyObject *t, PyObject *lock, const Layout *lk, PyObject *read)
         return 0;
     Py_INCREF(t);
     held_pop(held);  /* the list's reference to top is ours now */
-    if (is_true(PyTuple_GET_ITEM(top, H_SPIN)) && add_spins(t, g_minus_one) < 0) {
+    if (is_true(PyTuple_GET_ITEM(top, H_SPIN)) && add_spins(t, -1) < 0) {
         result = -1;
     } else {
         slot_set(t, task_layout.offset[T_KEY], PyTuple_GET_ITEM(top, H_PREV_KEY));
@@ -2033,22 +2048,16 @@ owned_by_caller(PyObject *lock, const Layout *lk)
 static long
 rlock_count(PyObject *lock, const Layout *lk)
 {
-    PyObject *count = SLOT(lock, *lk, L_COUNT);
     long value;
 
-    if (count == NULL || !PyLong_CheckExact(count))
-        return -1;
-    value = PyLong_AsLong(count);
-    if (value == -1 && PyErr_Occurred())
-        PyErr_Clear();
-    return value;
+    return compact_value(SLOT(lock, *lk, L_COUNT), &value) ? value : -1;
 }
 
 /* Set the RLock's count (and, when ``ident`` is not NULL, its owner). */
 static int
 rlock_set(PyObject *lock, const Layout *lk, long count, PyObject *ident)
 {
-    PyObject *value = PyLong_FromLong(count);
+    PyObject *value = int_of(count);
 
     if (value == NULL)
         return -1;
@@ -3704,8 +3713,13 @@ PyInit__speedups(void)
     INTERN(s_key_slot, "_key");
     INTERN(s_make, "_make");
     INTERN(s_wake, "_wake");
-    if ((g_zero = PyLong_FromLong(0)) == NULL || (g_one = PyLong_FromLong(1)) == NULL || (g_two = PyLong_FromLong(2)) == NULL
-        || (g_minus_one = PyLong_FromLong(-1)) == NULL)
+    for (int i = 0; i < N_SMALL; i++)
+        if ((g_small[i] = PyLong_FromLong(i)) == NULL)
+            return NULL;
+    g_zero = g_small[0];
+    g_one = g_small[1];
+    g_two = g_small[2];
+    if ((g_minus_one = PyLong_FromLong(-1)) == NULL)
         return NULL;
     {
         PyObject *time = PyImport_ImportModule("time");
