@@ -424,6 +424,26 @@ fail:
     return 0;
 }
 
+/* The value of ``obj`` in ``*value`` when it is an exact int of one digit at most (|value| < 2**30:
+ * read in place, with no call); 0 for anything else. */
+static inline int
+compact_value(PyObject *obj, long *value)
+{
+    if (obj == NULL || !PyLong_CheckExact(obj))
+        return 0;
+#if PY_VERSION_HEX >= 0x030C0000
+    if (!PyUnstable_Long_IsCompact((PyLongObject *)obj))
+        return 0;
+    *value = (long)PyUnstable_Long_CompactValue((PyLongObject *)obj);
+#else
+    Py_ssize_t size = Py_SIZE(obj);
+    if (size < -1 || size > 1)
+        return 0;
+    *value = (long)size * (long)((PyLongObject *)obj)->ob_digit[0];
+#endif
+    return 1;
+}
+
 /* hash(tuple(items)), as CPython's tuple hash computes it, without making the tuple. */
 #if SIZEOF_PY_UHASH_T > 4
 #define XXPRIME_1 ((Py_uhash_t)11400714785074694791ULL)
@@ -443,8 +463,14 @@ hash_items(PyObject *const *items, Py_ssize_t n)
     Py_uhash_t acc = XXPRIME_5;
 
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_uhash_t lane = (Py_uhash_t)PyObject_Hash(items[i]);
-        if (lane == (Py_uhash_t)-1)
+        Py_uhash_t lane;
+        long small;
+
+        if (items[i] == Py_False || items[i] == Py_True)
+            lane = items[i] == Py_True;  /* hash(True) == 1 */
+        else if (compact_value(items[i], &small))
+            lane = (Py_uhash_t)(small == -1 ? -2 : small);  /* an int below 2**30 is its own hash (but -1) */
+        else if ((lane = (Py_uhash_t)PyObject_Hash(items[i])) == (Py_uhash_t)-1)
             return -1;
         acc += lane * XXPRIME_2;
         acc = XXROTATE(acc);
@@ -454,26 +480,6 @@ hash_items(PyObject *const *items, Py_ssize_t n)
     if (acc == (Py_uhash_t)-1)
         return 1546275796;
     return (Py_hash_t)acc;
-}
-
-/* The value of ``obj`` in ``*value`` when it is an exact int of one digit at most (|value| < 2**30:
- * read in place, with no call); 0 for anything else. */
-static inline int
-compact_value(PyObject *obj, long *value)
-{
-    if (obj == NULL || !PyLong_CheckExact(obj))
-        return 0;
-#if PY_VERSION_HEX >= 0x030C0000
-    if (!PyUnstable_Long_IsCompact((PyLongObject *)obj))
-        return 0;
-    *value = (long)PyUnstable_Long_CompactValue((PyLongObject *)obj);
-#else
-    Py_ssize_t size = Py_SIZE(obj);
-    if (size < -1 || size > 1)
-        return 0;
-    *value = (long)size * (long)((PyLongObject *)obj)->ob_digit[0];
-#endif
-    return 1;
 }
 
 /* Whether other threads have released locks this thread holds (the slow path sorts them out). */
@@ -2371,6 +2377,15 @@ done:
     return site;
 }
 
+/* A new reference to ``count + 1`` (read in place when small). */
+static PyObject *
+next_int(PyObject *count)
+{
+    long value;
+
+    return compact_value(count, &value) ? PyLong_FromLong(value + 1) : PyNumber_Add(count, g_one);
+}
+
 /* Task.update_ctx()'s context signature of ``t`` with ``irqs_off`` and ``bh`` in place of its own
  * (a new reference), or NULL (an exception may be set).  The irq context does not depend on them. */
 static PyObject *
@@ -2413,7 +2428,7 @@ change_context(ThreadCache *c, PyObject *t, int counter, PyObject *value, int ev
     if (!IS(trace, trace_layout) || (events = SLOT(trace, trace_layout, TR_EVENTS)) == NULL || irqs_off == NULL
         || bh == NULL)
         return 0;
-    if ((ctx = context_with(c, t, irqs_off, bh)) == NULL || (events = PyNumber_Add(events, g_one)) == NULL) {
+    if ((ctx = context_with(c, t, irqs_off, bh)) == NULL || (events = next_int(events)) == NULL) {
         Py_XDECREF(ctx);
         PyErr_Clear();
         return 0;
