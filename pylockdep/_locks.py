@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from functools import partial
 from operator import attrgetter, iadd
 from sys import _getframe
+from time import monotonic
 from types import CodeType, FrameType
 from typing import Any
 
@@ -31,7 +32,7 @@ from ._frames import Site, caller_site, is_internal, line_at
 from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, HeldLock, drop_foreign, find, new_entry, pop, remove
 from ._plain import plain_rlock
 from ._primitive import Primitive
-from ._signals import critical, deferred, run_deferred
+from ._signals import critical, critical_take, deferred, run_deferred
 from ._task import Task
 from ._validator import Validator, active
 
@@ -52,7 +53,9 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
     waits for the same lock is seen waiting for its own thread (``DeadlockError``, not a hang);
     and an acquisition interrupted by a signal handler's exception (KeyboardInterrupt) after
     taking the real lock is undone: as with CPython's own lock, the exception means the lock was
-    not taken.
+    not taken.  A handler held back while the pure reader-writer core took the lock (see
+    :func:`~pylockdep._signals.critical_take`) is run here once the outcome is recorded: after
+    the push, or on the way out of an acquisition that took nothing.
     """
     taken = False
     waited = _NOT_WAITED
@@ -61,9 +64,13 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
         if v.off:
             if not (taken := True in map(lock._try, _MODE_ARGS[read])):
                 if trylock:
+                    if deferred:
+                        run_deferred()
                     return False
                 waited = [False]
                 _waitfor.wait(v, v.task(), lock, read, partial(_timed_into, waited, lock, read, None))
+            if deferred:
+                run_deferred()
             return True
         try:
             t = v.local.task
@@ -72,6 +79,8 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
         if trylock:
             lock._owner = t if (taken := True in map(lock._try, _MODE_ARGS[read])) else lock._owner
             if not taken:
+                if deferred:
+                    run_deferred()
                 return False
         if t.foreign_releases:
             drop_foreign(v, t)
@@ -99,9 +108,13 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
             t.spins += 1
         if len(held) >= v.max_lock_depth:  # a call: a handler may raise after it, still undone
             v.depth_exceeded(t)
+        if deferred:
+            run_deferred()
     except BaseException:
         if taken or waited[-1]:
-            _undo_acquire(lock, read)
+            _undo_acquire(lock, read)  # which runs what is held back
+        elif deferred:
+            run_deferred()
         raise
     return True
 
@@ -120,15 +133,20 @@ def _timed_into(got: list[bool], lock: Primitive, read: int, owner: Task | None,
     return got[-1]
 
 
+@critical
 def _undo_acquire(lock: Primitive, read: int) -> None:
     """Forget and release ``lock``, which an interrupted acquisition took (and may have pushed)."""
-    v = active.validator
-    if not v.off:
-        t = v.task()
-        index = find(t, lock)
-        if index >= 0:
-            remove(v, t, index)
-    _unlock_real(lock, read)
+    try:
+        v = active.validator
+        if not v.off:
+            t = v.task()
+            index = find(t, lock)
+            if index >= 0:
+                remove(v, t, index)
+        _unlock_real(lock, read)
+    finally:
+        if deferred:
+            run_deferred()
 
 
 def _release(lock: Primitive, read: int) -> None:
@@ -497,16 +515,25 @@ class _RWWaits:
     """The wait of a reader-writer core, Python on both paths: the waiter sleeps on the core's
     condition (its ``_condition()``), counted in ``sleepers`` (a release wakes them) and, if it
     writes, in ``waiting_writers`` (which hold back new readers that are not recursive), until the
-    core's ``_take(read, ident)`` lets it in or ``seconds`` pass."""
+    core's ``_take(read, ident)`` lets it in or ``seconds`` pass.
+
+    The condition's mutex is taken and released, and the core taken, in ``timed_acquire``'s own
+    frame by C code (no ``Condition.__enter__``, ``__exit__`` or ``wait_for``, whose Python frames
+    a signal handler's exception could interrupt with the mutex or the lock taken): on the pure
+    path a handler that comes there is held back until the acquisition has recorded the outcome
+    (:func:`~pylockdep._signals.critical_take`); one that comes while it sleeps
+    (``Condition.wait``) runs at once."""
 
     __slots__ = ()
     sleepers: int
     waiting_writers: dict[int, int] | None
 
+    @critical_take
     def timed_acquire(self, read: int, seconds: float) -> bool:
         ident = _thread.get_ident()
         cond = self._condition()  # type: ignore[attr-defined]
-        with cond:
+        mutex = self._mutex  # type: ignore[attr-defined]  # the condition's
+        with mutex:
             if not read:
                 waiting = self.waiting_writers
                 if waiting is None:
@@ -514,7 +541,17 @@ class _RWWaits:
                 waiting[ident] = waiting[ident] + 1 if ident in waiting else 1
             self.sleepers += 1
             try:
-                return cond.wait_for(lambda: self._take(read, ident), seconds)  # type: ignore[attr-defined]
+                deadline = monotonic() + seconds
+                while not (taken := self._take(read, ident)) and (left := deadline - monotonic()) > 0:  # type: ignore[attr-defined]
+                    try:
+                        cond.wait(left)
+                    except BaseException:
+                        # A handler's exception between Condition.wait's release of the mutex and
+                        # its try block leaves the mutex released: the state below needs it.
+                        if not mutex._is_owned():
+                            mutex.acquire()
+                        raise
+                return taken
             finally:
                 self.sleepers -= 1
                 if not read:
@@ -579,6 +616,7 @@ class _RWCore(_RWWaits):
         self.writer = ident
         return True
 
+    @critical_take
     def try_acquire(self, read: int) -> bool:
         ident = _thread.get_ident()
         with self._mutex:

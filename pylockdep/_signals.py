@@ -8,11 +8,15 @@ inside lockdep; this module does the same for the release code:
 
 - Functions that release a lock are marked :func:`critical` and end, on every way out, with
   ``if deferred: run_deferred()``.
+- Functions that take the pure reader-writer core are marked :func:`critical_take`: a handler
+  held back inside them is run by the acquisition that called them once it has recorded the
+  outcome (a handler's exception then undoes the acquisition, as when it lands later).
 - Every Python signal handler of the process is installed wrapped in a :class:`Deferring`
   (those in place when the pure path is first used from the main thread, and those
   ``signal.signal`` installs later).  Called while the interrupted frame is a critical function,
   or pylockdep code that one calls, it records the program's handler in :data:`deferred` and
-  returns; the critical function runs it at its end, once the lock is released.  Otherwise it
+  returns; the critical function runs it at its end, once the lock is released (the acquisition
+  runs it, for :func:`critical_take`).  Otherwise it
   calls the program's handler at once.
 - ``signal.signal`` and ``signal.getsignal`` are replaced by versions that wrap and unwrap, so
   the program sees its own handlers (``signal.default_int_handler`` included).
@@ -44,8 +48,8 @@ wanted = False
 #: one, pylockdep's release code goes a few calls deep).
 WALK = 16
 
-# The critical functions' code, by qualified name (a str keeps its hash; a code object's hash is
-# computed at each lookup).
+# The code of the critical functions, of both kinds, by qualified name (a str keeps its hash; a
+# code object's hash is computed at each lookup).
 _critical: dict[str, CodeType] = {}
 # pylockdep's source files, as its code objects name them: this file's directory.
 _here = os.path.dirname(__file__)
@@ -63,6 +67,24 @@ def critical(func: _F) -> _F:
     pylockdep code it calls) runs when it ends.  ``func`` must end every way out, an exception
     included, with ``if deferred: run_deferred()`` (in a ``finally``), or with nothing but a call
     of a function that does."""
+    return _mark(func)
+
+
+def critical_take(func: _F) -> _F:
+    """Mark ``func`` as code that takes a lock for an acquisition (the pure reader-writer core's
+    take): a signal handler that would run inside it (or inside pylockdep code it calls) is held
+    back like one in a :func:`critical` function, but ``func`` does not run it: the acquisition
+    that called it does, once it has recorded the outcome (taken and pushed, or not taken), so
+    that a handler's exception finds the lock either held and recorded, or free.  Every caller
+    must lead to such a point soon after: :func:`pylockdep._locks._acquire` runs the handlers
+    after the push (and on every other way out), and :func:`pylockdep._waitfor.wait` after each
+    failed attempt, so a handler is held back for one poll of a wait at most.  A blocking wait in
+    code that is not pylockdep's (``threading.Condition.wait``) stops the search for a critical
+    function: a handler that interrupts it runs at once."""
+    return _mark(func)
+
+
+def _mark(func: _F) -> _F:
     code = func.__code__
     if _critical.setdefault(code.co_qualname, code) is not code:
         raise ValueError(f"two critical functions named {code.co_qualname}")
@@ -70,9 +92,9 @@ def critical(func: _F) -> _F:
 
 
 def run_deferred() -> None:
-    """Run the handlers held back, in order, given the caller (a critical function, at its end)
-    as their frame; in the main thread only, which held them back (another thread that ends a
-    critical function meanwhile leaves them to it)."""
+    """Run the handlers held back, in order, given the caller (a critical function at its end,
+    or an acquisition that recorded its outcome) as their frame; in the main thread only, which
+    held them back (another thread that ends a critical function meanwhile leaves them to it)."""
     if _thread.get_ident() == threading.main_thread().ident:
         _run(deferred, sys._getframe(1))
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from ._plain import plain_rlock
 from ._primitive import Primitive
 from ._report import DeadlockError
+from ._signals import deferred, run_deferred
 from ._task import Task
 
 if TYPE_CHECKING:
@@ -122,7 +123,9 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
                     v.self_deadlock(t, lock)
                 raise DeadlockError(describe_cycle(cycle))
             if acquire_timed(POLL_SECONDS):
-                return
+                return  # the caller runs what the attempt held back (see _signals.critical_take)
+            if deferred:  # a failed attempt: held back no longer than one poll
+                run_deferred()
     finally:
         t.waiting = outer
 

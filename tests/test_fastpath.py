@@ -1138,48 +1138,6 @@ def test_fast_and_slow_reader_writer_methods_leave_the_same_state():
     assert v.reports == []
 
 
-@needs_c
-@pytest.mark.parametrize(("take", "release"), [("read_lock", "read_unlock"), ("write_lock", "write_unlock")])
-def test_an_interrupted_reader_writer_acquisition_leaves_the_lock_held_or_free(take, release):
-    # A KeyboardInterrupt raised by a hook at each point in turn where Python code of pylockdep
-    # returns, while a new chain is validated and the lock taken: the lock is then either taken and
-    # on the holder's stack, or not taken.  The C core is taken with no Python code between the
-    # take and its record in _acquire (the Python core's try_acquire returns in between).
-    package = os.path.dirname(pylockdep.__file__)
-    outcomes = set()
-    with pylockdep.validate(raise_on_report=False) as v:
-        for k in range(1, 200):
-            lock = pylockdep.RWLock(f"fp_rw_ki_{k}")  # a new class: the slow path's validation runs
-            returns = 0
-
-            def hook(frame, event, arg, k=k):
-                nonlocal returns
-                if event == "return" and frame.f_code.co_filename.startswith(package):
-                    returns += 1
-                    if returns == k:
-                        raise KeyboardInterrupt
-
-            sys.setprofile(hook)
-            try:
-                getattr(lock, take)()
-            except KeyboardInterrupt:
-                interrupted = True
-            else:
-                interrupted = False
-            finally:
-                sys.setprofile(None)
-            held = [entry.lock for entry in v.task().held]
-            assert held in ([], [lock]) and lock.locked() == bool(held), k
-            outcomes.add((interrupted, bool(held)))
-            if held:
-                getattr(lock, release)()
-            if not interrupted:
-                break
-    # Interrupted before the take (or after the push: taken and held), then not interrupted at all.
-    assert {(True, False), (False, True)} <= outcomes
-    assert not v.task().held
-
-
 def core_steps(core: object, seed: int = 17) -> list[tuple]:
     """What ``core`` answers over a fixed random run of takes by three threads' idents, waiting
     writers coming and going, and releases by a thread that holds nothing (this one)."""

@@ -22,7 +22,7 @@ import weakref
 import pytest
 
 import pylockdep
-from pylockdep import _locks, _validator, _waitfor
+from pylockdep import _locks, _signals, _validator, _waitfor
 from pylockdep._fastpath import ACCELERATED
 
 
@@ -465,6 +465,140 @@ def test_keyboard_interrupts_never_leave_a_with_block_lock_taken(path) -> None:
     assert (taken_unrecorded, recorded_unreleased) == (0, 0)
 
 
+RW_KEYBOARD_INTERRUPT_STORM = (
+    """
+    import os, signal, sys
+    if sys.argv[1] == "pure":
+        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
+    import pylockdep
+    from pylockdep._fastpath import ACCELERATED
+    assert ACCELERATED == (sys.argv[1] == "c")
+"""
+    + ARMED_INTERRUPT
+    + """
+    def block(section):  # a with-block
+        def run():
+            with section:
+                pass
+        return run
+    signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.00002)
+    taken_unrecorded = recorded_unreleased = interrupted = 0
+    with pylockdep.validate(raise_on_report=False, stream=None) as v:
+        for run in range(16):  # each lock type with each way in and out, twice
+            lock = pylockdep.RWLock(f"rw{run}") if run % 2 else pylockdep.RWSemaphore(f"sem{run}")
+            take, release = [
+                (block(lock.read()), None),
+                (block(lock.write()), None),
+                (lock.read_lock, lock.read_unlock) if run % 2 else (lock.down_read, lock.up_read),
+                (lock.write_lock, lock.write_unlock) if run % 2 else (lock.down_write, lock.up_write),
+            ][run // 2 % 4]
+            for _ in range(2000):
+                try:
+                    armed = True
+                    take()
+                    if release:
+                        release()
+                    armed = False
+                except KeyboardInterrupt:
+                    interrupted += 1
+                    if release and ACCELERATED and any(e.lock is lock for e in v.task().held):
+                        # C: take() is a C call, after which CPython runs the handler in the
+                        # program's code, as after CPython's own lock.acquire(): the lock is held.
+                        release()
+                except pylockdep.DeadlockError:  # the lock is still held by this thread
+                    armed = False
+                    break
+            held = v.task().held
+            recorded = any(e.lock is lock for e in held)
+            core = lock._rw
+            if not recorded and (core.is_held(0) or core.is_held(1)):
+                taken_unrecorded += 1
+            elif recorded:
+                recorded_unreleased += 1
+                held[:] = [e for e in held if e.lock is not lock]
+            while core.is_held(1):
+                core.release(1)
+            if core.is_held(0):
+                core.release(0)
+            lock._owner = None
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    print(taken_unrecorded, recorded_unreleased, interrupted)
+"""
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer()")
+@pytest.mark.parametrize("path", ["c", "pure"])
+def test_keyboard_interrupts_never_leave_a_reader_writer_lock_taken(path) -> None:
+    """A storm of KeyboardInterrupts on RWLock and RWSemaphore sections (``with read():``,
+    ``with write():``, read_lock/read_unlock, down_read/up_read and the write side's): the lock
+    is never left taken, recorded or not.  In pure Python the core is Python code: a handler that
+    lands as its take returns runs once the acquisition is recorded, and its exception undoes it
+    (it left the lock taken with nobody holding it)."""
+    if path == "c" and not ACCELERATED:
+        pytest.skip("the C module is not in use")
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(RW_KEYBOARD_INTERRUPT_STORM), path],
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    taken_unrecorded, recorded_unreleased, interrupted = map(int, result.stdout.split())
+    assert interrupted > 100  # the storm did land
+    assert (taken_unrecorded, recorded_unreleased) == (0, 0)
+
+
+@pytest.mark.parametrize(("take", "release"), [("read_lock", "read_unlock"), ("write_lock", "write_unlock")])
+def test_an_interrupted_reader_writer_acquisition_leaves_the_lock_held_or_free(take, release) -> None:
+    """A KeyboardInterrupt at each point in turn where Python code of pylockdep is entered or
+    returns, while a new chain is validated and the lock taken: the lock is then either taken and
+    on the holder's stack, or not taken, and no handler is left held back.  On the C path the core
+    is taken with no Python code between the take and its record in ``_acquire``, and the hook
+    raises; on the pure path it calls the handler through the wrapper the pure path installs (as
+    CPython calls a signal handler there), which holds it back in the core's take
+    (``critical_take``) until the acquisition is recorded: it raised as the take returned."""
+    package = os.path.dirname(pylockdep.__file__)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    handler = interrupt if ACCELERATED else _signals.Deferring(interrupt)
+    outcomes = set()
+    with pylockdep.validate(raise_on_report=False) as v:
+        for k in range(1, 5000):
+            lock = pylockdep.RWLock(f"rw_ki_{k}")  # a new class: the slow path's validation runs
+            events = 0
+
+            def hook(frame, event, arg, k=k):
+                nonlocal events
+                if event in ("call", "return") and frame.f_code.co_filename.startswith(package):
+                    events += 1
+                    if events == k:
+                        handler(signal.SIGINT, frame)
+
+            sys.setprofile(hook)
+            try:
+                getattr(lock, take)()
+            except KeyboardInterrupt:
+                interrupted = True
+            else:
+                interrupted = False
+            finally:
+                sys.setprofile(None)
+            held = [entry.lock for entry in v.task().held]
+            assert held in ([], [lock]) and lock.locked() == bool(held), k
+            assert not _signals.deferred, k
+            outcomes.add((interrupted, bool(held)))
+            if held:
+                getattr(lock, release)()
+            if events < k:  # the acquisition ended before the k-th event
+                break
+    # Interrupted before the take (or after the push: taken and held), then not interrupted at all.
+    assert {(True, False), (False, True)} <= outcomes
+    assert not v.task().held
+
+
 def test_signal_handlers_are_wrapped_where_the_program_does_not_see_it() -> None:
     """What install() changes (the pure path does it at the first use from the main thread):
     handlers in place are wrapped, from the main thread only, and so are handlers installed
@@ -568,11 +702,14 @@ def test_a_handler_held_back_runs_in_the_main_thread_only() -> None:
 
 KEYBOARD_INTERRUPTS_IN_WAITS = (
     """
-    import signal, sys, threading, time, pylockdep
+    import os, signal, sys, threading, time
+    if sys.argv[2] == "RWSemaphore":  # its core is Python code only on the pure path
+        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
+    import pylockdep
 """
     + ARMED_INTERRUPT
     + """
-    lock = pylockdep.Mutex("m")
+    lock = getattr(pylockdep, sys.argv[2])("m")  # acquire() and release(): the write side of an RWSemaphore
     go, taken, released = threading.Semaphore(0), threading.Semaphore(0), threading.Semaphore(0)
     def other():  # holds the lock a little while, once per round, so that the main thread waits
         while go.acquire() and lock.acquire():
@@ -599,7 +736,7 @@ KEYBOARD_INTERRUPTS_IN_WAITS = (
                 lock.release()
             elif lock.locked():  # the other thread is done: taken by this one, and not recorded
                 taken_unrecorded += 1
-                lock._real.release()
+                lock._unlock(0)
         signal.setitimer(signal.ITIMER_REAL, 0)
     print(taken_unrecorded, interrupted)
 """
@@ -607,15 +744,18 @@ KEYBOARD_INTERRUPTS_IN_WAITS = (
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer()")
+@pytest.mark.parametrize("kind", ["Mutex", "RWSemaphore"])
 @pytest.mark.parametrize("interval", [0.0003, 0.001])
-def test_keyboard_interrupts_in_a_wait_never_leave_a_lock_taken_that_nobody_holds(interval: float) -> None:
+def test_keyboard_interrupts_in_a_wait_never_leave_a_lock_taken_that_nobody_holds(interval: float, kind: str) -> None:
     """KeyboardInterrupts while ``acquire()`` waits for a lock another thread holds (the wait is
     Python on both paths): interrupted as it waits or as it takes the lock, the acquisition raises
     and the lock is not taken; never taken with nobody holding it.  (Interrupted as ``acquire()``
-    returns, the lock is held, as with CPython's own lock.)"""
+    returns, the lock is held, as with CPython's own lock.)  A Mutex on the suite's path; an
+    RWSemaphore on the pure path, whose core, wait and condition are Python code (an interrupt in
+    ``Condition.wait`` left the core's mutex released, or as the take returned, the lock taken)."""
     try:
         result = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(KEYBOARD_INTERRUPTS_IN_WAITS), str(interval)],
+            [sys.executable, "-c", textwrap.dedent(KEYBOARD_INTERRUPTS_IN_WAITS), str(interval), kind],
             capture_output=True,
             text=True,
             timeout=120,
