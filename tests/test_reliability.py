@@ -608,6 +608,8 @@ def test_signal_handlers_are_wrapped_where_the_program_does_not_see_it() -> None
         from pylockdep import _signals
         def mine(signum, frame): pass
         def other(signum, frame): pass
+        # As in an interactive shell: a shell running us in the background may have SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGUSR1, mine)
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         thread = threading.Thread(target=_signals.install)
