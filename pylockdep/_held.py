@@ -78,17 +78,17 @@ VARIANT_SYNC = 6  # an empty write section (lock_sync: synchronize_srcu)
 #: The chain key of an empty stack.
 CHAIN_ROOT = 0x5EED
 
-# ``new_entry(HeldLock, values)`` skips the Python-level ``HeldLock.__new__``: it is called on
+# ``_new_entry(HeldLock, values)`` skips the Python-level ``HeldLock.__new__``: it is called on
 # every acquisition.
-new_entry = tuple.__new__
+_new_entry = tuple.__new__
 
 
 def chain_key(prev: int, ctx: int, variant: int) -> int:
     """The chain key after a lock taken in ``variant`` (from its class's ``variants``) and context
     ``ctx`` is pushed on a stack whose key is ``prev``.
 
-    ``pylockdep/_speedups.c`` computes the same (``hash((prev, ctx, variant))``), and so does
-    :func:`pylockdep._locks._acquire` inline; a test holds them in step.
+    ``pylockdep/_speedups.c`` computes the same (``hash((prev, ctx, variant))``); a test holds the
+    two in step.
     """
     return hash((prev, ctx, variant))
 
@@ -105,10 +105,9 @@ def push(
 
     A signal handler, finalizer or trace hook that runs in between sees the entry before its chain
     key and spin count: what it validates then depends on the lock too, which is true.
-    (:func:`pylockdep._locks._acquire` pushes the same way inline: keep the two in step.)
     """
     spins = cls.spins
-    t.held.append(new_entry(HeldLock, (lock, cls, read, trylock, code, lasti, t.key, t.irq, spins, t.ctx)))
+    t.held.append(_new_entry(HeldLock, (lock, cls, read, trylock, code, lasti, t.key, t.irq, spins, t.ctx)))
     t.key = key
     if spins:
         t.spins += 1
@@ -120,8 +119,7 @@ def pop(t: Task) -> HeldLock:
     The key and spin count go back before the entry leaves: a handler, finalizer or trace hook that
     runs in between sees the lock still held under the older key, so what it validates there
     depends on the lock too (true: it is not released yet), and no chain is cached as validated
-    under a key that claims a lock the stack does not hold.  (:func:`pylockdep._locks._release`
-    pops the same way inline: keep the two in step.)
+    under a key that claims a lock the stack does not hold.
     """
     held = t.held
     entry = held[-1]

@@ -29,7 +29,7 @@ from . import _context, _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import RWCore, accelerate, accelerate_new, accelerate_rw, accelerate_section, new_real_lock
 from ._frames import Site, caller_site, is_internal, line_at
-from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, HeldLock, drop_foreign, find, new_entry, pop, remove
+from ._held import H_LOCK, VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
 from ._plain import plain_rlock
 from ._primitive import Primitive
 from ._signals import critical, critical_take, deferred, run_deferred
@@ -88,8 +88,7 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
         cls = classes[subclass] if owner is v else None
         if cls is None:
             cls = v.class_for(lock._key, subclass)
-        # chain_key(), inline (a call costs more than the hash)
-        key = hash((t.key, t.ctx, cls.variants[read + VARIANT_TRY if trylock else read]))
+        key = chain_key(t.key, t.ctx, cls.variants[read + VARIANT_TRY if trylock else read])
         if key not in v.chains:
             v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno)
         if not trylock:
@@ -97,16 +96,10 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
             if not taken:
                 waited = [False]
                 _waitfor.wait(v, t, lock, read, partial(_timed_into, waited, lock, read, t))
-        # _held.push(), inline.  The instruction offset, not f_lineno: finding the line costs time
-        # proportional to the function's length, so it is worked out only when a report prints the site.
-        spins = cls.spins
-        held = t.held
-        entry = (lock, cls, read, trylock, frame.f_code, frame.f_lasti, t.key, t.irq, spins, t.ctx)
-        held.append(new_entry(HeldLock, entry))
-        t.key = key
-        if spins:
-            t.spins += 1
-        if len(held) >= v.max_lock_depth:  # a call: a handler may raise after it, still undone
+        # The instruction offset, not f_lineno: finding the line costs time proportional to the
+        # function's length, so it is worked out only when a report prints the site.
+        push(t, lock, cls, read, trylock, frame.f_code, frame.f_lasti, key)
+        if len(t.held) >= v.max_lock_depth:  # a call: a handler may raise after it, still undone
             v.depth_exceeded(t)
         if deferred:
             run_deferred()
@@ -166,11 +159,8 @@ def _release(lock: Primitive, read: int) -> None:
         held = t.held
         if held and (entry := held[-1])[H_LOCK] is lock and not t.foreign_releases:
             unlock = lock._unlock  # looked up first: the release below runs no Python code
-            try:  # _held.pop(), inline: key and spin count back before the entry leaves
-                if entry[H_SPIN]:
-                    t.spins -= 1
-                t.key = entry[H_PREV_KEY]
-                del held[-1]
+            try:
+                pop(t)
             finally:  # interrupted or not, the lock is released and off the stack
                 if held and held[-1] is entry:
                     pop(t)

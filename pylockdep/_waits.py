@@ -65,18 +65,7 @@ from typing import Any
 from . import _waitfor
 from ._classes import LockKey, key_for
 from ._frames import format_file_line, is_internal
-from ._held import (
-    H_LOCK,
-    H_PREV_KEY,
-    H_SPIN,
-    VARIANT_SYNC,
-    VARIANT_TRY,
-    HeldLock,
-    chain_key,
-    drop_foreign,
-    find,
-    new_entry,
-)
+from ._held import H_LOCK, VARIANT_SYNC, VARIANT_TRY, chain_key, drop_foreign, find, pop, push
 from ._locks import _acquire, _PseudoLock, _release
 from ._locktypes import COMPLETION
 from ._plain import plain_lock
@@ -218,16 +207,10 @@ def _hold_maps(maps: tuple[CompletionMap, ...], frame: FrameType) -> None:
             owner, classes = m._key.cache
             cls = classes[0] if owner is v else None
             if cls is not None:
-                key = hash((t.key, t.ctx, cls.variants[VARIANT_TRY]))  # chain_key(), inline
-                held = t.held
-                if key in v.chains and len(held) + 1 < v.max_lock_depth:
+                key = chain_key(t.key, t.ctx, cls.variants[VARIANT_TRY])
+                if key in v.chains and len(t.held) + 1 < v.max_lock_depth:
                     m._owner = t
-                    spins = cls.spins  # _held.push(), inline
-                    entry = (m, cls, 0, True, frame.f_code, frame.f_lasti, t.key, t.irq, spins, t.ctx)
-                    held.append(new_entry(HeldLock, entry))
-                    t.key = key
-                    if spins:
-                        t.spins += 1
+                    push(t, m, cls, 0, True, frame.f_code, frame.f_lasti, key)
                     continue
         _acquire(m, 0, 0, frame, True)
 
@@ -248,11 +231,8 @@ def _release_maps(maps: tuple[CompletionMap, ...]) -> None:
     for m in maps:
         if t is not None:
             held = t.held
-            if held and (entry := held[-1])[H_LOCK] is m and not t.foreign_releases:
-                if entry[H_SPIN]:  # _held.pop(), inline: key and spin count back before the entry leaves
-                    t.spins -= 1
-                t.key = entry[H_PREV_KEY]
-                del held[-1]
+            if held and held[-1][H_LOCK] is m and not t.foreign_releases:
+                pop(t)
                 m._owner = None if m._owner is t else m._owner
                 continue
         _release(m, 0)
