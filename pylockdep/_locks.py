@@ -523,34 +523,45 @@ class _RWWaits:
         ident = _thread.get_ident()
         cond = self._condition()  # type: ignore[attr-defined]
         mutex = self._mutex  # type: ignore[attr-defined]  # the condition's
-        with mutex:
-            if not read:
-                waiting = self.waiting_writers
-                if waiting is None:
-                    waiting = self.waiting_writers = {}
-                waiting[ident] = waiting[ident] + 1 if ident in waiting else 1
-            self.sleepers += 1
-            try:
-                deadline = monotonic() + seconds
-                while not (taken := self._take(read, ident)) and (left := deadline - monotonic()) > 0:  # type: ignore[attr-defined]
-                    try:
-                        cond.wait(left)
-                    except BaseException:
-                        # A handler's exception between Condition.wait's release of the mutex and
-                        # its try block leaves the mutex released: the state below needs it.
-                        if not mutex._is_owned():
-                            mutex.acquire()
-                        raise
-                return taken
-            finally:
-                self.sleepers -= 1
+        # The take stores its outcome in taken with no point in between where a signal handler
+        # runs (map calls _take from C); an exception raised after it, before the outcome reaches
+        # the caller (leaving the with-block is a call, after which CPython runs handlers), gives
+        # the lock back: the wait then raises with the lock not taken, as an acquisition must.
+        taken = False
+        try:
+            with mutex:
                 if not read:
                     waiting = self.waiting_writers
-                    count = waiting[ident] - 1  # type: ignore[index]
-                    if count:
-                        waiting[ident] = count  # type: ignore[index]
-                    else:
-                        del waiting[ident]  # type: ignore[union-attr]
+                    if waiting is None:
+                        waiting = self.waiting_writers = {}
+                    waiting[ident] = waiting[ident] + 1 if ident in waiting else 1
+                self.sleepers += 1
+                try:
+                    deadline = monotonic() + seconds
+                    take = self._take  # type: ignore[attr-defined]
+                    while not (taken := True in map(take, (read,), (ident,))) and (left := deadline - monotonic()) > 0:
+                        try:
+                            cond.wait(left)
+                        except BaseException:
+                            # A handler's exception between Condition.wait's release of the mutex
+                            # and its try block leaves the mutex released: the state below needs it.
+                            if not mutex._is_owned():
+                                mutex.acquire()
+                            raise
+                finally:
+                    self.sleepers -= 1
+                    if not read:
+                        waiting = self.waiting_writers
+                        count = waiting[ident] - 1  # type: ignore[index]
+                        if count:
+                            waiting[ident] = count  # type: ignore[index]
+                        else:
+                            del waiting[ident]  # type: ignore[union-attr]
+            return taken
+        except BaseException:
+            if taken:
+                self.release(read)  # type: ignore[attr-defined]
+            raise
 
 
 class _RWCore(_RWWaits):

@@ -705,8 +705,8 @@ def test_a_handler_held_back_runs_in_the_main_thread_only() -> None:
 KEYBOARD_INTERRUPTS_IN_WAITS = (
     """
     import os, signal, sys, threading, time
-    if sys.argv[2] == "RWSemaphore":  # its core is Python code only on the pure path
-        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
+    if sys.argv[3] != "suite":  # else the suite's path
+        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1" if sys.argv[3] == "pure" else "0"
     import pylockdep
 """
     + ARMED_INTERRUPT
@@ -746,18 +746,22 @@ KEYBOARD_INTERRUPTS_IN_WAITS = (
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer()")
-@pytest.mark.parametrize("kind", ["Mutex", "RWSemaphore"])
+@pytest.mark.parametrize(("kind", "path"), [("Mutex", "suite"), ("RWSemaphore", "c"), ("RWSemaphore", "pure")])
 @pytest.mark.parametrize("interval", [0.0003, 0.001])
-def test_keyboard_interrupts_in_a_wait_never_leave_a_lock_taken_that_nobody_holds(interval: float, kind: str) -> None:
+def test_keyboard_interrupts_in_a_wait_never_leave_a_lock_taken_that_nobody_holds(
+    interval: float, kind: str, path: str
+) -> None:
     """KeyboardInterrupts while ``acquire()`` waits for a lock another thread holds (the wait is
     Python on both paths): interrupted as it waits or as it takes the lock, the acquisition raises
     and the lock is not taken; never taken with nobody holding it.  (Interrupted as ``acquire()``
     returns, the lock is held, as with CPython's own lock.)  A Mutex on the suite's path; an
-    RWSemaphore on the pure path, whose core, wait and condition are Python code (an interrupt in
-    ``Condition.wait`` left the core's mutex released, or as the take returned, the lock taken)."""
+    RWSemaphore on both, whose wait and condition are Python code (an interrupt in
+    ``Condition.wait`` left the core's mutex released; one as the take returned or as the wait
+    left the core's mutex, the lock taken: in pure Python the core is Python code too).
+    On the C path without the C module built, "c" runs pure Python."""
     try:
         result = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(KEYBOARD_INTERRUPTS_IN_WAITS), str(interval), kind],
+            [sys.executable, "-c", textwrap.dedent(KEYBOARD_INTERRUPTS_IN_WAITS), str(interval), kind, path],
             capture_output=True,
             text=True,
             timeout=120,
