@@ -2702,17 +2702,23 @@ fastmethod_repr(FastMethod *self)
     return PyUnicode_FromFormat("<%s of %R>", Py_TYPE(self)->tp_name, self->slow);
 }
 
-/* __doc__, __name__, __qualname__ and __module__ are the wrapped method's. */
+/* An attribute of a C stand-in for a Python function or method ``wrapped``: its __doc__, __name__,
+ * __qualname__ and __module__ are the wrapped one's, the rest the stand-in's own. */
 static PyObject *
-fastmethod_getattro(PyObject *op, PyObject *name)
+wrapper_getattr(PyObject *op, PyObject *name, PyObject *wrapped)
 {
-    FastMethod *self = (FastMethod *)op;
     if (PyUnicode_Check(name) && (PyUnicode_CompareWithASCIIString(name, "__doc__") == 0
                                   || PyUnicode_CompareWithASCIIString(name, "__name__") == 0
                                   || PyUnicode_CompareWithASCIIString(name, "__qualname__") == 0
                                   || PyUnicode_CompareWithASCIIString(name, "__module__") == 0))
-        return PyObject_GetAttr(self->slow, name);
+        return PyObject_GetAttr(wrapped, name);
     return PyObject_GenericGetAttr(op, name);
+}
+
+static PyObject *
+fastmethod_getattro(PyObject *op, PyObject *name)
+{
+    return wrapper_getattr(op, name, ((FastMethod *)op)->slow);
 }
 
 static PyMemberDef fastmethod_members[] = {
@@ -3500,16 +3506,10 @@ read_side_repr(ReadSide *self)
     return PyUnicode_FromFormat("<%s of %R>", Py_TYPE(self)->tp_name, self->slow);
 }
 
-/* __doc__, __name__, __qualname__ and __module__ are the wrapped function's. */
 static PyObject *
 read_side_getattro(PyObject *op, PyObject *name)
 {
-    if (PyUnicode_Check(name) && (PyUnicode_CompareWithASCIIString(name, "__doc__") == 0
-                                  || PyUnicode_CompareWithASCIIString(name, "__name__") == 0
-                                  || PyUnicode_CompareWithASCIIString(name, "__qualname__") == 0
-                                  || PyUnicode_CompareWithASCIIString(name, "__module__") == 0))
-        return PyObject_GetAttr(((ReadSide *)op)->slow, name);
-    return PyObject_GenericGetAttr(op, name);
+    return wrapper_getattr(op, name, ((ReadSide *)op)->slow);
 }
 
 static PyMemberDef read_side_members[] = {
