@@ -510,7 +510,7 @@ RW_KEYBOARD_INTERRUPT_STORM = (
                     break
             held = v.task().held
             recorded = any(e.lock is lock for e in held)
-            core = lock._rw
+            core = lock._core()  # made now if no attempt got as far as the take (a slow machine)
             if not recorded and (core.is_held(0) or core.is_held(1)):
                 taken_unrecorded += 1
             elif recorded:
