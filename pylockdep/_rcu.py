@@ -192,10 +192,7 @@ class SRCU(_Validated):
             v = active.validator
             top = recorded = False  # not recorded: a read side from before this validator
             if not v.off:
-                try:
-                    t = v.local.task
-                except AttributeError:
-                    t = v.new_task()
+                t = v.task()
                 held = t.held
                 top = bool(held) and held[-1].lock is self and not t.foreign_releases
                 recorded = top or _held.find(t, self) >= 0

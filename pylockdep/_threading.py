@@ -226,15 +226,9 @@ class Lock(_RealLock):
             if deferred:
                 run_deferred()
 
-    @critical
-    def __exit__(self, *exc: object) -> None:  # release(), inlined: one call fewer per with-block
-        try:
-            if not self._real.locked():
-                raise RuntimeError("release unlocked lock")
-            _release(self, 0)
-        finally:
-            if deferred:
-                run_deferred()
+    @critical  # its only call is release(), which runs what a signal held back
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def locked(self) -> bool:
         """Whether the lock is taken."""
