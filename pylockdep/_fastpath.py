@@ -1,4 +1,5 @@
-"""The optional C fast path (``pylockdep/_speedups.c``) and where it is plugged in.
+"""The optional C fast path (``pylockdep._speedups``, built from ``pylockdep/_csrc/``) and where it is
+plugged in.
 
 The C module runs the common case of ``with lock:``, ``acquire()`` and ``release()`` (an
 exclusive acquisition on a chain already validated, the release of the most recent lock) and
@@ -11,7 +12,7 @@ Where the extension could not be built, pylockdep runs in pure Python.
 
 What the C code must agree on with this package is written here once: :data:`SPEEDUPS_ABI`, and
 the fields of :class:`pylockdep._held.HeldLock`.  ``python tools/layout_header.py`` writes both
-into ``pylockdep/_held_layout.h``, which ``_speedups.c`` includes (a test checks the header is
+into ``pylockdep/_csrc/_held_layout.h``, which the C code includes (a test checks the header is
 current); the slots it reads are looked up by name when :func:`_load` sets it up.
 """
 
@@ -38,12 +39,12 @@ from ._plain import plain_lock
 from ._task import IrqTrace, Task
 from ._validator import Validator, active
 
-#: The version of the objects' layout that ``_speedups.c`` reads, which its ``ABI`` must equal.
+#: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
 SPEEDUPS_ABI = 18
 
-#: The header generated for ``_speedups.c`` by :func:`layout_header`.
-LAYOUT_HEADER = Path(__file__).with_name("_held_layout.h")
+#: The header generated for the C module by :func:`layout_header`.
+LAYOUT_HEADER = Path(__file__).parent / "_csrc" / "_held_layout.h"
 
 
 def layout_header() -> str:

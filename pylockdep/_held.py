@@ -19,8 +19,8 @@ counters) and name.  So:
   ordinary lock class.
 
 **The held entry.**  Each held lock is one :class:`HeldLock`, a named tuple built on every
-acquisition.  ``pylockdep/_speedups.c`` builds and reads the same entries; it knows their fields
-by the ``H_*`` positions below, through the header ``_held_layout.h`` that
+acquisition.  The C fast path (``pylockdep/_csrc/``) builds and reads the same entries; it knows
+their fields by the ``H_*`` positions below, through the header ``_csrc/_held_layout.h`` that
 ``tools/layout_header.py`` generates from them and :class:`HeldLock` (a test checks it is current,
 and the C module refuses a ``HeldLock`` whose fields differ from those it was built with).
 
@@ -87,7 +87,7 @@ def chain_key(prev: int, ctx: int, variant: int) -> int:
     """The chain key after a lock taken in ``variant`` (from its class's ``variants``) and context
     ``ctx`` is pushed on a stack whose key is ``prev``.
 
-    ``pylockdep/_speedups.c`` computes the same (``hash((prev, ctx, variant))``); a test holds the
+    The C fast path (``pylockdep/_csrc/``) computes the same (``hash((prev, ctx, variant))``); a test holds the
     two in step.
     """
     return hash((prev, ctx, variant))

@@ -5,7 +5,7 @@ state and the lock's class, fold the lock into the chain key, and if that chain 
 before, do nothing else but take the lock and push it.  A new chain goes to
 :meth:`Validator.validate_chain`; a wait goes to :func:`pylockdep._waitfor.wait`.
 
-``pylockdep/_speedups.c`` repeats the known-chain case of both in C for ``with``, ``acquire()``
+The C fast path (``pylockdep/_csrc/``) repeats the known-chain case of both in C for ``with``, ``acquire()``
 and ``release()``, the sections and the reader-writer locks' methods, and keeps the reader-writer
 locks' state itself (see :mod:`pylockdep._fastpath`): a change to what the fast path reads or
 writes here must be made there too.
@@ -796,7 +796,7 @@ class RWLock(_RWLockBase, _SpinningLock):
 
     def _read_mode(self) -> int:
         """A reader in interrupt context (hardirq, softirq, bottom halves off) is recursive.
-        ``_speedups.c`` makes the same choice for ``read()`` sections."""
+        The C fast path makes the same choice for ``read()`` sections."""
         t = active.validator.task()
         return 2 if (t.hardirq or t.softirq or t.bh) else 1
 

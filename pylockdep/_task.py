@@ -4,7 +4,7 @@ A :class:`Task` is one *holder* of locks as one validator sees it (the kernel's 
 fields that lockdep and the scheduler's atomicity checks read); :mod:`pylockdep._held` says what a
 holder is and owns the entries of the held stack and the operations on it.  Today each Task is a
 thread's.  Only the holder itself changes it, except for :attr:`Task.foreign_releases`, which
-other threads may append to.  ``pylockdep/_speedups.c`` reads and writes a Task's slots by name.
+other threads may append to.  The C fast path (``pylockdep/_csrc/``) reads and writes a Task's slots by name.
 """
 
 from __future__ import annotations

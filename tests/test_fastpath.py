@@ -1,5 +1,5 @@
-"""The C fast path (pylockdep/_speedups.c): same state and reports as the Python path, every other
-case handed to Python, no leaks, safe under threads.
+"""The C fast path (pylockdep._speedups, built from pylockdep/_csrc/): same state and reports as the
+Python path, every other case handed to Python, no leaks, safe under threads.
 
 The rest of the suite runs once with the C module and once with PYLOCKDEP_PURE_PYTHON=1 (see the
 README's test command); these tests look at the seam between the two.
@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import tracemalloc
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -685,9 +684,11 @@ def test_readers_and_writers_under_contention_all_get_through(kind):
 def test_the_c_module_reads_held_entries_through_the_generated_layout():
     # One source: _held.HeldLock (fields) and _fastpath.SPEEDUPS_ABI, written into the header.
     assert _fastpath.LAYOUT_HEADER.read_text() == _fastpath.layout_header(), "run tools/layout_header.py"
-    source = (Path(_fastpath.__file__).parent / "_speedups.c").read_text()
-    assert '#include "_held_layout.h"' in source
-    assert not re.search(r"enum \{ H_|ABI\", \d", source)  # no layout or ABI number of its own
+    sources = {path.name: path.read_text() for path in _fastpath.LAYOUT_HEADER.parent.glob("*.[ch]")}
+    assert '#include "_held_layout.h"' in sources["speedups.h"]
+    for name, source in sources.items():
+        if name != _fastpath.LAYOUT_HEADER.name:  # no layout or ABI number of its own
+            assert not re.search(r"enum \{ H_|ABI\", \d", source), name
     header = _fastpath.layout_header()
     enum = re.search(r"enum \{ (H_LOCK[^}]*) \};", header).group(1).split(", ")
     python = sorted((value, name) for name, value in vars(_held).items() if re.fullmatch(r"H_[A-Z_]+", name))

@@ -1,0 +1,128 @@
+/*
+ * The Task's held-lock stack as pylockdep._held keeps it: HeldLock entries built, pushed and popped
+ * in place (spare entries reused rather than freed), and the Task's foreign releases and spin count.
+ */
+
+/* Whether other threads have released locks this thread holds (the slow path sorts them out). */
+static int
+has_foreign_releases(PyObject *t)
+{
+    PyObject *fr = SLOT(t, task_layout, T_FOREIGN_RELEASES);
+    return fr == NULL || !PyList_Check(fr) || PyList_GET_SIZE(fr) != 0;
+}
+
+/* Whether ``flag`` (a bool, as a rule) is true; an error counts as false. */
+static inline int
+is_true(PyObject *flag)
+{
+    return flag == Py_True || (flag != Py_False && PyObject_IsTrue(flag) == 1);
+}
+
+/* t.spins += delta (a small count, read in place: nothing is made). */
+static int
+add_spins(PyObject *t, long delta)
+{
+    PyObject *old = SLOT(t, task_layout, T_SPINS), *new, *by;
+    long value;
+
+    if (old == NULL)
+        return -1;
+    if (compact_value(old, &value)) {
+        new = int_of(value + delta);
+    } else {
+        if ((by = PyLong_FromLong(delta)) == NULL)
+            return -1;
+        new = PyNumber_Add(old, by);
+        Py_DECREF(by);
+    }
+    if (new == NULL)
+        return -1;
+    slot_set(t, task_layout.offset[T_SPINS], new);
+    Py_DECREF(new);
+    return 0;
+}
+
+/*
+ * Held entries that nothing refers to any more, kept to be filled again: a HeldLock is a tuple
+ * subclass, which CPython allocates and frees far more slowly than a plain tuple.  A spare's
+ * fields are None, so it keeps nothing alive.
+ */
+#define MAX_SPARE_ENTRIES 32
+static PyObject *spare_entries[MAX_SPARE_ENTRIES];
+static int n_spare_entries;
+
+/* A HeldLock of the fields given in order (H_*), as pylockdep._held.push() builds it. */
+static PyObject *
+held_entry(PyObject *lock, PyObject *cls, PyObject *read, PyObject *trylock, PyObject *code, PyObject *lasti,
+           PyObject *prev_key, PyObject *irq, PyObject *spins, PyObject *ctx)
+{
+    PyObject *fields[H_FIELDS], *entry;
+
+    fields[H_LOCK] = lock;
+    fields[H_CLASS] = cls;
+    fields[H_READ] = read;
+    fields[H_TRYLOCK] = trylock;
+    fields[H_CODE] = code;
+    fields[H_LASTI] = lasti;
+    fields[H_PREV_KEY] = prev_key;
+    fields[H_IRQ] = irq;
+    fields[H_SPIN] = spins;
+    fields[H_CTX] = ctx;
+    while (n_spare_entries > 0) {
+        entry = spare_entries[--n_spare_entries];
+        if (Py_REFCNT(entry) != 1) {  /* gc.get_objects() found it: it is someone else's now */
+            Py_DECREF(entry);
+            continue;
+        }
+        for (int i = 0; i < H_FIELDS; i++)
+            Py_SETREF(PyTuple_GET_ITEM(entry, i), Py_NewRef(fields[i]));  /* replaces None */
+        return entry;
+    }
+    entry = g_held_type->tp_alloc(g_held_type, H_FIELDS);
+    if (entry == NULL)
+        return NULL;
+    for (int i = 0; i < H_FIELDS; i++)
+        PyTuple_SET_ITEM(entry, i, Py_NewRef(fields[i]));
+    return entry;
+}
+
+/* Append ``entry`` to the held list ``held``: in place while the list has room (it keeps the room
+ * its entries leave, see held_pop()).  -1 with an exception set. */
+static inline int
+held_push(PyObject *held, PyObject *entry)
+{
+    Py_ssize_t n = PyList_GET_SIZE(held);
+
+    if (n >= ((PyListObject *)held)->allocated)
+        return PyList_Append(held, entry);
+    PyList_SET_ITEM(held, n, Py_NewRef(entry));
+    Py_SET_SIZE(held, n + 1);
+    return 0;
+}
+
+/* Take the last entry off the held list ``held`` (not empty), with the list's reference to it, and
+ * keep the room (list.pop() would give the memory back as the stack empties and ask again). */
+static inline PyObject *
+held_pop(PyObject *held)
+{
+    Py_ssize_t n = PyList_GET_SIZE(held) - 1;
+
+    Py_SET_SIZE(held, n);
+    return PyList_GET_ITEM(held, n);
+}
+
+/* Drop a reference to a held entry; the last one makes it a spare (while there is room). */
+static void
+held_entry_drop(PyObject *entry)
+{
+    if (Py_REFCNT(entry) != 1 || n_spare_entries == MAX_SPARE_ENTRIES) {
+        Py_DECREF(entry);
+        return;
+    }
+    for (int i = 0; i < H_FIELDS; i++)  /* may run a finalizer, which may take or drop entries */
+        Py_SETREF(PyTuple_GET_ITEM(entry, i), Py_NewRef(Py_None));
+    if (Py_REFCNT(entry) == 1 && n_spare_entries < MAX_SPARE_ENTRIES)
+        spare_entries[n_spare_entries++] = entry;
+    else
+        Py_DECREF(entry);
+}
