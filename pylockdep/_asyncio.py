@@ -52,7 +52,7 @@ from . import _checks, _locktypes, _waitfor, _waits
 from ._classes import LockKey, key_for
 from ._fastpath import holder_changed
 from ._frames import Site, Stack, format_file_line, is_harness, is_internal, stack_standing_in
-from ._held import chain_key, drop_foreign, find, pop, push, remove
+from ._held import H_LOCK, H_PREV_KEY, HeldLock, _new_entry, chain_key, drop_foreign, find, pop, push, remove
 from ._report import DeadlockError
 from ._sites import creation_frame
 from ._task import Task
@@ -61,11 +61,8 @@ from ._validator import Validator, active
 __all__ = ["BoundedSemaphore", "Condition", "Event", "Lock", "Semaphore", "TaskHolder", "install", "uninstall"]
 
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
-_current_task = asyncio.current_task
-# What current_task() reads, without a Python call (3.11's current_task() is Python): the task of
-# each running loop (asyncio's C module keeps this dict on 3.11 to 3.13).
+_current_task = asyncio.current_task  # a C function from 3.12 on, where the fast path calls it
 _running_loop = events._get_running_loop
-_current_tasks_get = asyncio.tasks._current_tasks.get
 # Whether a task's step can run outside Handle._run (3.12's eager tasks run their first step inside
 # create_task(), within the creating task's step): only then can the holder in place be another
 # task's.  Before 3.12 every step goes through Handle._run, which puts the task's holder in place.
@@ -91,7 +88,8 @@ class TaskHolder(Task):
     """An asyncio task as a holder of locks: its own held stack and context, for one validator.
 
     ``comm`` prints ``task name/id`` (the id is the asyncio task's ``id()``).  ``loop_thread`` is the
-    ident of the thread whose loop runs the task; ``running`` whether one of its steps is running.
+    ident of the thread whose loop runs the task; ``running`` the asyncio task while one of its steps
+    runs (else None).
     """
 
     __slots__ = ("task_ref", "loop_thread", "running", "work", "working", "awaiting")
@@ -102,7 +100,7 @@ class TaskHolder(Task):
         # Forget the holder when the task object goes (a task destroyed while pending included).
         self.task_ref = weakref.ref(task, lambda _ref: holders.pop(key, None))
         self.loop_thread = _get_ident()
-        self.running = False
+        self.running: asyncio.Task | None = None
         self.work = _task_map(task)  # the task's completion map (None: not a coroutine's task)
         self.working = False  # whether its steps have started: it holds ``work`` from then on
         self.awaiting: list[_waits.CompletionMap] = []  # maps of the tasks it waits for while suspended
@@ -187,11 +185,11 @@ def _step(handle: events.Handle) -> None:
         _start_work(h, task)
     if h.awaiting:
         _waited(h, task)
-    h.running = True
+    h.running = task
     try:
         _plain_run(handle)
     finally:
-        h.running = False
+        h.running = None
         try:
             if task.done():
                 if h.working:
@@ -532,8 +530,11 @@ class Lock(_PlainLock):
 
     async def _take(self, frame: FrameType) -> None:
         """Validate, wait as CPython's ``acquire()`` does (same fairness and cancellation), push."""
-        if frame.f_code.co_filename.startswith(_ASYNCIO_DIR):  # a Condition, or a task running acquire() itself
+        filename = frame.f_code.co_filename
+        if filename.startswith(_ASYNCIO_DIR):  # a Condition, or a task running acquire() itself
             frame = _site_frame(_getframe(1))
+        else:
+            _outside_asyncio.add(filename)
         t = _validate(self, frame)
         if t is None:
             await _PlainLock.acquire(self)
@@ -553,26 +554,39 @@ class Lock(_PlainLock):
         # The fast path: the lock is free with no waiter queued (what CPython's acquire() takes
         # without suspending, so taking it here spares a coroutine), the current task's holder is
         # in place and this chain of held locks was validated before.  Anything else: _take().
+        # It is _held.chain_key() and push() inlined, two calls fewer per block (tests/test_asyncio.py
+        # holds the key to chain_key()'s); an asyncio lock sleeps, so it never counts in ``spins``.
         frame = _getframe(1)
-        if frame.f_code is _ACQUIRE_CODE:
+        code = frame.f_code
+        if code is _ACQUIRE_CODE:
             frame = frame.f_back  # type: ignore[assignment]
+            code = frame.f_code
         if not (self._locked or self._waiters):
             v = active.validator
-            t = getattr(v.local, "task", None)
+            try:
+                t = v.local.task
+            except AttributeError:  # a thread that took no lock yet
+                t = None
             if (
                 type(t) is TaskHolder
-                and (not _EAGER_TASKS or t.ident == id(_current_tasks_get(_running_loop())))
+                and (not _EAGER_TASKS or t.running is _current_task())
                 and not (v.off or t.busy or t.foreign_releases)
             ):
                 owner, classes = self._key.cache
                 cls = classes[0] if owner is v else None
-                if cls is not None and not frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
-                    key = chain_key(t.key, t.ctx, cls.variants[0])
+                if cls is not None and code.co_filename in _outside_asyncio:
+                    prev = t.key
+                    ctx = t.ctx
+                    key = hash((prev, ctx, cls.variants[0]))
                     if key in v.chains:
                         self._locked = True
                         self._owner = t
-                        push(t, self, cls, 0, False, frame.f_code, frame.f_lasti, key)
-                        if len(t.held) >= v.max_lock_depth:
+                        held = t.held
+                        held.append(
+                            _new_entry(HeldLock, (self, cls, 0, False, code, frame.f_lasti, prev, t.irq, False, ctx))
+                        )
+                        t.key = key
+                        if len(held) >= v.max_lock_depth:
                             v.depth_exceeded(t)
                         return
         await self._take(frame)
@@ -589,7 +603,9 @@ class Lock(_PlainLock):
             else:
                 _remove(owner, self)
 
-    async def __aexit__(self, *exc: object) -> None:  # release(), inlined: one call fewer per block
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        # release() inlined, with _held.pop() when the lock is the holder's most recent: two calls
+        # fewer per block.
         if self._locked and not self._waiters:
             self._locked = False  # CPython's release() when no waiter is to be woken: two calls fewer
         else:
@@ -598,13 +614,15 @@ class Lock(_PlainLock):
         if owner is not None:
             self._owner = None
             held = owner.held
-            if held and held[-1].lock is self:
-                pop(owner)
+            if held and (entry := held[-1])[H_LOCK] is self:
+                owner.key = entry[H_PREV_KEY]
+                held.pop()
             else:
                 _remove(owner, self)
 
 
 _ACQUIRE_CODE = Lock.acquire.__code__
+_outside_asyncio: set[str] = set()  # files outside asyncio that took a Lock (the fast path's sites)
 
 
 class Condition(_PlainCondition):

@@ -16,6 +16,7 @@ import pytest
 
 import pylockdep
 from pylockdep import _asyncio
+from pylockdep._held import H_CLASS, H_CTX, H_PREV_KEY, chain_key, held_site
 from pylockdep.cli import REPORT_STATUS
 
 pytestmark = pytest.mark.timeout(60)
@@ -26,6 +27,14 @@ def run(main: Callable[[], Coroutine[Any, Any, Any]]) -> list[pylockdep.Report]:
     with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
         asyncio.run(main())
     return v.reports
+
+
+def asyncio_run(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """What ``main()`` returns, run as :func:`run` runs it; it must make no report."""
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        result = asyncio.run(main())
+    assert v.reports == []
+    return result
 
 
 def kinds(reports: list[pylockdep.Report]) -> list[str]:
@@ -79,6 +88,98 @@ def test_asyncio_imported_after_install_is_instrumented(pytester: pytest.Pyteste
     result = pytester.run(sys.executable, "-m", "pylockdep", "run", "prog.py")
     assert result.ret == 0, result.stderr.str()
     assert result.stdout.lines == ["pylockdep._asyncio"]
+
+
+# -- a chain already validated: the fast path ----------------------------------------------------
+
+
+def test_locks_on_a_known_chain_are_held_as_when_the_chain_was_new(monkeypatch: pytest.MonkeyPatch):
+    """The second time round both chains are known: neither lock goes through validation, and the
+    task's stack and chain key are what validating them made the first time."""
+    took: list[asyncio.Lock] = []
+    plain_take = _asyncio.Lock._take
+
+    def take(self: asyncio.Lock, frame: Any) -> Any:
+        took.append(self)
+        return plain_take(self, frame)
+
+    monkeypatch.setattr(_asyncio.Lock, "_take", take)
+    seen: list[tuple[list[tuple[Any, ...]], int, list[asyncio.Lock]]] = []
+
+    async def main():
+        outer = asyncio.Lock()
+        inner = asyncio.Lock()  # of another class: a chain of one class twice is judged every time
+        t = _asyncio._current_holder(pylockdep.current())
+        below, key_below = t.held[:], t.key  # the task's own completion map
+        for _ in range(2):
+            async with outer:
+                async with inner:
+                    seen.append(([tuple(entry) for entry in t.held[len(below) :]], t.key, took[:]))
+                    took.clear()
+            assert t.held == below and t.key == key_below
+        return key_below
+
+    key_below = asyncio_run(main)
+    (held, key, took_first), (held_again, key_again, took_again) = seen
+    assert len(took_first) == 2 and took_again == []
+    assert held_again == held and key_again == key
+    assert held[0][H_PREV_KEY] == key_below
+    assert held[1][H_PREV_KEY] == chain_key(key_below, held[0][H_CTX], held[0][H_CLASS].variants[0])
+    assert key == chain_key(held[1][H_PREV_KEY], held[1][H_CTX], held[1][H_CLASS].variants[0])
+
+
+def test_a_condition_lock_retaken_by_wait_on_a_known_chain_is_sited_at_the_wait():
+    """``Condition.wait()`` takes its lock back from inside asyncio: the held entry names the line
+    that awaited ``wait()``, every time round."""
+    lines: list[int] = []
+
+    async def main():
+        cond = asyncio.Condition()
+        v = pylockdep.current()
+        for _ in range(2):
+            async with cond:
+                asyncio.get_running_loop().call_soon(notify, cond)
+                await cond.wait()
+                entry = _asyncio._current_holder(v).held[-1]  # above the task's own map
+                assert entry.lock is cond._lock
+                lines.append(held_site(entry)[1])
+
+    def notify(cond: asyncio.Condition) -> None:
+        asyncio.ensure_future(notify_under(cond))
+
+    async def notify_under(cond: asyncio.Condition) -> None:
+        async with cond:
+            cond.notify()
+
+    assert run(main) == []
+    assert lines == [line_of(main, "await cond.wait()")] * 2
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in 3.12")
+def test_an_eager_tasks_first_step_holds_a_lock_on_a_known_chain_itself():
+    """An eager task's first step runs inside its creator's step, whose holder is still in place:
+    the lock it takes on a chain the creator validated is the eager task's, not its creator's."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)
+        lock, stop = asyncio.Lock(), asyncio.Event()
+        v = pylockdep.current()
+
+        async def child():
+            async with lock:
+                await stop.wait()
+
+        async with lock:  # the chain of this lock alone is known from here on
+            pass
+        task = asyncio.create_task(child())
+        assert lock.locked()  # its first step took the lock, inside create_task()
+        assert lock._owner is _asyncio._holders(v)[id(task)]
+        assert all(entry.lock is not lock for entry in _asyncio._current_holder(v).held)
+        stop.set()
+        await task
+
+    assert run(main) == []
 
 
 # -- circular ----------------------------------------------------------------------------------
