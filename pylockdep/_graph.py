@@ -8,16 +8,26 @@ the second whether ``next`` was taken as a Recursive reader or Not) and where it
 Only *strong* paths can deadlock: a path in which no ``*R`` edge is followed by an ``S*`` edge.
 :meth:`Graph.find_path` is lockdep's breadth-first search over strong paths.
 
-To keep a new edge cheap in a large graph the classes carry an incremental topological order
-(Pearce and Kelly, "A dynamic topological sort algorithm for directed acyclic graphs", 2006): an
-edge that agrees with the order cannot close a cycle, so no search is needed.  Edges that do close
-a cycle (a reported one, or a harmless weak one) are kept aside in :attr:`Graph.unordered`.
+To keep a new edge cheap in a large graph the classes carry an incremental topological order: an
+edge that agrees with the order cannot close a cycle, so no search is needed.  An edge ``prev ->
+next`` against the order searches forwards from ``next`` among the classes placed before ``prev``
+(the bounded search of Pearce and Kelly, "A dynamic topological sort algorithm for directed acyclic
+graphs", 2006); if it does not find ``prev``, what it found moves, in its order, to just after
+``prev``.  Places are labels of an order-maintenance list (Bender, Cole, Demaine, Farach-Colton and
+Zito, "Two simplified algorithms for maintaining order in a list", 2002), so a move renumbers no
+other class; and each class keeps a floor under its successors' labels, so the search passes over
+a class whose successors all lie beyond ``prev`` without looking at its edges.  A re-sort costs
+the classes that move plus the edges of those that may have a successor among them, not a walk
+over the region between the two places nor over every edge of the classes at its ends.  Edges
+that do close a cycle (a reported one, or a harmless weak one) are kept aside in
+:attr:`Graph.unordered`.
 For the same reason each class knows which irq-safe usage bits reach it along any path
 (:meth:`Graph.irq_safe_reaching`), so a new edge far from every irq-safe class needs no search.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -97,6 +107,29 @@ class PathStep:
         return steps
 
 
+# Labels of classes appended to the order are this far apart.
+_GAP = 1 << 32
+# A relabelled range of 2**i labels holds at most (2 / _DENSITY)**i classes: the larger the range,
+# the sparser it is left (Bender et al.'s threshold; between 1 and 2).
+_DENSITY = 1.5
+
+
+class _Place:
+    """A class's place in the order list, and a floor under the labels of its ordered successors.
+
+    ``prior``/``later`` are its neighbours in the list.  No ordered successor has a label below
+    ``first`` (infinite while there is none): a new edge or a relabelling lowers it where needed, a
+    move only raises labels, and a search that looks at every edge of the class raises it again.
+    """
+
+    __slots__ = ("prior", "later", "first")
+
+    def __init__(self, prior: LockClass | None) -> None:
+        self.prior = prior
+        self.later: LockClass | None = None
+        self.first: float = math.inf
+
+
 class LimitExceeded(Exception):
     """A capacity limit set by the user was reached; the message is the kernel's ``BUG:`` line."""
 
@@ -116,6 +149,12 @@ class Graph:
         self._name_counts: dict[str, int] = {}
         # Irq-safe usage bits of each class and of every class with a path to it.
         self._safe_reaching: dict[LockClass, int] = {}
+        # The topological order: a doubly linked list of places, ``LockClass.ord`` their labels.
+        self._places: dict[LockClass, _Place] = {}
+        self._last: LockClass | None = None
+        # The last forward search, (src, dst, result): a new edge's may_reach() and its _reorder()
+        # ask the same question.  Any new edge forgets it.
+        self._last_search: tuple[LockClass, LockClass, set[LockClass] | None] | None = None
 
     # -- classes -------------------------------------------------------------------------------
 
@@ -132,6 +171,14 @@ class Graph:
         name = f"{base}/{subclass}" if subclass else base
         cls = LockClass(len(self.classes), key, subclass, name)
         self.classes.append(cls)
+        last = self._last
+        self._places[cls] = _Place(last)
+        self._last = cls
+        if last is None:
+            cls.ord = 0
+        else:
+            self._places[last].later = cls
+            self._label(last, [cls])
         return cls
 
     # -- edges ---------------------------------------------------------------------------------
@@ -157,9 +204,14 @@ class Graph:
         if prev is not nxt and (closes_cycle or not self._reorder(prev, nxt)):
             edge.ordered = False
             self.unordered.append(edge)
+        elif prev is not nxt:
+            place = self._places[prev]
+            if nxt.ord < place.first:
+                place.first = nxt.ord
         prev.after[nxt] = edge
         nxt.before[prev] = edge
         self.nr_edges += 1
+        self._last_search = None
         bits = self._safe_reaching.get(prev, 0)
         if bits:
             self._spread_safe(nxt, bits)
@@ -209,50 +261,123 @@ class Graph:
         """What ordered edges lead to from ``src`` (``src`` included), or None if they lead to ``dst``.
 
         Only classes ordered before ``dst`` are visited: ordered edges climb the order, so no path of
-        them to ``dst`` passes a class placed after it.
+        them to ``dst`` passes a class placed after it.  A class whose remembered earliest successor
+        lies after ``dst`` has no edge worth following; the edges of any other class visited are
+        looked at, and its earliest successor noted.
         """
+        last = self._last_search
+        if last is not None and last[0] is src and last[1] is dst:
+            return last[2]
+        found = self._search_forward(src, dst)
+        self._last_search = (src, dst, found)
+        return found
+
+    def _search_forward(self, src: LockClass, dst: LockClass) -> set[LockClass] | None:
+        """:meth:`_ordered_descendants`, worked out."""
         limit = dst.ord
+        places = self._places
         seen = {src}
         stack = [src]
         while stack:
-            for nxt, edge in stack.pop().after.items():
-                if not edge.ordered:
-                    continue
-                if nxt is dst:
-                    return None
-                if nxt not in seen and nxt.ord < limit:
+            cls = stack.pop()
+            place = places[cls]
+            if place.first > limit:
+                continue
+            first = math.inf
+            after = cls.after
+            for nxt in after:
+                label = nxt.ord
+                if label < first:
+                    first = label
+                if label <= limit and nxt not in seen and after[nxt].ordered:
+                    if nxt is dst:
+                        return None
                     seen.add(nxt)
                     stack.append(nxt)
+            place.first = first
         return seen
 
     def _reorder(self, prev: LockClass, nxt: LockClass) -> bool:
-        """Pearce-Kelly: make room for ``prev -> nxt`` in the order; False if it closes a cycle.
+        """Make room for ``prev -> nxt`` in the order; False if it closes a cycle.
 
-        Only the classes between the two positions that are reachable from ``nxt`` (forwards) or
-        reach ``prev`` (backwards) move; they swap into the positions they already occupy.
+        The classes placed before ``prev`` that ordered edges lead to from ``nxt`` (``nxt``
+        included) move, keeping their order, to just after ``prev``: every other ordered edge into
+        or out of them still climbs, and nothing moves towards the front.
         """
-        lower, upper = nxt.ord, prev.ord
-        if lower > upper:
+        if nxt.ord > prev.ord:
             return True
         forward = self._ordered_descendants(nxt, prev)
         if forward is None:
             return False
-        backward: list[LockClass] = []
-        seen_back = {prev}
-        stack = [prev]
-        while stack:
-            cls = stack.pop()
-            backward.append(cls)
-            for pred, edge in cls.before.items():
-                if edge.ordered and pred not in seen_back and pred.ord > lower:
-                    seen_back.add(pred)
-                    stack.append(pred)
-        backward.sort(key=_by_ord)
-        moved = backward + sorted(forward, key=_by_ord)
-        slots = sorted(cls.ord for cls in moved)
-        for cls, slot in zip(moved, slots, strict=True):
-            cls.ord = slot
+        self._move_after(prev, sorted(forward, key=_by_ord))
         return True
+
+    def _move_after(self, anchor: LockClass, run: list[LockClass]) -> None:
+        """Take the classes of ``run`` out of the list and put them back, in that order, after ``anchor``."""
+        places = self._places
+        for cls in run:
+            place = places[cls]
+            prior, later = place.prior, place.later
+            if prior is not None:
+                places[prior].later = later
+            if later is not None:
+                places[later].prior = prior
+            else:
+                self._last = prior
+        prior, later = anchor, places[anchor].later
+        for cls in run:
+            places[prior].later = cls
+            places[cls].prior = prior
+            prior = cls
+        places[prior].later = later
+        if later is None:
+            self._last = prior
+        else:
+            places[later].prior = prior
+        self._label(anchor, run)
+
+    def _label(self, anchor: LockClass, run: list[LockClass]) -> None:
+        """Give labels to ``run``, the classes linked just after ``anchor`` in the list.
+
+        They share the room up to the next label evenly (at most :data:`_GAP` apart at the end of
+        the list); without room, the labels of the smallest aligned range around ``anchor`` that is
+        sparse enough are spread evenly over it, lowering the floors (:class:`_Place`) it breaks.
+        """
+        low = anchor.ord
+        later = self._places[run[-1]].later
+        high = later.ord if later is not None else low + _GAP * (len(run) + 1)
+        step = (high - low) // (len(run) + 1)
+        if step:
+            for i, cls in enumerate(run, 1):
+                cls.ord = low + i * step
+            return
+        places = self._places
+        first, last = anchor, run[-1]
+        count = 1 + len(run)
+        bits = 0
+        while True:
+            bits += 1
+            base = low >> bits << bits
+            end = base + (1 << bits)
+            while (before := places[first].prior) is not None and before.ord >= base:
+                first = before
+                count += 1
+            while (after := places[last].later) is not None and after.ord < end:
+                last = after
+                count += 1
+            if count <= (2 / _DENSITY) ** bits:
+                break
+        step = (1 << bits) // count
+        cls: LockClass | None = first
+        label = base
+        while cls is not None:
+            cls.ord = label
+            for pred in cls.before:
+                place = places[pred]
+                if label < place.first:
+                    place.first = label
+            label += step
+            cls = places[cls].later if cls is not last else None
 
     # -- searches ------------------------------------------------------------------------------
 
