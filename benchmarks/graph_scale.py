@@ -5,11 +5,11 @@ of ``python -m benchmarks``).  The edges form a random DAG (each goes from a low
 rank of a hidden random order), inserted in random order, each by taking two real locks
 (``with a, b``) on a chain not seen before; classes are registered in another random order, so
 the validator's topological order starts out unrelated to the hidden one and must be repaired
-(Pearce-Kelly) as edges arrive.  Every class is taken once alone first, so each timed
+(re-sorted) as edges arrive.  Every class is taken once alone first, so each timed
 acquisition does the work of exactly one new edge.
 
 Growth compares like with like: only edges that re-sort the order (their head stood before their
-tail in the validator's order when they arrived, so Pearce-Kelly has work to do), those arriving
+tail in the validator's order when they arrived, so the order has to be re-sorted), those arriving
 around the tenth of the edges (10k of 100k) against the last tenth (90k to 100k).  Edges that
 agree with the order cost a constant and are most of the late ones; mixing them in would hide
 any growth.
