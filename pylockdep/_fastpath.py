@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 18
+SPEEDUPS_ABI = 19
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).parent / "_csrc" / "_held_layout.h"
@@ -167,18 +167,20 @@ def accelerate_stand_in(
     lock_type: type,
     fields: Fields,
     skip_code: Any = None,
+    binds: bool = False,
 ) -> Callable[..., Any]:
     """``make`` (a lock factory's stand-in, see :mod:`pylockdep._threading`), or a C callable that
     answers its calls with no arguments from a stack that ``memo`` (its
     :data:`pylockdep._sites.SiteMemo`) knows makes a lock of ``lock_type``: ``_key`` from
     ``memo``, then the slots of ``fields``, as ``lock_type._new(key)`` sets them.  Every other
     call goes to ``make``; a call from ``skip_code`` is sited at its caller.  Like a C function,
-    the C callable does not bind as a method; it has a ``__dict__`` (for
-    :func:`functools.update_wrapper`), the repr of its ``__wrapped__`` and pickles as the global
-    its ``__qualname__`` names."""
+    the C callable does not bind as a method, unless ``binds``: then it binds as a Python function
+    does (a call through the binding has an argument, and so goes to ``make``).  It has a
+    ``__dict__`` (for :func:`functools.update_wrapper`), the repr of its ``__wrapped__`` and pickles
+    as the global its ``__qualname__`` names."""
     if _speedups is None:
         return make
-    return _speedups.StandIn(make, memo, lock_type, fields, skip_code)
+    return _speedups.StandIn(make, memo, lock_type, fields, skip_code, binds)
 
 
 def accelerate_class_call(metaclass: type) -> None:

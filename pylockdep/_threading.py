@@ -422,7 +422,8 @@ def _stand_in(
     Where ``original`` is a C function (``_thread.allocate_lock``, 3.11's and 3.12's
     ``threading.Lock``), the stand-in is a callable that, like it, does not bind as a method: a
     class attribute ``locktype = _thread.allocate_lock`` called as ``self.locktype()`` gets no
-    ``self``, as CPython's lock tests rely on.  Elsewhere it is a function, as CPython's factory is.
+    ``self``, as CPython's lock tests rely on.  Elsewhere it binds as a function does, as CPython's
+    factory (``threading.RLock``) is one.
     """
     kind = lock_type.__name__
     deprecated_args = takes_args and sys.version_info >= (3, 13)
@@ -449,11 +450,16 @@ def _stand_in(
         return original(*args, **kwargs) if key is None else new(key)
 
     # A call at a known site builds the lock in C, when in use (only make() decides what stays plain).
-    fast = make if prebound else accelerate_stand_in(make, made_at, lock_type, _MADE_FIELDS[lock_type], _STAND_IN_CALL)
+    binds = isinstance(original, FunctionType)
+    fast = (
+        make
+        if prebound
+        else accelerate_stand_in(make, made_at, lock_type, _MADE_FIELDS[lock_type], _STAND_IN_CALL, binds)
+    )
     if isinstance(original, BuiltinFunctionType):  # _thread.allocate_lock: a C function
         return functools.update_wrapper(_builtin_like(fast), original)
-    if not isinstance(original, type):
-        return functools.update_wrapper(make, original)
+    if not isinstance(original, type):  # a function (binding as one), or some other callable put there
+        return functools.update_wrapper(fast if binds else make, original)
     return _StandInType(
         original.__name__,
         (),

@@ -1074,6 +1074,28 @@ def test_other_calls_of_a_threading_stand_in_reach_python():
         assert repr(threading.Lock) == repr(threading.Lock.__wrapped__)
 
 
+@pytest.mark.usefixtures("plain_threading")
+def test_the_rlock_stand_in_is_built_in_c_and_binds_as_a_method_as_threading_rlock_does(monkeypatch):
+    built = []
+    new = _threading.RLock.__dict__["_new"].__func__
+    monkeypatch.setattr(_threading.RLock, "_new", classmethod(lambda cls, key: built.append(key) or new(cls, key)))
+
+    class Holder:
+        pass
+
+    with pylockdep.instrument_threading():
+        rlocks = [threading.RLock() for _ in range(3)]
+        Holder.make = threading.RLock  # a Python function, as CPython's: bound when read from an instance
+        bound = Holder().make
+        made = bound()
+    # threading.RLock is a function on every version: its C stand-in binds as one.
+    assert (type(Holder.__dict__["make"]).__name__ == "StandIn") is not PURE
+    assert Holder.make is Holder.__dict__["make"] and bound.__self__.__class__ is Holder
+    assert len(built) == (1 if not PURE else 3) + 1  # the bound call has an argument: Python makes it
+    assert type(made) is _threading.RLock and made._key is built[-1]
+    assert all(type(r) is _threading.RLock and r._key is rlocks[0]._key for r in rlocks)
+
+
 # -- reader-writer locks ---------------------------------------------------------------------------
 
 

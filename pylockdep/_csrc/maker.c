@@ -227,7 +227,9 @@ accelerate_new(PyObject *module, PyObject *args)
  * lock here, as ``lock_type._new(key)`` does; every other call (arguments, a plain lock, a stack
  * not seen before) goes to ``make``.  A call from ``skip_code`` (the class-shaped stand-in's
  * ``__call__``) is sited from its caller.  The last stacks answered are kept by identity, so a hit
- * builds no key.  It has a ``__dict__`` for functools.update_wrapper() and pickles by name.
+ * builds no key.  It has a ``__dict__`` for functools.update_wrapper() and pickles by name.  Like a C
+ * function it does not bind as a method, unless ``binds``: then it binds as a Python function does
+ * (threading.RLock is one), and a call through the binding, having an argument, goes to ``make``.
  */
 #define STAND_IN_DEPTH 4
 
@@ -237,6 +239,7 @@ typedef struct {
     PyObject *make, *memo, *skip_code;
     LockMaker maker;
     Recent recent;  /* what memo answered lately, by the (code, offset) of each frame of the stack */
+    int binds;      /* binds as a method */
     vectorcallfunc vectorcall;
 } StandIn;
 
@@ -334,12 +337,13 @@ stand_in_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
 static PyObject *
 stand_in_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"make", "memo", "lock_type", "fields", "skip_code", NULL};
+    static char *kwlist[] = {"make", "memo", "lock_type", "fields", "skip_code", "binds", NULL};
     PyObject *make, *memo, *lock_type, *fields, *skip_code = Py_None;
+    int binds = 0;
     StandIn *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!OO|O:StandIn", kwlist, &make, &PyDict_Type, &memo, &lock_type,
-                                     &fields, &skip_code))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!OO|Op:StandIn", kwlist, &make, &PyDict_Type, &memo, &lock_type,
+                                     &fields, &skip_code, &binds))
         return NULL;
     self = (StandIn *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -351,6 +355,7 @@ stand_in_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->make = Py_NewRef(make);
     self->memo = Py_NewRef(memo);
     self->skip_code = skip_code == Py_None ? NULL : Py_NewRef(skip_code);
+    self->binds = binds;
     self->vectorcall = stand_in_vectorcall;
     return (PyObject *)self;
 }
@@ -406,6 +411,15 @@ stand_in_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
     return PyObject_GetAttrString(self, "__qualname__");
 }
 
+/* Bound to an instance when ``binds``, as a Python function is; else itself, as a C function is. */
+static PyObject *
+stand_in_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None || !((StandIn *)self)->binds)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
 static PyMethodDef stand_in_methods[] = {
     {"__reduce__", stand_in_reduce, METH_NOARGS, "Pickled by reference: its __qualname__."},
     {NULL},
@@ -419,8 +433,9 @@ static PyGetSetDef stand_in_getset[] = {
 static PyTypeObject StandInType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pylockdep._speedups.StandIn",
-    .tp_doc = "StandIn(make, memo, lock_type, fields, skip_code=None): a lock factory stand-in whose calls at a "
-              "known site build the lock in C; every other call goes to ``make``.",
+    .tp_doc = "StandIn(make, memo, lock_type, fields, skip_code=None, binds=False): a lock factory stand-in whose "
+              "calls at a known site build the lock in C; every other call goes to ``make``.  ``binds``: it binds "
+              "as a method, as a Python function does.",
     .tp_basicsize = sizeof(StandIn),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = stand_in_new,
@@ -431,6 +446,7 @@ static PyTypeObject StandInType = {
     .tp_setattro = PyObject_GenericSetAttr,
     .tp_dealloc = (destructor)stand_in_dealloc,
     .tp_repr = stand_in_repr,
+    .tp_descr_get = stand_in_get,
     .tp_traverse = (traverseproc)stand_in_traverse,
     .tp_clear = (inquiry)stand_in_clear,
     .tp_methods = stand_in_methods,
