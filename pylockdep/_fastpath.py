@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 19
+SPEEDUPS_ABI = 20
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).parent / "_csrc" / "_held_layout.h"
@@ -181,6 +181,32 @@ def accelerate_stand_in(
     if _speedups is None:
         return make
     return _speedups.StandIn(make, memo, lock_type, fields, skip_code, binds)
+
+
+def accelerate_waits(
+    hold_maps: Callable[[Any, Any], None],
+    release_maps: Callable[[Any], None],
+    touch_work: Callable[[Any, Any], None],
+    map_type: type,
+    work_type: type,
+    pool_type: type,
+) -> tuple[Callable[[Any, Any], None], Callable[[Any], None], Callable[[Any, Any], None]]:
+    """The three functions of :mod:`pylockdep._waits` that every work item of a thread pool calls, or
+    C callables that run their common case and call them for every other:
+
+    - ``hold_maps(maps, frame)``: every map of the tuple ``maps`` pushed as a trylock on a known chain;
+    - ``release_maps(maps)``: the maps of ``maps`` are the top of the stack, most recent first;
+    - ``touch_work(work, caller)``: the wait touches a known chain (or a map of the work's class
+      another instance of which is held), and nothing makes it touch the pool's map too.
+
+    The C versions do all the maps of a call or none.  ``map_type`` (the maps' base) keeps ``_key``
+    and ``_owner`` in ``__slots__``, ``work_type`` ``pool`` and ``pool_type`` ``max_workers``.  Does
+    nothing when the C module is not in use."""
+    if _speedups is None:
+        return hold_maps, release_maps, touch_work
+    return _speedups.accelerate_waits(  # type: ignore[no-any-return]
+        hold_maps, release_maps, touch_work, map_type, work_type, pool_type, _held.VARIANT_TRY, _held.VARIANT_SYNC
+    )
 
 
 def accelerate_class_call(metaclass: type) -> None:

@@ -64,6 +64,7 @@ from typing import Any
 
 from . import _waitfor
 from ._classes import LockKey, key_for
+from ._fastpath import accelerate_waits
 from ._frames import format_file_line, is_internal
 from ._held import H_LOCK, VARIANT_SYNC, VARIANT_TRY, chain_key, drop_foreign, find, pop, push
 from ._locks import _acquire, _PseudoLock, _release
@@ -481,6 +482,13 @@ def _touch_work(work: _WorkMap, caller: FrameType) -> None:
     pool = work.pool
     if pool.max_workers == 1 or (t.held and find(t, pool) >= 0):
         _touch(v, t, pool, caller, True)
+
+
+# Each work item holds and releases two maps and is waited for once: the common case of each in C,
+# when in use (the functions above stay the definition, and do every other case).
+_hold_maps, _release_maps, _touch_work = accelerate_waits(  # type: ignore[assignment]
+    _hold_maps, _release_maps, _touch_work, CompletionMap, _WorkMap, _PoolMap
+)
 
 
 def _pool_init(original: Callable[..., None]) -> Callable[..., None]:

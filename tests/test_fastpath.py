@@ -8,6 +8,7 @@ README's test command); these tests look at the seam between the two.
 from __future__ import annotations
 
 import _thread
+import concurrent.futures
 import contextlib
 import inspect
 import os
@@ -23,9 +24,10 @@ from typing import NamedTuple
 import pytest
 
 import pylockdep
-from pylockdep import _classes, _context, _fastpath, _frames, _held, _locks, _rcu, _task, _threading
-from pylockdep._classes import LockClass, LockKey
-from pylockdep._held import HeldLock, chain_key, held_site, variant
+from pylockdep import _classes, _context, _fastpath, _frames, _held, _locks, _rcu, _task, _threading, _waits
+from pylockdep._classes import LockClass, LockKey, key_for
+from pylockdep._held import CHAIN_ROOT, HeldLock, chain_key, held_site, variant
+from pylockdep._locktypes import COMPLETION
 from pylockdep._validator import active
 
 PURE = os.environ.get("PYLOCKDEP_PURE_PYTHON", "") not in ("", "0")
@@ -1318,3 +1320,66 @@ def test_read_sides_hand_what_they_cannot_do_to_python():
         assert (v.task().held, s._readers, s._stack()) == ([], ({}, {}), [])
         assert "rcu_read_unlock" in python_functions(pylockdep.rcu_read_unlock)  # not inside one
     assert [r.kind for r in v.reports] == ["bad_unlock_balance", "bad_unlock_balance"]
+
+
+# -- completion maps of thread-pool work (pylockdep._waits) ----------------------------------------
+
+
+def work_maps(workers: int, name: str) -> tuple[_waits._PoolMap, _waits._WorkMap]:
+    """The map of a pool of ``workers`` and a work item's, as the pool and a ``submit()`` make them."""
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers)  # no thread until a submit()
+    pool = _waits._PoolMap(key_for(f"(wq_completion){name}", COMPLETION, None), executor)
+    return pool, _waits._WorkMap(key_for(f"(work_completion){name}", COMPLETION, None), pool)
+
+
+def held_state(t: _task.Task, *maps: _waits.CompletionMap) -> tuple:
+    return [tuple(entry) for entry in t.held], t.key, t.spins, [m._owner for m in maps]
+
+
+@needs_c
+def test_work_maps_on_a_known_chain_are_held_released_and_touched_in_c():
+    pool, work = work_maps(4, "fp_maps")
+    other = _waits._WorkMap(work._key, pool)  # another item submitted by the same line
+    hold, release, touch = _waits._hold_maps, _waits._release_maps, _waits._touch_work
+    frame = (lambda: sys._getframe())()  # a frame that stays at one instruction
+    with pylockdep.validate(raise_on_report=False, stream=None) as v:
+        t = v.task()
+        assert "_acquire" in python_functions(lambda: hold((pool, work), frame))  # new chains: Python
+        held = held_state(t, pool, work)
+        assert python_functions(lambda: release((work, pool))) == []
+        assert held_state(t, pool, work) == ([], CHAIN_ROOT, 0, [None, None])
+        assert python_functions(lambda: hold((pool, work), frame)) == []
+        assert held_state(t, pool, work) == held  # the entries Python pushed, field for field
+        release((work, pool))
+        assert "_touch" in python_functions(lambda: touch(work, frame))  # a new chain: Python
+        assert python_functions(lambda: touch(work, frame)) == []
+        hold((other,), frame)
+        assert python_functions(lambda: touch(work, frame)) == []  # another item of its class is held
+        assert python_functions(lambda: release((other,))) == []
+        assert held_state(t, pool, work, other) == ([], CHAIN_ROOT, 0, [None, None, None])
+    assert v.reports == []
+
+
+@needs_c
+def test_work_maps_hand_what_they_cannot_do_to_python():
+    pool, work = work_maps(4, "fp_maps_slow")
+    single_pool, single_work = work_maps(1, "fp_maps_single")
+    hold, release, touch = _waits._hold_maps, _waits._release_maps, _waits._touch_work
+    frame = sys._getframe()
+    with pylockdep.validate(raise_on_report=False, stream=None) as v:
+        t = v.task()
+        for _ in range(2):
+            hold((pool, work), frame)
+            # out of order: Python takes each map off where it is
+            assert "_release" in python_functions(lambda: release((pool, work)))
+            assert held_state(t, pool, work) == ([], CHAIN_ROOT, 0, [None, None])
+            # a pool of one worker: Python touches the pool's map too (the kernel's ordered workqueue)
+            assert python_functions(lambda: touch(single_work, frame)).count("_touch") == 2
+        hold((pool,), frame)
+        assert python_functions(lambda: touch(work, frame)).count("_touch") == 2  # from inside the pool
+        release((pool,))
+        for call in (lambda: hold((pool, work), frame), lambda: release((work, pool))):
+            t.foreign_releases.append(object())  # another thread released a lock for this one
+            assert {"_hold_maps", "_release_maps"} & set(python_functions(call))
+        assert held_state(t, pool, work) == ([], CHAIN_ROOT, 0, [None, None])
+    assert [(r.kind, set(r.classes)) for r in v.reports] == [("recursive", {"(wq_completion)fp_maps_slow"})]

@@ -38,6 +38,7 @@
 #include "fastmethod.c"
 #include "rwmethods.c"
 #include "readside.c"
+#include "waits.c"
 
 /* -- the module: setup(), forget_task(), outside_site() and the module's types ---------------- */
 
@@ -254,7 +255,7 @@ PyInit__speedups(void)
         || PyModule_AddObjectRef(m, "CallMake", (PyObject *)&CallMakeType) < 0
         || PyModule_AddObjectRef(m, "RWCore", (PyObject *)&RWCoreType) < 0
         || PyModule_AddObjectRef(m, "RWMethod", (PyObject *)&RWMethodType) < 0
-        || read_sides_init(m) < 0) {
+        || read_sides_init(m) < 0 || waits_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
