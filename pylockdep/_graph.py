@@ -31,6 +31,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from ._classes import LockClass, LockKey
 from ._frames import Stack
@@ -107,6 +108,7 @@ class PathStep:
         return steps
 
 
+_BY_ORD = attrgetter("ord")
 # Labels of classes appended to the order are this far apart.
 _GAP = 1 << 32
 # A relabelled range of 2**i labels holds at most (2 / _DENSITY)**i classes: the larger the range,
@@ -309,7 +311,7 @@ class Graph:
         forward = self._ordered_descendants(nxt, prev)
         if forward is None:
             return False
-        self._move_after(prev, sorted(forward, key=_by_ord))
+        self._move_after(prev, sorted(forward, key=_BY_ORD))
         return True
 
     def _move_after(self, anchor: LockClass, run: list[LockClass]) -> None:
@@ -418,7 +420,3 @@ class Graph:
         """Every edge, grouped by tail class."""
         for cls in self.classes:
             yield from cls.after.values()
-
-
-def _by_ord(cls: LockClass) -> int:
-    return cls.ord
