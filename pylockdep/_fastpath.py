@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 20
+SPEEDUPS_ABI = 21
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).parent / "_csrc" / "_held_layout.h"
@@ -234,7 +234,8 @@ def accelerate(
     Python path already knows is not pylockdep's (``_frames``' cache of :func:`is_internal`);
     otherwise they take the Python path.  ``recursive``: the owner may take the lock again,
     counted in ``_count`` with the owner's thread ident in ``_ident`` (``threading.RLock``), and
-    its ``_release_save`` and ``_acquire_restore`` (``Condition.wait()``'s) get C versions too.
+    its ``_release_save`` and ``_acquire_restore`` (``Condition.wait()``'s) and ``_is_owned`` get C
+    versions too.
     ``blocking_arg``: ``acquire`` takes ``blocking`` first, and ``acquire(False)`` of a lock that is
     taken (a trylock that fails and changes nothing) is answered in C.  Does nothing when the C
     module is not in use.
@@ -252,8 +253,9 @@ def accelerate(
         "__exit__": _speedups.Release(own["__exit__"], cls, -1, recursive),
         "release": _speedups.Release(own["release"], cls, 1, recursive),
     }
-    if recursive:  # Condition.wait()'s full release and re-acquisition of an RLock
+    if recursive:  # Condition.wait()'s full release and re-acquisition of an RLock, and its owner check
         fast["_release_save"] = _speedups.Release(own["_release_save"], cls, 1, recursive, True)
+        fast["_is_owned"] = _speedups.Release(own["_is_owned"], cls, 1, recursive, False, True)
         fast["_acquire_restore"] = _speedups.Acquire(
             own["_acquire_restore"], cls, False, skip_file, recursive, False, True
         )

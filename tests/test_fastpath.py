@@ -1098,6 +1098,25 @@ def test_the_rlock_stand_in_is_built_in_c_and_binds_as_a_method_as_threading_rlo
     assert all(type(r) is _threading.RLock and r._key is rlocks[0]._key for r in rlocks)
 
 
+@needs_c
+@pytest.mark.usefixtures("plain_threading")
+def test_an_rlocks_owner_check_is_answered_in_c():
+    with pylockdep.instrument_threading():
+        r = threading.RLock()
+    owned = []
+    with pylockdep.validate() as v:
+        assert python_functions(lambda: owned.append(r._is_owned())) == []
+        with r:
+            assert python_functions(lambda: owned.append(r._is_owned())) == []
+            other = threading.Thread(target=lambda: owned.append(r._is_owned()))
+            other.start()
+            other.join()
+        r._ident = _thread.get_ident() + 0.0  # not an int: Python compares
+        assert python_functions(lambda: owned.append(r._is_owned())) == ["_is_owned"]
+        r._ident = None
+    assert owned == [False, True, False, True] and v.reports == []
+
+
 # -- reader-writer locks ---------------------------------------------------------------------------
 
 

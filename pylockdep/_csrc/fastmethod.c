@@ -119,16 +119,17 @@ acquire_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static PyObject *
 release_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"slow", "lock_type", "arity", "recursive", "save", NULL};
+    static char *kwlist[] = {"slow", "lock_type", "arity", "recursive", "save", "is_owned", NULL};
     PyObject *slow, *lock_type;
     Py_ssize_t arity;
-    int recursive = 0, save = 0;
+    int recursive = 0, save = 0, is_owned = 0;
     FastMethod *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOn|pp:Release", kwlist, &slow, &lock_type, &arity, &recursive,
-                                     &save))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOn|ppp:Release", kwlist, &slow, &lock_type, &arity, &recursive,
+                                     &save, &is_owned))
         return NULL;
-    self = fastmethod_new(type, slow, lock_type, recursive, save ? release_save_vectorcall : release_vectorcall);
+    self = fastmethod_new(type, slow, lock_type, recursive,
+                          is_owned ? is_owned_vectorcall : save ? release_save_vectorcall : release_vectorcall);
     if (self == NULL)
         return NULL;
     self->arity = arity;
@@ -228,7 +229,8 @@ static PyTypeObject ReleaseType = FASTMETHOD_TYPE(
     "Release",
     "Release(slow, lock_type, arity, recursive=False): an __exit__/release method of ``lock_type`` whose "
     "most-recent-lock case runs in C; every other call goes to ``slow``.  ``arity`` is the argument count "
-    "(self included) taken fast, -1 for any.  ``save``: the method is RLock._release_save().",
+    "(self included) taken fast, -1 for any.  ``save``: the method is RLock._release_save().  ``is_owned``: "
+    "the method is RLock._is_owned(), answered from the lock's owner.",
     release_new);
 
 static PyTypeObject SectionType = FASTMETHOD_TYPE(

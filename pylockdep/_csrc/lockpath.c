@@ -316,6 +316,24 @@ slow_call(FastMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwna
     return PyObject_Vectorcall(self->slow, args, PyVectorcall_NARGS(nargsf), kwnames);
 }
 
+/* RLock._is_owned(), which a Condition asks before notify() and wait(): whether the calling thread
+ * owns it, read in place when ``_ident`` is None or an int.  Anything else goes to the Python method. */
+static PyObject *
+is_owned_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    FastMethod *self = (FastMethod *)op;
+    PyObject *ident;
+
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !self->lock.recursive || !IS(args[0], self->lock))
+        return slow_call(self, args, nargsf, kwnames);
+    ident = SLOT(args[0], self->lock, L_IDENT);
+    if (ident == Py_None)
+        Py_RETURN_FALSE;
+    if (ident == NULL || !PyLong_CheckExact(ident))
+        return slow_call(self, args, nargsf, kwnames);
+    return PyBool_FromLong(owned_by_caller(args[0], &self->lock));
+}
+
 /* _frames.internal_files (filename -> whether pylockdep's) and _frames._lines ((id(code), lasti) ->
  * (code, line)), the Python path's caches, set by setup(). */
 static PyObject *g_internal_files, *g_lines;
