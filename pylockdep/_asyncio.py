@@ -516,6 +516,8 @@ class Lock(_PlainLock):
         super().__init__()
         self._key = _key if _key is not None else _new_key("Lock", _getframe(1))
         self._owner: Task | None = None
+        # The fast path's last chain key and what it made it from: (t.key, t.ctx, variant, key).
+        self._chain: tuple[Any, ...] = (None, None, None, None)
 
     @property
     def name(self) -> str:
@@ -555,7 +557,8 @@ class Lock(_PlainLock):
         # without suspending, so taking it here spares a coroutine), the current task's holder is
         # in place and this chain of held locks was validated before.  Anything else: _take().
         # It is _held.chain_key() and push() inlined, two calls fewer per block (tests/test_asyncio.py
-        # holds the key to chain_key()'s); an asyncio lock sleeps, so it never counts in ``spins``.
+        # holds the key to chain_key()'s), and the key is made again only when its ingredients are
+        # other objects than last time; an asyncio lock sleeps, so it never counts in ``spins``.
         frame = _getframe(1)
         code = frame.f_code
         if code is _ACQUIRE_CODE:
@@ -577,7 +580,13 @@ class Lock(_PlainLock):
                 if cls is not None and code.co_filename in _outside_asyncio:
                     prev = t.key
                     ctx = t.ctx
-                    key = hash((prev, ctx, cls.variants[0]))
+                    variant = cls.variants[0]
+                    last = self._chain
+                    if last[0] is prev and last[1] is ctx and last[2] is variant:
+                        key = last[3]
+                    else:
+                        key = hash((prev, ctx, variant))
+                        self._chain = (prev, ctx, variant, key)
                     if key in v.chains:
                         self._locked = True
                         self._owner = t

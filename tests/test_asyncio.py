@@ -128,6 +128,30 @@ def test_locks_on_a_known_chain_are_held_as_when_the_chain_was_new(monkeypatch: 
     assert key == chain_key(held[1][H_PREV_KEY], held[1][H_CTX], held[1][H_CLASS].variants[0])
 
 
+def test_a_lock_taken_on_two_known_chains_in_turn_gets_each_chains_key():
+    """Taken alone, then under another lock, round after round: each time the key is the one
+    chain_key() gives for the stack below it (the fast path's memo of its last key is not reused
+    for another stack)."""
+
+    async def main():
+        outer = asyncio.Lock()
+        inner = asyncio.Lock()
+        t = _asyncio._current_holder(pylockdep.current())
+        key_below = t.key
+        for _ in range(3):
+            async with inner:
+                (alone,) = t.held[-1:]
+                assert t.key == chain_key(key_below, alone.ctx, alone.cls.variants[0])
+            async with outer:
+                key_outer = t.key
+                async with inner:
+                    (nested,) = t.held[-1:]
+                    assert nested.prev_key == key_outer != key_below
+                    assert t.key == chain_key(key_outer, nested.ctx, nested.cls.variants[0])
+
+    asyncio_run(main)
+
+
 def test_a_condition_lock_retaken_by_wait_on_a_known_chain_is_sited_at_the_wait():
     """``Condition.wait()`` takes its lock back from inside asyncio: the held entry names the line
     that awaited ``wait()``, every time round."""
