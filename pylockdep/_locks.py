@@ -14,6 +14,7 @@ writes here must be made there too.
 from __future__ import annotations
 
 import _thread
+import itertools
 import threading
 import weakref
 from collections.abc import Callable, Hashable
@@ -497,8 +498,16 @@ class Mutex(_Lock):
     __slots__ = ()
 
 
-# Every reader-writer core with an internal mutex, for renewing it in a forked child (pylockdep._fork).
+# Every reader-writer core that has waited, for forgetting its waiters in a forked child (pylockdep._fork).
 every_rw_core: weakref.WeakSet[_RWCore | _CRWCore] = weakref.WeakSet()
+
+# The internal mutexes of the pure-Python reader-writer cores, dealt out in turn as cores are made:
+# a mutex (and the weak reference that renewed it after a fork) for each core cost more memory
+# than the lock itself, while a core holds its mutex only for a few statements per operation.
+# Re-entrant, as a core's own was: a finalizer or trace hook may take a reader-writer lock while
+# its thread is inside a core (this one or another sharing its mutex).  Renewed after a fork.
+rw_mutexes = tuple(plain_rlock() for _ in range(64))
+_next_mutex = itertools.count()
 
 
 class _RWWaits:
@@ -569,10 +578,11 @@ class _RWCore(_RWWaits):
     are not recursive.  Holders are thread idents.  The pure-Python core; with the C module,
     :class:`_CRWCore` keeps the same state in C.
 
-    The internal mutex is re-entrant: a signal handler, finalizer or trace hook may take a
-    reader-writer lock while its thread is inside this core.  Each change of state is made by
-    statements that call nothing (no point where such code runs), after any call the operation
-    makes, so nested code finds the state whole, and the operation reads it again after.
+    The internal mutex, one of :data:`rw_mutexes`, is re-entrant: a signal handler, finalizer or
+    trace hook may take a reader-writer lock while its thread is inside this core.  Each change of
+    state is made by statements that call nothing (no point where such code runs), after any call
+    the operation makes, so nested code finds the state whole, and the operation reads it again
+    after.
     """
 
     __slots__ = ("_mutex", "_cond", "writer", "readers", "waiting_writers", "sleepers", "__weakref__")
@@ -580,7 +590,7 @@ class _RWCore(_RWWaits):
     def __init__(self) -> None:
         # The fast operations take the bare mutex; only waits go through the condition, made by
         # the first (most locks never see one, and a Condition costs more than the rest together).
-        self._mutex = plain_rlock()
+        self._mutex = rw_mutexes[next(_next_mutex) % len(rw_mutexes)]
         self._cond: threading.Condition | None = None
         self.writer: int | None = None
         # Holders and waiters by thread ident, each map made when it gets its first entry (readers
@@ -588,13 +598,11 @@ class _RWCore(_RWWaits):
         self.readers: dict[int, int] | None = None
         self.waiting_writers: dict[int, int] | None = None
         self.sleepers = 0  # threads waiting on the condition: a release wakes them
-        every_rw_core.add(self)
 
     def _at_fork_reinit(self) -> None:
-        """In a forked child: a new internal mutex (a thread that did not follow the fork may have
-        held it) and no waiters (they did not follow either).  Holders stay: the lock stays held
-        by a thread that is gone, as a ``threading.Lock`` does."""
-        self._mutex = plain_rlock()
+        """In a forked child: no waiters (they did not follow the fork).  Holders stay: the lock
+        stays held by a thread that is gone, as a ``threading.Lock`` does.  (The mutex is renewed
+        with the others of :data:`rw_mutexes`.)"""
         self._cond = None
         self.waiting_writers = None
         self.sleepers = 0
@@ -630,6 +638,7 @@ class _RWCore(_RWWaits):
             with self._mutex:
                 cond = self._cond
                 if cond is None:
+                    every_rw_core.add(self)  # from here on its waiters are forgotten after a fork
                     cond = self._cond = _Condition(self._mutex)
         return cond
 
