@@ -100,7 +100,8 @@ def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> tuple[LockK
 def _acquirer(frame: FrameType) -> FrameType:
     """The frame to name as where a lock was taken, given the frame that called ``acquire()``:
     that frame, unless it is threading's own code (a Condition, an Event, ...), and then the
-    first frame outside threading and pylockdep, which called it."""
+    first frame outside threading and pylockdep, which called it.  (The with-block and
+    ``acquire()`` spell it out, a call fewer per acquisition.)"""
     if frame.f_code.co_filename == _THREADING_FILE:
         return outside_frame(frame, skip_threading=True) or frame
     return frame
@@ -204,20 +205,31 @@ class Lock(_RealLock):
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock (as ``_thread.lock.acquire``); True if it was taken."""
-        if timeout == -1 and blocking is True:
-            frame = _getframe(1)  # as in __enter__
-            _acquire(self, 0, 0, frame if frame.f_code.co_filename != _THREADING_FILE else _acquirer(frame))
-            return True
+        if timeout == -1:
+            if blocking is True:
+                frame = _getframe(1)
+                if frame.f_code.co_filename == _THREADING_FILE:  # as in __enter__
+                    frame = outside_frame(frame, True) or frame
+                _acquire(self, 0, 0, frame)
+                return True
+            if blocking is False and self._real.locked():
+                return False  # a trylock of a taken lock (Condition._is_owned()'s): see _take_slow
         return _take_slow(self, blocking, timeout, _getframe(1))
 
     def __enter__(self) -> bool:
-        frame = _getframe(1)  # _acquirer(frame) only for threading's own code: a call fewer per block
-        _acquire(self, 0, 0, frame if frame.f_code.co_filename != _THREADING_FILE else _acquirer(frame))
+        frame = _getframe(1)
+        if frame.f_code.co_filename == _THREADING_FILE:  # _acquirer(frame), spelt out: a call fewer
+            frame = outside_frame(frame, True) or frame
+        _acquire(self, 0, 0, frame)
         return True
 
-    @critical  # as every way to release: a signal handler runs after the release
+    @critical  # its only call is __exit__(), which runs what a signal held back
     def release(self) -> None:
         """Release the lock, whichever thread took it; RuntimeError if it is not locked."""
+        self.__exit__()
+
+    @critical  # as every way to release: a signal handler runs after the release
+    def __exit__(self, *exc: object) -> None:  # the body of release(): a with-block, the usual case, saves a call
         try:
             if not self._real.locked():
                 raise RuntimeError("release unlocked lock")
@@ -225,10 +237,6 @@ class Lock(_RealLock):
         finally:
             if deferred:
                 run_deferred()
-
-    @critical  # its only call is release(), which runs what a signal held back
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
     def locked(self) -> bool:
         """Whether the lock is taken."""
@@ -296,8 +304,10 @@ class RLock(_RealLock):
             self._count += 1
             return True
         if timeout == -1 and blocking is True:
-            frame = _getframe(1)  # _acquirer(frame) only for threading's own code, as in Lock.__enter__
-            _acquire(self, 0, 0, frame if frame.f_code.co_filename != _THREADING_FILE else _acquirer(frame))
+            frame = _getframe(1)
+            if frame.f_code.co_filename == _THREADING_FILE:  # as in Lock.__enter__
+                frame = outside_frame(frame, True) or frame
+            _acquire(self, 0, 0, frame)
         elif not _take_slow(self, blocking, timeout, _getframe(1)):
             return False
         self._ident = me
@@ -342,7 +352,10 @@ class RLock(_RealLock):
 
     def _acquire_restore(self, state: tuple[int, int | None]) -> None:
         """Take the lock again after ``Condition.wait()`` and restore the recursion state."""
-        _acquire(self, 0, 0, _acquirer(_getframe(1)))
+        frame = _getframe(1)
+        if frame.f_code.co_filename == _THREADING_FILE:  # Condition.wait(): as in Lock.__enter__
+            frame = outside_frame(frame, True) or frame
+        _acquire(self, 0, 0, frame)
         self._count, self._ident = state
 
     def _at_fork_reinit(self) -> None:
