@@ -104,15 +104,42 @@ UNKNOWN = object()
 SiteMemo = dict[tuple[int, int], tuple[CodeType, Any]]
 
 
-def recall(memo: SiteMemo, frame: FrameType | None) -> Any:
-    """What :func:`remember` stored for the frames from ``frame`` outwards, else :data:`UNKNOWN`."""
+#: The last answer of a memo, kept by its user for :func:`recall`: ``[(code, offset, caller's code,
+#: its offset, what was found)]`` of the one or two frames that decided it (None and -1 for the
+#: caller when one did).  The code objects are held, so they are compared by identity.
+Recent = list[tuple[Any, int, Any, int, Any]]
+
+
+def no_recent() -> Recent:
+    """A :data:`Recent` that matches no stack."""
+    return [(None, -1, None, -1, UNKNOWN)]
+
+
+def recall(memo: SiteMemo, frame: FrameType | None, recent: Recent) -> Any:
+    """What :func:`remember` stored for the frames from ``frame`` outwards, else :data:`UNKNOWN`.
+
+    A stack of ``recent``'s frames (a lock made again where the last one was) is answered by
+    identity, with no lookup; an answer that one or two frames decided is kept there."""
+    last = recent[0]
+    if frame is not None and frame.f_code is last[0] and frame.f_lasti == last[1]:
+        if last[2] is None:
+            return last[4]
+        back = frame.f_back
+        if back is not None and back.f_code is last[2] and back.f_lasti == last[3]:
+            return last[4]
+    first, depth = frame, 0
     node: Any = memo
     while frame is not None:
         entry = node.get((id(frame.f_code), frame.f_lasti))
         if entry is None:
             return UNKNOWN
         node = entry[1]
+        depth += 1
         if type(node) is not dict:
+            if depth == 1:
+                recent[0] = (frame.f_code, frame.f_lasti, None, -1, node)
+            elif depth == 2:
+                recent[0] = (first.f_code, first.f_lasti, frame.f_code, frame.f_lasti, node)  # type: ignore[union-attr]
             return node
         frame = frame.f_back
     return UNKNOWN

@@ -55,7 +55,7 @@ from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
 from ._plain import plain_lock
 from ._signals import critical, deferred, run_deferred
-from ._sites import UNKNOWN, SiteMemo, class_name, creation_walk, recall, remember
+from ._sites import UNKNOWN, SiteMemo, class_name, creation_walk, no_recent, recall, remember
 from ._validator import active
 from ._when_imported import Hook, when_imported
 
@@ -444,6 +444,7 @@ def _stand_in(
     # The key (or None: plain) found from each stack that called it: a lock made again where one
     # was made before costs a lookup per frame the walk looked at, not the walk.
     made_at: SiteMemo = {}
+    recent = no_recent()  # its last answer
 
     def make(*args: Any, **kwargs: Any) -> Any:
         caller = _getframe(1)
@@ -456,7 +457,7 @@ def _stand_in(
                 return original(*args, **kwargs)  # CPython's own TypeError
             if deprecated_args:
                 warnings.warn(_RLOCK_ARGS_DEPRECATION, DeprecationWarning, stacklevel=2)
-        key = recall(made_at, caller)
+        key = recall(made_at, caller, recent)
         if key is UNKNOWN:
             key, looked = _new_key(ltype, kind, caller)
             remember(made_at, caller, looked, key)

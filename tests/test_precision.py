@@ -66,6 +66,19 @@ def test_a_helper_that_returns_a_lock_is_not_the_creation_site_its_caller_is(v):
     assert names == {f"Scheduler._jobstores_lock@{FILE}:{line + 1}", f"Scheduler._executors_lock@{FILE}:{line + 2}"}
 
 
+def test_locks_made_again_through_a_helper_keep_their_callers_classes(v):
+    # The helper's frame is the same for both attributes: a lock made again is answered from the
+    # stack of the last one only when the helper's caller is the same too.
+    schedulers = [Scheduler() for _ in range(3)]
+    jobstores = {s._jobstores_lock._key for s in schedulers}
+    executors = {s._executors_lock._key for s in schedulers}
+    assert len(jobstores) == len(executors) == 1 and jobstores != executors
+    for s in schedulers:
+        with s._jobstores_lock, s._executors_lock:
+            pass
+    assert v.reports == []
+
+
 def test_two_creation_sites_on_one_line_are_two_classes_and_their_abba_is_circular(v):
     a, b = threading.Lock(), threading.Lock()
     line = a._key.site[1]
