@@ -21,7 +21,7 @@ def after_fork_in_child() -> None:
     reader-writer lock's internal mutex and every SRCU's."""
     _classes._keys_lock._at_fork_reinit()
     _signals.deferred.clear()  # the parent's signals, held back by its main thread
-    for mutex in _locks.rw_mutexes:
+    for mutex in _locks.internal_mutexes:
         mutex._at_fork_reinit()
     for core in list(_locks.every_rw_core):
         core._at_fork_reinit()

@@ -501,13 +501,16 @@ class Mutex(_Lock):
 # Every reader-writer core that has waited, for forgetting its waiters in a forked child (pylockdep._fork).
 every_rw_core: weakref.WeakSet[_RWCore | _CRWCore] = weakref.WeakSet()
 
-# The internal mutexes of the pure-Python reader-writer cores, dealt out in turn as cores are made:
-# a mutex (and the weak reference that renewed it after a fork) for each core cost more memory
-# than the lock itself, while a core holds its mutex only for a few statements per operation.
-# Re-entrant, as a core's own was: a finalizer or trace hook may take a reader-writer lock while
-# its thread is inside a core (this one or another sharing its mutex).  Renewed after a fork.
-rw_mutexes = tuple(plain_rlock() for _ in range(64))
-_next_mutex = itertools.count()
+# The internal mutexes of the pure-Python reader-writer cores and of the SRCUs, dealt out in turn
+# as they are made (internal_mutex()): a mutex for each (and, for a core, the weak reference that
+# renewed it after a fork) cost more memory and time than the rest of the lock, while each holds its
+# mutex only for a few statements per operation, or waits on a condition over it, which releases
+# it.  Re-entrant, as their own were: a finalizer or trace hook may take a reader-writer lock or
+# enter a read side while its thread is inside one (this one or another sharing its mutex).
+# Renewed after a fork.
+internal_mutexes = tuple(plain_rlock() for _ in range(64))
+#: The next of :data:`internal_mutexes`, for a lock being made (a C call: the C module calls it too).
+internal_mutex: Callable[[], _thread.RLock] = itertools.cycle(internal_mutexes).__next__
 
 
 class _RWWaits:
@@ -578,7 +581,7 @@ class _RWCore(_RWWaits):
     are not recursive.  Holders are thread idents.  The pure-Python core; with the C module,
     :class:`_CRWCore` keeps the same state in C.
 
-    The internal mutex, one of :data:`rw_mutexes`, is re-entrant: a signal handler, finalizer or
+    The internal mutex, one of :data:`internal_mutexes`, is re-entrant: a signal handler, finalizer or
     trace hook may take a reader-writer lock while its thread is inside this core.  Each change of
     state is made by statements that call nothing (no point where such code runs), after any call
     the operation makes, so nested code finds the state whole, and the operation reads it again
@@ -590,7 +593,7 @@ class _RWCore(_RWWaits):
     def __init__(self) -> None:
         # The fast operations take the bare mutex; only waits go through the condition, made by
         # the first (most locks never see one, and a Condition costs more than the rest together).
-        self._mutex = rw_mutexes[next(_next_mutex) % len(rw_mutexes)]
+        self._mutex = internal_mutex()
         self._cond: threading.Condition | None = None
         self.writer: int | None = None
         # Holders and waiters by thread ident, each map made when it gets its first entry (readers
@@ -602,7 +605,7 @@ class _RWCore(_RWWaits):
     def _at_fork_reinit(self) -> None:
         """In a forked child: no waiters (they did not follow the fork).  Holders stay: the lock
         stays held by a thread that is gone, as a ``threading.Lock`` does.  (The mutex is renewed
-        with the others of :data:`rw_mutexes`.)"""
+        with the others of :data:`internal_mutexes`.)"""
         self._cond = None
         self.waiting_writers = None
         self.sleepers = 0

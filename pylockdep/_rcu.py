@@ -27,8 +27,7 @@ from ._classes import LockClass
 from ._context import _Between, preempt_disable, preempt_enable
 from ._fastpath import Fields, accelerate_new, accelerate_rcu, accelerate_srcu
 from ._frames import caller_site, outside_frame
-from ._locks import _acquire, _Condition, _creation_key, _made_at, _PseudoLock, _release, _Validated
-from ._plain import plain_rlock
+from ._locks import _acquire, _Condition, _creation_key, _made_at, _PseudoLock, _release, _Validated, internal_mutex
 from ._report import DeadlockError
 from ._signals import critical, deferred, run_deferred
 from ._task import Task
@@ -37,8 +36,8 @@ from ._validator import Validator, active
 T = TypeVar("T")
 _Reader = int | tuple[str, int]
 
-# Every SRCU used (read or synchronized) in this process, for renewing their internal locks in a
-# forked child (pylockdep._fork); the process they were renewed for (see _thread_ended).
+# Every SRCU used (read or synchronized) in this process, for renewing their state in a forked
+# child (pylockdep._fork); the process they were renewed for (see _thread_ended).
 every_srcu: weakref.WeakSet[SRCU] = weakref.WeakSet()
 _pid = os.getpid()
 
@@ -64,10 +63,11 @@ class SRCU(_Validated):
         # Grace periods take the mutex, and a synchronizer waits on the condition over it, made by
         # the first grace period (see _condition): most SRCUs see few, and a Condition costs more
         # than the rest of the SRCU.  Read sides do not take it (see _enter), except to wake a
-        # synchronizer.  It is re-entrant, as a reader-writer lock's is (see
-        # pylockdep._locks._RWCore): a handler or finalizer may enter a read side or synchronize
-        # while its thread is inside this bookkeeping, whose changes of state call nothing.
-        self._mutex = plain_rlock()
+        # synchronizer.  It is one of pylockdep._locks.internal_mutexes, re-entrant, as a
+        # reader-writer lock's is (see pylockdep._locks._RWCore): a handler or finalizer may enter
+        # a read side or synchronize while its thread is inside this bookkeeping, whose changes of
+        # state call nothing.
+        self._mutex = internal_mutex()
         self._cond: threading.Condition | None = None
         self._idx = 0
         # Per counter: reader thread ident (or ("ended", ident), see _thread_ended) -> open read
@@ -79,11 +79,10 @@ class SRCU(_Validated):
         self._tls: threading.local | None = None  # the read sides' per-thread stacks, made by the first
 
     def _at_fork_reinit(self) -> None:
-        """In a forked child: a new internal mutex (a thread that did not follow the fork may have
-        held it), its condition made again by the next grace period; read sides of threads that
-        did not follow count as left open by ended threads (a synchronize() waiting for them
-        raises instead of hanging), and a grace period one of them was running is abandoned."""
-        self._mutex = plain_rlock()
+        """In a forked child (its internal mutex renewed with the others): the condition is made
+        again by the next grace period; read sides of threads that did not follow count as left
+        open by ended threads (a synchronize() waiting for them raises instead of hanging), and a
+        grace period one of them was running is abandoned."""
         self._cond = None
         me = _thread.get_ident()
         if self._sync_owner != me:
@@ -305,7 +304,7 @@ class SRCU(_Validated):
 # is built in C, when in use.
 _MADE_FIELDS: Fields = (
     ("_owner", None),
-    ("_mutex", plain_rlock),
+    ("_mutex", internal_mutex),
     ("_cond", None),
     ("_idx", 0),
     ("_readers", None),
@@ -357,7 +356,7 @@ def _thread_ended(ref: weakref.ref[SRCU], ident: int) -> None:
     """
     s = ref()
     # In a forked child the threads that did not follow end before the SRCUs are renewed, and a
-    # gone thread may hold the old mutex: SRCU._at_fork_reinit() does this work for them.
+    # gone thread may hold the mutex until it is renewed: SRCU._at_fork_reinit() does this work for them.
     if s is None or _pid != os.getpid():
         return
     with s._mutex:
