@@ -70,6 +70,8 @@ _EAGER_TASKS = sys.version_info >= (3, 12)
 
 
 _get_ident = _thread.get_ident
+# Files that _site_frame() found a site in, taken as it is: outside asyncio, pylockdep and harnesses.
+_site_files: set[str] = set()
 
 # CPython's own classes, whatever instrumentation does to the asyncio namespace later.
 _PlainLock = asyncio.locks.Lock
@@ -128,6 +130,8 @@ def holder_of(v: Validator, task: asyncio.Task) -> TaskHolder:
 def _current_holder(v: Validator) -> Task:
     """The holder of whatever runs now: the current asyncio task's, else the thread's Task."""
     t = getattr(v.local, "task", None)
+    if type(t) is TaskHolder and not _EAGER_TASKS:
+        return t  # every step of a task runs with its holder in place (see _EAGER_TASKS)
     try:
         task = _current_task()
     except RuntimeError:  # no running loop: a plain thread
@@ -421,6 +425,7 @@ def _site_frame(frame: FrameType) -> FrameType:
         if is_harness(filename):
             return last
         if not (filename.startswith(_ASYNCIO_DIR) or is_internal(filename)):
+            _site_files.add(filename)
             return frame
         back = frame.f_back
         if back is None:
@@ -564,6 +569,10 @@ class Lock(_PlainLock):
         if code is _ACQUIRE_CODE:
             frame = frame.f_back  # type: ignore[assignment]
             code = frame.f_code
+            if code is _CONDITION_ENTER and (back := frame.f_back) and back.f_code.co_filename in _site_files:
+                # async with a Condition: its __aenter__ in asyncio awaits acquire(); the site is its
+                # caller, as _site_frame() finds it (and as _take() takes it).
+                frame, code = back, back.f_code
         if not (self._locked or self._waiters):
             v = active.validator
             try:
@@ -631,6 +640,7 @@ class Lock(_PlainLock):
 
 
 _ACQUIRE_CODE = Lock.acquire.__code__
+_CONDITION_ENTER = _PlainCondition.__aenter__.__code__  # asyncio's _ContextManagerMixin.__aenter__
 _outside_asyncio: set[str] = set()  # files outside asyncio that took a Lock (the fast path's sites)
 
 

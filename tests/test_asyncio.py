@@ -152,6 +152,35 @@ def test_a_lock_taken_on_two_known_chains_in_turn_gets_each_chains_key():
     asyncio_run(main)
 
 
+def test_a_condition_entered_on_a_known_chain_is_sited_at_the_async_with(monkeypatch: pytest.MonkeyPatch):
+    """``async with cond`` takes the lock from asyncio's ``__aenter__``: the held entry names the
+    line of the ``async with``, the first time (validated) and once the chain is known (the lock is
+    not validated again)."""
+    took: list[asyncio.Lock] = []
+    plain_take = _asyncio.Lock._take
+
+    def take(self: asyncio.Lock, frame: Any) -> Any:
+        took.append(self)
+        return plain_take(self, frame)
+
+    monkeypatch.setattr(_asyncio.Lock, "_take", take)
+    lines: list[int] = []
+
+    async def main():
+        cond = asyncio.Condition()
+        t = _asyncio._current_holder(pylockdep.current())
+        for _ in range(3):
+            took.clear()
+            async with cond:
+                entry = t.held[-1]  # above the task's own map
+                assert entry.lock is cond._lock
+                lines.append(held_site(entry)[1])
+
+    asyncio_run(main)
+    assert lines == [line_of(main, "async with cond:")] * 3
+    assert took == []
+
+
 def test_a_condition_lock_retaken_by_wait_on_a_known_chain_is_sited_at_the_wait():
     """``Condition.wait()`` takes its lock back from inside asyncio: the held entry names the line
     that awaited ``wait()``, every time round."""
