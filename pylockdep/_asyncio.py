@@ -52,7 +52,7 @@ from . import _checks, _locktypes, _waitfor, _waits
 from ._classes import LockKey, key_for
 from ._fastpath import holder_changed
 from ._frames import Site, Stack, format_file_line, is_harness, is_internal, stack_standing_in
-from ._held import H_LOCK, H_PREV_KEY, HeldLock, _new_entry, chain_key, drop_foreign, find, pop, push, remove
+from ._held import H_CLASS, H_LOCK, H_PREV_KEY, chain_key, drop_foreign, find, pop, push, remove
 from ._report import DeadlockError
 from ._sites import creation_frame
 from ._task import Task
@@ -218,9 +218,9 @@ def _task_suspended(v: Validator, h: TaskHolder, task: asyncio.Task) -> None:
     """The task yielded to its loop: locks that block the thread must not be held across that, and
     while it holds locks, the tasks it awaits are noted, to be touched when it resumes."""
     held = h.held
-    if any(_checks.blocks_thread(entry.cls.ltype) for entry in held):
+    if any(_checks.blocks_thread(entry[H_CLASS].ltype) for entry in held):
         v.run_check(h, _checks.check_scheduling_while_atomic, suspended_stack(task))
-    if any(not entry.cls.ltype.pseudo for entry in held):
+    if any(not entry[H_CLASS].ltype.pseudo for entry in held):
         h.awaiting, stuck = _awaited_maps(v, h, task)
         if stuck:
             _waited(h, task)  # the wait cycle is closed now: the task may never resume to tell
@@ -235,7 +235,7 @@ def _waited(h: TaskHolder, task: asyncio.Task) -> None:
     condition's wait, which gives the awaiter's lock back, in a task of its own.
     """
     awaited, h.awaiting = h.awaiting, []
-    if any(not entry.cls.ltype.pseudo for entry in h.held):
+    if any(not entry[H_CLASS].ltype.pseudo for entry in h.held):
         frame = _coro_frame(task, innermost=True)
         with stack_standing_in(suspended_stack(task)):
             for work in awaited:
@@ -600,9 +600,7 @@ class Lock(_PlainLock):
                         self._locked = True
                         self._owner = t
                         held = t.held
-                        held.append(
-                            _new_entry(HeldLock, (self, cls, 0, False, code, frame.f_lasti, prev, t.irq, False, ctx))
-                        )
+                        held.append((self, cls, 0, False, code, frame.f_lasti, prev, t.irq, False, ctx))
                         t.key = key
                         if len(held) >= v.max_lock_depth:
                             v.depth_exceeded(t)
@@ -616,7 +614,7 @@ class Lock(_PlainLock):
         if owner is not None:
             self._owner = None
             held = owner.held
-            if held and held[-1].lock is self:
+            if held and held[-1][H_LOCK] is self:
                 pop(owner)
             else:
                 _remove(owner, self)

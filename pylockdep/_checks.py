@@ -38,7 +38,7 @@ from ._classes import (
 )
 from ._frames import Site, Stack, capture_stack, format_file_line, is_internal
 from ._graph import PathStep, dep_kind
-from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, HeldLock, find, held_site
+from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, find, held_site, is_held_entry
 from ._locktypes import PY_RLOCK, RCU, RCU_SCHED, SRCU, WAIT_INV, LockType, effective_wait
 from ._task import Task
 
@@ -690,15 +690,19 @@ def check_leaked_locks(v: Validator, t: Task) -> None:
     but pylockdep refers to any more: dropping a locked Lock is legal Python, and nobody can wait
     for it."""
     for ended in v.ended_holding:
-        leaked = [e for e in ended.held if is_plain_lock(e.cls.ltype) and e.lock._owner is ended and e.lock._is_held(0)]
+        leaked = [
+            e
+            for e in ended.held
+            if is_plain_lock(e[H_CLASS].ltype) and e[H_LOCK]._owner is ended and e[H_LOCK]._is_held(0)
+        ]
         if leaked:
-            referenced = _referenced_outside([e.lock for e in leaked])
-            leaked = [e for e in leaked if id(e.lock) in referenced]
+            referenced = _referenced_outside([e[H_LOCK] for e in leaked])
+            leaked = [e for e in leaked if id(e[H_LOCK]) in referenced]
         if leaked:
             ended.held = leaked
             v.report(
                 "lock_held_at_exit",
-                tuple(e.cls for e in leaked),
+                tuple(e[H_CLASS] for e in leaked),
                 lambda title, ended=ended: _splat.locks_held_at_exit(v, ended, title),
                 dedupe=(id(ended), "leaked"),
                 title={"comm": ended.comm},
@@ -714,7 +718,7 @@ def _referenced_outside(locks: list[Any]) -> set[int]:
     found: set[int] = set()
     args = tuple(locks)  # passed as it is: the call's own argument tuple is found as a referrer
     for referrer in gc.get_referrers(*args):
-        if isinstance(referrer, HeldLock) or referrer is locks or referrer is args:
+        if is_held_entry(referrer) or referrer is locks or referrer is args:
             continue
         found.update(id(obj) for obj in gc.get_referents(referrer) if id(obj) in ids)
     frame: FrameType | None

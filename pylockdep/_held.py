@@ -18,11 +18,13 @@ counters) and name.  So:
   and released through the same acquire and release paths, with nothing beneath: the rules see an
   ordinary lock class.
 
-**The held entry.**  Each held lock is one :class:`HeldLock`, a named tuple built on every
-acquisition.  The C fast path (``pylockdep/_csrc/``) builds and reads the same entries; it knows
-their fields by the ``H_*`` positions below, through the header ``_csrc/_held_layout.h`` that
-``tools/layout_header.py`` generates from them and :class:`HeldLock` (a test checks it is current,
-and the C module refuses a ``HeldLock`` whose fields differ from those it was built with).
+**The held entry.**  Each held lock is one :data:`HeldLock`, a plain tuple of the fields
+:data:`HELD_FIELDS` names, built on every acquisition (a tuple subclass such as a named tuple
+costs three times as much to make and to free) and read by the ``H_*`` positions below, which
+are those names' positions.  The C fast path (``pylockdep/_csrc/``) builds and reads the same
+entries; it knows the positions through the header ``_csrc/_held_layout.h`` that
+``tools/layout_header.py`` generates from :data:`HELD_FIELDS` (a test checks it is current, and
+the C module refuses field names other than those it was built with).
 
 **The chain key** of a holder names its stack of held locks as lockdep's ``chain_key`` does: each
 push folds the new lock's class and way of taking it (a *variant*, from ``LockClass.variants``) and
@@ -33,43 +35,38 @@ validation.
 from __future__ import annotations
 
 from types import CodeType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
+from ._classes import LockClass
 from ._frames import Site, line_at
 
 if TYPE_CHECKING:
-    from ._classes import LockClass
     from ._primitive import LockMap
     from ._task import Task
     from ._validator import Validator
 
 
-class HeldLock(NamedTuple):
-    """One lock on a holder's stack: what was taken, how, where, and the state it was taken in."""
+#: The fields of a held entry, in order: the lock instance; its class, subclass included; ``read``
+#: (0 exclusive, 1 non-recursive reader, 2 recursive reader); whether a trylock took it; the code
+#: that took it and the instruction offset in it (see :func:`held_site`); the holder's chain key
+#: before it was pushed; the irq context it was taken in (2 * in hardirq + in softirq); whether
+#: taking it disabled preemption; the holder's context signature when it was taken.
+HELD_FIELDS = ("lock", "cls", "read", "trylock", "code", "lasti", "prev_key", "irq", "spins", "ctx")
 
-    lock: LockMap  #: the lock instance
-    cls: LockClass  #: its class, subclass included
-    read: int  #: 0 exclusive, 1 non-recursive reader, 2 recursive reader
-    trylock: bool  #: taken by a trylock
-    code: CodeType  #: the code that took it ...
-    lasti: int  #: ... and the instruction offset in it (see :func:`held_site`)
-    prev_key: int  #: the holder's chain key before this lock was pushed
-    irq: int  #: irq context it was taken in: 2 * in hardirq + in softirq
-    spins: bool  #: whether taking it disabled preemption
-    ctx: int  #: the holder's context signature when it was taken
+#: One lock on a holder's stack: a tuple of the :data:`HELD_FIELDS`.
+HeldLock = tuple["LockMap", "LockClass", int, bool, CodeType, int, int, int, bool, int]
 
-
-# Field positions, for code that indexes entries (the C module's come from the same fields).
-H_LOCK = HeldLock._fields.index("lock")
-H_CLASS = HeldLock._fields.index("cls")
-H_READ = HeldLock._fields.index("read")
-H_TRYLOCK = HeldLock._fields.index("trylock")
-H_CODE = HeldLock._fields.index("code")
-H_LASTI = HeldLock._fields.index("lasti")
-H_PREV_KEY = HeldLock._fields.index("prev_key")
-H_IRQ = HeldLock._fields.index("irq")
-H_SPIN = HeldLock._fields.index("spins")
-H_CTX = HeldLock._fields.index("ctx")
+# The fields' positions (the C module's come from the same names).
+H_LOCK = HELD_FIELDS.index("lock")
+H_CLASS = HELD_FIELDS.index("cls")
+H_READ = HELD_FIELDS.index("read")
+H_TRYLOCK = HELD_FIELDS.index("trylock")
+H_CODE = HELD_FIELDS.index("code")
+H_LASTI = HELD_FIELDS.index("lasti")
+H_PREV_KEY = HELD_FIELDS.index("prev_key")
+H_IRQ = HELD_FIELDS.index("irq")
+H_SPIN = HELD_FIELDS.index("spins")
+H_CTX = HELD_FIELDS.index("ctx")
 
 # Offsets into ``LockClass.variants``: the way of taking a lock that is mixed into the chain key.
 VARIANT_TRY = 3  # a trylock: VARIANT_TRY + read mode
@@ -77,10 +74,6 @@ VARIANT_SYNC = 6  # an empty write section (lock_sync: synchronize_srcu)
 
 #: The chain key of an empty stack.
 CHAIN_ROOT = 0x5EED
-
-# ``_new_entry(HeldLock, values)`` skips the Python-level ``HeldLock.__new__``: it is called on
-# every acquisition.
-_new_entry = tuple.__new__
 
 
 def chain_key(prev: int, ctx: int, variant: int) -> int:
@@ -107,7 +100,7 @@ def push(
     key and spin count: what it validates then depends on the lock too, which is true.
     """
     spins = cls.spins
-    t.held.append(_new_entry(HeldLock, (lock, cls, read, trylock, code, lasti, t.key, t.irq, spins, t.ctx)))
+    t.held.append((lock, cls, read, trylock, code, lasti, t.key, t.irq, spins, t.ctx))
     t.key = key
     if spins:
         t.spins += 1
@@ -123,9 +116,9 @@ def pop(t: Task) -> HeldLock:
     """
     held = t.held
     entry = held[-1]
-    if entry.spins:
+    if entry[H_SPIN]:
         t.spins -= 1
-    t.key = entry.prev_key
+    t.key = entry[H_PREV_KEY]
     held.pop()
     return entry
 
@@ -134,7 +127,7 @@ def find(t: Task, lock: object) -> int:
     """Index of ``lock`` in the holder's stack, searching from the most recent; -1 if absent."""
     held = t.held
     for i in range(len(held) - 1, -1, -1):
-        if held[i].lock is lock:
+        if held[i][H_LOCK] is lock:
             return i
     return -1
 
@@ -151,14 +144,15 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     entry = held[index]
     above = held[index + 1 :]
     del held[index:]
-    if entry.spins:
+    if entry[H_SPIN]:
         t.spins -= 1
-    t.key = entry.prev_key
+    t.key = entry[H_PREV_KEY]
     for again in above:
-        key = chain_key(t.key, again.ctx, variant(again.cls, again.read, again.trylock))
+        lock, cls, read, trylock = again[H_LOCK], again[H_CLASS], again[H_READ], again[H_TRYLOCK]
+        key = chain_key(t.key, again[H_CTX], variant(cls, read, trylock))
         if key not in v.chains:
-            v.validate_chain(t, again.lock, again.cls, again.read, again.trylock, key, *held_site(again))
-        held.append(again._replace(prev_key=t.key))
+            v.validate_chain(t, lock, cls, read, trylock, key, *held_site(again))
+        held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])
         t.key = key
     return entry
 
@@ -171,6 +165,12 @@ def drop_foreign(v: Validator, t: Task) -> None:
             remove(v, t, index)
 
 
+def is_held_entry(obj: object) -> bool:
+    """Whether ``obj`` is a held entry (as opposed to another tuple that refers to a lock)."""
+    return type(obj) is tuple and len(obj) == len(HELD_FIELDS) and type(obj[H_CLASS]) is LockClass
+
+
 def held_site(entry: HeldLock) -> Site:
     """Where a held lock was taken, as (code, line)."""
-    return (entry.code, line_at(entry.code, entry.lasti))
+    code = entry[H_CODE]
+    return (code, line_at(code, entry[H_LASTI]))

@@ -193,7 +193,7 @@ class SRCU(_Validated):
             if not v.off:
                 t = v.task()
                 held = t.held
-                top = bool(held) and held[-1].lock is self and not t.foreign_releases
+                top = bool(held) and held[-1][_held.H_LOCK] is self and not t.foreign_releases
                 recorded = top or _held.find(t, self) >= 0
             at = len(stack) - 1 - stack[::-1].index(idx) if stack[-1] != idx else -1
             readers = self._readers[idx]  # type: ignore[index]  # made by the read side ending here
@@ -205,9 +205,9 @@ class SRCU(_Validated):
             del stack[at]
             if top:  # _held.pop(t) and _locks._release's ending, with no call
                 entry = held[-1]
-                if entry.spins:
+                if entry[_held.H_SPIN]:
                     t.spins -= 1
-                t.key = entry.prev_key
+                t.key = entry[_held.H_PREV_KEY]
                 del held[-1]
                 self._owner = None if self._owner is t else self._owner
             elif recorded:  # deeper in the stack: the locks above are replayed

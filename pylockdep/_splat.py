@@ -714,7 +714,7 @@ def scheduling_while_atomic(v: Validator, t: Task, title: str, blocking: list[He
     lines = [title]
     lines += held_lines(v, t)
     lines += [
-        f"{first.cls.name} (a lock that blocks the loop's thread) taken at:",
+        f"{first[H_CLASS].name} (a lock that blocks the loop's thread) taken at:",
         ip_sym(v, held_site(first)),
         f"{t.comm} suspended at:",
     ]

@@ -24,6 +24,7 @@ from . import _checks, _signals, _splat
 from ._classes import MAX_SUBCLASSES, LockClass, LockKey
 from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
+from ._held import H_CLASS, H_LOCK
 from ._identity import identity_of
 from ._instances import InstanceOrder
 from ._options import Options
@@ -152,9 +153,9 @@ class Validator:
         if pid != os.getpid():
             return
         released = {id(lock) for lock in t.foreign_releases}
-        t.held = [entry for entry in t.held if id(entry.lock) not in released]
+        t.held = [entry for entry in t.held if id(entry[H_LOCK]) not in released]
         self.run_check(t, _checks.check_held_at_exit)
-        if any(_checks.is_plain_lock(entry.cls.ltype) for entry in t.held):
+        if any(_checks.is_plain_lock(entry[H_CLASS].ltype) for entry in t.held):
             self.ended_holding.append(t)
 
     def finish(self) -> None:

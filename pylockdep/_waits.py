@@ -66,7 +66,7 @@ from . import _waitfor
 from ._classes import LockKey, key_for
 from ._fastpath import accelerate_waits
 from ._frames import format_file_line, is_internal
-from ._held import H_LOCK, VARIANT_SYNC, VARIANT_TRY, chain_key, drop_foreign, find, pop, push
+from ._held import H_CLASS, H_LOCK, VARIANT_SYNC, VARIANT_TRY, chain_key, drop_foreign, find, pop, push
 from ._locks import _acquire, _PseudoLock, _release
 from ._locktypes import COMPLETION
 from ._plain import plain_lock
@@ -266,7 +266,7 @@ def _touch(v: Validator, t: Task, m: CompletionMap, frame: FrameType, waiter: bo
     if cls is None:
         cls = v.class_for(m._key)
     for entry in t.held:
-        if entry.cls is cls and entry.lock is not m:
+        if entry[H_CLASS] is cls and entry[H_LOCK] is not m:
             return
     key = chain_key(t.key, t.ctx, cls.variants[VARIANT_SYNC])
     if key not in v.chains:

@@ -16,7 +16,7 @@ import pytest
 
 import pylockdep
 from pylockdep import _asyncio
-from pylockdep._held import H_CLASS, H_CTX, H_PREV_KEY, chain_key, held_site
+from pylockdep._held import H_CLASS, H_CTX, H_LOCK, H_PREV_KEY, chain_key, held_site
 from pylockdep.cli import REPORT_STATUS
 
 pytestmark = pytest.mark.timeout(60)
@@ -141,13 +141,13 @@ def test_a_lock_taken_on_two_known_chains_in_turn_gets_each_chains_key():
         for _ in range(3):
             async with inner:
                 (alone,) = t.held[-1:]
-                assert t.key == chain_key(key_below, alone.ctx, alone.cls.variants[0])
+                assert t.key == chain_key(key_below, alone[H_CTX], alone[H_CLASS].variants[0])
             async with outer:
                 key_outer = t.key
                 async with inner:
                     (nested,) = t.held[-1:]
-                    assert nested.prev_key == key_outer != key_below
-                    assert t.key == chain_key(key_outer, nested.ctx, nested.cls.variants[0])
+                    assert nested[H_PREV_KEY] == key_outer != key_below
+                    assert t.key == chain_key(key_outer, nested[H_CTX], nested[H_CLASS].variants[0])
 
     asyncio_run(main)
 
@@ -194,7 +194,7 @@ def test_a_condition_lock_retaken_by_wait_on_a_known_chain_is_sited_at_the_wait(
                 asyncio.get_running_loop().call_soon(notify, cond)
                 await cond.wait()
                 entry = _asyncio._current_holder(v).held[-1]  # above the task's own map
-                assert entry.lock is cond._lock
+                assert entry[H_LOCK] is cond._lock
                 lines.append(held_site(entry)[1])
 
     def notify(cond: asyncio.Condition) -> None:
@@ -228,7 +228,7 @@ def test_an_eager_tasks_first_step_holds_a_lock_on_a_known_chain_itself():
         task = asyncio.create_task(child())
         assert lock.locked()  # its first step took the lock, inside create_task()
         assert lock._owner is _asyncio._holders(v)[id(task)]
-        assert all(entry.lock is not lock for entry in _asyncio._current_holder(v).held)
+        assert all(entry[H_LOCK] is not lock for entry in _asyncio._current_holder(v).held)
         stop.set()
         await task
 

@@ -19,14 +19,28 @@ import subprocess
 import sys
 import threading
 import tracemalloc
-from typing import NamedTuple
 
 import pytest
 
 import pylockdep
 from pylockdep import _classes, _context, _fastpath, _frames, _held, _locks, _rcu, _task, _threading, _waits
 from pylockdep._classes import LockClass, LockKey, key_for
-from pylockdep._held import CHAIN_ROOT, HeldLock, chain_key, held_site, variant
+from pylockdep._held import (
+    CHAIN_ROOT,
+    H_CLASS,
+    H_CODE,
+    H_CTX,
+    H_LASTI,
+    H_LOCK,
+    H_PREV_KEY,
+    H_READ,
+    H_TRYLOCK,
+    HELD_FIELDS,
+    HeldLock,
+    chain_key,
+    held_site,
+    variant,
+)
 from pylockdep._locktypes import COMPLETION
 from pylockdep._validator import active
 
@@ -155,8 +169,8 @@ def test_each_odd_case_goes_to_python(monkeypatch):
 def entries(v: pylockdep.Validator) -> list[HeldLock]:
     """The held stack without the code positions, which differ between the two ways of calling."""
     held = v.task().held
-    assert all(type(e) is HeldLock for e in held)
-    return [e._replace(code=None, lasti=None) for e in held]
+    assert all(type(e) is tuple and len(e) == len(HELD_FIELDS) for e in held)
+    return [e[:H_CODE] + (None, None) + e[H_LASTI + 1 :] for e in held]
 
 
 @needs_c
@@ -175,7 +189,8 @@ def test_fast_and_slow_paths_leave_the_same_state():
                 (enter if way == "fast" else enter.__wrapped__)(lock)
                 t = v.task()
                 top = t.held[-1]
-                assert t.key == chain_key(top.prev_key, top.ctx, variant(top.cls, top.read, top.trylock))
+                taken_as = variant(top[H_CLASS], top[H_READ], top[H_TRYLOCK])
+                assert t.key == chain_key(top[H_PREV_KEY], top[H_CTX], taken_as)
                 steps.append((entries(v), t.key, t.spins, t.preempt, lock._owner is t))
             for lock in reversed(locks):
                 leave = type(lock).__exit__
@@ -214,7 +229,8 @@ def test_sections_on_a_known_chain_never_reach_python(monkeypatch, in_softirq):
                     assert got is lock
                     top = v.task().held[-1]
                     expected = 2 if in_softirq and label == "rwlock.read" else 1 if "read" in label else 0
-                    assert (top.lock, top.read, top.cls.subclass) == (lock, expected, 3 if label == "nested" else 0)
+                    subclass = 3 if label == "nested" else 0
+                    assert (top[H_LOCK], top[H_READ], top[H_CLASS].subclass) == (lock, expected, subclass)
             assert (slow.acquires, slow.releases) == seen, label
     assert v.reports == []
 
@@ -603,10 +619,10 @@ def test_held_entries_chain_their_keys():
             with a, b:
                 t = v.task()
                 first, second = t.held
-                assert first.lock is a and second.lock is b
-                assert second.prev_key != first.prev_key
+                assert first[H_LOCK] is a and second[H_LOCK] is b
+                assert second[H_PREV_KEY] != first[H_PREV_KEY]
                 inner_key = t.key
-            assert t.key == first.prev_key
+            assert t.key == first[H_PREV_KEY]
         with a, b:
             assert v.task().key == inner_key
 
@@ -684,7 +700,7 @@ def test_readers_and_writers_under_contention_all_get_through(kind):
 
 
 def test_the_c_module_reads_held_entries_through_the_generated_layout():
-    # One source: _held.HeldLock (fields) and _fastpath.SPEEDUPS_ABI, written into the header.
+    # One source: _held.HELD_FIELDS and _fastpath.SPEEDUPS_ABI, written into the header.
     assert _fastpath.LAYOUT_HEADER.read_text() == _fastpath.layout_header(), "run tools/layout_header.py"
     sources = {path.name: path.read_text() for path in _fastpath.LAYOUT_HEADER.parent.glob("*.[ch]")}
     assert '#include "_held_layout.h"' in sources["speedups.h"]
@@ -695,23 +711,17 @@ def test_the_c_module_reads_held_entries_through_the_generated_layout():
     enum = re.search(r"enum \{ (H_LOCK[^}]*) \};", header).group(1).split(", ")
     python = sorted((value, name) for name, value in vars(_held).items() if re.fullmatch(r"H_[A-Z_]+", name))
     assert enum == [name for _, name in python] + ["H_FIELDS"]
-    assert [getattr(_held, name) for name in enum[:-1]] == list(range(len(HeldLock._fields)))
+    assert [getattr(_held, name) for name in enum[:-1]] == list(range(len(HELD_FIELDS)))
     assert re.search(r"held_fields\[\] = \{(.*), NULL\}", header).group(1).split(", ") == [
-        f'"{name}"' for name in HeldLock._fields
+        f'"{name}"' for name in HELD_FIELDS
     ]
 
 
 @needs_c
-def test_the_c_module_refuses_a_held_type_it_was_not_built_for():
-    class Reordered(NamedTuple):
-        cls: object
-        lock: object
-
+def test_the_c_module_refuses_held_fields_it_was_not_built_for():
     speedups = _fastpath._speedups
     assert speedups.ABI == _fastpath.SPEEDUPS_ABI
     args = (active, pylockdep.Validator, _task.Task, LockKey, LockClass)
-    fields = [(name, object) for name in HeldLock._fields]
-    renamed = NamedTuple("Renamed", fields[:-1] + [("context", object)])
     marks = (
         _classes.ENABLED_HARDIRQ,
         _classes.ENABLED_HARDIRQ_READ,
@@ -719,15 +729,17 @@ def test_the_c_module_refuses_a_held_type_it_was_not_built_for():
         _classes.ENABLED_SOFTIRQ_READ,
     )
     caches = (_task.IrqTrace, _frames.internal_files, _frames._lines, marks)
-    for wrong in (Reordered, renamed, list, tuple):
+    reordered = (HELD_FIELDS[1], HELD_FIELDS[0], *HELD_FIELDS[2:])
+    renamed = (*HELD_FIELDS[:-1], "context")
+    for wrong in (reordered, renamed, HELD_FIELDS[:-1], list(HELD_FIELDS), tuple):
         with pytest.raises(TypeError):
             speedups.setup(*args, wrong, *caches)
-    speedups.setup(*args, HeldLock, *caches)  # the module is still set up for the real one
+    speedups.setup(*args, HELD_FIELDS, *caches)  # the module is still set up for the real ones
     a = pylockdep.Mutex("fp_refused")
     with pylockdep.validate() as v:
         for _ in range(2):
             with a:
-                assert type(v.task().held[-1]) is HeldLock
+                assert type(v.task().held[-1]) is tuple
 
 
 @needs_c
@@ -743,7 +755,7 @@ def test_an_entry_someone_keeps_is_never_reused():
         for _ in range(100):
             with a, b:
                 pass
-        assert tuple(kept) == before and kept.lock is a
+        assert tuple(kept) == before and kept[H_LOCK] is a
 
 
 REAL_LOCKS = [_thread.allocate_lock] + ([_fastpath.new_real_lock] if _fastpath.ACCELERATED else [])
@@ -824,21 +836,21 @@ def test_the_fast_path_follows_the_active_validator_and_thread(monkeypatch):
     with pylockdep.validate() as outer:
         for _ in range(2):
             with a:
-                assert [e.lock for e in outer.task().held] == [a]
+                assert [e[H_LOCK] for e in outer.task().held] == [a]
         with pylockdep.validate() as inner:
             slow = SlowCalls(monkeypatch)
             for _ in range(2):
                 with a:
-                    assert [e.lock for e in inner.task().held] == [a]
+                    assert [e[H_LOCK] for e in inner.task().held] == [a]
                     assert outer.task().held == []
             assert slow.acquires == 1  # a new chain for the inner validator, then the fast path
             seen = []
 
             def other_thread():
                 with a:
-                    seen.append([e.lock for e in inner.task().held])
+                    seen.append([e[H_LOCK] for e in inner.task().held])
                 with a:
-                    seen.append([e.lock for e in inner.task().held])
+                    seen.append([e[H_LOCK] for e in inner.task().held])
                 seen.append(inner.task() is not main_task)
 
             main_task = inner.task()
@@ -847,7 +859,7 @@ def test_the_fast_path_follows_the_active_validator_and_thread(monkeypatch):
             thread.join()
             assert seen == [[a], [a], True] and main_task.held == []
         with a:
-            assert [e.lock for e in outer.task().held] == [a]
+            assert [e[H_LOCK] for e in outer.task().held] == [a]
     assert outer.reports == [] and inner.reports == []
 
 
@@ -882,7 +894,7 @@ def test_a_failed_trylock_of_a_threading_lock_is_answered_in_c(monkeypatch):
             assert (list(v.task().held), v.task().key) == before
             assert slow.acquires == 1  # the with-block's first, new chain
         assert lock.acquire(False) is True  # free: Python's trylock takes and records it
-        assert slow.acquires == 2 and [e.trylock for e in v.task().held] == [True]
+        assert slow.acquires == 2 and [e[H_TRYLOCK] for e in v.task().held] == [True]
         lock.release()
         cond = threading.Condition(lock)
         with cond:
@@ -1152,7 +1164,7 @@ def test_reader_writer_locks_on_a_known_chain_run_in_c():
             finally:
                 sys.setprofile(None)
             assert [f for f in calls if f.f_code.co_filename.startswith(package)] == [], label
-            assert (top.lock, top.read) == (lock, mode)
+            assert (top[H_LOCK], top[H_READ]) == (lock, mode)
             assert not lock.locked() and not v.task().held
     assert v.reports == []
 

@@ -24,6 +24,7 @@ import pytest
 import pylockdep
 from pylockdep import _locks, _signals, _validator, _waitfor
 from pylockdep._fastpath import ACCELERATED
+from pylockdep._held import H_LOCK
 
 
 def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -396,6 +397,7 @@ KEYBOARD_INTERRUPT_STORM = (
         os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
     import pylockdep
     from pylockdep._fastpath import ACCELERATED
+    from pylockdep._held import H_LOCK
     assert ACCELERATED == (sys.argv[1] == "c")
 """
     + ARMED_INTERRUPT
@@ -426,12 +428,12 @@ KEYBOARD_INTERRUPT_STORM = (
                     armed = False
                     break
             held = v.task().held
-            recorded = any(e.lock is lock for e in held)
+            recorded = any(e[H_LOCK] is lock for e in held)
             if lock._real.locked() and not recorded:
                 taken_unrecorded += 1
             elif recorded:
                 recorded_unreleased += 1
-                held[:] = [e for e in held if e.lock is not lock]
+                held[:] = [e for e in held if e[H_LOCK] is not lock]
             if lock._real.locked():
                 lock._real.release()
             if kind == 2:
@@ -472,6 +474,7 @@ RW_KEYBOARD_INTERRUPT_STORM = (
         os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
     import pylockdep
     from pylockdep._fastpath import ACCELERATED
+    from pylockdep._held import H_LOCK
     assert ACCELERATED == (sys.argv[1] == "c")
 """
     + ARMED_INTERRUPT
@@ -501,7 +504,7 @@ RW_KEYBOARD_INTERRUPT_STORM = (
                     armed = False
                 except KeyboardInterrupt:
                     interrupted += 1
-                    if release and ACCELERATED and any(e.lock is lock for e in v.task().held):
+                    if release and ACCELERATED and any(e[H_LOCK] is lock for e in v.task().held):
                         # C: take() is a C call, after which CPython runs the handler in the
                         # program's code, as after CPython's own lock.acquire(): the lock is held.
                         release()
@@ -509,13 +512,13 @@ RW_KEYBOARD_INTERRUPT_STORM = (
                     armed = False
                     break
             held = v.task().held
-            recorded = any(e.lock is lock for e in held)
+            recorded = any(e[H_LOCK] is lock for e in held)
             core = lock._core()  # made now if no attempt got as far as the take (a slow machine)
             if not recorded and (core.is_held(0) or core.is_held(1)):
                 taken_unrecorded += 1
             elif recorded:
                 recorded_unreleased += 1
-                held[:] = [e for e in held if e.lock is not lock]
+                held[:] = [e for e in held if e[H_LOCK] is not lock]
             while core.is_held(1):
                 core.release(1)
             if core.is_held(0):
@@ -586,7 +589,7 @@ def test_an_interrupted_reader_writer_acquisition_leaves_the_lock_held_or_free(t
                 interrupted = False
             finally:
                 sys.setprofile(None)
-            held = [entry.lock for entry in v.task().held]
+            held = [entry[H_LOCK] for entry in v.task().held]
             assert held in ([], [lock]) and lock.locked() == bool(held), k
             assert not _signals.deferred, k
             outcomes.add((interrupted, bool(held)))
@@ -807,6 +810,7 @@ def test_a_timed_attempt_records_the_owner_as_it_takes_the_lock(hook) -> None:
 SRCU_INTERRUPT_STORM = (
     """
     import signal, threading, pylockdep
+    from pylockdep._held import H_LOCK
 """
     + ARMED_INTERRUPT
     + """
@@ -830,7 +834,7 @@ SRCU_INTERRUPT_STORM = (
                     interrupted += 1
                 counted = sum(readers.get(ident, 0) for readers in srcu._readers or ())
                 stacked = len(srcu._stack())
-                recorded = sum(e.lock is srcu for e in v.task().held)
+                recorded = sum(e[H_LOCK] is srcu for e in v.task().held)
                 if not counted == stacked == recorded:
                     inconsistent += 1
                 elif counted and run % 2:
@@ -989,7 +993,7 @@ def test_releasing_the_other_side_is_refused_and_changes_nothing(
             getattr(lock, wrong)()
         assert [(r.kind, r.classes) for r in v.reports] == [("bad_unlock_balance", ("rw",))]
         assert lock._rw.is_held(mode) and not lock._rw.is_held(1 - mode)
-        assert [entry.lock for entry in v.task().held] == [lock]
+        assert [entry[H_LOCK] for entry in v.task().held] == [lock]
         getattr(lock, right)()
         assert not lock.locked() and not v.task().held
         assert len(v.reports) == 1

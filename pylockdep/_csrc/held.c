@@ -1,6 +1,7 @@
 /*
- * The Task's held-lock stack as pylockdep._held keeps it: HeldLock entries built, pushed and popped
- * in place (spare entries reused rather than freed), and the Task's foreign releases and spin count.
+ * The Task's held-lock stack as pylockdep._held keeps it: entries (tuples of the H_* fields) built,
+ * pushed and popped in place (spare entries reused rather than freed), and the Task's foreign
+ * releases and spin count.
  */
 
 /* Whether other threads have released locks this thread holds (the slow path sorts them out). */
@@ -43,15 +44,15 @@ add_spins(PyObject *t, long delta)
 }
 
 /*
- * Held entries that nothing refers to any more, kept to be filled again: a HeldLock is a tuple
- * subclass, which CPython allocates and frees far more slowly than a plain tuple.  A spare's
- * fields are None, so it keeps nothing alive.
+ * Held entries that nothing refers to any more, kept to be filled again: refilling one costs less
+ * than making a tuple and freeing it (which tracks and untracks it with the garbage collector).  A
+ * spare's fields are None, so it keeps nothing alive.
  */
 #define MAX_SPARE_ENTRIES 32
 static PyObject *spare_entries[MAX_SPARE_ENTRIES];
 static int n_spare_entries;
 
-/* A HeldLock of the fields given in order (H_*), as pylockdep._held.push() builds it. */
+/* A held entry of the fields given in order (H_*), as pylockdep._held.push() builds it. */
 static PyObject *
 held_entry(PyObject *lock, PyObject *cls, PyObject *read, PyObject *trylock, PyObject *code, PyObject *lasti,
            PyObject *prev_key, PyObject *irq, PyObject *spins, PyObject *ctx)
@@ -78,7 +79,7 @@ held_entry(PyObject *lock, PyObject *cls, PyObject *read, PyObject *trylock, PyO
             Py_SETREF(PyTuple_GET_ITEM(entry, i), Py_NewRef(fields[i]));  /* replaces None */
         return entry;
     }
-    entry = g_held_type->tp_alloc(g_held_type, H_FIELDS);
+    entry = PyTuple_New(H_FIELDS);
     if (entry == NULL)
         return NULL;
     for (int i = 0; i < H_FIELDS; i++)

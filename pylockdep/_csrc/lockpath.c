@@ -230,7 +230,7 @@ drop_top(PyObject *t, PyObject *lock, const Layout *lk, PyObject *read)
     if (held == NULL || !PyList_Check(held) || (n = PyList_GET_SIZE(held)) == 0)
         return 0;
     top = PyList_GET_ITEM(held, n - 1);
-    if (!Py_IS_TYPE(top, g_held_type) || PyTuple_GET_SIZE(top) != H_FIELDS || PyTuple_GET_ITEM(top, H_LOCK) != lock)
+    if (!PyTuple_CheckExact(top) || PyTuple_GET_SIZE(top) != H_FIELDS || PyTuple_GET_ITEM(top, H_LOCK) != lock)
         return 0;
     Py_INCREF(t);
     held_pop(held);  /* the list's reference to top is ours now */

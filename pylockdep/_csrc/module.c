@@ -6,7 +6,7 @@
  * checked, and later releases the lock it took last.  It reads the same Python objects as
  * pylockdep._locks._acquire/_release (the active validator, the thread's Task, the lock's class)
  * and makes the same changes to them, as pylockdep._held's push() and pop() do: a held-lock entry
- * (a pylockdep._held.HeldLock) pushed or popped, the chain key updated as chain_key() computes it.
+ * (a tuple of pylockdep._held.HELD_FIELDS) pushed or popped, the chain key updated as chain_key() computes it.
  *
  * Everything else (validation off, a thread seen for the first time, a chain not seen before, a
  * contended lock, a release out of order, other arguments) is handed, untouched, to the Python
@@ -42,30 +42,18 @@
 
 /* -- the module: setup(), forget_task(), outside_site() and the module's types ---------------- */
 
-/* Whether ``type`` is a tuple subclass without a __dict__ whose _fields are held_fields, in order. */
+/* Whether ``fields`` (pylockdep._held.HELD_FIELDS) is a tuple of held_fields, in order. */
 static int
-check_held_type(PyObject *type)
+check_held_fields(PyObject *fields)
 {
-    PyObject *fields;
-    int same;
+    int same = PyTuple_Check(fields) && PyTuple_GET_SIZE(fields) == H_FIELDS;
 
-    if (!PyType_Check(type) || !PyType_IsSubtype((PyTypeObject *)type, &PyTuple_Type)
-        || ((PyTypeObject *)type)->tp_dictoffset != 0) {
-        PyErr_SetString(PyExc_TypeError, "the held-lock type must be a tuple subclass without a __dict__");
-        return -1;
-    }
-    fields = PyObject_GetAttrString(type, "_fields");
-    if (fields == NULL)
-        PyErr_Clear();
-    same = fields != NULL && PyTuple_Check(fields) && PyTuple_GET_SIZE(fields) == H_FIELDS;
     for (int i = 0; same && i < H_FIELDS; i++) {
         PyObject *name = PyTuple_GET_ITEM(fields, i);
         same = PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, held_fields[i]) == 0;
     }
-    Py_XDECREF(fields);
     if (!same) {
-        PyErr_Format(PyExc_TypeError, "%s._fields differ from those this module was built with",
-                     ((PyTypeObject *)type)->tp_name);
+        PyErr_SetString(PyExc_TypeError, "the held entry's fields differ from those this module was built with");
         return -1;
     }
     return 0;
@@ -74,15 +62,15 @@ check_held_type(PyObject *type)
 static PyObject *
 setup(PyObject *module, PyObject *args)
 {
-    PyObject *active, *validator_type, *task_type, *key_type, *class_type, *held_type, *trace_type, *internal_files,
+    PyObject *active, *validator_type, *task_type, *key_type, *class_type, *fields, *trace_type, *internal_files,
         *lines;
     long marks[4];
 
     if (!PyArg_ParseTuple(args, "OOOOOOOO!O!(llll):setup", &active, &validator_type, &task_type, &key_type,
-                          &class_type, &held_type, &trace_type, &PyDict_Type, &internal_files, &PyDict_Type, &lines,
+                          &class_type, &fields, &trace_type, &PyDict_Type, &internal_files, &PyDict_Type, &lines,
                           &marks[0], &marks[1], &marks[2], &marks[3]))
         return NULL;
-    if (check_held_type(held_type) < 0
+    if (check_held_fields(fields) < 0
         || layout_init(&trace_layout, trace_type, trace_slots) < 0
         || layout_init(&active_layout, (PyObject *)Py_TYPE(active), active_slots) < 0
         || layout_init(&validator_layout, validator_type, validator_slots) < 0
@@ -90,7 +78,6 @@ setup(PyObject *module, PyObject *args)
         || layout_init(&key_layout, key_type, key_slots) < 0
         || layout_init(&class_layout, class_type, class_slots) < 0)
         return NULL;
-    Py_XSETREF(g_held_type, (PyTypeObject *)Py_NewRef(held_type));
     g_enabled_hardirq = marks[0];
     g_enabled_hardirq_read = marks[1];
     g_enabled_softirq = marks[2];
@@ -188,9 +175,9 @@ static PyMethodDef speedups_methods[] = {
     {"accelerate_new", accelerate_new, METH_VARARGS,
      "accelerate_new(cls, made_at, fields): make calls of ``cls`` at a known site in C (see pylockdep._locks)."},
     {"setup", setup, METH_VARARGS,
-     "setup(active, Validator, Task, LockKey, LockClass, HeldLock, IrqTrace, internal_files, lines, marks): the "
+     "setup(active, Validator, Task, LockKey, LockClass, HELD_FIELDS, IrqTrace, internal_files, lines, marks): the "
      "object whose ``validator`` slot is the active validator, the classes whose slots the fast path reads, the "
-     "held entries' type, pylockdep._frames' caches of its own files and of sites' lines, and the usage bits "
+     "held entries' field names, pylockdep._frames' caches of its own files and of sites' lines, and the usage bits "
      "enabling interrupts sets (ENABLED_HARDIRQ, its _READ, ENABLED_SOFTIRQ, its _READ)."},
     {NULL},
 };

@@ -111,7 +111,7 @@ read_side_on_top(PyObject *map, PyObject *t, PyObject **top)
     if (held == NULL || !PyList_Check(held) || (n = PyList_GET_SIZE(held)) == 0)
         return 0;
     *top = PyList_GET_ITEM(held, n - 1);
-    return Py_IS_TYPE(*top, g_held_type) && PyTuple_GET_SIZE(*top) == H_FIELDS
+    return PyTuple_CheckExact(*top) && PyTuple_GET_SIZE(*top) == H_FIELDS
            && PyTuple_GET_ITEM(*top, H_LOCK) == map && PyTuple_GET_ITEM(*top, H_SPIN) == Py_False;
 }
 

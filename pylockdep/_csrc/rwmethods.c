@@ -27,7 +27,7 @@ top_read(PyObject *t, PyObject *lock)
     if (held == NULL || !PyList_Check(held) || (n = PyList_GET_SIZE(held)) == 0)
         return -1;
     top = PyList_GET_ITEM(held, n - 1);
-    if (!Py_IS_TYPE(top, g_held_type) || PyTuple_GET_SIZE(top) != H_FIELDS || PyTuple_GET_ITEM(top, H_LOCK) != lock)
+    if (!PyTuple_CheckExact(top) || PyTuple_GET_SIZE(top) != H_FIELDS || PyTuple_GET_ITEM(top, H_LOCK) != lock)
         return -1;
     return small_int(PyTuple_GET_ITEM(top, H_READ), 0, READ_MAX);
 }

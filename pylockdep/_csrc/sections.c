@@ -34,7 +34,7 @@ held_marked(PyObject *held, long write_bits, long read_bits)
         PyObject *entry = PyList_GET_ITEM(held, i), *cls, *validated, *usage;
         long bits;
 
-        if (!Py_IS_TYPE(entry, g_held_type) || PyTuple_GET_SIZE(entry) != H_FIELDS)
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != H_FIELDS)
             return 0;
         cls = PyTuple_GET_ITEM(entry, H_CLASS);
         if (!IS(cls, class_layout) || (validated = SLOT(cls, class_layout, C_VALIDATED)) == NULL)

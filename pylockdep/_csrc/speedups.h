@@ -33,9 +33,8 @@ typedef struct {
 
 #define SLOT(obj, layout, i) (*(PyObject **)((char *)(obj) + (layout).offset[i]))
 
-/* The classes whose slots the fast path reads, and the held entries' type (set by setup()). */
+/* The active-validator holder and the classes whose slots the fast path reads (set by setup()). */
 static PyObject *g_active;
-static PyTypeObject *g_held_type;
 static Layout active_layout, validator_layout, task_layout, key_layout, class_layout, trace_layout;
 enum { ACTIVE_VALIDATOR };
 static const char *const active_slots[] = {"validator", NULL};

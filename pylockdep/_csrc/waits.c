@@ -146,7 +146,7 @@ release_maps(PyObject *maps)
         return 0;
     for (i = 0; i < n; i++) {
         PyObject *entry = PyList_GET_ITEM(held, depth - 1 - i), *m = PyTuple_GET_ITEM(maps, i);
-        if (!Py_IS_TYPE(entry, g_held_type) || PyTuple_GET_SIZE(entry) != H_FIELDS
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != H_FIELDS
             || PyTuple_GET_ITEM(entry, H_LOCK) != m || PyTuple_GET_ITEM(entry, H_SPIN) != Py_False
             || !IS(m, map_layout))
             return 0;
@@ -187,7 +187,7 @@ touch_work(PyObject *work)
     for (i = 0; i < depth; i++) {
         PyObject *entry = PyList_GET_ITEM(held, i), *lock;
 
-        if (!Py_IS_TYPE(entry, g_held_type) || PyTuple_GET_SIZE(entry) != H_FIELDS)
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != H_FIELDS)
             return 0;
         lock = PyTuple_GET_ITEM(entry, H_LOCK);
         if (lock == pool)
