@@ -173,7 +173,7 @@ def test_a_condition_entered_on_a_known_chain_is_sited_at_the_async_with(monkeyp
             took.clear()
             async with cond:
                 entry = t.held[-1]  # above the task's own map
-                assert entry.lock is cond._lock
+                assert entry[H_LOCK] is cond._lock
                 lines.append(held_site(entry)[1])
 
     asyncio_run(main)
