@@ -1,8 +1,8 @@
 """Cost of a new dependency as the graph grows to 10,000 classes and 100,000 edges.
 
-Run: ``python -m benchmarks.graph_scale [--classes N] [--edges M] [--seed S] [--irq]`` (or as part
-of ``python -m benchmarks``).  The edges form a random DAG (each goes from a lower to a higher
-rank of a hidden random order), inserted in random order, each by taking two real locks
+Run: ``python -m benchmarks.graph_scale [--classes N] [--edges M] [--seed S] [--rounds R] [--irq]``
+(or as part of ``python -m benchmarks``).  The edges form a random DAG (each goes from a lower to a
+higher rank of a hidden random order), inserted in random order, each by taking two real locks
 (``with a, b``) on a chain not seen before; classes are registered in another random order, so
 the validator's topological order starts out unrelated to the hidden one and must be repaired
 (re-sorted) as edges arrive.  Every class is taken once alone first, so each timed
@@ -14,6 +14,21 @@ around the tenth of the edges (10k of 100k) against the last tenth (90k to 100k)
 agree with the order cost a constant and are most of the late ones; mixing them in would hide
 any growth.
 
+One build takes seconds, and the early and late windows of a build lie seconds apart: on a shared
+machine a change of load in between moves the growth of a single build by a third or more.  So the
+build is repeated ``--rounds`` times, each with a fresh validator and fresh locks and the *same*
+edge sequence (the same seed): every round does identical work, so the rounds differ only by the
+machine's disturbance, and the least disturbed round of each window is a fair figure (a new seed
+per round would add the variation between graphs to that of the machine, and the best early
+window might then come from an easier graph than the best late one).  The growth is given as the
+ratio of the minima (the best round's early median against the best round's late median) and as
+the median over the rounds of each round's own growth, with the smallest and largest round.
+Early and late edges are not timed in alternation within a round: an edge is new only once, and
+an early-size graph to replay against would need a second validator put in force between timed
+edges, which is not what a program does.  Load that lasts a whole run still raises the growth
+(the large graph loses more of the cache to the neighbours than the small one): compare runs made
+under like load (``python -m benchmarks`` prints it).
+
 ``--irq`` first makes one unrelated class hardirq-safe, as any program using interrupt contexts
 has; lockdep then owes every new edge an irq-safe -> irq-unsafe check, which must stay cheap for
 edges that no irq-safe class stands behind.
@@ -24,6 +39,7 @@ Goals (issue 17): median new-edge cost < 100 us, and re-sorting edges grow < 1.5
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import statistics
@@ -35,6 +51,7 @@ import pylockdep
 
 GOAL_MEDIAN_US = 100.0
 GOAL_GROWTH = 1.5
+DEFAULT_ROUNDS = 15
 
 
 def random_dag(n: int, m: int, rng: random.Random) -> list[tuple[int, int]]:
@@ -119,28 +136,85 @@ def measure(classes: int, edges: int, seed: int = 1, irq: bool = False) -> Scale
     )
 
 
-def rows(s: Scale) -> list[dict[str, object]]:
+@dataclass
+class Summary:
+    """The same build repeated: figures over the rounds (times in microseconds)."""
+
+    rounds: list[Scale]
+
+    @property
+    def median_us(self) -> float:
+        """The median new-edge cost of the median round."""
+        return statistics.median(s.median_us for s in self.rounds)
+
+    @property
+    def best_median_us(self) -> float:
+        return min(s.median_us for s in self.rounds)
+
+    @property
+    def early_us(self) -> float:
+        """The early window's median re-sorting cost in its least disturbed round."""
+        return min(s.early_resort_us for s in self.rounds)
+
+    @property
+    def late_us(self) -> float:
+        return min(s.late_resort_us for s in self.rounds)
+
+    @property
+    def growth_of_minima(self) -> float:
+        return self.late_us / self.early_us
+
+    @property
+    def growths(self) -> list[float]:
+        return sorted(s.growth for s in self.rounds)
+
+    @property
+    def growth(self) -> float:
+        """The median over the rounds of each round's growth."""
+        return statistics.median(self.growths)
+
+
+def measure_rounds(classes: int, edges: int, seed: int = 1, irq: bool = False, rounds: int = 1) -> Summary:
+    """:func:`measure` ``rounds`` times over the same edge sequence, each with a fresh validator."""
+    done = []
+    for _ in range(rounds):
+        gc.collect()  # the last round's graph, untimed
+        done.append(measure(classes, edges, seed, irq))
+    return Summary(done)
+
+
+def rows(m: Summary) -> list[dict[str, object]]:
     """The two table rows: median new-edge cost, and the growth of re-sorting edges."""
-    size = f"{s.classes} classes, {s.edges} edges"
+    first = m.rounds[0]
+    size = f"{first.classes} classes, {first.edges} edges"
+    n = len(m.rounds)
+    growths = m.growths
     return [
         {
             "name": f"new edge, {size}: median us",
             "group": "graph",
             "goal": GOAL_MEDIAN_US,
-            "figure": s.median_us,
-            "median": None,
-            "rounds": s.edges,
-            "note": f"p99 {s.p99_us:.0f} us, max {s.max_us / 1000:.1f} ms, {s.seconds:.0f} s in all",
+            "figure": m.best_median_us,
+            "median": m.median_us,
+            "rounds": n,
+            "note": (
+                f"best and median of {n} rounds' medians; p99 {statistics.median(s.p99_us for s in m.rounds):.0f} us, "
+                f"max {max(s.max_us for s in m.rounds) / 1000:.1f} ms, "
+                f"{statistics.median(s.seconds for s in m.rounds):.1f} s a round"
+            ),
             "higher_is_better": False,
         },
         {
-            "name": f"re-sorting edges, last tenth vs around {s.edges // 10}",
+            "name": f"re-sorting edges, last tenth vs around {first.edges // 10}",
             "group": "graph",
             "goal": GOAL_GROWTH,
-            "figure": s.growth,
-            "median": None,
-            "rounds": s.early_count + s.late_count,
-            "note": f"{s.early_resort_us:.0f} us ({s.early_count}) -> {s.late_resort_us:.0f} us ({s.late_count})",
+            "figure": m.growth_of_minima,
+            "median": m.growth,
+            "rounds": n,
+            "note": (
+                f"{m.early_us:.1f} us -> {m.late_us:.1f} us (best rounds; {first.early_count} -> "
+                f"{first.late_count} edges a round); per-round growth {growths[0]:.2f}-{growths[-1]:.2f}x"
+            ),
             "higher_is_better": False,
         },
     ]
@@ -151,26 +225,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=10_000)
     parser.add_argument("--edges", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="builds of the same graph")
     parser.add_argument("--irq", action="store_true", help="first make one unrelated class hardirq-safe")
     parser.add_argument("--json", action="store_true", help="print the table rows as JSON lines")
     args = parser.parse_args(argv)
-    s = measure(args.classes, args.edges, args.seed, args.irq)
+    m = measure_rounds(args.classes, args.edges, args.seed, args.irq, args.rounds)
     if args.json:
-        for row in rows(s):
+        for row in rows(m):
             print(json.dumps(row))
         return 0
+    first, n = m.rounds[0], len(m.rounds)
     irq = ", one class irq-safe" if args.irq else ""
-    print(f"{s.classes} classes, {s.edges} edges (random DAG, random insertion order{irq}), {s.seconds:.1f} s in all")
-    print(f"new-edge cost: median {s.median_us:.0f} us, p99 {s.p99_us:.0f} us, max {s.max_us / 1000:.1f} ms")
     print(
-        f"edges that re-sort the order: median {s.early_resort_us:.0f} us ({s.early_count} edges) around edge "
-        f"{s.edges // 10}, {s.late_resort_us:.0f} us ({s.late_count} edges) in the last tenth: growth {s.growth:.2f}x"
+        f"{first.classes} classes, {first.edges} edges (random DAG, random insertion order{irq}), "
+        f"{n} rounds of the same graph, {sum(s.seconds for s in m.rounds):.1f} s in all"
     )
-    ok_median = s.median_us < GOAL_MEDIAN_US
-    ok_growth = s.growth < GOAL_GROWTH
+    print(f"new-edge cost, median of a round: {m.best_median_us:.1f} us at best, {m.median_us:.1f} us in the median")
+    print(
+        f"edges that re-sort the order, median of a round: {m.early_us:.1f} us ({first.early_count} edges) around "
+        f"edge {first.edges // 10}, {m.late_us:.1f} us ({first.late_count} edges) in the last tenth (best rounds)"
+    )
+    growths = m.growths
+    print(
+        f"growth: {m.growth_of_minima:.2f}x (ratio of minima), {m.growth:.2f}x (median of the rounds' growths; "
+        f"{growths[0]:.2f}x to {growths[-1]:.2f}x)"
+    )
+    # Judged as the table judges every row: on the best rounds.
+    ok_median = m.best_median_us < GOAL_MEDIAN_US
+    ok_growth = m.growth_of_minima < GOAL_GROWTH
     print(
         f"goal median < {GOAL_MEDIAN_US:g} us: {'met' if ok_median else 'MISSED'}; "
-        f"goal growth < {GOAL_GROWTH:g}x: {'met' if ok_growth else 'MISSED'}"
+        f"goal growth < {GOAL_GROWTH:g}x (ratio of minima): {'met' if ok_growth else 'MISSED'}"
     )
     return 0 if ok_median and ok_growth else 1
 

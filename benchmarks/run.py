@@ -70,6 +70,8 @@ def micro(args: argparse.Namespace, pure: bool) -> list[dict[str, Any]]:
 def graph(args: argparse.Namespace, pure: bool) -> list[dict[str, Any]]:
     argv = [PYTHON, "-m", "benchmarks.graph_scale", "--json"]
     argv += ["--classes", str(args.graph_classes), "--edges", str(args.graph_edges)]
+    if args.graph_rounds:
+        argv += ["--rounds", str(args.graph_rounds)]
     rows = _json_rows(argv, pure)
     for row in rows:
         row["path"] = "pure" if pure else "C"
@@ -165,6 +167,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--program-size", type=int, default=programs.DEFAULT_SIZE)
     parser.add_argument("--graph-classes", type=int, default=10_000)
     parser.add_argument("--graph-edges", type=int, default=100_000)
+    parser.add_argument("--graph-rounds", type=int, help="builds of the same graph (default: graph_scale's)")
     parser.add_argument("--graph-paths", default="c", help="paths the graph runs on (its work is Python)")
     parser.add_argument("--instructions", action="store_true", help="also count instructions under callgrind")
     parser.add_argument("--quick", action="store_true", help="20 rounds of 300; no programs; a small graph")
@@ -177,7 +180,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         skip.add("programs")
     if args.smoke:
         args.rounds, args.loops, args.program_rounds, args.program_size = 2, 10, 1, 200
-        args.graph_classes, args.graph_edges = 100, 1000
+        args.graph_classes, args.graph_edges, args.graph_rounds = 100, 1000, 2
         args.programs = ",".join(p for p in args.programs.split(",") if p != "test_queue")
     if unknown := skip - set(GROUPS):
         parser.error(f"unknown groups: {', '.join(sorted(unknown))}")

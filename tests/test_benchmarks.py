@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import micro, programs
-from benchmarks.graph_scale import measure
+from benchmarks.graph_scale import measure, measure_rounds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,6 +74,15 @@ def test_graph_growth_counts_only_edges_that_re_sort():
     s = measure(classes=60, edges=600, seed=3)
     assert s.early_count > 0 and s.late_count > 0
     assert s.early_count <= 60 and s.late_count <= 60  # each window is a tenth of the edges
+
+
+def test_graph_rounds_repeat_the_same_work():
+    # Rounds differ only by the machine's disturbance: the same edges re-sort the order in each.
+    m = measure_rounds(classes=60, edges=600, seed=3, rounds=3)
+    assert len(m.rounds) == 3
+    assert len({(s.early_count, s.late_count) for s in m.rounds}) == 1
+    assert m.rounds[0].early_count == measure(classes=60, edges=600, seed=3).early_count
+    assert min(m.growths) <= m.growth <= max(m.growths)
 
 
 def test_programs_are_the_work_they_claim():
