@@ -52,7 +52,7 @@ from . import _checks, _locktypes, _waitfor, _waits
 from ._classes import LockKey, key_for
 from ._fastpath import holder_changed
 from ._frames import Site, Stack, format_file_line, is_harness, is_internal, stack_standing_in
-from ._held import H_CLASS, H_LOCK, H_PREV_KEY, chain_key, drop_foreign, find, pop, push, remove
+from ._held import H_CLASS, H_LOCK, chain_key, drop_foreign, find, pop, push, remove
 from ._report import DeadlockError
 from ._sites import creation_frame
 from ._task import Task
@@ -561,9 +561,8 @@ class Lock(_PlainLock):
         # The fast path: the lock is free with no waiter queued (what CPython's acquire() takes
         # without suspending, so taking it here spares a coroutine), the current task's holder is
         # in place and this chain of held locks was validated before.  Anything else: _take().
-        # It is _held.chain_key() and push() inlined, two calls fewer per block (tests/test_asyncio.py
-        # holds the key to chain_key()'s), and the key is made again only when its ingredients are
-        # other objects than last time; an asyncio lock sleeps, so it never counts in ``spins``.
+        # The chain key is made again only when its ingredients are other objects than last time
+        # (tests/test_asyncio.py holds it to chain_key()'s).
         frame = _getframe(1)
         code = frame.f_code
         if code is _ACQUIRE_CODE:
@@ -594,15 +593,13 @@ class Lock(_PlainLock):
                     if last[0] is prev and last[1] is ctx and last[2] is variant:
                         key = last[3]
                     else:
-                        key = hash((prev, ctx, variant))
+                        key = chain_key(prev, ctx, variant)
                         self._chain = (prev, ctx, variant, key)
                     if key in v.chains:
                         self._locked = True
                         self._owner = t
-                        held = t.held
-                        held.append((self, cls, 0, False, code, frame.f_lasti, prev, t.irq, False, ctx))
-                        t.key = key
-                        if len(held) >= v.max_lock_depth:
+                        push(t, self, cls, 0, False, code, frame.f_lasti, key)
+                        if len(t.held) >= v.max_lock_depth:
                             v.depth_exceeded(t)
                         return
         await self._take(frame)
@@ -620,8 +617,7 @@ class Lock(_PlainLock):
                 _remove(owner, self)
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        # release() inlined, with _held.pop() when the lock is the holder's most recent: two calls
-        # fewer per block.
+        # release() inlined: one call fewer per block.
         if self._locked and not self._waiters:
             self._locked = False  # CPython's release() when no waiter is to be woken: two calls fewer
         else:
@@ -630,9 +626,8 @@ class Lock(_PlainLock):
         if owner is not None:
             self._owner = None
             held = owner.held
-            if held and (entry := held[-1])[H_LOCK] is self:
-                owner.key = entry[H_PREV_KEY]
-                held.pop()
+            if held and held[-1][H_LOCK] is self:
+                pop(owner)
             else:
                 _remove(owner, self)
 
