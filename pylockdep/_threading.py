@@ -450,7 +450,7 @@ def _stand_in(
         caller = _getframe(1)
         if caller.f_code is _STAND_IN_CALL:
             caller = caller.f_back
-        if prebound and (caller is None or _keeps_plain(caller.f_code.co_filename)):
+        if prebound and (caller is None or _keeps_plain[caller.f_code.co_filename]):
             return original(*args, **kwargs)
         if args or kwargs:
             if not takes_args:
@@ -488,11 +488,18 @@ def _stand_in(
     )
 
 
-def _keeps_plain(filename: str) -> bool:
-    """Whether a lock factory called from code in ``filename`` makes CPython's own lock: threading's
-    bookkeeping (a Condition's waiter), importlib's module locks.  pylockdep never calls a factory
-    that instrumentation rebinds (its locks come from :mod:`pylockdep._plain`)."""
-    return filename == _THREADING_FILE or filename.startswith("<frozen importlib")
+class _PlainCallers(dict[str, bool]):
+    """``_keeps_plain[filename]``: whether a lock factory called from code in ``filename`` makes
+    CPython's own lock: threading's bookkeeping (a Condition's waiter), importlib's module locks.
+    pylockdep never calls a factory that instrumentation rebinds (its locks come from
+    :mod:`pylockdep._plain`).  Worked out once per file: every ``Condition.wait()`` asks."""
+
+    def __missing__(self, filename: str) -> bool:
+        keeps = self[filename] = filename == _THREADING_FILE or filename.startswith("<frozen importlib")
+        return keeps
+
+
+_keeps_plain = _PlainCallers()
 
 
 # 3.13's threading.RLock() warns about arguments; the stand-in warns alike, at the caller.
