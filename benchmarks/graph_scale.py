@@ -22,7 +22,10 @@ machine's disturbance, and the least disturbed round of each window is a fair fi
 per round would add the variation between graphs to that of the machine, and the best early
 window might then come from an easier graph than the best late one).  The growth is given as the
 ratio of the minima (the best round's early median against the best round's late median) and as
-the median over the rounds of each round's own growth, with the smallest and largest round.
+the median over the rounds of each round's own growth, with the smallest and largest round; the
+goal is judged on the median, the steadier of the two (four runs of 15 rounds on a busy 2-core
+machine gave medians of 1.28x to 1.38x and ratios of minima of 1.09x to 1.42x: a late window has
+only a tenth as many re-sorting edges as an early one, and the minimum picks its luckiest round).
 Early and late edges are not timed in alternation within a round: an edge is new only once, and
 an early-size graph to replay against would need a second validator put in force between timed
 edges, which is not what a program does.  Load that lasts a whole run still raises the growth
@@ -210,10 +213,12 @@ def rows(m: Summary) -> list[dict[str, object]]:
             "goal": GOAL_GROWTH,
             "figure": m.growth_of_minima,
             "median": m.growth,
+            "judged_on": "median",
             "rounds": n,
             "note": (
                 f"{m.early_us:.1f} us -> {m.late_us:.1f} us (best rounds; {first.early_count} -> "
-                f"{first.late_count} edges a round); per-round growth {growths[0]:.2f}-{growths[-1]:.2f}x"
+                f"{first.late_count} edges a round); per-round growth {growths[0]:.2f}-{growths[-1]:.2f}x, "
+                "the goal judged on their median"
             ),
             "higher_is_better": False,
         },
@@ -250,12 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         f"growth: {m.growth_of_minima:.2f}x (ratio of minima), {m.growth:.2f}x (median of the rounds' growths; "
         f"{growths[0]:.2f}x to {growths[-1]:.2f}x)"
     )
-    # Judged as the table judges every row: on the best rounds.
     ok_median = m.best_median_us < GOAL_MEDIAN_US
-    ok_growth = m.growth_of_minima < GOAL_GROWTH
+    ok_growth = m.growth < GOAL_GROWTH
     print(
         f"goal median < {GOAL_MEDIAN_US:g} us: {'met' if ok_median else 'MISSED'}; "
-        f"goal growth < {GOAL_GROWTH:g}x (ratio of minima): {'met' if ok_growth else 'MISSED'}"
+        f"goal growth < {GOAL_GROWTH:g}x (median of the rounds): {'met' if ok_growth else 'MISSED'}"
     )
     return 0 if ok_median and ok_growth else 1
 

@@ -102,7 +102,9 @@ def count_instructions(rows: list[dict[str, Any]], pure: bool, loops: int) -> No
 def _verdict(row: dict[str, Any] | None) -> str:
     if row is None or row.get("goal") is None:
         return "-"
-    ok = row["figure"] >= row["goal"] if row["higher_is_better"] else row["figure"] <= row["goal"]
+    # A row may be judged on its median ("judged_on"), where that is the steadier of its figures.
+    value = row[row.get("judged_on", "figure")]
+    ok = value >= row["goal"] if row["higher_is_better"] else value <= row["goal"]
     return "met" if ok else "MISSED"
 
 

@@ -101,3 +101,11 @@ def test_the_baselines_stay_plain_while_threading_is_instrumented():
         assert type(micro.plain_rlock()) is rlock_type
         assert type(micro.plain_condition()._lock) is rlock_type
         assert type(micro.PlainWrapper()._lock) is _thread.LockType
+
+
+def test_a_row_can_be_judged_on_its_median():
+    from benchmarks.run import _verdict
+
+    row = {"name": "growth", "goal": 1.5, "figure": 1.2, "median": 1.6, "higher_is_better": False}
+    assert _verdict(row) == "met"
+    assert _verdict(dict(row, judged_on="median")) == "MISSED"
