@@ -93,9 +93,8 @@ def test_asyncio_imported_after_install_is_instrumented(pytester: pytest.Pyteste
 # -- a chain already validated: the fast path ----------------------------------------------------
 
 
-def test_locks_on_a_known_chain_are_held_as_when_the_chain_was_new(monkeypatch: pytest.MonkeyPatch):
-    """The second time round both chains are known: neither lock goes through validation, and the
-    task's stack and chain key are what validating them made the first time."""
+def validated_locks(monkeypatch: pytest.MonkeyPatch) -> list[asyncio.Lock]:
+    """The list to which every asyncio Lock that goes through validation (``_take``) is appended."""
     took: list[asyncio.Lock] = []
     plain_take = _asyncio.Lock._take
 
@@ -104,6 +103,13 @@ def test_locks_on_a_known_chain_are_held_as_when_the_chain_was_new(monkeypatch: 
         return plain_take(self, frame)
 
     monkeypatch.setattr(_asyncio.Lock, "_take", take)
+    return took
+
+
+def test_locks_on_a_known_chain_are_held_as_when_the_chain_was_new(monkeypatch: pytest.MonkeyPatch):
+    """The second time round both chains are known: neither lock goes through validation, and the
+    task's stack and chain key are what validating them made the first time."""
+    took = validated_locks(monkeypatch)
     seen: list[tuple[list[tuple[Any, ...]], int, list[asyncio.Lock]]] = []
 
     async def main():
@@ -156,14 +162,7 @@ def test_a_condition_entered_on_a_known_chain_is_sited_at_the_async_with(monkeyp
     """``async with cond`` takes the lock from asyncio's ``__aenter__``: the held entry names the
     line of the ``async with``, the first time (validated) and once the chain is known (the lock is
     not validated again)."""
-    took: list[asyncio.Lock] = []
-    plain_take = _asyncio.Lock._take
-
-    def take(self: asyncio.Lock, frame: Any) -> Any:
-        took.append(self)
-        return plain_take(self, frame)
-
-    monkeypatch.setattr(_asyncio.Lock, "_take", take)
+    took = validated_locks(monkeypatch)
     lines: list[int] = []
 
     async def main():
