@@ -159,7 +159,7 @@ static PyObject *
 section_make_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL)
-        return slow_call((FastMethod *)op, args, nargsf, kwnames);
+        return slow_call(((FastMethod *)op)->slow, args, nargsf, kwnames);
     return new_section((FastMethod *)op, args[0], args[1], args[2], args[3]);
 }
 

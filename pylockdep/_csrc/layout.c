@@ -47,6 +47,14 @@ layout_init(Layout *layout, PyObject *type, const char *const *names)
     return 0;
 }
 
+/* The Python function ``slow`` called with a fast path's arguments, as given: what every accelerated
+ * method does with a case it does not handle. */
+static PyObject *
+slow_call(PyObject *slow, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return PyObject_Vectorcall(slow, args, PyVectorcall_NARGS(nargsf), kwnames);
+}
+
 /* Whether a constructor of ``type`` got no arguments; 0 with TypeError set when it got some. */
 static int
 no_arguments(PyTypeObject *type, PyObject *args, PyObject *kwds)

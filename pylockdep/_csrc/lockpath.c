@@ -310,12 +310,6 @@ rlock_set(PyObject *lock, const Layout *lk, long count, PyObject *ident)
     return 0;
 }
 
-static PyObject *
-slow_call(FastMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    return PyObject_Vectorcall(self->slow, args, PyVectorcall_NARGS(nargsf), kwnames);
-}
-
 /* RLock._is_owned(), which a Condition asks before notify() and wait(): whether the calling thread
  * owns it, read in place when ``_ident`` is None or an int.  Anything else goes to the Python method. */
 static PyObject *
@@ -325,12 +319,12 @@ is_owned_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
     PyObject *ident;
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !self->lock.recursive || !IS(args[0], self->lock))
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     ident = SLOT(args[0], self->lock, L_IDENT);
     if (ident == Py_None)
         Py_RETURN_FALSE;
     if (ident == NULL || !PyLong_CheckExact(ident))
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     return PyBool_FromLong(owned_by_caller(args[0], &self->lock));
 }
 
@@ -405,25 +399,25 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         RealLock *real = real_of(args[0], &self->lock);
         if (real != NULL && real->locked)
             Py_RETURN_FALSE;
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     }
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !IS(args[0], self->lock))
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     if (self->lock.recursive && owned_by_caller(args[0], &self->lock)) {
         long count = rlock_count(args[0], &self->lock);  /* the owner again: count, nothing more */
         if (count < 1)
-            return slow_call(self, args, nargsf, kwnames);
+            return slow_call(self->slow, args, nargsf, kwnames);
         if (rlock_set(args[0], &self->lock, count + 1, NULL) < 0)
             return NULL;
         Py_RETURN_TRUE;
     }
     frame = PyEval_GetFrame();  /* the caller: a C method has no frame of its own */
     if (frame == NULL)
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     if (self->skip_file != NULL && in_file(frame, self->skip_file)) {
         PyFrameObject *outside = outside_skip_file(self, frame);
         if (outside == NULL)
-            return slow_call(self, args, nargsf, kwnames);
+            return slow_call(self->slow, args, nargsf, kwnames);
         r = fast_lock(args[0], &self->lock, outside, &c);
         Py_DECREF(outside);
     } else {
@@ -432,7 +426,7 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     if (r < 0)
         return NULL;
     if (r == 0)
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     if (self->lock.recursive) {  /* a new owner */
         if (c->ident == NULL && (c->ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident())) == NULL)
             return NULL;
@@ -450,11 +444,11 @@ release_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     int r;
 
     if (nargs < 1 || kwnames != NULL || (self->arity >= 0 && nargs != self->arity) || !IS(args[0], self->lock))
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     if (self->lock.recursive) {
         long count = rlock_count(args[0], &self->lock);
         if (!owned_by_caller(args[0], &self->lock) || count < 1)
-            return slow_call(self, args, nargsf, kwnames);  /* it raises */
+            return slow_call(self->slow, args, nargsf, kwnames);  /* it raises */
         if (count > 1) {
             if (rlock_set(args[0], &self->lock, count - 1, NULL) < 0)
                 return NULL;
@@ -465,7 +459,7 @@ release_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     if (r < 0)
         return NULL;
     if (r == 0)
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     Py_RETURN_NONE;
 }
 
@@ -482,7 +476,7 @@ release_save_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyOb
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !self->lock.recursive || !IS(args[0], self->lock)
         || !owned_by_caller(args[0], &self->lock) || rlock_count(args[0], &self->lock) < 1)
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     count = Py_NewRef(SLOT(args[0], self->lock, L_COUNT));
     ident = Py_NewRef(SLOT(args[0], self->lock, L_IDENT));
     state = PyTuple_Pack(2, count, ident);
@@ -494,7 +488,7 @@ release_save_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyOb
     if (r == 1)
         return state;
     Py_DECREF(state);
-    return r < 0 ? NULL : slow_call(self, args, nargsf, kwnames);
+    return r < 0 ? NULL : slow_call(self->slow, args, nargsf, kwnames);
 }
 
 /*
@@ -511,14 +505,14 @@ acquire_restore_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, P
     int r;
 
     if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL || !self->lock.recursive || !IS(args[0], self->lock))
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     state = args[1];
     if (!PyTuple_CheckExact(state) || PyTuple_GET_SIZE(state) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(state, 0))
         || (frame = PyEval_GetFrame()) == NULL)
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     if (self->skip_file != NULL && in_file(frame, self->skip_file)) {
         if ((outside = outside_skip_file(self, frame)) == NULL)
-            return slow_call(self, args, nargsf, kwnames);
+            return slow_call(self->slow, args, nargsf, kwnames);
     } else {
         outside = (PyFrameObject *)Py_NewRef(frame);
     }
@@ -527,7 +521,7 @@ acquire_restore_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, P
     if (r < 0)
         return NULL;
     if (r == 0)
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     slot_set(args[0], self->lock.offset[L_COUNT], PyTuple_GET_ITEM(state, 0));
     slot_set(args[0], self->lock.offset[L_IDENT], PyTuple_GET_ITEM(state, 1));
     Py_RETURN_NONE;

@@ -342,12 +342,6 @@ done:
 }
 
 static PyObject *
-read_side_slow(ReadSide *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    return PyObject_Vectorcall(self->slow, args, PyVectorcall_NARGS(nargsf), kwnames);
-}
-
-static PyObject *
 read_side_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     ReadSide *self = (ReadSide *)op;
@@ -357,7 +351,7 @@ read_side_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObjec
     int r;
 
     if (kwnames != NULL)
-        return read_side_slow(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     switch (self->role) {
     case SRCU_READ:  /* SRCU.read(): a _SRCUReadSide over it, made as its __init__ does */
         if (nargs != 1 || !IS(args[0], self->map))
@@ -419,7 +413,7 @@ read_side_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObjec
             break;
         Py_RETURN_NONE;
     }
-    return read_side_slow(self, args, nargsf, kwnames);
+    return slow_call(self->slow, args, nargsf, kwnames);
 }
 
 static PyObject *

@@ -43,7 +43,7 @@ rwmethod_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
     int r, mode;
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !IS(args[0], self->lock))
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     switch (self->rw_role) {
     case RW_SELF:
         return Py_NewRef(args[0]);
@@ -51,19 +51,19 @@ rwmethod_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
         return new_section(self, args[0], self->rw_read < 0 ? g_minus_one : *read_objs[self->rw_read], g_zero, g_zero);
     case RW_LOCK:
         if ((frame = PyEval_GetFrame()) == NULL || !fast_state(&v, &t, &c))
-            return slow_call(self, args, nargsf, kwnames);
+            return slow_call(self->slow, args, nargsf, kwnames);
         mode = self->rw_read == READ_AS_RWLOCK ? rwlock_read_mode(t) : self->rw_read;
         r = mode < 0 ? 0 : take_known(v, t, c, args[0], &self->lock, frame, mode, 0);
         break;
     default:  /* RW_UNLOCK */
         if (!fast_state(&v, &t, &c) || (held = top_read(t, args[0])) < 0 || (held == 0) != (self->rw_read == 0))
-            return slow_call(self, args, nargsf, kwnames);
+            return slow_call(self->slow, args, nargsf, kwnames);
         r = drop_top(t, args[0], &self->lock, *read_objs[self->rw_read]);
     }
     if (r < 0)
         return NULL;
     if (r == 0)
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     Py_RETURN_NONE;
 }
 

@@ -288,7 +288,7 @@ section_enter_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyO
     int r, mode;
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !IS(args[0], self->section))
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     section = args[0];
     lock = SLOT(section, self->section, S_LOCK);
     read = small_int(SLOT(section, self->section, S_READ), READ_AS_RWLOCK, READ_MAX);
@@ -296,15 +296,15 @@ section_enter_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyO
     context = small_int(SLOT(section, self->section, S_CONTEXT), CONTEXT_NONE, CONTEXT_BH);
     if (!IS(lock, self->lock) || read < READ_AS_RWLOCK || subclass < 0 || context < CONTEXT_NONE
         || (frame = PyEval_GetFrame()) == NULL)
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     if (!fast_state(&v, &t, &c))
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     if (context == CONTEXT_IRQSAVE) {
         if (!irqs_off_fast(c, v, t, frame, &was_on))
-            return slow_call(self, args, nargsf, kwnames);
+            return slow_call(self->slow, args, nargsf, kwnames);
         slot_set(section, self->section.offset[S_IRQS_WERE_ON], was_on);
     } else if (context == CONTEXT_BH && !bh_off_fast(c, v, t, frame)) {
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     }
     /* The context is changed (no Python code ran: v, t and c stand): from here on, what C cannot do
      * goes to _Held._take, which undoes it when the acquisition raises. */
@@ -316,7 +316,7 @@ section_enter_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyO
         return NULL;
     }
     if (r == 0)
-        return context == CONTEXT_NONE ? slow_call(self, args, nargsf, kwnames)
+        return context == CONTEXT_NONE ? slow_call(self->slow, args, nargsf, kwnames)
                                        : PyObject_CallMethodOneArg(section, s_take, (PyObject *)frame);
     slot_set(section, self->section.offset[S_MODE], *read_objs[mode]);
     return Py_NewRef(lock);
@@ -333,14 +333,14 @@ section_exit_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyOb
     int r, restored = 0;
 
     if (PyVectorcall_NARGS(nargsf) < 1 || kwnames != NULL || !IS(args[0], self->section))
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     section = args[0];
     lock = SLOT(section, self->section, S_LOCK);
     mode = SLOT(section, self->section, S_MODE);
     context = small_int(SLOT(section, self->section, S_CONTEXT), CONTEXT_NONE, CONTEXT_BH);
     if (!IS(lock, self->lock) || context < CONTEXT_NONE || small_int(mode, 0, READ_MAX) < 0
         || (frame = PyEval_GetFrame()) == NULL || !fast_state(&v, &t, &c))
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     /* The context is restored on the Task the lock was released from (held: a release that calls
      * Python code, such as a reader-writer core's, may let it go). */
     Py_INCREF(t);
@@ -353,7 +353,7 @@ section_exit_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyOb
     Py_DECREF(t);
     Py_DECREF(c);
     if (r == 0)
-        return slow_call(self, args, nargsf, kwnames);
+        return slow_call(self->slow, args, nargsf, kwnames);
     if (context == CONTEXT_NONE) {
         if (r < 0)
             return NULL;
