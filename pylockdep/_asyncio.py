@@ -70,7 +70,8 @@ _EAGER_TASKS = sys.version_info >= (3, 12)
 
 
 _get_ident = _thread.get_ident
-# Files that _site_frame() found a site in, taken as it is: outside asyncio, pylockdep and harnesses.
+# Files that a lock was taken or made from, taken as a site as they are (outside asyncio, pylockdep
+# and harnesses): the fast path takes a lock there without _site_frame().
 _site_files: set[str] = set()
 
 # CPython's own classes, whatever instrumentation does to the asyncio namespace later.
@@ -540,8 +541,8 @@ class Lock(_PlainLock):
         filename = frame.f_code.co_filename
         if filename.startswith(_ASYNCIO_DIR):  # a Condition, or a task running acquire() itself
             frame = _site_frame(_getframe(1))
-        else:
-            _outside_asyncio.add(filename)
+        elif not (is_internal(filename) or is_harness(filename)):
+            _site_files.add(filename)  # a site as _site_frame() takes it: the fast path may use it
         t = _validate(self, frame)
         if t is None:
             await _PlainLock.acquire(self)
@@ -585,7 +586,7 @@ class Lock(_PlainLock):
             ):
                 owner, classes = self._key.cache
                 cls = classes[0] if owner is v else None
-                if cls is not None and code.co_filename in _outside_asyncio:
+                if cls is not None and code.co_filename in _site_files:
                     prev = t.key
                     ctx = t.ctx
                     variant = cls.variants[0]
@@ -634,7 +635,6 @@ class Lock(_PlainLock):
 
 _ACQUIRE_CODE = Lock.acquire.__code__
 _CONDITION_ENTER = _PlainCondition.__aenter__.__code__  # asyncio's _ContextManagerMixin.__aenter__
-_outside_asyncio: set[str] = set()  # files outside asyncio that took a Lock (the fast path's sites)
 
 
 class Condition(_PlainCondition):
