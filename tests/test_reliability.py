@@ -390,8 +390,8 @@ ARMED_INTERRUPT = """
     signal.signal(signal.SIGALRM, interrupt)
 """
 
-KEYBOARD_INTERRUPT_STORM = (
-    """
+# The start of a storm script: the path named by its first argument ("c" or "pure"), checked.
+STORM_ON_PATH = """
     import os, signal, sys, threading
     if sys.argv[1] == "pure":
         os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
@@ -400,6 +400,9 @@ KEYBOARD_INTERRUPT_STORM = (
     from pylockdep._held import H_LOCK
     assert ACCELERATED == (sys.argv[1] == "c")
 """
+
+KEYBOARD_INTERRUPT_STORM = (
+    STORM_ON_PATH
     + ARMED_INTERRUPT
     + """
     signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.00002)
@@ -468,15 +471,7 @@ def test_keyboard_interrupts_never_leave_a_with_block_lock_taken(path) -> None:
 
 
 RW_KEYBOARD_INTERRUPT_STORM = (
-    """
-    import os, signal, sys
-    if sys.argv[1] == "pure":
-        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
-    import pylockdep
-    from pylockdep._fastpath import ACCELERATED
-    from pylockdep._held import H_LOCK
-    assert ACCELERATED == (sys.argv[1] == "c")
-"""
+    STORM_ON_PATH
     + ARMED_INTERRUPT
     + """
     def block(section):  # a with-block
