@@ -230,3 +230,113 @@ def test_readerwriterlock_test_taking_a_reader_handle_twice_leaks_the_resource_l
     assert report.kind == "lock_held_at_exit"
     assert report.classes == (rw.resource._key.name,)
     assert report.title.startswith("WARNING: RWLockReadD_Downgrade/")  # the helper thread, ended
+
+
+# CPython gh-125451 (3.12.0-3.12.7 and 3.13.0): ProcessPoolExecutor's manager thread, finding the
+# pool broken, holds the executor's shutdown lock while it joins the call queue's feeder thread;
+# the feeder thread, failing to pickle a call, takes the shutdown lock to wake the manager.  The
+# fix (3.12.8, 3.13.1) gave the wake-up pipe a lock of its own.
+
+
+class ProcessPoolModel:
+    """The locks and joins of that bug: ``fixed`` gives the feeder its own wake-up lock."""
+
+    def __init__(self, fixed: bool) -> None:
+        self.shutdown_lock = threading.Lock()
+        self.wakeup_lock = threading.Lock() if fixed else self.shutdown_lock
+        self.calls: queue.Queue[str | None] = queue.Queue()
+        self.woken = threading.Event()
+        self.feeder = threading.Thread(target=self.feed, name="QueueFeederThread")
+        self.feeder.start()
+
+    def feed(self) -> None:
+        while (call := self.calls.get()) is not None:
+            if call == "unpicklable":  # _on_queue_feeder_error wakes the manager thread
+                with self.wakeup_lock:
+                    self.woken.set()
+
+    def terminate_broken(self) -> None:  # the manager thread, after a worker died
+        with self.shutdown_lock:
+            self.calls.put(None)
+            self.feeder.join()
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_process_pool_shutdown_lock_against_feeder_thread_join_is_circular(v, fixed):
+    pool = ProcessPoolModel(fixed)
+    pool.calls.put("unpicklable")
+    pool.woken.wait()  # in this run the feeder is done with the lock before the manager takes it
+    in_thread(pool.terminate_broken)
+    if fixed:
+        assert v.reports == []
+        return
+    (report,) = v.reports
+    assert report.kind == "circular"
+    assert sorted(name.split("@")[0] for name in report.classes) == [
+        f"(thread)test_true_findings.py:{ProcessPoolModel.__init__.__code__.co_firstlineno + 5}",
+        "ProcessPoolModel.shutdown_lock",
+    ]
+
+
+PROCESS_POOL_PROGRAM = """\
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("cannot pickle")
+
+
+def die():
+    os._exit(1)
+
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(1) as ex:
+        try:
+            ex.submit(id, Unpicklable()).result()  # the feeder thread fails to pickle the call
+        except RuntimeError:
+            pass
+        try:
+            ex.submit(die).result()  # a worker dies: the manager thread terminates the pool
+        except BrokenProcessPool:
+            pass
+"""
+
+
+def stdlib_has_gh_125451() -> bool:
+    """Whether this Python's ProcessPoolExecutor joins its feeder thread under the shutdown lock
+    that the feeder thread takes on a pickling error."""
+    import inspect
+    from concurrent.futures import process
+
+    manager = getattr(process._ExecutorManagerThread, "terminate_broken", None)
+    return (
+        manager is not None
+        and "shutdown_lock" in inspect.getsource(manager)
+        and "shutdown_lock" in inspect.getsource(process._SafeQueue._on_queue_feeder_error)
+    )
+
+
+def test_real_process_pool_is_reported_exactly_where_python_has_gh_125451(tmp_path):
+    """Found by running CPython 3.13.0's test_concurrent_futures under ``pylockdep run``: on a
+    Python with the bug, a run in which it did not deadlock is reported; on one without, clean."""
+    (tmp_path / "pool.py").write_text(PROCESS_POOL_PROGRAM)
+    result = subprocess.run(
+        [sys.executable, "-m", "pylockdep", "run", "--json", "out.jsonl", "pool.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    if not stdlib_has_gh_125451():
+        assert result.returncode == 0, result.stderr
+        assert not (tmp_path / "out.jsonl").exists() or not (tmp_path / "out.jsonl").read_text()
+        return
+    assert result.returncode == 66, result.stderr
+    assert "WARNING: possible circular locking dependency detected" in result.stderr, result.stderr
+    names = (tmp_path / "out.jsonl").read_text()
+    assert "ProcessPoolExecutor._shutdown_lock@concurrent/futures/process.py:" in names
+    assert "(thread)multiprocessing/queues.py:" in names
