@@ -175,36 +175,41 @@ def _step(handle: events.Handle) -> None:
     suspended for thread locks held across the ``await``.
     """
     task = getattr(handle._callback, "__self__", None)
-    if not isinstance(task, asyncio.Task):
-        return _plain_run(handle)
     v = active.validator
-    if v.off:
-        return _plain_run(handle)
-    local = v.local
-    outer = v.task()  # the thread's own Task, made first so that the thread's exit is seen
-    h = holder_of(v, task)
-    local.task = h
-    holder_changed()
-    work = h.work
-    if work is not None and not h.working:
-        _start_work(h, task)
-    if h.awaiting:
-        _waited(h, task)
-    h.running = task
     try:
-        _plain_run(handle)
-    finally:
-        h.running = None
+        if not isinstance(task, asyncio.Task) or v.off:
+            _plain_run(handle)
+            return
+        local = v.local
+        outer = v.task()  # the thread's own Task, made first so that the thread's exit is seen
+        h = holder_of(v, task)
+        local.task = h
+        holder_changed()
+        work = h.work
+        if work is not None and not h.working:
+            _start_work(h, task)
+        if h.awaiting:
+            _waited(h, task)
+        h.running = task
         try:
-            if task.done():
-                if h.working:
-                    _waits.release(work)
-                _task_exited(v, h)
-            elif h.held:
-                _task_suspended(v, h, task)
+            _plain_run(handle)
         finally:
-            local.task = outer
-            holder_changed()
+            h.running = None
+            try:
+                if task.done():
+                    if h.working:
+                        _waits.release(work)
+                    _task_exited(v, h)
+                elif h.held:
+                    _task_suspended(v, h, task)
+            finally:
+                local.task = outer
+                holder_changed()
+    finally:
+        # As Handle._run drops ``self``: a task that raised keeps its traceback, whose frames link
+        # back to this one (3.12+), so holding the task or its handle here would keep the task, and
+        # its "exception was never retrieved", alive until the garbage collector runs.
+        task = handle = None
 
 
 def _task_exited(v: Validator, h: TaskHolder) -> None:

@@ -1167,3 +1167,32 @@ def test_the_plugin_covers_tests_run_by_anyio_on_asyncio(pytester: pytest.Pytest
         result = pytester.runpytest(*QUIET, "-p", "anyio", "--lockdep", "--lockdep-threading")
     result.assert_outcomes(failed=1)
     assert "BUG: scheduling while atomic" in "\n".join(result.outlines)
+
+
+@pytest.mark.parametrize("task_type", ["Task", "_PyTask"])
+def test_a_task_that_raised_is_freed_when_its_last_reference_goes(task_type):
+    """As without pylockdep (Handle._run drops its handle for this): the step that ran the task
+    keeps no reference, so a task nobody awaits is freed at once and the loop's exception handler
+    hears that its exception was never retrieved, with no garbage collection."""
+    import gc
+    import weakref
+
+    async def boom() -> None:
+        raise ZeroDivisionError("boom")
+
+    async def main() -> tuple[bool, list[str]]:
+        heard: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: heard.append(context["message"]))
+        task = getattr(asyncio.tasks, task_type)(boom())  # C's task, and asyncio's pure-Python one
+        ref = weakref.ref(task)
+        del task
+        await asyncio.sleep(0)
+        return ref() is None, heard
+
+    gc.disable()
+    try:
+        freed, heard = asyncio_run(main)
+    finally:
+        gc.enable()
+    assert freed
+    assert heard == ["Task exception was never retrieved"]
