@@ -548,17 +548,23 @@ def _work_item_init(original: Callable[..., None]) -> Callable[..., None]:
 def _work_item_run(original: Callable[[Any], None]) -> Callable[[Any], None]:
     def run(self: Any) -> None:
         work = getattr(self, _WORK, None)
-        if not isinstance(work, _WorkMap):
-            original(self)
-            return
-        frame = _getframe(1)  # the pool's _worker, as the kernel shows process_one_work
-        pool = work.pool
-        _hold_maps((pool, work), frame)
-        work.runner = _get_ident()
         try:
-            original(self)
+            if not isinstance(work, _WorkMap):
+                original(self)
+                return
+            frame = _getframe(1)  # the pool's _worker, as the kernel shows process_one_work
+            pool = work.pool
+            _hold_maps((pool, work), frame)
+            work.runner = _get_ident()
+            try:
+                original(self)
+            finally:
+                _release_maps((work, pool))
         finally:
-            _release_maps((work, pool))
+            # As _WorkItem.run drops ``self`` when the call raised: the exception's traceback links
+            # back to this frame, so holding the work item (and its future) here would keep the
+            # exception alive until the garbage collector runs.
+            self = None
 
     return run
 

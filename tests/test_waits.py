@@ -621,6 +621,32 @@ def test_ordinary_executor_map_and_results_over_many_futures_are_clean(v):
     assert v.reports == []
 
 
+def test_a_failed_jobs_exception_is_freed_with_its_future_as_without_pylockdep(v):
+    """_WorkItem.run drops the work item when the call raised, for the exception's traceback
+    links back to the frames that ran it; the instrumented run does the same, so the exception
+    goes with its last reference, with no garbage collection."""
+    import gc
+    import weakref
+
+    class JobFailed(Exception):  # weakly referable, as built-in exceptions are not
+        pass
+
+    def fail():
+        raise JobFailed()
+
+    gc.disable()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(fail)
+            error = future.exception()
+            ref = weakref.ref(error)
+            del error, future
+        assert ref() is None
+    finally:
+        gc.enable()
+    assert v.reports == []
+
+
 def test_ordinary_as_completed_and_wait_over_many_futures_add_no_report_of_their_own(v):
     lock = threading.Lock()
 
