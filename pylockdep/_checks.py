@@ -39,7 +39,7 @@ from ._classes import (
 from ._frames import Site, Stack, capture_stack, format_file_line, is_internal
 from ._graph import PathStep, dep_kind
 from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, find, held_site, is_held_entry
-from ._locktypes import PY_RLOCK, RCU, RCU_SCHED, SRCU, WAIT_INV, LockType, effective_wait
+from ._locktypes import PY_RLOCK, RCU, RCU_SCHED, SRCU, WAIT_INV, LockType, effective_wait, is_plain_lock
 from ._task import Task
 
 if TYPE_CHECKING:
@@ -239,30 +239,31 @@ def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, si
     same = [entry for entry in t.held if entry[H_CLASS] is cls and entry[H_LOCK] is not lock]
     if not same or check_handoff(cls):
         return False
-    if not cls.key.token and any(check_token_held(entry) for entry in same):
+    if not cls.key.token and is_plain_lock(cls.ltype) and any(check_token_held(entry) for entry in same):
         cls.key.token = True  # as check_prev_add marks a class: a cycle through it waits for finish()
     order = v.instances
     nxt = order.node(lock)
-    stack = None
+    witness = reachable = None
     for entry in same:
         prev = order.node(entry[H_LOCK])
         if nxt in prev.after:
             continue
-        path = order.find_path(nxt, prev)
-        if stack is None:
-            stack = capture_stack()
-        if path is not None:
+        if witness is None:
+            witness = (capture_stack(), t.comm, v.origin)
+            reachable = order.reachable(nxt)  # one search: edges into nxt do not change it
+        if prev in reachable:
+            path = order.find_path(nxt, prev)
             v.report(
                 "circular",
                 (cls, cls),
-                lambda title, entry=entry, path=path, stack=stack: _splat.instance_cycle(
+                lambda title, entry=entry, path=path, stack=witness[0]: _splat.instance_cycle(
                     v, t, title, entry, cls, lock, site, path, stack
                 ),
                 site=site,
                 dedupe=("instances",),
                 until_handoff=(cls,) if cls.key.token else (),
             )
-        order.add(prev, nxt, stack, t.comm, v.origin)
+        order.add(prev, nxt, witness)
     return True
 
 
@@ -676,11 +677,6 @@ def check_held_at_exit(v: Validator, t: Task, each_holder: bool = True) -> None:
             dedupe=(id(t),) if each_holder else (),
             title={"comm": t.comm},
         )
-
-
-def is_plain_lock(ltype: LockType) -> bool:
-    """Whether ``ltype`` is ``threading.Lock``'s: Python's, without an owner (not a pseudo-lock)."""
-    return ltype.python and not ltype.owned
 
 
 def check_leaked_locks(v: Validator, t: Task) -> None:

@@ -43,13 +43,19 @@ class InstanceEdge:
     origin: str | None
 
 
+#: Who made an edge, where and in which run (:attr:`InstanceEdge.stack`, ``thread``, ``origin``):
+#: one tuple for every edge that one acquisition adds, so an edge costs a dictionary entry.
+Witness = tuple[Stack, str, "str | None"]
+
+
 @dataclass(eq=False)
 class Instance:
-    """One live lock instance in the order of its class."""
+    """One live lock instance in the order of its class; ``after`` maps each instance taken while
+    this one was held to the :data:`Witness` of that edge."""
 
     ref: weakref.ref
     address: int
-    after: dict[Instance, InstanceEdge] = field(default_factory=dict)
+    after: dict[Instance, Witness] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -77,32 +83,37 @@ class InstanceOrder:
             node = nodes[address] = Instance(weakref.ref(lock, forget), address)
         return node
 
-    def find_path(self, start: Instance, target: Instance) -> list[InstanceEdge] | None:
-        """The shortest chain of edges from ``start`` to ``target`` through live instances, or None."""
-        parent: dict[Instance, InstanceEdge | None] = {start: None}
+    def reachable(self, start: Instance) -> dict[Instance, Instance | None]:
+        """Every live instance reachable from ``start`` (itself included), each mapped to its
+        parent on a shortest path (None for ``start``), by a breadth-first search that drops the
+        edges into dead instances it meets."""
+        parent: dict[Instance, Instance | None] = {start: None}
         queue = deque([start])
         while queue:
             node = queue.popleft()
-            for succ, edge in list(node.after.items()):
+            for succ in list(node.after):
                 if not succ.alive:
                     del node.after[succ]
-                    continue
-                if succ in parent:
-                    continue
-                parent[succ] = edge
-                if succ is target:
-                    path = []
-                    step = parent[succ]
-                    while step is not None:
-                        path.append(step)
-                        step = parent[step.prev]
-                    return path[::-1]
-                queue.append(succ)
-        return None
+                elif succ not in parent:
+                    parent[succ] = node
+                    queue.append(succ)
+        return parent
 
-    def add(self, prev: Instance, nxt: Instance, stack: Stack, thread: str, origin: str | None) -> bool:
+    def find_path(self, start: Instance, target: Instance) -> list[InstanceEdge] | None:
+        """The shortest chain of edges from ``start`` to ``target`` through live instances, or None."""
+        parent = self.reachable(start)
+        if target not in parent or target is start:
+            return None
+        path = []
+        node = target
+        while (prev := parent[node]) is not None:
+            path.append(InstanceEdge(prev, node, *prev.after[node]))
+            node = prev
+        return path[::-1]
+
+    def add(self, prev: Instance, nxt: Instance, witness: Witness) -> bool:
         """Record ``prev -> nxt``; False when it was already known."""
         if nxt in prev.after:
             return False
-        prev.after[nxt] = InstanceEdge(prev, nxt, stack, thread, origin)
+        prev.after[nxt] = witness
         return True

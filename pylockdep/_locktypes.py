@@ -112,3 +112,8 @@ ASYNC_LOCK = LockType(
 COMPLETION = LockType(
     "completion", WAIT_INV, WAIT_INV, sleeps=True, owned=False, pseudo=True, lock_fn="wait_for_completion"
 )
+
+
+def is_plain_lock(ltype: LockType) -> bool:
+    """Whether ``ltype`` is ``threading.Lock``'s: Python's, without an owner (not a pseudo-lock)."""
+    return ltype.python and not ltype.owned
