@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from ._classes import LockClass
 from ._frames import Site, line_at
+from ._locktypes import is_plain_lock
 
 if TYPE_CHECKING:
     from ._primitive import LockMap
@@ -139,14 +140,35 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     Only the order of acquisition matters, so the locks above are pushed again, in order, on top
     of the ones below: their chain keys change, and a new chain is validated as an acquisition
     would be (new dependencies may be learned).
+
+    Except within a *run*: when the entries just above were taken the same way as the removed one
+    (one class, mode, trylock and context, as ``concurrent.futures.wait()`` takes every
+    future's condition and releases them oldest first), the stack left names the chain that
+    releasing the run's top would leave.  The run's entries keep their places' chain keys, each
+    moving down one place onto the key below it, and are not validated again: every chain they
+    name was validated when its place was filled, with these same instances held (each of them
+    was taken with all those below held, and an instance order edge dies only with its lock).
+    Only the entries above the run are replayed.  A release from the bottom of a run of N locks
+    so costs O(N) instead of N validations of O(N) each.
     """
     held = t.held
     entry = held[index]
-    above = held[index + 1 :]
+    top = index + 1
+    if runs_from(entry):
+        cls, read, trylock, ctx = entry[H_CLASS], entry[H_READ], entry[H_TRYLOCK], entry[H_CTX]
+        for again in held[top:]:
+            if again[H_CLASS] is not cls or again[H_READ] != read or again[H_TRYLOCK] != trylock or again[H_CTX] != ctx:
+                break
+            top += 1
+    run = held[index:top]
+    above = held[top:]
     del held[index:]
     if entry[H_SPIN]:
         t.spins -= 1
-    t.key = entry[H_PREV_KEY]
+    # The run moved down one place: each entry onto the chain key of the place below it.
+    for below, again in zip(run[:-1], run[1:], strict=True):
+        held.append(again[:H_PREV_KEY] + (below[H_PREV_KEY],) + again[H_PREV_KEY + 1 :])
+    t.key = run[-1][H_PREV_KEY]
     for again in above:
         lock, cls, read, trylock = again[H_LOCK], again[H_CLASS], again[H_READ], again[H_TRYLOCK]
         key = chain_key(t.key, again[H_CTX], variant(cls, read, trylock))
@@ -155,6 +177,14 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
         held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])
         t.key = key
     return entry
+
+
+def runs_from(entry: HeldLock) -> bool:
+    """Whether a run (see :func:`remove`) may start from ``entry``: not from a plain
+    ``threading.Lock`` not yet known as a token or a hand-off, whose validation may still mark its
+    class (:func:`pylockdep._checks.check_instance_order`), so it is always replayed."""
+    cls = entry[H_CLASS]
+    return not is_plain_lock(cls.ltype) or cls.key.token or cls.key.handoff
 
 
 def drop_foreign(v: Validator, t: Task) -> None:

@@ -442,3 +442,28 @@ def test_sigusr1_dumps_held_locks_and_the_program_goes_on(tmp_path):
     assert result.stdout == "went on\n"
     assert "INFO: pylockdep: SIGUSR1" in result.stderr
     assert "1 lock held by MainThread/" in result.stderr and "(r@usr1.py:2)" in result.stderr
+
+
+@pytest.mark.timeout(300)
+def test_waiting_on_two_thousand_futures_finishes_clean(tmp_path):
+    """``wait()`` and ``as_completed()`` take every future's condition and release them oldest
+    first: cubic work under pylockdep once (2000 futures never finished), a few seconds now.  The
+    timeout only tells a hang from a slow machine."""
+    write(
+        tmp_path / "many.py",
+        """\
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(pow, 2, i) for i in range(2000)]
+            done, _ = concurrent.futures.wait(futures)
+            assert len(done) == 2000
+            assert sum(1 for _ in concurrent.futures.as_completed(futures)) == 2000
+        print("waited")
+        """,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pylockdep", "run", "many.py"], cwd=tmp_path, capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == "waited\n" and "WARNING" not in result.stderr

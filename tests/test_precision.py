@@ -25,8 +25,10 @@ import pytest
 from _abba import take_ab_then_ba
 
 import pylockdep
+from pylockdep import _checks
 from pylockdep._classes import LockKey
 from pylockdep._frames import short_filename
+from pylockdep._held import H_CLASS, H_CTX, H_LOCK, H_PREV_KEY, H_READ, H_TRYLOCK, chain_key, variant
 
 pytestmark = pytest.mark.timeout(60)
 FILE = short_filename(__file__)
@@ -230,6 +232,87 @@ def test_futures_wait_and_as_completed_on_many_futures_are_clean(v):
         assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == [2**i for i in range(6)]
         done, _ = concurrent.futures.wait(futures[::-1])
         assert len(done) == 6
+    assert v.reports == []
+
+
+class Vault:
+    """An RLock per instance, as every future's condition has."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+
+
+def validations_while_waiting(monkeypatch, count: int) -> int:
+    """How many acquisitions are validated while ``concurrent.futures.wait()`` takes and releases
+    ``count`` done futures' conditions (oldest first, each release from under all the others)."""
+    calls = []
+    check_acquire = _checks.check_acquire
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(pow, 2, i) for i in range(count)]
+        concurrent.futures.wait(futures)
+        with monkeypatch.context() as patch:
+            patch.setattr(_checks, "check_acquire", lambda *args: calls.append(1) or check_acquire(*args))
+            done, _ = concurrent.futures.wait(futures)
+    assert len(done) == count
+    return len(calls)
+
+
+def test_releasing_a_run_of_one_class_oldest_first_validates_nothing_again(v, monkeypatch):
+    """Each release from the bottom of N conditions used to validate the N-1 above it again, each
+    validation judging every held instance: cubic work for one wait().  Now the stack left keeps
+    the chain keys its places had, so a wait validates each acquisition once."""
+    small, large = validations_while_waiting(monkeypatch, 100), validations_while_waiting(monkeypatch, 200)
+    assert small >= 50 and large <= 2.2 * small + 10
+    assert v.reports == []
+
+
+def test_a_cycle_of_instances_is_found_after_they_were_released_oldest_first(v):
+    """Instances taken in one order and released oldest first (the run path) keep every instance
+    order edge: taking two of them the other way round elsewhere is circular, naming both."""
+    vaults = [Vault() for _ in range(5)]
+
+    def take_all_release_oldest_first() -> None:
+        for vault in vaults:
+            vault.lock.acquire()
+        for vault in vaults:
+            vault.lock.release()
+
+    run_in_threads(take_all_release_oldest_first, 1)
+    assert v.reports == []
+    first, last = vaults[1].lock, vaults[3].lock
+    with last, first:  # the other order, in this thread
+        pass
+    (report,) = v.reports
+    assert report.kind == "circular"
+    line = Vault.__init__.__code__.co_firstlineno + 1
+    assert report.classes == (f"Vault.lock@{FILE}:{line}",) * 2
+    assert f"{id(first):016x}" in report.text and f"{id(last):016x}" in report.text
+
+
+def test_a_release_from_inside_a_run_leaves_the_chain_keys_of_the_stack_it_leaves(v):
+    """After locks of one class are released from the bottom and the middle of their run, with a
+    lock of another class above them, every held entry's key is the one its place names, and
+    releasing the rest brings the thread back to the empty stack's key."""
+    accounts = [Vault() for _ in range(5)]
+    other = threading.RLock()
+    t = pylockdep.current().task()
+    empty = t.key
+    for account in accounts:
+        account.lock.acquire()
+    other.acquire()
+    accounts[0].lock.release()
+    accounts[2].lock.release()
+    assert [entry[H_LOCK] for entry in t.held] == [accounts[1].lock, accounts[3].lock, accounts[4].lock, other]
+    key = empty
+    for entry in t.held:
+        assert entry[H_PREV_KEY] == key
+        key = chain_key(key, entry[H_CTX], variant(entry[H_CLASS], entry[H_READ], entry[H_TRYLOCK]))
+    assert t.key == key
+    accounts[1].lock.release()
+    other.release()
+    accounts[4].lock.release()
+    accounts[3].lock.release()
+    assert t.held == [] and t.key == empty
     assert v.reports == []
 
 
