@@ -39,6 +39,7 @@ from ._classes import (
 from ._frames import Site, Stack, capture_stack, format_file_line, is_internal
 from ._graph import PathStep, dep_kind
 from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, find, held_site, is_held_entry
+from ._instances import holds, names
 from ._locktypes import PY_RLOCK, RCU, RCU_SCHED, SRCU, WAIT_INV, LockType, effective_wait, is_plain_lock
 from ._task import Task
 
@@ -99,10 +100,9 @@ def check_wait_context(v: Validator, t: Task, cls: LockClass, lock: object, site
     nesting = v.nesting
     context = t.wait_context()
     allowed = effective_wait(context, nesting)
-    for entry in t.irq_segment():
-        inner = entry[H_CLASS].ltype.inner
-        if inner != WAIT_INV:
-            allowed = min(allowed, effective_wait(inner, nesting))
+    # The wait types held, each once: a thread may hold thousands of locks of a few classes.
+    for inner in {entry[H_CLASS].ltype.inner for entry in t.irq_segment()} - {WAIT_INV}:
+        allowed = min(allowed, effective_wait(inner, nesting))
     if effective_wait(cls.ltype.outer, nesting) <= allowed:
         return
     held = tuple(e[H_CLASS] for e in t.irq_segment())
@@ -232,6 +232,11 @@ def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, si
     ``y`` here, ``y`` then ``x`` anywhere, any time).  Returns whether another instance of the
     class is held: such a chain is judged anew each time, never cached.
 
+    The pairs this acquisition adds to the order (each held instance, then ``lock``) are kept as
+    one edge from the nearest held instance (:mod:`pylockdep._instances`), unless an edge from it
+    kept before names other instances held; then every held instance it does not name gets its
+    own edge, as before there were kept edges.
+
     A class of ``threading.Lock``s is judged as :func:`check_prev_add` judges one: known as a
     hand-off (:func:`check_handoff`), it orders nothing; holding an instance taken by code no
     longer running (:func:`check_token_held`) marks it, and a cycle of its instances waits for the
@@ -243,26 +248,33 @@ def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, si
         cls.key.token = True  # as check_prev_add marks a class: a cycle through it waits for finish()
     order = v.instances
     nxt = order.node(lock)
-    witness = reachable = None
-    for entry in same:
-        prev = order.node(entry[H_LOCK])
-        if nxt in prev.after:
-            continue
-        if witness is None:
-            witness = (capture_stack(), t.comm, v.origin)
-            reachable = order.reachable(nxt)  # one search: edges into nxt do not change it
-        if prev in reachable:
-            path = order.find_path(nxt, prev)
-            v.report(
-                "circular",
-                (cls, cls),
-                lambda title, entry=entry, path=path, stack=witness[0]: _splat.instance_cycle(
-                    v, t, title, entry, cls, lock, site, path, stack
-                ),
-                site=site,
-                dedupe=("instances",),
-                until_handoff=(cls,) if cls.key.token else (),
-            )
+    locks = [entry[H_LOCK] for entry in same]
+    held = nxt.under = order.held(locks)
+    nearest = held[0]
+    known = nearest.after.get(nxt)
+    if known is None:
+        prevs = [nearest]
+    elif names(known[3], locks):
+        return True
+    else:
+        prevs = [p for p in map(order.node, locks) if nxt not in p.after and not holds(known[3], p)]
+    if not prevs:
+        return True
+    witness = (capture_stack(), t.comm, v.origin, held)
+    reachable = order.reachable(nxt)  # one search: edges into nxt do not change it
+    if any(prev in reachable for prev in prevs):
+        # Name the oldest held instance the one taken leads back to, as a search of every pair would.
+        entry = next(e for e in same if order.node(e[H_LOCK]) in reachable)
+        path = order.find_path(nxt, order.node(entry[H_LOCK]))
+        v.report(
+            "circular",
+            (cls, cls),
+            lambda title: _splat.instance_cycle(v, t, title, entry, cls, lock, site, path, witness[0]),
+            site=site,
+            dedupe=("instances",),
+            until_handoff=(cls,) if cls.key.token else (),
+        )
+    for prev in prevs:
         order.add(prev, nxt, witness)
     return True
 

@@ -146,16 +146,19 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     future's condition and releases them oldest first), the stack left names the chain that
     releasing the run's top would leave.  The run's entries keep their places' chain keys, each
     moving down one place onto the key below it, and are not validated again: every chain they
-    name was validated when its place was filled, with these same instances held (each of them
-    was taken with all those below held, and an instance order edge dies only with its lock).
-    Only the entries above the run are replayed.  A release from the bottom of a run of N locks
-    so costs O(N) instead of N validations of O(N) each.
+    name was validated when its place was filled, and each of them was taken with all the
+    instances below it held.  The one thing validating the run's new bottom-most entry again
+    would add, an instance order edge to it from the nearest instance of its class below
+    (:mod:`pylockdep._instances` links held instances so), is added directly.  Only the entries
+    above the run are replayed.  A release from the bottom of a run of N locks so costs O(N)
+    instead of N validations of O(N) each.
     """
     held = t.held
     entry = held[index]
+    cls = entry[H_CLASS]
     top = index + 1
     if runs_from(entry):
-        cls, read, trylock, ctx = entry[H_CLASS], entry[H_READ], entry[H_TRYLOCK], entry[H_CTX]
+        read, trylock, ctx = entry[H_READ], entry[H_TRYLOCK], entry[H_CTX]
         for again in held[top:]:
             if again[H_CLASS] is not cls or again[H_READ] != read or again[H_TRYLOCK] != trylock or again[H_CTX] != ctx:
                 break
@@ -166,9 +169,15 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     if entry[H_SPIN]:
         t.spins -= 1
     # The run moved down one place: each entry onto the chain key of the place below it.
-    for below, again in zip(run[:-1], run[1:], strict=True):
-        held.append(again[:H_PREV_KEY] + (below[H_PREV_KEY],) + again[H_PREV_KEY + 1 :])
+    for lower, again in zip(run[:-1], run[1:], strict=True):
+        held.append(again[:H_PREV_KEY] + (lower[H_PREV_KEY],) + again[H_PREV_KEY + 1 :])
     t.key = run[-1][H_PREV_KEY]
+    if len(run) > 1 and cls.ltype.python:
+        # What validating the entry above again would add: an instance order edge to it from
+        # the nearest instance of the class below (pylockdep._instances keeps only those).
+        below = next((e[H_LOCK] for e in reversed(held[:index]) if e[H_CLASS] is cls), None)
+        if below is not None:
+            v.run_check(t, _bridge, below, entry[H_LOCK], run[1][H_LOCK])
     for again in above:
         lock, cls, read, trylock = again[H_LOCK], again[H_CLASS], again[H_READ], again[H_TRYLOCK]
         key = chain_key(t.key, again[H_CTX], variant(cls, read, trylock))
@@ -177,6 +186,10 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
         held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])
         t.key = key
     return entry
+
+
+def _bridge(v: Validator, t: Task, below: object, removed: object, above: object) -> None:
+    v.instances.bridge(below, removed, above)
 
 
 def runs_from(entry: HeldLock) -> bool:

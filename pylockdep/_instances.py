@@ -16,6 +16,23 @@ the same address starts afresh), edges remember the thread and stack that made t
 tail before it is added; unlike it, the search stays inside one class, and it runs on every
 same-class nesting (such chains are never cached: the class chain is the same in both orders).
 
+**The order and the edges kept.**  The order is every pair ``x -> y`` of live instances where
+``x`` was held when ``y`` was taken.  Taking N instances in a row (``wait()`` on N futures) makes
+N^2/2 such pairs, so only the edge from the *nearest* instance held (the most recent) is kept,
+with a :data:`Held` cell naming every instance of the class held then; the other pairs are paths
+through instances held at that time.  Two things keep every pair a path of kept edges through
+live instances:
+
+- the instances of a class a holder holds are linked in stack order by kept edges: an instance
+  taken gets one from the nearest; one released from under another of its class leaves an edge
+  from the one below it to the one above it (the checks replay the stack above it, or
+  :func:`pylockdep._held.remove` adds it for a run);
+- a search that meets an instance whose lock died replaces the edge into it (from ``x``) by edges
+  to the instances after it that were taken while ``x`` was held (the cells say which): pairs
+  the order holds directly, which the dead instance only stood for.
+
+So a search finds the same cycles as over all pairs, and a kept path is always a chain of pairs.
+
 What this gains: no report for consistent orders among many instances of one class.  What it
 loses: an inversion is found only between instances that actually met in both orders during the
 run (lockdep's class rule would flag the first nesting of any two), and a cycle that passes
@@ -43,23 +60,47 @@ class InstanceEdge:
     origin: str | None
 
 
-#: Who made an edge, where and in which run (:attr:`InstanceEdge.stack`, ``thread``, ``origin``):
-#: one tuple for every edge that one acquisition adds, so an edge costs a dictionary entry.
-Witness = tuple[Stack, str, "str | None"]
+#: The instances of a class held when one was taken, the most recent first: ``(instance, rest)``
+#: cells ending in None, shared from one acquisition to the next.
+Held = tuple["Instance", "Held"] | None
+
+#: One acquisition's account of the edges it made: its stack, thread and origin (as
+#: :class:`InstanceEdge` has them) and the instances of the class it was taken under (:data:`Held`).
+Witness = tuple[Stack, str, "str | None", Held]
 
 
 @dataclass(eq=False)
 class Instance:
-    """One live lock instance in the order of its class; ``after`` maps each instance taken while
-    this one was held to the :data:`Witness` of that edge."""
+    """One lock instance in the order of its class; ``after`` maps each instance taken while this
+    one was held, and kept as an edge, to its acquisition's :data:`Witness`; ``under`` names the
+    instances held when this one was last taken with some held."""
 
     ref: weakref.ref
     address: int
     after: dict[Instance, Witness] = field(default_factory=dict)
+    under: Held = None
 
     @property
     def alive(self) -> bool:
         return self.ref() is not None
+
+
+def names(cell: Held, locks: list[Any]) -> bool:
+    """Whether ``cell`` names the instances of ``locks`` (given oldest first), and only them."""
+    i = len(locks) - 1
+    while cell is not None and i >= 0 and cell[0].ref() is locks[i]:
+        cell = cell[1]
+        i -= 1
+    return cell is None and i < 0
+
+
+def holds(cell: Held, node: Instance) -> bool:
+    """Whether ``cell`` names ``node``."""
+    while cell is not None:
+        if cell[0] is node:
+            return True
+        cell = cell[1]
+    return False
 
 
 class InstanceOrder:
@@ -83,21 +124,50 @@ class InstanceOrder:
             node = nodes[address] = Instance(weakref.ref(lock, forget), address)
         return node
 
+    def held(self, locks: list[Any]) -> Held:
+        """The cell naming the instances of ``locks`` (held, oldest first), which the most recent
+        one's node keeps (``under``) for the next acquisition to share: made anew only when the
+        instances under it changed since it was taken."""
+        top = self.node(locks[-1])
+        if not names(top.under, locks[:-1]):
+            under = None
+            for lock in locks[:-1]:
+                under = (self.node(lock), under)
+            top.under = under
+        return (top, top.under)
+
     def reachable(self, start: Instance) -> dict[Instance, Instance | None]:
         """Every live instance reachable from ``start`` (itself included), each mapped to its
-        parent on a shortest path (None for ``start``), by a breadth-first search that drops the
-        edges into dead instances it meets."""
+        parent on a shortest path (None for ``start``), by a breadth-first search that bypasses
+        the dead instances it meets (:meth:`bypass`)."""
         parent: dict[Instance, Instance | None] = {start: None}
         queue = deque([start])
         while queue:
             node = queue.popleft()
-            for succ in list(node.after):
-                if not succ.alive:
-                    del node.after[succ]
-                elif succ not in parent:
+            for succ in [succ for succ in node.after if not succ.alive]:
+                self.bypass(node, succ)
+            for succ in node.after:
+                if succ not in parent:
                     parent[succ] = node
                     queue.append(succ)
         return parent
+
+    def bypass(self, node: Instance, dead: Instance) -> None:
+        """Replace ``node -> dead`` (whose lock died) by an edge from ``node`` to each live instance
+        after ``dead`` (through dead ones too) that was taken while ``node`` was held: the pairs
+        of the order that ``dead`` stood for."""
+        del node.after[dead]
+        seen = {dead}
+        todo = [dead]
+        while todo:
+            for succ, witness in todo.pop().after.items():
+                if succ in seen or succ is node or not holds(witness[3], node):
+                    continue
+                if succ.alive:
+                    node.after.setdefault(succ, witness)
+                else:
+                    seen.add(succ)
+                    todo.append(succ)
 
     def find_path(self, start: Instance, target: Instance) -> list[InstanceEdge] | None:
         """The shortest chain of edges from ``start`` to ``target`` through live instances, or None."""
@@ -107,7 +177,7 @@ class InstanceOrder:
         path = []
         node = target
         while (prev := parent[node]) is not None:
-            path.append(InstanceEdge(prev, node, *prev.after[node]))
+            path.append(InstanceEdge(prev, node, *prev.after[node][:3]))
             node = prev
         return path[::-1]
 
@@ -117,3 +187,12 @@ class InstanceOrder:
             return False
         prev.after[nxt] = witness
         return True
+
+    def bridge(self, below: Any, removed: Any, above: Any) -> None:
+        """``removed`` was released from between ``below`` and ``above`` (held instances of its
+        class, nearest on each side): link them, as ``removed`` did, with the edge into ``above``'s
+        witness (``below`` was held when ``above`` was taken)."""
+        nxt = self.node(above)
+        witness = self.node(removed).after.get(nxt)
+        if witness is not None:
+            self.add(self.node(below), nxt, witness)

@@ -8,6 +8,7 @@ import _thread
 import concurrent.futures
 import contextlib
 import functools
+import gc
 import inspect
 import io
 import logging
@@ -264,6 +265,77 @@ def test_releasing_a_run_of_one_class_oldest_first_validates_nothing_again(v, mo
     small, large = validations_while_waiting(monkeypatch, 100), validations_while_waiting(monkeypatch, 200)
     assert small >= 50 and large <= 2.2 * small + 10
     assert v.reports == []
+
+
+def edges_kept_by_one_wait(v: pylockdep.Validator, count: int) -> int:
+    """How many instance order edges one ``wait()`` on ``count`` new done futures leaves between
+    their conditions."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(pow, 2, i) for i in range(count)]
+        for future in futures:
+            future.result()
+        concurrent.futures.wait(futures)
+        return sum(len(v.instances.node(future._condition._lock).after) for future in futures)
+
+
+def test_taking_n_instances_in_a_row_keeps_n_edges_not_every_pair(v):
+    """Each condition wait() takes is held with all those before it: N^2/2 pairs of the instance
+    order, kept as one edge per condition taken (from the one before it)."""
+    assert edges_kept_by_one_wait(v, 100) == 99
+    assert edges_kept_by_one_wait(v, 200) == 199
+    assert v.reports == []
+
+
+def test_a_pair_an_instance_that_died_stood_for_is_still_in_the_order(v):
+    """a, b, c taken in that order, so the order holds a -> c, kept as a -> b -> c: once b has
+    died, c then a elsewhere is still circular."""
+    a, b, c = Vault(), Vault(), Vault()
+    with a.lock, b.lock, c.lock:
+        pass
+    del b
+    gc.collect()
+    with c.lock, a.lock:
+        pass
+    assert [r.kind for r in v.reports] == ["circular"]
+    assert f"{id(a.lock):016x}" in v.reports[0].text and f"{id(c.lock):016x}" in v.reports[0].text
+
+
+def test_a_dead_instance_between_two_never_held_together_orders_nothing(v):
+    """a then b, a released, c taken under b: a and c were never held together, so once b has
+    died, c then a is clean (while b lives, a -> b -> c is a ring of three and is reported)."""
+    a, b, c = Vault(), Vault(), Vault()
+    a.lock.acquire()
+    b.lock.acquire()
+    a.lock.release()
+    with c.lock:
+        pass
+    b.lock.release()
+    del b
+    gc.collect()
+    with c.lock, a.lock:
+        pass
+    assert v.reports == []
+
+
+@pytest.mark.parametrize("make", [Vault, lambda: Account(0)], ids=["rlock-run", "lock-replayed"])
+def test_a_release_from_under_instances_links_the_ones_on_either_side(v, make):
+    """a, x, t taken in a row and x released (from inside a run of RLocks, or replayed for Locks),
+    then u under t: the order holds a -> t and a -> u, which must outlive t (x, alive, was not held
+    when u was taken)."""
+    a, x, t, u = make(), make(), make(), make()
+    a.lock.acquire()
+    x.lock.acquire()
+    t.lock.acquire()
+    x.lock.release()
+    with u.lock:
+        pass
+    t.lock.release()
+    a.lock.release()
+    del t
+    gc.collect()
+    with u.lock, a.lock:
+        pass
+    assert [r.kind for r in v.reports] == ["circular"]
 
 
 def test_a_cycle_of_instances_is_found_after_they_were_released_oldest_first(v):
