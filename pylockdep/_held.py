@@ -34,6 +34,7 @@ validation.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from types import CodeType
 from typing import TYPE_CHECKING
 
@@ -155,30 +156,26 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     """
     held = t.held
     entry = held[index]
-    cls = entry[H_CLASS]
-    top = index + 1
-    if runs_from(entry):
-        read, trylock, ctx = entry[H_READ], entry[H_TRYLOCK], entry[H_CTX]
-        for again in held[top:]:
-            if again[H_CLASS] is not cls or again[H_READ] != read or again[H_TRYLOCK] != trylock or again[H_CTX] != ctx:
-                break
-            top += 1
-    run = held[index:top]
-    above = held[top:]
+    above = held[index + 1 :]
     del held[index:]
     if entry[H_SPIN]:
         t.spins -= 1
-    # The run moved down one place: each entry onto the chain key of the place below it.
-    for lower, again in zip(run[:-1], run[1:], strict=True):
-        held.append(again[:H_PREV_KEY] + (lower[H_PREV_KEY],) + again[H_PREV_KEY + 1 :])
-    t.key = run[-1][H_PREV_KEY]
-    if len(run) > 1 and cls.ltype.python:
+    t.key = entry[H_PREV_KEY]
+    way = _WAY(entry) if runs_from(entry) else None
+    cls = entry[H_CLASS]
+    if way is not None and cls.ltype.python and above and _WAY(above[0]) == way:
         # What validating the entry above again would add: an instance order edge to it from
         # the nearest instance of the class below (pylockdep._instances keeps only those).
-        below = next((e[H_LOCK] for e in reversed(held[:index]) if e[H_CLASS] is cls), None)
+        below = next((e[H_LOCK] for e in reversed(held) if e[H_CLASS] is cls), None)
         if below is not None:
-            v.run_check(t, _bridge, below, entry[H_LOCK], run[1][H_LOCK])
+            v.run_check(t, _bridge, below, entry[H_LOCK], above[0][H_LOCK])
     for again in above:
+        if way is not None and _WAY(again) == way:
+            # In the run: onto the key below, and the key after it is the one its old place had.
+            held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])
+            t.key = again[H_PREV_KEY]
+            continue
+        way = None
         lock, cls, read, trylock = again[H_LOCK], again[H_CLASS], again[H_READ], again[H_TRYLOCK]
         key = chain_key(t.key, again[H_CTX], variant(cls, read, trylock))
         if key not in v.chains:
@@ -186,6 +183,10 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
         held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])
         t.key = key
     return entry
+
+
+#: What makes a run (see :func:`remove`): class, mode, trylock and context.
+_WAY = itemgetter(H_CLASS, H_READ, H_TRYLOCK, H_CTX)
 
 
 def _bridge(v: Validator, t: Task, below: object, removed: object, above: object) -> None:
