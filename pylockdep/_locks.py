@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from functools import partial
-from operator import attrgetter, iadd
+from operator import attrgetter, iadd, methodcaller
 from sys import _getframe
 from time import monotonic
 from types import CodeType, FrameType
@@ -49,21 +49,23 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
 
     Each real attempt stores its outcome (``taken``; a wait's attempts append theirs to
     ``waited``) and, when it took the lock, the taker as the lock's owner, on one line that calls
-    no Python code (the test ``True in map(...)`` makes the attempt), where no signal handler,
-    finalizer or trace hook runs.  So a hook that runs later, before the lock is pushed, and
-    waits for the same lock is seen waiting for its own thread (``DeadlockError``, not a hang);
-    and an acquisition interrupted by a signal handler's exception (KeyboardInterrupt) after
-    taking the real lock is undone: as with CPython's own lock, the exception means the lock was
-    not taken.  A handler held back while the pure reader-writer core took the lock (see
-    :func:`~pylockdep._signals.critical_take`) is run here once the outcome is recorded: after
-    the push, or on the way out of an acquisition that took nothing.
+    no Python code, where no signal handler, finalizer or trace hook runs: C code makes the attempt,
+    reading the property ``_try_write`` for an exclusive one, else testing ``True in map(...)``.  So
+    a hook that runs later, before the lock is pushed, and waits for the same lock is seen waiting
+    for its own thread (``DeadlockError``, not a hang); and an acquisition interrupted by a signal
+    handler's exception (KeyboardInterrupt) after taking the real lock is undone: as with CPython's
+    own lock, the exception means the lock was not taken.  A handler held back while the pure
+    reader-writer core took the lock (see :func:`~pylockdep._signals.critical_take`) is run here
+    once the outcome is recorded: after the push, or on the way out of an acquisition that took
+    nothing.
     """
     taken = False
     waited = _NOT_WAITED
+    try_args = _MODE_ARGS[read]
     try:
         v = active.validator
         if v.off:
-            if not (taken := True in map(lock._try, _MODE_ARGS[read])):
+            if not (taken := True in map(lock._try, try_args) if read else lock._try_write):
                 if trylock:
                     if deferred:
                         run_deferred()
@@ -78,7 +80,7 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
         except AttributeError:
             t = v.new_task()
         if trylock:
-            lock._owner = t if (taken := True in map(lock._try, _MODE_ARGS[read])) else lock._owner
+            lock._owner = t if (taken := True in map(lock._try, try_args) if read else lock._try_write) else lock._owner
             if not taken:
                 if deferred:
                     run_deferred()
@@ -93,7 +95,7 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
         if key not in v.chains:
             v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno)
         if not trylock:
-            lock._owner = t if (taken := True in map(lock._try, _MODE_ARGS[read])) else lock._owner
+            lock._owner = t if (taken := True in map(lock._try, try_args) if read else lock._try_write) else lock._owner
             if not taken:
                 waited = [False]
                 _waitfor.wait(v, t, lock, read, partial(_timed_into, waited, lock, read, t))
@@ -209,6 +211,11 @@ class _Tracked:
     __slots__ = ("_key", "_owner", "__weakref__")
     _key: LockKey
     _owner: Task | None
+
+    #: ``_try(0)``, made by reading the attribute: the getter is C (``methodcaller``), so no Python
+    #: code runs between the attempt and its reader's use of the outcome when ``_try`` is C (see
+    #: :func:`_acquire`); cheaper than the ``map`` that any mode can go through.
+    _try_write = property(methodcaller("_try", 0))
 
     @property
     def name(self) -> str:

@@ -64,6 +64,11 @@ class Primitive(LockMap, Protocol):
         """Take the lock in mode ``read`` if that is possible without waiting; True if taken."""
         ...
 
+    @property
+    def _try_write(self) -> bool:
+        """``_try(0)``, made by reading the attribute, with no Python code of its own."""
+        ...
+
     def _timed(self, read: int, seconds: float) -> bool:
         """Take the lock in mode ``read``, waiting at most ``seconds``; True if taken."""
         ...
