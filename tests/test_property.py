@@ -7,6 +7,7 @@ every verdict is about potential deadlocks.  Each thread releases what it still 
 
 from __future__ import annotations
 
+import gc
 import threading
 from dataclasses import dataclass, field
 
@@ -155,3 +156,62 @@ def test_verdict_equals_brute_force_oracle(program):
     kinds = {r.kind for r in run_threads(threads)}
     assert kinds <= {"circular", "recursive"}
     assert ("recursive" in kinds, "circular" in kinds) == (oracle.recursive, oracle.cyclic())
+
+
+# -- the instance order of one Python lock class --------------------------------------------------
+
+# An abstract step on N instances of one class: take instance n (if not held), release the held one
+# at position n (any position: out of order too), or let instance n's lock die (if not held).
+instance_steps = st.lists(
+    st.tuples(st.sampled_from(["take", "take", "take", "release", "release", "drop"]), st.integers(0, 3)),
+    min_size=6,
+    max_size=40,
+)
+
+
+def reaches(pairs: set[tuple[int, int]], start: int, target: int) -> bool:
+    """Whether ``pairs`` lead from ``start`` to ``target``."""
+    seen, todo = {start}, [start]
+    while todo:
+        node = todo.pop()
+        for prev, nxt in pairs:
+            if prev == node and nxt not in seen:
+                if nxt == target:
+                    return True
+                seen.add(nxt)
+                todo.append(nxt)
+    return False
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("factory", ["RLock", "Lock"])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instance_steps)
+def test_instance_order_finds_the_first_cycle_an_oracle_of_every_pair_finds(factory, steps):
+    """The kept edges (nearest instance, runs, bypassed dead instances) report the first cycle of
+    instances exactly where the order of every pair of live instances, held one while the other
+    was taken, first closes one."""
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        make = getattr(threading, factory)
+        locks = {n: make() for n in range(4)}  # one line: one class
+        pairs: set[tuple[int, int]] = set()
+        held: list[int] = []
+        expected = None
+        for i, (action, n) in enumerate(steps):
+            if action == "take" and n in locks and n not in held:
+                if any(reaches(pairs, n, h) for h in held):
+                    expected = i
+                pairs |= {(h, n) for h in held}
+                locks[n].acquire()  # taken here: this function still runs, so no Lock is a token
+                held.append(n)
+            elif action == "release" and held:
+                locks[held.pop(n % len(held))].release()
+            elif action == "drop" and n in locks and n not in held:
+                del locks[n]
+                gc.collect()
+                pairs = {(p, q) for p, q in pairs if n not in (p, q)}
+            assert [r.kind for r in v.reports] == ([] if expected is None else ["circular"])
+            if expected is not None:
+                break
+        for n in reversed(held):
+            locks[n].release()
