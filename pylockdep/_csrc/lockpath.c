@@ -108,11 +108,11 @@ known_chain(PyObject *v, ThreadCache *c, PyObject *tkey, PyObject *ctx, PyObject
  * slow path (nothing has changed), -1 with an exception set (nothing has changed either).
  */
 static int
-take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layout *lk, PyFrameObject *frame,
+take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layout *lk, IFrame *frame,
            int read, int subclass)
 {
     PyObject *key, *cache, *classes, *cls, *variants, *tkey, *ctx, *chains, *spins, *irq, *held, *maxd;
-    PyObject *chain = NULL, *code = NULL, *lasti = NULL, *entry = NULL, *ok = NULL;
+    PyObject *chain = NULL, *lasti = NULL, *entry = NULL, *ok = NULL;
     RealLock *real = real_of(lock, lk);
     RWCore *core;
     Py_ssize_t limit;
@@ -149,11 +149,11 @@ take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layou
         goto fallback;
     /* A known chain: build the held entry before taking the lock, so nothing can fail after. */
     limit = lock_depth_limit(maxd);
-    code = (PyObject *)PyFrame_GetCode(frame);
-    lasti = cached_int(c, PyFrame_GetLasti(frame));
+    lasti = cached_int(c, iframe_lasti(frame));
     if (limit == -1 || lasti == NULL)
         goto fallback;
-    entry = held_entry(lock, cls, *read_objs[read], Py_False, code, lasti, tkey, irq, spins, ctx);
+    entry = held_entry(lock, cls, *read_objs[read], Py_False, (PyObject *)iframe_code(frame), lasti, tkey, irq,
+                       spins, ctx);
     if (entry == NULL)
         goto fallback;
     /* The entry owns what the rest needs (lock, cls, t.key, t.ctx) while _try may run Python code. */
@@ -193,7 +193,7 @@ fallback:
     PyErr_Clear();
     result = 0;
 done:
-    Py_XDECREF(chain); Py_XDECREF(code); Py_XDECREF(lasti); Py_XDECREF(ok);
+    Py_XDECREF(chain); Py_XDECREF(lasti); Py_XDECREF(ok);
     if (entry != NULL)
         held_entry_drop(entry);
     return result;
@@ -201,7 +201,7 @@ done:
 
 /* take_known() of an exclusive lock for the calling thread; ``*c_out`` is its cache when taken. */
 static int
-fast_lock(PyObject *lock, const Layout *lk, PyFrameObject *frame, ThreadCache **c_out)
+fast_lock(PyObject *lock, const Layout *lk, IFrame *frame, ThreadCache **c_out)
 {
     PyObject *v, *t;
 
@@ -346,49 +346,31 @@ known_outside(PyCodeObject *code)
 
 /* Whether ``frame`` runs code of the file ``filename``. */
 static int
-in_file(PyFrameObject *frame, PyObject *filename)
+in_file(IFrame *frame, PyObject *filename)
 {
-    PyCodeObject *code = PyFrame_GetCode(frame);
-    int same = code->co_filename == filename || PyUnicode_Compare(code->co_filename, filename) == 0;
+    PyObject *name = iframe_code(frame)->co_filename;
 
-    Py_DECREF(code);
-    return same;
+    return name == filename || PyUnicode_Compare(name, filename) == 0;
 }
 
 /*
  * The frame that called into ``skip_file`` (threading.py: a Condition taking its lock), which the
- * Python path names as the site: a new reference, or NULL (no exception) to let Python find it,
- * when that frame's file is not known_outside() pylockdep.
+ * Python path names as the site, or NULL to let Python find it, when that frame's file is not
+ * known_outside() pylockdep.
  */
-static PyFrameObject *
-outside_skip_file(FastMethod *self, PyFrameObject *frame)
+static IFrame *
+outside_skip_file(FastMethod *self, IFrame *frame)
 {
-    PyFrameObject *f = (PyFrameObject *)Py_NewRef(frame), *back;
-    PyCodeObject *code;
-    int outside;
-
-    while (in_file(f, self->skip_file)) {
-        back = PyFrame_GetBack(f);
-        Py_DECREF(f);
-        if (back == NULL)
-            return NULL;
-        f = back;
-    }
-    code = PyFrame_GetCode(f);
-    outside = known_outside(code);
-    Py_DECREF(code);
-    if (!outside) {
-        Py_DECREF(f);
-        return NULL;
-    }
-    return f;
+    while (frame != NULL && in_file(frame, self->skip_file))
+        frame = iframe_back(frame);
+    return frame != NULL && known_outside(iframe_code(frame)) ? frame : NULL;
 }
 
 static PyObject *
 acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     FastMethod *self = (FastMethod *)op;
-    PyFrameObject *frame;
+    IFrame *frame;
     ThreadCache *c;
     int r;
 
@@ -411,18 +393,12 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
             return NULL;
         Py_RETURN_TRUE;
     }
-    frame = PyEval_GetFrame();  /* the caller: a C method has no frame of its own */
+    frame = iframe_caller();  /* a C method has no frame of its own */
+    if (frame != NULL && self->skip_file != NULL && in_file(frame, self->skip_file))
+        frame = outside_skip_file(self, frame);
     if (frame == NULL)
         return slow_call(self->slow, args, nargsf, kwnames);
-    if (self->skip_file != NULL && in_file(frame, self->skip_file)) {
-        PyFrameObject *outside = outside_skip_file(self, frame);
-        if (outside == NULL)
-            return slow_call(self->slow, args, nargsf, kwnames);
-        r = fast_lock(args[0], &self->lock, outside, &c);
-        Py_DECREF(outside);
-    } else {
-        r = fast_lock(args[0], &self->lock, frame, &c);
-    }
+    r = fast_lock(args[0], &self->lock, frame, &c);
     if (r < 0)
         return NULL;
     if (r == 0)
@@ -499,7 +475,7 @@ static PyObject *
 acquire_restore_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     FastMethod *self = (FastMethod *)op;
-    PyFrameObject *frame, *outside;
+    IFrame *frame;
     PyObject *state;
     ThreadCache *c;
     int r;
@@ -508,16 +484,11 @@ acquire_restore_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, P
         return slow_call(self->slow, args, nargsf, kwnames);
     state = args[1];
     if (!PyTuple_CheckExact(state) || PyTuple_GET_SIZE(state) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(state, 0))
-        || (frame = PyEval_GetFrame()) == NULL)
+        || (frame = iframe_caller()) == NULL
+        || (self->skip_file != NULL && in_file(frame, self->skip_file)
+            && (frame = outside_skip_file(self, frame)) == NULL))
         return slow_call(self->slow, args, nargsf, kwnames);
-    if (self->skip_file != NULL && in_file(frame, self->skip_file)) {
-        if ((outside = outside_skip_file(self, frame)) == NULL)
-            return slow_call(self->slow, args, nargsf, kwnames);
-    } else {
-        outside = (PyFrameObject *)Py_NewRef(frame);
-    }
-    r = fast_lock(args[0], &self->lock, outside, &c);
-    Py_DECREF(outside);
+    r = fast_lock(args[0], &self->lock, frame, &c);
     if (r < 0)
         return NULL;
     if (r == 0)

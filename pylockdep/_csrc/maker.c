@@ -64,7 +64,7 @@ done:
 static PyObject *
 made_key(MadeType *m, PyObject *name, PyObject *key)
 {
-    PyFrameObject *frame = PyEval_GetFrame();  /* the caller: a type's vectorcall has no frame of its own */
+    IFrame *frame = iframe_caller();  /* a type's vectorcall has no frame of its own */
     PyCodeObject *code;
     PyObject *more[3] = {name, key, (PyObject *)m->maker.type}, *site, *found = NULL, *made;
     PyObject *parts[3] = {NULL, name, key};
@@ -72,24 +72,20 @@ made_key(MadeType *m, PyObject *name, PyObject *key)
 
     if (frame == NULL)
         return NULL;
-    code = PyFrame_GetCode(frame);
+    code = iframe_code(frame);
     parts[0] = (PyObject *)code;
-    nums[0] = offset = PyFrame_GetLasti(frame);
-    if ((made = recent_find(&m->recent, parts, nums, 3)) != NULL) {
-        Py_DECREF(code);
+    nums[0] = offset = iframe_lasti(frame);
+    if ((made = recent_find(&m->recent, parts, nums, 3)) != NULL)
         return Py_NewRef(made);
-    }
     if ((site = site_key(code, offset, more, 3)) != NULL)
         found = PyDict_GetItemWithError(m->made_at, site);  /* an unhashable name or key raises */
     Py_XDECREF(site);
     if (found == NULL || !PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 2) {
-        Py_DECREF(code);
         PyErr_Clear();
         return NULL;
     }
     made = Py_NewRef(PyTuple_GET_ITEM(found, 1));
     recent_keep(&m->recent, parts, nums, 3, made);
-    Py_DECREF(code);
     return made;
 }
 
@@ -246,17 +242,15 @@ typedef struct {
 /* What ``memo`` holds for the stack from ``frame`` out, as _sites.recall() finds it: a new
  * reference, or NULL (no exception) for "not known".  Records the stack in ``self->recent``. */
 static PyObject *
-stand_in_recall(StandIn *self, PyFrameObject *frame)
+stand_in_recall(StandIn *self, IFrame *frame)
 {
     PyObject *node = self->memo, *codes[STAND_IN_DEPTH], *found = NULL;
     int lastis[STAND_IN_DEPTH], depth = 0;
 
-    Py_INCREF(frame);
-    while (frame != NULL && depth < STAND_IN_DEPTH) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
-        int lasti = PyFrame_GetLasti(frame);
+    for (; frame != NULL && depth < STAND_IN_DEPTH; frame = iframe_back(frame)) {
+        PyCodeObject *code = iframe_code(frame);
+        int lasti = iframe_lasti(frame);
         PyObject *edge = NULL, *entry = NULL;
-        PyFrameObject *back;
 
         if (PyDict_CheckExact(node) && (edge = site_key(code, lasti, NULL, 0)) != NULL)
             entry = PyDict_GetItemWithError(node, edge);
@@ -270,63 +264,42 @@ stand_in_recall(StandIn *self, PyFrameObject *frame)
             found = Py_NewRef(node);
             break;
         }
-        back = PyFrame_GetBack(frame);
-        Py_DECREF(frame);
-        frame = back;
     }
-    Py_XDECREF(frame);
     PyErr_Clear();
     if (found != NULL)
         recent_keep(&self->recent, codes, lastis, depth, found);
-    for (int d = 0; d < depth; d++)
-        Py_DECREF(codes[d]);
     return found;
 }
 
 /* The key kept in ``self->recent`` for the stack from ``frame`` out (a new reference), or NULL. */
 static PyObject *
-stand_in_recent(StandIn *self, PyFrameObject *frame)
+stand_in_recent(StandIn *self, IFrame *frame)
 {
-    PyObject *codes[STAND_IN_DEPTH], *key;
+    PyObject *codes[STAND_IN_DEPTH];
     int lastis[STAND_IN_DEPTH], depth = 0, most = recent_depth(&self->recent);
-    PyFrameObject *f = (PyFrameObject *)Py_XNewRef(frame), *back;
 
-    while (f != NULL && depth < most) {  /* the frames the kept stacks may compare, no more */
-        codes[depth] = (PyObject *)PyFrame_GetCode(f);
-        lastis[depth++] = PyFrame_GetLasti(f);
-        back = depth < most ? PyFrame_GetBack(f) : NULL;
-        Py_DECREF(f);
-        f = back;
+    for (; frame != NULL && depth < most; frame = iframe_back(frame)) {  /* the frames the kept stacks may compare */
+        codes[depth] = (PyObject *)iframe_code(frame);
+        lastis[depth++] = iframe_lasti(frame);
     }
-    Py_XDECREF(f);
-    key = Py_XNewRef(recent_find(&self->recent, codes, lastis, depth));
-    for (int d = 0; d < depth; d++)
-        Py_DECREF(codes[d]);
-    return key;
+    return Py_XNewRef(recent_find(&self->recent, codes, lastis, depth));
 }
 
 static PyObject *
 stand_in_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     StandIn *self = (StandIn *)op;
-    PyFrameObject *frame;
+    IFrame *frame;
     PyObject *key;
 
     if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)
-        || (frame = PyEval_GetFrame()) == NULL)
+        || (frame = iframe_caller()) == NULL)
         return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
-    Py_INCREF(frame);
-    if (self->skip_code != NULL) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
-        if ((PyObject *)code == self->skip_code)
-            Py_SETREF(frame, PyFrame_GetBack(frame));
-        Py_DECREF(code);
-        if (frame == NULL)
-            return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
-    }
+    if (self->skip_code != NULL && (PyObject *)iframe_code(frame) == self->skip_code
+        && (frame = iframe_back(frame)) == NULL)
+        return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
     if ((key = stand_in_recent(self, frame)) == NULL)
         key = stand_in_recall(self, frame);
-    Py_DECREF(frame);
     if (key == NULL || key == Py_None) {  /* not known, or a plain lock: make() decides */
         Py_XDECREF(key);
         return PyObject_Vectorcall(self->make, args, nargsf, kwnames);

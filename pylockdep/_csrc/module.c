@@ -27,6 +27,7 @@
  */
 #include "speedups.h"
 
+#include "callers.c"
 #include "layout.c"
 #include "threadcache.c"
 #include "held.c"
@@ -119,8 +120,8 @@ forget_task(PyObject *self, PyObject *unused)
 static PyObject *
 outside_site(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyFrameObject *frame, *back;
-    PyObject *internal_files, *skip_file, *result = NULL;
+    PyObject *internal_files, *skip_file, *lasti, *result;
+    IFrame *frame;
 
     if (nargs != 2 || !PyDict_Check(args[0]) || (args[1] != Py_None && !PyUnicode_Check(args[1]))) {
         PyErr_SetString(PyExc_TypeError, "outside_site(internal_files: dict, skip_file: str | None)");
@@ -128,38 +129,27 @@ outside_site(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     internal_files = args[0];
     skip_file = args[1] == Py_None ? NULL : args[1];
-    frame = PyEval_GetFrame();  /* the Python function that called this one */
-    if (frame == NULL)
-        Py_RETURN_NONE;
-    frame = PyFrame_GetBack(frame);  /* its caller: where the walk starts */
-    while (frame != NULL) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
+    frame = iframe_caller();  /* the Python function that called this one */
+    for (frame = frame == NULL ? NULL : iframe_back(frame); frame != NULL; frame = iframe_back(frame)) {
+        PyCodeObject *code = iframe_code(frame);
         PyObject *internal = Py_True;
 
         if (skip_file == NULL || !(code->co_filename == skip_file
                                    || PyUnicode_Compare(code->co_filename, skip_file) == 0)) {
             internal = PyDict_GetItemWithError(internal_files, code->co_filename);
             if (internal == NULL) {  /* not seen yet (or an error): Python decides */
-                Py_DECREF(code);
-                Py_DECREF(frame);
                 if (PyErr_Occurred())
                     return NULL;
                 Py_RETURN_NONE;
             }
         }
         if (internal == Py_False) {
-            PyObject *lasti = PyLong_FromLong(PyFrame_GetLasti(frame));
-            if (lasti != NULL)
-                result = PyTuple_Pack(2, (PyObject *)code, lasti);
-            Py_XDECREF(lasti);
-            Py_DECREF(code);
-            Py_DECREF(frame);
+            if ((lasti = PyLong_FromLong(iframe_lasti(frame))) == NULL)
+                return NULL;
+            result = PyTuple_Pack(2, (PyObject *)code, lasti);
+            Py_DECREF(lasti);
             return result;
         }
-        Py_DECREF(code);
-        back = PyFrame_GetBack(frame);
-        Py_DECREF(frame);
-        frame = back;
     }
     Py_RETURN_NONE;
 }

@@ -36,7 +36,7 @@ static PyObject *
 rwmethod_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     FastMethod *self = (FastMethod *)op;
-    PyFrameObject *frame;
+    IFrame *frame;
     PyObject *v, *t;
     ThreadCache *c;
     long held;
@@ -50,7 +50,7 @@ rwmethod_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
     case RW_SECTION:
         return new_section(self, args[0], self->rw_read < 0 ? g_minus_one : *read_objs[self->rw_read], g_zero, g_zero);
     case RW_LOCK:
-        if ((frame = PyEval_GetFrame()) == NULL || !fast_state(&v, &t, &c))
+        if ((frame = iframe_caller()) == NULL || !fast_state(&v, &t, &c))
             return slow_call(self->slow, args, nargsf, kwnames);
         mode = self->rw_read == READ_AS_RWLOCK ? rwlock_read_mode(t) : self->rw_read;
         r = mode < 0 ? 0 : take_known(v, t, c, args[0], &self->lock, frame, mode, 0);

@@ -309,7 +309,7 @@ section_enter_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyO
     /* The context is changed (no Python code ran: v, t and c stand): from here on, what C cannot do
      * goes to _Held._take, which undoes it when the acquisition raises. */
     mode = read == READ_AS_RWLOCK ? rwlock_read_mode(t) : (int)read;
-    r = mode < 0 ? 0 : take_known(v, t, c, lock, &self->lock, frame, mode, (int)subclass);
+    r = mode < 0 ? 0 : take_known(v, t, c, lock, &self->lock, iframe_of(frame), mode, (int)subclass);
     if (r < 0) {
         if (context != CONTEXT_NONE)
             restore_raising(section, frame);
