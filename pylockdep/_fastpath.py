@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 22
+SPEEDUPS_ABI = 23
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).parent / "_csrc" / "_held_layout.h"
@@ -207,6 +207,40 @@ def accelerate_waits(
     return _speedups.accelerate_waits(  # type: ignore[no-any-return]
         hold_maps, release_maps, touch_work, map_type, work_type, pool_type, _held.VARIANT_TRY, _held.VARIANT_SYNC
     )
+
+
+def accelerate_pool(
+    steps: tuple[Callable[[Any, Any], None], Callable[[Any], None], Callable[[Any, Any], None]],
+    submitting: dict[int, Any],
+    keys_at: dict[Any, Any],
+    work_kind: str,
+    map_attr: str,
+    work_attr: str,
+    done_states: set[str],
+    work_type: type,
+) -> Callable[[str, Callable[..., Any], Callable[..., Any]], Callable[..., Any]]:
+    """What gives a wrapper of :mod:`pylockdep._waits` that runs once per task of a thread pool a C
+    stand-in: ``stand_in(role, wrapper, original)`` returns a method that runs the common case of
+    ``wrapper`` (which wraps ``original``) in C and calls ``wrapper`` for every other, or
+    ``wrapper`` itself when the C module is not in use.  Roles:
+
+    - ``"submit"``: ``ThreadPoolExecutor.submit`` of a pool with a map (``map_attr``), called from a
+      line whose work key ``keys_at`` (``map_key``'s memo, under ``(work_kind, id(code), offset)``)
+      knows: the key is in ``submitting`` while ``original`` runs;
+    - ``"work_init"``: ``_WorkItem.__init__``, which gives the item and its future the work's map
+      (``work_attr``), a ``work_type`` whose slots ``_key``, ``_owner``, ``pool`` and ``runner`` are all
+      its ``__init__`` sets;
+    - ``"run"``: ``_WorkItem.run``, holding the pool's map and the work's;
+    - ``"result"``: ``Future.result`` or ``Future.exception`` of a future whose ``_state`` is in
+      ``done_states`` (read at each call: the set may be filled later) and whose condition the
+      caller does not hold.
+
+    ``steps`` are ``(hold_maps, release_maps, touch_work)`` of :func:`accelerate_waits`, called where
+    their C half declines.  Needs :func:`accelerate_waits` first."""
+    if _speedups is None:
+        return lambda role, wrapper, original: wrapper
+    _speedups.pool_setup(*steps, submitting, keys_at, work_kind, map_attr, work_attr, done_states, work_type)
+    return lambda role, wrapper, original: _speedups.PoolMethod(role, wrapper, original)
 
 
 def accelerate_class_call(metaclass: type) -> None:

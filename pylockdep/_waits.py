@@ -64,7 +64,7 @@ from typing import Any
 
 from . import _waitfor
 from ._classes import LockKey, key_for
-from ._fastpath import accelerate_waits
+from ._fastpath import accelerate_pool, accelerate_waits
 from ._frames import format_file_line, is_internal
 from ._held import H_CLASS, H_LOCK, VARIANT_SYNC, VARIANT_TRY, chain_key, drop_foreign, find, pop, push
 from ._locks import _acquire, _PseudoLock, _release
@@ -449,7 +449,10 @@ class _PoolMap(CompletionMap):
 
 class _WorkMap(CompletionMap):
     """The map of one work item of a thread pool, which also knows its pool's map and who runs it
-    (one object per item: a pool runs many)."""
+    (one object per item: a pool runs many).
+
+    The C stand-in of ``_WorkItem.__init__`` builds one by setting the four slots that ``__init__``
+    sets (see :func:`pylockdep._fastpath.accelerate_pool`): keep the two in step."""
 
     __slots__ = ("pool", "runner")
 
@@ -583,7 +586,7 @@ def _when_done(future: Any) -> Callable[[float], bool]:
     return lambda seconds: signal.acquire(True, seconds)
 
 
-_DONE_STATES: frozenset[str] = frozenset()
+_DONE_STATES: set[str] = set()  # filled when concurrent.futures._base is patched
 
 
 def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -816,14 +819,33 @@ _REEXPORTS = (
     ("concurrent.futures", "as_completed", "concurrent.futures._base"),
 )
 
+# The wrappers that run once per task of a thread pool get C stand-ins for their common case, when
+# the C module is in use (the wrappers stay the definition, and do every other case).
+_C_ROLES: dict[Callable[[Any], Any], str] = {
+    _pool_submit: "submit",
+    _work_item_init: "work_init",
+    _work_item_run: "run",
+    _future_wait: "result",
+}
+_pool_stand_in = accelerate_pool(
+    (_hold_maps, _release_maps, _touch_work),
+    _submitting,
+    _keys_at,
+    "work_completion",
+    _MAP,
+    _WORK,
+    _DONE_STATES,
+    _WorkMap,
+)
+
 _undo: list[tuple[Any, str, Any, Any]] = []  # (owner, attribute, original, wrapper)
 
 
 def _patch(module: ModuleType) -> None:
     """Put the wrappers in ``module`` (one of :data:`_PATCHES`)."""
-    global _DONE_STATES, _SPAWNING_CODE
+    global _SPAWNING_CODE
     if module.__name__ == "concurrent.futures._base":
-        _DONE_STATES = frozenset({module.CANCELLED, module.CANCELLED_AND_NOTIFIED, module.FINISHED})
+        _DONE_STATES.update({module.CANCELLED, module.CANCELLED_AND_NOTIFIED, module.FINISHED})
     elif module.__name__ == "concurrent.futures.thread":
         _SPAWNING_CODE = module.ThreadPoolExecutor._adjust_thread_count.__code__
     for owner_name, attribute, factory in _PATCHES[module.__name__]:
@@ -832,6 +854,9 @@ def _patch(module: ModuleType) -> None:
         wrapper = factory(original)
         if wrapper.__doc__ is None:
             wrapper.__doc__ = original.__doc__
+        role = _C_ROLES.get(factory)
+        if role is not None:
+            wrapper = _pool_stand_in(role, wrapper, original)
         setattr(owner, attribute, wrapper)
         _undo.append((owner, attribute, original, wrapper))
     # A package importing the names while it is being imported gets the wrappers; one imported

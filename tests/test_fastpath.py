@@ -1414,3 +1414,54 @@ def test_work_maps_hand_what_they_cannot_do_to_python():
             assert {"_hold_maps", "_release_maps"} & set(python_functions(call))
         assert held_state(t, pool, work) == ([], CHAIN_ROOT, 0, [None, None])
     assert [(r.kind, set(r.classes)) for r in v.reports] == [("recursive", {"(wq_completion)fp_maps_slow"})]
+
+
+def slots_set(obj) -> set[str]:
+    """The names of the slots of ``obj`` that hold a value."""
+    return {name for cls in type(obj).__mro__ for name in getattr(cls, "__slots__", ()) if hasattr(obj, name)}
+
+
+@needs_c
+def test_thread_pool_tasks_call_no_python_function_of_pylockdep_once_their_sites_are_known():
+    """submit(), the work item's construction and run, and result()/exception() of a done future
+    run in C (pylockdep._csrc/pool.c) once the submit's line and the chains are known."""
+    from concurrent.futures.thread import _WorkItem
+
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        methods = (
+            concurrent.futures.ThreadPoolExecutor.submit,
+            _WorkItem.__init__,
+            _WorkItem.run,
+            concurrent.futures.Future.result,
+            concurrent.futures.Future.exception,
+        )
+        assert {type(m).__name__ for m in methods} == {"PoolMethod"}
+        started, release = threading.Event(), threading.Event()
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)  # one worker: waits touch the pool too
+        pool.submit(lambda: (started.set(), release.wait()))
+        started.wait()  # its worker is busy: what is submitted now stays queued
+        for _ in range(3):  # as workers that finished three items leave it: submit() starts no other worker
+            pool._idle_semaphore.release()
+
+        def submit():
+            return pool.submit(int, "7")
+
+        try:
+            python_functions(submit)  # learns the line, and the stack that makes its Future's lock
+            assert python_functions(submit) == []
+            items = [pool._work_queue.get_nowait() for _ in range(2)]
+            work = items[1]._lockdep_work  # made in C: the slots _WorkMap.__init__ sets, no more, no fewer
+            assert items[1].future._lockdep_work is work
+            assert slots_set(work) == slots_set(_waits._WorkMap(work._key, work.pool))
+            assert (work._owner, work.runner) == (None, None)
+            python_functions(items[0].run)  # run here, as the worker would: learns the chain
+            assert python_functions(items[1].run) == []
+            assert v.task().held == []
+            future = items[1].future
+            assert future.result() == 7
+            assert python_functions(future.result) == []
+            assert python_functions(future.exception) == []
+        finally:
+            release.set()
+            pool.shutdown()
+    assert v.reports == []

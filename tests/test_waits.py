@@ -621,6 +621,66 @@ def test_ordinary_executor_map_and_results_over_many_futures_are_clean(v):
     assert v.reports == []
 
 
+def test_unusual_submits_and_waits_end_as_concurrent_futures_ends_them(v):
+    """Keyword arguments, a subclass's submit(), a job that raises, a cancelled future, a timeout
+    given by name, a submit without a function and one after shutdown: each ends as it does without
+    pylockdep (the C path hands them to the Python wrappers), no submit stays under way, and the
+    work is still named after the line that gave it to the pool."""
+    from pylockdep import _waits
+
+    lock = threading.Lock()
+
+    class Pool(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            return super().submit(fn, *args, **kwargs)
+
+    submit_line = line() - 2
+
+    def work(n, *, add):
+        with lock:
+            if n < 0:
+                raise ValueError(n)
+            return n + add
+
+    started, release = threading.Event(), threading.Event()
+    pool = Pool(max_workers=1)
+    pool_line = line() - 1
+    for _ in range(2):  # the second time, every site and chain is known
+        assert pool.submit(work, 1, add=2).result() == 3
+        assert pool.submit(work, 2, add=0).result(timeout=5) == 2
+        failed = pool.submit(work, -1, add=0)
+        assert isinstance(failed.exception(), ValueError)
+        with pytest.raises(ValueError):
+            failed.result()
+        blocker = pool.submit(lambda: (started.set(), release.wait()))
+        started.wait()
+        queued = pool.submit(work, 5, add=0)
+        assert queued.cancel()
+        with pytest.raises(concurrent.futures.CancelledError):
+            queued.result()
+        with pytest.raises(concurrent.futures.CancelledError):
+            queued.exception()
+        release.set()
+        blocker.result()
+        started.clear()
+        release.clear()
+        with pytest.raises(TypeError):
+            pool.submit()
+    done = pool.submit(work, 1, add=0)
+    done.result()
+    with lock:
+        assert done.result() == 1  # the work takes the lock held here: a dependency, reported
+    pool.shutdown()
+    with pytest.raises(RuntimeError):
+        pool.submit(work, 1, add=0)
+    assert _waits._submitting == {}
+    # One worker: waiting for its work waits for the pool too (the kernel's ordered workqueue).
+    assert kinds_and_classes(v) == [
+        ("circular", {f"(work_completion){FILE}:{submit_line}", f"Lock@{FILE}:{lock_line(work)}"}),
+        ("circular", {f"(wq_completion){FILE}:{pool_line}", f"Lock@{FILE}:{lock_line(work)}"}),
+    ]
+
+
 def test_a_failed_jobs_exception_is_freed_with_its_future_as_without_pylockdep(v):
     """_WorkItem.run drops the work item when the call raised, for the exception's traceback
     links back to the frames that ran it; the instrumented run does the same, so the exception

@@ -55,6 +55,37 @@ slow_call(PyObject *slow, PyObject *const *args, size_t nargsf, PyObject *kwname
     return PyObject_Vectorcall(slow, args, PyVectorcall_NARGS(nargsf), kwnames);
 }
 
+/* The exception being raised, as one object (a new reference), now no longer set; NULL when none.
+ * 3.12's PyErr_GetRaisedException(), on 3.11 too. */
+static PyObject *
+raised_take(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Raise ``exc`` (raised_take()'s, a reference this steals) again. */
+static void
+raised_put(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef(Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
 /* Whether a constructor of ``type`` got no arguments; 0 with TypeError set when it got some. */
 static int
 no_arguments(PyTypeObject *type, PyObject *args, PyObject *kwds)

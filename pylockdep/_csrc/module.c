@@ -40,6 +40,7 @@
 #include "rwmethods.c"
 #include "readside.c"
 #include "waits.c"
+#include "pool.c"
 
 /* -- the module: setup(), forget_task(), outside_site() and the module's types ---------------- */
 
@@ -232,7 +233,7 @@ PyInit__speedups(void)
         || PyModule_AddObjectRef(m, "CallMake", (PyObject *)&CallMakeType) < 0
         || PyModule_AddObjectRef(m, "RWCore", (PyObject *)&RWCoreType) < 0
         || PyModule_AddObjectRef(m, "RWMethod", (PyObject *)&RWMethodType) < 0
-        || read_sides_init(m) < 0 || waits_init(m) < 0) {
+        || read_sides_init(m) < 0 || waits_init(m) < 0 || pool_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -239,41 +239,17 @@ bh_on_fast(ThreadCache *c, PyObject *t, PyFrameObject *frame)
 static void
 restore_raising(PyObject *section, PyFrameObject *frame)
 {
-    PyObject *r;
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = PyErr_GetRaisedException(), *next;
+    PyObject *exc = raised_take(), *next, *r;
 
     r = PyObject_CallMethodOneArg(section, s_restore, (PyObject *)frame);
     if (r != NULL) {
         Py_DECREF(r);
-        PyErr_SetRaisedException(exc);
+        raised_put(exc);
         return;
     }
-    next = PyErr_GetRaisedException();
+    next = raised_take();
     PyException_SetContext(next, exc);
-    PyErr_SetRaisedException(next);
-#else
-    PyObject *type, *value, *tb, *type2, *value2, *tb2;
-
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL)
-        PyException_SetTraceback(value, tb);
-    r = PyObject_CallMethodOneArg(section, s_restore, (PyObject *)frame);
-    if (r != NULL) {
-        Py_DECREF(r);
-        PyErr_Restore(type, value, tb);
-        return;
-    }
-    PyErr_Fetch(&type2, &value2, &tb2);
-    PyErr_NormalizeException(&type2, &value2, &tb2);
-    if (tb2 != NULL)
-        PyException_SetTraceback(value2, tb2);
-    PyException_SetContext(value2, value);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    PyErr_Restore(type2, value2, tb2);
-#endif
+    raised_put(next);
 }
 
 

@@ -65,16 +65,16 @@ class_variant(PyObject *cls, Py_ssize_t index)
 /* _hold_maps(maps, frame) for the calling thread: 1 when every map is pushed, 0 when Python must
  * do it (nothing changed), -1 with an exception set (out of memory: the maps pushed so far stay). */
 static int
-hold_maps(PyObject *maps, PyObject *frame_obj)
+hold_maps(PyObject *maps, IFrame *frame)
 {
-    PyObject *v, *t, *held, *tkey, *ctx, *irq, *maxd, *code = NULL, *lasti = NULL;
+    PyObject *v, *t, *held, *tkey, *ctx, *irq, *maxd, *lasti = NULL;
     PyObject *classes[MAX_MAPS], *chains[MAX_MAPS] = {NULL}, *entries[MAX_MAPS] = {NULL};
     Py_ssize_t n, limit, i;
     ThreadCache *c;
     int result = 0;
 
     if (!PyTuple_CheckExact(maps) || (n = PyTuple_GET_SIZE(maps)) == 0 || n > MAX_MAPS
-        || !PyFrame_Check(frame_obj) || !fast_state(&v, &t, &c))
+        || frame == NULL || !fast_state(&v, &t, &c))
         return 0;
     held = SLOT(t, task_layout, T_HELD);
     tkey = SLOT(t, task_layout, T_KEY);
@@ -94,14 +94,13 @@ hold_maps(PyObject *maps, PyObject *frame_obj)
             || (chains[i] = known_chain(v, c, i ? chains[i - 1] : tkey, ctx, variant)) == NULL)
             goto done;
     }
-    code = (PyObject *)PyFrame_GetCode((PyFrameObject *)frame_obj);
-    if ((lasti = cached_int(c, PyFrame_GetLasti((PyFrameObject *)frame_obj))) == NULL) {
+    if ((lasti = cached_int(c, iframe_lasti(frame))) == NULL) {
         PyErr_Clear();
         goto done;
     }
     for (i = 0; i < n; i++) {
-        entries[i] = held_entry(PyTuple_GET_ITEM(maps, i), classes[i], g_zero, Py_True, code, lasti,
-                                i ? chains[i - 1] : tkey, irq, Py_False, ctx);
+        entries[i] = held_entry(PyTuple_GET_ITEM(maps, i), classes[i], g_zero, Py_True, (PyObject *)iframe_code(frame),
+                                lasti, i ? chains[i - 1] : tkey, irq, Py_False, ctx);
         if (entries[i] == NULL) {
             PyErr_Clear();
             goto done;
@@ -125,7 +124,6 @@ done:
         if (entries[i] != NULL)
             held_entry_drop(entries[i]);
     }
-    Py_XDECREF(code);
     Py_XDECREF(lasti);
     return result;
 }
@@ -212,7 +210,7 @@ map_path_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
 
     if (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) {
         if (self->role == MAPS_HOLD && nargs == 2)
-            done = hold_maps(args[0], args[1]);
+            done = hold_maps(args[0], PyFrame_Check(args[1]) ? iframe_of((PyFrameObject *)args[1]) : NULL);
         else if (self->role == MAPS_RELEASE && nargs == 1)
             done = release_maps(args[0]);
         else if (self->role == MAPS_TOUCH_WORK && nargs == 2)

@@ -1,0 +1,448 @@
+/*
+ * PoolMethod: the instrumented methods of concurrent.futures that run once per task of a thread pool
+ * (pylockdep._waits wraps ThreadPoolExecutor.submit, _WorkItem.__init__, _WorkItem.run and
+ * Future.result/exception), with their common case in C.  Each stands in for the Python wrapper,
+ * which stays the definition: any call the C code does not take, it hands to that wrapper untouched.
+ * Roles (what the wrapper of pylockdep._waits does, in C):
+ *
+ * - submit: a pool with a map, called from a line whose work key _keys_at knows: the key is put in
+ *   _submitting under the thread's ident for the work item to find, the original submit() runs,
+ *   and what was there before is put back;
+ * - work_init: after the original _WorkItem.__init__, the work item and its future get the work's
+ *   _WorkMap, built with the four slots _WorkMap.__init__ sets;
+ * - run: the item runs holding its pool's map and its own (hold_maps() of waits.c, at the caller's
+ *   frame: the pool's _worker) and records its runner; the maps are released however it ends;
+ * - result: a wait for a future that is done already (nothing to wait for): the work's map is
+ *   touched (touch_work() of waits.c), then the original returns the result.
+ *
+ * Where a step's C half (hold, release, touch) declines, the Python function of pylockdep._waits for
+ * that step runs in its place, with a frame object made for it.  pool_setup() gives this module
+ * those functions and the dictionaries the wrappers share.
+ */
+enum { POOL_SUBMIT, POOL_WORK_INIT, POOL_RUN, POOL_RESULT };
+
+/* Set by pool_setup(): the Python steps, _waits' shared dicts, its attribute names and done states. */
+static PyObject *g_hold_step, *g_release_step, *g_touch_step;
+static PyObject *g_submitting, *g_keys_at, *g_work_kind, *g_map_attr, *g_work_attr, *g_done_states;
+static PyObject *s_condition, *s_is_owned, *s_state;
+/* All the slots of a _WorkMap, which work_init fills as its __init__ does. */
+static Layout workmap_layout;
+enum { W_KEY, W_OWNER, W_POOL, W_RUNNER };
+static const char *const workmap_slots[] = {"_key", "_owner", "pool", "runner", NULL};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *slow;      /* the Python wrapper of pylockdep._waits */
+    PyObject *original;  /* the method of concurrent.futures it wraps */
+    int role;
+    vectorcallfunc vectorcall;
+} PoolMethod;
+
+/* getattr(obj, name, None) as a new reference; NULL with an exception other than AttributeError. */
+static PyObject *
+attr_or_none(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+
+    if (value == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        value = Py_NewRef(Py_None);
+    }
+    return value;
+}
+
+/* The key _keys_at holds for work made at ``frame`` (borrowed), as map_key() looks it up first; or
+ * NULL (no exception) when it holds none. */
+static PyObject *
+known_work_key(IFrame *frame)
+{
+    PyObject *code_id = PyLong_FromVoidPtr(iframe_code(frame)), *lasti = PyLong_FromLong(iframe_lasti(frame));
+    PyObject *site, *found;
+
+    site = code_id == NULL || lasti == NULL ? NULL : PyTuple_Pack(3, g_work_kind, code_id, lasti);
+    Py_XDECREF(code_id);
+    Py_XDECREF(lasti);
+    found = site == NULL ? NULL : PyDict_GetItemWithError(g_keys_at, site);
+    Py_XDECREF(site);
+    if (found == NULL || !PyTuple_CheckExact(found) || PyTuple_GET_SIZE(found) != 2) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return PyTuple_GET_ITEM(found, 1);
+}
+
+/* Put ``previous`` (or nothing) back as the thread ``ident``'s entry of _submitting, keeping any
+ * exception being raised. */
+static void
+submitting_restore(PyObject *ident, PyObject *previous)
+{
+    PyObject *exc = raised_take();
+    int failed = previous != NULL ? PyDict_SetItem(g_submitting, ident, previous) : PyDict_DelItem(g_submitting, ident);
+
+    if (failed)
+        PyErr_Clear();  /* a KeyError: no entry to drop; or out of memory */
+    if (exc != NULL)
+        raised_put(exc);
+}
+
+static PyObject *
+pool_submit(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PyObject *pool, *key, *ident, *previous, *entry, *result;
+    IFrame *frame = iframe_caller();
+    ThreadCache *c = thread_cache();
+
+    if (PyVectorcall_NARGS(nargsf) < 2 || frame == NULL || c == NULL || thread_ident(c) == NULL)
+        return slow_call(self->slow, args, nargsf, kwnames);
+    if ((pool = attr_or_none(args[0], g_map_attr)) == NULL)
+        return NULL;
+    if (!IS(pool, pool_layout) || (key = known_work_key(frame)) == NULL) {
+        Py_DECREF(pool);
+        return slow_call(self->slow, args, nargsf, kwnames);
+    }
+    entry = PyTuple_Pack(2, pool, key);
+    Py_DECREF(pool);
+    if (entry == NULL)
+        return NULL;
+    ident = Py_NewRef(c->ident);
+    previous = Py_XNewRef(PyDict_GetItemWithError(g_submitting, ident));  /* hidden from this submit's work */
+    if ((previous == NULL && PyErr_Occurred()) || PyDict_SetItem(g_submitting, ident, entry) < 0) {
+        result = NULL;
+    } else {
+        result = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+        submitting_restore(ident, previous);
+    }
+    Py_DECREF(entry);
+    Py_XDECREF(previous);
+    Py_DECREF(ident);
+    return result;
+}
+
+/* A new _WorkMap for ``key`` of ``pool``, its slots set as _WorkMap.__init__ sets them. */
+static PyObject *
+new_work_map(PyObject *key, PyObject *pool)
+{
+    PyObject *work = workmap_layout.type->tp_alloc(workmap_layout.type, 0);
+
+    if (work == NULL)
+        return NULL;
+    slot_set(work, workmap_layout.offset[W_KEY], key);
+    slot_set(work, workmap_layout.offset[W_OWNER], Py_None);
+    slot_set(work, workmap_layout.offset[W_POOL], pool);
+    slot_set(work, workmap_layout.offset[W_RUNNER], Py_None);
+    return work;
+}
+
+static PyObject *
+pool_work_init(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PyObject *done, *submitting, *work;
+    ThreadCache *c = thread_cache();
+    int failed;
+
+    if (PyVectorcall_NARGS(nargsf) != 5 || kwnames != NULL || c == NULL || thread_ident(c) == NULL)
+        return slow_call(self->slow, args, nargsf, kwnames);
+    if ((done = PyObject_Vectorcall(self->original, args, nargsf, NULL)) == NULL)
+        return NULL;
+    Py_DECREF(done);
+    submitting = PyDict_GetItemWithError(g_submitting, c->ident);
+    if (submitting == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    if (!PyTuple_CheckExact(submitting) || PyTuple_GET_SIZE(submitting) != 2)
+        return PyErr_Format(PyExc_SystemError, "pylockdep: _submitting holds %R", submitting);
+    if (PyTuple_GET_ITEM(submitting, 1) == Py_None)
+        Py_RETURN_NONE;
+    work = new_work_map(PyTuple_GET_ITEM(submitting, 1), PyTuple_GET_ITEM(submitting, 0));
+    if (work == NULL)
+        return NULL;
+    failed = PyObject_GenericSetAttr(args[0], g_work_attr, work) < 0  /* object.__setattr__ */
+             || PyObject_GenericSetAttr(args[1], g_work_attr, work) < 0;
+    Py_DECREF(work);
+    return failed ? NULL : Py_NewRef(Py_None);
+}
+
+/* A step of pylockdep._waits with the arguments (first, the caller's frame object), or without the
+ * frame when ``with_frame`` is 0: 0 when done, -1 with its exception. */
+static int
+python_step(PyObject *step, PyObject *first, int with_frame)
+{
+    PyObject *args[2] = {first, NULL}, *done;
+
+    if (with_frame && (args[1] = (PyObject *)PyEval_GetFrame()) == NULL) {
+        PyErr_SetString(PyExc_SystemError, "pylockdep: no calling frame");
+        return -1;
+    }
+    done = PyObject_Vectorcall(step, args, with_frame ? 2 : 1, NULL);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
+/* Release ``maps`` after the work ran (``result``, NULL when it raised): a new reference to the
+ * result, or NULL with the exception of the work, else of the release (chained as a finally
+ * clause's would be). */
+static PyObject *
+release_after(PyObject *maps, PyObject *result)
+{
+    PyObject *raised = result == NULL ? raised_take() : NULL, *later;
+    int r = release_maps(maps);
+
+    if (r == 0)
+        r = python_step(g_release_step, maps, 0) < 0 ? -1 : 1;
+    if (r == 1) {
+        if (raised != NULL)
+            raised_put(raised);
+        return result;
+    }
+    Py_XDECREF(result);
+    if (raised != NULL) {
+        later = raised_take();
+        PyException_SetContext(later, raised);  /* steals ``raised`` */
+        raised_put(later);
+    }
+    return NULL;
+}
+
+static PyObject *
+pool_run(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PyObject *work, *pool, *held, *released, *result;
+    IFrame *frame = iframe_caller();
+    ThreadCache *c = thread_cache();
+    int r;
+
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || frame == NULL || c == NULL || thread_ident(c) == NULL)
+        return slow_call(self->slow, args, nargsf, kwnames);
+    if ((work = attr_or_none(args[0], g_work_attr)) == NULL)
+        return NULL;
+    if (!IS(work, workmap_layout)) {
+        Py_DECREF(work);
+        return slow_call(self->slow, args, nargsf, kwnames);
+    }
+    if ((pool = SLOT(work, workmap_layout, W_POOL)) == NULL) {  /* Python raises AttributeError */
+        Py_DECREF(work);
+        return slow_call(self->slow, args, nargsf, kwnames);
+    }
+    held = PyTuple_Pack(2, pool, work);
+    released = PyTuple_Pack(2, work, pool);
+    if (held == NULL || released == NULL)
+        goto fail;
+    if ((r = hold_maps(held, frame)) == 0)
+        r = python_step(g_hold_step, held, 1) < 0 ? -1 : 1;
+    if (r < 0)
+        goto fail;
+    slot_set(work, workmap_layout.offset[W_RUNNER], c->ident);
+    result = release_after(released, PyObject_Vectorcall(self->original, args, nargsf, NULL));
+    Py_DECREF(held);
+    Py_DECREF(released);
+    Py_DECREF(work);
+    return result;
+fail:
+    Py_XDECREF(held);
+    Py_XDECREF(released);
+    Py_DECREF(work);
+    return NULL;
+}
+
+/* Whether the future ``future`` is done (1), not (0), or the Python wrapper must decide (-1, no
+ * exception): its condition is held by the caller (concurrent.futures.wait() calls result() so). */
+static int
+future_done(PyObject *future)
+{
+    PyObject *state = PyObject_GetAttr(future, s_state), *cond, *owned;
+    int done = state == NULL ? -1 : PySet_Contains(g_done_states, state);
+
+    Py_XDECREF(state);
+    if (done == 1) {
+        cond = PyObject_GetAttr(future, s_condition);
+        owned = cond == NULL ? NULL : PyObject_CallMethodNoArgs(cond, s_is_owned);
+        done = owned == Py_False ? 1 : -1;
+        Py_XDECREF(cond);
+        Py_XDECREF(owned);
+    }
+    if (done < 0)
+        PyErr_Clear();
+    return done;
+}
+
+static PyObject *
+pool_result(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *work;
+    int r;
+
+    if (nargs < 1 || nargs > 2 || kwnames != NULL || iframe_caller() == NULL)
+        return slow_call(self->slow, args, nargsf, kwnames);
+    if ((work = attr_or_none(args[0], g_work_attr)) == NULL)
+        return NULL;
+    if (!IS(work, workmap_layout) || future_done(args[0]) != 1) {
+        Py_DECREF(work);
+        return slow_call(self->slow, args, nargsf, kwnames);
+    }
+    if ((r = touch_work(work)) == 0)
+        r = python_step(g_touch_step, work, 1) < 0 ? -1 : 1;
+    Py_DECREF(work);
+    if (r < 0)
+        return NULL;
+    return PyObject_Vectorcall(self->original, args, nargsf, NULL);
+}
+
+static PyObject *
+pool_method_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PoolMethod *self = (PoolMethod *)op;
+
+    if (g_submitting == NULL)  /* pool_setup() not called */
+        return slow_call(self->slow, args, nargsf, kwnames);
+    switch (self->role) {
+    case POOL_SUBMIT:
+        return pool_submit(self, args, nargsf, kwnames);
+    case POOL_WORK_INIT:
+        return pool_work_init(self, args, nargsf, kwnames);
+    case POOL_RUN:
+        return pool_run(self, args, nargsf, kwnames);
+    default:
+        return pool_result(self, args, nargsf, kwnames);
+    }
+}
+
+static PyObject *
+pool_method_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"role", "slow", "original", NULL};
+    static const char *const roles[] = {"submit", "work_init", "run", "result", NULL};
+    PyObject *slow, *original;
+    const char *role;
+    PoolMethod *self;
+    int which;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "sOO:PoolMethod", kwlist, &role, &slow, &original))
+        return NULL;
+    for (which = 0; roles[which] != NULL && strcmp(roles[which], role) != 0; which++)
+        ;
+    if (roles[which] == NULL)
+        return PyErr_Format(PyExc_ValueError, "PoolMethod role must be submit, work_init, run or result, not %R",
+                            PyTuple_GET_ITEM(args, 0));
+    if (!PyCallable_Check(slow) || !PyCallable_Check(original))
+        return PyErr_Format(PyExc_TypeError, "PoolMethod needs callables");
+    if ((self = (PoolMethod *)type->tp_alloc(type, 0)) == NULL)
+        return NULL;
+    self->slow = Py_NewRef(slow);
+    self->original = Py_NewRef(original);
+    self->role = which;
+    self->vectorcall = pool_method_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+pool_method_traverse(PoolMethod *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->slow);
+    Py_VISIT(self->original);
+    return 0;
+}
+
+static int
+pool_method_clear(PoolMethod *self)
+{
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->original);
+    return 0;
+}
+
+static void
+pool_method_dealloc(PoolMethod *self)
+{
+    PyObject_GC_UnTrack(self);
+    pool_method_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+pool_method_repr(PoolMethod *self)
+{
+    return PyUnicode_FromFormat("<C fast path of %R>", self->slow);
+}
+
+static PyObject *
+pool_method_getattro(PyObject *op, PyObject *name)
+{
+    return wrapper_getattr(op, name, ((PoolMethod *)op)->slow);
+}
+
+static PyMemberDef pool_method_members[] = {
+    {"__wrapped__", T_OBJECT, offsetof(PoolMethod, slow), READONLY, "The Python wrapper this one accelerates."},
+    {NULL},
+};
+
+static PyTypeObject PoolMethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pylockdep._speedups.PoolMethod",
+    .tp_doc = "PoolMethod(role, slow, original): an instrumented method of concurrent.futures whose common case "
+              "runs in C (role 'submit', 'work_init', 'run' or 'result'; see pylockdep._fastpath.accelerate_pool); "
+              "every other call goes to ``slow``, the Python wrapper of ``original``.",
+    .tp_basicsize = sizeof(PoolMethod),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_new = pool_method_new,
+    .tp_vectorcall_offset = offsetof(PoolMethod, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = fastmethod_get,
+    .tp_dealloc = (destructor)pool_method_dealloc,
+    .tp_traverse = (traverseproc)pool_method_traverse,
+    .tp_clear = (inquiry)pool_method_clear,
+    .tp_repr = (reprfunc)pool_method_repr,
+    .tp_getattro = pool_method_getattro,
+    .tp_members = pool_method_members,
+};
+
+/*
+ * pool_setup(hold_maps, release_maps, touch_work, submitting, keys_at, work_kind, map_attr, work_attr,
+ * done_states, work_type): what the PoolMethods share (see pylockdep._fastpath.accelerate_pool).  After
+ * accelerate_waits().
+ */
+static PyObject *
+pool_setup(PyObject *module, PyObject *args)
+{
+    PyObject *steps[3], *submitting, *keys_at, *kind, *map_attr, *work_attr, *done_states, *work_type;
+
+    if (!PyArg_ParseTuple(args, "OOOO!O!UUUO!O:pool_setup", &steps[0], &steps[1], &steps[2], &PyDict_Type,
+                          &submitting, &PyDict_Type, &keys_at, &kind, &map_attr, &work_attr, &PySet_Type,
+                          &done_states, &work_type))
+        return NULL;
+    if (pool_layout.type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "pool_setup() needs accelerate_waits() first");
+        return NULL;
+    }
+    if (layout_init(&workmap_layout, work_type, workmap_slots) < 0)
+        return NULL;
+    Py_XSETREF(g_hold_step, Py_NewRef(steps[0]));
+    Py_XSETREF(g_release_step, Py_NewRef(steps[1]));
+    Py_XSETREF(g_touch_step, Py_NewRef(steps[2]));
+    Py_XSETREF(g_keys_at, Py_NewRef(keys_at));
+    Py_XSETREF(g_work_kind, Py_NewRef(kind));
+    Py_XSETREF(g_map_attr, Py_NewRef(map_attr));
+    Py_XSETREF(g_work_attr, Py_NewRef(work_attr));
+    Py_XSETREF(g_done_states, Py_NewRef(done_states));
+    Py_XSETREF(g_submitting, Py_NewRef(submitting));  /* last: the PoolMethods start with it */
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef pool_methods[] = {
+    {"pool_setup", pool_setup, METH_VARARGS,
+     "pool_setup(hold_maps, release_maps, touch_work, submitting, keys_at, work_kind, map_attr, work_attr, "
+     "done_states, work_type): what the PoolMethods share (see pylockdep._fastpath.accelerate_pool)."},
+    {NULL},
+};
+
+/* Ready the type, add it and pool_setup() to the module, and make the names it looks up. */
+static int
+pool_init(PyObject *m)
+{
+    if (PyType_Ready(&PoolMethodType) < 0 || PyModule_AddObjectRef(m, "PoolMethod", (PyObject *)&PoolMethodType) < 0
+        || PyModule_AddFunctions(m, pool_methods) < 0)
+        return -1;
+    s_condition = PyUnicode_InternFromString("_condition");
+    s_is_owned = PyUnicode_InternFromString("_is_owned");
+    s_state = PyUnicode_InternFromString("_state");
+    return s_condition == NULL || s_is_owned == NULL || s_state == NULL ? -1 : 0;
+}
