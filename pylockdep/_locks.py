@@ -222,6 +222,12 @@ class _Tracked:
         """The name the lock class was registered under."""
         return self._key.name
 
+    def __reduce_ex__(self, protocol: int) -> Any:
+        """Refuse pickling and ``copy``, as CPython's locks do: a copy would share the real lock
+        under a lock object of its own, so taking the copy inside the original would hang
+        unreported."""
+        raise TypeError(f"cannot pickle '{type(self).__module__}.{type(self).__qualname__}' object")
+
 
 class _Validated(_Tracked):
     """The base of pylockdep's own lock types (the kernel's, SRCU, RCU): made with a name (and

@@ -160,11 +160,6 @@ def _forget(lock: Lock | RLock) -> None:
         owner.foreign_releases.append(lock)
 
 
-def _unpicklable(self: Lock | RLock, protocol: int) -> Any:
-    name = f"{type(self).__module__}.{type(self).__qualname__}"
-    raise TypeError(f"cannot pickle {name!r} object")
-
-
 # -- the lock types ----------------------------------------------------------------------------
 
 # The class of an RLock made directly with no frame outside threading and pylockdep to name it.
@@ -253,8 +248,6 @@ class Lock(_RealLock):
     def __repr__(self) -> str:
         state = "locked" if self._real.locked() else "unlocked"
         return f"<{state} {type(self).__module__}.{type(self).__qualname__} object at {id(self):#x}>"
-
-    __reduce_ex__ = _unpicklable
 
 
 # Calls made from threading.py itself (Condition, for one) take the Python path, which names the
@@ -370,8 +363,6 @@ class RLock(_RealLock):
             f"<{state} {type(self).__module__}.{type(self).__qualname__} object owner={self._ident or 0} "
             f"count={self._count} at {id(self):#x}>"
         )
-
-    __reduce_ex__ = _unpicklable
 
 
 accelerate(RLock, enter_returns_self=False, skip_file=_THREADING_FILE, recursive=True)

@@ -8,9 +8,11 @@ the path the suite is testing.
 from __future__ import annotations
 
 import ast
+import copy
 import gc
 import io
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -1014,6 +1016,29 @@ def test_acquire_arguments_as_cpython_checks_them(kind: str, args: tuple, plain_
         if ours is True:
             assert lock.locked() if kind == "Lock" else lock._is_owned()
             lock.release()
+
+
+@pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy, pickle.dumps])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pylockdep.RawSpinLock,
+        pylockdep.SpinLock,
+        pylockdep.RWLock,
+        pylockdep.Mutex,
+        pylockdep.RWSemaphore,
+        pylockdep.SRCU,
+    ],
+)
+def test_a_kernel_lock_refuses_copies_as_cpythons_locks_do(kind: type, copier: object) -> None:
+    """A copy would share the real lock under an object of its own: taken inside the original, it hung."""
+    with pylockdep.validate() as v:
+        lock = kind("orig")
+        with pytest.raises(TypeError, match=rf"^cannot pickle '{kind.__module__}\.{kind.__name__}' object$"):
+            copier(lock)  # type: ignore[operator]
+        idx = lock.read_lock() if kind is pylockdep.SRCU else lock.acquire()
+        lock.read_unlock(idx) if kind is pylockdep.SRCU else lock.release()
+    assert v.reports == []
 
 
 # -- limits -------------------------------------------------------------------------------------
