@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 23
+SPEEDUPS_ABI = 24
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).parent / "_csrc" / "_held_layout.h"
@@ -225,7 +225,7 @@ def accelerate_pool(
     ``wrapper`` itself when the C module is not in use.  Roles:
 
     - ``"submit"``: ``ThreadPoolExecutor.submit`` of a pool with a map (``map_attr``), called from a
-      line whose work key ``keys_at`` (``map_key``'s memo, under ``(work_kind, id(code), offset)``)
+      line whose work key ``keys_at`` (``map_key``'s memo, under ``(id(code), offset, work_kind)``)
       knows: the key is in ``submitting`` while ``original`` runs;
     - ``"work_init"``: ``_WorkItem.__init__``, which gives the item and its future the work's map
       (``work_attr``), a ``work_type`` whose slots ``_key``, ``_owner``, ``pool`` and ``runner`` are all

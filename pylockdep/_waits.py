@@ -120,7 +120,7 @@ def map_key(kind: str, frame: FrameType | None, made: object = None) -> LockKey 
     that base would share).
     """
     if made is None and frame is not None:  # work created at a known site (a submit() per task)
-        found = _keys_at.get((kind, id(frame.f_code), frame.f_lasti))
+        found = _keys_at.get((id(frame.f_code), frame.f_lasti, kind))
         if found is not None:
             return found[1]
     asked = frame
@@ -134,14 +134,15 @@ def map_key(kind: str, frame: FrameType | None, made: object = None) -> LockKey 
     if key is None:
         key = _map_keys[kind, site] = key_for(f"({kind}){format_file_line(site)}", COMPLETION, site)
     if made is None and frame is asked:  # the key follows from the frame's code and offset alone
-        _keys_at[kind, id(frame.f_code), frame.f_lasti] = (frame.f_code, key)
+        _keys_at[id(frame.f_code), frame.f_lasti, kind] = (frame.f_code, key)
     return key
 
 
 _map_keys: dict[tuple[str, tuple[Any, int]], LockKey] = {}  # (kind, site) -> key: spares the name
-# (kind, id(code), offset) of a frame that is its own site -> (code, key): spares the walk.  Each
-# entry holds its code object, so the id in its key stays that code's.
-_keys_at: dict[tuple[str, int, int], tuple[CodeType, LockKey]] = {}
+# (id(code), offset, kind) of a frame that is its own site -> (code, key): spares the walk.  Each
+# entry holds its code object, so the id in its key stays that code's.  Keyed as every site memo is
+# (pylockdep._csrc's site_key()), for the C stand-in of submit() to look up too.
+_keys_at: dict[tuple[int, int, str], tuple[CodeType, LockKey]] = {}
 
 
 _STDLIB_WORK_FILES = tuple(

@@ -56,12 +56,8 @@ attr_or_none(PyObject *obj, PyObject *name)
 static PyObject *
 known_work_key(IFrame *frame)
 {
-    PyObject *code_id = PyLong_FromVoidPtr(iframe_code(frame)), *lasti = PyLong_FromLong(iframe_lasti(frame));
-    PyObject *site, *found;
+    PyObject *site = site_key(iframe_code(frame), iframe_lasti(frame), &g_work_kind, 1), *found;
 
-    site = code_id == NULL || lasti == NULL ? NULL : PyTuple_Pack(3, g_work_kind, code_id, lasti);
-    Py_XDECREF(code_id);
-    Py_XDECREF(lasti);
     found = site == NULL ? NULL : PyDict_GetItemWithError(g_keys_at, site);
     Py_XDECREF(site);
     if (found == NULL || !PyTuple_CheckExact(found) || PyTuple_GET_SIZE(found) != 2) {
