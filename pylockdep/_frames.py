@@ -159,6 +159,12 @@ def capture_stack(frame: FrameType | None = None, limit: int = 64) -> Stack:
 
 _short_names: dict[str, str] = {}
 
+# The working directory when pylockdep was imported: a relative ``sys.path`` entry ('' or an editable
+# install's path hook) is taken relative to it.  Naming a lock class is a string operation and makes no
+# system call: it runs inside the observed program (an event loop's thread, where a checker such as
+# blockbuster fails any ``os.getcwd()``, or a signal handler).
+_START_DIR = os.getcwd()
+
 
 def short_filename(filename: str) -> str:
     """``filename`` relative to the ``sys.path`` entry that holds it (``queue.py``, ``kvm_model/mmu.py``)."""
@@ -167,7 +173,7 @@ def short_filename(filename: str) -> str:
         short = filename
         best = ""
         for entry in sys.path:
-            entry = os.path.abspath(entry or os.curdir) + os.sep
+            entry = os.path.normpath(os.path.join(_START_DIR, entry)) + os.sep
             if filename.startswith(entry) and len(entry) > len(best):
                 best = entry
         if best:

@@ -419,6 +419,24 @@ def test_class_is_the_type_and_the_first_frame_outside_threading(v):
     assert twins[0]._key is twins[1]._key
 
 
+def test_naming_a_class_makes_no_file_system_call(v, tmp_path, monkeypatch):
+    """A lock made in a file not named before (an event loop's thread, where blockbuster fails any
+    os.getcwd() or os.path.abspath()) is named from strings alone."""
+    source = tmp_path / "made_in_a_loop.py"
+    code = compile("import threading\nlock = threading.Lock()\n", str(source), "exec")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def blocking(*args):
+        raise AssertionError("a file system call while naming a lock class")
+
+    monkeypatch.setattr("os.getcwd", blocking)
+    monkeypatch.setattr("os.path.abspath", blocking)
+    namespace: dict = {}
+    exec(code, namespace)
+    monkeypatch.undo()
+    assert name_of(namespace["lock"]) == "lock@made_in_a_loop.py:2"  # a global is named by its variable
+
+
 def test_standard_library_locks_take_their_line_in_the_library(v):
     q1, q2 = queue.Queue(), queue.Queue()
     assert q1.mutex._key is q2.mutex._key  # one class per site in queue.py, named for where it lives
