@@ -285,8 +285,14 @@ class RLock(_RealLock):
     _new = classmethod(__new__)  # as Lock._new: what threading.RLock() calls
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
+        # Between the real take and acquire() setting _ident, the taker is the _owner that the
+        # take recorded: a signal handler of the taking thread that waits for the lock there is
+        # seen waiting for its own thread (DeadlockError), not left hanging.
         owner = self._ident
-        return [owner] if owner is not None else []
+        if owner is not None:
+            return [owner]
+        taker = self._owner
+        return [taker.ident] if taker is not None and self._real.locked() else []
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock, or take it once more if this thread owns it; True if it was taken."""

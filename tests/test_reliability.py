@@ -1018,6 +1018,35 @@ def test_acquire_arguments_as_cpython_checks_them(kind: str, args: tuple, plain_
             lock.release()
 
 
+@pytest.mark.skipif(ACCELERATED, reason="the C path takes an RLock and records its owner with no Python code between")
+def test_a_handler_waiting_for_the_rlock_its_thread_is_taking_never_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler that lands after the real take but before RLock.acquire() records its owner waited for ever."""
+    fired: list[bool] = []
+    real_push = _locks.push
+
+    def push_interrupted(t: object, lock: object, *rest: object) -> None:
+        if lock is rl and not fired:
+            fired.append(True)
+            with rl:  # what a signal handler of this thread landing here does
+                pass
+        real_push(t, lock, *rest)
+
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        rl = threading.RLock()
+        monkeypatch.setattr(_locks, "push", push_interrupted)
+        with pytest.raises(
+            pylockdep.DeadlockError,
+            match=r"MainThread/\d+ would wait for ever on 'RLock@test_reliability.py:\d+', which it holds itself",
+        ):
+            rl.acquire()
+        monkeypatch.undo()
+        assert fired == [True]
+        assert not rl._is_owned() and "unlocked" in repr(rl) and not v.task().held
+        with rl, rl:
+            pass
+    assert v.reports == []  # not yet pushed, the lock is not held in the stack: the error alone says it
+
+
 @pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy, pickle.dumps])
 @pytest.mark.parametrize(
     "kind",
