@@ -163,7 +163,10 @@ _short_names: dict[str, str] = {}
 # install's path hook) is taken relative to it.  Naming a lock class is a string operation and makes no
 # system call: it runs inside the observed program (an event loop's thread, where a checker such as
 # blockbuster fails any ``os.getcwd()``, or a signal handler).
-_START_DIR = os.getcwd()
+try:
+    _START_DIR = os.getcwd()
+except OSError:  # started in a directory since removed: relative entries name nothing
+    _START_DIR = ""
 
 
 def short_filename(filename: str) -> str:

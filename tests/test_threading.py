@@ -437,6 +437,23 @@ def test_naming_a_class_makes_no_file_system_call(v, tmp_path, monkeypatch):
     assert name_of(namespace["lock"]) == "lock@made_in_a_loop.py:2"  # a global is named by its variable
 
 
+def test_pylockdep_imports_and_names_locks_in_a_working_directory_since_removed(tmp_path):
+    """The working directory is read once, at import: a program started in a directory that has
+    been removed still imports pylockdep and names its locks by their files."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = (
+        "import os, sys\n"
+        "os.rmdir(os.getcwd())\n"
+        "import pylockdep, queue\n"
+        "with pylockdep.validate(), pylockdep.instrument_threading():\n"
+        "    print(queue.Queue().mutex._key.name)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=gone, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"Queue\.mutex@queue\.py:\d+\n", result.stdout)
+
+
 def test_standard_library_locks_take_their_line_in_the_library(v):
     q1, q2 = queue.Queue(), queue.Queue()
     assert q1.mutex._key is q2.mutex._key  # one class per site in queue.py, named for where it lives
