@@ -354,15 +354,19 @@ in_file(IFrame *frame, PyObject *filename)
 }
 
 /*
- * The frame that called into ``skip_file`` (threading.py: a Condition taking its lock), which the
- * Python path names as the site, or NULL to let Python find it, when that frame's file is not
- * known_outside() pylockdep.
+ * The frame the Python path names as the site of an acquisition called from ``frame``: ``frame``
+ * itself, unless it runs ``skip_file`` (threading.py: a Condition taking its lock), and then the
+ * frame that called into that file; NULL to let Python find it, when that frame's file is not
+ * known_outside() pylockdep (or there is none).
  */
 static IFrame *
-outside_skip_file(FastMethod *self, IFrame *frame)
+site_frame(FastMethod *self, IFrame *frame)
 {
-    while (frame != NULL && in_file(frame, self->skip_file))
+    if (frame == NULL || self->skip_file == NULL || !in_file(frame, self->skip_file))
+        return frame;
+    do
         frame = iframe_back(frame);
+    while (frame != NULL && in_file(frame, self->skip_file));
     return frame != NULL && known_outside(iframe_code(frame)) ? frame : NULL;
 }
 
@@ -393,9 +397,7 @@ acquire_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
             return NULL;
         Py_RETURN_TRUE;
     }
-    frame = iframe_caller();  /* a C method has no frame of its own */
-    if (frame != NULL && self->skip_file != NULL && in_file(frame, self->skip_file))
-        frame = outside_skip_file(self, frame);
+    frame = site_frame(self, iframe_caller());  /* a C method has no frame of its own */
     if (frame == NULL)
         return slow_call(self->slow, args, nargsf, kwnames);
     r = fast_lock(args[0], &self->lock, frame, &c);
@@ -484,9 +486,7 @@ acquire_restore_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, P
         return slow_call(self->slow, args, nargsf, kwnames);
     state = args[1];
     if (!PyTuple_CheckExact(state) || PyTuple_GET_SIZE(state) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(state, 0))
-        || (frame = iframe_caller()) == NULL
-        || (self->skip_file != NULL && in_file(frame, self->skip_file)
-            && (frame = outside_skip_file(self, frame)) == NULL))
+        || (frame = site_frame(self, iframe_caller())) == NULL)
         return slow_call(self->slow, args, nargsf, kwnames);
     r = fast_lock(args[0], &self->lock, frame, &c);
     if (r < 0)
