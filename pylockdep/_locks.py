@@ -237,7 +237,19 @@ class _Validated(_Tracked):
     __slots__ = ()
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
-        self._key = _creation_key(type(self), name, key, _getframe(1))
+        # The key of the last lock made at the caller's offset (_made_here) when that lock was made
+        # here, with this name, key and type; else _creation_key's.  Spelt out in each constructor:
+        # a call fewer on the pure path, where finding the key is most of what a lock costs.
+        frame = _getframe(1)
+        try:
+            made = _made_here[frame.f_lasti]
+        except IndexError:
+            made = _NOT_MADE
+        self._key = (
+            made[4]
+            if made[0] is frame.f_code and made[1] is name and made[2] is key and made[3] is type(self)
+            else _creation_key(type(self), name, key, frame)
+        )
         self._owner = None
 
     def locked(self) -> bool:
@@ -253,27 +265,32 @@ class _Validated(_Tracked):
 # -> (code, the locks' key).  A lock made again where one was made before costs this lookup, not
 # a walk of the stack.  Each entry holds its code object, so the id in its key stays that code's.
 _made_at: dict[tuple[Any, ...], tuple[CodeType, LockKey]] = {}
-# The last answer of _made_at, as (code, offset, name, key, type, the locks' key): a lock made again
-# where the last one was (a loop, a pool filling up) is recognised by identity, with no lookup.
-_last_made: tuple[Any, ...] = (None,) * 6
+_NOT_MADE = (None, None, None, None, None)
+# In front of _made_at, for the constructors: indexed by the offset of the calling instruction,
+# (code, name, key, type, the locks' key) of the last lock made from a site at that offset, else
+# _NOT_MADE.  Indexing a list by the offset and comparing the rest by identity builds no tuple,
+# hashes nothing and asks no code object's id (a dict keyed by offset costs 20 ns more).  Sites at
+# one offset in different code take turns, each turn a lookup in _made_at; offsets past the
+# table's end always go there.
+_made_here: list[tuple[Any, ...]] = [_NOT_MADE] * 4096
 
 
 def _creation_key(cls: type[_Validated], name: str, key: Hashable | None, frame: FrameType) -> LockKey:
     """The key of a lock of type ``cls`` named ``name`` (or of the explicit ``key``) whose
     constructor ``frame`` called: :func:`~pylockdep._classes.key_for` at the first frame outside
-    pylockdep (``frame`` itself unless it is pylockdep's).  TypeError for a bad name or key."""
-    global _last_made
+    pylockdep (``frame`` itself unless it is pylockdep's).  TypeError for a bad name or key.
+
+    The constructors ask :data:`_made_here` first and call this on a miss; when ``frame`` is the
+    site, this keeps the answer there."""
     code = frame.f_code
     lasti = frame.f_lasti
-    last = _last_made
-    if last[0] is code and last[1] == lasti and last[2] is name and last[3] is key and last[4] is cls:
-        return last[5]  # type: ignore[no-any-return]
     try:
         found = _made_at.get((id(code), lasti, name, key, cls))
     except TypeError:  # an unhashable name or key, refused below
         found = None
     if found is not None:
-        _last_made = (code, lasti, name, key, cls, found[1])
+        if lasti < len(_made_here):
+            _made_here[lasti] = (code, name, key, cls, found[1])
         return found[1]
     if not isinstance(name, str) or not name:
         raise TypeError(f"a lock needs a non-empty name (str), not {name!r}")
@@ -284,7 +301,8 @@ def _creation_key(cls: type[_Validated], name: str, key: Hashable | None, frame:
     made = key_for(name, cls._ltype, caller_site(), key)
     if not is_internal(code.co_filename):  # ``frame`` is the site: later calls from it may skip the walk
         _made_at[id(code), lasti, name, key, cls] = (code, made)
-        _last_made = (code, lasti, name, key, cls, made)
+        if lasti < len(_made_here):
+            _made_here[lasti] = (code, name, key, cls, made)
     return made
 
 
@@ -348,7 +366,16 @@ class _Lock(_Validated, _RealLock):
     __slots__ = ()
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:  # _Validated's, with the real lock
-        self._key = _creation_key(type(self), name, key, _getframe(1))
+        frame = _getframe(1)
+        try:
+            made = _made_here[frame.f_lasti]
+        except IndexError:
+            made = _NOT_MADE
+        self._key = (
+            made[4]
+            if made[0] is frame.f_code and made[1] is name and made[2] is key and made[3] is type(self)
+            else _creation_key(type(self), name, key, frame)
+        )
         self._owner = None
         self._real = new_real_lock()  # accelerate_new() below repeats these assignments
 
@@ -739,8 +766,17 @@ class _RWLockBase(_Lock):
 
     __slots__ = ("_rw",)
 
-    def __init__(self, name: str, *, key: Hashable | None = None) -> None:
-        self._key = _creation_key(type(self), name, key, _getframe(1))
+    def __init__(self, name: str, *, key: Hashable | None = None) -> None:  # _Validated's, with the core
+        frame = _getframe(1)
+        try:
+            made = _made_here[frame.f_lasti]
+        except IndexError:
+            made = _NOT_MADE
+        self._key = (
+            made[4]
+            if made[0] is frame.f_code and made[1] is name and made[2] is key and made[3] is type(self)
+            else _creation_key(type(self), name, key, frame)
+        )
         self._owner = None
         self._real = None  # its primitive is the reader-writer core, ...
         self._rw: _RWCore | _CRWCore | None = None  # ... made by the first use (see _core); _RW_FIELDS repeats these

@@ -30,6 +30,7 @@ from pylockdep import _checks
 from pylockdep._classes import LockKey
 from pylockdep._frames import short_filename
 from pylockdep._held import H_CLASS, H_CTX, H_LOCK, H_PREV_KEY, H_READ, H_TRYLOCK, chain_key, variant
+from pylockdep._locktypes import MUTEX
 
 pytestmark = pytest.mark.timeout(60)
 FILE = short_filename(__file__)
@@ -160,6 +161,40 @@ def test_kernel_locks_made_again_at_one_line_keep_a_class_per_name_and_key():
         for name in ["A", "A", ""]:
             made.append(pylockdep.Mutex(name))
     assert len(made) == 2
+
+
+def _mutex_made_here(name):
+    return pylockdep.Mutex(name)
+
+
+def _mutex_made_there(name):
+    return pylockdep.Mutex(name)
+
+
+def test_kernel_locks_made_in_turn_at_one_offset_of_two_functions_keep_their_sites_classes():
+    # Both calls are at the same instruction offset of their code: each site keeps its own class.
+    assert _mutex_made_here.__code__.co_code == _mutex_made_there.__code__.co_code
+    here, there = [], []
+    for _ in range(3):
+        here.append(_mutex_made_here("turns")._key)
+        there.append(_mutex_made_there("turns")._key)
+    line = _mutex_made_here.__code__.co_firstlineno + 1
+    assert {key.site[0] for key in here} == {_mutex_made_here.__code__}
+    assert {key.site[0] for key in there} == {_mutex_made_there.__code__}
+    assert {key.site[1] for key in here} == {line}
+    assert len(set(here)) == 1 and len(set(there)) == 1 and here[0] is not there[0]
+
+
+def test_kernel_locks_made_again_at_one_call_keep_a_class_per_type_and_per_name_value():
+    keys = {}
+    for i in range(6):
+        kind = (pylockdep.Mutex, pylockdep.SpinLock)[i % 2]
+        name = "".join(["made", "_again"])  # equal each time, a new string object each time
+        keys.setdefault(kind, set()).add(kind(name)._key)
+    assert all(len(found) == 1 for found in keys.values())
+    assert keys[pylockdep.Mutex] != keys[pylockdep.SpinLock]
+    (mutex_key,) = keys[pylockdep.Mutex]
+    assert (mutex_key.name, mutex_key.ltype) == ("made_again", MUTEX)
 
 
 # -- same-class nesting, judged per instance ---------------------------------------------------
