@@ -104,9 +104,10 @@ UNKNOWN = object()
 SiteMemo = dict[tuple[int, int], tuple[CodeType, Any]]
 
 
-#: The last answer of a memo, kept by its user for :func:`recall`: ``[(code, offset, caller's code,
-#: its offset, what was found)]`` of the one or two frames that decided it (None and -1 for the
-#: caller when one did).  The code objects are held, so they are compared by identity.
+#: The last answer of a memo that one or two frames decided, kept by its user: ``[(code, offset,
+#: caller's code, its offset, what was found)]`` (None and -1 for the caller when one did).  The
+#: code objects are held, so they are compared by identity: the user answers a lock made again where
+#: the last one was with no lookup, and asks :func:`recall` otherwise.
 Recent = list[tuple[Any, int, Any, int, Any]]
 
 
@@ -116,17 +117,8 @@ def no_recent() -> Recent:
 
 
 def recall(memo: SiteMemo, frame: FrameType | None, recent: Recent) -> Any:
-    """What :func:`remember` stored for the frames from ``frame`` outwards, else :data:`UNKNOWN`.
-
-    A stack of ``recent``'s frames (a lock made again where the last one was) is answered by
-    identity, with no lookup; an answer that one or two frames decided is kept there."""
-    last = recent[0]
-    if frame is not None and frame.f_code is last[0] and frame.f_lasti == last[1]:
-        if last[2] is None:
-            return last[4]
-        back = frame.f_back
-        if back is not None and back.f_code is last[2] and back.f_lasti == last[3]:
-            return last[4]
+    """What :func:`remember` stored for the frames from ``frame`` outwards, else :data:`UNKNOWN`;
+    an answer that one or two frames decided is kept in ``recent``."""
     first, depth = frame, 0
     node: Any = memo
     while frame is not None:

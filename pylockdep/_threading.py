@@ -445,19 +445,30 @@ def _stand_in(
 
     def make(*args: Any, **kwargs: Any) -> Any:
         caller = _getframe(1)
-        if caller.f_code is _STAND_IN_CALL:
+        code = caller.f_code
+        if code is _STAND_IN_CALL:
             caller = caller.f_back
-        if prebound and (caller is None or _keeps_plain[caller.f_code.co_filename]):
+            code = caller.f_code if caller is not None else None
+        if prebound and (caller is None or _keeps_plain[code.co_filename]):
             return original(*args, **kwargs)
         if args or kwargs:
             if not takes_args:
                 return original(*args, **kwargs)  # CPython's own TypeError
             if deprecated_args:
                 warnings.warn(_RLOCK_ARGS_DEPRECATION, DeprecationWarning, stacklevel=2)
-        key = recall(made_at, caller, recent)
+        # The stack of recall's last answer, recognised by identity (recall looks the rest up).
+        last = recent[0]
+        key = UNKNOWN
+        if caller is not None and code is last[0] and caller.f_lasti == last[1]:
+            if last[2] is None:
+                key = last[4]
+            elif (back := caller.f_back) is not None and back.f_code is last[2] and back.f_lasti == last[3]:
+                key = last[4]
         if key is UNKNOWN:
-            key, looked = _new_key(ltype, kind, caller)
-            remember(made_at, caller, looked, key)
+            key = recall(made_at, caller, recent)
+            if key is UNKNOWN:
+                key, looked = _new_key(ltype, kind, caller)
+                remember(made_at, caller, looked, key)
         return original(*args, **kwargs) if key is None else new(key)
 
     # A call at a known site builds the lock in C, when in use (only make() decides what stays plain).
