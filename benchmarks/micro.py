@@ -22,6 +22,7 @@ import statistics
 import sys
 import threading
 import tracemalloc
+import types
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -35,10 +36,23 @@ from pylockdep._fastpath import ACCELERATED
 from ._timing import Loop, Ratio, alternate
 
 _PACKAGE_DIR = os.path.dirname(pylockdep.__file__)
+
+
+def _with_globals_of_now(function: Any) -> Any:
+    """``function`` reading a copy of its module's globals as they are now, or ``function`` itself
+    when it is no Python function.  ``threading.RLock()`` is a Python function that calls the module
+    global ``_CRLock``, which instrumentation rebinds: the baseline would run pylockdep's stand-in."""
+    if not isinstance(function, types.FunctionType):
+        return function
+    return types.FunctionType(
+        function.__code__, dict(function.__globals__), function.__name__, function.__defaults__, function.__closure__
+    )
+
+
 #: CPython's factories, whatever instrumentation does later.
 #: Kept in a tuple rather than as module names: instrumentation rebinds every module-level name bound
 #: to CPython's lock factories, and the baselines must stay plain while it is installed.
-_PLAIN_FACTORIES = (threading.Lock, threading.RLock)
+_PLAIN_FACTORIES = (threading.Lock, _with_globals_of_now(threading.RLock))
 
 
 def plain_lock() -> Any:

@@ -103,6 +103,28 @@ def test_the_baselines_stay_plain_while_threading_is_instrumented():
         assert type(micro.PlainWrapper()._lock) is _thread.LockType
 
 
+def test_the_baselines_run_no_code_of_pylockdep_while_threading_is_instrumented():
+    # threading.RLock() calls threading._CRLock, which instrumentation rebinds to a stand-in that
+    # makes CPython's lock for threading's own calls: plain, but at the stand-in's cost.
+    import pylockdep
+
+    called = []
+
+    def profile(frame, event, arg):
+        if event == "call":
+            called.append(frame.f_code.co_filename)
+
+    with pylockdep.instrument_threading():
+        sys.setprofile(profile)
+        try:
+            micro.plain_lock()
+            micro.plain_rlock()
+            micro.plain_condition()
+        finally:
+            sys.setprofile(None)
+    assert called and not [name for name in called if name.startswith(os.path.dirname(pylockdep.__file__))]
+
+
 def test_a_row_can_be_judged_on_its_median():
     from benchmarks.run import _verdict
 
