@@ -472,6 +472,8 @@ class validate:  # noqa: N801 - a context manager named as the API promises
     On exit, if anything was reported and ``raise_on_report`` is true, :class:`LockdepViolation`
     is raised (unless the block is already raising).  ``as v`` gives the :class:`Validator`,
     whose ``reports`` list what it found.  Other options are those of :class:`Validator`.
+    Exiting a block more times than it was entered is a RuntimeError (the validator's verdict
+    was given at the first exit).
     """
 
     def __init__(self, options: Options | None = None, /, **changes: Any) -> None:
@@ -487,14 +489,15 @@ class validate:  # noqa: N801 - a context manager named as the API promises
         v = self.validator
         with _validate_lock:
             index = next((i for i in range(len(_entered) - 1, -1, -1) if _entered[i][0] is v), None)
-            if index is not None:
-                _, previous = _entered.pop(index)
-                # Blocks entered after this one go back, when they exit, to what this one replaced.
-                for later in _entered[index:]:
-                    if later[1] is v:
-                        later[1] = previous
-                if active.validator is v:
-                    active.validator = previous
+            if index is None:
+                raise RuntimeError("validate() block exited more times than it was entered")
+            _, previous = _entered.pop(index)
+            # Blocks entered after this one go back, when they exit, to what this one replaced.
+            for later in _entered[index:]:
+                if later[1] is v:
+                    later[1] = previous
+            if active.validator is v:
+                active.validator = previous
         v.finish()
         if exc_type is None and v.raise_on_report:
             v.check()

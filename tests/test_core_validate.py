@@ -64,6 +64,29 @@ def test_validate_does_not_mask_the_blocks_own_exception():
             raise KeyError("mine")
 
 
+@pytest.mark.parametrize("raise_on_report", [True, False])
+def test_exiting_a_validate_block_more_times_than_it_was_entered_is_a_runtime_error(raise_on_report: bool) -> None:
+    """A second __exit__ was accepted silently (and gave the verdict again)."""
+    a, b = mutexes("A", "B")
+    block = pylockdep.validate(raise_on_report=raise_on_report)
+    with pytest.raises(RuntimeError, match=r"^validate\(\) block exited more times than it was entered$"):
+        block.__exit__(None, None, None)  # never entered
+    outer = pylockdep.current()
+    v = block.__enter__()
+    block.__enter__()  # the same block twice: two exits are due
+    abba(a, b)
+    for _ in range(2):  # each exit gives the verdict
+        if raise_on_report:
+            with pytest.raises(pylockdep.LockdepViolation):
+                block.__exit__(None, None, None)
+        else:
+            block.__exit__(None, None, None)
+    assert pylockdep.current() is outer
+    with pytest.raises(RuntimeError, match="exited more times than it was entered"):
+        block.__exit__(None, None, None)
+    assert pylockdep.current() is outer and [r.kind for r in v.reports] == ["circular"]
+
+
 def test_nested_validate_uses_a_fresh_graph_and_restores_the_outer_one():
     a, b = mutexes("A", "B")
     with pylockdep.validate(raise_on_report=False) as outer:
