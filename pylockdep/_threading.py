@@ -286,18 +286,33 @@ class RLock(_RealLock):
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         # Between the real take and acquire() setting _ident, the taker is the _owner that the
-        # take recorded: a signal handler of the taking thread that waits for the lock there is
-        # seen waiting for its own thread (DeadlockError), not left hanging.
+        # take recorded (see _taking).
         owner = self._ident
         if owner is not None:
             return [owner]
         taker = self._owner
         return [taker.ident] if taker is not None and self._real.locked() else []
 
+    def _taking(self, me: int) -> bool:
+        """Whether thread ``me`` has taken the real lock in an acquisition that has not set
+        ``_ident`` yet, as a signal handler that landed there finds it; if so, make ``me`` the owner.
+
+        CPython's RLock records its owner with the take: a handler that runs in the owner after
+        the take may take it again.  Here the take recorded the taker as ``_owner`` on its own
+        line (:func:`~pylockdep._locks._acquire`), and ``_ident`` and ``_count`` (0) follow later,
+        so the handler's re-entry sets them, counting the acquisition under way: that one then
+        finds ``_ident`` set and leaves the count alone.  Called only when ``_ident`` is None and
+        ``_owner`` is not; no call in here, so no other handler comes in between."""
+        taker = self._owner  # another thread's release may have cleared it since
+        if taker is not None and taker.ident == me and self._ident is None:
+            self._count, self._ident = 1, me
+            return True
+        return False
+
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock, or take it once more if this thread owns it; True if it was taken."""
         me = _get_ident()
-        if self._ident == me:
+        if self._ident == me or (self._ident is None and self._owner is not None and self._taking(me)):
             if timeout != -1 or blocking is not True:
                 _check_acquire_args(blocking, timeout)
             self._count += 1
@@ -309,8 +324,8 @@ class RLock(_RealLock):
             _acquire(self, 0, 0, frame)
         elif not _take_slow(self, blocking, timeout, _getframe(1)):
             return False
-        self._ident = me
-        self._count = 1
+        if self._ident is None:  # no call on this line: a signal handler cannot come in between (see _taking)
+            self._count, self._ident = 1, me
         return True
 
     __enter__ = acquire
@@ -355,7 +370,10 @@ class RLock(_RealLock):
         if frame.f_code.co_filename == _THREADING_FILE:  # Condition.wait(): as in Lock.__enter__
             frame = outside_frame(frame, True) or frame
         _acquire(self, 0, 0, frame)
-        self._count, self._ident = state
+        if self._ident is None:  # else a signal handler took it again meanwhile (see _taking)
+            self._count, self._ident = state
+        else:
+            self._count += state[0] - 1
 
     def _at_fork_reinit(self) -> None:
         _forget(self)
@@ -396,12 +414,12 @@ class Nested:
         lock = self._lock
         if isinstance(lock, RLock):
             me = _get_ident()
-            if lock._ident == me:
+            if lock._ident == me or (lock._ident is None and lock._owner is not None and lock._taking(me)):
                 lock._count += 1
                 return lock
             _acquire(lock, 0, self._subclass, _getframe(1))
-            lock._ident = me
-            lock._count = 1
+            if lock._ident is None:  # as in RLock.acquire
+                lock._count, lock._ident = 1, me
         else:
             _acquire(lock, 0, self._subclass, _getframe(1))
         return lock

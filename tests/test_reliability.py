@@ -20,11 +20,12 @@ import textwrap
 import threading
 import time
 import weakref
+from typing import Any
 
 import pytest
 
 import pylockdep
-from pylockdep import _locks, _signals, _validator, _waitfor
+from pylockdep import _locks, _signals, _threading, _validator, _waitfor
 from pylockdep._fastpath import ACCELERATED
 from pylockdep._held import H_LOCK
 
@@ -1018,33 +1019,62 @@ def test_acquire_arguments_as_cpython_checks_them(kind: str, args: tuple, plain_
             lock.release()
 
 
-@pytest.mark.skipif(ACCELERATED, reason="the C path takes an RLock and records its owner with no Python code between")
-def test_a_handler_waiting_for_the_rlock_its_thread_is_taking_never_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A handler that lands after the real take but before RLock.acquire() records its owner waited for ever."""
-    fired: list[bool] = []
-    real_push = _locks.push
+def _take_as(how: str, rl: Any) -> None:
+    """Take the RLock ``rl`` once, the way ``how`` names."""
+    if how == "acquire":
+        rl.acquire()
+    elif how == "timed":
+        assert rl.acquire(timeout=30)
+    elif how == "trylock":
+        assert rl.acquire(False)
+    elif how == "nested":
+        pylockdep.nested(rl, 1).__enter__()
+    else:  # Condition.wait() taking it back, the recursion state of two with-blocks to restore
+        rl._acquire_restore((2, threading.get_ident()))
+        rl.release()
+
+
+@pytest.mark.parametrize("how", ["acquire", "timed", "trylock", "nested", "restore"])
+@pytest.mark.parametrize("where", ["before the push", "after the acquisition"])
+def test_a_handler_in_the_rlock_owner_may_take_it_again_as_soon_as_it_is_taken(
+    how: str, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPython's RLock records its owner with the take: a signal handler that lands after the
+    real take, before the acquisition has set the owner's ident, may take the RLock again (it
+    waited for its own thread before: DeadlockError; for ever, before that)."""
+    fired: list[tuple[bool, int]] = []
+
+    def handler() -> None:  # what a signal handler of this thread landing there does
+        with rl:
+            fired.append((rl._is_owned(), rl._recursion_count()))
 
     def push_interrupted(t: object, lock: object, *rest: object) -> None:
         if lock is rl and not fired:
-            fired.append(True)
-            with rl:  # what a signal handler of this thread landing here does
-                pass
+            handler()
         real_push(t, lock, *rest)
 
+    def acquire_interrupted(lock: object, *args: object) -> bool:
+        taken = real_acquire(lock, *args)
+        if lock is rl and not fired:
+            handler()
+        return taken
+
+    real_push, real_acquire = _locks.push, _threading._acquire
     with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
         rl = threading.RLock()
-        monkeypatch.setattr(_locks, "push", push_interrupted)
-        with pytest.raises(
-            pylockdep.DeadlockError,
-            match=r"MainThread/\d+ would wait for ever on 'RLock@test_reliability.py:\d+', which it holds itself",
-        ):
-            rl.acquire()
+        if where == "before the push":
+            monkeypatch.setattr(_locks, "push", push_interrupted)
+        else:
+            monkeypatch.setattr(_threading, "_acquire", acquire_interrupted)
+        _take_as(how, rl)
         monkeypatch.undo()
-        assert fired == [True]
+        assert fired == [(True, 2)]
+        assert rl._is_owned() and rl._recursion_count() == 1 and len(v.task().held) == 1
+        rl.release()
         assert not rl._is_owned() and "unlocked" in repr(rl) and not v.task().held
         with rl, rl:
             pass
-    assert v.reports == []  # not yet pushed, the lock is not held in the stack: the error alone says it
+    assert v.reports == []
 
 
 @pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy, pickle.dumps])
