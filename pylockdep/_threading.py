@@ -146,6 +146,21 @@ def _take_slow(lock: Lock | RLock, blocking: Any, timeout: Any, frame: FrameType
     return True
 
 
+def _restore_state(state: Any) -> tuple[int, int]:
+    """The ``(count, owner)`` that ``RLock._acquire_restore(state)`` restores: TypeError, in
+    CPython's words, for anything its RLock refuses, before the lock is taken."""
+    where = "_acquire_restore() argument 1"
+    if isinstance(state, dict) or not hasattr(type(state), "__getitem__"):  # not a sequence
+        raise TypeError(f"{where} must be 2-item sequence, not {type(state).__name__}")
+    if len(state) != 2:
+        raise TypeError(f"{where} must be sequence of length 2, not {len(state)}")
+    for item, value in enumerate(state):
+        if not isinstance(value, int):
+            kind = "None" if value is None else type(value).__name__
+            raise TypeError(f"{where}, item {item} must be int, not {kind}")
+    return state[0], state[1]
+
+
 def _forget(lock: Lock | RLock) -> None:
     """Take a reinitialised ``lock`` off the held stack of the thread that took it."""
     owner, lock._owner = lock._owner, None
@@ -162,7 +177,8 @@ def _forget(lock: Lock | RLock) -> None:
 
 # -- the lock types ----------------------------------------------------------------------------
 
-# The class of an RLock made directly with no frame outside threading and pylockdep to name it.
+# The classes of locks made directly with no frame outside threading and pylockdep to name them.
+_ORPHAN_LOCK_KEY = key_for("Lock", _locktypes.PY_LOCK, None)
 _ORPHAN_RLOCK_KEY = key_for("RLock", _locktypes.PY_RLOCK, None)
 
 
@@ -171,15 +187,23 @@ class Lock(_RealLock):
 
     Behaves as ``_thread.lock``: ``acquire(blocking=True, timeout=-1) -> bool``, ``release()``
     (RuntimeError when unlocked), ``locked()``, ``with``, ``_at_fork_reinit()``.  Only
-    ``threading.Lock()`` makes one, while :class:`instrument_threading` is active: like
-    ``_thread.lock``, the type refuses to be instantiated.
+    ``threading.Lock()`` makes one, while :class:`instrument_threading` is active, and, as
+    ``_thread.lock`` does from 3.13 on, the type itself (before 3.13 it refuses, as CPython's).
     """
 
     _owned = False
     __slots__ = ()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Lock:
-        raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
+        """As ``_thread.lock()``: refused before 3.13; from 3.13 on a new lock (class from the
+        caller's line)."""
+        if sys.version_info < (3, 13):
+            raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
+        if kwargs:
+            raise TypeError("lock() takes no keyword arguments")
+        if args:
+            raise TypeError(f"lock expected 0 arguments, got {len(args)}")
+        return cls._new(_new_key(_locktypes.PY_LOCK, "Lock", _getframe(1))[0] or _ORPHAN_LOCK_KEY)
 
     @classmethod
     def _new(cls, key: LockKey) -> Lock:
@@ -211,7 +235,10 @@ class Lock(_RealLock):
                 return False  # a trylock of a taken lock (Condition._is_owned()'s): see _take_slow
         return _take_slow(self, blocking, timeout, _getframe(1))
 
-    def __enter__(self) -> bool:
+    def __enter__(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """``acquire()`` (the with-block's call, with no arguments), as ``_thread.lock``'s."""
+        if blocking is not True or timeout != -1:
+            return _take_slow(self, blocking, timeout, _getframe(1))
         frame = _getframe(1)
         if frame.f_code.co_filename == _THREADING_FILE:  # _acquirer(frame), spelt out: a call fewer
             frame = outside_frame(frame, True) or frame
@@ -366,14 +393,15 @@ class RLock(_RealLock):
 
     def _acquire_restore(self, state: tuple[int, int | None]) -> None:
         """Take the lock again after ``Condition.wait()`` and restore the recursion state."""
+        count, ident = _restore_state(state)
         frame = _getframe(1)
         if frame.f_code.co_filename == _THREADING_FILE:  # Condition.wait(): as in Lock.__enter__
             frame = outside_frame(frame, True) or frame
         _acquire(self, 0, 0, frame)
         if self._ident is None:  # else a signal handler took it again meanwhile (see _taking)
-            self._count, self._ident = state
+            self._count, self._ident = count, ident
         else:
-            self._count += state[0] - 1
+            self._count += count - 1
 
     def _at_fork_reinit(self) -> None:
         _forget(self)

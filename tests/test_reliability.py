@@ -1019,6 +1019,48 @@ def test_acquire_arguments_as_cpython_checks_them(kind: str, args: tuple, plain_
             lock.release()
 
 
+def _raised(call: Any, *args: object) -> tuple[type, str] | None:
+    try:
+        call(*args)
+    except Exception as exc:  # noqa: BLE001 - the outcome compared is the exception's type and words
+        return type(exc), str(exc)
+    return None
+
+
+@pytest.mark.parametrize("state", [5, (), (1,), (1, 2, 3), ("a", 1), (1, "b"), (1.5, 2), (1, None), {1: 2, 3: 4}])
+def test_rlock_acquire_restore_refuses_what_cpython_refuses_before_taking_it(state: object, plain_threading: None):
+    """A state CPython's RLock._acquire_restore() refuses raised only after taking the lock (left
+    held, so the next try was reported recursive and raised DeadlockError)."""
+    import _thread
+
+    expected = _raised(_thread.RLock()._acquire_restore, state)
+    assert expected is not None and expected[0] is TypeError
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        rl = threading.RLock()
+        assert _raised(rl._acquire_restore, state) == expected
+        assert _raised(rl._acquire_restore, state) == expected
+        assert "unlocked" in repr(rl) and not v.task().held
+        rl._acquire_restore([2, threading.get_ident()])  # any sequence of two ints, as CPython's
+        assert rl._recursion_count() == 2
+        rl._release_save()
+    assert v.reports == []
+
+
+@pytest.mark.parametrize("args", [(), (False,), (True, 0.5), (0,)])
+def test_lock_enter_takes_acquire_arguments_as_cpython_s(args: tuple, plain_threading: None) -> None:
+    """``_thread.lock.__enter__`` is its ``acquire``: arguments included (ours refused them)."""
+    import _thread
+
+    plain = _thread.allocate_lock()
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        lock = threading.Lock()
+        assert lock.__enter__(*args) is plain.__enter__(*args) is True
+        assert lock.__enter__(False) is plain.__enter__(False) is False  # held: a trylock fails
+        lock.release()
+        assert not lock.locked()
+    assert v.reports == []
+
+
 def _take_as(how: str, rl: Any) -> None:
     """Take the RLock ``rl`` once, the way ``how`` names."""
     if how == "acquire":

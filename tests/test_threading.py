@@ -296,9 +296,18 @@ def test_a_spawned_multiprocessing_manager_serves_locks(v):
     assert v.reports == []
 
 
-def test_lock_type_refuses_instantiation_and_rlock_type_allows_it_as_cpythons_do(v):
-    with pytest.raises(TypeError, match=r"cannot create 'pylockdep\._threading\.Lock' instances"):
-        type(threading.Lock())()
+def test_lock_type_makes_locks_from_3_13_on_and_rlock_type_always_as_cpythons_do(v):
+    lock_type = type(threading.Lock())
+    if sys.version_info < (3, 13):
+        with pytest.raises(TypeError, match=r"cannot create 'pylockdep\._threading\.Lock' instances"):
+            lock_type()
+    else:
+        lock = lock_type()
+        assert name_of(lock) == f"Lock@{FILE}:{line() - 1}"
+        with pytest.raises(TypeError, match=r"^lock expected 0 arguments, got 1$"):
+            lock_type(1)
+        with lock:
+            assert lock.locked()
     rlock_type = type(threading.RLock())
     rlock = rlock_type()
     n = line() - 1  # the line above
