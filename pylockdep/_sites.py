@@ -104,16 +104,21 @@ UNKNOWN = object()
 SiteMemo = dict[tuple[int, int], tuple[CodeType, Any]]
 
 
-#: The last answer of a memo that one or two frames decided, kept by its user: ``[(code, offset,
-#: caller's code, its offset, what was found)]`` (None and -1 for the caller when one did).  The
-#: code objects are held, so they are compared by identity: the user answers a lock made again where
-#: the last one was with no lookup, and asks :func:`recall` otherwise.
-Recent = list[tuple[Any, int, Any, int, Any]]
+#: The answers of a memo that one or two frames decided, kept by its user and indexed by the first
+#: frame's offset: ``(code, caller's code, its offset, what was found)`` of the last such stack seen
+#: at that offset (None and -1 for the caller when one frame decided).  The code objects are held, so
+#: they are compared by identity: the user answers a lock made again where one was made before
+#: with no lookup, and asks :func:`recall` otherwise (always for offsets past the end).
+Recent = list[tuple[Any, Any, int, Any]]
+
+#: What a :data:`Recent` holds for an offset it has seen no stack at; and how many offsets it holds.
+NOT_RECENT = (None, None, -1, UNKNOWN)
+RECENT_SLOTS = 2048
 
 
 def no_recent() -> Recent:
     """A :data:`Recent` that matches no stack."""
-    return [(None, -1, None, -1, UNKNOWN)]
+    return [NOT_RECENT] * RECENT_SLOTS
 
 
 def recall(memo: SiteMemo, frame: FrameType | None, recent: Recent) -> Any:
@@ -128,10 +133,10 @@ def recall(memo: SiteMemo, frame: FrameType | None, recent: Recent) -> Any:
         node = entry[1]
         depth += 1
         if type(node) is not dict:
-            if depth == 1:
-                recent[0] = (frame.f_code, frame.f_lasti, None, -1, node)
-            elif depth == 2:
-                recent[0] = (first.f_code, first.f_lasti, frame.f_code, frame.f_lasti, node)  # type: ignore[union-attr]
+            offset = first.f_lasti  # type: ignore[union-attr]
+            if depth <= 2 and offset < RECENT_SLOTS:
+                caller = (frame.f_code, frame.f_lasti) if depth == 2 else (None, -1)
+                recent[offset] = (first.f_code, *caller, node)  # type: ignore[union-attr]
             return node
         frame = frame.f_back
     return UNKNOWN

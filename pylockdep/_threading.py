@@ -55,7 +55,7 @@ from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
 from ._plain import plain_lock
 from ._signals import critical, deferred, run_deferred
-from ._sites import UNKNOWN, SiteMemo, class_name, creation_walk, no_recent, recall, remember
+from ._sites import NOT_RECENT, RECENT_SLOTS, UNKNOWN, SiteMemo, class_name, creation_walk, no_recent, recall, remember
 from ._validator import active
 from ._when_imported import Hook, when_imported
 
@@ -488,7 +488,7 @@ def _stand_in(
     # The key (or None: plain) found from each stack that called it: a lock made again where one
     # was made before costs a lookup per frame the walk looked at, not the walk.
     made_at: SiteMemo = {}
-    recent = no_recent()  # its last answer
+    recent = no_recent()  # its last answers, by offset
 
     def make(*args: Any, **kwargs: Any) -> Any:
         caller = _getframe(1)
@@ -503,14 +503,17 @@ def _stand_in(
                 return original(*args, **kwargs)  # CPython's own TypeError
             if deprecated_args:
                 warnings.warn(_RLOCK_ARGS_DEPRECATION, DeprecationWarning, stacklevel=2)
-        # The stack of recall's last answer, recognised by identity (recall looks the rest up).
-        last = recent[0]
+        # recall's last answer for a stack at the caller's offset, if this is that stack, recognised
+        # by identity (recall looks the rest up).
         key = UNKNOWN
-        if caller is not None and code is last[0] and caller.f_lasti == last[1]:
-            if last[2] is None:
-                key = last[4]
-            elif (back := caller.f_back) is not None and back.f_code is last[2] and back.f_lasti == last[3]:
-                key = last[4]
+        if caller is not None:
+            lasti = caller.f_lasti
+            last = recent[lasti] if lasti < RECENT_SLOTS else NOT_RECENT
+            if code is last[0]:
+                if last[1] is None:
+                    key = last[3]
+                elif (back := caller.f_back) is not None and back.f_code is last[1] and back.f_lasti == last[2]:
+                    key = last[3]
         if key is UNKNOWN:
             key = recall(made_at, caller, recent)
             if key is UNKNOWN:

@@ -144,6 +144,26 @@ def test_a_site_made_again_keeps_its_class_through_helpers_and_threading_types(v
     assert len({lock._key for lock in first + second}) == 2
 
 
+class _LockHere:
+    def __init__(self):
+        self.lock = threading.Lock()
+
+
+class _LockThere:
+    def __init__(self):
+        self.lock = threading.Lock()
+
+
+def test_threading_locks_made_in_turn_at_one_offset_of_two_methods_keep_their_sites_classes(v):
+    # Both calls are at the same instruction offset of their code: each site keeps its own class.
+    assert _LockHere.__init__.__code__.co_code == _LockThere.__init__.__code__.co_code
+    made = [(_LockHere().lock, _LockThere().lock) for _ in range(3)]
+    line = _LockHere.__init__.__code__.co_firstlineno + 1
+    assert {here.name for here, _ in made} == {f"_LockHere.lock@{FILE}:{line}"}
+    assert {there.name for _, there in made} == {f"_LockThere.lock@{FILE}:{line + 5}"}
+    assert len({lock._key for pair in made for lock in pair}) == 2
+
+
 def test_threadings_own_locks_stay_plain_when_made_again(v):
     for _ in range(3):
         assert type(threading.Thread(target=lambda: None)._started._cond._lock) is _thread.LockType
