@@ -83,7 +83,8 @@ def chain_key(prev: int, ctx: int, variant: int) -> int:
     ``ctx`` is pushed on a stack whose key is ``prev``.
 
     The C fast path (``pylockdep/_csrc/``) computes the same (``hash((prev, ctx, variant))``); a test holds the
-    two in step.
+    two in step.  So does :func:`pylockdep._locks._acquire`, which spells it out (a call fewer on
+    every acquisition; a test holds it in step too).
     """
     return hash((prev, ctx, variant))
 
@@ -100,6 +101,8 @@ def push(
 
     A signal handler, finalizer or trace hook that runs in between sees the entry before its chain
     key and spin count: what it validates then depends on the lock too, which is true.
+    :func:`pylockdep._locks._acquire` spells this out, in this order, on its hot path (a test holds
+    the two in step).
     """
     spins = cls.spins
     t.held.append((lock, cls, read, trylock, code, lasti, t.key, t.irq, spins, t.ctx))
@@ -114,7 +117,8 @@ def pop(t: Task) -> HeldLock:
     The key and spin count go back before the entry leaves: a handler, finalizer or trace hook that
     runs in between sees the lock still held under the older key, so what it validates there
     depends on the lock too (true: it is not released yet), and no chain is cached as validated
-    under a key that claims a lock the stack does not hold.
+    under a key that claims a lock the stack does not hold.  :func:`pylockdep._locks._release`
+    spells this out, in this order, on its hot path (a test holds the two in step).
     """
     held = t.held
     entry = held[-1]

@@ -30,7 +30,7 @@ from . import _context, _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import RWCore, accelerate, accelerate_new, accelerate_rw, accelerate_section, new_real_lock
 from ._frames import Site, caller_site, is_internal, line_at
-from ._held import H_LOCK, VARIANT_TRY, chain_key, drop_foreign, find, pop, push, remove
+from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, drop_foreign, find, pop, remove
 from ._plain import plain_rlock
 from ._primitive import Primitive
 from ._signals import critical, critical_take, deferred, run_deferred
@@ -91,8 +91,14 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
         cls = classes[subclass] if owner is v else None
         if cls is None:
             cls = v.class_for(lock._key, subclass)
-        key = chain_key(t.key, t.ctx, cls.variants[read + VARIANT_TRY if trylock else read])
-        if key not in v.chains:
+        # chain_key() and push() spelt out here, the hot path, a call fewer each (a test holds
+        # them in step); the entry's key and context are those the chain key was made from.
+        prev = t.key
+        ctx = t.ctx
+        key = hash((prev, ctx, cls.variants[read + VARIANT_TRY if trylock else read]))
+        # Only a new chain can be too deep: the first stack of a depth over the limit is a new
+        # chain, and the report of its depth turns validation off for good.
+        if new_chain := key not in v.chains:
             v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno)
         if not trylock:
             lock._owner = t if (taken := True in map(lock._try, try_args) if read else lock._try_write) else lock._owner
@@ -101,8 +107,12 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
                 _waitfor.wait(v, t, lock, read, partial(_timed_into, waited, lock, read, t))
         # The instruction offset, not f_lineno: finding the line costs time proportional to the
         # function's length, so it is worked out only when a report prints the site.
-        push(t, lock, cls, read, trylock, frame.f_code, frame.f_lasti, key)
-        if len(t.held) >= v.max_lock_depth:  # a call: a handler may raise after it, still undone
+        held = t.held
+        held.append((lock, cls, read, trylock, frame.f_code, frame.f_lasti, prev, t.irq, spins := cls.spins, ctx))
+        t.key = key
+        if spins:
+            t.spins += 1
+        if new_chain and len(held) >= v.max_lock_depth:  # a call: a handler may raise after it, still undone
             v.depth_exceeded(t)
         if deferred:
             run_deferred()
@@ -161,13 +171,23 @@ def _release(lock: Primitive, read: int) -> None:
             t = v.new_task()
         held = t.held
         if held and (entry := held[-1])[H_LOCK] is lock and not t.foreign_releases:
-            unlock = lock._unlock  # looked up first: the release below runs no Python code
+            # Looked up first, so that the release below runs no Python code: the plain lock's own
+            # release() when there is one (a property's lookup is the dearer part of _unlock).
+            real = lock._real
+            unlock = lock._unlock if real is None else real.release
             try:
-                pop(t)
+                # pop() spelt out, the hot path, a call fewer (a test holds them in step).
+                if entry[H_SPIN]:
+                    t.spins -= 1
+                t.key = entry[H_PREV_KEY]
+                held.pop()
             finally:  # interrupted or not, the lock is released and off the stack
                 if held and held[-1] is entry:
                     pop(t)
-                unlock(read)
+                if real is None:
+                    unlock(read)
+                else:
+                    unlock()
                 lock._owner = None if lock._owner is t else lock._owner
             return
         if not _release_slow(v, t, lock, read):
@@ -211,6 +231,9 @@ class _Tracked:
     __slots__ = ("_key", "_owner", "__weakref__")
     _key: LockKey
     _owner: Task | None
+    #: The plain lock beneath (see :class:`_RealLock`), which :func:`_release` releases with its own
+    #: ``release()``; None for a lock with another primitive, released through ``_unlock``.
+    _real: Any = None
 
     #: ``_try(0)``, made by reading the attribute: the getter is C (``methodcaller``), so no Python
     #: code runs between the attempt and its reader's use of the outcome when ``_try`` is C (see

@@ -203,6 +203,44 @@ def test_fast_and_slow_paths_leave_the_same_state():
     assert v.reports == []
 
 
+def test_python_acquire_and_release_change_the_stack_as_push_and_pop_do():
+    """_locks._acquire and _release spell out _held.chain_key(), push() and pop() on their hot path:
+    each acquisition (exclusive, reader, recursive reader, trylock, a nesting subclass, a spinning
+    lock, over locks already held, chain new or known) leaves the stack, chain key and spin count
+    that push() leaves from the state before it, and each release what pop() leaves."""
+    m, s, rw, rs = pylockdep.Mutex, pylockdep.SpinLock, pylockdep.RWLock, pylockdep.RWSemaphore
+    ways = [(m("ps_m"), 0, 0, False), (rs("ps_rs"), 1, 0, True), (m("ps_m2"), 0, 2, True), (rs("ps_rs2"), 0, 0, False)]
+    ways += [(rw("ps_rw"), 1, 0, False), (rw("ps_rw2"), 2, 0, True), (s("ps_s"), 0, 0, False), (s("ps_s2"), 0, 0, True)]
+
+    def state(t: _task.Task) -> tuple[list[HeldLock], int, int]:
+        return list(t.held), t.key, t.spins
+
+    with pylockdep.validate(raise_on_report=False, stream=None, preempt_rt=False) as v:
+        t = v.task()
+        for _ in range(2):  # new chains, then known ones
+            for below in range(len(ways)):
+                held_below = ways[:below]
+                for lock, read, subclass, trylock in held_below:
+                    assert _locks._acquire(lock, read, subclass, sys._getframe(), trylock)
+                lock, read, subclass, trylock = ways[below]
+                twin = _task.Task("twin", 0)
+                twin.held, twin.key, twin.spins, twin.ctx, twin.irq = list(t.held), t.key, t.spins, t.ctx, t.irq
+                assert _locks._acquire(lock, read, subclass, sys._getframe(), trylock)
+                top = t.held[-1]
+                cls = v.class_for(lock._key, subclass)
+                key = chain_key(twin.key, twin.ctx, variant(cls, read, trylock))
+                _held.push(twin, lock, cls, read, trylock, top[H_CODE], top[H_LASTI], key)
+                assert state(t) == state(twin)
+                for lock, read, _, _ in reversed(ways[: below + 1]):
+                    twin.held, twin.key, twin.spins = state(t)
+                    _held.pop(twin)
+                    _locks._release(lock, read)
+                    assert state(t) == state(twin)
+                assert state(t) == ([], CHAIN_ROOT, 0)
+        assert v.reports == []
+        assert len(v.chains) >= len(ways)
+
+
 def sections(in_softirq: bool) -> list[tuple[str, object, object]]:
     """(label, lock, section factory) for the sections that change no context; in softirq context
     only those valid there (an RWLock reader, which is recursive there)."""

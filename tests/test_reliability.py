@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ast
 import copy
+import dis
 import gc
 import io
+import linecache
 import os
 import pickle
 import signal
@@ -19,6 +21,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 import weakref
 from typing import Any
 
@@ -268,17 +271,18 @@ def test_a_raising_listener_or_log_processor_does_not_break_the_program(capfd: p
 
 
 def test_a_trace_hook_taking_a_lock_inside_a_release_leaves_the_chain_cache_sound() -> None:
-    """Pure path: a trace hook takes lock C at one line of the held-stack pop of A's release (each
-    line in turn, each time with new locks and a new validator).  Whatever it sees there must not
-    cache a chain as validated under a key that claims A while the stack lacks it: the later cycle
-    A -> C, C -> A is found every time."""
+    """Pure path: a trace hook takes lock C at one line of A's release, where the held-stack pop is
+    spelt out (each line in turn, each time with new locks and a new validator; pop() too, which
+    the release calls if interrupted).  Whatever it sees there must not cache a chain as validated
+    under a key that claims A while the stack lacks it: the later cycle A -> C, C -> A is found
+    every time."""
     result = run_python("""
         import os, sys
         os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
         import pylockdep
-        from pylockdep import _held
+        from pylockdep import _held, _locks
         found = []
-        for at_line in range(8):
+        for at_line in range(20):
             A, C = pylockdep.Mutex(f"A{at_line}"), pylockdep.Mutex(f"C{at_line}")
             lines = 0
             def local(frame, event, arg):
@@ -290,7 +294,8 @@ def test_a_trace_hook_taking_a_lock_inside_a_release_leaves_the_chain_cache_soun
                             pass
                 return local
             def calls(frame, event, arg):
-                return local if frame.f_code is _held.pop.__code__ and lines <= at_line else None
+                hooked = (_locks._release.__code__, _held.pop.__code__)
+                return local if frame.f_code in hooked and lines <= at_line else None
             with pylockdep.validate(raise_on_report=False, stream=None) as v:
                 A.acquire()
                 sys.settrace(calls)
@@ -305,7 +310,7 @@ def test_a_trace_hook_taking_a_lock_inside_a_release_leaves_the_chain_cache_soun
             found.append([r.kind for r in v.reports])
         print(found)
     """)
-    assert result.stdout == str([["circular"]] * 8) + "\n", result.stdout + result.stderr
+    assert result.stdout == str([["circular"]] * 20) + "\n", result.stdout + result.stderr
 
 
 HOOK_AT_EVERY_LINE = """
@@ -1090,10 +1095,14 @@ def test_a_handler_in_the_rlock_owner_may_take_it_again_as_soon_as_it_is_taken(
         with rl:
             fired.append((rl._is_owned(), rl._recursion_count()))
 
-    def push_interrupted(t: object, lock: object, *rest: object) -> None:
-        if lock is rl and not fired:
+    # Before the push: a trace hook at the line of _acquire that pushes the lock.
+    code = _locks._acquire.__code__
+    (push_line,) = [n for _, n in dis.findlinestarts(code) if "held.append(" in linecache.getline(code.co_filename, n)]
+
+    def push_interrupted(frame: types.FrameType, event: str, arg: object) -> object:
+        if event == "line" and frame.f_lineno == push_line and frame.f_locals["lock"] is rl and not fired:
             handler()
-        real_push(t, lock, *rest)
+        return push_interrupted
 
     def acquire_interrupted(lock: object, *args: object) -> bool:
         taken = real_acquire(lock, *args)
@@ -1101,15 +1110,18 @@ def test_a_handler_in_the_rlock_owner_may_take_it_again_as_soon_as_it_is_taken(
             handler()
         return taken
 
-    real_push, real_acquire = _locks.push, _threading._acquire
+    real_acquire = _threading._acquire
     with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
         rl = threading.RLock()
         if where == "before the push":
-            monkeypatch.setattr(_locks, "push", push_interrupted)
+            sys.settrace(lambda frame, event, arg: push_interrupted if frame.f_code is code else None)
         else:
             monkeypatch.setattr(_threading, "_acquire", acquire_interrupted)
-        _take_as(how, rl)
-        monkeypatch.undo()
+        try:
+            _take_as(how, rl)
+        finally:
+            sys.settrace(None)
+            monkeypatch.undo()
         assert fired == [(True, 2)]
         assert rl._is_owned() and rl._recursion_count() == 1 and len(v.task().held) == 1
         rl.release()
