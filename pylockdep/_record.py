@@ -16,14 +16,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from ._export import MergedGraph, cycle_report, graph_to_data, strong_cycles
 from ._report import Report
-from ._validator import current
-
-if TYPE_CHECKING:
-    from ._validator import Validator
+from ._validator import Validator, current
 
 FORMAT = "pylockdep-graph"
 VERSION = 1
@@ -33,7 +30,7 @@ class RecordingError(ValueError):
     """A file is not a recording this version of pylockdep can read (the message says why)."""
 
 
-def record_graph(path: str, validator: Validator | None = None, source: str | None = None) -> None:
+def record_graph(path: str | os.PathLike[str], validator: Validator | None = None, source: str | None = None) -> None:
     """Write the lock graph of ``validator`` (default: the one in force) to ``path`` as a recording
     for ``pylockdep merge``, as ``pylockdep run --record`` does; gzip-compressed when ``path`` ends
     in ``.gz``.  ``source`` names the run in merged reports (default: the file's name).
@@ -41,8 +38,15 @@ def record_graph(path: str, validator: Validator | None = None, source: str | No
     For code validated with ``validate()``: ``with pylockdep.validate() as v: ...`` then
     ``pylockdep.record_graph("job3.json", v)``.
     """
+    path = os.fspath(path)  # TypeError for anything but a path, before a file is touched
+    if not isinstance(path, str):
+        raise TypeError(f"record_graph() needs a file name (str), not {type(path).__name__}")
     if validator is None:
         validator = current()
+    elif not isinstance(validator, Validator):
+        raise TypeError(f"record_graph() records a pylockdep.Validator, not {type(validator).__name__}")
+    if source is not None and not isinstance(source, str):
+        raise TypeError(f"source must be a str or None, not {type(source).__name__}")
     with open_for_writing(path) as f:
         record(validator, f, source or os.path.basename(path))
 

@@ -65,7 +65,11 @@ class Validator:
     )
 
     def __init__(self, options: Options | None = None, /, **changes: Any) -> None:
-        options = (options or Options()).replace(**changes)
+        if options is None:
+            options = Options()
+        elif not isinstance(options, Options):
+            raise TypeError(f"options must be a pylockdep.Options, not {type(options).__name__}")
+        options = options.replace(**changes)
         self.graph = Graph()
         self.instances = InstanceOrder()  # how instances of one class of Python's locks nest
         self.apply(options)

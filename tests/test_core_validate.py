@@ -272,6 +272,14 @@ def test_an_unknown_option_is_a_type_error_naming_it(make):
         make(max_lock_dept=4)
 
 
+@pytest.mark.parametrize("make", [pylockdep.validate, pylockdep.Validator])
+@pytest.mark.parametrize("options", [5, "preempt_rt", {"preempt_rt": True}])
+def test_options_that_are_not_an_options_object_are_a_type_error(make, options):
+    """validate(5) failed with AttributeError ('int' object has no attribute 'replace')."""
+    with pytest.raises(TypeError, match=f"^options must be a pylockdep.Options, not {type(options).__name__}$"):
+        make(options)
+
+
 def test_configure_changes_only_the_options_given_and_validate_takes_an_options_object():
     default = pylockdep.configure()
     before = default.options

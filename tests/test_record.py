@@ -145,3 +145,27 @@ def test_record_graph_writes_a_validate_blocks_graph(tmp_path: Path) -> None:
     assert len(locks) == 2
     between = [e for e in data["graph"]["edges"] if {e["prev"], e["next"]} == locks]
     assert len(between) == 2  # a -> b and b -> a
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((5,), "expected str, bytes or os.PathLike object, not int"),
+        ((b"g.json",), r"record_graph\(\) needs a file name \(str\), not bytes"),
+        (("g.json", 5), r"record_graph\(\) records a pylockdep.Validator, not int"),
+        (("g.json", None, 5), "source must be a str or None, not int"),
+    ],
+)
+def test_record_graph_refuses_wrong_arguments_before_touching_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple, message: str
+) -> None:
+    """A number as path or validator failed with AttributeError, the second after emptying the file."""
+    import pylockdep
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.json").write_text("kept")
+    with pytest.raises(TypeError, match=f"^{message}$"):
+        pylockdep.record_graph(*args)
+    assert (tmp_path / "g.json").read_text() == "kept"
+    pylockdep.record_graph(tmp_path / "g.json")  # a path object is a file name too
+    assert _record.load(str(tmp_path / "g.json"))["source"] == "g.json"
