@@ -453,7 +453,8 @@ def _validate(lock: Lock, frame: FrameType) -> Task | None:
 
     Returns the holder (None when validation is off).  If the lock is held, the holder is marked
     as waiting for it; a wait that closes a cycle of waiting holders raises
-    :class:`DeadlockError` (after lockdep's report, made on validation).
+    :class:`DeadlockError` (after lockdep's report, made on validation), unless a timeout of the
+    task will end it (:func:`_times_out`).
     """
     v = active.validator
     if v.off:
@@ -480,11 +481,25 @@ def _validate(lock: Lock, frame: FrameType) -> Task | None:
         # A cycle needs the holder to wait too; the last holder to wait is the one that closes it.
         if holder is t or holder.waiting is not None:
             cycle = _waitfor.find_wait_cycle(v, t)
-            if cycle is not None:
+            if cycle is not None and not _times_out(_current_task()):
                 t.waiting = None
                 lock._get_loop()  # what CPython raises before it would wait (a lock of another loop) comes first
                 raise DeadlockError(_waitfor.describe_cycle(cycle))
     return t
+
+
+def _times_out(task: asyncio.Task | None) -> bool:
+    """Whether ``task`` runs inside an ``asyncio.timeout()`` block still to expire (3.12's
+    ``wait_for()`` runs its awaitable in one): a wait of it ends by itself, cancelled, so however
+    it waits it is no deadlock.  Read from the loop's timers (an event loop without ``_scheduled``
+    tells nothing: no timeout)."""
+    if task is None:
+        return False
+    for handle in getattr(task.get_loop(), "_scheduled", ()):
+        timeout = getattr(getattr(handle, "_callback", None), "__self__", None)
+        if isinstance(timeout, asyncio.Timeout) and timeout._task is task and not handle.cancelled():
+            return True
+    return False
 
 
 def _push(lock: Lock, t: Task, frame: FrameType) -> None:

@@ -358,6 +358,34 @@ def test_a_task_taking_its_own_lock_again_is_recursive_and_raises_deadlock_error
     assert len(caught) == 1 and "which it holds itself" in str(caught[0])
 
 
+@pytest.mark.parametrize("how", ["wait_for", "timeout"])
+def test_a_task_taking_its_own_lock_again_under_a_timeout_is_recursive_and_times_out(how: str):
+    """A wait that a timeout ends is no deadlock: ``wait_for(lock.acquire(), t)`` (3.12 on, where
+    it runs in the task) and ``asyncio.timeout()`` raised DeadlockError where CPython times out."""
+    outcome: list[str] = []
+
+    async def main():
+        lock = asyncio.Lock()
+        async with lock:
+            try:
+                if how == "wait_for":
+                    await asyncio.wait_for(lock.acquire(), timeout=0.05)
+                else:
+                    async with asyncio.timeout(0.05):
+                        await lock.acquire()
+            except TimeoutError:
+                outcome.append("timed out")
+            assert lock.locked()
+        assert not lock.locked()
+        async with lock:  # it works on
+            outcome.append("taken again")
+
+    reports = run(main)
+    assert outcome == ["timed out", "taken again"]
+    # 3.11's wait_for() takes the lock in a task of its own, which the awaiter waits for
+    assert kinds(reports) == (["circular"] if how == "wait_for" and sys.version_info < (3, 12) else ["recursive"])
+
+
 def test_a_real_deadlock_among_tasks_raises_in_the_task_that_closes_the_cycle():
     outcome: dict[str, str] = {}
 
