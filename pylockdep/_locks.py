@@ -260,19 +260,7 @@ class _Validated(_Tracked):
     __slots__ = ()
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
-        # The key of the last lock made at the caller's offset (_made_here) when that lock was made
-        # here, with this name, key and type; else _creation_key's.  Spelt out in each constructor:
-        # a call fewer on the pure path, where finding the key is most of what a lock costs.
-        frame = _getframe(1)
-        try:
-            made = _made_here[frame.f_lasti]
-        except IndexError:
-            made = _NOT_MADE
-        self._key = (
-            made[4]
-            if made[0] is frame.f_code and made[1] is name and made[2] is key and made[3] is type(self)
-            else _creation_key(type(self), name, key, frame)
-        )
+        self._key = _creation_key(type(self), name, key, _getframe(1))
         self._owner = None
 
     def locked(self) -> bool:
@@ -289,7 +277,7 @@ class _Validated(_Tracked):
 # a walk of the stack.  Each entry holds its code object, so the id in its key stays that code's.
 _made_at: dict[tuple[Any, ...], tuple[CodeType, LockKey]] = {}
 _NOT_MADE = (None, None, None, None, None)
-# In front of _made_at, for the constructors: indexed by the offset of the calling instruction,
+# In front of _made_at: indexed by the offset of the calling instruction,
 # (code, name, key, type, the locks' key) of the last lock made from a site at that offset, else
 # _NOT_MADE.  Indexing a list by the offset and comparing the rest by identity builds no tuple,
 # hashes nothing and asks no code object's id (a dict keyed by offset costs 20 ns more).  Sites at
@@ -303,10 +291,16 @@ def _creation_key(cls: type[_Validated], name: str, key: Hashable | None, frame:
     constructor ``frame`` called: :func:`~pylockdep._classes.key_for` at the first frame outside
     pylockdep (``frame`` itself unless it is pylockdep's).  TypeError for a bad name or key.
 
-    The constructors ask :data:`_made_here` first and call this on a miss; when ``frame`` is the
-    site, this keeps the answer there."""
+    A lock made again where the last one at this offset was made (a loop, a pool filling up) is
+    recognised in :data:`_made_here` by identity; else :data:`_made_at` is asked, then the stack."""
     code = frame.f_code
     lasti = frame.f_lasti
+    try:
+        made = _made_here[lasti]
+    except IndexError:
+        made = _NOT_MADE
+    if made[0] is code and made[1] is name and made[2] is key and made[3] is cls:
+        return made[4]  # type: ignore[no-any-return]
     try:
         found = _made_at.get((id(code), lasti, name, key, cls))
     except TypeError:  # an unhashable name or key, refused below
@@ -389,16 +383,7 @@ class _Lock(_Validated, _RealLock):
     __slots__ = ()
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:  # _Validated's, with the real lock
-        frame = _getframe(1)
-        try:
-            made = _made_here[frame.f_lasti]
-        except IndexError:
-            made = _NOT_MADE
-        self._key = (
-            made[4]
-            if made[0] is frame.f_code and made[1] is name and made[2] is key and made[3] is type(self)
-            else _creation_key(type(self), name, key, frame)
-        )
+        self._key = _creation_key(type(self), name, key, _getframe(1))
         self._owner = None
         self._real = new_real_lock()  # accelerate_new() below repeats these assignments
 
@@ -790,16 +775,7 @@ class _RWLockBase(_Lock):
     __slots__ = ("_rw",)
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:  # _Validated's, with the core
-        frame = _getframe(1)
-        try:
-            made = _made_here[frame.f_lasti]
-        except IndexError:
-            made = _NOT_MADE
-        self._key = (
-            made[4]
-            if made[0] is frame.f_code and made[1] is name and made[2] is key and made[3] is type(self)
-            else _creation_key(type(self), name, key, frame)
-        )
+        self._key = _creation_key(type(self), name, key, _getframe(1))
         self._owner = None
         self._real = None  # its primitive is the reader-writer core, ...
         self._rw: _RWCore | _CRWCore | None = None  # ... made by the first use (see _core); _RW_FIELDS repeats these

@@ -27,18 +27,7 @@ from ._classes import LockClass
 from ._context import _Between, preempt_disable, preempt_enable
 from ._fastpath import Fields, accelerate_new, accelerate_rcu, accelerate_srcu
 from ._frames import caller_site, outside_frame
-from ._locks import (
-    _NOT_MADE,
-    _acquire,
-    _Condition,
-    _creation_key,
-    _made_at,
-    _made_here,
-    _PseudoLock,
-    _release,
-    _Validated,
-    internal_mutex,
-)
+from ._locks import _acquire, _Condition, _creation_key, _made_at, _PseudoLock, _release, _Validated, internal_mutex
 from ._report import DeadlockError
 from ._signals import critical, deferred, run_deferred
 from ._task import Task
@@ -69,16 +58,7 @@ class SRCU(_Validated):
     __slots__ = ("_mutex", "_cond", "_idx", "_readers", "_sync_owner", "_draining", "_flipped", "_tls")
 
     def __init__(self, name: str, *, key: Hashable | None = None) -> None:
-        frame = sys._getframe(1)  # _Validated's, from here
-        try:
-            made = _made_here[frame.f_lasti]
-        except IndexError:
-            made = _NOT_MADE
-        self._key = (
-            made[4]
-            if made[0] is frame.f_code and made[1] is name and made[2] is key and made[3] is type(self)
-            else _creation_key(type(self), name, key, frame)
-        )
+        self._key = _creation_key(type(self), name, key, sys._getframe(1))  # _Validated's, from here
         self._owner = None  # (_MADE_FIELDS repeats what follows, for the C constructor)
         # Grace periods take the mutex, and a synchronizer waits on the condition over it, made by
         # the first grace period (see _condition): most SRCUs see few, and a Condition costs more

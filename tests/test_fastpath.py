@@ -998,21 +998,18 @@ def test_condition_wait_releases_and_restores_an_rlock_on_the_fast_path(monkeypa
 
 
 class CountedKeys:
-    """Counts the lock constructions that reach the Python ``__init__`` (its key lookup, which
-    reads ``_locks._made_here`` once)."""
+    """Counts the lock constructions that reach the Python ``__init__`` (its key lookup)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
-        counter = self
+        creation_key = _locks._creation_key
 
-        class Counted(list):
-            def __getitem__(self, index):
-                counter.calls += 1
-                return super().__getitem__(index)
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return creation_key(*args, **kwargs)
 
-        made_here = Counted(_locks._made_here)
-        monkeypatch.setattr(_locks, "_made_here", made_here)
-        monkeypatch.setattr(_rcu, "_made_here", made_here)
+        monkeypatch.setattr(_locks, "_creation_key", counted)
+        monkeypatch.setattr(_rcu, "_creation_key", counted)
 
 
 @pytest.mark.parametrize(
