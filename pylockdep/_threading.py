@@ -294,6 +294,10 @@ class RLock(_RealLock):
     """
 
     __slots__ = ("_ident", "_count")
+    # CPython's module, as its repr shows it: trio asserts that its entry queue's RLock is the
+    # signal-safe one, ``_thread``'s (``lock.__class__.__module__ == "_thread"``), and this one is
+    # too: the take records the owner at once, and a release holds signal handlers back.
+    __module__ = "_thread"
 
     _ident: int | None
     _count: int

@@ -259,6 +259,14 @@ def test_repr_has_cpythons_shape(v):
     assert re.fullmatch(r"<unlocked \S+\.RLock object owner=0 count=0 at 0x[0-9a-f]+>", repr(rlock))
 
 
+def test_an_rlock_passes_for_cpythons_signal_safe_one(v):
+    """trio's entry queue asserts ``lock.__class__.__module__ == "_thread"`` of its RLock (the
+    signal-safe one): ``trio.run()`` failed with TrioInternalError under instrumentation."""
+    rlock = threading.RLock()
+    assert type(rlock) is RLock and rlock.__class__.__module__ == "_thread"
+    assert re.fullmatch(r"<unlocked _thread\.RLock object owner=0 count=0 at 0x[0-9a-f]+>", repr(rlock))
+
+
 def test_weak_references_and_no_pickling_or_copying(v):
     for factory in (threading.Lock, threading.RLock):
         lock = factory()

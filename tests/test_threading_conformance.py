@@ -15,6 +15,7 @@ import unittest
 import pytest
 
 import pylockdep
+from pylockdep import _threading
 
 lock_tests = pytest.importorskip("test.lock_tests", reason="CPython's test package is not installed")
 
@@ -94,5 +95,5 @@ def test_the_suite_runs_on_instrumented_locks():
     """Guard against testing CPython's locks by mistake: the factories really are instrumented."""
     with pylockdep.instrument_threading():
         assert type(LockTests.locktype()).__module__ == "pylockdep._threading"
-        assert type(ConditionTests.condtype()._lock).__module__ == "pylockdep._threading"
-        assert type(BarrierTests.barriertype(1)._cond._lock).__module__ == "pylockdep._threading"
+        assert type(ConditionTests.condtype()._lock) is _threading.RLock
+        assert type(BarrierTests.barriertype(1)._cond._lock) is _threading.Lock
