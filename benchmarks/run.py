@@ -12,7 +12,8 @@ operation ran in C alone or how many of pylockdep's Python functions it still ca
     python -m benchmarks --instructions       # also instruction counts under callgrind
     python -m benchmarks --smoke              # tiny sizes: checks the harness runs, not the figures
 
-Groups: locks, sections, creation, threading, asyncio, memory, scaling (micro-benchmarks), graph, programs.
+Groups: locks, sections, creation, threading, asyncio, memory, scaling (micro-benchmarks), graph, held
+(releases from the bottom of long held stacks, in seconds), programs.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from benchmarks import programs
 from benchmarks._timing import PYTHON, have_callgrind, instructions, python_env
 
 MICRO_GROUPS = ("locks", "sections", "creation", "threading", "asyncio", "memory", "scaling")
-GROUPS = (*MICRO_GROUPS, "graph", "programs")
+GROUPS = (*MICRO_GROUPS, "graph", "held", "programs")
 
 
 def c_available() -> bool:
@@ -73,6 +74,15 @@ def graph(args: argparse.Namespace, pure: bool) -> list[dict[str, Any]]:
     if args.graph_rounds:
         argv += ["--rounds", str(args.graph_rounds)]
     rows = _json_rows(argv, pure)
+    for row in rows:
+        row["path"] = "pure" if pure else "C"
+    return rows
+
+
+def held(args: argparse.Namespace, pure: bool) -> list[dict[str, Any]]:
+    """Releases from the bottom of long held stacks (:mod:`benchmarks.held_scale`), in a fresh process."""
+    argv = [PYTHON, "-m", "benchmarks.held_scale", "--json", "--wait", args.held_wait, "--deep", args.held_deep]
+    rows = _json_rows(argv + ["--rounds", str(args.held_rounds)], pure)
     for row in rows:
         row["path"] = "pure" if pure else "C"
     return rows
@@ -171,6 +181,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--graph-edges", type=int, default=100_000)
     parser.add_argument("--graph-rounds", type=int, help="builds of the same graph (default: graph_scale's)")
     parser.add_argument("--graph-paths", default="c", help="paths the graph runs on (its work is Python)")
+    parser.add_argument("--held-wait", default="1000,2000,5000", help="futures of the wait() measures")
+    parser.add_argument("--held-deep", default="250,500,1000", help="depths of the nested-release measures")
+    parser.add_argument("--held-rounds", type=int, default=3)
     parser.add_argument("--instructions", action="store_true", help="also count instructions under callgrind")
     parser.add_argument("--quick", action="store_true", help="20 rounds of 300; no programs; a small graph")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes everywhere, to check the harness runs")
@@ -179,10 +192,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.rounds, args.loops = 20, 300
         args.graph_classes, args.graph_edges = 1000, 10_000
+        args.held_rounds = 1
         skip.add("programs")
     if args.smoke:
         args.rounds, args.loops, args.program_rounds, args.program_size = 2, 10, 1, 200
         args.graph_classes, args.graph_edges, args.graph_rounds = 100, 1000, 2
+        args.held_wait, args.held_deep, args.held_rounds = "50", "20", 1
         args.programs = ",".join(p for p in args.programs.split(",") if p != "test_queue")
     if unknown := skip - set(GROUPS):
         parser.error(f"unknown groups: {', '.join(sorted(unknown))}")
@@ -221,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         if "graph" in args.groups and path.lower() in args.graph_paths.lower().split(","):
             by_path[path] += graph(args, pure)
             _echo(by_path[path][-2:], path)
+        if "held" in args.groups:
+            rows = held(args, pure)
+            _echo(rows, path)
+            by_path[path] += rows
         if "programs" in args.groups:
             for name in filter(None, args.programs.split(",")):
                 rows = programs.measure(name, args.program_rounds, args.program_size, pure)

@@ -130,12 +130,68 @@ def pop(t: Task) -> HeldLock:
 
 
 def find(t: Task, lock: object) -> int:
-    """Index of ``lock`` in the holder's stack, searching from the most recent; -1 if absent."""
+    """Index of ``lock`` in the holder's stack, searching from the most recent; -1 if absent.
+
+    The bottom of a run being relabelled (:class:`_Run`), whose locks are distinct, is found
+    without a search of the run: releasing futures' conditions oldest first asks for it each time.
+    """
     held = t.held
-    for i in range(len(held) - 1, -1, -1):
+    run = _run_of(t)
+    stop = -1
+    if run is not None and run.distinct and held[run.start][H_LOCK] is lock:
+        stop = run.start + len(run.keys) - 1  # only the entries above the run are searched
+    for i in range(len(held) - 1, stop, -1):
         if held[i][H_LOCK] is lock:
             return i
-    return -1
+    return -1 if stop < 0 else run.start  # type: ignore[union-attr]
+
+
+#: A run (see :func:`remove`) of at least this many entries left above a released one is
+#: relabelled lazily (:class:`_Run`); a shorter one is rewritten at once, which costs less than
+#: sending the holder's next lock operations down the slow path.
+LAZY_RUN = 32
+
+
+class _Run:
+    """A run of the held stack, ``held[start:start + len(keys)]``, whose entries' ``prev_key``
+    fields are not written yet: the entry at ``start + i`` sits on the chain key ``keys[i]``,
+    whatever its field says.  Everything else in those entries, every entry above them and the
+    holder's chain key are exact.
+
+    A pending run is the first item of its holder's ``foreign_releases``: so every fast path, C
+    or Python, all of which pop with the ``prev_key`` field, defers to the slow path, and the
+    slow path writes the keys back first (:func:`drop_foreign`) unless it continues the run.
+    """
+
+    __slots__ = ("start", "keys", "distinct")
+
+    def __init__(self, start: int, keys: list[int], distinct: bool) -> None:
+        self.start = start
+        self.keys = keys
+        self.distinct = distinct  # no lock is twice in the run (see find)
+
+
+def _run_of(t: Task) -> _Run | None:
+    """The holder's pending run, if it has one."""
+    fr = t.foreign_releases
+    return fr[0] if fr and type(fr[0]) is _Run else None
+
+
+def _with_key(entry: HeldLock, key: int) -> HeldLock:
+    """``entry`` pushed on the chain key ``key``."""
+    return entry if entry[H_PREV_KEY] == key else entry[:H_PREV_KEY] + (key,) + entry[H_PREV_KEY + 1 :]
+
+
+def settle(t: Task) -> None:
+    """Write a pending run's chain keys into its entries (see :class:`_Run`): after this, every
+    entry of the holder's stack is exact.  Code that reads ``prev_key`` other than through the
+    slow path of a lock operation calls this first."""
+    run = _run_of(t)
+    if run is not None:
+        held = t.held
+        for i, key in enumerate(run.keys, run.start):
+            held[i] = _with_key(held[i], key)
+        t.foreign_releases.remove(run)
 
 
 def remove(v: Validator, t: Task, index: int) -> HeldLock:
@@ -143,8 +199,18 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     lock that is not the most recent), replaying the ones above it.
 
     Only the order of acquisition matters, so the locks above are pushed again, in order, on top
-    of the ones below: their chain keys change, and a new chain is validated as an acquisition
-    would be (new dependencies may be learned).
+    of the ones below (the spin count following them): their chain keys change, and a new chain is
+    validated as an acquisition would be (new dependencies may be learned), unless its validation
+    cannot find anything new: the entry's old chain was validated (it is cached), in the context
+    the holder is in now; the released lock is of another class (so it did not make the old
+    acquisition recursive, which adds no dependency); and a lock between the two stops the walk
+    of :func:`pylockdep._checks.check_prevs_add` from the entry before the released one (its
+    previous locks are the ones it had).  Its new chain is then the validated one less a lock
+    that took no part in the verdict, and no rule finds more with fewer locks held: it is pushed
+    again and its chain cached, not validated.  (A wait context that was invalid already is not
+    reported a second time, naming one held class fewer.)  The kernel validates each entry
+    again, with 48 at most; a Python program may hold a thousand locks and release them oldest
+    first, which validating every entry again made cubic.
 
     Except within a *run*: when the entries just above were taken the same way as the removed one
     (one class, mode, trylock and context, as ``concurrent.futures.wait()`` takes every
@@ -155,38 +221,89 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     instances below it held.  The one thing validating the run's new bottom-most entry again
     would add, an instance order edge to it from the nearest instance of its class below
     (:mod:`pylockdep._instances` links held instances so), is added directly.  Only the entries
-    above the run are replayed.  A release from the bottom of a run of N locks so costs O(N)
-    instead of N validations of O(N) each.
+    above the run are replayed.  A run of :data:`LAZY_RUN` entries or more moves down with one
+    ``del`` and keeps its places' keys aside (:class:`_Run`) until the holder does anything but
+    release its bottom again, which only drops the top place's key: a ``wait()`` on N futures
+    costs O(N), not O(N^2).
     """
     held = t.held
+    run = _run_of(t)
+    if run is not None and index != run.start:  # only a release of its bottom continues a run
+        settle(t)
+        run = None
+    old_key = t.key
     entry = held[index]
+    if run is not None:  # the bottom of the pending run: its places' keys are run.keys
+        t.foreign_releases.remove(run)
+        keys: list[int] | None = run.keys
+        entry = _with_key(entry, keys[0])  # type: ignore[index]
+        length = len(keys)  # type: ignore[arg-type]
+    else:
+        keys = None
+        length = 1
     above = held[index + 1 :]
     del held[index:]
     if entry[H_SPIN]:
         t.spins -= 1
     t.key = entry[H_PREV_KEY]
-    way = _WAY(entry) if runs_from(entry) else None
     cls = entry[H_CLASS]
+    way = _WAY(entry) if runs_from(entry) else None
     if way is not None and cls.ltype.python and above and _WAY(above[0]) == way:
         # What validating the entry above again would add: an instance order edge to it from
         # the nearest instance of the class below (pylockdep._instances keeps only those).
         below = next((e[H_LOCK] for e in reversed(held) if e[H_CLASS] is cls), None)
         if below is not None:
             v.run_check(t, _bridge, below, entry[H_LOCK], above[0][H_LOCK])
-    for again in above:
-        if way is not None and _WAY(again) == way:
-            # In the run: onto the key below, and the key after it is the one its old place had.
-            held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])
-            t.key = again[H_PREV_KEY]
-            continue
-        way = None
+        if keys is None:
+            while length < len(above) and _WAY(above[length]) == way:
+                length += 1
+            length += 1  # the places of the run, the removed entry's included
+            if length > LAZY_RUN and not cls.ltype.suspends:  # asyncio's own pops do not defer
+                keys = [t.key] + [again[H_PREV_KEY] for again in above[: length - 1]]
+        moved, above = above[: length - 1], above[length - 1 :]
+        if keys is None:  # each one place down, onto the key below; the one after is its old place's
+            for again in moved:
+                held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])
+                t.key = again[H_PREV_KEY]
+        else:
+            held += moved
+            t.key = keys.pop()  # the places keep their keys: the top one goes
+            if len(keys) >= 2:
+                distinct = run.distinct if run is not None else len({id(e[H_LOCK]) for e in moved}) == len(moved)
+                t.foreign_releases.insert(0, _Run(index, keys, distinct))
+            else:
+                held[index] = _with_key(held[index], keys[0])
+    # The walk of check_prevs_add from an entry pushed again reaches below the released place
+    # until an entry above that place stops it (a run's entries all stop it or none does).
+    irq = t.irq
+    reaches = len(held) == index or not _stops_walk(held[index], irq)
+    released = entry[H_CLASS]
+    t.spins -= sum(1 for again in above if again[H_SPIN])
+    for i, again in enumerate(above):
         lock, cls, read, trylock = again[H_LOCK], again[H_CLASS], again[H_READ], again[H_TRYLOCK]
         key = chain_key(t.key, again[H_CTX], variant(cls, read, trylock))
-        if key not in v.chains:
+        if key not in v.chains and (
+            reaches
+            or cls is released
+            or again[H_CTX] != t.ctx
+            or (above[i + 1][H_PREV_KEY] if i + 1 < len(above) else old_key) not in v.chains  # its old chain
+        ):
             v.validate_chain(t, lock, cls, read, trylock, key, *held_site(again))
+        elif key not in v.chains:
+            v.remember_chain(key)  # as a validation would: the next release from below replays it
         held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])
         t.key = key
+        if again[H_SPIN]:
+            t.spins += 1
+        reaches = reaches and not _stops_walk(again, irq)
     return entry
+
+
+def _stops_walk(entry: HeldLock, irq: int) -> bool:
+    """Whether the walk of :func:`pylockdep._checks.check_prevs_add` from a lock above ``entry``
+    (in irq context ``irq``) ends at ``entry``: another irq context, or a validated lock that no
+    trylock took."""
+    return entry[H_IRQ] != irq or (entry[H_CLASS].validated and not entry[H_TRYLOCK])
 
 
 #: What makes a run (see :func:`remove`): class, mode, trylock and context.
@@ -205,12 +322,18 @@ def runs_from(entry: HeldLock) -> bool:
     return not is_plain_lock(cls.ltype) or cls.key.token or cls.key.handoff
 
 
-def drop_foreign(v: Validator, t: Task) -> None:
-    """Take off the holder's stack the locks other threads released on its behalf."""
-    while t.foreign_releases:
-        index = find(t, t.foreign_releases.pop())
+def drop_foreign(v: Validator, t: Task, releasing: object = None) -> None:
+    """Take off the holder's stack the locks other threads released on its behalf; then write a
+    pending run's keys back (see :class:`_Run`) unless the lock operation under way is the release
+    of its bottom, ``releasing``."""
+    fr = t.foreign_releases
+    while fr and (len(fr) > 1 or type(fr[0]) is not _Run):
+        index = find(t, fr.pop())
         if index >= 0:
             remove(v, t, index)
+    run = _run_of(t)
+    if run is not None and (releasing is None or t.held[run.start][H_LOCK] is not releasing):
+        settle(t)
 
 
 def is_held_entry(obj: object) -> bool:

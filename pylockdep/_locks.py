@@ -208,7 +208,7 @@ def _unlock_real(lock: Primitive, read: int) -> None:
 def _release_slow(v: Validator, t: Task, lock: Primitive, read: int) -> bool:
     """A release that is not of the most recent lock.  Returns whether to release the real lock."""
     if t.foreign_releases:
-        drop_foreign(v, t)
+        drop_foreign(v, t, lock)  # a run pending from releasing its bottom stays so for this one
     index = find(t, lock)
     if index >= 0:
         remove(v, t, index)

@@ -221,6 +221,13 @@ class Validator:
         if len(self.chains) >= CHAIN_CACHE_SIZE:
             self.forget_chains()
 
+    def remember_chain(self, chain_key: int) -> None:
+        """Cache ``chain_key`` as validated without validating it: a chain that a validation is
+        known to find nothing new in (see :func:`pylockdep._held.remove`)."""
+        self.chains.add(chain_key)
+        if len(self.chains) >= CHAIN_CACHE_SIZE:
+            self.forget_chains()
+
     def forget_chains(self) -> None:
         """Empty the chain cache: every chain is validated again the next time it is taken.  (The C
         fast path trusts the chains it found until ``chains_forgotten`` changes, just after.)"""

@@ -48,6 +48,7 @@ def test_smoke_run_prints_every_measure():
         f"pylockdep run: asyncio.Queue producer/consumer with an asyncio.Lock, 200 items, {what}"
         for what in ("wall", "CPU")
     ]
+    expected += ["wait() on 50 done futures, s", "20 nested Mutexes released oldest first, s"]
     assert set(expected) <= set(rows), sorted(set(expected) - set(rows))
     assert any(name.startswith("new edge, 100 classes, 1000 edges") for name in rows)
     assert any(name.startswith("re-sorting edges") for name in rows)

@@ -26,7 +26,7 @@ import pytest
 from _abba import take_ab_then_ba
 
 import pylockdep
-from pylockdep import _checks
+from pylockdep import _checks, _held
 from pylockdep._classes import LockKey
 from pylockdep._frames import short_filename
 from pylockdep._held import H_CLASS, H_CTX, H_LOCK, H_PREV_KEY, H_READ, H_TRYLOCK, chain_key, variant
@@ -440,6 +440,125 @@ def test_a_release_from_inside_a_run_leaves_the_chain_keys_of_the_stack_it_leave
     accounts[4].lock.release()
     accounts[3].lock.release()
     assert t.held == [] and t.key == empty
+    assert v.reports == []
+
+
+def released_from_the_bottom(entries: list[tuple], index: int) -> tuple[list[tuple], int]:
+    """The stack and chain key that removing the entry at ``index`` of a run reaching the top of
+    ``entries`` leaves, each entry above moved one place down onto the key below it, as remove()
+    rewrote every entry of the run: the oracle of the lazy relabelling."""
+    run = entries[index:]
+    pairs = zip(run[:-1], run[1:], strict=True)
+    moved = [above[:H_PREV_KEY] + (below[H_PREV_KEY],) + above[H_PREV_KEY + 1 :] for below, above in pairs]
+    return entries[:index] + moved, run[-1][H_PREV_KEY]
+
+
+@pytest.mark.parametrize("with_other_above", [False, True], ids=["run-on-top", "other-lock-above"])
+def test_a_long_run_released_from_its_bottom_leaves_the_stack_every_entry_rewritten_leaves(v, with_other_above):
+    """Releases from the bottom of a run longer than LAZY_RUN (kept aside, not rewritten, until the
+    holder does anything else) leave the same locks, classes, sites and chain keys, entry by entry,
+    as rewriting every entry of the run did; a lock of another class above is pushed again."""
+    vaults = [Vault() for _ in range(_held.LAZY_RUN + 8)]
+    outer, other = threading.RLock(), threading.RLock()
+    t = pylockdep.current().task()
+    empty = t.key
+    outer.acquire()
+    for vault in vaults:
+        vault.lock.acquire()
+    if with_other_above:
+        other.acquire()
+    expected, key = list(t.held), t.key
+    for vault in vaults[:3]:
+        run_end = len(expected) - 1 if with_other_above else len(expected)
+        expected_run, key_after_run = released_from_the_bottom(expected[:run_end], 1)
+        if with_other_above:
+            top = expected[-1]
+            key = chain_key(key_after_run, top[H_CTX], variant(top[H_CLASS], top[H_READ], top[H_TRYLOCK]))
+            expected = expected_run + [top[:H_PREV_KEY] + (key_after_run,) + top[H_PREV_KEY + 1 :]]
+        else:
+            expected, key = expected_run, key_after_run
+        vault.lock.release()
+        assert _held._run_of(t) is not None  # the lazy relabelling is what is checked
+        assert t.key == key
+        assert [entry[H_LOCK] for entry in t.held] == [entry[H_LOCK] for entry in expected]
+    _held.settle(t)
+    assert _held._run_of(t) is None
+    assert t.held == expected and t.key == key
+    if with_other_above:
+        other.release()
+    for vault in reversed(vaults[3:]):
+        vault.lock.release()
+    outer.release()
+    assert t.held == [] and t.key == empty
+    assert v.reports == []
+
+
+def test_lock_operations_after_releases_from_a_long_runs_bottom_see_exact_entries(v):
+    """Whatever the holder does after releasing the bottom of a long run (release the run's top,
+    from C or Python, take another lock), every entry's chain key is the one its place names and
+    the stack empties back to the empty stack's key."""
+    vaults = [Vault() for _ in range(_held.LAZY_RUN + 4)]
+    t = pylockdep.current().task()
+    empty = t.key
+    for vault in vaults:
+        vault.lock.acquire()
+    vaults[0].lock.release()
+    vaults[1].lock.release()
+    vaults[-1].lock.release()  # the top: a fast path would pop with its entry's prev_key
+    with threading.RLock():
+        key = empty
+        for entry in t.held:
+            assert entry[H_PREV_KEY] == key
+            key = chain_key(key, entry[H_CTX], variant(entry[H_CLASS], entry[H_READ], entry[H_TRYLOCK]))
+        assert t.key == key
+    vaults[2].lock.release()
+    for vault in reversed(vaults[3:-1]):
+        vault.lock.release()
+    assert t.held == [] and t.key == empty
+    assert v.reports == []
+
+
+def test_wait_on_many_futures_validates_each_acquisition_once_with_a_lazy_run(v, monkeypatch):
+    """A wait() on more futures than LAZY_RUN, released oldest first through the lazy run:
+    each acquisition validated once, no release validates anything again."""
+    count = 3 * _held.LAZY_RUN
+    calls = validations_while_waiting(monkeypatch, count)
+    assert count // 2 <= calls <= count + 2
+    assert v.reports == []
+
+
+def test_deep_nest_released_oldest_first_validates_only_what_is_new():
+    """Distinct classes nested and released oldest first: a lock above the released one whose
+    chain was validated is only pushed again (the one just above it is validated, to learn the
+    dependency on the lock below), so each release validates once instead of once per lock above."""
+    calls = []
+    check_acquire = _checks.check_acquire
+    with pylockdep.validate(raise_on_report=False) as v:
+        locks = [pylockdep.Mutex(f"nest{i}", key=("nest", i)) for i in range(30)]
+        for lock in locks:
+            lock.acquire()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_checks, "check_acquire", lambda *args: calls.append(args[2]) or check_acquire(*args))
+            locks[1].release()  # from the middle: the dependency 0 -> 2 is learned
+            for lock in [locks[0], *locks[2:]]:
+                lock.release()
+        classes = [v.class_for(lock._key) for lock in locks]
+    assert classes[2] in classes[0].after
+    assert calls[0] is locks[2] and len(calls) <= 30
+    assert v.reports == []
+
+
+def test_a_sleeping_lock_pushed_again_under_a_spinning_lock_taken_after_it_is_not_atomic():
+    """r, then x (a Mutex), then a SpinLock; releasing r pushes x again while the SpinLock is held
+    above it: x was taken preemptible and is still, so no "sleeping function called" report."""
+    with pylockdep.validate(raise_on_report=False) as v:
+        r, x, spin = pylockdep.Mutex("r"), pylockdep.Mutex("x"), pylockdep.SpinLock("spin")
+        r.acquire()
+        x.acquire()
+        spin.acquire()
+        r.release()
+        spin.release()
+        x.release()
     assert v.reports == []
 
 

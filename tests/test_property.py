@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pylockdep
+from pylockdep import _held
 
 # Instances and their classes: two instances of class A, one of each other class.
 INSTANCES = ("A", "A", "B", "C", "D")
@@ -184,14 +185,21 @@ def reaches(pairs: set[tuple[int, int]], start: int, target: int) -> bool:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("lazy_run", [_held.LAZY_RUN, 2], ids=["runs-rewritten", "runs-relabelled-lazily"])
 @pytest.mark.parametrize("factory", ["RLock", "Lock"])
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instance_steps)
-def test_instance_order_finds_the_first_cycle_an_oracle_of_every_pair_finds(factory, steps):
+def test_instance_order_finds_the_first_cycle_an_oracle_of_every_pair_finds(factory, lazy_run, steps):
     """The kept edges (nearest instance, runs, bypassed dead instances) report the first cycle of
     instances exactly where the order of every pair of live instances, held one while the other
-    was taken, first closes one."""
-    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+    was taken, first closes one; whether a run released from its bottom is rewritten at once or
+    relabelled lazily (pylockdep._held.LAZY_RUN)."""
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        pylockdep.validate(raise_on_report=False) as v,
+        pylockdep.instrument_threading(),
+    ):
+        patch.setattr(_held, "LAZY_RUN", lazy_run)
         make = getattr(threading, factory)
         locks = {n: make() for n in range(4)}  # one line: one class
         pairs: set[tuple[int, int]] = set()
