@@ -590,6 +590,15 @@ def _when_done(future: Any) -> Callable[[float], bool]:
 _DONE_STATES: set[str] = set()  # filled when concurrent.futures._base is patched
 
 
+def _running(work: _WorkMap) -> bool:
+    """Whether the calling thread is the one running ``work`` (it holds the work's map)."""
+    v = active.validator
+    if v.off:
+        return False
+    t = v.task()
+    return bool(t.held) and find(t, work) >= 0
+
+
 def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     """``Future.result`` or ``Future.exception``: touch the work, then wait for it without hanging."""
 
@@ -598,6 +607,10 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
         if not isinstance(work, _WorkMap) or self._condition._is_owned():
             # Not pool work; or called by concurrent.futures.wait() itself, which holds every
             # future's condition (released by any real wait) and was accounted for on entry.
+            return original(self, timeout)
+        if self._state in _DONE_STATES and _running(work):
+            # A done callback of the work (add_done_callback), run by the thread that ran it: the
+            # result is there before any callback runs, so this never waits.
             return original(self, timeout)
         _touch_work(work, _getframe(1))
         if self._state not in _DONE_STATES:

@@ -862,3 +862,22 @@ def test_a_pool_dropped_without_shutdown_is_collected_and_its_workers_end(v):
         assert not t.is_alive()
     assert list(results) == [abs(n) for n in range(-5, 5)]
     assert v.reports == []
+
+
+# -- done callbacks ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_done_callback_reading_its_future_in_the_worker_is_clean(v, workers):
+    """A callback given to add_done_callback() before the work ends runs in the worker, with the
+    work's maps still held; reading the done future there (result(), exception(), as apscheduler
+    3.x's pool executors do) never waits, but was reported recursive on the work's and the pool's
+    maps."""
+    go = threading.Event()
+    got = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        future = pool.submit(go.wait)
+        future.add_done_callback(lambda f: got.append((f.exception(), f.result(), threading.current_thread())))
+        go.set()
+    assert len(got) == 1 and got[0][:2] == (None, True) and got[0][2] is not threading.current_thread()
+    assert v.reports == []

@@ -13,7 +13,8 @@
  * - run: the item runs holding its pool's map and its own (hold_maps() of waits.c, at the caller's
  *   frame: the pool's _worker) and records its runner; the maps are released however it ends;
  * - result: a wait for a future that is done already (nothing to wait for): the work's map is
- *   touched (touch_work() of waits.c), then the original returns the result.
+ *   touched (touch_work() of waits.c), then the original returns the result.  Not while the work's
+ *   map is still held (a done callback, in the thread that ran the work): Python decides that.
  *
  * Where a step's C half (hold, release, touch) declines, the Python function of pylockdep._waits for
  * that step runs in its place, with a frame object made for it.  pool_setup() gives this module
@@ -24,7 +25,7 @@ enum { POOL_SUBMIT, POOL_WORK_INIT, POOL_RUN, POOL_RESULT };
 /* Set by pool_setup(): the Python steps, _waits' shared dicts, its attribute names and done states. */
 static PyObject *g_hold_step, *g_release_step, *g_touch_step;
 static PyObject *g_submitting, *g_keys_at, *g_work_kind, *g_map_attr, *g_work_attr, *g_done_states;
-static PyObject *s_condition, *s_is_owned, *s_state;
+static PyObject *s_condition, *s_is_owned, *s_state, *s_owner;
 /* All the slots of a _WorkMap, which work_init fills as its __init__ does. */
 static Layout workmap_layout;
 enum { W_KEY, W_OWNER, W_POOL, W_RUNNER };
@@ -260,6 +261,20 @@ future_done(PyObject *future)
     return done;
 }
 
+/* Whether the work's map is still held (1), by the thread that runs the work: the future's done
+ * callbacks run there, before the map is released.  0 when not, -1 (no exception) when unknown. */
+static int
+work_running(PyObject *work)
+{
+    PyObject *owner = PyObject_GetAttr(work, s_owner);
+    int running = owner == NULL ? -1 : owner != Py_None;
+
+    Py_XDECREF(owner);
+    if (running < 0)
+        PyErr_Clear();
+    return running;
+}
+
 static PyObject *
 pool_result(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -271,7 +286,7 @@ pool_result(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kw
         return slow_call(self->slow, args, nargsf, kwnames);
     if ((work = attr_or_none(args[0], g_work_attr)) == NULL)
         return NULL;
-    if (!IS(work, workmap_layout) || future_done(args[0]) != 1) {
+    if (!IS(work, workmap_layout) || future_done(args[0]) != 1 || work_running(work) != 0) {
         Py_DECREF(work);
         return slow_call(self->slow, args, nargsf, kwnames);
     }
@@ -440,5 +455,6 @@ pool_init(PyObject *m)
     s_condition = PyUnicode_InternFromString("_condition");
     s_is_owned = PyUnicode_InternFromString("_is_owned");
     s_state = PyUnicode_InternFromString("_state");
-    return s_condition == NULL || s_is_owned == NULL || s_state == NULL ? -1 : 0;
+    s_owner = PyUnicode_InternFromString("_owner");
+    return s_condition == NULL || s_is_owned == NULL || s_state == NULL || s_owner == NULL ? -1 : 0;
 }
