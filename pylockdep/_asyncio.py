@@ -92,10 +92,11 @@ class TaskHolder(Task):
 
     ``comm`` prints ``task name/id`` (the id is the asyncio task's ``id()``).  ``loop_thread`` is the
     ident of the thread whose loop runs the task; ``running`` the asyncio task while one of its steps
-    runs (else None).
+    runs (else None).  ``takes_for_awaiter``: whether the task runs nothing but a lock's
+    ``acquire()`` or a condition's ``wait()`` (see :func:`_task_exited`).
     """
 
-    __slots__ = ("task_ref", "loop_thread", "running", "work", "working", "awaiting")
+    __slots__ = ("task_ref", "loop_thread", "running", "work", "working", "awaiting", "takes_for_awaiter")
 
     def __init__(self, task: asyncio.Task, holders: dict[int, TaskHolder]) -> None:
         super().__init__(task.get_name(), id(task))
@@ -107,6 +108,8 @@ class TaskHolder(Task):
         self.work = _task_map(task)  # the task's completion map (None: not a coroutine's task)
         self.working = False  # whether its steps have started: it holds ``work`` from then on
         self.awaiting: list[_waits.CompletionMap] = []  # maps of the tasks it waits for while suspended
+        # Read now: 3.12.1's Task.get_coro() of an eager task that ended inside create_task() crashes.
+        self.takes_for_awaiter = getattr(task.get_coro(), "cr_code", None) in _TAKES_FOR_AWAITER
 
 
 def _holders(v: Validator) -> dict[int, TaskHolder]:
@@ -213,10 +216,14 @@ def _step(handle: events.Handle) -> None:
 
 
 def _task_exited(v: Validator, h: TaskHolder) -> None:
-    """The task finished (returned, raised or was cancelled): report the owned locks it still holds."""
+    """The task finished (returned, raised or was cancelled): report the owned locks it still
+    holds, unless the task ran nothing but a lock's ``acquire()`` or a condition's ``wait()``: a
+    task made to take the lock for whoever awaits it, as 3.11's ``wait_for(lock.acquire(), t)``
+    and ``wait_for(cond.wait(), t)`` make one, ends holding the lock by design, and the awaiter
+    releases it (an asyncio lock has no owner in CPython)."""
     _holders(v).pop(h.ident, None)
     v.tasks.pop(id(h), None)
-    if h.held:
+    if h.held and not h.takes_for_awaiter:
         v.run_check(h, _checks.check_held_at_exit, False)
 
 
@@ -655,6 +662,7 @@ class Lock(_PlainLock):
 
 _ACQUIRE_CODE = Lock.acquire.__code__
 _CONDITION_ENTER = _PlainCondition.__aenter__.__code__  # asyncio's _ContextManagerMixin.__aenter__
+_TAKES_FOR_AWAITER = (_ACQUIRE_CODE, _PlainCondition.wait.__code__)  # see TaskHolder
 
 
 class Condition(_PlainCondition):
