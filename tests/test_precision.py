@@ -416,6 +416,16 @@ def test_a_cycle_of_instances_is_found_after_they_were_released_oldest_first(v):
     assert f"{id(first):016x}" in report.text and f"{id(last):016x}" in report.text
 
 
+def assert_keys_name_their_places(t, empty: int) -> None:
+    """Every entry of the holder's stack sits on the chain key of the entries below it, from the
+    empty stack's key ``empty``, and the holder's key is the whole stack's."""
+    key = empty
+    for entry in t.held:
+        assert entry[H_PREV_KEY] == key
+        key = chain_key(key, entry[H_CTX], variant(entry[H_CLASS], entry[H_READ], entry[H_TRYLOCK]))
+    assert t.key == key
+
+
 def test_a_release_from_inside_a_run_leaves_the_chain_keys_of_the_stack_it_leaves(v):
     """After locks of one class are released from the bottom and the middle of their run, with a
     lock of another class above them, every held entry's key is the one its place names, and
@@ -430,11 +440,7 @@ def test_a_release_from_inside_a_run_leaves_the_chain_keys_of_the_stack_it_leave
     accounts[0].lock.release()
     accounts[2].lock.release()
     assert [entry[H_LOCK] for entry in t.held] == [accounts[1].lock, accounts[3].lock, accounts[4].lock, other]
-    key = empty
-    for entry in t.held:
-        assert entry[H_PREV_KEY] == key
-        key = chain_key(key, entry[H_CTX], variant(entry[H_CLASS], entry[H_READ], entry[H_TRYLOCK]))
-    assert t.key == key
+    assert_keys_name_their_places(t, empty)
     accounts[1].lock.release()
     other.release()
     accounts[4].lock.release()
@@ -506,11 +512,7 @@ def test_lock_operations_after_releases_from_a_long_runs_bottom_see_exact_entrie
     vaults[1].lock.release()
     vaults[-1].lock.release()  # the top: a fast path would pop with its entry's prev_key
     with threading.RLock():
-        key = empty
-        for entry in t.held:
-            assert entry[H_PREV_KEY] == key
-            key = chain_key(key, entry[H_CTX], variant(entry[H_CLASS], entry[H_READ], entry[H_TRYLOCK]))
-        assert t.key == key
+        assert_keys_name_their_places(t, empty)
     vaults[2].lock.release()
     for vault in reversed(vaults[3:-1]):
         vault.lock.release()
