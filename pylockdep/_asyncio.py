@@ -52,7 +52,7 @@ from . import _checks, _locktypes, _waitfor, _waits
 from ._classes import LockKey, key_for
 from ._fastpath import holder_changed
 from ._frames import Site, Stack, format_file_line, is_harness, is_internal, stack_standing_in
-from ._held import H_CLASS, H_LOCK, chain_key, drop_foreign, find, pop, push, remove
+from ._held import H_CLASS, H_LOCK, chain_key, do_pending, find, pop, push, remove
 from ._report import DeadlockError
 from ._sites import creation_frame
 from ._task import Task
@@ -471,8 +471,8 @@ def _validate(lock: Lock, frame: FrameType) -> Task | None:
         t = _current_holder(v)
     if t.busy:
         return None
-    if t.foreign_releases:
-        drop_foreign(v, t)
+    if t.pending:
+        do_pending(v, t)
     owner, classes = lock._key.cache
     cls = classes[0] if owner is v else None
     if cls is None:
@@ -609,7 +609,7 @@ class Lock(_PlainLock):
             if (
                 type(t) is TaskHolder
                 and (not _EAGER_TASKS or t.running is _current_task())
-                and not (v.off or t.busy or t.foreign_releases)
+                and not (v.off or t.busy or t.pending)
             ):
                 owner, classes = self._key.cache
                 cls = classes[0] if owner is v else None

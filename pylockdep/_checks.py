@@ -471,7 +471,7 @@ def check_new_chain(
     if chain_key in v.chains:
         return
     if check_acquire(v, t, lock, cls, read, trylock, sync, site):
-        v.chains.add(chain_key)
+        v.remember_chain(chain_key)
 
 
 def check_acquire(

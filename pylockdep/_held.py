@@ -158,9 +158,9 @@ class _Run:
     whatever its field says.  Everything else in those entries, every entry above them and the
     holder's chain key are exact.
 
-    A pending run is the first item of its holder's ``foreign_releases``: so every fast path, C
-    or Python, all of which pop with the ``prev_key`` field, defers to the slow path, and the
-    slow path writes the keys back first (:func:`drop_foreign`) unless it continues the run.
+    A run is pending work of its holder (the first item of ``Task.pending``): so every fast path,
+    C or Python, all of which pop with the ``prev_key`` field, defers to the slow path, and the
+    slow path writes the keys back first (:func:`do_pending`) unless it continues the run.
     """
 
     __slots__ = ("start", "keys", "distinct")
@@ -173,8 +173,8 @@ class _Run:
 
 def _run_of(t: Task) -> _Run | None:
     """The holder's pending run, if it has one."""
-    fr = t.foreign_releases
-    return fr[0] if fr and type(fr[0]) is _Run else None
+    pending = t.pending
+    return pending[0] if pending and type(pending[0]) is _Run else None
 
 
 def _with_key(entry: HeldLock, key: int) -> HeldLock:
@@ -191,7 +191,7 @@ def settle(t: Task) -> None:
         held = t.held
         for i, key in enumerate(run.keys, run.start):
             held[i] = _with_key(held[i], key)
-        t.foreign_releases.remove(run)
+        t.pending.remove(run)
 
 
 def remove(v: Validator, t: Task, index: int) -> HeldLock:
@@ -234,7 +234,7 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     old_key = t.key
     entry = held[index]
     if run is not None:  # the bottom of the pending run: its places' keys are run.keys
-        t.foreign_releases.remove(run)
+        t.pending.remove(run)
         keys: list[int] | None = run.keys
         entry = _with_key(entry, keys[0])  # type: ignore[index]
         length = len(keys)  # type: ignore[arg-type]
@@ -270,7 +270,7 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
             t.key = keys.pop()  # the places keep their keys: the top one goes
             if len(keys) >= 2:
                 distinct = run.distinct if run is not None else len({id(e[H_LOCK]) for e in moved}) == len(moved)
-                t.foreign_releases.insert(0, _Run(index, keys, distinct))
+                t.pending.insert(0, _Run(index, keys, distinct))
             else:
                 held[index] = _with_key(held[index], keys[0])
     # The walk of check_prevs_add from an entry pushed again reaches below the released place
@@ -322,13 +322,13 @@ def runs_from(entry: HeldLock) -> bool:
     return not is_plain_lock(cls.ltype) or cls.key.token or cls.key.handoff
 
 
-def drop_foreign(v: Validator, t: Task, releasing: object = None) -> None:
-    """Take off the holder's stack the locks other threads released on its behalf; then write a
-    pending run's keys back (see :class:`_Run`) unless the lock operation under way is the release
-    of its bottom, ``releasing``."""
-    fr = t.foreign_releases
-    while fr and (len(fr) > 1 or type(fr[0]) is not _Run):
-        index = find(t, fr.pop())
+def do_pending(v: Validator, t: Task, releasing: object = None) -> None:
+    """Do the holder's pending work (``Task.pending``): take off its stack the locks other threads
+    released on its behalf; then write a pending run's keys back (see :class:`_Run`) unless the
+    lock operation under way is the release of its bottom, ``releasing``."""
+    pending = t.pending
+    while pending and (len(pending) > 1 or type(pending[0]) is not _Run):
+        index = find(t, pending.pop())
         if index >= 0:
             remove(v, t, index)
     run = _run_of(t)

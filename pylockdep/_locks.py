@@ -30,7 +30,7 @@ from . import _context, _locktypes, _waitfor
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import RWCore, accelerate, accelerate_new, accelerate_rw, accelerate_section, new_real_lock
 from ._frames import Site, caller_site, is_internal, line_at
-from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, drop_foreign, find, pop, remove
+from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, do_pending, find, pop, remove
 from ._plain import plain_rlock
 from ._primitive import Primitive
 from ._signals import critical, critical_take, deferred, run_deferred
@@ -85,8 +85,8 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
                 if deferred:
                     run_deferred()
                 return False
-        if t.foreign_releases:
-            drop_foreign(v, t)
+        if t.pending:
+            do_pending(v, t)
         owner, classes = lock._key.cache
         cls = classes[subclass] if owner is v else None
         if cls is None:
@@ -170,7 +170,7 @@ def _release(lock: Primitive, read: int) -> None:
         except AttributeError:
             t = v.new_task()
         held = t.held
-        if held and (entry := held[-1])[H_LOCK] is lock and not t.foreign_releases:
+        if held and (entry := held[-1])[H_LOCK] is lock and not t.pending:
             # Looked up first, so that the release below runs no Python code: the plain lock's own
             # release() when there is one (a property's lookup is the dearer part of _unlock).
             real = lock._real
@@ -207,8 +207,8 @@ def _unlock_real(lock: Primitive, read: int) -> None:
 
 def _release_slow(v: Validator, t: Task, lock: Primitive, read: int) -> bool:
     """A release that is not of the most recent lock.  Returns whether to release the real lock."""
-    if t.foreign_releases:
-        drop_foreign(v, t, lock)  # a run pending from releasing its bottom stays so for this one
+    if t.pending:
+        do_pending(v, t, lock)  # a run pending from releasing its bottom stays so for this one
     index = find(t, lock)
     if index >= 0:
         remove(v, t, index)

@@ -193,7 +193,7 @@ class SRCU(_Validated):
             if not v.off:
                 t = v.task()
                 held = t.held
-                top = bool(held) and held[-1][_held.H_LOCK] is self and not t.foreign_releases
+                top = bool(held) and held[-1][_held.H_LOCK] is self and not t.pending
                 recorded = top or _held.find(t, self) >= 0
             at = len(stack) - 1 - stack[::-1].index(idx) if stack[-1] != idx else -1
             readers = self._readers[idx]  # type: ignore[index]  # made by the read side ending here

@@ -3,8 +3,9 @@
 A :class:`Task` is one *holder* of locks as one validator sees it (the kernel's ``task_struct``
 fields that lockdep and the scheduler's atomicity checks read); :mod:`pylockdep._held` says what a
 holder is and owns the entries of the held stack and the operations on it.  Today each Task is a
-thread's.  Only the holder itself changes it, except for :attr:`Task.foreign_releases`, which
-other threads may append to.  The C fast path (``pylockdep/_csrc/``) reads and writes a Task's slots by name.
+thread's.  Only the holder itself changes it, except for :attr:`Task.pending`, to which
+other threads append the locks they release on its behalf.  The C fast path
+(``pylockdep/_csrc/``) reads and writes a Task's slots by name.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._frames import Site
-from ._held import CHAIN_ROOT, H_CLASS, H_IRQ, H_LOCK, H_READ, H_SPIN, HeldLock, held_site
+from ._held import CHAIN_ROOT, H_CLASS, H_IRQ, H_LOCK, H_READ, H_SPIN, HeldLock, _Run, held_site
 from ._identity import TaskIdentity
 from ._locktypes import RCU, RCU_SCHED, SRCU, WAIT_CONFIG, WAIT_MAX, WAIT_SPIN
 from ._primitive import LockMap, Primitive
@@ -79,7 +80,7 @@ class Task:
         "atomic_site",
         "atomic_depth",
         "irqtrace",
-        "foreign_releases",
+        "pending",
         "waiting",
         "busy",
         "spins",
@@ -108,7 +109,11 @@ class Task:
         self.atomic_site: Site | None = None  # where preempt_disable() went from 0 to 1
         self.atomic_depth = 0  # how many locks were held then
         self.irqtrace = IrqTrace()
-        self.foreign_releases: list[LockMap] = []
+        # Work on the held stack that the slow path does before the holder's next lock operation
+        # (pylockdep._held.do_pending): locks other threads released on its behalf, and first,
+        # if any, a run of entries whose chain keys are still to be written (pylockdep._held._Run).
+        # While it is not empty, every fast path, C or Python, defers to the slow path.
+        self.pending: list[LockMap | _Run] = []
         self.waiting: tuple[Primitive, int] | None = None  # the lock it waits for, and the mode
         self.busy = 0  # lockdep_recursion: while non-zero, nothing this thread does is validated
         self.ctx = 0

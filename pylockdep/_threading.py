@@ -173,7 +173,7 @@ def _forget(lock: Lock | RLock) -> None:
         if index >= 0:
             _held.remove(v, owner, index)
     else:
-        owner.foreign_releases.append(lock)
+        owner.pending.append(lock)
 
 
 # -- the lock types ----------------------------------------------------------------------------

@@ -156,7 +156,7 @@ class Validator:
         self.tasks.pop(id(t), None)
         if pid != os.getpid():
             return
-        released = {id(lock) for lock in t.foreign_releases}
+        released = {id(lock) for lock in t.pending}
         t.held = [entry for entry in t.held if id(entry[H_LOCK]) not in released]
         self.run_check(t, _checks.check_held_at_exit)
         if any(_checks.is_plain_lock(entry[H_CLASS].ltype) for entry in t.held):
@@ -211,19 +211,18 @@ class Validator:
         line: int,
         sync: bool = False,
     ) -> None:
-        """Run every rule for an acquisition whose chain of held locks is new, then remember it.
+        """Run every rule for an acquisition whose chain of held locks is new, then remember it
+        (:meth:`remember_chain`)."""
+        self.run_check(t, _checks.check_new_chain, lock, cls, read, trylock, sync, chain_key, (code, line))
+
+    def remember_chain(self, chain_key: int) -> None:
+        """Cache ``chain_key`` as validated: after its validation, or without one for a chain that a
+        validation is known to find nothing new in (see :func:`pylockdep._held.remove`).
 
         The chain cache only saves work: when it reaches :data:`CHAIN_CACHE_SIZE` keys it starts
         again empty (chains seen again are validated again, with the same verdicts), so a long run
         whose graph stopped growing stops growing too.
         """
-        self.run_check(t, _checks.check_new_chain, lock, cls, read, trylock, sync, chain_key, (code, line))
-        if len(self.chains) >= CHAIN_CACHE_SIZE:
-            self.forget_chains()
-
-    def remember_chain(self, chain_key: int) -> None:
-        """Cache ``chain_key`` as validated without validating it: a chain that a validation is
-        known to find nothing new in (see :func:`pylockdep._held.remove`)."""
         self.chains.add(chain_key)
         if len(self.chains) >= CHAIN_CACHE_SIZE:
             self.forget_chains()
@@ -257,14 +256,14 @@ class Validator:
         if self.tasks.get(id(owner)) is not owner:
             # Taken by a thread that has ended, or under another validator: the one that pushed
             # it forgets it at its holder's next lock operation, rather than keep a stale entry
-            # (foreign_releases is a list that only its holder's thread empties, so appending
+            # (pending is a list that only its holder's thread empties, so appending
             # from here is safe).
             if owner_may_differ and any(ended is owner for ended in self.ended_holding):
                 lock._key.handoff = True  # handed back for a thread that ended holding it
-            owner.foreign_releases.append(lock)
+            owner.pending.append(lock)
             return
         if owner is not t:
-            owner.foreign_releases.append(lock)
+            owner.pending.append(lock)
             if owner_may_differ:
                 lock._key.handoff = True  # a threading.Lock used as a signal
                 return

@@ -66,7 +66,7 @@ from . import _waitfor
 from ._classes import LockKey, key_for
 from ._fastpath import accelerate_pool, accelerate_waits
 from ._frames import format_file_line, is_internal
-from ._held import H_CLASS, H_LOCK, VARIANT_SYNC, VARIANT_TRY, chain_key, drop_foreign, find, pop, push
+from ._held import H_CLASS, H_LOCK, VARIANT_SYNC, VARIANT_TRY, chain_key, do_pending, find, pop, push
 from ._locks import _acquire, _PseudoLock, _release
 from ._locktypes import COMPLETION
 from ._plain import plain_lock
@@ -205,7 +205,7 @@ def _hold_maps(maps: tuple[CompletionMap, ...], frame: FrameType) -> None:
     v = active.validator
     t = None if v.off else getattr(v.local, "task", None)
     for m in maps:
-        if t is not None and not t.foreign_releases:
+        if t is not None and not t.pending:
             owner, classes = m._key.cache
             cls = classes[0] if owner is v else None
             if cls is not None:
@@ -233,7 +233,7 @@ def _release_maps(maps: tuple[CompletionMap, ...]) -> None:
     for m in maps:
         if t is not None:
             held = t.held
-            if held and held[-1][H_LOCK] is m and not t.foreign_releases:
+            if held and held[-1][H_LOCK] is m and not t.pending:
                 pop(t)
                 m._owner = None if m._owner is t else m._owner
                 continue
@@ -260,8 +260,8 @@ def _touch(v: Validator, t: Task, m: CompletionMap, frame: FrameType, waiter: bo
     chain is new: most waits repeat one seen before."""
     if t.busy:
         return
-    if t.foreign_releases:
-        drop_foreign(v, t)  # locks other threads released for this one are not held any more
+    if t.pending:
+        do_pending(v, t)  # locks other threads released for this one are not held any more
     owner, classes = m._key.cache
     cls = classes[0] if owner is v else None
     if cls is None:
@@ -745,7 +745,7 @@ def _close(span: _Span, ident: int) -> None:
         _current_span.span = None
         release(span.map)
     else:
-        span.holder.foreign_releases.append(span.map)
+        span.holder.pending.append(span.map)
 
 
 def _queue_task_done(original: Callable[[Any], None]) -> Callable[[Any], None]:

@@ -1448,7 +1448,7 @@ def test_work_maps_hand_what_they_cannot_do_to_python():
         assert python_functions(lambda: touch(work, frame)).count("_touch") == 2  # from inside the pool
         release((pool,))
         for call in (lambda: hold((pool, work), frame), lambda: release((work, pool))):
-            t.foreign_releases.append(object())  # another thread released a lock for this one
+            t.pending.append(object())  # another thread released a lock for this one
             assert {"_hold_maps", "_release_maps"} & set(python_functions(call))
         assert held_state(t, pool, work) == ([], CHAIN_ROOT, 0, [None, None])
     assert [(r.kind, set(r.classes)) for r in v.reports] == [("recursive", {"(wq_completion)fp_maps_slow"})]

@@ -1,15 +1,16 @@
 /*
  * The Task's held-lock stack as pylockdep._held keeps it: entries (tuples of the H_* fields) built,
- * pushed and popped in place (spare entries reused rather than freed), and the Task's foreign
- * releases and spin count.
+ * pushed and popped in place (spare entries reused rather than freed), and the Task's pending
+ * work and spin count.
  */
 
-/* Whether other threads have released locks this thread holds (the slow path sorts them out). */
+/* Whether the Task has pending work (Task.pending: locks other threads released for it, a run of
+ * chain keys to write back), which the slow path does first. */
 static int
-has_foreign_releases(PyObject *t)
+has_pending(PyObject *t)
 {
-    PyObject *fr = SLOT(t, task_layout, T_FOREIGN_RELEASES);
-    return fr == NULL || !PyList_Check(fr) || PyList_GET_SIZE(fr) != 0;
+    PyObject *pending = SLOT(t, task_layout, T_PENDING);
+    return pending == NULL || !PyList_Check(pending) || PyList_GET_SIZE(pending) != 0;
 }
 
 /* Whether ``flag`` (a bool, as a rule) is true; an error counts as false. */

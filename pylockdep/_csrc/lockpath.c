@@ -32,7 +32,7 @@ is_zero(PyObject *value)
 static int
 fast_state(PyObject **v_out, PyObject **t_out, ThreadCache **c_out)
 {
-    return current_task(v_out, t_out, c_out) && !has_foreign_releases(*t_out);
+    return current_task(v_out, t_out, c_out) && !has_pending(*t_out);
 }
 
 /* RWLock._read_mode() for the Task ``t``: a recursive reader (2) in hardirq, softirq or

@@ -175,7 +175,7 @@ srcu_enter(ReadSide *self, PyObject *srcu, PyFrameObject *frame)
     ThreadCache *c;
     long idx, n;
 
-    if (!current_task(&v, &t, &c) || has_foreign_releases(t) || (stack = srcu_stack(srcu, &self->map)) == NULL
+    if (!current_task(&v, &t, &c) || has_pending(t) || (stack = srcu_stack(srcu, &self->map)) == NULL
         || (idx = small_int((idx_obj = SLOT(srcu, self->map, RS_IDX)), 0, 1)) < 0
         || (readers = srcu_counter(srcu, &self->map, idx)) == NULL || (ident = thread_ident(c)) == NULL)
         return NULL;
@@ -226,7 +226,7 @@ srcu_leave(ReadSide *self, PyObject *srcu, PyObject *idx_obj)
     long idx, n;
 
     if ((idx = small_int(idx_obj, 0, 1)) < 0 || SLOT(srcu, self->map, RS_SYNC_OWNER) != Py_None
-        || !current_task(&v, &t, &c) || has_foreign_releases(t) || (stack = srcu_stack(srcu, &self->map)) == NULL
+        || !current_task(&v, &t, &c) || has_pending(t) || (stack = srcu_stack(srcu, &self->map)) == NULL
         || (depth = PyList_GET_SIZE(stack)) == 0 || small_int(PyList_GET_ITEM(stack, depth - 1), 0, 1) != idx
         || (readers = srcu_counter(srcu, &self->map, idx)) == NULL || (ident = thread_ident(c)) == NULL
         || !read_side_on_top(srcu, t, &top))
@@ -299,7 +299,7 @@ rcu_step(ReadSide *self, PyFrameObject *frame, int delta)
     long nesting, count;
     int result = 0, outside;
 
-    if (!IS(map, self->map) || !current_task(&v, &t, &c) || has_foreign_releases(t)
+    if (!IS(map, self->map) || !current_task(&v, &t, &c) || has_pending(t)
         || (count = small_int((rcu_obj = SLOT(t, task_layout, T_RCU)), 0, LONG_MAX - 1)) < 0
         || (nesting = rcu_thread_depth(self)) < 0)
         return 0;
