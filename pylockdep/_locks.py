@@ -23,7 +23,7 @@ from functools import partial
 from operator import attrgetter, iadd, methodcaller
 from sys import _getframe
 from time import monotonic
-from types import CodeType, FrameType
+from types import CodeType, FrameType, FunctionType
 from typing import Any
 
 from . import _context, _locktypes, _waitfor
@@ -263,6 +263,20 @@ class _Validated(_Tracked):
         self._key = _creation_key(type(self), name, key, _getframe(1))
         self._owner = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give a public lock type that inherits its ``__init__`` one under its own name (the same
+        code), so that a wrong call names the type the user called: ``SpinLock.__init__() missing
+        1 required positional argument: 'name'``, not a private base."""
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in vars(cls) and not cls.__name__.startswith("_"):
+            init = cls.__init__
+            own = FunctionType(init.__code__, init.__globals__, init.__name__, init.__defaults__, init.__closure__)
+            own.__kwdefaults__ = init.__kwdefaults__
+            own.__annotations__ = init.__annotations__
+            own.__doc__ = init.__doc__
+            own.__qualname__ = f"{cls.__qualname__}.__init__"
+            cls.__init__ = own  # type: ignore[misc]
+
     def locked(self) -> bool:
         """Whether some thread holds it."""
         return self._is_held(0)
@@ -310,11 +324,11 @@ def _creation_key(cls: type[_Validated], name: str, key: Hashable | None, frame:
             _made_here[lasti] = (code, name, key, cls, found[1])
         return found[1]
     if not isinstance(name, str) or not name:
-        raise TypeError(f"a lock needs a non-empty name (str), not {name!r}")
+        raise TypeError(f"{cls.__name__}() needs a non-empty name (str), not {name!r}")
     try:
         hash(key)
     except TypeError:
-        raise TypeError(f"key must be hashable, not {type(key).__name__}") from None
+        raise TypeError(f"{cls.__name__}(): key must be hashable, not {type(key).__name__}") from None
     made = key_for(name, cls._ltype, caller_site(), key)
     if not is_internal(code.co_filename):  # ``frame`` is the site: later calls from it may skip the walk
         _made_at[id(code), lasti, name, key, cls] = (code, made)

@@ -227,8 +227,29 @@ def test_lock_name_must_be_a_non_empty_str(name):
 
 
 def test_lock_key_must_be_hashable():
-    with pytest.raises(TypeError, match="key must be hashable"):
+    with pytest.raises(TypeError, match=r"^Mutex\(\): key must be hashable"):
         Mutex("A", key=["unhashable"])
+
+
+_LOCK_TYPES = ["RawSpinLock", "SpinLock", "Mutex", "RWLock", "RWSemaphore", "SRCU"]
+
+
+@pytest.mark.parametrize("type_name", _LOCK_TYPES)
+def test_wrong_arguments_to_a_lock_type_name_that_type(type_name):
+    lock_type = getattr(pylockdep, type_name)
+    calls = [
+        ((), {}, "missing 1 required positional argument: 'name'"),
+        (("A", "B"), {}, "takes 2 positional arguments but 3 were given"),
+        (("A",), {"bogus": 1}, "got an unexpected keyword argument 'bogus'"),
+    ]
+    for _ in range(2):  # the second time from a site that made a lock before (the C constructor's case)
+        lock_type("A")
+        for args, kwargs, wrong in calls:
+            with pytest.raises(TypeError) as caught:
+                lock_type(*args, **kwargs)
+            assert str(caught.value) == f"{type_name}.__init__() {wrong}"
+    with pytest.raises(TypeError, match=rf"^{type_name}\(\) needs a non-empty name"):
+        lock_type(7)
 
 
 def test_assert_held_on_a_non_lock_is_a_type_error():
