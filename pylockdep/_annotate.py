@@ -78,4 +78,7 @@ class lockdep_off:  # noqa: N801 - a context manager named as the API promises
         self._task = t
 
     def __exit__(self, *exc: object) -> None:
-        self._task.busy -= 1
+        t: Task | None = getattr(self, "_task", None)
+        if t is None or t.busy <= 0:  # a negative count would leave the thread unvalidated for good
+            raise RuntimeError("lockdep_off(): block left more often than entered")
+        t.busy -= 1

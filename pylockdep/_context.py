@@ -155,15 +155,21 @@ def irq_restore_at(was_on: bool, site: Site | None) -> None:
 
 
 class _IrqsSaved:
-    """``local_irq_save()`` ... ``local_irq_restore()`` around a with-block."""
+    """``local_irq_save()`` ... ``local_irq_restore()`` around a with-block.  Each exit restores
+    what the matching entry saved (one object may be entered again inside its own block); an exit
+    without an entry restores nothing."""
 
-    __slots__ = ("_was_on",)
+    __slots__ = ("_saved",)
+
+    def __init__(self) -> None:
+        self._saved: list[bool] = []
 
     def __enter__(self) -> None:
-        self._was_on = local_irq_save()
+        self._saved.append(local_irq_save())
 
     def __exit__(self, *exc: object) -> None:
-        local_irq_restore(self._was_on)
+        if self._saved:
+            local_irq_restore(self._saved.pop())
 
 
 def irqs_disabled() -> AbstractContextManager[None]:

@@ -493,8 +493,17 @@ class _Held:
 
     @critical
     def __exit__(self, *exc: object) -> None:
+        """Release the lock and restore the context.  A section left without being entered is
+        left as if it had been entered with interrupts off: its lock is released (a bad unlock
+        balance when not held) and bottom halves enabled (a context imbalance when not disabled),
+        as the kernel's unlock calls are judged."""
         try:
-            _release(self._lock, self._mode)
+            try:
+                mode = self._mode
+            except AttributeError:  # not entered (a reader releases alike in either read mode)
+                mode = self._mode = 1 if self._read == _READ_MODE else self._read
+                self._irqs_were_on = False
+            _release(self._lock, mode)
         finally:
             try:
                 self._restore(_getframe(1))

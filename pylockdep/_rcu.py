@@ -330,7 +330,11 @@ class _SRCUReadSide:
 
     @critical
     def __exit__(self, *exc: object) -> None:
-        self._srcu.read_unlock(self._idx)  # nothing else: a critical function's call
+        try:
+            idx = self._idx
+        except AttributeError:  # not entered: an index no read side has, a bad unlock balance
+            idx = None
+        self._srcu.read_unlock(idx)  # the only call: a critical function's
 
 
 accelerate_srcu(SRCU, _SRCUReadSide)

@@ -164,6 +164,20 @@ def test_lockdep_off_is_per_thread_and_ends_with_its_block(v):
     assert [r.kind for r in v.reports] == ["circular"]
 
 
+def test_lockdep_off_left_more_often_than_entered_is_refused(v):
+    """Leaving the block without entering it, or once more than entered, raises and leaves the
+    thread validated (a negative count would have suspended it for good)."""
+    off = pylockdep.lockdep_off()
+    with pytest.raises(RuntimeError, match=r"^lockdep_off\(\): block left more often than entered$"):
+        off.__exit__(None, None, None)
+    with off:
+        pass
+    with pytest.raises(RuntimeError, match="left more often than entered"):
+        off.__exit__(None, None, None)
+    take_ab_then_ba(threading.Lock(), threading.Lock())
+    assert [r.kind for r in v.reports] == ["circular"]
+
+
 def test_a_lock_taken_in_the_region_may_be_released_after_it(v):
     a = threading.Lock()
     b = threading.Lock()

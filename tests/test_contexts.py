@@ -6,6 +6,7 @@ import contextlib
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -180,6 +181,60 @@ def test_a_lock_section_that_fails_to_take_its_lock_restores_the_context(form: s
         assert (t.irqs_off, t.bh, t.held) == (False, 0, [])
     # A second subclass is another class: only the real wait, not the class graph, shows the deadlock.
     assert [r.kind for r in v.reports] == ([] if form == "nested" else ["recursive"])
+
+
+# A with-block left without being entered (its __exit__ alone) is judged as the unlock call it
+# stands for, in the context as it is: (make the block from the locks, the reports it gives).
+UNENTERED: dict[str, tuple[Callable[[dict[str, Any]], Any], list[tuple[str, tuple[str, ...]]]]] = {
+    "irqsave": (lambda locks: locks["spin"].irqsave(), [("bad_unlock_balance", ("unentered_spin",))]),
+    "irq": (lambda locks: locks["spin"].irq(), [("bad_unlock_balance", ("unentered_spin",))]),
+    "bh": (
+        lambda locks: locks["spin"].bh(),
+        [("bad_unlock_balance", ("unentered_spin",)), ("context_imbalance", ())],
+    ),
+    "nested": (lambda locks: locks["spin"].nested(1), [("bad_unlock_balance", ("unentered_spin",))]),
+    "rwlock_read": (lambda locks: locks["rw"].read(), [("bad_unlock_balance", ("unentered_rw",))]),
+    "rwsem_read": (lambda locks: locks["rwsem"].read(), [("bad_unlock_balance", ("unentered_rwsem",))]),
+    "srcu_read": (lambda locks: locks["srcu"].read(), [("bad_unlock_balance", ("unentered_srcu",))]),
+    "rcu_read": (lambda locks: pylockdep.rcu_read(), [("bad_unlock_balance", ("rcu_read_lock",))]),
+    "irqs_disabled": (lambda locks: pylockdep.irqs_disabled(), []),
+    "preempt_disabled": (lambda locks: pylockdep.preempt_disabled(), [("context_imbalance", ())]),
+}
+
+
+@pytest.mark.parametrize("form", list(UNENTERED))
+def test_a_block_left_without_being_entered_is_judged_as_its_unlock_call(form: str) -> None:
+    make, expected = UNENTERED[form]
+    locks = {
+        "spin": pylockdep.SpinLock("unentered_spin"),
+        "rw": pylockdep.RWLock("unentered_rw"),
+        "rwsem": pylockdep.RWSemaphore("unentered_rwsem"),
+        "srcu": pylockdep.SRCU("unentered_srcu"),
+    }
+    with pylockdep.validate(raise_on_report=False) as v:
+        t = v.task()
+        make(locks).__exit__(None, None, None)
+        assert (t.irqs_off, t.bh, t.preempt, t.held) == (False, 0, 0, [])
+        assert [(r.kind, r.classes) for r in v.reports] == expected
+        block = make(locks)
+        with block:
+            pass
+        block.__exit__(None, None, None)  # left twice: judged again, at another line
+        assert (t.irqs_off, t.bh, t.preempt, t.held) == (False, 0, 0, [])
+        with locks["rwsem"]:  # a sleeping lock: the context is a process's again
+            pylockdep.might_sleep()
+    assert [(r.kind, r.classes) for r in v.reports] == expected * 2
+
+
+def test_irqs_disabled_entered_inside_its_own_block_restores_each_entry() -> None:
+    with pylockdep.validate() as v:
+        t = v.task()
+        block = pylockdep.irqs_disabled()
+        with block:
+            with block:
+                assert t.irqs_off
+            assert t.irqs_off  # the inner entry found them off
+        assert not t.irqs_off
 
 
 def test_irqsave_inside_irqs_off_leaves_them_off() -> None:
