@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
+from typing import Any
 
 from . import _checks
 from ._classes import ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ
@@ -268,15 +270,50 @@ def preempt_disabled() -> AbstractContextManager[None]:
 # -- interrupt handlers ------------------------------------------------------------------------
 
 
-@contextmanager
-def hardirq(threaded: bool = False) -> Iterator[None]:
+class _Handler:
+    """The with-block of :func:`hardirq` or :func:`softirq` (``name``): each entry runs a new
+    ``run()`` block.  Entering it while it runs, or leaving it when it does not, is a RuntimeError
+    that changes nothing (a generator's block would fail inside :mod:`contextlib`)."""
+
+    __slots__ = ("_name", "_run", "_running")
+
+    def __init__(self, name: str, run: Callable[[], AbstractContextManager[None]]) -> None:
+        self._name = name
+        self._run = run
+        self._running: AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> None:
+        if self._running is not None:
+            raise RuntimeError(f"{self._name}(): this handler block is already running")
+        running = self._run()
+        running.__enter__()
+        self._running = running
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        running = self._running
+        if running is None:
+            raise RuntimeError(f"{self._name}(): this handler block was left without being entered")
+        self._running = None
+        return running.__exit__(*exc)
+
+
+def hardirq(threaded: bool = False) -> AbstractContextManager[None]:
     """Run the block as a hard interrupt handler.
 
     A true hard interrupt (an IPI, a timer) runs with interrupts off and only really spinning
     locks are valid in it.  ``threaded=True`` is a device handler that PREEMPT_RT runs in a
     thread: ``spinlock_t`` is allowed; on PREEMPT_RT it is preemptible, with interrupts on and,
-    as the kernel's forced-threaded handlers run, with bottom halves disabled.
+    as the kernel's forced-threaded handlers run, with bottom halves disabled.  TypeError when
+    ``threaded`` is not a bool.
     """
+    if not isinstance(threaded, bool):
+        raise TypeError(f"hardirq(): threaded must be a bool, not {type(threaded).__name__}")
+    return _Handler("hardirq", partial(_hardirq, threaded))
+
+
+@contextmanager
+def _hardirq(threaded: bool) -> Iterator[None]:
+    """One run of a :func:`hardirq` block."""
     v, t = _here()
     as_thread = threaded and v.preempt_rt
     was_off = t.irqs_off
@@ -303,9 +340,14 @@ def hardirq(threaded: bool = False) -> Iterator[None]:
         t.update_ctx()
 
 
-@contextmanager
-def softirq() -> Iterator[None]:
+def softirq() -> AbstractContextManager[None]:
     """Run the block as a softirq handler: hard interrupts stay enabled, bottom halves are off."""
+    return _Handler("softirq", _softirq)
+
+
+@contextmanager
+def _softirq() -> Iterator[None]:
+    """One run of a :func:`softirq` block."""
     v, t = _here()
     if not v.preempt_rt:
         _note_atomic(v, t, None)

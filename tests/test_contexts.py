@@ -237,6 +237,31 @@ def test_irqs_disabled_entered_inside_its_own_block_restores_each_entry() -> Non
         assert not t.irqs_off
 
 
+@pytest.mark.parametrize("threaded", ["x", 1, None])
+def test_hardirq_threaded_must_be_a_bool(threaded: object) -> None:
+    with pytest.raises(TypeError, match=rf"^hardirq\(\): threaded must be a bool, not {type(threaded).__name__}$"):
+        pylockdep.hardirq(threaded=threaded)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("handler", ["hardirq", "softirq"])
+def test_a_handler_block_entered_while_running_or_left_unentered_is_refused(handler: str) -> None:
+    with pylockdep.validate() as v:
+        t = v.task()
+        block = getattr(pylockdep, handler)()
+        with pytest.raises(RuntimeError, match=rf"^{handler}\(\): this handler block was left without being entered$"):
+            block.__exit__(None, None, None)
+        with block:
+            inside = (t.hardirq, t.softirq, t.irqs_off, t.ctx)
+            with pytest.raises(RuntimeError, match=rf"^{handler}\(\): this handler block is already running$"):
+                block.__enter__()
+            assert (t.hardirq, t.softirq, t.irqs_off, t.ctx) == inside
+        assert (t.hardirq, t.softirq, t.irqs_off) == (0, 0, False)
+        with block:  # it runs again once it has ended
+            assert (t.hardirq, t.softirq) == (int(handler == "hardirq"), int(handler == "softirq"))
+        assert (t.hardirq, t.softirq, t.irqs_off) == (0, 0, False)
+    assert v.reports == []
+
+
 def test_irqsave_inside_irqs_off_leaves_them_off() -> None:
     lock = pylockdep.RawSpinLock("nested_irqsave")
     with pylockdep.validate() as v:
