@@ -528,7 +528,10 @@ def _site_of(frame: FrameType) -> Site | None:
 
 
 def _check_subclass(subclass: int) -> None:
-    if not isinstance(subclass, int) or not 0 <= subclass < MAX_SUBCLASSES:
+    """A nesting subclass is an int from 0 to 7: TypeError for another type, ValueError out of range."""
+    if not isinstance(subclass, int):
+        raise TypeError(f"subclass must be an int from 0 to {MAX_SUBCLASSES - 1}, not {type(subclass).__name__}")
+    if not 0 <= subclass < MAX_SUBCLASSES:
         raise ValueError(f"subclass must be an int from 0 to {MAX_SUBCLASSES - 1}, not {subclass!r}")
 
 

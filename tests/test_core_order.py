@@ -166,6 +166,20 @@ def test_nested_subclass_out_of_range_is_a_value_error(subclass):
     assert v.reports == []
 
 
+@pytest.mark.parametrize("subclass", ["1", 1.0, None])
+def test_nested_subclass_of_another_type_is_a_type_error(subclass):
+    (x,) = mutexes("X")
+    with pylockdep.validate(raise_on_report=False) as v:
+        with pytest.raises(TypeError, match=rf"^subclass must be an int from 0 to 7, not {type(subclass).__name__}$"):
+            x.nested(subclass)
+        with pylockdep.instrument_threading():
+            lock = threading.Lock()
+        with pytest.raises(TypeError, match="subclass must be an int"):
+            pylockdep.nested(lock, subclass)
+        assert not x.locked() and not lock.locked()
+    assert v.reports == []
+
+
 # -- one report per problem, then keep going ------------------------------------------------------
 
 
