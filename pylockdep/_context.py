@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from . import _checks
-from ._classes import ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ
+from ._classes import ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ, ENABLED_SOFTIRQ, ENABLED_SOFTIRQ_READ, LockKey
 from ._frames import Site, caller_site
 from ._held import H_LOCK
 from ._locktypes import LockType
@@ -374,6 +374,6 @@ def lockdep_assert_held(lock: object) -> None:
     v, t = _here()
     if v.off or t.busy or any(entry[H_LOCK] is lock for entry in t.held):
         return
-    if getattr(lock, "_key", None) is None:
+    if not isinstance(getattr(lock, "_key", None), LockKey):  # the lock types themselves included
         raise TypeError(f"lockdep_assert_held() needs a pylockdep lock, not {type(lock).__name__}")
     v.run_check(t, _checks.check_assert_held, lock, caller_site())

@@ -252,10 +252,13 @@ def test_wrong_arguments_to_a_lock_type_name_that_type(type_name):
         lock_type(7)
 
 
-def test_assert_held_on_a_non_lock_is_a_type_error():
-    with pylockdep.validate(raise_on_report=False):
-        with pytest.raises(TypeError, match="lockdep_assert_held"):
-            pylockdep.lockdep_assert_held(_thread.allocate_lock())  # a lock pylockdep does not know
+# A lock pylockdep does not know, nothing like a lock, a lock type rather than a lock.
+@pytest.mark.parametrize("not_a_lock", [_thread.allocate_lock(), None, Mutex], ids=["plain", "None", "type"])
+def test_assert_held_on_a_non_lock_is_a_type_error(not_a_lock):
+    with pylockdep.validate(raise_on_report=False) as v:
+        with pytest.raises(TypeError, match=r"^lockdep_assert_held\(\) needs a pylockdep lock, not "):
+            pylockdep.lockdep_assert_held(not_a_lock)
+    assert v.reports == []
 
 
 @pytest.mark.parametrize("option", ["max_classes", "max_dependencies", "max_lock_depth"])
