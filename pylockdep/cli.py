@@ -38,6 +38,7 @@ import argparse
 import atexit
 import contextlib
 import json
+import math
 import os
 import runpy
 import signal
@@ -82,6 +83,29 @@ _VALUE_OPTIONS = (
 _RUNNER_FILES = (__file__, runpy.run_path.__code__.co_filename)
 
 
+def _report_status(text: str) -> int:
+    """``--exit-code``: an exit status a process can have that is not success (1 to 255; the
+    system would turn 256 into 0, a run with reports that passes)."""
+    try:
+        status = int(text)
+    except ValueError:
+        status = 0
+    if not 1 <= status <= 255:
+        raise argparse.ArgumentTypeError(f"must be an exit status from 1 to 255, not {text!r}")
+    return status
+
+
+def _seconds(text: str) -> float:
+    """``--hang-timeout``: a positive, finite number of seconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return seconds
+
+
 def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
     """The command's parser and its ``run`` and ``merge`` subcommands'."""
     parser = argparse.ArgumentParser(
@@ -107,14 +131,14 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argpar
     run.add_argument(
         "--exit-code",
         metavar="N",
-        type=int,
+        type=_report_status,
         default=REPORT_STATUS,
         help=f"exit status when a report was made (default {REPORT_STATUS})",
     )
     run.add_argument(
         "--hang-timeout",
         metavar="S",
-        type=float,
+        type=_seconds,
         help="after S seconds, print every thread's held locks and waits and end the program "
         "with the --exit-code status (SIGUSR1 prints the same at any time)",
     )
@@ -146,7 +170,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argpar
     merge.add_argument(
         "--exit-code",
         metavar="N",
-        type=int,
+        type=_report_status,
         default=REPORT_STATUS,
         help=f"exit status when a cycle was found (default {REPORT_STATUS})",
     )
@@ -426,8 +450,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_parser.error("a SCRIPT or -m MODULE is required")
     if program[0] != "-m" and not os.path.isfile(program[0]):
         run_parser.error(f"can't open file {program[0]!r}: no such file")
-    if options.hang_timeout is not None and options.hang_timeout <= 0:
-        run_parser.error("argument --hang-timeout: must be a positive number of seconds")
     try:
         config = load_config(options.config)
         suppress = config.suppressions(options.baseline)

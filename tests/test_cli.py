@@ -273,6 +273,25 @@ def test_exit_code_sets_the_report_status(tmp_path):
     assert pylockdep_run("--exit-code", "3", "abba.py", cwd=tmp_path).returncode == 3
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "wrong"),
+    [
+        ("--exit-code", "0", "must be an exit status from 1 to 255"),  # a run with reports would pass
+        ("--exit-code", "256", "must be an exit status from 1 to 255"),  # the system makes it 0
+        ("--exit-code", "-1", "must be an exit status from 1 to 255"),
+        ("--hang-timeout", "0", "must be a positive number of seconds"),
+        ("--hang-timeout", "nan", "must be a positive number of seconds"),
+        ("--hang-timeout", "inf", "must be a positive number of seconds"),
+    ],
+)
+def test_an_option_value_out_of_range_is_a_usage_error(tmp_path, option, value, wrong):
+    write(tmp_path / "prog.py", "print('the program ran')\n")
+    result = pylockdep_run(option, value, "prog.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"argument {option}: {wrong}, not {value!r}" in result.stderr
+    assert "the program ran" not in result.stdout
+
+
 def test_a_missing_script_is_a_usage_error_not_a_report(tmp_path):
     result = pylockdep_run("nonexistent.py", cwd=tmp_path)
     assert result.returncode == 2
