@@ -30,6 +30,18 @@ class TaskIdentity:
     kthread: bool = False
     entry: CodeType | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("pid", "cpu"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"TaskIdentity: {name} must be an int, not {type(value).__name__}")
+            if value < 0:
+                raise ValueError(f"TaskIdentity: {name} must not be negative, not {value}")
+        if not isinstance(self.kthread, bool):
+            raise TypeError(f"TaskIdentity: kthread must be True or False, not {self.kthread!r}")
+        if self.entry is not None and not isinstance(self.entry, CodeType):
+            raise TypeError(f"TaskIdentity: entry must be a code object or None, not {type(self.entry).__name__}")
+
 
 def identify_thread(
     thread: threading.Thread, *, pid: int, cpu: int = 0, kthread: bool = False, entry: Callable[..., Any] | None = None
@@ -39,8 +51,12 @@ def identify_thread(
     ``entry`` is the function the thread runs as the task (its ``target``, or what that calls):
     call traces end with it, then ``kthread`` and the thread-start frame of the kernel for a kernel
     thread, and the Python frames outside it follow a separator.  Call before the thread takes
-    its first lock.
+    its first lock.  TypeError or ValueError, naming the argument, for a wrong one.
     """
+    if not isinstance(thread, threading.Thread):
+        raise TypeError(f"identify_thread() needs a threading.Thread, not {type(thread).__name__}")
+    if entry is not None and not callable(entry):
+        raise TypeError(f"identify_thread(): entry must be a function or None, not {entry!r}")
     while isinstance(entry, functools.partial):
         entry = entry.func
     code = getattr(getattr(entry, "__func__", entry), "__code__", None)

@@ -261,6 +261,24 @@ def test_assert_held_on_a_non_lock_is_a_type_error(not_a_lock):
     assert v.reports == []
 
 
+@pytest.mark.parametrize(
+    ("thread", "arguments", "error", "wrong"),
+    [
+        (None, {"pid": 1}, TypeError, r"identify_thread\(\) needs a threading.Thread, not NoneType"),
+        ("me", {"pid": "1"}, TypeError, "pid must be an int, not str"),
+        ("me", {"pid": -1}, ValueError, "pid must not be negative, not -1"),
+        ("me", {"pid": 1, "cpu": 1.0}, TypeError, "cpu must be an int, not float"),
+        ("me", {"pid": 1, "kthread": 1}, TypeError, "kthread must be True or False, not 1"),
+        ("me", {"pid": 1, "entry": "main"}, TypeError, "entry must be a function or None, not 'main'"),
+    ],
+)
+def test_identify_thread_refuses_a_wrong_argument_and_changes_nothing(thread, arguments, error, wrong):
+    me = threading.Thread(target=lambda: None)
+    with pytest.raises(error, match=wrong):
+        pylockdep.identify_thread(me if thread == "me" else thread, **arguments)
+    assert pylockdep.identity_of(me) is None
+
+
 @pytest.mark.parametrize("option", ["max_classes", "max_dependencies", "max_lock_depth"])
 @pytest.mark.parametrize("value", [0, -1, 1.5])
 def test_limits_must_be_positive_ints(option, value):
