@@ -101,7 +101,7 @@ def check_wait_context(v: Validator, t: Task, cls: LockClass, lock: object, site
     context = t.wait_context()
     allowed = effective_wait(context, nesting)
     # The wait types held, each once: a thread may hold thousands of locks of a few classes.
-    for inner in {entry[H_CLASS].ltype.inner for entry in t.irq_segment()} - {WAIT_INV}:
+    for inner in t.segment_waits() - {WAIT_INV}:
         allowed = min(allowed, effective_wait(inner, nesting))
     if effective_wait(cls.ltype.outer, nesting) <= allowed:
         return

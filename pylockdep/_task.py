@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._frames import Site
-from ._held import CHAIN_ROOT, H_CLASS, H_IRQ, H_LOCK, H_READ, H_SPIN, HeldLock, _Run, held_site
+from ._held import CHAIN_ROOT, H_CLASS, H_IRQ, H_LOCK, H_PREV_KEY, H_READ, H_SPIN, HeldLock, _Run, held_site
 from ._identity import TaskIdentity
 from ._locktypes import RCU, RCU_SCHED, SRCU, WAIT_CONFIG, WAIT_MAX, WAIT_SPIN
 from ._primitive import LockMap, Primitive
@@ -85,6 +85,7 @@ class Task:
         "busy",
         "spins",
         "irq",
+        "segment",
         "__weakref__",
     )
 
@@ -118,6 +119,9 @@ class Task:
         self.busy = 0  # lockdep_recursion: while non-zero, nothing this thread does is validated
         self.ctx = 0
         self.update_ctx()
+        # What segment_waits() last found: a chain key, the irq context of the top entry of the
+        # stack it names, and the inner wait types of that entry's irq segment.
+        self.segment: tuple[int, int, frozenset[int]] = (CHAIN_ROOT, -1, frozenset())
 
     @property
     def pid(self) -> int:
@@ -209,6 +213,34 @@ class Task:
         while i and held[i - 1][H_IRQ] == self.irq:
             i -= 1
         return held[i:]
+
+    def segment_waits(self) -> frozenset[int]:
+        """The inner wait types of the locks in :meth:`irq_segment`, each once.
+
+        What it finds depends only on the classes held and the contexts they were taken in, which
+        the chain key names: it is kept (``segment``) for the key it was found under, and found
+        for a stack one lock deeper from that lock alone, so that a thread taking lock after lock
+        on new chains (``concurrent.futures.wait()`` on a thousand futures) does not scan its
+        stack each time.  Only the slow path asks; the fast paths, which push and pop on known
+        chains, leave the kept answer as it is, to be used again if the key comes back.
+        """
+        held = self.held
+        if not held:
+            return frozenset()
+        key, irq, waits = self.segment
+        if key != self.key:
+            top = held[-1]
+            inner = top[H_CLASS].ltype.inner
+            if top[H_PREV_KEY] == key and not self.pending:  # pushed on the key kept (no run's key is stale)
+                waits = (waits if inner in waits else waits | {inner}) if top[H_IRQ] == irq else frozenset((inner,))
+            else:
+                i = len(held) - 1
+                while i and held[i - 1][H_IRQ] == top[H_IRQ]:
+                    i -= 1
+                waits = frozenset(entry[H_CLASS].ltype.inner for entry in held[i:])
+            irq = top[H_IRQ]
+            self.segment = (self.key, irq, waits)
+        return waits if irq == self.irq else frozenset()
 
     def irq_flags(self) -> str:
         """``[HC0[0]:SC0[0]:HE1:SE1]``: in a hardirq / softirq (with the kernel's counts), hard / soft irqs enabled.
