@@ -82,3 +82,4 @@ class lockdep_off:  # noqa: N801 - a context manager named as the API promises
         if t is None or t.busy <= 0:  # a negative count would leave the thread unvalidated for good
             raise RuntimeError("lockdep_off(): block left more often than entered")
         t.busy -= 1
+        t.nearest = None  # the locks taken in the block were not checked

@@ -38,8 +38,8 @@ from ._classes import (
 )
 from ._frames import Site, Stack, capture_stack, format_file_line, is_internal
 from ._graph import PathStep, dep_kind
-from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, find, held_site, is_held_entry
-from ._instances import holds, names
+from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, HeldLock, find, held_site, is_held_entry
+from ._instances import holds, nodes, same_instances
 from ._locktypes import PY_RLOCK, RCU, RCU_SCHED, SRCU, WAIT_INV, LockType, effective_wait, is_plain_lock
 from ._task import Task
 
@@ -217,7 +217,9 @@ def check_deadlock(v: Validator, t: Task, cls: LockClass, lock: object, read: in
     it for ever (:mod:`pylockdep._waitfor`), since another thread may release it.
     """
     if cls.ltype.python:
-        held = next((e for e in t.held if e[H_LOCK] is lock), None) if cls.ltype.owned else None
+        held = None
+        if cls.ltype.owned and v.instances.held_by(t, cls, lock)[1]:  # else it is not held
+            held = next((e for e in t.held if e[H_LOCK] is lock), None)
     else:
         held = next((e for e in t.held if e[H_CLASS] is cls and not (read == 2 and e[H_READ])), None)
     if held is None:
@@ -241,30 +243,30 @@ def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, si
     hand-off (:func:`check_handoff`), it orders nothing; holding an instance taken by code no
     longer running (:func:`check_token_held`) marks it, and a cycle of its instances waits for the
     end of validation, dropped if the class has shown itself a hand-off by then."""
-    same = [entry for entry in t.held if entry[H_CLASS] is cls and entry[H_LOCK] is not lock]
-    if not same or check_handoff(cls):
+    if check_handoff(cls):
         return False
-    if not cls.key.token and is_plain_lock(cls.ltype) and any(check_token_held(entry) for entry in same):
-        cls.key.token = True  # as check_prev_add marks a class: a cycle through it waits for finish()
     order = v.instances
+    held = order.held_by(t, cls, lock)[0]
+    if held is None:
+        return False
+    if not cls.key.token and is_plain_lock(cls.ltype) and any(check_token_held(entry) for entry in _same(t, cls, lock)):
+        cls.key.token = True  # as check_prev_add marks a class: a cycle through it waits for finish()
     nxt = order.node(lock)
-    locks = [entry[H_LOCK] for entry in same]
-    held = nxt.under = order.held(locks)
     nearest = held[0]
     known = nearest.after.get(nxt)
     if known is None:
         prevs = [nearest]
-    elif names(known[3], locks):
+    elif same_instances(known[3], held):
         return True
     else:
-        prevs = [p for p in map(order.node, locks) if nxt not in p.after and not holds(known[3], p)]
+        prevs = [p for p in nodes(held) if nxt not in p.after and not holds(known[3], p)]
     if not prevs:
         return True
     witness = (capture_stack(), t.comm, v.origin, held)
     reachable = order.reachable(nxt)  # one search: edges into nxt do not change it
     if any(prev in reachable for prev in prevs):
         # Name the oldest held instance the one taken leads back to, as a search of every pair would.
-        entry = next(e for e in same if order.node(e[H_LOCK]) in reachable)
+        entry = next(e for e in _same(t, cls, lock) if order.node(e[H_LOCK]) in reachable)
         path = order.find_path(nxt, order.node(entry[H_LOCK]))
         v.report(
             "circular",
@@ -277,6 +279,11 @@ def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, si
     for prev in prevs:
         order.add(prev, nxt, witness)
     return True
+
+
+def _same(t: Task, cls: LockClass, lock: object) -> list[HeldLock]:
+    """The held entries of ``cls`` other than ``lock``, oldest first."""
+    return [entry for entry in t.held if entry[H_CLASS] is cls and entry[H_LOCK] is not lock]
 
 
 def check_handoff(cls: LockClass) -> bool:

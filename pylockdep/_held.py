@@ -227,6 +227,7 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     costs O(N), not O(N^2).
     """
     held = t.held
+    t.nearest = None  # entries move down (see pylockdep._instances.InstanceOrder.held_by)
     run = _run_of(t)
     if run is not None and index != run.start:  # only a release of its bottom continues a run
         settle(t)

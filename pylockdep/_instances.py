@@ -44,9 +44,14 @@ from __future__ import annotations
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._classes import LockClass
 from ._frames import Stack
+from ._held import H_CLASS, H_LOCK, H_PREV_KEY, H_TRYLOCK, HeldLock
+
+if TYPE_CHECKING:
+    from ._task import Task
 
 
 @dataclass(eq=False)
@@ -72,26 +77,18 @@ Witness = tuple[Stack, str, "str | None", Held]
 @dataclass(eq=False)
 class Instance:
     """One lock instance in the order of its class; ``after`` maps each instance taken while this
-    one was held, and kept as an edge, to its acquisition's :data:`Witness`; ``under`` names the
-    instances held when this one was last taken with some held."""
+    one was held, and kept as an edge, to its acquisition's :data:`Witness`; ``place`` says where
+    it was when last named in a cell of held instances (:meth:`InstanceOrder.held_by`): the
+    holder's ``id()``, the class and the place in the holder's stack."""
 
     ref: weakref.ref
     address: int
     after: dict[Instance, Witness] = field(default_factory=dict)
-    under: Held = None
+    place: tuple[int, LockClass, int] | None = None
 
     @property
     def alive(self) -> bool:
         return self.ref() is not None
-
-
-def names(cell: Held, locks: list[Any]) -> bool:
-    """Whether ``cell`` names the instances of ``locks`` (given oldest first), and only them."""
-    i = len(locks) - 1
-    while cell is not None and i >= 0 and cell[0].ref() is locks[i]:
-        cell = cell[1]
-        i -= 1
-    return cell is None and i < 0
 
 
 def holds(cell: Held, node: Instance) -> bool:
@@ -101,6 +98,31 @@ def holds(cell: Held, node: Instance) -> bool:
             return True
         cell = cell[1]
     return False
+
+
+def same_instances(cell: Held, other: Held) -> bool:
+    """Whether two cells name the same instances in the same order."""
+    while cell is not other:
+        if cell is None or other is None or cell[0] is not other[0]:
+            return False
+        cell, other = cell[1], other[1]
+    return True
+
+
+def nodes(cell: Held) -> list[Instance]:
+    """The instances ``cell`` names, the most recent first."""
+    found = []
+    while cell is not None:
+        found.append(cell[0])
+        cell = cell[1]
+    return found
+
+
+#: What :meth:`InstanceOrder.held_by` found last for a holder (``Task.nearest``): the place in its
+#: stack of the nearest instance of a class, the chain key that entry was pushed on, the cell
+#: naming that instance and every instance of the class below it, and whether an entry there
+#: holds a lock of another class of the same lock type.
+Nearest = tuple[int, int, Held, bool]
 
 
 class InstanceOrder:
@@ -124,17 +146,87 @@ class InstanceOrder:
             node = nodes[address] = Instance(weakref.ref(lock, forget), address)
         return node
 
-    def held(self, locks: list[Any]) -> Held:
-        """The cell naming the instances of ``locks`` (held, oldest first), which the most recent
-        one's node keeps (``under``) for the next acquisition to share: made anew only when the
-        instances under it changed since it was taken."""
-        top = self.node(locks[-1])
-        if not names(top.under, locks[:-1]):
-            under = None
-            for lock in locks[:-1]:
-                under = (self.node(lock), under)
-            top.under = under
-        return (top, top.under)
+    def held_by(self, t: Task, cls: LockClass, lock: Any) -> tuple[Held, bool]:
+        """The cell naming the instances of ``cls`` that ``t`` holds, ``lock`` excepted, the most
+        recent first (None when it holds none), and whether ``t`` may hold ``lock`` itself: False
+        proves that no entry of its stack does, under any class.
+
+        The cell found last (``t.nearest``) is used again while the entry it was found for is in
+        its place, of the same lock, class and chain key, and no trylock took it: then the
+        instances below it are those the cell names.  An instance taken over instances of its
+        class otherwise comes through here, which replaces the cell; what moves entries down
+        (:func:`pylockdep._held.remove`) and what takes locks unchecked
+        (:class:`pylockdep.lockdep_off`, a report being delivered) forget it.  Only the entries
+        above it are read, so a holder taking instance after instance
+        (``concurrent.futures.wait()`` on a thousand futures) does not scan its stack each time.
+        Whether ``lock`` is among the instances below is told by its node's ``place``, which
+        every instance named in a cell gets: a place in this holder's stack that does not hold
+        it proves it is not held there.  It could be held under another class only of its lock
+        type (:func:`pylockdep.set_class` keeps the type), which the kept cell says whether any
+        entry below has.  (A handler that takes a lock while the thread checks is not seen: no
+        rule is run for its locks either.)
+        """
+        held = t.held
+        ltype = cls.ltype
+        top = len(held) - 1
+        others = False  # an entry of another class of the lock's type is held
+        while top >= 0 and (other := held[top][H_CLASS]) is not cls:
+            others = others or other.ltype is ltype
+            top -= 1
+        if top < 0:
+            return None, others
+        found = t.nearest
+        if found is not None and found[0] <= top:
+            start, key, cell, below = found
+            entry = held[start]
+            place = self.node(lock).place  # (see _name)
+            if (
+                entry[H_LOCK] is cell[0].ref()  # type: ignore[index]
+                and entry[H_CLASS] is cls
+                and entry[H_PREV_KEY] == key
+                and not entry[H_TRYLOCK]
+                and (
+                    place is None
+                    or place[:2] == (id(t), cls)
+                    and not (place[2] <= start and held[place[2]][H_LOCK] is lock)
+                )
+            ):
+                for i in range(start + 1, top + 1):
+                    entry = held[i]
+                    if entry[H_CLASS] is cls:
+                        if entry[H_LOCK] is lock:
+                            break
+                        cell = self._name(t, cls, entry, i, cell)
+                    elif entry[H_CLASS].ltype is ltype:
+                        below = True
+                else:
+                    t.nearest = self._found(held[top], top, cell, below)
+                    return cell, others or below
+        cell = None
+        below = excepted = False
+        for i in range(top + 1):
+            entry = held[i]
+            if entry[H_CLASS] is cls:
+                if entry[H_LOCK] is lock:
+                    excepted = True
+                else:
+                    cell = self._name(t, cls, entry, i, cell)
+            elif entry[H_CLASS].ltype is ltype:
+                below = True
+        t.nearest = None if excepted else self._found(held[top], top, cell, below)
+        return cell, excepted or others or below
+
+    @staticmethod
+    def _found(entry: HeldLock, place: int, cell: Held, others: bool) -> Nearest | None:
+        """What ``t.nearest`` keeps of ``cell``, found for ``entry`` at ``place`` (nothing for a
+        trylock's entry, which may be taken again unchecked)."""
+        return None if entry[H_TRYLOCK] else (place, entry[H_PREV_KEY], cell, others)
+
+    def _name(self, t: Task, cls: LockClass, entry: HeldLock, place: int, below: Held) -> Held:
+        """The cell naming ``entry``'s lock (held at ``place``) over ``below``, its node told where it is."""
+        node = self.node(entry[H_LOCK])
+        node.place = (id(t), cls, place)
+        return (node, below)
 
     def reachable(self, start: Instance) -> dict[Instance, Instance | None]:
         """Every live instance reachable from ``start`` (itself included), each mapped to its

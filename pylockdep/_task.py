@@ -15,6 +15,7 @@ from typing import Any
 from ._frames import Site
 from ._held import CHAIN_ROOT, H_CLASS, H_IRQ, H_LOCK, H_PREV_KEY, H_READ, H_SPIN, HeldLock, _Run, held_site
 from ._identity import TaskIdentity
+from ._instances import Nearest
 from ._locktypes import RCU, RCU_SCHED, SRCU, WAIT_CONFIG, WAIT_MAX, WAIT_SPIN
 from ._primitive import LockMap, Primitive
 
@@ -86,6 +87,7 @@ class Task:
         "spins",
         "irq",
         "segment",
+        "nearest",
         "__weakref__",
     )
 
@@ -122,6 +124,9 @@ class Task:
         # What segment_waits() last found: a chain key, the irq context of the top entry of the
         # stack it names, and the inner wait types of that entry's irq segment.
         self.segment: tuple[int, int, frozenset[int]] = (CHAIN_ROOT, -1, frozenset())
+        # What the instance order last found held (pylockdep._instances.InstanceOrder.held_by):
+        # kept by the slow path, forgotten where locks are taken unchecked or entries move.
+        self.nearest: Nearest | None = None
 
     @property
     def pid(self) -> int:

@@ -396,6 +396,7 @@ class Validator:
                     self._deliver(f"listener {listener!r}", listener, report)
         finally:
             t.busy -= 1
+            t.nearest = None  # the locks taken while printing were not checked
 
     def _deliver(self, sink: str, send: Callable[..., object], report: Report, *args: Any) -> None:
         """``send(report, *args)``; a failure is recorded in :attr:`delivery_failures` and said once

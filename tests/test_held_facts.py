@@ -1,17 +1,98 @@
 """What the slow path keeps about a holder's stack so as not to scan it on every new chain (the wait
-types of its irq segment) is what a scan of the stack finds, whatever was done to the stack since
-it was kept."""
+types of its irq segment, the instances of a class it holds) is what a scan of the stack finds,
+whatever the fast paths, releases from the middle, trylocks and unchecked regions did to the stack
+since it was kept."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import pylockdep
-from pylockdep._held import H_CLASS
+from pylockdep import _held
+from pylockdep._held import H_CLASS, H_LOCK
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def scanned_instances(t, cls, lock):
+    """The instances of ``cls`` that ``t`` holds, ``lock`` excepted, the most recent first."""
+    return [e[H_LOCK] for e in reversed(t.held) if e[H_CLASS] is cls and e[H_LOCK] is not lock]
+
+
+def cell_locks(cell):
+    found = []
+    while cell is not None:
+        found.append(cell[0].ref())
+        cell = cell[1]
+    return found
+
+
+# A step: (action, lock index, probe); "take" and "try" take a lock not held (as subclass 0, or 1
+# for "nested"), "release" releases the held one at that position, "off" enters or leaves
+# lockdep_off; then the probe (a lock and a subclass) is asked about.
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(["take", "take", "take", "try", "nested", "release", "release", "off"]),
+        st.integers(0, 5),
+        st.integers(0, 11),
+    ),
+    max_size=40,
+)
+
+
+@pytest.mark.parametrize("lazy_run", [_held.LAZY_RUN, 2], ids=["runs-rewritten", "runs-relabelled-lazily"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps)
+@example([("nested", 0, 1), ("take", 1, 1), ("take", 2, 0)])  # the lock asked about held below, as another class
+def test_the_instances_held_by_a_holder_are_those_a_scan_of_its_stack_finds(lazy_run, steps):
+    """After any sequence of takes, trylocks, nested takes, releases from anywhere and unchecked
+    regions, the cell of held instances names what a scan of the stack finds (the lock asked about
+    excepted), and a lock said not to be held is not held."""
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        pylockdep.validate(raise_on_report=False) as v,
+        pylockdep.instrument_threading(),
+        contextlib.ExitStack() as unchecked,
+    ):
+        patch.setattr(_held, "LAZY_RUN", lazy_run)
+        locks = [threading.RLock() for _ in range(4)] + [threading.RLock()]  # two classes: one line each
+        locks.append(threading.RLock())
+        held: list[tuple[threading.RLock, object]] = []  # each lock taken, and what releases it
+        off = 0
+        for action, n, probe in steps:
+            lock = locks[n]
+            taken = [h for h, _ in held]
+            if action in ("take", "try") and lock not in taken:
+                if lock.acquire(blocking=action == "take"):
+                    held.append((lock, lock.release))
+            elif action == "nested" and lock not in taken:
+                section = pylockdep.nested(lock, 1)
+                section.__enter__()
+                held.append((lock, lambda section=section: section.__exit__(None, None, None)))
+            elif action == "release" and held:
+                held.pop(n % len(held))[1]()
+            elif action == "off":
+                if off and n % 2:
+                    unchecked.close()
+                    off = 0
+                else:
+                    unchecked.enter_context(pylockdep.lockdep_off())
+                    off += 1
+            # One question a step, as a check asks it: what is kept serves the next one.
+            t = v.task()
+            asked = locks[probe // 2]
+            cls = v.class_for(asked._key, probe % 2)
+            cell, may_hold = v.instances.held_by(t, cls, asked)
+            assert cell_locks(cell) == scanned_instances(t, cls, asked)
+            assert may_hold or all(e[H_LOCK] is not asked for e in t.held)
+        unchecked.close()
+        for _, release in reversed(held):
+            release()
 
 
 def scanned_waits(t):
