@@ -21,12 +21,16 @@ from . import _splat
 from ._classes import (
     ENABLED_HARDIRQ,
     ENABLED_HARDIRQ_READ,
+    ENABLED_SIGNAL,
+    ENABLED_SIGNAL_READ,
     ENABLED_SOFTIRQ,
     ENABLED_SOFTIRQ_READ,
     USAGE_NAMES,
     USED,
     USED_IN_HARDIRQ,
     USED_IN_HARDIRQ_READ,
+    USED_IN_SIGNAL,
+    USED_IN_SIGNAL_READ,
     USED_IN_SOFTIRQ,
     USED_IN_SOFTIRQ_READ,
     USED_READ,
@@ -46,10 +50,13 @@ from ._task import Task
 if TYPE_CHECKING:
     from ._validator import Validator
 
-READ_BITS = USED_IN_HARDIRQ_READ | ENABLED_HARDIRQ_READ | USED_IN_SOFTIRQ_READ | ENABLED_SOFTIRQ_READ
-WRITE_BITS = USED_IN_HARDIRQ | ENABLED_HARDIRQ | USED_IN_SOFTIRQ | ENABLED_SOFTIRQ
+# The usage bits of every state (the kernel's and SIGNAL), by kind and by flavour.
 USED_IN_ALL = USED_IN_HARDIRQ | USED_IN_HARDIRQ_READ | USED_IN_SOFTIRQ | USED_IN_SOFTIRQ_READ
-ENABLED_ALL = ENABLED_HARDIRQ | ENABLED_HARDIRQ_READ | ENABLED_SOFTIRQ | ENABLED_SOFTIRQ_READ
+USED_IN_ALL |= USED_IN_SIGNAL | USED_IN_SIGNAL_READ
+ENABLED_ALL = USED_IN_ALL << 2  # each state's ENABLED bits are two above its USED_IN bits
+_USED_IN_READ = USED_IN_HARDIRQ_READ | USED_IN_SOFTIRQ_READ | USED_IN_SIGNAL_READ
+READ_BITS = _USED_IN_READ | _USED_IN_READ << 2  # and the ENABLED_*_READ bits
+WRITE_BITS = (USED_IN_ALL | ENABLED_ALL) & ~READ_BITS
 
 # Lock types with only read sides: a thread holds one when it is inside a read side.
 READ_SIDE_ONLY = (SRCU, RCU, RCU_SCHED)
@@ -114,18 +121,35 @@ def check_wait_context(v: Validator, t: Task, cls: LockClass, lock: object, site
     )
 
 
-def acquire_usage(v: Validator, t: Task, read: int, trylock: bool, sync: bool, checked: bool) -> list[int]:
-    """The usage bits an acquisition sets, in the kernel's order (irq-safe first, then unsafe)."""
+def acquire_usage(v: Validator, t: Task, cls: LockClass, read: int, trylock: bool, sync: bool) -> list[int]:
+    """The usage bits an acquisition sets, in the kernel's order (irq-safe first, then unsafe).
+
+    Python's lock types also have Python's own interrupt, the SIGNAL state: a Python signal
+    handler runs in the main thread between two of its instructions, whatever it holds.  A lock
+    taken inside a handler is signal-safe (``IN-SIGNAL``); one taken in the main thread outside
+    any handler is signal-unsafe (``SIGNAL-ON``): a handler that takes it there waits for its own
+    thread.  Other threads never run handlers: their acquisitions are neither.  An ``RLock``
+    counts as a reader here (``-R``), as its owner only enters it again: it deadlocks with its
+    handler only through another lock (the rules' read flavour says just that).  So do asyncio's
+    locks not count: a handler cannot wait for one.
+    """
     bits = []
+    checked = cls.validated
+    signal = checked and cls.ltype.python and not cls.ltype.suspends
+    shared = read or cls.ltype is PY_RLOCK
     if checked and not trylock:
         if t.hardirq:
             bits.append(USED_IN_HARDIRQ_READ if read else USED_IN_HARDIRQ)
         if t.softirq and not v.preempt_rt:
             bits.append(USED_IN_SOFTIRQ_READ if read else USED_IN_SOFTIRQ)
+        if signal and t.in_signal:
+            bits.append(USED_IN_SIGNAL_READ if shared else USED_IN_SIGNAL)
     if checked and not t.irqs_off and not sync:
         bits.append(ENABLED_HARDIRQ_READ if read else ENABLED_HARDIRQ)
         if not (t.bh or t.softirq):
             bits.append(ENABLED_SOFTIRQ_READ if read else ENABLED_SOFTIRQ)
+    if signal and t.signals_on and not t.in_signal and not sync:
+        bits.append(ENABLED_SIGNAL_READ if shared else ENABLED_SIGNAL)
     bits.append(USED_READ if read else USED)
     return bits
 
@@ -452,7 +476,7 @@ def check_irq_usage(
 def _exclusive_match(safe_usage: int, unsafe_usage: int) -> tuple[int, int] | None:
     """The first (safe bit, unsafe bit) pair that clashes, trying the write form before the read."""
     for bit in _bits_of(safe_usage & USED_IN_ALL):
-        base = bit & (USED_IN_HARDIRQ | USED_IN_SOFTIRQ) or bit >> 1
+        base = bit & (USED_IN_HARDIRQ | USED_IN_SOFTIRQ | USED_IN_SIGNAL) or bit >> 1
         enabled = base << 2
         if unsafe_usage & enabled:
             return bit, enabled
@@ -498,7 +522,7 @@ def check_acquire(
         check_might_sleep(v, t, site, functions, 0, cls)
     if not trylock:
         check_wait_context(v, t, cls, lock, site)
-    for bit in acquire_usage(v, t, read, trylock, sync, cls.validated):
+    for bit in acquire_usage(v, t, cls, read, trylock, sync):
         mark_lock(v, t, cls, lock, read, bit, site)
     if not trylock and cls.validated and ltype.python:
         cacheable = not check_instance_order(v, t, cls, lock, site)

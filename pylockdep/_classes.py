@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 MAX_SUBCLASSES = 8
 
 # Irq usage bits, in the kernel's order: for each irq state, "used in" (the lock is irq-safe) and
-# "enabled" (taken with that irq enabled: irq-unsafe), each in a write and a read flavour.
+# "enabled" (taken with that irq enabled: irq-unsafe), each in a write and a read flavour.  After the
+# kernel's two states, Python's own: SIGNAL, where a Python signal handler is the interrupt (see
+# pylockdep._checks.acquire_usage); only Python's lock types have its bits.
 USED_IN_HARDIRQ = 1 << 0
 USED_IN_HARDIRQ_READ = 1 << 1
 ENABLED_HARDIRQ = 1 << 2
@@ -31,10 +33,14 @@ USED_IN_SOFTIRQ = 1 << 4
 USED_IN_SOFTIRQ_READ = 1 << 5
 ENABLED_SOFTIRQ = 1 << 6
 ENABLED_SOFTIRQ_READ = 1 << 7
-USED = 1 << 8
-USED_READ = 1 << 9
+USED_IN_SIGNAL = 1 << 8
+USED_IN_SIGNAL_READ = 1 << 9
+ENABLED_SIGNAL = 1 << 10
+ENABLED_SIGNAL_READ = 1 << 11
+USED = 1 << 12
+USED_READ = 1 << 13
 
-IRQ_STATES = ("HARDIRQ", "SOFTIRQ")
+IRQ_STATES = ("HARDIRQ", "SOFTIRQ", "SIGNAL")
 USAGE_NAMES = {
     USED_IN_HARDIRQ: "IN-HARDIRQ-W",
     USED_IN_HARDIRQ_READ: "IN-HARDIRQ-R",
@@ -44,13 +50,17 @@ USAGE_NAMES = {
     USED_IN_SOFTIRQ_READ: "IN-SOFTIRQ-R",
     ENABLED_SOFTIRQ: "SOFTIRQ-ON-W",
     ENABLED_SOFTIRQ_READ: "SOFTIRQ-ON-R",
+    USED_IN_SIGNAL: "IN-SIGNAL-W",
+    USED_IN_SIGNAL_READ: "IN-SIGNAL-R",
+    ENABLED_SIGNAL: "SIGNAL-ON-W",
+    ENABLED_SIGNAL_READ: "SIGNAL-ON-R",
     USED: "INITIAL USE",
     USED_READ: "INITIAL READ USE",
 }
 
 
 def usage_state(bit: int) -> str:
-    """``HARDIRQ`` or ``SOFTIRQ`` for an irq usage bit."""
+    """``HARDIRQ``, ``SOFTIRQ`` or ``SIGNAL`` for an irq usage bit."""
     return IRQ_STATES[(bit.bit_length() - 1) // 4]
 
 
@@ -83,7 +93,8 @@ def clashing_bits(bit: int) -> int:
 
 
 def usage_string(usage: int) -> str:
-    """The kernel's 4-character usage string, ``{+.+.}`` for a mutex taken in process context."""
+    """The kernel's 4-character usage string, ``{+.+.}`` for a mutex taken in process context (of
+    the kernel's states only: the kernel's format)."""
     chars = []
     for base in (USED_IN_HARDIRQ, USED_IN_SOFTIRQ):
         for used_in in (base, base << 1):

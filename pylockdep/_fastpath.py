@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 25
+SPEEDUPS_ABI = 26
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).parent / "_csrc" / "_held_layout.h"
@@ -109,9 +109,10 @@ if _speedups is not None:
 
 #: Whether lock fast paths run in C.
 ACCELERATED = _speedups is not None
-# In pure Python the lock types' with and release() are Python functions, where a signal handler
-# could run: the first use from the main thread makes them hold handlers back (pylockdep._signals).
-_signals.wanted = not ACCELERATED
+# The first use from the main thread wraps the program's signal handlers (pylockdep._signals): each
+# runs as Python's interrupt, and is held back while Python code of pylockdep releases a lock (in
+# pure Python, the lock types' with and release() are such code).
+_signals.wanted = True
 
 #: Makes what a validated lock blocks on: the C module's ``RealLock``, which behaves as
 #: ``_thread.allocate_lock()``'s lock and which the fast path takes and releases without a call, or

@@ -35,6 +35,8 @@ def after_fork_in_child() -> None:
         if me is not None:
             me.ident = _thread.get_ident()
             me.waiting = None
+            me.signals_on = True  # the thread that forked is the child's main thread
+            me.update_ctx()
             v.tasks[id(me)] = me
 
 

@@ -1,4 +1,5 @@
-"""Signal handlers held back while pylockdep releases a lock (the pure-Python path).
+"""The program's Python signal handlers, wrapped: run as Python's interrupt, and held back while
+pylockdep releases a lock in Python.
 
 CPython runs a Python signal handler in the main thread at the next point where the interpreter
 checks for pending signals, and one such point is the first instruction of every Python function.
@@ -12,16 +13,18 @@ inside lockdep; this module does the same for the release code:
   held back inside them is run by the acquisition that called them once it has recorded the
   outcome (a handler's exception then undoes the acquisition, as when it lands later).
 - Every Python signal handler of the process is installed wrapped in a :class:`Deferring`
-  (those in place when the pure path is first used from the main thread, and those
+  (those in place when pylockdep is first used from the main thread, and those
   ``signal.signal`` installs later).  Called while the interrupted frame is a critical function,
   or pylockdep code that one calls, it records the program's handler in :data:`deferred` and
   returns; the critical function runs it at its end, once the lock is released (the acquisition
   runs it, for :func:`critical_take`).  Otherwise it
-  calls the program's handler at once.
+  calls the program's handler at once.  Either way the handler runs through :func:`_handle`,
+  which makes what it takes signal-safe (the SIGNAL usage state of the rules).
 - ``signal.signal`` and ``signal.getsignal`` are replaced by versions that wrap and unwrap, so
   the program sees its own handlers (``signal.default_int_handler`` included).
 
-With the C module in use the lock types' ``with`` and ``release()`` are C and nothing is installed.
+With the C module in use the lock types' ``with`` and ``release()`` are C, and only pylockdep's
+slow paths (Python) hold handlers back.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any, TypeVar
 
+from ._task import context_counters
+
 Handler = Callable[[int, FrameType | None], Any]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Handlers held back by critical functions, with their signal, in the order the signals came.
 deferred: list[tuple[Handler, int]] = []
-#: Whether :func:`install` is still to be done (set when the pure path is in use).
+#: Whether :func:`install` is still to be done (set when pylockdep loads).
 wanted = False
 #: How many frames out from the interrupted one a handler looks for a critical function (from
 #: one, pylockdep's release code goes a few calls deep).
@@ -54,12 +59,56 @@ _critical: dict[str, CodeType] = {}
 # pylockdep's source files, as its code objects name them: this file's directory.
 _here = os.path.dirname(__file__)
 _own_files = frozenset(os.path.join(_here, name) for name in os.listdir(_here))
-# Handlers of signals that came while a Deferring was deciding about an earlier one: that call
-# decides for them too (see Deferring.__call__).
+# Handlers of signals that came while a Deferring was deciding about an earlier one, or running
+# handlers: that code runs them next (see Deferring.__call__).
 _nested: list[tuple[Handler, int]] = []
+#: How many program handlers may run inside one another (CPython lets a signal interrupt a
+#: handler); a signal that comes while this many run waits for the innermost to return.  Under a
+#: storm of signals faster than a handler and its wrapping, handlers would otherwise nest until
+#: the recursion limit.
+MAX_NESTED = 8
+# How many program handlers are running, each inside the one before (main thread only).
+_running = 0
 
 _signal_signal = signal.signal  # the originals, whatever install() puts in their place
 _getsignal = signal.getsignal
+
+
+#: The object whose ``validator`` is the active validator (``pylockdep._validator.active``, set
+#: there: that module imports this one).
+active: Any = None
+
+
+def _handle(handler: Handler, signum: int, frame: FrameType | None) -> Any:
+    """Call the program's handler as Python's interrupt: what it takes is signal-safe (the SIGNAL
+    usage state of the rules, see :func:`pylockdep._checks.acquire_usage`), for it runs on the
+    calling holder (the main thread's) in a context of its own.
+
+    Nothing here but the handler is a Python call (the context signature is made by a C getter):
+    a signal that lands in this frame is left to the code that runs this one (see
+    :class:`Deferring`).  A thread with no holder yet holds nothing and gets none here.  The
+    counts go back to their values before, however the handler ends.
+    """
+    global _running
+    running = _running
+    v = active.validator
+    t = getattr(v.local, "task", None)
+    if t is None or v.off:
+        try:
+            _running = running + 1
+            return handler(signum, frame)
+        finally:
+            _running = running
+    before = t.in_signal
+    try:
+        _running = running + 1
+        t.in_signal = before + 1
+        t.ctx = hash(context_counters(t))
+        return handler(signum, frame)
+    finally:
+        _running = running
+        t.in_signal = before
+        t.ctx = hash(context_counters(t))
 
 
 def critical(func: _F) -> _F:
@@ -100,19 +149,20 @@ def run_deferred() -> None:
 
 
 def _run(pending: list[tuple[Handler, int]], frame: FrameType | None) -> None:
-    """Run the handlers in ``pending`` until none is left.  If one raises, the rest run as its
-    exception propagates, as CPython runs the handler of a second signal while the first one's
-    exception is being handled.  ``pending`` may grow meanwhile, and shrink: a handler may be
-    interrupted by a signal whose own handling runs the rest."""
-    while pending:
+    """Run the handlers in ``pending``, then those of signals that landed in this code (see
+    :class:`Deferring`), until none is left.  If one raises, the rest run as its exception
+    propagates, as CPython runs the handler of a second signal while the first one's exception is
+    being handled.  Both lists may grow meanwhile, and shrink: a handler may be interrupted by a
+    signal whose own handling runs the rest."""
+    while True:
         try:
-            handler, signum = pending.pop(0)
-        except IndexError:  # emptied since the test
+            handler, signum = pending.pop(0) if pending else _nested.pop(0)
+        except IndexError:  # none left
             return
         try:
-            handler(signum, frame)
+            _handle(handler, signum, frame)
         except BaseException:
-            if pending:
+            if pending or _nested:
                 _run(pending, frame)
             raise
 
@@ -129,10 +179,11 @@ class Deferring:
         """Hold ``handler`` back if ``frame``, or a frame at most :data:`WALK` out from it through
         pylockdep's own, is a critical function's; else call it.
 
-        A signal that comes while this runs calls another Deferring with this frame: that call
-        leaves its handler to this one, which decides for both (so such calls stay short, and do
-        not pile up under a storm of signals)."""
-        if frame is not None and frame.f_code is _DECIDING:
+        A signal that comes while this runs, or :func:`_run` or :func:`_handle` outside the
+        program's handlers, or while :data:`MAX_NESTED` handlers run, calls another Deferring
+        that leaves its handler to the code running there, which runs it next (so such calls
+        stay short, and do not pile up under a storm of signals)."""
+        if (frame is not None and frame.f_code in _DECIDING) or _running >= MAX_NESTED:
             _nested.append((self.handler, signum))
             return None
         f = frame
@@ -150,7 +201,7 @@ class Deferring:
             f = f.f_back
             left -= 1
         try:
-            return self.handler(signum, frame)
+            return _handle(self.handler, signum, frame)
         finally:
             if _nested:
                 _run(_nested, frame)
@@ -159,7 +210,9 @@ class Deferring:
         return f"<pylockdep signal handler deferring {self.handler!r}>"
 
 
-_DECIDING = Deferring.__call__.__code__
+# The code in which a signal is left to the code running there (in _nested): deciding, or running
+# handlers (outside the program's own code).
+_DECIDING = (Deferring.__call__.__code__, _handle.__code__, _run.__code__)
 
 
 def _program_handler(installed: Any) -> Any:

@@ -10,6 +10,8 @@ other threads append the locks they release on its behalf.  The C fast path
 
 from __future__ import annotations
 
+import threading
+from operator import attrgetter
 from typing import Any
 
 from ._frames import Site
@@ -24,6 +26,19 @@ PREEMPT_OFFSET = 0x1
 SOFTIRQ_OFFSET = 0x100  # serving a softirq
 SOFTIRQ_DISABLE_OFFSET = 0x200  # per local_bh_disable()
 HARDIRQ_OFFSET = 0x10000  # per hard interrupt level
+
+
+#: A holder's context counters, in the order its context signature hashes them (``ctx``, see
+#: :meth:`Task.update_ctx`; the C module hashes the same slots in the same order).  A C getter: what
+#: runs a signal handler recomputes the signature with no Python call (see pylockdep._signals).
+context_counters = attrgetter(
+    "preempt", "hardirq", "hardirq_threaded", "softirq", "bh", "irqs_off", "rcu", "in_signal", "signals_on"
+)
+
+
+def is_main_thread(ident: int) -> bool:
+    """Whether ``ident`` is the main thread's, the one that runs Python signal handlers."""
+    return ident == threading.main_thread().ident
 
 
 class IrqTrace:
@@ -61,6 +76,8 @@ class Task:
     Context counters follow the kernel: ``preempt`` counts preempt_disable() and held spinning
     locks, ``hardirq``/``softirq`` the interrupt handlers being run, ``bh`` local_bh_disable()
     nesting, ``rcu`` RCU read-side nesting.  ``irqs_off`` is the hard-interrupt flag.
+    ``in_signal`` counts the Python signal handlers running, and ``signals_on`` says whether the
+    holder runs on the main thread, where handlers interrupt (Python's SIGNAL usage state).
     ``ctx`` summarises all of them for the chain cache and changes whenever one does.
     """
 
@@ -78,6 +95,8 @@ class Task:
         "bh",
         "irqs_off",
         "rcu",
+        "in_signal",
+        "signals_on",
         "atomic_site",
         "atomic_depth",
         "irqtrace",
@@ -107,6 +126,8 @@ class Task:
         self.bh = 0
         self.irqs_off = False
         self.rcu = 0
+        self.in_signal = 0  # Python signal handlers running (see pylockdep._signals.Deferring)
+        self.signals_on = is_main_thread(ident)  # whether Python signal handlers may interrupt it
         self.spins = 0  # held locks that disabled preemption
         self.irq = 0  # 2 * (in a hard interrupt) + (in a softirq), lockdep's irq_context
         self.atomic_site: Site | None = None  # where preempt_disable() went from 0 to 1
@@ -146,9 +167,7 @@ class Task:
     def update_ctx(self) -> None:
         """Recompute the context signature and irq context after a context counter changed."""
         self.irq = 2 * (self.hardirq > 0) + (self.softirq > 0)
-        self.ctx = hash(
-            (self.preempt, self.hardirq, self.hardirq_threaded, self.softirq, self.bh, self.irqs_off, self.rcu)
-        )
+        self.ctx = hash(context_counters(self))
 
     def holds(self, lock: Any, exclusive: bool) -> bool:
         """Whether this holder holds ``lock`` (for writing, when ``exclusive``); SRCU and RCU count

@@ -463,6 +463,7 @@ class _Active:
 active = _Active()
 default = Validator(stream=sys.stderr, raise_on_report=False)
 active.validator = default
+_signals.active = active
 _validate_lock = plain_rlock()  # re-entrant: a handler may open a validate() block inside another's bookkeeping
 
 
@@ -491,9 +492,12 @@ class validate:  # noqa: N801 - a context manager named as the API promises
         self.validator = Validator(options, **changes)
 
     def __enter__(self) -> Validator:
+        if _signals.wanted:  # from the main thread: a handler that runs in the block runs as one
+            _signals.install()
         with _validate_lock:
             _entered.append([self.validator, active.validator])
             active.validator = self.validator
+        self.validator.task()  # a handler that runs before anything is taken finds the holder
         return self.validator
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

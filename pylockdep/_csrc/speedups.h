@@ -27,7 +27,7 @@
  */
 typedef struct {
     PyTypeObject *type;
-    Py_ssize_t offset[16];
+    Py_ssize_t offset[20];
     int recursive;  /* a lock's layout: threading.RLock's, with an owner ident and a count */
 } Layout;
 
@@ -44,13 +44,13 @@ static const char *const validator_slots[] = {"off", "local", "chains", "chains_
 enum {
     T_HELD, T_KEY, T_CTX, T_IRQ, T_SPINS, T_PENDING,
     /* the context counters (Task.update_ctx() hashes them in this order), and what sections change */
-    T_PREEMPT, T_HARDIRQ, T_HARDIRQ_THREADED, T_SOFTIRQ, T_BH, T_IRQS_OFF, T_RCU,
+    T_PREEMPT, T_HARDIRQ, T_HARDIRQ_THREADED, T_SOFTIRQ, T_BH, T_IRQS_OFF, T_RCU, T_IN_SIGNAL, T_SIGNALS_ON,
     T_IRQTRACE, T_ATOMIC_SITE, T_ATOMIC_DEPTH
 };
 static const char *const task_slots[] = {"held", "key", "ctx", "irq", "spins", "pending", "preempt",
                                          "hardirq", "hardirq_threaded", "softirq", "bh", "irqs_off", "rcu",
-                                         "irqtrace", "atomic_site", "atomic_depth", NULL};
-#define N_CONTEXT_COUNTERS 7  /* T_PREEMPT .. T_RCU */
+                                         "in_signal", "signals_on", "irqtrace", "atomic_site", "atomic_depth", NULL};
+#define N_CONTEXT_COUNTERS 9  /* T_PREEMPT .. T_SIGNALS_ON */
 enum {
     TR_EVENTS, TR_HARDIRQ_ENABLE_EVENT, TR_HARDIRQ_ENABLE_SITE, TR_HARDIRQ_DISABLE_EVENT, TR_HARDIRQ_DISABLE_SITE,
     TR_SOFTIRQ_ENABLE_EVENT, TR_SOFTIRQ_ENABLE_SITE, TR_SOFTIRQ_DISABLE_EVENT, TR_SOFTIRQ_DISABLE_SITE

@@ -1,0 +1,195 @@
+"""Python signal handlers as Python's interrupt (the SIGNAL usage state): a lock a handler takes
+and the main thread takes outside a handler can deadlock when the signal lands while it is held,
+and is reported from a run in which it did not."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+
+import pytest
+
+import pylockdep
+from pylockdep import _signals
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+
+
+@pytest.fixture
+def v():
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+            yield v
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def run_as_signal_handler(body) -> None:
+    """Run ``body`` as the handler of a signal raised now, in the main thread."""
+    signal.signal(signal.SIGUSR1, lambda signum, frame: body())
+    signal.raise_signal(signal.SIGUSR1)
+
+
+def in_thread(body) -> None:
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+
+
+def kinds(v) -> list[tuple[str, tuple[str, ...]]]:
+    return [(r.kind, r.classes) for r in v.reports]
+
+
+def take(lock) -> None:
+    with lock:
+        pass
+
+
+@pytest.mark.parametrize("handler_first", [True, False], ids=["handler-first", "main-first"])
+def test_a_lock_taken_in_a_handler_and_in_the_main_thread_is_inconsistent(v, handler_first):
+    lock = threading.Lock()
+    name = lock.name
+    if handler_first:
+        run_as_signal_handler(lambda: take(lock))
+        take(lock)
+        usage = "inconsistent {IN-SIGNAL-W} -> {SIGNAL-ON-W} usage."
+    else:
+        take(lock)
+        run_as_signal_handler(lambda: take(lock))
+        usage = "inconsistent {SIGNAL-ON-W} -> {IN-SIGNAL-W} usage."
+    assert kinds(v) == [("inconsistent_lock_state", (name,))]
+    text = v.reports[0].text
+    assert usage in text
+    assert f"  lock({name});\n  <Signal handler>\n    lock({name});" in text
+
+
+def test_an_rlock_taken_in_a_handler_and_in_the_main_thread_is_not(v):
+    """Its owner enters it again: the handler cannot wait for the code it interrupted."""
+    lock = threading.RLock()
+    run_as_signal_handler(lambda: take(lock))
+    take(lock)
+    assert v.reports == []
+
+
+def test_a_lock_a_handler_shares_only_with_other_threads_is_not(v):
+    """Handlers run in the main thread only: another thread holding the lock is only waited for."""
+    lock = threading.Lock()
+    run_as_signal_handler(lambda: take(lock))
+    in_thread(lambda: take(lock))
+    assert v.reports == []
+
+
+def test_a_lock_taken_only_in_handlers_is_not(v):
+    lock = threading.Lock()
+    run_as_signal_handler(lambda: take(lock))
+    run_as_signal_handler(lambda: take(lock))
+    assert v.reports == []
+
+
+def test_queue_put_in_a_handler_is_reported_and_simplequeue_is_not(v):
+    """CPython bpo-14976: a handler that puts into a ``queue.Queue`` that the main thread reads
+    deadlocks if it lands while the main thread is inside ``get()``; ``SimpleQueue`` was made for
+    this and is clean."""
+    q = queue.Queue()
+    run_as_signal_handler(lambda: q.put(1))
+    assert q.get() == 1
+    assert [kind for kind, _ in kinds(v)] == ["inconsistent_lock_state"]
+    assert v.reports[0].classes[0].startswith("Queue.mutex@")
+    del v.reports[:]
+    sq = queue.SimpleQueue()
+    run_as_signal_handler(lambda: sq.put(1))
+    assert sq.get() == 1
+    assert v.reports == []
+
+
+def test_event_set_in_a_handler_and_waited_for_in_the_main_thread_is_reported(v):
+    """``Event.set()`` takes the event's condition, which ``wait()`` holds for a moment."""
+    stop = threading.Event()
+    run_as_signal_handler(stop.set)
+    assert stop.wait(0)
+    assert [kind for kind, _ in kinds(v)] == ["inconsistent_lock_state"]
+
+
+def test_another_thread_ordering_a_handlers_lock_before_a_main_thread_lock_is_reported(v):
+    """The handler waits for another thread holding its lock, which waits for a lock the
+    interrupted main thread holds: a deadlock no single lock shows."""
+    in_handler, in_main = threading.RLock(), threading.Lock()
+    handler_name, main_name = in_handler.name, in_main.name
+    run_as_signal_handler(lambda: take(in_handler))
+
+    def other():
+        with in_handler, in_main:
+            pass
+
+    in_thread(other)
+    assert v.reports == []  # nothing is wrong until the main thread holds in_main
+    take(in_main)
+    assert kinds(v) == [("irq_inversion", (main_name, handler_name))]
+    text = v.reports[0].text
+    assert "SIGNAL-READ-safe lock in the past" in text
+    assert "signal handlers could create inverse lock ordering" in text
+    assert "local_irq_disable" not in text and "<Signal handler>" in text
+
+
+def test_kernel_lock_types_have_no_signal_state(v):
+    """The kernel's types model the kernel, where a Python signal is no interrupt."""
+    m = pylockdep.Mutex("m")
+    run_as_signal_handler(lambda: take(m))
+    take(m)
+    assert v.reports == []
+
+
+def test_a_handler_that_raises_leaves_the_main_thread_outside_any_handler(v):
+    lock = threading.Lock()
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_as_signal_handler(interrupt)
+    assert v.task().in_signal == 0
+    take(lock)
+    in_thread(lambda: take(lock))
+    assert v.reports == []
+
+
+def test_a_handler_installed_before_validation_starts_runs_as_one():
+    previous = signal.getsignal(signal.SIGUSR1)
+    lock = None
+
+    def handler(signum, frame):
+        take(lock)
+
+    signal.signal(signal.SIGUSR1, handler)
+    try:
+        with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+            assert signal.getsignal(signal.SIGUSR1) is handler  # the wrapping stays unseen
+            lock = threading.Lock()
+            signal.raise_signal(signal.SIGUSR1)
+            take(lock)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert [kind for kind, _ in kinds(v)] == ["inconsistent_lock_state"]
+
+
+def test_handlers_nest_at_most_max_nested_deep_and_none_is_lost(v):
+    """A signal that comes while a handler runs interrupts it, as in CPython, but only so deep:
+    beyond MAX_NESTED it waits for the innermost handler to return (a storm of signals faster
+    than their handlers would otherwise nest them until the recursion limit)."""
+    calls, depth, deepest = [], [0], [0]
+
+    def handler(signum, frame):
+        depth[0] += 1
+        deepest[0] = max(deepest[0], depth[0])
+        calls.append(depth[0])
+        if len(calls) < 20:
+            signal.raise_signal(signal.SIGUSR1)  # lands before this handler returns
+        depth[0] -= 1
+
+    signal.signal(signal.SIGUSR1, handler)
+    signal.raise_signal(signal.SIGUSR1)
+    assert len(calls) == 20
+    assert deepest[0] == _signals.MAX_NESTED
+    assert v.task().in_signal == 0 and _signals._running == 0
