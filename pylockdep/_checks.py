@@ -238,12 +238,17 @@ def check_deadlock(v: Validator, t: Task, cls: LockClass, lock: object, read: in
     :func:`check_instance_order`; taking the very instance held is recursive for an owned lock (an
     asyncio task taking its own ``asyncio.Lock``; an ``RLock``'s owner only enters it again), and
     a ``threading.Lock`` the thread holds itself is judged only if the thread ends up waiting for
-    it for ever (:mod:`pylockdep._waitfor`), since another thread may release it.
+    it for ever (:mod:`pylockdep._waitfor`), since another thread may release it.  Only another
+    thread can let such a wait end: the lock is a hand-off signal, and its class is one from then
+    on (:func:`check_handoff`), before it closes a cycle through the locks held meanwhile.
     """
     if cls.ltype.python:
         held = None
-        if cls.ltype.owned and v.instances.held_by(t, cls, lock)[1]:  # else it is not held
+        if v.instances.held_by(t, cls, lock)[1]:  # else it is not held
             held = next((e for e in t.held if e[H_LOCK] is lock), None)
+            if held is not None and not cls.ltype.owned:
+                cls.key.handoff = True
+                return True
     else:
         held = next((e for e in t.held if e[H_CLASS] is cls and not (read == 2 and e[H_READ])), None)
     if held is None:

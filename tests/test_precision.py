@@ -832,6 +832,23 @@ def test_a_hand_off_signal_orders_nothing(v):
     assert v.reports == []
 
 
+def test_a_lock_its_holder_takes_again_is_a_hand_off_before_another_thread_releases_it(v):
+    """CPython's test_threadsignals.test_interrupted_timed_acquire: ``done`` is taken, a lock taken
+    under it, then ``done`` taken again to wait for another thread's release.  Waiting for a lock
+    it holds itself, the thread waits for a hand-off, which orders nothing: no cycle through the
+    lock it holds meanwhile, though the release comes only after the second take began."""
+    done, lock = threading.Lock(), threading.Lock()
+    done.acquire()
+    lock.acquire()
+    releaser = threading.Thread(target=lambda: (time.sleep(0.05), done.release()))
+    releaser.start()
+    done.acquire()
+    releaser.join()
+    lock.release()
+    done.release()
+    assert v.reports == []
+
+
 def test_a_real_self_deadlock_on_a_plain_lock_is_reported_and_raises_instead_of_hanging():
     # In a fresh interpreter, where no other thread is left to release the Lock: in this one
     # pytest-xdist's workers run execnet's threads, any of which might (the wait then goes on).
