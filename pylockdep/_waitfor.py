@@ -5,6 +5,7 @@ whether it *will* block for ever: the lock's holders (or, for readers and writer
 queues behind) are followed through what each of them waits for; coming back to the waiting
 thread is a cycle of threads, and the wait raises :class:`DeadlockError`.
 
+An ``RLock`` whose owner thread ended can never come free either: waiting for it raises at once.
 A ``threading.Lock`` has no owner, but one that only its acquirers ever released waits for its
 acquirer, like a mutex (``Lock._blockers``); a hand-off signal (released by another thread at
 least once) waits for nobody in particular.  A thread waiting for a Lock it holds itself is a
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING
 
+from ._locktypes import PY_RLOCK
 from ._plain import plain_rlock
 from ._primitive import Primitive
 from ._report import DeadlockError
@@ -96,6 +98,7 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
     task of the event loop that runs on this very thread can never come free: that raises at once.
     """
     check_own_loop(t, lock)
+    check_owner_ended(t, lock, mode)
     # A signal handler or finalizer may wait inside this thread's own wait: put the outer wait back.
     outer = t.waiting
     alone_since = None  # when a wait for a Lock it holds itself first found no other thread
@@ -175,4 +178,25 @@ def check_own_loop(t: Task, lock: Primitive) -> None:
     raise DeadlockError(
         f"deadlock: {t.comm} would block the event loop's thread for ever on {lock.name!r}, held by "
         f"{owner.comm}, a task of that loop suspended while holding it"
+    )
+
+
+def check_owner_ended(t: Task, lock: Primitive, mode: int) -> None:
+    """Refuse to block a thread on an ``RLock`` whose owner thread ended without releasing it: no
+    other thread may release an ``RLock``, so the wait could never end (the owner's end was
+    reported as ``lock_held_at_exit``).  A thread counts as ended when it is neither among
+    :mod:`threading`'s live threads nor running Python code."""
+    key = getattr(lock, "_key", None)
+    if key is None or key.ltype is not PY_RLOCK:
+        return
+    owners = lock._blockers(mode, t.ident)
+    if not owners:
+        return
+    alive = set(sys._current_frames())
+    alive.update(thread.ident for thread in threading.enumerate() if thread.is_alive())
+    if any(owner in alive for owner in owners):
+        return
+    raise DeadlockError(
+        f"deadlock: {t.comm} would wait for ever on {lock.name!r}: its owner, thread {owners[0]}, ended without"
+        " releasing it"
     )

@@ -593,3 +593,20 @@ def test_program_using_logging_queue_futures_and_condition_runs_clean(v):
         t.join()
     assert sorted(results) == [i * i for i in range(1, 21)]
     assert v.reports == []
+
+
+@pytest.mark.timeout(60)
+def test_waiting_for_an_rlock_whose_owner_ended_raises_instead_of_hanging():
+    """No thread but its owner may release an RLock: one whose owner thread ended holding it can
+    never come free, and a blocking wait for it raises (the end was reported); timed and
+    non-blocking takes fail as in CPython."""
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        lock = threading.RLock()
+        owner = threading.Thread(target=lock.acquire, name="owner")
+        owner.start()
+        owner.join()
+        with pytest.raises(pylockdep.DeadlockError, match="its owner, thread .*, ended without releasing it"):
+            lock.acquire()
+        assert lock.acquire(timeout=0.05) is False
+        assert lock.acquire(blocking=False) is False
+    assert [r.kind for r in v.reports] == ["lock_held_at_exit"]
