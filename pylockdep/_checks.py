@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 USED_IN_ALL = USED_IN_HARDIRQ | USED_IN_HARDIRQ_READ | USED_IN_SOFTIRQ | USED_IN_SOFTIRQ_READ
 USED_IN_ALL |= USED_IN_SIGNAL | USED_IN_SIGNAL_READ
 ENABLED_ALL = USED_IN_ALL << 2  # each state's ENABLED bits are two above its USED_IN bits
+#: The SIGNAL state's bits.  Only one lock taken both ways is checked for them: the orders (a
+#: signal-safe lock before a signal-unsafe one) deadlock only when a thread other than the main one
+#: takes them in that order, and the graph does not say which threads made a dependency.
+SIGNAL_BITS = USED_IN_SIGNAL | USED_IN_SIGNAL_READ | ENABLED_SIGNAL | ENABLED_SIGNAL_READ
 _USED_IN_READ = USED_IN_HARDIRQ_READ | USED_IN_SOFTIRQ_READ | USED_IN_SIGNAL_READ
 READ_BITS = _USED_IN_READ | _USED_IN_READ << 2  # and the ENABLED_*_READ bits
 WRITE_BITS = (USED_IN_ALL | ENABLED_ALL) & ~READ_BITS
@@ -130,8 +134,8 @@ def acquire_usage(v: Validator, t: Task, cls: LockClass, read: int, trylock: boo
     any handler is signal-unsafe (``SIGNAL-ON``): a handler that takes it there waits for its own
     thread.  Other threads never run handlers: their acquisitions are neither.  An ``RLock``
     counts as a reader here (``-R``), as its owner only enters it again: it deadlocks with its
-    handler only through another lock (the rules' read flavour says just that).  So do asyncio's
-    locks not count: a handler cannot wait for one.
+    handler only through another lock and another thread, which the SIGNAL state does not check
+    (:data:`SIGNAL_BITS`).  Nor do asyncio's locks count: a handler cannot wait for one.
     """
     bits = []
     checked = cls.validated
@@ -156,13 +160,17 @@ def acquire_usage(v: Validator, t: Task, cls: LockClass, read: int, trylock: boo
 
 def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site) -> None:
     """Set a usage bit on a class, then check the rules a new irq usage must keep
-    (:func:`check_inconsistent_state`, then :func:`check_usage_inversion`)."""
+    (:func:`check_inconsistent_state`, then :func:`check_usage_inversion`).  A SIGNAL bit keeps
+    only the first: see :data:`SIGNAL_BITS`."""
     if cls.usage & bit:
         return
     clash = clashing_bits(bit) if bit < USED else 0
     cls.usage |= bit
     cls.usage_stacks[bit] = capture_stack()
     if not clash:
+        return
+    if bit & SIGNAL_BITS:
+        check_inconsistent_state(v, t, cls, lock, bit, clash, site)
         return
     if is_used_in(bit):
         # Only once some class is irq-safe can an edge or a new irq-unsafe class be wrong.
@@ -448,7 +456,7 @@ def check_irq_usage(
         return False
 
     graph.find_path(prev, prev_entry[H_READ] != 0, accumulate, backwards=True)
-    used_in = accumulated & USED_IN_ALL
+    used_in = accumulated & USED_IN_ALL & ~SIGNAL_BITS
     if not used_in:
         return
     forward = graph.find_path(cls, read == 2, _usage_match(_with_both_flavours(_invert_dir(used_in))))

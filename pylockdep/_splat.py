@@ -426,7 +426,7 @@ def inconsistent(
         "       CPU0",
         "       ----",
         f"  lock({cls.name});",
-        interrupt_line(new_name),
+        "  <Signal handler>" if "SIGNAL" in new_name else "  <Interrupt>",
         f"    lock({cls.name});",
         "",
         " *** DEADLOCK ***",
@@ -459,21 +459,8 @@ def irq_stamps(v: Validator, t: Task) -> list[str]:
     ]
 
 
-def is_signal_state(state: str) -> bool:
-    """Whether a usage state or usage name (``SOFTIRQ-READ``, ``IN-SIGNAL-W``, ...) is of Python's
-    SIGNAL state, whose interrupt is a Python signal handler in the main thread (CPU0 of the
-    scenarios)."""
-    return "SIGNAL" in state
-
-
-def interrupt_line(state: str) -> str:
-    """The scenario's line where the interrupt comes: a signal handler runs, for SIGNAL."""
-    return "  <Signal handler>" if is_signal_state(state) else "  <Interrupt>"
-
-
-def irq_scenario(safe: LockClass, middle: LockClass, unsafe: LockClass, state: str) -> list[str]:
-    """The interrupt scenario shared by the inversion and safe->unsafe reports (for SIGNAL, CPU1
-    is another thread, which signal handlers never interrupt: it has nothing to disable)."""
+def irq_scenario(safe: LockClass, middle: LockClass, unsafe: LockClass) -> list[str]:
+    """The interrupt scenario shared by the inversion and safe->unsafe reports."""
     lines = []
     if middle is not unsafe:
         lines += ["Chain exists of:", f"  {safe.name} --> {middle.name} --> {unsafe.name}", ""]
@@ -483,13 +470,10 @@ def irq_scenario(safe: LockClass, middle: LockClass, unsafe: LockClass, state: s
         "       CPU0                    CPU1",
         "       ----                    ----",
         f"  lock({unsafe.name});",
-    ]
-    if not is_signal_state(state):
-        lines.append(SCENARIO_CPU1 + "local_irq_disable();")
-    lines += [
+        SCENARIO_CPU1 + "local_irq_disable();",
         SCENARIO_CPU1 + f"lock({safe.name});",
         SCENARIO_CPU1 + f"lock({middle.name});",
-        interrupt_line(state),
+        "  <Interrupt>",
         f"    lock({safe.name});",
         "",
         " *** DEADLOCK ***",
@@ -580,13 +564,12 @@ def irq_inversion(
         lname(v, other),
         "",
         "",
-        f"and {'signal handlers' if is_signal_state(state) else 'interrupts'} could create inverse lock ordering"
-        " between them.",
+        "and interrupts could create inverse lock ordering between them.",
         "",
         "",
         "other info that might help us debug this:",
     ]
-    lines += irq_scenario(safe, middle, unsafe, state)
+    lines += irq_scenario(safe, middle, unsafe)
     current = capture_stack()
     lines += held_lines(v, t) + ["", "the shortest dependencies between 2nd lock and 1st lock:"]
     lines += dependencies(v, path, current)
@@ -642,7 +625,7 @@ def irq_unsafe_order(
     lines += format_stack(unsafe.usage_stacks.get(unsafe_bit, ()), "  ")
     middle = prev_cls if safe is not prev_cls else nxt_cls
     lines += ["", "other info that might help us debug this:", ""]
-    lines += irq_scenario(safe, middle, unsafe, state)
+    lines += irq_scenario(safe, middle, unsafe)
     lines += held_lines(v, t)
     lines += ["", f"the dependencies between {state}-irq-safe lock and the holding lock:"]
     lines += dependencies_backwards(v, safe_path)

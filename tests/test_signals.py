@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import queue
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -112,25 +114,32 @@ def test_event_set_in_a_handler_and_waited_for_in_the_main_thread_is_reported(v)
     assert [kind for kind, _ in kinds(v)] == ["inconsistent_lock_state"]
 
 
-def test_another_thread_ordering_a_handlers_lock_before_a_main_thread_lock_is_reported(v):
-    """The handler waits for another thread holding its lock, which waits for a lock the
-    interrupted main thread holds: a deadlock no single lock shows."""
-    in_handler, in_main = threading.RLock(), threading.Lock()
-    handler_name, main_name = in_handler.name, in_main.name
-    run_as_signal_handler(lambda: take(in_handler))
+LOGGING_FROM_A_HANDLER = """
+import concurrent.futures, logging, signal
+logging.basicConfig(level=logging.INFO)
+log = logging.getLogger("app")
+signal.signal(signal.SIGTERM, lambda signum, frame: log.info("terminating"))
+with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    futures = [pool.submit(log.info, "job %d", i) for i in range(8)]
+    signal.raise_signal(signal.SIGTERM)
+    for future in futures:
+        future.result()
+log.info("done")
+"""
 
-    def other():
-        with in_handler, in_main:
-            pass
 
-    in_thread(other)
-    assert v.reports == []  # nothing is wrong until the main thread holds in_main
-    take(in_main)
-    assert kinds(v) == [("irq_inversion", (main_name, handler_name))]
-    text = v.reports[0].text
-    assert "SIGNAL-READ-safe lock in the past" in text
-    assert "signal handlers could create inverse lock ordering" in text
-    assert "local_irq_disable" not in text and "<Signal handler>" in text
+def test_logging_from_a_handler_while_threads_log_is_not_reported(tmp_path):
+    """logging's locks are RLocks: the handler re-enters what the main thread holds.  Another
+    thread's orders between them (Handler.close() takes the module lock under the handler's, as
+    logging.shutdown() does at exit) are not checked for the SIGNAL state: the graph does not say
+    which threads made them, and here only the main thread does."""
+    program = tmp_path / "logs_from_a_handler.py"
+    program.write_text(LOGGING_FROM_A_HANDLER)
+    done = subprocess.run(
+        [sys.executable, "-m", "pylockdep", "run", str(program)], capture_output=True, text=True, timeout=100
+    )
+    assert "terminating" in done.stderr and "done" in done.stderr
+    assert "WARNING:" not in done.stderr and done.returncode == 0, done.stderr
 
 
 def test_kernel_lock_types_have_no_signal_state(v):
