@@ -19,6 +19,8 @@ What each type is to the validator:
 - ``Lock`` (and a ``Condition``'s lock) is a sleeping lock with an owner, the task that took it
   (lock type ``asyncio.Lock``): ordered, checked for recursion and for real wait cycles among tasks.
   CPython lets another task release it; that release takes it off the taker's stack, with no report.
+  ``wait_for(lock.acquire(), timeout)``, asyncio's timed acquire, is a trylock, as ``threading``'s
+  ``acquire(timeout=...)`` is (:func:`_timed`).
 - ``Semaphore`` and ``BoundedSemaphore`` are counters, not owner locks, and the kernel's lockdep does
   not track ``struct semaphore`` either: they get no class, no held entry and no dependencies.
   ``acquire()`` is checked as the kernel's ``down()`` is, as a function that may sleep.
@@ -52,7 +54,7 @@ from . import _checks, _locktypes, _waitfor, _waits
 from ._classes import LockKey, key_for
 from ._fastpath import holder_changed
 from ._frames import Site, Stack, format_file_line, is_harness, is_internal, stack_standing_in
-from ._held import H_CLASS, H_LOCK, chain_key, do_pending, find, pop, push, remove
+from ._held import H_CLASS, H_LOCK, chain_key, do_pending, find, pop, push, remove, variant
 from ._report import DeadlockError
 from ._sites import creation_frame
 from ._task import Task, is_main_thread
@@ -267,9 +269,11 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
         if v.off:
             return original(self, coro, **kwargs)
         frame = _getframe(1)
+        in_wait_for = False
         while frame is not None and (
             frame.f_code.co_filename.startswith(_ASYNCIO_DIR) or is_internal(frame.f_code.co_filename)
         ):
+            in_wait_for = in_wait_for or frame.f_code is _WAIT_FOR
             frame = frame.f_back
         key = _waits.map_key("task", creation_frame(frame)) if frame is not None else None
         # An eager task (3.12+) runs its first step inside, before the task is returned: its map
@@ -281,6 +285,8 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
             _making.made = outer
         if key is not None:
             setattr(task, _MAP_KEY, key)
+        if in_wait_for and getattr(coro, "cr_code", None) is _ACQUIRE_CODE:
+            setattr(task, _TIMED, True)  # wait_for() makes one only with a timeout
         if task.done():
             h = _holders(v).get(id(task))
             if h is not None:  # an eager task that ran to its end inside create_task()
@@ -457,8 +463,9 @@ def _new_key(kind: str, frame: FrameType | None) -> LockKey:
     return key_for(f"{kind}@{format_file_line(site)}", _locktypes.ASYNC_LOCK, site)
 
 
-def _validate(lock: Lock, frame: FrameType) -> Task | None:
-    """Check the acquisition of ``lock`` at ``frame`` by the current holder, before it waits.
+def _validate(lock: Lock, frame: FrameType, trylock: bool = False) -> Task | None:
+    """Check the acquisition of ``lock`` at ``frame`` by the current holder, before it waits, or
+    with ``trylock`` after a timed acquisition took it (:func:`_timed`).
 
     Returns the holder (None when validation is off).  If the lock is held, the holder is marked
     as waiting for it; a wait that closes a cycle of waiting holders raises
@@ -479,9 +486,11 @@ def _validate(lock: Lock, frame: FrameType) -> Task | None:
     cls = classes[0] if owner is v else None
     if cls is None:
         cls = v.class_for(lock._key)
-    key = chain_key(t.key, t.ctx, cls.variants[0])
+    key = chain_key(t.key, t.ctx, variant(cls, 0, trylock))
     if key not in v.chains:
-        v.validate_chain(t, lock, cls, 0, False, key, frame.f_code, frame.f_lineno)
+        v.validate_chain(t, lock, cls, 0, trylock, key, frame.f_code, frame.f_lineno)
+    if trylock:
+        return t
     holder = lock._owner
     if holder is not None:
         if type(holder) is TaskHolder and type(t) is TaskHolder and any(m is t.work for m in holder.awaiting):
@@ -511,15 +520,26 @@ def _times_out(task: asyncio.Task | None) -> bool:
     return False
 
 
-def _push(lock: Lock, t: Task, frame: FrameType) -> None:
-    """Record ``lock`` as held by ``t``, taken at ``frame``."""
+def _push(lock: Lock, t: Task, frame: FrameType, trylock: bool = False) -> None:
+    """Record ``lock`` as held by ``t``, taken at ``frame`` (by a trylock: a timed acquisition)."""
     v = active.validator
     owner, classes = lock._key.cache
     cls = classes[0] if owner is v else v.class_for(lock._key)
     lock._owner = t
-    push(t, lock, cls, 0, False, frame.f_code, frame.f_lasti, chain_key(t.key, t.ctx, cls.variants[0]))
+    push(t, lock, cls, 0, trylock, frame.f_code, frame.f_lasti, chain_key(t.key, t.ctx, variant(cls, 0, trylock)))
     if len(t.held) >= v.max_lock_depth:
         v.depth_exceeded(t)
+
+
+def _timed(frame: FrameType) -> bool:
+    """Whether the acquisition asked for at ``frame`` (``acquire()``'s caller) is timed, and so a
+    trylock, as ``threading``'s ``acquire(timeout=...)`` is: ``wait_for(lock.acquire(), timeout)``
+    with a timeout, whether it awaits ``acquire()`` in the task (3.12 on) or in a task of its own,
+    made for it (3.11, and a timeout of 0 or less from 3.12 on; see :func:`_create_task`).  Such a
+    wait ends by itself: no dependency leads into the lock and it waits for no one."""
+    if frame.f_code is _WAIT_FOR:
+        return frame.f_locals.get("timeout") is not None
+    return getattr(_current_task(), _TIMED, False)
 
 
 def _remove(owner: Task, lock: Lock) -> None:
@@ -566,12 +586,20 @@ class Lock(_PlainLock):
         return [owner.ident] if owner is not None else []
 
     async def _take(self, frame: FrameType) -> None:
-        """Validate, wait as CPython's ``acquire()`` does (same fairness and cancellation), push."""
+        """Validate, wait as CPython's ``acquire()`` does (same fairness and cancellation), push;
+        a timed acquisition (:func:`_timed`) is validated as a trylock once it took the lock."""
         filename = frame.f_code.co_filename
+        timed = _timed(frame)
         if filename.startswith(_ASYNCIO_DIR):  # a Condition, or a task running acquire() itself
             frame = _site_frame(_getframe(1))
         elif not (is_internal(filename) or is_harness(filename)):
             _site_files.add(filename)  # a site as _site_frame() takes it: the fast path may use it
+        if timed:
+            await _PlainLock.acquire(self)
+            t = _validate(self, frame, trylock=True)
+            if t is not None:
+                _push(self, t, frame, trylock=True)
+            return
         t = _validate(self, frame)
         if t is None:
             await _PlainLock.acquire(self)
@@ -665,6 +693,8 @@ class Lock(_PlainLock):
 _ACQUIRE_CODE = Lock.acquire.__code__
 _CONDITION_ENTER = _PlainCondition.__aenter__.__code__  # asyncio's _ContextManagerMixin.__aenter__
 _TAKES_FOR_AWAITER = (_ACQUIRE_CODE, _PlainCondition.wait.__code__)  # see TaskHolder
+_WAIT_FOR = asyncio.tasks.wait_for.__code__
+_TIMED = "_lockdep_timed"  # on a task that wait_for() made to run a lock's acquire(): see _timed()
 
 
 class Condition(_PlainCondition):

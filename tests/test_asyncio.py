@@ -358,21 +358,17 @@ def test_a_task_taking_its_own_lock_again_is_recursive_and_raises_deadlock_error
     assert len(caught) == 1 and "which it holds itself" in str(caught[0])
 
 
-@pytest.mark.parametrize("how", ["wait_for", "timeout"])
-def test_a_task_taking_its_own_lock_again_under_a_timeout_is_recursive_and_times_out(how: str):
-    """A wait that a timeout ends is no deadlock: ``wait_for(lock.acquire(), t)`` (3.12 on, where
-    it runs in the task) and ``asyncio.timeout()`` raised DeadlockError where CPython times out."""
+def test_a_task_taking_its_own_lock_again_inside_asyncio_timeout_is_recursive_and_times_out():
+    """A wait that a timeout ends is no deadlock: ``asyncio.timeout()`` raised DeadlockError where
+    CPython times out.  The acquisition itself is an ordinary one: it is still reported."""
     outcome: list[str] = []
 
     async def main():
         lock = asyncio.Lock()
         async with lock:
             try:
-                if how == "wait_for":
-                    await asyncio.wait_for(lock.acquire(), timeout=0.05)
-                else:
-                    async with asyncio.timeout(0.05):
-                        await lock.acquire()
+                async with asyncio.timeout(0.05):
+                    await lock.acquire()
             except TimeoutError:
                 outcome.append("timed out")
             assert lock.locked()
@@ -382,8 +378,57 @@ def test_a_task_taking_its_own_lock_again_under_a_timeout_is_recursive_and_times
 
     reports = run(main)
     assert outcome == ["timed out", "taken again"]
-    # 3.11's wait_for() takes the lock in a task of its own, which the awaiter waits for
-    assert kinds(reports) == (["circular"] if how == "wait_for" and sys.version_info < (3, 12) else ["recursive"])
+    assert kinds(reports) == ["recursive"]
+
+
+@pytest.mark.parametrize("timeout", [0.05, sys.float_info.min, 0])
+def test_a_timed_acquisition_of_a_lock_the_task_holds_is_a_trylock(timeout: float):
+    """``wait_for(lock.acquire(), timeout)`` is asyncio's timed acquire, a trylock as threading's
+    ``acquire(timeout=...)`` is: readerwriterlock's async locks try a lock the task may hold with
+    ``timeout=sys.float_info.min``, which raised DeadlockError on 3.12 and 3.13 (its timeout is
+    already due, so no timer handle stands for it) and was reported recursive (circular on 3.11,
+    where the acquisition runs in a task that the holder awaits)."""
+    outcome: list[str] = []
+
+    async def main():
+        lock = asyncio.Lock()
+        async with lock:
+            try:
+                await asyncio.wait_for(lock.acquire(), timeout=timeout)
+            except TimeoutError:
+                outcome.append("timed out")
+            assert lock.locked()
+        async with lock:  # it works on
+            outcome.append("taken again")
+
+    assert kinds(run(main)) == []
+    assert outcome == ["timed out", "taken again"]
+
+
+@pytest.mark.parametrize("how", ["timed", "blocking"])
+def test_a_timed_acquisition_adds_no_dependency_into_the_lock(how: str):
+    """As a trylock, a timed acquisition of ``a`` under ``b`` orders nothing against ``a`` then
+    ``b`` elsewhere; a blocking one closes the cycle."""
+
+    async def main():
+        a = asyncio.Lock()
+        b = asyncio.Lock()
+        async with a, b:
+            pass
+        async with b:
+            if how == "timed":
+                await asyncio.wait_for(a.acquire(), timeout=5)
+            else:
+                await a.acquire()
+            a.release()
+
+    reports = run(main)
+    if how == "timed":
+        assert reports == []
+    else:
+        (report,) = reports
+        assert report.kind == "circular"
+        assert sorted(report.classes) == [f"Lock@test_asyncio.py:{line_of(main, c)}" for c in ("a = ", "b = ")]
 
 
 def test_a_real_deadlock_among_tasks_raises_in_the_task_that_closes_the_cycle():
