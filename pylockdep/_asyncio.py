@@ -40,6 +40,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import concurrent.futures
+import itertools
 import os
 import sys
 import threading
@@ -509,11 +510,13 @@ def _validate(lock: Lock, frame: FrameType, trylock: bool = False) -> Task | Non
 def _times_out(task: asyncio.Task | None) -> bool:
     """Whether ``task`` runs inside an ``asyncio.timeout()`` block still to expire (3.12's
     ``wait_for()`` runs its awaitable in one): a wait of it ends by itself, cancelled, so however
-    it waits it is no deadlock.  Read from the loop's timers (an event loop without ``_scheduled``
-    tells nothing: no timeout)."""
+    it waits it is no deadlock.  Read from the loop's timers, and from its ready queue, where a
+    timeout already due when the block began waits (an event loop without ``_scheduled`` and
+    ``_ready`` tells nothing: no timeout)."""
     if task is None:
         return False
-    for handle in getattr(task.get_loop(), "_scheduled", ()):
+    loop = task.get_loop()
+    for handle in itertools.chain(getattr(loop, "_scheduled", ()), getattr(loop, "_ready", ())):
         timeout = getattr(getattr(handle, "_callback", None), "__self__", None)
         if isinstance(timeout, asyncio.Timeout) and timeout._task is task and not handle.cancelled():
             return True

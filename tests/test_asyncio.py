@@ -358,16 +358,19 @@ def test_a_task_taking_its_own_lock_again_is_recursive_and_raises_deadlock_error
     assert len(caught) == 1 and "which it holds itself" in str(caught[0])
 
 
-def test_a_task_taking_its_own_lock_again_inside_asyncio_timeout_is_recursive_and_times_out():
+@pytest.mark.parametrize("delay", [0.05, 0])
+def test_a_task_taking_its_own_lock_again_inside_asyncio_timeout_is_recursive_and_times_out(delay: float):
     """A wait that a timeout ends is no deadlock: ``asyncio.timeout()`` raised DeadlockError where
-    CPython times out.  The acquisition itself is an ordinary one: it is still reported."""
+    CPython times out, and still did for a timeout already due when the block began (its handle
+    waits in the loop's ready queue, not among its timers).  The acquisition itself is an ordinary
+    one: it is still reported."""
     outcome: list[str] = []
 
     async def main():
         lock = asyncio.Lock()
         async with lock:
             try:
-                async with asyncio.timeout(0.05):
+                async with asyncio.timeout(delay):
                     await lock.acquire()
             except TimeoutError:
                 outcome.append("timed out")
