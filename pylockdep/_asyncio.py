@@ -18,7 +18,10 @@ What each type is to the validator:
 
 - ``Lock`` (and a ``Condition``'s lock) is a sleeping lock with an owner, the task that took it
   (lock type ``asyncio.Lock``): ordered, checked for recursion and for real wait cycles among tasks.
-  CPython lets another task release it; that release takes it off the taker's stack, with no report.
+  CPython lets another task release it; that release takes it off the taker's stack, with no report,
+  and makes the lock's class a hand-off signal, as a ``threading.Lock`` released by another thread
+  (:func:`_check_releaser`); a lock held on after the function that took it returned may be a token
+  another task hands back, as a ``threading.Lock`` may (:func:`pylockdep._checks.check_token_held`).
   ``wait_for(lock.acquire(), timeout)``, asyncio's timed acquire, is a trylock, as ``threading``'s
   ``acquire(timeout=...)`` is (:func:`_timed`).
 - ``Semaphore`` and ``BoundedSemaphore`` are counters, not owner locks, and the kernel's lockdep does
@@ -96,10 +99,11 @@ class TaskHolder(Task):
     ``comm`` prints ``task name/id`` (the id is the asyncio task's ``id()``).  ``loop_thread`` is the
     ident of the thread whose loop runs the task; ``running`` the asyncio task while one of its steps
     runs (else None).  ``takes_for_awaiter``: whether the task runs nothing but a lock's
-    ``acquire()`` or a condition's ``wait()`` (see :func:`_task_exited`).
+    ``acquire()`` or a condition's ``wait()`` (see :func:`_task_exited`); then ``awaiter`` is the
+    holder that made it, for whom it takes the lock (None if not known: see :func:`_create_task`).
     """
 
-    __slots__ = ("task_ref", "loop_thread", "running", "work", "working", "awaiting", "takes_for_awaiter")
+    __slots__ = ("task_ref", "loop_thread", "running", "work", "working", "awaiting", "takes_for_awaiter", "awaiter")
 
     def __init__(self, task: asyncio.Task, holders: dict[int, TaskHolder]) -> None:
         super().__init__(task.get_name(), id(task))
@@ -115,6 +119,7 @@ class TaskHolder(Task):
         self.awaiting: list[_waits.CompletionMap] = []  # maps of the tasks it waits for while suspended
         # Read now: 3.12.1's Task.get_coro() of an eager task that ended inside create_task() crashes.
         self.takes_for_awaiter = getattr(task.get_coro(), "cr_code", None) in _TAKES_FOR_AWAITER
+        self.awaiter: Task | None = getattr(task, _AWAITER, None)
 
 
 def _holders(v: Validator) -> dict[int, TaskHolder]:
@@ -230,6 +235,8 @@ def _task_exited(v: Validator, h: TaskHolder) -> None:
     v.tasks.pop(id(h), None)
     if h.held and not h.takes_for_awaiter:
         v.run_check(h, _checks.check_held_at_exit, False)
+        if any(_checks.check_passed_on(entry[H_CLASS]) for entry in h.held):
+            v.ended_holding.append(h)  # another task may release them: judged when validation ends
 
 
 def _task_suspended(v: Validator, h: TaskHolder, task: asyncio.Task) -> None:
@@ -286,8 +293,11 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
             _making.made = outer
         if key is not None:
             setattr(task, _MAP_KEY, key)
-        if in_wait_for and getattr(coro, "cr_code", None) is _ACQUIRE_CODE:
-            setattr(task, _TIMED, True)  # wait_for() makes one only with a timeout
+        code = getattr(coro, "cr_code", None)
+        if code in _TAKES_FOR_AWAITER:
+            setattr(task, _AWAITER, _current_holder(v))
+            if in_wait_for and code is _ACQUIRE_CODE:
+                setattr(task, _TIMED, True)  # wait_for() makes one only with a timeout
         if task.done():
             h = _holders(v).get(id(task))
             if h is not None:  # an eager task that ran to its end inside create_task()
@@ -552,6 +562,22 @@ def _remove(owner: Task, lock: Lock) -> None:
         remove(active.validator, owner, index)
 
 
+def _check_releaser(lock: Lock, owner: Task) -> None:
+    """``lock``, taken by ``owner``, is released by whatever runs now: by another task (or thread),
+    its class is a hand-off signal, as a ``threading.Lock``'s released by another thread is
+    (:func:`pylockdep._checks.check_handoff`).  A task made to take it for its awaiter (3.11's
+    ``wait_for()`` makes one) took it for the task that made it; a taker under another validator,
+    or not known, tells nothing."""
+    v = active.validator
+    if v.off:
+        return
+    taker = owner.awaiter if getattr(owner, "takes_for_awaiter", False) else owner  # type: ignore[attr-defined]
+    if taker is None or _current_holder(v) is taker:
+        return
+    if v.tasks.get(id(taker)) is taker or any(ended is taker for ended in v.ended_holding):
+        lock._key.handoff = True
+
+
 def _might_sleep(what: str) -> None:
     """The kernel's ``might_sleep()`` for an asyncio wait (``down()``, waiting for an event)."""
     v = active.validator
@@ -585,8 +611,14 @@ class Lock(_PlainLock):
     _owned = True
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
+        # A hand-off signal or a token (see Lock's place in the module docstring) may be released
+        # by another task: its taker is not the one its waiters wait for.
         owner = self._owner
-        return [owner.ident] if owner is not None else []
+        key = self._key
+        return [owner.ident] if owner is not None and not (key.handoff or key.token) else []
+
+    def _is_held(self, read: int) -> bool:
+        return self._locked
 
     async def _take(self, frame: FrameType) -> None:
         """Validate, wait as CPython's ``acquire()`` does (same fairness and cancellation), push;
@@ -671,6 +703,8 @@ class Lock(_PlainLock):
         owner = self._owner
         if owner is not None:
             self._owner = None
+            if owner is not getattr(active.validator.local, "task", None):
+                _check_releaser(self, owner)
             held = owner.held
             if held and held[-1][H_LOCK] is self:
                 pop(owner)
@@ -686,6 +720,8 @@ class Lock(_PlainLock):
         owner = self._owner
         if owner is not None:
             self._owner = None
+            if owner is not getattr(active.validator.local, "task", None):
+                _check_releaser(self, owner)
             held = owner.held
             if held and held[-1][H_LOCK] is self:
                 pop(owner)
@@ -698,6 +734,7 @@ _CONDITION_ENTER = _PlainCondition.__aenter__.__code__  # asyncio's _ContextMana
 _TAKES_FOR_AWAITER = (_ACQUIRE_CODE, _PlainCondition.wait.__code__)  # see TaskHolder
 _WAIT_FOR = asyncio.tasks.wait_for.__code__
 _TIMED = "_lockdep_timed"  # on a task that wait_for() made to run a lock's acquire(): see _timed()
+_AWAITER = "_lockdep_awaiter"  # on a task that takes for its awaiter: the holder that made it
 
 
 class Condition(_PlainCondition):

@@ -40,11 +40,21 @@ from ._classes import (
     is_used_in,
     usage_state,
 )
-from ._frames import Site, Stack, capture_stack, format_file_line, is_internal
+from ._frames import Site, Stack, capture_stack, format_file_line, is_internal, stack_stood_in
 from ._graph import PathStep, dep_kind
 from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, HeldLock, find, held_site, is_held_entry
 from ._instances import holds, nodes, same_instances
-from ._locktypes import PY_RLOCK, RCU, RCU_SCHED, SRCU, WAIT_INV, LockType, effective_wait, is_plain_lock
+from ._locktypes import (
+    PY_RLOCK,
+    RCU,
+    RCU_SCHED,
+    SRCU,
+    WAIT_INV,
+    LockType,
+    effective_wait,
+    is_plain_lock,
+    may_hand_off,
+)
 from ._task import Task
 
 if TYPE_CHECKING:
@@ -276,7 +286,7 @@ def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, si
     kept before names other instances held; then every held instance it does not name gets its
     own edge, as before there were kept edges.
 
-    A class of ``threading.Lock``s is judged as :func:`check_prev_add` judges one: known as a
+    A class of ``threading.Lock``s or ``asyncio.Lock``s is judged as :func:`check_prev_add` judges one: known as a
     hand-off (:func:`check_handoff`), it orders nothing; holding an instance taken by code no
     longer running (:func:`check_token_held`) marks it, and a cycle of its instances waits for the
     end of validation, dropped if the class has shown itself a hand-off by then."""
@@ -286,7 +296,7 @@ def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, si
     held = order.held_by(t, cls, lock)[0]
     if held is None:
         return False
-    if not cls.key.token and is_plain_lock(cls.ltype) and any(check_token_held(entry) for entry in _same(t, cls, lock)):
+    if not cls.key.token and may_hand_off(cls.ltype) and any(check_token_held(entry) for entry in _same(t, cls, lock)):
         cls.key.token = True  # as check_prev_add marks a class: a cycle through it waits for finish()
     nxt = order.node(lock)
     nearest = held[0]
@@ -405,24 +415,29 @@ def check_noncircular(
         classes,
         lambda title: _splat.circular(v, t, title, prev_entry, cls, lock, read, site, path, sync),
         site=site,
-        until_handoff=tuple(c for c in classes if c.key.token),  # only plain Locks are marked
+        until_handoff=tuple(c for c in classes if c.key.token),  # only locks that may_hand_off() are marked
     )
     return False
 
 
 def check_token_held(entry: tuple) -> bool:
-    """A ``threading.Lock`` still held after the function that took it returned may be a token
-    that another thread hands back (a readers-writers counter's resource lock: the first reader
-    takes it, the last one, perhaps another thread, releases it), not a mutex.  Its class is marked
+    """A ``threading.Lock`` (or ``asyncio.Lock``) still held after the function that took it
+    returned may be a token that another thread (task) hands back (a readers-writers counter's
+    resource lock: the first reader takes it, the last one, perhaps another thread, releases it),
+    not a mutex.  Its class is marked
     so when a new dependency leaves such a held lock; a cycle through a marked class is held back
     until validation ends, and dropped if the class has by then been released by a thread other
-    than its acquirer (:func:`check_handoff`).  Returns True for an entry of a plain Lock, not
-    known as a hand-off, taken by code no longer running.
+    than its acquirer (:func:`check_handoff`).  Returns True for an entry of such a lock, not
+    known as a hand-off, taken by code no longer running (for a suspended asyncio task, whose
+    waits are checked on its behalf, code not in its chain of coroutines).
     """
     cls = entry[H_CLASS]
-    if not is_plain_lock(cls.ltype) or cls.key.handoff:
+    if not may_hand_off(cls.ltype) or cls.key.handoff:
         return False
     code = entry[H_CODE]
+    standing = stack_stood_in()
+    if standing is not None:
+        return all(site[0] is not code for site in standing)
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code is code:
@@ -718,8 +733,9 @@ def check_held_at_exit(v: Validator, t: Task, each_holder: bool = True) -> None:
     task exit.  Each thread is reported; asyncio tasks, which come and go by the thousand, once per
     set of classes (``each_holder`` false).  A ``threading.RLock`` that nothing outside pylockdep
     refers to any more is not judged: dropping a held lock is legal Python, and nobody can wait
-    for it."""
-    entries = [entry for entry in t.held if entry[H_CLASS].ltype.owned]
+    for it.  Neither is an ``asyncio.Lock`` that may be passed on (:func:`check_passed_on`): it
+    is judged when validation ends."""
+    entries = [entry for entry in t.held if entry[H_CLASS].ltype.owned and not check_passed_on(entry[H_CLASS])]
     rlocks = [entry[H_LOCK] for entry in entries if entry[H_CLASS].ltype is PY_RLOCK]
     if rlocks:
         referenced = _referenced_outside(rlocks)
@@ -735,17 +751,24 @@ def check_held_at_exit(v: Validator, t: Task, each_holder: bool = True) -> None:
         )
 
 
+def check_passed_on(cls: LockClass) -> bool:
+    """A lock that another thread or task may release after its taker ended is judged when
+    validation ends (:func:`check_leaked_locks`), not at its taker's exit: a ``threading.Lock``,
+    or an ``asyncio.Lock`` of a class known as a hand-off or a token.  Returns True for such a
+    class."""
+    return is_plain_lock(cls.ltype) or cls.key.handoff or cls.key.token
+
+
 def check_leaked_locks(v: Validator, t: Task) -> None:
-    """A ``threading.Lock`` still held when validation ends, whose acquirer has ended and that no
-    thread released since, is leaked: reported as held at its acquirer's exit.  A thread still
+    """A lock passed on (:func:`check_passed_on`) still held when validation ends, whose acquirer
+    has ended and that no thread or task released since, is leaked: reported as held at its
+    acquirer's exit.  A thread still
     running has not exited, so what it holds is not judged, and neither is a Lock that nothing
     but pylockdep refers to any more: dropping a locked Lock is legal Python, and nobody can wait
     for it."""
     for ended in v.ended_holding:
         leaked = [
-            e
-            for e in ended.held
-            if is_plain_lock(e[H_CLASS].ltype) and e[H_LOCK]._owner is ended and e[H_LOCK]._is_held(0)
+            e for e in ended.held if check_passed_on(e[H_CLASS]) and e[H_LOCK]._owner is ended and e[H_LOCK]._is_held(0)
         ]
         if leaked:
             referenced = _referenced_outside([e[H_LOCK] for e in leaked])

@@ -134,6 +134,11 @@ def stack_standing_in(stack: Stack) -> Iterator[None]:
         _stand_in.stack = None
 
 
+def stack_stood_in() -> Stack | None:
+    """The stack standing in for this thread's (:func:`stack_standing_in`), else None."""
+    return _stand_in.stack
+
+
 def capture_stack(frame: FrameType | None = None, limit: int = 64) -> Stack:
     """The call stack outside pylockdep, innermost first, as sites (at most ``limit`` of them).
 

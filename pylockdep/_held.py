@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from ._classes import LockClass
 from ._frames import Site, line_at
-from ._locktypes import is_plain_lock
+from ._locktypes import may_hand_off
 
 if TYPE_CHECKING:
     from ._primitive import LockMap
@@ -316,11 +316,11 @@ def _bridge(v: Validator, t: Task, below: object, removed: object, above: object
 
 
 def runs_from(entry: HeldLock) -> bool:
-    """Whether a run (see :func:`remove`) may start from ``entry``: not from a plain
-    ``threading.Lock`` not yet known as a token or a hand-off, whose validation may still mark its
+    """Whether a run (see :func:`remove`) may start from ``entry``: not from a ``threading.Lock``
+    or ``asyncio.Lock`` not yet known as a token or a hand-off, whose validation may still mark its
     class (:func:`pylockdep._checks.check_instance_order`), so it is always replayed."""
     cls = entry[H_CLASS]
-    return not is_plain_lock(cls.ltype) or cls.key.token or cls.key.handoff
+    return not may_hand_off(cls.ltype) or cls.key.token or cls.key.handoff
 
 
 def do_pending(v: Validator, t: Task, releasing: object = None) -> None:

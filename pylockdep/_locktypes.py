@@ -117,3 +117,10 @@ COMPLETION = LockType(
 def is_plain_lock(ltype: LockType) -> bool:
     """Whether ``ltype`` is ``threading.Lock``'s: Python's, without an owner (not a pseudo-lock)."""
     return ltype.python and not ltype.owned
+
+
+def may_hand_off(ltype: LockType) -> bool:
+    """Whether CPython lets any thread or task release a lock of ``ltype`` (``threading.Lock``,
+    ``asyncio.Lock``, which the validator holds to its taker all the same): such a lock may be a
+    hand-off signal or a token (:func:`pylockdep._checks.check_token_held`)."""
+    return ltype is ASYNC_LOCK or is_plain_lock(ltype)

@@ -159,7 +159,7 @@ class Validator:
         released = {id(lock) for lock in t.pending}
         t.held = [entry for entry in t.held if id(entry[H_LOCK]) not in released]
         self.run_check(t, _checks.check_held_at_exit)
-        if any(_checks.is_plain_lock(entry[H_CLASS].ltype) for entry in t.held):
+        if any(_checks.check_passed_on(entry[H_CLASS]) for entry in t.held):
             self.ended_holding.append(t)
 
     def finish(self) -> None:

@@ -734,6 +734,106 @@ def test_a_lock_taken_under_wait_for_is_the_awaiters_to_release():
     assert kinds(run(main)) == []
 
 
+class CountedRWLock:
+    """readerwriterlock's async RWLockRead: the first reader takes the resource lock under the
+    counter's lock, the last reader (perhaps another task) releases it, each in a method of its own."""
+
+    def __init__(self) -> None:
+        self.readers = 0
+        self.resource = asyncio.Lock()
+        self.counter = asyncio.Lock()
+
+    async def acquire_read(self) -> None:
+        async with self.counter:
+            self.readers += 1
+            if self.readers == 1:
+                await self.resource.acquire()
+
+    async def release_read(self) -> None:
+        async with self.counter:
+            self.readers -= 1
+            if self.readers == 0:
+                self.resource.release()
+
+
+def test_readers_writers_counter_of_asyncio_locks_whose_last_reader_releases_the_resource_is_clean():
+    """An asyncio.Lock has no owner in CPython: as a threading.Lock, one held on after the function
+    that took it returned may be a token, and one released by another task is a hand-off signal.
+    Reported before: the counter/resource cycle, and the first reader ending with the resource."""
+    made: list[CountedRWLock] = []
+
+    async def main():
+        rw = CountedRWLock()
+        made.append(rw)
+        await rw.acquire_read()  # alone: the reader that took the resource releases it (held back)
+        await rw.release_read()
+        # Two readers overlap; the second releases the resource the first (now ended) took.
+        for step in (rw.acquire_read, rw.acquire_read, rw.release_read, rw.release_read):
+            await asyncio.create_task(step())
+        async with rw.resource:  # a writer
+            pass
+
+    assert run(main) == []
+    assert made[0].resource._key.handoff
+
+
+@pytest.mark.parametrize("released", [True, False])
+def test_an_asyncio_lock_handed_off_is_judged_held_at_exit_when_validation_ends(released: bool):
+    """A task ending holding a lock of a class known as a hand-off is no leak if another task
+    releases it later; one that nobody releases is reported when validation ends."""
+    locks: list[asyncio.Lock] = []
+
+    async def main():
+        lock = asyncio.Lock()
+        locks.append(lock)
+        await lock.acquire()
+
+        async def release() -> None:
+            lock.release()
+
+        async def keep() -> None:
+            await lock.acquire()
+
+        await asyncio.create_task(release())  # the hand-off marks the class
+        await asyncio.create_task(keep())
+        if released:
+            lock.release()
+
+    assert kinds(run(main)) == ([] if released else ["lock_held_at_exit"])
+
+
+@pytest.mark.parametrize("releaser", ["taker", "another task"])
+def test_a_lock_taken_under_wait_for_is_handed_off_when_another_task_releases_it(releaser: str):
+    """The task that 3.11's ``wait_for(lock.acquire(), t)`` makes takes the lock for its awaiter:
+    released by the awaiter it is no hand-off, by another task it is (as it is from 3.12 on, where
+    the awaiter takes it itself)."""
+    handed_off: list[bool] = []
+
+    async def main():
+        lock = asyncio.Lock()
+
+        taken = asyncio.Event()
+        done = asyncio.Event()
+
+        async def take() -> None:
+            await asyncio.wait_for(lock.acquire(), timeout=5)
+            taken.set()
+            await done.wait()
+            if releaser == "taker":
+                lock.release()
+
+        task = asyncio.create_task(take())
+        await taken.wait()
+        if releaser == "another task":
+            lock.release()
+        done.set()
+        await task
+        handed_off.append(lock._key.handoff)
+
+    assert kinds(run(main)) == []
+    assert handed_off == [releaser == "another task"]
+
+
 def line_of(fn: Callable[..., Any], text: str) -> int:
     """The line of ``fn``'s source holding ``text``."""
     import inspect
