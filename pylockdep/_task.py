@@ -126,7 +126,7 @@ class Task:
         self.bh = 0
         self.irqs_off = False
         self.rcu = 0
-        self.in_signal = 0  # Python signal handlers running (see pylockdep._signals.Deferring)
+        self.in_signal = 0  # Python signal handlers running (see pylockdep._signals._handle)
         self.signals_on = is_main_thread(ident)  # whether Python signal handlers may interrupt it
         self.spins = 0  # held locks that disabled preemption
         self.irq = 0  # 2 * (in a hard interrupt) + (in a softirq), lockdep's irq_context
