@@ -25,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import _frames, _held, _signals
+from . import _frames, _held
 from ._classes import (
     ENABLED_HARDIRQ,
     ENABLED_HARDIRQ_READ,
@@ -109,10 +109,6 @@ if _speedups is not None:
 
 #: Whether lock fast paths run in C.
 ACCELERATED = _speedups is not None
-# The first use from the main thread wraps the program's signal handlers (pylockdep._signals): each
-# runs as Python's interrupt, and is held back while Python code of pylockdep releases a lock (in
-# pure Python, the lock types' with and release() are such code).
-_signals.wanted = True
 
 #: Makes what a validated lock blocks on: the C module's ``RealLock``, which behaves as
 #: ``_thread.allocate_lock()``'s lock and which the fast path takes and releases without a call, or

@@ -47,8 +47,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Handlers held back by critical functions, with their signal, in the order the signals came.
 deferred: list[tuple[Handler, int]] = []
-#: Whether :func:`install` is still to be done (set when pylockdep loads).
-wanted = False
+#: Whether :func:`install` is still to be done: until pylockdep's first use from the main thread
+#: (the first holder made there, see ``Validator.new_task``).
+wanted = True
 #: How many frames out from the interrupted one a handler looks for a critical function (from
 #: one, pylockdep's release code goes a few calls deep).
 WALK = 16
@@ -87,28 +88,25 @@ def _handle(handler: Handler, signum: int, frame: FrameType | None) -> Any:
     Nothing here but the handler is a Python call (the context signature is made by a C getter):
     a signal that lands in this frame is left to the code that runs this one (see
     :class:`Deferring`).  A thread with no holder yet holds nothing and gets none here.  The
-    counts go back to their values before, however the handler ends.
+    holder's flag and the count of handlers running go back to their values before, however the
+    handler ends.
     """
     global _running
     running = _running
     v = active.validator
-    t = getattr(v.local, "task", None)
-    if t is None or v.off:
-        try:
-            _running = running + 1
-            return handler(signum, frame)
-        finally:
-            _running = running
-    before = t.in_signal
+    t = None if v.off else getattr(v.local, "task", None)
+    before = False if t is None else t.in_signal
     try:
         _running = running + 1
-        t.in_signal = before + 1
-        t.ctx = hash(context_counters(t))
+        if t is not None:
+            t.in_signal = True
+            t.ctx = hash(context_counters(t))
         return handler(signum, frame)
     finally:
         _running = running
-        t.in_signal = before
-        t.ctx = hash(context_counters(t))
+        if t is not None:
+            t.in_signal = before
+            t.ctx = hash(context_counters(t))
 
 
 def critical(func: _F) -> _F:

@@ -76,7 +76,8 @@ class Task:
     Context counters follow the kernel: ``preempt`` counts preempt_disable() and held spinning
     locks, ``hardirq``/``softirq`` the interrupt handlers being run, ``bh`` local_bh_disable()
     nesting, ``rcu`` RCU read-side nesting.  ``irqs_off`` is the hard-interrupt flag.
-    ``in_signal`` counts the Python signal handlers running, and ``signals_on`` says whether the
+    ``in_signal`` says whether a Python signal handler is running on it (one inside another
+    changes nothing the rules read, so is no new context), and ``signals_on`` whether the
     holder runs on the main thread, where handlers interrupt (Python's SIGNAL usage state).
     ``ctx`` summarises all of them for the chain cache and changes whenever one does.
     """
@@ -126,7 +127,7 @@ class Task:
         self.bh = 0
         self.irqs_off = False
         self.rcu = 0
-        self.in_signal = 0  # Python signal handlers running (see pylockdep._signals._handle)
+        self.in_signal = False  # a Python signal handler is running (see pylockdep._signals._handle)
         self.signals_on = is_main_thread(ident)  # whether Python signal handlers may interrupt it
         self.spins = 0  # held locks that disabled preemption
         self.irq = 0  # 2 * (in a hard interrupt) + (in a softirq), lockdep's irq_context
@@ -230,11 +231,14 @@ class Task:
             return WAIT_CONFIG
         return WAIT_MAX
 
-    def irq_segment(self) -> list[HeldLock]:
-        """The held locks taken in the current irq context (lockdep's irq segment)."""
+    def irq_segment(self, irq: int | None = None) -> list[HeldLock]:
+        """The held locks on top of the stack taken in irq context ``irq``, by default the current
+        one (lockdep's irq segment)."""
+        if irq is None:
+            irq = self.irq
         held = self.held
         i = len(held)
-        while i and held[i - 1][H_IRQ] == self.irq:
+        while i and held[i - 1][H_IRQ] == irq:
             i -= 1
         return held[i:]
 
@@ -258,10 +262,7 @@ class Task:
             if top[H_PREV_KEY] == key and not self.pending:  # pushed on the key kept (no run's key is stale)
                 waits = (waits if inner in waits else waits | {inner}) if top[H_IRQ] == irq else frozenset((inner,))
             else:
-                i = len(held) - 1
-                while i and held[i - 1][H_IRQ] == top[H_IRQ]:
-                    i -= 1
-                waits = frozenset(entry[H_CLASS].ltype.inner for entry in held[i:])
+                waits = frozenset(entry[H_CLASS].ltype.inner for entry in self.irq_segment(top[H_IRQ]))
             irq = top[H_IRQ]
             self.segment = (self.key, irq, waits)
         return waits if irq == self.irq else frozenset()

@@ -47,7 +47,7 @@ from time import monotonic
 from types import BuiltinFunctionType, FrameType, FunctionType
 from typing import Any
 
-from . import _held, _locktypes, _signals, _waits
+from . import _held, _locktypes, _waits
 from ._classes import LockKey, key_for
 from ._fastpath import Fields, accelerate, accelerate_class_call, accelerate_stand_in, new_real_lock
 from ._frames import is_internal, outside_frame
@@ -656,14 +656,12 @@ def install() -> None:
     """Make ``threading.Lock()`` and ``threading.RLock()`` return validated locks from now on, and
     asyncio's locks too (now, or once asyncio is imported: :mod:`pylockdep._asyncio`).
 
-    Calls nest: each needs an :func:`uninstall`.  From the main thread, the program's signal
-    handlers are wrapped first, if they are not yet (:func:`pylockdep._signals.install`): what a
-    handler takes is then known to be taken in one.
+    Calls nest: each needs an :func:`uninstall`.  The calling thread's holder is made first (from
+    the main thread, with the program's signal handlers wrapped: ``Validator.new_task``), so that
+    a handler that runs before anything is taken runs as one.
     """
     global _depth, _asyncio_hook
-    if _signals.wanted:
-        _signals.install()
-    active.validator.task()  # a handler that runs before anything is taken finds the holder
+    active.validator.task()
     with _state_lock:
         _depth += 1
         if _depth == 1:

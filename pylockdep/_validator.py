@@ -492,12 +492,12 @@ class validate:  # noqa: N801 - a context manager named as the API promises
         self.validator = Validator(options, **changes)
 
     def __enter__(self) -> Validator:
-        if _signals.wanted:  # from the main thread: a handler that runs in the block runs as one
-            _signals.install()
         with _validate_lock:
             _entered.append([self.validator, active.validator])
             active.validator = self.validator
-        self.validator.task()  # a handler that runs before anything is taken finds the holder
+        # The holder, made now (from the main thread, the program's signal handlers wrapped first:
+        # new_task): a handler that runs in the block before anything is taken runs as one.
+        self.validator.task()
         return self.validator
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
