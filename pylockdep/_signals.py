@@ -146,6 +146,19 @@ def run_deferred() -> None:
         _run(deferred, sys._getframe(1))
 
 
+def _hold(held: list[tuple[Handler, int]], handler: Handler, signum: int) -> None:
+    """Hold ``handler`` back in ``held`` for signal ``signum``, unless a handler of that signal is
+    held back already (in :data:`deferred` or :data:`_nested`), not yet begun: as CPython's flag
+    per signal number, signals of one number that come before their handler begins are handled
+    once.  Without that, a storm of signals faster than their handlers (a timer, a busy machine)
+    would hold back more of them than run, and :func:`_run` would never return to the program."""
+    for pending in deferred, _nested:
+        for entry in pending:
+            if entry[1] == signum:
+                return
+    held.append((handler, signum))
+
+
 def _run(pending: list[tuple[Handler, int]], frame: FrameType | None) -> None:
     """Run the handlers in ``pending``, then those of signals that landed in this code (see
     :class:`Deferring`), until none is left.  If one raises, the rest run as its exception
@@ -180,9 +193,10 @@ class Deferring:
         A signal that comes while this runs, or :func:`_run` or :func:`_handle` outside the
         program's handlers, or while :data:`MAX_NESTED` handlers run, calls another Deferring
         that leaves its handler to the code running there, which runs it next (so such calls
-        stay short, and do not pile up under a storm of signals)."""
+        stay short).  A signal whose handler is held back already, not yet begun, is not held
+        back again (see :func:`_hold`)."""
         if (frame is not None and frame.f_code in _DECIDING) or _running >= MAX_NESTED:
-            _nested.append((self.handler, signum))
+            _hold(_nested, self.handler, signum)
             return None
         f = frame
         left = WALK
@@ -190,9 +204,9 @@ class Deferring:
             code = f.f_code
             name = code.co_qualname
             if name in _critical and _critical[name] is code:
-                deferred.append((self.handler, signum))
+                _hold(deferred, self.handler, signum)
                 while _nested:
-                    deferred.append(_nested.pop(0))
+                    _hold(deferred, *_nested.pop(0))
                 return None
             if code.co_filename not in _own_files:
                 break
@@ -208,9 +222,9 @@ class Deferring:
         return f"<pylockdep signal handler deferring {self.handler!r}>"
 
 
-# The code in which a signal is left to the code running there (in _nested): deciding, or running
-# handlers (outside the program's own code).
-_DECIDING = (Deferring.__call__.__code__, _handle.__code__, _run.__code__)
+# The code in which a signal is left to the code running there (in _nested): deciding, holding
+# back, or running handlers (outside the program's own code).
+_DECIDING = (Deferring.__call__.__code__, _hold.__code__, _handle.__code__, _run.__code__)
 
 
 def _program_handler(installed: Any) -> Any:
