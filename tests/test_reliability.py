@@ -427,7 +427,7 @@ KEYBOARD_INTERRUPT_STORM = (
             else:
                 lock = pylockdep.SpinLock(f"s{run}")
                 block = lock.irqsave()
-            for _ in range(3000):
+            for _ in range(750):
                 try:
                     armed = True
                     with block:
@@ -498,7 +498,7 @@ RW_KEYBOARD_INTERRUPT_STORM = (
                 (lock.read_lock, lock.read_unlock) if run % 2 else (lock.down_read, lock.up_read),
                 (lock.write_lock, lock.write_unlock) if run % 2 else (lock.down_write, lock.up_write),
             ][run // 2 % 4]
-            for _ in range(2000):
+            for _ in range(500):
                 try:
                     armed = True
                     take()
