@@ -126,6 +126,12 @@ class Stress:
         finally:
             signal.signal(signal.SIGALRM, previous)
 
+    def collect_now(self, n: int) -> None:
+        """Run the finalizer body ``n`` as the collector runs finalizers, as the timed run's
+        garbage does (what a finalizer takes is validated in a context of its own)."""
+        Finalized(self, n)
+        gc.collect(0)
+
     def finalizer_body(self, n: int) -> None:
         """What a finalizer does, in one of the fixed ways ``n``."""
         first, second = sorted((n % 32, (n * 11 + 5) % 32))
@@ -137,10 +143,11 @@ class Stress:
             pass
 
     def warm_up(self) -> int:
-        """Hold every lock set the run can hold and run every finalizer body and, in the main
-        thread, every handler body (as a signal handler) under it (and under none); returns how
-        many sets.  Run in the main thread and in another: signal handlers interrupt only the main
-        thread, so its chains are validated apart from the others' (pylockdep's SIGNAL state)."""
+        """Hold every lock set the run can hold and run every finalizer body (called, and run by
+        the collector) and, in the main thread, every handler body (as a signal handler) under it
+        (and under none); returns how many sets.  Run in the main thread and in another: signal
+        handlers interrupt only the main thread, so its chains are validated apart from the
+        others' (pylockdep's SIGNAL state)."""
         in_main = threading.current_thread() is threading.main_thread()
         held_sets = {()}
         for order in self.orders:
@@ -152,6 +159,7 @@ class Stress:
                 lock.acquire()
             for n in range(VARIANTS):
                 self.finalizer_body(n)
+                self.collect_now(n)
                 if in_main:
                     self.signal_now(n)
             for lock in reversed(locks):

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import _splat
 from ._classes import (
+    ENABLED_GC,
+    ENABLED_GC_READ,
     ENABLED_HARDIRQ,
     ENABLED_HARDIRQ_READ,
     ENABLED_SIGNAL,
@@ -27,6 +29,8 @@ from ._classes import (
     ENABLED_SOFTIRQ_READ,
     USAGE_NAMES,
     USED,
+    USED_IN_GC,
+    USED_IN_GC_READ,
     USED_IN_HARDIRQ,
     USED_IN_HARDIRQ_READ,
     USED_IN_SIGNAL,
@@ -60,15 +64,18 @@ from ._task import Task
 if TYPE_CHECKING:
     from ._validator import Validator
 
-# The usage bits of every state (the kernel's and SIGNAL), by kind and by flavour.
+# The usage bits of every state (the kernel's, SIGNAL and GC), by kind and by flavour.
 USED_IN_ALL = USED_IN_HARDIRQ | USED_IN_HARDIRQ_READ | USED_IN_SOFTIRQ | USED_IN_SOFTIRQ_READ
-USED_IN_ALL |= USED_IN_SIGNAL | USED_IN_SIGNAL_READ
+USED_IN_ALL |= USED_IN_SIGNAL | USED_IN_SIGNAL_READ | USED_IN_GC | USED_IN_GC_READ
 ENABLED_ALL = USED_IN_ALL << 2  # each state's ENABLED bits are two above its USED_IN bits
-#: The SIGNAL state's bits.  Only one lock taken both ways is checked for them: the orders (a
-#: signal-safe lock before a signal-unsafe one) deadlock only when a thread other than the main one
-#: takes them in that order, and the graph does not say which threads made a dependency.
-SIGNAL_BITS = USED_IN_SIGNAL | USED_IN_SIGNAL_READ | ENABLED_SIGNAL | ENABLED_SIGNAL_READ
-_USED_IN_READ = USED_IN_HARDIRQ_READ | USED_IN_SOFTIRQ_READ | USED_IN_SIGNAL_READ
+#: The bits of Python's own states, SIGNAL and GC.  Only one lock taken both ways is checked for
+#: them, not the orders (a safe lock before an unsafe one).  For SIGNAL an order deadlocks only
+#: when a thread other than the main one takes the locks in it, and the graph does not say which
+#: threads made a dependency; GC is checked as SIGNAL is, the one rule whose verdict names a
+#: single lock and the one place that takes it.
+PYTHON_STATE_BITS = USED_IN_SIGNAL | USED_IN_SIGNAL_READ | ENABLED_SIGNAL | ENABLED_SIGNAL_READ
+PYTHON_STATE_BITS |= USED_IN_GC | USED_IN_GC_READ | ENABLED_GC | ENABLED_GC_READ
+_USED_IN_READ = USED_IN_HARDIRQ_READ | USED_IN_SOFTIRQ_READ | USED_IN_SIGNAL_READ | USED_IN_GC_READ
 READ_BITS = _USED_IN_READ | _USED_IN_READ << 2  # and the ENABLED_*_READ bits
 WRITE_BITS = (USED_IN_ALL | ENABLED_ALL) & ~READ_BITS
 
@@ -145,7 +152,14 @@ def acquire_usage(v: Validator, t: Task, cls: LockClass, read: int, trylock: boo
     thread.  Other threads never run handlers: their acquisitions are neither.  An ``RLock``
     counts as a reader here (``-R``), as its owner only enters it again: it deadlocks with its
     handler only through another lock and another thread, which the SIGNAL state does not check
-    (:data:`SIGNAL_BITS`).  Nor do asyncio's locks count: a handler cannot wait for one.
+    (:data:`PYTHON_STATE_BITS`).  Nor do asyncio's locks count: a handler cannot wait for one.
+
+    The GC state is the same with a finalizer for the handler: the garbage collector runs the
+    finalizers (``__del__``, weakref callbacks) of the garbage it finds in whichever thread started
+    the collection, between two of its instructions, whatever that thread holds (CPython's
+    documentation of ``__del__`` warns of exactly this deadlock).  A lock taken in a finalizer the
+    collector runs is ``IN-GC``; one taken outside, in any thread, is ``GC-ON`` (see
+    :mod:`pylockdep._collector`).
     """
     bits = []
     checked = cls.validated
@@ -158,12 +172,16 @@ def acquire_usage(v: Validator, t: Task, cls: LockClass, read: int, trylock: boo
             bits.append(USED_IN_SOFTIRQ_READ if read else USED_IN_SOFTIRQ)
         if signal and t.in_signal:
             bits.append(USED_IN_SIGNAL_READ if shared else USED_IN_SIGNAL)
+        if signal and t.in_gc:
+            bits.append(USED_IN_GC_READ if shared else USED_IN_GC)
     if checked and not t.irqs_off and not sync:
         bits.append(ENABLED_HARDIRQ_READ if read else ENABLED_HARDIRQ)
         if not (t.bh or t.softirq):
             bits.append(ENABLED_SOFTIRQ_READ if read else ENABLED_SOFTIRQ)
     if signal and t.signals_on and not t.in_signal and not sync:
         bits.append(ENABLED_SIGNAL_READ if shared else ENABLED_SIGNAL)
+    if signal and not t.in_gc and not sync:
+        bits.append(ENABLED_GC_READ if shared else ENABLED_GC)
     bits.append(USED_READ if read else USED)
     return bits
 
@@ -171,7 +189,7 @@ def acquire_usage(v: Validator, t: Task, cls: LockClass, read: int, trylock: boo
 def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site) -> None:
     """Set a usage bit on a class, then check the rules a new irq usage must keep
     (:func:`check_inconsistent_state`, then :func:`check_usage_inversion`).  A SIGNAL bit keeps
-    only the first: see :data:`SIGNAL_BITS`."""
+    only the first: see :data:`PYTHON_STATE_BITS`."""
     if cls.usage & bit:
         return
     clash = clashing_bits(bit) if bit < USED else 0
@@ -179,7 +197,7 @@ def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bi
     cls.usage_stacks[bit] = capture_stack()
     if not clash:
         return
-    if bit & SIGNAL_BITS:
+    if bit & PYTHON_STATE_BITS:
         check_inconsistent_state(v, t, cls, lock, bit, clash, site)
         return
     if is_used_in(bit):
@@ -471,7 +489,7 @@ def check_irq_usage(
         return False
 
     graph.find_path(prev, prev_entry[H_READ] != 0, accumulate, backwards=True)
-    used_in = accumulated & USED_IN_ALL & ~SIGNAL_BITS
+    used_in = accumulated & USED_IN_ALL & ~PYTHON_STATE_BITS
     if not used_in:
         return
     forward = graph.find_path(cls, read == 2, _usage_match(_with_both_flavours(_invert_dir(used_in))))
@@ -504,7 +522,7 @@ def check_irq_usage(
 def _exclusive_match(safe_usage: int, unsafe_usage: int) -> tuple[int, int] | None:
     """The first (safe bit, unsafe bit) pair that clashes, trying the write form before the read."""
     for bit in _bits_of(safe_usage & USED_IN_ALL):
-        base = bit & (USED_IN_HARDIRQ | USED_IN_SOFTIRQ | USED_IN_SIGNAL) or bit >> 1
+        base = bit & (USED_IN_HARDIRQ | USED_IN_SOFTIRQ | USED_IN_SIGNAL | USED_IN_GC) or bit >> 1
         enabled = base << 2
         if unsafe_usage & enabled:
             return bit, enabled

@@ -23,8 +23,9 @@ MAX_SUBCLASSES = 8
 
 # Irq usage bits, in the kernel's order: for each irq state, "used in" (the lock is irq-safe) and
 # "enabled" (taken with that irq enabled: irq-unsafe), each in a write and a read flavour.  After the
-# kernel's two states, Python's own: SIGNAL, where a Python signal handler is the interrupt (see
-# pylockdep._checks.acquire_usage); only Python's lock types have its bits.
+# kernel's two states, Python's own two: SIGNAL, where a Python signal handler is the interrupt, and
+# GC, where a finalizer run by the garbage collector is (see pylockdep._checks.acquire_usage); only
+# Python's lock types have their bits.
 USED_IN_HARDIRQ = 1 << 0
 USED_IN_HARDIRQ_READ = 1 << 1
 ENABLED_HARDIRQ = 1 << 2
@@ -37,10 +38,14 @@ USED_IN_SIGNAL = 1 << 8
 USED_IN_SIGNAL_READ = 1 << 9
 ENABLED_SIGNAL = 1 << 10
 ENABLED_SIGNAL_READ = 1 << 11
-USED = 1 << 12
-USED_READ = 1 << 13
+USED_IN_GC = 1 << 12
+USED_IN_GC_READ = 1 << 13
+ENABLED_GC = 1 << 14
+ENABLED_GC_READ = 1 << 15
+USED = 1 << 16
+USED_READ = 1 << 17
 
-IRQ_STATES = ("HARDIRQ", "SOFTIRQ", "SIGNAL")
+IRQ_STATES = ("HARDIRQ", "SOFTIRQ", "SIGNAL", "GC")
 USAGE_NAMES = {
     USED_IN_HARDIRQ: "IN-HARDIRQ-W",
     USED_IN_HARDIRQ_READ: "IN-HARDIRQ-R",
@@ -54,13 +59,17 @@ USAGE_NAMES = {
     USED_IN_SIGNAL_READ: "IN-SIGNAL-R",
     ENABLED_SIGNAL: "SIGNAL-ON-W",
     ENABLED_SIGNAL_READ: "SIGNAL-ON-R",
+    USED_IN_GC: "IN-GC-W",
+    USED_IN_GC_READ: "IN-GC-R",
+    ENABLED_GC: "GC-ON-W",
+    ENABLED_GC_READ: "GC-ON-R",
     USED: "INITIAL USE",
     USED_READ: "INITIAL READ USE",
 }
 
 
 def usage_state(bit: int) -> str:
-    """``HARDIRQ``, ``SOFTIRQ`` or ``SIGNAL`` for an irq usage bit."""
+    """``HARDIRQ``, ``SOFTIRQ``, ``SIGNAL`` or ``GC`` for an irq usage bit."""
     return IRQ_STATES[(bit.bit_length() - 1) // 4]
 
 

@@ -87,25 +87,27 @@ def _handle(handler: Handler, signum: int, frame: FrameType | None) -> Any:
 
     Nothing here but the handler is a Python call (the context signature is made by a C getter):
     a signal that lands in this frame is left to the code that runs this one (see
-    :class:`Deferring`).  A thread with no holder yet holds nothing and gets none here.  The
-    holder's flag and the count of handlers running go back to their values before, however the
-    handler ends.
+    :class:`Deferring`).  A thread with no holder yet holds nothing and gets none here.  A
+    handler that interrupts a finalizer the garbage collector runs is no finalizer itself: the
+    holder's GC flag is off while it runs (see pylockdep._collector).  The holder's flags and the
+    count of handlers running go back to their values before, however the handler ends.
     """
     global _running
     running = _running
     v = active.validator
     t = None if v.off else getattr(v.local, "task", None)
-    before = False if t is None else t.in_signal
+    before = (False, False) if t is None else (t.in_signal, t.in_gc)
     try:
         _running = running + 1
         if t is not None:
             t.in_signal = True
+            t.in_gc = False
             t.ctx = hash(context_counters(t))
         return handler(signum, frame)
     finally:
         _running = running
         if t is not None:
-            t.in_signal = before
+            t.in_signal, t.in_gc = before
             t.ctx = hash(context_counters(t))
 
 

@@ -396,6 +396,11 @@ def sleep_in_atomic(
     return lines + backtrace(v, t, header="", functions=functions)
 
 
+# What interrupts the code in the scenario of an inconsistent state of Python's own states (the
+# kernel's print <Interrupt>), by state name.
+_INTERRUPTS = {"SIGNAL": "  <Signal handler>", "GC": "  <Garbage collector: finalizer>"}
+
+
 def inconsistent(
     v: Validator,
     t: Task,
@@ -409,6 +414,7 @@ def inconsistent(
     ctx_flags: str,
 ) -> list[str]:
     """'inconsistent lock state': one class both irq-safe and irq-unsafe."""
+    state = next((s for s in _INTERRUPTS if s in new_name), None)
     lines = banner(v, title, 32)
     lines += [
         f"inconsistent {{{old_name}}} -> {{{new_name}}} usage.",
@@ -426,7 +432,7 @@ def inconsistent(
         "       CPU0",
         "       ----",
         f"  lock({cls.name});",
-        "  <Signal handler>" if "SIGNAL" in new_name else "  <Interrupt>",
+        _INTERRUPTS.get(state, "  <Interrupt>"),
         f"    lock({cls.name});",
         "",
         " *** DEADLOCK ***",

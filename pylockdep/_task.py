@@ -32,7 +32,7 @@ HARDIRQ_OFFSET = 0x10000  # per hard interrupt level
 #: :meth:`Task.update_ctx`; the C module hashes the same slots in the same order).  A C getter: what
 #: runs a signal handler recomputes the signature with no Python call (see pylockdep._signals).
 context_counters = attrgetter(
-    "preempt", "hardirq", "hardirq_threaded", "softirq", "bh", "irqs_off", "rcu", "in_signal", "signals_on"
+    "preempt", "hardirq", "hardirq_threaded", "softirq", "bh", "irqs_off", "rcu", "in_signal", "signals_on", "in_gc"
 )
 
 
@@ -79,6 +79,8 @@ class Task:
     ``in_signal`` says whether a Python signal handler is running on it (one inside another
     changes nothing the rules read, so is no new context), and ``signals_on`` whether the
     holder runs on the main thread, where handlers interrupt (Python's SIGNAL usage state).
+    ``in_gc`` says whether the garbage collector is running the finalizers of what it collects on
+    it (the GC usage state; any thread may start a collection).
     ``ctx`` summarises all of them for the chain cache and changes whenever one does.
     """
 
@@ -98,6 +100,7 @@ class Task:
         "rcu",
         "in_signal",
         "signals_on",
+        "in_gc",
         "atomic_site",
         "atomic_depth",
         "irqtrace",
@@ -129,6 +132,7 @@ class Task:
         self.rcu = 0
         self.in_signal = False  # a Python signal handler is running (see pylockdep._signals._handle)
         self.signals_on = is_main_thread(ident)  # whether Python signal handlers may interrupt it
+        self.in_gc = False  # a garbage collection runs on it (see pylockdep._collector)
         self.spins = 0  # held locks that disabled preemption
         self.irq = 0  # 2 * (in a hard interrupt) + (in a softirq), lockdep's irq_context
         self.atomic_site: Site | None = None  # where preempt_disable() went from 0 to 1

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import _checks, _signals, _splat
+from . import _checks, _collector, _signals, _splat
 from ._classes import MAX_SUBCLASSES, LockClass, LockKey
 from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
@@ -133,6 +133,8 @@ class Validator:
         """Create the calling thread's holder and arrange to hear when the thread ends."""
         if _signals.wanted:  # before the holder is stored: done again if a handler interrupts it
             _signals.install()
+        if _collector.wanted:
+            _collector.install()
         ident = _get_ident()
         # Not threading.current_thread(): for a thread that threading did not start, that would
         # make a _DummyThread as a side effect, one that 3.13 tears down noisily at exit.
@@ -464,6 +466,7 @@ active = _Active()
 default = Validator(stream=sys.stderr, raise_on_report=False)
 active.validator = default
 _signals.active = active
+_collector.active = active
 _validate_lock = plain_rlock()  # re-entrant: a handler may open a validate() block inside another's bookkeeping
 
 

@@ -1,0 +1,58 @@
+"""The garbage collector as Python's other interrupt: the GC usage state.
+
+A collection runs the finalizers of the garbage it finds (``__del__`` methods, weakref callbacks,
+``weakref.finalize``) in whichever thread started it, at an allocation or a ``gc.collect()``,
+between two instructions of whatever that thread was running, whatever it holds.  CPython's
+documentation of ``object.__del__`` warns that a finalizer taking a lock may so deadlock with the
+code it interrupted.  The collector is therefore an interrupt that every thread may take:
+:func:`_phase`, one of ``gc.callbacks``, marks the collecting thread's holder ``in_gc`` from the
+start of a collection to its end, and the rules give the locks taken meanwhile the GC usage state
+(see :func:`pylockdep._checks.acquire_usage`).  ``in_gc`` is one of the holder's context
+counters, so a chain taken in a finalizer is validated apart from the same chain taken outside.
+
+Not seen: a finalizer that runs because the last reference to its object went away, which no hook
+announces.  It interrupts its thread just as well, but only where that thread drops the reference.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+from ._task import Task, context_counters
+
+#: Whether :func:`install` is still to be done: until the first holder is made
+#: (``Validator.new_task``).
+wanted = True
+#: The object whose ``validator`` is the active validator (``pylockdep._validator.active``, set
+#: there: that module imports this one).
+active: Any = None
+# The holder the running collection marked, unmarked when it ends (one collection runs at a time).
+_collecting: Task | None = None
+
+
+def _phase(phase: str, info: dict[str, int]) -> None:
+    """``gc.callbacks``' hook: mark the calling thread's holder as running a collection, from its
+    ``start`` to its ``stop``.  A thread that has no holder yet gets one here, for the finalizers
+    may take locks.  The context signature is made by a C getter, as a signal handler's is."""
+    global _collecting
+    if phase == "start":
+        v = active.validator
+        if v.off:
+            return
+        t = v.task()
+        t.in_gc = True
+        t.ctx = hash(context_counters(t))
+        _collecting = t
+    elif _collecting is not None:
+        t, _collecting = _collecting, None
+        t.in_gc = False
+        t.ctx = hash(context_counters(t))
+
+
+def install() -> None:
+    """Add :func:`_phase` to ``gc.callbacks`` (once)."""
+    global wanted
+    wanted = False
+    if _phase not in gc.callbacks:
+        gc.callbacks.append(_phase)

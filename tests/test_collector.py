@@ -1,0 +1,149 @@
+"""The garbage collector as Python's other interrupt (the GC usage state): a finalizer the collector
+runs takes its locks between two instructions of whatever thread started the collection, so a lock
+taken both there and outside can deadlock with the code the collection interrupted, and is reported
+from a run in which it did not (bpo-14976: ``queue.Queue.put`` in a ``__del__``)."""
+
+from __future__ import annotations
+
+import gc
+import queue
+import signal
+import threading
+import weakref
+
+import pytest
+
+import pylockdep
+from pylockdep import _collector
+
+
+@pytest.fixture
+def v():
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        yield v
+
+
+class Circular:
+    """Garbage in a reference cycle, so that only the collector frees it, whose ``__del__`` runs
+    ``body``."""
+
+    def __init__(self, body) -> None:
+        self.me = self
+        self.body = body
+
+    def __del__(self) -> None:
+        self.body()
+
+
+def in_finalizer(body) -> None:
+    """Run ``body`` in a finalizer the collector runs, now, in this thread."""
+    Circular(body)
+    gc.collect()
+
+
+def take(lock) -> None:
+    with lock:
+        pass
+
+
+def kinds(v) -> list[tuple[str, tuple[str, ...]]]:
+    return [(r.kind, r.classes) for r in v.reports]
+
+
+@pytest.mark.parametrize("finalizer_first", [True, False], ids=["finalizer-first", "outside-first"])
+def test_queue_put_in_a_finalizer_is_inconsistent_bpo_14976(v, finalizer_first):
+    q = queue.Queue()
+    if finalizer_first:
+        in_finalizer(lambda: q.put("from __del__"))
+        q.put(1)
+        usage = "inconsistent {IN-GC-W} -> {GC-ON-W} usage."
+    else:
+        q.put(1)
+        in_finalizer(lambda: q.put("from __del__"))
+        usage = "inconsistent {GC-ON-W} -> {IN-GC-W} usage."
+    [(kind, classes)] = kinds(v)
+    assert kind == "inconsistent_lock_state" and len(classes) == 1 and classes[0].startswith("Queue.mutex@")
+    splat = v.reports[0].text
+    assert usage in splat
+    assert "  <Garbage collector: finalizer>\n" in splat and "<Signal handler>" not in splat
+
+
+def test_a_simple_queue_in_a_finalizer_is_clean(v):
+    # What CPython added for bpo-14976: its put() takes no lock a finalizer could wait for.
+    q = queue.SimpleQueue()
+    q.put(1)
+    in_finalizer(lambda: q.put("from __del__"))
+    q.put(2)
+    assert kinds(v) == []
+
+
+def test_another_threads_use_counts_too(v):
+    # Any thread may start a collection: a lock another thread takes outside a finalizer is as
+    # unsafe as the collecting thread's.
+    lock = threading.Lock()
+    t = threading.Thread(target=take, args=(lock,))
+    t.start()
+    t.join()
+    in_finalizer(lambda: take(lock))
+    assert kinds(v) == [("inconsistent_lock_state", (lock.name,))]
+
+
+def test_a_weakref_callback_the_collector_runs_is_a_finalizer(v):
+    lock = threading.Lock()
+    take(lock)
+    garbage = Circular(lambda: None)
+    ref = weakref.ref(garbage, lambda r: take(lock))
+    del garbage
+    gc.collect()
+    assert ref() is None
+    assert kinds(v) == [("inconsistent_lock_state", (lock.name,))]
+    assert "inconsistent {GC-ON-W} -> {IN-GC-W} usage." in v.reports[0].text
+
+
+def test_an_rlock_in_a_finalizer_is_clean(v):
+    # Its owner only enters it again: a finalizer interrupting the owner takes it at once.
+    rlock = threading.RLock()
+    take(rlock)
+    in_finalizer(lambda: take(rlock))
+    take(rlock)
+    assert kinds(v) == []
+
+
+def test_a_lock_taken_only_in_finalizers_is_clean(v):
+    lock = threading.Lock()
+    in_finalizer(lambda: take(lock))
+    t = threading.Thread(target=in_finalizer, args=(lambda: take(lock),))
+    t.start()
+    t.join()
+    assert kinds(v) == []
+
+
+def test_kernel_lock_types_have_no_gc_state(v):
+    # They model the kernel, where the collector is no interrupt.
+    mutex = pylockdep.Mutex("collector_mutex")
+    take(mutex)
+    in_finalizer(lambda: take(mutex))
+    assert kinds(v) == []
+
+
+def test_the_collecting_thread_is_back_in_its_context_after_the_collection(v):
+    t = v.task()
+    seen = []
+    in_finalizer(lambda: seen.append(v.task().in_gc))
+    assert seen == [True] and t.in_gc is False
+    assert _collector._phase in gc.callbacks and gc.callbacks.count(_collector._phase) == 1
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_a_signal_handler_that_interrupts_a_finalizer_is_no_finalizer(v):
+    # What the handler takes is signal-safe, not collector-safe: with the lock taken outside both,
+    # only the SIGNAL state is inconsistent.
+    lock = threading.Lock()
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: take(lock))
+    try:
+        in_finalizer(lambda: signal.raise_signal(signal.SIGUSR1))
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    take(lock)
+    assert kinds(v) == [("inconsistent_lock_state", (lock.name,))]
+    assert "inconsistent {IN-SIGNAL-W} -> {SIGNAL-ON-W} usage." in v.reports[0].text
