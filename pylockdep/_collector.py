@@ -17,8 +17,10 @@ announces.  It interrupts its thread just as well, but only where that thread dr
 from __future__ import annotations
 
 import gc
+from _thread import interrupt_main
 from typing import Any
 
+from ._signals import dropping, landed
 from ._task import Task, context_counters
 
 #: Whether :func:`install` is still to be done: until the first holder is made
@@ -31,10 +33,15 @@ active: Any = None
 _collecting: Task | None = None
 
 
+@dropping
 def _phase(phase: str, info: dict[str, int]) -> None:
     """``gc.callbacks``' hook: mark the calling thread's holder as running a collection, from its
     ``start`` to its ``stop``.  A thread that has no holder yet gets one here, for the finalizers
-    may take locks.  The context signature is made by a C getter, as a signal handler's is."""
+    may take locks.  The context signature is made by a C getter, as a signal handler's is.
+
+    The collector drops what its callbacks raise: a signal that lands here is kept and raised
+    again as the collection stops (see :func:`pylockdep._signals.dropping`), so that a
+    ``KeyboardInterrupt`` reaches the program, and the holder's flag is not left set."""
     global _collecting
     if phase == "start":
         v = active.validator
@@ -44,10 +51,13 @@ def _phase(phase: str, info: dict[str, int]) -> None:
         t.in_gc = True
         t.ctx = hash(context_counters(t))
         _collecting = t
-    elif _collecting is not None:
-        t, _collecting = _collecting, None
-        t.in_gc = False
-        t.ctx = hash(context_counters(t))
+    else:
+        if _collecting is not None:
+            t, _collecting = _collecting, None
+            t.in_gc = False
+            t.ctx = hash(context_counters(t))
+        0 in map(interrupt_main, landed)  # noqa: B015 - run for its calls, from C: no handler runs after them here
+        del landed[:]
 
 
 def install() -> None:

@@ -60,6 +60,11 @@ _critical: dict[str, CodeType] = {}
 # pylockdep's source files, as its code objects name them: this file's directory.
 _here = os.path.dirname(__file__)
 _own_files = frozenset(os.path.join(_here, name) for name in os.listdir(_here))
+#: Signals that landed in a hook whose exceptions the interpreter drops (see :func:`dropping`),
+#: each once, in order: that hook raises them again as it ends, for the program's code.
+landed: list[int] = []
+# The code of those hooks, by qualified name (as _critical).
+_dropping: dict[str, CodeType] = {}
 # Handlers of signals that came while a Deferring was deciding about an earlier one, or running
 # handlers: that code runs them next (see Deferring.__call__).
 _nested: list[tuple[Handler, int]] = []
@@ -133,10 +138,20 @@ def critical_take(func: _F) -> _F:
     return _mark(func)
 
 
-def _mark(func: _F) -> _F:
+def dropping(func: _F) -> _F:
+    """Mark ``func`` as a hook that the interpreter calls and whose exceptions it drops (reports
+    as unraisable): a ``gc.callbacks`` entry.  A signal that lands in it, or in pylockdep code it
+    calls, is not handled there, where a ``KeyboardInterrupt`` would be lost, but kept in
+    :data:`landed`; ``func`` must end with ``0 in map(_thread.interrupt_main, landed)`` and then
+    ``del landed[:]``, which raise them again with no point between where a handler runs, so that
+    they are handled once the interpreter is back in the program's code."""
+    return _mark(func, _dropping)
+
+
+def _mark(func: _F, kind: dict[str, CodeType] = _critical) -> _F:
     code = func.__code__
-    if _critical.setdefault(code.co_qualname, code) is not code:
-        raise ValueError(f"two critical functions named {code.co_qualname}")
+    if kind.setdefault(code.co_qualname, code) is not code:
+        raise ValueError(f"two functions named {code.co_qualname}")
     return func
 
 
@@ -190,7 +205,8 @@ class Deferring:
 
     def __call__(self, signum: int, frame: FrameType | None) -> Any:
         """Hold ``handler`` back if ``frame``, or a frame at most :data:`WALK` out from it through
-        pylockdep's own, is a critical function's; else call it.
+        pylockdep's own, is a critical function's (or leave the signal to be raised again, if it
+        is a :func:`dropping` hook's); else call it.
 
         A signal that comes while this runs, or :func:`_run` or :func:`_handle` outside the
         program's handlers, or while :data:`MAX_NESTED` handlers run, calls another Deferring
@@ -209,6 +225,10 @@ class Deferring:
                 _hold(deferred, self.handler, signum)
                 while _nested:
                     _hold(deferred, *_nested.pop(0))
+                return None
+            if name in _dropping and _dropping[name] is code:
+                if signum not in landed:
+                    landed.append(signum)
                 return None
             if code.co_filename not in _own_files:
                 break

@@ -5,16 +5,18 @@ from a run in which it did not (bpo-14976: ``queue.Queue.put`` in a ``__del__``)
 
 from __future__ import annotations
 
+import _signal
 import gc
 import queue
 import signal
+import sys
 import threading
 import weakref
 
 import pytest
 
 import pylockdep
-from pylockdep import _collector
+from pylockdep import _collector, _signals
 
 
 @pytest.fixture
@@ -147,3 +149,42 @@ def test_a_signal_handler_that_interrupts_a_finalizer_is_no_finalizer(v):
     take(lock)
     assert kinds(v) == [("inconsistent_lock_state", (lock.name,))]
     assert "inconsistent {IN-SIGNAL-W} -> {SIGNAL-ON-W} usage." in v.reports[0].text
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_a_keyboard_interrupt_landing_in_the_hook_reaches_the_program(v):
+    # The collector drops what its callbacks raise: a signal that lands in pylockdep's hook as a
+    # collection starts is raised again as it stops, and its KeyboardInterrupt comes out of
+    # gc.collect() into the program, with the holder back in its context.
+    t = v.task()
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    deferring = _signal.getsignal(signal.SIGUSR1)  # pylockdep's wrapper, as CPython calls it
+    landed = []
+
+    def land_in_the_hook(frame, event, arg):
+        if event == "call" and frame.f_code is _collector._phase.__code__ and not landed:
+            landed.append(frame)
+            sys.setprofile(None)  # no Python code of the test's may run inside the hook after this
+            deferring(signal.SIGUSR1, frame)  # as if the signal came at the hook's first instruction
+
+    dropped = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = dropped.append
+    try:
+        Circular(lambda: None)
+        sys.setprofile(land_in_the_hook)
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                gc.collect()
+            finally:
+                sys.setprofile(None)
+            for _ in range(100):  # the signal raised again is handled at the latest here
+                pass
+    finally:
+        sys.unraisablehook = old_hook
+        signal.signal(signal.SIGUSR1, previous)
+    assert landed and not dropped and t.in_gc is False and not _signals.landed
