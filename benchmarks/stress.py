@@ -30,6 +30,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 
 import pylockdep
 
@@ -117,10 +119,10 @@ class Stress:
         with made:
             pass
 
-    def signal_now(self, n: int) -> None:
-        """Run the handler body ``n`` as a signal handler, as the timed run's signals do (what a
-        handler takes is validated in a context of its own)."""
-        previous = signal.signal(signal.SIGALRM, lambda signum, frame: self.handler_body(n))
+    def signal_now(self, body: Callable[[], None]) -> None:
+        """Run ``body`` as a signal handler, as the timed run's signals do (what a handler takes
+        is validated in a context of its own)."""
+        previous = signal.signal(signal.SIGALRM, lambda signum, frame: body())
         try:
             signal.raise_signal(signal.SIGALRM)
         finally:
@@ -161,7 +163,10 @@ class Stress:
                 self.finalizer_body(n)
                 self.collect_now(n)
                 if in_main:
-                    self.signal_now(n)
+                    self.signal_now(partial(self.handler_body, n))
+                    # A collection that starts in a handler, before it takes its locks, runs the
+                    # finalizers in both contexts.
+                    self.signal_now(partial(self.collect_now, n))
             for lock in reversed(locks):
                 lock.release()
         return len(held_sets)
