@@ -45,8 +45,11 @@ from ._task import context_counters
 Handler = Callable[[int, FrameType | None], Any]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-#: Handlers held back by critical functions, with their signal, in the order the signals came.
-deferred: list[tuple[Handler, int]] = []
+#: Handlers held back by critical functions, by signal number, in the order the signals came.  As
+#: with CPython's flag per signal number, a signal that comes again before its handler begins is
+#: handled once: a storm of signals faster than their handlers (a timer on a busy machine) would
+#: otherwise hold back more of them than run, and :func:`_run` would never return to the program.
+deferred: dict[int, Handler] = {}
 #: Whether :func:`install` is still to be done: until pylockdep's first use from the main thread
 #: (the first holder made there, see ``Validator.new_task``).
 wanted = True
@@ -66,8 +69,8 @@ landed: list[int] = []
 # The code of those hooks, by qualified name (as _critical).
 _dropping: dict[str, CodeType] = {}
 # Handlers of signals that came while a Deferring was deciding about an earlier one, or running
-# handlers: that code runs them next (see Deferring.__call__).
-_nested: list[tuple[Handler, int]] = []
+# handlers, by signal number as in deferred: that code runs them next (see Deferring.__call__).
+_nested: dict[int, Handler] = {}
 #: How many program handlers may run inside one another (CPython lets a signal interrupt a
 #: handler); a signal that comes while this many run waits for the innermost to return.  Under a
 #: storm of signals faster than a handler and its wrapping, handlers would otherwise nest until
@@ -163,30 +166,18 @@ def run_deferred() -> None:
         _run(deferred, sys._getframe(1))
 
 
-def _hold(held: list[tuple[Handler, int]], handler: Handler, signum: int) -> None:
-    """Hold ``handler`` back in ``held`` for signal ``signum``, unless a handler of that signal is
-    held back already (in :data:`deferred` or :data:`_nested`), not yet begun: as CPython's flag
-    per signal number, signals of one number that come before their handler begins are handled
-    once.  Without that, a storm of signals faster than their handlers (a timer, a busy machine)
-    would hold back more of them than run, and :func:`_run` would never return to the program."""
-    for pending in deferred, _nested:
-        for entry in pending:
-            if entry[1] == signum:
-                return
-    held.append((handler, signum))
-
-
-def _run(pending: list[tuple[Handler, int]], frame: FrameType | None) -> None:
+def _run(pending: dict[int, Handler], frame: FrameType | None) -> None:
     """Run the handlers in ``pending``, then those of signals that landed in this code (see
     :class:`Deferring`), until none is left.  If one raises, the rest run as its exception
     propagates, as CPython runs the handler of a second signal while the first one's exception is
-    being handled.  Both lists may grow meanwhile, and shrink: a handler may be interrupted by a
+    being handled.  Both may grow meanwhile, and shrink: a handler may be interrupted by a
     signal whose own handling runs the rest."""
     while True:
-        try:
-            handler, signum = pending.pop(0) if pending else _nested.pop(0)
-        except IndexError:  # none left
+        held = pending or _nested
+        if not held:
             return
+        signum = next(iter(held))  # the first that came
+        handler = held.pop(signum)
         try:
             _handle(handler, signum, frame)
         except BaseException:
@@ -211,10 +202,11 @@ class Deferring:
         A signal that comes while this runs, or :func:`_run` or :func:`_handle` outside the
         program's handlers, or while :data:`MAX_NESTED` handlers run, calls another Deferring
         that leaves its handler to the code running there, which runs it next (so such calls
-        stay short).  A signal whose handler is held back already, not yet begun, is not held
-        back again (see :func:`_hold`)."""
+        stay short).  A signal whose handler is held back already, not yet begun, is handled with
+        it (see :data:`deferred`)."""
         if (frame is not None and frame.f_code in _DECIDING) or _running >= MAX_NESTED:
-            _hold(_nested, self.handler, signum)
+            if signum not in deferred:
+                _nested.setdefault(signum, self.handler)
             return None
         f = frame
         left = WALK
@@ -222,9 +214,10 @@ class Deferring:
             code = f.f_code
             name = code.co_qualname
             if name in _critical and _critical[name] is code:
-                _hold(deferred, self.handler, signum)
+                deferred.setdefault(signum, self.handler)
                 while _nested:
-                    _hold(deferred, *_nested.pop(0))
+                    held = next(iter(_nested))
+                    deferred.setdefault(held, _nested.pop(held))
                 return None
             if name in _dropping and _dropping[name] is code:
                 if signum not in landed:
@@ -244,9 +237,9 @@ class Deferring:
         return f"<pylockdep signal handler deferring {self.handler!r}>"
 
 
-# The code in which a signal is left to the code running there (in _nested): deciding, holding
-# back, or running handlers (outside the program's own code).
-_DECIDING = (Deferring.__call__.__code__, _hold.__code__, _handle.__code__, _run.__code__)
+# The code in which a signal is left to the code running there (in _nested): deciding, or running
+# handlers (outside the program's own code).
+_DECIDING = (Deferring.__call__.__code__, _handle.__code__, _run.__code__)
 
 
 def _program_handler(installed: Any) -> Any:

@@ -693,7 +693,7 @@ def test_a_handler_held_back_runs_in_the_main_thread_only() -> None:
         from pylockdep import _signals
         ran = []
         lock = pylockdep.Mutex("m")
-        _signals.deferred.append((lambda signum, frame: ran.append(threading.current_thread().name), 10))
+        _signals.deferred[10] = lambda signum, frame: ran.append(threading.current_thread().name)
         def release_in_a_thread():
             with lock:
                 pass
