@@ -58,7 +58,22 @@ from . import _checks, _locktypes, _waitfor, _waits
 from ._classes import LockKey, key_for
 from ._fastpath import holder_changed
 from ._frames import Site, Stack, format_file_line, is_harness, is_internal, stack_standing_in
-from ._held import H_CLASS, H_LOCK, chain_key, do_pending, find, pop, push, remove, variant
+from ._held import (
+    H_CLASS,
+    H_CODE,
+    H_LASTI,
+    H_LOCK,
+    H_READ,
+    H_TRYLOCK,
+    chain_key,
+    do_pending,
+    find,
+    held_site,
+    pop,
+    push,
+    remove,
+    variant,
+)
 from ._report import DeadlockError
 from ._sites import creation_frame
 from ._task import Task, is_main_thread
@@ -100,10 +115,22 @@ class TaskHolder(Task):
     ident of the thread whose loop runs the task; ``running`` the asyncio task while one of its steps
     runs (else None).  ``takes_for_awaiter``: whether the task runs nothing but a lock's
     ``acquire()`` or a condition's ``wait()`` (see :func:`_task_exited`); then ``awaiter`` is the
-    holder that made it, for whom it takes the lock (None if not known: see :func:`_create_task`).
+    holder that made it, for whom it takes the lock (None if not known: see :func:`_create_task`),
+    and ``passes_on`` says whether ``wait_for()`` made it, so that its awaiter holds what it took
+    once it ends (see :func:`_pass_to_awaiter`).
     """
 
-    __slots__ = ("task_ref", "loop_thread", "running", "work", "working", "awaiting", "takes_for_awaiter", "awaiter")
+    __slots__ = (
+        "task_ref",
+        "loop_thread",
+        "running",
+        "work",
+        "working",
+        "awaiting",
+        "takes_for_awaiter",
+        "awaiter",
+        "passes_on",
+    )
 
     def __init__(self, task: asyncio.Task, holders: dict[int, TaskHolder]) -> None:
         super().__init__(task.get_name(), id(task))
@@ -120,6 +147,7 @@ class TaskHolder(Task):
         # Read now: 3.12.1's Task.get_coro() of an eager task that ended inside create_task() crashes.
         self.takes_for_awaiter = getattr(task.get_coro(), "cr_code", None) in _TAKES_FOR_AWAITER
         self.awaiter: Task | None = getattr(task, _AWAITER, None)
+        self.passes_on = getattr(task, _PASSES_ON, False)
 
 
 def _holders(v: Validator) -> dict[int, TaskHolder]:
@@ -230,13 +258,44 @@ def _task_exited(v: Validator, h: TaskHolder) -> None:
     holds, unless the task ran nothing but a lock's ``acquire()`` or a condition's ``wait()``: a
     task made to take the lock for whoever awaits it, as 3.11's ``wait_for(lock.acquire(), t)``
     and ``wait_for(cond.wait(), t)`` make one, ends holding the lock by design, and the awaiter
-    releases it (an asyncio lock has no owner in CPython)."""
+    releases it (an asyncio lock has no owner in CPython).  The awaiter holds it from then on
+    (:func:`_pass_to_awaiter`)."""
     _holders(v).pop(h.ident, None)
     v.tasks.pop(id(h), None)
+    if h.held and h.takes_for_awaiter:
+        _pass_to_awaiter(v, h)
     if h.held and not h.takes_for_awaiter:
         v.run_check(h, _checks.check_held_at_exit, False)
         if any(_checks.check_passed_on(entry[H_CLASS]) for entry in h.held):
             v.ended_holding.append(h)  # another task may release them: judged when validation ends
+
+
+def _pass_to_awaiter(v: Validator, h: TaskHolder) -> None:
+    """The task that 3.11's ``wait_for()`` made took its locks for the holder awaiting it (see
+    :func:`_task_exited`): that holder holds them from now on, taken where the task took them, so
+    that what it takes under them depends on them, as when it takes a lock itself (from 3.12 on,
+    ``wait_for()`` runs the acquisition in the awaiter).  Each is pushed on the awaiter's stack,
+    its new chain validated as an acquisition's.  A task the program made to run a lock's
+    ``acquire()`` keeps what it took (whoever awaits it, if anyone, is not known); nothing passes
+    to an awaiter that is no longer running."""
+    awaiter = h.awaiter
+    if not h.passes_on or awaiter is None or v.tasks.get(id(awaiter)) is not awaiter:
+        return
+    entries = list(h.held)
+    while h.held:
+        pop(h)
+
+    def take_over() -> None:
+        for entry in entries:
+            lock, cls, read, trylock = entry[H_LOCK], entry[H_CLASS], entry[H_READ], entry[H_TRYLOCK]
+            key = chain_key(awaiter.key, awaiter.ctx, variant(cls, read, trylock))
+            if key not in v.chains:
+                v.validate_chain(awaiter, lock, cls, read, trylock, key, *held_site(entry))
+            push(awaiter, lock, cls, read, trylock, entry[H_CODE], entry[H_LASTI], key)
+            if getattr(lock, "_owner", None) is h:
+                lock._owner = awaiter
+
+    _as_holder(v, awaiter, take_over)
 
 
 def _task_suspended(v: Validator, h: TaskHolder, task: asyncio.Task) -> None:
@@ -296,8 +355,10 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
         code = getattr(coro, "cr_code", None)
         if code in _TAKES_FOR_AWAITER:
             setattr(task, _AWAITER, _current_holder(v))
-            if in_wait_for and code is _ACQUIRE_CODE:
-                setattr(task, _TIMED, True)  # wait_for() makes one only with a timeout
+            if in_wait_for:
+                setattr(task, _PASSES_ON, True)
+                if code is _ACQUIRE_CODE:
+                    setattr(task, _TIMED, True)  # wait_for() makes one only with a timeout
         if task.done():
             h = _holders(v).get(id(task))
             if h is not None:  # an eager task that ran to its end inside create_task()
@@ -735,6 +796,7 @@ _TAKES_FOR_AWAITER = (_ACQUIRE_CODE, _PlainCondition.wait.__code__)  # see TaskH
 _WAIT_FOR = asyncio.tasks.wait_for.__code__
 _TIMED = "_lockdep_timed"  # on a task that wait_for() made to run a lock's acquire(): see _timed()
 _AWAITER = "_lockdep_awaiter"  # on a task that takes for its awaiter: the holder that made it
+_PASSES_ON = "_lockdep_passes_on"  # on such a task that wait_for() made: see _pass_to_awaiter()
 
 
 class Condition(_PlainCondition):

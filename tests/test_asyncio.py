@@ -734,6 +734,35 @@ def test_a_lock_taken_under_wait_for_is_the_awaiters_to_release():
     assert kinds(run(main)) == []
 
 
+@pytest.mark.parametrize("inverse", [True, False], ids=["inverse-order", "same-order"])
+def test_what_the_awaiter_takes_under_a_lock_taken_under_wait_for_depends_on_it(inverse: bool):
+    """The lock that ``wait_for(lock.acquire(), timeout)`` took is the awaiter's: what the awaiter
+    takes while holding it depends on it, on every version (3.11 takes it in a task of its own,
+    which passes it on as it ends), so the opposite order elsewhere is a circular dependency."""
+
+    async def main():
+        a, b = asyncio.Lock(), asyncio.Lock()
+        await asyncio.wait_for(a.acquire(), timeout=5)
+        try:
+            async with b:
+                pass
+        finally:
+            a.release()
+        first, second = (b, a) if inverse else (a, b)
+        async with first:
+            async with second:
+                pass
+        return a, b
+
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        a, b = asyncio.run(main())
+    if inverse:
+        [report] = v.reports
+        assert report.kind == "circular" and set(report.classes) == {a.name, b.name}
+    else:
+        assert v.reports == []
+
+
 class CountedRWLock:
     """readerwriterlock's async RWLockRead: the first reader takes the resource lock under the
     counter's lock, the last reader (perhaps another task) releases it, each in a method of its own."""
