@@ -20,7 +20,10 @@ def after_fork_in_child() -> None:
     key registry's, the wait bookkeeping's, ``validate()``'s, every validator's graph lock, every
     reader-writer lock's internal mutex and every SRCU's."""
     _classes._keys_lock._at_fork_reinit()
-    _signals.deferred.clear()  # the parent's signals, held back by its main thread
+    # The parent's signals, held back by its main thread: CPython clears a child's pending signals.
+    _signals.deferred.clear()
+    _signals._nested.clear()
+    _signals.landed.clear()
     for mutex in _locks.internal_mutexes:
         mutex._at_fork_reinit()
     for core in list(_locks.every_rw_core):

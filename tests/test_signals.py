@@ -5,6 +5,7 @@ and is reported from a run in which it did not."""
 from __future__ import annotations
 
 import _signal
+import os
 import queue
 import signal
 import subprocess
@@ -253,3 +254,33 @@ def test_signals_that_land_in_release_code_run_as_it_ends_each_number_once(v):
         signal.signal(signal.SIGUSR2, previous)
     assert ran == ["held back", signal.SIGUSR1, signal.SIGUSR2]
     assert not _signals.deferred
+
+
+FORK_FROM_HANDLER = """
+import os, signal
+import pylockdep
+from pylockdep import _signals
+with pylockdep.validate(raise_on_report=False, stream=None):
+    _signals.deferred[signal.SIGUSR1] = lambda signum, frame: None
+    _signals._nested[signal.SIGUSR2] = lambda signum, frame: None
+    _signals.landed.append(signal.SIGUSR1)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, repr((dict(_signals.deferred), dict(_signals._nested), _signals.landed)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print(os.read(read, 1000).decode())
+    _signals.deferred.clear()
+    _signals._nested.clear()
+    _signals.landed.clear()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_runs_none_of_the_parents_held_back_signals():
+    """CPython clears a child's pending signals after ``fork()``: so does pylockdep with the
+    signals it holds back (a fork from a handler, or from code where one was held back)."""
+    result = subprocess.run([sys.executable, "-c", FORK_FROM_HANDLER], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "({}, {}, [])\n"
