@@ -17,7 +17,7 @@ announces.  It interrupts its thread just as well, but only where that thread dr
 from __future__ import annotations
 
 import gc
-from _thread import interrupt_main
+from _thread import get_ident, interrupt_main
 from typing import Any
 
 from ._signals import dropping, landed
@@ -31,33 +31,52 @@ wanted = True
 active: Any = None
 # The holder the running collection marked, unmarked when it ends (one collection runs at a time).
 _collecting: Task | None = None
+# The thread running a collection, while one runs.
+_collecting_ident: int | None = None
 
 
 @dropping
 def _phase(phase: str, info: dict[str, int]) -> None:
     """``gc.callbacks``' hook: mark the calling thread's holder as running a collection, from its
-    ``start`` to its ``stop``.  A thread that has no holder yet gets one here, for the finalizers
-    may take locks.  The context signature is made by a C getter, as a signal handler's is.
+    ``start`` to its ``stop``.  A thread that has no holder yet gets none here (a collection may
+    start before :mod:`threading` knows the thread, which would name its holder): the holder a
+    finalizer's first lock makes is marked then (:func:`adopt`).  The context signature is made
+    by a C getter, as a signal handler's is.
 
     The collector drops what its callbacks raise: a signal that lands here is kept and raised
     again as the collection stops (see :func:`pylockdep._signals.dropping`), so that a
     ``KeyboardInterrupt`` reaches the program, and the holder's flag is not left set."""
-    global _collecting
+    global _collecting, _collecting_ident
     if phase == "start":
         v = active.validator
         if v.off:
             return
-        t = v.task()
-        t.in_gc = True
-        t.ctx = hash(context_counters(t))
-        _collecting = t
+        _collecting_ident = get_ident()
+        t = getattr(v.local, "task", None)
+        if t is not None:
+            _mark(t)
     else:
+        _collecting_ident = None
         if _collecting is not None:
             t, _collecting = _collecting, None
             t.in_gc = False
             t.ctx = hash(context_counters(t))
         0 in map(interrupt_main, landed)  # noqa: B015 - run for its calls, from C: no handler runs after them here
         del landed[:]
+
+
+def adopt(t: Task) -> None:
+    """``t`` was just made the calling thread's holder: if a collection runs on the thread (a
+    finalizer took the thread's first lock), ``t`` runs in it."""
+    if _collecting_ident == get_ident() and _collecting is None:
+        _mark(t)
+
+
+def _mark(t: Task) -> None:
+    global _collecting
+    t.in_gc = True
+    t.ctx = hash(context_counters(t))
+    _collecting = t
 
 
 def install() -> None:

@@ -146,6 +146,7 @@ class Validator:
         # The finalizer holds the validator weakly: a thread that used it must not keep it alive.
         weakref.finalize(sentinel, _on_thread_exit, weakref.ref(self), t, os.getpid()).atexit = False
         self.tasks[id(t)] = t
+        _collector.adopt(t)
         return t
 
     def _thread_exited(self, t: Task, pid: int) -> None:

@@ -188,3 +188,26 @@ def test_a_keyboard_interrupt_landing_in_the_hook_reaches_the_program(v):
         sys.unraisablehook = old_hook
         signal.signal(signal.SIGUSR1, previous)
     assert landed and not dropped and t.in_gc is False and not _signals.landed
+
+
+def test_a_collection_in_a_thread_with_no_holder_makes_none_but_marks_the_one_a_finalizer_makes():
+    # A collection may start in a thread threading does not know yet (its start-up): a holder made
+    # then would not bear the thread's name.  The holder the finalizer's first lock makes runs in
+    # the collection, and leaves it with it.  (threading's own locks not instrumented here: with
+    # them, a thread's start-up takes its first lock before its target runs.)
+    mutex = pylockdep.Mutex("collector_first_lock")
+    seen = []
+
+    def body():
+        _collector._phase("start", {})
+        seen.append(getattr(validator.local, "task", None))
+        take(mutex)  # the thread's first lock, as a finalizer would take it
+        seen.append(validator.task().in_gc)
+        _collector._phase("stop", {})
+        seen.append((validator.task().in_gc, validator.task().name))
+
+    with pylockdep.validate(raise_on_report=False, stream=None) as validator:
+        t = threading.Thread(target=body, name="fresh")
+        t.start()
+        t.join()
+    assert seen == [None, True, (False, "fresh")]
