@@ -163,24 +163,24 @@ def acquire_usage(v: Validator, t: Task, cls: LockClass, read: int, trylock: boo
     """
     bits = []
     checked = cls.validated
-    signal = checked and cls.ltype.python and not cls.ltype.suspends
+    python_states = checked and cls.ltype.python and not cls.ltype.suspends  # SIGNAL and GC
     shared = read or cls.ltype is PY_RLOCK
     if checked and not trylock:
         if t.hardirq:
             bits.append(USED_IN_HARDIRQ_READ if read else USED_IN_HARDIRQ)
         if t.softirq and not v.preempt_rt:
             bits.append(USED_IN_SOFTIRQ_READ if read else USED_IN_SOFTIRQ)
-        if signal and t.in_signal:
+        if python_states and t.in_signal:
             bits.append(USED_IN_SIGNAL_READ if shared else USED_IN_SIGNAL)
-        if signal and t.in_gc:
+        if python_states and t.in_gc:
             bits.append(USED_IN_GC_READ if shared else USED_IN_GC)
     if checked and not t.irqs_off and not sync:
         bits.append(ENABLED_HARDIRQ_READ if read else ENABLED_HARDIRQ)
         if not (t.bh or t.softirq):
             bits.append(ENABLED_SOFTIRQ_READ if read else ENABLED_SOFTIRQ)
-    if signal and t.signals_on and not t.in_signal and not sync:
+    if python_states and t.signals_on and not t.in_signal and not sync:
         bits.append(ENABLED_SIGNAL_READ if shared else ENABLED_SIGNAL)
-    if signal and not t.in_gc and not sync:
+    if python_states and not t.in_gc and not sync:
         bits.append(ENABLED_GC_READ if shared else ENABLED_GC)
     bits.append(USED_READ if read else USED)
     return bits

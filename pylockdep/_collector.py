@@ -17,11 +17,11 @@ announces.  It interrupts its thread just as well, but only where that thread dr
 from __future__ import annotations
 
 import gc
-from _thread import get_ident, interrupt_main
+from _thread import get_ident
 from typing import Any
 
-from ._signals import dropping, landed
-from ._task import Task, context_counters
+from ._signals import dropping, raise_landed
+from ._task import Task
 
 #: Whether :func:`install` is still to be done: until the first holder is made
 #: (``Validator.new_task``).
@@ -40,8 +40,7 @@ def _phase(phase: str, info: dict[str, int]) -> None:
     """``gc.callbacks``' hook: mark the calling thread's holder as running a collection, from its
     ``start`` to its ``stop``.  A thread that has no holder yet gets none here (a collection may
     start before :mod:`threading` knows the thread, which would name its holder): the holder a
-    finalizer's first lock makes is marked then (:func:`adopt`).  The context signature is made
-    by a C getter, as a signal handler's is.
+    finalizer's first lock makes is marked then (:func:`adopt`).
 
     The collector drops what its callbacks raise: a signal that lands here is kept and raised
     again as the collection stops (see :func:`pylockdep._signals.dropping`), so that a
@@ -60,9 +59,8 @@ def _phase(phase: str, info: dict[str, int]) -> None:
         if _collecting is not None:
             t, _collecting = _collecting, None
             t.in_gc = False
-            t.ctx = hash(context_counters(t))
-        0 in map(interrupt_main, landed)  # noqa: B015 - run for its calls, from C: no handler runs after them here
-        del landed[:]
+            t.update_ctx()
+        raise_landed()
 
 
 def adopt(t: Task) -> None:
@@ -75,7 +73,7 @@ def adopt(t: Task) -> None:
 def _mark(t: Task) -> None:
     global _collecting
     t.in_gc = True
-    t.ctx = hash(context_counters(t))
+    t.update_ctx()
     _collecting = t
 
 

@@ -145,10 +145,17 @@ def dropping(func: _F) -> _F:
     """Mark ``func`` as a hook that the interpreter calls and whose exceptions it drops (reports
     as unraisable): a ``gc.callbacks`` entry.  A signal that lands in it, or in pylockdep code it
     calls, is not handled there, where a ``KeyboardInterrupt`` would be lost, but kept in
-    :data:`landed`; ``func`` must end with ``0 in map(_thread.interrupt_main, landed)`` and then
-    ``del landed[:]``, which raise them again with no point between where a handler runs, so that
-    they are handled once the interpreter is back in the program's code."""
+    :data:`landed`; ``func`` must end with a call of :func:`raise_landed`."""
     return _mark(func, _dropping)
+
+
+def raise_landed() -> None:
+    """Raise again the signals that landed in a :func:`dropping` hook, which calls this last: the
+    raising is made from C, and nothing after it in this call or the hook's is a point where a
+    handler runs, so they are handled once the interpreter is back in the program's code.  One
+    that lands as this call begins is kept in :data:`landed` first, and raised with the rest."""
+    0 in map(_thread.interrupt_main, landed)  # noqa: B015 - run for its calls, from C
+    del landed[:]
 
 
 def _mark(func: _F, kind: dict[str, CodeType] = _critical) -> _F:

@@ -414,7 +414,7 @@ def inconsistent(
     ctx_flags: str,
 ) -> list[str]:
     """'inconsistent lock state': one class both irq-safe and irq-unsafe."""
-    state = next((s for s in _INTERRUPTS if s in new_name), None)
+    interrupt = next((line for state, line in _INTERRUPTS.items() if state in new_name), "  <Interrupt>")
     lines = banner(v, title, 32)
     lines += [
         f"inconsistent {{{old_name}}} -> {{{new_name}}} usage.",
@@ -432,7 +432,7 @@ def inconsistent(
         "       CPU0",
         "       ----",
         f"  lock({cls.name});",
-        _INTERRUPTS.get(state, "  <Interrupt>"),
+        interrupt,
         f"    lock({cls.name});",
         "",
         " *** DEADLOCK ***",
