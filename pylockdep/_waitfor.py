@@ -47,47 +47,62 @@ def find_wait_cycle(v: Validator, t: Task) -> list[tuple[Task, Primitive]] | Non
     queued behind a full pool, which any worker may pick up) is stuck only when every blocker is:
     each one leads back to ``t`` or is already on the path being followed.
     """
-    by_ident = {task.ident: task for task in list(v.tasks.values())}
-    path: list[tuple[Task, Primitive]] = []
-    seen: set[int] = set()
-    on_path: set[int] = set()
+    search = _CycleSearch(v, t)
+    return search.path if search.visit(t) else None
 
-    def visit(task: Task) -> bool:
+
+class _CycleSearch:
+    """The state of one :func:`find_wait_cycle`: an object rather than nested functions, which
+    would refer to one another and leave a reference cycle for the collector after every wait."""
+
+    __slots__ = ("t", "by_ident", "path", "seen", "on_path")
+
+    def __init__(self, v: Validator, t: Task) -> None:
+        self.t = t
+        self.by_ident = {task.ident: task for task in list(v.tasks.values())}
+        self.path: list[tuple[Task, Primitive]] = []
+        self.seen: set[int] = set()
+        self.on_path: set[int] = set()
+
+    def visit(self, task: Task) -> bool:
+        """Whether the wait of ``task`` leads back to ``t``; if so, it is on :attr:`path`."""
         waiting = task.waiting
         if waiting is None:
             return False
         lock, mode = waiting
+        path = self.path
         mark = len(path)
         path.append((task, lock))
-        on_path.add(task.ident)
+        self.on_path.add(task.ident)
         blockers = lock._blockers(mode, task.ident)
         if getattr(lock, "_needs_all", False):
-            found = bool(blockers) and all(stuck(ident) for ident in blockers)
+            found = bool(blockers) and all(self.stuck(ident) for ident in blockers)
         else:
-            found = any(reaches(ident, lock) for ident in blockers)
-        on_path.discard(task.ident)
+            found = any(self.reaches(ident, lock) for ident in blockers)
+        self.on_path.discard(task.ident)
         if not found:
             del path[mark:]
         return found
 
-    def reaches(ident: int, lock: Primitive) -> bool:
+    def reaches(self, ident: int, lock: Primitive) -> bool:
+        """Whether the thread ``ident``, which holds ``lock``, is ``t`` or leads back to it."""
+        t = self.t
         # A lock held under t's ident by a thread that ended (its ident reused by t) is not t's;
         # one that t has taken and not pushed yet (a hook running in between waits) is.
         if ident == t.ident and (t.holds(lock, False) or getattr(lock, "_owner", None) is t):
             return True
-        holder = by_ident.get(ident)
-        if holder is None or ident in seen:
+        holder = self.by_ident.get(ident)
+        if holder is None or ident in self.seen:
             return False
-        seen.add(ident)
-        return visit(holder)
+        self.seen.add(ident)
+        return self.visit(holder)
 
-    def stuck(ident: int) -> bool:
-        if ident == t.ident or ident in on_path:
+    def stuck(self, ident: int) -> bool:
+        """Whether the thread ``ident`` can never pick up work queued behind a full pool."""
+        if ident == self.t.ident or ident in self.on_path:
             return True
-        holder = by_ident.get(ident)
-        return holder is not None and visit(holder)
-
-    return path if visit(t) else None
+        holder = self.by_ident.get(ident)
+        return holder is not None and self.visit(holder)
 
 
 def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Callable[[float], bool]) -> None:
