@@ -58,6 +58,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
+from functools import partial
 from time import monotonic
 from types import CodeType, FrameType, ModuleType
 from typing import Any
@@ -424,7 +425,7 @@ def _thread_join(original: Callable[..., None]) -> Callable[..., None]:
 
 # -- concurrent.futures ------------------------------------------------------------------------
 
-_WORK = "_lockdep_work"  # on a _WorkItem and its Future: the item's _WorkMap
+_WORK = "_lockdep_work"  # on a _WorkItem and its Future: the _WorkMap of the item (see _WorkMap)
 # Thread ident -> (the pool's map, the work's key) while that thread runs a submit() of a pool with
 # a map.  A dict rather than a threading.local, whose attributes cost more to set and get (some 600
 # instructions more per task on 3.11).
@@ -432,36 +433,49 @@ _submitting: dict[int, tuple[_PoolMap, LockKey | None]] = {}
 
 
 class _PoolMap(CompletionMap):
-    """The map of a thread pool, which also knows the pool and how many workers it may run.
+    """The map of a thread pool, which also knows the pool, how many workers it may run, and the
+    map its work items of each class carry while they are not running (:meth:`idle_work`).
 
     The pool is held weakly: a future (which carries the map of its work, and so this) must not
     keep its executor alive, since a collected executor is how a pool dropped without
     ``shutdown()`` lets its workers end.
     """
 
-    __slots__ = ("executor", "max_workers")
+    __slots__ = ("executor", "max_workers", "idle")
 
     def __init__(self, key: LockKey, executor: Any) -> None:
         self._key = key
         self._owner = None
         self.executor = weakref.ref(executor)
         self.max_workers: int = executor._max_workers
+        self.idle: dict[LockKey, _WorkMap] = {}
+
+    def idle_work(self, key: LockKey) -> _WorkMap:
+        """The map of this pool's work items of class ``key`` that are queued or finished, one for
+        them all: only a running item has a map of its own (see :func:`_work_item_run`), so the
+        many futures a program keeps cost no object each, nor the collector any time."""
+        work = self.idle.get(key)
+        if work is None:
+            work = self.idle[key] = _WorkMap(key, self)
+        return work
 
 
 class _WorkMap(CompletionMap):
-    """The map of one work item of a thread pool, which also knows its pool's map and who runs it
-    (one object per item: a pool runs many).
+    """The map of a work item of a thread pool, which also knows its pool's map and who runs it.
 
-    The C stand-in of ``_WorkItem.__init__`` builds one by setting the four slots that ``__init__``
-    sets (see :func:`pylockdep._fastpath.accelerate_pool`): keep the two in step."""
+    An item and its future carry the pool's shared map of their class (:meth:`_PoolMap.idle_work`,
+    whose ``runner`` is None) until a worker runs the item; the future carries a map of the item's
+    own, naming its runner, while it runs.  The C stand-in of ``_WorkItem.run`` builds one by
+    setting the four slots that ``__init__`` sets (see :func:`pylockdep._fastpath.accelerate_pool`):
+    keep the two in step."""
 
     __slots__ = ("pool", "runner")
 
-    def __init__(self, key: LockKey, pool: _PoolMap) -> None:
-        self._key = key  # CompletionMap's, inline: one is made per item
+    def __init__(self, key: LockKey, pool: _PoolMap, runner: int | None = None) -> None:
+        self._key = key  # CompletionMap's, inline: one is made per item run
         self._owner = None
         self.pool = pool
-        self.runner: int | None = None
+        self.runner = runner
 
     def blockers(self) -> tuple[list[int], bool]:
         """The threads the work's waiter waits for: its runner, else (queued) every worker of a
@@ -476,6 +490,13 @@ class _WorkMap(CompletionMap):
         if len(workers) < self.pool.max_workers:
             return [], False  # the pool can still start a worker for it
         return workers, True
+
+
+def _future_blockers(future: Any) -> tuple[list[int], bool]:
+    """The blockers of the map ``future`` carries now: its queued item's (the pool's workers), or
+    its running item's (the runner), read again at each poll of a wait, which may begin before
+    the item runs."""
+    return getattr(future, _WORK).blockers()  # type: ignore[no-any-return]
 
 
 def _touch_work(work: _WorkMap, caller: FrameType) -> None:
@@ -542,7 +563,7 @@ def _work_item_init(original: Callable[..., None]) -> Callable[..., None]:
         submitting = _submitting.get(_get_ident())
         if submitting is not None and submitting[1] is not None:
             pool, key = submitting
-            work = _WorkMap(key, pool)
+            work = pool.idle_work(key)
             object.__setattr__(self, _WORK, work)
             object.__setattr__(future, _WORK, work)
 
@@ -552,23 +573,29 @@ def _work_item_init(original: Callable[..., None]) -> Callable[..., None]:
 def _work_item_run(original: Callable[[Any], None]) -> Callable[[Any], None]:
     def run(self: Any) -> None:
         work = getattr(self, _WORK, None)
+        future = None
         try:
             if not isinstance(work, _WorkMap):
                 original(self)
                 return
             frame = _getframe(1)  # the pool's _worker, as the kernel shows process_one_work
             pool = work.pool
-            _hold_maps((pool, work), frame)
-            work.runner = _get_ident()
+            idle, work = work, _WorkMap(work._key, pool, _get_ident())  # its own map while it runs
+            future = self.future
+            object.__setattr__(future, _WORK, work)
             try:
-                original(self)
+                _hold_maps((pool, work), frame)
+                try:
+                    original(self)
+                finally:
+                    _release_maps((work, pool))
             finally:
-                _release_maps((work, pool))
+                object.__setattr__(future, _WORK, idle)
         finally:
             # As _WorkItem.run drops ``self`` when the call raised: the exception's traceback links
             # back to this frame, so holding the work item (and its future) here would keep the
             # exception alive until the garbage collector runs.
-            self = None
+            self = future = None
 
     return run
 
@@ -614,7 +641,7 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, timeout)
         _touch_work(work, _getframe(1))
         if self._state not in _DONE_STATES:
-            _wait(_Wait(work, work.blockers), _when_done(self), timeout)
+            _wait(_Wait(work, partial(_future_blockers, self)), _when_done(self), timeout)
             return original(self, 0)  # done, or CPython's TimeoutError
         return original(self, timeout)
 

@@ -1494,14 +1494,19 @@ def test_thread_pool_tasks_call_no_python_function_of_pylockdep_once_their_sites
             python_functions(submit)  # learns the line, and the stack that makes its Future's lock
             assert python_functions(submit) == []
             items = [pool._work_queue.get_nowait() for _ in range(2)]
-            work = items[1]._lockdep_work  # made in C: the slots _WorkMap.__init__ sets, no more, no fewer
-            assert items[1].future._lockdep_work is work
-            assert slots_set(work) == slots_set(_waits._WorkMap(work._key, work.pool))
-            assert (work._owner, work.runner) == (None, None)
+            idle = items[1]._lockdep_work  # the pool's idle map of the line's work, found in C
+            assert items[0]._lockdep_work is idle and items[1].future._lockdep_work is idle
+            assert idle is idle.pool.idle[idle._key] and (idle._owner, idle.runner) == (None, None)
             python_functions(items[0].run)  # run here, as the worker would: learns the chain
+            future = items[1].future
+            own = []
+            future.add_done_callback(lambda f: own.extend((f._lockdep_work, f._lockdep_work._owner)))  # in the run
             assert python_functions(items[1].run) == []
             assert v.task().held == []
-            future = items[1].future
+            # made in C: the slots _WorkMap.__init__ sets, no more, no fewer; the runner, this thread
+            assert slots_set(own[0]) == slots_set(_waits._WorkMap(idle._key, idle.pool, 1))
+            assert (own[1], own[0].runner, own[0].pool) == (v.task(), threading.get_ident(), idle.pool)
+            assert future._lockdep_work is idle
             assert future.result() == 7
             assert python_functions(future.result) == []
             assert python_functions(future.exception) == []

@@ -864,6 +864,53 @@ def test_a_pool_dropped_without_shutdown_is_collected_and_its_workers_end(v):
     assert v.reports == []
 
 
+# -- the maps of work items -----------------------------------------------------------------------
+
+
+def test_futures_carry_their_pools_idle_map_and_one_of_their_own_only_while_running(v):
+    """The futures a program keeps cost no map each: queued and finished items carry the pool's
+    one map of their class; a running item's future carries a map naming its runner."""
+    go, seen = threading.Event(), []
+
+    def job():
+        go.wait()
+        seen.append(running.__dict__["_lockdep_work"])
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(job)
+        queued = [pool.submit(int, n) for n in range(3)]  # one line: one class of work
+        idle = queued[0].__dict__["_lockdep_work"]
+        assert [f.__dict__["_lockdep_work"] for f in queued] == [idle] * 3
+        assert (idle.runner, idle._owner) == (None, None)
+        go.set()
+        assert [f.result() for f in queued] == [0, 1, 2]
+    own = seen[0]
+    assert own is not idle and own.runner == next(iter(pool._threads)).ident and own.pool is idle.pool
+    assert own._owner is None  # released when the item ended
+    assert all(f.__dict__["_lockdep_work"] is idle for f in queued)  # idle again, not their own maps
+    assert running.__dict__["_lockdep_work"] is not own and running.__dict__["_lockdep_work"].runner is None
+    assert v.reports == []
+
+
+def test_a_wait_for_a_queued_item_that_then_blocks_on_the_waiters_lock_is_refused(v):
+    """The waiter holds a lock and waits for an item queued behind a full pool of two workers; the
+    item then runs and blocks on that lock, while the other worker goes idle.  The wait that began
+    on a queued item (stuck only if every worker is) must follow it to its runner, or neither
+    thread would ever see the cycle and both would hang."""
+    lock = threading.Lock()
+    busy = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        blockers = [pool.submit(busy.wait) for _ in range(2)]
+        with lock:
+            future = pool.submit(lock.acquire)  # runs once a worker is free; waits for the lock
+            waiter = threading.current_thread()
+            threading.Thread(target=lambda: (wait_until_blocked(v, waiter), busy.set())).start()
+            with pytest.raises(pylockdep.DeadlockError):
+                future.result()
+        assert [f.result() for f in blockers] == [True, True]
+    assert "circular" in [r.kind for r in v.reports]
+
+
 # -- done callbacks ------------------------------------------------------------------------------
 
 

@@ -8,10 +8,12 @@
  * - submit: a pool with a map, called from a line whose work key _keys_at knows: the key is put in
  *   _submitting under the thread's ident for the work item to find, the original submit() runs,
  *   and what was there before is put back;
- * - work_init: after the original _WorkItem.__init__, the work item and its future get the work's
- *   _WorkMap, built with the four slots _WorkMap.__init__ sets;
- * - run: the item runs holding its pool's map and its own (hold_maps() of waits.c, at the caller's
- *   frame: the pool's _worker) and records its runner; the maps are released however it ends;
+ * - work_init: after the original _WorkItem.__init__, the work item and its future get the pool's
+ *   idle map of the work's class (_PoolMap.idle_work(), from the pool's dict when there);
+ * - run: the item runs holding its pool's map and a map of its own (hold_maps() of waits.c, at the
+ *   caller's frame: the pool's _worker), built with the four slots _WorkMap.__init__ sets and naming
+ *   its runner, which its future carries while it runs; the maps are released and the future given
+ *   the idle map back however it ends;
  * - result: a wait for a future that is done already (nothing to wait for): the work's map is
  *   touched (touch_work() of waits.c), then the original returns the result.  Not while the work's
  *   map is still held (a done callback, in the thread that ran the work): Python decides that.
@@ -25,8 +27,8 @@ enum { POOL_SUBMIT, POOL_WORK_INIT, POOL_RUN, POOL_RESULT };
 /* Set by pool_setup(): the Python steps, _waits' shared dicts, its attribute names and done states. */
 static PyObject *g_hold_step, *g_release_step, *g_touch_step;
 static PyObject *g_submitting, *g_keys_at, *g_work_kind, *g_map_attr, *g_work_attr, *g_done_states;
-static PyObject *s_condition, *s_is_owned, *s_state, *s_owner;
-/* All the slots of a _WorkMap, which work_init fills as its __init__ does. */
+static PyObject *s_condition, *s_is_owned, *s_state, *s_owner, *s_future, *s_idle_work;
+/* All the slots of a _WorkMap, which run fills as its __init__ does. */
 static Layout workmap_layout;
 enum { W_KEY, W_OWNER, W_POOL, W_RUNNER };
 static const char *const workmap_slots[] = {"_key", "_owner", "pool", "runner", NULL};
@@ -115,9 +117,9 @@ pool_submit(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kw
     return result;
 }
 
-/* A new _WorkMap for ``key`` of ``pool``, its slots set as _WorkMap.__init__ sets them. */
+/* A new _WorkMap for ``key`` of ``pool`` run by ``runner``, its slots set as _WorkMap.__init__ sets them. */
 static PyObject *
-new_work_map(PyObject *key, PyObject *pool)
+new_work_map(PyObject *key, PyObject *pool, PyObject *runner)
 {
     PyObject *work = workmap_layout.type->tp_alloc(workmap_layout.type, 0);
 
@@ -126,8 +128,24 @@ new_work_map(PyObject *key, PyObject *pool)
     slot_set(work, workmap_layout.offset[W_KEY], key);
     slot_set(work, workmap_layout.offset[W_OWNER], Py_None);
     slot_set(work, workmap_layout.offset[W_POOL], pool);
-    slot_set(work, workmap_layout.offset[W_RUNNER], Py_None);
+    slot_set(work, workmap_layout.offset[W_RUNNER], runner);
     return work;
+}
+
+/* pool.idle_work(key) as a new reference: from the pool map's dict of idle maps when it has one. */
+static PyObject *
+idle_work(PyObject *pool, PyObject *key)
+{
+    PyObject *idle = SLOT(pool, pool_layout, P_IDLE), *work;
+
+    if (idle != NULL && PyDict_CheckExact(idle)) {
+        work = PyDict_GetItemWithError(idle, key);
+        if (work != NULL)
+            return Py_NewRef(work);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    return PyObject_CallMethodOneArg(pool, s_idle_work, key);
 }
 
 static PyObject *
@@ -145,11 +163,12 @@ pool_work_init(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject 
     submitting = PyDict_GetItemWithError(g_submitting, c->ident);
     if (submitting == NULL)
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    if (!PyTuple_CheckExact(submitting) || PyTuple_GET_SIZE(submitting) != 2)
+    if (!PyTuple_CheckExact(submitting) || PyTuple_GET_SIZE(submitting) != 2
+        || !IS(PyTuple_GET_ITEM(submitting, 0), pool_layout))
         return PyErr_Format(PyExc_SystemError, "pylockdep: _submitting holds %R", submitting);
     if (PyTuple_GET_ITEM(submitting, 1) == Py_None)
         Py_RETURN_NONE;
-    work = new_work_map(PyTuple_GET_ITEM(submitting, 1), PyTuple_GET_ITEM(submitting, 0));
+    work = idle_work(PyTuple_GET_ITEM(submitting, 0), PyTuple_GET_ITEM(submitting, 1));
     if (work == NULL)
         return NULL;
     failed = PyObject_GenericSetAttr(args[0], g_work_attr, work) < 0  /* object.__setattr__ */
@@ -199,45 +218,61 @@ release_after(PyObject *maps, PyObject *result)
     return NULL;
 }
 
+/* Give ``future`` the map ``work`` back after its run (``result``, NULL when it raised), keeping
+ * the run's exception: ``result``, or NULL with the exception of the run, else of the setting. */
+static PyObject *
+idle_after(PyObject *future, PyObject *work, PyObject *result)
+{
+    PyObject *raised = result == NULL ? raised_take() : NULL;
+
+    if (PyObject_GenericSetAttr(future, g_work_attr, work) < 0) {
+        Py_CLEAR(result);
+        if (raised != NULL) {
+            PyObject *later = raised_take();
+            PyException_SetContext(later, raised);  /* steals ``raised`` */
+            raised = later;
+        }
+    }
+    if (raised != NULL)
+        raised_put(raised);
+    return result;
+}
+
 static PyObject *
 pool_run(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    PyObject *work, *pool, *held, *released, *result;
+    PyObject *idle, *pool, *key, *work = NULL, *future = NULL, *held = NULL, *released = NULL, *result = NULL;
     IFrame *frame = iframe_caller();
     ThreadCache *c = thread_cache();
     int r;
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || frame == NULL || c == NULL || thread_ident(c) == NULL)
         return slow_call(self->slow, args, nargsf, kwnames);
-    if ((work = attr_or_none(args[0], g_work_attr)) == NULL)
+    if ((idle = attr_or_none(args[0], g_work_attr)) == NULL)
         return NULL;
-    if (!IS(work, workmap_layout)) {
-        Py_DECREF(work);
+    /* Python raises AttributeError for a slot not set */
+    if (!IS(idle, workmap_layout) || (pool = SLOT(idle, workmap_layout, W_POOL)) == NULL
+        || (key = SLOT(idle, workmap_layout, W_KEY)) == NULL) {
+        Py_DECREF(idle);
         return slow_call(self->slow, args, nargsf, kwnames);
     }
-    if ((pool = SLOT(work, workmap_layout, W_POOL)) == NULL) {  /* Python raises AttributeError */
-        Py_DECREF(work);
-        return slow_call(self->slow, args, nargsf, kwnames);
-    }
-    held = PyTuple_Pack(2, pool, work);
-    released = PyTuple_Pack(2, work, pool);
-    if (held == NULL || released == NULL)
-        goto fail;
+    if ((future = PyObject_GetAttr(args[0], s_future)) == NULL
+        || (work = new_work_map(key, pool, c->ident)) == NULL
+        || (held = PyTuple_Pack(2, pool, work)) == NULL || (released = PyTuple_Pack(2, work, pool)) == NULL
+        || PyObject_GenericSetAttr(future, g_work_attr, work) < 0)
+        goto done;
     if ((r = hold_maps(held, frame)) == 0)
         r = python_step(g_hold_step, held, 1) < 0 ? -1 : 1;
-    if (r < 0)
-        goto fail;
-    slot_set(work, workmap_layout.offset[W_RUNNER], c->ident);
-    result = release_after(released, PyObject_Vectorcall(self->original, args, nargsf, NULL));
-    Py_DECREF(held);
-    Py_DECREF(released);
-    Py_DECREF(work);
-    return result;
-fail:
+    if (r > 0)
+        result = release_after(released, PyObject_Vectorcall(self->original, args, nargsf, NULL));
+    result = idle_after(future, idle, result);
+done:
     Py_XDECREF(held);
     Py_XDECREF(released);
-    Py_DECREF(work);
-    return NULL;
+    Py_XDECREF(work);
+    Py_XDECREF(future);
+    Py_DECREF(idle);
+    return result;
 }
 
 /* Whether the future ``future`` is done (1), not (0), or the Python wrapper must decide (-1, no
@@ -456,5 +491,10 @@ pool_init(PyObject *m)
     s_is_owned = PyUnicode_InternFromString("_is_owned");
     s_state = PyUnicode_InternFromString("_state");
     s_owner = PyUnicode_InternFromString("_owner");
-    return s_condition == NULL || s_is_owned == NULL || s_state == NULL || s_owner == NULL ? -1 : 0;
+    s_future = PyUnicode_InternFromString("future");
+    s_idle_work = PyUnicode_InternFromString("idle_work");
+    return s_condition == NULL || s_is_owned == NULL || s_state == NULL || s_owner == NULL || s_future == NULL
+                   || s_idle_work == NULL
+               ? -1
+               : 0;
 }

@@ -13,12 +13,14 @@
  *   runs more than one worker, and the waiter does not hold its map).
  */
 
-/* Slots read in place: a map's (_key, _owner), a work map's pool, a pool map's max_workers, a Task's busy. */
+/* Slots read in place: a map's (_key, _owner), a work map's pool, a pool map's max_workers and idle
+ * work maps (pool.c), a Task's busy. */
 static Layout map_layout, work_layout, pool_layout, busy_layout;
 enum { M_KEY, M_OWNER };
 static const char *const map_slots[] = {"_key", "_owner", NULL};
 static const char *const work_slots[] = {"pool", NULL};
-static const char *const pool_slots[] = {"max_workers", NULL};
+enum { P_MAX_WORKERS, P_IDLE };
+static const char *const pool_slots[] = {"max_workers", "idle", NULL};
 static const char *const busy_slots[] = {"busy", NULL};
 /* Offsets into LockClass.variants: a trylock (hold) and an empty write section (touch). */
 static Py_ssize_t g_variant_try, g_variant_sync;
@@ -178,7 +180,7 @@ touch_work(PyObject *work)
         return 0;
     pool = SLOT(work, work_layout, 0);
     held = SLOT(t, task_layout, T_HELD);
-    if (!IS(pool, pool_layout) || !compact_value(SLOT(pool, pool_layout, 0), &workers) || workers == 1
+    if (!IS(pool, pool_layout) || !compact_value(SLOT(pool, pool_layout, P_MAX_WORKERS), &workers) || workers == 1
         || held == NULL || !PyList_Check(held))
         return 0;
     depth = PyList_GET_SIZE(held);
