@@ -45,12 +45,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import IO
 
 from . import _hang, _record
 from ._config import Config, ConfigError
 from ._config import load as load_config
-from ._picture import graphviz, write_pictures
 from ._report import Report
 from ._suppress import Suppressions, summary_lines
 from ._suppress import write_baseline as write_baseline_file
@@ -81,6 +81,14 @@ _VALUE_OPTIONS = (
     "--record",
 )
 _RUNNER_FILES = (__file__, runpy.run_path.__code__.co_filename)
+
+
+def _pictures() -> ModuleType:
+    """:mod:`pylockdep._picture`, imported when a picture is asked for: with Graphviz's runner and
+    the HTML page it would add to the start-up of every ``pylockdep run``."""
+    from . import _picture
+
+    return _picture
 
 
 def _report_status(text: str) -> int:
@@ -260,7 +268,7 @@ def _open_outputs(options: argparse.Namespace, parser: argparse.ArgumentParser) 
     """Open every output file the options name, before the program runs; a usage error if one
     cannot be written (the program may also change directory later: the files are open already)."""
     files: dict[str, IO[str]] = {}
-    if getattr(options, "svg", None) and graphviz() is None:
+    if getattr(options, "svg", None) and _pictures().graphviz() is None:
         parser.error("argument --svg: needs Graphviz's dot program (apt-get install graphviz)")
     for name in _OUTPUTS:
         path = getattr(options, name, None)
@@ -387,7 +395,8 @@ def run(
         watchdog.stop()
     pictures = {name: files.pop(name) for name in ("dot", "svg", "html") if name in files}
     reports = [r.as_dict() for r in v.reports + v.suppressed]
-    write_pictures(v, reports, "pylockdep run " + " ".join(sys.argv), pictures)
+    if pictures:
+        _pictures().write_pictures(v, reports, "pylockdep run " + " ".join(sys.argv), pictures)
     for f in pictures.values():
         f.close()
     recording = files.pop("record", None)
@@ -419,7 +428,7 @@ def merge(options: argparse.Namespace, files: dict[str, IO[str]]) -> int:
         with files.pop("json") as f:
             f.writelines(json.dumps(r) + "\n" for r in reports)
     pictures = {name: files.pop(name) for name in ("dot", "svg", "html") if name in files}
-    write_pictures(merged, reports, f"pylockdep merge of {len(options.files)} recording(s)", pictures)
+    _pictures().write_pictures(merged, reports, f"pylockdep merge of {len(options.files)} recording(s)", pictures)
     for f in pictures.values():
         f.close()
     sources = len({s for e in merged.edge_sources.values() for s in e.sources})
