@@ -24,6 +24,7 @@ import warnings
 
 import pytest
 from _abba import take_ab_then_ba
+from _waiting import wait_until_waiting
 
 import pylockdep
 from pylockdep import _checks, _held
@@ -740,14 +741,6 @@ def test_a_wait_cycle_through_a_token_lock_waits_for_its_hand_off():
         assert not w.is_alive() and not r.is_alive()
         assert errors == []
     assert v.reports == []
-
-
-def wait_until_waiting(v: pylockdep.Validator, thread: threading.Thread) -> None:
-    """Wait until ``thread`` waits for a lock, as the validator sees it."""
-    deadline = time.monotonic() + 20
-    while not any(t.ident == thread.ident and t.waiting is not None for t in list(v.tasks.values())):
-        assert thread.is_alive() and time.monotonic() < deadline, f"{thread.name} never waited"
-        time.sleep(0.005)
 
 
 class Ledger:

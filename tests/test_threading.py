@@ -18,6 +18,7 @@ import weakref
 
 import pytest
 from _abba import take_ab_then_ba
+from _waiting import wait_until_waiting
 
 import pylockdep
 from pylockdep._frames import short_filename
@@ -89,15 +90,6 @@ def test_condition_default_lock_is_an_rlock_named_after_the_condition(v):
     with cond, cond:
         pass
     assert v.reports == []
-
-
-def wait_until_waiting(v: pylockdep.Validator, thread: threading.Thread) -> None:
-    """Poll until ``thread`` is blocked in a validated wait (no timing assumption, only progress)."""
-    while True:
-        tasks = [t for t in list(v.tasks.values()) if t.ident == thread.ident]
-        if tasks and tasks[0].waiting is not None:
-            return
-        threading.Event().wait(0.005)
 
 
 def test_blocking_on_a_held_lock_waits_for_another_thread_to_release_it_a_hand_off_with_no_report(v):

@@ -13,9 +13,9 @@ import logging.handlers
 import queue
 import sys
 import threading
-import time
 
 import pytest
+from _waiting import wait_until_waiting
 
 import pylockdep
 from pylockdep._frames import short_filename
@@ -46,16 +46,6 @@ def about_future_conditions(report: pylockdep.Report) -> bool:
     return report.kind == "recursive" and all(
         c.startswith("Condition@concurrent/futures/_base.py:") for c in report.classes
     )
-
-
-def wait_until_blocked(v: pylockdep.Validator, thread: threading.Thread) -> None:
-    """Wait until ``thread`` is blocked on a validated wait (a lock, a join, a future)."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if any(t.ident == thread.ident and t.waiting is not None for t in list(v.tasks.values())):
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"{thread.name} never blocked")
 
 
 # -- rich 9.8.1: Live.stop() joins the refresh thread under Live._lock ---------------------------
@@ -217,7 +207,7 @@ def test_joining_a_thread_blocked_on_a_lock_the_joiner_holds_raises_after_the_re
     t = threading.Thread(target=take)
     with lock:
         t.start()
-        wait_until_blocked(v, t)
+        wait_until_waiting(v, t)
         with pytest.raises(pylockdep.DeadlockError, match=r"waits for '\(thread\)"):
             t.join()
         assert [r.kind for r in v.reports] == ["circular"]
@@ -423,7 +413,7 @@ def test_pool_shutdown_while_a_job_waits_for_the_callers_lock_raises(v):
     with scheduler._jobstores_lock:
         future = scheduler.add_job(scheduler.get_jobs)
         worker = next(iter(scheduler._executor._threads))
-        wait_until_blocked(v, worker)
+        wait_until_waiting(v, worker)
         with pytest.raises(pylockdep.DeadlockError):
             scheduler._executor.shutdown(wait=True)
     future.result()
@@ -838,7 +828,7 @@ def test_the_hang_dump_shows_a_thread_blocked_in_a_join(v):
     worker.start()
     joiner = threading.Thread(target=worker.join, name="joiner")
     joiner.start()
-    wait_until_blocked(v, joiner)
+    wait_until_waiting(v, joiner)
     try:
         dump = show_all_locks(v)
     finally:
@@ -904,7 +894,7 @@ def test_a_wait_for_a_queued_item_that_then_blocks_on_the_waiters_lock_is_refuse
         with lock:
             future = pool.submit(lock.acquire)  # runs once a worker is free; waits for the lock
             waiter = threading.current_thread()
-            threading.Thread(target=lambda: (wait_until_blocked(v, waiter), busy.set())).start()
+            threading.Thread(target=lambda: (wait_until_waiting(v, waiter), busy.set())).start()
             with pytest.raises(pylockdep.DeadlockError):
                 future.result()
         assert [f.result() for f in blockers] == [True, True]
