@@ -147,31 +147,22 @@ def local_irq_save() -> bool:
 
 def local_irq_restore(was_on: bool) -> None:
     """Turn hard interrupts back on if :func:`local_irq_save` found them on."""
-    irq_restore_at(was_on, None)
-
-
-def irq_restore_at(was_on: bool, site: Site | None) -> None:
-    """:func:`local_irq_restore` called at ``site`` (None: the caller's)."""
     if was_on:
-        _irq_enable(site)
+        _irq_enable(None)
 
 
 class _IrqsSaved:
-    """``local_irq_save()`` ... ``local_irq_restore()`` around a with-block.  Each exit restores
-    what the matching entry saved (one object may be entered again inside its own block); an exit
-    without an entry restores nothing."""
+    """``local_irq_save()`` ... ``local_irq_restore()`` around a with-block (see
+    :func:`irq_save_for`: one object may be entered again inside its own block, or by many
+    threads at once)."""
 
-    __slots__ = ("_saved",)
-
-    def __init__(self) -> None:
-        self._saved: list[bool] = []
+    __slots__ = ()
 
     def __enter__(self) -> None:
-        self._saved.append(local_irq_save())
+        irq_save_for(None, None, self)
 
     def __exit__(self, *exc: object) -> None:
-        if self._saved:
-            local_irq_restore(self._saved.pop())
+        irq_restore_for(self, None)
 
 
 def irqs_disabled() -> AbstractContextManager[None]:
@@ -179,16 +170,36 @@ def irqs_disabled() -> AbstractContextManager[None]:
     return _IrqsSaved()
 
 
-def irq_save_for(ltype: LockType, site: Site | None) -> bool:
-    """The irq half of ``spin_lock_irqsave`` at ``site`` (None: the caller's), a no-op for
-    ``spinlock_t`` on PREEMPT_RT: returns whether interrupts must be turned back on when the lock
-    is released."""
+def irq_save_for(ltype: LockType | None, site: Site | None, block: object) -> None:
+    """The irq half of ``spin_lock_irqsave`` for a lock of type ``ltype`` (None: no lock) at
+    ``site`` (None: the caller's), entering the with-block ``block``: hard interrupts off, and
+    whether they were on kept on the holder's stack of saved states (:attr:`Task.irq_saves`),
+    as the kernel keeps its ``flags`` in the caller's frame, not in anything shared: a block
+    object entered again inside itself, or by several threads at once, restores for each exit
+    what its own entry found.  A no-op for ``spinlock_t`` on PREEMPT_RT, which saves "off"."""
     v = active.validator
-    if v.preempt_rt and ltype.sleeps_on_rt:
-        return False
-    was_on = not v.task().irqs_off
-    _irq_disable(site)
-    return was_on
+    t = v.task()
+    if v.preempt_rt and ltype is not None and ltype.sleeps_on_rt:
+        was_on = False
+    else:
+        was_on = not t.irqs_off
+        _irq_disable(site)
+    if t.irq_saves is None:
+        t.irq_saves = []
+    t.irq_saves.append((block, was_on))
+
+
+def irq_restore_for(block: object, site: Site | None) -> None:
+    """Undo the holder's most recent :func:`irq_save_for` of ``block``, at ``site`` (None: the
+    caller's): hard interrupts back on if they were on at that entry.  Nothing when the holder
+    has no entry of ``block`` (a block left without being entered is left as if entered with
+    interrupts off)."""
+    saves = active.validator.task().irq_saves or []
+    for i in range(len(saves) - 1, -1, -1):
+        if saves[i][0] is block:
+            if saves.pop(i)[1]:
+                _irq_enable(site)
+            return
 
 
 # -- bottom halves -----------------------------------------------------------------------------

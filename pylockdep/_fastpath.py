@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 28
+SPEEDUPS_ABI = 29
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).parent / "_csrc" / "_held_layout.h"
@@ -307,8 +307,10 @@ def accelerate_section(cls: type, lock_type: type) -> Callable[[Any, int, int, i
     Each C method wraps the Python method defined in ``cls``, which handles every other case; they
     call ``cls._take(frame)`` when they changed the context but cannot take the lock, and
     ``cls._restore(frame)`` when they released it but cannot restore the context.  ``cls`` must keep
-    ``_lock``, ``_read``, ``_subclass``, ``_context``, ``_mode`` and ``_irqs_were_on`` in
-    ``__slots__`` (the C code reads them in place; ``_read`` -1 is ``RWLock``'s read mode).
+    ``_lock``, ``_read``, ``_subclass``, ``_context`` and ``_mode`` in ``__slots__`` (the C code
+    reads them in place; ``_read`` -1 is ``RWLock``'s read mode); an ``irqsave()`` section keeps
+    whether interrupts were on in the holder's ``irq_saves``, as :func:`pylockdep._context.irq_save_for`
+    does.
     """
     if _speedups is None:
         return cls

@@ -461,7 +461,7 @@ class _Held:
     :func:`~pylockdep._fastpath.accelerate_section`).
     """
 
-    __slots__ = ("_lock", "_read", "_subclass", "_context", "_mode", "_irqs_were_on")
+    __slots__ = ("_lock", "_read", "_subclass", "_context", "_mode")
 
     def __init__(self, lock: _Lock, read: int, subclass: int, context: int) -> None:
         self._lock = lock
@@ -473,7 +473,7 @@ class _Held:
         context = self._context
         frame = _getframe(1)
         if context == _IRQSAVE:
-            self._irqs_were_on = _context.irq_save_for(self._lock._ltype, _site_of(frame))
+            _context.irq_save_for(self._lock._ltype, _site_of(frame), self)
         elif context == _BH:
             _context.bh_disable_at(_site_of(frame))
         return self._take(frame)
@@ -502,7 +502,6 @@ class _Held:
                 mode = self._mode
             except AttributeError:  # not entered (a reader releases alike in either read mode)
                 mode = self._mode = 1 if self._read == _READ_MODE else self._read
-                self._irqs_were_on = False
             _release(self._lock, mode)
         finally:
             try:
@@ -515,7 +514,7 @@ class _Held:
         """Undo the context change, for the block in ``frame`` (also called by the C methods, when
         they cannot)."""
         if self._context == _IRQSAVE:
-            _context.irq_restore_at(self._irqs_were_on, _site_of(frame))
+            _context.irq_restore_for(self, _site_of(frame))
         elif self._context == _BH:
             _context.bh_enable_at(_site_of(frame))
 

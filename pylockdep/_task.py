@@ -97,6 +97,7 @@ class Task:
         "softirq",
         "bh",
         "irqs_off",
+        "irq_saves",
         "rcu",
         "in_signal",
         "signals_on",
@@ -129,6 +130,9 @@ class Task:
         self.softirq = 0
         self.bh = 0
         self.irqs_off = False
+        # (with-block, whether interrupts were on at its entry) of the irqsave() blocks entered,
+        # oldest first (see _context.irq_save_for); None until the first
+        self.irq_saves: list[tuple[object, bool]] | None = None
         self.rcu = 0
         self.in_signal = False  # a Python signal handler is running (see pylockdep._signals._handle)
         self.signals_on = is_main_thread(ident)  # whether Python signal handlers may interrupt it

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from _waiting import wait_until_waiting
 
 import pylockdep
 
@@ -276,6 +277,51 @@ def test_irqsave_inside_irqs_off_leaves_them_off() -> None:
             with section:
                 assert t.irqs_off and t.held
             assert not t.irqs_off and not t.held
+
+
+@pytest.mark.parametrize("shared", ["irqsave", "irqs_disabled"])
+def test_one_irqsave_block_object_shared_by_threads_restores_what_each_entry_found(shared) -> None:
+    """The kernel keeps spin_lock_irqsave()'s flags in the caller's frame.  A block object kept and
+    entered by several threads (``self.guard = lock.irqsave()``) restores, at each exit, what that
+    thread's entry found: A enters it with interrupts already off, B with them on while A is
+    inside; A's exit leaves them off (it used to restore B's "on", the object's last save)."""
+    lock = pylockdep.SpinLock("shared_guard")
+    outer = pylockdep.SpinLock("shared_guard_outer")
+    guard = lock.irqsave() if shared == "irqsave" else pylockdep.irqs_disabled()
+    a_inside, b_entered, a_left = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+    with pylockdep.validate() as v:
+
+        def a() -> None:
+            t = v.task()
+            with outer.irqsave():
+                with guard:
+                    a_inside.set()
+                    if shared == "irqs_disabled":  # B stays inside until A has left
+                        assert b_entered.wait(20)
+                    else:  # B saves its state, then blocks on the lock A holds
+                        wait_until_waiting(v, threads[1])
+                seen["a, after the guard"] = t.irqs_off
+                a_left.set()
+            seen["a, after outer"] = t.irqs_off
+
+        def b() -> None:
+            t = v.task()
+            assert a_inside.wait(20)
+            with guard:
+                b_entered.set()
+                assert a_left.wait(20)
+                seen["b, inside"] = t.irqs_off
+            seen["b, after"] = t.irqs_off
+
+        threads = [threading.Thread(target=a), threading.Thread(target=b)]
+        for thread in reversed(threads):  # B first: A waits for it to wait
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert seen == {"a, after the guard": True, "a, after outer": False, "b, inside": True, "b, after": False}
+        assert v.task().irq_saves in (None, [])
+    assert v.reports == []
 
 
 def test_irq_event_stamps_of_a_section_name_the_line_of_its_with_block() -> None:

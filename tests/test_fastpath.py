@@ -353,7 +353,7 @@ def test_a_section_is_made_as_its_class_makes_it():
         made, plain = _locks._new_held(*args), _locks._Held(*args)
         assert type(made) is _locks._Held
         assert [getattr(made, name) for name in fields] == [getattr(plain, name) for name in fields] == list(args)
-        assert not hasattr(made, "_mode") and not hasattr(made, "_irqs_were_on")
+        assert not hasattr(made, "_mode")
     with pytest.raises(TypeError):  # other arguments go to the class, which refuses them as before
         _locks._new_held(lock, 0, 0)
 
@@ -392,7 +392,7 @@ def test_fast_and_slow_context_sections_leave_the_same_state(way):
             assert enter(block) is spin
             inside = context_state(v, before)
             leave(block, None, None, None)
-            states[path] = (inside, context_state(v, before), getattr(block, "_irqs_were_on", None))
+            states[path] = (inside, context_state(v, before), v.task().irq_saves)
         assert states["fast"] == states["slow"]
         assert states["fast"][0][4:6] == ((True, 0) if way == "irqsave" else (False, 1))
     assert v.reports == []
@@ -403,7 +403,7 @@ class ContextCalls:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[str] = []
-        for name in ("irq_save_for", "irq_restore_at", "bh_disable_at", "bh_enable_at"):
+        for name in ("irq_save_for", "irq_restore_for", "bh_disable_at", "bh_enable_at"):
             real = getattr(_context, name)
             monkeypatch.setattr(_context, name, self._counted(name, real))
 
@@ -437,7 +437,7 @@ def test_a_context_section_hands_what_it_cannot_do_to_python(monkeypatch):
         with inner.irqsave():  # interrupts back on with a lock held that is not marked so: Python
             pass
         other.release()
-        assert calls.calls == ["irq_save_for", "irq_restore_at"]  # a new site, then the marking
+        assert calls.calls == ["irq_save_for", "irq_restore_for"]  # a new site, then the marking
         for _ in range(2):
             del calls.calls[:]
             with spin.bh(), inner.bh():  # bottom halves already off: Python

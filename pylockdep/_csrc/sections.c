@@ -6,17 +6,17 @@
 /*
  * Sections: the with-blocks of pylockdep._locks._Held (``nested()``, ``read()``, ``irqsave()``,
  * ``bh()``), whose slots say how the lock is held.  __enter__ does what _Held.__enter__ does: the
- * context change (``_context``: CONTEXT_IRQSAVE turns hard interrupts off, remembering in
- * ``_irqs_were_on`` whether they were on; CONTEXT_BH disables bottom halves), then the lock in the
+ * context change (``_context``: CONTEXT_IRQSAVE turns hard interrupts off, pushing (section,
+ * whether they were on) on the Task's ``irq_saves``; CONTEXT_BH disables bottom halves), then the
+ * lock in the
  * section's mode and subclass, the mode taken kept in ``_mode``; __exit__ releases that mode and
  * undoes the context change.  The context changes run here only in their common case (a normal
  * kernel, process context, no held lock to mark when interrupts come back on, the with-block's
  * site known); otherwise the whole __enter__ (nothing changed yet) or the rest of it (_Held._take
  * after the context change, _Held._restore after the release) goes to Python.
  */
-enum { S_LOCK, S_READ, S_SUBCLASS, S_CONTEXT, S_MODE, S_IRQS_WERE_ON };
-static const char *const section_slots[] = {"_lock", "_read", "_subclass", "_context", "_mode", "_irqs_were_on",
-                                            NULL};
+enum { S_LOCK, S_READ, S_SUBCLASS, S_CONTEXT, S_MODE };
+static const char *const section_slots[] = {"_lock", "_read", "_subclass", "_context", "_mode", NULL};
 enum { CONTEXT_NONE, CONTEXT_IRQSAVE, CONTEXT_BH };  /* _locks' 0, _IRQSAVE, _BH */
 
 /* The names this part calls. */
@@ -169,7 +169,7 @@ irqs_off_fast(ThreadCache *c, PyObject *v, PyObject *t, PyFrameObject *frame, Py
     return change_context(c, t, T_IRQS_OFF, Py_True, TR_HARDIRQ_DISABLE_EVENT, TR_HARDIRQ_DISABLE_SITE, site);
 }
 
-/* _context.irq_restore_at(was_on) when there is nothing to check: interrupts were on, are off, not
+/* _context.irq_restore_for() of a save ``was_on`` when there is nothing to check: interrupts were on, are off, not
  * in a hard interrupt, no held lock to mark (with hardirqs, and softirqs if those are on, enabled).
  * 1 done, 0 for Python (nothing changed). */
 static int
@@ -189,6 +189,27 @@ irqs_on_fast(ThreadCache *c, PyObject *t, PyFrameObject *frame, PyObject *was_on
         || (site = frame_site(c, frame)) == NULL)
         return 0;
     return change_context(c, t, T_IRQS_OFF, Py_False, TR_HARDIRQ_ENABLE_EVENT, TR_HARDIRQ_ENABLE_SITE, site);
+}
+
+/* _context.irq_restore_for(section) when the Task's most recent save is the section's and
+ * irqs_on_fast() can restore it: popped.  1 done, 0 for Python (nothing changed). */
+static int
+irqs_restore_fast(ThreadCache *c, PyObject *t, PyFrameObject *frame, PyObject *section)
+{
+    PyObject *saves = SLOT(t, task_layout, T_IRQ_SAVES), *last;
+    Py_ssize_t n;
+
+    if (saves == NULL || !PyList_CheckExact(saves) || (n = PyList_GET_SIZE(saves)) == 0)
+        return 0;
+    last = PyList_GET_ITEM(saves, n - 1);
+    if (!PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 2 || PyTuple_GET_ITEM(last, 0) != section
+        || !irqs_on_fast(c, t, frame, PyTuple_GET_ITEM(last, 1)))
+        return 0;
+    if (PyList_SetSlice(saves, n - 1, n, NULL) < 0) {
+        PyErr_Clear();  /* out of memory shrinking the list: Python pops it */
+        return 0;
+    }
+    return 1;
 }
 
 /* _context.bh_disable_at() in process context on a normal kernel (bottom halves on, not atomic):
@@ -276,9 +297,22 @@ section_enter_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyO
     if (!fast_state(&v, &t, &c))
         return slow_call(self->slow, args, nargsf, kwnames);
     if (context == CONTEXT_IRQSAVE) {
-        if (!irqs_off_fast(c, v, t, frame, &was_on))
+        PyObject *saves = SLOT(t, task_layout, T_IRQ_SAVES), *saved;
+
+        if (saves == NULL || !PyList_CheckExact(saves))  /* None until Python's first save */
             return slow_call(self->slow, args, nargsf, kwnames);
-        slot_set(section, self->section.offset[S_IRQS_WERE_ON], was_on);
+        if ((saved = PyTuple_New(2)) == NULL)
+            return NULL;
+        if (!irqs_off_fast(c, v, t, frame, &was_on)) {
+            Py_DECREF(saved);
+            return slow_call(self->slow, args, nargsf, kwnames);
+        }
+        PyTuple_SET_ITEM(saved, 0, Py_NewRef(section));
+        PyTuple_SET_ITEM(saved, 1, Py_NewRef(was_on));
+        r = PyList_Append(saves, saved);  /* out of memory: interrupts stay off, as a failed entry leaves them */
+        Py_DECREF(saved);
+        if (r < 0)
+            return NULL;
     } else if (context == CONTEXT_BH && !bh_off_fast(c, v, t, frame)) {
         return slow_call(self->slow, args, nargsf, kwnames);
     }
@@ -323,7 +357,7 @@ section_exit_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyOb
     Py_INCREF(c);
     r = drop_top(t, lock, &self->lock, mode);
     if (r == 1 && context == CONTEXT_IRQSAVE)
-        restored = (mode = SLOT(section, self->section, S_IRQS_WERE_ON)) != NULL && irqs_on_fast(c, t, frame, mode);
+        restored = irqs_restore_fast(c, t, frame, section);
     else if (r == 1 && context == CONTEXT_BH)
         restored = bh_on_fast(c, t, frame);
     Py_DECREF(t);

@@ -45,12 +45,12 @@ enum {
     T_HELD, T_KEY, T_CTX, T_IRQ, T_SPINS, T_PENDING,
     /* the context counters (Task.update_ctx() hashes them in this order), and what sections change */
     T_PREEMPT, T_HARDIRQ, T_HARDIRQ_THREADED, T_SOFTIRQ, T_BH, T_IRQS_OFF, T_RCU, T_IN_SIGNAL, T_SIGNALS_ON,
-    T_IN_GC, T_IRQTRACE, T_ATOMIC_SITE, T_ATOMIC_DEPTH
+    T_IN_GC, T_IRQTRACE, T_ATOMIC_SITE, T_ATOMIC_DEPTH, T_IRQ_SAVES
 };
 static const char *const task_slots[] = {"held", "key", "ctx", "irq", "spins", "pending", "preempt",
                                          "hardirq", "hardirq_threaded", "softirq", "bh", "irqs_off", "rcu",
                                          "in_signal", "signals_on", "in_gc", "irqtrace", "atomic_site", "atomic_depth",
-                                         NULL};
+                                         "irq_saves", NULL};
 #define N_CONTEXT_COUNTERS 10  /* T_PREEMPT .. T_IN_GC */
 enum {
     TR_EVENTS, TR_HARDIRQ_ENABLE_EVENT, TR_HARDIRQ_ENABLE_SITE, TR_HARDIRQ_DISABLE_EVENT, TR_HARDIRQ_DISABLE_SITE,
