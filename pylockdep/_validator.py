@@ -85,6 +85,10 @@ class Validator:
         self.listeners: list[Callable[[Report], None]] = []
         self.local = threading.local()
         self.tasks: dict[int, Task] = {}
+        # Thread ident -> the holder of that thread while its end is handled there (see
+        # _thread_exited), when its local storage is gone: task() answers it without touching
+        # self.local, which would make the storage again for a thread that no longer clears it.
+        self.exiting: dict[int, Task] = {}
         # Threads that ended holding threading.Locks (which another thread may still release):
         # judged when validation ends (check_leaked_locks).
         self.ended_holding: list[Task] = []
@@ -124,6 +128,10 @@ class Validator:
 
     def task(self) -> Task:
         """The calling thread's state, created on first use."""
+        if self.exiting:
+            t = self.exiting.get(_get_ident())
+            if t is not None:
+                return t
         try:
             return self.local.task
         except AttributeError:
@@ -161,7 +169,14 @@ class Validator:
             return
         released = {id(lock) for lock in t.pending}
         t.held = [entry for entry in t.held if id(entry[H_LOCK]) not in released]
-        self.run_check(t, _checks.check_held_at_exit)
+        ident = _get_ident()
+        if ident == t.ident:  # in the ending thread, whose local storage is being torn down
+            self.exiting[ident] = t
+        try:
+            self.run_check(t, _checks.check_held_at_exit)
+        finally:
+            if self.exiting.get(ident) is t:
+                del self.exiting[ident]
         if any(_checks.check_passed_on(entry[H_CLASS]) for entry in t.held):
             self.ended_holding.append(t)
 

@@ -194,6 +194,7 @@ def test_thread_ending_with_a_lock_held_is_reported():
     assert report.title == f"WARNING: holder/{worker.ident} still has locks held!"
     assert report.classes == ("A", "B")
     assert f"2 locks held by holder/{worker.ident}:" in report.text
+    assert report.threads == (f"holder/{worker.ident}",)  # was thread-<ident>: a holder made at its end
 
 
 @pytest.mark.timeout(20)
@@ -203,6 +204,22 @@ def test_thread_ending_with_no_lock_held_is_not_reported():
         worker = threading.Thread(target=lambda: a.acquire() and a.release())
         worker.start()
         worker.join()
+    assert v.reports == []
+
+
+@pytest.mark.timeout(60)
+def test_threads_that_ended_leave_no_holder_behind():
+    """A thread's end is handled in the thread, after its local storage is gone: the check at
+    its end made it a new holder there, never forgotten, so every thread a program started
+    stayed in the validator's tasks (and each wait's deadlock search walked them all)."""
+    (a,) = mutexes("A")
+    with pylockdep.validate(raise_on_report=False) as v:
+        baseline = len(v.tasks)
+        for _ in range(50):
+            worker = threading.Thread(target=lambda: a.acquire() and a.release())
+            worker.start()
+            worker.join()
+        assert len(v.tasks) == baseline
     assert v.reports == []
 
 
