@@ -627,13 +627,17 @@ def _check_releaser(lock: Lock, owner: Task) -> None:
     """``lock``, taken by ``owner``, is released by whatever runs now: by another task (or thread),
     its class is a hand-off signal, as a ``threading.Lock``'s released by another thread is
     (:func:`pylockdep._checks.check_handoff`).  A task made to take it for its awaiter (3.11's
-    ``wait_for()`` makes one) took it for the task that made it; a taker under another validator,
-    or not known, tells nothing."""
+    ``wait_for()`` makes one) took it for the task that made it; a task that 3.11's ``wait_for()``
+    made to run ``cond.wait()``, which releases its awaiter's lock first, releases it for the
+    awaiter.  A taker under another validator, or not known, tells nothing."""
     v = active.validator
     if v.off:
         return
     taker = owner.awaiter if getattr(owner, "takes_for_awaiter", False) else owner  # type: ignore[attr-defined]
-    if taker is None or _current_holder(v) is taker:
+    releaser = _current_holder(v)
+    if getattr(releaser, "passes_on", False):
+        releaser = releaser.awaiter  # type: ignore[attr-defined]
+    if taker is None or releaser is taker:
         return
     if v.tasks.get(id(taker)) is taker or any(ended is taker for ended in v.ended_holding):
         lock._key.handoff = True

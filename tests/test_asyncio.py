@@ -716,6 +716,26 @@ def test_a_condition_wait_under_a_timeout_is_clean():
     assert kinds(run(main)) == []
 
 
+def test_an_order_after_a_condition_wait_under_a_timeout_is_still_judged():
+    """The task that 3.11's ``wait_for(cond.wait(), timeout)`` makes releases its awaiter's lock
+    for the awaiter: not a hand-off of the lock to another task, which would silence every later
+    report on the condition's class.  Here an ABBA with another lock follows (missed on 3.11)."""
+
+    async def main():
+        cond, other = asyncio.Condition(), asyncio.Lock()
+        async with cond:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(cond.wait(), 0.01)
+        async with cond:
+            async with other:
+                pass
+        async with other:
+            async with cond:
+                pass
+
+    assert kinds(run(main)) == ["circular"]
+
+
 def test_a_lock_taken_under_wait_for_is_the_awaiters_to_release():
     """``wait_for(lock.acquire(), timeout)`` is how a task takes an asyncio.Lock with a timeout;
     3.11 runs the acquisition in a task of its own, which ends holding the lock for its awaiter
