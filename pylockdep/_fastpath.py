@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 29
+SPEEDUPS_ABI = 30
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).parent / "_csrc" / "_held_layout.h"
@@ -165,6 +165,8 @@ def accelerate_stand_in(
     fields: Fields,
     skip_code: Any = None,
     binds: bool = False,
+    plain: Callable[..., Any] | None = None,
+    keeps_plain: dict[str, bool] | None = None,
 ) -> Callable[..., Any]:
     """``make`` (a lock factory's stand-in, see :mod:`pylockdep._threading`), or a C callable that
     answers its calls with no arguments from a stack that ``memo`` (its
@@ -174,10 +176,15 @@ def accelerate_stand_in(
     the C callable does not bind as a method, unless ``binds``: then it binds as a Python function
     does (a call through the binding has an argument, and so goes to ``make``).  It has a
     ``__dict__`` (for :func:`functools.update_wrapper`), the repr of its ``__wrapped__`` and pickles
-    as the global its ``__qualname__`` names."""
+    as the global its ``__qualname__`` names.  With ``plain`` (CPython's factory, for a stand-in of a
+    name bound before instrumentation), a call from a file that ``keeps_plain``
+    (``_threading._keeps_plain``) maps to True, with any arguments, is answered by ``plain``, as
+    ``make`` answers it; without, ``keeps_plain`` is not used."""
     if _speedups is None:
         return make
-    return _speedups.StandIn(make, memo, lock_type, fields, skip_code, binds)
+    if plain is None:
+        return _speedups.StandIn(make, memo, lock_type, fields, skip_code, binds)
+    return _speedups.StandIn(make, memo, lock_type, fields, skip_code, binds, plain, keeps_plain)
 
 
 def accelerate_waits(

@@ -525,12 +525,18 @@ def _stand_in(
                 remember(made_at, caller, looked, key)
         return original(*args, **kwargs) if key is None else new(key)
 
-    # A call at a known site builds the lock in C, when in use (only make() decides what stays plain).
+    # A call at a known site builds the lock in C, when in use, and so does (CPython's lock) a call
+    # from threading's own code of a name bound before (a Condition's waiter, at every wait()).
     binds = isinstance(original, FunctionType)
-    fast = (
-        make
-        if prebound
-        else accelerate_stand_in(make, made_at, lock_type, _MADE_FIELDS[lock_type], _STAND_IN_CALL, binds)
+    fast = accelerate_stand_in(
+        make,
+        made_at,
+        lock_type,
+        _MADE_FIELDS[lock_type],
+        _STAND_IN_CALL,
+        binds,
+        plain=original if prebound else None,
+        keeps_plain=_keeps_plain,
     )
     if isinstance(original, BuiltinFunctionType):  # _thread.allocate_lock: a C function
         return functools.update_wrapper(_builtin_like(fast), original)

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 
 import pytest
@@ -1130,6 +1131,40 @@ def test_other_calls_of_a_threading_stand_in_reach_python():
             # threading's own locks stay CPython's, made again or not
             assert type(threading.Thread(target=len)._started._cond._lock) is _thread.LockType
         assert repr(threading.Lock) == repr(threading.Lock.__wrapped__)
+
+
+def test_a_condition_waits_on_cpythons_lock_made_with_no_python_call():
+    """threading's own call of a name bound before instrumentation (``_allocate_lock()``, the
+    waiter of every ``Condition.wait()``) gets CPython's lock, answered in C on the C path: a
+    block that notifies and waits runs no Python function of pylockdep.  Other callers of that
+    name still get validated locks."""
+    with pylockdep.validate() as v, pylockdep.instrument_threading():
+        cond = threading.Condition()
+        waiters = []
+
+        def block():
+            with cond:
+                cond.notify()
+                cond.wait(0)
+
+        def wait_in_thread():
+            with cond:
+                assert cond.wait(30)
+
+        block()  # learns the chains
+        if _fastpath.ACCELERATED:
+            assert python_functions(block) == []
+        thread = threading.Thread(target=wait_in_thread)
+        thread.start()
+        while not cond._waiters:
+            time.sleep(0.001)
+        with cond:
+            waiters += cond._waiters
+            cond.notify()
+        thread.join()
+        assert type(waiters[0]) is _thread.LockType and not hasattr(waiters[0], "_key")
+        assert hasattr(threading._allocate_lock(), "_key")  # called from here: validated
+    assert v.reports == []
 
 
 @pytest.mark.usefixtures("plain_threading")

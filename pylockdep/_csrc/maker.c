@@ -216,7 +216,7 @@ accelerate_new(PyObject *module, PyObject *args)
 }
 
 /*
- * StandIn(make, memo, lock_type, fields, skip_code): what instrumentation puts in place of
+ * StandIn(make, memo, lock_type, fields, skip_code, binds, plain, keeps_plain): what instrumentation puts in place of
  * ``threading.Lock``/``RLock`` (pylockdep._threading._stand_in).  ``make`` is the Python stand-in;
  * a call with no arguments from a stack whose site ``memo`` (its pylockdep._sites.SiteMemo: a trie
  * keyed by each frame's ``(id(code), f_lasti)``) already knows to be a validated lock's builds that
@@ -226,6 +226,9 @@ accelerate_new(PyObject *module, PyObject *args)
  * builds no key.  It has a ``__dict__`` for functools.update_wrapper() and pickles by name.  Like a C
  * function it does not bind as a method, unless ``binds``: then it binds as a Python function does
  * (threading.RLock is one), and a call through the binding, having an argument, goes to ``make``.
+ * Given ``plain`` (CPython's factory) and ``keeps_plain`` (pylockdep._threading._keeps_plain), it
+ * stands in for a name bound before instrumentation: a call from code in a file that dict maps to
+ * True (threading's own, such as a Condition's waiter) gets ``plain``'s lock, arguments and all.
  */
 #define STAND_IN_DEPTH 4
 
@@ -233,6 +236,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *dict;
     PyObject *make, *memo, *skip_code;
+    PyObject *plain, *keeps_plain;  /* both NULL unless it stands in for a name bound before */
     LockMaker maker;
     Recent recent;  /* what memo answered lately, by the (code, offset) of each frame of the stack */
     int binds;      /* binds as a method */
@@ -292,11 +296,20 @@ stand_in_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
     IFrame *frame;
     PyObject *key;
 
-    if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)
-        || (frame = iframe_caller()) == NULL)
+    if ((frame = iframe_caller()) == NULL)
         return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
     if (self->skip_code != NULL && (PyObject *)iframe_code(frame) == self->skip_code
         && (frame = iframe_back(frame)) == NULL)
+        return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
+    if (self->plain != NULL) {  /* make()'s first question: is the caller's file one that keeps plain? */
+        PyObject *keeps = PyDict_GetItemWithError(self->keeps_plain, iframe_code(frame)->co_filename);
+
+        if (keeps == Py_True)
+            return PyObject_Vectorcall(self->plain, args, nargsf, kwnames);
+        if (keeps == NULL && PyErr_Occurred())
+            return NULL;
+    }
+    if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0))
         return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
     if ((key = stand_in_recent(self, frame)) == NULL)
         key = stand_in_recall(self, frame);
@@ -310,14 +323,16 @@ stand_in_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
 static PyObject *
 stand_in_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"make", "memo", "lock_type", "fields", "skip_code", "binds", NULL};
-    PyObject *make, *memo, *lock_type, *fields, *skip_code = Py_None;
+    static char *kwlist[] = {"make", "memo", "lock_type", "fields", "skip_code", "binds", "plain", "keeps_plain", NULL};
+    PyObject *make, *memo, *lock_type, *fields, *skip_code = Py_None, *plain = Py_None, *keeps_plain = NULL;
     int binds = 0;
     StandIn *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!OO|Op:StandIn", kwlist, &make, &PyDict_Type, &memo, &lock_type,
-                                     &fields, &skip_code, &binds))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!OO|OpOO!:StandIn", kwlist, &make, &PyDict_Type, &memo,
+                                     &lock_type, &fields, &skip_code, &binds, &plain, &PyDict_Type, &keeps_plain))
         return NULL;
+    if ((plain == Py_None) != (keeps_plain == NULL))
+        return PyErr_Format(PyExc_TypeError, "StandIn: plain and keeps_plain go together");
     self = (StandIn *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
@@ -328,6 +343,8 @@ stand_in_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->make = Py_NewRef(make);
     self->memo = Py_NewRef(memo);
     self->skip_code = skip_code == Py_None ? NULL : Py_NewRef(skip_code);
+    self->plain = plain == Py_None ? NULL : Py_NewRef(plain);
+    self->keeps_plain = Py_XNewRef(keeps_plain);
     self->binds = binds;
     self->vectorcall = stand_in_vectorcall;
     return (PyObject *)self;
@@ -340,6 +357,8 @@ stand_in_traverse(StandIn *self, visitproc visit, void *arg)
     Py_VISIT(self->make);
     Py_VISIT(self->memo);
     Py_VISIT(self->skip_code);
+    Py_VISIT(self->plain);
+    Py_VISIT(self->keeps_plain);
     int err = recent_traverse(&self->recent, visit, arg);
     return err ? err : maker_traverse(&self->maker, visit, arg);
 }
@@ -351,6 +370,8 @@ stand_in_clear(StandIn *self)
     Py_CLEAR(self->make);
     Py_CLEAR(self->memo);
     Py_CLEAR(self->skip_code);
+    Py_CLEAR(self->plain);
+    Py_CLEAR(self->keeps_plain);
     recent_clear(&self->recent);
     maker_clear(&self->maker);
     return 0;
@@ -406,9 +427,10 @@ static PyGetSetDef stand_in_getset[] = {
 static PyTypeObject StandInType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pylockdep._speedups.StandIn",
-    .tp_doc = "StandIn(make, memo, lock_type, fields, skip_code=None, binds=False): a lock factory stand-in whose "
-              "calls at a known site build the lock in C; every other call goes to ``make``.  ``binds``: it binds "
-              "as a method, as a Python function does.",
+    .tp_doc = "StandIn(make, memo, lock_type, fields, skip_code=None, binds=False, plain=None, keeps_plain=None): a "
+              "lock factory stand-in whose calls at a known site build the lock in C; every other call goes to "
+              "``make``.  ``binds``: it binds as a method, as a Python function does.  ``plain``: a call from a file "
+              "``keeps_plain`` maps to True gets ``plain``'s lock.",
     .tp_basicsize = sizeof(StandIn),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = stand_in_new,
