@@ -35,6 +35,7 @@ def after_fork_in_child() -> None:
         v.graph_lock._at_fork_reinit()
         me = getattr(v.local, "task", None)
         v.tasks.clear()
+        v.exiting.clear()  # threads of the parent that were ending
         if me is not None:
             me.ident = _thread.get_ident()
             me.waiting = None
