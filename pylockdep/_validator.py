@@ -149,10 +149,7 @@ class Validator:
         thread = threading._active.get(ident)
         t = Task(thread.name if thread is not None else f"thread-{ident}", ident, identity_of(thread))
         self.local.task = t
-        self.local.exit_sentinel = sentinel = _ExitSentinel()
-        # Not at interpreter exit: a daemon thread still running then has not ended holding anything.
-        # The finalizer holds the validator weakly: a thread that used it must not keep it alive.
-        weakref.finalize(sentinel, _on_thread_exit, weakref.ref(self), t, os.getpid()).atexit = False
+        self.local.exit_sentinel = _ExitSentinel(weakref.ref(self), t, os.getpid())
         self.tasks[id(t)] = t
         _collector.adopt(t)
         return t
@@ -165,7 +162,7 @@ class Validator:
         the threads that did not follow ``fork()`` did not end: they live on in the parent.
         """
         self.tasks.pop(id(t), None)
-        if pid != os.getpid():
+        if pid != os.getpid() or not t.held:  # most threads end holding nothing: nothing to judge
             return
         released = {id(lock) for lock in t.pending}
         t.held = [entry for entry in t.held if id(entry[H_LOCK]) not in released]
@@ -460,15 +457,23 @@ def _say(message: str) -> None:
         pass
 
 
-def _on_thread_exit(ref: weakref.ref[Validator], t: Task, pid: int) -> None:
-    """The finalizer of a thread's sentinel: tell the validator, if it still exists."""
-    v = ref()
-    if v is not None:
-        v._thread_exited(t, pid)
-
-
 class _ExitSentinel:
-    """Lives in a thread's local storage; its finalizer runs when the thread ends."""
+    """Lives in a thread's local storage, which the thread's end clears: then it tells the
+    validator, if that still exists (held weakly: a thread that used it must not keep it alive),
+    that the thread ended.  Not at interpreter exit: a daemon thread still running then has not
+    ended holding anything, and the main thread's storage is cleared only then."""
+
+    __slots__ = ("validator", "task", "pid")
+
+    def __init__(self, validator: weakref.ref[Validator], task: Task, pid: int) -> None:
+        self.validator = validator
+        self.task = task
+        self.pid = pid
+
+    def __del__(self) -> None:
+        v = self.validator()
+        if v is not None and not sys.is_finalizing():
+            v._thread_exited(self.task, self.pid)
 
 
 class _Active:
