@@ -134,9 +134,8 @@ class TaskHolder(Task):
 
     def __init__(self, task: asyncio.Task, holders: dict[int, TaskHolder]) -> None:
         super().__init__(task.get_name(), id(task))
-        key = id(task)
         # Forget the holder when the task object goes (a task destroyed while pending included).
-        self.task_ref = weakref.ref(task, lambda _ref: holders.pop(key, None))
+        self.task_ref = _TaskRef(task, holders)
         self.loop_thread = _get_ident()
         self.signals_on = is_main_thread(self.loop_thread)  # its ident is the task's, not a thread's
         self.update_ctx()
@@ -148,6 +147,26 @@ class TaskHolder(Task):
         self.takes_for_awaiter = getattr(task.get_coro(), "cr_code", None) in _TAKES_FOR_AWAITER
         self.awaiter: Task | None = getattr(task, _AWAITER, None)
         self.passes_on = getattr(task, _PASSES_ON, False)
+
+
+class _TaskRef(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to an asyncio task that, when the task goes, drops its holder from
+    ``holders`` (keyed by the task's ``id()``): one object per task, where a callback closing over
+    the two would add a function and its cells to each."""
+
+    __slots__ = ("key", "holders")
+
+    def __new__(cls, task: asyncio.Task, holders: dict[int, TaskHolder]) -> _TaskRef:
+        return super().__new__(cls, task, _TaskRef._gone)
+
+    def __init__(self, task: asyncio.Task, holders: dict[int, TaskHolder]) -> None:
+        super().__init__(task, _TaskRef._gone)
+        self.key = id(task)
+        self.holders = holders
+
+    @staticmethod
+    def _gone(ref: _TaskRef) -> None:
+        ref.holders.pop(ref.key, None)
 
 
 def _holders(v: Validator) -> dict[int, TaskHolder]:

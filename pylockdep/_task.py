@@ -70,6 +70,11 @@ class IrqTrace:
         self.softirq_disable_site: Site | None = None
 
 
+# What segment_waits() has found for a holder that has looked for nothing yet: one tuple for them
+# all (a program may have many asyncio tasks, each a holder).
+_NO_SEGMENT: tuple[int, int, frozenset[int]] = (CHAIN_ROOT, -1, frozenset())
+
+
 class Task:
     """One holder's locks and context (today always a thread's), for one validator.
 
@@ -153,7 +158,7 @@ class Task:
         self.update_ctx()
         # What segment_waits() last found: a chain key, the irq context of the top entry of the
         # stack it names, and the inner wait types of that entry's irq segment.
-        self.segment: tuple[int, int, frozenset[int]] = (CHAIN_ROOT, -1, frozenset())
+        self.segment: tuple[int, int, frozenset[int]] = _NO_SEGMENT
         # What the instance order last found held (pylockdep._instances.InstanceOrder.held_by):
         # kept by the slow path, forgotten where locks are taken unchecked or entries move.
         self.nearest: Nearest | None = None

@@ -7,6 +7,7 @@ Every test runs its program under a fresh validator with instrumentation install
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 from collections.abc import Callable, Coroutine
@@ -662,6 +663,28 @@ def test_an_eager_task_that_ends_inside_create_task_is_seen_to_end():
 
     # the task that ended holding the lock is told, the other is clean
     assert kinds(run(main)) == ["lock_held_at_exit"]
+
+
+def test_the_holder_of_a_task_destroyed_while_pending_is_forgotten():
+    """A task that nothing refers to any more while it waits is destroyed by the garbage
+    collector without ever ending: its holder goes with it."""
+
+    async def main():
+        v = pylockdep.current()
+
+        async def stuck(future):
+            await future
+
+        future = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(stuck(future))
+        await asyncio.sleep(0)  # its first step: it has a holder
+        key = id(task)
+        assert key in _asyncio._holders(v)
+        del task, future
+        gc.collect()
+        assert key not in _asyncio._holders(v)
+
+    assert kinds(run(main)) == []
 
 
 def test_tasks_of_one_coroutine_made_by_two_lines_are_two_map_classes():
