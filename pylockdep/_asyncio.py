@@ -49,7 +49,7 @@ import sys
 import threading
 import weakref
 from asyncio import events
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from sys import _getframe
 from types import FrameType
 from typing import Any
@@ -142,7 +142,9 @@ class TaskHolder(Task):
         self.running: asyncio.Task | None = None
         self.work = _task_map(task)  # the task's completion map (None: not a coroutine's task)
         self.working = False  # whether its steps have started: it holds ``work`` from then on
-        self.awaiting: list[_waits.CompletionMap] = []  # maps of the tasks it waits for while suspended
+        # The maps of the tasks it waits for while suspended (a tuple: most tasks never hold a lock
+        # across an await, and an empty one costs nothing).
+        self.awaiting: Sequence[_waits.CompletionMap] = ()
         # Read now: 3.12.1's Task.get_coro() of an eager task that ended inside create_task() crashes.
         self.takes_for_awaiter = getattr(task.get_coro(), "cr_code", None) in _TAKES_FOR_AWAITER
         self.awaiter: Task | None = getattr(task, _AWAITER, None)
@@ -337,7 +339,7 @@ def _waited(h: TaskHolder, task: asyncio.Task) -> None:
     released for the awaiter meanwhile: 3.11's ``wait_for(cond.wait(), timeout)`` runs the
     condition's wait, which gives the awaiter's lock back, in a task of its own.
     """
-    awaited, h.awaiting = h.awaiting, []
+    awaited, h.awaiting = h.awaiting, ()
     if any(not entry[H_CLASS].ltype.pseudo for entry in h.held):
         frame = _coro_frame(task, innermost=True)
         with stack_standing_in(suspended_stack(task)):
