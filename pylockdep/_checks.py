@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from . import _splat
+from . import _collector, _splat
 from ._classes import (
     ENABLED_GC,
     ENABLED_GC_READ,
@@ -44,7 +44,7 @@ from ._classes import (
     is_used_in,
     usage_state,
 )
-from ._frames import Site, Stack, capture_stack, format_file_line, is_internal, stack_stood_in
+from ._frames import Site, Stack, capture_stack, format_file_line, is_internal, stack_standing_in, stack_stood_in
 from ._graph import PathStep, dep_kind
 from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, HeldLock, find, held_site, is_held_entry
 from ._instances import holds, nodes, same_instances
@@ -206,6 +206,34 @@ def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bi
         v.graph.mark_irq_safe(cls, bit)
     if check_inconsistent_state(v, t, cls, lock, bit, clash, site) and v.any_irq_usage:
         check_usage_inversion(v, t, cls, lock, read, bit, site)
+
+
+def check_finalizer_usage(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site) -> bool:
+    """A lock taken in a finalizer is collector-safe (``bit``: ``IN-GC``) only if it outlives the
+    collection that ran the finalizer.  A lock the collection frees was garbage: no live thread
+    could reach it, so none could hold it when the collector interrupted that thread (a finalizer
+    closing its own object under the object's lock, as ``IOBase.__del__`` does).
+
+    So the usage is marked, and checked by :func:`mark_lock`, as the collection ends, if the lock
+    survived it (:func:`pylockdep._collector.decide_at_end`), with the stack of this acquisition.
+    Returns whether it was left for then; False (mark it now) for a class that has the bit already
+    or a lock that cannot be referenced weakly."""
+    if cls.usage & bit:
+        return False
+
+    def marker() -> Callable[[object], None]:
+        # Nothing kept here may refer to ``lock``: a strong reference would bring the garbage back.
+        stack = capture_stack()
+        return lambda survivor: v.run_check(t, _mark_at_end, cls, survivor, read, bit, site, stack)
+
+    return _collector.decide_at_end((cls.id, bit, site), lock, marker)
+
+
+def _mark_at_end(
+    v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site, stack: Stack
+) -> None:
+    with stack_standing_in(stack):
+        mark_lock(v, t, cls, lock, read, bit, site)
 
 
 def check_inconsistent_state(
@@ -569,9 +597,12 @@ def check_acquire(
     if not trylock:
         check_wait_context(v, t, cls, lock, site)
     for bit in acquire_usage(v, t, cls, read, trylock, sync):
-        mark_lock(v, t, cls, lock, read, bit, site)
-    if not trylock and cls.validated and ltype.python:
-        cacheable = not check_instance_order(v, t, cls, lock, site)
+        if bit in (USED_IN_GC, USED_IN_GC_READ) and check_finalizer_usage(v, t, cls, lock, read, bit, site):
+            cacheable = False  # another lock of the class, on the same chain, may be no garbage
+        else:
+            mark_lock(v, t, cls, lock, read, bit, site)
+    if not trylock and cls.validated and ltype.python and check_instance_order(v, t, cls, lock, site):
+        cacheable = False
     if not trylock and cls.validated and check_deadlock(v, t, cls, lock, read, site) and not check_handoff(cls):
         check_prevs_add(v, t, cls, lock, read, site, sync)  # a chain head (no lock in this irq context) adds none
     if sleeping and not ltype.sleeps:

@@ -10,6 +10,12 @@ start of a collection to its end, and the rules give the locks taken meanwhile t
 (see :func:`pylockdep._checks.acquire_usage`).  ``in_gc`` is one of the holder's context
 counters, so a chain taken in a finalizer is validated apart from the same chain taken outside.
 
+A finalizer may take a lock that is itself garbage, as ``IOBase.__del__`` closes its own file
+under the buffer's lock: no live thread can reach that lock, so none can hold it.  Whether a lock
+was garbage is known only once the collection has freed it, so the usage of a lock taken in a
+finalizer waits for the collection's end (:func:`decide_at_end`) and counts only if the lock
+survived it.
+
 Not seen: a finalizer that runs because the last reference to its object went away, which no hook
 announces.  It interrupts its thread just as well, but only where that thread drops the reference.
 """
@@ -17,7 +23,9 @@ announces.  It interrupts its thread just as well, but only where that thread dr
 from __future__ import annotations
 
 import gc
+import weakref
 from _thread import get_ident
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from ._signals import dropping, raise_landed
@@ -33,6 +41,9 @@ active: Any = None
 _collecting: Task | None = None
 # The thread running a collection, while one runs.
 _collecting_ident: int | None = None
+# The usages that wait for the running collection's end, by what decide_at_end() was given as key:
+# weak references to the locks taken, and what marks the usage if one of them survives.
+_undecided: dict[Hashable, tuple[list[weakref.ref], Callable[[object], None]]] = {}
 
 
 @dropping
@@ -60,6 +71,7 @@ def _phase(phase: str, info: dict[str, int]) -> None:
             t, _collecting = _collecting, None
             t.in_gc = False
             t.update_ctx()
+        _decide()
         raise_landed()
 
 
@@ -83,3 +95,34 @@ def install() -> None:
     wanted = False
     if _phase not in gc.callbacks:
         gc.callbacks.append(_phase)
+
+
+def decide_at_end(key: Hashable, lock: object, marker: Callable[[], Callable[[object], None]]) -> bool:
+    """Leave the usage of ``lock``, taken in a finalizer of the running collection, to the
+    collection's end, and return True: then ``mark(survivor)`` is called with ``lock`` if the
+    collection did not free it, where ``mark`` is what ``marker()`` returns.  Acquisitions with the
+    same ``key`` share one ``mark``, made at the first (so a collection that finalizes many objects
+    of one class captures one stack), and it is called for the first of their locks that survived.
+    Returns False, with nothing done, for a lock that cannot be referenced weakly."""
+    try:
+        ref = weakref.ref(lock)
+    except TypeError:
+        return False
+    waiting = _undecided.get(key)
+    if waiting is None:
+        _undecided[key] = ([ref], marker())
+    else:
+        waiting[0].append(ref)
+    return True
+
+
+def _decide() -> None:
+    """The collection ended: mark the usages whose lock survived it; forget those of its garbage."""
+    if not _undecided:
+        return
+    waiting = list(_undecided.values())
+    _undecided.clear()
+    for refs, mark in waiting:
+        survivor = next((lock for lock in (ref() for ref in refs) if lock is not None), None)
+        if survivor is not None:
+            mark(survivor)

@@ -127,11 +127,11 @@ def stack_standing_in(stack: Stack) -> Iterator[None]:
     """Within the block, :func:`capture_stack` called without a frame returns ``stack``: for work
     done on behalf of a holder whose frames are not on the thread's stack (a suspended asyncio
     task, whose waits are checked after its step)."""
-    _stand_in.stack = stack
+    outer, _stand_in.stack = _stand_in.stack, stack
     try:
         yield
     finally:
-        _stand_in.stack = None
+        _stand_in.stack = outer
 
 
 def stack_stood_in() -> Stack | None:

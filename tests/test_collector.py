@@ -17,6 +17,7 @@ import pytest
 
 import pylockdep
 from pylockdep import _collector, _signals
+from pylockdep._classes import ENABLED_GC
 
 
 @pytest.fixture
@@ -100,6 +101,125 @@ def test_a_weakref_callback_the_collector_runs_is_a_finalizer(v):
     assert ref() is None
     assert kinds(v) == [("inconsistent_lock_state", (lock.name,))]
     assert "inconsistent {GC-ON-W} -> {IN-GC-W} usage." in v.reports[0].text
+
+
+class Owner:
+    """Garbage in a reference cycle whose ``__del__`` takes its own lock, as ``IOBase.__del__``
+    closes its file under the buffer's lock; ``lock`` given: that lock, shared, as its own."""
+
+    def __init__(self, lock=None) -> None:
+        self.me = self
+        self.lock = threading.Lock() if lock is None else lock
+
+    def __del__(self) -> None:
+        take(self.lock)
+
+
+@pytest.mark.parametrize("finalizer_first", [True, False], ids=["finalizer-first", "outside-first"])
+def test_a_finalizer_taking_its_own_objects_lock_is_clean(v, finalizer_first):
+    # No live thread can reach a lock that is garbage, so none can hold it when the collector
+    # interrupts it: the class taken outside finalizers too (the same creation site) is no clash.
+    live = Owner()
+    if finalizer_first:
+        Owner()
+        gc.collect()
+    take(live.lock)
+    Owner()
+    gc.collect()
+    assert kinds(v) == []
+    assert _collector._undecided == {}
+
+
+def test_a_pyio_writer_the_collector_closes_is_clean(v):
+    # cheroot's test_peercreds_unix_sock: a _pyio writer in a reference cycle, closed by its
+    # finalizer (IOBase.__del__ -> close() -> with self._write_lock), while writers of the same
+    # class are used outside finalizers.  (The raw stream has no finalizer of its own, which would
+    # close the writer's stream before the writer's finalizer looks.)
+    import _pyio
+
+    class Raw:
+        closed = False
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            return len(data)
+
+        def close(self):
+            self.closed = True
+
+    used = _pyio.BufferedWriter(Raw())
+    assert hasattr(used._write_lock, "_key"), "_pyio's locks are instrumented"
+    used.write(b"x")
+    used.flush()
+    garbage = _pyio.BufferedWriter(Raw())
+    garbage.me = garbage
+    del garbage
+    gc.collect()
+    assert kinds(v) == []
+    assert v.class_for(used._write_lock._key).usage  # the class was taken, and checked
+
+
+def test_a_lock_the_garbage_shares_with_live_code_is_inconsistent(v):
+    # Being the finalized object's attribute makes no lock garbage: this one outlives the
+    # collection, and the interrupted code could have held it.  The report is made as the
+    # collection ends, with the stack of the finalizer that took it.
+    shared = threading.Lock()
+    take(shared)
+    Owner(shared)
+    gc.collect()
+    assert kinds(v) == [("inconsistent_lock_state", (shared.name,))]
+    splat = v.reports[0].text
+    assert "inconsistent {GC-ON-W} -> {IN-GC-W} usage." in splat
+    backtrace = splat.split("stack backtrace:")[1]
+    assert "Owner.__del__" in backtrace and "take" in backtrace.split("Owner.__del__")[0]
+
+
+def test_a_live_lock_on_a_chain_a_garbage_lock_took_before_is_still_checked(v):
+    # Whether a finalizer's lock counts depends on the instance: the chain (no lock held, in a
+    # collection) is not cached by the garbage lock's acquisition, so a live lock of the same
+    # class taken on it later is checked.
+    live = Owner()
+    take(live.lock)
+    Owner()
+    gc.collect()
+    assert kinds(v) == []
+    in_finalizer(lambda: take(live.lock))
+    assert kinds(v) == [("inconsistent_lock_state", (live.lock.name,))]
+    assert "inconsistent {GC-ON-W} -> {IN-GC-W} usage." in v.reports[0].text
+
+
+def test_a_finalizer_given_a_lock_of_its_own_is_clean(v):
+    # weakref.finalize(obj, take, lock): the lock lives only as the finalizer's argument, and goes
+    # with it during the collection.
+    outside, own = (threading.Lock() for _ in range(2))  # one class: one creation site
+    take(outside)
+    garbage = Circular(lambda: None)
+    done = weakref.finalize(garbage, take, own)
+    del garbage, own
+    gc.collect()
+    assert not done.alive
+    assert kinds(v) == []
+    assert v.class_for(outside._key).usage & ENABLED_GC
+
+
+def test_a_finalizer_that_brings_its_object_back_keeps_its_lock_live(v):
+    # The lock outlives the collection: it counts, and clashes with the use outside.
+    kept = []
+
+    class Phoenix(Owner):
+        def __del__(self) -> None:
+            take(self.lock)
+            kept.append(self)
+
+    outside = Phoenix()
+    kept.append(outside)
+    take(outside.lock)
+    Phoenix()
+    gc.collect()
+    assert len(kept) == 2
+    assert kinds(v) == [("inconsistent_lock_state", (outside.lock.name,))]
 
 
 def test_an_rlock_in_a_finalizer_is_clean(v):
