@@ -1052,6 +1052,46 @@ def test_a_threading_lock_held_across_a_suspending_await_is_scheduling_while_ato
     assert " __schedule_bug" in lines and " schedule" in lines
 
 
+def test_a_threading_lock_held_across_an_await_in_a_later_step_is_scheduling_while_atomic():
+    # The first step of a task makes its holder; the C fast path runs the later ones, and must
+    # still hand a step that ends holding a thread lock to the check.
+    async def main():
+        tlock = threading.Lock()
+
+        async def worker():
+            for _ in range(3):
+                await asyncio.sleep(0)
+            with tlock:
+                await asyncio.sleep(0)
+
+        await asyncio.create_task(worker(), name="late")
+
+    reports = run(main)
+    assert kinds(reports) == ["scheduling_while_atomic"]
+    assert reports[0].title.startswith("BUG: scheduling while atomic: late/")
+
+
+def test_a_later_step_raising_out_of_the_loop_puts_the_threads_holder_back():
+    # KeyboardInterrupt and SystemExit leave a task's step and the loop; the step's holder must not
+    # stay the thread's, nor the task its running one.
+    holders = []
+
+    async def main():
+        await asyncio.sleep(0)
+        holders.append(v.task())
+        raise KeyboardInterrupt
+
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        thread_holder = v.task()
+        with pytest.raises(KeyboardInterrupt):
+            asyncio.run(main())
+        assert v.task() is thread_holder and v.local.task is thread_holder
+        with threading.Lock():  # taken by the thread, not the task
+            assert thread_holder.held and not holders[0].held
+    assert holders[0] is not thread_holder and holders[0].running is None
+    assert v.reports == []
+
+
 def test_a_thread_lock_on_a_chain_already_validated_is_still_held_by_the_task():
     """The second time round the chain is known, so the C fast path takes the lock: it too must
     push it on the task's stack, not on the thread's."""

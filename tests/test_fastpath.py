@@ -1549,3 +1549,52 @@ def test_thread_pool_tasks_call_no_python_function_of_pylockdep_once_their_sites
             release.set()
             pool.shutdown()
     assert v.reports == []
+
+
+@needs_c
+def test_asyncio_task_steps_after_the_first_run_in_c_with_the_tasks_holder():
+    """Handle._run is a StepMethod (pylockdep/_csrc/step.c): a task's steps after its first, while
+    it holds nothing but its work's map, call no Python function of pylockdep's, and run with the
+    task's holder current and running it; what the task ran in between (a thread lock's block, on
+    a known chain) was the holder's."""
+    import asyncio
+
+    from pylockdep import _asyncio
+
+    package = os.path.dirname(pylockdep.__file__)
+    calls: list[str] = []
+    seen: list[object] = []
+
+    def profile(frame, event, arg):
+        if event == "call" and called_by_the_operation(frame, package):
+            calls.append(frame.f_code.co_name)
+
+    def in_python_step() -> bool:
+        frame = sys._getframe()
+        while frame is not None and frame.f_code is not _asyncio._step.__code__:
+            frame = frame.f_back
+        return frame is not None
+
+    async def worker(lock):
+        holder = v.task()
+        with lock:  # learns the chain
+            pass
+        await asyncio.sleep(0)  # the first step (Python's: it made the holder) ends here
+        seen.append(in_python_step())
+        sys.setprofile(profile)
+        with lock:
+            seen.append((v.local.task is holder, holder.running is asyncio.current_task(), holder.held[-1][H_LOCK]))
+        await asyncio.sleep(0)  # the end of a step and the start of the next, both in C
+        sys.setprofile(None)
+        seen.append(in_python_step())
+        return holder
+
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        assert type(asyncio.events.Handle._run).__name__ == "StepMethod"
+        lock = threading.Lock()
+        outer = v.task()
+        holder = asyncio.run(worker(lock))
+        assert v.local.task is outer and holder.running is None
+    assert seen == [False, (True, True, lock), False]
+    assert calls == []
+    assert v.reports == []

@@ -19,7 +19,8 @@
  * ``recursive`` (threading.RLock) the owner's re-entry and inner releases only count.
  * accelerate_new() gives a kernel lock type a constructor for a lock made again at a known site.
  * Reader-writer locks keep their state in an RWCore, which this module takes and releases without
- * a call, and their methods (``read()``, ``read_lock()``, ``up_write()``...) are RWMethods.
+ * a call, and their methods (``read()``, ``read_lock()``, ``up_write()``...) are RWMethods.  The
+ * wrappers that run once per thread-pool task are PoolMethods, and asyncio's Handle._run a StepMethod.
  *
  * This file is the module's one translation unit: it includes speedups.h (what the parts share),
  * then the parts below, one idea each, in an order where each uses only what comes before it; and
@@ -41,6 +42,7 @@
 #include "readside.c"
 #include "waits.c"
 #include "pool.c"
+#include "step.c"
 
 /* -- the module: setup(), forget_task(), outside_site() and the module's types ---------------- */
 
@@ -233,7 +235,7 @@ PyInit__speedups(void)
         || PyModule_AddObjectRef(m, "CallMake", (PyObject *)&CallMakeType) < 0
         || PyModule_AddObjectRef(m, "RWCore", (PyObject *)&RWCoreType) < 0
         || PyModule_AddObjectRef(m, "RWMethod", (PyObject *)&RWMethodType) < 0
-        || read_sides_init(m) < 0 || waits_init(m) < 0 || pool_init(m) < 0) {
+        || read_sides_init(m) < 0 || waits_init(m) < 0 || pool_init(m) < 0 || step_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

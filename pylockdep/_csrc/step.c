@@ -1,0 +1,279 @@
+/*
+ * StepMethod: asyncio's Handle._run while instrumented (pylockdep._asyncio._step), its common case
+ * in C.  A handle whose callback is no task's step runs as CPython's own.  A step of a task whose
+ * holder exists, whose work has started (or which has no work map) and which awaits no task's map
+ * runs with that holder as the thread's current one, as _step puts it there: the holder's
+ * ``running`` is the task meanwhile, and _after_step() follows only when the task is done or holds
+ * more than its work's map (else _step finds nothing to do after the step).  Every other call,
+ * validation off or a task's first step included, goes to _step, the definition.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *slow;       /* pylockdep._asyncio._step */
+    PyObject *plain;      /* CPython's Handle._run */
+    PyObject *after;      /* pylockdep._asyncio._after_step(v, holder, task) */
+    PyObject *task_type;  /* asyncio.Task */
+    vectorcallfunc vectorcall;
+} StepMethod;
+
+static PyObject *s_callback, *s_self, *s_async_holders, *s_working, *s_work, *s_awaiting, *s_running, *s_done;
+
+/* The task whose step ``handle`` runs (a new reference), or NULL, no exception, when its callback
+ * is not a bound method of an instance of ``task_type``. */
+static PyObject *
+step_task(PyObject *handle, PyObject *task_type)
+{
+    PyObject *callback = PyObject_GetAttr(handle, s_callback), *task;
+
+    task = callback == NULL ? NULL : PyObject_GetAttr(callback, s_self);
+    Py_XDECREF(callback);
+    if (task != NULL && !PyObject_TypeCheck(task, (PyTypeObject *)task_type))
+        Py_CLEAR(task);
+    if (task == NULL)
+        PyErr_Clear();
+    return task;
+}
+
+/* The holder of ``task`` in validator ``v`` (a new reference) when the step can run in C: made, its
+ * work started or none, awaiting nothing.  NULL, no exception, otherwise. */
+static PyObject *
+step_holder(PyObject *v, PyObject *task)
+{
+    PyObject *holders = PyObject_GetAttr(v, s_async_holders), *id = NULL, *h = NULL;
+    PyObject *working = NULL, *work = NULL, *awaiting = NULL;
+    int ready = 0;
+
+    if (holders == NULL || !PyDict_CheckExact(holders) || (id = PyLong_FromVoidPtr(task)) == NULL)
+        goto done;
+    h = PyDict_GetItemWithError(holders, id);
+    if (h == NULL || !IS(h, task_layout))
+        goto done;
+    Py_INCREF(h);
+    if ((working = PyObject_GetAttr(h, s_working)) == NULL || (work = PyObject_GetAttr(h, s_work)) == NULL
+        || (awaiting = PyObject_GetAttr(h, s_awaiting)) == NULL)
+        goto done;
+    ready = (working == Py_True || work == Py_None)
+            && ((PyTuple_CheckExact(awaiting) && PyTuple_GET_SIZE(awaiting) == 0)
+                || (PyList_CheckExact(awaiting) && PyList_GET_SIZE(awaiting) == 0));
+done:
+    Py_XDECREF(holders);
+    Py_XDECREF(id);
+    Py_XDECREF(working);
+    Py_XDECREF(work);
+    Py_XDECREF(awaiting);
+    if (!ready) {
+        Py_CLEAR(h);
+        PyErr_Clear();
+    }
+    return h;
+}
+
+/* Whether the step just run left _after_step() something to do (1): the task is done, or its
+ * holder holds more than its work's map; 0 if not; -1 with an exception. */
+static int
+step_left_work(PyObject *h, PyObject *task)
+{
+    PyObject *done = PyObject_CallMethodNoArgs(task, s_done), *held, *work;
+    int r;
+
+    if (done == NULL)
+        return -1;
+    r = PyObject_IsTrue(done);
+    Py_DECREF(done);
+    if (r != 0)
+        return r;
+    held = SLOT(h, task_layout, T_HELD);
+    if (held == NULL || !PyList_CheckExact(held) || PyList_GET_SIZE(held) > 1)
+        return 1;
+    if (PyList_GET_SIZE(held) == 0)
+        return 0;
+    if ((work = PyObject_GetAttr(h, s_work)) == NULL)
+        return -1;
+    r = PyTuple_GET_ITEM(PyList_GET_ITEM(held, 0), H_LOCK) != work;
+    Py_DECREF(work);
+    return r;
+}
+
+/* ``result`` of the step (NULL when it raised), then what follows it: ``running`` back to None and,
+ * when there is work left, after(v, h, task).  A new reference to the result, or NULL with the
+ * step's exception, else that of what followed (its context the step's, as a finally clause's). */
+static PyObject *
+step_end(StepMethod *self, PyObject *v, PyObject *h, PyObject *task, PyObject *result)
+{
+    PyObject *raised = result == NULL ? raised_take() : NULL, *called;
+    int r = PyObject_SetAttr(h, s_running, Py_None);
+
+    if (r == 0 && (r = step_left_work(h, task)) == 1) {
+        called = PyObject_CallFunctionObjArgs(self->after, v, h, task, NULL);
+        r = called == NULL ? -1 : 0;
+        Py_XDECREF(called);
+    }
+    if (r < 0) {
+        Py_CLEAR(result);
+        if (raised != NULL) {
+            PyObject *later = raised_take();
+            PyException_SetContext(later, raised); /* steals ``raised`` */
+            raised = later;
+        }
+    }
+    if (raised != NULL)
+        raised_put(raised);
+    return result;
+}
+
+/* Make ``t`` the thread's current holder (``v.local.task``) and the cache's: 0, or -1 with an
+ * exception. */
+static int
+step_swap(PyObject *v, ThreadCache *c, PyObject *t)
+{
+    if (PyObject_SetAttr(SLOT(v, validator_layout, V_LOCAL), s_task, t) < 0)
+        return -1;
+    Py_XSETREF(c->task, Py_NewRef(t));
+    return 0;
+}
+
+static PyObject *
+step_call(StepMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PyObject *task, *v, *outer, *h, *result = NULL;
+    ThreadCache *c;
+
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL)
+        return slow_call(self->slow, args, nargsf, kwnames);
+    if ((task = step_task(args[0], self->task_type)) == NULL)
+        return PyObject_Vectorcall(self->plain, args, nargsf, NULL);
+    if (!current_task(&v, &outer, &c) || (h = step_holder(v, task)) == NULL) {
+        Py_DECREF(task);
+        return slow_call(self->slow, args, nargsf, kwnames);
+    }
+    Py_INCREF(outer);  /* the cache's reference goes in step_swap() */
+    if (step_swap(v, c, h) == 0) {
+        if (PyObject_SetAttr(h, s_running, task) == 0)
+            result = PyObject_Vectorcall(self->plain, args, nargsf, NULL);
+        result = step_end(self, v, h, task, result);
+        /* the thread's holder back however the step ended, its exception kept */
+        PyObject *raised = result == NULL ? raised_take() : NULL;
+        if (step_swap(v, c, outer) < 0) {
+            Py_CLEAR(result);
+            if (raised != NULL) {
+                PyObject *later = raised_take();
+                PyException_SetContext(later, raised); /* steals ``raised`` */
+                raised = later;
+            }
+        }
+        if (raised != NULL)
+            raised_put(raised);
+    }
+    Py_DECREF(outer);
+    Py_DECREF(h);
+    Py_DECREF(task);
+    return result;
+}
+
+static PyObject *
+step_method_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *slow, *plain, *after, *task_type;
+    StepMethod *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO!:StepMethod", (char *[]){"slow", "plain", "after", "task_type", NULL},
+                                     &slow, &plain, &after, &PyType_Type, &task_type))
+        return NULL;
+    if (task_layout.type == NULL || validator_layout.type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "StepMethod needs setup() first");
+        return NULL;
+    }
+    self = (StepMethod *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->slow = Py_NewRef(slow);
+    self->plain = Py_NewRef(plain);
+    self->after = Py_NewRef(after);
+    self->task_type = Py_NewRef(task_type);
+    self->vectorcall = (vectorcallfunc)step_call;
+    return (PyObject *)self;
+}
+
+static int
+step_method_traverse(StepMethod *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->slow);
+    Py_VISIT(self->plain);
+    Py_VISIT(self->after);
+    Py_VISIT(self->task_type);
+    return 0;
+}
+
+static int
+step_method_clear(StepMethod *self)
+{
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->plain);
+    Py_CLEAR(self->after);
+    Py_CLEAR(self->task_type);
+    return 0;
+}
+
+static void
+step_method_dealloc(StepMethod *self)
+{
+    PyObject_GC_UnTrack(self);
+    step_method_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+step_method_repr(StepMethod *self)
+{
+    return PyUnicode_FromFormat("<C fast path of %R>", self->slow);
+}
+
+static PyObject *
+step_method_getattro(PyObject *op, PyObject *name)
+{
+    return wrapper_getattr(op, name, ((StepMethod *)op)->slow);
+}
+
+static PyMemberDef step_method_members[] = {
+    {"__wrapped__", T_OBJECT, offsetof(StepMethod, slow), READONLY, "The Python function this one accelerates."},
+    {NULL},
+};
+
+static PyTypeObject StepMethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pylockdep._speedups.StepMethod",
+    .tp_doc = "StepMethod(slow, plain, after, task_type): asyncio's Handle._run while instrumented, whose common "
+              "case runs in C (see pylockdep._fastpath.accelerate_step); every other call goes to ``slow``.",
+    .tp_basicsize = sizeof(StepMethod),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_new = step_method_new,
+    .tp_vectorcall_offset = offsetof(StepMethod, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = fastmethod_get,
+    .tp_dealloc = (destructor)step_method_dealloc,
+    .tp_traverse = (traverseproc)step_method_traverse,
+    .tp_clear = (inquiry)step_method_clear,
+    .tp_repr = (reprfunc)step_method_repr,
+    .tp_getattro = step_method_getattro,
+    .tp_members = step_method_members,
+};
+
+/* Ready the type, add it to the module, and make the names it looks up. */
+static int
+step_init(PyObject *m)
+{
+    if (PyType_Ready(&StepMethodType) < 0 || PyModule_AddObjectRef(m, "StepMethod", (PyObject *)&StepMethodType) < 0)
+        return -1;
+    s_callback = PyUnicode_InternFromString("_callback");
+    s_self = PyUnicode_InternFromString("__self__");
+    s_async_holders = PyUnicode_InternFromString("async_holders");
+    s_working = PyUnicode_InternFromString("working");
+    s_work = PyUnicode_InternFromString("work");
+    s_awaiting = PyUnicode_InternFromString("awaiting");
+    s_running = PyUnicode_InternFromString("running");
+    s_done = PyUnicode_InternFromString("done");
+    return s_callback == NULL || s_self == NULL || s_async_holders == NULL || s_working == NULL || s_work == NULL
+                   || s_awaiting == NULL || s_running == NULL || s_done == NULL
+               ? -1
+               : 0;
+}
