@@ -133,20 +133,21 @@ class TaskHolder(Task):
     )
 
     def __init__(self, task: asyncio.Task, holders: dict[int, TaskHolder]) -> None:
-        super().__init__(task.get_name(), id(task))
+        loop_thread = _get_ident()
+        # Signals interrupt the loop's thread: the holder's ident is the task's, not a thread's.
+        super().__init__(task.get_name(), id(task), signals_on=is_main_thread(loop_thread))
         # Forget the holder when the task object goes (a task destroyed while pending included).
         self.task_ref = _TaskRef(task, holders)
-        self.loop_thread = _get_ident()
-        self.signals_on = is_main_thread(self.loop_thread)  # its ident is the task's, not a thread's
-        self.update_ctx()
+        self.loop_thread = loop_thread
         self.running: asyncio.Task | None = None
-        self.work = _task_map(task)  # the task's completion map (None: not a coroutine's task)
+        coro = task.get_coro()
+        self.work = _task_map(task, coro)  # the task's completion map (None: not a coroutine's task)
         self.working = False  # whether its steps have started: it holds ``work`` from then on
         # The maps of the tasks it waits for while suspended (a tuple: most tasks never hold a lock
         # across an await, and an empty one costs nothing).
         self.awaiting: Sequence[_waits.CompletionMap] = ()
         # Read now: 3.12.1's Task.get_coro() of an eager task that ended inside create_task() crashes.
-        self.takes_for_awaiter = getattr(task.get_coro(), "cr_code", None) in _TAKES_FOR_AWAITER
+        self.takes_for_awaiter = getattr(coro, "cr_code", None) in _TAKES_FOR_AWAITER
         self.awaiter: Task | None = getattr(task, _AWAITER, None)
         self.passes_on = getattr(task, _PASSES_ON, False)
 
@@ -418,17 +419,18 @@ def _awaiter_blocks(v: Validator, awaiter: TaskHolder) -> None:
         _as_holder(v, awaiter, lambda: _waited(awaiter, task))
 
 
-def _task_map(task: asyncio.Task) -> _waits.CompletionMap | None:
-    """A new completion map for ``task``: of class ``(task)function@file:line``, the definition of
-    its coroutine function (None for a task of some other awaitable).  A task made through
-    ``create_task`` gets one named after the line that made it instead (:func:`_create_task`)."""
-    code = getattr(task.get_coro(), "cr_code", None)
+def _task_map(task: asyncio.Task, coro: object) -> _waits.CompletionMap | None:
+    """A new completion map for ``task``, whose coroutine is ``coro``: of class
+    ``(task)function@file:line``, the definition of its coroutine function (None for a task of some
+    other awaitable).  A task made through ``create_task`` gets one named after the line that made
+    it instead (:func:`_create_task`)."""
+    code = getattr(coro, "cr_code", None)
     if code is None:
         return None
     made_at = getattr(task, _MAP_KEY, None)
     if made_at is None:
         made = getattr(_making, "made", None)
-        if made is not None and made[0] is task.get_coro():
+        if made is not None and made[0] is coro:
             made_at = made[1]
     if made_at is not None:
         return _waits.CompletionMap(made_at)
@@ -461,7 +463,7 @@ def _awaited_maps(v: Validator, h: TaskHolder, task: asyncio.Task) -> tuple[list
         if not isinstance(awaited, asyncio.Task):
             continue
         if awaited.done():
-            work = _task_map(awaited)  # a finished task has no holder any more: one of its class
+            work = _task_map(awaited, awaited.get_coro())  # a finished task has no holder any more: one of its class
         else:
             a = holder_of(v, awaited)
             work = a.work

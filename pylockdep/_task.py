@@ -120,10 +120,13 @@ class Task:
         "__weakref__",
     )
 
-    def __init__(self, name: str, ident: int, identity: TaskIdentity | None = None) -> None:
+    def __init__(
+        self, name: str, ident: int, identity: TaskIdentity | None = None, signals_on: bool | None = None
+    ) -> None:
         """A holder with nothing held, named ``name``; ``ident`` is the thread ident of a thread's
         Task (what a lock's ``_blockers()`` names its holders by); ``identity`` the task the thread
-        stands for in splats, if the program gave one (:func:`pylockdep.identify_thread`)."""
+        stands for in splats, if the program gave one (:func:`pylockdep.identify_thread`);
+        ``signals_on`` whether signal handlers interrupt it (default: ``ident`` is the main thread's)."""
         self.held: list[HeldLock] = []
         self.key = CHAIN_ROOT
         self.name = name
@@ -140,7 +143,8 @@ class Task:
         self.irq_saves: list[tuple[object, bool]] | None = None
         self.rcu = 0
         self.in_signal = False  # a Python signal handler is running (see pylockdep._signals._handle)
-        self.signals_on = is_main_thread(ident)  # whether Python signal handlers may interrupt it
+        # whether Python signal handlers may interrupt it
+        self.signals_on = is_main_thread(ident) if signals_on is None else signals_on
         self.in_gc = False  # a garbage collection runs on it (see pylockdep._collector)
         self.spins = 0  # held locks that disabled preemption
         self.irq = 0  # 2 * (in a hard interrupt) + (in a softirq), lockdep's irq_context
