@@ -71,8 +71,10 @@ ENABLED_ALL = USED_IN_ALL << 2  # each state's ENABLED bits are two above its US
 #: The bits of Python's own states, SIGNAL and GC.  Only one lock taken both ways is checked for
 #: them, not the orders (a safe lock before an unsafe one).  For SIGNAL an order deadlocks only
 #: when a thread other than the main one takes the locks in it, and the graph does not say which
-#: threads made a dependency; GC is checked as SIGNAL is, the one rule whose verdict names a
-#: single lock and the one place that takes it.
+#: threads made a dependency.  For GC, no code runs with the collector held off: a dependency
+#: ``A -> B`` taken outside a finalizer makes ``A`` GC-ON, one taken inside makes ``B`` IN-GC, so an
+#: order from an IN-GC lock to a GC-ON one is also one lock taken both ways, and reported so,
+#: unless ``A`` is an ``RLock`` (a reader here, which may be both): that order is not checked.
 PYTHON_STATE_BITS = USED_IN_SIGNAL | USED_IN_SIGNAL_READ | ENABLED_SIGNAL | ENABLED_SIGNAL_READ
 PYTHON_STATE_BITS |= USED_IN_GC | USED_IN_GC_READ | ENABLED_GC | ENABLED_GC_READ
 _USED_IN_READ = USED_IN_HARDIRQ_READ | USED_IN_SOFTIRQ_READ | USED_IN_SIGNAL_READ | USED_IN_GC_READ
