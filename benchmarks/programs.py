@@ -1,10 +1,10 @@
 """Real programs, plain against under ``pylockdep run``: wall and CPU time, in alternation.
 
-``python -m benchmarks.programs pool|queue|asyncio [N]`` is the program itself: ``pool`` runs N tiny
-tasks on a ``ThreadPoolExecutor`` (each ``Future`` makes a ``Condition``; the workers take the
-queue's locks), ``queue`` passes N items from a producer thread to a consumer through a bounded
-``queue.Queue``, ``asyncio`` the same between two tasks through an ``asyncio.Queue``.  The last
-program is CPython's own ``test.test_queue``.
+``python -m benchmarks.programs pool|queue|asyncio|tasks [N]`` is the program itself: ``pool`` runs
+N tiny tasks on a ``ThreadPoolExecutor`` (each ``Future`` makes a ``Condition``; the workers take
+the queue's locks), ``queue`` passes N items from a producer thread to a consumer through a bounded
+``queue.Queue``, ``asyncio`` the same between two tasks through an ``asyncio.Queue``, ``tasks`` runs
+N/10 concurrent asyncio tasks of 40 steps each.  The last program is CPython's own ``test.test_queue``.
 
 :func:`measure` runs each program as ``python -m ...`` and as ``python -m pylockdep run -m ...``,
 alternating the two ``rounds`` times, and reports the ratios of the minima and medians of wall
@@ -34,6 +34,11 @@ PROGRAMS: dict[str, tuple[str, Sequence[str], float | None]] = {
         "asyncio.Queue producer/consumer with an asyncio.Lock, {n} items",
         ("benchmarks.programs", "asyncio", "{n}"),
         2.0,
+    ),
+    "tasks": (
+        "asyncio, {n}/10 concurrent tasks of 40 steps, each taking an asyncio.Lock",
+        ("benchmarks.programs", "tasks", "{n}"),
+        None,
     ),
     "test_queue": ("CPython's test.test_queue", ("test.test_queue",), None),
 }
@@ -97,6 +102,29 @@ def asyncio_producer_consumer(n: int) -> None:
     assert asyncio.run(main()) == n * (n - 1) // 2
 
 
+def asyncio_tasks(n: int) -> None:
+    """``n // 10`` concurrent tasks of 40 steps each (39 ``asyncio.sleep(0)``), each adding to a
+    total under one ``asyncio.Lock`` in its last: a server's task per request, in miniature."""
+    import asyncio
+
+    async def main() -> int:
+        lock = asyncio.Lock()
+        total = 0
+
+        async def task(i: int) -> None:
+            nonlocal total
+            for _ in range(39):
+                await asyncio.sleep(0)
+            async with lock:
+                total += i
+
+        await asyncio.gather(*(task(i) for i in range(n // 10)))
+        return total
+
+    tasks = n // 10
+    assert asyncio.run(main()) == tasks * (tasks - 1) // 2
+
+
 def _run(argv: Sequence[str], pure: bool) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds and exit status of one run of ``argv``."""
     # Not at the top: this module is also the program timed plain, which must not import pylockdep.
@@ -154,7 +182,8 @@ def measure(name: str, rounds: int, size: int, pure: bool) -> list[dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     which, n = args[0], int(args[1]) if len(args) > 1 else DEFAULT_SIZE
-    {"pool": pool, "queue": producer_consumer, "asyncio": asyncio_producer_consumer}[which](n)
+    programs = {"pool": pool, "queue": producer_consumer, "asyncio": asyncio_producer_consumer, "tasks": asyncio_tasks}
+    programs[which](n)
     return 0
 
 

@@ -172,18 +172,9 @@ class _TaskRef(weakref.ref):  # type: ignore[type-arg]
         ref.holders.pop(ref.key, None)
 
 
-def _holders(v: Validator) -> dict[int, TaskHolder]:
-    """The validator's holders of asyncio tasks, by ``id()`` of the task."""
-    try:
-        return v.async_holders  # type: ignore[attr-defined,no-any-return]
-    except AttributeError:
-        v.async_holders = holders = {}  # type: ignore[attr-defined]
-        return holders
-
-
 def holder_of(v: Validator, task: asyncio.Task) -> TaskHolder:
     """The holder of ``task`` in validator ``v``, made (and registered with ``v``) on first use."""
-    holders = _holders(v)
+    holders: dict[int, TaskHolder] = v.async_holders  # type: ignore[assignment]
     h = holders.get(id(task))
     if h is None:
         h = holders[id(task)] = TaskHolder(task, holders)
@@ -283,7 +274,7 @@ def _after_step(v: Validator, h: TaskHolder, task: asyncio.Task) -> None:
 
 
 # What runs a handle while instrumented: _step, its common case in C (see accelerate_step).
-_run_handle = accelerate_step(_step, _plain_run, _after_step, asyncio.Task)
+_run_handle = accelerate_step(_step, _plain_run, _after_step, asyncio.Task, TaskHolder, events.Handle)
 
 
 def _task_exited(v: Validator, h: TaskHolder) -> None:
@@ -293,7 +284,7 @@ def _task_exited(v: Validator, h: TaskHolder) -> None:
     and ``wait_for(cond.wait(), t)`` make one, ends holding the lock by design, and the awaiter
     releases it (an asyncio lock has no owner in CPython).  The awaiter holds it from then on
     (:func:`_pass_to_awaiter`)."""
-    _holders(v).pop(h.ident, None)
+    v.async_holders.pop(h.ident, None)
     v.tasks.pop(id(h), None)
     if h.held and h.takes_for_awaiter:
         _pass_to_awaiter(v, h)
@@ -393,7 +384,7 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
                 if code is _ACQUIRE_CODE:
                     setattr(task, _TIMED, True)  # wait_for() makes one only with a timeout
         if task.done():
-            h = _holders(v).get(id(task))
+            h = v.async_holders.get(id(task))
             if h is not None:  # an eager task that ran to its end inside create_task()
                 if h.working:
                     _as_holder(v, h, lambda: _waits.release(h.work))  # type: ignore[arg-type]

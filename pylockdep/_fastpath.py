@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 31
+SPEEDUPS_ABI = 32
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).parent / "_csrc" / "_held_layout.h"
@@ -136,18 +136,25 @@ def accelerate_rw(lock_type: type, section_type: type, methods: dict[type, dict[
 
 
 def accelerate_step(
-    step: Callable[[Any], None], plain: Callable[[Any], None], after: Callable[..., None], task_type: type
+    step: Callable[[Any], None],
+    plain: Callable[[Any], None],
+    after: Callable[..., None],
+    task_type: type,
+    holder_type: type,
+    handle_type: type,
 ) -> Any:
-    """What to install as asyncio's ``Handle._run``: ``step`` (which runs a handle, ``plain`` being
-    CPython's ``Handle._run``) with its common case in C, or ``step`` itself when the C module is
-    not in use.  In C, a handle whose callback is not a bound method of a ``task_type`` runs through
-    ``plain``; a step of a task whose holder exists (in the validator's ``async_holders``), has
-    started its work (or has no work map) and awaits nothing runs through ``plain`` with that holder
-    current and its ``running`` set, then ``after(v, holder, task)`` runs if the task is done or its
-    holder holds more than its ``work`` map.  Every other call goes to ``step``."""
+    """What to install as asyncio's ``Handle._run``: ``step`` (which runs a ``handle_type``,
+    ``plain`` being CPython's ``Handle._run``) with its common case in C, or ``step`` itself when
+    the C module is not in use.  In C, a handle whose ``_callback`` is not a bound method of a
+    ``task_type`` runs through ``plain``; a step of a task whose holder (a ``holder_type``, in the
+    validator's ``async_holders``) has started its ``work`` (or has none) and is ``awaiting`` nothing
+    runs through ``plain`` with that holder current and ``running`` the task, then ``after(v,
+    holder, task)`` runs if the task is done or its holder holds more than its ``work`` map.  Every
+    other call goes to ``step``.  ``holder_type`` and ``handle_type`` must keep those names in
+    ``__slots__``."""
     if _speedups is None:
         return step
-    return _speedups.StepMethod(step, plain, after, task_type)
+    return _speedups.StepMethod(step, plain, after, task_type, holder_type, handle_type)
 
 
 def holder_changed() -> None:

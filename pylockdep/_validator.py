@@ -60,6 +60,7 @@ class Validator:
         "chains_forgotten",
         "max_lock_depth",
         "preempt_rt",
+        "async_holders",
         "__dict__",
         "__weakref__",
     )
@@ -85,6 +86,8 @@ class Validator:
         self.listeners: list[Callable[[Report], None]] = []
         self.local = threading.local()
         self.tasks: dict[int, Task] = {}
+        # The holders of asyncio tasks, by id() of the task (see pylockdep._asyncio.holder_of).
+        self.async_holders: dict[int, Task] = {}
         # Thread ident -> the holder of that thread while its end is handled there (see
         # _thread_exited), when its local storage is gone: task() answers it without touching
         # self.local, which would make the storage again for a thread that no longer clears it.

@@ -227,7 +227,7 @@ def test_an_eager_tasks_first_step_holds_a_lock_on_a_known_chain_itself():
             pass
         task = asyncio.create_task(child())
         assert lock.locked()  # its first step took the lock, inside create_task()
-        assert lock._owner is _asyncio._holders(v)[id(task)]
+        assert lock._owner is v.async_holders[id(task)]
         assert all(entry[H_LOCK] is not lock for entry in _asyncio._current_holder(v).held)
         stop.set()
         await task
@@ -658,7 +658,7 @@ def test_an_eager_task_that_ends_inside_create_task_is_seen_to_end():
         v = pylockdep.current()
         for coro in (quick(), keeps()):
             task = asyncio.create_task(coro)
-            assert task.done() and id(task) not in _asyncio._holders(v)
+            assert task.done() and id(task) not in v.async_holders
         lock.release()
 
     # the task that ended holding the lock is told, the other is clean
@@ -679,10 +679,10 @@ def test_the_holder_of_a_task_destroyed_while_pending_is_forgotten():
         task = asyncio.create_task(stuck(future))
         await asyncio.sleep(0)  # its first step: it has a holder
         key = id(task)
-        assert key in _asyncio._holders(v)
+        assert key in v.async_holders
         del task, future
         gc.collect()
-        assert key not in _asyncio._holders(v)
+        assert key not in v.async_holders
 
     assert kinds(run(main)) == []
 

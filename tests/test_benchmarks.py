@@ -89,6 +89,8 @@ def test_graph_rounds_repeat_the_same_work():
 def test_programs_are_the_work_they_claim():
     programs.pool(50)
     programs.producer_consumer(50)
+    programs.asyncio_producer_consumer(50)
+    programs.asyncio_tasks(50)
 
 
 def test_the_baselines_stay_plain_while_threading_is_instrumented():

@@ -38,9 +38,9 @@ static PyObject *g_active;
 static Layout active_layout, validator_layout, task_layout, key_layout, class_layout, trace_layout;
 enum { ACTIVE_VALIDATOR };
 static const char *const active_slots[] = {"validator", NULL};
-enum { V_OFF, V_LOCAL, V_CHAINS, V_CHAINS_FORGOTTEN, V_MAX_LOCK_DEPTH, V_PREEMPT_RT };
+enum { V_OFF, V_LOCAL, V_CHAINS, V_CHAINS_FORGOTTEN, V_MAX_LOCK_DEPTH, V_PREEMPT_RT, V_ASYNC_HOLDERS };
 static const char *const validator_slots[] = {"off", "local", "chains", "chains_forgotten", "max_lock_depth",
-                                              "preempt_rt", NULL};
+                                              "preempt_rt", "async_holders", NULL};
 enum {
     T_HELD, T_KEY, T_CTX, T_IRQ, T_SPINS, T_PENDING,
     /* the context counters (Task.update_ctx() hashes them in this order), and what sections change */

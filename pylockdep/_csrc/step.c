@@ -16,17 +16,21 @@ typedef struct {
     vectorcallfunc vectorcall;
 } StepMethod;
 
-static PyObject *s_callback, *s_self, *s_async_holders, *s_working, *s_work, *s_awaiting, *s_running, *s_done;
+/* The slots read of a TaskHolder and of a Handle (set when a StepMethod is made). */
+static Layout holder_layout, handle_layout;
+enum { TH_WORKING, TH_WORK, TH_AWAITING, TH_RUNNING };
+static const char *const holder_slots[] = {"working", "work", "awaiting", "running", NULL};
+static const char *const handle_slots[] = {"_callback", NULL};
+static PyObject *s_self, *s_done;
 
 /* The task whose step ``handle`` runs (a new reference), or NULL, no exception, when its callback
  * is not a bound method of an instance of ``task_type``. */
 static PyObject *
 step_task(PyObject *handle, PyObject *task_type)
 {
-    PyObject *callback = PyObject_GetAttr(handle, s_callback), *task;
+    PyObject *callback = SLOT(handle, handle_layout, 0), *task;
 
     task = callback == NULL ? NULL : PyObject_GetAttr(callback, s_self);
-    Py_XDECREF(callback);
     if (task != NULL && !PyObject_TypeCheck(task, (PyTypeObject *)task_type))
         Py_CLEAR(task);
     if (task == NULL)
@@ -34,38 +38,37 @@ step_task(PyObject *handle, PyObject *task_type)
     return task;
 }
 
-/* The holder of ``task`` in validator ``v`` (a new reference) when the step can run in C: made, its
- * work started or none, awaiting nothing.  NULL, no exception, otherwise. */
+/* Whether ``seq`` is an empty tuple or list. */
+static int
+empty_sequence(PyObject *seq)
+{
+    return (PyTuple_CheckExact(seq) && PyTuple_GET_SIZE(seq) == 0)
+           || (PyList_CheckExact(seq) && PyList_GET_SIZE(seq) == 0);
+}
+
+/* The holder of ``task`` in validator ``v`` (borrowed) when the step can run in C: made, its work
+ * started or none, awaiting nothing.  NULL, no exception, otherwise. */
 static PyObject *
 step_holder(PyObject *v, PyObject *task)
 {
-    PyObject *holders = PyObject_GetAttr(v, s_async_holders), *id = NULL, *h = NULL;
-    PyObject *working = NULL, *work = NULL, *awaiting = NULL;
-    int ready = 0;
+    PyObject *holders = SLOT(v, validator_layout, V_ASYNC_HOLDERS), *id, *h, *working, *work, *awaiting;
 
-    if (holders == NULL || !PyDict_CheckExact(holders) || (id = PyLong_FromVoidPtr(task)) == NULL)
-        goto done;
-    h = PyDict_GetItemWithError(holders, id);
-    if (h == NULL || !IS(h, task_layout))
-        goto done;
-    Py_INCREF(h);
-    if ((working = PyObject_GetAttr(h, s_working)) == NULL || (work = PyObject_GetAttr(h, s_work)) == NULL
-        || (awaiting = PyObject_GetAttr(h, s_awaiting)) == NULL)
-        goto done;
-    ready = (working == Py_True || work == Py_None)
-            && ((PyTuple_CheckExact(awaiting) && PyTuple_GET_SIZE(awaiting) == 0)
-                || (PyList_CheckExact(awaiting) && PyList_GET_SIZE(awaiting) == 0));
-done:
-    Py_XDECREF(holders);
-    Py_XDECREF(id);
-    Py_XDECREF(working);
-    Py_XDECREF(work);
-    Py_XDECREF(awaiting);
-    if (!ready) {
-        Py_CLEAR(h);
+    if (holders == NULL || !PyDict_CheckExact(holders) || (id = PyLong_FromVoidPtr(task)) == NULL) {
         PyErr_Clear();
+        return NULL;
     }
-    return h;
+    h = PyDict_GetItemWithError(holders, id);
+    Py_DECREF(id);
+    if (h == NULL || !IS(h, holder_layout) || !IS(h, task_layout)) {
+        PyErr_Clear();
+        return NULL;
+    }
+    working = SLOT(h, holder_layout, TH_WORKING);
+    work = SLOT(h, holder_layout, TH_WORK);
+    awaiting = SLOT(h, holder_layout, TH_AWAITING);
+    if (working == NULL || work == NULL || awaiting == NULL || SLOT(h, holder_layout, TH_RUNNING) == NULL)
+        return NULL;
+    return (working == Py_True || work == Py_None) && empty_sequence(awaiting) ? h : NULL;
 }
 
 /* Whether the step just run left _after_step() something to do (1): the task is done, or its
@@ -73,7 +76,7 @@ done:
 static int
 step_left_work(PyObject *h, PyObject *task)
 {
-    PyObject *done = PyObject_CallMethodNoArgs(task, s_done), *held, *work;
+    PyObject *done = PyObject_VectorcallMethod(s_done, &task, 1, NULL), *held, *work;
     int r;
 
     if (done == NULL)
@@ -83,15 +86,10 @@ step_left_work(PyObject *h, PyObject *task)
     if (r != 0)
         return r;
     held = SLOT(h, task_layout, T_HELD);
+    work = SLOT(h, holder_layout, TH_WORK);
     if (held == NULL || !PyList_CheckExact(held) || PyList_GET_SIZE(held) > 1)
         return 1;
-    if (PyList_GET_SIZE(held) == 0)
-        return 0;
-    if ((work = PyObject_GetAttr(h, s_work)) == NULL)
-        return -1;
-    r = PyTuple_GET_ITEM(PyList_GET_ITEM(held, 0), H_LOCK) != work;
-    Py_DECREF(work);
-    return r;
+    return PyList_GET_SIZE(held) == 1 && PyTuple_GET_ITEM(PyList_GET_ITEM(held, 0), H_LOCK) != work;
 }
 
 /* ``result`` of the step (NULL when it raised), then what follows it: ``running`` back to None and,
@@ -101,9 +99,10 @@ static PyObject *
 step_end(StepMethod *self, PyObject *v, PyObject *h, PyObject *task, PyObject *result)
 {
     PyObject *raised = result == NULL ? raised_take() : NULL, *called;
-    int r = PyObject_SetAttr(h, s_running, Py_None);
+    int r;
 
-    if (r == 0 && (r = step_left_work(h, task)) == 1) {
+    slot_set(h, holder_layout.offset[TH_RUNNING], Py_None);
+    if ((r = step_left_work(h, task)) == 1) {
         called = PyObject_CallFunctionObjArgs(self->after, v, h, task, NULL);
         r = called == NULL ? -1 : 0;
         Py_XDECREF(called);
@@ -140,6 +139,8 @@ step_call(StepMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwna
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL)
         return slow_call(self->slow, args, nargsf, kwnames);
+    if (!IS(args[0], handle_layout))
+        return slow_call(self->slow, args, nargsf, kwnames);
     if ((task = step_task(args[0], self->task_type)) == NULL)
         return PyObject_Vectorcall(self->plain, args, nargsf, NULL);
     if (!current_task(&v, &outer, &c) || (h = step_holder(v, task)) == NULL) {
@@ -147,9 +148,10 @@ step_call(StepMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwna
         return slow_call(self->slow, args, nargsf, kwnames);
     }
     Py_INCREF(outer);  /* the cache's reference goes in step_swap() */
+    Py_INCREF(h);
     if (step_swap(v, c, h) == 0) {
-        if (PyObject_SetAttr(h, s_running, task) == 0)
-            result = PyObject_Vectorcall(self->plain, args, nargsf, NULL);
+        slot_set(h, holder_layout.offset[TH_RUNNING], task);
+        result = PyObject_Vectorcall(self->plain, args, nargsf, NULL);
         result = step_end(self, v, h, task, result);
         /* the thread's holder back however the step ended, its exception kept */
         PyObject *raised = result == NULL ? raised_take() : NULL;
@@ -173,16 +175,21 @@ step_call(StepMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwna
 static PyObject *
 step_method_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *slow, *plain, *after, *task_type;
+    PyObject *slow, *plain, *after, *task_type, *holder_type, *handle_type;
     StepMethod *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO!:StepMethod", (char *[]){"slow", "plain", "after", "task_type", NULL},
-                                     &slow, &plain, &after, &PyType_Type, &task_type))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO!OO:StepMethod",
+                                     (char *[]){"slow", "plain", "after", "task_type", "holder_type", "handle_type",
+                                                NULL},
+                                     &slow, &plain, &after, &PyType_Type, &task_type, &holder_type, &handle_type))
         return NULL;
     if (task_layout.type == NULL || validator_layout.type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "StepMethod needs setup() first");
         return NULL;
     }
+    if (layout_init(&holder_layout, holder_type, holder_slots) < 0
+        || layout_init(&handle_layout, handle_type, handle_slots) < 0)
+        return NULL;
     self = (StepMethod *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
@@ -242,8 +249,9 @@ static PyMemberDef step_method_members[] = {
 static PyTypeObject StepMethodType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pylockdep._speedups.StepMethod",
-    .tp_doc = "StepMethod(slow, plain, after, task_type): asyncio's Handle._run while instrumented, whose common "
-              "case runs in C (see pylockdep._fastpath.accelerate_step); every other call goes to ``slow``.",
+    .tp_doc = "StepMethod(slow, plain, after, task_type, holder_type, handle_type): asyncio's Handle._run while "
+              "instrumented, whose common case runs in C (see pylockdep._fastpath.accelerate_step); every other "
+              "call goes to ``slow``.",
     .tp_basicsize = sizeof(StepMethod),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_new = step_method_new,
@@ -264,16 +272,7 @@ step_init(PyObject *m)
 {
     if (PyType_Ready(&StepMethodType) < 0 || PyModule_AddObjectRef(m, "StepMethod", (PyObject *)&StepMethodType) < 0)
         return -1;
-    s_callback = PyUnicode_InternFromString("_callback");
     s_self = PyUnicode_InternFromString("__self__");
-    s_async_holders = PyUnicode_InternFromString("async_holders");
-    s_working = PyUnicode_InternFromString("working");
-    s_work = PyUnicode_InternFromString("work");
-    s_awaiting = PyUnicode_InternFromString("awaiting");
-    s_running = PyUnicode_InternFromString("running");
     s_done = PyUnicode_InternFromString("done");
-    return s_callback == NULL || s_self == NULL || s_async_holders == NULL || s_working == NULL || s_work == NULL
-                   || s_awaiting == NULL || s_running == NULL || s_done == NULL
-               ? -1
-               : 0;
+    return s_self == NULL || s_done == NULL ? -1 : 0;
 }
