@@ -147,7 +147,10 @@ step_call(StepMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwna
         Py_DECREF(task);
         return slow_call(self->slow, args, nargsf, kwnames);
     }
-    Py_INCREF(outer);  /* the cache's reference goes in step_swap() */
+    /* all three kept: the step may change the active validator, and the cache's reference to
+     * ``outer`` goes in step_swap() */
+    Py_INCREF(v);
+    Py_INCREF(outer);
     Py_INCREF(h);
     if (step_swap(v, c, h) == 0) {
         slot_set(h, holder_layout.offset[TH_RUNNING], task);
@@ -166,6 +169,7 @@ step_call(StepMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwna
         if (raised != NULL)
             raised_put(raised);
     }
+    Py_DECREF(v);
     Py_DECREF(outer);
     Py_DECREF(h);
     Py_DECREF(task);
