@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 32
+SPEEDUPS_ABI = 33
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = Path(__file__).parent / "_csrc" / "_held_layout.h"
@@ -154,7 +154,8 @@ def accelerate_step(
     ``__slots__``."""
     if _speedups is None:
         return step
-    return _speedups.StepMethod(step, plain, after, task_type, holder_type, handle_type)
+    _speedups.step_setup(after, task_type, holder_type, handle_type)
+    return _speedups.PoolMethod("step", step, plain)
 
 
 def holder_changed() -> None:

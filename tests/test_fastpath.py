@@ -1553,7 +1553,7 @@ def test_thread_pool_tasks_call_no_python_function_of_pylockdep_once_their_sites
 
 @needs_c
 def test_asyncio_task_steps_after_the_first_run_in_c_with_the_tasks_holder():
-    """Handle._run is a StepMethod (pylockdep/_csrc/step.c): a task's steps after its first, while
+    """Handle._run is a PoolMethod of role step (pylockdep/_csrc/step.c): a task's steps after its first, while
     it holds nothing but its work's map, call no Python function of pylockdep's, and run with the
     task's holder current and running it; what the task ran in between (a thread lock's block, on
     a known chain) was the holder's."""
@@ -1590,7 +1590,7 @@ def test_asyncio_task_steps_after_the_first_run_in_c_with_the_tasks_holder():
         return holder
 
     with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
-        assert type(asyncio.events.Handle._run).__name__ == "StepMethod"
+        assert type(asyncio.events.Handle._run).__name__ == "PoolMethod"
         lock = threading.Lock()
         outer = v.task()
         holder = asyncio.run(worker(lock))

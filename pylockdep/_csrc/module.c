@@ -20,7 +20,7 @@
  * accelerate_new() gives a kernel lock type a constructor for a lock made again at a known site.
  * Reader-writer locks keep their state in an RWCore, which this module takes and releases without
  * a call, and their methods (``read()``, ``read_lock()``, ``up_write()``...) are RWMethods.  The
- * wrappers that run once per thread-pool task are PoolMethods, and asyncio's Handle._run a StepMethod.
+ * wrappers that run once per task (of a thread pool, and asyncio's Handle._run) are PoolMethods.
  *
  * This file is the module's one translation unit: it includes speedups.h (what the parts share),
  * then the parts below, one idea each, in an order where each uses only what comes before it; and

@@ -1,9 +1,10 @@
 /*
- * PoolMethod: the instrumented methods of concurrent.futures that run once per task of a thread pool
- * (pylockdep._waits wraps ThreadPoolExecutor.submit, _WorkItem.__init__, _WorkItem.run and
- * Future.result/exception), with their common case in C.  Each stands in for the Python wrapper,
- * which stays the definition: any call the C code does not take, it hands to that wrapper untouched.
- * Roles (what the wrapper of pylockdep._waits does, in C):
+ * PoolMethod: the instrumented methods that run once per task, with their common case in C: those of
+ * concurrent.futures for a task of a thread pool (pylockdep._waits wraps ThreadPoolExecutor.submit,
+ * _WorkItem.__init__, _WorkItem.run and Future.result/exception), and asyncio's Handle._run for a
+ * step of an asyncio task (role ``step``, in step.c).  Each stands in for the Python wrapper, which
+ * stays the definition: any call the C code does not take, it hands to that wrapper untouched.
+ * The roles of thread pools (what the wrapper of pylockdep._waits does, in C):
  *
  * - submit: a pool with a map, called from a line whose work key _keys_at knows: the key is put in
  *   _submitting under the thread's ident for the work item to find, the original submit() runs,
@@ -22,7 +23,7 @@
  * that step runs in its place, with a frame object made for it.  pool_setup() gives this module
  * those functions and the dictionaries the wrappers share.
  */
-enum { POOL_SUBMIT, POOL_WORK_INIT, POOL_RUN, POOL_RESULT };
+enum { POOL_SUBMIT, POOL_WORK_INIT, POOL_RUN, POOL_RESULT, POOL_STEP };
 
 /* Set by pool_setup(): the Python steps, _waits' shared dicts, its attribute names and done states. */
 static PyObject *g_hold_step, *g_release_step, *g_touch_step;
@@ -40,6 +41,8 @@ typedef struct {
     int role;
     vectorcallfunc vectorcall;
 } PoolMethod;
+
+static PyObject *step_call(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
 /* getattr(obj, name, None) as a new reference; NULL with an exception other than AttributeError. */
 static PyObject *
@@ -338,6 +341,8 @@ pool_method_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObj
 {
     PoolMethod *self = (PoolMethod *)op;
 
+    if (self->role == POOL_STEP)
+        return step_call(self, args, nargsf, kwnames);
     if (g_submitting == NULL)  /* pool_setup() not called */
         return slow_call(self->slow, args, nargsf, kwnames);
     switch (self->role) {
@@ -356,7 +361,7 @@ static PyObject *
 pool_method_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"role", "slow", "original", NULL};
-    static const char *const roles[] = {"submit", "work_init", "run", "result", NULL};
+    static const char *const roles[] = {"submit", "work_init", "run", "result", "step", NULL};
     PyObject *slow, *original;
     const char *role;
     PoolMethod *self;
@@ -367,7 +372,7 @@ pool_method_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     for (which = 0; roles[which] != NULL && strcmp(roles[which], role) != 0; which++)
         ;
     if (roles[which] == NULL)
-        return PyErr_Format(PyExc_ValueError, "PoolMethod role must be submit, work_init, run or result, not %R",
+        return PyErr_Format(PyExc_ValueError, "PoolMethod role must be submit, work_init, run, result or step, not %R",
                             PyTuple_GET_ITEM(args, 0));
     if (!PyCallable_Check(slow) || !PyCallable_Check(original))
         return PyErr_Format(PyExc_TypeError, "PoolMethod needs callables");
@@ -424,9 +429,10 @@ static PyMemberDef pool_method_members[] = {
 static PyTypeObject PoolMethodType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pylockdep._speedups.PoolMethod",
-    .tp_doc = "PoolMethod(role, slow, original): an instrumented method of concurrent.futures whose common case "
-              "runs in C (role 'submit', 'work_init', 'run' or 'result'; see pylockdep._fastpath.accelerate_pool); "
-              "every other call goes to ``slow``, the Python wrapper of ``original``.",
+    .tp_doc = "PoolMethod(role, slow, original): an instrumented method run once per task, whose common case "
+              "runs in C (role 'submit', 'work_init', 'run' or 'result' of concurrent.futures, see "
+              "pylockdep._fastpath.accelerate_pool; 'step', asyncio's Handle._run, see accelerate_step); every "
+              "other call goes to ``slow``, the Python wrapper of ``original``.",
     .tp_basicsize = sizeof(PoolMethod),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_new = pool_method_new,

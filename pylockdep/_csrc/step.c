@@ -1,22 +1,16 @@
 /*
- * StepMethod: asyncio's Handle._run while instrumented (pylockdep._asyncio._step), its common case
- * in C.  A handle whose callback is no task's step runs as CPython's own.  A step of a task whose
+ * PoolMethod's role ``step``: asyncio's Handle._run while instrumented (pylockdep._asyncio._step),
+ * its common case in C.  A handle whose callback is no task's step runs as CPython's own.  A step of a task whose
  * holder exists, whose work has started (or which has no work map) and which awaits no task's map
  * runs with that holder as the thread's current one, as _step puts it there: the holder's
  * ``running`` is the task meanwhile, and _after_step() follows only when the task is done or holds
  * more than its work's map (else _step finds nothing to do after the step).  Every other call,
  * validation off or a task's first step included, goes to _step, the definition.
  */
-typedef struct {
-    PyObject_HEAD
-    PyObject *slow;       /* pylockdep._asyncio._step */
-    PyObject *plain;      /* CPython's Handle._run */
-    PyObject *after;      /* pylockdep._asyncio._after_step(v, holder, task) */
-    PyObject *task_type;  /* asyncio.Task */
-    vectorcallfunc vectorcall;
-} StepMethod;
+/* Set by step_setup(): after(v, holder, task), the Python half that follows a step, and asyncio.Task. */
+static PyObject *g_after_step, *g_task_type;
 
-/* The slots read of a TaskHolder and of a Handle (set when a StepMethod is made). */
+/* The slots read of a TaskHolder and of a Handle (set by step_setup()). */
 static Layout holder_layout, handle_layout;
 enum { TH_WORKING, TH_WORK, TH_AWAITING, TH_RUNNING };
 static const char *const holder_slots[] = {"working", "work", "awaiting", "running", NULL};
@@ -96,14 +90,14 @@ step_left_work(PyObject *h, PyObject *task)
  * when there is work left, after(v, h, task).  A new reference to the result, or NULL with the
  * step's exception, else that of what followed (its context the step's, as a finally clause's). */
 static PyObject *
-step_end(StepMethod *self, PyObject *v, PyObject *h, PyObject *task, PyObject *result)
+step_end(PyObject *v, PyObject *h, PyObject *task, PyObject *result)
 {
     PyObject *raised = result == NULL ? raised_take() : NULL, *called;
     int r;
 
     slot_set(h, holder_layout.offset[TH_RUNNING], Py_None);
     if ((r = step_left_work(h, task)) == 1) {
-        called = PyObject_CallFunctionObjArgs(self->after, v, h, task, NULL);
+        called = PyObject_CallFunctionObjArgs(g_after_step, v, h, task, NULL);
         r = called == NULL ? -1 : 0;
         Py_XDECREF(called);
     }
@@ -131,18 +125,19 @@ step_swap(PyObject *v, ThreadCache *c, PyObject *t)
     return 0;
 }
 
+/* PoolMethod's role ``step``: ``original`` is CPython's Handle._run, ``slow`` pylockdep._asyncio._step. */
 static PyObject *
-step_call(StepMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+step_call(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     PyObject *task, *v, *outer, *h, *result = NULL;
     ThreadCache *c;
 
-    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL)
+    if (g_task_type == NULL || PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL)  /* step_setup() not called */
         return slow_call(self->slow, args, nargsf, kwnames);
     if (!IS(args[0], handle_layout))
         return slow_call(self->slow, args, nargsf, kwnames);
-    if ((task = step_task(args[0], self->task_type)) == NULL)
-        return PyObject_Vectorcall(self->plain, args, nargsf, NULL);
+    if ((task = step_task(args[0], g_task_type)) == NULL)
+        return PyObject_Vectorcall(self->original, args, nargsf, NULL);
     if (!current_task(&v, &outer, &c) || (h = step_holder(v, task)) == NULL) {
         Py_DECREF(task);
         return slow_call(self->slow, args, nargsf, kwnames);
@@ -154,8 +149,8 @@ step_call(StepMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwna
     Py_INCREF(h);
     if (step_swap(v, c, h) == 0) {
         slot_set(h, holder_layout.offset[TH_RUNNING], task);
-        result = PyObject_Vectorcall(self->plain, args, nargsf, NULL);
-        result = step_end(self, v, h, task, result);
+        result = PyObject_Vectorcall(self->original, args, nargsf, NULL);
+        result = step_end(v, h, task, result);
         /* the thread's holder back however the step ended, its exception kept */
         PyObject *raised = result == NULL ? raised_take() : NULL;
         if (step_swap(v, c, outer) < 0) {
@@ -176,105 +171,39 @@ step_call(StepMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwna
     return result;
 }
 
+/* step_setup(after, task_type, holder_type, handle_type): what the role ``step`` reads (see
+ * pylockdep._fastpath.accelerate_step).  After setup(). */
 static PyObject *
-step_method_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+step_setup(PyObject *module, PyObject *args)
 {
-    PyObject *slow, *plain, *after, *task_type, *holder_type, *handle_type;
-    StepMethod *self;
+    PyObject *after, *task_type, *holder_type, *handle_type;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO!OO:StepMethod",
-                                     (char *[]){"slow", "plain", "after", "task_type", "holder_type", "handle_type",
-                                                NULL},
-                                     &slow, &plain, &after, &PyType_Type, &task_type, &holder_type, &handle_type))
+    if (!PyArg_ParseTuple(args, "OO!OO:step_setup", &after, &PyType_Type, &task_type, &holder_type, &handle_type))
         return NULL;
     if (task_layout.type == NULL || validator_layout.type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "StepMethod needs setup() first");
+        PyErr_SetString(PyExc_RuntimeError, "step_setup() needs setup() first");
         return NULL;
     }
     if (layout_init(&holder_layout, holder_type, holder_slots) < 0
         || layout_init(&handle_layout, handle_type, handle_slots) < 0)
         return NULL;
-    self = (StepMethod *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    self->slow = Py_NewRef(slow);
-    self->plain = Py_NewRef(plain);
-    self->after = Py_NewRef(after);
-    self->task_type = Py_NewRef(task_type);
-    self->vectorcall = (vectorcallfunc)step_call;
-    return (PyObject *)self;
+    Py_XSETREF(g_after_step, Py_NewRef(after));
+    Py_XSETREF(g_task_type, Py_NewRef(task_type));  /* last: the role starts with it */
+    Py_RETURN_NONE;
 }
 
-static int
-step_method_traverse(StepMethod *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->slow);
-    Py_VISIT(self->plain);
-    Py_VISIT(self->after);
-    Py_VISIT(self->task_type);
-    return 0;
-}
-
-static int
-step_method_clear(StepMethod *self)
-{
-    Py_CLEAR(self->slow);
-    Py_CLEAR(self->plain);
-    Py_CLEAR(self->after);
-    Py_CLEAR(self->task_type);
-    return 0;
-}
-
-static void
-step_method_dealloc(StepMethod *self)
-{
-    PyObject_GC_UnTrack(self);
-    step_method_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyObject *
-step_method_repr(StepMethod *self)
-{
-    return PyUnicode_FromFormat("<C fast path of %R>", self->slow);
-}
-
-static PyObject *
-step_method_getattro(PyObject *op, PyObject *name)
-{
-    return wrapper_getattr(op, name, ((StepMethod *)op)->slow);
-}
-
-static PyMemberDef step_method_members[] = {
-    {"__wrapped__", T_OBJECT, offsetof(StepMethod, slow), READONLY, "The Python function this one accelerates."},
+static PyMethodDef step_methods[] = {
+    {"step_setup", step_setup, METH_VARARGS,
+     "step_setup(after, task_type, holder_type, handle_type): what PoolMethod's role 'step' reads (see "
+     "pylockdep._fastpath.accelerate_step)."},
     {NULL},
 };
 
-static PyTypeObject StepMethodType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "pylockdep._speedups.StepMethod",
-    .tp_doc = "StepMethod(slow, plain, after, task_type, holder_type, handle_type): asyncio's Handle._run while "
-              "instrumented, whose common case runs in C (see pylockdep._fastpath.accelerate_step); every other "
-              "call goes to ``slow``.",
-    .tp_basicsize = sizeof(StepMethod),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
-    .tp_new = step_method_new,
-    .tp_vectorcall_offset = offsetof(StepMethod, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_descr_get = fastmethod_get,
-    .tp_dealloc = (destructor)step_method_dealloc,
-    .tp_traverse = (traverseproc)step_method_traverse,
-    .tp_clear = (inquiry)step_method_clear,
-    .tp_repr = (reprfunc)step_method_repr,
-    .tp_getattro = step_method_getattro,
-    .tp_members = step_method_members,
-};
-
-/* Ready the type, add it to the module, and make the names it looks up. */
+/* Add step_setup() to the module, and make the names the role looks up. */
 static int
 step_init(PyObject *m)
 {
-    if (PyType_Ready(&StepMethodType) < 0 || PyModule_AddObjectRef(m, "StepMethod", (PyObject *)&StepMethodType) < 0)
+    if (PyModule_AddFunctions(m, step_methods) < 0)
         return -1;
     s_self = PyUnicode_InternFromString("__self__");
     s_done = PyUnicode_InternFromString("done");
