@@ -86,6 +86,26 @@ raised_put(PyObject *exc)
 #endif
 }
 
+/* How a finally clause ends: the body's ``result`` (NULL when the body raised ``raised``,
+ * raised_take()'s, which this steals) if the clause's own work succeeded; else (``failed``, its
+ * exception set) NULL with the clause's exception, its context the body's, as Python chains them. */
+static PyObject *
+finally_end(PyObject *result, PyObject *raised, int failed)
+{
+    if (failed) {
+        Py_CLEAR(result);
+        if (raised != NULL) {
+            PyObject *later = raised_take();
+
+            PyException_SetContext(later, raised);  /* steals ``raised`` */
+            raised = later;
+        }
+    }
+    if (raised != NULL)
+        raised_put(raised);
+    return result;
+}
+
 /* Whether a constructor of ``type`` got no arguments; 0 with TypeError set when it got some. */
 static int
 no_arguments(PyTypeObject *type, PyObject *args, PyObject *kwds)

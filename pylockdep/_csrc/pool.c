@@ -202,23 +202,12 @@ python_step(PyObject *step, PyObject *first, int with_frame)
 static PyObject *
 release_after(PyObject *maps, PyObject *result)
 {
-    PyObject *raised = result == NULL ? raised_take() : NULL, *later;
+    PyObject *raised = result == NULL ? raised_take() : NULL;
     int r = release_maps(maps);
 
     if (r == 0)
         r = python_step(g_release_step, maps, 0) < 0 ? -1 : 1;
-    if (r == 1) {
-        if (raised != NULL)
-            raised_put(raised);
-        return result;
-    }
-    Py_XDECREF(result);
-    if (raised != NULL) {
-        later = raised_take();
-        PyException_SetContext(later, raised);  /* steals ``raised`` */
-        raised_put(later);
-    }
-    return NULL;
+    return finally_end(result, raised, r != 1);
 }
 
 /* Give ``future`` the map ``work`` back after its run (``result``, NULL when it raised), keeping
@@ -228,17 +217,7 @@ idle_after(PyObject *future, PyObject *work, PyObject *result)
 {
     PyObject *raised = result == NULL ? raised_take() : NULL;
 
-    if (PyObject_GenericSetAttr(future, g_work_attr, work) < 0) {
-        Py_CLEAR(result);
-        if (raised != NULL) {
-            PyObject *later = raised_take();
-            PyException_SetContext(later, raised);  /* steals ``raised`` */
-            raised = later;
-        }
-    }
-    if (raised != NULL)
-        raised_put(raised);
-    return result;
+    return finally_end(result, raised, PyObject_GenericSetAttr(future, g_work_attr, work) < 0);
 }
 
 static PyObject *

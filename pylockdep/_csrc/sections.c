@@ -260,17 +260,11 @@ bh_on_fast(ThreadCache *c, PyObject *t, PyFrameObject *frame)
 static void
 restore_raising(PyObject *section, PyFrameObject *frame)
 {
-    PyObject *exc = raised_take(), *next, *r;
+    PyObject *exc = raised_take(), *r;
 
     r = PyObject_CallMethodOneArg(section, s_restore, (PyObject *)frame);
-    if (r != NULL) {
-        Py_DECREF(r);
-        raised_put(exc);
-        return;
-    }
-    next = raised_take();
-    PyException_SetContext(next, exc);
-    raised_put(next);
+    Py_XDECREF(r);
+    finally_end(NULL, exc, r == NULL);
 }
 
 

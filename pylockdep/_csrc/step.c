@@ -101,17 +101,7 @@ step_end(PyObject *v, PyObject *h, PyObject *task, PyObject *result)
         r = called == NULL ? -1 : 0;
         Py_XDECREF(called);
     }
-    if (r < 0) {
-        Py_CLEAR(result);
-        if (raised != NULL) {
-            PyObject *later = raised_take();
-            PyException_SetContext(later, raised); /* steals ``raised`` */
-            raised = later;
-        }
-    }
-    if (raised != NULL)
-        raised_put(raised);
-    return result;
+    return finally_end(result, raised, r < 0);
 }
 
 /* Make ``t`` the thread's current holder (``v.local.task``) and the cache's: 0, or -1 with an
@@ -153,16 +143,7 @@ step_call(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwna
         result = step_end(v, h, task, result);
         /* the thread's holder back however the step ended, its exception kept */
         PyObject *raised = result == NULL ? raised_take() : NULL;
-        if (step_swap(v, c, outer) < 0) {
-            Py_CLEAR(result);
-            if (raised != NULL) {
-                PyObject *later = raised_take();
-                PyException_SetContext(later, raised); /* steals ``raised`` */
-                raised = later;
-            }
-        }
-        if (raised != NULL)
-            raised_put(raised);
+        result = finally_end(result, raised, step_swap(v, c, outer) < 0);
     }
     Py_DECREF(v);
     Py_DECREF(outer);
