@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -44,7 +43,7 @@ from ._validator import Validator, active
 SPEEDUPS_ABI = 33
 
 #: The header generated for the C module by :func:`layout_header`.
-LAYOUT_HEADER = Path(__file__).parent / "_csrc" / "_held_layout.h"
+LAYOUT_HEADER = os.path.join(os.path.dirname(__file__), "_csrc", "_held_layout.h")  # os.path: pathlib costs an import
 
 
 def layout_header() -> str:

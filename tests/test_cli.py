@@ -177,6 +177,22 @@ def test_locks_are_instrumented_from_the_programs_first_line(tmp_path):
     assert asyncio_loaded == "False"  # pylockdep itself imported nothing that makes locks
 
 
+def test_importing_pylockdep_leaves_heavy_modules_alone():
+    """``import pylockdep`` stays cheap: none of pathlib (which brings urllib.parse and ipaddress),
+    asyncio, subprocess, argparse or tomllib.  Run with ``-S``, the package found through
+    PYTHONPATH, so that what site imports (an editable install's finder imports pathlib) hides
+    nothing."""
+    import pylockdep
+
+    heavy = ["pathlib", "asyncio", "subprocess", "argparse", "tomllib"]
+    code = f"import sys; import pylockdep; print(sorted(set({heavy!r}) & set(sys.modules)))"
+    home = os.path.dirname(os.path.dirname(pylockdep.__file__))
+    env = {**os.environ, "PYTHONPATH": home}
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]"]
+
+
 # A Lock left held by the main thread at the end, which nobody released, is leaked: reported too;
 # unless nothing refers to it any more (dropping a locked Lock is legal: nobody can wait for it).
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -746,11 +747,12 @@ def test_readers_and_writers_under_contention_all_get_through(kind):
 
 def test_the_c_module_reads_held_entries_through_the_generated_layout():
     # One source: _held.HELD_FIELDS and _fastpath.SPEEDUPS_ABI, written into the header.
-    assert _fastpath.LAYOUT_HEADER.read_text() == _fastpath.layout_header(), "run tools/layout_header.py"
-    sources = {path.name: path.read_text() for path in _fastpath.LAYOUT_HEADER.parent.glob("*.[ch]")}
+    header = Path(_fastpath.LAYOUT_HEADER)
+    assert header.read_text() == _fastpath.layout_header(), "run tools/layout_header.py"
+    sources = {path.name: path.read_text() for path in header.parent.glob("*.[ch]")}
     assert '#include "_held_layout.h"' in sources["speedups.h"]
     for name, source in sources.items():
-        if name != _fastpath.LAYOUT_HEADER.name:  # no layout or ABI number of its own
+        if name != header.name:  # no layout or ABI number of its own
             assert not re.search(r"enum \{ H_|ABI\", \d", source), name
     header = _fastpath.layout_header()
     enum = re.search(r"enum \{ (H_LOCK[^}]*) \};", header).group(1).split(", ")

@@ -6,10 +6,11 @@ Python code (see :func:`pylockdep._fastpath.layout_header`).  Run it after chang
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"  # a build that is stale until the header is written is expected
 
 from pylockdep import _fastpath  # noqa: E402 - after the switch above
 
-_fastpath.LAYOUT_HEADER.write_text(_fastpath.layout_header())
+Path(_fastpath.LAYOUT_HEADER).write_text(_fastpath.layout_header())
 print(f"wrote {_fastpath.LAYOUT_HEADER}")
