@@ -1,10 +1,12 @@
 """Real programs, plain against under ``pylockdep run``: wall and CPU time, in alternation.
 
-``python -m benchmarks.programs pool|queue|asyncio|tasks [N]`` is the program itself: ``pool`` runs
+``python -m benchmarks.programs pool|queue|asyncio|tasks|threads [N]`` is the program itself: ``pool`` runs
 N tiny tasks on a ``ThreadPoolExecutor`` (each ``Future`` makes a ``Condition``; the workers take
 the queue's locks), ``queue`` passes N items from a producer thread to a consumer through a bounded
 ``queue.Queue``, ``asyncio`` the same between two tasks through an ``asyncio.Queue``, ``tasks`` runs
-N/10 concurrent asyncio tasks of 40 steps each.  The last program is CPython's own ``test.test_queue``.
+N/10 concurrent asyncio tasks of 40 steps each, ``threads`` starts and joins N/20 threads in
+turn (a thread per request), each adding to a total under a ``threading.Lock``.  The last program
+is CPython's own ``test.test_queue``.
 
 :func:`measure` runs each program as ``python -m ...`` and as ``python -m pylockdep run -m ...``,
 alternating the two ``rounds`` times, and reports the ratios of the minima and medians of wall
@@ -38,6 +40,11 @@ PROGRAMS: dict[str, tuple[str, Sequence[str], float | None]] = {
     "tasks": (
         "asyncio, {n}/10 concurrent tasks of 40 steps, each taking an asyncio.Lock",
         ("benchmarks.programs", "tasks", "{n}"),
+        None,
+    ),
+    "threads": (
+        "a thread per request, {n}/20 threads started and joined in turn, each taking a Lock",
+        ("benchmarks.programs", "threads", "{n}"),
         None,
     ),
     "test_queue": ("CPython's test.test_queue", ("test.test_queue",), None),
@@ -125,6 +132,25 @@ def asyncio_tasks(n: int) -> None:
     assert asyncio.run(main()) == tasks * (tasks - 1) // 2
 
 
+def threads(n: int) -> None:
+    """``n // 20`` threads, each started once the one before has been joined, adding its number
+    to a total under one ``threading.Lock``: the start-up and end of a thread, in the main."""
+    lock = threading.Lock()
+    total = 0
+
+    def handle(i: int) -> None:
+        nonlocal total
+        with lock:
+            total += i
+
+    count = n // 20
+    for i in range(count):
+        thread = threading.Thread(target=handle, args=(i,))
+        thread.start()
+        thread.join()
+    assert total == count * (count - 1) // 2
+
+
 def _run(argv: Sequence[str], pure: bool) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds and exit status of one run of ``argv``."""
     # Not at the top: this module is also the program timed plain, which must not import pylockdep.
@@ -182,7 +208,13 @@ def measure(name: str, rounds: int, size: int, pure: bool) -> list[dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     which, n = args[0], int(args[1]) if len(args) > 1 else DEFAULT_SIZE
-    programs = {"pool": pool, "queue": producer_consumer, "asyncio": asyncio_producer_consumer, "tasks": asyncio_tasks}
+    programs = {
+        "pool": pool,
+        "queue": producer_consumer,
+        "asyncio": asyncio_producer_consumer,
+        "tasks": asyncio_tasks,
+        "threads": threads,
+    }
     programs[which](n)
     return 0
 

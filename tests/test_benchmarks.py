@@ -91,6 +91,7 @@ def test_programs_are_the_work_they_claim():
     programs.producer_consumer(50)
     programs.asyncio_producer_consumer(50)
     programs.asyncio_tasks(50)
+    programs.threads(500)
 
 
 def test_the_baselines_stay_plain_while_threading_is_instrumented():
