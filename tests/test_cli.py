@@ -193,6 +193,22 @@ def test_importing_pylockdep_leaves_heavy_modules_alone():
     assert result.stdout.split() == ["[]"]
 
 
+def test_the_installed_package_has_its_bytecode_caches():
+    """Every module of pylockdep has a bytecode cache for this interpreter, so that a ``pylockdep
+    run`` does not compile the package again (where ``PYTHONDONTWRITEBYTECODE`` is set, Python
+    never writes one): pip writes them for a regular install, setup.py's build for an editable one
+    (reinstall after adding a module)."""
+    import importlib.util
+
+    import pylockdep
+
+    package = os.path.dirname(pylockdep.__file__)
+    modules = [os.path.join(package, name) for name in os.listdir(package) if name.endswith(".py")]
+    missing = [path for path in modules if not os.path.exists(importlib.util.cache_from_source(path))]
+    assert len(modules) > 30
+    assert missing == []
+
+
 # A Lock left held by the main thread at the end, which nobody released, is leaked: reported too;
 # unless nothing refers to it any more (dropping a locked Lock is legal: nobody can wait for it).
 @pytest.mark.parametrize(
