@@ -1,10 +1,12 @@
 """Real deadlocks stay found with Python's locks judged per instance and hand-off: small faithful
 programs of the bugs issue 14 lists (pebble's waitforqueues, logging's dictConfig against
-Handler.close, paho-mqtt's callback and out-message mutexes), and the leak readerwriterlock's own
-test suite leaves."""
+Handler.close, paho-mqtt's callback and out-message mutexes), CPython's ProcessPoolExecutor
+shutdown against a feeder error (gh-125451, found in CPython's own tests), and the leak
+readerwriterlock's own test suite leaves."""
 
 from __future__ import annotations
 
+import json
 import queue
 import subprocess
 import sys
@@ -157,6 +159,73 @@ def test_logging_dictconfig_against_handler_close_is_circular(tmp_path):
     assert "WARNING: possible circular locking dependency detected" in result.stderr, result.stderr
     names = (tmp_path / "out.jsonl").read_text()
     assert "Handler.lock@logging/__init__.py:" in names and "_lock@logging/__init__.py:" in names
+
+
+# CPython's ProcessPoolExecutor, gh-125451: from 3.12 the executor's manager thread holds the
+# shutdown lock while it joins the call queue's feeder thread (join_executor_internals), and the
+# feeder thread, failing to pickle a work item, takes that lock to wake the manager
+# (_SafeQueue._on_queue_feeder_error).  A feeder error during a shutdown hangs both threads for
+# ever.  Fixed in 3.12.8 and 3.13.1: the wakeup pipe got a lock of its own, which "fixed" puts in
+# place.  3.11 joins the feeder thread outside the lock.  This program never hangs (the feeder's
+# error is handled before the shutdown begins): the two orders are each seen once.  test_waits has
+# the bug's shape in miniature; this is CPython's own code, end to end under ``pylockdep run``, as
+# 3.13.0's test_concurrent_futures gives the same report.
+
+PROCESS_POOL_PROGRAM = """\
+import concurrent.futures, sys, threading
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("cannot be sent to a worker")
+
+if __name__ == "__main__":
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1) as executor:
+        if "fixed" in sys.argv:
+            executor._call_queue.shutdown_lock = threading.Lock()  # what the fix does, in effect
+        future = executor.submit(id, Unpicklable())  # the feeder thread fails, under the lock
+        try:
+            future.result()
+        except RuntimeError:
+            pass
+    # leaving the block: the manager thread joins the feeder under the lock
+"""
+
+
+def _has_gh_125451() -> bool:
+    """Whether this CPython's process pool joins the feeder thread holding the shutdown lock and
+    takes that lock on a feeder error (3.12.0-3.12.7, 3.13.0)."""
+    import inspect
+    from concurrent.futures import process
+
+    # 3.12 split the join into _join_executor_internals, called under the lock; 3.11 has no such
+    # method and takes the lock only after joining.
+    joins_under_lock = hasattr(process._ExecutorManagerThread, "_join_executor_internals")
+    feeder_takes_lock = "self.shutdown_lock" in inspect.getsource(process._SafeQueue._on_queue_feeder_error)
+    return joins_under_lock and feeder_takes_lock
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_process_pool_shutdown_against_a_feeder_error_is_circular_where_cpython_has_the_bug(tmp_path, fixed):
+    (tmp_path / "pool_bug.py").write_text(textwrap.dedent(PROCESS_POOL_PROGRAM))
+    result = subprocess.run(
+        [sys.executable, "-m", "pylockdep", "run", "--json", "out.jsonl", "pool_bug.py", *(["fixed"] * fixed)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    lines = (tmp_path / "out.jsonl").read_text().splitlines() if (tmp_path / "out.jsonl").exists() else []
+    reports = [json.loads(line) for line in lines]
+    if fixed or not _has_gh_125451():
+        assert result.returncode == 0, result.stderr
+        assert reports == []
+        return
+    assert result.returncode == 66, result.stderr
+    assert [r["kind"] for r in reports] == ["circular"]
+    names = reports[0]["classes"]
+    assert any(name.startswith("ProcessPoolExecutor._shutdown_lock@concurrent/futures/process.py:") for name in names)
+    assert any(name.startswith("(thread)multiprocessing/queues.py:") for name in names)
+    assert len(names) == 2
 
 
 # readerwriterlock 1.0.10, RWLockReadD (readers first): the first reader takes the resource Lock
