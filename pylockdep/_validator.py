@@ -309,20 +309,25 @@ class Validator:
         This is lockdep's recursion guard: a signal handler, finalizer or trace hook that runs
         while its thread checks takes and releases its locks for real and they are tracked, but
         no rule is run for them, so a search never sees the graph change under it.
+
+        The check and the printing run with :data:`RECURSION_HEADROOM` more frames allowed than
+        the program's recursion limit: they run on the program's stack, and a program close to
+        its limit must neither lose a report nor get a ``RecursionError`` out of them.
         """
         me = self.task()
         if self.off or t.busy or me.busy:
             return
-        me.busy += 1
-        try:
-            with self.graph_lock:
-                try:
-                    check(self, t, *args)
-                except LimitExceeded as exc:
-                    self.limit_reached(t, exc)
-        finally:
-            me.busy -= 1
-        self.flush()
+        with _headroom:
+            me.busy += 1
+            try:
+                with self.graph_lock:
+                    try:
+                        check(self, t, *args)
+                    except LimitExceeded as exc:
+                        self.limit_reached(t, exc)
+            finally:
+                me.busy -= 1
+            self.flush()
 
     def report(
         self,
@@ -430,6 +435,48 @@ class Validator:
         """Raise :class:`LockdepViolation` if anything was reported."""
         if self.reports:
             raise LockdepViolation(self.reports)
+
+
+#: Frames a rule and the printing of its report may use beyond the program's recursion limit.
+RECURSION_HEADROOM = 500
+
+
+class _Headroom:
+    """Raises the interpreter's recursion limit (one for all its threads) by
+    :data:`RECURSION_HEADROOM` while any thread is inside: the first to enter raises it, the last
+    to leave puts the program's limit back.  One that leaves deeper than that limit cannot (Python
+    refuses a limit below the current depth): it leaves the limit raised for the next one to put
+    back.  A limit the program changed meanwhile stands."""
+
+    __slots__ = ("lock", "inside", "base", "raised_to")
+
+    def __init__(self) -> None:
+        self.lock = plain_rlock()  # re-entrant: a signal handler may check inside a check's bookkeeping
+        self.inside = 0
+        self.base = 0  # the program's limit
+        self.raised_to = 0  # the limit while inside
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if not self.inside:
+                limit = sys.getrecursionlimit()
+                if limit != self.raised_to:  # else still raised: the last one out could not lower it
+                    self.base = limit
+                    self.raised_to = limit + RECURSION_HEADROOM
+                    sys.setrecursionlimit(self.raised_to)
+            self.inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.inside -= 1
+            if not self.inside and sys.getrecursionlimit() == self.raised_to:
+                try:
+                    sys.setrecursionlimit(self.base)
+                except RecursionError:
+                    pass  # this thread is deeper than the program's limit allows: left to the next
+
+
+_headroom = _Headroom()
 
 
 def _write_splat(report: Report, stream: Any) -> None:

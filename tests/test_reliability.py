@@ -225,6 +225,48 @@ class _BrokenStream(io.StringIO):
         raise BrokenPipeError(32, "Broken pipe")
 
 
+def _room() -> int:
+    """How many more nested calls the recursion limit allows from the caller."""
+
+    def down(n: int) -> int:
+        try:
+            return down(n + 1)
+        except RecursionError:
+            return n
+
+    return down(0)
+
+
+def _with_frames_left(left: int, action: Any) -> Any:
+    """``action()`` called with only about ``left`` more nested calls allowed."""
+
+    def down(n: int) -> Any:
+        return down(n - 1) if n else action()
+
+    return down(_room() - left)
+
+
+def test_a_program_near_its_recursion_limit_gets_its_report_and_no_recursion_error() -> None:
+    """The rules run on the program's stack, many calls deep, and the splat's printing deeper:
+    10 calls under the limit, a new chain is validated, an inversion reported, and no
+    ``RecursionError`` comes out of pylockdep (the check ran out of frames: it raised out of the
+    ``with`` and the report was lost).  The program's limit is its own again after."""
+    limit = sys.getrecursionlimit()
+    out = io.StringIO()
+    with pylockdep.validate(stream=out, raise_on_report=False) as v:
+        a, b = pylockdep.Mutex("a"), pylockdep.Mutex("b")
+
+        def take(first: Any, second: Any) -> None:
+            with first, second:
+                pass
+
+        _with_frames_left(10, lambda: take(a, b))
+        _with_frames_left(10, lambda: take(b, a))
+    assert sys.getrecursionlimit() == limit
+    assert [r.kind for r in v.reports] == ["circular"]
+    assert "WARNING: possible circular locking dependency detected" in out.getvalue()
+
+
 def test_a_closed_stream_does_not_break_the_program(capfd: pytest.CaptureFixture[str]) -> None:
     with pylockdep.validate(stream=_BrokenStream(), raise_on_report=False) as v:
         a, b = pylockdep.Mutex("a"), pylockdep.Mutex("b")
