@@ -31,6 +31,7 @@ def after_fork_in_child() -> None:
     _rcu.renew_after_fork()
     _waitfor._waits._at_fork_reinit()
     _validator._validate_lock._at_fork_reinit()
+    _validator._headroom.after_fork_in_child()
     for v in list(_validator.every_validator):
         v.graph_lock._at_fork_reinit()
         me = getattr(v.local, "task", None)

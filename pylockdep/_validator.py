@@ -468,12 +468,22 @@ class _Headroom:
 
     def __exit__(self, *exc: object) -> None:
         with self.lock:
-            self.inside -= 1
-            if not self.inside and sys.getrecursionlimit() == self.raised_to:
-                try:
-                    sys.setrecursionlimit(self.base)
-                except RecursionError:
-                    pass  # this thread is deeper than the program's limit allows: left to the next
+            self.inside = max(self.inside - 1, 0)  # 0 already: a thread that forked, inside
+            if not self.inside:
+                self._lower()
+
+    def _lower(self) -> None:
+        if sys.getrecursionlimit() == self.raised_to:
+            try:
+                sys.setrecursionlimit(self.base)
+            except RecursionError:
+                pass  # this thread is deeper than the program's limit allows: left to the next
+
+    def after_fork_in_child(self) -> None:
+        """The threads inside in the parent are gone: a new lock, nobody inside, the limit put back."""
+        self.lock._at_fork_reinit()
+        self.inside = 0
+        self._lower()
 
 
 _headroom = _Headroom()

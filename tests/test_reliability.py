@@ -930,15 +930,18 @@ def test_keyboard_interrupts_never_leave_an_srcu_read_side_half_entered() -> Non
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_fork_while_another_thread_is_inside_pylockdep() -> None:
     result = run_python("""
-        import os, threading, time, pylockdep
+        import os, sys, threading, time, pylockdep
         from pylockdep import _classes, _validator, _waitfor
         inside, done = threading.Event(), threading.Event()
         scoped = pylockdep.validate()
         v = scoped.__enter__()
+        limit = sys.getrecursionlimit()
+        headroom = _validator._headroom
         def busy():  # another thread holds every internal lock when the process forks
             with _classes._keys_lock, _waitfor._waits, _validator._validate_lock, v.graph_lock:
-                inside.set()
-                done.wait()
+                with headroom, headroom.lock:  # inside a check: the recursion limit raised
+                    inside.set()
+                    done.wait()
         threading.Thread(target=busy).start()
         inside.wait()
         pid = os.fork()
@@ -955,6 +958,8 @@ def test_fork_while_another_thread_is_inside_pylockdep() -> None:
             t.join()
             with pylockdep.validate():
                 pass
+            if sys.getrecursionlimit() != limit:
+                os._exit(4)  # the thread that raised it is not in the child to put it back
             os._exit(0 if not v.reports else 3)
         done.set()
         _, status = os.waitpid(pid, 0)
