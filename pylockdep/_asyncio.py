@@ -137,7 +137,7 @@ class TaskHolder(Task):
         # Signals interrupt the loop's thread: the holder's ident is the task's, not a thread's.
         super().__init__(task.get_name(), id(task), signals_on=is_main_thread(loop_thread))
         # Forget the holder when the task object goes (a task destroyed while pending included).
-        self.task_ref = _TaskRef(task, holders)
+        self.task_ref = _task_ref(task, holders)
         self.loop_thread = loop_thread
         self.running: asyncio.Task | None = None
         coro = task.get_coro()
@@ -155,21 +155,24 @@ class TaskHolder(Task):
 class _TaskRef(weakref.ref):  # type: ignore[type-arg]
     """A weak reference to an asyncio task that, when the task goes, drops its holder from
     ``holders`` (keyed by the task's ``id()``): one object per task, where a callback closing over
-    the two would add a function and its cells to each."""
+    the two would add a function and its cells to each.  Made by :func:`_task_ref`."""
 
     __slots__ = ("key", "holders")
-
-    def __new__(cls, task: asyncio.Task, holders: dict[int, TaskHolder]) -> _TaskRef:
-        return super().__new__(cls, task, _TaskRef._gone)
-
-    def __init__(self, task: asyncio.Task, holders: dict[int, TaskHolder]) -> None:
-        super().__init__(task, _TaskRef._gone)
-        self.key = id(task)
-        self.holders = holders
+    key: int
+    holders: dict[int, TaskHolder]
 
     @staticmethod
     def _gone(ref: _TaskRef) -> None:
         ref.holders.pop(ref.key, None)
+
+
+def _task_ref(task: asyncio.Task, holders: dict[int, TaskHolder]) -> _TaskRef:
+    """A :class:`_TaskRef` to ``task``: weakref's own constructor, then the two slots (a
+    ``__new__`` and ``__init__`` of the class's own would cost four times as much, per task)."""
+    ref = _TaskRef(task, _TaskRef._gone)
+    ref.key = id(task)
+    ref.holders = holders
+    return ref
 
 
 def holder_of(v: Validator, task: asyncio.Task) -> TaskHolder:
