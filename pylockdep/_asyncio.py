@@ -921,6 +921,11 @@ _REPLACED = {
 }
 
 
+# A coroutine awaiting an executor's future (run_in_executor(), wrap_future()) blocks no thread:
+# asyncio reads the finished future for it, in the loop's thread.
+_waits.READS_DONE_FUTURES.add(asyncio.futures._copy_future_state.__code__)
+
+
 def install() -> None:
     """Make asyncio's lock types the validated ones, run task steps with their holders, name tasks'
     maps after the lines that make them and watch ``run_coroutine_threadsafe()``'s futures."""

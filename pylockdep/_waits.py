@@ -615,6 +615,10 @@ def _when_done(future: Any) -> Callable[[float], bool]:
 
 
 _DONE_STATES: set[str] = set()  # filled when concurrent.futures._base is patched
+#: Code whose ``Future.result()`` and ``exception()`` calls read a future that is done by design,
+#: and so wait for nothing: asyncio's ``_copy_future_state`` (added by :mod:`pylockdep._asyncio`),
+#: which hands an executor future's outcome to the coroutine that awaited it without blocking.
+READS_DONE_FUTURES: set[CodeType] = set()
 
 
 def _running(work: _WorkMap) -> bool:
@@ -635,9 +639,10 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
             # Not pool work; or called by concurrent.futures.wait() itself, which holds every
             # future's condition (released by any real wait) and was accounted for on entry.
             return original(self, timeout)
-        if self._state in _DONE_STATES and _running(work):
+        if self._state in _DONE_STATES and (_running(work) or _getframe(1).f_code in READS_DONE_FUTURES):
             # A done callback of the work (add_done_callback), run by the thread that ran it: the
-            # result is there before any callback runs, so this never waits.
+            # result is there before any callback runs, so this never waits.  Nor does a reader
+            # of futures that are done by design.
             return original(self, timeout)
         _touch_work(work, _getframe(1))
         if self._state not in _DONE_STATES:
@@ -876,6 +881,7 @@ _pool_stand_in = accelerate_pool(
     _MAP,
     _WORK,
     _DONE_STATES,
+    READS_DONE_FUTURES,
     _WorkMap,
 )
 

@@ -977,6 +977,31 @@ def test_run_coroutine_threadsafe_waited_for_from_another_thread_is_clean():
     assert run(main) == []
 
 
+def test_an_executor_future_awaited_by_a_loop_inside_pool_work_is_no_wait():
+    """A coroutine awaiting ``run_in_executor()`` blocks no thread: when the work is done, asyncio
+    hands its outcome over with ``Future.result()`` on the finished future (``_copy_future_state``),
+    in the loop's thread.  That call is no wait for the work, even when the loop runs inside other
+    pool work (asgiref's ``async_to_sync`` runs a loop in a pool thread, whose work a
+    ``run_in_executor()`` job waits for): counted as one, it closed a cycle between the pool's work
+    and every executor job (asgiref 3.13.0's test_thread_sensitive_disabled under the plugin)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def inner_loop() -> int:  # pool work: an event loop that awaits executor work
+        async def awaits_executor_work() -> int:
+            return await asyncio.get_running_loop().run_in_executor(None, int)
+
+        return asyncio.run(awaits_executor_work())
+
+    def executor_job() -> int:  # executor work that waits for the pool work
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(inner_loop).result()
+
+    async def main():
+        assert await asyncio.get_running_loop().run_in_executor(None, executor_job) == 0
+
+    assert run(main) == []
+
+
 # -- held at exit ------------------------------------------------------------------------------
 
 

@@ -17,7 +17,8 @@
  *   the idle map back however it ends;
  * - result: a wait for a future that is done already (nothing to wait for): the work's map is
  *   touched (touch_work() of waits.c), then the original returns the result.  Not while the work's
- *   map is still held (a done callback, in the thread that ran the work): Python decides that.
+ *   map is still held (a done callback, in the thread that ran the work), nor from code that reads
+ *   done futures by design (reads_done): Python decides those.
  *
  * Where a step's C half (hold, release, touch) declines, the Python function of pylockdep._waits for
  * that step runs in its place, with a frame object made for it.  pool_setup() gives this module
@@ -27,7 +28,7 @@ enum { POOL_SUBMIT, POOL_WORK_INIT, POOL_RUN, POOL_RESULT, POOL_STEP };
 
 /* Set by pool_setup(): the Python steps, _waits' shared dicts, its attribute names and done states. */
 static PyObject *g_hold_step, *g_release_step, *g_touch_step;
-static PyObject *g_submitting, *g_keys_at, *g_work_kind, *g_map_attr, *g_work_attr, *g_done_states;
+static PyObject *g_submitting, *g_keys_at, *g_work_kind, *g_map_attr, *g_work_attr, *g_done_states, *g_reads_done;
 static PyObject *s_condition, *s_is_owned, *s_state, *s_owner, *s_future, *s_idle_work;
 /* All the slots of a _WorkMap, which run fills as its __init__ does. */
 static Layout workmap_layout;
@@ -296,10 +297,12 @@ static PyObject *
 pool_result(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    IFrame *caller = iframe_caller();
     PyObject *work;
     int r;
 
-    if (nargs < 1 || nargs > 2 || kwnames != NULL || iframe_caller() == NULL)
+    if (nargs < 1 || nargs > 2 || kwnames != NULL || caller == NULL
+        || PySet_Contains(g_reads_done, (PyObject *)iframe_code(caller)) != 0)
         return slow_call(self->slow, args, nargsf, kwnames);
     if ((work = attr_or_none(args[0], g_work_attr)) == NULL)
         return NULL;
@@ -428,17 +431,17 @@ static PyTypeObject PoolMethodType = {
 
 /*
  * pool_setup(hold_maps, release_maps, touch_work, submitting, keys_at, work_kind, map_attr, work_attr,
- * done_states, work_type): what the PoolMethods share (see pylockdep._fastpath.accelerate_pool).  After
- * accelerate_waits().
+ * done_states, reads_done, work_type): what the PoolMethods share (see
+ * pylockdep._fastpath.accelerate_pool).  After accelerate_waits().
  */
 static PyObject *
 pool_setup(PyObject *module, PyObject *args)
 {
-    PyObject *steps[3], *submitting, *keys_at, *kind, *map_attr, *work_attr, *done_states, *work_type;
+    PyObject *steps[3], *submitting, *keys_at, *kind, *map_attr, *work_attr, *done_states, *reads_done, *work_type;
 
-    if (!PyArg_ParseTuple(args, "OOOO!O!UUUO!O:pool_setup", &steps[0], &steps[1], &steps[2], &PyDict_Type,
+    if (!PyArg_ParseTuple(args, "OOOO!O!UUUO!O!O:pool_setup", &steps[0], &steps[1], &steps[2], &PyDict_Type,
                           &submitting, &PyDict_Type, &keys_at, &kind, &map_attr, &work_attr, &PySet_Type,
-                          &done_states, &work_type))
+                          &done_states, &PySet_Type, &reads_done, &work_type))
         return NULL;
     if (pool_layout.type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "pool_setup() needs accelerate_waits() first");
@@ -454,6 +457,7 @@ pool_setup(PyObject *module, PyObject *args)
     Py_XSETREF(g_map_attr, Py_NewRef(map_attr));
     Py_XSETREF(g_work_attr, Py_NewRef(work_attr));
     Py_XSETREF(g_done_states, Py_NewRef(done_states));
+    Py_XSETREF(g_reads_done, Py_NewRef(reads_done));
     Py_XSETREF(g_submitting, Py_NewRef(submitting));  /* last: the PoolMethods start with it */
     Py_RETURN_NONE;
 }
@@ -461,7 +465,7 @@ pool_setup(PyObject *module, PyObject *args)
 static PyMethodDef pool_methods[] = {
     {"pool_setup", pool_setup, METH_VARARGS,
      "pool_setup(hold_maps, release_maps, touch_work, submitting, keys_at, work_kind, map_attr, work_attr, "
-     "done_states, work_type): what the PoolMethods share (see pylockdep._fastpath.accelerate_pool)."},
+     "done_states, reads_done, work_type): what the PoolMethods share (see pylockdep._fastpath.accelerate_pool)."},
     {NULL},
 };
 
