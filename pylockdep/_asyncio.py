@@ -923,7 +923,7 @@ _REPLACED = {
 
 # A coroutine awaiting an executor's future (run_in_executor(), wrap_future()) blocks no thread:
 # asyncio reads the finished future for it, in the loop's thread.
-_waits.READS_DONE_FUTURES.add(asyncio.futures._copy_future_state.__code__)
+_waits.READS_DONE_FUTURES.append(asyncio.futures._copy_future_state.__code__)
 
 
 def install() -> None:

@@ -243,7 +243,7 @@ def accelerate_pool(
     map_attr: str,
     work_attr: str,
     done_states: set[str],
-    reads_done: set[Any],
+    reads_done: list[Any],
     work_type: type,
 ) -> Callable[[str, Callable[..., Any], Callable[..., Any]], Callable[..., Any]]:
     """What gives a wrapper of :mod:`pylockdep._waits` that runs once per task of a thread pool a C
@@ -260,7 +260,7 @@ def accelerate_pool(
     - ``"run"``: ``_WorkItem.run``, holding the pool's map and the work's;
     - ``"result"``: ``Future.result`` or ``Future.exception`` of a future whose ``_state`` is in
       ``done_states`` (read at each call: the set may be filled later) and whose condition the
-      caller does not hold, called from code not in ``reads_done`` (read at each call too).
+      caller does not hold, called from code not in the list ``reads_done`` (read at each call too).
 
     ``steps`` are ``(hold_maps, release_maps, touch_work)`` of :func:`accelerate_waits`, called where
     their C half declines.  Needs :func:`accelerate_waits` first."""

@@ -617,8 +617,9 @@ def _when_done(future: Any) -> Callable[[float], bool]:
 _DONE_STATES: set[str] = set()  # filled when concurrent.futures._base is patched
 #: Code whose ``Future.result()`` and ``exception()`` calls read a future that is done by design,
 #: and so wait for nothing: asyncio's ``_copy_future_state`` (added by :mod:`pylockdep._asyncio`),
-#: which hands an executor future's outcome to the coroutine that awaited it without blocking.
-READS_DONE_FUTURES: set[CodeType] = set()
+#: which hands an executor future's outcome to the coroutine that awaited it without blocking.  A
+#: list, not a set: a code object's hash is worked out again at every lookup.
+READS_DONE_FUTURES: list[CodeType] = []
 
 
 def _running(work: _WorkMap) -> bool:

@@ -18,7 +18,7 @@
  * - result: a wait for a future that is done already (nothing to wait for): the work's map is
  *   touched (touch_work() of waits.c), then the original returns the result.  Not while the work's
  *   map is still held (a done callback, in the thread that ran the work), nor from code that reads
- *   done futures by design (reads_done): Python decides those.
+ *   done futures by design (the list reads_done): Python decides those.
  *
  * Where a step's C half (hold, release, touch) declines, the Python function of pylockdep._waits for
  * that step runs in its place, with a frame object made for it.  pool_setup() gives this module
@@ -293,6 +293,16 @@ work_running(PyObject *work)
     return running;
 }
 
+/* Whether ``code`` is in the list ``reads_done``, by identity (a code object's hash is not kept). */
+static int
+reads_done_futures(PyCodeObject *code)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(g_reads_done); i++)
+        if (PyList_GET_ITEM(g_reads_done, i) == (PyObject *)code)
+            return 1;
+    return 0;
+}
+
 static PyObject *
 pool_result(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -301,8 +311,7 @@ pool_result(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kw
     PyObject *work;
     int r;
 
-    if (nargs < 1 || nargs > 2 || kwnames != NULL || caller == NULL
-        || PySet_Contains(g_reads_done, (PyObject *)iframe_code(caller)) != 0)
+    if (nargs < 1 || nargs > 2 || kwnames != NULL || caller == NULL || reads_done_futures(iframe_code(caller)))
         return slow_call(self->slow, args, nargsf, kwnames);
     if ((work = attr_or_none(args[0], g_work_attr)) == NULL)
         return NULL;
@@ -441,7 +450,7 @@ pool_setup(PyObject *module, PyObject *args)
 
     if (!PyArg_ParseTuple(args, "OOOO!O!UUUO!O!O:pool_setup", &steps[0], &steps[1], &steps[2], &PyDict_Type,
                           &submitting, &PyDict_Type, &keys_at, &kind, &map_attr, &work_attr, &PySet_Type,
-                          &done_states, &PySet_Type, &reads_done, &work_type))
+                          &done_states, &PyList_Type, &reads_done, &work_type))
         return NULL;
     if (pool_layout.type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "pool_setup() needs accelerate_waits() first");
