@@ -448,20 +448,18 @@ class _Headroom:
     refuses a limit below the current depth): it leaves the limit raised for the next one to put
     back.  A limit the program changed meanwhile stands."""
 
-    __slots__ = ("lock", "inside", "base", "raised_to")
+    __slots__ = ("lock", "inside", "raised_to")
 
     def __init__(self) -> None:
         self.lock = plain_rlock()  # re-entrant: a signal handler may check inside a check's bookkeeping
         self.inside = 0
-        self.base = 0  # the program's limit
-        self.raised_to = 0  # the limit while inside
+        self.raised_to = 0  # the limit while inside: the program's plus RECURSION_HEADROOM
 
     def __enter__(self) -> None:
         with self.lock:
             if not self.inside:
                 limit = sys.getrecursionlimit()
                 if limit != self.raised_to:  # else still raised: the last one out could not lower it
-                    self.base = limit
                     self.raised_to = limit + RECURSION_HEADROOM
                     sys.setrecursionlimit(self.raised_to)
             self.inside += 1
@@ -475,7 +473,7 @@ class _Headroom:
     def _lower(self) -> None:
         if sys.getrecursionlimit() == self.raised_to:
             try:
-                sys.setrecursionlimit(self.base)
+                sys.setrecursionlimit(self.raised_to - RECURSION_HEADROOM)
             except RecursionError:
                 pass  # this thread is deeper than the program's limit allows: left to the next
 
