@@ -18,6 +18,7 @@ All of this reads the calling code's bytecode once per site, on the slow path of
 from __future__ import annotations
 
 import dis
+from itertools import pairwise
 from types import CodeType, FrameType
 from typing import Any
 
@@ -45,6 +46,8 @@ def _call_at(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int | No
     after: tuple[str, ...] = ()
     if following and following[0].opname == "RETURN_VALUE":
         after = ("return",)
+    elif following and following[0].opname in _STORES_LOCAL and _returns_only(instructions, following[0].argval):
+        after = ("return",)  # lock = Lock(); registry.add(lock); return lock
     elif following and following[0].opname == "STORE_GLOBAL":
         after = ("name", following[0].argval)
     elif following and following[0].opname == "STORE_NAME":
@@ -62,6 +65,32 @@ def _call_at(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int | No
         if owner and not owner.startswith("<"):
             after = ("attr", owner, following[1].argval)
     return call.offset, after, column
+
+
+# The instructions that store a call's result in a local variable (3.13 fuses the store with the
+# next load: its argument is a pair of names, the stored one first).
+_STORES_LOCAL = ("STORE_FAST", "STORE_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST")
+_LOADS_LOCAL = ("LOAD_FAST", "LOAD_FAST_CHECK", "STORE_FAST_LOAD_FAST")
+
+
+def _returns_only(instructions: list[dis.Instruction], stored: str | tuple[str, str]) -> bool:
+    """Whether the local that the call's result is stored in (``stored``, the store's argument)
+    is a lock the function makes to return: assigned nowhere else, and returned
+    (``lock = Lock(); registry.add(lock); return lock``).  What else the function does with it
+    meanwhile does not make it the site of a class: the function is a factory, as one that only
+    returns the lock it made is."""
+    name = stored[0] if isinstance(stored, tuple) else stored
+    stores = 0
+    returned = False
+    for ins, nxt in pairwise(instructions):
+        names = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
+        if ins.opname.startswith(("STORE_FAST", "DELETE_FAST")) and names[0] == name:
+            stores += 1
+        if ins.opname == "STORE_FAST_STORE_FAST" and names[-1] == name:
+            stores += 1
+        if ins.opname in _LOADS_LOCAL and names[-1] == name and nxt.opname == "RETURN_VALUE":
+            returned = True
+    return stores == 1 and returned
 
 
 def _what_follows(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
@@ -62,14 +63,17 @@ def shared_lock_from_another_site():
 
 
 def test_one_name_given_at_two_sites_is_one_class_and_reports_name_each_instances_site(v):
+    # The helpers make the lock they return: each lock was made where its helper was called.
+    a_made = sys._getframe().f_lineno + 1
     a = shared_lock_from_one_site()
     b = shared_lock_from_another_site()
+    b_made = a_made + 1
     assert a._key is b._key
     take_ab_then_ba(a, b)
     (report,) = v.reports
-    a_made, b_made = (f.__code__.co_firstlineno + 1 for f in (shared_lock_from_one_site, shared_lock_from_another_site))
+    named = shared_lock_from_one_site.__code__.co_firstlineno + 2
     assert report.kind == "circular"
-    assert report.classes == (f"Shared@{FILE}:{a_made + 1}",) * 2  # the class: where the name was first given
+    assert report.classes == (f"Shared@{FILE}:{named}",) * 2  # the class: where the name was first given
     lines = report.text.splitlines()
     taking = lines[next(i for i, x in enumerate(lines) if x.endswith("is trying to acquire lock:")) + 1]
     held = lines[lines.index("but task is already holding another instance of its class:") + 1]
