@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from ._classes import LockKey, keep_made_at, key_for
+from ._classes import LockKey, count_made, keep_made_at, key_for
 from ._frames import caller_site, format_file_line
 from ._task import Task
 from ._threading import Lock, Nested, RLock
@@ -42,7 +42,8 @@ def set_class(lock: Any, name: str) -> None:
     site = caller_site()
     shown = f"{name}@{format_file_line(site)}" if ltype.python else name
     keep_made_at(lock, key.site)
-    lock._key = key_for(shown, ltype, site, ("set_class", ltype.name, name))
+    lock._key = new = key_for(shown, ltype, site, ("set_class", ltype.name, name))
+    count_made(new, lock)
 
 
 def nested(lock: L, subclass: int) -> AbstractContextManager[L]:

@@ -44,11 +44,21 @@ from ._classes import (
     is_used_in,
     usage_state,
 )
-from ._frames import Site, Stack, capture_stack, format_file_line, is_internal, stack_standing_in, stack_stood_in
+from ._frames import (
+    Site,
+    Stack,
+    capture_stack,
+    format_file_line,
+    in_loop,
+    is_internal,
+    stack_standing_in,
+    stack_stood_in,
+)
 from ._graph import PathStep, dep_kind
 from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, HeldLock, find, held_site, is_held_entry
 from ._instances import holds, nodes, same_instances
 from ._locktypes import (
+    PY_LOCK,
     PY_RLOCK,
     RCU,
     RCU_SCHED,
@@ -399,52 +409,113 @@ def check_self_deadlock(v: Validator, t: Task, lock: Any, site: Site) -> None:
     v.report("recursive", (cls,), lambda title: _splat.recursive(v, t, title, entry, cls, lock, site), site=site)
 
 
-def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: int, site: Site, sync: bool) -> None:
+def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: int, site: Site, sync: bool) -> bool:
     """Add an edge from each held lock that the new one now depends on.
 
     Walking down the held stack within the current irq context, every validated lock gets an
     edge to the new one; the walk stops after the first lock that was not taken by a trylock,
-    since the locks below it already lead to it.
+    since the locks below it already lead to it.  Returns whether the verdict holds for the
+    chain: not when a loop made an edge (:func:`check_loop_order`), which depends on where the
+    locks were taken, not on their classes alone.
     """
+    cacheable = True
     for entry in reversed(t.held):
         if entry[H_IRQ] != t.irq:
             break
         if not entry[H_CLASS].validated:
             continue
         if entry[H_CLASS] is not cls and not entry[H_CLASS].key.handoff:  # see check_handoff
-            check_prev_add(v, t, entry, cls, lock, read, site, sync)
+            loop = site if check_loop_taken(entry, cls, site) else None
+            cacheable = cacheable and loop is None
+            check_prev_add(v, t, entry, cls, lock, read, site, sync, loop)
         if not entry[H_TRYLOCK]:
             break
+    return cacheable
 
 
 def check_prev_add(
-    v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lock: object, read: int, site: Site, sync: bool
+    v: Validator,
+    t: Task,
+    prev_entry: tuple,
+    cls: LockClass,
+    lock: object,
+    read: int,
+    site: Site,
+    sync: bool,
+    loop: Site | None = None,
 ) -> None:
     """Record ``prev -> next`` after checking the rules a new dependency must keep
-    (:func:`check_noncircular`, :func:`check_irq_usage`)."""
+    (:func:`check_noncircular`, :func:`check_irq_usage`); ``loop`` is the site of the loop that
+    took both, if one did.  Each time it is made, the edge keeps the locks that guarded it
+    (:attr:`Edge.guards`) and the loop that made it only if both were those of every time."""
     prev = prev_entry[H_CLASS]
     kind = dep_kind(prev_entry[H_READ], read)
+    guards = _guards_held(t)
     edge = prev.after.get(cls)
-    if edge is not None and edge.types & kind:
-        return
+    if edge is not None:
+        # A lock pushed again after a release from under it (pylockdep._held.remove) is held,
+        # not being taken: what was released no longer guards it, but its taking was guarded.
+        if not t.replaying:
+            edge.guards &= guards
+            if edge.loop != loop:
+                edge.loop = None
+        if edge.types & kind:
+            return
     graph = v.graph
     if not prev.key.token and check_token_held(prev_entry):
         prev.key.token = True
-    closes_cycle = not check_noncircular(v, t, prev_entry, cls, lock, read, site, sync)
+    closes_cycle = not check_noncircular(v, t, prev_entry, cls, lock, read, site, sync, loop)
     if graph.irq_safe_reaching(prev):  # else no irq-safe class stands behind prev
         check_irq_usage(v, t, prev_entry, cls, lock, read, site)
     if edge is not None:
         edge.types |= kind
     else:
-        graph.add_edge(prev, cls, kind, capture_stack(), t.comm, v.origin, closes_cycle=closes_cycle)
+        graph.add_edge(
+            prev, cls, kind, capture_stack(), t.comm, v.origin, closes_cycle=closes_cycle, guards=guards, loop=loop
+        )
+
+
+def check_loop_taken(entry: HeldLock, cls: LockClass, site: Site) -> bool:
+    """Whether the held ``entry`` and the lock of class ``cls`` being taken at ``site`` are
+    Python's locks that one loop takes one after another (``for lock in locks:
+    lock.acquire()``): the held one was taken at the very line, inside a loop of the same code."""
+    return (
+        cls.ltype.python
+        and entry[H_CLASS].ltype.python
+        and entry[H_CODE] is site[0]
+        and held_site(entry)[1] == site[1]
+        and in_loop(site)
+    )
+
+
+def check_loop_order(loop: Site | None, path: PathStep) -> bool:
+    """A loop that takes Python's locks one after another takes them in the order of what it walks
+    (every lock of a registry, in a fork hook): a cycle that such a loop made alone, every
+    dependency of it made by the loop at ``loop`` every time, is that order seen from different
+    starting points, not a deadlock.  ``path`` leads back from the new dependency's lock to the
+    held one.  Returns True for such a cycle.  (A cycle with any other dependency is judged as
+    any other: a loop's order against a nesting elsewhere may deadlock.)"""
+    return loop is not None and all(step.edge.loop == loop for step in path.walk()[1:])  # type: ignore[union-attr]
 
 
 def check_noncircular(
-    v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lock: object, read: int, site: Site, sync: bool
+    v: Validator,
+    t: Task,
+    prev_entry: tuple,
+    cls: LockClass,
+    lock: object,
+    read: int,
+    site: Site,
+    sync: bool,
+    loop: Site | None = None,
 ) -> bool:
     """A new dependency ``prev -> next`` must not close a strong cycle: no path may lead from
     ``next`` back to ``prev`` on which every step could block (a path through recursive readers
-    only counts where the held lock is a writer).  Returns False when it reported."""
+    only counts where the held lock is a writer).  Returns False when it closes one.
+
+    A cycle that a gate closes (:func:`check_gated`) is held back, and reported at the end only
+    if its gate turned out not to be the only lock of its class; a path back that no gate
+    closes is looked for first."""
     prev = prev_entry[H_CLASS]
     graph = v.graph
     if prev is cls or not graph.may_reach(cls, prev):
@@ -457,6 +528,19 @@ def check_noncircular(
     path = graph.find_path(cls, read == 2, conflict)
     if path is None:
         return True
+    if check_loop_order(loop, path):
+        return False
+    guards = _guards_held(t)
+    gates = check_gated([guards, *(step.edge.guards for step in path.walk()[1:])])  # type: ignore[union-attr]
+    mine = {c for c in guards if check_gate(c)}
+    if gates and mine:
+        # In a deadlock each dependency has a thread of its own: a path whose dependencies need
+        # none of the gates held here may close a cycle that no gate closes.
+        other = graph.find_path(cls, read == 2, conflict, passable=lambda edge: not edge.guards & mine)
+        if other is not None:
+            found = check_gated([guards, *(step.edge.guards for step in other.walk()[1:])])  # type: ignore[union-attr]
+            if not found:
+                path, gates = other, found
     classes = [step.cls for step in path.walk()]
     v.report(
         "circular",
@@ -464,8 +548,61 @@ def check_noncircular(
         lambda title: _splat.circular(v, t, title, prev_entry, cls, lock, read, site, path, sync),
         site=site,
         until_handoff=tuple(c for c in classes if c.key.token),  # only locks that may_hand_off() are marked
+        unless_gated=tuple(gates),
     )
     return False
+
+
+def check_gate(cls: LockClass) -> bool:
+    """A gate is the only lock of its class: a ``threading.Lock`` or ``RLock`` whose class never had
+    two locks alive at once (:func:`pylockdep._classes.count_made`) and never proved a hand-off
+    signal or a token.  Holding its class means holding the one lock of the class alive, which
+    two threads cannot do at the same time."""
+    key = cls.key
+    return key.at_once == 1 and (cls.ltype is PY_LOCK or cls.ltype is PY_RLOCK) and not key.handoff and not key.token
+
+
+def check_gated(guards: list[frozenset[LockClass]]) -> frozenset[LockClass]:
+    """A cycle of dependencies is a deadlock only if threads can stand on it at once: each waits
+    for a lock of the cycle (the new dependency's thread for the lock it takes), holding the locks
+    of the cycle from the one the thread before waits for up to it; each thread took them as the
+    dependencies between them were made.  Two threads cannot both hold a gate (:func:`check_gate`):
+    if on every way of sharing the cycle out among two threads or more, two of them would each
+    hold a gate that guarded one of their dependencies every time it was made, the cycle is
+    closed by gates, not a deadlock.  ``guards`` are the locks held when each dependency was made
+    (:attr:`Edge.guards`), the new one's first (held now), then those of the path from the lock
+    it takes back to the held one.  Returns the gates that close the cycle, empty when it may
+    deadlock (or is too long to share out: more than :data:`GATED_LENGTH` dependencies)."""
+    gated = [frozenset(c for c in held if check_gate(c)) for held in guards]
+    count = len(gated)
+    shared = frozenset(c for i, held in enumerate(gated) for c in held if any(c in other for other in gated[i + 1 :]))
+    if not shared or count > GATED_LENGTH:
+        return frozenset()
+    # Each bit of ``waits`` starts a thread's share at that dependency, whose tail it holds: bit 1
+    # always (the lock being taken, dependency 1's tail, is held by another thread than the new
+    # dependency's); the share runs up to the next bit's, the head it waits for.
+    for waits in range(2, 1 << count):
+        points = [i for i in range(count) if waits >> i & 1]
+        if not waits & 2 or len(points) < 2:
+            continue
+        held: set[LockClass] = set()
+        for start, end in zip(points, [*points[1:], points[0] + count], strict=True):
+            gates = frozenset().union(*(gated[i % count] for i in range(start, end)))
+            if gates & held:
+                break
+            held |= gates
+        else:
+            return frozenset()
+    return shared
+
+
+#: The longest cycle :func:`check_gated` shares out among threads (2 ** length ways).
+GATED_LENGTH = 10
+
+
+def _guards_held(t: Task) -> frozenset[LockClass]:
+    """The classes of the threading locks ``t`` holds: what a dependency it makes now is made under."""
+    return frozenset(e[H_CLASS] for e in t.held if e[H_CLASS].ltype is PY_LOCK or e[H_CLASS].ltype is PY_RLOCK)
 
 
 def check_token_held(entry: tuple) -> bool:
@@ -606,7 +743,8 @@ def check_acquire(
     if not trylock and cls.validated and ltype.python and check_instance_order(v, t, cls, lock, site):
         cacheable = False
     if not trylock and cls.validated and check_deadlock(v, t, cls, lock, read, site) and not check_handoff(cls):
-        check_prevs_add(v, t, cls, lock, read, site, sync)  # a chain head (no lock in this irq context) adds none
+        # a chain head (no lock in this irq context) adds none
+        cacheable = check_prevs_add(v, t, cls, lock, read, site, sync) and cacheable
     if sleeping and not ltype.sleeps:
         # PREEMPT_RT's spinlock_t: lockdep first, then a might_sleep that tolerates the RCU
         # nesting the held spinlock_t sections bring.

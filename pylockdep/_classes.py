@@ -123,7 +123,7 @@ class LockKey:
     It is one tuple, replaced whole, so a thread never pairs one validator with another's classes.
     """
 
-    __slots__ = ("name", "ltype", "site", "explicit", "cache", "handoff", "token")
+    __slots__ = ("name", "ltype", "site", "explicit", "cache", "handoff", "token", "at_once", "last", "made")
 
     def __init__(self, name: str, ltype: LockType, site: Site | None, explicit: Hashable | None) -> None:
         self.name = name
@@ -138,6 +138,11 @@ class LockKey:
         # a dependency left it: it may be a token that another thread hands back (see
         # pylockdep._checks.check_token_held).
         self.token = False
+        # How many of threading's locks of this key were alive at once, counted up to 2, and (while
+        # it is 1) a weak reference to the last one made: see count_made().
+        self.at_once = 0
+        self.last: weakref.ref | None = None
+        self.made = 0
 
     @property
     def validator(self) -> Any:
@@ -152,6 +157,29 @@ class LockKey:
     def __repr__(self) -> str:
         where = f" at {format_file_line(self.site)}" if self.site else ""
         return f"<LockKey {self.name} ({self.ltype.name}){where}>"
+
+
+def count_made(key: LockKey, lock: object) -> None:
+    """Count ``lock``, one of threading's locks just made with (or given) ``key``: ``key.at_once``
+    becomes 2 if the last lock counted is still alive, or once :data:`MADE_ONE_AT_A_TIME` were made
+    (a lock per request, made and dropped), else 1.  A key whose locks were never two alive at
+    once names one lock whenever one is held, which two threads cannot hold at the same time (see
+    :func:`pylockdep._checks.check_gate`).  The C stand-ins count alike."""
+    if key.at_once < 2:
+        last = key.last
+        if key.made >= MADE_ONE_AT_A_TIME or (last is not None and last() is not None):
+            key.at_once = 2
+            key.last = None
+        else:
+            key.at_once = 1
+            key.made += 1
+            key.last = weakref.ref(lock)
+
+
+#: How many locks of a class, made one at a time, :func:`count_made` follows: a gate is made once
+#: (a module's lock) or a few times (a test suite's fresh logger), and following them costs a weak
+#: reference each.
+MADE_ONE_AT_A_TIME = 16
 
 
 _keys: dict[Hashable, LockKey] = {}

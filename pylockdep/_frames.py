@@ -10,6 +10,7 @@ the user's locking.
 from __future__ import annotations
 
 import contextlib
+import dis
 import os
 import sys
 import threading
@@ -113,6 +114,25 @@ def line_at(code: CodeType, lasti: int) -> int:
             break
     _lines[id(code), lasti] = (code, line)
     return line
+
+
+# (id(code), line) -> (code, whether the line is inside a loop), as _lines keeps its entries.
+_loop_lines: dict[tuple[int, int], tuple[CodeType, bool]] = {}
+
+
+def in_loop(site: Site) -> bool:
+    """Whether the line of ``site`` is inside a loop of its code: some backward jump goes from
+    after one of its instructions to before it (``for``/``while`` bodies, comprehensions)."""
+    code, line = site
+    found = _loop_lines.get((id(code), line))
+    if found is None:
+        spans = [(start, end) for start, end, number in code.co_lines() if number == line]
+        loops = [
+            (ins.argval, ins.offset) for ins in dis.get_instructions(code) if ins.opname.startswith("JUMP_BACKWARD")
+        ]
+        inside = any(top < end and start <= bottom for start, end in spans for top, bottom in loops)
+        found = _loop_lines[id(code), line] = (code, inside)
+    return found[1]
 
 
 class _StandIn(threading.local):

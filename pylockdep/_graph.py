@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from ._classes import LockClass, LockKey
-from ._frames import Stack
+from ._frames import Site, Stack
 
 # Dependency kinds, as bits of Edge.types.
 DEP_SR = 1
@@ -81,6 +81,12 @@ class Edge:
     thread: str
     origin: str | None = None
     ordered: bool = True
+    #: The classes of threading's locks held every time the dependency was made, on every chain
+    #: validated that made it (see :func:`pylockdep._checks.check_gated`).
+    guards: frozenset[LockClass] = frozenset()
+    #: The site of the loop that made the dependency every time, if one did (see
+    #: :func:`pylockdep._checks.check_loop_order`).
+    loop: Site | None = None
 
     @property
     def kinds(self) -> str:
@@ -194,15 +200,18 @@ class Graph:
         thread: str,
         origin: str | None,
         closes_cycle: bool,
+        guards: frozenset[LockClass] = frozenset(),
+        loop: Site | None = None,
     ) -> Edge:
-        """Store the new dependency ``prev -> nxt`` and keep the topological order valid.
+        """Store the new dependency ``prev -> nxt`` (made while holding ``guards``, by the loop at
+        ``loop`` if one made it) and keep the topological order valid.
 
         ``closes_cycle`` says the caller already knows ``nxt`` reaches ``prev``; such an edge can
         have no place in the order and is kept in :attr:`unordered`.
         """
         if self.max_dependencies is not None and self.nr_edges >= self.max_dependencies:
             raise LimitExceeded("BUG: MAX_LOCKDEP_ENTRIES too low!")
-        edge = Edge(prev, nxt, kind, stack, thread, origin)
+        edge = Edge(prev, nxt, kind, stack, thread, origin, guards=guards, loop=loop)
         if prev is not nxt and (closes_cycle or not self._reorder(prev, nxt)):
             edge.ordered = False
             self.unordered.append(edge)
@@ -384,14 +393,20 @@ class Graph:
     # -- searches ------------------------------------------------------------------------------
 
     def find_path(
-        self, start: LockClass, only_recursive: bool, match: Callable[[PathStep], bool], backwards: bool = False
+        self,
+        start: LockClass,
+        only_recursive: bool,
+        match: Callable[[PathStep], bool],
+        backwards: bool = False,
+        passable: Callable[[Edge], bool] | None = None,
     ) -> PathStep | None:
         """Breadth-first search along strong paths from ``start``; the first step ``match`` accepts.
 
         ``only_recursive`` says how ``start`` itself is held: as lockdep's ``only_xr``, true when
         the dependency into it is a recursive read (forwards) or it is held shared (backwards).
         Each class is expanded once, on first arrival, even when that arrival is not strong, as
-        lockdep does; the path found is a shortest one.
+        lockdep does; the path found is a shortest one.  With ``passable``, only the edges it
+        accepts are walked.
         """
         root = PathStep(start, None, only_recursive)
         seen = {start}
@@ -402,7 +417,7 @@ class Graph:
             step = queue.popleft()
             neighbours = step.cls.before if backwards else step.cls.after
             for cls, edge in neighbours.items():
-                if cls in seen:
+                if cls in seen or (passable is not None and not passable(edge)):
                     continue
                 seen.add(cls)
                 types = _backwards(edge.types) if backwards else edge.types

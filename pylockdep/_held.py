@@ -289,7 +289,11 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
             or again[H_CTX] != t.ctx
             or (above[i + 1][H_PREV_KEY] if i + 1 < len(above) else old_key) not in v.chains  # its old chain
         ):
-            v.validate_chain(t, lock, cls, read, trylock, key, *held_site(again))
+            t.replaying = True
+            try:
+                v.validate_chain(t, lock, cls, read, trylock, key, *held_site(again))
+            finally:
+                t.replaying = False
         elif key not in v.chains:
             v.remember_chain(key)  # as a validation would: the next release from below replays it
         held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])

@@ -117,6 +117,7 @@ class Task:
         "irq",
         "segment",
         "nearest",
+        "replaying",
         "__weakref__",
     )
 
@@ -166,6 +167,9 @@ class Task:
         # What the instance order last found held (pylockdep._instances.InstanceOrder.held_by):
         # kept by the slow path, forgotten where locks are taken unchecked or entries move.
         self.nearest: Nearest | None = None
+        # Pushing held locks again after a release from under them (pylockdep._held.remove):
+        # validated as acquisitions, though nothing is taken.
+        self.replaying = False
 
     @property
     def pid(self) -> int:

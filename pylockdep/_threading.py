@@ -48,7 +48,7 @@ from types import BuiltinFunctionType, FrameType, FunctionType
 from typing import Any
 
 from . import _held, _locktypes, _waits
-from ._classes import LockKey, key_for
+from ._classes import LockKey, count_made, key_for
 from ._fastpath import Fields, accelerate, accelerate_class_call, accelerate_stand_in, new_real_lock
 from ._frames import is_internal, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
@@ -213,6 +213,7 @@ class Lock(_RealLock):
         self._real = new_real_lock()
         self._key = key
         self._owner = None
+        count_made(key, self)
         return self
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
@@ -312,6 +313,7 @@ class RLock(_RealLock):
         self._owner = None
         self._ident = None
         self._count = 0
+        count_made(key, self)
         return self
 
     _new = classmethod(__new__)  # as Lock._new: what threading.RLock() calls

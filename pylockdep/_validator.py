@@ -97,7 +97,9 @@ class Validator:
         self.ended_holding: list[Task] = []
         # Reports waiting for validation to end, each with the threading.Lock classes whose hand-off
         # would drop it (see report()).
-        self.held_back: list[tuple[Report, tuple[LockClass, ...]]] = []
+        # Reports held back until finish(): each with the classes that may still drop it (hand-off
+        # candidates, gates) and its dedupe key.
+        self.held_back: list[tuple[Report, tuple[LockClass, ...], tuple[LockClass, ...], tuple]] = []
         self.off = False
         self.debug_locks = True  # cleared by the first lockdep report when the option report_once is on
         self.any_irq_usage = False
@@ -183,15 +185,21 @@ class Validator:
     def finish(self) -> None:
         """Validation ends (``validate()`` exits, the program or the test session is done): report
         the ``threading.Lock``s that threads which ended still hold and nobody released, and the
-        reports held back for a ``threading.Lock`` that never proved to be a hand-off signal."""
+        reports held back for a ``threading.Lock`` that never proved to be a hand-off signal or for
+        a gate lock that proved not to be the only one of its class."""
         if self.ended_holding:
             self.run_check(self.task(), _checks.check_leaked_locks)
         if self.held_back:
             with self.graph_lock:
                 held_back, self.held_back = self.held_back, []
-                for report, tokens in held_back:
-                    if not any(cls.key.handoff for cls in tokens):
-                        self._publish(report)
+                for report, tokens, gates, key in held_back:
+                    if any(cls.key.handoff for cls in tokens) or any(_checks.check_gate(cls) for cls in gates):
+                        continue
+                    if gates:
+                        if key in self._seen:
+                            continue
+                        self._seen.add(key)
+                    self._publish(report)
             self.flush()
 
     def class_for(self, key: LockKey, subclass: int = 0) -> LockClass:
@@ -339,13 +347,17 @@ class Validator:
         dedupe: tuple = (),
         title: Mapping[str, object] | None = None,
         until_handoff: tuple[LockClass, ...] = (),
+        unless_gated: tuple[LockClass, ...] = (),
     ) -> Report | None:
         """Record a report of ``kind`` unless the same problem (kind, classes, ``dedupe``) was
         reported before; only then is the splat built.
 
         With ``until_handoff`` (``threading.Lock`` classes), the report is built now but held back
         until validation ends (:meth:`finish`), and dropped if by then one of the classes has shown
-        itself a hand-off signal (:func:`pylockdep._checks.check_handoff`).
+        itself a hand-off signal (:func:`pylockdep._checks.check_handoff`).  With ``unless_gated``
+        (the gates of a cycle, :func:`pylockdep._checks.check_gated`), likewise, and dropped if one
+        of them is still the only lock of its class; such a report does not count as made until
+        then (the same problem found again with no gate is reported).
 
         Called by a check under :meth:`run_check` (the graph lock held).  The report's title is
         that of ``kind`` (:func:`pylockdep._splat.title`, filled in with ``title``);
@@ -372,8 +384,10 @@ class Validator:
             sites=(format_file_line(site),) if site else (),
             origin=self.origin,
         )
-        if until_handoff:
-            self.held_back.append((report, until_handoff))
+        if until_handoff or unless_gated:
+            if unless_gated:
+                self._seen.discard(key)
+            self.held_back.append((report, until_handoff, unless_gated, key))
             return report
         self._publish(report)
         return report

@@ -28,7 +28,7 @@ from _waiting import wait_until_waiting
 
 import pylockdep
 from pylockdep import _checks, _held
-from pylockdep._classes import LockKey
+from pylockdep._classes import MADE_ONE_AT_A_TIME, LockKey
 from pylockdep._frames import short_filename
 from pylockdep._held import H_CLASS, H_CTX, H_LOCK, H_PREV_KEY, H_READ, H_TRYLOCK, chain_key, variant
 from pylockdep._locktypes import MUTEX
@@ -102,7 +102,7 @@ def setup():
     global late_lock
     late_lock = threading.Lock()
     local = threading.Lock()
-    return local
+    return local, late_lock
 setup()
 """
 
@@ -112,7 +112,7 @@ def test_globals_and_class_attributes_name_their_locks(v):
     attribute in the class body is named after it; a local variable's keeps its type."""
     namespace: dict = {"__name__": "named"}
     exec(compile(NAMED, "named.py", "exec"), namespace)
-    local = namespace["setup"]()
+    local, _ = namespace["setup"]()
     assert namespace["registry_lock"].name == "registry_lock@named.py:2"
     assert namespace["Cache"].lock.name == "Cache.lock@named.py:4"
     assert namespace["late_lock"].name == "late_lock@named.py:7"
@@ -216,6 +216,225 @@ def test_kernel_locks_made_again_at_one_call_keep_a_class_per_type_and_per_name_
     assert keys[pylockdep.Mutex] != keys[pylockdep.SpinLock]
     (mutex_key,) = keys[pylockdep.Mutex]
     assert (mutex_key.name, mutex_key.ltype) == ("made_again", MUTEX)
+
+
+_registry: list = []
+
+
+def _registered_lock():
+    """loguru's factory: make a lock, register it (for a fork hook), return it."""
+    lock = threading.Lock()
+    _registry.append(lock)
+    return lock
+
+
+def _keyed_lock(locks: dict, key: object):
+    """Not a factory: the lock it returns may be one it did not make."""
+    lock = locks.get(key)
+    if lock is None:
+        lock = threading.Lock()
+        locks[key] = lock
+    return lock
+
+
+class QueuedHandler:
+    """loguru's handler with ``enqueue=True``: ``stop()`` joins the writer under ``_lock``; the
+    writer writes under ``_queue_lock``; both locks come from the factory."""
+
+    def __init__(self) -> None:
+        self._lock = _registered_lock()
+        self._queue_lock = _registered_lock()
+        self._thread = threading.Thread(target=self._write)
+        self._thread.start()
+
+    def _write(self) -> None:
+        with self._queue_lock:
+            pass
+
+    def stop(self) -> None:
+        with self._lock:
+            self._thread.join()
+
+
+def test_a_factory_that_registers_and_returns_its_lock_is_not_the_creation_site_its_caller_is(v):
+    handlers = [QueuedHandler() for _ in range(2)]
+    for handler in handlers:
+        handler.stop()
+    assert v.reports == []  # one class, the join under _lock made a cycle through the writer
+    line = QueuedHandler.__init__.__code__.co_firstlineno
+    assert handlers[0]._lock.name == f"QueuedHandler._lock@{FILE}:{line + 1}"
+    assert handlers[0]._queue_lock.name == f"QueuedHandler._queue_lock@{FILE}:{line + 2}"
+    assert handlers[1]._lock._key is handlers[0]._lock._key
+
+
+def test_a_function_that_may_return_a_lock_it_did_not_make_stays_the_creation_site(v):
+    locks: dict = {}
+    first, second = _keyed_lock(locks, 1), _keyed_lock(locks, 2)
+    assert first._key is second._key
+    assert first.name == f"Lock@{FILE}:{_keyed_lock.__code__.co_firstlineno + 4}"
+
+
+# -- gates: one lock that every thread of a cycle would hold ------------------------------------
+
+
+GATED = """\
+import sys, threading
+class Gate:
+    def __init__(self):
+        self.lock = threading.Lock()
+gate = Gate().lock
+a, b = threading.Lock(), threading.Lock()
+def ab():
+    with gate:
+        with a:
+            with b:
+                pass
+def ba():
+    with gate:
+        with b:
+            with a:
+                pass
+for fn in (ab, ba):
+    t = threading.Thread(target=fn)
+    t.start()
+    t.join()
+if sys.argv[1] == "gate made again":
+    second = Gate()  # while the first lives: two locks of the gate's class
+print("done")
+"""
+
+
+@pytest.mark.parametrize("variant", ["one gate", "gate made again"])
+def test_abba_under_one_global_lock_is_no_deadlock_unless_its_class_has_two_locks(tmp_path, variant):
+    """Two threads that take ``a`` and ``b`` in opposite orders, each under ``gate``, cannot
+    deadlock: the first holds the only ``gate``.  When a second lock of ``gate``'s class appears
+    later, the cycle is reported when validation ends."""
+    program = tmp_path / "gated.py"
+    program.write_text(GATED)
+    done = subprocess.run(
+        [sys.executable, "-m", "pylockdep", "run", str(program), variant],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert "done" in done.stdout
+    if variant == "one gate":
+        assert done.returncode == 0 and "WARNING" not in done.stderr, done.stderr
+    else:
+        assert done.stderr.count("WARNING: possible circular locking dependency detected") == 1, done.stderr
+        assert "(Lock@gated.py:6)" in done.stderr and "(Lock@gated.py:6:26)" in done.stderr
+
+
+class _Account:
+    """A lock per object: never a gate, since many are alive at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+def test_abba_under_per_object_locks_is_circular(v):
+    """Each thread holds its own instance of the would-be gate's class: no gate."""
+    x, y = _Account(), _Account()
+    a, b = threading.Lock(), threading.Lock()
+
+    def ab():
+        with x.lock, a, b:
+            pass
+
+    def ba():
+        with y.lock, b, a:
+            pass
+
+    for fn in (ab, ba):
+        t = threading.Thread(target=fn)
+        t.start()
+        t.join()
+    assert kinds(v) == ["circular"]
+
+
+def test_a_gate_is_counted_alike_by_the_c_stand_in_and_python(v):
+    """``at_once``: 2 once two locks of a class live at once, 1 while they come one at a time, as
+    the C stand-in (a site made again) and the Python constructor count them."""
+
+    class Counted:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+    for _ in range(4):
+        Counted()  # the site made again (the C stand-in makes all but the first), and dropped
+    single = Counted().lock
+    assert single._key.at_once == 1
+    many = [Counted().lock for _ in range(4)]
+    assert single._key is many[0]._key and many[0]._key.at_once == 2
+
+    class PerRequest:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+    for _ in range(MADE_ONE_AT_A_TIME - 1):
+        PerRequest()
+    assert PerRequest().lock._key.at_once == 1  # the last one followed
+    assert PerRequest().lock._key.at_once == 2  # a lock per request, made and dropped: no gate
+
+
+def test_a_cycle_through_a_thread_with_the_gate_held_on_one_side_only_is_circular(v):
+    """The otel shape: the gate is held by the thread that waits, not by the worker: a deadlock."""
+    gate = threading.Lock()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def work():
+        with gate:
+            pass
+
+    pool.submit(work).result()
+    with gate:
+        pool.submit(lambda: None).result()
+    pool.shutdown()
+    assert kinds(v) == ["circular"]
+
+
+# -- loops over a collection of locks -------------------------------------------------------------
+
+
+class _First:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+class _Second:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+def _take_all(locks) -> None:
+    for lock in locks:
+        lock.acquire()
+    for lock in reversed(locks):
+        lock.release()
+
+
+def test_one_loop_taking_a_registrys_locks_in_its_order_is_clean(v):
+    """A fork hook takes every registered lock in the registry's order, which differs from one
+    registry to another (a set's): the loop's cycles of classes are no deadlock."""
+    first, second, third = _First().lock, _Second().lock, _First().lock
+    _take_all([first, second])
+    _take_all([second, third])
+    assert v.reports == []
+
+
+def test_a_loops_order_against_a_nesting_elsewhere_is_circular(v):
+    first, second = _First().lock, _Second().lock
+    _take_all([first, second])
+    with second, first:
+        pass
+    assert kinds(v) == ["circular"]
+
+
+def test_one_loop_taking_two_instances_of_a_class_in_both_orders_is_circular(v):
+    first, again = _First().lock, _First().lock
+    _take_all([first, again])
+    _take_all([again, first])
+    assert kinds(v) == ["circular"]
 
 
 # -- same-class nesting, judged per instance ---------------------------------------------------

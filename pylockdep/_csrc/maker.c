@@ -33,7 +33,7 @@ typedef struct {
 
 static MadeType made_types[MAX_MADE_TYPES];
 static int n_made_types;
-static PyObject *s_key, *s_key_slot;
+static PyObject *s_key, *s_key_slot, *s_at_once, *s_last, *s_made;
 
 static PyObject *
 new_slow(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -87,6 +87,85 @@ made_key(MadeType *m, PyObject *name, PyObject *key)
     made = Py_NewRef(PyTuple_GET_ITEM(found, 1));
     recent_keep(&m->recent, parts, nums, 3, made);
     return made;
+}
+
+/* The LockKey class and the offsets of its ``at_once``, ``last`` and ``made`` slots, and
+ * _classes.MADE_ONE_AT_A_TIME, found at the first count. */
+static PyTypeObject *count_key_type;
+static Py_ssize_t at_once_offset, last_offset, made_offset;
+static long made_one_at_a_time = 0;
+
+/* The small int in the slot at ``offset`` of ``key``; 0 for anything else. */
+static long
+slot_int(PyObject *key, Py_ssize_t offset)
+{
+    PyObject *value = *(PyObject **)((char *)key + offset);
+
+    return value != NULL && PyLong_CheckExact(value) ? PyLong_AsLong(value) : 0;
+}
+
+/* Count ``lock``, just made with ``key`` (a LockKey), as _classes.count_made() does.  -1 with an
+ * exception set. */
+static int
+count_made(PyObject *key, PyObject *lock)
+{
+    PyObject **at_once, **last, **made, *alive = NULL, *ref, *count;
+    long times;
+
+    if (Py_TYPE(key) != count_key_type) {
+        PyObject *type = (PyObject *)Py_TYPE(key);
+        Py_ssize_t once = slot_offset(type, s_at_once), past, many;
+        PyObject *classes, *limit;
+
+        if (once < 0 || (past = slot_offset(type, s_last)) < 0 || (many = slot_offset(type, s_made)) < 0)
+            return -1;
+        if ((classes = PyImport_ImportModule("pylockdep._classes")) == NULL)
+            return -1;
+        limit = PyObject_GetAttrString(classes, "MADE_ONE_AT_A_TIME");
+        Py_DECREF(classes);
+        if (limit == NULL)
+            return -1;
+        made_one_at_a_time = PyLong_AsLong(limit);
+        Py_DECREF(limit);
+        if (made_one_at_a_time == -1 && PyErr_Occurred())
+            return -1;
+        count_key_type = Py_TYPE(key);
+        at_once_offset = once;
+        last_offset = past;
+        made_offset = many;
+    }
+    at_once = (PyObject **)((char *)key + at_once_offset);
+    last = (PyObject **)((char *)key + last_offset);
+    made = (PyObject **)((char *)key + made_offset);
+    if (slot_int(key, at_once_offset) >= 2)
+        return 0;
+    times = slot_int(key, made_offset);
+    if (*last != NULL && PyWeakref_Check(*last)) {
+#if PY_VERSION_HEX >= 0x030D0000
+        if (PyWeakref_GetRef(*last, &alive) < 0)
+            return -1;
+#else
+        alive = Py_XNewRef(PyWeakref_GetObject(*last));
+        if (alive == Py_None)
+            Py_CLEAR(alive);
+#endif
+    }
+    if (alive != NULL || times >= made_one_at_a_time) {
+        Py_XDECREF(alive);
+        Py_XSETREF(*at_once, PyLong_FromLong(2));
+        Py_XSETREF(*last, Py_NewRef(Py_None));
+        return 0;
+    }
+    if ((ref = PyWeakref_NewRef(lock, NULL)) == NULL)
+        return -1;
+    if ((count = PyLong_FromLong(times + 1)) == NULL) {
+        Py_DECREF(ref);
+        return -1;
+    }
+    Py_XSETREF(*made, count);
+    Py_XSETREF(*at_once, PyLong_FromLong(1));
+    Py_XSETREF(*last, ref);
+    return 0;
 }
 
 /* A new lock of ``mk``'s type with key ``made`` (a reference this steals), its other slots filled. */
@@ -294,7 +373,7 @@ stand_in_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
 {
     StandIn *self = (StandIn *)op;
     IFrame *frame;
-    PyObject *key;
+    PyObject *key, *lock;
 
     if ((frame = iframe_caller()) == NULL)
         return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
@@ -317,7 +396,9 @@ stand_in_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
         Py_XDECREF(key);
         return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
     }
-    return build_lock(&self->maker, key);
+    if ((lock = build_lock(&self->maker, key)) != NULL && count_made(key, lock) < 0)
+        Py_CLEAR(lock);
+    return lock;
 }
 
 static PyObject *

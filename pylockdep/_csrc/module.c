@@ -199,6 +199,9 @@ PyInit__speedups(void)
     INTERN(s_restore, "_restore");
     INTERN(s_key, "key");
     INTERN(s_key_slot, "_key");
+    INTERN(s_at_once, "at_once");
+    INTERN(s_last, "last");
+    INTERN(s_made, "made");
     INTERN(s_make, "_make");
     INTERN(s_wake, "_wake");
     for (int i = 0; i < N_SMALL; i++)
