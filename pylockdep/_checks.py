@@ -55,7 +55,7 @@ from ._frames import (
     stack_stood_in,
 )
 from ._graph import PathStep, dep_kind
-from ._held import H_CLASS, H_CODE, H_IRQ, H_LOCK, H_READ, H_TRYLOCK, HeldLock, find, held_site, is_held_entry
+from ._held import H_CLASS, H_CODE, H_IRQ, H_LASTI, H_LOCK, H_READ, H_TRYLOCK, HeldLock, find, held_site, is_held_entry
 from ._instances import holds, nodes, same_instances
 from ._locktypes import (
     PY_LOCK,
@@ -425,7 +425,7 @@ def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: i
         if not entry[H_CLASS].validated:
             continue
         if entry[H_CLASS] is not cls and not entry[H_CLASS].key.handoff:  # see check_handoff
-            loop = site if check_loop_taken(entry, cls, site) else None
+            loop = site if check_loop_taken(t, entry, cls, site) else None
             cacheable = cacheable and loop is None
             check_prev_add(v, t, entry, cls, lock, read, site, sync, loop)
         if not entry[H_TRYLOCK]:
@@ -475,15 +475,16 @@ def check_prev_add(
         )
 
 
-def check_loop_taken(entry: HeldLock, cls: LockClass, site: Site) -> bool:
-    """Whether the held ``entry`` and the lock of class ``cls`` being taken at ``site`` are
+def check_loop_taken(t: Task, entry: HeldLock, cls: LockClass, site: Site) -> bool:
+    """Whether the held ``entry`` and the lock of class ``cls`` that ``t`` takes at ``site`` are
     Python's locks that one loop takes one after another (``for lock in locks:
-    lock.acquire()``): the held one was taken at the very line, inside a loop of the same code."""
+    lock.acquire()``): the held one was taken by the very instruction (``t.lasti``), inside a
+    loop (locks taken on one line, ``with a, b:``, are taken by different instructions)."""
     return (
         cls.ltype.python
         and entry[H_CLASS].ltype.python
         and entry[H_CODE] is site[0]
-        and held_site(entry)[1] == site[1]
+        and entry[H_LASTI] == t.lasti
         and in_loop(site)
     )
 

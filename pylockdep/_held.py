@@ -291,7 +291,7 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
         ):
             t.replaying = True
             try:
-                v.validate_chain(t, lock, cls, read, trylock, key, *held_site(again))
+                v.validate_chain(t, lock, cls, read, trylock, key, *held_site(again), lasti=again[H_LASTI])
             finally:
                 t.replaying = False
         elif key not in v.chains:

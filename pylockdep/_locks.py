@@ -99,7 +99,7 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
         # Only a new chain can be too deep: the first stack of a depth over the limit is a new
         # chain, and the report of its depth turns validation off for good.
         if new_chain := key not in v.chains:
-            v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno)
+            v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno, lasti=frame.f_lasti)
         if not trylock:
             lock._owner = t if (taken := True in map(lock._try, try_args) if read else lock._try_write) else lock._owner
             if not taken:

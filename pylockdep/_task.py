@@ -118,6 +118,7 @@ class Task:
         "segment",
         "nearest",
         "replaying",
+        "lasti",
         "__weakref__",
     )
 
@@ -170,6 +171,8 @@ class Task:
         # Pushing held locks again after a release from under them (pylockdep._held.remove):
         # validated as acquisitions, though nothing is taken.
         self.replaying = False
+        # The offset of the instruction taking the lock being validated, -1 when not known.
+        self.lasti = -1
 
     @property
     def pid(self) -> int:

@@ -236,9 +236,12 @@ class Validator:
         code: Any,
         line: int,
         sync: bool = False,
+        lasti: int = -1,
     ) -> None:
         """Run every rule for an acquisition whose chain of held locks is new, then remember it
-        (:meth:`remember_chain`)."""
+        (:meth:`remember_chain`).  ``lasti`` is the offset of the taking instruction in ``code``,
+        when known (see :func:`pylockdep._checks.check_loop_taken`)."""
+        t.lasti = lasti
         self.run_check(t, _checks.check_new_chain, lock, cls, read, trylock, sync, chain_key, (code, line))
 
     def remember_chain(self, chain_key: int) -> None:

@@ -422,6 +422,20 @@ def test_one_loop_taking_a_registrys_locks_in_its_order_is_clean(v):
     assert v.reports == []
 
 
+def test_locks_taken_on_one_line_inside_a_loop_are_validated_once(v, monkeypatch):
+    """``with a, b:`` in a loop takes its locks by two instructions of one line: no loop's order,
+    and its chains are cached as any."""
+    a, b = _First().lock, _Second().lock
+    validated = []
+    validate = v.validate_chain
+    monkeypatch.setattr(v, "validate_chain", lambda *args, **kwargs: validated.append(validate(*args, **kwargs)))
+    for _ in range(3):
+        with a, b:
+            pass
+    assert len(validated) == 2  # [a] and [a, b], once each
+    assert v.reports == []
+
+
 def test_a_loops_order_against_a_nesting_elsewhere_is_circular(v):
     first, second = _First().lock, _Second().lock
     _take_all([first, second])
