@@ -535,8 +535,8 @@ def check_noncircular(
     gates = check_gated([guards, *(step.edge.guards for step in path.walk()[1:])])  # type: ignore[union-attr]
     mine = {c for c in guards if check_gate(c)}
     if gates and mine:
-        # In a deadlock each dependency has a thread of its own: a path whose dependencies need
-        # none of the gates held here may close a cycle that no gate closes.
+        # The shortest path back may be closed by gates where a longer one is not: look for one
+        # whose dependencies were made without the gates held here.
         other = graph.find_path(cls, read == 2, conflict, passable=lambda edge: not edge.guards & mine)
         if other is not None:
             found = check_gated([guards, *(step.edge.guards for step in other.walk()[1:])])  # type: ignore[union-attr]
