@@ -464,7 +464,7 @@ def check_prev_add(
     graph = v.graph
     if not prev.key.token and check_token_held(prev_entry):
         prev.key.token = True
-    closes_cycle = not check_noncircular(v, t, prev_entry, cls, lock, read, site, sync, loop)
+    closes_cycle = not check_noncircular(v, t, prev_entry, cls, lock, read, site, sync, guards, loop)
     if graph.irq_safe_reaching(prev):  # else no irq-safe class stands behind prev
         check_irq_usage(v, t, prev_entry, cls, lock, read, site)
     if edge is not None:
@@ -508,15 +508,18 @@ def check_noncircular(
     read: int,
     site: Site,
     sync: bool,
+    guards: frozenset[LockClass] = frozenset(),
     loop: Site | None = None,
 ) -> bool:
     """A new dependency ``prev -> next`` must not close a strong cycle: no path may lead from
     ``next`` back to ``prev`` on which every step could block (a path through recursive readers
     only counts where the held lock is a writer).  Returns False when it closes one.
 
-    A cycle that a gate closes (:func:`check_gated`) is held back, and reported at the end only
-    if its gate turned out not to be the only lock of its class; a path back that no gate
-    closes is looked for first."""
+    ``guards`` are the threading locks held now, ``loop`` the loop taking both locks if one is
+    (see :func:`check_prev_add`).  A cycle that only that loop made (:func:`check_loop_order`)
+    is not reported; one that a gate closes (:func:`check_gated`) is held back, and reported at
+    the end only if its gate turned out not to be the only lock of its class; a path back that
+    no gate closes is looked for first."""
     prev = prev_entry[H_CLASS]
     graph = v.graph
     if prev is cls or not graph.may_reach(cls, prev):
@@ -531,17 +534,14 @@ def check_noncircular(
         return True
     if check_loop_order(loop, path):
         return False
-    guards = _guards_held(t)
-    gates = check_gated([guards, *(step.edge.guards for step in path.walk()[1:])])  # type: ignore[union-attr]
+    gates = check_gated(guards, path)
     mine = {c for c in guards if check_gate(c)}
     if gates and mine:
         # The shortest path back may be closed by gates where a longer one is not: look for one
         # whose dependencies were made without the gates held here.
         other = graph.find_path(cls, read == 2, conflict, passable=lambda edge: not edge.guards & mine)
-        if other is not None:
-            found = check_gated([guards, *(step.edge.guards for step in other.walk()[1:])])  # type: ignore[union-attr]
-            if not found:
-                path, gates = other, found
+        if other is not None and not (found := check_gated(guards, other)):
+            path, gates = other, found
     classes = [step.cls for step in path.walk()]
     v.report(
         "circular",
@@ -560,21 +560,22 @@ def check_gate(cls: LockClass) -> bool:
     signal or a token.  Holding its class means holding the one lock of the class alive, which
     two threads cannot do at the same time."""
     key = cls.key
-    return key.at_once == 1 and (cls.ltype is PY_LOCK or cls.ltype is PY_RLOCK) and not key.handoff and not key.token
+    return key.at_once == 1 and _threading_lock(cls) and not key.handoff and not key.token
 
 
-def check_gated(guards: list[frozenset[LockClass]]) -> frozenset[LockClass]:
+def check_gated(guards: frozenset[LockClass], path: PathStep) -> frozenset[LockClass]:
     """A cycle of dependencies is a deadlock only if threads can stand on it at once: each waits
     for a lock of the cycle (the new dependency's thread for the lock it takes), holding the locks
     of the cycle from the one the thread before waits for up to it; each thread took them as the
     dependencies between them were made.  Two threads cannot both hold a gate (:func:`check_gate`):
     if on every way of sharing the cycle out among two threads or more, two of them would each
     hold a gate that guarded one of their dependencies every time it was made, the cycle is
-    closed by gates, not a deadlock.  ``guards`` are the locks held when each dependency was made
-    (:attr:`Edge.guards`), the new one's first (held now), then those of the path from the lock
-    it takes back to the held one.  Returns the gates that close the cycle, empty when it may
-    deadlock (or is too long to share out: more than :data:`GATED_LENGTH` dependencies)."""
-    gated = [frozenset(c for c in held if check_gate(c)) for held in guards]
+    closed by gates, not a deadlock.  The cycle is the new dependency, made holding ``guards``,
+    and ``path`` back from the lock it takes to the held one, whose dependencies were made
+    holding theirs (:attr:`Edge.guards`).  Returns the gates that close the cycle, empty when it
+    may deadlock (or is too long to share out: more than :data:`GATED_LENGTH` dependencies)."""
+    held_each = [guards, *(step.edge.guards for step in path.walk()[1:])]  # type: ignore[union-attr]
+    gated = [frozenset(c for c in held if check_gate(c)) for held in held_each]
     count = len(gated)
     shared = frozenset(c for i, held in enumerate(gated) for c in held if any(c in other for other in gated[i + 1 :]))
     if not shared or count > GATED_LENGTH:
@@ -603,7 +604,12 @@ GATED_LENGTH = 10
 
 def _guards_held(t: Task) -> frozenset[LockClass]:
     """The classes of the threading locks ``t`` holds: what a dependency it makes now is made under."""
-    return frozenset(e[H_CLASS] for e in t.held if e[H_CLASS].ltype is PY_LOCK or e[H_CLASS].ltype is PY_RLOCK)
+    return frozenset(e[H_CLASS] for e in t.held if _threading_lock(e[H_CLASS]))
+
+
+def _threading_lock(cls: LockClass) -> bool:
+    """Whether ``cls`` is a class of ``threading.Lock``s or ``RLock``s, the locks that may be gates."""
+    return cls.ltype is PY_LOCK or cls.ltype is PY_RLOCK
 
 
 def check_token_held(entry: tuple) -> bool:

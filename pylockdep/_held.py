@@ -289,11 +289,7 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
             or again[H_CTX] != t.ctx
             or (above[i + 1][H_PREV_KEY] if i + 1 < len(above) else old_key) not in v.chains  # its old chain
         ):
-            t.replaying = True
-            try:
-                v.validate_chain(t, lock, cls, read, trylock, key, *held_site(again), lasti=again[H_LASTI])
-            finally:
-                t.replaying = False
+            v.validate_chain(t, lock, cls, read, trylock, key, *held_site(again), lasti=again[H_LASTI], replaying=True)
         elif key not in v.chains:
             v.remember_chain(key)  # as a validation would: the next release from below replays it
         held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])

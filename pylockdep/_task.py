@@ -168,11 +168,10 @@ class Task:
         # What the instance order last found held (pylockdep._instances.InstanceOrder.held_by):
         # kept by the slow path, forgotten where locks are taken unchecked or entries move.
         self.nearest: Nearest | None = None
-        # Pushing held locks again after a release from under them (pylockdep._held.remove):
-        # validated as acquisitions, though nothing is taken.
-        self.replaying = False
-        # The offset of the instruction taking the lock being validated, -1 when not known.
+        # What Validator.validate_chain() says of the lock it validates: the offset of the
+        # instruction taking it (-1 when not known), and whether it is held already, pushed again.
         self.lasti = -1
+        self.replaying = False
 
     @property
     def pid(self) -> int:

@@ -237,11 +237,14 @@ class Validator:
         line: int,
         sync: bool = False,
         lasti: int = -1,
+        replaying: bool = False,
     ) -> None:
         """Run every rule for an acquisition whose chain of held locks is new, then remember it
         (:meth:`remember_chain`).  ``lasti`` is the offset of the taking instruction in ``code``,
-        when known (see :func:`pylockdep._checks.check_loop_taken`)."""
+        when known (see :func:`pylockdep._checks.check_loop_taken`); ``replaying`` says the lock
+        is held already, pushed again after a release from under it (:func:`pylockdep._held.remove`)."""
         t.lasti = lasti
+        t.replaying = replaying
         self.run_check(t, _checks.check_new_chain, lock, cls, read, trylock, sync, chain_key, (code, line))
 
     def remember_chain(self, chain_key: int) -> None:
