@@ -5,8 +5,17 @@ line, so two calls on one line make two classes.  A function that only makes a l
 it (``def _create_lock(self): return RLock()``) is not the site: its caller is, so each attribute
 assigned from such a helper is a class of its own.
 
+A lock a method makes for ``self.attr`` is of a class per concrete type of that ``self`` (see
+:func:`owner_type`): ``logging.Handler.createLock()`` makes each handler type's locks a class of
+their own, as the kernel gives each file system type's inode locks a key of their own.  Without
+that, a handler that forwards records to another handler while it holds a lock of its own closes a
+cycle through the one class of every handler's lock, though no two handlers wait for each other.
+The split hides no deadlock that instances can make: each lock is of exactly one class, so a
+cycle of instances is still a cycle of their classes.
+
 The class name says where the lock lives when the code shows it: ``Owner.attr@file.py:LINE`` for
-``self.attr = ...`` in a method of ``Owner`` or ``attr = ...`` in the body of class ``Owner``,
+``self.attr = ...`` in a method (``Owner`` the type of ``self``) or ``attr = ...`` in the body of
+class ``Owner``,
 ``name@file.py:LINE`` for a module's global ``name = ...``, else ``KIND@file.py:LINE`` (``Lock``,
 ``RLock``, or the threading type that made the lock).  A second site on a line already naming a class of the same
 name adds its column, ``...@file.py:LINE:COL``.  Every name keeps ``file.py:LINE``, which
@@ -27,8 +36,9 @@ from ._frames import format_file_line, is_internal
 # (code, offset of the call) -> what follows the call: ("return",), ("attr", owner, name),
 # ("name", global or Class.attr) or ().
 _after_call: dict[tuple[CodeType, int], tuple[str, ...]] = {}
-# (code, f_lasti, kind) -> class name; (code, line, name) -> the call offset that took it first.
-_names: dict[tuple[CodeType, int, str], str] = {}
+# (code, f_lasti, kind, owner type) -> class name; (code, line, name) -> the call offset that took
+# it first.
+_names: dict[tuple[CodeType, int, str, type | None], str] = {}
 _first_on_line: dict[tuple[CodeType, int, str], int] = {}
 
 
@@ -56,7 +66,7 @@ def _call_at(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int | No
         after = ("name", owner + following[0].argval)
     elif (
         len(following) == 2
-        and following[0].opname == "LOAD_FAST"
+        and following[0].opname in ("LOAD_FAST", "LOAD_DEREF")  # LOAD_DEREF: a closure captures it
         and code.co_argcount
         and following[0].argval == code.co_varnames[0]
         and following[1].opname == "STORE_ATTR"
@@ -183,14 +193,33 @@ def remember(memo: SiteMemo, frame: FrameType, looked: int, found: Any) -> None:
         node[id(frame.f_code), frame.f_lasti] = (frame.f_code, found)
 
 
-def class_name(kind: str, frame: FrameType) -> str:
-    """The class name of a lock of ``kind`` made by ``frame`` (a :func:`creation_frame`)."""
+def makes_attr(frame: FrameType) -> bool:
+    """Whether ``frame`` (a :func:`creation_frame`) stores the lock it makes as ``self.attr``: a
+    lock of a class per type of ``self`` (see :func:`owner_type`)."""
+    return _what_follows(frame.f_code, frame.f_lasti)[1][:1] == ("attr",)
+
+
+def owner_type(frame: FrameType) -> type | None:
+    """The type whose instance a method running in ``frame`` makes a lock for: the type of its first
+    argument; None when that is a class (a class method's ``cls``), None or unbound.  (Reading a
+    frame's locals costs as much as making the lock: this runs once per lock made where
+    :func:`makes_attr`, on the pure path; the C stand-in reads the argument itself.)"""
     code = frame.f_code
-    name = _names.get((code, frame.f_lasti, kind))
+    if not code.co_argcount:
+        return None
+    owner = frame.f_locals.get(code.co_varnames[0])
+    return None if owner is None or isinstance(owner, type) else type(owner)
+
+
+def class_name(kind: str, frame: FrameType, owner: type | None = None) -> str:
+    """The class name of a lock of ``kind`` made by ``frame`` (a :func:`creation_frame`), for an
+    instance of ``owner`` where :func:`makes_attr` (None: of the class that defines the method)."""
+    code = frame.f_code
+    name = _names.get((code, frame.f_lasti, kind, owner))
     if name is None:
         offset, after, column = _what_follows(code, frame.f_lasti)
         if after[:1] == ("attr",):
-            base = f"{after[1]}.{after[2]}"
+            base = f"{after[1] if owner is None else owner.__name__}.{after[2]}"
         elif after[:1] == ("name",):
             base = after[1]
         else:
@@ -199,5 +228,5 @@ def class_name(kind: str, frame: FrameType) -> str:
         first = _first_on_line.setdefault((code, frame.f_lineno, name), offset)
         if first != offset and column is not None:
             name = f"{name}:{column + 1}"
-        _names[(code, frame.f_lasti, kind)] = name
+        _names[(code, frame.f_lasti, kind, owner)] = name
     return name

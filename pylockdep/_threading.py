@@ -26,8 +26,10 @@ Python's semantics win where they differ from the kernel's (``API.md``, "Python'
 
 A lock's class is its type plus the first frame outside :mod:`threading` and pylockdep, named
 ``KIND@file:line``; KIND is ``Lock`` or ``RLock``, or the :mod:`threading` type that made the lock
-(``Condition``, ``Event``, ``Semaphore``, ...).  So every ``queue.Queue`` mutex is one class
-(``Lock@queue.py:NN``) and ``threading.Event()`` takes its caller's line.  Locks that
+(``Condition``, ``Event``, ``Semaphore``, ...), or ``Owner.attr`` where the site stores it in
+``self.attr``, the class then being one per type of ``self`` (:mod:`pylockdep._sites`).  So every
+``queue.Queue`` mutex is one class (``Queue.mutex@queue.py:NN``), each handler type's lock
+another, and ``threading.Event()`` takes its caller's line.  Locks that
 :mod:`threading` makes for its own bookkeeping (a ``Thread``'s "started" event, the locks it
 rebuilds after ``fork()``), importlib's module locks, pylockdep's own (:mod:`pylockdep._plain`) and
 locks made before instrumentation stay CPython's.  A thread's state lock, which ``join()`` waits on
@@ -45,7 +47,7 @@ import threading
 import warnings
 from time import monotonic
 from types import BuiltinFunctionType, FrameType, FunctionType
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _held, _locktypes, _waits
 from ._classes import LockKey, count_made, key_for
@@ -55,7 +57,19 @@ from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
 from ._plain import plain_lock
 from ._signals import critical, deferred, run_deferred
-from ._sites import NOT_RECENT, RECENT_SLOTS, UNKNOWN, SiteMemo, class_name, creation_walk, no_recent, recall, remember
+from ._sites import (
+    NOT_RECENT,
+    RECENT_SLOTS,
+    UNKNOWN,
+    SiteMemo,
+    class_name,
+    creation_walk,
+    makes_attr,
+    no_recent,
+    owner_type,
+    recall,
+    remember,
+)
 from ._validator import active
 from ._when_imported import Hook, when_imported
 
@@ -73,15 +87,53 @@ _PLAIN_MAKERS = frozenset({threading.Thread.__init__.__code__, threading._after_
 # -- where a lock is made and taken ------------------------------------------------------------
 
 
-def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> tuple[LockKey | None, int]:
-    """The key of a lock made by a factory called from ``frame``, or None to keep it plain; and how
-    many frames from ``frame`` outwards decided it (0: not by their code and offsets alone).
+class ByOwner(NamedTuple):
+    """What a stack that makes a lock for ``self.attr`` decides (see :func:`_new_key`): the key
+    depends on the type of that ``self``, in the frame ``depth`` frames out from the factory's
+    caller.  ``keys`` maps the owner types seen (None for a class method's ``cls``) to their keys;
+    the C stand-in reads it, and makes the lock itself for a type found there."""
+
+    depth: int
+    ltype: LockType
+    keys: dict[type | None, LockKey]
+
+
+#: Owner types a site keeps a key for: beyond this many (types made at run time), a new type's
+#: locks share the key of the site's defining class.
+OWNER_TYPES = 64
+
+
+def _owner_key(answer: ByOwner, frame: FrameType) -> LockKey:
+    """The key of a lock that the stack from ``frame`` out makes for its owner (see :class:`ByOwner`)."""
+    for _ in range(answer.depth):
+        frame = frame.f_back  # type: ignore[assignment]
+    owner = owner_type(frame)
+    key = answer.keys.get(owner)
+    if key is None:
+        if len(answer.keys) >= OWNER_TYPES:
+            owner = None
+        site = (frame.f_code, frame.f_lineno)
+        key = answer.keys[owner] = key_for(class_name("", frame, owner), answer.ltype, site, owner=owner)
+    return key
+
+
+def _site_key(ltype: LockType, kind: str, frame: FrameType | None) -> LockKey | None:
+    """The key of a lock made by a factory called from ``frame``, or None to keep it plain."""
+    answer = _new_key(ltype, kind, frame)[0]
+    return _owner_key(answer, frame) if type(answer) is ByOwner else answer  # type: ignore[arg-type]
+
+
+def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> tuple[LockKey | ByOwner | None, int]:
+    """The key of a lock made by a factory called from ``frame`` (a :class:`ByOwner` when it
+    depends on the owner's type), or None to keep it plain; and how many frames from ``frame``
+    outwards decided it (0: not by their code and offsets alone).
 
     The class is the creation site (:mod:`pylockdep._sites`) reached from the first frame outside
     threading and pylockdep; its name is ``Owner.attr@file:line`` or ``KIND@file:line``, KIND
     being the outermost threading type on the way there (``Event`` for an Event's lock), else
     ``kind``.  None when threading makes the lock for its own bookkeeping.
     """
+    start = frame
     looked = 0
     while frame is not None and is_internal(frame.f_code.co_filename, skip_threading=True):
         looked += 1
@@ -94,8 +146,14 @@ def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> tuple[LockK
     if frame is None:
         return None, 0
     frame, more = creation_walk(frame)
-    key = key_for(class_name(kind, frame), ltype, (frame.f_code, frame.f_lineno))
-    return key, looked + more if more else 0
+    looked = looked + more if more else 0
+    if makes_attr(frame):
+        depth = 0
+        while start is not frame:
+            start = start.f_back  # type: ignore[union-attr]
+            depth += 1
+        return ByOwner(depth, ltype, {}), looked
+    return key_for(class_name(kind, frame), ltype, (frame.f_code, frame.f_lineno)), looked
 
 
 def _acquirer(frame: FrameType) -> FrameType:
@@ -204,7 +262,7 @@ class Lock(_RealLock):
             raise TypeError("lock() takes no keyword arguments")
         if args:
             raise TypeError(f"lock expected 0 arguments, got {len(args)}")
-        return cls._new(_new_key(_locktypes.PY_LOCK, "Lock", _getframe(1))[0] or _ORPHAN_LOCK_KEY)
+        return cls._new(_site_key(_locktypes.PY_LOCK, "Lock", _getframe(1)) or _ORPHAN_LOCK_KEY)
 
     @classmethod
     def _new(cls, key: LockKey) -> Lock:
@@ -306,7 +364,7 @@ class RLock(_RealLock):
     def __new__(cls, key: LockKey | None = None) -> RLock:
         """A new unlocked RLock of class ``key``, by default its caller's site."""
         if key is None:
-            key = _new_key(_locktypes.PY_RLOCK, "RLock", _getframe(1))[0] or _ORPHAN_RLOCK_KEY
+            key = _site_key(_locktypes.PY_RLOCK, "RLock", _getframe(1)) or _ORPHAN_RLOCK_KEY
         self = _new_object(cls)  # _MADE_FIELDS repeats these assignments, for the C stand-in
         self._real = new_real_lock()
         self._key = key
@@ -525,7 +583,9 @@ def _stand_in(
             if key is UNKNOWN:
                 key, looked = _new_key(ltype, kind, caller)
                 remember(made_at, caller, looked, key)
-        return original(*args, **kwargs) if key is None else new(key)
+        if key is None:
+            return original(*args, **kwargs)
+        return new(_owner_key(key, caller) if type(key) is ByOwner else key)
 
     # A call at a known site builds the lock in C, when in use, and so does (CPython's lock) a call
     # from threading's own code of a name bound before (a Condition's waiter, at every wait()).

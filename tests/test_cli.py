@@ -172,7 +172,7 @@ def test_locks_are_instrumented_from_the_programs_first_line(tmp_path):
     assert result.returncode == 0, result.stderr
     module_lock, handler_lock, asyncio_loaded = result.stdout.split()
     assert module_lock.startswith("_lock@logging/__init__.py:")  # two classes: the module's lock...
-    assert handler_lock.startswith("Handler.lock@logging/__init__.py:")  # ...and every handler's
+    assert handler_lock.startswith("StreamHandler.lock@logging/__init__.py:")  # ...and each handler type's
     assert module_lock != handler_lock
     assert asyncio_loaded == "False"  # pylockdep itself imported nothing that makes locks
 

@@ -274,6 +274,90 @@ def test_a_function_that_may_return_a_lock_it_did_not_make_stays_the_creation_si
     assert first.name == f"Lock@{FILE}:{_keyed_lock.__code__.co_firstlineno + 4}"
 
 
+# -- classes: one per type of the object a lock is made for ---------------------------------------
+
+
+class _Box:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.describe = lambda: self  # a closure captures self: the method holds it in a cell
+
+
+class _RedBox(_Box):
+    pass
+
+
+class _BlueBox(_Box):
+    @classmethod
+    def shared(cls) -> threading.Lock:
+        cls.lock = threading.Lock()  # for the class, not an instance: the site's class
+        return cls.lock
+
+
+def test_a_lock_made_for_self_is_of_a_class_per_type_of_self(v):
+    line = _Box.__init__.__code__.co_firstlineno + 1
+    boxes = [_Box(), _RedBox(), _Box(), _RedBox(), _RedBox()]  # the first of a type made in Python, the rest in C
+    assert [box.lock.name for box in boxes[:2]] == [f"_Box.lock@{FILE}:{line}", f"_RedBox.lock@{FILE}:{line}"]
+    assert boxes[2].lock._key is boxes[0].lock._key and boxes[4].lock._key is boxes[3].lock._key is boxes[1].lock._key
+    assert boxes[1].lock._key is not boxes[0].lock._key
+    assert _BlueBox.shared().name == f"_BlueBox.lock@{FILE}:{_BlueBox.shared.__code__.co_firstlineno + 2}"
+
+
+def test_locks_of_two_owner_types_on_either_side_of_a_lock_are_clean_and_of_one_type_circular(v):
+    middle = threading.Lock()
+    red, blue, other_red = _RedBox(), _BlueBox(), _RedBox()
+    with red.lock, middle:
+        pass
+    with middle, blue.lock:
+        pass
+    assert v.reports == []  # a _RedBox's lock is never a _BlueBox's: no two threads wait for each other
+    with middle, other_red.lock:
+        pass
+    assert kinds(v) == ["circular"]  # two _RedBoxes can: the split hides no cycle of instances
+    assert "_RedBox.lock@" in v.reports[0].text and "_BlueBox" not in v.reports[0].text
+
+
+class _Forward(logging.Handler):
+    """Hands each record, under a lock of its own, to another logger's handlers."""
+
+    def __init__(self, target: logging.Logger, registry: threading.Lock) -> None:
+        super().__init__()
+        self.target = target
+        self.registry = registry
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.registry:
+            self.target.handle(record)
+
+
+def test_a_handler_forwarding_to_another_type_of_handler_under_a_lock_is_clean(v):
+    """Each handler type's lock is a class: the forwarding handler's lock, then the registry, then the
+    stream handler's lock closed a cycle through the one class of every handler's lock."""
+    registry = threading.Lock()
+    out = logging.Logger("out")
+    out.addHandler(logging.StreamHandler(io.StringIO()))
+    app = logging.Logger("app")
+    app.addHandler(_Forward(out, registry))
+    app.warning("hello")
+    assert v.reports == []
+    assert [h.lock.name.partition("@")[0] for h in (*app.handlers, *out.handlers)] == [
+        "_Forward.lock",
+        "StreamHandler.lock",
+    ]
+
+
+def test_owner_types_past_the_limit_share_the_class_of_the_defining_class(v, monkeypatch):
+    monkeypatch.setattr(pylockdep._threading, "OWNER_TYPES", 2)
+
+    class Owner:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+    made = [type(f"Made{i}", (Owner,), {})().lock for i in range(4)]
+    assert [lock.name.partition("@")[0] for lock in made] == ["Made0.lock", "Made1.lock", "Owner.lock", "Owner.lock"]
+    assert made[3]._key is made[2]._key is Owner().lock._key
+
+
 # -- gates: one lock that every thread of a cycle would hold ------------------------------------
 
 

@@ -467,8 +467,9 @@ def test_standard_library_locks_take_their_line_in_the_library(v):
     q1, q2 = queue.Queue(), queue.Queue()
     assert q1.mutex._key is q2.mutex._key  # one class per site in queue.py, named for where it lives
     assert re.fullmatch(r"Queue\.mutex@queue\.py:\d+", name_of(q1.mutex))
-    handler = logging.StreamHandler(io.StringIO())
-    assert re.fullmatch(r"Handler\.lock@logging/__init__\.py:\d+", name_of(handler.lock))
+    handler = logging.StreamHandler(io.StringIO())  # the lock of Handler.createLock(), by handler type
+    assert re.fullmatch(r"StreamHandler\.lock@logging/__init__\.py:\d+", name_of(handler.lock))
+    assert re.fullmatch(r"Handler\.lock@logging/__init__\.py:\d+", name_of(logging.Handler().lock))
 
 
 def test_threadings_own_bookkeeping_locks_stay_plain(v):

@@ -80,3 +80,21 @@ iframe_lasti(IFrame *f)
 
     return lasti < 0 ? -1 : lasti * (int)sizeof(_Py_CODEUNIT);
 }
+
+/* The type of ``f``'s first argument, borrowed, as pylockdep._sites.owner_type() finds it: NULL
+ * when the code takes no argument, or the argument is unbound, None or a class.  (An argument that
+ * a closure captures is held in a cell.) */
+static PyTypeObject *
+iframe_owner_type(IFrame *f)
+{
+    PyObject *first;
+
+    if (iframe_code(f)->co_argcount < 1)
+        return NULL;
+    first = f->localsplus[0];
+    if (first != NULL && PyCell_Check(first))
+        first = PyCell_GET(first);
+    if (first == NULL || first == Py_None || PyType_Check(first))
+        return NULL;
+    return Py_TYPE(first);
+}

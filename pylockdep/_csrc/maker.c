@@ -368,6 +368,30 @@ stand_in_recent(StandIn *self, IFrame *frame)
     return Py_XNewRef(recent_find(&self->recent, codes, lastis, depth));
 }
 
+/* The key in ``answer`` (a pylockdep._threading.ByOwner) for the owner type of the frame its depth
+ * out from ``frame``, as _owner_key() finds it: a new reference, or NULL (no exception) when that
+ * type has none yet. */
+static PyObject *
+owner_key(PyObject *answer, IFrame *frame)
+{
+    PyObject *keys, *owner, *key;
+    long depth;
+
+    if (PyTuple_GET_SIZE(answer) != 3 || !PyDict_CheckExact(keys = PyTuple_GET_ITEM(answer, 2)))
+        return NULL;
+    depth = PyLong_AsLong(PyTuple_GET_ITEM(answer, 0));
+    for (; depth > 0 && frame != NULL; depth--)
+        frame = iframe_back(frame);
+    if (depth != 0 || frame == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    owner = (PyObject *)iframe_owner_type(frame);
+    key = PyDict_GetItemWithError(keys, owner == NULL ? Py_None : owner);
+    PyErr_Clear();
+    return Py_XNewRef(key);
+}
+
 static PyObject *
 stand_in_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -392,6 +416,8 @@ stand_in_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
         return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
     if ((key = stand_in_recent(self, frame)) == NULL)
         key = stand_in_recall(self, frame);
+    if (key != NULL && PyTuple_Check(key))  /* a ByOwner: the key by the owner's type */
+        Py_SETREF(key, owner_key(key, frame));
     if (key == NULL || key == Py_None) {  /* not known, or a plain lock: make() decides */
         Py_XDECREF(key);
         return PyObject_Vectorcall(self->make, args, nargsf, kwnames);
