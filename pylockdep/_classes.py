@@ -188,13 +188,9 @@ _keys: dict[Hashable, LockKey] = {}
 _keys_lock = plain_rlock()
 
 
-def key_for(
-    name: str, ltype: LockType, site: Site | None, explicit: Hashable | None = None, owner: type | None = None
-) -> LockKey:
-    """The key shared by every lock of ``ltype`` named ``name`` created at ``site`` (for an instance
-    of ``owner``, when the site's class is per owner type: see :mod:`pylockdep._sites`), or by
-    ``explicit``."""
-    ident = ("key", explicit) if explicit is not None else (ltype, name, site, owner)
+def key_for(name: str, ltype: LockType, site: Site | None, explicit: Hashable | None = None) -> LockKey:
+    """The key shared by every lock of ``ltype`` named ``name`` created at ``site``, or by ``explicit``."""
+    ident = ("key", explicit) if explicit is not None else (ltype, name, site)
     key = _keys.get(ident)
     if key is None:
         with _keys_lock:

@@ -36,9 +36,8 @@ from ._frames import format_file_line, is_internal
 # (code, offset of the call) -> what follows the call: ("return",), ("attr", owner, name),
 # ("name", global or Class.attr) or ().
 _after_call: dict[tuple[CodeType, int], tuple[str, ...]] = {}
-# (code, f_lasti, kind, owner type) -> class name; (code, line, name) -> the call offset that took
-# it first.
-_names: dict[tuple[CodeType, int, str, type | None], str] = {}
+# (code, f_lasti, kind) -> class name; (code, line, name) -> the call offset that took it first.
+_names: dict[tuple[CodeType, int, str], str] = {}
 _first_on_line: dict[tuple[CodeType, int, str], int] = {}
 
 
@@ -215,7 +214,7 @@ def class_name(kind: str, frame: FrameType, owner: type | None = None) -> str:
     """The class name of a lock of ``kind`` made by ``frame`` (a :func:`creation_frame`), for an
     instance of ``owner`` where :func:`makes_attr` (None: of the class that defines the method)."""
     code = frame.f_code
-    name = _names.get((code, frame.f_lasti, kind, owner))
+    name = _names.get((code, frame.f_lasti, kind)) if owner is None else None
     if name is None:
         offset, after, column = _what_follows(code, frame.f_lasti)
         if after[:1] == ("attr",):
@@ -228,5 +227,6 @@ def class_name(kind: str, frame: FrameType, owner: type | None = None) -> str:
         first = _first_on_line.setdefault((code, frame.f_lineno, name), offset)
         if first != offset and column is not None:
             name = f"{name}:{column + 1}"
-        _names[(code, frame.f_lasti, kind, owner)] = name
+        if owner is None:  # an owner's name is asked for once per key made: kept, it would keep the type
+            _names[(code, frame.f_lasti, kind)] = name
     return name

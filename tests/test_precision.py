@@ -21,6 +21,7 @@ import threading
 import time
 import types
 import warnings
+import weakref
 
 import pytest
 from _abba import take_ab_then_ba
@@ -317,6 +318,22 @@ def test_locks_of_two_owner_types_on_either_side_of_a_lock_are_clean_and_of_one_
     assert "_RedBox.lock@" in v.reports[0].text and "_BlueBox" not in v.reports[0].text
 
 
+def test_a_type_made_at_run_time_that_owns_locks_is_not_kept_alive_by_its_class(v):
+    """filelock's test suite checks that a subclass made in a function goes once dropped."""
+
+    def make_type() -> type:
+        return type("Temporary", (_Box,), {})
+
+    owner = make_type()
+    locks = [owner().lock for _ in range(3)]  # the first made in Python, the others in C
+    assert locks[0].name.startswith("Temporary.lock@") and locks[2]._key is locks[0]._key
+    gone = weakref.ref(owner)
+    del owner, locks
+    gc.collect()
+    assert gone() is None
+    assert _Box().lock.name.startswith("_Box.lock@")
+
+
 class _Forward(logging.Handler):
     """Hands each record, under a lock of its own, to another logger's handlers."""
 
@@ -353,7 +370,8 @@ def test_owner_types_past_the_limit_share_the_class_of_the_defining_class(v, mon
         def __init__(self) -> None:
             self.lock = threading.Lock()
 
-    made = [type(f"Made{i}", (Owner,), {})().lock for i in range(4)]
+    owners = [type(f"Made{i}", (Owner,), {}) for i in range(4)]  # alive: a dead type frees its place
+    made = [owner().lock for owner in owners]
     assert [lock.name.partition("@")[0] for lock in made] == ["Made0.lock", "Made1.lock", "Owner.lock", "Owner.lock"]
     assert made[3]._key is made[2]._key is Owner().lock._key
 

@@ -387,7 +387,14 @@ owner_key(PyObject *answer, IFrame *frame)
         return NULL;
     }
     owner = (PyObject *)iframe_owner_type(frame);
+    /* keys holds a type by the weak reference with no callback that weakref.ref(type) returns while
+     * one lives: this finds that one (a type not there gets a new one, which matches nothing). */
+    if (owner != NULL && (owner = PyWeakref_NewRef(owner, NULL)) == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
     key = PyDict_GetItemWithError(keys, owner == NULL ? Py_None : owner);
+    Py_XDECREF(owner);
     PyErr_Clear();
     return Py_XNewRef(key);
 }
