@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -489,14 +489,14 @@ def check_loop_taken(t: Task, entry: HeldLock, cls: LockClass, site: Site) -> bo
     )
 
 
-def check_loop_order(loop: Site | None, path: PathStep) -> bool:
+def check_loop_order(loops: Sequence[Hashable | None]) -> bool:
     """A loop that takes Python's locks one after another takes them in the order of what it walks
     (every lock of a registry, in a fork hook): a cycle that such a loop made alone, every
-    dependency of it made by the loop at ``loop`` every time, is that order seen from different
-    starting points, not a deadlock.  ``path`` leads back from the new dependency's lock to the
-    held one.  Returns True for such a cycle.  (A cycle with any other dependency is judged as
-    any other: a loop's order against a nesting elsewhere may deadlock.)"""
-    return loop is not None and all(step.edge.loop == loop for step in path.walk()[1:])  # type: ignore[union-attr]
+    dependency of it made by that one loop every time, is that order seen from different starting
+    points, not a deadlock.  ``loops`` is the loop that made each dependency of the cycle (its
+    site; None where none did).  Returns True for such a cycle.  (A cycle with any other dependency
+    is judged as any other: a loop's order against a nesting elsewhere may deadlock.)"""
+    return loops[0] is not None and all(loop == loops[0] for loop in loops)
 
 
 def check_noncircular(
@@ -532,15 +532,15 @@ def check_noncircular(
     path = graph.find_path(cls, read == 2, conflict)
     if path is None:
         return True
-    if check_loop_order(loop, path):
+    if check_loop_order([loop, *(edge.loop for edge in path.edges())]):
         return False
-    gates = check_gated(guards, path)
+    gates = check_gated([guards, *(edge.guards for edge in path.edges())])
     mine = {c for c in guards if check_gate(c)}
     if gates and mine:
         # The shortest path back may be closed by gates where a longer one is not: look for one
         # whose dependencies were made without the gates held here.
         other = graph.find_path(cls, read == 2, conflict, passable=lambda edge: not edge.guards & mine)
-        if other is not None and not (found := check_gated(guards, other)):
+        if other is not None and not (found := check_gated([guards, *(edge.guards for edge in other.edges())])):
             path, gates = other, found
     classes = [step.cls for step in path.walk()]
     v.report(
@@ -563,18 +563,18 @@ def check_gate(cls: LockClass) -> bool:
     return key.at_once == 1 and _threading_lock(cls) and not key.handoff and not key.token
 
 
-def check_gated(guards: frozenset[LockClass], path: PathStep) -> frozenset[LockClass]:
+def check_gated(held_each: Sequence[frozenset[LockClass]]) -> frozenset[LockClass]:
     """A cycle of dependencies is a deadlock only if threads can stand on it at once: each waits
     for a lock of the cycle (the new dependency's thread for the lock it takes), holding the locks
     of the cycle from the one the thread before waits for up to it; each thread took them as the
     dependencies between them were made.  Two threads cannot both hold a gate (:func:`check_gate`):
     if on every way of sharing the cycle out among two threads or more, two of them would each
     hold a gate that guarded one of their dependencies every time it was made, the cycle is
-    closed by gates, not a deadlock.  The cycle is the new dependency, made holding ``guards``,
-    and ``path`` back from the lock it takes to the held one, whose dependencies were made
-    holding theirs (:attr:`Edge.guards`).  Returns the gates that close the cycle, empty when it
-    may deadlock (or is too long to share out: more than :data:`GATED_LENGTH` dependencies)."""
-    held_each = [guards, *(step.edge.guards for step in path.walk()[1:])]  # type: ignore[union-attr]
+    closed by gates, not a deadlock.  ``held_each`` is what each dependency of the cycle was made
+    holding (:attr:`Edge.guards`), in the cycle's order: the new dependency first, then the path
+    back from the lock it takes to the held one.  Returns the gates that close the cycle, empty
+    when it may deadlock (or is too long to share out: more than :data:`GATED_LENGTH`
+    dependencies)."""
     gated = [frozenset(c for c in held if check_gate(c)) for held in held_each]
     count = len(gated)
     shared = frozenset(c for i, held in enumerate(gated) for c in held if any(c in other for other in gated[i + 1 :]))

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import _locktypes, _splat
+from ._checks import check_gate
 from ._classes import LockClass, LockKey
-from ._frames import format_file_line, format_stack
+from ._frames import Site, format_file_line, format_stack
 from ._graph import DEP_EN, DEP_ER, DEP_NAMES, DEP_SR, Edge, Graph
 from ._report import Report
 
@@ -56,10 +57,12 @@ def graph_to_data(v: Validator) -> dict:
     """The validator's classes and dependencies as plain data.
 
     Returns ``{"classes": [...], "edges": [...]}``; a class is ``{"id", "name", "subclass",
-    "type", "site"}`` (``id`` from :func:`class_id`, ``site`` as ``file:line``), an edge is
-    ``{"prev", "next", "types", "origin", "thread", "stack"}`` (class ids, the dependency kinds
-    as bits of :attr:`Edge.types`, the test or other origin that first made it, its thread, and
-    its stack as printed lines, innermost first).
+    "type", "site", "gate"}`` (``id`` from :func:`class_id`, ``site`` as ``file:line``, ``gate``
+    whether it is one, :func:`pylockdep._checks.check_gate`), an edge is ``{"prev", "next",
+    "types", "origin", "thread", "stack", "guards", "loop"}`` (class ids, the dependency kinds as
+    bits of :attr:`Edge.types`, the test or other origin that first made it, its thread, its stack
+    as printed lines, innermost first, the ids of :attr:`Edge.guards`, and :attr:`Edge.loop` as
+    :func:`loop_id` gives it).
     """
     with v.graph_lock:
         classes = list(v.graph.classes)
@@ -73,6 +76,7 @@ def graph_to_data(v: Validator) -> dict:
                 "subclass": cls.subclass,
                 "type": cls.ltype.name,
                 "site": format_file_line(cls.key.site) if cls.key.site else "?",
+                "gate": check_gate(cls),
             }
             for cls in classes
         ],
@@ -84,10 +88,21 @@ def graph_to_data(v: Validator) -> dict:
                 "origin": e.origin,
                 "thread": e.thread,
                 "stack": format_stack(e.stack, ""),
+                "guards": sorted(ids[c] for c in e.guards if c in ids),
+                "loop": loop_id(e.loop),
             }
             for e in edges
         ],
     }
+
+
+def loop_id(loop: Site | str | None) -> str | None:
+    """The loop that made a dependency (:attr:`Edge.loop`) as a name that is the same in every
+    process running the same code: its file, function and line."""
+    if loop is None or isinstance(loop, str):
+        return loop
+    code, line = loop
+    return f"{code.co_filename}:{code.co_qualname}:{line}"
 
 
 @dataclass
@@ -112,20 +127,35 @@ class MergedGraph:
     by_id: dict[str, LockClass] = field(default_factory=dict)
 
     def add(self, source: str, data: dict) -> None:
-        """Merge ``data`` (from :func:`graph_to_data`) seen by ``source`` into the graph."""
+        """Merge ``data`` (from :func:`graph_to_data`) seen by ``source`` into the graph.
+
+        A class is a gate if it was one in every source that had it (``key.at_once`` 1, else 2:
+        see :func:`pylockdep._checks.check_gate`); an edge's guards are those held every time any
+        source made it, and its loop the one loop that made it in every source (recordings of
+        older versions hold neither: no guards, no loop)."""
         for c in data["classes"]:
-            if c["id"] not in self.by_id:
+            cls = self.by_id.get(c["id"])
+            if cls is None:
                 ltype = _TYPES_BY_NAME.get(c["type"]) or _locktypes.LockType(c["type"], 0, 0)
                 key = LockKey(c["name"], ltype, None, c["id"])
                 cls = self.graph.new_class(key, c["subclass"])
                 self.by_id[c["id"]] = cls
                 self.sites[cls] = c["site"]
+                key.at_once = 1
+            if not c.get("gate"):
+                cls.key.at_once = 2
         for e in data["edges"]:
             prev, nxt = self.by_id[e["prev"]], self.by_id[e["next"]]
+            guards = frozenset(self.by_id[g] for g in e.get("guards", ()) if g in self.by_id)
             edge = prev.after.get(nxt)
             if edge is None:
-                edge = self.graph.add_edge(prev, nxt, e["types"], (), e["thread"], e["origin"], closes_cycle=False)
+                edge = self.graph.add_edge(
+                    prev, nxt, e["types"], (), e["thread"], e["origin"], False, guards, e.get("loop")
+                )
                 self.edge_sources[edge] = EdgeSources(stack=list(e["stack"]))
+            else:
+                edge.guards &= guards
+                edge.loop = edge.loop if edge.loop == e.get("loop") else None
             edge.types |= e["types"]
             sources = self.edge_sources[edge].sources
             if source not in sources:
@@ -163,7 +193,7 @@ def strong_cycles(graph: Graph) -> list[list[Edge]]:
             path = graph.find_path(closing.next, bool(bit & _RECURSIVE), reaches_tail)
             if path is None:
                 continue
-            edges = [closing] + [step.edge for step in path.walk()[1:]]
+            edges = [closing, *path.edges()]
             classes = frozenset(e.prev for e in edges)
             if classes not in seen:
                 seen.add(classes)

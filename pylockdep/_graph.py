@@ -85,8 +85,9 @@ class Edge:
     #: validated that made it (see :func:`pylockdep._checks.check_gated`).
     guards: frozenset[LockClass] = frozenset()
     #: The site of the loop that made the dependency every time, if one did (see
-    #: :func:`pylockdep._checks.check_loop_order`).
-    loop: Site | None = None
+    #: :func:`pylockdep._checks.check_loop_order`); in a merged graph, its
+    #: :func:`pylockdep._export.loop_id`.
+    loop: Site | str | None = None
 
     @property
     def kinds(self) -> str:
@@ -112,6 +113,10 @@ class PathStep:
             step = step.parent
         steps.reverse()
         return steps
+
+    def edges(self) -> list[Edge]:
+        """The dependencies the search followed from its start to this step, in order."""
+        return [step.edge for step in self.walk()[1:]]  # type: ignore[misc]  # only the start has none
 
 
 _BY_ORD = attrgetter("ord")
@@ -201,7 +206,7 @@ class Graph:
         origin: str | None,
         closes_cycle: bool,
         guards: frozenset[LockClass] = frozenset(),
-        loop: Site | None = None,
+        loop: Site | str | None = None,
     ) -> Edge:
         """Store the new dependency ``prev -> nxt`` (made while holding ``guards``, by the loop at
         ``loop`` if one made it) and keep the topological order valid.

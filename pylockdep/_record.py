@@ -18,7 +18,8 @@ import os
 from collections.abc import Iterable
 from typing import IO, Any
 
-from ._export import MergedGraph, cycle_report, graph_to_data, strong_cycles
+from ._checks import check_gate, check_gated, check_loop_order
+from ._export import MergedGraph, cycle_report, graph_to_data, loop_id, strong_cycles
 from ._report import Report
 from ._validator import Validator, current
 
@@ -70,6 +71,7 @@ def merged_to_data(merged: MergedGraph) -> dict:
                 "subclass": cls.subclass,
                 "type": cls.ltype.name,
                 "site": merged.sites.get(cls, "?"),
+                "gate": check_gate(cls),
             }
             for cls in merged.graph.classes
         ],
@@ -81,6 +83,8 @@ def merged_to_data(merged: MergedGraph) -> dict:
                 "origin": e.origin,
                 "thread": e.thread,
                 "stack": list(merged.edge_sources[e].stack),
+                "guards": sorted(ids[c] for c in e.guards),
+                "loop": loop_id(e.loop),
             }
             for e in merged.graph.edges()
         ],
@@ -127,12 +131,15 @@ def merge_files(paths: Iterable[str]) -> tuple[MergedGraph, list[Report]]:
 
 
 def union_cycles(merged: MergedGraph) -> list[Report]:
-    """A report for each cycle of ``merged`` that no single source saw all of."""
+    """A report for each cycle of ``merged`` that no single source saw all of, judged as one
+    process would judge it: not one that a single loop made alone (:func:`check_loop_order`), nor
+    one that gates close (:func:`check_gated`), as if the sources had run in one process."""
     reports = []
     for cycle in strong_cycles(merged.graph):
         common = set(merged.edge_sources[cycle[0]].sources)
         for edge in cycle[1:]:
             common &= set(merged.edge_sources[edge].sources)
-        if not common:
-            reports.append(cycle_report(merged, cycle))
+        if common or check_loop_order([edge.loop for edge in cycle]) or check_gated([edge.guards for edge in cycle]):
+            continue
+        reports.append(cycle_report(merged, cycle))
     return reports

@@ -77,6 +77,65 @@ def test_merge_leaves_a_cycle_one_run_saw_whole_to_that_run(tmp_path: Path) -> N
     assert CIRCULAR not in result.stderr
 
 
+GATED = """\
+import sys, threading
+class Gate:
+    def __init__(self):
+        self.lock = threading.Lock()
+gate = Gate().lock
+if "again" in sys.argv:
+    spare = Gate()  # a second lock of the gate's class, alive with the first: no gate
+a = threading.Lock()
+b = threading.Lock()
+first, second = (a, b) if sys.argv[1] == "ab" else (b, a)
+with gate, first, second:
+    pass
+"""
+
+
+def test_merge_judges_a_cycle_as_one_process_would_where_gates_close_it(tmp_path: Path) -> None:
+    """Each run took a and b under the one lock of the gate's class: run in one process, the two
+    orders could not deadlock, and merged they are not reported, unless a run had two gates."""
+    (tmp_path / "gated.py").write_text(GATED)
+    for job, args in (("ab", ["ab"]), ("ba", ["ba"]), ("ba-again", ["ba", "again"])):
+        assert pylockdep("run", "--record", f"{job}.json", "gated.py", *args, cwd=tmp_path).returncode == 0
+    gated = pylockdep("merge", "ab.json", "ba.json", cwd=tmp_path)
+    assert gated.returncode == 0 and CIRCULAR not in gated.stderr, gated.stderr
+    not_gated = pylockdep("merge", "ab.json", "ba-again.json", cwd=tmp_path)
+    assert not_gated.returncode == 66 and not_gated.stderr.count(CIRCULAR) == 1, not_gated.stderr
+    assert "(a@gated.py:8)" in not_gated.stderr and "(b@gated.py:9)" in not_gated.stderr
+    for job in ("ab", "ba"):  # a recording without gates and guards (an older version's) is not gated
+        data = json.loads((tmp_path / f"{job}.json").read_text())
+        for edge in data["graph"]["edges"]:
+            del edge["guards"]
+        (tmp_path / f"old-{job}.json").write_text(json.dumps(data))
+    old = pylockdep("merge", "old-ab.json", "old-ba.json", cwd=tmp_path)
+    assert old.returncode == 66 and old.stderr.count(CIRCULAR) == 1, old.stderr
+
+
+LOOP = """\
+import sys, threading
+a = threading.Lock()
+b = threading.Lock()
+locks = [a, b] if sys.argv[1] == "ab" else [b, a]
+for lock in locks:
+    lock.acquire()
+for lock in reversed(locks):
+    lock.release()
+"""
+
+
+def test_merge_leaves_out_a_cycle_that_one_loop_made_alone(tmp_path: Path) -> None:
+    """A loop that takes a registry's locks in the registry's order, which differs between runs."""
+    (tmp_path / "loop.py").write_text(LOOP)
+    for order in ("ab", "ba"):
+        assert pylockdep("run", "--record", f"{order}.json", "loop.py", order, cwd=tmp_path).returncode == 0
+    (edge,) = _record.load(str(tmp_path / "ab.json"))["graph"]["edges"]
+    assert edge["loop"] == "loop.py:<module>:6"  # the program's name as it was run
+    merged = pylockdep("merge", "ab.json", "ba.json", cwd=tmp_path)
+    assert merged.returncode == 0 and CIRCULAR not in merged.stderr, merged.stderr
+
+
 def test_merge_exit_code_and_pictures(recorded: Path) -> None:
     result = pylockdep(
         "merge", "--exit-code", "9", "--dot", "m.dot", "--html", "m.html", "job1.json", "job2.json.gz", cwd=recorded
