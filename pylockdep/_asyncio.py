@@ -51,11 +51,11 @@ import weakref
 from asyncio import events
 from collections.abc import Callable, Sequence
 from sys import _getframe
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from . import _checks, _locktypes, _waitfor, _waits
-from ._classes import LockKey, key_for
+from ._classes import LockKey, OwnerKeys, key_for
 from ._fastpath import accelerate_step, holder_changed
 from ._frames import Site, Stack, format_file_line, is_harness, is_internal, stack_standing_in
 from ._held import (
@@ -75,7 +75,7 @@ from ._held import (
     variant,
 )
 from ._report import DeadlockError
-from ._sites import creation_frame
+from ._sites import class_name, creation_frame, makes_attr, owner_key
 from ._task import Task, is_main_thread
 from ._validator import Validator, active
 
@@ -555,12 +555,21 @@ def _site_frame(frame: FrameType) -> FrameType:
 
 
 def _new_key(kind: str, frame: FrameType | None) -> LockKey:
-    """The key of an asyncio lock made from ``frame``: ``KIND@file:line`` of the first frame outside
-    pylockdep and asyncio."""
-    if frame is not None:
-        frame = _site_frame(frame)
-    site = (frame.f_code, frame.f_lineno) if frame is not None else None
-    return key_for(f"{kind}@{format_file_line(site)}", _locktypes.ASYNC_LOCK, site)
+    """The key of an asyncio lock made from ``frame``: its creation site, the first frame outside
+    pylockdep and asyncio, named as a threading lock's is (:func:`pylockdep._sites.class_name`:
+    ``Owner.attr@file:line``, ``name@file:line``, else ``KIND@file:line``); one per type of ``self``
+    where the site stores it in ``self.attr``, as for a threading lock."""
+    if frame is None:
+        return key_for(f"{kind}@?", _locktypes.ASYNC_LOCK, None)
+    frame = _site_frame(frame)
+    if makes_attr(frame):
+        keys = _owner_keys.setdefault((frame.f_code, frame.f_lasti, kind), {})
+        return owner_key(keys, frame, kind, _locktypes.ASYNC_LOCK)
+    return key_for(class_name(kind, frame), _locktypes.ASYNC_LOCK, (frame.f_code, frame.f_lineno))
+
+
+# Each creation site's keys by owner type (see _new_key), by code, the call's offset and kind.
+_owner_keys: dict[tuple[CodeType, int, str], OwnerKeys] = {}
 
 
 def _validate(lock: Lock, frame: FrameType, trylock: bool = False) -> Task | None:

@@ -9,7 +9,7 @@ is the graph node, carries the irq usage bits, and is what reports name.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from ._frames import Site, Stack, format_file_line
@@ -195,6 +195,37 @@ def key_for(name: str, ltype: LockType, site: Site | None, explicit: Hashable | 
     if key is None:
         with _keys_lock:
             key = _keys.setdefault(ident, LockKey(name, ltype, site, explicit))
+    return key
+
+
+#: Owner types a creation site keeps a key for (see :func:`key_for_owner`): beyond this many alive
+#: (types made at run time), a new type's locks share the key of the site's defining class.
+OWNER_TYPES = 64
+
+#: One creation site's keys by owner type (see :func:`key_for_owner`).
+OwnerKeys = dict["weakref.ref[type] | None", LockKey]
+
+
+def key_for_owner(keys: OwnerKeys, owner: type | None, make: Callable[..., LockKey], *args: Any) -> LockKey:
+    """The key of the locks that one creation site makes for instances of ``owner`` (None: for a
+    class, or none), from ``keys``, the site's; ``make(owner, *args)`` makes it the first time.
+
+    ``keys`` holds each type by the weak reference with no callback that ``weakref.ref(type)``
+    returns while it lives (the C stand-in looks a type up by the same one), so nothing here keeps
+    a type alive (a class made at run time and dropped must go): dead ones are dropped when a type
+    is added.  While :data:`OWNER_TYPES` types are alive, a further one gets None's key.  Two
+    threads that make a type's first lock at once get one key."""
+    handle = None if owner is None else weakref.ref(owner)
+    key = keys.get(handle)
+    if key is None:
+        for seen in list(keys):  # a copy: another thread may add a type meanwhile, or drop this one
+            if seen is not None and seen() is None:
+                keys.pop(seen, None)
+        if len(keys) >= OWNER_TYPES:
+            owner = handle = None
+            key = keys.get(None)
+        if key is None:
+            key = keys.setdefault(handle, make(owner, *args))
     return key
 
 

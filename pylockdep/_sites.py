@@ -15,10 +15,10 @@ cycle of instances is still a cycle of their classes.
 
 The class name says where the lock lives when the code shows it: ``Owner.attr@file.py:LINE`` for
 ``self.attr = ...`` in a method (``Owner`` the type of ``self``) or ``attr = ...`` in the body of
-class ``Owner``,
-``name@file.py:LINE`` for a module's global ``name = ...``, else ``KIND@file.py:LINE`` (``Lock``,
-``RLock``, or the threading type that made the lock).  A second site on a line already naming a class of the same
-name adds its column, ``...@file.py:LINE:COL``.  Every name keeps ``file.py:LINE``, which
+class ``Owner``, ``name@file.py:LINE`` for a module's global ``name = ...``, else
+``KIND@file.py:LINE`` (``Lock``, ``RLock``, or the threading or asyncio type that made the lock).
+A second site on a line already naming a class of the same name adds its column,
+``...@file.py:LINE:COL``.  Every name keeps ``file.py:LINE``, which
 suppressions and outside tools match on.
 
 All of this reads the calling code's bytecode once per site, on the slow path of lock creation.
@@ -31,7 +31,9 @@ from itertools import pairwise
 from types import CodeType, FrameType
 from typing import Any
 
+from ._classes import LockKey, OwnerKeys, key_for, key_for_owner
 from ._frames import format_file_line, is_internal
+from ._locktypes import LockType
 
 # (code, offset of the call) -> what follows the call: ("return",), ("attr", owner, name),
 # ("name", global or Class.attr) or ().
@@ -208,6 +210,19 @@ def owner_type(frame: FrameType) -> type | None:
         return None
     owner = frame.f_locals.get(code.co_varnames[0])
     return None if owner is None or isinstance(owner, type) else type(owner)
+
+
+def owner_key(keys: OwnerKeys, frame: FrameType, kind: str, ltype: LockType) -> LockKey:
+    """The key of a lock of ``ltype`` that ``frame`` (a :func:`creation_frame` that
+    :func:`makes_attr`) makes for its ``self``: one per type of ``self`` (:func:`owner_type`), named
+    for that type, kept in ``keys``, the site's (see :func:`pylockdep._classes.key_for_owner`)."""
+    return key_for_owner(keys, owner_type(frame), _new_owner_key, frame, kind, ltype)
+
+
+def _new_owner_key(owner: type | None, frame: FrameType, kind: str, ltype: LockType) -> LockKey:
+    name, site = class_name(kind, frame, owner), (frame.f_code, frame.f_lineno)
+    # Not key_for() for an owner type: its registry would keep the type alive.
+    return LockKey(name, ltype, site, None) if owner is not None else key_for(name, ltype, site)
 
 
 def class_name(kind: str, frame: FrameType, owner: type | None = None) -> str:

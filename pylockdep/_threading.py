@@ -45,13 +45,12 @@ import operator
 import sys
 import threading
 import warnings
-import weakref
 from time import monotonic
 from types import BuiltinFunctionType, CodeType, FrameType, FunctionType
 from typing import Any, NamedTuple
 
 from . import _held, _locktypes, _waits
-from ._classes import LockKey, count_made, key_for
+from ._classes import LockKey, OwnerKeys, count_made, key_for
 from ._fastpath import Fields, accelerate, accelerate_class_call, accelerate_stand_in, new_real_lock
 from ._frames import is_internal, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
@@ -67,7 +66,7 @@ from ._sites import (
     creation_walk,
     makes_attr,
     no_recent,
-    owner_type,
+    owner_key,
     recall,
     remember,
 )
@@ -91,49 +90,24 @@ _PLAIN_MAKERS = frozenset({threading.Thread.__init__.__code__, threading._after_
 class ByOwner(NamedTuple):
     """What a stack that makes a lock for ``self.attr`` decides (see :func:`_new_key`): the key
     depends on the type of that ``self``, in the frame ``depth`` frames out from the factory's
-    caller.  ``keys`` is the site's (one dict per site, whatever stack reached it): each owner type
-    seen, as a weak reference with no callback (the one ``weakref.ref(type)`` returns while it
-    lives), to its key, and None (a class method's ``cls``, or a type past the limit) to the key of
-    the site's defining class.  The C stand-in looks the type up there the same way, and makes
-    the lock itself for a type it finds."""
+    caller.  ``keys`` is the site's (one per site, whatever stack reached it: see
+    :func:`~pylockdep._classes.key_for_owner`); the C stand-in looks the type up there the same
+    way, and makes the lock itself for a type it finds."""
 
     depth: int
     ltype: LockType
-    keys: dict[weakref.ref[type] | None, LockKey]
+    keys: OwnerKeys
 
-
-#: Owner types a site keeps a key for: beyond this many alive (types made at run time), a new
-#: type's locks share the key of the site's defining class.
-OWNER_TYPES = 64
 
 # Each site's ByOwner.keys, by the creating method's code, the call's offset and the lock type.
-_owner_keys: dict[tuple[CodeType, int, LockType], dict[weakref.ref[type] | None, LockKey]] = {}
+_owner_keys: dict[tuple[CodeType, int, LockType], OwnerKeys] = {}
 
 
 def _owner_key(answer: ByOwner, frame: FrameType) -> LockKey:
-    """The key of a lock that the stack from ``frame`` out makes for its owner (see :class:`ByOwner`).
-
-    Nothing here keeps an owner type alive (a class made at run time and dropped must go): its key
-    is found through a weak reference, dropped from ``keys`` once dead, and its name is not kept."""
+    """The key of a lock that the stack from ``frame`` out makes for its owner (see :class:`ByOwner`)."""
     for _ in range(answer.depth):
         frame = frame.f_back  # type: ignore[assignment]
-    owner = owner_type(frame)
-    keys = answer.keys
-    handle = None if owner is None else weakref.ref(owner)
-    key = keys.get(handle)
-    if key is None:
-        for seen in list(keys):  # a copy: another thread may add a type meanwhile, or drop this one
-            if seen is not None and seen() is None:
-                keys.pop(seen, None)
-        if len(keys) >= OWNER_TYPES:
-            owner = handle = None
-            key = keys.get(None)
-        if key is None:
-            name, site = class_name("", frame, owner), (frame.f_code, frame.f_lineno)
-            # Not key_for(): its registry would keep the type (keys is this key's one registry).
-            key = LockKey(name, answer.ltype, site, None) if owner is not None else key_for(name, answer.ltype, site)
-            key = keys.setdefault(handle, key)  # the first of two threads that made one at once
-    return key
+    return owner_key(answer.keys, frame, "", answer.ltype)
 
 
 def _site_key(ltype: LockType, kind: str, frame: FrameType | None) -> LockKey | None:

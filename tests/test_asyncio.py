@@ -288,6 +288,41 @@ def test_a_cycle_through_a_threading_lock_and_an_asyncio_lock_is_found():
     assert len(set(reports[0].classes)) == 2
 
 
+class _Connection:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+
+
+class _Tunnel(_Connection):
+    """Forwards to another connection under its own lock."""
+
+
+def test_asyncio_locks_made_for_self_are_named_and_classed_per_type_of_self():
+    """As for threading's locks: a tunnel holding its lock while it sends on a plain connection, and
+    a connection that takes a shared lock before sending, make no cycle; two tunnels would."""
+
+    async def main():
+        shared = asyncio.Lock()
+        tunnel, plain, other_tunnel = _Tunnel(), _Connection(), _Tunnel()
+        async with tunnel.lock, shared:
+            pass
+        async with shared, plain.lock:
+            pass
+        line = _Connection.__init__.__code__.co_firstlineno + 1
+        assert [c.lock.name for c in (tunnel, plain)] == [
+            f"_Tunnel.lock@test_asyncio.py:{line}",
+            f"_Connection.lock@test_asyncio.py:{line}",
+        ]
+        assert other_tunnel.lock._key is tunnel.lock._key and plain.lock._key is not tunnel.lock._key
+        assert pylockdep.current().reports == []  # a _Tunnel's lock is never a _Connection's
+        async with shared, other_tunnel.lock:
+            pass
+
+    reports = run(main)
+    assert kinds(reports) == ["circular"]
+    assert all(name.startswith(("_Tunnel.lock@", "Lock@")) for name in reports[0].classes)
+
+
 # -- same-class nesting, judged per instance as for threading's locks ---------------------------
 
 

@@ -364,7 +364,7 @@ def test_a_handler_forwarding_to_another_type_of_handler_under_a_lock_is_clean(v
 
 
 def test_owner_types_past_the_limit_share_the_class_of_the_defining_class(v, monkeypatch):
-    monkeypatch.setattr(pylockdep._threading, "OWNER_TYPES", 2)
+    monkeypatch.setattr(pylockdep._classes, "OWNER_TYPES", 2)
 
     class Owner:
         def __init__(self) -> None:
