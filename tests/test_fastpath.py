@@ -333,6 +333,44 @@ def python_calls(block) -> int:
     return len(calls)
 
 
+def python_calls_making(make) -> int:
+    """How many of pylockdep's Python functions ``make()`` calls."""
+    package = os.path.dirname(pylockdep.__file__)
+    calls = []
+
+    def profile(frame, event, arg):
+        if event == "call" and called_by_the_operation(frame, package):
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        make()
+    finally:
+        sys.setprofile(None)
+    return len(calls)
+
+
+class _Owner:
+    __slots__ = ("lock",)
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+class _OtherOwner(_Owner):
+    __slots__ = ()
+
+
+@needs_c
+def test_a_lock_made_for_self_is_built_in_c_for_an_owner_type_seen_before():
+    with pylockdep.validate(), pylockdep.instrument_threading():
+        assert python_calls_making(_Owner) > 0  # the site's owner types are learned in Python
+        assert python_calls_making(_Owner) == 0
+        assert python_calls_making(_OtherOwner) > 0  # a new type: Python finds its key
+        assert python_calls_making(_OtherOwner) == 0
+        assert _OtherOwner().lock._key is not _Owner().lock._key
+
+
 @needs_c
 def test_context_sections_on_a_known_chain_run_in_c_but_the_method_making_them():
     spin = pylockdep.SpinLock("fp_ctx_spin")
