@@ -333,23 +333,6 @@ def python_calls(block) -> int:
     return len(calls)
 
 
-def python_calls_making(make) -> int:
-    """How many of pylockdep's Python functions ``make()`` calls."""
-    package = os.path.dirname(pylockdep.__file__)
-    calls = []
-
-    def profile(frame, event, arg):
-        if event == "call" and called_by_the_operation(frame, package):
-            calls.append(frame.f_code.co_name)
-
-    sys.setprofile(profile)
-    try:
-        make()
-    finally:
-        sys.setprofile(None)
-    return len(calls)
-
-
 class _Owner:
     __slots__ = ("lock",)
 
@@ -364,10 +347,10 @@ class _OtherOwner(_Owner):
 @needs_c
 def test_a_lock_made_for_self_is_built_in_c_for_an_owner_type_seen_before():
     with pylockdep.validate(), pylockdep.instrument_threading():
-        assert python_calls_making(_Owner) > 0  # the site's owner types are learned in Python
-        assert python_calls_making(_Owner) == 0
-        assert python_calls_making(_OtherOwner) > 0  # a new type: Python finds its key
-        assert python_calls_making(_OtherOwner) == 0
+        assert python_functions(_Owner)  # the site's owner types are learned in Python
+        assert python_functions(_Owner) == []
+        assert python_functions(_OtherOwner)  # a new type: Python finds its key
+        assert python_functions(_OtherOwner) == []
         assert _OtherOwner().lock._key is not _Owner().lock._key
 
 
