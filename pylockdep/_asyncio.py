@@ -51,11 +51,11 @@ import weakref
 from asyncio import events
 from collections.abc import Callable, Sequence
 from sys import _getframe
-from types import CodeType, FrameType
+from types import FrameType
 from typing import Any
 
 from . import _checks, _locktypes, _waitfor, _waits
-from ._classes import LockKey, OwnerKeys, key_for
+from ._classes import LockKey, key_for
 from ._fastpath import accelerate_step, holder_changed
 from ._frames import Site, Stack, format_file_line, is_harness, is_internal, stack_standing_in
 from ._held import (
@@ -75,7 +75,7 @@ from ._held import (
     variant,
 )
 from ._report import DeadlockError
-from ._sites import class_name, creation_frame, makes_attr, owner_key
+from ._sites import class_name, creation_frame, makes_attr, owner_key, site_owner_keys
 from ._task import Task, is_main_thread
 from ._validator import Validator, active
 
@@ -563,13 +563,8 @@ def _new_key(kind: str, frame: FrameType | None) -> LockKey:
         return key_for(f"{kind}@?", _locktypes.ASYNC_LOCK, None)
     frame = _site_frame(frame)
     if makes_attr(frame):
-        keys = _owner_keys.setdefault((frame.f_code, frame.f_lasti, kind), {})
-        return owner_key(keys, frame, kind, _locktypes.ASYNC_LOCK)
+        return owner_key(site_owner_keys(frame, _locktypes.ASYNC_LOCK), frame, kind, _locktypes.ASYNC_LOCK)
     return key_for(class_name(kind, frame), _locktypes.ASYNC_LOCK, (frame.f_code, frame.f_lineno))
-
-
-# Each creation site's keys by owner type (see _new_key), by code, the call's offset and kind.
-_owner_keys: dict[tuple[CodeType, int, str], OwnerKeys] = {}
 
 
 def _validate(lock: Lock, frame: FrameType, trylock: bool = False) -> Task | None:

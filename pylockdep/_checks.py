@@ -529,18 +529,21 @@ def check_noncircular(
     def conflict(step: PathStep) -> bool:
         return step.cls is prev and (prev_read == 0 or not step.only_recursive)
 
+    def held_each(path: PathStep) -> list[frozenset[LockClass]]:
+        return [guards, *(edge.guards for edge in path.edges())]
+
     path = graph.find_path(cls, read == 2, conflict)
     if path is None:
         return True
     if check_loop_order([loop, *(edge.loop for edge in path.edges())]):
         return False
-    gates = check_gated([guards, *(edge.guards for edge in path.edges())])
+    gates = check_gated(held_each(path))
     mine = {c for c in guards if check_gate(c)}
     if gates and mine:
         # The shortest path back may be closed by gates where a longer one is not: look for one
         # whose dependencies were made without the gates held here.
         other = graph.find_path(cls, read == 2, conflict, passable=lambda edge: not edge.guards & mine)
-        if other is not None and not (found := check_gated([guards, *(edge.guards for edge in other.edges())])):
+        if other is not None and not (found := check_gated(held_each(other))):
             path, gates = other, found
     classes = [step.cls for step in path.walk()]
     v.report(

@@ -41,6 +41,8 @@ _after_call: dict[tuple[CodeType, int], tuple[str, ...]] = {}
 # (code, f_lasti, kind) -> class name; (code, line, name) -> the call offset that took it first.
 _names: dict[tuple[CodeType, int, str], str] = {}
 _first_on_line: dict[tuple[CodeType, int, str], int] = {}
+# (code, f_lasti, lock type) -> that site's keys by owner type (see site_owner_keys).
+_owner_keys: dict[tuple[CodeType, int, LockType], OwnerKeys] = {}
 
 
 def _call_at(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int | None]:
@@ -212,10 +214,17 @@ def owner_type(frame: FrameType) -> type | None:
     return None if owner is None or isinstance(owner, type) else type(owner)
 
 
+def site_owner_keys(frame: FrameType, ltype: LockType) -> OwnerKeys:
+    """The keys by owner type of the locks of ``ltype`` that ``frame`` (a :func:`creation_frame`
+    that :func:`makes_attr`) makes: one dict per site, whatever stack reached it."""
+    return _owner_keys.setdefault((frame.f_code, frame.f_lasti, ltype), {})
+
+
 def owner_key(keys: OwnerKeys, frame: FrameType, kind: str, ltype: LockType) -> LockKey:
     """The key of a lock of ``ltype`` that ``frame`` (a :func:`creation_frame` that
     :func:`makes_attr`) makes for its ``self``: one per type of ``self`` (:func:`owner_type`), named
-    for that type, kept in ``keys``, the site's (see :func:`pylockdep._classes.key_for_owner`)."""
+    for that type, kept in ``keys``, the site's (:func:`site_owner_keys`; see
+    :func:`pylockdep._classes.key_for_owner`)."""
     return key_for_owner(keys, owner_type(frame), _new_owner_key, frame, kind, ltype)
 
 

@@ -46,7 +46,7 @@ import sys
 import threading
 import warnings
 from time import monotonic
-from types import BuiltinFunctionType, CodeType, FrameType, FunctionType
+from types import BuiltinFunctionType, FrameType, FunctionType
 from typing import Any, NamedTuple
 
 from . import _held, _locktypes, _waits
@@ -69,6 +69,7 @@ from ._sites import (
     owner_key,
     recall,
     remember,
+    site_owner_keys,
 )
 from ._validator import active
 from ._when_imported import Hook, when_imported
@@ -90,17 +91,12 @@ _PLAIN_MAKERS = frozenset({threading.Thread.__init__.__code__, threading._after_
 class ByOwner(NamedTuple):
     """What a stack that makes a lock for ``self.attr`` decides (see :func:`_new_key`): the key
     depends on the type of that ``self``, in the frame ``depth`` frames out from the factory's
-    caller.  ``keys`` is the site's (one per site, whatever stack reached it: see
-    :func:`~pylockdep._classes.key_for_owner`); the C stand-in looks the type up there the same
-    way, and makes the lock itself for a type it finds."""
+    caller.  ``keys`` is the site's (:func:`~pylockdep._sites.site_owner_keys`); the C stand-in
+    looks the type up there the same way, and makes the lock itself for a type it finds."""
 
     depth: int
     ltype: LockType
     keys: OwnerKeys
-
-
-# Each site's ByOwner.keys, by the creating method's code, the call's offset and the lock type.
-_owner_keys: dict[tuple[CodeType, int, LockType], OwnerKeys] = {}
 
 
 def _owner_key(answer: ByOwner, frame: FrameType) -> LockKey:
@@ -145,8 +141,7 @@ def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> tuple[LockK
         while start is not frame:
             start = start.f_back  # type: ignore[union-attr]
             depth += 1
-        keys = _owner_keys.setdefault((frame.f_code, frame.f_lasti, ltype), {})
-        return ByOwner(depth, ltype, keys), looked
+        return ByOwner(depth, ltype, site_owner_keys(frame, ltype)), looked
     return key_for(class_name(kind, frame), ltype, (frame.f_code, frame.f_lineno)), looked
 
 
