@@ -54,7 +54,7 @@ from ._frames import (
     stack_standing_in,
     stack_stood_in,
 )
-from ._graph import PathStep, dep_kind
+from ._graph import Edge, PathStep, dep_kind
 from ._held import H_CLASS, H_CODE, H_IRQ, H_LASTI, H_LOCK, H_READ, H_TRYLOCK, HeldLock, find, held_site, is_held_entry
 from ._instances import holds, nodes, same_instances
 from ._locktypes import (
@@ -78,15 +78,16 @@ if TYPE_CHECKING:
 USED_IN_ALL = USED_IN_HARDIRQ | USED_IN_HARDIRQ_READ | USED_IN_SOFTIRQ | USED_IN_SOFTIRQ_READ
 USED_IN_ALL |= USED_IN_SIGNAL | USED_IN_SIGNAL_READ | USED_IN_GC | USED_IN_GC_READ
 ENABLED_ALL = USED_IN_ALL << 2  # each state's ENABLED bits are two above its USED_IN bits
-#: The bits of Python's own states, SIGNAL and GC.  Only one lock taken both ways is checked for
-#: them, not the orders (a safe lock before an unsafe one).  For SIGNAL an order deadlocks only
-#: when a thread other than the main one takes the locks in it, and the graph does not say which
-#: threads made a dependency.  For GC, no code runs with the collector held off: a dependency
-#: ``A -> B`` taken outside a finalizer makes ``A`` GC-ON, one taken inside makes ``B`` IN-GC, so an
-#: order from an IN-GC lock to a GC-ON one is also one lock taken both ways, and reported so,
-#: unless ``A`` is an ``RLock`` (a reader here, which may be both): that order is not checked.
-PYTHON_STATE_BITS = USED_IN_SIGNAL | USED_IN_SIGNAL_READ | ENABLED_SIGNAL | ENABLED_SIGNAL_READ
-PYTHON_STATE_BITS |= USED_IN_GC | USED_IN_GC_READ | ENABLED_GC | ENABLED_GC_READ
+#: The bits of Python's own states, SIGNAL and GC, which the kernel's order rules
+#: (:func:`check_irq_usage`, the kernel's side of :func:`check_usage_inversion`) leave alone.  For
+#: SIGNAL an order deadlocks only through dependencies that threads other than the main one made:
+#: :func:`check_signal_order` and the SIGNAL side of :func:`check_usage_inversion` follow those
+#: alone.  For GC, no code runs with the collector held off: a dependency ``A -> B`` taken outside a
+#: finalizer makes ``A`` GC-ON, one taken inside makes ``B`` IN-GC, so an order from an IN-GC lock to
+#: a GC-ON one is also one lock taken both ways, and reported so, unless ``A`` is an ``RLock`` (a
+#: reader here, which may be both): that order is not checked.
+SIGNAL_BITS = USED_IN_SIGNAL | USED_IN_SIGNAL_READ | ENABLED_SIGNAL | ENABLED_SIGNAL_READ
+PYTHON_STATE_BITS = SIGNAL_BITS | USED_IN_GC | USED_IN_GC_READ | ENABLED_GC | ENABLED_GC_READ
 _USED_IN_READ = USED_IN_HARDIRQ_READ | USED_IN_SOFTIRQ_READ | USED_IN_SIGNAL_READ | USED_IN_GC_READ
 READ_BITS = _USED_IN_READ | _USED_IN_READ << 2  # and the ENABLED_*_READ bits
 WRITE_BITS = (USED_IN_ALL | ENABLED_ALL) & ~READ_BITS
@@ -163,8 +164,8 @@ def acquire_usage(v: Validator, t: Task, cls: LockClass, read: int, trylock: boo
     any handler is signal-unsafe (``SIGNAL-ON``): a handler that takes it there waits for its own
     thread.  Other threads never run handlers: their acquisitions are neither.  An ``RLock``
     counts as a reader here (``-R``), as its owner only enters it again: it deadlocks with its
-    handler only through another lock and another thread, which the SIGNAL state does not check
-    (:data:`PYTHON_STATE_BITS`).  Nor do asyncio's locks count: a handler cannot wait for one.
+    handler only through another lock and another thread (:func:`check_signal_order`).  Nor do
+    asyncio's locks count: a handler cannot wait for one.
 
     The GC state is the same with a finalizer for the handler: the garbage collector runs the
     finalizers (``__del__``, weakref callbacks) of the garbage it finds in whichever thread started
@@ -200,8 +201,8 @@ def acquire_usage(v: Validator, t: Task, cls: LockClass, read: int, trylock: boo
 
 def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site) -> None:
     """Set a usage bit on a class, then check the rules a new irq usage must keep
-    (:func:`check_inconsistent_state`, then :func:`check_usage_inversion`).  A SIGNAL bit keeps
-    only the first: see :data:`PYTHON_STATE_BITS`."""
+    (:func:`check_inconsistent_state`, then :func:`check_usage_inversion`).  A GC bit keeps only
+    the first: see :data:`PYTHON_STATE_BITS`."""
     if cls.usage & bit:
         return
     clash = clashing_bits(bit) if bit < USED else 0
@@ -210,7 +211,11 @@ def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bi
     if not clash:
         return
     if bit & PYTHON_STATE_BITS:
-        check_inconsistent_state(v, t, cls, lock, bit, clash, site)
+        if bit & (USED_IN_SIGNAL | USED_IN_SIGNAL_READ):
+            v.any_signal_safe = True
+        consistent = check_inconsistent_state(v, t, cls, lock, bit, clash, site)
+        if consistent and bit & SIGNAL_BITS and v.any_signal_safe:
+            check_usage_inversion(v, t, cls, lock, read, bit, site)
         return
     if is_used_in(bit):
         # Only once some class is irq-safe can an edge or a new irq-unsafe class be wrong.
@@ -274,14 +279,16 @@ def check_inconsistent_state(
 def check_usage_inversion(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site) -> None:
     """A class becoming irq-safe must not reach an irq-unsafe class through the graph, and one
     becoming irq-unsafe must not be reached from an irq-safe one: an interrupt could invert the
-    order."""
+    order.  For Python's SIGNAL state only the dependencies that other threads than the main one
+    made count (see :func:`check_signal_order`), and an ``RLock`` is as unsafe as a lock."""
     base = 1 << ((bit.bit_length() - 1) // 4 * 4)  # USED_IN_<state>
     forwards = is_used_in(bit)
     want = (base << 2 | base << 3) if forwards else (base | base << 1)
+    passable = _made_off_main if bit & SIGNAL_BITS else None
     if forwards:
-        path = v.graph.find_path(cls, read == 2, _usage_match(want))
+        path = v.graph.find_path(cls, read == 2, _usage_match(want), passable=passable)
     else:
-        path = v.graph.find_path(cls, read != 0, _usage_match(want), backwards=True)
+        path = v.graph.find_path(cls, read != 0, _usage_match(want), backwards=True, passable=passable)
     if path is None or path.cls is cls:
         return
     write_form = base << 2 if forwards else base
@@ -300,6 +307,10 @@ def _usage_match(mask: int):
         return bool(usage & mask)
 
     return match
+
+
+def _made_off_main(edge: Edge) -> bool:
+    return edge.off_main
 
 
 def _bits_of(mask: int) -> list[int]:
@@ -451,6 +462,7 @@ def check_prev_add(
     prev = prev_entry[H_CLASS]
     kind = dep_kind(prev_entry[H_READ], read)
     guards = _guards_held(t)
+    off_main = not t.signals_on
     edge = prev.after.get(cls)
     if edge is not None:
         # A lock pushed again after a release from under it (pylockdep._held.remove) is held,
@@ -459,6 +471,9 @@ def check_prev_add(
             edge.guards &= guards
             if edge.loop != loop:
                 edge.loop = None
+        if off_main and not edge.off_main:
+            edge.off_main = True
+            check_signal_order(v, t, prev_entry, cls, lock, site)
         if edge.types & kind:
             return
     graph = v.graph
@@ -471,8 +486,19 @@ def check_prev_add(
         edge.types |= kind
     else:
         graph.add_edge(
-            prev, cls, kind, capture_stack(), t.comm, v.origin, closes_cycle=closes_cycle, guards=guards, loop=loop
+            prev,
+            cls,
+            kind,
+            capture_stack(),
+            t.comm,
+            v.origin,
+            closes_cycle=closes_cycle,
+            guards=guards,
+            loop=loop,
+            off_main=off_main,
         )
+        if off_main:
+            check_signal_order(v, t, prev_entry, cls, lock, site)
 
 
 def check_loop_taken(t: Task, entry: HeldLock, cls: LockClass, site: Site) -> bool:
@@ -693,6 +719,42 @@ def check_irq_usage(
         site=site,
         dedupe=(state,),
         title={"state": state},
+    )
+
+
+def check_signal_order(v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lock: object, site: Site) -> None:
+    """A thread that signal handlers do not interrupt must not make a dependency that leads from a
+    signal-safe lock (``IN-SIGNAL``, taken in a handler; an ``RLock`` too) to a signal-unsafe one
+    (``SIGNAL-ON``, taken by the main thread outside any handler), directly or through other such
+    threads' dependencies: the main thread, holding the unsafe lock, could run a handler that
+    waits for the safe one, whose holder waits for the main thread.  This is
+    :func:`check_irq_usage` for Python's SIGNAL state.  A dependency the main thread made is no
+    link of such a wait: while its handler waits, the main thread waits for nothing else, and a
+    lock it takes in the handler is signal-safe itself."""
+    if not v.any_signal_safe:
+        return
+    graph = v.graph
+    prev = prev_entry[H_CLASS]
+    safe = graph.find_path(
+        prev, False, _usage_match(USED_IN_SIGNAL | USED_IN_SIGNAL_READ), backwards=True, passable=_made_off_main
+    )
+    if safe is None:
+        return
+    unsafe = graph.find_path(cls, False, _usage_match(ENABLED_SIGNAL | ENABLED_SIGNAL_READ), passable=_made_off_main)
+    if unsafe is None or unsafe.cls is safe.cls:  # one class both ways: inconsistent_lock_state
+        return
+    safe_bit = _bits_of(safe.cls.usage & (USED_IN_SIGNAL | USED_IN_SIGNAL_READ))[0]
+    unsafe_bit = _bits_of(unsafe.cls.usage & (ENABLED_SIGNAL | ENABLED_SIGNAL_READ))[0]
+    involved = [step.cls for step in reversed(safe.walk())] + [step.cls for step in unsafe.walk()]
+    v.report(
+        "irq_unsafe_order",
+        dict.fromkeys(involved),
+        lambda title: _splat.irq_unsafe_order(
+            v, t, title, prev_entry, cls, lock, site, "SIGNAL", safe, unsafe, safe_bit, unsafe_bit, t.irq_flags()
+        ),
+        site=site,
+        dedupe=("SIGNAL",),
+        title={"state": "SIGNAL"},
     )
 
 

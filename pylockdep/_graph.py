@@ -88,6 +88,9 @@ class Edge:
     #: :func:`pylockdep._checks.check_loop_order`); in a merged graph, its
     #: :func:`pylockdep._export.loop_id`.
     loop: Site | str | None = None
+    #: Whether a thread that no signal handler interrupts (not the main thread) made the
+    #: dependency, once at least (see :func:`pylockdep._checks.check_signal_order`).
+    off_main: bool = False
 
     @property
     def kinds(self) -> str:
@@ -207,16 +210,18 @@ class Graph:
         closes_cycle: bool,
         guards: frozenset[LockClass] = frozenset(),
         loop: Site | str | None = None,
+        off_main: bool = False,
     ) -> Edge:
         """Store the new dependency ``prev -> nxt`` (made while holding ``guards``, by the loop at
-        ``loop`` if one made it) and keep the topological order valid.
+        ``loop`` if one made it, by a thread other than the main one if ``off_main``) and keep the
+        topological order valid.
 
         ``closes_cycle`` says the caller already knows ``nxt`` reaches ``prev``; such an edge can
         have no place in the order and is kept in :attr:`unordered`.
         """
         if self.max_dependencies is not None and self.nr_edges >= self.max_dependencies:
             raise LimitExceeded("BUG: MAX_LOCKDEP_ENTRIES too low!")
-        edge = Edge(prev, nxt, kind, stack, thread, origin, guards=guards, loop=loop)
+        edge = Edge(prev, nxt, kind, stack, thread, origin, guards=guards, loop=loop, off_main=off_main)
         if prev is not nxt and (closes_cycle or not self._reorder(prev, nxt)):
             edge.ordered = False
             self.unordered.append(edge)

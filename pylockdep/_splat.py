@@ -465,21 +465,27 @@ def irq_stamps(v: Validator, t: Task) -> list[str]:
     ]
 
 
-def irq_scenario(safe: LockClass, middle: LockClass, unsafe: LockClass) -> list[str]:
-    """The interrupt scenario shared by the inversion and safe->unsafe reports."""
+def irq_scenario(safe: LockClass, middle: LockClass, unsafe: LockClass, state: str) -> list[str]:
+    """The interrupt scenario shared by the inversion and safe->unsafe reports.  For Python's
+    SIGNAL state CPU0 is the main thread and its interrupt a signal handler; CPU1, another
+    thread, has no interrupts to turn off."""
     lines = []
     if middle is not unsafe:
         lines += ["Chain exists of:", f"  {safe.name} --> {middle.name} --> {unsafe.name}", ""]
+    python = state.split("-")[0] in _INTERRUPTS
     lines += [
         " Possible interrupt unsafe locking scenario:",
         "",
         "       CPU0                    CPU1",
         "       ----                    ----",
         f"  lock({unsafe.name});",
-        SCENARIO_CPU1 + "local_irq_disable();",
+    ]
+    if not python:
+        lines.append(SCENARIO_CPU1 + "local_irq_disable();")
+    lines += [
         SCENARIO_CPU1 + f"lock({safe.name});",
         SCENARIO_CPU1 + f"lock({middle.name});",
-        "  <Interrupt>",
+        _INTERRUPTS[state.split("-")[0]] if python else "  <Interrupt>",
         f"    lock({safe.name});",
         "",
         " *** DEADLOCK ***",
@@ -575,7 +581,7 @@ def irq_inversion(
         "",
         "other info that might help us debug this:",
     ]
-    lines += irq_scenario(safe, middle, unsafe)
+    lines += irq_scenario(safe, middle, unsafe, state)
     current = capture_stack()
     lines += held_lines(v, t) + ["", "the shortest dependencies between 2nd lock and 1st lock:"]
     lines += dependencies(v, path, current)
@@ -631,7 +637,7 @@ def irq_unsafe_order(
     lines += format_stack(unsafe.usage_stacks.get(unsafe_bit, ()), "  ")
     middle = prev_cls if safe is not prev_cls else nxt_cls
     lines += ["", "other info that might help us debug this:", ""]
-    lines += irq_scenario(safe, middle, unsafe)
+    lines += irq_scenario(safe, middle, unsafe, state)
     lines += held_lines(v, t)
     lines += ["", f"the dependencies between {state}-irq-safe lock and the holding lock:"]
     lines += dependencies_backwards(v, safe_path)

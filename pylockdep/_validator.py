@@ -103,6 +103,7 @@ class Validator:
         self.off = False
         self.debug_locks = True  # cleared by the first lockdep report when the option report_once is on
         self.any_irq_usage = False
+        self.any_signal_safe = False  # some class was taken in a signal handler (IN-SIGNAL)
         self.origin: str | None = None
         self.taint = "Not tainted"
         self._seen: set[Hashable] = set()

@@ -131,10 +131,10 @@ log.info("done")
 
 
 def test_logging_from_a_handler_while_threads_log_is_not_reported(tmp_path):
-    """logging's locks are RLocks: the handler re-enters what the main thread holds.  Another
-    thread's orders between them (Handler.close() takes the module lock under the handler's, as
-    logging.shutdown() does at exit) are not checked for the SIGNAL state: the graph does not say
-    which threads made them, and here only the main thread does."""
+    """logging's locks are RLocks: the handler re-enters what the main thread holds.  The orders
+    between them (Handler.close() takes the module lock under the handler's, as logging.shutdown()
+    does at exit) are the main thread's alone, and a handler can wait for the thread it
+    interrupted only through another thread's orders (check_signal_order)."""
     program = tmp_path / "logs_from_a_handler.py"
     program.write_text(LOGGING_FROM_A_HANDLER)
     done = subprocess.run(
@@ -142,6 +142,65 @@ def test_logging_from_a_handler_while_threads_log_is_not_reported(tmp_path):
     )
     assert "terminating" in done.stderr and "done" in done.stderr
     assert "WARNING:" not in done.stderr and done.returncode == 0, done.stderr
+
+
+def nest(outer, inner) -> None:
+    with outer, inner:
+        pass
+
+
+@pytest.mark.parametrize("safe_type", ["Lock", "RLock"])
+@pytest.mark.parametrize("order_last", [False, True], ids=["usage-last", "order-last"])
+def test_another_threads_order_from_a_handlers_lock_to_the_main_threads_is_reported(v, safe_type, order_last):
+    """The main thread holds ``db`` when a signal comes; its handler waits for ``stats``, which a
+    worker holds while it waits for ``db``.  An RLock is no better: the handler waits for the
+    worker that owns it.  Found whichever comes last, the usage (irq_inversion) or the worker's
+    order (irq_unsafe_order)."""
+    stats, db = getattr(threading, safe_type)(), threading.Lock()
+    run_as_signal_handler(lambda: take(stats))
+    if order_last:
+        take(db)
+        in_thread(lambda: nest(stats, db))
+        kind = "irq_unsafe_order"
+    else:
+        in_thread(lambda: nest(stats, db))
+        take(db)
+        kind = "irq_inversion"
+    assert [r.kind for r in v.reports] == [kind]
+    assert set(v.reports[0].classes) == {stats.name, db.name}
+    text = v.reports[0].text
+    if order_last:
+        assert "WARNING: SIGNAL-safe -> SIGNAL-unsafe lock order detected" in text
+    assert f"  lock({db.name});\n" in text and f"  <Signal handler>\n    lock({stats.name});" in text
+    assert "local_irq_disable" not in text
+
+
+def test_a_chain_of_other_threads_orders_is_followed(v):
+    stats, middle, db = threading.Lock(), threading.Lock(), threading.Lock()
+    run_as_signal_handler(lambda: take(stats))
+    take(db)
+    in_thread(lambda: nest(middle, db))
+    assert v.reports == []
+    in_thread(lambda: nest(stats, middle))
+    assert kinds(v) == [("irq_unsafe_order", (stats.name, middle.name, db.name))]
+    assert f"{stats.name} --> {middle.name} --> {db.name}" in v.reports[0].text
+
+
+def test_orders_only_the_main_thread_made_are_not_reported(v):
+    """The main thread takes ``db`` under ``stats`` itself: holding ``db`` it holds ``stats`` too,
+    which its handler enters again, and no other thread waits for ``db`` holding ``stats``."""
+    stats, db = threading.RLock(), threading.Lock()
+    nest(stats, db)
+    run_as_signal_handler(lambda: take(stats))
+    take(db)
+    assert v.reports == []
+
+
+def test_another_threads_order_to_a_lock_the_main_thread_never_takes_is_not_reported(v):
+    stats, db = threading.Lock(), threading.Lock()
+    run_as_signal_handler(lambda: take(stats))
+    in_thread(lambda: nest(stats, db))
+    assert v.reports == []
 
 
 def test_kernel_lock_types_have_no_signal_state(v):
