@@ -6,12 +6,19 @@ it (``def _create_lock(self): return RLock()``) is not the site: its caller is, 
 assigned from such a helper is a class of its own.
 
 A lock a method makes for ``self.attr`` is of a class per concrete type of that ``self`` (see
-:func:`owner_type`): ``logging.Handler.createLock()`` makes each handler type's locks a class of
+:func:`owner_of`): ``logging.Handler.createLock()`` makes each handler type's locks a class of
 their own, as the kernel gives each file system type's inode locks a key of their own.  Without
 that, a handler that forwards records to another handler while it holds a lock of its own closes a
 cycle through the one class of every handler's lock, though no two handlers wait for each other.
 The split hides no deadlock that instances can make: each lock is of exactly one class, so a
 cycle of instances is still a cycle of their classes.
+
+A descriptor (an object whose type defines ``__get__``: ``functools.cached_property``, a
+``property``-like helper) is made once per attribute of a class and lives as long as the class, as
+the kernel's statically allocated locks live as long as the kernel; each of those gets a class of
+its own (keyed by its address), and so do a descriptor's locks (see :func:`owner_key`).  On Python
+3.11 every ``@cached_property`` holds an ``RLock`` of its own: one class for them all would join
+two unrelated properties, one computed under a lock and one read under it, into a cycle.
 
 The class name says where the lock lives when the code shows it: ``Owner.attr@file.py:LINE`` for
 ``self.attr = ...`` in a method (``Owner`` the type of ``self``) or ``attr = ...`` in the body of
@@ -27,6 +34,7 @@ All of this reads the calling code's bytecode once per site, on the slow path of
 from __future__ import annotations
 
 import dis
+import weakref
 from itertools import pairwise
 from types import CodeType, FrameType
 from typing import Any
@@ -43,6 +51,13 @@ _names: dict[tuple[CodeType, int, str], str] = {}
 _first_on_line: dict[tuple[CodeType, int, str], int] = {}
 # (code, f_lasti, lock type) -> that site's keys by owner type (see site_owner_keys).
 _owner_keys: dict[tuple[CodeType, int, LockType], OwnerKeys] = {}
+# A descriptor -> the keys of the locks made for it, by site; and how many descriptors each site
+# made a key for (see descriptor_key).
+_descriptor_keys: weakref.WeakKeyDictionary[Any, dict[tuple[CodeType, int, LockType], LockKey]]
+_descriptor_keys = weakref.WeakKeyDictionary()
+_descriptors_made: dict[tuple[CodeType, int, LockType], int] = {}
+#: A site makes a class per descriptor for this many descriptors; later ones share their type's.
+DESCRIPTOR_KEYS = 1024
 
 
 def _call_at(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int | None]:
@@ -198,20 +213,20 @@ def remember(memo: SiteMemo, frame: FrameType, looked: int, found: Any) -> None:
 
 def makes_attr(frame: FrameType) -> bool:
     """Whether ``frame`` (a :func:`creation_frame`) stores the lock it makes as ``self.attr``: a
-    lock of a class per type of ``self`` (see :func:`owner_type`)."""
+    lock of a class per type of ``self`` (see :func:`owner_key`)."""
     return _what_follows(frame.f_code, frame.f_lasti)[1][:1] == ("attr",)
 
 
-def owner_type(frame: FrameType) -> type | None:
-    """The type whose instance a method running in ``frame`` makes a lock for: the type of its first
-    argument; None when that is a class (a class method's ``cls``), None or unbound.  (Reading a
-    frame's locals costs as much as making the lock: this runs once per lock made where
-    :func:`makes_attr`, on the pure path; the C stand-in reads the argument itself.)"""
+def owner_of(frame: FrameType) -> Any:
+    """The instance a method running in ``frame`` makes a lock for: its first argument; None when
+    that is a class (a class method's ``cls``), None or unbound.  (Reading a frame's locals costs
+    as much as making the lock: this runs once per lock made where :func:`makes_attr`, on the pure
+    path; the C stand-in reads the argument itself.)"""
     code = frame.f_code
     if not code.co_argcount:
         return None
     owner = frame.f_locals.get(code.co_varnames[0])
-    return None if owner is None or isinstance(owner, type) else type(owner)
+    return None if isinstance(owner, type) else owner
 
 
 def site_owner_keys(frame: FrameType, ltype: LockType) -> OwnerKeys:
@@ -222,10 +237,48 @@ def site_owner_keys(frame: FrameType, ltype: LockType) -> OwnerKeys:
 
 def owner_key(keys: OwnerKeys, frame: FrameType, kind: str, ltype: LockType) -> LockKey:
     """The key of a lock of ``ltype`` that ``frame`` (a :func:`creation_frame` that
-    :func:`makes_attr`) makes for its ``self``: one per type of ``self`` (:func:`owner_type`), named
-    for that type, kept in ``keys``, the site's (:func:`site_owner_keys`; see
-    :func:`pylockdep._classes.key_for_owner`)."""
-    return key_for_owner(keys, owner_type(frame), _new_owner_key, frame, kind, ltype)
+    :func:`makes_attr`) makes for its ``self`` (:func:`owner_of`): one per descriptor
+    (:func:`descriptor_key`), else one per type of ``self``, named for that type, kept in ``keys``,
+    the site's (:func:`site_owner_keys`; see :func:`pylockdep._classes.key_for_owner`).  The C
+    stand-in finds a type's key in ``keys`` itself, and comes here for a type not there: a
+    descriptor's type never is."""
+    owner = owner_of(frame)
+    owner_type = None if owner is None else type(owner)
+    if owner_type is not None and hasattr(owner_type, "__get__"):
+        key = descriptor_key(owner, frame, kind, ltype)
+        if key is not None:
+            return key
+    return key_for_owner(keys, owner_type, _new_owner_key, frame, kind, ltype)
+
+
+def descriptor_key(descriptor: Any, frame: FrameType, kind: str, ltype: LockType) -> LockKey | None:
+    """The key of a lock of ``ltype`` that ``frame`` makes for ``descriptor``: one per descriptor,
+    named for where the descriptor was made (``cached_property.lock@app.py:12`` for the lock of the
+    ``@cached_property`` at line 12), at the lock's site.  None (its type's key then) for one that
+    cannot be referenced weakly or past :data:`DESCRIPTOR_KEYS` descriptors at the site."""
+    site = (frame.f_code, frame.f_lasti, ltype)
+    try:
+        keys = _descriptor_keys.get(descriptor)
+    except TypeError:  # neither hashable nor weakly referable
+        return None
+    key = keys.get(site) if keys is not None else None
+    if key is not None:
+        return key
+    made = _descriptors_made.get(site, 0)
+    if made >= DESCRIPTOR_KEYS:
+        return None
+    maker = frame.f_back
+    while maker is not None and owner_of(maker) is descriptor:  # out of the descriptor's __init__
+        maker = maker.f_back
+    base = class_name(kind, frame, type(descriptor)).rpartition("@")[0]
+    name = f"{base}@{format_file_line((maker.f_code, maker.f_lineno))}" if maker is not None else base
+    key = LockKey(name, ltype, (frame.f_code, frame.f_lineno), None)
+    try:
+        _descriptor_keys.setdefault(descriptor, {})[site] = key
+    except TypeError:
+        return None
+    _descriptors_made[site] = made + 1
+    return key
 
 
 def _new_owner_key(owner: type | None, frame: FrameType, kind: str, ltype: LockType) -> LockKey:

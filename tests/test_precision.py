@@ -376,6 +376,99 @@ def test_owner_types_past_the_limit_share_the_class_of_the_defining_class(v, mon
     assert made[3]._key is made[2]._key is Owner().lock._key
 
 
+class _Memo:
+    """A descriptor that computes its value once under a lock of its own, as 3.11's
+    ``functools.cached_property`` does: one lock per decorated attribute, shared by every instance."""
+
+    def __init__(self, func) -> None:
+        self.func = func
+        self.lock = threading.RLock()
+
+    def __set_name__(self, owner, name) -> None:
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        with self.lock:
+            value = instance.__dict__[self.name] = self.func(instance)
+        return value
+
+
+def _two_memos() -> tuple[type, type, threading.Lock]:
+    """Two classes with a memo each: one computed under ``registry``, one read under it."""
+    registry = threading.Lock()
+
+    class Settings:
+        @_Memo
+        def values(self):
+            with registry:
+                return {}
+
+    class Plugin:
+        @_Memo
+        def name(self):
+            return "plugin"
+
+        def register(self):
+            with registry:
+                return self.name
+
+    return Settings, Plugin, registry
+
+
+def test_a_descriptors_lock_is_of_a_class_per_descriptor_named_where_it_was_made(v):
+    """Two unrelated properties, one computed under a lock and one read under it, are no cycle."""
+    settings, plugin, _ = _two_memos()
+    for memo in (settings.__dict__["values"], plugin.__dict__["name"]):
+        assert memo.lock.name == f"_Memo.lock@{FILE}:{memo.func.__code__.co_firstlineno}"  # the decorator's line
+    assert settings().values == {} and plugin().register() == "plugin"
+    assert v.reports == []
+
+
+def test_one_descriptors_lock_in_both_orders_is_circular(v):
+    """gh-87634, as h5py met it: the property's lock is every instance's, so one instance computing
+    it under the lock while another waits for it under ``registry`` deadlocks."""
+    _, plugin, registry = _two_memos()
+    plugin().register()
+    with plugin.__dict__["name"].lock, registry:
+        pass
+    assert kinds(v) == ["circular"]
+    assert "_Memo.lock@" in v.reports[0].text
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 took the lock out of cached_property")
+def test_functools_cached_property_on_3_11_has_a_class_per_property(v):
+    registry = threading.Lock()
+
+    class Config:
+        @functools.cached_property
+        def settings(self):
+            with registry:
+                return {}
+
+    class Plugin:
+        @functools.cached_property
+        def name(self):
+            return "plugin"
+
+    assert Config().settings == {}
+    with registry:
+        assert Plugin().name == "plugin"
+    assert v.reports == []
+    names = {Config.__dict__["settings"].lock.name, Plugin.__dict__["name"].lock.name}
+    assert len(names) == 2 and all(name.startswith("cached_property.lock@test_precision.py:") for name in names)
+
+
+def test_descriptors_past_the_limit_share_their_types_class(v, monkeypatch):
+    monkeypatch.setattr(pylockdep._sites, "DESCRIPTOR_KEYS", 0)
+
+    class Late:
+        @_Memo
+        def value(self):
+            return 1
+
+    assert Late.__dict__["value"].lock.name == f"_Memo.lock@{FILE}:{_Memo.__init__.__code__.co_firstlineno + 2}"
+
+
 # -- gates: one lock that every thread of a cycle would hold ------------------------------------
 
 

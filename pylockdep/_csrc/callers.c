@@ -81,7 +81,7 @@ iframe_lasti(IFrame *f)
     return lasti < 0 ? -1 : lasti * (int)sizeof(_Py_CODEUNIT);
 }
 
-/* The type of ``f``'s first argument, borrowed, as pylockdep._sites.owner_type() finds it: NULL
+/* The type of ``f``'s first argument, borrowed, what pylockdep._sites.owner_of() finds: NULL
  * when the code takes no argument, or the argument is unbound, None or a class.  (An argument that
  * a closure captures is held in a cell.) */
 static PyTypeObject *
