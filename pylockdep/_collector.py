@@ -5,10 +5,13 @@ A collection runs the finalizers of the garbage it finds (``__del__`` methods, w
 between two instructions of whatever that thread was running, whatever it holds.  CPython's
 documentation of ``object.__del__`` warns that a finalizer taking a lock may so deadlock with the
 code it interrupted.  The collector is therefore an interrupt that every thread may take:
-:func:`_phase`, one of ``gc.callbacks``, marks the collecting thread's holder ``in_gc`` from the
-start of a collection to its end, and the rules give the locks taken meanwhile the GC usage state
-(see :func:`pylockdep._checks.acquire_usage`).  ``in_gc`` is one of the holder's context
-counters, so a chain taken in a finalizer is validated apart from the same chain taken outside.
+two of ``gc.callbacks``, :func:`_begin` kept first and :func:`_end` kept last, mark the
+collecting thread's holder ``in_gc`` from the start of a collection to its end, and the rules give
+the locks taken meanwhile the GC usage state (see :func:`pylockdep._checks.acquire_usage`).  The
+program's own ``gc.callbacks`` hooks run in between, as interrupting as a finalizer
+(prometheus_client's GC metrics once observed their histograms there, under the histograms'
+locks).  ``in_gc`` is one of the holder's context counters, so a chain taken in a finalizer is
+validated apart from the same chain taken outside.
 
 A finalizer may take a lock that is itself garbage, as ``IOBase.__del__`` closes its own file
 under the buffer's lock: no live thread can reach that lock, so none can hold it.  Whether a lock
@@ -47,32 +50,67 @@ _undecided: dict[Hashable, tuple[list[weakref.ref], Callable[[object], None]]] =
 
 
 @dropping
-def _phase(phase: str, info: dict[str, int]) -> None:
-    """``gc.callbacks``' hook: mark the calling thread's holder as running a collection, from its
-    ``start`` to its ``stop``.  A thread that has no holder yet gets none here (a collection may
-    start before :mod:`threading` knows the thread, which would name its holder): the holder a
-    finalizer's first lock makes is marked then (:func:`adopt`).
+def _begin(phase: str, info: dict[str, int]) -> None:
+    """``gc.callbacks``' first hook: at a collection's ``start``, mark the calling thread's holder
+    as running it (:func:`_start`).  A hook put before it (``gc.callbacks.insert(0, ...)``) ran
+    outside the collection this time; this one moves back to the front for the next.
 
-    The collector drops what its callbacks raise: a signal that lands here is kept and raised
-    again as the collection stops (see :func:`pylockdep._signals.dropping`), so that a
-    ``KeyboardInterrupt`` reaches the program, and the holder's flag is not left set."""
-    global _collecting, _collecting_ident
+    The collector drops what its callbacks raise: a signal that lands here is kept (see
+    :func:`pylockdep._signals.dropping`) and raised again by :func:`_end` as the collection stops,
+    so that a ``KeyboardInterrupt`` reaches the program rather than a finalizer, and the holder's
+    flag is not left set."""
     if phase == "start":
-        v = active.validator
-        if v.off:
-            return
-        _collecting_ident = get_ident()
-        t = getattr(v.local, "task", None)
-        if t is not None:
-            _mark(t)
-    else:
-        _collecting_ident = None
-        if _collecting is not None:
-            t, _collecting = _collecting, None
-            t.in_gc = False
-            t.update_ctx()
-        _decide()
-        raise_landed()
+        callbacks = gc.callbacks
+        if callbacks[0] is not _begin:
+            # CPython calls the list's items by index as it stands: with this one moved from here
+            # to the front, the next index is still the next hook.
+            callbacks.remove(_begin)
+            callbacks.insert(0, _begin)
+        _start()
+
+
+@dropping
+def _end(phase: str, info: dict[str, int]) -> None:
+    """``gc.callbacks``' last hook: at a collection's ``stop``, once every other hook has run,
+    unmark the holder and decide the usages left for the end (:func:`_stop`).  A hook appended
+    after it would run after that: this one appends itself again, which CPython, calling the
+    list's items by index as it grows, calls after them, and the first place is then dropped.
+    The signals kept in the collection's hooks are raised again last (see :func:`_begin`)."""
+    if phase != "stop":
+        return
+    callbacks = gc.callbacks
+    if callbacks[-1] is not _end:
+        callbacks.append(_end)
+        return
+    while callbacks.index(_end) != len(callbacks) - 1:  # the place it was called from first
+        callbacks.remove(_end)
+    _stop()
+    raise_landed()
+
+
+def _start() -> None:
+    """A collection starts in this thread: mark its holder.  A thread that has no holder yet gets
+    none here (a collection may start before :mod:`threading` knows the thread, which would name
+    its holder): the holder a finalizer's first lock makes is marked then (:func:`adopt`)."""
+    global _collecting_ident
+    v = active.validator
+    if v.off:
+        return
+    _collecting_ident = get_ident()
+    t = getattr(v.local, "task", None)
+    if t is not None:
+        _mark(t)
+
+
+def _stop() -> None:
+    """The collection stops: unmark the holder and decide the usages left for its end."""
+    global _collecting, _collecting_ident
+    _collecting_ident = None
+    if _collecting is not None:
+        t, _collecting = _collecting, None
+        t.in_gc = False
+        t.update_ctx()
+    _decide()
 
 
 def adopt(t: Task) -> None:
@@ -90,11 +128,12 @@ def _mark(t: Task) -> None:
 
 
 def install() -> None:
-    """Add :func:`_phase` to ``gc.callbacks`` (once)."""
+    """Put :func:`_begin` first in ``gc.callbacks`` and :func:`_end` last (once)."""
     global wanted
     wanted = False
-    if _phase not in gc.callbacks:
-        gc.callbacks.append(_phase)
+    if _begin not in gc.callbacks:
+        gc.callbacks.insert(0, _begin)
+        gc.callbacks.append(_end)
 
 
 def decide_at_end(key: Hashable, lock: object, marker: Callable[[], Callable[[object], None]]) -> bool:

@@ -145,7 +145,8 @@ def dropping(func: _F) -> _F:
     """Mark ``func`` as a hook that the interpreter calls and whose exceptions it drops (reports
     as unraisable): a ``gc.callbacks`` entry.  A signal that lands in it, or in pylockdep code it
     calls, is not handled there, where a ``KeyboardInterrupt`` would be lost, but kept in
-    :data:`landed`; ``func`` must end with a call of :func:`raise_landed`."""
+    :data:`landed`; ``func``, or a hook of the same kind that the interpreter calls after it before
+    it returns to the program, must end with a call of :func:`raise_landed`."""
     return _mark(func, _dropping)
 
 

@@ -257,7 +257,37 @@ def test_the_collecting_thread_is_back_in_its_context_after_the_collection(v):
     seen = []
     in_finalizer(lambda: seen.append(v.task().in_gc))
     assert seen == [True] and t.in_gc is False
-    assert _collector._phase in gc.callbacks and gc.callbacks.count(_collector._phase) == 1
+    assert gc.callbacks[0] is _collector._begin and gc.callbacks[-1] is _collector._end
+    assert gc.callbacks.count(_collector._begin) == gc.callbacks.count(_collector._end) == 1
+
+
+@pytest.mark.parametrize("phase", ["start", "stop"])
+@pytest.mark.parametrize("placed", ["appended", "inserted"])
+def test_a_lock_taken_in_the_programs_own_gc_callback_is_taken_in_the_collection(v, phase, placed):
+    """prometheus_client #322: its GC metrics observed a histogram, under the histogram's lock, from
+    a ``gc.callbacks`` hook, which runs in whichever thread collects, whatever that thread holds.
+    pylockdep's hooks stay around the program's, wherever it puts its own: one inserted before
+    them counts from the next collection on."""
+    lock = threading.Lock()
+
+    def hook(when: str, info: dict) -> None:
+        if when == phase:
+            take(lock)
+
+    if placed == "appended":
+        gc.callbacks.append(hook)
+    else:
+        gc.callbacks.insert(0, hook)
+    try:
+        gc.collect()
+        gc.collect()
+    finally:
+        gc.callbacks.remove(hook)
+    take(lock)
+    assert kinds(v) == [("inconsistent_lock_state", (lock.name,))]
+    assert "{IN-GC-W}" in v.reports[0].text and "{GC-ON-W}" in v.reports[0].text
+    assert gc.callbacks[0] is _collector._begin and gc.callbacks[-1] is _collector._end
+    assert gc.callbacks.count(_collector._begin) == gc.callbacks.count(_collector._end) == 1
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
@@ -290,7 +320,7 @@ def test_a_keyboard_interrupt_landing_in_the_hook_reaches_the_program(v):
     landed = []
 
     def land_in_the_hook(frame, event, arg):
-        if event == "call" and frame.f_code is _collector._phase.__code__ and not landed:
+        if event == "call" and frame.f_code is _collector._begin.__code__ and not landed:
             landed.append(frame)
             sys.setprofile(None)  # no Python code of the test's may run inside the hook after this
             deferring(signal.SIGUSR1, frame)  # as if the signal came at the hook's first instruction
@@ -323,11 +353,11 @@ def test_a_collection_in_a_thread_with_no_holder_makes_none_but_marks_the_one_a_
     seen = []
 
     def body():
-        _collector._phase("start", {})
+        _collector._start()
         seen.append(getattr(validator.local, "task", None))
         take(mutex)  # the thread's first lock, as a finalizer would take it
         seen.append(validator.task().in_gc)
-        _collector._phase("stop", {})
+        _collector._stop()
         seen.append((validator.task().in_gc, validator.task().name))
 
     with pylockdep.validate(raise_on_report=False, stream=None) as validator:

@@ -308,8 +308,9 @@ def test_fast_and_slow_sections_leave_the_same_state(in_softirq):
 
 def called_by_the_operation(frame, package: str) -> bool:
     """Whether ``frame`` is a function of pylockdep's (in ``package``) that the operation under
-    test called: not the garbage collector's hook, which a collection calls wherever it starts."""
-    return frame.f_code.co_filename.startswith(package) and frame.f_code is not _collector._phase.__code__
+    test called: not the garbage collector's hooks, which a collection calls wherever it starts."""
+    hooks = (_collector._begin.__code__, _collector._end.__code__)
+    return frame.f_code.co_filename.startswith(package) and frame.f_code not in hooks
 
 
 def python_calls(block) -> int:
