@@ -116,6 +116,15 @@ def line_at(code: CodeType, lasti: int) -> int:
     return line
 
 
+_BEFORE_WITH = dis.opmap.get("BEFORE_WITH")
+
+
+def enters_with(code: CodeType, lasti: int) -> bool:
+    """Whether the instruction at byte offset ``lasti`` in ``code`` enters a ``with`` block: what it
+    takes there, the block's end gives back in the same thread."""
+    return _BEFORE_WITH is not None and lasti < len(code.co_code) and code.co_code[lasti] == _BEFORE_WITH
+
+
 # (id(code), line) -> (code, whether the line is inside a loop), as _lines keeps its entries.
 _loop_lines: dict[tuple[int, int], tuple[CodeType, bool]] = {}
 

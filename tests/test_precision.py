@@ -1270,6 +1270,26 @@ def test_a_lock_its_holder_takes_again_is_a_hand_off_before_another_thread_relea
     assert v.reports == []
 
 
+def test_a_lock_its_holder_holds_by_a_with_block_and_takes_again_is_recursive_though_others_may_release_it(v):
+    """watchdog #229: the observer dispatched events holding its Lock by ``with``; a handler that
+    stopped the observer took it again and the thread waited for itself for ever.  The block's end
+    releases the Lock in this thread: it is a mutex, reported as it is taken again, before the wait,
+    though another thread is alive (here one that ends the wait, for the test's sake)."""
+    lock = threading.Lock()
+    me = threading.current_thread()
+
+    def release_when_main_waits():
+        wait_until_waiting(v, me)
+        lock.release()
+
+    with lock:
+        helper = threading.Thread(target=release_when_main_waits)
+        helper.start()
+        lock.acquire()
+        helper.join()
+    assert [(r.kind, r.classes) for r in v.reports] == [("recursive", (lock.name,))]
+
+
 def test_a_real_self_deadlock_on_a_plain_lock_is_reported_and_raises_instead_of_hanging():
     # In a fresh interpreter, where no other thread is left to release the Lock: in this one
     # pytest-xdist's workers run execnet's threads, any of which might (the wait then goes on).
