@@ -329,8 +329,10 @@ class _Verdict:
         os._exit(self.exit_code)
 
     def hang(self, seconds: float) -> None:
-        """The ``--hang-timeout`` action: the dump, then end the process with the report status."""
+        """The ``--hang-timeout`` action: the reports held back until validation ends, the dump,
+        then end the process with the report status."""
         header = f"INFO: pylockdep: the program is still running after {seconds:g} s (--hang-timeout)."
+        self.v.finish()
         _dump(self.v, self.out, header)
         _write(self.out, f"pylockdep: ended after {seconds:g} s; {len(self.v.reports)} report(s) before\n")
         for f in (sys.stdout, sys.stderr, *self.files.values()):

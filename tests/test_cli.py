@@ -477,6 +477,29 @@ def test_hang_timeout_dumps_held_locks_and_waits_then_exits_with_the_report_stat
     assert 'File "hangs.py", line 5' in err  # every thread's Python stack
 
 
+def test_hang_timeout_makes_the_reports_held_for_the_end_first(tmp_path):
+    """A thread that ended holding a Lock nobody released is reported as validation ends: a hang
+    is such an end."""
+    write(
+        tmp_path / "leaks_then_hangs.py",
+        """\
+        import threading
+        leaked = threading.Lock()
+        t = threading.Thread(target=leaked.acquire, name="leaker")
+        t.start()
+        t.join()
+        threading.Event().wait()  # nobody sets it
+    """,
+    )
+    result = pylockdep_run("--hang-timeout", "1", "leaks_then_hangs.py", cwd=tmp_path)
+    assert result.returncode == 66
+    err = result.stderr
+    assert "WARNING: leaker/" in err and "still has locks held!" in err, err
+    assert "(leaked@leaks_then_hangs.py:2)" in err
+    assert err.index("(leaked@leaks_then_hangs.py:2)") < err.index("still running after 1 s")
+    assert "ended after 1 s; 1 report(s) before" in err
+
+
 def test_sigusr1_dumps_held_locks_and_the_program_goes_on(tmp_path):
     write(
         tmp_path / "usr1.py",
