@@ -296,16 +296,19 @@ class _Wait:
     """
 
     _owned = True
-    __slots__ = ("_key", "_idents", "_needs_all")
+    __slots__ = ("_key", "_idents", "_needs_all", "_name")
 
-    def __init__(self, m: CompletionMap | None, idents: Callable[[], tuple[list[int], bool]]) -> None:
+    def __init__(
+        self, m: CompletionMap | None, idents: Callable[[], tuple[list[int], bool]], name: str = "(thread)"
+    ) -> None:
         self._key = m._key if m is not None else None
         self._idents = idents
         self._needs_all = False
+        self._name = name  # for a wait with no map: a thread made before validation, or by a pool
 
     @property
     def name(self) -> str:
-        return self._key.name if self._key is not None else "(thread)"
+        return self._key.name if self._key is not None else self._name
 
     def _blockers(self, mode: int, ident: int) -> list[int]:
         idents, self._needs_all = self._idents()
@@ -418,7 +421,7 @@ def _thread_join(original: Callable[..., None]) -> Callable[..., None]:
             original(self, seconds)
             return not self.is_alive()
 
-        _wait(_Wait(m, blockers), ended, timeout)
+        _wait(_Wait(m, blockers, f"(thread){self.name}"), ended, timeout)
 
     return join
 

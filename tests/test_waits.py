@@ -414,9 +414,10 @@ def test_pool_shutdown_while_a_job_waits_for_the_callers_lock_raises(v):
         future = scheduler.add_job(scheduler.get_jobs)
         worker = next(iter(scheduler._executor._threads))
         wait_until_waiting(v, worker)
-        with pytest.raises(pylockdep.DeadlockError):
+        with pytest.raises(pylockdep.DeadlockError) as raised:
             scheduler._executor.shutdown(wait=True)
     future.result()
+    assert f"waits for '(thread){worker.name}' -> {worker.name}/" in str(raised.value)
     scheduler._executor.shutdown()
     assert [r.kind for r in v.reports] == ["circular"]
 
