@@ -131,6 +131,7 @@ class TaskHolder(Task):
         "awaiter",
         "passes_on",
     )
+    by_the_thousand = True
 
     def __init__(self, task: asyncio.Task, holders: dict[int, TaskHolder]) -> None:
         loop_thread = _get_ident()

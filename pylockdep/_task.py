@@ -121,6 +121,9 @@ class Task:
         "lasti",
         "__weakref__",
     )
+    #: Whether holders of this kind come and go by the thousand (asyncio tasks): what they leave
+    #: held is reported once per set of classes, not for each.
+    by_the_thousand = False
 
     def __init__(
         self, name: str, ident: int, identity: TaskIdentity | None = None, signals_on: bool | None = None

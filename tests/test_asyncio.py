@@ -694,10 +694,12 @@ def test_an_eager_task_that_ends_inside_create_task_is_seen_to_end():
         for coro in (quick(), keeps()):
             task = asyncio.create_task(coro)
             assert task.done() and id(task) not in v.async_holders
-        lock.release()
+        kept.append(lock)  # and never released: a leak, judged when validation ends
 
+    kept: list[asyncio.Lock] = []
     # the task that ended holding the lock is told, the other is clean
-    assert kinds(run(main)) == ["lock_held_at_exit"]
+    reports = run(main)
+    assert kinds(reports) == ["lock_held_at_exit"] and "keeps" in reports[0].text
 
 
 def test_the_holder_of_a_task_destroyed_while_pending_is_forgotten():
@@ -1042,8 +1044,13 @@ def test_an_executor_future_awaited_by_a_loop_inside_pool_work_is_no_wait():
 
 @pytest.mark.parametrize("ending", ["returns", "raises", "cancelled"])
 def test_a_task_ending_with_an_asyncio_lock_held_is_reported(ending: str):
+    """When validation ends, as for a ``threading.Lock``: any task may release an asyncio.Lock, and
+    one that nothing refers to any more is no leak (here the test keeps it)."""
+    kept: list[asyncio.Lock] = []
+
     async def main():
         lock = asyncio.Lock()
+        kept.append(lock)
 
         async def leaky():
             await lock.acquire()
@@ -1073,11 +1080,11 @@ def test_a_lock_handed_to_another_task_to_release_is_not_held_at_exit():
             await lock.acquire()
 
         await asyncio.create_task(taker())  # ends holding it ...
-        lock.release()  # ... which is reported; another task may still release it (CPython allows it)
+        lock.release()  # ... and another task releases it, as CPython allows (its own tests do)
         async with lock:
             pass
 
-    assert kinds(run(main)) == ["lock_held_at_exit"]
+    assert run(main) == []
 
 
 # -- scheduling while atomic -------------------------------------------------------------------

@@ -22,9 +22,9 @@ pytestmark = pytest.mark.timeout(120)
 
 # Reports the rules call for, by test.  CPython's tests hand locks from task to task: a task (often
 # the test method's own, which IsolatedAsyncioTestCase runs as a task) ends holding a lock that the
-# test releases later, or never.  That is a task ending with a lock held, ``lock_held_at_exit``,
-# unless the task ran nothing but the lock's acquire() or a condition's wait(): such a task takes
-# the lock for whoever awaits it (test_finished_waiter_cancelled, test_wait_cancel).
+# test releases later, or drops.  An asyncio.Lock has no owner in CPython, so that is judged when
+# validation ends, as for a threading.Lock: released by then, or referred to by nothing, it is no
+# leak (test_acquire, test_repr, test_wait).
 # test_ambiguous_loops re-takes a lock its task holds (to see CPython refuse a lock of another loop):
 # ``recursive``, and CPython's RuntimeError still wins over DeadlockError.
 # Three tests await, holding a lock, a task that is waiting for that lock or comes to wait for it:
@@ -33,20 +33,14 @@ pytestmark = pytest.mark.timeout(120)
 # test_wait_cancel_contested release the lock from a call_soon() callback).  That is ``circular``
 # through the awaited task's completion map, reported as the cycle closes, unless the lock's class
 # is known as a hand-off by then (released by another task than its taker, as an asyncio.Lock may
-# be): then it orders nothing, and a task that ends holding it is judged when validation ends, by
-# when test_cancel_release_race's callback has released it.  test_wait_cancel_contested's
-# Condition.wait() runs in a task of its own, which releases the lock the test's task took: a
-# hand-off, no report.  Tests whose lock is released for them before the awaited task wants it (by
-# the awaited task's own Condition.wait()) did not hold it all through the wait: no dependency, no
-# report.
+# be): then it orders nothing.  test_wait_cancel_contested's Condition.wait() runs in a task of its
+# own, which releases the lock the test's task took: a hand-off, no report.  Tests whose lock is
+# released for them before the awaited task wants it (by the awaited task's own Condition.wait())
+# did not hold it all through the wait: no dependency, no report.
 EXPECTED: dict[str, list[str]] = {
-    "LockTests.test_acquire": ["lock_held_at_exit"],
-    "LockTests.test_acquire_cancel": ["circular", "lock_held_at_exit"],
+    "LockTests.test_acquire_cancel": ["circular"],
     "LockTests.test_cancel_release_race": ["circular"],
-    "LockTests.test_repr": ["lock_held_at_exit"],
     "ConditionTests.test_ambiguous_loops": ["recursive"],
-    "ConditionTests.test_repr": ["lock_held_at_exit"],
-    "ConditionTests.test_wait": ["lock_held_at_exit"],
 }
 
 
