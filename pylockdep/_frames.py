@@ -116,6 +116,23 @@ def line_at(code: CodeType, lasti: int) -> int:
     return line
 
 
+# id(code) -> (code, its instructions, their offsets), for the few codes read last: a module body
+# that makes thousands of locks, each a site of its own, is read once, not once per site.
+_read: dict[int, tuple[CodeType, list[dis.Instruction], list[int]]] = {}
+_READ_KEPT = 16
+
+
+def read_code(code: CodeType) -> tuple[list[dis.Instruction], list[int]]:
+    """``code``'s instructions and their offsets, in order."""
+    found = _read.get(id(code))
+    if found is None or found[0] is not code:
+        if len(_read) >= _READ_KEPT:
+            _read.clear()
+        listing = list(dis.get_instructions(code))
+        found = _read[id(code)] = (code, listing, [ins.offset for ins in listing])
+    return found[1], found[2]
+
+
 _BEFORE_WITH = dis.opmap.get("BEFORE_WITH")
 
 
@@ -136,9 +153,7 @@ def in_loop(site: Site) -> bool:
     found = _loop_lines.get((id(code), line))
     if found is None:
         spans = [(start, end) for start, end, number in code.co_lines() if number == line]
-        loops = [
-            (ins.argval, ins.offset) for ins in dis.get_instructions(code) if ins.opname.startswith("JUMP_BACKWARD")
-        ]
+        loops = [(ins.argval, ins.offset) for ins in read_code(code)[0] if ins.opname.startswith("JUMP_BACKWARD")]
         inside = any(top < end and start <= bottom for start, end in spans for top, bottom in loops)
         found = _loop_lines[id(code), line] = (code, inside)
     return found[1]

@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import dis
 import weakref
+from bisect import bisect_right
 from itertools import pairwise
 from types import CodeType, FrameType
 from typing import Any
 
 from ._classes import LockKey, OwnerKeys, key_for, key_for_owner
-from ._frames import format_file_line, is_internal
+from ._frames import format_file_line, is_internal, read_code
 from ._locktypes import LockType
 
 # (code, offset of the call) -> what follows the call: ("return",), ("attr", owner, name),
@@ -66,8 +67,8 @@ def _call_at(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int | No
     ``lasti`` is the frame's ``f_lasti``, which may point into the call's inline caches: the call
     is the last instruction at or before it.
     """
-    instructions = list(dis.get_instructions(code))
-    index = max((i for i, ins in enumerate(instructions) if ins.offset <= lasti), default=0)
+    instructions, offsets = read_code(code)
+    index = max(bisect_right(offsets, lasti) - 1, 0)
     call = instructions[index]
     following = [ins for ins in instructions[index + 1 : index + 3] if ins.opname != "NOT_TAKEN"]
     column = call.positions.col_offset if call.positions is not None else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import _thread
 import concurrent.futures
 import contextlib
+import dis
 import functools
 import gc
 import inspect
@@ -374,6 +375,24 @@ def test_owner_types_past_the_limit_share_the_class_of_the_defining_class(v, mon
     made = [owner().lock for owner in owners]
     assert [lock.name.partition("@")[0] for lock in made] == ["Made0.lock", "Made1.lock", "Owner.lock", "Owner.lock"]
     assert made[3]._key is made[2]._key is Owner().lock._key
+
+
+def test_a_code_that_makes_many_locks_is_read_once_for_them_all(v, monkeypatch):
+    """Each site is read from its code's instructions: a generated module that makes thousands of
+    locks, one site each, was read again for each of them (quadratic)."""
+    reads = []
+    real = dis.get_instructions
+
+    def counting(code, *args, **kwargs):
+        reads.append(code)
+        return real(code, *args, **kwargs)
+
+    monkeypatch.setattr(dis, "get_instructions", counting)
+    code = compile("import threading\n" + "\n".join(f"L{i} = threading.Lock()" for i in range(50)), "gen.py", "exec")
+    made: dict = {}
+    exec(code, made)
+    assert reads.count(code) == 1
+    assert [made[f"L{i}"].name for i in (0, 49)] == ["L0@gen.py:2", "L49@gen.py:51"]
 
 
 class _Memo:
