@@ -210,6 +210,7 @@ class Validator:
             cls = classes[subclass]
             if cls is not None:
                 return cls
+        limited = False
         with self.graph_lock:
             classes = self._key_classes.setdefault(key, [None] * MAX_SUBCLASSES)
             key.cache = (self, classes)
@@ -219,9 +220,12 @@ class Validator:
                     cls = self.graph.new_class(key, subclass)
                 except LimitExceeded as exc:
                     self.limit_reached(self.task(), exc)
+                    limited = True
                     cls = LockClass(-1, key, subclass, key.name)
                 cls.spins = key.ltype.spins_under(self.preempt_rt)
                 classes[subclass] = cls
+        if limited:
+            self.flush()  # the limit's report: no check runs here to deliver it
         return cls
 
     # -- the rare path of an acquisition -------------------------------------------------------

@@ -412,6 +412,17 @@ def test_max_classes_limit_stops_validation():
     _only_limit_report(v, "BUG: MAX_LOCKDEP_KEYS too low!")
 
 
+def test_the_classes_limit_met_making_a_lock_is_printed():
+    """The limit met registering a class, outside any check: the report still reaches the stream."""
+    out = io.StringIO()
+    with pylockdep.validate(raise_on_report=False, stream=out, max_classes=1) as v:
+        a, b = mutexes("A", "B")
+        with a, b:
+            pass
+    assert [r.kind for r in v.reports] == ["limit_exceeded"]
+    assert "BUG: MAX_LOCKDEP_KEYS too low!" in out.getvalue()
+
+
 def test_max_dependencies_limit_stops_validation():
     a, b, c = mutexes("A", "B", "C")
     with pylockdep.validate(raise_on_report=False, max_dependencies=1) as v:
