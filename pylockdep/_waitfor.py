@@ -5,11 +5,12 @@ whether it *will* block for ever: the lock's holders (or, for readers and writer
 queues behind) are followed through what each of them waits for; coming back to the waiting
 thread is a cycle of threads, and the wait raises :class:`DeadlockError`.
 
-An ``RLock`` whose owner thread ended can never come free either: waiting for it raises at once.
-A ``threading.Lock`` has no owner, but one that only its acquirers ever released waits for its
-acquirer, like a mutex (``Lock._blockers``); a hand-off signal (released by another thread at
-least once) waits for nobody in particular.  A thread waiting for a Lock it holds itself is a
-hand-off in the making unless no other thread is left that could release it.
+A lock with an owner (an ``RLock``, the kernel's types) whose owner thread ended can never come
+free either: waiting for it raises at once.  A ``threading.Lock`` has no owner, but one that only
+its acquirers ever released waits for its acquirer, like a mutex (``Lock._blockers``); a hand-off
+signal (released by another thread at least once) waits for nobody in particular.  A thread
+waiting for a Lock it holds itself, or that a thread which ended holds, is a hand-off in the
+making unless no other thread is left that could release it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from ._locktypes import PY_RLOCK
+from ._locktypes import RCU, RCU_SCHED, SRCU
 from ._plain import plain_rlock
 from ._primitive import Primitive
 from ._report import DeadlockError
@@ -123,8 +124,11 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
                 # Marking this thread as waiting, checking for a cycle and, on one, giving up the
                 # wait happen together, so of the threads that close a cycle exactly one refuses.
                 t.waiting = (lock, mode)
-                self_wait = not lock._owned and getattr(lock, "_owner", None) is t
-                if self_wait:  # a Lock it holds itself: a hand-off, unless nobody is left to release it
+                owner = getattr(lock, "_owner", None)
+                self_wait = not lock._owned and owner is t
+                orphan = not lock._owned and owner is not None and owner is not t and owner in v.ended_holding
+                if self_wait or orphan:  # a Lock it holds itself, or one its ended acquirer holds:
+                    # a hand-off, unless nobody is left to release it
                     cycle = None
                     if others_may_release(v, t):
                         alone_since = None
@@ -139,6 +143,11 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
             if cycle is not None:
                 if self_wait:
                     v.self_deadlock(t, lock)
+                if orphan:
+                    raise DeadlockError(
+                        f"deadlock: {t.comm} would wait for ever on {lock.name!r}: {owner.comm}, which took it, ended"
+                        " without releasing it, and no other thread is left that could"
+                    )
                 raise DeadlockError(describe_cycle(cycle))
             if acquire_timed(POLL_SECONDS):
                 return  # the caller runs what the attempt held back (see _signals.critical_take)
@@ -197,12 +206,13 @@ def check_own_loop(t: Task, lock: Primitive) -> None:
 
 
 def check_owner_ended(t: Task, lock: Primitive, mode: int) -> None:
-    """Refuse to block a thread on an ``RLock`` whose owner thread ended without releasing it: no
-    other thread may release an ``RLock``, so the wait could never end (the owner's end was
-    reported as ``lock_held_at_exit``).  A thread counts as ended when it is neither among
-    :mod:`threading`'s live threads nor running Python code."""
+    """Refuse to block a thread on a lock with an owner (an ``RLock``, the kernel's types) whose
+    owner thread ended without releasing it: no other thread may release such a lock, so the wait
+    could never end (the owner's end was reported as ``lock_held_at_exit``).  A thread counts as
+    ended when it is neither among :mod:`threading`'s live threads nor running Python code.  (An
+    SRCU's or RCU's readers are :mod:`pylockdep._rcu`'s to judge.)"""
     key = getattr(lock, "_key", None)
-    if key is None or key.ltype is not PY_RLOCK:
+    if key is None or not key.ltype.owned or key.ltype.suspends or key.ltype in (SRCU, RCU, RCU_SCHED):
         return
     owners = lock._blockers(mode, t.ident)
     if not owners:

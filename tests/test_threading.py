@@ -589,6 +589,49 @@ def test_program_using_logging_queue_futures_and_condition_runs_clean(v):
 
 
 @pytest.mark.timeout(60)
+def test_waiting_for_a_kernel_lock_whose_owner_ended_raises_instead_of_hanging():
+    """A mutex has an owner, as an RLock has: only it may release it."""
+    with pylockdep.validate(raise_on_report=False, stream=None) as v:
+        lock = pylockdep.Mutex("orphaned")
+        owner = threading.Thread(target=lock.acquire, name="owner")
+        owner.start()
+        owner.join()
+        with pytest.raises(pylockdep.DeadlockError, match="its owner, thread .*, ended without releasing it"):
+            lock.acquire()
+    assert [r.kind for r in v.reports] == ["lock_held_at_exit"]
+
+
+LOCK_LEFT_BY_AN_ENDED_THREAD = """
+    import threading, pylockdep
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        lock = threading.Lock()
+        taker = threading.Thread(target=lock.acquire, name="taker")
+        taker.start()
+        taker.join()
+        try:
+            lock.acquire()
+        except pylockdep.DeadlockError as exc:
+            print(exc)
+    print([r.kind for r in v.reports])
+"""
+
+
+def test_waiting_alone_for_a_lock_a_thread_that_ended_holds_raises_instead_of_hanging():
+    """No thread is left that could release it (in a fresh interpreter: in this one, pytest-xdist's
+    threads might); the thread that ended holding it is reported as validation ends."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(LOCK_LEFT_BY_AN_ENDED_THREAD)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("deadlock: MainThread/"), result.stderr
+    assert ": taker/" in lines[0] and "which took it, ended without releasing it, and no other thread" in lines[0]
+    assert lines[1:] == ["['lock_held_at_exit']"], result.stderr
+
+
+@pytest.mark.timeout(60)
 def test_waiting_for_an_rlock_whose_owner_ended_raises_instead_of_hanging():
     """No thread but its owner may release an RLock: one whose owner thread ended holding it can
     never come free, and a blocking wait for it raises (the end was reported); timed and
