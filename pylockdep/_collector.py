@@ -66,7 +66,10 @@ def _begin(phase: str, info: dict[str, int]) -> None:
             # to the front, the next index is still the next hook.
             callbacks.remove(_begin)
             callbacks.insert(0, _begin)
-        _start()
+        try:
+            _start()
+        except RecursionError:
+            pass  # a collection at the program's recursion limit: left unmarked, not a traceback
 
 
 @dropping
@@ -84,7 +87,10 @@ def _end(phase: str, info: dict[str, int]) -> None:
         return
     while callbacks.index(_end) != len(callbacks) - 1:  # the place it was called from first
         callbacks.remove(_end)
-    _stop()
+    try:
+        _stop()
+    except RecursionError:
+        pass  # at the recursion limit: the holder is unmarked first (see _stop); the rest can wait
     raise_landed()
 
 
@@ -103,7 +109,9 @@ def _start() -> None:
 
 
 def _stop() -> None:
-    """The collection stops: unmark the holder and decide the usages left for its end."""
+    """The collection stops: unmark the holder and decide the usages left for its end.  The flags
+    change before any call, which a collection at the recursion limit may refuse: then the
+    holder's context signature waits for its next change, and the usages for the next collection."""
     global _collecting, _collecting_ident
     _collecting_ident = None
     if _collecting is not None:
@@ -122,9 +130,9 @@ def adopt(t: Task) -> None:
 
 def _mark(t: Task) -> None:
     global _collecting
+    _collecting = t  # first: the collection's end unmarks it, whatever fails after
     t.in_gc = True
     t.update_ctx()
-    _collecting = t
 
 
 def install() -> None:

@@ -6,6 +6,7 @@ from a run in which it did not (bpo-14976: ``queue.Queue.put`` in a ``__del__``)
 from __future__ import annotations
 
 import _signal
+import contextlib
 import gc
 import queue
 import signal
@@ -342,6 +343,37 @@ def test_a_keyboard_interrupt_landing_in_the_hook_reaches_the_program(v):
         sys.unraisablehook = old_hook
         signal.signal(signal.SIGUSR1, previous)
     assert landed and not dropped and t.in_gc is False and not _signals.landed
+
+
+def test_a_collection_at_the_recursion_limit_prints_nothing_and_leaves_its_thread_unmarked(v):
+    """The hooks' own calls may meet the limit: the collector would print that as unraisable."""
+    t = v.task()
+
+    def depth() -> int:
+        frame, n = sys._getframe(), 0
+        while frame is not None:
+            frame, n = frame.f_back, n + 1
+        return n
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        else:
+            Circular(lambda: None)
+            gc.collect()
+
+    dropped = []
+    old_hook, limit = sys.unraisablehook, sys.getrecursionlimit()
+    sys.unraisablehook = dropped.append
+    try:
+        sys.setrecursionlimit(depth() + 60)
+        for slack in range(1, 30):
+            with contextlib.suppress(RecursionError):
+                deep(60 - slack)
+    finally:
+        sys.setrecursionlimit(limit)
+        sys.unraisablehook = old_hook
+    assert dropped == [] and t.in_gc is False
 
 
 def test_a_collection_in_a_thread_with_no_holder_makes_none_but_marks_the_one_a_finalizer_makes():
