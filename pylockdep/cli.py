@@ -295,14 +295,30 @@ class _Verdict:
     def __init__(self, v: Validator, out: IO[str], files: dict[str, IO[str]], exit_code: int) -> None:
         self.v, self.out, self.files, self.exit_code = v, out, files, exit_code
         self.given = -1  # reports counted by the verdict; -1 until it is given
+        self.failed: set[str] = set()  # the output files that could not be written, each said once
 
     def deliver(self, report: Report) -> None:
         """The validator's listener: the report file gets the splat (unless suppressed), the JSON
         output every report."""
         if "report_file" in self.files and not report.suppressed:
-            _write(self.files["report_file"], report.text + "\n\n")
+            self.write_file("report_file", report.text + "\n\n")
         if "json" in self.files:
-            _write(self.files["json"], json.dumps(report.as_dict()) + "\n")
+            self.write_file("json", json.dumps(report.as_dict()) + "\n")
+
+    def write_file(self, name: str, text: str) -> None:
+        """Write and flush ``text`` to the output file ``name``; one that fails (a full disk) is
+        named once on the report stream, and the program goes on."""
+        f = self.files[name]
+        try:
+            f.write(text)
+            f.flush()
+        except Exception as exc:  # noqa: BLE001 - whatever the file raises, the program goes on
+            self.say_failed(name, getattr(f, "name", name), exc)
+
+    def say_failed(self, name: str, path: object, exc: BaseException) -> None:
+        if name not in self.failed:
+            self.failed.add(name)
+            _write(self.out, f"pylockdep: could not write {path}: {type(exc).__name__}: {exc}\n")
 
     def summary(self, status: int) -> int:
         """Print the verdict line; the exit status (``status`` when there were no reports)."""
@@ -403,8 +419,11 @@ def run(
         f.close()
     recording = files.pop("record", None)
     if recording is not None:
-        with recording:
-            _record.record(v, recording, os.path.basename(options.record))
+        try:
+            with recording:
+                _record.record(v, recording, os.path.basename(options.record))
+        except OSError as exc:
+            verdict.say_failed("record", options.record, exc)
     baseline = files.pop("write_baseline", None)
     if baseline is not None:
         baseline.close()

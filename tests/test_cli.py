@@ -454,6 +454,16 @@ def test_a_daemon_thread_still_running_at_exit_has_not_ended_holding_anything(tm
     assert "still has locks held" not in result.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("flag", ["--json", "--report-file", "--record"])
+def test_an_output_file_that_cannot_be_written_is_named_once_and_the_run_goes_on(tmp_path, flag):
+    write(tmp_path / "abba.py", ABBA)
+    result = pylockdep_run(flag, "/dev/full", "abba.py", cwd=tmp_path)
+    assert result.returncode == 66
+    assert result.stderr.count("pylockdep: could not write /dev/full: OSError:") == 1, result.stderr
+    assert "Traceback" not in result.stderr and "pylockdep: 1 report(s): circular" in result.stderr
+
+
 # -- hangs -----------------------------------------------------------------------------------
 
 HANGS = """\
