@@ -17,6 +17,7 @@ from ._classes import ENABLED_HARDIRQ, ENABLED_HARDIRQ_READ, ENABLED_SOFTIRQ, EN
 from ._frames import Site, caller_site
 from ._held import H_LOCK
 from ._locktypes import LockType
+from ._signals import critical, deferred, run_deferred, run_deferred_undoing
 from ._task import Task
 from ._validator import Validator, active
 
@@ -43,11 +44,19 @@ class _Between:
         self._enter = enter
         self._leave = leave
 
+    @critical  # a signal handler that comes while the context changes runs once it has
     def __enter__(self) -> None:
         self._enter()
+        if deferred:
+            run_deferred_undoing(self._leave)
 
+    @critical
     def __exit__(self, *exc: object) -> None:
-        self._leave()
+        try:
+            self._leave()
+        finally:
+            if deferred:
+                run_deferred()
 
 
 def _mark_held(v: Validator, t: Task, write_bit: int, read_bit: int) -> None:
@@ -158,11 +167,19 @@ class _IrqsSaved:
 
     __slots__ = ()
 
+    @critical  # as _Between's
     def __enter__(self) -> None:
         irq_save_for(None, None, self)
+        if deferred:
+            run_deferred_undoing(irq_restore_for, self, None)
 
+    @critical
     def __exit__(self, *exc: object) -> None:
-        irq_restore_for(self, None)
+        try:
+            irq_restore_for(self, None)
+        finally:
+            if deferred:
+                run_deferred()
 
 
 def irqs_disabled() -> AbstractContextManager[None]:
@@ -293,19 +310,27 @@ class _Handler:
         self._run = run
         self._running: AbstractContextManager[None] | None = None
 
+    @critical  # a signal handler that comes while the handler's context is set up runs once it is
     def __enter__(self) -> None:
         if self._running is not None:
             raise RuntimeError(f"{self._name}(): this handler block is already running")
         running = self._run()
         running.__enter__()
         self._running = running
+        if deferred:
+            run_deferred_undoing(self.__exit__, None, None, None)
 
+    @critical
     def __exit__(self, *exc: Any) -> bool | None:
-        running = self._running
-        if running is None:
-            raise RuntimeError(f"{self._name}(): this handler block was left without being entered")
-        self._running = None
-        return running.__exit__(*exc)
+        try:
+            running = self._running
+            if running is None:
+                raise RuntimeError(f"{self._name}(): this handler block was left without being entered")
+            self._running = None
+            return running.__exit__(*exc)
+        finally:
+            if deferred:
+                run_deferred()
 
 
 def hardirq(threaded: bool = False) -> AbstractContextManager[None]:
@@ -323,6 +348,7 @@ def hardirq(threaded: bool = False) -> AbstractContextManager[None]:
 
 
 @contextmanager
+@critical  # its setting up and putting back: a signal handler that comes then waits (see _Handler)
 def _hardirq(threaded: bool) -> Iterator[None]:
     """One run of a :func:`hardirq` block."""
     v, t = _here()
@@ -348,7 +374,7 @@ def _hardirq(threaded: bool) -> Iterator[None]:
             t.hardirq -= 1
             if not was_off:
                 _hardirqs_on(t, None)
-        t.update_ctx()
+        t.update_ctx()  # a handler held back here: run by _Handler.__exit__, which called this
 
 
 def softirq() -> AbstractContextManager[None]:
@@ -357,6 +383,7 @@ def softirq() -> AbstractContextManager[None]:
 
 
 @contextmanager
+@critical  # as _hardirq
 def _softirq() -> Iterator[None]:
     """One run of a :func:`softirq` block."""
     v, t = _here()
@@ -371,7 +398,7 @@ def _softirq() -> Iterator[None]:
     finally:
         t.softirq -= 1
         _softirqs_changed(t, False, None)
-        t.update_ctx()
+        t.update_ctx()  # a handler held back here: run by _Handler.__exit__, which called this
 
 
 def might_sleep() -> None:

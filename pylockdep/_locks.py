@@ -33,7 +33,7 @@ from ._frames import Site, caller_site, is_internal, line_at
 from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, do_pending, find, pop, remove
 from ._plain import plain_rlock
 from ._primitive import Primitive
-from ._signals import critical, critical_take, deferred, run_deferred
+from ._signals import critical, critical_take, deferred, run_deferred, run_deferred_undoing
 from ._task import Task
 from ._validator import Validator, active
 
@@ -469,6 +469,7 @@ class _Held:
         self._subclass = subclass
         self._context = context
 
+    @critical  # pure path: a signal handler that comes between the context's change and the take waits
     def __enter__(self) -> _Lock:
         context = self._context
         frame = _getframe(1)
@@ -476,19 +477,23 @@ class _Held:
             _context.irq_save_for(self._lock._ltype, _site_of(frame), self)
         elif context == _BH:
             _context.bh_disable_at(_site_of(frame))
-        return self._take(frame)
+        return self._take(frame)  # nothing else: a critical function's call
 
+    @critical
     def _take(self, frame: FrameType) -> _Lock:
         """Take the lock, the context changed, for the block in ``frame``; if that raises, restore
         the context.  (The C ``__enter__`` calls it when it changed the context but cannot take the
-        lock itself.)"""
+        lock itself.)  A signal handler held back meanwhile runs once both are done; if it raises,
+        the block is left as its end would leave it."""
         lock = self._lock
-        self._mode = mode = lock._read_mode() if self._read == _READ_MODE else self._read
         try:
+            self._mode = mode = lock._read_mode() if self._read == _READ_MODE else self._read
             _acquire(lock, mode, self._subclass, frame)
         except BaseException:
             self._restore(frame)
             raise
+        if deferred:
+            run_deferred_undoing(self.__exit__, None, None, None)
         return lock
 
     @critical

@@ -29,7 +29,7 @@ from ._fastpath import Fields, accelerate_new, accelerate_rcu, accelerate_srcu
 from ._frames import caller_site, outside_frame
 from ._locks import _acquire, _Condition, _creation_key, _made_at, _PseudoLock, _release, _Validated, internal_mutex
 from ._report import DeadlockError
-from ._signals import critical, deferred, run_deferred
+from ._signals import critical, deferred, run_deferred, run_deferred_undoing
 from ._task import Task
 from ._validator import Validator, active
 
@@ -421,9 +421,11 @@ def rcu_read_lock() -> None:
     _rcu_enter(sys._getframe(1))
 
 
+@critical  # pure path: a signal handler that comes between the take and the count waits for both
 def _rcu_enter(frame: FrameType) -> None:
     """Enter an RCU read side for the code in ``frame`` (or the first frame out of it that is not
-    pylockdep's): take the map, then count the read side in the thread and its holder."""
+    pylockdep's): take the map, then count the read side in the thread and its holder.  A signal
+    handler held back meanwhile runs once both are done; if it raises, the read side is left."""
     _acquire(RCU, 2, 0, outside_frame(frame) or frame)
     _nesting.depth = _thread_depth() + 1
     v = active.validator
@@ -433,6 +435,8 @@ def _rcu_enter(frame: FrameType) -> None:
         t = v.new_task()
     t.rcu += 1
     t.update_ctx()
+    if deferred:
+        run_deferred_undoing(rcu_read_unlock)
 
 
 @critical  # pure path: a signal handler that would run in here runs after it (see _signals)

@@ -127,6 +127,17 @@ def critical(func: _F) -> _F:
     return _mark(func)
 
 
+def run_deferred_undoing(undo: Callable[..., object], *args: object) -> None:
+    """At the end of a :func:`critical` function that took something for a with-block (a lock, a
+    context): run the handlers held back, as if at the block's first instruction; if one raises,
+    ``undo(*args)`` first (the block's own end), since the block will not run to undo it."""
+    try:
+        run_deferred()
+    except BaseException:
+        undo(*args)
+        raise
+
+
 def critical_take(func: _F) -> _F:
     """Mark ``func`` as code that takes a lock for an acquisition (the pure reader-writer core's
     take): a signal handler that would run inside it (or inside pylockdep code it calls) is held

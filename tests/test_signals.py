@@ -15,7 +15,7 @@ import threading
 import pytest
 
 import pylockdep
-from pylockdep import _signals
+from pylockdep import _context, _signals
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
 
@@ -313,6 +313,55 @@ def test_signals_that_land_in_release_code_run_as_it_ends_each_number_once(v):
         signal.signal(signal.SIGUSR2, previous)
     assert ran == ["held back", signal.SIGUSR1, signal.SIGUSR2]
     assert not _signals.deferred
+
+
+class Boom(Exception):
+    pass
+
+
+def _sections():
+    spin = pylockdep.SpinLock("signalled_section")
+    sections = {
+        "preempt_disabled": (pylockdep.preempt_disabled, _context.preempt_disable),
+        "irqs_disabled": (pylockdep.irqs_disabled, _context.irq_save_for),
+    }
+    if pylockdep._fastpath._speedups is None:  # the C path changes these contexts in C
+        sections["SpinLock.irqsave"] = (spin.irqsave, _context.irq_save_for)
+        sections["SpinLock.bh"] = (spin.bh, _context.bh_disable_at)
+    return sections
+
+
+@pytest.mark.parametrize("name", list(_sections()))
+def test_a_handler_that_raises_as_a_section_changes_its_context_leaves_it_unchanged(v, name):
+    """A signal that comes just after a section changed its context, before its block began, runs
+    its handler once the section is set up; the handler's exception leaves the section as its end
+    would, so no context is left changed for the code after it."""
+    make, changes_context = _sections()[name]
+    fired = []
+
+    def handler(signum, frame):
+        raise Boom
+
+    def hook(frame, event, arg):
+        if event == "return" and frame.f_code is changes_context.__code__ and not fired:
+            fired.append(frame.f_back.f_code.co_qualname)
+            sys.setprofile(None)
+            _signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, frame.f_back)  # as if it came there
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    t = v.task()
+    try:
+        sys.setprofile(hook)
+        with pytest.raises(Boom), make():
+            pass
+    finally:
+        sys.setprofile(None)
+        signal.signal(signal.SIGUSR1, previous)
+    assert fired
+    assert (t.preempt, t.irqs_off, t.bh, t.held) == (0, False, 0, [])
+    with pylockdep.Mutex("after_the_section"):  # sleeping is fine again
+        pass
+    assert v.reports == []
 
 
 FORK_FROM_HANDLER = """
