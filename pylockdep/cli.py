@@ -44,6 +44,7 @@ import runpy
 import signal
 import sys
 import threading
+import zipfile
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import IO
@@ -218,8 +219,16 @@ def _runner(program: list[str]) -> Callable[[], object]:
         return lambda: runpy.run_module(module, run_name="__main__", alter_sys=True)
     script = program[0]
     sys.argv = list(program)
-    sys.path[0] = os.path.dirname(os.path.realpath(script))
+    # A directory or zip archive with a __main__.py is itself the first entry, as Python puts it.
+    sys.path[0] = script if _has_main(script) else os.path.dirname(os.path.realpath(script))
     return lambda: runpy.run_path(script, run_name="__main__")
+
+
+def _has_main(path: str) -> bool:
+    """Whether ``path`` is a directory or zip archive that Python runs by its ``__main__.py``."""
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, "__main__.py"))
+    return zipfile.is_zipfile(path) and "__main__.py" in zipfile.ZipFile(path).namelist()
 
 
 def _run_program(program: Callable[[], object]) -> tuple[int, object]:
@@ -478,7 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_parser.error("argument -m: expected a module name")
     if not program:
         run_parser.error("a SCRIPT or -m MODULE is required")
-    if program[0] != "-m" and not os.path.isfile(program[0]):
+    if program[0] != "-m" and os.path.isdir(program[0]) and not _has_main(program[0]):
+        run_parser.error(f"can't find '__main__' module in {program[0]!r}")
+    if program[0] != "-m" and not os.path.isfile(program[0]) and not os.path.isdir(program[0]):
         run_parser.error(f"can't open file {program[0]!r}: no such file")
     try:
         config = load_config(options.config)

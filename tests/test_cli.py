@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -452,6 +453,26 @@ def test_a_daemon_thread_still_running_at_exit_has_not_ended_holding_anything(tm
     result = pylockdep_run("daemon_holds.py", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "still has locks held" not in result.stderr
+
+
+@pytest.mark.parametrize("packed", ["directory", "zip"])
+def test_a_directory_or_zip_with_a_main_module_runs_as_python_runs_it(tmp_path, packed):
+    main = "import sys\n" + ABBA + "print(sys.path[0] == sys.argv[0])\n"
+    if packed == "directory":
+        (tmp_path / "app").mkdir()
+        write(tmp_path / "app" / "__main__.py", main)
+    else:
+        with zipfile.ZipFile(tmp_path / "app", "w") as archive:
+            archive.writestr("__main__.py", main)
+    result = pylockdep_run("app", cwd=tmp_path)
+    assert result.returncode == 66, result.stderr
+    assert result.stdout.endswith("True\n") and "pylockdep: 1 report(s): circular" in result.stderr
+
+
+def test_a_directory_without_a_main_module_is_refused_as_python_refuses_it(tmp_path):
+    (tmp_path / "app").mkdir()
+    result = pylockdep_run("app", cwd=tmp_path)
+    assert result.returncode == 2 and "can't find '__main__' module in 'app'" in result.stderr
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
