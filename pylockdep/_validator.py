@@ -513,9 +513,12 @@ _headroom = _Headroom()
 
 
 def _write_splat(report: Report, stream: Any) -> None:
-    """Print a report's splat on ``stream``."""
+    """Print a report's splat on ``stream``, and flush it if it can be (a stream needs only
+    ``write()``)."""
     stream.write(report.text + "\n\n")
-    stream.flush()
+    flush = getattr(stream, "flush", None)
+    if flush is not None:
+        flush()
 
 
 def _log_event(report: Report, structlog: Any) -> None:

@@ -142,6 +142,23 @@ def test_validate_stream_receives_each_splat():
     assert v.reports[0].text in stream.getvalue()
 
 
+def test_a_stream_with_write_alone_receives_each_splat():
+    """A stream needs ``write()`` only, as the option's check says."""
+
+    class Lines:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, text: str) -> None:
+            self.text += text
+
+    a, b = mutexes("A", "B")
+    stream = Lines()
+    with pylockdep.validate(raise_on_report=False, stream=stream) as v:
+        abba(a, b)
+    assert stream.text.count(CIRCULAR) == 1 and v.delivery_failures == {}
+
+
 # -- the default validator ------------------------------------------------------------------------
 
 
