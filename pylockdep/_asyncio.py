@@ -587,6 +587,8 @@ def _validate(lock: Lock, frame: FrameType, trylock: bool = False) -> Task | Non
         return None
     if t.pending:
         do_pending(v, t)
+    if not trylock and (lock._locked or lock._waiters):
+        lock._get_loop()  # what CPython raises before it would wait (a lock of another loop) comes first
     owner, classes = lock._key.cache
     cls = classes[0] if owner is v else None
     if cls is None:
@@ -606,7 +608,6 @@ def _validate(lock: Lock, frame: FrameType, trylock: bool = False) -> Task | Non
             cycle = _waitfor.find_wait_cycle(v, t)
             if cycle is not None and not _times_out(_current_task()):
                 t.waiting = None
-                lock._get_loop()  # what CPython raises before it would wait (a lock of another loop) comes first
                 raise DeadlockError(_waitfor.describe_cycle(cycle))
     return t
 

@@ -1039,6 +1039,24 @@ def test_an_executor_future_awaited_by_a_loop_inside_pool_work_is_no_wait():
     assert run(main) == []
 
 
+def test_a_lock_of_another_loop_is_refused_by_cpython_before_any_report():
+    """CPython refuses to wait for a lock bound to another loop (test_locks' test_ambiguous_loops):
+    its RuntimeError comes first, and what it refuses is no acquisition to judge."""
+
+    async def main():
+        other_loop = asyncio.new_event_loop()
+        lock = asyncio.Lock()
+        lock._loop = other_loop  # as CPython's test binds it
+        try:
+            async with lock:  # free: taken without the loop
+                with pytest.raises(RuntimeError, match="is bound to a different event loop"):
+                    await lock.acquire()
+        finally:
+            other_loop.close()
+
+    assert run(main) == []
+
+
 # -- held at exit ------------------------------------------------------------------------------
 
 
