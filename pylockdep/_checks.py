@@ -672,6 +672,16 @@ def check_token_held(entry: tuple) -> bool:
     return True
 
 
+def check_token_class(v: Validator, t: Task, cls: LockClass, held: list[HeldLock]) -> bool:
+    """A class of ``threading.Lock``s (``asyncio.Lock``s) is marked a token when one of its
+    instances in ``held`` (the holder's stack) was taken by code no longer running
+    (:func:`check_token_held`), as validating an acquisition of the class under it would mark it
+    (:func:`check_instance_order`).  Returns True: decided."""
+    if not (cls.key.token or cls.key.handoff) and may_hand_off(cls.ltype):
+        cls.key.token = any(check_token_held(entry) for entry in held if entry[H_CLASS] is cls)
+    return True
+
+
 def _invert_dir(mask: int) -> int:
     used_in = mask & USED_IN_ALL
     enabled = mask & ENABLED_ALL

@@ -248,7 +248,7 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
         t.spins -= 1
     t.key = entry[H_PREV_KEY]
     cls = entry[H_CLASS]
-    way = _WAY(entry) if runs_from(entry) else None
+    way = _WAY(entry) if runs_from(entry) or v.decide_token(t, cls, [*held, *above]) else None
     if way is not None and cls.ltype.python and above and _WAY(above[0]) == way:
         # What validating the entry above again would add: an instance order edge to it from
         # the nearest instance of the class below (pylockdep._instances keeps only those).
@@ -316,9 +316,12 @@ def _bridge(v: Validator, t: Task, below: object, removed: object, above: object
 
 
 def runs_from(entry: HeldLock) -> bool:
-    """Whether a run (see :func:`remove`) may start from ``entry``: not from a ``threading.Lock``
-    or ``asyncio.Lock`` not yet known as a token or a hand-off, whose validation may still mark its
-    class (:func:`pylockdep._checks.check_instance_order`), so it is always replayed."""
+    """Whether a run (see :func:`remove`) may start from ``entry`` as it is: not from a
+    ``threading.Lock`` or ``asyncio.Lock`` not yet known as a token or a hand-off, whose validation
+    may still mark its class a token (:func:`pylockdep._checks.check_instance_order`), unless that
+    is decided first (:meth:`Validator.decide_token <pylockdep._validator.Validator.decide_token>`):
+    the entries a run moves down would otherwise each be validated again, which made releasing a
+    thousand Locks of one class oldest first take minutes."""
     cls = entry[H_CLASS]
     return not may_hand_off(cls.ltype) or cls.key.token or cls.key.handoff
 

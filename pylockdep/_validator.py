@@ -24,7 +24,7 @@ from . import _checks, _collector, _signals, _splat
 from ._classes import MAX_SUBCLASSES, LockClass, LockKey
 from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
-from ._held import H_CLASS, H_LOCK
+from ._held import H_CLASS, H_LOCK, HeldLock
 from ._identity import identity_of
 from ._instances import InstanceOrder
 from ._options import Options
@@ -310,14 +310,21 @@ class Validator:
         """Report a thread waiting for ever for a ``threading.Lock`` it holds (then it raises)."""
         self.run_check(t, _checks.check_self_deadlock, lock, caller_site(skip_threading=True))
 
+    def decide_token(self, t: Task, cls: LockClass, held: list[HeldLock]) -> bool:
+        """Decide now whether ``cls`` is a token class, as validating again the entries of ``held``
+        (``t``'s, in order) would (:func:`pylockdep._checks.check_token_class`); whether that was
+        decided (not while validation is off or ``t`` is inside pylockdep)."""
+        return bool(self.run_check(t, _checks.check_token_class, cls, held))
+
     def bad_unlock(self, t: Task, lock: object, name: str, site: Site | None = None) -> None:
         """Report a release of a lock this thread does not hold."""
         self.run_check(t, _checks.check_unlock, lock, name, site or caller_site())
 
     # -- reports -------------------------------------------------------------------------------
 
-    def run_check(self, t: Task, check: Callable[..., object], *args: Any) -> None:
-        """The one path from a rule to a printed report.
+    def run_check(self, t: Task, check: Callable[..., object], *args: Any) -> Any:
+        """The one path from a rule to a printed report; what the check returned (None when it did
+        not run).
 
         Unless validation is off or the thread is already inside pylockdep (``busy``: checking or
         printing), run ``check(self, t, *args)`` under the graph lock; the check decides whether
@@ -335,18 +342,20 @@ class Validator:
         """
         me = self.task()
         if self.off or t.busy or me.busy:
-            return
+            return None
+        result = None
         with _headroom:
             me.busy += 1
             try:
                 with self.graph_lock:
                     try:
-                        check(self, t, *args)
+                        result = check(self, t, *args)
                     except LimitExceeded as exc:
                         self.limit_reached(t, exc)
             finally:
                 me.busy -= 1
             self.flush()
+        return result
 
     def report(
         self,

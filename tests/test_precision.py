@@ -377,6 +377,26 @@ def test_owner_types_past_the_limit_share_the_class_of_the_defining_class(v, mon
     assert made[3]._key is made[2]._key is Owner().lock._key
 
 
+def test_releasing_many_locks_of_one_class_oldest_first_validates_none_of_them_again(v, monkeypatch):
+    """Each release from the bottom moves the rest down as a run, once the class is known not to be
+    a token: each of them validated again made 400 such Locks take 46 s to release."""
+    locks = [threading.Lock() for _ in range(50)]
+    for lock in locks:
+        lock.acquire()
+    validated = []
+    real = _checks.check_acquire
+
+    def counting(*args, **kwargs):
+        validated.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_checks, "check_acquire", counting)
+    for lock in locks:
+        lock.release()
+    assert len(validated) <= 2 and v.reports == []
+    assert not locks[0]._key.token
+
+
 def test_a_code_that_makes_many_locks_is_read_once_for_them_all(v, monkeypatch):
     """Each site is read from its code's instructions: a generated module that makes thousands of
     locks, one site each, was read again for each of them (quadratic)."""
