@@ -49,6 +49,11 @@ _collecting_ident: int | None = None
 _undecided: dict[Hashable, tuple[list[weakref.ref], Callable[[object], None]]] = {}
 
 
+# The phases, looked up in sets: an == of two strings may meet the recursion limit, a set's
+# lookup of a string does not.
+_START, _STOP = frozenset({"start"}), frozenset({"stop"})
+
+
 @dropping
 def _begin(phase: str, info: dict[str, int]) -> None:
     """``gc.callbacks``' first hook: at a collection's ``start``, mark the calling thread's holder
@@ -59,12 +64,12 @@ def _begin(phase: str, info: dict[str, int]) -> None:
     :func:`pylockdep._signals.dropping`) and raised again by :func:`_end` as the collection stops,
     so that a ``KeyboardInterrupt`` reaches the program rather than a finalizer, and the holder's
     flag is not left set."""
-    if phase == "start":
+    if phase in _START:
         callbacks = gc.callbacks
         if callbacks[0] is not _begin:
             # CPython calls the list's items by index as it stands: with this one moved from here
             # to the front, the next index is still the next hook.
-            callbacks.remove(_begin)
+            _drop(callbacks, _begin, len(callbacks))
             callbacks.insert(0, _begin)
         try:
             _start()
@@ -75,23 +80,40 @@ def _begin(phase: str, info: dict[str, int]) -> None:
 @dropping
 def _end(phase: str, info: dict[str, int]) -> None:
     """``gc.callbacks``' last hook: at a collection's ``stop``, once every other hook has run,
-    unmark the holder and decide the usages left for the end (:func:`_stop`).  A hook appended
+    unmark the holder and decide the usages left for the end.  A hook appended
     after it would run after that: this one appends itself again, which CPython, calling the
     list's items by index as it grows, calls after them, and the first place is then dropped.
     The signals kept in the collection's hooks are raised again last (see :func:`_begin`)."""
-    if phase != "stop":
+    global _collecting, _collecting_ident
+    if phase not in _STOP:
         return
     callbacks = gc.callbacks
     if callbacks[-1] is not _end:
         callbacks.append(_end)
         return
-    while callbacks.index(_end) != len(callbacks) - 1:  # the place it was called from first
-        callbacks.remove(_end)
+    # Unmarked with no call first: at the recursion limit a call may be refused, and the rest then
+    # waits (the holder's context signature for its next change; the usages left for the end, an
+    # earlier place of this hook and the signals kept for the next collection's end).
+    _collecting_ident = None
+    t, _collecting = _collecting, None
+    if t is not None:
+        t.in_gc = False
     try:
-        _stop()
+        _drop(callbacks, _end, len(callbacks) - 1)  # the place it was called from first
+        if t is not None:
+            t.update_ctx()
+        _decide()
+        raise_landed()
     except RecursionError:
-        pass  # at the recursion limit: the holder is unmarked first (see _stop); the rest can wait
-    raise_landed()
+        pass
+
+
+def _drop(callbacks: list[Any], hook: object, end: int) -> None:
+    """Take ``hook`` out of ``callbacks[:end]`` (by identity: a comparison may meet the recursion
+    limit)."""
+    for index in range(end - 1, -1, -1):
+        if callbacks[index] is hook:
+            del callbacks[index]
 
 
 def _start() -> None:
@@ -106,19 +128,6 @@ def _start() -> None:
     t = getattr(v.local, "task", None)
     if t is not None:
         _mark(t)
-
-
-def _stop() -> None:
-    """The collection stops: unmark the holder and decide the usages left for its end.  The flags
-    change before any call, which a collection at the recursion limit may refuse: then the
-    holder's context signature waits for its next change, and the usages for the next collection."""
-    global _collecting, _collecting_ident
-    _collecting_ident = None
-    if _collecting is not None:
-        t, _collecting = _collecting, None
-        t.in_gc = False
-        t.update_ctx()
-    _decide()
 
 
 def adopt(t: Task) -> None:

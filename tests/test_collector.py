@@ -373,7 +373,8 @@ def test_a_collection_at_the_recursion_limit_prints_nothing_and_leaves_its_threa
     finally:
         sys.setrecursionlimit(limit)
         sys.unraisablehook = old_hook
-    assert dropped == [] and t.in_gc is False
+    assert [d for d in dropped if d.object in (_collector._begin, _collector._end)] == []  # the test's own may fail
+    assert t.in_gc is False
 
 
 def test_a_collection_in_a_thread_with_no_holder_makes_none_but_marks_the_one_a_finalizer_makes():
@@ -385,11 +386,11 @@ def test_a_collection_in_a_thread_with_no_holder_makes_none_but_marks_the_one_a_
     seen = []
 
     def body():
-        _collector._start()
+        _collector._begin("start", {})
         seen.append(getattr(validator.local, "task", None))
         take(mutex)  # the thread's first lock, as a finalizer would take it
         seen.append(validator.task().in_gc)
-        _collector._stop()
+        _collector._end("stop", {})
         seen.append((validator.task().in_gc, validator.task().name))
 
     with pylockdep.validate(raise_on_report=False, stream=None) as validator:
