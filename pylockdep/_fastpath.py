@@ -18,6 +18,7 @@ current); the slots it reads are looked up by name when :func:`_load` sets it up
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from collections.abc import Callable
@@ -68,9 +69,23 @@ def layout_header() -> str:
     )
 
 
+def _in_subinterpreter() -> bool:
+    """Whether this interpreter is not the main one.  The C module keeps one state for the
+    process (its types' stand-ins, the classes it builds locks of), which a second interpreter's
+    own pylockdep would clash with: there pylockdep runs in pure Python."""
+    for name in ("_interpreters", "_xxsubinterpreters"):  # CPython's private module: 3.13, then 3.11-3.12
+        try:
+            interpreters = importlib.import_module(name)
+        except ImportError:
+            continue
+        return bool(interpreters.get_current() != interpreters.get_main())
+    return False
+
+
 def _load() -> ModuleType | None:
-    """The C module, set up, or None: turned off, not built, or built from another version."""
-    if os.environ.get("PYLOCKDEP_PURE_PYTHON", "") not in ("", "0"):
+    """The C module, set up, or None: turned off, not built, built from another version, or in a
+    subinterpreter (:func:`_in_subinterpreter`)."""
+    if os.environ.get("PYLOCKDEP_PURE_PYTHON", "") not in ("", "0") or _in_subinterpreter():
         return None
     try:
         from . import _speedups

@@ -1622,3 +1622,36 @@ def test_asyncio_task_steps_after_the_first_run_in_c_with_the_tasks_holder():
     assert seen == [False, (True, True, lock), False]
     assert calls == []
     assert v.reports == []
+
+
+SUBINTERPRETERS = """
+import importlib
+try:
+    interpreters = importlib.import_module("_interpreters")
+except ImportError:
+    interpreters = importlib.import_module("_xxsubinterpreters")
+from pylockdep import _fastpath
+code = '''
+import pylockdep
+from pylockdep import _fastpath
+a, b = pylockdep.Mutex("a"), pylockdep.Mutex("b")
+with pylockdep.validate(raise_on_report=False, stream=None) as v:
+    with a, b:
+        pass
+    with b, a:
+        pass
+print("sub", [r.kind for r in v.reports], _fastpath.ACCELERATED, flush=True)
+'''
+for _ in range(3):
+    i = interpreters.create()
+    interpreters.run_string(i, code)
+    interpreters.destroy(i)
+print("main", _fastpath.ACCELERATED)
+"""
+
+
+def test_subinterpreters_run_pylockdep_in_pure_python_and_the_main_one_keeps_its_c_module():
+    """The C module keeps one state for the process: a second interpreter's pylockdep made its
+    second import fail (too many classes for the C module's table)."""
+    done = subprocess.run([sys.executable, "-c", SUBINTERPRETERS], capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines() == ["sub ['circular'] False"] * 3 + [f"main {not PURE}"], done.stderr
