@@ -370,8 +370,7 @@ def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, si
     held = order.held_by(t, cls, lock)[0]
     if held is None:
         return False
-    if not cls.key.token and may_hand_off(cls.ltype) and any(check_token_held(entry) for entry in _same(t, cls, lock)):
-        cls.key.token = True  # as check_prev_add marks a class: a cycle through it waits for finish()
+    check_token_class(v, t, cls, _same(t, cls, lock))  # as check_prev_add marks one: a cycle waits for finish()
     nxt = order.node(lock)
     nearest = held[0]
     known = nearest.after.get(nxt)
