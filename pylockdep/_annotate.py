@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from ._classes import LockKey, count_made, keep_made_at, key_for
 from ._frames import caller_site, format_file_line
+from ._locks import _check_subclass
 from ._task import Task
 from ._threading import Lock, Nested, RLock
 from ._validator import active
@@ -32,7 +33,9 @@ def set_class(lock: Any, name: str) -> None:
     locks made at many sites, a report names each such lock it shows with where that lock was
     made (``, made at file.py:LINE`` on its line).  A lock pylockdep does not validate is left
     alone.
+    alone; anything that is not a lock is a TypeError.
     """
+    _check_lock(lock, "set_class")
     if not isinstance(name, str) or not name:
         raise TypeError(f"a lock class needs a non-empty name (str), not {name!r}")
     key = getattr(lock, "_key", None)
@@ -51,14 +54,28 @@ def nested(lock: L, subclass: int) -> AbstractContextManager[L]:
     does for the kernel lock types (``mutex_lock_nested()``).
 
     Works for instrumented ``threading.Lock``/``RLock`` (an RLock its owner holds is only entered
-    again) and for the kernel lock types; any other lock is simply held.
+    again) and for the kernel lock types; any other lock is simply held.  A subclass that is not
+    an int is a TypeError, one out of range a ValueError, and so is anything that is not a lock
+    a TypeError, for every lock alike.
     """
+    _check_lock(lock, "nested")
+    _check_subclass(subclass)
     if isinstance(lock, (Lock, RLock)):
         return Nested(lock, subclass)
     method = getattr(lock, "nested", None)
     if method is not None and isinstance(getattr(lock, "_key", None), LockKey):
         return method(subclass)
     return lock  # type: ignore[return-value]  # CPython's own locks are context managers
+
+
+def _check_lock(lock: object, caller: str) -> None:
+    """An annotation's lock is one pylockdep validates, or has ``acquire`` and ``release`` as every
+    other lock does (CPython's, asyncio's): TypeError for anything else, which an annotation would
+    otherwise skip in silence."""
+    if isinstance(getattr(lock, "_key", None), LockKey):
+        return
+    if not (callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None))):
+        raise TypeError(f"{caller}() needs a lock (with acquire() and release()), not {type(lock).__name__}")
 
 
 class lockdep_off:  # noqa: N801 - a context manager named as the API promises

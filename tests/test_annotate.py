@@ -130,6 +130,23 @@ def test_nested_of_a_kernel_lock_is_its_own_nested_and_a_plain_lock_is_just_held
         pylockdep.nested(threading.Lock(), 8)
 
 
+@pytest.mark.parametrize("not_a_lock", [42, "lock", None, object()])
+def test_annotations_refuse_what_is_not_a_lock_by_name(v, not_a_lock):
+    with pytest.raises(TypeError, match=r"set_class\(\) needs a lock .*not " + type(not_a_lock).__name__):
+        pylockdep.set_class(not_a_lock, "name")
+    with pytest.raises(TypeError, match=r"nested\(\) needs a lock"):
+        pylockdep.nested(not_a_lock, 1)
+
+
+def test_nested_checks_the_subclass_of_a_lock_pylockdep_does_not_validate_too(v):
+    plain = threading._allocate_lock()
+    with pytest.raises(ValueError):
+        pylockdep.nested(plain, 8)
+    with pytest.raises(TypeError):
+        pylockdep.nested(plain, "1")
+    pylockdep.set_class(pylockdep.SRCU("s"), "srcu class")  # validated, though it has no acquire()
+
+
 # -- lockdep_off -------------------------------------------------------------------------------
 
 
