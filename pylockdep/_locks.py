@@ -214,7 +214,8 @@ def _release_slow(v: Validator, t: Task, lock: Primitive, read: int) -> bool:
         remove(v, t, index)
         return True
     if not lock._is_held(read):
-        v.bad_unlock(t, lock, lock.name)
+        if v.stolen.pop(lock, None) is not t:
+            v.bad_unlock(t, lock, lock.name)
         return False
     v.release_unheld(t, lock, lock.name, owner_may_differ=not lock._owned)
     return True

@@ -95,6 +95,9 @@ class Validator:
         # Threads that ended holding threading.Locks (which another thread may still release):
         # judged when validation ends (check_leaked_locks).
         self.ended_holding: list[Task] = []
+        # Owned locks another thread released while their owner held them (a bad unlock), each
+        # with that owner: its release of the lock, now free, is the same fault, not reported again.
+        self.stolen: weakref.WeakKeyDictionary[Any, Task] = weakref.WeakKeyDictionary()
         # Reports waiting for validation to end, each with the threading.Lock classes whose hand-off
         # would drop it (see report()).
         # Reports held back until finish(): each with the classes that may still drop it (hand-off
@@ -285,7 +288,9 @@ class Validator:
 
         If another thread holds it, that thread forgets it (and, for a lock with an owner, the
         release is a bad unlock balance, as the kernel says of a mutex released by another
-        task).  A lock taken before this validator started is ignored.
+        task; the owner's own release of it later is then no second report: see
+        :func:`pylockdep._locks._release_slow`).  A lock taken before this validator started is
+        ignored.
         """
         owner = getattr(lock, "_owner", None)
         if owner is None:
@@ -304,6 +309,7 @@ class Validator:
             if owner_may_differ:
                 lock._key.handoff = True  # a threading.Lock used as a signal
                 return
+            self.stolen[lock] = owner  # whose own release of it later is this bad unlock's echo
         self.bad_unlock(t, lock, name)
 
     def self_deadlock(self, t: Task, lock: Any) -> None:

@@ -215,6 +215,27 @@ def test_thread_ending_with_a_lock_held_is_reported():
 
 
 @pytest.mark.timeout(20)
+def test_a_mutex_released_by_a_thief_is_one_bad_unlock_and_its_owners_release_no_echo():
+    """The thief's release is the fault (the kernel's bad unlock balance of a mutex released by
+    another task); the owner's own release of the lock, freed under it, is that fault again, not a
+    second report.  A release after that is a double unlock of its own."""
+    m, n = mutexes("M", "N")
+    with pylockdep.validate(raise_on_report=False) as v:
+        m.acquire()
+        thief = threading.Thread(target=m.release, name="thief")
+        thief.start()
+        thief.join()
+        with n:  # the owner's next lock operation forgets M: no M -> N order
+            pass
+        m.release()
+        assert [(r.kind, r.threads) for r in v.reports] == [("bad_unlock_balance", (f"thief/{thief.ident}",))]
+        m.release()
+    assert [r.kind for r in v.reports] == ["bad_unlock_balance"] * 2
+    assert v.reports[1].classes == ("M",) and "MainThread" in v.reports[1].threads[0]
+    assert not m.locked() and list(v.graph.edges()) == []
+
+
+@pytest.mark.timeout(20)
 def test_thread_ending_with_no_lock_held_is_not_reported():
     (a,) = mutexes("A")
     with pylockdep.validate(raise_on_report=False) as v:
