@@ -44,7 +44,7 @@ import runpy
 import signal
 import sys
 import threading
-import zipfile
+import zipimport
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import IO
@@ -228,7 +228,10 @@ def _has_main(path: str) -> bool:
     """Whether ``path`` is a directory or zip archive that Python runs by its ``__main__.py``."""
     if os.path.isdir(path):
         return os.path.isfile(os.path.join(path, "__main__.py"))
-    return zipfile.is_zipfile(path) and "__main__.py" in zipfile.ZipFile(path).namelist()
+    try:  # the importer Python itself tries on the path (zipimport is loaded at start-up; zipfile is not)
+        return zipimport.zipimporter(path).find_spec("__main__") is not None
+    except zipimport.ZipImportError:
+        return False
 
 
 def _run_program(program: Callable[[], object]) -> tuple[int, object]:
