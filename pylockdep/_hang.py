@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import _splat
+from . import _splat, _waitfor
 from ._classes import LockClass
 from ._plain import plain_lock
 from ._primitive import LockMap, Primitive
@@ -110,7 +110,7 @@ class Watchdog:
         self._deadline: float | None = None
         self._action: Callable[[], None] | None = None
         self._stopped = False
-        _thread.start_new_thread(self._run, ())
+        _waitfor.OWN_THREADS.add(_thread.start_new_thread(self._run, ()))
 
     def arm(self, delay: float, action: Callable[[], None]) -> None:
         """Run ``action`` (on the watchdog's thread) ``delay`` seconds from now; replaces any armed one."""
@@ -136,6 +136,7 @@ class Watchdog:
         while True:
             with self._mutex:
                 if self._stopped:
+                    _waitfor.OWN_THREADS.discard(_thread.get_ident())
                     return
                 deadline, action = self._deadline, self._action
                 if action is not None and deadline is not None and time.monotonic() >= deadline:

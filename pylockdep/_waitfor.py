@@ -130,7 +130,7 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
                 if self_wait or orphan:  # a Lock it holds itself, or one its ended acquirer holds:
                     # a hand-off, unless nobody is left to release it
                     cycle = None
-                    if others_may_release(v, t):
+                    if others_may_release(v, t, lock):
                         alone_since = None
                     elif alone_since is None:
                         alone_since = monotonic()
@@ -157,11 +157,12 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
         t.waiting = outer
 
 
-def others_may_release(v: Validator, t: Task) -> bool:
-    """Whether a live thread other than ``t`` could still release a lock ``t`` holds: one that is
-    not itself waiting for a lock ``t`` holds.  Threads started with ``_thread`` directly count
-    too: those running Python code are in the interpreter's list of frames, and one that is not
-    there yet (just started) or not at all is counted by ``_thread._count()`` and may release it.
+def others_may_release(v: Validator, t: Task, lock: Primitive) -> bool:
+    """Whether a live thread other than ``t`` could still release ``lock``, which ``t`` (or a thread
+    that ended) holds: one that is not itself waiting for ``lock``, nor for a lock ``t`` holds, and
+    is not one of pylockdep's own (:data:`OWN_THREADS`).  Threads started with ``_thread`` directly
+    count too: those running Python code are in the interpreter's list of frames, and one that is
+    not there yet (just started) or not at all is counted by ``_thread._count()`` and may release it.
     """
     me = t.ident
     waits = {task.ident: task.waiting for task in list(v.tasks.values()) if task.waiting is not None}
@@ -171,12 +172,16 @@ def others_may_release(v: Validator, t: Task) -> bool:
     alive.discard(None)
     if _thread._count() > len(alive):  # threads other than the main one, against those seen
         return True
-    for ident in alive:
+    for ident in alive - OWN_THREADS:
         waiting = waits.get(ident)
-        if waiting is not None and me in waiting[0]._blockers(waiting[1], ident):
+        if waiting is not None and (waiting[0] is lock or me in waiting[0]._blockers(waiting[1], ident)):
             continue
         return True
     return False
+
+
+#: The idents of pylockdep's own threads (the hang watchdog's), which never release a program's lock.
+OWN_THREADS: set[int] = set()
 
 
 def describe_cycle(cycle: list[tuple[Task, Primitive]]) -> str:

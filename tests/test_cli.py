@@ -531,6 +531,25 @@ def test_hang_timeout_makes_the_reports_held_for_the_end_first(tmp_path):
     assert "ended after 1 s; 1 report(s) before" in err
 
 
+def test_a_self_deadlock_under_hang_timeout_raises_at_once_the_watchdog_releasing_nothing(tmp_path):
+    """The watchdog's thread is pylockdep's own: it never releases the program's Lock, so the
+    self-deadlock is refused as without the option, long before the timeout."""
+    write(
+        tmp_path / "self_deadlock.py",
+        """\
+        import threading
+        lock = threading.Lock()
+        lock.acquire()
+        lock.acquire()  # nobody else is left to release it
+    """,
+    )
+    result = pylockdep_run("--hang-timeout", "60", "self_deadlock.py", cwd=tmp_path)
+    err = result.stderr
+    assert "WARNING: possible recursive locking detected" in err, err
+    assert "DeadlockError: deadlock: MainThread/" in err and "which it holds itself" in err
+    assert "--hang-timeout" not in err  # refused, not dumped as a hang
+
+
 def test_sigusr1_dumps_held_locks_and_the_program_goes_on(tmp_path):
     write(
         tmp_path / "usr1.py",

@@ -1356,6 +1356,45 @@ SELF_DEADLOCK_ON_A_PLAIN_LOCK = """
 """
 
 
+def test_threads_all_waiting_for_the_lock_one_of_them_holds_are_refused_instead_of_hanging():
+    """A worker waits for a Lock it holds itself; then the main thread waits for it too.  A thread
+    blocked on that very Lock can release nothing: the worker is refused (``recursive``), and the
+    main thread then too, the Lock's taker having ended."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(EVERY_THREAD_WAITS_FOR_ONE_LOCK)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout == "worker DeadlockError\nmain DeadlockError ended\n['recursive']\n", result.stderr
+
+
+EVERY_THREAD_WAITS_FOR_ONE_LOCK = """
+    import threading, pylockdep
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        lock = threading.Lock()
+        waiting = threading.Event()
+
+        def worker():
+            lock.acquire()
+            waiting.set()
+            try:
+                lock.acquire()  # waits for itself; the main thread will not release it either
+            except pylockdep.DeadlockError:
+                print("worker DeadlockError", flush=True)
+
+        thread = threading.Thread(target=worker, name="worker")
+        thread.start()
+        waiting.wait()
+        try:
+            lock.acquire()
+        except pylockdep.DeadlockError as e:
+            print("main DeadlockError", "ended" if "ended without releasing it" in str(e) else e)
+        thread.join()
+        print([r.kind for r in v.reports if r.kind != "lock_held_at_exit"])
+"""
+
+
 def test_real_abba_on_plain_locks_raises_in_the_thread_closing_the_wait_cycle(v):
     a = threading.Lock()
     b = threading.Lock()
