@@ -303,9 +303,11 @@ def _pass_to_awaiter(v: Validator, h: TaskHolder) -> None:
     :func:`_task_exited`): that holder holds them from now on, taken where the task took them, so
     that what it takes under them depends on them, as when it takes a lock itself (from 3.12 on,
     ``wait_for()`` runs the acquisition in the awaiter).  Each is pushed on the awaiter's stack,
-    its new chain validated as an acquisition's.  A task the program made to run a lock's
-    ``acquire()`` keeps what it took (whoever awaits it, if anyone, is not known); nothing passes
-    to an awaiter that is no longer running."""
+    its new chain validated as an acquisition's.  The awaiter's wait is over, so the maps it
+    awaits are touched first, with the locks it held all through it (:func:`_waited`): what it
+    takes over was not among them.  A task the program made to run a lock's ``acquire()`` keeps
+    what it took (whoever awaits it, if anyone, is not known); nothing passes to an awaiter that
+    is no longer running."""
     awaiter = h.awaiter
     if not h.passes_on or awaiter is None or v.tasks.get(id(awaiter)) is not awaiter:
         return
@@ -314,6 +316,9 @@ def _pass_to_awaiter(v: Validator, h: TaskHolder) -> None:
         pop(h)
 
     def take_over() -> None:
+        task = awaiter.task_ref()
+        if awaiter.awaiting and task is not None:
+            _waited(awaiter, task)
         for entry in entries:
             lock, cls, read, trylock = entry[H_LOCK], entry[H_CLASS], entry[H_READ], entry[H_TRYLOCK]
             key = chain_key(awaiter.key, awaiter.ctx, variant(cls, read, trylock))

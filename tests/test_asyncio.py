@@ -776,6 +776,27 @@ def test_a_condition_wait_under_a_timeout_is_clean():
     assert kinds(run(main)) == []
 
 
+def test_a_condition_wait_under_a_timeout_notified_in_time_is_clean():
+    """Notified before the timeout, 3.11's task for ``cond.wait()`` ends holding the lock, which
+    passes to the awaiter: the awaiter did not hold it all through its wait for that task (the
+    wait gave it back), so no order from the lock to the task's map is learned, and with it no
+    false cycle against the task's own re-acquisition."""
+
+    async def main():
+        cond = asyncio.Condition()
+
+        async def notifier():
+            async with cond:
+                cond.notify()
+
+        async with cond:
+            task = asyncio.create_task(notifier())
+            await asyncio.wait_for(cond.wait(), 10)
+        await task
+
+    assert kinds(run(main)) == []
+
+
 def test_an_order_after_a_condition_wait_under_a_timeout_is_still_judged():
     """The task that 3.11's ``wait_for(cond.wait(), timeout)`` makes releases its awaiter's lock
     for the awaiter: not a hand-off of the lock to another task, which would silence every later
