@@ -604,6 +604,9 @@ def _validate(lock: Lock, frame: FrameType, trylock: bool = False) -> Task | Non
     if trylock:
         return t
     holder = lock._owner
+    if holder is t and lock._key.handoff and not _others_may_release(lock):
+        v.self_deadlock(t, lock)  # a bare acquire()'s lock taken again, nobody left to release it
+        raise DeadlockError(_waitfor.describe_cycle([(t, lock)]))
     if holder is not None:
         if type(holder) is TaskHolder and type(t) is TaskHolder and any(m is t.work for m in holder.awaiting):
             _awaiter_blocks(v, holder)
@@ -615,6 +618,17 @@ def _validate(lock: Lock, frame: FrameType, trylock: bool = False) -> Task | Non
                 t.waiting = None
                 raise DeadlockError(_waitfor.describe_cycle(cycle))
     return t
+
+
+def _others_may_release(lock: Lock) -> bool:
+    """Whether something other than the current task could still release ``lock``, which the
+    task took with a bare ``acquire()`` and now waits for again: another unfinished task of its
+    loop, or a timeout that will cancel the wait (:func:`_times_out`)."""
+    current = _current_task()
+    if _times_out(current):
+        return True
+    loop = lock._get_loop()
+    return any(task is not current and not task.done() for task in asyncio.all_tasks(loop))
 
 
 def _times_out(task: asyncio.Task | None) -> bool:

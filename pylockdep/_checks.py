@@ -325,20 +325,20 @@ def check_deadlock(v: Validator, t: Task, cls: LockClass, lock: object, read: in
 
     Python's lock types are judged per instance instead: another instance of a held class is for
     :func:`check_instance_order`; taking the very instance held is recursive for an owned lock (an
-    asyncio task taking its own ``asyncio.Lock``; an ``RLock``'s owner only enters it again), and
-    a ``threading.Lock`` the thread holds itself is judged only if the thread ends up waiting for
-    it for ever (:mod:`pylockdep._waitfor`), since another thread may release it.  Only another
-    thread can let such a wait end: the lock is a hand-off signal, and its class is one from then
-    on (:func:`check_handoff`), before it closes a cycle through the locks held meanwhile.  Unless
-    the thread holds it by a ``with`` block, whose end releases it in this thread: a mutex, which
-    no other thread is meant to release, and the wait is recursive locking (a callback re-taking
-    the Lock its caller holds, as watchdog's observer did: #229).
+    ``RLock``'s owner only enters it again), and a ``threading.Lock`` the thread (an
+    ``asyncio.Lock`` the task) holds itself is judged only if it ends up waiting for it for ever
+    (:mod:`pylockdep._waitfor`, :func:`pylockdep._asyncio._validate`), since another thread or task
+    may release it.  Only another can let such a wait end: the lock is a hand-off signal, and its
+    class is one from then on (:func:`check_handoff`), before it closes a cycle through the locks
+    held meanwhile.  Unless it is held by a ``with`` (``async with``) block, whose end releases it
+    here: a mutex, which no other is meant to release, and the wait is recursive locking (a
+    callback re-taking the Lock its caller holds, as watchdog's observer did: #229).
     """
     if cls.ltype.python:
         held = None
         if v.instances.held_by(t, cls, lock)[1]:  # else it is not held
             held = next((e for e in t.held if e[H_LOCK] is lock), None)
-            if held is not None and not cls.ltype.owned and not enters_with(held[H_CODE], held[H_LASTI]):
+            if held is not None and may_hand_off(cls.ltype) and not enters_with(held[H_CODE], held[H_LASTI]):
                 cls.key.handoff = True
                 return True
     else:

@@ -9,6 +9,7 @@ the user's locking.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dis
 import os
@@ -137,9 +138,20 @@ _BEFORE_WITH = dis.opmap.get("BEFORE_WITH")
 
 
 def enters_with(code: CodeType, lasti: int) -> bool:
-    """Whether the instruction at byte offset ``lasti`` in ``code`` enters a ``with`` block: what it
-    takes there, the block's end gives back in the same thread."""
-    return _BEFORE_WITH is not None and lasti < len(code.co_code) and code.co_code[lasti] == _BEFORE_WITH
+    """Whether the instruction at byte offset ``lasti`` in ``code`` enters a ``with`` block, or an
+    ``async with`` block (awaiting its ``__aenter__``: the ``SEND`` of the ``GET_AWAITABLE 1`` that
+    follows ``BEFORE_ASYNC_WITH``, the offset of the ``SEND`` or of its inline cache): what it takes
+    there, the block's end gives back in the same thread or task."""
+    if lasti >= len(code.co_code):
+        return False
+    if code.co_code[lasti] == _BEFORE_WITH:
+        return True
+    instructions, offsets = read_code(code)
+    at = bisect.bisect_right(offsets, lasti) - 1
+    if at < 2 or instructions[at].opname != "SEND":
+        return False
+    awaitable = instructions[at - 2]
+    return awaitable.opname == "GET_AWAITABLE" and awaitable.arg == 1
 
 
 # (id(code), line) -> (code, whether the line is inside a loop), as _lines keeps its entries.

@@ -394,6 +394,48 @@ def test_a_task_taking_its_own_lock_again_is_recursive_and_raises_deadlock_error
     assert len(caught) == 1 and "which it holds itself" in str(caught[0])
 
 
+def test_a_lock_a_task_took_by_acquire_and_waits_for_again_is_a_hand_off_another_task_may_give():
+    """CPython lets any task release an asyncio.Lock: a task that took one by ``acquire()`` (no
+    ``async with`` of its own to release it) and waits for it again waits for whoever releases it,
+    as a thread does for a ``threading.Lock``; while another task is left to do it, no report."""
+    order: list[str] = []
+
+    async def main():
+        gate = asyncio.Lock()
+
+        async def opener():
+            await asyncio.sleep(0.01)
+            order.append("opened")
+            gate.release()
+
+        await gate.acquire()
+        task = asyncio.create_task(opener())
+        async with gate:
+            order.append("passed")
+        await task
+
+    assert kinds(run(main)) == []
+    assert order == ["opened", "passed"]
+
+
+def test_a_lock_a_task_took_by_acquire_and_waits_for_with_no_task_left_is_recursive():
+    caught: list[BaseException] = []
+
+    async def main():
+        lock = asyncio.Lock()
+        await lock.acquire()
+        try:
+            async with lock:  # no other task could release it
+                pass
+        except pylockdep.DeadlockError as exc:
+            caught.append(exc)
+        lock.release()
+
+    reports = run(main)
+    assert kinds(reports) == ["recursive"]
+    assert len(caught) == 1 and "which it holds itself" in str(caught[0])
+
+
 @pytest.mark.parametrize("delay", [0.05, 0])
 def test_a_task_taking_its_own_lock_again_inside_asyncio_timeout_is_recursive_and_times_out(delay: float):
     """A wait that a timeout ends is no deadlock: ``asyncio.timeout()`` raised DeadlockError where
