@@ -796,23 +796,34 @@ def check_new_chain(
     site: Site,
 ) -> None:
     """Each chain of held locks is validated once: every rule of :func:`check_acquire` for an
-    acquisition whose chain is new, which is then remembered (unless the verdict depends on
-    which instances are held: :func:`check_instance_order`)."""
+    acquisition whose chain is new, which is then remembered; or, when the verdict depends on
+    which instances of the lock's class are held (:func:`check_instance_order`), remembered with
+    those instances and the lock's (:meth:`Validator.remember_instances`)."""
     if chain_key in v.chains:
         return
-    if check_acquire(v, t, lock, cls, read, trylock, sync, site):
+    verdict = check_acquire(v, t, lock, cls, read, trylock, sync, site)
+    if verdict == CACHE_CHAIN:
         v.remember_chain(chain_key)
+    elif verdict == CACHE_INSTANCES:
+        v.remember_instances(t, chain_key, cls, lock)
+
+
+#: What the verdict of :func:`check_acquire` holds for: the chain of held classes, the chain with
+#: these instances of the lock's class, or this acquisition alone.
+CACHE_CHAIN, CACHE_INSTANCES, CACHE_NONE = 1, 2, 0
 
 
 def check_acquire(
     v: Validator, t: Task, lock: object, cls: LockClass, read: int, trylock: bool, sync: bool, site: Site
-) -> bool:
+) -> int:
     """Every rule for an acquisition on a chain not validated before, in lockdep's order.
 
-    Returns whether the verdict holds for the chain (it may be cached): not when it depends on
-    which instances are held.
+    Returns what the verdict holds for, so what may be cached of it: :data:`CACHE_CHAIN`, or
+    :data:`CACHE_INSTANCES` when it depends on which instances are held, or :data:`CACHE_NONE`
+    when it depends on more (where the locks were taken, what the collector frees).
     """
     cacheable = True
+    per_instance = False
     ltype = cls.ltype
     rt = v.preempt_rt
     sleeping = not trylock and ltype.sleeps_under(rt)
@@ -827,7 +838,7 @@ def check_acquire(
         else:
             mark_lock(v, t, cls, lock, read, bit, site)
     if not trylock and cls.validated and ltype.python and check_instance_order(v, t, cls, lock, site):
-        cacheable = False
+        per_instance = True
     if not trylock and cls.validated and check_deadlock(v, t, cls, lock, read, site) and not check_handoff(cls):
         # a chain head (no lock in this irq context) adds none
         cacheable = check_prevs_add(v, t, cls, lock, read, site, sync) and cacheable
@@ -835,7 +846,7 @@ def check_acquire(
         # PREEMPT_RT's spinlock_t: lockdep first, then a might_sleep that tolerates the RCU
         # nesting the held spinlock_t sections bring.
         check_might_sleep(v, t, site, functions, t.rcu_depth(rt), cls)
-    return cacheable
+    return CACHE_NONE if not cacheable else CACHE_INSTANCES if per_instance else CACHE_CHAIN
 
 
 def check_unlock(v: Validator, t: Task, lock: object, name: str, site: Site) -> None:

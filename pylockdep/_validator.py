@@ -26,7 +26,7 @@ from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
 from ._held import H_CLASS, H_LOCK, HeldLock
 from ._identity import identity_of
-from ._instances import InstanceOrder
+from ._instances import Held, Instance, InstanceOrder, same_instances
 from ._options import Options
 from ._plain import plain_rlock
 from ._report import LockdepViolation, Report
@@ -76,6 +76,9 @@ class Validator:
         self.apply(options)
         self.graph_lock = plain_rlock()
         self.chains: set[int] = set()
+        # Chains whose verdict depends on which instances nest, each with the last ones validated
+        # (see remember_instances).
+        self.instance_chains: dict[int, tuple[Held, Instance]] = {}
         # Times the chain cache was emptied: the C fast path keeps the chains it found in it until
         # this changes (the cache only grows in between), so it is emptied only by forget_chains().
         self.chains_forgotten = 0
@@ -251,6 +254,9 @@ class Validator:
         (:meth:`remember_chain`).  ``lasti`` is the offset of the taking instruction in ``code``,
         when known (see :func:`pylockdep._checks.check_loop_taken`); ``replaying`` says the lock
         is held already, pushed again after a release from under it (:func:`pylockdep._held.remove`)."""
+        known = self.instance_chains.get(chain_key)
+        if known is not None and not replaying and self._same_instances(t, cls, lock, known):
+            return
         t.lasti = lasti
         t.replaying = replaying
         self.run_check(t, _checks.check_new_chain, lock, cls, read, trylock, sync, chain_key, (code, line))
@@ -267,10 +273,31 @@ class Validator:
         if len(self.chains) >= CHAIN_CACHE_SIZE:
             self.forget_chains()
 
+    def remember_instances(self, t: Task, chain_key: int, cls: LockClass, lock: object) -> None:
+        """Cache ``chain_key`` as validated for the instances of ``cls`` that ``t`` holds and for
+        ``lock``, an instance of it that ``t`` does not hold: the verdict of a chain on which
+        instances of one class nest (:func:`pylockdep._checks.check_instance_order`).  One set of
+        instances per chain, the last: taking two given locks of one class in a loop (two
+        accounts in order) is validated once, not at each turn."""
+        cell, may_hold = self.instances.held_by(t, cls, lock)
+        if not (may_hold and any(entry[H_LOCK] is lock for entry in t.held)):
+            if len(self.instance_chains) >= CHAIN_CACHE_SIZE:
+                self.instance_chains.clear()
+            self.instance_chains[chain_key] = (cell, self.instances.node(lock))
+
+    def _same_instances(self, t: Task, cls: LockClass, lock: object, known: tuple[Held, Instance]) -> bool:
+        """Whether ``t`` takes ``lock`` over the instances of ``cls`` that :meth:`remember_instances`
+        kept with the chain (``known``), the lock being that one too and not held itself."""
+        if self.instances.node(lock) is not known[1]:
+            return False
+        cell, may_hold = self.instances.held_by(t, cls, lock)
+        return same_instances(cell, known[0]) and not (may_hold and any(entry[H_LOCK] is lock for entry in t.held))
+
     def forget_chains(self) -> None:
         """Empty the chain cache: every chain is validated again the next time it is taken.  (The C
         fast path trusts the chains it found until ``chains_forgotten`` changes, just after.)"""
         self.chains.clear()
+        self.instance_chains.clear()
         self.chains_forgotten += 1
 
     def depth_exceeded(self, t: Task) -> None:

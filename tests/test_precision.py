@@ -774,6 +774,7 @@ def validations_while_waiting(monkeypatch, count: int) -> int:
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         futures = [pool.submit(pow, 2, i) for i in range(count)]
         concurrent.futures.wait(futures)
+        pylockdep.current().forget_chains()  # the first wait's verdicts on these instances are kept
         with monkeypatch.context() as patch:
             patch.setattr(_checks, "check_acquire", lambda *args: calls.append(1) or check_acquire(*args))
             done, _ = concurrent.futures.wait(futures)
@@ -986,6 +987,32 @@ def test_lock_operations_after_releases_from_a_long_runs_bottom_see_exact_entrie
         vault.lock.release()
     assert t.held == [] and t.key == empty
     assert v.reports == []
+
+
+class Purse:
+    def __init__(self, kind: str) -> None:
+        self.lock = getattr(threading, kind)()
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_two_instances_of_one_class_nested_again_and_again_are_validated_once(v, monkeypatch, kind):
+    """Locking two accounts in order, in a loop: the chain's verdict depends on which instances
+    nest, so it is kept with them, and the same pair is not judged at every turn (it cost 25 us a
+    pair).  Another pair on the same chain is judged, and so is the reverse order: reported."""
+    x, y, z = (Purse(kind) for _ in range(3))
+    calls = []
+    check_acquire = _checks.check_acquire
+    monkeypatch.setattr(_checks, "check_acquire", lambda *args: calls.append(args[2]) or check_acquire(*args))
+    for _ in range(50):
+        with x.lock, y.lock:
+            pass
+    assert calls.count(y.lock) == 1
+    with x.lock, z.lock:
+        pass
+    assert calls.count(z.lock) == 1 and v.reports == []
+    with y.lock, x.lock:
+        pass
+    assert [(r.kind, r.classes) for r in v.reports] == [("circular", (x.lock.name, x.lock.name))]
 
 
 def test_wait_on_many_futures_validates_each_acquisition_once_with_a_lazy_run(v, monkeypatch):
