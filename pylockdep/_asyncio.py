@@ -376,6 +376,9 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
             in_wait_for = in_wait_for or frame.f_code is _WAIT_FOR
             frame = frame.f_back
         key = _waits.map_key("task", creation_frame(frame)) if frame is not None else None
+        threadsafe = _threadsafe.pop(id(coro), None)
+        if threadsafe is not None and threadsafe[0] is coro:  # asked for by run_coroutine_threadsafe()
+            key = threadsafe[1]._key
         # An eager task (3.12+) runs its first step inside, before the task is returned: its map
         # is made from here then.
         outer, _making.made = getattr(_making, "made", None), (coro, key)
@@ -385,6 +388,8 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
             _making.made = outer
         if key is not None:
             setattr(task, _MAP_KEY, key)
+        if threadsafe is not None and threadsafe[0] is coro:
+            threadsafe[1].task = weakref.ref(task)
         code = getattr(coro, "cr_code", None)
         if code in _TAKES_FOR_AWAITER:
             setattr(task, _AWAITER, _current_holder(v))
@@ -927,11 +932,52 @@ class _LoopFuture(concurrent.futures.Future):
         raise DeadlockError(f"deadlock: {t.comm} would wait for ever for {what}, on that loop's own thread")
 
 
+class _TaskWork(_waits.CompletionMap):
+    """What the future of :func:`run_coroutine_threadsafe` waits for
+    (:func:`pylockdep._waits.future_waits_for`): the map of the task that will run the coroutine on
+    the loop, of class ``(task)file:line`` after the line that asked for it, which the task holds
+    while it runs; and the task, once the loop has made it (:func:`_create_task`).  A thread that
+    waits for the future, holding a lock the coroutine takes, closes a cycle through the map, as
+    waiting for a pool's work does; and when the task waits for that thread, the wait raises
+    :class:`DeadlockError` instead of hanging."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, key: LockKey) -> None:
+        super().__init__(key)
+        self.task: weakref.ref[asyncio.Task] | None = None
+
+    def blockers(self) -> tuple[list[int], bool]:
+        """The holder the waiter waits for: the task while it is not done (none before the loop
+        made it, or after)."""
+        task = self.task() if self.task is not None else None
+        return ([id(task)] if task is not None and not task.done() else []), False
+
+
+# id() of a coroutine given to run_coroutine_threadsafe() -> (it, its future's _TaskWork), until the
+# loop makes its task (_create_task takes it from here).
+_threadsafe: dict[int, tuple[Any, _TaskWork]] = {}
+
+
 def run_coroutine_threadsafe(coro: Any, loop: asyncio.AbstractEventLoop) -> concurrent.futures.Future:
-    """``asyncio.run_coroutine_threadsafe``, whose future refuses a wait on the loop's own thread."""
-    future = _plain_run_coroutine_threadsafe(coro, loop)
+    """``asyncio.run_coroutine_threadsafe``, whose future is a wait for the task that runs ``coro``
+    (:class:`_TaskWork`) and refuses a wait on the loop's own thread."""
+    v = active.validator
+    work = None
+    if not v.off and asyncio.iscoroutine(coro):
+        key = _waits.map_key("task", creation_frame(_getframe(1)))
+        if key is not None:
+            work = _TaskWork(key)
+            _threadsafe[id(coro)] = (coro, work)
+    try:
+        future = _plain_run_coroutine_threadsafe(coro, loop)
+    except BaseException:
+        _threadsafe.pop(id(coro), None)
+        raise
     future.__class__ = _LoopFuture
     future._pylockdep_loop = loop  # type: ignore[attr-defined]
+    if work is not None:
+        _waits.future_waits_for(future, work)
     return future
 
 

@@ -75,7 +75,7 @@ from ._task import Task
 from ._validator import Validator, active
 from ._when_imported import Hook, when_imported
 
-__all__ = ["CompletionMap", "hold", "install", "release", "touch", "uninstall"]
+__all__ = ["CompletionMap", "future_waits_for", "hold", "install", "release", "touch", "uninstall"]
 
 _getframe = sys._getframe
 _get_ident = _thread.get_ident
@@ -635,12 +635,13 @@ def _running(work: _WorkMap) -> bool:
 
 
 def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``Future.result`` or ``Future.exception``: touch the work, then wait for it without hanging."""
+    """``Future.result`` or ``Future.exception``: touch the work (pool work's, or another map a
+    future was given: :func:`future_waits_for`), then wait for it without hanging."""
 
     def wait_then(self: Any, timeout: float | None = None) -> Any:
         work = getattr(self, _WORK, None)
-        if not isinstance(work, _WorkMap) or self._condition._is_owned():
-            # Not pool work; or called by concurrent.futures.wait() itself, which holds every
+        if not isinstance(work, CompletionMap) or self._condition._is_owned():
+            # Not work with a map; or called by concurrent.futures.wait() itself, which holds every
             # future's condition (released by any real wait) and was accounted for on entry.
             return original(self, timeout)
         if self._state in _DONE_STATES and (_running(work) or _getframe(1).f_code in READS_DONE_FUTURES):
@@ -648,7 +649,10 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
             # result is there before any callback runs, so this never waits.  Nor does a reader
             # of futures that are done by design.
             return original(self, timeout)
-        _touch_work(work, _getframe(1))
+        if isinstance(work, _WorkMap):
+            _touch_work(work, _getframe(1))
+        else:
+            _touch_waited(work, _getframe(1))
         if self._state not in _DONE_STATES:
             _wait(_Wait(work, partial(_future_blockers, self)), _when_done(self), timeout)
             return original(self, 0)  # done, or CPython's TimeoutError
@@ -658,6 +662,13 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     wait_then.__qualname__ = original.__qualname__
     wait_then.__doc__ = original.__doc__
     return wait_then
+
+
+def future_waits_for(future: Any, work: CompletionMap) -> None:
+    """Make a wait for ``future`` (its ``result()``, ``exception()``) a wait for ``work``, the map
+    of what completes it, which ``work.blockers()`` names as pool work's map does (see
+    :class:`_WorkMap`): touched by the waiter, and followed by the deadlock check."""
+    setattr(future, _WORK, work)
 
 
 def _touch_futures(fs: Iterable[Any], caller: FrameType) -> None:

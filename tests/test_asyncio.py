@@ -1063,6 +1063,43 @@ def test_waiting_on_the_loops_thread_for_run_coroutine_threadsafe_is_reported_an
     assert len(caught) == 1
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("timeout", [None, 0.2])
+def test_a_thread_waiting_for_run_coroutine_threadsafe_under_a_lock_the_coroutine_takes_is_circular(timeout):
+    """The future's waiter waits for the task that runs the coroutine, through the task's map
+    (named after the line that asked for it): a lock held across the wait and taken by the
+    coroutine is a cycle.  Without a timeout the wait would never end (the loop's thread blocks
+    on the lock): it raises DeadlockError instead; with one, it times out, as in plain Python."""
+    outcome: list[str] = []
+    locks = []
+
+    async def handler():
+        with locks[0]:
+            return "done"
+
+    def client(loop):
+        lock = locks[0]
+        assert asyncio.run_coroutine_threadsafe(handler(), loop).result() == "done"  # learns map -> lock
+        with lock:
+            try:
+                asyncio.run_coroutine_threadsafe(handler(), loop).result(timeout)
+            except pylockdep.DeadlockError:
+                outcome.append("DeadlockError")
+            except TimeoutError:
+                outcome.append("TimeoutError")
+
+    async def main():
+        locks.append(threading.Lock())
+        await asyncio.to_thread(client, asyncio.get_running_loop())
+
+    reports = run(main)
+    assert outcome == ["DeadlockError" if timeout is None else "TimeoutError"]
+    assert [r.kind for r in reports] == ["circular"]
+    (report,) = reports
+    line = line_of(client, "with lock:") + 2
+    assert f"(task)test_asyncio.py:{line}" in report.classes and locks[0].name in report.classes
+
+
 def test_run_coroutine_threadsafe_waited_for_from_another_thread_is_clean():
     async def main():
         loop = asyncio.get_running_loop()
