@@ -376,6 +376,8 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
             in_wait_for = in_wait_for or frame.f_code is _WAIT_FOR
             frame = frame.f_back
         key = _waits.map_key("task", creation_frame(frame)) if frame is not None else None
+        if key is not None:
+            key = _key_for_coroutine(key, coro)
         threadsafe = _threadsafe.pop(id(coro), None)
         if threadsafe is not None and threadsafe[0] is coro:  # asked for by run_coroutine_threadsafe()
             key = threadsafe[1]._key
@@ -409,6 +411,28 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
     return create_task
 
 
+def _key_for_coroutine(key: LockKey, coro: Any) -> LockKey:
+    """The key of the maps of tasks running ``coro`` made at ``key``'s line: ``key`` for the first
+    coroutine function a line makes tasks of; a key of its own for each other one, named
+    ``(task)function@file:line``.  A generic helper's line (``create_task(coro)`` then await it)
+    runs unrelated work: one map class for it all would join the lock one caller holds while it
+    awaits its job to the lock another caller's job takes, a false cycle."""
+    code = getattr(coro, "cr_code", None)
+    if code is None:
+        return key
+    functions = _site_functions.get(key)
+    if functions is None:
+        functions = _site_functions[key] = {code: key}
+    found = functions.get(code)
+    if found is None:
+        site = key.site
+        name = f"(task){code.co_name}@{format_file_line(site)}" if site is not None else f"(task){code.co_name}"
+        found = functions[code] = key_for(name, _locktypes.COMPLETION, site, ("task", key, code))
+    return found
+
+
+# A key of a task-making line -> the key for each coroutine function it made tasks of (see above).
+_site_functions: dict[LockKey, dict[Any, LockKey]] = {}
 _instrumented_create_task = _create_task(_plain_create_task)
 _MAP_KEY = "_lockdep_map_key"  # on a task made by create_task(): the key of its map's class
 _making = threading.local()  # .made: (coroutine, key of its map) while create_task() makes its task
@@ -967,7 +991,7 @@ def run_coroutine_threadsafe(coro: Any, loop: asyncio.AbstractEventLoop) -> conc
     if not v.off and asyncio.iscoroutine(coro):
         key = _waits.map_key("task", creation_frame(_getframe(1)))
         if key is not None:
-            work = _TaskWork(key)
+            work = _TaskWork(_key_for_coroutine(key, coro))
             _threadsafe[id(coro)] = (coro, work)
     try:
         future = _plain_run_coroutine_threadsafe(coro, loop)

@@ -7,6 +7,7 @@ Every test runs its program under a fresh validator with instrumentation install
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import sys
 import threading
@@ -802,6 +803,55 @@ def test_a_task_made_by_a_helper_that_returns_it_is_named_after_the_helpers_call
     assert f"(task)test_asyncio.py:{line_of(main, 'task = spawn(')}" in report.classes
 
 
+def test_a_generic_helper_that_makes_and_awaits_tasks_gives_each_coroutine_function_its_map():
+    """One line making tasks of unrelated coroutine functions (a helper that makes a task and
+    awaits it): the lock held while awaiting one job and the lock the other job takes make no
+    cycle.  A lock held while awaiting a job that takes it still does, named by that job's map."""
+
+    async def run_bounded(coro, timeout=10.0):
+        task = asyncio.create_task(coro)
+        return await asyncio.wait_for(task, timeout)
+
+    async def main():
+        x, z = asyncio.Lock(), asyncio.Lock()
+
+        async def job1():
+            async with z:
+                await asyncio.sleep(0)
+
+        async def job2():
+            async with x:
+                await asyncio.sleep(0)
+
+        async with x:
+            await run_bounded(job1())
+        await run_bounded(job2())
+        return x
+
+    assert kinds(run(main)) == []
+
+    async def bug():
+        x = asyncio.Lock()
+
+        async def job1():
+            await asyncio.sleep(0)
+
+        async def job2():
+            async with x:
+                await asyncio.sleep(0)
+
+        await run_bounded(job1())
+        await run_bounded(job2())
+        async with x:
+            with contextlib.suppress(TimeoutError, pylockdep.DeadlockError):  # it does deadlock
+                await run_bounded(job2(), 0.1)
+
+    reports = run(bug)
+    assert kinds(reports) == ["circular"]
+    line = line_of(run_bounded, "create_task(coro)")
+    assert f"(task)job2@test_asyncio.py:{line}" in reports[0].classes
+
+
 def test_a_condition_wait_under_a_timeout_is_clean():
     """``wait_for(cond.wait(), timeout)`` holding the condition's lock is the way to wait for a
     condition with a timeout; 3.11 runs the wait in a task of its own, which gives the awaiter's
@@ -1566,6 +1616,7 @@ def test_timeout_around_a_lock_wait_is_clean():
 
 ASYNC_ABBA = """
 import asyncio
+import contextlib
 
 async def main():
     a = asyncio.Lock()
