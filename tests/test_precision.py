@@ -1357,15 +1357,15 @@ def test_a_lock_its_holder_holds_by_a_with_block_and_takes_again_is_recursive_th
 
 
 def test_a_real_self_deadlock_on_a_plain_lock_is_reported_and_raises_instead_of_hanging():
-    # In a fresh interpreter, where no other thread is left to release the Lock: in this one
-    # pytest-xdist's workers run execnet's threads, any of which might (the wait then goes on).
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SELF_DEADLOCK_ON_A_PLAIN_LOCK)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_alone(SELF_DEADLOCK_ON_A_PLAIN_LOCK)
     assert result.stdout == "DeadlockError\nrecursive True\n", result.stderr
+
+
+def run_alone(program: str) -> subprocess.CompletedProcess[str]:
+    """Run ``program`` in a fresh interpreter, where no other thread is left to release a Lock:
+    in this one pytest-xdist's workers run execnet's threads, any of which might (a wait for a
+    Lock nobody else would release then goes on)."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(program)], capture_output=True, text=True, timeout=60)
 
 
 SELF_DEADLOCK_ON_A_PLAIN_LOCK = """
@@ -1387,12 +1387,7 @@ def test_threads_all_waiting_for_the_lock_one_of_them_holds_are_refused_instead_
     """A worker waits for a Lock it holds itself; then the main thread waits for it too.  A thread
     blocked on that very Lock can release nothing: the worker is refused (``recursive``), and the
     main thread then too, the Lock's taker having ended."""
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(EVERY_THREAD_WAITS_FOR_ONE_LOCK)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_alone(EVERY_THREAD_WAITS_FOR_ONE_LOCK)
     assert result.stdout == "worker DeadlockError\nmain DeadlockError ended\n['recursive']\n", result.stderr
 
 
