@@ -32,7 +32,6 @@ def set_class(lock: Any, name: str) -> None:
     tools can match it); a kernel lock type's is ``name`` as given.  Since one name may gather
     locks made at many sites, a report names each such lock it shows with where that lock was
     made (``, made at file.py:LINE`` on its line).  A lock pylockdep does not validate is left
-    alone.
     alone; anything that is not a lock is a TypeError.
     """
     _check_lock(lock, "set_class")

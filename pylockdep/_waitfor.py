@@ -36,6 +36,10 @@ POLL_SECONDS = 0.05
 # A thread just started with _thread.start_new_thread is seen nowhere until it runs: a thread
 # waiting for a Lock it holds itself must find itself alone this long before nobody is left.
 SELF_WAIT_GRACE_SECONDS = 0.25
+#: The idents of pylockdep's own threads (the hang watchdog's), which never release a program's lock.
+OWN_THREADS: set[int] = set()
+
+
 # Re-entrant: a signal handler may wait for a lock while its thread is inside this bookkeeping.
 _waits = plain_rlock()
 
@@ -178,10 +182,6 @@ def others_may_release(v: Validator, t: Task, lock: Primitive) -> bool:
             continue
         return True
     return False
-
-
-#: The idents of pylockdep's own threads (the hang watchdog's), which never release a program's lock.
-OWN_THREADS: set[int] = set()
 
 
 def describe_cycle(cycle: list[tuple[Task, Primitive]]) -> str:
