@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from ._classes import LockKey, count_made, keep_made_at, key_for
+from ._classes import LockKey, count_made, keep_made_at, key_for, lock_key
 from ._frames import caller_site, format_file_line
 from ._locks import _check_subclass
 from ._task import Task
@@ -34,11 +34,10 @@ def set_class(lock: Any, name: str) -> None:
     made (``, made at file.py:LINE`` on its line).  A lock pylockdep does not validate is left
     alone; anything that is not a lock is a TypeError.
     """
-    _check_lock(lock, "set_class")
+    key = _lock_key(lock, "set_class")
     if not isinstance(name, str) or not name:
         raise TypeError(f"a lock class needs a non-empty name (str), not {name!r}")
-    key = getattr(lock, "_key", None)
-    if not isinstance(key, LockKey):
+    if not key:
         return
     ltype = key.ltype
     site = caller_site()
@@ -57,24 +56,23 @@ def nested(lock: L, subclass: int) -> AbstractContextManager[L]:
     an int is a TypeError, one out of range a ValueError, and so is anything that is not a lock
     a TypeError, for every lock alike.
     """
-    _check_lock(lock, "nested")
+    key = _lock_key(lock, "nested")
     _check_subclass(subclass)
     if isinstance(lock, (Lock, RLock)):
         return Nested(lock, subclass)
     method = getattr(lock, "nested", None)
-    if method is not None and isinstance(getattr(lock, "_key", None), LockKey):
+    if method is not None and key:
         return method(subclass)
     return lock  # type: ignore[return-value]  # CPython's own locks are context managers
 
 
-def _check_lock(lock: object, caller: str) -> None:
-    """An annotation's lock is one pylockdep validates, or has ``acquire`` and ``release`` as every
-    other lock does (CPython's, asyncio's): TypeError for anything else, which an annotation would
-    otherwise skip in silence."""
-    if isinstance(getattr(lock, "_key", None), LockKey):
-        return
-    if not (callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None))):
+def _lock_key(lock: object, caller: str) -> LockKey | bool:
+    """:func:`~pylockdep._classes.lock_key` of an annotation's lock; TypeError for what is not a
+    lock, which an annotation would otherwise skip in silence."""
+    key = lock_key(lock)
+    if key is None:
         raise TypeError(f"{caller}() needs a lock (with acquire() and release()), not {type(lock).__name__}")
+    return key
 
 
 class lockdep_off:  # noqa: N801 - a context manager named as the API promises

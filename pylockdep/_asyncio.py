@@ -378,9 +378,10 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
         key = _waits.map_key("task", creation_frame(frame)) if frame is not None else None
         if key is not None:
             key = _key_for_coroutine(key, coro)
-        threadsafe = _threadsafe.pop(id(coro), None)
-        if threadsafe is not None and threadsafe[0] is coro:  # asked for by run_coroutine_threadsafe()
-            key = threadsafe[1]._key
+        asked = _threadsafe.pop(id(coro), None)
+        work = asked[1] if asked is not None and asked[0] is coro else None  # run_coroutine_threadsafe()'s
+        if work is not None:
+            key = work._key
         # An eager task (3.12+) runs its first step inside, before the task is returned: its map
         # is made from here then.
         outer, _making.made = getattr(_making, "made", None), (coro, key)
@@ -390,8 +391,8 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
             _making.made = outer
         if key is not None:
             setattr(task, _MAP_KEY, key)
-        if threadsafe is not None and threadsafe[0] is coro:
-            threadsafe[1].task = weakref.ref(task)
+        if work is not None:
+            work.task = weakref.ref(task)
         code = getattr(coro, "cr_code", None)
         if code in _TAKES_FOR_AWAITER:
             setattr(task, _AWAITER, _current_holder(v))

@@ -159,6 +159,18 @@ class LockKey:
         return f"<LockKey {self.name} ({self.ltype.name}){where}>"
 
 
+def lock_key(lock: object) -> LockKey | None | bool:
+    """What ``lock`` is to pylockdep: its :class:`LockKey` when pylockdep validates it; False for a
+    lock it does not validate, one with ``acquire()`` and ``release()`` (CPython's, made before or
+    without instrumentation; asyncio's); None for anything that is not a lock."""
+    key = getattr(lock, "_key", None)
+    if isinstance(key, LockKey):
+        return key
+    if callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None)):
+        return False
+    return None
+
+
 def count_made(key: LockKey, lock: object) -> None:
     """Count ``lock``, one of threading's locks just made with (or given) ``key``: ``key.at_once``
     becomes 2 if the last lock counted is still alive, or once :data:`MADE_ONE_AT_A_TIME` were made

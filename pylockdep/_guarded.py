@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import _checks
-from ._classes import LockKey
+from ._classes import lock_key
 from ._frames import caller_site
 from ._locks import _Validated
 from ._rcu import _RCUMap
@@ -111,9 +111,10 @@ class Guarded:
             raise TypeError(f"cannot find the lock {spec!r} that guards {self.qualname}: {exc}") from None
         if isinstance(lock, threading.Condition):
             lock = lock._lock  # what a with-statement on the condition takes
-        if isinstance(getattr(lock, "_key", None), LockKey):
+        key = lock_key(lock)
+        if key:
             return lock
-        if callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None)):
+        if key is False:
             return None  # CPython's own (threading not instrumented): nothing to check against
         raise TypeError(f"{self.qualname} is guarded by {spec!r}, which is {lock!r}, not a lock")
 

@@ -279,8 +279,8 @@ class Validator:
         instances of one class nest (:func:`pylockdep._checks.check_instance_order`).  One set of
         instances per chain, the last: taking two given locks of one class in a loop (two
         accounts in order) is validated once, not at each turn."""
-        cell, may_hold = self.instances.held_by(t, cls, lock)
-        if not (may_hold and any(entry[H_LOCK] is lock for entry in t.held)):
+        free, cell = self._instances_under(t, cls, lock)
+        if free:
             if len(self.instance_chains) >= CHAIN_CACHE_SIZE:
                 self.instance_chains.clear()
             self.instance_chains[chain_key] = (cell, self.instances.node(lock))
@@ -290,8 +290,14 @@ class Validator:
         kept with the chain (``known``), the lock being that one too and not held itself."""
         if self.instances.node(lock) is not known[1]:
             return False
+        free, cell = self._instances_under(t, cls, lock)
+        return free and same_instances(cell, known[0])
+
+    def _instances_under(self, t: Task, cls: LockClass, lock: object) -> tuple[bool, Held]:
+        """Whether ``t`` does not hold ``lock`` itself, and the instances of ``cls`` it holds
+        (:meth:`InstanceOrder.held_by <pylockdep._instances.InstanceOrder.held_by>`)."""
         cell, may_hold = self.instances.held_by(t, cls, lock)
-        return same_instances(cell, known[0]) and not (may_hold and any(entry[H_LOCK] is lock for entry in t.held))
+        return not (may_hold and any(entry[H_LOCK] is lock for entry in t.held)), cell
 
     def forget_chains(self) -> None:
         """Empty the chain cache: every chain is validated again the next time it is taken.  (The C
