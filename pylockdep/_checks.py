@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from . import _collector, _splat
+from . import _collector, _guards, _splat
 from ._classes import (
     ENABLED_GC,
     ENABLED_GC_READ,
@@ -56,6 +56,7 @@ from ._frames import (
     stack_stood_in,
 )
 from ._graph import Edge, PathStep, dep_kind
+from ._guards import Guard
 from ._held import H_CLASS, H_CODE, H_IRQ, H_LASTI, H_LOCK, H_READ, H_TRYLOCK, HeldLock, find, held_site, is_held_entry
 from ._instances import holds, nodes, same_instances
 from ._locktypes import (
@@ -201,11 +202,36 @@ def acquire_usage(v: Validator, t: Task, cls: LockClass, read: int, trylock: boo
     return bits
 
 
-def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site) -> None:
+def mark_lock(
+    v: Validator,
+    t: Task,
+    cls: LockClass,
+    lock: object,
+    read: int,
+    bit: int,
+    site: Site,
+    guards: frozenset[Guard] | None = None,
+) -> None:
     """Set a usage bit on a class, then check the rules a new irq usage must keep
     (:func:`check_inconsistent_state`, then :func:`check_usage_inversion`).  A GC bit keeps only
-    the first: see :data:`PYTHON_STATE_BITS`."""
-    if cls.usage & bit:
+    the first: see :data:`PYTHON_STATE_BITS`.
+
+    A bit of Python's states also keeps the re-entrancy guards of the acquisitions that set it
+    (``guards``, else those of this thread's stack: :func:`usage_guards`); a bit set before, and
+    guarded, keeps only the guards it still has, and is checked again if it lost some."""
+    if bit & PYTHON_STATE_BITS and (not cls.usage & bit or bit in cls.usage_guards):
+        if guards is None:
+            guards = usage_guards(t, bit)
+        if cls.usage & bit:
+            had = cls.usage_guards.pop(bit)
+            if had & guards:
+                cls.usage_guards[bit] = had & guards
+            if not had <= guards:
+                check_inconsistent_state(v, t, cls, lock, bit, clashing_bits(bit), site)
+            return
+        if guards:
+            cls.usage_guards[bit] = guards
+    elif cls.usage & bit:
         return
     clash = clashing_bits(bit) if bit < USED else 0
     cls.usage |= bit
@@ -227,6 +253,16 @@ def mark_lock(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bi
         check_usage_inversion(v, t, cls, lock, read, bit, site)
 
 
+def usage_guards(t: Task, bit: int) -> frozenset[Guard]:
+    """The thread-local flags guarding the acquisition being validated in this thread, as the usage
+    ``bit`` of Python's states sees them (:mod:`pylockdep._guards`): for a signal handler's or a
+    finalizer's, those its own code checked and set; for any other, those set on the stack."""
+    frame = sys._getframe(1)
+    if bit & (USED_IN_SIGNAL | USED_IN_SIGNAL_READ | USED_IN_GC | USED_IN_GC_READ):
+        return _guards.checked_on_path(frame, t.interrupted)
+    return _guards.set_on_stack(frame)
+
+
 def check_finalizer_usage(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site) -> bool:
     """A lock taken in a finalizer is collector-safe (``bit``: ``IN-GC``) only if it outlives the
     collection that ran the finalizer.  A lock the collection frees was garbage: no live thread
@@ -243,16 +279,25 @@ def check_finalizer_usage(v: Validator, t: Task, cls: LockClass, lock: object, r
     def marker() -> Callable[[object], None]:
         # Nothing kept here may refer to ``lock``: a strong reference would bring the garbage back.
         stack = capture_stack()
-        return lambda survivor: v.run_check(t, _mark_at_end, cls, survivor, read, bit, site, stack)
+        guards = usage_guards(t, bit)
+        return lambda survivor: v.run_check(t, _mark_at_end, cls, survivor, read, bit, site, stack, guards)
 
     return _collector.decide_at_end((cls.id, bit, site), lock, marker)
 
 
 def _mark_at_end(
-    v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site, stack: Stack
+    v: Validator,
+    t: Task,
+    cls: LockClass,
+    lock: object,
+    read: int,
+    bit: int,
+    site: Site,
+    stack: Stack,
+    guards: frozenset[Guard],
 ) -> None:
     with stack_standing_in(stack):
-        mark_lock(v, t, cls, lock, read, bit, site)
+        mark_lock(v, t, cls, lock, read, bit, site, guards)
 
 
 def check_inconsistent_state(
@@ -260,8 +305,13 @@ def check_inconsistent_state(
 ) -> bool:
     """One class may not be both irq-safe and irq-unsafe: an interrupt taking it could wait for the
     code it interrupted.  ``bit`` was just set; ``clash`` holds the bits it clashes with.  Returns
-    False when it reported."""
-    clashing = _bits_of(cls.usage & clash)
+    False when it reported.
+
+    Python's states have one exception, a re-entrancy guard (:mod:`pylockdep._guards`): a
+    thread-local flag that every acquisition of both usages was seen under, the interrupt's own
+    code checking it and leaving when it was set.  The interrupt then cannot wait for its thread."""
+    guards = cls.usage_guards.get(bit, _guards.NO_GUARDS)
+    clashing = [old for old in _bits_of(cls.usage & clash) if not guards & cls.usage_guards.get(old, _guards.NO_GUARDS)]
     if not clashing:
         return True
     old = clashing[0]

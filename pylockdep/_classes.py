@@ -264,7 +264,9 @@ class LockClass:
 
     ``after``/``before`` map neighbour classes to the :class:`~pylockdep._graph.Edge` between them,
     in insertion order.  ``usage`` holds the irq usage bits and ``usage_stacks`` where each bit was
-    first set.  ``ord`` is the class's place in the graph's topological order.
+    first set; ``usage_guards`` the thread-local flags that guarded every acquisition seen to set a
+    bit of Python's states (:mod:`pylockdep._guards`), for the bits some flag guards.  ``ord`` is
+    the class's place in the graph's topological order.
     """
 
     __slots__ = (
@@ -275,6 +277,7 @@ class LockClass:
         "ltype",
         "usage",
         "usage_stacks",
+        "usage_guards",
         "after",
         "before",
         "ord",
@@ -291,6 +294,7 @@ class LockClass:
         self.ltype = key.ltype
         self.usage = 0
         self.usage_stacks: dict[int, Stack] = {}
+        self.usage_guards: dict[int, frozenset[tuple[str, str]]] = {}
         self.after: dict[LockClass, Edge] = {}
         self.before: dict[LockClass, Edge] = {}
         self.ord = ident

@@ -26,11 +26,14 @@ announces.  It interrupts its thread just as well, but only where that thread dr
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 from _thread import get_ident
 from collections.abc import Callable, Hashable
+from types import FrameType
 from typing import Any
 
+from ._frames import outside_frame
 from ._signals import dropping, raise_landed
 from ._task import Task
 
@@ -44,6 +47,8 @@ active: Any = None
 _collecting: Task | None = None
 # The thread running a collection, while one runs.
 _collecting_ident: int | None = None
+# The frame the running collection interrupted: the holder's ``interrupted`` while it runs.
+_interrupted: FrameType | None = None
 # The usages that wait for the running collection's end, by what decide_at_end() was given as key:
 # weak references to the locks taken, and what marks the usage if one of them survives.
 _undecided: dict[Hashable, tuple[list[weakref.ref], Callable[[object], None]]] = {}
@@ -94,10 +99,11 @@ def _end(phase: str, info: dict[str, int]) -> None:
     # Unmarked with no call first: at the recursion limit a call may be refused, and the rest then
     # waits (the holder's context signature for its next change; the usages left for the end, an
     # earlier place of this hook and the signals kept for the next collection's end).
-    _collecting_ident = None
+    _collecting_ident = _interrupted = None
     t, _collecting = _collecting, None
     if t is not None:
         t.in_gc = False
+        t.interrupted = None
     try:
         _drop(callbacks, _end, len(callbacks) - 1)  # the place it was called from first
         if t is not None:
@@ -120,11 +126,12 @@ def _start() -> None:
     """A collection starts in this thread: mark its holder.  A thread that has no holder yet gets
     none here (a collection may start before :mod:`threading` knows the thread, which would name
     its holder): the holder a finalizer's first lock makes is marked then (:func:`adopt`)."""
-    global _collecting_ident
+    global _collecting_ident, _interrupted
     v = active.validator
     if v.off:
         return
     _collecting_ident = get_ident()
+    _interrupted = outside_frame(sys._getframe(1))
     t = getattr(v.local, "task", None)
     if t is not None:
         _mark(t)
@@ -141,6 +148,7 @@ def _mark(t: Task) -> None:
     global _collecting
     _collecting = t  # first: the collection's end unmarks it, whatever fails after
     t.in_gc = True
+    t.interrupted = _interrupted
     t.update_ctx()
 
 

@@ -104,18 +104,19 @@ def _handle(handler: Handler, signum: int, frame: FrameType | None) -> Any:
     running = _running
     v = active.validator
     t = None if v.off else getattr(v.local, "task", None)
-    before = (False, False) if t is None else (t.in_signal, t.in_gc)
+    before = (False, False, None) if t is None else (t.in_signal, t.in_gc, t.interrupted)
     try:
         _running = running + 1
         if t is not None:
             t.in_signal = True
             t.in_gc = False
+            t.interrupted = frame
             t.ctx = hash(context_counters(t))
         return handler(signum, frame)
     finally:
         _running = running
         if t is not None:
-            t.in_signal, t.in_gc = before
+            t.in_signal, t.in_gc, t.interrupted = before
             t.ctx = hash(context_counters(t))
 
 
