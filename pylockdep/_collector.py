@@ -30,7 +30,6 @@ import sys
 import weakref
 from _thread import get_ident
 from collections.abc import Callable, Hashable
-from types import FrameType
 from typing import Any
 
 from ._frames import outside_frame
@@ -47,8 +46,10 @@ active: Any = None
 _collecting: Task | None = None
 # The thread running a collection, while one runs.
 _collecting_ident: int | None = None
-# The frame the running collection interrupted: the holder's ``interrupted`` while it runs.
-_interrupted: FrameType | None = None
+# The identity of the frame the running collection interrupted: the holder's ``interrupted`` while it
+# runs.  Not the frame: a reference to it would keep alive what its code refers to, such as a task
+# the collection would otherwise finalize.
+_interrupted: int | None = None
 # The usages that wait for the running collection's end, by what decide_at_end() was given as key:
 # weak references to the locks taken, and what marks the usage if one of them survives.
 _undecided: dict[Hashable, tuple[list[weakref.ref], Callable[[object], None]]] = {}
@@ -131,7 +132,7 @@ def _start() -> None:
     if v.off:
         return
     _collecting_ident = get_ident()
-    _interrupted = outside_frame(sys._getframe(1))
+    _interrupted = id(outside_frame(sys._getframe(1)))
     t = getattr(v.local, "task", None)
     if t is not None:
         _mark(t)

@@ -77,12 +77,13 @@ _sites: dict[CodeType, tuple[_GuardSite, ...]] = {}
 _SITES_KEPT = 4096
 
 
-def checked_on_path(frame: FrameType | None, interrupted: FrameType | None) -> frozenset[Guard]:
+def checked_on_path(frame: FrameType | None, interrupted: int | None) -> frozenset[Guard]:
     """The flags guarding an interrupt's acquisition: each checked, then set, by a function
-    between ``frame`` (the acquisition's) and ``interrupted`` (the frame the interrupt stopped,
-    which is not part of it), and set now.  Empty when ``interrupted`` is not on the stack."""
+    between ``frame`` (the acquisition's) and the frame the interrupt stopped (``interrupted``, its
+    ``id()``; a running frame keeps its identity), which is not part of it, and set now.  Empty when
+    that frame is not on the stack."""
     found = set()
-    while frame is not None and frame is not interrupted:
+    while frame is not None and id(frame) != interrupted:
         for site in _guard_sites(frame.f_code):
             if site[4] and _is_set(frame, site):
                 found.add((site[2][-1] if site[2] else site[1], site[3]))

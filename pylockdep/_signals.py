@@ -110,7 +110,7 @@ def _handle(handler: Handler, signum: int, frame: FrameType | None) -> Any:
         if t is not None:
             t.in_signal = True
             t.in_gc = False
-            t.interrupted = frame
+            t.interrupted = None if frame is None else id(frame)
             t.ctx = hash(context_counters(t))
         return handler(signum, frame)
     finally:

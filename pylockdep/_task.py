@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 from operator import attrgetter
-from types import FrameType
 from typing import Any
 
 from ._frames import Site
@@ -86,9 +85,9 @@ class Task:
     changes nothing the rules read, so is no new context), and ``signals_on`` whether the
     holder runs on the main thread, where handlers interrupt (Python's SIGNAL usage state).
     ``in_gc`` says whether the garbage collector is running the finalizers of what it collects on
-    it (the GC usage state; any thread may start a collection).  ``interrupted`` is the frame that
-    the running signal handler or collection interrupted (None outside one): what lies above it on
-    the stack is the interrupt's own code (see :mod:`pylockdep._guards`).
+    it (the GC usage state; any thread may start a collection).  ``interrupted`` identifies the frame
+    that the running signal handler or collection interrupted (its ``id()``, None outside one): what
+    lies above it on the stack is the interrupt's own code (see :mod:`pylockdep._guards`).
     ``ctx`` summarises all of them for the chain cache and changes whenever one does.
     """
 
@@ -155,7 +154,7 @@ class Task:
         # whether Python signal handlers may interrupt it
         self.signals_on = is_main_thread(ident) if signals_on is None else signals_on
         self.in_gc = False  # a garbage collection runs on it (see pylockdep._collector)
-        self.interrupted: FrameType | None = None
+        self.interrupted: int | None = None
         self.spins = 0  # held locks that disabled preemption
         self.irq = 0  # 2 * (in a hard interrupt) + (in a softirq), lockdep's irq_context
         self.atomic_site: Site | None = None  # where preempt_disable() went from 0 to 1
