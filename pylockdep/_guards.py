@@ -75,6 +75,10 @@ _EXIT_WITHIN = 16
 # code -> the guard sites in it (a few thousand codes at most: the slow path reads each once).
 _sites: dict[CodeType, tuple[_GuardSite, ...]] = {}
 _SITES_KEPT = 4096
+# The flags some code read so far checks and leaves on.  Only a frame setting one of them has its
+# variables read by set_on_stack(): before 3.13, reading them (``frame.f_locals``) leaves a copy
+# of them on the frame, which would keep alive what the frame's code let go of.
+_checked: set[Guard] = set()
 
 
 def checked_on_path(frame: FrameType | None, interrupted: int | None) -> frozenset[Guard]:
@@ -86,21 +90,28 @@ def checked_on_path(frame: FrameType | None, interrupted: int | None) -> frozens
     while frame is not None and id(frame) != interrupted:
         for site in _guard_sites(frame.f_code):
             if site[4] and _is_set(frame, site):
-                found.add((site[2][-1] if site[2] else site[1], site[3]))
+                found.add(_guard(site))
         frame = frame.f_back
     return NO_GUARDS if frame is None else frozenset(found)
 
 
 def set_on_stack(frame: FrameType | None) -> frozenset[Guard]:
     """The flags guarding an acquisition outside any interrupt: each set by a function on the
-    stack from ``frame`` out, and set now."""
+    stack from ``frame`` out, set now, and the flag of some guard (some code read so far checks it
+    and leaves when it is set, as :func:`checked_on_path` wants)."""
     found = set()
     while frame is not None:
         for site in _guard_sites(frame.f_code):
-            if _is_set(frame, site):
-                found.add((site[2][-1] if site[2] else site[1], site[3]))
+            guard = _guard(site)
+            if guard in _checked and _is_set(frame, site):
+                found.add(guard)
         frame = frame.f_back
     return frozenset(found)
+
+
+def _guard(site: _GuardSite) -> Guard:
+    """The name of the flag a site sets (see the module's documentation)."""
+    return (site[2][-1] if site[2] else site[1]), site[3]
 
 
 def _guard_sites(code: CodeType) -> tuple[_GuardSite, ...]:
@@ -132,7 +143,9 @@ def _read_sites(code: CodeType) -> tuple[_GuardSite, ...]:
         flag_read = _flag_read(instructions, index)
         if flag_read is not None and _leaves_when_set(instructions, at_offset, flag_read[1]):
             checked.add(flag_read[0])
-    return tuple(key + (key in checked,) for key in stores)
+    sites = tuple(key + (key in checked,) for key in stores)
+    _checked.update(_guard(site) for site in sites if site[4])
+    return sites
 
 
 def _reach(instructions: list[dis.Instruction], last: int) -> tuple[str, str, tuple[str, ...]] | None:
