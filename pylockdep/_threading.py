@@ -242,6 +242,13 @@ class Lock(_RealLock):
     _owned = False
     __slots__ = ()
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        """``_thread.LockType``, the type of the lock this one stands for, so that
+        ``isinstance(lock, _thread.LockType)`` holds as code that checks for a lock expects
+        (``type(lock)`` still names this class)."""
+        return _thread.LockType
+
     def __new__(cls, *args: Any, **kwargs: Any) -> Lock:
         """As ``_thread.lock()``: refused before 3.13; from 3.13 on a new lock (class from the
         caller's line)."""
@@ -349,6 +356,11 @@ class RLock(_RealLock):
 
     _ident: int | None
     _count: int
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        """``_thread.RLock``, the type of the lock this one stands for (see :attr:`Lock.__class__`)."""
+        return _thread.RLock
 
     def __new__(cls, key: LockKey | None = None) -> RLock:
         """A new unlocked RLock of class ``key``, by default its caller's site."""

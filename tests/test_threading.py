@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import types
 import weakref
 
 import pytest
@@ -294,6 +295,27 @@ def test_a_spawned_multiprocessing_manager_serves_locks(v):
     finally:
         manager.shutdown()
     assert v.reports == []
+
+
+def test_instrumented_locks_pass_isinstance_checks_for_cpythons_lock_types(v):
+    """Code that keeps a lock only if it is one (``isinstance(lock, _thread.LockType)``, else makes
+    a new one) kept none under instrumentation: each call made a new lock, and nothing excluded."""
+    lock, rlock, allocated = threading.Lock(), threading.RLock(), _thread.allocate_lock()
+    assert type(lock) is Lock and type(allocated) is Lock and type(rlock) is RLock
+    assert isinstance(lock, _thread.LockType) and isinstance(allocated, _thread.LockType)
+    assert isinstance(rlock, _thread.RLock) and not isinstance(rlock, _thread.LockType)
+    assert not isinstance(lock, _thread.RLock)
+
+    holder = types.SimpleNamespace()
+
+    def registry_lock():
+        found = getattr(holder, "lock", None)
+        if not isinstance(found, _thread.LockType):
+            holder.lock = found = threading.Lock()
+        return found
+
+    assert registry_lock() is registry_lock()
+    assert name_of(holder.lock).startswith("Lock@")
 
 
 def test_lock_type_makes_locks_from_3_13_on_and_rlock_type_always_as_cpythons_do(v):
