@@ -919,3 +919,60 @@ def test_a_done_callback_reading_its_future_in_the_worker_is_clean(v, workers):
         go.set()
     assert len(got) == 1 and got[0][:2] == (None, True) and got[0][2] is not threading.current_thread()
     assert v.reports == []
+
+
+# -- one lock class and one map class in a cycle: judged per instance ---------------------------
+
+
+class Node:
+    """A tree whose every node has a lock of one class: a parent locks its node while it waits for
+    the threads that lock its children's."""
+
+    def __init__(self, depth: int) -> None:
+        self.lock = threading.Lock()
+        self.children = [Node(depth - 1) for _ in range(2)] if depth else []
+        self.total = 0
+
+
+def spawn(node: Node) -> threading.Thread:
+    """A thread that updates ``node``: every one is of this line's map class."""
+    return threading.Thread(target=update, args=(node,))
+
+
+def update(node: Node) -> None:
+    with node.lock:
+        threads = [spawn(child) for child in node.children]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        node.total = 1 + sum(child.total for child in node.children)
+
+
+def node_classes(report: pylockdep.Report) -> set[str]:
+    return {name.split("@")[0] if "@" in name else name.split(":")[0] for name in report.classes}
+
+
+def test_a_tree_walk_joining_threads_that_lock_other_nodes_is_clean(v):
+    """One lock class held while joining threads of one map class that take the lock class: a
+    cycle of classes, but none of instances (each thread locks its own node)."""
+    root = Node(3)
+    update(root)
+    assert root.total == 15
+    assert v.reports == []
+
+
+def test_a_thread_for_a_node_its_joiner_holds_is_circular_after_a_clean_walk(v):
+    """From the first clean walk on, the pair of classes is judged by instances: a thread made by
+    the same line for the very node its joiner holds is found (a graph walked as a tree)."""
+    update(Node(2))
+    assert v.reports == []
+    node = Node(0)
+    with node.lock:
+        t = spawn(node)
+        t.start()
+        wait_until_waiting(v, t)
+        t.join(timeout=0.01)  # a wait with a timeout ends by itself: no DeadlockError
+    t.join()
+    assert [r.kind for r in v.reports] == ["circular"]
+    assert node_classes(v.reports[0]) == {f"(thread){FILE}", "Node.lock"}
