@@ -237,7 +237,8 @@ def _is_set(frame: FrameType, site: _GuardSite) -> bool:
         holder = frame.f_locals.get(name, _MISSING)
     for attr in attrs:
         holder = _static_attr(holder, attr)
-    if not issubclass(type(holder), _thread._local) or type(holder).__init__ is not _thread._local.__init__:
+    klass = type(holder)
+    if not issubclass(klass, _thread._local) or any("__init__" in base.__dict__ for base in klass.__mro__[:-2]):
         return False  # not a thread-local, or one whose first use in a thread runs the program's code
     value = _thread._local.__getattribute__(holder, "__dict__").get(flag)
     return value is not None and value is not False and not (type(value) in (int, str) and not value)
