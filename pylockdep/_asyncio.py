@@ -480,7 +480,7 @@ def _awaited_maps(v: Validator, h: TaskHolder, task: asyncio.Task) -> tuple[list
     the tasks a ``gather()`` it awaits gathers, or the tasks one of asyncio's waiting coroutines in
     its chain waits for (:data:`_WAITING`); other futures stand for no known work.  And whether
     one of those tasks is waiting for a lock that ``h`` holds."""
-    waiter = task._fut_waiter
+    waiter = _unshielded(task._fut_waiter)
     if isinstance(waiter, asyncio.Task):
         tasks: Any = [waiter]
     else:
@@ -490,6 +490,7 @@ def _awaited_maps(v: Validator, h: TaskHolder, task: asyncio.Task) -> tuple[list
     found = []
     stuck = False
     for awaited in tasks:
+        awaited = _unshielded(awaited)
         if not isinstance(awaited, asyncio.Task):
             continue
         if awaited.done():
@@ -926,6 +927,30 @@ class Event(_PlainEvent):
 # -- waiting on the loop's own thread ------------------------------------------------------------
 
 _plain_run_coroutine_threadsafe = asyncio.tasks.run_coroutine_threadsafe
+_plain_shield = asyncio.tasks.shield
+
+# shield()'s outer futures, each mapped to the task it shields, while both live: awaiting one is
+# awaiting that task (see _awaited_maps).
+_shielded: weakref.WeakKeyDictionary[asyncio.Future, asyncio.Task] = weakref.WeakKeyDictionary()
+
+
+def _unshielded(future: Any) -> Any:
+    """The task ``future`` shields if it is a ``shield()``'s outer future, else ``future``."""
+    try:
+        return _shielded.get(future, future)
+    except TypeError:  # None, or no future
+        return future
+
+
+def shield(arg: Any) -> Any:
+    """``asyncio.shield``, whose outer future stands for the task it shields: awaiting it is a wait
+    for that task."""
+    if asyncio.iscoroutine(arg) and _running_loop() is not None:
+        arg = _running_loop().create_task(arg)  # as shield() makes it, from the caller's line
+    outer = _plain_shield(arg)
+    if outer is not arg and isinstance(arg, asyncio.Task):
+        _shielded[outer] = arg
+    return outer
 
 
 class _LoopFuture(concurrent.futures.Future):
@@ -1024,19 +1049,21 @@ _waits.READS_DONE_FUTURES.append(asyncio.futures._copy_future_state.__code__)
 
 def install() -> None:
     """Make asyncio's lock types the validated ones, run task steps with their holders, name tasks'
-    maps after the lines that make them and watch ``run_coroutine_threadsafe()``'s futures."""
+    maps after the lines that make them and watch ``run_coroutine_threadsafe()``'s and
+    ``shield()``'s futures."""
     for module in (asyncio, asyncio.locks):
         for name, replacement in _REPLACED.items():
             setattr(module, name, replacement)
     for module in (asyncio, asyncio.tasks):
         module.run_coroutine_threadsafe = run_coroutine_threadsafe  # type: ignore[attr-defined]
+        module.shield = shield  # type: ignore[attr-defined]
     events.Handle._run = _run_handle  # type: ignore[method-assign]
     asyncio.base_events.BaseEventLoop.create_task = _instrumented_create_task  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
-    """Put CPython's types, functions, ``Handle._run`` and ``create_task`` back (locks already made
-    stay validated)."""
+    """Put CPython's types, functions (``run_coroutine_threadsafe``, ``shield``), ``Handle._run``
+    and ``create_task`` back (locks already made stay validated)."""
     for module in (asyncio, asyncio.locks):
         for name, replacement in _REPLACED.items():
             if getattr(module, name) is replacement:
@@ -1044,6 +1071,8 @@ def uninstall() -> None:
     for module in (asyncio, asyncio.tasks):
         if module.run_coroutine_threadsafe is run_coroutine_threadsafe:  # type: ignore[attr-defined]
             module.run_coroutine_threadsafe = _plain_run_coroutine_threadsafe  # type: ignore[attr-defined]
+        if module.shield is shield:  # type: ignore[attr-defined]
+            module.shield = _plain_shield  # type: ignore[attr-defined]
     if events.Handle._run is _run_handle:
         events.Handle._run = _plain_run  # type: ignore[method-assign]
     if asyncio.base_events.BaseEventLoop.create_task is _instrumented_create_task:

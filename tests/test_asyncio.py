@@ -55,8 +55,10 @@ def test_instrumentation_makes_the_validated_types_and_puts_cpythons_back():
             assert type(made) is getattr(_asyncio, name)
             assert isinstance(made, getattr(_asyncio, name).__mro__[1])  # CPython's own class
         assert asyncio.run_coroutine_threadsafe is _asyncio.run_coroutine_threadsafe
+        assert asyncio.shield is _asyncio.shield and asyncio.tasks.shield is _asyncio.shield
     assert asyncio.Lock is plain and asyncio.events.Handle._run is _asyncio._plain_run
     assert asyncio.run_coroutine_threadsafe is _asyncio._plain_run_coroutine_threadsafe
+    assert asyncio.shield is _asyncio._plain_shield and asyncio.tasks.shield is _asyncio._plain_shield
 
 
 def test_the_general_name_instrument_is_the_same_context_manager():
@@ -1800,3 +1802,63 @@ def test_a_walk_into_a_node_it_holds_is_circular_after_a_clean_walk():
     assert after_the_walk == []
     assert kinds(reports) == ["circular"]
     assert {name.split("@")[0].split(":")[0] for name in reports[0].classes} == {"(task)test_asyncio.py", "Node.lock"}
+
+
+# -- shield(): its outer future stands for the task it shields ---------------------------------
+
+
+@pytest.mark.parametrize("given", ["task", "coroutine"])
+def test_awaiting_a_shielded_task_under_a_lock_it_takes_is_circular(given: str):
+    """asyncio.shield()'s outer future stands for no task of its own: awaiting it is awaiting the
+    task it shields, which here waits for the lock its awaiter holds (a real deadlock, escaped by
+    the timeout)."""
+
+    async def main():
+        lock = asyncio.Lock()
+        done = asyncio.Event()
+
+        async def child():
+            async with lock:
+                done.set()
+
+        async with lock:
+            if given == "task":
+                shielded = asyncio.shield(asyncio.create_task(child()))
+            else:
+                shielded = asyncio.shield(child())
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(shielded, 0.05)
+        await done.wait()  # the shielded task goes on once the lock is free
+
+    reports = run(main)
+    assert kinds(reports) == ["circular"]
+    made = line_of(
+        main, "shielded = asyncio.shield(asyncio.create_task(" if given == "task" else "asyncio.shield(child())"
+    )
+    assert (
+        f"(task)child@test_asyncio.py:{made}" in reports[0].classes
+        or f"(task)test_asyncio.py:{made}" in reports[0].classes
+    )
+
+
+def test_a_shielded_commit_outliving_its_timed_out_handler_is_clean():
+    async def main():
+        lock = asyncio.Lock()
+
+        async def commit():
+            async with lock:
+                await asyncio.sleep(0.02)
+                return "ok"
+
+        commit_task = asyncio.create_task(commit())
+
+        async def handler():
+            return await asyncio.shield(commit_task)
+
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(handler(), 0.005)
+        assert await commit_task == "ok"
+        async with lock:
+            pass
+
+    asyncio_run(main)
