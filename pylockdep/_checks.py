@@ -580,25 +580,29 @@ def check_wait_pair(prev: LockClass, cls: LockClass) -> bool:
 
 def check_wait_order(v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lock: object) -> bool:
     """Waiting for work while holding a lock deadlocks if the work takes that lock: holding ``x``
-    while waiting for work of map class ``M``, and work of class ``M`` taking ``x``.  Lock
-    instances count here, map instances do not: work not yet started is judged by its class.  A
-    parent that locks its tree node and waits for child threads or tasks, which lock theirs, so
+    while waiting for work of map class ``M`` (any instance: work not yet started is judged by
+    its class), and work of class ``M`` taking ``x``, unless that work is the waiter's own.  So
+    lock instances count here and map instances do not, but for the waiter's own work: a task
+    that locks its tree node and waits for child tasks of its own class, which lock theirs,
     waits for no work that takes its node (one lock class and one map class in a cycle of
-    classes, and none of instances).  (The children, waiting for work of their own class, add no
-    dependency at all: :func:`pylockdep._waits.touch`.)
+    classes, and none of instances).
 
-    Records this dependency (``Validator.wait_record``) and returns whether it and those recorded
-    before close such a cycle.  Which verdict counts, the classes' or the instances', is
-    :func:`check_noncircular`'s to say.  (A dependency repeated on a chain validated before is
-    not recorded: the instances are judged from the first dependency of each chain until the
-    classes close a cycle, and from every dependency after.)"""
+    Records this dependency (the lock instance, the map class, and the work that took the lock or
+    the waiter's own work of that class: ``Validator.wait_records``) and returns whether it and
+    those recorded before close such a cycle.  Which verdict counts, the classes' or the
+    instances', is :func:`check_noncircular`'s to say.  (A dependency repeated on a chain
+    validated before is not recorded: the instances are judged from what the first of each chain
+    took until the classes close a cycle, and from every dependency after.)"""
     if cls.ltype is COMPLETION:  # holding prev_entry's lock, waiting for work of class cls
-        record = v.wait_record(prev_entry[H_LOCK], cls)
-        record.waited = True
-        return record.taken
-    record = v.wait_record(lock, prev_entry[H_CLASS])  # work of prev_entry's map class takes lock
-    record.taken = True
-    return record.waited
+        own = frozenset(id(entry[H_LOCK]) for entry in t.held if entry[H_CLASS] is cls)
+        takers, waits = v.wait_records(prev_entry[H_LOCK], cls)
+        waits.add(own)
+        return not takers <= own
+    work = prev_entry[H_CLASS]  # work of this map class (its map held at prev_entry) takes lock
+    taker = id(prev_entry[H_LOCK])
+    takers, waits = v.wait_records(lock, work)
+    takers.add(taker)
+    return any(taker not in own for own in waits)
 
 
 def check_loop_taken(t: Task, entry: HeldLock, cls: LockClass, site: Site) -> bool:

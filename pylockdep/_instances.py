@@ -118,18 +118,6 @@ def nodes(cell: Held) -> list[Instance]:
     return found
 
 
-class WaitRecord:
-    """What is known of one lock instance and the work of one map class (see
-    :func:`pylockdep._checks.check_wait_order`): whether such work took the lock (``taken``), and
-    whether a holder of the lock waited for such work (``waited``)."""
-
-    __slots__ = ("taken", "waited")
-
-    def __init__(self) -> None:
-        self.taken = False
-        self.waited = False
-
-
 #: What :meth:`InstanceOrder.held_by` found last for a holder (``Task.nearest``): the place in its
 #: stack of the nearest instance of a class, the chain key that entry was pushed on, the cell
 #: naming that instance and every instance of the class below it, and whether an entry there

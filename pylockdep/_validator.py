@@ -26,7 +26,7 @@ from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
 from ._held import H_CLASS, H_LOCK, HeldLock
 from ._identity import identity_of
-from ._instances import Held, Instance, InstanceOrder, WaitRecord, same_instances
+from ._instances import Held, Instance, InstanceOrder, same_instances
 from ._options import Options
 from ._plain import plain_rlock
 from ._report import LockdepViolation, Report
@@ -77,7 +77,7 @@ class Validator:
         # dependencies are judged by instances (see _checks.check_wait_order), from the records
         # kept per lock instance
         self.wait_pairs: set[frozenset[LockClass]] = set()
-        self._wait_records: weakref.WeakKeyDictionary[Any, dict[LockClass, WaitRecord]]
+        self._wait_records: weakref.WeakKeyDictionary[Any, dict[LockClass, tuple[set[int], set[frozenset[int]]]]]
         self._wait_records = weakref.WeakKeyDictionary()
         self.apply(options)
         self.graph_lock = plain_rlock()
@@ -305,20 +305,22 @@ class Validator:
         cell, may_hold = self.instances.held_by(t, cls, lock)
         return not (may_hold and any(entry[H_LOCK] is lock for entry in t.held)), cell
 
-    def wait_record(self, lock: object, work: LockClass) -> WaitRecord:
+    def wait_records(self, lock: object, work: LockClass) -> tuple[set[int], set[frozenset[int]]]:
         """What is known of ``lock`` and the work of map class ``work``
-        (:func:`pylockdep._checks.check_wait_order`), kept as long as ``lock`` lives; a lock that
-        cannot be referenced weakly gets a new, empty record each time."""
+        (:func:`pylockdep._checks.check_wait_order`): the ``id()`` of every map of the class whose
+        work took ``lock``, and for every wait for such work under ``lock``, the ``id()`` of the
+        waiter's own maps of the class.  Kept as long as ``lock`` lives; a lock that cannot be
+        referenced weakly gets empty records each time."""
         try:
             by_work = self._wait_records.get(lock)
             if by_work is None:
                 by_work = self._wait_records[lock] = {}
         except TypeError:
-            return WaitRecord()
-        record = by_work.get(work)
-        if record is None:
-            record = by_work[work] = WaitRecord()
-        return record
+            return set(), set()
+        records = by_work.get(work)
+        if records is None:
+            records = by_work[work] = (set(), set())
+        return records
 
     def forget_chains(self) -> None:
         """Empty the chain cache: every chain is validated again the next time it is taken.  (The C
