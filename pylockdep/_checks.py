@@ -61,7 +61,6 @@ from ._held import H_CLASS, H_CODE, H_IRQ, H_LASTI, H_LOCK, H_READ, H_TRYLOCK, H
 from ._instances import holds, nodes, same_instances
 from ._locktypes import (
     ASYNC_LOCK,
-    COMPLETION,
     PY_LOCK,
     PY_RLOCK,
     RCU,
@@ -482,8 +481,7 @@ def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: i
     edge to the new one; the walk stops after the first lock that was not taken by a trylock,
     since the locks below it already lead to it.  Returns whether the verdict holds for the
     chain: not when a loop made an edge (:func:`check_loop_order`), which depends on where the
-    locks were taken, not on their classes alone, nor for a wait judged per instance
-    (:func:`check_wait_order`).
+    locks were taken, not on their classes alone.
     """
     cacheable = True
     for entry in reversed(t.held):
@@ -493,7 +491,8 @@ def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: i
             continue
         if entry[H_CLASS] is not cls and not entry[H_CLASS].key.handoff:  # see check_handoff
             loop = site if check_loop_taken(t, entry, cls, site) else None
-            cacheable = check_prev_add(v, t, entry, cls, lock, read, site, sync, loop) and cacheable and loop is None
+            cacheable = cacheable and loop is None
+            check_prev_add(v, t, entry, cls, lock, read, site, sync, loop)
         if not entry[H_TRYLOCK]:
             break
     return cacheable
@@ -509,21 +508,13 @@ def check_prev_add(
     site: Site,
     sync: bool,
     loop: Site | None = None,
-) -> bool:
+) -> None:
     """Record ``prev -> next`` after checking the rules a new dependency must keep
     (:func:`check_noncircular`, :func:`check_irq_usage`); ``loop`` is the site of the loop that
     took both, if one did.  Each time it is made, the edge keeps the locks that guarded it
-    (:attr:`Edge.guards`) and the loop that made it only if both were those of every time.
-
-    A dependency between a lock of Python's and a completion map also orders the two instances
-    (:func:`check_wait_order`); once the two classes were found in a cycle of their own, it is
-    judged by its instances each time, and False is returned: the verdict holds for no chain."""
+    (:attr:`Edge.guards`) and the loop that made it only if both were those of every time."""
     prev = prev_entry[H_CLASS]
     kind = dep_kind(prev_entry[H_READ], read)
-    instance_cycle = check_wait_order(v, t, prev_entry, cls, lock) if check_wait_pair(prev, cls) else None
-    per_instance = instance_cycle is not None and frozenset((prev, cls)) in v.wait_pairs
-    if per_instance and instance_cycle:
-        check_noncircular(v, t, prev_entry, cls, lock, read, site, sync, instance_cycle=True)
     guards = _guards_held(t)
     off_main = not t.signals_on
     edge = prev.after.get(cls)
@@ -538,11 +529,11 @@ def check_prev_add(
             edge.off_main = True
             check_signal_order(v, t, prev_entry, cls, lock, site)
         if edge.types & kind:
-            return not per_instance
+            return
     graph = v.graph
     if not prev.key.token and check_token_held(prev_entry):
         prev.key.token = True
-    closes_cycle = not check_noncircular(v, t, prev_entry, cls, lock, read, site, sync, guards, loop, instance_cycle)
+    closes_cycle = not check_noncircular(v, t, prev_entry, cls, lock, read, site, sync, guards, loop)
     if graph.irq_safe_reaching(prev):  # else no irq-safe class stands behind prev
         check_irq_usage(v, t, prev_entry, cls, lock, read, site)
     if edge is not None:
@@ -562,47 +553,6 @@ def check_prev_add(
         )
         if off_main:
             check_signal_order(v, t, prev_entry, cls, lock, site)
-    return not per_instance and frozenset((prev, cls)) not in v.wait_pairs
-
-
-def check_wait_pair(prev: LockClass, cls: LockClass) -> bool:
-    """Whether a dependency between ``prev`` and ``cls`` is between a completion map (work waited
-    for: a thread, a task, a pool's work) and a lock of Python's ordered per instance (neither a
-    hand-off nor a token)."""
-    if prev.ltype is COMPLETION:
-        lock_cls = cls
-    elif cls.ltype is COMPLETION:
-        lock_cls = prev
-    else:
-        return False
-    return lock_cls.ltype.python and not lock_cls.key.handoff and not lock_cls.key.token
-
-
-def check_wait_order(v: Validator, t: Task, prev_entry: tuple, cls: LockClass, lock: object) -> bool:
-    """Waiting for work while holding a lock deadlocks if the work takes that lock: holding ``x``
-    while waiting for work of map class ``M`` (any instance: work not yet started is judged by
-    its class), and work of class ``M`` taking ``x``, unless that work is the waiter's own.  So
-    lock instances count here and map instances do not, but for the waiter's own work: a task
-    that locks its tree node and waits for child tasks of its own class, which lock theirs,
-    waits for no work that takes its node (one lock class and one map class in a cycle of
-    classes, and none of instances).
-
-    Records this dependency (the lock instance, the map class, and the work that took the lock or
-    the waiter's own work of that class: ``Validator.wait_records``) and returns whether it and
-    those recorded before close such a cycle.  Which verdict counts, the classes' or the
-    instances', is :func:`check_noncircular`'s to say.  (A dependency repeated on a chain
-    validated before is not recorded: the instances are judged from what the first of each chain
-    took until the classes close a cycle, and from every dependency after.)"""
-    if cls.ltype is COMPLETION:  # holding prev_entry's lock, waiting for work of class cls
-        own = frozenset(id(entry[H_LOCK]) for entry in t.held if entry[H_CLASS] is cls)
-        takers, waits = v.wait_records(prev_entry[H_LOCK], cls)
-        waits.add(own)
-        return not takers <= own
-    work = prev_entry[H_CLASS]  # work of this map class (its map held at prev_entry) takes lock
-    taker = id(prev_entry[H_LOCK])
-    takers, waits = v.wait_records(lock, work)
-    takers.add(taker)
-    return any(taker not in own for own in waits)
 
 
 def check_loop_taken(t: Task, entry: HeldLock, cls: LockClass, site: Site) -> bool:
@@ -640,15 +590,10 @@ def check_noncircular(
     sync: bool,
     guards: frozenset[LockClass] = frozenset(),
     loop: Site | None = None,
-    instance_cycle: bool | None = None,
 ) -> bool:
     """A new dependency ``prev -> next`` must not close a strong cycle: no path may lead from
     ``next`` back to ``prev`` on which every step could block (a path through recursive readers
     only counts where the held lock is a writer).  Returns False when it closes one.
-
-    A cycle of one lock class of Python's and one completion map class is judged by instances
-    from the first time it closes on (see :func:`check_wait_order`, whose verdict for this
-    dependency is ``instance_cycle``; None when it is no such pair).
 
     ``guards`` are the threading locks held now, ``loop`` the loop taking both locks if one is
     (see :func:`check_prev_add`).  A cycle that only that loop made (:func:`check_loop_order`)
@@ -670,14 +615,6 @@ def check_noncircular(
     path = graph.find_path(cls, read == 2, conflict)
     if path is None:
         return True
-    pair = None
-    if instance_cycle is not None and path.parent is not None and path.parent.parent is None:
-        pair = frozenset((prev, cls))
-        if pair not in v.wait_pairs:
-            v.wait_pairs.add(pair)
-            v.forget_chains()  # the chains that make the pair's dependencies are judged again
-        if not instance_cycle:
-            return True
     if check_loop_order([loop, *(edge.loop for edge in path.edges())]):
         return False
     gates = check_gated(held_each(path))
@@ -689,8 +626,6 @@ def check_noncircular(
         if other is not None and not (found := check_gated(held_each(other))):
             path, gates = other, found
     classes = [step.cls for step in path.walk()]
-    if pair is not None:  # met from either side: the map first, so that it is reported once
-        classes.sort(key=lambda c: c.ltype is not COMPLETION)
     v.report(
         "circular",
         classes,

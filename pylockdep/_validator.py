@@ -73,12 +73,6 @@ class Validator:
         options = options.replace(**changes)
         self.graph = Graph()
         self.instances = InstanceOrder()  # how instances of one class of Python's locks nest
-        # {lock class, completion map class} pairs that closed a cycle of their own: their
-        # dependencies are judged by instances (see _checks.check_wait_order), from the records
-        # kept per lock instance
-        self.wait_pairs: set[frozenset[LockClass]] = set()
-        self._wait_records: weakref.WeakKeyDictionary[Any, dict[LockClass, tuple[set[int], set[frozenset[int]]]]]
-        self._wait_records = weakref.WeakKeyDictionary()
         self.apply(options)
         self.graph_lock = plain_rlock()
         self.chains: set[int] = set()
@@ -304,23 +298,6 @@ class Validator:
         (:meth:`InstanceOrder.held_by <pylockdep._instances.InstanceOrder.held_by>`)."""
         cell, may_hold = self.instances.held_by(t, cls, lock)
         return not (may_hold and any(entry[H_LOCK] is lock for entry in t.held)), cell
-
-    def wait_records(self, lock: object, work: LockClass) -> tuple[set[int], set[frozenset[int]]]:
-        """What is known of ``lock`` and the work of map class ``work``
-        (:func:`pylockdep._checks.check_wait_order`): the ``id()`` of every map of the class whose
-        work took ``lock``, and for every wait for such work under ``lock``, the ``id()`` of the
-        waiter's own maps of the class.  Kept as long as ``lock`` lives; a lock that cannot be
-        referenced weakly gets empty records each time."""
-        try:
-            by_work = self._wait_records.get(lock)
-            if by_work is None:
-                by_work = self._wait_records[lock] = {}
-        except TypeError:
-            return set(), set()
-        records = by_work.get(work)
-        if records is None:
-            records = by_work[work] = (set(), set())
-        return records
 
     def forget_chains(self) -> None:
         """Empty the chain cache: every chain is validated again the next time it is taken.  (The C

@@ -1741,69 +1741,6 @@ def test_a_task_that_raised_is_freed_when_its_last_reference_goes(task_type):
     assert heard == ["Task exception was never retrieved"]
 
 
-# -- one lock class and one map class in a cycle: judged per instance ---------------------------
-
-
-class Node:
-    def __init__(self, depth: int) -> None:
-        self.lock = asyncio.Lock()
-        self.children = [Node(depth - 1) for _ in range(2)] if depth else []
-        self.total = 0
-
-
-async def update(node: Node) -> None:
-    async with node.lock:
-        if node.children:
-            await asyncio.gather(*(asyncio.create_task(update(child)) for child in node.children))
-        node.total = 1 + sum(child.total for child in node.children)
-
-
-def test_a_tree_walk_awaiting_tasks_that_lock_other_nodes_is_clean():
-    """A parent holds its node's lock while it awaits tasks that lock their own nodes: one lock
-    class and one map class in a cycle of classes, and no cycle of instances."""
-
-    async def main():
-        root = Node(3)
-        await update(root)
-        return root.total
-
-    assert asyncio_run(main) == 15
-
-
-def test_a_request_awaiting_a_sub_request_that_makes_its_own_lock_is_clean():
-    async def handle(depth: int) -> None:
-        request_lock = asyncio.Lock()
-        async with request_lock:
-            await asyncio.sleep(0)
-            if depth:
-                await asyncio.create_task(handle(depth - 1))
-
-    async def main():
-        await handle(3)
-
-    asyncio_run(main)
-
-
-def test_a_walk_into_a_node_it_holds_is_circular_after_a_clean_walk():
-    """From the first clean walk on, the pair of classes is judged by instances: a node reached
-    twice (a graph walked as a tree) is a task awaited by the holder of the lock it waits for."""
-    after_the_walk = []
-
-    async def main():
-        await update(Node(2))
-        after_the_walk.extend(kinds(pylockdep.current().reports))
-        looped = Node(1)
-        looped.children[1] = looped
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.2):
-                await update(looped)
-
-    reports = run(main)
-    assert after_the_walk == []
-    assert kinds(reports) == ["circular"]
-    assert {name.split("@")[0].split(":")[0] for name in reports[0].classes} == {"(task)test_asyncio.py", "Node.lock"}
-
-
 # -- shield(): its outer future stands for the task it shields ---------------------------------
 
 
