@@ -476,23 +476,16 @@ _task_keys: dict[Any, LockKey] = {}  # coroutine code -> the key of its tasks' m
 
 
 def _awaited_maps(v: Validator, h: TaskHolder, task: asyncio.Task) -> tuple[list[_waits.CompletionMap], bool]:
-    """The maps of the tasks a suspended ``task`` (of holder ``h``) waits for: the task it awaits,
-    the tasks a ``gather()`` it awaits gathers, or the tasks one of asyncio's waiting coroutines in
+    """The maps of the tasks a suspended ``task`` (of holder ``h``) waits for: those of the future
+    it awaits (:func:`_tasks_of`), else those of the futures one of asyncio's waiting coroutines in
     its chain waits for (:data:`_WAITING`); other futures stand for no known work.  And whether
     one of those tasks is waiting for a lock that ``h`` holds."""
-    waiter = _unshielded(task._fut_waiter)
-    if isinstance(waiter, asyncio.Task):
-        tasks: Any = [waiter]
-    else:
-        tasks = getattr(waiter, "_children", None)
-        if tasks is None:
-            tasks = _awaited_by_asyncio(task)
+    tasks = _tasks_of(task._fut_waiter) or [
+        found for future in _awaited_by_asyncio(task) for found in _tasks_of(future)
+    ]
     found = []
     stuck = False
     for awaited in tasks:
-        awaited = _unshielded(awaited)
-        if not isinstance(awaited, asyncio.Task):
-            continue
         if awaited.done():
             work = _task_map(awaited, awaited.get_coro())  # a finished task has no holder any more: one of its class
         else:
@@ -502,6 +495,19 @@ def _awaited_maps(v: Validator, h: TaskHolder, task: asyncio.Task) -> tuple[list
         if work is not None:
             found.append(work)
     return found, stuck
+
+
+def _tasks_of(future: Any, depth: int = 0) -> list[asyncio.Task]:
+    """The tasks that awaiting ``future`` waits for: the task itself, the tasks a ``gather()``'s
+    future gathers, or those of the future a ``shield()``'s outer future shields (nested up to a
+    few levels); none for any other future."""
+    future = _unshielded(future)
+    if isinstance(future, asyncio.Task):
+        return [future]
+    children = getattr(future, "_children", None)
+    if not children or depth > 8:
+        return []
+    return [task for child in children for task in _tasks_of(child, depth + 1)]
 
 
 def _awaited_by_asyncio(task: asyncio.Task) -> Any:
@@ -929,13 +935,13 @@ class Event(_PlainEvent):
 _plain_run_coroutine_threadsafe = asyncio.tasks.run_coroutine_threadsafe
 _plain_shield = asyncio.tasks.shield
 
-# shield()'s outer futures, each mapped to the task it shields, while both live: awaiting one is
-# awaiting that task (see _awaited_maps).
-_shielded: weakref.WeakKeyDictionary[asyncio.Future, asyncio.Task] = weakref.WeakKeyDictionary()
+# shield()'s outer futures, each mapped to the future (a task, a gather()'s) it shields, while both
+# live: awaiting one is awaiting that (see _tasks_of).
+_shielded: weakref.WeakKeyDictionary[asyncio.Future, asyncio.Future] = weakref.WeakKeyDictionary()
 
 
 def _unshielded(future: Any) -> Any:
-    """The task ``future`` shields if it is a ``shield()``'s outer future, else ``future``."""
+    """The future ``future`` shields if it is a ``shield()``'s outer future, else ``future``."""
     try:
         return _shielded.get(future, future)
     except TypeError:  # None, or no future
@@ -948,7 +954,7 @@ def shield(arg: Any) -> Any:
     if asyncio.iscoroutine(arg) and _running_loop() is not None:
         arg = _running_loop().create_task(arg)  # as shield() makes it, from the caller's line
     outer = _plain_shield(arg)
-    if outer is not arg and isinstance(arg, asyncio.Task):
+    if outer is not arg and isinstance(arg, asyncio.Future):
         _shielded[outer] = arg
     return outer
 

@@ -1799,3 +1799,28 @@ def test_a_shielded_commit_outliving_its_timed_out_handler_is_clean():
             pass
 
     asyncio_run(main)
+
+
+@pytest.mark.parametrize("how", ["wait_for", "shield"])
+def test_awaiting_a_gather_through_wait_for_or_shield_under_a_lock_its_task_takes_is_circular(how: str):
+    """The gather()'s future reached through 3.11's wait_for() task, or a shield(), stands for the
+    tasks it gathers."""
+
+    async def main():
+        lock = asyncio.Lock()
+        done = asyncio.Event()
+
+        async def child():
+            async with lock:
+                done.set()
+
+        async with lock:
+            gathered = asyncio.gather(asyncio.create_task(child()))
+            awaited = asyncio.shield(gathered) if how == "shield" else gathered
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(awaited, 0.05)
+        if how == "shield":
+            await done.wait()  # the shielded task goes on once the lock is free (wait_for cancels it)
+
+    reports = run(main)
+    assert kinds(reports) == ["circular"]
