@@ -848,19 +848,23 @@ def check_new_chain(
     """Each chain of held locks is validated once: every rule of :func:`check_acquire` for an
     acquisition whose chain is new, which is then remembered; or, when the verdict depends on
     which instances of the lock's class are held (:func:`check_instance_order`), remembered with
-    those instances and the lock's (:meth:`Validator.remember_instances`)."""
-    if chain_key in v.chains:
+    those instances and the lock's (:meth:`Validator.remember_instances`); or, for a class whose
+    usages re-entrancy guards keep apart (:mod:`pylockdep._guards`), remembered with the line
+    that takes the lock: another line may take it unguarded (:meth:`Validator.remember_site`)."""
+    if chain_key in v.chains or v.site_known(chain_key, site):
         return
     verdict = check_acquire(v, t, lock, cls, read, trylock, sync, site)
     if verdict == CACHE_CHAIN:
         v.remember_chain(chain_key)
     elif verdict == CACHE_INSTANCES:
         v.remember_instances(t, chain_key, cls, lock)
+    elif verdict == CACHE_SITE:
+        v.remember_site(chain_key, site)
 
 
 #: What the verdict of :func:`check_acquire` holds for: the chain of held classes, the chain with
-#: these instances of the lock's class, or this acquisition alone.
-CACHE_CHAIN, CACHE_INSTANCES, CACHE_NONE = 1, 2, 0
+#: these instances of the lock's class, the chain taken at this line, or this acquisition alone.
+CACHE_CHAIN, CACHE_INSTANCES, CACHE_SITE, CACHE_NONE = 1, 2, 3, 0
 
 
 def check_acquire(
@@ -869,8 +873,9 @@ def check_acquire(
     """Every rule for an acquisition on a chain not validated before, in lockdep's order.
 
     Returns what the verdict holds for, so what may be cached of it: :data:`CACHE_CHAIN`, or
-    :data:`CACHE_INSTANCES` when it depends on which instances are held, or :data:`CACHE_NONE`
-    when it depends on more (where the locks were taken, what the collector frees).
+    :data:`CACHE_INSTANCES` when it depends on which instances are held, :data:`CACHE_SITE` when
+    on the guards of the line that takes the lock, or :data:`CACHE_NONE` when it depends on more
+    (where the locks were taken, what the collector frees).
     """
     cacheable = True
     per_instance = False
@@ -896,7 +901,9 @@ def check_acquire(
         # PREEMPT_RT's spinlock_t: lockdep first, then a might_sleep that tolerates the RCU
         # nesting the held spinlock_t sections bring.
         check_might_sleep(v, t, site, functions, t.rcu_depth(rt), cls)
-    return CACHE_NONE if not cacheable else CACHE_INSTANCES if per_instance else CACHE_CHAIN
+    if not cacheable:
+        return CACHE_NONE
+    return CACHE_INSTANCES if per_instance else CACHE_SITE if cls.usage_guards else CACHE_CHAIN
 
 
 def check_unlock(v: Validator, t: Task, lock: object, name: str, site: Site) -> None:

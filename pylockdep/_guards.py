@@ -26,9 +26,10 @@ a Python state its guards, named here:
 - any other acquisition (``GC-ON``, ``SIGNAL-ON``) is guarded by a flag that a function on the
   stack sets, and that is set now (:func:`set_on_stack`).
 
-The two usages clash only if no flag guards both.  A flag is named by the attribute that holds
-its ``threading.local`` and its own attribute (``("_active", "flag")``), not by the objects, for the
-class of a lock stands for all its instances, each guarded by its own ``threading.local``.
+The two usages clash only if no flag guards both.  A flag is named by what holds its
+``threading.local`` (the class of ``self`` in ``self._active.flag``, or the module of a global), the
+attributes leading to it and its own name, not by the objects: the class of a lock stands for all
+its instances, each guarded by its own ``threading.local``.
 
 What is recognised is the idiom as written: the flag read as ``local.flag`` or ``getattr(local,
 "flag", default)`` straight into an ``if`` whose set branch returns or raises, and set by an
@@ -45,8 +46,9 @@ from types import CodeType, FrameType, GetSetDescriptorType, MemberDescriptorTyp
 
 from ._frames import is_internal, read_code
 
-#: A guard's name: the attribute (or variable) holding the ``threading.local``, and the flag's.
-Guard = tuple[str, str]
+#: A guard: what holds the ``threading.local`` (the type of the object a variable names, or the
+#: module and global), the attributes from there to it, and the flag's name.
+Guard = tuple[object, tuple[str, ...], str]
 #: Where a code sets a flag: how to reach the ``threading.local`` from the frame (``"fast"``,
 #: ``"global"`` or ``"deref"``, the variable's name, the attributes after it), the flag's name,
 #: and whether the same code checks the flag first and leaves when it is set.
@@ -63,14 +65,10 @@ _ROOTS = {
     "LOAD_NAME": "global",
 }
 _LEAVES = frozenset({"RETURN_VALUE", "RETURN_CONST", "RAISE_VARARGS"})
-# Instructions an early exit's branch may hold before it leaves: loads, calls (a message for the
-# exception), building the exception.
-_ON_THE_WAY = frozenset(
-    {"LOAD_CONST", "LOAD_GLOBAL", "LOAD_NAME", "LOAD_FAST", "LOAD_ATTR", "LOAD_METHOD", "PRECALL", "CALL"}
-    | {"PUSH_NULL", "KW_NAMES", "CALL_KW", "BUILD_STRING", "FORMAT_VALUE", "FORMAT_SIMPLE", "POP_TOP", "NOP"}
-)
+# What an early exit's branch may not do before it leaves: branch again, loop, enter a block, wait.
+_STAYS = ("JUMP_BACKWARD", "POP_JUMP", "JUMP_IF", "FOR_ITER", "BEFORE_WITH", "BEFORE_ASYNC_WITH", "SEND", "YIELD_VALUE")
 # How many instructions an early exit's branch may take before it leaves.
-_EXIT_WITHIN = 16
+_EXIT_WITHIN = 48
 
 # code -> the guard sites in it (a few thousand codes at most: the slow path reads each once).
 _sites: dict[CodeType, tuple[_GuardSite, ...]] = {}
@@ -89,8 +87,8 @@ def checked_on_path(frame: FrameType | None, interrupted: int | None) -> frozens
     found = set()
     while frame is not None and id(frame) != interrupted:
         for site in _guard_sites(frame.f_code):
-            if site[4] and _is_set(frame, site):
-                found.add(_guard(site))
+            if site[4] and (guard := _set_guard(frame, site)) is not None:
+                found.add(guard)
         frame = frame.f_back
     return NO_GUARDS if frame is None else frozenset(found)
 
@@ -102,15 +100,14 @@ def set_on_stack(frame: FrameType | None) -> frozenset[Guard]:
     found = set()
     while frame is not None:
         for site in _guard_sites(frame.f_code):
-            guard = _guard(site)
-            if guard in _checked and _is_set(frame, site):
+            if _name(site) in _checked and (guard := _set_guard(frame, site)) is not None:
                 found.add(guard)
         frame = frame.f_back
     return frozenset(found)
 
 
-def _guard(site: _GuardSite) -> Guard:
-    """The name of the flag a site sets (see the module's documentation)."""
+def _name(site: _GuardSite) -> tuple[str, str]:
+    """What a site's flag is called in its code: the name holding its ``threading.local``, and its own."""
     return (site[2][-1] if site[2] else site[1]), site[3]
 
 
@@ -137,15 +134,28 @@ def _read_sites(code: CodeType) -> tuple[_GuardSite, ...]:
     checked = set()
     for index, ins in enumerate(instructions):
         if ins.opname == "STORE_ATTR":
-            reach = _reach(instructions, index - 1)
+            reach = _reach(instructions, _stored_on(instructions, index))
             if reach is not None:
                 stores[reach + (ins.argval,)] = True
         flag_read = _flag_read(instructions, index)
         if flag_read is not None and _leaves_when_set(instructions, at_offset, flag_read[1]):
             checked.add(flag_read[0])
     sites = tuple(key + (key in checked,) for key in stores)
-    _checked.update(_guard(site) for site in sites if site[4])
+    _checked.update(_name(site) for site in sites if site[4])
     return sites
+
+
+def _stored_on(instructions: list[dis.Instruction], store: int) -> int:
+    """The index of the last instruction loading the object that the ``STORE_ATTR`` at ``store``
+    stores on: the one before it, or for ``local.flag += n`` (``COPY 1; LOAD_ATTR flag; ...;
+    SWAP 2; STORE_ATTR flag``) the one before the ``COPY``."""
+    if store >= 1 and instructions[store - 1].opname == "SWAP" and instructions[store - 1].arg == 2:
+        name = instructions[store].argval
+        for index in range(store - 2, 0, -1):
+            ins = instructions[index]
+            if ins.opname == "LOAD_ATTR" and ins.argval == name and instructions[index - 1].opname == "COPY":
+                return index - 2
+    return store - 1
 
 
 def _reach(instructions: list[dis.Instruction], last: int) -> tuple[str, str, tuple[str, ...]] | None:
@@ -199,7 +209,8 @@ def _flag_read(instructions: list[dis.Instruction], index: int) -> tuple[tuple, 
 
 def _leaves_when_set(instructions: list[dis.Instruction], at_offset: dict[int, int], read: int) -> bool:
     """Whether the branch the flag read at ``read`` takes when the flag is set returns or raises
-    soon, with nothing but loads and calls on the way."""
+    soon, in a straight line (counting what it dropped, say), entering no block and waiting for
+    nothing on the way."""
     index = read + 1
     negated = False
     while index < len(instructions) and instructions[index].opname in ("TO_BOOL", "UNARY_NOT"):
@@ -220,28 +231,34 @@ def _leaves_when_set(instructions: list[dis.Instruction], at_offset: dict[int, i
             return True
         if ins.opname in ("JUMP_FORWARD", "JUMP"):
             index = at_offset.get(ins.argval, -1)
-        elif ins.opname in _ON_THE_WAY:
-            index += 1
-        else:
+        elif ins.opname.startswith(_STAYS):
             return False
+        else:
+            index += 1
     return False
 
 
-def _is_set(frame: FrameType, site: _GuardSite) -> bool:
-    """Whether the flag of ``site`` is set in this thread, reached from ``frame``'s variables."""
+def _set_guard(frame: FrameType, site: _GuardSite) -> Guard | None:
+    """The guard of the flag of ``site`` if it is set in this thread, reached from ``frame``'s
+    variables; else None."""
     kind, name, attrs, flag, _ = site
     if kind == "global":
         scope = frame.f_globals
-        holder = scope.get(name, _MISSING) if type(scope) is dict else _MISSING
+        root = scope.get(name, _MISSING) if type(scope) is dict else _MISSING
+        owner: object = (scope.get("__name__"), name) if type(scope) is dict else None
     else:
-        holder = frame.f_locals.get(name, _MISSING)
+        root = frame.f_locals.get(name, _MISSING)
+        owner = type(root)
+    holder = root
     for attr in attrs:
         holder = _static_attr(holder, attr)
     klass = type(holder)
     if not issubclass(klass, _thread._local) or any("__init__" in base.__dict__ for base in klass.__mro__[:-2]):
-        return False  # not a thread-local, or one whose first use in a thread runs the program's code
+        return None  # not a thread-local, or one whose first use in a thread runs the program's code
     value = _thread._local.__getattribute__(holder, "__dict__").get(flag)
-    return value is not None and value is not False and not (type(value) in (int, str) and not value)
+    if value is None or value is False or (type(value) in (int, str) and not value):
+        return None
+    return owner, attrs, flag
 
 
 _MISSING = object()

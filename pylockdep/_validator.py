@@ -79,6 +79,7 @@ class Validator:
         # Chains whose verdict depends on which instances nest, each with the last ones validated
         # (see remember_instances).
         self.instance_chains: dict[int, tuple[Held, Instance]] = {}
+        self.site_chains: set[tuple[int, Site]] = set()  # (see remember_site)
         # Times the chain cache was emptied: the C fast path keeps the chains it found in it until
         # this changes (the cache only grows in between), so it is emptied only by forget_chains().
         self.chains_forgotten = 0
@@ -257,6 +258,8 @@ class Validator:
         known = self.instance_chains.get(chain_key)
         if known is not None and not replaying and self._same_instances(t, cls, lock, known):
             return
+        if self.site_known(chain_key, (code, line)) and not replaying:
+            return
         t.lasti = lasti
         t.replaying = replaying
         self.run_check(t, _checks.check_new_chain, lock, cls, read, trylock, sync, chain_key, (code, line))
@@ -272,6 +275,18 @@ class Validator:
         self.chains.add(chain_key)
         if len(self.chains) >= CHAIN_CACHE_SIZE:
             self.forget_chains()
+
+    def remember_site(self, chain_key: int, site: Site) -> None:
+        """Cache ``chain_key`` as validated when its lock is taken at ``site``'s line: the verdict
+        of a lock whose usages re-entrancy guards keep apart (:mod:`pylockdep._guards`), which
+        another line may take unguarded."""
+        if len(self.site_chains) >= CHAIN_CACHE_SIZE:
+            self.site_chains.clear()
+        self.site_chains.add((chain_key, site))
+
+    def site_known(self, chain_key: int, site: Site) -> bool:
+        """Whether :meth:`remember_site` cached ``chain_key`` taken at ``site``."""
+        return (chain_key, site) in self.site_chains if self.site_chains else False
 
     def remember_instances(self, t: Task, chain_key: int, cls: LockClass, lock: object) -> None:
         """Cache ``chain_key`` as validated for the instances of ``cls`` that ``t`` holds and for
@@ -304,6 +319,7 @@ class Validator:
         fast path trusts the chains it found until ``chains_forgotten`` changes, just after.)"""
         self.chains.clear()
         self.instance_chains.clear()
+        self.site_chains.clear()
         self.chains_forgotten += 1
 
     def depth_exceeded(self, t: Task) -> None:

@@ -281,3 +281,74 @@ def test_the_guard_sites_of_a_code_are_its_flags_with_whether_it_leaves_when_set
     assert flush[3:] == ("flag", False)
     assert _guards._guard_sites(log_once.__code__) == (("global", "_busy", (), "inside", True),)
     assert _guards._guard_sites(Batcher._append.__code__) == ()
+
+
+class Counted:
+    """A guard that counts: ``depth += 1`` sets the flag; the early exit counts what it drops."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.dropped = 0
+
+    def put(self) -> list[object] | None:
+        if getattr(self._local, "depth", 0):
+            self.dropped += 1
+            return []
+        self._local.depth = 0
+        self._local.depth += 1
+        try:
+            with self._lock:
+                return None
+        finally:
+            self._local.depth -= 1
+
+    def flush(self) -> None:
+        with self._lock:  # another line, unguarded
+            pass
+
+
+def test_a_counting_guard_whose_early_exit_counts_is_no_inconsistent_state(v):
+    counted = Counted()
+    counted.put()
+    in_finalizer(counted.put)
+    counted.put()
+    assert kinds(v) == []
+
+
+def test_an_unguarded_line_taking_a_guarded_lock_on_a_chain_seen_guarded_is_inconsistent(v):
+    # The guarded put() comes first; flush() takes the lock on the same chain, at another line.
+    counted = Counted()
+    counted.put()
+    in_finalizer(counted.put)
+    assert kinds(v) == []
+    counted.flush()
+    [(kind, classes)] = kinds(v)
+    assert kind == "inconsistent_lock_state" and classes[0].startswith("Counted._lock@")
+
+
+class Exporter:
+    """Guards its own section with a flag of the same name as Batcher's, on its own class."""
+
+    def __init__(self, batcher: Batcher) -> None:
+        self._active = threading.local()
+        self.batcher = batcher
+
+    def export(self) -> None:
+        if getattr(self._active, "flag", False):
+            return None
+        self._active.flag = True
+        try:
+            self.batcher.add_unguarded("exported")
+        finally:
+            self._active.flag = False
+
+
+def test_another_classs_flag_of_the_same_name_guards_nothing(v):
+    """Flags are named with the class holding them: the exporter's ``_active.flag`` says nothing of
+    the batcher's, so a finalizer reaching the batcher's add() inside export() would wait."""
+    batcher = Batcher()
+    Exporter(batcher).export()
+    in_finalizer(lambda: batcher.add("from the finalizer"))
+    [(kind, classes)] = kinds(v)
+    assert kind == "inconsistent_lock_state" and classes[0].startswith("Batcher._lock@")
