@@ -15,6 +15,7 @@ import threading
 import weakref
 
 import pytest
+from _interrupts import Circular, in_finalizer
 
 import pylockdep
 from pylockdep import _collector, _signals
@@ -25,24 +26,6 @@ from pylockdep._classes import ENABLED_GC
 def v():
     with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
         yield v
-
-
-class Circular:
-    """Garbage in a reference cycle, so that only the collector frees it, whose ``__del__`` runs
-    ``body``."""
-
-    def __init__(self, body) -> None:
-        self.me = self
-        self.body = body
-
-    def __del__(self) -> None:
-        self.body()
-
-
-def in_finalizer(body) -> None:
-    """Run ``body`` in a finalizer the collector runs, now, in this thread."""
-    Circular(body)
-    gc.collect()
 
 
 def take(lock) -> None:

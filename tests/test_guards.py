@@ -7,11 +7,11 @@ guard still is."""
 from __future__ import annotations
 
 import contextlib
-import gc
 import signal
 import threading
 
 import pytest
+from _interrupts import in_finalizer, run_as_signal_handler
 
 import pylockdep
 from pylockdep import _guards
@@ -28,30 +28,9 @@ def v():
             signal.signal(signal.SIGUSR1, previous)
 
 
-class Circular:
-    """Garbage in a reference cycle whose ``__del__`` runs ``body``."""
-
-    def __init__(self, body) -> None:
-        self.me = self
-        self.body = body
-
-    def __del__(self) -> None:
-        self.body()
-
-
-def in_finalizer(body) -> None:
-    Circular(body)
-    gc.collect()
-
-
-def in_signal_handler(body) -> None:
-    signal.signal(signal.SIGUSR1, lambda signum, frame: body())
-    signal.raise_signal(signal.SIGUSR1)
-
-
 INTERRUPTS = [pytest.param(in_finalizer, id="finalizer")]
 if hasattr(signal, "SIGUSR1"):
-    INTERRUPTS.append(pytest.param(in_signal_handler, id="signal-handler"))
+    INTERRUPTS.append(pytest.param(run_as_signal_handler, id="signal-handler"))
 
 
 class Batcher:

@@ -13,6 +13,7 @@ import sys
 import threading
 
 import pytest
+from _interrupts import run_as_signal_handler
 
 import pylockdep
 from pylockdep import _context, _signals
@@ -28,12 +29,6 @@ def v():
             yield v
     finally:
         signal.signal(signal.SIGUSR1, previous)
-
-
-def run_as_signal_handler(body) -> None:
-    """Run ``body`` as the handler of a signal raised now, in the main thread."""
-    signal.signal(signal.SIGUSR1, lambda signum, frame: body())
-    signal.raise_signal(signal.SIGUSR1)
 
 
 def in_thread(body) -> None:
