@@ -222,9 +222,13 @@ def check_owner_ended(t: Task, lock: Primitive, mode: int) -> None:
     owners = lock._blockers(mode, t.ident)
     if not owners:
         return
-    alive = set(sys._current_frames())
-    alive.update(thread.ident for thread in threading.enumerate() if thread.is_alive())
+    alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
     if any(owner in alive for owner in owners):
+        return
+    # Only then the threads running Python code that threading does not know: the interpreter's
+    # list of threads is locked for the copy, which is not to be done at each wait.
+    running = sys._current_frames()
+    if any(owner in running for owner in owners):
         return
     raise DeadlockError(
         f"deadlock: {t.comm} would wait for ever on {lock.name!r}: its owner, thread {owners[0]}, ended without"
