@@ -623,6 +623,27 @@ def test_waiting_for_a_kernel_lock_whose_owner_ended_raises_instead_of_hanging()
     assert [r.kind for r in v.reports] == ["lock_held_at_exit"]
 
 
+@pytest.mark.timeout(60)
+def test_waiting_for_a_kernel_lock_whose_owner_threading_does_not_know_waits_for_it():
+    """An owner started with ``_thread.start_new_thread()`` is no thread of threading's, but it runs
+    Python code: the wait is a wait, not a DeadlockError."""
+    with pylockdep.validate(raise_on_report=False, stream=None) as v:
+        lock = pylockdep.Mutex("held by a bare thread")
+        taken, finish = threading.Event(), threading.Event()
+
+        def owner() -> None:
+            with lock:
+                taken.set()
+                finish.wait(20)
+
+        _thread.start_new_thread(owner, ())
+        assert taken.wait(20)
+        threading.Timer(0.1, finish.set).start()
+        with lock:  # waits until the owner lets go
+            pass
+    assert v.reports == []
+
+
 LOCK_LEFT_BY_AN_ENDED_THREAD = """
     import threading, pylockdep
     with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
