@@ -933,30 +933,6 @@ class Event(_PlainEvent):
 # -- waiting on the loop's own thread ------------------------------------------------------------
 
 _plain_run_coroutine_threadsafe = asyncio.tasks.run_coroutine_threadsafe
-_plain_shield = asyncio.tasks.shield
-
-# shield()'s outer futures, each mapped to the future (a task, a gather()'s) it shields, while both
-# live: awaiting one is awaiting that (see _tasks_of).
-_shielded: weakref.WeakKeyDictionary[asyncio.Future, asyncio.Future] = weakref.WeakKeyDictionary()
-
-
-def _unshielded(future: Any) -> Any:
-    """The future ``future`` shields if it is a ``shield()``'s outer future, else ``future``."""
-    try:
-        return _shielded.get(future, future)
-    except TypeError:  # None, or no future
-        return future
-
-
-def shield(arg: Any) -> Any:
-    """``asyncio.shield``, whose outer future stands for the task it shields: awaiting it is a wait
-    for that task."""
-    if asyncio.iscoroutine(arg) and _running_loop() is not None:
-        arg = _running_loop().create_task(arg)  # as shield() makes it, from the caller's line
-    outer = _plain_shield(arg)
-    if outer is not arg and isinstance(arg, asyncio.Future):
-        _shielded[outer] = arg
-    return outer
 
 
 class _LoopFuture(concurrent.futures.Future):
@@ -1035,6 +1011,34 @@ def run_coroutine_threadsafe(coro: Any, loop: asyncio.AbstractEventLoop) -> conc
     if work is not None:
         _waits.future_waits_for(future, work)
     return future
+
+
+# -- shield(): the outer future stands for what it shields ---------------------------------------
+
+_plain_shield = asyncio.tasks.shield
+# shield()'s outer futures, each mapped to the future (a task, a gather()'s) it shields, while both
+# live: awaiting one is awaiting that (see _tasks_of).
+_shielded: weakref.WeakKeyDictionary[asyncio.Future, asyncio.Future] = weakref.WeakKeyDictionary()
+
+
+def _unshielded(future: Any) -> Any:
+    """The future ``future`` shields if it is a ``shield()``'s outer future, else ``future``."""
+    try:
+        return _shielded.get(future, future)
+    except TypeError:  # None, or no future
+        return future
+
+
+def shield(arg: Any) -> Any:
+    """``asyncio.shield``, whose outer future stands for the task (or ``gather()``) it shields:
+    awaiting it is a wait for that."""
+    loop = _running_loop()
+    if asyncio.iscoroutine(arg) and loop is not None:
+        arg = loop.create_task(arg)  # as shield() makes it, named after the caller's line
+    outer = _plain_shield(arg)
+    if outer is not arg and isinstance(arg, asyncio.Future):
+        _shielded[outer] = arg
+    return outer
 
 
 # -- installing --------------------------------------------------------------------------------
