@@ -33,8 +33,8 @@ its instances, each guarded by its own ``threading.local``.
 
 What is recognised is the idiom as written: the flag read as ``local.flag`` or ``getattr(local,
 "flag", default)`` straight into an ``if`` whose set branch returns or raises, and set by an
-assignment to ``local.flag``, where ``local`` is a variable, a global or a chain of attributes of
-one.  Nothing here runs the program's code: the values are read from the frames and the
+assignment to ``local.flag`` (``=`` or ``+=``), where ``local`` is a variable, a global or a chain
+of attributes of one.  Nothing here runs the program's code: the values are read from the frames and the
 instances' dictionaries, never through properties or ``__getattr__``.
 """
 
@@ -127,8 +127,9 @@ def _guard_sites(code: CodeType) -> tuple[_GuardSite, ...]:
 
 
 def _read_sites(code: CodeType) -> tuple[_GuardSite, ...]:
-    instructions, offsets = read_code(code)
-    instructions = [ins for ins in instructions if ins.opname != "CACHE"]
+    """:func:`_guard_sites` read from ``code``'s instructions; the flags it checks and leaves on
+    are added to those :func:`set_on_stack` reads."""
+    instructions = read_code(code)[0]
     at_offset = {ins.offset: index for index, ins in enumerate(instructions)}
     stores = {}
     checked = set()
