@@ -219,20 +219,19 @@ def mark_lock(
     A bit of Python's states also keeps the re-entrancy guards of the acquisitions that set it
     (``guards``, else those of this thread's stack: :func:`usage_guards`); a bit set before, and
     guarded, keeps only the guards it still has, and is checked again if it lost some."""
-    if bit & PYTHON_STATE_BITS and (not cls.usage & bit or bit in cls.usage_guards):
-        if guards is None:
-            guards = usage_guards(t, bit)
-        if cls.usage & bit:
+    if cls.usage & bit:
+        if bit in cls.usage_guards:  # the guards it keeps are those of every acquisition
             had = cls.usage_guards.pop(bit)
-            if had & guards:
-                cls.usage_guards[bit] = had & guards
-            if not had <= guards:
+            kept = had & (usage_guards(t, bit) if guards is None else guards)
+            if kept:
+                cls.usage_guards[bit] = kept
+            if kept != had:
                 check_inconsistent_state(v, t, cls, lock, bit, clashing_bits(bit), site)
-            return
+        return
+    if bit & PYTHON_STATE_BITS:
+        guards = usage_guards(t, bit) if guards is None else guards
         if guards:
             cls.usage_guards[bit] = guards
-    elif cls.usage & bit:
-        return
     clash = clashing_bits(bit) if bit < USED else 0
     cls.usage |= bit
     cls.usage_stacks[bit] = capture_stack()

@@ -294,7 +294,7 @@ class LockClass:
         self.ltype = key.ltype
         self.usage = 0
         self.usage_stacks: dict[int, Stack] = {}
-        self.usage_guards: dict[int, frozenset[tuple[str, str]]] = {}
+        self.usage_guards: dict[int, frozenset[tuple[object, tuple[str, ...], str]]] = {}  # _guards.Guard
         self.after: dict[LockClass, Edge] = {}
         self.before: dict[LockClass, Edge] = {}
         self.ord = ident

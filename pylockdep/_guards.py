@@ -76,7 +76,7 @@ _SITES_KEPT = 4096
 # The flags some code read so far checks and leaves on.  Only a frame setting one of them has its
 # variables read by set_on_stack(): before 3.13, reading them (``frame.f_locals``) leaves a copy
 # of them on the frame, which would keep alive what the frame's code let go of.
-_checked: set[Guard] = set()
+_checked: set[tuple[str, str]] = set()  # (see _name)
 
 
 def checked_on_path(frame: FrameType | None, interrupted: int | None) -> frozenset[Guard]:
