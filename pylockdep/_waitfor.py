@@ -33,6 +33,12 @@ if TYPE_CHECKING:
     from ._validator import Validator
 
 POLL_SECONDS = 0.05
+# Most waits end quickly: the first slice of one is waited for without the deadlock check, whose
+# cost (the checks below, marking the thread waiting, searching for a cycle) would otherwise
+# dominate short waits, such as a lock's held for a few lines by another thread.  A cycle is then
+# found at most this much later.  The C fast path waits the same slice for a contended lock before
+# it hands the acquisition to Python (the constant is written into its header).
+FIRST_SLICE_SECONDS = 0.01
 # A thread just started with _thread.start_new_thread is seen nowhere until it runs: a thread
 # waiting for a Lock it holds itself must find itself alone this long before nobody is left.
 SELF_WAIT_GRACE_SECONDS = 0.25
@@ -113,10 +119,15 @@ class _CycleSearch:
 def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Callable[[float], bool]) -> None:
     """Block until ``acquire_timed`` succeeds, unless the wait closes a cycle of waiting threads.
 
-    The cycle is checked before blocking and again every :data:`POLL_SECONDS`, so a cycle that
-    forms while threads race into their waits is still found.  A lock held by a suspended asyncio
-    task of the event loop that runs on this very thread can never come free: that raises at once.
+    The cycle is checked once the first :data:`FIRST_SLICE_SECONDS` of the wait have passed and
+    again every :data:`POLL_SECONDS`, so a cycle that forms while threads race into their waits is
+    still found.  A lock held by a suspended asyncio task of the event loop that runs on this very
+    thread can never come free: that raises after the first slice too.
     """
+    if acquire_timed(FIRST_SLICE_SECONDS):
+        return
+    if deferred:  # a failed attempt: what a signal held back runs now, as after each poll below
+        run_deferred()
     check_own_loop(t, lock)
     check_owner_ended(t, lock, mode)
     # A signal handler or finalizer may wait inside this thread's own wait: put the outer wait back.

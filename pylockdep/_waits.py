@@ -315,13 +315,6 @@ class _Wait:
         return idents
 
 
-# Most waits end quickly: the first slice of one is waited for without the deadlock check, whose
-# cost (marking the thread waiting, searching for a cycle) would otherwise dominate short waits.
-# A cycle is then found at most this much later; waits on locks, which are often uncontended
-# and so never wait at all, check before they block.
-FIRST_SLICE_SECONDS = 0.01
-
-
 def _wait(what: _Wait, done: Callable[[float], bool], timeout: float | None) -> None:
     """Block until ``done(seconds)`` (which waits at most ``seconds``) says the work is done, or
     until ``timeout`` passes; raise DeadlockError if a wait without a timeout closes a cycle of
@@ -332,8 +325,6 @@ def _wait(what: _Wait, done: Callable[[float], bool], timeout: float | None) -> 
         while not done(min(_waitfor.POLL_SECONDS, max(deadline - monotonic(), 0))):
             if monotonic() >= deadline:
                 return
-        return
-    if done(FIRST_SLICE_SECONDS):
         return
     v = active.validator
     if v.off:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 import pylockdep
-from pylockdep import Mutex
+from pylockdep import Mutex, _waitfor
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -88,4 +89,47 @@ def test_waiting_for_a_lock_another_thread_will_release_is_not_a_deadlock():
         with a:
             pass
         worker.join()
+    assert v.reports == []
+
+
+def test_a_wait_over_within_its_first_slice_runs_no_deadlock_check(monkeypatch):
+    # A lock held for a few lines by another thread: the waiter gets it within the first slice of
+    # its wait (in C on the fast path), without the cost of marking itself waiting and searching
+    # for a cycle.  Each round, the holder lets go 2 ms after the waiter asked, well within the
+    # 10 ms slice; a busy machine may delay either thread, so a few rounds must show it, not all.
+    checked: list[object] = []
+    check = _waitfor.check_own_loop
+    monkeypatch.setattr(_waitfor, "check_own_loop", lambda t, lock: (checked.append(lock), check(t, lock)))
+    (a,) = mutexes("A")
+    quick = 0
+    with pylockdep.validate(raise_on_report=False) as v:
+        for _ in range(30):
+            checked.clear()
+            asking = threading.Event()
+
+            def waiter(asking: threading.Event = asking) -> None:
+                asking.set()
+                with a:
+                    pass
+
+            with a:
+                worker = threading.Thread(target=waiter)
+                worker.start()
+                assert asking.wait(10)
+                time.sleep(0.002)
+            worker.join(10)
+            assert not worker.is_alive()
+            quick += not checked
+            if quick == 3:
+                break
+        assert quick == 3, "every wait ran the deadlock check"
+        # Waits that outlast the slice still run it (and the threads still found their deadlock
+        # in the tests above); none of this is a report.
+        (b,) = mutexes("B")
+        with b:
+            worker = threading.Thread(target=lambda: b.acquire() and b.release())
+            worker.start()
+            time.sleep(0.1)
+        worker.join(10)
+        assert b in checked
     assert v.reports == []

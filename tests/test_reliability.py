@@ -161,7 +161,8 @@ def test_a_nested_wait_gives_back_the_outer_wait() -> None:
         t = v.task()
         outer = (pylockdep.Mutex("outer"), 0)
         t.waiting = outer
-        _waitfor.wait(v, t, pylockdep.Mutex("inner"), 0, lambda seconds: True)
+        attempts = iter([False, True])  # the first slice times out: the wait marks itself waiting
+        _waitfor.wait(v, t, pylockdep.Mutex("inner"), 0, lambda seconds: next(attempts))
         assert t.waiting is outer
         t.waiting = None
 

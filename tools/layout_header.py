@@ -1,6 +1,7 @@
 """Write ``pylockdep/_csrc/_held_layout.h``, the header that tells the C module what it shares with the
 Python code (see :func:`pylockdep._fastpath.layout_header`).  Run it after changing
-``pylockdep._held.HELD_FIELDS`` or ``pylockdep._fastpath.SPEEDUPS_ABI``, then reinstall to rebuild.
+``pylockdep._held.HELD_FIELDS``, ``pylockdep._fastpath.SPEEDUPS_ABI`` or
+``pylockdep._waitfor.FIRST_SLICE_SECONDS``, then reinstall to rebuild.
 """
 
 from __future__ import annotations

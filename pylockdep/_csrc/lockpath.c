@@ -160,7 +160,8 @@ take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layou
     Py_INCREF(v);
     Py_INCREF(t);
     if (real != NULL) {
-        taken = reallock_try(real);
+        /* A contended lock is waited for a slice, as pylockdep._waitfor.wait() does first. */
+        taken = reallock_try(real) || reallock_try_slice(real);
     } else if ((core = rwcore_of(lock)) != NULL) {
         taken = rwcore_take(core, read, PyThread_get_thread_ident());
     } else {
@@ -170,7 +171,7 @@ take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layou
     if (taken < 0) {
         result = -1;  /* the real lock raised: report that, as Python would */
     } else if (taken == 0) {
-        result = 0;  /* contended: the slow path waits (and checks for a deadlock) */
+        result = 0;  /* still contended: the slow path waits on (and checks for a deadlock) */
     } else if (held_push(held, entry) < 0 || (is_true(spins) && add_spins(t, 1) < 0)) {
         result = -1;  /* out of memory, in practice */
     } else {

@@ -15,6 +15,23 @@ reallock_try(RealLock *self)
     return 1;
 }
 
+/* Take it, waiting at most the first slice of a wait (FIRST_SLICE_US) with the GIL released: 1
+ * taken, 0 not.  A signal ends the wait early and its handler runs later, in Python; nothing else
+ * runs in this thread meanwhile, so the caller's state stays as it left it. */
+static int
+reallock_try_slice(RealLock *self)
+{
+    PyLockStatus r;
+
+    Py_BEGIN_ALLOW_THREADS
+    r = PyThread_acquire_lock_timed(self->lock, FIRST_SLICE_US, 1);
+    Py_END_ALLOW_THREADS
+    if (r != PY_LOCK_ACQUIRED)
+        return 0;
+    self->locked = 1;
+    return 1;
+}
+
 static inline void
 reallock_release(RealLock *self)
 {
