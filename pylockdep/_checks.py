@@ -48,6 +48,7 @@ from ._frames import (
     Site,
     Stack,
     capture_stack,
+    current_frames,
     enters_with,
     format_file_line,
     in_loop,
@@ -1140,7 +1141,7 @@ def _referenced_outside(locks: list[Any]) -> set[int]:
             continue
         found.update(id(obj) for obj in gc.get_referents(referrer) if id(obj) in ids)
     frame: FrameType | None
-    for frame in sys._current_frames().values():
+    for frame in current_frames().values():
         while frame is not None:
             if not is_internal(frame.f_code.co_filename):
                 found.update(id(value) for value in frame.f_locals.values() if id(value) in ids)

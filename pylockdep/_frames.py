@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dis
+import gc
 import os
 import sys
 import threading
@@ -193,6 +194,30 @@ def stack_standing_in(stack: Stack) -> Iterator[None]:
 def stack_stood_in() -> Stack | None:
     """The stack standing in for this thread's (:func:`stack_standing_in`), else None."""
     return _stand_in.stack
+
+
+def current_frames() -> dict[int, FrameType]:
+    """``sys._current_frames()``: each thread's ident and innermost frame, without CPython 3.11's
+    hang (gh-106883).
+
+    On 3.11 the copy holds the interpreter's lock on its list of threads while it makes frame
+    objects; a collection started by one of them may switch threads (its callbacks are Python
+    code, pylockdep's own among them), and a thread that then starts a thread waits for that lock
+    while holding the GIL: neither moves again.  So on 3.11 the collector is off for the copy when
+    it was on.  (Another thread's ``gc.disable()`` in the few instructions between is lost.)
+    """
+    if _GC_IN_FRAME_COPY and gc.isenabled():
+        gc.disable()
+        try:
+            return sys._current_frames()
+        finally:
+            gc.enable()
+    return sys._current_frames()
+
+
+#: Whether a collection can start inside ``sys._current_frames()``: up to 3.11, at any allocation;
+#: from 3.12 the collector runs only between instructions.
+_GC_IN_FRAME_COPY = sys.version_info < (3, 12)
 
 
 def capture_stack(frame: FrameType | None = None, limit: int = 64) -> Stack:

@@ -16,12 +16,12 @@ making unless no other thread is left that could release it.
 from __future__ import annotations
 
 import _thread
-import sys
 import threading
 from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING
 
+from ._frames import current_frames
 from ._locktypes import RCU, RCU_SCHED, SRCU
 from ._plain import plain_rlock
 from ._primitive import Primitive
@@ -182,7 +182,7 @@ def others_may_release(v: Validator, t: Task, lock: Primitive) -> bool:
     me = t.ident
     waits = {task.ident: task.waiting for task in list(v.tasks.values()) if task.waiting is not None}
     alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
-    alive.update(sys._current_frames())
+    alive.update(current_frames())
     alive.discard(me)
     alive.discard(None)
     if _thread._count() > len(alive):  # threads other than the main one, against those seen
@@ -238,7 +238,7 @@ def check_owner_ended(t: Task, lock: Primitive, mode: int) -> None:
         return
     # Only then the threads running Python code that threading does not know: the interpreter's
     # list of threads is locked for the copy, which is not to be done at each wait.
-    running = sys._current_frames()
+    running = current_frames()
     if any(owner in running for owner in owners):
         return
     raise DeadlockError(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 
-from pylockdep._frames import capture_stack, split_at_entry
+import pytest
+
+from pylockdep._frames import capture_stack, current_frames, split_at_entry
 
 
 def inner() -> tuple:
@@ -30,3 +34,23 @@ def test_without_an_entry_nothing_is_cut():
     stack = inner()
     assert split_at_entry(stack, None) == (stack, ())
     assert split_at_entry(stack, entry.__code__) == (stack, ())
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_frame_copy_runs_with_the_collector_off_on_3_11_and_leaves_it_as_it_was(monkeypatch, enabled):
+    # CPython 3.11 can hang when a collection starts inside sys._current_frames() (gh-106883).
+    seen: list[bool] = []
+    copy = sys._current_frames
+    monkeypatch.setattr(sys, "_current_frames", lambda: (seen.append(gc.isenabled()), copy())[1])
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        frames = current_frames()
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    mine, chain = sys._getframe(), frames[threading.get_ident()]
+    while chain is not None and chain is not mine:
+        chain = chain.f_back
+    assert chain is mine  # the copy is this thread's stack
+    assert seen == [enabled and sys.version_info >= (3, 12)]
