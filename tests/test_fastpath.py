@@ -1569,6 +1569,12 @@ def test_thread_pool_tasks_call_no_python_function_of_pylockdep_once_their_sites
             assert future.result() == 7
             assert python_functions(future.result) == []
             assert python_functions(future.exception) == []
+            other = concurrent.futures.Future()  # no pool's: a process pool's, a user's
+            other.set_result(8)
+            assert other.result() == 8 and other.exception() is None
+            assert python_functions(other.result) == [] and python_functions(other.exception) == []
+            with pytest.raises(concurrent.futures.TimeoutError):
+                concurrent.futures.Future().result(0)  # not done: the original's own timeout
         finally:
             release.set()
             pool.shutdown()

@@ -18,7 +18,8 @@
  * - result: a wait for a future that is done already (nothing to wait for): the work's map is
  *   touched (touch_work() of waits.c), then the original returns the result.  Not while the work's
  *   map is still held (a done callback, in the thread that ran the work), nor from code that reads
- *   done futures by design (the list reads_done): Python decides those.
+ *   done futures by design (the list reads_done): Python decides those.  A future with no map at
+ *   all (not a thread pool's, nor given one) is the original's at once, done or not.
  *
  * Where a step's C half (hold, release, touch) declines, the Python function of pylockdep._waits for
  * that step runs in its place, with a frame object made for it.  pool_setup() gives this module
@@ -45,17 +46,21 @@ typedef struct {
 
 static PyObject *step_call(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
-/* getattr(obj, name, None) as a new reference; NULL with an exception other than AttributeError. */
+/* getattr(obj, name, None) as a new reference; NULL with an exception other than AttributeError.
+ * A missing attribute (most futures have no map) makes no AttributeError to clear. */
 static PyObject *
 attr_or_none(PyObject *obj, PyObject *name)
 {
-    PyObject *value = PyObject_GetAttr(obj, name);
+    PyObject *value;
+#if PY_VERSION_HEX >= 0x030D0000
+    int found = PyObject_GetOptionalAttr(obj, name, &value);
+#else
+    int found = _PyObject_LookupAttr(obj, name, &value);
+#endif
 
-    if (value == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        PyErr_Clear();
-        value = Py_NewRef(Py_None);
-    }
-    return value;
+    if (found < 0)
+        return NULL;
+    return found ? value : Py_NewRef(Py_None);
 }
 
 /* The key _keys_at holds for work made at ``frame`` (borrowed), as map_key() looks it up first; or
@@ -315,6 +320,10 @@ pool_result(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kw
         return slow_call(self->slow, args, nargsf, kwnames);
     if ((work = attr_or_none(args[0], g_work_attr)) == NULL)
         return NULL;
+    if (work == Py_None) {  /* no pool's work, nor a map given (a process pool's, a user's): no wait to model */
+        Py_DECREF(work);
+        return PyObject_Vectorcall(self->original, args, nargsf, NULL);
+    }
     if (!IS(work, workmap_layout) || future_done(args[0]) != 1 || work_running(work) != 0) {
         Py_DECREF(work);
         return slow_call(self->slow, args, nargsf, kwnames);
