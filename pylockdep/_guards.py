@@ -34,8 +34,11 @@ its instances, each guarded by its own ``threading.local``.
 What is recognised is the idiom as written: the flag read as ``local.flag`` or ``getattr(local,
 "flag", default)`` straight into an ``if`` whose set branch returns or raises, and set by an
 assignment to ``local.flag`` (``=`` or ``+=``), where ``local`` is a variable, a global or a chain
-of attributes of one.  Nothing here runs the program's code: the values are read from the frames and the
-instances' dictionaries, never through properties or ``__getattr__``.
+of attributes of one.  Nothing here runs the program's code: the values are read from the frames
+and the instances' dictionaries, never through properties or ``__getattr__``.  The code of test
+harnesses and program runners (pytest's, runpy's, asyncio's loop: see
+:func:`pylockdep._frames.is_harness`) is not read: it guards no lock of the program, and reading
+it cost milliseconds at a test's first lock.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import _thread
 import dis
 from types import CodeType, FrameType, GetSetDescriptorType, MemberDescriptorType
 
-from ._frames import is_internal, read_code
+from ._frames import is_harness, is_internal, read_code
 
 #: A guard: what holds the ``threading.local`` (the type of the object a variable names, or the
 #: module and global), the attributes from there to it, and the flag's name.
@@ -116,7 +119,7 @@ def _guard_sites(code: CodeType) -> tuple[_GuardSite, ...]:
     whether ``code`` also checks it and leaves when it is set (see the module's documentation)."""
     sites = _sites.get(code)
     if sites is None:
-        if is_internal(code.co_filename) or _STORE_ATTR not in code.co_code[::2]:
+        if is_internal(code.co_filename) or is_harness(code.co_filename) or _STORE_ATTR not in code.co_code[::2]:
             sites = ()
         else:
             sites = _read_sites(code)

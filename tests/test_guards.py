@@ -331,3 +331,14 @@ def test_another_classs_flag_of_the_same_name_guards_nothing(v):
     in_finalizer(lambda: batcher.add("from the finalizer"))
     [(kind, classes)] = kinds(v)
     assert kind == "inconsistent_lock_state" and classes[0].startswith("Batcher._lock@")
+
+
+def test_the_code_of_a_test_harness_is_not_read_for_guards():
+    # pytest's frames lie under every test's locks: reading their code cost milliseconds at a
+    # test's first lock, for flags that guard nothing of the program.
+    import _pytest.nodes
+
+    harness = _pytest.nodes.Node.__init__.__code__  # sets attributes on self, as a guard's code does
+    assert _guards._STORE_ATTR in harness.co_code[::2]
+    assert _guards._guard_sites(harness) == ()
+    assert _guards._guard_sites(Batcher.add.__code__) != ()  # the program's own code is read
