@@ -37,7 +37,8 @@ POLL_SECONDS = 0.05
 # cost (the checks below, marking the thread waiting, searching for a cycle) would otherwise
 # dominate short waits, such as a lock's held for a few lines by another thread.  A cycle is then
 # found at most this much later.  The C fast path waits the same slice for a contended lock before
-# it hands the acquisition to Python (the constant is written into its header).
+# it hands the acquisition to Python (the constant is written into its header), which waits its
+# own: there the check comes after twice the slice.
 FIRST_SLICE_SECONDS = 0.01
 # A thread just started with _thread.start_new_thread is seen nowhere until it runs: a thread
 # waiting for a Lock it holds itself must find itself alone this long before nobody is left.
@@ -233,13 +234,18 @@ def check_owner_ended(t: Task, lock: Primitive, mode: int) -> None:
     owners = lock._blockers(mode, t.ident)
     if not owners:
         return
+    owner = getattr(lock, "_owner", None)
     alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
-    if any(owner in alive for owner in owners):
+    if any(ident in alive for ident in owners):
         return
     # Only then the threads running Python code that threading does not know: the interpreter's
     # list of threads is locked for the copy, which is not to be done at each wait.
     running = current_frames()
-    if any(owner in running for owner in owners):
+    if any(ident in running for ident in owners):
+        return
+    # The owners read first may have released the lock and ended before the threads were listed
+    # (this thread may lose the GIL in between): only owners that still hold it ended holding it.
+    if getattr(lock, "_owner", None) is not owner or lock._blockers(mode, t.ident) != owners:
         return
     raise DeadlockError(
         f"deadlock: {t.comm} would wait for ever on {lock.name!r}: its owner, thread {owners[0]}, ended without"

@@ -193,6 +193,35 @@ def test_locks_taken_inside_a_check_are_tracked_not_validated() -> None:
         assert v.reports == []
 
 
+def test_a_lock_taken_inside_a_check_leaves_the_held_stack_as_the_check_sees_it() -> None:
+    # A hand-off Lock released for this thread by another one waits in its pending work; a
+    # collection's callback that takes a lock while the thread is inside a check must not do
+    # that work then: the check is reading the held stack (an IndexError in the instance order).
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        token, inner = threading.Lock(), threading.Lock()
+        token.acquire()
+        other = threading.Thread(target=token.release)
+        other.start()
+        while token.locked():  # not join(): waiting for a thread is a lock operation of this one
+            time.sleep(0.001)
+        t = v.task()
+        assert t.pending and [entry[0] for entry in t.held] == [token]
+        seen = []
+
+        def check(v: pylockdep.Validator, t: Any) -> None:
+            before = list(t.held)
+            with inner:
+                seen.append([entry[0] for entry in t.held])
+            assert t.held == before
+
+        v.run_check(t, check)
+        assert seen == [[token, inner]]
+        with inner:  # outside a check the pending work is done first
+            assert [entry[0] for entry in t.held] == [inner]
+        other.join()
+        assert v.reports == []
+
+
 def test_finalizers_taking_locks_during_searches() -> None:
     result = run_python("""
         import gc, pylockdep

@@ -624,6 +624,36 @@ def test_waiting_for_a_kernel_lock_whose_owner_ended_raises_instead_of_hanging()
 
 
 @pytest.mark.timeout(60)
+def test_an_owner_that_releases_and_ends_while_its_waiter_checks_is_no_deadlock(monkeypatch):
+    """The check reads the lock's owner, then lists the live threads: an owner that released the
+    lock and ended in between did not end holding it."""
+    with pylockdep.validate(raise_on_report=False, stream=None) as v:
+        lock = pylockdep.Mutex("handed")
+        taken, go = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            with lock:
+                taken.set()
+                go.wait(10)
+
+        owner = threading.Thread(target=holder, name="owner")
+        owner.start()
+        assert taken.wait(10)
+        listed = threading.enumerate
+
+        def enumerate_once_the_owner_ended() -> list[threading.Thread]:
+            monkeypatch.setattr(threading, "enumerate", listed)
+            go.set()  # the owner releases the lock and ends now, after the check read it
+            owner.join(10)
+            return listed()
+
+        monkeypatch.setattr(threading, "enumerate", enumerate_once_the_owner_ended)
+        with lock:  # contended: after its first slice the wait checks whether the owner ended
+            assert threading.enumerate is listed  # it did check
+    assert v.reports == []
+
+
+@pytest.mark.timeout(60)
 def test_waiting_for_a_kernel_lock_whose_owner_threading_does_not_know_waits_for_it():
     """An owner started with ``_thread.start_new_thread()`` is no thread of threading's, but it runs
     Python code: the wait is a wait, not a DeadlockError."""
