@@ -54,7 +54,7 @@ from sys import _getframe
 from types import FrameType
 from typing import Any
 
-from . import _checks, _locktypes, _waitfor, _waits
+from . import _checks, _frames, _locktypes, _waitfor, _waits
 from ._classes import LockKey, key_for
 from ._fastpath import accelerate_step, holder_changed
 from ._frames import Site, Stack, format_file_line, is_harness, is_internal, stack_standing_in
@@ -447,6 +447,22 @@ def _awaiter_blocks(v: Validator, awaiter: TaskHolder) -> None:
     task = awaiter.task_ref()
     if task is not None:
         _as_holder(v, awaiter, lambda: _waited(awaiter, task))
+
+
+def _made_at() -> Stack:
+    """The line that made the running task, as a stack (empty when unknown): what a report shows of a
+    task none of whose own frames is the program's, as ``create_task(lock.acquire())`` makes."""
+    try:
+        task = _current_task()
+    except RuntimeError:  # no running loop
+        return ()
+    site = getattr(getattr(task, _MAP_KEY, None), "site", None)
+    return () if site is None else (site,)
+
+
+# A task's stack ends at the event loop's Handle._run, or at the line that made it.
+_frames.loop_runner = _plain_run.__code__
+_frames.task_made_at = _made_at
 
 
 def _task_map(task: asyncio.Task, coro: object) -> _waits.CompletionMap | None:

@@ -220,13 +220,24 @@ def current_frames() -> dict[int, FrameType]:
 _GC_IN_FRAME_COPY = sys.version_info < (3, 12)
 
 
+#: The code of asyncio's ``Handle._run``, which runs each callback and task step of an event loop
+#: (set by :mod:`pylockdep._asyncio`): what lies beyond it on a stack runs the loop, not the task.
+loop_runner: CodeType | None = None
+#: What stands for a task's stack when none of its own frames is the program's (a task whose
+#: coroutine is asyncio's or pylockdep's, as ``create_task(lock.acquire())``): the line that made
+#: the running task, set by :mod:`pylockdep._asyncio`.
+task_made_at: Callable[[], Stack] | None = None
+
+
 def capture_stack(frame: FrameType | None = None, limit: int = 64) -> Stack:
     """The call stack outside pylockdep, innermost first, as sites (at most ``limit`` of them).
 
     Harness frames (:func:`is_harness`) are left out, and so is all that lies outside the outermost
     of them (the console script or ``python -m`` that started the harness): under pytest the stack
-    ends with the test function; in a thread, with threading's bootstrap.  Walks the whole stack:
-    for the slow path only (a new dependency, a new usage, a report).
+    ends with the test function; in a thread, with threading's bootstrap; in an asyncio task or
+    callback, with its outermost coroutine or function (or, if none is the program's, the line
+    that made the task).  Walks the whole stack: for the slow path only (a new dependency, a new
+    usage, a report).
     """
     if frame is None and _stand_in.stack is not None:
         return _stand_in.stack[:limit]
@@ -235,6 +246,10 @@ def capture_stack(frame: FrameType | None = None, limit: int = 64) -> Stack:
     end = None  # how many sites lie inside the outermost harness frame seen so far
     while frame is not None:
         filename = frame.f_code.co_filename
+        if frame.f_code is loop_runner:
+            if not sites and task_made_at is not None:
+                return task_made_at()[:limit]
+            return tuple(sites[:limit])
         if is_harness(filename):
             end = len(sites)
         elif not is_internal(filename):

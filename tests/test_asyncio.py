@@ -628,6 +628,32 @@ def test_awaiting_a_task_under_a_lock_the_task_takes_is_circular(how: str):
     assert "main+test_asyncio.py:" in report.text.split("-> #0")[1].split("other info")[0]
 
 
+def test_a_tasks_stack_ends_with_its_coroutine_or_the_line_that_made_it():
+    """A task's stack in a report stops at the event loop, whatever runs the loop; a task whose
+    coroutine is the lock's own ``acquire()`` shows the line that made it."""
+
+    async def main():
+        lock = asyncio.Lock()
+        await lock.acquire()
+        task = asyncio.create_task(lock.acquire())
+        asyncio.get_running_loop().call_later(0.01, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        lock.release()
+
+    (report,) = run(main)
+    assert report.kind == "circular"
+
+    def frames(block: str) -> list[str]:  # a chain's call trace, after its heading and thread lines
+        return [line.strip() for line in block.splitlines()[1:] if line.strip() and not line.strip().startswith("[")]
+
+    made = line_of(main, "task = asyncio.create_task(")
+    task_chain = report.text.split("-> #1")[1].split("-> #0")[0]  # the task's: it waits for the lock
+    assert frames(task_chain) == [f"{main.__qualname__}+test_asyncio.py:{made}"]
+    awaiter = frames(report.text.split("-> #0")[1].split("other info")[0])  # not the test that runs the loop
+    assert awaiter == [f"{main.__qualname__}+test_asyncio.py:{line_of(main, 'await task')}"]
+
+
 def test_awaiting_a_task_after_releasing_the_lock_it_takes_is_clean():
     async def main():
         lock = asyncio.Lock()
