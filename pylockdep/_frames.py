@@ -196,6 +196,11 @@ def stack_stood_in() -> Stack | None:
     return _stand_in.stack
 
 
+#: Whether a collection can start inside ``sys._current_frames()``: up to 3.11, at any allocation;
+#: from 3.12 the collector runs only between instructions.
+_GC_IN_FRAME_COPY = sys.version_info < (3, 12)
+
+
 def current_frames() -> dict[int, FrameType]:
     """``sys._current_frames()``: each thread's ident and innermost frame, without CPython 3.11's
     hang (gh-106883).
@@ -213,11 +218,6 @@ def current_frames() -> dict[int, FrameType]:
         finally:
             gc.enable()
     return sys._current_frames()
-
-
-#: Whether a collection can start inside ``sys._current_frames()``: up to 3.11, at any allocation;
-#: from 3.12 the collector runs only between instructions.
-_GC_IN_FRAME_COPY = sys.version_info < (3, 12)
 
 
 #: The code of asyncio's ``Handle._run``, which runs each callback and task step of an event loop

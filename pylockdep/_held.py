@@ -329,7 +329,11 @@ def runs_from(entry: HeldLock) -> bool:
 def do_pending(v: Validator, t: Task, releasing: object = None) -> None:
     """Do the holder's pending work (``Task.pending``): take off its stack the locks other threads
     released on its behalf; then write a pending run's keys back (see :class:`_Run`) unless the
-    lock operation under way is the release of its bottom, ``releasing``."""
+    lock operation under way is the release of its bottom, ``releasing``.  Nothing while the
+    holder is inside a check (``busy``: a collection's callback taking a lock), which reads the
+    stack: its next lock operation after does it."""
+    if t.busy:
+        return
     pending = t.pending
     while pending and (len(pending) > 1 or type(pending[0]) is not _Run):
         index = find(t, pending.pop())

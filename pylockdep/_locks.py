@@ -85,7 +85,7 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
                 if deferred:
                     run_deferred()
                 return False
-        if t.pending and not t.busy:  # not inside a check, which reads the held stack
+        if t.pending:
             do_pending(v, t)
         owner, classes = lock._key.cache
         cls = classes[subclass] if owner is v else None
@@ -207,7 +207,7 @@ def _unlock_real(lock: Primitive, read: int) -> None:
 
 def _release_slow(v: Validator, t: Task, lock: Primitive, read: int) -> bool:
     """A release that is not of the most recent lock.  Returns whether to release the real lock."""
-    if t.pending and not t.busy:  # as in _acquire
+    if t.pending:
         do_pending(v, t, lock)  # a run pending from releasing its bottom stays so for this one
     index = find(t, lock)
     if index >= 0:

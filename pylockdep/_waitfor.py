@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 POLL_SECONDS = 0.05
 # Most waits end quickly: the first slice of one is waited for without the deadlock check, whose
 # cost (the checks below, marking the thread waiting, searching for a cycle) would otherwise
-# dominate short waits, such as a lock's held for a few lines by another thread.  A cycle is then
+# dominate short waits, such as for a lock another thread holds for a few lines.  A cycle is then
 # found at most this much later.  The C fast path waits the same slice for a contended lock before
 # it hands the acquisition to Python (the constant is written into its header), which waits its
 # own: there the check comes after twice the slice.
