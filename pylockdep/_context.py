@@ -147,19 +147,6 @@ def _irq_enable(site: Site | None) -> None:
     t.update_ctx()
 
 
-def local_irq_save() -> bool:
-    """Disable hard interrupts; returns whether they were on, for :func:`local_irq_restore`."""
-    was_on = not active.validator.task().irqs_off
-    _irq_disable(None)
-    return was_on
-
-
-def local_irq_restore(was_on: bool) -> None:
-    """Turn hard interrupts back on if :func:`local_irq_save` found them on."""
-    if was_on:
-        _irq_enable(None)
-
-
 class _IrqsSaved:
     """``local_irq_save()`` ... ``local_irq_restore()`` around a with-block (see
     :func:`irq_save_for`: one object may be entered again inside its own block, or by many

@@ -66,8 +66,3 @@ def identify_thread(
 def identity_of(thread: threading.Thread | None) -> TaskIdentity | None:
     """The identity given to ``thread`` by :func:`identify_thread`, or None."""
     return getattr(thread, _ATTRIBUTE, None)
-
-
-def current_identity() -> TaskIdentity | None:
-    """The identity of the calling thread, or None."""
-    return identity_of(threading.current_thread())
