@@ -183,17 +183,33 @@ def others_may_release(v: Validator, t: Task, lock: Primitive) -> bool:
     me = t.ident
     waits = {task.ident: task.waiting for task in list(v.tasks.values()) if task.waiting is not None}
     alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
-    alive.update(current_frames())
+    frames = current_frames()
+    alive.update(frames)
     alive.discard(me)
     alive.discard(None)
     if _thread._count() > len(alive):  # threads other than the main one, against those seen
         return True
+    joined_at_exit = _joined_at_exit(me)
     for ident in alive - OWN_THREADS:
         waiting = waits.get(ident)
         if waiting is not None and (waiting[0] is lock or me in waiting[0]._blockers(waiting[1], ident)):
             continue
+        if joined_at_exit and (frame := frames.get(ident)) is not None and frame.f_code is _SHUTDOWN_CODE:
+            continue  # the main thread at its end, joining every non-daemon thread, ``t`` among them
         return True
     return False
+
+
+# threading's end of the main thread, which joins every non-daemon thread before the interpreter
+# runs its exit handlers: a thread there releases nothing until those threads have ended.
+_SHUTDOWN_CODE = threading._shutdown.__code__  # type: ignore[attr-defined]
+
+
+def _joined_at_exit(ident: int) -> bool:
+    """Whether the thread ``ident`` is one that the main thread waits for at its end: a live
+    non-daemon :class:`threading.Thread` other than the main one."""
+    thread = threading._active.get(ident)  # type: ignore[attr-defined]
+    return thread is not None and not thread.daemon and thread is not threading.main_thread()
 
 
 def describe_cycle(cycle: list[tuple[Task, Primitive]]) -> str:

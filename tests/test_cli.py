@@ -550,6 +550,55 @@ def test_a_self_deadlock_under_hang_timeout_raises_at_once_the_watchdog_releasin
     assert "--hang-timeout" not in err  # refused, not dumped as a hang
 
 
+def test_a_thread_waiting_on_its_own_lock_while_the_main_thread_ends_is_refused_not_hung(tmp_path):
+    """The main thread at its end joins every non-daemon thread and releases nothing meanwhile: a
+    worker waiting for a Lock it holds itself then has nobody left to release it.  A third thread
+    that does release it keeps the wait a hand-off, as before."""
+    write(
+        tmp_path / "stuck.py",
+        """\
+        import threading
+        lock = threading.Lock()
+
+        def worker():
+            lock.acquire()
+            try:
+                lock.acquire()
+            except Exception as e:
+                print(type(e).__name__, e)
+            lock.release()
+
+        threading.Thread(target=worker, name="worker").start()
+    """,
+    )
+    result = pylockdep_run("stuck.py", cwd=tmp_path)
+    assert result.returncode == 66, result.stderr
+    assert "WARNING: possible recursive locking detected" in result.stderr
+    assert result.stdout.startswith("DeadlockError deadlock: worker/") and "which it holds itself" in result.stdout
+    write(
+        tmp_path / "handed.py",
+        """\
+        import threading, time
+        lock = threading.Lock()
+
+        def releaser():
+            time.sleep(0.5)  # past the self-wait's grace: the main thread has long been at its end
+            lock.release()
+
+        def worker():
+            lock.acquire()
+            threading.Thread(target=releaser).start()
+            lock.acquire()
+            print("handed over")
+            lock.release()
+
+        threading.Thread(target=worker).start()
+    """,
+    )
+    result = pylockdep_run("handed.py", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "handed over\n"), result.stderr
+
+
 def test_sigusr1_dumps_held_locks_and_the_program_goes_on(tmp_path):
     write(
         tmp_path / "usr1.py",
