@@ -959,9 +959,12 @@ class _LoopFuture(concurrent.futures.Future):
 
     def result(self, timeout: float | None = None) -> Any:
         """As ``concurrent.futures.Future.result``."""
-        if timeout is None:
-            self._refuse_own_loop("result")
-        return super().result(timeout)
+        try:
+            if timeout is None:
+                self._refuse_own_loop("result")
+            return super().result(timeout)
+        finally:
+            self = None  # as CPython's result(): the exception it raises must not keep the future alive
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """As ``concurrent.futures.Future.exception``."""

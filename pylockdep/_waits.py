@@ -630,24 +630,29 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     future was given: :func:`future_waits_for`), then wait for it without hanging."""
 
     def wait_then(self: Any, timeout: float | None = None) -> Any:
-        work = getattr(self, _WORK, None)
-        if not isinstance(work, CompletionMap) or self._condition._is_owned():
-            # Not work with a map; or called by concurrent.futures.wait() itself, which holds every
-            # future's condition (released by any real wait) and was accounted for on entry.
+        try:
+            work = getattr(self, _WORK, None)
+            if not isinstance(work, CompletionMap) or self._condition._is_owned():
+                # Not work with a map; or called by concurrent.futures.wait() itself, which holds every
+                # future's condition (released by any real wait) and was accounted for on entry.
+                return original(self, timeout)
+            if self._state in _DONE_STATES and (_running(work) or _getframe(1).f_code in READS_DONE_FUTURES):
+                # A done callback of the work (add_done_callback), run by the thread that ran it: the
+                # result is there before any callback runs, so this never waits.  Nor does a reader
+                # of futures that are done by design.
+                return original(self, timeout)
+            if isinstance(work, _WorkMap):
+                _touch_work(work, _getframe(1))
+            else:
+                _touch_waited(work, _getframe(1))
+            if self._state not in _DONE_STATES:
+                _wait(_Wait(work, partial(_future_blockers, self)), _when_done(self), timeout)
+                return original(self, 0)  # done, or CPython's TimeoutError
             return original(self, timeout)
-        if self._state in _DONE_STATES and (_running(work) or _getframe(1).f_code in READS_DONE_FUTURES):
-            # A done callback of the work (add_done_callback), run by the thread that ran it: the
-            # result is there before any callback runs, so this never waits.  Nor does a reader
-            # of futures that are done by design.
-            return original(self, timeout)
-        if isinstance(work, _WorkMap):
-            _touch_work(work, _getframe(1))
-        else:
-            _touch_waited(work, _getframe(1))
-        if self._state not in _DONE_STATES:
-            _wait(_Wait(work, partial(_future_blockers, self)), _when_done(self), timeout)
-            return original(self, 0)  # done, or CPython's TimeoutError
-        return original(self, timeout)
+        finally:
+            # As CPython's result() does: the future's exception, raised through this frame, must not
+            # keep the future (and so itself) alive in a cycle that only the collector frees.
+            self = None
 
     wait_then.__name__ = original.__name__
     wait_then.__qualname__ = original.__qualname__

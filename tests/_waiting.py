@@ -1,9 +1,13 @@
-"""Waiting, in a test, for a thread to block where the validator sees it."""
+"""Waiting, in a test, for a thread to block where the validator sees it; and for what a wait
+leaves behind to be freed."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
+from collections.abc import Callable
 
 import pylockdep
 
@@ -15,3 +19,22 @@ def wait_until_waiting(v: pylockdep.Validator, thread: threading.Thread) -> None
     while not any(t.ident == thread.ident and t.waiting is not None for t in list(v.tasks.values())):
         assert thread.is_alive() and time.monotonic() < deadline, f"{thread.name} never waited"
         time.sleep(0.005)
+
+
+def freed_without_the_collector(wait: Callable[[], object]) -> bool:
+    """Whether the exception that ``wait()`` raises is freed by reference counting alone once it is
+    handled, as CPython's ``Future.result()`` arranges (a cycle through a waiting frame would keep
+    it alive until the cyclic collector ran, which is off meanwhile)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        try:
+            wait()
+        except Exception as exc:
+            error = weakref.ref(exc)
+        else:
+            raise AssertionError("wait() raised nothing")
+        return error() is None
+    finally:
+        if was_on:
+            gc.enable()

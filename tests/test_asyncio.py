@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from _waiting import freed_without_the_collector
 
 import pylockdep
 from pylockdep import _asyncio
@@ -1139,6 +1140,38 @@ def test_waiting_on_the_loops_thread_for_run_coroutine_threadsafe_is_reported_an
     )
     assert "run_coroutine_threadsafe" in reports[0].text
     assert len(caught) == 1
+
+
+def test_an_exception_from_run_coroutine_threadsafe_is_freed_without_the_collector():
+    """``result()`` of the future run_coroutine_threadsafe() returns re-raises the coroutine's
+    exception through pylockdep's frame: that frame must not keep the future alive (dramatiq)."""
+
+    class CoroutineError(Exception):  # a class of its own: weak references to it are allowed
+        pass
+
+    async def fails():
+        raise CoroutineError
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+
+    def wait_for_the_coroutine():
+        future = asyncio.run_coroutine_threadsafe(fails(), loop)
+        try:
+            future.result()
+        finally:
+            del future
+
+    try:
+        with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+            assert isinstance(asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop), _asyncio._LoopFuture)
+            assert freed_without_the_collector(wait_for_the_coroutine)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+    assert v.reports == []
 
 
 @pytest.mark.timeout(60)

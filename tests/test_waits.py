@@ -15,7 +15,7 @@ import sys
 import threading
 
 import pytest
-from _waiting import wait_until_waiting
+from _waiting import freed_without_the_collector, wait_until_waiting
 
 import pylockdep
 from pylockdep._frames import short_filename
@@ -555,6 +555,32 @@ def test_future_result_exception_wait_and_as_completed_each_touch_the_work(v):
 
 
 # -- queue.Queue: join() waits for every get() to be marked done ---------------------------------
+
+
+class WorkError(Exception):
+    pass
+
+
+def test_a_futures_exception_raised_by_result_is_freed_without_the_collector(v):
+    """The stand-in of ``result()`` is a frame of the traceback: it must not keep the future, and so
+    the exception in it, alive, as CPython's ``result()`` does not (dramatiq's suite checks it)."""
+    go = threading.Event()
+
+    def work():
+        go.wait(5)
+        raise WorkError
+
+    def wait_for_a_future_it_then_drops():
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(work)
+            threading.Timer(0.05, go.set).start()  # result() waits: the stand-in's wait, on both paths
+            try:
+                future.result()
+            finally:
+                del future
+
+    assert freed_without_the_collector(wait_for_a_future_it_then_drops)
+    assert v.reports == []
 
 
 def test_queue_join_under_a_lock_the_consumer_takes_is_circular(v):
