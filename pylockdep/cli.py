@@ -257,8 +257,17 @@ def _end_program(v: Validator) -> None:
     threading's exit hooks (executors shut down), joining non-daemon threads, then the program's
     ``atexit`` functions.  Then the main thread is done: the locks it still holds are reported
     now, as any thread's are when it ends, and so are the ``threading.Lock``s that ended threads
-    left held (:meth:`Validator.finish`)."""
-    threading._shutdown()  # type: ignore[attr-defined]
+    left held (:meth:`Validator.finish`).
+
+    An exception while joining the threads (Ctrl-C on a program that hangs there) is printed and
+    ignored, as the interpreter does, and the rest goes on: the reports are not lost."""
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]
+    except BaseException as exc:  # noqa: BLE001 - the interpreter's own rule at this point
+        import traceback  # only here: importing the command stays cheap
+
+        print(f"Exception ignored in: {threading!r}", file=sys.stderr)
+        traceback.print_exception(exc)
     atexit._run_exitfuncs()
     main = getattr(v.local, "task", None)
     if main is not None:

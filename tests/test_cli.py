@@ -599,6 +599,52 @@ def test_a_thread_waiting_on_its_own_lock_while_the_main_thread_ends_is_refused_
     assert (result.returncode, result.stdout) == (0, "handed over\n"), result.stderr
 
 
+def test_ctrl_c_on_a_program_hung_at_its_end_still_prints_the_held_back_report(tmp_path):
+    """Two threads deadlocked through Locks taken in one method and released in another (whose
+    cycle is held back until validation ends) hang the interpreter's join at exit; Ctrl-C there is
+    printed and ignored, as Python does, and validation still ends with the report."""
+    write(
+        tmp_path / "hung.py",
+        """\
+        import os, signal, sys, threading, time
+
+        class Resource:
+            def __init__(self):
+                self._lock = threading.Lock()
+            def __enter__(self):
+                self._lock.acquire()
+            def __exit__(self, *exc):
+                self._lock.release()
+
+        a, b = Resource(), Resource()
+        both = threading.Barrier(2)
+
+        def worker(first, second):
+            with first:
+                both.wait()
+                with second:
+                    pass
+
+        def ctrl_c_once_the_main_thread_joins():
+            main = threading.main_thread().ident
+            while sys._current_frames()[main].f_code.co_name != "_shutdown":
+                time.sleep(0.01)
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        for first, second in ((a, b), (b, a)):
+            threading.Thread(target=worker, args=(first, second)).start()
+        threading.Thread(target=ctrl_c_once_the_main_thread_joins, daemon=True).start()
+    """,
+    )
+    result = pylockdep_run("hung.py", cwd=tmp_path)
+    err = result.stderr
+    assert result.returncode == 66, err
+    assert "KeyboardInterrupt" in err  # printed as Python prints it (3.13's join prints it itself)
+    assert "WARNING: possible circular locking dependency detected" in err
+    assert err.rstrip().endswith("pylockdep: 1 report(s): circular")
+
+
 def test_sigusr1_dumps_held_locks_and_the_program_goes_on(tmp_path):
     write(
         tmp_path / "usr1.py",
