@@ -19,6 +19,7 @@ import _thread
 import threading
 from collections.abc import Callable
 from time import monotonic
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from ._frames import current_frames
@@ -80,7 +81,9 @@ class _CycleSearch:
         """Whether the wait of ``task`` leads back to ``t``; if so, it is on :attr:`path`."""
         waiting = task.waiting
         if waiting is None:
-            return False
+            if task.ident != threading.main_thread().ident or not joining_at_exit(current_frames(), task.ident):
+                return False
+            waiting = (JOINS_AT_EXIT, 0)
         lock, mode = waiting
         path = self.path
         mark = len(path)
@@ -101,7 +104,7 @@ class _CycleSearch:
         t = self.t
         # A lock held under t's ident by a thread that ended (its ident reused by t) is not t's;
         # one that t has taken and not pushed yet (a hook running in between waits) is.
-        if ident == t.ident and (t.holds(lock, False) or getattr(lock, "_owner", None) is t):
+        if ident == t.ident and (lock is JOINS_AT_EXIT or t.holds(lock, False) or getattr(lock, "_owner", None) is t):
             return True
         holder = self.by_ident.get(ident)
         if holder is None or ident in self.seen:
@@ -189,13 +192,12 @@ def others_may_release(v: Validator, t: Task, lock: Primitive) -> bool:
     alive.discard(None)
     if _thread._count() > len(alive):  # threads other than the main one, against those seen
         return True
-    joined_at_exit = _joined_at_exit(me)
     for ident in alive - OWN_THREADS:
         waiting = waits.get(ident)
         if waiting is not None and (waiting[0] is lock or me in waiting[0]._blockers(waiting[1], ident)):
             continue
-        if joined_at_exit and (frame := frames.get(ident)) is not None and frame.f_code is _SHUTDOWN_CODE:
-            continue  # the main thread at its end, joining every non-daemon thread, ``t`` among them
+        if joining_at_exit(frames, ident) and me in JOINS_AT_EXIT._blockers(0, ident):
+            continue
         return True
     return False
 
@@ -205,11 +207,30 @@ def others_may_release(v: Validator, t: Task, lock: Primitive) -> bool:
 _SHUTDOWN_CODE = threading._shutdown.__code__  # type: ignore[attr-defined]
 
 
-def _joined_at_exit(ident: int) -> bool:
-    """Whether the thread ``ident`` is one that the main thread waits for at its end: a live
-    non-daemon :class:`threading.Thread` other than the main one."""
-    thread = threading._active.get(ident)  # type: ignore[attr-defined]
-    return thread is not None and not thread.daemon and thread is not threading.main_thread()
+def joining_at_exit(frames: dict[int, FrameType], ident: int) -> bool:
+    """Whether the thread ``ident`` is the main thread at its end, in threading's ``_shutdown()``
+    (``frames``: :func:`~pylockdep._frames.current_frames`), where it waits for :data:`JOINS_AT_EXIT`."""
+    frame = frames.get(ident)
+    return frame is not None and frame.f_code is _SHUTDOWN_CODE and ident == threading.main_thread().ident
+
+
+class _JoinsAtExit:
+    """The wait of the main thread at its end, as the deadlock check sees it: for every live
+    non-daemon thread, each of which it joins (stuck as soon as one of them is)."""
+
+    _owned = True
+    _needs_all = False
+    name = "(non-daemon threads, joined at exit)"
+
+    def _blockers(self, mode: int, ident: int) -> list[int]:
+        return [
+            thread.ident
+            for thread in threading.enumerate()
+            if not thread.daemon and thread.ident != ident and thread.is_alive() and thread.ident is not None
+        ]
+
+
+JOINS_AT_EXIT = _JoinsAtExit()
 
 
 def describe_cycle(cycle: list[tuple[Task, Primitive]]) -> str:

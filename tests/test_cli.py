@@ -599,6 +599,34 @@ def test_a_thread_waiting_on_its_own_lock_while_the_main_thread_ends_is_refused_
     assert (result.returncode, result.stdout) == (0, "handed over\n"), result.stderr
 
 
+@pytest.mark.parametrize("lock", ["threading.Lock()", "pylockdep.Mutex('m')"])
+def test_a_thread_waiting_for_a_lock_the_main_thread_ended_holding_is_refused_not_hung(tmp_path, lock):
+    """The main thread at its end waits for every non-daemon thread: a worker waiting for a lock
+    it holds closes a cycle, refused as any wait cycle is; the lock is reported held at its end."""
+    write(
+        tmp_path / "held.py",
+        f"""\
+        import threading, time
+        import pylockdep
+        m = {lock}
+        m.acquire()
+
+        def worker():
+            try:
+                m.acquire()
+            except pylockdep.DeadlockError as e:
+                print(e)
+
+        threading.Thread(target=worker, name="worker").start()
+        time.sleep(0.05)
+    """,
+    )
+    result = pylockdep_run("held.py", cwd=tmp_path)
+    assert result.returncode == 66, result.stderr
+    assert result.stdout.startswith("deadlock: worker/") and "(non-daemon threads, joined at exit)" in result.stdout
+    assert "WARNING: MainThread/" in result.stderr and "still has locks held!" in result.stderr
+
+
 def test_ctrl_c_on_a_program_hung_at_its_end_still_prints_the_held_back_report(tmp_path):
     """Two threads deadlocked through Locks taken in one method and released in another (whose
     cycle is held back until validation ends) hang the interpreter's join at exit; Ctrl-C there is
