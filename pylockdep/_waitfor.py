@@ -103,8 +103,11 @@ class _CycleSearch:
         """Whether the thread ``ident``, which holds ``lock``, is ``t`` or leads back to it."""
         t = self.t
         # A lock held under t's ident by a thread that ended (its ident reused by t) is not t's;
-        # one that t has taken and not pushed yet (a hook running in between waits) is.
-        if ident == t.ident and (lock is JOINS_AT_EXIT or t.holds(lock, False) or getattr(lock, "_owner", None) is t):
+        # one that t has taken and not pushed yet (a hook running in between waits) is.  A wait
+        # whose blockers are read live (a join: the threads still running) names t only while t runs.
+        if ident == t.ident and (
+            getattr(lock, "_live_blockers", False) or t.holds(lock, False) or getattr(lock, "_owner", None) is t
+        ):
             return True
         holder = self.by_ident.get(ident)
         if holder is None or ident in self.seen:
@@ -133,12 +136,12 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
     if deferred:  # a failed attempt: what a signal held back runs now, as after each poll below
         run_deferred()
     check_own_loop(t, lock)
-    check_owner_ended(t, lock, mode)
     # A signal handler or finalizer may wait inside this thread's own wait: put the outer wait back.
     outer = t.waiting
     alone_since = None  # when a wait for a Lock it holds itself first found no other thread
     try:
         while True:
+            check_owner_ended(t, lock, mode)  # at each poll: the owner may end while this thread waits
             with _waits:
                 # Marking this thread as waiting, checking for a cycle and, on one, giving up the
                 # wait happen together, so of the threads that close a cycle exactly one refuses.
@@ -220,6 +223,7 @@ class _JoinsAtExit:
 
     _owned = True
     _needs_all = False
+    _live_blockers = True  # see _CycleSearch.reaches
     name = "(non-daemon threads, joined at exit)"
 
     def _blockers(self, mode: int, ident: int) -> list[int]:

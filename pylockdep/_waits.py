@@ -296,6 +296,9 @@ class _Wait:
     """
 
     _owned = True
+    # Its blockers are the threads that must move first, read afresh at each search, not the holders
+    # of a lock: the waiting thread among them is in the cycle (see _waitfor._CycleSearch.reaches).
+    _live_blockers = True
     __slots__ = ("_key", "_idents", "_needs_all", "_name")
 
     def __init__(

@@ -557,6 +557,66 @@ def test_future_result_exception_wait_and_as_completed_each_touch_the_work(v):
 # -- queue.Queue: join() waits for every get() to be marked done ---------------------------------
 
 
+def test_two_threads_joining_each_other_is_circular_and_one_join_raises(v):
+    """A cycle of joins never ends: one thread's join raises DeadlockError, the other's then ends."""
+    both_started = threading.Barrier(2)
+    threads: dict[str, threading.Thread] = {}
+    outcome: dict[str, str] = {}
+
+    def join_the_other(me: str, other: str) -> None:
+        both_started.wait()
+        try:
+            threads[other].join()
+            outcome[me] = "joined"
+        except pylockdep.DeadlockError as exc:
+            outcome[me] = str(exc)
+
+    threads["a"] = threading.Thread(target=join_the_other, args=("a", "b"), name="a")
+    threads["b"] = threading.Thread(target=join_the_other, args=("b", "a"), name="b")
+    for thread in threads.values():
+        thread.start()
+    for thread in threads.values():
+        thread.join(20)
+    assert not any(thread.is_alive() for thread in threads.values())
+    assert sorted(outcome) == ["a", "b"] and list(outcome.values()).count("joined") == 1, outcome
+    [refused] = [said for said in outcome.values() if said != "joined"]
+    assert refused.startswith("deadlock: ") and refused.count(" waits for '(thread)") == 2, refused
+    assert [r.kind for r in v.reports] == ["circular"]
+
+
+@pytest.mark.parametrize("kind", ["RLock", "Mutex"])
+def test_a_wait_for_a_lock_whose_owner_ends_during_the_wait_raises(v, kind):
+    """The owner check runs at every poll of a wait, not only as it starts: an owner that ends
+    holding the lock while another thread already waits for it leaves that wait with no end."""
+    lock = threading.RLock() if kind == "RLock" else pylockdep.Mutex("ends_during_the_wait")
+    taken, may_end = threading.Event(), threading.Event()
+    caught: list[BaseException] = []
+
+    def owner() -> None:
+        lock.acquire()
+        taken.set()
+        may_end.wait(20)  # ends holding the lock, once the waiter waits
+
+    def waiter() -> None:
+        try:
+            lock.acquire()
+        except pylockdep.DeadlockError as exc:
+            caught.append(exc)
+
+    owning = threading.Thread(target=owner, name="owner")
+    owning.start()
+    taken.wait(20)
+    waiting = threading.Thread(target=waiter, name="waiter")
+    waiting.start()
+    wait_until_waiting(v, waiting)
+    may_end.set()
+    owning.join()
+    waiting.join(20)
+    assert not waiting.is_alive()
+    assert len(caught) == 1 and "its owner, thread" in str(caught[0]) and "ended without releasing it" in str(caught[0])
+    assert [r.kind for r in v.reports] == ["lock_held_at_exit"]
+
+
 class WorkError(Exception):
     pass
 
