@@ -182,15 +182,24 @@ def _take_slow(lock: Lock | RLock, blocking: Any, timeout: Any, frame: FrameType
     real = lock._real
     while not _acquire(lock, 0, 0, frame, True):
         remaining = min(deadline - monotonic(), _thread.TIMEOUT_MAX)
-        if remaining <= 0 or not real.acquire(True, remaining):
+        if remaining <= 0:
             return False
-        # It came free: give it back and take it again as a validated trylock.  Another thread
-        # may win it first (then wait for the rest of the timeout), or release it meanwhile,
-        # which a Lock allows.
+        # Wait for it to come free, then give it back and take it again as a validated trylock.
+        # Another thread may win it first (then wait for the rest of the timeout), or release it
+        # meanwhile, which a Lock allows.  The outcome is recorded from C (as _locks._timed_into
+        # records its own), so a signal handler that raises right after the attempt still finds
+        # the lock taken and gives it back: the acquisition then raises having taken nothing.
+        came_free: list[bool] = []
         try:
-            real.release()
-        except RuntimeError:
-            pass
+            [*map(operator.iadd, (came_free,), (map(real.acquire, (True,), (remaining,)),))]
+        finally:
+            if came_free and came_free[-1]:
+                try:
+                    real.release()
+                except RuntimeError:
+                    pass
+        if not came_free[-1]:
+            return False
     return True
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import types
 import weakref
 
@@ -719,3 +720,39 @@ def test_waiting_for_an_rlock_whose_owner_ended_raises_instead_of_hanging():
         assert lock.acquire(timeout=0.05) is False
         assert lock.acquire(blocking=False) is False
     assert [r.kind for r in v.reports] == ["lock_held_at_exit"]
+
+
+def test_ctrl_c_during_a_timed_acquire_leaves_the_lock_taken_by_its_caller_or_free(v):
+    """A timed acquisition of a contended lock waits for it to come free, then takes it again as a
+    validated trylock: a KeyboardInterrupt between the two never leaves the lock taken by nobody."""
+    lock = threading.RLock()
+    held = threading.Event()
+
+    def holder():
+        with lock:
+            held.set()
+            time.sleep(0.3)
+
+    holding = threading.Thread(target=holder)
+    holding.start()
+    held.wait(20)
+    threading.Timer(0.05, _thread.interrupt_main).start()  # pending until the wait returns
+    try:
+        lock.acquire(timeout=20)
+    except KeyboardInterrupt:
+        if lock._is_owned():  # raised once the acquisition was over: the caller has it
+            lock.release()
+    else:
+        lock.release()  # the handler ran before the wait: nothing left to check
+    holding.join()
+    got: list[bool] = []  # the caller took nothing: another thread gets the lock once the holder is done
+
+    def other():
+        got.append(lock.acquire(timeout=20))
+        lock.release()
+
+    taker = threading.Thread(target=other)
+    taker.start()
+    taker.join()
+    assert got == [True]
+    assert v.reports == []
