@@ -118,20 +118,25 @@ def line_at(code: CodeType, lasti: int) -> int:
     return line
 
 
-# id(code) -> (code, its instructions, their offsets), for the few codes read last: a module body
-# that makes thousands of locks, each a site of its own, is read once, not once per site.
+# id(code) -> (code, its instructions, their offsets), for the codes read most recently, the most
+# recent last: a module body that makes thousands of locks, each a site of its own, is read once,
+# not once per site, even when each site is a helper function of its own.
 _read: dict[int, tuple[CodeType, list[dis.Instruction], list[int]]] = {}
-_READ_KEPT = 16
+_READ_KEPT = 64
 
 
 def read_code(code: CodeType) -> tuple[list[dis.Instruction], list[int]]:
     """``code``'s instructions and their offsets, in order."""
-    found = _read.get(id(code))
+    found = _read.pop(id(code), None)
     if found is None or found[0] is not code:
-        if len(_read) >= _READ_KEPT:
-            _read.clear()
+        while len(_read) >= _READ_KEPT:
+            try:
+                _read.pop(next(iter(_read)), None)  # the least recently read
+            except (RuntimeError, StopIteration):  # another thread changed it meanwhile
+                break
         listing = list(dis.get_instructions(code))
-        found = _read[id(code)] = (code, listing, [ins.offset for ins in listing])
+        found = (code, listing, [ins.offset for ins in listing])
+    _read[id(code)] = found
     return found[1], found[2]
 
 

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from pylockdep import _frames
 from pylockdep._frames import capture_stack, current_frames, split_at_entry
 
 
@@ -54,3 +55,15 @@ def test_the_frame_copy_runs_with_the_collector_off_on_3_11_and_leaves_it_as_it_
         chain = chain.f_back
     assert chain is mine  # the copy is this thread's stack
     assert seen == [enabled and sys.version_info >= (3, 12)]
+
+
+def test_a_code_read_between_many_others_stays_read():
+    """A module body whose every lock is made by a helper function of its own is read once, not
+    once per helper: the codes read most recently are kept, not dropped all at once when full."""
+    body = compile("x = 1", "body.py", "exec")
+    listing = _frames.read_code(body)[0]
+    helpers = [compile(f"y = {i}", f"helper{i}.py", "exec") for i in range(4 * _frames._READ_KEPT)]
+    for helper in helpers:
+        _frames.read_code(helper)
+        assert _frames.read_code(body)[0] is listing
+    assert len(_frames._read) <= _frames._READ_KEPT
