@@ -81,7 +81,7 @@ class _CycleSearch:
         """Whether the wait of ``task`` leads back to ``t``; if so, it is on :attr:`path`."""
         waiting = task.waiting
         if waiting is None:
-            if task.ident != threading.main_thread().ident or not joining_at_exit(current_frames(), task.ident):
+            if not joining_at_exit(task.ident):
                 return False
             waiting = (JOINS_AT_EXIT, 0)
         lock, mode = waiting
@@ -199,7 +199,7 @@ def others_may_release(v: Validator, t: Task, lock: Primitive) -> bool:
         waiting = waits.get(ident)
         if waiting is not None and (waiting[0] is lock or me in waiting[0]._blockers(waiting[1], ident)):
             continue
-        if joining_at_exit(frames, ident) and me in JOINS_AT_EXIT._blockers(0, ident):
+        if joining_at_exit(ident, frames) and me in JOINS_AT_EXIT._blockers(0, ident):
             continue
         return True
     return False
@@ -210,11 +210,14 @@ def others_may_release(v: Validator, t: Task, lock: Primitive) -> bool:
 _SHUTDOWN_CODE = threading._shutdown.__code__  # type: ignore[attr-defined]
 
 
-def joining_at_exit(frames: dict[int, FrameType], ident: int) -> bool:
-    """Whether the thread ``ident`` is the main thread at its end, in threading's ``_shutdown()``
-    (``frames``: :func:`~pylockdep._frames.current_frames`), where it waits for :data:`JOINS_AT_EXIT`."""
-    frame = frames.get(ident)
-    return frame is not None and frame.f_code is _SHUTDOWN_CODE and ident == threading.main_thread().ident
+def joining_at_exit(ident: int, frames: dict[int, FrameType] | None = None) -> bool:
+    """Whether the thread ``ident`` is the main thread at its end, in threading's ``_shutdown()``,
+    where it waits for :data:`JOINS_AT_EXIT`.  ``frames``: :func:`~pylockdep._frames.current_frames`
+    if the caller has them; else they are copied only for the main thread."""
+    if ident != threading.main_thread().ident:
+        return False
+    frame = (current_frames() if frames is None else frames).get(ident)
+    return frame is not None and frame.f_code is _SHUTDOWN_CODE
 
 
 class _JoinsAtExit:
