@@ -336,11 +336,15 @@ def check_usage_inversion(v: Validator, t: Task, cls: LockClass, lock: object, r
     base = 1 << ((bit.bit_length() - 1) // 4 * 4)  # USED_IN_<state>
     forwards = is_used_in(bit)
     want = (base << 2 | base << 3) if forwards else (base | base << 1)
-    passable = _made_off_main if bit & SIGNAL_BITS else None
+    match = _usage_match(want)
+    passable = None
+    if bit & SIGNAL_BITS:
+        passable = _made_off_main
+        match = _past(cls, match)  # an RLock may be both IN-SIGNAL and SIGNAL-ON: look beyond it
     if forwards:
-        path = v.graph.find_path(cls, read == 2, _usage_match(want), passable=passable)
+        path = v.graph.find_path(cls, read == 2, match, passable=passable)
     else:
-        path = v.graph.find_path(cls, read != 0, _usage_match(want), backwards=True, passable=passable)
+        path = v.graph.find_path(cls, read != 0, match, backwards=True, passable=passable)
     if path is None or path.cls is cls:
         return
     write_form = base << 2 if forwards else base
@@ -359,6 +363,13 @@ def _usage_match(mask: int):
         return bool(usage & mask)
 
     return match
+
+
+def _past(start: LockClass, match: Callable[[PathStep], bool]) -> Callable[[PathStep], bool]:
+    def match_past(step: PathStep) -> bool:
+        return step.cls is not start and match(step)
+
+    return match_past
 
 
 def _made_off_main(edge: Edge) -> bool:

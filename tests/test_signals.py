@@ -170,6 +170,20 @@ def test_another_threads_order_from_a_handlers_lock_to_the_main_threads_is_repor
     assert "local_irq_disable" not in text
 
 
+def test_an_rlock_the_main_thread_also_takes_outside_a_handler_is_looked_beyond(v):
+    """An RLock may be both IN-SIGNAL and SIGNAL-ON (its owner only enters it again), so when it
+    becomes IN-SIGNAL last the search for a SIGNAL-ON class it leads to goes on past the RLock
+    itself, to the Lock a worker takes under it."""
+    stats, db = threading.RLock(), threading.Lock()
+    take(stats)
+    in_thread(lambda: nest(stats, db))
+    take(db)
+    assert v.reports == []
+    run_as_signal_handler(lambda: take(stats))
+    assert kinds(v) == [("irq_inversion", (stats.name, db.name))]
+    assert f"  <Signal handler>\n    lock({stats.name});" in v.reports[0].text
+
+
 def test_a_chain_of_other_threads_orders_is_followed(v):
     stats, middle, db = threading.Lock(), threading.Lock(), threading.Lock()
     run_as_signal_handler(lambda: take(stats))
