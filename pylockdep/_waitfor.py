@@ -8,9 +8,10 @@ thread is a cycle of threads, and the wait raises :class:`DeadlockError`.
 A lock with an owner (an ``RLock``, the kernel's types) whose owner thread ended can never come
 free either: waiting for it raises at once.  A ``threading.Lock`` has no owner, but one that only
 its acquirers ever released waits for its acquirer, like a mutex (``Lock._blockers``); a hand-off
-signal (released by another thread at least once) waits for nobody in particular.  A thread
-waiting for a Lock it holds itself, or that a thread which ended holds, is a hand-off in the
-making unless no other thread is left that could release it.
+signal (released by another thread at least once, or a token held on across functions) waits
+for nobody in particular; so does a thread waiting for a Lock it holds itself, or that a thread
+which ended holds.  Such a wait is stuck only when no thread that could release the Lock may
+still move: :func:`stuck_waits` finds the threads that wait for one another for ever.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ._locktypes import RCU, RCU_SCHED, SRCU
 from ._plain import plain_rlock
 from ._primitive import Primitive
 from ._report import DeadlockError
-from ._signals import deferred, run_deferred
+from ._signals import deferred, handles_signals, run_deferred
 from ._task import Task
 
 if TYPE_CHECKING:
@@ -149,28 +150,35 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
                 owner = getattr(lock, "_owner", None)
                 self_wait = not lock._owned and owner is t
                 orphan = not lock._owned and owner is not None and owner is not t and owner in v.ended_holding
-                if self_wait or orphan:  # a Lock it holds itself, or one its ended acquirer holds:
-                    # a hand-off, unless nobody is left to release it
-                    cycle = None
-                    if others_may_release(v, t, lock):
-                        alone_since = None
-                    elif alone_since is None:
-                        alone_since = monotonic()
-                    elif monotonic() - alone_since >= SELF_WAIT_GRACE_SECONDS:
-                        cycle = [(t, lock)]
+                cycle = stuck = None
+                # A hand-off (a Lock it holds itself, one its ended acquirer holds, or one that
+                # names no blocker) is stuck when nobody may move to release it; the threads that
+                # wait for such a thread, by a lock or a join, raise no earlier than it does.
+                if _is_handoff(v, lock, t, lock._blockers(mode, t.ident)):
+                    stuck = stuck_waits(v, t)
                 else:
                     cycle = find_wait_cycle(v, t)
-                if cycle is not None:
+                if stuck is None:
+                    alone_since = None
+                else:  # given up only once stuck for a while: a thread just started is seen nowhere yet
+                    if alone_since is None:
+                        alone_since = monotonic()
+                    if monotonic() - alone_since < SELF_WAIT_GRACE_SECONDS:
+                        stuck = None
+                if cycle is not None or stuck is not None:
                     t.waiting = None
             if cycle is not None:
+                raise DeadlockError(describe_cycle(cycle))
+            if stuck is not None:
                 if self_wait:
                     v.self_deadlock(t, lock)
+                    raise DeadlockError(describe_cycle([(t, lock)]))
                 if orphan:
                     raise DeadlockError(
                         f"deadlock: {t.comm} would wait for ever on {lock.name!r}: {owner.comm}, which took it, ended"
                         " without releasing it, and no other thread is left that could"
                     )
-                raise DeadlockError(describe_cycle(cycle))
+                raise DeadlockError(describe_stuck(stuck))
             if acquire_timed(POLL_SECONDS):
                 return  # the caller runs what the attempt held back (see _signals.critical_take)
             if deferred:  # a failed attempt: held back no longer than one poll
@@ -179,30 +187,97 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
         t.waiting = outer
 
 
-def others_may_release(v: Validator, t: Task, lock: Primitive) -> bool:
-    """Whether a live thread other than ``t`` could still release ``lock``, which ``t`` (or a thread
-    that ended) holds: one that is not itself waiting for ``lock``, nor for a lock ``t`` holds, and
-    is not one of pylockdep's own (:data:`OWN_THREADS`).  Threads started with ``_thread`` directly
-    count too: those running Python code are in the interpreter's list of frames, and one that is
-    not there yet (just started) or not at all is counted by ``_thread._count()`` and may release it.
+def stuck_waits(v: Validator, t: Task) -> list[tuple[str, Primitive]] | None:
+    """The waits that can never end, as (thread name, what it waits for), ``t``'s first, if
+    ``t``'s is one of them; else None.
+
+    A thread may still move if it is not waiting, and so may one whose wait some moving thread may
+    let end: a wait for a ``threading.Lock`` nobody holds; for a hand-off (a Lock that names no
+    blocker, that the waiter holds itself or that a thread which ended holds: any other thread may
+    release it) once any other thread may move; for work queued behind a full pool
+    (``_needs_all``) once any of its blockers may; for anything else (a lock with holders, a join)
+    once all of its blockers may.  The threads left wait for one another for ever.
+
+    The main thread at its end waits for :data:`JOINS_AT_EXIT`.  A waiting main thread still moves
+    if the program handles a signal in Python: the handler, run in the wait, may let anything go
+    (a SIGTERM handler that tells the workers to stop).  pylockdep's own threads
+    (:data:`OWN_THREADS`) release no program's lock and count for nothing; a thread started with
+    ``_thread`` and seen nowhere yet (``_thread._count()`` says it exists) counts as moving.
+
+    Of the stuck threads, those holding what the others wait for give up first (None for the
+    others until then): see :func:`_gives_up_first`.
     """
-    me = t.ident
-    waits = {task.ident: task.waiting for task in list(v.tasks.values()) if task.waiting is not None}
-    alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
     frames = current_frames()
+    alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
     alive.update(frames)
-    alive.discard(me)
     alive.discard(None)
-    if _thread._count() > len(alive):  # threads other than the main one, against those seen
+    main = threading.main_thread().ident
+    if _thread._count() > len(alive - {main}):  # threads other than the main one, against those seen
+        return None
+    waits: dict[int, tuple[Task | None, str, Primitive, int]] = {}
+    for task in list(v.tasks.values()):
+        waiting = task.waiting
+        if waiting is not None and task.ident in alive:
+            waits[task.ident] = (task, task.comm, *waiting)
+    if main not in waits and joining_at_exit(main, frames):
+        waits[main] = (None, "MainThread", JOINS_AT_EXIT, 0)
+    if handles_signals():
+        waits.pop(main, None)
+    moving = alive - waits.keys() - OWN_THREADS
+    changed = True
+    while changed and t.ident in waits:
+        changed = False
+        for ident, (task, _, lock, mode) in list(waits.items()):
+            if _may_end(v, ident, task, lock, mode, moving):
+                moving.add(ident)
+                del waits[ident]
+                changed = True
+    if t.ident not in waits or not _gives_up_first(waits, t):
+        return None
+    first = waits.pop(t.ident)
+    return [(name, lock) for _, name, lock, _ in (first, *waits.values())]
+
+
+def _gives_up_first(waits: dict[int, tuple[Task | None, str, Primitive, int]], t: Task) -> bool:
+    """Whether ``t``, stuck with the threads of ``waits``, is to give up its wait now: unless the
+    Lock it waits for was taken by another of them, which then gives up first (the worker waiting
+    for the Lock it holds itself, rather than the thread waiting for that worker's Lock), unless
+    such takers lead back to ``t`` (each holds a token the other waits for: any may)."""
+    holder = t
+    seen = set()
+    while True:
+        owner = getattr(waits[holder.ident][2], "_owner", None)
+        if owner is None or owner is holder or owner.ident not in waits or waits[owner.ident][0] is not owner:
+            return holder is t
+        if owner is t:
+            return True
+        if owner.ident in seen:
+            return False  # a cycle of takers without t: theirs to give up
+        seen.add(owner.ident)
+        holder = owner
+
+
+def _may_end(v: Validator, ident: int, task: Task | None, lock: Primitive, mode: int, moving: set[int]) -> bool:
+    """Whether the wait of the thread ``ident`` (``task``, if it has one) for ``lock`` may end
+    once the threads ``moving`` move (see :func:`stuck_waits`)."""
+    if not lock._owned and getattr(lock, "_owner", None) is None:
         return True
-    for ident in alive - OWN_THREADS:
-        waiting = waits.get(ident)
-        if waiting is not None and (waiting[0] is lock or me in waiting[0]._blockers(waiting[1], ident)):
-            continue
-        if joining_at_exit(ident, frames) and me in JOINS_AT_EXIT._blockers(0, ident):
-            continue
-        return True
-    return False
+    blockers = lock._blockers(mode, ident)
+    if task is not None and _is_handoff(v, lock, task, blockers):
+        return bool(moving)
+    if getattr(lock, "_needs_all", False):
+        return any(blocker in moving for blocker in blockers)
+    return all(blocker in moving for blocker in blockers)
+
+
+def _is_handoff(v: Validator, lock: Primitive, task: Task, blockers: list[int]) -> bool:
+    """Whether ``task``'s wait for ``lock``, which ``blockers`` block, is a wait for a hand-off: a
+    held ``threading.Lock`` that any thread may release, as it names no blocker, or ``task`` holds
+    it itself, or the thread that took it ended."""
+    if lock._owned:
+        return False
+    owner = getattr(lock, "_owner", None)
+    return owner is not None and (not blockers or owner is task or owner in v.ended_holding)
 
 
 # threading's end of the main thread, which joins every non-daemon thread before the interpreter
@@ -251,6 +326,12 @@ def describe_cycle(cycle: list[tuple[Task, Primitive]]) -> str:
         )
     parts = [f"{task.comm} waits for {lock.name!r}" for task, lock in cycle]
     return "deadlock: " + " -> ".join(parts) + f" -> held by {cycle[0][0].comm}"
+
+
+def describe_stuck(stuck: list[tuple[str, Primitive]]) -> str:
+    """One line for threads that wait for one another for ever, the first of them the one that gives up."""
+    parts = [f"{name} waits for {lock.name!r}" for name, lock in stuck]
+    return "deadlock: " + ", ".join(parts) + "; no other thread is left that could let these waits end"
 
 
 def check_own_loop(t: Task, lock: Primitive) -> None:

@@ -46,10 +46,10 @@ import sys
 import threading
 import zipimport
 from collections.abc import Callable, Sequence
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import IO
 
-from . import _hang, _record
+from . import _hang, _record, _signals
 from ._config import Config, ConfigError
 from ._config import load as load_config
 from ._report import Report
@@ -425,7 +425,12 @@ def run(
         watchdog = _hang.Watchdog()
         watchdog.arm(options.hang_timeout, lambda: verdict.hang(options.hang_timeout))
     if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGUSR1, lambda signum, frame: _dump(v, out, "INFO: pylockdep: SIGUSR1"))
+
+        def dump(signum: int, frame: FrameType | None) -> None:
+            _dump(v, out, "INFO: pylockdep: SIGUSR1")
+
+        _signals.OWN_HANDLERS.add(dump)
+        signal.signal(signal.SIGUSR1, dump)
     with instrument_threading():
         status, program_globals = _run_program(runner)
         _end_program(v)

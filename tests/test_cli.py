@@ -599,6 +599,80 @@ def test_a_thread_waiting_on_its_own_lock_while_the_main_thread_ends_is_refused_
     assert (result.returncode, result.stdout) == (0, "handed over\n"), result.stderr
 
 
+def test_two_threads_each_waiting_for_the_others_token_lock_are_refused_not_hung(tmp_path):
+    """Locks taken in one function and released in another are tokens: a wait for one is a wait
+    for a hand-off, which names no thread to follow.  Two threads each holding one and waiting for
+    the other's, with the main thread joining them, are stuck with nobody left to release either:
+    one of them raises, then the other (its token's taker ended), and the cycle is reported."""
+    write(
+        tmp_path / "tokens.py",
+        """\
+        import threading
+        a = threading.Lock()
+        b = threading.Lock()
+        both = threading.Barrier(2)
+
+        def take_a():
+            a.acquire()
+
+        def take_b():
+            b.acquire()
+
+        def worker(first, second):
+            first()
+            both.wait()
+            try:
+                second()
+            except Exception as e:
+                print(type(e).__name__, e)
+
+        threads = [threading.Thread(target=worker, args=pair) for pair in ((take_a, take_b), (take_b, take_a))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print("joined")
+    """,
+    )
+    result = pylockdep_run("tokens.py", cwd=tmp_path)
+    assert result.returncode == 66, result.stderr
+    first, second, joined = result.stdout.splitlines()
+    assert first.startswith("DeadlockError deadlock: Thread-"), result.stdout
+    assert first.endswith("; no other thread is left that could let these waits end"), result.stdout
+    assert second.startswith("DeadlockError deadlock: Thread-") and "which took it, ended without" in second
+    assert joined == "joined"
+    err = result.stderr
+    assert "WARNING: possible circular locking dependency detected" in err
+    assert "(a@tokens.py:2)" in err and "(b@tokens.py:3)" in err
+
+
+def test_a_hand_off_that_only_a_signal_handler_makes_is_waited_for(tmp_path):
+    """The main thread runs the program's signal handlers inside its waits: while it has one of its
+    own, a worker waiting for a Lock it holds itself, with the main thread joining it, is not
+    stuck, since the handler may release the Lock (here, a timer's does)."""
+    write(
+        tmp_path / "gate.py",
+        """\
+        import signal, threading
+        gate = threading.Lock()
+
+        def worker():
+            gate.acquire()
+            gate.acquire()
+            print("handed over")
+
+        signal.signal(signal.SIGALRM, lambda signum, frame: gate.release())
+        w = threading.Thread(target=worker)
+        w.start()
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        w.join()
+    """,
+    )
+    result = pylockdep_run("gate.py", cwd=tmp_path)
+    assert result.stdout == "handed over\n", result.stderr
+    assert "recursive" not in result.stderr and "DeadlockError" not in result.stderr
+
+
 @pytest.mark.parametrize("lock", ["threading.Lock()", "pylockdep.Mutex('m')"])
 def test_a_thread_waiting_for_a_lock_the_main_thread_ended_holding_is_refused_not_hung(tmp_path, lock):
     """The main thread at its end waits for every non-daemon thread: a worker waiting for a lock
