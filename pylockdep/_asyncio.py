@@ -51,7 +51,7 @@ import weakref
 from asyncio import events
 from collections.abc import Callable, Sequence
 from sys import _getframe
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from . import _checks, _frames, _locktypes, _waitfor, _waits
@@ -423,17 +423,17 @@ def _key_for_coroutine(key: LockKey, coro: Any) -> LockKey:
         return key
     functions = _site_functions.get(key)
     if functions is None:
-        functions = _site_functions[key] = {code: key}
-    found = functions.get(code)
-    if found is None:
+        functions = _site_functions[key] = {id(code): (code, key)}
+    found = functions.get(id(code))
+    if found is None or found[0] is not code:
         site = key.site
         name = f"(task){code.co_name}@{format_file_line(site)}" if site is not None else f"(task){code.co_name}"
-        found = functions[code] = key_for(name, _locktypes.COMPLETION, site, ("task", key, code))
-    return found
+        found = functions[id(code)] = (code, key_for(name, _locktypes.COMPLETION, site, ("task", key, code)))
+    return found[1]
 
 
 # A key of a task-making line -> the key for each coroutine function it made tasks of (see above).
-_site_functions: dict[LockKey, dict[Any, LockKey]] = {}
+_site_functions: dict[LockKey, dict[int, tuple[Any, LockKey]]] = {}
 _instrumented_create_task = _create_task(_plain_create_task)
 _MAP_KEY = "_lockdep_map_key"  # on a task made by create_task(): the key of its map's class
 _making = threading.local()  # .made: (coroutine, key of its map) while create_task() makes its task
@@ -480,15 +480,17 @@ def _task_map(task: asyncio.Task, coro: object) -> _waits.CompletionMap | None:
             made_at = made[1]
     if made_at is not None:
         return _waits.CompletionMap(made_at)
-    key = _task_keys.get(code)
-    if key is None:
+    key = _task_keys.get(id(code))
+    if key is None or key.site[0] is not code:  # type: ignore[index]
         site = (code, code.co_firstlineno)
         name = f"(task){code.co_name}@{format_file_line(site)}"
-        key = _task_keys[code] = key_for(name, _locktypes.COMPLETION, site)
+        key = _task_keys[id(code)] = key_for(name, _locktypes.COMPLETION, site)
     return _waits.CompletionMap(key)
 
 
-_task_keys: dict[Any, LockKey] = {}  # coroutine code -> the key of its tasks' maps
+# id(coroutine code) -> the key of its tasks' maps, whose site holds the code (hashing a code
+# object hashes its contents).
+_task_keys: dict[int, LockKey] = {}
 
 
 def _awaited_maps(v: Validator, h: TaskHolder, task: asyncio.Task) -> tuple[list[_waits.CompletionMap], bool]:
@@ -535,25 +537,26 @@ def _awaited_by_asyncio(task: asyncio.Task) -> Any:
         frame = getattr(coro, "cr_frame", None)
         if frame is None:
             break
-        waits_for = _WAITING.get(frame.f_code)
-        if waits_for is not None:
-            found = waits_for(frame.f_locals)
+        waits_for = _WAITING.get(id(frame.f_code))
+        if waits_for is not None and waits_for[0] is frame.f_code:
+            found = waits_for[1](frame.f_locals)
         coro = getattr(coro, "cr_await", None)
     return found
 
 
-def _waiting_coroutines() -> dict[Any, Callable[[Any], Any]]:
-    """asyncio's coroutines that wait for tasks through a future of their own, each with what
-    reads the futures it waits for from its frame's locals: ``asyncio.wait()``'s ``_wait()``, a
+def _waiting_coroutines() -> dict[int, tuple[CodeType, Callable[[Any], Any]]]:
+    """asyncio's coroutines that wait for tasks through a future of their own, by the id of their
+    code (hashing a code object hashes its contents), each with its code and what reads the
+    futures it waits for from its frame's locals: ``asyncio.wait()``'s ``_wait()``, a
     ``TaskGroup``'s exit, and 3.11's ``wait_for()`` with a timeout (from 3.12 on, ``wait_for()``
     awaits the task itself)."""
-    found: dict[Any, Callable[[Any], Any]] = {
-        asyncio.tasks._wait.__code__: lambda f: f.get("fs", ()),  # type: ignore[attr-defined]
-        asyncio.TaskGroup.__aexit__.__code__: lambda f: f["self"]._tasks,
-    }
+    readers: list[tuple[CodeType, Callable[[Any], Any]]] = [
+        (asyncio.tasks._wait.__code__, lambda f: f.get("fs", ())),  # type: ignore[attr-defined]
+        (asyncio.TaskGroup.__aexit__.__code__, lambda f: f["self"]._tasks),
+    ]
     if sys.version_info < (3, 12):
-        found[asyncio.tasks.wait_for.__code__] = lambda f: (f.get("fut"),)
-    return found
+        readers.append((asyncio.tasks.wait_for.__code__, lambda f: (f.get("fut"),)))
+    return {id(code): (code, read) for code, read in readers}
 
 
 _WAITING = _waiting_coroutines()

@@ -202,7 +202,8 @@ _keys_lock = plain_rlock()
 
 def key_for(name: str, ltype: LockType, site: Site | None, explicit: Hashable | None = None) -> LockKey:
     """The key shared by every lock of ``ltype`` named ``name`` created at ``site``, or by ``explicit``."""
-    ident = ("key", explicit) if explicit is not None else (ltype, name, site)
+    # A site's code by its id (hashing a code object hashes its contents): the key holds the code.
+    ident = ("key", explicit) if explicit is not None else (ltype, name, site and (id(site[0]), site[1]))
     key = _keys.get(ident)
     if key is None:
         with _keys_lock:

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import CodeType, FrameType
+from typing import TypeVar
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _THREADING_FILE = threading.__file__
@@ -99,8 +100,9 @@ def caller_site(skip_threading: bool = False) -> Site:
     return (frame.f_code, line_at(frame.f_code, frame.f_lasti))
 
 
-# (id(code), lasti) -> (code, line): keyed by id, as hashing a code object hashes its contents;
-# each entry holds its code object, so the id in its key stays that code's.
+# (id(code), lasti) -> (code, line): keyed by id, as hashing a code object hashes its contents
+# (on 3.12, a long module body's takes about 0.3 ms); each entry holds its code object, so the id in
+# its key stays that code's.
 _lines: dict[tuple[int, int], tuple[CodeType, int]] = {}
 
 
@@ -109,35 +111,52 @@ def line_at(code: CodeType, lasti: int) -> int:
     found = _lines.get((id(code), lasti))
     if found is not None:
         return found[1]
-    line = code.co_firstlineno
-    for start, end, number in code.co_lines():
-        if start <= lasti < end:
-            line = number if number is not None else line
-            break
+    starts, ends, lines = _kept(_line_tables, code, _line_table)
+    at = bisect.bisect_right(starts, lasti) - 1
+    line = lines[at] if at >= 0 and lasti < ends[at] else code.co_firstlineno
     _lines[id(code), lasti] = (code, line)
     return line
 
 
-# id(code) -> (code, its instructions, their offsets), for the codes read most recently, the most
-# recent last: a module body that makes thousands of locks, each a site of its own, is read once,
-# not once per site, even when each site is a helper function of its own.
-_read: dict[int, tuple[CodeType, list[dis.Instruction], list[int]]] = {}
-_READ_KEPT = 64
+def _line_table(code: CodeType) -> tuple[list[int], list[int], list[int]]:
+    """``code``'s ranges of instruction offsets, as their starts, their ends and their lines (the
+    code's first line for instructions of no line)."""
+    ranges = list(code.co_lines())
+    first = code.co_firstlineno
+    return [r[0] for r in ranges], [r[1] for r in ranges], [first if r[2] is None else r[2] for r in ranges]
+
+
+# id(code) -> (code, what was read of it), for the codes read most recently, the most recent last:
+# a module body that makes thousands of locks, each a site of its own, is read once, not once per
+# site, even when each site is a helper function of its own.
+_read: dict[int, tuple[CodeType, tuple[list[dis.Instruction], list[int]]]] = {}
+_line_tables: dict[int, tuple[CodeType, tuple[list[int], list[int], list[int]]]] = {}
+_KEPT = 64
+_T = TypeVar("_T")
+
+
+def _kept(cache: dict[int, tuple[CodeType, _T]], code: CodeType, read: Callable[[CodeType], _T]) -> _T:
+    """``read(code)``, kept in ``cache`` while it is among the :data:`_KEPT` codes used most recently."""
+    found = cache.pop(id(code), None)
+    if found is None or found[0] is not code:
+        while len(cache) >= _KEPT:
+            try:
+                cache.pop(next(iter(cache)), None)  # the least recently used
+            except (RuntimeError, StopIteration):  # another thread changed it meanwhile
+                break
+        found = (code, read(code))
+    cache[id(code)] = found
+    return found[1]
 
 
 def read_code(code: CodeType) -> tuple[list[dis.Instruction], list[int]]:
     """``code``'s instructions and their offsets, in order."""
-    found = _read.pop(id(code), None)
-    if found is None or found[0] is not code:
-        while len(_read) >= _READ_KEPT:
-            try:
-                _read.pop(next(iter(_read)), None)  # the least recently read
-            except (RuntimeError, StopIteration):  # another thread changed it meanwhile
-                break
-        listing = list(dis.get_instructions(code))
-        found = (code, listing, [ins.offset for ins in listing])
-    _read[id(code)] = found
-    return found[1], found[2]
+    return _kept(_read, code, _instructions)
+
+
+def _instructions(code: CodeType) -> tuple[list[dis.Instruction], list[int]]:
+    listing = list(dis.get_instructions(code))
+    return listing, [ins.offset for ins in listing]
 
 
 _BEFORE_WITH = dis.opmap.get("BEFORE_WITH")

@@ -73,8 +73,9 @@ _STAYS = ("JUMP_BACKWARD", "POP_JUMP", "JUMP_IF", "FOR_ITER", "BEFORE_WITH", "BE
 # How many instructions an early exit's branch may take before it leaves.
 _EXIT_WITHIN = 48
 
-# code -> the guard sites in it (a few thousand codes at most: the slow path reads each once).
-_sites: dict[CodeType, tuple[_GuardSite, ...]] = {}
+# id(code) -> (code, the guard sites in it) (a few thousand codes at most: the slow path reads
+# each once).  Keyed by id, as hashing a code object hashes its contents.
+_sites: dict[int, tuple[CodeType, tuple[_GuardSite, ...]]] = {}
 _SITES_KEPT = 4096
 # The flags some code read so far checks and leaves on.  Only a frame setting one of them has its
 # variables read by set_on_stack(): before 3.13, reading them (``frame.f_locals``) leaves a copy
@@ -117,15 +118,16 @@ def _name(site: _GuardSite) -> tuple[str, str]:
 def _guard_sites(code: CodeType) -> tuple[_GuardSite, ...]:
     """The flags ``code`` sets on something it reaches by a variable and attributes, each with
     whether ``code`` also checks it and leaves when it is set (see the module's documentation)."""
-    sites = _sites.get(code)
-    if sites is None:
-        if is_internal(code.co_filename) or is_harness(code.co_filename) or _STORE_ATTR not in code.co_code[::2]:
-            sites = ()
-        else:
-            sites = _read_sites(code)
-        if len(_sites) >= _SITES_KEPT:
-            _sites.clear()
-        _sites[code] = sites
+    found = _sites.get(id(code))
+    if found is not None and found[0] is code:
+        return found[1]
+    if is_internal(code.co_filename) or is_harness(code.co_filename) or _STORE_ATTR not in code.co_code[::2]:
+        sites = ()
+    else:
+        sites = _read_sites(code)
+    if len(_sites) >= _SITES_KEPT:
+        _sites.clear()
+    _sites[id(code)] = (code, sites)
     return sites
 
 

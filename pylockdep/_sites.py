@@ -41,22 +41,26 @@ from types import CodeType, FrameType
 from typing import Any
 
 from ._classes import LockKey, OwnerKeys, key_for, key_for_owner
-from ._frames import format_file_line, is_internal, read_code
+from ._frames import format_file_line, is_internal, line_at, read_code
 from ._locktypes import LockType
 
-# (code, offset of the call) -> what follows the call: ("return",), ("attr", owner, name),
-# ("name", global or Class.attr) or ().
-_after_call: dict[tuple[CodeType, int], tuple[str, ...]] = {}
-# (code, f_lasti, kind) -> class name; (code, line, name) -> the call offset that took it first.
-_names: dict[tuple[CodeType, int, str], str] = {}
-_first_on_line: dict[tuple[CodeType, int, str], int] = {}
-# (code, f_lasti, lock type) -> that site's keys by owner type (see site_owner_keys).
-_owner_keys: dict[tuple[CodeType, int, LockType], OwnerKeys] = {}
-# A descriptor -> the keys of the locks made for it, by site; and how many descriptors each site
-# made a key for (see descriptor_key).
-_descriptor_keys: weakref.WeakKeyDictionary[Any, dict[tuple[CodeType, int, LockType], LockKey]]
+# These tables key a code object by its id, as hashing one hashes its contents (a long module
+# body's takes 15 us on 3.11, 0.3 ms on 3.12), and each entry holds its code, so the id in its key
+# stays that code's.
+# (id(code), offset of the call) -> (code, what follows the call: ("return",), ("attr", owner,
+# name), ("name", global or Class.attr) or (), with the call's offset and column).
+_after_call: dict[tuple[int, int], tuple[CodeType, tuple[int, tuple[str, ...], int | None]]] = {}
+# (id(code), f_lasti, kind) -> (code, class name); (id(code), line, name) -> (code, the call offset
+# that took it first).
+_names: dict[tuple[int, int, str], tuple[CodeType, str]] = {}
+_first_on_line: dict[tuple[int, int, str], tuple[CodeType, int]] = {}
+# (id(code), f_lasti, lock type) -> (code, that site's keys by owner type: see site_owner_keys).
+_owner_keys: dict[tuple[int, int, LockType], tuple[CodeType, OwnerKeys]] = {}
+# A descriptor -> the keys of the locks made for it, by site (each key holds its site's code); and
+# how many descriptors each site made a key for (see descriptor_key).
+_descriptor_keys: weakref.WeakKeyDictionary[Any, dict[tuple[int, int, LockType], LockKey]]
 _descriptor_keys = weakref.WeakKeyDictionary()
-_descriptors_made: dict[tuple[CodeType, int, LockType], int] = {}
+_descriptors_made: dict[tuple[int, int, LockType], tuple[CodeType, int]] = {}
 #: A site makes a class per descriptor for this many descriptors; later ones share their type's.
 DESCRIPTOR_KEYS = 1024
 
@@ -123,11 +127,11 @@ def _returns_only(instructions: list[dis.Instruction], stored: str | tuple[str, 
 
 
 def _what_follows(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int | None]:
-    key = (code, lasti)
+    key = (id(code), lasti)
     found = _after_call.get(key)
     if found is None:
-        found = _after_call[key] = _call_at(code, lasti)  # type: ignore[assignment]
-    return found  # type: ignore[return-value]
+        found = _after_call[key] = (code, _call_at(code, lasti))
+    return found[1]
 
 
 def creation_frame(frame: FrameType) -> FrameType:
@@ -233,7 +237,8 @@ def owner_of(frame: FrameType) -> Any:
 def site_owner_keys(frame: FrameType, ltype: LockType) -> OwnerKeys:
     """The keys by owner type of the locks of ``ltype`` that ``frame`` (a :func:`creation_frame`
     that :func:`makes_attr`) makes: one dict per site, whatever stack reached it."""
-    return _owner_keys.setdefault((frame.f_code, frame.f_lasti, ltype), {})
+    code = frame.f_code
+    return _owner_keys.setdefault((id(code), frame.f_lasti, ltype), (code, {}))[1]
 
 
 def owner_key(keys: OwnerKeys, frame: FrameType, kind: str, ltype: LockType) -> LockKey:
@@ -257,7 +262,7 @@ def descriptor_key(descriptor: Any, frame: FrameType, kind: str, ltype: LockType
     named for where the descriptor was made (``cached_property.lock@app.py:12`` for the lock of the
     ``@cached_property`` at line 12), at the lock's site.  None (its type's key then) for one that
     cannot be referenced weakly or past :data:`DESCRIPTOR_KEYS` descriptors at the site."""
-    site = (frame.f_code, frame.f_lasti, ltype)
+    site = (id(frame.f_code), frame.f_lasti, ltype)
     try:
         keys = _descriptor_keys.get(descriptor)
     except TypeError:  # neither hashable nor weakly referable
@@ -265,7 +270,7 @@ def descriptor_key(descriptor: Any, frame: FrameType, kind: str, ltype: LockType
     key = keys.get(site) if keys is not None else None
     if key is not None:
         return key
-    made = _descriptors_made.get(site, 0)
+    made = _descriptors_made.get(site, (None, 0))[1]
     if made >= DESCRIPTOR_KEYS:
         return None
     maker = frame.f_back
@@ -273,17 +278,17 @@ def descriptor_key(descriptor: Any, frame: FrameType, kind: str, ltype: LockType
         maker = maker.f_back
     base = class_name(kind, frame, type(descriptor)).rpartition("@")[0]
     name = f"{base}@{format_file_line((maker.f_code, maker.f_lineno))}" if maker is not None else base
-    key = LockKey(name, ltype, (frame.f_code, frame.f_lineno), None)
+    key = LockKey(name, ltype, (frame.f_code, line_at(frame.f_code, frame.f_lasti)), None)
     try:
         _descriptor_keys.setdefault(descriptor, {})[site] = key
     except TypeError:
         return None
-    _descriptors_made[site] = made + 1
+    _descriptors_made[site] = (frame.f_code, made + 1)
     return key
 
 
 def _new_owner_key(owner: type | None, frame: FrameType, kind: str, ltype: LockType) -> LockKey:
-    name, site = class_name(kind, frame, owner), (frame.f_code, frame.f_lineno)
+    name, site = class_name(kind, frame, owner), (frame.f_code, line_at(frame.f_code, frame.f_lasti))
     # Not key_for() for an owner type: its registry would keep the type alive.
     return LockKey(name, ltype, site, None) if owner is not None else key_for(name, ltype, site)
 
@@ -292,19 +297,21 @@ def class_name(kind: str, frame: FrameType, owner: type | None = None) -> str:
     """The class name of a lock of ``kind`` made by ``frame`` (a :func:`creation_frame`), for an
     instance of ``owner`` where :func:`makes_attr` (None: of the class that defines the method)."""
     code = frame.f_code
-    name = _names.get((code, frame.f_lasti, kind)) if owner is None else None
-    if name is None:
-        offset, after, column = _what_follows(code, frame.f_lasti)
-        if after[:1] == ("attr",):
-            base = f"{after[1] if owner is None else owner.__name__}.{after[2]}"
-        elif after[:1] == ("name",):
-            base = after[1]
-        else:
-            base = kind
-        name = f"{base}@{format_file_line((code, frame.f_lineno))}"
-        first = _first_on_line.setdefault((code, frame.f_lineno, name), offset)
-        if first != offset and column is not None:
-            name = f"{name}:{column + 1}"
-        if owner is None:  # an owner's name is asked for once per key made: kept, it would keep the type
-            _names[(code, frame.f_lasti, kind)] = name
+    found = _names.get((id(code), frame.f_lasti, kind)) if owner is None else None
+    if found is not None:
+        return found[1]
+    offset, after, column = _what_follows(code, frame.f_lasti)
+    if after[:1] == ("attr",):
+        base = f"{after[1] if owner is None else owner.__name__}.{after[2]}"
+    elif after[:1] == ("name",):
+        base = after[1]
+    else:
+        base = kind
+    line = line_at(code, frame.f_lasti)
+    name = f"{base}@{format_file_line((code, line))}"
+    first = _first_on_line.setdefault((id(code), line, name), (code, offset))[1]
+    if first != offset and column is not None:
+        name = f"{name}:{column + 1}"
+    if owner is None:  # an owner's name is asked for once per key made: kept, it would keep the type
+        _names[(id(code), frame.f_lasti, kind)] = (code, name)
     return name

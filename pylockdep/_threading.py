@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 from . import _held, _locktypes, _waits
 from ._classes import LockKey, OwnerKeys, count_made, key_for
 from ._fastpath import Fields, accelerate, accelerate_class_call, accelerate_stand_in, new_real_lock
-from ._frames import is_internal, outside_frame
+from ._frames import is_internal, line_at, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
 from ._plain import plain_lock
@@ -142,7 +142,7 @@ def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> tuple[LockK
             start = start.f_back  # type: ignore[union-attr]
             depth += 1
         return ByOwner(depth, ltype, site_owner_keys(frame, ltype)), looked
-    return key_for(class_name(kind, frame), ltype, (frame.f_code, frame.f_lineno)), looked
+    return key_for(class_name(kind, frame), ltype, (frame.f_code, line_at(frame.f_code, frame.f_lasti))), looked
 
 
 def _acquirer(frame: FrameType) -> FrameType:

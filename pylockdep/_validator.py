@@ -18,6 +18,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 from . import _checks, _collector, _signals, _splat
@@ -79,7 +80,8 @@ class Validator:
         # Chains whose verdict depends on which instances nest, each with the last ones validated
         # (see remember_instances).
         self.instance_chains: dict[int, tuple[Held, Instance]] = {}
-        self.site_chains: set[tuple[int, Site]] = set()  # (see remember_site)
+        # (chain key, id(code), line) -> code, for a site (code, line): see remember_site.
+        self.site_chains: dict[tuple[int, int, int], CodeType] = {}
         # Times the chain cache was emptied: the C fast path keeps the chains it found in it until
         # this changes (the cache only grows in between), so it is emptied only by forget_chains().
         self.chains_forgotten = 0
@@ -282,11 +284,11 @@ class Validator:
         another line may take unguarded."""
         if len(self.site_chains) >= CHAIN_CACHE_SIZE:
             self.site_chains.clear()
-        self.site_chains.add((chain_key, site))
+        self.site_chains[chain_key, id(site[0]), site[1]] = site[0]
 
     def site_known(self, chain_key: int, site: Site) -> bool:
         """Whether :meth:`remember_site` cached ``chain_key`` taken at ``site``."""
-        return (chain_key, site) in self.site_chains if self.site_chains else False
+        return bool(self.site_chains) and self.site_chains.get((chain_key, id(site[0]), site[1])) is site[0]
 
     def remember_instances(self, t: Task, chain_key: int, cls: LockClass, lock: object) -> None:
         """Cache ``chain_key`` as validated for the instances of ``cls`` that ``t`` holds and for

@@ -131,15 +131,16 @@ def map_key(kind: str, frame: FrameType | None, made: object = None) -> LockKey 
     if frame is None:
         return None
     site = (frame.f_code, frame.f_lineno)
-    key = _map_keys.get((kind, site))
+    key = _map_keys.get((kind, id(site[0]), site[1]))
     if key is None:
-        key = _map_keys[kind, site] = key_for(f"({kind}){format_file_line(site)}", COMPLETION, site)
+        key = _map_keys[kind, id(site[0]), site[1]] = key_for(f"({kind}){format_file_line(site)}", COMPLETION, site)
     if made is None and frame is asked:  # the key follows from the frame's code and offset alone
         _keys_at[id(frame.f_code), frame.f_lasti, kind] = (frame.f_code, key)
     return key
 
 
-_map_keys: dict[tuple[str, tuple[Any, int]], LockKey] = {}  # (kind, site) -> key: spares the name
+# (kind, id(code), line) -> key, which holds the code: spares the name (and hashing the code).
+_map_keys: dict[tuple[str, int, int], LockKey] = {}
 # (id(code), offset, kind) of a frame that is its own site -> (code, key): spares the walk.  Each
 # entry holds its code object, so the id in its key stays that code's.  Keyed as every site memo is
 # (pylockdep._csrc's site_key()), for the C stand-in of submit() to look up too.

@@ -62,8 +62,8 @@ def test_a_code_read_between_many_others_stays_read():
     once per helper: the codes read most recently are kept, not dropped all at once when full."""
     body = compile("x = 1", "body.py", "exec")
     listing = _frames.read_code(body)[0]
-    helpers = [compile(f"y = {i}", f"helper{i}.py", "exec") for i in range(4 * _frames._READ_KEPT)]
+    helpers = [compile(f"y = {i}", f"helper{i}.py", "exec") for i in range(4 * _frames._KEPT)]
     for helper in helpers:
         _frames.read_code(helper)
         assert _frames.read_code(body)[0] is listing
-    assert len(_frames._read) <= _frames._READ_KEPT
+    assert len(_frames._read) <= _frames._KEPT
