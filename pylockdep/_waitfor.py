@@ -17,6 +17,7 @@ still move: :func:`stuck_waits` finds the threads that wait for one another for 
 from __future__ import annotations
 
 import _thread
+import os
 import threading
 from collections.abc import Callable
 from time import monotonic
@@ -201,8 +202,10 @@ def stuck_waits(v: Validator, t: Task) -> list[tuple[str, Primitive]] | None:
     The main thread at its end waits for :data:`JOINS_AT_EXIT`.  A waiting main thread still moves
     if the program handles a signal in Python: the handler, run in the wait, may let anything go
     (a SIGTERM handler that tells the workers to stop).  pylockdep's own threads
-    (:data:`OWN_THREADS`) release no program's lock and count for nothing; a thread started with
-    ``_thread`` and seen nowhere yet (``_thread._count()`` says it exists) counts as moving.
+    (:data:`OWN_THREADS`) release no program's lock and count for nothing.  A thread seen nowhere
+    counts as moving: one started with ``_thread`` and not running yet (``_thread._count()`` says
+    it exists), or one that native code started (:func:`_native_threads`), which may call back into
+    Python at any time (a C library's callback releasing a Lock).
 
     Of the stuck threads, those holding what the others wait for give up first (None for the
     others until then): see :func:`_gives_up_first`.
@@ -212,7 +215,7 @@ def stuck_waits(v: Validator, t: Task) -> list[tuple[str, Primitive]] | None:
     alive.update(frames)
     alive.discard(None)
     main = threading.main_thread().ident
-    if _thread._count() > len(alive - {main}):  # threads other than the main one, against those seen
+    if _thread._count() > len(alive - {main}) or _native_threads() > len(alive):  # threads not seen
         return None
     waits: dict[int, tuple[Task | None, str, Primitive, int]] = {}
     for task in list(v.tasks.values()):
@@ -236,6 +239,15 @@ def stuck_waits(v: Validator, t: Task) -> list[tuple[str, Primitive]] | None:
         return None
     first = waits.pop(t.ident)
     return [(name, lock) for _, name, lock, _ in (first, *waits.values())]
+
+
+def _native_threads() -> int:
+    """How many threads the process has, Python's and those native code started, where the system
+    tells (Linux's ``/proc``); else 0."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0
 
 
 def _gives_up_first(waits: dict[int, tuple[Task | None, str, Primitive, int]], t: Task) -> bool:

@@ -646,6 +646,37 @@ def test_two_threads_each_waiting_for_the_others_token_lock_are_refused_not_hung
     assert "(a@tokens.py:2)" in err and "(b@tokens.py:3)" in err
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+def test_a_thread_native_code_started_may_release_a_lock_until_it_ends(tmp_path):
+    """A thread that a C library started is seen by Python only while it runs a callback, and one
+    may release the Lock the main thread waits for: while such a thread lives the wait goes on,
+    and once it has ended with nobody else left, the wait is refused.  The thread here is native
+    code sleeping for a second."""
+    write(
+        tmp_path / "native.py",
+        """\
+        import ctypes, os, threading
+        libc = ctypes.CDLL(None)
+        void_p = ctypes.c_void_p
+        libc.pthread_create.argtypes = [ctypes.POINTER(ctypes.c_ulong), void_p, void_p, void_p]
+        libc.pthread_detach.argtypes = [ctypes.c_ulong]
+        ident = ctypes.c_ulong()
+        assert libc.pthread_create(ctypes.byref(ident), None, ctypes.cast(libc.sleep, void_p), 1) == 0
+        libc.pthread_detach(ident)
+        print("threads", len(os.listdir("/proc/self/task")))
+        lock = threading.Lock()
+        lock.acquire()
+        try:
+            lock.acquire()
+        except Exception as e:
+            print(type(e).__name__, "threads", len(os.listdir("/proc/self/task")))
+    """,
+    )
+    result = pylockdep_run("native.py", cwd=tmp_path)
+    assert result.stdout == "threads 2\nDeadlockError threads 1\n", result.stderr
+    assert "WARNING: possible recursive locking detected" in result.stderr
+
+
 def test_a_hand_off_that_only_a_signal_handler_makes_is_waited_for(tmp_path):
     """The main thread runs the program's signal handlers inside its waits: while it has one of its
     own, a worker waiting for a Lock it holds itself, with the main thread joining it, is not
