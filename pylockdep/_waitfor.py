@@ -43,6 +43,8 @@ POLL_SECONDS = 0.05
 # it hands the acquisition to Python (the constant is written into its header), which waits its
 # own: there the check comes after twice the slice.
 FIRST_SLICE_SECONDS = 0.01
+# The longest time between two deadlock checks of one wait (see wait()).
+CHECK_SECONDS_MAX = 0.5
 # A thread just started with _thread.start_new_thread is seen nowhere until it runs: a thread
 # waiting for a Lock it holds itself must find itself alone this long before nobody is left.
 SELF_WAIT_GRACE_SECONDS = 0.25
@@ -128,10 +130,13 @@ class _CycleSearch:
 def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Callable[[float], bool]) -> None:
     """Block until ``acquire_timed`` succeeds, unless the wait closes a cycle of waiting threads.
 
-    The cycle is checked once the first :data:`FIRST_SLICE_SECONDS` of the wait have passed and
-    again every :data:`POLL_SECONDS`, so a cycle that forms while threads race into their waits is
-    still found.  A lock held by a suspended asyncio task of the event loop that runs on this very
-    thread can never come free: that raises after the first slice too.
+    The wait is checked (:func:`_check`) once the first :data:`FIRST_SLICE_SECONDS` of it have
+    passed and again at each poll (every :data:`POLL_SECONDS`) while it is young, so a cycle that
+    forms while threads race into their waits is still found; then less often, a quarter of the
+    wait's age apart, at most :data:`CHECK_SECONDS_MAX` (a hundred threads idle in their waits
+    would otherwise cost a quarter of a processor).  A lock held by a suspended asyncio task of the
+    event loop that runs on this very thread can never come free: that raises after the first
+    slice too.
     """
     if acquire_timed(FIRST_SLICE_SECONDS):
         return
@@ -140,46 +145,14 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
     check_own_loop(t, lock)
     # A signal handler or finalizer may wait inside this thread's own wait: put the outer wait back.
     outer = t.waiting
-    alone_since = None  # when a wait for a Lock it holds itself first found no other thread
+    alone_since = None  # when the wait, for a hand-off, was first found stuck (see _check)
+    started = next_check = monotonic()
     try:
         while True:
-            check_owner_ended(t, lock, mode)  # at each poll: the owner may end while this thread waits
-            with _waits:
-                # Marking this thread as waiting, checking for a cycle and, on one, giving up the
-                # wait happen together, so of the threads that close a cycle exactly one refuses.
-                t.waiting = (lock, mode)
-                owner = getattr(lock, "_owner", None)
-                self_wait = not lock._owned and owner is t
-                orphan = not lock._owned and owner is not None and owner is not t and owner in v.ended_holding
-                cycle = stuck = None
-                # A hand-off (a Lock it holds itself, one its ended acquirer holds, or one that
-                # names no blocker) is stuck when nobody may move to release it; the threads that
-                # wait for such a thread, by a lock or a join, raise no earlier than it does.
-                if _is_handoff(v, lock, t, lock._blockers(mode, t.ident)):
-                    stuck = stuck_waits(v, t)
-                else:
-                    cycle = find_wait_cycle(v, t)
-                if stuck is None:
-                    alone_since = None
-                else:  # given up only once stuck for a while: a thread just started is seen nowhere yet
-                    if alone_since is None:
-                        alone_since = monotonic()
-                    if monotonic() - alone_since < SELF_WAIT_GRACE_SECONDS:
-                        stuck = None
-                if cycle is not None or stuck is not None:
-                    t.waiting = None
-            if cycle is not None:
-                raise DeadlockError(describe_cycle(cycle))
-            if stuck is not None:
-                if self_wait:
-                    v.self_deadlock(t, lock)
-                    raise DeadlockError(describe_cycle([(t, lock)]))
-                if orphan:
-                    raise DeadlockError(
-                        f"deadlock: {t.comm} would wait for ever on {lock.name!r}: {owner.comm}, which took it, ended"
-                        " without releasing it, and no other thread is left that could"
-                    )
-                raise DeadlockError(describe_stuck(stuck))
+            now = monotonic()
+            if now >= next_check:
+                next_check = now + min((now - started) / 4, CHECK_SECONDS_MAX)
+                alone_since = _check(v, t, lock, mode, alone_since)
             if acquire_timed(POLL_SECONDS):
                 return  # the caller runs what the attempt held back (see _signals.critical_take)
             if deferred:  # a failed attempt: held back no longer than one poll
@@ -188,9 +161,53 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
         t.waiting = outer
 
 
+def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float | None) -> float | None:
+    """One deadlock check of the wait of ``t`` for ``lock``: raise DeadlockError if it can never end.
+
+    A wait for a hand-off (a Lock it holds itself, one its ended acquirer holds, or one that names
+    no blocker: :func:`_is_handoff`) is stuck when nobody may move to release it
+    (:func:`stuck_waits`), and given up only once found stuck for :data:`SELF_WAIT_GRACE_SECONDS`
+    (a thread just started is seen nowhere yet): ``alone_since`` is when it was first found so at
+    the checks before, None if it was not at the last; this returns it, updated.  Any other wait
+    is stuck when it closes a cycle (:func:`find_wait_cycle`).
+    """
+    check_owner_ended(t, lock, mode)  # at each check: the owner may end while this thread waits
+    with _waits:
+        # Marking this thread as waiting, checking for a cycle and, on one, giving up the wait
+        # happen together, so of the threads that close a cycle exactly one refuses.
+        t.waiting = (lock, mode)
+        owner = getattr(lock, "_owner", None)
+        cycle = stuck = None
+        if _is_handoff(v, lock, t, lock._blockers(mode, t.ident)):
+            stuck = stuck_waits(v, t)
+            if stuck is None:
+                alone_since = None
+            elif alone_since is None:
+                alone_since, stuck = monotonic(), None
+            elif monotonic() - alone_since < SELF_WAIT_GRACE_SECONDS:
+                stuck = None
+        else:
+            cycle = find_wait_cycle(v, t)
+        if cycle is not None or stuck is not None:
+            t.waiting = None
+    if cycle is not None:
+        raise DeadlockError(describe_cycle(cycle))
+    if stuck is not None:
+        if owner is t:  # a Lock it holds itself
+            v.self_deadlock(t, lock)
+            raise DeadlockError(describe_cycle([(t, lock)]))
+        if owner in v.ended_holding:
+            raise DeadlockError(
+                f"deadlock: {t.comm} would wait for ever on {lock.name!r}: {owner.comm}, which took it, ended"
+                " without releasing it, and no other thread is left that could"
+            )
+        raise DeadlockError(describe_stuck(stuck))
+    return alone_since
+
+
 def stuck_waits(v: Validator, t: Task) -> list[tuple[str, Primitive]] | None:
     """The waits that can never end, as (thread name, what it waits for), ``t``'s first, if
-    ``t``'s is one of them; else None.
+    ``t``'s, a wait for a hand-off (:func:`_is_handoff`), is one of them; else None.
 
     A thread may still move if it is not waiting, and so may one whose wait some moving thread may
     let end: a wait for a ``threading.Lock`` nobody holds; for a hand-off (a Lock that names no
@@ -211,21 +228,25 @@ def stuck_waits(v: Validator, t: Task) -> list[tuple[str, Primitive]] | None:
     others until then): see :func:`_gives_up_first`.
     """
     frames = current_frames()
-    alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
-    alive.update(frames)
-    alive.discard(None)
     main = threading.main_thread().ident
-    if _thread._count() > len(alive - {main}) or _native_threads() > len(alive):  # threads not seen
-        return None
     waits: dict[int, tuple[Task | None, str, Primitive, int]] = {}
     for task in list(v.tasks.values()):
         waiting = task.waiting
-        if waiting is not None and task.ident in alive:
+        if waiting is not None:
             waits[task.ident] = (task, task.comm, *waiting)
     if main not in waits and joining_at_exit(main, frames):
         waits[main] = (None, "MainThread", JOINS_AT_EXIT, 0)
     if handles_signals():
         waits.pop(main, None)
+    # The usual case, decided at once: a thread runs Python code outside any wait, and may end t's.
+    if any(ident not in waits and ident not in OWN_THREADS for ident in frames):
+        return None
+    alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
+    alive.update(frames)
+    alive.discard(None)
+    if _thread._count() > len(alive - {main}) or _native_threads() > len(alive):  # threads not seen
+        return None
+    waits = {ident: wait for ident, wait in waits.items() if ident in alive}
     moving = alive - waits.keys() - OWN_THREADS
     changed = True
     while changed and t.ident in waits:

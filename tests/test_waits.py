@@ -8,6 +8,7 @@ DeadlockError).  Then ordinary uses of threads, pools and queues, which must sta
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import logging
 import logging.handlers
 import queue
@@ -1005,3 +1006,30 @@ def test_a_done_callback_reading_its_future_in_the_worker_is_clean(v, workers):
         go.set()
     assert len(got) == 1 and got[0][:2] == (None, True) and got[0][2] is not threading.current_thread()
     assert v.reports == []
+
+
+def test_a_long_wait_is_checked_at_each_poll_while_young_then_less_often(monkeypatch):
+    """A hundred threads idle in their waits cost a quarter of a processor when each checked its
+    wait at every poll: a wait is checked at each poll for its first fifth of a second, then a
+    quarter of its age apart, at most CHECK_SECONDS_MAX.  A clock that moves only by the polls."""
+    from types import SimpleNamespace
+
+    from pylockdep import _waitfor
+
+    clock = [0.0]
+    checks: list[float] = []
+    monkeypatch.setattr(_waitfor, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_waitfor, "_check", lambda v, t, lock, mode, alone: checks.append(clock[0]))
+
+    def poll(seconds: float) -> bool:
+        clock[0] += seconds
+        return clock[0] >= 10
+
+    _waitfor.wait(None, SimpleNamespace(waiting=None), SimpleNamespace(_owner=None), 0, poll)
+    start = _waitfor.FIRST_SLICE_SECONDS
+    young = [at for at in checks if at - start < 0.18]
+    assert young == pytest.approx([start + i * _waitfor.POLL_SECONDS for i in range(4)])
+    gaps = [b - a for a, b in itertools.pairwise(checks)]
+    assert max(gaps) <= _waitfor.CHECK_SECONDS_MAX + _waitfor.POLL_SECONDS
+    assert gaps[-1] >= _waitfor.CHECK_SECONDS_MAX  # ten seconds in, the checks are at their sparsest
+    assert len(checks) < 40  # against 200 polls
