@@ -12,13 +12,13 @@ from __future__ import annotations
 import _thread
 import os
 
-from . import _classes, _locks, _rcu, _signals, _validator, _waitfor
+from . import _classes, _locks, _rcu, _signals, _validator, _waitfor, _waits
 
 
 def after_fork_in_child() -> None:
     """Forget the threads that did not follow the fork and renew pylockdep's internal locks: the
-    key registry's, the wait bookkeeping's, ``validate()``'s, every validator's graph lock, every
-    reader-writer lock's internal mutex and every SRCU's."""
+    key registry's, the wait bookkeeping's, the queues' spans', ``validate()``'s, every
+    validator's graph lock, every reader-writer lock's internal mutex and every SRCU's."""
     _classes._keys_lock._at_fork_reinit()
     # The parent's signals, held back by its main thread: CPython clears a child's pending signals.
     _signals.deferred.clear()
@@ -30,6 +30,7 @@ def after_fork_in_child() -> None:
         core._at_fork_reinit()
     _rcu.renew_after_fork()
     _waitfor._waits._at_fork_reinit()
+    _waits._spans_lock._at_fork_reinit()
     _validator._validate_lock._at_fork_reinit()
     _validator._headroom.after_fork_in_child()
     for v in list(_validator.every_validator):

@@ -70,7 +70,7 @@ from ._frames import format_file_line, is_internal
 from ._held import H_CLASS, H_LOCK, VARIANT_SYNC, VARIANT_TRY, chain_key, do_pending, find, pop, push
 from ._locks import _acquire, _PseudoLock, _release
 from ._locktypes import COMPLETION
-from ._plain import plain_lock
+from ._plain import plain_lock, plain_rlock
 from ._task import Task
 from ._validator import Validator, active
 from ._when_imported import Hook, when_imported
@@ -702,7 +702,9 @@ def _futures_as_completed(original: Callable[..., Any]) -> Callable[..., Any]:
 
 # -- queue.Queue -------------------------------------------------------------------------------
 
-_spans_lock = plain_lock()  # guards every queue's spans and every _Span's count
+# Guards every queue's spans and every _Span's count.  Re-entrant: a signal handler may use a queue
+# while its thread is in here (what it does in between is a few dict operations).
+_spans_lock = plain_rlock()
 _current_span = threading.local()  # .span: the calling thread's open _Span, if any
 
 
@@ -783,11 +785,15 @@ def _open_span(m: _QueueMap, ident: int, frame: FrameType) -> None:
 
 
 def _close(span: _Span, ident: int) -> None:
-    """Close ``span`` (the thread ``ident``'s) unless it is closed already."""
+    """Close ``span`` (the thread ``ident``'s) unless it is closed already.  A signal handler that
+    uses queues may run in the middle of this, or of any other use of the spans, in the same
+    thread: each step leaves them whole for it, and the span's map is released once."""
     with _spans_lock:
-        if span.spans.get(ident) is not span:
+        found = span.spans.pop(ident, None)
+        if found is not span:
+            if found is not None:  # another span, which a handler opened meanwhile: not this one
+                span.spans[ident] = found
             return
-        del span.spans[ident]
     if ident == _get_ident():
         _current_span.span = None
         release(span.map)

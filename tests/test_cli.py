@@ -646,6 +646,82 @@ def test_two_threads_each_waiting_for_the_others_token_lock_are_refused_not_hung
     assert "(a@tokens.py:2)" in err and "(b@tokens.py:3)" in err
 
 
+def test_a_signal_handler_using_a_queue_while_the_main_thread_uses_another(tmp_path):
+    """The bookkeeping of queues' consumers is guarded by one lock of pylockdep's: a handler that
+    uses a queue as it interrupts the main thread inside it must not wait for itself.  (Every
+    Queue's mutex is one class, taken in a handler and outside one: that is reported.)"""
+    write(
+        tmp_path / "queues.py",
+        """\
+        import queue, signal, time
+        mine, handlers = queue.Queue(), queue.Queue()
+        handled = [0]
+
+        def handler(signum, frame):
+            handlers.put(1)
+            handlers.get()
+            handlers.task_done()
+            handled[0] += 1
+
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end or handled[0] < 20:
+            mine.put(1)
+            mine.get()
+            mine.task_done()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        print("ok")
+    """,
+    )
+    result = pylockdep_run("queues.py", cwd=tmp_path)
+    assert result.stdout == "ok\n", result.stderr
+    assert "pylockdep: 1 report(s): inconsistent_lock_state" in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_a_thread_keeps_queue_books_uses_queues(tmp_path):
+    """pylockdep's lock over the queues' bookkeeping is renewed in a forked child: a thread of the
+    parent holding it as the fork happens is not there to release it."""
+    write(
+        tmp_path / "fork.py",
+        """\
+        import os, queue, threading, time, warnings
+        from pylockdep import _waits
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (3.12)
+        held, done = threading.Event(), threading.Event()
+
+        def keep():
+            with _waits._spans_lock:
+                held.set()
+                done.wait()
+
+        threading.Thread(target=keep, daemon=True).start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            q = queue.Queue()
+            q.put(1)
+            q.get()
+            q.task_done()
+            os._exit(0)
+        deadline = time.monotonic() + 30
+        while not os.waitpid(pid, os.WNOHANG)[0]:
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                print("child hung")
+                break
+            time.sleep(0.01)
+        else:
+            print("child ok")
+        done.set()
+    """,
+    )
+    result = pylockdep_run("fork.py", cwd=tmp_path)
+    assert result.stdout == "child ok\n", result.stderr
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
 def test_a_thread_native_code_started_may_release_a_lock_until_it_ends(tmp_path):
     """A thread that a C library started is seen by Python only while it runs a callback, and one
