@@ -266,34 +266,27 @@ def _program_handler(installed: Any) -> Any:
     return installed.handler if isinstance(installed, Deferring) else installed
 
 
-# The signals the program handles in Python, but for SIGINT's default handler: see handles_signals().
-_handled: set[int] = set()
 #: pylockdep's own handlers (``pylockdep run``'s SIGUSR1 dump), which let no thread of the program go.
 OWN_HANDLERS: set[Handler] = set()
 
 
 def handles_signals() -> bool:
     """Whether the program has a Python handler of its own installed for some signal (not
-    SIGINT's default one, which raises ``KeyboardInterrupt``): the main thread may then run code
-    that lets other threads go at any point of any wait."""
-    return bool(_handled)
-
-
-def _note_handler(signum: int, handler: Any) -> None:
-    handler = _program_handler(handler)
-    if callable(handler) and handler is not signal.default_int_handler and handler not in OWN_HANDLERS:
-        _handled.add(signum)
-    else:
-        _handled.discard(signum)
+    SIGINT's default one, which raises ``KeyboardInterrupt``, nor pylockdep's): the main thread may
+    then run code that lets other threads go at any point of any wait.  Read from the
+    interpreter, whichever way the handler was installed (``_signal.signal`` too)."""
+    for signum in _signal.valid_signals():
+        handler = _program_handler(_signal.getsignal(signum))
+        if callable(handler) and handler is not signal.default_int_handler and handler not in OWN_HANDLERS:
+            return True
+    return False
 
 
 @functools.wraps(_signal_signal)
 def _signal_deferring(signalnum: Any, handler: Any) -> Any:
     if callable(handler) and not isinstance(handler, Deferring):
         handler = Deferring(handler)
-    previous = _program_handler(_signal_signal(signalnum, handler))
-    _note_handler(int(signalnum), handler)
-    return previous
+    return _program_handler(_signal_signal(signalnum, handler))
 
 
 @functools.wraps(_getsignal)
@@ -317,7 +310,6 @@ def install() -> None:
         signal.getsignal = _getsignal_unwrapped
         for signum in _signal.valid_signals():  # _signal's: ints, no enum made per signal
             handler = _signal.getsignal(signum)
-            _note_handler(signum, handler)
             if callable(handler) and not isinstance(handler, Deferring):
                 try:
                     _signal.signal(signum, Deferring(handler))

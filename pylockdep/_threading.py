@@ -52,7 +52,8 @@ from typing import Any, NamedTuple
 from . import _held, _locktypes, _waits
 from ._classes import LockKey, OwnerKeys, count_made, key_for
 from ._fastpath import Fields, accelerate, accelerate_class_call, accelerate_stand_in, new_real_lock
-from ._frames import is_internal, line_at, outside_frame
+from ._frames import enters_with, is_internal, line_at, outside_frame
+from ._held import H_CODE, H_LASTI, H_LOCK
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
 from ._plain import plain_lock
@@ -71,7 +72,9 @@ from ._sites import (
     remember,
     site_owner_keys,
 )
+from ._task import Task
 from ._validator import active
+from ._waitfor import waits_for_work
 from ._when_imported import Hook, when_imported
 
 __all__ = ["Lock", "RLock", "install", "instrument_threading", "Nested", "uninstall"]
@@ -239,6 +242,16 @@ _ORPHAN_LOCK_KEY = key_for("Lock", _locktypes.PY_LOCK, None)
 _ORPHAN_RLOCK_KEY = key_for("RLock", _locktypes.PY_RLOCK, None)
 
 
+def _opens_elsewhere(owner: Task, lock: Lock) -> bool:
+    """Whether ``owner``, which took ``lock``, waits for other threads' work (see
+    :func:`pylockdep._waitfor.waits_for_work`) holding it by a bare ``acquire()``, not a ``with``
+    block: then the Lock may be a gate that another thread opens."""
+    if not waits_for_work(owner):
+        return False
+    entry = next((e for e in list(owner.held) if e[H_LOCK] is lock), None)
+    return entry is not None and not enters_with(entry[H_CODE], entry[H_LASTI])
+
+
 class Lock(_RealLock):
     """``threading.Lock``, validated as a sleeping lock without an owner (``PY_LOCK``).
 
@@ -282,10 +295,15 @@ class Lock(_RealLock):
     def _blockers(self, mode: int, ident: int) -> list[int]:
         # Only a Lock of a site that hands locks off, or may (a token held on after the function
         # that took it returned, see _checks.check_token_held), may be released by another
-        # thread: one that only its acquirers ever released waits for its acquirer, as a mutex does.
+        # thread: one that only its acquirers ever released waits for its acquirer, as a mutex
+        # does.  Unless its acquirer took it by a bare acquire() and waits for other threads'
+        # work (a join, a future, a queue, its end): a gate that another thread may open
+        # (threading.Timer(1, gate.release)), not a mutex held across the wait, as a with-block's.
         owner = self._owner
         key = self._key
-        return [] if owner is None or key.handoff or key.token else [owner.ident]
+        if owner is None or key.handoff or key.token or _opens_elsewhere(owner, self):
+            return []
+        return [owner.ident]
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock (as ``_thread.lock.acquire``); True if it was taken."""

@@ -188,6 +188,10 @@ def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float
                 stuck = None
         else:
             cycle = find_wait_cycle(v, t)
+            if cycle is not None and any(getattr(wait, "_ends_by_anyone", False) for _, wait in cycle):
+                # Through a wait that any thread may end (a queue's join, whose items anyone may
+                # mark done): a deadlock only while nobody may move.
+                cycle = cycle if stuck_waits(v, t, handoff=False) is not None else None
         if cycle is not None or stuck is not None:
             t.waiting = None
     if cycle is not None:
@@ -205,14 +209,16 @@ def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float
     return alone_since
 
 
-def stuck_waits(v: Validator, t: Task) -> list[tuple[str, Primitive]] | None:
+def stuck_waits(v: Validator, t: Task, handoff: bool = True) -> list[tuple[str, Primitive]] | None:
     """The waits that can never end, as (thread name, what it waits for), ``t``'s first, if
-    ``t``'s, a wait for a hand-off (:func:`_is_handoff`), is one of them; else None.
+    ``t``'s, a wait for a hand-off (:func:`_is_handoff`) unless ``handoff`` is false, is one of
+    them; else None.
 
     A thread may still move if it is not waiting, and so may one whose wait some moving thread may
     let end: a wait for a ``threading.Lock`` nobody holds; for a hand-off (a Lock that names no
     blocker, that the waiter holds itself or that a thread which ended holds: any other thread may
-    release it) once any other thread may move; for work queued behind a full pool
+    release it) or a wait any thread may end (``_ends_by_anyone``: a queue's join) once any other
+    thread may move; for work queued behind a full pool
     (``_needs_all``) once any of its blockers may; for anything else (a lock with holders, a join)
     once all of its blockers may.  The threads left wait for one another for ever.
 
@@ -239,7 +245,7 @@ def stuck_waits(v: Validator, t: Task) -> list[tuple[str, Primitive]] | None:
     if handles_signals():
         waits.pop(main, None)
     # The usual case, decided at once: a thread runs Python code outside any wait, and may end t's.
-    if any(ident not in waits and ident not in OWN_THREADS for ident in frames):
+    if handoff and any(ident not in waits and ident not in OWN_THREADS for ident in frames):
         return None
     alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
     alive.update(frames)
@@ -256,7 +262,7 @@ def stuck_waits(v: Validator, t: Task) -> list[tuple[str, Primitive]] | None:
                 moving.add(ident)
                 del waits[ident]
                 changed = True
-    if t.ident not in waits or not _gives_up_first(waits, t):
+    if t.ident not in waits or not _gives_up_first(v, waits, t):
         return None
     first = waits.pop(t.ident)
     return [(name, lock) for _, name, lock, _ in (first, *waits.values())]
@@ -271,16 +277,21 @@ def _native_threads() -> int:
         return 0
 
 
-def _gives_up_first(waits: dict[int, tuple[Task | None, str, Primitive, int]], t: Task) -> bool:
+def _gives_up_first(v: Validator, waits: dict[int, tuple[Task | None, str, Primitive, int]], t: Task) -> bool:
     """Whether ``t``, stuck with the threads of ``waits``, is to give up its wait now: unless the
-    Lock it waits for was taken by another of them, which then gives up first (the worker waiting
-    for the Lock it holds itself, rather than the thread waiting for that worker's Lock), unless
-    such takers lead back to ``t`` (each holds a token the other waits for: any may)."""
+    Lock it waits for was taken by another of them that waits for a hand-off too, which then
+    gives up first (the worker waiting for the Lock it holds itself, rather than the thread
+    waiting for that worker's Lock), unless such takers lead back to ``t`` (each holds a token the
+    other waits for: any may).  A taker whose wait is no hand-off (a join) never decides for a
+    hand-off: ``t`` does."""
     holder = t
     seen = set()
     while True:
         owner = getattr(waits[holder.ident][2], "_owner", None)
         if owner is None or owner is holder or owner.ident not in waits or waits[owner.ident][0] is not owner:
+            return holder is t
+        _, _, lock, mode = waits[owner.ident]
+        if not _is_handoff(v, lock, owner, lock._blockers(mode, owner.ident)):
             return holder is t
         if owner is t:
             return True
@@ -296,7 +307,7 @@ def _may_end(v: Validator, ident: int, task: Task | None, lock: Primitive, mode:
     if not lock._owned and getattr(lock, "_owner", None) is None:
         return True
     blockers = lock._blockers(mode, ident)
-    if task is not None and _is_handoff(v, lock, task, blockers):
+    if task is not None and _is_handoff(v, lock, task, blockers) or getattr(lock, "_ends_by_anyone", False):
         return bool(moving)
     if getattr(lock, "_needs_all", False):
         return any(blocker in moving for blocker in blockers)
@@ -306,7 +317,10 @@ def _may_end(v: Validator, ident: int, task: Task | None, lock: Primitive, mode:
 def _is_handoff(v: Validator, lock: Primitive, task: Task, blockers: list[int]) -> bool:
     """Whether ``task``'s wait for ``lock``, which ``blockers`` block, is a wait for a hand-off: a
     held ``threading.Lock`` that any thread may release, as it names no blocker, or ``task`` holds
-    it itself, or the thread that took it ended."""
+    it itself, or the thread that took it ended; or a wait that any thread may end (a queue's
+    join: ``_ends_by_anyone``)."""
+    if getattr(lock, "_ends_by_anyone", False):
+        return True
     if lock._owned:
         return False
     owner = getattr(lock, "_owner", None)
@@ -326,6 +340,15 @@ def joining_at_exit(ident: int, frames: dict[int, FrameType] | None = None) -> b
         return False
     frame = (current_frames() if frames is None else frames).get(ident)
     return frame is not None and frame.f_code is _SHUTDOWN_CODE
+
+
+def waits_for_work(task: Task) -> bool:
+    """Whether the thread of ``task`` waits for other threads' work, not for a lock: a join, a
+    future, a queue, or the main thread's end (a wait whose blockers are read live)."""
+    waiting = task.waiting
+    if waiting is not None:
+        return getattr(waiting[0], "_live_blockers", False)
+    return joining_at_exit(task.ident)
 
 
 class _JoinsAtExit:

@@ -319,6 +319,16 @@ class _Wait:
         return idents
 
 
+class _QueueJoin(_Wait):
+    """A ``Queue.join()``'s wait, for the consumers with items not marked done.  Any thread may
+    mark an item done (a dispatcher's workers, for the items it took), so the wait is one for a
+    hand-off, as for a ``threading.Lock``: stuck only when nobody may move (see
+    :func:`pylockdep._waitfor.stuck_waits`), even through a cycle of waits."""
+
+    __slots__ = ()
+    _ends_by_anyone = True
+
+
 def _wait(what: _Wait, done: Callable[[float], bool], timeout: float | None) -> None:
     """Block until ``done(seconds)`` (which waits at most ``seconds``) says the work is done, or
     until ``timeout`` passes; raise DeadlockError if a wait without a timeout closes a cycle of
@@ -846,7 +856,7 @@ def _queue_join(original: Callable[[Any], None]) -> Callable[[Any], None]:
                 return not self.unfinished_tasks
 
         if self.unfinished_tasks:
-            _wait(_Wait(m, blockers), finished, None)
+            _wait(_QueueJoin(m, blockers), finished, None)
 
     return join
 

@@ -646,6 +646,190 @@ def test_two_threads_each_waiting_for_the_others_token_lock_are_refused_not_hung
     assert "(a@tokens.py:2)" in err and "(b@tokens.py:3)" in err
 
 
+def test_a_gate_lock_that_another_thread_opens_is_waited_for_while_its_taker_joins(tmp_path):
+    """A Lock the main thread took by a bare acquire() and holds while it waits for other threads
+    (at its end, or in a join) may be a gate that another thread opens: a worker waiting for it
+    goes through when a Timer releases it.  Held by a with-block across the join, it would be a
+    mutex, and the cycle a deadlock."""
+    for name, end in (("at_exit.py", ""), ("joined.py", "worker.join()")):
+        write(
+            tmp_path / name,
+            f"""\
+            import threading
+            gate = threading.Lock()
+            gate.acquire()
+            threading.Timer(0.5, gate.release).start()
+
+            def through():
+                with gate:
+                    print("worker through")
+
+            worker = threading.Thread(target=through)
+            worker.start()
+            {end}
+        """,
+        )
+        result = pylockdep_run(name, cwd=tmp_path)
+        assert result.stdout == "worker through\n", result.stderr
+        assert "DeadlockError" not in result.stderr
+
+
+def test_a_worker_waiting_for_a_handed_off_lock_its_joiner_holds_is_refused(tmp_path):
+    """The Lock is a known hand-off, so the worker's wait for it names nobody; its taker, the main
+    thread, joins the worker: nobody else is left to release it, and the worker (not the join)
+    raises."""
+    write(
+        tmp_path / "joined.py",
+        """\
+        import threading
+        gate = threading.Lock()
+        gate.acquire()
+        opener = threading.Thread(target=gate.release)
+        opener.start()
+        opener.join()
+        gate.acquire()
+
+        def worker():
+            try:
+                gate.acquire()
+            except Exception as e:
+                print(type(e).__name__, e)
+
+        t = threading.Thread(target=worker, name="worker")
+        t.start()
+        t.join()
+        print("joined")
+    """,
+    )
+    result = pylockdep_run("joined.py", cwd=tmp_path)
+    first, joined = result.stdout.splitlines()
+    assert first.startswith("DeadlockError deadlock: worker/") and "MainThread/" in first, result.stdout
+    assert first.endswith("no other thread is left that could let these waits end")
+    assert joined == "joined"
+
+
+def test_a_queue_whose_items_other_threads_mark_done_is_joined_without_a_deadlock_error(tmp_path):
+    """Any thread may mark a queue's item done.  A dispatcher that joins the queue it took items
+    from, which its workers mark done, waits for them (the model's report of a consumer joining
+    its own queue stays); so does a thread holding an RLock that a consumer of the joined queue
+    waits for, when a later stage marks the item done.  With nobody else left, that join raises."""
+    write(
+        tmp_path / "dispatch.py",
+        """\
+        import queue, threading, time
+        q, work = queue.Queue(), queue.Queue()
+        for i in range(3):
+            q.put(i)
+
+        def worker():
+            while True:
+                work.get()
+                time.sleep(0.1)
+                q.task_done()
+
+        def dispatcher():
+            for _ in range(3):
+                work.put(q.get())
+            q.join()
+            print("all done")
+
+        threading.Thread(target=worker, daemon=True).start()
+        d = threading.Thread(target=dispatcher)
+        d.start()
+        d.join()
+    """,
+    )
+    result = pylockdep_run("dispatch.py", cwd=tmp_path)
+    assert result.stdout == "all done\n", result.stderr
+    assert "DeadlockError" not in result.stderr
+    write(
+        tmp_path / "pipeline.py",
+        """\
+        import queue, threading, time
+        q, q2 = queue.Queue(), queue.Queue()
+        r = threading.RLock()
+
+        def forward():
+            q2.put(q.get())
+            with r:
+                pass
+
+        def finish():
+            q2.get()
+            time.sleep(0.3)
+            q.task_done()
+
+        stages = [threading.Thread(target=forward), threading.Thread(target=finish)]
+        for stage in stages:
+            stage.start()
+        with r:
+            q.put(1)
+            q.join()
+        for stage in stages:
+            stage.join()
+        print("joined")
+    """,
+    )
+    result = pylockdep_run("pipeline.py", cwd=tmp_path)
+    assert result.stdout == "joined\n", result.stderr
+    assert "DeadlockError" not in result.stderr and "WARNING: possible circular locking" in result.stderr
+    write(
+        tmp_path / "stuck.py",
+        """\
+        import queue, threading
+        q = queue.Queue()
+        r = threading.RLock()
+
+        def consume():
+            q.get()
+            try:
+                with r:
+                    q.task_done()
+            except Exception as e:
+                print(type(e).__name__)
+
+        with r:
+            consumer = threading.Thread(target=consume, daemon=True)
+            consumer.start()
+            q.put(1)
+            try:
+                q.join()
+            except Exception as e:
+                print(type(e).__name__)
+        consumer.join()
+    """,
+    )
+    result = pylockdep_run("stuck.py", cwd=tmp_path)
+    assert result.stdout == "DeadlockError\n", result.stderr
+    assert "WARNING: possible circular locking dependency detected" in result.stderr
+
+
+def test_a_handler_installed_through_the_signal_module_in_c_counts_too(tmp_path):
+    """``_signal.signal`` installs a handler that pylockdep's wrapping never sees: it still counts
+    as the program's, which may release the Lock a worker waits for while the main thread joins."""
+    write(
+        tmp_path / "gate.py",
+        """\
+        import _signal, signal, threading
+        gate = threading.Lock()
+
+        def worker():
+            gate.acquire()
+            gate.acquire()
+            print("handed over")
+
+        _signal.signal(signal.SIGALRM, lambda signum, frame: gate.release())
+        w = threading.Thread(target=worker)
+        w.start()
+        signal.setitimer(signal.ITIMER_REAL, 0.6)
+        w.join()
+    """,
+    )
+    result = pylockdep_run("gate.py", cwd=tmp_path)
+    assert result.stdout == "handed over\n", result.stderr
+    assert "DeadlockError" not in result.stderr
+
+
 def test_a_signal_handler_using_a_queue_while_the_main_thread_uses_another(tmp_path):
     """The bookkeeping of queues' consumers is guarded by one lock of pylockdep's: a handler that
     uses a queue as it interrupts the main thread inside it must not wait for itself.  (Every
