@@ -28,6 +28,7 @@ from ._graph import Graph, LimitExceeded
 from ._held import H_CLASS, H_LOCK, HeldLock
 from ._identity import identity_of
 from ._instances import Held, Instance, InstanceOrder, same_instances
+from ._locktypes import may_hand_off
 from ._options import Options
 from ._plain import plain_rlock
 from ._report import LockdepViolation, Report
@@ -351,13 +352,17 @@ class Validator:
             # it forgets it at its holder's next lock operation, rather than keep a stale entry
             # (pending is a list that only its holder's thread empties, so appending
             # from here is safe).
-            if owner_may_differ and any(ended is owner for ended in self.ended_holding):
+            if (
+                owner_may_differ
+                and may_hand_off(lock._key.ltype)
+                and any(ended is owner for ended in self.ended_holding)
+            ):
                 lock._key.handoff = True  # handed back for a thread that ended holding it
             owner.pending.append(lock)
             return
         if owner is not t:
             owner.pending.append(lock)
-            if owner_may_differ:
+            if owner_may_differ and may_hand_off(lock._key.ltype):
                 lock._key.handoff = True  # a threading.Lock used as a signal
                 return
             self.stolen[lock] = owner  # whose own release of it later is this bad unlock's echo

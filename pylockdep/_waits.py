@@ -806,8 +806,9 @@ def _close(span: _Span, ident: int) -> None:
             return
     if ident == _get_ident():
         _current_span.span = None
+    if ident == _get_ident() and span.holder is active.validator.task():
         release(span.map)
-    else:
+    else:  # another thread's span, or this thread's opened outside the asyncio task running now
         span.holder.pending.append(span.map)
 
 

@@ -804,6 +804,41 @@ def test_a_queue_whose_items_other_threads_mark_done_is_joined_without_a_deadloc
     assert "WARNING: possible circular locking dependency detected" in result.stderr
 
 
+def test_queue_consumers_in_a_thread_and_an_asyncio_task_of_it_that_never_mark_items_done(tmp_path):
+    """A consumer that never calls task_done() is ordinary.  A thread's open span on a queue
+    closed by the asyncio task it runs next (a thread has one span open at a time) is handed to
+    the thread's own holder, not released by the task: the queue's class is no hand-off, and the
+    spans that ended consumers leave open are no leaked locks (fakeredis's suite failed on them)."""
+    write(
+        tmp_path / "spans.py",
+        """\
+        import asyncio, queue, threading
+
+        def new_queue():
+            q = queue.Queue()
+            q.put(b"+OK")
+            return q
+
+        new_queue().get()
+
+        async def consume():
+            new_queue().get()
+
+        asyncio.run(consume())
+        kept = []
+        for i in range(2):
+            q = new_queue()
+            kept.append(q)
+            t = threading.Thread(target=q.get, name=f"reader-{i}")
+            t.start()
+            t.join()
+        print("done")
+    """,
+    )
+    result = pylockdep_run("spans.py", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "done\n"), result.stderr
+
+
 def test_a_handler_installed_through_the_signal_module_in_c_counts_too(tmp_path):
     """``_signal.signal`` installs a handler that pylockdep's wrapping never sees: it still counts
     as the program's, which may release the Lock a worker waits for while the main thread joins."""
