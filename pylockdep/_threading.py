@@ -52,8 +52,7 @@ from typing import Any, NamedTuple
 from . import _held, _locktypes, _waits
 from ._classes import LockKey, OwnerKeys, count_made, key_for
 from ._fastpath import Fields, accelerate, accelerate_class_call, accelerate_stand_in, new_real_lock
-from ._frames import enters_with, is_internal, line_at, outside_frame
-from ._held import H_CODE, H_LASTI, H_LOCK
+from ._frames import is_internal, line_at, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
 from ._plain import plain_lock
@@ -74,7 +73,7 @@ from ._sites import (
 )
 from ._task import Task
 from ._validator import active
-from ._waitfor import waits_for_work
+from ._waitfor import taken_bare, waits_for_work
 from ._when_imported import Hook, when_imported
 
 __all__ = ["Lock", "RLock", "install", "instrument_threading", "Nested", "uninstall"]
@@ -246,10 +245,7 @@ def _opens_elsewhere(owner: Task, lock: Lock) -> bool:
     """Whether ``owner``, which took ``lock``, waits for other threads' work (see
     :func:`pylockdep._waitfor.waits_for_work`) holding it by a bare ``acquire()``, not a ``with``
     block: then the Lock may be a gate that another thread opens."""
-    if not waits_for_work(owner):
-        return False
-    entry = next((e for e in list(owner.held) if e[H_LOCK] is lock), None)
-    return entry is not None and not enters_with(entry[H_CODE], entry[H_LASTI])
+    return waits_for_work(owner) and taken_bare(owner, lock)
 
 
 class Lock(_RealLock):

@@ -24,7 +24,8 @@ from time import monotonic
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from ._frames import current_frames
+from ._frames import current_frames, enters_with
+from ._held import H_CODE, H_LASTI, H_LOCK
 from ._locktypes import RCU, RCU_SCHED, SRCU
 from ._plain import plain_rlock
 from ._primitive import Primitive
@@ -65,7 +66,11 @@ def find_wait_cycle(v: Validator, t: Task) -> list[tuple[Task, Primitive]] | Non
     each one leads back to ``t`` or is already on the path being followed.
     """
     search = _CycleSearch(v, t)
-    return search.path if search.visit(t) else None
+    try:
+        found = search.visit(t)
+    except RecursionError:  # a chain of waits longer than the stack allows (each thread joining
+        return None  # the one before: hundreds): not followed to its end, rather than raise here
+    return search.path if found else None
 
 
 class _CycleSearch:
@@ -142,7 +147,6 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
         return
     if deferred:  # a failed attempt: what a signal held back runs now, as after each poll below
         run_deferred()
-    check_own_loop(t, lock)
     # A signal handler or finalizer may wait inside this thread's own wait: put the outer wait back.
     outer = t.waiting
     alone_since = None  # when the wait, for a hand-off, was first found stuck (see _check)
@@ -171,6 +175,7 @@ def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float
     the checks before, None if it was not at the last; this returns it, updated.  Any other wait
     is stuck when it closes a cycle (:func:`find_wait_cycle`).
     """
+    check_own_loop(v, t, lock)
     check_owner_ended(t, lock, mode)  # at each check: the owner may end while this thread waits
     with _waits:
         # Marking this thread as waiting, checking for a cycle and, on one, giving up the wait
@@ -390,17 +395,36 @@ def describe_stuck(stuck: list[tuple[str, Primitive]]) -> str:
     return "deadlock: " + ", ".join(parts) + "; no other thread is left that could let these waits end"
 
 
-def check_own_loop(t: Task, lock: Primitive) -> None:
+def check_own_loop(v: Validator, t: Task, lock: Primitive) -> None:
     """Refuse to block a thread on a lock that a suspended asyncio task of the thread's own event
     loop holds: only the blocked thread could run that task again (the task's suspension was
-    reported as ``scheduling_while_atomic``)."""
+    reported as ``scheduling_while_atomic``).  Unless it is a ``threading.Lock`` that the task
+    took by a bare ``acquire()``, not a ``with`` block, which another thread may release, while
+    one runs Python code outside any wait."""
     owner = getattr(lock, "_owner", None)
     if owner is None or owner is t or getattr(owner, "loop_thread", None) != _thread.get_ident() or owner.running:
+        return
+    if not lock._owned and _another_runs(v, t) and taken_bare(owner, lock):
         return
     raise DeadlockError(
         f"deadlock: {t.comm} would block the event loop's thread for ever on {lock.name!r}, held by "
         f"{owner.comm}, a task of that loop suspended while holding it"
     )
+
+
+def taken_bare(holder: Task, lock: Primitive) -> bool:
+    """Whether ``holder`` holds ``lock`` taken by a bare ``acquire()``, not by a ``with`` block
+    (whose end releases it in the same thread): a ``threading.Lock`` so held may be a gate or a
+    signal that another thread releases."""
+    entry = next((e for e in list(holder.held) if e[H_LOCK] is lock), None)
+    return entry is not None and not enters_with(entry[H_CODE], entry[H_LASTI])
+
+
+def _another_runs(v: Validator, t: Task) -> bool:
+    """Whether a thread other than ``t``'s runs Python code outside any wait pylockdep sees (not
+    one of pylockdep's own)."""
+    waiting = {task.ident for task in list(v.tasks.values()) if task.waiting is not None}
+    return any(ident != t.ident and ident not in waiting and ident not in OWN_THREADS for ident in current_frames())
 
 
 def check_owner_ended(t: Task, lock: Primitive, mode: int) -> None:

@@ -839,6 +839,70 @@ def test_queue_consumers_in_a_thread_and_an_asyncio_task_of_it_that_never_mark_i
     assert (result.returncode, result.stdout) == (0, "done\n"), result.stderr
 
 
+def test_a_chain_of_joins_longer_than_the_stack_allows_to_follow_is_waited_for(tmp_path):
+    """Each thread joins the one started before it, the first sleeping a while: the deadlock check
+    follows the chain of joins, and one longer than the stack allows is not followed to its end,
+    rather than raise RecursionError into a join (the stack is kept short here)."""
+    write(
+        tmp_path / "chain.py",
+        """\
+        import sys, threading, time
+        sys.setrecursionlimit(300)
+        errors = []
+
+        def stage(previous):
+            try:
+                previous.join()
+            except BaseException as e:
+                errors.append(type(e).__name__)
+
+        threads = [threading.Thread(target=time.sleep, args=(0.5,))]
+        threads[0].start()
+        for _ in range(150):
+            threads.append(threading.Thread(target=stage, args=(threads[-1],)))
+            threads[-1].start()
+        threads[-1].join()
+        print("joined", sorted(set(errors)))
+    """,
+    )
+    result = pylockdep_run("chain.py", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "joined []\n"), result.stderr
+
+
+def test_a_coroutine_waiting_for_a_gate_lock_a_parked_task_took_which_a_thread_opens(tmp_path):
+    """A task of the loop took a Lock by a bare acquire() and is parked; another coroutine blocks
+    the loop's thread on it until a plain thread releases it: a gate, not a deadlock (taken by a
+    with-block, only the parked task could release it, and the wait raises at once)."""
+    write(
+        tmp_path / "gate.py",
+        """\
+        import asyncio, threading, time
+        gate = threading.Lock()
+
+        def opener():
+            time.sleep(0.3)
+            gate.release()
+
+        async def holder():
+            gate.acquire()
+            await asyncio.sleep(5)
+
+        async def main():
+            parked = asyncio.create_task(holder())
+            await asyncio.sleep(0.05)
+            threading.Thread(target=opener).start()
+            gate.acquire()
+            print("through")
+            parked.cancel()
+
+        asyncio.run(main())
+    """,
+    )
+    result = pylockdep_run("gate.py", cwd=tmp_path)
+    assert result.stdout == "through\n", result.stderr
+    assert "DeadlockError" not in result.stderr
+
+
 def test_a_handler_installed_through_the_signal_module_in_c_counts_too(tmp_path):
     """``_signal.signal`` installs a handler that pylockdep's wrapping never sees: it still counts
     as the program's, which may release the Lock a worker waits for while the main thread joins."""

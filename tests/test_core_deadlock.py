@@ -98,8 +98,10 @@ def test_a_wait_over_within_its_first_slice_runs_no_deadlock_check(monkeypatch):
     # for a cycle.  Each round, the holder lets go 2 ms after the waiter asked, well within the
     # 10 ms slice; a busy machine may delay either thread, so a few rounds must show it, not all.
     checked: list[object] = []
-    check = _waitfor.check_own_loop
-    monkeypatch.setattr(_waitfor, "check_own_loop", lambda t, lock: (checked.append(lock), check(t, lock)))
+    check = _waitfor._check
+    monkeypatch.setattr(
+        _waitfor, "_check", lambda v, t, lock, mode, alone: (checked.append(lock), check(v, t, lock, mode, alone))[1]
+    )
     (a,) = mutexes("A")
     quick = 0
     with pylockdep.validate(raise_on_report=False) as v:
