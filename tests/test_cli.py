@@ -903,12 +903,15 @@ def test_a_coroutine_waiting_for_a_gate_lock_a_parked_task_took_which_a_thread_o
     assert "DeadlockError" not in result.stderr
 
 
-def test_a_handler_installed_through_the_signal_module_in_c_counts_too(tmp_path):
-    """``_signal.signal`` installs a handler that pylockdep's wrapping never sees: it still counts
-    as the program's, which may release the Lock a worker waits for while the main thread joins."""
+@pytest.mark.parametrize("install", ["signal.signal", "_signal.signal"])
+def test_a_hand_off_that_only_a_signal_handler_makes_is_waited_for(tmp_path, install):
+    """The main thread runs the program's signal handlers inside its waits: while it has one of its
+    own, a worker waiting for a Lock it holds itself, with the main thread joining it, is not
+    stuck, since the handler may release the Lock (here, a timer's does).  A handler installed
+    through ``_signal`` directly, which pylockdep's wrapping never sees, counts too."""
     write(
         tmp_path / "gate.py",
-        """\
+        f"""\
         import _signal, signal, threading
         gate = threading.Lock()
 
@@ -917,144 +920,10 @@ def test_a_handler_installed_through_the_signal_module_in_c_counts_too(tmp_path)
             gate.acquire()
             print("handed over")
 
-        _signal.signal(signal.SIGALRM, lambda signum, frame: gate.release())
+        {install}(signal.SIGALRM, lambda signum, frame: gate.release())
         w = threading.Thread(target=worker)
         w.start()
         signal.setitimer(signal.ITIMER_REAL, 0.6)
-        w.join()
-    """,
-    )
-    result = pylockdep_run("gate.py", cwd=tmp_path)
-    assert result.stdout == "handed over\n", result.stderr
-    assert "DeadlockError" not in result.stderr
-
-
-def test_a_signal_handler_using_a_queue_while_the_main_thread_uses_another(tmp_path):
-    """The bookkeeping of queues' consumers is guarded by one lock of pylockdep's: a handler that
-    uses a queue as it interrupts the main thread inside it must not wait for itself.  (Every
-    Queue's mutex is one class, taken in a handler and outside one: that is reported.)"""
-    write(
-        tmp_path / "queues.py",
-        """\
-        import queue, signal, time
-        mine, handlers = queue.Queue(), queue.Queue()
-        handled = [0]
-
-        def handler(signum, frame):
-            handlers.put(1)
-            handlers.get()
-            handlers.task_done()
-            handled[0] += 1
-
-        signal.signal(signal.SIGALRM, handler)
-        signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
-        end = time.monotonic() + 1.5
-        while time.monotonic() < end or handled[0] < 20:
-            mine.put(1)
-            mine.get()
-            mine.task_done()
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        print("ok")
-    """,
-    )
-    result = pylockdep_run("queues.py", cwd=tmp_path)
-    assert result.stdout == "ok\n", result.stderr
-    assert "pylockdep: 1 report(s): inconsistent_lock_state" in result.stderr
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_child_forked_while_a_thread_keeps_queue_books_uses_queues(tmp_path):
-    """pylockdep's lock over the queues' bookkeeping is renewed in a forked child: a thread of the
-    parent holding it as the fork happens is not there to release it."""
-    write(
-        tmp_path / "fork.py",
-        """\
-        import os, queue, threading, time, warnings
-        from pylockdep import _waits
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (3.12)
-        held, done = threading.Event(), threading.Event()
-
-        def keep():
-            with _waits._spans_lock:
-                held.set()
-                done.wait()
-
-        threading.Thread(target=keep, daemon=True).start()
-        held.wait()
-        pid = os.fork()
-        if pid == 0:
-            q = queue.Queue()
-            q.put(1)
-            q.get()
-            q.task_done()
-            os._exit(0)
-        deadline = time.monotonic() + 30
-        while not os.waitpid(pid, os.WNOHANG)[0]:
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                print("child hung")
-                break
-            time.sleep(0.01)
-        else:
-            print("child ok")
-        done.set()
-    """,
-    )
-    result = pylockdep_run("fork.py", cwd=tmp_path)
-    assert result.stdout == "child ok\n", result.stderr
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
-def test_a_thread_native_code_started_may_release_a_lock_until_it_ends(tmp_path):
-    """A thread that a C library started is seen by Python only while it runs a callback, and one
-    may release the Lock the main thread waits for: while such a thread lives the wait goes on,
-    and once it has ended with nobody else left, the wait is refused.  The thread here is native
-    code sleeping for a second."""
-    write(
-        tmp_path / "native.py",
-        """\
-        import ctypes, os, threading
-        libc = ctypes.CDLL(None)
-        void_p = ctypes.c_void_p
-        libc.pthread_create.argtypes = [ctypes.POINTER(ctypes.c_ulong), void_p, void_p, void_p]
-        libc.pthread_detach.argtypes = [ctypes.c_ulong]
-        ident = ctypes.c_ulong()
-        assert libc.pthread_create(ctypes.byref(ident), None, ctypes.cast(libc.sleep, void_p), 1) == 0
-        libc.pthread_detach(ident)
-        print("threads", len(os.listdir("/proc/self/task")))
-        lock = threading.Lock()
-        lock.acquire()
-        try:
-            lock.acquire()
-        except Exception as e:
-            print(type(e).__name__, "threads", len(os.listdir("/proc/self/task")))
-    """,
-    )
-    result = pylockdep_run("native.py", cwd=tmp_path)
-    assert result.stdout == "threads 2\nDeadlockError threads 1\n", result.stderr
-    assert "WARNING: possible recursive locking detected" in result.stderr
-
-
-def test_a_hand_off_that_only_a_signal_handler_makes_is_waited_for(tmp_path):
-    """The main thread runs the program's signal handlers inside its waits: while it has one of its
-    own, a worker waiting for a Lock it holds itself, with the main thread joining it, is not
-    stuck, since the handler may release the Lock (here, a timer's does)."""
-    write(
-        tmp_path / "gate.py",
-        """\
-        import signal, threading
-        gate = threading.Lock()
-
-        def worker():
-            gate.acquire()
-            gate.acquire()
-            print("handed over")
-
-        signal.signal(signal.SIGALRM, lambda signum, frame: gate.release())
-        w = threading.Thread(target=worker)
-        w.start()
-        signal.setitimer(signal.ITIMER_REAL, 1.0)
         w.join()
     """,
     )
