@@ -323,9 +323,12 @@ def _is_handoff(v: Validator, lock: Primitive, task: Task, blockers: list[int]) 
     """Whether ``task``'s wait for ``lock``, which ``blockers`` block, is a wait for a hand-off: a
     held ``threading.Lock`` that any thread may release, as it names no blocker, or ``task`` holds
     it itself, or the thread that took it ended; or a wait that any thread may end (a queue's
-    join: ``_ends_by_anyone``)."""
+    join once its items were seen marked done by others: ``_ends_by_anyone``), or a queue's join
+    among whose blockers ``task`` is (``_joins_queue``)."""
     if getattr(lock, "_ends_by_anyone", False):
         return True
+    if getattr(lock, "_joins_queue", False):  # a consumer joining its own queue, or consumers that ended
+        return task.ident in blockers or not any(ident in threading._active for ident in blockers)
     if lock._owned:
         return False
     owner = getattr(lock, "_owner", None)

@@ -321,12 +321,23 @@ class _Wait:
 
 class _QueueJoin(_Wait):
     """A ``Queue.join()``'s wait, for the consumers with items not marked done.  Any thread may
-    mark an item done (a dispatcher's workers, for the items it took), so the wait is one for a
-    hand-off, as for a ``threading.Lock``: stuck only when nobody may move (see
-    :func:`pylockdep._waitfor.stuck_waits`), even through a cycle of waits."""
+    mark an item done, so a joiner among those consumers (a dispatcher whose workers call
+    ``task_done()``) waits for a hand-off, as for a ``threading.Lock`` it holds itself
+    (``_joins_queue``).  So does every joiner of a queue whose items a thread other than their
+    consumer was seen to mark done (``_ends_by_anyone``): stuck only when nobody may move (see
+    :func:`pylockdep._waitfor.stuck_waits`), even through a cycle of waits.  Until then the
+    consumers mark their own items done, as ``queue``'s documentation has them do."""
 
-    __slots__ = ()
-    _ends_by_anyone = True
+    __slots__ = ("_map",)
+    _joins_queue = True
+
+    def __init__(self, m: _QueueMap, idents: Callable[[], tuple[list[int], bool]]) -> None:
+        super().__init__(m, idents)
+        self._map = m
+
+    @property
+    def _ends_by_anyone(self) -> bool:
+        return self._map.done_by_others
 
 
 def _wait(what: _Wait, done: Callable[[float], bool], timeout: float | None) -> None:
@@ -722,11 +733,13 @@ class _QueueMap(CompletionMap):
     """The map of a queue, which also knows the consumers' open spans on it: thread ident ->
     that thread's :class:`_Span`."""
 
-    __slots__ = ("spans",)
+    __slots__ = ("spans", "done_by_others")
 
     def __init__(self, key: LockKey) -> None:
         super().__init__(key)
         self.spans: dict[int, _Span] = {}
+        #: Whether a thread with no open span marked an item done (see _QueueJoin).
+        self.done_by_others = False
 
 
 class _Span:
@@ -816,17 +829,20 @@ def _queue_task_done(original: Callable[[Any], None]) -> Callable[[Any], None]:
     def task_done(self: Any) -> None:
         m = getattr(self, _MAP, None)
         if isinstance(m, _QueueMap):
-            _end_one(m.spans)
+            _end_one(m)
         original(self)
 
     return task_done
 
 
-def _end_one(spans: dict[int, _Span]) -> None:
-    """One item of a queue is done: count it off the caller's open span there, else any thread's."""
+def _end_one(m: _QueueMap) -> None:
+    """One item of a queue is done: count it off the caller's open span there, else any thread's
+    (and the queue's items are known to be marked done by others than their consumers)."""
     ident = _get_ident()
+    spans = m.spans
     with _spans_lock:
         if ident not in spans:
+            m.done_by_others = True
             ident = next(iter(spans), -1)
         span = spans.get(ident)
         if span is None:

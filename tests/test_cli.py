@@ -711,8 +711,9 @@ def test_a_worker_waiting_for_a_handed_off_lock_its_joiner_holds_is_refused(tmp_
 def test_a_queue_whose_items_other_threads_mark_done_is_joined_without_a_deadlock_error(tmp_path):
     """Any thread may mark a queue's item done.  A dispatcher that joins the queue it took items
     from, which its workers mark done, waits for them (the model's report of a consumer joining
-    its own queue stays); so does a thread holding an RLock that a consumer of the joined queue
-    waits for, when a later stage marks the item done.  With nobody else left, that join raises."""
+    its own queue stays).  Once a queue's items were seen marked done by a later stage, a thread
+    holding an RLock that a consumer of the joined queue waits for waits too.  Until then that
+    join raises, whatever other threads run."""
     write(
         tmp_path / "dispatch.py",
         """\
@@ -750,20 +751,24 @@ def test_a_queue_whose_items_other_threads_mark_done_is_joined_without_a_deadloc
         r = threading.RLock()
 
         def forward():
-            q2.put(q.get())
-            with r:
-                pass
+            for _ in range(2):
+                q2.put(q.get())
+                with r:
+                    pass
 
         def finish():
-            q2.get()
-            time.sleep(0.3)
-            q.task_done()
+            for _ in range(2):
+                q2.get()
+                time.sleep(0.3)
+                q.task_done()
 
         stages = [threading.Thread(target=forward), threading.Thread(target=finish)]
         for stage in stages:
             stage.start()
+        q.put(1)
+        q.join()  # the later stage marks the item done
         with r:
-            q.put(1)
+            q.put(2)
             q.join()
         for stage in stages:
             stage.join()
@@ -776,17 +781,20 @@ def test_a_queue_whose_items_other_threads_mark_done_is_joined_without_a_deadloc
     write(
         tmp_path / "stuck.py",
         """\
-        import queue, threading
+        import queue, threading, time
         q = queue.Queue()
         r = threading.RLock()
+        threading.Thread(target=time.sleep, args=(300,), daemon=True).start()  # idle, but alive
 
         def consume():
             q.get()
             try:
                 with r:
-                    q.task_done()
+                    pass
             except Exception as e:
                 print(type(e).__name__)
+            finally:
+                q.task_done()
 
         with r:
             consumer = threading.Thread(target=consume, daemon=True)
@@ -800,6 +808,7 @@ def test_a_queue_whose_items_other_threads_mark_done_is_joined_without_a_deadloc
     """,
     )
     result = pylockdep_run("stuck.py", cwd=tmp_path)
+    # The consumer or the joiner raises, and the other goes through.
     assert result.stdout == "DeadlockError\n", result.stderr
     assert "WARNING: possible circular locking dependency detected" in result.stderr
 
