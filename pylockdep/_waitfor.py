@@ -168,8 +168,8 @@ def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Calla
 def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float | None) -> float | None:
     """One deadlock check of the wait of ``t`` for ``lock``: raise DeadlockError if it can never end.
 
-    A wait for a hand-off (a Lock it holds itself, one its ended acquirer holds, or one that names
-    no blocker: :func:`_is_handoff`) is stuck when nobody may move to release it
+    A wait for a hand-off (a Lock it holds itself, one its ended acquirer holds, one that names no
+    blocker, or a queue's join that any thread may end: :func:`_is_handoff`) is stuck when nobody may move to release it
     (:func:`stuck_waits`), and given up only once found stuck for :data:`SELF_WAIT_GRACE_SECONDS`
     (a thread just started is seen nowhere yet): ``alone_since`` is when it was first found so at
     the checks before, None if it was not at the last; this returns it, updated.  Any other wait
@@ -194,8 +194,8 @@ def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float
         else:
             cycle = find_wait_cycle(v, t)
             if cycle is not None and any(getattr(wait, "_ends_by_anyone", False) for _, wait in cycle):
-                # Through a wait that any thread may end (a queue's join, whose items anyone may
-                # mark done): a deadlock only while nobody may move.
+                # Through a wait that any thread may end (the join of a queue whose items other
+                # threads than their consumers mark done): a deadlock only while nobody may move.
                 cycle = cycle if stuck_waits(v, t, handoff=False) is not None else None
         if cycle is not None or stuck is not None:
             t.waiting = None
