@@ -425,14 +425,15 @@ def _key_for_coroutine(key: LockKey, coro: Any) -> LockKey:
     if functions is None:
         functions = _site_functions[key] = {id(code): (code, key)}
     found = functions.get(id(code))
-    if found is None or found[0] is not code:
+    if found is None:
         site = key.site
         name = f"(task){code.co_name}@{format_file_line(site)}" if site is not None else f"(task){code.co_name}"
         found = functions[id(code)] = (code, key_for(name, _locktypes.COMPLETION, site, ("task", key, code)))
     return found[1]
 
 
-# A key of a task-making line -> the key for each coroutine function it made tasks of (see above).
+# A key of a task-making line -> (code, key) for each coroutine function it made tasks of, by the
+# id of its code (see above).
 _site_functions: dict[LockKey, dict[int, tuple[Any, LockKey]]] = {}
 _instrumented_create_task = _create_task(_plain_create_task)
 _MAP_KEY = "_lockdep_map_key"  # on a task made by create_task(): the key of its map's class
@@ -481,15 +482,15 @@ def _task_map(task: asyncio.Task, coro: object) -> _waits.CompletionMap | None:
     if made_at is not None:
         return _waits.CompletionMap(made_at)
     key = _task_keys.get(id(code))
-    if key is None or key.site[0] is not code:  # type: ignore[index]
+    if key is None:
         site = (code, code.co_firstlineno)
         name = f"(task){code.co_name}@{format_file_line(site)}"
         key = _task_keys[id(code)] = key_for(name, _locktypes.COMPLETION, site)
     return _waits.CompletionMap(key)
 
 
-# id(coroutine code) -> the key of its tasks' maps, whose site holds the code (hashing a code
-# object hashes its contents).
+# id(coroutine code) -> the key of its tasks' maps, whose site holds the code, so the id stays
+# that code's (hashing a code object hashes its contents).
 _task_keys: dict[int, LockKey] = {}
 
 
@@ -538,7 +539,7 @@ def _awaited_by_asyncio(task: asyncio.Task) -> Any:
         if frame is None:
             break
         waits_for = _WAITING.get(id(frame.f_code))
-        if waits_for is not None and waits_for[0] is frame.f_code:
+        if waits_for is not None:
             found = waits_for[1](frame.f_locals)
         coro = getattr(coro, "cr_await", None)
     return found

@@ -137,8 +137,8 @@ _T = TypeVar("_T")
 
 def _kept(cache: dict[int, tuple[CodeType, _T]], code: CodeType, read: Callable[[CodeType], _T]) -> _T:
     """``read(code)``, kept in ``cache`` while it is among the :data:`_KEPT` codes used most recently."""
-    found = cache.pop(id(code), None)
-    if found is None or found[0] is not code:
+    found = cache.pop(id(code), None)  # an entry holds its code: the id is that code's
+    if found is None:
         while len(cache) >= _KEPT:
             try:
                 cache.pop(next(iter(cache)), None)  # the least recently used

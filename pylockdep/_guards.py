@@ -74,7 +74,8 @@ _STAYS = ("JUMP_BACKWARD", "POP_JUMP", "JUMP_IF", "FOR_ITER", "BEFORE_WITH", "BE
 _EXIT_WITHIN = 48
 
 # id(code) -> (code, the guard sites in it) (a few thousand codes at most: the slow path reads
-# each once).  Keyed by id, as hashing a code object hashes its contents.
+# each once).  Keyed by id, as hashing a code object hashes its contents; each entry holds its
+# code, so the id in its key stays that code's.
 _sites: dict[int, tuple[CodeType, tuple[_GuardSite, ...]]] = {}
 _SITES_KEPT = 4096
 # The flags some code read so far checks and leaves on.  Only a frame setting one of them has its
@@ -119,7 +120,7 @@ def _guard_sites(code: CodeType) -> tuple[_GuardSite, ...]:
     """The flags ``code`` sets on something it reaches by a variable and attributes, each with
     whether ``code`` also checks it and leaves when it is set (see the module's documentation)."""
     found = _sites.get(id(code))
-    if found is not None and found[0] is code:
+    if found is not None:
         return found[1]
     if is_internal(code.co_filename) or is_harness(code.co_filename) or _STORE_ATTR not in code.co_code[::2]:
         sites = ()

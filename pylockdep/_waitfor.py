@@ -19,7 +19,7 @@ from __future__ import annotations
 import _thread
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from time import monotonic
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -169,11 +169,11 @@ def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float
     """One deadlock check of the wait of ``t`` for ``lock``: raise DeadlockError if it can never end.
 
     A wait for a hand-off (a Lock it holds itself, one its ended acquirer holds, one that names no
-    blocker, or a queue's join that any thread may end: :func:`_is_handoff`) is stuck when nobody may move to release it
-    (:func:`stuck_waits`), and given up only once found stuck for :data:`SELF_WAIT_GRACE_SECONDS`
-    (a thread just started is seen nowhere yet): ``alone_since`` is when it was first found so at
-    the checks before, None if it was not at the last; this returns it, updated.  Any other wait
-    is stuck when it closes a cycle (:func:`find_wait_cycle`).
+    blocker, or a queue's join that any thread may end: :func:`_is_handoff`) is stuck when nobody
+    may move to release it (:func:`stuck_waits`), and given up only once found stuck for
+    :data:`SELF_WAIT_GRACE_SECONDS` (a thread just started is seen nowhere yet): ``alone_since`` is
+    when it was first found so at the checks before, None if it was not at the last; this returns
+    it, updated.  Any other wait is stuck when it closes a cycle (:func:`find_wait_cycle`).
     """
     check_own_loop(v, t, lock)
     check_owner_ended(t, lock, mode)  # at each check: the owner may end while this thread waits
@@ -250,7 +250,7 @@ def stuck_waits(v: Validator, t: Task, handoff: bool = True) -> list[tuple[str, 
     if handles_signals():
         waits.pop(main, None)
     # The usual case, decided at once: a thread runs Python code outside any wait, and may end t's.
-    if handoff and any(ident not in waits and ident not in OWN_THREADS for ident in frames):
+    if handoff and _runs_outside_waits(frames, waits, t):
         return None
     alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
     alive.update(frames)
@@ -312,7 +312,7 @@ def _may_end(v: Validator, ident: int, task: Task | None, lock: Primitive, mode:
     if not lock._owned and getattr(lock, "_owner", None) is None:
         return True
     blockers = lock._blockers(mode, ident)
-    if task is not None and _is_handoff(v, lock, task, blockers) or getattr(lock, "_ends_by_anyone", False):
+    if task is not None and _is_handoff(v, lock, task, blockers):
         return bool(moving)
     if getattr(lock, "_needs_all", False):
         return any(blocker in moving for blocker in blockers)
@@ -407,8 +407,10 @@ def check_own_loop(v: Validator, t: Task, lock: Primitive) -> None:
     owner = getattr(lock, "_owner", None)
     if owner is None or owner is t or getattr(owner, "loop_thread", None) != _thread.get_ident() or owner.running:
         return
-    if not lock._owned and _another_runs(v, t) and taken_bare(owner, lock):
-        return
+    if not lock._owned and taken_bare(owner, lock):
+        waiting = {task.ident for task in list(v.tasks.values()) if task.waiting is not None}
+        if _runs_outside_waits(current_frames(), waiting, t):
+            return
     raise DeadlockError(
         f"deadlock: {t.comm} would block the event loop's thread for ever on {lock.name!r}, held by "
         f"{owner.comm}, a task of that loop suspended while holding it"
@@ -423,11 +425,10 @@ def taken_bare(holder: Task, lock: Primitive) -> bool:
     return entry is not None and not enters_with(entry[H_CODE], entry[H_LASTI])
 
 
-def _another_runs(v: Validator, t: Task) -> bool:
-    """Whether a thread other than ``t``'s runs Python code outside any wait pylockdep sees (not
-    one of pylockdep's own)."""
-    waiting = {task.ident for task in list(v.tasks.values()) if task.waiting is not None}
-    return any(ident != t.ident and ident not in waiting and ident not in OWN_THREADS for ident in current_frames())
+def _runs_outside_waits(frames: dict[int, FrameType], waiting: Container[int], t: Task) -> bool:
+    """Whether a thread other than ``t``'s runs Python code (is in ``frames``) outside the waits of
+    the threads ``waiting``, and is not one of pylockdep's own: it may let a hand-off go."""
+    return any(ident != t.ident and ident not in waiting and ident not in OWN_THREADS for ident in frames)
 
 
 def check_owner_ended(t: Task, lock: Primitive, mode: int) -> None:

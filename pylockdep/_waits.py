@@ -817,9 +817,10 @@ def _close(span: _Span, ident: int) -> None:
             if found is not None:  # another span, which a handler opened meanwhile: not this one
                 span.spans[ident] = found
             return
-    if ident == _get_ident():
+    mine = ident == _get_ident()
+    if mine:
         _current_span.span = None
-    if ident == _get_ident() and span.holder is active.validator.task():
+    if mine and span.holder is active.validator.task():
         release(span.map)
     else:  # another thread's span, or this thread's opened outside the asyncio task running now
         span.holder.pending.append(span.map)
