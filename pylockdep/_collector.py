@@ -42,8 +42,11 @@ wanted = True
 #: The object whose ``validator`` is the active validator (``pylockdep._validator.active``, set
 #: there: that module imports this one).
 active: Any = None
-# The holder the running collection marked, unmarked when it ends (one collection runs at a time).
+# The holder the running collection marked, unmarked when it ends (one collection runs at a time),
+# and its GC flag and interrupted frame before: a collection may start inside a signal handler,
+# whose interrupted frame the holder gets back when the collection ends.
 _collecting: Task | None = None
+_before: tuple[bool, int | None] = (False, None)
 # The thread running a collection, while one runs.
 _collecting_ident: int | None = None
 # The identity of the frame the running collection interrupted: the holder's ``interrupted`` while it
@@ -103,8 +106,7 @@ def _end(phase: str, info: dict[str, int]) -> None:
     _collecting_ident = _interrupted = None
     t, _collecting = _collecting, None
     if t is not None:
-        t.in_gc = False
-        t.interrupted = None
+        t.in_gc, t.interrupted = _before
     try:
         _drop(callbacks, _end, len(callbacks) - 1)  # the place it was called from first
         if t is not None:
@@ -146,8 +148,9 @@ def adopt(t: Task) -> None:
 
 
 def _mark(t: Task) -> None:
-    global _collecting
-    _collecting = t  # first: the collection's end unmarks it, whatever fails after
+    global _collecting, _before
+    _before = (t.in_gc, t.interrupted)
+    _collecting = t  # the collection's end unmarks it, whatever fails after
     t.in_gc = True
     t.interrupted = _interrupted
     t.update_ctx()

@@ -7,6 +7,7 @@ guard still is."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 import threading
 
@@ -144,6 +145,22 @@ def test_a_section_that_leaves_when_its_flag_is_set_is_no_inconsistent_state(v, 
         interrupt(lambda: batcher.add("from the interrupt"))
     batcher.flush()  # another setter of the flag, outside
     assert batcher.items == []
+    assert kinds(v) == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_a_collection_inside_a_signal_handler_keeps_the_handlers_guard(v):
+    """A collection that starts and ends inside a handler gives the handler back the frame it
+    interrupted: the section entered after it is still guarded by its flag."""
+    batcher = Batcher()
+
+    def handler_body() -> None:
+        gc.collect()
+        batcher.add("from the interrupt")
+
+    run_as_signal_handler(handler_body)
+    batcher.add(1)
+    assert batcher.items == ["from the interrupt", 1]
     assert kinds(v) == []
 
 
