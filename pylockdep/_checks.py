@@ -467,6 +467,31 @@ def _same(t: Task, cls: LockClass, lock: object) -> list[HeldLock]:
     return [entry for entry in t.held if entry[H_CLASS] is cls and entry[H_LOCK] is not lock]
 
 
+def check_made_locked(lock: Any, read: int, frame: FrameType) -> bool:
+    """A ``threading.Lock`` taken by a bare ``acquire()`` in the constructor that made it (an
+    ``__init__`` at its class's creation site) is made locked: the idiom of an object whose Lock
+    starts closed and that another thread opens to signal (trio's worker threads, whose Lock is
+    "locked" while there is no job; sqlitedict's worker, which opens it once ready).  Made just
+    now by this thread, in an object no other thread has yet, it is free: the take waits for
+    nothing.  So it is judged as a trylock, which adds no dependency into its class; what is taken
+    while it is held still depends on it.  Returns whether the acquisition is one (the caller then
+    tries it, and judges it a trylock if that took it).
+
+    Only a constructor's: locks made and taken bare in any other function (a test's, a module's
+    body) are as often mutexes, taken in an order that matters.  Nor a ``with`` block's take, whose
+    end releases the lock in the same function: a mutex's use."""
+    site = lock._key.site
+    code = frame.f_code
+    return (
+        read == 0
+        and lock._key.ltype is PY_LOCK
+        and site is not None
+        and site[0] is code
+        and code.co_name == "__init__"
+        and not enters_with(code, frame.f_lasti)
+    )
+
+
 def check_handoff(cls: LockClass) -> bool:
     """A ``threading.Lock`` that some thread other than its acquirer released is a hand-off signal,
     not a mutex, and orders nothing (the kernel does not track semaphores either): no dependency

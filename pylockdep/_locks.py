@@ -27,6 +27,7 @@ from types import CodeType, FrameType, FunctionType
 from typing import Any
 
 from . import _context, _locktypes, _waitfor
+from ._checks import check_made_locked
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import RWCore, accelerate, accelerate_new, accelerate_rw, accelerate_section, new_real_lock
 from ._frames import Site, caller_site, is_internal, line_at
@@ -99,7 +100,14 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
         # Only a new chain can be too deep: the first stack of a depth over the limit is a new
         # chain, and the report of its depth turns validation off for good.
         if new_chain := key not in v.chains:
-            v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno, lasti=frame.f_lasti)
+            if not trylock and check_made_locked(lock, read, frame):
+                lock._owner = t if (taken := lock._try_write) else lock._owner
+                if taken:  # see check_made_locked: a trylock's chain
+                    trylock = True
+                    key = hash((prev, ctx, cls.variants[VARIANT_TRY]))
+                    new_chain = key not in v.chains
+            if new_chain:
+                v.validate_chain(t, lock, cls, read, trylock, key, frame.f_code, frame.f_lineno, lasti=frame.f_lasti)
         if not trylock:
             lock._owner = t if (taken := True in map(lock._try, try_args) if read else lock._try_write) else lock._owner
             if not taken:

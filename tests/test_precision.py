@@ -23,6 +23,7 @@ import time
 import types
 import warnings
 import weakref
+from collections.abc import Callable
 
 import pytest
 from _abba import take_ab_then_ba
@@ -1334,6 +1335,93 @@ def test_a_lock_its_holder_takes_again_is_a_hand_off_before_another_thread_relea
     lock.release()
     done.release()
     assert v.reports == []
+
+
+class MadeLockedWorker:
+    """trio's thread cache: a worker's Lock is made locked ("no job yet"), the worker waits to take
+    it, and whoever gives it a job opens it (here the thread that made it)."""
+
+    def __init__(self) -> None:
+        self._job: Callable[[], object] | None = None
+        self._gate = threading.Lock()
+        self._gate.acquire()
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while self._gate.acquire(timeout=10):
+            job, self._job = self._job, None
+            if job is None:
+                return
+            job()
+
+    def give(self, job: Callable[[], object] | None) -> None:
+        self._job = job
+        self._gate.release()
+
+
+def test_a_lock_made_locked_under_another_lock_adds_no_dependency_into_its_class(v):
+    """The worker is made under ``other``, which its job takes while the worker holds its gate:
+    the gate's first take cannot wait, so there is no cycle ``other`` -> gate -> ``other``."""
+    other = threading.Lock()
+    done = threading.Event()
+    with other:
+        worker = MadeLockedWorker()
+
+    def job() -> None:
+        with other:
+            done.set()
+
+    worker.give(job)
+    assert done.wait(10)
+    worker.give(None)
+    worker._thread.join(10)
+    assert v.reports == []
+
+
+def test_a_lock_taken_bare_outside_the_function_that_made_it_is_ordered(v):
+    """Only the take in the function that made the Lock is judged a trylock: taken by another
+    function under ``other``, then held while ``other`` is taken, it is a cycle."""
+    other = threading.Lock()
+
+    def close_then_take_other(gate: threading.Lock) -> None:
+        with other:
+            gate.acquire()
+        with other:
+            pass
+        gate.release()
+
+    gate = threading.Lock()
+    close_then_take_other(gate)
+    assert [r.kind for r in v.reports] == ["circular"]
+    first = test_a_lock_taken_bare_outside_the_function_that_made_it_is_ordered.__code__.co_firstlineno
+    assert set(v.reports[0].classes) == {f"Lock@{FILE}:{first + n}" for n in (3, 12)}  # other's line, gate's
+
+
+def test_locks_made_and_taken_bare_in_a_function_other_than_a_constructor_are_ordered(v):
+    """A test's (a module body's) Locks, made and taken bare where they are made, are mutexes."""
+    a = threading.Lock()
+    b = threading.Lock()
+    a.acquire()
+    b.acquire()
+    b.release()
+    a.release()
+    b.acquire()
+    a.acquire()
+    a.release()
+    b.release()
+    assert [r.kind for r in v.reports] == ["circular"]
+
+
+def test_a_lock_taken_by_a_with_block_in_the_function_that_made_it_is_ordered(v):
+    """A with block in the function that made the Lock is a mutex's use: its take is ordered."""
+    other = threading.Lock()
+    lock = threading.Lock()
+    with other, lock:
+        pass
+    with lock, other:
+        pass
+    assert [r.kind for r in v.reports] == ["circular"]
 
 
 def test_a_lock_its_holder_holds_by_a_with_block_and_takes_again_is_recursive_though_others_may_release_it(v):
