@@ -257,8 +257,10 @@ class _Tracked:
     def __reduce_ex__(self, protocol: int) -> Any:
         """Refuse pickling and ``copy``, as CPython's locks do: a copy would share the real lock
         under a lock object of its own, so taking the copy inside the original would hang
-        unreported."""
-        raise TypeError(f"cannot pickle '{type(self).__module__}.{type(self).__qualname__}' object")
+        unreported.  The message names the type the lock stands for (``self.__class__``:
+        ``_thread.lock`` for an instrumented ``threading.Lock``), as CPython's does."""
+        cls = self.__class__
+        raise TypeError(f"cannot pickle '{cls.__module__}.{cls.__qualname__}' object")
 
 
 class _Validated(_Tracked):
