@@ -21,8 +21,9 @@ its own (keyed by its address), and so do a descriptor's locks (see :func:`owner
 two unrelated properties, one computed under a lock and one read under it, into a cycle.
 
 The class name says where the lock lives when the code shows it: ``Owner.attr@file.py:LINE`` for
-``self.attr = ...`` in a method (``Owner`` the type of ``self``) or ``attr = ...`` in the body of
-class ``Owner``, ``name@file.py:LINE`` for a module's global ``name = ...``, else
+``self.attr = ...`` in a method (``Owner`` the type of ``self``; in the ``__init__`` that
+``dataclasses`` or attrs generate, ``LINE`` is where the class declares the field) or ``attr =
+...`` in the body of class ``Owner``, ``name@file.py:LINE`` for a module's global ``name = ...``, else
 ``KIND@file.py:LINE`` (``Lock``, ``RLock``, or the threading or asyncio type that made the lock).
 A second site on a line already naming a class of the same name adds its column,
 ``...@file.py:LINE:COL``.  Every name keeps ``file.py:LINE``, which
@@ -34,6 +35,9 @@ All of this reads the calling code's bytecode once per site, on the slow path of
 from __future__ import annotations
 
 import dis
+import linecache
+import re
+import sys
 import weakref
 from bisect import bisect_right
 from itertools import pairwise
@@ -41,7 +45,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from ._classes import LockKey, OwnerKeys, key_for, key_for_owner
-from ._frames import format_file_line, is_internal, line_at, read_code
+from ._frames import format_file_line, is_internal, line_at, read_code, short_filename
 from ._locktypes import LockType
 
 # These tables key a code object by its id, as hashing one hashes its contents (a long module
@@ -87,16 +91,26 @@ def _call_at(code: CodeType, lasti: int) -> tuple[int, tuple[str, ...], int | No
         # A module's body binds a global; any other code that stores names is a class body.
         owner = "" if code.co_name == "<module>" else f"{code.co_qualname}."
         after = ("name", owner + following[0].argval)
-    elif (
-        len(following) == 2
-        and following[0].opname in ("LOAD_FAST", "LOAD_DEREF")  # LOAD_DEREF: a closure captures it
-        and code.co_argcount
-        and following[0].argval == code.co_varnames[0]
-        and following[1].opname == "STORE_ATTR"
-    ):
-        owner = code.co_qualname.rpartition(".")[0].rpartition(".")[2]
-        if owner and not owner.startswith("<"):
-            after = ("attr", owner, following[1].argval)
+    else:
+        if following and following[0].opname in ("JUMP_FORWARD", "JUMP"):
+            # The first arm of a conditional expression: ``self.x = make() if x is DEFAULT else x``,
+            # a dataclass's or attrs' generated __init__ for a field with a default factory.
+            target = bisect_right(offsets, following[0].argval) - 1
+            following = instructions[target : target + 2]
+        if (
+            len(following) == 2
+            and following[0].opname in ("LOAD_FAST", "LOAD_DEREF")  # LOAD_DEREF: a closure captures it
+            and code.co_argcount
+            and following[0].argval == code.co_varnames[0]
+            and following[1].opname == "STORE_ATTR"
+        ):
+            # The class is the one the method's qualified name gives; for a method that code
+            # generated (``__create_fn__.<locals>.__init__`` in ``<string>``), the type of ``self``.
+            owner = code.co_qualname.rpartition(".")[0].rpartition(".")[2]
+            if owner and not owner.startswith("<"):
+                after = ("attr", owner, following[1].argval)
+            elif code.co_filename.startswith("<"):
+                after = ("attr", "", following[1].argval)
     return call.offset, after, column
 
 
@@ -293,6 +307,51 @@ def _new_owner_key(owner: type | None, frame: FrameType, kind: str, ltype: LockT
     return LockKey(name, ltype, site, None) if owner is not None else key_for(name, ltype, site)
 
 
+def declared_at(owner: type, attr: str) -> tuple[str, int] | None:
+    """Where the source of class ``owner``, or of the first of its bases that does, declares
+    ``attr`` in its body (a dataclass's or attrs' field, ``attr: T = field(...)`` or ``attr =
+    ...``): the file and line; None when no source says so."""
+    for klass in owner.__mro__[:-1]:
+        found = _declared_in(klass, attr)
+        if found is not None:
+            return found
+    return None
+
+
+def _declared_in(owner: type, attr: str) -> tuple[str, int] | None:
+    """:func:`declared_at` for ``owner``'s own body, read with linecache from its class statement
+    on: the first ``class Owner`` of its module's source (from the class's first line where Python
+    tells it: 3.13)."""
+    module = sys.modules.get(owner.__module__)
+    filename = getattr(module, "__file__", None)
+    if not isinstance(filename, str):
+        return None
+    lines = linecache.getlines(filename)
+    first = getattr(owner, "__firstlineno__", 1)  # its first decorator's line, from 3.13
+    header = re.compile(rf"\s*class\s+{re.escape(owner.__name__)}\b")
+    start = next((n for n in range(max(first, 1), len(lines) + 1) if header.match(lines[n - 1])), None)
+    if start is None:
+        return None
+    indent = _indent(lines[start - 1])
+    body = None  # the indent of the body's statements
+    field = re.compile(rf"{re.escape(attr)}\s*[:=]")
+    for number in range(start + 1, len(lines) + 1):
+        text = lines[number - 1]
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        if _indent(text) <= indent:
+            return None  # the class body ended
+        body = _indent(text) if body is None else body
+        if _indent(text) == body and field.match(text.lstrip()):
+            return filename, number
+    return None
+
+
+def _indent(line: str) -> int:
+    """How many blanks ``line`` starts with."""
+    return len(line) - len(line.lstrip())
+
+
 def class_name(kind: str, frame: FrameType, owner: type | None = None) -> str:
     """The class name of a lock of ``kind`` made by ``frame`` (a :func:`creation_frame`), for an
     instance of ``owner`` where :func:`makes_attr` (None: of the class that defines the method)."""
@@ -301,14 +360,20 @@ def class_name(kind: str, frame: FrameType, owner: type | None = None) -> str:
     if found is not None:
         return found[1]
     offset, after, column = _what_follows(code, frame.f_lasti)
-    if after[:1] == ("attr",):
+    if after[:1] == ("attr",) and (owner is not None or after[1]):
         base = f"{after[1] if owner is None else owner.__name__}.{after[2]}"
     elif after[:1] == ("name",):
         base = after[1]
     else:
         base = kind
     line = line_at(code, frame.f_lasti)
-    name = f"{base}@{format_file_line((code, line))}"
+    declared = None
+    if owner is not None and after[:1] == ("attr",) and code.co_filename.startswith("<"):
+        declared = declared_at(owner, after[2])  # code generated for the class: where the class says so
+    if declared is not None:
+        name = f"{base}@{short_filename(declared[0])}:{declared[1]}"
+    else:
+        name = f"{base}@{format_file_line((code, line))}"
     first = _first_on_line.setdefault((id(code), line, name), (code, offset))[1]
     if first != offset and column is not None:
         name = f"{name}:{column + 1}"

@@ -10,6 +10,7 @@ import contextlib
 import dis
 import functools
 import gc
+import importlib
 import inspect
 import io
 import logging
@@ -120,6 +121,47 @@ def test_globals_and_class_attributes_name_their_locks(v):
     assert namespace["Cache"].lock.name == "Cache.lock@named.py:4"
     assert namespace["late_lock"].name == "late_lock@named.py:7"
     assert local.name == "Lock@named.py:8"
+
+
+FIELDS = """\
+import dataclasses, threading
+
+@dataclasses.dataclass
+class Account:
+    balance: int = 0
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+@dataclasses.dataclass(slots=True)
+class Ledger:
+    entries: list = dataclasses.field(default_factory=list)
+
+    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+
+class SavingsAccount(Account):
+    pass
+"""
+
+
+def test_a_dataclass_fields_lock_is_named_after_the_field_where_the_class_declares_it(v, tmp_path, monkeypatch):
+    """A field with a lock factory is made by the ``__init__`` that dataclasses generates (code of
+    ``<string>``): the class is named ``Owner.field@file.py:LINE`` of the field's declaration (for a
+    subclass, its base's), not after the generated code; each type has its own, as for a method."""
+    (tmp_path / "fields_mod.py").write_text(FIELDS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fields_mod", raising=False)
+    fields_mod = importlib.import_module("fields_mod")  # made after instrumentation: its factories are ours
+    account, ledger, savings = fields_mod.Account(), fields_mod.Ledger(), fields_mod.SavingsAccount()
+    assert account.lock.name == "Account.lock@fields_mod.py:6"
+    assert ledger.lock.name == "Ledger.lock@fields_mod.py:12"
+    assert savings.lock.name == "SavingsAccount.lock@fields_mod.py:6"
+    assert savings.lock._key is not account.lock._key
+    with account.lock, ledger.lock:
+        pass
+    with ledger.lock, account.lock:
+        pass
+    assert [(r.kind, sorted(r.classes)) for r in v.reports] == [
+        ("circular", sorted([account.lock.name, ledger.lock.name]))
+    ]
 
 
 def test_instances_of_one_site_share_a_class():
