@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import sys
 import threading
 from collections.abc import Callable, Container
 from time import monotonic
@@ -247,6 +248,10 @@ def stuck_waits(v: Validator, t: Task, handoff: bool = True) -> list[tuple[str, 
             waits[task.ident] = (task, task.comm, *waiting)
     if main not in waits and joining_at_exit(main, frames):
         waits[main] = (None, "MainThread", JOINS_AT_EXIT, 0)
+    for ident, frame in frames.items():
+        if ident not in waits and (idle := idle_wait(frame)) is not None:
+            thread = threading._active.get(ident)  # type: ignore[attr-defined]
+            waits[ident] = (None, thread.name if thread is not None else str(ident), idle, 0)
     if handles_signals():
         waits.pop(main, None)
     # The usual case, decided at once: a thread runs Python code outside any wait, and may end t's.
@@ -271,6 +276,47 @@ def stuck_waits(v: Validator, t: Task, handoff: bool = True) -> list[tuple[str, 
         return None
     first = waits.pop(t.ident)
     return [(name, lock) for _, name, lock, _ in (first, *waits.values())]
+
+
+class _IdleWait:
+    """What a thread waits for when it waits in Python's own code for any other thread to act: in
+    ``Condition.wait()`` with no timeout (a ``Queue.get()``, an ``Event.wait()``, a
+    ``Semaphore.acquire()``: any thread may notify), or as a pool's worker idle in its work
+    queue's ``get()`` (any thread may submit).  Such a wait may end once any other thread may move,
+    as a wait for a hand-off may (see :func:`stuck_waits`)."""
+
+    _owned = True
+    _needs_all = False
+    _live_blockers = False
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _blockers(self, mode: int, ident: int) -> list[int]:
+        return []
+
+
+NOTIFY = _IdleWait("(a notify, in Condition.wait())")
+NEW_WORK = _IdleWait("(new work, idle in its pool)")
+# Condition.wait()'s code: a thread whose innermost Python frame runs it waits there.
+_CONDITION_WAIT = threading.Condition.wait.__code__
+
+
+def idle_wait(frame: FrameType) -> _IdleWait | None:
+    """What the thread whose innermost Python frame is ``frame`` waits for in Python's own code,
+    if it waits there for any other thread to act (see :class:`_IdleWait`): in ``Condition.wait()``
+    with no timeout, or as a ``ThreadPoolExecutor``'s worker idle in its work queue.  A wait with a
+    timeout ends by itself: not one.  (The frame's locals are read only for a Condition's wait,
+    and only here, on the way to deciding a stuck wait.)"""
+    code = frame.f_code
+    if code is _CONDITION_WAIT:
+        return NOTIFY if frame.f_locals.get("timeout", 0) is None else None
+    pool = sys.modules.get("concurrent.futures.thread")
+    worker = getattr(pool, "_worker", None)
+    if worker is not None and code is getattr(worker, "__code__", None):
+        return NEW_WORK
+    return None
 
 
 def _native_threads() -> int:
@@ -311,6 +357,8 @@ def _may_end(v: Validator, ident: int, task: Task | None, lock: Primitive, mode:
     once the threads ``moving`` move (see :func:`stuck_waits`)."""
     if not lock._owned and getattr(lock, "_owner", None) is None:
         return True
+    if type(lock) is _IdleWait:
+        return bool(moving)
     blockers = lock._blockers(mode, ident)
     if task is not None and _is_handoff(v, lock, task, blockers):
         return bool(moving)

@@ -646,6 +646,87 @@ def test_two_threads_each_waiting_for_the_others_token_lock_are_refused_not_hung
     assert "(a@tokens.py:2)" in err and "(b@tokens.py:3)" in err
 
 
+IDLE_THREADS = {
+    "pool": "import concurrent.futures\npool = concurrent.futures.ThreadPoolExecutor(1)\npool.submit(int).result()",
+    "queue": "import queue\nq = queue.Queue()\nthreading.Thread(target=q.get, daemon=True).start()",
+    "event": "ev = threading.Event()\nthreading.Thread(target=ev.wait, daemon=True).start()",
+}
+
+
+@pytest.mark.parametrize("idle", list(IDLE_THREADS))
+def test_a_token_cycle_is_refused_while_other_threads_wait_idle_for_any_thread(tmp_path, idle):
+    """A thread idle in Python's own wait for any other thread to act (a pool's worker waiting for
+    work, a ``Queue.get()``, an ``Event.wait()``, with no timeout) moves only once another thread
+    does: with the two token holders stuck and the main thread joining them, nobody is left, and
+    the cycle is refused as with no idle thread (it hung, its report held back)."""
+    write(
+        tmp_path / "tokens.py",
+        """\
+        import threading
+        a = threading.Lock()
+        b = threading.Lock()
+        both = threading.Barrier(2)
+        IDLE
+
+        def take_a():
+            a.acquire()
+
+        def take_b():
+            b.acquire()
+
+        def worker(first, second):
+            first()
+            both.wait()
+            try:
+                second()
+            except Exception as e:
+                print(type(e).__name__)
+
+        threads = [threading.Thread(target=worker, args=pair) for pair in ((take_a, take_b), (take_b, take_a))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print("joined")
+    """.replace("IDLE", IDLE_THREADS[idle].replace("\n", "\n        ")),
+    )
+    result = pylockdep_run("tokens.py", cwd=tmp_path)
+    assert result.returncode == 66, result.stderr
+    assert result.stdout.splitlines() == ["DeadlockError", "DeadlockError", "joined"], result.stderr
+    assert "WARNING: possible circular locking dependency detected" in result.stderr
+
+
+def test_a_thread_in_a_timed_wait_may_still_open_a_gate_while_others_wait_idle(tmp_path):
+    """A wait with a timeout ends by itself: the thread that opens the gate after ``Event.wait(0.5)``
+    still counts, while a getter idles in ``Queue.get()`` and the main thread joins the worker."""
+    write(
+        tmp_path / "timed.py",
+        """\
+        import queue, threading
+        gate = threading.Lock()
+        gate.acquire()
+        q = queue.Queue()
+        threading.Thread(target=q.get, daemon=True).start()
+
+        def opener():
+            threading.Event().wait(0.5)
+            gate.release()
+
+        def through():
+            with gate:
+                print("worker through")
+
+        threading.Thread(target=opener).start()
+        worker = threading.Thread(target=through)
+        worker.start()
+        worker.join()
+    """,
+    )
+    result = pylockdep_run("timed.py", cwd=tmp_path)
+    assert result.stdout == "worker through\n", result.stderr
+    assert "DeadlockError" not in result.stderr
+
+
 def test_a_gate_lock_that_another_thread_opens_is_waited_for_while_its_taker_joins(tmp_path):
     """A Lock the main thread took by a bare acquire() and holds while it waits for other threads
     (at its end, or in a join) may be a gate that another thread opens: a worker waiting for it
