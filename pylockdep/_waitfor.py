@@ -223,8 +223,9 @@ def stuck_waits(v: Validator, t: Task, handoff: bool = True) -> list[tuple[str, 
     A thread may still move if it is not waiting, and so may one whose wait some moving thread may
     let end: a wait for a ``threading.Lock`` nobody holds; for a hand-off (a Lock that names no
     blocker, that the waiter holds itself or that a thread which ended holds: any other thread may
-    release it) or a wait any thread may end (``_ends_by_anyone``: a queue's join) once any other
-    thread may move; for work queued behind a full pool
+    release it), a wait any thread may end (``_ends_by_anyone``: a queue's join) or a thread idle
+    in Python's own wait for any thread to act (:func:`idle_wait`: an untimed ``Condition.wait()``,
+    a pool's worker waiting for work) once any other thread may move; for work queued behind a full pool
     (``_needs_all``) once any of its blockers may; for anything else (a lock with holders, a join)
     once all of its blockers may.  The threads left wait for one another for ever.
 
