@@ -307,7 +307,7 @@ def _new_owner_key(owner: type | None, frame: FrameType, kind: str, ltype: LockT
     return LockKey(name, ltype, site, None) if owner is not None else key_for(name, ltype, site)
 
 
-def declared_at(owner: type, attr: str) -> tuple[str, int] | None:
+def _declared_at(owner: type, attr: str) -> tuple[str, int] | None:
     """Where the source of class ``owner``, or of the first of its bases that does, declares
     ``attr`` in its body (a dataclass's or attrs' field, ``attr: T = field(...)`` or ``attr =
     ...``): the file and line; None when no source says so."""
@@ -319,7 +319,7 @@ def declared_at(owner: type, attr: str) -> tuple[str, int] | None:
 
 
 def _declared_in(owner: type, attr: str) -> tuple[str, int] | None:
-    """:func:`declared_at` for ``owner``'s own body, read with linecache from its class statement
+    """:func:`_declared_at` for ``owner``'s own body, read with linecache from its class statement
     on: the first ``class Owner`` of its module's source (from the class's first line where Python
     tells it: 3.13)."""
     module = sys.modules.get(owner.__module__)
@@ -369,7 +369,7 @@ def class_name(kind: str, frame: FrameType, owner: type | None = None) -> str:
     line = line_at(code, frame.f_lasti)
     declared = None
     if owner is not None and after[:1] == ("attr",) and code.co_filename.startswith("<"):
-        declared = declared_at(owner, after[2])  # code generated for the class: where the class says so
+        declared = _declared_at(owner, after[2])  # code generated for the class: where the class says so
     if declared is not None:
         name = f"{base}@{short_filename(declared[0])}:{declared[1]}"
     else:

@@ -283,19 +283,16 @@ class _IdleWait:
     """What a thread waits for when it waits in Python's own code for any other thread to act: in
     ``Condition.wait()`` with no timeout (a ``Queue.get()``, an ``Event.wait()``, a
     ``Semaphore.acquire()``: any thread may notify), or as a pool's worker idle in its work
-    queue's ``get()`` (any thread may submit).  Such a wait may end once any other thread may move,
-    as a wait for a hand-off may (see :func:`stuck_waits`)."""
+    queue's ``get()`` (any thread may submit): a wait that any thread may end (``_ends_by_anyone``),
+    which may end once any other thread may move (see :func:`stuck_waits`).  Seen only there, in
+    the threads' frames: no thread is marked waiting for one."""
 
     _owned = True
-    _needs_all = False
-    _live_blockers = False
+    _ends_by_anyone = True
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
         self.name = name
-
-    def _blockers(self, mode: int, ident: int) -> list[int]:
-        return []
 
 
 NOTIFY = _IdleWait("(a notify, in Condition.wait())")
@@ -358,7 +355,7 @@ def _may_end(v: Validator, ident: int, task: Task | None, lock: Primitive, mode:
     once the threads ``moving`` move (see :func:`stuck_waits`)."""
     if not lock._owned and getattr(lock, "_owner", None) is None:
         return True
-    if type(lock) is _IdleWait:
+    if getattr(lock, "_ends_by_anyone", False):  # a queue's join, an idle wait: any thread may end it
         return bool(moving)
     blockers = lock._blockers(mode, ident)
     if task is not None and _is_handoff(v, lock, task, blockers):
