@@ -179,6 +179,20 @@ def enters_with(code: CodeType, lasti: int) -> bool:
     return awaitable.opname == "GET_AWAITABLE" and awaitable.arg == 1
 
 
+# From 3.12 on, a LOAD_ATTR whose argument's low bit is set loads a method to call (3.11 has LOAD_METHOD).
+_LOAD_ATTR_CALLS = sys.version_info >= (3, 12)
+
+
+def calls_method(code: CodeType, name: str) -> bool:
+    """Whether ``code`` calls a method ``name`` of some object (``x.name(...)``), rather than only
+    reads the attribute (``threading.Timer(1, x.name)``)."""
+    return any(
+        ins.argval == name
+        and (ins.opname == "LOAD_METHOD" or (_LOAD_ATTR_CALLS and ins.opname == "LOAD_ATTR" and ins.arg & 1))
+        for ins in read_code(code)[0]
+    )
+
+
 # (id(code), line) -> (code, whether the line is inside a loop), as _lines keeps its entries.
 _loop_lines: dict[tuple[int, int], tuple[CodeType, bool]] = {}
 

@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 from . import _held, _locktypes, _waits
 from ._classes import LockKey, OwnerKeys, count_made, key_for
 from ._fastpath import Fields, accelerate, accelerate_class_call, accelerate_stand_in, new_real_lock
-from ._frames import is_internal, line_at, outside_frame
+from ._frames import calls_method, is_internal, line_at, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
 from ._plain import plain_lock
@@ -242,10 +242,13 @@ _ORPHAN_RLOCK_KEY = key_for("RLock", _locktypes.PY_RLOCK, None)
 
 
 def _opens_elsewhere(owner: Task, lock: Lock) -> bool:
-    """Whether ``owner``, which took ``lock``, waits for other threads' work (see
-    :func:`pylockdep._waitfor.waits_for_work`) holding it by a bare ``acquire()``, not a ``with``
-    block: then the Lock may be a gate that another thread opens."""
-    return waits_for_work(owner) and taken_bare(owner, lock)
+    """Whether ``lock``, which ``owner`` took, may be a gate that another thread opens: ``owner``
+    holds it by a bare ``acquire()``, not a ``with`` block, and either waits for other threads'
+    work (see :func:`pylockdep._waitfor.waits_for_work`), or the code that took it never calls a
+    ``release()`` (a function that closes the gate for another thread to open, rather than the
+    ``acquire()`` ... ``finally: release()`` of a mutex)."""
+    code = taken_bare(owner, lock)
+    return code is not None and (waits_for_work(owner) or not calls_method(code, "release"))
 
 
 class Lock(_RealLock):
@@ -292,9 +295,8 @@ class Lock(_RealLock):
         # Only a Lock of a site that hands locks off, or may (a token held on after the function
         # that took it returned, see _checks.check_token_held), may be released by another
         # thread: one that only its acquirers ever released waits for its acquirer, as a mutex
-        # does.  Unless its acquirer took it by a bare acquire() and waits for other threads'
-        # work (a join, a future, a queue, its end): a gate that another thread may open
-        # (threading.Timer(1, gate.release)), not a mutex held across the wait, as a with-block's.
+        # does.  Unless it may be a gate that another thread opens (threading.Timer(1,
+        # gate.release)), not a mutex held across the wait, as a with-block's: _opens_elsewhere.
         owner = self._owner
         key = self._key
         if owner is None or key.handoff or key.token or _opens_elsewhere(owner, self):

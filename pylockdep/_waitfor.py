@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Container
 from time import monotonic
-from types import FrameType
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING
 
 from ._frames import current_frames, enters_with
@@ -453,7 +453,7 @@ def check_own_loop(v: Validator, t: Task, lock: Primitive) -> None:
     owner = getattr(lock, "_owner", None)
     if owner is None or owner is t or getattr(owner, "loop_thread", None) != _thread.get_ident() or owner.running:
         return
-    if not lock._owned and taken_bare(owner, lock):
+    if not lock._owned and taken_bare(owner, lock) is not None:
         waiting = {task.ident for task in list(v.tasks.values()) if task.waiting is not None}
         if _runs_outside_waits(current_frames(), waiting, t):
             return
@@ -463,12 +463,14 @@ def check_own_loop(v: Validator, t: Task, lock: Primitive) -> None:
     )
 
 
-def taken_bare(holder: Task, lock: Primitive) -> bool:
-    """Whether ``holder`` holds ``lock`` taken by a bare ``acquire()``, not by a ``with`` block
-    (whose end releases it in the same thread): a ``threading.Lock`` so held may be a gate or a
-    signal that another thread releases."""
+def taken_bare(holder: Task, lock: Primitive) -> CodeType | None:
+    """The code that took ``lock``, which ``holder`` holds, by a bare ``acquire()``; None if
+    ``holder`` holds it by a ``with`` block (whose end releases it in the same thread), or not at
+    all.  A ``threading.Lock`` held so may be a gate or a signal that another thread releases."""
     entry = next((e for e in list(holder.held) if e[H_LOCK] is lock), None)
-    return entry is not None and not enters_with(entry[H_CODE], entry[H_LASTI])
+    if entry is None or enters_with(entry[H_CODE], entry[H_LASTI]):
+        return None
+    return entry[H_CODE]  # type: ignore[no-any-return]
 
 
 def _runs_outside_waits(frames: dict[int, FrameType], waiting: Container[int], t: Task) -> bool:

@@ -709,6 +709,65 @@ def test_a_thread_in_a_timed_wait_may_still_open_a_gate_while_others_wait_idle(t
     assert result.stdout == "worker through\n", result.stderr
 
 
+# A gate closed by a function that never releases it, held while its taker waits for a mutex
+# that the gate's waiter holds: GATE_OPENER, if given, opens it.
+GATE_THEN_MUTEX = """\
+    import threading, time
+    gate = threading.Lock()
+    m = threading.Lock()
+    has_m = threading.Event()
+
+    def close_then_wait():
+        gate.acquire()
+        CLOSE_ALSO
+        has_m.wait()
+        with m:
+            print("taker through")
+
+    def wait_at_gate():
+        with m:
+            has_m.set()
+            time.sleep(0.1)
+            try:
+                gate.acquire()
+                print("waiter through")
+            except Exception as e:
+                print(type(e).__name__)
+
+    taker = threading.Thread(target=close_then_wait)
+    taker.start()
+    time.sleep(0.05)
+    waiter = threading.Thread(target=wait_at_gate)
+    waiter.start()
+    GATE_OPENER
+    taker.join()
+    waiter.join()
+"""
+
+
+def test_a_gate_its_taker_holds_while_waiting_for_a_mutex_is_opened_by_a_third_thread(tmp_path):
+    """The taker closes the gate in a function that never calls ``release()`` and then waits for
+    a mutex that the gate's waiter holds: a third thread opens the gate, and both go through.
+    Only a ``release()`` in the code that took a Lock makes it a mutex whose holder must release
+    it; this one was a wait cycle, refused with ``DeadlockError``."""
+    program = GATE_THEN_MUTEX.replace("CLOSE_ALSO", "pass")
+    program = program.replace("GATE_OPENER", "threading.Timer(0.5, gate.release).start()")
+    result = run_refusing_no_wait(tmp_path, "gate.py", program)
+    assert sorted(result.stdout.splitlines()) == ["taker through", "waiter through"], result.stderr
+
+
+@pytest.mark.parametrize("close_also", ["pass", "gate.release(); gate.acquire()"])
+def test_a_gate_nobody_opens_or_a_bare_mutex_in_a_wait_cycle_is_still_refused(tmp_path, close_also):
+    """With nobody to open the gate the two threads wait for one another for ever: refused once
+    nobody else may move.  A Lock whose taking code releases it too is a mutex: the cycle through
+    it is refused at once, as before."""
+    program = GATE_THEN_MUTEX.replace("CLOSE_ALSO", close_also).replace("GATE_OPENER", "pass")
+    write(tmp_path / "gate.py", program)
+    result = pylockdep_run("gate.py", cwd=tmp_path)
+    assert result.stdout.splitlines() == ["DeadlockError", "taker through"], result.stderr
+    assert "WARNING: possible circular locking dependency detected" in result.stderr
+
+
 def test_a_gate_lock_that_another_thread_opens_is_waited_for_while_its_taker_joins(tmp_path):
     """A Lock the main thread took by a bare acquire() and holds while it waits for other threads
     (at its end, or in a join) may be a gate that another thread opens: a worker waiting for it

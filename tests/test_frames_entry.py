@@ -67,3 +67,25 @@ def test_a_code_read_between_many_others_stays_read():
         _frames.read_code(helper)
         assert _frames.read_code(body)[0] is listing
     assert len(_frames._read) <= _frames._KEPT
+
+
+def test_calls_method_tells_a_call_of_a_method_from_a_read_of_it():
+    """``gate.release()`` in a ``finally`` is a call; ``Timer(1, gate.release)`` only reads the
+    attribute, and so does ``gate.release`` alone: on each Python's bytecode (3.11's LOAD_METHOD,
+    3.12's LOAD_ATTR with its method bit)."""
+
+    def mutex(lock):
+        lock.acquire()
+        try:
+            pass
+        finally:
+            lock.release()
+
+    def gate(lock):
+        lock.acquire()
+        threading.Timer(1, lock.release)
+        return lock.release
+
+    assert _frames.calls_method(mutex.__code__, "release")
+    assert not _frames.calls_method(gate.__code__, "release")
+    assert _frames.calls_method(gate.__code__, "acquire")
