@@ -55,6 +55,7 @@ from ._frames import (
     is_internal,
     stack_standing_in,
     stack_stood_in,
+    starts_no_collection,
 )
 from ._graph import Edge, PathStep, dep_kind
 from ._guards import Guard
@@ -223,16 +224,20 @@ def mark_lock(
     if cls.usage & bit:
         if bit in cls.usage_guards:  # the guards it keeps are those of every acquisition
             had = cls.usage_guards.pop(bit)
-            kept = had & (usage_guards(t, bit) if guards is None else guards)
+            kept = had & (usage_guards(t, bit, site) if guards is None else guards)
             if kept:
                 cls.usage_guards[bit] = kept
             if kept != had:
                 check_inconsistent_state(v, t, cls, lock, bit, clashing_bits(bit), site)
         return
     if bit & PYTHON_STATE_BITS:
-        guards = usage_guards(t, bit) if guards is None else guards
+        guards = usage_guards(t, bit, site) if guards is None else guards
         if guards:
             cls.usage_guards[bit] = guards
+        if bit & (USED_IN_GC | USED_IN_GC_READ) and _gc_on_seen_not_collecting(cls):
+            # The chains cached so far were not seen line by line (see guards_per_site): a line that
+            # may start a collection may have taken it among them.  See them again.
+            v.forget_chains()
     clash = clashing_bits(bit) if bit < USED else 0
     cls.usage |= bit
     cls.usage_stacks[bit] = capture_stack()
@@ -253,14 +258,38 @@ def mark_lock(
         check_usage_inversion(v, t, cls, lock, read, bit, site)
 
 
-def usage_guards(t: Task, bit: int) -> frozenset[Guard]:
+def usage_guards(t: Task, bit: int, site: Site | None = None) -> frozenset[Guard]:
     """The thread-local flags guarding the acquisition being validated in this thread, as the usage
     ``bit`` of Python's states sees them (:mod:`pylockdep._guards`): for a signal handler's or a
-    finalizer's, those its own code checked and set; for any other, those set on the stack."""
+    finalizer's, those its own code checked and set; for any other, those set on the stack.  And
+    the collector's own guard (:data:`~pylockdep._guards.NO_COLLECTION`): a finalizer's always; a
+    ``GC-ON`` acquisition's when it is a ``with`` block whose body starts no collection (taken at
+    ``site``, at the offset ``t.lasti``)."""
     frame = sys._getframe(1)
-    if bit & (USED_IN_SIGNAL | USED_IN_SIGNAL_READ | USED_IN_GC | USED_IN_GC_READ):
+    if bit & (USED_IN_GC | USED_IN_GC_READ):
+        return _guards.checked_on_path(frame, t.interrupted) | _guards.ONLY_NO_COLLECTION
+    if bit & (USED_IN_SIGNAL | USED_IN_SIGNAL_READ):
         return _guards.checked_on_path(frame, t.interrupted)
-    return _guards.set_on_stack(frame)
+    guards = _guards.set_on_stack(frame)
+    if bit & (ENABLED_GC | ENABLED_GC_READ) and site is not None and starts_no_collection(site[0], t.lasti):
+        return guards | _guards.ONLY_NO_COLLECTION
+    return guards
+
+
+def guards_per_site(cls: LockClass) -> bool:
+    """Whether the verdicts of the chains of ``cls`` hold only for the line that takes it: a usage
+    of it is guarded by a thread-local flag, or it is taken in a finalizer and its ``GC-ON`` usage
+    was seen only where no collection starts (another line may start one).  A counter's lock, whose
+    ``with`` blocks start no collection, of a class no finalizer takes, is cached as any chain."""
+    guards = cls.usage_guards
+    if any(g - _guards.ONLY_NO_COLLECTION for g in guards.values()):
+        return True
+    return bool(cls.usage & (USED_IN_GC | USED_IN_GC_READ)) and _gc_on_seen_not_collecting(cls)
+
+
+def _gc_on_seen_not_collecting(cls: LockClass) -> bool:
+    """Whether every ``GC-ON`` acquisition of ``cls`` seen so far was where no collection starts."""
+    return any(_guards.NO_COLLECTION in cls.usage_guards.get(bit, ()) for bit in (ENABLED_GC, ENABLED_GC_READ))
 
 
 def check_finalizer_usage(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site) -> bool:
@@ -939,7 +968,7 @@ def check_acquire(
         check_might_sleep(v, t, site, functions, t.rcu_depth(rt), cls)
     if not cacheable:
         return CACHE_NONE
-    return CACHE_INSTANCES if per_instance else CACHE_SITE if cls.usage_guards else CACHE_CHAIN
+    return CACHE_INSTANCES if per_instance else CACHE_SITE if guards_per_site(cls) else CACHE_CHAIN
 
 
 def check_unlock(v: Validator, t: Task, lock: object, name: str, site: Site) -> None:

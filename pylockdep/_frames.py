@@ -179,6 +179,46 @@ def enters_with(code: CodeType, lasti: int) -> bool:
     return awaitable.opname == "GET_AWAITABLE" and awaitable.arg == 1
 
 
+# What a with block's body may run and still start no garbage collection: no call (nor
+# anything that builds a container or an exception), no backward jump.  A collection starts at an
+# allocation of a tracked object (3.11), or where the interpreter checks for pending work: a call,
+# a function's start, a backward jump (3.12 on).  Arithmetic and attribute access on a user's own
+# types could still run Python code: counted as what they are for numbers and plain instances.
+_NO_COLLECTION_OPS = frozenset(
+    {
+        "NOP", "CACHE", "EXTENDED_ARG", "POP_TOP", "COPY", "SWAP", "LOAD_CONST", "LOAD_SMALL_INT",
+        "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_LOAD_FAST", "STORE_FAST", "STORE_FAST_LOAD_FAST",
+        "STORE_FAST_STORE_FAST", "LOAD_DEREF", "STORE_DEREF", "LOAD_GLOBAL", "STORE_GLOBAL",
+        "LOAD_NAME", "STORE_NAME", "LOAD_ATTR", "STORE_ATTR", "BINARY_OP", "COMPARE_OP", "IS_OP",
+        "UNARY_NOT", "UNARY_NEGATIVE", "UNARY_INVERT", "TO_BOOL",
+    }
+)  # fmt: skip
+
+
+def starts_no_collection(code: CodeType, lasti: int) -> bool:
+    """Whether the instruction at byte offset ``lasti`` in ``code`` enters a ``with`` block whose
+    body can start no garbage collection, in plain CPython: it runs only instructions of
+    :data:`_NO_COLLECTION_OPS` and forward jumps within it, up to the block's exit (the call of
+    ``__exit__(None, None, None)``).  ``with self.lock: self.n += 1`` is such a block; so, then,
+    is no finalizer that the thread holding that lock could run."""
+    if not 0 <= lasti < len(code.co_code) or code.co_code[lasti] != _BEFORE_WITH:
+        return False
+    instructions, offsets = read_code(code)
+    at = bisect.bisect_left(offsets, lasti) + 1
+    body = instructions[at:]
+    for i, ins in enumerate(body):
+        if ins.opname in ("CALL", "PRECALL") and ins.arg == 2 and i >= 3:
+            if all(prior.opname == "LOAD_CONST" and prior.argval is None for prior in body[i - 3 : i]):
+                end = body[i - 3].offset
+                return all(jump.argval <= end for jump in body[:i] if jump.opname.startswith(_FORWARD_JUMPS))
+        if ins.opname not in _NO_COLLECTION_OPS and not ins.opname.startswith(_FORWARD_JUMPS):
+            return False
+    return False
+
+
+_FORWARD_JUMPS = ("POP_JUMP_IF_", "POP_JUMP_FORWARD_IF_", "JUMP_FORWARD")
+
+
 # From 3.12 on, a LOAD_ATTR whose argument's low bit is set loads a method to call (3.11 has LOAD_METHOD).
 _LOAD_ATTR_CALLS = sys.version_info >= (3, 12)
 

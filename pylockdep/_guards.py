@@ -58,6 +58,12 @@ Guard = tuple[object, tuple[str, ...], str]
 _GuardSite = tuple[str, str, tuple[str, ...], str, bool]
 
 NO_GUARDS: frozenset[Guard] = frozenset()
+#: The guard no flag names, the collector's own: a finalizer runs only where a collection starts.
+#: Every ``IN-GC`` acquisition has it, and so has a ``GC-ON`` one by a ``with`` block whose body
+#: can start no collection (:func:`pylockdep._frames.starts_no_collection`): no finalizer runs in
+#: a thread while such a block holds the lock.
+NO_COLLECTION: Guard = ("gc", (), "no collection starts in the section")
+ONLY_NO_COLLECTION = frozenset({NO_COLLECTION})
 
 _STORE_ATTR = dis.opmap["STORE_ATTR"]
 _ROOTS = {

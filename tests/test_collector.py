@@ -29,8 +29,14 @@ def v():
 
 
 def take(lock) -> None:
+    """Take ``lock`` around a call, where a collection may start (see
+    test_a_section_that_starts_no_collection_is_no_inconsistent_state)."""
     with lock:
-        pass
+        collection_point()
+
+
+def collection_point() -> None:
+    """A call: the interpreter may start a collection at one."""
 
 
 def kinds(v) -> list[tuple[str, tuple[str, ...]]]:
@@ -147,6 +153,85 @@ def test_a_pyio_writer_the_collector_closes_is_clean(v):
     gc.collect()
     assert closed == [raw]  # the finalizer closed the writer, under its lock
     assert kinds(v) == []
+
+
+class Counter:
+    """SQLAlchemy's ``QueuePool`` overflow count: a Lock around ``n += 1``, whose ``with`` blocks
+    call nothing and build nothing, taken by live code and by a finalizer (a ``weakref.finalize``
+    of a connection the collector frees)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.n = 0
+
+    def inc(self) -> None:
+        with self.lock:
+            self.n += 1
+
+    def dec(self) -> None:
+        with self.lock:
+            self.n -= 1
+            if self.n < 0:
+                self.n = 0
+
+    def reset(self) -> None:
+        with self.lock:
+            self.history = []  # a new list: a collection may start here
+            self.n = 0
+
+    def inc_bare(self) -> None:
+        self.lock.acquire()  # the section's end is not read: one may start
+        self.n += 1
+        self.lock.release()
+
+
+def dropped_connection(counter: Counter) -> None:
+    """A connection in a reference cycle whose finalizer gives its count back, collected now."""
+    connection = Circular(lambda: None)
+    weakref.finalize(connection, counter.dec)
+    del connection
+    gc.collect()
+
+
+@pytest.mark.parametrize("finalizer_first", [True, False], ids=["finalizer-first", "outside-first"])
+def test_a_section_that_starts_no_collection_is_no_inconsistent_state(v, finalizer_first):
+    """A collection starts only at a call, an allocation or a backward jump: no finalizer runs in
+    a thread while it is inside ``with lock: n += 1``, so taking that lock in a finalizer cannot
+    wait for its own thread (SQLAlchemy's test_overflow_reset_on_failed_connect was reported
+    inconsistent)."""
+    counter = Counter()
+    if finalizer_first:
+        dropped_connection(counter)
+    counter.inc()
+    counter.dec()
+    dropped_connection(counter)
+    counter.inc()
+    assert kinds(v) == []
+
+
+@pytest.mark.parametrize("collecting", ["reset", "inc_bare"])
+@pytest.mark.parametrize("when", ["first", "between", "after"])
+def test_a_line_of_the_counter_where_a_collection_may_start_is_inconsistent(v, collecting, when):
+    """The counter's lock taken where a collection may start (around a new list, or by a bare
+    ``acquire()``, whose section is not read): a finalizer may then wait for its own thread.  Seen
+    first, it clashes with the finalizer at once.  Seen after a line that starts none took the lock
+    on the same chain, that chain is cached: the line is seen once the finalizer has taken the lock,
+    at its next acquisition (``between``), as is a line first seen then (``after``)."""
+    counter = Counter()
+    take_collecting = getattr(counter, collecting)
+    if when == "first":
+        take_collecting()
+    counter.inc()
+    if when == "between":
+        take_collecting()
+    dropped_connection(counter)
+    if when == "after":
+        assert kinds(v) == []  # no line where a collection may start was seen yet
+    if when != "first":
+        take_collecting()
+    assert kinds(v) == [("inconsistent_lock_state", (counter.lock.name,))]
+    usage = "{GC-ON-W} -> {IN-GC-W}" if when == "first" else "{IN-GC-W} -> {GC-ON-W}"
+    assert f"inconsistent {usage} usage." in v.reports[0].text
 
 
 def test_a_lock_the_garbage_shares_with_live_code_is_inconsistent(v):

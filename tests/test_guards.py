@@ -300,8 +300,8 @@ class Counted:
             self._local.depth -= 1
 
     def flush(self) -> None:
-        with self._lock:  # another line, unguarded
-            pass
+        with self._lock:  # another line, unguarded, where a collection may start (a new list)
+            self.batch: list[object] = []
 
 
 def test_a_counting_guard_whose_early_exit_counts_is_no_inconsistent_state(v):
