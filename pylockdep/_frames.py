@@ -197,23 +197,44 @@ _NO_COLLECTION_OPS = frozenset(
 
 def starts_no_collection(code: CodeType, lasti: int) -> bool:
     """Whether the instruction at byte offset ``lasti`` in ``code`` enters a ``with`` block whose
-    body can start no garbage collection, in plain CPython: it runs only instructions of
-    :data:`_NO_COLLECTION_OPS` and forward jumps within it, up to the block's exit (the call of
-    ``__exit__(None, None, None)``).  ``with self.lock: self.n += 1`` is such a block; so, then,
-    is no finalizer that the thread holding that lock could run."""
+    body can start no garbage collection, in plain CPython: every way through it, following its
+    forward jumps, runs only instructions of :data:`_NO_COLLECTION_OPS` up to an exit of the
+    block (the call of ``__exit__(None, None, None)``, before a ``return`` or at the end).
+    ``with self.lock: self.n += 1`` is such a block; so, then, is no finalizer that the thread
+    holding that lock could run."""
     if not 0 <= lasti < len(code.co_code) or code.co_code[lasti] != _BEFORE_WITH:
         return False
     instructions, offsets = read_code(code)
-    at = bisect.bisect_left(offsets, lasti) + 1
-    body = instructions[at:]
-    for i, ins in enumerate(body):
-        if ins.opname in ("CALL", "PRECALL") and ins.arg == 2 and i >= 3:
-            if all(prior.opname == "LOAD_CONST" and prior.argval is None for prior in body[i - 3 : i]):
-                end = body[i - 3].offset
-                return all(jump.argval <= end for jump in body[:i] if jump.opname.startswith(_FORWARD_JUMPS))
-        if ins.opname not in _NO_COLLECTION_OPS and not ins.opname.startswith(_FORWARD_JUMPS):
-            return False
-    return False
+    todo = [bisect.bisect_left(offsets, lasti) + 1]
+    seen: set[int] = set()
+    while todo:
+        at = todo.pop()
+        while at not in seen and not _exits_with(instructions, at):
+            if at >= len(instructions):
+                return False
+            seen.add(at)
+            ins = instructions[at]
+            if ins.opname.startswith(_FORWARD_JUMPS):
+                target = bisect.bisect_left(offsets, ins.argval)
+                if ins.opname == "JUMP_FORWARD":
+                    at = target
+                    continue
+                todo.append(target)
+            elif ins.opname not in _NO_COLLECTION_OPS:
+                return False
+            at += 1
+    return True
+
+
+def _exits_with(instructions: list[dis.Instruction], at: int) -> bool:
+    """Whether ``instructions[at:]`` start with a ``with`` block's exit: ``__exit__(None, None, None)``."""
+    call = instructions[at + 3] if at + 3 < len(instructions) else None
+    return (
+        call is not None
+        and call.opname in ("CALL", "PRECALL")
+        and call.arg == 2
+        and all(ins.opname == "LOAD_CONST" and ins.argval is None for ins in instructions[at : at + 3])
+    )
 
 
 _FORWARD_JUMPS = ("POP_JUMP_IF_", "POP_JUMP_FORWARD_IF_", "JUMP_FORWARD")

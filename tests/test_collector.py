@@ -163,16 +163,20 @@ class Counter:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.n = 0
+        self.most = 10
 
-    def inc(self) -> None:
+    def inc(self) -> bool:
         with self.lock:
-            self.n += 1
+            if self.n < self.most:
+                self.n += 1
+                return True
+            else:
+                return False
 
-    def dec(self) -> None:
+    def dec(self) -> bool:
         with self.lock:
             self.n -= 1
-            if self.n < 0:
-                self.n = 0
+            return True
 
     def reset(self) -> None:
         with self.lock:

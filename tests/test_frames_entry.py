@@ -89,3 +89,49 @@ def test_calls_method_tells_a_call_of_a_method_from_a_read_of_it():
     assert _frames.calls_method(mutex.__code__, "release")
     assert not _frames.calls_method(gate.__code__, "release")
     assert _frames.calls_method(gate.__code__, "acquire")
+
+
+def test_starts_no_collection_follows_every_way_through_a_with_block():
+    """Arithmetic, attributes and forward jumps to a ``return`` start no collection; a call, a new
+    list, a loop's backward jump or a block not entered by ``with`` may."""
+    import dis
+
+    class Shapes:
+        def branches(self):
+            with self.lock:
+                if self.n < self.most:
+                    self.n += 1
+                    return True
+                return False
+
+        def calls(self):
+            with self.lock:
+                self.n = len(self.items)
+
+        def builds(self):
+            with self.lock:
+                if self.n:
+                    return True
+                self.items = []
+
+        def loops(self):
+            with self.lock:
+                while self.n:
+                    self.n -= 1
+
+        def bare(self):
+            self.lock.acquire()
+            self.n += 1
+
+    def verdict(function):
+        entered = [ins.offset for ins in dis.get_instructions(function) if ins.opname == "BEFORE_WITH"]
+        taken = [ins.offset for ins in dis.get_instructions(function) if ins.argval == "acquire"]
+        return _frames.starts_no_collection(function.__code__, (entered or taken)[0])
+
+    assert [verdict(getattr(Shapes, name)) for name in ("branches", "calls", "builds", "loops", "bare")] == [
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
