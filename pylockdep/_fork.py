@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import _thread
 import os
+import sys
+from types import FrameType
 
 from . import _classes, _locks, _rcu, _signals, _validator, _waitfor, _waits
+from ._held import H_LOCK, do_pending, remove
+from ._task import Task
 
 
 def after_fork_in_child() -> None:
     """Forget the threads that did not follow the fork and renew pylockdep's internal locks: the
     key registry's, the wait bookkeeping's, the queues' spans', ``validate()``'s, every
-    validator's graph lock, every reader-writer lock's internal mutex and every SRCU's."""
+    validator's graph lock, every reader-writer lock's internal mutex and every SRCU's.  In a
+    child that never returns to the code that forked (:func:`_never_returns`), the
+    ``threading.Lock`` objects the forking thread holds are forgotten too."""
+    try:
+        forker: FrameType | None = sys._getframe(1)  # the caller of os.fork(), which is C
+    except ValueError:
+        forker = None
     _classes._keys_lock._at_fork_reinit()
     # The parent's signals, held back by its main thread: CPython clears a child's pending signals.
     _signals.deferred.clear()
@@ -44,6 +54,32 @@ def after_fork_in_child() -> None:
             me.signals_on = True  # the thread that forked is the child's main thread
             me.update_ctx()
             v.tasks[id(me)] = me
+            if me.held and _never_returns(forker):
+                _forget_locks(v, me)
+
+
+def _forget_locks(v: _validator.Validator, t: Task) -> None:
+    """Forget the ``threading.Lock`` objects ``t`` holds (see :func:`_never_returns`), as if each
+    were released from under the locks taken after it; they stay taken, ``t`` their owner."""
+    if t.pending:
+        do_pending(v, t)
+    for index in reversed(range(len(t.held))):
+        if not t.held[index][H_LOCK]._owned:
+            remove(v, t, index)
+
+
+def _never_returns(forker: FrameType | None) -> bool:
+    """Whether ``forker``, the frame that called ``os.fork()``, is multiprocessing's fork start
+    method (``Popen._launch``): its child runs the process's target and ends with ``os._exit()``,
+    never returning to the frames that took the locks held at the fork.  Those locks stay taken in
+    the child, but no code of the child releases them or orders anything after them (a
+    ``ProcessPoolExecutor`` forks its workers inside ``with self._shutdown_lock``, from
+    ``submit()``; a worker joining a queue's feeder thread at its end is no wait under that lock).
+    A ``threading.Lock`` only: an ``RLock``'s owner may take it again in the child (logging's
+    module lock is held across every fork, by logging's own fork hooks)."""
+    popen = sys.modules.get("multiprocessing.popen_fork")
+    launch = getattr(getattr(popen, "Popen", None), "_launch", None)
+    return forker is not None and launch is not None and forker.f_code is getattr(launch, "__code__", None)
 
 
 if hasattr(os, "register_at_fork"):

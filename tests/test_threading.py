@@ -434,6 +434,51 @@ def test_fork_child_forgets_the_locks_other_threads_held():
     assert result.returncode == 0, result.stderr
 
 
+# The parent learns m -> outer, then forks a multiprocessing child inside `with outer` (as
+# ProcessPoolExecutor.submit() forks under its _shutdown_lock, with logging's RLock held by its
+# fork hooks); the child takes m.  KEEP makes the fork hold an RLock of the program's too, taken
+# before outer: the child still holds it, and orders m after it alone.
+MP_FORK_CHILD = textwrap.dedent("""
+    import multiprocessing, os, sys, threading, pylockdep
+    pylockdep.instrument_threading().install()
+    v = pylockdep.current()
+    outer, m, r = threading.Lock(), threading.Lock(), threading.RLock()
+
+    def child():
+        with m:
+            pass
+        still = [entry[0] for entry in v.task().held]
+        sys.exit(len(v.reports) or (0 if still == ([r] if KEEP else []) else 9))
+
+    if __name__ == "__main__":
+        import logging  # its fork hooks hold its module RLock across the fork
+        with m:
+            with outer:
+                pass
+        if KEEP:
+            r.acquire()
+        with outer:
+            process = multiprocessing.get_context("fork").Process(target=child)
+            process.start()
+        process.join()
+        raise SystemExit(process.exitcode or len(v.reports))
+""")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+@pytest.mark.parametrize("keep", [False, True], ids=["locks", "an-rlock-too"])
+def test_a_multiprocessing_fork_child_forgets_the_locks_its_parent_took(tmp_path, keep):
+    """multiprocessing's fork child runs its target and ends in os._exit(): it never returns to
+    the frames that took the locks held at the fork, and what it takes is ordered after none of
+    them (it reported a cycle with the parent's order).  An RLock stays held (its owner may take
+    it again in the child)."""
+    program = tmp_path / "forks.py"
+    program.write_text(MP_FORK_CHILD.replace("KEEP", str(keep)))
+    result = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "circular" not in result.stderr
+
+
 # -- classes -------------------------------------------------------------------------------------
 
 
