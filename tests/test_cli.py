@@ -77,6 +77,40 @@ def test_abba_is_reported_and_exits_66_with_json_and_dot(tmp_path):
     assert dot.startswith("digraph") and "a@abba.py:2" in dot and "b@abba.py:3" in dot
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_report_a_forked_child_makes_counts_in_the_runs_verdict(tmp_path):
+    """multiprocessing's fork children end in os._exit(), with no verdict of their own: their
+    reports (the same ABBA in two children) reach the run's verdict, counted once, and its exit
+    status.  The parent took no lock: it made none."""
+    write(
+        tmp_path / "forks.py",
+        """\
+        import multiprocessing, threading
+        a, b = threading.Lock(), threading.Lock()
+
+        def child():
+            with a:
+                with b:
+                    pass
+            with b:
+                with a:
+                    pass
+
+        if __name__ == "__main__":
+            for _ in range(2):
+                process = multiprocessing.get_context("fork").Process(target=child)
+                process.start()
+                process.join()
+            print("exit codes", process.exitcode)
+        """,
+    )
+    result = pylockdep_run("forks.py", cwd=tmp_path)
+    assert result.stdout == "exit codes 0\n", result.stderr
+    assert result.returncode == 66, result.stderr
+    assert result.stderr.count("WARNING: possible circular locking dependency detected") == 2
+    assert result.stderr.endswith("pylockdep: 1 report(s): circular (1 in forked processes)\n"), result.stderr
+
+
 def test_a_program_using_logging_queue_futures_and_condition_runs_clean(tmp_path):
     write(tmp_path / "program.py", CLEAN_PROGRAM)
     result = pylockdep_run("program.py", cwd=tmp_path)
