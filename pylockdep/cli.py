@@ -52,6 +52,7 @@ from typing import IO
 from . import _hang, _record, _signals
 from ._config import Config, ConfigError
 from ._config import load as load_config
+from ._forked import ForkedReports
 from ._report import Report
 from ._suppress import Suppressions, summary_lines
 from ._suppress import write_baseline as write_baseline_file
@@ -315,24 +316,18 @@ class _Verdict:
 
     A process forked from the program (``os.fork()``, ``multiprocessing``'s fork start method)
     inherits the validator, and this listener with it: it prints its reports as the program
-    does, and passes each (kind and classes) to the run through :attr:`children`, a file every
-    process of the run appends to, which the verdict counts with the run's own.  (A child that
-    ends in ``os._exit()``, as multiprocessing's do, gives no verdict of its own.)"""
+    does, and passes each on to the run (:attr:`forked`), whose verdict counts them with its own."""
 
     def __init__(self, v: Validator, out: IO[str], files: dict[str, IO[str]], exit_code: int) -> None:
         self.v, self.out, self.files, self.exit_code = v, out, files, exit_code
         self.given = -1  # reports counted by the verdict; -1 until it is given
         self.failed: set[str] = set()  # the output files that could not be written, each said once
-        self.pid = os.getpid()
-        self.children = _children_file()
+        self.forked = ForkedReports()
 
     def deliver(self, report: Report) -> None:
         """The validator's listener: the report file gets the splat (unless suppressed), the JSON
-        output every report; a forked child's report goes to :attr:`children` too."""
-        if os.getpid() != self.pid and self.children is not None and not report.suppressed:
-            line = json.dumps({"kind": report.kind, "classes": list(report.classes)}) + "\n"
-            with contextlib.suppress(OSError):
-                os.write(self.children, line.encode())
+        output every report; a forked child's report is passed on to the run too."""
+        self.forked.pass_on(report)
         if "report_file" in self.files and not report.suppressed:
             self.write_file("report_file", report.text + "\n\n")
         if "json" in self.files:
@@ -360,30 +355,14 @@ class _Verdict:
             _write(self.out, f"pylockdep: {line}\n")
         reports = list(self.v.reports)
         self.given = len(reports)
-        own = {(r.kind, tuple(r.classes)) for r in reports}
-        children = {made for made in self.read_children() if made not in own}
+        own = {(r.kind, r.classes) for r in reports}
+        children = {(r.kind, r.classes) for r in self.forked.read()} - own
         if not reports and not children:
             return status
         kinds = ", ".join(sorted({r.kind for r in reports} | {kind for kind, _ in children}))
         forked = f" ({len(children)} in forked processes)" if children else ""
         _write(self.out, f"pylockdep: {len(reports) + len(children)} report(s): {kinds}{forked}\n")
         return self.exit_code
-
-    def read_children(self) -> list[tuple[str, tuple[str, ...]]]:
-        """The (kind, classes) of the reports forked children made so far."""
-        if self.children is None:
-            return []
-        chunks = []
-        with contextlib.suppress(OSError):
-            os.lseek(self.children, 0, os.SEEK_SET)
-            while chunk := os.read(self.children, 1 << 16):
-                chunks.append(chunk)
-        made = []
-        for line in b"".join(chunks).decode(errors="replace").splitlines():
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                entry = json.loads(line)
-                made.append((str(entry["kind"]), tuple(entry["classes"])))
-        return made
 
     def at_exit(self) -> None:
         """The last exit hook: reports made while the interpreter shut down (a daemon thread, a
@@ -408,24 +387,6 @@ class _Verdict:
             with contextlib.suppress(Exception):
                 f.flush()
         os._exit(self.exit_code)
-
-
-def _children_file() -> int | None:
-    """A file descriptor that forked children append their reports to, on a temporary file
-    unlinked at once (opened for appending: the children's lines never overwrite one another;
-    made with ``os`` alone: importing ``tempfile`` would make its lock before the program's first
-    line); None where there is no ``fork()``, or no such file can be made."""
-    if not hasattr(os, "fork"):
-        return None
-    directory = os.environ.get("TMPDIR") or "/tmp"
-    path = os.path.join(directory, f"pylockdep-children-{os.getpid()}-{os.urandom(6).hex()}")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-    except OSError:
-        return None
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-    return fd
 
 
 def _write(f: IO[str], text: str) -> None:

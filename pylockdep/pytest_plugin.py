@@ -75,6 +75,7 @@ import pylockdep
 from . import _export, _hang, _picture, _record
 from ._config import Config, ConfigError
 from ._config import load as load_config
+from ._forked import ForkedReports
 from ._report import KINDS, Report
 from ._suppress import Suppressions, summary_lines, write_baseline
 from ._validator import Validator, active, validate
@@ -267,6 +268,7 @@ class _Session:
         self.validator: Validator = self.scope.validator
         self.validator.suppress = suppress
         self.validator.listeners.append(self._on_report)
+        self.forked = ForkedReports()  # what processes forked by the tests report
         self.instrumentation: Any = None
         if config.getoption("lockdep_threading"):
             self.instrumentation = pylockdep.instrument_threading()
@@ -296,6 +298,7 @@ class _Session:
         if self.instrumentation is not None:
             self.instrumentation.__exit__(None, None, None)
         self.session = session
+        self._take_forked()
         self.given = len(self.validator.reports)
         if self._left_running() and not self.is_worker:
             self.scope_open = True  # what those threads do is still the session's
@@ -366,8 +369,11 @@ class _Session:
             self.session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _on_report(self, report: Report) -> None:
-        if report.suppressed:
-            return  # counted in the validator's ``suppressed``; it fails nothing
+        """Attribute a report to the test running, else to the session (:attr:`outside`); in a
+        process a test forked, pass it on to the session's process, where it is attributed so
+        at the test's next report (:meth:`_take_forked`)."""
+        if report.suppressed or self.forked.pass_on(report):
+            return  # a suppressed one is counted in the validator's ``suppressed``; it fails nothing
         test = self.test
         if test is not None and report.origin == test.nodeid:
             test.reports.append(report)
@@ -394,12 +400,19 @@ class _Session:
             if off:
                 active.validator = self.validator
 
+    def _take_forked(self) -> None:
+        """Count and attribute what processes forked by the tests reported since the last call."""
+        for report in self.forked.read():
+            self.validator.reports.append(report)
+            self._on_report(report)
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
         rep = yield
         test = item.stash.get(_TEST, None)
         if test is None or test is not self.test:
             return rep
+        self._take_forked()
         new = test.reports[test.judged :]
         test.judged += len(new)
         problems = []

@@ -154,3 +154,46 @@ def test_hang_dump_with_instrumented_threading_shows_the_abba(pytester: pytest.P
     assert "(Lock@test_thr.py:4)" in out and "(Lock@test_thr.py:5)" in out
     # The circular report made before the hang (of the mutexes) is printed with it.
     assert "pylockdep: 1 report(s) during test_thr.py::test_abba_hangs so far: circular" in out
+
+
+FORKS = (
+    LOCKS
+    + """
+import multiprocessing, os
+
+def abba():
+    with A, B:
+        pass
+    with B, A:
+        pass
+
+def test_forks_a_child_that_closes_a_cycle():
+    for _ in range(2):
+        child = multiprocessing.get_context("fork").Process(target=abba)
+        child.start()
+        child.join()
+        assert child.exitcode == 0
+
+def test_clean():
+    with A:
+        pass
+"""
+)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+@pytest.mark.timeout(60)
+def test_a_report_a_forked_child_makes_fails_the_test_that_forked_it(pytester: pytest.Pytester) -> None:
+    """multiprocessing's fork child ends in os._exit(): its report reaches the session's process,
+    which fails the test that was running (once, though two children made it) and counts it."""
+    pytester.makepyfile(test_forks=FORKS)
+    result = pytester.runpytest_subprocess(*QUIET, "--lockdep", "--lockdep-json=reports.json", timeout=50)
+    result.assert_outcomes(passed=1, failed=1)
+    out = "\n".join(result.outlines)
+    assert "FAILED test_forks.py::test_forks_a_child_that_closes_a_cycle" in out
+    during = "pylockdep: 1 report(s) during the call of test_forks.py::test_forks_a_child_that_closes_a_cycle"
+    assert f"{during}: circular" in out
+    reports = [json.loads(line) for line in (pytester.path / "reports.json").read_text().splitlines()]
+    assert [(r["kind"], sorted(r["classes"]), r["origin"]) for r in reports] == [
+        ("circular", ["A", "B"], "test_forks.py::test_forks_a_child_that_closes_a_cycle")
+    ]
