@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._classes import LockClass
 from ._frames import Stack
-from ._held import H_CLASS, H_LOCK, H_PREV_KEY, H_TRYLOCK, HeldLock
+from ._held import H_CLASS, H_LOCK, H_TRYLOCK, HeldLock
 
 if TYPE_CHECKING:
     from ._task import Task
@@ -119,10 +119,10 @@ def nodes(cell: Held) -> list[Instance]:
 
 
 #: What :meth:`InstanceOrder.held_by` found last for a holder (``Task.nearest``): the place in its
-#: stack of the nearest instance of a class, the chain key that entry was pushed on, the cell
-#: naming that instance and every instance of the class below it, and whether an entry there
-#: holds a lock of another class of the same lock type.
-Nearest = tuple[int, int, Held, bool]
+#: stack of the nearest instance of a class, that entry itself, the cell naming that instance and
+#: every instance of the class below it, and whether an entry there holds a lock of another class
+#: of the same lock type.
+Nearest = tuple[int, HeldLock, Held, bool]
 
 
 class InstanceOrder:
@@ -152,8 +152,9 @@ class InstanceOrder:
         proves that no entry of its stack does, under any class.
 
         The cell found last (``t.nearest``) is used again while the entry it was found for is in
-        its place, of the same lock, class and chain key, and no trylock took it: then the
-        instances below it are those the cell names.  An instance taken over instances of its
+        its place (that very entry: one pushed again there, of the same lock and chain key, may
+        be of another subclass, or over other instances of its class), and no trylock took it:
+        then the instances below it are those the cell names.  An instance taken over instances of its
         class otherwise comes through here, which replaces the cell; what moves entries down
         (:func:`pylockdep._held.remove`) and what takes locks unchecked
         (:class:`pylockdep.lockdep_off`, a report being delivered) forget it.  Only the entries
@@ -177,14 +178,11 @@ class InstanceOrder:
             return None, others
         found = t.nearest
         if found is not None and found[0] <= top:
-            start, key, cell, below = found
-            entry = held[start]
+            start, entry, cell, below = found
             place = self.node(lock).place  # (see _name)
             if (
-                entry[H_LOCK] is cell[0].ref()  # type: ignore[index]
+                held[start] is entry
                 and entry[H_CLASS] is cls
-                and entry[H_PREV_KEY] == key
-                and not entry[H_TRYLOCK]
                 and (
                     place is None
                     or place[:2] == (id(t), cls)
@@ -220,7 +218,7 @@ class InstanceOrder:
     def _found(entry: HeldLock, place: int, cell: Held, others: bool) -> Nearest | None:
         """What ``t.nearest`` keeps of ``cell``, found for ``entry`` at ``place`` (nothing for a
         trylock's entry, which may be taken again unchecked)."""
-        return None if entry[H_TRYLOCK] else (place, entry[H_PREV_KEY], cell, others)
+        return None if entry[H_TRYLOCK] else (place, entry, cell, others)
 
     def _name(self, t: Task, cls: LockClass, entry: HeldLock, place: int, below: Held) -> Held:
         """The cell naming ``entry``'s lock (held at ``place``) over ``below``, its node told where it is."""

@@ -49,6 +49,9 @@ steps = st.lists(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps)
 @example([("nested", 0, 1), ("take", 1, 1), ("take", 2, 0)])  # the lock asked about held below, as another class
+# A lock released and taken again in its place, on the same chain key, as another subclass: the
+# cell found for it before names instances of the other class.
+@example([("take", 1, 0), ("take", 2, 0), ("release", 0, 0), ("take", 1, 0), ("release", 1, 1), ("nested", 1, 1)])
 def test_the_instances_held_by_a_holder_are_those_a_scan_of_its_stack_finds(lazy_run, steps):
     """After any sequence of takes, trylocks, nested takes, releases from anywhere and unchecked
     regions, the cell of held instances names what a scan of the stack finds (the lock asked about
