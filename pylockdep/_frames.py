@@ -87,6 +87,20 @@ def outside_frame(frame: FrameType | None, skip_threading: bool = False) -> Fram
 c_outside_site: Callable[[dict[str, bool], str | None], tuple[CodeType, int] | None] | None = None
 
 
+def getframe(depth: int = 0) -> FrameType:
+    """``sys._getframe(depth)`` as its caller would call it; where the stack is not that deep, the
+    outermost frame there is.  A function the interpreter calls from C with no Python frame below
+    it (an ``atexit`` callback: a pool's ``shutdown``, a lock's ``acquire`` registered directly)
+    is then its own caller, instead of raising ``ValueError`` into the program."""
+    try:
+        return sys._getframe(depth + 1)
+    except ValueError:
+        frame = sys._getframe(1)
+        while frame.f_back is not None:
+            frame = frame.f_back
+        return frame
+
+
 def caller_site(skip_threading: bool = False) -> Site:
     """The site of the first frame outside pylockdep that led to this call."""
     if c_outside_site is not None:

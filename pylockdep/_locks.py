@@ -30,7 +30,7 @@ from . import _context, _locktypes, _waitfor
 from ._checks import check_made_locked
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import RWCore, accelerate, accelerate_new, accelerate_rw, accelerate_section, new_real_lock
-from ._frames import Site, caller_site, is_internal, line_at
+from ._frames import Site, caller_site, getframe, is_internal, line_at
 from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, do_pending, find, pop, remove
 from ._plain import plain_rlock
 from ._primitive import Primitive
@@ -418,7 +418,7 @@ class _Lock(_Validated, _RealLock):
 
     def acquire(self) -> bool:
         """Take the lock, waiting as long as needed (``spin_lock``/``mutex_lock``); returns True."""
-        _acquire(self, 0, 0, _getframe(1))
+        _acquire(self, 0, 0, getframe(1))
         return True
 
     @critical  # so are the other ways to release: a signal handler runs after the release
@@ -432,7 +432,7 @@ class _Lock(_Validated, _RealLock):
 
     def trylock(self) -> bool:
         """Take the lock if it is free; True on success.  A trylock adds no dependency into it."""
-        return _acquire(self, 0, 0, _getframe(1), trylock=True)
+        return _acquire(self, 0, 0, getframe(1), trylock=True)
 
     lock = acquire
     unlock = release
@@ -907,7 +907,7 @@ class RWLock(_RWLockBase, _SpinningLock):
 
     def read_lock(self) -> None:
         """``read_lock``."""
-        _acquire(self, self._read_mode(), 0, _getframe(1))
+        _acquire(self, self._read_mode(), 0, getframe(1))
 
     @critical  # its last call checks for handlers held back
     def read_unlock(self) -> None:
@@ -916,7 +916,7 @@ class RWLock(_RWLockBase, _SpinningLock):
 
     def write_lock(self) -> None:
         """``write_lock``."""
-        _acquire(self, 0, 0, _getframe(1))
+        _acquire(self, 0, 0, getframe(1))
 
     @critical  # its last call checks for handlers held back
     def write_unlock(self) -> None:
@@ -925,11 +925,11 @@ class RWLock(_RWLockBase, _SpinningLock):
 
     def read_trylock(self) -> bool:
         """``read_trylock``: True if the read side was taken."""
-        return _acquire(self, self._read_mode(), 0, _getframe(1), trylock=True)
+        return _acquire(self, self._read_mode(), 0, getframe(1), trylock=True)
 
     def write_trylock(self) -> bool:
         """``write_trylock``: True if the write side was taken."""
-        return _acquire(self, 0, 0, _getframe(1), trylock=True)
+        return _acquire(self, 0, 0, getframe(1), trylock=True)
 
 
 class RWSemaphore(_RWLockBase):
@@ -940,7 +940,7 @@ class RWSemaphore(_RWLockBase):
 
     def down_read(self) -> None:
         """``down_read``."""
-        _acquire(self, 1, 0, _getframe(1))
+        _acquire(self, 1, 0, getframe(1))
 
     @critical  # its last call checks for handlers held back
     def up_read(self) -> None:
@@ -949,7 +949,7 @@ class RWSemaphore(_RWLockBase):
 
     def down_write(self) -> None:
         """``down_write``."""
-        _acquire(self, 0, 0, _getframe(1))
+        _acquire(self, 0, 0, getframe(1))
 
     @critical  # its last call checks for handlers held back
     def up_write(self) -> None:
@@ -958,11 +958,11 @@ class RWSemaphore(_RWLockBase):
 
     def down_read_trylock(self) -> bool:
         """``down_read_trylock``: True if the read side was taken."""
-        return _acquire(self, 1, 0, _getframe(1), trylock=True)
+        return _acquire(self, 1, 0, getframe(1), trylock=True)
 
     def down_write_trylock(self) -> bool:
         """``down_write_trylock``: True if the write side was taken."""
-        return _acquire(self, 0, 0, _getframe(1), trylock=True)
+        return _acquire(self, 0, 0, getframe(1), trylock=True)
 
 
 accelerate(_Lock, enter_returns_self=True)

@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 from . import _held, _locktypes, _waits
 from ._classes import LockKey, OwnerKeys, count_made, key_for
 from ._fastpath import Fields, accelerate, accelerate_class_call, accelerate_stand_in, new_real_lock
-from ._frames import calls_method, is_internal, line_at, outside_frame
+from ._frames import calls_method, getframe, is_internal, line_at, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release
 from ._locktypes import LockType
 from ._plain import plain_lock
@@ -307,14 +307,17 @@ class Lock(_RealLock):
         """Take the lock (as ``_thread.lock.acquire``); True if it was taken."""
         if timeout == -1:
             if blocking is True:
-                frame = _getframe(1)
+                try:
+                    frame = _getframe(1)
+                except ValueError:  # called from C with no Python frame below (atexit.register(lock.acquire))
+                    frame = getframe(1)
                 if frame.f_code.co_filename == _THREADING_FILE:  # as in __enter__
                     frame = outside_frame(frame, True) or frame
                 _acquire(self, 0, 0, frame)
                 return True
             if blocking is False and self._real.locked():
                 return False  # a trylock of a taken lock (Condition._is_owned()'s): see _take_slow
-        return _take_slow(self, blocking, timeout, _getframe(1))
+        return _take_slow(self, blocking, timeout, getframe(1))
 
     def __enter__(self, blocking: bool = True, timeout: float = -1) -> bool:
         """``acquire()`` (the with-block's call, with no arguments), as ``_thread.lock``'s."""
@@ -436,11 +439,14 @@ class RLock(_RealLock):
             self._count += 1
             return True
         if timeout == -1 and blocking is True:
-            frame = _getframe(1)
+            try:
+                frame = _getframe(1)
+            except ValueError:  # called from C with no Python frame below (atexit.register(rlock.acquire))
+                frame = getframe(1)
             if frame.f_code.co_filename == _THREADING_FILE:  # as in Lock.__enter__
                 frame = outside_frame(frame, True) or frame
             _acquire(self, 0, 0, frame)
-        elif not _take_slow(self, blocking, timeout, _getframe(1)):
+        elif not _take_slow(self, blocking, timeout, getframe(1)):
             return False
         if self._ident is None:  # no call on this line: a signal handler cannot come in between (see _taking)
             self._count, self._ident = 1, me

@@ -66,7 +66,7 @@ from typing import Any
 from . import _waitfor
 from ._classes import LockKey, key_for
 from ._fastpath import accelerate_pool, accelerate_waits
-from ._frames import format_file_line, is_internal
+from ._frames import format_file_line, getframe, is_internal
 from ._held import H_CLASS, H_LOCK, VARIANT_SYNC, VARIANT_TRY, chain_key, do_pending, find, pop, push
 from ._locks import _acquire, _PseudoLock, _release
 from ._locktypes import COMPLETION
@@ -77,7 +77,8 @@ from ._when_imported import Hook, when_imported
 
 __all__ = ["CompletionMap", "future_waits_for", "hold", "install", "release", "touch", "uninstall"]
 
-_getframe = sys._getframe
+# Its wrappers may be called from C with no Python frame below them (atexit.register(pool.shutdown)).
+_getframe = getframe
 _get_ident = _thread.get_ident
 
 

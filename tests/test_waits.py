@@ -502,6 +502,41 @@ def test_the_standard_librarys_process_pool_as_pylockdep_run_sees_it(tmp_path):
         assert result.returncode == 0, result.stderr
 
 
+# Waits the interpreter calls at its exit from C, with no Python frame below them: dask registers
+# its pool's shutdown with atexit so, and a lock's acquire() or a join may be too (they run last
+# registered first: the mutex is taken, then released).
+AT_EXIT = """\
+import atexit, queue, threading, pylockdep
+from concurrent.futures import ThreadPoolExecutor
+pylockdep.instrument_threading().install()
+pool = ThreadPoolExecutor(2)
+future = pool.submit(print, "work ran")
+worker = threading.Thread(target=int)
+worker.start()
+mutex = pylockdep.Mutex("atexit mutex")
+for wait in (pool.shutdown, future.result, worker.join, queue.Queue().join, threading.Lock().acquire,
+             threading.RLock().acquire, threading.Condition().acquire, mutex.release, mutex.acquire):
+    atexit.register(wait)
+atexit.register(print, "exit began")
+"""
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["c", "pure"])
+def test_waits_the_interpreter_calls_at_exit_with_no_python_frame_below_run(tmp_path, pure):
+    """Each wrapper reads its caller's frame: one called from C with none below it is its own
+    caller, and the real wait runs (each raised ValueError, and the pool was never shut down)."""
+    import os
+    import subprocess
+
+    program = tmp_path / "at_exit.py"
+    program.write_text(AT_EXIT)
+    env = {**os.environ, "PYLOCKDEP_PURE_PYTHON": "1" if pure else "0"}
+    result = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=50, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["work ran", "exit began"]
+    assert result.stderr == ""
+
+
 # -- thread pools: a work item waiting for its own pool ------------------------------------------
 
 
