@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 38
+SPEEDUPS_ABI = 39
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = os.path.join(os.path.dirname(__file__), "_csrc", "_held_layout.h")  # os.path: pathlib costs an import
@@ -258,7 +258,7 @@ def accelerate_waits(
 
 
 def accelerate_pool(
-    steps: tuple[Callable[[Any, Any], None], Callable[[Any], None], Callable[[Any, Any], None]],
+    steps: tuple[Callable[[Any, Any], None], Callable[[Any], None]],
     submitting: dict[int, Any],
     keys_at: dict[Any, Any],
     work_kind: str,
@@ -284,8 +284,9 @@ def accelerate_pool(
       ``done_states`` (read at each call: the set may be filled later) and whose condition the
       caller does not hold, called from code not in the list ``reads_done`` (read at each call too).
 
-    ``steps`` are ``(hold_maps, release_maps, touch_work)`` of :func:`accelerate_waits`, called where
-    their C half declines.  Needs :func:`accelerate_waits` first."""
+    ``steps`` are ``(hold_maps, release_maps)`` of :func:`accelerate_waits`, called where their C
+    half declines; where the C half of its ``touch_work`` declines, ``"result"`` calls ``wrapper``.
+    Needs :func:`accelerate_waits` first."""
     if _speedups is None:
         return lambda role, wrapper, original: wrapper
     _speedups.pool_setup(

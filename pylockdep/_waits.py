@@ -642,8 +642,8 @@ _DONE_STATES: set[str] = set()  # filled when concurrent.futures._base is patche
 READS_DONE_FUTURES: list[CodeType] = []
 
 
-def _running(work: _WorkMap) -> bool:
-    """Whether the calling thread is the one running ``work`` (it holds the work's map)."""
+def _running(work: CompletionMap) -> bool:
+    """Whether the calling thread runs ``work``, or an item of the pool ``work`` (it holds the map)."""
     v = active.validator
     if v.off:
         return False
@@ -668,7 +668,7 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
                 # of futures that are done by design.
                 return original(self, timeout)
             if isinstance(work, _WorkMap):
-                _touch_work(work, _getframe(1))
+                _touch_future(self, work, _getframe(1))
             else:
                 _touch_waited(work, _getframe(1))
             if self._state not in _DONE_STATES:
@@ -693,13 +693,25 @@ def future_waits_for(future: Any, work: CompletionMap) -> None:
     setattr(future, _WORK, work)
 
 
+def _touch_future(future: Any, work: _WorkMap, caller: FrameType) -> None:
+    """A waiter waits for ``future``, pool work: touch the work (:func:`_touch_work`), but not its
+    pool where the pool runs one item at a time, the waiter is one of its items and the future is
+    done: that work ran before the waiter's own item (the pool takes its items in order), and
+    always will, so the wait is none for the pool (s3transfer's tasks read the futures of the
+    tasks submitted before them)."""
+    if future._state in _DONE_STATES and work.pool.max_workers == 1 and _running(work.pool):
+        _touch_waited(work, caller)
+    else:
+        _touch_work(work, caller)
+
+
 def _touch_futures(fs: Iterable[Any], caller: FrameType) -> None:
-    seen: set[int] = set()
+    seen: set[tuple[int, bool]] = set()
     for future in fs:
         work = getattr(future, _WORK, None)
-        if isinstance(work, _WorkMap) and id(work._key) not in seen:
-            seen.add(id(work._key))
-            _touch_work(work, caller)
+        if isinstance(work, _WorkMap) and (key := (id(work._key), future._state in _DONE_STATES)) not in seen:
+            seen.add(key)
+            _touch_future(future, work, caller)
 
 
 def _futures_wait(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -924,7 +936,7 @@ _C_ROLES: dict[Callable[[Any], Any], str] = {
     _future_wait: "result",
 }
 _pool_stand_in = accelerate_pool(
-    (_hold_maps, _release_maps, _touch_work),
+    (_hold_maps, _release_maps),
     _submitting,
     _keys_at,
     "work_completion",

@@ -556,6 +556,38 @@ def test_waiting_inside_a_pool_for_work_of_the_same_pool_is_recursive_and_refuse
     assert kinds_and_classes(v) == [("recursive", {f"(wq_completion){FILE}:{pool_line}"})]
 
 
+def test_an_item_of_a_one_worker_pool_reading_a_future_submitted_before_it_is_clean(v):
+    """The pool takes its items in order, one at a time: a future submitted before the item that
+    reads it is done when that item runs, in every run, and reading it waits for nothing of the
+    pool (s3transfer's tasks read their predecessors' futures; it was reported recursive)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(int, "1")
+        later = pool.submit(lambda: first.result() + 1)
+        assert later.result() == 2
+    assert v.reports == []
+
+
+def test_a_thread_outside_a_one_worker_pool_waiting_for_its_done_future_still_waits_for_the_pool(v):
+    """Outside the pool, a future found done could have been queued behind work that takes the
+    lock the waiter holds: that wait is still one for the pool, and the cycle is reported."""
+    lock = threading.Lock()
+
+    def takes_the_lock():
+        with lock:
+            pass
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool_line = line() - 1
+        pool.submit(takes_the_lock).result()
+        done = pool.submit(int)
+        done.result()
+        with lock:
+            assert done.result() == 0
+    assert [(r.kind, set(r.classes)) for r in v.reports if not about_future_conditions(r)] == [
+        ("circular", {f"(wq_completion){FILE}:{pool_line}", f"Lock@{FILE}:{lock_line(takes_the_lock)}"})
+    ]
+
+
 def test_waiting_inside_a_bounded_pool_for_its_own_work_is_reported_even_when_it_completes(v):
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         pool_line = line() - 1

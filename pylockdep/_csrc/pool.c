@@ -18,17 +18,18 @@
  * - result: a wait for a future that is done already (nothing to wait for): the work's map is
  *   touched (touch_work() of waits.c), then the original returns the result.  Not while the work's
  *   map is still held (a done callback, in the thread that ran the work), nor from code that reads
- *   done futures by design (the list reads_done): Python decides those.  A future with no map at
- *   all (not a thread pool's, nor given one) is the original's at once, done or not.
+ *   done futures by design (the list reads_done), nor where touch_work() declines (a pool of one
+ *   worker, an item of the pool waiting): the Python wrapper decides those.  A future with no map
+ *   at all (not a thread pool's, nor given one) is the original's at once, done or not.
  *
- * Where a step's C half (hold, release, touch) declines, the Python function of pylockdep._waits for
- * that step runs in its place, with a frame object made for it.  pool_setup() gives this module
+ * Where a step's C half (hold, release) declines, the Python function of pylockdep._waits for that
+ * step runs in its place, with a frame object made for it.  pool_setup() gives this module
  * those functions and the dictionaries the wrappers share.
  */
 enum { POOL_SUBMIT, POOL_WORK_INIT, POOL_RUN, POOL_RESULT, POOL_STEP };
 
 /* Set by pool_setup(): the Python steps, _waits' shared dicts, its attribute names and done states. */
-static PyObject *g_hold_step, *g_release_step, *g_touch_step;
+static PyObject *g_hold_step, *g_release_step;
 static PyObject *g_submitting, *g_keys_at, *g_work_kind, *g_map_attr, *g_work_attr, *g_done_states, *g_reads_done;
 static PyObject *s_condition, *s_is_owned, *s_state, *s_owner, *s_future, *s_idle_work;
 /* All the slots of a _WorkMap, which run fills as its __init__ does. */
@@ -328,11 +329,10 @@ pool_result(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kw
         Py_DECREF(work);
         return slow_call(self->slow, args, nargsf, kwnames);
     }
-    if ((r = touch_work(work)) == 0)
-        r = python_step(g_touch_step, work, 1) < 0 ? -1 : 1;
+    r = touch_work(work);
     Py_DECREF(work);
-    if (r < 0)
-        return NULL;
+    if (r == 0)
+        return slow_call(self->slow, args, nargsf, kwnames);
     return PyObject_Vectorcall(self->original, args, nargsf, NULL);
 }
 
@@ -448,16 +448,16 @@ static PyTypeObject PoolMethodType = {
 };
 
 /*
- * pool_setup(hold_maps, release_maps, touch_work, submitting, keys_at, work_kind, map_attr, work_attr,
- * done_states, reads_done, work_type): what the PoolMethods share (see
+ * pool_setup(hold_maps, release_maps, submitting, keys_at, work_kind, map_attr, work_attr, done_states,
+ * reads_done, work_type): what the PoolMethods share (see
  * pylockdep._fastpath.accelerate_pool).  After accelerate_waits().
  */
 static PyObject *
 pool_setup(PyObject *module, PyObject *args)
 {
-    PyObject *steps[3], *submitting, *keys_at, *kind, *map_attr, *work_attr, *done_states, *reads_done, *work_type;
+    PyObject *steps[2], *submitting, *keys_at, *kind, *map_attr, *work_attr, *done_states, *reads_done, *work_type;
 
-    if (!PyArg_ParseTuple(args, "OOOO!O!UUUO!O!O:pool_setup", &steps[0], &steps[1], &steps[2], &PyDict_Type,
+    if (!PyArg_ParseTuple(args, "OOO!O!UUUO!O!O:pool_setup", &steps[0], &steps[1], &PyDict_Type,
                           &submitting, &PyDict_Type, &keys_at, &kind, &map_attr, &work_attr, &PySet_Type,
                           &done_states, &PyList_Type, &reads_done, &work_type))
         return NULL;
@@ -469,7 +469,6 @@ pool_setup(PyObject *module, PyObject *args)
         return NULL;
     Py_XSETREF(g_hold_step, Py_NewRef(steps[0]));
     Py_XSETREF(g_release_step, Py_NewRef(steps[1]));
-    Py_XSETREF(g_touch_step, Py_NewRef(steps[2]));
     Py_XSETREF(g_keys_at, Py_NewRef(keys_at));
     Py_XSETREF(g_work_kind, Py_NewRef(kind));
     Py_XSETREF(g_map_attr, Py_NewRef(map_attr));
@@ -482,8 +481,8 @@ pool_setup(PyObject *module, PyObject *args)
 
 static PyMethodDef pool_methods[] = {
     {"pool_setup", pool_setup, METH_VARARGS,
-     "pool_setup(hold_maps, release_maps, touch_work, submitting, keys_at, work_kind, map_attr, work_attr, "
-     "done_states, reads_done, work_type): what the PoolMethods share (see pylockdep._fastpath.accelerate_pool)."},
+     "pool_setup(hold_maps, release_maps, submitting, keys_at, work_kind, map_attr, work_attr, done_states, "
+     "reads_done, work_type): what the PoolMethods share (see pylockdep._fastpath.accelerate_pool)."},
     {NULL},
 };
 
