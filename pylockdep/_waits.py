@@ -557,7 +557,10 @@ def _pool_submit(original: Callable[..., Any]) -> Callable[..., Any]:
         if isinstance(pool, _PoolMap):
             _submitting[ident] = (pool, map_key("work_completion", _getframe(1)))
         try:
-            return original(self, fn, *args, **kwargs)
+            future = original(self, fn, *args, **kwargs)
+            if isinstance(pool, _PoolMap) and _running(pool):
+                future.__dict__[_SUBMITTED_INSIDE] = True  # see _touch_future
+            return future
         finally:
             if previous is None:
                 _submitting.pop(ident, None)
@@ -635,6 +638,9 @@ def _when_done(future: Any) -> Callable[[float], bool]:
 
 
 _DONE_STATES: set[str] = set()  # filled when concurrent.futures._base is patched
+_TAKEN_STATES: set[str] = set()  # the done states and RUNNING: a pool's worker took the work
+#: A future's attribute: its work was submitted by an item of its own pool (see _touch_future).
+_SUBMITTED_INSIDE = "_lockdep_submitted_inside"
 #: Code whose ``Future.result()`` and ``exception()`` calls read a future that is done by design,
 #: and so wait for nothing: asyncio's ``_copy_future_state`` (added by :mod:`pylockdep._asyncio`),
 #: which hands an executor future's outcome to the coroutine that awaited it without blocking.  A
@@ -694,12 +700,16 @@ def future_waits_for(future: Any, work: CompletionMap) -> None:
 
 
 def _touch_future(future: Any, work: _WorkMap, caller: FrameType) -> None:
-    """A waiter waits for ``future``, pool work: touch the work (:func:`_touch_work`), but not its
-    pool where the pool runs one item at a time, the waiter is one of its items and the future is
-    done: that work ran before the waiter's own item (the pool takes its items in order), and
-    always will, so the wait is none for the pool (s3transfer's tasks read the futures of the
-    tasks submitted before them)."""
-    if future._state in _DONE_STATES and work.pool.max_workers == 1 and _running(work.pool):
+    """A waiter waits for ``future``, pool work: touch the work (:func:`_touch_work`, which touches
+    its pool too where the pool runs one item at a time or the waiter is one of its items).
+
+    An item of the pool waits for nothing of the pool, though, for work the pool has taken from
+    its queue already (running or done) that no item of the pool submitted.  The pool takes its
+    items in order: such work was submitted before the waiter was taken, and is taken before it
+    in every run (s3transfer's tasks read the futures of the tasks submitted before them).  Work
+    still queued, or that an item submitted (and so maybe after the waiter was taken: a worker
+    that was free this time may not be the next), is a wait for the pool."""
+    if _running(work.pool) and future._state in _TAKEN_STATES and _SUBMITTED_INSIDE not in future.__dict__:
         _touch_waited(work, caller)
     else:
         _touch_work(work, caller)
@@ -709,9 +719,11 @@ def _touch_futures(fs: Iterable[Any], caller: FrameType) -> None:
     seen: set[tuple[int, bool]] = set()
     for future in fs:
         work = getattr(future, _WORK, None)
-        if isinstance(work, _WorkMap) and (key := (id(work._key), future._state in _DONE_STATES)) not in seen:
-            seen.add(key)
-            _touch_future(future, work, caller)
+        if isinstance(work, _WorkMap):
+            taken = future._state in _TAKEN_STATES and _SUBMITTED_INSIDE not in future.__dict__
+            if (id(work._key), taken) not in seen:
+                seen.add((id(work._key), taken))
+                _touch_future(future, work, caller)
 
 
 def _futures_wait(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -955,6 +967,7 @@ def _patch(module: ModuleType) -> None:
     global _SPAWNING_CODE
     if module.__name__ == "concurrent.futures._base":
         _DONE_STATES.update({module.CANCELLED, module.CANCELLED_AND_NOTIFIED, module.FINISHED})
+        _TAKEN_STATES.update({*_DONE_STATES, module.RUNNING})
     elif module.__name__ == "concurrent.futures.thread":
         _SPAWNING_CODE = module.ThreadPoolExecutor._adjust_thread_count.__code__
     for owner_name, attribute, factory in _PATCHES[module.__name__]:

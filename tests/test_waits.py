@@ -556,15 +556,44 @@ def test_waiting_inside_a_pool_for_work_of_the_same_pool_is_recursive_and_refuse
     assert kinds_and_classes(v) == [("recursive", {f"(wq_completion){FILE}:{pool_line}"})]
 
 
-def test_an_item_of_a_one_worker_pool_reading_a_future_submitted_before_it_is_clean(v):
-    """The pool takes its items in order, one at a time: a future submitted before the item that
-    reads it is done when that item runs, in every run, and reading it waits for nothing of the
-    pool (s3transfer's tasks read their predecessors' futures; it was reported recursive)."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+@pytest.mark.parametrize("workers", [1, 4])
+def test_an_item_reading_a_future_submitted_before_it_is_clean(v, workers):
+    """The pool takes its items in order: work submitted (by a thread outside the pool) before the
+    item that reads its future was taken before that item, in every run, and is running or done:
+    reading it waits for nothing of the pool (s3transfer's tasks read their predecessors' futures
+    and were reported recursive)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         first = pool.submit(int, "1")
         later = pool.submit(lambda: first.result() + 1)
         assert later.result() == 2
     assert v.reports == []
+
+
+def test_an_item_waiting_for_work_still_queued_behind_it_is_recursive(v):
+    """Work another thread submitted after the item was taken, still queued (every worker busy),
+    is a wait for the pool: were every worker to wait so, none would be left to take it."""
+    go, started, blocked = threading.Event(), threading.Event(), threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        pool_line = line() - 1
+        queued: list[concurrent.futures.Future] = []
+        runner: list[threading.Thread] = []
+
+        def waits_for_the_queued():
+            runner.append(threading.current_thread())
+            started.set()
+            blocked.wait()
+            return queued[0].result()
+
+        waiter = pool.submit(waits_for_the_queued)
+        busy = pool.submit(go.wait)
+        queued.append(pool.submit(int, "3"))
+        assert queued[0]._state == "PENDING"
+        started.wait()
+        blocked.set()
+        wait_until_waiting(v, runner[0])
+        go.set()
+        assert (waiter.result(), busy.result()) == (3, True)
+    assert kinds_and_classes(v) == [("recursive", {f"(wq_completion){FILE}:{pool_line}"})]
 
 
 def test_a_thread_outside_a_one_worker_pool_waiting_for_its_done_future_still_waits_for_the_pool(v):

@@ -6,9 +6,10 @@
  * stays the definition: any call the C code does not take, it hands to that wrapper untouched.
  * The roles of thread pools (what the wrapper of pylockdep._waits does, in C):
  *
- * - submit: a pool with a map, called from a line whose work key _keys_at knows: the key is put in
- *   _submitting under the thread's ident for the work item to find, the original submit() runs,
- *   and what was there before is put back;
+ * - submit: a pool with a map, called from a line whose work key _keys_at knows, by a thread that
+ *   runs no item of the pool (the wrapper marks such a future): the key is put in _submitting under
+ *   the thread's ident for the work item to find, the original submit() runs, and what was there
+ *   before is put back;
  * - work_init: after the original _WorkItem.__init__, the work item and its future get the pool's
  *   idle map of the work's class (_PoolMap.idle_work(), from the pool's dict when there);
  * - run: the item runs holding its pool's map and a map of its own (hold_maps() of waits.c, at the
@@ -94,6 +95,25 @@ submitting_restore(PyObject *ident, PyObject *previous)
         raised_put(exc);
 }
 
+/* Whether the calling thread may run an item of ``pool`` (its held stack has the pool's map, or
+ * there is no Task to tell): a submit from inside the pool is Python's, which marks the future. */
+static int
+may_run_item_of(PyObject *pool)
+{
+    PyObject *v, *t, *held;
+    ThreadCache *c;
+
+    if (!current_task(&v, &t, &c) || (held = SLOT(t, task_layout, T_HELD)) == NULL || !PyList_Check(held))
+        return 1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(held); i++) {
+        PyObject *entry = PyList_GET_ITEM(held, i);
+
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != H_FIELDS || PyTuple_GET_ITEM(entry, H_LOCK) == pool)
+            return 1;
+    }
+    return 0;
+}
+
 static PyObject *
 pool_submit(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -105,7 +125,7 @@ pool_submit(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kw
         return slow_call(self->slow, args, nargsf, kwnames);
     if ((pool = attr_or_none(args[0], g_map_attr)) == NULL)
         return NULL;
-    if (!IS(pool, pool_layout) || (key = known_work_key(frame)) == NULL) {
+    if (!IS(pool, pool_layout) || (key = known_work_key(frame)) == NULL || may_run_item_of(pool)) {
         Py_DECREF(pool);
         return slow_call(self->slow, args, nargsf, kwnames);
     }
