@@ -55,16 +55,7 @@ class ForkedReports:
         reports = []
         for line in data[:cut].decode(errors="replace").splitlines():
             with contextlib.suppress(ValueError, KeyError, TypeError):
-                made = json.loads(line)
-                report = Report(
-                    kind=str(made["kind"]),
-                    title=str(made["title"]),
-                    text=str(made["text"]),
-                    classes=tuple(made["classes"]),
-                    threads=tuple(made["threads"]),
-                    sites=tuple(made["sites"]),
-                    origin=made["origin"],
-                )
+                report = Report.from_dict(json.loads(line))
                 key = (report.kind, report.classes, report.origin)
                 if key not in self.seen:
                     self.seen.add(key)

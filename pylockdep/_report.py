@@ -45,6 +45,21 @@ class Report:
             "suppressed_by": self.suppressed_by,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Report:
+        """The report :meth:`as_dict` gave ``data`` of (KeyError or TypeError if it is not one)."""
+        return cls(
+            kind=str(data["kind"]),
+            title=str(data["title"]),
+            text=str(data["text"]),
+            classes=tuple(data["classes"]),
+            threads=tuple(data["threads"]),
+            sites=tuple(data["sites"]),
+            origin=data["origin"],
+            suppressed=bool(data["suppressed"]),
+            suppressed_by=data["suppressed_by"],
+        )
+
 
 #: Every kind of report, as ``Report.kind`` names it (the API's table, and capacity limits).
 KINDS = frozenset(

@@ -709,21 +709,25 @@ def _touch_future(future: Any, work: _WorkMap, caller: FrameType) -> None:
     in every run (s3transfer's tasks read the futures of the tasks submitted before them).  Work
     still queued, or that an item submitted (and so maybe after the waiter was taken: a worker
     that was free this time may not be the next), is a wait for the pool."""
-    if _running(work.pool) and future._state in _TAKEN_STATES and _SUBMITTED_INSIDE not in future.__dict__:
+    if _running(work.pool) and _taken_from_outside(future):
         _touch_waited(work, caller)
     else:
         _touch_work(work, caller)
+
+
+def _taken_from_outside(future: Any) -> bool:
+    """Whether ``future``'s work was taken from its pool's queue (running or done) and submitted by
+    no item of the pool (see :func:`_touch_future`)."""
+    return future._state in _TAKEN_STATES and _SUBMITTED_INSIDE not in future.__dict__
 
 
 def _touch_futures(fs: Iterable[Any], caller: FrameType) -> None:
     seen: set[tuple[int, bool]] = set()
     for future in fs:
         work = getattr(future, _WORK, None)
-        if isinstance(work, _WorkMap):
-            taken = future._state in _TAKEN_STATES and _SUBMITTED_INSIDE not in future.__dict__
-            if (id(work._key), taken) not in seen:
-                seen.add((id(work._key), taken))
-                _touch_future(future, work, caller)
+        if isinstance(work, _WorkMap) and (key := (id(work._key), _taken_from_outside(future))) not in seen:
+            seen.add(key)
+            _touch_future(future, work, caller)
 
 
 def _futures_wait(original: Callable[..., Any]) -> Callable[..., Any]:
