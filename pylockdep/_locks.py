@@ -14,6 +14,7 @@ writes here must be made there too.
 from __future__ import annotations
 
 import _thread
+import dis
 import itertools
 import threading
 import weakref
@@ -29,8 +30,8 @@ from typing import Any
 from . import _context, _locktypes, _waitfor
 from ._checks import check_made_locked
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
-from ._fastpath import RWCore, accelerate, accelerate_new, accelerate_rw, accelerate_section, new_real_lock
-from ._frames import Site, caller_site, getframe, is_internal, line_at
+from ._fastpath import ACCELERATED, RWCore, accelerate, accelerate_new, accelerate_rw, accelerate_section, new_real_lock
+from ._frames import Site, caller_site, getframe, is_internal, line_at, outside_frame
 from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, do_pending, find, pop, remove
 from ._plain import plain_rlock
 from ._primitive import Primitive
@@ -453,6 +454,130 @@ class _Lock(_Validated, _RealLock):
         """Hold the lock as subclass ``subclass`` (1..7), like ``spin_lock_nested``/``mutex_lock_nested``."""
         _check_subclass(subclass)
         return _new_held(self, 0, subclass, 0)
+
+
+def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file: str = "") -> None:
+    """On the pure path, give ``cls`` the with-block's fast path that the C module gives it
+    otherwise (:func:`~pylockdep._fastpath.accelerate`): a ``__enter__`` and an ``__exit__`` that
+    do the common case themselves, with no call of :func:`_acquire` or :func:`_release`.  Does
+    nothing when the C module is in use.
+
+    The common case of ``__enter__`` is an acquisition with no arguments, by a holder with nothing
+    pending, of a lock over a plain lock (``_real``), on a chain validated before, whose lock is
+    free; from code in ``skip_file`` (threading's own, "" for none) it is sited at the first frame
+    outside threading and pylockdep, as :func:`~pylockdep._threading._acquirer` sites it.  Any other
+    acquisition is :func:`_acquire`'s, or with arguments ``cls``'s own ``__enter__``'s.  The
+    common case of ``__exit__`` is the release of the lock on top of the holder's stack; any other
+    is ``cls``'s own ``__exit__``'s.  Both change the stack as :func:`_acquire` and
+    :func:`_release` do (a test holds them in step).  ``__enter__`` returns the lock when
+    ``enter_returns_self``, else True.
+
+    The attempt on the lock is a plain call, not :func:`_acquire`'s line of C that records its
+    owner with it: ``__enter__`` is :func:`~pylockdep._signals.critical_take`, so a signal handler
+    that would run right after the attempt runs once the outcome is recorded (and its exception
+    undoes the acquisition).  A finalizer or profile hook may still run there (a collection another
+    thread asked for, on 3.12): if it waits for the same lock, it finds the attempt interrupted in
+    its own thread and waits for its own thread (:func:`pylockdep._waitfor.adopt_interrupted_attempt`).
+    """
+    if ACCELERATED:
+        return
+    enter_general = vars(cls)["__enter__"]
+    exit_general = vars(cls)["__exit__"]
+    result_of_enter = None if enter_returns_self else True
+
+    @critical_take
+    def __enter__(self: Any, *args: Any) -> Any:
+        if args:  # acquire()'s arguments (threading.Lock's with-block takes them)
+            return _enter_declined(self, enter_general, args)
+        frame = _getframe(1)
+        code = frame.f_code
+        if code.co_filename == skip_file:  # a Condition taking its lock, say
+            frame = outside_frame(frame, skip_threading=True) or frame
+            code = frame.f_code
+        v = active.validator
+        try:
+            t = v.local.task
+        except AttributeError:
+            t = None
+        owner, classes = self._key.cache
+        real = self._real
+        if t is None or v.off or t.pending or owner is not v or real is None or (cls := classes[0]) is None:
+            _acquire(self, 0, 0, frame)  # which runs what a signal held back, as below
+            return result_of_enter or self
+        prev = t.key
+        ctx = t.ctx
+        key = hash((prev, ctx, cls.variants[0]))  # chain_key() and push() spelt out, as in _acquire
+        if key not in v.chains:
+            _acquire(self, 0, 0, frame)
+            return result_of_enter or self
+        taken = False
+        try:
+            self._owner = t if (taken := real.acquire(0)) else self._owner  # TAKING's line
+            if not taken:  # a wait: the general way, from the start
+                _acquire(self, 0, 0, frame)
+                return result_of_enter or self
+            t.held.append((self, cls, 0, False, code, frame.f_lasti, prev, t.irq, spins := cls.spins, ctx))
+            t.key = key
+            if spins:
+                t.spins += 1
+            if deferred:
+                run_deferred()
+        except BaseException:
+            if taken:
+                _undo_acquire(self, 0)  # which runs what is held back
+            elif deferred:
+                run_deferred()
+            raise
+        return result_of_enter or self  # True, or the lock
+
+    @critical
+    def __exit__(self: Any, exc_type: object = None, exc: object = None, tb: object = None) -> None:
+        v = active.validator
+        try:
+            t = v.local.task
+        except AttributeError:
+            return exit_general(self, exc_type, exc, tb)
+        held = t.held
+        real = self._real
+        if v.off or not held or (entry := held[-1])[H_LOCK] is not self or t.pending or real is None:
+            return exit_general(self, exc_type, exc, tb)
+        try:
+            try:  # pop() spelt out, as in _release
+                if entry[H_SPIN]:
+                    t.spins -= 1
+                t.key = entry[H_PREV_KEY]
+                held.pop()
+            finally:  # interrupted or not, the lock is released and off the stack
+                if held and held[-1] is entry:
+                    pop(t)
+                real.release()
+                self._owner = None if self._owner is t else self._owner
+        finally:
+            if deferred:
+                run_deferred()
+
+    cls.__enter__ = __enter__  # type: ignore[method-assign]
+    cls.__exit__ = __exit__  # type: ignore[method-assign]
+    code = __enter__.__code__
+    _waitfor.TAKING[code] = next(i.positions.lineno for i in dis.get_instructions(code) if i.argval == "acquire")
+
+
+def _enter_declined(lock: Any, enter: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """``enter(lock, *args)``: a with-block's entry with arguments, which the pure fast path
+    leaves to the class's own ``__enter__``.  A signal handler held back meanwhile runs here last:
+    if it raises, the lock taken is released first, as at the block's first line."""
+    try:
+        result = enter(lock, *args)
+    except BaseException:
+        if deferred:
+            run_deferred()
+        raise
+    if deferred:
+        if result is False:
+            run_deferred()
+        else:
+            run_deferred_undoing(lock.__exit__, None, None, None)
+    return result
 
 
 # What a _Held section changes around the lock.
@@ -966,6 +1091,7 @@ class RWSemaphore(_RWLockBase):
 
 
 accelerate(_Lock, enter_returns_self=True)
+pure_fast_with(_Lock, enter_returns_self=True)
 _new_held = accelerate_section(_Held, _Lock)
 # A lock made again at a known site is built in C (when in use) as _Lock.__init__ builds it.
 for _made in (RawSpinLock, SpinLock, Mutex):

@@ -53,7 +53,7 @@ from . import _held, _locktypes, _waits
 from ._classes import LockKey, OwnerKeys, count_made, key_for
 from ._fastpath import Fields, accelerate, accelerate_class_call, accelerate_stand_in, new_real_lock
 from ._frames import calls_method, getframe, is_internal, line_at, outside_frame
-from ._locks import _acquire, _check_subclass, _RealLock, _release
+from ._locks import _acquire, _check_subclass, _RealLock, _release, pure_fast_with
 from ._locktypes import LockType
 from ._plain import plain_lock
 from ._signals import critical, deferred, run_deferred
@@ -149,10 +149,11 @@ def _new_key(ltype: LockType, kind: str, frame: FrameType | None) -> tuple[LockK
 
 def _acquirer(frame: FrameType) -> FrameType:
     """The frame to name as where a lock was taken, given the frame that called ``acquire()``:
-    that frame, unless it is threading's own code (a Condition, an Event, ...), and then the
-    first frame outside threading and pylockdep, which called it.  (The with-block and
-    ``acquire()`` spell it out, a call fewer per acquisition.)"""
-    if frame.f_code.co_filename == _THREADING_FILE:
+    that frame, unless it is threading's own code (a Condition, an Event, ...) or pylockdep's (the
+    pure path's with-block, passing on arguments), and then the first frame outside threading and
+    pylockdep, which called it.  (The with-block and ``acquire()`` spell it out for threading's
+    code, a call fewer per acquisition.)"""
+    if is_internal(frame.f_code.co_filename, skip_threading=True):
         return outside_frame(frame, skip_threading=True) or frame
     return frame
 
@@ -364,6 +365,7 @@ class Lock(_RealLock):
 # Calls made from threading.py itself (Condition, for one) take the Python path, which names the
 # caller outside threading as the site.
 accelerate(Lock, enter_returns_self=False, skip_file=_THREADING_FILE, blocking_arg=True)
+pure_fast_with(Lock, enter_returns_self=False, skip_file=_THREADING_FILE)
 
 
 class RLock(_RealLock):

@@ -176,6 +176,7 @@ def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float
     when it was first found so at the checks before, None if it was not at the last; this returns
     it, updated.  Any other wait is stuck when it closes a cycle (:func:`find_wait_cycle`).
     """
+    adopt_interrupted_attempt(t, lock)
     check_own_loop(v, t, lock)
     check_owner_ended(t, lock, mode)  # at each check: the owner may end while this thread waits
     with _waits:
@@ -442,6 +443,29 @@ def describe_stuck(stuck: list[tuple[str, Primitive]]) -> str:
     """One line for threads that wait for one another for ever, the first of them the one that gives up."""
     parts = [f"{name} waits for {lock.name!r}" for name, lock in stuck]
     return "deadlock: " + ", ".join(parts) + "; no other thread is left that could let these waits end"
+
+
+#: The code of the pure path's with-block entries (see :func:`pylockdep._locks.pure_fast_with`),
+#: each with the line of its attempt on the lock, which records no owner with the attempt.
+TAKING: dict[CodeType, int] = {}
+
+
+def adopt_interrupted_attempt(t: Task, lock: Primitive) -> None:
+    """Record ``t`` as the owner of ``lock`` if ``lock`` is locked with no owner and a frame of
+    this thread's stack is a pure with-block entry of ``lock`` stopped at its attempt on it
+    (:data:`TAKING`): a finalizer or profile hook that runs between the attempt and the recording
+    of its outcome, and waits for the lock, waits for its own thread, which took it.  (The attempt
+    may have failed only if the lock's holder is itself stopped between its attempt and that
+    recording; this runs after the wait's first slice.)"""
+    if getattr(lock, "_owner", True) is not None or not lock._is_held(0):
+        return
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        line = TAKING.get(frame.f_code)
+        if line is not None and frame.f_lineno == line and frame.f_locals.get("self") is lock:
+            lock._owner = t
+            return
+        frame = frame.f_back
 
 
 def check_own_loop(v: Validator, t: Task, lock: Primitive) -> None:

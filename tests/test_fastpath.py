@@ -243,6 +243,61 @@ def test_python_acquire_and_release_change_the_stack_as_push_and_pop_do():
         assert len(v.chains) >= len(ways)
 
 
+needs_pure = pytest.mark.skipif(_fastpath.ACCELERATED, reason="the pure path's with-block is replaced by C")
+
+
+@needs_pure
+def test_the_pure_with_block_changes_the_stack_as_push_and_pop_do(monkeypatch):
+    """_locks.pure_fast_with's ``__enter__`` and ``__exit__`` spell out chain_key(), push() and
+    pop(): a with-block on a Mutex, a SpinLock or an instrumented threading.Lock, over each stack of
+    the others, leaves the stack, chain key and spin count that push() leaves (and the site of the
+    caller's line), and its end what pop() leaves.  On a known chain neither goes through
+    _acquire or _release; threading's own code (a Condition's with-block) is sited outside it."""
+    slow = SlowCalls(monkeypatch)
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        locks = [pylockdep.Mutex("pw_m"), threading.Lock(), pylockdep.SpinLock("pw_s")]  # sleeping locks first
+        t = v.task()
+        for known in (False, True):
+            for below in range(len(locks)):
+                for lock in locks[:below]:
+                    lock.__enter__()
+                lock = locks[below]
+                twin = _task.Task("twin", 0)
+                twin.held, twin.key, twin.spins, twin.ctx, twin.irq = list(t.held), t.key, t.spins, t.ctx, t.irq
+                before = (slow.acquires, slow.releases)
+                line = sys._getframe().f_lineno + 1
+                got = lock.__enter__()
+                assert got is (True if isinstance(lock, _threading.Lock) else lock)
+                top = t.held[-1]
+                assert held_site(top) == (sys._getframe().f_code, line)
+                cls = v.class_for(lock._key, 0)
+                key = chain_key(twin.key, twin.ctx, cls.variants[0])
+                _held.push(twin, lock, cls, 0, False, top[H_CODE], top[H_LASTI], key)
+                assert (list(t.held), t.key, t.spins) == (list(twin.held), twin.key, twin.spins)
+                assert lock._owner is t
+                for lock in reversed(locks[: below + 1]):
+                    _held.pop(twin)
+                    lock.__exit__(None, None, None)
+                    assert (list(t.held), t.key, t.spins) == (list(twin.held), twin.key, twin.spins)
+                    assert lock._owner is None and not lock.locked()
+                if known:
+                    assert (slow.acquires, slow.releases) == before
+        cond = threading.Condition(threading.Lock())
+        for _ in range(2):
+            line = sys._getframe().f_lineno + 1
+            with cond:
+                assert held_site(t.held[-1]) == (sys._getframe().f_code, line)
+        plain = threading.Lock()  # acquire()'s arguments: the class's own __enter__, sited here
+        line = sys._getframe().f_lineno + 1
+        assert plain.__enter__(False) is True and plain.__enter__(False) is False
+        assert held_site(t.held[-1]) == (sys._getframe().f_code, line)
+        plain.__exit__(None, None, None)
+        with pytest.raises(TypeError):
+            locks[0].__enter__(True)
+        assert not locks[0].locked() and t.held == []
+    assert v.reports == []
+
+
 def sections(in_softirq: bool) -> list[tuple[str, object, object]]:
     """(label, lock, section factory) for the sections that change no context; in softirq context
     only those valid there (an RWLock reader, which is recursive there)."""

@@ -409,11 +409,16 @@ HOOK_AT_EVERY_LINE = """
         with pylockdep.validate(raise_on_report=False, stream=None) as v:
             if op == "release":
                 m.acquire()
+            elif op == "with":  # a known chain, the fast path's (the pure path's with-block)
+                with m:
+                    pass
             sys.settrace(calls)
             if op == "release":
                 m.release()
             elif op == "trylock":
                 assert m.trylock()
+            elif op == "with":
+                assert m.__enter__() is m
             else:
                 m.acquire()
             sys.settrace(None)
@@ -432,10 +437,10 @@ HOOK_AT_EVERY_LINE = """
 """
 
 
-@pytest.mark.parametrize("op", ["acquire", "trylock", "release"])
+@pytest.mark.parametrize("op", ["acquire", "trylock", "with", "release"])
 def test_a_trace_hook_taking_the_same_lock_at_any_line_never_hangs(op: str) -> None:
     """A trace hook takes Mutex m at one line of pylockdep's code run by ``m.acquire()``,
-    ``m.trylock()`` or ``m.release()`` (each line in turn).  Before the real lock is taken (after it
+    ``m.trylock()``, ``m.__enter__()`` or ``m.release()`` (each line in turn).  Before the real lock is taken (after it
     is released) the hook takes m; from the moment it is taken, whether or not it is recorded yet
     (pushed), the hook's wait is a wait for its own thread: ``DeadlockError`` (with a recursive
     report once m is on the held stack), never a hang.  Afterwards m is free and nothing is held."""
@@ -456,6 +461,43 @@ def test_a_trace_hook_taking_the_same_lock_at_any_line_never_hangs(op: str) -> N
         assert refused == sorted(refused)
         assert not refused[0] and refused[-1]
         assert outcomes[-1] == "deadlock recursive"
+
+
+def test_a_hook_taking_the_lock_right_after_the_pure_attempt_waits_for_its_own_thread() -> None:
+    """Pure path: the with-block's attempt on the lock is a plain call, which records no owner with
+    it, so a hook that runs as the attempt returns (a profile hook's ``c_return`` here; on 3.12, a
+    collection another thread asked for) finds the lock taken by nobody known.  Waiting for it
+    there is waiting for its own thread: ``DeadlockError`` at the wait's first check, while another
+    thread still runs (as a wait for nobody in particular it would wait for that thread), and the
+    block is then entered and left as usual."""
+    result = run_python("""
+        import os, sys, threading, time
+        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
+        import pylockdep
+        m = pylockdep.Mutex("m")
+        outcome = []
+        def hook(frame, event, arg):
+            if event == "c_return" and getattr(arg, "__self__", None) is m._real and not outcome:
+                try:
+                    with m:
+                        outcome.append("took")
+                except pylockdep.DeadlockError:
+                    outcome.append("deadlock")
+        done = threading.Event()
+        other = threading.Thread(target=lambda: [time.sleep(0.001) for _ in iter(done.is_set, True)])
+        other.start()
+        with pylockdep.validate(raise_on_report=False, stream=None) as v:
+            with m:  # a known chain: the fast path's
+                pass
+            sys.setprofile(hook)
+            with m:
+                sys.setprofile(None)
+                inside = [e[0] is m for e in v.task().held]
+            print(outcome, inside, m.locked(), v.task().held, m._owner)
+        done.set()
+        other.join()
+    """)
+    assert result.stdout == "['deadlock'] [True] False [] None\n", result.stderr
 
 
 # -- asynchronous exceptions --------------------------------------------------------------------
@@ -731,12 +773,13 @@ def test_signal_handlers_are_wrapped_where_the_program_does_not_see_it() -> None
     assert result.stdout == "ok\n", result.stderr
 
 
-@pytest.mark.parametrize("where", ["__exit__", "_release"])
-def test_a_signal_handler_landing_in_a_release_runs_after_it(where: str) -> None:
-    """Pure path: a handler called as ``__exit__`` starts (or what it calls, ``_release``) runs
-    once the lock is released, given ``__exit__``'s frame, and its KeyboardInterrupt comes out of
-    the with-statement; a handler called in the program's code runs at once.  (A trace hook calls
-    the installed handler at the function's first line, as CPython does when a signal came then.)"""
+@pytest.mark.parametrize(("way", "where"), [("with", "__exit__"), ("release", "release"), ("release", "_release")])
+def test_a_signal_handler_landing_in_a_release_runs_after_it(way: str, where: str) -> None:
+    """Pure path: a handler called as ``__exit__`` or ``release()`` starts (or what it calls,
+    ``_release``) runs once the lock is released, given the frame of that method, and its
+    KeyboardInterrupt comes out of the with-statement or the call; a handler called in the
+    program's code runs at once.  (A trace hook calls the installed handler at the function's
+    first line, as CPython does when a signal came then.)"""
     result = run_python(
         """
         import os, signal, sys, _signal
@@ -754,8 +797,13 @@ def test_a_signal_handler_landing_in_a_release_runs_after_it(where: str) -> None
         with pylockdep.validate(raise_on_report=False, stream=None) as v:
             lock = pylockdep.Mutex("m")
             try:
-                with lock:
+                if WAY == "with":
+                    with lock:
+                        sys.settrace(hook)
+                else:
+                    lock.acquire()
                     sys.settrace(hook)
+                    lock.release()
             except KeyboardInterrupt:
                 print("interrupted after", seen.pop(), lock.locked(), len(v.task().held))
             sys.settrace(None)
@@ -764,10 +812,11 @@ def test_a_signal_handler_landing_in_a_release_runs_after_it(where: str) -> None
                 print("not interrupted")
             except KeyboardInterrupt:
                 print("interrupted at once", seen.pop())
-        """.replace("WHERE", repr(where))
+        """.replace("WHERE", repr(where)).replace("WAY", repr(way))
     )
+    method = "__exit__" if way == "with" else "release"
     assert result.stdout == (
-        "interrupted after ('__exit__', False, 0) False 0\ninterrupted at once ('<module>', False, 0)\n"
+        f"interrupted after ('{method}', False, 0) False 0\ninterrupted at once ('<module>', False, 0)\n"
     ), result.stderr
 
 
