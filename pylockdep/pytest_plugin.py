@@ -19,7 +19,9 @@ Off unless ``pytest --lockdep`` (or the ini option ``lockdep = true``).  When on
   ``@pytest.mark.lockdep_off`` runs a test under whatever validator was in force before the
   session (the process-wide default), as without the plugin: for tests of that default itself.
 - Reports made outside every test (while collecting, say) are listed in the summary and make the
-  session exit non-zero.
+  session exit non-zero.  So are the reports that validation holds back until it ends (a cycle
+  through a ``threading.Lock`` that may yet prove a hand-off signal): listed under the test that
+  made them, which has passed by then.
 - The terminal summary counts the reports by kind and the classes and dependencies learned, and
   says so when Python's threading locks are not validated (``--lockdep`` alone checks only
   pylockdep's own lock types).  ``--lockdep-dot=FILE.dot`` (also spelled ``--lockdep-graph``)
@@ -369,7 +371,9 @@ class _Session:
             self.session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _on_report(self, report: Report) -> None:
-        """Attribute a report to the test running, else to the session (:attr:`outside`); in a
+        """Attribute a report to the test running, else to the session (:attr:`outside`, where
+        one made in an earlier test keeps that test as its ``origin``: a report held back until
+        validation ended, or one a process forked by that test passed on late); in a
         process a test forked, pass it on to the session's process, where it is attributed so
         at the test's next report (:meth:`_take_forked`)."""
         if report.suppressed or self.forked.pass_on(report):
@@ -584,6 +588,17 @@ def summarize(
     tr.line(f"{nr_classes} lock classes, {nr_edges} dependencies learned{merged}")
     for line in summary_lines(suppressed):
         tr.line(line)
+    confirmed_later = [r for r in outside if r.get("origin")]
+    if confirmed_later:
+        tr.line(
+            f"{len(confirmed_later)} report(s) made by tests but confirmed after them, when validation ended "
+            "(a cycle through a threading.Lock is held back until then, in case the lock proves a hand-off signal):",
+            red=True,
+        )
+        for r in confirmed_later:
+            tr.line(f"made in {r['origin']}:")
+            tr.line(r["text"])
+    outside = [r for r in outside if not r.get("origin")]
     if outside:
         tr.line(f"{len(outside)} report(s) made outside any test:", red=True)
         for r in outside:

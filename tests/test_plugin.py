@@ -344,6 +344,41 @@ def test_a_report_outside_every_test_fails_the_session(pytester: pytest.Pytester
     result.stdout.fnmatch_lines(["*1 report(s) made outside any test:*", f"*{CIRCULAR}*"])
 
 
+def test_a_report_held_back_until_validation_ends_is_listed_under_the_test_that_made_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """A cycle through a threading.Lock that a helper returned holding (it may yet prove a
+    hand-off signal) is held back until the session ends: the test that made it has passed by
+    then, the session fails, and the summary names that test rather than "outside any test"."""
+    pytester.makepyfile(
+        test_handoff_later="""
+        import threading
+        a = b = None
+        def take():
+            a.acquire(); b.acquire(); a.release()  # a -> b, and returns holding b
+        def give():
+            a.acquire(); a.release(); b.release()  # b -> a
+        def test_helpers():
+            global a, b
+            a, b = threading.Lock(), threading.Lock()
+            take(); give()
+        def test_other():
+            pass
+        """
+    )
+    result = run(pytester, "--lockdep", "--lockdep-threading")
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*1 report(s) made by tests but confirmed after them, when validation ended*",
+            "made in test_handoff_later.py::test_helpers:",
+            f"*{CIRCULAR}*",
+        ]
+    )
+    assert "outside any test" not in result.stdout.str()
+
+
 # -- conventions (issue 19) ----------------------------------------------------------------------
 
 
