@@ -462,15 +462,16 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
     do the common case themselves, with no call of :func:`_acquire` or :func:`_release`.  Does
     nothing when the C module is in use.
 
-    The common case of ``__enter__`` is an acquisition with no arguments, by a holder with nothing
-    pending, of a lock over a plain lock (``_real``), on a chain validated before, whose lock is
-    free; from code in ``skip_file`` (threading's own, "" for none) it is sited at the first frame
-    outside threading and pylockdep, as :func:`~pylockdep._threading._acquirer` sites it.  Any other
-    acquisition is :func:`_acquire`'s, or with arguments ``cls``'s own ``__enter__``'s.  The
-    common case of ``__exit__`` is the release of the lock on top of the holder's stack; any other
-    is ``cls``'s own ``__exit__``'s.  Both change the stack as :func:`_acquire` and
-    :func:`_release` do (a test holds them in step).  ``__enter__`` returns the lock when
-    ``enter_returns_self``, else True.
+    ``cls`` must keep a plain lock in ``_real`` (as :class:`_RealLock` does), and so must its
+    subclasses.  The common case of ``__enter__`` is an acquisition with no arguments, by a holder
+    with nothing pending, on a chain validated before, whose lock is free; from code in
+    ``skip_file`` (threading's own; "" for none) it is sited at the first frame outside threading
+    and pylockdep, as :func:`~pylockdep._threading._acquirer` sites it.  Any other acquisition is
+    :func:`_acquire`'s, or with arguments the ``__enter__`` that ``cls`` had.  The common case of
+    ``__exit__`` is the release of the lock on top of the holder's stack; any other is the
+    ``__exit__`` that ``cls`` had.  Both change the stack as :func:`_acquire` and :func:`_release`
+    do (a test holds them in step).  ``__enter__`` returns the lock when ``enter_returns_self``,
+    else True.
 
     The attempt on the lock is a plain call, not :func:`_acquire`'s line of C that records its
     owner with it: ``__enter__`` is :func:`~pylockdep._signals.critical_take`, so a signal handler
@@ -481,8 +482,8 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
     """
     if ACCELERATED:
         return
-    enter_general = vars(cls)["__enter__"]
-    exit_general = vars(cls)["__exit__"]
+    enter_general = cls.__enter__
+    exit_general = cls.__exit__
     result_of_enter = None if enter_returns_self else True
 
     @critical_take
@@ -491,7 +492,7 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
             return _enter_declined(self, enter_general, args)
         frame = _getframe(1)
         code = frame.f_code
-        if code.co_filename == skip_file:  # a Condition taking its lock, say
+        if skip_file and code.co_filename == skip_file:  # a Condition taking its lock, say
             frame = outside_frame(frame, skip_threading=True) or frame
             code = frame.f_code
         v = active.validator
@@ -500,8 +501,7 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
         except AttributeError:
             t = None
         owner, classes = self._key.cache
-        real = self._real
-        if t is None or v.off or t.pending or owner is not v or real is None or (cls := classes[0]) is None:
+        if t is None or v.off or t.pending or owner is not v or (cls := classes[0]) is None:
             _acquire(self, 0, 0, frame)  # which runs what a signal held back, as below
             return result_of_enter or self
         prev = t.key
@@ -512,7 +512,7 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
             return result_of_enter or self
         taken = False
         try:
-            self._owner = t if (taken := real.acquire(0)) else self._owner  # TAKING's line
+            self._owner = t if (taken := self._real.acquire(0)) else self._owner  # TAKING's line
             if not taken:  # a wait: the general way, from the start
                 _acquire(self, 0, 0, frame)
                 return result_of_enter or self
@@ -538,9 +538,9 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
         except AttributeError:
             return exit_general(self, exc_type, exc, tb)
         held = t.held
-        real = self._real
-        if v.off or not held or (entry := held[-1])[H_LOCK] is not self or t.pending or real is None:
+        if v.off or not held or (entry := held[-1])[H_LOCK] is not self or t.pending:
             return exit_general(self, exc_type, exc, tb)
+        real = self._real
         try:
             try:  # pop() spelt out, as in _release
                 if entry[H_SPIN]:
@@ -1091,7 +1091,8 @@ class RWSemaphore(_RWLockBase):
 
 
 accelerate(_Lock, enter_returns_self=True)
-pure_fast_with(_Lock, enter_returns_self=True)
+for _made in (RawSpinLock, SpinLock, Mutex):  # not the reader-writer locks, whose _real is None
+    pure_fast_with(_made, enter_returns_self=True)
 _new_held = accelerate_section(_Held, _Lock)
 # A lock made again at a known site is built in C (when in use) as _Lock.__init__ builds it.
 for _made in (RawSpinLock, SpinLock, Mutex):
