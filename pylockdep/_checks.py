@@ -55,7 +55,7 @@ from ._frames import (
     is_internal,
     stack_standing_in,
     stack_stood_in,
-    starts_no_collection,
+    uninterruptible,
 )
 from ._graph import Edge, PathStep, dep_kind
 from ._guards import Guard
@@ -228,15 +228,17 @@ def mark_lock(
             if kept:
                 cls.usage_guards[bit] = kept
             if kept != had:
-                check_inconsistent_state(v, t, cls, lock, bit, clashing_bits(bit), site)
+                consistent = check_inconsistent_state(v, t, cls, lock, bit, clashing_bits(bit), site)
+                if consistent and _guards.NO_SIGNAL in had - kept and v.any_signal_safe:
+                    check_usage_inversion(v, t, cls, lock, read, bit, site)  # now SIGNAL-ON as the rules see it
         return
     if bit & PYTHON_STATE_BITS:
         guards = usage_guards(t, bit, site) if guards is None else guards
         if guards:
             cls.usage_guards[bit] = guards
-        if bit & (USED_IN_GC | USED_IN_GC_READ) and _gc_on_seen_not_collecting(cls):
+        if any(bit & inside and _seen_uninterrupted(cls, on, guard) for inside, on, guard in _STATES):
             # The chains cached so far were not seen line by line (see guards_per_site): a line that
-            # may start a collection may have taken it among them.  See them again.
+            # may start a collection (run a handler) may have taken it among them.  See them again.
             v.forget_chains()
     clash = clashing_bits(bit) if bit < USED else 0
     cls.usage |= bit
@@ -244,10 +246,11 @@ def mark_lock(
     if not clash:
         return
     if bit & PYTHON_STATE_BITS:
-        if bit & (USED_IN_SIGNAL | USED_IN_SIGNAL_READ):
+        if bit & (USED_IN_SIGNAL | USED_IN_SIGNAL_READ) and not v.any_signal_safe:
             v.any_signal_safe = True
+            v.forget_chains()  # the classes seen SIGNAL-ON only where no handler runs: line by line now
         consistent = check_inconsistent_state(v, t, cls, lock, bit, clash, site)
-        if consistent and bit & SIGNAL_BITS and v.any_signal_safe:
+        if consistent and bit & SIGNAL_BITS and v.any_signal_safe and _exposed_usage(cls) & bit:
             check_usage_inversion(v, t, cls, lock, read, bit, site)
         return
     if is_used_in(bit):
@@ -262,34 +265,69 @@ def usage_guards(t: Task, bit: int, site: Site | None = None) -> frozenset[Guard
     """The thread-local flags guarding the acquisition being validated in this thread, as the usage
     ``bit`` of Python's states sees them (:mod:`pylockdep._guards`): for a signal handler's or a
     finalizer's, those its own code checked and set; for any other, those set on the stack.  And
-    the collector's own guard (:data:`~pylockdep._guards.NO_COLLECTION`): a finalizer's always; a
-    ``GC-ON`` acquisition's when it is a ``with`` block whose body starts no collection (taken at
-    ``site``, at the offset ``t.lasti``)."""
+    the interpreter's own guard of the state (:data:`~pylockdep._guards.NO_COLLECTION`,
+    :data:`~pylockdep._guards.NO_SIGNAL`): a finalizer's or a handler's always; a ``GC-ON`` or
+    ``SIGNAL-ON`` acquisition's when it is a ``with`` block whose body nothing can interrupt (taken
+    at ``site``, at the offset ``t.lasti``)."""
     frame = sys._getframe(1)
     if bit & (USED_IN_GC | USED_IN_GC_READ):
         return _guards.checked_on_path(frame, t.interrupted) | _guards.ONLY_NO_COLLECTION
     if bit & (USED_IN_SIGNAL | USED_IN_SIGNAL_READ):
-        return _guards.checked_on_path(frame, t.interrupted)
+        return _guards.checked_on_path(frame, t.interrupted) | _guards.ONLY_NO_SIGNAL
     guards = _guards.set_on_stack(frame)
-    if bit & (ENABLED_GC | ENABLED_GC_READ) and site is not None and starts_no_collection(site[0], t.lasti):
-        return guards | _guards.ONLY_NO_COLLECTION
+    if bit & (ENABLED_GC | ENABLED_GC_READ):
+        own = _guards.ONLY_NO_COLLECTION
+    elif bit & (ENABLED_SIGNAL | ENABLED_SIGNAL_READ):
+        own = _guards.ONLY_NO_SIGNAL
+    else:
+        return guards
+    if site is not None and uninterruptible(site[0], t.lasti):
+        return guards | own
     return guards
 
 
-def guards_per_site(cls: LockClass) -> bool:
+# Each of Python's states: its usages inside the interrupt, its usages where one may come, and the
+# interpreter's guard that an uninterruptible section has.
+_STATES = (
+    (USED_IN_GC | USED_IN_GC_READ, (ENABLED_GC, ENABLED_GC_READ), _guards.NO_COLLECTION),
+    (USED_IN_SIGNAL | USED_IN_SIGNAL_READ, (ENABLED_SIGNAL, ENABLED_SIGNAL_READ), _guards.NO_SIGNAL),
+)
+
+
+def guards_per_site(v: Validator, cls: LockClass) -> bool:
     """Whether the verdicts of the chains of ``cls`` hold only for the line that takes it: a usage
-    of it is guarded by a thread-local flag, or it is taken in a finalizer and its ``GC-ON`` usage
-    was seen only where no collection starts (another line may start one).  A counter's lock, whose
-    ``with`` blocks start no collection, of a class no finalizer takes, is cached as any chain."""
+    of it is guarded by a thread-local flag, or it is taken in a finalizer (a signal handler) and
+    its ``GC-ON`` (``SIGNAL-ON``) usage was seen only where nothing can interrupt (another line may
+    start a collection, or run a handler).  So too, once a handler took any lock, a class whose
+    ``SIGNAL-ON`` usage was seen only so: the order rules of the SIGNAL state see it as unsafe
+    only once a line where a handler may run takes it.  A counter's lock, whose ``with`` blocks
+    nothing can interrupt, is cached as any chain while no finalizer takes it and no handler takes
+    any lock."""
     guards = cls.usage_guards
-    if any(g - _guards.ONLY_NO_COLLECTION for g in guards.values()):
+    if any(g - _guards.UNINTERRUPTIBLE for g in guards.values()):
         return True
-    return bool(cls.usage & (USED_IN_GC | USED_IN_GC_READ)) and _gc_on_seen_not_collecting(cls)
+    if v.any_signal_safe and _seen_uninterrupted(cls, (ENABLED_SIGNAL, ENABLED_SIGNAL_READ), _guards.NO_SIGNAL):
+        return True
+    return any(cls.usage & inside and _seen_uninterrupted(cls, on, guard) for inside, on, guard in _STATES)
 
 
-def _gc_on_seen_not_collecting(cls: LockClass) -> bool:
-    """Whether every ``GC-ON`` acquisition of ``cls`` seen so far was where no collection starts."""
-    return any(_guards.NO_COLLECTION in cls.usage_guards.get(bit, ()) for bit in (ENABLED_GC, ENABLED_GC_READ))
+def _seen_uninterrupted(cls: LockClass, on_bits: tuple[int, int], guard: Guard) -> bool:
+    """Whether every acquisition of ``cls`` with a usage of ``on_bits`` (``GC-ON`` or ``SIGNAL-ON``,
+    write or read) seen so far was in a section nothing can interrupt (had the interpreter's
+    ``guard``)."""
+    return any(guard in cls.usage_guards.get(bit, ()) for bit in on_bits)
+
+
+def _exposed_usage(cls: LockClass) -> int:
+    """The usage bits of ``cls``, less ``SIGNAL-ON`` (write or read) where every such acquisition
+    seen so far was in a section no signal handler can interrupt: what the order rules of the
+    SIGNAL state see (:func:`check_signal_order`, :func:`check_usage_inversion`)."""
+    usage = cls.usage
+    if cls.usage_guards:
+        for bit in (ENABLED_SIGNAL, ENABLED_SIGNAL_READ):
+            if _guards.NO_SIGNAL in cls.usage_guards.get(bit, ()):
+                usage &= ~bit
+    return usage
 
 
 def check_finalizer_usage(v: Validator, t: Task, cls: LockClass, lock: object, read: int, bit: int, site: Site) -> bool:
@@ -388,7 +426,7 @@ def check_usage_inversion(v: Validator, t: Task, cls: LockClass, lock: object, r
 
 def _usage_match(mask: int):
     def match(step: PathStep) -> bool:
-        usage = step.cls.usage & (WRITE_BITS if step.only_recursive else ~0)
+        usage = _exposed_usage(step.cls) & (WRITE_BITS if step.only_recursive else ~0)
         return bool(usage & mask)
 
     return match
@@ -968,7 +1006,7 @@ def check_acquire(
         check_might_sleep(v, t, site, functions, t.rcu_depth(rt), cls)
     if not cacheable:
         return CACHE_NONE
-    return CACHE_INSTANCES if per_instance else CACHE_SITE if guards_per_site(cls) else CACHE_CHAIN
+    return CACHE_INSTANCES if per_instance else CACHE_SITE if guards_per_site(v, cls) else CACHE_CHAIN
 
 
 def check_unlock(v: Validator, t: Task, lock: object, name: str, site: Site) -> None:

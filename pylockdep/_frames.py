@@ -193,12 +193,13 @@ def enters_with(code: CodeType, lasti: int) -> bool:
     return awaitable.opname == "GET_AWAITABLE" and awaitable.arg == 1
 
 
-# What a with block's body may run and still start no garbage collection: no call (nor
-# anything that builds a container or an exception), no backward jump.  A collection starts at an
+# What a with block's body may run and still be interrupted by nothing: no call (nor anything
+# that builds a container or an exception), no backward jump.  A garbage collection starts at an
 # allocation of a tracked object (3.11), or where the interpreter checks for pending work: a call,
-# a function's start, a backward jump (3.12 on).  Arithmetic and attribute access on a user's own
-# types could still run Python code: counted as what they are for numbers and plain instances.
-_NO_COLLECTION_OPS = frozenset(
+# a function's start, a backward jump (3.12 on); a Python signal handler runs only at such a check.
+# Arithmetic and attribute access on a user's own types could still run Python code: counted as
+# what they are for numbers and plain instances.
+_UNINTERRUPTIBLE_OPS = frozenset(
     {
         "NOP", "CACHE", "EXTENDED_ARG", "POP_TOP", "COPY", "SWAP", "LOAD_CONST", "LOAD_SMALL_INT",
         "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_LOAD_FAST", "STORE_FAST", "STORE_FAST_LOAD_FAST",
@@ -209,12 +210,13 @@ _NO_COLLECTION_OPS = frozenset(
 )  # fmt: skip
 
 
-def starts_no_collection(code: CodeType, lasti: int) -> bool:
+def uninterruptible(code: CodeType, lasti: int) -> bool:
     """Whether the instruction at byte offset ``lasti`` in ``code`` enters a ``with`` block whose
-    body can start no garbage collection, in plain CPython: every way through it, following its
-    forward jumps, runs only instructions of :data:`_NO_COLLECTION_OPS` up to an exit of the
-    block (the call of ``__exit__(None, None, None)``, before a ``return`` or at the end).
-    ``with self.lock: self.n += 1`` is such a block; so, then, is no finalizer that the thread
+    body nothing can interrupt, in plain CPython: no garbage collection starts in it and no Python
+    signal handler runs in it.  Every way through it, following its forward jumps, runs only
+    instructions of :data:`_UNINTERRUPTIBLE_OPS` up to an exit of the block (the call of
+    ``__exit__(None, None, None)``, before a ``return`` or at the end).  ``with self.lock:
+    self.n += 1`` is such a block; so, then, is no finalizer or signal handler that the thread
     holding that lock could run."""
     if not 0 <= lasti < len(code.co_code) or code.co_code[lasti] != _BEFORE_WITH:
         return False
@@ -234,7 +236,7 @@ def starts_no_collection(code: CodeType, lasti: int) -> bool:
                     at = target
                     continue
                 todo.append(target)
-            elif ins.opname not in _NO_COLLECTION_OPS:
+            elif ins.opname not in _UNINTERRUPTIBLE_OPS:
                 return False
             at += 1
     return True

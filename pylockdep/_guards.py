@@ -58,12 +58,18 @@ Guard = tuple[object, tuple[str, ...], str]
 _GuardSite = tuple[str, str, tuple[str, ...], str, bool]
 
 NO_GUARDS: frozenset[Guard] = frozenset()
-#: The guard no flag names, the collector's own: a finalizer runs only where a collection starts.
-#: Every ``IN-GC`` acquisition has it, and so has a ``GC-ON`` one by a ``with`` block whose body
-#: can start no collection (:func:`pylockdep._frames.starts_no_collection`): no finalizer runs in
-#: a thread while such a block holds the lock.
+#: The guards no flag names, the interpreter's own: a finalizer runs only where a collection
+#: starts, a signal handler only where the interpreter checks for pending work.  Every ``IN-GC``
+#: acquisition has the first, and so has a ``GC-ON`` one by a ``with`` block whose body nothing
+#: can interrupt (:func:`pylockdep._frames.uninterruptible`): no finalizer runs in a thread while
+#: such a block holds the lock.  Likewise every ``IN-SIGNAL`` acquisition has the second, and so
+#: has a ``SIGNAL-ON`` one by such a block.
 NO_COLLECTION: Guard = ("gc", (), "no collection starts in the section")
 ONLY_NO_COLLECTION = frozenset({NO_COLLECTION})
+NO_SIGNAL: Guard = ("signal", (), "no signal handler runs in the section")
+ONLY_NO_SIGNAL = frozenset({NO_SIGNAL})
+#: The guards no flag names: those of the interpreter.
+UNINTERRUPTIBLE = ONLY_NO_COLLECTION | ONLY_NO_SIGNAL
 
 _STORE_ATTR = dis.opmap["STORE_ATTR"]
 _ROOTS = {

@@ -91,7 +91,7 @@ def test_calls_method_tells_a_call_of_a_method_from_a_read_of_it():
     assert _frames.calls_method(gate.__code__, "acquire")
 
 
-def test_starts_no_collection_follows_every_way_through_a_with_block():
+def test_uninterruptible_follows_every_way_through_a_with_block():
     """Arithmetic, attributes and forward jumps to a ``return`` start no collection; a call, a new
     list, a loop's backward jump or a block not entered by ``with`` may."""
     import dis
@@ -126,7 +126,7 @@ def test_starts_no_collection_follows_every_way_through_a_with_block():
     def verdict(function):
         entered = [ins.offset for ins in dis.get_instructions(function) if ins.opname == "BEFORE_WITH"]
         taken = [ins.offset for ins in dis.get_instructions(function) if ins.argval == "acquire"]
-        return _frames.starts_no_collection(function.__code__, (entered or taken)[0])
+        return _frames.uninterruptible(function.__code__, (entered or taken)[0])
 
     assert [verdict(getattr(Shapes, name)) for name in ("branches", "calls", "builds", "loops", "bare")] == [
         True,

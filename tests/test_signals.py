@@ -42,8 +42,14 @@ def kinds(v) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def take(lock) -> None:
+    """Hold ``lock`` over a call, where a handler may run (one cannot run in a section with no
+    call: test_a_section_no_handler_can_interrupt_is_not_signal_unsafe)."""
     with lock:
-        pass
+        called()
+
+
+def called() -> None:
+    pass
 
 
 @pytest.mark.parametrize("handler_first", [True, False], ids=["handler-first", "main-first"])
@@ -168,6 +174,80 @@ def test_another_threads_order_from_a_handlers_lock_to_the_main_threads_is_repor
         assert "WARNING: SIGNAL-safe -> SIGNAL-unsafe lock order detected" in text
     assert f"  lock({db.name});\n" in text and f"  <Signal handler>\n    lock({stats.name});" in text
     assert "local_irq_disable" not in text
+
+
+class Counter:
+    """A count bumped under its lock with no call, where no signal handler can run, and, as
+    ``reset`` does, around a call, where one can."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.n = 0
+
+    def inc(self) -> None:
+        with self.lock:
+            self.n += 1
+
+    def reset(self) -> None:
+        with self.lock:
+            called()
+            self.n = 0
+
+
+@pytest.mark.parametrize("handler_first", [True, False], ids=["handler-first", "main-first"])
+def test_a_section_no_handler_can_interrupt_is_not_signal_unsafe(v, handler_first):
+    """CPython runs a signal handler only where it checks for pending work (a call, a function's
+    start, a backward jump): none can run in the main thread while it is inside ``with lock:
+    n += 1``, so a handler that takes that lock cannot wait for its own thread."""
+    counter = Counter()
+    if handler_first:
+        run_as_signal_handler(counter.inc)
+    counter.inc()
+    run_as_signal_handler(counter.inc)
+    counter.inc()
+    assert kinds(v) == []
+
+
+@pytest.mark.parametrize("when", ["first", "between", "after"])
+def test_a_line_of_the_counter_where_a_handler_may_run_is_inconsistent(v, when):
+    """The counter's lock held over a call, where a handler may run.  Seen first, it clashes with
+    the handler at once.  Seen after a line where none can run took the lock on the same chain,
+    that chain is cached: the line is seen once a handler has taken the lock, at its next
+    acquisition (``between``), as is a line first seen then (``after``)."""
+    counter = Counter()
+    if when == "first":
+        counter.reset()
+    counter.inc()
+    if when == "between":
+        counter.reset()
+    run_as_signal_handler(counter.inc)
+    if when == "after":
+        assert kinds(v) == []
+    if when != "first":
+        counter.reset()
+    assert kinds(v) == [("inconsistent_lock_state", (counter.lock.name,))]
+    usage = "{SIGNAL-ON-W} -> {IN-SIGNAL-W}" if when == "first" else "{IN-SIGNAL-W} -> {SIGNAL-ON-W}"
+    assert f"inconsistent {usage} usage." in v.reports[0].text
+
+
+@pytest.mark.parametrize("order_last", [False, True], ids=["usage-last", "order-last"])
+def test_an_order_into_a_lock_the_main_thread_holds_where_no_handler_runs_is_not_reported(v, order_last):
+    """A worker takes ``stats`` then the counter's lock; a handler takes ``stats``.  The main
+    thread holds the counter's lock only where no handler can run, so the handler never waits
+    for a worker that waits for the main thread.  Once the main thread holds it over a call, the
+    order is reported."""
+    stats, counter = threading.Lock(), Counter()
+    run_as_signal_handler(lambda: take(stats))
+    if order_last:
+        counter.inc()
+        in_thread(lambda: nest(stats, counter.lock))
+    else:
+        in_thread(lambda: nest(stats, counter.lock))
+        counter.inc()
+    assert v.reports == []
+    counter.reset()
+    assert [r.kind for r in v.reports] == ["irq_inversion"]
+    assert set(v.reports[0].classes) == {stats.name, counter.lock.name}
 
 
 def test_an_rlock_the_main_thread_also_takes_outside_a_handler_is_looked_beyond(v):
