@@ -42,7 +42,9 @@ from ._validator import Validator, active
 _Condition = threading.Condition  # CPython's own, whatever instrumentation does later
 
 
-def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, trylock: bool = False) -> bool:
+def _acquire(
+    lock: Primitive, read: int, subclass: int, frame: FrameType, trylock: bool = False, block: bool = False
+) -> bool:
     """Take ``lock`` as ``read`` (0 write, 1 reader, 2 recursive reader): validate, wait, push.
 
     A ``trylock`` takes the lock only if it is free and is validated only when it succeeds (a
@@ -59,7 +61,11 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
     own lock, the exception means the lock was not taken.  A handler held back while the pure
     reader-writer core took the lock (see :func:`~pylockdep._signals.critical_take`) is run here
     once the outcome is recorded: after the push, or on the way out of an acquisition that took
-    nothing.
+    nothing.  Except after the push of a with-block's entry (``block``): CPython runs no handler
+    between a with-statement's taking its lock and the body, and none runs in a body with no
+    call; so a handler held back then runs at the block's end, after the release (its
+    ``__exit__`` is :func:`~pylockdep._signals.critical`), or at the end of a lock operation in
+    the body.
     """
     taken = False
     waited = _NOT_WAITED
@@ -123,7 +129,7 @@ def _acquire(lock: Primitive, read: int, subclass: int, frame: FrameType, tryloc
             t.spins += 1
         if new_chain and len(held) >= v.max_lock_depth:  # a call: a handler may raise after it, still undone
             v.depth_exceeded(t)
-        if deferred:
+        if deferred and not block:
             run_deferred()
     except BaseException:
         if taken or waited[-1]:
@@ -439,7 +445,7 @@ class _Lock(_Validated, _RealLock):
     unlock = release
 
     def __enter__(self) -> _Lock:
-        _acquire(self, 0, 0, _getframe(1))
+        _acquire(self, 0, 0, _getframe(1), block=True)
         return self
 
     @critical
@@ -475,8 +481,8 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
 
     The attempt on the lock is a plain call, not :func:`_acquire`'s line of C that records its
     owner with it: ``__enter__`` is :func:`~pylockdep._signals.critical_take`, so a signal handler
-    that would run right after the attempt runs once the outcome is recorded (and its exception
-    undoes the acquisition).  A finalizer or profile hook may still run there (a collection another
+    that would run right after the attempt runs once the outcome is recorded, at the block's end
+    (see :func:`_acquire`).  A finalizer or profile hook may still run there (a collection another
     thread asked for, on 3.12): if it waits for the same lock, it finds the attempt interrupted in
     its own thread and waits for its own thread (:func:`pylockdep._waitfor.adopt_interrupted_attempt`).
     """
@@ -502,26 +508,24 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
             t = None
         owner, classes = self._key.cache
         if t is None or v.off or t.pending or owner is not v or (cls := classes[0]) is None:
-            _acquire(self, 0, 0, frame)  # which runs what a signal held back, as below
+            _acquire(self, 0, 0, frame, block=True)
             return result_of_enter or self
         prev = t.key
         ctx = t.ctx
         key = hash((prev, ctx, cls.variants[0]))  # chain_key() and push() spelt out, as in _acquire
         if key not in v.chains:
-            _acquire(self, 0, 0, frame)
+            _acquire(self, 0, 0, frame, block=True)
             return result_of_enter or self
         taken = False
         try:
             self._owner = t if (taken := self._real.acquire(0)) else self._owner  # TAKING's line
             if not taken:  # a wait: the general way, from the start
-                _acquire(self, 0, 0, frame)
+                _acquire(self, 0, 0, frame, block=True)
                 return result_of_enter or self
             t.held.append((self, cls, 0, False, code, frame.f_lasti, prev, t.irq, spins := cls.spins, ctx))
             t.key = key
             if spins:
-                t.spins += 1
-            if deferred:
-                run_deferred()
+                t.spins += 1  # what a signal held back runs at the block's end, as in _acquire
         except BaseException:
             if taken:
                 _undo_acquire(self, 0)  # which runs what is held back
@@ -564,19 +568,16 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
 
 def _enter_declined(lock: Any, enter: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     """``enter(lock, *args)``: a with-block's entry with arguments, which the pure fast path
-    leaves to the class's own ``__enter__``.  A signal handler held back meanwhile runs here last:
-    if it raises, the lock taken is released first, as at the block's first line."""
+    leaves to the class's own ``__enter__``.  A signal handler held back meanwhile runs here if
+    the lock was not taken, else at the block's end (see :func:`_acquire`)."""
     try:
         result = enter(lock, *args)
     except BaseException:
         if deferred:
             run_deferred()
         raise
-    if deferred:
-        if result is False:
-            run_deferred()
-        else:
-            run_deferred_undoing(lock.__exit__, None, None, None)
+    if deferred and result is False:
+        run_deferred()
     return result
 
 

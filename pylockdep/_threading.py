@@ -327,7 +327,7 @@ class Lock(_RealLock):
         frame = _getframe(1)
         if frame.f_code.co_filename == _THREADING_FILE:  # _acquirer(frame), spelt out: a call fewer
             frame = outside_frame(frame, True) or frame
-        _acquire(self, 0, 0, frame)
+        _acquire(self, 0, 0, frame, block=True)
         return True
 
     @critical  # its only call is __exit__(), which runs what a signal held back

@@ -822,6 +822,46 @@ def test_a_signal_handler_landing_in_a_release_runs_after_it(way: str, where: st
     ), result.stderr
 
 
+@pytest.mark.parametrize(("lock_type", "where"), [("Mutex", "__enter__"), ("Mutex", "_acquire"), ("Lock", "__enter__")])
+def test_a_signal_handler_landing_in_a_with_blocks_entry_runs_at_its_end(lock_type: str, where: str) -> None:
+    """Pure path: a handler called as a with-block's ``__enter__`` starts (on a known chain, the
+    fast path's), or what it calls on a new chain (``_acquire``), is held back past the take and
+    the body, as CPython runs no handler between a with-statement's take and its body: it runs
+    once the block's end has released the lock, and its KeyboardInterrupt comes out of the
+    with-statement.  (Run at the entry's end, it would find the lock held: in a body that no
+    handler can interrupt, a wait for its own thread that plain Python never makes.)"""
+    result = run_python(
+        """
+        import os, signal, sys, _signal, threading
+        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
+        import pylockdep
+        seen = []
+        def handler(signum, frame):
+            seen.append((lock.locked(), len(v.task().held)))
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGUSR1, handler)
+        def hook(frame, event, arg):
+            if event == "call" and frame.f_code.co_name == WHERE:
+                sys.settrace(None)
+                _signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, frame)
+        with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+            lock = pylockdep.Mutex("m") if LOCK_TYPE == "Mutex" else threading.Lock()
+            if WHERE == "__enter__":  # a known chain
+                with lock:
+                    pass
+            body = []
+            try:
+                sys.settrace(hook)
+                with lock:
+                    sys.settrace(None)
+                    body.append(lock.locked())
+            except KeyboardInterrupt:
+                print("interrupted after", body, seen, lock.locked(), len(v.task().held), v.reports)
+        """.replace("WHERE", repr(where)).replace("LOCK_TYPE", repr(lock_type))
+    )
+    assert result.stdout == "interrupted after [True] [(False, 0)] False 0 []\n", result.stderr
+
+
 def test_a_handler_held_back_runs_in_the_main_thread_only() -> None:
     """A handler that the main thread held back is run by the main thread's release, never by
     another thread's release that ends first."""
