@@ -232,7 +232,9 @@ def stuck_waits(v: Validator, t: Task, handoff: bool = True) -> list[tuple[str, 
 
     The main thread at its end waits for :data:`JOINS_AT_EXIT`.  A waiting main thread still moves
     if the program handles a signal in Python: the handler, run in the wait, may let anything go
-    (a SIGTERM handler that tells the workers to stop).  pylockdep's own threads
+    (a SIGTERM handler that tells the workers to stop).  Not when that wait is a handler's own:
+    the code it interrupted, and what it holds, stay where they are until it returns (a handler
+    that waits for a lock its thread holds, CPython's bpo-14976, is a deadlock).  pylockdep's own threads
     (:data:`OWN_THREADS`) release no program's lock and count for nothing.  A thread seen nowhere
     counts as moving: one started with ``_thread`` and not running yet (``_thread._count()`` says
     it exists), or one that native code started (:func:`_native_threads`), which may call back into
@@ -254,7 +256,8 @@ def stuck_waits(v: Validator, t: Task, handoff: bool = True) -> list[tuple[str, 
         if ident not in waits and (idle := idle_wait(frame)) is not None:
             thread = threading._active.get(ident)  # type: ignore[attr-defined]
             waits[ident] = (None, thread.name if thread is not None else str(ident), idle, 0)
-    if handles_signals():
+    main_wait = waits.get(main)
+    if handles_signals() and not (main_wait is not None and main_wait[0] is not None and main_wait[0].in_signal):
         waits.pop(main, None)
     # The usual case, decided at once: a thread runs Python code outside any wait, and may end t's.
     if handoff and _runs_outside_waits(frames, waits, t):

@@ -250,6 +250,42 @@ def test_an_order_into_a_lock_the_main_thread_holds_where_no_handler_runs_is_not
     assert set(v.reports[0].classes) == {stats.name, counter.lock.name}
 
 
+HANDLER_WAITS_FOR_ITS_THREAD = """
+import os, signal, threading, pylockdep
+lock = threading.Lock()
+def handler(signum, frame):
+    with lock:
+        pass
+signal.signal(signal.SIGUSR1, handler)
+def work():
+    os.kill(os.getpid(), signal.SIGUSR1)
+try:
+    with lock:
+        work()
+except pylockdep.DeadlockError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_a_handler_waiting_for_a_lock_its_thread_holds_is_refused_not_hung(tmp_path):
+    """bpo-14976's shape: the main thread holds a Lock over a call, where a signal lands, and the
+    handler waits for that Lock.  The wait can end only once the handler returns: DeadlockError,
+    although the program handles a signal in Python (for which a waiting main thread otherwise
+    counts as one that may still move)."""
+    script = tmp_path / "handler_waits.py"
+    script.write_text(HANDLER_WAITS_FOR_ITS_THREAD)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pylockdep", "run", str(script)], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("hung")
+    assert "refused: deadlock: MainThread" in result.stdout, result.stderr[-2000:]
+    assert "which it holds itself" in result.stdout
+    assert "WARNING: inconsistent lock state" in result.stderr
+    assert result.returncode == 66
+
+
 def test_an_rlock_the_main_thread_also_takes_outside_a_handler_is_looked_beyond(v):
     """An RLock may be both IN-SIGNAL and SIGNAL-ON (its owner only enters it again), so when it
     becomes IN-SIGNAL last the search for a SIGNAL-ON class it leads to goes on past the RLock
