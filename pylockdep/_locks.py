@@ -525,7 +525,8 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
             t.held.append((self, cls, 0, False, code, frame.f_lasti, prev, t.irq, spins := cls.spins, ctx))
             t.key = key
             if spins:
-                t.spins += 1  # what a signal held back runs at the block's end, as in _acquire
+                t.spins += 1
+            # What a signal held back here runs at the block's end (see _acquire).
         except BaseException:
             if taken:
                 _undo_acquire(self, 0)  # which runs what is held back

@@ -151,8 +151,8 @@ def _acquirer(frame: FrameType) -> FrameType:
     """The frame to name as where a lock was taken, given the frame that called ``acquire()``:
     that frame, unless it is threading's own code (a Condition, an Event, ...) or pylockdep's (the
     pure path's with-block, passing on arguments), and then the first frame outside threading and
-    pylockdep, which called it.  (The with-block and ``acquire()`` spell it out for threading's
-    code, a call fewer per acquisition.)"""
+    pylockdep, which called it.  (``acquire()`` spells it out for threading's code, a call fewer
+    per acquisition.)"""
     if is_internal(frame.f_code.co_filename, skip_threading=True):
         return outside_frame(frame, skip_threading=True) or frame
     return frame
@@ -324,10 +324,9 @@ class Lock(_RealLock):
         """``acquire()`` (the with-block's call, with no arguments), as ``_thread.lock``'s."""
         if blocking is not True or timeout != -1:
             return _take_slow(self, blocking, timeout, _getframe(1))
-        frame = _getframe(1)
-        if frame.f_code.co_filename == _THREADING_FILE:  # _acquirer(frame), spelt out: a call fewer
-            frame = outside_frame(frame, True) or frame
-        _acquire(self, 0, 0, frame, block=True)
+        # From C (the with-block's stand-in, in a case it leaves to Python) or from the pure fast
+        # path passing on explicit arguments: sited past pylockdep's frames as well as threading's.
+        _acquire(self, 0, 0, _acquirer(_getframe(1)), block=True)
         return True
 
     @critical  # its only call is __exit__(), which runs what a signal held back

@@ -288,10 +288,11 @@ def test_the_pure_with_block_changes_the_stack_as_push_and_pop_do(monkeypatch):
             with cond:
                 assert held_site(t.held[-1]) == (sys._getframe().f_code, line)
         plain = threading.Lock()  # acquire()'s arguments: the class's own __enter__, sited here
-        line = sys._getframe().f_lineno + 1
-        assert plain.__enter__(False) is True and plain.__enter__(False) is False
-        assert held_site(t.held[-1]) == (sys._getframe().f_code, line)
-        plain.__exit__(None, None, None)
+        for args in ((False,), (True, -1)):
+            line = sys._getframe().f_lineno + 1
+            assert plain.__enter__(*args) is True and plain.__enter__(False) is False
+            assert held_site(t.held[-1]) == (sys._getframe().f_code, line)
+            plain.__exit__(None, None, None)
         with pytest.raises(TypeError):
             locks[0].__enter__(True)
         assert not locks[0].locked() and t.held == []
