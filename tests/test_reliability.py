@@ -775,15 +775,10 @@ def test_signal_handlers_are_wrapped_where_the_program_does_not_see_it() -> None
     assert result.stdout == "ok\n", result.stderr
 
 
-@pytest.mark.parametrize(("way", "where"), [("with", "__exit__"), ("release", "release"), ("release", "_release")])
-def test_a_signal_handler_landing_in_a_release_runs_after_it(way: str, where: str) -> None:
-    """Pure path: a handler called as ``__exit__`` or ``release()`` starts (or what it calls,
-    ``_release``) runs once the lock is released, given the frame of that method, and its
-    KeyboardInterrupt comes out of the with-statement or the call; a handler called in the
-    program's code runs at once.  (A trace hook calls the installed handler at the function's
-    first line, as CPython does when a signal came then.)"""
-    result = run_python(
-        """
+# The start of a pure-path script whose trace hook calls the installed SIGUSR1 handler (pylockdep's
+# wrapper of the program's) as the function named WHERE starts, as CPython does when a signal came
+# then; the program's handler records the frame it was given and whether ``lock`` was held, and raises.
+HANDLER_AT_CALL_OF_WHERE = """
         import os, signal, sys, _signal
         os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
         import pylockdep
@@ -796,6 +791,20 @@ def test_a_signal_handler_landing_in_a_release_runs_after_it(way: str, where: st
             if event == "call" and frame.f_code.co_name == WHERE:
                 sys.settrace(None)
                 _signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, frame)
+"""
+
+
+@pytest.mark.parametrize(("way", "where"), [("with", "__exit__"), ("release", "release"), ("release", "_release")])
+def test_a_signal_handler_landing_in_a_release_runs_after_it(way: str, where: str) -> None:
+    """Pure path: a handler called as ``__exit__`` or ``release()`` starts (or what it calls,
+    ``_release``) runs once the lock is released, given the frame of that method, and its
+    KeyboardInterrupt comes out of the with-statement or the call; a handler called in the
+    program's code runs at once.  (A trace hook calls the installed handler at the function's
+    first line, as CPython does when a signal came then.)"""
+    result = run_python(
+        (
+            HANDLER_AT_CALL_OF_WHERE
+            + """
         with pylockdep.validate(raise_on_report=False, stream=None) as v:
             lock = pylockdep.Mutex("m")
             try:
@@ -814,7 +823,10 @@ def test_a_signal_handler_landing_in_a_release_runs_after_it(way: str, where: st
                 print("not interrupted")
             except KeyboardInterrupt:
                 print("interrupted at once", seen.pop())
-        """.replace("WHERE", repr(where)).replace("WAY", repr(way))
+        """
+        )
+        .replace("WHERE", repr(where))
+        .replace("WAY", repr(way))
     )
     method = "__exit__" if way == "with" else "release"
     assert result.stdout == (
@@ -831,19 +843,10 @@ def test_a_signal_handler_landing_in_a_with_blocks_entry_runs_at_its_end(lock_ty
     with-statement.  (Run at the entry's end, it would find the lock held: in a body that no
     handler can interrupt, a wait for its own thread that plain Python never makes.)"""
     result = run_python(
-        """
-        import os, signal, sys, _signal, threading
-        os.environ["PYLOCKDEP_PURE_PYTHON"] = "1"
-        import pylockdep
-        seen = []
-        def handler(signum, frame):
-            seen.append((lock.locked(), len(v.task().held)))
-            raise KeyboardInterrupt
-        signal.signal(signal.SIGUSR1, handler)
-        def hook(frame, event, arg):
-            if event == "call" and frame.f_code.co_name == WHERE:
-                sys.settrace(None)
-                _signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, frame)
+        (
+            HANDLER_AT_CALL_OF_WHERE
+            + """
+        import threading
         with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
             lock = pylockdep.Mutex("m") if LOCK_TYPE == "Mutex" else threading.Lock()
             if WHERE == "__enter__":  # a known chain
@@ -857,9 +860,12 @@ def test_a_signal_handler_landing_in_a_with_blocks_entry_runs_at_its_end(lock_ty
                     body.append(lock.locked())
             except KeyboardInterrupt:
                 print("interrupted after", body, seen, lock.locked(), len(v.task().held), v.reports)
-        """.replace("WHERE", repr(where)).replace("LOCK_TYPE", repr(lock_type))
+        """
+        )
+        .replace("WHERE", repr(where))
+        .replace("LOCK_TYPE", repr(lock_type))
     )
-    assert result.stdout == "interrupted after [True] [(False, 0)] False 0 []\n", result.stderr
+    assert result.stdout == "interrupted after [True] [('__exit__', False, 0)] False 0 []\n", result.stderr
 
 
 def test_a_handler_held_back_runs_in_the_main_thread_only() -> None:
