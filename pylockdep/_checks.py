@@ -236,9 +236,9 @@ def mark_lock(
         guards = usage_guards(t, bit, site) if guards is None else guards
         if guards:
             cls.usage_guards[bit] = guards
-        if any(bit & inside and _seen_uninterrupted(cls, on, guard) for inside, on, guard in _STATES):
+        if bit & (USED_IN_GC | USED_IN_GC_READ) and _seen_uninterrupted(cls, _GC_ON, _guards.NO_COLLECTION):
             # The chains cached so far were not seen line by line (see guards_per_site): a line that
-            # may start a collection (run a handler) may have taken it among them.  See them again.
+            # may start a collection may have taken it among them.  See them again.
             v.forget_chains()
     clash = clashing_bits(bit) if bit < USED else 0
     cls.usage |= bit
@@ -248,7 +248,7 @@ def mark_lock(
     if bit & PYTHON_STATE_BITS:
         if bit & (USED_IN_SIGNAL | USED_IN_SIGNAL_READ) and not v.any_signal_safe:
             v.any_signal_safe = True
-            v.forget_chains()  # the classes seen SIGNAL-ON only where no handler runs: line by line now
+            v.forget_chains()  # and from now on a class seen SIGNAL-ON only where no handler runs: line by line
         consistent = check_inconsistent_state(v, t, cls, lock, bit, clash, site)
         if consistent and bit & SIGNAL_BITS and v.any_signal_safe and _exposed_usage(cls) & bit:
             check_usage_inversion(v, t, cls, lock, read, bit, site)
@@ -286,29 +286,25 @@ def usage_guards(t: Task, bit: int, site: Site | None = None) -> frozenset[Guard
     return guards
 
 
-# Each of Python's states: its usages inside the interrupt, its usages where one may come, and the
-# interpreter's guard that an uninterruptible section has.
-_STATES = (
-    (USED_IN_GC | USED_IN_GC_READ, (ENABLED_GC, ENABLED_GC_READ), _guards.NO_COLLECTION),
-    (USED_IN_SIGNAL | USED_IN_SIGNAL_READ, (ENABLED_SIGNAL, ENABLED_SIGNAL_READ), _guards.NO_SIGNAL),
-)
+# The usages of Python's states where their interrupt may come: GC-ON and SIGNAL-ON, write and read.
+_GC_ON = (ENABLED_GC, ENABLED_GC_READ)
+_SIGNAL_ON = (ENABLED_SIGNAL, ENABLED_SIGNAL_READ)
 
 
 def guards_per_site(v: Validator, cls: LockClass) -> bool:
     """Whether the verdicts of the chains of ``cls`` hold only for the line that takes it: a usage
-    of it is guarded by a thread-local flag, or it is taken in a finalizer (a signal handler) and
-    its ``GC-ON`` (``SIGNAL-ON``) usage was seen only where nothing can interrupt (another line may
-    start a collection, or run a handler).  So too, once a handler took any lock, a class whose
-    ``SIGNAL-ON`` usage was seen only so: the order rules of the SIGNAL state see it as unsafe
-    only once a line where a handler may run takes it.  A counter's lock, whose ``with`` blocks
-    nothing can interrupt, is cached as any chain while no finalizer takes it and no handler takes
-    any lock."""
+    of it is guarded by a thread-local flag; or it is taken in a finalizer and its ``GC-ON`` usage
+    was seen only where nothing can interrupt (another line may start a collection); or a signal
+    handler took some lock and the ``SIGNAL-ON`` usage of ``cls`` was seen only so (another line
+    may run a handler, which the rules of the SIGNAL state, orders included, then see).  A
+    counter's lock, whose ``with`` blocks nothing can interrupt, is cached as any chain while no
+    finalizer takes it and no handler takes any lock."""
     guards = cls.usage_guards
     if any(g - _guards.UNINTERRUPTIBLE for g in guards.values()):
         return True
-    if v.any_signal_safe and _seen_uninterrupted(cls, (ENABLED_SIGNAL, ENABLED_SIGNAL_READ), _guards.NO_SIGNAL):
+    if cls.usage & (USED_IN_GC | USED_IN_GC_READ) and _seen_uninterrupted(cls, _GC_ON, _guards.NO_COLLECTION):
         return True
-    return any(cls.usage & inside and _seen_uninterrupted(cls, on, guard) for inside, on, guard in _STATES)
+    return v.any_signal_safe and _seen_uninterrupted(cls, _SIGNAL_ON, _guards.NO_SIGNAL)
 
 
 def _seen_uninterrupted(cls: LockClass, on_bits: tuple[int, int], guard: Guard) -> bool:
@@ -324,7 +320,7 @@ def _exposed_usage(cls: LockClass) -> int:
     SIGNAL state see (:func:`check_signal_order`, :func:`check_usage_inversion`)."""
     usage = cls.usage
     if cls.usage_guards:
-        for bit in (ENABLED_SIGNAL, ENABLED_SIGNAL_READ):
+        for bit in _SIGNAL_ON:
             if _guards.NO_SIGNAL in cls.usage_guards.get(bit, ()):
                 usage &= ~bit
     return usage
