@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from operator import attrgetter
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -421,8 +422,10 @@ def check_usage_inversion(v: Validator, t: Task, cls: LockClass, lock: object, r
 
 
 def _usage_match(mask: int):
+    usage_of = _exposed_usage if mask & (ENABLED_SIGNAL | ENABLED_SIGNAL_READ) else attrgetter("usage")
+
     def match(step: PathStep) -> bool:
-        usage = _exposed_usage(step.cls) & (WRITE_BITS if step.only_recursive else ~0)
+        usage = usage_of(step.cls) & (WRITE_BITS if step.only_recursive else ~0)
         return bool(usage & mask)
 
     return match
