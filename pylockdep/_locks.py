@@ -507,33 +507,30 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
         except AttributeError:
             t = None
         owner, classes = self._key.cache
-        if t is None or v.off or t.pending or owner is not v or (cls := classes[0]) is None:
-            _acquire(self, 0, 0, frame, block=True)
-            return result_of_enter or self
-        prev = t.key
-        ctx = t.ctx
-        key = hash((prev, ctx, cls.variants[0]))  # chain_key() and push() spelt out, as in _acquire
-        if key not in v.chains:
-            _acquire(self, 0, 0, frame, block=True)
-            return result_of_enter or self
-        taken = False
-        try:
-            self._owner = t if (taken := self._real.acquire(0)) else self._owner  # TAKING's line
-            if not taken:  # a wait: the general way, from the start
-                _acquire(self, 0, 0, frame, block=True)
-                return result_of_enter or self
-            t.held.append((self, cls, 0, False, code, frame.f_lasti, prev, t.irq, spins := cls.spins, ctx))
-            t.key = key
-            if spins:
-                t.spins += 1
-            # What a signal held back here runs at the block's end (see _acquire).
-        except BaseException:
-            if taken:
-                _undo_acquire(self, 0)  # which runs what is held back
-            elif deferred:
-                run_deferred()
-            raise
-        return result_of_enter or self  # True, or the lock
+        if t is not None and not v.off and not t.pending and owner is v and (cls := classes[0]) is not None:
+            prev = t.key
+            ctx = t.ctx
+            key = hash((prev, ctx, cls.variants[0]))  # chain_key() and push() spelt out, as in _acquire
+            if key in v.chains:
+                taken = False
+                try:
+                    self._owner = t if (taken := self._real.acquire(0)) else self._owner  # TAKING's line
+                    if taken:
+                        t.held.append((self, cls, 0, False, code, frame.f_lasti, prev, t.irq, spins := cls.spins, ctx))
+                        t.key = key
+                        if spins:
+                            t.spins += 1
+                        # What a signal held back here runs at the block's end (see _acquire).
+                        return result_of_enter or self  # True, or the lock
+                except BaseException:
+                    if taken:
+                        _undo_acquire(self, 0)  # which runs what is held back
+                    elif deferred:
+                        run_deferred()
+                    raise
+        # Anything else, a lock that another thread holds (a wait) included: the general way.
+        _acquire(self, 0, 0, frame, block=True)
+        return result_of_enter or self
 
     @critical
     def __exit__(self: Any, exc_type: object = None, exc: object = None, tb: object = None) -> None:
