@@ -33,9 +33,12 @@ Awaiting a task is a wait for work, modelled as :mod:`pylockdep._waits` models j
 task runs holding a completion map of its own, ``(task)file:line`` after the line that made the task
 (:func:`_create_task`), and a task that suspends awaiting other tasks (directly, through ``gather()``,
 ``wait_for()``, ``asyncio.wait()`` or a ``TaskGroup``'s exit) while it holds locks touches the awaited
-tasks' maps when it resumes, with the locks it held all through the wait (at once, when an awaited
-task is waiting for one of those locks).  A lock held by the awaiter that the awaited task takes is
-then an ordinary cycle in the graph.
+tasks' maps when it resumes, with the locks it held all through the wait.  A lock held by the
+awaiter that the awaited task takes is then an ordinary cycle in the graph.  An awaited task that
+comes to wait for one of those locks closes a wait cycle that may never let the awaiter resume: the
+maps are touched once the callbacks already due on the loop have run, if the cycle still stands
+(:func:`_touch_if_still_stuck`).  A task that ends cancelled is no work the awaiter waited for: its
+map is not touched.
 """
 
 from __future__ import annotations
@@ -144,9 +147,9 @@ class TaskHolder(Task):
         coro = task.get_coro()
         self.work = _task_map(task, coro)  # the task's completion map (None: not a coroutine's task)
         self.working = False  # whether its steps have started: it holds ``work`` from then on
-        # The maps of the tasks it waits for while suspended (a tuple: most tasks never hold a lock
-        # across an await, and an empty one costs nothing).
-        self.awaiting: Sequence[_waits.CompletionMap] = ()
+        # The tasks it waits for while suspended, each with its map (a tuple: most tasks never hold
+        # a lock across an await, and an empty one costs nothing).
+        self.awaiting: Sequence[tuple[_waits.CompletionMap, asyncio.Task]] = ()
         # Read now: 3.12.1's Task.get_coro() of an eager task that ended inside create_task() crashes.
         self.takes_for_awaiter = getattr(coro, "cr_code", None) in _TAKES_FOR_AWAITER
         self.awaiter: Task | None = getattr(task, _AWAITER, None)
@@ -338,14 +341,15 @@ def _task_suspended(v: Validator, h: TaskHolder, task: asyncio.Task) -> None:
     if any(_checks.blocks_thread(entry[H_CLASS].ltype) for entry in held):
         v.run_check(h, _checks.check_scheduling_while_atomic, suspended_stack(task))
     if any(not entry[H_CLASS].ltype.pseudo for entry in held):
-        h.awaiting, stuck = _awaited_maps(v, h, task)
-        if stuck:
-            _waited(h, task)  # the wait cycle is closed now: the task may never resume to tell
+        h.awaiting = _awaited_maps(v, task)
+        if any(_blocked_by(awaited, h) for _, awaited in h.awaiting):
+            _touch_if_still_stuck(v, h)  # the task may never resume to tell
 
 
 def _waited(h: TaskHolder, task: asyncio.Task) -> None:
     """The task resumes after awaiting tasks: the locks it held all through the wait (those it
-    holds now, as a suspended task takes nothing) wait for them, so their maps are touched.
+    holds now, as a suspended task takes nothing) wait for them, so their maps are touched, but
+    for those of tasks that ended cancelled: the awaiter did not wait for their work.
 
     Touching on resumption rather than on suspension leaves out a lock that the awaited work
     released for the awaiter meanwhile: 3.11's ``wait_for(cond.wait(), timeout)`` runs the
@@ -355,8 +359,44 @@ def _waited(h: TaskHolder, task: asyncio.Task) -> None:
     if any(not entry[H_CLASS].ltype.pseudo for entry in h.held):
         frame = _coro_frame(task, innermost=True)
         with stack_standing_in(suspended_stack(task)):
-            for work in awaited:
-                _waits.touch(work, frame)  # type: ignore[arg-type]
+            for work, awaited_task in awaited:
+                if not awaited_task.cancelled():
+                    _waits.touch(work, frame)  # type: ignore[arg-type]
+
+
+def _blocked_by(task: asyncio.Task, h: TaskHolder) -> bool:
+    """Whether ``task`` waits for a lock that the holder ``h`` holds, with no cancellation of it
+    on its way (a cancelled task runs next, to raise)."""
+    if task.done() or task._must_cancel:  # type: ignore[attr-defined]
+        return False
+    waiter = task._fut_waiter  # type: ignore[attr-defined]
+    if waiter is None or waiter.done():
+        return False
+    a = active.validator.async_holders.get(id(task))
+    return a is not None and a.waiting is not None and getattr(a.waiting[0], "_owner", None) is h
+
+
+def _touch_if_still_stuck(v: Validator, h: TaskHolder) -> None:
+    """A task that ``h`` (suspended, holding locks) awaits waits, or is about to wait, for one of
+    those locks: a wait cycle that may never let ``h`` resume to touch the maps it awaits.  Touch
+    them as ``h`` (the locks it holds have been held all through its wait so far), so that the
+    cycle is reported while the tasks are stuck; but only once the callbacks already due on the
+    loop have run, and if the cycle still stands then.  A cancellation or a release already on its
+    way ends it (CPython's own lock tests schedule one, then await the task that waits): no
+    deadlock, in this run or any other."""
+    task = h.task_ref()
+    if task is None:
+        return
+    wait = h.awaiting
+
+    def touch_if_stuck() -> None:
+        if h.awaiting is wait and any(_blocked_by(awaited, h) for _, awaited in wait):
+            _as_holder(v, h, lambda: _waited(h, task))
+
+    try:
+        task.get_loop().call_soon(touch_if_stuck)
+    except RuntimeError:  # a closed loop runs nothing more: the cycle stands
+        _as_holder(v, h, lambda: _waited(h, task))
 
 
 def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio.Task]:
@@ -440,16 +480,6 @@ _MAP_KEY = "_lockdep_map_key"  # on a task made by create_task(): the key of its
 _making = threading.local()  # .made: (coroutine, key of its map) while create_task() makes its task
 
 
-def _awaiter_blocks(v: Validator, awaiter: TaskHolder) -> None:
-    """The calling task is about to wait for a lock that ``awaiter`` holds while it is suspended
-    awaiting the calling task: the wait may never end, and ``awaiter`` never resume to touch the
-    maps it awaits.  Touch them now, as ``awaiter`` (the locks it holds have been held all through
-    its wait so far), so that the cycle is reported while the tasks are stuck."""
-    task = awaiter.task_ref()
-    if task is not None:
-        _as_holder(v, awaiter, lambda: _waited(awaiter, task))
-
-
 def _made_at() -> Stack:
     """The line that made the running task, as a stack (empty when unknown): what a report shows of a
     task none of whose own frames is the program's, as ``create_task(lock.acquire())`` makes."""
@@ -494,26 +524,22 @@ def _task_map(task: asyncio.Task, coro: object) -> _waits.CompletionMap | None:
 _task_keys: dict[int, LockKey] = {}
 
 
-def _awaited_maps(v: Validator, h: TaskHolder, task: asyncio.Task) -> tuple[list[_waits.CompletionMap], bool]:
-    """The maps of the tasks a suspended ``task`` (of holder ``h``) waits for: those of the future
-    it awaits (:func:`_tasks_of`), else those of the futures one of asyncio's waiting coroutines in
-    its chain waits for (:data:`_WAITING`); other futures stand for no known work.  And whether
-    one of those tasks is waiting for a lock that ``h`` holds."""
+def _awaited_maps(v: Validator, task: asyncio.Task) -> list[tuple[_waits.CompletionMap, asyncio.Task]]:
+    """The tasks a suspended ``task`` waits for, each with its map: those of the future it awaits
+    (:func:`_tasks_of`), else those of the futures one of asyncio's waiting coroutines in its chain
+    waits for (:data:`_WAITING`); other futures stand for no known work."""
     tasks = _tasks_of(task._fut_waiter) or [
         found for future in _awaited_by_asyncio(task) for found in _tasks_of(future)
     ]
     found = []
-    stuck = False
     for awaited in tasks:
         if awaited.done():
             work = _task_map(awaited, awaited.get_coro())  # a finished task has no holder any more: one of its class
         else:
-            a = holder_of(v, awaited)
-            work = a.work
-            stuck = stuck or (a.waiting is not None and getattr(a.waiting[0], "_owner", None) is h)
+            work = holder_of(v, awaited).work
         if work is not None:
-            found.append(work)
-    return found, stuck
+            found.append((work, awaited))
+    return found
 
 
 def _tasks_of(future: Any, depth: int = 0) -> list[asyncio.Task]:
@@ -665,8 +691,8 @@ def _validate(lock: Lock, frame: FrameType, trylock: bool = False) -> Task | Non
         v.self_deadlock(t, lock)  # a bare acquire()'s lock taken again, nobody left to release it
         raise DeadlockError(_waitfor.describe_cycle([(t, lock)]))
     if holder is not None:
-        if type(holder) is TaskHolder and type(t) is TaskHolder and any(m is t.work for m in holder.awaiting):
-            _awaiter_blocks(v, holder)
+        if type(holder) is TaskHolder and type(t) is TaskHolder and any(m is t.work for m, _ in holder.awaiting):
+            _touch_if_still_stuck(v, holder)  # this task is about to wait for the lock
         t.waiting = (lock, 0)
         # A cycle needs the holder to wait too; the last holder to wait is the one that closes it.
         if holder is t or holder.waiting is not None:

@@ -655,6 +655,69 @@ def test_a_tasks_stack_ends_with_its_coroutine_or_the_line_that_made_it():
     assert awaiter == [f"{main.__qualname__}+test_asyncio.py:{line_of(main, 'await task')}"]
 
 
+@pytest.mark.parametrize("started", [False, True], ids=["task-not-started", "task-waiting"])
+def test_awaiting_a_task_whose_cancellation_is_already_due_is_clean(started: bool):
+    """CPython's ``test_acquire_cancel``: the task holding the lock schedules the waiting task's
+    cancellation, then awaits it.  The cycle closes, but the cancellation was due before anything
+    could wait on it: no deadlock in any run, and the task that ends cancelled did no work for the
+    awaiter."""
+
+    async def main():
+        lock = asyncio.Lock()
+        await lock.acquire()
+        task = asyncio.create_task(lock.acquire())
+        if started:
+            await asyncio.sleep(0)  # the task waits for the lock before the await
+        asyncio.get_running_loop().call_soon(task.cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        lock.release()
+
+    assert run(main) == []
+
+
+def test_awaiting_a_task_that_a_due_callback_cancels_and_lets_take_the_lock_is_clean():
+    """CPython's ``test_cancel_release_race``: a callback scheduled before the await cancels the
+    awaited task and releases the lock the others wait for."""
+
+    async def main():
+        lock = asyncio.Lock()
+        await lock.acquire()
+        tasks = [asyncio.create_task(lock.acquire()) for _ in range(3)]
+        await asyncio.sleep(0)
+
+        def trigger():
+            tasks[0].cancel()
+            lock.release()
+
+        asyncio.get_running_loop().call_soon(trigger)
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+        assert tasks[1].done() and not tasks[2].done()
+        lock.release()
+        await tasks[2]
+        lock.release()
+
+    assert run(main) == []
+
+
+def test_awaiting_a_task_that_a_callback_due_later_cancels_is_circular():
+    """The same cycle, with a cancellation that the callbacks already due do not bring: the cycle
+    stands once they have run, and is reported."""
+
+    async def main():
+        lock = asyncio.Lock()
+        await lock.acquire()
+        task = asyncio.create_task(lock.acquire())
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: loop.call_soon(lambda: loop.call_soon(task.cancel)))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        lock.release()
+
+    assert kinds(run(main)) == ["circular"]
+
+
 def test_awaiting_a_task_after_releasing_the_lock_it_takes_is_clean():
     async def main():
         lock = asyncio.Lock()
