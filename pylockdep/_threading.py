@@ -45,6 +45,7 @@ import operator
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from time import monotonic
 from types import BuiltinFunctionType, FrameType, FunctionType
 from typing import Any, NamedTuple
@@ -351,6 +352,14 @@ class Lock(_RealLock):
     acquire_lock = acquire
     release_lock = release
     locked_lock = locked
+
+    @property
+    def _is_owned(self) -> Callable[[], bool]:
+        """``Condition``'s test that its lock is held, which it reads once, from the lock if it has
+        one: the plain lock's ``locked()``.  For a ``_thread.lock``, which has none, threading's
+        own test is a trylock released at once if it succeeds: true when any thread holds the lock,
+        as ``locked()`` is, without a take to validate and with no Python frame."""
+        return self._real.locked
 
     def _at_fork_reinit(self) -> None:
         _forget(self)

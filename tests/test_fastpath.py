@@ -1031,6 +1031,38 @@ def test_a_failed_trylock_of_a_threading_lock_is_answered_in_c(monkeypatch):
     assert v.reports == []
 
 
+@pytest.mark.usefixtures("plain_threading")
+def test_a_condition_tests_an_instrumented_lock_as_cpython_tests_a_plain_one():
+    """Condition reads its lock's ``_is_owned`` once.  threading's own, for a ``_thread.lock``, is a
+    trylock released at once: true when any thread holds the lock.  The instrumented Lock's gives
+    the same answers with no Python call and no take to validate."""
+    with pylockdep.instrument_threading():
+        lock = threading.Lock()
+        cond = threading.Condition(lock)
+    taken, done = threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            taken.set()
+            done.wait()
+
+    with pylockdep.validate() as v:
+        assert python_functions(cond._is_owned) == [] and cond._is_owned() is False
+        with pytest.raises(RuntimeError, match="un-acquired"):
+            cond.notify()
+        with cond:
+            assert python_functions(cond._is_owned) == [] and cond._is_owned() is True
+            cond.notify()
+        other = threading.Thread(target=hold)
+        other.start()
+        taken.wait()
+        cond.notify()  # another thread holds it: owned, for CPython's test of a plain lock too
+        done.set()
+        other.join()
+        assert not v.task().held
+    assert v.reports == []
+
+
 @needs_c
 def test_the_c_walk_for_caller_site_finds_what_python_finds(monkeypatch):
     from pylockdep import _frames
