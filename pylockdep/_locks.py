@@ -31,7 +31,7 @@ from . import _context, _locktypes, _waitfor
 from ._checks import check_made_locked
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import ACCELERATED, RWCore, accelerate, accelerate_new, accelerate_rw, accelerate_section, new_real_lock
-from ._frames import Site, caller_site, getframe, is_internal, line_at, outside_frame
+from ._frames import Site, caller_site, getframe, internal_files, is_internal, line_at, outside_frame
 from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, do_pending, find, pop, remove
 from ._plain import plain_rlock
 from ._primitive import Primitive
@@ -499,7 +499,15 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
         frame = _getframe(1)
         code = frame.f_code
         if skip_file and code.co_filename == skip_file:  # a Condition taking its lock, say
-            frame = outside_frame(frame, skip_threading=True) or frame
+            # outside_frame(), spelt out for its common case: the caller is the program's
+            caller = frame.f_back
+            if (
+                caller is None
+                or (name := caller.f_code.co_filename) == skip_file
+                or internal_files.get(name) is not False
+            ):
+                caller = outside_frame(frame, skip_threading=True)
+            frame = caller or frame
             code = frame.f_code
         v = active.validator
         try:
