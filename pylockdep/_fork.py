@@ -14,8 +14,8 @@ import os
 import sys
 from types import FrameType
 
-from . import _classes, _locks, _rcu, _signals, _validator, _waitfor, _waits
-from ._held import H_LOCK, do_pending, remove
+from . import _classes, _locks, _locktypes, _rcu, _signals, _validator, _waitfor, _waits
+from ._held import H_CLASS, H_LOCK, do_pending, remove
 from ._task import Task
 
 
@@ -23,8 +23,8 @@ def after_fork_in_child() -> None:
     """Forget the threads that did not follow the fork and renew pylockdep's internal locks: the
     key registry's, the wait bookkeeping's, the queues' spans', ``validate()``'s, every
     validator's graph lock, every reader-writer lock's internal mutex and every SRCU's.  In a
-    child that never returns to the code that forked (:func:`_never_returns`), the
-    ``threading.Lock`` objects the forking thread holds are forgotten too."""
+    child that never returns to the code that forked (:func:`_never_returns`), the ``threading``
+    locks the forking thread holds are forgotten too."""
     try:
         forker: FrameType | None = sys._getframe(1)  # the caller of os.fork(), which is C
     except ValueError:
@@ -59,13 +59,20 @@ def after_fork_in_child() -> None:
 
 
 def _forget_locks(v: _validator.Validator, t: Task) -> None:
-    """Forget the ``threading.Lock`` objects ``t`` holds (see :func:`_never_returns`), as if each
-    were released from under the locks taken after it; they stay taken, ``t`` their owner."""
+    """Forget the ``threading.Lock`` and ``RLock`` objects ``t`` holds (see :func:`_never_returns`),
+    as if each were released from under the locks taken after it; they stay taken, ``t`` their
+    owner.  A release of one by ``t`` later is no bad unlock: a library that takes its locks in a
+    fork hook releases them in the child's (loguru), as logging's reinitialises its own."""
     if t.pending:
         do_pending(v, t)
     for index in reversed(range(len(t.held))):
-        if not t.held[index][H_LOCK]._owned:
+        entry = t.held[index]
+        if entry[H_CLASS].ltype in _THREADING_TYPES:
             remove(v, t, index)
+            v.forgotten_at_fork[entry[H_LOCK]] = t
+
+
+_THREADING_TYPES = (_locktypes.PY_LOCK, _locktypes.PY_RLOCK)
 
 
 def _never_returns(forker: FrameType | None) -> bool:
@@ -74,9 +81,9 @@ def _never_returns(forker: FrameType | None) -> bool:
     never returning to the frames that took the locks held at the fork.  Those locks stay taken in
     the child, but no code of the child releases them or orders anything after them (a
     ``ProcessPoolExecutor`` forks its workers inside ``with self._shutdown_lock``, from
-    ``submit()``; a worker joining a queue's feeder thread at its end is no wait under that lock).
-    A ``threading.Lock`` only: an ``RLock``'s owner may take it again in the child (logging's
-    module lock is held across every fork, by logging's own fork hooks)."""
+    ``submit()``, and pebble inside ``with`` its pool's ``RLock``; a worker joining a thread of its
+    own at its end is no wait under that lock).  An ``RLock``'s owner may take it again in the
+    child, as a re-entry, which is no new acquisition either."""
     popen = sys.modules.get("multiprocessing.popen_fork")
     launch = getattr(getattr(popen, "Popen", None), "_launch", None)
     return forker is not None and launch is not None and forker.f_code is getattr(launch, "__code__", None)

@@ -105,8 +105,9 @@ class Validator:
         # Owned locks another thread released while their owner held them (a bad unlock), each
         # with that owner: its release of the lock, now free, is the same fault, not reported again.
         self.stolen: weakref.WeakKeyDictionary[Any, Task] = weakref.WeakKeyDictionary()
-        # Reports waiting for validation to end, each with the threading.Lock classes whose hand-off
-        # would drop it (see report()).
+        # In a forked child, the threading locks its thread held at the fork and forgot there, each
+        # with that thread (pylockdep._fork): its own release of one later is no bad unlock.
+        self.forgotten_at_fork: weakref.WeakKeyDictionary[Any, Task] = weakref.WeakKeyDictionary()
         # Reports held back until finish(): each with the classes that may still drop it (hand-off
         # candidates, gates) and its dedupe key.
         self.held_back: list[tuple[Report, tuple[LockClass, ...], tuple[LockClass, ...], tuple]] = []
@@ -366,6 +367,8 @@ class Validator:
                 lock._key.handoff = True  # a threading.Lock used as a signal
                 return
             self.stolen[lock] = owner  # whose own release of it later is this bad unlock's echo
+        elif self.forgotten_at_fork.pop(lock, None) is t:
+            return  # held at the fork, forgotten in the child, released by its holder now
         self.bad_unlock(t, lock, name)
 
     def self_deadlock(self, t: Task, lock: Any) -> None:
