@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 40
+SPEEDUPS_ABI = 41
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = os.path.join(os.path.dirname(__file__), "_csrc", "_held_layout.h")  # os.path: pathlib costs an import
@@ -315,10 +315,11 @@ def accelerate(
 
     Each wraps the Python method defined in ``cls`` itself (and replaces every alias of it, such as
     ``lock = acquire``).  ``__enter__`` returns the lock when ``enter_returns_self``, else True.
-    Acquisitions from code in ``skip_file`` (threading's own, a ``Condition`` taking its lock) are
-    sited at the first frame outside it, as the Python path does, when that frame's file is one the
-    Python path already knows is not pylockdep's (``_frames``' cache of :func:`is_internal`);
-    otherwise they take the Python path.  ``recursive``: the owner may take the lock again,
+    Acquisitions from code in ``skip_file`` (threading's own, a ``Condition`` taking its lock), or,
+    when there is one, from code the Python path knows is internal (contextlib's: an ``ExitStack``),
+    are sited at the first frame outside both, as the Python path does, when that frame's file is
+    one the Python path already knows is not pylockdep's (``_frames``' cache of
+    :func:`is_internal`); otherwise they take the Python path.  ``recursive``: the owner may take the lock again,
     counted in ``_count`` with the owner's thread ident in ``_ident`` (``threading.RLock``), and
     its ``_release_save`` and ``_acquire_restore`` (``Condition.wait()``'s) and ``_is_owned`` get C
     versions too.

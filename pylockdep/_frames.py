@@ -28,9 +28,10 @@ Site = tuple[CodeType, int]
 Stack = tuple[Site, ...]
 
 
-#: Which files are pylockdep's own (or contextlib's), filled as :func:`is_internal` meets them; the
-#: C fast path reads it to site a lock taken inside threading without asking Python.
-internal_files: dict[str, bool] = {}
+#: Which files are pylockdep's own (or contextlib's), filled as :func:`is_internal` meets them,
+#: contextlib's from the start; the fast paths, C and pure, read it to site a lock taken inside
+#: threading or contextlib (an ``ExitStack``) without asking :func:`is_internal`.
+internal_files: dict[str, bool] = {_CONTEXTLIB_FILE: True}
 
 
 def is_internal(filename: str, skip_threading: bool = False) -> bool:

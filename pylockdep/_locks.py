@@ -31,7 +31,7 @@ from . import _context, _locktypes, _waitfor
 from ._checks import check_made_locked
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import ACCELERATED, RWCore, accelerate, accelerate_new, accelerate_rw, accelerate_section, new_real_lock
-from ._frames import Site, caller_site, getframe, internal_files, is_internal, line_at, outside_frame
+from ._frames import _CONTEXTLIB_FILE, Site, caller_site, getframe, internal_files, is_internal, line_at, outside_frame
 from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, do_pending, find, pop, remove
 from ._plain import plain_rlock
 from ._primitive import Primitive
@@ -471,8 +471,9 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
     ``cls`` must keep a plain lock in ``_real`` (as :class:`_RealLock` does), and so must its
     subclasses.  The common case of ``__enter__`` is an acquisition with no arguments, by a holder
     with nothing pending, on a chain validated before, whose lock is free; from code in
-    ``skip_file`` (threading's own; "" for none) it is sited at the first frame outside threading
-    and pylockdep, as :func:`~pylockdep._threading._acquirer` sites it.  Any other acquisition is
+    ``skip_file`` (threading's own; "" for none), or with one from contextlib's (an ``ExitStack``),
+    it is sited at the first frame outside threading, contextlib and pylockdep, as
+    :func:`~pylockdep._threading._acquirer` sites it.  Any other acquisition is
     :func:`_acquire`'s, or with arguments the ``__enter__`` that ``cls`` had.  The common case of
     ``__exit__`` is the release of the lock on top of the holder's stack; any other is the
     ``__exit__`` that ``cls`` had.  Both change the stack as :func:`_acquire` and :func:`_release`
@@ -498,7 +499,9 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
             return _enter_declined(self, enter_general, args)
         frame = _getframe(1)
         code = frame.f_code
-        if skip_file and code.co_filename == skip_file:  # a Condition taking its lock, say
+        # A Condition taking its lock, or an ExitStack: sited as _threading._acquirer sites it
+        # (pylockdep's own code enters no program's lock).
+        if skip_file and ((name := code.co_filename) == skip_file or name == _CONTEXTLIB_FILE):
             # outside_frame(), spelt out for its common case: the caller is the program's
             caller = frame.f_back
             if (

@@ -53,7 +53,7 @@ from typing import Any, NamedTuple
 from . import _held, _locktypes, _waits
 from ._classes import LockKey, OwnerKeys, count_made, key_for
 from ._fastpath import Fields, accelerate, accelerate_class_call, accelerate_stand_in, new_real_lock
-from ._frames import calls_method, getframe, is_internal, line_at, outside_frame
+from ._frames import calls_method, getframe, internal_files, is_internal, line_at, outside_frame
 from ._locks import _acquire, _check_subclass, _RealLock, _release, pure_fast_with
 from ._locktypes import LockType
 from ._plain import plain_lock
@@ -313,8 +313,8 @@ class Lock(_RealLock):
                     frame = _getframe(1)
                 except ValueError:  # called from C with no Python frame below (atexit.register(lock.acquire))
                     frame = getframe(1)
-                if frame.f_code.co_filename == _THREADING_FILE:  # as in __enter__
-                    frame = outside_frame(frame, True) or frame
+                if (name := frame.f_code.co_filename) == _THREADING_FILE or internal_files.get(name):
+                    frame = outside_frame(frame, True) or frame  # as _acquirer(), spelt out
                 _acquire(self, 0, 0, frame)
                 return True
             if blocking is False and self._real.locked():
@@ -453,8 +453,8 @@ class RLock(_RealLock):
                 frame = _getframe(1)
             except ValueError:  # called from C with no Python frame below (atexit.register(rlock.acquire))
                 frame = getframe(1)
-            if frame.f_code.co_filename == _THREADING_FILE:  # as in Lock.__enter__
-                frame = outside_frame(frame, True) or frame
+            if (name := frame.f_code.co_filename) == _THREADING_FILE or internal_files.get(name):
+                frame = outside_frame(frame, True) or frame  # as _acquirer(), spelt out
             _acquire(self, 0, 0, frame)
         elif not _take_slow(self, blocking, timeout, getframe(1)):
             return False

@@ -1007,6 +1007,26 @@ def test_a_condition_takes_its_lock_on_the_fast_path_sited_at_its_caller(monkeyp
     assert v.reports == []
 
 
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_a_threading_lock_an_exitstack_enters_is_sited_at_its_caller_on_every_path(kind):
+    """The site of a threading lock that an ``ExitStack`` enters is the frame that called into
+    contextlib, on the general path and on the fast ones, C and pure, though the chain became known
+    from a lock taken directly.  Sited in contextlib, whose call has returned, the lock looked
+    held on past its taker (a token that another thread may hand back): a cycle through it was
+    held back until validation ended."""
+    with pylockdep.validate() as v, pylockdep.instrument_threading():
+        lock = getattr(threading, kind)()
+        with lock:  # the chain, known from here on
+            pass
+        for _ in range(3):
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(lock)
+                line = sys._getframe().f_lineno - 1
+                (entry,) = v.task().held
+                assert held_site(entry) == (sys._getframe().f_code, line)
+    assert v.reports == []
+
+
 @needs_c
 def test_a_failed_trylock_of_a_threading_lock_is_answered_in_c(monkeypatch):
     # Condition._is_owned() asks lock.acquire(False) of a Lock: when it is taken, nothing changes.

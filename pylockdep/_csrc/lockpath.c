@@ -345,6 +345,18 @@ known_outside(PyCodeObject *code)
     return internal == Py_False;
 }
 
+/* Whether the Python path knows ``code``'s file to be pylockdep's or contextlib's (internal_files
+ * says True). */
+static int
+known_internal(PyCodeObject *code)
+{
+    PyObject *internal = g_internal_files == NULL ? NULL : PyDict_GetItemWithError(g_internal_files, code->co_filename);
+
+    if (internal == NULL)
+        PyErr_Clear();
+    return internal == Py_True;
+}
+
 /* Whether ``frame`` runs code of the file ``filename``. */
 static int
 in_file(IFrame *frame, PyObject *filename)
@@ -354,20 +366,28 @@ in_file(IFrame *frame, PyObject *filename)
     return name == filename || PyUnicode_Compare(name, filename) == 0;
 }
 
+/* Whether ``frame`` runs code the site of a lock of ``self`` passes over: ``skip_file`` (threading.py:
+ * a Condition taking its lock) or, with it, code known_internal() (an ExitStack entering the lock). */
+static int
+passed_over(FastMethod *self, IFrame *frame)
+{
+    return in_file(frame, self->skip_file) || known_internal(iframe_code(frame));
+}
+
 /*
  * The frame the Python path names as the site of an acquisition called from ``frame``: ``frame``
- * itself, unless it runs ``skip_file`` (threading.py: a Condition taking its lock), and then the
- * frame that called into that file; NULL to let Python find it, when that frame's file is not
+ * itself, unless the lock has a ``skip_file`` and ``frame`` is passed_over(), and then the first
+ * frame out from it that is not; NULL to let Python find it, when that frame's file is not
  * known_outside() pylockdep (or there is none).
  */
 static IFrame *
 site_frame(FastMethod *self, IFrame *frame)
 {
-    if (frame == NULL || self->skip_file == NULL || !in_file(frame, self->skip_file))
+    if (frame == NULL || self->skip_file == NULL || !passed_over(self, frame))
         return frame;
     do
         frame = iframe_back(frame);
-    while (frame != NULL && in_file(frame, self->skip_file));
+    while (frame != NULL && passed_over(self, frame));
     return frame != NULL && known_outside(iframe_code(frame)) ? frame : NULL;
 }
 
