@@ -627,6 +627,12 @@ def check_prev_add(
             edge.guards &= guards
             if edge.loop != loop:
                 edge.loop = None
+            if edge.held_ever is not None and not guards <= edge.held_ever:
+                # Held with locks it never was: a cycle through it that needed one thread to hold
+                # them (check_one_thread_made) may stand now.
+                edge.held_ever |= guards
+                if edge.types & kind:
+                    check_noncircular(v, t, prev_entry, cls, lock, read, site, sync, guards, loop)
         if off_main and not edge.off_main:
             edge.off_main = True
             check_signal_order(v, t, prev_entry, cls, lock, site)
@@ -652,6 +658,7 @@ def check_prev_add(
             guards=guards,
             loop=loop,
             off_main=off_main,
+            held_ever=guards,
         )
         if off_main:
             check_signal_order(v, t, prev_entry, cls, lock, site)
@@ -714,18 +721,21 @@ def check_noncircular(
     def held_each(path: PathStep) -> list[frozenset[LockClass]]:
         return [guards, *(edge.guards for edge in path.edges())]
 
+    def made(path: PathStep) -> list[tuple[LockClass, frozenset[LockClass] | None]]:
+        return [(prev, guards), *((edge.prev, edge.held_ever) for edge in path.edges())]
+
     path = graph.find_path(cls, read == 2, conflict)
     if path is None:
         return True
     if check_loop_order([loop, *(edge.loop for edge in path.edges())]):
         return False
-    gates = check_gated(held_each(path))
+    gates = check_gated(held_each(path), made(path))
     mine = {c for c in guards if check_gate(c)}
     if gates and mine:
         # The shortest path back may be closed by gates where a longer one is not: look for one
         # whose dependencies were made without the gates held here.
         other = graph.find_path(cls, read == 2, conflict, passable=lambda edge: not edge.guards & mine)
-        if other is not None and not (found := check_gated(held_each(other))):
+        if other is not None and not (found := check_gated(held_each(other), made(other))):
             path, gates = other, found
     classes = [step.cls for step in path.walk()]
     v.report(
@@ -748,7 +758,10 @@ def check_gate(cls: LockClass) -> bool:
     return key.at_once == 1 and _threading_lock(cls) and not key.handoff and not key.token
 
 
-def check_gated(held_each: Sequence[frozenset[LockClass]]) -> frozenset[LockClass]:
+def check_gated(
+    held_each: Sequence[frozenset[LockClass]],
+    made: Sequence[tuple[LockClass, frozenset[LockClass] | None]] | None = None,
+) -> frozenset[LockClass]:
     """A cycle of dependencies is a deadlock only if threads can stand on it at once: each waits
     for a lock of the cycle (the new dependency's thread for the lock it takes), holding the locks
     of the cycle from the one the thread before waits for up to it; each thread took them as the
@@ -759,7 +772,14 @@ def check_gated(held_each: Sequence[frozenset[LockClass]]) -> frozenset[LockClas
     holding (:attr:`Edge.guards`), in the cycle's order: the new dependency first, then the path
     back from the lock it takes to the held one.  Returns the gates that close the cycle, empty
     when it may deadlock (or is too long to share out: more than :data:`GATED_LENGTH`
-    dependencies)."""
+    dependencies).
+
+    ``made``, in the same order, is each dependency's held class and the threading locks held
+    once at least when it was made (:attr:`Edge.held_ever`, None where not known).  A thread's
+    share of several dependencies is one it could take only if each was made, once at least,
+    holding the threading locks of the share held before it (:func:`check_one_thread_made`):
+    lockdep records a dependency from the last lock held only, so a path through two of them
+    stands for one thread holding both locks only where one did."""
     gated = [frozenset(c for c in held if check_gate(c)) for held in held_each]
     count = len(gated)
     shared = frozenset(c for i, held in enumerate(gated) for c in held if any(c in other for other in gated[i + 1 :]))
@@ -774,13 +794,27 @@ def check_gated(held_each: Sequence[frozenset[LockClass]]) -> frozenset[LockClas
             continue
         held: set[LockClass] = set()
         for start, end in zip(points, [*points[1:], points[0] + count], strict=True):
+            share = [made[i % count] for i in range(start, end)] if made is not None else []
             gates = frozenset().union(*(gated[i % count] for i in range(start, end)))
-            if gates & held:
+            if gates & held or not check_one_thread_made(share):
                 break
             held |= gates
         else:
             return frozenset()
     return shared
+
+
+def check_one_thread_made(share: Sequence[tuple[LockClass, frozenset[LockClass] | None]]) -> bool:
+    """Whether one thread could stand on ``share``, consecutive dependencies of a cycle, each given
+    as its held class and the threading locks ever held when it was made (None: not known): holding
+    the held class of each while it took the next.  Each dependency after the first must have been
+    made, once at least, holding every earlier held class that is a threading lock (the locks
+    :attr:`Edge.held_ever` knows of)."""
+    for later in range(1, len(share)):
+        ever = share[later][1]
+        if ever is not None and any(_threading_lock(held) and held not in ever for held, _ in share[:later]):
+            return False
+    return True
 
 
 #: The longest cycle :func:`check_gated` shares out among threads (2 ** length ways).

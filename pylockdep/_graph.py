@@ -84,6 +84,9 @@ class Edge:
     #: The classes of threading's locks held every time the dependency was made, on every chain
     #: validated that made it (see :func:`pylockdep._checks.check_gated`).
     guards: frozenset[LockClass] = frozenset()
+    #: The classes of threading's locks held, once at least, when the dependency was made (None
+    #: where not known: a merged graph); see :func:`pylockdep._checks.check_gated`.
+    held_ever: frozenset[LockClass] | None = None
     #: The site of the loop that made the dependency every time, if one did (see
     #: :func:`pylockdep._checks.check_loop_order`); in a merged graph, its
     #: :func:`pylockdep._export.loop_id`.
@@ -211,17 +214,20 @@ class Graph:
         guards: frozenset[LockClass] = frozenset(),
         loop: Site | str | None = None,
         off_main: bool = False,
+        held_ever: frozenset[LockClass] | None = None,
     ) -> Edge:
         """Store the new dependency ``prev -> nxt`` (made while holding ``guards``, by the loop at
-        ``loop`` if one made it, by a thread other than the main one if ``off_main``) and keep the
-        topological order valid.
+        ``loop`` if one made it, by a thread other than the main one if ``off_main``; ``held_ever``
+        as :attr:`Edge.held_ever`) and keep the topological order valid.
 
         ``closes_cycle`` says the caller already knows ``nxt`` reaches ``prev``; such an edge can
         have no place in the order and is kept in :attr:`unordered`.
         """
         if self.max_dependencies is not None and self.nr_edges >= self.max_dependencies:
             raise LimitExceeded("BUG: MAX_LOCKDEP_ENTRIES too low!")
-        edge = Edge(prev, nxt, kind, stack, thread, origin, guards=guards, loop=loop, off_main=off_main)
+        edge = Edge(
+            prev, nxt, kind, stack, thread, origin, guards=guards, loop=loop, off_main=off_main, held_ever=held_ever
+        )
         if prev is not nxt and (closes_cycle or not self._reorder(prev, nxt)):
             edge.ordered = False
             self.unordered.append(edge)

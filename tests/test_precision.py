@@ -16,6 +16,7 @@ import io
 import logging
 import logging.handlers
 import pickle
+import queue
 import subprocess
 import sys
 import textwrap
@@ -668,6 +669,55 @@ def test_a_cycle_through_a_thread_with_the_gate_held_on_one_side_only_is_circula
         pool.submit(lambda: None).result()
     pool.shutdown()
     assert kinds(v) == ["circular"]
+
+
+@pytest.mark.parametrize("one_thread_holds_both", [False, True], ids=["loguru", "one-thread-holds-both"])
+def test_a_cycle_through_a_thread_is_closed_by_a_gate_unless_one_thread_held_its_two_locks(v, one_thread_holds_both):
+    """loguru's shape: its fork hook takes every handler's queue lock ``ql``, then its lock ``lk``,
+    under the logger's global lock; ``remove()`` holds that lock and ``lk`` while it joins the
+    handler's writer, which takes ``ql`` holding nothing.  The cycle ``lk -> writer -> ql -> lk``
+    needs the hook and ``remove()`` inside the global lock at once, or one thread holding ``ql``
+    and ``lk`` while it joins the writer, which no thread did: no report.  Once a thread does hold
+    both while joining, the writer and that thread deadlock: ``circular``."""
+    core, lk, ql = threading.Lock(), threading.Lock(), threading.Lock()
+    messages: queue.SimpleQueue = queue.SimpleQueue()
+    written = threading.Event()
+
+    def writer():
+        while messages.get() is not None:
+            with ql:
+                pass
+            written.set()
+
+    def freeze():  # the fork hook's order
+        with core, ql, lk:
+            pass
+
+    def stop(thread: threading.Thread, *held: threading.Lock) -> None:  # remove(): the writer's end
+        with contextlib.ExitStack() as stack:
+            for lock in held:
+                stack.enter_context(lock)
+            messages.put(None)
+            thread.join()
+
+    first = threading.Thread(target=writer)
+    first.start()
+    messages.put("message")
+    hook = threading.Thread(target=freeze)
+    hook.start()
+    hook.join()
+    stop(first, core, lk)
+    assert v.reports == []
+    if one_thread_holds_both:
+        second = threading.Thread(target=writer)
+        written.clear()
+        second.start()
+        messages.put("message")
+        written.wait()  # the writer is idle: stopping it under ql hangs only in another run
+        stop(second, core, ql, lk)
+        assert kinds(v) == ["circular"]
+        lk_class, ql_class = lk._key.name, ql._key.name
+        assert {lk_class, ql_class} < set(v.reports[0].classes) and lk_class != ql_class
 
 
 # -- loops over a collection of locks -------------------------------------------------------------
