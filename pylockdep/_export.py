@@ -59,10 +59,11 @@ def graph_to_data(v: Validator) -> dict:
     Returns ``{"classes": [...], "edges": [...]}``; a class is ``{"id", "name", "subclass",
     "type", "site", "gate"}`` (``id`` from :func:`class_id`, ``site`` as ``file:line``, ``gate``
     whether it is one, :func:`pylockdep._checks.check_gate`), an edge is ``{"prev", "next",
-    "types", "origin", "thread", "stack", "guards", "loop"}`` (class ids, the dependency kinds as
-    bits of :attr:`Edge.types`, the test or other origin that first made it, its thread, its stack
-    as printed lines, innermost first, the ids of :attr:`Edge.guards`, and :attr:`Edge.loop` as
-    :func:`loop_id` gives it).
+    "types", "origin", "thread", "stack", "guards", "held_ever", "loop"}`` (class ids, the
+    dependency kinds as bits of :attr:`Edge.types`, the test or other origin that first made it,
+    its thread, its stack as printed lines, innermost first, the ids of :attr:`Edge.guards` and of
+    :attr:`Edge.held_ever` (None where not known), and :attr:`Edge.loop` as :func:`loop_id` gives
+    it).
     """
     with v.graph_lock:
         classes = list(v.graph.classes)
@@ -89,11 +90,20 @@ def graph_to_data(v: Validator) -> dict:
                 "thread": e.thread,
                 "stack": format_stack(e.stack, ""),
                 "guards": sorted(ids[c] for c in e.guards if c in ids),
+                "held_ever": _held_ever_ids(e, ids),
                 "loop": loop_id(e.loop),
             }
             for e in edges
         ],
     }
+
+
+def _held_ever_ids(edge: Edge, ids: dict[LockClass, str]) -> list[str] | None:
+    """The ids of ``edge``'s :attr:`Edge.held_ever`, None where not known: a class the ids lack
+    (made meanwhile) would be dropped, and fewer classes held would judge too little."""
+    if edge.held_ever is None or any(c not in ids for c in edge.held_ever):
+        return None
+    return sorted(ids[c] for c in edge.held_ever)
 
 
 def loop_id(loop: Site | str | None) -> str | None:
@@ -131,8 +141,9 @@ class MergedGraph:
 
         A class is a gate if it was one in every source that had it (``key.at_once`` 1, else 2:
         see :func:`pylockdep._checks.check_gate`); an edge's guards are those held every time any
-        source made it, and its loop the one loop that made it in every source (recordings of
-        older versions hold neither: no guards, no loop)."""
+        source made it, the locks it was ever made holding those of any source (not known if one
+        source did not say), and its loop the one loop that made it in every source (recordings of
+        older versions hold none of these: no guards, not known, no loop)."""
         for c in data["classes"]:
             cls = self.by_id.get(c["id"])
             if cls is None:
@@ -147,14 +158,26 @@ class MergedGraph:
         for e in data["edges"]:
             prev, nxt = self.by_id[e["prev"]], self.by_id[e["next"]]
             guards = frozenset(self.by_id[g] for g in e.get("guards", ()) if g in self.by_id)
+            ever = e.get("held_ever")
+            held_ever = None if ever is None else frozenset(self.by_id[g] for g in ever if g in self.by_id)
             edge = prev.after.get(nxt)
             if edge is None:
                 edge = self.graph.add_edge(
-                    prev, nxt, e["types"], (), e["thread"], e["origin"], False, guards, e.get("loop")
+                    prev,
+                    nxt,
+                    e["types"],
+                    (),
+                    e["thread"],
+                    e["origin"],
+                    False,
+                    guards,
+                    e.get("loop"),
+                    held_ever=held_ever,
                 )
                 self.edge_sources[edge] = EdgeSources(stack=list(e["stack"]))
             else:
                 edge.guards &= guards
+                edge.held_ever = None if edge.held_ever is None or held_ever is None else edge.held_ever | held_ever
                 edge.loop = edge.loop if edge.loop == e.get("loop") else None
             edge.types |= e["types"]
             sources = self.edge_sources[edge].sources

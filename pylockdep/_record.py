@@ -84,6 +84,7 @@ def merged_to_data(merged: MergedGraph) -> dict:
                 "thread": e.thread,
                 "stack": list(merged.edge_sources[e].stack),
                 "guards": sorted(ids[c] for c in e.guards),
+                "held_ever": None if e.held_ever is None else sorted(ids[c] for c in e.held_ever),
                 "loop": loop_id(e.loop),
             }
             for e in merged.graph.edges()
@@ -139,7 +140,8 @@ def union_cycles(merged: MergedGraph) -> list[Report]:
         common = set(merged.edge_sources[cycle[0]].sources)
         for edge in cycle[1:]:
             common &= set(merged.edge_sources[edge].sources)
-        if common or check_loop_order([edge.loop for edge in cycle]) or check_gated([edge.guards for edge in cycle]):
+        made = [(edge.prev, edge.held_ever) for edge in cycle]
+        if common or check_loop_order([edge.loop for edge in cycle]) or check_gated([e.guards for e in cycle], made):
             continue
         reports.append(cycle_report(merged, cycle))
     return reports

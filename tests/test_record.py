@@ -113,6 +113,52 @@ def test_merge_judges_a_cycle_as_one_process_would_where_gates_close_it(tmp_path
     assert old.returncode == 66 and old.stderr.count(CIRCULAR) == 1, old.stderr
 
 
+LOGURU = """\
+import queue, sys, threading
+class Core:
+    def __init__(self):
+        self.lock = threading.Lock()
+core = Core().lock
+lk = threading.Lock()
+ql = threading.Lock()
+messages = queue.SimpleQueue()
+def writer():
+    while messages.get() is not None:
+        with ql:
+            pass
+writing = threading.Thread(target=writer)
+writing.start()
+messages.put("message")
+if sys.argv[1] == "fork-hook":
+    with core, ql, lk:
+        pass
+    messages.put(None)
+    writing.join()
+else:
+    with core, lk:
+        messages.put(None)
+        writing.join()
+"""
+
+
+def test_merge_judges_a_share_of_a_cycle_by_the_locks_held_when_each_part_was_made(tmp_path: Path) -> None:
+    """loguru's fork hook (ql, then lk, under the global lock) in one run, its remove() (lk, under
+    that lock, joining the writer that takes ql) in another: one process could not deadlock there,
+    as no thread held ql while it joined the writer, and the merge says so.  A recording that does
+    not say what its dependencies were ever made holding (an older version's) is not judged so."""
+    (tmp_path / "loguru.py").write_text(LOGURU)
+    for job in ("fork-hook", "remove"):
+        assert pylockdep("run", "--record", f"{job}.json", "loguru.py", job, cwd=tmp_path).returncode == 0
+    merged = pylockdep("merge", "fork-hook.json", "remove.json", cwd=tmp_path)
+    assert merged.returncode == 0 and CIRCULAR not in merged.stderr, merged.stderr
+    data = json.loads((tmp_path / "remove.json").read_text())
+    for edge in data["graph"]["edges"]:
+        del edge["held_ever"]
+    (tmp_path / "old-remove.json").write_text(json.dumps(data))
+    old = pylockdep("merge", "fork-hook.json", "old-remove.json", cwd=tmp_path)
+    assert old.returncode == 66 and old.stderr.count(CIRCULAR) == 1, old.stderr
+
+
 LOOP = """\
 import sys, threading
 a = threading.Lock()
