@@ -5,6 +5,10 @@ lock classes seen so far, the wait type its context allows, and the irq states t
 used in.  A deadlock that *could* happen is reported from a run in which it did not.
 
 See ``API.md`` for the promises; the names below are the public API.
+
+PYTEST_DONT_REWRITE: ``pylockdep run -m pytest`` imports this package before pytest marks the
+packages of its plugins for assertion rewriting, and a suite that turns warnings into errors
+would stop at pytest's warning that it comes too late; its assertions need no rewriting.
 """
 
 from . import _fork  # noqa: F401 - registers the after-fork reset

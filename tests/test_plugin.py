@@ -54,6 +54,24 @@ def failure_text(result: pytest.RunResult) -> str:
 # -- on and off ---------------------------------------------------------------------------------
 
 
+def test_a_suite_that_makes_warnings_errors_runs_with_pylockdep_imported_first(pytester: pytest.Pytester) -> None:
+    """``pylockdep run -m pytest`` imports pylockdep before pytest marks the packages of its
+    plugins' distributions (pylockdep's, installed as a wheel) for assertion rewriting.  pytest
+    warns of a module imported too early unless its docstring says not to rewrite it; a suite
+    whose configuration makes warnings errors (loguru's, anyio's) stopped there."""
+    pytester.makeconftest(
+        """
+        import pylockdep
+
+        def pytest_configure(config):  # what pytest does for a plugin's distribution
+            config.pluginmanager.rewrite_hook.mark_rewrite("pylockdep")
+        """
+    )
+    pytester.makepyfile(test_ok="def test_ok():\n    pass\n")
+    result = pytester.runpytest_subprocess(*QUIET, "-W", "error::pytest.PytestAssertRewriteWarning")
+    result.assert_outcomes(passed=1)
+
+
 def test_off_without_the_option(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_abba=ABBA)
     result = run(pytester)
