@@ -329,32 +329,28 @@ is_owned_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
     return PyBool_FromLong(owned_by_caller(args[0], &self->lock));
 }
 
-/* _frames.internal_files (filename -> whether pylockdep's) and _frames._lines ((id(code), lasti) ->
- * (code, line)), the Python path's caches, set by setup(). */
+/* _frames.internal_files (filename -> whether pylockdep's or contextlib's) and _frames._lines
+ * ((id(code), lasti) -> (code, line)), the Python path's caches, set by setup(). */
 static PyObject *g_internal_files, *g_lines;
 
-/* Whether the Python path knows ``code``'s file to be outside pylockdep (internal_files says False;
- * a file it has not seen yet is not known). */
+/* What the Python path knows of ``code``'s file (internal_files): Py_True for pylockdep's or
+ * contextlib's, Py_False for any other, NULL for a file it has not seen yet.  Borrowed. */
+static PyObject *
+known_file(PyCodeObject *code)
+{
+    PyObject *internal = g_internal_files == NULL ? NULL : PyDict_GetItemWithError(g_internal_files, code->co_filename);
+
+    if (internal == NULL)
+        PyErr_Clear();
+    return internal;
+}
+
+/* Whether the Python path knows ``code``'s file to be outside pylockdep (a file it has not seen
+ * yet is not known). */
 static int
 known_outside(PyCodeObject *code)
 {
-    PyObject *internal = g_internal_files == NULL ? NULL : PyDict_GetItemWithError(g_internal_files, code->co_filename);
-
-    if (internal == NULL)
-        PyErr_Clear();
-    return internal == Py_False;
-}
-
-/* Whether the Python path knows ``code``'s file to be pylockdep's or contextlib's (internal_files
- * says True). */
-static int
-known_internal(PyCodeObject *code)
-{
-    PyObject *internal = g_internal_files == NULL ? NULL : PyDict_GetItemWithError(g_internal_files, code->co_filename);
-
-    if (internal == NULL)
-        PyErr_Clear();
-    return internal == Py_True;
+    return known_file(code) == Py_False;
 }
 
 /* Whether ``frame`` runs code of the file ``filename``. */
@@ -367,11 +363,12 @@ in_file(IFrame *frame, PyObject *filename)
 }
 
 /* Whether ``frame`` runs code the site of a lock of ``self`` passes over: ``skip_file`` (threading.py:
- * a Condition taking its lock) or, with it, code known_internal() (an ExitStack entering the lock). */
+ * a Condition taking its lock) or, with it, code known_file() to be pylockdep's or contextlib's (an
+ * ExitStack entering the lock). */
 static int
 passed_over(FastMethod *self, IFrame *frame)
 {
-    return in_file(frame, self->skip_file) || known_internal(iframe_code(frame));
+    return in_file(frame, self->skip_file) || known_file(iframe_code(frame)) == Py_True;
 }
 
 /*
