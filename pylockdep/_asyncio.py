@@ -342,7 +342,7 @@ def _task_suspended(v: Validator, h: TaskHolder, task: asyncio.Task) -> None:
         v.run_check(h, _checks.check_scheduling_while_atomic, suspended_stack(task))
     if any(not entry[H_CLASS].ltype.pseudo for entry in held):
         h.awaiting = _awaited_maps(v, task)
-        if any(_blocked_by(awaited, h) for _, awaited in h.awaiting):
+        if any(_blocked_by(v, awaited, h) for _, awaited in h.awaiting):
             _touch_if_still_stuck(v, h)  # the task may never resume to tell
 
 
@@ -364,7 +364,7 @@ def _waited(h: TaskHolder, task: asyncio.Task) -> None:
                     _waits.touch(work, frame)  # type: ignore[arg-type]
 
 
-def _blocked_by(task: asyncio.Task, h: TaskHolder) -> bool:
+def _blocked_by(v: Validator, task: asyncio.Task, h: TaskHolder) -> bool:
     """Whether ``task`` waits for a lock that the holder ``h`` holds, with no cancellation of it
     on its way (a cancelled task runs next, to raise)."""
     if task.done() or task._must_cancel:  # type: ignore[attr-defined]
@@ -372,7 +372,7 @@ def _blocked_by(task: asyncio.Task, h: TaskHolder) -> bool:
     waiter = task._fut_waiter  # type: ignore[attr-defined]
     if waiter is None or waiter.done():
         return False
-    a = active.validator.async_holders.get(id(task))
+    a = v.async_holders.get(id(task))
     return a is not None and a.waiting is not None and getattr(a.waiting[0], "_owner", None) is h
 
 
@@ -390,7 +390,7 @@ def _touch_if_still_stuck(v: Validator, h: TaskHolder) -> None:
     wait = h.awaiting
 
     def touch_if_stuck() -> None:
-        if h.awaiting is wait and any(_blocked_by(awaited, h) for _, awaited in wait):
+        if h.awaiting is wait and any(_blocked_by(v, awaited, h) for _, awaited in wait):
             _as_holder(v, h, lambda: _waited(h, task))
 
     try:

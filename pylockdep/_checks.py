@@ -755,7 +755,7 @@ def check_gate(cls: LockClass) -> bool:
     signal or a token.  Holding its class means holding the one lock of the class alive, which
     two threads cannot do at the same time."""
     key = cls.key
-    return key.at_once == 1 and _threading_lock(cls) and not key.handoff and not key.token
+    return key.at_once == 1 and threading_lock(cls) and not key.handoff and not key.token
 
 
 def check_gated(
@@ -812,7 +812,7 @@ def check_one_thread_made(share: Sequence[tuple[LockClass, frozenset[LockClass] 
     :attr:`Edge.held_ever` knows of)."""
     for later in range(1, len(share)):
         ever = share[later][1]
-        if ever is not None and any(_threading_lock(held) and held not in ever for held, _ in share[:later]):
+        if ever is not None and any(threading_lock(held) and held not in ever for held, _ in share[:later]):
             return False
     return True
 
@@ -823,10 +823,10 @@ GATED_LENGTH = 10
 
 def _guards_held(t: Task) -> frozenset[LockClass]:
     """The classes of the threading locks ``t`` holds: what a dependency it makes now is made under."""
-    return frozenset(e[H_CLASS] for e in t.held if _threading_lock(e[H_CLASS]))
+    return frozenset(e[H_CLASS] for e in t.held if threading_lock(e[H_CLASS]))
 
 
-def _threading_lock(cls: LockClass) -> bool:
+def threading_lock(cls: LockClass) -> bool:
     """Whether ``cls`` is a class of ``threading.Lock``s or ``RLock``s, the locks that may be gates."""
     return cls.ltype is PY_LOCK or cls.ltype is PY_RLOCK
 

@@ -90,7 +90,7 @@ def graph_to_data(v: Validator) -> dict:
                 "thread": e.thread,
                 "stack": format_stack(e.stack, ""),
                 "guards": sorted(ids[c] for c in e.guards if c in ids),
-                "held_ever": _held_ever_ids(e, ids),
+                "held_ever": held_ever_ids(e, ids),
                 "loop": loop_id(e.loop),
             }
             for e in edges
@@ -98,7 +98,7 @@ def graph_to_data(v: Validator) -> dict:
     }
 
 
-def _held_ever_ids(edge: Edge, ids: dict[LockClass, str]) -> list[str] | None:
+def held_ever_ids(edge: Edge, ids: dict[LockClass, str]) -> list[str] | None:
     """The ids of ``edge``'s :attr:`Edge.held_ever`, None where not known: a class the ids lack
     (made meanwhile) would be dropped, and fewer classes held would judge too little."""
     if edge.held_ever is None or any(c not in ids for c in edge.held_ever):

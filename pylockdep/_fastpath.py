@@ -319,8 +319,8 @@ def accelerate(
     when there is one, from code the Python path knows is internal (contextlib's: an ``ExitStack``),
     are sited at the first frame outside both, as the Python path does, when that frame's file is
     one the Python path already knows is not pylockdep's (``_frames``' cache of
-    :func:`is_internal`); otherwise they take the Python path.  ``recursive``: the owner may take the lock again,
-    counted in ``_count`` with the owner's thread ident in ``_ident`` (``threading.RLock``), and
+    :func:`is_internal`); otherwise they take the Python path.  ``recursive``: the owner may take
+    the lock again, counted in ``_count`` with the owner's thread ident in ``_ident`` (``threading.RLock``), and
     its ``_release_save`` and ``_acquire_restore`` (``Condition.wait()``'s) and ``_is_owned`` get C
     versions too.
     ``blocking_arg``: ``acquire`` takes ``blocking`` first, and ``acquire(False)`` of a lock that is

@@ -14,7 +14,8 @@ import os
 import sys
 from types import FrameType
 
-from . import _classes, _locks, _locktypes, _rcu, _signals, _validator, _waitfor, _waits
+from . import _classes, _locks, _rcu, _signals, _validator, _waitfor, _waits
+from ._checks import threading_lock
 from ._held import H_CLASS, H_LOCK, do_pending, remove
 from ._task import Task
 
@@ -67,12 +68,9 @@ def _forget_locks(v: _validator.Validator, t: Task) -> None:
         do_pending(v, t)
     for index in reversed(range(len(t.held))):
         entry = t.held[index]
-        if entry[H_CLASS].ltype in _THREADING_TYPES:
+        if threading_lock(entry[H_CLASS]):
             remove(v, t, index)
             v.forgotten_at_fork[entry[H_LOCK]] = t
-
-
-_THREADING_TYPES = (_locktypes.PY_LOCK, _locktypes.PY_RLOCK)
 
 
 def _never_returns(forker: FrameType | None) -> bool:

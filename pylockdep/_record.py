@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 from ._checks import check_gate, check_gated, check_loop_order
-from ._export import MergedGraph, cycle_report, graph_to_data, loop_id, strong_cycles
+from ._export import MergedGraph, cycle_report, graph_to_data, held_ever_ids, loop_id, strong_cycles
 from ._report import Report
 from ._validator import Validator, current
 
@@ -84,7 +84,7 @@ def merged_to_data(merged: MergedGraph) -> dict:
                 "thread": e.thread,
                 "stack": list(merged.edge_sources[e].stack),
                 "guards": sorted(ids[c] for c in e.guards),
-                "held_ever": None if e.held_ever is None else sorted(ids[c] for c in e.held_ever),
+                "held_ever": held_ever_ids(e, ids),
                 "loop": loop_id(e.loop),
             }
             for e in merged.graph.edges()
