@@ -267,7 +267,8 @@ class LockClass:
     in insertion order.  ``usage`` holds the irq usage bits and ``usage_stacks`` where each bit was
     first set; ``usage_guards`` the thread-local flags that guarded every acquisition seen to set a
     bit of Python's states (:mod:`pylockdep._guards`), for the bits some flag guards.  ``ord`` is
-    the class's place in the graph's topological order.
+    the class's place in the graph's topological order.  ``steps`` is the pure fast path's memo of chain keys
+    (see :func:`pylockdep._locks.pure_fast_with`).
     """
 
     __slots__ = (
@@ -285,6 +286,7 @@ class LockClass:
         "variants",
         "validated",
         "spins",
+        "steps",
     )
 
     def __init__(self, ident: int, key: LockKey, subclass: int, name: str) -> None:
@@ -305,6 +307,9 @@ class LockClass:
         self.validated = key.ltype.check
         # Whether taking it disables preemption; set by the validator for its kernel flavour.
         self.spins = False
+        # The chains known to end in this class taken plainly (variant 0), for the pure fast path:
+        # the chain key before it -> (context signature, chains_forgotten then, the chain key).
+        self.steps: dict[int, tuple[int, int, int]] = {}
 
     @property
     def bare_name(self) -> str:

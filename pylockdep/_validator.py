@@ -320,11 +320,16 @@ class Validator:
 
     def forget_chains(self) -> None:
         """Empty the chain cache: every chain is validated again the next time it is taken.  (The C
-        fast path trusts the chains it found until ``chains_forgotten`` changes, just after.)"""
+        fast path and the pure one's memo, ``LockClass.steps``, trust the chains they found until
+        ``chains_forgotten`` changes, just after; the memos are emptied too, for their memory.)"""
         self.chains.clear()
         self.instance_chains.clear()
         self.site_chains.clear()
         self.chains_forgotten += 1
+        for classes in list(self._key_classes.values()):
+            for cls in classes:
+                if cls is not None:
+                    cls.steps.clear()
 
     def depth_exceeded(self, t: Task) -> None:
         """The held stack outgrew ``max_lock_depth``: stop validating, as lockdep does."""

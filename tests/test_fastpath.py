@@ -110,16 +110,18 @@ def test_a_known_chain_never_reaches_python(monkeypatch):
     assert v.reports == []
 
 
-@needs_c
 def test_a_chain_the_cache_forgot_is_validated_again(monkeypatch):
     slow = SlowCalls(monkeypatch)
     a, b = pylockdep.Mutex("fp_forget_a"), pylockdep.Mutex("fp_forget_b")
     with pylockdep.validate() as v:
-        for _ in range(2):  # the second time in C, which keeps the chains it found in the cache
+        # The second time on the fast path, which keeps the chains it found in the cache (C) or
+        # memoises them in their classes (pure).
+        for _ in range(2):
             with a, b:
                 pass
         assert slow.acquires == 2
         v.forget_chains()
+        assert v.class_for(b._key).steps == {}  # the pure memo goes with the cache
         with a, b:
             pass
         assert slow.acquires == 4  # validated in Python again, and cached again
@@ -244,6 +246,38 @@ def test_python_acquire_and_release_change_the_stack_as_push_and_pop_do():
 
 
 needs_pure = pytest.mark.skipif(_fastpath.ACCELERATED, reason="the pure path's with-block is replaced by C")
+
+
+@needs_pure
+def test_the_pure_memo_keeps_no_chain_forgotten_while_it_was_looked_up(monkeypatch):
+    """The pure with-block memoises a chain it found in the cache (LockClass.steps) under the
+    cache's era read before the lookup: a chain forgotten between the lookup and the memo is taken
+    through _acquire the next time, and validated again."""
+    slow = SlowCalls(monkeypatch)
+    a = pylockdep.Mutex("fp_memo_race")
+    with pylockdep.validate() as v:
+        with a:  # a new chain: validated and cached
+            pass
+        assert slow.acquires == 1 and len(v.chains) == 1
+
+        class ForgetAfterLookup(set):
+            def __contains__(self, key: object) -> bool:
+                found = super().__contains__(key)
+                v.forget_chains()  # another thread's, right after the lookup
+                return found
+
+        monkeypatch.setattr(v, "chains", ForgetAfterLookup(v.chains))
+        with a:  # found, then forgotten before the memo
+            pass
+        assert slow.acquires == 1 and len(v.chains) == 0
+        monkeypatch.setattr(v, "chains", set())
+        with a:
+            pass
+        assert slow.acquires == 2 and len(v.chains) == 1  # validated again
+        with a:
+            pass
+        assert slow.acquires == 2  # and memoised now
+    assert v.reports == []
 
 
 @needs_pure
