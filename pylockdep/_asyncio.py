@@ -120,7 +120,8 @@ class TaskHolder(Task):
     ``acquire()`` or a condition's ``wait()`` (see :func:`_task_exited`); then ``awaiter`` is the
     holder that made it, for whom it takes the lock (None if not known: see :func:`_create_task`),
     and ``passes_on`` says whether ``wait_for()`` made it, so that its awaiter holds what it took
-    once it ends (see :func:`_pass_to_awaiter`).
+    once it ends (see :func:`_pass_to_awaiter`).  ``queue_span``: the span of ``asyncio.Queue``
+    items it took and has not marked done (:mod:`pylockdep._asyncio_queue`), or None.
     """
 
     __slots__ = (
@@ -133,6 +134,7 @@ class TaskHolder(Task):
         "takes_for_awaiter",
         "awaiter",
         "passes_on",
+        "queue_span",
     )
     by_the_thousand = True
 
@@ -154,6 +156,7 @@ class TaskHolder(Task):
         self.takes_for_awaiter = getattr(coro, "cr_code", None) in _TAKES_FOR_AWAITER
         self.awaiter: Task | None = getattr(task, _AWAITER, None)
         self.passes_on = getattr(task, _PASSES_ON, False)
+        self.queue_span: _waits._Span | None = None
 
 
 class _TaskRef(weakref.ref):  # type: ignore[type-arg]
@@ -293,6 +296,11 @@ def _task_exited(v: Validator, h: TaskHolder) -> None:
     (:func:`_pass_to_awaiter`)."""
     v.async_holders.pop(h.ident, None)
     v.tasks.pop(id(h), None)
+    span = h.queue_span
+    if span is not None:  # its map goes with the stack; the queue forgets the span
+        h.queue_span = None
+        if span.spans.get(h) is span:
+            del span.spans[h]
     if h.held and h.takes_for_awaiter:
         _pass_to_awaiter(v, h)
     if h.held and not h.takes_for_awaiter:

@@ -810,9 +810,10 @@ def uninstall() -> None:
             if _asyncio_hook is not None:
                 _asyncio_hook.remove()
                 _asyncio_hook = None
-            asyncio_locks = sys.modules.get("pylockdep._asyncio")
-            if asyncio_locks is not None:
-                asyncio_locks.uninstall()
+            for name in ("pylockdep._asyncio_queue", "pylockdep._asyncio"):
+                module = sys.modules.get(name)
+                if module is not None:
+                    module.uninstall()
 
 
 # _thread's names of its lock type (3.13's threading.Lock is _thread.lock): a type, not a factory.
@@ -861,9 +862,10 @@ def _rebind_prebound() -> None:
 
 def _instrument_asyncio(module: object) -> None:
     """Instrument asyncio's locks (:mod:`pylockdep._asyncio`), once asyncio is imported."""
-    from . import _asyncio
+    from . import _asyncio, _asyncio_queue
 
     _asyncio.install()
+    _asyncio_queue.install()
 
 
 class instrument_threading:  # noqa: N801 - a context manager named as the API promises

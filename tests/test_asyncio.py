@@ -1664,6 +1664,153 @@ def test_queue_producer_consumer_with_a_lock_is_clean():
     assert run(main) == []
 
 
+# -- asyncio.Queue.join() is a wait ------------------------------------------------------------
+
+
+async def _join_under_the_consumers_lock(timeout: float) -> list[int]:
+    """Hold ``lock`` across ``queue.join()`` while the consumer needs it for each item: a real
+    deadlock, which the timeout ends.  Returns what the consumer got done."""
+    lock = asyncio.Lock()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    done: list[int] = []
+
+    async def consumer():
+        while True:
+            item = await queue.get()
+            async with lock:
+                done.append(item)
+            queue.task_done()
+
+    task = asyncio.create_task(consumer())
+    async with lock:
+        await queue.put(1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await queue.join()
+    await queue.join()  # the lock released, the consumer gets on
+    task.cancel()
+    return done
+
+
+def test_joining_a_queue_holding_a_lock_its_consumer_takes_is_circular():
+    line = _join_under_the_consumers_lock.__code__.co_firstlineno + 4
+    reports = run(lambda: _join_under_the_consumers_lock(0.05))
+    assert kinds(reports) == ["circular"]
+    assert f"(queue)test_asyncio.py:{line}" in reports[0].classes
+    assert any(c.startswith("Lock@test_asyncio.py:") for c in reports[0].classes)
+
+
+def test_a_queue_the_consumer_took_the_lock_of_before_the_join_is_circular_too():
+    """Found from a run that did not hang: the consumer took the lock while it held an item, then
+    the lock was held across join() when every item was done already."""
+
+    async def main():
+        lock = asyncio.Lock()
+        queue: asyncio.Queue[int] = asyncio.Queue()
+
+        async def consumer():
+            while True:
+                await queue.get()
+                async with lock:
+                    pass
+                queue.task_done()
+
+        task = asyncio.create_task(consumer())
+        await queue.put(1)
+        await queue.join()
+        async with lock:
+            await queue.join()  # nothing left to do: returns at once
+        task.cancel()
+
+    assert kinds(run(main)) == ["circular"]
+
+
+def test_ordinary_queue_joins_are_clean():
+    """A join with no lock held; a lock held around put() only; items marked done by a later
+    stage; a batch consumer that takes the lock once its items are done; a consumer cancelled
+    holding an item; subclasses."""
+
+    async def main():
+        lock = asyncio.Lock()
+        first: asyncio.Queue[int] = asyncio.Queue()
+        second: asyncio.PriorityQueue[int] = asyncio.PriorityQueue()
+        done = []
+
+        async def stage_one():
+            while True:
+                item = await first.get()
+                async with lock:  # holding an item of ``first``: the joiner must not hold ``lock``
+                    await second.put(item)
+
+        async def stage_two():
+            while True:
+                item = await second.get()
+                done.append(item)
+                second.task_done()
+                first.task_done()  # the pipeline's end marks the first stage's item done
+
+        async def batch():
+            lifo: asyncio.LifoQueue[int] = asyncio.LifoQueue()
+            for i in range(3):
+                lifo.put_nowait(i)
+            got = [lifo.get_nowait() for _ in range(3)]
+            for _ in got:
+                lifo.task_done()
+            async with lock:  # taken with no item held
+                await lifo.join()  # every item done, and done by the taker
+
+        tasks = [asyncio.create_task(stage_one()), asyncio.create_task(stage_two())]
+        for i in range(5):
+            async with lock:
+                await first.put(i)
+        await first.join()
+        await second.join()
+        await batch()
+
+        stuck: asyncio.Queue[int] = asyncio.Queue()
+        stuck.put_nowait(0)
+
+        async def cancelled_holding_an_item():
+            await stuck.get()
+            await asyncio.sleep(10)
+
+        victim = asyncio.create_task(cancelled_holding_an_item())
+        await asyncio.sleep(0.01)
+        victim.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(victim, *tasks, return_exceptions=True)
+        async with lock:
+            pass
+        assert sorted(done) == list(range(5))
+
+    assert run(main) == []
+
+
+def test_a_consumer_joining_the_queue_it_holds_an_item_of_is_recursive():
+    async def main():
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        lock = asyncio.Lock()
+        queue.put_nowait(1)
+        await queue.get()
+        async with lock:  # a real lock held: the wait is checked
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await queue.join()  # waits for its own task_done()
+        queue.task_done()
+
+    reports = run(main)
+    assert kinds(reports) == ["recursive"]
+    assert any(c.startswith("(queue)test_asyncio.py:") for c in reports[0].classes)
+
+
+def test_asyncio_queue_instrumentation_is_put_back():
+    plain = {name: vars(asyncio.Queue)[name] for name in ("__init__", "get_nowait", "task_done", "join")}
+    with pylockdep.instrument_threading():
+        assert all(vars(asyncio.Queue)[name] is not method for name, method in plain.items())
+    assert all(vars(asyncio.Queue)[name] is method for name, method in plain.items())
+
+
 def test_taskgroup_with_shared_locks_is_clean():
     async def main():
         a = asyncio.Lock()
