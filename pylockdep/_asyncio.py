@@ -990,35 +990,37 @@ _plain_run_coroutine_threadsafe = asyncio.tasks.run_coroutine_threadsafe
 
 
 class _LoopFuture(concurrent.futures.Future):
-    """The future of :func:`run_coroutine_threadsafe`: waiting for it, without a timeout, on the
-    thread that runs its loop would never end, so it is reported and refused."""
+    """The future of :func:`run_coroutine_threadsafe`: waiting for it on the thread that runs its
+    loop would never end, so it is reported and refused; with a timeout it can only time out, so
+    it is reported, and left to time out."""
 
     _pylockdep_loop: asyncio.AbstractEventLoop
 
     def result(self, timeout: float | None = None) -> Any:
         """As ``concurrent.futures.Future.result``."""
         try:
-            if timeout is None:
-                self._refuse_own_loop("result")
+            self._check_own_loop("result", timeout)
             return super().result(timeout)
         finally:
             self = None  # as CPython's result(): the exception it raises must not keep the future alive
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """As ``concurrent.futures.Future.exception``."""
-        if timeout is None:
-            self._refuse_own_loop("exception")
+        self._check_own_loop("exception", timeout)
         return super().exception(timeout)
 
-    def _refuse_own_loop(self, method: str) -> None:
-        if self.done() or _running_loop() is not self._pylockdep_loop:
+    def _check_own_loop(self, method: str, timeout: float | None) -> None:
+        """Report a wait for this future on its own loop's thread that may block (no timeout, or
+        a positive one; a zero timeout only polls); refuse it without a timeout."""
+        if (timeout is not None and timeout <= 0) or self.done() or _running_loop() is not self._pylockdep_loop:
             return
         v = active.validator
         t = _current_holder(v)
         frame = _site_frame(_getframe(2))
         what = f"Future.{method}() of run_coroutine_threadsafe()"
-        v.run_check(t, _checks.check_wait_in_own_loop, what, (frame.f_code, frame.f_lineno))
-        raise DeadlockError(f"deadlock: {t.comm} would wait for ever for {what}, on that loop's own thread")
+        v.run_check(t, _checks.check_wait_in_own_loop, what, (frame.f_code, frame.f_lineno), timeout)
+        if timeout is None:
+            raise DeadlockError(f"deadlock: {t.comm} would wait for ever for {what}, on that loop's own thread")
 
 
 class _TaskWork(_waits.CompletionMap):

@@ -1311,16 +1311,17 @@ def check_scheduling_while_atomic(v: Validator, t: Task, suspended: Stack) -> No
     )
 
 
-def check_wait_in_own_loop(v: Validator, t: Task, what: str, site: Site) -> None:
+def check_wait_in_own_loop(v: Validator, t: Task, what: str, site: Site, timeout: float | None = None) -> None:
     """The thread that runs an event loop must not block waiting for ``what``, which only that
-    loop can complete (the caller found it cannot be done yet): the wait would never end."""
+    loop can complete (the caller found it cannot be done yet): the wait would never end, or, with
+    a ``timeout``, end only by timing out, the loop stalled all along."""
     v.report(
         "loop_blocked",
         (),
-        lambda title: _splat.loop_blocked(v, t, title, what, site),
+        lambda title: _splat.loop_blocked(v, t, title, what, site, timeout),
         site=site,
         dedupe=(site,),
-        title={"comm": t.comm},
+        title={"comm": t.comm, "how": "for ever" if timeout is None else "until its wait times out"},
     )
 
 

@@ -50,7 +50,7 @@ TITLES: dict[str, str] = {
     "context_imbalance": "WARNING: {call}",
     "limit_exceeded": "{message}",
     "scheduling_while_atomic": "BUG: scheduling while atomic: {comm}/0x{count:08x}",
-    "loop_blocked": "BUG: {comm} blocks its own event loop's thread for ever",
+    "loop_blocked": "BUG: {comm} blocks its own event loop's thread {how}",
 }
 
 
@@ -734,14 +734,17 @@ def scheduling_while_atomic(v: Validator, t: Task, title: str, blocking: list[He
     return lines + backtrace(v, t, suspended, header="", functions=["__schedule_bug", "schedule"])
 
 
-def loop_blocked(v: Validator, t: Task, title: str, what: str, site: Site) -> list[str]:
-    """'blocks its own event loop's thread for ever': a blocking wait, on the thread that runs an
-    event loop, for ``what``, which only that loop can complete."""
+def loop_blocked(v: Validator, t: Task, title: str, what: str, site: Site, timeout: float | None = None) -> list[str]:
+    """'blocks its own event loop's thread for ever' (or 'until its wait times out', given the
+    ``timeout``): a blocking wait, on the thread that runs an event loop, for ``what``, which only
+    that loop can complete."""
     lines = banner(v, title, 54)
     lines += [
         f"{t.comm} is waiting at {format_site(site)} for:",
         f" {what}",
         "which only its own event loop can complete, and the loop's thread is the one waiting.",
-        "",
     ]
+    if timeout is not None:
+        lines.append(f"The wait can only time out, after {timeout:g} s, with the loop stalled until then.")
+    lines.append("")
     return lines + held_lines(v, t) + [""] + backtrace(v, t)

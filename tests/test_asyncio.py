@@ -7,6 +7,7 @@ Every test runs its program under a fresh validator with instrumentation install
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import sys
@@ -1203,6 +1204,31 @@ def test_waiting_on_the_loops_thread_for_run_coroutine_threadsafe_is_reported_an
     )
     assert "run_coroutine_threadsafe" in reports[0].text
     assert len(caught) == 1
+
+
+def test_a_timed_wait_on_the_loops_thread_for_run_coroutine_threadsafe_is_reported_and_times_out():
+    """With a timeout the wait can only time out, the loop stalled all along: reported, and left to
+    time out as CPython's would.  A zero timeout only polls: nothing to report."""
+    timed_out: list[BaseException] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        future = asyncio.run_coroutine_threadsafe(asyncio.sleep(0, "done"), loop)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            future.result(0)  # a poll
+        with pytest.raises(concurrent.futures.TimeoutError):
+            future.exception(timeout=-1)
+        try:
+            future.result(timeout=0.05)
+        except concurrent.futures.TimeoutError as exc:
+            timed_out.append(exc)
+        assert await asyncio.wrap_future(future) == "done"
+
+    reports = run(main)
+    assert kinds(reports) == ["loop_blocked"]
+    assert reports[0].title.endswith(" blocks its own event loop's thread until its wait times out")
+    assert "The wait can only time out, after 0.05 s" in reports[0].text
+    assert len(timed_out) == 1
 
 
 def test_an_exception_from_run_coroutine_threadsafe_is_freed_without_the_collector():
