@@ -423,7 +423,7 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
         ):
             in_wait_for = in_wait_for or frame.f_code is _WAIT_FOR
             frame = frame.f_back
-        key = _waits.map_key("task", creation_frame(frame)) if frame is not None else None
+        key = _waits.map_key("task", _asking_frame(frame, coro)) if frame is not None else None
         if key is not None:
             key = _key_for_coroutine(key, coro)
         asked = _threadsafe.pop(id(coro), None)
@@ -458,6 +458,45 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
 
     create_task.__doc__ = original.__doc__
     return create_task
+
+
+def _asking_frame(frame: FrameType, coro: Any) -> FrameType:
+    """The line that asked for a task of ``coro``, from ``frame``, the first frame outside asyncio
+    and pylockdep: its :func:`~pylockdep._sites.creation_frame` (callers of helpers that only
+    return what they made take their place), or, while ``coro`` was handed to that line's function
+    as an argument (a generic helper, ``run_in_task(coro)`` or a timeout wrapper), the caller that
+    made the coroutine: each line of a caller asks for its own kind of work, where the helper's one
+    line would join one call's lock to another call's job."""
+    while True:
+        frame = creation_frame(frame)
+        caller = frame.f_back
+        if (
+            caller is None
+            or caller.f_code.co_filename.startswith(_ASYNCIO_DIR)
+            or is_internal(caller.f_code.co_filename)
+        ):
+            return frame
+        if not _handed_in(frame, coro):
+            return frame
+        frame = caller
+
+
+def _handed_in(frame: FrameType, coro: Any) -> bool:
+    """Whether ``coro`` is the value of an argument of ``frame``'s function.  Decided at the first
+    task made from the frame's line (the expression there does not change), then remembered."""
+    code = frame.f_code
+    site = (id(code), frame.f_lasti)
+    found = _hands_in.get(site)
+    if found is None:
+        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        local_values = frame.f_locals
+        found = _hands_in[site] = (code, any(local_values.get(name) is coro for name in names))
+    return found[1]
+
+
+# (id(code), offset) of a line that asked for a task -> (code, whether the coroutine was one of its
+# function's arguments there): see _handed_in.  Each entry holds its code, so the id stays that code's.
+_hands_in: dict[tuple[int, int], tuple[CodeType, bool]] = {}
 
 
 def _key_for_coroutine(key: LockKey, coro: Any) -> LockKey:

@@ -896,10 +896,12 @@ def test_a_task_made_by_a_helper_that_returns_it_is_named_after_the_helpers_call
     assert f"(task)test_asyncio.py:{line_of(main, 'task = spawn(')}" in report.classes
 
 
-def test_a_generic_helper_that_makes_and_awaits_tasks_gives_each_coroutine_function_its_map():
-    """One line making tasks of unrelated coroutine functions (a helper that makes a task and
-    awaits it): the lock held while awaiting one job and the lock the other job takes make no
-    cycle.  A lock held while awaiting a job that takes it still does, named by that job's map."""
+def test_a_generic_helper_that_makes_and_awaits_tasks_names_them_after_its_callers():
+    """A helper handed a coroutine that makes a task of it and awaits it (a timeout wrapper) runs
+    whatever its callers ask for: each task's map is named after the line that called the helper
+    with its coroutine, so the lock held while awaiting one job and the lock another caller's job
+    takes make no cycle, even when the jobs are one coroutine function called with other
+    arguments.  A lock held while awaiting a job that takes it still does."""
 
     async def run_bounded(coro, timeout=10.0):
         task = asyncio.create_task(coro)
@@ -916,9 +918,60 @@ def test_a_generic_helper_that_makes_and_awaits_tasks_gives_each_coroutine_funct
             async with x:
                 await asyncio.sleep(0)
 
+        async def op(kind):
+            if kind == "write":
+                async with x:
+                    await asyncio.sleep(0)
+
         async with x:
             await run_bounded(job1())
         await run_bounded(job2())
+        await run_bounded(op("write"))
+        async with x:
+            await run_bounded(op("read"))
+        return x
+
+    assert kinds(run(main)) == []
+
+    async def bug():
+        x = asyncio.Lock()
+
+        async def job2():
+            async with x:
+                await asyncio.sleep(0)
+
+        await run_bounded(job2())
+        async with x:
+            with contextlib.suppress(TimeoutError, pylockdep.DeadlockError):  # it does deadlock
+                await run_bounded(job2(), 0.1)
+
+    reports = run(bug)
+    assert kinds(reports) == ["circular"]
+    assert f"(task)test_asyncio.py:{line_of(bug, 'await run_bounded(job2(), 0.1)')}" in reports[0].classes
+
+
+def test_a_line_making_tasks_of_several_coroutine_functions_gives_each_its_map():
+    """A helper that makes the coroutine itself (handed the function) is the line that asked for
+    the task: one map class per coroutine function made there, the first named after the line,
+    each other one ``(task)function@file:line``."""
+
+    async def run_job(fn, timeout=10.0):
+        return await asyncio.wait_for(asyncio.create_task(fn()), timeout)
+
+    async def main():
+        x, z = asyncio.Lock(), asyncio.Lock()
+
+        async def job1():
+            async with z:
+                await asyncio.sleep(0)
+
+        async def job2():
+            async with x:
+                await asyncio.sleep(0)
+
+        async with x:
+            await run_job(job1)
+        await run_job(job2)
         return x
 
     assert kinds(run(main)) == []
@@ -933,16 +986,15 @@ def test_a_generic_helper_that_makes_and_awaits_tasks_gives_each_coroutine_funct
             async with x:
                 await asyncio.sleep(0)
 
-        await run_bounded(job1())
-        await run_bounded(job2())
+        await run_job(job1)
+        await run_job(job2)
         async with x:
             with contextlib.suppress(TimeoutError, pylockdep.DeadlockError):  # it does deadlock
-                await run_bounded(job2(), 0.1)
+                await run_job(job2, 0.1)
 
     reports = run(bug)
     assert kinds(reports) == ["circular"]
-    line = line_of(run_bounded, "create_task(coro)")
-    assert f"(task)job2@test_asyncio.py:{line}" in reports[0].classes
+    assert f"(task)job2@test_asyncio.py:{line_of(run_job, 'create_task(fn())')}" in reports[0].classes
 
 
 def test_a_condition_wait_under_a_timeout_is_clean():
