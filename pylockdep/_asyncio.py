@@ -120,7 +120,9 @@ class TaskHolder(Task):
     ``acquire()`` or a condition's ``wait()`` (see :func:`_task_exited`); then ``awaiter`` is the
     holder that made it, for whom it takes the lock (None if not known: see :func:`_create_task`),
     and ``passes_on`` says whether ``wait_for()`` made it, so that its awaiter holds what it took
-    once it ends (see :func:`_pass_to_awaiter`).  ``queue_span``: the span of ``asyncio.Queue``
+    once it ends (see :func:`_pass_to_awaiter`).  A task that 3.11's ``wait_for()`` made to run an
+    ``asyncio.Queue``'s ``get()`` has its ``awaiter`` and ``passes_on`` too: the awaiter takes the
+    item (:mod:`pylockdep._asyncio_queue`).  ``queue_span``: the span of ``asyncio.Queue``
     items it took and has not marked done (:mod:`pylockdep._asyncio_queue`), or None.
     """
 
@@ -276,6 +278,8 @@ def _after_step(v: Validator, h: TaskHolder, task: asyncio.Task) -> None:
     work and checked for locks it still holds; one that suspended holding locks, for those it holds
     across the ``await``."""
     if task.done():
+        if h.queue_span is not None:  # taken last, released first
+            close_queue_span(v, h.queue_span)
         if h.working:
             _waits.release(h.work)  # type: ignore[arg-type]
         _task_exited(v, h)
@@ -296,17 +300,28 @@ def _task_exited(v: Validator, h: TaskHolder) -> None:
     (:func:`_pass_to_awaiter`)."""
     v.async_holders.pop(h.ident, None)
     v.tasks.pop(id(h), None)
-    span = h.queue_span
-    if span is not None:  # its map goes with the stack; the queue forgets the span
-        h.queue_span = None
-        if span.spans.get(h) is span:
-            del span.spans[h]
+    if h.queue_span is not None:  # an eager task that ended inside create_task(): the map goes with its stack
+        close_queue_span(v, h.queue_span)
     if h.held and h.takes_for_awaiter:
         _pass_to_awaiter(v, h)
     if h.held and not h.takes_for_awaiter:
         v.run_check(h, _checks.check_held_at_exit, False)
         if any(_checks.check_passed_on(entry[H_CLASS]) for entry in h.held):
             v.ended_holding.append(h)  # another task may release them: judged when validation ends
+
+
+def close_queue_span(v: Validator, span: _waits._Span) -> None:
+    """Close ``span``, a task's items of an ``asyncio.Queue`` (:mod:`pylockdep._asyncio_queue`):
+    the task holds the queue's map no more, from now on if it is the current holder, else from
+    its next step (or never, if it has ended: the map goes with its stack)."""
+    h = span.holder
+    if span.spans.pop(h, None) is not span:
+        return
+    h.queue_span = None
+    if v.local.task is h:
+        _waits.release(span.map)
+    else:
+        h.pending.append(span.map)
 
 
 def _pass_to_awaiter(v: Validator, h: TaskHolder) -> None:
@@ -442,7 +457,10 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
         if work is not None:
             work.task = weakref.ref(task)
         code = getattr(coro, "cr_code", None)
-        if code in _TAKES_FOR_AWAITER:
+        if code is _QUEUE_GET_CODE and in_wait_for:  # 3.11's wait_for(queue.get(), t): see _asyncio_queue
+            setattr(task, _AWAITER, _current_holder(v))
+            setattr(task, _PASSES_ON, True)
+        elif code in _TAKES_FOR_AWAITER:
             setattr(task, _AWAITER, _current_holder(v))
             if in_wait_for:
                 setattr(task, _PASSES_ON, True)
@@ -980,6 +998,7 @@ class Lock(_PlainLock):
 _ACQUIRE_CODE = Lock.acquire.__code__
 _CONDITION_ENTER = _PlainCondition.__aenter__.__code__  # asyncio's _ContextManagerMixin.__aenter__
 _TAKES_FOR_AWAITER = (_ACQUIRE_CODE, _PlainCondition.wait.__code__)  # see TaskHolder
+_QUEUE_GET_CODE = asyncio.queues.Queue.get.__code__  # a task wait_for() makes of it takes items for its awaiter
 _WAIT_FOR = asyncio.tasks.wait_for.__code__
 _TIMED = "_lockdep_timed"  # on a task that wait_for() made to run a lock's acquire(): see _timed()
 _AWAITER = "_lockdep_awaiter"  # on a task that takes for its awaiter: the holder that made it

@@ -11,10 +11,12 @@ The spans are kept per asyncio task, as ``queue.Queue``'s are per thread: a task
 time (taking an item of another queue closes it first), counting the items it took;
 ``task_done()`` by a task with no span open on the queue counts off another task's (the queue's
 items are marked done by others than their consumers, as in a pipeline), whose map is released
-when that task next runs.  A task that ends with a span open drops it (``TaskHolder.queue_span``,
-see :func:`pylockdep._asyncio._task_exited`).  Items
+when that task next runs.  A task that ends with a span open closes it as it ends
+(``TaskHolder.queue_span``, :func:`pylockdep._asyncio.close_queue_span`).  Items
 taken outside any task (a plain thread's ``get_nowait()``) and queues that asyncio makes for its
-own use (``as_completed()``'s) are not followed.
+own use (``as_completed()``'s) are not followed.  On 3.11, ``wait_for(queue.get(), timeout)`` runs
+the ``get()`` in a task of its own: the item is counted in the span of the task awaiting it, which
+takes it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sys import _getframe
 from typing import Any
 
 from . import _waits
-from ._asyncio import _ASYNCIO_DIR, TaskHolder, _as_holder, _current_holder, _site_frame
+from ._asyncio import _ASYNCIO_DIR, TaskHolder, _as_holder, _current_holder, _site_frame, close_queue_span
 from ._validator import Validator, active
 
 __all__ = ["install", "uninstall"]
@@ -55,6 +57,8 @@ def _get_nowait(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
             if not v.off:
                 h = _current_holder(v)
                 if type(h) is TaskHolder:
+                    if h.passes_on and type(h.awaiter) is TaskHolder and v.tasks.get(id(h.awaiter)) is h.awaiter:
+                        h = h.awaiter  # 3.11's wait_for(queue.get(), t) takes the item for its awaiter
                     span = h.queue_span
                     if span is not None and span.map is m:
                         span.count += 1  # the common case: one more item in the task's open span
@@ -69,7 +73,7 @@ def _open(v: Validator, h: TaskHolder, m: _waits._QueueMap, frame: Any) -> None:
     """The task ``h`` took an item of the queue whose map is ``m``, called from ``frame``, holding
     no span there: open one (closing its span on another queue first)."""
     if h.queue_span is not None:
-        _close(v, h.queue_span)
+        close_queue_span(v, h.queue_span)
     span = _waits._Span(m, m.spans, h)
     m.spans[h] = span  # type: ignore[index]
     h.queue_span = span
@@ -78,19 +82,6 @@ def _open(v: Validator, h: TaskHolder, m: _waits._QueueMap, frame: Any) -> None:
         _waits.hold(m, site)
     else:  # an eager task's first step (3.12+), run inside create_task()
         _as_holder(v, h, lambda: _waits.hold(m, site))
-
-
-def _close(v: Validator, span: _waits._Span) -> None:
-    """Close ``span``: its task holds the queue's map no more (at once if it runs now, else when it
-    next runs)."""
-    h = span.holder
-    if span.spans.pop(h, None) is not span:
-        return
-    h.queue_span = None
-    if v.local.task is h:
-        _waits.release(span.map)
-    else:
-        h.pending.append(span.map)
 
 
 def _task_done(original: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -108,7 +99,7 @@ def _task_done(original: Callable[[Any], None]) -> Callable[[Any], None]:
                     return
             span.count -= 1
             if not span.count:
-                _close(v, span)
+                close_queue_span(v, span)
 
     return task_done
 

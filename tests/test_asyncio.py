@@ -1745,16 +1745,18 @@ def test_queue_producer_consumer_with_a_lock_is_clean():
 # -- asyncio.Queue.join() is a wait ------------------------------------------------------------
 
 
-async def _join_under_the_consumers_lock(timeout: float) -> list[int]:
+async def _join_under_the_consumers_lock(timeout: float, get_with_timeout: bool = False) -> list[int]:
     """Hold ``lock`` across ``queue.join()`` while the consumer needs it for each item: a real
-    deadlock, which the timeout ends.  Returns what the consumer got done."""
+    deadlock, which the timeout ends.  The consumer takes items by ``get()``, or through
+    ``wait_for(get(), ...)`` (which runs the get() in a task of its own on 3.11).  Returns what the
+    consumer got done."""
     lock = asyncio.Lock()
     queue: asyncio.Queue[int] = asyncio.Queue()
     done: list[int] = []
 
     async def consumer():
         while True:
-            item = await queue.get()
+            item = await (asyncio.wait_for(queue.get(), 10) if get_with_timeout else queue.get())
             async with lock:
                 done.append(item)
             queue.task_done()
@@ -1770,9 +1772,10 @@ async def _join_under_the_consumers_lock(timeout: float) -> list[int]:
     return done
 
 
-def test_joining_a_queue_holding_a_lock_its_consumer_takes_is_circular():
-    line = _join_under_the_consumers_lock.__code__.co_firstlineno + 4
-    reports = run(lambda: _join_under_the_consumers_lock(0.05))
+@pytest.mark.parametrize("get_with_timeout", [False, True], ids=["get", "wait_for_get"])
+def test_joining_a_queue_holding_a_lock_its_consumer_takes_is_circular(get_with_timeout):
+    line = line_of(_join_under_the_consumers_lock, "queue: asyncio.Queue[int] = asyncio.Queue()")
+    reports = run(lambda: _join_under_the_consumers_lock(0.05, get_with_timeout))
     assert kinds(reports) == ["circular"]
     assert f"(queue)test_asyncio.py:{line}" in reports[0].classes
     assert any(c.startswith("Lock@test_asyncio.py:") for c in reports[0].classes)
