@@ -80,7 +80,7 @@ def _open(v: Validator, h: TaskHolder, m: _waits._QueueMap, frame: Any) -> None:
     site = _site_frame(frame)
     if v.local.task is h:
         _waits.hold(m, site)
-    else:  # an eager task's first step (3.12+), run inside create_task()
+    else:  # not the task running: the awaiter of 3.11's wait_for(get()), or an eager task (3.12+)
         _as_holder(v, h, lambda: _waits.hold(m, site))
 
 
