@@ -60,7 +60,7 @@ from typing import Any
 from . import _checks, _frames, _locktypes, _waitfor, _waits
 from ._classes import LockKey, key_for
 from ._fastpath import accelerate_step, holder_changed
-from ._frames import Site, Stack, format_file_line, is_harness, is_internal, stack_standing_in
+from ._frames import Site, Stack, arguments, format_file_line, is_harness, is_internal, stack_standing_in
 from ._held import (
     H_CLASS,
     H_CODE,
@@ -506,9 +506,7 @@ def _handed_in(frame: FrameType, coro: Any) -> bool:
     site = (id(code), frame.f_lasti)
     found = _hands_in.get(site)
     if found is None:
-        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-        local_values = frame.f_locals
-        found = _hands_in[site] = (code, any(local_values.get(name) is coro for name in names))
+        found = _hands_in[site] = (code, any(value is coro for value in arguments(frame)))
     return found[1]
 
 

@@ -13,6 +13,7 @@ import bisect
 import contextlib
 import dis
 import gc
+import inspect
 import os
 import sys
 import threading
@@ -119,6 +120,29 @@ def caller_site(skip_threading: bool = False) -> Site:
 # (on 3.12, a long module body's takes about 0.3 ms); each entry holds its code object, so the id in
 # its key stays that code's.
 _lines: dict[tuple[int, int], tuple[CodeType, int]] = {}
+
+
+# Before 3.13 a frame's ``f_locals`` is a dict the frame keeps (the one ``locals()`` returns there),
+# refreshed at each read: the frame holds it, and so do the reader's variable and getrefcount().
+_LOCALS_SNAPSHOT = sys.version_info < (3, 13)
+_SNAPSHOT_ONLY_REFS = 3
+
+
+def arguments(frame: FrameType) -> list[object]:
+    """The values of the arguments of ``frame``'s function now, in order (None for one deleted);
+    none for a module or a class body.  Before 3.13, reading a frame's variables leaves a copy of
+    them on the frame, which would keep alive what its code goes on to let go of until it returns:
+    the copy is dropped again, unless the program holds it too (a ``locals()`` it kept)."""
+    code = frame.f_code
+    count = code.co_argcount + code.co_kwonlyargcount
+    if not count or not code.co_flags & inspect.CO_OPTIMIZED:
+        return []
+    values = frame.f_locals
+    try:
+        return [values.get(name) for name in code.co_varnames[:count]]
+    finally:
+        if _LOCALS_SNAPSHOT and sys.getrefcount(values) <= _SNAPSHOT_ONLY_REFS:
+            values.clear()
 
 
 def line_at(code: CodeType, lasti: int) -> int:

@@ -45,7 +45,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from ._classes import LockKey, OwnerKeys, key_for, key_for_owner
-from ._frames import format_file_line, is_internal, line_at, read_code, short_filename
+from ._frames import arguments, format_file_line, is_internal, line_at, read_code, short_filename
 from ._locktypes import LockType
 
 # These tables key a code object by its id, as hashing one hashes its contents (a long module
@@ -241,10 +241,8 @@ def owner_of(frame: FrameType) -> Any:
     that is a class (a class method's ``cls``), None or unbound.  (Reading a frame's locals costs
     as much as making the lock: this runs once per lock made where :func:`makes_attr`, on the pure
     path; the C stand-in reads the argument itself.)"""
-    code = frame.f_code
-    if not code.co_argcount:
-        return None
-    owner = frame.f_locals.get(code.co_varnames[0])
+    given = arguments(frame)
+    owner = given[0] if given else None
     return None if isinstance(owner, type) else owner
 
 

@@ -66,7 +66,7 @@ from typing import Any
 from . import _waitfor
 from ._classes import LockKey, key_for
 from ._fastpath import accelerate_pool, accelerate_waits
-from ._frames import format_file_line, getframe, is_internal
+from ._frames import arguments, format_file_line, getframe, is_internal
 from ._held import H_CLASS, H_LOCK, VARIANT_SYNC, VARIANT_TRY, chain_key, do_pending, find, pop, push
 from ._locks import _acquire, _PseudoLock, _release
 from ._locktypes import COMPLETION
@@ -170,8 +170,10 @@ def _user_frame(frame: FrameType | None) -> FrameType | None:
 
 def _constructs(frame: FrameType, made: object) -> bool:
     """Whether ``frame`` is an ``__init__`` method running on ``made``."""
-    code = frame.f_code
-    return code.co_name == "__init__" and code.co_argcount > 0 and frame.f_locals.get(code.co_varnames[0]) is made
+    if frame.f_code.co_name != "__init__":
+        return False
+    given = arguments(frame)
+    return bool(given) and given[0] is made
 
 
 def _waiter_frame(frame: FrameType) -> FrameType:

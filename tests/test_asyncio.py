@@ -12,6 +12,7 @@ import contextlib
 import gc
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -948,6 +949,32 @@ def test_a_generic_helper_that_makes_and_awaits_tasks_names_them_after_its_calle
     reports = run(bug)
     assert kinds(reports) == ["circular"]
     assert f"(task)test_asyncio.py:{line_of(bug, 'await run_bounded(job2(), 0.1)')}" in reports[0].classes
+
+
+def test_naming_the_task_of_a_helpers_coroutine_keeps_nothing_of_the_helper_alive():
+    """Finding whether a helper was handed its coroutine reads the helper's arguments; before 3.13
+    that makes a snapshot of its locals that the frame keeps: it must keep nothing alive while the
+    helper runs on (CPython's test_log_destroyed_pending_task saw a coroutine kept so)."""
+    freed: list[bool] = []
+
+    class Payload:
+        pass
+
+    async def job():
+        await asyncio.sleep(0)
+
+    async def helper(coro, payload):
+        task = asyncio.create_task(coro)
+        gone = weakref.ref(payload)
+        del payload
+        freed.append(gone() is None)  # the helper still runs: its frame is alive
+        await task
+
+    async def main():
+        await helper(job(), Payload())
+
+    assert run(main) == []
+    assert freed == [True]
 
 
 def test_a_line_making_tasks_of_several_coroutine_functions_gives_each_its_map():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+import types
+import weakref
 
 import pytest
 
@@ -135,3 +137,29 @@ def test_uninterruptible_follows_every_way_through_a_with_block():
         False,
         False,
     ]
+
+
+def test_reading_a_frames_arguments_keeps_no_copy_of_its_variables_but_the_programs():
+    """_frames.arguments() reads a function's arguments; before 3.13 that leaves a copy of all its
+    variables on the frame, which must not keep alive what the function lets go of, and must stay
+    when the program holds it (``locals()``)."""
+
+    class Payload:
+        pass
+
+    def reads(a, *, b=2):
+        big = Payload()
+        gone = weakref.ref(big)
+        assert _frames.arguments(sys._getframe()) == [a, b]
+        del big
+        return gone() is None
+
+    def holds_its_locals(a):
+        mine = locals()
+        assert _frames.arguments(sys._getframe()) == [a]
+        return mine.get("a")
+
+    assert reads(1) is True
+    assert holds_its_locals(5) == 5
+    module_frame = types.SimpleNamespace(f_code=compile("x = 1", "m", "exec"))
+    assert _frames.arguments(module_frame) == []  # type: ignore[arg-type]
