@@ -74,7 +74,7 @@ import pytest
 
 import pylockdep
 
-from . import _export, _hang, _picture, _record
+from . import _checks, _export, _hang, _picture, _record
 from ._config import Config, ConfigError
 from ._config import load as load_config
 from ._forked import ForkedReports
@@ -301,6 +301,7 @@ class _Session:
             self.instrumentation.__exit__(None, None, None)
         self.session = session
         self._take_forked()
+        self._judge_main_thread()
         self.given = len(self.validator.reports)
         if self._left_running() and not self.is_worker:
             self.scope_open = True  # what those threads do is still the session's
@@ -348,6 +349,15 @@ class _Session:
             atexit.register(self._judge_late, at_exit=True)
         else:
             self.scope.__exit__(None, None, None)
+
+    def _judge_main_thread(self) -> None:
+        """The tests are done and every fixture torn down: the locks with an owner that the main
+        thread still holds were left held by a test, and are reported as held at exit, as
+        ``pylockdep run`` reports those the program's main thread holds at its end."""
+        v = self.validator
+        main = getattr(v.local, "task", None)
+        if main is not None and main.held and threading.current_thread() is threading.main_thread():
+            v.run_check(main, _checks.check_held_at_exit)
 
     def _left_running(self) -> list[threading.Thread]:
         """Threads started during the session and still running."""

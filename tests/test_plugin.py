@@ -362,6 +362,64 @@ def test_a_report_outside_every_test_fails_the_session(pytester: pytest.Pytester
     result.stdout.fnmatch_lines(["*1 report(s) made outside any test:*", f"*{CIRCULAR}*"])
 
 
+def test_a_lock_a_test_leaves_held_by_the_main_thread_is_reported_at_the_sessions_end(
+    pytester: pytest.Pytester,
+) -> None:
+    """Once every fixture is torn down, what the main thread still holds was left held by a test:
+    reported as held at exit (as ``pylockdep run`` does at the program's end), naming where it was
+    taken, with the rest the thread holds.  A lock a fixture holds across its tests and releases in
+    its teardown is not reported; a threading.Lock (any thread may release it) or an RLock that
+    nothing refers to any more alone would not be."""
+    pytester.makepyfile(
+        test_leak=dedent("""
+        import threading
+
+        import pytest
+
+        LEAKED = threading.RLock()
+        SESSION = threading.RLock()
+        PLAIN = threading.Lock()
+
+        @pytest.fixture(scope="module")
+        def held():
+            with SESSION:
+                yield
+
+        def test_leaks(held):
+            LEAKED.acquire()
+            PLAIN.acquire()
+            threading.RLock().acquire()  # dropped: nobody can wait for it
+
+        def test_other(held):
+            pass
+    """)
+    )
+    result = run(pytester, "--lockdep", "--lockdep-threading")
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*1 report(s) made outside any test:*", "*still has locks held!*", "*(LEAKED@test_leak.py:*at: test_leaks+*"]
+    )
+    assert "SESSION@" not in result.stdout.str()  # released by the fixture's teardown
+
+
+def test_a_threading_lock_or_a_dropped_rlock_left_held_by_a_test_is_no_report(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_left=dedent("""
+        import threading
+
+        PLAIN = threading.Lock()
+
+        def test_leaves():
+            PLAIN.acquire()  # any thread may release it
+            threading.RLock().acquire()  # dropped: nobody can wait for it
+    """)
+    )
+    result = run(pytester, "--lockdep", "--lockdep-threading")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK
+
+
 def test_a_report_held_back_until_validation_ends_is_listed_under_the_test_that_made_it(
     pytester: pytest.Pytester,
 ) -> None:
