@@ -5,7 +5,9 @@ Off unless ``pytest --lockdep`` (or the ini option ``lockdep = true``).  When on
 - A fresh validator (:func:`pylockdep.validate`, ``raise_on_report=False``) is in force from the
   start of the session to its end, so its graph keeps every dependency any test taught it, as the
   kernel's graph lives for its uptime.  ``--lockdep-rt`` checks with PREEMPT_RT rules;
-  ``--lockdep-threading`` runs the session inside :func:`pylockdep.instrument_threading`.
+  ``--lockdep-threading`` runs the session inside :func:`pylockdep.instrument_threading`, from
+  before the initial ``conftest.py`` files are imported: the module-level locks of a library that
+  a conftest imports are made instrumented, as under ``pylockdep run``.
 - The validator's ``origin`` is the running test's node id during its setup, call and teardown,
   so each dependency (and each report) remembers which test made it; a cycle closed by a later
   test's edge prints the earlier test's id next to the edge it made.
@@ -151,6 +153,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--lockdep-write-baseline", metavar="FILE", default=None, help="write the session's reports as a baseline"
     )
     parser.addini("lockdep", "validate lock usage with pylockdep (as --lockdep)", type="bool", default=False)
+
+
+# The instrumentation that pytest_load_initial_conftests enters, left at pytest_unconfigure.
+_EARLY = pytest.StashKey[Any]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Instrument Python's locks before pytest imports the initial ``conftest.py`` files, which
+    commonly import the library under test: its module-level locks would stay CPython's, never
+    validated, if they were made before the session starts instrumenting."""
+    known = early_config.known_args_namespace
+    if not getattr(known, "lockdep_threading", False):
+        return
+    if not (getattr(known, "lockdep", False) or early_config.getini("lockdep")):
+        return  # pytest_configure refuses the suboption alone
+    instrumentation = pylockdep.instrument_threading()
+    instrumentation.__enter__()
+    early_config.stash[_EARLY] = instrumentation
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    instrumentation = config.stash.get(_EARLY, None)
+    if instrumentation is not None:
+        del config.stash[_EARLY]
+        instrumentation.__exit__(None, None, None)
 
 
 def pytest_configure(config: pytest.Config) -> None:

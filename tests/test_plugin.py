@@ -420,6 +420,42 @@ def test_a_threading_lock_or_a_dropped_rlock_left_held_by_a_test_is_no_report(py
     assert result.ret == pytest.ExitCode.OK
 
 
+def test_the_locks_of_a_library_a_conftest_imports_are_validated(pytester: pytest.Pytester) -> None:
+    """A conftest.py that imports the library under test (joblib's does) makes its module-level
+    locks as pytest loads it, before the session starts: --lockdep-threading instruments from
+    before that, so the library's lock-order cycle is found (it was under pylockdep run only)."""
+    pytester.makepyfile(
+        mylib=dedent("""
+        import threading
+
+        a_lock = threading.Lock()
+        b_lock = threading.Lock()
+
+        def one():
+            with a_lock, b_lock:
+                pass
+
+        def two():
+            with b_lock, a_lock:
+                pass
+    """),
+        test_abba=dedent("""
+        import mylib
+
+        def test_one():
+            mylib.one()
+
+        def test_two():
+            mylib.two()
+    """),
+    )
+    pytester.makeconftest("import mylib\n")
+    result = run(pytester, "--lockdep", "--lockdep-threading")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*circular*"])
+    assert "a_lock@mylib.py" in result.stdout.str()
+
+
 def test_a_report_held_back_until_validation_ends_is_listed_under_the_test_that_made_it(
     pytester: pytest.Pytester,
 ) -> None:
