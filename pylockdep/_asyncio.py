@@ -500,19 +500,9 @@ def _asking_frame(frame: FrameType, coro: Any) -> FrameType:
 
 
 def _handed_in(frame: FrameType, coro: Any) -> bool:
-    """Whether ``coro`` is the value of an argument of ``frame``'s function.  Decided at the first
-    task made from the frame's line (the expression there does not change), then remembered."""
-    code = frame.f_code
-    site = (id(code), frame.f_lasti)
-    found = _hands_in.get(site)
-    if found is None:
-        found = _hands_in[site] = (code, any(value is coro for value in arguments(frame)))
-    return found[1]
-
-
-# (id(code), offset) of a line that asked for a task -> (code, whether the coroutine was one of its
-# function's arguments there): see _handed_in.  Each entry holds its code, so the id stays that code's.
-_hands_in: dict[tuple[int, int], tuple[CodeType, bool]] = {}
+    """Whether ``coro`` is the value of an argument of ``frame``'s function now (a helper may take
+    a coroutine or something else on the same line: asked at each task it makes)."""
+    return any(value is coro for value in arguments(frame))
 
 
 def _key_for_coroutine(key: LockKey, coro: Any) -> LockKey:

@@ -27,13 +27,14 @@ from sys import _getframe
 from typing import Any
 
 from . import _waits
-from ._asyncio import _ASYNCIO_DIR, TaskHolder, _as_holder, _current_holder, _site_frame, close_queue_span
+from ._asyncio import _ASYNCIO_DIR, TaskHolder, _as_holder, _current_holder, _site_files, _site_frame, close_queue_span
 from ._validator import Validator, active
 
 __all__ = ["install", "uninstall"]
 
 _Queue = asyncio.queues.Queue
 _MAP = "_lockdep_map"  # on an instrumented queue: its _waits._QueueMap
+_GET_CODE = _Queue.get.__code__
 
 
 def _init(original: Callable[..., None]) -> Callable[..., None]:
@@ -77,7 +78,9 @@ def _open(v: Validator, h: TaskHolder, m: _waits._QueueMap, frame: Any) -> None:
     span = _waits._Span(m, m.spans, h)
     m.spans[h] = span  # type: ignore[index]
     h.queue_span = span
-    site = _site_frame(frame)
+    if frame.f_code is _GET_CODE and frame.f_back is not None:
+        frame = frame.f_back  # get(): the line that awaited it, most often the program's
+    site = frame if frame.f_code.co_filename in _site_files else _site_frame(frame)
     if v.local.task is h:
         _waits.hold(m, site)
     else:  # not the task running: the awaiter of 3.11's wait_for(get()), or an eager task (3.12+)

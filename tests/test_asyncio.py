@@ -908,6 +908,12 @@ def test_a_generic_helper_that_makes_and_awaits_tasks_names_them_after_its_calle
         task = asyncio.create_task(coro)
         return await asyncio.wait_for(task, timeout)
 
+    async def run_either(job):  # a coroutine, or a function to make one
+        return await asyncio.create_task(job() if callable(job) else job)
+
+    async def noop():
+        await asyncio.sleep(0)
+
     async def main():
         x, z = asyncio.Lock(), asyncio.Lock()
 
@@ -927,9 +933,11 @@ def test_a_generic_helper_that_makes_and_awaits_tasks_names_them_after_its_calle
         async with x:
             await run_bounded(job1())
         await run_bounded(job2())
-        await run_bounded(op("write"))
+        await run_either(noop)  # a function first: the line's answer differs call by call
+        await run_either(op("write"))
         async with x:
             await run_bounded(op("read"))
+            await run_either(op("read"))
         return x
 
     assert kinds(run(main)) == []
