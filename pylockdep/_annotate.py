@@ -8,12 +8,15 @@ runs the same with and without pylockdep.
 
 from __future__ import annotations
 
+import sys
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
+from . import _waits
 from ._classes import LockKey, count_made, keep_made_at, key_for, lock_key
 from ._frames import caller_site, format_file_line
 from ._locks import _check_subclass
+from ._locktypes import COMPLETION
 from ._task import Task
 from ._threading import Lock, Nested, RLock
 from ._validator import active
@@ -33,7 +36,15 @@ def set_class(lock: Any, name: str) -> None:
     locks made at many sites, a report names each such lock it shows with where that lock was
     made (``, made at file.py:LINE`` on its line).  A lock pylockdep does not validate is left
     alone; anything that is not a lock is a TypeError.
+
+    A ``queue.Queue`` or an ``asyncio.Queue`` takes a name too: its map, whose class is otherwise
+    the line that made it (every worker object's queue made in one ``__init__`` shares it), gets
+    the class ``(queue)NAME@file.py:LINE`` from then on; call it before the queue's items are
+    taken.  A queue made without instrumentation is left alone.
     """
+    if _is_queue(lock):
+        _set_queue_class(lock, name)
+        return
     key = _lock_key(lock, "set_class")
     if not isinstance(name, str) or not name:
         raise TypeError(f"a lock class needs a non-empty name (str), not {name!r}")
@@ -45,6 +56,24 @@ def set_class(lock: Any, name: str) -> None:
     keep_made_at(lock, key.site)
     lock._key = new = key_for(shown, ltype, site, ("set_class", ltype.name, name))
     count_made(new, lock)
+
+
+def _is_queue(obj: object) -> bool:
+    """Whether ``obj`` is a queue of :mod:`queue` or :mod:`asyncio` (neither imported for this)."""
+    return any(
+        module is not None and isinstance(obj, module.Queue)
+        for module in (sys.modules.get("queue"), sys.modules.get("asyncio"))
+    )
+
+
+def _set_queue_class(q: Any, name: str) -> None:
+    """:func:`set_class` of a queue: a class of its own for its map, named after ``name``."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a queue's class needs a non-empty name (str), not {name!r}")
+    m = getattr(q, _waits._MAP, None)
+    if isinstance(m, _waits.CompletionMap):
+        site = caller_site()
+        m._key = key_for(f"(queue){name}@{format_file_line(site)}", COMPLETION, site, ("set_class", "queue", name))
 
 
 def nested(lock: L, subclass: int) -> AbstractContextManager[L]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import sys
 import threading
 
@@ -209,3 +211,70 @@ def test_a_lock_taken_in_the_region_may_be_released_after_it(v):
     a.release()
     assert v.reports == []
     assert [(e.prev.name, e.next.name) for e in v.graph.edges()] == [(a.name, b.name)]
+
+
+class _Worker:
+    """A worker object with a queue of its own, made on one line for every worker, and a consumer
+    task running ``handler`` on each item; ``name`` gives the queue a class of its own."""
+
+    def __init__(self, handler, name=None):
+        self.q: asyncio.Queue[int] = asyncio.Queue()
+        if name is not None:
+            pylockdep.set_class(self.q, name)
+        self.handler = handler
+        self.task = asyncio.create_task(self.run())
+
+    async def run(self):
+        while True:
+            item = await self.q.get()
+            try:
+                await self.handler(item)
+            finally:
+                self.q.task_done()
+
+
+def _join_one_workers_queue_under_a_lock_another_takes(named: bool) -> list[pylockdep.Report]:
+    async def main():
+        db_lock = asyncio.Lock()
+
+        async def write_row(item):
+            async with db_lock:
+                await asyncio.sleep(0)
+
+        async def write_audit(item):
+            await asyncio.sleep(0)
+
+        db = _Worker(write_row, "db" if named else None)
+        audit = _Worker(write_audit, "audit" if named else None)
+        db.q.put_nowait(1)
+        await db.q.join()
+        async with db_lock:  # only the db worker's consumer takes it
+            audit.q.put_nowait(2)
+            await audit.q.join()
+        for worker in (db, audit):
+            worker.task.cancel()
+        await asyncio.gather(db.task, audit.task, return_exceptions=True)
+
+    with pylockdep.validate(raise_on_report=False) as v, pylockdep.instrument_threading():
+        asyncio.run(main())
+    return v.reports
+
+
+def test_set_class_gives_each_workers_queue_a_class_of_its_own():
+    """Queues made on one line are one class: joining one under a lock that another one's consumer
+    takes is reported.  Named apart by set_class(), they are judged apart."""
+    assert [r.kind for r in _join_one_workers_queue_under_a_lock_another_takes(named=False)] == ["circular"]
+    assert _join_one_workers_queue_under_a_lock_another_takes(named=True) == []
+
+
+def test_set_class_of_a_queue_names_its_map_and_leaves_a_plain_queue_alone():
+    with pylockdep.instrument_threading():
+        q: queue.Queue[int] = queue.Queue()
+    line = sys._getframe().f_lineno + 1
+    pylockdep.set_class(q, "jobs")
+    assert q._lockdep_map.name == f"(queue)jobs@{FILE}:{line}"
+    plain: queue.Queue[int] = queue.Queue()
+    pylockdep.set_class(plain, "plain")  # made without instrumentation: nothing to name
+    assert not hasattr(plain, "_lockdep_map")
+    with pytest.raises(TypeError, match="non-empty name"):
+        pylockdep.set_class(q, "")
