@@ -123,7 +123,8 @@ class TaskHolder(Task):
     once it ends (see :func:`_pass_to_awaiter`).  A task that 3.11's ``wait_for()`` made to run an
     ``asyncio.Queue``'s ``get()`` has its ``awaiter`` and ``passes_on`` too: the awaiter takes the
     item (:mod:`pylockdep._asyncio_queue`).  ``queue_span``: the span of ``asyncio.Queue``
-    items it took and has not marked done (:mod:`pylockdep._asyncio_queue`), or None.
+    items it took and has not marked done (:mod:`pylockdep._asyncio_queue`), or its last one,
+    closed (a count of 0), or None.
     """
 
     __slots__ = (
@@ -317,7 +318,7 @@ def close_queue_span(v: Validator, span: _waits._Span) -> None:
     h = span.holder
     if span.spans.pop(h, None) is not span:
         return
-    h.queue_span = None
+    span.count = 0  # closed; the task keeps it, to open it again at its next item of the queue
     if v.local.task is h:
         _waits.release(span.map)
     else:

@@ -61,8 +61,8 @@ def _get_nowait(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
                     if h.passes_on and type(h.awaiter) is TaskHolder and v.tasks.get(id(h.awaiter)) is h.awaiter:
                         h = h.awaiter  # 3.11's wait_for(queue.get(), t) takes the item for its awaiter
                     span = h.queue_span
-                    if span is not None and span.map is m:
-                        span.count += 1  # the common case: one more item in the task's open span
+                    if span is not None and span.map is m and span.count:
+                        span.count += 1  # one more item in the task's open span
                     else:
                         _open(v, h, m, _getframe(1))
         return item
@@ -72,12 +72,16 @@ def _get_nowait(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def _open(v: Validator, h: TaskHolder, m: _waits._QueueMap, frame: Any) -> None:
     """The task ``h`` took an item of the queue whose map is ``m``, called from ``frame``, holding
-    no span there: open one (closing its span on another queue first)."""
-    if h.queue_span is not None:
-        close_queue_span(v, h.queue_span)
-    span = _waits._Span(m, m.spans, h)
+    no span there: open one, its last one on this queue again (the common case: a consumer marks
+    each item done before it takes the next), else a new one, closing its span on another queue."""
+    span = h.queue_span
+    if span is not None and span.map is m:
+        span.count = 1
+    else:
+        if span is not None:
+            close_queue_span(v, span)
+        span = h.queue_span = _waits._Span(m, m.spans, h)
     m.spans[h] = span  # type: ignore[index]
-    h.queue_span = span
     if frame.f_code is _GET_CODE and frame.f_back is not None:
         frame = frame.f_back  # get(): the line that awaited it, most often the program's
     site = frame if frame.f_code.co_filename in _site_files else _site_frame(frame)
