@@ -27,14 +27,22 @@ from sys import _getframe
 from typing import Any
 
 from . import _waits
-from ._asyncio import _ASYNCIO_DIR, TaskHolder, _as_holder, _current_holder, _site_files, _site_frame, close_queue_span
+from ._asyncio import (
+    _ASYNCIO_DIR,
+    _QUEUE_GET_CODE,
+    TaskHolder,
+    _as_holder,
+    _current_holder,
+    _site_files,
+    _site_frame,
+    close_queue_span,
+)
 from ._validator import Validator, active
 
 __all__ = ["install", "uninstall"]
 
 _Queue = asyncio.queues.Queue
 _MAP = "_lockdep_map"  # on an instrumented queue: its _waits._QueueMap
-_GET_CODE = _Queue.get.__code__
 
 
 def _init(original: Callable[..., None]) -> Callable[..., None]:
@@ -82,7 +90,7 @@ def _open(v: Validator, h: TaskHolder, m: _waits._QueueMap, frame: Any) -> None:
             close_queue_span(v, span)
         span = h.queue_span = _waits._Span(m, m.spans, h)
     m.spans[h] = span  # type: ignore[index]
-    if frame.f_code is _GET_CODE and frame.f_back is not None:
+    if frame.f_code is _QUEUE_GET_CODE and frame.f_back is not None:
         frame = frame.f_back  # get(): the line that awaited it, most often the program's
     site = frame if frame.f_code.co_filename in _site_files else _site_frame(frame)
     if v.local.task is h:
