@@ -42,7 +42,7 @@ from ._validator import Validator, active
 __all__ = ["install", "uninstall"]
 
 _Queue = asyncio.queues.Queue
-_MAP = "_lockdep_map"  # on an instrumented queue: its _waits._QueueMap
+_MAP = _waits._MAP  # on an instrumented queue: its _waits._QueueMap, as on a queue.Queue
 
 
 def _init(original: Callable[..., None]) -> Callable[..., None]:
