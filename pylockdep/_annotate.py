@@ -46,8 +46,7 @@ def set_class(lock: Any, name: str) -> None:
         _set_queue_class(lock, name)
         return
     key = _lock_key(lock, "set_class")
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"a lock class needs a non-empty name (str), not {name!r}")
+    _check_class_name(name)
     if not key:
         return
     ltype = key.ltype
@@ -66,10 +65,15 @@ def _is_queue(obj: object) -> bool:
     )
 
 
+def _check_class_name(name: object) -> None:
+    """A class name given to :func:`set_class` must be a non-empty str: TypeError otherwise."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a lock class needs a non-empty name (str), not {name!r}")
+
+
 def _set_queue_class(q: Any, name: str) -> None:
     """:func:`set_class` of a queue: a class of its own for its map, named after ``name``."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"a queue's class needs a non-empty name (str), not {name!r}")
+    _check_class_name(name)
     m = getattr(q, _waits._MAP, None)
     if isinstance(m, _waits.CompletionMap):
         site = caller_site()

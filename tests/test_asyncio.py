@@ -897,6 +897,20 @@ def test_a_task_made_by_a_helper_that_returns_it_is_named_after_the_helpers_call
     assert f"(task)test_asyncio.py:{line_of(main, 'task = spawn(')}" in report.classes
 
 
+def _two_jobs(first: asyncio.Lock, second: asyncio.Lock) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """Two coroutine functions (two kinds of work), each taking its lock across a suspension."""
+
+    async def job1() -> None:
+        async with first:
+            await asyncio.sleep(0)
+
+    async def job2() -> None:
+        async with second:
+            await asyncio.sleep(0)
+
+    return job1, job2
+
+
 def test_a_generic_helper_that_makes_and_awaits_tasks_names_them_after_its_callers():
     """A helper handed a coroutine that makes a task of it and awaits it (a timeout wrapper) runs
     whatever its callers ask for: each task's map is named after the line that called the helper
@@ -916,14 +930,7 @@ def test_a_generic_helper_that_makes_and_awaits_tasks_names_them_after_its_calle
 
     async def main():
         x, z = asyncio.Lock(), asyncio.Lock()
-
-        async def job1():
-            async with z:
-                await asyncio.sleep(0)
-
-        async def job2():
-            async with x:
-                await asyncio.sleep(0)
+        job1, job2 = _two_jobs(z, x)
 
         async def op(kind):
             if kind == "write":
@@ -995,14 +1002,7 @@ def test_a_line_making_tasks_of_several_coroutine_functions_gives_each_its_map()
 
     async def main():
         x, z = asyncio.Lock(), asyncio.Lock()
-
-        async def job1():
-            async with z:
-                await asyncio.sleep(0)
-
-        async def job2():
-            async with x:
-                await asyncio.sleep(0)
+        job1, job2 = _two_jobs(z, x)
 
         async with x:
             await run_job(job1)
