@@ -54,7 +54,7 @@ import weakref
 from asyncio import events
 from collections.abc import Callable, Sequence
 from sys import _getframe
-from types import CodeType, FrameType
+from types import CodeType, CoroutineType, FrameType
 from typing import Any
 
 from . import _checks, _frames, _locktypes, _waitfor, _waits
@@ -501,9 +501,44 @@ def _asking_frame(frame: FrameType, coro: Any) -> FrameType:
 
 
 def _handed_in(frame: FrameType, coro: Any) -> bool:
-    """Whether ``coro`` is the value of an argument of ``frame``'s function now (a helper may take
-    a coroutine or something else on the same line: asked at each task it makes)."""
-    return any(value is coro for value in arguments(frame))
+    """Whether ``coro`` is the value of an argument of ``frame``'s function now, or of an attribute
+    of one (a job object whose method makes a task of ``self.coro``).  A helper may take a
+    coroutine or something else on the same line: this is asked at each task it makes."""
+    for value in arguments(frame):
+        if value is coro:
+            return True
+        try:
+            attributes = object.__getattribute__(value, "__dict__")
+        except AttributeError:
+            continue
+        if type(attributes) is dict and len(attributes) <= _FEW_ATTRIBUTES:
+            if any(attribute is coro for attribute in attributes.values()):
+                return True
+    return False
+
+
+# An object with more attributes than this is not a job that carries its coroutine: not searched.
+_FEW_ATTRIBUTES = 32
+
+
+def _work_code(coro: Any) -> CodeType | None:
+    """The code of the coroutine function whose work a task of ``coro`` does: ``coro``'s own, or,
+    when an argument of ``coro``'s function is a coroutine, that coroutine's work (a wrapper, such
+    as the inner ``guarded(c)`` of a gather-with-a-limit helper, runs what it was handed)."""
+    code = getattr(coro, "cr_code", None)
+    for _ in range(_WRAPPERS):
+        frame = getattr(coro, "cr_frame", None)
+        if frame is None:
+            break
+        inner = next((value for value in arguments(frame) if type(value) is CoroutineType), None)
+        if inner is None:
+            break
+        coro, code = inner, inner.cr_code
+    return code
+
+
+# How many wrappers deep _work_code looks for the coroutine a task runs.
+_WRAPPERS = 4
 
 
 def _key_for_coroutine(key: LockKey, coro: Any) -> LockKey:
@@ -511,8 +546,9 @@ def _key_for_coroutine(key: LockKey, coro: Any) -> LockKey:
     coroutine function a line makes tasks of; a key of its own for each other one, named
     ``(task)function@file:line``.  A generic helper's line (``create_task(coro)`` then await it)
     runs unrelated work: one map class for it all would join the lock one caller holds while it
-    awaits its job to the lock another caller's job takes, a false cycle."""
-    code = getattr(coro, "cr_code", None)
+    awaits its job to the lock another caller's job takes, a false cycle.  A wrapper coroutine
+    counts as the coroutine it was handed (:func:`_work_code`)."""
+    code = _work_code(coro)
     if code is None:
         return key
     functions = _site_functions.get(key)

@@ -992,6 +992,92 @@ def test_naming_the_task_of_a_helpers_coroutine_keeps_nothing_of_the_helper_aliv
     assert freed == [True]
 
 
+async def gather_with_limit(limit: int, *coros: Coroutine[Any, Any, Any]) -> list[Any]:
+    """The common helper: each coroutine runs in a task of a wrapper that takes a semaphore."""
+    sem = asyncio.Semaphore(limit)
+
+    async def guarded(coro: Coroutine[Any, Any, Any]) -> Any:
+        async with sem:
+            return await coro
+
+    return await asyncio.gather(*(guarded(c) for c in coros))
+
+
+def test_tasks_of_a_wrapper_coroutine_are_named_after_the_coroutine_it_runs():
+    """The tasks of a gather-with-a-limit helper all run its inner wrapper, made on one line: they
+    count as the coroutine each wrapper was handed, so a snapshot holding a lock while awaiting
+    readers makes no cycle with writers that take the lock.  Readers that may take it still do."""
+    state: dict[str, int] = {}
+
+    async def read(k: str) -> int | None:
+        await asyncio.sleep(0)
+        return state.get(k)
+
+    async def write(lock: asyncio.Lock, k: str, take: bool = True) -> None:
+        if take:
+            async with lock:
+                state[k] = 1
+
+    async def main():
+        lock = asyncio.Lock()
+        await gather_with_limit(2, *(write(lock, k) for k in "abc"))
+        async with lock:
+            return await gather_with_limit(2, *(read(k) for k in "abc"))
+
+    assert kinds(run(main)) == []
+
+    async def bug():
+        lock = asyncio.Lock()
+        await gather_with_limit(2, write(lock, "a"))
+        async with lock:
+            await gather_with_limit(2, write(lock, "b", take=False))
+
+    reports = run(bug)
+    assert kinds(reports) == ["circular"]
+    # The line's first coroutine function (in this process) has the line's own name.
+    line = line_of(gather_with_limit, "return await asyncio.gather(")
+    assert {f"(task)write@test_asyncio.py:{line}", f"(task)test_asyncio.py:{line}"} & set(reports[0].classes)
+
+
+class _Job:
+    """A coroutine kept in an object, run as a task by a method."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+
+    async def run(self) -> Any:
+        return await asyncio.create_task(self.coro)
+
+
+def test_a_task_of_a_coroutine_kept_in_an_argument_is_named_after_the_caller():
+    """A method that makes a task of a coroutine its object was handed runs whatever its callers
+    ask for: the task's map is named after the line that called the method, as for a coroutine
+    handed as an argument.  One line that takes the lock and awaits its own kind of job is a cycle."""
+
+    async def op(lock: asyncio.Lock, kind: str) -> None:
+        if kind == "write":
+            async with lock:
+                await asyncio.sleep(0)
+
+    async def main():
+        lock = asyncio.Lock()
+        await _Job(op(lock, "write")).run()
+        async with lock:
+            await _Job(op(lock, "read")).run()
+
+    assert kinds(run(main)) == []
+
+    async def bug():
+        lock = asyncio.Lock()
+        for hold in (False, True):
+            async with lock if hold else contextlib.nullcontext():
+                await _Job(op(lock, "read" if hold else "write")).run()
+
+    reports = run(bug)
+    assert kinds(reports) == ["circular"]
+    assert f"(task)test_asyncio.py:{line_of(bug, 'await _Job(')}" in reports[0].classes
+
+
 def test_a_line_making_tasks_of_several_coroutine_functions_gives_each_its_map():
     """A helper that makes the coroutine itself (handed the function) is the line that asked for
     the task: one map class per coroutine function made there, the first named after the line,
