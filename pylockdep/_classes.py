@@ -308,8 +308,8 @@ class LockClass:
         # Whether taking it disables preemption; set by the validator for its kernel flavour.
         self.spins = False
         # The chains known to end in this class taken plainly (variant 0), for the pure fast path:
-        # the chain key before it -> (context signature, chains_forgotten then, the chain key).
-        self.steps: dict[int, tuple[int, int, int]] = {}
+        # the chain key before it -> (context signature, the chain key).
+        self.steps: dict[int, tuple[int, int]] = {}
 
     @property
     def bare_name(self) -> str:

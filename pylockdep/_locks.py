@@ -471,8 +471,8 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
     ``cls`` must keep a plain lock in ``_real`` (as :class:`_RealLock` does), and so must its
     subclasses.  The common case of ``__enter__`` is an acquisition with no arguments, by a holder
     with nothing pending, on a chain validated before (found in the chain cache, and then in a memo
-    on the lock's class, ``LockClass.steps``, valid until the cache is next emptied: a hit costs a
-    dict lookup instead of hashing the chain), whose lock is free; from code in
+    on the lock's class, ``LockClass.steps``, which :meth:`~pylockdep.Validator.forget_chains` empties
+    with the cache: a hit costs a dict lookup instead of hashing the chain), whose lock is free; from code in
     ``skip_file`` (threading's own; "" for none), or with one from contextlib's (an ``ExitStack``),
     it is sited at the first frame outside threading, contextlib and pylockdep, as
     :func:`~pylockdep._threading._acquirer` sites it.  Any other acquisition is
@@ -524,12 +524,14 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
             prev = t.key
             ctx = t.ctx
             # Known chain: the memo's, else chain_key() spelt out as in _acquire and found cached.
-            if (step := cls.steps.get(prev)) is not None and step[0] == ctx and step[1] == v.chains_forgotten:
-                key = step[2]
+            if (step := cls.steps.get(prev)) is not None and step[0] == ctx:
+                key = step[1]
             else:
                 era = v.chains_forgotten  # before the lookup: a chain forgotten meanwhile is not memoised
                 if (key := hash((prev, ctx, cls.variants[0]))) in v.chains:
-                    cls.steps[prev] = (ctx, era, key)
+                    cls.steps[prev] = (ctx, key)
+                    if v.chains_forgotten != era:  # forget_chains() counts, then empties the memos
+                        cls.steps.pop(prev, None)
                 else:
                     key = None
             if key is not None:

@@ -320,8 +320,9 @@ class Validator:
 
     def forget_chains(self) -> None:
         """Empty the chain cache: every chain is validated again the next time it is taken.  (The C
-        fast path and the pure one's memo, ``LockClass.steps``, trust the chains they found until
-        ``chains_forgotten`` changes, just after; the memos are emptied too, for their memory.)"""
+        fast path trusts the chains it found until ``chains_forgotten`` changes, just after; the pure
+        one's memos, ``LockClass.steps``, are emptied after that, so that a memo made while this
+        ran either sees the count changed or is emptied.)"""
         self.chains.clear()
         self.instance_chains.clear()
         self.site_chains.clear()

@@ -250,9 +250,9 @@ needs_pure = pytest.mark.skipif(_fastpath.ACCELERATED, reason="the pure path's w
 
 @needs_pure
 def test_the_pure_memo_keeps_no_chain_forgotten_while_it_was_looked_up(monkeypatch):
-    """The pure with-block memoises a chain it found in the cache (LockClass.steps) under the
-    cache's era read before the lookup: a chain forgotten between the lookup and the memo is taken
-    through _acquire the next time, and validated again."""
+    """The pure with-block memoises a chain it found in the cache (LockClass.steps) and drops the
+    memo when the cache's era read before the lookup has changed: a chain forgotten between the
+    lookup and the memo is taken through _acquire the next time, and validated again."""
     slow = SlowCalls(monkeypatch)
     a = pylockdep.Mutex("fp_memo_race")
     with pylockdep.validate() as v:
