@@ -458,10 +458,9 @@ def _create_task(original: Callable[..., asyncio.Task]) -> Callable[..., asyncio
         if work is not None:
             work.task = weakref.ref(task)
         code = getattr(coro, "cr_code", None)
-        if code is _QUEUE_GET_CODE and in_wait_for:  # 3.11's wait_for(queue.get(), t): see _asyncio_queue
-            setattr(task, _AWAITER, _current_holder(v))
-            setattr(task, _PASSES_ON, True)
-        elif code in _TAKES_FOR_AWAITER:
+        # A task of a lock's acquire() or a condition's wait() (see TaskHolder), or of a queue's
+        # get(), whose item is its maker's (see _asyncio_queue).
+        if code in _TAKES_FOR_AWAITER or code is _QUEUE_GET_CODE:
             setattr(task, _AWAITER, _current_holder(v))
             if in_wait_for:
                 setattr(task, _PASSES_ON, True)
@@ -1023,7 +1022,7 @@ class Lock(_PlainLock):
 _ACQUIRE_CODE = Lock.acquire.__code__
 _CONDITION_ENTER = _PlainCondition.__aenter__.__code__  # asyncio's _ContextManagerMixin.__aenter__
 _TAKES_FOR_AWAITER = (_ACQUIRE_CODE, _PlainCondition.wait.__code__)  # see TaskHolder
-_QUEUE_GET_CODE = asyncio.queues.Queue.get.__code__  # a task wait_for() makes of it takes items for its awaiter
+_QUEUE_GET_CODE = asyncio.queues.Queue.get.__code__  # a task of it takes its item for its maker
 _WAIT_FOR = asyncio.tasks.wait_for.__code__
 _TIMED = "_lockdep_timed"  # on a task that wait_for() made to run a lock's acquire(): see _timed()
 _AWAITER = "_lockdep_awaiter"  # on a task that takes for its awaiter: the holder that made it

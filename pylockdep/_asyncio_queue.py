@@ -14,9 +14,10 @@ items are marked done by others than their consumers, as in a pipeline), whose m
 when that task next runs.  A task that ends with a span open closes it as it ends
 (``TaskHolder.queue_span``, :func:`pylockdep._asyncio.close_queue_span`).  Items
 taken outside any task (a plain thread's ``get_nowait()``) and queues that asyncio makes for its
-own use (``as_completed()``'s) are not followed.  On 3.11, ``wait_for(queue.get(), timeout)`` runs
-the ``get()`` in a task of its own: the item is counted in the span of the task awaiting it, which
-takes it.
+own use (``as_completed()``'s) are not followed.  A task of ``get()`` itself
+(``create_task(queue.get())`` raced with ``asyncio.wait()``, and on 3.11
+``wait_for(queue.get(), timeout)``, which runs the ``get()`` in a task of its own) takes its item for
+the task that made it: the item is counted in that task's span, while it runs.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def _get_nowait(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
             if not v.off:
                 h = _current_holder(v)
                 if type(h) is TaskHolder:
-                    if h.passes_on and type(h.awaiter) is TaskHolder and v.tasks.get(id(h.awaiter)) is h.awaiter:
-                        h = h.awaiter  # 3.11's wait_for(queue.get(), t) takes the item for its awaiter
+                    if type(h.awaiter) is TaskHolder and v.tasks.get(id(h.awaiter)) is h.awaiter:
+                        h = h.awaiter  # a task of get() (3.11's wait_for() makes one) takes it for its maker
                     span = h.queue_span
                     if span is not None and span.map is m and span.count:
                         span.count += 1  # one more item in the task's open span

@@ -1866,18 +1866,23 @@ def test_queue_producer_consumer_with_a_lock_is_clean():
 # -- asyncio.Queue.join() is a wait ------------------------------------------------------------
 
 
-async def _join_under_the_consumers_lock(timeout: float, get_with_timeout: bool = False) -> list[int]:
+async def _join_under_the_consumers_lock(timeout: float, how: str = "get") -> list[int]:
     """Hold ``lock`` across ``queue.join()`` while the consumer needs it for each item: a real
-    deadlock, which the timeout ends.  The consumer takes items by ``get()``, or through
-    ``wait_for(get(), ...)`` (which runs the get() in a task of its own on 3.11).  Returns what the
-    consumer got done."""
+    deadlock, which the timeout ends.  The consumer takes items by ``get()``, through
+    ``wait_for(get(), ...)`` (which runs the get() in a task of its own on 3.11), or by a task of
+    ``get()`` it makes and waits for with ``asyncio.wait()``.  Returns what the consumer got done."""
     lock = asyncio.Lock()
     queue: asyncio.Queue[int] = asyncio.Queue()
     done: list[int] = []
 
     async def consumer():
         while True:
-            item = await (asyncio.wait_for(queue.get(), 10) if get_with_timeout else queue.get())
+            if how == "get_task":
+                getting = asyncio.create_task(queue.get())
+                await asyncio.wait({getting}, return_when=asyncio.FIRST_COMPLETED)
+                item = getting.result()
+            else:
+                item = await (asyncio.wait_for(queue.get(), 10) if how == "wait_for_get" else queue.get())
             async with lock:
                 done.append(item)
             queue.task_done()
@@ -1893,10 +1898,10 @@ async def _join_under_the_consumers_lock(timeout: float, get_with_timeout: bool 
     return done
 
 
-@pytest.mark.parametrize("get_with_timeout", [False, True], ids=["get", "wait_for_get"])
-def test_joining_a_queue_holding_a_lock_its_consumer_takes_is_circular(get_with_timeout):
+@pytest.mark.parametrize("how", ["get", "wait_for_get", "get_task"])
+def test_joining_a_queue_holding_a_lock_its_consumer_takes_is_circular(how):
     line = line_of(_join_under_the_consumers_lock, "queue: asyncio.Queue[int] = asyncio.Queue()")
-    reports = run(lambda: _join_under_the_consumers_lock(0.05, get_with_timeout))
+    reports = run(lambda: _join_under_the_consumers_lock(0.05, how))
     assert kinds(reports) == ["circular"]
     assert f"(queue)test_asyncio.py:{line}" in reports[0].classes
     assert any(c.startswith("Lock@test_asyncio.py:") for c in reports[0].classes)
