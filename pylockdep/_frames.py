@@ -360,6 +360,16 @@ def current_frames() -> dict[int, FrameType]:
     return sys._current_frames()
 
 
+def other_threads_frames() -> dict[int, FrameType]:
+    """:func:`current_frames` without the calling thread's own.  Its entry is the frame of the
+    copy's caller here, whose object, kept past that frame's end, would keep the frames of its
+    callers, and their variables, alive in a cycle only the collector frees (a future's
+    exception, raised through a waiting frame, would outlive its handling)."""
+    frames = current_frames()
+    frames.pop(threading.get_ident(), None)
+    return frames
+
+
 #: The code of asyncio's ``Handle._run``, which runs each callback and task step of an event loop
 #: (set by :mod:`pylockdep._asyncio`): what lies beyond it on a stack runs the loop, not the task.
 loop_runner: CodeType | None = None

@@ -23,9 +23,9 @@ import threading
 from collections.abc import Callable, Container
 from time import monotonic
 from types import CodeType, FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ._frames import current_frames, enters_with
+from ._frames import current_frames, enters_with, other_threads_frames
 from ._held import H_CODE, H_LASTI, H_LOCK
 from ._locktypes import RCU, RCU_SCHED, SRCU
 from ._plain import plain_rlock
@@ -186,19 +186,21 @@ def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float
         owner = getattr(lock, "_owner", None)
         cycle = stuck = None
         if _is_handoff(v, lock, t, lock._blockers(mode, t.ident)):
-            stuck = stuck_waits(v, t)
-            if stuck is None:
-                alone_since = None
-            elif alone_since is None:
-                alone_since, stuck = monotonic(), None
-            elif monotonic() - alone_since < SELF_WAIT_GRACE_SECONDS:
-                stuck = None
+            stuck, alone_since = _stuck_for_a_while(v, t, alone_since)
         else:
             cycle = find_wait_cycle(v, t)
             if cycle is not None and any(getattr(wait, "_ends_by_anyone", False) for _, wait in cycle):
                 # Through a wait that any thread may end (the join of a queue whose items other
                 # threads than their consumers mark done): a deadlock only while nobody may move.
                 cycle = cycle if stuck_waits(v, t, handoff=False) is not None else None
+            elif cycle is None and getattr(lock, "_live_blockers", False):
+                # A wait for threads (a join, a future, a queue's join) with no cycle of marked
+                # waits may still never end: behind threads idle in Python's own wait for anyone
+                # to act (a consumer in Queue.get() that no thread is left to feed).
+                if _waits_on_idle_threads(lock._blockers(mode, t.ident)):
+                    stuck, alone_since = _stuck_for_a_while(v, t, alone_since)
+                else:
+                    alone_since = None
         if cycle is not None or stuck is not None:
             t.waiting = None
     if cycle is not None:
@@ -214,6 +216,39 @@ def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float
             )
         raise DeadlockError(describe_stuck(stuck))
     return alone_since
+
+
+def _stuck_for_a_while(v: Validator, t: Task, alone_since: float | None) -> tuple[list[Any] | None, float | None]:
+    """:func:`stuck_waits` for ``t``, once they have been found stuck for
+    :data:`SELF_WAIT_GRACE_SECONDS` (a thread just started is seen nowhere yet), else None; and
+    when they were first found stuck (``alone_since``, from the check before), None if not now."""
+    stuck = stuck_waits(v, t)
+    if stuck is None:
+        return None, None
+    if alone_since is None:
+        return None, monotonic()
+    return (stuck if monotonic() - alone_since >= SELF_WAIT_GRACE_SECONDS else None), alone_since
+
+
+def _waits_on_idle_threads(blockers: list[int]) -> bool:
+    """Whether each of the threads ``blockers`` (one at least) is idle in Python's own wait for any
+    thread to act (:func:`idle_wait`).  Such a thread decides nothing itself, so a wait for it is
+    the one to give up; a thread in a wait of pylockdep's is checked on its own and gives up for
+    itself (the worker waiting for a hand-off that its joiner holds)."""
+    frames = other_threads_frames()
+    return bool(blockers) and all((f := frames.get(i)) is not None and idle_wait(f) is not None for i in blockers)
+
+
+def stuck_at_exit(v: Validator, alone_since: float | None) -> tuple[list[Any] | None, float | None]:
+    """For the main thread at its end, joining the non-daemon threads (:data:`JOINS_AT_EXIT`): the
+    waits that keep those joins from ever ending, as :func:`_stuck_for_a_while` finds them, while
+    each of those threads is idle in Python's own wait for anyone (a worker in a ``Queue.get()``
+    that no thread is left to feed); None while it is elsewhere, or a thread may still decide."""
+    main = threading.main_thread().ident
+    if main is None or not joining_at_exit(main) or not _waits_on_idle_threads(JOINS_AT_EXIT._blockers(0, main)):
+        return None, None
+    t = next((task for task in list(v.tasks.values()) if type(task) is Task and task.ident == main), None)
+    return _stuck_for_a_while(v, t or Task("MainThread", main), alone_since)
 
 
 def stuck_waits(v: Validator, t: Task, handoff: bool = True) -> list[tuple[str, Primitive]] | None:
@@ -243,7 +278,7 @@ def stuck_waits(v: Validator, t: Task, handoff: bool = True) -> list[tuple[str, 
     Of the stuck threads, those holding what the others wait for give up first (None for the
     others until then): see :func:`_gives_up_first`.
     """
-    frames = current_frames()
+    frames = other_threads_frames()
     main = threading.main_thread().ident
     waits: dict[int, tuple[Task | None, str, Primitive, int]] = {}
     for task in list(v.tasks.values()):
@@ -264,6 +299,7 @@ def stuck_waits(v: Validator, t: Task, handoff: bool = True) -> list[tuple[str, 
         return None
     alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
     alive.update(frames)
+    alive.add(_thread.get_ident())
     alive.discard(None)
     if _thread._count() > len(alive - {main}) or _native_threads() > len(alive):  # threads not seen
         return None
@@ -482,7 +518,7 @@ def check_own_loop(v: Validator, t: Task, lock: Primitive) -> None:
         return
     if not lock._owned and taken_bare(owner, lock) is not None:
         waiting = {task.ident for task in list(v.tasks.values()) if task.waiting is not None}
-        if _runs_outside_waits(current_frames(), waiting, t):
+        if _runs_outside_waits(other_threads_frames(), waiting, t):
             return
     raise DeadlockError(
         f"deadlock: {t.comm} would block the event loop's thread for ever on {lock.name!r}, held by "
@@ -524,7 +560,7 @@ def check_owner_ended(t: Task, lock: Primitive, mode: int) -> None:
         return
     # Only then the threads running Python code that threading does not know: the interpreter's
     # list of threads is locked for the copy, which is not to be done at each wait.
-    running = current_frames()
+    running = other_threads_frames()
     if any(ident in running for ident in owners):
         return
     # The owners read first may have released the lock and ended before the threads were listed

@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType, ModuleType
 from typing import IO
 
-from . import _hang, _record, _signals
+from . import _hang, _record, _signals, _waitfor
 from ._config import Config, ConfigError
 from ._config import load as load_config
 from ._forked import ForkedReports
@@ -276,6 +276,27 @@ def _end_program(v: Validator) -> None:
     v.finish()
 
 
+def _watch_exit(v: Validator, verdict: _Verdict) -> _hang.Watchdog:
+    """A watchdog over the main thread's end, where it joins the non-daemon threads: once those
+    joins can never end (a worker idle in a ``Queue.get()`` that no thread is left to feed, or
+    threads waiting for one another), the process is ended as ``--hang-timeout`` ends it, rather
+    than hanging at its exit as the interpreter would (:func:`pylockdep._waitfor.stuck_at_exit`)."""
+    watchdog = _hang.Watchdog()
+    alone_since = None
+
+    def check() -> None:
+        nonlocal alone_since
+        stuck, alone_since = _waitfor.stuck_at_exit(v, alone_since)
+        if stuck is None:
+            watchdog.arm(_waitfor.POLL_SECONDS * 5, check)
+            return
+        header = f"INFO: pylockdep: the program's end would wait for ever ({_waitfor.describe_stuck(stuck)})."
+        verdict.give_up(header, "ended at exit instead of waiting for ever")
+
+    watchdog.arm(_waitfor.POLL_SECONDS * 5, check)
+    return watchdog
+
+
 def real_stderr() -> IO[str]:
     """A stream on a copy of file descriptor 2 as it is now: later redirections of descriptor 2
     (pytest's capture, a program's ``dup2``) and replacements of ``sys.stderr`` do not reach it."""
@@ -377,12 +398,17 @@ class _Verdict:
         os._exit(self.exit_code)
 
     def hang(self, seconds: float) -> None:
-        """The ``--hang-timeout`` action: the reports held back until validation ends, the dump,
-        then end the process with the report status."""
+        """The ``--hang-timeout`` action: :meth:`give_up`."""
         header = f"INFO: pylockdep: the program is still running after {seconds:g} s (--hang-timeout)."
+        self.give_up(header, f"ended after {seconds:g} s")
+
+    def give_up(self, header: str, ended: str) -> None:
+        """End a program that would not end by itself: the reports held back until validation
+        ends, the dump under ``header``, a line saying the program was ``ended``, then end the
+        process with the report status."""
         self.v.finish()
         _dump(self.v, self.out, header)
-        _write(self.out, f"pylockdep: ended after {seconds:g} s; {len(self.v.reports)} report(s) before\n")
+        _write(self.out, f"pylockdep: {ended}; {len(self.v.reports)} report(s) before\n")
         for f in (sys.stdout, sys.stderr, *self.files.values()):
             with contextlib.suppress(Exception):
                 f.flush()
@@ -444,7 +470,11 @@ def run(
         signal.signal(signal.SIGUSR1, dump)
     with instrument_threading():
         status, program_globals = _run_program(runner)
-        _end_program(v)
+        exit_watch = _watch_exit(v, verdict)
+        try:
+            _end_program(v)
+        finally:
+            exit_watch.stop()
         del program_globals
     if watchdog is not None:
         watchdog.stop()

@@ -692,6 +692,61 @@ def test_two_threads_each_waiting_for_the_others_token_lock_are_refused_not_hung
     assert "(a@tokens.py:2)" in err and "(b@tokens.py:3)" in err
 
 
+FORGOTTEN_SENTINEL = """\
+import queue, threading, time
+q = queue.Queue()
+
+def worker():
+    while q.get() is not None:
+        pass
+
+t = threading.Thread(target=worker, name="worker")
+t.start()
+q.put(1)
+FEED
+JOIN
+"""
+
+
+@pytest.mark.parametrize("join", [False, True], ids=["at_exit", "joined"])
+def test_a_worker_nobody_is_left_to_feed_ends_the_program_instead_of_hanging(tmp_path, join):
+    """A worker idle in ``Queue.get()`` whose producer forgot the sentinel: the main thread's join
+    of it, or its end (which joins the non-daemon threads), would wait for ever.  The join raises
+    DeadlockError; the end is given up with the dump, and the process ends with the report status."""
+    program = FORGOTTEN_SENTINEL.replace("FEED", "").replace("JOIN", "t.join()" if join else "")
+    write(tmp_path / "sentinel.py", program)
+    result = pylockdep_run("sentinel.py", cwd=tmp_path)
+    assert result.returncode == 66, result.stderr
+    err = result.stderr
+    idle = "worker waits for '(a notify, in Condition.wait())'; no other thread is left that could let these waits end"
+    if join:
+        assert "DeadlockError: deadlock: MainThread/" in err
+        assert f"waits for '(thread)sentinel.py:8', {idle}" in err
+    at_exit = "MainThread waits for '(non-daemon threads, joined at exit)'"
+    assert f"the program's end would wait for ever (deadlock: {at_exit}, {idle})" in err
+    assert "Showing all locks held in the system:" in err and "((queue)sentinel.py:2)" in err
+    assert err.rstrip().endswith("pylockdep: ended at exit instead of waiting for ever; 0 report(s) before")
+
+
+@pytest.mark.parametrize("join", [False, True], ids=["at_exit", "joined"])
+@pytest.mark.parametrize(
+    "feed",
+    [
+        "threading.Timer(0.8, q.put, (None,)).start()",
+        "threading.Thread(target=lambda: (time.sleep(0.8), q.put(None))).start()",
+    ],
+    ids=["timer", "sleeper"],
+)
+def test_a_worker_fed_late_is_waited_for(tmp_path, feed, join):
+    """The same worker, with a thread that feeds it the sentinel late (a timer's timed wait, a
+    sleep): that thread may still move, so the joins wait, and the program ends cleanly."""
+    program = FORGOTTEN_SENTINEL.replace("FEED", feed).replace("JOIN", "t.join()" if join else "")
+    write(tmp_path / "late.py", program)
+    result = pylockdep_run("late.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
 IDLE_THREADS = {
     "pool": "import concurrent.futures\npool = concurrent.futures.ThreadPoolExecutor(1)\npool.submit(int).result()",
     "queue": "import queue\nq = queue.Queue()\nthreading.Thread(target=q.get, daemon=True).start()",
