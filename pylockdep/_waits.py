@@ -71,6 +71,7 @@ from ._held import H_CLASS, H_LOCK, VARIANT_SYNC, VARIANT_TRY, chain_key, do_pen
 from ._locks import _acquire, _PseudoLock, _release
 from ._locktypes import COMPLETION
 from ._plain import plain_lock, plain_rlock
+from ._sites import creation_frame
 from ._task import Task
 from ._validator import Validator, active
 from ._when_imported import Hook, when_imported
@@ -112,8 +113,9 @@ class CompletionMap(_PseudoLock):
 
 def map_key(kind: str, frame: FrameType | None, made: object = None) -> LockKey | None:
     """The key of a ``(kind)`` map made for work created at ``frame`` (walked out of pylockdep,
-    threading, concurrent.futures and queue to the line that asked for it), or None when no such
-    line exists (threading's own threads).
+    threading, concurrent.futures and queue to the line that asked for it, and out of helpers that
+    only return what they made, as a lock's creation site is), or None when no such line exists
+    (threading's own threads).
 
     ``made`` is the object the map stands for (a thread, a pool, a queue) when one is being
     constructed: the constructors of a subclass (``__init__`` methods running on ``made``, as
@@ -131,6 +133,7 @@ def map_key(kind: str, frame: FrameType | None, made: object = None) -> LockKey 
         frame = _user_frame(frame.f_back)
     if frame is None:
         return None
+    frame = creation_frame(frame)  # a helper that returns what it made is its caller's line
     site = (frame.f_code, frame.f_lineno)
     key = _map_keys.get((kind, id(site[0]), site[1]))
     if key is None:

@@ -1690,8 +1690,10 @@ def test_thread_pool_tasks_call_no_python_function_of_pylockdep_once_their_sites
         for _ in range(3):  # as workers that finished three items leave it: submit() starts no other worker
             pool._idle_semaphore.release()
 
-        def submit():
-            return pool.submit(int, "7")
+        submitted = []
+
+        def submit():  # its own line: a helper that returned the future would be its caller's
+            submitted.append(pool.submit(int, "7"))
 
         try:
             python_functions(submit)  # learns the line, and the stack that makes its Future's lock

@@ -8,6 +8,7 @@ DeadlockError).  Then ordinary uses of threads, pools and queues, which must sta
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import logging.handlers
@@ -229,6 +230,58 @@ def test_join_with_a_timeout_is_a_wait_too(v):
     with lock:
         t.join(timeout=0.01)
     assert kinds_and_classes(v) == [("circular", {f"(thread){FILE}:{t_line}", f"Lock@{FILE}:{lock_line(take)}"})]
+
+
+def _spawn(fn) -> threading.Thread:
+    """A helper that makes, starts and returns a thread."""
+    t = threading.Thread(target=fn)
+    t.start()
+    return t
+
+
+def _run_in(pool: concurrent.futures.Executor, fn) -> concurrent.futures.Future:
+    return pool.submit(fn)
+
+
+def test_threads_and_work_made_through_a_helper_are_named_after_its_callers(v):
+    """A thread or pool work made by a helper that only returns it is named after the helper's
+    caller, as a lock made so is: waiting under a lock for work that does not take it makes no
+    cycle with other work from the same helper that does."""
+    lock = threading.Lock()
+
+    def take():
+        with lock:
+            pass
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        _spawn(take).join()
+        _run_in(pool, take).result()
+        with lock:
+            _spawn(lambda: None).join()
+            _run_in(pool, lambda: None).result()
+    assert v.reports == []
+
+
+def test_waiting_under_a_lock_for_helper_made_work_that_takes_it_is_circular(v):
+    lock = threading.Lock()
+
+    def take(under: bool = False):
+        if not under:
+            with lock:
+                pass
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for under in (False, True):
+            with lock if under else contextlib.nullcontext():
+                _spawn(lambda under=under: take(under)).join()
+                spawned = line() - 1
+                _run_in(pool, lambda under=under: take(under)).result()
+                submitted = line() - 1
+    taken = f"Lock@{FILE}:{lock_line(take)}"
+    assert kinds_and_classes(v) == [
+        ("circular", {f"(thread){FILE}:{spawned}", taken}),
+        ("circular", {f"(work_completion){FILE}:{submitted}", taken}),
+    ]
 
 
 def lock_line(fn) -> int:
@@ -799,16 +852,15 @@ def test_unusual_submits_and_waits_end_as_concurrent_futures_ends_them(v):
     """Keyword arguments, a subclass's submit(), a job that raises, a cancelled future, a timeout
     given by name, a submit without a function and one after shutdown: each ends as it does without
     pylockdep (the C path hands them to the Python wrappers), no submit stays under way, and the
-    work is still named after the line that gave it to the pool."""
+    work is still named after the line that gave it to the pool (past the subclass's submit(),
+    which only returns what its base made)."""
     from pylockdep import _waits
 
     lock = threading.Lock()
 
     class Pool(concurrent.futures.ThreadPoolExecutor):
-        def submit(self, fn, /, *args, **kwargs):
+        def submit(self, fn, /, *args, **kwargs):  # only returns what its base made: not the line
             return super().submit(fn, *args, **kwargs)
-
-    submit_line = line() - 2
 
     def work(n, *, add):
         with lock:
@@ -841,6 +893,7 @@ def test_unusual_submits_and_waits_end_as_concurrent_futures_ends_them(v):
         with pytest.raises(TypeError):
             pool.submit()
     done = pool.submit(work, 1, add=0)
+    submit_line = line() - 1
     done.result()
     with lock:
         assert done.result() == 1  # the work takes the lock held here: a dependency, reported
