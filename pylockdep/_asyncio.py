@@ -663,11 +663,12 @@ def _awaited_by_asyncio(task: asyncio.Task) -> Any:
 def _waiting_coroutines() -> dict[int, tuple[CodeType, Callable[[Any], Any]]]:
     """asyncio's coroutines that wait for tasks through a future of their own, by the id of their
     code (hashing a code object hashes its contents), each with its code and what reads the
-    futures it waits for from its frame's locals: ``asyncio.wait()``'s ``_wait()``, a
+    futures it waits for from its frame's locals: ``asyncio.wait()``'s ``_wait()`` (none when it
+    polls, with a zero timeout), a
     ``TaskGroup``'s exit, and 3.11's ``wait_for()`` with a timeout (from 3.12 on, ``wait_for()``
     awaits the task itself)."""
     readers: list[tuple[CodeType, Callable[[Any], Any]]] = [
-        (asyncio.tasks._wait.__code__, lambda f: f.get("fs", ())),  # type: ignore[attr-defined]
+        (asyncio.tasks._wait.__code__, lambda f: () if _waitfor.polls(f.get("timeout")) else f.get("fs", ())),  # type: ignore[attr-defined]
         (asyncio.TaskGroup.__aexit__.__code__, lambda f: f["self"]._tasks),
     ]
     if sys.version_info < (3, 12):

@@ -133,6 +133,13 @@ class _CycleSearch:
         return holder is not None and self.visit(holder)
 
 
+def polls(timeout: float | None) -> bool:
+    """Whether a wait given ``timeout`` only polls: a zero or negative timeout never blocks, so it
+    waits for nothing and touches no map (``join(0)``, ``result(timeout=0)``), as an acquisition
+    with one is a trylock."""
+    return timeout is not None and timeout <= 0
+
+
 def wait(v: Validator, t: Task, lock: Primitive, mode: int, acquire_timed: Callable[[float], bool]) -> None:
     """Block until ``acquire_timed`` succeeds, unless the wait closes a cycle of waiting threads.
 

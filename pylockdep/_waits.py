@@ -429,7 +429,7 @@ def _thread_join(original: Callable[..., None]) -> Callable[..., None]:
         if m is _UNSET or not self._started.is_set() or self is threading.current_thread():
             original(self, timeout)  # not ours, or CPython's own RuntimeError
             return
-        if m is not None:
+        if m is not None and not _waitfor.polls(timeout):
             _touch_waited(m, _getframe(1))
         if not self.is_alive():
             original(self, timeout)
@@ -669,9 +669,10 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     def wait_then(self: Any, timeout: float | None = None) -> Any:
         try:
             work = getattr(self, _WORK, None)
-            if not isinstance(work, CompletionMap) or self._condition._is_owned():
-                # Not work with a map; or called by concurrent.futures.wait() itself, which holds every
-                # future's condition (released by any real wait) and was accounted for on entry.
+            if not isinstance(work, CompletionMap) or _waitfor.polls(timeout) or self._condition._is_owned():
+                # Not work with a map; a poll; or called by concurrent.futures.wait() itself, which
+                # holds every future's condition (released by any real wait) and was accounted for
+                # on entry.
                 return original(self, timeout)
             if self._state in _DONE_STATES and (_running(work) or _getframe(1).f_code in READS_DONE_FUTURES):
                 # A done callback of the work (add_done_callback), run by the thread that ran it: the
@@ -738,7 +739,8 @@ def _touch_futures(fs: Iterable[Any], caller: FrameType) -> None:
 def _futures_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     def wait(fs: Iterable[Any], timeout: float | None = None, return_when: str = "ALL_COMPLETED") -> Any:
         fs = set(fs)
-        _touch_futures(fs, _getframe(1))
+        if not _waitfor.polls(timeout):
+            _touch_futures(fs, _getframe(1))
         return original(fs, timeout, return_when)
 
     wait.__doc__ = original.__doc__
@@ -748,7 +750,8 @@ def _futures_wait(original: Callable[..., Any]) -> Callable[..., Any]:
 def _futures_as_completed(original: Callable[..., Any]) -> Callable[..., Any]:
     def as_completed(fs: Iterable[Any], timeout: float | None = None) -> Any:
         fs = list(fs)
-        _touch_futures(fs, _getframe(1))
+        if not _waitfor.polls(timeout):
+            _touch_futures(fs, _getframe(1))
         return original(fs, timeout)
 
     as_completed.__doc__ = original.__doc__

@@ -1118,6 +1118,28 @@ def test_a_line_making_tasks_of_several_coroutine_functions_gives_each_its_map()
     assert f"(task)job2@test_asyncio.py:{line_of(run_job, 'create_task(fn())')}" in reports[0].classes
 
 
+def test_asyncio_wait_with_a_zero_timeout_is_a_poll_and_no_wait():
+    """``asyncio.wait(tasks, timeout=0)`` never waits for the tasks (it returns after one pass of
+    the loop): held across it, a lock the task takes makes no cycle.  With a timeout it does."""
+
+    async def work(lock: asyncio.Lock, go: asyncio.Event) -> None:
+        async with lock:
+            pass
+        await go.wait()
+
+    async def main(timeout: float):
+        lock, go = asyncio.Lock(), asyncio.Event()
+        task = asyncio.create_task(work(lock, go))
+        await asyncio.sleep(0)
+        async with lock:
+            await asyncio.wait([task], timeout=timeout)
+        go.set()
+        await task
+
+    assert kinds(run(lambda: main(0))) == []
+    assert kinds(run(lambda: main(0.01))) == ["circular"]
+
+
 def test_a_condition_wait_under_a_timeout_is_clean():
     """``wait_for(cond.wait(), timeout)`` holding the condition's lock is the way to wait for a
     condition with a timeout; 3.11 runs the wait in a task of its own, which gives the awaiter's

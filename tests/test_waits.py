@@ -232,6 +232,37 @@ def test_join_with_a_timeout_is_a_wait_too(v):
     assert kinds_and_classes(v) == [("circular", {f"(thread){FILE}:{t_line}", f"Lock@{FILE}:{lock_line(take)}"})]
 
 
+def test_a_wait_with_a_zero_timeout_is_a_poll_and_no_wait(v):
+    """``join(0)``, ``result(timeout=0)``, ``wait(fs, timeout=0)`` and ``as_completed(fs, 0)`` never
+    block (a reap-if-finished poll): held across them, a lock the work takes makes no cycle, as an
+    acquisition with a zero timeout is a trylock.  A positive timeout is a wait (above)."""
+    lock = threading.Lock()
+    go = threading.Event()
+
+    def take():
+        with lock:
+            pass
+        go.wait(5)
+
+    t = threading.Thread(target=take)
+    t.start()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(take)
+        with lock:
+            t.join(0)
+            t.join(timeout=-1)
+            with pytest.raises(concurrent.futures.TimeoutError):
+                future.result(timeout=0)
+            with pytest.raises(concurrent.futures.TimeoutError):
+                future.exception(timeout=0)
+            concurrent.futures.wait([future], timeout=0)
+            with pytest.raises(concurrent.futures.TimeoutError):
+                list(concurrent.futures.as_completed([future], timeout=0))
+        go.set()
+    t.join()
+    assert v.reports == []
+
+
 def _spawn(fn) -> threading.Thread:
     """A helper that makes, starts and returns a thread."""
     t = threading.Thread(target=fn)
