@@ -796,12 +796,18 @@ def _validate(lock: Lock, frame: FrameType, trylock: bool = False) -> Task | Non
 def _others_may_release(lock: Lock) -> bool:
     """Whether something other than the current task could still release ``lock``, which the
     task took with a bare ``acquire()`` and now waits for again: another unfinished task of its
-    loop, or a timeout that will cancel the wait (:func:`_times_out`)."""
+    loop, a timeout that will cancel the wait (:func:`_times_out`), a callback the loop is to run
+    (a timer's ``lock.release``, one another thread or an executor's future scheduled), or another
+    thread that may still act (it may schedule one: ``call_soon_threadsafe(lock.release)``)."""
     current = _current_task()
     if _times_out(current):
         return True
     loop = lock._get_loop()
-    return any(task is not current and not task.done() for task in asyncio.all_tasks(loop))
+    if any(task is not current and not task.done() for task in asyncio.all_tasks(loop)):
+        return True
+    if getattr(loop, "_ready", None) or getattr(loop, "_scheduled", None):
+        return True
+    return _waitfor.another_thread_runs(active.validator)
 
 
 def _times_out(task: asyncio.Task | None) -> bool:

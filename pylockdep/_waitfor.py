@@ -237,6 +237,20 @@ def _stuck_for_a_while(v: Validator, t: Task, alone_since: float | None) -> tupl
     return (stuck if monotonic() - alone_since >= SELF_WAIT_GRACE_SECONDS else None), alone_since
 
 
+def another_thread_runs(v: Validator) -> bool:
+    """Whether a thread other than the calling one may still act: one that runs Python code
+    outside any wait (neither in a wait of pylockdep's nor idle in Python's own, :func:`idle_wait`),
+    or one that native code started and Python does not see; pylockdep's own threads do not."""
+    frames = other_threads_frames()
+    if _native_threads() > len(frames) + 1:
+        return True
+    waiting = {task.ident for task in list(v.tasks.values()) if task.waiting is not None}
+    return any(
+        ident not in waiting and ident not in OWN_THREADS and idle_wait(frame) is None
+        for ident, frame in frames.items()
+    )
+
+
 def _waits_on_idle_threads(blockers: list[int]) -> bool:
     """Whether each of the threads ``blockers`` (one at least) is idle in Python's own wait for any
     thread to act (:func:`idle_wait`).  Such a thread decides nothing itself, so a wait for it is

@@ -1,15 +1,25 @@
-"""Waiting, in a test, for a thread to block where the validator sees it; and for what a wait
-leaves behind to be freed."""
+"""Waiting, in a test, for a thread to block where the validator sees it; for what a wait leaves
+behind to be freed; and for a program run where no other thread may end its waits."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import weakref
 from collections.abc import Callable
 
 import pylockdep
+
+
+def run_alone(program: str) -> subprocess.CompletedProcess[str]:
+    """Run ``program`` (dedented) in a fresh interpreter, where no other thread is left to release
+    a lock: in this one pytest-xdist's workers run execnet's threads, any of which might (a wait
+    for a lock nobody else would release then goes on)."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(program)], capture_output=True, text=True, timeout=60)
 
 
 def wait_until_waiting(v: pylockdep.Validator, thread: threading.Thread) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from _waiting import freed_without_the_collector
+from _waiting import freed_without_the_collector, run_alone
 
 import pylockdep
 from pylockdep import _asyncio
@@ -424,22 +424,47 @@ def test_a_lock_a_task_took_by_acquire_and_waits_for_again_is_a_hand_off_another
     assert order == ["opened", "passed"]
 
 
-def test_a_lock_a_task_took_by_acquire_and_waits_for_with_no_task_left_is_recursive():
-    caught: list[BaseException] = []
+# Run alone (see run_alone): another thread may release an asyncio.Lock through its loop.
+TAKEN_AGAIN_WITH_NOBODY_LEFT = """
+    import asyncio, pylockdep
 
     async def main():
         lock = asyncio.Lock()
         await lock.acquire()
+        RELEASER
         try:
-            async with lock:  # no other task could release it
-                pass
+            async with lock:
+                print("taken again")
         except pylockdep.DeadlockError as exc:
-            caught.append(exc)
-        lock.release()
+            print("DeadlockError", "which it holds itself" in str(exc))
+            lock.release()
 
-    reports = run(main)
-    assert kinds(reports) == ["recursive"]
-    assert len(caught) == 1 and "which it holds itself" in str(caught[0])
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        asyncio.run(main())
+    print([r.kind for r in v.reports])
+"""
+
+
+def test_a_lock_a_task_took_by_acquire_and_waits_for_with_no_task_left_is_recursive():
+    result = run_alone(TAKEN_AGAIN_WITH_NOBODY_LEFT.replace("RELEASER", ""))
+    assert result.stdout == "DeadlockError True\n['recursive']\n", result.stderr
+
+
+@pytest.mark.parametrize(
+    "releaser",
+    [
+        "asyncio.get_running_loop().call_later(0.01, lock.release)",
+        "threading.Thread(target=lambda: (time.sleep(0.05), loop.call_soon_threadsafe(lock.release))).start()",
+        "loop.run_in_executor(None, time.sleep, 0.05).add_done_callback(lambda f: lock.release())",
+    ],
+    ids=["timer", "thread", "executor"],
+)
+def test_a_lock_a_timer_a_thread_or_an_executor_callback_will_release_is_waited_for(releaser):
+    """CPython lets any code on the loop release an asyncio.Lock: a callback the loop is to run, or
+    another thread that may still schedule one, may hand the lock over, as another task may."""
+    program = TAKEN_AGAIN_WITH_NOBODY_LEFT.replace("import asyncio,", "import asyncio, threading, time,")
+    result = run_alone(program.replace("RELEASER", f"loop = asyncio.get_running_loop(); {releaser}"))
+    assert result.stdout == "taken again\n[]\n", result.stderr
 
 
 @pytest.mark.parametrize("delay", [0.05, 0])

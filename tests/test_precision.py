@@ -19,7 +19,6 @@ import pickle
 import queue
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import types
@@ -29,7 +28,7 @@ from collections.abc import Callable
 
 import pytest
 from _abba import take_ab_then_ba
-from _waiting import wait_until_waiting
+from _waiting import run_alone, wait_until_waiting
 
 import pylockdep
 from pylockdep import _checks, _held
@@ -1539,13 +1538,6 @@ def test_a_lock_its_holder_holds_by_a_with_block_and_takes_again_is_recursive_th
 def test_a_real_self_deadlock_on_a_plain_lock_is_reported_and_raises_instead_of_hanging():
     result = run_alone(SELF_DEADLOCK_ON_A_PLAIN_LOCK)
     assert result.stdout == "DeadlockError\nrecursive True\n", result.stderr
-
-
-def run_alone(program: str) -> subprocess.CompletedProcess[str]:
-    """Run ``program`` in a fresh interpreter, where no other thread is left to release a Lock:
-    in this one pytest-xdist's workers run execnet's threads, any of which might (a wait for a
-    Lock nobody else would release then goes on)."""
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(program)], capture_output=True, text=True, timeout=60)
 
 
 SELF_DEADLOCK_ON_A_PLAIN_LOCK = """
