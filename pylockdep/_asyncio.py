@@ -900,6 +900,13 @@ class Lock(_PlainLock):
         # The fast path's last chain key and what it made it from: (t.key, t.ctx, variant, key).
         self._chain: tuple[Any, ...] = (None, None, None, None)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy or a pickle keeps (CPython's lock is a plain object): CPython's state and the
+        class, not the holder (a task of this process) nor the fast path's memo."""
+        state = dict(self.__dict__)
+        state["_owner"], state["_chain"] = None, (None, None, None, None)
+        return state
+
     @property
     def name(self) -> str:
         """The lock class's name, ``Lock@file:line``."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from ._frames import Site, Stack, format_file_line
-from ._locktypes import LockType
+from ._locktypes import LockType, locktype_named
 from ._plain import plain_rlock
 
 if TYPE_CHECKING:
@@ -157,6 +157,30 @@ class LockKey:
     def __repr__(self) -> str:
         where = f" at {format_file_line(self.site)}" if self.site else ""
         return f"<LockKey {self.name} ({self.ltype.name}){where}>"
+
+    def __copy__(self) -> LockKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LockKey:
+        """A copy of what holds the key (an ``asyncio.Lock``, a queue's map) is of its class."""
+        return self
+
+    def __reduce__(self) -> tuple[Callable[[str, str], LockKey], tuple[str, str]]:
+        """Pickled by its name and lock type (its site holds code): unpickled in this process, the
+        same key; in another, the key of that name and type (:func:`key_named`)."""
+        _pickled[self.name, self.ltype.name] = self
+        return key_named, (self.name, self.ltype.name)
+
+
+# (name, lock type's name) -> the key pickled under them in this process (see LockKey.__reduce__).
+_pickled: dict[tuple[str, str], LockKey] = {}
+
+
+def key_named(name: str, ltype_name: str) -> LockKey:
+    """The key a pickled :class:`LockKey` stands for: the same key in the process that pickled it,
+    else the key of locks of that type named ``name`` with no site."""
+    found = _pickled.get((name, ltype_name))
+    return found if found is not None else key_for(name, locktype_named(ltype_name), None)
 
 
 def lock_key(lock: object) -> LockKey | None | bool:

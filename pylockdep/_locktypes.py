@@ -124,3 +124,11 @@ def may_hand_off(ltype: LockType) -> bool:
     ``asyncio.Lock``, which the validator holds to its taker all the same): such a lock may be a
     hand-off signal or a token (:func:`pylockdep._checks.check_token_held`)."""
     return ltype is ASYNC_LOCK or is_plain_lock(ltype)
+
+
+def locktype_named(name: str) -> LockType:
+    """The lock type whose ``name`` is ``name`` (KeyError for none)."""
+    return _BY_NAME[name]
+
+
+_BY_NAME = {value.name: value for value in list(globals().values()) if isinstance(value, LockType)}

@@ -778,6 +778,11 @@ class _QueueMap(CompletionMap):
         #: Whether a thread with no open span marked an item done (see _QueueJoin).
         self.done_by_others = False
 
+    def __reduce_ex__(self, protocol: int) -> Any:
+        """A copied or pickled queue (an ``asyncio.Queue`` may be) gets a map of its own, of the same
+        class, with no span open."""
+        return type(self), (self._key,)
+
 
 class _Span:
     """A consumer thread's open ``get()``..``task_done()`` span on one queue: it holds the queue's

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import copy
+import dataclasses
 import gc
+import pickle
 import sys
 import threading
 import weakref
@@ -20,7 +23,7 @@ import pytest
 from _waiting import freed_without_the_collector, run_alone
 
 import pylockdep
-from pylockdep import _asyncio
+from pylockdep import _asyncio, _classes, _waits
 from pylockdep._held import H_CLASS, H_CTX, H_LOCK, H_PREV_KEY, chain_key, held_site
 from pylockdep.cli import REPORT_STATUS
 
@@ -378,6 +381,42 @@ def test_set_class_names_an_asyncio_lock_as_a_python_lock_with_its_site():
     line = test_set_class_names_an_asyncio_lock_as_a_python_lock_with_its_site.__code__.co_firstlineno + 3
     with pylockdep.validate(raise_on_report=False), pylockdep.instrument_threading():
         assert asyncio.run(main()) == f"Cache.lock@test_asyncio.py:{line}"
+
+
+@dataclasses.dataclass
+class _Holder:
+    """Something a program copies or pickles, that holds asyncio's primitives."""
+
+    lock: Any
+    queue: Any
+
+
+def test_asyncio_locks_and_queues_copy_and_pickle_as_cpythons_do():
+    """CPython's ``asyncio.Lock`` and ``asyncio.Queue`` are plain objects: a deep copy and a pickle
+    of what holds them work.  A copied lock is of its original's class; a copied queue is followed,
+    with a map of its own of its original's class."""
+    with pylockdep.validate(raise_on_report=False, stream=None), pylockdep.instrument_threading():
+        held = _Holder(asyncio.Lock(), asyncio.Queue())
+        held.queue.put_nowait(1)
+        for copied in (copy.deepcopy(held), pickle.loads(pickle.dumps(held))):
+            assert type(copied.lock) is type(held.lock) and copied.lock is not held.lock
+            assert copied.lock._key is held.lock._key and not copied.lock.locked()
+            assert copied.queue.get_nowait() == 1
+            original, mine = getattr(held.queue, _waits._MAP), getattr(copied.queue, _waits._MAP)
+            assert mine is not original and mine._key is original._key
+        assert copy.copy(held.lock)._key is held.lock._key
+
+        async def copy_held() -> list[bool]:
+            async with held.lock:  # copied held, as CPython copies it: locked, with no holder here
+                return [c.locked() for c in (copy.deepcopy(held.lock), pickle.loads(pickle.dumps(held.lock)))]
+
+        assert asyncio.run(copy_held()) == [True, True]
+
+
+def test_a_key_pickled_in_another_process_is_the_key_of_its_name():
+    key = _classes.key_named("Lock@elsewhere.py:3", "asyncio.Lock")
+    assert (key.name, key.ltype.name, key.site) == ("Lock@elsewhere.py:3", "asyncio.Lock", None)
+    assert _classes.key_named("Lock@elsewhere.py:3", "asyncio.Lock") is key
 
 
 # -- recursive and real deadlocks --------------------------------------------------------------
