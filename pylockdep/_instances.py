@@ -146,6 +146,11 @@ class InstanceOrder:
             node = nodes[address] = Instance(weakref.ref(lock, forget), address)
         return node
 
+    def known(self, lock: Any) -> Instance | None:
+        """The node of ``lock`` if it has one (none is made)."""
+        node = self._nodes.get(id(lock))
+        return node if node is not None and node.ref() is lock else None
+
     def held_by(self, t: Task, cls: LockClass, lock: Any) -> tuple[Held, bool]:
         """The cell naming the instances of ``cls`` that ``t`` holds, ``lock`` excepted, the most
         recent first (None when it holds none), and whether ``t`` may hold ``lock`` itself: False

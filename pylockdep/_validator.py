@@ -80,7 +80,7 @@ class Validator:
         self.chains: set[int] = set()
         # Chains whose verdict depends on which instances nest, each with the last ones validated
         # (see remember_instances).
-        self.instance_chains: dict[int, tuple[Held, Instance]] = {}
+        self.instance_chains: dict[tuple[int, Instance], Held] = {}
         # (chain key, id(code), line) -> code, for a site (code, line): see remember_site.
         self.site_chains: dict[tuple[int, int, int], CodeType] = {}
         # Times the chain cache was emptied: the C fast path keeps the chains it found in it until
@@ -259,9 +259,11 @@ class Validator:
         (:meth:`remember_chain`).  ``lasti`` is the offset of the taking instruction in ``code``,
         when known (see :func:`pylockdep._checks.check_loop_taken`); ``replaying`` says the lock
         is held already, pushed again after a release from under it (:func:`pylockdep._held.remove`)."""
-        known = self.instance_chains.get(chain_key)
-        if known is not None and not replaying and self._same_instances(t, cls, lock, known):
-            return
+        if self.instance_chains and not replaying:
+            node = self.instances.known(lock)
+            known = self.instance_chains.get((chain_key, node)) if node is not None else None
+            if known is not None and self._same_instances(t, cls, lock, known):
+                return
         if self.site_known(chain_key, (code, line)) and not replaying:
             return
         t.lasti = lasti
@@ -296,21 +298,20 @@ class Validator:
         """Cache ``chain_key`` as validated for the instances of ``cls`` that ``t`` holds and for
         ``lock``, an instance of it that ``t`` does not hold: the verdict of a chain on which
         instances of one class nest (:func:`pylockdep._checks.check_instance_order`).  One set of
-        instances per chain, the last: taking two given locks of one class in a loop (two
-        accounts in order) is validated once, not at each turn."""
+        instances per chain and lock taken, the last: taking two given locks of one class in a
+        loop (two accounts in order), or walking a list hand over hand, is validated once per
+        pair, not at each turn."""
         free, cell = self._instances_under(t, cls, lock)
         if free:
             if len(self.instance_chains) >= CHAIN_CACHE_SIZE:
                 self.instance_chains.clear()
-            self.instance_chains[chain_key] = (cell, self.instances.node(lock))
+            self.instance_chains[chain_key, self.instances.node(lock)] = cell
 
-    def _same_instances(self, t: Task, cls: LockClass, lock: object, known: tuple[Held, Instance]) -> bool:
+    def _same_instances(self, t: Task, cls: LockClass, lock: object, known: Held) -> bool:
         """Whether ``t`` takes ``lock`` over the instances of ``cls`` that :meth:`remember_instances`
-        kept with the chain (``known``), the lock being that one too and not held itself."""
-        if self.instances.node(lock) is not known[1]:
-            return False
+        kept with the chain and that lock (``known``), the lock not held itself."""
         free, cell = self._instances_under(t, cls, lock)
-        return free and same_instances(cell, known[0])
+        return free and same_instances(cell, known)
 
     def _instances_under(self, t: Task, cls: LockClass, lock: object) -> tuple[bool, Held]:
         """Whether ``t`` does not hold ``lock`` itself, and the instances of ``cls`` it holds

@@ -13,6 +13,7 @@ import gc
 import importlib
 import inspect
 import io
+import itertools
 import logging
 import logging.handlers
 import pickle
@@ -1105,6 +1106,30 @@ def test_two_instances_of_one_class_nested_again_and_again_are_validated_once(v,
     with y.lock, x.lock:
         pass
     assert [(r.kind, r.classes) for r in v.reports] == [("circular", (x.lock.name, x.lock.name))]
+
+
+def test_a_list_walked_hand_over_hand_again_and_again_is_validated_once_per_pair(v, monkeypatch):
+    """Lock coupling down a list of nodes of one class takes each node over the one before it:
+    each pair is judged once, not at every walk, where only the last pair of the chain was kept
+    (some 27 us an acquisition).  Walking the list backwards is then a cycle."""
+    nodes = [Purse("Lock") for _ in range(5)]
+    calls = []
+    check_acquire = _checks.check_acquire
+    monkeypatch.setattr(_checks, "check_acquire", lambda *args: calls.append(args[2]) or check_acquire(*args))
+
+    def walk(order: list[Purse]) -> None:
+        order[0].lock.acquire()
+        for before, node in itertools.pairwise(order):
+            node.lock.acquire()
+            before.lock.release()
+        order[-1].lock.release()
+
+    for _ in range(20):
+        walk(nodes)
+    assert all(calls.count(node.lock) <= 2 for node in nodes), [calls.count(node.lock) for node in nodes]
+    assert v.reports == []
+    walk(nodes[::-1])
+    assert [r.kind for r in v.reports] == ["circular"]
 
 
 def test_wait_on_many_futures_validates_each_acquisition_once_with_a_lazy_run(v, monkeypatch):
