@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Container
 from time import monotonic
 from types import CodeType, FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._frames import current_frames, enters_with, other_threads_frames
 from ._held import H_CODE, H_LASTI, H_LOCK
@@ -50,6 +50,8 @@ CHECK_SECONDS_MAX = 0.5
 # A thread just started with _thread.start_new_thread is seen nowhere until it runs: a thread
 # waiting for a Lock it holds itself must find itself alone this long before nobody is left.
 SELF_WAIT_GRACE_SECONDS = 0.25
+# How often the main thread's end is checked for joins that can never end (see stuck_at_exit).
+EXIT_CHECK_SECONDS = 0.25
 #: The idents of pylockdep's own threads (the hang watchdog's), which never release a program's lock.
 OWN_THREADS: set[int] = set()
 
@@ -225,7 +227,10 @@ def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float
     return alone_since
 
 
-def _stuck_for_a_while(v: Validator, t: Task, alone_since: float | None) -> tuple[list[Any] | None, float | None]:
+Stuck = list[tuple[str, Primitive]]
+
+
+def _stuck_for_a_while(v: Validator, t: Task, alone_since: float | None) -> tuple[Stuck | None, float | None]:
     """:func:`stuck_waits` for ``t``, once they have been found stuck for
     :data:`SELF_WAIT_GRACE_SECONDS` (a thread just started is seen nowhere yet), else None; and
     when they were first found stuck (``alone_since``, from the check before), None if not now."""
@@ -260,7 +265,7 @@ def _waits_on_idle_threads(blockers: list[int]) -> bool:
     return bool(blockers) and all((f := frames.get(i)) is not None and idle_wait(f) is not None for i in blockers)
 
 
-def stuck_at_exit(v: Validator, alone_since: float | None) -> tuple[list[Any] | None, float | None]:
+def stuck_at_exit(v: Validator, alone_since: float | None) -> tuple[Stuck | None, float | None]:
     """For the main thread at its end, joining the non-daemon threads (:data:`JOINS_AT_EXIT`): the
     waits that keep those joins from ever ending, as :func:`_stuck_for_a_while` finds them, while
     each of those threads is idle in Python's own wait for anyone (a worker in a ``Queue.get()``

@@ -288,12 +288,12 @@ def _watch_exit(v: Validator, verdict: _Verdict) -> _hang.Watchdog:
         nonlocal alone_since
         stuck, alone_since = _waitfor.stuck_at_exit(v, alone_since)
         if stuck is None:
-            watchdog.arm(_waitfor.POLL_SECONDS * 5, check)
+            watchdog.arm(_waitfor.EXIT_CHECK_SECONDS, check)
             return
         header = f"INFO: pylockdep: the program's end would wait for ever ({_waitfor.describe_stuck(stuck)})."
         verdict.give_up(header, "ended at exit instead of waiting for ever")
 
-    watchdog.arm(_waitfor.POLL_SECONDS * 5, check)
+    watchdog.arm(_waitfor.EXIT_CHECK_SECONDS, check)
     return watchdog
 
 
