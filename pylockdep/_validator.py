@@ -78,8 +78,8 @@ class Validator:
         self.apply(options)
         self.graph_lock = plain_rlock()
         self.chains: set[int] = set()
-        # Chains whose verdict depends on which instances nest, each with the last ones validated
-        # (see remember_instances).
+        # Chains whose verdict depends on which instances nest: (chain key, the instance taken) ->
+        # the instances of its class held under it when last validated (see remember_instances).
         self.instance_chains: dict[tuple[int, Instance], Held] = {}
         # (chain key, id(code), line) -> code, for a site (code, line): see remember_site.
         self.site_chains: dict[tuple[int, int, int], CodeType] = {}
