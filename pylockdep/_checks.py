@@ -637,6 +637,11 @@ def check_prev_add(
             edge.off_main = True
             check_signal_order(v, t, prev_entry, cls, lock, site)
         if edge.types & kind:
+            if v.graph.recursive_reads and not t.replaying:
+                # As the kernel, which searches before it looks for the edge: a cycle that the
+                # search made when its last edge came missed, reaching a class first by a weak
+                # path through a recursive reader, is found from a later chain through the edge.
+                check_noncircular(v, t, prev_entry, cls, lock, read, site, sync, guards, loop)
             return
     graph = v.graph
     if not prev.key.token and check_token_held(prev_entry):
@@ -645,7 +650,7 @@ def check_prev_add(
     if graph.irq_safe_reaching(prev):  # else no irq-safe class stands behind prev
         check_irq_usage(v, t, prev_entry, cls, lock, read, site)
     if edge is not None:
-        edge.types |= kind
+        graph.add_types(edge, kind)
     else:
         graph.add_edge(
             prev,

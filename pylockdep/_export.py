@@ -179,7 +179,7 @@ class MergedGraph:
                 edge.guards &= guards
                 edge.held_ever = None if edge.held_ever is None or held_ever is None else edge.held_ever | held_ever
                 edge.loop = edge.loop if edge.loop == e.get("loop") else None
-            edge.types |= e["types"]
+            self.graph.add_types(edge, e["types"])
             sources = self.edge_sources[edge].sources
             if source not in sources:
                 sources.append(source)

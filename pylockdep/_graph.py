@@ -44,6 +44,7 @@ DEP_EN = 8
 DEP_NAMES = {DEP_SR: "SR", DEP_ER: "ER", DEP_SN: "SN", DEP_EN: "EN"}
 _S_STAR = DEP_SR | DEP_SN
 _STAR_N = DEP_SN | DEP_EN
+_STAR_R = DEP_SR | DEP_ER
 
 
 def dep_kind(prev_read: int, next_read: int) -> int:
@@ -165,6 +166,9 @@ class Graph:
         self.unordered: list[Edge] = []
         self.max_classes = max_classes
         self.max_dependencies = max_dependencies
+        # Whether some edge takes its next lock as a recursive reader (-(*R)->): a search may then
+        # reach a class first by a weak path and miss a cycle through it, as the kernel's does.
+        self.recursive_reads = False
         self._name_counts: dict[str, int] = {}
         # Irq-safe usage bits of each class and of every class with a path to it.
         self._safe_reaching: dict[LockClass, int] = {}
@@ -202,6 +206,11 @@ class Graph:
 
     # -- edges ---------------------------------------------------------------------------------
 
+    def add_types(self, edge: Edge, kind: int) -> None:
+        """Give the existing ``edge`` the dependency bits ``kind`` too."""
+        edge.types |= kind
+        self.recursive_reads = self.recursive_reads or bool(kind & _STAR_R)
+
     def add_edge(
         self,
         prev: LockClass,
@@ -225,6 +234,7 @@ class Graph:
         """
         if self.max_dependencies is not None and self.nr_edges >= self.max_dependencies:
             raise LimitExceeded("BUG: MAX_LOCKDEP_ENTRIES too low!")
+        self.recursive_reads = self.recursive_reads or bool(kind & _STAR_R)
         edge = Edge(
             prev, nxt, kind, stack, thread, origin, guards=guards, loop=loop, off_main=off_main, held_ever=held_ever
         )

@@ -283,3 +283,31 @@ def test_rlock_three_lock_groups(label: str, order: tuple[int, ...]) -> None:
     prev, nxt = (item[1] for item in events[order[-1]].split())
     (middle,) = set("XYZ") - {prev, nxt}
     assert f"Chain exists of:\n  rlock_{nxt} --> rlock_{middle} --> rlock_{prev}\n" in report.text
+
+
+def test_a_cycle_the_search_missed_through_a_recursive_reader_is_found_on_a_later_chain() -> None:
+    """The kernel's search marks a class on first arrival: reaching C first by a weak path
+    (N -ER-> M -SN-> C) it skips the strong one through Q, and the last edge of the strong cycle
+    N -> Q -> C -> P -> N is taken without a report, by the kernel as by pylockdep.  The kernel
+    searches again before it looks for an existing edge, so a later new chain through N -> Q finds
+    the cycle; so does pylockdep now."""
+    n, m, q, c, p, z = (RLOCK.new(letter) for letter in "NMQCPZ")
+    ops = _rw_ops(RLOCK)
+
+    def take(*steps: tuple[str, Any]) -> None:
+        for mode, lock in steps:
+            ops[mode](lock)
+        for mode, lock in reversed(steps):
+            ops[mode + "U"](lock)
+
+    with pylockdep.validate(raise_on_report=False) as v, RLOCK.context():
+        take(("W", n), ("R", m))
+        take(("W", n), ("W", q))
+        take(("R", m), ("W", c))
+        take(("W", q), ("W", c))
+        take(("W", c), ("W", p))
+        take(("W", p), ("W", n))
+        assert v.reports == []  # missed, as by the kernel
+        take(("W", z), ("W", n), ("W", q))
+    report = _only_report(v, "circular")
+    assert sorted(report.classes) == ["rlock_C", "rlock_N", "rlock_P", "rlock_Q"]
