@@ -350,6 +350,20 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
 
+def name_on_line(name: str, frame: FrameType) -> str:
+    """``name``, for a class made by the call ``frame`` is in, with the call's column added when
+    another call on its line made a class of that name first: two sites on one line are two
+    classes, ``...:LINE`` and ``...:LINE:COL``."""
+    code = frame.f_code
+    offset, _, column = _what_follows(code, frame.f_lasti)
+    return _on_line(name, code, offset, column, line_at(code, frame.f_lasti))
+
+
+def _on_line(name: str, code: CodeType, offset: int, column: int | None, line: int) -> str:
+    first = _first_on_line.setdefault((id(code), line, name), (code, offset))[1]
+    return f"{name}:{column + 1}" if first != offset and column is not None else name
+
+
 def class_name(kind: str, frame: FrameType, owner: type | None = None) -> str:
     """The class name of a lock of ``kind`` made by ``frame`` (a :func:`creation_frame`), for an
     instance of ``owner`` where :func:`makes_attr` (None: of the class that defines the method)."""
@@ -372,9 +386,7 @@ def class_name(kind: str, frame: FrameType, owner: type | None = None) -> str:
         name = f"{base}@{short_filename(declared[0])}:{declared[1]}"
     else:
         name = f"{base}@{format_file_line((code, line))}"
-    first = _first_on_line.setdefault((id(code), line, name), (code, offset))[1]
-    if first != offset and column is not None:
-        name = f"{name}:{column + 1}"
+    name = _on_line(name, code, offset, column, line)
     if owner is None:  # an owner's name is asked for once per key made: kept, it would keep the type
         _names[(id(code), frame.f_lasti, kind)] = (code, name)
     return name

@@ -71,7 +71,7 @@ from ._held import H_CLASS, H_LOCK, VARIANT_SYNC, VARIANT_TRY, chain_key, do_pen
 from ._locks import _acquire, _PseudoLock, _release
 from ._locktypes import COMPLETION
 from ._plain import plain_lock, plain_rlock
-from ._sites import creation_frame
+from ._sites import creation_frame, name_on_line
 from ._task import Task
 from ._validator import Validator, active
 from ._when_imported import Hook, when_imported
@@ -135,16 +135,17 @@ def map_key(kind: str, frame: FrameType | None, made: object = None) -> LockKey 
         return None
     frame = creation_frame(frame)  # a helper that returns what it made is its caller's line
     site = (frame.f_code, frame.f_lineno)
-    key = _map_keys.get((kind, id(site[0]), site[1]))
+    name = name_on_line(f"({kind}){format_file_line(site)}", frame)  # a second site on its line: :COL
+    key = _map_keys.get((name, id(site[0])))
     if key is None:
-        key = _map_keys[kind, id(site[0]), site[1]] = key_for(f"({kind}){format_file_line(site)}", COMPLETION, site)
+        key = _map_keys[name, id(site[0])] = key_for(name, COMPLETION, site)
     if made is None and frame is asked:  # the key follows from the frame's code and offset alone
         _keys_at[id(frame.f_code), frame.f_lasti, kind] = (frame.f_code, key)
     return key
 
 
-# (kind, id(code), line) -> key, which holds the code: spares the name (and hashing the code).
-_map_keys: dict[tuple[str, int, int], LockKey] = {}
+# (name, id(code)) -> key, which holds the code: spares hashing the code.
+_map_keys: dict[tuple[str, int], LockKey] = {}
 # (id(code), offset, kind) of a frame that is its own site -> (code, key): spares the walk.  Each
 # entry holds its code object, so the id in its key stays that code's.  Keyed as every site memo is
 # (pylockdep._csrc's site_key()), for the C stand-in of submit() to look up too.

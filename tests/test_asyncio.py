@@ -2097,6 +2097,50 @@ def test_a_consumer_joining_the_queue_it_holds_an_item_of_is_recursive():
     assert any(c.startswith("(queue)test_asyncio.py:") for c in reports[0].classes)
 
 
+def test_queues_made_by_a_factory_on_one_line_are_two_classes():
+    """A helper that only returns the queue it made is its caller's line, and two queues made on
+    one line are two classes, as two locks are: joining the one whose consumer never takes the
+    lock, under the lock the other's consumer takes, is clean."""
+
+    def make_queue() -> asyncio.Queue[int]:
+        return asyncio.Queue()
+
+    async def main():
+        lock = asyncio.Lock()
+        dbq, auditq = make_queue(), make_queue()
+
+        async def db_worker():
+            while True:
+                await dbq.get()
+                async with lock:
+                    pass
+                dbq.task_done()
+
+        async def audit_worker():
+            while True:
+                await auditq.get()
+                auditq.task_done()
+
+        tasks = [asyncio.create_task(db_worker()), asyncio.create_task(audit_worker())]
+        dbq.put_nowait(1)
+        await dbq.join()
+        async with lock:
+            auditq.put_nowait(1)
+            await auditq.join()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return getattr(dbq, _waits._MAP).name, getattr(auditq, _waits._MAP).name
+
+    line = line_of(main, "dbq, auditq = make_queue(), make_queue()")
+    reports: list[pylockdep.Report] = []
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        names = asyncio.run(main())
+        reports = v.reports
+    assert reports == []
+    assert names[0] == f"(queue)test_asyncio.py:{line}" and names[1].startswith(f"(queue)test_asyncio.py:{line}:")
+
+
 def test_asyncio_queue_instrumentation_is_put_back():
     plain = {name: vars(asyncio.Queue)[name] for name in ("__init__", "get_nowait", "task_done", "join")}
     with pylockdep.instrument_threading():
