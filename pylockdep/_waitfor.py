@@ -249,11 +249,16 @@ def another_thread_runs(v: Validator) -> bool:
     frames = other_threads_frames()
     if _native_threads() > len(frames) + 1:
         return True
-    waiting = {task.ident for task in list(v.tasks.values()) if task.waiting is not None}
+    waiting = _waiting_threads(v)
     return any(
         ident not in waiting and ident not in OWN_THREADS and idle_wait(frame) is None
         for ident, frame in frames.items()
     )
+
+
+def _waiting_threads(v: Validator) -> set[int]:
+    """The idents of the threads in a wait of pylockdep's (marked ``waiting``)."""
+    return {task.ident for task in list(v.tasks.values()) if task.waiting is not None}
 
 
 def _waits_on_idle_threads(blockers: list[int]) -> bool:
@@ -543,8 +548,7 @@ def check_own_loop(v: Validator, t: Task, lock: Primitive) -> None:
     if owner is None or owner is t or getattr(owner, "loop_thread", None) != _thread.get_ident() or owner.running:
         return
     if not lock._owned and taken_bare(owner, lock) is not None:
-        waiting = {task.ident for task in list(v.tasks.values()) if task.waiting is not None}
-        if _runs_outside_waits(other_threads_frames(), waiting, t):
+        if _runs_outside_waits(other_threads_frames(), _waiting_threads(v), t):
             return
     raise DeadlockError(
         f"deadlock: {t.comm} would block the event loop's thread for ever on {lock.name!r}, held by "

@@ -2133,11 +2133,9 @@ def test_queues_made_by_a_factory_on_one_line_are_two_classes():
         return getattr(dbq, _waits._MAP).name, getattr(auditq, _waits._MAP).name
 
     line = line_of(main, "dbq, auditq = make_queue(), make_queue()")
-    reports: list[pylockdep.Report] = []
     with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
         names = asyncio.run(main())
-        reports = v.reports
-    assert reports == []
+    assert v.reports == []
     assert names[0] == f"(queue)test_asyncio.py:{line}" and names[1].startswith(f"(queue)test_asyncio.py:{line}:")
 
 
