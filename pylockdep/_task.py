@@ -116,6 +116,7 @@ class Task:
         "pending",
         "waiting",
         "busy",
+        "spins",
         "irq",
         "segment",
         "nearest",
@@ -154,6 +155,7 @@ class Task:
         self.signals_on = is_main_thread(ident) if signals_on is None else signals_on
         self.in_gc = False  # a garbage collection runs on it (see pylockdep._collector)
         self.interrupted: int | None = None
+        self.spins = 0  # held locks that disabled preemption
         self.irq = 0  # 2 * (in a hard interrupt) + (in a softirq), lockdep's irq_context
         self.atomic_site: Site | None = None  # where preempt_disable() went from 0 to 1
         self.atomic_depth = 0  # how many locks were held then
@@ -177,11 +179,6 @@ class Task:
         # instruction taking it (-1 when not known), and whether it is held already, pushed again.
         self.lasti = -1
         self.replaying = False
-
-    @property
-    def spins(self) -> int:
-        """How many held locks disabled preemption (counted when asked: the hot paths keep no count)."""
-        return sum(1 for entry in self.held if entry[H_SPIN])
 
     @property
     def pid(self) -> int:
