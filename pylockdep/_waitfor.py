@@ -375,16 +375,23 @@ _CONDITION_WAIT = threading.Condition.wait.__code__
 def idle_wait(frame: FrameType) -> _IdleWait | None:
     """What the thread whose innermost Python frame is ``frame`` waits for in Python's own code,
     if it waits there for any other thread to act (see :class:`_IdleWait`): in ``Condition.wait()``
-    with no timeout, or as a ``ThreadPoolExecutor``'s worker idle in its work queue.  A wait with a
-    timeout ends by itself: not one.  (The frame's locals are read only for a Condition's wait,
-    and only here, on the way to deciding a stuck wait.)"""
+    with no timeout, not notified yet (its waiter is still among the Condition's), or as a
+    ``ThreadPoolExecutor``'s worker in its work queue while that is empty.  A wait with a timeout
+    ends by itself: not one; nor does a thread notified, or with work queued, that has yet to run
+    again (it waits for the interpreter's lock, which the caller holds: seen at that moment, a
+    busy producer and consumer both look idle).  (The frame's locals are read only for these
+    waits, and only here, on the way to deciding a stuck wait.)"""
     code = frame.f_code
     if code is _CONDITION_WAIT:
-        return NOTIFY if frame.f_locals.get("timeout", 0) is None else None
+        scope = frame.f_locals
+        if scope.get("timeout", 0) is not None or (waiter := scope.get("waiter")) is None:
+            return None
+        return NOTIFY if waiter in getattr(scope.get("self"), "_waiters", ()) else None
     pool = sys.modules.get("concurrent.futures.thread")
     worker = getattr(pool, "_worker", None)
     if worker is not None and code is getattr(worker, "__code__", None):
-        return NEW_WORK
+        work = frame.f_locals.get("work_queue")
+        return NEW_WORK if work is not None and not work.qsize() else None
     return None
 
 

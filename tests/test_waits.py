@@ -15,6 +15,7 @@ import logging.handlers
 import queue
 import sys
 import threading
+import time
 
 import pytest
 from _waiting import freed_without_the_collector, wait_until_waiting
@@ -1216,3 +1217,49 @@ def test_a_long_wait_is_checked_at_each_poll_while_young_then_less_often(monkeyp
     assert max(gaps) <= _waitfor.CHECK_SECONDS_MAX + _waitfor.POLL_SECONDS
     assert gaps[-1] >= _waitfor.CHECK_SECONDS_MAX  # ten seconds in, the checks are at their sparsest
     assert len(checks) < 40  # against 200 polls
+
+
+def test_a_thread_notified_but_not_yet_running_is_not_idle_in_its_condition_wait():
+    """A thread in an untimed ``Condition.wait()`` counted as idle (waiting for anyone to act) until
+    it ran again, notified or not: a busy bounded queue's producers and consumers, all seen in
+    their waits at one moment, had their joiner refused as a deadlock.  A waiter that is no
+    longer among the Condition's was notified, and moves as soon as it gets the lock."""
+    from pylockdep import _waitfor
+
+    cond = threading.Condition()
+    entered = threading.Event()
+
+    def wait_once() -> None:
+        with cond:
+            entered.set()
+            cond.wait()
+
+    thread = threading.Thread(target=wait_once)
+    thread.start()
+    entered.wait()
+    with cond:  # taken once the waiter has let it go, in wait()
+        assert _waitfor.idle_wait(sys._current_frames()[thread.ident]) is _waitfor.NOTIFY
+        cond.notify()
+        assert _waitfor.idle_wait(sys._current_frames()[thread.ident]) is None  # still in wait()
+    thread.join()
+
+
+def test_a_pool_worker_with_work_queued_is_not_idle():
+    """A pool's worker in its work queue's ``get()`` is idle only while that queue is empty: one
+    woken by a submit that has yet to run again must not count as waiting for new work."""
+    from pylockdep import _waitfor
+
+    switching = sys.getswitchinterval()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(int).result()
+        (worker,) = pool._threads
+        deadline = time.monotonic() + 20
+        while _waitfor.idle_wait(sys._current_frames()[worker.ident]) is not _waitfor.NEW_WORK:
+            assert time.monotonic() < deadline, "the worker never went idle"
+            time.sleep(0.005)
+        sys.setswitchinterval(1000)  # the worker does not run before the second look
+        try:
+            pool.submit(int)
+            assert _waitfor.idle_wait(sys._current_frames()[worker.ident]) is None
+        finally:
+            sys.setswitchinterval(switching)
