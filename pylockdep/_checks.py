@@ -497,7 +497,7 @@ def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, si
     held = order.held_by(t, cls, lock)[0]
     if held is None:
         return False
-    check_token_class(v, t, cls, _same(t, cls, lock))  # as check_prev_add marks one: a cycle waits for finish()
+    check_token_class(v, t, cls, t.held, lock)  # as check_prev_add marks one: a cycle waits for finish()
     nxt = order.node(lock)
     nearest = held[0]
     known = nearest.after.get(nxt)
@@ -848,28 +848,42 @@ def check_token_held(entry: tuple) -> bool:
     waits are checked on its behalf, code not in its chain of coroutines).
     """
     cls = entry[H_CLASS]
-    if not may_hand_off(cls.ltype) or cls.key.handoff:
-        return False
-    code = entry[H_CODE]
+    return may_hand_off(cls.ltype) and not cls.key.handoff and id(entry[H_CODE]) not in _running_codes()
+
+
+def check_token_class(v: Validator, t: Task, cls: LockClass, held: list[HeldLock], lock: object = None) -> bool:
+    """A class of ``threading.Lock``s (``asyncio.Lock``s) is marked a token when one of its
+    instances in ``held`` (entries of the holder's stack), ``lock`` excepted, was taken by code no
+    longer running (:func:`check_token_held`), as validating an acquisition of the class under
+    it would mark it (:func:`check_instance_order`).  Returns True: decided."""
+    if not (cls.key.token or cls.key.handoff) and may_hand_off(cls.ltype):
+        # check_token_held() for each entry, with one look at the stack for all of them, and one
+        # lookup per run of entries taken by one code: a holder of a thousand Locks of one class
+        # does not look a thousand times.
+        running = _running_codes()
+        last = None
+        for entry in held:
+            if entry[H_CLASS] is cls and entry[H_LOCK] is not lock and (code := entry[H_CODE]) is not last:
+                if id(code) not in running:
+                    cls.key.token = True
+                    break
+                last = code
+    return True
+
+
+def _running_codes() -> set[int]:
+    """The ids of the code objects running in this thread, which :func:`check_token_held` looks
+    for (those of the stack standing in for it, for a suspended asyncio task): ids, since hashing
+    a code object hashes its contents."""
     standing = stack_stood_in()
     if standing is not None:
-        return all(site[0] is not code for site in standing)
+        return {id(site[0]) for site in standing}
+    codes = set()
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
-        if frame.f_code is code:
-            return False
+        codes.add(id(frame.f_code))
         frame = frame.f_back
-    return True
-
-
-def check_token_class(v: Validator, t: Task, cls: LockClass, held: list[HeldLock]) -> bool:
-    """A class of ``threading.Lock``s (``asyncio.Lock``s) is marked a token when one of its
-    instances in ``held`` (the holder's stack) was taken by code no longer running
-    (:func:`check_token_held`), as validating an acquisition of the class under it would mark it
-    (:func:`check_instance_order`).  Returns True: decided."""
-    if not (cls.key.token or cls.key.handoff) and may_hand_off(cls.ltype):
-        cls.key.token = any(check_token_held(entry) for entry in held if entry[H_CLASS] is cls)
-    return True
+    return codes
 
 
 def _invert_dir(mask: int) -> int:

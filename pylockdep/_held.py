@@ -242,38 +242,44 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     else:
         keys = None
         length = 1
-    above = held[index + 1 :]
-    del held[index:]
+    # The entries above stay in place until it is known which of them move down as a run (one
+    # ``del``, no copy: a wait() on N futures releases N entries from the bottom).
+    top = len(held)
     if entry[H_SPIN]:
         t.spins -= 1
     t.key = entry[H_PREV_KEY]
     cls = entry[H_CLASS]
-    way = _WAY(entry) if runs_from(entry) or v.decide_token(t, cls, [*held, *above]) else None
-    if way is not None and cls.ltype.python and above and _WAY(above[0]) == way:
+    way = None
+    if runs_from(entry) or v.decide_token(t, cls, [e for i, e in enumerate(held) if i != index]):
+        way = _WAY(entry)
+    if way is not None and cls.ltype.python and index + 1 < top and _WAY(held[index + 1]) == way:
         # What validating the entry above again would add: an instance order edge to it from
         # the nearest instance of the class below (pylockdep._instances keeps only those).
-        below = next((e[H_LOCK] for e in reversed(held) if e[H_CLASS] is cls), None)
+        below = next((held[i][H_LOCK] for i in range(index - 1, -1, -1) if held[i][H_CLASS] is cls), None)
         if below is not None:
-            v.run_check(t, _bridge, below, entry[H_LOCK], above[0][H_LOCK])
+            v.run_check(t, _bridge, below, entry[H_LOCK], held[index + 1][H_LOCK])
         if keys is None:
-            while length < len(above) and _WAY(above[length]) == way:
+            while index + 1 + length < top and _WAY(held[index + 1 + length]) == way:
                 length += 1
             length += 1  # the places of the run, the removed entry's included
             if length > LAZY_RUN and not cls.ltype.suspends:  # asyncio's own pops do not defer
-                keys = [t.key] + [again[H_PREV_KEY] for again in above[: length - 1]]
-        moved, above = above[: length - 1], above[length - 1 :]
-        if keys is None:  # each one place down, onto the key below; the one after is its old place's
-            for again in moved:
-                held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])
-                t.key = again[H_PREV_KEY]
+                keys = [t.key] + [held[i][H_PREV_KEY] for i in range(index + 1, index + length)]
+    above = held[index + length :]
+    del held[index + length :]
+    if keys is None:  # each one place down, onto the key below; the one after is its old place's
+        moved = held[index + 1 :]
+        del held[index:]
+        for again in moved:
+            held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])
+            t.key = again[H_PREV_KEY]
+    else:
+        del held[index]
+        t.key = keys.pop()  # the places keep their keys: the top one goes
+        if len(keys) >= 2:
+            distinct = run.distinct if run is not None else len({id(e[H_LOCK]) for e in held[index:]}) == length - 1
+            t.pending.insert(0, _Run(index, keys, distinct))
         else:
-            held += moved
-            t.key = keys.pop()  # the places keep their keys: the top one goes
-            if len(keys) >= 2:
-                distinct = run.distinct if run is not None else len({id(e[H_LOCK]) for e in moved}) == len(moved)
-                t.pending.insert(0, _Run(index, keys, distinct))
-            else:
-                held[index] = _with_key(held[index], keys[0])
+            held[index] = _with_key(held[index], keys[0])
     # The walk of check_prevs_add from an entry pushed again reaches below the released place
     # until an entry above that place stops it (a run's entries all stop it or none does).
     irq = t.irq

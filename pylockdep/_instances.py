@@ -79,12 +79,16 @@ class Instance:
     """One lock instance in the order of its class; ``after`` maps each instance taken while this
     one was held, and kept as an edge, to its acquisition's :data:`Witness`; ``place`` says where
     it was when last named in a cell of held instances (:meth:`InstanceOrder.held_by`): the
-    holder's ``id()``, the class and the place in the holder's stack."""
+    holder's ``id()``, the class and the place in the holder's stack; ``cell`` is that cell,
+    given again to the next acquisition that names this instance over the same cell below, so
+    that the same instances taken again in the same order are one cell, told the same by
+    identity (:func:`same_instances` stops there at once)."""
 
     ref: weakref.ref
     address: int
     after: dict[Instance, Witness] = field(default_factory=dict)
     place: tuple[int, LockClass, int] | None = None
+    cell: Held = None
 
     @property
     def alive(self) -> bool:
@@ -229,7 +233,10 @@ class InstanceOrder:
         """The cell naming ``entry``'s lock (held at ``place``) over ``below``, its node told where it is."""
         node = self.node(entry[H_LOCK])
         node.place = (id(t), cls, place)
-        return (node, below)
+        cell = node.cell
+        if cell is None or cell[1] is not below:
+            cell = node.cell = (node, below)
+        return cell
 
     def reachable(self, start: Instance) -> dict[Instance, Instance | None]:
         """Every live instance reachable from ``start`` (itself included), each mapped to its

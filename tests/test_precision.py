@@ -16,6 +16,7 @@ import io
 import itertools
 import logging
 import logging.handlers
+import os
 import pickle
 import queue
 import subprocess
@@ -881,6 +882,70 @@ def test_releasing_a_run_of_one_class_oldest_first_validates_nothing_again(v, mo
     the chain keys its places had, so a wait validates each acquisition once."""
     small, large = validations_while_waiting(monkeypatch, 100), validations_while_waiting(monkeypatch, 200)
     assert small >= 50 and large <= 2.2 * small + 10
+    assert v.reports == []
+
+
+def lines_run_in_pylockdep(fn: Callable[[], object]) -> int:
+    """How many lines of pylockdep's own code (each step of a comprehension or loop included) run
+    in this thread while ``fn()`` runs: its work, counted free of the machine's speed."""
+    package = os.path.dirname(pylockdep.__file__)
+    count = 0
+
+    def local(frame: types.FrameType, event: str, arg: object) -> Callable[..., object]:
+        nonlocal count
+        count += event == "line"
+        return local
+
+    def calls(frame: types.FrameType, event: str, arg: object) -> Callable[..., object] | None:
+        return local if frame.f_code.co_filename.startswith(package) else None
+
+    sys.settrace(calls)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def lines_of_a_first_wait(count: int) -> int:
+    """The lines pylockdep runs in a ``wait()`` on ``count`` done futures never waited on before:
+    every acquisition of their conditions is on a new chain, and validated."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(pow, 2, i) for i in range(count)]
+        for future in futures:
+            future.result()
+        return lines_run_in_pylockdep(lambda: concurrent.futures.wait(futures))
+
+
+def test_validating_each_condition_a_wait_takes_does_not_read_every_held_one(v):
+    """Validating the acquisition of a future's condition under N others held read all N (to
+    decide whether the class is a token, which an RLock's never is): a wait() on 16,000 futures
+    took minutes.  Its work now grows with N, not N^2."""
+    small, large = lines_of_a_first_wait(150), lines_of_a_first_wait(300)
+    assert large <= 2.3 * small
+    assert v.reports == []
+
+
+def test_instances_taken_again_in_the_same_order_are_not_compared_one_by_one(v):
+    """Taking N instances of a class again in the order known from before compared the instances
+    held below each with those held the first time, one by one: N^2 steps.  The same instances in
+    the same order are now one cell, told the same at once."""
+
+    def take_all_twice(count: int) -> int:
+        vaults = [Vault() for _ in range(count)]
+
+        def take_and_release() -> None:
+            for vault in vaults:
+                vault.lock.acquire()
+            for vault in reversed(vaults):
+                vault.lock.release()
+
+        take_and_release()
+        pylockdep.current().forget_chains()  # validated again: the instance order is asked
+        return lines_run_in_pylockdep(take_and_release)
+
+    small, large = take_all_twice(150), take_all_twice(300)
+    assert large <= 2.3 * small
     assert v.reports == []
 
 
