@@ -82,13 +82,16 @@ class Instance:
     holder's ``id()``, the class and the place in the holder's stack; ``cell`` is that cell,
     given again to the next acquisition that names this instance over the same cell below, so
     that the same instances taken again in the same order are one cell, told the same by
-    identity (:func:`same_instances` stops there at once)."""
+    identity (:func:`same_instances` stops there at once).  ``chains`` maps each chain key this
+    instance was validated on to the instances of its class held under it then (see
+    :meth:`pylockdep.Validator.remember_instances`): kept here, they go with the lock."""
 
     ref: weakref.ref
     address: int
     after: dict[Instance, Witness] = field(default_factory=dict)
     place: tuple[int, LockClass, int] | None = None
     cell: Held = None
+    chains: dict[int, Held] | None = None
 
     @property
     def alive(self) -> bool:
@@ -149,6 +152,11 @@ class InstanceOrder:
 
             node = nodes[address] = Instance(weakref.ref(lock, forget), address)
         return node
+
+    def forget_chains(self) -> None:
+        """Forget the chains every instance was validated on (see :attr:`Instance.chains`)."""
+        for node in list(self._nodes.values()):
+            node.chains = None
 
     def known(self, lock: Any) -> Instance | None:
         """The node of ``lock`` if it has one (none is made)."""

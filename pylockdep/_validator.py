@@ -27,7 +27,7 @@ from ._frames import Site, caller_site, format_file_line
 from ._graph import Graph, LimitExceeded
 from ._held import H_CLASS, H_LOCK, HeldLock
 from ._identity import identity_of
-from ._instances import Held, Instance, InstanceOrder, same_instances
+from ._instances import Held, InstanceOrder, same_instances
 from ._locktypes import may_hand_off
 from ._options import Options
 from ._plain import plain_rlock
@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 
 #: Chain keys a validator remembers at most: some 60 bytes each, so about 16 MB.
 CHAIN_CACHE_SIZE = 1 << 18
+
+#: Chains one instance of a class of Python's locks keeps the verdict of (Instance.chains): one
+#: per chain and lock taken, so a lock taken in as many places is validated once per place; they
+#: go with the lock, and a dead lock's chains with it.
+INSTANCE_CHAINS = 64
 
 #: Every validator alive (the after-fork reset renews each one's graph lock).
 every_validator: weakref.WeakSet[Validator] = weakref.WeakSet()
@@ -78,9 +83,6 @@ class Validator:
         self.apply(options)
         self.graph_lock = plain_rlock()
         self.chains: set[int] = set()
-        # Chains whose verdict depends on which instances nest: (chain key, the instance taken) ->
-        # the instances of its class held under it when last validated (see remember_instances).
-        self.instance_chains: dict[tuple[int, Instance], Held] = {}
         # (chain key, id(code), line) -> code, for a site (code, line): see remember_site.
         self.site_chains: dict[tuple[int, int, int], CodeType] = {}
         # Times the chain cache was emptied: the C fast path keeps the chains it found in it until
@@ -259,9 +261,8 @@ class Validator:
         (:meth:`remember_chain`).  ``lasti`` is the offset of the taking instruction in ``code``,
         when known (see :func:`pylockdep._checks.check_loop_taken`); ``replaying`` says the lock
         is held already, pushed again after a release from under it (:func:`pylockdep._held.remove`)."""
-        if self.instance_chains and not replaying:
-            node = self.instances.known(lock)
-            known = self.instance_chains.get((chain_key, node)) if node is not None else None
+        if not replaying and (node := self.instances.known(lock)) is not None and node.chains:
+            known = node.chains.get(chain_key)
             if known is not None and self._same_instances(t, cls, lock, known):
                 return
         if self.site_known(chain_key, (code, line)) and not replaying:
@@ -303,9 +304,10 @@ class Validator:
         pair, not at each turn."""
         free, cell = self._instances_under(t, cls, lock)
         if free:
-            if len(self.instance_chains) >= CHAIN_CACHE_SIZE:
-                self.instance_chains.clear()
-            self.instance_chains[chain_key, self.instances.node(lock)] = cell
+            node = self.instances.node(lock)
+            if node.chains is None or len(node.chains) >= INSTANCE_CHAINS:
+                node.chains = {}
+            node.chains[chain_key] = cell
 
     def _same_instances(self, t: Task, cls: LockClass, lock: object, known: Held) -> bool:
         """Whether ``t`` takes ``lock`` over the instances of ``cls`` that :meth:`remember_instances`
@@ -325,7 +327,7 @@ class Validator:
         one's memos, ``LockClass.steps``, are emptied after that, so that a memo made while this
         ran either sees the count changed or is emptied.)"""
         self.chains.clear()
-        self.instance_chains.clear()
+        self.instances.forget_chains()
         self.site_chains.clear()
         self.chains_forgotten += 1
         for classes in list(self._key_classes.values()):

@@ -949,6 +949,23 @@ def test_instances_taken_again_in_the_same_order_are_not_compared_one_by_one(v):
     assert v.reports == []
 
 
+def test_what_is_kept_of_a_dead_instance_goes_with_it(v):
+    """The verdicts of chains on which instances of one class nest were kept for (chain, instance)
+    in one table of the validator's, emptied only when full: short-lived objects whose locks nest
+    kept every dead instance, its edges and their stacks (a quarter of a gigabyte for 100,000
+    pairs).  They are kept on the instance now, and go with it."""
+    nodes = []
+    for _ in range(50):
+        outer, inner = Vault(), Vault()
+        with outer.lock, inner.lock:
+            pass
+        nodes.append(weakref.ref(v.instances.node(inner.lock)))
+    del outer, inner
+    gc.collect()
+    assert [node for node in nodes[:-1] if node() is not None] == []  # the last: the holder's Task.nearest
+    assert v.reports == []
+
+
 def edges_kept_by_one_wait(v: pylockdep.Validator, count: int) -> int:
     """How many instance order edges one ``wait()`` on ``count`` new done futures leaves between
     their conditions."""
