@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 43
+SPEEDUPS_ABI = 44
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = os.path.join(os.path.dirname(__file__), "_csrc", "_held_layout.h")  # os.path: pathlib costs an import
@@ -266,6 +266,7 @@ def accelerate_pool(
     work_attr: str,
     done_states: set[str],
     reads_done: list[Any],
+    in_callbacks_attr: str,
     work_type: type,
 ) -> Callable[[str, Callable[..., Any], Callable[..., Any]], Callable[..., Any]]:
     """What gives a wrapper of :mod:`pylockdep._waits` that runs once per task of a thread pool a C
@@ -282,7 +283,8 @@ def accelerate_pool(
     - ``"run"``: ``_WorkItem.run``, holding the pool's map and the work's;
     - ``"result"``: ``Future.result`` or ``Future.exception`` of a future whose ``_state`` is in
       ``done_states`` (read at each call: the set may be filled later) and whose condition the
-      caller does not hold, called from code not in the list ``reads_done`` (read at each call too).
+      caller does not hold, called from code not in the list ``reads_done`` (read at each call too),
+      while no thread runs its done callbacks (its ``in_callbacks_attr`` is missing or empty).
 
     ``steps`` are ``(hold_maps, release_maps)`` of :func:`accelerate_waits`, called where their C
     half declines; where the C half of its ``touch_work`` declines, ``"result"`` calls ``wrapper``.
@@ -290,7 +292,16 @@ def accelerate_pool(
     if _speedups is None:
         return lambda role, wrapper, original: wrapper
     _speedups.pool_setup(
-        *steps, submitting, keys_at, work_kind, map_attr, work_attr, done_states, reads_done, work_type
+        *steps,
+        submitting,
+        keys_at,
+        work_kind,
+        map_attr,
+        work_attr,
+        done_states,
+        reads_done,
+        in_callbacks_attr,
+        work_type,
     )
     return lambda role, wrapper, original: _speedups.PoolMethod(role, wrapper, original)
 

@@ -647,6 +647,9 @@ _DONE_STATES: set[str] = set()  # filled when concurrent.futures._base is patche
 _TAKEN_STATES: set[str] = set()  # the done states and RUNNING: a pool's worker took the work
 #: A future's attribute: its work was submitted by an item of its own pool (see _touch_future).
 _SUBMITTED_INSIDE = "_lockdep_submitted_inside"
+#: A future's attribute: the threads running its done callbacks now, {ident: depth} (see
+#: _future_callbacks).
+_IN_CALLBACKS = "_lockdep_in_callbacks"
 #: Code whose ``Future.result()`` and ``exception()`` calls read a future that is done by design,
 #: and so wait for nothing: asyncio's ``_copy_future_state`` (added by :mod:`pylockdep._asyncio`),
 #: which hands an executor future's outcome to the coroutine that awaited it without blocking.  A
@@ -675,10 +678,15 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
                 # holds every future's condition (released by any real wait) and was accounted for
                 # on entry.
                 return original(self, timeout)
-            if self._state in _DONE_STATES and (_running(work) or _getframe(1).f_code in READS_DONE_FUTURES):
-                # A done callback of the work (add_done_callback), run by the thread that ran it: the
-                # result is there before any callback runs, so this never waits.  Nor does a reader
-                # of futures that are done by design.
+            if self._state in _DONE_STATES and (
+                _running(work)
+                or _getframe(1).f_code in READS_DONE_FUTURES
+                or _get_ident() in getattr(self, _IN_CALLBACKS, ())
+            ):
+                # A done callback of the future, run by the thread that ran its work, by the one
+                # that added it to a done future, or by the one that set the outcome: the result is
+                # there before any callback runs, so this never waits.  Nor does a reader of
+                # futures that are done by design.
                 return original(self, timeout)
             if isinstance(work, _WorkMap):
                 _touch_future(self, work, _getframe(1))
@@ -697,6 +705,31 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     wait_then.__qualname__ = original.__qualname__
     wait_then.__doc__ = original.__doc__
     return wait_then
+
+
+def _future_callbacks(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Future.add_done_callback`` (which calls the callback at once when the future is done) or
+    ``Future._invoke_callbacks``: the calling thread runs the future's done callbacks meanwhile,
+    which read it done (see :func:`_future_wait`)."""
+
+    def run_callbacks(self: Any, *args: Any) -> Any:
+        try:
+            inside = self.__dict__.setdefault(_IN_CALLBACKS, {})
+        except AttributeError:  # a future without a __dict__: no work of a pool's either
+            return original(self, *args)
+        ident = _get_ident()
+        inside[ident] = inside.get(ident, 0) + 1
+        try:
+            return original(self, *args)
+        finally:
+            if inside[ident] > 1:
+                inside[ident] -= 1
+            else:
+                del inside[ident]
+
+    run_callbacks.__name__ = original.__name__
+    run_callbacks.__qualname__ = original.__qualname__
+    return run_callbacks
 
 
 def future_waits_for(future: Any, work: CompletionMap) -> None:
@@ -934,6 +967,8 @@ _PATCHES: dict[str, list[tuple[str, str, Callable[[Any], Any]]]] = {
     "concurrent.futures._base": [
         ("Future", "result", _future_wait),
         ("Future", "exception", _future_wait),
+        ("Future", "add_done_callback", _future_callbacks),
+        ("Future", "_invoke_callbacks", _future_callbacks),
         ("", "wait", _futures_wait),
         ("", "as_completed", _futures_as_completed),
     ],
@@ -974,6 +1009,7 @@ _pool_stand_in = accelerate_pool(
     _WORK,
     _DONE_STATES,
     READS_DONE_FUTURES,
+    _IN_CALLBACKS,
     _WorkMap,
 )
 

@@ -1263,3 +1263,34 @@ def test_a_pool_worker_with_work_queued_is_not_idle():
             assert _waitfor.idle_wait(sys._current_frames()[worker.ident]) is None
         finally:
             sys.setswitchinterval(switching)
+
+
+def _take_lock(lock: threading.Lock) -> None:
+    with lock:
+        pass
+
+
+def test_a_done_callback_reading_its_own_future_under_a_lock_waits_for_nothing(v):
+    """``add_done_callback()`` on a done future calls the callback at once, in the caller's thread:
+    APScheduler 3.x adds it under its executor's lock, and the callback reads the future's
+    exception.  A future read in its own done callback is done in every run (CPython calls them
+    only then), so the work taking that lock closes no cycle."""
+    lock = threading.Lock()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(_take_lock, lock)
+        concurrent.futures.wait([future])
+        with lock:
+            future.add_done_callback(lambda done: done.exception())
+    assert v.reports == []
+
+
+def test_a_done_callback_reading_another_future_under_a_lock_still_waits_for_it(v):
+    """Only the future whose callbacks run is done by design: another one, done in this run, may
+    still be running in the next, and its work takes the lock held."""
+    lock = threading.Lock()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future, other = pool.submit(_take_lock, lock), pool.submit(int)
+        concurrent.futures.wait([future, other])
+        with lock:
+            other.add_done_callback(lambda done: future.exception())
+    assert v.reports and all(r.kind == "circular" and lock.name in r.classes for r in v.reports)  # work, pool

@@ -18,7 +18,8 @@
  *   the idle map back however it ends;
  * - result: a wait for a future that is done already (nothing to wait for): the work's map is
  *   touched (touch_work() of waits.c), then the original returns the result.  Not while the work's
- *   map is still held (a done callback, in the thread that ran the work), nor from code that reads
+ *   map is still held (a done callback, in the thread that ran the work), nor while a thread runs
+ *   the future's done callbacks (its in_callbacks attribute is not empty), nor from code that reads
  *   done futures by design (the list reads_done), nor where touch_work() declines (a pool of one
  *   worker, an item of the pool waiting): the Python wrapper decides those.  A future with no map
  *   at all (not a thread pool's, nor given one) is the original's at once, done or not.
@@ -31,7 +32,8 @@ enum { POOL_SUBMIT, POOL_WORK_INIT, POOL_RUN, POOL_RESULT, POOL_STEP };
 
 /* Set by pool_setup(): the Python steps, _waits' shared dicts, its attribute names and done states. */
 static PyObject *g_hold_step, *g_release_step;
-static PyObject *g_submitting, *g_keys_at, *g_work_kind, *g_map_attr, *g_work_attr, *g_done_states, *g_reads_done;
+static PyObject *g_submitting, *g_keys_at, *g_work_kind, *g_map_attr, *g_work_attr, *g_done_states, *g_reads_done,
+    *g_in_callbacks_attr;
 static PyObject *s_condition, *s_is_owned, *s_state, *s_owner, *s_future, *s_idle_work;
 /* All the slots of a _WorkMap, which run fills as its __init__ does. */
 static Layout workmap_layout;
@@ -319,6 +321,20 @@ work_running(PyObject *work)
     return running;
 }
 
+/* Whether some thread runs the done callbacks of ``future`` (1), none (0), or -1 with an exception. */
+static int
+in_callbacks(PyObject *future)
+{
+    PyObject *inside = attr_or_none(future, g_in_callbacks_attr);
+    int busy;
+
+    if (inside == NULL)
+        return -1;
+    busy = inside == Py_None ? 0 : PyObject_IsTrue(inside);
+    Py_DECREF(inside);
+    return busy;
+}
+
 /* Whether ``code`` is in the list ``reads_done``, by identity (a code object's hash is not kept). */
 static int
 reads_done_futures(PyCodeObject *code)
@@ -335,7 +351,7 @@ pool_result(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kw
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     IFrame *caller = iframe_caller();
     PyObject *work;
-    int r;
+    int r = 0;
 
     if (nargs < 1 || nargs > 2 || kwnames != NULL || caller == NULL || reads_done_futures(iframe_code(caller)))
         return slow_call(self->slow, args, nargsf, kwnames);
@@ -345,8 +361,11 @@ pool_result(PoolMethod *self, PyObject *const *args, size_t nargsf, PyObject *kw
         Py_DECREF(work);
         return PyObject_Vectorcall(self->original, args, nargsf, NULL);
     }
-    if (!IS(work, workmap_layout) || future_done(args[0]) != 1 || work_running(work) != 0) {
+    if (!IS(work, workmap_layout) || future_done(args[0]) != 1 || work_running(work) != 0
+        || (r = in_callbacks(args[0])) != 0) {
         Py_DECREF(work);
+        if (r < 0)
+            PyErr_Clear();  /* the wrapper looks again, and says */
         return slow_call(self->slow, args, nargsf, kwnames);
     }
     r = touch_work(work);
@@ -469,17 +488,18 @@ static PyTypeObject PoolMethodType = {
 
 /*
  * pool_setup(hold_maps, release_maps, submitting, keys_at, work_kind, map_attr, work_attr, done_states,
- * reads_done, work_type): what the PoolMethods share (see
+ * reads_done, in_callbacks_attr, work_type): what the PoolMethods share (see
  * pylockdep._fastpath.accelerate_pool).  After accelerate_waits().
  */
 static PyObject *
 pool_setup(PyObject *module, PyObject *args)
 {
-    PyObject *steps[2], *submitting, *keys_at, *kind, *map_attr, *work_attr, *done_states, *reads_done, *work_type;
+    PyObject *steps[2], *submitting, *keys_at, *kind, *map_attr, *work_attr, *done_states, *reads_done,
+        *in_callbacks_attr, *work_type;
 
-    if (!PyArg_ParseTuple(args, "OOO!O!UUUO!O!O:pool_setup", &steps[0], &steps[1], &PyDict_Type,
+    if (!PyArg_ParseTuple(args, "OOO!O!UUUO!O!UO:pool_setup", &steps[0], &steps[1], &PyDict_Type,
                           &submitting, &PyDict_Type, &keys_at, &kind, &map_attr, &work_attr, &PySet_Type,
-                          &done_states, &PyList_Type, &reads_done, &work_type))
+                          &done_states, &PyList_Type, &reads_done, &in_callbacks_attr, &work_type))
         return NULL;
     if (pool_layout.type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "pool_setup() needs accelerate_waits() first");
@@ -495,6 +515,7 @@ pool_setup(PyObject *module, PyObject *args)
     Py_XSETREF(g_work_attr, Py_NewRef(work_attr));
     Py_XSETREF(g_done_states, Py_NewRef(done_states));
     Py_XSETREF(g_reads_done, Py_NewRef(reads_done));
+    Py_XSETREF(g_in_callbacks_attr, Py_NewRef(in_callbacks_attr));
     Py_XSETREF(g_submitting, Py_NewRef(submitting));  /* last: the PoolMethods start with it */
     Py_RETURN_NONE;
 }
@@ -502,7 +523,7 @@ pool_setup(PyObject *module, PyObject *args)
 static PyMethodDef pool_methods[] = {
     {"pool_setup", pool_setup, METH_VARARGS,
      "pool_setup(hold_maps, release_maps, submitting, keys_at, work_kind, map_attr, work_attr, done_states, "
-     "reads_done, work_type): what the PoolMethods share (see pylockdep._fastpath.accelerate_pool)."},
+     "reads_done, in_callbacks_attr, work_type): what the PoolMethods share (see pylockdep._fastpath.accelerate_pool)."},
     {NULL},
 };
 
