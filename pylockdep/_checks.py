@@ -58,7 +58,7 @@ from ._frames import (
     stack_stood_in,
     uninterruptible,
 )
-from ._graph import Edge, PathStep, dep_kind
+from ._graph import Edge, LoopMark, PathStep, dep_kind
 from ._guards import Guard
 from ._held import H_CLASS, H_CODE, H_IRQ, H_LASTI, H_LOCK, H_READ, H_TRYLOCK, HeldLock, find, held_site, is_held_entry
 from ._instances import holds, nodes, same_instances
@@ -592,7 +592,7 @@ def check_prevs_add(v: Validator, t: Task, cls: LockClass, lock: object, read: i
         if not entry[H_CLASS].validated:
             continue
         if entry[H_CLASS] is not cls and not entry[H_CLASS].key.handoff:  # see check_handoff
-            loop = site if check_loop_taken(t, entry, cls, site) else None
+            loop = (site, t.comm) if check_loop_taken(t, entry, cls, site) else None
             cacheable = cacheable and loop is None
             check_prev_add(v, t, entry, cls, lock, read, site, sync, loop)
         if not entry[H_TRYLOCK]:
@@ -609,12 +609,13 @@ def check_prev_add(
     read: int,
     site: Site,
     sync: bool,
-    loop: Site | None = None,
+    loop: LoopMark | None = None,
 ) -> None:
     """Record ``prev -> next`` after checking the rules a new dependency must keep
     (:func:`check_noncircular`, :func:`check_irq_usage`); ``loop`` is the site of the loop that
-    took both, if one did.  Each time it is made, the edge keeps the locks that guarded it
-    (:attr:`Edge.guards`) and the loop that made it only if both were those of every time."""
+    took both and the thread that ran it, if a loop did.  Each time it is made, the edge keeps the
+    locks that guarded it (:attr:`Edge.guards`) and the loop that made it only if both were those
+    of every time (one loop, in one thread)."""
     prev = prev_entry[H_CLASS]
     kind = dep_kind(prev_entry[H_READ], read)
     guards = _guards_held(t)
@@ -685,11 +686,13 @@ def check_loop_taken(t: Task, entry: HeldLock, cls: LockClass, site: Site) -> bo
 
 def check_loop_order(loops: Sequence[Hashable | None]) -> bool:
     """A loop that takes Python's locks one after another takes them in the order of what it walks
-    (every lock of a registry, in a fork hook): a cycle that such a loop made alone, every
-    dependency of it made by that one loop every time, is that order seen from different starting
-    points, not a deadlock.  ``loops`` is the loop that made each dependency of the cycle (its
-    site; None where none did).  Returns True for such a cycle.  (A cycle with any other dependency
-    is judged as any other: a loop's order against a nesting elsewhere may deadlock.)"""
+    (every lock of a registry, in a fork hook): a cycle that such a loop made alone, in one
+    thread, every dependency of it made by that one loop in that thread every time, is that order
+    seen from different starting points, not a deadlock.  ``loops`` is the loop that made each
+    dependency of the cycle (its site and thread, as :data:`LoopMark`; in a merged graph its
+    :func:`~pylockdep._export.loop_id`; None where none did).  Returns True for such a cycle.  (A
+    cycle with any other dependency is judged as any other: a loop's order against a nesting
+    elsewhere may deadlock, and so may two threads walking it from different starts at once.)"""
     return loops[0] is not None and all(loop == loops[0] for loop in loops)
 
 
@@ -703,7 +706,7 @@ def check_noncircular(
     site: Site,
     sync: bool,
     guards: frozenset[LockClass] = frozenset(),
-    loop: Site | None = None,
+    loop: LoopMark | None = None,
 ) -> bool:
     """A new dependency ``prev -> next`` must not close a strong cycle: no path may lead from
     ``next`` back to ``prev`` on which every step could block (a path through recursive readers

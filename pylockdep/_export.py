@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from . import _locktypes, _splat
 from ._checks import check_gate
 from ._classes import LockClass, LockKey
-from ._frames import Site, format_file_line, format_stack
-from ._graph import DEP_EN, DEP_ER, DEP_NAMES, DEP_SR, Edge, Graph
+from ._frames import format_file_line, format_stack
+from ._graph import DEP_EN, DEP_ER, DEP_NAMES, DEP_SR, Edge, Graph, LoopMark
 from ._report import Report
 
 if TYPE_CHECKING:
@@ -106,12 +106,13 @@ def held_ever_ids(edge: Edge, ids: dict[LockClass, str]) -> list[str] | None:
     return sorted(ids[c] for c in edge.held_ever)
 
 
-def loop_id(loop: Site | str | None) -> str | None:
+def loop_id(loop: LoopMark | str | None) -> str | None:
     """The loop that made a dependency (:attr:`Edge.loop`) as a name that is the same in every
-    process running the same code: its file, function and line."""
+    process running the same code: its file, function and line (not the thread, which is the
+    run's own)."""
     if loop is None or isinstance(loop, str):
         return loop
-    code, line = loop
+    (code, line), _thread = loop
     return f"{code.co_filename}:{code.co_qualname}:{line}"
 
 

@@ -71,6 +71,11 @@ def _backwards(types: int) -> int:
     return swapped
 
 
+#: A loop that took two locks one after another, as a dependency keeps it: the loop's site and
+#: the name of the thread that ran it (see :func:`pylockdep._checks.check_loop_order`).
+LoopMark = tuple[Site, str]
+
+
 @dataclass(eq=False)
 class Edge:
     """One dependency ``prev -> next`` with every kind seen and where it was first established."""
@@ -88,10 +93,10 @@ class Edge:
     #: The classes of threading's locks held, once at least, when the dependency was made (None
     #: where not known: a merged graph); see :func:`pylockdep._checks.check_gated`.
     held_ever: frozenset[LockClass] | None = None
-    #: The site of the loop that made the dependency every time, if one did (see
-    #: :func:`pylockdep._checks.check_loop_order`); in a merged graph, its
-    #: :func:`pylockdep._export.loop_id`.
-    loop: Site | str | None = None
+    #: The loop that made the dependency every time, in one thread, if one did: its site and
+    #: that thread (see :func:`pylockdep._checks.check_loop_order`); in a merged graph, its
+    #: :func:`pylockdep._export.loop_id` (each run's threads are its own).
+    loop: LoopMark | str | None = None
     #: Whether a thread that no signal handler interrupts (not the main thread) made the
     #: dependency, once at least (see :func:`pylockdep._checks.check_signal_order`).
     off_main: bool = False
@@ -221,7 +226,7 @@ class Graph:
         origin: str | None,
         closes_cycle: bool,
         guards: frozenset[LockClass] = frozenset(),
-        loop: Site | str | None = None,
+        loop: LoopMark | str | None = None,
         off_main: bool = False,
         held_ever: frozenset[LockClass] | None = None,
     ) -> Edge:

@@ -734,6 +734,11 @@ class _Second:
         self.lock = threading.Lock()
 
 
+class _Third:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
 def _take_all(locks) -> None:
     for lock in locks:
         lock.acquire()
@@ -770,6 +775,32 @@ def test_a_loops_order_against_a_nesting_elsewhere_is_circular(v):
     with second, first:
         pass
     assert kinds(v) == ["circular"]
+
+
+def test_one_loop_walked_from_different_starts_by_two_threads_is_circular(v):
+    """TSan's "lots of lock inversions" (deadlock_detector_stress_test, Test19): each thread takes
+    a ring of locks from its own starting point.  Two threads doing so at once deadlock, so the
+    loop's order excuses a cycle only when one thread made all of it; this run's threads never
+    overlap, and the cycle is reported all the same."""
+    ring = [_First().lock, _Second().lock, _Third().lock]
+
+    def take_ring(start: int) -> None:
+        _take_all([ring[(start + i) % 3] for i in range(3)])
+
+    for start in (0, 2):
+        thread = threading.Thread(target=take_ring, args=(start,))
+        thread.start()
+        thread.join()
+    assert kinds(v) == ["circular"]
+    assert set(v.reports[0].classes) == {lock._key.name for lock in ring}
+
+
+def test_one_loop_walked_from_different_starts_by_one_thread_is_clean(v):
+    """The same loop walked by one thread only, from different starts, cannot deadlock with itself."""
+    ring = [_First().lock, _Second().lock, _Third().lock]
+    for start in (0, 2):
+        _take_all([ring[(start + i) % 3] for i in range(3)])
+    assert v.reports == []
 
 
 def test_one_loop_taking_two_instances_of_a_class_in_both_orders_is_circular(v):
