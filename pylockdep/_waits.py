@@ -648,7 +648,7 @@ _TAKEN_STATES: set[str] = set()  # the done states and RUNNING: a pool's worker 
 #: A future's attribute: its work was submitted by an item of its own pool (see _touch_future).
 _SUBMITTED_INSIDE = "_lockdep_submitted_inside"
 #: A future's attribute: the threads running its done callbacks now, {ident: depth} (see
-#: _future_callbacks).
+#: _future_add_done_callback).
 _IN_CALLBACKS = "_lockdep_in_callbacks"
 #: Code whose ``Future.result()`` and ``exception()`` calls read a future that is done by design,
 #: and so wait for nothing: asyncio's ``_copy_future_state`` (added by :mod:`pylockdep._asyncio`),
@@ -707,29 +707,33 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     return wait_then
 
 
-def _future_callbacks(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``Future.add_done_callback`` (which calls the callback at once when the future is done) or
-    ``Future._invoke_callbacks``: the calling thread runs the future's done callbacks meanwhile,
-    which read it done (see :func:`_future_wait`)."""
+def _future_add_done_callback(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Future.add_done_callback``: the callback runs marked as one of the future's, which read it
+    done (see :func:`_future_wait`), whether at once (the future is done: in the caller's thread)
+    or when the future completes (in the thread that completes it).  Futures without callbacks,
+    a thread pool's tasks as a rule, pay nothing."""
 
-    def run_callbacks(self: Any, *args: Any) -> Any:
-        try:
-            inside = self.__dict__.setdefault(_IN_CALLBACKS, {})
-        except AttributeError:  # a future without a __dict__: no work of a pool's either
-            return original(self, *args)
-        ident = _get_ident()
-        inside[ident] = inside.get(ident, 0) + 1
-        try:
-            return original(self, *args)
-        finally:
-            if inside[ident] > 1:
-                inside[ident] -= 1
-            else:
-                del inside[ident]
+    def add_done_callback(self: Any, fn: Callable[[Any], object]) -> None:
+        def callback(future: Any) -> object:
+            try:
+                inside = future.__dict__.setdefault(_IN_CALLBACKS, {})
+            except AttributeError:  # a future without a __dict__: no work of a pool's either
+                return fn(future)
+            ident = _get_ident()
+            inside[ident] = inside.get(ident, 0) + 1
+            try:
+                return fn(future)
+            finally:
+                if inside[ident] > 1:
+                    inside[ident] -= 1
+                else:
+                    del inside[ident]
 
-    run_callbacks.__name__ = original.__name__
-    run_callbacks.__qualname__ = original.__qualname__
-    return run_callbacks
+        return original(self, callback)  # type: ignore[no-any-return]
+
+    add_done_callback.__name__ = original.__name__
+    add_done_callback.__qualname__ = original.__qualname__
+    return add_done_callback
 
 
 def future_waits_for(future: Any, work: CompletionMap) -> None:
@@ -967,8 +971,7 @@ _PATCHES: dict[str, list[tuple[str, str, Callable[[Any], Any]]]] = {
     "concurrent.futures._base": [
         ("Future", "result", _future_wait),
         ("Future", "exception", _future_wait),
-        ("Future", "add_done_callback", _future_callbacks),
-        ("Future", "_invoke_callbacks", _future_callbacks),
+        ("Future", "add_done_callback", _future_add_done_callback),
         ("", "wait", _futures_wait),
         ("", "as_completed", _futures_as_completed),
     ],
