@@ -15,6 +15,7 @@ import threading
 from types import MethodType
 
 import pytest
+from _waiting import run_alone
 
 import pylockdep
 
@@ -299,3 +300,62 @@ def test_readerwriterlock_test_taking_a_reader_handle_twice_leaks_the_resource_l
     assert report.kind == "lock_held_at_exit"
     assert report.classes == (rw.resource._key.name,)
     assert report.title.startswith("WARNING: RWLockReadD_Downgrade/")  # the helper thread, ended
+
+
+# paho-mqtt 1.1 (#12): the network thread takes the client's callback mutex by a bare acquire()
+# and releases it after the user's on_message callback; a callback that calls
+# message_callback_add(), which takes the same mutex, blocks the thread for ever.  The main
+# thread's timed join returns and the program goes on: nobody is stuck but the thread.
+
+PAHO_12_PROGRAM = """\
+import threading, time, pylockdep
+
+with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+    callback_mutex = threading.Lock()
+
+    def message_callback_add():
+        callback_mutex.acquire()
+        callback_mutex.release()
+
+    def handle_on_message():
+        callback_mutex.acquire()
+        message_callback_add()  # the user's on_message callback
+        callback_mutex.release()
+
+    network = threading.Thread(target=handle_on_message, daemon=True)
+    network.start()
+    network.join(0.2)
+    deadline = time.monotonic() + 20
+    while not v.reports and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print([(r.kind, r.classes) for r in v.reports], network.is_alive())
+"""
+
+
+def test_paho_callback_taking_the_mutex_its_caller_holds_is_recursive():
+    """A Lock taken by a bare acquire() in a function that releases it (a mutex's use), taken
+    again by a function it calls, is recursive locking at once, as a with-block's is; the thread
+    still waits (another thread may release a Lock), for ever here."""
+    result = run_alone(PAHO_12_PROGRAM)
+    assert result.stdout == "[('recursive', ('callback_mutex@<string>:4',))] True\n", result.stderr
+
+
+def test_a_gate_that_a_helper_waits_on_is_a_hand_off():
+    """The same shape with a taker that never releases what it took (it closes a gate that another
+    thread opens) is a wait for a hand-off, not recursive locking."""
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        gate = threading.Lock()
+
+        def wait_for_gate() -> None:
+            gate.acquire()
+            gate.release()
+
+        def close_then_wait() -> None:
+            gate.acquire()
+            opener = threading.Timer(0.05, gate.release)
+            opener.start()
+            wait_for_gate()
+            opener.join()
+
+        close_then_wait()
+    assert v.reports == []
