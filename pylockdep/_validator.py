@@ -443,8 +443,8 @@ class Validator:
         until_handoff: tuple[LockClass, ...] = (),
         unless_gated: tuple[LockClass, ...] = (),
     ) -> Report | None:
-        """Record a report of ``kind`` unless the same problem (kind, classes, ``dedupe``) was
-        reported before; only then is the splat built.
+        """Record a report of ``kind`` unless the same problem (kind, classes in any order,
+        ``dedupe``) was reported before; only then is the splat built.
 
         With ``until_handoff`` (``threading.Lock`` classes), the report is built now but held back
         until validation ends (:meth:`finish`), and dropped if by then one of the classes has shown
@@ -463,7 +463,7 @@ class Validator:
         if not self.debug_locks and kind not in _splat.PRINTED_WHEN_LOCKDEP_OFF:
             return None
         classes = tuple(classes)
-        key = (kind, tuple(c.id for c in classes), dedupe)
+        key = (kind, tuple(sorted(c.id for c in classes)), dedupe)  # a cycle from any of its classes
         if key in self._seen:
             return None
         self._seen.add(key)

@@ -795,6 +795,25 @@ def test_one_loop_walked_from_different_starts_by_two_threads_is_circular(v):
     assert set(v.reports[0].classes) == {lock._key.name for lock in ring}
 
 
+def test_one_cycle_found_again_from_another_of_its_dependencies_is_reported_once(v):
+    """A cycle found again from another of its dependencies names its classes from another start:
+    it is the same problem (one kind, one set of classes), reported once.  Here the ring's first
+    dependency was made earlier, without the locks that guard it in the ring's run, which judges it
+    again there.  (The first locks stay alive: no class of the ring has only one lock, a gate.)"""
+    first = [_First().lock, _Second().lock]
+    _take_all(first)
+    ring = [_First().lock, _Second().lock, _Third().lock]
+
+    def take_ring(start: int) -> None:
+        _take_all([ring[(start + i) % 3] for i in range(3)])
+
+    for start in (0, 2):
+        thread = threading.Thread(target=take_ring, args=(start,))
+        thread.start()
+        thread.join()
+    assert kinds(v) == ["circular"]
+
+
 def test_one_loop_walked_from_different_starts_by_one_thread_is_clean(v):
     """The same loop walked by one thread only, from different starts, cannot deadlock with itself."""
     ring = [_First().lock, _Second().lock, _Third().lock]
