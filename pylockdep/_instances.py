@@ -269,9 +269,18 @@ class InstanceOrder:
         del node.after[dead]
         seen = {dead}
         todo = [dead]
+        # Whether each witness's cell names ``node``, once per cell: one acquisition under a
+        # thousand held instances is the witness of a thousand edges, each naming them all.
+        names_node: dict[int, bool] = {}
         while todo:
             for succ, witness in todo.pop().after.items():
-                if succ in seen or succ is node or not holds(witness[3], node):
+                if succ in seen or succ is node:
+                    continue
+                cell = witness[3]
+                named = names_node.get(id(cell))
+                if named is None:
+                    named = names_node[id(cell)] = holds(cell, node)
+                if not named:
                     continue
                 if succ.alive:
                     node.after.setdefault(succ, witness)

@@ -999,6 +999,30 @@ def test_instances_taken_again_in_the_same_order_are_not_compared_one_by_one(v):
     assert v.reports == []
 
 
+def test_instances_taken_again_over_fewer_of_their_class_cost_what_they_hold(v):
+    """Taking an instance whose edge from the nearest held one was kept with other instances held
+    under it asked, for each instance held now, whether that edge's cell named it, walking the
+    cell each time: N^2 steps for each of N acquisitions (a sliding window of futures that
+    wait(FIRST_COMPLETED) takes, each time over another set).  Each acquisition now costs what
+    it holds: N^2 in all, four times the steps for twice the instances."""
+
+    def take_twice(count: int) -> int:
+        vaults = [Vault() for _ in range(count)]
+
+        def take_and_release(held: list[Vault]) -> None:
+            for vault in held:
+                vault.lock.acquire()
+            for vault in reversed(held):
+                vault.lock.release()
+
+        take_and_release(vaults)
+        return lines_run_in_pylockdep(lambda: take_and_release(vaults[1:]))  # the same edges, fewer below
+
+    small, large = take_twice(100), take_twice(200)
+    assert large <= 5 * small  # N^3 made it eight times
+    assert v.reports == []
+
+
 def test_what_is_kept_of_a_dead_instance_goes_with_it(v):
     """The verdicts of chains on which instances of one class nest were kept for (chain, instance)
     in one table of the validator's, emptied only when full: short-lived objects whose locks nest
