@@ -20,10 +20,10 @@ import _thread
 import os
 import sys
 import threading
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from time import monotonic
 from types import CodeType, FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._frames import current_frames, enters_with, other_threads_frames
 from ._held import H_CODE, H_LASTI, H_LOCK
@@ -390,9 +390,22 @@ def idle_wait(frame: FrameType) -> _IdleWait | None:
     pool = sys.modules.get("concurrent.futures.thread")
     worker = getattr(pool, "_worker", None)
     if worker is not None and code is getattr(worker, "__code__", None):
-        work = frame.f_locals.get("work_queue")
-        return NEW_WORK if work is not None and not work.qsize() else None
+        return NEW_WORK if _no_work_coming(frame.f_locals) else None
     return None
+
+
+def _no_work_coming(scope: Mapping[str, Any]) -> bool:
+    """Whether a ``ThreadPoolExecutor`` worker, whose ``_worker`` frame has the locals ``scope``,
+    has no work coming: its work queue is empty, and every worker of the pool is counted idle (a
+    submit claims an idle worker first, and on 3.13 its put hands the item to a waiting worker at
+    once, leaving the queue empty before that worker runs)."""
+    work = scope.get("work_queue")
+    if work is None or work.qsize():
+        return False
+    reference = scope.get("executor_reference")
+    executor = reference() if reference is not None else None
+    idle = getattr(getattr(executor, "_idle_semaphore", None), "_value", None)
+    return idle is None or idle >= len(getattr(executor, "_threads", ()))
 
 
 def _native_threads() -> int:
