@@ -639,7 +639,8 @@ def _when_done(future: Any) -> Callable[[float], bool]:
     """
     signal = plain_lock()
     signal.acquire()
-    future.add_done_callback(lambda _: signal.release())
+    add = type(future).add_done_callback  # CPython's own, where the wrapper below is (a callback of ours)
+    getattr(add, "__wrapped__", add)(future, lambda _: signal.release())
     return lambda seconds: signal.acquire(True, seconds)
 
 
@@ -733,6 +734,7 @@ def _future_add_done_callback(original: Callable[..., Any]) -> Callable[..., Any
 
     add_done_callback.__name__ = original.__name__
     add_done_callback.__qualname__ = original.__qualname__
+    add_done_callback.__wrapped__ = original  # type: ignore[attr-defined]
     return add_done_callback
 
 
