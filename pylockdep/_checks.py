@@ -1366,6 +1366,23 @@ def check_wait_in_own_loop(v: Validator, t: Task, what: str, site: Site, timeout
     )
 
 
+def check_hung_task(v: Validator, t: Task, stuck: list[tuple[str, Any]], site: Site) -> None:
+    """A wait that can never end is a hung task: each thread it stands behind waits, as it does,
+    for another of them or for a wake-up that no thread is left to give (a worker idle in
+    ``Queue.get()`` that nobody feeds), and no other thread may still act.  It is reported, then
+    refused with DeadlockError, as the kernel's hung-task detector reports a task blocked too
+    long.  ``stuck`` names each thread and what it waits for, ``t``'s wait at ``site`` first."""
+    classes = [v.class_for(what._key) for _, what in stuck if getattr(what, "_key", None) is not None]
+    v.report(
+        "hung_task",
+        classes,
+        lambda title: _splat.hung_task(v, t, title, stuck, site),
+        site=site,
+        dedupe=() if classes else (site,),
+        title={"comm": t.comm},
+    )
+
+
 def check_lock_depth(v: Validator, t: Task) -> None:
     """A thread must hold fewer than ``max_lock_depth`` locks at once (the kernel's MAX_LOCK_DEPTH):
     at that depth validation stops, with a report.

@@ -78,6 +78,7 @@ KINDS = frozenset(
         "lock_held_at_exit",
         "scheduling_while_atomic",
         "loop_blocked",
+        "hung_task",
         "limit_exceeded",
     }
 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._classes import USAGE_NAMES, LockClass, made_at, usage_string
 from ._frames import Site, Stack, capture_stack, format_file_line, format_site, format_stack, split_at_entry
@@ -51,6 +51,7 @@ TITLES: dict[str, str] = {
     "limit_exceeded": "{message}",
     "scheduling_while_atomic": "BUG: scheduling while atomic: {comm}/0x{count:08x}",
     "loop_blocked": "BUG: {comm} blocks its own event loop's thread {how}",
+    "hung_task": "INFO: task {comm} blocked for ever",
 }
 
 
@@ -70,8 +71,8 @@ TITLES_3X: dict[str, str] = {
 # Report once (the validator's ``report_once``): the kinds after which the kernel's lockdep turns
 # itself off (``debug_locks_off()``), and the kinds still printed once it is off (the scheduler's,
 # which show ``INFO: lockdep is turned off.`` instead of the held locks).
-LOCKDEP_OFF_AFTER = frozenset(TITLES) - {"sleep_in_atomic", "suspicious_rcu_usage", "assert_held"}
-PRINTED_WHEN_LOCKDEP_OFF = frozenset({"sleep_in_atomic", "scheduling_while_atomic"})
+LOCKDEP_OFF_AFTER = frozenset(TITLES) - {"sleep_in_atomic", "suspicious_rcu_usage", "assert_held", "hung_task"}
+PRINTED_WHEN_LOCKDEP_OFF = frozenset({"sleep_in_atomic", "scheduling_while_atomic", "hung_task"})
 _THREAD_START = {"3.4": "kernel_thread_helper", "3.10": "ret_from_fork", "modern": "ret_from_fork"}
 PYTHON_FRAMES = "pylockdep: Python frames below the task's entry:"
 
@@ -732,6 +733,16 @@ def scheduling_while_atomic(v: Validator, t: Task, title: str, blocking: list[He
     ]
     lines += format_stack(suspended)
     return lines + backtrace(v, t, suspended, header="", functions=["__schedule_bug", "schedule"])
+
+
+def hung_task(v: Validator, t: Task, title: str, stuck: list[tuple[str, Any]], site: Site) -> list[str]:
+    """'blocked for ever': ``t``'s wait at ``site``, and the waits it stands behind (``stuck``:
+    each thread's name and what it waits for, ``t``'s first), which no thread is left to end."""
+    lines = banner(v, title, 54)
+    lines.append(f"{t.comm} is waiting at {format_site(site)}, and these waits can never end:")
+    lines += [f" {name} waits for {what.name!r}" for name, what in stuck]
+    lines += ["no other thread is left that could let them end: the wait raises DeadlockError.", ""]
+    return lines + held_lines(v, t) + [""] + backtrace(v, t)
 
 
 def loop_blocked(v: Validator, t: Task, title: str, what: str, site: Site, timeout: float | None = None) -> list[str]:

@@ -384,6 +384,10 @@ class Validator:
         """Report a thread waiting for ever for a ``threading.Lock`` it holds (then it raises)."""
         self.run_check(t, _checks.check_self_deadlock, lock, caller_site(skip_threading=True))
 
+    def hung(self, t: Task, stuck: list[tuple[str, Any]]) -> None:
+        """Report ``t``'s wait, which can never end behind the waits ``stuck`` (its own first)."""
+        self.run_check(t, _checks.check_hung_task, stuck, caller_site(skip_threading=True))
+
     def decide_token(self, t: Task, cls: LockClass, held: list[HeldLock]) -> bool:
         """Decide now whether ``cls`` is a token class, as validating again the entries of ``held``
         (``t``'s, in order) would (:func:`pylockdep._checks.check_token_class`); whether that was

@@ -223,6 +223,7 @@ def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float
                 f"deadlock: {t.comm} would wait for ever on {lock.name!r}: {owner.comm}, which took it, ended"
                 " without releasing it, and no other thread is left that could"
             )
+        v.hung(t, stuck)
         raise DeadlockError(describe_stuck(stuck))
     return alone_since
 

@@ -712,7 +712,8 @@ JOIN
 def test_a_worker_nobody_is_left_to_feed_ends_the_program_instead_of_hanging(tmp_path, join):
     """A worker idle in ``Queue.get()`` whose producer forgot the sentinel: the main thread's join
     of it, or its end (which joins the non-daemon threads), would wait for ever.  The join raises
-    DeadlockError; the end is given up with the dump, and the process ends with the report status."""
+    DeadlockError after a ``hung_task`` report; the end is given up with the dump, and the process
+    ends with the report status."""
     program = FORGOTTEN_SENTINEL.replace("FEED", "").replace("JOIN", "t.join()" if join else "")
     write(tmp_path / "sentinel.py", program)
     result = pylockdep_run("sentinel.py", cwd=tmp_path)
@@ -722,10 +723,12 @@ def test_a_worker_nobody_is_left_to_feed_ends_the_program_instead_of_hanging(tmp
     if join:
         assert "DeadlockError: deadlock: MainThread/" in err
         assert f"waits for '(thread)sentinel.py:8', {idle}" in err
+        assert "\nINFO: task MainThread/" in err and " blocked for ever\n" in err
     at_exit = "MainThread waits for '(non-daemon threads, joined at exit)'"
     assert f"the program's end would wait for ever (deadlock: {at_exit}, {idle})" in err
     assert "Showing all locks held in the system:" in err and "((queue)sentinel.py:2)" in err
-    assert err.rstrip().endswith("pylockdep: ended at exit instead of waiting for ever; 0 report(s) before")
+    reports = 1 if join else 0
+    assert err.rstrip().endswith(f"pylockdep: ended at exit instead of waiting for ever; {reports} report(s) before")
 
 
 @pytest.mark.parametrize("join", [False, True], ids=["at_exit", "joined"])
