@@ -777,6 +777,14 @@ def test_a_loops_order_against_a_nesting_elsewhere_is_circular(v):
     assert kinds(v) == ["circular"]
 
 
+def _walk_ring_in_two_threads(ring: list[threading.Lock]) -> None:
+    """One thread takes the ring from its first lock, then another from its last."""
+    for start in (0, len(ring) - 1):
+        thread = threading.Thread(target=_take_all, args=([ring[(start + i) % len(ring)] for i in range(len(ring))],))
+        thread.start()
+        thread.join()
+
+
 def test_one_loop_walked_from_different_starts_by_two_threads_is_circular(v):
     """TSan's "lots of lock inversions" (deadlock_detector_stress_test, Test19): each thread takes
     a ring of locks from its own starting point.  Two threads doing so at once deadlock, so the
@@ -784,13 +792,7 @@ def test_one_loop_walked_from_different_starts_by_two_threads_is_circular(v):
     overlap, and the cycle is reported all the same."""
     ring = [_First().lock, _Second().lock, _Third().lock]
 
-    def take_ring(start: int) -> None:
-        _take_all([ring[(start + i) % 3] for i in range(3)])
-
-    for start in (0, 2):
-        thread = threading.Thread(target=take_ring, args=(start,))
-        thread.start()
-        thread.join()
+    _walk_ring_in_two_threads(ring)
     assert kinds(v) == ["circular"]
     assert set(v.reports[0].classes) == {lock._key.name for lock in ring}
 
@@ -804,13 +806,7 @@ def test_one_cycle_found_again_from_another_of_its_dependencies_is_reported_once
     _take_all(first)
     ring = [_First().lock, _Second().lock, _Third().lock]
 
-    def take_ring(start: int) -> None:
-        _take_all([ring[(start + i) % 3] for i in range(3)])
-
-    for start in (0, 2):
-        thread = threading.Thread(target=take_ring, args=(start,))
-        thread.start()
-        thread.join()
+    _walk_ring_in_two_threads(ring)
     assert kinds(v) == ["circular"]
 
 
