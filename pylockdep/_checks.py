@@ -463,33 +463,39 @@ def check_deadlock(v: Validator, t: Task, cls: LockClass, lock: object, read: in
     callback re-taking the Lock its caller holds, as watchdog's observer did: #229); or by a
     mutex's bare ``acquire()`` that another function re-takes (:func:`check_retaken_by_callee`).
     """
+    until_handoff: tuple[LockClass, ...] = ()
     if cls.ltype.python:
         held = None
         if v.instances.held_by(t, cls, lock)[1]:  # else it is not held
             held = next((e for e in t.held if e[H_LOCK] is lock), None)
-            if (
-                held is not None
-                and may_hand_off(cls.ltype)
-                and not enters_with(held[H_CODE], held[H_LASTI])
-                and not check_retaken_by_callee(held, site)
-            ):
-                cls.key.handoff = True
-                return True
+            if held is not None and may_hand_off(cls.ltype) and not enters_with(held[H_CODE], held[H_LASTI]):
+                if not check_retaken_by_callee(held, site):
+                    cls.key.handoff = True
+                    return True
+                until_handoff = (cls,)
     else:
         held = next((e for e in t.held if e[H_CLASS] is cls and not (read == 2 and e[H_READ])), None)
     if held is None:
         return True
-    v.report("recursive", (cls,), lambda title: _splat.recursive(v, t, title, held, cls, lock, site), site=site)
+    v.report(
+        "recursive",
+        (cls,),
+        lambda title: _splat.recursive(v, t, title, held, cls, lock, site),
+        site=site,
+        until_handoff=until_handoff,
+    )
     return False
 
 
 def check_retaken_by_callee(entry: HeldLock, site: Site) -> bool:
-    """A ``threading.Lock`` held by a bare ``acquire()`` in a function that also releases it (the
-    ``acquire()`` ... ``release()`` of a mutex), and taken again at ``site`` by another function
-    while that one still runs (a callback re-taking the Lock its caller holds, as paho-mqtt's
-    client did: #12), is recursive locking, as a ``with`` block's is.  Taken again by the very
-    function that took it, or after that one returned, it waits for another thread's release (a
-    hand-off: CPython's own tests wait so)."""
+    """A ``threading.Lock`` held by a bare ``acquire()`` in a function that also calls
+    ``release()`` (the ``acquire()`` ... ``release()`` of a mutex), and taken again at ``site`` by
+    another function while that one still runs (a callback re-taking the Lock its caller holds, as
+    paho-mqtt's client did: #12), is recursive locking, as a ``with`` block's is; unless another
+    thread releases a lock of its class before validation ends (a helper that waits for a worker's
+    completion signal): the report waits until then.  Taken again by the very function that took
+    it, or after that one returned, it waits for another thread's release (a hand-off: CPython's
+    own tests wait so)."""
     code = entry[H_CODE]
     return site[0] is not code and calls_method(code, "release") and id(code) in _running_codes()
 

@@ -324,20 +324,59 @@ with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.inst
 
     network = threading.Thread(target=handle_on_message, daemon=True)
     network.start()
-    network.join(0.2)
+    network.join(0.5)
     deadline = time.monotonic() + 20
-    while not v.reports and time.monotonic() < deadline:
-        time.sleep(0.01)
-    print([(r.kind, r.classes) for r in v.reports], network.is_alive())
+    while not any(t.waiting for t in list(v.tasks.values())) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the network thread blocked in its second acquire()
+print([(r.kind, r.classes) for r in v.reports], network.is_alive())  # held back until here
 """
 
 
 def test_paho_callback_taking_the_mutex_its_caller_holds_is_recursive():
     """A Lock taken by a bare acquire() in a function that releases it (a mutex's use), taken
-    again by a function it calls, is recursive locking at once, as a with-block's is; the thread
-    still waits (another thread may release a Lock), for ever here."""
+    again by a function it calls, is recursive locking, as a with-block's is, unless another thread
+    releases a lock of its class before validation ends; the thread still waits (another thread
+    may release a Lock), for ever here."""
     result = run_alone(PAHO_12_PROGRAM)
     assert result.stdout == "[('recursive', ('callback_mutex@<string>:4',))] True\n", result.stderr
+
+
+class SyncRunner:
+    """A Lock as a completion signal (probe): the caller closes it, hands the job to a worker that
+    opens it, waits for it in a helper, and releases it when done, as a mutex's user would."""
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._jobs: queue.Queue = queue.Queue()
+        self._result = None
+        threading.Thread(target=self._worker, daemon=True).start()
+
+    def _worker(self) -> None:
+        while True:
+            job = self._jobs.get()
+            self._result = job()
+            self._done.release()  # the job is done
+
+    def _wait_done(self) -> None:
+        self._done.acquire()
+
+    def run(self, job):
+        self._done.acquire()
+        try:
+            self._jobs.put(job)
+            self._wait_done()
+            return self._result
+        finally:
+            self._done.release()
+
+
+def test_a_helper_waiting_for_a_workers_completion_signal_is_a_hand_off():
+    """The shape of paho's bug, where a worker does release the Lock: its class is a hand-off
+    before validation ends, and the recursive report that waited for that is dropped."""
+    with pylockdep.validate(raise_on_report=False, stream=None) as v, pylockdep.instrument_threading():
+        runner = SyncRunner()
+        assert [runner.run(lambda i=i: i * i) for i in range(3)] == [0, 1, 4]
+    assert v.reports == []
 
 
 def test_a_gate_that_a_helper_waits_on_is_a_hand_off():
