@@ -648,8 +648,8 @@ _DONE_STATES: set[str] = set()  # filled when concurrent.futures._base is patche
 _TAKEN_STATES: set[str] = set()  # the done states and RUNNING: a pool's worker took the work
 #: A future's attribute: its work was submitted by an item of its own pool (see _touch_future).
 _SUBMITTED_INSIDE = "_lockdep_submitted_inside"
-#: A future's attribute: the threads running its done callbacks now, {ident: depth} (see
-#: _future_add_done_callback).
+#: A future's attribute: the threads in its add_done_callback() now, which calls the callback at
+#: once when the future is done, {ident: depth} (see _future_add_done_callback).
 _IN_CALLBACKS = "_lockdep_in_callbacks"
 #: Code whose ``Future.result()`` and ``exception()`` calls read a future that is done by design,
 #: and so wait for nothing: asyncio's ``_copy_future_state`` (added by :mod:`pylockdep._asyncio`),
@@ -684,10 +684,9 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
                 or _getframe(1).f_code in READS_DONE_FUTURES
                 or _get_ident() in getattr(self, _IN_CALLBACKS, ())
             ):
-                # A done callback of the future, run by the thread that ran its work, by the one
-                # that added it to a done future, or by the one that set the outcome: the result is
-                # there before any callback runs, so this never waits.  Nor does a reader of
-                # futures that are done by design.
+                # A done callback of the future, run by the thread that ran its work or by the one
+                # that added it to a done future: the result is there before any callback runs, so
+                # this never waits.  Nor does a reader of futures that are done by design.
                 return original(self, timeout)
             if isinstance(work, _WorkMap):
                 _touch_future(self, work, _getframe(1))
@@ -709,28 +708,26 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _future_add_done_callback(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``Future.add_done_callback``: the callback runs marked as one of the future's, which read it
-    done (see :func:`_future_wait`), whether at once (the future is done: in the caller's thread)
-    or when the future completes (in the thread that completes it).  Futures without callbacks,
-    a thread pool's tasks as a rule, pay nothing."""
+    """``Future.add_done_callback``, which calls the callback at once, in the caller's thread,
+    when the future is done: meanwhile the thread is marked as running the future's callbacks,
+    which read it done (see :func:`_future_wait`).  The callback stored is the caller's own
+    (code that removes it from ``_done_callbacks`` finds it); one called later runs in the thread
+    that completes the future, for a pool's work its worker, which holds the work's map."""
 
     def add_done_callback(self: Any, fn: Callable[[Any], object]) -> None:
-        def callback(future: Any) -> object:
-            try:
-                inside = future.__dict__.setdefault(_IN_CALLBACKS, {})
-            except AttributeError:  # a future without a __dict__: no work of a pool's either
-                return fn(future)
-            ident = _get_ident()
-            inside[ident] = inside.get(ident, 0) + 1
-            try:
-                return fn(future)
-            finally:
-                if inside[ident] > 1:
-                    inside[ident] -= 1
-                else:
-                    del inside[ident]
-
-        return original(self, callback)  # type: ignore[no-any-return]
+        try:
+            inside = self.__dict__.setdefault(_IN_CALLBACKS, {})
+        except AttributeError:  # a future without a __dict__: no work of a pool's either
+            return original(self, fn)  # type: ignore[no-any-return]
+        ident = _get_ident()
+        inside[ident] = inside.get(ident, 0) + 1
+        try:
+            return original(self, fn)  # type: ignore[no-any-return]
+        finally:
+            if inside[ident] > 1:
+                inside[ident] -= 1
+            else:
+                del inside[ident]
 
     add_done_callback.__name__ = original.__name__
     add_done_callback.__qualname__ = original.__qualname__

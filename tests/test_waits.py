@@ -1294,3 +1294,18 @@ def test_a_done_callback_reading_another_future_under_a_lock_still_waits_for_it(
         with lock:
             other.add_done_callback(lambda done: future.exception())
     assert v.reports and all(r.kind == "circular" and lock.name in r.classes for r in v.reports)  # work, pool
+
+
+def test_a_done_callback_added_is_stored_as_given(v):
+    """Code that forgets its callback by removing it from ``_done_callbacks`` (a task manager's
+    "once done" hook) finds the very function it added: pylockdep marks the thread around
+    ``add_done_callback()`` and stores nothing of its own."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def forget_me(done: concurrent.futures.Future) -> None:
+        raise AssertionError("removed before the future was done")
+
+    future.add_done_callback(forget_me)
+    future._done_callbacks.remove(forget_me)
+    future.set_result(1)
+    assert v.reports == []
