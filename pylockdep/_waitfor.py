@@ -391,22 +391,31 @@ def idle_wait(frame: FrameType) -> _IdleWait | None:
     pool = sys.modules.get("concurrent.futures.thread")
     worker = getattr(pool, "_worker", None)
     if worker is not None and code is getattr(worker, "__code__", None):
-        return NEW_WORK if _no_work_coming(frame.f_locals) else None
+        return NEW_WORK if _no_work_coming(frame.f_locals, code) else None
     return None
 
 
-def _no_work_coming(scope: Mapping[str, Any]) -> bool:
-    """Whether a ``ThreadPoolExecutor`` worker, whose ``_worker`` frame has the locals ``scope``,
-    has no work coming: its work queue is empty, and every worker of the pool is counted idle (a
-    submit claims an idle worker first, and on 3.13 its put hands the item to a waiting worker at
-    once, leaving the queue empty before that worker runs)."""
+def _no_work_coming(scope: Mapping[str, Any], worker: CodeType) -> bool:
+    """Whether a ``ThreadPoolExecutor`` worker, whose ``_worker`` frame (of code ``worker``) has
+    the locals ``scope``, has no work coming: its work queue is empty, and the pool counts as many
+    idle workers as it has workers waiting in that queue (a submit claims an idle worker first,
+    and on 3.13 its put hands the item to a waiting worker at once, leaving the queue empty before
+    that worker runs)."""
     work = scope.get("work_queue")
     if work is None or work.qsize():
         return False
     reference = scope.get("executor_reference")
     executor = reference() if reference is not None else None
     idle = getattr(getattr(executor, "_idle_semaphore", None), "_value", None)
-    return idle is None or idle >= len(getattr(executor, "_threads", ()))
+    if idle is None:
+        return True
+    frames = current_frames()
+    waiting = sum(
+        1
+        for thread in list(getattr(executor, "_threads", ()))
+        if (frame := frames.get(thread.ident)) is not None and frame.f_code is worker
+    )
+    return idle >= waiting
 
 
 def _native_threads() -> int:

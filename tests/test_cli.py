@@ -731,6 +731,42 @@ def test_a_worker_nobody_is_left_to_feed_ends_the_program_instead_of_hanging(tmp
     assert err.rstrip().endswith(f"pylockdep: ended at exit instead of waiting for ever; {reports} report(s) before")
 
 
+BLOCKED_AND_IDLE_WORKERS = """\
+import concurrent.futures, threading
+
+gate = threading.Lock()
+pool = concurrent.futures.ThreadPoolExecutor(2)
+started = threading.Event()
+
+def task():
+    started.set()
+    gate.acquire()
+    gate.release()
+
+gate.acquire()
+pool.submit(task)
+started.wait()
+pool.submit(int).result()  # a second worker, idle from then on
+try:
+    gate.acquire()  # the one worker that could release it waits for it too
+except Exception as error:
+    print(type(error).__name__)
+gate.release()
+pool.shutdown()
+"""
+
+
+def test_a_wait_behind_a_blocked_worker_and_an_idle_one_is_refused(tmp_path):
+    """A pool's worker idle with no work queued moves only once another thread does, however many
+    of its pool's workers are busy: here the other one waits for the Lock the main thread takes
+    again, and nobody is left to release it (the probe's r5: a rule that counted an idle worker
+    only while all its pool's workers were idle let this hang)."""
+    write(tmp_path / "blocked.py", BLOCKED_AND_IDLE_WORKERS)
+    result = pylockdep_run("blocked.py", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (66, "DeadlockError\n"), result.stderr
+    assert result.stderr.rstrip().endswith("pylockdep: 1 report(s): recursive")
+
+
 @pytest.mark.parametrize("join", [False, True], ids=["at_exit", "joined"])
 @pytest.mark.parametrize(
     "feed",
