@@ -1373,11 +1373,13 @@ def check_wait_in_own_loop(v: Validator, t: Task, what: str, site: Site, timeout
 
 
 def check_hung_task(v: Validator, t: Task, stuck: list[tuple[str, Any]], site: Site) -> None:
-    """A wait that can never end is a hung task: each thread it stands behind waits, as it does,
-    for another of them or for a wake-up that no thread is left to give (a worker idle in
-    ``Queue.get()`` that nobody feeds), and no other thread may still act.  It is reported, then
-    refused with DeadlockError, as the kernel's hung-task detector reports a task blocked too
-    long.  ``stuck`` names each thread and what it waits for, ``t``'s wait at ``site`` first."""
+    """A wait for threads (a join, a future, a queue's join) that can never end is a hung task:
+    each thread it stands behind waits, as it does, for another of them or for a wake-up that no
+    thread is left to give (a worker idle in ``Queue.get()`` that nobody feeds), and no other
+    thread may still act.  It is reported, then refused with DeadlockError, as the kernel's
+    hung-task detector reports a task blocked too long.  (A wait for a lock that can never end is
+    the lock's: ``circular`` or ``recursive``.)  ``stuck`` names each thread and what it waits
+    for, ``t``'s wait at ``site`` first."""
     classes = [v.class_for(what._key) for _, what in stuck if getattr(what, "_key", None) is not None]
     v.report(
         "hung_task",

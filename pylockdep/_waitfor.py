@@ -223,7 +223,8 @@ def _check(v: Validator, t: Task, lock: Primitive, mode: int, alone_since: float
                 f"deadlock: {t.comm} would wait for ever on {lock.name!r}: {owner.comm}, which took it, ended"
                 " without releasing it, and no other thread is left that could"
             )
-        v.hung(t, stuck)
+        if getattr(lock, "_live_blockers", False):  # a wait for threads; a lock's is reported as a lock's
+            v.hung(t, stuck)
         raise DeadlockError(describe_stuck(stuck))
     return alone_since
 
