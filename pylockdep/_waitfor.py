@@ -253,7 +253,7 @@ def another_thread_runs(v: Validator) -> bool:
         return True
     waiting = _waiting_threads(v)
     return any(
-        ident not in waiting and ident not in OWN_THREADS and idle_wait(frame) is None
+        ident not in waiting and ident not in OWN_THREADS and idle_wait(frame, frames) is None
         for ident, frame in frames.items()
     )
 
@@ -269,7 +269,9 @@ def _waits_on_idle_threads(blockers: list[int]) -> bool:
     the one to give up; a thread in a wait of pylockdep's is checked on its own and gives up for
     itself (the worker waiting for a hand-off that its joiner holds)."""
     frames = other_threads_frames()
-    return bool(blockers) and all((f := frames.get(i)) is not None and idle_wait(f) is not None for i in blockers)
+    return bool(blockers) and all(
+        (f := frames.get(i)) is not None and idle_wait(f, frames) is not None for i in blockers
+    )
 
 
 def stuck_at_exit(v: Validator, alone_since: float | None) -> tuple[Stuck | None, float | None]:
@@ -321,7 +323,7 @@ def stuck_waits(v: Validator, t: Task, handoff: bool = True) -> list[tuple[str, 
     if main not in waits and joining_at_exit(main, frames):
         waits[main] = (None, "MainThread", JOINS_AT_EXIT, 0)
     for ident, frame in frames.items():
-        if ident not in waits and (idle := idle_wait(frame)) is not None:
+        if ident not in waits and (idle := idle_wait(frame, frames)) is not None:
             thread = threading._active.get(ident)  # type: ignore[attr-defined]
             waits[ident] = (None, thread.name if thread is not None else str(ident), idle, 0)
     main_wait = waits.get(main)
@@ -374,15 +376,16 @@ NEW_WORK = _IdleWait("(new work, idle in its pool)")
 _CONDITION_WAIT = threading.Condition.wait.__code__
 
 
-def idle_wait(frame: FrameType) -> _IdleWait | None:
+def idle_wait(frame: FrameType, frames: Mapping[int, FrameType] | None = None) -> _IdleWait | None:
     """What the thread whose innermost Python frame is ``frame`` waits for in Python's own code,
     if it waits there for any other thread to act (see :class:`_IdleWait`): in ``Condition.wait()``
     with no timeout, not notified yet (its waiter is still among the Condition's), or as a
     ``ThreadPoolExecutor``'s worker in its work queue while that is empty.  A wait with a timeout
     ends by itself: not one; nor does a thread notified, or with work queued, that has yet to run
     again (it waits for the interpreter's lock, which the caller holds: seen at that moment, a
-    busy producer and consumer both look idle).  (The frame's locals are read only for these
-    waits, and only here, on the way to deciding a stuck wait.)"""
+    busy producer and consumer both look idle).  ``frames`` are the other threads' innermost
+    frames, as the caller read them (read here if not given).  (The frame's locals are read only
+    for these waits, and only here, on the way to deciding a stuck wait.)"""
     code = frame.f_code
     if code is _CONDITION_WAIT:
         scope = frame.f_locals
@@ -392,16 +395,17 @@ def idle_wait(frame: FrameType) -> _IdleWait | None:
     pool = sys.modules.get("concurrent.futures.thread")
     worker = getattr(pool, "_worker", None)
     if worker is not None and code is getattr(worker, "__code__", None):
-        return NEW_WORK if _no_work_coming(frame.f_locals, code) else None
+        frames = current_frames() if frames is None else frames
+        return NEW_WORK if _no_work_coming(frame.f_locals, code, frames) else None
     return None
 
 
-def _no_work_coming(scope: Mapping[str, Any], worker: CodeType) -> bool:
+def _no_work_coming(scope: Mapping[str, Any], worker: CodeType, frames: Mapping[int, FrameType]) -> bool:
     """Whether a ``ThreadPoolExecutor`` worker, whose ``_worker`` frame (of code ``worker``) has
     the locals ``scope``, has no work coming: its work queue is empty, and the pool counts as many
-    idle workers as it has workers waiting in that queue (a submit claims an idle worker first,
-    and on 3.13 its put hands the item to a waiting worker at once, leaving the queue empty before
-    that worker runs)."""
+    idle workers as it has workers waiting in that queue, by their innermost ``frames`` (a submit
+    claims an idle worker first, and on 3.13 its put hands the item to a waiting worker at once,
+    leaving the queue empty before that worker runs)."""
     work = scope.get("work_queue")
     if work is None or work.qsize():
         return False
@@ -410,7 +414,6 @@ def _no_work_coming(scope: Mapping[str, Any], worker: CodeType) -> bool:
     idle = getattr(getattr(executor, "_idle_semaphore", None), "_value", None)
     if idle is None:
         return True
-    frames = current_frames()
     waiting = sum(
         1
         for thread in list(getattr(executor, "_threads", ()))

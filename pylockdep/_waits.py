@@ -648,8 +648,8 @@ _DONE_STATES: set[str] = set()  # filled when concurrent.futures._base is patche
 _TAKEN_STATES: set[str] = set()  # the done states and RUNNING: a pool's worker took the work
 #: A future's attribute: its work was submitted by an item of its own pool (see _touch_future).
 _SUBMITTED_INSIDE = "_lockdep_submitted_inside"
-#: A future's attribute: the threads in its add_done_callback() now, which calls the callback at
-#: once when the future is done, {ident: depth} (see _future_add_done_callback).
+#: A future's attribute: the idents of the threads in its add_done_callback() now, which calls the
+#: callback at once when the future is done (see _future_add_done_callback).
 _IN_CALLBACKS = "_lockdep_in_callbacks"
 #: Code whose ``Future.result()`` and ``exception()`` calls read a future that is done by design,
 #: and so wait for nothing: asyncio's ``_copy_future_state`` (added by :mod:`pylockdep._asyncio`),
@@ -716,18 +716,17 @@ def _future_add_done_callback(original: Callable[..., Any]) -> Callable[..., Any
 
     def add_done_callback(self: Any, fn: Callable[[Any], object]) -> None:
         try:
-            inside = self.__dict__.setdefault(_IN_CALLBACKS, {})
+            inside = self.__dict__.setdefault(_IN_CALLBACKS, set())
         except AttributeError:  # a future without a __dict__: no work of a pool's either
             return original(self, fn)  # type: ignore[no-any-return]
         ident = _get_ident()
-        inside[ident] = inside.get(ident, 0) + 1
+        if ident in inside:  # a callback adding another to the same future: the outer call unmarks
+            return original(self, fn)  # type: ignore[no-any-return]
+        inside.add(ident)
         try:
             return original(self, fn)  # type: ignore[no-any-return]
         finally:
-            if inside[ident] > 1:
-                inside[ident] -= 1
-            else:
-                del inside[ident]
+            inside.discard(ident)
 
     add_done_callback.__name__ = original.__name__
     add_done_callback.__qualname__ = original.__qualname__
