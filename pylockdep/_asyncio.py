@@ -881,7 +881,7 @@ def _might_sleep(what: str) -> None:
     if v.off:
         return
     t = _current_holder(v)
-    if not (t.preempt or t.spins or t.hardirq or t.softirq or t.bh or t.irqs_off or t.rcu):
+    if not (t.preempt or t.hardirq or t.softirq or t.bh or t.irqs_off or t.rcu or t.spins):
         return
     frame = _site_frame(_getframe(2))
     v.run_check(t, _checks.check_might_sleep, (frame.f_code, frame.f_lineno), ["__might_sleep", what], 0)

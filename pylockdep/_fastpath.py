@@ -41,7 +41,7 @@ from ._validator import Validator, active
 
 #: The version of the objects' layout that the C module reads, which its ``ABI`` must equal.
 #: Increment it whenever what the C code reads or calls changes shape.
-SPEEDUPS_ABI = 44
+SPEEDUPS_ABI = 45
 
 #: The header generated for the C module by :func:`layout_header`.
 LAYOUT_HEADER = os.path.join(os.path.dirname(__file__), "_csrc", "_held_layout.h")  # os.path: pathlib costs an import

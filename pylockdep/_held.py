@@ -100,21 +100,18 @@ def push(
     """Push ``lock`` on the holder's stack; ``key`` is the new chain key (from :func:`chain_key`).
 
     A signal handler, finalizer or trace hook that runs in between sees the entry before its chain
-    key and spin count: what it validates then depends on the lock too, which is true.
+    key: what it validates then depends on the lock too, which is true.
     :func:`pylockdep._locks._acquire` spells this out, in this order, on its hot path (a test holds
     the two in step).
     """
-    spins = cls.spins
-    t.held.append((lock, cls, read, trylock, code, lasti, t.key, t.irq, spins, t.ctx))
+    t.held.append((lock, cls, read, trylock, code, lasti, t.key, t.irq, cls.spins, t.ctx))
     t.key = key
-    if spins:
-        t.spins += 1
 
 
 def pop(t: Task) -> HeldLock:
     """Pop the most recent lock off the holder's stack and restore the chain key from before it.
 
-    The key and spin count go back before the entry leaves: a handler, finalizer or trace hook that
+    The key goes back before the entry leaves: a handler, finalizer or trace hook that
     runs in between sees the lock still held under the older key, so what it validates there
     depends on the lock too (true: it is not released yet), and no chain is cached as validated
     under a key that claims a lock the stack does not hold.  :func:`pylockdep._locks._release`
@@ -122,8 +119,6 @@ def pop(t: Task) -> HeldLock:
     """
     held = t.held
     entry = held[-1]
-    if entry[H_SPIN]:
-        t.spins -= 1
     t.key = entry[H_PREV_KEY]
     held.pop()
     return entry
@@ -199,7 +194,7 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     lock that is not the most recent), replaying the ones above it.
 
     Only the order of acquisition matters, so the locks above are pushed again, in order, on top
-    of the ones below (the spin count following them): their chain keys change, and a new chain is
+    of the ones below: their chain keys change, and a new chain is
     validated as an acquisition would be (new dependencies may be learned), unless its validation
     cannot find anything new: the entry's old chain was validated (it is cached), in the context
     the holder is in now; the released lock is of another class (so it did not make the old
@@ -245,8 +240,6 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     # The entries above stay in place until it is known which of them move down as a run (one
     # ``del``, no copy: a wait() on N futures releases N entries from the bottom).
     top = len(held)
-    if entry[H_SPIN]:
-        t.spins -= 1
     t.key = entry[H_PREV_KEY]
     cls = entry[H_CLASS]
     way = None
@@ -285,7 +278,6 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     irq = t.irq
     reaches = len(held) == index or not _stops_walk(held[index], irq)
     released = entry[H_CLASS]
-    t.spins -= sum(1 for again in above if again[H_SPIN])
     for i, again in enumerate(above):
         lock, cls, read, trylock = again[H_LOCK], again[H_CLASS], again[H_READ], again[H_TRYLOCK]
         key = chain_key(t.key, again[H_CTX], variant(cls, read, trylock))
@@ -300,8 +292,6 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
             v.remember_chain(key)  # as a validation would: the next release from below replays it
         held.append(again[:H_PREV_KEY] + (t.key,) + again[H_PREV_KEY + 1 :])
         t.key = key
-        if again[H_SPIN]:
-            t.spins += 1
         reaches = reaches and not _stops_walk(again, irq)
     return entry
 

@@ -32,7 +32,7 @@ from ._checks import check_made_locked
 from ._classes import MAX_SUBCLASSES, LockKey, key_for
 from ._fastpath import ACCELERATED, RWCore, accelerate, accelerate_new, accelerate_rw, accelerate_section, new_real_lock
 from ._frames import _CONTEXTLIB_FILE, Site, caller_site, getframe, internal_files, is_internal, line_at, outside_frame
-from ._held import H_LOCK, H_PREV_KEY, H_SPIN, VARIANT_TRY, do_pending, find, pop, remove
+from ._held import H_LOCK, H_PREV_KEY, VARIANT_TRY, do_pending, find, pop, remove
 from ._plain import plain_rlock
 from ._primitive import Primitive
 from ._signals import critical, critical_take, deferred, run_deferred, run_deferred_undoing
@@ -123,10 +123,8 @@ def _acquire(
         # The instruction offset, not f_lineno: finding the line costs time proportional to the
         # function's length, so it is worked out only when a report prints the site.
         held = t.held
-        held.append((lock, cls, read, trylock, frame.f_code, frame.f_lasti, prev, t.irq, spins := cls.spins, ctx))
+        held.append((lock, cls, read, trylock, frame.f_code, frame.f_lasti, prev, t.irq, cls.spins, ctx))
         t.key = key
-        if spins:
-            t.spins += 1
         if new_chain and len(held) >= v.max_lock_depth:  # a call: a handler may raise after it, still undone
             v.depth_exceeded(t)
         if deferred and not block:
@@ -192,8 +190,6 @@ def _release(lock: Primitive, read: int) -> None:
             unlock = lock._unlock if real is None else real.release
             try:
                 # pop() spelt out, the hot path, a call fewer (a test holds them in step).
-                if entry[H_SPIN]:
-                    t.spins -= 1
                 t.key = entry[H_PREV_KEY]
                 held.pop()
             finally:  # interrupted or not, the lock is released and off the stack
@@ -539,10 +535,8 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
                 try:
                     self._owner = t if (taken := self._real.acquire(0)) else self._owner  # TAKING's line
                     if taken:
-                        t.held.append((self, cls, 0, False, code, frame.f_lasti, prev, t.irq, spins := cls.spins, ctx))
+                        t.held.append((self, cls, 0, False, code, frame.f_lasti, prev, t.irq, cls.spins, ctx))
                         t.key = key
-                        if spins:
-                            t.spins += 1
                         # What a signal held back here runs at the block's end (see _acquire).
                         return result_of_enter or self  # True, or the lock
                 except BaseException:
@@ -568,8 +562,6 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
         real = self._real
         try:
             try:  # pop() spelt out, as in _release
-                if entry[H_SPIN]:
-                    t.spins -= 1
                 t.key = entry[H_PREV_KEY]
                 held.pop()
             finally:  # interrupted or not, the lock is released and off the stack

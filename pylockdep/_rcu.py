@@ -204,10 +204,7 @@ class SRCU(_Validated):
                 del readers[ident]
             del stack[at]
             if top:  # _held.pop(t) and _locks._release's ending, with no call
-                entry = held[-1]
-                if entry[_held.H_SPIN]:
-                    t.spins -= 1
-                t.key = entry[_held.H_PREV_KEY]
+                t.key = held[-1][_held.H_PREV_KEY]
                 del held[-1]
                 self._owner = None if self._owner is t else self._owner
             elif recorded:  # deeper in the stack: the locks above are replayed

@@ -73,6 +73,8 @@ class IrqTrace:
 # What segment_waits() has found for a holder that has looked for nothing yet: one tuple for them
 # all (a program may have many asyncio tasks, each a holder).
 _NO_SEGMENT: tuple[int, int, frozenset[int]] = (CHAIN_ROOT, -1, frozenset())
+# What the spins property has counted for a holder that has held nothing yet: nothing spins.
+_NO_SPINS = (CHAIN_ROOT, 0)
 
 
 class Task:
@@ -116,12 +118,12 @@ class Task:
         "pending",
         "waiting",
         "busy",
-        "spins",
         "irq",
         "segment",
         "nearest",
         "replaying",
         "lasti",
+        "spin_memo",
         "__weakref__",
     )
     #: Whether holders of this kind come and go by the thousand (asyncio tasks): what they leave
@@ -155,7 +157,6 @@ class Task:
         self.signals_on = is_main_thread(ident) if signals_on is None else signals_on
         self.in_gc = False  # a garbage collection runs on it (see pylockdep._collector)
         self.interrupted: int | None = None
-        self.spins = 0  # held locks that disabled preemption
         self.irq = 0  # 2 * (in a hard interrupt) + (in a softirq), lockdep's irq_context
         self.atomic_site: Site | None = None  # where preempt_disable() went from 0 to 1
         self.atomic_depth = 0  # how many locks were held then
@@ -179,6 +180,41 @@ class Task:
         # instruction taking it (-1 when not known), and whether it is held already, pushed again.
         self.lasti = -1
         self.replaying = False
+        # What the spins property last counted: the chain key of a stack and its count.
+        self.spin_memo = _NO_SPINS
+
+    @property
+    def spins(self) -> int:
+        """How many held locks disable preemption, by the flags their entries were pushed with.
+
+        Counted when a check asks: the hot paths keep no count.  The count of the stack below the
+        top entry depends only on the classes it holds, which the chain key the top entry was
+        pushed on names: it is kept (``spin_memo``) under that key, and found for a stack one lock
+        deeper from that lock alone, so that a thread taking lock after lock on new chains
+        (``concurrent.futures.wait()`` on a thousand futures), asked at each, does not count its
+        stack each time.  Keys come from the entries, never from ``key``, which a finalizer running
+        in the middle of a push or pop sees out of step with the stack.
+        """
+        held = self.held
+        if not held:
+            return 0
+        top = held[-1]
+        below = top[H_PREV_KEY]
+        key, count = self.spin_memo
+        if below != key:
+            if self.pending:  # a run's entries keep their old places' keys meanwhile
+                count = sum(1 for entry in held[:-1] if entry[H_SPIN])
+            elif len(held) >= 2 and held[-2][H_PREV_KEY] == key:  # one lock deeper than the kept stack
+                count += 1 if held[-2][H_SPIN] else 0
+            else:
+                count = sum(1 for entry in held[:-1] if entry[H_SPIN])
+            if not self.pending:
+                self.spin_memo = (below, count)
+        return count + 1 if top[H_SPIN] else count
+
+    def forget_spins(self) -> None:
+        """Forget what :attr:`spins` counted: which classes spin has changed (the kernel flavour)."""
+        self.spin_memo = _NO_SPINS
 
     @property
     def pid(self) -> int:

@@ -728,6 +728,8 @@ def configure(**changes: Any) -> Validator:
         v.apply(v.options.replace(**{name: value for name, value in changes.items() if value is not None}))
         for cls in v.graph.classes:
             cls.spins = cls.ltype.spins_under(v.preempt_rt)
+        for t in list(v.tasks.values()):  # what their stacks' keys counted may have changed too
+            t.forget_spins()
         v.forget_chains()
     return v
 

@@ -216,8 +216,8 @@ def test_python_acquire_and_release_change_the_stack_as_push_and_pop_do():
     ways = [(m("ps_m"), 0, 0, False), (rs("ps_rs"), 1, 0, True), (m("ps_m2"), 0, 2, True), (rs("ps_rs2"), 0, 0, False)]
     ways += [(rw("ps_rw"), 1, 0, False), (rw("ps_rw2"), 2, 0, True), (s("ps_s"), 0, 0, False), (s("ps_s2"), 0, 0, True)]
 
-    def state(t: _task.Task) -> tuple[list[HeldLock], int, int]:
-        return list(t.held), t.key, t.spins
+    def state(t: _task.Task) -> tuple[list[HeldLock], int]:
+        return list(t.held), t.key
 
     with pylockdep.validate(raise_on_report=False, stream=None, preempt_rt=False) as v:
         t = v.task()
@@ -228,7 +228,7 @@ def test_python_acquire_and_release_change_the_stack_as_push_and_pop_do():
                     assert _locks._acquire(lock, read, subclass, sys._getframe(), trylock)
                 lock, read, subclass, trylock = ways[below]
                 twin = _task.Task("twin", 0)
-                twin.held, twin.key, twin.spins, twin.ctx, twin.irq = list(t.held), t.key, t.spins, t.ctx, t.irq
+                twin.held, twin.key, twin.ctx, twin.irq = list(t.held), t.key, t.ctx, t.irq
                 assert _locks._acquire(lock, read, subclass, sys._getframe(), trylock)
                 top = t.held[-1]
                 cls = v.class_for(lock._key, subclass)
@@ -236,11 +236,11 @@ def test_python_acquire_and_release_change_the_stack_as_push_and_pop_do():
                 _held.push(twin, lock, cls, read, trylock, top[H_CODE], top[H_LASTI], key)
                 assert state(t) == state(twin)
                 for lock, read, _, _ in reversed(ways[: below + 1]):
-                    twin.held, twin.key, twin.spins = state(t)
+                    twin.held, twin.key = state(t)
                     _held.pop(twin)
                     _locks._release(lock, read)
                     assert state(t) == state(twin)
-                assert state(t) == ([], CHAIN_ROOT, 0)
+                assert state(t) == ([], CHAIN_ROOT)
         assert v.reports == []
         assert len(v.chains) >= len(ways)
 
@@ -297,7 +297,7 @@ def test_the_pure_with_block_changes_the_stack_as_push_and_pop_do(monkeypatch):
                     lock.__enter__()
                 lock = locks[below]
                 twin = _task.Task("twin", 0)
-                twin.held, twin.key, twin.spins, twin.ctx, twin.irq = list(t.held), t.key, t.spins, t.ctx, t.irq
+                twin.held, twin.key, twin.ctx, twin.irq = list(t.held), t.key, t.ctx, t.irq
                 before = (slow.acquires, slow.releases)
                 line = sys._getframe().f_lineno + 1
                 got = lock.__enter__()
@@ -307,12 +307,12 @@ def test_the_pure_with_block_changes_the_stack_as_push_and_pop_do(monkeypatch):
                 cls = v.class_for(lock._key, 0)
                 key = chain_key(twin.key, twin.ctx, cls.variants[0])
                 _held.push(twin, lock, cls, 0, False, top[H_CODE], top[H_LASTI], key)
-                assert (list(t.held), t.key, t.spins) == (list(twin.held), twin.key, twin.spins)
+                assert (list(t.held), t.key) == (list(twin.held), twin.key)
                 assert lock._owner is t
                 for lock in reversed(locks[: below + 1]):
                     _held.pop(twin)
                     lock.__exit__(None, None, None)
-                    assert (list(t.held), t.key, t.spins) == (list(twin.held), twin.key, twin.spins)
+                    assert (list(t.held), t.key) == (list(twin.held), twin.key)
                     assert lock._owner is None and not lock.locked()
                 if known:
                     assert (slow.acquires, slow.releases) == before
@@ -1611,7 +1611,7 @@ def work_maps(workers: int, name: str) -> tuple[_waits._PoolMap, _waits._WorkMap
 
 
 def held_state(t: _task.Task, *maps: _waits.CompletionMap) -> tuple:
-    return [tuple(entry) for entry in t.held], t.key, t.spins, [m._owner for m in maps]
+    return [tuple(entry) for entry in t.held], t.key, [m._owner for m in maps]
 
 
 @needs_c
@@ -1625,7 +1625,7 @@ def test_work_maps_on_a_known_chain_are_held_released_and_touched_in_c():
         assert "_acquire" in python_functions(lambda: hold((pool, work), frame))  # new chains: Python
         held = held_state(t, pool, work)
         assert python_functions(lambda: release((work, pool))) == []
-        assert held_state(t, pool, work) == ([], CHAIN_ROOT, 0, [None, None])
+        assert held_state(t, pool, work) == ([], CHAIN_ROOT, [None, None])
         assert python_functions(lambda: hold((pool, work), frame)) == []
         assert held_state(t, pool, work) == held  # the entries Python pushed, field for field
         release((work, pool))
@@ -1634,7 +1634,7 @@ def test_work_maps_on_a_known_chain_are_held_released_and_touched_in_c():
         hold((other,), frame)
         assert python_functions(lambda: touch(work, frame)) == []  # another item of its class is held
         assert python_functions(lambda: release((other,))) == []
-        assert held_state(t, pool, work, other) == ([], CHAIN_ROOT, 0, [None, None, None])
+        assert held_state(t, pool, work, other) == ([], CHAIN_ROOT, [None, None, None])
     assert v.reports == []
 
 
@@ -1650,7 +1650,7 @@ def test_work_maps_hand_what_they_cannot_do_to_python():
             hold((pool, work), frame)
             # out of order: Python takes each map off where it is
             assert "_release" in python_functions(lambda: release((pool, work)))
-            assert held_state(t, pool, work) == ([], CHAIN_ROOT, 0, [None, None])
+            assert held_state(t, pool, work) == ([], CHAIN_ROOT, [None, None])
             # a pool of one worker: Python touches the pool's map too (the kernel's ordered workqueue)
             assert python_functions(lambda: touch(single_work, frame)).count("_touch") == 2
         hold((pool,), frame)
@@ -1659,7 +1659,7 @@ def test_work_maps_hand_what_they_cannot_do_to_python():
         for call in (lambda: hold((pool, work), frame), lambda: release((work, pool))):
             t.pending.append(object())  # another thread released a lock for this one
             assert {"_hold_maps", "_release_maps"} & set(python_functions(call))
-        assert held_state(t, pool, work) == ([], CHAIN_ROOT, 0, [None, None])
+        assert held_state(t, pool, work) == ([], CHAIN_ROOT, [None, None])
     assert [(r.kind, set(r.classes)) for r in v.reports] == [("recursive", {"(wq_completion)fp_maps_slow"})]
 
 

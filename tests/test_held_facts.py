@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import pylockdep
 from pylockdep import _held
-from pylockdep._held import H_CLASS, H_LOCK
+from pylockdep._held import H_CLASS, H_LOCK, H_SPIN
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -147,3 +147,73 @@ def test_the_wait_types_of_the_irq_segment_are_those_a_scan_finds(steps):
                 lock.release()
             if handler is not None:
                 handler.__exit__(None, None, None)
+
+
+def counted_spins(t):
+    return sum(1 for e in t.held if e[H_SPIN])
+
+
+# A step: take a lock (kernel types by index, or a Python lock of one class: runs of them released
+# from the bottom move down lazily), release the held lock at a position, or ask for the count.
+spin_steps = st.lists(
+    st.tuples(st.sampled_from(["raw", "spin", "mutex", "python", "release", "release", "ask"]), st.integers(0, 7)),
+    max_size=40,
+)
+
+
+@pytest.mark.parametrize("lazy_run", [_held.LAZY_RUN, 2], ids=["runs-rewritten", "runs-relabelled-lazily"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spin_steps)
+@example([("raw", 0), ("spin", 0), ("ask", 0), ("mutex", 0), ("ask", 0), ("release", 0), ("ask", 0)])
+def test_the_spin_count_is_what_a_count_of_the_stack_finds(lazy_run, steps):
+    """After any sequence of takes and releases from anywhere, asked at any point, a holder's spin
+    count (kept under the chain key of the stack below its top) is the number of held entries that
+    disable preemption."""
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        pylockdep.validate(raise_on_report=False) as v,
+        pylockdep.instrument_threading(),
+    ):
+        patch.setattr(_held, "LAZY_RUN", lazy_run)
+        made = {
+            "raw": [pylockdep.RawSpinLock(f"raw{i}", key=("spins", "raw", i)) for i in range(8)],
+            "spin": [pylockdep.SpinLock(f"spin{i}", key=("spins", "spin", i)) for i in range(8)],
+            "mutex": [pylockdep.Mutex(f"mutex{i}", key=("spins", "mutex", i)) for i in range(8)],
+            "python": [threading.RLock() for _ in range(8)],  # one class: made on one line
+        }
+        held: list[object] = []
+        t = v.task()
+        for action, n in steps:
+            if action in made:
+                lock = made[action][n]
+                if lock not in held:
+                    lock.acquire()
+                    held.append(lock)
+            elif action == "release" and held:
+                held.pop(n % len(held)).release()
+            else:
+                assert t.spins == counted_spins(t)
+        assert t.spins == counted_spins(t)
+        for lock in reversed(held):
+            lock.release()
+        assert t.spins == 0
+
+
+def test_the_spin_count_follows_the_kernel_flavour_when_it_changes():
+    """A count kept for a chain before the kernel flavour changed is not used after: on
+    PREEMPT_RT a ``spinlock_t`` sleeps, so a mutex taken inside one is no longer in atomic context,
+    and a ``raw_spinlock_t`` still counts."""
+    default = pylockdep.configure()
+    spin = pylockdep.SpinLock("flavour_spin", key=("spins", "flavour", "spin"))
+    raw = pylockdep.RawSpinLock("flavour_raw", key=("spins", "flavour", "raw"))
+    before = default.options.preempt_rt
+    try:
+        pylockdep.configure(preempt_rt=False)
+        t = default.task()
+        with spin, raw:
+            assert t.spins == 2
+        pylockdep.configure(preempt_rt=True)
+        with spin, raw:
+            assert t.spins == 1
+    finally:
+        pylockdep.configure(preempt_rt=before)

@@ -1,7 +1,7 @@
 /*
  * The Task's held-lock stack as pylockdep._held keeps it: entries (tuples of the H_* fields) built,
  * pushed and popped in place (spare entries reused rather than freed), and the Task's pending
- * work and spin count.
+ * work.
  */
 
 /* Whether the Task has pending work (Task.pending: locks other threads released for it, a run of
@@ -11,37 +11,6 @@ has_pending(PyObject *t)
 {
     PyObject *pending = SLOT(t, task_layout, T_PENDING);
     return pending == NULL || !PyList_Check(pending) || PyList_GET_SIZE(pending) != 0;
-}
-
-/* Whether ``flag`` (a bool, as a rule) is true; an error counts as false. */
-static inline int
-is_true(PyObject *flag)
-{
-    return flag == Py_True || (flag != Py_False && PyObject_IsTrue(flag) == 1);
-}
-
-/* t.spins += delta (a small count, read in place: nothing is made). */
-static int
-add_spins(PyObject *t, long delta)
-{
-    PyObject *old = SLOT(t, task_layout, T_SPINS), *new, *by;
-    long value;
-
-    if (old == NULL)
-        return -1;
-    if (compact_value(old, &value)) {
-        new = int_of(value + delta);
-    } else {
-        if ((by = PyLong_FromLong(delta)) == NULL)
-            return -1;
-        new = PyNumber_Add(old, by);
-        Py_DECREF(by);
-    }
-    if (new == NULL)
-        return -1;
-    slot_set(t, task_layout.offset[T_SPINS], new);
-    Py_DECREF(new);
-    return 0;
 }
 
 /*

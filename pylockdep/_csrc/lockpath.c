@@ -172,7 +172,7 @@ take_known(PyObject *v, PyObject *t, ThreadCache *c, PyObject *lock, const Layou
         result = -1;  /* the real lock raised: report that, as Python would */
     } else if (taken == 0) {
         result = 0;  /* still contended: the slow path waits on (and checks for a deadlock) */
-    } else if (held_push(held, entry) < 0 || (is_true(spins) && add_spins(t, 1) < 0)) {
+    } else if (held_push(held, entry) < 0) {
         result = -1;  /* out of memory, in practice */
     } else {
         slot_set(lock, lk->offset[L_OWNER], t);
@@ -235,25 +235,21 @@ drop_top(PyObject *t, PyObject *lock, const Layout *lk, PyObject *read)
         return 0;
     Py_INCREF(t);
     held_pop(held);  /* the list's reference to top is ours now */
-    if (is_true(PyTuple_GET_ITEM(top, H_SPIN)) && add_spins(t, -1) < 0) {
-        result = -1;
+    slot_set(t, task_layout.offset[T_KEY], PyTuple_GET_ITEM(top, H_PREV_KEY));
+    slot_set(lock, lk->offset[L_OWNER], Py_None);
+    if (lk->recursive) {  /* the owner's last release: nobody owns it from here */
+        slot_set(lock, lk->offset[L_COUNT], g_zero);
+        slot_set(lock, lk->offset[L_IDENT], Py_None);
+    }
+    if ((real = real_of(lock, lk)) != NULL && read == g_zero && real->locked) {
+        reallock_release(real);
+        result = 1;
+    } else if ((core = rwcore_of(lock)) != NULL && (mode = small_int(read, 0, READ_MAX)) >= 0) {
+        result = rwcore_release(core, (int)mode, PyThread_get_thread_ident()) < 0 ? -1 : 1;
     } else {
-        slot_set(t, task_layout.offset[T_KEY], PyTuple_GET_ITEM(top, H_PREV_KEY));
-        slot_set(lock, lk->offset[L_OWNER], Py_None);
-        if (lk->recursive) {  /* the owner's last release: nobody owns it from here */
-            slot_set(lock, lk->offset[L_COUNT], g_zero);
-            slot_set(lock, lk->offset[L_IDENT], Py_None);
-        }
-        if ((real = real_of(lock, lk)) != NULL && read == g_zero && real->locked) {
-            reallock_release(real);
-            result = 1;
-        } else if ((core = rwcore_of(lock)) != NULL && (mode = small_int(read, 0, READ_MAX)) >= 0) {
-            result = rwcore_release(core, (int)mode, PyThread_get_thread_ident()) < 0 ? -1 : 1;
-        } else {
-            r = PyObject_CallMethodOneArg(lock, s_unlock, read);
-            result = r == NULL ? -1 : 1;
-            Py_XDECREF(r);
-        }
+        r = PyObject_CallMethodOneArg(lock, s_unlock, read);
+        result = r == NULL ? -1 : 1;
+        Py_XDECREF(r);
     }
     held_entry_drop(top);
     Py_DECREF(t);

@@ -66,7 +66,7 @@ read_side_entry(PyObject *map, const Layout *ml, PyObject *v, PyObject *t, Threa
     if (variants == NULL || !PyTuple_Check(variants) || PyTuple_GET_SIZE(variants) <= 2 || spins != Py_False
         || tkey == NULL || ctx == NULL || irq == NULL || held == NULL || !PyList_Check(held) || chains == NULL
         || !PyAnySet_Check(chains) || maxd == NULL || !PyLong_Check(maxd))
-        return NULL;  /* a map that spins would change the spin count: Python does that */
+        return NULL;  /* read sides do not spin: a class that does is left to Python */
     limit = PyLong_AsSsize_t(maxd);
     if (limit == -1 || PyList_GET_SIZE(held) + 1 >= limit  /* Python reports the depth */
         || (chain = known_chain(v, c, tkey, ctx, PyTuple_GET_ITEM(variants, 2))) == NULL)

@@ -42,12 +42,12 @@ enum { V_OFF, V_LOCAL, V_CHAINS, V_CHAINS_FORGOTTEN, V_MAX_LOCK_DEPTH, V_PREEMPT
 static const char *const validator_slots[] = {"off", "local", "chains", "chains_forgotten", "max_lock_depth",
                                               "preempt_rt", "async_holders", NULL};
 enum {
-    T_HELD, T_KEY, T_CTX, T_IRQ, T_SPINS, T_PENDING,
+    T_HELD, T_KEY, T_CTX, T_IRQ, T_PENDING,
     /* the context counters (Task.update_ctx() hashes them in this order), and what sections change */
     T_PREEMPT, T_HARDIRQ, T_HARDIRQ_THREADED, T_SOFTIRQ, T_BH, T_IRQS_OFF, T_RCU, T_IN_SIGNAL, T_SIGNALS_ON,
     T_IN_GC, T_IRQTRACE, T_ATOMIC_SITE, T_ATOMIC_DEPTH, T_IRQ_SAVES
 };
-static const char *const task_slots[] = {"held", "key", "ctx", "irq", "spins", "pending", "preempt",
+static const char *const task_slots[] = {"held", "key", "ctx", "irq", "pending", "preempt",
                                          "hardirq", "hardirq_threaded", "softirq", "bh", "irqs_off", "rcu",
                                          "in_signal", "signals_on", "in_gc", "irqtrace", "atomic_site", "atomic_depth",
                                          "irq_saves", NULL};
