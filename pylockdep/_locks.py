@@ -490,26 +490,31 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
     enter_general = cls.__enter__
     exit_general = cls.__exit__
     result_of_enter = None if enter_returns_self else True
+    program_code = None  # the code that entered last, when neither skip_file's nor contextlib's
 
     @critical_take
     def __enter__(self: Any, *args: Any) -> Any:
+        nonlocal program_code
         if args:  # acquire()'s arguments (threading.Lock's with-block takes them)
             return _enter_declined(self, enter_general, args)
         frame = _getframe(1)
         code = frame.f_code
         # A Condition taking its lock, or an ExitStack: sited as _threading._acquirer sites it
         # (pylockdep's own code enters no program's lock).
-        if skip_file and ((name := code.co_filename) == skip_file or name == _CONTEXTLIB_FILE):
-            # outside_frame(), spelt out for its common case: the caller is the program's
-            caller = frame.f_back
-            if (
-                caller is None
-                or (name := caller.f_code.co_filename) == skip_file
-                or internal_files.get(name) is not False
-            ):
-                caller = outside_frame(frame, skip_threading=True)
-            frame = caller or frame
-            code = frame.f_code
+        if skip_file and code is not program_code:
+            if (name := code.co_filename) == skip_file or name == _CONTEXTLIB_FILE:
+                # outside_frame(), spelt out for its common case: the caller is the program's
+                caller = frame.f_back
+                if (
+                    caller is None
+                    or (name := caller.f_code.co_filename) == skip_file
+                    or internal_files.get(name) is not False
+                ):
+                    caller = outside_frame(frame, skip_threading=True)
+                frame = caller or frame
+                code = frame.f_code
+            else:  # the program's: the next entry from the same code needs no test
+                program_code = code
         v = active.validator
         try:
             t = v.local.task
