@@ -15,7 +15,7 @@ import gc
 import sys
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from operator import attrgetter
-from types import FrameType
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 from . import _collector, _guards, _splat
@@ -497,7 +497,7 @@ def check_retaken_by_callee(entry: HeldLock, site: Site) -> bool:
     it, or after that one returned, it waits for another thread's release (a hand-off: CPython's
     own tests wait so)."""
     code = entry[H_CODE]
-    return site[0] is not code and calls_method(code, "release") and id(code) in _running_codes()
+    return site[0] is not code and calls_method(code, "release") and not _not_running([code])
 
 
 def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, site: Site) -> bool:
@@ -876,7 +876,7 @@ def check_token_held(entry: tuple) -> bool:
     waits are checked on its behalf, code not in its chain of coroutines).
     """
     cls = entry[H_CLASS]
-    return may_hand_off(cls.ltype) and not cls.key.handoff and id(entry[H_CODE]) not in _running_codes()
+    return may_hand_off(cls.ltype) and not cls.key.handoff and _not_running([entry[H_CODE]])
 
 
 def check_token_class(v: Validator, t: Task, cls: LockClass, held: list[HeldLock], lock: object = None) -> bool:
@@ -885,33 +885,35 @@ def check_token_class(v: Validator, t: Task, cls: LockClass, held: list[HeldLock
     longer running (:func:`check_token_held`), as validating an acquisition of the class under
     it would mark it (:func:`check_instance_order`).  Returns True: decided."""
     if not (cls.key.token or cls.key.handoff) and may_hand_off(cls.ltype):
-        # check_token_held() for each entry, with one look at the stack for all of them, and one
-        # lookup per run of entries taken by one code: a holder of a thousand Locks of one class
-        # does not look a thousand times.
-        running = _running_codes()
+        # check_token_held() for each entry, with one look at the stack for all of them: a holder
+        # of a thousand Locks of one class taken by one function does not look a thousand times.
+        codes = []
         last = None
         for entry in held:
             if entry[H_CLASS] is cls and entry[H_LOCK] is not lock and (code := entry[H_CODE]) is not last:
-                if id(code) not in running:
-                    cls.key.token = True
-                    break
+                codes.append(code)
                 last = code
+        if codes and _not_running(codes):
+            cls.key.token = True
     return True
 
 
-def _running_codes() -> set[int]:
-    """The ids of the code objects running in this thread, which :func:`check_token_held` looks
-    for (those of the stack standing in for it, for a suspended asyncio task): ids, since hashing
-    a code object hashes its contents."""
+def _not_running(codes: Iterable[CodeType]) -> bool:
+    """Whether one of ``codes`` is not running in this thread (not in the stack standing in for
+    it, for a suspended asyncio task).  The stack is walked from the innermost frame until all
+    are found: the code that took a lock is most often the caller's.  By ids, since hashing a
+    code object hashes its contents."""
+    wanted = {id(code) for code in codes}
     standing = stack_stood_in()
     if standing is not None:
-        return {id(site[0]) for site in standing}
-    codes = set()
+        return not wanted.issubset({id(site[0]) for site in standing})
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
-        codes.add(id(frame.f_code))
+        wanted.discard(id(frame.f_code))
+        if not wanted:
+            return False
         frame = frame.f_back
-    return codes
+    return True
 
 
 def _invert_dir(mask: int) -> int:
