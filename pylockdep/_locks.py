@@ -458,6 +458,10 @@ class _Lock(_Validated, _RealLock):
         return _new_held(self, 0, subclass, 0)
 
 
+# A chain key memo's entry for a chain with none: no context equals None.
+_NO_STEP = (None, None)
+
+
 def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file: str = "") -> None:
     """On the pure path, give ``cls`` the with-block's fast path that the C module gives it
     otherwise (:func:`~pylockdep._fastpath.accelerate`): a ``__enter__`` and an ``__exit__`` that
@@ -525,7 +529,11 @@ def pure_fast_with(cls: type[_RealLock], *, enter_returns_self: bool, skip_file:
             prev = t.key
             ctx = t.ctx
             # Known chain: the memo's, else chain_key() spelt out as in _acquire and found cached.
-            if (step := cls.steps.get(prev)) is not None and step[0] == ctx:
+            try:  # a subscript rather than get(): no call
+                step = cls.steps[prev]
+            except KeyError:
+                step = _NO_STEP
+            if step[0] == ctx:
                 key = step[1]
             else:
                 era = v.chains_forgotten  # before the lookup: a chain forgotten meanwhile is not memoised
