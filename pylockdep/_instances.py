@@ -98,15 +98,6 @@ class Instance:
         return self.ref() is not None
 
 
-def holds(cell: Held, node: Instance) -> bool:
-    """Whether ``cell`` names ``node``."""
-    while cell is not None:
-        if cell[0] is node:
-            return True
-        cell = cell[1]
-    return False
-
-
 def same_instances(cell: Held, other: Held) -> bool:
     """Whether two cells name the same instances in the same order."""
     while cell is not other:
@@ -252,35 +243,36 @@ class InstanceOrder:
         the dead instances it meets (:meth:`bypass`)."""
         parent: dict[Instance, Instance | None] = {start: None}
         queue = deque([start])
+        named: dict[int, tuple[Held, set[Instance]]] = {}  # for bypass(): each cell's instances, once
         while queue:
             node = queue.popleft()
             for succ in [succ for succ in node.after if not succ.alive]:
-                self.bypass(node, succ)
+                self.bypass(node, succ, named)
             for succ in node.after:
                 if succ not in parent:
                     parent[succ] = node
                     queue.append(succ)
         return parent
 
-    def bypass(self, node: Instance, dead: Instance) -> None:
+    def bypass(self, node: Instance, dead: Instance, named: dict[int, tuple[Held, set[Instance]]]) -> None:
         """Replace ``node -> dead`` (whose lock died) by an edge from ``node`` to each live instance
         after ``dead`` (through dead ones too) that was taken while ``node`` was held: the pairs
-        of the order that ``dead`` stood for."""
+        of the order that ``dead`` stood for.  ``named`` keeps the instances of each witness's cell
+        for the search that calls this, by the cell's id (with the cell, so that the id stays its
+        own): one acquisition under a thousand held instances is the witness of a thousand edges,
+        each naming them all, and every instance held then may meet them."""
         del node.after[dead]
         seen = {dead}
         todo = [dead]
-        # Whether each witness's cell names ``node``, once per cell: one acquisition under a
-        # thousand held instances is the witness of a thousand edges, each naming them all.
-        names_node: dict[int, bool] = {}
         while todo:
             for succ, witness in todo.pop().after.items():
                 if succ in seen or succ is node:
                     continue
                 cell = witness[3]
-                named = names_node.get(id(cell))
-                if named is None:
-                    named = names_node[id(cell)] = holds(cell, node)
-                if not named:
+                found = named.get(id(cell))
+                if found is None:
+                    found = named[id(cell)] = (cell, set(nodes(cell)))
+                if node not in found[1]:
                     continue
                 if succ.alive:
                     node.after.setdefault(succ, witness)
