@@ -535,7 +535,7 @@ def check_instance_order(v: Validator, t: Task, cls: LockClass, lock: object, si
     if not prevs:
         return True
     witness = (capture_stack(), t.comm, v.origin, held)
-    reachable = order.reachable(nxt)  # one search: edges into nxt do not change it
+    reachable = order.reaching(nxt, prevs)  # one search: edges into nxt do not change it
     if any(prev in reachable for prev in prevs):
         # Name the oldest held instance the one taken leads back to, as a search of every pair would.
         entry = next(e for e in _same(t, cls, lock) if order.node(e[H_LOCK]) in reachable)

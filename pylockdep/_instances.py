@@ -41,9 +41,12 @@ through other classes is still judged class by class, as lockdep does.
 
 from __future__ import annotations
 
+import math
 import weakref
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ._classes import LockClass
@@ -84,7 +87,8 @@ class Instance:
     that the same instances taken again in the same order are one cell, told the same by
     identity (:func:`same_instances` stops there at once).  ``chains`` maps each chain key this
     instance was validated on to the instances of its class held under it then (see
-    :meth:`pylockdep.Validator.remember_instances`): kept here, they go with the lock."""
+    :meth:`pylockdep.Validator.remember_instances`): kept here, they go with the lock.  ``ord`` is
+    its label in the order of the instances (:class:`InstanceOrder`), None until its first edge."""
 
     ref: weakref.ref
     address: int
@@ -92,6 +96,7 @@ class Instance:
     place: tuple[int, LockClass, int] | None = None
     cell: Held = None
     chains: dict[int, Held] | None = None
+    ord: float | None = None
 
     @property
     def alive(self) -> bool:
@@ -116,6 +121,12 @@ def nodes(cell: Held) -> list[Instance]:
     return found
 
 
+_BY_ORD = attrgetter("ord")
+
+#: How many instances a search for a cycle must find before the instances are kept in order.
+ORDER_AFTER = 64
+
+
 #: What :meth:`InstanceOrder.held_by` found last for a holder (``Task.nearest``): the place in its
 #: stack of the nearest instance of a class, that entry itself, the cell naming that instance and
 #: every instance of the class below it, and whether an entry there holds a lock of another class
@@ -128,6 +139,14 @@ class InstanceOrder:
 
     def __init__(self) -> None:
         self._nodes: dict[int, Instance] = {}
+        # A topological order of the instances with edges (see reaching()): their labels,
+        # ascending, and the instances (weakly: one that neither an edge nor a lock names any more
+        # goes).  ``ordered`` is None until a search finds it worth keeping, then True: every
+        # edge climbs it; the first edge that closes a cycle makes it False for good.
+        self._labels: list[float] = []
+        self._labelled: list[weakref.ref[Instance]] = []
+        self._gone = 0  # how many of those are gone: once half are, they are dropped
+        self.ordered: bool | None = None
 
     def node(self, lock: Any) -> Instance:
         """The node of ``lock``, made on first use (or again, for a new lock at a dead one's address)."""
@@ -237,19 +256,34 @@ class InstanceOrder:
             cell = node.cell = (node, below)
         return cell
 
-    def reachable(self, start: Instance) -> dict[Instance, Instance | None]:
+    def reaching(self, start: Instance, targets: list[Instance]) -> dict[Instance, Instance | None]:
+        """What :meth:`reachable` finds from ``start`` that may lead to one of ``targets``: all of
+        it but what the order rules out (edges climb it, so from ``start`` they lead only to
+        instances after it, and to one of ``targets`` only through instances before that one)."""
+        if not self.ordered:
+            found = self.reachable(start)
+            if self.ordered is None and len(found) > ORDER_AFTER:
+                self._start_order()
+            return found
+        if start.ord is None:  # no edge at all
+            return {start: None}
+        limit = max((target.ord for target in targets if target.ord is not None), default=-math.inf)
+        return self.reachable(start, limit) if limit > start.ord else {start: None}
+
+    def reachable(self, start: Instance, limit: float | None = None) -> dict[Instance, Instance | None]:
         """Every live instance reachable from ``start`` (itself included), each mapped to its
         parent on a shortest path (None for ``start``), by a breadth-first search that bypasses
-        the dead instances it meets (:meth:`bypass`)."""
+        the dead instances it meets (:meth:`bypass`); with a ``limit``, only through instances
+        ordered at or before it (while the order stands)."""
         parent: dict[Instance, Instance | None] = {start: None}
         queue = deque([start])
         named: dict[int, tuple[Held, set[Instance]]] = {}  # for bypass(): each cell's instances, once
         while queue:
             node = queue.popleft()
-            for succ in [succ for succ in node.after if not succ.alive]:
+            for succ in [s for s in node.after if not s.alive and (limit is None or s.ord <= limit)]:  # type: ignore[operator]
                 self.bypass(node, succ, named)
             for succ in node.after:
-                if succ not in parent:
+                if succ not in parent and (limit is None or succ.ord <= limit):  # type: ignore[operator]
                     parent[succ] = node
                     queue.append(succ)
         return parent
@@ -293,11 +327,146 @@ class InstanceOrder:
         return path[::-1]
 
     def add(self, prev: Instance, nxt: Instance, witness: Witness) -> bool:
-        """Record ``prev -> nxt``; False when it was already known."""
+        """Record ``prev -> nxt``, keeping the order (:meth:`_make_room`); False when it was
+        already known."""
         if nxt in prev.after:
             return False
         prev.after[nxt] = witness
+        self._make_room(prev, nxt)
         return True
+
+    # -- the order -----------------------------------------------------------------------------
+    #
+    # A new edge is checked for a cycle by a search from its head, whose cost grows with all that
+    # the head leads to: a wait() over a window of a thousand pending futures searched, at each
+    # acquisition, the chains that the earlier waits made through the same futures.  So once a
+    # search has found more than ORDER_AFTER instances, the instances carry a topological order,
+    # as classes do (pylockdep._graph), kept by the same bounded search of Pearce and Kelly: a
+    # search from the head looks only among the instances ordered before the held ones, and none
+    # is needed when they are all ordered before the head.  (Before that, as for instances that
+    # meet once, short-lived ones, keeping it costs more than the searches it saves.)  An
+    # instance is placed at its first edge, next to the other end, so that the usual new edge,
+    # into or out of an instance that had none (a future's condition taken between two others for
+    # the first time), climbs.  Labels are floats; when two neighbours run out of room between
+    # them every label is spread out again.
+
+    def _start_order(self) -> None:
+        """Order the instances with edges (dead ones too) by Kahn's algorithm, or never, if the
+        edges already close a cycle."""
+        found: dict[Instance, int] = {}  # each instance with edges: how many edges lead into it
+        todo = [node for node in self._nodes.values() if node.after]
+        for node in todo:
+            found.setdefault(node, 0)
+        while todo:
+            for succ in todo.pop().after:
+                if succ not in found:
+                    found[succ] = 0
+                    todo.append(succ)
+                found[succ] += 1
+        order = [node for node, count in found.items() if not count]
+        for node in order:  # (the list grows as it is read)
+            for succ in node.after:
+                found[succ] -= 1
+                if not found[succ]:
+                    order.append(succ)
+        if len(order) < len(found):
+            self.ordered = False
+            return
+        self._labels = [float(k) for k in range(len(order))]
+        self._labelled = [weakref.ref(node, self._went) for node in order]
+        for k, node in enumerate(order):
+            node.ord = float(k)
+        self.ordered = True
+
+    def _make_room(self, prev: Instance, nxt: Instance) -> None:
+        """Keep the order for the new edge ``prev -> nxt``: place whichever end has no place yet
+        next to the other; if the edge goes against the order, move what edges lead to from
+        ``nxt`` among the instances before ``prev`` (``nxt`` included) to just after ``prev``, in
+        their order: every other edge into or out of them still climbs.  If that leads to
+        ``prev``, the edge closes a cycle and the order ends."""
+        if not self.ordered:
+            return
+        if prev.ord is None:
+            if nxt.ord is None:
+                self._place_after(self._last(), [prev, nxt])
+            else:
+                self._place_after(self._before(nxt), [prev])
+        elif nxt.ord is None:
+            self._place_after(prev, [nxt])
+        elif nxt.ord < prev.ord:
+            region = self._leads_to(nxt, prev)
+            if region is None:
+                self.ordered = False
+                return
+            for node in region:
+                del self._labels[i := bisect_left(self._labels, node.ord)], self._labelled[i]  # type: ignore[arg-type]
+            self._place_after(prev, sorted(region, key=_BY_ORD))
+
+    @staticmethod
+    def _leads_to(start: Instance, end: Instance) -> list[Instance] | None:
+        """The instances ordered before ``end`` that edges lead to from ``start`` (itself
+        included), or None if they lead to ``end``."""
+        limit = end.ord
+        seen = {start}
+        todo = [start]
+        while todo:
+            for succ in todo.pop().after:
+                if succ is end:
+                    return None
+                if succ not in seen and succ.ord < limit:  # type: ignore[operator]
+                    seen.add(succ)
+                    todo.append(succ)
+        return list(seen)
+
+    def _last(self) -> Instance | None:
+        """The last instance of the order that still exists, if any."""
+        while self._labelled:
+            node = self._labelled[-1]()
+            if node is not None:
+                return node
+            del self._labelled[-1], self._labels[-1]
+        return None
+
+    def _before(self, node: Instance) -> Instance | None:
+        """The instance just before ``node`` in the order that still exists (None at the front)."""
+        i = bisect_left(self._labels, node.ord)  # type: ignore[arg-type]
+        while i > 0:
+            i -= 1
+            if (before := self._labelled[i]()) is not None:
+                return before
+        return None
+
+    def _place_after(self, anchor: Instance | None, run: list[Instance]) -> None:
+        """Label ``run`` (none of it in the order) in its order just after ``anchor`` (at the
+        front for None), sharing the room up to the next label evenly; spread every label out
+        first when that room is too small, or when half the instances are gone."""
+        if self._gone > len(self._labels) // 2 + 64:
+            self._spread()
+        labels = self._labels
+        i = 0 if anchor is None else bisect_left(labels, anchor.ord) + 1  # type: ignore[arg-type]
+        low = labels[i - 1] if i else (labels[0] if labels else 0.0) - len(run) - 1
+        high = labels[i] if i < len(labels) else low + len(run) + 1
+        step = (high - low) / (len(run) + 1)
+        if not (low < low + step and low + len(run) * step < high):
+            self._spread()
+            self._place_after(anchor, run)
+            return
+        labels[i:i] = [low + k * step for k in range(1, len(run) + 1)]
+        self._labelled[i:i] = [weakref.ref(node, self._went) for node in run]
+        for k, node in enumerate(run, 1):
+            node.ord = low + k * step
+
+    def _went(self, ref: weakref.ref[Instance]) -> None:
+        self._gone += 1  # (a weakref callback: it may run in any thread, at any allocation)
+
+    def _spread(self) -> None:
+        """Label the instances of the order 0, 1, 2 ..., dropping those gone."""
+        self._gone = 0
+        kept = [ref for ref in self._labelled if ref() is not None]
+        self._labelled = kept
+        self._labels = [float(k) for k in range(len(kept))]
+        for k, ref in enumerate(kept):
+            ref().ord = float(k)  # type: ignore[union-attr]
 
     def bridge(self, below: Any, removed: Any, above: Any) -> None:
         """``removed`` was released from between ``below`` and ``above`` (held instances of its

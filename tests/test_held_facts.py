@@ -1,11 +1,13 @@
 """What the slow path keeps about a holder's stack so as not to scan it on every new chain (the wait
-types of its irq segment, the instances of a class it holds) is what a scan of the stack finds,
-whatever the fast paths, releases from the middle, trylocks and unchecked regions did to the stack
-since it was kept."""
+types of its irq segment, the instances of a class it holds, its spin count) is what a scan of the
+stack finds, whatever the fast paths, releases from the middle, trylocks and unchecked regions did
+to the stack since it was kept; and the order it keeps of the instances of a class, so as not to
+search for a cycle on every new edge, finds every cycle a search does."""
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 
 import pytest
@@ -13,8 +15,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import pylockdep
-from pylockdep import _held
+from pylockdep import _held, _instances
 from pylockdep._held import H_CLASS, H_LOCK, H_SPIN
+from pylockdep._instances import InstanceOrder
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -217,3 +220,72 @@ def test_the_spin_count_follows_the_kernel_flavour_when_it_changes():
             assert t.spins == 1
     finally:
         pylockdep.configure(preempt_rt=before)
+
+
+class Vault:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()  # one class: one line
+
+
+# A step: take some of six vaults' locks nested, in the order given, and release them newest or
+# oldest first; or let one vault die (a new one takes its place).
+order_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("take"), st.lists(st.integers(0, 5), min_size=2, max_size=5, unique=True), st.booleans()),
+        st.tuples(st.just("die"), st.integers(0, 5), st.booleans()),
+    ),
+    max_size=25,
+)
+
+
+def run_instance_steps(steps, ordered: bool | None) -> tuple[list[str], list[bool]]:
+    """The kinds reported, and for each search for a cycle whether it found one; the instances
+    ordered from the start (True), never (False), or from the first search that finds more than
+    one (None)."""
+    found: list[bool] = []
+    reaching = InstanceOrder.reaching
+
+    def recorded(order, start, targets):
+        result = reaching(order, start, targets)
+        found.append(any(target in result for target in targets))
+        return result
+
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        pylockdep.validate(raise_on_report=False) as v,
+        pylockdep.instrument_threading(),
+    ):
+        patch.setattr(InstanceOrder, "reaching", recorded)
+        patch.setattr(_instances, "ORDER_AFTER", 1)
+        v.instances.ordered = ordered
+        vaults = [Vault() for _ in range(6)]
+        for action, which, flag in steps:
+            if action == "take":
+                taken = [vaults[i] for i in which]
+                for vault in taken:
+                    vault.lock.acquire()
+                for vault in taken if flag else reversed(taken):
+                    vault.lock.release()
+            else:
+                vaults[which] = Vault()
+                gc.collect()
+            if v.instances.ordered:  # every edge climbs the order
+                for node in list(v.instances._nodes.values()):
+                    assert all(node.ord < succ.ord for succ in node.after)
+        return [r.kind for r in v.reports], found
+
+
+@pytest.mark.parametrize("ordered", [True, None], ids=["from-the-start", "from-a-search"])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order_steps)
+@example([("take", [0, 1, 2], False), ("die", 1, False), ("take", [2, 0], False)])  # a -> b -> c, b dies
+@example([("take", [0, 1], False), ("take", [2, 0], False), ("take", [1, 2], False)])  # a ring of three
+@example([("take", [3, 4], False), ("take", [0, 1], False), ("take", [4, 0], False), ("take", [1, 3], False)])
+# Ordered from the third take, whose search from 1 finds 2: 1 -> 2 was made before 0 -> 1.
+@example([("take", [1, 2], False), ("take", [0, 1], False), ("take", [3, 1], False)])
+def test_the_order_of_instances_finds_every_cycle_a_search_finds(ordered, steps):
+    """After any sequence of nested takes (released newest or oldest first) and deaths of
+    instances of one class, each new edge closes a cycle exactly when it does for a validator
+    that searches all that the edge's head leads to, and so the same reports are made; while no
+    edge has closed a cycle every edge climbs the order."""
+    assert run_instance_steps(steps, ordered) == run_instance_steps(steps, False)
