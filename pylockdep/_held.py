@@ -243,7 +243,7 @@ def remove(v: Validator, t: Task, index: int) -> HeldLock:
     t.key = entry[H_PREV_KEY]
     cls = entry[H_CLASS]
     way = None
-    if runs_from(entry) or v.decide_token(t, cls, held[:index] + held[index + 1 :]):
+    if runs_from(entry) or v.decide_token(t, cls, held, entry[H_LOCK]):
         way = _WAY(entry)
     if way is not None and cls.ltype.python and index + 1 < top and _WAY(held[index + 1]) == way:
         # What validating the entry above again would add: an instance order edge to it from

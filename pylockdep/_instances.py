@@ -46,11 +46,11 @@ import weakref
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ._classes import LockClass
 from ._frames import Stack
+from ._graph import _BY_ORD
 from ._held import H_CLASS, H_LOCK, H_TRYLOCK, HeldLock
 
 if TYPE_CHECKING:
@@ -120,8 +120,6 @@ def nodes(cell: Held) -> list[Instance]:
         cell = cell[1]
     return found
 
-
-_BY_ORD = attrgetter("ord")
 
 #: How many instances a search for a cycle must find before the instances are kept in order.
 ORDER_AFTER = 64

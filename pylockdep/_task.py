@@ -202,10 +202,9 @@ class Task:
         below = top[H_PREV_KEY]
         key, count = self.spin_memo
         if below != key:
-            if self.pending:  # a run's entries keep their old places' keys meanwhile
-                count = sum(1 for entry in held[:-1] if entry[H_SPIN])
-            elif len(held) >= 2 and held[-2][H_PREV_KEY] == key:  # one lock deeper than the kept stack
-                count += 1 if held[-2][H_SPIN] else 0
+            # (While a run's entries keep their old places' keys, nothing is read from them.)
+            if not self.pending and len(held) >= 2 and held[-2][H_PREV_KEY] == key:
+                count += 1 if held[-2][H_SPIN] else 0  # one lock deeper than the kept stack
             else:
                 count = sum(1 for entry in held[:-1] if entry[H_SPIN])
             if not self.pending:

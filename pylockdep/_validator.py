@@ -388,11 +388,11 @@ class Validator:
         """Report ``t``'s wait, which can never end behind the waits ``stuck`` (its own first)."""
         self.run_check(t, _checks.check_hung_task, stuck, caller_site(skip_threading=True))
 
-    def decide_token(self, t: Task, cls: LockClass, held: list[HeldLock]) -> bool:
+    def decide_token(self, t: Task, cls: LockClass, held: list[HeldLock], lock: object = None) -> bool:
         """Decide now whether ``cls`` is a token class, as validating again the entries of ``held``
-        (``t``'s, in order) would (:func:`pylockdep._checks.check_token_class`); whether that was
-        decided (not while validation is off or ``t`` is inside pylockdep)."""
-        return bool(self.run_check(t, _checks.check_token_class, cls, held))
+        (``t``'s, in order), ``lock``'s excepted, would (:func:`pylockdep._checks.check_token_class`);
+        whether that was decided (not while validation is off or ``t`` is inside pylockdep)."""
+        return bool(self.run_check(t, _checks.check_token_class, cls, held, lock))
 
     def bad_unlock(self, t: Task, lock: object, name: str, site: Site | None = None) -> None:
         """Report a release of a lock this thread does not hold."""

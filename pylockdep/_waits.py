@@ -58,7 +58,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from functools import partial
+from functools import partial, update_wrapper
 from time import monotonic
 from types import CodeType, FrameType, ModuleType
 from typing import Any
@@ -701,9 +701,6 @@ def _future_wait(original: Callable[..., Any]) -> Callable[..., Any]:
             # keep the future (and so itself) alive in a cycle that only the collector frees.
             self = None
 
-    wait_then.__name__ = original.__name__
-    wait_then.__qualname__ = original.__qualname__
-    wait_then.__doc__ = original.__doc__
     return wait_then
 
 
@@ -728,9 +725,6 @@ def _future_add_done_callback(original: Callable[..., Any]) -> Callable[..., Any
         finally:
             inside.discard(ident)
 
-    add_done_callback.__name__ = original.__name__
-    add_done_callback.__qualname__ = original.__qualname__
-    add_done_callback.__wrapped__ = original  # type: ignore[attr-defined]
     return add_done_callback
 
 
@@ -779,7 +773,6 @@ def _futures_wait(original: Callable[..., Any]) -> Callable[..., Any]:
             _touch_futures(fs, _getframe(1))
         return original(fs, timeout, return_when)
 
-    wait.__doc__ = original.__doc__
     return wait
 
 
@@ -790,7 +783,6 @@ def _futures_as_completed(original: Callable[..., Any]) -> Callable[..., Any]:
             _touch_futures(fs, _getframe(1))
         return original(fs, timeout)
 
-    as_completed.__doc__ = original.__doc__
     return as_completed
 
 
@@ -1028,9 +1020,7 @@ def _patch(module: ModuleType) -> None:
     for owner_name, attribute, factory in _PATCHES[module.__name__]:
         owner = getattr(module, owner_name) if owner_name else module
         original = owner.__dict__[attribute]
-        wrapper = factory(original)
-        if wrapper.__doc__ is None:
-            wrapper.__doc__ = original.__doc__
+        wrapper = update_wrapper(factory(original), original)  # the original's name and doc, __wrapped__
         role = _C_ROLES.get(factory)
         if role is not None:
             wrapper = _pool_stand_in(role, wrapper, original)
